@@ -1,0 +1,69 @@
+//! The one interface the training loop, `tpri trace` and `tpri check` drive: the f64 CPU
+//! reference and the wgpu backend both implement it.
+
+use anyhow::Result;
+use nalgebra::DMatrix;
+
+use crate::config::Hyper;
+use crate::cpu::inverse::CgReport;
+use crate::cpu::optimizer::OptState;
+use crate::model::Params;
+use crate::tasks::Batch;
+
+/// Every intermediate of one iteration at fixed parameters (what `tpri trace` writes).
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// Hidden states h_0 … h_T, each B×d.
+    pub h: Vec<DMatrix<f64>>,
+    /// The loss ℓ at these parameters.
+    pub loss: f64,
+    /// For TP: the surrogate gradient for `rnn.*` and the loss gradient for `head.*`;
+    /// for BP: the loss gradient for all.
+    pub grads: Params,
+    /// TP only: targets v_0 … v_T (v_0 is never used and holds h_0).
+    pub v: Option<Vec<DMatrix<f64>>>,
+    /// TP only: P = (WᵀW + rI)⁻¹Wᵀ.
+    pub p_inv: Option<DMatrix<f64>>,
+    /// TP with CG only: how the solve for P went.
+    pub cg: Option<CgReport>,
+}
+
+/// What a training step reports when asked (GPU backends read it back lazily).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepStats {
+    /// Training loss of the batch, before the update.
+    pub loss: f64,
+    /// The CG solve of this step, for TP.
+    pub cg: Option<CgReport>,
+}
+
+/// Loss and accuracy on a batch (for regression, accuracy is the share with |z − y| < 0.04).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Eval {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// A device that runs TP-RI and BPTT iterations.
+pub trait Backend {
+    /// A short human-readable name, e.g. `cpu (f64)` or the adapter name.
+    fn name(&self) -> String;
+
+    /// One iteration's quantities at `params` on `batch`, without updating anything.
+    fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace>;
+
+    /// Takes parameters, optimizer state (fresh when `None`) and settings for training.
+    fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()>;
+
+    /// One training iteration on `batch`: gradients, then an optimizer step.
+    fn step(&mut self, batch: &Batch) -> Result<()>;
+
+    /// Statistics of the last step; may wait for the device.
+    fn last_stats(&mut self) -> Result<StepStats>;
+
+    /// Loss and accuracy of the current parameters on `batch`.
+    fn evaluate(&mut self, batch: &Batch) -> Result<Eval>;
+
+    /// Current parameters and optimizer state; may wait for the device.
+    fn state(&mut self) -> Result<(Params, OptState)>;
+}

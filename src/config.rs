@@ -1,0 +1,197 @@
+//! Hyperparameters shared by the CLI, config files, checkpoints and tests.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which loss the head is trained with (SPEC §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Softmax cross-entropy against integer labels, mean over sequences.
+    #[value(name = "ce")]
+    #[serde(rename = "ce")]
+    CrossEntropy,
+    /// Squared error, mean over all B·q entries.
+    Mse,
+}
+
+/// How the recurrent weights are trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Target propagation with regularized inversion (SPEC §2).
+    Tp,
+    /// Backpropagation through time (SPEC §3).
+    Bp,
+}
+
+/// How a target is carried from step t to step t−1 (SPEC §2 step 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    /// `v_{t−1} = h_{t−1} + P[(v_t − h_t) ⊘ (1 − clamp(h_t)²)]` (the default).
+    Linearized,
+    /// `v_{t−1} = h_{t−1} + f⁻¹(clamp(v_t)) − f⁻¹(clamp(h_t))`.
+    Difference,
+    /// `v_{t−1} = f⁻¹(clamp(v_t))`.
+    Plain,
+}
+
+/// How the surrogate loss is differentiated (SPEC §2 step 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TpGrad {
+    /// Through time, as the published implementation does (the default).
+    ThroughTime,
+    /// Each step's input held fixed: no recursion.
+    Local,
+}
+
+/// How `P = (WᵀW + rI)⁻¹Wᵀ` is formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Solver {
+    /// Batched conjugate gradient (SPEC §4); the GPU's only path.
+    Cg,
+    /// Exact Cholesky factorisation (CPU reference only).
+    Cholesky,
+}
+
+/// The optimizer applied to every parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Plain gradient step.
+    Sgd,
+    /// SGD with Nesterov momentum (PyTorch's convention).
+    Nesterov,
+    /// Adam (PyTorch's convention, bias-corrected).
+    Adam,
+}
+
+/// Optimizer settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    /// Learning rate γ_θ.
+    pub lr: f64,
+    /// Momentum for Nesterov.
+    pub momentum: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Settings of the target propagation (ignored by BP).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TpConfig {
+    /// Target step γ_h.
+    pub lr_target: f64,
+    /// Regularization r > 0 of the inversion.
+    pub reg: f64,
+    pub target_mode: TargetMode,
+    pub tp_grad: TpGrad,
+    pub solver: Solver,
+    /// Relative residual at which CG stops.
+    pub cg_tol: f64,
+    /// Cap on CG iterations; missing `cg_tol` by then is an error.
+    pub cg_max_iter: usize,
+}
+
+impl Default for TpConfig {
+    fn default() -> Self {
+        Self {
+            lr_target: 0.1,
+            reg: 1.0,
+            target_mode: TargetMode::Linearized,
+            tp_grad: TpGrad::ThroughTime,
+            solver: Solver::Cg,
+            cg_tol: 1e-10,
+            cg_max_iter: 500,
+        }
+    }
+}
+
+/// Clamp margin ε of SPEC §2.
+pub const CLAMP_EPS: f64 = 1e-3;
+
+/// Everything one training iteration depends on, besides parameters and data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hyper {
+    pub method: Method,
+    pub loss: Loss,
+    pub tp: TpConfig,
+    pub opt: OptimizerConfig,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Self {
+            method: Method::Tp,
+            loss: Loss::CrossEntropy,
+            tp: TpConfig::default(),
+            opt: OptimizerConfig::default(),
+        }
+    }
+}
+
+impl Hyper {
+    /// Rejects settings no iteration can run with, naming the offending value.
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.opt;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            bail!("learning rate must be positive and finite, got {}", o.lr);
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            bail!("momentum must be in [0, 1), got {}", o.momentum);
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            bail!(
+                "Adam betas must be in [0, 1), got {} and {}",
+                o.beta1,
+                o.beta2
+            );
+        }
+        if !(o.eps > 0.0) {
+            bail!("Adam eps must be positive, got {}", o.eps);
+        }
+        if self.method == Method::Tp {
+            let t = &self.tp;
+            if !(t.reg > 0.0 && t.reg.is_finite()) {
+                bail!(
+                    "regularization r must be positive and finite, got {}",
+                    t.reg
+                );
+            }
+            if !(t.lr_target >= 0.0 && t.lr_target.is_finite()) {
+                bail!(
+                    "target step lr_target must be non-negative and finite, got {}",
+                    t.lr_target
+                );
+            }
+            if !(t.cg_tol > 0.0) {
+                bail!("CG tolerance must be positive, got {}", t.cg_tol);
+            }
+            if t.cg_max_iter == 0 {
+                bail!("CG iteration cap must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! The linear head and its loss (twin of `shaders/head.wgsl`).
+
+use anyhow::{bail, Result};
+use nalgebra::DMatrix;
+
+use crate::config::Loss;
+use crate::model::Params;
+use crate::tasks::Targets;
+
+/// Regression outputs within this distance of their target count as correct.
+pub const REGRESSION_HIT: f64 = 0.04;
+
+/// Loss, its gradients and the outputs of the head `z = V h_T + c`.
+#[derive(Clone, Debug)]
+pub struct HeadOut {
+    /// ℓ, a mean (SPEC §1).
+    pub loss: f64,
+    /// Share of correct predictions.
+    pub accuracy: f64,
+    /// Outputs z, B×q.
+    pub z: DMatrix<f64>,
+    /// g_T = ∇_{h_T} ℓ, B×d.
+    pub grad_h: DMatrix<f64>,
+    /// ∇_V ℓ, q×d.
+    pub grad_w: DMatrix<f64>,
+    /// ∇_c ℓ, q×1.
+    pub grad_b: DMatrix<f64>,
+}
+
+/// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences.
+pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> {
+    match (loss, y) {
+        (Loss::CrossEntropy, Targets::Labels(l)) => {
+            if l.len() != b {
+                bail!("tensor y has {} labels for {b} sequences", l.len());
+            }
+            if let Some(bad) = l.iter().find(|&&c| c >= q) {
+                bail!("tensor y holds label {bad}, but the head has only {q} classes");
+            }
+        }
+        (Loss::Mse, Targets::Values(v)) => {
+            if v.shape() != (b, q) {
+                bail!(
+                    "tensor y has shape {:?}, expected [{b}, {q}] for mse",
+                    v.shape()
+                );
+            }
+        }
+        (Loss::CrossEntropy, Targets::Values(_)) => {
+            bail!("loss ce needs integer labels y of shape [B], got real-valued targets")
+        }
+        (Loss::Mse, Targets::Labels(_)) => {
+            bail!("loss mse needs real targets y of shape [B, q], got integer labels")
+        }
+    }
+    Ok(())
+}
+
+/// The head's loss and gradients at the last hidden state `h_last` (B×d).
+pub fn head(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> Result<HeadOut> {
+    let b = h_last.nrows();
+    let q = params.head_w.nrows();
+    check_targets(y, loss, b, q)?;
+    let mut z = h_last * params.head_w.transpose();
+    for mut row in z.row_iter_mut() {
+        row += params.head_b.transpose();
+    }
+    let (value, accuracy, dz) = match y {
+        Targets::Labels(labels) => cross_entropy(&z, labels),
+        Targets::Values(t) => squared_error(&z, t),
+    };
+    Ok(HeadOut {
+        loss: value,
+        accuracy,
+        grad_h: &dz * &params.head_w,
+        grad_w: dz.transpose() * h_last,
+        grad_b: DMatrix::from_fn(q, 1, |i, _| dz.column(i).sum()),
+        z,
+    })
+}
+
+/// Mean cross-entropy, accuracy and ∂ℓ/∂z.
+fn cross_entropy(z: &DMatrix<f64>, labels: &[usize]) -> (f64, f64, DMatrix<f64>) {
+    let b = z.nrows() as f64;
+    let mut dz = DMatrix::zeros(z.nrows(), z.ncols());
+    let (mut loss, mut hits) = (0.0, 0usize);
+    for (i, &label) in labels.iter().enumerate() {
+        let row = z.row(i);
+        let max = row.max();
+        let sum: f64 = row.iter().map(|&v| (v - max).exp()).sum();
+        loss += max + sum.ln() - row[label];
+        let argmax = (0..row.len()).fold(0, |best, j| if row[j] > row[best] { j } else { best });
+        hits += usize::from(argmax == label);
+        for j in 0..z.ncols() {
+            let p = (row[j] - max).exp() / sum;
+            dz[(i, j)] = (p - f64::from(u8::from(j == label))) / b;
+        }
+    }
+    (loss / b, hits as f64 / b, dz)
+}
+
+/// Mean squared error over all entries, hit rate and ∂ℓ/∂z.
+fn squared_error(z: &DMatrix<f64>, t: &DMatrix<f64>) -> (f64, f64, DMatrix<f64>) {
+    let n = z.len() as f64;
+    let diff = z - t;
+    let hits = diff.iter().filter(|e| e.abs() < REGRESSION_HIT).count();
+    (diff.norm_squared() / n, hits as f64 / n, diff * (2.0 / n))
+}

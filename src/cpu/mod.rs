@@ -1,0 +1,16 @@
+//! The f64 CPU reference of SPEC §2–§4: one file per kernel, named like its WGSL twin
+//! in `shaders/` and its GPU wrapper in `src/gpu/`.
+//!
+//! Conventions: sequences are rows, so every per-step quantity (h_t, v_t, x_t, g_t) is a
+//! B×(size) matrix and `W h` for one sequence becomes `H Wᵀ` for the batch.
+
+pub mod backend;
+pub mod bptt;
+pub mod forward;
+pub mod head;
+pub mod inverse;
+pub mod iteration;
+pub mod optimizer;
+pub mod target_sweep;
+
+pub use backend::CpuBackend;

@@ -1,0 +1,8 @@
+//! tpri: target propagation with regularized inversion (Roulet & Harchaoui,
+//! arXiv 2112.01453) for recurrent networks, with an f64 CPU reference.
+
+pub mod backend;
+pub mod config;
+pub mod cpu;
+pub mod model;
+pub mod tasks;
