@@ -107,8 +107,9 @@ pub struct TpConfig {
     pub target_mode: TargetMode,
     pub tp_grad: TpGrad,
     pub solver: Solver,
-    /// Relative residual at which CG stops.
-    pub cg_tol: f64,
+    /// Relative residual at which CG stops; `None` takes the backend's default
+    /// (`CPU_CG_TOL` in f64, looser on f32 GPUs).
+    pub cg_tol: Option<f64>,
     /// Cap on CG iterations; missing `cg_tol` by then is an error.
     pub cg_max_iter: usize,
 }
@@ -121,11 +122,15 @@ impl Default for TpConfig {
             target_mode: TargetMode::Linearized,
             tp_grad: TpGrad::ThroughTime,
             solver: Solver::Cg,
-            cg_tol: 1e-10,
-            cg_max_iter: 500,
+            cg_tol: None,
+            cg_max_iter: 100,
         }
     }
 }
+
+/// Default CG tolerance of the f64 reference: tight enough that P matches an exact solve
+/// to about 1e-12.
+pub const CPU_CG_TOL: f64 = 1e-12;
 
 /// Clamp margin ε of SPEC §2.
 pub const CLAMP_EPS: f64 = 1e-3;
@@ -185,8 +190,8 @@ impl Hyper {
                     t.lr_target
                 );
             }
-            if !(t.cg_tol > 0.0) {
-                bail!("CG tolerance must be positive, got {}", t.cg_tol);
+            if let Some(tol) = t.cg_tol.filter(|&tol| !(tol > 0.0)) {
+                bail!("CG tolerance must be positive, got {tol}");
             }
             if t.cg_max_iter == 0 {
                 bail!("CG iteration cap must be at least 1");

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 
 use crate::backend::Trace;
-use crate::config::{Hyper, Method, Solver, TpGrad};
+use crate::config::{Hyper, Method, Solver, TpGrad, CPU_CG_TOL};
 use crate::cpu::bptt::{bptt, Injection};
 use crate::cpu::forward::forward;
 use crate::cpu::head::head;
@@ -55,8 +55,13 @@ pub fn iteration(
             let tp = &hyper.tp;
             let (p_inv, cg) = match tp.solver {
                 Solver::Cg => {
-                    let (p, rep) =
-                        inverse_cg(&params.w_hh, tp.reg, tp.cg_tol, tp.cg_max_iter, warm_p)?;
+                    let (p, rep) = inverse_cg(
+                        &params.w_hh,
+                        tp.reg,
+                        tp.cg_tol.unwrap_or(CPU_CG_TOL),
+                        tp.cg_max_iter,
+                        warm_p,
+                    )?;
                     (p, Some(rep))
                 }
                 Solver::Cholesky => (inverse_cholesky(&params.w_hh, tp.reg)?, None),
