@@ -6,3 +6,4 @@ pub mod config;
 pub mod cpu;
 pub mod model;
 pub mod tasks;
+pub mod tensor_file;
