@@ -7,3 +7,4 @@ pub mod cpu;
 pub mod model;
 pub mod tasks;
 pub mod tensor_file;
+pub mod train;

@@ -1,9 +1,13 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
 mod trace;
+mod train;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use tpri::backend::Backend;
+use tpri::cpu::CpuBackend;
 
 use tpri::config::{
     Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig, TpGrad,
@@ -21,12 +25,15 @@ pub struct Cli {
 enum Command {
     /// One iteration on given parameters and one batch, writing every intermediate.
     Trace(trace::TraceArgs),
+    /// Train an RNN on a task with TP-RI or BPTT.
+    Train(train::TrainArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
 
@@ -85,5 +92,38 @@ fn no_optimizer() -> OptimizerConfig {
     OptimizerConfig {
         kind: OptimizerKind::Sgd,
         ..OptimizerConfig::default()
+    }
+}
+
+/// Which device runs the iterations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The GPU when an adapter exists, else the CPU reference (with a notice).
+    Auto,
+    /// The wgpu backend; an error when no adapter exists.
+    Gpu,
+    /// The f64 CPU reference.
+    Cpu,
+}
+
+/// Flags choosing the backend.
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Adapter name (substring) or index from `tpri devices`.
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+/// Opens the chosen backend.
+fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
+    match args.backend {
+        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
+        BackendChoice::Auto => {
+            println!("note: the GPU backend is not available in this build; using the CPU reference");
+            Ok(Box::new(CpuBackend::new()))
+        }
+        BackendChoice::Gpu => anyhow::bail!("the GPU backend is not available in this build"),
     }
 }
