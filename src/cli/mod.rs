@@ -121,7 +121,9 @@ fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
     match args.backend {
         BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
         BackendChoice::Auto => {
-            println!("note: the GPU backend is not available in this build; using the CPU reference");
+            println!(
+                "note: the GPU backend is not available in this build; using the CPU reference"
+            );
             Ok(Box::new(CpuBackend::new()))
         }
         BackendChoice::Gpu => anyhow::bail!("the GPU backend is not available in this build"),
