@@ -48,11 +48,24 @@ pub fn inverse_cg(
     max_iter: usize,
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
-    if reg <= 0.0 {
+    // Written so that NaN fails the test too.
+    if !(reg > 0.0) {
         bail!("regularization r must be positive for CG, got {reg}");
     }
     let rhs = w.transpose();
     let rhs_norm = rhs.norm();
+    // A NaN or infinite W (a diverged model) would give a NaN residual, which compares
+    // false against the tolerance and would pass for converged.
+    if !rhs_norm.is_finite() {
+        bail!("W has non-finite entries: cannot form the regularized inverse");
+    }
+    if let Some(warm) = warm.filter(|m| m.shape() != rhs.shape()) {
+        bail!(
+            "CG warm start has shape {:?}, expected {:?}",
+            warm.shape(),
+            rhs.shape()
+        );
+    }
     let mut x = warm
         .cloned()
         .unwrap_or_else(|| DMatrix::zeros(w.ncols(), w.nrows()));
@@ -90,7 +103,8 @@ pub fn inverse_cg(
         iterations,
         residual: residual(&rs),
     };
-    if report.residual > tol {
+    // Not `>`: a residual that turned NaN on the way (a NaN warm start) is a failure too.
+    if !(report.residual <= tol) {
         return Err(CgError {
             report,
             tol,
@@ -103,6 +117,9 @@ pub fn inverse_cg(
 
 /// P by an exact Cholesky factorisation of WᵀW + rI.
 pub fn inverse_cholesky(w: &DMatrix<f64>, reg: f64) -> Result<DMatrix<f64>> {
+    if !w.iter().all(|x| x.is_finite()) {
+        bail!("W has non-finite entries: cannot form the regularized inverse");
+    }
     let n = w.ncols();
     let a = w.tr_mul(w) + DMatrix::identity(n, n) * reg;
     let Some(chol) = a.cholesky() else {
