@@ -49,8 +49,8 @@ pub fn inverse_cg(
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
     // Written so that NaN fails the test too.
-    if !(reg > 0.0) {
-        bail!("regularization r must be positive for CG, got {reg}");
+    if !(reg > 0.0 && reg.is_finite()) {
+        bail!("regularization r must be positive and finite for CG, got {reg}");
     }
     let rhs = w.transpose();
     let rhs_norm = rhs.norm();
@@ -85,17 +85,17 @@ pub fn inverse_cg(
     let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
     while residual(&rs) > tol && iterations < max_iter {
         let ap = normal_apply(w, reg, &p);
-        for j in 0..x.ncols() {
+        for (j, rs_j) in rs.iter_mut().enumerate() {
             let curv = p.column(j).dot(&ap.column(j));
             // A column whose residual is exactly zero has p = 0: leave it where it is.
-            let alpha = if curv > 0.0 { rs[j] / curv } else { 0.0 };
+            let alpha = if curv > 0.0 { *rs_j / curv } else { 0.0 };
             x.column_mut(j).axpy(alpha, &p.column(j), 1.0);
             r.column_mut(j).axpy(-alpha, &ap.column(j), 1.0);
             let rs_new = r.column(j).norm_squared();
-            let beta = if rs[j] > 0.0 { rs_new / rs[j] } else { 0.0 };
+            let beta = if *rs_j > 0.0 { rs_new / *rs_j } else { 0.0 };
             let r_j = r.column(j).clone_owned();
             p.column_mut(j).axpy(1.0, &r_j, beta);
-            rs[j] = rs_new;
+            *rs_j = rs_new;
         }
         iterations += 1;
     }
@@ -103,8 +103,8 @@ pub fn inverse_cg(
         iterations,
         residual: residual(&rs),
     };
-    // Not `>`: a residual that turned NaN on the way (a NaN warm start) is a failure too.
-    if !(report.residual <= tol) {
+    // A residual that turned NaN on the way (a NaN warm start) is a failure too.
+    if report.residual.is_nan() || report.residual > tol {
         return Err(CgError {
             report,
             tol,

@@ -4,7 +4,7 @@ use tpri::backend::Backend;
 use tpri::config::{Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver};
 use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
-use tpri::cpu::inverse::inverse_cg;
+use tpri::cpu::inverse::{inverse_cg, CgError};
 use tpri::cpu::iteration::iteration;
 use tpri::cpu::optimizer::OptState;
 use tpri::cpu::CpuBackend;
@@ -62,15 +62,18 @@ fn bp_steps_decrease_the_loss() {
     );
     let eval = be.evaluate(&batch).unwrap();
     losses.push(eval.loss);
-    assert!(
-        losses.windows(2).all(|w| w[1] < w[0]),
-        "losses {losses:?}"
-    );
+    assert!(losses.windows(2).all(|w| w[1] < w[0]), "losses {losses:?}");
 
     let (now, opt) = be.state().unwrap();
     assert_eq!(opt.step, 6);
     assert_ne!(now, params);
-    let out = head(&now, &forward(&now, &batch.x)[SHAPE.t], &batch.y, Loss::CrossEntropy).unwrap();
+    let out = head(
+        &now,
+        &forward(&now, &batch.x)[SHAPE.t],
+        &batch.y,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
     assert_eq!((eval.loss, eval.accuracy), (out.loss, out.accuracy));
 }
 
@@ -84,7 +87,10 @@ fn state_holds_the_updated_parameters() {
         let mut be = CpuBackend::new();
         let trace = be.trace(&params, &batch, &hy).unwrap();
         let same = iteration(&params, &batch, &hy, None).unwrap();
-        assert_eq!(trace.grads, same.grads, "{method:?}: trace is the iteration");
+        assert_eq!(
+            trace.grads, same.grads,
+            "{method:?}: trace is the iteration"
+        );
         be.load(&params, None, &hy).unwrap();
         be.step(&batch).unwrap();
         let (now, _) = be.state().unwrap();
@@ -165,5 +171,26 @@ fn misuse_is_reported() {
     assert!(be.load(&params, Some(&other), &hy).is_err());
     let mut half = OptState::new(params.dims());
     half.v = other.v;
-    assert!(be.load(&params, Some(&half), &hy).is_err(), "second moments too");
+    assert!(
+        be.load(&params, Some(&half), &hy).is_err(),
+        "second moments too"
+    );
+}
+
+/// A CG solve that misses its tolerance fails the step with the numbers, and leaves the
+/// parameters and optimizer state as they were.
+#[test]
+fn a_failed_solve_fails_the_step_and_changes_nothing() {
+    let (params, batch) = setup(85);
+    let mut hy = hyper(Method::Tp, OptimizerKind::Sgd, 0.1);
+    hy.tp.solver = Solver::Cg;
+    hy.tp.cg_max_iter = 1;
+    let mut be = CpuBackend::new();
+    be.load(&params, None, &hy).unwrap();
+    let err = be.step(&batch).unwrap_err();
+    let cg = err.downcast_ref::<CgError>().expect("a CgError");
+    assert_eq!(cg.report.iterations, 1);
+    let (now, opt) = be.state().unwrap();
+    assert_eq!((now, opt.step), (params, 0));
+    assert!(be.last_stats().is_err(), "no step completed");
 }

@@ -53,12 +53,48 @@ impl Shape {
 
 /// The shapes every gradient check runs on: each size down to 1, and some general ones.
 pub const SHAPES: [Shape; 6] = [
-    Shape { b: 1, t: 1, p: 1, d: 1, q: 1 },
-    Shape { b: 1, t: 4, p: 1, d: 1, q: 2 },
-    Shape { b: 2, t: 1, p: 3, d: 4, q: 2 },
-    Shape { b: 3, t: 5, p: 4, d: 7, q: 3 },
-    Shape { b: 4, t: 6, p: 2, d: 5, q: 1 },
-    Shape { b: 1, t: 8, p: 3, d: 6, q: 4 },
+    Shape {
+        b: 1,
+        t: 1,
+        p: 1,
+        d: 1,
+        q: 1,
+    },
+    Shape {
+        b: 1,
+        t: 4,
+        p: 1,
+        d: 1,
+        q: 2,
+    },
+    Shape {
+        b: 2,
+        t: 1,
+        p: 3,
+        d: 4,
+        q: 2,
+    },
+    Shape {
+        b: 3,
+        t: 5,
+        p: 4,
+        d: 7,
+        q: 3,
+    },
+    Shape {
+        b: 4,
+        t: 6,
+        p: 2,
+        d: 5,
+        q: 1,
+    },
+    Shape {
+        b: 1,
+        t: 8,
+        p: 3,
+        d: 6,
+        q: 4,
+    },
 ];
 
 /// Random parameters with every tensor non-zero. W has gain `w_gain` (entries of standard
@@ -80,7 +116,9 @@ pub fn random_params(rng: &mut ChaCha8Rng, dims: Dims, w_gain: f64) -> Params {
 
 /// A random batch: inputs uniform in [−1, 1), labels uniform in 0..q or values in [−1, 1).
 pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
-    let x = (0..s.t).map(|_| uniform(rng, s.b, s.p, -1.0, 1.0)).collect();
+    let x = (0..s.t)
+        .map(|_| uniform(rng, s.b, s.p, -1.0, 1.0))
+        .collect();
     let y = match loss {
         Loss::CrossEntropy => Targets::Labels((0..s.b).map(|_| rng.random_range(0..s.q)).collect()),
         Loss::Mse => Targets::Values(uniform(rng, s.b, s.q, -1.0, 1.0)),

@@ -219,7 +219,10 @@ fn surrogate_gradient_local_matches_finite_differences() {
         // The two modes differ once there is a step to differentiate through.
         if s.t > 1 {
             let tt = bptt(&params, &batch.x, &h, Injection::Targets(&v), true);
-            assert!(rel_err(&g.w_hh, &tt.w_hh) > 1e-3, "{s:?}: local = through time");
+            assert!(
+                rel_err(&g.w_hh, &tt.w_hh) > 1e-3,
+                "{s:?}: local = through time"
+            );
         }
         check_grads(
             &as_params(g, &params),

@@ -24,25 +24,45 @@ fn identity_head(q: usize) -> Params {
 #[test]
 fn cross_entropy_is_stable_for_huge_logits() {
     let params = identity_head(3);
-    let z = DMatrix::from_row_slice(4, 3, &[
-        1e4, 0.0, -1e4, //
-        1e4, 0.0, -1e4, //
-        -1e4, 1e4, -1e4, //
-        1e4, 1e4, 1e4,
-    ]);
+    let z = DMatrix::from_row_slice(
+        4,
+        3,
+        &[
+            1e4, 0.0, -1e4, //
+            1e4, 0.0, -1e4, //
+            -1e4, 1e4, -1e4, //
+            1e4, 1e4, 1e4,
+        ],
+    );
     let y = Targets::Labels(vec![0, 1, 1, 2]);
     let out = head(&params, &z, &y, Loss::CrossEntropy).unwrap();
     // Per row: 0, 1e4, 0 and ln 3 (all logits equal).
     let want = (1e4 + 3f64.ln()) / 4.0;
-    assert!((out.loss - want).abs() <= 1e-12 * want, "{} vs {want}", out.loss);
+    assert!(
+        (out.loss - want).abs() <= 1e-12 * want,
+        "{} vs {want}",
+        out.loss
+    );
     // ∂ℓ/∂z = (softmax − one-hot)/B, and z = h_T here.
     let third = 1.0 / 3.0;
-    let dz = DMatrix::from_row_slice(4, 3, &[
-        0.0, 0.0, 0.0, //
-        1.0, -1.0, 0.0, //
-        0.0, 0.0, 0.0, //
-        third, third, third - 1.0,
-    ]) / 4.0;
+    let dz = DMatrix::from_row_slice(
+        4,
+        3,
+        &[
+            0.0,
+            0.0,
+            0.0, //
+            1.0,
+            -1.0,
+            0.0, //
+            0.0,
+            0.0,
+            0.0, //
+            third,
+            third,
+            third - 1.0,
+        ],
+    ) / 4.0;
     assert!((&out.grad_h - &dz).amax() <= 1e-15, "{}", out.grad_h);
     assert!((&out.grad_b - dz.row_sum().transpose()).amax() <= 1e-15);
     assert!(out.grad_w.iter().all(|g| g.is_finite()));
@@ -52,13 +72,17 @@ fn cross_entropy_is_stable_for_huge_logits() {
 #[test]
 fn accuracy_counts_argmax_equal_to_label() {
     let params = identity_head(3);
-    let z = DMatrix::from_row_slice(5, 3, &[
-        0.1, 0.5, 0.2, // argmax 1
-        2.0, -1.0, 1.9, // argmax 0
-        -3.0, -2.0, -1.0, // argmax 2
-        0.0, 0.3, 0.31, // argmax 2
-        7.0, 1.0, 0.0, // argmax 0
-    ]);
+    let z = DMatrix::from_row_slice(
+        5,
+        3,
+        &[
+            0.1, 0.5, 0.2, // argmax 1
+            2.0, -1.0, 1.9, // argmax 0
+            -3.0, -2.0, -1.0, // argmax 2
+            0.0, 0.3, 0.31, // argmax 2
+            7.0, 1.0, 0.0, // argmax 0
+        ],
+    );
     for (labels, want) in [
         (vec![1, 0, 2, 2, 0], 1.0),
         (vec![1, 0, 2, 1, 0], 0.8),
@@ -91,7 +115,11 @@ fn mismatched_targets_are_refused() {
     let cases = [
         (Targets::Labels(vec![0, 3]), Loss::CrossEntropy, "label 3"),
         (Targets::Labels(vec![0]), Loss::CrossEntropy, "1 labels"),
-        (Targets::Values(DMatrix::zeros(2, 3)), Loss::CrossEntropy, "integer labels"),
+        (
+            Targets::Values(DMatrix::zeros(2, 3)),
+            Loss::CrossEntropy,
+            "integer labels",
+        ),
         (Targets::Labels(vec![0, 1]), Loss::Mse, "real targets"),
         (Targets::Values(DMatrix::zeros(2, 2)), Loss::Mse, "shape"),
     ];

@@ -15,7 +15,10 @@ const DIMS: Dims = Dims {
 
 /// Every entry of every tensor, in `PARAM_NAMES` order.
 fn flat(p: &Params) -> Vec<f64> {
-    p.tensors().iter().flat_map(|(_, m)| m.iter().copied()).collect()
+    p.tensors()
+        .iter()
+        .flat_map(|(_, m)| m.iter().copied())
+        .collect()
 }
 
 /// Parameters and three gradients, all random.
