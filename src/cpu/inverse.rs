@@ -57,7 +57,9 @@ pub fn inverse_cg(
     // A NaN or infinite W (a diverged model) would give a NaN residual, which compares
     // false against the tolerance and would pass for converged.
     if !rhs_norm.is_finite() {
-        bail!("W has non-finite entries: cannot form the regularized inverse");
+        bail!(
+            "W has non-finite entries (or its norm overflows): cannot form the regularized inverse"
+        );
     }
     if let Some(warm) = warm.filter(|m| m.shape() != rhs.shape()) {
         bail!(

@@ -13,13 +13,7 @@ use tpri::tasks::Batch;
 
 use crate::common::*;
 
-const SHAPE: Shape = Shape {
-    b: 4,
-    t: 6,
-    p: 3,
-    d: 8,
-    q: 3,
-};
+const SHAPE: Shape = Shape::new(4, 6, 3, 8, 3);
 
 fn setup(seed: u64) -> (Params, Batch) {
     let mut rng = rng(seed);

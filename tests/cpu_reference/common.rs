@@ -42,6 +42,11 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Sizes in the order B, T, p, d, q.
+    pub const fn new(b: usize, t: usize, p: usize, d: usize, q: usize) -> Self {
+        Self { b, t, p, d, q }
+    }
+
     pub fn dims(self) -> Dims {
         Dims {
             input: self.p,
@@ -51,50 +56,16 @@ impl Shape {
     }
 }
 
-/// The shapes every gradient check runs on: each size down to 1, and some general ones.
-pub const SHAPES: [Shape; 6] = [
-    Shape {
-        b: 1,
-        t: 1,
-        p: 1,
-        d: 1,
-        q: 1,
-    },
-    Shape {
-        b: 1,
-        t: 4,
-        p: 1,
-        d: 1,
-        q: 2,
-    },
-    Shape {
-        b: 2,
-        t: 1,
-        p: 3,
-        d: 4,
-        q: 2,
-    },
-    Shape {
-        b: 3,
-        t: 5,
-        p: 4,
-        d: 7,
-        q: 3,
-    },
-    Shape {
-        b: 4,
-        t: 6,
-        p: 2,
-        d: 5,
-        q: 1,
-    },
-    Shape {
-        b: 1,
-        t: 8,
-        p: 3,
-        d: 6,
-        q: 4,
-    },
+/// The shapes (B, T, p, d, q) every gradient check runs on: each size down to 1, some
+/// general ones, and one with more inputs than hidden units.
+pub const SHAPES: [Shape; 7] = [
+    Shape::new(1, 1, 1, 1, 1),
+    Shape::new(1, 4, 1, 1, 2),
+    Shape::new(2, 1, 3, 4, 2),
+    Shape::new(3, 5, 4, 7, 3),
+    Shape::new(4, 6, 2, 5, 1),
+    Shape::new(1, 8, 3, 6, 4),
+    Shape::new(2, 3, 5, 3, 2),
 ];
 
 /// Random parameters with every tensor non-zero. W has gain `w_gain` (entries of standard

@@ -121,13 +121,7 @@ fn bp_gradient_matches_finite_differences() {
 #[test]
 fn one_class_cross_entropy_is_constant() {
     let mut rng = rng(3);
-    let s = Shape {
-        b: 3,
-        t: 4,
-        p: 2,
-        d: 5,
-        q: 1,
-    };
+    let s = Shape::new(3, 4, 2, 5, 1);
     let params = random_params(&mut rng, s.dims(), 1.2);
     let batch = random_batch(&mut rng, s, Loss::CrossEntropy);
     let trace = iteration(&params, &batch, &bp_hyper(Loss::CrossEntropy), None).unwrap();

@@ -175,13 +175,7 @@ fn cg_rejects_a_misshapen_warm_start() {
 /// reports the CG solve only when there was one.
 #[test]
 fn tp_iteration_agrees_across_solvers() {
-    let s = Shape {
-        b: 3,
-        t: 5,
-        p: 4,
-        d: 7,
-        q: 3,
-    };
+    let s = Shape::new(3, 5, 4, 7, 3);
     let mut rng = rng(13);
     let params = random_params(&mut rng, s.dims(), 1.0);
     let batch = random_batch(&mut rng, s, Loss::CrossEntropy);

@@ -2,6 +2,7 @@
 //! inverse f_t⁻¹ it is built from.
 
 use nalgebra::{DMatrix, DVector};
+use rand::Rng;
 
 use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad, CLAMP_EPS};
 use tpri::cpu::forward::forward;
@@ -22,27 +23,9 @@ const MODES: [TargetMode; 3] = [
 
 /// Shapes for the sweep properties (T ≥ 2 so that there is something to sweep).
 const SWEEP_SHAPES: [Shape; 3] = [
-    Shape {
-        b: 3,
-        t: 6,
-        p: 2,
-        d: 5,
-        q: 3,
-    },
-    Shape {
-        b: 2,
-        t: 4,
-        p: 1,
-        d: 1,
-        q: 2,
-    },
-    Shape {
-        b: 1,
-        t: 3,
-        p: 3,
-        d: 8,
-        q: 2,
-    },
+    Shape::new(3, 6, 2, 5, 3),
+    Shape::new(2, 4, 1, 1, 2),
+    Shape::new(1, 3, 3, 8, 2),
 ];
 
 /// Small, well-conditioned weights: W = Q₁ diag(s) Q₂ᵀ with singular values s in
@@ -50,9 +33,7 @@ const SWEEP_SHAPES: [Shape; 3] = [
 /// (the clamp in the sweep is then inactive and the SPEC's formulas hold unclamped).
 fn gentle_params(rng: &mut rand_chacha::ChaCha8Rng, s: Shape) -> Params {
     let svd = gaussian(rng, s.d, s.d, 1.0).svd(true, true);
-    let sv = DMatrix::from_diagonal(&DVector::from_fn(s.d, |_, _| {
-        0.4 + 0.5 * uniform(rng, 1, 1, 0.0, 1.0)[0]
-    }));
+    let sv = DMatrix::from_diagonal(&DVector::from_fn(s.d, |_, _| rng.random_range(0.4..0.9)));
     let mut params = random_params(rng, s.dims(), 1.0);
     params.w_hh = svd.u.unwrap() * sv * svd.v_t.unwrap();
     params.w_ih *= 0.3;
@@ -225,13 +206,7 @@ fn difference_equals_linearized_to_first_order() {
 /// states (|h_t| = 1 in f64, so 1 − h_t² = 0) and targets pushed outside (−1, 1) (atanh = ±∞).
 #[test]
 fn clamp_keeps_saturated_sweeps_finite() {
-    let s = Shape {
-        b: 2,
-        t: 5,
-        p: 3,
-        d: 4,
-        q: 3,
-    };
+    let s = Shape::new(2, 5, 3, 4, 3);
     let mut rng = rng(60);
     let mut params = random_params(&mut rng, s.dims(), 1.0);
     // |W h + U x| stays below 5 while b = 30: every pre-activation exceeds 25, and
