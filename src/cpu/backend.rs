@@ -51,9 +51,10 @@ impl Backend for CpuBackend {
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         hyper.validate()?;
         let opt = opt.cloned().unwrap_or_else(|| OptState::new(params.dims()));
-        opt.m
-            .check_dims(params.dims())
-            .context("optimizer state does not match the parameters")?;
+        for slot in [&opt.m, &opt.v] {
+            slot.check_dims(params.dims())
+                .context("optimizer state does not match the parameters")?;
+        }
         self.train = Some(Training {
             params: params.clone(),
             opt,
