@@ -18,14 +18,18 @@ const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Caps the up-front allocation a header can ask for; real files still read in one go.
-const MAX_RESERVE: usize = 1 << 28;
+const MAX_RESERVE: usize = 1 << 26;
 
 /// `count` images of `rows × cols` u8 pixels, row-major, one after another.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Images {
+    /// Number of images n.
     pub count: usize,
+    /// Rows per image.
     pub rows: usize,
+    /// Columns per image.
     pub cols: usize,
+    /// `count · rows · cols` bytes.
     pub pixels: Vec<u8>,
 }
 
@@ -51,7 +55,9 @@ impl Images {
 /// Images with one label each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Labeled {
+    /// The images.
     pub images: Images,
+    /// One class in `0..CLASSES` per image.
     pub labels: Vec<u8>,
 }
 
@@ -123,10 +129,11 @@ pub fn parse_labels(source: impl Read, path: &Path) -> Result<Vec<u8>> {
 }
 
 fn open(path: &Path) -> Result<File> {
-    File::open(path).with_context(|| format!("cannot open IDX file {}", path.display()))
+    File::open(path).map_err(|e| anyhow!("cannot open IDX file {}: {e}", path.display()))
 }
 
-/// One flat message, so that printing the error with `{}` still shows the problem.
+/// One flat message rather than a context chain, so that printing the error with `{}`
+/// still shows the problem.
 fn in_file(path: &Path, problem: anyhow::Error) -> anyhow::Error {
     anyhow!("IDX file {}: {problem:#}", path.display())
 }
@@ -134,29 +141,20 @@ fn in_file(path: &Path, problem: anyhow::Error) -> anyhow::Error {
 /// Checks the magic number and returns the dimensions and the data bytes.
 fn parse(source: impl Read, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let mut reader = decompressed(source)?;
-    let header = read_up_to(&mut reader, 4 + 4 * ndims)?;
-    ensure!(
-        header.len() == 4 + 4 * ndims,
-        "truncated header: {} bytes, expected {}",
-        header.len(),
-        4 + 4 * ndims
-    );
-    let words: Vec<u32> = header
-        .chunks_exact(4)
-        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
-        .collect();
-    if words[0] != magic {
-        let hint = match words[0] {
+    // The magic number first, so a file of the other kind is named as such.
+    let found = read_words(&mut reader, 1)?[0];
+    if found != magic {
+        let hint = match found {
             IMAGES_MAGIC => " (this is an image file)",
             LABELS_MAGIC => " (this is a label file)",
             _ => "",
         };
-        bail!(
-            "wrong magic number 0x{:08x}, expected 0x{magic:08x}{hint}",
-            words[0]
-        );
+        bail!("wrong magic number 0x{found:08x}, expected 0x{magic:08x}{hint}");
     }
-    let dims: Vec<usize> = words[1..].iter().map(|&d| d as usize).collect();
+    let dims: Vec<usize> = read_words(&mut reader, ndims)?
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
     let len = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -168,12 +166,26 @@ fn parse(source: impl Read, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec
         data.len()
     );
     // Reading on also lets the gzip decoder verify its checksum.
-    let trailing = io::copy(&mut reader, &mut io::sink()).context("cannot read")?;
+    let trailing = io::copy(&mut reader, &mut io::sink()).context("cannot read or decompress")?;
     ensure!(
         trailing == 0,
-        "{trailing} bytes of trailing garbage after the data"
+        "trailing garbage: {trailing} more bytes after the data"
     );
     Ok((dims, data))
+}
+
+/// `count` big-endian u32 header words.
+fn read_words(reader: &mut impl Read, count: usize) -> Result<Vec<u32>> {
+    let bytes = read_up_to(reader, 4 * count)?;
+    ensure!(
+        bytes.len() == 4 * count,
+        "truncated header: ends {} bytes short",
+        4 * count - bytes.len()
+    );
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        .collect())
 }
 
 /// `source`, gunzipped when it starts with the gzip magic bytes.
@@ -194,6 +206,6 @@ fn read_up_to(reader: &mut impl Read, len: usize) -> Result<Vec<u8>> {
     reader
         .take(len as u64)
         .read_to_end(&mut bytes)
-        .context("cannot read")?;
+        .context("cannot read or decompress")?;
     Ok(bytes)
 }

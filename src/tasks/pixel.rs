@@ -1,10 +1,11 @@
 //! Pixel sequences (SPEC §6): each image of an MNIST-layout directory read as
 //! T = rows·cols/k steps of k pixels.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use nalgebra::DMatrix;
 
 use super::idx::{self, Labeled, CLASSES};
@@ -26,7 +27,6 @@ pub struct PixelOptions {
 /// Pixel-sequence classification over a training set and a held-out set.
 ///
 /// Images stay u8 and become f64 per batch, so the training set costs one byte per pixel.
-#[derive(Debug)]
 pub struct PixelTask {
     train: Labeled,
     eval: Labeled,
@@ -68,7 +68,7 @@ impl PixelTask {
         let mut eval = read_split(dir, "t10k")?;
         eval.truncate(eval_size);
         Self::new(train, eval, options, seed)
-            .with_context(|| format!("pixel task from {}", dir.display()))
+            .map_err(|e| anyhow!("pixel task from {}: {e:#}", dir.display()))
     }
 
     /// The task over already-read data.
@@ -76,7 +76,7 @@ impl PixelTask {
         let size = train.images.image_size();
         let k = options.chunk;
         ensure!(
-            k > 0 && size % k == 0,
+            k > 0 && size.is_multiple_of(k),
             "chunk k = {k} does not divide the image size {size} ({}×{} pixels)",
             train.images.rows,
             train.images.cols
@@ -150,6 +150,19 @@ impl PixelTask {
             x,
             y: Targets::Labels(labels),
         }
+    }
+}
+
+/// Sizes only: a derived `Debug` would print every pixel.
+impl fmt::Debug for PixelTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PixelTask")
+            .field("train_images", &self.train.images.count)
+            .field("eval_images", &self.eval.images.count)
+            .field("shape", &shape(&self.train))
+            .field("chunk", &self.chunk)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
     }
 }
 
