@@ -51,7 +51,7 @@ pub struct StepStats {
 }
 
 /// Loss and accuracy on a batch (for regression, accuracy is the share with |z − y| < 0.04).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Eval {
     pub loss: f64,
     pub accuracy: f64,

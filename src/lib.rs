@@ -5,6 +5,8 @@ pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod model;
+pub mod presets;
+pub mod run_dir;
 pub mod tasks;
 pub mod tensor_file;
 pub mod train;

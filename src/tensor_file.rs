@@ -196,34 +196,44 @@ fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&'a [f64]> {
 
 /// Reads `rnn.w_hh`, `rnn.w_ih`, `rnn.b`, `head.w`, `head.b`, checking they fit together.
 pub fn load_params(path: &Path) -> Result<Params> {
-    let tensors = read_tensors(path)?;
-    let w_hh = take(&tensors, PARAM_NAMES[0], path)?;
-    let w_ih = take(&tensors, PARAM_NAMES[1], path)?;
-    let head_w = take(&tensors, PARAM_NAMES[3], path)?;
+    params_from_tensors(&read_tensors(path)?, "", path)
+}
+
+/// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`.
+pub fn params_from_tensors(
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+    file: &Path,
+) -> Result<Params> {
+    let get = |name: &str| take(tensors, &format!("{prefix}{name}"), file);
+    let (w_hh, w_ih, head_w) = (
+        get(PARAM_NAMES[0])?,
+        get(PARAM_NAMES[1])?,
+        get(PARAM_NAMES[3])?,
+    );
     let (Some(&d), Some(&p), Some(&q)) =
         (w_hh.shape.first(), w_ih.shape.get(1), head_w.shape.first())
     else {
         bail!(
-            "{}: rnn.w_hh, rnn.w_ih and head.w must be matrices",
-            path.display()
+            "{}: {prefix}rnn.w_hh, {prefix}rnn.w_ih and {prefix}head.w must be matrices",
+            file.display()
         );
     };
-    let dims = Dims {
+    let mut params = Params::zeros(Dims {
         input: p,
         hidden: d,
         output: q,
-    };
-    let expected = Params::zeros(dims);
-    let mut params = Params::zeros(dims);
-    for ((name, want), slot) in expected.tensors().into_iter().zip(params.tensors_mut()) {
-        let shape: Vec<usize> = if want.ncols() == 1 && name.ends_with(".b") {
-            vec![want.nrows()]
+    });
+    for (name, slot) in PARAM_NAMES.iter().zip(params.tensors_mut()) {
+        let shape: Vec<usize> = if name.ends_with(".b") {
+            vec![slot.nrows()]
         } else {
-            vec![want.nrows(), want.ncols()]
+            vec![slot.nrows(), slot.ncols()]
         };
-        let data = floats(take(&tensors, name, path)?, name, &shape)
-            .with_context(|| format!("in {}", path.display()))?;
-        *slot = DMatrix::from_row_slice(want.nrows(), want.ncols(), data);
+        let key = format!("{prefix}{name}");
+        let data =
+            floats(get(name)?, &key, &shape).with_context(|| format!("in {}", file.display()))?;
+        *slot = DMatrix::from_row_slice(slot.nrows(), slot.ncols(), data);
     }
     Ok(params)
 }

@@ -1,54 +1,91 @@
 //! The training loop. It drives any `Backend` over any `Task` and knows nothing of
-//! which device runs the iterations.
+//! which device runs the iterations, nor where its records and checkpoints go.
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Eval};
+use crate::backend::{Backend, Diagnostics, Eval};
 use crate::config::Hyper;
 use crate::cpu::inverse::CgReport;
+use crate::cpu::optimizer::OptState;
 use crate::model::{Dims, Params};
 use crate::tasks::{build_task, Task, TaskSpec};
 
-/// Everything a training run depends on.
+/// Everything a training run depends on; saved as `config.toml` in the run directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     pub task: TaskSpec,
     /// Hidden size d.
     pub hidden: usize,
     /// Sequences per batch B.
     pub batch_size: usize,
-    /// Training iterations to run.
+    /// Training iterations to run in all.
     pub iterations: u64,
     /// Evaluate every this many iterations (and at the end).
     pub eval_every: u64,
-    /// Read the training loss back every this many iterations (GPU backends sync then).
+    /// Read the training loss and diagnostics every this many iterations (GPUs sync then).
     pub log_every: u64,
-    /// Held-out sequences for synthetic tasks.
+    /// Checkpoint every this many iterations (and at the end).
+    pub checkpoint_every: u64,
+    /// Held-out sequences (synthetic tasks; pixel tasks use at most this many test images).
     pub eval_size: usize,
     /// Seeds the initialisation and the data.
     pub seed: u64,
     pub hyper: Hyper,
 }
 
+impl Default for RunConfig {
+    fn default() -> Self {
+        let task = TaskSpec::Adding { seq_len: 30 };
+        Self {
+            hyper: Hyper {
+                loss: task.loss(),
+                ..Hyper::default()
+            },
+            task,
+            hidden: 100,
+            batch_size: 20,
+            iterations: 1000,
+            eval_every: 100,
+            log_every: 10,
+            checkpoint_every: 500,
+            eval_size: 1000,
+            seed: 0,
+        }
+    }
+}
+
 impl RunConfig {
     /// Rejects impossible settings, naming the value.
     pub fn validate(&self) -> Result<()> {
         self.hyper.validate()?;
-        if self.hidden == 0 {
-            bail!("hidden size must be at least 1");
+        if self.hyper.loss != self.task.loss() {
+            bail!(
+                "the task is scored with {:?}, but the config says loss {:?}",
+                self.task.loss(),
+                self.hyper.loss
+            );
         }
-        if self.batch_size == 0 {
-            bail!("batch size must be at least 1");
+        for (name, value) in [
+            ("hidden", self.hidden),
+            ("batch_size", self.batch_size),
+            ("eval_size", self.eval_size),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
         }
-        if self.eval_every == 0 || self.log_every == 0 {
-            bail!("eval_every and log_every must be at least 1");
-        }
-        if self.eval_size == 0 {
-            bail!("eval_size must be at least 1");
+        for (name, value) in [
+            ("eval_every", self.eval_every),
+            ("log_every", self.log_every),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
         }
         Ok(())
     }
@@ -59,21 +96,39 @@ impl RunConfig {
 pub struct Record {
     /// Iterations completed.
     pub iteration: u64,
-    /// Seconds since training started.
+    /// Seconds of training so far (across resumptions).
     pub elapsed: f64,
     /// Training loss of the last batch (before its update); `None` at iteration 0.
     pub train_loss: Option<f64>,
     /// Evaluation on the held-out set, when one ran at this iteration.
-    pub eval: Option<EvalRecord>,
+    pub eval: Option<Eval>,
     /// The last CG solve, for TP.
     pub cg: Option<CgReport>,
+    /// Per-step norms and gradient norm of the last step, where the backend has them.
+    pub diagnostics: Option<Diagnostics>,
+    /// Spectral norm of W, at evaluations.
+    pub w_spectral_norm: Option<f64>,
 }
 
-/// Evaluation loss and accuracy (serializable twin of `Eval`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct EvalRecord {
-    pub loss: f64,
-    pub accuracy: f64,
+/// Where a run's records and checkpoints go (a run directory, a test's memory, …).
+pub trait RunSink {
+    /// Called at every log or evaluation point.
+    fn record(&mut self, record: &Record) -> Result<()>;
+    /// Called every `checkpoint_every` iterations and at the end, with finite parameters.
+    fn checkpoint(&mut self, state: &TrainState) -> Result<()>;
+}
+
+/// Everything needed to continue a run exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Iterations completed; the next batch has this index.
+    pub iteration: u64,
+    /// Seconds of training so far.
+    pub elapsed: f64,
+    /// Held-out loss of the initial parameters: the divergence threshold is twice it.
+    pub initial_loss: f64,
+    pub params: Params,
+    pub opt: OptState,
 }
 
 /// What a finished run reports.
@@ -107,88 +162,129 @@ pub fn evaluate(backend: &mut dyn Backend, task: &dyn Task, batch_size: usize) -
     })
 }
 
-/// Trains from the seeded initialisation, calling `observe` at every log or eval point.
+/// The input and output sizes the task implies, with the configured hidden size.
+pub fn model_dims(task: &dyn Task, hidden: usize) -> Dims {
+    Dims {
+        input: task.input_size(),
+        hidden,
+        output: task.output_size(),
+    }
+}
+
+/// Trains from the seeded initialisation, or from `resume`, to `cfg.iterations`.
+///
 /// Stops with an error naming the iteration when the training loss becomes non-finite or
 /// exceeds twice the initial loss (measured on the held-out set, which a single batch's
-/// noise cannot trip).
+/// noise cannot trip); no checkpoint is written then, so the last good one stays.
 pub fn train(
     backend: &mut dyn Backend,
     cfg: &RunConfig,
-    mut observe: impl FnMut(&Record),
+    resume: Option<TrainState>,
+    sink: &mut dyn RunSink,
 ) -> Result<Summary> {
     cfg.validate()?;
     let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
-    if task.loss() != cfg.hyper.loss {
-        bail!(
-            "task {:?} is trained with {:?}, not {:?}",
-            cfg.task,
-            task.loss(),
-            cfg.hyper.loss
-        );
-    }
-    let dims = Dims {
-        input: task.input_size(),
-        hidden: cfg.hidden,
-        output: task.output_size(),
-    };
-    backend.load(&Params::init(dims, cfg.seed), None, &cfg.hyper)?;
+    let dims = model_dims(task.as_ref(), cfg.hidden);
     let start = Instant::now();
-    let eval = evaluate(backend, task.as_ref(), cfg.batch_size)?;
-    let mut last = Record {
-        iteration: 0,
-        elapsed: 0.0,
-        train_loss: None,
-        eval: Some(eval.into()),
-        cg: None,
+    let (first, offset, initial_loss) = match resume {
+        Some(state) => {
+            state
+                .params
+                .check_dims(dims)
+                .context("the checkpoint does not fit the run's configuration")?;
+            backend.load(&state.params, Some(&state.opt), &cfg.hyper)?;
+            (state.iteration + 1, state.elapsed, state.initial_loss)
+        }
+        None => {
+            backend.load(&Params::init(dims, cfg.seed), None, &cfg.hyper)?;
+            let eval = evaluate(backend, task.as_ref(), cfg.batch_size)?;
+            let w_norm = spectral_norm(&backend.state()?.0);
+            let record = Record {
+                iteration: 0,
+                elapsed: 0.0,
+                train_loss: None,
+                eval: Some(eval),
+                cg: None,
+                diagnostics: None,
+                w_spectral_norm: Some(w_norm),
+            };
+            sink.record(&record)?;
+            (1, 0.0, eval.loss)
+        }
     };
-    observe(&last);
-    let initial = eval.loss;
-    let mut step_times = Vec::with_capacity(cfg.iterations as usize);
-    for i in 1..=cfg.iterations {
+    let mut last = None;
+    let mut step_times = Vec::new();
+    for i in first..=cfg.iterations {
         let batch = task.train_batch(i - 1, cfg.batch_size);
         let t0 = Instant::now();
-        backend.step(&batch)?;
+        backend
+            .step(&batch)
+            .with_context(|| format!("iteration {i} failed"))?;
         step_times.push(t0.elapsed().as_secs_f64());
-        let eval_now = i % cfg.eval_every == 0 || i == cfg.iterations;
-        if !(eval_now || i % cfg.log_every == 0 || i == 1) {
+        let end = i == cfg.iterations;
+        let eval_now = i % cfg.eval_every == 0 || end;
+        let checkpoint_now = i % cfg.checkpoint_every == 0 || end;
+        if !(eval_now || checkpoint_now || i % cfg.log_every == 0 || i == 1) {
             continue;
         }
         let stats = backend.last_stats()?;
-        if !stats.loss.is_finite() || stats.loss > 2.0 * initial {
+        if !stats.loss.is_finite() || stats.loss > 2.0 * initial_loss {
             bail!(
-                "training diverged at iteration {i}: train loss {:.4e} (initial: {initial:.4e})",
+                "training diverged at iteration {i}: train loss {:.4e} (initial {initial_loss:.4e}); \
+                 the last checkpoint is from before it",
                 stats.loss
             );
         }
-        let eval = if eval_now {
-            Some(evaluate(backend, task.as_ref(), cfg.batch_size)?.into())
-        } else {
-            None
-        };
-        last = Record {
+        let elapsed = offset + start.elapsed().as_secs_f64();
+        let mut record = Record {
             iteration: i,
-            elapsed: start.elapsed().as_secs_f64(),
+            elapsed,
             train_loss: Some(stats.loss),
-            eval,
+            eval: None,
             cg: stats.cg,
+            diagnostics: backend.last_diagnostics()?,
+            w_spectral_norm: None,
         };
-        observe(&last);
+        if eval_now || checkpoint_now {
+            let (params, opt) = backend.state()?;
+            if !params
+                .tensors()
+                .iter()
+                .all(|(_, m)| m.iter().all(|v| v.is_finite()))
+            {
+                bail!("training diverged at iteration {i}: the parameters are no longer finite; the last checkpoint is from before it");
+            }
+            if eval_now {
+                record.eval = Some(evaluate(backend, task.as_ref(), cfg.batch_size)?);
+                record.w_spectral_norm = Some(spectral_norm(&params));
+            }
+            sink.record(&record)?;
+            if checkpoint_now {
+                sink.checkpoint(&TrainState {
+                    iteration: i,
+                    elapsed,
+                    initial_loss,
+                    params,
+                    opt,
+                })?;
+            }
+        } else {
+            sink.record(&record)?;
+        }
+        last = Some(record);
     }
     step_times.sort_by(f64::total_cmp);
     Ok(Summary {
         backend: backend.name(),
         iterations: cfg.iterations,
-        wall_seconds: start.elapsed().as_secs_f64(),
+        wall_seconds: offset + start.elapsed().as_secs_f64(),
         median_step_seconds: step_times.get(step_times.len() / 2).copied().unwrap_or(0.0),
-        last,
+        last: last
+            .context("no iteration left to run: the run had already reached its iteration count")?,
     })
 }
 
-impl From<Eval> for EvalRecord {
-    fn from(e: Eval) -> Self {
-        Self {
-            loss: e.loss,
-            accuracy: e.accuracy,
-        }
-    }
+/// Largest singular value of the recurrent matrix W.
+pub fn spectral_norm(params: &Params) -> f64 {
+    params.w_hh.singular_values().max()
 }

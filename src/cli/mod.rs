@@ -26,14 +26,22 @@ enum Command {
     /// One iteration on given parameters and one batch, writing every intermediate.
     Trace(trace::TraceArgs),
     /// Train an RNN on a task with TP-RI or BPTT.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
+    /// List the presets (the paper's published settings).
+    Presets,
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Presets => {
+            for (name, about) in tpri::presets::PRESETS {
+                println!("{name:28} {about}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -96,9 +104,10 @@ fn no_optimizer() -> OptimizerConfig {
 }
 
 /// Which device runs the iterations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
     /// The GPU when an adapter exists, else the CPU reference (with a notice).
+    #[default]
     Auto,
     /// The wgpu backend; an error when no adapter exists.
     Gpu,
@@ -107,7 +116,7 @@ pub enum BackendChoice {
 }
 
 /// Flags choosing the backend.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct BackendArgs {
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,

@@ -1,140 +1,308 @@
-//! `tpri train`: a training run on any task, with TP-RI or BP.
+//! `tpri train`: a training run on any task, with TP-RI or BP, in a run directory.
+//!
+//! Settings come in layers: a preset (or the defaults), then `--config FILE.toml`, then
+//! the flags; the effective result is saved as the run's `config.toml`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 
-use tpri::config::{Loss, Method, OptimizerConfig, OptimizerKind};
+use tpri::config::{Method, OptimizerKind, Solver, TargetMode, TpGrad};
+use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
+use tpri::run_dir::RunDir;
 use tpri::tasks::TaskSpec;
-use tpri::train::{train, Record, RunConfig};
+use tpri::train::{train, Record, RunConfig, RunSink, TrainState};
 
-use super::{hyper, open_backend, BackendArgs, TpArgs};
+use super::{open_backend, BackendArgs};
 
 /// The tasks of SPEC §6.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum TaskName {
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+pub enum TaskName {
     TemporalOrder,
     Adding,
     /// Pixel-by-pixel images from an MNIST-layout directory of IDX files.
     Pixel,
 }
 
-/// Flags of `tpri train`.
-#[derive(Args, Debug)]
+/// Flags of `tpri train`. Every setting is optional: unset ones come from `--config`,
+/// then `--preset`, then the defaults.
+#[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
+    /// Start from a published setting (see `tpri presets`).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A TOML file with any subset of the run's settings (the layout of a run's config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the run's config, logs, checkpoints and summary go [default: runs/NAME].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, conflicts_with_all = ["preset", "config", "run_dir"])]
+    pub resume: Option<PathBuf>,
     #[arg(long, value_enum)]
-    task: TaskName,
+    pub task: Option<TaskName>,
     /// Sequence length T (synthetic tasks).
-    #[arg(long, default_value_t = 30)]
-    seq_len: usize,
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Directory with train-/t10k- images and labels (pixel task).
-    #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
-    data_dir: PathBuf,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Pixels per step k (pixel task; T = 784 / k).
-    #[arg(long, default_value_t = 1)]
-    chunk: usize,
-    /// Standardize pixels with the training set's mean and deviation (pixel task).
     #[arg(long)]
-    standardize: bool,
-    /// Apply a fixed seeded permutation to the pixels (pixel task).
+    pub chunk: Option<usize>,
+    /// Standardize pixels with the training set's statistics (pixel task).
     #[arg(long)]
-    permuted: bool,
+    pub standardize: Option<bool>,
+    /// A fixed seeded permutation of the pixels (pixel task).
+    #[arg(long)]
+    pub permuted: Option<bool>,
     /// Hidden size d.
-    #[arg(long, default_value_t = 100)]
-    hidden: usize,
+    #[arg(long)]
+    pub hidden: Option<usize>,
     /// Sequences per batch B.
-    #[arg(long, default_value_t = 20)]
-    batch_size: usize,
-    #[arg(long, value_enum, default_value = "tp")]
-    method: Method,
-    #[command(flatten)]
-    tp: TpArgs,
-    #[arg(long, value_enum, default_value = "sgd")]
-    optimizer: OptimizerKind,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    #[arg(long, value_enum)]
+    pub target_mode: Option<TargetMode>,
+    /// Target step γ_h.
+    #[arg(long)]
+    pub lr_target: Option<f64>,
+    /// Regularization r of the inversion (> 0).
+    #[arg(long)]
+    pub reg: Option<f64>,
+    #[arg(long, value_enum)]
+    pub tp_grad: Option<TpGrad>,
+    #[arg(long, value_enum)]
+    pub solver: Option<Solver>,
+    /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
+    #[arg(long)]
+    pub cg_tol: Option<f64>,
+    #[arg(long)]
+    pub cg_max_iter: Option<usize>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
     /// Learning rate γ_θ.
-    #[arg(long, default_value_t = 0.1)]
-    lr: f64,
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Momentum (Nesterov).
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 1000)]
-    iterations: u64,
-    /// Evaluate every this many iterations.
-    #[arg(long, default_value_t = 100)]
-    eval_every: u64,
-    /// Read the training loss every this many iterations.
-    #[arg(long, default_value_t = 10)]
-    log_every: u64,
-    /// Held-out sequences (synthetic tasks; pixel tasks use at most this many test images).
-    #[arg(long, default_value_t = 1000)]
-    eval_size: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    #[arg(long)]
+    pub eval_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
     #[command(flatten)]
-    backend: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// Runs `tpri train`.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (task, loss) = match args.task {
-        TaskName::TemporalOrder => (
-            TaskSpec::TemporalOrder {
-                seq_len: args.seq_len,
-            },
-            Loss::CrossEntropy,
-        ),
-        TaskName::Adding => (
-            TaskSpec::Adding {
-                seq_len: args.seq_len,
-            },
-            Loss::Mse,
-        ),
-        TaskName::Pixel => (
-            TaskSpec::Pixel {
-                dir: args.data_dir,
-                chunk: args.chunk,
-                standardize: args.standardize,
-                permuted: args.permuted,
-            },
-            Loss::CrossEntropy,
-        ),
+    let (mut dir, cfg, resume) = match &args.resume {
+        Some(path) => {
+            let (dir, mut cfg, state) = RunDir::open(path)?;
+            let extra = TrainArgs {
+                iterations: args.iterations,
+                backend: args.backend.clone(),
+                ..TrainArgs::default()
+            };
+            if format!("{args:?}") != format!("{extra:?}") {
+                bail!("--resume continues a run with its saved settings; only --iterations and --backend may be given with it");
+            }
+            cfg.iterations = args.iterations.unwrap_or(cfg.iterations);
+            match &state {
+                Some(s) => println!("resuming {} from iteration {}", path.display(), s.iteration),
+                None => println!(
+                    "{} has no checkpoint yet: starting it again",
+                    path.display()
+                ),
+            }
+            (dir, cfg, state)
+        }
+        None => {
+            let cfg = resolve(&args)?;
+            let name = args.preset.clone().unwrap_or_else(|| default_name(&cfg));
+            let path = args
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| Path::new("runs").join(name));
+            (RunDir::create(&path, &cfg)?, cfg, None)
+        }
     };
-    if args.seq_len == 0 {
-        bail!("sequence length T must be at least 1");
-    }
-    let opt = OptimizerConfig {
-        kind: args.optimizer,
-        lr: args.lr,
-        momentum: args.momentum,
-        ..OptimizerConfig::default()
-    };
-    let cfg = RunConfig {
-        task,
-        hidden: args.hidden,
-        batch_size: args.batch_size,
-        iterations: args.iterations,
-        eval_every: args.eval_every,
-        log_every: args.log_every,
-        eval_size: args.eval_size,
-        seed: args.seed,
-        hyper: hyper(args.method, loss, &args.tp, opt),
-    };
-    cfg.validate()?;
     let mut backend = open_backend(&args.backend)?;
     println!(
-        "training with {} on {}",
+        "training with {} on {}; run directory {}",
         method_name(cfg.hyper.method),
-        backend.name()
+        backend.name(),
+        dir.file("").display()
     );
-    let summary = train(backend.as_mut(), &cfg, print_record)?;
+    let mut console = Console::new(&mut dir, &cfg, resume.as_ref().map_or(0, |s| s.iteration));
+    let result = train(backend.as_mut(), &cfg, resume, &mut console);
+    console.finish();
+    let summary = result?;
+    dir.write_summary(&summary)?;
     println!(
-        "done: {} iterations in {:.1} s, median step {:.2} ms",
+        "done: {} iterations in {:.1} s (median step {:.2} ms); {}",
         summary.iterations,
         summary.wall_seconds,
-        summary.median_step_seconds * 1e3
+        summary.median_step_seconds * 1e3,
+        describe(&summary.last)
     );
     Ok(())
+}
+
+/// The effective configuration: preset or defaults, then the file, then the flags.
+pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
+    let mut cfg = match &args.preset {
+        Some(name) => preset(name)?,
+        None => RunConfig::default(),
+    };
+    if let Some(path) = &args.config {
+        cfg = overlay_file(&cfg, path)?;
+    }
+    cfg.task = task_from_flags(&cfg.task, args)?;
+    cfg.hyper.loss = cfg.task.loss();
+    let h = &mut cfg.hyper;
+    set(&mut h.method, args.method);
+    set(&mut h.tp.target_mode, args.target_mode);
+    set(&mut h.tp.lr_target, args.lr_target);
+    set(&mut h.tp.reg, args.reg);
+    set(&mut h.tp.tp_grad, args.tp_grad);
+    set(&mut h.tp.solver, args.solver);
+    set(&mut h.tp.cg_max_iter, args.cg_max_iter);
+    if args.cg_tol.is_some() {
+        h.tp.cg_tol = args.cg_tol;
+    }
+    set(&mut h.opt.kind, args.optimizer);
+    set(&mut h.opt.lr, args.lr);
+    set(&mut h.opt.momentum, args.momentum);
+    set(&mut cfg.hidden, args.hidden);
+    set(&mut cfg.batch_size, args.batch_size);
+    set(&mut cfg.iterations, args.iterations);
+    set(&mut cfg.eval_every, args.eval_every);
+    set(&mut cfg.log_every, args.log_every);
+    set(&mut cfg.checkpoint_every, args.checkpoint_every);
+    set(&mut cfg.eval_size, args.eval_size);
+    set(&mut cfg.seed, args.seed);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Deep-merges a (partial) TOML file over `base`. A task of another kind replaces the
+/// base task whole rather than mixing their fields.
+fn overlay_file(base: &RunConfig, path: &Path) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let file: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("malformed config file {}", path.display()))?;
+    let mut merged = toml::Table::try_from(base)?;
+    let same_task = file
+        .get("task")
+        .and_then(|t| t.get("name"))
+        .is_none_or(|n| merged.get("task").and_then(|t| t.get("name")) == Some(n));
+    if !same_task {
+        merged.remove("task");
+    }
+    merge(&mut merged, file);
+    let cfg: RunConfig = merged
+        .try_into()
+        .with_context(|| format!("invalid settings in config file {}", path.display()))?;
+    Ok(cfg)
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+/// Applies the task flags to `base`: `--task` of another kind starts that task from its
+/// defaults; a flag that the task does not take is an error.
+fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
+    let kind = match base {
+        TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
+        TaskSpec::Adding { .. } => TaskName::Adding,
+        TaskSpec::Pixel { .. } => TaskName::Pixel,
+    };
+    let mut task = match a.task {
+        Some(name) if name != kind => match name {
+            TaskName::TemporalOrder => TaskSpec::TemporalOrder { seq_len: 60 },
+            TaskName::Adding => TaskSpec::Adding { seq_len: 30 },
+            TaskName::Pixel => TaskSpec::Pixel {
+                dir: DEFAULT_PIXEL_DIR.into(),
+                chunk: 1,
+                standardize: false,
+                permuted: false,
+            },
+        },
+        _ => base.clone(),
+    };
+    match &mut task {
+        TaskSpec::TemporalOrder { seq_len } | TaskSpec::Adding { seq_len } => {
+            set(seq_len, a.seq_len);
+            if a.data_dir.is_some()
+                || a.chunk.is_some()
+                || a.standardize.is_some()
+                || a.permuted.is_some()
+            {
+                bail!("--data-dir, --chunk, --standardize and --permuted apply to the pixel task only");
+            }
+        }
+        TaskSpec::Pixel {
+            dir,
+            chunk,
+            standardize,
+            permuted,
+        } => {
+            if a.seq_len.is_some() {
+                bail!("the pixel task's length is set by --chunk (T = 784 / k), not --seq-len");
+            }
+            set(dir, a.data_dir.clone());
+            set(chunk, a.chunk);
+            set(standardize, a.standardize);
+            set(permuted, a.permuted);
+        }
+    }
+    Ok(task)
+}
+
+fn default_name(cfg: &RunConfig) -> String {
+    let task = match &cfg.task {
+        TaskSpec::TemporalOrder { seq_len } => format!("temporal-order-{seq_len}"),
+        TaskSpec::Adding { seq_len } => format!("adding-{seq_len}"),
+        TaskSpec::Pixel {
+            chunk, permuted, ..
+        } => format!("pixel{}-k{chunk}", if *permuted { "-permuted" } else { "" }),
+    };
+    let method = match cfg.hyper.method {
+        Method::Tp => "tp",
+        Method::Bp => "bp",
+    };
+    format!("{task}-{method}-seed{}", cfg.seed)
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -144,16 +312,84 @@ fn method_name(m: Method) -> &'static str {
     }
 }
 
-fn print_record(r: &Record) {
-    let mut line = format!("iter {:>7}  {:>8.1}s", r.iteration, r.elapsed);
+/// One line describing a record.
+fn describe(r: &Record) -> String {
+    let mut line = String::new();
     if let Some(l) = r.train_loss {
-        line += &format!("  train loss {l:.5}");
+        line += &format!("train loss {l:.5}");
     }
     if let Some(e) = r.eval {
         line += &format!("  eval loss {:.5}  eval acc {:.4}", e.loss, e.accuracy);
     }
     if let Some(cg) = r.cg {
-        line += &format!("  cg {} it, res {:.1e}", cg.iterations, cg.residual);
+        line += &format!("  cg {} it", cg.iterations);
     }
-    println!("{line}");
+    line
+}
+
+/// Forwards records to the run directory and shows progress: a bar on a terminal, a
+/// plain line per evaluation otherwise (CI, pipes).
+struct Console<'a> {
+    dir: &'a mut RunDir,
+    bar: Option<ProgressBar>,
+    last_eval: String,
+}
+
+impl<'a> Console<'a> {
+    fn new(dir: &'a mut RunDir, cfg: &RunConfig, start: u64) -> Self {
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let bar = ProgressBar::new(cfg.iterations);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}")
+                    .expect("the progress template is valid"),
+            );
+            bar.set_position(start);
+            bar
+        });
+        Self {
+            dir,
+            bar,
+            last_eval: String::new(),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl RunSink for Console<'_> {
+    fn record(&mut self, r: &Record) -> Result<()> {
+        self.dir.record(r)?;
+        if let Some(e) = r.eval {
+            self.last_eval = format!("eval loss {:.4} acc {:.3}", e.loss, e.accuracy);
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(r.iteration);
+                let train = r
+                    .train_loss
+                    .map(|l| format!("train loss {l:.4}  "))
+                    .unwrap_or_default();
+                bar.set_message(format!("{train}{}", self.last_eval));
+                if r.eval.is_some() {
+                    bar.println(format!("iter {:>7}  {}", r.iteration, describe(r)));
+                }
+            }
+            None if r.eval.is_some() => println!(
+                "iter {:>7}  {:>8.1}s  {}",
+                r.iteration,
+                r.elapsed,
+                describe(r)
+            ),
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, state: &TrainState) -> Result<()> {
+        self.dir.checkpoint(state)
+    }
 }

@@ -84,6 +84,16 @@ pub enum TaskSpec {
     },
 }
 
+impl TaskSpec {
+    /// The loss the task is scored with.
+    pub fn loss(&self) -> Loss {
+        match self {
+            TaskSpec::Adding { .. } => Loss::Mse,
+            TaskSpec::TemporalOrder { .. } | TaskSpec::Pixel { .. } => Loss::CrossEntropy,
+        }
+    }
+}
+
 /// A source of seeded training batches and a fixed held-out set.
 ///
 /// `Send + Sync` so batches can be prepared on another thread.
