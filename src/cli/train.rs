@@ -115,6 +115,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(path) => {
             let (dir, mut cfg, state) = RunDir::open(path)?;
             let extra = TrainArgs {
+                resume: args.resume.clone(),
                 iterations: args.iterations,
                 backend: args.backend.clone(),
                 ..TrainArgs::default()

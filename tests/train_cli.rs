@@ -1,0 +1,318 @@
+//! `tpri train` end to end: the run directory, exact resumption on the CPU, bad input,
+//! and a run killed mid-way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tpri-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tpri(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tpri"))
+        .args(args)
+        .output()
+        .expect("spawn tpri")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = tpri(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A small TP run on temporal order: T = 12, d = 8.
+fn small(dir: &Path, iterations: &str) -> Vec<String> {
+    [
+        "train",
+        "--task",
+        "temporal-order",
+        "--seq-len",
+        "12",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "4",
+        "--eval-size",
+        "16",
+        "--method",
+        "tp",
+        "--lr",
+        "0.05",
+        "--lr-target",
+        "0.1",
+        "--reg",
+        "1",
+        "--eval-every",
+        "4",
+        "--log-every",
+        "2",
+        "--checkpoint-every",
+        "4",
+        "--backend",
+        "cpu",
+        "--iterations",
+        iterations,
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Drops the wall-clock column from the log, which legitimately differs between runs.
+fn log_without_time(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("log.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(1);
+            f.join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_writes_its_directory() {
+    let dir = scratch("dir").join("run");
+    let out = ok(&args(&small(&dir, "8")));
+    assert!(out.contains("eval loss"), "{out}");
+    for f in [
+        "config.toml",
+        "log.csv",
+        "step_norms.csv",
+        "checkpoint.safetensors",
+        "checkpoint.json",
+        "summary.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let log = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    let rows: Vec<&str> = log.lines().collect();
+    assert!(rows[0].starts_with("iteration,elapsed_s,train_loss,eval_loss"));
+    // Iteration 0, then 1, 2, 4, 6, 8.
+    assert_eq!(rows.len(), 1 + 6, "{log}");
+    let norms = std::fs::read_to_string(dir.join("step_norms.csv")).unwrap();
+    let first = norms.lines().next().unwrap();
+    assert_eq!(
+        first.split(',').count(),
+        1 + 12,
+        "iteration then T = 12 displacement norms"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["iterations"], 8);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["iteration"], 8);
+    assert_eq!(meta["next_batch"], 8);
+    // The same run directory cannot be started twice.
+    let again = tpri(&args(&small(&dir, "8")));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
+}
+
+/// Two 28×28 images per split, as raw IDX files.
+fn write_tiny_mnist(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for split in ["train", "t10k"] {
+        let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+        images.extend((0..2 * 784).map(|i| (i % 251) as u8));
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(
+            dir.join(format!("{split}-labels-idx1-ubyte")),
+            [0, 0, 8, 1, 0, 0, 0, 2, 3, 7],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn resume_reproduces_an_uninterrupted_run_exactly() {
+    let root = scratch("resume");
+    let (whole, split) = (root.join("whole"), root.join("split"));
+    ok(&args(&small(&whole, "12")));
+    ok(&args(&small(&split, "8")));
+    let out = ok(&[
+        "train",
+        "--resume",
+        split.to_str().unwrap(),
+        "--iterations",
+        "12",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(out.contains("resuming"), "{out}");
+    assert_eq!(log_without_time(&whole), log_without_time(&split));
+    assert_eq!(
+        std::fs::read_to_string(whole.join("step_norms.csv")).unwrap(),
+        std::fs::read_to_string(split.join("step_norms.csv")).unwrap()
+    );
+    let read = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+    let (a, b) = (read(&whole), read(&split));
+    // The tensors are bit-identical; only the header's elapsed time may differ.
+    let tensors = |bytes: &[u8]| {
+        let f = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = f
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.data().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(tensors(&a), tensors(&b));
+    // Nothing may be added to a resumed run but iterations and the backend.
+    let bad = tpri(&["train", "--resume", split.to_str().unwrap(), "--lr", "0.1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("only --iterations"));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let root = scratch("bad");
+    let run = |extra: &[&str]| {
+        let mut a = vec!["train", "--backend", "cpu", "--iterations", "1"];
+        let dir = root.join(format!("r{}", extra.join("_").replace(['/', '-', '.'], "")));
+        let dir = dir.to_str().unwrap().to_owned();
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--run-dir", &dir]);
+        tpri(&a)
+    };
+    let cfg_bad = root.join("bad.toml");
+    std::fs::write(&cfg_bad, "hidden = 8\nno_such_setting = 3\n").unwrap();
+    let cfg_broken = root.join("broken.toml");
+    std::fs::write(&cfg_broken, "hidden = [").unwrap();
+    let empty = root.join("empty-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let images = root.join("images");
+    write_tiny_mnist(&images);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--preset", "no-such-preset"], "unknown preset"),
+        (vec!["--task", "no-such-task"], "invalid value"),
+        (vec!["--reg", "0"], "regularization"),
+        (vec!["--reg=-1"], "regularization"),
+        (vec!["--lr", "0"], "learning rate"),
+        (vec!["--lr=-0.1"], "learning rate"),
+        (vec!["--task", "adding", "--seq-len", "0"], "T"),
+        (vec!["--hidden", "0"], "hidden"),
+        (
+            vec![
+                "--task",
+                "pixel",
+                "--chunk",
+                "5",
+                "--data-dir",
+                images.to_str().unwrap(),
+            ],
+            "784",
+        ),
+        (
+            vec!["--task", "pixel", "--data-dir", empty.to_str().unwrap()],
+            "empty-data",
+        ),
+        (vec!["--task", "adding", "--chunk", "2"], "pixel task only"),
+        (
+            vec!["--config", cfg_bad.to_str().unwrap()],
+            "no_such_setting",
+        ),
+        (
+            vec!["--config", cfg_broken.to_str().unwrap()],
+            "broken.toml",
+        ),
+        (vec!["--config", "/nonexistent.toml"], "nonexistent.toml"),
+    ];
+    for (extra, needle) in cases {
+        let o = run(&extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{extra:?}: {err:?} should mention {needle:?}"
+        );
+        assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
+    }
+    // A checkpoint of another shape.
+    let (a, b) = (root.join("a"), root.join("b"));
+    ok(&args(&small(&a, "4")));
+    ok(&args(&small(&b, "4"))
+        .iter()
+        .map(|s| if *s == "8" { "9" } else { s })
+        .collect::<Vec<_>>());
+    std::fs::copy(
+        b.join("checkpoint.safetensors"),
+        a.join("checkpoint.safetensors"),
+    )
+    .unwrap();
+    let o = tpri(&[
+        "train",
+        "--resume",
+        a.to_str().unwrap(),
+        "--iterations",
+        "6",
+        "--backend",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("checkpoint") && !err.contains("panicked"),
+        "{err}"
+    );
+    let o = tpri(&["train", "--resume", root.join("nothing").to_str().unwrap()]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a run directory")
+    );
+}
+
+#[test]
+fn killing_a_run_leaves_a_loadable_checkpoint() {
+    let dir = scratch("kill").join("run");
+    let mut a = small(&dir, "100000");
+    let at = a.iter().position(|f| f == "--checkpoint-every").unwrap();
+    a[at + 1] = "1".into();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tpri"))
+        .args(args(&a))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let ckpt = dir.join("checkpoint.json");
+    while !ckpt.exists() || start.elapsed() < Duration::from_millis(1500) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    let done = meta["iteration"].as_u64().unwrap();
+    let more = (done + 2).to_string();
+    let out = ok(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--iterations",
+        &more,
+        "--backend",
+        "cpu",
+    ]);
+    assert!(out.contains("resuming"), "{out}");
+}
