@@ -4,5 +4,6 @@
 pub mod backend;
 pub mod config;
 pub mod cpu;
+pub mod gpu;
 pub mod model;
 pub mod tasks;

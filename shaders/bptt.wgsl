@@ -1,0 +1,65 @@
+// Backpropagation through time, fused over time, for BP and for the TP surrogate
+// (twin of src/cpu/bptt.rs). For t = T, ..., 1:
+//
+//     e_t = inject_t + [through time, t < T] Wᵀ δ_{t+1},   δ_t = (1 - h_t²) ⊙ e_t
+//     inject_t = g_T at t = T and 0 elsewhere (BP), or h_t - v_t (TP surrogate)
+//
+// and writes the history δ [T, B, d] (step t at row (t-1)*B + s); the matmul kernel then
+// reduces it over all T·B rows into ∇W = Δᵀ H_{0..T-1}, ∇U = Δᵀ X, ∇b = Δᵀ 1.
+// One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
+// is no recursion, but the same loop serves (it is as cheap as the injection itself).
+// Layout: W [d, d], h and v [T+1, B, d], g_T [B, d].
+
+const WG: u32 = 256u;
+const MAX_HIDDEN: u32 = 2048u;
+const TARGETS: u32 = 1u;
+
+struct Dims {
+    batch: u32,
+    steps: u32,
+    hidden: u32,
+    // 0: g_T at the top only (BP); 1: h_t - v_t at every step (TP).
+    injection: u32,
+    through_time: u32,
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> g_top: array<f32>;
+@group(0) @binding(5) var<storage, read_write> delta: array<f32>;
+
+var<workgroup> delta_next: array<f32, MAX_HIDDEN>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.x;
+    let d = dims.hidden;
+    let nb = dims.batch;
+    for (var t = dims.steps; t >= 1u; t--) {
+        let row = (t * nb + s) * d;
+        let out = ((t - 1u) * nb + s) * d;
+        let recur = dims.through_time == 1u && t < dims.steps;
+        for (var i = lid; i < d; i += WG) {
+            var e = 0.0;
+            if dims.injection == TARGETS {
+                e = h[row + i] - v[row + i];
+            } else if t == dims.steps {
+                e = g_top[s * d + i];
+            }
+            if recur {
+                for (var j = 0u; j < d; j++) {
+                    e += w[j * d + i] * delta_next[j];
+                }
+            }
+            let ht = h[row + i];
+            delta[out + i] = (1.0 - ht * ht) * e;
+        }
+        workgroupBarrier();
+        for (var i = lid; i < d; i += WG) {
+            delta_next[i] = delta[out + i];
+        }
+        workgroupBarrier();
+    }
+}
