@@ -2,13 +2,14 @@
 // (twin of src/cpu/bptt.rs). For t = T, ..., 1:
 //
 //     e_t = inject_t + [through time, t < T] Wᵀ δ_{t+1},   δ_t = (1 - h_t²) ⊙ e_t
-//     inject_t = g_T at t = T and 0 elsewhere (BP), or h_t - v_t (TP surrogate)
+//     inject_t = g_T at t = T and 0 elsewhere (BP), or h_t - v_t = -dv_t (TP surrogate;
+//     the target sweep stores the offsets dv_t = v_t - h_t)
 //
 // and writes the history δ [T, B, d] (step t at row (t-1)*B + s); the matmul kernel then
 // reduces it over all T·B rows into ∇W = Δᵀ H_{0..T-1}, ∇U = Δᵀ X, ∇b = Δᵀ 1.
 // One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
 // is no recursion, but the same loop serves (it is as cheap as the injection itself).
-// Layout: W [d, d], h and v [T+1, B, d], g_T [B, d].
+// Layout: W [d, d], h and dv [T+1, B, d], g_T [B, d].
 
 const WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
@@ -18,7 +19,7 @@ struct Dims {
     batch: u32,
     steps: u32,
     hidden: u32,
-    // 0: g_T at the top only (BP); 1: h_t - v_t at every step (TP).
+    // 0: g_T at the top only (BP); 1: -dv_t at every step (TP).
     injection: u32,
     through_time: u32,
 }
@@ -26,7 +27,7 @@ struct Dims {
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read> h: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> dv: array<f32>;
 @group(0) @binding(4) var<storage, read> g_top: array<f32>;
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
 
@@ -44,7 +45,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var i = lid; i < d; i += WG) {
             var e = 0.0;
             if dims.injection == TARGETS {
-                e = h[row + i] - v[row + i];
+                e = -dv[row + i];
             } else if t == dims.steps {
                 e = g_top[s * d + i];
             }

@@ -98,13 +98,15 @@ impl Backend for GpuBackend {
         })?;
         let Shape { batch: b, steps: t } = ws.shape;
         let d = params.dims().hidden;
+        let h = Workspace::read_stack(ctx, &ws.seq.h, 0, t + 1, b, d)?;
         let (v, p_inv, cg) = if hyper.method == Method::Tp {
             let tp = &hyper.tp;
             let cg = model
                 .cg
                 .report(ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?;
+            let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, t + 1, b, d)?;
             (
-                Some(Workspace::read_stack(ctx, &ws.seq.v, 0, t + 1, b, d)?),
+                Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect()),
                 Some(matrix(&ctx.read(&model.cg.x, 0, d * d)?, d, d)),
                 Some(cg),
             )
@@ -112,7 +114,7 @@ impl Backend for GpuBackend {
             (None, None, None)
         };
         Ok(Trace {
-            h: Workspace::read_stack(ctx, &ws.seq.h, 0, t + 1, b, d)?,
+            h,
             loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
             grads: model.read_params(ctx, &model.grad)?,
             v,

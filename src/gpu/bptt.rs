@@ -48,7 +48,7 @@ pub(crate) fn dispatch(
         &[
             (1, model.layout.w.bind(&model.theta)),
             (2, seq.h.as_entire_binding()),
-            (3, seq.v.as_entire_binding()),
+            (3, seq.dv.as_entire_binding()),
             (4, seq.g_top.as_entire_binding()),
             (5, seq.delta.as_entire_binding()),
         ],
@@ -93,7 +93,11 @@ pub fn bptt(
     let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper)?;
     ctx.write(&ws.seq.h, 0, &stack(h));
     match (injection, targets) {
-        (_, Some(v)) => ctx.write(&ws.seq.v, 0, &stack(v)),
+        (_, Some(v)) => {
+            // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
+            let dv: Vec<_> = v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect();
+            ctx.write(&ws.seq.dv, 0, &stack(&dv))
+        }
         (Injection::Top(g), None) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
         (Injection::Targets(_), None) => unreachable!("targets were matched above"),
     }

@@ -3,7 +3,8 @@
 //! into a single compute pass.
 //!
 //! Layout conventions (all f32, row-major, sequences as rows like the CPU reference):
-//! x [T, B, p]; h and v [T+1, B, d] (h_0 = 0 included); δ [T, B, d]; g_T [B, d];
+//! x [T, B, p]; h [T+1, B, d] (h_0 = 0 included); the target offsets dv = v − h
+//! [T+1, B, d] (see target_sweep.wgsl for why offsets); δ [T, B, d]; g_T [B, d];
 //! parameters, gradients and optimizer slots each one flat buffer holding W, U, b, V, c at
 //! offsets aligned for binding (`ParamLayout`).
 
@@ -191,7 +192,8 @@ pub(crate) struct SeqBuffers {
     /// Labels as u32, or real targets as their f32 bits.
     pub y: wgpu::Buffer,
     pub h: wgpu::Buffer,
-    pub v: wgpu::Buffer,
+    /// Target offsets v_t − h_t.
+    pub dv: wgpu::Buffer,
     pub delta: wgpu::Buffer,
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
@@ -230,8 +232,8 @@ impl SeqBuffers {
                 f((t + 1) * b * d),
                 none,
             )?,
-            v: ctx.storage(
-                &format!("targets v [T+1={}, B={b}, d={d}]", t + 1),
+            dv: ctx.storage(
+                &format!("target offsets v − h [T+1={}, B={b}, d={d}]", t + 1),
                 f((t + 1) * b * d),
                 none,
             )?,
@@ -402,7 +404,7 @@ impl Workspace {
         let Shape { batch: b, steps: t } = self.shape;
         let d = model.layout.dims.hidden;
         poison(ctx, &self.seq.h, (t + 1) * b * d);
-        poison(ctx, &self.seq.v, (t + 1) * b * d);
+        poison(ctx, &self.seq.dv, (t + 1) * b * d);
         poison(ctx, &self.seq.delta, t * b * d);
         poison(ctx, &self.seq.g_top, b * d);
         poison(ctx, &self.seq.stats, 2);

@@ -24,7 +24,8 @@ struct Dims {
     lr_target: f32,
 }
 
-/// The launch: one workgroup per sequence, reading h, g_T and P, writing v [T+1, B, d].
+/// The launch: one workgroup per sequence, reading h, g_T and P, writing the target
+/// offsets dv = v − h [T+1, B, d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -56,7 +57,7 @@ pub(crate) fn dispatch(
             (4, seq.x.as_entire_binding()),
             (5, seq.h.as_entire_binding()),
             (6, seq.g_top.as_entire_binding()),
-            (7, seq.v.as_entire_binding()),
+            (7, seq.dv.as_entire_binding()),
         ],
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
     )
@@ -102,5 +103,6 @@ pub fn target_sweep(
         .as_ref()
         .expect("a TP workspace has a target sweep");
     ctx.submit(|pass| sweep.record(pass))?;
-    Workspace::read_stack(ctx, &ws.seq.v, 0, x.len() + 1, b, d)
+    let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, x.len() + 1, b, d)?;
+    Ok(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
 }
