@@ -26,6 +26,19 @@ pub struct Trace {
     pub p_inv: Option<DMatrix<f64>>,
     /// TP with CG only: how the solve for P went.
     pub cg: Option<CgReport>,
+    /// ‖e_t‖_F over the batch for t = 1 … T, the error of the backward recursion
+    /// (BP: ∂ℓ/∂h_t). Empty when a backend does not compute it.
+    pub error_norms: Vec<f64>,
+}
+
+/// How far back in time the training signal of the last step reached.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Diagnostics {
+    /// For t = 1 … T: TP, the target displacement ‖v_t − h_t‖_F; BP, ‖∂ℓ/∂h_t‖_F
+    /// (Frobenius norms over the batch).
+    pub step_norms: Vec<f64>,
+    /// Norm of the whole gradient the optimizer applied (all five tensors).
+    pub grad_norm: f64,
 }
 
 /// What a training step reports when asked (GPU backends read it back lazily).
@@ -60,6 +73,12 @@ pub trait Backend {
 
     /// Statistics of the last step; may wait for the device.
     fn last_stats(&mut self) -> Result<StepStats>;
+
+    /// Per-step diagnostics of the last step, where the backend computes them; may wait
+    /// for the device.
+    fn last_diagnostics(&mut self) -> Result<Option<Diagnostics>> {
+        Ok(None)
+    }
 
     /// Loss and accuracy of the current parameters on `batch`.
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval>;

@@ -173,8 +173,8 @@ impl Hyper {
                 o.beta2
             );
         }
-        if !(o.eps > 0.0) {
-            bail!("Adam eps must be positive, got {}", o.eps);
+        if !(o.eps > 0.0 && o.eps.is_finite()) {
+            bail!("Adam eps must be positive and finite, got {}", o.eps);
         }
         if self.method == Method::Tp {
             let t = &self.tp;
@@ -190,8 +190,8 @@ impl Hyper {
                     t.lr_target
                 );
             }
-            if let Some(tol) = t.cg_tol.filter(|&tol| !(tol > 0.0)) {
-                bail!("CG tolerance must be positive, got {tol}");
+            if let Some(tol) = t.cg_tol.filter(|&tol| !(tol > 0.0 && tol.is_finite())) {
+                bail!("CG tolerance must be positive and finite, got {tol}");
             }
             if t.cg_max_iter == 0 {
                 bail!("CG iteration cap must be at least 1");

@@ -7,3 +7,5 @@ pub mod cpu;
 pub mod gpu;
 pub mod model;
 pub mod tasks;
+pub mod tensor_file;
+pub mod train;

@@ -1,9 +1,8 @@
 //! The CPU reference as a `Backend`.
 
 use anyhow::{Context, Result};
-use nalgebra::DMatrix;
 
-use crate::backend::{Backend, Eval, StepStats, Trace};
+use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::Hyper;
 use crate::cpu::forward::forward;
 use crate::cpu::head::head;
@@ -12,7 +11,7 @@ use crate::cpu::optimizer::{optimizer_step, OptState};
 use crate::model::Params;
 use crate::tasks::Batch;
 
-/// The f64 CPU reference backend. Keeps the last P to warm-start the next CG solve.
+/// The f64 CPU reference backend.
 #[derive(Default)]
 pub struct CpuBackend {
     train: Option<Training>,
@@ -22,8 +21,7 @@ struct Training {
     params: Params,
     opt: OptState,
     hyper: Hyper,
-    last_p: Option<DMatrix<f64>>,
-    last: Option<StepStats>,
+    last: Option<(StepStats, Diagnostics)>,
 }
 
 impl CpuBackend {
@@ -51,14 +49,14 @@ impl Backend for CpuBackend {
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         hyper.validate()?;
         let opt = opt.cloned().unwrap_or_else(|| OptState::new(params.dims()));
-        opt.m
-            .check_dims(params.dims())
-            .context("optimizer state does not match the parameters")?;
+        for slot in [&opt.m, &opt.v] {
+            slot.check_dims(params.dims())
+                .context("optimizer state does not match the parameters")?;
+        }
         self.train = Some(Training {
             params: params.clone(),
             opt,
             hyper: hyper.clone(),
-            last_p: None,
             last: None,
         });
         Ok(())
@@ -66,18 +64,43 @@ impl Backend for CpuBackend {
 
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let tr = self.training()?;
-        let trace = iteration(&tr.params, batch, &tr.hyper, tr.last_p.as_ref())?;
+        // Cold CG on purpose: the reference keeps no solver state beyond parameters and
+        // optimizer state, so a run resumed from a checkpoint is bit-identical.
+        let trace = iteration(&tr.params, batch, &tr.hyper, None)?;
         optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
-        tr.last_p = trace.p_inv;
-        tr.last = Some(StepStats {
-            loss: trace.loss,
-            cg: trace.cg,
-        });
+        let diagnostics = Diagnostics {
+            step_norms: step_norms(&trace),
+            grad_norm: grad_norm(&trace.grads),
+        };
+        tr.last = Some((
+            StepStats {
+                loss: trace.loss,
+                cg: trace.cg,
+            },
+            diagnostics,
+        ));
         Ok(())
     }
 
     fn last_stats(&mut self) -> Result<StepStats> {
-        self.training()?.last.clone().context("no step has run yet")
+        Ok(self
+            .training()?
+            .last
+            .as_ref()
+            .context("no step has run yet")?
+            .0
+            .clone())
+    }
+
+    fn last_diagnostics(&mut self) -> Result<Option<Diagnostics>> {
+        Ok(Some(
+            self.training()?
+                .last
+                .as_ref()
+                .context("no step has run yet")?
+                .1
+                .clone(),
+        ))
     }
 
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
@@ -95,4 +118,24 @@ impl Backend for CpuBackend {
         let tr = self.training()?;
         Ok((tr.params.clone(), tr.opt.clone()))
     }
+}
+
+/// TP: ‖v_t − h_t‖ for t = 1 … T; BP: the backward errors ‖∂ℓ/∂h_t‖.
+pub fn step_norms(trace: &Trace) -> Vec<f64> {
+    match &trace.v {
+        Some(v) => (1..trace.h.len())
+            .map(|t| (&v[t] - &trace.h[t]).norm())
+            .collect(),
+        None => trace.error_norms.clone(),
+    }
+}
+
+/// Euclidean norm of all gradient tensors together.
+pub fn grad_norm(grads: &Params) -> f64 {
+    grads
+        .tensors()
+        .iter()
+        .map(|(_, g)| g.norm_squared())
+        .sum::<f64>()
+        .sqrt()
 }

@@ -14,12 +14,16 @@ pub enum Injection<'a> {
     Targets(&'a [DMatrix<f64>]),
 }
 
-/// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1).
+/// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1), and the size of the
+/// error at each step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RnnGrads {
     pub w_hh: DMatrix<f64>,
     pub w_ih: DMatrix<f64>,
     pub b: DMatrix<f64>,
+    /// ‖e_t‖_F over the batch for t = 1 … T (for BP, the norm of ∂ℓ/∂h_t): how far back
+    /// in time the training signal reaches.
+    pub error_norms: Vec<f64>,
 }
 
 /// Gradients of W, U, b from the errors e_t: with `through_time`,
@@ -37,6 +41,7 @@ pub fn bptt(
         w_hh: DMatrix::zeros(d, d),
         w_ih: DMatrix::zeros(d, p),
         b: DMatrix::zeros(d, 1),
+        error_norms: vec![0.0; t_len],
     };
     // D_{t+1} e_{t+1} of the step after the current one.
     let mut delta_next: Option<DMatrix<f64>> = None;
@@ -51,6 +56,7 @@ pub fn bptt(
                 e += dn * &params.w_hh;
             }
         }
+        g.error_norms[t - 1] = e.norm();
         let delta = e.zip_map(&h[t], |e, ht| e * (1.0 - ht * ht));
         g.w_hh += delta.tr_mul(&h[t - 1]);
         g.w_ih += delta.tr_mul(&x[t - 1]);

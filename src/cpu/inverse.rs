@@ -48,11 +48,26 @@ pub fn inverse_cg(
     max_iter: usize,
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
-    if reg <= 0.0 {
-        bail!("regularization r must be positive for CG, got {reg}");
+    // Written so that NaN fails the test too.
+    if !(reg > 0.0 && reg.is_finite()) {
+        bail!("regularization r must be positive and finite for CG, got {reg}");
     }
     let rhs = w.transpose();
     let rhs_norm = rhs.norm();
+    // A NaN or infinite W (a diverged model) would give a NaN residual, which compares
+    // false against the tolerance and would pass for converged.
+    if !rhs_norm.is_finite() {
+        bail!(
+            "W has non-finite entries (or its norm overflows): cannot form the regularized inverse"
+        );
+    }
+    if let Some(warm) = warm.filter(|m| m.shape() != rhs.shape()) {
+        bail!(
+            "CG warm start has shape {:?}, expected {:?}",
+            warm.shape(),
+            rhs.shape()
+        );
+    }
     let mut x = warm
         .cloned()
         .unwrap_or_else(|| DMatrix::zeros(w.ncols(), w.nrows()));
@@ -72,17 +87,17 @@ pub fn inverse_cg(
     let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
     while residual(&rs) > tol && iterations < max_iter {
         let ap = normal_apply(w, reg, &p);
-        for j in 0..x.ncols() {
+        for (j, rs_j) in rs.iter_mut().enumerate() {
             let curv = p.column(j).dot(&ap.column(j));
             // A column whose residual is exactly zero has p = 0: leave it where it is.
-            let alpha = if curv > 0.0 { rs[j] / curv } else { 0.0 };
+            let alpha = if curv > 0.0 { *rs_j / curv } else { 0.0 };
             x.column_mut(j).axpy(alpha, &p.column(j), 1.0);
             r.column_mut(j).axpy(-alpha, &ap.column(j), 1.0);
             let rs_new = r.column(j).norm_squared();
-            let beta = if rs[j] > 0.0 { rs_new / rs[j] } else { 0.0 };
+            let beta = if *rs_j > 0.0 { rs_new / *rs_j } else { 0.0 };
             let r_j = r.column(j).clone_owned();
             p.column_mut(j).axpy(1.0, &r_j, beta);
-            rs[j] = rs_new;
+            *rs_j = rs_new;
         }
         iterations += 1;
     }
@@ -90,7 +105,8 @@ pub fn inverse_cg(
         iterations,
         residual: residual(&rs),
     };
-    if report.residual > tol {
+    // A residual that turned NaN on the way (a NaN warm start) is a failure too.
+    if report.residual.is_nan() || report.residual > tol {
         return Err(CgError {
             report,
             tol,
@@ -103,6 +119,9 @@ pub fn inverse_cg(
 
 /// P by an exact Cholesky factorisation of WᵀW + rI.
 pub fn inverse_cholesky(w: &DMatrix<f64>, reg: f64) -> Result<DMatrix<f64>> {
+    if !w.iter().all(|x| x.is_finite()) {
+        bail!("W has non-finite entries: cannot form the regularized inverse");
+    }
     let n = w.ncols();
     let a = w.tr_mul(w) + DMatrix::identity(n, n) * reg;
     let Some(chol) = a.cholesky() else {

@@ -90,5 +90,6 @@ pub fn iteration(
         v,
         p_inv,
         cg,
+        error_norms: rnn.error_norms,
     })
 }

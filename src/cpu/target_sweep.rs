@@ -51,7 +51,9 @@ pub fn target_sweep(
             TargetMode::Difference => {
                 let fv = f_inverse(params, p_inv, x_t, &v_t.map(clamp));
                 let fh = f_inverse(params, p_inv, x_t, &h_t.map(clamp));
-                &h[t - 1] + fv - fh
+                // The difference first: at v_t = h_t it is exactly 0 and v_{t−1} = h_{t−1}
+                // exactly; `(h + fv) − fh` would round h_{t−1} through the size of fv.
+                &h[t - 1] + (fv - fh)
             }
             TargetMode::Plain => f_inverse(params, p_inv, x_t, &v_t.map(clamp)),
         };

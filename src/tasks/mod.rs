@@ -1,6 +1,23 @@
 //! The learning tasks of SPEC §6: seeded synthetic generators and pixel sequences from IDX files.
 
+use std::path::PathBuf;
+
+use anyhow::Result;
 use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Loss;
+
+pub mod adding;
+pub mod idx;
+pub mod pixel;
+mod stream;
+mod synthetic;
+pub mod temporal_order;
+
+pub use adding::Adding;
+pub use pixel::{PixelOptions, PixelTask};
+pub use temporal_order::TemporalOrder;
 
 /// What a batch is scored against.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,4 +65,67 @@ impl Batch {
     pub fn input_size(&self) -> usize {
         self.x.first().map_or(0, |m| m.ncols())
     }
+}
+
+/// Which task, as written in config files (serde) and built from CLI flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TaskSpec {
+    /// Temporal order with sequences of length `seq_len` (at least 10).
+    TemporalOrder { seq_len: usize },
+    /// Adding with sequences of length `seq_len` (at least 10).
+    Adding { seq_len: usize },
+    /// Pixel sequences from the MNIST-layout directory `dir`, `chunk` pixels per step.
+    Pixel {
+        dir: PathBuf,
+        chunk: usize,
+        standardize: bool,
+        permuted: bool,
+    },
+}
+
+/// A source of seeded training batches and a fixed held-out set.
+///
+/// `Send + Sync` so batches can be prepared on another thread.
+pub trait Task: Send + Sync {
+    /// Input size p.
+    fn input_size(&self) -> usize;
+    /// Number of classes, or q for regression.
+    fn output_size(&self) -> usize;
+    /// Sequence length T.
+    fn seq_len(&self) -> usize;
+    /// Cross-entropy for classification, squared error for regression.
+    fn loss(&self) -> Loss;
+    /// Training batch number `index` of the seeded stream: a pure function of (seed, index, batch_size),
+    /// so a resumed run sees exactly the batches an uninterrupted one would.
+    fn train_batch(&self, index: u64, batch_size: usize) -> Batch;
+    /// The fixed held-out evaluation set, in batches of at most `batch_size`.
+    ///
+    /// # Panics
+    /// If `batch_size` is 0.
+    fn eval_batches(&self, batch_size: usize) -> Vec<Batch>;
+}
+
+/// Builds a task; `eval_size` is the number of held-out sequences for synthetic tasks
+/// (pixel tasks use the t10k files, truncated to `eval_size` when it is smaller).
+pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dyn Task>> {
+    Ok(match spec {
+        TaskSpec::TemporalOrder { seq_len } => {
+            Box::new(TemporalOrder::new(*seq_len, seed, eval_size)?)
+        }
+        TaskSpec::Adding { seq_len } => Box::new(Adding::new(*seq_len, seed, eval_size)?),
+        TaskSpec::Pixel {
+            dir,
+            chunk,
+            standardize,
+            permuted,
+        } => {
+            let options = PixelOptions {
+                chunk: *chunk,
+                standardize: *standardize,
+                permuted: *permuted,
+            };
+            Box::new(PixelTask::load(dir, options, seed, eval_size)?)
+        }
+    })
 }

@@ -1,0 +1,131 @@
+//! Subcommands of the `tpri` binary and the flags they share.
+
+mod trace;
+mod train;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use tpri::backend::Backend;
+use tpri::cpu::CpuBackend;
+
+use tpri::config::{
+    Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig, TpGrad,
+};
+
+/// Target propagation with regularized inversion for RNNs, on any GPU, checked in f64.
+#[derive(Parser, Debug)]
+#[command(name = "tpri", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One iteration on given parameters and one batch, writing every intermediate.
+    Trace(trace::TraceArgs),
+    /// Train an RNN on a task with TP-RI or BPTT.
+    Train(train::TrainArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Trace(args) => trace::run(args),
+        Command::Train(args) => train::run(args),
+    }
+}
+
+/// Flags of the target propagation, shared by every subcommand that runs TP.
+#[derive(Args, Debug, Clone)]
+pub struct TpArgs {
+    /// Target update rule for the backward sweep.
+    #[arg(long, value_enum, default_value = "linearized")]
+    target_mode: TargetMode,
+    /// Target step γ_h.
+    #[arg(long, default_value_t = TpConfig::default().lr_target)]
+    lr_target: f64,
+    /// Regularization r of the inversion (> 0).
+    #[arg(long, default_value_t = TpConfig::default().reg)]
+    reg: f64,
+    /// How the surrogate is differentiated.
+    #[arg(long, value_enum, default_value = "through-time")]
+    tp_grad: TpGrad,
+    /// How P = (WᵀW + rI)⁻¹Wᵀ is formed.
+    #[arg(long, value_enum, default_value = "cg")]
+    solver: Solver,
+    /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
+    #[arg(long)]
+    cg_tol: Option<f64>,
+    /// Cap on CG iterations.
+    #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
+    cg_max_iter: usize,
+}
+
+impl TpArgs {
+    fn config(&self) -> TpConfig {
+        TpConfig {
+            lr_target: self.lr_target,
+            reg: self.reg,
+            target_mode: self.target_mode,
+            tp_grad: self.tp_grad,
+            solver: self.solver,
+            cg_tol: self.cg_tol,
+            cg_max_iter: self.cg_max_iter,
+        }
+    }
+}
+
+/// Builds the settings of one iteration from the shared flags.
+fn hyper(method: Method, loss: Loss, tp: &TpArgs, opt: OptimizerConfig) -> Hyper {
+    Hyper {
+        method,
+        loss,
+        tp: tp.config(),
+        opt,
+    }
+}
+
+/// Optimizer settings used where a command never updates (tracing).
+fn no_optimizer() -> OptimizerConfig {
+    OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        ..OptimizerConfig::default()
+    }
+}
+
+/// Which device runs the iterations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// The GPU when an adapter exists, else the CPU reference (with a notice).
+    Auto,
+    /// The wgpu backend; an error when no adapter exists.
+    Gpu,
+    /// The f64 CPU reference.
+    Cpu,
+}
+
+/// Flags choosing the backend.
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Adapter name (substring) or index from `tpri devices`.
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+/// Opens the chosen backend.
+fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
+    match args.backend {
+        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
+        BackendChoice::Auto => {
+            println!(
+                "note: the GPU backend is not available in this build; using the CPU reference"
+            );
+            Ok(Box::new(CpuBackend::new()))
+        }
+        BackendChoice::Gpu => anyhow::bail!("the GPU backend is not available in this build"),
+    }
+}

@@ -1,0 +1,65 @@
+//! `tpri trace`: one iteration at given parameters on one batch, every intermediate saved.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use tpri::backend::Backend;
+use tpri::config::{Loss, Method};
+use tpri::cpu::CpuBackend;
+use tpri::tensor_file::{load_batch, load_params, save_trace};
+
+use super::{hyper, no_optimizer, TpArgs};
+
+/// Flags of `tpri trace`.
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b [d], head.w [q,d], head.b [q].
+    #[arg(long)]
+    params: PathBuf,
+    /// Batch: x [B,T,p]; y [B] integer labels (ce) or [B,q] floats (mse).
+    #[arg(long)]
+    batch: PathBuf,
+    #[arg(long, value_enum)]
+    loss: Loss,
+    #[arg(long, value_enum)]
+    method: Method,
+    #[command(flatten)]
+    tp: TpArgs,
+    /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `tpri trace`.
+pub fn run(args: TraceArgs) -> Result<()> {
+    let params = load_params(&args.params)?;
+    let batch = load_batch(&args.batch, params.dims())?;
+    let hyper = hyper(args.method, args.loss, &args.tp, no_optimizer());
+    let mut backend = CpuBackend::new();
+    let trace = backend
+        .trace(&params, &batch, &hyper)
+        .context("the iteration failed")?;
+    let mut meta = HashMap::from([
+        ("backend".to_string(), backend.name()),
+        ("hyper".to_string(), serde_json::to_string(&hyper)?),
+    ]);
+    if let Some(cg) = trace.cg {
+        meta.insert("cg_iterations".into(), cg.iterations.to_string());
+        meta.insert("cg_residual".into(), format!("{:e}", cg.residual));
+    }
+    save_trace(&args.out, &trace, meta)?;
+    let cg = trace
+        .cg
+        .map(|c| {
+            format!(
+                ", CG {} iterations, residual {:.2e}",
+                c.iterations, c.residual
+            )
+        })
+        .unwrap_or_default();
+    println!("loss {:.10e}{cg}; wrote {}", trace.loss, args.out.display());
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! Reader of the IDX files that hold MNIST and Fashion-MNIST: u8 images `[n, rows, cols]`
+//! (magic 0x00000803) and u8 labels `[n]` (magic 0x00000801), gzipped or raw.
+//!
+//! Compression is detected from the gzip magic bytes, not the file name. Every
+//! malformed input is an error naming the file and the problem; no byte string panics.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use flate2::read::MultiGzDecoder;
+
+/// Labels are classes `0..CLASSES`.
+pub const CLASSES: usize = 10;
+
+const IMAGES_MAGIC: u32 = 0x0000_0803;
+const LABELS_MAGIC: u32 = 0x0000_0801;
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Caps the up-front allocation a header can ask for; real files still read in one go.
+const MAX_RESERVE: usize = 1 << 26;
+
+/// `count` images of `rows × cols` u8 pixels, row-major, one after another.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Images {
+    /// Number of images n.
+    pub count: usize,
+    /// Rows per image.
+    pub rows: usize,
+    /// Columns per image.
+    pub cols: usize,
+    /// `count · rows · cols` bytes.
+    pub pixels: Vec<u8>,
+}
+
+impl Images {
+    /// Pixels per image, `rows · cols`.
+    pub fn image_size(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let size = self.image_size();
+        &self.pixels[i * size..(i + 1) * size]
+    }
+
+    /// Keeps only the first `count` images (no-op when there are fewer).
+    pub fn truncate(&mut self, count: usize) {
+        self.count = self.count.min(count);
+        self.pixels.truncate(self.count * self.image_size());
+    }
+}
+
+/// Images with one label each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Labeled {
+    /// The images.
+    pub images: Images,
+    /// One class in `0..CLASSES` per image.
+    pub labels: Vec<u8>,
+}
+
+impl Labeled {
+    /// Keeps only the first `count` examples.
+    pub fn truncate(&mut self, count: usize) {
+        self.images.truncate(count);
+        self.labels.truncate(self.images.count);
+    }
+}
+
+/// Reads an image file.
+pub fn read_images(path: &Path) -> Result<Images> {
+    parse_images(open(path)?, path)
+}
+
+/// Reads a label file; every label must be below [`CLASSES`].
+pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+    parse_labels(open(path)?, path)
+}
+
+/// Reads an image file and its label file, which must hold as many labels as images.
+pub fn read_labeled(images: &Path, labels: &Path) -> Result<Labeled> {
+    let images_read = read_images(images)?;
+    let labels_read = read_labels(labels)?;
+    ensure!(
+        images_read.count == labels_read.len(),
+        "IDX label file {} holds {} labels but image file {} holds {} images",
+        labels.display(),
+        labels_read.len(),
+        images.display(),
+        images_read.count
+    );
+    Ok(Labeled {
+        images: images_read,
+        labels: labels_read,
+    })
+}
+
+/// Parses image-file bytes from `source`; `path` only names the file in errors.
+pub fn parse_images(source: impl Read, path: &Path) -> Result<Images> {
+    let (dims, pixels) = parse(source, IMAGES_MAGIC, 3).map_err(|e| in_file(path, e))?;
+    let (count, rows, cols) = (dims[0], dims[1], dims[2]);
+    if rows == 0 || cols == 0 {
+        return Err(in_file(
+            path,
+            anyhow!("empty images of {rows}×{cols} pixels"),
+        ));
+    }
+    Ok(Images {
+        count,
+        rows,
+        cols,
+        pixels,
+    })
+}
+
+/// Parses label-file bytes from `source`; `path` only names the file in errors.
+pub fn parse_labels(source: impl Read, path: &Path) -> Result<Vec<u8>> {
+    let (_, labels) = parse(source, LABELS_MAGIC, 1).map_err(|e| in_file(path, e))?;
+    if let Some(i) = labels.iter().position(|&l| usize::from(l) >= CLASSES) {
+        let problem = anyhow!(
+            "label {} at index {i} is not a class in 0..{CLASSES}",
+            labels[i]
+        );
+        return Err(in_file(path, problem));
+    }
+    Ok(labels)
+}
+
+fn open(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| anyhow!("cannot open IDX file {}: {e}", path.display()))
+}
+
+/// One flat message rather than a context chain, so that printing the error with `{}`
+/// still shows the problem.
+fn in_file(path: &Path, problem: anyhow::Error) -> anyhow::Error {
+    anyhow!("IDX file {}: {problem:#}", path.display())
+}
+
+/// Checks the magic number and returns the dimensions and the data bytes.
+fn parse(source: impl Read, magic: u32, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let mut reader = decompressed(source)?;
+    // The magic number first, so a file of the other kind is named as such.
+    let found = read_words(&mut reader, 1)?[0];
+    if found != magic {
+        let hint = match found {
+            IMAGES_MAGIC => " (this is an image file)",
+            LABELS_MAGIC => " (this is a label file)",
+            _ => "",
+        };
+        bail!("wrong magic number 0x{found:08x}, expected 0x{magic:08x}{hint}");
+    }
+    let dims: Vec<usize> = read_words(&mut reader, ndims)?
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
+    let len = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| anyhow!("dimensions {dims:?} overflow the address space"))?;
+    let data = read_up_to(&mut reader, len)?;
+    ensure!(
+        data.len() == len,
+        "truncated data: dimensions {dims:?} need {len} bytes, found {}",
+        data.len()
+    );
+    // Reading on also lets the gzip decoder verify its checksum.
+    let trailing = io::copy(&mut reader, &mut io::sink()).context("cannot read or decompress")?;
+    ensure!(
+        trailing == 0,
+        "trailing garbage: {trailing} more bytes after the data"
+    );
+    Ok((dims, data))
+}
+
+/// `count` big-endian u32 header words.
+fn read_words(reader: &mut impl Read, count: usize) -> Result<Vec<u32>> {
+    let bytes = read_up_to(reader, 4 * count)?;
+    ensure!(
+        bytes.len() == 4 * count,
+        "truncated header: ends {} bytes short",
+        4 * count - bytes.len()
+    );
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        .collect())
+}
+
+/// `source`, gunzipped when it starts with the gzip magic bytes.
+fn decompressed<'a>(mut source: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let head = read_up_to(&mut source, GZIP_MAGIC.len())?;
+    let is_gzip = head == GZIP_MAGIC;
+    let whole = Cursor::new(head).chain(source);
+    Ok(if is_gzip {
+        Box::new(MultiGzDecoder::new(whole))
+    } else {
+        Box::new(whole)
+    })
+}
+
+/// Up to `len` bytes; fewer only at the end of the input.
+fn read_up_to(reader: &mut impl Read, len: usize) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len.min(MAX_RESERVE));
+    reader
+        .take(len as u64)
+        .read_to_end(&mut bytes)
+        .context("cannot read or decompress")?;
+    Ok(bytes)
+}

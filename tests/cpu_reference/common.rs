@@ -1,0 +1,240 @@
+//! Shared helpers: seeded random tensors, independent per-sequence implementations of the
+//! model and its objectives (column vectors, no shared code with `tpri::cpu`), and
+//! finite differences.
+
+use nalgebra::{DMatrix, DVector};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use tpri::config::Loss;
+use tpri::model::{Dims, Params};
+use tpri::tasks::{Batch, Targets};
+
+/// A seeded stream; every test draws its inputs fresh from one.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Entries uniform in [lo, hi).
+pub fn uniform(rng: &mut ChaCha8Rng, rows: usize, cols: usize, lo: f64, hi: f64) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |_, _| rng.random_range(lo..hi))
+}
+
+/// Entries normal with mean 0 and standard deviation `std` (Box–Muller; `rand_distr` is
+/// not a dependency).
+pub fn gaussian(rng: &mut ChaCha8Rng, rows: usize, cols: usize, std: f64) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |_, _| {
+        // 1 − u lies in (0, 1], so the logarithm is finite.
+        let u1 = 1.0 - rng.random::<f64>();
+        let u2 = rng.random::<f64>();
+        std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    })
+}
+
+/// Sizes of one randomized case: B sequences of length T, input p, hidden d, output q.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub b: usize,
+    pub t: usize,
+    pub p: usize,
+    pub d: usize,
+    pub q: usize,
+}
+
+impl Shape {
+    /// Sizes in the order B, T, p, d, q.
+    pub const fn new(b: usize, t: usize, p: usize, d: usize, q: usize) -> Self {
+        Self { b, t, p, d, q }
+    }
+
+    pub fn dims(self) -> Dims {
+        Dims {
+            input: self.p,
+            hidden: self.d,
+            output: self.q,
+        }
+    }
+}
+
+/// The shapes (B, T, p, d, q) every gradient check runs on: each size down to 1, some
+/// general ones, and one with more inputs than hidden units.
+pub const SHAPES: [Shape; 7] = [
+    Shape::new(1, 1, 1, 1, 1),
+    Shape::new(1, 4, 1, 1, 2),
+    Shape::new(2, 1, 3, 4, 2),
+    Shape::new(3, 5, 4, 7, 3),
+    Shape::new(4, 6, 2, 5, 1),
+    Shape::new(1, 8, 3, 6, 4),
+    Shape::new(2, 3, 5, 3, 2),
+];
+
+/// Random parameters with every tensor non-zero. W has gain `w_gain` (entries of standard
+/// deviation `w_gain/√d`), so the recurrence neither explodes nor dies out over a few steps.
+pub fn random_params(rng: &mut ChaCha8Rng, dims: Dims, w_gain: f64) -> Params {
+    let Dims {
+        input: p,
+        hidden: d,
+        output: q,
+    } = dims;
+    Params {
+        w_hh: gaussian(rng, d, d, w_gain / (d as f64).sqrt()),
+        w_ih: gaussian(rng, d, p, 1.0 / (p as f64).sqrt()),
+        b: gaussian(rng, d, 1, 0.2),
+        head_w: gaussian(rng, q, d, 1.0 / (d as f64).sqrt()),
+        head_b: gaussian(rng, q, 1, 0.2),
+    }
+}
+
+/// A random batch: inputs uniform in [−1, 1), labels uniform in 0..q or values in [−1, 1).
+pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
+    let x = (0..s.t)
+        .map(|_| uniform(rng, s.b, s.p, -1.0, 1.0))
+        .collect();
+    let y = match loss {
+        Loss::CrossEntropy => Targets::Labels((0..s.b).map(|_| rng.random_range(0..s.q)).collect()),
+        Loss::Mse => Targets::Values(uniform(rng, s.b, s.q, -1.0, 1.0)),
+    };
+    Batch { x, y }
+}
+
+/// `‖a − b‖_F / ‖b‖_F`.
+pub fn rel_err(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape(), "compared tensors differ in shape");
+    (a - b).norm() / b.norm()
+}
+
+/// Input x_t of sequence `i` as a column (`t` 1-based, as in the SPEC).
+pub fn x_col(batch: &Batch, i: usize, t: usize) -> DVector<f64> {
+    batch.x[t - 1].row(i).transpose()
+}
+
+/// One step `tanh(W h + U x + b)` of one sequence, written in the SPEC's column form.
+pub fn cell(params: &Params, h: &DVector<f64>, x: &DVector<f64>) -> DVector<f64> {
+    (&params.w_hh * h + &params.w_ih * x + params.b.column(0)).map(f64::tanh)
+}
+
+/// Hidden states h_0 … h_T of sequence `i`, one step at a time.
+pub fn naive_hidden(params: &Params, batch: &Batch, i: usize) -> Vec<DVector<f64>> {
+    let mut h = vec![DVector::zeros(params.w_hh.nrows())];
+    for t in 1..=batch.seq_len() {
+        let next = cell(params, &h[t - 1], &x_col(batch, i, t));
+        h.push(next);
+    }
+    h
+}
+
+/// The loss ℓ of SPEC §1 at last states `h_last` (B×d, any real values), straight from
+/// its definition, one sequence at a time.
+pub fn naive_head_loss(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> f64 {
+    let b = h_last.nrows();
+    let mut total = 0.0;
+    for i in 0..b {
+        let z = &params.head_w * h_last.row(i).transpose() + params.head_b.column(0);
+        total += match (y, loss) {
+            (Targets::Labels(l), Loss::CrossEntropy) => {
+                // Moderate logits in these tests: the unshifted log-sum-exp is exact enough.
+                z.iter().map(|zj| zj.exp()).sum::<f64>().ln() - z[l[i]]
+            }
+            (Targets::Values(y), Loss::Mse) => (z - y.row(i).transpose()).norm_squared(),
+            _ => panic!("targets do not suit the loss"),
+        };
+    }
+    match loss {
+        Loss::CrossEntropy => total / b as f64,
+        Loss::Mse => total / (b * params.head_w.nrows()) as f64,
+    }
+}
+
+/// The loss ℓ of the whole model on `batch`, from `naive_hidden` and `naive_head_loss`.
+pub fn naive_loss(params: &Params, batch: &Batch, loss: Loss) -> f64 {
+    let b = batch.batch_size();
+    let mut h_last = DMatrix::zeros(b, params.w_hh.nrows());
+    for i in 0..b {
+        let h = naive_hidden(params, batch, i);
+        h_last.set_row(i, &h[batch.seq_len()].transpose());
+    }
+    naive_head_loss(params, &h_last, &batch.y, loss)
+}
+
+/// Surrogate through time `S(θ) = Σ_t ½‖h_t(θ) − v_t‖²`, summed over sequences, with the
+/// targets `v` (v_0 … v_T, rows per sequence) fixed.
+pub fn naive_surrogate(params: &Params, batch: &Batch, v: &[DMatrix<f64>]) -> f64 {
+    let mut s = 0.0;
+    for i in 0..batch.batch_size() {
+        let h = naive_hidden(params, batch, i);
+        for t in 1..=batch.seq_len() {
+            s += 0.5 * (&h[t] - v[t].row(i).transpose()).norm_squared();
+        }
+    }
+    s
+}
+
+/// Local surrogate `Σ_t ½‖tanh(W h_{t−1} + U x_t + b) − v_t‖²` with every input state
+/// h_{t−1} held at its value in `h_fixed` (h_0 … h_T, rows per sequence).
+pub fn naive_local_surrogate(
+    params: &Params,
+    batch: &Batch,
+    h_fixed: &[DMatrix<f64>],
+    v: &[DMatrix<f64>],
+) -> f64 {
+    let mut s = 0.0;
+    for i in 0..batch.batch_size() {
+        for t in 1..=batch.seq_len() {
+            let h_prev = h_fixed[t - 1].row(i).transpose();
+            let h_t = cell(params, &h_prev, &x_col(batch, i, t));
+            s += 0.5 * (h_t - v[t].row(i).transpose()).norm_squared();
+        }
+    }
+    s
+}
+
+/// Central difference of `f` at `x` in entry `k` (column-major) with step `h`.
+fn central(f: &mut impl FnMut(&DMatrix<f64>) -> f64, x: &DMatrix<f64>, k: usize, h: f64) -> f64 {
+    let mut xp = x.clone();
+    xp[k] += h;
+    let mut xm = x.clone();
+    xm[k] -= h;
+    (f(&xp) - f(&xm)) / (2.0 * h)
+}
+
+/// Step of the finite differences. Richardson extrapolation cancels the h² term, leaving
+/// truncation O(h⁴) ≈ 1e-12 and round-off ≈ 1e-16·|f|/h ≈ 1e-13·|f|: both far below the
+/// 1e-6 the checks demand, for objectives of order 1–10.
+const FD_STEP: f64 = 1e-3;
+
+/// Gradient of `f` at `x` by central differences with one Richardson extrapolation,
+/// `(4 D(h/2) − D(h)) / 3`, entry by entry.
+pub fn fd_gradient(x: &DMatrix<f64>, mut f: impl FnMut(&DMatrix<f64>) -> f64) -> DMatrix<f64> {
+    DMatrix::from_fn(x.nrows(), x.ncols(), |i, j| {
+        let k = i + j * x.nrows();
+        let coarse = central(&mut f, x, k, FD_STEP);
+        let fine = central(&mut f, x, k, FD_STEP / 2.0);
+        (4.0 * fine - coarse) / 3.0
+    })
+}
+
+/// Gradient of `f` with respect to the tensor of `params` numbered `which`
+/// (`PARAM_NAMES` order), the other tensors held at their values.
+pub fn fd_param_gradient(
+    params: &Params,
+    which: usize,
+    f: impl Fn(&Params) -> f64,
+) -> DMatrix<f64> {
+    let at = params.tensors()[which].1.clone();
+    fd_gradient(&at, |moved| {
+        let mut p = params.clone();
+        *p.tensors_mut()[which] = moved.clone();
+        f(&p)
+    })
+}
+
+/// Asserts `‖got − want‖ / ‖want‖ ≤ tol`, naming the case. `want` must not vanish: a zero
+/// reference would make the check meaningless, so the cases are drawn to avoid it.
+pub fn assert_close(got: &DMatrix<f64>, want: &DMatrix<f64>, tol: f64, what: &str) {
+    assert!(
+        want.norm() > 1e-8,
+        "{what}: reference gradient is (nearly) zero, the check would be vacuous"
+    );
+    let err = rel_err(got, want);
+    assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:.0e}");
+}

@@ -1,0 +1,151 @@
+//! Optimizer steps (SPEC §2 step 7) against hand-computed ones, in PyTorch's conventions,
+//! entry by entry over three steps with a different gradient each step.
+
+use tpri::config::{OptimizerConfig, OptimizerKind};
+use tpri::cpu::optimizer::{optimizer_step, OptState};
+use tpri::model::{Dims, Params};
+
+use crate::common::*;
+
+const DIMS: Dims = Dims {
+    input: 1,
+    hidden: 2,
+    output: 1,
+};
+
+/// Every entry of every tensor, in `PARAM_NAMES` order.
+fn flat(p: &Params) -> Vec<f64> {
+    p.tensors()
+        .iter()
+        .flat_map(|(_, m)| m.iter().copied())
+        .collect()
+}
+
+/// Parameters and three gradients, all random.
+fn start(seed: u64) -> (Params, [Params; 3]) {
+    let mut rng = rng(seed);
+    let params = random_params(&mut rng, DIMS, 1.0);
+    let grads = [(); 3].map(|_| random_params(&mut rng, DIMS, 1.0));
+    (params, grads)
+}
+
+/// Runs three steps of `cfg` and, after each, compares every entry with `by_hand`, which
+/// updates one scalar θ with its gradient g, step number t and its own two slots.
+fn three_steps(
+    cfg: OptimizerConfig,
+    seed: u64,
+    mut by_hand: impl FnMut(&mut f64, f64, i32, &mut f64, &mut f64),
+) -> OptState {
+    let (mut params, grads) = start(seed);
+    let mut state = OptState::new(DIMS);
+    let mut theta = flat(&params);
+    let mut slots = vec![(0.0, 0.0); theta.len()];
+    for (t, g) in (1..).zip(&grads) {
+        optimizer_step(&cfg, &mut state, &mut params, g);
+        for ((th, gi), (a, b)) in theta.iter_mut().zip(flat(g)).zip(slots.iter_mut()) {
+            by_hand(th, gi, t, a, b);
+        }
+        for (k, (got, want)) in flat(&params).iter().zip(&theta).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-15 * want.abs().max(1.0),
+                "{:?} step {t}, entry {k}: {got} vs {want}",
+                cfg.kind
+            );
+        }
+    }
+    assert_eq!(state.step, 3);
+    state
+}
+
+#[test]
+fn sgd_matches_hand_computed_steps() {
+    let cfg = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        lr: 0.07,
+        ..OptimizerConfig::default()
+    };
+    three_steps(cfg, 70, |th, g, _, _, _| *th -= 0.07 * g);
+}
+
+/// PyTorch's Nesterov (dampening 0): buf ← μ·buf + g (buf = g at the first step);
+/// θ ← θ − lr·(g + μ·buf).
+#[test]
+fn nesterov_matches_hand_computed_steps() {
+    let (lr, mu) = (0.07, 0.85);
+    let cfg = OptimizerConfig {
+        kind: OptimizerKind::Nesterov,
+        lr,
+        momentum: mu,
+        ..OptimizerConfig::default()
+    };
+    let mut bufs = Vec::new();
+    let state = three_steps(cfg.clone(), 71, |th, g, _, buf, _| {
+        *buf = mu * *buf + g;
+        *th -= lr * (g + mu * *buf);
+        bufs.push(*buf);
+    });
+    // The buffer kept is the last step's.
+    let n = bufs.len() / 3;
+    assert_eq!(flat(&state.m), bufs[2 * n..].to_vec());
+
+    // By hand, one scalar with g = 1, lr = 0.1, μ = 0.9 from θ = 1:
+    // buf 1, 1.9, 2.71 and θ 1 − 0.19 = 0.81, 0.81 − 0.271 = 0.539, 0.539 − 0.3439 = 0.1951.
+    let cfg = OptimizerConfig {
+        kind: OptimizerKind::Nesterov,
+        lr: 0.1,
+        momentum: 0.9,
+        ..OptimizerConfig::default()
+    };
+    let ones = Params {
+        w_hh: nalgebra::DMatrix::from_element(2, 2, 1.0),
+        w_ih: nalgebra::DMatrix::from_element(2, 1, 1.0),
+        b: nalgebra::DMatrix::from_element(2, 1, 1.0),
+        head_w: nalgebra::DMatrix::from_element(1, 2, 1.0),
+        head_b: nalgebra::DMatrix::from_element(1, 1, 1.0),
+    };
+    let (mut params, mut state) = (ones.clone(), OptState::new(DIMS));
+    for want in [0.81, 0.539, 0.1951] {
+        optimizer_step(&cfg, &mut state, &mut params, &ones);
+        assert!(flat(&params).iter().all(|th| (th - want).abs() < 1e-14));
+    }
+}
+
+/// PyTorch's Adam: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+/// θ ← θ − (lr / (1−β₁ᵗ)) · m / (√v / √(1−β₂ᵗ) + eps). Betas and eps away from their
+/// defaults, so that a swap or a misplaced eps shows.
+#[test]
+fn adam_matches_hand_computed_steps() {
+    let (lr, b1, b2, eps) = (0.05, 0.8, 0.95, 1e-2);
+    let cfg = OptimizerConfig {
+        kind: OptimizerKind::Adam,
+        lr,
+        beta1: b1,
+        beta2: b2,
+        eps,
+        ..OptimizerConfig::default()
+    };
+    three_steps(cfg.clone(), 72, |th, g, t, m, v| {
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        let step_size = lr / (1.0 - b1.powi(t));
+        let denom = v.sqrt() / (1.0 - b2.powi(t)).sqrt() + eps;
+        *th -= step_size * *m / denom;
+    });
+
+    // By hand: with a constant gradient g the bias-corrected moments are exactly g and g²,
+    // so every step moves θ by lr·g / (|g| + eps).
+    let (mut params, grads) = start(73);
+    let g = grads[0].clone();
+    let want: Vec<f64> = flat(&params)
+        .iter()
+        .zip(flat(&g))
+        .map(|(th, gi)| th - 3.0 * lr * gi / (gi.abs() + eps))
+        .collect();
+    let mut state = OptState::new(DIMS);
+    for _ in 0..3 {
+        optimizer_step(&cfg, &mut state, &mut params, &g);
+    }
+    for (got, want) in flat(&params).iter().zip(&want) {
+        assert!((got - want).abs() < 1e-14, "{got} vs {want}");
+    }
+}

@@ -1,0 +1,289 @@
+//! `tpri trace` end to end: round trip against the library, an independent NumPy
+//! implementation of SPEC, and bad inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
+use tpri::cpu::iteration::iteration;
+use tpri::model::{Dims, Params};
+use tpri::tasks::{Batch, Targets};
+use tpri::tensor_file::{read_tensors, save_batch, save_params, write_atomic, TensorData};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tpri-trace-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tpri(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tpri"))
+        .args(args)
+        .output()
+        .expect("spawn tpri")
+}
+
+fn random_problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Batch) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut params = Params::init(dims, seed);
+    params.b = DMatrix::from_fn(dims.hidden, 1, |_, _| rng.random_range(-0.3..0.3));
+    params.head_b = DMatrix::from_fn(dims.output, 1, |_, _| rng.random_range(-0.3..0.3));
+    let x = (0..t)
+        .map(|_| DMatrix::from_fn(b, dims.input, |_, _| rng.random_range(-1.0..1.0)))
+        .collect();
+    let y = match loss {
+        Loss::CrossEntropy => {
+            Targets::Labels((0..b).map(|_| rng.random_range(0..dims.output)).collect())
+        }
+        Loss::Mse => Targets::Values(DMatrix::from_fn(b, dims.output, |_, _| {
+            rng.random_range(-1.0..1.0)
+        })),
+    };
+    (params, Batch { x, y })
+}
+
+fn floats(path: &Path, name: &str) -> Vec<f64> {
+    match &read_tensors(path).unwrap()[name].data {
+        TensorData::Float(v) => v.clone(),
+        TensorData::Int(_) => panic!("{name} is not float"),
+    }
+}
+
+#[test]
+fn trace_round_trip_matches_library() {
+    let dir = scratch("roundtrip");
+    let dims = Dims {
+        input: 3,
+        hidden: 6,
+        output: 4,
+    };
+    for (i, loss) in [Loss::CrossEntropy, Loss::Mse].into_iter().enumerate() {
+        let (params, batch) = random_problem(10 + i as u64, dims, 3, 5, loss);
+        let (pp, bp, out) = (
+            dir.join("p.safetensors"),
+            dir.join("b.safetensors"),
+            dir.join("o.safetensors"),
+        );
+        save_params(&pp, &params).unwrap();
+        save_batch(&bp, &batch).unwrap();
+        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
+        let o = tpri(&[
+            "trace",
+            "--params",
+            pp.to_str().unwrap(),
+            "--batch",
+            bp.to_str().unwrap(),
+            "--loss",
+            loss_flag,
+            "--method",
+            "tp",
+            "--target-mode",
+            "difference",
+            "--lr-target",
+            "0.2",
+            "--reg",
+            "0.7",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let hyper = Hyper {
+            method: Method::Tp,
+            loss,
+            tp: TpConfig {
+                target_mode: TargetMode::Difference,
+                lr_target: 0.2,
+                reg: 0.7,
+                tp_grad: TpGrad::ThroughTime,
+                ..TpConfig::default()
+            },
+            ..Hyper::default()
+        };
+        let want = iteration(&params, &batch, &hyper, None).unwrap();
+        assert_eq!(floats(&out, "loss"), vec![want.loss]);
+        let w_grad: Vec<f64> = want.grads.w_hh.transpose().as_slice().to_vec();
+        assert_eq!(floats(&out, "grad.rnn.w_hh"), w_grad);
+        let h = floats(&out, "h");
+        assert_eq!(h.len(), 6 * 3 * 6);
+        assert_eq!(
+            h[(5 * 3 + 2) * 6 + 1],
+            want.h[5][(2, 1)],
+            "h is laid out [T+1, B, d]"
+        );
+        assert_eq!(floats(&out, "p_inv").len(), 36);
+        assert_eq!(floats(&out, "v").len(), 6 * 3 * 6);
+    }
+}
+
+/// Checks the trace against `tests/independent/spec_numpy.py`, written from SPEC alone.
+/// Needs python3 with numpy and safetensors (`.ci/run` installs them).
+#[test]
+fn trace_agrees_with_independent_numpy_implementation() {
+    let dir = scratch("numpy");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/spec_numpy.py");
+    let dims = Dims {
+        input: 2,
+        hidden: 5,
+        output: 3,
+    };
+    let modes = ["linearized", "difference", "plain"];
+    for (case, (loss, method, mode, grad)) in [
+        (Loss::CrossEntropy, "bp", "linearized", "through-time"),
+        (Loss::Mse, "bp", "linearized", "through-time"),
+        (Loss::CrossEntropy, "tp", modes[0], "through-time"),
+        (Loss::Mse, "tp", modes[1], "through-time"),
+        (Loss::CrossEntropy, "tp", modes[2], "local"),
+        (Loss::Mse, "tp", modes[0], "local"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (params, batch) = random_problem(100 + case as u64, dims, 4, 7, loss);
+        let (pp, bp, out) = (
+            dir.join("p.safetensors"),
+            dir.join("b.safetensors"),
+            dir.join("o.safetensors"),
+        );
+        save_params(&pp, &params).unwrap();
+        save_batch(&bp, &batch).unwrap();
+        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
+        let o = tpri(&[
+            "trace",
+            "--params",
+            pp.to_str().unwrap(),
+            "--batch",
+            bp.to_str().unwrap(),
+            "--loss",
+            loss_flag,
+            "--method",
+            method,
+            "--target-mode",
+            mode,
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let check = Command::new("python3")
+            .arg(&script)
+            .args([&pp, &bp, &out].map(|p| p.to_str().unwrap()))
+            .args([loss_flag, method, mode, "0.3", "0.5", grad])
+            .output()
+            .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
+        assert!(
+            check.status.success(),
+            "case {case} disagrees or python3 lacks numpy/safetensors:\n{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = scratch("bad");
+    let dims = Dims {
+        input: 3,
+        hidden: 4,
+        output: 2,
+    };
+    let (params, batch) = random_problem(1, dims, 2, 3, Loss::CrossEntropy);
+    let good_p = dir.join("p.safetensors");
+    let good_b = dir.join("b.safetensors");
+    save_params(&good_p, &params).unwrap();
+    save_batch(&good_b, &batch).unwrap();
+    // A batch with p = 5 inputs against rnn.w_ih with 3 columns.
+    let (_, wide) = random_problem(2, Dims { input: 5, ..dims }, 2, 3, Loss::CrossEntropy);
+    let wide_b = dir.join("wide.safetensors");
+    save_batch(&wide_b, &wide).unwrap();
+    // Parameters missing head.b.
+    let mut t = tpri::tensor_file::params_tensors(&params, "");
+    t.remove("head.b");
+    let missing = dir.join("missing.safetensors");
+    tpri::tensor_file::write_tensors(&missing, &t, None).unwrap();
+    let garbage = dir.join("garbage.safetensors");
+    write_atomic(
+        &garbage,
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all",
+    )
+    .unwrap();
+    let out = dir.join("o.safetensors");
+    let (gp, gb, o) = (
+        good_p.to_str().unwrap(),
+        good_b.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--params", wide_b.to_str().unwrap(), "--batch", gb],
+            "has no tensor rnn.w_hh",
+        ),
+        (
+            vec!["--params", gp, "--batch", wide_b.to_str().unwrap()],
+            "tensor x",
+        ),
+        (
+            vec!["--params", missing.to_str().unwrap(), "--batch", gb],
+            "head.b",
+        ),
+        (
+            vec!["--params", garbage.to_str().unwrap(), "--batch", gb],
+            "not a valid safetensors",
+        ),
+        (
+            vec!["--params", "/nonexistent/p.safetensors", "--batch", gb],
+            "cannot read",
+        ),
+        (
+            vec!["--params", gp, "--batch", gb, "--reg", "0"],
+            "regularization",
+        ),
+        (
+            vec![
+                "--params", gp, "--batch", gb, "--reg=-1", "--solver", "cholesky",
+            ],
+            "regularization",
+        ),
+        (
+            vec![
+                "--params",
+                gp,
+                "--batch",
+                gb,
+                "--cg-tol",
+                "1e-300",
+                "--cg-max-iter",
+                "1",
+                "--reg",
+                "0.001",
+            ],
+            "did not converge",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["trace", "--loss", "ce", "--method", "tp", "--out", o];
+        args.extend(extra.iter());
+        let r = tpri(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{args:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{args:?}: message {err:?} should mention {needle:?}"
+        );
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    // MSE on integer labels.
+    let r = tpri(&[
+        "trace", "--params", gp, "--batch", gb, "--loss", "mse", "--method", "bp", "--out", o,
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("mse"));
+}
