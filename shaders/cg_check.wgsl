@@ -14,6 +14,7 @@ const WG: u32 = 256u;
 const START: u32 = 0u;
 const ITERATION: u32 = 1u;
 const FINISH: u32 = 2u;
+const F32_MAX: f32 = 3.40282347e38;
 
 struct Dims {
     n: u32,
@@ -82,8 +83,13 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     } else {
         state.iterations += 1u;
     }
-    // W = 0 gives a zero right-hand side: the residual is then 0 once X is 0.
-    let residual = sqrt(sum_rs[0]) / max(state.rhs_norm, 1e-30);
+    // W = 0 gives a zero right-hand side: the residual is then 0 once X is 0. A W with
+    // non-finite entries (a diverged model) must not pass for converged: its residual is
+    // made the (infinite or NaN) norm itself, which fails `≤ tol`.
+    var residual = sqrt(sum_rs[0]) / max(state.rhs_norm, 1e-30);
+    if !(state.rhs_norm <= F32_MAX) {
+        residual = state.rhs_norm;
+    }
     state.residual = residual;
     if residual <= dims.tol {
         state.converged = 1u;

@@ -71,6 +71,14 @@ fn compare_traces(
     for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(want.grads.tensors()) {
         worst = worst.max(check(&format!("∇{name} {what}"), g, w, TOL));
     }
+    let norms = |n: &[f64]| DMatrix::from_column_slice(n.len(), 1, n);
+    let e_norms = check(
+        &format!("‖e_t‖ {what}"),
+        &norms(&got.error_norms),
+        &norms(&want.error_norms),
+        TOL,
+    );
+    worst = worst.max(e_norms);
     assert_eq!(got.v.is_some(), want.v.is_some(), "{what}: targets present");
     if let (Some(gv), Some(wv)) = (&got.v, &want.v) {
         worst = worst.max(check_all(&format!("v {what}"), gv, wv, TOL));

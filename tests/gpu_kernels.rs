@@ -129,6 +129,13 @@ fn bptt_matches_reference_in_every_mode() {
             let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
             check(&what("∇W"), &got.w_hh, &want.w_hh, TOL);
             check(&what("∇U"), &got.w_ih, &want.w_ih, TOL);
+            let norms = |n: &[f64]| nalgebra::DMatrix::from_column_slice(n.len(), 1, n);
+            check(
+                &what("‖e_t‖"),
+                &norms(&got.error_norms),
+                &norms(&want.error_norms),
+                TOL,
+            );
             let e = check(&what("∇b"), &got.b, &want.b, TOL);
             eprintln!("{}: ∇b {e:.2e}", what("bptt"));
         }
@@ -264,4 +271,16 @@ fn target_sweep_matches_reference_in_every_mode() {
             eprintln!("sweep {what}: v − h {e:.2e}");
         }
     }
+}
+
+#[test]
+fn cg_rejects_a_non_finite_w() {
+    let ctx = ctx();
+    let mut w = random(5, 5, 0.5, &mut rng(601));
+    w[(2, 3)] = f64::INFINITY;
+    let err = gpu::inverse::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
+    assert!(
+        err.downcast_ref::<cpu::inverse::CgError>().is_some(),
+        "{err:#}"
+    );
 }

@@ -60,7 +60,7 @@ fn workspace<'a>(
 ) -> Result<&'a Workspace> {
     if slot.as_ref().is_none_or(|ws| ws.shape != shape) {
         *slot = None; // free the old buffers before allocating new ones
-        *slot = Some(Workspace::new(ctx, model, shape, hyper)?);
+        *slot = Some(Workspace::new(ctx, model, shape, hyper, false)?);
     }
     Ok(slot.as_ref().expect("just filled"))
 }
@@ -114,6 +114,7 @@ impl Backend for GpuBackend {
             (None, None, None)
         };
         Ok(Trace {
+            error_norms: crate::gpu::bptt::error_norms(ctx, &ws)?,
             h,
             loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
             grads: model.read_params(ctx, &model.grad)?,

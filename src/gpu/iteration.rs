@@ -198,6 +198,8 @@ pub(crate) struct SeqBuffers {
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
+    /// ‖e_t‖² per step and sequence [T, B] (written only with diagnostics on).
+    pub err_sq: wgpu::Buffer,
     /// T·B ones: ∇b = Δᵀ 1 reuses the matmul kernel.
     pub ones: wgpu::Buffer,
     /// [loss, accuracy] of the batch.
@@ -242,6 +244,7 @@ impl SeqBuffers {
                 f(t * b * d),
                 none,
             )?,
+            err_sq: ctx.storage("error norms [T, B]", f(t * b), none)?,
             g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
             scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
             ones,
@@ -301,11 +304,13 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
+    /// `diagnostics` makes BPTT also record the error norms ‖e_t‖ (for traces).
     pub fn new(
         ctx: &GpuContext,
         model: &ModelBuffers,
         shape: Shape,
         hyper: &Hyper,
+        diagnostics: bool,
     ) -> Result<Self> {
         let dims = model.layout.dims;
         let seq = SeqBuffers::new(ctx, dims, shape)?;
@@ -335,7 +340,15 @@ impl Workspace {
             sweep: tp
                 .map(|tp| target_sweep::dispatch(ctx, model, &seq, shape, tp))
                 .transpose()?,
-            bptt: bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+            bptt: bptt::dispatch(
+                ctx,
+                model,
+                &seq,
+                shape,
+                tp.is_some(),
+                through_time,
+                diagnostics,
+            )?,
             reductions: [
                 reduce(&seq.h, dims.hidden, l.w)?,
                 reduce(&seq.x, dims.input, l.u)?,
@@ -358,7 +371,7 @@ impl Workspace {
         check_batch(params, batch)?;
         let model = ModelBuffers::new(ctx, params.dims())?;
         model.write_params(ctx, params)?;
-        let ws = Self::new(ctx, &model, Shape::of(batch), hyper)?;
+        let ws = Self::new(ctx, &model, Shape::of(batch), hyper, true)?;
         ws.seq.write_batch(ctx, batch);
         ws.poison_outputs(ctx, &model);
         Ok((model, ws))
@@ -406,6 +419,7 @@ impl Workspace {
         poison(ctx, &self.seq.h, (t + 1) * b * d);
         poison(ctx, &self.seq.dv, (t + 1) * b * d);
         poison(ctx, &self.seq.delta, t * b * d);
+        poison(ctx, &self.seq.err_sq, t * b);
         poison(ctx, &self.seq.g_top, b * d);
         poison(ctx, &self.seq.stats, 2);
         for slot in model.layout.slots() {
