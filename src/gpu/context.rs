@@ -13,7 +13,8 @@ use crate::gpu::kernel::Kernels;
 /// Which adapter to run on (`--device` on the command line).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum AdapterChoice {
-    /// The best compute-capable adapter: discrete, then integrated, virtual, other, CPU.
+    /// The best compute-capable adapter: discrete, then integrated, virtual, other, CPU;
+    /// among equals, Vulkan/Metal/DX12 before GL.
     #[default]
     Auto,
     /// The adapter at this position in `list_adapters()`.
@@ -176,7 +177,11 @@ fn choose(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
         AdapterChoice::Auto => adapters
             .iter()
             .filter(|a| computes(a))
-            .min_by_key(|a| rank(a.get_info().device_type))
+            // GL last among equals: its compute support is the weakest.
+            .min_by_key(|a| {
+                let info = a.get_info();
+                (rank(info.device_type), info.backend == wgpu::Backend::Gl)
+            })
             .with_context(|| {
                 format!(
                     "{NO_ADAPTER_HINT} (adapters without compute shaders: {})",
