@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod config;
 pub mod cpu;
+pub mod gpu;
 pub mod model;
 pub mod presets;
 pub mod run_dir;

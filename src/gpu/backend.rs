@@ -1,0 +1,237 @@
+//! The GPU as a `Backend` (twin of `src/cpu/backend.rs`): the training loop drives it
+//! without knowing which device it has.
+//!
+//! A step uploads the batch, records forward, head, (CG, target sweep,) BPTT, the gradient
+//! reductions and the optimizer into one command buffer, submits it and returns without
+//! waiting. Loss and CG statistics stay on the device until `last_stats` asks for them.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use crate::backend::{Backend, Eval, StepStats, Trace};
+use crate::config::{Hyper, Method, Solver};
+use crate::cpu::head::check_targets;
+use crate::cpu::iteration::check_batch;
+use crate::cpu::optimizer::OptState;
+use crate::gpu::context::GpuContext;
+use crate::gpu::inverse::GPU_CG_TOL;
+use crate::gpu::iteration::{matrix, ModelBuffers, Shape, Workspace};
+use crate::model::Params;
+use crate::tasks::Batch;
+
+/// The wgpu backend, f32 throughout. Keeps P on the device to warm-start the next CG solve.
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    train: Option<Training>,
+}
+
+struct Training {
+    hyper: Hyper,
+    model: ModelBuffers,
+    /// Optimizer steps taken (Adam's bias corrections need it).
+    step: u64,
+    /// Whether the CG buffer holds a previous P to start from.
+    warm: bool,
+    /// Whether `step` has run since `load`.
+    stepped: bool,
+    train_ws: Option<Workspace>,
+    eval_ws: Option<Workspace>,
+}
+
+/// Rejects settings the GPU path does not implement, and bad batches, before any upload.
+fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
+    hyper.validate()?;
+    if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
+        bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
+    }
+    check_batch(params_dims, batch)?;
+    let dims = params_dims.dims();
+    check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
+}
+
+/// The cached workspace in `slot`, rebuilt when the batch shape changes.
+fn workspace<'a>(
+    ctx: &GpuContext,
+    slot: &'a mut Option<Workspace>,
+    model: &ModelBuffers,
+    shape: Shape,
+    hyper: &Hyper,
+) -> Result<&'a Workspace> {
+    if slot.as_ref().is_none_or(|ws| ws.shape != shape) {
+        *slot = None; // free the old buffers before allocating new ones
+        *slot = Some(Workspace::new(ctx, model, shape, hyper, false)?);
+    }
+    Ok(slot.as_ref().expect("just filled"))
+}
+
+impl GpuBackend {
+    /// A backend on `ctx` with nothing loaded. The context may be shared with other users.
+    pub fn new(ctx: Arc<GpuContext>) -> Self {
+        Self { ctx, train: None }
+    }
+
+    /// The device this backend runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn training(&mut self) -> Result<&mut Training> {
+        self.train
+            .as_mut()
+            .context("no parameters loaded: call load() first")
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        format!("gpu (f32): {}", self.ctx.describe())
+    }
+
+    fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace> {
+        check(params, batch, hyper)?;
+        let ctx = &*self.ctx;
+        let (model, ws) = Workspace::one_shot(ctx, params, batch, hyper)?;
+        ctx.submit(|pass| {
+            ws.record_loss(pass);
+            ws.record_gradients(pass, false);
+        })?;
+        let Shape { batch: b, steps: t } = ws.shape;
+        let d = params.dims().hidden;
+        let h = Workspace::read_stack(ctx, &ws.seq.h, 0, t + 1, b, d)?;
+        let (v, p_inv, cg) = if hyper.method == Method::Tp {
+            let tp = &hyper.tp;
+            let cg = model
+                .cg
+                .report(ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?;
+            let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, t + 1, b, d)?;
+            (
+                Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect()),
+                Some(matrix(&ctx.read(&model.cg.x, 0, d * d)?, d, d)),
+                Some(cg),
+            )
+        } else {
+            (None, None, None)
+        };
+        Ok(Trace {
+            error_norms: crate::gpu::bptt::error_norms(ctx, &ws)?,
+            h,
+            loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
+            grads: model.read_params(ctx, &model.grad)?,
+            v,
+            p_inv,
+            cg,
+        })
+    }
+
+    fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
+        hyper.validate()?;
+        if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
+            bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
+        }
+        let dims = params.dims();
+        let fresh = OptState::new(dims);
+        let opt = opt.unwrap_or(&fresh);
+        opt.m
+            .check_dims(dims)
+            .and_then(|()| opt.v.check_dims(dims))
+            .context("optimizer state does not match the parameters")?;
+        self.train = None; // free the previous model's buffers first
+        let ctx = &*self.ctx;
+        let model = ModelBuffers::new(ctx, dims)?;
+        model.write_params(ctx, params)?;
+        ctx.write(&model.m, 0, &model.layout.pack(&opt.m));
+        ctx.write(&model.v, 0, &model.layout.pack(&opt.v));
+        self.train = Some(Training {
+            hyper: hyper.clone(),
+            model,
+            step: opt.step,
+            warm: false,
+            stepped: false,
+            train_ws: None,
+            eval_ws: None,
+        });
+        Ok(())
+    }
+
+    fn step(&mut self, batch: &Batch) -> Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let tr = self.training()?;
+        let params_shape = Params::zeros(tr.model.layout.dims);
+        check(&params_shape, batch, &tr.hyper)?;
+        let ws = workspace(
+            &ctx,
+            &mut tr.train_ws,
+            &tr.model,
+            Shape::of(batch),
+            &tr.hyper,
+        )?;
+        ws.seq.write_batch(&ctx, batch);
+        ws.optimizer.set_step(&ctx, tr.step + 1);
+        ctx.submit(|pass| {
+            ws.record_loss(pass);
+            ws.record_gradients(pass, tr.warm);
+            ws.optimizer.record(pass);
+        })?;
+        tr.step += 1;
+        tr.warm = tr.hyper.method == Method::Tp;
+        tr.stepped = true;
+        Ok(())
+    }
+
+    fn last_stats(&mut self) -> Result<StepStats> {
+        let ctx = Arc::clone(&self.ctx);
+        let tr = self.training()?;
+        let ws = match (&tr.train_ws, tr.stepped) {
+            (Some(ws), true) => ws,
+            _ => bail!("no step has run yet"),
+        };
+        let cg = if tr.hyper.method == Method::Tp {
+            let tp = &tr.hyper.tp;
+            Some(
+                tr.model
+                    .cg
+                    .report(&ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?,
+            )
+        } else {
+            None
+        };
+        Ok(StepStats {
+            loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
+            cg,
+        })
+    }
+
+    fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
+        let ctx = Arc::clone(&self.ctx);
+        let tr = self.training()?;
+        // Only the forward pass and the head run: a BP workspace needs no CG buffers.
+        let hyper = Hyper {
+            method: Method::Bp,
+            ..tr.hyper.clone()
+        };
+        check(&Params::zeros(tr.model.layout.dims), batch, &hyper)?;
+        let ws = workspace(&ctx, &mut tr.eval_ws, &tr.model, Shape::of(batch), &hyper)?;
+        ws.seq.write_batch(&ctx, batch);
+        ctx.submit(|pass| ws.record_loss(pass))?;
+        let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;
+        Ok(Eval {
+            loss: f64::from(stats[0]),
+            accuracy: f64::from(stats[1]),
+        })
+    }
+
+    fn state(&mut self) -> Result<(Params, OptState)> {
+        let ctx = Arc::clone(&self.ctx);
+        let tr = self.training()?;
+        let m = &tr.model;
+        Ok((
+            m.read_params(&ctx, &m.theta)?,
+            OptState {
+                step: tr.step,
+                m: m.read_params(&ctx, &m.m)?,
+                v: m.read_params(&ctx, &m.v)?,
+            },
+        ))
+    }
+}

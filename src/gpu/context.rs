@@ -1,0 +1,407 @@
+//! The device a `GpuBackend` runs on: adapter discovery and selection, the compiled kernels,
+//! and the few helpers every kernel wrapper shares (checked buffer creation, uploads,
+//! readback, and turning wgpu validation errors into `anyhow` errors).
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use wgpu::util::DeviceExt;
+
+use crate::gpu::kernel::Kernels;
+
+/// Which adapter to run on (`--device` on the command line).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum AdapterChoice {
+    /// The best compute-capable adapter: discrete, then integrated, virtual, other, CPU;
+    /// among equals, Vulkan/Metal/DX12 before GL.
+    #[default]
+    Auto,
+    /// The adapter at this position in `list_adapters()`.
+    Index(usize),
+    /// The first adapter whose name contains this text (case-insensitive).
+    Name(String),
+}
+
+impl FromStr for AdapterChoice {
+    type Err = std::convert::Infallible;
+
+    /// `auto`, an index, or a name substring.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s.eq_ignore_ascii_case("auto") {
+            Self::Auto
+        } else if let Ok(i) = s.parse() {
+            Self::Index(i)
+        } else {
+            Self::Name(s.to_owned())
+        })
+    }
+}
+
+/// What `tpri devices` prints about one adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterSummary {
+    /// Position in the listing (what `AdapterChoice::Index` refers to).
+    pub index: usize,
+    pub name: String,
+    /// Vulkan, Metal, Dx12, Gl, …
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, Cpu, …
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Whether compute shaders run on it at all (GL adapters may lack them).
+    pub compute: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest workgroup along x, and most invocations in one workgroup.
+    pub max_workgroup_size_x: u32,
+    pub max_invocations_per_workgroup: u32,
+    /// Bytes of workgroup memory available to one workgroup.
+    pub workgroup_storage_size: u32,
+    /// Whether GPU timestamps can be written from compute passes.
+    pub timestamp_query: bool,
+}
+
+impl fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "[{}] {} ({}, {}){}",
+            self.index,
+            self.name,
+            self.backend,
+            self.device_type,
+            if self.compute {
+                ""
+            } else {
+                " — no compute shaders"
+            }
+        )?;
+        writeln!(f, "    driver: {}", self.driver)?;
+        writeln!(
+            f,
+            "    max buffer {} B, max storage binding {} B",
+            self.max_buffer_size, self.max_storage_buffer_binding_size
+        )?;
+        write!(
+            f,
+            "    workgroup: size x ≤ {}, ≤ {} invocations, {} B shared; timestamps: {}",
+            self.max_workgroup_size_x,
+            self.max_invocations_per_workgroup,
+            self.workgroup_storage_size,
+            if self.timestamp_query { "yes" } else { "no" }
+        )
+    }
+}
+
+const NO_ADAPTER_HINT: &str = "no GPU adapter found: wgpu saw no Vulkan, Metal or DX12 device. \
+     Install a driver (on Debian/Ubuntu without a GPU, the software Vulkan driver: \
+     `apt-get install mesa-vulkan-drivers`), or use the CPU backend";
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn enumerate() -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+}
+
+fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let driver = [info.driver.as_str(), info.driver_info.as_str()]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    AdapterSummary {
+        index,
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver,
+        compute: adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS),
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_workgroup_size_x: limits.max_compute_workgroup_size_x,
+        max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        timestamp_query: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+    }
+}
+
+/// Every adapter wgpu can see on this machine, in the order `AdapterChoice::Index` uses.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    enumerate()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summarize(i, a))
+        .collect()
+}
+
+/// Preference of `AdapterChoice::Auto`: lower is better.
+fn rank(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn choose(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+    let adapters = enumerate();
+    if adapters.is_empty() {
+        bail!(NO_ADAPTER_HINT);
+    }
+    let names = || {
+        adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("[{i}] {}", a.get_info().name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let computes = |a: &wgpu::Adapter| {
+        a.get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+    };
+    let picked = match choice {
+        AdapterChoice::Auto => adapters
+            .iter()
+            .filter(|a| computes(a))
+            // GL last among equals: its compute support is the weakest.
+            .min_by_key(|a| {
+                let info = a.get_info();
+                (rank(info.device_type), info.backend == wgpu::Backend::Gl)
+            })
+            .with_context(|| {
+                format!(
+                    "{NO_ADAPTER_HINT} (adapters without compute shaders: {})",
+                    names()
+                )
+            })?,
+        AdapterChoice::Index(i) => adapters
+            .get(*i)
+            .with_context(|| format!("no adapter with index {i}; adapters: {}", names()))?,
+        AdapterChoice::Name(part) => {
+            let part_lc = part.to_lowercase();
+            adapters
+                .iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&part_lc))
+                .with_context(|| format!("no adapter named like {part:?}; adapters: {}", names()))?
+        }
+    };
+    if !computes(picked) {
+        bail!(
+            "adapter {} cannot run compute shaders; adapters: {}",
+            picked.get_info().name,
+            names()
+        );
+    }
+    Ok(picked.clone())
+}
+
+/// A device and queue, what is known about them, and every compute pipeline the
+/// backend uses (compiled once, here).
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits of `device` (what buffer sizes and dispatches are checked against).
+    pub limits: wgpu::Limits,
+    pub(crate) kernels: Kernels,
+}
+
+impl GpuContext {
+    /// Opens the adapter `choice` names, with the adapter's full limits (compute needs
+    /// big storage buffers more than portability to weaker devices).
+    pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        let adapter = choose(choice)?;
+        let info = adapter.get_info();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("tpri"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .with_context(|| format!("could not open a device on adapter {}", info.name))?;
+        Self::build(device, queue, info)
+    }
+
+    /// Runs on a device the caller already has (e.g. next to a renderer). Kernels are
+    /// checked against `device.limits()`; the caller's error handler is left alone, since
+    /// every operation of this crate runs inside its own error scope.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        let info = device.adapter_info();
+        Self::build(device, queue, info)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Self> {
+        let limits = device.limits();
+        let kernels =
+            checked(&device, || Kernels::new(&device)).context("compiling the compute kernels")?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            kernels,
+        })
+    }
+
+    /// `adapter name (backend)`.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// Runs `f` with wgpu's validation and out-of-memory errors captured: they come back
+    /// as an `Err` instead of reaching the device's uncaptured-error handler (a panic by default).
+    pub fn checked<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        checked(&self.device, f)
+    }
+
+    /// A zero-filled storage buffer of `bytes` bytes, after checking the device can hold
+    /// and bind it. `what` names it in errors, e.g. `hidden states h [T+1, B, d]`.
+    pub fn storage(
+        &self,
+        what: &str,
+        bytes: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        let l = &self.limits;
+        let limit = l.max_buffer_size.min(l.max_storage_buffer_binding_size);
+        if bytes > limit {
+            bail!(
+                "{what} needs {bytes} bytes, more than this device allows for one buffer \
+                 ({limit} bytes: max_buffer_size {}, max_storage_buffer_binding_size {}); \
+                 use a smaller batch, sequence length or hidden size",
+                l.max_buffer_size,
+                l.max_storage_buffer_binding_size
+            );
+        }
+        // wgpu rejects empty bindings; 4 bytes is the smallest legal one.
+        let size = bytes.max(4).next_multiple_of(4);
+        self.checked(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC
+                    | extra,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A uniform buffer holding `value`, writable later with `write`.
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, what: &str, value: &T) -> Result<wgpu::Buffer> {
+        self.checked(|| {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(what),
+                    contents: bytemuck::bytes_of(value),
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                })
+        })
+    }
+
+    /// Queues a write of `data` at `offset` bytes into `buffer` (applied before the next submit).
+    pub(crate) fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, offset: u64, data: &[T]) {
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(buffer, offset, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Records work with `record` into one command encoder holding one compute pass, and
+    /// submits it. Nothing is waited for.
+    pub(crate) fn submit(&self, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) -> Result<()> {
+        self.checked(|| {
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("tpri"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("tpri"),
+                    timestamp_writes: None,
+                });
+                record(&mut pass);
+            }
+            self.queue.submit([encoder.finish()]);
+        })
+    }
+
+    /// Copies `count` values of `buffer` starting at element `start` back to the host,
+    /// waiting for all submitted work.
+    pub fn read<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<T>> {
+        let elem = std::mem::size_of::<T>() as u64;
+        let bytes = count as u64 * elem;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.checked(|| {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("readback"),
+                });
+            encoder.copy_buffer_to_buffer(buffer, start as u64 * elem, &staging, 0, bytes);
+            self.queue.submit([encoder.finish()]);
+            staging
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            // The receiver outlives the poll below; a send cannot fail.
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .context("waiting for the GPU")?;
+        rx.recv()
+            .context("readback callback never ran")?
+            .context("mapping a readback buffer")?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| anyhow!("reading back a buffer: {e:?}"))?;
+            bytemuck::pod_collect_to_vec::<u8, T>(&view)
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}
+
+/// See `GpuContext::checked`; also used before the context exists.
+fn checked<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<T> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let validation = pollster::block_on(validation.pop());
+    let oom = pollster::block_on(oom.pop());
+    match validation.or(oom) {
+        Some(e) => Err(anyhow!("GPU error: {e}")),
+        None => Ok(value),
+    }
+}

@@ -1,0 +1,442 @@
+//! One whole TP-RI or BP iteration on the GPU (twin of `src/cpu/iteration.rs`): the
+//! buffers it needs, allocated once per shape, and the kernels' launches recorded in order
+//! into a single compute pass.
+//!
+//! Layout conventions (all f32, row-major, sequences as rows like the CPU reference):
+//! x [T, B, p]; h [T+1, B, d] (h_0 = 0 included); the target offsets dv = v − h
+//! [T+1, B, d] (see target_sweep.wgsl for why offsets); δ [T, B, d]; g_T [B, d];
+//! parameters, gradients and optimizer slots each one flat buffer holding W, U, b, V, c at
+//! offsets aligned for binding (`ParamLayout`).
+
+use anyhow::{bail, Result};
+use nalgebra::DMatrix;
+
+use crate::config::{Hyper, Loss, Method, TpGrad};
+use crate::cpu::iteration::check_batch;
+use crate::gpu::context::GpuContext;
+use crate::gpu::inverse::{Cg, CgBuffers};
+use crate::gpu::kernel::Dispatch;
+use crate::gpu::{bptt, forward, head, matmul, optimizer, target_sweep, MAX_HIDDEN};
+use crate::model::{Dims, Params};
+use crate::tasks::{Batch, Targets};
+
+/// Number of sequences and steps of a batch: what the per-batch buffers are sized by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub batch: usize,
+    pub steps: usize,
+}
+
+impl Shape {
+    pub fn of(batch: &Batch) -> Self {
+        Self {
+            batch: batch.batch_size(),
+            steps: batch.seq_len(),
+        }
+    }
+}
+
+/// Where one tensor sits in a flat parameter buffer, in elements.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slot {
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Slot {
+    /// This slot of `buffer` as a binding.
+    pub fn bind<'a>(&self, buffer: &'a wgpu::Buffer) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer,
+            offset: 4 * self.start as u64,
+            size: std::num::NonZeroU64::new(4 * self.len.max(1) as u64),
+        })
+    }
+}
+
+/// Offsets of W, U, b, V, c in the flat parameter buffers; each starts at a multiple of
+/// the device's storage-binding alignment so kernels can bind it alone.
+#[derive(Clone, Debug)]
+pub(crate) struct ParamLayout {
+    pub dims: Dims,
+    pub w: Slot,
+    pub u: Slot,
+    pub b: Slot,
+    pub v: Slot,
+    pub c: Slot,
+    pub len: usize,
+}
+
+impl ParamLayout {
+    pub fn new(dims: Dims, align_bytes: u32) -> Self {
+        let align = (align_bytes as usize / 4).max(1);
+        let Dims {
+            input: p,
+            hidden: d,
+            output: q,
+        } = dims;
+        let mut end = 0;
+        let mut slot = |len: usize| {
+            let s = Slot { start: end, len };
+            end = (end + len.max(1)).next_multiple_of(align);
+            s
+        };
+        let (w, u, b, v, c) = (slot(d * d), slot(d * p), slot(d), slot(q * d), slot(q));
+        Self {
+            dims,
+            w,
+            u,
+            b,
+            v,
+            c,
+            len: end,
+        }
+    }
+
+    pub fn slots(&self) -> [Slot; 5] {
+        [self.w, self.u, self.b, self.v, self.c]
+    }
+
+    /// `params` flattened into this layout (padding zero).
+    pub fn pack(&self, params: &Params) -> Vec<f32> {
+        let mut out = vec![0.0; self.len];
+        for (slot, (_, m)) in self.slots().iter().zip(params.tensors()) {
+            out[slot.start..slot.start + slot.len].copy_from_slice(&rows_f32(m));
+        }
+        out
+    }
+
+    /// The tensors back out of a flat buffer.
+    pub fn unpack(&self, data: &[f32]) -> Params {
+        let mut params = Params::zeros(self.dims);
+        for (slot, m) in self.slots().iter().zip(params.tensors_mut()) {
+            *m = matrix(
+                &data[slot.start..slot.start + slot.len],
+                m.nrows(),
+                m.ncols(),
+            );
+        }
+        params
+    }
+}
+
+/// `m` in row-major f32.
+pub(crate) fn rows_f32(m: &DMatrix<f64>) -> Vec<f32> {
+    m.transpose().iter().map(|&v| v as f32).collect()
+}
+
+/// A `rows`×`cols` matrix from row-major f32.
+pub(crate) fn matrix(data: &[f32], rows: usize, cols: usize) -> DMatrix<f64> {
+    DMatrix::from_row_iterator(rows, cols, data.iter().map(|&v| f64::from(v)))
+}
+
+/// Matrices of equal shape, stacked row-major (e.g. the T steps of x).
+pub(crate) fn stack(ms: &[DMatrix<f64>]) -> Vec<f32> {
+    ms.iter().flat_map(rows_f32).collect()
+}
+
+/// The inverse of `stack`.
+pub(crate) fn unstack(data: &[f32], rows: usize, cols: usize) -> Vec<DMatrix<f64>> {
+    data.chunks_exact((rows * cols).max(1))
+        .map(|c| matrix(c, rows, cols))
+        .collect()
+}
+
+/// Parameters, gradients and optimizer slots (flat, `ParamLayout`), and the CG state
+/// whose P persists between steps to warm-start the next solve. Independent of B and T.
+pub(crate) struct ModelBuffers {
+    pub layout: ParamLayout,
+    pub theta: wgpu::Buffer,
+    pub grad: wgpu::Buffer,
+    pub m: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+    pub cg: CgBuffers,
+}
+
+impl ModelBuffers {
+    pub fn new(ctx: &GpuContext, dims: Dims) -> Result<Self> {
+        if dims.hidden > MAX_HIDDEN {
+            bail!(
+                "hidden size d = {} exceeds the GPU kernels' limit of {MAX_HIDDEN} \
+                 (they keep one d-vector in workgroup memory)",
+                dims.hidden
+            );
+        }
+        let layout = ParamLayout::new(dims, ctx.limits.min_storage_buffer_offset_alignment);
+        let bytes = 4 * layout.len as u64;
+        let none = wgpu::BufferUsages::empty();
+        Ok(Self {
+            theta: ctx.storage("parameters", bytes, none)?,
+            grad: ctx.storage("gradients", bytes, none)?,
+            m: ctx.storage("optimizer first slot", bytes, none)?,
+            v: ctx.storage("optimizer second slot", bytes, none)?,
+            cg: CgBuffers::new(ctx, dims.hidden)?,
+            layout,
+        })
+    }
+
+    pub fn write_params(&self, ctx: &GpuContext, params: &Params) -> Result<()> {
+        params.check_dims(self.layout.dims)?;
+        ctx.write(&self.theta, 0, &self.layout.pack(params));
+        Ok(())
+    }
+
+    pub fn read_params(&self, ctx: &GpuContext, buffer: &wgpu::Buffer) -> Result<Params> {
+        Ok(self.layout.unpack(&ctx.read(buffer, 0, self.layout.len)?))
+    }
+}
+
+/// Everything sized by the batch: inputs, targets, histories, head scratch.
+pub(crate) struct SeqBuffers {
+    pub x: wgpu::Buffer,
+    /// Labels as u32, or real targets as their f32 bits.
+    pub y: wgpu::Buffer,
+    pub h: wgpu::Buffer,
+    /// Target offsets v_t − h_t.
+    pub dv: wgpu::Buffer,
+    pub delta: wgpu::Buffer,
+    pub g_top: wgpu::Buffer,
+    /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
+    pub scratch: wgpu::Buffer,
+    /// ‖e_t‖² per step and sequence [T, B] (written only with diagnostics on).
+    pub err_sq: wgpu::Buffer,
+    /// T·B ones: ∇b = Δᵀ 1 reuses the matmul kernel.
+    pub ones: wgpu::Buffer,
+    /// [loss, accuracy] of the batch.
+    pub stats: wgpu::Buffer,
+}
+
+impl SeqBuffers {
+    fn new(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<Self> {
+        let Dims {
+            input: p,
+            hidden: d,
+            output: q,
+        } = dims;
+        let Shape { batch: b, steps: t } = shape;
+        let largest = (t + 1) * b * d.max(p);
+        if u32::try_from(largest).is_err() {
+            bail!("a batch of B = {b} sequences of T = {t} steps with d = {d}, p = {p} has {largest} elements per tensor, more than 32-bit indices reach");
+        }
+        let f = |n: usize| 4 * n as u64;
+        let none = wgpu::BufferUsages::empty();
+        let ones = ctx.storage("ones [T·B]", f(t * b), none)?;
+        ctx.write(&ones, 0, &vec![1.0f32; t * b]);
+        Ok(Self {
+            x: ctx.storage(
+                &format!("inputs x [T={t}, B={b}, p={p}]"),
+                f(t * b * p),
+                none,
+            )?,
+            y: ctx.storage("targets y", f(b * q.max(1)), none)?,
+            h: ctx.storage(
+                &format!("hidden states h [T+1={}, B={b}, d={d}]", t + 1),
+                f((t + 1) * b * d),
+                none,
+            )?,
+            dv: ctx.storage(
+                &format!("target offsets v − h [T+1={}, B={b}, d={d}]", t + 1),
+                f((t + 1) * b * d),
+                none,
+            )?,
+            delta: ctx.storage(
+                &format!("errors δ [T={t}, B={b}, d={d}]"),
+                f(t * b * d),
+                none,
+            )?,
+            err_sq: ctx.storage("error norms [T, B]", f(t * b), none)?,
+            g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
+            scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
+            ones,
+            stats: ctx.storage("batch statistics", f(2), none)?,
+        })
+    }
+
+    /// Uploads the inputs and targets of `batch`.
+    pub fn write_batch(&self, ctx: &GpuContext, batch: &Batch) {
+        ctx.write(&self.x, 0, &stack(&batch.x));
+        let y: Vec<u32> = match &batch.y {
+            Targets::Labels(l) => l.iter().map(|&c| c as u32).collect(),
+            Targets::Values(v) => rows_f32(v).iter().map(|v| v.to_bits()).collect(),
+        };
+        ctx.write(&self.y, 0, &y);
+    }
+}
+
+/// Fills `count` elements of `buffer` with NaN so that a kernel that fails to write an
+/// element cannot pass a check.
+pub(crate) fn poison(ctx: &GpuContext, buffer: &wgpu::Buffer, count: usize) {
+    ctx.write(buffer, 0, &vec![f32::NAN; count]);
+}
+
+/// A workgroup grid covering `invocations` in workgroups of `wg`, folded into 2-D when it
+/// exceeds the per-dimension limit; also returns the invocations per grid row.
+pub(crate) fn grid_1d(ctx: &GpuContext, invocations: usize, wg: usize) -> ([u32; 3], u32) {
+    let groups = invocations.div_ceil(wg).max(1) as u64;
+    let max = u64::from(ctx.limits.max_compute_workgroups_per_dimension);
+    let x = groups.min(max);
+    let y = groups.div_ceil(x);
+    ([x as u32, y as u32, 1], (x * wg as u64) as u32)
+}
+
+/// Checks that one workgroup per item fits in a single grid dimension.
+pub(crate) fn per_item_groups(ctx: &GpuContext, items: usize, what: &str) -> Result<[u32; 3]> {
+    let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if items > max {
+        bail!("{what} = {items} exceeds this device's max_compute_workgroups_per_dimension ({max}), the most workgroups one kernel launch can have");
+    }
+    Ok([items as u32, 1, 1])
+}
+
+/// All buffers and kernel launches of an iteration for one batch shape and one set of
+/// hyperparameters. Built once and reused step after step.
+pub(crate) struct Workspace {
+    pub shape: Shape,
+    pub seq: SeqBuffers,
+    pub forward: Dispatch,
+    pub head: head::HeadDispatches,
+    pub cg: Option<Cg>,
+    pub sweep: Option<Dispatch>,
+    pub bptt: Dispatch,
+    /// ∇W, ∇U, ∇b by matmul over the T·B rows of δ.
+    pub reductions: [Dispatch; 3],
+    pub optimizer: optimizer::OptimizerStep,
+}
+
+impl Workspace {
+    /// `diagnostics` makes BPTT also record the error norms ‖e_t‖ (for traces).
+    pub fn new(
+        ctx: &GpuContext,
+        model: &ModelBuffers,
+        shape: Shape,
+        hyper: &Hyper,
+        diagnostics: bool,
+    ) -> Result<Self> {
+        let dims = model.layout.dims;
+        let seq = SeqBuffers::new(ctx, dims, shape)?;
+        let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
+        let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
+        let l = &model.layout;
+        let rows = shape.steps * shape.batch;
+        let reduce = |b: &wgpu::Buffer, n: usize, slot: Slot| {
+            matmul::product(
+                ctx,
+                matmul::Operands {
+                    a: seq.delta.as_entire_binding(),
+                    trans_a: true,
+                    b: b.as_entire_binding(),
+                    c: slot.bind(&model.grad),
+                    m: dims.hidden,
+                    n,
+                    k: rows,
+                },
+                None,
+            )
+        };
+        Ok(Self {
+            forward: forward::dispatch(ctx, model, &seq, shape)?,
+            head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
+            cg: tp.map(|tp| Cg::new(ctx, model, tp)).transpose()?,
+            sweep: tp
+                .map(|tp| target_sweep::dispatch(ctx, model, &seq, shape, tp))
+                .transpose()?,
+            bptt: bptt::dispatch(
+                ctx,
+                model,
+                &seq,
+                shape,
+                tp.is_some(),
+                through_time,
+                diagnostics,
+            )?,
+            reductions: [
+                reduce(&seq.h, dims.hidden, l.w)?,
+                reduce(&seq.x, dims.input, l.u)?,
+                reduce(&seq.ones, 1, l.b)?,
+            ],
+            optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
+            seq,
+            shape,
+        })
+    }
+
+    /// Buffers for a single run of some kernels on `batch` at `params`, as the one-shot
+    /// functions of the kernel modules use them: inputs uploaded, outputs poisoned.
+    pub fn one_shot(
+        ctx: &GpuContext,
+        params: &Params,
+        batch: &Batch,
+        hyper: &Hyper,
+    ) -> Result<(ModelBuffers, Self)> {
+        check_batch(params, batch)?;
+        let model = ModelBuffers::new(ctx, params.dims())?;
+        model.write_params(ctx, params)?;
+        let ws = Self::new(ctx, &model, Shape::of(batch), hyper, true)?;
+        ws.seq.write_batch(ctx, batch);
+        ws.poison_outputs(ctx, &model);
+        Ok((model, ws))
+    }
+
+    /// Reads `count` matrices `rows`×`cols` stacked in `buffer` from element `start` on.
+    pub fn read_stack(
+        ctx: &GpuContext,
+        buffer: &wgpu::Buffer,
+        start: usize,
+        count: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<DMatrix<f64>>> {
+        Ok(unstack(
+            &ctx.read(buffer, start, count * rows * cols)?,
+            rows,
+            cols,
+        ))
+    }
+
+    /// Forward pass and head: loss, g_T, ∇V, ∇c.
+    pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.forward.record(pass);
+        self.head.record(pass);
+    }
+
+    /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
+    /// CG from the P left by the previous step.
+    pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
+        if let (Some(cg), Some(sweep)) = (&self.cg, &self.sweep) {
+            cg.record(pass, warm);
+            sweep.record(pass);
+        }
+        self.bptt.record(pass);
+        for r in &self.reductions {
+            r.record(pass);
+        }
+    }
+
+    /// Poisons every output of an iteration (see `poison`).
+    pub fn poison_outputs(&self, ctx: &GpuContext, model: &ModelBuffers) {
+        let Shape { batch: b, steps: t } = self.shape;
+        let d = model.layout.dims.hidden;
+        poison(ctx, &self.seq.h, (t + 1) * b * d);
+        poison(ctx, &self.seq.dv, (t + 1) * b * d);
+        poison(ctx, &self.seq.delta, t * b * d);
+        poison(ctx, &self.seq.err_sq, t * b);
+        poison(ctx, &self.seq.g_top, b * d);
+        poison(ctx, &self.seq.stats, 2);
+        for slot in model.layout.slots() {
+            ctx.write(
+                &model.grad,
+                4 * slot.start as u64,
+                &vec![f32::NAN; slot.len],
+            );
+        }
+        poison(ctx, &model.cg.x, d * d);
+    }
+}
+
+/// The loss as head.wgsl encodes it.
+pub(crate) fn loss_code(loss: Loss) -> u32 {
+    match loss {
+        Loss::CrossEntropy => 0,
+        Loss::Mse => 1,
+    }
+}

@@ -1,0 +1,114 @@
+//! Tiled matrix product C = op(A) B (`shaders/matmul.wgsl`): the reductions over T·B rows
+//! behind ∇W, ∇U, ∇b, and CG's products. Its CPU twin is nalgebra's product.
+
+use anyhow::{ensure, Result};
+use nalgebra::DMatrix;
+
+use crate::gpu::context::GpuContext;
+use crate::gpu::iteration::{matrix, poison, rows_f32};
+use crate::gpu::kernel::{Dispatch, Groups};
+
+/// matmul.wgsl's tile edge.
+const TILE: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Dims {
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_a: u32,
+}
+
+/// Bindings and sizes of C [m, n] = op(A) B, with A [m, k] or (`trans_a`) [k, m], B [k, n].
+pub(crate) struct Operands<'a> {
+    pub a: wgpu::BindingResource<'a>,
+    pub trans_a: bool,
+    pub b: wgpu::BindingResource<'a>,
+    pub c: wgpu::BindingResource<'a>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// The grid of an m×n product.
+pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
+    [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
+}
+
+/// The launch; `indirect` takes the grid from a buffer (CG's early exit) instead.
+pub(crate) fn product(
+    ctx: &GpuContext,
+    ops: Operands<'_>,
+    indirect: Option<(&wgpu::Buffer, u64)>,
+) -> Result<Dispatch> {
+    let grid = groups(ops.m, ops.n);
+    let max = ctx.limits.max_compute_workgroups_per_dimension;
+    ensure!(
+        grid[0] <= max && grid[1] <= max,
+        "a {}×{} matrix product needs a {}×{} grid, over this device's max_compute_workgroups_per_dimension ({max})",
+        ops.m,
+        ops.n,
+        grid[0],
+        grid[1]
+    );
+    let dims = Dims {
+        m: ops.m as u32,
+        n: ops.n as u32,
+        k: ops.k as u32,
+        trans_a: u32::from(ops.trans_a),
+    };
+    let groups = match indirect {
+        Some((buffer, offset)) => Groups::Indirect(buffer.clone(), offset),
+        None => Groups::Direct(grid),
+    };
+    Dispatch::new(
+        ctx,
+        &ctx.kernels.matmul,
+        &dims,
+        &[(1, ops.a), (2, ops.b), (3, ops.c)],
+        groups,
+    )
+}
+
+/// `op(a) · b` on the GPU (op = transpose when `trans_a`), checked against nalgebra in tests.
+pub fn matmul(
+    ctx: &GpuContext,
+    a: &DMatrix<f64>,
+    trans_a: bool,
+    b: &DMatrix<f64>,
+) -> Result<DMatrix<f64>> {
+    let (m, k) = if trans_a {
+        (a.ncols(), a.nrows())
+    } else {
+        a.shape()
+    };
+    ensure!(
+        b.nrows() == k,
+        "matmul: op(A) is {m}×{k} but B has {} rows",
+        b.nrows()
+    );
+    let n = b.ncols();
+    let none = wgpu::BufferUsages::empty();
+    let a_buf = ctx.storage("matmul A", 4 * a.len() as u64, none)?;
+    let b_buf = ctx.storage("matmul B", 4 * b.len() as u64, none)?;
+    let c_buf = ctx.storage("matmul C", 4 * (m * n) as u64, none)?;
+    ctx.write(&a_buf, 0, &rows_f32(a));
+    ctx.write(&b_buf, 0, &rows_f32(b));
+    poison(ctx, &c_buf, m * n);
+    let launch = product(
+        ctx,
+        Operands {
+            a: a_buf.as_entire_binding(),
+            trans_a,
+            b: b_buf.as_entire_binding(),
+            c: c_buf.as_entire_binding(),
+            m,
+            n,
+            k,
+        },
+        None,
+    )?;
+    ctx.submit(|pass| launch.record(pass))?;
+    Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))
+}

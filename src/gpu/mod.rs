@@ -1,0 +1,29 @@
+//! The wgpu backend: the TP-RI iteration of SPEC §2–§4 in f32 WGSL compute shaders.
+//!
+//! One file per kernel, named like its WGSL source in `shaders/` and its f64 twin in
+//! `src/cpu/`: `forward`, `head`, `matmul`, `inverse` (the `cg_*` kernels), `target_sweep`,
+//! `bptt`, `optimizer`. Each wrapper also offers a one-shot function with its twin's
+//! signature (plus the context) that uploads, runs and reads back — what the tests compare.
+//! `iteration` wires the kernels into one command buffer per training step; `backend`
+//! puts a `Backend` face on it.
+
+pub mod backend;
+pub mod bptt;
+pub mod context;
+pub mod forward;
+pub mod head;
+pub mod inverse;
+mod iteration;
+mod kernel;
+pub mod matmul;
+pub mod optimizer;
+pub mod target_sweep;
+
+pub use backend::GpuBackend;
+pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
+pub use inverse::GPU_CG_TOL;
+pub use kernel::SHADERS;
+
+/// Largest hidden size d the fused kernels accept: they keep one d-vector in workgroup
+/// memory (8 KiB at 2048, half of WebGPU's guaranteed 16 KiB). The shaders declare the same.
+pub const MAX_HIDDEN: usize = 2048;

@@ -1,0 +1,118 @@
+//! SGD, Nesterov and Adam on all parameters in one launch (`shaders/optimizer.wgsl`; twin
+//! of `src/cpu/optimizer.rs`).
+
+use anyhow::Result;
+
+use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::cpu::optimizer::OptState;
+use crate::gpu::context::GpuContext;
+use crate::gpu::iteration::{grid_1d, ModelBuffers};
+use crate::gpu::kernel::{Dispatch, Groups};
+use crate::model::Params;
+
+/// optimizer.wgsl's workgroup size.
+const WG: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Settings {
+    len: u32,
+    kind: u32,
+    row_stride: u32,
+    lr: f32,
+    momentum: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    c1: f32,
+    c2: f32,
+}
+
+fn settings(len: usize, row_stride: u32, cfg: &OptimizerConfig, step: u64) -> Settings {
+    // Adam's bias corrections 1 − β^step, in f64 on the host where step is known.
+    let t = i32::try_from(step).unwrap_or(i32::MAX);
+    Settings {
+        len: len as u32,
+        kind: match cfg.kind {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Nesterov => 1,
+            OptimizerKind::Adam => 2,
+        },
+        row_stride,
+        lr: cfg.lr as f32,
+        momentum: cfg.momentum as f32,
+        beta1: cfg.beta1 as f32,
+        beta2: cfg.beta2 as f32,
+        eps: cfg.eps as f32,
+        c1: (1.0 - cfg.beta1.powi(t)) as f32,
+        c2: (1.0 - cfg.beta2.powi(t)) as f32,
+    }
+}
+
+/// The optimizer launch over the whole flat parameter buffer. Its settings depend on the
+/// step number: call `set_step` before each submit.
+pub(crate) struct OptimizerStep {
+    launch: Dispatch,
+    cfg: OptimizerConfig,
+    len: usize,
+    row_stride: u32,
+}
+
+impl OptimizerStep {
+    pub fn new(ctx: &GpuContext, model: &ModelBuffers, cfg: &OptimizerConfig) -> Result<Self> {
+        let len = model.layout.len;
+        let (grid, row_stride) = grid_1d(ctx, len, WG);
+        let launch = Dispatch::new(
+            ctx,
+            &ctx.kernels.optimizer,
+            &settings(len, row_stride, cfg, 1),
+            &[
+                (1, model.grad.as_entire_binding()),
+                (2, model.theta.as_entire_binding()),
+                (3, model.m.as_entire_binding()),
+                (4, model.v.as_entire_binding()),
+            ],
+            Groups::Direct(grid),
+        )?;
+        Ok(Self {
+            launch,
+            cfg: cfg.clone(),
+            len,
+            row_stride,
+        })
+    }
+
+    /// Sets the step number (1 for the first step) the next recorded launch applies.
+    pub fn set_step(&self, ctx: &GpuContext, step: u64) {
+        let s = settings(self.len, self.row_stride, &self.cfg, step);
+        ctx.write(&self.launch.uniform, 0, &[s]);
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.launch.record(pass);
+    }
+}
+
+/// One optimizer step on the GPU, as `cpu::optimizer::optimizer_step` applies it.
+pub fn optimizer_step(
+    ctx: &GpuContext,
+    cfg: &OptimizerConfig,
+    state: &mut OptState,
+    params: &mut Params,
+    grads: &Params,
+) -> Result<()> {
+    let model = ModelBuffers::new(ctx, params.dims())?;
+    model.write_params(ctx, params)?;
+    let l = &model.layout;
+    ctx.write(&model.grad, 0, &l.pack(grads));
+    ctx.write(&model.m, 0, &l.pack(&state.m));
+    ctx.write(&model.v, 0, &l.pack(&state.v));
+    let step = OptimizerStep::new(ctx, &model, cfg)?;
+    state.step += 1;
+    step.set_step(ctx, state.step);
+    ctx.submit(|pass| step.record(pass))?;
+    *params = model.read_params(ctx, &model.theta)?;
+    state.m = model.read_params(ctx, &model.m)?;
+    state.v = model.read_params(ctx, &model.v)?;
+    Ok(())
+}

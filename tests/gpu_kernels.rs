@@ -1,0 +1,286 @@
+//! Every GPU kernel against its f64 CPU twin on fresh random inputs, outputs poisoned with
+//! NaN first (the one-shot wrappers do it) so that an element a kernel fails to write fails.
+
+mod gpu_support;
+
+use gpu_support::{check, check_all, ctx, inputs, params, random, rng, TOL};
+use tpri::config::{Loss, TargetMode};
+use tpri::cpu;
+use tpri::gpu;
+use tpri::model::{Dims, Params};
+use tpri::tasks::Targets;
+
+fn dims(p: usize, d: usize, q: usize) -> Dims {
+    Dims {
+        input: p,
+        hidden: d,
+        output: q,
+    }
+}
+
+/// (d, T, B) covering d ∈ {1, 7, 100, 257}, T ∈ {1, 2, 33}, B ∈ {1, 3, 16}.
+const SHAPES: [(usize, usize, usize); 5] =
+    [(1, 1, 1), (7, 2, 3), (100, 33, 16), (257, 2, 3), (7, 33, 1)];
+
+#[test]
+fn forward_matches_reference() {
+    let ctx = ctx();
+    for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
+        let params = params(dims(3, d, 2), i as u64);
+        let x = inputs(t, b, 3, &mut rng(100 + i as u64));
+        let e = check_all(
+            &format!("h (d={d}, T={t}, B={b})"),
+            &gpu::forward::forward(&ctx, &params, &x).unwrap(),
+            &cpu::forward::forward(&params, &x),
+            TOL,
+        );
+        eprintln!("forward d={d} T={t} B={b}: {e:.2e}");
+    }
+}
+
+#[test]
+fn head_matches_reference_for_both_losses() {
+    let ctx = ctx();
+    for (i, &(d, b, q)) in [(1, 1, 1), (7, 3, 4), (100, 16, 10), (257, 3, 2)]
+        .iter()
+        .enumerate()
+    {
+        let params = params(dims(3, d, q), 10 + i as u64);
+        let mut r = rng(200 + i as u64);
+        let h_last = random(b, d, 0.9, &mut r);
+        let labels = Targets::Labels((0..b).map(|s| (s * 7 + i) % q).collect());
+        let values = Targets::Values(random(b, q, 1.0, &mut r));
+        for (loss, y) in [(Loss::CrossEntropy, labels), (Loss::Mse, values)] {
+            let want = cpu::head::head(&params, &h_last, &y, loss).unwrap();
+            let got = gpu::head::head(&ctx, &params, &h_last, &y, loss).unwrap();
+            let what = |n: &str| format!("{n} ({loss:?}, d={d}, B={b}, q={q})");
+            let scalar = |v: f64| nalgebra::DMatrix::from_element(1, 1, v);
+            check(&what("loss"), &scalar(got.loss), &scalar(want.loss), TOL);
+            // A share of hits: exact up to f32 rounding of the division.
+            let acc = (got.accuracy - want.accuracy).abs();
+            assert!(
+                acc < 1e-6,
+                "{}: {} vs {}",
+                what("accuracy"),
+                got.accuracy,
+                want.accuracy
+            );
+            check(&what("z"), &got.z, &want.z, TOL);
+            check(&what("g_T"), &got.grad_h, &want.grad_h, TOL);
+            check(&what("∇V"), &got.grad_w, &want.grad_w, TOL);
+            let e = check(&what("∇c"), &got.grad_b, &want.grad_b, TOL);
+            eprintln!("{}: ∇c {e:.2e}", what("head"));
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_reference() {
+    let ctx = ctx();
+    let mut r = rng(300);
+    // Sizes off the 16×16 tile, a long reduction (T·B rows) and a thin result (∇b).
+    for (m, k, n) in [
+        (1, 1, 1),
+        (7, 5, 3),
+        (17, 33, 16),
+        (100, 1200, 100),
+        (257, 40, 1),
+    ] {
+        for trans_a in [false, true] {
+            let a = if trans_a {
+                random(k, m, 1.0, &mut r)
+            } else {
+                random(m, k, 1.0, &mut r)
+            };
+            let b = random(k, n, 1.0, &mut r);
+            let want = if trans_a { a.transpose() * &b } else { &a * &b };
+            let got = gpu::matmul::matmul(&ctx, &a, trans_a, &b).unwrap();
+            check(
+                &format!("C ({m}×{k}·{k}×{n}, trans_a={trans_a})"),
+                &got,
+                &want,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn bptt_matches_reference_in_every_mode() {
+    let ctx = ctx();
+    for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
+        let params = params(dims(3, d, 2), 20 + i as u64);
+        let mut r = rng(400 + i as u64);
+        let x = inputs(t, b, 3, &mut r);
+        let h = cpu::forward::forward(&params, &x);
+        let g_top = random(b, d, 0.5, &mut r);
+        let v: Vec<_> = h
+            .iter()
+            .map(|h_t| h_t + random(b, d, 0.1, &mut r))
+            .collect();
+        let cases = [
+            ("BP", cpu::bptt::Injection::Top(&g_top), true),
+            ("TP through time", cpu::bptt::Injection::Targets(&v), true),
+            ("TP local", cpu::bptt::Injection::Targets(&v), false),
+        ];
+        for (name, injection, through_time) in cases {
+            let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
+            let got = gpu::bptt::bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
+            let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
+            check(&what("∇W"), &got.w_hh, &want.w_hh, TOL);
+            check(&what("∇U"), &got.w_ih, &want.w_ih, TOL);
+            let norms = |n: &[f64]| nalgebra::DMatrix::from_column_slice(n.len(), 1, n);
+            check(
+                &what("‖e_t‖"),
+                &norms(&got.error_norms),
+                &norms(&want.error_norms),
+                TOL,
+            );
+            let e = check(&what("∇b"), &got.b, &want.b, TOL);
+            eprintln!("{}: ∇b {e:.2e}", what("bptt"));
+        }
+    }
+}
+
+#[test]
+fn optimizers_match_reference_over_three_steps() {
+    use tpri::config::{OptimizerConfig, OptimizerKind};
+    let ctx = ctx();
+    let d = dims(3, 7, 2);
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Nesterov,
+        OptimizerKind::Adam,
+    ] {
+        let cfg = OptimizerConfig {
+            kind,
+            lr: 0.05,
+            ..OptimizerConfig::default()
+        };
+        let (mut p_cpu, mut p_gpu) = (params(d, 30), params(d, 30));
+        let mut s_cpu = cpu::optimizer::OptState::new(d);
+        let mut s_gpu = s_cpu.clone();
+        for step in 0..3u64 {
+            let g = params(d, 31 + step);
+            cpu::optimizer::optimizer_step(&cfg, &mut s_cpu, &mut p_cpu, &g);
+            gpu::optimizer::optimizer_step(&ctx, &cfg, &mut s_gpu, &mut p_gpu, &g).unwrap();
+        }
+        assert_eq!(s_gpu.step, s_cpu.step);
+        let tensors = p_gpu.tensors().into_iter().zip(p_cpu.tensors());
+        let slots = s_gpu.m.tensors().into_iter().zip(s_cpu.m.tensors());
+        let second = s_gpu.v.tensors().into_iter().zip(s_cpu.v.tensors());
+        for (part, pairs) in [
+            ("θ", tensors.collect::<Vec<_>>()),
+            ("m", slots.collect()),
+            ("v", second.collect()),
+        ] {
+            for ((name, got), (_, want)) in pairs {
+                check(&format!("{part} {name} ({kind:?})"), got, want, TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn cg_inverse_matches_cholesky_cold_and_warm() {
+    let ctx = ctx();
+    let tol = gpu::GPU_CG_TOL;
+    for (i, &d) in [1usize, 7, 100, 257].iter().enumerate() {
+        let mut r = rng(500 + i as u64);
+        // Up to d = 100 a random W with σ_max around 1.7 (A = WᵀW + rI mildly
+        // ill-conditioned at r = 0.5: about 16 iterations); at d = 257, where each product
+        // is slow on a software rasterizer, a perturbed orthogonal W (a few iterations).
+        let w = if d <= 100 {
+            random(d, d, 1.7 / (d as f64).sqrt(), &mut r)
+        } else {
+            Params::init(dims(1, d, 1), 9).w_hh * 1.2
+                + random(d, d, 0.3 / (d as f64).sqrt(), &mut r)
+        };
+        let reg = 0.5;
+        let exact = cpu::inverse::inverse_cholesky(&w, reg).unwrap();
+        let (cold, rep) = gpu::inverse::inverse_cg(&ctx, &w, reg, tol, 100, None).unwrap();
+        assert!(rep.residual <= tol && rep.iterations >= 1, "{rep:?}");
+        let e = check(&format!("P cold (d={d})"), &cold, &exact, TOL);
+        // Warm start from a nearby solution: fewer iterations, same answer.
+        let w2 = &w + random(d, d, 1e-3 / (d as f64).sqrt(), &mut r);
+        let exact2 = cpu::inverse::inverse_cholesky(&w2, reg).unwrap();
+        let (warm, rep2) =
+            gpu::inverse::inverse_cg(&ctx, &w2, reg, tol, 100, Some(&exact)).unwrap();
+        check(&format!("P warm (d={d})"), &warm, &exact2, TOL);
+        assert!(
+            rep2.iterations <= rep.iterations,
+            "warm {rep2:?} vs cold {rep:?}"
+        );
+        let cpu_rep = cpu::inverse::inverse_cg(&w, reg, tol, 100, None).unwrap().1;
+        eprintln!(
+            "CG d={d}: P {e:.2e}, gpu {rep:?}, warm {rep2:?}, cpu at the same tol {cpu_rep:?}"
+        );
+    }
+}
+
+#[test]
+fn cg_that_misses_its_tolerance_is_an_error_with_the_numbers() {
+    let ctx = ctx();
+    let w = random(40, 40, 0.5, &mut rng(600));
+    let err = gpu::inverse::inverse_cg(&ctx, &w, 1e-3, 1e-6, 2, None).unwrap_err();
+    let cg = err
+        .downcast_ref::<cpu::inverse::CgError>()
+        .unwrap_or_else(|| panic!("expected CgError, got {err:#}"));
+    assert_eq!(cg.report.iterations, 2);
+    assert!(
+        cg.report.residual > 1e-6 && cg.report.residual.is_finite(),
+        "{cg:?}"
+    );
+}
+
+#[test]
+fn target_sweep_matches_reference_in_every_mode() {
+    let ctx = ctx();
+    for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
+        let params = params(dims(3, d, 2), 40 + i as u64);
+        let mut r = rng(700 + i as u64);
+        let x = inputs(t, b, 3, &mut r);
+        let h = cpu::forward::forward(&params, &x);
+        let g_top = random(b, d, 0.5, &mut r);
+        let p_inv = cpu::inverse::inverse_cholesky(&params.w_hh, 1.0).unwrap();
+        let modes = [
+            TargetMode::Linearized,
+            TargetMode::Difference,
+            TargetMode::Plain,
+        ];
+        // γ_h = 1e-4 is the published pixel-MNIST step: v − h is then far below f32's
+        // resolution of h, which is why the kernel carries offsets v − h; check those.
+        for (mode, lr_target) in modes.iter().flat_map(|&m| [(m, 0.1), (m, 1e-4)]) {
+            let want =
+                cpu::target_sweep::target_sweep(&params, &p_inv, &x, &h, &g_top, lr_target, mode);
+            let got = gpu::target_sweep::target_sweep(
+                &ctx, &params, &p_inv, &x, &h, &g_top, lr_target, mode,
+            )
+            .unwrap();
+            let what = format!("({mode:?}, γ_h={lr_target}, d={d}, T={t}, B={b})");
+            check_all(&format!("v {what}"), &got, &want, TOL);
+            let offsets = |v: &[nalgebra::DMatrix<f64>]| -> Vec<_> {
+                v.iter().zip(&h).map(|(v_t, h_t)| v_t - h_t).collect()
+            };
+            let e = check_all(
+                &format!("v − h {what}"),
+                &offsets(&got),
+                &offsets(&want),
+                TOL,
+            );
+            eprintln!("sweep {what}: v − h {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn cg_rejects_a_non_finite_w() {
+    let ctx = ctx();
+    let mut w = random(5, 5, 0.5, &mut rng(601));
+    w[(2, 3)] = f64::INFINITY;
+    let err = gpu::inverse::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
+    assert!(
+        err.downcast_ref::<cpu::inverse::CgError>().is_some(),
+        "{err:#}"
+    );
+}

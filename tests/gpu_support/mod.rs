@@ -1,0 +1,92 @@
+//! Shared helpers of the GPU tests: one context per test binary, random inputs, and the
+//! comparison every check uses. A machine without an adapter FAILS these tests (with a hint)
+//! rather than skipping them: a silently skipped GPU suite proves nothing.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::sync::{Arc, OnceLock};
+
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tpri::gpu::{AdapterChoice, GpuContext};
+use tpri::model::{Dims, Params};
+
+/// The shared context; panics with the reason when no adapter can be opened.
+pub fn ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new(&AdapterChoice::Auto) {
+        Ok(ctx) => {
+            eprintln!("GPU tests on {}", ctx.describe());
+            Arc::new(ctx)
+        }
+        Err(e) => panic!(
+            "GPU tests need a GPU adapter and found none usable: {e:#}\n\
+             (no real GPU? `apt-get install mesa-vulkan-drivers` provides lavapipe)"
+        ),
+    })
+    .clone()
+}
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Entries uniform in [−scale, scale].
+pub fn random(rows: usize, cols: usize, scale: f64, rng: &mut ChaCha8Rng) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..=scale))
+}
+
+/// Orthogonal initialisation, with biases made non-zero so that they are exercised.
+pub fn params(dims: Dims, seed: u64) -> Params {
+    let mut p = Params::init(dims, seed);
+    let mut r = rng(seed ^ 0x5eed);
+    p.b = random(dims.hidden, 1, 0.3, &mut r);
+    p.head_b = random(dims.output, 1, 0.3, &mut r);
+    p
+}
+
+/// T input matrices B×p with entries in [−1, 1].
+pub fn inputs(t: usize, b: usize, p: usize, rng: &mut ChaCha8Rng) -> Vec<DMatrix<f64>> {
+    (0..t).map(|_| random(b, p, 1.0, rng)).collect()
+}
+
+/// ‖gpu − ref‖ / ‖ref‖ after checking every GPU value is finite (so a poisoned NaN the
+/// kernel failed to overwrite fails here). A zero reference compares absolutely.
+pub fn rel_err(what: &str, gpu: &DMatrix<f64>, reference: &DMatrix<f64>) -> f64 {
+    assert_eq!(gpu.shape(), reference.shape(), "{what}: shape");
+    if let Some(i) = gpu.iter().position(|v| !v.is_finite()) {
+        panic!(
+            "{what}: element {i} is {} (not written, or overflowed)",
+            gpu[i]
+        );
+    }
+    let diff = (gpu - reference).norm();
+    let norm = reference.norm();
+    if norm == 0.0 {
+        diff
+    } else {
+        diff / norm
+    }
+}
+
+/// Asserts `rel_err ≤ tol` and returns it.
+pub fn check(what: &str, gpu: &DMatrix<f64>, reference: &DMatrix<f64>, tol: f64) -> f64 {
+    let e = rel_err(what, gpu, reference);
+    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
+    e
+}
+
+/// `check` over a sequence of matrices, stacked.
+pub fn check_all(what: &str, gpu: &[DMatrix<f64>], reference: &[DMatrix<f64>], tol: f64) -> f64 {
+    assert_eq!(gpu.len(), reference.len(), "{what}: count");
+    let stack = |ms: &[DMatrix<f64>]| {
+        let rows: Vec<_> = ms.iter().flat_map(|m| m.iter().copied()).collect();
+        DMatrix::from_vec(rows.len(), 1, rows)
+    };
+    check(what, &stack(gpu), &stack(reference), tol)
+}
+
+/// The bound of every GPU-vs-reference comparison: f32 keeps about 7 digits; sums of a few
+/// thousand terms and T ≤ 784 steps of a contracting recursion lose one to two of them.
+pub const TOL: f64 = 1e-4;
