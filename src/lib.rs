@@ -2,10 +2,13 @@
 //! arXiv 2112.01453) for recurrent networks, with an f64 CPU reference.
 
 pub mod backend;
+pub mod check;
 pub mod config;
 pub mod cpu;
+pub mod figures;
 pub mod gpu;
 pub mod model;
+pub mod plot;
 pub mod presets;
 pub mod run_dir;
 pub mod tasks;

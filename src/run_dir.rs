@@ -34,6 +34,7 @@ pub struct CheckpointMeta {
     pub iteration: u64,
     pub elapsed: f64,
     pub initial_loss: f64,
+    pub smoothed_loss: f64,
     pub optimizer_step: u64,
     /// Index of the next training batch: batches are a pure function of (seed, index),
     /// so this is the whole state of the data stream.
@@ -94,6 +95,11 @@ impl RunDir {
         Ok((dir, cfg, state))
     }
 
+    /// The run directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A path inside the run directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
@@ -149,6 +155,7 @@ impl RunSink for RunDir {
             iteration: s.iteration,
             elapsed: s.elapsed,
             initial_loss: s.initial_loss,
+            smoothed_loss: s.smoothed_loss,
             optimizer_step: s.opt.step,
             next_batch: s.iteration,
             config: toml::from_str(&cfg_text)?,
@@ -212,6 +219,7 @@ pub fn load_checkpoint(path: &Path, cfg: &RunConfig) -> Result<TrainState> {
         iteration: meta.iteration,
         elapsed: meta.elapsed,
         initial_loss: meta.initial_loss,
+        smoothed_loss: meta.smoothed_loss,
         params,
         opt,
     })

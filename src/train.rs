@@ -127,6 +127,8 @@ pub struct TrainState {
     pub elapsed: f64,
     /// Held-out loss of the initial parameters: the divergence threshold is twice it.
     pub initial_loss: f64,
+    /// The training loss smoothed over log points (what the threshold is compared with).
+    pub smoothed_loss: f64,
     pub params: Params,
     pub opt: OptState,
 }
@@ -186,14 +188,19 @@ pub fn train(
     let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
     let dims = model_dims(task.as_ref(), cfg.hidden);
     let start = Instant::now();
-    let (first, offset, initial_loss) = match resume {
+    let (first, offset, initial_loss, mut smoothed) = match resume {
         Some(state) => {
             state
                 .params
                 .check_dims(dims)
                 .context("the checkpoint does not fit the run's configuration")?;
             backend.load(&state.params, Some(&state.opt), &cfg.hyper)?;
-            (state.iteration + 1, state.elapsed, state.initial_loss)
+            (
+                state.iteration + 1,
+                state.elapsed,
+                state.initial_loss,
+                state.smoothed_loss,
+            )
         }
         None => {
             backend.load(&Params::init(dims, cfg.seed), None, &cfg.hyper)?;
@@ -209,7 +216,7 @@ pub fn train(
                 w_spectral_norm: Some(w_norm),
             };
             sink.record(&record)?;
-            (1, 0.0, eval.loss)
+            (1, 0.0, eval.loss, eval.loss)
         }
     };
     let mut last = None;
@@ -228,10 +235,16 @@ pub fn train(
             continue;
         }
         let stats = backend.last_stats()?;
-        if !stats.loss.is_finite() || stats.loss > 2.0 * initial_loss {
+        // One batch can score far above the held-out mean: smooth before comparing.
+        smoothed = if i == 1 {
+            stats.loss
+        } else {
+            0.5 * smoothed + 0.5 * stats.loss
+        };
+        if !stats.loss.is_finite() || smoothed > 2.0 * initial_loss {
             bail!(
-                "training diverged at iteration {i}: train loss {:.4e} (initial {initial_loss:.4e}); \
-                 the last checkpoint is from before it",
+                "training diverged at iteration {i}: train loss {:.4e} (smoothed {smoothed:.4e}, \
+                 initial {initial_loss:.4e}); the last checkpoint is from before it",
                 stats.loss
             );
         }
@@ -264,6 +277,7 @@ pub fn train(
                     iteration: i,
                     elapsed,
                     initial_loss,
+                    smoothed_loss: smoothed,
                     params,
                     opt,
                 })?;

@@ -316,3 +316,145 @@ fn killing_a_run_leaves_a_loadable_checkpoint() {
     ]);
     assert!(out.contains("resuming"), "{out}");
 }
+
+#[test]
+fn compare_runs_configs_side_by_side_and_draws_the_figures() {
+    let out = scratch("compare");
+    let o = ok(&[
+        "compare",
+        "adding-30-tp",
+        "adding-30-bp",
+        "--iterations",
+        "4",
+        "--seed",
+        "3",
+        "--backend",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "--hidden",
+        "8",
+        "--eval-size",
+        "16",
+        "--eval-every",
+        "2",
+    ]);
+    assert!(
+        o.contains("== adding-30-tp") && o.contains("== adding-30-bp"),
+        "{o}"
+    );
+    for f in [
+        "train_loss.png",
+        "train_loss.svg",
+        "eval_mse.png",
+        "eval_mse.svg",
+        "step_norms_adding-30-tp.png",
+        "step_norms_adding-30-bp.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let svg = std::fs::read_to_string(out.join("train_loss.svg")).unwrap();
+    assert!(
+        svg.contains("adding-30-tp") && svg.contains("adding-30-bp"),
+        "legend names both runs"
+    );
+    // Both runs saw the same data: the same seed is in both configs.
+    for run in ["adding-30-tp", "adding-30-bp"] {
+        assert!(std::fs::read_to_string(out.join(run).join("config.toml"))
+            .unwrap()
+            .contains("seed = 3"));
+    }
+    // A sweep over r.
+    let sweep = scratch("sweep");
+    ok(&[
+        "compare",
+        "adding-30-tp",
+        "--vary",
+        "reg=0.5,2",
+        "--iterations",
+        "2",
+        "--backend",
+        "cpu",
+        "--out",
+        sweep.to_str().unwrap(),
+        "--",
+        "--hidden",
+        "8",
+        "--eval-size",
+        "16",
+    ]);
+    let cfg =
+        std::fs::read_to_string(sweep.join("adding-30-tp_reg=2").join("config.toml")).unwrap();
+    assert!(cfg.contains("reg = 2.0"), "{cfg}");
+    // Runs on different tasks cannot be compared.
+    let o = tpri(&[
+        "compare",
+        "adding-30-tp",
+        "temporal-order-60-tp",
+        "--out",
+        sweep.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("different tasks"));
+}
+
+#[test]
+fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = scratch("diverge").join("run");
+    let o = tpri(&[
+        "train",
+        "--task",
+        "adding",
+        "--seq-len",
+        "10",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "8",
+        "--eval-size",
+        "32",
+        "--method",
+        "bp",
+        "--lr",
+        "300",
+        "--iterations",
+        "200",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--backend",
+        "cpu",
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "lr 300 should diverge");
+    assert!(
+        err.contains("diverged at iteration") && !err.contains("panicked"),
+        "{err}"
+    );
+    let at: u64 = err
+        .split("diverged at iteration ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("checkpoint.json")).unwrap())
+            .unwrap();
+    let saved = meta["iteration"].as_u64().unwrap();
+    assert!(
+        saved < at,
+        "checkpoint {saved} must predate the divergence at {at}"
+    );
+    let ckpt = tpri::run_dir::load_checkpoint(
+        &dir.join("checkpoint.safetensors"),
+        &toml::from_str(&std::fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(ckpt.params.w_hh.iter().all(|v| v.is_finite()));
+}

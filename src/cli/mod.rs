@@ -1,13 +1,18 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
+mod check;
+mod compare;
 mod trace;
 mod train;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::sync::Arc;
 use tpri::backend::Backend;
+
 use tpri::cpu::CpuBackend;
+use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext};
 
 use tpri::config::{
     Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig, TpGrad,
@@ -29,6 +34,14 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// List the presets (the paper's published settings).
     Presets,
+    /// List the GPU adapters wgpu finds, with the limits that matter here.
+    Devices,
+    /// Run random problems on the GPU and the f64 reference; print each quantity's error.
+    Check(check::CheckArgs),
+    /// Run several configurations on one task and seed, then draw the paper's figures.
+    Compare(compare::CompareArgs),
+    /// Redraw the figures of existing run directories.
+    Plot(PlotArgs),
 }
 
 /// Runs a parsed command line.
@@ -36,6 +49,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Train(args) => train::run(*args),
+        Command::Compare(args) => compare::run(args),
+        Command::Devices => check::devices(),
+        Command::Check(args) => check::check(args),
+        Command::Plot(args) => plot(args),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");
@@ -43,6 +60,40 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Flags of `tpri plot`.
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Run directories, each with its log.csv and step_norms.csv.
+    #[arg(required = true)]
+    runs: Vec<std::path::PathBuf>,
+    /// Where the figures go.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// Label the evaluation figure as MSE (regression tasks).
+    #[arg(long)]
+    regression: bool,
+}
+
+fn plot(args: PlotArgs) -> Result<()> {
+    let runs: Vec<_> = args
+        .runs
+        .iter()
+        .map(|d| {
+            (
+                d.file_name().map_or_else(
+                    || d.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
+                d.clone(),
+            )
+        })
+        .collect();
+    for f in tpri::figures::draw(&runs, &args.out, args.regression)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }
 
 /// Flags of the target propagation, shared by every subcommand that runs TP.
@@ -125,16 +176,31 @@ pub struct BackendArgs {
     adapter: Option<String>,
 }
 
-/// Opens the chosen backend.
-fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
+/// Opens the chosen backend. `auto` takes a hardware GPU when there is one; software
+/// adapters (lavapipe, WARP) are slower than the CPU reference, so it says so and falls
+/// back to the CPU unless `--backend gpu` forces them.
+pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
     match args.backend {
         BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
+        BackendChoice::Gpu => open_gpu(args),
+        BackendChoice::Auto if args.adapter.is_some() => open_gpu(args),
         BackendChoice::Auto => {
-            println!(
-                "note: the GPU backend is not available in this build; using the CPU reference"
-            );
+            let adapters = tpri::gpu::list_adapters();
+            if adapters.iter().any(|a| a.compute && a.device_type != "Cpu") {
+                return open_gpu(args);
+            }
+            match adapters.iter().find(|a| a.compute) {
+                Some(a) => println!("note: no hardware GPU found, only the software adapter {}; using the CPU reference (--backend gpu forces the adapter)", a.name),
+                None => println!("note: no GPU adapter found; using the CPU reference"),
+            }
             Ok(Box::new(CpuBackend::new()))
         }
-        BackendChoice::Gpu => anyhow::bail!("the GPU backend is not available in this build"),
     }
+}
+
+/// Opens the wgpu backend on the adapter the flags name (`auto` when none).
+pub fn open_gpu(args: &BackendArgs) -> Result<Box<dyn Backend>> {
+    let choice: AdapterChoice = args.adapter.as_deref().unwrap_or("auto").parse()?;
+    let ctx = GpuContext::new(&choice)?;
+    Ok(Box::new(GpuBackend::new(Arc::new(ctx))))
 }

@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use tpri::backend::Backend;
 use tpri::config::{Loss, Method};
-use tpri::cpu::CpuBackend;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
 
-use super::{hyper, no_optimizer, TpArgs};
+use super::{hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArgs};
 
 /// Flags of `tpri trace`.
 #[derive(Args, Debug)]
@@ -28,6 +26,12 @@ pub struct TraceArgs {
     method: Method,
     #[command(flatten)]
     tp: TpArgs,
+    /// Which backend computes the trace (the f64 reference by default).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendChoice,
+    /// Adapter name (substring) or index from `tpri devices`, for the GPU backend.
+    #[arg(long)]
+    adapter: Option<String>,
     /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -38,7 +42,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let params = load_params(&args.params)?;
     let batch = load_batch(&args.batch, params.dims())?;
     let hyper = hyper(args.method, args.loss, &args.tp, no_optimizer());
-    let mut backend = CpuBackend::new();
+    let mut backend = open_backend(&BackendArgs {
+        backend: args.backend,
+        adapter: args.adapter.clone(),
+    })?;
     let trace = backend
         .trace(&params, &batch, &hyper)
         .context("the iteration failed")?;

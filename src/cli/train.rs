@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tpri::config::{Method, OptimizerKind, Solver, TargetMode, TpGrad};
+use tpri::config::{Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
+use tpri::figures::draw;
 use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
 use tpri::run_dir::RunDir;
 use tpri::tasks::TaskSpec;
@@ -155,6 +156,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     console.finish();
     let summary = result?;
     dir.write_summary(&summary)?;
+    let label = default_name(&cfg);
+    draw(
+        &[(label, dir.path().to_path_buf())],
+        dir.path(),
+        cfg.task.loss() == Loss::Mse,
+    )?;
     println!(
         "done: {} iterations in {:.1} s (median step {:.2} ms); {}",
         summary.iterations,

@@ -99,8 +99,12 @@ const NO_ADAPTER_HINT: &str = "no GPU adapter found: wgpu saw no Vulkan, Metal o
      Install a driver (on Debian/Ubuntu without a GPU, the software Vulkan driver: \
      `apt-get install mesa-vulkan-drivers`), or use the CPU backend";
 
+/// Vulkan, Metal and DX12 unless `WGPU_BACKEND` says otherwise: wgpu's GL backend lacks
+/// much of compute and, without a display, fills stderr with EGL complaints.
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::PRIMARY;
+    wgpu::Instance::new(desc.with_env())
 }
 
 fn enumerate() -> Vec<wgpu::Adapter> {

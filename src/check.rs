@@ -1,0 +1,195 @@
+//! `tpri check`: random problems run on two backends, each quantity's relative error.
+//! The self-test a user runs on a new GPU.
+
+use anyhow::Result;
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{Backend, Trace};
+use crate::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
+use crate::model::{Dims, Params};
+use crate::tasks::{Batch, Targets};
+
+/// The agreement `tpri check` requires of f32 against the f64 reference.
+pub const CHECK_TOL: f64 = 1e-4;
+
+/// One random problem: sizes and settings.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub name: String,
+    pub dims: Dims,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub hyper: Hyper,
+}
+
+/// A covering set of cases: sizes off the workgroup grid, every target mode, both
+/// gradient modes, both losses, and BP.
+pub fn cases() -> Vec<Case> {
+    let tp = |mode, grad, loss| Hyper {
+        method: Method::Tp,
+        loss,
+        tp: TpConfig {
+            target_mode: mode,
+            tp_grad: grad,
+            lr_target: 0.1,
+            reg: 1.0,
+            ..TpConfig::default()
+        },
+        ..Hyper::default()
+    };
+    let bp = |loss| Hyper {
+        method: Method::Bp,
+        loss,
+        ..Hyper::default()
+    };
+    let shapes = [
+        (7, 3, 4, 33),
+        (100, 2, 16, 33),
+        (1, 1, 1, 2),
+        (257, 5, 3, 7),
+    ];
+    let settings = [
+        (
+            "tp linearized",
+            tp(
+                TargetMode::Linearized,
+                TpGrad::ThroughTime,
+                Loss::CrossEntropy,
+            ),
+        ),
+        (
+            "tp difference",
+            tp(TargetMode::Difference, TpGrad::ThroughTime, Loss::Mse),
+        ),
+        (
+            "tp plain",
+            tp(TargetMode::Plain, TpGrad::ThroughTime, Loss::CrossEntropy),
+        ),
+        (
+            "tp local",
+            tp(TargetMode::Linearized, TpGrad::Local, Loss::Mse),
+        ),
+        ("bp ce", bp(Loss::CrossEntropy)),
+        ("bp mse", bp(Loss::Mse)),
+    ];
+    let mut out = Vec::new();
+    for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
+        for (j, (label, hyper)) in settings.iter().enumerate() {
+            // Every setting on the first two shapes; one each on the others.
+            if i >= 2 && j % 2 != i % 2 {
+                continue;
+            }
+            let q = if hyper.loss == Loss::Mse { 1 } else { 4 };
+            out.push(Case {
+                name: format!("{label} d={d} T={t} B={b}"),
+                dims: Dims {
+                    input: p,
+                    hidden: d,
+                    output: q,
+                },
+                batch: b,
+                seq_len: t,
+                hyper: hyper.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Random parameters near the trained regime (orthogonal W scaled below 1, small
+/// biases) and a random batch for `case`.
+pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut params = Params::init(case.dims, seed);
+    params.w_hh *= 0.9;
+    let mut noise = |rows, cols, scale: f64| {
+        DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
+    };
+    let Dims {
+        hidden: d,
+        output: q,
+        input: p,
+    } = case.dims;
+    params.b = noise(d, 1, 0.1);
+    params.head_b = noise(q, 1, 0.1);
+    let x = (0..case.seq_len)
+        .map(|_| noise(case.batch, p, 1.0))
+        .collect();
+    let y = match case.hyper.loss {
+        Loss::CrossEntropy => Targets::Labels(
+            (0..case.batch)
+                .map(|i| (i * 7 + seed as usize) % q)
+                .collect(),
+        ),
+        Loss::Mse => Targets::Values(noise(case.batch, q, 1.0)),
+    };
+    (params, Batch { x, y })
+}
+
+/// ‖a − b‖ / ‖b‖ for each quantity of two traces (b the reference); NaN anywhere gives NaN.
+pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
+    fn rel(a: &[&DMatrix<f64>], b: &[&DMatrix<f64>]) -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            if x.shape() != y.shape() {
+                return f64::NAN;
+            }
+            num += (*x - *y).norm_squared();
+            den += y.norm_squared();
+        }
+        if den == 0.0 {
+            num.sqrt()
+        } else {
+            (num / den).sqrt()
+        }
+    }
+    let mut out = vec![(
+        "h".to_string(),
+        rel(
+            &a.h.iter().collect::<Vec<_>>(),
+            &b.h.iter().collect::<Vec<_>>(),
+        ),
+    )];
+    if let (Some(va), Some(vb)) = (&a.v, &b.v) {
+        // Row 0 of v is unspecified.
+        out.push((
+            "v".into(),
+            rel(
+                &va[1..].iter().collect::<Vec<_>>(),
+                &vb[1..].iter().collect::<Vec<_>>(),
+            ),
+        ));
+    }
+    if let (Some(pa), Some(pb)) = (&a.p_inv, &b.p_inv) {
+        out.push(("p_inv".into(), rel(&[pa], &[pb])));
+    }
+    out.push(("loss".into(), ((a.loss - b.loss) / b.loss).abs()));
+    for ((name, ga), (_, gb)) in a.grads.tensors().into_iter().zip(b.grads.tensors()) {
+        out.push((format!("grad.{name}"), rel(&[ga], &[gb])));
+    }
+    out
+}
+
+/// Each quantity's relative error, by name.
+pub type Errors = Vec<(String, f64)>;
+
+/// Runs every case on `test` and `reference`; returns (case, errors) rows.
+pub fn run_checks(
+    test: &mut dyn Backend,
+    reference: &mut dyn Backend,
+    seed: u64,
+) -> Result<Vec<(Case, Errors)>> {
+    cases()
+        .into_iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let (params, batch) = problem(&case, seed + i as u64);
+            let a = test.trace(&params, &batch, &case.hyper)?;
+            let b = reference.trace(&params, &batch, &case.hyper)?;
+            let errs = trace_errors(&a, &b);
+            Ok((case, errs))
+        })
+        .collect()
+}

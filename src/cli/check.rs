@@ -1,0 +1,76 @@
+//! `tpri devices` and `tpri check`.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use tpri::check::{run_checks, CHECK_TOL};
+use tpri::cpu::CpuBackend;
+use tpri::gpu::list_adapters;
+
+use super::{open_gpu, BackendArgs};
+
+/// Lists the adapters wgpu finds.
+pub fn devices() -> Result<()> {
+    let adapters = list_adapters();
+    if adapters.is_empty() {
+        println!("no GPU adapter found (on Debian, `apt-get install mesa-vulkan-drivers` gives the software driver lavapipe)");
+    }
+    for a in adapters {
+        println!("{a}");
+    }
+    Ok(())
+}
+
+/// Flags of `tpri check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Seeds the random problems.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// Runs random problems on the GPU and on the f64 reference and prints the errors.
+pub fn check(args: CheckArgs) -> Result<()> {
+    let mut gpu = open_gpu(&args.backend)?;
+    println!("checking {} against the f64 CPU reference (pass: every ‖gpu − ref‖/‖ref‖ ≤ {CHECK_TOL:.0e})", gpu.name());
+    let rows = run_checks(gpu.as_mut(), &mut CpuBackend::new(), args.seed)?;
+    let all = [
+        "h",
+        "v",
+        "p_inv",
+        "loss",
+        "grad.rnn.w_hh",
+        "grad.rnn.w_ih",
+        "grad.rnn.b",
+        "grad.head.w",
+        "grad.head.b",
+    ];
+    print!("{:34}", "case");
+    for n in all {
+        print!(" {:>9}", n.trim_start_matches("grad."));
+    }
+    println!("  result");
+    let mut failed = 0;
+    for (case, errs) in &rows {
+        print!("{:34}", case.name);
+        let mut ok = true;
+        for n in all {
+            match errs.iter().find(|(m, _)| m == n) {
+                Some((_, e)) => {
+                    ok &= *e <= CHECK_TOL;
+                    print!(" {e:>9.1e}");
+                }
+                None => print!(" {:>9}", "-"),
+            }
+        }
+        println!("  {}", if ok { "ok" } else { "FAIL" });
+        failed += usize::from(!ok);
+    }
+    if failed > 0 {
+        bail!("{failed} of {} cases exceed {CHECK_TOL:.0e}", rows.len());
+    }
+    println!("all {} cases pass", rows.len());
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `tpri compare`: several runs on the same task and seed, then the paper's figures.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser};
+
+use tpri::figures::draw;
+
+use super::train::{self, TrainArgs};
+use super::BackendArgs;
+
+/// Flags of `tpri compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The runs: preset names or TOML config files (e.g. adding-30-tp adding-30-bp).
+    #[arg(required = true)]
+    runs: Vec<String>,
+    /// Vary one `tpri train` flag over values, for every run: e.g. `--vary reg=0.1,1,10`.
+    #[arg(long)]
+    vary: Option<String>,
+    /// Directory for the runs (one subdirectory each) and the figures.
+    #[arg(long)]
+    out: PathBuf,
+    /// Overrides every run's iteration count.
+    #[arg(long)]
+    iterations: Option<u64>,
+    /// Overrides every run's seed (the same for all, so they see the same data).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Any other `tpri train` flags applied to every run, after `--`.
+    #[arg(last = true)]
+    extra: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Parser)]
+struct TrainFlags {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+/// Runs `tpri compare`.
+pub fn run(args: CompareArgs) -> Result<()> {
+    let variants: Vec<Option<(String, String)>> = match &args.vary {
+        None => vec![None],
+        Some(spec) => {
+            let (flag, values) = spec
+                .split_once('=')
+                .with_context(|| format!("--vary wants FLAG=V1,V2,…, got {spec:?}"))?;
+            values
+                .split(',')
+                .map(|v| Some((flag.to_string(), v.to_string())))
+                .collect()
+        }
+    };
+    let mut plans = Vec::new();
+    for run in &args.runs {
+        for variant in &variants {
+            let source = if run.ends_with(".toml") {
+                "--config"
+            } else {
+                "--preset"
+            };
+            let stem = std::path::Path::new(run)
+                .file_stem()
+                .map_or(run.clone(), |s| s.to_string_lossy().into_owned());
+            let label = match variant {
+                Some((flag, value)) => format!("{stem} {flag}={value}"),
+                None => stem,
+            };
+            let dir = args.out.join(label.replace(' ', "_"));
+            let mut argv = vec![
+                "train".to_string(),
+                source.into(),
+                run.clone(),
+                "--run-dir".into(),
+                dir.to_string_lossy().into_owned(),
+            ];
+            if let Some((flag, value)) = variant {
+                argv.extend([format!("--{flag}"), value.clone()]);
+            }
+            if let Some(n) = args.iterations {
+                argv.extend(["--iterations".into(), n.to_string()]);
+            }
+            if let Some(s) = args.seed {
+                argv.extend(["--seed".into(), s.to_string()]);
+            }
+            argv.extend(args.extra.iter().cloned());
+            let mut parsed = TrainFlags::try_parse_from(&argv)
+                .map_err(|e| anyhow::anyhow!("run {label:?}: {e}"))?
+                .args;
+            parsed.backend = args.backend.clone();
+            // Resolve every plan before running any, so a typo fails fast.
+            train::resolve(&parsed).with_context(|| format!("run {label:?}"))?;
+            plans.push((label, dir, parsed));
+        }
+    }
+    let tasks: Vec<_> = plans
+        .iter()
+        .map(|(_, _, a)| train::resolve(a).map(|c| c.task))
+        .collect::<Result<_>>()?;
+    if tasks.windows(2).any(|w| w[0] != w[1]) {
+        bail!("the runs are on different tasks; compare runs of one task");
+    }
+    let regression = tasks
+        .first()
+        .is_some_and(|t| t.loss() == tpri::config::Loss::Mse);
+    for (label, _, a) in &plans {
+        println!("== {label}");
+        train::run(a.clone())?;
+    }
+    let runs: Vec<_> = plans
+        .iter()
+        .map(|(l, d, _)| (l.clone(), d.clone()))
+        .collect();
+    for f in draw(&runs, &args.out, regression)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
