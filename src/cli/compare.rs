@@ -107,9 +107,15 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let regression = tasks
         .first()
         .is_some_and(|t| t.loss() == tpri::config::Loss::Mse);
+    // A run that fails (diverges, CG misses its tolerance) is itself a result of the
+    // comparison: report it, keep its partial log in the figures, and go on.
+    let mut failed = Vec::new();
     for (label, _, a) in &plans {
         println!("== {label}");
-        train::run(a.clone())?;
+        if let Err(e) = train::run(a.clone()) {
+            println!("run {label} failed: {e:#}");
+            failed.push(format!("{label}: {e:#}"));
+        }
     }
     let runs: Vec<_> = plans
         .iter()
@@ -117,6 +123,14 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .collect();
     for f in draw(&runs, &args.out, regression)? {
         println!("wrote {}", f.display());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} runs failed:\n  {}",
+            failed.len(),
+            plans.len(),
+            failed.join("\n  ")
+        );
     }
     Ok(())
 }
