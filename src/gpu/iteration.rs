@@ -16,6 +16,7 @@ use crate::cpu::iteration::check_batch;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::{Cg, CgBuffers};
 use crate::gpu::kernel::Dispatch;
+use crate::gpu::norms::StepNorms;
 use crate::gpu::{bptt, forward, head, matmul, optimizer, target_sweep, MAX_HIDDEN};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
@@ -198,8 +199,10 @@ pub(crate) struct SeqBuffers {
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
-    /// ‖e_t‖² per step and sequence [T, B] (written only with diagnostics on).
-    pub err_sq: wgpu::Buffer,
+    /// The backward errors e [T, B, d] (δ before the tanh derivative), for diagnostics.
+    pub err: wgpu::Buffer,
+    /// Squared per-step norms [T] that the diagnostics reduce into.
+    pub norms_sq: wgpu::Buffer,
     /// T·B ones: ∇b = Δᵀ 1 reuses the matmul kernel.
     pub ones: wgpu::Buffer,
     /// [loss, accuracy] of the batch.
@@ -244,7 +247,12 @@ impl SeqBuffers {
                 f(t * b * d),
                 none,
             )?,
-            err_sq: ctx.storage("error norms [T, B]", f(t * b), none)?,
+            err: ctx.storage(
+                &format!("errors e [T={t}, B={b}, d={d}]"),
+                f(t * b * d),
+                none,
+            )?,
+            norms_sq: ctx.storage("per-step squared norms [T]", f(t), none)?,
             g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
             scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
             ones,
@@ -300,17 +308,19 @@ pub(crate) struct Workspace {
     pub bptt: Dispatch,
     /// ∇W, ∇U, ∇b by matmul over the T·B rows of δ.
     pub reductions: [Dispatch; 3],
+    /// ‖e_t‖ for t = 1 … T, run on demand after a step.
+    pub error_norms: StepNorms,
+    /// TP: ‖v_t − h_t‖ for t = 1 … T, run on demand after a step.
+    pub target_norms: Option<StepNorms>,
     pub optimizer: optimizer::OptimizerStep,
 }
 
 impl Workspace {
-    /// `diagnostics` makes BPTT also record the error norms ‖e_t‖ (for traces).
     pub fn new(
         ctx: &GpuContext,
         model: &ModelBuffers,
         shape: Shape,
         hyper: &Hyper,
-        diagnostics: bool,
     ) -> Result<Self> {
         let dims = model.layout.dims;
         let seq = SeqBuffers::new(ctx, dims, shape)?;
@@ -318,6 +328,7 @@ impl Workspace {
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let l = &model.layout;
         let rows = shape.steps * shape.batch;
+        let step_len = shape.batch * dims.hidden;
         let reduce = |b: &wgpu::Buffer, n: usize, slot: Slot| {
             matmul::product(
                 ctx,
@@ -340,21 +351,20 @@ impl Workspace {
             sweep: tp
                 .map(|tp| target_sweep::dispatch(ctx, model, &seq, shape, tp))
                 .transpose()?,
-            bptt: bptt::dispatch(
-                ctx,
-                model,
-                &seq,
-                shape,
-                tp.is_some(),
-                through_time,
-                diagnostics,
-            )?,
+            bptt: bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
             reductions: [
                 reduce(&seq.h, dims.hidden, l.w)?,
                 reduce(&seq.x, dims.input, l.u)?,
                 reduce(&seq.ones, 1, l.b)?,
             ],
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
+            error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
+            // dv holds v_0 … v_T: skip v_0.
+            target_norms: tp
+                .map(|_| {
+                    StepNorms::new(ctx, &seq.dv, step_len, shape.steps, step_len, &seq.norms_sq)
+                })
+                .transpose()?,
             seq,
             shape,
         })
@@ -371,7 +381,7 @@ impl Workspace {
         check_batch(params, batch)?;
         let model = ModelBuffers::new(ctx, params.dims())?;
         model.write_params(ctx, params)?;
-        let ws = Self::new(ctx, &model, Shape::of(batch), hyper, true)?;
+        let ws = Self::new(ctx, &model, Shape::of(batch), hyper)?;
         ws.seq.write_batch(ctx, batch);
         ws.poison_outputs(ctx, &model);
         Ok((model, ws))
@@ -419,7 +429,7 @@ impl Workspace {
         poison(ctx, &self.seq.h, (t + 1) * b * d);
         poison(ctx, &self.seq.dv, (t + 1) * b * d);
         poison(ctx, &self.seq.delta, t * b * d);
-        poison(ctx, &self.seq.err_sq, t * b);
+        poison(ctx, &self.seq.err, t * b * d);
         poison(ctx, &self.seq.g_top, b * d);
         poison(ctx, &self.seq.stats, 2);
         for slot in model.layout.slots() {

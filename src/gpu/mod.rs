@@ -16,6 +16,7 @@ pub mod inverse;
 mod iteration;
 mod kernel;
 pub mod matmul;
+mod norms;
 pub mod optimizer;
 pub mod target_sweep;
 
