@@ -1,5 +1,6 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
+mod bench;
 mod trace;
 mod train;
 
@@ -29,6 +30,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// List the presets (the paper's published settings).
     Presets,
+    /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Runs a parsed command line.
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
         Command::Train(args) => train::run(*args),
+        Command::Bench(args) => bench::run(*args),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");

@@ -41,7 +41,7 @@ struct Training {
 }
 
 /// Rejects settings the GPU path does not implement, and bad batches, before any upload.
-fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
+pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
     hyper.validate()?;
     if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
         bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");

@@ -17,6 +17,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::{Cg, CgBuffers};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::norms::StepNorms;
+use crate::gpu::profile::Phase;
 use crate::gpu::{bptt, forward, head, matmul, optimizer, target_sweep, MAX_HIDDEN};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
@@ -405,20 +406,38 @@ impl Workspace {
 
     /// Forward pass and head: loss, g_T, ∇V, ∇c.
     pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.forward.record(pass);
-        self.head.record(pass);
+        for phase in [Phase::Forward, Phase::Head] {
+            self.record_phase(pass, phase, false);
+        }
     }
 
     /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
     /// CG from the P left by the previous step.
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
-        if let (Some(cg), Some(sweep)) = (&self.cg, &self.sweep) {
-            cg.record(pass, warm);
-            sweep.record(pass);
+        for phase in [Phase::Inverse, Phase::Sweep, Phase::Bptt, Phase::Reductions] {
+            self.record_phase(pass, phase, warm);
         }
-        self.bptt.record(pass);
-        for r in &self.reductions {
-            r.record(pass);
+    }
+
+    /// The launches of one phase (none for the TP phases of a BP workspace). `warm` only
+    /// matters for `Phase::Inverse`.
+    pub fn record_phase(&self, pass: &mut wgpu::ComputePass<'_>, phase: Phase, warm: bool) {
+        match phase {
+            Phase::Forward => self.forward.record(pass),
+            Phase::Head => self.head.record(pass),
+            Phase::Inverse => {
+                if let Some(cg) = &self.cg {
+                    cg.record(pass, warm);
+                }
+            }
+            Phase::Sweep => {
+                if let Some(sweep) = &self.sweep {
+                    sweep.record(pass);
+                }
+            }
+            Phase::Bptt => self.bptt.record(pass),
+            Phase::Reductions => self.reductions.iter().for_each(|r| r.record(pass)),
+            Phase::Optimizer => self.optimizer.record(pass),
         }
     }
 
