@@ -56,9 +56,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 e = g_top[s * d + i];
             }
             if recur {
-                for (var j = 0u; j < d; j++) {
+                // Eight terms per loop iteration, as in forward.wgsl (llvmpipe's loop cap).
+                var j = 0u;
+                var acc = vec4<f32>(0.0);
+                for (; j + 8u <= d; j += 8u) {
+                    acc += vec4<f32>(w[j * d + i], w[(j + 1u) * d + i], w[(j + 2u) * d + i], w[(j + 3u) * d + i])
+                        * vec4<f32>(delta_next[j], delta_next[j + 1u], delta_next[j + 2u], delta_next[j + 3u]);
+                    acc += vec4<f32>(w[(j + 4u) * d + i], w[(j + 5u) * d + i], w[(j + 6u) * d + i], w[(j + 7u) * d + i])
+                        * vec4<f32>(delta_next[j + 4u], delta_next[j + 5u], delta_next[j + 6u], delta_next[j + 7u]);
+                }
+                for (; j < d; j++) {
                     e += w[j * d + i] * delta_next[j];
                 }
+                e += (acc.x + acc.y) + (acc.z + acc.w);
             }
             let ht = h[row + i];
             delta[out + i] = (1.0 - ht * ht) * e;

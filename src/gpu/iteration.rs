@@ -153,6 +153,9 @@ pub(crate) struct ModelBuffers {
     pub m: wgpu::Buffer,
     pub v: wgpu::Buffer,
     pub cg: CgBuffers,
+    /// Wᵀ and Pᵀ [d, d], rewritten each step for the kernels that read them column-wise.
+    pub wt: wgpu::Buffer,
+    pub pt: wgpu::Buffer,
 }
 
 impl ModelBuffers {
@@ -173,6 +176,8 @@ impl ModelBuffers {
             m: ctx.storage("optimizer first slot", bytes, none)?,
             v: ctx.storage("optimizer second slot", bytes, none)?,
             cg: CgBuffers::new(ctx, dims.hidden)?,
+            wt: ctx.storage("Wᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
+            pt: ctx.storage("Pᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
             layout,
         })
     }
@@ -297,15 +302,45 @@ pub(crate) fn per_item_groups(ctx: &GpuContext, items: usize, what: &str) -> Res
     Ok([items as u32, 1, 1])
 }
 
+/// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in
+/// total, over all its loops, before it silently cuts them short (gallivm's loop limiter,
+/// present at least up to Mesa 22.3).
+const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
+/// On llvmpipe, refuses shapes whose kernels would run into its loop limiter: the results
+/// would be wrong without any error. The counts are upper estimates of the loop iterations
+/// of one invocation: the time loops (forward, sweep, BPTT: T steps of an eight-term dot
+/// product over d, the inputs, and the copies) and the reductions over T·B rows (16 rows
+/// per stage, about 24 loop iterations each).
+fn check_llvmpipe_loops(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<()> {
+    if !ctx.info.name.contains("llvmpipe") {
+        return Ok(());
+    }
+    let (d, p) = (dims.hidden, dims.input);
+    let time_loops = shape.steps * (d.div_ceil(256) * (d / 8 + 8 + p) + 2);
+    let reductions = (shape.steps * shape.batch).div_ceil(16) * 24;
+    let worst = time_loops.max(reductions);
+    if worst > LLVMPIPE_LOOP_LIMIT {
+        bail!(
+            "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU              invocation; llvmpipe (software Vulkan) stops every invocation after              {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a real              GPU or the CPU backend, or shorter sequences and smaller batches",
+            shape.steps,
+            shape.batch
+        );
+    }
+    Ok(())
+}
+
 /// All buffers and kernel launches of an iteration for one batch shape and one set of
 /// hyperparameters. Built once and reused step after step.
 pub(crate) struct Workspace {
     pub shape: Shape,
     pub seq: SeqBuffers,
-    pub forward: Dispatch,
+    /// Wᵀ, then the time loop.
+    pub forward: [Dispatch; 2],
     pub head: head::HeadDispatches,
     pub cg: Option<Cg>,
-    pub sweep: Option<Dispatch>,
+    /// Pᵀ, then the time loop.
+    pub sweep: Option<[Dispatch; 2]>,
     pub bptt: Dispatch,
     /// ∇W, ∇U, ∇b by matmul over the T·B rows of δ.
     pub reductions: [Dispatch; 3],
@@ -324,6 +359,7 @@ impl Workspace {
         hyper: &Hyper,
     ) -> Result<Self> {
         let dims = model.layout.dims;
+        check_llvmpipe_loops(ctx, dims, shape)?;
         let seq = SeqBuffers::new(ctx, dims, shape)?;
         let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
@@ -423,7 +459,7 @@ impl Workspace {
     /// matters for `Phase::Inverse`.
     pub fn record_phase(&self, pass: &mut wgpu::ComputePass<'_>, phase: Phase, warm: bool) {
         match phase {
-            Phase::Forward => self.forward.record(pass),
+            Phase::Forward => self.forward.iter().for_each(|d| d.record(pass)),
             Phase::Head => self.head.record(pass),
             Phase::Inverse => {
                 if let Some(cg) = &self.cg {
@@ -432,7 +468,7 @@ impl Workspace {
             }
             Phase::Sweep => {
                 if let Some(sweep) = &self.sweep {
-                    sweep.record(pass);
+                    sweep.iter().for_each(|d| d.record(pass));
                 }
             }
             Phase::Bptt => self.bptt.record(pass),

@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::gpu::context::GpuContext;
 
 /// The WGSL sources, by file name (`tests/shaders.rs` checks this covers `shaders/`).
-pub const SHADERS: [(&str, &str); 10] = [
+pub const SHADERS: [(&str, &str); 11] = [
     ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
     ("head.wgsl", include_str!("../../shaders/head.wgsl")),
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
@@ -29,6 +29,10 @@ pub const SHADERS: [(&str, &str); 10] = [
         include_str!("../../shaders/optimizer.wgsl"),
     ),
     ("sum_sq.wgsl", include_str!("../../shaders/sum_sq.wgsl")),
+    (
+        "transpose.wgsl",
+        include_str!("../../shaders/transpose.wgsl"),
+    ),
 ];
 
 /// Every compute pipeline of the backend, compiled once per context.
@@ -44,6 +48,7 @@ pub(crate) struct Kernels {
     pub bptt: wgpu::ComputePipeline,
     pub optimizer: wgpu::ComputePipeline,
     pub sum_sq: wgpu::ComputePipeline,
+    pub transpose: wgpu::ComputePipeline,
 }
 
 impl Kernels {
@@ -82,6 +87,7 @@ impl Kernels {
             bptt: single("bptt.wgsl"),
             optimizer: single("optimizer.wgsl"),
             sum_sq: single("sum_sq.wgsl"),
+            transpose: single("transpose.wgsl"),
         }
     }
 }

@@ -20,6 +20,7 @@ mod norms;
 pub mod optimizer;
 pub mod profile;
 pub mod target_sweep;
+mod transpose;
 
 pub use backend::GpuBackend;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
