@@ -321,7 +321,7 @@ pub fn fit_line(points: &[(f64, f64)]) -> Option<Fit> {
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
-    if !(sxx > 0.0) {
+    if sxx.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let slope = sxy / sxx;

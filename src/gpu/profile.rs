@@ -136,6 +136,6 @@ impl Profiler {
         if self.ws.cg.is_none() {
             return Ok(0);
         }
-        Ok(self.model.cg.iterations(&self.ctx)?)
+        self.model.cg.iterations(&self.ctx)
     }
 }
