@@ -7,12 +7,14 @@
 //
 // and writes the history δ [T, B, d] (step t at row (t-1)*B + s); the matmul kernel then
 // reduces it over all T·B rows into ∇W = Δᵀ H_{0..T-1}, ∇U = Δᵀ X, ∇b = Δᵀ 1.
+// It also writes the errors e [T, B, d] themselves: the diagnostics (‖∂ℓ/∂h_t‖ for BP,
+// `tpri trace`'s error norms) reduce them later with sum_sq.wgsl, only when asked. One
+// more store per element is cheaper than a reduction on every step's critical path, and
+// e cannot be recovered from δ where h saturates (1 - h² = 0 in f32).
 // One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
 // is no recursion, but the same loop serves (it is as cheap as the injection itself).
-// With `norms` set it also writes ‖e_t‖² of each sequence into err_sq [T, B] (what
-// `tpri trace` reports as error_norms); one invocation adds up the workgroup's partial
-// sums while the others copy δ, so this costs no extra barrier, but it lengthens each
-// step's critical path, hence the switch. Layout: W [d, d], h and dv [T+1, B, d], g_T [B, d].
+// Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses.
+// Layout: W [d, d], h and dv [T+1, B, d], g_T [B, d].
 
 const WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
@@ -25,7 +27,6 @@ struct Dims {
     // 0: g_T at the top only (BP); 1: -dv_t at every step (TP).
     injection: u32,
     through_time: u32,
-    norms: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -34,10 +35,9 @@ struct Dims {
 @group(0) @binding(3) var<storage, read> dv: array<f32>;
 @group(0) @binding(4) var<storage, read> g_top: array<f32>;
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> err_sq: array<f32>;
+@group(0) @binding(6) var<storage, read_write> err: array<f32>;
 
 var<workgroup> delta_next: array<f32, MAX_HIDDEN>;
-var<workgroup> err_part: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -48,7 +48,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let row = (t * nb + s) * d;
         let out = ((t - 1u) * nb + s) * d;
         let recur = dims.through_time == 1u && t < dims.steps;
-        var part = 0.0;
         for (var i = lid; i < d; i += WG) {
             var e = 0.0;
             if dims.injection == TARGETS {
@@ -57,23 +56,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 e = g_top[s * d + i];
             }
             if recur {
-                for (var j = 0u; j < d; j++) {
+                // Eight terms per loop iteration, as in forward.wgsl (llvmpipe's loop cap).
+                var j = 0u;
+                var acc = vec4<f32>(0.0);
+                for (; j + 8u <= d; j += 8u) {
+                    acc += vec4<f32>(w[j * d + i], w[(j + 1u) * d + i], w[(j + 2u) * d + i], w[(j + 3u) * d + i])
+                        * vec4<f32>(delta_next[j], delta_next[j + 1u], delta_next[j + 2u], delta_next[j + 3u]);
+                    acc += vec4<f32>(w[(j + 4u) * d + i], w[(j + 5u) * d + i], w[(j + 6u) * d + i], w[(j + 7u) * d + i])
+                        * vec4<f32>(delta_next[j + 4u], delta_next[j + 5u], delta_next[j + 6u], delta_next[j + 7u]);
+                }
+                for (; j < d; j++) {
                     e += w[j * d + i] * delta_next[j];
                 }
+                e += (acc.x + acc.y) + (acc.z + acc.w);
             }
             let ht = h[row + i];
             delta[out + i] = (1.0 - ht * ht) * e;
-            part += e * e;
+            err[out + i] = e;
         }
-        err_part[lid] = part;
+        // Everyone has read δ_{t+1}; overwrite it (each invocation reads back only the
+        // units it wrote itself, so no storage barrier is needed).
         workgroupBarrier();
-        if dims.norms == 1u && lid == 0u {
-            var total = 0.0;
-            for (var k = 0u; k < min(d, WG); k++) {
-                total += err_part[k];
-            }
-            err_sq[(t - 1u) * nb + s] = total;
-        }
         for (var i = lid; i < d; i += WG) {
             delta_next[i] = delta[out + i];
         }

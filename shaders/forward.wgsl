@@ -4,8 +4,16 @@
 //
 // One workgroup per sequence walks t = 1..T; h_{t-1} sits in workgroup memory because
 // every unit reads all of it. Invocation `lid` owns units lid, lid + WG, ... (d may
-// exceed the workgroup size). Layout, row-major: W [d, d], U [d, p], x [T, B, p],
-// h [T+1, B, d] (the whole history; step t of sequence s starts at (t*B + s)*d).
+// exceed the workgroup size). It reads Wᵀ (transpose.wgsl writes it first), so that in
+// Σ_j W[i][j] h_j neighbouring invocations read neighbouring addresses.
+//
+// The dot product takes eight terms per loop iteration. Besides the fewer branches, this
+// keeps the loop count per invocation (≈ T·d/8) under the 65535 that llvmpipe (Mesa's
+// software Vulkan driver, at least up to 22.3) allows one invocation in total before it
+// silently cuts loops short; the host refuses shapes over that bound on llvmpipe.
+//
+// Layout, row-major: Wᵀ [d, d], U [d, p], x [T, B, p], h [T+1, B, d] (the whole history;
+// step t of sequence s starts at (t*B + s)*d).
 
 const WG: u32 = 256u;
 // Largest hidden size; the host checks d against the same number (gpu::MAX_HIDDEN).
@@ -19,7 +27,7 @@ struct Dims {
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(1) var<storage, read> wt: array<f32>;
 @group(0) @binding(2) var<storage, read> u: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
@@ -51,10 +59,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var k = 0u; k < p; k++) {
                 a += u[i * p + k] * x[x_row + k];
             }
-            for (var j = 0u; j < d; j++) {
-                a += w[i * d + j] * h_prev[j];
+            var j = 0u;
+            var acc = vec4<f32>(0.0);
+            for (; j + 8u <= d; j += 8u) {
+                acc += vec4<f32>(wt[j * d + i], wt[(j + 1u) * d + i], wt[(j + 2u) * d + i], wt[(j + 3u) * d + i])
+                    * vec4<f32>(h_prev[j], h_prev[j + 1u], h_prev[j + 2u], h_prev[j + 3u]);
+                acc += vec4<f32>(wt[(j + 4u) * d + i], wt[(j + 5u) * d + i], wt[(j + 6u) * d + i], wt[(j + 7u) * d + i])
+                    * vec4<f32>(h_prev[j + 4u], h_prev[j + 5u], h_prev[j + 6u], h_prev[j + 7u]);
             }
-            h[h_row + i] = safe_tanh(a);
+            for (; j < d; j++) {
+                a += wt[j * d + i] * h_prev[j];
+            }
+            h[h_row + i] = safe_tanh(a + (acc.x + acc.y) + (acc.z + acc.w));
         }
         // Everyone has read h_{t-1}; overwrite it with h_t (each invocation reads back
         // only the units it wrote itself, so no storage barrier is needed).

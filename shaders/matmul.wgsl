@@ -1,11 +1,19 @@
-// Tiled matrix product C = op(A) B, op(A) = A or Aᵀ (twin of nalgebra's products in the
-// CPU reference). Used for the reductions over all T·B rows (∇W = Σ δ_tᵀ h_{t-1} as
-// Δᵀ H, ∇U = Δᵀ X, ∇b = Δᵀ 1) and for CG's products W X and Wᵀ Y.
+// Register-blocked matrix product C = op(A) B, op(A) = A or Aᵀ (twin of nalgebra's
+// products in the CPU reference): the reductions over all T·B rows behind
+// ∇W = Σ δ_tᵀ h_{t-1} as Δᵀ H, ∇U = Δᵀ X and ∇b = Δᵀ 1, and CG's products W X, Wᵀ Y.
 //
-// Row-major: C [m, n], B [k, n], A [m, k] or, transposed, [k, m]. Each workgroup computes
-// a TILE×TILE block of C, staging TILE×TILE blocks of both operands in workgroup memory.
+// Row-major: C [m, n], B [k, n], A [m, k] or, transposed, [k, m]. Each workgroup of
+// 16×16 invocations computes a TS×TS = 64×64 block of C, each invocation a 4×4 sub-block
+// (rows ty + 16i, columns tx + 16j: the stores of neighbouring invocations stay adjacent).
+// The k axis is walked in stages of BK: both operands' stage blocks go through workgroup
+// memory, loaded so that neighbouring invocations read neighbouring addresses; each
+// value loaded from workgroup memory then feeds four multiply-adds from registers
+// instead of one, and a barrier pair is paid per 16·16 multiply-adds per invocation.
 
-const TILE: u32 = 16u;
+const TS: u32 = 64u;
+const BK: u32 = 16u;
+// Invocations per workgroup (16×16).
+const WG: u32 = 256u;
 
 struct Dims {
     m: u32,
@@ -20,8 +28,9 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-var<workgroup> tile_a: array<array<f32, TILE>, TILE>;
-var<workgroup> tile_b: array<array<f32, TILE>, TILE>;
+// Stage blocks, k-major: tile_a[kk * TS + row], tile_b[kk * TS + col].
+var<workgroup> tile_a: array<f32, BK * TS>;
+var<workgroup> tile_b: array<f32, BK * TS>;
 
 fn load_a(row: u32, kk: u32) -> f32 {
     if row >= dims.m || kk >= dims.k {
@@ -40,29 +49,57 @@ fn load_b(kk: u32, col: u32) -> f32 {
     return b[kk * dims.n + col];
 }
 
-@compute @workgroup_size(TILE, TILE)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wg.y * TILE + lid.y;
-    let col = wg.x * TILE + lid.x;
-    var acc = 0.0;
-    let tiles = (dims.k + TILE - 1u) / TILE;
-    for (var t = 0u; t < tiles; t++) {
-        let base = t * TILE;
-        // Block rows of op(A) are indexed by this workgroup's rows; for the transposed
-        // case lid.x walks m so that neighbouring invocations read neighbouring addresses.
-        if dims.trans_a == 1u {
-            tile_a[lid.x][lid.y] = load_a(wg.y * TILE + lid.x, base + lid.y);
-        } else {
-            tile_a[lid.y][lid.x] = load_a(row, base + lid.x);
+fn store(row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
+    if row >= dims.m {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let col = col0 + tx + 16u * j;
+        if col < dims.n {
+            c[row * dims.n + col] = acc[j];
         }
-        tile_b[lid.y][lid.x] = load_b(base + lid.y, col);
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row0 = wg.y * TS;
+    let col0 = wg.x * TS;
+    let tx = lid.x;
+    let ty = lid.y;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var base = 0u; base < dims.k; base += BK) {
+        for (var s = 0u; s < BK * TS / WG; s++) {
+            let e = li + s * WG;
+            // Aᵀ is contiguous along m, A along k: walk whichever is contiguous fastest.
+            if dims.trans_a == 1u {
+                tile_a[e] = load_a(row0 + e % TS, base + e / TS);
+            } else {
+                tile_a[(e % BK) * TS + e / BK] = load_a(row0 + e / BK, base + e % BK);
+            }
+            tile_b[e] = load_b(base + e / TS, col0 + e % TS);
+        }
         workgroupBarrier();
-        for (var s = 0u; s < TILE; s++) {
-            acc += tile_a[lid.y][s] * tile_b[s][lid.x];
+        for (var kk = 0u; kk < BK; kk++) {
+            let o = kk * TS;
+            let av = vec4<f32>(tile_a[o + ty], tile_a[o + ty + 16u], tile_a[o + ty + 32u], tile_a[o + ty + 48u]);
+            let bv = vec4<f32>(tile_b[o + tx], tile_b[o + tx + 16u], tile_b[o + tx + 32u], tile_b[o + tx + 48u]);
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
         }
         workgroupBarrier();
     }
-    if row < dims.m && col < dims.n {
-        c[row * dims.n + col] = acc;
-    }
+    store(row0 + ty, col0, tx, acc0);
+    store(row0 + ty + 16u, col0, tx, acc1);
+    store(row0 + ty + 32u, col0, tx, acc2);
+    store(row0 + ty + 48u, col0, tx, acc3);
 }

@@ -15,7 +15,9 @@
 // One workgroup per sequence walks t downwards; the bracketed vector s sits in workgroup
 // memory since every unit of dv_{t-1} reads all of it. Invocation `lid` owns units lid,
 // lid + WG, ... in both loops, so it reads back only the dv_t values it wrote itself.
-// Layout: P [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d], g_T [B, d].
+// It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
+// of P s per loop iteration, as forward.wgsl does (llvmpipe's loop cap).
+// Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d], g_T [B, d].
 
 const WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
@@ -34,7 +36,7 @@ struct Dims {
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<storage, read> p_inv: array<f32>;
+@group(0) @binding(1) var<storage, read> p_t: array<f32>;
 @group(0) @binding(2) var<storage, read> u: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
@@ -104,9 +106,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         workgroupBarrier();
         for (var i = lid; i < d; i += WG) {
-            var acc = 0.0;
-            for (var j = 0u; j < d; j++) {
-                acc += p_inv[i * d + j] * s_vec[j];
+            var j = 0u;
+            var acc4 = vec4<f32>(0.0);
+            for (; j + 8u <= d; j += 8u) {
+                acc4 += vec4<f32>(p_t[j * d + i], p_t[(j + 1u) * d + i], p_t[(j + 2u) * d + i], p_t[(j + 3u) * d + i])
+                    * vec4<f32>(s_vec[j], s_vec[j + 1u], s_vec[j + 2u], s_vec[j + 3u]);
+                acc4 += vec4<f32>(p_t[(j + 4u) * d + i], p_t[(j + 5u) * d + i], p_t[(j + 6u) * d + i], p_t[(j + 7u) * d + i])
+                    * vec4<f32>(s_vec[j + 4u], s_vec[j + 5u], s_vec[j + 6u], s_vec[j + 7u]);
+            }
+            var acc = (acc4.x + acc4.y) + (acc4.z + acc4.w);
+            for (; j < d; j++) {
+                acc += p_t[j * d + i] * s_vec[j];
             }
             // Plain targets are absolute: their offset subtracts h_{t-1}.
             if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {

@@ -2,6 +2,7 @@
 //! arXiv 2112.01453) for recurrent networks, with an f64 CPU reference.
 
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod cpu;

@@ -311,3 +311,49 @@ fn misuse_is_an_error_not_a_panic() {
     assert!(format!("{:#}", err.err().unwrap()).contains("no adapter named"));
     assert!(!tpri::gpu::list_adapters().is_empty());
 }
+
+/// One step from the same parameters on each backend: the per-step norms (TP: ‖v_t − h_t‖,
+/// BP: ‖∂ℓ/∂h_t‖) and the gradient norm agree, and asking twice gives the same answer.
+#[test]
+fn diagnostics_match_reference() {
+    let dims = Dims {
+        input: 3,
+        hidden: 33,
+        output: 4,
+    };
+    let b = batch(20, 7, 3, 4, Loss::CrossEntropy, 77);
+    for method in [Method::Tp, Method::Bp] {
+        let hyper = hyper(
+            method,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        let start = params(dims, 8);
+        let mut cpu = CpuBackend::new();
+        let mut gpu = GpuBackend::new(ctx());
+        cpu.load(&start, None, &hyper).unwrap();
+        gpu.load(&start, None, &hyper).unwrap();
+        assert!(gpu.last_diagnostics().is_err(), "no step yet");
+        cpu.step(&b).unwrap();
+        gpu.step(&b).unwrap();
+        let want = cpu.last_diagnostics().unwrap().unwrap();
+        let got = gpu.last_diagnostics().unwrap().unwrap();
+        assert_eq!(got, gpu.last_diagnostics().unwrap().unwrap());
+        let norms = |n: &[f64]| DMatrix::from_column_slice(n.len(), 1, n);
+        assert_eq!(got.step_norms.len(), 20);
+        check(
+            &format!("{method:?} step norms"),
+            &norms(&got.step_norms),
+            &norms(&want.step_norms),
+            TOL,
+        );
+        let scalar = |v: f64| DMatrix::from_element(1, 1, v);
+        check(
+            &format!("{method:?} gradient norm"),
+            &scalar(got.grad_norm),
+            &scalar(want.grad_norm),
+            TOL,
+        );
+    }
+}

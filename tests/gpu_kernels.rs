@@ -284,3 +284,16 @@ fn cg_rejects_a_non_finite_w() {
         "{err:#}"
     );
 }
+
+/// The paper's sequence length at its hidden size: T·d is large enough that a kernel
+/// looping once per term of its dot products would pass llvmpipe's per-invocation loop
+/// cap, where the driver silently truncates the time loop (it did, from step 596 on).
+#[test]
+fn forward_matches_reference_at_the_papers_length() {
+    let ctx = ctx();
+    let params = params(dims(1, 100, 10), 30);
+    let x = inputs(784, 2, 1, &mut rng(31));
+    let want = cpu::forward::forward(&params, &x);
+    let got = gpu::forward::forward(&ctx, &params, &x).unwrap();
+    check_all("h (T=784, d=100, B=2)", &got, &want, TOL);
+}

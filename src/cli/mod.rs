@@ -1,5 +1,6 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
+mod bench;
 mod check;
 mod compare;
 mod trace;
@@ -42,6 +43,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Redraw the figures of existing run directories.
     Plot(PlotArgs),
+    /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Runs a parsed command line.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices => check::devices(),
         Command::Check(args) => check::check(args),
         Command::Plot(args) => plot(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");

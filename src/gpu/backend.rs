@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::backend::{Backend, Eval, StepStats, Trace};
+use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::{Hyper, Method, Solver};
+use crate::cpu::backend::grad_norm;
 use crate::cpu::head::check_targets;
 use crate::cpu::iteration::check_batch;
 use crate::cpu::optimizer::OptState;
@@ -40,7 +41,7 @@ struct Training {
 }
 
 /// Rejects settings the GPU path does not implement, and bad batches, before any upload.
-fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
+pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
     hyper.validate()?;
     if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
         bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
@@ -60,7 +61,7 @@ fn workspace<'a>(
 ) -> Result<&'a Workspace> {
     if slot.as_ref().is_none_or(|ws| ws.shape != shape) {
         *slot = None; // free the old buffers before allocating new ones
-        *slot = Some(Workspace::new(ctx, model, shape, hyper, false)?);
+        *slot = Some(Workspace::new(ctx, model, shape, hyper)?);
     }
     Ok(slot.as_ref().expect("just filled"))
 }
@@ -114,7 +115,7 @@ impl Backend for GpuBackend {
             (None, None, None)
         };
         Ok(Trace {
-            error_norms: crate::gpu::bptt::error_norms(ctx, &ws)?,
+            error_norms: ws.error_norms.read(ctx)?,
             h,
             loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
             grads: model.read_params(ctx, &model.grad)?,
@@ -200,6 +201,28 @@ impl Backend for GpuBackend {
             loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
             cg,
         })
+    }
+
+    /// Reduces the last step's buffers, still on the device, on demand: the target offsets
+    /// (TP) or the backward errors (BP) per step, and the gradient (read back whole: it is
+    /// parameter-sized, and summing it in f64 on the host matches the reference exactly).
+    fn last_diagnostics(&mut self) -> Result<Option<Diagnostics>> {
+        let ctx = Arc::clone(&self.ctx);
+        let tr = self.training()?;
+        let ws = match (&tr.train_ws, tr.stepped) {
+            (Some(ws), true) => ws,
+            _ => bail!("no step has run yet"),
+        };
+        let step_norms = ws
+            .target_norms
+            .as_ref()
+            .unwrap_or(&ws.error_norms)
+            .read(&ctx)?;
+        let grads = tr.model.read_params(&ctx, &tr.model.grad)?;
+        Ok(Some(Diagnostics {
+            step_norms,
+            grad_norm: grad_norm(&grads),
+        }))
     }
 
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {

@@ -22,12 +22,10 @@ struct Dims {
     hidden: u32,
     injection: u32,
     through_time: u32,
-    norms: u32,
 }
 
-/// The launch: one workgroup per sequence, writing δ [T, B, d]. `targets` injects
-/// h_t − v_t at every step (TP), otherwise g_T at the top (BP); `norms` also writes
-/// ‖e_t‖² per sequence (see `error_norms`).
+/// The launch: one workgroup per sequence, writing δ and e [T, B, d]. `targets` injects
+/// h_t − v_t at every step (TP), otherwise g_T at the top (BP).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -35,7 +33,6 @@ pub(crate) fn dispatch(
     shape: Shape,
     targets: bool,
     through_time: bool,
-    norms: bool,
 ) -> Result<Dispatch> {
     let dims = Dims {
         batch: shape.batch as u32,
@@ -43,7 +40,6 @@ pub(crate) fn dispatch(
         hidden: model.layout.dims.hidden as u32,
         injection: u32::from(targets),
         through_time: u32::from(through_time),
-        norms: u32::from(norms),
     };
     Dispatch::new(
         ctx,
@@ -55,7 +51,7 @@ pub(crate) fn dispatch(
             (3, seq.dv.as_entire_binding()),
             (4, seq.g_top.as_entire_binding()),
             (5, seq.delta.as_entire_binding()),
-            (6, seq.err_sq.as_entire_binding()),
+            (6, seq.err.as_entire_binding()),
         ],
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
     )
@@ -115,16 +111,6 @@ pub fn bptt(
         w_hh: g.w_hh,
         w_ih: g.w_ih,
         b: g.b,
-        error_norms: error_norms(ctx, &ws)?,
+        error_norms: ws.error_norms.read(ctx)?,
     })
-}
-
-/// ‖e_t‖_F over the batch for t = 1 … T, from a workspace built with diagnostics on.
-pub(crate) fn error_norms(ctx: &GpuContext, ws: &Workspace) -> Result<Vec<f64>> {
-    let Shape { batch: b, steps: t } = ws.shape;
-    let sq = ctx.read::<f32>(&ws.seq.err_sq, 0, t * b)?;
-    Ok(sq
-        .chunks_exact(b.max(1))
-        .map(|step| step.iter().map(|&v| f64::from(v)).sum::<f64>().sqrt())
-        .collect())
 }

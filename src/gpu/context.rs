@@ -233,6 +233,8 @@ impl GpuContext {
         let desc = wgpu::DeviceDescriptor {
             label: Some("tpri"),
             required_limits: adapter.limits(),
+            // Timestamps let the benchmarks time the device's work without the host's.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
@@ -329,6 +331,15 @@ impl GpuContext {
     /// Records work with `record` into one command encoder holding one compute pass, and
     /// submits it. Nothing is waited for.
     pub(crate) fn submit(&self, record: impl FnOnce(&mut wgpu::ComputePass<'_>)) -> Result<()> {
+        self.submit_timed(None, record)
+    }
+
+    /// `submit`, with the pass's start and end time written into `timer` when given.
+    pub(crate) fn submit_timed(
+        &self,
+        timer: Option<&Timer>,
+        record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+    ) -> Result<()> {
         self.checked(|| {
             let mut encoder = self
                 .device
@@ -338,12 +349,54 @@ impl GpuContext {
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("tpri"),
-                    timestamp_writes: None,
+                    timestamp_writes: timer.map(|t| wgpu::ComputePassTimestampWrites {
+                        query_set: &t.queries,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }),
                 });
                 record(&mut pass);
             }
+            if let Some(t) = timer {
+                encoder.resolve_query_set(&t.queries, 0..2, &t.resolved, 0);
+            }
             self.queue.submit([encoder.finish()]);
         })
+    }
+
+    /// A pass timer, where the device has timestamp queries.
+    pub(crate) fn timer(&self) -> Result<Option<Timer>> {
+        if !self
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            return Ok(None);
+        }
+        self.checked(|| Timer {
+            queries: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolved: self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("resolved timestamps"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+        })
+        .map(Some)
+    }
+
+    /// Seconds between the start and end of the last pass `timer` timed; waits for it.
+    pub(crate) fn elapsed(&self, timer: &Timer) -> Result<f64> {
+        let [start, end]: [u64; 2] = self
+            .read(&timer.resolved, 0, 2)?
+            .try_into()
+            .map_err(|_| anyhow!("expected two timestamps"))?;
+        let ns = end.wrapping_sub(start) as f64 * f64::from(self.queue.get_timestamp_period());
+        Ok(ns * 1e-9)
     }
 
     /// Copies `count` values of `buffer` starting at element `start` back to the host,
@@ -395,6 +448,12 @@ impl GpuContext {
         staging.unmap();
         Ok(data)
     }
+}
+
+/// Start and end timestamps of one compute pass (see `GpuContext::submit_timed`).
+pub(crate) struct Timer {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
 }
 
 /// See `GpuContext::checked`; also used before the context exists.

@@ -8,6 +8,7 @@ use crate::config::Hyper;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace};
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::transpose;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
 
@@ -20,33 +21,43 @@ struct Dims {
     hidden: u32,
 }
 
-/// The launch: one workgroup per sequence, writing h [T+1, B, d].
+/// The launches: Wᵀ, then the time loop with one workgroup per sequence, writing
+/// h [T+1, B, d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     shape: Shape,
-) -> Result<Dispatch> {
+) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
+    let d = l.dims.hidden;
+    let transpose = transpose::dispatch(
+        ctx,
+        l.w.bind(&model.theta),
+        model.wt.as_entire_binding(),
+        d,
+        d,
+    )?;
     let dims = Dims {
         batch: shape.batch as u32,
         steps: shape.steps as u32,
         input: l.dims.input as u32,
         hidden: l.dims.hidden as u32,
     };
-    Dispatch::new(
+    let forward = Dispatch::new(
         ctx,
         &ctx.kernels.forward,
         &dims,
         &[
-            (1, l.w.bind(&model.theta)),
+            (1, model.wt.as_entire_binding()),
             (2, l.u.bind(&model.theta)),
             (3, l.b.bind(&model.theta)),
             (4, seq.x.as_entire_binding()),
             (5, seq.h.as_entire_binding()),
         ],
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
-    )
+    )?;
+    Ok([transpose, forward])
 }
 
 /// Hidden states h_0 … h_T on the GPU, as `cpu::forward::forward` returns them.
@@ -57,7 +68,7 @@ pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<
         y: Targets::Labels(vec![0; b]),
     };
     let (_model, ws) = Workspace::one_shot(ctx, params, &batch, &Hyper::default())?;
-    ctx.submit(|pass| ws.forward.record(pass))?;
+    ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
     let d = params.dims().hidden;
     Workspace::read_stack(ctx, &ws.seq.h, 0, x.len() + 1, b, d)
 }

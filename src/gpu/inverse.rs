@@ -68,6 +68,12 @@ impl CgBuffers {
         })
     }
 
+    /// Iterations of the last solve, converged or not (what the benchmarks report).
+    pub fn iterations(&self, ctx: &GpuContext) -> Result<usize> {
+        let s: CgState = ctx.read(&self.state, 0, 1)?[0];
+        Ok(s.iterations as usize)
+    }
+
     /// The last solve's report, or the worst failure since the last call as a `CgError`
     /// (the failure record is then cleared). Waits for the device.
     pub fn report(&self, ctx: &GpuContext, tol: f64, max_iter: usize) -> Result<CgReport> {

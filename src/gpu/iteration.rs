@@ -16,6 +16,8 @@ use crate::cpu::iteration::check_batch;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::{Cg, CgBuffers};
 use crate::gpu::kernel::Dispatch;
+use crate::gpu::norms::StepNorms;
+use crate::gpu::profile::Phase;
 use crate::gpu::{bptt, forward, head, matmul, optimizer, target_sweep, MAX_HIDDEN};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
@@ -151,6 +153,9 @@ pub(crate) struct ModelBuffers {
     pub m: wgpu::Buffer,
     pub v: wgpu::Buffer,
     pub cg: CgBuffers,
+    /// Wᵀ and Pᵀ [d, d], rewritten each step for the kernels that read them column-wise.
+    pub wt: wgpu::Buffer,
+    pub pt: wgpu::Buffer,
 }
 
 impl ModelBuffers {
@@ -171,6 +176,8 @@ impl ModelBuffers {
             m: ctx.storage("optimizer first slot", bytes, none)?,
             v: ctx.storage("optimizer second slot", bytes, none)?,
             cg: CgBuffers::new(ctx, dims.hidden)?,
+            wt: ctx.storage("Wᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
+            pt: ctx.storage("Pᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
             layout,
         })
     }
@@ -198,8 +205,10 @@ pub(crate) struct SeqBuffers {
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
-    /// ‖e_t‖² per step and sequence [T, B] (written only with diagnostics on).
-    pub err_sq: wgpu::Buffer,
+    /// The backward errors e [T, B, d] (δ before the tanh derivative), for diagnostics.
+    pub err: wgpu::Buffer,
+    /// Squared per-step norms [T] that the diagnostics reduce into.
+    pub norms_sq: wgpu::Buffer,
     /// T·B ones: ∇b = Δᵀ 1 reuses the matmul kernel.
     pub ones: wgpu::Buffer,
     /// [loss, accuracy] of the batch.
@@ -244,7 +253,12 @@ impl SeqBuffers {
                 f(t * b * d),
                 none,
             )?,
-            err_sq: ctx.storage("error norms [T, B]", f(t * b), none)?,
+            err: ctx.storage(
+                &format!("errors e [T={t}, B={b}, d={d}]"),
+                f(t * b * d),
+                none,
+            )?,
+            norms_sq: ctx.storage("per-step squared norms [T]", f(t), none)?,
             g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
             scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
             ones,
@@ -288,36 +302,70 @@ pub(crate) fn per_item_groups(ctx: &GpuContext, items: usize, what: &str) -> Res
     Ok([items as u32, 1, 1])
 }
 
+/// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in
+/// total, over all its loops, before it silently cuts them short (gallivm's loop limiter,
+/// present at least up to Mesa 22.3).
+const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
+/// On llvmpipe, refuses shapes whose kernels would run into its loop limiter: the results
+/// would be wrong without any error. The counts are upper estimates of the loop iterations
+/// of one invocation: the time loops (forward, sweep, BPTT: T steps of an eight-term dot
+/// product over d, the inputs, and the copies) and the reductions over T·B rows (16 rows
+/// per stage, about 24 loop iterations each).
+fn check_llvmpipe_loops(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<()> {
+    if !ctx.info.name.contains("llvmpipe") {
+        return Ok(());
+    }
+    let (d, p) = (dims.hidden, dims.input);
+    let time_loops = shape.steps * (d.div_ceil(256) * (d / 8 + 8 + p) + 2);
+    let reductions = (shape.steps * shape.batch).div_ceil(16) * 24;
+    let worst = time_loops.max(reductions);
+    if worst > LLVMPIPE_LOOP_LIMIT {
+        bail!(
+            "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU              invocation; llvmpipe (software Vulkan) stops every invocation after              {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a real              GPU or the CPU backend, or shorter sequences and smaller batches",
+            shape.steps,
+            shape.batch
+        );
+    }
+    Ok(())
+}
+
 /// All buffers and kernel launches of an iteration for one batch shape and one set of
 /// hyperparameters. Built once and reused step after step.
 pub(crate) struct Workspace {
     pub shape: Shape,
     pub seq: SeqBuffers,
-    pub forward: Dispatch,
+    /// Wᵀ, then the time loop.
+    pub forward: [Dispatch; 2],
     pub head: head::HeadDispatches,
     pub cg: Option<Cg>,
-    pub sweep: Option<Dispatch>,
+    /// Pᵀ, then the time loop.
+    pub sweep: Option<[Dispatch; 2]>,
     pub bptt: Dispatch,
     /// ∇W, ∇U, ∇b by matmul over the T·B rows of δ.
     pub reductions: [Dispatch; 3],
+    /// ‖e_t‖ for t = 1 … T, run on demand after a step.
+    pub error_norms: StepNorms,
+    /// TP: ‖v_t − h_t‖ for t = 1 … T, run on demand after a step.
+    pub target_norms: Option<StepNorms>,
     pub optimizer: optimizer::OptimizerStep,
 }
 
 impl Workspace {
-    /// `diagnostics` makes BPTT also record the error norms ‖e_t‖ (for traces).
     pub fn new(
         ctx: &GpuContext,
         model: &ModelBuffers,
         shape: Shape,
         hyper: &Hyper,
-        diagnostics: bool,
     ) -> Result<Self> {
         let dims = model.layout.dims;
+        check_llvmpipe_loops(ctx, dims, shape)?;
         let seq = SeqBuffers::new(ctx, dims, shape)?;
         let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let l = &model.layout;
         let rows = shape.steps * shape.batch;
+        let step_len = shape.batch * dims.hidden;
         let reduce = |b: &wgpu::Buffer, n: usize, slot: Slot| {
             matmul::product(
                 ctx,
@@ -340,21 +388,20 @@ impl Workspace {
             sweep: tp
                 .map(|tp| target_sweep::dispatch(ctx, model, &seq, shape, tp))
                 .transpose()?,
-            bptt: bptt::dispatch(
-                ctx,
-                model,
-                &seq,
-                shape,
-                tp.is_some(),
-                through_time,
-                diagnostics,
-            )?,
+            bptt: bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
             reductions: [
                 reduce(&seq.h, dims.hidden, l.w)?,
                 reduce(&seq.x, dims.input, l.u)?,
                 reduce(&seq.ones, 1, l.b)?,
             ],
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
+            error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
+            // dv holds v_0 … v_T: skip v_0.
+            target_norms: tp
+                .map(|_| {
+                    StepNorms::new(ctx, &seq.dv, step_len, shape.steps, step_len, &seq.norms_sq)
+                })
+                .transpose()?,
             seq,
             shape,
         })
@@ -371,7 +418,7 @@ impl Workspace {
         check_batch(params, batch)?;
         let model = ModelBuffers::new(ctx, params.dims())?;
         model.write_params(ctx, params)?;
-        let ws = Self::new(ctx, &model, Shape::of(batch), hyper, true)?;
+        let ws = Self::new(ctx, &model, Shape::of(batch), hyper)?;
         ws.seq.write_batch(ctx, batch);
         ws.poison_outputs(ctx, &model);
         Ok((model, ws))
@@ -395,20 +442,38 @@ impl Workspace {
 
     /// Forward pass and head: loss, g_T, ∇V, ∇c.
     pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.forward.record(pass);
-        self.head.record(pass);
+        for phase in [Phase::Forward, Phase::Head] {
+            self.record_phase(pass, phase, false);
+        }
     }
 
     /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
     /// CG from the P left by the previous step.
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
-        if let (Some(cg), Some(sweep)) = (&self.cg, &self.sweep) {
-            cg.record(pass, warm);
-            sweep.record(pass);
+        for phase in [Phase::Inverse, Phase::Sweep, Phase::Bptt, Phase::Reductions] {
+            self.record_phase(pass, phase, warm);
         }
-        self.bptt.record(pass);
-        for r in &self.reductions {
-            r.record(pass);
+    }
+
+    /// The launches of one phase (none for the TP phases of a BP workspace). `warm` only
+    /// matters for `Phase::Inverse`.
+    pub fn record_phase(&self, pass: &mut wgpu::ComputePass<'_>, phase: Phase, warm: bool) {
+        match phase {
+            Phase::Forward => self.forward.iter().for_each(|d| d.record(pass)),
+            Phase::Head => self.head.record(pass),
+            Phase::Inverse => {
+                if let Some(cg) = &self.cg {
+                    cg.record(pass, warm);
+                }
+            }
+            Phase::Sweep => {
+                if let Some(sweep) = &self.sweep {
+                    sweep.iter().for_each(|d| d.record(pass));
+                }
+            }
+            Phase::Bptt => self.bptt.record(pass),
+            Phase::Reductions => self.reductions.iter().for_each(|r| r.record(pass)),
+            Phase::Optimizer => self.optimizer.record(pass),
         }
     }
 
@@ -419,7 +484,7 @@ impl Workspace {
         poison(ctx, &self.seq.h, (t + 1) * b * d);
         poison(ctx, &self.seq.dv, (t + 1) * b * d);
         poison(ctx, &self.seq.delta, t * b * d);
-        poison(ctx, &self.seq.err_sq, t * b);
+        poison(ctx, &self.seq.err, t * b * d);
         poison(ctx, &self.seq.g_top, b * d);
         poison(ctx, &self.seq.stats, 2);
         for slot in model.layout.slots() {

@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::gpu::context::GpuContext;
 
 /// The WGSL sources, by file name (`tests/shaders.rs` checks this covers `shaders/`).
-pub const SHADERS: [(&str, &str); 9] = [
+pub const SHADERS: [(&str, &str); 11] = [
     ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
     ("head.wgsl", include_str!("../../shaders/head.wgsl")),
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
@@ -28,6 +28,11 @@ pub const SHADERS: [(&str, &str); 9] = [
         "optimizer.wgsl",
         include_str!("../../shaders/optimizer.wgsl"),
     ),
+    ("sum_sq.wgsl", include_str!("../../shaders/sum_sq.wgsl")),
+    (
+        "transpose.wgsl",
+        include_str!("../../shaders/transpose.wgsl"),
+    ),
 ];
 
 /// Every compute pipeline of the backend, compiled once per context.
@@ -42,6 +47,8 @@ pub(crate) struct Kernels {
     pub target_sweep: wgpu::ComputePipeline,
     pub bptt: wgpu::ComputePipeline,
     pub optimizer: wgpu::ComputePipeline,
+    pub sum_sq: wgpu::ComputePipeline,
+    pub transpose: wgpu::ComputePipeline,
 }
 
 impl Kernels {
@@ -79,6 +86,8 @@ impl Kernels {
             target_sweep: single("target_sweep.wgsl"),
             bptt: single("bptt.wgsl"),
             optimizer: single("optimizer.wgsl"),
+            sum_sq: single("sum_sq.wgsl"),
+            transpose: single("transpose.wgsl"),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Tiled matrix product C = op(A) B (`shaders/matmul.wgsl`): the reductions over T·B rows
-//! behind ∇W, ∇U, ∇b, and CG's products. Its CPU twin is nalgebra's product.
+//! Register-blocked matrix product C = op(A) B (`shaders/matmul.wgsl`): the reductions
+//! over T·B rows behind ∇W, ∇U, ∇b, and CG's products. Its CPU twin is nalgebra's product.
 
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
@@ -8,8 +8,8 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{matrix, poison, rows_f32};
 use crate::gpu::kernel::{Dispatch, Groups};
 
-/// matmul.wgsl's tile edge.
-const TILE: usize = 16;
+/// matmul.wgsl's output block edge (TS).
+const TILE: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -16,13 +16,17 @@ pub mod inverse;
 mod iteration;
 mod kernel;
 pub mod matmul;
+mod norms;
 pub mod optimizer;
+pub mod profile;
 pub mod target_sweep;
+mod transpose;
 
 pub use backend::GpuBackend;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use inverse::GPU_CG_TOL;
 pub use kernel::SHADERS;
+pub use profile::{Phase, Profiler};
 
 /// Largest hidden size d the fused kernels accept: they keep one d-vector in workgroup
 /// memory (8 KiB at 2048, half of WebGPU's guaranteed 16 KiB). The shaders declare the same.

@@ -10,6 +10,7 @@ use crate::gpu::iteration::{
     per_item_groups, rows_f32, stack, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::transpose;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
 
@@ -24,16 +25,24 @@ struct Dims {
     lr_target: f32,
 }
 
-/// The launch: one workgroup per sequence, reading h, g_T and P, writing the target
-/// offsets dv = v − h [T+1, B, d].
+/// The launches: Pᵀ, then the time loop with one workgroup per sequence, reading h, g_T
+/// and P, writing the target offsets dv = v − h [T+1, B, d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     shape: Shape,
     tp: &TpConfig,
-) -> Result<Dispatch> {
+) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
+    let d = l.dims.hidden;
+    let transpose = transpose::dispatch(
+        ctx,
+        model.cg.x.as_entire_binding(),
+        model.pt.as_entire_binding(),
+        d,
+        d,
+    )?;
     let dims = Dims {
         batch: shape.batch as u32,
         steps: shape.steps as u32,
@@ -46,12 +55,12 @@ pub(crate) fn dispatch(
         },
         lr_target: tp.lr_target as f32,
     };
-    Dispatch::new(
+    let sweep = Dispatch::new(
         ctx,
         &ctx.kernels.target_sweep,
         &dims,
         &[
-            (1, model.cg.x.as_entire_binding()),
+            (1, model.pt.as_entire_binding()),
             (2, l.u.bind(&model.theta)),
             (3, l.b.bind(&model.theta)),
             (4, seq.x.as_entire_binding()),
@@ -60,7 +69,8 @@ pub(crate) fn dispatch(
             (7, seq.dv.as_entire_binding()),
         ],
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
-    )
+    )?;
+    Ok([transpose, sweep])
 }
 
 /// Targets v_0 … v_T on the GPU, as `cpu::target_sweep::target_sweep` returns them.
@@ -104,7 +114,7 @@ pub fn target_sweep(
         .sweep
         .as_ref()
         .expect("a TP workspace has a target sweep");
-    ctx.submit(|pass| sweep.record(pass))?;
+    ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
     let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, x.len() + 1, b, d)?;
     Ok(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
 }

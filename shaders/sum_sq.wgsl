@@ -1,0 +1,40 @@
+// Squared Frobenius norms of consecutive blocks of a buffer: out[r] = Σ_k src[start + r·len + k]²
+// for r < rows. What the per-step diagnostics reduce: the target offsets dv = v − h (TP,
+// ‖v_t − h_t‖ over the batch) or the backward errors e (‖e_t‖), one block of B·d values
+// per step. Run only when the host asks for them, so training steps never pay for it.
+//
+// One workgroup per block: a strided pass into registers, then a tree in workgroup memory.
+
+const WG: u32 = 256u;
+
+struct Dims {
+    rows: u32,
+    len: u32,
+    start: u32,
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = dims.start + wg.x * dims.len;
+    var acc = 0.0;
+    for (var k = lid; k < dims.len; k += WG) {
+        let v = src[base + k];
+        acc += v * v;
+    }
+    partial[lid] = acc;
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+    }
+    if lid == 0u {
+        out[wg.x] = partial[0];
+    }
+}

@@ -1,0 +1,369 @@
+//! Benchmarks of whole iterations and of their phases, and the cost model beside them
+//! (what `tpri bench` prints and the criterion benchmarks reuse).
+//!
+//! A *case* is one problem size (T, d, B, p, q) and method. Its problem is synthetic and
+//! seeded: an orthogonal W pulled off orthogonality so that CG has real work to do (an
+//! orthogonal W makes WᵀW + rI a multiple of I, and CG converge in one iteration), inputs
+//! uniform in [−1, 1], class labels. Timings are medians over repetitions after one
+//! warm-up iteration; every repetition includes the optimizer step, so W moves a little
+//! between iterations and the warm-started CG sees what it sees in training.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::config::{Hyper, Method, OptimizerConfig, TpConfig};
+use crate::cpu::CpuBackend;
+use crate::gpu::{GpuContext, Phase, Profiler};
+use crate::model::{Dims, Params};
+use crate::tasks::{Batch, Targets};
+
+/// One problem size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Size {
+    /// Sequence length T.
+    pub steps: usize,
+    /// Hidden size d.
+    pub hidden: usize,
+    /// Batch size B.
+    pub batch: usize,
+    /// Input size p.
+    pub input: usize,
+    /// Classes q.
+    pub output: usize,
+}
+
+impl Size {
+    /// The published pixel-MNIST setting: T = 784, d = 100, B = 16, p = 1, q = 10.
+    pub const PAPER: Size = Size {
+        steps: 784,
+        hidden: 100,
+        batch: 16,
+        input: 1,
+        output: 10,
+    };
+
+    fn dims(&self) -> Dims {
+        Dims {
+            input: self.input,
+            hidden: self.hidden,
+            output: self.output,
+        }
+    }
+}
+
+/// The seeded synthetic problem of a case: parameters, one batch, settings.
+pub fn problem(size: Size, method: Method, seed: u64) -> (Params, Batch, Hyper) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut uniform = |rows: usize, cols: usize, scale: f64| {
+        DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..=scale))
+    };
+    let d = size.hidden;
+    let mut params = Params::init(size.dims(), seed);
+    params.w_hh = &params.w_hh * 0.9 + uniform(d, d, 0.5 / (d as f64).sqrt());
+    let x = (0..size.steps)
+        .map(|_| uniform(size.batch, size.input, 1.0))
+        .collect();
+    let y = Targets::Labels((0..size.batch).map(|s| s % size.output).collect());
+    let hyper = Hyper {
+        method,
+        tp: TpConfig {
+            lr_target: 1e-2,
+            reg: 1.0,
+            ..TpConfig::default()
+        },
+        // Small steps: W keeps moving (warm CG stays honest) without diverging.
+        opt: OptimizerConfig {
+            lr: 1e-3,
+            ..OptimizerConfig::default()
+        },
+        ..Hyper::default()
+    };
+    (params, Batch { x, y }, hyper)
+}
+
+/// The median of `samples` (the mean of the middle two for an even count).
+pub fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+    }
+}
+
+/// Timings of one case on one backend.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// `gpu` or `cpu`.
+    pub backend: String,
+    pub method: Method,
+    pub size: Size,
+    /// Median seconds of one whole iteration (optimizer step included).
+    pub iteration_s: f64,
+    /// Every sample behind `iteration_s`.
+    pub samples_s: Vec<f64>,
+    /// GPU only: median seconds of each phase submitted alone.
+    pub phases_s: Vec<(Phase, f64)>,
+    /// TP: CG iterations of the last warm-started solve.
+    pub cg_iterations: Option<usize>,
+    /// How times were taken: `device timestamps`, `wall clock (submit to wait)` or
+    /// `wall clock`.
+    pub clock: String,
+}
+
+/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase.
+pub fn measure_gpu(
+    ctx: &Arc<GpuContext>,
+    size: Size,
+    method: Method,
+    reps: usize,
+) -> Result<Measurement> {
+    let (params, batch, hyper) = problem(size, method, 1);
+    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper)?;
+    let phases = Phase::of(method);
+    prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
+    let mut samples = Vec::with_capacity(reps);
+    let mut per_phase = vec![Vec::with_capacity(reps); phases.len()];
+    for _ in 0..reps.max(1) {
+        samples.push(prof.run(&phases, true)?);
+        for (phase, times) in phases.iter().zip(&mut per_phase) {
+            times.push(prof.run(&[*phase], true)?);
+        }
+    }
+    Ok(Measurement {
+        backend: "gpu".into(),
+        method,
+        size,
+        iteration_s: median(&samples),
+        samples_s: samples,
+        phases_s: phases
+            .iter()
+            .zip(&per_phase)
+            .map(|(p, t)| (*p, median(t)))
+            .collect(),
+        cg_iterations: (method == Method::Tp)
+            .then(|| prof.cg_iterations())
+            .transpose()?,
+        clock: if prof.device_timed() {
+            "device timestamps"
+        } else {
+            "wall clock (submit to wait)"
+        }
+        .into(),
+    })
+}
+
+/// Times `reps` training steps of `method` at `size` on the f64 CPU reference.
+pub fn measure_cpu(size: Size, method: Method, reps: usize) -> Result<Measurement> {
+    let (params, batch, hyper) = problem(size, method, 1);
+    let mut cpu = CpuBackend::new();
+    cpu.load(&params, None, &hyper)?;
+    cpu.step(&batch)?; // warm-up
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        cpu.step(&batch)?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    let cg_iterations = cpu.last_stats()?.cg.map(|c| c.iterations);
+    Ok(Measurement {
+        backend: "cpu".into(),
+        method,
+        size,
+        iteration_s: median(&samples),
+        samples_s: samples,
+        phases_s: Vec::new(),
+        cg_iterations,
+        clock: "wall clock".into(),
+    })
+}
+
+/// What the device is assumed to sustain, for the floors of the cost model.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Machine {
+    /// Peak f32 FLOP/s.
+    pub flops: f64,
+    /// Memory bandwidth, bytes/s.
+    pub bandwidth: f64,
+    /// Fixed cost of one kernel launch, seconds.
+    pub dispatch_s: f64,
+    /// Latency of one step of a recursion over time (a d-long dot product and two
+    /// workgroup barriers), seconds: the fused time loops cannot go faster than T of them.
+    pub step_s: f64,
+}
+
+/// The modelled cost of one phase.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PhaseCost {
+    pub phase: Phase,
+    /// Floating-point operations (a multiply-add counts 2).
+    pub flops: f64,
+    /// Compulsory memory traffic: every input read once, every output written once.
+    pub bytes: f64,
+    /// Kernel launches recorded (CG records its iteration cap; converged iterations
+    /// launch empty grids, which still cost a dispatch).
+    pub dispatches: usize,
+    /// Dependent steps in sequence inside the phase's kernels (T for the time loops).
+    pub serial_steps: usize,
+}
+
+impl PhaseCost {
+    /// The fastest this phase can run on `m`: the largest of its compute, memory and
+    /// recursion-latency bounds, plus its launches.
+    pub fn floor_s(&self, m: &Machine) -> f64 {
+        let bound = (self.flops / m.flops)
+            .max(self.bytes / m.bandwidth)
+            .max(self.serial_steps as f64 * m.step_s);
+        bound + self.dispatches as f64 * m.dispatch_s
+    }
+}
+
+/// The cost model of one GPU iteration (SPEC §2–§4) with `cg_iters` CG iterations
+/// actually run and `cg_cap` recorded.
+pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) -> Vec<PhaseCost> {
+    let (t, d, b, p, q) = (
+        size.steps as f64,
+        size.hidden as f64,
+        size.batch as f64,
+        size.input as f64,
+        size.output as f64,
+    );
+    let k = cg_iters as f64;
+    let f = 4.0; // bytes per f32
+    let rows = t * b; // every (step, sequence) pair
+    let params = d * d + d * p + d + q * d + q;
+    let cost = |phase, flops, bytes, dispatches, serial_steps| PhaseCost {
+        phase,
+        flops,
+        bytes: bytes * f,
+        dispatches,
+        serial_steps,
+    };
+    let all = [
+        // W h + U x + b, tanh: read W, U, b, x; write h. Plus the transpose of W.
+        cost(
+            Phase::Forward,
+            2.0 * rows * d * (d + p),
+            2.0 * d * d + d * p + d + rows * (p + d),
+            2,
+            size.steps,
+        ),
+        cost(
+            Phase::Head,
+            4.0 * b * d * q,
+            b * d * 2.0 + q * d * 2.0 + b * q,
+            2,
+            0,
+        ),
+        // Per iteration two d×d×d products and the update; a warm start adds two
+        // products. Traffic per product: two operands read, one result written.
+        cost(
+            Phase::Inverse,
+            (k + 1.0) * 4.0 * d * d * d + k * 10.0 * d * d,
+            (k + 1.0) * (6.0 * d * d + 8.0 * d * d),
+            3 + 1 + 4 * cg_cap + 1,
+            0,
+        ),
+        // P s per step and sequence: read h, P, write dv. Plus the transpose of P.
+        cost(
+            Phase::Sweep,
+            2.0 * rows * d * d + 4.0 * rows * d,
+            2.0 * d * d + 2.0 * rows * d,
+            2,
+            size.steps,
+        ),
+        // Wᵀδ per step and sequence: read h and dv (TP) or g_T, write δ and e.
+        cost(
+            Phase::Bptt,
+            2.0 * rows * d * d + 3.0 * rows * d,
+            d * d + rows * d * if method == Method::Tp { 4.0 } else { 3.0 },
+            1,
+            size.steps,
+        ),
+        // Δᵀ [H | X | 1]: read δ, h, x; write ∇W, ∇U, ∇b.
+        cost(
+            Phase::Reductions,
+            2.0 * rows * d * (d + p + 1.0),
+            rows * (2.0 * d + p + 1.0) + d * (d + p + 1.0),
+            3,
+            0,
+        ),
+        // Read the gradient, read and write θ and two optimizer slots.
+        cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 1, 0),
+    ];
+    let phases = Phase::of(method);
+    all.into_iter()
+        .filter(|c| phases.contains(&c.phase))
+        .collect()
+}
+
+/// Least-squares line y ≈ a + b x and its coefficient of determination R².
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Fit {
+    pub intercept: f64,
+    pub slope: f64,
+    pub r2: f64,
+}
+
+/// Fits `points` (x, y) by least squares; `None` with fewer than two distinct x.
+pub fn fit_line(points: &[(f64, f64)]) -> Option<Fit> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let intercept = my - slope * mx;
+    let ss_res: f64 = points
+        .iter()
+        .map(|p| (p.1 - intercept - slope * p.0).powi(2))
+        .sum();
+    Some(Fit {
+        intercept,
+        slope,
+        r2: if syy > 0.0 { 1.0 - ss_res / syy } else { 1.0 },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_fit() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let f = fit_line(&[(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)]).unwrap();
+        assert!((f.slope - 2.0).abs() < 1e-12 && (f.intercept - 1.0).abs() < 1e-12);
+        assert!((f.r2 - 1.0).abs() < 1e-12);
+        assert!(fit_line(&[(1.0, 1.0), (1.0, 2.0)]).is_none());
+    }
+
+    #[test]
+    fn cost_model_counts_the_paper_forward() {
+        let c = cost_model(Size::PAPER, Method::Bp, 0, 100);
+        assert_eq!(c.len(), 5, "BP has no inverse and no sweep");
+        // 2·T·B·d·(d + p) = 2·784·16·100·101.
+        assert_eq!(c[0].flops, 2.0 * 784.0 * 16.0 * 100.0 * 101.0);
+        let m = Machine {
+            flops: 1e12,
+            bandwidth: 1e11,
+            dispatch_s: 0.0,
+            step_s: 1e-6,
+        };
+        // The time loop, not the arithmetic, bounds the forward pass here.
+        assert_eq!(c[0].floor_s(&m), 784e-6);
+    }
+}

@@ -1,0 +1,458 @@
+//! `tpri bench`: per-iteration medians of TP-RI and BP on the GPU backend and the CPU
+//! reference over grids of T, d, B, the cost model beside them, a linear fit in T·B, and
+//! (`--regimes`) the map of the TP/BP time ratio over T × d.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use tpri::bench::{
+    cost_model, fit_line, measure_cpu, measure_gpu, Fit, Machine, Measurement, Size,
+};
+use tpri::config::Method;
+use tpri::gpu::{AdapterChoice, GpuContext};
+
+/// Which backends to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    Gpu,
+    Cpu,
+    /// Both.
+    All,
+}
+
+/// Flags of `tpri bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Backends to time.
+    #[arg(long, value_enum, default_value = "all")]
+    backend: Which,
+    /// GPU adapter: `auto`, an index, or a name substring.
+    #[arg(long, default_value = "auto")]
+    adapter: String,
+    /// Sequence lengths T.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
+    steps: Vec<usize>,
+    /// Hidden sizes d.
+    #[arg(long, value_delimiter = ',', default_values_t = [100])]
+    hidden: Vec<usize>,
+    /// Batch sizes B.
+    #[arg(long, value_delimiter = ',', default_values_t = [4, 16])]
+    batch: Vec<usize>,
+    /// Input size p (pixel sequences: 1).
+    #[arg(long, default_value_t = 1)]
+    input: usize,
+    /// Number of classes q.
+    #[arg(long, default_value_t = 10)]
+    output: usize,
+    /// Timed repetitions per case (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// A small grid and few repetitions: under a minute on a software rasterizer.
+    #[arg(long)]
+    quick: bool,
+    /// Also measure the TP/BP time ratio over the T × d grid below.
+    #[arg(long)]
+    regimes: bool,
+    /// Sequence lengths of the regime map.
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 32, 128])]
+    regime_steps: Vec<usize>,
+    /// Hidden sizes of the regime map.
+    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 128])]
+    regime_hidden: Vec<usize>,
+    /// Batch size of the regime map.
+    #[arg(long, default_value_t = 16)]
+    regime_batch: usize,
+    /// Write every measurement, the machine and the command line as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Assumed peak f32 throughput of the device, GFLOP/s (default: a mid-range discrete GPU).
+    #[arg(long, default_value_t = 10_000.0)]
+    peak_gflops: f64,
+    /// Assumed memory bandwidth, GB/s.
+    #[arg(long, default_value_t = 500.0)]
+    bandwidth_gbs: f64,
+    /// Assumed cost of one kernel launch, µs.
+    #[arg(long, default_value_t = 5.0)]
+    dispatch_us: f64,
+    /// Assumed latency of one step of a fused time loop (a dot product, two barriers), µs.
+    #[arg(long, default_value_t = 2.0)]
+    step_us: f64,
+}
+
+/// Everything `--json` writes.
+#[derive(Serialize)]
+struct Report {
+    crate_version: &'static str,
+    command_line: Vec<String>,
+    machine: MachineInfo,
+    adapter: Option<AdapterInfo>,
+    assumed_device: Machine,
+    measurements: Vec<Measurement>,
+    /// Time ≈ intercept + slope · T·B, per backend, method and d.
+    fits: Vec<FitRow>,
+    regimes: Vec<Measurement>,
+}
+
+#[derive(Serialize)]
+struct MachineInfo {
+    cpu: String,
+    cores: usize,
+    os: String,
+}
+
+#[derive(Serialize)]
+struct AdapterInfo {
+    name: String,
+    backend: String,
+    device_type: String,
+    driver: String,
+    driver_info: String,
+    timestamps: bool,
+}
+
+#[derive(Serialize)]
+struct FitRow {
+    backend: String,
+    method: Method,
+    hidden: usize,
+    fit: Fit,
+}
+
+fn machine_info() -> MachineInfo {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    MachineInfo {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    }
+}
+
+fn ms(s: f64) -> String {
+    format!("{:.3}", s * 1e3)
+}
+
+/// Runs `tpri bench`.
+pub fn run(mut args: BenchArgs) -> Result<()> {
+    if args.quick {
+        args.steps = vec![16, 64];
+        args.hidden = vec![32];
+        args.batch = vec![4, 16];
+        args.reps = 3;
+        args.regime_steps = vec![8, 32];
+        args.regime_hidden = vec![16, 64];
+    }
+    let machine = Machine {
+        flops: args.peak_gflops * 1e9,
+        bandwidth: args.bandwidth_gbs * 1e9,
+        dispatch_s: args.dispatch_us * 1e-6,
+        step_s: args.step_us * 1e-6,
+    };
+    let gpu = match args.backend {
+        Which::Cpu => None,
+        Which::Gpu | Which::All => Some(Arc::new(
+            GpuContext::new(&args.adapter.parse::<AdapterChoice>()?)
+                .context("opening the GPU (use --backend cpu to time the reference only)")?,
+        )),
+    };
+    let cpu = args.backend != Which::Gpu;
+    let info = machine_info();
+    println!("machine: {} ({} cores, {})", info.cpu, info.cores, info.os);
+    let adapter = gpu.as_ref().map(|ctx| AdapterInfo {
+        name: ctx.info.name.clone(),
+        backend: format!("{:?}", ctx.info.backend),
+        device_type: format!("{:?}", ctx.info.device_type),
+        driver: ctx.info.driver.clone(),
+        driver_info: ctx.info.driver_info.clone(),
+        timestamps: ctx
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY),
+    });
+    if let Some(a) = &adapter {
+        println!(
+            "adapter: {} ({}, {}), driver {} {}; timestamps: {}",
+            a.name, a.backend, a.device_type, a.driver, a.driver_info, a.timestamps
+        );
+    }
+
+    let sizes: Vec<Size> = iproduct(&args.steps, &args.hidden, &args.batch)
+        .map(|(t, d, b)| Size {
+            steps: t,
+            hidden: d,
+            batch: b,
+            input: args.input,
+            output: args.output,
+        })
+        .collect();
+    let measurements = measure_all(gpu.as_ref(), cpu, &sizes, args.reps)?;
+    print_iterations(&measurements);
+    print_phases(&measurements, &machine);
+    let fits = fit_rows(&measurements);
+    print_fits(&fits);
+
+    let regimes = if args.regimes {
+        let sizes: Vec<Size> = iproduct(
+            &args.regime_steps,
+            &args.regime_hidden,
+            &[args.regime_batch],
+        )
+        .map(|(t, d, b)| Size {
+            steps: t,
+            hidden: d,
+            batch: b,
+            input: args.input,
+            output: args.output,
+        })
+        .collect();
+        let m = measure_all(gpu.as_ref(), cpu, &sizes, args.reps)?;
+        print_regimes(
+            &m,
+            &args.regime_steps,
+            &args.regime_hidden,
+            args.regime_batch,
+        );
+        m
+    } else {
+        Vec::new()
+    };
+
+    if let Some(path) = &args.json {
+        let report = Report {
+            crate_version: env!("CARGO_PKG_VERSION"),
+            command_line: std::env::args().collect(),
+            machine: info,
+            adapter,
+            assumed_device: machine,
+            measurements,
+            fits,
+            regimes,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Every (T, d, B) combination, T outermost.
+fn iproduct<'a>(
+    steps: &'a [usize],
+    hidden: &'a [usize],
+    batch: &'a [usize],
+) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+    steps.iter().flat_map(move |&t| {
+        hidden
+            .iter()
+            .flat_map(move |&d| batch.iter().map(move |&b| (t, d, b)))
+    })
+}
+
+fn measure_all(
+    gpu: Option<&Arc<GpuContext>>,
+    cpu: bool,
+    sizes: &[Size],
+    reps: usize,
+) -> Result<Vec<Measurement>> {
+    let mut out = Vec::new();
+    for &size in sizes {
+        for method in [Method::Tp, Method::Bp] {
+            if let Some(ctx) = gpu {
+                out.push(measure_gpu(ctx, size, method, reps)?);
+            }
+            if cpu {
+                out.push(measure_cpu(size, method, reps)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The BP measurement matching `m` (same backend and size), for TP/BP ratios.
+fn bp_of<'a>(all: &'a [Measurement], m: &Measurement) -> Option<&'a Measurement> {
+    all.iter()
+        .find(|o| o.method == Method::Bp && o.backend == m.backend && o.size == m.size)
+}
+
+fn print_iterations(all: &[Measurement]) {
+    println!("\nper-iteration medians (optimizer step included)");
+    println!(
+        "{:7} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7}  clock",
+        "backend", "method", "T", "d", "B", "median ms", "µs per T·B", "CG iters", "TP/BP"
+    );
+    for m in all {
+        let ratio = match m.method {
+            Method::Tp => bp_of(all, m).map_or("-".into(), |bp| {
+                format!("{:.2}", m.iteration_s / bp.iteration_s)
+            }),
+            Method::Bp => String::new(),
+        };
+        let s = m.size;
+        println!(
+            "{:7} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7}  {}",
+            m.backend,
+            format!("{:?}", m.method).to_lowercase(),
+            s.steps,
+            s.hidden,
+            s.batch,
+            ms(m.iteration_s),
+            m.iteration_s * 1e6 / (s.steps * s.batch) as f64,
+            m.cg_iterations.map_or(String::new(), |k| k.to_string()),
+            ratio,
+            m.clock
+        );
+    }
+}
+
+/// The phase table of the largest GPU case of each method, beside the cost model.
+fn print_phases(all: &[Measurement], machine: &Machine) {
+    for method in [Method::Tp, Method::Bp] {
+        let Some(m) = all
+            .iter()
+            .filter(|m| m.backend == "gpu" && m.method == method)
+            .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
+        else {
+            continue;
+        };
+        let s = m.size;
+        let k = m.cg_iterations.unwrap_or(0);
+        println!(
+            "\nGPU phases, {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
+            method, s.steps, s.hidden, s.batch,
+            machine.flops * 1e-9, machine.bandwidth * 1e-9, machine.dispatch_s * 1e6, machine.step_s * 1e6
+        );
+        println!(
+            "{:11} {:>10} {:>9} {:>9} {:>10} {:>11} {:>10} {:>10}",
+            "phase",
+            "median ms",
+            "MFLOP",
+            "MB",
+            "dispatches",
+            "serial steps",
+            "floor ms",
+            "GFLOP/s"
+        );
+        let costs = cost_model(s, method, k, tpri::config::TpConfig::default().cg_max_iter);
+        let (mut total_floor, mut total_time) = (0.0, 0.0);
+        for c in &costs {
+            let time = m
+                .phases_s
+                .iter()
+                .find(|(p, _)| *p == c.phase)
+                .map_or(f64::NAN, |(_, t)| *t);
+            let floor = c.floor_s(machine);
+            total_floor += floor;
+            total_time += time;
+            println!(
+                "{:11} {:>10} {:>9.1} {:>9.2} {:>10} {:>11} {:>10} {:>10.2}",
+                c.phase.name(),
+                ms(time),
+                c.flops * 1e-6,
+                c.bytes * 1e-6,
+                c.dispatches,
+                c.serial_steps,
+                ms(floor),
+                c.flops / time * 1e-9
+            );
+        }
+        println!(
+            "{:11} {:>10} {:>54}",
+            "sum",
+            ms(total_time),
+            ms(total_floor)
+        );
+    }
+}
+
+fn fit_rows(all: &[Measurement]) -> Vec<FitRow> {
+    let mut groups: BTreeMap<(String, String, usize), Vec<(f64, f64)>> = BTreeMap::new();
+    for m in all {
+        groups
+            .entry((m.backend.clone(), format!("{:?}", m.method), m.size.hidden))
+            .or_default()
+            .push(((m.size.steps * m.size.batch) as f64, m.iteration_s));
+    }
+    groups
+        .into_iter()
+        .filter_map(|((backend, method, hidden), points)| {
+            let fit = fit_line(&points)?;
+            let method = if method == "Tp" {
+                Method::Tp
+            } else {
+                Method::Bp
+            };
+            Some(FitRow {
+                backend,
+                method,
+                hidden,
+                fit,
+            })
+        })
+        .collect()
+}
+
+fn print_fits(fits: &[FitRow]) {
+    if fits.is_empty() {
+        return;
+    }
+    println!("\nlinear fit: median time ≈ a + b·(T·B)");
+    println!(
+        "{:7} {:6} {:>5} {:>10} {:>14} {:>7}",
+        "backend", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
+    );
+    for f in fits {
+        println!(
+            "{:7} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
+            f.backend,
+            format!("{:?}", f.method).to_lowercase(),
+            f.hidden,
+            f.fit.intercept * 1e3,
+            f.fit.slope * 1e6,
+            f.fit.r2
+        );
+    }
+}
+
+fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], batch: usize) {
+    for backend in ["gpu", "cpu"] {
+        if !all.iter().any(|m| m.backend == backend) {
+            continue;
+        }
+        println!("\nregime map ({backend}, B={batch}): TP/BP time ratio; < 1 means TP is cheaper per iteration");
+        print!("{:>8}", "T \\ d");
+        for d in hidden {
+            print!("{d:>8}");
+        }
+        println!();
+        for &t in steps {
+            print!("{t:>8}");
+            for &d in hidden {
+                let find = |method| {
+                    all.iter().find(|m| {
+                        m.backend == backend
+                            && m.method == method
+                            && m.size.steps == t
+                            && m.size.hidden == d
+                    })
+                };
+                match (find(Method::Tp), find(Method::Bp)) {
+                    (Some(tp), Some(bp)) => print!("{:>8.2}", tp.iteration_s / bp.iteration_s),
+                    _ => print!("{:>8}", "-"),
+                }
+            }
+            println!();
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Timing one iteration phase by phase, for `tpri bench` and the criterion benchmarks.
+//!
+//! A `Profiler` owns the buffers of one iteration at fixed parameters and batch, like a
+//! training step's, and submits any sequence of phases on its own, waiting for each
+//! submission. Where the device has timestamp queries the time is the device's (start to
+//! end of the compute pass); elsewhere it is the host's wall clock from submit to the end
+//! of the wait, which also counts driver overhead — the more honest number for a software
+//! rasterizer, and an upper bound everywhere.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::config::{Hyper, Method};
+use crate::gpu::backend::check;
+use crate::gpu::context::{GpuContext, Timer};
+use crate::gpu::iteration::{ModelBuffers, Shape, Workspace};
+use crate::model::Params;
+use crate::tasks::Batch;
+
+/// The phases of one iteration, in the order a step records them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// h_1 … h_T.
+    Forward,
+    /// Loss, g_T, ∇V, ∇c.
+    Head,
+    /// P = (WᵀW + rI)⁻¹Wᵀ by CG (TP only).
+    Inverse,
+    /// The backward target sweep (TP only).
+    Sweep,
+    /// The backward recursion e_t, δ_t.
+    Bptt,
+    /// ∇W, ∇U, ∇b: products over all T·B rows of δ.
+    Reductions,
+    /// The parameter update.
+    Optimizer,
+}
+
+impl Phase {
+    /// Every phase, in recording order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Forward,
+        Phase::Head,
+        Phase::Inverse,
+        Phase::Sweep,
+        Phase::Bptt,
+        Phase::Reductions,
+        Phase::Optimizer,
+    ];
+
+    /// The phases an iteration of `method` runs.
+    pub fn of(method: Method) -> Vec<Phase> {
+        Self::ALL
+            .into_iter()
+            .filter(|p| method == Method::Tp || !matches!(p, Phase::Inverse | Phase::Sweep))
+            .collect()
+    }
+
+    /// Lower-case name, as in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Head => "head",
+            Phase::Inverse => "inverse",
+            Phase::Sweep => "sweep",
+            Phase::Bptt => "bptt",
+            Phase::Reductions => "reductions",
+            Phase::Optimizer => "optimizer",
+        }
+    }
+}
+
+/// One iteration's buffers at fixed parameters and batch, for timing.
+pub struct Profiler {
+    ctx: Arc<GpuContext>,
+    model: ModelBuffers,
+    ws: Workspace,
+    timer: Option<Timer>,
+}
+
+impl Profiler {
+    /// Uploads `params` and `batch` and builds the launches of `hyper`'s method.
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        params: &Params,
+        batch: &Batch,
+        hyper: &Hyper,
+    ) -> Result<Self> {
+        check(params, batch, hyper)?;
+        let model = ModelBuffers::new(&ctx, params.dims())?;
+        model.write_params(&ctx, params)?;
+        let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper)?;
+        ws.seq.write_batch(&ctx, batch);
+        ws.optimizer.set_step(&ctx, 1);
+        let timer = ctx.timer()?;
+        Ok(Self {
+            ctx,
+            model,
+            ws,
+            timer,
+        })
+    }
+
+    /// Whether times come from device timestamps (else from the host's clock).
+    pub fn device_timed(&self) -> bool {
+        self.timer.is_some()
+    }
+
+    /// Runs `phases` in one submission and waits; returns the seconds it took. `warm`
+    /// starts CG from the P the buffer holds (the last solve's), as training steps after
+    /// the first do. The optimizer phase changes the parameters: time it last, or accept
+    /// that the next run sees slightly different ones.
+    pub fn run(&self, phases: &[Phase], warm: bool) -> Result<f64> {
+        let ctx = &*self.ctx;
+        let start = Instant::now();
+        ctx.submit_timed(self.timer.as_ref(), |pass| {
+            for &phase in phases {
+                self.ws.record_phase(pass, phase, warm);
+            }
+        })?;
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow::anyhow!("waiting for the GPU: {e}"))?;
+        let wall = start.elapsed().as_secs_f64();
+        match &self.timer {
+            Some(timer) => ctx.elapsed(timer),
+            None => Ok(wall),
+        }
+    }
+
+    /// CG iterations of the last solve (0 when none ran).
+    pub fn cg_iterations(&self) -> Result<usize> {
+        if self.ws.cg.is_none() {
+            return Ok(0);
+        }
+        self.model.cg.iterations(&self.ctx)
+    }
+}
