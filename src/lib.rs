@@ -5,6 +5,7 @@ pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod model;
+pub mod plot;
 pub mod tasks;
 pub mod tensor_file;
 pub mod train;

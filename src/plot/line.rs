@@ -1,0 +1,169 @@
+//! Line charts: one curve per series, with a legend.
+
+use std::ops::Range;
+
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{log_axis_range, min_max, padded, tick_label, Figure, Series, FAMILY};
+
+/// Matplotlib's "tab10" colours.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// A line chart with its points already filtered to the drawable ones.
+pub(super) struct LineChart<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    log_y: bool,
+}
+
+impl<'a> LineChart<'a> {
+    /// Keeps the finite points of each series (with `y > 0` when `log_y`).
+    pub(super) fn new(
+        title: &'a str,
+        x_label: &'a str,
+        y_label: &'a str,
+        series: &'a [Series],
+        log_y: bool,
+    ) -> Self {
+        let drawable = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0);
+        let series = series
+            .iter()
+            .map(|s| {
+                let points = s.points.iter().copied().filter(drawable).collect();
+                (s.label.as_str(), points)
+            })
+            .collect();
+        Self {
+            title,
+            x_label,
+            y_label,
+            series,
+            log_y,
+        }
+    }
+
+    fn points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.series
+            .iter()
+            .flat_map(|(_, points)| points.iter().copied())
+    }
+
+    /// The y value as plotted: log10 of it on a log axis.
+    fn y_scaled(&self, y: f64) -> f64 {
+        if self.log_y {
+            y.log10()
+        } else {
+            y
+        }
+    }
+
+    fn x_range(&self) -> Range<f64> {
+        let (lo, hi) = min_max(self.points().map(|p| p.0)).unwrap_or((0.0, 1.0));
+        padded(lo, hi, 0.0)
+    }
+
+    /// The y range, 5% padded, in log10 units on a log axis.
+    fn y_range_scaled(&self) -> Range<f64> {
+        let (lo, hi) = min_max(self.points().map(|p| self.y_scaled(p.1))).unwrap_or((0.0, 1.0));
+        padded(lo, hi, 0.05)
+    }
+
+    /// The corner of the plot (40% × 30% of it) that the fewest points fall in.
+    fn legend_corner(&self, x: &Range<f64>, y: &Range<f64>) -> SeriesLabelPosition {
+        let unit = |v: f64, r: &Range<f64>| (v - r.start) / (r.end - r.start);
+        let count = |right: bool, upper: bool| {
+            let in_corner = |&(px, py): &(f64, f64)| {
+                let (u, v) = (unit(px, x), unit(self.y_scaled(py), y));
+                (if right { u > 0.6 } else { u < 0.4 }) && (if upper { v > 0.7 } else { v < 0.3 })
+            };
+            self.points().filter(in_corner).count()
+        };
+        [
+            (SeriesLabelPosition::UpperRight, count(true, true)),
+            (SeriesLabelPosition::UpperLeft, count(false, true)),
+            (SeriesLabelPosition::LowerRight, count(true, false)),
+            (SeriesLabelPosition::LowerLeft, count(false, false)),
+        ]
+        .into_iter()
+        .min_by_key(|&(_, n)| n)
+        .map_or(SeriesLabelPosition::UpperRight, |(corner, _)| corner)
+    }
+
+    fn draw_with<DB: DrawingBackend, Y>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        y_coord: Y,
+        legend: SeriesLabelPosition,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let mut chart = ChartBuilder::on(root)
+            .caption(self.title, (FAMILY, 26))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(85)
+            .build_cartesian_2d(self.x_range(), y_coord)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(self.x_label)
+            .y_desc(self.y_label)
+            .label_style((FAMILY, 16))
+            .axis_desc_style((FAMILY, 20));
+        if self.log_y {
+            mesh.y_label_formatter(&tick_label);
+        }
+        mesh.draw()?;
+        for (i, (label, points)) in self.series.iter().enumerate() {
+            let style = PALETTE[i % PALETTE.len()].stroke_width(2);
+            // A lone point has no line segment: mark it instead.
+            let marker = if points.len() == 1 { 4 } else { 0 };
+            let line = LineSeries::new(points.iter().copied(), style).point_size(marker);
+            chart
+                .draw_series(line)?
+                .label(*label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
+        }
+        if !self.series.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(legend)
+                .margin(12)
+                .label_font((FAMILY, 16))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.5))
+                .draw()?;
+        }
+        Ok(())
+    }
+}
+
+impl Figure for LineChart<'_> {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let y = self.y_range_scaled();
+        let legend = self.legend_corner(&self.x_range(), &y);
+        if self.log_y {
+            self.draw_with(root, log_axis_range(y).log_scale(), legend)
+        } else {
+            self.draw_with(root, y, legend)
+        }
+    }
+}
