@@ -8,6 +8,9 @@ use tpri::plot::{heat_map, line_chart, Series};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
+/// Heat map input: `(iteration, value per time step)`.
+type Rows = Vec<(f64, Vec<f64>)>;
+
 /// A fresh directory for one test, removed when dropped.
 struct TempDir(PathBuf);
 
@@ -50,7 +53,7 @@ fn curve(label: &str, f: impl Fn(f64) -> f64) -> Series {
     }
 }
 
-fn norms(iterations: usize, steps: usize) -> Vec<(f64, Vec<f64>)> {
+fn norms(iterations: usize, steps: usize) -> Rows {
     (0..iterations)
         .map(|i| {
             let decay = (-(i as f64) / 100.0).exp();
@@ -133,10 +136,11 @@ fn heat_map_of_784_steps_writes_compact_svg_and_png() {
 #[test]
 fn heat_map_survives_degenerate_data() {
     let dir = TempDir::new("heat-edge");
-    let cases: [(&str, Vec<(f64, Vec<f64>)>); 9] = [
+    let cases: [(&str, Rows); 10] = [
         ("no-rows", vec![]),
         ("empty-rows", vec![(0.0, vec![]), (1.0, vec![])]),
         ("one-cell", vec![(7.0, vec![2.0])]),
+        ("huge", vec![(-1e300, vec![-1e300]), (1e300, vec![1e300])]),
         ("constant", vec![(0.0, vec![1.0; 5]), (1.0, vec![1.0; 5])]),
         (
             "zeros",
