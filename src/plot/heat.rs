@@ -7,7 +7,9 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{min_max, padded, pow10, tick_label, Figure, FAMILY};
+use super::{
+    log_axis_range, min_max, padded, style_axes, tick_label, Figure, LABEL_FONT, TITLE_FONT,
+};
 
 /// Colour of cells without a value (non-finite, missing, or non-positive on a log scale).
 const NO_VALUE: RGBColor = RGBColor(190, 190, 190);
@@ -103,8 +105,8 @@ fn colour_value(v: f64, log: bool) -> Option<f64> {
 
 /// Viridis at `u` in `0..=1` (clamped; NaN maps to 0), linearly interpolated.
 fn viridis(u: f64) -> RGBColor {
-    // `max` before `min` also sends NaN to 0.
-    let pos = u.clamp(0.0, 1.0) * (VIRIDIS.len() - 1) as f64;
+    let u = if u.is_nan() { 0.0 } else { u.clamp(0.0, 1.0) };
+    let pos = u * (VIRIDIS.len() - 1) as f64;
     let i = (pos as usize).min(VIRIDIS.len() - 2);
     let (a, b, t) = (VIRIDIS[i], VIRIDIS[i + 1], pos - i as f64);
     let mix = |p: u8, q: u8| (f64::from(p) + (f64::from(q) - f64::from(p)) * t).round() as u8;
@@ -198,20 +200,16 @@ impl<'a> HeatMap<'a> {
     fn draw_cells<DB: DrawingBackend>(
         &self,
         area: &DrawingArea<DB, Shift>,
+        label_shift: i32,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let mut chart = ChartBuilder::on(area)
             .margin(20)
-            .x_label_area_size(55)
-            .y_label_area_size(75)
+            .x_label_area_size(60)
+            .y_label_area_size(80)
             .build_cartesian_2d(self.grid.x_range(), self.grid.y_range())?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("iteration")
-            .y_desc("time step")
-            .label_style((FAMILY, 16))
-            .axis_desc_style((FAMILY, 20))
-            .draw()?;
+        let mut mesh = chart.configure_mesh();
+        style_axes(&mut mesh, ("iteration", "time step"), label_shift);
+        mesh.disable_mesh().draw()?;
         chart.draw_series(self.cells())?;
         Ok(())
     }
@@ -221,6 +219,7 @@ impl<'a> HeatMap<'a> {
         &self,
         area: &DrawingArea<DB, Shift>,
         y_coord: Y,
+        label_shift: i32,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
     where
         Y: AsRangedCoord<Value = f64>,
@@ -230,21 +229,22 @@ impl<'a> HeatMap<'a> {
             .margin_top(20)
             .margin_bottom(20)
             .margin_right(10)
-            .x_label_area_size(55)
+            .x_label_area_size(60)
             .right_y_label_area_size(80)
             .build_cartesian_2d(0.0..1.0, y_coord)?;
         chart
             .configure_mesh()
             .disable_mesh()
             .disable_x_axis()
-            .y_label_formatter(&tick_label)
-            .label_style((FAMILY, 16))
+            .y_label_formatter(if self.log { &power_label } else { &tick_label })
+            .label_style(LABEL_FONT)
+            .y_label_offset(label_shift)
             .draw()?;
         let Range { start, end } = self.range;
         let value = |k: usize| {
             let v = start + (end - start) * k as f64 / BAR_STEPS as f64;
             if self.log {
-                pow10(v)
+                10f64.powf(v)
             } else {
                 v
             }
@@ -257,20 +257,27 @@ impl<'a> HeatMap<'a> {
     }
 }
 
+/// Tick label on a log colour bar: `1e-3` (a uniform width aligns better
+/// than mixing `0.01` and `1e-5`).
+fn power_label(v: &f64) -> String {
+    format!("{v:.0e}")
+}
+
 impl Figure for HeatMap<'_> {
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
+        label_shift: i32,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-        let body = root.titled(self.title, (FAMILY, 26))?;
+        let body = root.margin(20, 0, 0, 0).titled(self.title, TITLE_FONT)?;
         let width = body.dim_in_pixel().0;
         let (main, bar) = body.split_horizontally(width.saturating_sub(BAR_WIDTH));
-        self.draw_cells(&main)?;
+        self.draw_cells(&main, label_shift)?;
         if self.log {
-            let Range { start, end } = self.range;
-            self.draw_bar(&bar, (pow10(start)..pow10(end)).log_scale())
+            let y_coord = log_axis_range(self.range.clone()).log_scale();
+            self.draw_bar(&bar, y_coord, label_shift)
         } else {
-            self.draw_bar(&bar, self.range.clone())
+            self.draw_bar(&bar, self.range.clone(), label_shift)
         }
     }
 }

@@ -6,7 +6,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{min_max, padded, pow10, tick_label, Figure, Series, FAMILY};
+use super::{log_axis_range, min_max, padded, style_axes, Figure, Series, LABEL_FONT, TITLE_FONT};
 
 /// Matplotlib's "tab10" colours.
 const PALETTE: [RGBColor; 10] = [
@@ -107,28 +107,22 @@ impl<'a> LineChart<'a> {
     fn draw_with<DB: DrawingBackend, Y>(
         &self,
         root: &DrawingArea<DB, Shift>,
-        y_coord: Y,
-        legend: SeriesLabelPosition,
+        (y_coord, y_labels): (Y, usize),
+        label_shift: i32,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
     where
         Y: AsRangedCoord<Value = f64>,
         Y::CoordDescType: ValueFormatter<f64>,
     {
         let mut chart = ChartBuilder::on(root)
-            .caption(self.title, (FAMILY, 26))
+            .caption(self.title, TITLE_FONT)
             .margin(20)
-            .x_label_area_size(55)
-            .y_label_area_size(85)
+            .x_label_area_size(60)
+            .y_label_area_size(90)
             .build_cartesian_2d(self.x_range(), y_coord)?;
         let mut mesh = chart.configure_mesh();
-        mesh.x_desc(self.x_label)
-            .y_desc(self.y_label)
-            .label_style((FAMILY, 16))
-            .axis_desc_style((FAMILY, 20));
-        if self.log_y {
-            mesh.y_label_formatter(&tick_label);
-        }
-        mesh.draw()?;
+        style_axes(&mut mesh, (self.x_label, self.y_label), label_shift);
+        mesh.y_labels(y_labels).draw()?;
         for (i, (label, points)) in self.series.iter().enumerate() {
             let style = PALETTE[i % PALETTE.len()].stroke_width(2);
             // A lone point has no line segment: mark it instead.
@@ -137,14 +131,18 @@ impl<'a> LineChart<'a> {
             chart
                 .draw_series(line)?
                 .label(*label)
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
+                // In PNGs the label text sits `label_shift` too high: match it.
+                .legend(move |(x, y)| {
+                    let y = y - label_shift;
+                    PathElement::new([(x, y), (x + 24, y)], style)
+                });
         }
         if !self.series.is_empty() {
             chart
                 .configure_series_labels()
-                .position(legend)
+                .position(self.legend_corner(&self.x_range(), &self.y_range_scaled()))
                 .margin(12)
-                .label_font((FAMILY, 16))
+                .label_font(LABEL_FONT)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.5))
                 .draw()?;
@@ -157,13 +155,17 @@ impl Figure for LineChart<'_> {
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
+        label_shift: i32,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let y = self.y_range_scaled();
-        let legend = self.legend_corner(&self.x_range(), &y);
         if self.log_y {
-            self.draw_with(root, (pow10(y.start)..pow10(y.end)).log_scale(), legend)
+            // Over a decade or more, a small label count makes plotters label
+            // only powers of ten, not also 2..9 times each (which crowd).
+            let labels = if y.end - y.start >= 1.0 { 5 } else { 10 };
+            let y_coord = log_axis_range(y).log_scale();
+            self.draw_with(root, (y_coord, labels), label_shift)
         } else {
-            self.draw_with(root, y, legend)
+            self.draw_with(root, (y, 10), label_shift)
         }
     }
 }

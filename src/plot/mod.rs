@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, ensure, Context, Result};
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::Ranged;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -27,6 +29,14 @@ const SIZE: (u32, u32) = (900, 600);
 /// Font family name used for all text; the embedded font is registered under it.
 const FAMILY: &str = "sans-serif";
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+/// Font sizes (plotters draws text at about 0.8 of the size given).
+const TITLE_FONT: (&str, u32) = (FAMILY, 30);
+const DESC_FONT: (&str, u32) = (FAMILY, 22);
+const LABEL_FONT: (&str, u32) = (FAMILY, 18);
+/// Pixels to move y tick labels down in PNGs, to centre them on their ticks:
+/// plotters 0.3.7's ab_glyph text rendering puts glyphs about a quarter of
+/// the font size too high (SVG text is placed by the viewer, correctly).
+const PNG_LABEL_SHIFT: i32 = LABEL_FONT.1 as i32 / 4;
 
 /// One curve.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -75,9 +85,11 @@ pub fn heat_map(stem: &Path, title: &str, rows: &[(f64, Vec<f64>)], log_color: b
 
 /// Something that draws itself onto any plotters backend.
 trait Figure {
+    /// Draws on `root`, moving y tick labels down by `label_shift` pixels.
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
+        label_shift: i32,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
 }
 
@@ -89,6 +101,7 @@ fn save(stem: &Path, svg: &impl Figure, png: &impl Figure) -> Result<()> {
     render(
         SVGBackend::with_string(&mut text, SIZE).into_drawing_area(),
         svg,
+        0,
         &svg_path,
     )?;
     std::fs::write(&svg_path, text).with_context(|| format!("writing {}", svg_path.display()))?;
@@ -96,6 +109,7 @@ fn save(stem: &Path, svg: &impl Figure, png: &impl Figure) -> Result<()> {
     render(
         BitMapBackend::new(&png_path, SIZE).into_drawing_area(),
         png,
+        PNG_LABEL_SHIFT,
         &png_path,
     )
 }
@@ -104,10 +118,11 @@ fn save(stem: &Path, svg: &impl Figure, png: &impl Figure) -> Result<()> {
 fn render<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     figure: &impl Figure,
+    label_shift: i32,
     path: &Path,
 ) -> Result<()> {
     root.fill(&WHITE)
-        .and_then(|()| figure.draw(&root))
+        .and_then(|()| figure.draw(&root, label_shift))
         .and_then(|()| root.present())
         .map_err(|e| anyhow!("writing {}: {e}", path.display()))
 }
@@ -141,10 +156,14 @@ fn padded(lo: f64, hi: f64, frac: f64) -> Range<f64> {
     lo - pad..hi + pad
 }
 
-/// `10^e`, with `e` clamped to `-300..=300` so that the result is finite and
-/// positive (log axes need both).
-fn pow10(e: f64) -> f64 {
-    10f64.powf(e.clamp(-300.0, 300.0))
+/// The values spanned by the log10 range `log_range`, for a log axis. The ends
+/// are kept within `1e-150..=1e150`, so that their ratio is finite (plotters
+/// divides them to place ticks, and never finishes on an infinite ratio),
+/// and apart.
+fn log_axis_range(log_range: Range<f64>) -> Range<f64> {
+    let lo = log_range.start.clamp(-150.0, 149.0);
+    let hi = log_range.end.clamp(lo + 1e-3, 150.0);
+    10f64.powf(lo)..10f64.powf(hi)
 }
 
 /// Minimum and maximum of `values`, or `None` when there are none.
@@ -155,12 +174,32 @@ fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     })
 }
 
-/// Tick label for values spanning decades: plain for moderate magnitudes,
+/// Axis descriptions, fonts and tick labels shared by all charts (see
+/// [`Figure::draw`] for `label_shift`).
+fn style_axes<X, Y, DB>(
+    mesh: &mut MeshStyle<'_, '_, X, Y, DB>,
+    (x_desc, y_desc): (&str, &str),
+    label_shift: i32,
+) where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+    DB: DrawingBackend,
+{
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(LABEL_FONT)
+        .axis_desc_style(DESC_FONT)
+        .x_label_formatter(&tick_label)
+        .y_label_formatter(&tick_label)
+        .y_label_offset(label_shift);
+}
+
+/// Tick label without trailing zeros: plain for moderate magnitudes,
 /// scientific (`1e-5`) otherwise.
 fn tick_label(v: &f64) -> String {
-    let plain = (1e-3..1e4).contains(&v.abs());
+    let plain = (1e-3..1e6).contains(&v.abs());
     let text = if plain || *v == 0.0 {
-        format!("{v:.4}")
+        format!("{v:.6}")
     } else {
         format!("{v:.1e}")
     };

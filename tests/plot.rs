@@ -1,0 +1,197 @@
+//! Figures: both formats are written with the right content, degenerate data
+//! does not panic, and write failures name the file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tpri::plot::{heat_map, line_chart, Series};
+
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// Heat map input: `(iteration, value per time step)`.
+type Rows = Vec<(f64, Vec<f64>)>;
+
+/// A fresh directory for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> Self {
+        let name = format!("tpri-plot-{}-{test}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn stem(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Checks both files of `stem` and returns the SVG text.
+fn read_outputs(stem: &Path) -> String {
+    let png = fs::read(stem.with_extension("png")).unwrap();
+    assert!(png.len() > 1000, "PNG of {} bytes", png.len());
+    assert!(png.starts_with(PNG_MAGIC));
+    let svg = fs::read_to_string(stem.with_extension("svg")).unwrap();
+    assert!(svg.contains("<svg"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    svg
+}
+
+fn curve(label: &str, f: impl Fn(f64) -> f64) -> Series {
+    let points = (0..200).map(|i| (i as f64, f(i as f64))).collect();
+    Series {
+        label: label.into(),
+        points,
+    }
+}
+
+fn norms(iterations: usize, steps: usize) -> Rows {
+    (0..iterations)
+        .map(|i| {
+            let decay = (-(i as f64) / 100.0).exp();
+            let row = (1..=steps).map(|t| decay * (t as f64 / 50.0).exp() / 1e4);
+            ((i * 10) as f64, row.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn line_chart_writes_labelled_svg_and_png() {
+    let dir = TempDir::new("line");
+    let series = [
+        curve("TP-RI (γ = 0.1)", |x| 2.3 * (-x / 50.0).exp() + 0.1),
+        curve("BPTT & <SGD>", |x| 2.3 * (-x / 90.0).exp() + 0.2),
+    ];
+    for log_y in [false, true] {
+        let stem = dir.stem(&format!("loss-{log_y}"));
+        line_chart(&stem, "Training loss", "iteration", "loss", &series, log_y).unwrap();
+        let svg = read_outputs(&stem);
+        for text in ["Training loss", "iteration", "loss", "TP-RI (γ = 0.1)"] {
+            assert!(svg.contains(text), "{text:?} missing from the SVG");
+        }
+        assert!(svg.contains("BPTT &amp; &lt;SGD&gt;"), "label not escaped");
+    }
+}
+
+#[test]
+fn line_chart_survives_degenerate_data() {
+    let dir = TempDir::new("line-edge");
+    let series = |points: Vec<(f64, f64)>| {
+        vec![Series {
+            label: "s".into(),
+            points,
+        }]
+    };
+    let cases = [
+        ("no-series", vec![]),
+        ("no-points", series(vec![])),
+        ("one-point", series(vec![(3.0, 0.5)])),
+        ("constant", series(vec![(0.0, 1.0), (1.0, 1.0), (2.0, 1.0)])),
+        ("same-x", series(vec![(5.0, 1.0), (5.0, 2.0)])),
+        ("huge", series(vec![(0.0, -1e300), (1e300, 1e300)])),
+        (
+            "non-finite",
+            series(vec![
+                (0.0, f64::NAN),
+                (f64::INFINITY, 1.0),
+                (2.0, 3.0),
+                (3.0, f64::NEG_INFINITY),
+            ]),
+        ),
+        (
+            "zeros",
+            series(vec![(0.0, 0.0), (1.0, -1.0), (2.0, 1e-3), (3.0, 0.0)]),
+        ),
+        ("all-non-positive", series(vec![(0.0, 0.0), (1.0, -2.0)])),
+        ("tiny", series(vec![(0.0, 1e-320), (1.0, 1e-300)])),
+    ];
+    for (name, series) in cases {
+        for log_y in [false, true] {
+            let stem = dir.stem(&format!("{name}-{log_y}"));
+            line_chart(&stem, name, "x", "y", &series, log_y).unwrap();
+            read_outputs(&stem);
+        }
+    }
+}
+
+#[test]
+fn heat_map_of_784_steps_writes_compact_svg_and_png() {
+    let dir = TempDir::new("heat");
+    let stem = dir.stem("norms");
+    heat_map(&stem, "Target displacement norms", &norms(300, 784), true).unwrap();
+    let svg = read_outputs(&stem);
+    assert!(svg.contains("Target displacement norms"));
+    assert!(svg.contains("time step"));
+    assert!(svg.len() < 2_000_000, "SVG of {} bytes", svg.len());
+}
+
+#[test]
+fn heat_map_survives_degenerate_data() {
+    let dir = TempDir::new("heat-edge");
+    let cases: [(&str, Rows); 10] = [
+        ("no-rows", vec![]),
+        ("empty-rows", vec![(0.0, vec![]), (1.0, vec![])]),
+        ("one-cell", vec![(7.0, vec![2.0])]),
+        ("huge", vec![(-1e300, vec![-1e300]), (1e300, vec![1e300])]),
+        ("constant", vec![(0.0, vec![1.0; 5]), (1.0, vec![1.0; 5])]),
+        (
+            "zeros",
+            vec![(0.0, vec![0.0, -1.0, 3.0]), (1.0, vec![0.0; 3])],
+        ),
+        ("all-zero", vec![(0.0, vec![0.0; 4]), (1.0, vec![0.0; 4])]),
+        ("ragged", vec![(0.0, vec![1.0]), (5.0, vec![1.0, 2.0, 3.0])]),
+        (
+            "unsorted",
+            vec![
+                (9.0, vec![1.0, 2.0]),
+                (2.0, vec![3.0, 4.0]),
+                (2.0, vec![5.0, 6.0]),
+            ],
+        ),
+        (
+            "non-finite",
+            vec![
+                (f64::NAN, vec![1.0]),
+                (1.0, vec![f64::NAN, f64::INFINITY, 1e-300, 1e300]),
+            ],
+        ),
+    ];
+    for (name, rows) in cases {
+        for log_color in [false, true] {
+            let stem = dir.stem(&format!("{name}-{log_color}"));
+            heat_map(&stem, name, &rows, log_color).unwrap();
+            read_outputs(&stem);
+        }
+    }
+}
+
+#[test]
+fn dots_in_the_stem_are_kept() {
+    let dir = TempDir::new("dots");
+    let stem = dir.stem("run.v1");
+    line_chart(&stem, "t", "x", "y", &[curve("a", |x| x)], false).unwrap();
+    assert!(dir.0.join("run.v1.svg").is_file());
+    assert!(dir.0.join("run.v1.png").is_file());
+}
+
+#[test]
+fn writing_into_a_missing_directory_fails_naming_the_file() {
+    let dir = TempDir::new("missing");
+    let stem = dir.0.join("no-such-dir").join("fig");
+    let errors = [
+        line_chart(&stem, "t", "x", "y", &[curve("a", |x| x)], false).unwrap_err(),
+        heat_map(&stem, "t", &norms(3, 4), false).unwrap_err(),
+    ];
+    for error in errors {
+        let message = format!("{error:#}");
+        assert!(message.contains(&stem.display().to_string()), "{message}");
+    }
+}
