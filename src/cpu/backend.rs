@@ -4,10 +4,11 @@ use anyhow::{Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::Hyper;
-use crate::cpu::forward::forward;
+use crate::cpu::forward::forward_steps;
 use crate::cpu::head::head;
-use crate::cpu::iteration::{check_batch, iteration};
+use crate::cpu::iteration::{check_batch, iteration, iteration_steps};
 use crate::cpu::optimizer::{optimizer_step, OptState};
+use crate::cpu::steps::Steps;
 use crate::model::Params;
 use crate::tasks::Batch;
 
@@ -66,10 +67,11 @@ impl Backend for CpuBackend {
         let tr = self.training()?;
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.
-        let trace = iteration(&tr.params, batch, &tr.hyper, None)?;
+        // The states stay in the working layout: the step needs only their norms.
+        let trace = iteration_steps(&tr.params, batch, &tr.hyper, None)?;
         optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
         let diagnostics = Diagnostics {
-            step_norms: step_norms(&trace),
+            step_norms: trace.step_norms(),
             grad_norm: grad_norm(&trace.grads),
         };
         tr.last = Some((
@@ -106,8 +108,14 @@ impl Backend for CpuBackend {
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
         let tr = self.training()?;
         check_batch(&tr.params, batch)?;
-        let h = forward(&tr.params, &batch.x);
-        let out = head(&tr.params, &h[batch.seq_len()], &batch.y, tr.hyper.loss)?;
+        let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
+        let h = forward_steps(&tr.params, &x);
+        let out = head(
+            &tr.params,
+            &h.rows_at(batch.seq_len()),
+            &batch.y,
+            tr.hyper.loss,
+        )?;
         Ok(Eval {
             loss: out.loss,
             accuracy: out.accuracy,

@@ -3,6 +3,7 @@
 
 use nalgebra::DMatrix;
 
+use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
 use crate::model::Params;
 
 /// What is injected into the backward recursion.
@@ -12,6 +13,15 @@ pub enum Injection<'a> {
     Top(&'a DMatrix<f64>),
     /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
     Targets(&'a [DMatrix<f64>]),
+}
+
+/// `Injection` in the working layout.
+#[derive(Clone, Copy, Debug)]
+pub enum StepsInjection<'a> {
+    /// BP: `e_T = g_T` (B×d), nothing at other steps.
+    Top(&'a DMatrix<f64>),
+    /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
+    Targets(&'a Steps),
 }
 
 /// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1), and the size of the
@@ -36,34 +46,115 @@ pub fn bptt(
     through_time: bool,
 ) -> RnnGrads {
     let (d, p) = params.w_ih.shape();
-    let t_len = x.len();
-    let mut g = RnnGrads {
-        w_hh: DMatrix::zeros(d, d),
-        w_ih: DMatrix::zeros(d, p),
-        b: DMatrix::zeros(d, 1),
-        error_norms: vec![0.0; t_len],
+    let b = h[0].nrows();
+    let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
+    let v;
+    let injection = match injection {
+        Injection::Top(g) => StepsInjection::Top(g),
+        Injection::Targets(targets) => {
+            v = Steps::from_rows(targets, b, d);
+            StepsInjection::Targets(&v)
+        }
     };
-    // D_{t+1} e_{t+1} of the step after the current one.
-    let mut delta_next: Option<DMatrix<f64>> = None;
-    for t in (1..=t_len).rev() {
-        let mut e = match injection {
-            Injection::Top(g_top) if t == t_len => g_top.clone(),
-            Injection::Top(_) => DMatrix::zeros(h[t].nrows(), d),
-            Injection::Targets(v) => &h[t] - &v[t],
-        };
-        if through_time {
-            if let Some(dn) = &delta_next {
-                e += dn * &params.w_hh;
+    bptt_steps(params, &x, &h, injection, through_time)
+}
+
+/// `bptt` in the working layout.
+pub fn bptt_steps(
+    params: &Params,
+    x: &Steps,
+    h: &Steps,
+    injection: StepsInjection,
+    through_time: bool,
+) -> RnnGrads {
+    let (d, p) = params.w_ih.shape();
+    let (t_len, b) = (x.steps(), x.batch());
+    // δ_t = D_t e_t for t = 1 … T (stored at t − 1), and ‖e_t‖² per sequence (sequence i,
+    // step t at i·T + t − 1, so that each group of sequences owns a contiguous run).
+    let mut delta = Steps::zeros(t_len, b, d);
+    let mut e_sq = vec![0.0; b * t_len];
+    let w_t = Mat::of(&params.w_hh).t();
+    let groups = core_groups(b, t_len * b * d * d);
+    let mut e_sq_parts = Vec::with_capacity(groups.len());
+    let mut rest = e_sq.as_mut_slice();
+    for g in &groups {
+        let (mine, others) = rest.split_at_mut(g.len() * t_len);
+        e_sq_parts.push(mine);
+        rest = others;
+    }
+    let work = delta
+        .parts_mut(&groups)
+        .into_iter()
+        .zip(e_sq_parts)
+        .collect();
+    in_parallel(work, |(mut part, e_sq)| {
+        let seqs = part.seqs.clone();
+        let n = seqs.len();
+        let mut e = vec![0.0; d * n];
+        for t in (1..=t_len).rev() {
+            match injection {
+                StepsInjection::Top(g_top) if t == t_len => {
+                    for (c, col) in e.chunks_exact_mut(d).enumerate() {
+                        for (j, ej) in col.iter_mut().enumerate() {
+                            *ej = g_top[(seqs.start + c, j)];
+                        }
+                    }
+                }
+                StepsInjection::Top(_) => e.fill(0.0),
+                StepsInjection::Targets(v) => {
+                    for ((ej, &ht), &vt) in e.iter_mut().zip(h.at(t, &seqs)).zip(v.at(t, &seqs)) {
+                        *ej = ht - vt;
+                    }
+                }
+            }
+            if through_time && t < t_len {
+                // e_t += Wᵀ δ_{t+1}
+                gemm(1.0, w_t, Mat::cols(part.step_mut(t), d, n), 1.0, &mut e);
+            }
+            for (c, col) in e.chunks_exact(d).enumerate() {
+                e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
+            }
+            let delta_t = part.step_mut(t - 1);
+            for ((dj, &ej), &ht) in delta_t.iter_mut().zip(&e).zip(h.at(t, &seqs)) {
+                *dj = ej * (1.0 - ht * ht);
             }
         }
-        g.error_norms[t - 1] = e.norm();
-        let delta = e.zip_map(&h[t], |e, ht| e * (1.0 - ht * ht));
-        g.w_hh += delta.tr_mul(&h[t - 1]);
-        g.w_ih += delta.tr_mul(&x[t - 1]);
-        for (j, col) in delta.column_iter().enumerate() {
-            g.b[j] += col.sum();
-        }
-        delta_next = Some(delta);
+    });
+    let error_norms = (0..t_len)
+        .map(|t| (0..b).map(|i| e_sq[i * t_len + t]).sum::<f64>().sqrt())
+        .collect();
+
+    // The sums over steps and sequences, each one product over all T·B columns:
+    // ∇W = Δ H_prevᵀ, ∇U = Δ Xᵀ, ∇b = Δ 1, with Δ = [δ_1 … δ_T], H_prev = [h_0 … h_{T−1}].
+    let n_all = t_len * b;
+    let deltas = Mat::cols(delta.span(0..t_len), d, n_all);
+    let h_prev = Mat::cols(h.span(0..t_len), d, n_all);
+    let mut g_w = DMatrix::zeros(d, d);
+    // ∇W split by its columns (hidden units of h_{t−1}) across the cores.
+    let cols = core_groups(d, n_all * d * d);
+    let mut work = Vec::with_capacity(cols.len());
+    let mut rest = g_w.as_mut_slice();
+    for c in cols {
+        let (mine, others) = rest.split_at_mut(c.len() * d);
+        work.push((c, mine));
+        rest = others;
     }
-    g
+    in_parallel(work, |(c, out)| {
+        gemm(1.0, deltas, h_prev.rows(c).t(), 0.0, out)
+    });
+    let mut g_u = DMatrix::zeros(d, p);
+    let x_all = Mat::cols(x.span(0..t_len), p, n_all);
+    gemm(1.0, deltas, x_all.t(), 0.0, g_u.as_mut_slice());
+    let mut g_b = DMatrix::zeros(d, 1);
+    for col in delta.span(0..t_len).chunks_exact(d) {
+        for (gj, &dj) in g_b.iter_mut().zip(col) {
+            *gj += dj;
+        }
+    }
+    RnnGrads {
+        w_hh: g_w,
+        w_ih: g_u,
+        b: g_b,
+        error_norms,
+    }
 }

@@ -4,6 +4,8 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
+use crate::cpu::steps::{gemm, Mat};
+
 /// How a CG solve went.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CgReport {
@@ -34,9 +36,21 @@ impl std::fmt::Display for CgError {
 
 impl std::error::Error for CgError {}
 
-/// `A X = Wᵀ(W X) + r X`, the matrix-free normal operator.
-fn normal_apply(w: &DMatrix<f64>, reg: f64, x: &DMatrix<f64>) -> DMatrix<f64> {
-    w.tr_mul(&(w * x)) + x * reg
+/// `out ← A X = Wᵀ(W X) + r X`, the matrix-free normal operator (`wx` is scratch for W X).
+fn normal_apply(
+    w: &DMatrix<f64>,
+    reg: f64,
+    x: &DMatrix<f64>,
+    wx: &mut DMatrix<f64>,
+    out: &mut DMatrix<f64>,
+) {
+    gemm(1.0, Mat::of(w), Mat::of(x), 0.0, wx.as_mut_slice());
+    out.zip_apply(x, |o, xi| *o = xi * reg);
+    gemm(1.0, Mat::of(w).t(), Mat::of(wx), 1.0, out.as_mut_slice());
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// P by batched CG: the d columns of Wᵀ are d independent CG runs sharing the operator,
@@ -80,23 +94,40 @@ pub fn inverse_cg(
             },
         ));
     }
-    let mut r = &rhs - normal_apply(w, reg, &x);
+    // Every buffer allocated once; each iteration is two products and per-column updates.
+    let n = w.ncols();
+    let mut wx = DMatrix::zeros(w.nrows(), w.nrows());
+    let mut ap = DMatrix::zeros(n, w.nrows());
+    normal_apply(w, reg, &x, &mut wx, &mut ap);
+    let mut r = &rhs - &ap;
     let mut p = r.clone();
-    let mut rs: Vec<f64> = r.column_iter().map(|c| c.norm_squared()).collect();
+    let mut rs: Vec<f64> = r.as_slice().chunks_exact(n).map(|c| dot(c, c)).collect();
     let mut iterations = 0;
     let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
     while residual(&rs) > tol && iterations < max_iter {
-        let ap = normal_apply(w, reg, &p);
-        for (j, rs_j) in rs.iter_mut().enumerate() {
-            let curv = p.column(j).dot(&ap.column(j));
+        normal_apply(w, reg, &p, &mut wx, &mut ap);
+        let columns = x
+            .as_mut_slice()
+            .chunks_exact_mut(n)
+            .zip(r.as_mut_slice().chunks_exact_mut(n))
+            .zip(p.as_mut_slice().chunks_exact_mut(n))
+            .zip(ap.as_slice().chunks_exact(n))
+            .zip(rs.iter_mut());
+        for ((((x_j, r_j), p_j), ap_j), rs_j) in columns {
+            let curv = dot(p_j, ap_j);
             // A column whose residual is exactly zero has p = 0: leave it where it is.
             let alpha = if curv > 0.0 { *rs_j / curv } else { 0.0 };
-            x.column_mut(j).axpy(alpha, &p.column(j), 1.0);
-            r.column_mut(j).axpy(-alpha, &ap.column(j), 1.0);
-            let rs_new = r.column(j).norm_squared();
+            for (xi, &pi) in x_j.iter_mut().zip(p_j.iter()) {
+                *xi += alpha * pi;
+            }
+            for (ri, &api) in r_j.iter_mut().zip(ap_j) {
+                *ri -= alpha * api;
+            }
+            let rs_new = dot(r_j, r_j);
             let beta = if *rs_j > 0.0 { rs_new / *rs_j } else { 0.0 };
-            let r_j = r.column(j).clone_owned();
-            p.column_mut(j).axpy(1.0, &r_j, beta);
+            for (pi, &ri) in p_j.iter_mut().zip(r_j.iter()) {
+                *pi = ri + beta * *pi;
+            }
             *rs_j = rs_new;
         }
         iterations += 1;

@@ -2,7 +2,9 @@
 //! in `shaders/` and its GPU wrapper in `src/gpu/`.
 //!
 //! Conventions: sequences are rows, so every per-step quantity (h_t, v_t, x_t, g_t) is a
-//! B×(size) matrix and `W h` for one sequence becomes `H Wᵀ` for the batch.
+//! B×(size) matrix and `W h` for one sequence becomes `H Wᵀ` for the batch. Inside, the
+//! functions work on a transposed, all-steps-in-one layout (`steps`), which the public
+//! functions convert from and to; `iteration` stays in it from start to end.
 
 pub mod backend;
 pub mod bptt;
@@ -11,6 +13,7 @@ pub mod head;
 pub mod inverse;
 pub mod iteration;
 pub mod optimizer;
+pub mod steps;
 pub mod target_sweep;
 
 pub use backend::CpuBackend;
