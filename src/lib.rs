@@ -10,6 +10,8 @@ pub mod figures;
 pub mod gpu;
 pub mod model;
 pub mod plot;
+pub mod presets;
+pub mod run_dir;
 pub mod tasks;
 pub mod tensor_file;
 pub mod train;
