@@ -81,7 +81,7 @@ pub fn draw(runs: &[(String, PathBuf)], out: &Path, regression: bool) -> Result<
     let mut chart = |stem: &str, title: &str, y: &str, s: Vec<Series>, log_y: bool| -> Result<()> {
         let path = out.join(stem);
         line_chart(&path, title, "iteration", y, &s, log_y)?;
-        written.extend(["svg", "png"].map(|e| path.with_extension(e)));
+        written.extend(with_suffixes(&path));
         Ok(())
     };
     chart(
@@ -127,9 +127,14 @@ pub fn draw(runs: &[(String, PathBuf)], out: &Path, regression: bool) -> Result<
             &rows,
             true,
         )?;
-        written.extend(["svg", "png"].map(|e| path.with_extension(e)));
+        written.extend(with_suffixes(&path));
     }
     Ok(written)
+}
+
+/// The two files a figure stem becomes (a stem may hold dots, as in `reg_0.1`).
+fn with_suffixes(stem: &Path) -> [PathBuf; 2] {
+    ["svg", "png"].map(|e| PathBuf::from(format!("{}.{e}", stem.display())))
 }
 
 /// A label as a file-name fragment.

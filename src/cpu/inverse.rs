@@ -156,7 +156,11 @@ pub fn inverse_cholesky(w: &DMatrix<f64>, reg: f64) -> Result<DMatrix<f64>> {
     let n = w.ncols();
     let a = w.tr_mul(w) + DMatrix::identity(n, n) * reg;
     let Some(chol) = a.cholesky() else {
-        bail!("WᵀW + rI is not positive definite (r = {reg}); r must be positive")
+        bail!(
+            "WᵀW + rI is not numerically positive definite (r = {reg}, ‖W‖_F = {:.3e}): \
+             r must be positive, and W must not have blown up",
+            w.norm()
+        )
     };
     Ok(chol.solve(&w.transpose()))
 }
