@@ -52,6 +52,33 @@ fn floats(path: &Path, name: &str) -> Vec<f64> {
     }
 }
 
+/// Writes `params` and `batch` into `dir`, runs `tpri trace` on them with `flags`, and
+/// returns the three paths (params, batch, output).
+fn run_trace(
+    dir: &Path,
+    params: &Params,
+    batch: &Batch,
+    loss: Loss,
+    flags: &[&str],
+) -> [PathBuf; 3] {
+    let paths = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
+    save_params(&paths[0], params).unwrap();
+    save_batch(&paths[1], batch).unwrap();
+    let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
+    let [p, b, o] = paths.each_ref().map(|p| p.to_str().unwrap());
+    let mut args = vec![
+        "trace", "--params", p, "--batch", b, "--loss", loss_flag, "--out", o,
+    ];
+    args.extend_from_slice(flags);
+    let out = tpri(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    paths
+}
+
 #[test]
 fn trace_round_trip_matches_library() {
     let dir = scratch("roundtrip");
@@ -62,22 +89,7 @@ fn trace_round_trip_matches_library() {
     };
     for (i, loss) in [Loss::CrossEntropy, Loss::Mse].into_iter().enumerate() {
         let (params, batch) = random_problem(10 + i as u64, dims, 3, 5, loss);
-        let (pp, bp, out) = (
-            dir.join("p.safetensors"),
-            dir.join("b.safetensors"),
-            dir.join("o.safetensors"),
-        );
-        save_params(&pp, &params).unwrap();
-        save_batch(&bp, &batch).unwrap();
-        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
-        let o = tpri(&[
-            "trace",
-            "--params",
-            pp.to_str().unwrap(),
-            "--batch",
-            bp.to_str().unwrap(),
-            "--loss",
-            loss_flag,
+        let flags = [
             "--method",
             "tp",
             "--target-mode",
@@ -86,10 +98,8 @@ fn trace_round_trip_matches_library() {
             "0.2",
             "--reg",
             "0.7",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ];
+        let [_, _, out] = run_trace(&dir, &params, &batch, loss, &flags);
         let hyper = Hyper {
             method: Method::Tp,
             loss,
@@ -142,22 +152,7 @@ fn trace_agrees_with_independent_numpy_implementation() {
     .enumerate()
     {
         let (params, batch) = random_problem(100 + case as u64, dims, 4, 7, loss);
-        let (pp, bp, out) = (
-            dir.join("p.safetensors"),
-            dir.join("b.safetensors"),
-            dir.join("o.safetensors"),
-        );
-        save_params(&pp, &params).unwrap();
-        save_batch(&bp, &batch).unwrap();
-        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
-        let o = tpri(&[
-            "trace",
-            "--params",
-            pp.to_str().unwrap(),
-            "--batch",
-            bp.to_str().unwrap(),
-            "--loss",
-            loss_flag,
+        let flags = [
             "--method",
             method,
             "--target-mode",
@@ -168,10 +163,9 @@ fn trace_agrees_with_independent_numpy_implementation() {
             "0.3",
             "--reg",
             "0.5",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ];
+        let [pp, bp, out] = run_trace(&dir, &params, &batch, loss, &flags);
+        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
         let check = Command::new("python3")
             .arg(&script)
             .args([&pp, &bp, &out].map(|p| p.to_str().unwrap()))
