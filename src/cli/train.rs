@@ -38,7 +38,8 @@ pub struct TrainArgs {
     /// A TOML file with any subset of the run's settings (the layout of a run's config.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where the run's config, logs, checkpoints and summary go [default: runs/NAME].
+    /// Where the run's config, logs, checkpoints and summary go [default: runs/NAME, or
+    /// runs/NAME-2, -3, … when taken].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.
@@ -137,10 +138,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => {
             let cfg = resolve(&args)?;
             let name = args.preset.clone().unwrap_or_else(|| default_name(&cfg));
-            let path = args
-                .run_dir
-                .clone()
-                .unwrap_or_else(|| Path::new("runs").join(name));
+            let path = args.run_dir.clone().unwrap_or_else(|| fresh_dir(&name));
             (RunDir::create(&path, &cfg)?, cfg, None)
         }
     };
@@ -296,6 +294,20 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
         }
     }
     Ok(task)
+}
+
+/// `runs/NAME`, or the first of `runs/NAME-2`, `runs/NAME-3`, … that holds no run yet, so
+/// the same command can be run again.
+fn fresh_dir(name: &str) -> PathBuf {
+    let taken = |p: &Path| p.join("config.toml").exists();
+    let first = Path::new("runs").join(name);
+    if !taken(&first) {
+        return first;
+    }
+    (2..)
+        .map(|i| Path::new("runs").join(format!("{name}-{i}")))
+        .find(|p| !taken(p))
+        .expect("an unbounded range yields a free name")
 }
 
 fn default_name(cfg: &RunConfig) -> String {
