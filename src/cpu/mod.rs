@@ -9,9 +9,11 @@
 pub mod backend;
 pub mod bptt;
 pub mod forward;
+pub mod gru;
 pub mod head;
 pub mod inverse;
 pub mod iteration;
+pub mod jacobian;
 pub mod optimizer;
 pub mod steps;
 pub mod target_sweep;

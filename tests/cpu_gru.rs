@@ -1,0 +1,390 @@
+//! SPEC §5 on the CPU: the GRU's forward pass and BP gradients, the JVP/VJP of the tanh RNN
+//! and the GRU, the per-step matrix-free CG and the generalized linearized target sweep.
+
+use nalgebra::DMatrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tpri::config::TargetMode;
+use tpri::cpu::forward::forward;
+use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output, GruParams};
+use tpri::cpu::inverse::{inverse_cholesky, CgError};
+use tpri::cpu::jacobian::{jacobian_sweep, per_step_cg, Cell, GruCell, TanhCell};
+use tpri::cpu::target_sweep::target_sweep;
+use tpri::model::{Dims, Params};
+
+// ---------- helpers ----------
+
+fn rand_mat(rng: &mut ChaCha8Rng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
+    DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
+}
+
+fn inputs(rng: &mut ChaCha8Rng, t_len: usize, b: usize, p: usize) -> Vec<DMatrix<f64>> {
+    (0..t_len).map(|_| rand_mat(rng, b, p, 1.0)).collect()
+}
+
+fn rel_err(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
+    (a - b).norm() / b.norm().max(1e-300)
+}
+
+/// A tanh RNN whose W is well conditioned (orthogonal, scaled) and whose states stay away
+/// from saturation, so that the clamp of SPEC §2 never acts.
+fn tanh_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -> TanhModel {
+    let mut params = Params::init(
+        Dims {
+            input: p,
+            hidden: d,
+            output: 1,
+        },
+        rng.random(),
+    );
+    params.w_hh *= 0.9;
+    params.w_ih = rand_mat(rng, d, p, 0.5);
+    params.b = rand_mat(rng, d, 1, 0.2);
+    let x = inputs(rng, t_len, b, p);
+    let h = forward(&params, &x);
+    TanhModel { params, x, h }
+}
+
+struct TanhModel {
+    params: Params,
+    x: Vec<DMatrix<f64>>,
+    h: Vec<DMatrix<f64>>,
+}
+
+fn tanh_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
+    let mut a = h_prev * params.w_hh.transpose() + x_t * params.w_ih.transpose();
+    for mut row in a.row_iter_mut() {
+        row += params.b.transpose();
+    }
+    a.map(f64::tanh)
+}
+
+struct GruModel {
+    params: GruParams,
+    x: Vec<DMatrix<f64>>,
+    h: Vec<DMatrix<f64>>,
+}
+
+/// A GRU with PyTorch's initialisation, scaled up a little so the gates are not all ½.
+fn gru_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -> GruModel {
+    let mut params = GruParams::init(p, d, 2, rng.random());
+    params.w_hh *= 1.5;
+    params.w_ih *= 1.5;
+    let x = inputs(rng, t_len, b, p);
+    let h = gru_forward(&params, &x);
+    GruModel { params, x, h }
+}
+
+fn gru_step(params: &GruParams, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
+    gru_output(&gru_gates(params, h_prev, x_t), h_prev)
+}
+
+/// Checks JVP and VJP of `cell` at step t against central differences of `step`
+/// (h_{t−1} ↦ h_t), and the adjoint identity.
+fn check_products(
+    rng: &mut ChaCha8Rng,
+    cell: &dyn Cell,
+    h_prev: &DMatrix<f64>,
+    step: impl Fn(&DMatrix<f64>) -> DMatrix<f64>,
+    t: usize,
+) {
+    let (b, d) = h_prev.shape();
+    let eps = 1e-5;
+    let u = rand_mat(rng, b, d, 1.0);
+    let w = rand_mat(rng, b, d, 1.0);
+    // J u: a directional difference (each row is its own sequence, so one difference
+    // serves the whole batch).
+    let fd_jvp = (step(&(h_prev + &u * eps)) - step(&(h_prev - &u * eps))) / (2.0 * eps);
+    let jvp = cell.jvp(t, &u);
+    assert!(
+        rel_err(&jvp, &fd_jvp) <= 1e-6,
+        "JVP {:e}",
+        rel_err(&jvp, &fd_jvp)
+    );
+    // Jᵀ w: the gradient of ⟨w, F(h)⟩, entry by entry.
+    let phi = |h: &DMatrix<f64>| w.dot(&step(h));
+    let fd_vjp = DMatrix::from_fn(b, d, |i, j| {
+        let mut e = DMatrix::zeros(b, d);
+        e[(i, j)] = eps;
+        (phi(&(h_prev + &e)) - phi(&(h_prev - &e))) / (2.0 * eps)
+    });
+    let vjp = cell.vjp(t, &w);
+    assert!(
+        rel_err(&vjp, &fd_vjp) <= 1e-6,
+        "VJP {:e}",
+        rel_err(&vjp, &fd_vjp)
+    );
+    let (lhs, rhs) = (w.dot(&jvp), vjp.dot(&u));
+    assert!(
+        (lhs - rhs).abs() <= 1e-12 * (w.norm() * jvp.norm()).max(1.0),
+        "adjoint {lhs} vs {rhs}"
+    );
+}
+
+/// J_t of sequence `i`, formed from the JVPs of the unit vectors (test only).
+fn dense_jacobian(cell: &dyn Cell, t: usize, b: usize, d: usize, i: usize) -> DMatrix<f64> {
+    let mut j = DMatrix::zeros(d, d);
+    for k in 0..d {
+        let mut e = DMatrix::zeros(b, d);
+        e.column_mut(k).fill(1.0);
+        j.column_mut(k)
+            .copy_from(&cell.jvp(t, &e).row(i).transpose());
+    }
+    j
+}
+
+/// The per-step CG against a dense solve of the same normal equations, row by row.
+fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
+    for t in 1..=cell.steps() {
+        for reg in [1e-3, 1e-2, 0.1, 1.0, 10.0] {
+            let u = rand_mat(rng, b, d, 0.3);
+            let (z, report) = per_step_cg(cell, t, &u, reg, 1e-12, 1000).unwrap();
+            assert!(report.residual <= 1e-12);
+            for i in 0..b {
+                let j = dense_jacobian(cell, t, b, d, i);
+                let a = j.tr_mul(&j) + DMatrix::identity(d, d) * reg;
+                let rhs = j.tr_mul(&u.row(i).transpose());
+                let exact = a.lu().solve(&rhs).unwrap();
+                let got = z.row(i).transpose();
+                let err = (&got - &exact).norm() / exact.norm().max(1e-300);
+                assert!(err <= 1e-8, "t {t} r {reg} row {i}: {err:e}");
+            }
+        }
+    }
+}
+
+// ---------- products ----------
+
+#[test]
+fn tanh_products_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (b, p, d, t_len) in [(3, 2, 5, 4), (2, 1, 1, 1), (1, 3, 4, 2)] {
+        let m = tanh_model(&mut rng, b, p, d, t_len);
+        let cell = TanhCell::new(&m.params, &m.h);
+        assert_eq!(cell.steps(), t_len);
+        for t in 1..=t_len {
+            let x_t = &m.x[t - 1];
+            check_products(
+                &mut rng,
+                &cell,
+                &m.h[t - 1],
+                |h| tanh_step(&m.params, h, x_t),
+                t,
+            );
+        }
+    }
+}
+
+#[test]
+fn gru_products_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (b, p, d, t_len) in [(3, 2, 5, 4), (2, 1, 1, 1), (1, 3, 4, 2)] {
+        let m = gru_model(&mut rng, b, p, d, t_len);
+        let cell = GruCell::new(&m.params, &m.x, &m.h);
+        assert_eq!(cell.steps(), t_len);
+        for t in 1..=t_len {
+            let x_t = &m.x[t - 1];
+            check_products(
+                &mut rng,
+                &cell,
+                &m.h[t - 1],
+                |h| gru_step(&m.params, h, x_t),
+                t,
+            );
+        }
+    }
+}
+
+// ---------- per-step CG ----------
+
+#[test]
+fn per_step_cg_matches_dense_solve_tanh() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (b, d) in [(3, 5), (2, 1)] {
+        let m = tanh_model(&mut rng, b, 2, d, 3);
+        check_cg_dense(&mut rng, &TanhCell::new(&m.params, &m.h), b, d);
+    }
+}
+
+#[test]
+fn per_step_cg_matches_dense_solve_gru() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for (b, d) in [(3, 5), (2, 1)] {
+        let m = gru_model(&mut rng, b, 2, d, 3);
+        check_cg_dense(&mut rng, &GruCell::new(&m.params, &m.x, &m.h), b, d);
+    }
+}
+
+#[test]
+fn per_step_cg_reports_impossible_tolerance() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let m = gru_model(&mut rng, 3, 2, 6, 2);
+    let cell = GruCell::new(&m.params, &m.x, &m.h);
+    let u = rand_mat(&mut rng, 3, 6, 1.0);
+    let err = per_step_cg(&cell, 2, &u, 1e-3, 1e-30, 2).unwrap_err();
+    let cg = err.downcast_ref::<CgError>().expect("a CgError");
+    assert_eq!(cg.report.iterations, 2);
+    assert_eq!(cg.max_iter, 2);
+    assert_eq!(cg.tol, 1e-30);
+    assert!(cg.report.residual > 1e-30 && cg.report.residual.is_finite());
+}
+
+#[test]
+fn per_step_cg_rejects_bad_input() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let m = tanh_model(&mut rng, 2, 2, 3, 2);
+    let cell = TanhCell::new(&m.params, &m.h);
+    let u = rand_mat(&mut rng, 2, 3, 1.0);
+    for reg in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(per_step_cg(&cell, 1, &u, reg, 1e-10, 10).is_err());
+    }
+    assert!(per_step_cg(&cell, 0, &u, 1.0, 1e-10, 10).is_err());
+    assert!(per_step_cg(&cell, 3, &u, 1.0, 1e-10, 10).is_err());
+    let nan = u.map(|_| f64::NAN);
+    assert!(per_step_cg(&cell, 1, &nan, 1.0, 1e-10, 10).is_err());
+    // A zero displacement is solved exactly by z = 0, without iterating.
+    let (z, report) = per_step_cg(&cell, 1, &(&u * 0.0), 1.0, 1e-10, 10).unwrap();
+    assert_eq!(report.iterations, 0);
+    assert_eq!(z, DMatrix::zeros(2, 3));
+}
+
+// ---------- sweep ----------
+
+#[test]
+fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let reg = 1e-10;
+    for (b, p, d, t_len) in [(4, 2, 5, 6), (2, 1, 1, 3), (3, 2, 3, 1)] {
+        let m = tanh_model(&mut rng, b, p, d, t_len);
+        let grad_h = rand_mat(&mut rng, b, d, 1.0);
+        let lr_target = 0.05;
+        let p_inv = inverse_cholesky(&m.params.w_hh, reg).unwrap();
+        let analytic = target_sweep(
+            &m.params,
+            &p_inv,
+            &m.x,
+            &m.h,
+            &grad_h,
+            lr_target,
+            TargetMode::Linearized,
+        );
+        let v_top = &m.h[t_len] - &grad_h * lr_target;
+        let cell = TanhCell::new(&m.params, &m.h);
+        let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, reg, 1e-12, 200).unwrap();
+        assert_eq!(v.len(), t_len + 1);
+        assert_eq!(reports.len(), t_len - 1);
+        assert_eq!(v[0], m.h[0]);
+        for t in 1..=t_len {
+            let err = rel_err(&(&v[t] - &m.h[t]), &(&analytic[t] - &m.h[t]));
+            assert!(err <= 1e-6, "t {t}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn gru_jacobian_sweep_fixed_point_and_steps() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let m = gru_model(&mut rng, 3, 2, 4, 5);
+    let cell = GruCell::new(&m.params, &m.x, &m.h);
+    // Targets at the states stay at the states exactly.
+    let (v, _) = jacobian_sweep(&cell, &m.h, &m.h[5], 0.1, 1e-12, 100).unwrap();
+    assert_eq!(v, m.h);
+    // Otherwise each step is the regularized Gauss–Newton step of its own CG.
+    let v_top = &m.h[5] + rand_mat(&mut rng, 3, 4, 0.1);
+    let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, 0.1, 1e-12, 100).unwrap();
+    assert_eq!(reports.len(), 4);
+    for t in (2..=5).rev() {
+        let (z, _) = per_step_cg(&cell, t, &(&v[t] - &m.h[t]), 0.1, 1e-12, 100).unwrap();
+        assert_eq!(v[t - 1], &m.h[t - 1] + z);
+    }
+    assert!(jacobian_sweep(&cell, &m.h[1..], &v_top, 0.1, 1e-12, 100).is_err());
+}
+
+// ---------- GRU forward and BP ----------
+
+#[test]
+fn gru_forward_matches_the_pytorch_equations() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (b, p, d) = (2, 3, 2);
+    let m = gru_model(&mut rng, b, p, d, 3);
+    assert_eq!(m.h.len(), 4);
+    assert_eq!(m.h[0], DMatrix::zeros(b, d));
+    let sig = |a: f64| 1.0 / (1.0 + (-a).exp());
+    let q = &m.params;
+    for t in 1..=3 {
+        for i in 0..b {
+            let h = m.h[t - 1].row(i).transpose();
+            let x = m.x[t - 1].row(i).transpose();
+            let gate = |g: usize| {
+                let (wh, wi) = (q.w_hh.rows(g * d, d), q.w_ih.rows(g * d, d));
+                (
+                    wh * &h,
+                    wi * &x + q.b_ih.rows(g * d, d),
+                    q.b_hh.rows(g * d, d),
+                )
+            };
+            let (wr, ur, br) = gate(0);
+            let r = (wr + ur + br).map(sig);
+            let (wz, uz, bz) = gate(1);
+            let z = (wz + uz + bz).map(sig);
+            let (wn, un, bn) = gate(2);
+            let n = (un + r.component_mul(&(wn + bn))).map(f64::tanh);
+            let expect = z.map(|z| 1.0 - z).component_mul(&n) + z.component_mul(&h);
+            let err = (m.h[t].row(i).transpose() - expect).norm();
+            assert!(err <= 1e-14, "t {t} row {i}: {err:e}");
+        }
+    }
+}
+
+/// ½ Σ (V h_T + c − y)², a plain regression loss on the head, and its gradient at h_T.
+fn gru_loss(params: &GruParams, x: &[DMatrix<f64>], y: &DMatrix<f64>) -> f64 {
+    let h = gru_forward(params, x);
+    let mut out = h.last().unwrap() * params.head_w.transpose();
+    for mut row in out.row_iter_mut() {
+        row += params.head_b.transpose();
+    }
+    0.5 * (out - y).norm_squared()
+}
+
+#[test]
+fn gru_bptt_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    for (b, p, d, t_len) in [(3, 2, 4, 5), (2, 1, 1, 1), (1, 3, 1, 4), (4, 2, 3, 1)] {
+        let m = gru_model(&mut rng, b, p, d, t_len);
+        let q = m.params.head_w.nrows();
+        let y = rand_mat(&mut rng, b, q, 1.0);
+        let h_last = &m.h[t_len];
+        let mut out = h_last * m.params.head_w.transpose();
+        for mut row in out.row_iter_mut() {
+            row += m.params.head_b.transpose();
+        }
+        let g_t = (out - &y) * &m.params.head_w;
+        let grads = gru_bptt(&m.params, &m.x, &m.h, &g_t);
+        assert_eq!(grads.error_norms.len(), t_len);
+        assert!((grads.error_norms[t_len - 1] - g_t.norm()).abs() <= 1e-15);
+        let analytic = [&grads.w_hh, &grads.w_ih, &grads.b_ih, &grads.b_hh];
+        for (k, an) in analytic.into_iter().enumerate() {
+            let eps = 1e-6;
+            let fd = DMatrix::from_fn(an.nrows(), an.ncols(), |i, j| {
+                let loss_at = |delta: f64| {
+                    let mut params = m.params.clone();
+                    let tensor = match k {
+                        0 => &mut params.w_hh,
+                        1 => &mut params.w_ih,
+                        2 => &mut params.b_ih,
+                        _ => &mut params.b_hh,
+                    };
+                    tensor[(i, j)] += delta;
+                    gru_loss(&params, &m.x, &y)
+                };
+                (loss_at(eps) - loss_at(-eps)) / (2.0 * eps)
+            });
+            assert_eq!(an.shape(), fd.shape());
+            let err = rel_err(an, &fd);
+            assert!(
+                err <= 1e-6,
+                "tensor {k} (b {b} p {p} d {d} T {t_len}): {err:e}"
+            );
+        }
+    }
+}
