@@ -231,7 +231,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             args.regime_batch,
         );
         if let Some(stem) = &args.plot {
-            let device = adapter.as_ref().map(|a| a.name.as_str());
+            // "llvmpipe (LLVM 15.0.6, 256 bits)" → "llvmpipe": titles stay on one line.
+            let device = adapter.as_ref().and_then(|a| a.name.split(" (").next());
             plot_regimes(stem, &m, &args.regime_hidden, args.regime_batch, device)?;
         }
         m
