@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tpri::plot::{heat_map, line_chart, Series};
+use tpri::plot::{heat_map, heat_map_with, line_chart, HeatAxes, Series};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -131,6 +131,52 @@ fn heat_map_of_784_steps_writes_compact_svg_and_png() {
     assert!(svg.contains("Target displacement norms"));
     assert!(svg.contains("time step"));
     assert!(svg.len() < 2_000_000, "SVG of {} bytes", svg.len());
+}
+
+#[test]
+fn heat_map_with_parameter_axes_labels_axes_bar_and_cells() {
+    let dir = TempDir::new("heat-axes");
+    let stem = dir.stem("regimes");
+    let hidden = [128.0, 16.0, 64.0];
+    let axes = HeatAxes {
+        x_label: "sequence length T",
+        y_label: "hidden size d",
+        colour_label: "TP / BP time",
+        y_values: Some(&hidden),
+        annotate: true,
+    };
+    let rows = vec![
+        (8.0, vec![3.25, 1.5, 2.0]),
+        (32.0, vec![1.75, 0.5, f64::NAN]),
+    ];
+    heat_map_with(&stem, "Regime map", &rows, false, &axes).unwrap();
+    let svg = read_outputs(&stem);
+    for text in [
+        "Regime map",
+        "sequence length T",
+        "hidden size d",
+        "TP / BP time",
+    ] {
+        assert!(svg.contains(text), "missing {text}");
+    }
+    assert!(!svg.contains("time step") && !svg.contains("iteration"));
+    for value in ["3.25", "1.50", "0.50"] {
+        assert!(
+            svg.lines().any(|line| line.trim() == value),
+            "cell value {value} not written"
+        );
+    }
+    // The default axes are those of `heat_map`.
+    assert_eq!(HeatAxes::TIME_STEPS.x_label, "iteration");
+    assert_eq!(HeatAxes::TIME_STEPS.y_label, "time step");
+    // Degenerate positions do not panic.
+    let odd = [f64::NAN, 5.0];
+    for y_values in [Some(&[][..]), Some(&odd[..]), Some(&[1.0][..])] {
+        let axes = HeatAxes { y_values, ..axes };
+        let stem = dir.stem(&format!("odd-{}", y_values.map_or(0, <[f64]>::len)));
+        heat_map_with(&stem, "t", &rows, true, &axes).unwrap();
+        read_outputs(&stem);
+    }
 }
 
 #[test]

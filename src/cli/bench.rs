@@ -15,6 +15,7 @@ use tpri::bench::{
 };
 use tpri::config::Method;
 use tpri::gpu::{AdapterChoice, GpuContext};
+use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Which backends to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,6 +68,11 @@ pub struct BenchArgs {
     /// Batch size of the regime map.
     #[arg(long, default_value_t = 16)]
     regime_batch: usize,
+    /// With `--regimes`: also draw the TP/BP time-ratio map of each backend as
+    /// `<STEM>-gpu.{svg,png}` and `<STEM>-cpu.{svg,png}` (x = T, y = d, linear
+    /// colour scale, the ratio written in each cell); the table is printed as well.
+    #[arg(long, value_name = "STEM", requires = "regimes")]
+    plot: Option<PathBuf>,
     /// Write every measurement, the machine and the command line as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -224,6 +230,11 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             &args.regime_hidden,
             args.regime_batch,
         );
+        if let Some(stem) = &args.plot {
+            // "llvmpipe (LLVM 15.0.6, 256 bits)" → "llvmpipe": titles stay on one line.
+            let device = adapter.as_ref().and_then(|a| a.name.split(" (").next());
+            plot_regimes(stem, &m, &args.regime_hidden, args.regime_batch, device)?;
+        }
         m
     } else {
         Vec::new()
@@ -425,6 +436,65 @@ fn print_fits(fits: &[FitRow]) {
     }
 }
 
+/// The TP/BP ratio of `backend` at (T, d), if both were measured.
+fn regime_ratio(all: &[Measurement], backend: &str, t: usize, d: usize) -> Option<f64> {
+    let find = |method| {
+        all.iter().find(|m| {
+            m.backend == backend && m.method == method && m.size.steps == t && m.size.hidden == d
+        })
+    };
+    Some(find(Method::Tp)?.iteration_s / find(Method::Bp)?.iteration_s)
+}
+
+/// Draws the regime map of each measured backend as `<stem>-<backend>.{svg,png}`.
+fn plot_regimes(
+    stem: &std::path::Path,
+    all: &[Measurement],
+    hidden: &[usize],
+    batch: usize,
+    gpu_name: Option<&str>,
+) -> Result<()> {
+    let ys: Vec<f64> = hidden.iter().map(|&d| d as f64).collect();
+    let axes = HeatAxes {
+        x_label: "sequence length T",
+        y_label: "hidden size d",
+        colour_label: "TP-RI / BP time per iteration",
+        y_values: Some(&ys),
+        annotate: true,
+    };
+    for backend in ["gpu", "cpu"] {
+        let mut steps: Vec<usize> = all
+            .iter()
+            .filter(|m| m.backend == backend)
+            .map(|m| m.size.steps)
+            .collect();
+        if steps.is_empty() {
+            continue;
+        }
+        steps.sort_unstable();
+        steps.dedup();
+        let rows: Vec<(f64, Vec<f64>)> = steps
+            .iter()
+            .map(|&t| {
+                let column = hidden
+                    .iter()
+                    .map(|&d| regime_ratio(all, backend, t, d).unwrap_or(f64::NAN));
+                (t as f64, column.collect())
+            })
+            .collect();
+        let device = match (backend, gpu_name) {
+            ("gpu", Some(name)) => format!("GPU ({name})"),
+            ("gpu", None) => "GPU".to_owned(),
+            _ => "CPU reference".to_owned(),
+        };
+        let title = format!("TP-RI / BP time per iteration, {device}, B={batch}");
+        let path = PathBuf::from(format!("{}-{backend}", stem.display()));
+        heat_map_with(&path, &title, &rows, false, &axes)?;
+        println!("wrote {}.svg and {}.png", path.display(), path.display());
+    }
+    Ok(())
+}
+
 fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], batch: usize) {
     for backend in ["gpu", "cpu"] {
         if !all.iter().any(|m| m.backend == backend) {
@@ -439,17 +509,9 @@ fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], batch: 
         for &t in steps {
             print!("{t:>8}");
             for &d in hidden {
-                let find = |method| {
-                    all.iter().find(|m| {
-                        m.backend == backend
-                            && m.method == method
-                            && m.size.steps == t
-                            && m.size.hidden == d
-                    })
-                };
-                match (find(Method::Tp), find(Method::Bp)) {
-                    (Some(tp), Some(bp)) => print!("{:>8.2}", tp.iteration_s / bp.iteration_s),
-                    _ => print!("{:>8}", "-"),
+                match regime_ratio(all, backend, t, d) {
+                    Some(ratio) => print!("{ratio:>8.2}"),
+                    None => print!("{:>8}", "-"),
                 }
             }
             println!();

@@ -1,4 +1,5 @@
-//! Heat maps of a per-time-step quantity over (iteration × time step).
+//! Heat maps of a per-time-step quantity over (iteration × time step), or of
+//! any quantity over a grid of two parameters (see [`HeatAxes`]).
 
 use std::iter::once;
 use std::ops::Range;
@@ -6,15 +7,19 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
-    log_axis_range, min_max, padded, style_axes, tick_label, Figure, LABEL_FONT, TITLE_FONT,
+    log_axis_range, min_max, padded, style_axes, tick_label, Figure, HeatAxes, DESC_FONT,
+    LABEL_FONT, TITLE_FONT,
 };
 
 /// Colour of cells without a value (non-finite, missing, or non-positive on a log scale).
 const NO_VALUE: RGBColor = RGBColor(190, 190, 190);
 /// Width in pixels of the colour bar area at the right.
 const BAR_WIDTH: u32 = 130;
+/// Extra width of the colour bar area when the bar has a description.
+const BAR_DESC_WIDTH: u32 = 40;
 /// Number of colour steps in the colour bar.
 const BAR_STEPS: usize = 128;
 /// Viridis (matplotlib's default colour map) sampled at 10 evenly spaced points.
@@ -44,20 +49,36 @@ pub(super) struct Grid {
 
 impl Grid {
     /// One column per row of `rows` with a finite iteration, sorted by
-    /// iteration; time step `t` (1-based) spans `t - 0.5..t + 0.5`.
-    pub(super) fn new(rows: &[(f64, Vec<f64>)], log: bool) -> Self {
+    /// iteration. Without `y_values`, time step `t` (1-based) spans
+    /// `t - 0.5..t + 0.5`; with them, value `i` of a row sits at `y_values[i]`
+    /// (sorted; non-finite positions and the values beyond them are dropped),
+    /// with cell boundaries midway between neighbours.
+    pub(super) fn new(rows: &[(f64, Vec<f64>)], log: bool, y_values: Option<&[f64]>) -> Self {
         let mut rows: Vec<_> = rows.iter().filter(|(x, _)| x.is_finite()).collect();
         rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let steps = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+        let (order, y_edges): (Vec<usize>, Vec<f64>) = match y_values {
+            None => {
+                let steps = rows.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+                let y_edges = (0..=steps).map(|t| t as f64 + 0.5).collect();
+                ((0..steps).collect(), y_edges)
+            }
+            Some(ys) => {
+                let mut order: Vec<usize> = (0..ys.len()).filter(|&i| ys[i].is_finite()).collect();
+                order.sort_by(|&a, &b| ys[a].total_cmp(&ys[b]));
+                let centres: Vec<f64> = order.iter().map(|&i| ys[i]).collect();
+                (order, edges(&centres))
+            }
+        };
         let column = |values: &Vec<f64>| {
-            (0..steps)
-                .map(|t| values.get(t).and_then(|&v| colour_value(v, log)))
+            order
+                .iter()
+                .map(|&i| values.get(i).and_then(|&v| colour_value(v, log)))
                 .collect()
         };
         let xs: Vec<f64> = rows.iter().map(|(x, _)| *x).collect();
         Self {
             x_edges: edges(&xs),
-            y_edges: (0..=steps).map(|t| t as f64 + 0.5).collect(),
+            y_edges,
             cells: rows.iter().map(|(_, values)| column(values)).collect(),
         }
     }
@@ -157,6 +178,7 @@ fn outer(edges: &[f64]) -> Range<f64> {
 /// A heat map ready to draw: the (downsampled) grid and its colour scale.
 pub(super) struct HeatMap<'a> {
     title: &'a str,
+    axes: &'a HeatAxes<'a>,
     grid: Grid,
     /// Colour values mapped to the ends of the colour map (log10 units on a log scale).
     range: Range<f64>,
@@ -166,10 +188,17 @@ pub(super) struct HeatMap<'a> {
 impl<'a> HeatMap<'a> {
     /// `grid` downsampled to at most `max_cells` (columns, rows), coloured over
     /// the full range of its values.
-    pub(super) fn new(title: &'a str, grid: &Grid, max_cells: (usize, usize), log: bool) -> Self {
+    pub(super) fn new(
+        title: &'a str,
+        axes: &'a HeatAxes<'a>,
+        grid: &Grid,
+        max_cells: (usize, usize),
+        log: bool,
+    ) -> Self {
         let (lo, hi) = min_max(grid.values()).unwrap_or((0.0, 1.0));
         Self {
             title,
+            axes,
             grid: grid.downsample(max_cells),
             range: padded(lo, hi, 0.0),
             log,
@@ -208,10 +237,38 @@ impl<'a> HeatMap<'a> {
             .y_label_area_size(80)
             .build_cartesian_2d(self.grid.x_range(), self.grid.y_range())?;
         let mut mesh = chart.configure_mesh();
-        style_axes(&mut mesh, ("iteration", "time step"), label_shift);
+        style_axes(
+            &mut mesh,
+            (self.axes.x_label, self.axes.y_label),
+            label_shift,
+        );
         mesh.disable_mesh().draw()?;
         chart.draw_series(self.cells())?;
+        if self.axes.annotate {
+            chart.draw_series(self.annotations())?;
+        }
         Ok(())
+    }
+
+    /// The value of each cell written at its centre, white on dark colours.
+    fn annotations(&self) -> Vec<Text<'_, (f64, f64), String>> {
+        let (xs, ys) = (&self.grid.x_edges, &self.grid.y_edges);
+        let Range { start, end } = self.range;
+        let mut out = Vec::new();
+        for (c, column) in self.grid.cells.iter().enumerate() {
+            for (r, v) in column.iter().enumerate() {
+                let Some(v) = *v else { continue };
+                let dark = (v - start) / (end - start) < 0.6;
+                let style = DESC_FONT
+                    .into_font()
+                    .color(if dark { &WHITE } else { &BLACK })
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                let value = if self.log { 10f64.powf(v) } else { v };
+                let centre = ((xs[c] + xs[c + 1]) / 2.0, (ys[r] + ys[r + 1]) / 2.0);
+                out.push(Text::new(format!("{value:.2}"), centre, style));
+            }
+        }
+        out
     }
 
     /// The colour bar, on axis `y_coord` over the value range (not log10 units).
@@ -225,21 +282,25 @@ impl<'a> HeatMap<'a> {
         Y: AsRangedCoord<Value = f64>,
         Y::CoordDescType: ValueFormatter<f64>,
     {
+        let desc = self.axes.colour_label;
+        let extra = if desc.is_empty() { 0 } else { BAR_DESC_WIDTH };
         let mut chart = ChartBuilder::on(area)
             .margin_top(20)
             .margin_bottom(20)
             .margin_right(10)
             .x_label_area_size(60)
-            .right_y_label_area_size(80)
+            .right_y_label_area_size(80 + extra)
             .build_cartesian_2d(0.0..1.0, y_coord)?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_mesh()
             .disable_x_axis()
             .y_label_formatter(if self.log { &power_label } else { &tick_label })
             .label_style(LABEL_FONT)
-            .y_label_offset(label_shift)
-            .draw()?;
+            .y_label_offset(label_shift);
+        if !desc.is_empty() {
+            mesh.y_desc(desc).axis_desc_style(DESC_FONT);
+        }
+        mesh.draw()?;
         let Range { start, end } = self.range;
         let value = |k: usize| {
             let v = start + (end - start) * k as f64 / BAR_STEPS as f64;
@@ -271,7 +332,11 @@ impl Figure for HeatMap<'_> {
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let body = root.margin(20, 0, 0, 0).titled(self.title, TITLE_FONT)?;
         let width = body.dim_in_pixel().0;
-        let (main, bar) = body.split_horizontally(width.saturating_sub(BAR_WIDTH));
+        let bar_width = match self.axes.colour_label {
+            "" => BAR_WIDTH,
+            _ => BAR_WIDTH + BAR_DESC_WIDTH,
+        };
+        let (main, bar) = body.split_horizontally(width.saturating_sub(bar_width));
         self.draw_cells(&main, label_shift)?;
         if self.log {
             let y_coord = log_axis_range(self.range.clone()).log_scale();

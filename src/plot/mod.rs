@@ -77,9 +77,50 @@ pub fn line_chart(
 /// keeps the SVG well under 2 MB. Fails (naming the file) when a file cannot
 /// be written.
 pub fn heat_map(stem: &Path, title: &str, rows: &[(f64, Vec<f64>)], log_color: bool) -> Result<()> {
-    let grid = heat::Grid::new(rows, log_color);
-    let svg = heat::HeatMap::new(title, &grid, (150, 100), log_color);
-    let png = heat::HeatMap::new(title, &grid, (700, 500), log_color);
+    heat_map_with(stem, title, rows, log_color, &HeatAxes::TIME_STEPS)
+}
+
+/// Axis descriptions and y positions of a heat map (see [`heat_map_with`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeatAxes<'a> {
+    /// Description of the x axis (the position given with each row).
+    pub x_label: &'a str,
+    /// Description of the y axis.
+    pub y_label: &'a str,
+    /// Description of the colour bar; none when empty.
+    pub colour_label: &'a str,
+    /// Where value `i` of each row sits on the y axis; `None`: time step `i + 1`.
+    pub y_values: Option<&'a [f64]>,
+    /// Write each cell's value (two decimals) in it; for small grids.
+    pub annotate: bool,
+}
+
+impl HeatAxes<'_> {
+    /// What [`heat_map`] draws: x = iteration, y = time step 1..T, no colour
+    /// bar description, no cell values.
+    pub const TIME_STEPS: HeatAxes<'static> = HeatAxes {
+        x_label: "iteration",
+        y_label: "time step",
+        colour_label: "",
+        y_values: None,
+        annotate: false,
+    };
+}
+
+/// [`heat_map`] with the axes described by `axes`: with `axes.y_values`, value
+/// `i` of each row is drawn at y = `y_values[i]` (cells reach halfway to their
+/// neighbours; positions may come in any order, non-finite ones are dropped),
+/// so the map can show a quantity over a grid of two parameters.
+pub fn heat_map_with(
+    stem: &Path,
+    title: &str,
+    rows: &[(f64, Vec<f64>)],
+    log_color: bool,
+    axes: &HeatAxes<'_>,
+) -> Result<()> {
+    let grid = heat::Grid::new(rows, log_color, axes.y_values);
+    let svg = heat::HeatMap::new(title, axes, &grid, (150, 100), log_color);
+    let png = heat::HeatMap::new(title, axes, &grid, (700, 500), log_color);
     save(stem, &svg, &png)
 }
 
