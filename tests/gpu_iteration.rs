@@ -13,7 +13,7 @@ use tpri::config::{
 use tpri::cpu::CpuBackend;
 use tpri::gpu::GpuBackend;
 use tpri::model::Dims;
-use tpri::tasks::{Batch, Targets};
+use tpri::tasks::{build_task, Batch, Targets, TaskSpec};
 
 /// A random batch: inputs in [−1, 1], labels or values in [0, 1).
 fn batch(t: usize, b: usize, p: usize, q: usize, loss: Loss, seed: u64) -> Batch {
@@ -189,16 +189,15 @@ fn fifty_training_steps_agree_with_reference() {
         hidden: 16,
         output: 1,
     };
-    // Adding-task shape: p = 2, q = 1, squared error.
-    let batches: Vec<_> = (0..50)
-        .map(|k| batch(10, 8, 2, 1, Loss::Mse, 1000 + k))
-        .collect();
-    let eval_batch = batch(10, 5, 2, 1, Loss::Mse, 99);
+    // The adding task (T = 10, same seed on both backends): p = 2, q = 1, squared error.
+    let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
+    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
+    let eval_batch = task.eval_batches(5).remove(0);
     for (method, kind) in [
         (Method::Tp, OptimizerKind::Nesterov),
         (Method::Bp, OptimizerKind::Sgd),
     ] {
-        let hyper = Hyper {
+        let mut hyper = Hyper {
             opt: OptimizerConfig {
                 kind,
                 lr: 0.02,
@@ -211,6 +210,8 @@ fn fifty_training_steps_agree_with_reference() {
                 Loss::Mse,
             )
         };
+        // The published adding-task target step.
+        hyper.tp.lr_target = 0.1;
         let start = params(dims, 5);
         let mut cpu = CpuBackend::new();
         let mut gpu = GpuBackend::new(ctx());
