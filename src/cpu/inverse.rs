@@ -136,7 +136,12 @@ pub fn inverse_cg(
         iterations,
         residual: residual(&rs),
     };
-    // A residual that turned NaN on the way (a NaN warm start) is a failure too.
+    Ok((x, check_converged(report, tol, max_iter)?))
+}
+
+/// The report of a CG solve that met `tol`, or the `CgError` carrying its numbers. A
+/// residual that turned NaN on the way (a NaN warm start) is a failure too.
+pub fn check_converged(report: CgReport, tol: f64, max_iter: usize) -> Result<CgReport> {
     if report.residual.is_nan() || report.residual > tol {
         return Err(CgError {
             report,
@@ -145,7 +150,7 @@ pub fn inverse_cg(
         }
         .into());
     }
-    Ok((x, report))
+    Ok(report)
 }
 
 /// P by an exact Cholesky factorisation of WᵀW + rI.

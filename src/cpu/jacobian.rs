@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cpu::gru::{gru_gates, gru_step_backward, GruParams, GruStep};
-use crate::cpu::inverse::{CgError, CgReport};
+use crate::cpu::inverse::{check_converged, CgReport};
 use crate::model::Params;
 
 /// A recurrent cell linearized at the stored states h_0 … h_T and inputs x_1 … x_T.
@@ -173,15 +173,7 @@ pub fn per_step_cg(
         iterations,
         residual: residual(&rs),
     };
-    if report.residual.is_nan() || report.residual > tol {
-        return Err(CgError {
-            report,
-            tol,
-            max_iter,
-        }
-        .into());
-    }
-    Ok((x, report))
+    Ok((x, check_converged(report, tol, max_iter)?))
 }
 
 /// Linearized targets of SPEC §5 from the top target `v_t` (v_T, B×d) down:
