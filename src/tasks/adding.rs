@@ -1,11 +1,11 @@
 //! The adding task (SPEC §6): regress the mean of the two values marked in channel 0.
 
-use anyhow::Result;
 use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{synthetic, Batch, Targets, Task};
+use super::synthetic::{self, Generator, Synthetic};
+use super::{Batch, Targets};
 use crate::config::Loss;
 
 /// Channel 0 marks, channel 1 carries the values.
@@ -14,29 +14,21 @@ const MARK: usize = 0;
 const VALUE: usize = 1;
 
 /// Seeded adding sequences of length T, one real target per sequence.
-#[derive(Clone, Debug)]
-pub struct Adding {
-    seq_len: usize,
-    seed: u64,
-    eval_size: usize,
-}
+pub type Adding = Synthetic<AddingData>;
 
-impl Adding {
-    /// The task with sequences of length `seq_len` (at least 10), data streams keyed by
-    /// `seed`, and `eval_size` held-out sequences.
-    pub fn new(seq_len: usize, seed: u64, eval_size: usize) -> Result<Self> {
-        synthetic::check_seq_len("adding", seq_len)?;
-        Ok(Self {
-            seq_len,
-            seed,
-            eval_size,
-        })
-    }
+/// How adding sequences are drawn.
+#[derive(Clone, Debug)]
+pub enum AddingData {}
+
+impl Generator for AddingData {
+    const NAME: &'static str = "adding";
+    const INPUTS: usize = CHANNELS;
+    const OUTPUTS: usize = 1;
+    const LOSS: Loss = Loss::Mse;
 
     /// Draws `batch_size` sequences, each completely before the next:
     /// p0, p1, then the values in time order.
-    fn generate(&self, rng: &mut ChaCha8Rng, batch_size: usize) -> Batch {
-        let t_len = self.seq_len;
+    fn generate(t_len: usize, rng: &mut ChaCha8Rng, batch_size: usize) -> Batch {
         // ⌊0.1T⌋ and ⌊0.4T⌋, exact in integers.
         let first = t_len / 10;
         let second = 2 * t_len / 5;
@@ -56,28 +48,5 @@ impl Adding {
             x,
             y: Targets::Values(y),
         }
-    }
-}
-
-impl Task for Adding {
-    fn input_size(&self) -> usize {
-        CHANNELS
-    }
-    fn output_size(&self) -> usize {
-        1
-    }
-    fn seq_len(&self) -> usize {
-        self.seq_len
-    }
-    fn loss(&self) -> Loss {
-        Loss::Mse
-    }
-    fn train_batch(&self, index: u64, batch_size: usize) -> Batch {
-        synthetic::train_batch(self.seed, index, batch_size, |rng, n| self.generate(rng, n))
-    }
-    fn eval_batches(&self, batch_size: usize) -> Vec<Batch> {
-        synthetic::eval_batches(self.seed, self.eval_size, batch_size, |rng, n| {
-            self.generate(rng, n)
-        })
     }
 }

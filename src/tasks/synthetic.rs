@@ -1,18 +1,83 @@
 //! Plumbing shared by the generated tasks (temporal order, adding).
 
+use std::marker::PhantomData;
+
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 use rand_chacha::ChaCha8Rng;
 
 use super::stream::{rng, Purpose};
-use super::Batch;
+use super::{Batch, Task};
+use crate::config::Loss;
+
+/// What sets one generated task apart: its sizes, its loss and how it draws sequences.
+pub trait Generator {
+    /// The task's name in error messages.
+    const NAME: &'static str;
+    /// Input size p.
+    const INPUTS: usize;
+    /// Classes, or q for regression.
+    const OUTPUTS: usize;
+    const LOSS: Loss;
+    /// Draws `batch_size` sequences of length `seq_len`, each completely before the next
+    /// (so the held-out set does not depend on the evaluation batch size).
+    fn generate(seq_len: usize, rng: &mut ChaCha8Rng, batch_size: usize) -> Batch;
+}
+
+/// A generated task: seeded training batches and a fixed held-out set drawn by `G`.
+#[derive(Clone, Debug)]
+pub struct Synthetic<G> {
+    seq_len: usize,
+    seed: u64,
+    eval_size: usize,
+    generator: PhantomData<fn() -> G>,
+}
+
+impl<G: Generator> Synthetic<G> {
+    /// The task with sequences of length `seq_len` (at least 10), data streams keyed by
+    /// `seed`, and `eval_size` held-out sequences.
+    pub fn new(seq_len: usize, seed: u64, eval_size: usize) -> Result<Self> {
+        check_seq_len(G::NAME, seq_len)?;
+        Ok(Self {
+            seq_len,
+            seed,
+            eval_size,
+            generator: PhantomData,
+        })
+    }
+}
+
+impl<G: Generator> Task for Synthetic<G> {
+    fn input_size(&self) -> usize {
+        G::INPUTS
+    }
+    fn output_size(&self) -> usize {
+        G::OUTPUTS
+    }
+    fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+    fn loss(&self) -> Loss {
+        G::LOSS
+    }
+    fn train_batch(&self, index: u64, batch_size: usize) -> Batch {
+        train_batch(self.seed, index, batch_size, |rng, n| {
+            G::generate(self.seq_len, rng, n)
+        })
+    }
+    fn eval_batches(&self, batch_size: usize) -> Vec<Batch> {
+        eval_batches(self.seed, self.eval_size, batch_size, |rng, n| {
+            G::generate(self.seq_len, rng, n)
+        })
+    }
+}
 
 /// The shortest sequence for which the position ranges of SPEC §6 are non-empty:
 /// both tasks need `⌊0.1T⌋ ≥ 1`.
 pub(crate) const MIN_SEQ_LEN: usize = 10;
 
 /// Rejects a length whose position ranges would be empty.
-pub(crate) fn check_seq_len(task: &str, seq_len: usize) -> Result<()> {
+fn check_seq_len(task: &str, seq_len: usize) -> Result<()> {
     ensure!(
         seq_len >= MIN_SEQ_LEN,
         "{task}: sequence length T = {seq_len} is too short; the marked positions need \
@@ -31,7 +96,7 @@ pub(crate) fn zero_inputs(
 }
 
 /// Training batch `index`, drawn from its own stream.
-pub(crate) fn train_batch(
+fn train_batch(
     seed: u64,
     index: u64,
     batch_size: usize,
@@ -46,7 +111,7 @@ pub(crate) fn train_batch(
 ///
 /// # Panics
 /// If `batch_size` is 0 (a configuration error the caller validates).
-pub(crate) fn eval_batches(
+fn eval_batches(
     seed: u64,
     eval_size: usize,
     batch_size: usize,
