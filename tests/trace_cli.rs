@@ -2,7 +2,7 @@
 //! implementation of SPEC, and bad inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
@@ -13,18 +13,9 @@ use tpri::model::{Dims, Params};
 use tpri::tasks::{Batch, Targets};
 use tpri::tensor_file::{read_tensors, save_batch, save_params, write_atomic, TensorData};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tpri-trace-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_support;
 
-fn tpri(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tpri"))
-        .args(args)
-        .output()
-        .expect("spawn tpri")
-}
+use cli_support::{scratch, tpri};
 
 fn random_problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

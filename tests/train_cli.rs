@@ -1,23 +1,13 @@
 //! `tpri train` end to end: the run directory, exact resumption on the CPU, bad input,
 //! and a run killed mid-way.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tpri-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod cli_support;
 
-fn tpri(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tpri"))
-        .args(args)
-        .output()
-        .expect("spawn tpri")
-}
+use cli_support::{scratch, tpri};
 
 fn ok(args: &[&str]) -> String {
     let o = tpri(args);
