@@ -11,7 +11,7 @@ use crate::config::Hyper;
 use crate::cpu::inverse::CgReport;
 use crate::cpu::optimizer::OptState;
 use crate::model::{Dims, Params};
-use crate::tasks::{build_task, Task, TaskSpec};
+use crate::tasks::{build_task, Batch, Task, TaskSpec};
 
 /// Everything a training run depends on; saved as `config.toml` in the run directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,11 +145,11 @@ pub struct Summary {
     pub last: Record,
 }
 
-/// Mean loss and accuracy over the task's held-out batches, weighted by batch size.
-pub fn evaluate(backend: &mut dyn Backend, task: &dyn Task, batch_size: usize) -> Result<Eval> {
+/// Mean loss and accuracy over held-out batches, weighted by batch size.
+pub fn evaluate(backend: &mut dyn Backend, eval_set: &[Batch]) -> Result<Eval> {
     let (mut loss, mut acc, mut n) = (0.0, 0.0, 0usize);
-    for batch in task.eval_batches(batch_size) {
-        let e = backend.evaluate(&batch)?;
+    for batch in eval_set {
+        let e = backend.evaluate(batch)?;
         let b = batch.batch_size();
         loss += e.loss * b as f64;
         acc += e.accuracy * b as f64;
@@ -187,6 +187,8 @@ pub fn train(
     cfg.validate()?;
     let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
     let dims = model_dims(task.as_ref(), cfg.hidden);
+    // Drawn (or converted from pixels) once: every evaluation scores the same set.
+    let eval_set = task.eval_batches(cfg.batch_size);
     let start = Instant::now();
     let (first, offset, initial_loss, mut smoothed) = match resume {
         Some(state) => {
@@ -204,7 +206,7 @@ pub fn train(
         }
         None => {
             backend.load(&Params::init(dims, cfg.seed), None, &cfg.hyper)?;
-            let eval = evaluate(backend, task.as_ref(), cfg.batch_size)?;
+            let eval = evaluate(backend, &eval_set)?;
             let w_norm = spectral_norm(&backend.state()?.0);
             let record = Record {
                 iteration: 0,
@@ -268,7 +270,7 @@ pub fn train(
                 bail!("training diverged at iteration {i}: the parameters are no longer finite; the last checkpoint is from before it");
             }
             if eval_now {
-                record.eval = Some(evaluate(backend, task.as_ref(), cfg.batch_size)?);
+                record.eval = Some(evaluate(backend, &eval_set)?);
                 record.w_spectral_norm = Some(spectral_norm(&params));
             }
             sink.record(&record)?;
