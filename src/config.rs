@@ -3,6 +3,8 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::CellKind;
+
 /// Which loss the head is trained with (SPEC §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -57,6 +59,27 @@ pub enum Solver {
     Cholesky,
 }
 
+/// How a target is carried back through a step (SPEC §2 step 5 against SPEC §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Inversion {
+    /// The tanh RNN's closed form through `P = (WᵀW + rI)⁻¹Wᵀ`, in any target mode.
+    Analytic,
+    /// Any cell: `(J_tᵀJ_t + rI)⁻¹ J_tᵀ (v_t − h_t)` by per-step batched CG from Jacobian
+    /// products (linearized targets only). The GRU's only inversion.
+    Jacobian,
+}
+
+impl Inversion {
+    /// The inversion `cell` uses when none is asked for: the closed form where there is one.
+    pub fn default_for(cell: CellKind) -> Self {
+        match cell {
+            CellKind::Tanh => Inversion::Analytic,
+            CellKind::Gru => Inversion::Jacobian,
+        }
+    }
+}
+
 /// The optimizer applied to every parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -106,6 +129,8 @@ pub struct TpConfig {
     pub reg: f64,
     pub target_mode: TargetMode,
     pub tp_grad: TpGrad,
+    pub inversion: Inversion,
+    /// How P is formed (analytic inversion only).
     pub solver: Solver,
     /// Relative residual at which CG stops; `None` takes the backend's default
     /// (`CPU_CG_TOL` in f64, looser on f32 GPUs).
@@ -121,6 +146,7 @@ impl Default for TpConfig {
             reg: 1.0,
             target_mode: TargetMode::Linearized,
             tp_grad: TpGrad::ThroughTime,
+            inversion: Inversion::Analytic,
             solver: Solver::Cg,
             cg_tol: None,
             cg_max_iter: 100,
@@ -157,6 +183,18 @@ impl Default for Hyper {
 }
 
 impl Hyper {
+    /// `validate`, and that the inversion exists for `cell` (the GRU has no closed form).
+    pub fn validate_for(&self, cell: CellKind) -> Result<()> {
+        self.validate()?;
+        if self.method == Method::Tp
+            && cell == CellKind::Gru
+            && self.tp.inversion == Inversion::Analytic
+        {
+            bail!("the GRU has no closed-form inverse: TP-RI needs --inversion jacobian");
+        }
+        Ok(())
+    }
+
     /// Rejects settings no iteration can run with, naming the offending value.
     pub fn validate(&self) -> Result<()> {
         let o = &self.opt;
@@ -195,6 +233,17 @@ impl Hyper {
             }
             if t.cg_max_iter == 0 {
                 bail!("CG iteration cap must be at least 1");
+            }
+            if t.inversion == Inversion::Jacobian {
+                if t.target_mode != TargetMode::Linearized {
+                    bail!(
+                        "the jacobian inversion gives linearized targets only, not target mode {:?}",
+                        t.target_mode
+                    );
+                }
+                if t.solver == Solver::Cholesky {
+                    bail!("the jacobian inversion solves each step by CG; solver cholesky forms P and applies to the analytic inversion only");
+                }
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
-use crate::config::{Hyper, Method, Solver};
+use crate::config::{Hyper, Inversion, Method, Solver};
 use crate::cpu::backend::grad_norm;
 use crate::cpu::head::check_targets;
 use crate::cpu::iteration::check_batch;
@@ -18,7 +18,7 @@ use crate::cpu::optimizer::OptState;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::GPU_CG_TOL;
 use crate::gpu::iteration::{matrix, ModelBuffers, Shape, Workspace};
-use crate::model::Params;
+use crate::model::{CellKind, Params};
 use crate::tasks::Batch;
 
 /// The wgpu backend, f32 throughout. Keeps P on the device to warm-start the next CG solve.
@@ -42,13 +42,25 @@ struct Training {
 
 /// Rejects settings the GPU path does not implement, and bad batches, before any upload.
 pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
-    hyper.validate()?;
-    if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
-        bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
-    }
+    check_settings(params_dims, hyper)?;
     check_batch(params_dims, batch)?;
     let dims = params_dims.dims();
     check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
+}
+
+/// Rejects a model or settings the GPU path does not implement.
+fn check_settings(params: &Params, hyper: &Hyper) -> Result<()> {
+    hyper.validate_for(params.cell)?;
+    if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
+        bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
+    }
+    if params.cell != CellKind::Tanh {
+        bail!("the GPU backend runs the tanh RNN only so far: use --backend cpu for the GRU");
+    }
+    if hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Jacobian {
+        bail!("the GPU backend has the analytic inversion only so far: use --backend cpu for --inversion jacobian");
+    }
+    Ok(())
 }
 
 /// The cached workspace in `slot`, rebuilt when the batch shape changes.
@@ -126,12 +138,9 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        hyper.validate()?;
-        if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
-            bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
-        }
+        check_settings(params, hyper)?;
         let dims = params.dims();
-        let fresh = OptState::new(dims);
+        let fresh = OptState::new(params);
         let opt = opt.unwrap_or(&fresh);
         opt.m
             .check_dims(dims)
