@@ -336,7 +336,11 @@ fn default_name(cfg: &RunConfig) -> String {
         Method::Tp => "tp",
         Method::Bp => "bp",
     };
-    format!("{task}-{method}-seed{}", cfg.seed)
+    let cell = match cfg.cell {
+        CellKind::Tanh => "",
+        CellKind::Gru => "-gru",
+    };
+    format!("{task}{cell}-{method}-seed{}", cfg.seed)
 }
 
 fn method_name(m: Method) -> &'static str {
