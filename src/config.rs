@@ -49,14 +49,33 @@ pub enum TpGrad {
     Local,
 }
 
-/// How `P = (WᵀW + rI)⁻¹Wᵀ` is formed.
+/// How `P = (WᵀW + rI)⁻¹Wᵀ` is applied in the analytic inversion (SPEC §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Solver {
-    /// Batched conjugate gradient (SPEC §4); the GPU's only path.
+    /// Form P by batched conjugate gradient (SPEC §4); the GPU's only path.
     Cg,
-    /// Exact Cholesky factorisation (CPU reference only).
+    /// Form P by an exact Cholesky factorisation (CPU reference only).
     Cholesky,
+    /// Never form P: solve `(WᵀW + rI) z = Wᵀ s` by batched CG at every step for every
+    /// sequence (CPU reference only so far).
+    PerStep,
+    /// The cheaper of `cg` and `per-step` by the cost model of `Solver::resolve`.
+    Auto,
+}
+
+impl Solver {
+    /// What `Auto` stands for at these sizes; any other choice unchanged. Forming P costs
+    /// about k·4d³ flops (k CG iterations, two d×d products each), plus 2d² per column
+    /// the sweep carries back; per-step solves cost about (2d² + k·4d²) per column, with
+    /// (T − 1)·B columns in all. With similar k the per-step solves win when (T − 1)·B < d.
+    pub fn resolve(self, hidden: usize, steps: usize, batch: usize) -> Solver {
+        match self {
+            Solver::Auto if steps.saturating_sub(1) * batch < hidden => Solver::PerStep,
+            Solver::Auto => Solver::Cg,
+            other => other,
+        }
+    }
 }
 
 /// How a target is carried back through a step (SPEC §2 step 5 against SPEC §5).
@@ -130,7 +149,7 @@ pub struct TpConfig {
     pub target_mode: TargetMode,
     pub tp_grad: TpGrad,
     pub inversion: Inversion,
-    /// How P is formed (analytic inversion only).
+    /// How P is applied (analytic inversion only; the jacobian one always solves per step).
     pub solver: Solver,
     /// Relative residual at which CG stops; `None` takes the backend's default
     /// (`CPU_CG_TOL` in f64, looser on f32 GPUs).
@@ -147,7 +166,7 @@ impl Default for TpConfig {
             target_mode: TargetMode::Linearized,
             tp_grad: TpGrad::ThroughTime,
             inversion: Inversion::Analytic,
-            solver: Solver::Cg,
+            solver: Solver::Auto,
             cg_tol: None,
             cg_max_iter: 100,
         }
@@ -234,16 +253,11 @@ impl Hyper {
             if t.cg_max_iter == 0 {
                 bail!("CG iteration cap must be at least 1");
             }
-            if t.inversion == Inversion::Jacobian {
-                if t.target_mode != TargetMode::Linearized {
-                    bail!(
-                        "the jacobian inversion gives linearized targets only, not target mode {:?}",
-                        t.target_mode
-                    );
-                }
-                if t.solver == Solver::Cholesky {
-                    bail!("the jacobian inversion solves each step by CG; solver cholesky forms P and applies to the analytic inversion only");
-                }
+            if t.inversion == Inversion::Jacobian && t.target_mode != TargetMode::Linearized {
+                bail!(
+                    "the jacobian inversion gives linearized targets only, not target mode {:?}",
+                    t.target_mode
+                );
             }
         }
         Ok(())

@@ -8,7 +8,7 @@ use gpu_support::{check, check_all, ctx, inputs, params, random, rng, TOL};
 use nalgebra::DMatrix;
 use tpri::backend::Backend;
 use tpri::config::{
-    Hyper, Loss, Method, OptimizerConfig, OptimizerKind, TargetMode, TpConfig, TpGrad,
+    Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig, TpGrad,
 };
 use tpri::cpu::CpuBackend;
 use tpri::gpu::GpuBackend;
@@ -37,6 +37,8 @@ fn hyper(method: Method, mode: TargetMode, grad: TpGrad, loss: Loss) -> Hyper {
             reg: 1.0,
             target_mode: mode,
             tp_grad: grad,
+            // P is compared, so the reference forms it too (auto may not at small T·B).
+            solver: Solver::Cg,
             ..TpConfig::default()
         },
         ..Hyper::default()

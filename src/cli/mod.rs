@@ -122,8 +122,9 @@ pub struct TpArgs {
     /// jacobian for the GRU.
     #[arg(long, value_enum)]
     inversion: Option<Inversion>,
-    /// How P = (WᵀW + rI)⁻¹Wᵀ is formed (analytic inversion).
-    #[arg(long, value_enum, default_value = "cg")]
+    /// How P = (WᵀW + rI)⁻¹Wᵀ is applied (analytic inversion): formed by CG or Cholesky,
+    /// per-step CG solves, or the cheaper by the cost model.
+    #[arg(long, value_enum, default_value = "auto")]
     solver: Solver,
     /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
     #[arg(long)]

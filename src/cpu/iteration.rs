@@ -12,7 +12,7 @@ use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, CgReport};
 use crate::cpu::jacobian::{jacobian_sweep, Cell, GruCell, TanhCell};
 use crate::cpu::steps::Steps;
-use crate::cpu::target_sweep::target_sweep_steps;
+use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
 use crate::model::{CellKind, Params};
 use crate::tasks::Batch;
 
@@ -124,29 +124,38 @@ pub fn iteration_steps(
             let tp = &hyper.tp;
             let (v, p_inv, cg) = match tp.inversion {
                 Inversion::Analytic => {
-                    let (p_inv, cg) = match tp.solver {
-                        Solver::Cg => {
-                            let (p, rep) = inverse_cg(
-                                &params.w_hh,
-                                tp.reg,
-                                tp.cg_tol.unwrap_or(CPU_CG_TOL),
-                                tp.cg_max_iter,
-                                warm_p,
-                            )?;
-                            (p, Some(rep))
+                    let solver = tp
+                        .solver
+                        .resolve(params.dims().hidden, t_len, batch.batch_size());
+                    let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
+                    let (p_inv, cg) = match solver {
+                        Solver::Cholesky => (Some(inverse_cholesky(&params.w_hh, tp.reg)?), None),
+                        Solver::PerStep => (None, None),
+                        Solver::Cg | Solver::Auto => {
+                            let (p, rep) =
+                                inverse_cg(&params.w_hh, tp.reg, tol, tp.cg_max_iter, warm_p)?;
+                            (Some(p), Some(rep))
                         }
-                        Solver::Cholesky => (inverse_cholesky(&params.w_hh, tp.reg)?, None),
                     };
-                    let v = target_sweep_steps(
+                    let inverse = match &p_inv {
+                        Some(p) => Inverse::Formed(p),
+                        None => Inverse::PerStep {
+                            w: &params.w_hh,
+                            reg: tp.reg,
+                            tol,
+                            max_iter: tp.cg_max_iter,
+                        },
+                    };
+                    let (v, per_step) = target_sweep_steps(
                         params,
-                        &p_inv,
+                        inverse,
                         &inputs.x,
                         &h,
                         &out.grad_h,
                         tp.lr_target,
                         tp.target_mode,
-                    );
-                    (v, Some(p_inv), cg)
+                    )?;
+                    (v, p_inv, cg.or(per_step))
                 }
                 Inversion::Jacobian => {
                     let (v, cg) = inputs.jacobian_targets(&h, &out.grad_h, &hyper.tp)?;

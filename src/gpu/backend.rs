@@ -51,8 +51,11 @@ pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Resul
 /// Rejects a model or settings the GPU path does not implement.
 fn check_settings(params: &Params, hyper: &Hyper) -> Result<()> {
     hyper.validate_for(params.cell)?;
-    if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
-        bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
+    if hyper.method == Method::Tp && matches!(hyper.tp.solver, Solver::Cholesky | Solver::PerStep) {
+        bail!(
+            "the GPU backend forms P by CG only: use --solver cg or auto ({:?} is CPU-only)",
+            hyper.tp.solver
+        );
     }
     if params.cell != CellKind::Tanh {
         bail!("the GPU backend runs the tanh RNN only so far: use --backend cpu for the GRU");
