@@ -64,14 +64,24 @@ pub enum Solver {
     Auto,
 }
 
+/// How many times more a per-step solve's flop costs than one of forming P (see
+/// `Solver::resolve`).
+pub const PER_STEP_PENALTY: usize = 8;
+
 impl Solver {
     /// What `Auto` stands for at these sizes; any other choice unchanged. Forming P costs
     /// about k·4d³ flops (k CG iterations, two d×d products each), plus 2d² per column
     /// the sweep carries back; per-step solves cost about (2d² + k·4d²) per column, with
-    /// (T − 1)·B columns in all. With similar k the per-step solves win when (T − 1)·B < d.
+    /// (T − 1)·B columns in all: equal flops at (T − 1)·B ≈ d. But the per-step products
+    /// have only B columns (matrix–vector products for B = 1), which run several times
+    /// slower per flop than the d-column products that form P: `tpri bench --crossover`
+    /// on a 2-core CPU put the crossover at (T − 1)·B ≈ d/6 to d/10 for d = 64, 128, 256.
+    /// So per-step solves are picked when `PER_STEP_PENALTY · (T − 1)·B < d`.
     pub fn resolve(self, hidden: usize, steps: usize, batch: usize) -> Solver {
         match self {
-            Solver::Auto if steps.saturating_sub(1) * batch < hidden => Solver::PerStep,
+            Solver::Auto if PER_STEP_PENALTY * steps.saturating_sub(1) * batch < hidden => {
+                Solver::PerStep
+            }
             Solver::Auto => Solver::Cg,
             other => other,
         }
