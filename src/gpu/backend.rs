@@ -165,6 +165,13 @@ impl Backend for GpuBackend {
         let dims = params.dims();
         let fresh = OptState::new(params);
         let opt = opt.unwrap_or(&fresh);
+        if opt.m.cell != params.cell || opt.v.cell != params.cell {
+            bail!(
+                "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
+                opt.m.cell,
+                params.cell
+            );
+        }
         opt.m
             .check_dims(dims)
             .and_then(|()| opt.v.check_dims(dims))

@@ -410,10 +410,7 @@ pub(crate) fn loop_counts(
     let time_loop = shape.steps * (units * (dot + p) + 2);
     let mut counts = vec![
         ("forward pass", time_loop),
-        (
-            "reductions",
-            (shape.steps * shape.batch).div_ceil(16) * 24,
-        ),
+        ("reductions", (shape.steps * shape.batch).div_ceil(16) * 24),
     ];
     counts.push(match layout.cell {
         CellKind::Tanh => ("backward recursion", time_loop),
@@ -546,9 +543,9 @@ impl Workspace {
         };
         let sweep = match tp {
             None => None,
-            Some(tp) if jacobian => Some(vec![jacobian::sweep_dispatch(
-                ctx, model, &seq, shape, tp,
-            )?]),
+            Some(tp) if jacobian => {
+                Some(vec![jacobian::sweep_dispatch(ctx, model, &seq, shape, tp)?])
+            }
             Some(tp) => Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
         };
         Ok(Self {

@@ -316,11 +316,17 @@ pub fn jacobian_sweep(
     };
     let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper)?;
     ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
-    let sweep = ws.sweep.as_ref().expect("a TP workspace has a target sweep");
+    let sweep = ws
+        .sweep
+        .as_ref()
+        .expect("a TP workspace has a target sweep");
     ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
     let (b, d) = v_top.shape();
     let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, t_len + 1, b, d)?;
     let reports = step_reports(ctx, &ws.seq, ws.shape)?;
     report(ctx, &model, &ws.seq, ws.shape, &tp)?;
-    Ok((h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect(), reports))
+    Ok((
+        h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect(),
+        reports,
+    ))
 }
