@@ -34,14 +34,16 @@ fn dims(p: usize, d: usize, q: usize) -> Dims {
     }
 }
 
-/// (d, T, B) covering d ∈ {1, 7, 33, 100}, T ∈ {1, 2, 7, 33}, B ∈ {1, 3, 16}.
-const SHAPES: [(usize, usize, usize); 6] = [
+/// (d, T, B) covering d ∈ {1, 7, 33, 100}, T ∈ {1, 2, 7, 33}, B ∈ {1, 3, 16}, and d = 257,
+/// where an invocation owns two units (the kernels' workgroups have 256).
+const SHAPES: [(usize, usize, usize); 7] = [
     (1, 1, 1),
     (7, 2, 3),
     (33, 7, 16),
     (100, 33, 16),
     (7, 33, 1),
     (100, 7, 3),
+    (257, 2, 3),
 ];
 
 /// PyTorch's initialisation (±1/√d), W and U scaled by 1.5 so that the gates are spread
