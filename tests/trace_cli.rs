@@ -138,6 +138,76 @@ fn trace_round_trip_matches_library() {
     }
 }
 
+/// `tpri trace --backend gpu` for the GRU (its default, the jacobian inversion; and BP) and
+/// for the tanh RNN with `--inversion jacobian`: the same tensors as the CPU trace, within
+/// the f32 tolerance of the GPU tests, and no `p_inv` where none is formed. Needs a GPU
+/// adapter (lavapipe will do) and fails without one.
+#[test]
+fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
+    let dir = scratch("gpu-gru");
+    let dims = Dims {
+        input: 3,
+        hidden: 6,
+        output: 4,
+    };
+    let (tanh, batch) = random_problem(40, dims, 3, 5, Loss::CrossEntropy);
+    let gru = Params::init_of(tpri::model::CellKind::Gru, dims, 41);
+    let runs: [(&str, &Params, &[&str]); 3] = [
+        ("gru tp", &gru, &["--method", "tp"]),
+        ("gru bp", &gru, &["--method", "bp"]),
+        (
+            "tanh jacobian",
+            &tanh,
+            &[
+                "--method",
+                "tp",
+                "--inversion",
+                "jacobian",
+                "--tp-grad",
+                "local",
+            ],
+        ),
+    ];
+    for (what, params, flags) in runs {
+        let traced = |backend: &str| {
+            let sub = dir.join(format!("{}-{backend}", what.replace(' ', "-")));
+            std::fs::create_dir_all(&sub).unwrap();
+            let mut all = flags.to_vec();
+            all.extend(["--backend", backend]);
+            let [_, _, out] = run_trace(&sub, params, &batch, Loss::CrossEntropy, &all);
+            read_tensors(&out).unwrap()
+        };
+        let (cpu, gpu) = (traced("cpu"), traced("gpu"));
+        let mut names: Vec<_> = cpu.keys().cloned().collect();
+        names.sort();
+        let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
+        gpu_names.sort();
+        assert_eq!(gpu_names, names, "{what}: the same tensors");
+        assert!(!names.contains(&"p_inv".to_string()), "{what}: no P formed");
+        let prefix = if params.cell == tpri::model::CellKind::Gru {
+            "grad.gru."
+        } else {
+            "grad.rnn."
+        };
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "{what}: {names:?}"
+        );
+        for name in names {
+            let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
+                TensorData::Float(v) => v.clone(),
+                TensorData::Int(_) => panic!("{name} is not float"),
+            };
+            let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
+            assert_eq!(c.len(), g.len(), "{what}: {name}");
+            let diff: f64 = c.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f64 = c.iter().map(|a| a * a).sum();
+            let rel = (diff / norm.max(1e-300)).sqrt();
+            assert!(rel <= 1e-4, "{what}: {name} relative error {rel:.2e}");
+        }
+    }
+}
+
 /// Checks the trace against `tests/independent/spec_numpy.py`, written from SPEC alone.
 /// Needs python3 with numpy and safetensors (`.ci/run` installs them).
 #[test]

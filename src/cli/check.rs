@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use tpri::check::{run_checks, CHECK_TOL};
+use tpri::check::{column_of, run_checks, CHECK_TOL, COLUMNS};
 use tpri::cpu::CpuBackend;
 use tpri::gpu::list_adapters;
 
@@ -36,28 +36,20 @@ pub fn check(args: CheckArgs) -> Result<()> {
     let mut gpu = open_gpu(&args.backend)?;
     println!("checking {} against the f64 CPU reference (pass: every ‖gpu − ref‖/‖ref‖ ≤ {CHECK_TOL:.0e})", gpu.name());
     let rows = run_checks(gpu.as_mut(), &mut CpuBackend::new(), args.seed)?;
-    let all = [
-        "h",
-        "v",
-        "p_inv",
-        "loss",
-        "grad.rnn.w_hh",
-        "grad.rnn.w_ih",
-        "grad.rnn.b",
-        "grad.head.w",
-        "grad.head.b",
-    ];
-    print!("{:34}", "case");
-    for n in all {
-        print!(" {:>9}", n.trim_start_matches("grad."));
+    let width = rows.iter().map(|(c, _)| c.name.len()).max().unwrap_or(0);
+    print!("{:width$}", "case");
+    for n in COLUMNS {
+        print!(" {n:>9}");
     }
     println!("  result");
     let mut failed = 0;
     for (case, errs) in &rows {
-        print!("{:34}", case.name);
+        print!("{:width$}", case.name);
         let mut ok = true;
-        for n in all {
-            match errs.iter().find(|(m, _)| m == n) {
+        // A quantity that has no column would go unchecked: count it as a failure.
+        ok &= errs.iter().all(|(m, _)| COLUMNS.contains(&column_of(m)));
+        for n in COLUMNS {
+            match errs.iter().find(|(m, _)| column_of(m) == n) {
                 Some((_, e)) => {
                     ok &= *e <= CHECK_TOL;
                     print!(" {e:>9.1e}");

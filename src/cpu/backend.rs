@@ -1,6 +1,6 @@
 //! The CPU reference as a `Backend`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::Hyper;
@@ -50,6 +50,13 @@ impl Backend for CpuBackend {
         hyper.validate_for(params.cell)?;
         let opt = opt.cloned().unwrap_or_else(|| OptState::new(params));
         for slot in [&opt.m, &opt.v] {
+            if slot.cell != params.cell {
+                bail!(
+                    "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
+                    slot.cell,
+                    params.cell
+                );
+            }
             slot.check_dims(params.dims())
                 .context("optimizer state does not match the parameters")?;
         }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::gpu::context::GpuContext;
 
 /// The WGSL sources, by file name (`tests/shaders.rs` checks this covers `shaders/`).
-pub const SHADERS: [(&str, &str); 11] = [
+pub const SHADERS: [(&str, &str); 14] = [
     ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
     ("head.wgsl", include_str!("../../shaders/head.wgsl")),
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
@@ -33,6 +33,12 @@ pub const SHADERS: [(&str, &str); 11] = [
         "transpose.wgsl",
         include_str!("../../shaders/transpose.wgsl"),
     ),
+    (
+        "gru_forward.wgsl",
+        include_str!("../../shaders/gru_forward.wgsl"),
+    ),
+    ("gru_bptt.wgsl", include_str!("../../shaders/gru_bptt.wgsl")),
+    ("jacobian.wgsl", include_str!("../../shaders/jacobian.wgsl")),
 ];
 
 /// Every compute pipeline of the backend, compiled once per context.
@@ -49,6 +55,11 @@ pub(crate) struct Kernels {
     pub optimizer: wgpu::ComputePipeline,
     pub sum_sq: wgpu::ComputePipeline,
     pub transpose: wgpu::ComputePipeline,
+    pub gru_forward: wgpu::ComputePipeline,
+    pub gru_bptt: wgpu::ComputePipeline,
+    pub jvp: wgpu::ComputePipeline,
+    pub vjp: wgpu::ComputePipeline,
+    pub jacobian_sweep: wgpu::ComputePipeline,
 }
 
 impl Kernels {
@@ -75,6 +86,7 @@ impl Kernels {
         };
         let single = |file: &str| pipeline(&module(file), "main");
         let head = module("head.wgsl");
+        let jacobian = module("jacobian.wgsl");
         Self {
             forward: single("forward.wgsl"),
             head_rows: pipeline(&head, "head_rows"),
@@ -88,6 +100,11 @@ impl Kernels {
             optimizer: single("optimizer.wgsl"),
             sum_sq: single("sum_sq.wgsl"),
             transpose: single("transpose.wgsl"),
+            gru_forward: single("gru_forward.wgsl"),
+            gru_bptt: single("gru_bptt.wgsl"),
+            jvp: pipeline(&jacobian, "jvp"),
+            vjp: pipeline(&jacobian, "vjp"),
+            jacobian_sweep: pipeline(&jacobian, "jacobian_sweep"),
         }
     }
 }

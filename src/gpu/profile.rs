@@ -90,7 +90,7 @@ impl Profiler {
         hyper: &Hyper,
     ) -> Result<Self> {
         check(params, batch, hyper)?;
-        let model = ModelBuffers::new(&ctx, params.dims())?;
+        let model = ModelBuffers::new(&ctx, params.cell, params.dims())?;
         model.write_params(&ctx, params)?;
         let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper)?;
         ws.seq.write_batch(&ctx, batch);
