@@ -74,10 +74,17 @@ fn run_trace(
     let paths = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
     save_params(&paths[0], params).unwrap();
     save_batch(&paths[1], batch).unwrap();
-    let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
     let [p, b, o] = paths.each_ref().map(|p| p.to_str().unwrap());
     let mut args = vec![
-        "trace", "--params", p, "--batch", b, "--loss", loss_flag, "--out", o,
+        "trace",
+        "--params",
+        p,
+        "--batch",
+        b,
+        "--loss",
+        loss_flag(loss),
+        "--out",
+        o,
     ];
     args.extend_from_slice(flags);
     let out = tpri(&args);
@@ -244,21 +251,35 @@ fn trace_agrees_with_independent_numpy_implementation() {
             "--reg",
             "0.5",
         ];
-        let [pp, bp, out] = run_trace(&dir, &params, &batch, loss, &flags);
-        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
-        let check = Command::new("python3")
-            .arg(&script)
-            .args([&pp, &bp, &out].map(|p| p.to_str().unwrap()))
-            .args([loss_flag, method, mode, "0.3", "0.5", grad])
-            .output()
-            .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
-        assert!(
-            check.status.success(),
-            "case {case} disagrees or python3 lacks numpy/safetensors:\n{}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        let args = [loss_flag(loss), method, mode, "0.3", "0.5", grad];
+        numpy_agrees(&script, &paths, &args, &format!("case {case}"));
     }
+}
+
+fn loss_flag(loss: Loss) -> &'static str {
+    if loss == Loss::Mse {
+        "mse"
+    } else {
+        "ce"
+    }
+}
+
+/// Runs an independent implementation on a trace's params, batch and output files.
+/// Needs python3 with numpy and safetensors (`.ci/run` installs them).
+fn numpy_agrees(script: &Path, paths: &[PathBuf; 3], args: &[&str], what: &str) {
+    let check = Command::new("python3")
+        .arg(script)
+        .args(paths.each_ref().map(|p| p.to_str().unwrap()))
+        .args(args)
+        .output()
+        .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
+    assert!(
+        check.status.success(),
+        "{what} disagrees or python3 lacks numpy/safetensors:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 /// Checks GRU traces (BP; TP-RI through time and local) and the tanh RNN's jacobian
@@ -296,19 +317,13 @@ fn jacobian_inversion_traces_agree_with_independent_numpy_implementation() {
             "--reg",
             "0.5",
         ];
-        let [pp, bp, out] = run_trace(&dir, &params, &batch, loss, &flags);
-        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
-        let check = Command::new("python3")
-            .arg(&script)
-            .args([&pp, &bp, &out].map(|p| p.to_str().unwrap()))
-            .args([loss_flag, method, "0.3", "0.5", grad])
-            .output()
-            .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
-        assert!(
-            check.status.success(),
-            "case {case} ({cell:?} {method} {grad}) disagrees or python3 lacks numpy/safetensors:\n{}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        let args = [loss_flag(loss), method, "0.3", "0.5", grad];
+        numpy_agrees(
+            &script,
+            &paths,
+            &args,
+            &format!("case {case} ({cell:?} {method} {grad})"),
         );
     }
 }

@@ -8,19 +8,10 @@ use nalgebra::DMatrix;
 use crate::config::{Hyper, Method};
 use crate::cpu::gru::GruStep;
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace};
-use crate::gpu::kernel::{Dispatch, Groups};
-use crate::gpu::transpose;
+use crate::gpu::forward::dispatch_cell;
+use crate::gpu::iteration::{ModelBuffers, SeqBuffers, Shape, Workspace};
+use crate::gpu::kernel::Dispatch;
 use crate::model::{CellKind, Params};
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Dims {
-    batch: u32,
-    steps: u32,
-    input: u32,
-    hidden: u32,
-}
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, writing
 /// h [T+1, B, d] and the gates r | z | n | hn [T, B, 4d].
@@ -30,37 +21,18 @@ pub(crate) fn dispatch(
     seq: &SeqBuffers,
     shape: Shape,
 ) -> Result<[Dispatch; 2]> {
-    let l = &model.layout;
-    let d = l.dims.hidden;
-    let transpose = transpose::dispatch(
+    dispatch_cell(
         ctx,
-        l.w.bind(&model.theta),
-        model.wt.as_entire_binding(),
-        3 * d,
-        d,
-    )?;
-    let dims = Dims {
-        batch: shape.batch as u32,
-        steps: shape.steps as u32,
-        input: l.dims.input as u32,
-        hidden: d as u32,
-    };
-    let forward = Dispatch::new(
-        ctx,
+        model,
+        shape,
         &ctx.kernels.gru_forward,
-        &dims,
-        &[
-            (1, model.wt.as_entire_binding()),
-            (2, l.u.bind(&model.theta)),
-            (3, l.b.bind(&model.theta)),
-            (4, l.b_hh.bind(&model.theta)),
+        vec![
+            (4, model.layout.b_hh.bind(&model.theta)),
             (5, seq.x.as_entire_binding()),
             (6, seq.h.as_entire_binding()),
             (7, seq.gates.as_entire_binding()),
         ],
-        Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
-    )?;
-    Ok([transpose, forward])
+    )
 }
 
 /// Hidden states h_0 … h_T on the GPU, as `cpu::gru::gru_forward` returns them.
