@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, TpConfig};
 use crate::cpu::CpuBackend;
-use crate::gpu::{GpuContext, Phase, Profiler};
+use crate::gpu::{GpuContext, Phase, Profiler, Storage};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
 
@@ -102,8 +102,10 @@ pub fn median(samples: &[f64]) -> f64 {
 /// Timings of one case on one backend.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
-    /// `gpu` or `cpu`.
+    /// `gpu`, `gpu-f16` (histories stored in f16) or `cpu`.
     pub backend: String,
+    /// GPU only: how the histories h and v − h were stored.
+    pub storage: Option<Storage>,
     pub method: Method,
     pub size: Size,
     /// Median seconds of one whole iteration (optimizer step included).
@@ -119,15 +121,25 @@ pub struct Measurement {
     pub clock: String,
 }
 
-/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase.
+/// The `backend` label of GPU measurements with `storage`.
+pub fn gpu_label(storage: Storage) -> String {
+    match storage {
+        Storage::F32 => "gpu".into(),
+        storage => format!("gpu-{storage}"),
+    }
+}
+
+/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,
+/// with the histories stored as `storage` says.
 pub fn measure_gpu(
     ctx: &Arc<GpuContext>,
     size: Size,
     method: Method,
     reps: usize,
+    storage: Storage,
 ) -> Result<Measurement> {
     let (params, batch, hyper) = problem(size, method, 1);
-    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper)?;
+    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, storage)?;
     let phases = Phase::of(method);
     prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
     let mut samples = Vec::with_capacity(reps);
@@ -139,7 +151,8 @@ pub fn measure_gpu(
         }
     }
     Ok(Measurement {
-        backend: "gpu".into(),
+        backend: gpu_label(storage),
+        storage: Some(storage),
         method,
         size,
         iteration_s: median(&samples),
@@ -176,6 +189,7 @@ pub fn measure_cpu(size: Size, method: Method, reps: usize) -> Result<Measuremen
     let cg_iterations = cpu.last_stats()?.cg.map(|c| c.iterations);
     Ok(Measurement {
         backend: "cpu".into(),
+        storage: None,
         method,
         size,
         iteration_s: median(&samples),

@@ -8,9 +8,10 @@ use crate::config::{Hyper, Method, TpConfig, TpGrad};
 use crate::cpu::bptt::{Injection, RnnGrads};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
-    per_item_groups, rows_f32, stack, ModelBuffers, SeqBuffers, Shape, Workspace,
+    per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
 
@@ -22,6 +23,7 @@ struct Dims {
     hidden: u32,
     injection: u32,
     through_time: u32,
+    dv_scale: f32,
 }
 
 /// The launch: one workgroup per sequence, writing δ and e [T, B, d]. `targets` injects
@@ -40,15 +42,16 @@ pub(crate) fn dispatch(
         hidden: model.layout.dims.hidden as u32,
         injection: u32::from(targets),
         through_time: u32::from(through_time),
+        dv_scale: seq.dv.scale,
     };
     Dispatch::new(
         ctx,
-        &ctx.kernels.bptt,
+        &ctx.history_kernels(seq.h.storage)?.bptt,
         &dims,
         &[
             (1, model.layout.w.bind(&model.theta)),
-            (2, seq.h.as_entire_binding()),
-            (3, seq.dv.as_entire_binding()),
+            (2, seq.h.binding()),
+            (3, seq.dv.binding()),
             (4, seq.g_top.as_entire_binding()),
             (5, seq.delta.as_entire_binding()),
             (6, seq.err.as_entire_binding()),
@@ -57,7 +60,7 @@ pub(crate) fn dispatch(
     )
 }
 
-/// Gradients of W, U, b on the GPU, as `cpu::bptt::bptt` returns them.
+/// Gradients of W, U, b on the GPU (histories in f32), as `cpu::bptt::bptt` returns them.
 pub fn bptt(
     ctx: &GpuContext,
     params: &Params,
@@ -91,13 +94,13 @@ pub fn bptt(
         method == Method::Tp || through_time,
         "BP injects g_T at the top only; without recursion it has no gradient below T"
     );
-    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper)?;
-    ctx.write(&ws.seq.h, 0, &stack(h));
+    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper, Storage::F32)?;
+    ws.seq.h.write(ctx, 0, h);
     match (injection, targets) {
         (_, Some(v)) => {
             // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
             let dv: Vec<_> = v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect();
-            ctx.write(&ws.seq.dv, 0, &stack(&dv))
+            ws.seq.dv.write(ctx, 0, &dv)
         }
         (Injection::Top(g), None) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
         (Injection::Targets(_), None) => unreachable!("targets were matched above"),

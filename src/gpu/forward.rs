@@ -8,6 +8,7 @@ use crate::config::Hyper;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace};
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
@@ -46,29 +47,29 @@ pub(crate) fn dispatch(
     };
     let forward = Dispatch::new(
         ctx,
-        &ctx.kernels.forward,
+        &ctx.history_kernels(seq.h.storage)?.forward,
         &dims,
         &[
             (1, model.wt.as_entire_binding()),
             (2, l.u.bind(&model.theta)),
             (3, l.b.bind(&model.theta)),
             (4, seq.x.as_entire_binding()),
-            (5, seq.h.as_entire_binding()),
+            (5, seq.h.binding()),
         ],
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
     )?;
     Ok([transpose, forward])
 }
 
-/// Hidden states h_0 … h_T on the GPU, as `cpu::forward::forward` returns them.
+/// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
+/// them.
 pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
     let b = x.first().map_or(0, |m| m.nrows());
     let batch = Batch {
         x: x.to_vec(),
         y: Targets::Labels(vec![0; b]),
     };
-    let (_model, ws) = Workspace::one_shot(ctx, params, &batch, &Hyper::default())?;
+    let (_model, ws) = Workspace::one_shot(ctx, params, &batch, &Hyper::default(), Storage::F32)?;
     ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
-    let d = params.dims().hidden;
-    Workspace::read_stack(ctx, &ws.seq.h, 0, x.len() + 1, b, d)
+    ws.seq.h.read(ctx, 0, x.len() + 1)
 }

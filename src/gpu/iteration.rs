@@ -2,9 +2,10 @@
 //! buffers it needs, allocated once per shape, and the kernels' launches recorded in order
 //! into a single compute pass.
 //!
-//! Layout conventions (all f32, row-major, sequences as rows like the CPU reference):
-//! x [T, B, p]; h [T+1, B, d] (h_0 = 0 included); the target offsets dv = v − h
-//! [T+1, B, d] (see target_sweep.wgsl for why offsets); δ [T, B, d]; g_T [B, d];
+//! Layout conventions (row-major, sequences as rows like the CPU reference; f32 unless
+//! said otherwise): x [T, B, p]; h [T+1, B, d] (h_0 = 0 included) and the target offsets
+//! dv = v − h [T+1, B, d] (see target_sweep.wgsl for why offsets), both `History`s in
+//! the backend's `Storage` (f16 pads rows to even d); δ [T, B, d]; g_T [B, d];
 //! parameters, gradients and optimizer slots each one flat buffer holding W, U, b, V, c at
 //! offsets aligned for binding (`ParamLayout`).
 
@@ -18,6 +19,7 @@ use crate::gpu::inverse::{Cg, CgBuffers};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::norms::StepNorms;
 use crate::gpu::profile::Phase;
+use crate::gpu::storage::{History, Storage};
 use crate::gpu::{bptt, forward, head, matmul, optimizer, target_sweep, MAX_HIDDEN};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
@@ -137,13 +139,6 @@ pub(crate) fn stack(ms: &[DMatrix<f64>]) -> Vec<f32> {
     ms.iter().flat_map(rows_f32).collect()
 }
 
-/// The inverse of `stack`.
-pub(crate) fn unstack(data: &[f32], rows: usize, cols: usize) -> Vec<DMatrix<f64>> {
-    data.chunks_exact((rows * cols).max(1))
-        .map(|c| matrix(c, rows, cols))
-        .collect()
-}
-
 /// Parameters, gradients and optimizer slots (flat, `ParamLayout`), and the CG state
 /// whose P persists between steps to warm-start the next solve. Independent of B and T.
 pub(crate) struct ModelBuffers {
@@ -198,9 +193,9 @@ pub(crate) struct SeqBuffers {
     pub x: wgpu::Buffer,
     /// Labels as u32, or real targets as their f32 bits.
     pub y: wgpu::Buffer,
-    pub h: wgpu::Buffer,
+    pub h: History,
     /// Target offsets v_t − h_t.
-    pub dv: wgpu::Buffer,
+    pub dv: History,
     pub delta: wgpu::Buffer,
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
@@ -216,14 +211,20 @@ pub(crate) struct SeqBuffers {
 }
 
 impl SeqBuffers {
-    fn new(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<Self> {
+    fn new(
+        ctx: &GpuContext,
+        dims: Dims,
+        shape: Shape,
+        storage: Storage,
+        dv_scale: f32,
+    ) -> Result<Self> {
         let Dims {
             input: p,
             hidden: d,
             output: q,
         } = dims;
         let Shape { batch: b, steps: t } = shape;
-        let largest = (t + 1) * b * d.max(p);
+        let largest = (t + 1) * b * storage.row_len(d).max(p);
         if u32::try_from(largest).is_err() {
             bail!("a batch of B = {b} sequences of T = {t} steps with d = {d}, p = {p} has {largest} elements per tensor, more than 32-bit indices reach");
         }
@@ -238,15 +239,13 @@ impl SeqBuffers {
                 none,
             )?,
             y: ctx.storage("targets y", f(b * q.max(1)), none)?,
-            h: ctx.storage(
-                &format!("hidden states h [T+1={}, B={b}, d={d}]", t + 1),
-                f((t + 1) * b * d),
-                none,
-            )?,
-            dv: ctx.storage(
-                &format!("target offsets v − h [T+1={}, B={b}, d={d}]", t + 1),
-                f((t + 1) * b * d),
-                none,
+            h: History::new(ctx, "hidden states h", storage, [t + 1, b, d], 1.0)?,
+            dv: History::new(
+                ctx,
+                "target offsets v − h",
+                storage,
+                [t + 1, b, d],
+                dv_scale,
             )?,
             delta: ctx.storage(
                 &format!("errors δ [T={t}, B={b}, d={d}]"),
@@ -317,7 +316,7 @@ fn check_llvmpipe_loops(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<()
         return Ok(());
     }
     let (d, p) = (dims.hidden, dims.input);
-    let time_loops = shape.steps * (d.div_ceil(256) * (d / 8 + 8 + p) + 2);
+    let time_loops = shape.steps * (d.div_ceil(256) * (d / 8 + 8 + p) + 3);
     let reductions = (shape.steps * shape.batch).div_ceil(16) * 24;
     let worst = time_loops.max(reductions);
     if worst > LLVMPIPE_LOOP_LIMIT {
@@ -357,29 +356,29 @@ impl Workspace {
         model: &ModelBuffers,
         shape: Shape,
         hyper: &Hyper,
+        storage: Storage,
     ) -> Result<Self> {
         let dims = model.layout.dims;
         check_llvmpipe_loops(ctx, dims, shape)?;
-        let seq = SeqBuffers::new(ctx, dims, shape)?;
         let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
+        let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
+        let seq = SeqBuffers::new(ctx, dims, shape, storage, dv_scale)?;
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let l = &model.layout;
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
-        let reduce = |b: &wgpu::Buffer, n: usize, slot: Slot| {
-            matmul::product(
-                ctx,
-                matmul::Operands {
-                    a: seq.delta.as_entire_binding(),
-                    trans_a: true,
-                    b: b.as_entire_binding(),
-                    c: slot.bind(&model.grad),
-                    m: dims.hidden,
-                    n,
-                    k: rows,
-                },
-                None,
-            )
+        // b: the B operand and its storage (h is a history; x and the ones are f32).
+        let reduce = |b: wgpu::BindingResource<'_>, b_storage, n: usize, slot: Slot| {
+            let ops = matmul::Operands {
+                a: seq.delta.as_entire_binding(),
+                trans_a: true,
+                b,
+                c: slot.bind(&model.grad),
+                m: dims.hidden,
+                n,
+                k: rows,
+            };
+            matmul::product_of_history(ctx, ops, b_storage)
         };
         Ok(Self {
             forward: forward::dispatch(ctx, model, &seq, shape)?,
@@ -390,17 +389,15 @@ impl Workspace {
                 .transpose()?,
             bptt: bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
             reductions: [
-                reduce(&seq.h, dims.hidden, l.w)?,
-                reduce(&seq.x, dims.input, l.u)?,
-                reduce(&seq.ones, 1, l.b)?,
+                reduce(seq.h.binding(), storage, dims.hidden, l.w)?,
+                reduce(seq.x.as_entire_binding(), Storage::F32, dims.input, l.u)?,
+                reduce(seq.ones.as_entire_binding(), Storage::F32, 1, l.b)?,
             ],
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
             error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
             // dv holds v_0 … v_T: skip v_0.
             target_norms: tp
-                .map(|_| {
-                    StepNorms::new(ctx, &seq.dv, step_len, shape.steps, step_len, &seq.norms_sq)
-                })
+                .map(|_| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
                 .transpose()?,
             seq,
             shape,
@@ -414,30 +411,15 @@ impl Workspace {
         params: &Params,
         batch: &Batch,
         hyper: &Hyper,
+        storage: Storage,
     ) -> Result<(ModelBuffers, Self)> {
         check_batch(params, batch)?;
         let model = ModelBuffers::new(ctx, params.dims())?;
         model.write_params(ctx, params)?;
-        let ws = Self::new(ctx, &model, Shape::of(batch), hyper)?;
+        let ws = Self::new(ctx, &model, Shape::of(batch), hyper, storage)?;
         ws.seq.write_batch(ctx, batch);
         ws.poison_outputs(ctx, &model);
         Ok((model, ws))
-    }
-
-    /// Reads `count` matrices `rows`×`cols` stacked in `buffer` from element `start` on.
-    pub fn read_stack(
-        ctx: &GpuContext,
-        buffer: &wgpu::Buffer,
-        start: usize,
-        count: usize,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Vec<DMatrix<f64>>> {
-        Ok(unstack(
-            &ctx.read(buffer, start, count * rows * cols)?,
-            rows,
-            cols,
-        ))
     }
 
     /// Forward pass and head: loss, g_T, ∇V, ∇c.
@@ -481,8 +463,8 @@ impl Workspace {
     pub fn poison_outputs(&self, ctx: &GpuContext, model: &ModelBuffers) {
         let Shape { batch: b, steps: t } = self.shape;
         let d = model.layout.dims.hidden;
-        poison(ctx, &self.seq.h, (t + 1) * b * d);
-        poison(ctx, &self.seq.dv, (t + 1) * b * d);
+        self.seq.h.poison(ctx);
+        self.seq.dv.poison(ctx);
         poison(ctx, &self.seq.delta, t * b * d);
         poison(ctx, &self.seq.err, t * b * d);
         poison(ctx, &self.seq.g_top, b * d);
