@@ -346,7 +346,7 @@ fn backends(all: &[Measurement]) -> Vec<String> {
 }
 
 /// The phase table of the largest case of each GPU storage and method, beside the cost
-/// model (which counts every history value as 4 bytes).
+/// model.
 fn print_phases(all: &[Measurement], machine: &Machine) {
     let gpus = backends(all).into_iter().filter(|b| b.starts_with("gpu"));
     for (backend, method) in gpus.flat_map(|b| [(b.clone(), Method::Tp), (b, Method::Bp)]) {
@@ -376,7 +376,8 @@ fn print_phases(all: &[Measurement], machine: &Machine) {
             "floor ms",
             "GFLOP/s"
         );
-        let costs = cost_model(s, method, k, tpri::config::TpConfig::default().cg_max_iter);
+        let cg_cap = tpri::config::TpConfig::default().cg_max_iter;
+        let costs = cost_model(s, method, k, cg_cap, storage);
         let (mut total_floor, mut total_time) = (0.0, 0.0);
         for c in &costs {
             let time = m

@@ -378,7 +378,7 @@ impl Workspace {
                 n,
                 k: rows,
             };
-            matmul::product_of_history(ctx, ops, b_storage)
+            matmul::product_with_b_in(ctx, ops, b_storage)
         };
         Ok(Self {
             forward: forward::dispatch(ctx, model, &seq, shape)?,

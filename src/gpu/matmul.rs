@@ -48,7 +48,7 @@ pub(crate) fn product(
 
 /// The launch of a product whose B operand is a history stored as `b_storage` (rows of
 /// n values padded as `Storage::row_len` says), e.g. ∇W = Δᵀ H.
-pub(crate) fn product_of_history(
+pub(crate) fn product_with_b_in(
     ctx: &GpuContext,
     ops: Operands<'_>,
     b_storage: Storage,
