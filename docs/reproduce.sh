@@ -11,3 +11,6 @@ tpri=${2:-target/release/tpri}
 # with the exact Cholesky solve so that CG convergence does not enter the picture.
 "$tpri" compare temporal-order-60-tp --vary reg=1e-6,0.1,1,10 --iterations 2000 --seed 0 --backend cpu \
     --out "$out/regularization" -- --solver cholesky
+# The GRU on pixel-by-pixel Fashion-MNIST (T = 784; Debian's dataset-fashion-mnist), TP-RI with
+# the jacobian inversion against BPTT: about 3.5 s (TP) and 2 s (BP) per iteration here.
+"$tpri" compare fashion-mnist-gru-tp fashion-mnist-gru-bp --iterations 2000 --seed 0 --backend cpu --out "$out/fashion-mnist-gru"

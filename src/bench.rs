@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::config::{Hyper, Method, OptimizerConfig, TpConfig};
+use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::gpu::{GpuContext, Phase, Profiler, Storage};
 use crate::model::{Dims, Params};
@@ -176,7 +176,21 @@ pub fn measure_gpu(
 
 /// Times `reps` training steps of `method` at `size` on the f64 CPU reference.
 pub fn measure_cpu(size: Size, method: Method, reps: usize) -> Result<Measurement> {
-    let (params, batch, hyper) = problem(size, method, 1);
+    measure_cpu_solver(size, method, reps, None)
+}
+
+/// `measure_cpu` with P applied as `solver` says (the problem's default, `auto`, when
+/// `None`): how `tpri bench --crossover` times forming P against per-step solves.
+pub fn measure_cpu_solver(
+    size: Size,
+    method: Method,
+    reps: usize,
+    solver: Option<Solver>,
+) -> Result<Measurement> {
+    let (params, batch, mut hyper) = problem(size, method, 1);
+    if let Some(solver) = solver {
+        hyper.tp.solver = solver;
+    }
     let mut cpu = CpuBackend::new();
     cpu.load(&params, None, &hyper)?;
     cpu.step(&batch)?; // warm-up

@@ -7,9 +7,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trace};
-use crate::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad, CLAMP_EPS};
+use crate::config::{Hyper, Inversion, Loss, Method, TargetMode, TpConfig, TpGrad, CLAMP_EPS};
 use crate::gpu::Storage;
-use crate::model::{Dims, Params};
+use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 
 /// The agreement `tpri check` requires of f32 against the f64 reference.
@@ -59,14 +59,20 @@ pub fn storage_bound(storage: Storage, quantity: &str, amp: f64) -> f64 {
 #[derive(Clone, Debug)]
 pub struct Case {
     pub name: String,
+    /// The recurrent cell (tanh RNN or GRU).
+    pub cell: CellKind,
     pub dims: Dims,
     pub batch: usize,
     pub seq_len: usize,
     pub hyper: Hyper,
 }
 
-/// A covering set of cases: sizes off the workgroup grid, every target mode, both
-/// gradient modes, both losses, and BP.
+/// CG iterations the per-step solves of the jacobian cases may take: they need about six
+/// at r = 1; the cap keeps the sweep of the largest case under llvmpipe's loop limit.
+const JACOBIAN_MAX_ITER: usize = 16;
+
+/// A covering set of cases: sizes off the workgroup grid, both cells, every target mode,
+/// both inversions, both gradient modes, both losses, and BP.
 pub fn cases() -> Vec<Case> {
     let tp = |mode, grad, loss| Hyper {
         method: Method::Tp,
@@ -80,6 +86,13 @@ pub fn cases() -> Vec<Case> {
         },
         ..Hyper::default()
     };
+    let jacobian = |grad, loss| {
+        let mut h = tp(TargetMode::Linearized, grad, loss);
+        h.tp.inversion = Inversion::Jacobian;
+        h.tp.cg_max_iter = JACOBIAN_MAX_ITER;
+        h
+    };
+    use CellKind::{Gru, Tanh};
     let bp = |loss| Hyper {
         method: Method::Bp,
         loss,
@@ -94,6 +107,7 @@ pub fn cases() -> Vec<Case> {
     let settings = [
         (
             "tp linearized",
+            Tanh,
             tp(
                 TargetMode::Linearized,
                 TpGrad::ThroughTime,
@@ -102,22 +116,47 @@ pub fn cases() -> Vec<Case> {
         ),
         (
             "tp difference",
+            Tanh,
             tp(TargetMode::Difference, TpGrad::ThroughTime, Loss::Mse),
         ),
         (
             "tp plain",
+            Tanh,
             tp(TargetMode::Plain, TpGrad::ThroughTime, Loss::CrossEntropy),
         ),
         (
             "tp local",
+            Tanh,
             tp(TargetMode::Linearized, TpGrad::Local, Loss::Mse),
         ),
-        ("bp ce", bp(Loss::CrossEntropy)),
-        ("bp mse", bp(Loss::Mse)),
+        ("bp ce", Tanh, bp(Loss::CrossEntropy)),
+        ("bp mse", Tanh, bp(Loss::Mse)),
+        (
+            "tp jacobian",
+            Tanh,
+            jacobian(TpGrad::ThroughTime, Loss::Mse),
+        ),
+        (
+            "tp jacobian local",
+            Tanh,
+            jacobian(TpGrad::Local, Loss::CrossEntropy),
+        ),
+        (
+            "gru tp jacobian",
+            Gru,
+            jacobian(TpGrad::ThroughTime, Loss::CrossEntropy),
+        ),
+        (
+            "gru tp jacobian local",
+            Gru,
+            jacobian(TpGrad::Local, Loss::Mse),
+        ),
+        ("gru bp ce", Gru, bp(Loss::CrossEntropy)),
+        ("gru bp mse", Gru, bp(Loss::Mse)),
     ];
     let mut out = Vec::new();
     for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
-        for (j, (label, hyper)) in settings.iter().enumerate() {
+        for (j, (label, cell, hyper)) in settings.iter().enumerate() {
             // Every setting on the first two shapes; one each on the others.
             if i >= 2 && j % 2 != i % 2 {
                 continue;
@@ -125,6 +164,7 @@ pub fn cases() -> Vec<Case> {
             let q = if hyper.loss == Loss::Mse { 1 } else { 4 };
             out.push(Case {
                 name: format!("{label} d={d} T={t} B={b}"),
+                cell: *cell,
                 dims: Dims {
                     input: p,
                     hidden: d,
@@ -139,12 +179,12 @@ pub fn cases() -> Vec<Case> {
     out
 }
 
-/// Random parameters near the trained regime (orthogonal W scaled below 1, small
-/// biases) and a random batch for `case`.
+/// Random parameters near the trained regime and a random batch for `case`: for the tanh
+/// RNN an orthogonal W scaled below 1 and small biases; for the GRU PyTorch's
+/// initialisation (every tensor uniform in ±1/√d, biases included).
 pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init(case.dims, seed);
-    params.w_hh *= 0.9;
+    let mut params = Params::init_of(case.cell, case.dims, seed);
     let mut noise = |rows, cols, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
     };
@@ -153,8 +193,11 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
         output: q,
         input: p,
     } = case.dims;
-    params.b = noise(d, 1, 0.1);
-    params.head_b = noise(q, 1, 0.1);
+    if case.cell == CellKind::Tanh {
+        params.w_hh *= 0.9;
+        params.b = noise(d, 1, 0.1);
+        params.head_b = noise(q, 1, 0.1);
+    }
     let x = (0..case.seq_len)
         .map(|_| noise(case.batch, p, 1.0))
         .collect();
@@ -213,8 +256,37 @@ pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
     out
 }
 
-/// Each quantity's relative error, by name.
+/// Each quantity's relative error, by name (`h`, `v`, `p_inv`, `loss`, and `grad.` with
+/// the tensor's name).
 pub type Errors = Vec<(String, f64)>;
+
+/// The columns of `tpri check`'s table: one per quantity, the gradients named without
+/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`).
+pub const COLUMNS: [&str; 10] = [
+    "h", "v", "p_inv", "loss", "w_hh", "w_ih", "b", "b_hh", "head.w", "head.b",
+];
+
+/// The `COLUMNS` entry of a quantity named as in `Errors`.
+pub fn column_of(name: &str) -> &str {
+    let name = name.strip_prefix("grad.").unwrap_or(name);
+    let name = name
+        .strip_prefix("rnn.")
+        .or_else(|| name.strip_prefix("gru."))
+        .unwrap_or(name);
+    if name == "b_ih" {
+        "b"
+    } else {
+        name
+    }
+}
+
+/// Whether the GPU backend runs `case` with its histories in `storage`: f32 runs every
+/// case, f16 the tanh RNN's with the analytic inversion (and BP) only.
+pub fn runs_with(storage: Storage, case: &Case) -> bool {
+    storage == Storage::F32
+        || (case.cell == CellKind::Tanh
+            && (case.hyper.method == Method::Bp || case.hyper.tp.inversion == Inversion::Analytic))
+}
 
 /// One case of `run_checks`.
 #[derive(Clone, Debug)]
@@ -226,15 +298,19 @@ pub struct CheckRow {
     pub amplification: f64,
 }
 
-/// Runs every case on `test` and `reference`.
+/// Runs the cases of `cases()` that a GPU backend with `storage` runs (`runs_with`) on
+/// `test` and `reference`. Case i of `cases()` gets seed `seed + i` whichever are run, so
+/// a case's problem is the same for every storage.
 pub fn run_checks(
     test: &mut dyn Backend,
     reference: &mut dyn Backend,
+    storage: Storage,
     seed: u64,
 ) -> Result<Vec<CheckRow>> {
     cases()
         .into_iter()
         .enumerate()
+        .filter(|(_, case)| runs_with(storage, case))
         .map(|(i, case)| {
             let (params, batch) = problem(&case, seed + i as u64);
             let a = test.trace(&params, &batch, &case.hyper)?;
@@ -246,4 +322,57 @@ pub fn run_checks(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_quantity_of_both_cells_has_a_column_and_cases_cover_both_cells() {
+        for cell in [CellKind::Tanh, CellKind::Gru] {
+            for name in cell.param_names() {
+                let full = format!("grad.{name}");
+                let col = column_of(&full);
+                assert!(COLUMNS.contains(&col), "{name} → {col}");
+            }
+        }
+        assert_eq!(column_of("grad.gru.b_ih"), "b");
+        assert_eq!(column_of("grad.gru.b_hh"), "b_hh");
+        assert_eq!(column_of("v"), "v");
+        let all = cases();
+        for (cell, inversion) in [
+            (CellKind::Tanh, Inversion::Analytic),
+            (CellKind::Tanh, Inversion::Jacobian),
+            (CellKind::Gru, Inversion::Jacobian),
+        ] {
+            assert!(all.iter().any(|c| c.cell == cell
+                && c.hyper.method == Method::Tp
+                && c.hyper.tp.inversion == inversion));
+        }
+        assert!(all
+            .iter()
+            .any(|c| c.cell == CellKind::Gru && c.hyper.method == Method::Bp));
+        // f16 storage: the tanh RNN's analytic and BP cases, which cover every target mode.
+        let f16: Vec<_> = all.iter().filter(|c| runs_with(Storage::F16, c)).collect();
+        assert!(all.iter().all(|c| runs_with(Storage::F32, c)));
+        assert!(f16.iter().all(|c| c.cell == CellKind::Tanh
+            && (c.hyper.method == Method::Bp || c.hyper.tp.inversion == Inversion::Analytic)));
+        for mode in [
+            TargetMode::Linearized,
+            TargetMode::Difference,
+            TargetMode::Plain,
+        ] {
+            assert!(f16
+                .iter()
+                .any(|c| c.hyper.method == Method::Tp && c.hyper.tp.target_mode == mode));
+        }
+        assert!(f16.iter().any(|c| c.hyper.method == Method::Bp));
+        for c in &all {
+            c.hyper.validate_for(c.cell).unwrap();
+            let (params, batch) = problem(c, 1);
+            assert_eq!(params.cell, c.cell);
+            crate::cpu::iteration::check_batch(&params, &batch).unwrap();
+        }
+    }
 }

@@ -3,6 +3,8 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::model::CellKind;
+
 /// Which loss the head is trained with (SPEC §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -47,14 +49,64 @@ pub enum TpGrad {
     Local,
 }
 
-/// How `P = (WᵀW + rI)⁻¹Wᵀ` is formed.
+/// How `P = (WᵀW + rI)⁻¹Wᵀ` is applied in the analytic inversion (SPEC §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Solver {
-    /// Batched conjugate gradient (SPEC §4); the GPU's only path.
+    /// Form P by batched conjugate gradient (SPEC §4); the GPU's only path.
     Cg,
-    /// Exact Cholesky factorisation (CPU reference only).
+    /// Form P by an exact Cholesky factorisation (CPU reference only).
     Cholesky,
+    /// Never form P: solve `(WᵀW + rI) z = Wᵀ s` by batched CG at every step for every
+    /// sequence (CPU reference only so far).
+    PerStep,
+    /// The cheaper of `cg` and `per-step` by the cost model of `Solver::resolve`.
+    Auto,
+}
+
+/// How many times more a per-step solve's flop costs than one of forming P (see
+/// `Solver::resolve`).
+pub const PER_STEP_PENALTY: usize = 8;
+
+impl Solver {
+    /// What `Auto` stands for at these sizes; any other choice unchanged. Forming P costs
+    /// about k·4d³ flops (k CG iterations, two d×d products each), plus 2d² per column
+    /// the sweep carries back; per-step solves cost about (2d² + k·4d²) per column, with
+    /// (T − 1)·B columns in all: equal flops at (T − 1)·B ≈ d. But the per-step products
+    /// have only B columns (matrix–vector products for B = 1), which run several times
+    /// slower per flop than the d-column products that form P: `tpri bench --crossover`
+    /// on a 2-core CPU put the crossover at (T − 1)·B ≈ d/6 to d/10 for d = 64, 128, 256.
+    /// So per-step solves are picked when `PER_STEP_PENALTY · (T − 1)·B < d`.
+    pub fn resolve(self, hidden: usize, steps: usize, batch: usize) -> Solver {
+        match self {
+            Solver::Auto if PER_STEP_PENALTY * steps.saturating_sub(1) * batch < hidden => {
+                Solver::PerStep
+            }
+            Solver::Auto => Solver::Cg,
+            other => other,
+        }
+    }
+}
+
+/// How a target is carried back through a step (SPEC §2 step 5 against SPEC §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Inversion {
+    /// The tanh RNN's closed form through `P = (WᵀW + rI)⁻¹Wᵀ`, in any target mode.
+    Analytic,
+    /// Any cell: `(J_tᵀJ_t + rI)⁻¹ J_tᵀ (v_t − h_t)` by per-step batched CG from Jacobian
+    /// products (linearized targets only). The GRU's only inversion.
+    Jacobian,
+}
+
+impl Inversion {
+    /// The inversion `cell` uses when none is asked for: the closed form where there is one.
+    pub fn default_for(cell: CellKind) -> Self {
+        match cell {
+            CellKind::Tanh => Inversion::Analytic,
+            CellKind::Gru => Inversion::Jacobian,
+        }
+    }
 }
 
 /// The optimizer applied to every parameter.
@@ -106,6 +158,8 @@ pub struct TpConfig {
     pub reg: f64,
     pub target_mode: TargetMode,
     pub tp_grad: TpGrad,
+    pub inversion: Inversion,
+    /// How P is applied (analytic inversion only; the jacobian one always solves per step).
     pub solver: Solver,
     /// Relative residual at which CG stops; `None` takes the backend's default
     /// (`CPU_CG_TOL` in f64, looser on f32 GPUs).
@@ -121,7 +175,8 @@ impl Default for TpConfig {
             reg: 1.0,
             target_mode: TargetMode::Linearized,
             tp_grad: TpGrad::ThroughTime,
-            solver: Solver::Cg,
+            inversion: Inversion::Analytic,
+            solver: Solver::Auto,
             cg_tol: None,
             cg_max_iter: 100,
         }
@@ -157,6 +212,18 @@ impl Default for Hyper {
 }
 
 impl Hyper {
+    /// `validate`, and that the inversion exists for `cell` (the GRU has no closed form).
+    pub fn validate_for(&self, cell: CellKind) -> Result<()> {
+        self.validate()?;
+        if self.method == Method::Tp
+            && cell == CellKind::Gru
+            && self.tp.inversion == Inversion::Analytic
+        {
+            bail!("the GRU has no closed-form inverse: TP-RI needs --inversion jacobian");
+        }
+        Ok(())
+    }
+
     /// Rejects settings no iteration can run with, naming the offending value.
     pub fn validate(&self) -> Result<()> {
         let o = &self.opt;
@@ -195,6 +262,12 @@ impl Hyper {
             }
             if t.cg_max_iter == 0 {
                 bail!("CG iteration cap must be at least 1");
+            }
+            if t.inversion == Inversion::Jacobian && t.target_mode != TargetMode::Linearized {
+                bail!(
+                    "the jacobian inversion gives linearized targets only, not target mode {:?}",
+                    t.target_mode
+                );
             }
         }
         Ok(())

@@ -1,4 +1,5 @@
-//! The tanh RNN with its linear head (SPEC §1): parameters and their seeded initialisation.
+//! The recurrent cells (SPEC §1 tanh RNN, SPEC §5 GRU) with their linear head: parameters
+//! and their seeded initialisation.
 
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
@@ -13,19 +14,78 @@ pub struct Dims {
     pub output: usize,
 }
 
-/// Names of the parameter tensors, in the order `Params::tensors` yields them.
+/// Which recurrent cell the model uses.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellKind {
+    /// `h_t = tanh(W h_{t−1} + U x_t + b)` (SPEC §1).
+    #[default]
+    Tanh,
+    /// The GRU of SPEC §5 in PyTorch's convention and layout.
+    Gru,
+}
+
+impl CellKind {
+    /// Rows of the recurrent tensors per hidden unit: 1, or 3 for the GRU's gates r, z, n.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Tanh => 1,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// Names of the parameter tensors, in the order `Params::tensors` yields them.
+    pub fn param_names(self) -> &'static [&'static str] {
+        match self {
+            CellKind::Tanh => &PARAM_NAMES,
+            CellKind::Gru => &GRU_PARAM_NAMES,
+        }
+    }
+}
+
+/// Names of the tanh RNN's parameter tensors, in the order `Params::tensors` yields them.
 pub const PARAM_NAMES: [&str; 5] = ["rnn.w_hh", "rnn.w_ih", "rnn.b", "head.w", "head.b"];
 
-/// Parameters of the RNN and its head. Biases are column matrices so that every
+/// Names of the GRU's parameter tensors (PyTorch's `weight_hh_l0`, `weight_ih_l0`,
+/// `bias_ih_l0`, `bias_hh_l0`, then the head).
+pub const GRU_PARAM_NAMES: [&str; 6] = [
+    "gru.w_hh", "gru.w_ih", "gru.b_ih", "gru.b_hh", "head.w", "head.b",
+];
+
+/// Whether the tensor called `name` is a bias, stored as a 1-D tensor in files.
+pub fn is_bias(name: &str) -> bool {
+    name.rsplit('.')
+        .next()
+        .is_some_and(|last| last.starts_with('b'))
+}
+
+/// Parameters of the recurrent cell and its head. Biases are column matrices so that every
 /// tensor is handled alike (optimizers, files, norms). Gradients use the same type.
+///
+/// The GRU stacks its three gates r, z, n along the rows of `w_hh`, `w_ih`, `b` and `b_hh`,
+/// exactly as PyTorch does, so that its weights move between the two unchanged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
-    /// W: d×d.
+    pub cell: CellKind,
+    /// W: d×d (GRU: [W_r; W_z; W_n], 3d×d).
     pub w_hh: DMatrix<f64>,
-    /// U: d×p.
+    /// U: d×p (GRU: 3d×p).
     pub w_ih: DMatrix<f64>,
-    /// b: d×1.
+    /// b: d×1 (GRU: b_ih = [b_ir; b_iz; b_in], 3d×1).
     pub b: DMatrix<f64>,
+    /// GRU only: b_hh = [b_hr; b_hz; b_hn], 3d×1, apart from `b` because b_hn sits inside
+    /// r ⊙ (…). Empty (0×1) for the tanh RNN.
+    pub b_hh: DMatrix<f64>,
     /// V: q×d.
     pub head_w: DMatrix<f64>,
     /// c: q×1.
@@ -33,23 +93,36 @@ pub struct Params {
 }
 
 impl Params {
-    /// All-zero parameters of the given sizes (also the zero gradient).
+    /// All-zero tanh-RNN parameters of the given sizes (also the zero gradient).
     pub fn zeros(dims: Dims) -> Self {
+        Self::zeros_of(CellKind::Tanh, dims)
+    }
+
+    /// All-zero parameters of `cell` with the given sizes.
+    pub fn zeros_of(cell: CellKind, dims: Dims) -> Self {
         let Dims {
             input: p,
             hidden: d,
             output: q,
         } = dims;
+        let g = cell.gates();
         Self {
-            w_hh: DMatrix::zeros(d, d),
-            w_ih: DMatrix::zeros(d, p),
-            b: DMatrix::zeros(d, 1),
+            cell,
+            w_hh: DMatrix::zeros(g * d, d),
+            w_ih: DMatrix::zeros(g * d, p),
+            b: DMatrix::zeros(g * d, 1),
+            b_hh: DMatrix::zeros(if cell == CellKind::Gru { g * d } else { 0 }, 1),
             head_w: DMatrix::zeros(q, d),
             head_b: DMatrix::zeros(q, 1),
         }
     }
 
-    /// Seeded initialisation: W, U and V (semi-)orthogonal, biases zero.
+    /// Zeros of the same cell and sizes (a gradient or an optimizer slot).
+    pub fn zeros_like(&self) -> Self {
+        Self::zeros_of(self.cell, self.dims())
+    }
+
+    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero (SPEC §1).
     pub fn init(dims: Dims, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let Dims {
@@ -60,9 +133,25 @@ impl Params {
         Self {
             w_hh: semi_orthogonal(d, d, &mut rng),
             w_ih: semi_orthogonal(d, p, &mut rng),
-            b: DMatrix::zeros(d, 1),
             head_w: semi_orthogonal(q, d, &mut rng),
-            head_b: DMatrix::zeros(q, 1),
+            ..Self::zeros(dims)
+        }
+    }
+
+    /// Seeded initialisation of `cell`: SPEC §1's for the tanh RNN; PyTorch's for the GRU
+    /// (every tensor, the head's included, uniform in ±1/√d).
+    pub fn init_of(cell: CellKind, dims: Dims, seed: u64) -> Self {
+        match cell {
+            CellKind::Tanh => Self::init(dims, seed),
+            CellKind::Gru => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let k = 1.0 / (dims.hidden.max(1) as f64).sqrt();
+                let mut params = Self::zeros_of(cell, dims);
+                for m in params.tensors_mut() {
+                    *m = DMatrix::from_fn(m.nrows(), m.ncols(), |_, _| rng.random_range(-k..k));
+                }
+                params
+            }
         }
     }
 
@@ -70,36 +159,34 @@ impl Params {
     pub fn dims(&self) -> Dims {
         Dims {
             input: self.w_ih.ncols(),
-            hidden: self.w_hh.nrows(),
+            hidden: self.w_hh.ncols(),
             output: self.head_w.nrows(),
         }
     }
 
-    /// The tensors paired with their names (`PARAM_NAMES` order).
-    pub fn tensors(&self) -> [(&'static str, &DMatrix<f64>); 5] {
-        [
-            (PARAM_NAMES[0], &self.w_hh),
-            (PARAM_NAMES[1], &self.w_ih),
-            (PARAM_NAMES[2], &self.b),
-            (PARAM_NAMES[3], &self.head_w),
-            (PARAM_NAMES[4], &self.head_b),
-        ]
+    /// The tensors paired with their names (`CellKind::param_names` order).
+    pub fn tensors(&self) -> Vec<(&'static str, &DMatrix<f64>)> {
+        let mut all = vec![&self.w_hh, &self.w_ih, &self.b];
+        if self.cell == CellKind::Gru {
+            all.push(&self.b_hh);
+        }
+        all.extend([&self.head_w, &self.head_b]);
+        self.cell.param_names().iter().copied().zip(all).collect()
     }
 
-    /// Mutable tensors in `PARAM_NAMES` order.
-    pub fn tensors_mut(&mut self) -> [&mut DMatrix<f64>; 5] {
-        [
-            &mut self.w_hh,
-            &mut self.w_ih,
-            &mut self.b,
-            &mut self.head_w,
-            &mut self.head_b,
-        ]
+    /// Mutable tensors in `CellKind::param_names` order.
+    pub fn tensors_mut(&mut self) -> Vec<&mut DMatrix<f64>> {
+        let mut all = vec![&mut self.w_hh, &mut self.w_ih, &mut self.b];
+        if self.cell == CellKind::Gru {
+            all.push(&mut self.b_hh);
+        }
+        all.extend([&mut self.head_w, &mut self.head_b]);
+        all
     }
 
     /// Checks that every tensor has the shape `dims` implies, naming the first that does not.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
-        let want = Params::zeros(dims);
+        let want = Params::zeros_of(self.cell, dims);
         for ((name, got), (_, exp)) in self.tensors().iter().zip(want.tensors().iter()) {
             if got.shape() != exp.shape() {
                 bail!(
@@ -153,5 +240,35 @@ mod tests {
             assert_eq!(a.b.norm(), 0.0);
             a.check_dims(dims).unwrap();
         }
+    }
+
+    #[test]
+    fn gru_tensors_follow_pytorch_layout() {
+        let dims = Dims {
+            input: 2,
+            hidden: 5,
+            output: 3,
+        };
+        let mut g = Params::init_of(CellKind::Gru, dims, 1);
+        let shapes: Vec<_> = g.tensors().iter().map(|(n, m)| (*n, m.shape())).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("gru.w_hh", (15, 5)),
+                ("gru.w_ih", (15, 2)),
+                ("gru.b_ih", (15, 1)),
+                ("gru.b_hh", (15, 1)),
+                ("head.w", (3, 5)),
+                ("head.b", (3, 1)),
+            ]
+        );
+        assert_eq!(g.dims(), dims);
+        let k = 1.0 / 5f64.sqrt();
+        assert!(g
+            .tensors()
+            .iter()
+            .all(|(_, m)| m.amax() < k && m.amax() > 0.0));
+        assert_eq!(g.tensors_mut().len(), 6);
+        assert!(is_bias("gru.b_hh") && is_bias("rnn.b") && !is_bias("head.w"));
     }
 }

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::{Hyper, Method, OptimizerConfig, OptimizerKind, TpConfig};
+use crate::config::{Hyper, Inversion, Method, OptimizerConfig, OptimizerKind, TpConfig};
+use crate::model::CellKind;
 use crate::tasks::TaskSpec;
 use crate::train::RunConfig;
 
@@ -11,7 +12,7 @@ use crate::train::RunConfig;
 pub const DEFAULT_PIXEL_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Preset names with a one-line description, in the order `tpri train --help` lists them.
-pub const PRESETS: [(&str, &str); 12] = [
+pub const PRESETS: [(&str, &str); 14] = [
     (
         "temporal-order-60-tp",
         "temporal order T=60, TP-RI lr 0.1, lr_target 0.01, r 10",
@@ -48,6 +49,14 @@ pub const PRESETS: [(&str, &str); 12] = [
     (
         "permuted-mnist-bp",
         "permuted pixels T=784, B=16, BPTT SGD lr 1e-4",
+    ),
+    (
+        "fashion-mnist-gru-tp",
+        "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU, TP-RI (jacobian) lr 0.1, lr_target 0.01, r 1",
+    ),
+    (
+        "fashion-mnist-gru-bp",
+        "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU, BPTT SGD lr 1e-2",
     ),
     (
         "adding-30-tp-quick",
@@ -104,6 +113,17 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         hyper,
         ..RunConfig::default()
     };
+    let gru = |cfg: RunConfig| RunConfig {
+        cell: CellKind::Gru,
+        hyper: Hyper {
+            tp: TpConfig {
+                inversion: Inversion::Jacobian,
+                ..cfg.hyper.tp.clone()
+            },
+            ..cfg.hyper.clone()
+        },
+        ..cfg
+    };
     let order = |seq_len| TaskSpec::TemporalOrder { seq_len };
     let adding = TaskSpec::Adding { seq_len: 30 };
     Ok(match name {
@@ -117,6 +137,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "pixel-mnist-bp" => pixel(false, bp(1e-5, OptimizerKind::Sgd)),
         "permuted-mnist-tp" => pixel(true, tp(0.1, 1e-4, 1.0)),
         "permuted-mnist-bp" => pixel(true, bp(1e-4, OptimizerKind::Sgd)),
+        "fashion-mnist-gru-tp" => gru(pixel(false, tp(0.1, 0.01, 1.0))),
+        "fashion-mnist-gru-bp" => gru(pixel(false, bp(1e-2, OptimizerKind::Sgd))),
         "adding-30-tp-quick" => RunConfig {
             iterations: 200,
             eval_every: 50,

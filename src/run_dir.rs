@@ -193,9 +193,13 @@ pub fn load_checkpoint(path: &Path, cfg: &RunConfig) -> Result<TrainState> {
         m: group("opt.m.")?,
         v: group("opt.v.")?,
     };
-    if meta.config.task != cfg.task || meta.config.hidden != cfg.hidden {
+    if meta.config.task != cfg.task
+        || meta.config.hidden != cfg.hidden
+        || meta.config.cell != cfg.cell
+        || params.cell != cfg.cell
+    {
         bail!(
-            "{} belongs to a different run (task or hidden size differ from config.toml)",
+            "{} belongs to a different run (task, cell or hidden size differ from config.toml)",
             path.display()
         );
     }
@@ -207,11 +211,11 @@ pub fn load_checkpoint(path: &Path, cfg: &RunConfig) -> Result<TrainState> {
             );
         }
     }
-    if params.w_hh.nrows() != cfg.hidden {
+    if params.dims().hidden != cfg.hidden {
         bail!(
             "{} holds a model of hidden size {}, but the run's config says {}",
             path.display(),
-            params.w_hh.nrows(),
+            params.dims().hidden,
             cfg.hidden
         );
     }

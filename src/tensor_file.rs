@@ -9,7 +9,7 @@ use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::backend::Trace;
-use crate::model::{Dims, Params, PARAM_NAMES};
+use crate::model::{is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES};
 use crate::tasks::{Batch, Targets};
 
 /// A tensor read from a file, widened to f64 (floats) or i64 (integers).
@@ -194,38 +194,47 @@ fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&'a [f64]> {
     }
 }
 
-/// Reads `rnn.w_hh`, `rnn.w_ih`, `rnn.b`, `head.w`, `head.b`, checking they fit together.
+/// Reads `rnn.w_hh`, `rnn.w_ih`, `rnn.b`, `head.w`, `head.b` (or the GRU's `gru.*` tensors
+/// and the head), checking they fit together.
 pub fn load_params(path: &Path) -> Result<Params> {
     params_from_tensors(&read_tensors(path)?, "", path)
 }
 
-/// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`.
+/// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`; a
+/// `gru.w_hh` tensor makes them a GRU's.
 pub fn params_from_tensors(
     tensors: &HashMap<String, Tensor>,
     prefix: &str,
     file: &Path,
 ) -> Result<Params> {
     let get = |name: &str| take(tensors, &format!("{prefix}{name}"), file);
-    let (w_hh, w_ih, head_w) = (
-        get(PARAM_NAMES[0])?,
-        get(PARAM_NAMES[1])?,
-        get(PARAM_NAMES[3])?,
-    );
+    let cell = if tensors.contains_key(&format!("{prefix}{}", GRU_PARAM_NAMES[0])) {
+        CellKind::Gru
+    } else {
+        CellKind::Tanh
+    };
+    let names = cell.param_names();
+    let (w_hh, w_ih, head_w) = (get(names[0])?, get(names[1])?, get(names[names.len() - 2])?);
     let (Some(&d), Some(&p), Some(&q)) =
-        (w_hh.shape.first(), w_ih.shape.get(1), head_w.shape.first())
+        (w_hh.shape.get(1), w_ih.shape.get(1), head_w.shape.first())
     else {
         bail!(
-            "{}: {prefix}rnn.w_hh, {prefix}rnn.w_ih and {prefix}head.w must be matrices",
-            file.display()
+            "{}: {prefix}{}, {prefix}{} and {prefix}head.w must be matrices",
+            file.display(),
+            names[0],
+            names[1]
         );
     };
-    let mut params = Params::zeros(Dims {
-        input: p,
-        hidden: d,
-        output: q,
-    });
-    for (name, slot) in PARAM_NAMES.iter().zip(params.tensors_mut()) {
-        let shape: Vec<usize> = if name.ends_with(".b") {
+    let mut params = Params::zeros_of(
+        cell,
+        Dims {
+            input: p,
+            hidden: d,
+            output: q,
+        },
+    );
+    for (name, slot) in names.iter().zip(params.tensors_mut()) {
+        let shape: Vec<usize> = if is_bias(name) {
             vec![slot.nrows()]
         } else {
             vec![slot.nrows(), slot.ncols()]
@@ -249,7 +258,7 @@ pub fn params_tensors(params: &Params, prefix: &str) -> BTreeMap<String, Tensor>
         .tensors()
         .into_iter()
         .map(|(name, m)| {
-            let t = if name.ends_with(".b") {
+            let t = if is_bias(name) {
                 Tensor::from_column(m)
             } else {
                 Tensor::from_matrix(m)

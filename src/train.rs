@@ -10,7 +10,7 @@ use crate::backend::{Backend, Diagnostics, Eval};
 use crate::config::Hyper;
 use crate::cpu::inverse::CgReport;
 use crate::cpu::optimizer::OptState;
-use crate::model::{Dims, Params};
+use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{build_task, Batch, Task, TaskSpec};
 
 /// Everything a training run depends on; saved as `config.toml` in the run directory.
@@ -18,6 +18,8 @@ use crate::tasks::{build_task, Batch, Task, TaskSpec};
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     pub task: TaskSpec,
+    /// The recurrent cell.
+    pub cell: CellKind,
     /// Hidden size d.
     pub hidden: usize,
     /// Sequences per batch B.
@@ -46,6 +48,7 @@ impl Default for RunConfig {
                 ..Hyper::default()
             },
             task,
+            cell: CellKind::Tanh,
             hidden: 100,
             batch_size: 20,
             iterations: 1000,
@@ -61,7 +64,7 @@ impl Default for RunConfig {
 impl RunConfig {
     /// Rejects impossible settings, naming the value.
     pub fn validate(&self) -> Result<()> {
-        self.hyper.validate()?;
+        self.hyper.validate_for(self.cell)?;
         if self.hyper.loss != self.task.loss() {
             bail!(
                 "the task is scored with {:?}, but the config says loss {:?}",
@@ -205,7 +208,7 @@ pub fn train(
             )
         }
         None => {
-            backend.load(&Params::init(dims, cfg.seed), None, &cfg.hyper)?;
+            backend.load(&Params::init_of(cfg.cell, dims, cfg.seed), None, &cfg.hyper)?;
             let eval = evaluate(backend, &eval_set)?;
             let w_norm = spectral_norm(&backend.state()?.0);
             let record = Record {

@@ -5,12 +5,13 @@ use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tpri::config::TargetMode;
+use tpri::cpu::bptt::Injection;
 use tpri::cpu::forward::forward;
-use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output, GruParams};
+use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
 use tpri::cpu::inverse::{inverse_cholesky, CgError};
 use tpri::cpu::jacobian::{jacobian_sweep, per_step_cg, Cell, GruCell, TanhCell};
 use tpri::cpu::target_sweep::target_sweep;
-use tpri::model::{Dims, Params};
+use tpri::model::{CellKind, Dims, Params};
 
 // ---------- helpers ----------
 
@@ -60,14 +61,22 @@ fn tanh_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMat
 }
 
 struct GruModel {
-    params: GruParams,
+    params: Params,
     x: Vec<DMatrix<f64>>,
     h: Vec<DMatrix<f64>>,
 }
 
 /// A GRU with PyTorch's initialisation, scaled up a little so the gates are not all ½.
 fn gru_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -> GruModel {
-    let mut params = GruParams::init(p, d, 2, rng.random());
+    let mut params = Params::init_of(
+        CellKind::Gru,
+        Dims {
+            input: p,
+            hidden: d,
+            output: 2,
+        },
+        rng.random(),
+    );
     params.w_hh *= 1.5;
     params.w_ih *= 1.5;
     let x = inputs(rng, t_len, b, p);
@@ -75,7 +84,7 @@ fn gru_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -
     GruModel { params, x, h }
 }
 
-fn gru_step(params: &GruParams, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
+fn gru_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
     gru_output(&gru_gates(params, h_prev, x_t), h_prev)
 }
 
@@ -317,11 +326,7 @@ fn gru_forward_matches_the_pytorch_equations() {
             let x = m.x[t - 1].row(i).transpose();
             let gate = |g: usize| {
                 let (wh, wi) = (q.w_hh.rows(g * d, d), q.w_ih.rows(g * d, d));
-                (
-                    wh * &h,
-                    wi * &x + q.b_ih.rows(g * d, d),
-                    q.b_hh.rows(g * d, d),
-                )
+                (wh * &h, wi * &x + q.b.rows(g * d, d), q.b_hh.rows(g * d, d))
             };
             let (wr, ur, br) = gate(0);
             let r = (wr + ur + br).map(sig);
@@ -337,7 +342,7 @@ fn gru_forward_matches_the_pytorch_equations() {
 }
 
 /// ½ Σ (V h_T + c − y)², a plain regression loss on the head, and its gradient at h_T.
-fn gru_loss(params: &GruParams, x: &[DMatrix<f64>], y: &DMatrix<f64>) -> f64 {
+fn gru_loss(params: &Params, x: &[DMatrix<f64>], y: &DMatrix<f64>) -> f64 {
     let h = gru_forward(params, x);
     let mut out = h.last().unwrap() * params.head_w.transpose();
     for mut row in out.row_iter_mut() {
@@ -359,32 +364,68 @@ fn gru_bptt_matches_finite_differences() {
             row += m.params.head_b.transpose();
         }
         let g_t = (out - &y) * &m.params.head_w;
-        let grads = gru_bptt(&m.params, &m.x, &m.h, &g_t);
-        assert_eq!(grads.error_norms.len(), t_len);
-        assert!((grads.error_norms[t_len - 1] - g_t.norm()).abs() <= 1e-15);
-        let analytic = [&grads.w_hh, &grads.w_ih, &grads.b_ih, &grads.b_hh];
-        for (k, an) in analytic.into_iter().enumerate() {
-            let eps = 1e-6;
-            let fd = DMatrix::from_fn(an.nrows(), an.ncols(), |i, j| {
-                let loss_at = |delta: f64| {
-                    let mut params = m.params.clone();
-                    let tensor = match k {
-                        0 => &mut params.w_hh,
-                        1 => &mut params.w_ih,
-                        2 => &mut params.b_ih,
-                        _ => &mut params.b_hh,
-                    };
-                    tensor[(i, j)] += delta;
-                    gru_loss(&params, &m.x, &y)
-                };
-                (loss_at(eps) - loss_at(-eps)) / (2.0 * eps)
+        let grads = gru_bptt(&m.params, &m.x, &m.h, Injection::Top(&g_t), true);
+        assert_eq!(grads.rnn.error_norms.len(), t_len);
+        assert!((grads.rnn.error_norms[t_len - 1] - g_t.norm()).abs() <= 1e-15);
+        let what = format!("BP (b {b} p {p} d {d} T {t_len})");
+        check_recurrent_grads(&m.params, &grads, &what, |params| {
+            gru_loss(params, &m.x, &y)
+        });
+    }
+}
+
+/// Compares the four recurrent gradients with central differences of `loss`.
+fn check_recurrent_grads(
+    at: &Params,
+    grads: &tpri::cpu::gru::GruGrads,
+    what: &str,
+    loss: impl Fn(&Params) -> f64,
+) {
+    let analytic = [&grads.rnn.w_hh, &grads.rnn.w_ih, &grads.rnn.b, &grads.b_hh];
+    for (k, an) in analytic.into_iter().enumerate() {
+        let eps = 1e-6;
+        let fd = DMatrix::from_fn(an.nrows(), an.ncols(), |i, j| {
+            let loss_at = |delta: f64| {
+                let mut params = at.clone();
+                params.tensors_mut()[k][(i, j)] += delta;
+                loss(&params)
+            };
+            (loss_at(eps) - loss_at(-eps)) / (2.0 * eps)
+        });
+        assert_eq!(an.shape(), fd.shape());
+        let err = rel_err(an, &fd);
+        assert!(err <= 1e-6, "{what}, tensor {k}: {err:e}");
+    }
+}
+
+/// The TP surrogate `S = Σ_t ½‖h_t − v_t‖²` with the targets fixed, differentiated through
+/// time (h_t a function of every earlier step) and locally (each step from the stored
+/// h_{t−1}), against central differences of the matching function.
+#[test]
+fn gru_surrogate_gradients_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for (b, p, d, t_len) in [(3, 2, 4, 5), (1, 1, 1, 3), (2, 3, 2, 1)] {
+        let m = gru_model(&mut rng, b, p, d, t_len);
+        let v: Vec<_> =
+            m.h.iter()
+                .map(|h| h + rand_mat(&mut rng, b, d, 0.3))
+                .collect();
+        for through_time in [true, false] {
+            let grads = gru_bptt(&m.params, &m.x, &m.h, Injection::Targets(&v), through_time);
+            let what = format!("through_time {through_time} (b {b} p {p} d {d} T {t_len})");
+            check_recurrent_grads(&m.params, &grads, &what, |params| {
+                let h = gru_forward(params, &m.x);
+                (1..=t_len)
+                    .map(|t| {
+                        let h_t = if through_time {
+                            h[t].clone()
+                        } else {
+                            gru_step(params, &m.h[t - 1], &m.x[t - 1])
+                        };
+                        0.5 * (h_t - &v[t]).norm_squared()
+                    })
+                    .sum()
             });
-            assert_eq!(an.shape(), fd.shape());
-            let err = rel_err(an, &fd);
-            assert!(
-                err <= 1e-6,
-                "tensor {k} (b {b} p {p} d {d} T {t_len}): {err:e}"
-            );
         }
     }
 }

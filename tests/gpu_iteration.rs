@@ -8,7 +8,7 @@ use gpu_support::{check, check_all, ctx, inputs, params, random, rel_err, rng, T
 use nalgebra::DMatrix;
 use tpri::backend::Backend;
 use tpri::config::{
-    Hyper, Loss, Method, OptimizerConfig, OptimizerKind, TargetMode, TpConfig, TpGrad,
+    Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig, TpGrad,
 };
 use tpri::cpu::CpuBackend;
 use tpri::gpu::GpuBackend;
@@ -37,6 +37,8 @@ fn hyper(method: Method, mode: TargetMode, grad: TpGrad, loss: Loss) -> Hyper {
             reg: 1.0,
             target_mode: mode,
             tp_grad: grad,
+            // P is compared, so the reference forms it too (auto may not at small T·B).
+            solver: Solver::Cg,
             ..TpConfig::default()
         },
         ..Hyper::default()
@@ -407,7 +409,12 @@ fn quantities(t: &Trace) -> Vec<(&'static str, DMatrix<f64>)> {
             DMatrix::from_column_slice(t.error_norms.len(), 1, &t.error_norms),
         ),
     ];
-    out.extend(t.grads.tensors().map(|(name, g)| (name, g.clone())));
+    out.extend(
+        t.grads
+            .tensors()
+            .into_iter()
+            .map(|(name, g)| (name, g.clone())),
+    );
     if let Some(v) = &t.v {
         let dv: Vec<_> = v.iter().zip(&t.h).map(|(v_t, h_t)| v_t - h_t).collect();
         out.push(("v − h", column(&dv)));
@@ -648,6 +655,76 @@ fn f16_storage_steps_and_diagnostics_match_reference() {
             bound,
         );
         eprintln!("{what}: step norms {:.2}u (A = {amp:.0})", e / U16);
+    }
+}
+
+/// f16 storage is the tanh RNN's analytic inversion only: the GRU's kernels and the
+/// jacobian sweep read and write f32 histories, so the backend refuses them with f16 (at
+/// `load` and at `trace`) and still runs them with f32.
+#[test]
+fn f16_storage_refuses_the_gru_and_the_jacobian_inversion() {
+    use tpri::config::Inversion;
+    use tpri::model::{CellKind, Params};
+    let dims = Dims {
+        input: 3,
+        hidden: 5,
+        output: 4,
+    };
+    let b = batch(3, 2, 3, 4, Loss::CrossEntropy, 5);
+    let bp = hyper(
+        Method::Bp,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    );
+    let mut jacobian = hyper(
+        Method::Tp,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    );
+    jacobian.tp.inversion = Inversion::Jacobian;
+    jacobian.tp.solver = Solver::Auto;
+    jacobian.tp.cg_max_iter = 16;
+    let gru = Params::init_of(CellKind::Gru, dims, 3);
+    let tanh = params(dims, 3);
+    let refused = [
+        ("GRU, BP", &gru, &bp, "the GRU cell"),
+        (
+            "GRU, jacobian",
+            &gru,
+            &jacobian,
+            "the GRU cell with --inversion jacobian",
+        ),
+        ("tanh, jacobian", &tanh, &jacobian, "--inversion jacobian"),
+    ];
+    for (what, p, h, asked) in refused {
+        let expect = |e: anyhow::Error, call: &str| {
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains(
+                    "f16 storage is implemented for the tanh RNN's analytic inversion only"
+                ) && msg.contains(asked),
+                "{what} {call}: {msg}"
+            );
+        };
+        let mut gpu = GpuBackend::with_storage(ctx(), Storage::F16);
+        expect(gpu.load(p, None, h).unwrap_err(), "load");
+        expect(gpu.trace(p, &b, h).unwrap_err(), "trace");
+        // f32 storage runs the same.
+        let mut gpu = GpuBackend::new(ctx());
+        gpu.load(p, None, h).unwrap();
+        gpu.step(&b).unwrap();
+        gpu.trace(p, &b, h).unwrap();
+    }
+    // The tanh RNN's analytic inversion and BP run with f16.
+    let mut analytic = jacobian.clone();
+    analytic.tp.inversion = Inversion::Analytic;
+    analytic.tp.solver = Solver::Cg;
+    for h in [&bp, &analytic] {
+        let mut gpu = GpuBackend::with_storage(ctx(), Storage::F16);
+        gpu.load(&tanh, None, h).unwrap();
+        gpu.step(&b).unwrap();
     }
 }
 

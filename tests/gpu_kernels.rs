@@ -158,7 +158,7 @@ fn optimizers_match_reference_over_three_steps() {
             ..OptimizerConfig::default()
         };
         let (mut p_cpu, mut p_gpu) = (params(d, 30), params(d, 30));
-        let mut s_cpu = cpu::optimizer::OptState::new(d);
+        let mut s_cpu = cpu::optimizer::OptState::new(&p_cpu);
         let mut s_gpu = s_cpu.clone();
         for step in 0..3u64 {
             let g = params(d, 31 + step);

@@ -9,18 +9,37 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::iteration::iteration;
-use tpri::model::{Dims, Params};
+use tpri::model::{CellKind, Dims, Params};
 use tpri::tasks::{Batch, Targets};
-use tpri::tensor_file::{read_tensors, save_batch, save_params, write_atomic, TensorData};
+use tpri::tensor_file::{
+    load_params, read_tensors, save_batch, save_params, write_atomic, TensorData,
+};
 
 mod cli_support;
 
 use cli_support::{scratch, tpri};
 
 fn random_problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Batch) {
+    random_cell_problem(CellKind::Tanh, seed, dims, b, t, loss)
+}
+
+fn random_cell_problem(
+    cell: CellKind,
+    seed: u64,
+    dims: Dims,
+    b: usize,
+    t: usize,
+    loss: Loss,
+) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init(dims, seed);
-    params.b = DMatrix::from_fn(dims.hidden, 1, |_, _| rng.random_range(-0.3..0.3));
+    let mut params = Params::init_of(cell, dims, seed);
+    if cell == CellKind::Gru {
+        // PyTorch's ±1/√d leaves every gate near ½; widen it so the gates differ.
+        params.w_hh *= 2.0;
+        params.w_ih *= 2.0;
+    } else {
+        params.b = DMatrix::from_fn(dims.hidden, 1, |_, _| rng.random_range(-0.3..0.3));
+    }
     params.head_b = DMatrix::from_fn(dims.output, 1, |_, _| rng.random_range(-0.3..0.3));
     let x = (0..t)
         .map(|_| DMatrix::from_fn(b, dims.input, |_, _| rng.random_range(-1.0..1.0)))
@@ -55,10 +74,17 @@ fn run_trace(
     let paths = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
     save_params(&paths[0], params).unwrap();
     save_batch(&paths[1], batch).unwrap();
-    let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
     let [p, b, o] = paths.each_ref().map(|p| p.to_str().unwrap());
     let mut args = vec![
-        "trace", "--params", p, "--batch", b, "--loss", loss_flag, "--out", o,
+        "trace",
+        "--params",
+        p,
+        "--batch",
+        b,
+        "--loss",
+        loss_flag(loss),
+        "--out",
+        o,
     ];
     args.extend_from_slice(flags);
     let out = tpri(&args);
@@ -119,6 +145,76 @@ fn trace_round_trip_matches_library() {
     }
 }
 
+/// `tpri trace --backend gpu` for the GRU (its default, the jacobian inversion; and BP) and
+/// for the tanh RNN with `--inversion jacobian`: the same tensors as the CPU trace, within
+/// the f32 tolerance of the GPU tests, and no `p_inv` where none is formed. Needs a GPU
+/// adapter (lavapipe will do) and fails without one.
+#[test]
+fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
+    let dir = scratch("gpu-gru");
+    let dims = Dims {
+        input: 3,
+        hidden: 6,
+        output: 4,
+    };
+    let (tanh, batch) = random_problem(40, dims, 3, 5, Loss::CrossEntropy);
+    let gru = Params::init_of(tpri::model::CellKind::Gru, dims, 41);
+    let runs: [(&str, &Params, &[&str]); 3] = [
+        ("gru tp", &gru, &["--method", "tp"]),
+        ("gru bp", &gru, &["--method", "bp"]),
+        (
+            "tanh jacobian",
+            &tanh,
+            &[
+                "--method",
+                "tp",
+                "--inversion",
+                "jacobian",
+                "--tp-grad",
+                "local",
+            ],
+        ),
+    ];
+    for (what, params, flags) in runs {
+        let traced = |backend: &str| {
+            let sub = dir.join(format!("{}-{backend}", what.replace(' ', "-")));
+            std::fs::create_dir_all(&sub).unwrap();
+            let mut all = flags.to_vec();
+            all.extend(["--backend", backend]);
+            let [_, _, out] = run_trace(&sub, params, &batch, Loss::CrossEntropy, &all);
+            read_tensors(&out).unwrap()
+        };
+        let (cpu, gpu) = (traced("cpu"), traced("gpu"));
+        let mut names: Vec<_> = cpu.keys().cloned().collect();
+        names.sort();
+        let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
+        gpu_names.sort();
+        assert_eq!(gpu_names, names, "{what}: the same tensors");
+        assert!(!names.contains(&"p_inv".to_string()), "{what}: no P formed");
+        let prefix = if params.cell == tpri::model::CellKind::Gru {
+            "grad.gru."
+        } else {
+            "grad.rnn."
+        };
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "{what}: {names:?}"
+        );
+        for name in names {
+            let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
+                TensorData::Float(v) => v.clone(),
+                TensorData::Int(_) => panic!("{name} is not float"),
+            };
+            let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
+            assert_eq!(c.len(), g.len(), "{what}: {name}");
+            let diff: f64 = c.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f64 = c.iter().map(|a| a * a).sum();
+            let rel = (diff / norm.max(1e-300)).sqrt();
+            assert!(rel <= 1e-4, "{what}: {name} relative error {rel:.2e}");
+        }
+    }
+}
+
 /// Checks the trace against `tests/independent/spec_numpy.py`, written from SPEC alone.
 /// Needs python3 with numpy and safetensors (`.ci/run` installs them).
 #[test]
@@ -155,21 +251,154 @@ fn trace_agrees_with_independent_numpy_implementation() {
             "--reg",
             "0.5",
         ];
-        let [pp, bp, out] = run_trace(&dir, &params, &batch, loss, &flags);
-        let loss_flag = if loss == Loss::Mse { "mse" } else { "ce" };
-        let check = Command::new("python3")
-            .arg(&script)
-            .args([&pp, &bp, &out].map(|p| p.to_str().unwrap()))
-            .args([loss_flag, method, mode, "0.3", "0.5", grad])
-            .output()
-            .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
-        assert!(
-            check.status.success(),
-            "case {case} disagrees or python3 lacks numpy/safetensors:\n{}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        let args = [loss_flag(loss), method, mode, "0.3", "0.5", grad];
+        numpy_agrees(&script, &paths, &args, &format!("case {case}"));
+    }
+}
+
+fn loss_flag(loss: Loss) -> &'static str {
+    if loss == Loss::Mse {
+        "mse"
+    } else {
+        "ce"
+    }
+}
+
+/// Runs an independent implementation on a trace's params, batch and output files.
+/// Needs python3 with numpy and safetensors (`.ci/run` installs them).
+fn numpy_agrees(script: &Path, paths: &[PathBuf; 3], args: &[&str], what: &str) {
+    let check = Command::new("python3")
+        .arg(script)
+        .args(paths.each_ref().map(|p| p.to_str().unwrap()))
+        .args(args)
+        .output()
+        .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
+    assert!(
+        check.status.success(),
+        "{what} disagrees or python3 lacks numpy/safetensors:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// Checks GRU traces (BP; TP-RI through time and local) and the tanh RNN's jacobian
+/// inversion against `tests/independent/jacobian_numpy.py`, which forms each J_t densely
+/// from PyTorch's GRU equations and solves each step exactly.
+#[test]
+fn jacobian_inversion_traces_agree_with_independent_numpy_implementation() {
+    let dir = scratch("numpy-jacobian");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/jacobian_numpy.py");
+    let dims = Dims {
+        input: 2,
+        hidden: 5,
+        output: 3,
+    };
+    for (case, (cell, loss, method, grad)) in [
+        (CellKind::Gru, Loss::CrossEntropy, "bp", "through-time"),
+        (CellKind::Gru, Loss::Mse, "tp", "through-time"),
+        (CellKind::Gru, Loss::CrossEntropy, "tp", "local"),
+        (CellKind::Tanh, Loss::CrossEntropy, "tp", "through-time"),
+        (CellKind::Tanh, Loss::Mse, "tp", "local"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (params, batch) = random_cell_problem(cell, 200 + case as u64, dims, 4, 7, loss);
+        let flags = [
+            "--method",
+            method,
+            "--inversion",
+            "jacobian",
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+        ];
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        let args = [loss_flag(loss), method, "0.3", "0.5", grad];
+        numpy_agrees(
+            &script,
+            &paths,
+            &args,
+            &format!("case {case} ({cell:?} {method} {grad})"),
         );
     }
+}
+
+/// GRU parameters keep PyTorch's names and shapes through files: `gru.w_hh` [3d, d],
+/// `gru.w_ih` [3d, p], `gru.b_ih` [3d], `gru.b_hh` [3d], and the trace's gradients likewise.
+#[test]
+fn gru_layout_round_trips_through_trace_files() {
+    let dir = scratch("gru-layout");
+    let (d, p, q) = (4, 3, 2);
+    let dims = Dims {
+        input: p,
+        hidden: d,
+        output: q,
+    };
+    let (params, batch) = random_cell_problem(CellKind::Gru, 5, dims, 2, 3, Loss::CrossEntropy);
+    let [pp, _, out] = run_trace(
+        &dir,
+        &params,
+        &batch,
+        Loss::CrossEntropy,
+        &["--method", "tp"],
+    );
+    assert_eq!(load_params(&pp).unwrap(), params);
+    let shapes = |path: &Path| -> Vec<(String, Vec<usize>)> {
+        let mut all: Vec<_> = read_tensors(path)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| (name, t.shape))
+            .collect();
+        all.sort();
+        all
+    };
+    let want = [
+        ("gru.b_hh", vec![3 * d]),
+        ("gru.b_ih", vec![3 * d]),
+        ("gru.w_hh", vec![3 * d, d]),
+        ("gru.w_ih", vec![3 * d, p]),
+        ("head.b", vec![q]),
+        ("head.w", vec![q, d]),
+    ];
+    let as_owned = |prefix: &str| -> Vec<(String, Vec<usize>)> {
+        want.iter()
+            .map(|(n, s)| (format!("{prefix}{n}"), s.clone()))
+            .collect()
+    };
+    assert_eq!(shapes(&pp), as_owned(""));
+    let grads: Vec<_> = shapes(&out)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("grad."))
+        .collect();
+    assert_eq!(grads, as_owned("grad."));
+    // The GRU's row 0 of w_hh is W_r's first row: the file is row-major [3d, d].
+    let w = floats(&pp, "gru.w_hh");
+    assert_eq!(w[d + 1], params.w_hh[(1, 1)]);
+    assert_eq!(w[2 * d * d], params.w_hh[(2 * d, 0)]);
+    // The GRU has no closed-form inverse: asking for it is a clear error.
+    let o = out.to_str().unwrap();
+    let r = tpri(&[
+        "trace",
+        "--params",
+        pp.to_str().unwrap(),
+        "--batch",
+        dir.join("b.safetensors").to_str().unwrap(),
+        "--loss",
+        "ce",
+        "--method",
+        "tp",
+        "--inversion",
+        "analytic",
+        "--out",
+        o,
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("no closed-form inverse"));
 }
 
 #[test]

@@ -11,9 +11,10 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use tpri::bench::{
-    cost_model, fit_line, measure_cpu, measure_gpu, Fit, Machine, Measurement, Size,
+    cost_model, fit_line, measure_cpu, measure_cpu_solver, measure_gpu, Fit, Machine, Measurement,
+    Size,
 };
-use tpri::config::Method;
+use tpri::config::{Method, Solver, PER_STEP_PENALTY};
 use tpri::gpu::{AdapterChoice, GpuContext, Storage};
 use tpri::plot::{heat_map_with, HeatAxes};
 
@@ -77,6 +78,19 @@ pub struct BenchArgs {
     /// colour scale, the ratio written in each cell); the table is printed as well.
     #[arg(long, value_name = "STEM", requires = "regimes")]
     plot: Option<PathBuf>,
+    /// Also time CPU TP-RI iterations forming P against per-step solves over the T × B grid
+    /// below at one d, next to the cost model's choice (`--solver auto`).
+    #[arg(long)]
+    crossover: bool,
+    /// Sequence lengths of the crossover study.
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 5, 9, 17, 33, 65])]
+    crossover_steps: Vec<usize>,
+    /// Batch sizes of the crossover study.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    crossover_batch: Vec<usize>,
+    /// Hidden size of the crossover study.
+    #[arg(long, default_value_t = 128)]
+    crossover_hidden: usize,
     /// Write every measurement, the machine and the command line as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -106,6 +120,17 @@ struct Report {
     /// Time ≈ intercept + slope · T·B, per backend, method and d.
     fits: Vec<FitRow>,
     regimes: Vec<Measurement>,
+    crossover: Vec<CrossoverRow>,
+}
+
+/// One size of the crossover study: CPU TP-RI iteration medians both ways.
+#[derive(Serialize)]
+struct CrossoverRow {
+    size: Size,
+    formed_s: f64,
+    per_step_s: f64,
+    /// What `--solver auto` picks at this size.
+    auto: Solver,
 }
 
 #[derive(Serialize)]
@@ -244,6 +269,12 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         Vec::new()
     };
 
+    let crossover = if args.crossover {
+        crossover(&args)?
+    } else {
+        Vec::new()
+    };
+
     if let Some(path) = &args.json {
         let report = Report {
             crate_version: env!("CARGO_PKG_VERSION"),
@@ -254,12 +285,60 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             measurements,
             fits,
             regimes,
+            crossover,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Times forming P against per-step solves on the CPU over the crossover grid and prints
+/// each median beside the cost model's choice.
+fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
+    let d = args.crossover_hidden;
+    println!("\nforming P vs per-step solves (CPU TP-RI iteration, d = {d}; auto picks per-step when {PER_STEP_PENALTY}·(T-1)·B < d)");
+    println!(
+        "{:>6} {:>4} {:>9} {:>12} {:>12} {:>9} {:>9}",
+        "T", "B", "(T-1)·B", "formed ms", "per-step ms", "faster", "auto"
+    );
+    let mut rows = Vec::new();
+    for (t, _, b) in iproduct(&args.crossover_steps, &[d], &args.crossover_batch) {
+        let size = Size {
+            steps: t,
+            hidden: d,
+            batch: b,
+            input: args.input,
+            output: args.output,
+        };
+        let time = |solver| measure_cpu_solver(size, Method::Tp, args.reps, Some(solver));
+        let (formed, per_step) = (time(Solver::Cg)?, time(Solver::PerStep)?);
+        let row = CrossoverRow {
+            size,
+            formed_s: formed.iteration_s,
+            per_step_s: per_step.iteration_s,
+            auto: Solver::Auto.resolve(d, t, b),
+        };
+        let faster = if row.per_step_s < row.formed_s {
+            "per-step"
+        } else {
+            "formed"
+        };
+        let auto = if row.auto == Solver::PerStep {
+            "per-step"
+        } else {
+            "formed"
+        };
+        println!(
+            "{t:>6} {b:>4} {:>9} {:>12} {:>12} {faster:>9} {auto:>9}",
+            (t - 1) * b,
+            ms(row.formed_s),
+            ms(row.per_step_s),
+        );
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// Every (T, d, B) combination, T outermost.

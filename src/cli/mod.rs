@@ -16,8 +16,10 @@ use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, Storage};
 
 use tpri::config::{
-    Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig, TpGrad,
+    Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
+    TpGrad,
 };
+use tpri::model::CellKind;
 
 /// Target propagation with regularized inversion for RNNs, on any GPU, checked in f64.
 #[derive(Parser, Debug)]
@@ -115,8 +117,14 @@ pub struct TpArgs {
     /// How the surrogate is differentiated.
     #[arg(long, value_enum, default_value = "through-time")]
     tp_grad: TpGrad,
-    /// How P = (WᵀW + rI)⁻¹Wᵀ is formed.
-    #[arg(long, value_enum, default_value = "cg")]
+    /// How targets are carried back a step: the closed form through P (tanh RNN), or
+    /// per-step CG on Jacobian products (any cell). Default: analytic for the tanh RNN,
+    /// jacobian for the GRU.
+    #[arg(long, value_enum)]
+    inversion: Option<Inversion>,
+    /// How P = (WᵀW + rI)⁻¹Wᵀ is applied (analytic inversion): formed by CG or Cholesky,
+    /// per-step CG solves, or the cheaper by the cost model.
+    #[arg(long, value_enum, default_value = "auto")]
     solver: Solver,
     /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
     #[arg(long)]
@@ -127,8 +135,10 @@ pub struct TpArgs {
 }
 
 impl TpArgs {
-    fn config(&self) -> TpConfig {
+    /// The settings for a model of `cell`.
+    fn config(&self, cell: CellKind) -> TpConfig {
         TpConfig {
+            inversion: self.inversion.unwrap_or(Inversion::default_for(cell)),
             lr_target: self.lr_target,
             reg: self.reg,
             target_mode: self.target_mode,
@@ -140,12 +150,12 @@ impl TpArgs {
     }
 }
 
-/// Builds the settings of one iteration from the shared flags.
-fn hyper(method: Method, loss: Loss, tp: &TpArgs, opt: OptimizerConfig) -> Hyper {
+/// Builds the settings of one iteration on a model of `cell` from the shared flags.
+fn hyper(method: Method, loss: Loss, tp: &TpArgs, cell: CellKind, opt: OptimizerConfig) -> Hyper {
     Hyper {
         method,
         loss,
-        tp: tp.config(),
+        tp: tp.config(cell),
         opt,
     }
 }

@@ -15,7 +15,9 @@ use super::{hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArg
 /// Flags of `tpri trace`.
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b [d], head.w [q,d], head.b [q].
+    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b [d], head.w [q,d], head.b [q];
+    /// or for a GRU gru.w_hh [3d,d], gru.w_ih [3d,p], gru.b_ih [3d], gru.b_hh [3d] and the
+    /// head (gates r, z, n, as PyTorch stores them).
     #[arg(long)]
     params: PathBuf,
     /// Batch: x [B,T,p]; y [B] integer labels (ce) or [B,q] floats (mse).
@@ -45,7 +47,13 @@ pub struct TraceArgs {
 pub fn run(args: TraceArgs) -> Result<()> {
     let params = load_params(&args.params)?;
     let batch = load_batch(&args.batch, params.dims())?;
-    let hyper = hyper(args.method, args.loss, &args.tp, no_optimizer());
+    let hyper = hyper(
+        args.method,
+        args.loss,
+        &args.tp,
+        params.cell,
+        no_optimizer(),
+    );
     let mut backend = open_backend(&BackendArgs {
         backend: args.backend,
         adapter: args.adapter.clone(),

@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tpri::config::{Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
+use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
 use tpri::figures::draw;
+use tpri::model::CellKind;
 use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
 use tpri::run_dir::RunDir;
 use tpri::tasks::TaskSpec;
@@ -62,6 +63,9 @@ pub struct TrainArgs {
     /// A fixed seeded permutation of the pixels (pixel task).
     #[arg(long)]
     pub permuted: Option<bool>,
+    /// The recurrent cell (the GRU takes --inversion jacobian unless told otherwise).
+    #[arg(long, value_enum)]
+    pub cell: Option<CellKind>,
     /// Hidden size d.
     #[arg(long)]
     pub hidden: Option<usize>,
@@ -80,6 +84,9 @@ pub struct TrainArgs {
     pub reg: Option<f64>,
     #[arg(long, value_enum)]
     pub tp_grad: Option<TpGrad>,
+    /// Closed form through P (tanh RNN) or per-step CG on Jacobian products (any cell).
+    #[arg(long, value_enum)]
+    pub inversion: Option<Inversion>,
     #[arg(long, value_enum)]
     pub solver: Option<Solver>,
     /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
@@ -181,7 +188,14 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     }
     cfg.task = task_from_flags(&cfg.task, args)?;
     cfg.hyper.loss = cfg.task.loss();
+    if let Some(cell) = args.cell {
+        if cell != cfg.cell {
+            cfg.hyper.tp.inversion = Inversion::default_for(cell);
+        }
+        cfg.cell = cell;
+    }
     let h = &mut cfg.hyper;
+    set(&mut h.tp.inversion, args.inversion);
     set(&mut h.method, args.method);
     set(&mut h.tp.target_mode, args.target_mode);
     set(&mut h.tp.lr_target, args.lr_target);
@@ -322,7 +336,11 @@ fn default_name(cfg: &RunConfig) -> String {
         Method::Tp => "tp",
         Method::Bp => "bp",
     };
-    format!("{task}-{method}-seed{}", cfg.seed)
+    let cell = match cfg.cell {
+        CellKind::Tanh => "",
+        CellKind::Gru => "-gru",
+    };
+    format!("{task}{cell}-{method}-seed{}", cfg.seed)
 }
 
 fn method_name(m: Method) -> &'static str {

@@ -1,12 +1,11 @@
 //! The CPU reference as a `Backend`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::Hyper;
-use crate::cpu::forward::forward_steps;
 use crate::cpu::head::head;
-use crate::cpu::iteration::{check_batch, iteration, iteration_steps};
+use crate::cpu::iteration::{check_batch, iteration, iteration_steps, states};
 use crate::cpu::optimizer::{optimizer_step, OptState};
 use crate::cpu::steps::Steps;
 use crate::model::Params;
@@ -48,9 +47,16 @@ impl Backend for CpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        hyper.validate()?;
-        let opt = opt.cloned().unwrap_or_else(|| OptState::new(params.dims()));
+        hyper.validate_for(params.cell)?;
+        let opt = opt.cloned().unwrap_or_else(|| OptState::new(params));
         for slot in [&opt.m, &opt.v] {
+            if slot.cell != params.cell {
+                bail!(
+                    "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
+                    slot.cell,
+                    params.cell
+                );
+            }
             slot.check_dims(params.dims())
                 .context("optimizer state does not match the parameters")?;
         }
@@ -109,7 +115,7 @@ impl Backend for CpuBackend {
         let tr = self.training()?;
         check_batch(&tr.params, batch)?;
         let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
-        let h = forward_steps(&tr.params, &x);
+        let h = states(&tr.params, batch, &x);
         let out = head(
             &tr.params,
             &h.rows_at(batch.seq_len()),

@@ -62,18 +62,34 @@ pub fn inverse_cg(
     max_iter: usize,
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
+    // A NaN or infinite W (a diverged model) would give a NaN residual, which compares
+    // false against the tolerance and would pass for converged.
+    if !w.norm().is_finite() {
+        bail!(
+            "W has non-finite entries (or its norm overflows): cannot form the regularized inverse"
+        );
+    }
+    normal_cg(w, reg, w.transpose(), tol, max_iter, warm)
+}
+
+/// `(WᵀW + rI)⁻¹ B` by batched CG, one run per column of `rhs` = B, stopping when the
+/// relative residual ‖R‖_F / ‖B‖_F is ≤ `tol`: `inverse_cg` with B = Wᵀ, and the per-step
+/// solves of SPEC §4 with B = Wᵀ S for the columns S a sweep step carries back.
+pub fn normal_cg(
+    w: &DMatrix<f64>,
+    reg: f64,
+    rhs: DMatrix<f64>,
+    tol: f64,
+    max_iter: usize,
+    warm: Option<&DMatrix<f64>>,
+) -> Result<(DMatrix<f64>, CgReport)> {
     // Written so that NaN fails the test too.
     if !(reg > 0.0 && reg.is_finite()) {
         bail!("regularization r must be positive and finite for CG, got {reg}");
     }
-    let rhs = w.transpose();
     let rhs_norm = rhs.norm();
-    // A NaN or infinite W (a diverged model) would give a NaN residual, which compares
-    // false against the tolerance and would pass for converged.
     if !rhs_norm.is_finite() {
-        bail!(
-            "W has non-finite entries (or its norm overflows): cannot form the regularized inverse"
-        );
+        bail!("the right-hand side of the regularized inverse has non-finite entries: the model or its targets diverged");
     }
     if let Some(warm) = warm.filter(|m| m.shape() != rhs.shape()) {
         bail!(
@@ -84,10 +100,10 @@ pub fn inverse_cg(
     }
     let mut x = warm
         .cloned()
-        .unwrap_or_else(|| DMatrix::zeros(w.ncols(), w.nrows()));
+        .unwrap_or_else(|| DMatrix::zeros(rhs.nrows(), rhs.ncols()));
     if rhs_norm == 0.0 {
         return Ok((
-            DMatrix::zeros(w.ncols(), w.nrows()),
+            DMatrix::zeros(rhs.nrows(), rhs.ncols()),
             CgReport {
                 iterations: 0,
                 residual: 0.0,
@@ -96,8 +112,8 @@ pub fn inverse_cg(
     }
     // Every buffer allocated once; each iteration is two products and per-column updates.
     let n = w.ncols();
-    let mut wx = DMatrix::zeros(w.nrows(), w.nrows());
-    let mut ap = DMatrix::zeros(n, w.nrows());
+    let mut wx = DMatrix::zeros(w.nrows(), rhs.ncols());
+    let mut ap = DMatrix::zeros(n, rhs.ncols());
     normal_apply(w, reg, &x, &mut wx, &mut ap);
     let mut r = &rhs - &ap;
     let mut p = r.clone();

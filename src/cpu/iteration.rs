@@ -4,14 +4,16 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::backend::Trace;
-use crate::config::{Hyper, Method, Solver, TpGrad, CPU_CG_TOL};
-use crate::cpu::bptt::{bptt_steps, StepsInjection};
+use crate::config::{Hyper, Inversion, Method, Solver, TpConfig, TpGrad, CPU_CG_TOL};
+use crate::cpu::bptt::{bptt_steps, Injection, StepsInjection};
 use crate::cpu::forward::forward_steps;
+use crate::cpu::gru::{gru_bptt, gru_forward};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, CgReport};
+use crate::cpu::jacobian::{jacobian_sweep, Cell, GruCell, TanhCell};
 use crate::cpu::steps::Steps;
-use crate::cpu::target_sweep::target_sweep_steps;
-use crate::model::Params;
+use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
+use crate::model::{CellKind, Params};
 use crate::tasks::Batch;
 
 /// Checks that `batch` fits `params`, naming the mismatch.
@@ -87,6 +89,18 @@ pub fn iteration(
     Ok(iteration_steps(params, batch, hyper, warm_p)?.into_trace())
 }
 
+/// Hidden states h_0 … h_T of `params`' cell on `batch` (inputs `x` in the working layout).
+pub fn states(params: &Params, batch: &Batch, x: &Steps) -> Steps {
+    match params.cell {
+        CellKind::Tanh => forward_steps(params, x),
+        CellKind::Gru => Steps::from_rows(
+            &gru_forward(params, &batch.x),
+            batch.batch_size(),
+            params.dims().hidden,
+        ),
+    }
+}
+
 /// `iteration`, with the states left in the working layout.
 pub fn iteration_steps(
     params: &Params,
@@ -94,63 +108,184 @@ pub fn iteration_steps(
     hyper: &Hyper,
     warm_p: Option<&DMatrix<f64>>,
 ) -> Result<StepsTrace> {
-    hyper.validate()?;
+    hyper.validate_for(params.cell)?;
     check_batch(params, batch)?;
     let x = Steps::from_rows(&batch.x, batch.batch_size(), params.w_ih.ncols());
-    let h = forward_steps(params, &x);
+    let h = states(params, batch, &x);
     let t_len = batch.seq_len();
     let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
-    let mut grads = Params {
-        head_w: out.grad_w.clone(),
-        head_b: out.grad_b.clone(),
-        ..Params::zeros(params.dims())
-    };
-    let (rnn, v, p_inv, cg) = match hyper.method {
-        Method::Bp => (
-            bptt_steps(params, &x, &h, StepsInjection::Top(&out.grad_h), true),
-            None,
-            None,
-            None,
-        ),
+    let inputs = Inputs { params, batch, x };
+    let (mut grads, v, p_inv, cg) = match hyper.method {
+        Method::Bp => {
+            let g = inputs.recurrent_grads(&h, StepsInjection::Top(&out.grad_h), true);
+            (g, None, None, None)
+        }
         Method::Tp => {
             let tp = &hyper.tp;
-            let (p_inv, cg) = match tp.solver {
-                Solver::Cg => {
-                    let (p, rep) = inverse_cg(
-                        &params.w_hh,
-                        tp.reg,
-                        tp.cg_tol.unwrap_or(CPU_CG_TOL),
-                        tp.cg_max_iter,
-                        warm_p,
+            let (v, p_inv, cg) = match tp.inversion {
+                Inversion::Analytic => {
+                    let solver = tp
+                        .solver
+                        .resolve(params.dims().hidden, t_len, batch.batch_size());
+                    let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
+                    let (p_inv, cg) = match solver {
+                        Solver::Cholesky => (Some(inverse_cholesky(&params.w_hh, tp.reg)?), None),
+                        Solver::PerStep => (None, None),
+                        Solver::Cg | Solver::Auto => {
+                            let (p, rep) =
+                                inverse_cg(&params.w_hh, tp.reg, tol, tp.cg_max_iter, warm_p)?;
+                            (Some(p), Some(rep))
+                        }
+                    };
+                    let inverse = match &p_inv {
+                        Some(p) => Inverse::Formed(p),
+                        None => Inverse::PerStep {
+                            w: &params.w_hh,
+                            reg: tp.reg,
+                            tol,
+                            max_iter: tp.cg_max_iter,
+                        },
+                    };
+                    let (v, per_step) = target_sweep_steps(
+                        params,
+                        inverse,
+                        &inputs.x,
+                        &h,
+                        &out.grad_h,
+                        tp.lr_target,
+                        tp.target_mode,
                     )?;
-                    (p, Some(rep))
+                    (v, p_inv, cg.or(per_step))
                 }
-                Solver::Cholesky => (inverse_cholesky(&params.w_hh, tp.reg)?, None),
+                Inversion::Jacobian => {
+                    let (v, cg) = inputs.jacobian_targets(&h, &out.grad_h, &hyper.tp)?;
+                    (v, None, Some(cg))
+                }
             };
-            let v = target_sweep_steps(
-                params,
-                &p_inv,
-                &x,
-                &h,
-                &out.grad_h,
-                tp.lr_target,
-                tp.target_mode,
-            );
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
-            let g = bptt_steps(params, &x, &h, StepsInjection::Targets(&v), through_time);
-            (g, Some(v), Some(p_inv), cg)
+            let g = inputs.recurrent_grads(&h, StepsInjection::Targets(&v), through_time);
+            (g, Some(v), p_inv, cg)
         }
     };
-    grads.w_hh = rnn.w_hh;
-    grads.w_ih = rnn.w_ih;
-    grads.b = rnn.b;
+    grads.head_w = out.grad_w;
+    grads.head_b = out.grad_b;
+    let error_norms = std::mem::take(&mut grads.error_norms);
     Ok(StepsTrace {
         h,
         loss: out.loss,
-        grads,
+        grads: grads.params,
         v,
         p_inv,
         cg,
-        error_norms: rnn.error_norms,
+        error_norms,
     })
+}
+
+/// What every phase after the forward pass reads: the parameters and the inputs in both
+/// layouts (the GRU's plain code works on per-step matrices).
+struct Inputs<'a> {
+    params: &'a Params,
+    batch: &'a Batch,
+    x: Steps,
+}
+
+/// Recurrent gradients as a whole `Params` (head left at zero) with the error norms.
+struct CellGrads {
+    params: Params,
+    error_norms: Vec<f64>,
+}
+
+impl std::ops::Deref for CellGrads {
+    type Target = Params;
+    fn deref(&self) -> &Params {
+        &self.params
+    }
+}
+
+impl std::ops::DerefMut for CellGrads {
+    fn deref_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+}
+
+impl Inputs<'_> {
+    /// Gradients of the cell's tensors from what `injection` puts into the backward
+    /// recursion (SPEC §2 step 6 and §3 for the tanh RNN; the same recursion through the
+    /// GRU's step for the GRU).
+    fn recurrent_grads(
+        &self,
+        h: &Steps,
+        injection: StepsInjection,
+        through_time: bool,
+    ) -> CellGrads {
+        let mut params = self.params.zeros_like();
+        let rnn = match self.params.cell {
+            CellKind::Tanh => bptt_steps(self.params, &self.x, h, injection, through_time),
+            CellKind::Gru => {
+                let targets;
+                let injection = match injection {
+                    StepsInjection::Top(g) => Injection::Top(g),
+                    StepsInjection::Targets(v) => {
+                        targets = v.to_rows();
+                        Injection::Targets(&targets)
+                    }
+                };
+                let g = gru_bptt(
+                    self.params,
+                    &self.batch.x,
+                    &h.to_rows(),
+                    injection,
+                    through_time,
+                );
+                params.b_hh = g.b_hh;
+                g.rnn
+            }
+        };
+        params.w_hh = rnn.w_hh;
+        params.w_ih = rnn.w_ih;
+        params.b = rnn.b;
+        CellGrads {
+            params,
+            error_norms: rnn.error_norms,
+        }
+    }
+
+    /// SPEC §5's targets from `v_T = h_T − γ_h g_T` down, each step by per-step batched CG
+    /// on Jacobian products. The report is the worst step's: most iterations, largest
+    /// residual.
+    fn jacobian_targets(
+        &self,
+        h: &Steps,
+        grad_h: &DMatrix<f64>,
+        tp: &TpConfig,
+    ) -> Result<(Steps, CgReport)> {
+        let rows = h.to_rows();
+        let t_len = rows.len() - 1;
+        let v_top = &rows[t_len] - grad_h * tp.lr_target;
+        let tanh;
+        let gru;
+        let cell: &dyn Cell = match self.params.cell {
+            CellKind::Tanh => {
+                tanh = TanhCell::new(self.params, &rows);
+                &tanh
+            }
+            CellKind::Gru => {
+                gru = GruCell::new(self.params, &self.batch.x, &rows);
+                &gru
+            }
+        };
+        let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
+        let (v, reports) = jacobian_sweep(cell, &rows, &v_top, tp.reg, tol, tp.cg_max_iter)?;
+        let worst = reports.iter().fold(
+            CgReport {
+                iterations: 0,
+                residual: 0.0,
+            },
+            |w, r| CgReport {
+                iterations: w.iterations.max(r.iterations),
+                residual: w.residual.max(r.residual),
+            },
+        );
+        Ok((Steps::from_rows(&v, h.batch(), h.width()), worst))
+    }
 }

@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::cpu::gru::{gru_gates, gru_step_backward, GruParams, GruStep};
+use crate::cpu::gru::{gru_gates, gru_step_backward, GruStep};
 use crate::cpu::inverse::{check_converged, CgReport};
 use crate::model::Params;
 
@@ -57,7 +57,7 @@ impl Cell for TanhCell {
 
 /// The GRU of `cpu::gru`, linearized through its gates (all of which depend on h_{t−1}).
 pub struct GruCell<'a> {
-    params: &'a GruParams,
+    params: &'a Params,
     h: Vec<DMatrix<f64>>,
     /// The gates of step t at index t − 1.
     gates: Vec<GruStep>,
@@ -65,7 +65,7 @@ pub struct GruCell<'a> {
 
 impl<'a> GruCell<'a> {
     /// Linearizes at the states `h` (h_0 … h_T) and inputs `x` (x_1 … x_T).
-    pub fn new(params: &'a GruParams, x: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Self {
+    pub fn new(params: &'a Params, x: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Self {
         let gates = x
             .iter()
             .zip(h)
@@ -85,7 +85,7 @@ impl Cell for GruCell<'_> {
     }
 
     fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64> {
-        let d = self.params.hidden();
+        let d = self.params.dims().hidden;
         let s = &self.gates[t - 1];
         let h_prev = &self.h[t - 1];
         // Tangent of gh = W h + b_hh, all three gates at once.

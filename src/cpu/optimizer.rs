@@ -2,7 +2,7 @@
 //! (twin of `shaders/optimizer.wgsl`).
 
 use crate::config::{OptimizerConfig, OptimizerKind};
-use crate::model::{Dims, Params};
+use crate::model::Params;
 
 /// Optimizer state: the step count and one or two slots per parameter
 /// (Nesterov: the momentum buffer in `m`; Adam: first and second moments).
@@ -14,12 +14,12 @@ pub struct OptState {
 }
 
 impl OptState {
-    /// A fresh state: step 0, zero slots.
-    pub fn new(dims: Dims) -> Self {
+    /// A fresh state for `params`: step 0, zero slots.
+    pub fn new(params: &Params) -> Self {
         Self {
             step: 0,
-            m: Params::zeros(dims),
-            v: Params::zeros(dims),
+            m: params.zeros_like(),
+            v: params.zeros_like(),
         }
     }
 }

@@ -1,10 +1,14 @@
 //! The backward target sweep (SPEC §2 steps 3–5; twin of `shaders/target_sweep.wgsl`).
 
+use std::sync::Mutex;
+
+use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::{TargetMode, CLAMP_EPS};
 use crate::cpu::forward::input_term_into;
-use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
+use crate::cpu::inverse::{normal_cg, CgReport};
+use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps, StepsPart};
 use crate::model::Params;
 
 /// `min(max(u, −1+ε), 1−ε)`.
@@ -27,6 +31,57 @@ pub fn f_inverse(
     pre * p_inv.transpose()
 }
 
+/// How the sweep applies P = (WᵀW + rI)⁻¹Wᵀ to the columns it carries back a step.
+#[derive(Clone, Copy, Debug)]
+pub enum Inverse<'a> {
+    /// P formed once for the whole iteration (by CG or Cholesky).
+    Formed(&'a DMatrix<f64>),
+    /// P never formed (SPEC §4's alternative): every step solves `(WᵀW + rI) Z = Wᵀ S` for
+    /// its columns S by batched CG from zero, to relative residual `tol` over the columns
+    /// one thread carries.
+    PerStep {
+        w: &'a DMatrix<f64>,
+        reg: f64,
+        tol: f64,
+        max_iter: usize,
+    },
+}
+
+impl Inverse<'_> {
+    /// `out ← P S + β out` for the d×n column-major columns `s`; the CG report of a per-step
+    /// solve.
+    fn apply(&self, s: &[f64], beta: f64, out: &mut [f64]) -> Result<Option<CgReport>> {
+        match *self {
+            Inverse::Formed(p_inv) => {
+                let d = p_inv.nrows();
+                gemm(1.0, Mat::of(p_inv), Mat::cols(s, d, s.len() / d), beta, out);
+                Ok(None)
+            }
+            Inverse::PerStep {
+                w,
+                reg,
+                tol,
+                max_iter,
+            } => {
+                let (d, n) = (w.ncols(), s.len() / w.ncols());
+                let mut rhs = DMatrix::zeros(d, n);
+                gemm(
+                    1.0,
+                    Mat::of(w).t(),
+                    Mat::cols(s, d, n),
+                    0.0,
+                    rhs.as_mut_slice(),
+                );
+                let (z, report) = normal_cg(w, reg, rhs, tol, max_iter, None)?;
+                for (o, &zi) in out.iter_mut().zip(z.as_slice()) {
+                    *o = zi + beta * *o;
+                }
+                Ok(Some(report))
+            }
+        }
+    }
+}
+
 /// Targets v_0 … v_T from the hidden states `h` (h_0 … h_T), the inputs `x` (x_1 … x_T),
 /// the loss gradient `grad_h` at h_T and the target step `lr_target`.
 /// v_0 is never used; it is returned equal to h_0.
@@ -42,19 +97,23 @@ pub fn target_sweep(
     let (b, p, d) = (grad_h.nrows(), params.w_ih.ncols(), params.w_hh.nrows());
     let x = Steps::from_rows(x, b, p);
     let h = Steps::from_rows(h, b, d);
-    target_sweep_steps(params, p_inv, &x, &h, grad_h, lr_target, mode).to_rows()
+    let inverse = Inverse::Formed(p_inv);
+    let (v, _) = target_sweep_steps(params, inverse, &x, &h, grad_h, lr_target, mode)
+        .expect("applying a formed P cannot fail");
+    v.to_rows()
 }
 
-/// `target_sweep` in the working layout.
+/// `target_sweep` in the working layout, applying P as `inverse` says; with per-step
+/// solves, also the worst step's CG report (most iterations, largest residual).
 pub fn target_sweep_steps(
     params: &Params,
-    p_inv: &DMatrix<f64>,
+    inverse: Inverse,
     x: &Steps,
     h: &Steps,
     grad_h: &DMatrix<f64>,
     lr_target: f64,
     mode: TargetMode,
-) -> Steps {
+) -> Result<(Steps, Option<CgReport>)> {
     let d = params.w_hh.nrows();
     let (t_len, b) = (x.steps(), x.batch());
     let mut v = h.clone();
@@ -69,52 +128,94 @@ pub fn target_sweep_steps(
         input_term_into(params, x, a.data.as_mut_slice());
         a
     });
-    let p_mat = Mat::of(p_inv);
     let groups = core_groups(b, t_len * b * d * d);
+    // Per thread: the worst per-step report, or the first failed solve.
+    let outcomes = Mutex::new(Vec::new());
     in_parallel(v.parts_mut(&groups), |mut part| {
-        let seqs = part.seqs.clone();
-        let n = seqs.len();
-        let mut pre = vec![0.0; d * n];
-        let mut fh = vec![0.0; d * n];
-        for t in (2..=t_len).rev() {
-            let (v_t, v_prev) = part.pair_mut(t, t - 1);
-            let (h_t, h_prev) = (h.at(t, &seqs), h.at(t - 1, &seqs));
-            match mode {
-                TargetMode::Linearized => {
-                    // v_{t−1} = h_{t−1} + P [(v_t − h_t) ⊘ (1 − clamp(h_t)²)]
-                    for ((s, &vt), &ht) in pre.iter_mut().zip(v_t).zip(h_t) {
-                        *s = (vt - ht) / (1.0 - clamp(ht).powi(2));
-                    }
-                    v_prev.copy_from_slice(h_prev);
-                    gemm(1.0, p_mat, Mat::cols(&pre, d, n), 1.0, v_prev);
-                }
-                TargetMode::Difference => {
-                    let a_in = a_in.as_ref().expect("input term").at(t - 1, &seqs);
-                    f_inverse_cols(p_mat, a_in, h_t, &mut pre, &mut fh);
-                    f_inverse_cols(p_mat, a_in, v_t, &mut pre, v_prev);
-                    // The difference first: at v_t = h_t it is exactly 0 and
-                    // v_{t−1} = h_{t−1} exactly; `(h + fv) − fh` would round h_{t−1}
-                    // through the size of fv.
-                    for ((out, &fh), &hp) in v_prev.iter_mut().zip(&fh).zip(h_prev) {
-                        *out = hp + (*out - fh);
-                    }
-                }
-                TargetMode::Plain => {
-                    let a_in = a_in.as_ref().expect("input term").at(t - 1, &seqs);
-                    f_inverse_cols(p_mat, a_in, v_t, &mut pre, v_prev);
-                }
-            }
-        }
+        let outcome = sweep_part(&mut part, inverse, h, a_in.as_ref(), mode);
+        outcomes
+            .lock()
+            .expect("no thread panics holding it")
+            .push(outcome);
     });
-    v
+    let mut worst = None;
+    for outcome in outcomes.into_inner().expect("no thread panicked") {
+        worst = worse(worst, outcome?);
+    }
+    Ok((v, worst))
+}
+
+/// The larger of two reports in each field.
+fn worse(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(CgReport {
+            iterations: a.iterations.max(b.iterations),
+            residual: a.residual.max(b.residual),
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The sweep for one thread's sequences, t = T … 2.
+fn sweep_part(
+    part: &mut StepsPart,
+    inverse: Inverse,
+    h: &Steps,
+    a_in: Option<&Steps>,
+    mode: TargetMode,
+) -> Result<Option<CgReport>> {
+    let d = h.width();
+    let t_len = h.steps() - 1;
+    let mut worst = None;
+    let seqs = part.seqs.clone();
+    let n = seqs.len();
+    let mut pre = vec![0.0; d * n];
+    let mut fh = vec![0.0; d * n];
+    for t in (2..=t_len).rev() {
+        let (v_t, v_prev) = part.pair_mut(t, t - 1);
+        let (h_t, h_prev) = (h.at(t, &seqs), h.at(t - 1, &seqs));
+        let report = match mode {
+            TargetMode::Linearized => {
+                // v_{t−1} = h_{t−1} + P [(v_t − h_t) ⊘ (1 − clamp(h_t)²)]
+                for ((s, &vt), &ht) in pre.iter_mut().zip(v_t).zip(h_t) {
+                    *s = (vt - ht) / (1.0 - clamp(ht).powi(2));
+                }
+                v_prev.copy_from_slice(h_prev);
+                inverse.apply(&pre, 1.0, v_prev)?
+            }
+            TargetMode::Difference => {
+                let a_in = a_in.expect("input term").at(t - 1, &seqs);
+                let first = f_inverse_cols(inverse, a_in, h_t, &mut pre, &mut fh)?;
+                let second = f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?;
+                // The difference first: at v_t = h_t it is exactly 0 and
+                // v_{t−1} = h_{t−1} exactly; `(h + fv) − fh` would round h_{t−1}
+                // through the size of fv.
+                for ((out, &fh), &hp) in v_prev.iter_mut().zip(&fh).zip(h_prev) {
+                    *out = hp + (*out - fh);
+                }
+                worse(first, second)
+            }
+            TargetMode::Plain => {
+                let a_in = a_in.expect("input term").at(t - 1, &seqs);
+                f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?
+            }
+        };
+        worst = worse(worst, report);
+    }
+    Ok(worst)
 }
 
 /// `f_t⁻¹(clamp(v)) = P (atanh(clamp(v)) − (U x_t + b))` for the column-major columns `v`,
 /// given the input term `a_in`, into `out` (`pre` is scratch of the same size).
-fn f_inverse_cols(p_inv: Mat, a_in: &[f64], v: &[f64], pre: &mut [f64], out: &mut [f64]) {
+fn f_inverse_cols(
+    inverse: Inverse,
+    a_in: &[f64],
+    v: &[f64],
+    pre: &mut [f64],
+    out: &mut [f64],
+) -> Result<Option<CgReport>> {
     for ((s, &vi), &ai) in pre.iter_mut().zip(v).zip(a_in) {
         *s = clamp(vi).atanh() - ai;
     }
-    let d = p_inv.nrows();
-    gemm(1.0, p_inv, Mat::cols(pre, d, v.len() / d), 0.0, out);
+    inverse.apply(pre, 0.0, out)
 }

@@ -1,23 +1,28 @@
 //! The GPU as a `Backend` (twin of `src/cpu/backend.rs`): the training loop drives it
 //! without knowing which device it has.
 //!
-//! A step uploads the batch, records forward, head, (CG, target sweep,) BPTT, the gradient
-//! reductions and the optimizer into one command buffer, submits it and returns without
-//! waiting. Loss and CG statistics stay on the device until `last_stats` asks for them.
+//! A step uploads the batch, records forward, head, (CG for P and the target sweep, or the
+//! jacobian sweep with its per-step CG,) BPTT, the gradient reductions and the optimizer
+//! into one command buffer, submits it and returns without waiting. Loss and CG statistics
+//! stay on the device until `last_stats` asks for them. Both cells (tanh RNN, GRU) and both
+//! inversions (analytic for the tanh RNN, jacobian for either) run here; f16 storage of
+//! the histories (`Storage::F16`) only for the tanh RNN with the analytic inversion.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
-use crate::config::{Hyper, Method, Solver};
+use crate::config::{Hyper, Inversion, Method, Solver};
 use crate::cpu::backend::grad_norm;
 use crate::cpu::head::check_targets;
+use crate::cpu::inverse::CgReport;
 use crate::cpu::iteration::check_batch;
 use crate::cpu::optimizer::OptState;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::GPU_CG_TOL;
-use crate::gpu::iteration::{matrix, ModelBuffers, Shape, Workspace};
+use crate::gpu::iteration::{check_storage, matrix, ModelBuffers, Shape, Workspace};
+use crate::gpu::jacobian;
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::Batch;
@@ -45,13 +50,48 @@ struct Training {
 
 /// Rejects settings the GPU path does not implement, and bad batches, before any upload.
 pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
-    hyper.validate()?;
-    if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
-        bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
-    }
+    check_settings(params_dims, hyper)?;
     check_batch(params_dims, batch)?;
     let dims = params_dims.dims();
     check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
+}
+
+/// Rejects a model or settings the GPU path does not implement.
+fn check_settings(params: &Params, hyper: &Hyper) -> Result<()> {
+    hyper.validate_for(params.cell)?;
+    if hyper.method == Method::Tp && matches!(hyper.tp.solver, Solver::Cholesky | Solver::PerStep) {
+        bail!(
+            "the GPU backend forms P by CG only: use --solver cg or auto ({:?} is CPU-only)",
+            hyper.tp.solver
+        );
+    }
+    Ok(())
+}
+
+/// Whether `hyper` runs the jacobian sweep (TP with the jacobian inversion).
+fn jacobian_inversion(hyper: &Hyper) -> bool {
+    hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Jacobian
+}
+
+/// The CG report of the last iteration run in `ws` (TP only): P's solve, or the worst
+/// step of the jacobian sweep. A solve that missed its tolerance is a `CgError`.
+fn cg_report(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    ws: &Workspace,
+    hyper: &Hyper,
+) -> Result<Option<CgReport>> {
+    if hyper.method != Method::Tp {
+        return Ok(None);
+    }
+    let tp = &hyper.tp;
+    Ok(Some(if jacobian_inversion(hyper) {
+        jacobian::report(ctx, model, &ws.seq, ws.shape, tp)?
+    } else {
+        model
+            .cg
+            .report(ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?
+    }))
 }
 
 /// The cached workspace in `slot`, rebuilt when the batch shape changes.
@@ -121,19 +161,18 @@ impl Backend for GpuBackend {
         })?;
         let (t, d) = (ws.shape.steps, params.dims().hidden);
         let h = ws.seq.h.read(ctx, 0, t + 1)?;
-        let (v, p_inv, cg) = if hyper.method == Method::Tp {
-            let tp = &hyper.tp;
-            let cg = model
-                .cg
-                .report(ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?;
+        let cg = cg_report(ctx, &model, &ws, hyper)?;
+        let v = if hyper.method == Method::Tp {
             let dv = ws.seq.dv.read(ctx, 0, t + 1)?;
-            (
-                Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect()),
-                Some(matrix(&ctx.read(&model.cg.x, 0, d * d)?, d, d)),
-                Some(cg),
-            )
+            Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
         } else {
-            (None, None, None)
+            None
+        };
+        // P exists only where it was formed (the analytic inversion).
+        let p_inv = if ws.cg.is_some() {
+            Some(matrix(&ctx.read(&model.cg.x, 0, d * d)?, d, d))
+        } else {
+            None
         };
         Ok(Trace {
             error_norms: ws.error_norms.read(ctx)?,
@@ -147,20 +186,25 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        hyper.validate()?;
-        if hyper.method == Method::Tp && hyper.tp.solver == Solver::Cholesky {
-            bail!("the GPU backend forms P by CG only: use solver cg (Cholesky is CPU-only)");
-        }
+        check_settings(params, hyper)?;
+        check_storage(self.storage, params.cell, hyper)?;
         let dims = params.dims();
-        let fresh = OptState::new(dims);
+        let fresh = OptState::new(params);
         let opt = opt.unwrap_or(&fresh);
+        if opt.m.cell != params.cell || opt.v.cell != params.cell {
+            bail!(
+                "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
+                opt.m.cell,
+                params.cell
+            );
+        }
         opt.m
             .check_dims(dims)
             .and_then(|()| opt.v.check_dims(dims))
             .context("optimizer state does not match the parameters")?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
-        let model = ModelBuffers::new(ctx, dims)?;
+        let model = ModelBuffers::new(ctx, params.cell, dims)?;
         model.write_params(ctx, params)?;
         ctx.write(&model.m, 0, &model.layout.pack(&opt.m));
         ctx.write(&model.v, 0, &model.layout.pack(&opt.v));
@@ -180,7 +224,7 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.ctx);
         let storage = self.storage;
         let tr = self.training()?;
-        let params_shape = Params::zeros(tr.model.layout.dims);
+        let params_shape = tr.model.layout.zeros();
         check(&params_shape, batch, &tr.hyper)?;
         let ws = workspace(
             &ctx,
@@ -198,7 +242,8 @@ impl Backend for GpuBackend {
             ws.optimizer.record(pass);
         })?;
         tr.step += 1;
-        tr.warm = tr.hyper.method == Method::Tp;
+        // Only P's solve starts from the last solution; the per-step solves start from 0.
+        tr.warm = ws.cg.is_some();
         tr.stepped = true;
         Ok(())
     }
@@ -210,16 +255,7 @@ impl Backend for GpuBackend {
             (Some(ws), true) => ws,
             _ => bail!("no step has run yet"),
         };
-        let cg = if tr.hyper.method == Method::Tp {
-            let tp = &tr.hyper.tp;
-            Some(
-                tr.model
-                    .cg
-                    .report(&ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?,
-            )
-        } else {
-            None
-        };
+        let cg = cg_report(&ctx, &tr.model, ws, &tr.hyper)?;
         Ok(StepStats {
             loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
             cg,
@@ -257,7 +293,7 @@ impl Backend for GpuBackend {
             method: Method::Bp,
             ..tr.hyper.clone()
         };
-        check(&Params::zeros(tr.model.layout.dims), batch, &hyper)?;
+        check(&tr.model.layout.zeros(), batch, &hyper)?;
         let ws = workspace(
             &ctx,
             &mut tr.eval_ws,

@@ -11,7 +11,6 @@ use crate::gpu::kernel::{Dispatch, Groups};
 use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 use crate::model::Params;
-use crate::tasks::{Batch, Targets};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -30,32 +29,51 @@ pub(crate) fn dispatch(
     seq: &SeqBuffers,
     shape: Shape,
 ) -> Result<[Dispatch; 2]> {
+    dispatch_cell(
+        ctx,
+        model,
+        shape,
+        &ctx.history_kernels(seq.h.storage)?.forward,
+        vec![(4, seq.x.as_entire_binding()), (5, seq.h.binding())],
+    )
+}
+
+/// What the forward launches of both cells share: Wᵀ ([d, gates·d] from W [gates·d, d]),
+/// then `kernel`'s time loop, one workgroup per sequence, bound to Wᵀ, U and b at 1–3 and
+/// to the cell's own `bindings` after them.
+pub(crate) fn dispatch_cell<'a>(
+    ctx: &GpuContext,
+    model: &'a ModelBuffers,
+    shape: Shape,
+    kernel: &wgpu::ComputePipeline,
+    bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
+) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
     let d = l.dims.hidden;
     let transpose = transpose::dispatch(
         ctx,
         l.w.bind(&model.theta),
         model.wt.as_entire_binding(),
-        d,
+        l.cell.gates() * d,
         d,
     )?;
     let dims = Dims {
         batch: shape.batch as u32,
         steps: shape.steps as u32,
         input: l.dims.input as u32,
-        hidden: l.dims.hidden as u32,
+        hidden: d as u32,
     };
+    let mut all = vec![
+        (1, model.wt.as_entire_binding()),
+        (2, l.u.bind(&model.theta)),
+        (3, l.b.bind(&model.theta)),
+    ];
+    all.extend(bindings);
     let forward = Dispatch::new(
         ctx,
-        &ctx.history_kernels(seq.h.storage)?.forward,
+        kernel,
         &dims,
-        &[
-            (1, model.wt.as_entire_binding()),
-            (2, l.u.bind(&model.theta)),
-            (3, l.b.bind(&model.theta)),
-            (4, seq.x.as_entire_binding()),
-            (5, seq.h.binding()),
-        ],
+        &all,
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
     )?;
     Ok([transpose, forward])
@@ -64,12 +82,6 @@ pub(crate) fn dispatch(
 /// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
 /// them.
 pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
-    let b = x.first().map_or(0, |m| m.nrows());
-    let batch = Batch {
-        x: x.to_vec(),
-        y: Targets::Labels(vec![0; b]),
-    };
-    let (_model, ws) = Workspace::one_shot(ctx, params, &batch, &Hyper::default(), Storage::F32)?;
-    ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
-    ws.seq.h.read(ctx, 0, x.len() + 1)
+    let (_model, ws) = Workspace::after_forward(ctx, params, x, &Hyper::default(), Storage::F32)?;
+    ws.seq.h.read(ctx, 0, ws.shape.steps + 1)
 }

@@ -16,7 +16,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{matrix, per_item_groups, rows_f32, ModelBuffers};
 use crate::gpu::kernel::{Dispatch, Groups};
 use crate::gpu::matmul::{self, Operands};
-use crate::model::{Dims, Params};
+use crate::model::{CellKind, Dims, Params};
 
 /// Default relative-residual tolerance of the f32 CG (`cg_tol = None`). f32 round-off
 /// leaves the true residual near 1e-7·cond(A); 1e-5 stays clear of that floor for the
@@ -276,7 +276,7 @@ pub fn inverse_cg(
         hidden: d,
         output: 1,
     };
-    let model = ModelBuffers::new(ctx, dims)?;
+    let model = ModelBuffers::new(ctx, CellKind::Tanh, dims)?;
     model.write_params(
         ctx,
         &Params {

@@ -5,14 +5,22 @@
 //! Layout conventions (row-major, sequences as rows like the CPU reference; f32 unless
 //! said otherwise): x [T, B, p]; h [T+1, B, d] (h_0 = 0 included) and the target offsets
 //! dv = v − h [T+1, B, d] (see target_sweep.wgsl for why offsets), both `History`s in
-//! the backend's `Storage` (f16 pads rows to even d); δ [T, B, d]; g_T [B, d];
-//! parameters, gradients and optimizer slots each one flat buffer holding W, U, b, V, c at
-//! offsets aligned for binding (`ParamLayout`).
+//! the backend's `Storage` (f16 pads rows to even d; f16 only for the tanh RNN with the
+//! analytic inversion); δ [T, B, g·d] (g = 3 gates for the GRU, whose δ is dgh, with dgi
+//! beside it); the GRU's gates [T, B, 4d]; g_T [B, d]; parameters, gradients and
+//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b, [b_hh,] V, c)
+//! at offsets aligned for binding (`ParamLayout`).
+//!
+//! Which kernels run depends on the cell and the inversion: forward.wgsl or
+//! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only) or
+//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell); bptt.wgsl or
+//! gru_bptt.wgsl; then the same matmul reductions and optimizer, which only see more or
+//! larger slots for the GRU.
 
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Loss, Method, TpGrad};
+use crate::config::{Hyper, Inversion, Loss, Method, TpGrad};
 use crate::cpu::iteration::check_batch;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::{Cg, CgBuffers};
@@ -20,8 +28,11 @@ use crate::gpu::kernel::Dispatch;
 use crate::gpu::norms::StepNorms;
 use crate::gpu::profile::Phase;
 use crate::gpu::storage::{History, Storage};
-use crate::gpu::{bptt, forward, head, matmul, optimizer, target_sweep, MAX_HIDDEN};
-use crate::model::{Dims, Params};
+use crate::gpu::{
+    bptt, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer, target_sweep,
+    MAX_HIDDEN,
+};
+use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 
 /// Number of sequences and steps of a batch: what the per-batch buffers are sized by.
@@ -58,51 +69,76 @@ impl Slot {
     }
 }
 
-/// Offsets of W, U, b, V, c in the flat parameter buffers; each starts at a multiple of
-/// the device's storage-binding alignment so kernels can bind it alone.
+/// Offsets of the cell's tensors (`Params::tensors` order: W, U, b, for the GRU b_hh, then
+/// V, c) in the flat parameter buffers; each starts at a multiple of the device's
+/// storage-binding alignment so kernels can bind it alone.
 #[derive(Clone, Debug)]
 pub(crate) struct ParamLayout {
+    pub cell: CellKind,
     pub dims: Dims,
+    /// w_hh [g·d, d] (g = `cell.gates()`).
     pub w: Slot,
+    /// w_ih [g·d, p].
     pub u: Slot,
+    /// b (the GRU's b_ih) [g·d].
     pub b: Slot,
+    /// The GRU's b_hh [3d]; empty and not among `slots()` for the tanh RNN.
+    pub b_hh: Slot,
     pub v: Slot,
     pub c: Slot,
     pub len: usize,
 }
 
 impl ParamLayout {
-    pub fn new(dims: Dims, align_bytes: u32) -> Self {
+    pub fn new(cell: CellKind, dims: Dims, align_bytes: u32) -> Self {
         let align = (align_bytes as usize / 4).max(1);
         let Dims {
             input: p,
             hidden: d,
             output: q,
         } = dims;
+        let g = cell.gates();
         let mut end = 0;
         let mut slot = |len: usize| {
             let s = Slot { start: end, len };
             end = (end + len.max(1)).next_multiple_of(align);
             s
         };
-        let (w, u, b, v, c) = (slot(d * d), slot(d * p), slot(d), slot(q * d), slot(q));
+        let (w, u, b) = (slot(g * d * d), slot(g * d * p), slot(g * d));
+        let b_hh = match cell {
+            CellKind::Gru => slot(g * d),
+            CellKind::Tanh => Slot { start: 0, len: 0 },
+        };
+        let (v, c) = (slot(q * d), slot(q));
         Self {
+            cell,
             dims,
             w,
             u,
             b,
+            b_hh,
             v,
             c,
             len: end,
         }
     }
 
-    pub fn slots(&self) -> [Slot; 5] {
-        [self.w, self.u, self.b, self.v, self.c]
+    /// The slots in `Params::tensors` order.
+    pub fn slots(&self) -> Vec<Slot> {
+        match self.cell {
+            CellKind::Tanh => vec![self.w, self.u, self.b, self.v, self.c],
+            CellKind::Gru => vec![self.w, self.u, self.b, self.b_hh, self.v, self.c],
+        }
+    }
+
+    /// All-zero parameters of this layout's cell and sizes.
+    pub fn zeros(&self) -> Params {
+        Params::zeros_of(self.cell, self.dims)
     }
 
     /// `params` flattened into this layout (padding zero).
     pub fn pack(&self, params: &Params) -> Vec<f32> {
+        assert_eq!(params.cell, self.cell, "parameters of another cell");
         let mut out = vec![0.0; self.len];
         for (slot, (_, m)) in self.slots().iter().zip(params.tensors()) {
             out[slot.start..slot.start + slot.len].copy_from_slice(&rows_f32(m));
@@ -112,7 +148,7 @@ impl ParamLayout {
 
     /// The tensors back out of a flat buffer.
     pub fn unpack(&self, data: &[f32]) -> Params {
-        let mut params = Params::zeros(self.dims);
+        let mut params = self.zeros();
         for (slot, m) in self.slots().iter().zip(params.tensors_mut()) {
             *m = matrix(
                 &data[slot.start..slot.start + slot.len],
@@ -139,8 +175,16 @@ pub(crate) fn stack(ms: &[DMatrix<f64>]) -> Vec<f32> {
     ms.iter().flat_map(rows_f32).collect()
 }
 
-/// Parameters, gradients and optimizer slots (flat, `ParamLayout`), and the CG state
-/// whose P persists between steps to warm-start the next solve. Independent of B and T.
+/// The inverse of `stack`.
+pub(crate) fn unstack(data: &[f32], rows: usize, cols: usize) -> Vec<DMatrix<f64>> {
+    data.chunks_exact((rows * cols).max(1))
+        .map(|c| matrix(c, rows, cols))
+        .collect()
+}
+
+/// Parameters, gradients and optimizer slots (flat, `ParamLayout`), the CG state whose P
+/// persists between steps to warm-start the next solve, and the sticky record of failed
+/// per-step solves of the jacobian sweep. Independent of B and T.
 pub(crate) struct ModelBuffers {
     pub layout: ParamLayout,
     pub theta: wgpu::Buffer,
@@ -148,13 +192,17 @@ pub(crate) struct ModelBuffers {
     pub m: wgpu::Buffer,
     pub v: wgpu::Buffer,
     pub cg: CgBuffers,
-    /// Wᵀ and Pᵀ [d, d], rewritten each step for the kernels that read them column-wise.
+    /// Wᵀ [d, g·d] and Pᵀ [d, d], rewritten each step for the kernels that read them
+    /// column-wise.
     pub wt: wgpu::Buffer,
     pub pt: wgpu::Buffer,
+    /// jacobian.wgsl's failure record: count, worst iterations, worst residual (f32 bits).
+    pub sweep_failures: wgpu::Buffer,
 }
 
 impl ModelBuffers {
-    pub fn new(ctx: &GpuContext, dims: Dims) -> Result<Self> {
+    /// Buffers for a model of `cell` with sizes `dims`.
+    pub fn new(ctx: &GpuContext, cell: CellKind, dims: Dims) -> Result<Self> {
         if dims.hidden > MAX_HIDDEN {
             bail!(
                 "hidden size d = {} exceeds the GPU kernels' limit of {MAX_HIDDEN} \
@@ -162,7 +210,8 @@ impl ModelBuffers {
                 dims.hidden
             );
         }
-        let layout = ParamLayout::new(dims, ctx.limits.min_storage_buffer_offset_alignment);
+        let layout = ParamLayout::new(cell, dims, ctx.limits.min_storage_buffer_offset_alignment);
+        let g = cell.gates();
         let bytes = 4 * layout.len as u64;
         let none = wgpu::BufferUsages::empty();
         Ok(Self {
@@ -171,13 +220,25 @@ impl ModelBuffers {
             m: ctx.storage("optimizer first slot", bytes, none)?,
             v: ctx.storage("optimizer second slot", bytes, none)?,
             cg: CgBuffers::new(ctx, dims.hidden)?,
-            wt: ctx.storage("Wᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
+            wt: ctx.storage(
+                "Wᵀ [d, g·d]",
+                4 * (g * dims.hidden * dims.hidden) as u64,
+                none,
+            )?,
             pt: ctx.storage("Pᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
+            sweep_failures: ctx.storage("per-step CG failure record", 12, none)?,
             layout,
         })
     }
 
     pub fn write_params(&self, ctx: &GpuContext, params: &Params) -> Result<()> {
+        if params.cell != self.layout.cell {
+            bail!(
+                "parameters of a {:?} cell given to buffers of a {:?} cell",
+                params.cell,
+                self.layout.cell
+            );
+        }
         params.check_dims(self.layout.dims)?;
         ctx.write(&self.theta, 0, &self.layout.pack(params));
         Ok(())
@@ -196,7 +257,14 @@ pub(crate) struct SeqBuffers {
     pub h: History,
     /// Target offsets v_t − h_t.
     pub dv: History,
+    /// δ [T, B, d] of the tanh RNN; the GRU's dgh [T, B, 3d] (∂/∂(W h_{t−1} + b_hh)).
     pub delta: wgpu::Buffer,
+    /// The GRU's dgi [T, B, 3d] (∂/∂(U x_t + b_ih)); one unused element for the tanh RNN.
+    pub dgi: wgpu::Buffer,
+    /// The GRU's r | z | n | hn per step [T, B, 4d]; one unused element for the tanh RNN.
+    pub gates: wgpu::Buffer,
+    /// The jacobian sweep's per-step, per-sequence CG (iterations, residual) [T, B, 2].
+    pub cg_steps: wgpu::Buffer,
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
@@ -213,6 +281,7 @@ pub(crate) struct SeqBuffers {
 impl SeqBuffers {
     fn new(
         ctx: &GpuContext,
+        cell: CellKind,
         dims: Dims,
         shape: Shape,
         storage: Storage,
@@ -224,7 +293,14 @@ impl SeqBuffers {
             output: q,
         } = dims;
         let Shape { batch: b, steps: t } = shape;
-        let largest = (t + 1) * b * storage.row_len(d).max(p);
+        let g = cell.gates();
+        // The GRU's gates are the widest per-step tensor (4d).
+        let width = if cell == CellKind::Gru {
+            4 * d
+        } else {
+            storage.row_len(d)
+        };
+        let largest = (t + 1) * b * width.max(p);
         if u32::try_from(largest).is_err() {
             bail!("a batch of B = {b} sequences of T = {t} steps with d = {d}, p = {p} has {largest} elements per tensor, more than 32-bit indices reach");
         }
@@ -248,8 +324,29 @@ impl SeqBuffers {
                 dv_scale,
             )?,
             delta: ctx.storage(
-                &format!("errors δ [T={t}, B={b}, d={d}]"),
-                f(t * b * d),
+                &format!("errors δ [T={t}, B={b}, g·d={}]", g * d),
+                f(t * b * g * d),
+                none,
+            )?,
+            dgi: match cell {
+                CellKind::Gru => ctx.storage(
+                    &format!("GRU input-side errors dgi [T={t}, B={b}, 3d={}]", 3 * d),
+                    f(t * b * 3 * d),
+                    none,
+                )?,
+                CellKind::Tanh => ctx.storage("unused dgi", 4, none)?,
+            },
+            gates: match cell {
+                CellKind::Gru => ctx.storage(
+                    &format!("GRU gates r|z|n|hn [T={t}, B={b}, 4d={}]", 4 * d),
+                    f(t * b * 4 * d),
+                    none,
+                )?,
+                CellKind::Tanh => ctx.storage("unused gates", 4, none)?,
+            },
+            cg_steps: ctx.storage(
+                &format!("per-step CG statistics [T={t}, B={b}, 2]"),
+                f(t * b * 2),
                 none,
             )?,
             err: ctx.storage(
@@ -306,22 +403,92 @@ pub(crate) fn per_item_groups(ctx: &GpuContext, items: usize, what: &str) -> Res
 /// present at least up to Mesa 22.3).
 const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 
+/// Upper estimates of the loop iterations one invocation of each kernel of an iteration
+/// runs, by kernel: what llvmpipe's loop limiter counts.
+/// - the time loops of forward, gru_forward, target_sweep and bptt: T steps of an
+///   eight-term dot product over d, the inputs, and the copies;
+/// - gru_bptt: T steps of three such dot products (Wᵀ dgh, one gate block at a time);
+/// - the jacobian sweep: T − 1 steps of up to `cg_max_iter` CG iterations, each two
+///   Jacobian products and two workgroup sums (`jacobian::sweep_loops`);
+/// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each).
+pub(crate) fn loop_counts(
+    layout: &ParamLayout,
+    shape: Shape,
+    hyper: &Hyper,
+) -> Vec<(&'static str, usize)> {
+    let (d, p) = (layout.dims.hidden, layout.dims.input);
+    let units = d.div_ceil(256);
+    let dot = d / 8 + 8;
+    // + 3: the inputs' and the copies' loops, and the storing of a history row.
+    let time_loop = shape.steps * (units * (dot + p) + 3);
+    let mut counts = vec![
+        ("forward pass", time_loop),
+        ("reductions", (shape.steps * shape.batch).div_ceil(16) * 24),
+    ];
+    counts.push(match layout.cell {
+        CellKind::Tanh => ("backward recursion", time_loop),
+        CellKind::Gru => (
+            "GRU backward recursion",
+            shape.steps * (units * (3 * dot + 7) + 2),
+        ),
+    });
+    if hyper.method == Method::Tp {
+        counts.push(match hyper.tp.inversion {
+            Inversion::Analytic => ("target sweep", time_loop),
+            Inversion::Jacobian => (
+                "jacobian target sweep (counting cg_max_iter CG iterations at every step)",
+                jacobian::sweep_loops(layout.cell, d, shape.steps, hyper.tp.cg_max_iter),
+            ),
+        });
+    }
+    counts
+}
+
+/// Refuses f16 histories where they are not implemented: the GRU's kernels and the
+/// jacobian sweep read and write f32 histories only.
+pub(crate) fn check_storage(storage: Storage, cell: CellKind, hyper: &Hyper) -> Result<()> {
+    if storage == Storage::F32 {
+        return Ok(());
+    }
+    let jacobian = hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Jacobian;
+    if cell != CellKind::Tanh || jacobian {
+        let asked = match (cell, jacobian) {
+            (CellKind::Gru, true) => "the GRU cell with --inversion jacobian",
+            (CellKind::Gru, false) => "the GRU cell",
+            (CellKind::Tanh, _) => "--inversion jacobian",
+        };
+        bail!(
+            "{storage} storage is implemented for the tanh RNN's analytic inversion only, \
+             not for {asked}; use --storage f32"
+        );
+    }
+    Ok(())
+}
+
 /// On llvmpipe, refuses shapes whose kernels would run into its loop limiter: the results
-/// would be wrong without any error. The counts are upper estimates of the loop iterations
-/// of one invocation: the time loops (forward, sweep, BPTT: T steps of an eight-term dot
-/// product over d, the inputs, and the copies) and the reductions over T·B rows (16 rows
-/// per stage, about 24 loop iterations each).
-fn check_llvmpipe_loops(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<()> {
+/// would be wrong without any error. The counts are `loop_counts`.
+fn check_llvmpipe_loops(
+    ctx: &GpuContext,
+    layout: &ParamLayout,
+    shape: Shape,
+    hyper: &Hyper,
+) -> Result<()> {
     if !ctx.info.name.contains("llvmpipe") {
         return Ok(());
     }
-    let (d, p) = (dims.hidden, dims.input);
-    let time_loops = shape.steps * (d.div_ceil(256) * (d / 8 + 8 + p) + 3);
-    let reductions = (shape.steps * shape.batch).div_ceil(16) * 24;
-    let worst = time_loops.max(reductions);
+    let counts = loop_counts(layout, shape, hyper);
+    let (kernel, worst) = counts
+        .into_iter()
+        .max_by_key(|&(_, n)| n)
+        .expect("every iteration has kernels");
     if worst > LLVMPIPE_LOOP_LIMIT {
+        let (d, p) = (layout.dims.hidden, layout.dims.input);
         bail!(
-            "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU              invocation; llvmpipe (software Vulkan) stops every invocation after              {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a real              GPU or the CPU backend, or shorter sequences and smaller batches",
+            "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU \
+             invocation of the {kernel}; llvmpipe (software Vulkan) stops every invocation \
+             after {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a \
+             real GPU or the CPU backend, or shorter sequences, smaller batches, or (for the \
+             jacobian inversion) a lower --cg-max-iter",
             shape.steps,
             shape.batch
         );
@@ -334,15 +501,18 @@ fn check_llvmpipe_loops(ctx: &GpuContext, dims: Dims, shape: Shape) -> Result<()
 pub(crate) struct Workspace {
     pub shape: Shape,
     pub seq: SeqBuffers,
-    /// Wᵀ, then the time loop.
+    /// Wᵀ, then the time loop (tanh RNN or GRU).
     pub forward: [Dispatch; 2],
     pub head: head::HeadDispatches,
+    /// TP with the analytic inversion: the CG solve for P.
     pub cg: Option<Cg>,
-    /// Pᵀ, then the time loop.
-    pub sweep: Option<[Dispatch; 2]>,
+    /// TP: Pᵀ and the analytic sweep, or the jacobian sweep (which reads the Wᵀ of the
+    /// forward phase).
+    pub sweep: Option<Vec<Dispatch>>,
+    /// The backward recursion of the cell.
     pub bptt: Dispatch,
-    /// ∇W, ∇U, ∇b by matmul over the T·B rows of δ.
-    pub reductions: [Dispatch; 3],
+    /// By matmul over the T·B rows of δ (and the GRU's dgi): ∇W, ∇U, ∇b, and ∇b_hh.
+    pub reductions: Vec<Dispatch>,
     /// ‖e_t‖ for t = 1 … T, run on demand after a step.
     pub error_norms: StepNorms,
     /// TP: ‖v_t − h_t‖ for t = 1 … T, run on demand after a step.
@@ -358,41 +528,75 @@ impl Workspace {
         hyper: &Hyper,
         storage: Storage,
     ) -> Result<Self> {
-        let dims = model.layout.dims;
-        check_llvmpipe_loops(ctx, dims, shape)?;
+        let l = &model.layout;
+        let (cell, dims) = (l.cell, l.dims);
+        hyper.validate_for(cell)?;
+        check_storage(storage, cell, hyper)?;
+        check_llvmpipe_loops(ctx, l, shape, hyper)?;
         let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
-        let seq = SeqBuffers::new(ctx, dims, shape, storage, dv_scale)?;
+        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
+        let jacobian = tp.is_some_and(|tp| tp.inversion == Inversion::Jacobian);
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
-        let l = &model.layout;
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
-        // b: the B operand and its storage (h is a history; x and the ones are f32).
-        let reduce = |b: wgpu::BindingResource<'_>, b_storage, n: usize, slot: Slot| {
-            let ops = matmul::Operands {
-                a: seq.delta.as_entire_binding(),
-                trans_a: true,
-                b,
-                c: slot.bind(&model.grad),
-                m: dims.hidden,
-                n,
-                k: rows,
+        // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d]; b is the B operand with its
+        // storage (h is a history; x and the ones are f32).
+        let reduce =
+            |err: &wgpu::Buffer, b: wgpu::BindingResource<'_>, b_storage, n: usize, slot: Slot| {
+                let ops = matmul::Operands {
+                    a: err.as_entire_binding(),
+                    trans_a: true,
+                    b,
+                    c: slot.bind(&model.grad),
+                    m: cell.gates() * dims.hidden,
+                    n,
+                    k: rows,
+                };
+                matmul::product_with_b_in(ctx, ops, b_storage)
             };
-            matmul::product_with_b_in(ctx, ops, b_storage)
+        let x = || seq.x.as_entire_binding();
+        let ones = || seq.ones.as_entire_binding();
+        let (forward, bptt, reductions) = match cell {
+            CellKind::Tanh => (
+                forward::dispatch(ctx, model, &seq, shape)?,
+                bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+                vec![
+                    reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
+                    reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
+                    reduce(&seq.delta, ones(), Storage::F32, 1, l.b)?,
+                ],
+            ),
+            // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
+            // (`check_storage`), read by the f32 variant of the matmul.
+            CellKind::Gru => (
+                gru_forward::dispatch(ctx, model, &seq, shape)?,
+                gru_bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+                vec![
+                    reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,
+                    reduce(&seq.dgi, x(), Storage::F32, dims.input, l.u)?,
+                    reduce(&seq.dgi, ones(), Storage::F32, 1, l.b)?,
+                    reduce(&seq.delta, ones(), Storage::F32, 1, l.b_hh)?,
+                ],
+            ),
+        };
+        let sweep = match tp {
+            None => None,
+            Some(tp) if jacobian => {
+                Some(vec![jacobian::sweep_dispatch(ctx, model, &seq, shape, tp)?])
+            }
+            Some(tp) => Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
         };
         Ok(Self {
-            forward: forward::dispatch(ctx, model, &seq, shape)?,
+            forward,
             head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
-            cg: tp.map(|tp| Cg::new(ctx, model, tp)).transpose()?,
-            sweep: tp
-                .map(|tp| target_sweep::dispatch(ctx, model, &seq, shape, tp))
+            cg: tp
+                .filter(|_| !jacobian)
+                .map(|tp| Cg::new(ctx, model, tp))
                 .transpose()?,
-            bptt: bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
-            reductions: [
-                reduce(seq.h.binding(), storage, dims.hidden, l.w)?,
-                reduce(seq.x.as_entire_binding(), Storage::F32, dims.input, l.u)?,
-                reduce(seq.ones.as_entire_binding(), Storage::F32, 1, l.b)?,
-            ],
+            sweep,
+            bptt,
+            reductions,
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
             error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
             // dv holds v_0 … v_T: skip v_0.
@@ -414,12 +618,48 @@ impl Workspace {
         storage: Storage,
     ) -> Result<(ModelBuffers, Self)> {
         check_batch(params, batch)?;
-        let model = ModelBuffers::new(ctx, params.dims())?;
+        let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
         model.write_params(ctx, params)?;
         let ws = Self::new(ctx, &model, Shape::of(batch), hyper, storage)?;
         ws.seq.write_batch(ctx, batch);
         ws.poison_outputs(ctx, &model);
         Ok((model, ws))
+    }
+
+    /// `one_shot` on the inputs `x` (labels all 0), with the forward pass of the cell run:
+    /// where the one-shot functions of the kernels after it start.
+    pub fn after_forward(
+        ctx: &GpuContext,
+        params: &Params,
+        x: &[DMatrix<f64>],
+        hyper: &Hyper,
+        storage: Storage,
+    ) -> Result<(ModelBuffers, Self)> {
+        let b = x.first().map_or(0, |m| m.nrows());
+        let batch = Batch {
+            x: x.to_vec(),
+            y: Targets::Labels(vec![0; b]),
+        };
+        let (model, ws) = Self::one_shot(ctx, params, &batch, hyper, storage)?;
+        ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
+        Ok((model, ws))
+    }
+
+    /// Reads `count` matrices `rows`×`cols` stacked in the f32 `buffer` from element
+    /// `start` on (the histories h and dv read with `History::read`).
+    pub fn read_stack(
+        ctx: &GpuContext,
+        buffer: &wgpu::Buffer,
+        start: usize,
+        count: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<DMatrix<f64>>> {
+        Ok(unstack(
+            &ctx.read(buffer, start, count * rows * cols)?,
+            rows,
+            cols,
+        ))
     }
 
     /// Forward pass and head: loss, g_T, ∇V, ∇c.
@@ -463,9 +703,15 @@ impl Workspace {
     pub fn poison_outputs(&self, ctx: &GpuContext, model: &ModelBuffers) {
         let Shape { batch: b, steps: t } = self.shape;
         let d = model.layout.dims.hidden;
+        let g = model.layout.cell.gates();
         self.seq.h.poison(ctx);
         self.seq.dv.poison(ctx);
-        poison(ctx, &self.seq.delta, t * b * d);
+        poison(ctx, &self.seq.delta, t * b * g * d);
+        poison(ctx, &self.seq.cg_steps, t * b * 2);
+        if model.layout.cell == CellKind::Gru {
+            poison(ctx, &self.seq.dgi, t * b * 3 * d);
+            poison(ctx, &self.seq.gates, t * b * 4 * d);
+        }
         poison(ctx, &self.seq.err, t * b * d);
         poison(ctx, &self.seq.g_top, b * d);
         poison(ctx, &self.seq.stats, 2);
@@ -477,6 +723,7 @@ impl Workspace {
             );
         }
         poison(ctx, &model.cg.x, d * d);
+        poison(ctx, &model.wt, g * d * d);
     }
 }
 

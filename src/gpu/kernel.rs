@@ -28,7 +28,7 @@ macro_rules! with_history {
 
 /// The WGSL sources, by file name, as compiled: the history kernels with
 /// `HISTORY_WGSL` appended (`tests/shaders.rs` checks this covers `shaders/`).
-pub const SHADERS: [(&str, &str); 11] = [
+pub const SHADERS: [(&str, &str); 14] = [
     ("forward.wgsl", with_history!("forward.wgsl")),
     ("head.wgsl", with_history!("head.wgsl")),
     ("matmul.wgsl", with_history!("matmul.wgsl")),
@@ -49,11 +49,19 @@ pub const SHADERS: [(&str, &str); 11] = [
         "transpose.wgsl",
         include_str!("../../shaders/transpose.wgsl"),
     ),
+    (
+        "gru_forward.wgsl",
+        include_str!("../../shaders/gru_forward.wgsl"),
+    ),
+    ("gru_bptt.wgsl", include_str!("../../shaders/gru_bptt.wgsl")),
+    ("jacobian.wgsl", include_str!("../../shaders/jacobian.wgsl")),
 ];
 
 /// Every compute pipeline of the backend, compiled once per context. The kernels that
 /// read or write a history (h, v − h) exist once per `Storage`: the f32 set is compiled
-/// with the context, the f16 set the first time a workspace asks for it.
+/// with the context, the f16 set the first time a workspace asks for it. The GRU and
+/// jacobian-inversion kernels read and write f32 histories only (f16 storage is the tanh
+/// RNN's analytic inversion only), so they are compiled once.
 pub(crate) struct Kernels {
     pub matmul: wgpu::ComputePipeline,
     pub cg_init: wgpu::ComputePipeline,
@@ -62,6 +70,11 @@ pub(crate) struct Kernels {
     pub optimizer: wgpu::ComputePipeline,
     pub sum_sq: wgpu::ComputePipeline,
     pub transpose: wgpu::ComputePipeline,
+    pub gru_forward: wgpu::ComputePipeline,
+    pub gru_bptt: wgpu::ComputePipeline,
+    pub jvp: wgpu::ComputePipeline,
+    pub vjp: wgpu::ComputePipeline,
+    pub jacobian_sweep: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
 }
@@ -132,6 +145,7 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let f32_history = HistoryKernels::new(device, Storage::F32);
         let single = |file: &str| pipeline(device, &module(device, file), "main", &[]);
+        let jacobian = module(device, "jacobian.wgsl");
         Self {
             // Operands in f32: the f32 history variants are exactly these kernels.
             matmul: f32_history.matmul.clone(),
@@ -141,6 +155,11 @@ impl Kernels {
             cg_check: single("cg_check.wgsl"),
             optimizer: single("optimizer.wgsl"),
             transpose: single("transpose.wgsl"),
+            gru_forward: single("gru_forward.wgsl"),
+            gru_bptt: single("gru_bptt.wgsl"),
+            jvp: pipeline(device, &jacobian, "jvp", &[]),
+            vjp: pipeline(device, &jacobian, "vjp", &[]),
+            jacobian_sweep: pipeline(device, &jacobian, "jacobian_sweep", &[]),
             f32_history,
             f16_history: OnceLock::new(),
         }

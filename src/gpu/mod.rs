@@ -3,7 +3,9 @@
 //!
 //! One file per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //! `src/cpu/`: `forward`, `head`, `matmul`, `inverse` (the `cg_*` kernels), `target_sweep`,
-//! `bptt`, `optimizer`. Each wrapper also offers a one-shot function with its twin's
+//! `bptt`, `optimizer`; for the GRU `gru_forward` and `gru_bptt` (twins of `cpu::gru`);
+//! and `jacobian` (the Jacobian products of either cell and the SPEC §5 sweep with its
+//! per-step CG). Each wrapper also offers a one-shot function with its twin's
 //! signature (plus the context) that uploads, runs and reads back — what the tests compare.
 //! `iteration` wires the kernels into one command buffer per training step; `backend`
 //! puts a `Backend` face on it.
@@ -12,9 +14,12 @@ pub mod backend;
 pub mod bptt;
 pub mod context;
 pub mod forward;
+pub mod gru_bptt;
+pub mod gru_forward;
 pub mod head;
 pub mod inverse;
 mod iteration;
+pub mod jacobian;
 mod kernel;
 pub mod matmul;
 mod norms;

@@ -93,7 +93,7 @@ impl Profiler {
         storage: Storage,
     ) -> Result<Self> {
         check(params, batch, hyper)?;
-        let model = ModelBuffers::new(&ctx, params.dims())?;
+        let model = ModelBuffers::new(&ctx, params.cell, params.dims())?;
         model.write_params(&ctx, params)?;
         let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, storage)?;
         ws.seq.write_batch(&ctx, batch);

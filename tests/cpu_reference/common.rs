@@ -82,6 +82,7 @@ pub fn random_params(rng: &mut ChaCha8Rng, dims: Dims, w_gain: f64) -> Params {
         b: gaussian(rng, d, 1, 0.2),
         head_w: gaussian(rng, q, d, 1.0 / (d as f64).sqrt()),
         head_b: gaussian(rng, q, 1, 0.2),
+        ..Params::zeros(dims)
     }
 }
 

@@ -37,7 +37,7 @@ fn three_steps(
     mut by_hand: impl FnMut(&mut f64, f64, i32, &mut f64, &mut f64),
 ) -> OptState {
     let (mut params, grads) = start(seed);
-    let mut state = OptState::new(DIMS);
+    let mut state = OptState::new(&params);
     let mut theta = flat(&params);
     let mut slots = vec![(0.0, 0.0); theta.len()];
     for (t, g) in (1..).zip(&grads) {
@@ -102,8 +102,9 @@ fn nesterov_matches_hand_computed_steps() {
         b: nalgebra::DMatrix::from_element(2, 1, 1.0),
         head_w: nalgebra::DMatrix::from_element(1, 2, 1.0),
         head_b: nalgebra::DMatrix::from_element(1, 1, 1.0),
+        ..Params::zeros(DIMS)
     };
-    let (mut params, mut state) = (ones.clone(), OptState::new(DIMS));
+    let (mut params, mut state) = (ones.clone(), OptState::new(&ones));
     for want in [0.81, 0.539, 0.1951] {
         optimizer_step(&cfg, &mut state, &mut params, &ones);
         assert!(flat(&params).iter().all(|th| (th - want).abs() < 1e-14));
@@ -141,7 +142,7 @@ fn adam_matches_hand_computed_steps() {
         .zip(flat(&g))
         .map(|(th, gi)| th - 3.0 * lr * gi / (gi.abs() + eps))
         .collect();
-    let mut state = OptState::new(DIMS);
+    let mut state = OptState::new(&params);
     for _ in 0..3 {
         optimizer_step(&cfg, &mut state, &mut params, &g);
     }

@@ -232,3 +232,48 @@ fn clamp_keeps_saturated_sweeps_finite() {
     assert_eq!(clamp(-1.0), -1.0 + CLAMP_EPS);
     assert_eq!(clamp(0.25), 0.25);
 }
+
+/// SPEC §4's alternative: never forming P and solving `(WᵀW + rI) z = Wᵀ s` per step gives
+/// the targets and gradients of forming P, in every mode; `auto` picks per-step solves
+/// exactly when 8·(T − 1)·B < d, and reports their worst CG.
+#[test]
+fn per_step_solves_match_forming_p() {
+    for (seed, s) in [
+        (1, Shape::new(3, 6, 2, 5, 3)),
+        (2, Shape::new(2, 4, 1, 9, 2)),
+        (3, Shape::new(1, 3, 3, 8, 2)),
+        (4, Shape::new(1, 2, 1, 9, 2)),
+    ] {
+        let (params, batch, _) = case(seed, s);
+        for mode in MODES {
+            let run = |solver| {
+                let mut hyper = Hyper {
+                    method: Method::Tp,
+                    loss: Loss::CrossEntropy,
+                    ..Hyper::default()
+                };
+                hyper.tp.target_mode = mode;
+                hyper.tp.reg = 0.3;
+                hyper.tp.lr_target = 0.2;
+                hyper.tp.solver = solver;
+                iteration(&params, &batch, &hyper, None).unwrap()
+            };
+            let (formed, per_step, auto) = (
+                run(Solver::Cholesky),
+                run(Solver::PerStep),
+                run(Solver::Auto),
+            );
+            assert!(per_step.p_inv.is_none());
+            let cg = per_step.cg.expect("per-step solves report their CG");
+            assert!(cg.iterations > 0 && cg.residual <= 1e-12, "{cg:?}");
+            let what = format!("{mode:?} {s:?}");
+            let (fv, pv) = (formed.v.unwrap(), per_step.v.unwrap());
+            for t in 1..=s.t {
+                assert_close(&pv[t], &fv[t], 1e-10, &format!("v_{t} {what}"));
+            }
+            assert_close(&per_step.grads.w_hh, &formed.grads.w_hh, 1e-10, &what);
+            let picks_per_step = 8 * (s.t - 1) * s.b < s.d;
+            assert_eq!(auto.p_inv.is_none(), picks_per_step, "{what}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+// Forward pass of the GRU, fused over time (twin of src/cpu/gru.rs::gru_forward).
+//
+//     r_t = σ(W_r h + U_r x + b_ir + b_hr)        hn_t = W_n h + b_hn
+//     z_t = σ(W_z h + U_z x + b_iz + b_hz)        n_t  = tanh(U_n x + b_in + r_t ⊙ hn_t)
+//     h_t = (1 − z_t) ⊙ n_t + z_t ⊙ h_{t−1},      h = h_{t−1}, x = x_t, h_0 = 0
+//
+// One workgroup per sequence walks t = 1..T, as forward.wgsl does for the tanh RNN:
+// h_{t−1} sits in workgroup memory because every unit reads all of it, and invocation
+// `lid` owns units lid, lid + WG, ... Each invocation forms all three gates of its units
+// in one pass over h_{t−1}, reading the rows i, d + i, 2d + i of W through Wᵀ (so that
+// neighbouring invocations read neighbouring addresses), eight terms per loop iteration
+// (llvmpipe's loop cap; see forward.wgsl).
+//
+// Besides h it stores each step's r, z, n and hn: the backward recursion (gru_bptt.wgsl)
+// and the Jacobian products (jacobian.wgsl) linearize at them. Storing them costs 4d
+// floats per step and sequence; recomputing them (as the f64 reference does) would cost
+// the backward and every CG iteration of the sweep another pass over W.
+//
+// Layout, row-major: Wᵀ [d, 3d] (W = w_hh [3d, d], gates stacked r, z, n like PyTorch),
+// U = w_ih [3d, p], b_ih and b_hh [3d], x [T, B, p], h [T+1, B, d] (step t of sequence s
+// at (t*B + s)*d), gates [T, B, 4d] (step t of s at ((t−1)*B + s)*4d: r | z | n | hn).
+
+const WG: u32 = 256u;
+// Largest hidden size; the host checks d against the same number (gpu::MAX_HIDDEN).
+const MAX_HIDDEN: u32 = 2048u;
+
+struct Dims {
+    batch: u32,
+    steps: u32,
+    input: u32,
+    hidden: u32,
+}
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> wt: array<f32>;
+@group(0) @binding(2) var<storage, read> u: array<f32>;
+@group(0) @binding(3) var<storage, read> b_ih: array<f32>;
+@group(0) @binding(4) var<storage, read> b_hh: array<f32>;
+@group(0) @binding(5) var<storage, read> x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> h: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gates: array<f32>;
+
+var<workgroup> h_prev: array<f32, MAX_HIDDEN>;
+
+// σ(a) without overflow: exp is only ever taken of a non-positive number.
+fn sigmoid(a: f32) -> f32 {
+    let e = exp(-abs(a));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), a >= 0.0);
+}
+
+// See forward.wgsl: keeps tanh implementations that go through exp(2a) finite.
+fn safe_tanh(a: f32) -> f32 {
+    return tanh(clamp(a, -15.0, 15.0));
+}
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.x;
+    let d = dims.hidden;
+    let p = dims.input;
+    let g = 3u * d;
+    for (var i = lid; i < d; i += WG) {
+        h_prev[i] = 0.0;
+        h[s * d + i] = 0.0;
+    }
+    workgroupBarrier();
+    for (var t = 1u; t <= dims.steps; t++) {
+        let x_row = ((t - 1u) * dims.batch + s) * p;
+        let h_row = (t * dims.batch + s) * d;
+        let gate_row = ((t - 1u) * dims.batch + s) * 4u * d;
+        for (var i = lid; i < d; i += WG) {
+            // Input parts U x_t + b_ih of the three gates.
+            var xi = vec3<f32>(b_ih[i], b_ih[d + i], b_ih[2u * d + i]);
+            for (var k = 0u; k < p; k++) {
+                let xk = x[x_row + k];
+                xi += vec3<f32>(u[i * p + k], u[(d + i) * p + k], u[(2u * d + i) * p + k]) * xk;
+            }
+            // Hidden parts W h_{t−1}: row i of W_r is column i of Wᵀ, W_z's is d + i, W_n's 2d + i.
+            var ar = vec4<f32>(0.0);
+            var az = vec4<f32>(0.0);
+            var an = vec4<f32>(0.0);
+            var j = 0u;
+            for (; j + 8u <= d; j += 8u) {
+                let h0 = vec4<f32>(h_prev[j], h_prev[j + 1u], h_prev[j + 2u], h_prev[j + 3u]);
+                let h1 = vec4<f32>(h_prev[j + 4u], h_prev[j + 5u], h_prev[j + 6u], h_prev[j + 7u]);
+                let c0 = j * g + i;
+                ar += vec4<f32>(wt[c0], wt[c0 + g], wt[c0 + 2u * g], wt[c0 + 3u * g]) * h0
+                    + vec4<f32>(wt[c0 + 4u * g], wt[c0 + 5u * g], wt[c0 + 6u * g], wt[c0 + 7u * g]) * h1;
+                let c1 = c0 + d;
+                az += vec4<f32>(wt[c1], wt[c1 + g], wt[c1 + 2u * g], wt[c1 + 3u * g]) * h0
+                    + vec4<f32>(wt[c1 + 4u * g], wt[c1 + 5u * g], wt[c1 + 6u * g], wt[c1 + 7u * g]) * h1;
+                let c2 = c1 + d;
+                an += vec4<f32>(wt[c2], wt[c2 + g], wt[c2 + 2u * g], wt[c2 + 3u * g]) * h0
+                    + vec4<f32>(wt[c2 + 4u * g], wt[c2 + 5u * g], wt[c2 + 6u * g], wt[c2 + 7u * g]) * h1;
+            }
+            var hr = b_hh[i] + hsum(ar);
+            var hz = b_hh[d + i] + hsum(az);
+            var hn = b_hh[2u * d + i] + hsum(an);
+            for (; j < d; j++) {
+                let c = j * g + i;
+                hr += wt[c] * h_prev[j];
+                hz += wt[c + d] * h_prev[j];
+                hn += wt[c + 2u * d] * h_prev[j];
+            }
+            let r = sigmoid(xi.x + hr);
+            let z = sigmoid(xi.y + hz);
+            let n = safe_tanh(xi.z + r * hn);
+            h[h_row + i] = (1.0 - z) * n + z * h_prev[i];
+            gates[gate_row + i] = r;
+            gates[gate_row + d + i] = z;
+            gates[gate_row + 2u * d + i] = n;
+            gates[gate_row + 3u * d + i] = hn;
+        }
+        // Everyone has read h_{t−1}; overwrite it with h_t (each invocation reads back
+        // only the units it wrote itself, so no storage barrier is needed).
+        workgroupBarrier();
+        for (var i = lid; i < d; i += WG) {
+            h_prev[i] = h[h_row + i];
+        }
+        workgroupBarrier();
+    }
+}

@@ -1,0 +1,430 @@
+// Generalized regularized inversion (SPEC §5; twin of src/cpu/jacobian.rs): the Jacobian
+// products of a cell's step map h_{t−1} ↦ h_t at the stored states, and the target sweep
+// that solves each step's normal equations with them by CG, fused over time.
+//
+// Entry points (one file, so that the sweep runs exactly the products that are tested):
+//   jvp:            out = J_t u      for every sequence (row) of u [B, d], t = dims.step
+//   vjp:            out = J_tᵀ w
+//   jacobian_sweep: v_T = h_T − γ_h g_T, then for t = T, ..., 2
+//                   v_{t−1} = h_{t−1} + (J_tᵀ J_t + r I)⁻¹ J_tᵀ (v_t − h_t)
+//
+// The cell is a uniform setting (dims.cell): both branches bind the same buffers.
+//   tanh:  J_t u = D_t (W u),  J_tᵀ w = Wᵀ (D_t w),  D_t = diag(1 − h_t²)  (exact, unclamped)
+//   GRU:   J_t u = (h_{t−1} − n) ⊙ dz + (1 − z) ⊙ dn + z ⊙ u, with du = W u (all three gates),
+//          dr = r(1 − r) du_r, dz = z(1 − z) du_z, dn = (1 − n²)(dr ⊙ hn + r ⊙ du_n);
+//          J_tᵀ w = z ⊙ w + Wᵀ dgh with dgh the step backward of gru_bptt.wgsl.
+//
+// Like target_sweep.wgsl the sweep stores the offsets dv_t = v_t − h_t (see there for why);
+// the solve's unknown is exactly dv_{t−1}, its right-hand side J_tᵀ dv_t.
+//
+// One workgroup per sequence, invocation `lid` owning units lid, lid + WG, ... (at most
+// SLOTS of them, kept in registers). Each sequence runs its own CG from zero at each step
+// (α, β per sequence, as the reference's per-row CG), matrix-free: A p = J_tᵀ(J_t p) + r p.
+// Vectors every unit reads (p for J_t p; D_t w or one gate of dgh for the transposed
+// products) pass through one d-vector of workgroup memory.
+//
+// Stopping rule: a sequence stops when its own relative residual ‖R_s‖ / ‖J_tᵀ dv_t,s‖ ≤ tol
+// or after max_iter iterations. The f64 reference stops all rows together on the batch's
+// ‖R‖_F / ‖rhs‖_F ≤ tol; workgroups cannot wait for each other inside a launch, and the
+// per-sequence rule is the stricter one (it implies the batch rule), so every solve the
+// GPU accepts also meets the reference's criterion. Each (t, s) records its iterations and
+// residual in cg_steps; a solve that ends above tol (or non-finite) also adds to the sticky
+// `failures` record, which the host reads (and clears) as a CgError with the numbers.
+//
+// Loop counts stay under llvmpipe's per-invocation cap only for bounded T·max_iter·d: the
+// dot products take eight terms per loop iteration, and the host counts the rest
+// (gpu::jacobian::sweep_loops) and refuses larger shapes there.
+//
+// Layout, row-major: W [g·d, d] (g = 1 tanh, 3 GRU), Wᵀ [d, g·d], h and dv [T+1, B, d],
+// gates [T, B, 4d] (GRU: r | z | n | hn from gru_forward.wgsl), g_T [B, d],
+// cg_steps [T, B, 2] (iterations, residual; step t at row (t−1)*B + s, step 1 unsolved: 0, 0).
+
+const WG: u32 = 256u;
+const MAX_HIDDEN: u32 = 2048u;
+// Units one invocation owns at most (MAX_HIDDEN / WG).
+const SLOTS: u32 = 8u;
+const GRU: u32 = 1u;
+const F32_MAX: f32 = 3.40282347e38;
+
+struct Dims {
+    batch: u32,
+    steps: u32,
+    hidden: u32,
+    // 0: tanh RNN, 1: GRU.
+    cell: u32,
+    // Step t of the single products (jvp, vjp).
+    step: u32,
+    max_iter: u32,
+    lr_target: f32,
+    reg: f32,
+    tol: f32,
+}
+
+// The sticky record of failed solves (cpu::inverse::CgError's numbers).
+const FAILURES: u32 = 0u;
+const WORST_ITERATIONS: u32 = 1u;
+// Bits of the largest residual: non-negative f32 (and NaN above +inf) order like their bits.
+const WORST_RESIDUAL: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> h: array<f32>;
+@group(0) @binding(4) var<storage, read> gates: array<f32>;
+@group(0) @binding(5) var<storage, read> g_top: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(7) var<storage, read_write> cg_steps: array<f32>;
+@group(0) @binding(8) var<storage, read_write> failures: array<atomic<u32>, 3>;
+@group(0) @binding(9) var<storage, read> vec_in: array<f32>;
+@group(0) @binding(10) var<storage, read_write> vec_out: array<f32>;
+
+// The one vector every unit reads; written only between barriers.
+var<workgroup> shared_vec: array<f32, MAX_HIDDEN>;
+var<workgroup> partial: array<f32, WG>;
+
+// Values of the units an invocation owns: slot k is unit lid + k*WG.
+alias Own = array<f32, SLOTS>;
+
+fn owns(lid: u32, k: u32) -> bool {
+    return lid + k * WG < dims.hidden;
+}
+
+// The tanh RNN's Σ_j Wᵀ[j][i] shared_vec[j] = (W shared_vec)[i], eight terms per loop
+// iteration (Wᵀ [d, d]).
+fn row_dot(i: u32) -> f32 {
+    let d = dims.hidden;
+    var acc = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 8u <= d; j += 8u) {
+        let c = j * d + i;
+        acc += vec4<f32>(wt[c], wt[c + d], wt[c + 2u * d], wt[c + 3u * d])
+            * vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
+        acc += vec4<f32>(wt[c + 4u * d], wt[c + 5u * d], wt[c + 6u * d], wt[c + 7u * d])
+            * vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
+    }
+    var sum = (acc.x + acc.y) + (acc.z + acc.w);
+    for (; j < d; j++) {
+        sum += wt[j * d + i] * shared_vec[j];
+    }
+    return sum;
+}
+
+// The three gate rows i, d + i, 2d + i of W times shared_vec in one pass (the GRU's du).
+fn gate_rows_dot(i: u32) -> vec3<f32> {
+    let d = dims.hidden;
+    let g = 3u * d;
+    var ar = vec4<f32>(0.0);
+    var az = vec4<f32>(0.0);
+    var an = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 8u <= d; j += 8u) {
+        let u0 = vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
+        let u1 = vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
+        let c0 = j * g + i;
+        ar += vec4<f32>(wt[c0], wt[c0 + g], wt[c0 + 2u * g], wt[c0 + 3u * g]) * u0
+            + vec4<f32>(wt[c0 + 4u * g], wt[c0 + 5u * g], wt[c0 + 6u * g], wt[c0 + 7u * g]) * u1;
+        let c1 = c0 + d;
+        az += vec4<f32>(wt[c1], wt[c1 + g], wt[c1 + 2u * g], wt[c1 + 3u * g]) * u0
+            + vec4<f32>(wt[c1 + 4u * g], wt[c1 + 5u * g], wt[c1 + 6u * g], wt[c1 + 7u * g]) * u1;
+        let c2 = c1 + d;
+        an += vec4<f32>(wt[c2], wt[c2 + g], wt[c2 + 2u * g], wt[c2 + 3u * g]) * u0
+            + vec4<f32>(wt[c2 + 4u * g], wt[c2 + 5u * g], wt[c2 + 6u * g], wt[c2 + 7u * g]) * u1;
+    }
+    var sum = vec3<f32>((ar.x + ar.y) + (ar.z + ar.w), (az.x + az.y) + (az.z + az.w), (an.x + an.y) + (an.z + an.w));
+    for (; j < d; j++) {
+        let c = j * g + i;
+        sum += vec3<f32>(wt[c], wt[c + d], wt[c + 2u * d]) * shared_vec[j];
+    }
+    return sum;
+}
+
+// Σ_j W[row0 + j][i] shared_vec[j]: (Wᵀ shared_vec)[i] over the block of rows from row0.
+fn column_dot(row0: u32, i: u32) -> f32 {
+    let d = dims.hidden;
+    var acc = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 8u <= d; j += 8u) {
+        let c = (row0 + j) * d + i;
+        acc += vec4<f32>(w[c], w[c + d], w[c + 2u * d], w[c + 3u * d])
+            * vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
+        acc += vec4<f32>(w[c + 4u * d], w[c + 5u * d], w[c + 6u * d], w[c + 7u * d])
+            * vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
+    }
+    var sum = (acc.x + acc.y) + (acc.z + acc.w);
+    for (; j < d; j++) {
+        sum += w[(row0 + j) * d + i] * shared_vec[j];
+    }
+    return sum;
+}
+
+// Where h_t of sequence s starts (t = 0 … T).
+fn state_row(t: u32, s: u32) -> u32 {
+    return (t * dims.batch + s) * dims.hidden;
+}
+
+// Where the gates of step t (1 … T) of sequence s start.
+fn gate_row(t: u32, s: u32) -> u32 {
+    return ((t - 1u) * dims.batch + s) * 4u * dims.hidden;
+}
+
+// Makes the owned values `v` the shared vector (all units), between barriers.
+fn share(lid: u32, v: Own) {
+    // Nobody may still be reading the previous shared vector.
+    workgroupBarrier();
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        shared_vec[lid + k * WG] = v[k];
+    }
+    workgroupBarrier();
+}
+
+// J_t u for the owned units; u is the shared vector (call `share` first).
+fn jvp_owned(t: u32, s: u32, lid: u32) -> Own {
+    let d = dims.hidden;
+    var out: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        let i = lid + k * WG;
+        if dims.cell == GRU {
+            let du = gate_rows_dot(i);
+            let gr = gate_row(t, s);
+            let r = gates[gr + i];
+            let z = gates[gr + d + i];
+            let n = gates[gr + 2u * d + i];
+            let hn = gates[gr + 3u * d + i];
+            let dr = r * (1.0 - r) * du.x;
+            let dz = z * (1.0 - z) * du.y;
+            let dn = (1.0 - n * n) * (dr * hn + r * du.z);
+            out[k] = (h[state_row(t - 1u, s) + i] - n) * dz + (1.0 - z) * dn + z * shared_vec[i];
+        } else {
+            let ht = h[state_row(t, s) + i];
+            out[k] = (1.0 - ht * ht) * row_dot(i);
+        }
+    }
+    return out;
+}
+
+// J_tᵀ w for the owned units of w. Uses the shared vector (barriers inside).
+fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
+    let d = dims.hidden;
+    var out: Own;
+    if dims.cell == GRU {
+        // The step backward of gru_bptt.wgsl (cpu::gru::gru_step_backward), then
+        // J_tᵀ w = z ⊙ w + Wᵀ dgh one gate block at a time.
+        var own_dgh: array<vec3<f32>, SLOTS>;
+        let gr = gate_row(t, s);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            let i = lid + k * WG;
+            let r = gates[gr + i];
+            let z = gates[gr + d + i];
+            let n = gates[gr + 2u * d + i];
+            let hn = gates[gr + 3u * d + i];
+            let da_n = wv[k] * (1.0 - z) * (1.0 - n * n);
+            let da_r = da_n * hn * r * (1.0 - r);
+            let da_z = wv[k] * (h[state_row(t - 1u, s) + i] - n) * z * (1.0 - z);
+            own_dgh[k] = vec3<f32>(da_r, da_z, da_n * r);
+            out[k] = z * wv[k];
+        }
+        for (var gate = 0u; gate < 3u; gate++) {
+            var part: Own;
+            for (var k = 0u; k < SLOTS; k++) {
+                if !owns(lid, k) {
+                    break;
+                }
+                part[k] = own_dgh[k][gate];
+            }
+            share(lid, part);
+            for (var k = 0u; k < SLOTS; k++) {
+                if !owns(lid, k) {
+                    break;
+                }
+                out[k] += column_dot(gate * d, lid + k * WG);
+            }
+        }
+    } else {
+        var dw: Own;
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            let ht = h[state_row(t, s) + lid + k * WG];
+            dw[k] = (1.0 - ht * ht) * wv[k];
+        }
+        share(lid, dw);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            out[k] = column_dot(0u, lid + k * WG);
+        }
+    }
+    return out;
+}
+
+// Σ over the workgroup of each invocation's `value`, the same (uniform) in every invocation.
+fn workgroup_sum(lid: u32, value: f32) -> f32 {
+    // Nobody may still be reading the previous sum.
+    workgroupBarrier();
+    partial[lid] = value;
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+    }
+    return workgroupUniformLoad(&partial[0]);
+}
+
+// Σ_k a[k] b[k] over the owned units.
+fn own_dot(lid: u32, a: Own, b: Own) -> f32 {
+    var sum = 0.0;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        sum += a[k] * b[k];
+    }
+    return sum;
+}
+
+fn load_owned(lid: u32, base: u32) -> Own {
+    var v: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        v[k] = vec_in[base + lid + k * WG];
+    }
+    return v;
+}
+
+fn store_owned(lid: u32, base: u32, v: Own) {
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        vec_out[base + lid + k * WG] = v[k];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn jvp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.x;
+    let base = s * dims.hidden;
+    share(lid, load_owned(lid, base));
+    store_owned(lid, base, jvp_owned(dims.step, s, lid));
+}
+
+@compute @workgroup_size(WG)
+fn vjp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.x;
+    let base = s * dims.hidden;
+    store_owned(lid, base, vjp_owned(dims.step, s, lid, load_owned(lid, base)));
+}
+
+// ‖R_s‖ / ‖rhs_s‖ from the squared norms: 0 for a zero right-hand side (nothing to solve),
+// and the norm itself when it is not finite (a diverged model), which fails `≤ tol`.
+fn relative_residual(rs: f32, rhs_norm: f32) -> f32 {
+    if !(rhs_norm <= F32_MAX) {
+        return rhs_norm;
+    }
+    if rhs_norm == 0.0 {
+        return 0.0;
+    }
+    return sqrt(rs) / rhs_norm;
+}
+
+@compute @workgroup_size(WG)
+fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let s = wg.x;
+    let d = dims.hidden;
+    let top = state_row(dims.steps, s);
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        let i = lid + k * WG;
+        dv[s * d + i] = 0.0;
+        dv[top + i] = -dims.lr_target * g_top[s * d + i];
+    }
+    if lid == 0u {
+        cg_steps[2u * s] = 0.0;
+        cg_steps[2u * s + 1u] = 0.0;
+    }
+    for (var t = dims.steps; t >= 2u; t--) {
+        // Right-hand side J_tᵀ (v_t − h_t): dv_t of the owned units was written by this
+        // invocation (the previous step's solution, or the top), so no barrier is needed.
+        var u: Own;
+        let row = state_row(t, s);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            u[k] = dv[row + lid + k * WG];
+        }
+        var r = vjp_owned(t, s, lid, u);
+        var x: Own;
+        var p = r;
+        var rs = workgroup_sum(lid, own_dot(lid, r, r));
+        let rhs_norm = sqrt(rs);
+        var residual = relative_residual(rs, rhs_norm);
+        var iterations = 0u;
+        // `residual` and `iterations` are uniform (workgroup_sum), so every invocation
+        // takes the same branch and the barriers inside stay in uniform control flow.
+        while residual > dims.tol && iterations < dims.max_iter {
+            share(lid, p);
+            var q = vjp_owned(t, s, lid, jvp_owned(t, s, lid));
+            for (var k = 0u; k < SLOTS; k++) {
+                if !owns(lid, k) {
+                    break;
+                }
+                q[k] += dims.reg * p[k];
+            }
+            let curv = workgroup_sum(lid, own_dot(lid, p, q));
+            // A sequence already solved exactly has p = 0: leave it where it is.
+            let alpha = select(0.0, rs / curv, curv > 0.0);
+            for (var k = 0u; k < SLOTS; k++) {
+                if !owns(lid, k) {
+                    break;
+                }
+                x[k] += alpha * p[k];
+                r[k] -= alpha * q[k];
+            }
+            let rs_new = workgroup_sum(lid, own_dot(lid, r, r));
+            let beta = select(0.0, rs_new / rs, rs > 0.0);
+            for (var k = 0u; k < SLOTS; k++) {
+                if !owns(lid, k) {
+                    break;
+                }
+                p[k] = r[k] + beta * p[k];
+            }
+            rs = rs_new;
+            residual = relative_residual(rs, rhs_norm);
+            iterations += 1u;
+        }
+        let prev = state_row(t - 1u, s);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            dv[prev + lid + k * WG] = x[k];
+        }
+        if lid == 0u {
+            let at = 2u * ((t - 1u) * dims.batch + s);
+            cg_steps[at] = f32(iterations);
+            cg_steps[at + 1u] = residual;
+            if !(residual <= dims.tol) {
+                atomicAdd(&failures[FAILURES], 1u);
+                atomicMax(&failures[WORST_ITERATIONS], iterations);
+                atomicMax(&failures[WORST_RESIDUAL], bitcast<u32>(abs(residual)));
+            }
+        }
+    }
+}

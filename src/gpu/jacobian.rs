@@ -1,0 +1,333 @@
+//! Generalized regularized inversion on the device (`shaders/jacobian.wgsl`; twin of
+//! `src/cpu/jacobian.rs`): the Jacobian products `J_t u` and `J_tᵀ w` of either cell at the
+//! states of the forward pass, and the SPEC §5 target sweep with a batched CG per step
+//! inside it, fused over time.
+//!
+//! Stopping rule: each sequence's CG stops on its own relative residual
+//! ‖R_s‖ / ‖J_tᵀ(v_t − h_t)_s‖ ≤ tol, where the reference stops the whole batch on
+//! ‖R‖_F / ‖rhs‖_F ≤ tol (workgroups cannot wait for each other within a launch). The
+//! per-sequence rule implies the batch rule, so every accepted GPU solve also meets the
+//! reference's criterion; a sequence may stop after fewer iterations than the batch would
+//! have run, which moves its target by at most about tol·cond(J_tᵀJ_t + rI) relative — far
+//! below the 1e-4 of the comparisons at the default f32 tolerance and a sensible r.
+//! Reports are per step the worst sequence (most iterations, largest residual); a solve
+//! that misses its tolerance is a `CgError` with those numbers, as on the CPU.
+//!
+//! Loop cap: on llvmpipe one invocation runs the whole sweep of its sequence, up to
+//! (T − 1)·cg_max_iter CG iterations; `sweep_loops` counts them for the guard in
+//! `iteration::loop_counts`.
+
+use anyhow::{ensure, Result};
+use nalgebra::DMatrix;
+
+use crate::config::{Hyper, Inversion, Method, TpConfig};
+use crate::cpu::inverse::{CgError, CgReport};
+use crate::gpu::context::GpuContext;
+use crate::gpu::iteration::{
+    matrix, per_item_groups, poison, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
+};
+use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
+use crate::model::{CellKind, Params};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Dims {
+    batch: u32,
+    steps: u32,
+    hidden: u32,
+    cell: u32,
+    step: u32,
+    max_iter: u32,
+    lr_target: f32,
+    reg: f32,
+    tol: f32,
+}
+
+/// jacobian.wgsl's sticky record of failed solves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Failures {
+    count: u32,
+    worst_iterations: u32,
+    /// f32 bits of the largest relative residual (NaN above +∞).
+    worst_residual: u32,
+}
+
+fn cell_code(cell: CellKind) -> u32 {
+    match cell {
+        CellKind::Tanh => 0,
+        CellKind::Gru => 1,
+    }
+}
+
+/// The default f32 tolerance when `tp.cg_tol` is `None` (the same as for P).
+fn tolerance(tp: &TpConfig) -> f64 {
+    tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
+}
+
+/// Loop iterations of one invocation of the sweep at most (what llvmpipe's limiter counts):
+/// `units` owned units, `dot` iterations per dot product over d, T − 1 solved steps of
+/// `max_iter` CG iterations each. Derived from jacobian.wgsl's loops: per CG iteration
+/// two products (the GRU's three gate blocks in the transposed one), two workgroup sums
+/// (eight tree levels each) and the vector updates; per step the right-hand side.
+pub(crate) fn sweep_loops(cell: CellKind, d: usize, steps: usize, max_iter: usize) -> usize {
+    let units = d.div_ceil(256);
+    let dot = units * (d / 8 + d % 8);
+    let (iteration, step) = match cell {
+        CellKind::Tanh => (2 * dot + 10 * units + 17, dot + 6 * units + 9),
+        CellKind::Gru => (4 * dot + 17 * units + 20, 3 * dot + 13 * units + 12),
+    };
+    units + steps.saturating_sub(1) * (step + max_iter * iteration)
+}
+
+/// The sweep's launch: one workgroup per sequence, reading W, Wᵀ (written by the forward
+/// phase), h, the gates and g_T; writing dv [T+1, B, d], the per-step CG statistics and
+/// the failure record.
+pub(crate) fn sweep_dispatch(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    shape: Shape,
+    tp: &TpConfig,
+) -> Result<Dispatch> {
+    let l = &model.layout;
+    let dims = Dims {
+        batch: shape.batch as u32,
+        steps: shape.steps as u32,
+        hidden: l.dims.hidden as u32,
+        cell: cell_code(l.cell),
+        step: 0,
+        max_iter: u32::try_from(tp.cg_max_iter).unwrap_or(u32::MAX),
+        lr_target: tp.lr_target as f32,
+        reg: tp.reg as f32,
+        tol: tolerance(tp) as f32,
+    };
+    Dispatch::new(
+        ctx,
+        &ctx.kernels.jacobian_sweep,
+        &dims,
+        &[
+            (1, l.w.bind(&model.theta)),
+            (2, model.wt.as_entire_binding()),
+            // f32 histories only (`iteration::check_storage`).
+            (3, seq.h.binding()),
+            (4, seq.gates.as_entire_binding()),
+            (5, seq.g_top.as_entire_binding()),
+            (6, seq.dv.binding()),
+            (7, seq.cg_steps.as_entire_binding()),
+            (8, model.sweep_failures.as_entire_binding()),
+        ],
+        Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
+    )
+}
+
+/// Per solved step t = T … 2 (in that order, as `cpu::jacobian::jacobian_sweep` returns
+/// them) the worst sequence's iterations and relative residual of the last sweep.
+pub(crate) fn step_reports(
+    ctx: &GpuContext,
+    seq: &SeqBuffers,
+    shape: Shape,
+) -> Result<Vec<CgReport>> {
+    let Shape { batch: b, steps: t } = shape;
+    let stats = ctx.read::<f32>(&seq.cg_steps, 0, t * b * 2)?;
+    Ok((2..=t)
+        .rev()
+        .map(|step| {
+            let rows = &stats[(step - 1) * b * 2..step * b * 2];
+            rows.chunks_exact(2).fold(
+                CgReport {
+                    iterations: 0,
+                    residual: 0.0,
+                },
+                |w, s| CgReport {
+                    iterations: w.iterations.max(s[0] as usize),
+                    // NaN must win: it is the worst residual.
+                    residual: if f64::from(s[1]).is_nan() || w.residual.is_nan() {
+                        f64::NAN
+                    } else {
+                        w.residual.max(f64::from(s[1]))
+                    },
+                },
+            )
+        })
+        .collect())
+}
+
+/// The last sweep's worst step, or the worst failed solve since the last call as a
+/// `CgError` (the failure record is then cleared). Waits for the device.
+pub(crate) fn report(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    shape: Shape,
+    tp: &TpConfig,
+) -> Result<CgReport> {
+    let f: Failures = ctx.read(&model.sweep_failures, 0, 1)?[0];
+    if f.count > 0 {
+        ctx.write(&model.sweep_failures, 0, &[Failures::default()]);
+        return Err(CgError {
+            report: CgReport {
+                iterations: f.worst_iterations as usize,
+                residual: f64::from(f32::from_bits(f.worst_residual)),
+            },
+            tol: tolerance(tp),
+            max_iter: tp.cg_max_iter,
+        }
+        .into());
+    }
+    let worst = step_reports(ctx, seq, shape)?.into_iter().fold(
+        CgReport {
+            iterations: 0,
+            residual: 0.0,
+        },
+        |w, r| CgReport {
+            iterations: w.iterations.max(r.iterations),
+            residual: w.residual.max(r.residual),
+        },
+    );
+    Ok(worst)
+}
+
+/// `J_t u` (`transpose` false) or `J_tᵀ u` for every row of `u` [B, d] at the states of
+/// the cell's forward pass on `x` (the one-shot behind `jvp` and `vjp`).
+fn product(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    t: usize,
+    u: &DMatrix<f64>,
+    transpose: bool,
+) -> Result<DMatrix<f64>> {
+    ensure!(
+        (1..=x.len()).contains(&t),
+        "step {t} is outside 1 … {}",
+        x.len()
+    );
+    let (b, d) = u.shape();
+    ensure!(
+        x[0].nrows() == b && d == params.dims().hidden,
+        "the vector is {b}×{d}, expected {}×{} (B × d)",
+        x[0].nrows(),
+        params.dims().hidden
+    );
+    let forward_only = Hyper {
+        method: Method::Bp,
+        ..Hyper::default()
+    };
+    let (model, ws) = Workspace::after_forward(ctx, params, x, &forward_only, Storage::F32)?;
+    let none = wgpu::BufferUsages::empty();
+    let input = ctx.storage("product input [B, d]", 4 * (b * d) as u64, none)?;
+    let output = ctx.storage("product output [B, d]", 4 * (b * d) as u64, none)?;
+    ctx.write(&input, 0, &rows_f32(u));
+    poison(ctx, &output, b * d);
+    let dims = Dims {
+        batch: b as u32,
+        steps: x.len() as u32,
+        hidden: d as u32,
+        cell: cell_code(params.cell),
+        step: t as u32,
+        max_iter: 0,
+        lr_target: 0.0,
+        reg: 0.0,
+        tol: 0.0,
+    };
+    // Each entry point binds only what it reads: Wᵀ for J u, W for Jᵀ w.
+    let (pipeline, weights) = if transpose {
+        (&ctx.kernels.vjp, (1, model.layout.w.bind(&model.theta)))
+    } else {
+        (&ctx.kernels.jvp, (2, model.wt.as_entire_binding()))
+    };
+    let launch = Dispatch::new(
+        ctx,
+        pipeline,
+        &dims,
+        &[
+            weights,
+            (3, ws.seq.h.binding()),
+            (4, ws.seq.gates.as_entire_binding()),
+            (9, input.as_entire_binding()),
+            (10, output.as_entire_binding()),
+        ],
+        Groups::Direct(per_item_groups(ctx, b, "batch size B")?),
+    )?;
+    ctx.submit(|pass| launch.record(pass))?;
+    Ok(matrix(&ctx.read(&output, 0, b * d)?, b, d))
+}
+
+/// `J_t u` for each row of `u` on the GPU, as `cpu::jacobian::Cell::jvp` gives it, for the
+/// cell of `params` linearized at its forward pass on `x` (T matrices B×p).
+pub fn jvp(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    t: usize,
+    u: &DMatrix<f64>,
+) -> Result<DMatrix<f64>> {
+    product(ctx, params, x, t, u, false)
+}
+
+/// `J_tᵀ w` for each row of `w` on the GPU, as `cpu::jacobian::Cell::vjp` gives it.
+pub fn vjp(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    t: usize,
+    w: &DMatrix<f64>,
+) -> Result<DMatrix<f64>> {
+    product(ctx, params, x, t, w, true)
+}
+
+/// Targets v_0 … v_T and the per-step CG reports (t = T … 2, each the worst sequence's)
+/// on the GPU, as `cpu::jacobian::jacobian_sweep` returns them, for the cell of `params`
+/// linearized at its forward pass on `x`. `h` (the reference's states) serves to form the
+/// offsets: the kernel starts from dv_T = v_top − h_T (in f64) and returns v_t = h_t + dv_t.
+/// A step whose CG misses `tol` in `max_iter` iterations makes it a `CgError`.
+// The twin's six arguments plus the context and inputs: kept parallel on purpose.
+#[allow(clippy::too_many_arguments)]
+pub fn jacobian_sweep(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    v_top: &DMatrix<f64>,
+    reg: f64,
+    tol: f64,
+    max_iter: usize,
+) -> Result<(Vec<DMatrix<f64>>, Vec<CgReport>)> {
+    let t_len = x.len();
+    ensure!(
+        h.len() == t_len + 1,
+        "jacobian_sweep needs h_0 … h_T ({} states), got {}",
+        t_len + 1,
+        h.len()
+    );
+    let tp = TpConfig {
+        inversion: Inversion::Jacobian,
+        // With γ_h = 1 the kernel's dv_T = −γ_h g_T is v_top − h_T for g_T = h_T − v_top.
+        lr_target: 1.0,
+        reg,
+        cg_tol: Some(tol),
+        cg_max_iter: max_iter,
+        ..TpConfig::default()
+    };
+    let hyper = Hyper {
+        method: Method::Tp,
+        tp: tp.clone(),
+        ..Hyper::default()
+    };
+    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper, Storage::F32)?;
+    ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
+    let sweep = ws
+        .sweep
+        .as_ref()
+        .expect("a TP workspace has a target sweep");
+    ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
+    let dv = ws.seq.dv.read(ctx, 0, t_len + 1)?;
+    let reports = step_reports(ctx, &ws.seq, ws.shape)?;
+    report(ctx, &model, &ws.seq, ws.shape, &tp)?;
+    Ok((
+        h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect(),
+        reports,
+    ))
+}
