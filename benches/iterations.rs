@@ -1,5 +1,5 @@
 //! Whole TP-RI and BP iterations (optimizer step included) at the paper's size, on the
-//! GPU backend and on the f64 CPU reference. `cargo bench --bench iterations`; `tpri
+//! GPU backend (histories in f32 and in f16) and on the f64 CPU reference. `cargo bench --bench iterations`; `tpri
 //! bench` covers grids of sizes and prints the cost model beside the times.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tpri::backend::Backend;
 use tpri::bench::{problem, Size};
 use tpri::config::Method;
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler};
+use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
 
 fn iterations(c: &mut Criterion) {
     let ctx = GpuContext::new(&AdapterChoice::Auto)
@@ -20,11 +20,12 @@ fn iterations(c: &mut Criterion) {
     g.sample_size(10);
     for method in [Method::Tp, Method::Bp] {
         let (params, batch, hyper) = problem(Size::PAPER, method, 1);
-        if let Some(ctx) = &ctx {
-            let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper).expect("GPU buffers");
+        for (ctx, storage) in ctx.iter().flat_map(|c| Storage::ALL.map(|s| (c, s))) {
+            let prof =
+                Profiler::new(ctx.clone(), &params, &batch, &hyper, storage).expect("GPU buffers");
             let phases = Phase::of(method);
             prof.run(&phases, false).expect("first iteration");
-            g.bench_function(format!("gpu {method:?}"), |b| {
+            g.bench_function(format!("gpu {method:?} {storage} storage"), |b| {
                 b.iter(|| prof.run(&phases, true).expect("GPU run"))
             });
         }

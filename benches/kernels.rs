@@ -13,7 +13,7 @@ use tpri::bench::{problem, Size};
 use tpri::config::{Method, CPU_CG_TOL};
 use tpri::cpu;
 use tpri::cpu::bptt::Injection;
-use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler};
+use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
 
 fn gpu(c: &mut Criterion) {
     let ctx = match GpuContext::new(&AdapterChoice::Auto) {
@@ -24,7 +24,8 @@ fn gpu(c: &mut Criterion) {
         }
     };
     let (params, batch, hyper) = problem(Size::PAPER, Method::Tp, 1);
-    let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper).expect("GPU buffers");
+    let prof =
+        Profiler::new(ctx.clone(), &params, &batch, &hyper, Storage::F32).expect("GPU buffers");
     // Every phase once, so that each one's inputs exist (h, g_T, P, δ).
     prof.run(&Phase::of(Method::Tp), false)
         .expect("first iteration");

@@ -14,11 +14,15 @@
 // One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
 // is no recursion, but the same loop serves (it is as cheap as the injection itself).
 // Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses.
-// Layout: W [d, d], h and dv [T+1, B, d], g_T [B, d].
+// Layout: W [d, d], h and dv [T+1, B, d'] (d' = hist_stride(d); dv stored times
+// dims.dv_scale), g_T [B, d], δ and e [T, B, d].
 
 const WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
 const TARGETS: u32 = 1u;
+
+// The history storage (HIST_F16, hist_*): include/history.wgsl, which gpu::kernel
+// appends to this file.
 
 struct Dims {
     batch: u32,
@@ -27,31 +31,44 @@ struct Dims {
     // 0: g_T at the top only (BP); 1: -dv_t at every step (TP).
     injection: u32,
     through_time: u32,
+    // dv is stored multiplied by this power of two (1 for f32 storage).
+    dv_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> h: array<f32>;
-@group(0) @binding(3) var<storage, read> dv: array<f32>;
+@group(0) @binding(2) var<storage, read> h: array<u32>;
+@group(0) @binding(3) var<storage, read> dv: array<u32>;
 @group(0) @binding(4) var<storage, read> g_top: array<f32>;
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> err: array<f32>;
 
 var<workgroup> delta_next: array<f32, MAX_HIDDEN>;
 
+fn load_h(i: u32) -> f32 {
+    return hist_value(h[hist_word(i)], i);
+}
+
+fn load_dv(i: u32) -> f32 {
+    return hist_value(dv[hist_word(i)], i);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
     let d = dims.hidden;
     let nb = dims.batch;
+    let stride = hist_stride(d);
+    // Exact: dv_scale is a power of two.
+    let dv_unit = 1.0 / dims.dv_scale;
     for (var t = dims.steps; t >= 1u; t--) {
-        let row = (t * nb + s) * d;
+        let row = (t * nb + s) * stride;
         let out = ((t - 1u) * nb + s) * d;
         let recur = dims.through_time == 1u && t < dims.steps;
         for (var i = lid; i < d; i += WG) {
             var e = 0.0;
             if dims.injection == TARGETS {
-                e = -dv[row + i];
+                e = -load_dv(row + i) * dv_unit;
             } else if t == dims.steps {
                 e = g_top[s * d + i];
             }
@@ -70,7 +87,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
                 e += (acc.x + acc.y) + (acc.z + acc.w);
             }
-            let ht = h[row + i];
+            let ht = load_h(row + i);
             delta[out + i] = (1.0 - ht * ht) * e;
             err[out + i] = e;
         }

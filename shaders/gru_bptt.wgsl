@@ -36,6 +36,9 @@ struct Dims {
     // 0: g_T at the top only (BP); 1: −dv_t at every step (TP).
     injection: u32,
     through_time: u32,
+    // dv is stored multiplied by this power of two (bptt.wgsl's uniform; always 1 here:
+    // the GRU's histories are f32).
+    dv_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -91,7 +94,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             var e = carried[k];
             if dims.injection == TARGETS {
-                e -= dv[row + i];
+                e -= dv[row + i] / dims.dv_scale;
             } else if t == dims.steps {
                 e += g_top[s * d + i];
             }

@@ -5,10 +5,14 @@
 // head_params: one invocation per entry of ∇V = dzᵀ h_T and ∇c = Σ_b dz_b, plus one that
 //   sums the per-sequence losses and hits into `stats` = [loss, accuracy].
 // Means as in the reference: cross-entropy averages over B sequences, squared error over
-// all B·q entries. Layout: V [q, d], h_T at element `last` of the history, labels u32 [B]
-// or values f32 [B, q] (stored as their bits), scratch = z [B, q] | dz [B, q] | (loss, hits) [B, 2].
+// all B·q entries. Layout: V [q, d], h_T at element `last` of the history (rows of d'
+// = hist_stride(d) elements), labels u32 [B] or values f32 [B, q] (stored as their
+// bits), scratch = z [B, q] | dz [B, q] | (loss, hits) [B, 2].
 
 const WG: u32 = 64u;
+
+// The history storage (HIST_F16, hist_*): include/history.wgsl, which gpu::kernel
+// appends to this file.
 const CROSS_ENTROPY: u32 = 0u;
 // |z - y| below this counts as a hit for regression (cpu::head::REGRESSION_HIT).
 const REGRESSION_HIT: f32 = 0.04;
@@ -18,7 +22,7 @@ struct Dims {
     hidden: u32,
     outputs: u32,
     loss: u32,
-    // Element offset of h_T (T·B·d).
+    // Element offset of h_T (T·B·d').
     last: u32,
     // Invocations per row of the head_params grid (it may be 2-D).
     row_stride: u32,
@@ -27,13 +31,17 @@ struct Dims {
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> c: array<f32>;
-@group(0) @binding(3) var<storage, read> h: array<f32>;
+@group(0) @binding(3) var<storage, read> h: array<u32>;
 @group(0) @binding(4) var<storage, read> y: array<u32>;
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(6) var<storage, read_write> g_top: array<f32>;
 @group(0) @binding(7) var<storage, read_write> grad_v: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grad_c: array<f32>;
 @group(0) @binding(9) var<storage, read_write> stats: array<f32>;
+
+fn load_h(i: u32) -> f32 {
+    return hist_value(h[hist_word(i)], i);
+}
 
 @compute @workgroup_size(WG)
 fn head_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -43,11 +51,11 @@ fn head_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let n = dims.batch * q;
     let z_row = b * q;
     let dz_row = n + b * q;
-    let h_row = dims.last + b * d;
+    let h_row = dims.last + b * hist_stride(d);
     for (var k = lid; k < q; k += WG) {
         var z = c[k];
         for (var j = 0u; j < d; j++) {
-            z += v[k * d + j] * h[h_row + j];
+            z += v[k * d + j] * load_h(h_row + j);
         }
         scratch[z_row + k] = z;
     }
@@ -110,7 +118,7 @@ fn head_params(@builtin(global_invocation_id) gid: vec3<u32>) {
         let j = idx % d;
         var g = 0.0;
         for (var b = 0u; b < nb; b++) {
-            g += scratch[n + b * q + k] * h[dims.last + b * d + j];
+            g += scratch[n + b * q + k] * load_h(dims.last + b * hist_stride(d) + j);
         }
         grad_v[idx] = g;
     } else if idx < q * d + q {

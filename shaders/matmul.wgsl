@@ -10,6 +10,9 @@
 // value loaded from workgroup memory then feeds four multiply-adds from registers
 // instead of one, and a barrier pair is paid per 16·16 multiply-adds per invocation.
 
+// B is read as a history (only ∇W = Δᵀ H reads one in f16): HIST_F16 and hist_* come
+// from include/history.wgsl, which gpu::kernel appends to this file.
+
 const TS: u32 = 64u;
 const BK: u32 = 16u;
 // Invocations per workgroup (16×16).
@@ -25,7 +28,7 @@ struct Dims {
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 // Stage blocks, k-major: tile_a[kk * TS + row], tile_b[kk * TS + col].
@@ -46,7 +49,8 @@ fn load_b(kk: u32, col: u32) -> f32 {
     if kk >= dims.k || col >= dims.n {
         return 0.0;
     }
-    return b[kk * dims.n + col];
+    let e = kk * hist_stride(dims.n) + col;
+    return hist_value(b[hist_word(e)], e);
 }
 
 fn store(row: u32, col0: u32, tx: u32, acc: vec4<f32>) {

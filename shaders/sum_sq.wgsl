@@ -4,8 +4,13 @@
 // per step. Run only when the host asks for them, so training steps never pay for it.
 //
 // One workgroup per block: a strided pass into registers, then a tree in workgroup memory.
+// The f16 variant reads a history whose rows are padded to even length; the pads hold
+// zeros, so blocks of whole padded rows give the same sums.
 
 const WG: u32 = 256u;
+
+// src is read as a history: HIST_F16 and hist_* come from include/history.wgsl, which
+// gpu::kernel appends to this file.
 
 struct Dims {
     rows: u32,
@@ -14,17 +19,21 @@ struct Dims {
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
+
+fn load(i: u32) -> f32 {
+    return hist_value(src[hist_word(i)], i);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let base = dims.start + wg.x * dims.len;
     var acc = 0.0;
     for (var k = lid; k < dims.len; k += WG) {
-        let v = src[base + k];
+        let v = load(base + k);
         acc += v * v;
     }
     partial[lid] = acc;

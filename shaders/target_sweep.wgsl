@@ -13,14 +13,23 @@
 // need no cancelling subtraction. dv_0 = 0 (v_0 = h_0, never used).
 //
 // One workgroup per sequence walks t downwards; the bracketed vector s sits in workgroup
-// memory since every unit of dv_{t-1} reads all of it. Invocation `lid` owns units lid,
-// lid + WG, ... in both loops, so it reads back only the dv_t values it wrote itself.
+// memory since every unit of dv_{t-1} reads all of it. The offsets dv_t of the step in
+// hand stay in workgroup memory too, in f32 whatever the storage: the recursion never
+// reads back the (possibly rounded) history it writes. Invocation `lid` owns units lid,
+// lid + WG, ... in both loops, so it reads only the dv_t values it wrote itself; the
+// stores of a finished row follow a barrier, since an f16 word pairs two units that
+// different invocations computed.
 // It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
 // of P s per loop iteration, as forward.wgsl does (llvmpipe's loop cap).
-// Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d], g_T [B, d].
+// Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d'] (d' = hist_stride(d)),
+// g_T [B, d]. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
+// storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
 const WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
+
+// The history storage (HIST_F16, hist_*): include/history.wgsl, which gpu::kernel
+// appends to this file.
 const LINEARIZED: u32 = 0u;
 const DIFFERENCE: u32 = 1u;
 // Clamp margin ε (config::CLAMP_EPS).
@@ -33,6 +42,7 @@ struct Dims {
     hidden: u32,
     mode: u32,
     lr_target: f32,
+    dv_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -40,11 +50,42 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> u: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read> h: array<f32>;
+@group(0) @binding(5) var<storage, read> h: array<u32>;
 @group(0) @binding(6) var<storage, read> g_top: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<u32>;
 
 var<workgroup> s_vec: array<f32, MAX_HIDDEN>;
+// dv_t of the step in hand, then dv_{t-1}.
+var<workgroup> dv_cur: array<f32, MAX_HIDDEN>;
+
+fn load_h(i: u32) -> f32 {
+    return hist_value(h[hist_word(i)], i);
+}
+
+// Writes dv_cur (times dv_scale) as the row of dv starting at element `row`. Called after
+// a barrier: f16 words pair units that other invocations computed.
+fn store_row(row: u32, lid: u32) {
+    let d = dims.hidden;
+    if HIST_F16 {
+        for (var i = 2u * lid; i < d; i += 2u * WG) {
+            let next = select(0.0, dv_cur[i + 1u], i + 1u < d);
+            dv[hist_word(row + i)] = hist_pair(dv_cur[i] * dims.dv_scale, next * dims.dv_scale);
+        }
+    } else {
+        for (var i = lid; i < d; i += WG) {
+            dv[row + i] = bitcast<u32>(dv_cur[i] * dims.dv_scale);
+        }
+    }
+}
+
+// Zeroes the row of dv starting at element `row`.
+fn zero_row(row: u32, lid: u32) {
+    let words = hist_word(hist_stride(dims.hidden));
+    let first = hist_word(row);
+    for (var k = lid; k < words; k += WG) {
+        dv[first + k] = 0u;
+    }
+}
 
 fn clamp_eps(a: f32) -> f32 {
     return clamp(a, -1.0 + CLAMP_EPS, 1.0 - CLAMP_EPS);
@@ -77,18 +118,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = wg.x;
     let d = dims.hidden;
     let p = dims.input;
-    let top = (dims.steps * dims.batch + s) * d;
+    let stride = hist_stride(d);
+    zero_row(s * stride, lid);
     for (var i = lid; i < d; i += WG) {
-        dv[s * d + i] = 0.0;
-        dv[top + i] = -dims.lr_target * g_top[s * d + i];
+        dv_cur[i] = -dims.lr_target * g_top[s * d + i];
     }
+    workgroupBarrier();
+    store_row((dims.steps * dims.batch + s) * stride, lid);
     for (var t = dims.steps; t >= 2u; t--) {
-        let row = (t * dims.batch + s) * d;
-        let prev = ((t - 1u) * dims.batch + s) * d;
+        let row = (t * dims.batch + s) * stride;
+        let prev = ((t - 1u) * dims.batch + s) * stride;
         let x_row = ((t - 1u) * dims.batch + s) * p;
         for (var j = lid; j < d; j += WG) {
-            let ht = h[row + j];
-            let dvt = dv[row + j];
+            let ht = load_h(row + j);
+            let dvt = dv_cur[j];
             var sj: f32;
             if dims.mode == LINEARIZED {
                 let c = clamp_eps(ht);
@@ -104,6 +147,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             s_vec[j] = sj;
         }
+        // Also orders the previous row's stores (reads of dv_cur) before the writes below.
         workgroupBarrier();
         for (var i = lid; i < d; i += WG) {
             var j = 0u;
@@ -120,11 +164,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             // Plain targets are absolute: their offset subtracts h_{t-1}.
             if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
-                acc -= h[prev + i];
+                acc -= load_h(prev + i);
             }
-            dv[prev + i] = acc;
+            dv_cur[i] = acc;
         }
-        // s_vec is rewritten by the next step only after everyone has used it.
+        // s_vec is rewritten by the next step only after everyone has used it, and all of
+        // dv_{t-1} is in dv_cur before anyone stores it.
         workgroupBarrier();
+        store_row(prev, lid);
     }
 }

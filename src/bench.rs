@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
-use crate::gpu::{GpuContext, Phase, Profiler};
+use crate::gpu::{GpuContext, Phase, Profiler, Storage};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
 
@@ -102,8 +102,10 @@ pub fn median(samples: &[f64]) -> f64 {
 /// Timings of one case on one backend.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
-    /// `gpu` or `cpu`.
+    /// `gpu`, `gpu-f16` (histories stored in f16) or `cpu`.
     pub backend: String,
+    /// GPU only: how the histories h and v − h were stored.
+    pub storage: Option<Storage>,
     pub method: Method,
     pub size: Size,
     /// Median seconds of one whole iteration (optimizer step included).
@@ -119,15 +121,25 @@ pub struct Measurement {
     pub clock: String,
 }
 
-/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase.
+/// The `backend` label of GPU measurements with `storage`.
+pub fn gpu_label(storage: Storage) -> String {
+    match storage {
+        Storage::F32 => "gpu".into(),
+        storage => format!("gpu-{storage}"),
+    }
+}
+
+/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,
+/// with the histories stored as `storage` says.
 pub fn measure_gpu(
     ctx: &Arc<GpuContext>,
     size: Size,
     method: Method,
     reps: usize,
+    storage: Storage,
 ) -> Result<Measurement> {
     let (params, batch, hyper) = problem(size, method, 1);
-    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper)?;
+    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, storage)?;
     let phases = Phase::of(method);
     prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
     let mut samples = Vec::with_capacity(reps);
@@ -139,7 +151,8 @@ pub fn measure_gpu(
         }
     }
     Ok(Measurement {
-        backend: "gpu".into(),
+        backend: gpu_label(storage),
+        storage: Some(storage),
         method,
         size,
         iteration_s: median(&samples),
@@ -190,6 +203,7 @@ pub fn measure_cpu_solver(
     let cg_iterations = cpu.last_stats()?.cg.map(|c| c.iterations);
     Ok(Measurement {
         backend: "cpu".into(),
+        storage: None,
         method,
         size,
         iteration_s: median(&samples),
@@ -241,8 +255,15 @@ impl PhaseCost {
 }
 
 /// The cost model of one GPU iteration (SPEC §2–§4) with `cg_iters` CG iterations
-/// actually run and `cg_cap` recorded.
-pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) -> Vec<PhaseCost> {
+/// actually run and `cg_cap` recorded, the histories h and v − h stored as `storage` says
+/// (every other value is an f32).
+pub fn cost_model(
+    size: Size,
+    method: Method,
+    cg_iters: usize,
+    cg_cap: usize,
+    storage: Storage,
+) -> Vec<PhaseCost> {
     let (t, d, b, p, q) = (
         size.steps as f64,
         size.hidden as f64,
@@ -252,12 +273,14 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) ->
     );
     let k = cg_iters as f64;
     let f = 4.0; // bytes per f32
+    let hb = storage.bytes() as f64; // bytes per value of h or v − h
     let rows = t * b; // every (step, sequence) pair
     let params = d * d + d * p + d + q * d + q;
-    let cost = |phase, flops, bytes, dispatches, serial_steps| PhaseCost {
+    // `values`: f32 values moved; `history`: values of h or v − h moved.
+    let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| PhaseCost {
         phase,
         flops,
-        bytes: bytes * f,
+        bytes: values * f + history * hb,
         dispatches,
         serial_steps,
     };
@@ -266,14 +289,16 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) ->
         cost(
             Phase::Forward,
             2.0 * rows * d * (d + p),
-            2.0 * d * d + d * p + d + rows * (p + d),
+            2.0 * d * d + d * p + d + rows * p,
+            rows * d,
             2,
             size.steps,
         ),
         cost(
             Phase::Head,
             4.0 * b * d * q,
-            b * d * 2.0 + q * d * 2.0 + b * q,
+            q * d * 2.0 + b * q,
+            b * d * 2.0,
             2,
             0,
         ),
@@ -283,6 +308,7 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) ->
             Phase::Inverse,
             (k + 1.0) * 4.0 * d * d * d + k * 10.0 * d * d,
             (k + 1.0) * (6.0 * d * d + 8.0 * d * d),
+            0.0,
             3 + 1 + 4 * cg_cap + 1,
             0,
         ),
@@ -290,7 +316,8 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) ->
         cost(
             Phase::Sweep,
             2.0 * rows * d * d + 4.0 * rows * d,
-            2.0 * d * d + 2.0 * rows * d,
+            2.0 * d * d,
+            2.0 * rows * d,
             2,
             size.steps,
         ),
@@ -298,7 +325,8 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) ->
         cost(
             Phase::Bptt,
             2.0 * rows * d * d + 3.0 * rows * d,
-            d * d + rows * d * if method == Method::Tp { 4.0 } else { 3.0 },
+            d * d + 2.0 * rows * d,
+            rows * d * if method == Method::Tp { 2.0 } else { 1.0 },
             1,
             size.steps,
         ),
@@ -306,12 +334,13 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, cg_cap: usize) ->
         cost(
             Phase::Reductions,
             2.0 * rows * d * (d + p + 1.0),
-            rows * (2.0 * d + p + 1.0) + d * (d + p + 1.0),
+            rows * (d + p + 1.0) + d * (d + p + 1.0),
+            rows * d,
             3,
             0,
         ),
         // Read the gradient, read and write θ and two optimizer slots.
-        cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 1, 0),
+        cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 0.0, 1, 0),
     ];
     let phases = Phase::of(method);
     all.into_iter()
@@ -367,8 +396,11 @@ mod tests {
 
     #[test]
     fn cost_model_counts_the_paper_forward() {
-        let c = cost_model(Size::PAPER, Method::Bp, 0, 100);
+        let c = cost_model(Size::PAPER, Method::Bp, 0, 100, Storage::F32);
         assert_eq!(c.len(), 5, "BP has no inverse and no sweep");
+        // f16 halves the bytes of h: the forward pass's main traffic.
+        let half = cost_model(Size::PAPER, Method::Bp, 0, 100, Storage::F16);
+        assert_eq!(c[0].bytes - half[0].bytes, 2.0 * 784.0 * 16.0 * 100.0);
         // 2·T·B·d·(d + p) = 2·784·16·100·101.
         assert_eq!(c[0].flops, 2.0 * 784.0 * 16.0 * 100.0 * 101.0);
         let m = Machine {

@@ -7,12 +7,53 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trace};
-use crate::config::{Hyper, Inversion, Loss, Method, TargetMode, TpConfig, TpGrad};
+use crate::config::{Hyper, Inversion, Loss, Method, TargetMode, TpConfig, TpGrad, CLAMP_EPS};
+use crate::gpu::Storage;
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 
 /// The agreement `tpri check` requires of f32 against the f64 reference.
 pub const CHECK_TOL: f64 = 1e-4;
+
+/// How much the recursions can amplify relative perturbations of the stored hidden
+/// states: `A = Σ_{t=1..T} max_i 2c²/(1 − c²)` over the reference's h_t, c = clamp(h_t,i).
+/// A relative error ε on h_t,i becomes a relative error 2c²/(1 − c²)·ε on 1/(1 − c²) (the
+/// linearized sweep) and on 1 − h² (BPTT).
+pub fn amplification(h: &[DMatrix<f64>]) -> f64 {
+    let kappa = |x: f64| {
+        let c = x.clamp(-1.0 + CLAMP_EPS, 1.0 - CLAMP_EPS);
+        2.0 * c * c / (1.0 - c * c)
+    };
+    h.iter()
+        .skip(1)
+        .map(|m| m.iter().copied().map(kappa).fold(0.0, f64::max))
+        .sum()
+}
+
+/// The bound on ‖gpu − ref‖/‖ref‖ for `quantity` (a name of `trace_errors`) of a GPU
+/// backend with `storage`, given the amplification `amp` of the reference's h.
+///
+/// f32: `CHECK_TOL`. f16 adds, a priori and to first order in f16's unit roundoff
+/// u = 2⁻¹¹ (round to nearest even stores x as x(1 + ε), |ε| ≤ u):
+/// - h: u. Each value is rounded once; the forward recursion runs on f32 values.
+/// - everything else: u·(4 + 2A). Every output is a smooth function of the stored values.
+///   A stored h_t enters the sweep through 1/(1 − c²) and BPTT through 1 − h², where its
+///   ε becomes at most κ_t·u, κ_t the step's largest 2c²/(1 − c²). The sweep and BPTT
+///   carry an error through the same linear maps as the quantity itself, so the relative
+///   errors of their steps add up: at most (1 + A)·u along each recursion (the 1 for g_T,
+///   from the rounded h_T). On top come the rounding of the stored v − h and of h_{t−1}
+///   in ∇W = Σ δ_t h_{t−1}ᵀ: 4 + 2A in all. The head (loss, ∇V, ∇c) reads only h_T and
+///   lies far inside the bound.
+pub fn storage_bound(storage: Storage, quantity: &str, amp: f64) -> f64 {
+    let u = match storage {
+        Storage::F32 => return CHECK_TOL,
+        Storage::F16 => storage.unit_roundoff(),
+    };
+    match quantity {
+        "h" => u + CHECK_TOL,
+        _ => u * (4.0 + 2.0 * amp) + CHECK_TOL,
+    }
+}
 
 /// One random problem: sizes and settings.
 #[derive(Clone, Debug)]
@@ -239,21 +280,46 @@ pub fn column_of(name: &str) -> &str {
     }
 }
 
-/// Runs every case on `test` and `reference`; returns (case, errors) rows.
+/// Whether the GPU backend runs `case` with its histories in `storage`: f32 runs every
+/// case, f16 the tanh RNN's with the analytic inversion (and BP) only.
+pub fn runs_with(storage: Storage, case: &Case) -> bool {
+    storage == Storage::F32
+        || (case.cell == CellKind::Tanh
+            && (case.hyper.method == Method::Bp || case.hyper.tp.inversion == Inversion::Analytic))
+}
+
+/// One case of `run_checks`.
+#[derive(Clone, Debug)]
+pub struct CheckRow {
+    pub case: Case,
+    /// Each quantity's relative error.
+    pub errors: Errors,
+    /// `amplification` of the reference's h (what `storage_bound` needs).
+    pub amplification: f64,
+}
+
+/// Runs the cases of `cases()` that a GPU backend with `storage` runs (`runs_with`) on
+/// `test` and `reference`. Case i of `cases()` gets seed `seed + i` whichever are run, so
+/// a case's problem is the same for every storage.
 pub fn run_checks(
     test: &mut dyn Backend,
     reference: &mut dyn Backend,
+    storage: Storage,
     seed: u64,
-) -> Result<Vec<(Case, Errors)>> {
+) -> Result<Vec<CheckRow>> {
     cases()
         .into_iter()
         .enumerate()
+        .filter(|(_, case)| runs_with(storage, case))
         .map(|(i, case)| {
             let (params, batch) = problem(&case, seed + i as u64);
             let a = test.trace(&params, &batch, &case.hyper)?;
             let b = reference.trace(&params, &batch, &case.hyper)?;
-            let errs = trace_errors(&a, &b);
-            Ok((case, errs))
+            Ok(CheckRow {
+                case,
+                errors: trace_errors(&a, &b),
+                amplification: amplification(&b.h),
+            })
         })
         .collect()
 }
@@ -287,6 +353,21 @@ mod tests {
         assert!(all
             .iter()
             .any(|c| c.cell == CellKind::Gru && c.hyper.method == Method::Bp));
+        // f16 storage: the tanh RNN's analytic and BP cases, which cover every target mode.
+        let f16: Vec<_> = all.iter().filter(|c| runs_with(Storage::F16, c)).collect();
+        assert!(all.iter().all(|c| runs_with(Storage::F32, c)));
+        assert!(f16.iter().all(|c| c.cell == CellKind::Tanh
+            && (c.hyper.method == Method::Bp || c.hyper.tp.inversion == Inversion::Analytic)));
+        for mode in [
+            TargetMode::Linearized,
+            TargetMode::Difference,
+            TargetMode::Plain,
+        ] {
+            assert!(f16
+                .iter()
+                .any(|c| c.hyper.method == Method::Tp && c.hyper.tp.target_mode == mode));
+        }
+        assert!(f16.iter().any(|c| c.hyper.method == Method::Bp));
         for c in &all {
             c.hyper.validate_for(c.cell).unwrap();
             let (params, batch) = problem(c, 1);

@@ -448,3 +448,33 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     .unwrap();
     assert!(ckpt.params.w_hh.iter().all(|v| v.is_finite()));
 }
+
+/// `--storage f16` trains on the GPU (and says so), `tpri check --storage f16` passes its
+/// f16 bounds, and f16 with the CPU reference is refused rather than ignored.
+#[test]
+fn f16_storage_from_the_command_line() {
+    let dir = scratch("f16").join("run");
+    let mut a = small(&dir, "4");
+    let backend = a.iter().position(|s| s == "--backend").unwrap();
+    a[backend + 1] = "gpu".into();
+    a.extend(["--storage".into(), "f16".into()]);
+    let out = ok(&args(&a));
+    assert!(out.contains("f16 storage"), "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(
+        summary.to_string().contains("f16 storage"),
+        "the summary names the storage: {summary}"
+    );
+    let out = ok(&["check", "--storage", "f16"]);
+    assert!(out.contains("all 18 cases pass"), "{out}");
+    let mut a = small(&scratch("f16").join("cpu"), "1");
+    a.extend(["--storage".into(), "f16".into()]);
+    let refused = tpri(&args(&a));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--storage f16 applies to the GPU backend"),
+        "{err}"
+    );
+}

@@ -15,7 +15,7 @@ use tpri::bench::{
     Size,
 };
 use tpri::config::{Method, Solver, PER_STEP_PENALTY};
-use tpri::gpu::{AdapterChoice, GpuContext};
+use tpri::gpu::{AdapterChoice, GpuContext, Storage};
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Which backends to time.
@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// GPU adapter: `auto`, an index, or a name substring.
     #[arg(long, default_value = "auto")]
     adapter: String,
+    /// How the GPU stores the histories h and v − h; `f32,f16` times both (their rows
+    /// are labelled `gpu` and `gpu-f16`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Storage::F32])]
+    storage: Vec<Storage>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     steps: Vec<usize>,
@@ -228,7 +232,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             output: args.output,
         })
         .collect();
-    let measurements = measure_all(gpu.as_ref(), cpu, &sizes, args.reps)?;
+    let measurements = measure_all(gpu.as_ref(), &args.storage, cpu, &sizes, args.reps)?;
     print_iterations(&measurements);
     print_phases(&measurements, &machine);
     let fits = fit_rows(&measurements);
@@ -248,7 +252,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             output: args.output,
         })
         .collect();
-        let m = measure_all(gpu.as_ref(), cpu, &sizes, args.reps)?;
+        let m = measure_all(gpu.as_ref(), &args.storage, cpu, &sizes, args.reps)?;
         print_regimes(
             &m,
             &args.regime_steps,
@@ -352,6 +356,7 @@ fn iproduct<'a>(
 
 fn measure_all(
     gpu: Option<&Arc<GpuContext>>,
+    storages: &[Storage],
     cpu: bool,
     sizes: &[Size],
     reps: usize,
@@ -360,7 +365,9 @@ fn measure_all(
     for &size in sizes {
         for method in [Method::Tp, Method::Bp] {
             if let Some(ctx) = gpu {
-                out.push(measure_gpu(ctx, size, method, reps)?);
+                for &storage in storages {
+                    out.push(measure_gpu(ctx, size, method, reps, storage)?);
+                }
             }
             if cpu {
                 out.push(measure_cpu(size, method, reps)?);
@@ -406,20 +413,34 @@ fn print_iterations(all: &[Measurement]) {
     }
 }
 
-/// The phase table of the largest GPU case of each method, beside the cost model.
+/// The backends measured in `all`, in order of first appearance.
+fn backends(all: &[Measurement]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in all {
+        if !out.contains(&m.backend) {
+            out.push(m.backend.clone());
+        }
+    }
+    out
+}
+
+/// The phase table of the largest case of each GPU storage and method, beside the cost
+/// model.
 fn print_phases(all: &[Measurement], machine: &Machine) {
-    for method in [Method::Tp, Method::Bp] {
+    let gpus = backends(all).into_iter().filter(|b| b.starts_with("gpu"));
+    for (backend, method) in gpus.flat_map(|b| [(b.clone(), Method::Tp), (b, Method::Bp)]) {
         let Some(m) = all
             .iter()
-            .filter(|m| m.backend == "gpu" && m.method == method)
+            .filter(|m| m.backend == backend && m.method == method)
             .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
         else {
             continue;
         };
         let s = m.size;
         let k = m.cg_iterations.unwrap_or(0);
+        let storage = m.storage.unwrap_or_default();
         println!(
-            "\nGPU phases, {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
+            "\nGPU phases ({storage} storage), {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
             method, s.steps, s.hidden, s.batch,
             machine.flops * 1e-9, machine.bandwidth * 1e-9, machine.dispatch_s * 1e6, machine.step_s * 1e6
         );
@@ -434,7 +455,8 @@ fn print_phases(all: &[Measurement], machine: &Machine) {
             "floor ms",
             "GFLOP/s"
         );
-        let costs = cost_model(s, method, k, tpri::config::TpConfig::default().cg_max_iter);
+        let cg_cap = tpri::config::TpConfig::default().cg_max_iter;
+        let costs = cost_model(s, method, k, cg_cap, storage);
         let (mut total_floor, mut total_time) = (0.0, 0.0);
         for c in &costs {
             let time = m
@@ -541,7 +563,8 @@ fn plot_regimes(
         y_values: Some(&ys),
         annotate: true,
     };
-    for backend in ["gpu", "cpu"] {
+    for backend in backends(all) {
+        let backend = backend.as_str();
         let mut steps: Vec<usize> = all
             .iter()
             .filter(|m| m.backend == backend)
@@ -561,9 +584,13 @@ fn plot_regimes(
                 (t as f64, column.collect())
             })
             .collect();
-        let device = match (backend, gpu_name) {
-            ("gpu", Some(name)) => format!("GPU ({name})"),
-            ("gpu", None) => "GPU".to_owned(),
+        let storage = match backend.strip_prefix("gpu-") {
+            Some(s) => format!(", {s} storage"),
+            None => String::new(),
+        };
+        let device = match (backend.starts_with("gpu"), gpu_name) {
+            (true, Some(name)) => format!("GPU ({name}{storage})"),
+            (true, None) => format!("GPU{storage}"),
             _ => "CPU reference".to_owned(),
         };
         let title = format!("TP-RI / BP time per iteration, {device}, B={batch}");
@@ -575,10 +602,8 @@ fn plot_regimes(
 }
 
 fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], batch: usize) {
-    for backend in ["gpu", "cpu"] {
-        if !all.iter().any(|m| m.backend == backend) {
-            continue;
-        }
+    for backend in backends(all) {
+        let backend = backend.as_str();
         println!("\nregime map ({backend}, B={batch}): TP/BP time ratio; < 1 means TP is cheaper per iteration");
         print!("{:>8}", "T \\ d");
         for d in hidden {

@@ -6,14 +6,14 @@ mod compare;
 mod trace;
 mod train;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 use tpri::backend::Backend;
 
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext};
+use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, Storage};
 
 use tpri::config::{
     Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
@@ -188,14 +188,27 @@ pub struct BackendArgs {
     /// Adapter name (substring) or index from `tpri devices`.
     #[arg(long)]
     adapter: Option<String>,
+    /// How the GPU backend stores the histories h and v − h (arithmetic is f32 either
+    /// way); f16 halves their memory and traffic. The CPU reference is f64 throughout.
+    #[arg(long, value_enum, default_value = "f32")]
+    storage: Storage,
 }
 
 /// Opens the chosen backend. `auto` takes a hardware GPU when there is one; software
 /// adapters (lavapipe, WARP) are slower than the CPU reference, so it says so and falls
 /// back to the CPU unless `--backend gpu` forces them.
 pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
+    let cpu = || -> Result<Box<dyn Backend>> {
+        if args.storage != Storage::F32 {
+            bail!(
+                "--storage {} applies to the GPU backend; the CPU reference computes and stores in f64",
+                args.storage
+            );
+        }
+        Ok(Box::new(CpuBackend::new()))
+    };
     match args.backend {
-        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
+        BackendChoice::Cpu => cpu(),
         BackendChoice::Gpu => open_gpu(args),
         BackendChoice::Auto if args.adapter.is_some() => open_gpu(args),
         BackendChoice::Auto => {
@@ -207,14 +220,18 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
                 Some(a) => println!("note: no hardware GPU found, only the software adapter {}; using the CPU reference (--backend gpu forces the adapter)", a.name),
                 None => println!("note: no GPU adapter found; using the CPU reference"),
             }
-            Ok(Box::new(CpuBackend::new()))
+            cpu()
         }
     }
 }
 
-/// Opens the wgpu backend on the adapter the flags name (`auto` when none).
+/// Opens the wgpu backend on the adapter the flags name (`auto` when none), with the
+/// storage they name.
 pub fn open_gpu(args: &BackendArgs) -> Result<Box<dyn Backend>> {
     let choice: AdapterChoice = args.adapter.as_deref().unwrap_or("auto").parse()?;
     let ctx = GpuContext::new(&choice)?;
-    Ok(Box::new(GpuBackend::new(Arc::new(ctx))))
+    Ok(Box::new(GpuBackend::with_storage(
+        Arc::new(ctx),
+        args.storage,
+    )))
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use tpri::config::{Loss, Method};
+use tpri::gpu::Storage;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
 
 use super::{hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArgs};
@@ -34,6 +35,9 @@ pub struct TraceArgs {
     /// Adapter name (substring) or index from `tpri devices`, for the GPU backend.
     #[arg(long)]
     adapter: Option<String>,
+    /// How the GPU backend stores the histories h and v − h.
+    #[arg(long, value_enum, default_value = "f32")]
+    storage: Storage,
     /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -53,6 +57,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let mut backend = open_backend(&BackendArgs {
         backend: args.backend,
         adapter: args.adapter.clone(),
+        storage: args.storage,
     })?;
     let trace = backend
         .trace(&params, &batch, &hyper)

@@ -130,7 +130,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 ..TrainArgs::default()
             };
             if format!("{args:?}") != format!("{extra:?}") {
-                bail!("--resume continues a run with its saved settings; only --iterations and --backend may be given with it");
+                bail!("--resume continues a run with its saved settings; only --iterations and the backend flags (--backend, --adapter, --storage) may be given with it");
             }
             cfg.iterations = args.iterations.unwrap_or(cfg.iterations);
             match &state {

@@ -5,7 +5,8 @@
 //! jacobian sweep with its per-step CG,) BPTT, the gradient reductions and the optimizer
 //! into one command buffer, submits it and returns without waiting. Loss and CG statistics
 //! stay on the device until `last_stats` asks for them. Both cells (tanh RNN, GRU) and both
-//! inversions (analytic for the tanh RNN, jacobian for either) run here.
+//! inversions (analytic for the tanh RNN, jacobian for either) run here; f16 storage of
+//! the histories (`Storage::F16`) only for the tanh RNN with the analytic inversion.
 
 use std::sync::Arc;
 
@@ -20,14 +21,17 @@ use crate::cpu::iteration::check_batch;
 use crate::cpu::optimizer::OptState;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::GPU_CG_TOL;
-use crate::gpu::iteration::{matrix, ModelBuffers, Shape, Workspace};
+use crate::gpu::iteration::{check_storage, matrix, ModelBuffers, Shape, Workspace};
 use crate::gpu::jacobian;
+use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::Batch;
 
-/// The wgpu backend, f32 throughout. Keeps P on the device to warm-start the next CG solve.
+/// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
+/// says. Keeps P on the device to warm-start the next CG solve.
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
+    storage: Storage,
     train: Option<Training>,
 }
 
@@ -97,23 +101,39 @@ fn workspace<'a>(
     model: &ModelBuffers,
     shape: Shape,
     hyper: &Hyper,
+    storage: Storage,
 ) -> Result<&'a Workspace> {
     if slot.as_ref().is_none_or(|ws| ws.shape != shape) {
         *slot = None; // free the old buffers before allocating new ones
-        *slot = Some(Workspace::new(ctx, model, shape, hyper)?);
+        *slot = Some(Workspace::new(ctx, model, shape, hyper, storage)?);
     }
     Ok(slot.as_ref().expect("just filled"))
 }
 
 impl GpuBackend {
-    /// A backend on `ctx` with nothing loaded. The context may be shared with other users.
+    /// A backend on `ctx` with nothing loaded, storing its histories in f32. The context
+    /// may be shared with other users.
     pub fn new(ctx: Arc<GpuContext>) -> Self {
-        Self { ctx, train: None }
+        Self::with_storage(ctx, Storage::F32)
+    }
+
+    /// A backend on `ctx` that stores the histories h and v − h as `storage` says.
+    pub fn with_storage(ctx: Arc<GpuContext>, storage: Storage) -> Self {
+        Self {
+            ctx,
+            storage,
+            train: None,
+        }
     }
 
     /// The device this backend runs on.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+
+    /// How this backend stores the histories.
+    pub fn storage(&self) -> Storage {
+        self.storage
     }
 
     fn training(&mut self) -> Result<&mut Training> {
@@ -125,23 +145,25 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     fn name(&self) -> String {
-        format!("gpu (f32): {}", self.ctx.describe())
+        match self.storage {
+            Storage::F32 => format!("gpu (f32): {}", self.ctx.describe()),
+            storage => format!("gpu (f32, {storage} storage): {}", self.ctx.describe()),
+        }
     }
 
     fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace> {
         check(params, batch, hyper)?;
         let ctx = &*self.ctx;
-        let (model, ws) = Workspace::one_shot(ctx, params, batch, hyper)?;
+        let (model, ws) = Workspace::one_shot(ctx, params, batch, hyper, self.storage)?;
         ctx.submit(|pass| {
             ws.record_loss(pass);
             ws.record_gradients(pass, false);
         })?;
-        let Shape { batch: b, steps: t } = ws.shape;
-        let d = params.dims().hidden;
-        let h = Workspace::read_stack(ctx, &ws.seq.h, 0, t + 1, b, d)?;
+        let (t, d) = (ws.shape.steps, params.dims().hidden);
+        let h = ws.seq.h.read(ctx, 0, t + 1)?;
         let cg = cg_report(ctx, &model, &ws, hyper)?;
         let v = if hyper.method == Method::Tp {
-            let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, t + 1, b, d)?;
+            let dv = ws.seq.dv.read(ctx, 0, t + 1)?;
             Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
         } else {
             None
@@ -165,6 +187,7 @@ impl Backend for GpuBackend {
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         check_settings(params, hyper)?;
+        check_storage(self.storage, params.cell, hyper)?;
         let dims = params.dims();
         let fresh = OptState::new(params);
         let opt = opt.unwrap_or(&fresh);
@@ -199,6 +222,7 @@ impl Backend for GpuBackend {
 
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let ctx = Arc::clone(&self.ctx);
+        let storage = self.storage;
         let tr = self.training()?;
         let params_shape = tr.model.layout.zeros();
         check(&params_shape, batch, &tr.hyper)?;
@@ -208,6 +232,7 @@ impl Backend for GpuBackend {
             &tr.model,
             Shape::of(batch),
             &tr.hyper,
+            storage,
         )?;
         ws.seq.write_batch(&ctx, batch);
         ws.optimizer.set_step(&ctx, tr.step + 1);
@@ -261,6 +286,7 @@ impl Backend for GpuBackend {
 
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
         let ctx = Arc::clone(&self.ctx);
+        let storage = self.storage;
         let tr = self.training()?;
         // Only the forward pass and the head run: a BP workspace needs no CG buffers.
         let hyper = Hyper {
@@ -268,7 +294,14 @@ impl Backend for GpuBackend {
             ..tr.hyper.clone()
         };
         check(&tr.model.layout.zeros(), batch, &hyper)?;
-        let ws = workspace(&ctx, &mut tr.eval_ws, &tr.model, Shape::of(batch), &hyper)?;
+        let ws = workspace(
+            &ctx,
+            &mut tr.eval_ws,
+            &tr.model,
+            Shape::of(batch),
+            &hyper,
+            storage,
+        )?;
         ws.seq.write_batch(&ctx, batch);
         ctx.submit(|pass| ws.record_loss(pass))?;
         let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;

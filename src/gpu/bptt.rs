@@ -8,9 +8,10 @@ use crate::config::{Hyper, Inversion, Method, TpConfig, TpGrad};
 use crate::cpu::bptt::{Injection, RnnGrads};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
-    per_item_groups, rows_f32, stack, ModelBuffers, SeqBuffers, Shape, Workspace,
+    per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::model::Params;
 
 /// The uniform block of `bptt.wgsl` and `gru_bptt.wgsl`.
@@ -22,12 +23,15 @@ pub(crate) struct Dims {
     hidden: u32,
     injection: u32,
     through_time: u32,
+    dv_scale: f32,
 }
 
 impl Dims {
-    /// `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP).
+    /// `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP);
+    /// dv is read as `seq.dv` stores it (times `dv_scale`).
     pub(crate) fn new(
         model: &ModelBuffers,
+        seq: &SeqBuffers,
         shape: Shape,
         targets: bool,
         through_time: bool,
@@ -38,6 +42,7 @@ impl Dims {
             hidden: model.layout.dims.hidden as u32,
             injection: u32::from(targets),
             through_time: u32::from(through_time),
+            dv_scale: seq.dv.scale,
         }
     }
 }
@@ -52,15 +57,16 @@ pub(crate) fn dispatch(
     targets: bool,
     through_time: bool,
 ) -> Result<Dispatch> {
-    let dims = Dims::new(model, shape, targets, through_time);
+    let dims = Dims::new(model, seq, shape, targets, through_time);
     let bindings = vec![
-        (2, seq.h.as_entire_binding()),
-        (3, seq.dv.as_entire_binding()),
+        (2, seq.h.binding()),
+        (3, seq.dv.binding()),
         (4, seq.g_top.as_entire_binding()),
         (5, seq.delta.as_entire_binding()),
         (6, seq.err.as_entire_binding()),
     ];
-    dispatch_cell(ctx, model, shape, &ctx.kernels.bptt, &dims, bindings)
+    let kernel = &ctx.history_kernels(seq.h.storage)?.bptt;
+    dispatch_cell(ctx, model, shape, kernel, &dims, bindings)
 }
 
 /// What the backward launches of both cells share: `kernel`'s recursion, one workgroup
@@ -84,7 +90,7 @@ pub(crate) fn dispatch_cell<'a>(
     )
 }
 
-/// Gradients of W, U, b on the GPU, as `cpu::bptt::bptt` returns them.
+/// Gradients of W, U, b on the GPU (histories in f32), as `cpu::bptt::bptt` returns them.
 pub fn bptt(
     ctx: &GpuContext,
     params: &Params,
@@ -144,12 +150,12 @@ pub(crate) fn backward_once(
         },
         ..Hyper::default()
     };
-    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper)?;
+    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper, Storage::F32)?;
     match injection {
         Injection::Targets(v) => {
             // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
             let dv: Vec<_> = v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect();
-            ctx.write(&ws.seq.dv, 0, &stack(&dv));
+            ws.seq.dv.write(ctx, 0, &dv);
         }
         Injection::Top(g) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
     }

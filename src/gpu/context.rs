@@ -8,7 +8,8 @@ use std::str::FromStr;
 use anyhow::{anyhow, bail, Context as _, Result};
 use wgpu::util::DeviceExt;
 
-use crate::gpu::kernel::Kernels;
+use crate::gpu::kernel::{HistoryKernels, Kernels};
+use crate::gpu::storage::Storage;
 
 /// Which adapter to run on (`--device` on the command line).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -261,6 +262,12 @@ impl GpuContext {
             limits,
             kernels,
         })
+    }
+
+    /// The kernels that touch a history, for `storage` (the f16 set compiles on first use).
+    pub(crate) fn history_kernels(&self, storage: Storage) -> Result<&HistoryKernels> {
+        self.checked(|| self.kernels.history(&self.device, storage))
+            .with_context(|| format!("compiling the {storage}-storage kernels"))
     }
 
     /// `adapter name (backend)`.

@@ -8,6 +8,7 @@ use crate::config::Hyper;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace};
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 use crate::model::Params;
 
@@ -32,11 +33,8 @@ pub(crate) fn dispatch(
         ctx,
         model,
         shape,
-        &ctx.kernels.forward,
-        vec![
-            (4, seq.x.as_entire_binding()),
-            (5, seq.h.as_entire_binding()),
-        ],
+        &ctx.history_kernels(seq.h.storage)?.forward,
+        vec![(4, seq.x.as_entire_binding()), (5, seq.h.binding())],
     )
 }
 
@@ -81,9 +79,9 @@ pub(crate) fn dispatch_cell<'a>(
     Ok([transpose, forward])
 }
 
-/// Hidden states h_0 … h_T on the GPU, as `cpu::forward::forward` returns them.
+/// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
+/// them.
 pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
-    let (_model, ws) = Workspace::after_forward(ctx, params, x, &Hyper::default())?;
-    let Shape { batch: b, steps: t } = ws.shape;
-    Workspace::read_stack(ctx, &ws.seq.h, 0, t + 1, b, params.dims().hidden)
+    let (_model, ws) = Workspace::after_forward(ctx, params, x, &Hyper::default(), Storage::F32)?;
+    ws.seq.h.read(ctx, 0, ws.shape.steps + 1)
 }

@@ -23,11 +23,12 @@ pub(crate) fn dispatch(
     targets: bool,
     through_time: bool,
 ) -> Result<Dispatch> {
-    let dims = Dims::new(model, shape, targets, through_time);
+    // f32 histories only (`iteration::check_storage`).
+    let dims = Dims::new(model, seq, shape, targets, through_time);
     let bindings = vec![
-        (2, seq.h.as_entire_binding()),
+        (2, seq.h.binding()),
         (3, seq.gates.as_entire_binding()),
-        (4, seq.dv.as_entire_binding()),
+        (4, seq.dv.binding()),
         (5, seq.g_top.as_entire_binding()),
         (6, seq.dgi.as_entire_binding()),
         (7, seq.delta.as_entire_binding()),

@@ -11,6 +11,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::forward::dispatch_cell;
 use crate::gpu::iteration::{ModelBuffers, SeqBuffers, Shape, Workspace};
 use crate::gpu::kernel::Dispatch;
+use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Params};
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, writing
@@ -29,7 +30,8 @@ pub(crate) fn dispatch(
         vec![
             (4, model.layout.b_hh.bind(&model.theta)),
             (5, seq.x.as_entire_binding()),
-            (6, seq.h.as_entire_binding()),
+            // An f32 history (`iteration::check_storage`).
+            (6, seq.h.binding()),
             (7, seq.gates.as_entire_binding()),
         ],
     )
@@ -60,10 +62,10 @@ pub fn gru_forward_gates(
         "gru_forward needs GRU parameters, got a {:?} cell",
         params.cell
     );
-    let (_model, ws) = Workspace::after_forward(ctx, params, x, &bp)?;
+    let (_model, ws) = Workspace::after_forward(ctx, params, x, &bp, Storage::F32)?;
     let Shape { batch: b, steps: t } = ws.shape;
     let d = params.dims().hidden;
-    let h = Workspace::read_stack(ctx, &ws.seq.h, 0, t + 1, b, d)?;
+    let h = ws.seq.h.read(ctx, 0, t + 1)?;
     // Each step's B rows hold r | z | n | hn side by side.
     let gates = Workspace::read_stack(ctx, &ws.seq.gates, 0, t, b, 4 * d)?
         .into_iter()

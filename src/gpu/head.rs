@@ -7,10 +7,10 @@ use crate::config::{Hyper, Loss};
 use crate::cpu::head::{check_targets, HeadOut};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
-    grid_1d, loss_code, matrix, per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape,
-    Workspace,
+    grid_1d, loss_code, matrix, per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
 
@@ -50,17 +50,18 @@ impl HeadDispatches {
             hidden: d as u32,
             outputs: q as u32,
             loss: loss_code(loss),
-            last: (shape.steps * shape.batch * d) as u32,
+            last: (shape.steps * seq.h.step_len()) as u32,
             row_stride,
         };
+        let kernels = ctx.history_kernels(seq.h.storage)?;
         let rows = Dispatch::new(
             ctx,
-            &ctx.kernels.head_rows,
+            &kernels.head_rows,
             &dims,
             &[
                 (1, l.v.bind(&model.theta)),
                 (2, l.c.bind(&model.theta)),
-                (3, seq.h.as_entire_binding()),
+                (3, seq.h.binding()),
                 (4, seq.y.as_entire_binding()),
                 (5, seq.scratch.as_entire_binding()),
                 (6, seq.g_top.as_entire_binding()),
@@ -69,10 +70,10 @@ impl HeadDispatches {
         )?;
         let params = Dispatch::new(
             ctx,
-            &ctx.kernels.head_params,
+            &kernels.head_params,
             &dims,
             &[
-                (3, seq.h.as_entire_binding()),
+                (3, seq.h.binding()),
                 (5, seq.scratch.as_entire_binding()),
                 (7, l.v.bind(&model.grad)),
                 (8, l.c.bind(&model.grad)),
@@ -109,8 +110,8 @@ pub fn head(
         loss,
         ..Hyper::default()
     };
-    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper)?;
-    ctx.write(&ws.seq.h, 4 * (b * d) as u64, &rows_f32(h_last));
+    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper, Storage::F32)?;
+    ws.seq.h.write(ctx, 1, std::slice::from_ref(h_last));
     ctx.submit(|pass| ws.head.record(pass))?;
     let grads = model.read_params(ctx, &model.grad)?;
     let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;

@@ -2,12 +2,14 @@
 //! buffers it needs, allocated once per shape, and the kernels' launches recorded in order
 //! into a single compute pass.
 //!
-//! Layout conventions (all f32, row-major, sequences as rows like the CPU reference):
-//! x [T, B, p]; h [T+1, B, d] (h_0 = 0 included); the target offsets dv = v − h
-//! [T+1, B, d] (see target_sweep.wgsl for why offsets); δ [T, B, g·d] (g = 3 gates for the
-//! GRU, whose δ is dgh, with dgi beside it); the GRU's gates [T, B, 4d]; g_T [B, d];
-//! parameters, gradients and optimizer slots each one flat buffer holding the cell's
-//! tensors (W, U, b, [b_hh,] V, c) at offsets aligned for binding (`ParamLayout`).
+//! Layout conventions (row-major, sequences as rows like the CPU reference; f32 unless
+//! said otherwise): x [T, B, p]; h [T+1, B, d] (h_0 = 0 included) and the target offsets
+//! dv = v − h [T+1, B, d] (see target_sweep.wgsl for why offsets), both `History`s in
+//! the backend's `Storage` (f16 pads rows to even d; f16 only for the tanh RNN with the
+//! analytic inversion); δ [T, B, g·d] (g = 3 gates for the GRU, whose δ is dgh, with dgi
+//! beside it); the GRU's gates [T, B, 4d]; g_T [B, d]; parameters, gradients and
+//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b, [b_hh,] V, c)
+//! at offsets aligned for binding (`ParamLayout`).
 //!
 //! Which kernels run depends on the cell and the inversion: forward.wgsl or
 //! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only) or
@@ -25,6 +27,7 @@ use crate::gpu::inverse::{Cg, CgBuffers};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::norms::StepNorms;
 use crate::gpu::profile::Phase;
+use crate::gpu::storage::{History, Storage};
 use crate::gpu::{
     bptt, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer, target_sweep,
     MAX_HIDDEN,
@@ -251,9 +254,9 @@ pub(crate) struct SeqBuffers {
     pub x: wgpu::Buffer,
     /// Labels as u32, or real targets as their f32 bits.
     pub y: wgpu::Buffer,
-    pub h: wgpu::Buffer,
+    pub h: History,
     /// Target offsets v_t − h_t.
-    pub dv: wgpu::Buffer,
+    pub dv: History,
     /// δ [T, B, d] of the tanh RNN; the GRU's dgh [T, B, 3d] (∂/∂(W h_{t−1} + b_hh)).
     pub delta: wgpu::Buffer,
     /// The GRU's dgi [T, B, 3d] (∂/∂(U x_t + b_ih)); one unused element for the tanh RNN.
@@ -276,7 +279,14 @@ pub(crate) struct SeqBuffers {
 }
 
 impl SeqBuffers {
-    fn new(ctx: &GpuContext, cell: CellKind, dims: Dims, shape: Shape) -> Result<Self> {
+    fn new(
+        ctx: &GpuContext,
+        cell: CellKind,
+        dims: Dims,
+        shape: Shape,
+        storage: Storage,
+        dv_scale: f32,
+    ) -> Result<Self> {
         let Dims {
             input: p,
             hidden: d,
@@ -285,7 +295,11 @@ impl SeqBuffers {
         let Shape { batch: b, steps: t } = shape;
         let g = cell.gates();
         // The GRU's gates are the widest per-step tensor (4d).
-        let width = if cell == CellKind::Gru { 4 * d } else { d };
+        let width = if cell == CellKind::Gru {
+            4 * d
+        } else {
+            storage.row_len(d)
+        };
         let largest = (t + 1) * b * width.max(p);
         if u32::try_from(largest).is_err() {
             bail!("a batch of B = {b} sequences of T = {t} steps with d = {d}, p = {p} has {largest} elements per tensor, more than 32-bit indices reach");
@@ -301,15 +315,13 @@ impl SeqBuffers {
                 none,
             )?,
             y: ctx.storage("targets y", f(b * q.max(1)), none)?,
-            h: ctx.storage(
-                &format!("hidden states h [T+1={}, B={b}, d={d}]", t + 1),
-                f((t + 1) * b * d),
-                none,
-            )?,
-            dv: ctx.storage(
-                &format!("target offsets v − h [T+1={}, B={b}, d={d}]", t + 1),
-                f((t + 1) * b * d),
-                none,
+            h: History::new(ctx, "hidden states h", storage, [t + 1, b, d], 1.0)?,
+            dv: History::new(
+                ctx,
+                "target offsets v − h",
+                storage,
+                [t + 1, b, d],
+                dv_scale,
             )?,
             delta: ctx.storage(
                 &format!("errors δ [T={t}, B={b}, g·d={}]", g * d),
@@ -407,7 +419,8 @@ pub(crate) fn loop_counts(
     let (d, p) = (layout.dims.hidden, layout.dims.input);
     let units = d.div_ceil(256);
     let dot = d / 8 + 8;
-    let time_loop = shape.steps * (units * (dot + p) + 2);
+    // + 3: the inputs' and the copies' loops, and the storing of a history row.
+    let time_loop = shape.steps * (units * (dot + p) + 3);
     let mut counts = vec![
         ("forward pass", time_loop),
         ("reductions", (shape.steps * shape.batch).div_ceil(16) * 24),
@@ -429,6 +442,27 @@ pub(crate) fn loop_counts(
         });
     }
     counts
+}
+
+/// Refuses f16 histories where they are not implemented: the GRU's kernels and the
+/// jacobian sweep read and write f32 histories only.
+pub(crate) fn check_storage(storage: Storage, cell: CellKind, hyper: &Hyper) -> Result<()> {
+    if storage == Storage::F32 {
+        return Ok(());
+    }
+    let jacobian = hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Jacobian;
+    if cell != CellKind::Tanh || jacobian {
+        let asked = match (cell, jacobian) {
+            (CellKind::Gru, true) => "the GRU cell with --inversion jacobian",
+            (CellKind::Gru, false) => "the GRU cell",
+            (CellKind::Tanh, _) => "--inversion jacobian",
+        };
+        bail!(
+            "{storage} storage is implemented for the tanh RNN's analytic inversion only, \
+             not for {asked}; use --storage f32"
+        );
+    }
+    Ok(())
 }
 
 /// On llvmpipe, refuses shapes whose kernels would run into its loop limiter: the results
@@ -492,52 +526,57 @@ impl Workspace {
         model: &ModelBuffers,
         shape: Shape,
         hyper: &Hyper,
+        storage: Storage,
     ) -> Result<Self> {
         let l = &model.layout;
         let (cell, dims) = (l.cell, l.dims);
         hyper.validate_for(cell)?;
+        check_storage(storage, cell, hyper)?;
         check_llvmpipe_loops(ctx, l, shape, hyper)?;
-        let seq = SeqBuffers::new(ctx, cell, dims, shape)?;
         let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
+        let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
+        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
         let jacobian = tp.is_some_and(|tp| tp.inversion == Inversion::Jacobian);
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
-        // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d].
-        let reduce = |err: &wgpu::Buffer, b: &wgpu::Buffer, n: usize, slot: Slot| {
-            matmul::product(
-                ctx,
-                matmul::Operands {
+        // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d]; b is the B operand with its
+        // storage (h is a history; x and the ones are f32).
+        let reduce =
+            |err: &wgpu::Buffer, b: wgpu::BindingResource<'_>, b_storage, n: usize, slot: Slot| {
+                let ops = matmul::Operands {
                     a: err.as_entire_binding(),
                     trans_a: true,
-                    b: b.as_entire_binding(),
+                    b,
                     c: slot.bind(&model.grad),
                     m: cell.gates() * dims.hidden,
                     n,
                     k: rows,
-                },
-                None,
-            )
-        };
+                };
+                matmul::product_with_b_in(ctx, ops, b_storage)
+            };
+        let x = || seq.x.as_entire_binding();
+        let ones = || seq.ones.as_entire_binding();
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, shape)?,
                 bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
                 vec![
-                    reduce(&seq.delta, &seq.h, dims.hidden, l.w)?,
-                    reduce(&seq.delta, &seq.x, dims.input, l.u)?,
-                    reduce(&seq.delta, &seq.ones, 1, l.b)?,
+                    reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
+                    reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
+                    reduce(&seq.delta, ones(), Storage::F32, 1, l.b)?,
                 ],
             ),
-            // δ holds dgh: W and b_hh see it, U and b_ih see dgi.
+            // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
+            // (`check_storage`), read by the f32 variant of the matmul.
             CellKind::Gru => (
                 gru_forward::dispatch(ctx, model, &seq, shape)?,
                 gru_bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
                 vec![
-                    reduce(&seq.delta, &seq.h, dims.hidden, l.w)?,
-                    reduce(&seq.dgi, &seq.x, dims.input, l.u)?,
-                    reduce(&seq.dgi, &seq.ones, 1, l.b)?,
-                    reduce(&seq.delta, &seq.ones, 1, l.b_hh)?,
+                    reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,
+                    reduce(&seq.dgi, x(), Storage::F32, dims.input, l.u)?,
+                    reduce(&seq.dgi, ones(), Storage::F32, 1, l.b)?,
+                    reduce(&seq.delta, ones(), Storage::F32, 1, l.b_hh)?,
                 ],
             ),
         };
@@ -562,9 +601,7 @@ impl Workspace {
             error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
             // dv holds v_0 … v_T: skip v_0.
             target_norms: tp
-                .map(|_| {
-                    StepNorms::new(ctx, &seq.dv, step_len, shape.steps, step_len, &seq.norms_sq)
-                })
+                .map(|_| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
                 .transpose()?,
             seq,
             shape,
@@ -578,11 +615,12 @@ impl Workspace {
         params: &Params,
         batch: &Batch,
         hyper: &Hyper,
+        storage: Storage,
     ) -> Result<(ModelBuffers, Self)> {
         check_batch(params, batch)?;
         let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
         model.write_params(ctx, params)?;
-        let ws = Self::new(ctx, &model, Shape::of(batch), hyper)?;
+        let ws = Self::new(ctx, &model, Shape::of(batch), hyper, storage)?;
         ws.seq.write_batch(ctx, batch);
         ws.poison_outputs(ctx, &model);
         Ok((model, ws))
@@ -595,18 +633,20 @@ impl Workspace {
         params: &Params,
         x: &[DMatrix<f64>],
         hyper: &Hyper,
+        storage: Storage,
     ) -> Result<(ModelBuffers, Self)> {
         let b = x.first().map_or(0, |m| m.nrows());
         let batch = Batch {
             x: x.to_vec(),
             y: Targets::Labels(vec![0; b]),
         };
-        let (model, ws) = Self::one_shot(ctx, params, &batch, hyper)?;
+        let (model, ws) = Self::one_shot(ctx, params, &batch, hyper, storage)?;
         ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
         Ok((model, ws))
     }
 
-    /// Reads `count` matrices `rows`×`cols` stacked in `buffer` from element `start` on.
+    /// Reads `count` matrices `rows`×`cols` stacked in the f32 `buffer` from element
+    /// `start` on (the histories h and dv read with `History::read`).
     pub fn read_stack(
         ctx: &GpuContext,
         buffer: &wgpu::Buffer,
@@ -664,8 +704,8 @@ impl Workspace {
         let Shape { batch: b, steps: t } = self.shape;
         let d = model.layout.dims.hidden;
         let g = model.layout.cell.gates();
-        poison(ctx, &self.seq.h, (t + 1) * b * d);
-        poison(ctx, &self.seq.dv, (t + 1) * b * d);
+        self.seq.h.poison(ctx);
+        self.seq.dv.poison(ctx);
         poison(ctx, &self.seq.delta, t * b * g * d);
         poison(ctx, &self.seq.cg_steps, t * b * 2);
         if model.layout.cell == CellKind::Gru {

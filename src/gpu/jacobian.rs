@@ -27,6 +27,7 @@ use crate::gpu::iteration::{
     matrix, per_item_groups, poison, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Params};
 
 #[repr(C)]
@@ -109,10 +110,11 @@ pub(crate) fn sweep_dispatch(
         &[
             (1, l.w.bind(&model.theta)),
             (2, model.wt.as_entire_binding()),
-            (3, seq.h.as_entire_binding()),
+            // f32 histories only (`iteration::check_storage`).
+            (3, seq.h.binding()),
             (4, seq.gates.as_entire_binding()),
             (5, seq.g_top.as_entire_binding()),
-            (6, seq.dv.as_entire_binding()),
+            (6, seq.dv.binding()),
             (7, seq.cg_steps.as_entire_binding()),
             (8, model.sweep_failures.as_entire_binding()),
         ],
@@ -213,7 +215,7 @@ fn product(
         method: Method::Bp,
         ..Hyper::default()
     };
-    let (model, ws) = Workspace::after_forward(ctx, params, x, &forward_only)?;
+    let (model, ws) = Workspace::after_forward(ctx, params, x, &forward_only, Storage::F32)?;
     let none = wgpu::BufferUsages::empty();
     let input = ctx.storage("product input [B, d]", 4 * (b * d) as u64, none)?;
     let output = ctx.storage("product output [B, d]", 4 * (b * d) as u64, none)?;
@@ -242,7 +244,7 @@ fn product(
         &dims,
         &[
             weights,
-            (3, ws.seq.h.as_entire_binding()),
+            (3, ws.seq.h.binding()),
             (4, ws.seq.gates.as_entire_binding()),
             (9, input.as_entire_binding()),
             (10, output.as_entire_binding()),
@@ -314,15 +316,14 @@ pub fn jacobian_sweep(
         tp: tp.clone(),
         ..Hyper::default()
     };
-    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper)?;
+    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper, Storage::F32)?;
     ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
     let sweep = ws
         .sweep
         .as_ref()
         .expect("a TP workspace has a target sweep");
     ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
-    let (b, d) = v_top.shape();
-    let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, t_len + 1, b, d)?;
+    let dv = ws.seq.dv.read(ctx, 0, t_len + 1)?;
     let reports = step_reports(ctx, &ws.seq, ws.shape)?;
     report(ctx, &model, &ws.seq, ws.shape, &tp)?;
     Ok((

@@ -4,31 +4,47 @@
 //! are declared once, in its WGSL file; the wrappers only say which buffer goes where.
 //! Binding 0 of every kernel is its uniform block of sizes and settings.
 
+use std::sync::OnceLock;
+
 use anyhow::Result;
 
 use crate::gpu::context::GpuContext;
+use crate::gpu::storage::Storage;
 
-/// The WGSL sources, by file name (`tests/shaders.rs` checks this covers `shaders/`).
+/// `shaders/include/history.wgsl`: the storage of the histories (the `HIST_F16`
+/// override and the f16 conversions), appended to every kernel that touches a history.
+pub const HISTORY_WGSL: &str = include_str!("../../shaders/include/history.wgsl");
+
+/// A kernel file with `include/history.wgsl` appended.
+macro_rules! with_history {
+    ($file:literal) => {
+        concat!(
+            include_str!(concat!("../../shaders/", $file)),
+            "\n",
+            include_str!("../../shaders/include/history.wgsl")
+        )
+    };
+}
+
+/// The WGSL sources, by file name, as compiled: the history kernels with
+/// `HISTORY_WGSL` appended (`tests/shaders.rs` checks this covers `shaders/`).
 pub const SHADERS: [(&str, &str); 14] = [
-    ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
-    ("head.wgsl", include_str!("../../shaders/head.wgsl")),
-    ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+    ("forward.wgsl", with_history!("forward.wgsl")),
+    ("head.wgsl", with_history!("head.wgsl")),
+    ("matmul.wgsl", with_history!("matmul.wgsl")),
     ("cg_init.wgsl", include_str!("../../shaders/cg_init.wgsl")),
     (
         "cg_update.wgsl",
         include_str!("../../shaders/cg_update.wgsl"),
     ),
     ("cg_check.wgsl", include_str!("../../shaders/cg_check.wgsl")),
-    (
-        "target_sweep.wgsl",
-        include_str!("../../shaders/target_sweep.wgsl"),
-    ),
-    ("bptt.wgsl", include_str!("../../shaders/bptt.wgsl")),
+    ("target_sweep.wgsl", with_history!("target_sweep.wgsl")),
+    ("bptt.wgsl", with_history!("bptt.wgsl")),
     (
         "optimizer.wgsl",
         include_str!("../../shaders/optimizer.wgsl"),
     ),
-    ("sum_sq.wgsl", include_str!("../../shaders/sum_sq.wgsl")),
+    ("sum_sq.wgsl", with_history!("sum_sq.wgsl")),
     (
         "transpose.wgsl",
         include_str!("../../shaders/transpose.wgsl"),
@@ -41,17 +57,16 @@ pub const SHADERS: [(&str, &str); 14] = [
     ("jacobian.wgsl", include_str!("../../shaders/jacobian.wgsl")),
 ];
 
-/// Every compute pipeline of the backend, compiled once per context.
+/// Every compute pipeline of the backend, compiled once per context. The kernels that
+/// read or write a history (h, v − h) exist once per `Storage`: the f32 set is compiled
+/// with the context, the f16 set the first time a workspace asks for it. The GRU and
+/// jacobian-inversion kernels read and write f32 histories only (f16 storage is the tanh
+/// RNN's analytic inversion only), so they are compiled once.
 pub(crate) struct Kernels {
-    pub forward: wgpu::ComputePipeline,
-    pub head_rows: wgpu::ComputePipeline,
-    pub head_params: wgpu::ComputePipeline,
     pub matmul: wgpu::ComputePipeline,
     pub cg_init: wgpu::ComputePipeline,
     pub cg_update: wgpu::ComputePipeline,
     pub cg_check: wgpu::ComputePipeline,
-    pub target_sweep: wgpu::ComputePipeline,
-    pub bptt: wgpu::ComputePipeline,
     pub optimizer: wgpu::ComputePipeline,
     pub sum_sq: wgpu::ComputePipeline,
     pub transpose: wgpu::ComputePipeline,
@@ -60,51 +75,104 @@ pub(crate) struct Kernels {
     pub jvp: wgpu::ComputePipeline,
     pub vjp: wgpu::ComputePipeline,
     pub jacobian_sweep: wgpu::ComputePipeline,
+    f32_history: HistoryKernels,
+    f16_history: OnceLock<HistoryKernels>,
+}
+
+/// The pipelines that touch a history, compiled for one storage.
+pub(crate) struct HistoryKernels {
+    pub forward: wgpu::ComputePipeline,
+    pub head_rows: wgpu::ComputePipeline,
+    pub head_params: wgpu::ComputePipeline,
+    pub target_sweep: wgpu::ComputePipeline,
+    pub bptt: wgpu::ComputePipeline,
+    /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
+    pub matmul: wgpu::ComputePipeline,
+    /// `sum_sq.wgsl` over a history (‖v_t − h_t‖).
+    pub sum_sq: wgpu::ComputePipeline,
+}
+
+/// The shader module of `file` (one of `SHADERS`).
+fn module(device: &wgpu::Device, file: &str) -> wgpu::ShaderModule {
+    let (_, source) = SHADERS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .expect("every kernel file is listed in SHADERS");
+    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(file),
+        source: wgpu::ShaderSource::Wgsl((*source).into()),
+    })
+}
+
+/// The pipeline of `entry` in `module` with its overridable constants set to `constants`.
+fn pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: None,
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            ..Default::default()
+        },
+        cache: None,
+    })
+}
+
+impl HistoryKernels {
+    fn new(device: &wgpu::Device, storage: Storage) -> Self {
+        let c = storage.pipeline_constants();
+        let single = |file: &str| pipeline(device, &module(device, file), "main", c);
+        let head = module(device, "head.wgsl");
+        Self {
+            forward: single("forward.wgsl"),
+            head_rows: pipeline(device, &head, "head_rows", c),
+            head_params: pipeline(device, &head, "head_params", c),
+            target_sweep: single("target_sweep.wgsl"),
+            bptt: single("bptt.wgsl"),
+            matmul: single("matmul.wgsl"),
+            sum_sq: single("sum_sq.wgsl"),
+        }
+    }
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
-        let module = |file: &str| {
-            let (_, source) = SHADERS
-                .iter()
-                .find(|(name, _)| *name == file)
-                .expect("every kernel file is listed in SHADERS");
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(file),
-                source: wgpu::ShaderSource::Wgsl((*source).into()),
-            })
-        };
-        let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
-        let single = |file: &str| pipeline(&module(file), "main");
-        let head = module("head.wgsl");
-        let jacobian = module("jacobian.wgsl");
+        let f32_history = HistoryKernels::new(device, Storage::F32);
+        let single = |file: &str| pipeline(device, &module(device, file), "main", &[]);
+        let jacobian = module(device, "jacobian.wgsl");
         Self {
-            forward: single("forward.wgsl"),
-            head_rows: pipeline(&head, "head_rows"),
-            head_params: pipeline(&head, "head_params"),
-            matmul: single("matmul.wgsl"),
+            // Operands in f32: the f32 history variants are exactly these kernels.
+            matmul: f32_history.matmul.clone(),
+            sum_sq: f32_history.sum_sq.clone(),
             cg_init: single("cg_init.wgsl"),
             cg_update: single("cg_update.wgsl"),
             cg_check: single("cg_check.wgsl"),
-            target_sweep: single("target_sweep.wgsl"),
-            bptt: single("bptt.wgsl"),
             optimizer: single("optimizer.wgsl"),
-            sum_sq: single("sum_sq.wgsl"),
             transpose: single("transpose.wgsl"),
             gru_forward: single("gru_forward.wgsl"),
             gru_bptt: single("gru_bptt.wgsl"),
-            jvp: pipeline(&jacobian, "jvp"),
-            vjp: pipeline(&jacobian, "vjp"),
-            jacobian_sweep: pipeline(&jacobian, "jacobian_sweep"),
+            jvp: pipeline(device, &jacobian, "jvp", &[]),
+            vjp: pipeline(device, &jacobian, "vjp", &[]),
+            jacobian_sweep: pipeline(device, &jacobian, "jacobian_sweep", &[]),
+            f32_history,
+            f16_history: OnceLock::new(),
+        }
+    }
+
+    /// The history kernels for `storage`, compiling the f16 set on first use (the caller
+    /// runs this inside `GpuContext::checked`, which reports compilation errors).
+    pub fn history(&self, device: &wgpu::Device, storage: Storage) -> &HistoryKernels {
+        match storage {
+            Storage::F32 => &self.f32_history,
+            Storage::F16 => self
+                .f16_history
+                .get_or_init(|| HistoryKernels::new(device, storage)),
         }
     }
 }

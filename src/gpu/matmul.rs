@@ -7,6 +7,7 @@ use nalgebra::DMatrix;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{matrix, poison, rows_f32};
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 
 /// matmul.wgsl's output block edge (TS).
 const TILE: usize = 64;
@@ -42,6 +43,25 @@ pub(crate) fn product(
     ops: Operands<'_>,
     indirect: Option<(&wgpu::Buffer, u64)>,
 ) -> Result<Dispatch> {
+    launch(ctx, &ctx.kernels.matmul, ops, indirect)
+}
+
+/// The launch of a product whose B operand is a history stored as `b_storage` (rows of
+/// n values padded as `Storage::row_len` says), e.g. ∇W = Δᵀ H.
+pub(crate) fn product_with_b_in(
+    ctx: &GpuContext,
+    ops: Operands<'_>,
+    b_storage: Storage,
+) -> Result<Dispatch> {
+    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops, None)
+}
+
+fn launch(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    ops: Operands<'_>,
+    indirect: Option<(&wgpu::Buffer, u64)>,
+) -> Result<Dispatch> {
     let grid = groups(ops.m, ops.n);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     ensure!(
@@ -64,7 +84,7 @@ pub(crate) fn product(
     };
     Dispatch::new(
         ctx,
-        &ctx.kernels.matmul,
+        pipeline,
         &dims,
         &[(1, ops.a), (2, ops.b), (3, ops.c)],
         groups,

@@ -1,4 +1,5 @@
-//! The wgpu backend: the TP-RI iteration of SPEC §2–§4 in f32 WGSL compute shaders.
+//! The wgpu backend: the TP-RI iteration of SPEC §2–§4 in f32 WGSL compute shaders, the
+//! histories h and v − h stored in f32 or f16 (`storage`).
 //!
 //! One file per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //! `src/cpu/`: `forward`, `head`, `matmul`, `inverse` (the `cg_*` kernels), `target_sweep`,
@@ -24,15 +25,17 @@ pub mod matmul;
 mod norms;
 pub mod optimizer;
 pub mod profile;
+pub mod storage;
 pub mod target_sweep;
 mod transpose;
 
 pub use backend::GpuBackend;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use inverse::GPU_CG_TOL;
-pub use kernel::SHADERS;
+pub use kernel::{HISTORY_WGSL, SHADERS};
 pub use profile::{Phase, Profiler};
+pub use storage::Storage;
 
-/// Largest hidden size d the fused kernels accept: they keep one d-vector in workgroup
-/// memory (8 KiB at 2048, half of WebGPU's guaranteed 16 KiB). The shaders declare the same.
+/// Largest hidden size d the fused kernels accept: they keep at most two d-vectors in
+/// workgroup memory (16 KiB at 2048, what WebGPU guarantees). The shaders declare the same.
 pub const MAX_HIDDEN: usize = 2048;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::per_item_groups;
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::History;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -23,9 +24,12 @@ pub(crate) struct StepNorms {
     launch: Dispatch,
     out: wgpu::Buffer,
     rows: usize,
+    /// What the stored values are multiplied by (a history's scale).
+    scale: f64,
 }
 
 impl StepNorms {
+    /// Over an f32 buffer.
     pub fn new(
         ctx: &GpuContext,
         src: &wgpu::Buffer,
@@ -40,9 +44,40 @@ impl StepNorms {
             start: start as u32,
             _pad: 0,
         };
+        Self::build(ctx, &ctx.kernels.sum_sq, src, dims, out, 1.0)
+    }
+
+    /// Over the steps of a history from step `first` on, one norm per step. The padding of
+    /// f16 rows holds zeros, so whole padded steps are summed.
+    pub fn of_history(
+        ctx: &GpuContext,
+        src: &History,
+        first: usize,
+        out: &wgpu::Buffer,
+    ) -> Result<Self> {
+        let len = src.step_len();
+        let dims = Dims {
+            rows: (src.steps - first) as u32,
+            len: len as u32,
+            start: (first * len) as u32,
+            _pad: 0,
+        };
+        let kernel = &ctx.history_kernels(src.storage)?.sum_sq;
+        Self::build(ctx, kernel, &src.buffer, dims, out, f64::from(src.scale))
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        kernel: &wgpu::ComputePipeline,
+        src: &wgpu::Buffer,
+        dims: Dims,
+        out: &wgpu::Buffer,
+        scale: f64,
+    ) -> Result<Self> {
+        let rows = dims.rows as usize;
         let launch = Dispatch::new(
             ctx,
-            &ctx.kernels.sum_sq,
+            kernel,
             &dims,
             &[(1, src.as_entire_binding()), (2, out.as_entire_binding())],
             Groups::Direct(per_item_groups(ctx, rows, "sequence length T")?),
@@ -51,6 +86,7 @@ impl StepNorms {
             launch,
             out: out.clone(),
             rows,
+            scale,
         })
     }
 
@@ -60,7 +96,7 @@ impl StepNorms {
         Ok(ctx
             .read::<f32>(&self.out, 0, self.rows)?
             .into_iter()
-            .map(|sq| f64::from(sq).sqrt())
+            .map(|sq| f64::from(sq).sqrt() / self.scale)
             .collect())
     }
 }

@@ -16,6 +16,7 @@ use crate::config::{Hyper, Method};
 use crate::gpu::backend::check;
 use crate::gpu::context::{GpuContext, Timer};
 use crate::gpu::iteration::{ModelBuffers, Shape, Workspace};
+use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::Batch;
 
@@ -82,17 +83,19 @@ pub struct Profiler {
 }
 
 impl Profiler {
-    /// Uploads `params` and `batch` and builds the launches of `hyper`'s method.
+    /// Uploads `params` and `batch` and builds the launches of `hyper`'s method, with the
+    /// histories stored as `storage` says.
     pub fn new(
         ctx: Arc<GpuContext>,
         params: &Params,
         batch: &Batch,
         hyper: &Hyper,
+        storage: Storage,
     ) -> Result<Self> {
         check(params, batch, hyper)?;
         let model = ModelBuffers::new(&ctx, params.cell, params.dims())?;
         model.write_params(&ctx, params)?;
-        let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper)?;
+        let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, storage)?;
         ws.seq.write_batch(&ctx, batch);
         ws.optimizer.set_step(&ctx, 1);
         let timer = ctx.timer()?;

@@ -7,9 +7,10 @@ use nalgebra::DMatrix;
 use crate::config::{Hyper, Method, TargetMode, TpConfig};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
-    per_item_groups, rows_f32, stack, ModelBuffers, SeqBuffers, Shape, Workspace,
+    per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
@@ -23,10 +24,11 @@ struct Dims {
     hidden: u32,
     mode: u32,
     lr_target: f32,
+    dv_scale: f32,
 }
 
 /// The launches: Pᵀ, then the time loop with one workgroup per sequence, reading h, g_T
-/// and P, writing the target offsets dv = v − h [T+1, B, d].
+/// and P, writing the target offsets dv = v − h [T+1, B, d] (times `seq.dv.scale`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -54,26 +56,28 @@ pub(crate) fn dispatch(
             TargetMode::Plain => 2,
         },
         lr_target: tp.lr_target as f32,
+        dv_scale: seq.dv.scale,
     };
     let sweep = Dispatch::new(
         ctx,
-        &ctx.kernels.target_sweep,
+        &ctx.history_kernels(seq.h.storage)?.target_sweep,
         &dims,
         &[
             (1, model.pt.as_entire_binding()),
             (2, l.u.bind(&model.theta)),
             (3, l.b.bind(&model.theta)),
             (4, seq.x.as_entire_binding()),
-            (5, seq.h.as_entire_binding()),
+            (5, seq.h.binding()),
             (6, seq.g_top.as_entire_binding()),
-            (7, seq.dv.as_entire_binding()),
+            (7, seq.dv.binding()),
         ],
         Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
     )?;
     Ok([transpose, sweep])
 }
 
-/// Targets v_0 … v_T on the GPU, as `cpu::target_sweep::target_sweep` returns them.
+/// Targets v_0 … v_T on the GPU (histories in f32), as `cpu::target_sweep::target_sweep`
+/// returns them.
 // The twin's seven arguments plus the context: kept parallel on purpose.
 #[allow(clippy::too_many_arguments)]
 pub fn target_sweep(
@@ -86,7 +90,7 @@ pub fn target_sweep(
     lr_target: f64,
     mode: TargetMode,
 ) -> Result<Vec<DMatrix<f64>>> {
-    let (b, d) = grad_h.shape();
+    let b = grad_h.nrows();
     anyhow::ensure!(
         h.len() == x.len() + 1,
         "need h_0 … h_T: got {} states for {} steps",
@@ -106,8 +110,8 @@ pub fn target_sweep(
         },
         ..Hyper::default()
     };
-    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper)?;
-    ctx.write(&ws.seq.h, 0, &stack(h));
+    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper, Storage::F32)?;
+    ws.seq.h.write(ctx, 0, h);
     ctx.write(&ws.seq.g_top, 0, &rows_f32(grad_h));
     ctx.write(&model.cg.x, 0, &rows_f32(p_inv));
     let sweep = ws
@@ -115,6 +119,6 @@ pub fn target_sweep(
         .as_ref()
         .expect("a TP workspace has a target sweep");
     ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
-    let dv = Workspace::read_stack(ctx, &ws.seq.dv, 0, x.len() + 1, b, d)?;
+    let dv = ws.seq.dv.read(ctx, 0, x.len() + 1)?;
     Ok(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
 }

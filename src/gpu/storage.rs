@@ -1,0 +1,277 @@
+//! How the GPU backend stores the two per-step histories that dominate its memory traffic:
+//! the hidden states h [T+1, B, d] and the target offsets dv = v − h [T+1, B, d].
+//!
+//! Arithmetic is f32 everywhere. [`Storage::F16`] only rounds these two histories to IEEE
+//! half precision where a kernel writes them and widens them back where a kernel reads
+//! them: half the bytes of the largest buffers, for a relative rounding error of about
+//! f16's unit roundoff 2⁻¹¹ ≈ 4.9e-4 on each stored value. The recursions themselves
+//! (forward pass, target sweep) keep their running vector in f32 workgroup memory and
+//! never read back what they stored.
+//!
+//! The kernels receive the choice as the pipeline-overridable constant `HIST_F16` (a WGSL
+//! `override`), so each kernel has one source and, where it touches a history, two
+//! pipelines. F16 packs two neighbouring values into one `u32` word with WGSL's core
+//! `pack2x16float`/`unpack2x16float`, which every adapter runs (no `SHADER_F16` needed),
+//! and pads each row of d values to an even length: a row belongs to one workgroup, so no
+//! word is shared by two workgroups, and inside a workgroup one invocation writes both
+//! halves of a word after a barrier.
+//!
+//! Small offsets: dv scales with the target step γ_h (the published pixel-MNIST setting
+//! has γ_h = 1e-4), which would put it among f16's subnormals (below 6.1e-5) or flush it
+//! to zero. F16 therefore stores dv multiplied by a power of two close to 1/γ_h
+//! ([`Storage::dv_scale`]): exact in binary floating point, it only moves the exponent.
+
+use anyhow::Result;
+use half::f16;
+use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{TargetMode, TpConfig};
+use crate::gpu::context::GpuContext;
+
+/// Element type of the GPU backend's histories h and v − h (`--storage`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// 32-bit floats, like the arithmetic (the default).
+    #[default]
+    F32,
+    /// 16-bit floats, two to a 32-bit word: half the memory and traffic of the
+    /// histories, relative error about 2⁻¹¹ on each stored value.
+    F16,
+}
+
+impl Storage {
+    /// Both storages, f32 first.
+    pub const ALL: [Storage; 2] = [Storage::F32, Storage::F16];
+
+    /// `f32` or `f16`, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::F16 => "f16",
+        }
+    }
+
+    /// Unit roundoff of the stored values (2⁻²⁴ for f32, 2⁻¹¹ for f16): round to nearest
+    /// stores each value with a relative error at most this.
+    pub fn unit_roundoff(self) -> f64 {
+        match self {
+            Storage::F32 => f64::from(f32::EPSILON) / 2.0,
+            Storage::F16 => f64::from(f16::EPSILON) / 2.0,
+        }
+    }
+
+    /// Bytes of one stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        }
+    }
+
+    /// Elements one history row of d values occupies: f16 rows are padded to even length
+    /// (the shaders' `hist_stride`).
+    pub fn row_len(self, d: usize) -> usize {
+        match self {
+            Storage::F32 => d,
+            Storage::F16 => d.next_multiple_of(2),
+        }
+    }
+
+    /// The pipeline-overridable constants selecting this storage in the shaders.
+    pub fn pipeline_constants(self) -> &'static [(&'static str, f64)] {
+        match self {
+            Storage::F32 => &[("HIST_F16", 0.0)],
+            Storage::F16 => &[("HIST_F16", 1.0)],
+        }
+    }
+
+    /// The power of two dv is stored multiplied by. F32 stores dv as it is. F16 stores
+    /// 2^k·dv with 2^k the power of two nearest 1/γ_h (k in 0..=20), in the modes whose
+    /// offsets are proportional to γ_h to first order (linearized, difference): the top
+    /// offset −γ_h·g_T then keeps the magnitude of the loss gradient g_T, well inside
+    /// f16's normal range. Plain targets are absolute, not small: they keep scale 1.
+    pub fn dv_scale(self, tp: &TpConfig) -> f32 {
+        let proportional = matches!(
+            tp.target_mode,
+            TargetMode::Linearized | TargetMode::Difference
+        );
+        if self == Storage::F32 || !proportional || tp.lr_target <= 0.0 {
+            return 1.0;
+        }
+        let k = (-tp.lr_target.log2()).round().clamp(0.0, 20.0);
+        2f32.powi(k as i32)
+    }
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A history [steps, B, d] on the device in a given storage, rows padded as
+/// `Storage::row_len` says; values stored multiplied by `scale`.
+pub(crate) struct History {
+    pub buffer: wgpu::Buffer,
+    pub storage: Storage,
+    pub steps: usize,
+    pub batch: usize,
+    pub hidden: usize,
+    /// The stored values are the true ones times this power of two.
+    pub scale: f32,
+}
+
+/// An f16 NaN pair: what `poison` fills f16 histories with.
+const F16_NAN_PAIR: u32 = 0x7e00_7e00;
+
+impl History {
+    /// A zero-filled history; `what` names it in errors.
+    pub fn new(
+        ctx: &GpuContext,
+        what: &str,
+        storage: Storage,
+        [steps, batch, hidden]: [usize; 3],
+        scale: f32,
+    ) -> Result<Self> {
+        let bytes = (steps * batch * storage.row_len(hidden) * storage.bytes()) as u64;
+        let label = format!("{what} [{steps}, B={batch}, d={hidden}] in {storage}");
+        Ok(Self {
+            buffer: ctx.storage(&label, bytes, wgpu::BufferUsages::empty())?,
+            storage,
+            steps,
+            batch,
+            hidden,
+            scale,
+        })
+    }
+
+    /// Elements (padding included) of one step: B rows.
+    pub fn step_len(&self) -> usize {
+        self.batch * self.storage.row_len(self.hidden)
+    }
+
+    /// The whole buffer as a binding.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.buffer.as_entire_binding()
+    }
+
+    /// Encodes matrices B×d, one per step, as stored words (scaled, rounded, padded).
+    fn encode(&self, steps: &[DMatrix<f64>]) -> Vec<u32> {
+        let scale = f64::from(self.scale);
+        let values = steps.iter().flat_map(|m| {
+            assert_eq!(m.shape(), (self.batch, self.hidden), "history step shape");
+            (0..m.nrows()).flat_map(move |r| {
+                let pad = self.storage.row_len(self.hidden) - self.hidden;
+                m.row(r)
+                    .iter()
+                    .map(move |&v| v * scale)
+                    .chain(std::iter::repeat_n(0.0, pad))
+                    .collect::<Vec<_>>()
+            })
+        });
+        match self.storage {
+            Storage::F32 => values.map(|v| (v as f32).to_bits()).collect(),
+            Storage::F16 => {
+                let halves: Vec<u16> = values.map(|v| f16::from_f64(v).to_bits()).collect();
+                halves
+                    .chunks_exact(2)
+                    .map(|p| u32::from(p[0]) | (u32::from(p[1]) << 16))
+                    .collect()
+            }
+        }
+    }
+
+    /// Words per step.
+    fn step_words(&self) -> usize {
+        self.step_len() * self.storage.bytes() / 4
+    }
+
+    /// Queues a write of `steps` (each B×d) from step `first` on.
+    pub fn write(&self, ctx: &GpuContext, first: usize, steps: &[DMatrix<f64>]) {
+        let offset = (first * self.step_words() * 4) as u64;
+        ctx.write(&self.buffer, offset, &self.encode(steps));
+    }
+
+    /// Reads `count` steps from step `first` on, as B×d matrices of the true values.
+    pub fn read(&self, ctx: &GpuContext, first: usize, count: usize) -> Result<Vec<DMatrix<f64>>> {
+        let words: Vec<u32> = ctx.read(
+            &self.buffer,
+            first * self.step_words(),
+            count * self.step_words(),
+        )?;
+        let values: Vec<f64> = match self.storage {
+            Storage::F32 => words
+                .iter()
+                .map(|&w| f64::from(f32::from_bits(w)))
+                .collect(),
+            Storage::F16 => words
+                .iter()
+                .flat_map(|&w| [w as u16, (w >> 16) as u16])
+                .map(|b| f16::from_bits(b).to_f64())
+                .collect(),
+        };
+        let (b, d) = (self.batch, self.hidden);
+        let row_len = self.storage.row_len(d);
+        let scale = f64::from(self.scale);
+        Ok(values
+            .chunks_exact((b * row_len).max(1))
+            .take(count)
+            .map(|step| DMatrix::from_fn(b, d, |r, c| step[r * row_len + c] / scale))
+            .collect())
+    }
+
+    /// Fills the whole history with NaN (see `iteration::poison`), padding included.
+    pub fn poison(&self, ctx: &GpuContext) {
+        let words = self.steps * self.step_words();
+        let nan = match self.storage {
+            Storage::F32 => f32::NAN.to_bits(),
+            Storage::F16 => F16_NAN_PAIR,
+        };
+        ctx.write(&self.buffer, 0, &vec![nan; words]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_pad_to_even_in_f16_only() {
+        assert_eq!(Storage::F32.row_len(7), 7);
+        assert_eq!(Storage::F16.row_len(7), 8);
+        assert_eq!(Storage::F16.row_len(8), 8);
+        assert_eq!(Storage::F16.row_len(1), 2);
+    }
+
+    #[test]
+    fn dv_scale_is_a_power_of_two_near_one_over_the_target_step() {
+        let tp = |lr_target, target_mode| TpConfig {
+            lr_target,
+            target_mode,
+            ..TpConfig::default()
+        };
+        let lin = TargetMode::Linearized;
+        assert_eq!(Storage::F32.dv_scale(&tp(1e-4, lin)), 1.0);
+        assert_eq!(Storage::F16.dv_scale(&tp(1e-4, lin)), 8192.0);
+        assert_eq!(Storage::F16.dv_scale(&tp(0.1, lin)), 8.0);
+        assert_eq!(Storage::F16.dv_scale(&tp(0.5, lin)), 2.0);
+        assert_eq!(Storage::F16.dv_scale(&tp(4.0, lin)), 1.0);
+        assert_eq!(Storage::F16.dv_scale(&tp(0.0, lin)), 1.0);
+        assert_eq!(Storage::F16.dv_scale(&tp(1e-12, lin)), 2f32.powi(20));
+        assert_eq!(
+            Storage::F16.dv_scale(&tp(1e-4, TargetMode::Difference)),
+            8192.0
+        );
+        assert_eq!(Storage::F16.dv_scale(&tp(1e-4, TargetMode::Plain)), 1.0);
+    }
+
+    #[test]
+    fn unit_roundoffs() {
+        assert_eq!(Storage::F16.unit_roundoff(), 2f64.powi(-11));
+        assert_eq!(Storage::F32.unit_roundoff(), 2f64.powi(-24));
+    }
+}
