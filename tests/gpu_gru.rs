@@ -10,7 +10,7 @@
 
 mod gpu_support;
 
-use gpu_support::{check, check_all, ctx, inputs, params, random, rng, TOL};
+use gpu_support::{check, check_all, ctx, inputs, params, random, rng, train_side_by_side, TOL};
 use nalgebra::DMatrix;
 use tpri::backend::{Backend, Trace};
 use tpri::config::{
@@ -24,7 +24,7 @@ use tpri::cpu::CpuBackend;
 use tpri::gpu;
 use tpri::gpu::GpuBackend;
 use tpri::model::{CellKind, Dims, Params};
-use tpri::tasks::{build_task, Batch, Targets, TaskSpec};
+use tpri::tasks::{Batch, Targets};
 
 fn dims(p: usize, d: usize, q: usize) -> Dims {
     Dims {
@@ -431,9 +431,6 @@ fn tanh_traces_with_jacobian_inversion_match_reference() {
 /// Hence 1e-3 relative, ten times above the bound; one wrong step changes the loss by ~1e-2.
 #[test]
 fn fifty_training_steps_agree_with_reference() {
-    let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
-    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
-    let eval_batch = task.eval_batches(5).remove(0);
     let runs = [
         (CellKind::Gru, Method::Tp, OptimizerKind::Nesterov),
         (CellKind::Gru, Method::Bp, OptimizerKind::Sgd),
@@ -453,63 +450,10 @@ fn fifty_training_steps_agree_with_reference() {
         hyper.tp.cg_tol = Some(1e-6);
         hyper.tp.cg_max_iter = 100;
         let start = params_of(cell, dims(2, 16, 1), 5);
-        let mut cpu = CpuBackend::new();
-        let mut gpu = GpuBackend::new(ctx());
-        cpu.load(&start, None, &hyper).unwrap();
-        gpu.load(&start, None, &hyper).unwrap();
-        let mut worst: f64 = 0.0;
-        let mut cg_most = 0;
-        for (k, b) in batches.iter().enumerate() {
-            cpu.step(b).unwrap();
-            gpu.step(b).unwrap();
-            // Reading every few steps exercises both the lazy and the immediate path.
-            if k % 5 == 4 {
-                let (c, g) = (cpu.last_stats().unwrap(), gpu.last_stats().unwrap());
-                let rel = (g.loss - c.loss).abs() / c.loss;
-                assert!(
-                    rel <= 1e-3,
-                    "{cell:?} {method:?} step {k}: loss {} vs {} ({rel:.1e})",
-                    g.loss,
-                    c.loss
-                );
-                assert_eq!(g.cg.is_some(), method == Method::Tp);
-                if let Some(cg) = g.cg {
-                    assert!(cg.residual <= 1e-6, "{cg:?}");
-                    cg_most = cg_most.max(cg.iterations);
-                }
-                worst = worst.max(rel);
-            }
-        }
-        let (ce, ge) = (
-            cpu.evaluate(&eval_batch).unwrap(),
-            gpu.evaluate(&eval_batch).unwrap(),
-        );
-        assert!(
-            (ge.loss - ce.loss).abs() <= 1e-3 * ce.loss,
-            "{cell:?} {method:?}: eval {ge:?} vs {ce:?}"
-        );
-        let ((cp, cs), (gp, gs)) = (cpu.state().unwrap(), gpu.state().unwrap());
-        assert_eq!(cs.step, gs.step);
-        for ((name, g), (_, c)) in gp.tensors().into_iter().zip(cp.tensors()) {
-            check(
-                &format!("{name} after 50 {cell:?} {method:?} steps"),
-                g,
-                c,
-                1e-3,
-            );
-        }
-        let diag = (
-            cpu.last_diagnostics().unwrap().unwrap(),
-            gpu.last_diagnostics().unwrap().unwrap(),
-        );
-        check(
-            &format!("{cell:?} {method:?} step norms"),
-            &column(&diag.1.step_norms),
-            &column(&diag.0.step_norms),
-            1e-3,
-        );
+        let what = format!("{cell:?} {method:?}/{kind:?}");
+        let (worst, cg_most) = train_side_by_side(&start, &hyper, &what);
         eprintln!(
-            "{cell:?} {method:?}/{kind:?}: worst relative loss gap over 50 steps {worst:.2e}, CG ≤ {cg_most} iterations per step"
+            "{what}: worst relative loss gap over 50 steps {worst:.2e}, CG ≤ {cg_most} iterations per step"
         );
     }
 }

@@ -4,7 +4,9 @@
 
 mod gpu_support;
 
-use gpu_support::{check, check_all, ctx, inputs, params, random, rel_err, rng, TOL};
+use gpu_support::{
+    check, check_all, ctx, inputs, params, random, rel_err, rng, train_side_by_side, TOL,
+};
 use nalgebra::DMatrix;
 use tpri::backend::Backend;
 use tpri::config::{
@@ -13,7 +15,7 @@ use tpri::config::{
 use tpri::cpu::CpuBackend;
 use tpri::gpu::GpuBackend;
 use tpri::model::Dims;
-use tpri::tasks::{build_task, Batch, Targets, TaskSpec};
+use tpri::tasks::{Batch, Targets};
 
 /// A random batch: inputs in [−1, 1], labels or values in [0, 1).
 fn batch(t: usize, b: usize, p: usize, q: usize, loss: Loss, seed: u64) -> Batch {
@@ -191,10 +193,6 @@ fn fifty_training_steps_agree_with_reference() {
         hidden: 16,
         output: 1,
     };
-    // The adding task (T = 10, same seed on both backends): p = 2, q = 1, squared error.
-    let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
-    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
-    let eval_batch = task.eval_batches(5).remove(0);
     for (method, kind) in [
         (Method::Tp, OptimizerKind::Nesterov),
         (Method::Bp, OptimizerKind::Sgd),
@@ -214,43 +212,9 @@ fn fifty_training_steps_agree_with_reference() {
         };
         // The published adding-task target step.
         hyper.tp.lr_target = 0.1;
-        let start = params(dims, 5);
-        let mut cpu = CpuBackend::new();
-        let mut gpu = GpuBackend::new(ctx());
-        cpu.load(&start, None, &hyper).unwrap();
-        gpu.load(&start, None, &hyper).unwrap();
-        let mut worst: f64 = 0.0;
-        for (k, b) in batches.iter().enumerate() {
-            cpu.step(b).unwrap();
-            gpu.step(b).unwrap();
-            // Reading every few steps exercises both the lazy and the immediate path.
-            if k % 5 == 4 {
-                let (c, g) = (cpu.last_stats().unwrap(), gpu.last_stats().unwrap());
-                let rel = (g.loss - c.loss).abs() / c.loss;
-                assert!(
-                    rel <= 1e-3,
-                    "{method:?} step {k}: loss {} vs {} ({rel:.1e})",
-                    g.loss,
-                    c.loss
-                );
-                assert_eq!(g.cg.is_some(), method == Method::Tp);
-                worst = worst.max(rel);
-            }
-        }
-        let (ce, ge) = (
-            cpu.evaluate(&eval_batch).unwrap(),
-            gpu.evaluate(&eval_batch).unwrap(),
-        );
-        assert!(
-            (ge.loss - ce.loss).abs() <= 1e-3 * ce.loss,
-            "eval {ge:?} vs {ce:?}"
-        );
-        let ((cp, cs), (gp, gs)) = (cpu.state().unwrap(), gpu.state().unwrap());
-        assert_eq!(cs.step, gs.step);
-        for ((name, g), (_, c)) in gp.tensors().into_iter().zip(cp.tensors()) {
-            check(&format!("{name} after 50 {method:?} steps"), g, c, 1e-3);
-        }
-        eprintln!("{method:?}/{kind:?}: worst relative loss gap over 50 steps {worst:.2e}");
+        let what = format!("{method:?}/{kind:?}");
+        let (worst, _) = train_side_by_side(&params(dims, 5), &hyper, &what);
+        eprintln!("{what}: worst relative loss gap over 50 steps {worst:.2e}");
     }
 }
 

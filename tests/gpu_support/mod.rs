@@ -9,8 +9,12 @@ use std::sync::{Arc, OnceLock};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tpri::gpu::{AdapterChoice, GpuContext};
+use tpri::backend::Backend;
+use tpri::config::{Hyper, Method};
+use tpri::cpu::CpuBackend;
+use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, GPU_CG_TOL};
 use tpri::model::{Dims, Params};
+use tpri::tasks::{build_task, TaskSpec};
 
 /// The shared context; panics with the reason when no adapter can be opened.
 pub fn ctx() -> Arc<GpuContext> {
@@ -90,3 +94,66 @@ pub fn check_all(what: &str, gpu: &[DMatrix<f64>], reference: &[DMatrix<f64>], t
 /// The bound of every GPU-vs-reference comparison: f32 keeps about 7 digits; sums of a few
 /// thousand terms and T ≤ 784 steps of a contracting recursion lose one to two of them.
 pub const TOL: f64 = 1e-4;
+
+/// Trains `start` for 50 steps with `hyper` on both backends, on the same adding-task
+/// batches (T = 10, B = 8), and checks that the two runs stay together: the loss every
+/// fifth step, each accepted CG solve, the evaluation, the parameters and the last step's
+/// per-step norms, all within 1e-3 relative (see `fifty_training_steps_agree_with_reference`
+/// in gpu_iteration.rs for why 1e-3). Returns the worst loss gap and the most CG iterations.
+pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> (f64, usize) {
+    let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
+    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
+    let eval_batch = task.eval_batches(5).remove(0);
+    let mut cpu = CpuBackend::new();
+    let mut gpu = GpuBackend::new(ctx());
+    cpu.load(start, None, hyper).unwrap();
+    gpu.load(start, None, hyper).unwrap();
+    let tol = hyper.tp.cg_tol.unwrap_or(GPU_CG_TOL);
+    let (mut worst, mut cg_most) = (0.0_f64, 0);
+    for (k, b) in batches.iter().enumerate() {
+        cpu.step(b).unwrap();
+        gpu.step(b).unwrap();
+        // Reading every few steps exercises both the lazy and the immediate path.
+        if k % 5 == 4 {
+            let (c, g) = (cpu.last_stats().unwrap(), gpu.last_stats().unwrap());
+            let rel = (g.loss - c.loss).abs() / c.loss;
+            assert!(
+                rel <= 1e-3,
+                "{what} step {k}: loss {} vs {} ({rel:.1e})",
+                g.loss,
+                c.loss
+            );
+            assert_eq!(g.cg.is_some(), hyper.method == Method::Tp, "{what}");
+            if let Some(cg) = g.cg {
+                assert!(cg.residual <= tol, "{what}: {cg:?}");
+                cg_most = cg_most.max(cg.iterations);
+            }
+            worst = worst.max(rel);
+        }
+    }
+    let (ce, ge) = (
+        cpu.evaluate(&eval_batch).unwrap(),
+        gpu.evaluate(&eval_batch).unwrap(),
+    );
+    assert!(
+        (ge.loss - ce.loss).abs() <= 1e-3 * ce.loss,
+        "{what}: eval {ge:?} vs {ce:?}"
+    );
+    let ((cp, cs), (gp, gs)) = (cpu.state().unwrap(), gpu.state().unwrap());
+    assert_eq!(cs.step, gs.step);
+    for ((name, g), (_, c)) in gp.tensors().into_iter().zip(cp.tensors()) {
+        check(&format!("{name} after 50 steps, {what}"), g, c, 1e-3);
+    }
+    let (cd, gd) = (
+        cpu.last_diagnostics().unwrap().unwrap(),
+        gpu.last_diagnostics().unwrap().unwrap(),
+    );
+    let column = |v: &[f64]| DMatrix::from_column_slice(v.len(), 1, v);
+    check(
+        &format!("step norms, {what}"),
+        &column(&gd.step_norms),
+        &column(&cd.step_norms),
+        1e-3,
+    );
+    (worst, cg_most)
+}
