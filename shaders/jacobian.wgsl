@@ -8,8 +8,11 @@
 //   jacobian_sweep: v_T = h_T − γ_h g_T, then for t = T, ..., 2
 //                   v_{t−1} = h_{t−1} + (J_tᵀ J_t + r I)⁻¹ J_tᵀ (v_t − h_t)
 //
-// The cell is a uniform setting (dims.cell): both branches bind the same buffers.
+// The cell is a uniform setting (dims.cell): every branch binds the same buffers.
 //   tanh:  J_t u = D_t (W u),  J_tᵀ w = Wᵀ (D_t w),  D_t = diag(1 − h_t²)  (exact, unclamped)
+//   linear (the analytic inversion solved per step, SPEC §4, `--solver per-step`): J = W and
+//          the right-hand side Wᵀ [(v_t − h_t) ⊘ (1 − clamp(h_t)²)], so that each solve
+//          applies P = (WᵀW + rI)⁻¹Wᵀ without forming it (the linearized target of §2)
 //   GRU:   J_t u = (h_{t−1} − n) ⊙ dz + (1 − z) ⊙ dn + z ⊙ u, with du = W u (all three gates),
 //          dr = r(1 − r) du_r, dz = z(1 − z) du_z, dn = (1 − n²)(dr ⊙ hn + r ⊙ du_n);
 //          J_tᵀ w = z ⊙ w + Wᵀ dgh with dgh the step backward of gru_bptt.wgsl.
@@ -44,6 +47,9 @@ const MAX_HIDDEN: u32 = 2048u;
 // Units one invocation owns at most (MAX_HIDDEN / WG).
 const SLOTS: u32 = 8u;
 const GRU: u32 = 1u;
+const LINEAR: u32 = 2u;
+// Clamp margin ε (config::CLAMP_EPS).
+const CLAMP_EPS: f32 = 1e-3;
 const F32_MAX: f32 = 3.40282347e38;
 
 struct Dims {
@@ -180,6 +186,15 @@ fn share(lid: u32, v: Own) {
     workgroupBarrier();
 }
 
+// D_t's entry for unit i: 1 − h_t² for the tanh cell, 1 for the linear one (J = W).
+fn tanh_deriv(t: u32, s: u32, i: u32) -> f32 {
+    if dims.cell == LINEAR {
+        return 1.0;
+    }
+    let ht = h[state_row(t, s) + i];
+    return 1.0 - ht * ht;
+}
+
 // J_t u for the owned units; u is the shared vector (call `share` first).
 fn jvp_owned(t: u32, s: u32, lid: u32) -> Own {
     let d = dims.hidden;
@@ -201,8 +216,7 @@ fn jvp_owned(t: u32, s: u32, lid: u32) -> Own {
             let dn = (1.0 - n * n) * (dr * hn + r * du.z);
             out[k] = (h[state_row(t - 1u, s) + i] - n) * dz + (1.0 - z) * dn + z * shared_vec[i];
         } else {
-            let ht = h[state_row(t, s) + i];
-            out[k] = (1.0 - ht * ht) * row_dot(i);
+            out[k] = tanh_deriv(t, s, i) * row_dot(i);
         }
     }
     return out;
@@ -254,8 +268,7 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
             if !owns(lid, k) {
                 break;
             }
-            let ht = h[state_row(t, s) + lid + k * WG];
-            dw[k] = (1.0 - ht * ht) * wv[k];
+            dw[k] = tanh_deriv(t, s, lid + k * WG) * wv[k];
         }
         share(lid, dw);
         for (var k = 0u; k < SLOTS; k++) {
@@ -368,6 +381,10 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 break;
             }
             u[k] = dv[row + lid + k * WG];
+            if dims.cell == LINEAR {
+                let hc = clamp(h[row + lid + k * WG], -1.0 + CLAMP_EPS, 1.0 - CLAMP_EPS);
+                u[k] /= 1.0 - hc * hc;
+            }
         }
         var r = vjp_owned(t, s, lid, u);
         var x: Own;

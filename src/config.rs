@@ -53,14 +53,15 @@ pub enum TpGrad {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Solver {
-    /// Form P by batched conjugate gradient (SPEC §4); the GPU's only path.
+    /// Form P by batched conjugate gradient (SPEC §4).
     Cg,
     /// Form P by an exact Cholesky factorisation (CPU reference only).
     Cholesky,
     /// Never form P: solve `(WᵀW + rI) z = Wᵀ s` by batched CG at every step for every
-    /// sequence (CPU reference only so far).
+    /// sequence (on the GPU inside the fused sweep, linearized targets only).
     PerStep,
-    /// The cheaper of `cg` and `per-step` by the cost model of `Solver::resolve`.
+    /// The cheaper of `cg` and `per-step` by the cost model of `Solver::resolve` on the
+    /// CPU; `cg` on the GPU, where per-step solves sit inside the serial time loop.
     Auto,
 }
 

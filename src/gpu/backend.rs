@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
-use crate::config::{Hyper, Inversion, Method, Solver};
+use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
 use crate::cpu::backend::grad_norm;
 use crate::cpu::head::check_targets;
 use crate::cpu::inverse::CgReport;
@@ -59,22 +59,23 @@ pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Resul
 /// Rejects a model or settings the GPU path does not implement.
 fn check_settings(params: &Params, hyper: &Hyper) -> Result<()> {
     hyper.validate_for(params.cell)?;
-    if hyper.method == Method::Tp && matches!(hyper.tp.solver, Solver::Cholesky | Solver::PerStep) {
-        bail!(
-            "the GPU backend forms P by CG only: use --solver cg or auto ({:?} is CPU-only)",
-            hyper.tp.solver
-        );
+    let tp = &hyper.tp;
+    if hyper.method == Method::Tp && tp.inversion == Inversion::Analytic {
+        if tp.solver == Solver::Cholesky {
+            bail!("the GPU backend has no Cholesky solve (CPU-only): use --solver cg, per-step or auto");
+        }
+        if tp.solver == Solver::PerStep && tp.target_mode != TargetMode::Linearized {
+            bail!(
+                "the GPU's per-step solves give linearized targets only, not target mode {:?}: use --solver cg or auto",
+                tp.target_mode
+            );
+        }
     }
     Ok(())
 }
 
-/// Whether `hyper` runs the jacobian sweep (TP with the jacobian inversion).
-fn jacobian_inversion(hyper: &Hyper) -> bool {
-    hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Jacobian
-}
-
 /// The CG report of the last iteration run in `ws` (TP only): P's solve, or the worst
-/// step of the jacobian sweep. A solve that missed its tolerance is a `CgError`.
+/// step of the per-step sweep (which runs where no P is formed). A solve that missed its tolerance is a `CgError`.
 fn cg_report(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -85,7 +86,7 @@ fn cg_report(
         return Ok(None);
     }
     let tp = &hyper.tp;
-    Ok(Some(if jacobian_inversion(hyper) {
+    Ok(Some(if ws.cg.is_none() {
         jacobian::report(ctx, model, &ws.seq, ws.shape, tp)?
     } else {
         model

@@ -20,10 +20,11 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Inversion, Loss, Method, TpGrad};
+use crate::config::{Hyper, Loss, Method, TpGrad};
 use crate::cpu::iteration::check_batch;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::{Cg, CgBuffers};
+use crate::gpu::jacobian::Solve;
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::norms::StepNorms;
 use crate::gpu::profile::Phase;
@@ -433,11 +434,11 @@ pub(crate) fn loop_counts(
         ),
     });
     if hyper.method == Method::Tp {
-        counts.push(match hyper.tp.inversion {
-            Inversion::Analytic => ("target sweep", time_loop),
-            Inversion::Jacobian => (
-                "jacobian target sweep (counting cg_max_iter CG iterations at every step)",
-                jacobian::sweep_loops(layout.cell, d, shape.steps, hyper.tp.cg_max_iter),
+        counts.push(match Solve::of(layout.cell, hyper) {
+            None => ("target sweep", time_loop),
+            Some(solve) => (
+                "per-step CG target sweep (counting cg_max_iter CG iterations at every step)",
+                jacobian::sweep_loops(solve, d, shape.steps, hyper.tp.cg_max_iter),
             ),
         });
     }
@@ -445,16 +446,18 @@ pub(crate) fn loop_counts(
 }
 
 /// Refuses f16 histories where they are not implemented: the GRU's kernels and the
-/// jacobian sweep read and write f32 histories only.
+/// per-step sweep (jacobian inversion, or `--solver per-step`) read and write f32
+/// histories only.
 pub(crate) fn check_storage(storage: Storage, cell: CellKind, hyper: &Hyper) -> Result<()> {
     if storage == Storage::F32 {
         return Ok(());
     }
-    let jacobian = hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Jacobian;
-    if cell != CellKind::Tanh || jacobian {
-        let asked = match (cell, jacobian) {
-            (CellKind::Gru, true) => "the GRU cell with --inversion jacobian",
-            (CellKind::Gru, false) => "the GRU cell",
+    let solve = Solve::of(cell, hyper);
+    if cell != CellKind::Tanh || solve.is_some() {
+        let asked = match (cell, solve) {
+            (CellKind::Gru, Some(_)) => "the GRU cell with --inversion jacobian",
+            (CellKind::Gru, None) => "the GRU cell",
+            (CellKind::Tanh, Some(Solve::Linear)) => "--solver per-step",
             (CellKind::Tanh, _) => "--inversion jacobian",
         };
         bail!(
@@ -488,7 +491,7 @@ fn check_llvmpipe_loops(
              invocation of the {kernel}; llvmpipe (software Vulkan) stops every invocation \
              after {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a \
              real GPU or the CPU backend, or shorter sequences, smaller batches, or (for the \
-             jacobian inversion) a lower --cg-max-iter",
+             per-step sweep of the jacobian inversion or --solver per-step) a lower --cg-max-iter",
             shape.steps,
             shape.batch
         );
@@ -536,7 +539,7 @@ impl Workspace {
         let tp = (hyper.method == Method::Tp).then_some(&hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
         let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
-        let jacobian = tp.is_some_and(|tp| tp.inversion == Inversion::Jacobian);
+        let solve = Solve::of(cell, hyper);
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
@@ -580,18 +583,18 @@ impl Workspace {
                 ],
             ),
         };
-        let sweep = match tp {
-            None => None,
-            Some(tp) if jacobian => {
-                Some(vec![jacobian::sweep_dispatch(ctx, model, &seq, shape, tp)?])
-            }
-            Some(tp) => Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
+        let sweep = match (tp, solve) {
+            (None, _) => None,
+            (Some(tp), Some(solve)) => Some(vec![jacobian::sweep_dispatch(
+                ctx, model, &seq, shape, tp, solve,
+            )?]),
+            (Some(tp), None) => Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
         };
         Ok(Self {
             forward,
             head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
             cg: tp
-                .filter(|_| !jacobian)
+                .filter(|_| solve.is_none())
                 .map(|tp| Cg::new(ctx, model, tp))
                 .transpose()?,
             sweep,

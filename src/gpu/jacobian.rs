@@ -20,7 +20,7 @@
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Inversion, Method, TpConfig};
+use crate::config::{Hyper, Inversion, Method, Solver, TpConfig};
 use crate::cpu::inverse::{CgError, CgReport};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
@@ -54,10 +54,37 @@ struct Failures {
     worst_residual: u32,
 }
 
-fn cell_code(cell: CellKind) -> u32 {
-    match cell {
-        CellKind::Tanh => 0,
-        CellKind::Gru => 1,
+/// What the sweep's per-step CG solves with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Solve {
+    /// The cell's Jacobian J_t (SPEC §5: the jacobian inversion).
+    Jacobian(CellKind),
+    /// W alone on the linearized offsets (v_t − h_t) ⊘ (1 − clamp(h_t)²): the analytic
+    /// inversion solved per step instead of forming P (SPEC §4, `--solver per-step`).
+    Linear,
+}
+
+impl Solve {
+    /// The per-step solve `hyper` asks of the GPU for a model of `cell`, if any. `auto`
+    /// forms P on the GPU: its per-step solves sit inside the serial time loop.
+    pub(crate) fn of(cell: CellKind, hyper: &Hyper) -> Option<Solve> {
+        if hyper.method != Method::Tp {
+            return None;
+        }
+        match (hyper.tp.inversion, hyper.tp.solver) {
+            (Inversion::Jacobian, _) => Some(Solve::Jacobian(cell)),
+            (Inversion::Analytic, Solver::PerStep) => Some(Solve::Linear),
+            (Inversion::Analytic, _) => None,
+        }
+    }
+
+    /// jacobian.wgsl's `dims.cell`.
+    fn code(self) -> u32 {
+        match self {
+            Solve::Jacobian(CellKind::Tanh) => 0,
+            Solve::Jacobian(CellKind::Gru) => 1,
+            Solve::Linear => 2,
+        }
     }
 }
 
@@ -71,12 +98,14 @@ fn tolerance(tp: &TpConfig) -> f64 {
 /// `max_iter` CG iterations each. Derived from jacobian.wgsl's loops: per CG iteration
 /// two products (the GRU's three gate blocks in the transposed one), two workgroup sums
 /// (eight tree levels each) and the vector updates; per step the right-hand side.
-pub(crate) fn sweep_loops(cell: CellKind, d: usize, steps: usize, max_iter: usize) -> usize {
+pub(crate) fn sweep_loops(solve: Solve, d: usize, steps: usize, max_iter: usize) -> usize {
     let units = d.div_ceil(256);
     let dot = units * (d / 8 + d % 8);
-    let (iteration, step) = match cell {
-        CellKind::Tanh => (2 * dot + 10 * units + 17, dot + 6 * units + 9),
-        CellKind::Gru => (4 * dot + 17 * units + 20, 3 * dot + 13 * units + 12),
+    let (iteration, step) = match solve {
+        Solve::Jacobian(CellKind::Tanh) | Solve::Linear => {
+            (2 * dot + 10 * units + 17, dot + 6 * units + 9)
+        }
+        Solve::Jacobian(CellKind::Gru) => (4 * dot + 17 * units + 20, 3 * dot + 13 * units + 12),
     };
     units + steps.saturating_sub(1) * (step + max_iter * iteration)
 }
@@ -90,13 +119,14 @@ pub(crate) fn sweep_dispatch(
     seq: &SeqBuffers,
     shape: Shape,
     tp: &TpConfig,
+    solve: Solve,
 ) -> Result<Dispatch> {
     let l = &model.layout;
     let dims = Dims {
         batch: shape.batch as u32,
         steps: shape.steps as u32,
         hidden: l.dims.hidden as u32,
-        cell: cell_code(l.cell),
+        cell: solve.code(),
         step: 0,
         max_iter: u32::try_from(tp.cg_max_iter).unwrap_or(u32::MAX),
         lr_target: tp.lr_target as f32,
@@ -225,7 +255,7 @@ fn product(
         batch: b as u32,
         steps: x.len() as u32,
         hidden: d as u32,
-        cell: cell_code(params.cell),
+        cell: Solve::Jacobian(params.cell).code(),
         step: t as u32,
         max_iter: 0,
         lr_target: 0.0,
