@@ -437,7 +437,14 @@ pub(crate) fn loop_counts(
         counts.push(match Solve::of(layout.cell, hyper) {
             None => ("target sweep", time_loop),
             Some(solve) => (
-                "per-step CG target sweep (counting cg_max_iter CG iterations at every step)",
+                match solve {
+                    Solve::Jacobian(_) => {
+                        "jacobian target sweep (counting cg_max_iter CG iterations at every step)"
+                    }
+                    Solve::Linear => {
+                        "per-step target sweep (counting cg_max_iter CG iterations at every step)"
+                    }
+                },
                 jacobian::sweep_loops(solve, d, shape.steps, hyper.tp.cg_max_iter),
             ),
         });
