@@ -10,7 +10,9 @@
 
 mod gpu_support;
 
-use gpu_support::{check, check_all, ctx, inputs, params, random, rng, train_side_by_side, TOL};
+use gpu_support::{
+    batch, check, check_all, ctx, inputs, params, random, rng, train_side_by_side, TOL,
+};
 use nalgebra::DMatrix;
 use tpri::backend::{Backend, Trace};
 use tpri::config::{
@@ -24,7 +26,6 @@ use tpri::cpu::CpuBackend;
 use tpri::gpu;
 use tpri::gpu::GpuBackend;
 use tpri::model::{CellKind, Dims, Params};
-use tpri::tasks::{Batch, Targets};
 
 fn dims(p: usize, d: usize, q: usize) -> Dims {
     Dims {
@@ -286,19 +287,6 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
             gpu::jacobian::jacobian_sweep(&ctx, &bad, &x, &h, &v_top, 1.0, 1e-5, 10).unwrap_err();
         assert!(err.downcast_ref::<CgError>().is_some(), "{cell:?}: {err:#}");
     }
-}
-
-/// A random batch: inputs in [−1, 1], labels or values in [0, 1).
-fn batch(t: usize, b: usize, p: usize, q: usize, loss: Loss, seed: u64) -> Batch {
-    let mut r = rng(seed);
-    let x = inputs(t, b, p, &mut r);
-    let y = match loss {
-        Loss::CrossEntropy => {
-            Targets::Labels((0..b).map(|s| (s * 5 + seed as usize) % q).collect())
-        }
-        Loss::Mse => Targets::Values(random(b, q, 0.5, &mut r).add_scalar(0.5)),
-    };
-    Batch { x, y }
 }
 
 /// BP, or TP with the jacobian inversion (r = 1, γ_h = 0.5) in gradient mode `grad`.

@@ -5,7 +5,7 @@
 mod gpu_support;
 
 use gpu_support::{
-    check, check_all, ctx, inputs, params, random, rel_err, rng, train_side_by_side, TOL,
+    batch, check, check_all, ctx, params, random, rel_err, rng, train_side_by_side, TOL,
 };
 use nalgebra::DMatrix;
 use tpri::backend::Backend;
@@ -15,20 +15,7 @@ use tpri::config::{
 use tpri::cpu::CpuBackend;
 use tpri::gpu::GpuBackend;
 use tpri::model::Dims;
-use tpri::tasks::{Batch, Targets};
-
-/// A random batch: inputs in [−1, 1], labels or values in [0, 1).
-fn batch(t: usize, b: usize, p: usize, q: usize, loss: Loss, seed: u64) -> Batch {
-    let mut r = rng(seed);
-    let x = inputs(t, b, p, &mut r);
-    let y = match loss {
-        Loss::CrossEntropy => {
-            Targets::Labels((0..b).map(|s| (s * 5 + seed as usize) % q).collect())
-        }
-        Loss::Mse => Targets::Values(random(b, q, 0.5, &mut r).add_scalar(0.5)),
-    };
-    Batch { x, y }
-}
+use tpri::tasks::Batch;
 
 fn hyper(method: Method, mode: TargetMode, grad: TpGrad, loss: Loss) -> Hyper {
     Hyper {

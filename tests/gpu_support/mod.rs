@@ -10,11 +10,11 @@ use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tpri::backend::Backend;
-use tpri::config::{Hyper, Method};
+use tpri::config::{Hyper, Loss, Method};
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, GPU_CG_TOL};
 use tpri::model::{Dims, Params};
-use tpri::tasks::{build_task, TaskSpec};
+use tpri::tasks::{build_task, Batch, Targets, TaskSpec};
 
 /// The shared context; panics with the reason when no adapter can be opened.
 pub fn ctx() -> Arc<GpuContext> {
@@ -94,6 +94,19 @@ pub fn check_all(what: &str, gpu: &[DMatrix<f64>], reference: &[DMatrix<f64>], t
 /// The bound of every GPU-vs-reference comparison: f32 keeps about 7 digits; sums of a few
 /// thousand terms and T ≤ 784 steps of a contracting recursion lose one to two of them.
 pub const TOL: f64 = 1e-4;
+
+/// A random batch: inputs in [−1, 1], labels or values in [0, 1).
+pub fn batch(t: usize, b: usize, p: usize, q: usize, loss: Loss, seed: u64) -> Batch {
+    let mut r = rng(seed);
+    let x = inputs(t, b, p, &mut r);
+    let y = match loss {
+        Loss::CrossEntropy => {
+            Targets::Labels((0..b).map(|s| (s * 5 + seed as usize) % q).collect())
+        }
+        Loss::Mse => Targets::Values(random(b, q, 0.5, &mut r).add_scalar(0.5)),
+    };
+    Batch { x, y }
+}
 
 /// Trains `start` for 50 steps with `hyper` on both backends, on the same adding-task
 /// batches (T = 10, B = 8), and checks that the two runs stay together: the loss every
