@@ -7,7 +7,7 @@ use crate::config::Hyper;
 use crate::cpu::head::head;
 use crate::cpu::iteration::{check_batch, iteration, iteration_steps, states};
 use crate::cpu::optimizer::{optimizer_step, OptState};
-use crate::cpu::steps::Steps;
+use crate::cpu::steps::{Pool, Steps};
 use crate::model::Params;
 use crate::tasks::Batch;
 
@@ -22,6 +22,8 @@ struct Training {
     opt: OptState,
     hyper: Hyper,
     last: Option<(StepStats, Diagnostics)>,
+    /// The per-step buffers, reused from step to step.
+    pool: Pool,
 }
 
 impl CpuBackend {
@@ -65,6 +67,7 @@ impl Backend for CpuBackend {
             opt,
             hyper: hyper.clone(),
             last: None,
+            pool: Pool::default(),
         });
         Ok(())
     }
@@ -74,19 +77,18 @@ impl Backend for CpuBackend {
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.
         // The states stay in the working layout: the step needs only their norms.
-        let trace = iteration_steps(&tr.params, batch, &tr.hyper, None)?;
+        let trace = iteration_steps(&tr.params, batch, &tr.hyper, None, &mut tr.pool)?;
         optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
         let diagnostics = Diagnostics {
             step_norms: trace.step_norms(),
             grad_norm: grad_norm(&trace.grads),
         };
-        tr.last = Some((
-            StepStats {
-                loss: trace.loss,
-                cg: trace.cg,
-            },
-            diagnostics,
-        ));
+        let stats = StepStats {
+            loss: trace.loss,
+            cg: trace.cg,
+        };
+        trace.recycle(&mut tr.pool);
+        tr.last = Some((stats, diagnostics));
         Ok(())
     }
 
@@ -115,13 +117,15 @@ impl Backend for CpuBackend {
         let tr = self.training()?;
         check_batch(&tr.params, batch)?;
         let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
-        let h = states(&tr.params, batch, &x);
+        let h = states(&tr.params, batch, &x, &mut tr.pool);
         let out = head(
             &tr.params,
             &h.rows_at(batch.seq_len()),
             &batch.y,
             tr.hyper.loss,
-        )?;
+        );
+        tr.pool.give(h);
+        let out = out?;
         Ok(Eval {
             loss: out.loss,
             accuracy: out.accuracy,

@@ -3,6 +3,7 @@
 
 use nalgebra::DMatrix;
 
+use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
 use crate::model::Params;
 
@@ -23,6 +24,9 @@ pub enum StepsInjection<'a> {
     /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
     Targets(&'a Steps),
 }
+
+/// Input sizes up to this get ∇U by column sweeps rather than a matrix product.
+const SMALL_INPUT: usize = 8;
 
 /// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1), and the size of the
 /// error at each step.
@@ -56,24 +60,32 @@ pub fn bptt(
             StepsInjection::Targets(&v)
         }
     };
-    bptt_steps(params, &x, &h, injection, through_time)
+    let mut delta = Steps::zeros(x.steps(), b, d);
+    bptt_steps(params, &x, &h, injection, through_time, &mut delta)
 }
 
-/// `bptt` in the working layout.
+/// `bptt` in the working layout; `delta` (T steps of width d) is scratch, all of it
+/// written.
 pub fn bptt_steps(
     params: &Params,
     x: &Steps,
     h: &Steps,
     injection: StepsInjection,
     through_time: bool,
+    delta: &mut Steps,
 ) -> RnnGrads {
     let (d, p) = params.w_ih.shape();
     let (t_len, b) = (x.steps(), x.batch());
+    assert_eq!(
+        (delta.steps(), delta.batch(), delta.width()),
+        (t_len, b, d),
+        "bptt_steps: delta has the wrong shape"
+    );
     // δ_t = D_t e_t for t = 1 … T (stored at t − 1), and ‖e_t‖² per sequence (sequence i,
     // step t at i·T + t − 1, so that each group of sequences owns a contiguous run).
-    let mut delta = Steps::zeros(t_len, b, d);
     let mut e_sq = vec![0.0; b * t_len];
-    let w_t = Mat::of(&params.w_hh).t();
+    // Wᵀ in column-major storage, so that the product of each step reads it in place.
+    let w_t = params.w_hh.transpose();
     let groups = core_groups(b, t_len * b * d * d);
     let mut e_sq_parts = Vec::with_capacity(groups.len());
     let mut rest = e_sq.as_mut_slice();
@@ -109,7 +121,7 @@ pub fn bptt_steps(
             }
             if through_time && t < t_len {
                 // e_t += Wᵀ δ_{t+1}
-                gemm(1.0, w_t, Mat::cols(part.step_mut(t), d, n), 1.0, &mut e);
+                step_product(w_t.as_slice(), d, part.step_mut(t), true, &mut e);
             }
             for (c, col) in e.chunks_exact(d).enumerate() {
                 e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
@@ -142,13 +154,34 @@ pub fn bptt_steps(
     in_parallel(work, |(c, out)| {
         gemm(1.0, deltas, h_prev.rows(c).t(), 0.0, out)
     });
+    // ∇U and ∇b have p + 1 columns in all: too few for a packed product, which would
+    // re-pack all of Δ to make them. Plain column sweeps, in order, unless p is large.
     let mut g_u = DMatrix::zeros(d, p);
-    let x_all = Mat::cols(x.span(0..t_len), p, n_all);
-    gemm(1.0, deltas, x_all.t(), 0.0, g_u.as_mut_slice());
     let mut g_b = DMatrix::zeros(d, 1);
-    for col in delta.span(0..t_len).chunks_exact(d) {
-        for (gj, &dj) in g_b.iter_mut().zip(col) {
-            *gj += dj;
+    let x_all = x.span(0..t_len);
+    if p > SMALL_INPUT {
+        gemm(
+            1.0,
+            deltas,
+            Mat::cols(x_all, p, n_all).t(),
+            0.0,
+            g_u.as_mut_slice(),
+        );
+    }
+    for (delta_c, x_c) in delta
+        .span(0..t_len)
+        .chunks_exact(d)
+        .zip(x_all.chunks_exact(p))
+    {
+        for (gb, &dj) in g_b.iter_mut().zip(delta_c) {
+            *gb += dj;
+        }
+        if p <= SMALL_INPUT {
+            for (g_col, &xj) in g_u.as_mut_slice().chunks_exact_mut(d).zip(x_c) {
+                for (g, &dj) in g_col.iter_mut().zip(delta_c) {
+                    *g += xj * dj;
+                }
+            }
         }
     }
     RnnGrads {

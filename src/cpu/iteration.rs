@@ -11,7 +11,7 @@ use crate::cpu::gru::{gru_bptt, gru_forward};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, CgReport};
 use crate::cpu::jacobian::{jacobian_sweep, Cell, GruCell, TanhCell};
-use crate::cpu::steps::Steps;
+use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
 use crate::model::{CellKind, Params};
 use crate::tasks::Batch;
@@ -47,6 +47,14 @@ pub struct StepsTrace {
 }
 
 impl StepsTrace {
+    /// Hands the per-step buffers to `pool` for the next iteration.
+    pub fn recycle(self, pool: &mut Pool) {
+        pool.give(self.h);
+        if let Some(v) = self.v {
+            pool.give(v);
+        }
+    }
+
     /// In the public layout.
     pub fn into_trace(self) -> Trace {
         Trace {
@@ -62,20 +70,33 @@ impl StepsTrace {
 
     /// TP: ‖v_t − h_t‖_F for t = 1 … T; BP: the backward errors ‖∂ℓ/∂h_t‖_F.
     pub fn step_norms(&self) -> Vec<f64> {
-        match &self.v {
-            Some(v) => (1..self.h.steps())
-                .map(|t| {
-                    let sq: f64 = v
-                        .step(t)
-                        .iter()
-                        .zip(self.h.step(t))
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum();
-                    sq.sqrt()
-                })
-                .collect(),
-            None => self.error_norms.clone(),
+        let Some(v) = &self.v else {
+            return self.error_norms.clone();
+        };
+        let t_len = self.h.steps() - 1;
+        let mut norms = vec![0.0; t_len];
+        // A pass over all of h and v: worth both cores at long T.
+        let groups = core_groups(t_len, t_len * v.batch() * v.width() * v.width());
+        let mut parts = Vec::with_capacity(groups.len());
+        let mut rest = norms.as_mut_slice();
+        for g in groups {
+            let (mine, others) = rest.split_at_mut(g.len());
+            parts.push((g.start, mine));
+            rest = others;
         }
+        in_parallel(parts, |(first, out)| {
+            for (k, norm) in out.iter_mut().enumerate() {
+                let t = first + k + 1;
+                let sq: f64 = v
+                    .step(t)
+                    .iter()
+                    .zip(self.h.step(t))
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                *norm = sq.sqrt();
+            }
+        });
+        norms
     }
 }
 
@@ -86,13 +107,19 @@ pub fn iteration(
     hyper: &Hyper,
     warm_p: Option<&DMatrix<f64>>,
 ) -> Result<Trace> {
-    Ok(iteration_steps(params, batch, hyper, warm_p)?.into_trace())
+    let mut pool = Pool::default();
+    Ok(iteration_steps(params, batch, hyper, warm_p, &mut pool)?.into_trace())
 }
 
-/// Hidden states h_0 … h_T of `params`' cell on `batch` (inputs `x` in the working layout).
-pub fn states(params: &Params, batch: &Batch, x: &Steps) -> Steps {
+/// Hidden states h_0 … h_T of `params`' cell on `batch` (inputs `x` in the working layout),
+/// in a buffer from `pool`.
+pub fn states(params: &Params, batch: &Batch, x: &Steps, pool: &mut Pool) -> Steps {
     match params.cell {
-        CellKind::Tanh => forward_steps(params, x),
+        CellKind::Tanh => {
+            let mut h = pool.take(x.steps() + 1, x.batch(), params.dims().hidden);
+            forward_steps(params, x, &mut h);
+            h
+        }
         CellKind::Gru => Steps::from_rows(
             &gru_forward(params, &batch.x),
             batch.batch_size(),
@@ -101,23 +128,25 @@ pub fn states(params: &Params, batch: &Batch, x: &Steps) -> Steps {
     }
 }
 
-/// `iteration`, with the states left in the working layout.
+/// `iteration`, with the states left in the working layout, in buffers from `pool`
+/// (`StepsTrace::recycle` gives them back).
 pub fn iteration_steps(
     params: &Params,
     batch: &Batch,
     hyper: &Hyper,
     warm_p: Option<&DMatrix<f64>>,
+    pool: &mut Pool,
 ) -> Result<StepsTrace> {
     hyper.validate_for(params.cell)?;
     check_batch(params, batch)?;
     let x = Steps::from_rows(&batch.x, batch.batch_size(), params.w_ih.ncols());
-    let h = states(params, batch, &x);
+    let h = states(params, batch, &x, pool);
     let t_len = batch.seq_len();
     let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
     let inputs = Inputs { params, batch, x };
     let (mut grads, v, p_inv, cg) = match hyper.method {
         Method::Bp => {
-            let g = inputs.recurrent_grads(&h, StepsInjection::Top(&out.grad_h), true);
+            let g = inputs.recurrent_grads(&h, StepsInjection::Top(&out.grad_h), true, pool);
             (g, None, None, None)
         }
         Method::Tp => {
@@ -146,7 +175,8 @@ pub fn iteration_steps(
                             max_iter: tp.cg_max_iter,
                         },
                     };
-                    let (v, per_step) = target_sweep_steps(
+                    let mut v = pool.take(h.steps(), h.batch(), h.width());
+                    let per_step = target_sweep_steps(
                         params,
                         inverse,
                         &inputs.x,
@@ -154,6 +184,7 @@ pub fn iteration_steps(
                         &out.grad_h,
                         tp.lr_target,
                         tp.target_mode,
+                        &mut v,
                     )?;
                     (v, p_inv, cg.or(per_step))
                 }
@@ -163,7 +194,7 @@ pub fn iteration_steps(
                 }
             };
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
-            let g = inputs.recurrent_grads(&h, StepsInjection::Targets(&v), through_time);
+            let g = inputs.recurrent_grads(&h, StepsInjection::Targets(&v), through_time, pool);
             (g, Some(v), p_inv, cg)
         }
     };
@@ -217,10 +248,16 @@ impl Inputs<'_> {
         h: &Steps,
         injection: StepsInjection,
         through_time: bool,
+        pool: &mut Pool,
     ) -> CellGrads {
         let mut params = self.params.zeros_like();
         let rnn = match self.params.cell {
-            CellKind::Tanh => bptt_steps(self.params, &self.x, h, injection, through_time),
+            CellKind::Tanh => {
+                let mut delta = pool.take(self.x.steps(), h.batch(), h.width());
+                let g = bptt_steps(self.params, &self.x, h, injection, through_time, &mut delta);
+                pool.give(delta);
+                g
+            }
             CellKind::Gru => {
                 let targets;
                 let injection = match injection {

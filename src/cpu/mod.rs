@@ -15,6 +15,7 @@ pub mod inverse;
 pub mod iteration;
 pub mod jacobian;
 pub mod optimizer;
+pub mod simd;
 pub mod steps;
 pub mod target_sweep;
 

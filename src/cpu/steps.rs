@@ -129,6 +129,33 @@ impl Steps {
     }
 }
 
+/// Spare [`Steps`] buffers kept from one iteration to the next. At the paper's size each
+/// of h, v and δ is 10 MB; fresh ones cost more than the arithmetic of a time loop
+/// (the allocator returns them to the system, and every page faults in again zeroed).
+#[derive(Debug, Default)]
+pub struct Pool(Vec<Steps>);
+
+impl Pool {
+    /// A buffer of this shape with unspecified contents: a spare one if there is one,
+    /// else zeros. Whoever takes it writes every entry.
+    pub fn take(&mut self, steps: usize, batch: usize, width: usize) -> Steps {
+        let fits = |s: &Steps| s.steps == steps && s.batch == batch && s.width() == width;
+        match self.0.iter().position(fits) {
+            Some(i) => self.0.swap_remove(i),
+            None => Steps::zeros(steps, batch, width),
+        }
+    }
+
+    /// Keeps `s` for a later `take` (a few at most: one iteration uses three).
+    pub fn give(&mut self, s: Steps) {
+        const KEPT: usize = 4;
+        if self.0.len() == KEPT {
+            self.0.remove(0);
+        }
+        self.0.push(s);
+    }
+}
+
 /// One group of sequences of a [`Steps`], at every step, owned by one thread.
 pub struct StepsPart<'a> {
     blocks: Vec<&'a mut [f64]>,

@@ -8,6 +8,7 @@ use nalgebra::DMatrix;
 use crate::config::{TargetMode, CLAMP_EPS};
 use crate::cpu::forward::input_term_into;
 use crate::cpu::inverse::{normal_cg, CgReport};
+use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps, StepsPart};
 use crate::model::Params;
 
@@ -48,13 +49,12 @@ pub enum Inverse<'a> {
 }
 
 impl Inverse<'_> {
-    /// `out ← P S + β out` for the d×n column-major columns `s`; the CG report of a per-step
-    /// solve.
-    fn apply(&self, s: &[f64], beta: f64, out: &mut [f64]) -> Result<Option<CgReport>> {
+    /// `out ← P S (+ out if accumulate)` for the d×n column-major columns `s`; the CG
+    /// report of a per-step solve.
+    fn apply(&self, s: &[f64], accumulate: bool, out: &mut [f64]) -> Result<Option<CgReport>> {
         match *self {
             Inverse::Formed(p_inv) => {
-                let d = p_inv.nrows();
-                gemm(1.0, Mat::of(p_inv), Mat::cols(s, d, s.len() / d), beta, out);
+                step_product(p_inv.as_slice(), p_inv.nrows(), s, accumulate, out);
                 Ok(None)
             }
             Inverse::PerStep {
@@ -74,7 +74,7 @@ impl Inverse<'_> {
                 );
                 let (z, report) = normal_cg(w, reg, rhs, tol, max_iter, None)?;
                 for (o, &zi) in out.iter_mut().zip(z.as_slice()) {
-                    *o = zi + beta * *o;
+                    *o = if accumulate { zi + *o } else { zi };
                 }
                 Ok(Some(report))
             }
@@ -98,13 +98,16 @@ pub fn target_sweep(
     let x = Steps::from_rows(x, b, p);
     let h = Steps::from_rows(h, b, d);
     let inverse = Inverse::Formed(p_inv);
-    let (v, _) = target_sweep_steps(params, inverse, &x, &h, grad_h, lr_target, mode)
+    let mut v = Steps::zeros(h.steps(), b, d);
+    target_sweep_steps(params, inverse, &x, &h, grad_h, lr_target, mode, &mut v)
         .expect("applying a formed P cannot fail");
     v.to_rows()
 }
 
-/// `target_sweep` in the working layout, applying P as `inverse` says; with per-step
-/// solves, also the worst step's CG report (most iterations, largest residual).
+/// `target_sweep` in the working layout, applying P as `inverse` says, written over all of
+/// `v` (shaped like `h`); with per-step solves, the worst step's CG report (most
+/// iterations, largest residual).
+#[allow(clippy::too_many_arguments)]
 pub fn target_sweep_steps(
     params: &Params,
     inverse: Inverse,
@@ -113,19 +116,27 @@ pub fn target_sweep_steps(
     grad_h: &DMatrix<f64>,
     lr_target: f64,
     mode: TargetMode,
-) -> Result<(Steps, Option<CgReport>)> {
+    v: &mut Steps,
+) -> Result<Option<CgReport>> {
     let d = params.w_hh.nrows();
     let (t_len, b) = (x.steps(), x.batch());
-    let mut v = h.clone();
-    for (i, col) in v.step_mut(t_len).chunks_exact_mut(d).enumerate() {
-        for (j, vj) in col.iter_mut().enumerate() {
-            *vj -= grad_h[(i, j)] * lr_target;
+    assert_eq!(
+        (v.steps(), v.batch(), v.width()),
+        (h.steps(), h.batch(), h.width()),
+        "target_sweep_steps: v is not shaped like h"
+    );
+    // v_0 (never used) and v_T; the sweep writes v_1 … v_{T−1}.
+    v.step_mut(0).copy_from_slice(h.step(0));
+    let columns = v.step_mut(t_len).chunks_exact_mut(d);
+    for (i, (col, h_col)) in columns.zip(h.step(t_len).chunks_exact(d)).enumerate() {
+        for (j, (vj, &hj)) in col.iter_mut().zip(h_col).enumerate() {
+            *vj = hj - grad_h[(i, j)] * lr_target;
         }
     }
     // The inverse needs U x_t + b (difference and plain targets only).
     let a_in = (mode != TargetMode::Linearized).then(|| {
         let mut a = Steps::zeros(t_len, b, d);
-        input_term_into(params, x, a.data.as_mut_slice());
+        input_term_into(params, x.span(0..t_len), a.data.as_mut_slice());
         a
     });
     let groups = core_groups(b, t_len * b * d * d);
@@ -142,7 +153,7 @@ pub fn target_sweep_steps(
     for outcome in outcomes.into_inner().expect("no thread panicked") {
         worst = worse(worst, outcome?);
     }
-    Ok((v, worst))
+    Ok(worst)
 }
 
 /// The larger of two reports in each field.
@@ -181,7 +192,7 @@ fn sweep_part(
                     *s = (vt - ht) / (1.0 - clamp(ht).powi(2));
                 }
                 v_prev.copy_from_slice(h_prev);
-                inverse.apply(&pre, 1.0, v_prev)?
+                inverse.apply(&pre, true, v_prev)?
             }
             TargetMode::Difference => {
                 let a_in = a_in.expect("input term").at(t - 1, &seqs);
@@ -217,5 +228,5 @@ fn f_inverse_cols(
     for ((s, &vi), &ai) in pre.iter_mut().zip(v).zip(a_in) {
         *s = clamp(vi).atanh() - ai;
     }
-    inverse.apply(pre, 0.0, out)
+    inverse.apply(pre, false, out)
 }

@@ -1,0 +1,302 @@
+//! The two inner loops of every recurrence, written for the vector units: the product of
+//! one time step (a d×d matrix times the few columns one core carries) and tanh.
+//!
+//! Why not `gemm`: at one time step the product is small (d×d times about 8 columns), so
+//! `matrixmultiply` spends as long re-packing the d×d matrix into its panel layout as
+//! multiplying, at every one of the T steps. Here the matrix is read in place (column
+//! k of a column-major matrix is contiguous), in register tiles of 8 rows × 4 columns.
+//! Why not libm's tanh: it is a scalar call; ours vectorizes, and stays within a few ulp.
+//!
+//! Both are written once in plain Rust and compiled twice: for AVX2 + FMA, chosen at run
+//! time when the CPU has them, and for the build's baseline target (every other machine).
+//! Every entry of a product is the same chain of fused multiply-adds over k in order, in
+//! every tile shape and both builds, so results do not depend on how columns are grouped
+//! across cores.
+
+/// Rows of a register tile (three AVX2 vectors of f64).
+const MR: usize = 12;
+/// Columns of a register tile.
+const NR: usize = 4;
+
+/// `C ← A X + (C if accumulate, else 0)` for a column-major m×k `a`, a column-major k×n
+/// `x` and a column-major m×n `c`.
+pub fn step_product(a: &[f64], m: usize, x: &[f64], accumulate: bool, c: &mut [f64]) {
+    let k = a.len().checked_div(m).unwrap_or(0);
+    assert_eq!(a.len(), m * k, "step_product: A is not m×k");
+    let n = match x.len().checked_div(k) {
+        Some(n) => n,
+        None => c.len().checked_div(m).unwrap_or(0),
+    };
+    assert_eq!(x.len(), k * n, "step_product: X is not k×n");
+    assert_eq!(c.len(), m * n, "step_product: C is not m×n");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        unsafe { step_product_avx2(a, m, k, x, n, accumulate, c) };
+        return;
+    }
+    product_body(a, m, k, x, n, accumulate, c);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn step_product_avx2(
+    a: &[f64],
+    m: usize,
+    k: usize,
+    x: &[f64],
+    n: usize,
+    accumulate: bool,
+    c: &mut [f64],
+) {
+    product_body(a, m, k, x, n, accumulate, c);
+}
+
+#[inline(always)]
+fn product_body(
+    a: &[f64],
+    m: usize,
+    k: usize,
+    x: &[f64],
+    n: usize,
+    accumulate: bool,
+    c: &mut [f64],
+) {
+    let mut j = 0;
+    while j < n {
+        let cols = if n - j >= NR { NR } else { 1 };
+        let mut i = 0;
+        while i < m {
+            let rows = match m - i {
+                r if r >= MR => MR,
+                r if r >= 4 => 4,
+                _ => 1,
+            };
+            let at = Tile { a, m, k, x, i, j };
+            match (rows, cols) {
+                (MR, NR) => at.run::<MR, NR>(accumulate, c),
+                (4, NR) => at.run::<4, NR>(accumulate, c),
+                (1, NR) => at.run::<1, NR>(accumulate, c),
+                (MR, _) => at.run::<MR, 1>(accumulate, c),
+                (4, _) => at.run::<4, 1>(accumulate, c),
+                _ => at.run::<1, 1>(accumulate, c),
+            }
+            i += rows;
+        }
+        j += cols;
+    }
+}
+
+/// Where a register tile of C starts: rows `i..`, columns `j..`.
+struct Tile<'a> {
+    a: &'a [f64],
+    m: usize,
+    k: usize,
+    x: &'a [f64],
+    i: usize,
+    j: usize,
+}
+
+impl Tile<'_> {
+    /// The R×C block of C at (i, j), accumulated in registers over all of k.
+    // kk indexes A's columns and X's rows in lockstep: a range reads plainest.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    fn run<const R: usize, const C: usize>(&self, accumulate: bool, c: &mut [f64]) {
+        let (m, k) = (self.m, self.k);
+        let xs: [&[f64]; C] = std::array::from_fn(|q| &self.x[(self.j + q) * k..][..k]);
+        let mut acc = [[0.0f64; R]; C];
+        for kk in 0..k {
+            let col: &[f64; R] = self.a[kk * m + self.i..][..R]
+                .try_into()
+                .expect("R entries");
+            for q in 0..C {
+                let xv = xs[q][kk];
+                for r in 0..R {
+                    acc[q][r] = col[r].mul_add(xv, acc[q][r]);
+                }
+            }
+        }
+        for (q, acc_q) in acc.iter().enumerate() {
+            let out: &mut [f64; R] = (&mut c[(self.j + q) * m + self.i..][..R])
+                .try_into()
+                .expect("R entries");
+            for r in 0..R {
+                out[r] = if accumulate {
+                    acc_q[r] + out[r]
+                } else {
+                    acc_q[r]
+                };
+            }
+        }
+    }
+}
+
+/// `tanh` of every entry, in place.
+pub fn tanh_in_place(v: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        unsafe { tanh_avx2(v) };
+        return;
+    }
+    v.iter_mut().for_each(|e| *e = tanh(*e));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tanh_avx2(v: &mut [f64]) {
+    v.iter_mut().for_each(|e| *e = tanh(*e));
+}
+
+/// tanh to within a few ulp, branch-free so that loops over it vectorize:
+/// `tanh|x| = −m / (2 + m)` with `m = expm1(−2|x|)`, the sign put back. `expm1` is exact
+/// to the last bits near 0 (where `tanh x ≈ x` needs it) because the reduction
+/// `u = k ln 2 + r` leaves k = 0 there and the polynomial then is the whole answer.
+#[inline(always)]
+pub fn tanh(x: f64) -> f64 {
+    // Beyond |x| = 20, tanh is 1 to f64 precision; the bound keeps 2^k normal. A NaN
+    // fails the comparison and flows through.
+    let u = -2.0 * x.abs();
+    let u = if u < -40.0 { -40.0 } else { u };
+    let m = expm1_reduced(u);
+    (-m / (2.0 + m)).copysign(x)
+}
+
+/// `e^u − 1` for u in [−40, 0] (or NaN).
+#[inline(always)]
+fn expm1_reduced(u: f64) -> f64 {
+    // Round-to-nearest by the 1.5·2^52 trick (no call, vectorizes): the low bits of
+    // `shifted` hold k.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    // ln 2 split so that k·LN2_HI is exact for |k| < 2^20 (fdlibm's constants: ln 2 to
+    // 32 significant bits, and the rest).
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+    let shifted = u * std::f64::consts::LOG2_E + SHIFT;
+    let kf = shifted - SHIFT;
+    let k = shifted.to_bits() as i64 - SHIFT.to_bits() as i64;
+    let r = (u - kf * LN2_HI) - kf * LN2_LO;
+    // expm1(r) for |r| ≤ ln2/2 by its Taylor series to r^13/13! (remainder below 2e-17
+    // relative), in Horner form.
+    let mut p: f64 = 1.0 / 6_227_020_800.0;
+    for n in (2..=12).rev() {
+        p = p.mul_add(r, 1.0 / FACTORIALS[n]);
+    }
+    let p = (p * r).mul_add(r, r);
+    let scale = f64::from_bits(((k + 1023) as u64) << 52);
+    // 2^k (1 + p) − 1, where 2^k − 1 is exact for these k.
+    scale.mul_add(p, scale - 1.0)
+}
+
+/// n! for n = 0 … 12.
+const FACTORIALS: [f64; 13] = [
+    1.0,
+    1.0,
+    2.0,
+    6.0,
+    24.0,
+    120.0,
+    720.0,
+    5040.0,
+    40320.0,
+    362_880.0,
+    3_628_800.0,
+    39_916_800.0,
+    479_001_600.0,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn tanh_is_within_a_few_ulp_of_libm() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut xs: Vec<f64> = (0..200_000)
+            .map(|i| {
+                let scale = [1e-300, 1e-12, 1e-6, 1e-3, 0.1, 0.35, 1.0, 3.0, 20.0, 50.0][i % 10];
+                rng.random_range(-scale..=scale)
+            })
+            .collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            0.3465,
+            -0.3466,
+            19.06,
+            -19.07,
+            1e308,
+            f64::INFINITY,
+        ]);
+        let mut ours = xs.clone();
+        tanh_in_place(&mut ours);
+        for (&x, &t) in xs.iter().zip(&ours) {
+            let exact = x.tanh();
+            let ulp = f64::EPSILON * exact.abs().max(f64::MIN_POSITIVE);
+            assert!(
+                (t - exact).abs() <= 3.0 * ulp,
+                "tanh({x:e}) = {t:e}, libm {exact:e}"
+            );
+            assert_eq!(
+                t.is_sign_negative(),
+                exact.is_sign_negative(),
+                "sign of tanh({x:e})"
+            );
+        }
+        let mut special = [f64::NAN, f64::NEG_INFINITY];
+        tanh_in_place(&mut special);
+        assert!(special[0].is_nan());
+        assert_eq!(special[1], -1.0);
+    }
+
+    #[test]
+    fn step_product_matches_a_plain_sum_in_every_tile_shape() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 5, 3),
+            (13, 13, 9),
+            (100, 100, 8),
+            (33, 2, 5),
+            (4, 0, 2),
+        ] {
+            let mut draw = |len: usize| -> Vec<f64> {
+                (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+            };
+            let (a, x, c0) = (draw(m * k), draw(k * n), draw(m * n));
+            for accumulate in [false, true] {
+                let mut c = c0.clone();
+                step_product(&a, m, &x, accumulate, &mut c);
+                for i in 0..m {
+                    for j in 0..n {
+                        let sum: f64 = (0..k).map(|kk| a[kk * m + i] * x[j * k + kk]).sum();
+                        let want = sum + if accumulate { c0[j * m + i] } else { 0.0 };
+                        let got = c[j * m + i];
+                        assert!(
+                            (got - want).abs() <= 1e-14 * (1.0 + want.abs()),
+                            "({m}, {k}, {n}) entry ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn step_product_entries_do_not_depend_on_the_grouping_of_columns() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (m, n) = (37, 11);
+        let a: Vec<f64> = (0..m * m).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let x: Vec<f64> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut all = vec![0.0; m * n];
+        step_product(&a, m, &x, false, &mut all);
+        for j in 0..n {
+            let mut one = vec![0.0; m];
+            step_product(&a, m, &x[j * m..(j + 1) * m], false, &mut one);
+            assert_eq!(one, all[j * m..(j + 1) * m], "column {j}");
+        }
+    }
+}
