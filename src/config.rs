@@ -67,17 +67,17 @@ pub enum Solver {
 
 /// How many times more a per-step solve's flop costs than one of forming P (see
 /// `Solver::resolve`).
-pub const PER_STEP_PENALTY: usize = 8;
+pub const PER_STEP_PENALTY: usize = 2;
 
 impl Solver {
     /// What `Auto` stands for at these sizes; any other choice unchanged. Forming P costs
     /// about k·4d³ flops (k CG iterations, two d×d products each), plus 2d² per column
     /// the sweep carries back; per-step solves cost about (2d² + k·4d²) per column, with
-    /// (T − 1)·B columns in all: equal flops at (T − 1)·B ≈ d. But the per-step products
-    /// have only B columns (matrix–vector products for B = 1), which run several times
-    /// slower per flop than the d-column products that form P: `tpri bench --crossover`
-    /// on a 2-core CPU put the crossover at (T − 1)·B ≈ d/6 to d/10 for d = 64, 128, 256.
-    /// So per-step solves are picked when `PER_STEP_PENALTY · (T − 1)·B < d`.
+    /// (T − 1)·B columns in all: equal flops at (T − 1)·B ≈ d. The per-step products have
+    /// only B columns, which run slower per flop than the d-column products that form P:
+    /// `tpri bench --crossover` on a 2-core CPU put the crossover at (T − 1)·B ≈ d/2 … d
+    /// for d = 64 and 128 and d/4 … d/2 for d = 256. So per-step solves are picked when
+    /// `PER_STEP_PENALTY · (T − 1)·B < d`.
     pub fn resolve(self, hidden: usize, steps: usize, batch: usize) -> Solver {
         match self {
             Solver::Auto if PER_STEP_PENALTY * steps.saturating_sub(1) * batch < hidden => {

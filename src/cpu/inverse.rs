@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::cpu::steps::{gemm, Mat};
+use crate::cpu::steps::product;
 
 /// How a CG solve went.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -36,17 +36,40 @@ impl std::fmt::Display for CgError {
 
 impl std::error::Error for CgError {}
 
-/// `out ← A X = Wᵀ(W X) + r X`, the matrix-free normal operator (`wx` is scratch for W X).
-fn normal_apply(
-    w: &DMatrix<f64>,
+/// The normal operator `A = WᵀW + rI` of the regularized inverse, applied matrix-free.
+#[derive(Clone, Debug)]
+pub struct NormalOperator<'a> {
+    w: &'a DMatrix<f64>,
+    /// Wᵀ stored column-major, so that both products read their matrix in place.
+    w_t: DMatrix<f64>,
     reg: f64,
-    x: &DMatrix<f64>,
-    wx: &mut DMatrix<f64>,
-    out: &mut DMatrix<f64>,
-) {
-    gemm(1.0, Mat::of(w), Mat::of(x), 0.0, wx.as_mut_slice());
-    out.zip_apply(x, |o, xi| *o = xi * reg);
-    gemm(1.0, Mat::of(w).t(), Mat::of(wx), 1.0, out.as_mut_slice());
+}
+
+impl<'a> NormalOperator<'a> {
+    pub fn new(w: &'a DMatrix<f64>, reg: f64) -> Self {
+        Self {
+            w,
+            w_t: w.transpose(),
+            reg,
+        }
+    }
+
+    /// d, the size of the square W.
+    pub fn size(&self) -> usize {
+        self.w.ncols()
+    }
+
+    /// `out ← Wᵀ S` for the column-major columns `s` (a right-hand side of the solve).
+    pub fn w_t_times(&self, s: &[f64], out: &mut [f64]) {
+        product(&self.w_t, s, false, out);
+    }
+
+    /// `out ← A X` (`wx` is scratch for W X).
+    fn apply(&self, x: &DMatrix<f64>, wx: &mut DMatrix<f64>, out: &mut DMatrix<f64>) {
+        product(self.w, x.as_slice(), false, wx.as_mut_slice());
+        out.zip_apply(x, |o, xi| *o = xi * self.reg);
+        product(&self.w_t, wx.as_slice(), true, out.as_mut_slice());
+    }
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -69,20 +92,22 @@ pub fn inverse_cg(
             "W has non-finite entries (or its norm overflows): cannot form the regularized inverse"
         );
     }
-    normal_cg(w, reg, w.transpose(), tol, max_iter, warm)
+    let op = NormalOperator::new(w, reg);
+    let rhs = op.w_t.clone();
+    normal_cg(&op, rhs, tol, max_iter, warm)
 }
 
 /// `(WᵀW + rI)⁻¹ B` by batched CG, one run per column of `rhs` = B, stopping when the
 /// relative residual ‖R‖_F / ‖B‖_F is ≤ `tol`: `inverse_cg` with B = Wᵀ, and the per-step
 /// solves of SPEC §4 with B = Wᵀ S for the columns S a sweep step carries back.
 pub fn normal_cg(
-    w: &DMatrix<f64>,
-    reg: f64,
+    op: &NormalOperator,
     rhs: DMatrix<f64>,
     tol: f64,
     max_iter: usize,
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
+    let (w, reg) = (op.w, op.reg);
     // Written so that NaN fails the test too.
     if !(reg > 0.0 && reg.is_finite()) {
         bail!("regularization r must be positive and finite for CG, got {reg}");
@@ -114,14 +139,14 @@ pub fn normal_cg(
     let n = w.ncols();
     let mut wx = DMatrix::zeros(w.nrows(), rhs.ncols());
     let mut ap = DMatrix::zeros(n, rhs.ncols());
-    normal_apply(w, reg, &x, &mut wx, &mut ap);
+    op.apply(&x, &mut wx, &mut ap);
     let mut r = &rhs - &ap;
     let mut p = r.clone();
     let mut rs: Vec<f64> = r.as_slice().chunks_exact(n).map(|c| dot(c, c)).collect();
     let mut iterations = 0;
     let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
     while residual(&rs) > tol && iterations < max_iter {
-        normal_apply(w, reg, &p, &mut wx, &mut ap);
+        op.apply(&p, &mut wx, &mut ap);
         let columns = x
             .as_mut_slice()
             .chunks_exact_mut(n)

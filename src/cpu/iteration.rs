@@ -9,7 +9,7 @@ use crate::cpu::bptt::{bptt_steps, Injection, StepsInjection};
 use crate::cpu::forward::forward_steps;
 use crate::cpu::gru::{gru_bptt, gru_forward};
 use crate::cpu::head::head;
-use crate::cpu::inverse::{inverse_cg, inverse_cholesky, CgReport};
+use crate::cpu::inverse::{inverse_cg, inverse_cholesky, CgReport, NormalOperator};
 use crate::cpu::jacobian::{jacobian_sweep, Cell, GruCell, TanhCell};
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
@@ -166,11 +166,11 @@ pub fn iteration_steps(
                             (Some(p), Some(rep))
                         }
                     };
+                    let op = NormalOperator::new(&params.w_hh, tp.reg);
                     let inverse = match &p_inv {
                         Some(p) => Inverse::Formed(p),
                         None => Inverse::PerStep {
-                            w: &params.w_hh,
-                            reg: tp.reg,
+                            op: &op,
                             tol,
                             max_iter: tp.cg_max_iter,
                         },

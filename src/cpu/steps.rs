@@ -25,6 +25,8 @@ use std::ops::Range;
 
 use nalgebra::{DMatrix, DMatrixView};
 
+use crate::cpu::simd::step_product;
+
 /// Per-step vectors of one width for a batch: column `t·batch + i` of `data`
 /// (`width × (steps·batch)`, column-major) belongs to sequence i at step t.
 #[derive(Clone, Debug, PartialEq)]
@@ -312,6 +314,22 @@ pub fn gemm(alpha: f64, a: Mat, b: Mat, beta: f64, c: &mut [f64]) {
             1,
             m as isize,
         );
+    }
+}
+
+/// `C ← A X (+ C if accumulate)` for a column-major `x` and `c`, by whichever product
+/// suits the number of columns: a few (the columns of one time step, a per-step solve)
+/// go to `step_product`, which reads A in place; many (forming P) to the packed,
+/// cache-blocked `gemm`, whose packing then pays for itself.
+pub fn product(a: &DMatrix<f64>, x: &[f64], accumulate: bool, c: &mut [f64]) {
+    const FEW_COLUMNS: usize = 32;
+    let k = a.ncols();
+    let n = x.len().checked_div(k).unwrap_or(0);
+    if n <= FEW_COLUMNS {
+        step_product(a.as_slice(), a.nrows(), x, accumulate, c);
+    } else {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        gemm(1.0, Mat::of(a), Mat::cols(x, k, n), beta, c);
     }
 }
 

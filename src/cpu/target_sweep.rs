@@ -7,9 +7,9 @@ use nalgebra::DMatrix;
 
 use crate::config::{TargetMode, CLAMP_EPS};
 use crate::cpu::forward::input_term_into;
-use crate::cpu::inverse::{normal_cg, CgReport};
+use crate::cpu::inverse::{normal_cg, CgReport, NormalOperator};
 use crate::cpu::simd::step_product;
-use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps, StepsPart};
+use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
 use crate::model::Params;
 
 /// `min(max(u, −1+ε), 1−ε)`.
@@ -41,8 +41,7 @@ pub enum Inverse<'a> {
     /// its columns S by batched CG from zero, to relative residual `tol` over the columns
     /// one thread carries.
     PerStep {
-        w: &'a DMatrix<f64>,
-        reg: f64,
+        op: &'a NormalOperator<'a>,
         tol: f64,
         max_iter: usize,
     },
@@ -57,22 +56,11 @@ impl Inverse<'_> {
                 step_product(p_inv.as_slice(), p_inv.nrows(), s, accumulate, out);
                 Ok(None)
             }
-            Inverse::PerStep {
-                w,
-                reg,
-                tol,
-                max_iter,
-            } => {
-                let (d, n) = (w.ncols(), s.len() / w.ncols());
-                let mut rhs = DMatrix::zeros(d, n);
-                gemm(
-                    1.0,
-                    Mat::of(w).t(),
-                    Mat::cols(s, d, n),
-                    0.0,
-                    rhs.as_mut_slice(),
-                );
-                let (z, report) = normal_cg(w, reg, rhs, tol, max_iter, None)?;
+            Inverse::PerStep { op, tol, max_iter } => {
+                let d = op.size();
+                let mut rhs = DMatrix::zeros(d, s.len() / d);
+                op.w_t_times(s, rhs.as_mut_slice());
+                let (z, report) = normal_cg(op, rhs, tol, max_iter, None)?;
                 for (o, &zi) in out.iter_mut().zip(z.as_slice()) {
                     *o = if accumulate { zi + *o } else { zi };
                 }

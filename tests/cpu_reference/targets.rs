@@ -4,7 +4,7 @@
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad, CLAMP_EPS};
+use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad, CLAMP_EPS, PER_STEP_PENALTY};
 use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
 use tpri::cpu::inverse::inverse_cholesky;
@@ -235,7 +235,7 @@ fn clamp_keeps_saturated_sweeps_finite() {
 
 /// SPEC §4's alternative: never forming P and solving `(WᵀW + rI) z = Wᵀ s` per step gives
 /// the targets and gradients of forming P, in every mode; `auto` picks per-step solves
-/// exactly when 8·(T − 1)·B < d, and reports their worst CG.
+/// exactly when PER_STEP_PENALTY·(T − 1)·B < d, and reports their worst CG.
 #[test]
 fn per_step_solves_match_forming_p() {
     for (seed, s) in [
@@ -272,7 +272,7 @@ fn per_step_solves_match_forming_p() {
                 assert_close(&pv[t], &fv[t], 1e-10, &format!("v_{t} {what}"));
             }
             assert_close(&per_step.grads.w_hh, &formed.grads.w_hh, 1e-10, &what);
-            let picks_per_step = 8 * (s.t - 1) * s.b < s.d;
+            let picks_per_step = PER_STEP_PENALTY * (s.t - 1) * s.b < s.d;
             assert_eq!(auto.p_inv.is_none(), picks_per_step, "{what}");
         }
     }
