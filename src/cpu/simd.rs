@@ -29,70 +29,72 @@ pub fn step_product(a: &[f64], m: usize, x: &[f64], accumulate: bool, c: &mut [f
     };
     assert_eq!(x.len(), k * n, "step_product: X is not k×n");
     assert_eq!(c.len(), m * n, "step_product: C is not m×n");
+    let product = Product {
+        a,
+        m,
+        k,
+        x,
+        n,
+        accumulate,
+    };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
-        unsafe { step_product_avx2(a, m, k, x, n, accumulate, c) };
+        unsafe { step_product_avx2(&product, c) };
         return;
     }
-    product_body(a, m, k, x, n, accumulate, c);
+    product.run(c);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn step_product_avx2(
-    a: &[f64],
-    m: usize,
-    k: usize,
-    x: &[f64],
-    n: usize,
-    accumulate: bool,
-    c: &mut [f64],
-) {
-    product_body(a, m, k, x, n, accumulate, c);
+unsafe fn step_product_avx2(product: &Product, c: &mut [f64]) {
+    product.run(c);
 }
 
-#[inline(always)]
-fn product_body(
-    a: &[f64],
+/// The operands of `step_product`, checked: A is m×k, X is k×n.
+struct Product<'a> {
+    a: &'a [f64],
     m: usize,
     k: usize,
-    x: &[f64],
+    x: &'a [f64],
     n: usize,
     accumulate: bool,
-    c: &mut [f64],
-) {
-    let mut j = 0;
-    while j < n {
-        let cols = if n - j >= NR { NR } else { 1 };
-        let mut i = 0;
-        while i < m {
-            let rows = match m - i {
-                r if r >= MR => MR,
-                r if r >= 4 => 4,
-                _ => 1,
-            };
-            let at = Tile { a, m, k, x, i, j };
-            match (rows, cols) {
-                (MR, NR) => at.run::<MR, NR>(accumulate, c),
-                (4, NR) => at.run::<4, NR>(accumulate, c),
-                (1, NR) => at.run::<1, NR>(accumulate, c),
-                (MR, _) => at.run::<MR, 1>(accumulate, c),
-                (4, _) => at.run::<4, 1>(accumulate, c),
-                _ => at.run::<1, 1>(accumulate, c),
+}
+
+impl Product<'_> {
+    #[inline(always)]
+    fn run(&self, c: &mut [f64]) {
+        let (m, n) = (self.m, self.n);
+        let mut j = 0;
+        while j < n {
+            let cols = if n - j >= NR { NR } else { 1 };
+            let mut i = 0;
+            while i < m {
+                let rows = match m - i {
+                    r if r >= MR => MR,
+                    r if r >= 4 => 4,
+                    _ => 1,
+                };
+                let at = Tile { p: self, i, j };
+                match (rows, cols) {
+                    (MR, NR) => at.run::<MR, NR>(c),
+                    (4, NR) => at.run::<4, NR>(c),
+                    (1, NR) => at.run::<1, NR>(c),
+                    (MR, _) => at.run::<MR, 1>(c),
+                    (4, _) => at.run::<4, 1>(c),
+                    _ => at.run::<1, 1>(c),
+                }
+                i += rows;
             }
-            i += rows;
+            j += cols;
         }
-        j += cols;
     }
 }
 
 /// Where a register tile of C starts: rows `i..`, columns `j..`.
 struct Tile<'a> {
-    a: &'a [f64],
-    m: usize,
-    k: usize,
-    x: &'a [f64],
+    p: &'a Product<'a>,
     i: usize,
     j: usize,
 }
@@ -102,14 +104,19 @@ impl Tile<'_> {
     // kk indexes A's columns and X's rows in lockstep: a range reads plainest.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    fn run<const R: usize, const C: usize>(&self, accumulate: bool, c: &mut [f64]) {
-        let (m, k) = (self.m, self.k);
-        let xs: [&[f64]; C] = std::array::from_fn(|q| &self.x[(self.j + q) * k..][..k]);
+    fn run<const R: usize, const C: usize>(&self, c: &mut [f64]) {
+        let Product {
+            a,
+            m,
+            k,
+            x,
+            accumulate,
+            ..
+        } = *self.p;
+        let xs: [&[f64]; C] = std::array::from_fn(|q| &x[(self.j + q) * k..][..k]);
         let mut acc = [[0.0f64; R]; C];
         for kk in 0..k {
-            let col: &[f64; R] = self.a[kk * m + self.i..][..R]
-                .try_into()
-                .expect("R entries");
+            let col: &[f64; R] = a[kk * m + self.i..][..R].try_into().expect("R entries");
             for q in 0..C {
                 let xv = xs[q][kk];
                 for r in 0..R {
