@@ -15,6 +15,31 @@ pub struct CgReport {
     pub residual: f64,
 }
 
+impl CgReport {
+    /// The larger of two reports in each field (most iterations, largest residual; a NaN
+    /// residual is the worst of all).
+    pub fn worse(self, other: CgReport) -> CgReport {
+        let residual = if self.residual.is_nan() || other.residual.is_nan() {
+            f64::NAN
+        } else {
+            self.residual.max(other.residual)
+        };
+        CgReport {
+            iterations: self.iterations.max(other.iterations),
+            residual,
+        }
+    }
+
+    /// `worse` over all `reports`; zeros when there are none.
+    pub fn worst(reports: impl IntoIterator<Item = CgReport>) -> CgReport {
+        let none = CgReport {
+            iterations: 0,
+            residual: 0.0,
+        };
+        reports.into_iter().fold(none, CgReport::worse)
+    }
+}
+
 /// A CG solve that missed its tolerance: the caller sees the numbers, never a bad P.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CgError {

@@ -166,14 +166,17 @@ pub fn iteration_steps(
                             (Some(p), Some(rep))
                         }
                     };
-                    let op = NormalOperator::new(&params.w_hh, tp.reg);
+                    let op;
                     let inverse = match &p_inv {
                         Some(p) => Inverse::Formed(p),
-                        None => Inverse::PerStep {
-                            op: &op,
-                            tol,
-                            max_iter: tp.cg_max_iter,
-                        },
+                        None => {
+                            op = NormalOperator::new(&params.w_hh, tp.reg);
+                            Inverse::PerStep {
+                                op: &op,
+                                tol,
+                                max_iter: tp.cg_max_iter,
+                            }
+                        }
                     };
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
                     let per_step = target_sweep_steps(
@@ -313,16 +316,7 @@ impl Inputs<'_> {
         };
         let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
         let (v, reports) = jacobian_sweep(cell, &rows, &v_top, tp.reg, tol, tp.cg_max_iter)?;
-        let worst = reports.iter().fold(
-            CgReport {
-                iterations: 0,
-                residual: 0.0,
-            },
-            |w, r| CgReport {
-                iterations: w.iterations.max(r.iterations),
-                residual: w.residual.max(r.residual),
-            },
-        );
+        let worst = CgReport::worst(reports);
         Ok((Steps::from_rows(&v, h.batch(), h.width()), worst))
     }
 }

@@ -144,15 +144,9 @@ pub fn target_sweep_steps(
     Ok(worst)
 }
 
-/// The larger of two reports in each field.
+/// `CgReport::worse` of the reports there are.
 fn worse(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(CgReport {
-            iterations: a.iterations.max(b.iterations),
-            residual: a.residual.max(b.residual),
-        }),
-        (a, b) => a.or(b),
-    }
+    a.into_iter().chain(b).reduce(CgReport::worse)
 }
 
 /// The sweep for one thread's sequences, t = T … 2.

@@ -165,21 +165,10 @@ pub(crate) fn step_reports(
         .rev()
         .map(|step| {
             let rows = &stats[(step - 1) * b * 2..step * b * 2];
-            rows.chunks_exact(2).fold(
-                CgReport {
-                    iterations: 0,
-                    residual: 0.0,
-                },
-                |w, s| CgReport {
-                    iterations: w.iterations.max(s[0] as usize),
-                    // NaN must win: it is the worst residual.
-                    residual: if f64::from(s[1]).is_nan() || w.residual.is_nan() {
-                        f64::NAN
-                    } else {
-                        w.residual.max(f64::from(s[1]))
-                    },
-                },
-            )
+            CgReport::worst(rows.chunks_exact(2).map(|s| CgReport {
+                iterations: s[0] as usize,
+                residual: f64::from(s[1]),
+            }))
         })
         .collect())
 }
@@ -206,17 +195,7 @@ pub(crate) fn report(
         }
         .into());
     }
-    let worst = step_reports(ctx, seq, shape)?.into_iter().fold(
-        CgReport {
-            iterations: 0,
-            residual: 0.0,
-        },
-        |w, r| CgReport {
-            iterations: w.iterations.max(r.iterations),
-            residual: w.residual.max(r.residual),
-        },
-    );
-    Ok(worst)
+    Ok(CgReport::worst(step_reports(ctx, seq, shape)?))
 }
 
 /// `J_t u` (`transpose` false) or `J_tᵀ u` for every row of `u` [B, d] at the states of
