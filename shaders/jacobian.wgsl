@@ -7,6 +7,8 @@
 //   vjp:            out = J_tᵀ w
 //   jacobian_sweep: v_T = h_T − γ_h g_T, then for t = T, ..., 2
 //                   v_{t−1} = h_{t−1} + (J_tᵀ J_t + r I)⁻¹ J_tᵀ (v_t − h_t)
+//   inverse_columns: P = (WᵀW + r I)⁻¹ Wᵀ of the analytic inversion (SPEC §4), one column
+//                   per workgroup, by the same CG with J = W
 //
 // The cell is a uniform setting (dims.cell): every branch binds the same buffers.
 //   tanh:  J_t u = D_t (W u),  J_tᵀ w = Wᵀ (D_t w),  D_t = diag(1 − h_t²)  (exact, unclamped)
@@ -40,7 +42,8 @@
 //
 // Layout, row-major: W [g·d, d] (g = 1 tanh, 3 GRU), Wᵀ [d, g·d], h and dv [T+1, B, d],
 // gates [T, B, 4d] (GRU: r | z | n | hn from gru_forward.wgsl), g_T [B, d],
-// cg_steps [T, B, 2] (iterations, residual; step t at row (t−1)*B + s, step 1 unsolved: 0, 0).
+// cg_steps [T, B, 2] (iterations, residual; step t at row (t−1)*B + s, step 1 unsolved: 0, 0);
+// for inverse_columns P [d, d] in dv and cg_steps [d, 3].
 
 const WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
@@ -64,6 +67,8 @@ struct Dims {
     lr_target: f32,
     reg: f32,
     tol: f32,
+    // Start the CG from `x0` (inverse_columns) rather than from zero.
+    warm: u32,
 }
 
 // The sticky record of failed solves (cpu::inverse::CgError's numbers).
@@ -354,6 +359,76 @@ fn relative_residual(rs: f32, rhs_norm: f32) -> f32 {
     return sqrt(rs) / rhs_norm;
 }
 
+// How one CG solve ended: the solution, its iterations, and the squared norms of the last
+// residual and of the right-hand side (all uniform but `x`).
+struct Solution {
+    x: Own,
+    iterations: u32,
+    rs: f32,
+    rhs_sq: f32,
+}
+
+// (J_tᵀ J_t + r I) x = rhs for sequence s by CG, matrix-free: from zero, or with
+// dims.warm from `x0` (then the first residual costs one more product). It stops on
+// ‖R‖ / ‖rhs‖ ≤ tol or after max_iter iterations. A zero right-hand side has the solution
+// 0, whatever the warm start.
+fn cg(t: u32, s: u32, lid: u32, rhs: Own, x0: Own) -> Solution {
+    var x: Own;
+    var r = rhs;
+    var rs = workgroup_sum(lid, own_dot(lid, r, r));
+    let rhs_sq = rs;
+    // `rhs_sq` is uniform (workgroup_sum), so the barriers inside stay in uniform control flow.
+    if dims.warm == 1u && rhs_sq > 0.0 {
+        x = x0;
+        share(lid, x);
+        let ax = vjp_owned(t, s, lid, jvp_owned(t, s, lid));
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            r[k] -= ax[k] + dims.reg * x[k];
+        }
+        rs = workgroup_sum(lid, own_dot(lid, r, r));
+    }
+    var p = r;
+    let rhs_norm = sqrt(rhs_sq);
+    var residual = relative_residual(rs, rhs_norm);
+    var iterations = 0u;
+    // `residual` and `iterations` are uniform too.
+    while residual > dims.tol && iterations < dims.max_iter {
+        share(lid, p);
+        var q = vjp_owned(t, s, lid, jvp_owned(t, s, lid));
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            q[k] += dims.reg * p[k];
+        }
+        let curv = workgroup_sum(lid, own_dot(lid, p, q));
+        // A sequence already solved exactly has p = 0: leave it where it is.
+        let alpha = select(0.0, rs / curv, curv > 0.0);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            x[k] += alpha * p[k];
+            r[k] -= alpha * q[k];
+        }
+        let rs_new = workgroup_sum(lid, own_dot(lid, r, r));
+        let beta = select(0.0, rs_new / rs, rs > 0.0);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            p[k] = r[k] + beta * p[k];
+        }
+        rs = rs_new;
+        residual = relative_residual(rs, rhs_norm);
+        iterations += 1u;
+    }
+    return Solution(x, iterations, rs, rhs_sq);
+}
+
 @compute @workgroup_size(WG)
 fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
@@ -386,62 +461,58 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 u[k] /= 1.0 - hc * hc;
             }
         }
-        var r = vjp_owned(t, s, lid, u);
-        var x: Own;
-        var p = r;
-        var rs = workgroup_sum(lid, own_dot(lid, r, r));
-        let rhs_norm = sqrt(rs);
-        var residual = relative_residual(rs, rhs_norm);
-        var iterations = 0u;
-        // `residual` and `iterations` are uniform (workgroup_sum), so every invocation
-        // takes the same branch and the barriers inside stay in uniform control flow.
-        while residual > dims.tol && iterations < dims.max_iter {
-            share(lid, p);
-            var q = vjp_owned(t, s, lid, jvp_owned(t, s, lid));
-            for (var k = 0u; k < SLOTS; k++) {
-                if !owns(lid, k) {
-                    break;
-                }
-                q[k] += dims.reg * p[k];
-            }
-            let curv = workgroup_sum(lid, own_dot(lid, p, q));
-            // A sequence already solved exactly has p = 0: leave it where it is.
-            let alpha = select(0.0, rs / curv, curv > 0.0);
-            for (var k = 0u; k < SLOTS; k++) {
-                if !owns(lid, k) {
-                    break;
-                }
-                x[k] += alpha * p[k];
-                r[k] -= alpha * q[k];
-            }
-            let rs_new = workgroup_sum(lid, own_dot(lid, r, r));
-            let beta = select(0.0, rs_new / rs, rs > 0.0);
-            for (var k = 0u; k < SLOTS; k++) {
-                if !owns(lid, k) {
-                    break;
-                }
-                p[k] = r[k] + beta * p[k];
-            }
-            rs = rs_new;
-            residual = relative_residual(rs, rhs_norm);
-            iterations += 1u;
-        }
+        var cold: Own;
+        let sol = cg(t, s, lid, vjp_owned(t, s, lid, u), cold);
         let prev = state_row(t - 1u, s);
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            dv[prev + lid + k * WG] = x[k];
+            dv[prev + lid + k * WG] = sol.x[k];
         }
         if lid == 0u {
+            let residual = relative_residual(sol.rs, sqrt(sol.rhs_sq));
             let at = 2u * ((t - 1u) * dims.batch + s);
-            cg_steps[at] = f32(iterations);
+            cg_steps[at] = f32(sol.iterations);
             cg_steps[at + 1u] = residual;
             if !(residual <= dims.tol) {
                 atomicAdd(&failures[FAILURES], 1u);
-                atomicMax(&failures[WORST_ITERATIONS], iterations);
+                atomicMax(&failures[WORST_ITERATIONS], sol.iterations);
                 atomicMax(&failures[WORST_RESIDUAL], bitcast<u32>(abs(residual)));
             }
         }
+    }
+}
+
+// P = (WᵀW + r I)⁻¹ Wᵀ (SPEC §4) by CG, one workgroup per column j: with the linear cell
+// (J = W) the system (WᵀW + r I) x_j = Wᵀ e_j, whose right-hand side is row j of W. P lives
+// in `dv` as [d, d] row-major; with dims.warm each column starts from the P already there.
+// h, gates and g_top are not read (bind any buffer). Per column, cg_steps [d, 3] gets the
+// iterations, ‖R_j‖² and ‖(Wᵀ)_{:,j}‖², which cg_check.wgsl turns into the Frobenius report.
+@compute @workgroup_size(WG)
+fn inverse_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let j = wg.x;
+    let d = dims.hidden;
+    var rhs: Own;
+    var x0: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        let i = lid + k * WG;
+        rhs[k] = w[j * d + i];
+        x0[k] = select(0.0, dv[i * d + j], dims.warm == 1u);
+    }
+    let sol = cg(0u, j, lid, rhs, x0);
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        dv[(lid + k * WG) * d + j] = sol.x[k];
+    }
+    if lid == 0u {
+        cg_steps[3u * j] = f32(sol.iterations);
+        cg_steps[3u * j + 1u] = sol.rs;
+        cg_steps[3u * j + 2u] = sol.rhs_sq;
     }
 }

@@ -455,8 +455,7 @@ fn print_phases(all: &[Measurement], machine: &Machine) {
             "floor ms",
             "GFLOP/s"
         );
-        let cg_cap = tpri::config::TpConfig::default().cg_max_iter;
-        let costs = cost_model(s, method, k, cg_cap, storage);
+        let costs = cost_model(s, method, k, storage);
         let (mut total_floor, mut total_time) = (0.0, 0.0);
         for c in &costs {
             let time = m

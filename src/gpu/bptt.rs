@@ -10,7 +10,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 
@@ -86,7 +86,7 @@ pub(crate) fn dispatch_cell<'a>(
         kernel,
         dims,
         &all,
-        Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
+        per_item_groups(ctx, shape.batch, "batch size B")?,
     )
 }
 

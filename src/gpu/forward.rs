@@ -7,7 +7,7 @@ use nalgebra::DMatrix;
 use crate::config::Hyper;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace};
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 use crate::model::Params;
@@ -74,7 +74,7 @@ pub(crate) fn dispatch_cell<'a>(
         kernel,
         &dims,
         &all,
-        Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
+        per_item_groups(ctx, shape.batch, "batch size B")?,
     )?;
     Ok([transpose, forward])
 }

@@ -9,7 +9,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     grid_1d, loss_code, matrix, per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
@@ -66,7 +66,7 @@ impl HeadDispatches {
                 (5, seq.scratch.as_entire_binding()),
                 (6, seq.g_top.as_entire_binding()),
             ],
-            Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
+            per_item_groups(ctx, shape.batch, "batch size B")?,
         )?;
         let params = Dispatch::new(
             ctx,
@@ -79,7 +79,7 @@ impl HeadDispatches {
                 (8, l.c.bind(&model.grad)),
                 (9, seq.stats.as_entire_binding()),
             ],
-            Groups::Direct(grid),
+            grid,
         )?;
         Ok(Self { rows, params })
     }

@@ -1,11 +1,13 @@
-//! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ by batched, matrix-free CG on the device
-//! (`shaders/cg_init.wgsl`, `cg_update.wgsl`, `cg_check.wgsl` with `matmul.wgsl`; twin of
-//! `src/cpu/inverse.rs::inverse_cg`).
+//! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ by CG on the device (`shaders/jacobian.wgsl`'s
+//! `inverse_columns`, then `shaders/cg_check.wgsl`; twin of `src/cpu/inverse.rs::inverse_cg`).
 //!
-//! The host records `cg_max_iter` iterations into the step's command buffer and never
-//! waits: cg_check decides convergence on the device and zeroes the grids of the
-//! remaining iterations' (indirect) launches. A solve that missed its tolerance is counted
-//! in a sticky device-side record and surfaces as `CgError` when the statistics are read.
+//! Two launches, whatever the iteration count: one workgroup per column j solves
+//! (WᵀW + rI) x_j = (Wᵀ)_{:,j} with the per-step CG of the jacobian sweep (J = W), stopping
+//! on its own relative residual; cg_check then forms the reference's report (the most
+//! iterations of any column, ‖R‖_F / ‖Wᵀ‖_F) on the device, so the host never waits inside
+//! an iteration. Per-column stopping implies the reference's Frobenius rule. A solve that
+//! missed its tolerance is counted in a sticky device-side record and surfaces as
+//! `CgError` when the statistics are read.
 
 use anyhow::Result;
 use nalgebra::DMatrix;
@@ -13,9 +15,10 @@ use nalgebra::DMatrix;
 use crate::config::TpConfig;
 use crate::cpu::inverse::{CgError, CgReport};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{matrix, per_item_groups, rows_f32, ModelBuffers};
-use crate::gpu::kernel::{Dispatch, Groups};
-use crate::gpu::matmul::{self, Operands};
+use crate::gpu::iteration::{matrix, poison, rows_f32, ModelBuffers};
+use crate::gpu::jacobian;
+use crate::gpu::kernel::Dispatch;
+use crate::gpu::transpose;
 use crate::model::{CellKind, Dims, Params};
 
 /// Default relative-residual tolerance of the f32 CG (`cg_tol = None`). f32 round-off
@@ -41,30 +44,18 @@ struct CgState {
 /// Buffers of the solve; `x` holds P between steps (the warm start).
 pub(crate) struct CgBuffers {
     pub x: wgpu::Buffer,
-    wx: wgpu::Buffer,
-    awx: wgpu::Buffer,
-    r: wgpu::Buffer,
-    p: wgpu::Buffer,
-    /// Per column: ‖R_{:,j}‖² then ‖(Wᵀ)_{:,j}‖².
-    col: wgpu::Buffer,
+    /// Per column: iterations, ‖R_{:,j}‖², ‖(Wᵀ)_{:,j}‖² [d, 3].
+    pub columns: wgpu::Buffer,
     state: wgpu::Buffer,
-    /// Indirect grids written by cg_check: matmul, then cg_update.
-    grids: wgpu::Buffer,
 }
 
 impl CgBuffers {
     pub fn new(ctx: &GpuContext, d: usize) -> Result<Self> {
-        let sq = 4 * (d * d) as u64;
         let none = wgpu::BufferUsages::empty();
         Ok(Self {
-            x: ctx.storage("CG solution P [d, d]", sq, none)?,
-            wx: ctx.storage("CG product W X [d, d]", sq, none)?,
-            awx: ctx.storage("CG product WᵀW X [d, d]", sq, none)?,
-            r: ctx.storage("CG residual [d, d]", sq, none)?,
-            p: ctx.storage("CG direction [d, d]", sq, none)?,
-            col: ctx.storage("CG column norms [2, d]", 8 * d as u64, none)?,
+            x: ctx.storage("CG solution P [d, d]", 4 * (d * d) as u64, none)?,
+            columns: ctx.storage("CG per-column record [d, 3]", 12 * d as u64, none)?,
             state: ctx.storage("CG state", std::mem::size_of::<CgState>() as u64, none)?,
-            grids: ctx.storage("CG grids", 24, wgpu::BufferUsages::INDIRECT)?,
         })
     }
 
@@ -105,154 +96,47 @@ impl CgBuffers {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct InitDims {
-    n: u32,
-    warm: u32,
-    reg: f32,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct UpdateDims {
-    n: u32,
-    reg: f32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CheckDims {
     n: u32,
-    mode: u32,
     tol: f32,
-    matmul_groups: u32,
 }
 
-/// The launches of one solve.
+/// The launches of one solve: the columns' CG (from zero, or warm from the P in the
+/// buffer), then the report.
 pub(crate) struct Cg {
-    /// Warm start: W X, Wᵀ(W X), then cg_init.
-    warm: [Dispatch; 3],
     cold: Dispatch,
-    /// cg_check in its three modes: START, ITERATION, FINISH.
-    check: [Dispatch; 3],
-    /// One iteration: W P, Wᵀ(W P), cg_update — all indirect.
-    iteration: [Dispatch; 3],
-    max_iter: usize,
+    warm: Dispatch,
+    check: Dispatch,
 }
 
 impl Cg {
+    /// The solve for the W in `model`'s parameters; it reads Wᵀ from `model.wt`, which the
+    /// forward phase writes.
     pub fn new(ctx: &GpuContext, model: &ModelBuffers, tp: &TpConfig) -> Result<Self> {
-        let n = model.layout.dims.hidden;
-        let w = model.layout.w;
-        let b = &model.cg;
-        let tol = tp.cg_tol.unwrap_or(GPU_CG_TOL) as f32;
-        let reg = tp.reg as f32;
-        // W·src → wx, then Wᵀ·wx → awx.
-        let products = |src: &wgpu::Buffer, indirect: bool| -> Result<[Dispatch; 2]> {
-            let grid = indirect.then_some((&b.grids, 0));
-            let product = |a, trans_a, b_in: &wgpu::Buffer, c: &wgpu::Buffer| {
-                matmul::product(
-                    ctx,
-                    Operands {
-                        a,
-                        trans_a,
-                        b: b_in.as_entire_binding(),
-                        c: c.as_entire_binding(),
-                        m: n,
-                        n,
-                        k: n,
-                    },
-                    grid,
-                )
-            };
-            Ok([
-                product(w.bind(&model.theta), false, src, &b.wx)?,
-                product(w.bind(&model.theta), true, &b.wx, &b.awx)?,
-            ])
-        };
-        let columns = per_item_groups(ctx, n, "hidden size d (one CG workgroup per column)")?;
-        let init = |warm: bool| {
-            Dispatch::new(
-                ctx,
-                &ctx.kernels.cg_init,
-                &InitDims {
-                    n: n as u32,
-                    warm: u32::from(warm),
-                    reg,
-                    _pad: 0,
-                },
-                &[
-                    (1, w.bind(&model.theta)),
-                    (2, b.awx.as_entire_binding()),
-                    (3, b.x.as_entire_binding()),
-                    (4, b.r.as_entire_binding()),
-                    (5, b.p.as_entire_binding()),
-                    (6, b.col.as_entire_binding()),
-                ],
-                Groups::Direct(columns),
-            )
-        };
-        let check = |mode: u32| {
-            Dispatch::new(
-                ctx,
-                &ctx.kernels.cg_check,
-                &CheckDims {
-                    n: n as u32,
-                    mode,
-                    tol,
-                    matmul_groups: matmul::groups(n, n)[0],
-                },
-                &[
-                    (1, b.col.as_entire_binding()),
-                    (2, b.state.as_entire_binding()),
-                    (3, b.grids.as_entire_binding()),
-                ],
-                Groups::Direct([1, 1, 1]),
-            )
-        };
-        let [warm_wx, warm_awx] = products(&b.x, false)?;
-        let [iter_wp, iter_awp] = products(&b.p, true)?;
-        let update = Dispatch::new(
+        let check = Dispatch::new(
             ctx,
-            &ctx.kernels.cg_update,
-            &UpdateDims {
-                n: n as u32,
-                reg,
-                _pad: [0; 2],
+            &ctx.kernels.cg_check,
+            &CheckDims {
+                n: model.layout.dims.hidden as u32,
+                tol: jacobian::tolerance(tp) as f32,
             },
             &[
-                (1, b.awx.as_entire_binding()),
-                (2, b.x.as_entire_binding()),
-                (3, b.r.as_entire_binding()),
-                (4, b.p.as_entire_binding()),
-                (5, b.col.as_entire_binding()),
+                (1, model.cg.columns.as_entire_binding()),
+                (2, model.cg.state.as_entire_binding()),
             ],
-            Groups::Indirect(b.grids.clone(), 12),
+            [1, 1, 1],
         )?;
         Ok(Self {
-            warm: [warm_wx, warm_awx, init(true)?],
-            cold: init(false)?,
-            check: [check(0)?, check(1)?, check(2)?],
-            iteration: [iter_wp, iter_awp, update],
-            max_iter: tp.cg_max_iter,
+            cold: jacobian::inverse_dispatch(ctx, model, tp, false)?,
+            warm: jacobian::inverse_dispatch(ctx, model, tp, true)?,
+            check,
         })
     }
 
     /// Records the whole solve; `warm` starts from the P already in the buffer.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
-        if warm {
-            self.warm.iter().for_each(|d| d.record(pass));
-        } else {
-            self.cold.record(pass);
-        }
-        let [start, iteration, finish] = &self.check;
-        start.record(pass);
-        for _ in 0..self.max_iter {
-            self.iteration.iter().for_each(|d| d.record(pass));
-            iteration.record(pass);
-        }
-        finish.record(pass);
+        if warm { &self.warm } else { &self.cold }.record(pass);
+        self.check.record(pass);
     }
 }
 
@@ -286,16 +170,27 @@ pub fn inverse_cg(
     )?;
     match warm {
         Some(p) => ctx.write(&model.cg.x, 0, &rows_f32(p)),
-        None => crate::gpu::iteration::poison(ctx, &model.cg.x, d * d),
+        None => poison(ctx, &model.cg.x, d * d),
     }
+    poison(ctx, &model.cg.columns, 3 * d);
     let tp = TpConfig {
         reg,
         cg_tol: Some(tol),
         cg_max_iter: max_iter,
         ..TpConfig::default()
     };
+    let wt = transpose::dispatch(
+        ctx,
+        model.layout.w.bind(&model.theta),
+        model.wt.as_entire_binding(),
+        d,
+        d,
+    )?;
     let cg = Cg::new(ctx, &model, &tp)?;
-    ctx.submit(|pass| cg.record(pass, warm.is_some()))?;
+    ctx.submit(|pass| {
+        wt.record(pass);
+        cg.record(pass, warm.is_some());
+    })?;
     let report = model.cg.report(ctx, tol, max_iter)?;
     let p = matrix(&ctx.read(&model.cg.x, 0, d * d)?, d, d);
     Ok((p, report))

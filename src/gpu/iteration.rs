@@ -411,6 +411,7 @@ const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// - gru_bptt: T steps of three such dot products (Wᵀ dgh, one gate block at a time);
 /// - the jacobian sweep: T − 1 steps of up to `cg_max_iter` CG iterations, each two
 ///   Jacobian products and two workgroup sums (`jacobian::sweep_loops`);
+/// - the solve for P: one such solve per column (`jacobian::inverse_loops`);
 /// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each).
 pub(crate) fn loop_counts(
     layout: &ParamLayout,
@@ -434,7 +435,14 @@ pub(crate) fn loop_counts(
         ),
     });
     if hyper.method == Method::Tp {
-        counts.push(match Solve::of(layout.cell, hyper) {
+        let solve = Solve::of(layout.cell, hyper);
+        if solve.is_none() {
+            counts.push((
+                "solve for P (counting cg_max_iter CG iterations)",
+                jacobian::inverse_loops(d, hyper.tp.cg_max_iter),
+            ));
+        }
+        counts.push(match solve {
             None => ("target sweep", time_loop),
             Some(solve) => (
                 match solve {
@@ -498,7 +506,7 @@ fn check_llvmpipe_loops(
              invocation of the {kernel}; llvmpipe (software Vulkan) stops every invocation \
              after {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a \
              real GPU or the CPU backend, or shorter sequences, smaller batches, or (for the \
-             per-step sweep of the jacobian inversion or --solver per-step) a lower --cg-max-iter",
+             CG solves) a lower --cg-max-iter",
             shape.steps,
             shape.batch
         );
@@ -733,6 +741,7 @@ impl Workspace {
             );
         }
         poison(ctx, &model.cg.x, d * d);
+        poison(ctx, &model.cg.columns, 3 * d);
         poison(ctx, &model.wt, g * d * d);
     }
 }

@@ -26,7 +26,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     matrix, per_item_groups, poison, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Params};
 
@@ -42,6 +42,8 @@ struct Dims {
     lr_target: f32,
     reg: f32,
     tol: f32,
+    /// inverse_columns: start each column's CG from the P in the buffer.
+    warm: u32,
 }
 
 /// jacobian.wgsl's sticky record of failed solves.
@@ -88,8 +90,9 @@ impl Solve {
     }
 }
 
-/// The default f32 tolerance when `tp.cg_tol` is `None` (the same as for P).
-fn tolerance(tp: &TpConfig) -> f64 {
+/// The f32 CG tolerance of the per-step solves and of P (`GPU_CG_TOL` when `tp.cg_tol`
+/// is `None`).
+pub(crate) fn tolerance(tp: &TpConfig) -> f64 {
     tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
 }
 
@@ -132,6 +135,7 @@ pub(crate) fn sweep_dispatch(
         lr_target: tp.lr_target as f32,
         reg: tp.reg as f32,
         tol: tolerance(tp) as f32,
+        warm: 0,
     };
     Dispatch::new(
         ctx,
@@ -148,8 +152,54 @@ pub(crate) fn sweep_dispatch(
             (7, seq.cg_steps.as_entire_binding()),
             (8, model.sweep_failures.as_entire_binding()),
         ],
-        Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
+        per_item_groups(ctx, shape.batch, "batch size B")?,
     )
+}
+
+/// The solve for P of the analytic inversion: one workgroup per column of `model.cg.x`,
+/// from zero or (`warm`) from the P in it, reading W and the Wᵀ the forward phase wrote;
+/// per-column records go to `model.cg.columns` for cg_check.
+pub(crate) fn inverse_dispatch(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    tp: &TpConfig,
+    warm: bool,
+) -> Result<Dispatch> {
+    let l = &model.layout;
+    let d = l.dims.hidden;
+    let dims = Dims {
+        batch: d as u32,
+        steps: 0,
+        hidden: d as u32,
+        cell: Solve::Linear.code(),
+        step: 0,
+        max_iter: u32::try_from(tp.cg_max_iter).unwrap_or(u32::MAX),
+        lr_target: 0.0,
+        reg: tp.reg as f32,
+        tol: tolerance(tp) as f32,
+        warm: u32::from(warm),
+    };
+    Dispatch::new(
+        ctx,
+        &ctx.kernels.inverse_columns,
+        &dims,
+        &[
+            (1, l.w.bind(&model.theta)),
+            (2, model.wt.as_entire_binding()),
+            // The linear cell reads neither states nor gates: any read-only buffer will do.
+            (3, model.theta.as_entire_binding()),
+            (4, model.theta.as_entire_binding()),
+            (6, model.cg.x.as_entire_binding()),
+            (7, model.cg.columns.as_entire_binding()),
+        ],
+        per_item_groups(ctx, d, "hidden size d (one CG workgroup per column of P)")?,
+    )
+}
+
+/// Loop iterations of one invocation of `inverse_columns` at most: one solve, with the
+/// warm start's extra product (see `sweep_loops`).
+pub(crate) fn inverse_loops(d: usize, max_iter: usize) -> usize {
+    sweep_loops(Solve::Linear, d, 2, max_iter + 1)
 }
 
 /// Per solved step t = T … 2 (in that order, as `cpu::jacobian::jacobian_sweep` returns
@@ -240,6 +290,7 @@ fn product(
         lr_target: 0.0,
         reg: 0.0,
         tol: 0.0,
+        warm: 0,
     };
     // Each entry point binds only what it reads: Wᵀ for J u, W for Jᵀ w.
     let (pipeline, weights) = if transpose {
@@ -258,7 +309,7 @@ fn product(
             (9, input.as_entire_binding()),
             (10, output.as_entire_binding()),
         ],
-        Groups::Direct(per_item_groups(ctx, b, "batch size B")?),
+        per_item_groups(ctx, b, "batch size B")?,
     )?;
     ctx.submit(|pass| launch.record(pass))?;
     Ok(matrix(&ctx.read(&output, 0, b * d)?, b, d))

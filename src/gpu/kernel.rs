@@ -28,15 +28,10 @@ macro_rules! with_history {
 
 /// The WGSL sources, by file name, as compiled: the history kernels with
 /// `HISTORY_WGSL` appended (`tests/shaders.rs` checks this covers `shaders/`).
-pub const SHADERS: [(&str, &str); 14] = [
+pub const SHADERS: [(&str, &str); 12] = [
     ("forward.wgsl", with_history!("forward.wgsl")),
     ("head.wgsl", with_history!("head.wgsl")),
     ("matmul.wgsl", with_history!("matmul.wgsl")),
-    ("cg_init.wgsl", include_str!("../../shaders/cg_init.wgsl")),
-    (
-        "cg_update.wgsl",
-        include_str!("../../shaders/cg_update.wgsl"),
-    ),
     ("cg_check.wgsl", include_str!("../../shaders/cg_check.wgsl")),
     ("target_sweep.wgsl", with_history!("target_sweep.wgsl")),
     ("bptt.wgsl", with_history!("bptt.wgsl")),
@@ -64,8 +59,6 @@ pub const SHADERS: [(&str, &str); 14] = [
 /// RNN's analytic inversion only), so they are compiled once.
 pub(crate) struct Kernels {
     pub matmul: wgpu::ComputePipeline,
-    pub cg_init: wgpu::ComputePipeline,
-    pub cg_update: wgpu::ComputePipeline,
     pub cg_check: wgpu::ComputePipeline,
     pub optimizer: wgpu::ComputePipeline,
     pub sum_sq: wgpu::ComputePipeline,
@@ -75,6 +68,7 @@ pub(crate) struct Kernels {
     pub jvp: wgpu::ComputePipeline,
     pub vjp: wgpu::ComputePipeline,
     pub jacobian_sweep: wgpu::ComputePipeline,
+    pub inverse_columns: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
 }
@@ -150,8 +144,6 @@ impl Kernels {
             // Operands in f32: the f32 history variants are exactly these kernels.
             matmul: f32_history.matmul.clone(),
             sum_sq: f32_history.sum_sq.clone(),
-            cg_init: single("cg_init.wgsl"),
-            cg_update: single("cg_update.wgsl"),
             cg_check: single("cg_check.wgsl"),
             optimizer: single("optimizer.wgsl"),
             transpose: single("transpose.wgsl"),
@@ -160,6 +152,7 @@ impl Kernels {
             jvp: pipeline(device, &jacobian, "jvp", &[]),
             vjp: pipeline(device, &jacobian, "vjp", &[]),
             jacobian_sweep: pipeline(device, &jacobian, "jacobian_sweep", &[]),
+            inverse_columns: pipeline(device, &jacobian, "inverse_columns", &[]),
             f32_history,
             f16_history: OnceLock::new(),
         }
@@ -177,31 +170,24 @@ impl Kernels {
     }
 }
 
-/// How many workgroups a dispatch launches.
-pub(crate) enum Groups {
-    /// A fixed grid.
-    Direct([u32; 3]),
-    /// A grid a kernel wrote into `buffer` at byte `offset` (CG stops itself this way).
-    Indirect(wgpu::Buffer, u64),
-}
-
 /// One kernel launch with its bindings, recorded as often as needed.
 pub(crate) struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    groups: Groups,
+    /// Workgroups along x, y, z.
+    groups: [u32; 3],
     /// Binding 0; rewrite it with `GpuContext::write` for per-step settings.
     pub uniform: wgpu::Buffer,
 }
 
 impl Dispatch {
-    /// Binds `uniform` at 0 and `buffers` at their binding numbers.
+    /// Binds `uniform` at 0 and `buffers` at their binding numbers; launches `groups`.
     pub fn new<U: bytemuck::Pod>(
         ctx: &GpuContext,
         pipeline: &wgpu::ComputePipeline,
         uniform: &U,
         buffers: &[(u32, wgpu::BindingResource<'_>)],
-        groups: Groups,
+        groups: [u32; 3],
     ) -> Result<Self> {
         let uniform = ctx.uniform("settings", uniform)?;
         let mut entries = vec![wgpu::BindGroupEntry {
@@ -235,9 +221,7 @@ impl Dispatch {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        match &self.groups {
-            Groups::Direct([x, y, z]) => pass.dispatch_workgroups(*x, *y, *z),
-            Groups::Indirect(buffer, offset) => pass.dispatch_workgroups_indirect(buffer, *offset),
-        }
+        let [x, y, z] = self.groups;
+        pass.dispatch_workgroups(x, y, z);
     }
 }

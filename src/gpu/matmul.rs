@@ -6,7 +6,7 @@ use nalgebra::DMatrix;
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{matrix, poison, rows_f32};
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 
 /// matmul.wgsl's output block edge (TS).
@@ -37,13 +37,9 @@ pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
 }
 
-/// The launch; `indirect` takes the grid from a buffer (CG's early exit) instead.
-pub(crate) fn product(
-    ctx: &GpuContext,
-    ops: Operands<'_>,
-    indirect: Option<(&wgpu::Buffer, u64)>,
-) -> Result<Dispatch> {
-    launch(ctx, &ctx.kernels.matmul, ops, indirect)
+/// The launch of a product of f32 operands.
+pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>) -> Result<Dispatch> {
+    launch(ctx, &ctx.kernels.matmul, ops)
 }
 
 /// The launch of a product whose B operand is a history stored as `b_storage` (rows of
@@ -53,14 +49,13 @@ pub(crate) fn product_with_b_in(
     ops: Operands<'_>,
     b_storage: Storage,
 ) -> Result<Dispatch> {
-    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops, None)
+    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops)
 }
 
 fn launch(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     ops: Operands<'_>,
-    indirect: Option<(&wgpu::Buffer, u64)>,
 ) -> Result<Dispatch> {
     let grid = groups(ops.m, ops.n);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
@@ -78,16 +73,12 @@ fn launch(
         k: ops.k as u32,
         trans_a: u32::from(ops.trans_a),
     };
-    let groups = match indirect {
-        Some((buffer, offset)) => Groups::Indirect(buffer.clone(), offset),
-        None => Groups::Direct(grid),
-    };
     Dispatch::new(
         ctx,
         pipeline,
         &dims,
         &[(1, ops.a), (2, ops.b), (3, ops.c)],
-        groups,
+        grid,
     )
 }
 
@@ -127,7 +118,6 @@ pub fn matmul(
             n,
             k,
         },
-        None,
     )?;
     ctx.submit(|pass| launch.record(pass))?;
     Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::per_item_groups;
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::History;
 
 #[repr(C)]
@@ -80,7 +80,7 @@ impl StepNorms {
             kernel,
             &dims,
             &[(1, src.as_entire_binding()), (2, out.as_entire_binding())],
-            Groups::Direct(per_item_groups(ctx, rows, "sequence length T")?),
+            per_item_groups(ctx, rows, "sequence length T")?,
         )?;
         Ok(Self {
             launch,

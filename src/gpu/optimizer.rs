@@ -7,7 +7,7 @@ use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::cpu::optimizer::OptState;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{grid_1d, ModelBuffers};
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::model::Params;
 
 /// optimizer.wgsl's workgroup size.
@@ -72,7 +72,7 @@ impl OptimizerStep {
                 (3, model.m.as_entire_binding()),
                 (4, model.v.as_entire_binding()),
             ],
-            Groups::Direct(grid),
+            grid,
         )?;
         Ok(Self {
             launch,

@@ -9,7 +9,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 use crate::model::Params;
@@ -71,7 +71,7 @@ pub(crate) fn dispatch(
             (6, seq.g_top.as_entire_binding()),
             (7, seq.dv.binding()),
         ],
-        Groups::Direct(per_item_groups(ctx, shape.batch, "batch size B")?),
+        per_item_groups(ctx, shape.batch, "batch size B")?,
     )?;
     Ok([transpose, sweep])
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::grid_1d;
-use crate::gpu::kernel::{Dispatch, Groups};
+use crate::gpu::kernel::Dispatch;
 
 /// transpose.wgsl's workgroup size.
 const WG: usize = 256;
@@ -38,6 +38,6 @@ pub(crate) fn dispatch(
             _pad: 0,
         },
         &[(1, src), (2, out)],
-        Groups::Direct(grid),
+        grid,
     )
 }
