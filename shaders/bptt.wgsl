@@ -37,8 +37,8 @@ struct Dims {
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> h: array<u32>;
-@group(0) @binding(3) var<storage, read> dv: array<u32>;
+@group(0) @binding(2) var<storage, read> h: array<HistWord>;
+@group(0) @binding(3) var<storage, read> dv: array<HistWord>;
 @group(0) @binding(4) var<storage, read> g_top: array<f32>;
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> err: array<f32>;

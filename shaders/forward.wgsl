@@ -42,7 +42,7 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> u: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> h: array<u32>;
+@group(0) @binding(5) var<storage, read_write> h: array<HistWord>;
 
 // Two d-vectors: h_{t-1} and h_t, alternating halves.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
@@ -64,7 +64,7 @@ fn store_row(row: u32, half: u32, lid: u32) {
         }
     } else {
         for (var i = lid; i < d; i += WG) {
-            h[row + i] = bitcast<u32>(h_buf[half + i]);
+            h[row + i] = hist_f32(h_buf[half + i]);
         }
     }
 }

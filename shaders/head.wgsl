@@ -31,7 +31,7 @@ struct Dims {
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> c: array<f32>;
-@group(0) @binding(3) var<storage, read> h: array<u32>;
+@group(0) @binding(3) var<storage, read> h: array<HistWord>;
 @group(0) @binding(4) var<storage, read> y: array<u32>;
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(6) var<storage, read_write> g_top: array<f32>;

@@ -45,9 +45,11 @@
 // cg_steps [T, B, 2] (iterations, residual; step t at row (t−1)*B + s, step 1 unsolved: 0, 0);
 // for inverse_columns P [d, d] in dv and cg_steps [d, 3].
 
-const WG: u32 = 256u;
+// Invocations per workgroup, matched to d by the host (gpu::jacobian::workgroup_size):
+// 64, 128 or 256, at least d up to 256, so that few sit idle at every barrier.
+override WG: u32 = 256u;
 const MAX_HIDDEN: u32 = 2048u;
-// Units one invocation owns at most (MAX_HIDDEN / WG).
+// Units one invocation owns at most (MAX_HIDDEN / 256: a d over 256 gets WG = 256).
 const SLOTS: u32 = 8u;
 const GRU: u32 = 1u;
 const LINEAR: u32 = 2u;

@@ -28,7 +28,7 @@ struct Dims {
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<HistWord>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 // Stage blocks, k-major: tile_a[kk * TS + row], tile_b[kk * TS + col].

@@ -19,7 +19,7 @@ struct Dims {
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<HistWord>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;

@@ -50,9 +50,9 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> u: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read> h: array<u32>;
+@group(0) @binding(5) var<storage, read> h: array<HistWord>;
 @group(0) @binding(6) var<storage, read> g_top: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dv: array<u32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<HistWord>;
 
 var<workgroup> s_vec: array<f32, MAX_HIDDEN>;
 // dv_t of the step in hand, then dv_{t-1}.
@@ -73,7 +73,7 @@ fn store_row(row: u32, lid: u32) {
         }
     } else {
         for (var i = lid; i < d; i += WG) {
-            dv[row + i] = bitcast<u32>(dv_cur[i] * dims.dv_scale);
+            dv[row + i] = hist_f32(dv_cur[i] * dims.dv_scale);
         }
     }
 }
@@ -83,7 +83,7 @@ fn zero_row(row: u32, lid: u32) {
     let words = hist_word(hist_stride(dims.hidden));
     let first = hist_word(row);
     for (var k = lid; k < words; k += WG) {
-        dv[first + k] = 0u;
+        dv[first + k] = HistWord();
     }
 }
 

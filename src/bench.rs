@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
-use crate::gpu::{GpuContext, Phase, Profiler, Storage};
+use crate::gpu::{F16Conversions, GpuContext, Phase, Profiler, Storage};
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
 
@@ -102,7 +102,8 @@ pub fn median(samples: &[f64]) -> f64 {
 /// Timings of one case on one backend.
 #[derive(Clone, Debug, Serialize)]
 pub struct Measurement {
-    /// `gpu`, `gpu-f16` (histories stored in f16) or `cpu`.
+    /// `gpu`, `gpu-f16` (histories stored in f16, native conversions), `gpu-f16-int`
+    /// (integer conversions) or `cpu`.
     pub backend: String,
     /// GPU only: how the histories h and v − h were stored.
     pub storage: Option<Storage>,
@@ -121,11 +122,13 @@ pub struct Measurement {
     pub clock: String,
 }
 
-/// The `backend` label of GPU measurements with `storage`.
-pub fn gpu_label(storage: Storage) -> String {
-    match storage {
-        Storage::F32 => "gpu".into(),
-        storage => format!("gpu-{storage}"),
+/// The `backend` label of GPU measurements with `storage` on a device whose f16 storage
+/// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`.
+pub fn gpu_label(storage: Storage, conversions: F16Conversions) -> String {
+    match (storage, conversions) {
+        (Storage::F32, _) => "gpu".into(),
+        (Storage::F16, F16Conversions::Native) => "gpu-f16".into(),
+        (Storage::F16, F16Conversions::Integer) => "gpu-f16-int".into(),
     }
 }
 
@@ -151,7 +154,7 @@ pub fn measure_gpu(
         }
     }
     Ok(Measurement {
-        backend: gpu_label(storage),
+        backend: gpu_label(storage, ctx.f16_conversions()),
         storage: Some(storage),
         method,
         size,

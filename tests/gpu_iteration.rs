@@ -5,7 +5,8 @@
 mod gpu_support;
 
 use gpu_support::{
-    batch, check, check_all, ctx, params, random, rel_err, rng, train_side_by_side, TOL,
+    batch, check, check_all, ctx, integer_f16_ctx, params, random, rel_err, rng,
+    train_side_by_side, TOL,
 };
 use nalgebra::DMatrix;
 use tpri::backend::Backend;
@@ -367,17 +368,20 @@ fn diagnostics_match_reference() {
 // f16 storage of the histories h and v − h (`gpu::Storage::F16`).
 //
 // What F16 changes: every value of h and of v − h is rounded to f16 where a kernel stores
-// it (round to nearest even, the integer code of shaders/include/history.wgsl) and read
+// it (round to nearest even with the integer code of shaders/include/f16_bits.wgsl; with
+// WGSL's `f16` where the adapter has SHADER_F16, which may round either way) and read
 // back exactly; arithmetic stays f32, and the two recursions that write the histories
 // (forward pass, target sweep) run on their f32 values, never on what they stored. So:
 //
-// - `f16_storage_rounds_each_stored_value_once` checks that exactly: h is the f32 path's
-//   h rounded to nearest, and every kernel, run in f64 on the very values the f16 path
+// - `f16_storage_rounds_each_stored_value_once` checks that exactly (integer conversions,
+//   whose rounding is known): h is the f32 path's h rounded to nearest, and every kernel, run in f64 on the very values the f16 path
 //   stored, gives what the f16 path gave to the f32 tolerance TOL — the sweep's v − h up
 //   to its own rounding (one more u).
 // - `f16_storage_traces_match_reference_within_unit_roundoff_bounds` bounds the error
 //   against the f64 reference a priori, from f16's unit roundoff u = 2⁻¹¹ (see
 //   `f16_bound`), and checks the f16 path is the one taken (its error on h exceeds f32's).
+// - `native_f16_conversions_store_what_the_integer_code_stores` ties the native path to
+//   the integer one, value by value.
 
 use tpri::check::amplification;
 
@@ -526,7 +530,7 @@ fn f16_storage_rounds_each_stored_value_once() {
     for (i, case) in f16_cases().iter().enumerate() {
         let (p, batch, hyper) = f16_problem(i, case);
         let what = describe(case);
-        let got = GpuBackend::with_storage(ctx(), Storage::F16)
+        let got = GpuBackend::with_storage(integer_f16_ctx(), Storage::F16)
             .trace(&p, &batch, &hyper)
             .unwrap();
         let f32_h = GpuBackend::new(ctx()).trace(&p, &batch, &hyper).unwrap().h;
@@ -599,6 +603,75 @@ fn f16_storage_rounds_each_stored_value_once() {
             TOL,
         );
     }
+}
+
+/// Native f16 conversions (WGSL's `f16`, on adapters with SHADER_F16) store what the
+/// integer code stores, up to the rounding direction WGSL leaves open: every stored value
+/// of h and v − h is the integer path's or its f16 neighbour, and everything computed from
+/// them agrees within a few u.
+#[test]
+fn native_f16_conversions_store_what_the_integer_code_stores() {
+    use tpri::gpu::F16Conversions;
+    let native = ctx();
+    let offered = tpri::gpu::list_adapters()
+        .iter()
+        .any(|a| a.name == native.info.name && a.shader_f16);
+    assert_eq!(
+        native.f16_conversions() == F16Conversions::Native,
+        offered,
+        "native f16 conversions are used exactly where the adapter offers SHADER_F16"
+    );
+    if !offered {
+        eprintln!(
+            "{}: no SHADER_F16, both paths are the integer code",
+            native.describe()
+        );
+    }
+    let (mut same, mut total) = (0usize, 0usize);
+    for (i, case) in f16_cases().iter().enumerate() {
+        let (p, batch, hyper) = f16_problem(i, case);
+        let what = describe(case);
+        let trace = |ctx| {
+            GpuBackend::with_storage(ctx, Storage::F16)
+                .trace(&p, &batch, &hyper)
+                .unwrap()
+        };
+        let (a, b) = (trace(native.clone()), trace(integer_f16_ctx()));
+        // One f16 spacing at |y|, in the units of the stored value (dv is stored times
+        // `scale`, a power of two); a little slack for v − h re-formed in f64.
+        let mut within_a_spacing =
+            |name: &str, x: &[DMatrix<f64>], y: &[DMatrix<f64>], scale: f64| {
+                for (t, (xt, yt)) in x.iter().zip(y).enumerate() {
+                    for (&u, &v) in xt.iter().zip(yt.iter()) {
+                        let spacing =
+                            f64::max(v.abs() * scale, 2f64.powi(-14)) * 2f64.powi(-10) / scale;
+                        assert!(
+                        u.is_finite() && (u - v).abs() <= spacing * (1.0 + 1e-9) + 1e-15,
+                        "{what}: {name}_{t} native {u:e}, integer {v:e}: more than one f16 apart"
+                    );
+                        same += usize::from(u == v);
+                        total += 1;
+                    }
+                }
+            };
+        within_a_spacing("h", &a.h, &b.h, 1.0);
+        if let (Some(va), Some(vb)) = (&a.v, &b.v) {
+            let offsets = |v: &[DMatrix<f64>], h: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
+                v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect()
+            };
+            let scale = f64::from(Storage::F16.dv_scale(&hyper.tp));
+            within_a_spacing("v − h", &offsets(va, &a.h), &offsets(vb, &b.h), scale);
+        }
+        for ((name, x), (_, y)) in quantities(&a).iter().zip(quantities(&b)) {
+            check(
+                &format!("{name} native vs integer {what}"),
+                x,
+                &y,
+                4.0 * U16,
+            );
+        }
+    }
+    eprintln!("native vs integer f16 conversions: {same} of {total} stored values identical");
 }
 
 /// Training steps with f16 storage: the per-step target norms (read through the scaled f16

@@ -11,11 +11,11 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use tpri::bench::{
-    cost_model, fit_line, measure_cpu, measure_cpu_solver, measure_gpu, Fit, Machine, Measurement,
-    Size,
+    cost_model, fit_line, gpu_label, measure_cpu, measure_cpu_solver, measure_gpu, Fit, Machine,
+    Measurement, Size,
 };
 use tpri::config::{Method, Solver, PER_STEP_PENALTY};
-use tpri::gpu::{AdapterChoice, GpuContext, Storage};
+use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, Storage};
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Which backends to time.
@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// are labelled `gpu` and `gpu-f16`).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Storage::F32])]
     storage: Vec<Storage>,
+    /// How f16 storage converts; `native,integer` times both (rows `gpu-f16` and
+    /// `gpu-f16-int`). `native` falls back to integer code where the adapter lacks
+    /// SHADER_F16.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [F16Conversions::Native])]
+    f16_conversions: Vec<F16Conversions>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     steps: Vec<usize>,
@@ -148,6 +153,8 @@ struct AdapterInfo {
     driver: String,
     driver_info: String,
     timestamps: bool,
+    /// How f16 storage converts on the main device (`native` where it has SHADER_F16).
+    f16_conversions: F16Conversions,
 }
 
 #[derive(Serialize)]
@@ -202,6 +209,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
                 .context("opening the GPU (use --backend cpu to time the reference only)")?,
         )),
     };
+    let gpu_runs = gpu_runs(gpu.as_ref(), &args)?;
     let cpu = args.backend != Which::Gpu;
     let info = machine_info();
     println!("machine: {} ({} cores, {})", info.cpu, info.cores, info.os);
@@ -215,11 +223,18 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             .device
             .features()
             .contains(wgpu::Features::TIMESTAMP_QUERY),
+        f16_conversions: ctx.f16_conversions(),
     });
     if let Some(a) = &adapter {
         println!(
-            "adapter: {} ({}, {}), driver {} {}; timestamps: {}",
-            a.name, a.backend, a.device_type, a.driver, a.driver_info, a.timestamps
+            "adapter: {} ({}, {}), driver {} {}; timestamps: {}; f16 conversions: {:?}",
+            a.name,
+            a.backend,
+            a.device_type,
+            a.driver,
+            a.driver_info,
+            a.timestamps,
+            a.f16_conversions
         );
     }
 
@@ -232,7 +247,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             output: args.output,
         })
         .collect();
-    let measurements = measure_all(gpu.as_ref(), &args.storage, cpu, &sizes, args.reps)?;
+    let measurements = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
     print_iterations(&measurements);
     print_phases(&measurements, &machine);
     let fits = fit_rows(&measurements);
@@ -252,7 +267,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             output: args.output,
         })
         .collect();
-        let m = measure_all(gpu.as_ref(), &args.storage, cpu, &sizes, args.reps)?;
+        let m = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
         print_regimes(
             &m,
             &args.regime_steps,
@@ -354,9 +369,43 @@ fn iproduct<'a>(
     })
 }
 
-fn measure_all(
+/// The GPU configurations to time: each `--storage`, and f16 storage once per
+/// `--f16-conversions` (on a second device for integer conversions, when the first has
+/// native ones). A configuration the adapter cannot tell apart from one already listed
+/// (native requested, integer run) is timed once.
+fn gpu_runs(
     gpu: Option<&Arc<GpuContext>>,
-    storages: &[Storage],
+    args: &BenchArgs,
+) -> Result<Vec<(Arc<GpuContext>, Storage)>> {
+    let Some(ctx) = gpu else {
+        return Ok(Vec::new());
+    };
+    let mut runs: Vec<(Arc<GpuContext>, Storage)> = Vec::new();
+    for &storage in &args.storage {
+        let conversions: &[F16Conversions] = match storage {
+            Storage::F32 => &[F16Conversions::Native],
+            Storage::F16 => &args.f16_conversions,
+        };
+        for &conv in conversions {
+            let ctx = if conv == ctx.f16_conversions() || storage == Storage::F32 {
+                Arc::clone(ctx)
+            } else {
+                Arc::new(GpuContext::with_f16(&args.adapter.parse()?, conv)?)
+            };
+            let label = gpu_label(storage, ctx.f16_conversions());
+            if !runs
+                .iter()
+                .any(|(c, s)| gpu_label(*s, c.f16_conversions()) == label)
+            {
+                runs.push((ctx, storage));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn measure_all(
+    gpu_runs: &[(Arc<GpuContext>, Storage)],
     cpu: bool,
     sizes: &[Size],
     reps: usize,
@@ -364,10 +413,8 @@ fn measure_all(
     let mut out = Vec::new();
     for &size in sizes {
         for method in [Method::Tp, Method::Bp] {
-            if let Some(ctx) = gpu {
-                for &storage in storages {
-                    out.push(measure_gpu(ctx, size, method, reps, storage)?);
-                }
+            for (ctx, storage) in gpu_runs {
+                out.push(measure_gpu(ctx, size, method, reps, *storage)?);
             }
             if cpu {
                 out.push(measure_cpu(size, method, reps)?);
@@ -386,7 +433,7 @@ fn bp_of<'a>(all: &'a [Measurement], m: &Measurement) -> Option<&'a Measurement>
 fn print_iterations(all: &[Measurement]) {
     println!("\nper-iteration medians (optimizer step included)");
     println!(
-        "{:7} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7}  clock",
+        "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7}  clock",
         "backend", "method", "T", "d", "B", "median ms", "µs per T·B", "CG iters", "TP/BP"
     );
     for m in all {
@@ -398,7 +445,7 @@ fn print_iterations(all: &[Measurement]) {
         };
         let s = m.size;
         println!(
-            "{:7} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7}  {}",
+            "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7}  {}",
             m.backend,
             format!("{:?}", m.method).to_lowercase(),
             s.steps,
@@ -440,7 +487,7 @@ fn print_phases(all: &[Measurement], machine: &Machine) {
         let k = m.cg_iterations.unwrap_or(0);
         let storage = m.storage.unwrap_or_default();
         println!(
-            "\nGPU phases ({storage} storage), {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
+            "\nGPU phases ({backend}: {storage} storage), {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
             method, s.steps, s.hidden, s.batch,
             machine.flops * 1e-9, machine.bandwidth * 1e-9, machine.dispatch_s * 1e6, machine.step_s * 1e6
         );
@@ -520,12 +567,12 @@ fn print_fits(fits: &[FitRow]) {
     }
     println!("\nlinear fit: median time ≈ a + b·(T·B)");
     println!(
-        "{:7} {:6} {:>5} {:>10} {:>14} {:>7}",
+        "{:11} {:6} {:>5} {:>10} {:>14} {:>7}",
         "backend", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
     );
     for f in fits {
         println!(
-            "{:7} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
+            "{:11} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
             f.backend,
             format!("{:?}", f.method).to_lowercase(),
             f.hidden,

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use anyhow::{anyhow, bail, Context as _, Result};
 use wgpu::util::DeviceExt;
 
-use crate::gpu::kernel::{HistoryKernels, Kernels};
-use crate::gpu::storage::Storage;
+use crate::gpu::kernel::{self, HistoryKernels, JacobianKernels, Kernels};
+use crate::gpu::storage::{F16Conversions, Storage};
 
 /// Which adapter to run on (`--device` on the command line).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -62,6 +62,9 @@ pub struct AdapterSummary {
     pub workgroup_storage_size: u32,
     /// Whether GPU timestamps can be written from compute passes.
     pub timestamp_query: bool,
+    /// Whether shaders can use the `f16` type (wgpu's `SHADER_F16`): f16 storage then
+    /// converts natively.
+    pub shader_f16: bool,
 }
 
 impl fmt::Display for AdapterSummary {
@@ -87,11 +90,12 @@ impl fmt::Display for AdapterSummary {
         )?;
         write!(
             f,
-            "    workgroup: size x ≤ {}, ≤ {} invocations, {} B shared; timestamps: {}",
+            "    workgroup: size x ≤ {}, ≤ {} invocations, {} B shared; timestamps: {}; shader f16: {}",
             self.max_workgroup_size_x,
             self.max_invocations_per_workgroup,
             self.workgroup_storage_size,
-            if self.timestamp_query { "yes" } else { "no" }
+            if self.timestamp_query { "yes" } else { "no" },
+            if self.shader_f16 { "yes" } else { "no" }
         )
     }
 }
@@ -137,6 +141,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
         workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         timestamp_query: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        shader_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
     }
 }
 
@@ -227,15 +232,25 @@ pub struct GpuContext {
 
 impl GpuContext {
     /// Opens the adapter `choice` names, with the adapter's full limits (compute needs
-    /// big storage buffers more than portability to weaker devices).
+    /// big storage buffers more than portability to weaker devices) and native f16
+    /// conversions where it has them.
     pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        Self::with_f16(choice, F16Conversions::Native)
+    }
+
+    /// `new`, with the f16 conversions of f16 storage chosen.
+    pub fn with_f16(choice: &AdapterChoice, f16: F16Conversions) -> Result<Self> {
         let adapter = choose(choice)?;
         let info = adapter.get_info();
+        // Timestamps let the benchmarks time the device's work without the host's.
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if f16 == F16Conversions::Native {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("tpri"),
             required_limits: adapter.limits(),
-            // Timestamps let the benchmarks time the device's work without the host's.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_features: adapter.features() & wanted,
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
@@ -268,6 +283,21 @@ impl GpuContext {
     pub(crate) fn history_kernels(&self, storage: Storage) -> Result<&HistoryKernels> {
         self.checked(|| self.kernels.history(&self.device, storage))
             .with_context(|| format!("compiling the {storage}-storage kernels"))
+    }
+
+    /// jacobian.wgsl's kernels with `wg` invocations per workgroup (compiled on first use).
+    pub(crate) fn jacobian_kernels(&self, wg: u32) -> Result<&JacobianKernels> {
+        self.checked(|| self.kernels.jacobian(&self.device, wg))
+            .with_context(|| format!("compiling the jacobian kernels for workgroups of {wg}"))
+    }
+
+    /// The f16 conversions f16 storage uses on this device.
+    pub fn f16_conversions(&self) -> F16Conversions {
+        if kernel::native_f16(&self.device) {
+            F16Conversions::Native
+        } else {
+            F16Conversions::Integer
+        }
     }
 
     /// `adapter name (backend)`.

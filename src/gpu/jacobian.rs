@@ -26,7 +26,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     matrix, per_item_groups, poison, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::kernel::{Dispatch, JACOBIAN_WORKGROUP_SIZES};
 use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Params};
 
@@ -96,12 +96,24 @@ pub(crate) fn tolerance(tp: &TpConfig) -> f64 {
     tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
 }
 
+/// Invocations per workgroup of jacobian.wgsl for hidden size `d`: the smallest of
+/// `JACOBIAN_WORKGROUP_SIZES` that gives every unit its own invocation (256 beyond), so
+/// that few invocations sit idle at each of the CG's many barriers.
+pub(crate) fn workgroup_size(d: usize) -> u32 {
+    JACOBIAN_WORKGROUP_SIZES
+        .into_iter()
+        .find(|&wg| d <= wg as usize)
+        .unwrap_or(256)
+}
+
 /// Loop iterations of one invocation of the sweep at most (what llvmpipe's limiter counts):
 /// `units` owned units, `dot` iterations per dot product over d, T − 1 solved steps of
 /// `max_iter` CG iterations each. Derived from jacobian.wgsl's loops: per CG iteration
 /// two products (the GRU's three gate blocks in the transposed one), two workgroup sums
 /// (eight tree levels each) and the vector updates; per step the right-hand side.
 pub(crate) fn sweep_loops(solve: Solve, d: usize, steps: usize, max_iter: usize) -> usize {
+    // `workgroup_size` gives each unit its own invocation up to d = 256 and takes 256
+    // beyond; smaller workgroups only shorten the workgroup sums counted below.
     let units = d.div_ceil(256);
     let dot = units * (d / 8 + d % 8);
     let (iteration, step) = match solve {
@@ -139,7 +151,8 @@ pub(crate) fn sweep_dispatch(
     };
     Dispatch::new(
         ctx,
-        &ctx.kernels.jacobian_sweep,
+        &ctx.jacobian_kernels(workgroup_size(l.dims.hidden))?
+            .jacobian_sweep,
         &dims,
         &[
             (1, l.w.bind(&model.theta)),
@@ -181,7 +194,7 @@ pub(crate) fn inverse_dispatch(
     };
     Dispatch::new(
         ctx,
-        &ctx.kernels.inverse_columns,
+        &ctx.jacobian_kernels(workgroup_size(d))?.inverse_columns,
         &dims,
         &[
             (1, l.w.bind(&model.theta)),
@@ -293,10 +306,11 @@ fn product(
         warm: 0,
     };
     // Each entry point binds only what it reads: Wᵀ for J u, W for Jᵀ w.
+    let kernels = ctx.jacobian_kernels(workgroup_size(d))?;
     let (pipeline, weights) = if transpose {
-        (&ctx.kernels.vjp, (1, model.layout.w.bind(&model.theta)))
+        (&kernels.vjp, (1, model.layout.w.bind(&model.theta)))
     } else {
-        (&ctx.kernels.jvp, (2, model.wt.as_entire_binding()))
+        (&kernels.jvp, (2, model.wt.as_entire_binding()))
     };
     let launch = Dispatch::new(
         ctx,

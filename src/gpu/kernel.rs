@@ -12,22 +12,47 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::storage::Storage;
 
 /// `shaders/include/history.wgsl`: the storage of the histories (the `HIST_F16`
-/// override and the f16 conversions), appended to every kernel that touches a history.
+/// override), appended to every kernel that touches a history, followed by one of the
+/// two files of f16 conversions.
 pub const HISTORY_WGSL: &str = include_str!("../../shaders/include/history.wgsl");
 
-/// A kernel file with `include/history.wgsl` appended.
+/// `shaders/include/f16_bits.wgsl`: f16 conversions as integer code (every adapter).
+pub const F16_BITS_WGSL: &str = include_str!("../../shaders/include/f16_bits.wgsl");
+
+/// `shaders/include/f16_native.wgsl`: f16 conversions with WGSL's `f16` type (devices with
+/// `SHADER_F16`; the module starts with `enable f16;`).
+pub const F16_NATIVE_WGSL: &str = include_str!("../../shaders/include/f16_native.wgsl");
+
+/// A kernel file with `include/history.wgsl` and the integer f16 conversions appended.
 macro_rules! with_history {
     ($file:literal) => {
         concat!(
             include_str!(concat!("../../shaders/", $file)),
             "\n",
-            include_str!("../../shaders/include/history.wgsl")
+            include_str!("../../shaders/include/history.wgsl"),
+            "\n",
+            include_str!("../../shaders/include/f16_bits.wgsl")
+        )
+    };
+}
+
+/// The same with the native f16 conversions, `enable f16;` first.
+macro_rules! with_native_f16 {
+    ($file:literal) => {
+        concat!(
+            "enable f16;\n",
+            include_str!(concat!("../../shaders/", $file)),
+            "\n",
+            include_str!("../../shaders/include/history.wgsl"),
+            "\n",
+            include_str!("../../shaders/include/f16_native.wgsl")
         )
     };
 }
 
 /// The WGSL sources, by file name, as compiled: the history kernels with
-/// `HISTORY_WGSL` appended (`tests/shaders.rs` checks this covers `shaders/`).
+/// `HISTORY_WGSL` and `F16_BITS_WGSL` appended (`tests/shaders.rs` checks this covers
+/// `shaders/`).
 pub const SHADERS: [(&str, &str); 12] = [
     ("forward.wgsl", with_history!("forward.wgsl")),
     ("head.wgsl", with_history!("head.wgsl")),
@@ -52,6 +77,17 @@ pub const SHADERS: [(&str, &str); 12] = [
     ("jacobian.wgsl", include_str!("../../shaders/jacobian.wgsl")),
 ];
 
+/// The history kernels with the native f16 conversions: what f16 storage compiles on a
+/// device with `SHADER_F16`.
+pub const NATIVE_F16_SHADERS: [(&str, &str); 6] = [
+    ("forward.wgsl", with_native_f16!("forward.wgsl")),
+    ("head.wgsl", with_native_f16!("head.wgsl")),
+    ("matmul.wgsl", with_native_f16!("matmul.wgsl")),
+    ("target_sweep.wgsl", with_native_f16!("target_sweep.wgsl")),
+    ("bptt.wgsl", with_native_f16!("bptt.wgsl")),
+    ("sum_sq.wgsl", with_native_f16!("sum_sq.wgsl")),
+];
+
 /// Every compute pipeline of the backend, compiled once per context. The kernels that
 /// read or write a history (h, v − h) exist once per `Storage`: the f32 set is compiled
 /// with the context, the f16 set the first time a workspace asks for it. The GRU and
@@ -65,12 +101,21 @@ pub(crate) struct Kernels {
     pub transpose: wgpu::ComputePipeline,
     pub gru_forward: wgpu::ComputePipeline,
     pub gru_bptt: wgpu::ComputePipeline,
+    f32_history: HistoryKernels,
+    f16_history: OnceLock<HistoryKernels>,
+    /// jacobian.wgsl per workgroup size (`JACOBIAN_WORKGROUP_SIZES`), compiled on first use.
+    jacobian: [OnceLock<JacobianKernels>; 3],
+}
+
+/// The workgroup sizes jacobian.wgsl is compiled for (its `WG` override).
+pub const JACOBIAN_WORKGROUP_SIZES: [u32; 3] = [64, 128, 256];
+
+/// The entry points of jacobian.wgsl, compiled for one workgroup size.
+pub(crate) struct JacobianKernels {
     pub jvp: wgpu::ComputePipeline,
     pub vjp: wgpu::ComputePipeline,
     pub jacobian_sweep: wgpu::ComputePipeline,
     pub inverse_columns: wgpu::ComputePipeline,
-    f32_history: HistoryKernels,
-    f16_history: OnceLock<HistoryKernels>,
 }
 
 /// The pipelines that touch a history, compiled for one storage.
@@ -86,12 +131,12 @@ pub(crate) struct HistoryKernels {
     pub sum_sq: wgpu::ComputePipeline,
 }
 
-/// The shader module of `file` (one of `SHADERS`).
-fn module(device: &wgpu::Device, file: &str) -> wgpu::ShaderModule {
-    let (_, source) = SHADERS
+/// The shader module of `file` from `sources` (`SHADERS` or `NATIVE_F16_SHADERS`).
+fn module(device: &wgpu::Device, sources: &[(&str, &str)], file: &str) -> wgpu::ShaderModule {
+    let (_, source) = sources
         .iter()
         .find(|(name, _)| *name == file)
-        .expect("every kernel file is listed in SHADERS");
+        .expect("every kernel file is listed in its source table");
     device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(file),
         source: wgpu::ShaderSource::Wgsl((*source).into()),
@@ -119,10 +164,17 @@ fn pipeline(
 }
 
 impl HistoryKernels {
+    /// The set for `storage`; f16 storage uses the native conversions where `device` has
+    /// `SHADER_F16`.
     fn new(device: &wgpu::Device, storage: Storage) -> Self {
         let c = storage.pipeline_constants();
-        let single = |file: &str| pipeline(device, &module(device, file), "main", c);
-        let head = module(device, "head.wgsl");
+        let sources: &[(&str, &str)] = if storage == Storage::F16 && native_f16(device) {
+            &NATIVE_F16_SHADERS
+        } else {
+            &SHADERS
+        };
+        let single = |file: &str| pipeline(device, &module(device, sources, file), "main", c);
+        let head = module(device, sources, "head.wgsl");
         Self {
             forward: single("forward.wgsl"),
             head_rows: pipeline(device, &head, "head_rows", c),
@@ -138,8 +190,7 @@ impl HistoryKernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let f32_history = HistoryKernels::new(device, Storage::F32);
-        let single = |file: &str| pipeline(device, &module(device, file), "main", &[]);
-        let jacobian = module(device, "jacobian.wgsl");
+        let single = |file: &str| pipeline(device, &module(device, &SHADERS, file), "main", &[]);
         Self {
             // Operands in f32: the f32 history variants are exactly these kernels.
             matmul: f32_history.matmul.clone(),
@@ -149,13 +200,29 @@ impl Kernels {
             transpose: single("transpose.wgsl"),
             gru_forward: single("gru_forward.wgsl"),
             gru_bptt: single("gru_bptt.wgsl"),
-            jvp: pipeline(device, &jacobian, "jvp", &[]),
-            vjp: pipeline(device, &jacobian, "vjp", &[]),
-            jacobian_sweep: pipeline(device, &jacobian, "jacobian_sweep", &[]),
-            inverse_columns: pipeline(device, &jacobian, "inverse_columns", &[]),
             f32_history,
             f16_history: OnceLock::new(),
+            jacobian: Default::default(),
         }
+    }
+
+    /// jacobian.wgsl's pipelines with `wg` invocations per workgroup (one of
+    /// `JACOBIAN_WORKGROUP_SIZES`), compiled on first use (inside `GpuContext::checked`).
+    pub fn jacobian(&self, device: &wgpu::Device, wg: u32) -> &JacobianKernels {
+        let slot = JACOBIAN_WORKGROUP_SIZES
+            .iter()
+            .position(|&w| w == wg)
+            .expect("a workgroup size jacobian.wgsl is compiled for");
+        self.jacobian[slot].get_or_init(|| {
+            let module = module(device, &SHADERS, "jacobian.wgsl");
+            let c = [("WG", f64::from(wg))];
+            JacobianKernels {
+                jvp: pipeline(device, &module, "jvp", &c),
+                vjp: pipeline(device, &module, "vjp", &c),
+                jacobian_sweep: pipeline(device, &module, "jacobian_sweep", &c),
+                inverse_columns: pipeline(device, &module, "inverse_columns", &c),
+            }
+        })
     }
 
     /// The history kernels for `storage`, compiling the f16 set on first use (the caller
@@ -168,6 +235,12 @@ impl Kernels {
                 .get_or_init(|| HistoryKernels::new(device, storage)),
         }
     }
+}
+
+/// Whether f16 storage on `device` converts with WGSL's `f16` type (`SHADER_F16` enabled
+/// on the device) rather than integer code.
+pub(crate) fn native_f16(device: &wgpu::Device) -> bool {
+    device.features().contains(wgpu::Features::SHADER_F16)
 }
 
 /// One kernel launch with its bindings, recorded as often as needed.

@@ -32,9 +32,12 @@ mod transpose;
 pub use backend::GpuBackend;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use inverse::GPU_CG_TOL;
-pub use kernel::{HISTORY_WGSL, SHADERS};
+pub use kernel::{
+    F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, JACOBIAN_WORKGROUP_SIZES, NATIVE_F16_SHADERS,
+    SHADERS,
+};
 pub use profile::{Phase, Profiler};
-pub use storage::Storage;
+pub use storage::{F16Conversions, Storage};
 
 /// Largest hidden size d the fused kernels accept: they keep at most two d-vectors in
 /// workgroup memory (16 KiB at 2048, what WebGPU guarantees). The shaders declare the same.

@@ -10,11 +10,11 @@
 //!
 //! The kernels receive the choice as the pipeline-overridable constant `HIST_F16` (a WGSL
 //! `override`), so each kernel has one source and, where it touches a history, two
-//! pipelines. F16 packs two neighbouring values into one `u32` word with WGSL's core
-//! `pack2x16float`/`unpack2x16float`, which every adapter runs (no `SHADER_F16` needed),
-//! and pads each row of d values to an even length: a row belongs to one workgroup, so no
-//! word is shared by two workgroups, and inside a workgroup one invocation writes both
-//! halves of a word after a barrier.
+//! pipelines. F16 packs two neighbouring values into one `u32` word and pads each row of d
+//! values to an even length: a row belongs to one workgroup, so no word is shared by two
+//! workgroups, and inside a workgroup one invocation writes both halves of a word after a
+//! barrier. The conversions are WGSL's `f16` type on devices with `SHADER_F16`, integer
+//! code elsewhere ([`F16Conversions`]); the words are the same either way.
 //!
 //! Small offsets: dv scales with the target step γ_h (the published pixel-MNIST setting
 //! has γ_h = 1e-4), which would put it among f16's subnormals (below 6.1e-5) or flush it
@@ -111,6 +111,23 @@ impl std::fmt::Display for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// How f16 storage converts between f32 and binary16 in the shaders (`--f16-conversions`).
+/// Both store the same words; the native conversion is one instruction where the integer
+/// code is about fifteen.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum F16Conversions {
+    /// WGSL's `f16` type where the adapter has wgpu's `SHADER_F16` (the device is then
+    /// opened with it), else `integer`. WGSL lets the driver round either way between two
+    /// f16 values.
+    #[default]
+    Native,
+    /// Integer code on every adapter: round to nearest even, overflow to ±∞.
+    Integer,
 }
 
 /// A history [steps, B, d] on the device in a given storage, rows padded as

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use tpri::backend::Backend;
 use tpri::config::{Hyper, Loss, Method};
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, GPU_CG_TOL};
+use tpri::gpu::{AdapterChoice, F16Conversions, GpuBackend, GpuContext, GPU_CG_TOL};
 use tpri::model::{Dims, Params};
 use tpri::tasks::{build_task, Batch, Targets, TaskSpec};
 
@@ -28,6 +28,19 @@ pub fn ctx() -> Arc<GpuContext> {
             "GPU tests need a GPU adapter and found none usable: {e:#}\n\
              (no real GPU? `apt-get install mesa-vulkan-drivers` provides lavapipe)"
         ),
+    })
+    .clone()
+}
+
+/// A second context on the same adapter whose f16 storage converts with integer code
+/// (round to nearest even everywhere), whatever the adapter offers.
+pub fn integer_f16_ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let ctx = GpuContext::with_f16(&AdapterChoice::Auto, F16Conversions::Integer)
+            .expect("the adapter ctx() opened opens again");
+        assert_eq!(ctx.f16_conversions(), F16Conversions::Integer);
+        Arc::new(ctx)
     })
     .clone()
 }
