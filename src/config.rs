@@ -61,7 +61,9 @@ pub enum Solver {
     /// sequence (on the GPU inside the fused sweep, linearized targets only).
     PerStep,
     /// The cheaper of `cg` and `per-step` by the cost model of `Solver::resolve` on the
-    /// CPU; `cg` on the GPU, where per-step solves sit inside the serial time loop.
+    /// CPU; `cg` on the GPU, where both run the same CG code (jacobian.wgsl): forming P
+    /// runs its k iterations once, in d workgroups side by side, per-step solves run k at
+    /// each of the T − 1 steps, in sequence inside the time loop.
     Auto,
 }
 

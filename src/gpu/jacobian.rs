@@ -68,7 +68,7 @@ pub(crate) enum Solve {
 
 impl Solve {
     /// The per-step solve `hyper` asks of the GPU for a model of `cell`, if any. `auto`
-    /// forms P on the GPU: its per-step solves sit inside the serial time loop.
+    /// forms P on the GPU (`config::Solver::Auto` says why).
     pub(crate) fn of(cell: CellKind, hyper: &Hyper) -> Option<Solve> {
         if hyper.method != Method::Tp {
             return None;
