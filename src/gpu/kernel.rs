@@ -90,9 +90,10 @@ pub const NATIVE_F16_SHADERS: [(&str, &str); 6] = [
 
 /// Every compute pipeline of the backend, compiled once per context. The kernels that
 /// read or write a history (h, v − h) exist once per `Storage`: the f32 set is compiled
-/// with the context, the f16 set the first time a workspace asks for it. The GRU and
-/// jacobian-inversion kernels read and write f32 histories only (f16 storage is the tanh
-/// RNN's analytic inversion only), so they are compiled once.
+/// with the context, the f16 set the first time a workspace asks for it (with the native
+/// conversions where the device has `SHADER_F16`). The GRU and jacobian kernels read and
+/// write f32 histories only (f16 storage is the tanh RNN's analytic inversion only); the
+/// jacobian kernels exist once per workgroup size, each compiled on first use.
 pub(crate) struct Kernels {
     pub matmul: wgpu::ComputePipeline,
     pub cg_check: wgpu::ComputePipeline,
