@@ -288,6 +288,37 @@ fn cg_failure_surfaces_at_readback_as_cg_error() {
     assert!(GpuBackend::new(ctx()).trace(&p, &b, &hyper).is_err());
 }
 
+/// The solve for P runs each column's whole CG in one invocation: at d = 1024 its
+/// cg_max_iter = 100 iterations pass llvmpipe's loop cap, and the backend must say so
+/// instead of returning a truncated P. Elsewhere the shape must simply work.
+#[test]
+fn loop_cap_guard_names_the_solve_for_p_on_llvmpipe() {
+    let dims = Dims {
+        input: 1,
+        hidden: 1024,
+        output: 2,
+    };
+    let hyper = hyper(
+        Method::Tp,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    );
+    let b = batch(2, 1, 1, 2, Loss::CrossEntropy, 7);
+    if ctx().info.name.contains("llvmpipe") {
+        let err = GpuBackend::new(ctx())
+            .trace(&params(dims, 7), &b, &hyper)
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("solve for P") && err.contains("--cg-max-iter"),
+            "{err}"
+        );
+    } else {
+        compare_traces("(d = 1024)", dims, &b, &hyper, 7, 0.3);
+    }
+}
+
 #[test]
 fn misuse_is_an_error_not_a_panic() {
     let mut gpu = GpuBackend::new(ctx());
