@@ -19,9 +19,7 @@ struct Dims {
 
 struct CgState {
     iterations: u32,
-    converged: u32,
     residual: f32,
-    rhs_norm: f32,
     failures: u32,
     worst_residual: f32,
     worst_iterations: u32,
@@ -61,17 +59,16 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         return;
     }
     state.iterations = u32(most[0]);
-    state.rhs_norm = sqrt(sum_wn[0]);
+    let rhs_norm = sqrt(sum_wn[0]);
     // W = 0 gives a zero right-hand side, solved exactly by X = 0. A W with non-finite
     // entries (a diverged model) must not pass for converged: its residual is made the
     // (infinite or NaN) norm itself, which fails `≤ tol`.
-    var residual = sqrt(sum_rs[0]) / max(state.rhs_norm, 1e-30);
-    if !(state.rhs_norm <= F32_MAX) {
-        residual = state.rhs_norm;
+    var residual = sqrt(sum_rs[0]) / max(rhs_norm, 1e-30);
+    if !(rhs_norm <= F32_MAX) {
+        residual = rhs_norm;
     }
     state.residual = residual;
-    state.converged = u32(residual <= dims.tol);
-    if state.converged == 0u {
+    if !(residual <= dims.tol) {
         state.failures += 1u;
         if !(state.worst_residual >= residual) {
             state.worst_residual = residual;

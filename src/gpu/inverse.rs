@@ -32,9 +32,7 @@ pub const GPU_CG_TOL: f64 = 1e-5;
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct CgState {
     iterations: u32,
-    converged: u32,
     residual: f32,
-    rhs_norm: f32,
     /// Solves that missed the tolerance since the last read (sticky).
     failures: u32,
     worst_residual: f32,
