@@ -12,8 +12,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tpri::bench::{problem, Size};
 use tpri::config::{Method, CPU_CG_TOL};
 use tpri::cpu;
-use tpri::cpu::bptt::Injection;
 use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
+use tpri::kernel_io::Injection;
 
 fn gpu(c: &mut Criterion) {
     let ctx = match GpuContext::new(&AdapterChoice::Auto) {

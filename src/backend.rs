@@ -4,10 +4,10 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::cg::CgReport;
 use crate::config::Hyper;
-use crate::cpu::inverse::CgReport;
-use crate::cpu::optimizer::OptState;
 use crate::model::Params;
+use crate::optimizer_state::OptState;
 use crate::tasks::Batch;
 
 /// Every intermediate of one iteration at fixed parameters (what `tpri trace` writes).

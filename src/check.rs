@@ -372,7 +372,7 @@ mod tests {
             c.hyper.validate_for(c.cell).unwrap();
             let (params, batch) = problem(c, 1);
             assert_eq!(params.cell, c.cell);
-            crate::cpu::iteration::check_batch(&params, &batch).unwrap();
+            crate::validate::check_batch(&params, &batch).unwrap();
         }
     }
 }

@@ -3,15 +3,19 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cg;
 pub mod check;
 pub mod config;
 pub mod cpu;
 pub mod figures;
 pub mod gpu;
+pub mod kernel_io;
 pub mod model;
+pub mod optimizer_state;
 pub mod plot;
 pub mod presets;
 pub mod run_dir;
 pub mod tasks;
 pub mod tensor_file;
 pub mod train;
+pub mod validate;

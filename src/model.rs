@@ -117,6 +117,15 @@ impl Params {
         }
     }
 
+    /// Euclidean norm of all tensors together (of a gradient: what the diagnostics log).
+    pub fn norm(&self) -> f64 {
+        self.tensors()
+            .iter()
+            .map(|(_, t)| t.norm_squared())
+            .sum::<f64>()
+            .sqrt()
+    }
+
     /// Zeros of the same cell and sizes (a gradient or an optimizer slot).
     pub fn zeros_like(&self) -> Self {
         Self::zeros_of(self.cell, self.dims())

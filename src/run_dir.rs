@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::optimizer::OptState;
+use crate::optimizer_state::OptState;
 use crate::tensor_file::{
     params_from_tensors, params_tensors, read_tensors, write_atomic, write_tensors,
 };

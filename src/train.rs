@@ -7,10 +7,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Diagnostics, Eval};
+use crate::cg::CgReport;
 use crate::config::Hyper;
-use crate::cpu::inverse::CgReport;
-use crate::cpu::optimizer::OptState;
 use crate::model::{CellKind, Dims, Params};
+use crate::optimizer_state::OptState;
 use crate::tasks::{build_task, Batch, Task, TaskSpec};
 
 /// Everything a training run depends on; saved as `config.toml` in the run directory.

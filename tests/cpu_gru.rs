@@ -4,13 +4,14 @@
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tpri::cg::CgError;
 use tpri::config::TargetMode;
-use tpri::cpu::bptt::Injection;
 use tpri::cpu::forward::forward;
 use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
-use tpri::cpu::inverse::{inverse_cholesky, CgError};
+use tpri::cpu::inverse::inverse_cholesky;
 use tpri::cpu::jacobian::{jacobian_sweep, per_step_cg, Cell, GruCell, TanhCell};
 use tpri::cpu::target_sweep::target_sweep;
+use tpri::kernel_io::Injection;
 use tpri::model::{CellKind, Dims, Params};
 
 // ---------- helpers ----------
@@ -377,7 +378,7 @@ fn gru_bptt_matches_finite_differences() {
 /// Compares the four recurrent gradients with central differences of `loss`.
 fn check_recurrent_grads(
     at: &Params,
-    grads: &tpri::cpu::gru::GruGrads,
+    grads: &tpri::kernel_io::GruGrads,
     what: &str,
     loss: impl Fn(&Params) -> f64,
 ) {

@@ -15,16 +15,16 @@ use gpu_support::{
 };
 use nalgebra::DMatrix;
 use tpri::backend::{Backend, Trace};
+use tpri::cg::CgError;
 use tpri::config::{
     Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig, TpGrad,
 };
 use tpri::cpu;
-use tpri::cpu::bptt::Injection;
-use tpri::cpu::inverse::CgError;
 use tpri::cpu::jacobian::{Cell, GruCell, TanhCell};
 use tpri::cpu::CpuBackend;
 use tpri::gpu;
 use tpri::gpu::GpuBackend;
+use tpri::kernel_io::Injection;
 use tpri::model::{CellKind, Dims, Params};
 
 fn dims(p: usize, d: usize, q: usize) -> Dims {
@@ -515,7 +515,7 @@ fn gpu_backend_refuses_mismatched_gru_inputs() {
     let err = gpu.step(&wrong).unwrap_err().to_string();
     assert!(err.contains("expected"), "input size mismatch: {err}");
     // Optimizer slots of the tanh RNN do not fit a GRU.
-    let tanh_opt = cpu::optimizer::OptState::new(&params(dims(3, 5, 2), 1));
+    let tanh_opt = tpri::optimizer_state::OptState::new(&params(dims(3, 5, 2), 1));
     assert!(gpu.load(&p, Some(&tanh_opt), &h).is_err());
     assert!(CpuBackend::new().load(&p, Some(&tanh_opt), &h).is_err());
 }

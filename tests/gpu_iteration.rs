@@ -282,7 +282,7 @@ fn cg_failure_surfaces_at_readback_as_cg_error() {
     gpu.step(&b).unwrap();
     let err = gpu.last_stats().unwrap_err();
     let cg = err
-        .downcast_ref::<tpri::cpu::inverse::CgError>()
+        .downcast_ref::<tpri::cg::CgError>()
         .unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
     assert_eq!(cg.report.iterations, 2);
     assert!(GpuBackend::new(ctx()).trace(&p, &b, &hyper).is_err());
@@ -417,8 +417,8 @@ fn diagnostics_match_reference() {
 use tpri::check::amplification;
 
 use tpri::backend::Trace;
-use tpri::cpu::bptt::Injection;
 use tpri::gpu::Storage;
+use tpri::kernel_io::Injection;
 
 /// f16's unit roundoff 2⁻¹¹: round to nearest stores x as x(1 + ε), |ε| ≤ u.
 const U16: f64 = 1.0 / 2048.0;

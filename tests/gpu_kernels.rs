@@ -119,9 +119,13 @@ fn bptt_matches_reference_in_every_mode() {
             .map(|h_t| h_t + random(b, d, 0.1, &mut r))
             .collect();
         let cases = [
-            ("BP", cpu::bptt::Injection::Top(&g_top), true),
-            ("TP through time", cpu::bptt::Injection::Targets(&v), true),
-            ("TP local", cpu::bptt::Injection::Targets(&v), false),
+            ("BP", tpri::kernel_io::Injection::Top(&g_top), true),
+            (
+                "TP through time",
+                tpri::kernel_io::Injection::Targets(&v),
+                true,
+            ),
+            ("TP local", tpri::kernel_io::Injection::Targets(&v), false),
         ];
         for (name, injection, through_time) in cases {
             let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
@@ -158,7 +162,7 @@ fn optimizers_match_reference_over_three_steps() {
             ..OptimizerConfig::default()
         };
         let (mut p_cpu, mut p_gpu) = (params(d, 30), params(d, 30));
-        let mut s_cpu = cpu::optimizer::OptState::new(&p_cpu);
+        let mut s_cpu = tpri::optimizer_state::OptState::new(&p_cpu);
         let mut s_gpu = s_cpu.clone();
         for step in 0..3u64 {
             let g = params(d, 31 + step);
@@ -224,7 +228,7 @@ fn cg_that_misses_its_tolerance_is_an_error_with_the_numbers() {
     let w = random(40, 40, 0.5, &mut rng(600));
     let err = gpu::inverse::inverse_cg(&ctx, &w, 1e-3, 1e-6, 2, None).unwrap_err();
     let cg = err
-        .downcast_ref::<cpu::inverse::CgError>()
+        .downcast_ref::<tpri::cg::CgError>()
         .unwrap_or_else(|| panic!("expected CgError, got {err:#}"));
     assert_eq!(cg.report.iterations, 2);
     assert!(
@@ -279,10 +283,7 @@ fn cg_rejects_a_non_finite_w() {
     let mut w = random(5, 5, 0.5, &mut rng(601));
     w[(2, 3)] = f64::INFINITY;
     let err = gpu::inverse::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
-    assert!(
-        err.downcast_ref::<cpu::inverse::CgError>().is_some(),
-        "{err:#}"
-    );
+    assert!(err.downcast_ref::<tpri::cg::CgError>().is_some(), "{err:#}");
 }
 
 /// The paper's sequence length at its hidden size: T·d is large enough that a kernel

@@ -1,15 +1,17 @@
 //! The CPU reference as a `Backend`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::Hyper;
 use crate::cpu::head::head;
-use crate::cpu::iteration::{check_batch, iteration, iteration_steps, states};
-use crate::cpu::optimizer::{optimizer_step, OptState};
+use crate::cpu::iteration::{iteration, iteration_steps, states};
+use crate::cpu::optimizer::optimizer_step;
 use crate::cpu::steps::{Pool, Steps};
 use crate::model::Params;
+use crate::optimizer_state::OptState;
 use crate::tasks::Batch;
+use crate::validate::check_batch;
 
 /// The f64 CPU reference backend.
 #[derive(Default)]
@@ -50,18 +52,7 @@ impl Backend for CpuBackend {
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         hyper.validate_for(params.cell)?;
-        let opt = opt.cloned().unwrap_or_else(|| OptState::new(params));
-        for slot in [&opt.m, &opt.v] {
-            if slot.cell != params.cell {
-                bail!(
-                    "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
-                    slot.cell,
-                    params.cell
-                );
-            }
-            slot.check_dims(params.dims())
-                .context("optimizer state does not match the parameters")?;
-        }
+        let opt = OptState::for_params(opt, params)?;
         self.train = Some(Training {
             params: params.clone(),
             opt,
@@ -81,7 +72,7 @@ impl Backend for CpuBackend {
         optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
         let diagnostics = Diagnostics {
             step_norms: trace.step_norms(),
-            grad_norm: grad_norm(&trace.grads),
+            grad_norm: trace.grads.norm(),
         };
         let stats = StepStats {
             loss: trace.loss,
@@ -136,24 +127,4 @@ impl Backend for CpuBackend {
         let tr = self.training()?;
         Ok((tr.params.clone(), tr.opt.clone()))
     }
-}
-
-/// TP: ‖v_t − h_t‖ for t = 1 … T; BP: the backward errors ‖∂ℓ/∂h_t‖.
-pub fn step_norms(trace: &Trace) -> Vec<f64> {
-    match &trace.v {
-        Some(v) => (1..trace.h.len())
-            .map(|t| (&v[t] - &trace.h[t]).norm())
-            .collect(),
-        None => trace.error_norms.clone(),
-    }
-}
-
-/// Euclidean norm of all gradient tensors together.
-pub fn grad_norm(grads: &Params) -> f64 {
-    grads
-        .tensors()
-        .iter()
-        .map(|(_, g)| g.norm_squared())
-        .sum::<f64>()
-        .sqrt()
 }

@@ -5,16 +5,8 @@ use nalgebra::DMatrix;
 
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
+use crate::kernel_io::{Injection, RnnGrads};
 use crate::model::Params;
-
-/// What is injected into the backward recursion.
-#[derive(Clone, Copy, Debug)]
-pub enum Injection<'a> {
-    /// BP: `e_T = g_T = ∇_{h_T} ℓ`, nothing at other steps.
-    Top(&'a DMatrix<f64>),
-    /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
-    Targets(&'a [DMatrix<f64>]),
-}
 
 /// `Injection` in the working layout.
 #[derive(Clone, Copy, Debug)]
@@ -27,18 +19,6 @@ pub enum StepsInjection<'a> {
 
 /// Input sizes up to this get ∇U by column sweeps rather than a matrix product.
 const SMALL_INPUT: usize = 8;
-
-/// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1), and the size of the
-/// error at each step.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RnnGrads {
-    pub w_hh: DMatrix<f64>,
-    pub w_ih: DMatrix<f64>,
-    pub b: DMatrix<f64>,
-    /// ‖e_t‖_F over the batch for t = 1 … T (for BP, the norm of ∂ℓ/∂h_t): how far back
-    /// in time the training signal reaches.
-    pub error_norms: Vec<f64>,
-}
 
 /// Gradients of W, U, b from the errors e_t: with `through_time`,
 /// `e_t = inject_t + Wᵀ D_{t+1} e_{t+1}`; without, `e_t = inject_t` (the local mode).

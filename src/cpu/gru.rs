@@ -7,18 +7,8 @@
 
 use nalgebra::DMatrix;
 
-use crate::cpu::bptt::{Injection, RnnGrads};
+use crate::kernel_io::{GruGrads, GruStep, Injection, RnnGrads};
 use crate::model::Params;
-
-/// What one step keeps for its derivatives, each B×d: the gates r, z, the candidate n and
-/// `hn = W_n h_{t−1} + b_hn` (needed because ∂n/∂r = (1 − n²) ⊙ hn).
-#[derive(Clone, Debug)]
-pub struct GruStep {
-    pub r: DMatrix<f64>,
-    pub z: DMatrix<f64>,
-    pub n: DMatrix<f64>,
-    pub hn: DMatrix<f64>,
-}
 
 fn sigmoid(a: f64) -> f64 {
     1.0 / (1.0 + (-a).exp())
@@ -150,12 +140,4 @@ pub fn gru_bptt(
         }
     }
     GruGrads { rnn, b_hh }
-}
-
-/// Gradients of the GRU's recurrent tensors: `rnn` holds w_hh, w_ih, b_ih (as `b`) and the
-/// per-step error norms, `b_hh` the hidden bias.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GruGrads {
-    pub rnn: RnnGrads,
-    pub b_hh: DMatrix<f64>,
 }

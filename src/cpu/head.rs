@@ -1,60 +1,16 @@
 //! The linear head and its loss (twin of `shaders/head.wgsl`).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::Loss;
+use crate::kernel_io::HeadOut;
 use crate::model::Params;
 use crate::tasks::Targets;
+use crate::validate::check_targets;
 
 /// Regression outputs within this distance of their target count as correct.
 pub const REGRESSION_HIT: f64 = 0.04;
-
-/// Loss, its gradients and the outputs of the head `z = V h_T + c`.
-#[derive(Clone, Debug)]
-pub struct HeadOut {
-    /// ℓ, a mean (SPEC §1).
-    pub loss: f64,
-    /// Share of correct predictions.
-    pub accuracy: f64,
-    /// Outputs z, B×q.
-    pub z: DMatrix<f64>,
-    /// g_T = ∇_{h_T} ℓ, B×d.
-    pub grad_h: DMatrix<f64>,
-    /// ∇_V ℓ, q×d.
-    pub grad_w: DMatrix<f64>,
-    /// ∇_c ℓ, q×1.
-    pub grad_b: DMatrix<f64>,
-}
-
-/// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences.
-pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> {
-    match (loss, y) {
-        (Loss::CrossEntropy, Targets::Labels(l)) => {
-            if l.len() != b {
-                bail!("tensor y has {} labels for {b} sequences", l.len());
-            }
-            if let Some(bad) = l.iter().find(|&&c| c >= q) {
-                bail!("tensor y holds label {bad}, but the head has only {q} classes");
-            }
-        }
-        (Loss::Mse, Targets::Values(v)) => {
-            if v.shape() != (b, q) {
-                bail!(
-                    "tensor y has shape {:?}, expected [{b}, {q}] for mse",
-                    v.shape()
-                );
-            }
-        }
-        (Loss::CrossEntropy, Targets::Values(_)) => {
-            bail!("loss ce needs integer labels y of shape [B], got real-valued targets")
-        }
-        (Loss::Mse, Targets::Labels(_)) => {
-            bail!("loss mse needs real targets y of shape [B, q], got integer labels")
-        }
-    }
-    Ok(())
-}
 
 /// The head's loss and gradients at the last hidden state `h_last` (B×d).
 pub fn head(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> Result<HeadOut> {

@@ -4,62 +4,8 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
+use crate::cg::{check_converged, CgReport};
 use crate::cpu::steps::product;
-
-/// How a CG solve went.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CgReport {
-    /// Iterations run.
-    pub iterations: usize,
-    /// Final relative residual ‖R‖_F / ‖Wᵀ‖_F.
-    pub residual: f64,
-}
-
-impl CgReport {
-    /// The larger of two reports in each field (most iterations, largest residual; a NaN
-    /// residual is the worst of all).
-    pub fn worse(self, other: CgReport) -> CgReport {
-        let residual = if self.residual.is_nan() || other.residual.is_nan() {
-            f64::NAN
-        } else {
-            self.residual.max(other.residual)
-        };
-        CgReport {
-            iterations: self.iterations.max(other.iterations),
-            residual,
-        }
-    }
-
-    /// `worse` over all `reports`; zeros when there are none.
-    pub fn worst(reports: impl IntoIterator<Item = CgReport>) -> CgReport {
-        let none = CgReport {
-            iterations: 0,
-            residual: 0.0,
-        };
-        reports.into_iter().fold(none, CgReport::worse)
-    }
-}
-
-/// A CG solve that missed its tolerance: the caller sees the numbers, never a bad P.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CgError {
-    pub report: CgReport,
-    pub tol: f64,
-    pub max_iter: usize,
-}
-
-impl std::fmt::Display for CgError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "CG for the regularized inverse did not converge: relative residual {:.3e} after {} \
-             iterations (tolerance {:.1e}, cap {}); raise --cg-max-iter or --reg, or loosen --cg-tol",
-            self.report.residual, self.report.iterations, self.tol, self.max_iter
-        )
-    }
-}
-
-impl std::error::Error for CgError {}
 
 /// The normal operator `A = WᵀW + rI` of the regularized inverse, applied matrix-free.
 #[derive(Clone, Debug)]
@@ -203,20 +149,6 @@ pub fn normal_cg(
         residual: residual(&rs),
     };
     Ok((x, check_converged(report, tol, max_iter)?))
-}
-
-/// The report of a CG solve that met `tol`, or the `CgError` carrying its numbers. A
-/// residual that turned NaN on the way (a NaN warm start) is a failure too.
-pub fn check_converged(report: CgReport, tol: f64, max_iter: usize) -> Result<CgReport> {
-    if report.residual.is_nan() || report.residual > tol {
-        return Err(CgError {
-            report,
-            tol,
-            max_iter,
-        }
-        .into());
-    }
-    Ok(report)
 }
 
 /// P by an exact Cholesky factorisation of WᵀW + rI.

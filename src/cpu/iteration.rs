@@ -1,35 +1,23 @@
 //! One whole TP-RI or BP iteration on the CPU reference, every intermediate kept.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::backend::Trace;
+use crate::cg::CgReport;
 use crate::config::{Hyper, Inversion, Method, Solver, TpConfig, TpGrad, CPU_CG_TOL};
-use crate::cpu::bptt::{bptt_steps, Injection, StepsInjection};
+use crate::cpu::bptt::{bptt_steps, StepsInjection};
 use crate::cpu::forward::forward_steps;
 use crate::cpu::gru::{gru_bptt, gru_forward};
 use crate::cpu::head::head;
-use crate::cpu::inverse::{inverse_cg, inverse_cholesky, CgReport, NormalOperator};
+use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::{jacobian_sweep, Cell, GruCell, TanhCell};
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
+use crate::kernel_io::Injection;
 use crate::model::{CellKind, Params};
 use crate::tasks::Batch;
-
-/// Checks that `batch` fits `params`, naming the mismatch.
-pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
-    let p = params.w_ih.ncols();
-    if batch.seq_len() == 0 {
-        bail!("tensor x has no time steps (T = 0)");
-    }
-    let b = batch.batch_size();
-    for x_t in &batch.x {
-        if x_t.shape() != (b, p) {
-            bail!("tensor x has steps of shape {:?}, expected [{b}, {p}] (B sequences, p = rnn.w_ih columns)", x_t.shape());
-        }
-    }
-    Ok(())
-}
+use crate::validate::check_batch;
 
 /// A `Trace` with the hidden states and targets still in the working layout (`Steps`):
 /// everything a training step needs, without converting T + 1 states twice.

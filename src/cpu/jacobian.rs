@@ -6,8 +6,9 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::cpu::gru::{gru_gates, gru_step_backward, GruStep};
-use crate::cpu::inverse::{check_converged, CgReport};
+use crate::cg::{check_converged, CgReport};
+use crate::cpu::gru::{gru_gates, gru_step_backward};
+use crate::kernel_io::GruStep;
 use crate::model::Params;
 
 /// A recurrent cell linearized at the stored states h_0 … h_T and inputs x_1 … x_T.

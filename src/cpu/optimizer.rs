@@ -3,26 +3,7 @@
 
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::model::Params;
-
-/// Optimizer state: the step count and one or two slots per parameter
-/// (Nesterov: the momentum buffer in `m`; Adam: first and second moments).
-#[derive(Clone, Debug, PartialEq)]
-pub struct OptState {
-    pub step: u64,
-    pub m: Params,
-    pub v: Params,
-}
-
-impl OptState {
-    /// A fresh state for `params`: step 0, zero slots.
-    pub fn new(params: &Params) -> Self {
-        Self {
-            step: 0,
-            m: params.zeros_like(),
-            v: params.zeros_like(),
-        }
-    }
-}
+use crate::optimizer_state::OptState;
 
 /// Applies one step of `cfg` to `params` with gradients `grads`.
 pub fn optimizer_step(

@@ -5,9 +5,10 @@ use std::sync::Mutex;
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::cg::CgReport;
 use crate::config::{TargetMode, CLAMP_EPS};
 use crate::cpu::forward::input_term_into;
-use crate::cpu::inverse::{normal_cg, CgReport, NormalOperator};
+use crate::cpu::inverse::{normal_cg, NormalOperator};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
 use crate::model::Params;

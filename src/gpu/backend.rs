@@ -13,19 +13,18 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
+use crate::cg::CgReport;
 use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
-use crate::cpu::backend::grad_norm;
-use crate::cpu::head::check_targets;
-use crate::cpu::inverse::CgReport;
-use crate::cpu::iteration::check_batch;
-use crate::cpu::optimizer::OptState;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::GPU_CG_TOL;
 use crate::gpu::iteration::{check_storage, matrix, ModelBuffers, Shape, Workspace};
 use crate::gpu::jacobian;
 use crate::gpu::storage::Storage;
 use crate::model::Params;
+use crate::optimizer_state::OptState;
 use crate::tasks::Batch;
+use crate::validate::check_batch;
+use crate::validate::check_targets;
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says. Keeps P on the device to warm-start the next CG solve.
@@ -190,19 +189,7 @@ impl Backend for GpuBackend {
         check_settings(params, hyper)?;
         check_storage(self.storage, params.cell, hyper)?;
         let dims = params.dims();
-        let fresh = OptState::new(params);
-        let opt = opt.unwrap_or(&fresh);
-        if opt.m.cell != params.cell || opt.v.cell != params.cell {
-            bail!(
-                "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
-                opt.m.cell,
-                params.cell
-            );
-        }
-        opt.m
-            .check_dims(dims)
-            .and_then(|()| opt.v.check_dims(dims))
-            .context("optimizer state does not match the parameters")?;
+        let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
         let model = ModelBuffers::new(ctx, params.cell, dims)?;
@@ -281,7 +268,7 @@ impl Backend for GpuBackend {
         let grads = tr.model.read_params(&ctx, &tr.model.grad)?;
         Ok(Some(Diagnostics {
             step_norms,
-            grad_norm: grad_norm(&grads),
+            grad_norm: grads.norm(),
         }))
     }
 

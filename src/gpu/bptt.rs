@@ -5,13 +5,13 @@ use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
 use crate::config::{Hyper, Inversion, Method, TpConfig, TpGrad};
-use crate::cpu::bptt::{Injection, RnnGrads};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
+use crate::kernel_io::{Injection, RnnGrads};
 use crate::model::Params;
 
 /// The uniform block of `bptt.wgsl` and `gru_bptt.wgsl`.

@@ -4,12 +4,12 @@
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
-use crate::cpu::bptt::{Injection, RnnGrads};
-use crate::cpu::gru::GruGrads;
 use crate::gpu::bptt::{backward_once, dispatch_cell, Dims};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{ModelBuffers, SeqBuffers, Shape};
 use crate::gpu::kernel::Dispatch;
+use crate::kernel_io::GruGrads;
+use crate::kernel_io::{Injection, RnnGrads};
 use crate::model::{CellKind, Params};
 
 /// The launch: one workgroup per sequence, writing dgh (into `seq.delta`) and dgi

@@ -6,12 +6,12 @@ use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
 use crate::config::{Hyper, Method};
-use crate::cpu::gru::GruStep;
 use crate::gpu::context::GpuContext;
 use crate::gpu::forward::dispatch_cell;
 use crate::gpu::iteration::{ModelBuffers, SeqBuffers, Shape, Workspace};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
+use crate::kernel_io::GruStep;
 use crate::model::{CellKind, Params};
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, writing

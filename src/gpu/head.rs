@@ -4,15 +4,16 @@ use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::{Hyper, Loss};
-use crate::cpu::head::{check_targets, HeadOut};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     grid_1d, loss_code, matrix, per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace,
 };
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
+use crate::kernel_io::HeadOut;
 use crate::model::Params;
 use crate::tasks::{Batch, Targets};
+use crate::validate::check_targets;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

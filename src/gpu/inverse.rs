@@ -12,8 +12,8 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::cg::{CgError, CgReport};
 use crate::config::TpConfig;
-use crate::cpu::inverse::{CgError, CgReport};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{matrix, poison, rows_f32, ModelBuffers};
 use crate::gpu::jacobian;

@@ -21,7 +21,6 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::config::{Hyper, Loss, Method, TpGrad};
-use crate::cpu::iteration::check_batch;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::{Cg, CgBuffers};
 use crate::gpu::jacobian::Solve;
@@ -35,6 +34,7 @@ use crate::gpu::{
 };
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
+use crate::validate::check_batch;
 
 /// Number of sequences and steps of a batch: what the per-batch buffers are sized by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

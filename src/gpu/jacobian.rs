@@ -20,8 +20,8 @@
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
+use crate::cg::{CgError, CgReport};
 use crate::config::{Hyper, Inversion, Method, Solver, TpConfig};
-use crate::cpu::inverse::{CgError, CgReport};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{
     matrix, per_item_groups, poison, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,

@@ -4,11 +4,11 @@
 use anyhow::Result;
 
 use crate::config::{OptimizerConfig, OptimizerKind};
-use crate::cpu::optimizer::OptState;
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::{grid_1d, ModelBuffers};
 use crate::gpu::kernel::Dispatch;
 use crate::model::Params;
+use crate::optimizer_state::OptState;
 
 /// optimizer.wgsl's workgroup size.
 const WG: usize = 256;

@@ -1,14 +1,15 @@
 //! The CPU reference driven through the `Backend` trait, as the training loop drives it.
 
 use tpri::backend::Backend;
+use tpri::cg::CgError;
 use tpri::config::{Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver};
 use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
-use tpri::cpu::inverse::{inverse_cg, CgError};
+use tpri::cpu::inverse::inverse_cg;
 use tpri::cpu::iteration::iteration;
-use tpri::cpu::optimizer::OptState;
 use tpri::cpu::CpuBackend;
 use tpri::model::{Dims, Params};
+use tpri::optimizer_state::OptState;
 use tpri::tasks::Batch;
 
 use crate::common::*;

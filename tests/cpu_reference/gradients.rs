@@ -5,10 +5,11 @@
 use nalgebra::DMatrix;
 
 use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad};
-use tpri::cpu::bptt::{bptt, Injection, RnnGrads};
+use tpri::cpu::bptt::bptt;
 use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
 use tpri::cpu::iteration::iteration;
+use tpri::kernel_io::{Injection, RnnGrads};
 use tpri::model::{Params, PARAM_NAMES};
 use tpri::tasks::Batch;
 

@@ -3,8 +3,9 @@
 
 use nalgebra::DMatrix;
 
+use tpri::cg::CgError;
 use tpri::config::{Hyper, Loss, Method, Solver};
-use tpri::cpu::inverse::{inverse_cg, inverse_cholesky, CgError};
+use tpri::cpu::inverse::{inverse_cg, inverse_cholesky};
 use tpri::cpu::iteration::iteration;
 
 use crate::common::*;

@@ -2,8 +2,9 @@
 //! entry by entry over three steps with a different gradient each step.
 
 use tpri::config::{OptimizerConfig, OptimizerKind};
-use tpri::cpu::optimizer::{optimizer_step, OptState};
+use tpri::cpu::optimizer::optimizer_step;
 use tpri::model::{Dims, Params};
+use tpri::optimizer_state::OptState;
 
 use crate::common::*;
 

@@ -1,0 +1,62 @@
+//! The inputs and outputs that a kernel's CPU reference and its GPU twin share, so that the
+//! two have one signature and the tests compare like with like: what the backward
+//! recursion is given (`Injection`), the gradients it returns (`RnnGrads`, `GruGrads`),
+//! a GRU step's gates (`GruStep`) and the head's outputs (`HeadOut`).
+
+use nalgebra::DMatrix;
+
+/// What is injected into the backward recursion.
+#[derive(Clone, Copy, Debug)]
+pub enum Injection<'a> {
+    /// BP: `e_T = g_T = ∇_{h_T} ℓ`, nothing at other steps.
+    Top(&'a DMatrix<f64>),
+    /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
+    Targets(&'a [DMatrix<f64>]),
+}
+
+/// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1), and the size of the
+/// error at each step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnGrads {
+    pub w_hh: DMatrix<f64>,
+    pub w_ih: DMatrix<f64>,
+    pub b: DMatrix<f64>,
+    /// ‖e_t‖_F over the batch for t = 1 … T (for BP, the norm of ∂ℓ/∂h_t): how far back
+    /// in time the training signal reaches.
+    pub error_norms: Vec<f64>,
+}
+
+/// Gradients of the GRU's recurrent tensors: `rnn` holds w_hh, w_ih, b_ih (as `b`) and the
+/// per-step error norms, `b_hh` the hidden bias.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GruGrads {
+    pub rnn: RnnGrads,
+    pub b_hh: DMatrix<f64>,
+}
+
+/// What one step keeps for its derivatives, each B×d: the gates r, z, the candidate n and
+/// `hn = W_n h_{t−1} + b_hn` (needed because ∂n/∂r = (1 − n²) ⊙ hn).
+#[derive(Clone, Debug)]
+pub struct GruStep {
+    pub r: DMatrix<f64>,
+    pub z: DMatrix<f64>,
+    pub n: DMatrix<f64>,
+    pub hn: DMatrix<f64>,
+}
+
+/// Loss, its gradients and the outputs of the head `z = V h_T + c`.
+#[derive(Clone, Debug)]
+pub struct HeadOut {
+    /// ℓ, a mean (SPEC §1).
+    pub loss: f64,
+    /// Share of correct predictions.
+    pub accuracy: f64,
+    /// Outputs z, B×q.
+    pub z: DMatrix<f64>,
+    /// g_T = ∇_{h_T} ℓ, B×d.
+    pub grad_h: DMatrix<f64>,
+    /// ∇_V ℓ, q×d.
+    pub grad_w: DMatrix<f64>,
+    /// ∇_c ℓ, q×1.
+    pub grad_b: DMatrix<f64>,
+}

@@ -1,0 +1,47 @@
+//! The optimizer's state between steps, the same on both backends and in checkpoints.
+
+use anyhow::{bail, Context, Result};
+
+use crate::model::Params;
+
+/// Optimizer state: the step count and one or two slots per parameter
+/// (Nesterov: the momentum buffer in `m`; Adam: first and second moments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptState {
+    pub step: u64,
+    pub m: Params,
+    pub v: Params,
+}
+
+impl OptState {
+    /// A fresh state for `params`: step 0, zero slots.
+    pub fn new(params: &Params) -> Self {
+        Self {
+            step: 0,
+            m: params.zeros_like(),
+            v: params.zeros_like(),
+        }
+    }
+}
+
+impl OptState {
+    /// `given` checked against `params` (same cell, same sizes), or a fresh state when
+    /// `None`: what a backend's `load` starts from.
+    pub fn for_params(given: Option<&OptState>, params: &Params) -> Result<Self> {
+        let Some(opt) = given else {
+            return Ok(Self::new(params));
+        };
+        for slot in [&opt.m, &opt.v] {
+            if slot.cell != params.cell {
+                bail!(
+                    "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
+                    slot.cell,
+                    params.cell
+                );
+            }
+            slot.check_dims(params.dims())
+                .context("optimizer state does not match the parameters")?;
+        }
+        Ok(opt.clone())
+    }
+}
