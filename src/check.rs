@@ -369,7 +369,7 @@ mod tests {
         }
         assert!(f16.iter().any(|c| c.hyper.method == Method::Bp));
         for c in &all {
-            c.hyper.validate_for(c.cell).unwrap();
+            crate::plan::Plan::check(c.cell, &c.hyper, crate::plan::Device::Cpu).unwrap();
             let (params, batch) = problem(c, 1);
             assert_eq!(params.cell, c.cell);
             crate::validate::check_batch(&params, &batch).unwrap();

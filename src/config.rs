@@ -60,35 +60,9 @@ pub enum Solver {
     /// Never form P: solve `(WᵀW + rI) z = Wᵀ s` by batched CG at every step for every
     /// sequence (on the GPU inside the fused sweep, linearized targets only).
     PerStep,
-    /// The cheaper of `cg` and `per-step` by the cost model of `Solver::resolve` on the
-    /// CPU; `cg` on the GPU, where both run the same CG code (jacobian.wgsl): forming P
-    /// runs its k iterations once, in d workgroups side by side, per-step solves run k at
-    /// each of the T − 1 steps, in sequence inside the time loop.
+    /// The cheaper of `cg` and `per-step` by the device's cost model (`plan::Plan::new`
+    /// states the rule and the measurement behind it; docs/ALGORITHM.md §4).
     Auto,
-}
-
-/// How many times more a per-step solve's flop costs than one of forming P (see
-/// `Solver::resolve`).
-pub const PER_STEP_PENALTY: usize = 2;
-
-impl Solver {
-    /// What `Auto` stands for at these sizes; any other choice unchanged. Forming P costs
-    /// about k·4d³ flops (k CG iterations, two d×d products each), plus 2d² per column
-    /// the sweep carries back; per-step solves cost about (2d² + k·4d²) per column, with
-    /// (T − 1)·B columns in all: equal flops at (T − 1)·B ≈ d. The per-step products have
-    /// only B columns, which run slower per flop than the d-column products that form P:
-    /// `tpri bench --crossover` on a 2-core CPU put the crossover at (T − 1)·B ≈ d/2 … d
-    /// for d = 64 and 128 and d/4 … d/2 for d = 256. So per-step solves are picked when
-    /// `PER_STEP_PENALTY · (T − 1)·B < d`.
-    pub fn resolve(self, hidden: usize, steps: usize, batch: usize) -> Solver {
-        match self {
-            Solver::Auto if PER_STEP_PENALTY * steps.saturating_sub(1) * batch < hidden => {
-                Solver::PerStep
-            }
-            Solver::Auto => Solver::Cg,
-            other => other,
-        }
-    }
 }
 
 /// How a target is carried back through a step (SPEC §2 step 5 against SPEC §5).
@@ -215,18 +189,6 @@ impl Default for Hyper {
 }
 
 impl Hyper {
-    /// `validate`, and that the inversion exists for `cell` (the GRU has no closed form).
-    pub fn validate_for(&self, cell: CellKind) -> Result<()> {
-        self.validate()?;
-        if self.method == Method::Tp
-            && cell == CellKind::Gru
-            && self.tp.inversion == Inversion::Analytic
-        {
-            bail!("the GRU has no closed-form inverse: TP-RI needs --inversion jacobian");
-        }
-        Ok(())
-    }
-
     /// Rejects settings no iteration can run with, naming the offending value.
     pub fn validate(&self) -> Result<()> {
         let o = &self.opt;

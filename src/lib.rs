@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod kernel_io;
 pub mod model;
 pub mod optimizer_state;
+pub mod plan;
 pub mod plot;
 pub mod presets;
 pub mod run_dir;

@@ -11,6 +11,7 @@ use crate::cg::CgReport;
 use crate::config::Hyper;
 use crate::model::{CellKind, Dims, Params};
 use crate::optimizer_state::OptState;
+use crate::plan::{Device, Plan};
 use crate::tasks::{build_task, Batch, Task, TaskSpec};
 
 /// Everything a training run depends on; saved as `config.toml` in the run directory.
@@ -64,7 +65,7 @@ impl Default for RunConfig {
 impl RunConfig {
     /// Rejects impossible settings, naming the value.
     pub fn validate(&self) -> Result<()> {
-        self.hyper.validate_for(self.cell)?;
+        Plan::check(self.cell, &self.hyper, Device::Cpu)?;
         if self.hyper.loss != self.task.loss() {
             bail!(
                 "the task is scored with {:?}, but the config says loss {:?}",

@@ -3,8 +3,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::Loss;
+use crate::config::{Hyper, Loss};
 use crate::model::Params;
+use crate::plan::{Device, Plan};
 use crate::tasks::{Batch, Targets};
 
 /// Checks that `batch` fits `params`, naming the mismatch.
@@ -49,4 +50,18 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Everything a step checks before any work or upload: that `hyper` can run for the model
+/// of `params` on `device` (`Plan::check`), that `batch` fits the parameters, and that its
+/// targets fit the loss and the head.
+pub fn check_run(params: &Params, batch: &Batch, hyper: &Hyper, device: Device) -> Result<()> {
+    Plan::check(params.cell, hyper, device)?;
+    check_batch(params, batch)?;
+    check_targets(
+        &batch.y,
+        hyper.loss,
+        batch.batch_size(),
+        params.dims().output,
+    )
 }

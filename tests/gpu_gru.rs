@@ -87,7 +87,7 @@ fn gru_forward_matches_reference() {
         let params = gru_params(dims(3, d, 2), i as u64);
         let x = inputs(t, b, 3, &mut rng(100 + i as u64));
         let want = cpu::gru::gru_forward(&params, &x);
-        let (h, gates) = gpu::gru_forward::gru_forward_gates(&ctx, &params, &x).unwrap();
+        let (h, gates) = gpu::one_shot::gru_forward_gates(&ctx, &params, &x).unwrap();
         let what = |n: &str| format!("{n} (d={d}, T={t}, B={b})");
         let e = check_all(&what("h"), &h, &want, TOL);
         assert_eq!(gates.len(), t);
@@ -103,7 +103,7 @@ fn gru_forward_matches_reference() {
                 worst = worst.max(check(&what(&format!("{name}_{}", step + 1)), g, w, TOL));
             }
         }
-        let h_only = gpu::gru_forward::gru_forward(&ctx, &params, &x).unwrap();
+        let h_only = gpu::one_shot::gru_forward(&ctx, &params, &x).unwrap();
         assert_eq!(h_only, h, "the same kernel gives the same states");
         eprintln!("GRU forward d={d} T={t} B={b}: h {e:.2e}, gates {worst:.2e}");
     }
@@ -130,7 +130,7 @@ fn gru_bptt_matches_reference_in_every_mode() {
         for (name, injection, through_time) in cases {
             let want = cpu::gru::gru_bptt(&params, &x, &h, injection, through_time);
             let got =
-                gpu::gru_bptt::gru_bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
+                gpu::one_shot::gru_bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
             let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
             let mut worst = check(&what("∇w_hh"), &got.rnn.w_hh, &want.rnn.w_hh, TOL);
             worst = worst.max(check(&what("∇w_ih"), &got.rnn.w_ih, &want.rnn.w_ih, TOL));
@@ -175,9 +175,9 @@ fn jacobian_products_match_reference_for_both_cells() {
             for step in steps {
                 let u = random(b, d, 1.0, &mut r);
                 let what = |n: &str| format!("{n} ({cell:?}, t={step}, d={d}, T={t}, B={b})");
-                let got = gpu::jacobian::jvp(&ctx, &params, &x, step, &u).unwrap();
+                let got = gpu::one_shot::jvp(&ctx, &params, &x, step, &u).unwrap();
                 worst = worst.max(check(&what("J u"), &got, &reference.jvp(step, &u), TOL));
-                let got = gpu::jacobian::vjp(&ctx, &params, &x, step, &u).unwrap();
+                let got = gpu::one_shot::vjp(&ctx, &params, &x, step, &u).unwrap();
                 worst = worst.max(check(&what("Jᵀ w"), &got, &reference.vjp(step, &u), TOL));
             }
             eprintln!("products {cell:?} d={d} T={t} B={b}: worst {worst:.2e}");
@@ -186,11 +186,11 @@ fn jacobian_products_match_reference_for_both_cells() {
         let x = inputs(3, 2, 3, &mut rng(1));
         let u = DMatrix::zeros(2, 4);
         assert!(
-            gpu::jacobian::jvp(&ctx, &params, &x, 0, &u).is_err(),
+            gpu::one_shot::jvp(&ctx, &params, &x, 0, &u).is_err(),
             "step 0"
         );
         assert!(
-            gpu::jacobian::vjp(&ctx, &params, &x, 4, &u).is_err(),
+            gpu::one_shot::vjp(&ctx, &params, &x, 4, &u).is_err(),
             "step T + 1"
         );
     }
@@ -223,7 +223,7 @@ fn jacobian_sweep_matches_reference_for_both_cells() {
                 let (want, want_reps) =
                     cpu::jacobian::jacobian_sweep(reference.as_ref(), &h, &v_top, reg, 1e-12, 100)
                         .unwrap();
-                let (got, reps) = gpu::jacobian::jacobian_sweep(
+                let (got, reps) = gpu::one_shot::jacobian_sweep(
                     &ctx,
                     &params,
                     &x,
@@ -270,7 +270,7 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
         let x = inputs(4, 3, 2, &mut rng(8));
         let h = states(&params, &x);
         let v_top = &h[4] + random(3, 12, 0.5, &mut rng(9));
-        let err = gpu::jacobian::jacobian_sweep(&ctx, &params, &x, &h, &v_top, 1e-3, 1e-7, 2)
+        let err = gpu::one_shot::jacobian_sweep(&ctx, &params, &x, &h, &v_top, 1e-3, 1e-7, 2)
             .unwrap_err();
         let cg = err
             .downcast_ref::<CgError>()
@@ -284,7 +284,7 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
         let mut bad = params.clone();
         bad.w_hh[(1, 2)] = f64::NAN;
         let err =
-            gpu::jacobian::jacobian_sweep(&ctx, &bad, &x, &h, &v_top, 1.0, 1e-5, 10).unwrap_err();
+            gpu::one_shot::jacobian_sweep(&ctx, &bad, &x, &h, &v_top, 1.0, 1e-5, 10).unwrap_err();
         assert!(err.downcast_ref::<CgError>().is_some(), "{cell:?}: {err:#}");
     }
 }

@@ -30,7 +30,7 @@ fn forward_matches_reference() {
         let x = inputs(t, b, 3, &mut rng(100 + i as u64));
         let e = check_all(
             &format!("h (d={d}, T={t}, B={b})"),
-            &gpu::forward::forward(&ctx, &params, &x).unwrap(),
+            &gpu::one_shot::forward(&ctx, &params, &x).unwrap(),
             &cpu::forward::forward(&params, &x),
             TOL,
         );
@@ -52,7 +52,7 @@ fn head_matches_reference_for_both_losses() {
         let values = Targets::Values(random(b, q, 1.0, &mut r));
         for (loss, y) in [(Loss::CrossEntropy, labels), (Loss::Mse, values)] {
             let want = cpu::head::head(&params, &h_last, &y, loss).unwrap();
-            let got = gpu::head::head(&ctx, &params, &h_last, &y, loss).unwrap();
+            let got = gpu::one_shot::head(&ctx, &params, &h_last, &y, loss).unwrap();
             let what = |n: &str| format!("{n} ({loss:?}, d={d}, B={b}, q={q})");
             let scalar = |v: f64| nalgebra::DMatrix::from_element(1, 1, v);
             check(&what("loss"), &scalar(got.loss), &scalar(want.loss), TOL);
@@ -94,7 +94,7 @@ fn matmul_matches_reference() {
             };
             let b = random(k, n, 1.0, &mut r);
             let want = if trans_a { a.transpose() * &b } else { &a * &b };
-            let got = gpu::matmul::matmul(&ctx, &a, trans_a, &b).unwrap();
+            let got = gpu::one_shot::matmul(&ctx, &a, trans_a, &b).unwrap();
             check(
                 &format!("C ({m}×{k}·{k}×{n}, trans_a={trans_a})"),
                 &got,
@@ -129,7 +129,7 @@ fn bptt_matches_reference_in_every_mode() {
         ];
         for (name, injection, through_time) in cases {
             let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
-            let got = gpu::bptt::bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
+            let got = gpu::one_shot::bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
             let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
             check(&what("∇W"), &got.w_hh, &want.w_hh, TOL);
             check(&what("∇U"), &got.w_ih, &want.w_ih, TOL);
@@ -167,7 +167,7 @@ fn optimizers_match_reference_over_three_steps() {
         for step in 0..3u64 {
             let g = params(d, 31 + step);
             cpu::optimizer::optimizer_step(&cfg, &mut s_cpu, &mut p_cpu, &g);
-            gpu::optimizer::optimizer_step(&ctx, &cfg, &mut s_gpu, &mut p_gpu, &g).unwrap();
+            gpu::one_shot::optimizer_step(&ctx, &cfg, &mut s_gpu, &mut p_gpu, &g).unwrap();
         }
         assert_eq!(s_gpu.step, s_cpu.step);
         let tensors = p_gpu.tensors().into_iter().zip(p_cpu.tensors());
@@ -202,14 +202,14 @@ fn cg_inverse_matches_cholesky_cold_and_warm() {
         };
         let reg = 0.5;
         let exact = cpu::inverse::inverse_cholesky(&w, reg).unwrap();
-        let (cold, rep) = gpu::inverse::inverse_cg(&ctx, &w, reg, tol, 100, None).unwrap();
+        let (cold, rep) = gpu::one_shot::inverse_cg(&ctx, &w, reg, tol, 100, None).unwrap();
         assert!(rep.residual <= tol && rep.iterations >= 1, "{rep:?}");
         let e = check(&format!("P cold (d={d})"), &cold, &exact, TOL);
         // Warm start from a nearby solution: fewer iterations, same answer.
         let w2 = &w + random(d, d, 1e-3 / (d as f64).sqrt(), &mut r);
         let exact2 = cpu::inverse::inverse_cholesky(&w2, reg).unwrap();
         let (warm, rep2) =
-            gpu::inverse::inverse_cg(&ctx, &w2, reg, tol, 100, Some(&exact)).unwrap();
+            gpu::one_shot::inverse_cg(&ctx, &w2, reg, tol, 100, Some(&exact)).unwrap();
         check(&format!("P warm (d={d})"), &warm, &exact2, TOL);
         assert!(
             rep2.iterations <= rep.iterations,
@@ -226,7 +226,7 @@ fn cg_inverse_matches_cholesky_cold_and_warm() {
 fn cg_that_misses_its_tolerance_is_an_error_with_the_numbers() {
     let ctx = ctx();
     let w = random(40, 40, 0.5, &mut rng(600));
-    let err = gpu::inverse::inverse_cg(&ctx, &w, 1e-3, 1e-6, 2, None).unwrap_err();
+    let err = gpu::one_shot::inverse_cg(&ctx, &w, 1e-3, 1e-6, 2, None).unwrap_err();
     let cg = err
         .downcast_ref::<tpri::cg::CgError>()
         .unwrap_or_else(|| panic!("expected CgError, got {err:#}"));
@@ -257,7 +257,7 @@ fn target_sweep_matches_reference_in_every_mode() {
         for (mode, lr_target) in modes.iter().flat_map(|&m| [(m, 0.1), (m, 1e-4)]) {
             let want =
                 cpu::target_sweep::target_sweep(&params, &p_inv, &x, &h, &g_top, lr_target, mode);
-            let got = gpu::target_sweep::target_sweep(
+            let got = gpu::one_shot::target_sweep(
                 &ctx, &params, &p_inv, &x, &h, &g_top, lr_target, mode,
             )
             .unwrap();
@@ -282,7 +282,7 @@ fn cg_rejects_a_non_finite_w() {
     let ctx = ctx();
     let mut w = random(5, 5, 0.5, &mut rng(601));
     w[(2, 3)] = f64::INFINITY;
-    let err = gpu::inverse::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
+    let err = gpu::one_shot::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
     assert!(err.downcast_ref::<tpri::cg::CgError>().is_some(), "{err:#}");
 }
 
@@ -295,6 +295,6 @@ fn forward_matches_reference_at_the_papers_length() {
     let params = params(dims(1, 100, 10), 30);
     let x = inputs(784, 2, 1, &mut rng(31));
     let want = cpu::forward::forward(&params, &x);
-    let got = gpu::forward::forward(&ctx, &params, &x).unwrap();
+    let got = gpu::one_shot::forward(&ctx, &params, &x).unwrap();
     check_all("h (T=784, d=100, B=2)", &got, &want, TOL);
 }

@@ -14,8 +14,10 @@ use tpri::bench::{
     cost_model, fit_line, gpu_label, measure_cpu, measure_cpu_solver, measure_gpu, Fit, Machine,
     Measurement, Size,
 };
-use tpri::config::{Method, Solver, PER_STEP_PENALTY};
+use tpri::config::{Hyper, Method, Solver};
 use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, Storage};
+use tpri::model::CellKind;
+use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Which backends to time.
@@ -333,7 +335,7 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
             size,
             formed_s: formed.iteration_s,
             per_step_s: per_step.iteration_s,
-            auto: Solver::Auto.resolve(d, t, b),
+            auto: auto_solver(d, t, b)?,
         };
         let faster = if row.per_step_s < row.formed_s {
             "per-step"
@@ -667,4 +669,24 @@ fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], batch: 
             println!();
         }
     }
+}
+
+/// What `--solver auto` picks for the CPU's tanh RNN at these sizes (`Plan::new`).
+fn auto_solver(hidden: usize, steps: usize, batch: usize) -> Result<Solver> {
+    let mut hyper = Hyper {
+        method: Method::Tp,
+        ..Hyper::default()
+    };
+    hyper.tp.solver = Solver::Auto;
+    let sizes = Sizes {
+        hidden,
+        steps,
+        batch,
+    };
+    let plan = Plan::new(CellKind::Tanh, &hyper, Device::Cpu, sizes)?;
+    Ok(if plan.targets() == Some(TargetSolve::PerStep) {
+        Solver::PerStep
+    } else {
+        Solver::Cg
+    })
 }

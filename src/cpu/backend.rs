@@ -10,6 +10,7 @@ use crate::cpu::optimizer::optimizer_step;
 use crate::cpu::steps::{Pool, Steps};
 use crate::model::Params;
 use crate::optimizer_state::OptState;
+use crate::plan::{Device, Plan};
 use crate::tasks::Batch;
 use crate::validate::check_batch;
 
@@ -51,7 +52,7 @@ impl Backend for CpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        hyper.validate_for(params.cell)?;
+        Plan::check(params.cell, hyper, Device::Cpu)?;
         let opt = OptState::for_params(opt, params)?;
         self.train = Some(Training {
             params: params.clone(),

@@ -5,7 +5,7 @@ use nalgebra::DMatrix;
 
 use crate::backend::Trace;
 use crate::cg::CgReport;
-use crate::config::{Hyper, Inversion, Method, Solver, TpConfig, TpGrad, CPU_CG_TOL};
+use crate::config::{Hyper, TpConfig, TpGrad, CPU_CG_TOL};
 use crate::cpu::bptt::{bptt_steps, StepsInjection};
 use crate::cpu::forward::forward_steps;
 use crate::cpu::gru::{gru_bptt, gru_forward};
@@ -16,6 +16,7 @@ use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
 use crate::kernel_io::Injection;
 use crate::model::{CellKind, Params};
+use crate::plan::{Device, Plan, Sizes, TargetSolve};
 use crate::tasks::Batch;
 use crate::validate::check_batch;
 
@@ -125,34 +126,38 @@ pub fn iteration_steps(
     warm_p: Option<&DMatrix<f64>>,
     pool: &mut Pool,
 ) -> Result<StepsTrace> {
-    hyper.validate_for(params.cell)?;
     check_batch(params, batch)?;
+    let t_len = batch.seq_len();
+    let sizes = Sizes {
+        hidden: params.dims().hidden,
+        steps: t_len,
+        batch: batch.batch_size(),
+    };
+    let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
     let x = Steps::from_rows(&batch.x, batch.batch_size(), params.w_ih.ncols());
     let h = states(params, batch, &x, pool);
-    let t_len = batch.seq_len();
     let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
     let inputs = Inputs { params, batch, x };
-    let (mut grads, v, p_inv, cg) = match hyper.method {
-        Method::Bp => {
+    let (mut grads, v, p_inv, cg) = match plan.targets() {
+        None => {
             let g = inputs.recurrent_grads(&h, StepsInjection::Top(&out.grad_h), true, pool);
             (g, None, None, None)
         }
-        Method::Tp => {
+        Some(solve) => {
             let tp = &hyper.tp;
-            let (v, p_inv, cg) = match tp.inversion {
-                Inversion::Analytic => {
-                    let solver = tp
-                        .solver
-                        .resolve(params.dims().hidden, t_len, batch.batch_size());
+            let (v, p_inv, cg) = match solve {
+                TargetSolve::FormP { .. } | TargetSolve::PerStep => {
                     let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
-                    let (p_inv, cg) = match solver {
-                        Solver::Cholesky => (Some(inverse_cholesky(&params.w_hh, tp.reg)?), None),
-                        Solver::PerStep => (None, None),
-                        Solver::Cg | Solver::Auto => {
+                    let (p_inv, cg) = match solve {
+                        TargetSolve::FormP { cholesky: true } => {
+                            (Some(inverse_cholesky(&params.w_hh, tp.reg)?), None)
+                        }
+                        TargetSolve::FormP { cholesky: false } => {
                             let (p, rep) =
                                 inverse_cg(&params.w_hh, tp.reg, tol, tp.cg_max_iter, warm_p)?;
                             (Some(p), Some(rep))
                         }
+                        _ => (None, None),
                     };
                     let op;
                     let inverse = match &p_inv {
@@ -179,7 +184,7 @@ pub fn iteration_steps(
                     )?;
                     (v, p_inv, cg.or(per_step))
                 }
-                Inversion::Jacobian => {
+                TargetSolve::Jacobian => {
                     let (v, cg) = inputs.jacobian_targets(&h, &out.grad_h, &hyper.tp)?;
                     (v, None, Some(cg))
                 }

@@ -14,17 +14,20 @@ use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::cg::CgReport;
-use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
+use crate::config::{Hyper, Method};
+use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::GPU_CG_TOL;
-use crate::gpu::iteration::{check_storage, matrix, ModelBuffers, Shape, Workspace};
+use crate::gpu::iteration::Workspace;
 use crate::gpu::jacobian;
+use crate::gpu::layout::{matrix, Shape};
+use crate::gpu::one_shot;
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
+use crate::plan::Plan;
 use crate::tasks::Batch;
-use crate::validate::check_batch;
-use crate::validate::check_targets;
+use crate::validate::check_run;
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says. Keeps P on the device to warm-start the next CG solve.
@@ -45,32 +48,6 @@ struct Training {
     stepped: bool,
     train_ws: Option<Workspace>,
     eval_ws: Option<Workspace>,
-}
-
-/// Rejects settings the GPU path does not implement, and bad batches, before any upload.
-pub(crate) fn check(params_dims: &Params, batch: &Batch, hyper: &Hyper) -> Result<()> {
-    check_settings(params_dims, hyper)?;
-    check_batch(params_dims, batch)?;
-    let dims = params_dims.dims();
-    check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
-}
-
-/// Rejects a model or settings the GPU path does not implement.
-fn check_settings(params: &Params, hyper: &Hyper) -> Result<()> {
-    hyper.validate_for(params.cell)?;
-    let tp = &hyper.tp;
-    if hyper.method == Method::Tp && tp.inversion == Inversion::Analytic {
-        if tp.solver == Solver::Cholesky {
-            bail!("the GPU backend has no Cholesky solve (CPU-only): use --solver cg, per-step or auto");
-        }
-        if tp.solver == Solver::PerStep && tp.target_mode != TargetMode::Linearized {
-            bail!(
-                "the GPU's per-step solves give linearized targets only, not target mode {:?}: use --solver cg or auto",
-                tp.target_mode
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The CG report of the last iteration run in `ws` (TP only): P's solve, or the worst
@@ -152,9 +129,9 @@ impl Backend for GpuBackend {
     }
 
     fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace> {
-        check(params, batch, hyper)?;
+        check_run(params, batch, hyper, self.storage.device())?;
         let ctx = &*self.ctx;
-        let (model, ws) = Workspace::one_shot(ctx, params, batch, hyper, self.storage)?;
+        let (model, ws) = one_shot::workspace(ctx, params, batch, hyper, self.storage)?;
         ctx.submit(|pass| {
             ws.record_loss(pass);
             ws.record_gradients(pass, false);
@@ -186,8 +163,7 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        check_settings(params, hyper)?;
-        check_storage(self.storage, params.cell, hyper)?;
+        Plan::check(params.cell, hyper, self.storage.device())?;
         let dims = params.dims();
         let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
@@ -213,7 +189,7 @@ impl Backend for GpuBackend {
         let storage = self.storage;
         let tr = self.training()?;
         let params_shape = tr.model.layout.zeros();
-        check(&params_shape, batch, &tr.hyper)?;
+        check_run(&params_shape, batch, &tr.hyper, storage.device())?;
         let ws = workspace(
             &ctx,
             &mut tr.train_ws,
@@ -281,7 +257,7 @@ impl Backend for GpuBackend {
             method: Method::Bp,
             ..tr.hyper.clone()
         };
-        check(&tr.model.layout.zeros(), batch, &hyper)?;
+        check_run(&tr.model.layout.zeros(), batch, &hyper, storage.device())?;
         let ws = workspace(
             &ctx,
             &mut tr.eval_ws,

@@ -1,18 +1,12 @@
 //! Backpropagation through time for BP and for the TP surrogate (`shaders/bptt.wgsl`,
 //! then `matmul.wgsl` for the reductions; twin of `src/cpu/bptt.rs`).
 
-use anyhow::{ensure, Result};
-use nalgebra::DMatrix;
+use anyhow::Result;
 
-use crate::config::{Hyper, Inversion, Method, TpConfig, TpGrad};
+use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{
-    per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
-};
 use crate::gpu::kernel::Dispatch;
-use crate::gpu::storage::Storage;
-use crate::kernel_io::{Injection, RnnGrads};
-use crate::model::Params;
+use crate::gpu::layout::Shape;
 
 /// The uniform block of `bptt.wgsl` and `gru_bptt.wgsl`.
 #[repr(C)]
@@ -88,83 +82,4 @@ pub(crate) fn dispatch_cell<'a>(
         &all,
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )
-}
-
-/// Gradients of W, U, b on the GPU (histories in f32), as `cpu::bptt::bptt` returns them.
-pub fn bptt(
-    ctx: &GpuContext,
-    params: &Params,
-    x: &[DMatrix<f64>],
-    h: &[DMatrix<f64>],
-    injection: Injection,
-    through_time: bool,
-) -> Result<RnnGrads> {
-    let (g, error_norms) = backward_once(ctx, params, x, h, injection, through_time)?;
-    Ok(RnnGrads {
-        w_hh: g.w_hh,
-        w_ih: g.w_ih,
-        b: g.b,
-        error_norms,
-    })
-}
-
-/// One run of the cell's backward recursion and the gradient reductions, as the one-shot
-/// `bptt` and `gru_bptt` need it: the kernels linearize at the states (and gates) of the
-/// GPU's own forward pass on `x`; `h`, the reference's states, serves only to form the
-/// target offsets v − h in f64. Returns the gradient tensors (head at zero) and ‖e_t‖.
-pub(crate) fn backward_once(
-    ctx: &GpuContext,
-    params: &Params,
-    x: &[DMatrix<f64>],
-    h: &[DMatrix<f64>],
-    injection: Injection,
-    through_time: bool,
-) -> Result<(Params, Vec<f64>)> {
-    ensure!(
-        h.len() == x.len() + 1,
-        "need h_0 … h_T: got {} states for {} steps",
-        h.len(),
-        x.len()
-    );
-    let method = match injection {
-        Injection::Top(_) => Method::Bp,
-        Injection::Targets(_) => Method::Tp,
-    };
-    ensure!(
-        method == Method::Tp || through_time,
-        "BP injects g_T at the top only; without recursion it has no gradient below T"
-    );
-    let hyper = Hyper {
-        method,
-        tp: TpConfig {
-            inversion: Inversion::default_for(params.cell),
-            tp_grad: if through_time {
-                TpGrad::ThroughTime
-            } else {
-                TpGrad::Local
-            },
-            // No solve runs here: one iteration keeps the llvmpipe loop guard from
-            // counting one that does not happen.
-            cg_max_iter: 1,
-            ..TpConfig::default()
-        },
-        ..Hyper::default()
-    };
-    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper, Storage::F32)?;
-    match injection {
-        Injection::Targets(v) => {
-            // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
-            let dv: Vec<_> = v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect();
-            ws.seq.dv.write(ctx, 0, &dv);
-        }
-        Injection::Top(g) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
-    }
-    ctx.submit(|pass| {
-        ws.bptt.record(pass);
-        ws.reductions.iter().for_each(|r| r.record(pass));
-    })?;
-    Ok((
-        model.read_params(ctx, &model.grad)?,
-        ws.error_norms.read(ctx)?,
-    ))
 }

@@ -2,15 +2,12 @@
 //! `src/cpu/forward.rs`).
 
 use anyhow::Result;
-use nalgebra::DMatrix;
 
-use crate::config::Hyper;
+use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace};
 use crate::gpu::kernel::Dispatch;
-use crate::gpu::storage::Storage;
+use crate::gpu::layout::Shape;
 use crate::gpu::transpose;
-use crate::model::Params;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -77,11 +74,4 @@ pub(crate) fn dispatch_cell<'a>(
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )?;
     Ok([transpose, forward])
-}
-
-/// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
-/// them.
-pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
-    let (_model, ws) = Workspace::after_forward(ctx, params, x, &Hyper::default(), Storage::F32)?;
-    ws.seq.h.read(ctx, 0, ws.shape.steps + 1)
 }

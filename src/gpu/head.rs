@@ -1,19 +1,12 @@
 //! The linear head and its loss (`shaders/head.wgsl`; twin of `src/cpu/head.rs`).
 
 use anyhow::Result;
-use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Loss};
+use crate::config::Loss;
+use crate::gpu::buffers::{grid_1d, per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{
-    grid_1d, loss_code, matrix, per_item_groups, ModelBuffers, SeqBuffers, Shape, Workspace,
-};
 use crate::gpu::kernel::Dispatch;
-use crate::gpu::storage::Storage;
-use crate::kernel_io::HeadOut;
-use crate::model::Params;
-use crate::tasks::{Batch, Targets};
-use crate::validate::check_targets;
+use crate::gpu::layout::{loss_code, Shape};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -89,39 +82,4 @@ impl HeadDispatches {
         self.rows.record(pass);
         self.params.record(pass);
     }
-}
-
-/// The head's loss and gradients at `h_last` on the GPU, as `cpu::head::head` returns them.
-pub fn head(
-    ctx: &GpuContext,
-    params: &Params,
-    h_last: &DMatrix<f64>,
-    y: &Targets,
-    loss: Loss,
-) -> Result<HeadOut> {
-    let (b, d) = h_last.shape();
-    let q = params.dims().output;
-    check_targets(y, loss, b, q)?;
-    // A one-step batch whose h_1 is set to h_last.
-    let batch = Batch {
-        x: vec![DMatrix::zeros(b, params.dims().input)],
-        y: y.clone(),
-    };
-    let hyper = Hyper {
-        loss,
-        ..Hyper::default()
-    };
-    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper, Storage::F32)?;
-    ws.seq.h.write(ctx, 1, std::slice::from_ref(h_last));
-    ctx.submit(|pass| ws.head.record(pass))?;
-    let grads = model.read_params(ctx, &model.grad)?;
-    let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;
-    Ok(HeadOut {
-        loss: f64::from(stats[0]),
-        accuracy: f64::from(stats[1]),
-        z: matrix(&ctx.read(&ws.seq.scratch, 0, b * q)?, b, q),
-        grad_h: matrix(&ctx.read(&ws.seq.g_top, 0, b * d)?, b, d),
-        grad_w: grads.head_w,
-        grad_b: grads.head_b,
-    })
 }

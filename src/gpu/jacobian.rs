@@ -14,21 +14,18 @@
 //! that misses its tolerance is a `CgError` with those numbers, as on the CPU.
 //!
 //! Loop cap: on llvmpipe one invocation runs the whole sweep of its sequence, up to
-//! (T − 1)·cg_max_iter CG iterations; `sweep_loops` counts them for the guard in
-//! `iteration::loop_counts`.
+//! (T − 1)·cg_max_iter CG iterations; `guards::sweep_loops` counts them.
 
-use anyhow::{ensure, Result};
-use nalgebra::DMatrix;
+use anyhow::Result;
 
 use crate::cg::{CgError, CgReport};
-use crate::config::{Hyper, Inversion, Method, Solver, TpConfig};
+use crate::config::TpConfig;
+use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{
-    matrix, per_item_groups, poison, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
-};
 use crate::gpu::kernel::{Dispatch, JACOBIAN_WORKGROUP_SIZES};
-use crate::gpu::storage::Storage;
-use crate::model::{CellKind, Params};
+use crate::gpu::layout::Shape;
+use crate::model::CellKind;
+use crate::plan::TargetSolve;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -56,37 +53,14 @@ struct Failures {
     worst_residual: u32,
 }
 
-/// What the sweep's per-step CG solves with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Solve {
-    /// The cell's Jacobian J_t (SPEC §5: the jacobian inversion).
-    Jacobian(CellKind),
-    /// W alone on the linearized offsets (v_t − h_t) ⊘ (1 − clamp(h_t)²): the analytic
-    /// inversion solved per step instead of forming P (SPEC §4, `--solver per-step`).
-    Linear,
-}
-
-impl Solve {
-    /// The per-step solve `hyper` asks of the GPU for a model of `cell`, if any. `auto`
-    /// forms P on the GPU (`config::Solver::Auto` says why).
-    pub(crate) fn of(cell: CellKind, hyper: &Hyper) -> Option<Solve> {
-        if hyper.method != Method::Tp {
-            return None;
-        }
-        match (hyper.tp.inversion, hyper.tp.solver) {
-            (Inversion::Jacobian, _) => Some(Solve::Jacobian(cell)),
-            (Inversion::Analytic, Solver::PerStep) => Some(Solve::Linear),
-            (Inversion::Analytic, _) => None,
-        }
-    }
-
-    /// jacobian.wgsl's `dims.cell`.
-    fn code(self) -> u32 {
-        match self {
-            Solve::Jacobian(CellKind::Tanh) => 0,
-            Solve::Jacobian(CellKind::Gru) => 1,
-            Solve::Linear => 2,
-        }
+/// jacobian.wgsl's `dims.cell`: which operator its CG solves with, the cell's Jacobian
+/// J_t (the jacobian inversion, §5) or W alone on the linearized offsets
+/// (v_t − h_t) ⊘ (1 − clamp(h_t)²) (the analytic inversion solved per step, or P).
+pub(crate) fn operator_code(cell: CellKind, solve: TargetSolve) -> u32 {
+    match (solve, cell) {
+        (TargetSolve::Jacobian, CellKind::Tanh) => 0,
+        (TargetSolve::Jacobian, CellKind::Gru) => 1,
+        (TargetSolve::PerStep | TargetSolve::FormP { .. }, _) => 2,
     }
 }
 
@@ -106,25 +80,6 @@ pub(crate) fn workgroup_size(d: usize) -> u32 {
         .unwrap_or(256)
 }
 
-/// Loop iterations of one invocation of the sweep at most (what llvmpipe's limiter counts):
-/// `units` owned units, `dot` iterations per dot product over d, T − 1 solved steps of
-/// `max_iter` CG iterations each. Derived from jacobian.wgsl's loops: per CG iteration
-/// two products (the GRU's three gate blocks in the transposed one), two workgroup sums
-/// (eight tree levels each) and the vector updates; per step the right-hand side.
-pub(crate) fn sweep_loops(solve: Solve, d: usize, steps: usize, max_iter: usize) -> usize {
-    // `workgroup_size` gives each unit its own invocation up to d = 256 and takes 256
-    // beyond; smaller workgroups only shorten the workgroup sums counted below.
-    let units = d.div_ceil(256);
-    let dot = units * (d / 8 + d % 8);
-    let (iteration, step) = match solve {
-        Solve::Jacobian(CellKind::Tanh) | Solve::Linear => {
-            (2 * dot + 10 * units + 17, dot + 6 * units + 9)
-        }
-        Solve::Jacobian(CellKind::Gru) => (4 * dot + 17 * units + 20, 3 * dot + 13 * units + 12),
-    };
-    units + steps.saturating_sub(1) * (step + max_iter * iteration)
-}
-
 /// The sweep's launch: one workgroup per sequence, reading W, Wᵀ (written by the forward
 /// phase), h, the gates and g_T; writing dv [T+1, B, d], the per-step CG statistics and
 /// the failure record.
@@ -134,14 +89,14 @@ pub(crate) fn sweep_dispatch(
     seq: &SeqBuffers,
     shape: Shape,
     tp: &TpConfig,
-    solve: Solve,
+    solve: TargetSolve,
 ) -> Result<Dispatch> {
     let l = &model.layout;
     let dims = Dims {
         batch: shape.batch as u32,
         steps: shape.steps as u32,
         hidden: l.dims.hidden as u32,
-        cell: solve.code(),
+        cell: operator_code(l.cell, solve),
         step: 0,
         max_iter: u32::try_from(tp.cg_max_iter).unwrap_or(u32::MAX),
         lr_target: tp.lr_target as f32,
@@ -157,7 +112,7 @@ pub(crate) fn sweep_dispatch(
         &[
             (1, l.w.bind(&model.theta)),
             (2, model.wt.as_entire_binding()),
-            // f32 histories only (`iteration::check_storage`).
+            // f32 histories only (`plan::Plan::check`).
             (3, seq.h.binding()),
             (4, seq.gates.as_entire_binding()),
             (5, seq.g_top.as_entire_binding()),
@@ -184,7 +139,7 @@ pub(crate) fn inverse_dispatch(
         batch: d as u32,
         steps: 0,
         hidden: d as u32,
-        cell: Solve::Linear.code(),
+        cell: operator_code(CellKind::Tanh, TargetSolve::PerStep),
         step: 0,
         max_iter: u32::try_from(tp.cg_max_iter).unwrap_or(u32::MAX),
         lr_target: 0.0,
@@ -207,12 +162,6 @@ pub(crate) fn inverse_dispatch(
         ],
         per_item_groups(ctx, d, "hidden size d (one CG workgroup per column of P)")?,
     )
-}
-
-/// Loop iterations of one invocation of `inverse_columns` at most: one solve, with the
-/// warm start's extra product (see `sweep_loops`).
-pub(crate) fn inverse_loops(d: usize, max_iter: usize) -> usize {
-    sweep_loops(Solve::Linear, d, 2, max_iter + 1)
 }
 
 /// Per solved step t = T … 2 (in that order, as `cpu::jacobian::jacobian_sweep` returns
@@ -261,147 +210,56 @@ pub(crate) fn report(
     Ok(CgReport::worst(step_reports(ctx, seq, shape)?))
 }
 
-/// `J_t u` (`transpose` false) or `J_tᵀ u` for every row of `u` [B, d] at the states of
-/// the cell's forward pass on `x` (the one-shot behind `jvp` and `vjp`).
-fn product(
-    ctx: &GpuContext,
-    params: &Params,
-    x: &[DMatrix<f64>],
-    t: usize,
-    u: &DMatrix<f64>,
-    transpose: bool,
-) -> Result<DMatrix<f64>> {
-    ensure!(
-        (1..=x.len()).contains(&t),
-        "step {t} is outside 1 … {}",
-        x.len()
-    );
-    let (b, d) = u.shape();
-    ensure!(
-        x[0].nrows() == b && d == params.dims().hidden,
-        "the vector is {b}×{d}, expected {}×{} (B × d)",
-        x[0].nrows(),
-        params.dims().hidden
-    );
-    let forward_only = Hyper {
-        method: Method::Bp,
-        ..Hyper::default()
-    };
-    let (model, ws) = Workspace::after_forward(ctx, params, x, &forward_only, Storage::F32)?;
-    let none = wgpu::BufferUsages::empty();
-    let input = ctx.storage("product input [B, d]", 4 * (b * d) as u64, none)?;
-    let output = ctx.storage("product output [B, d]", 4 * (b * d) as u64, none)?;
-    ctx.write(&input, 0, &rows_f32(u));
-    poison(ctx, &output, b * d);
-    let dims = Dims {
-        batch: b as u32,
-        steps: x.len() as u32,
-        hidden: d as u32,
-        cell: Solve::Jacobian(params.cell).code(),
-        step: t as u32,
-        max_iter: 0,
-        lr_target: 0.0,
-        reg: 0.0,
-        tol: 0.0,
-        warm: 0,
-    };
-    // Each entry point binds only what it reads: Wᵀ for J u, W for Jᵀ w.
-    let kernels = ctx.jacobian_kernels(workgroup_size(d))?;
-    let (pipeline, weights) = if transpose {
-        (&kernels.vjp, (1, model.layout.w.bind(&model.theta)))
-    } else {
-        (&kernels.jvp, (2, model.wt.as_entire_binding()))
-    };
-    let launch = Dispatch::new(
-        ctx,
-        pipeline,
-        &dims,
-        &[
-            weights,
-            (3, ws.seq.h.binding()),
-            (4, ws.seq.gates.as_entire_binding()),
-            (9, input.as_entire_binding()),
-            (10, output.as_entire_binding()),
-        ],
-        per_item_groups(ctx, b, "batch size B")?,
-    )?;
-    ctx.submit(|pass| launch.record(pass))?;
-    Ok(matrix(&ctx.read(&output, 0, b * d)?, b, d))
-}
-
-/// `J_t u` for each row of `u` on the GPU, as `cpu::jacobian::Cell::jvp` gives it, for the
-/// cell of `params` linearized at its forward pass on `x` (T matrices B×p).
-pub fn jvp(
-    ctx: &GpuContext,
-    params: &Params,
-    x: &[DMatrix<f64>],
-    t: usize,
-    u: &DMatrix<f64>,
-) -> Result<DMatrix<f64>> {
-    product(ctx, params, x, t, u, false)
-}
-
-/// `J_tᵀ w` for each row of `w` on the GPU, as `cpu::jacobian::Cell::vjp` gives it.
-pub fn vjp(
-    ctx: &GpuContext,
-    params: &Params,
-    x: &[DMatrix<f64>],
-    t: usize,
-    w: &DMatrix<f64>,
-) -> Result<DMatrix<f64>> {
-    product(ctx, params, x, t, w, true)
-}
-
 /// Targets v_0 … v_T and the per-step CG reports (t = T … 2, each the worst sequence's)
 /// on the GPU, as `cpu::jacobian::jacobian_sweep` returns them, for the cell of `params`
 /// linearized at its forward pass on `x`. `h` (the reference's states) serves to form the
 /// offsets: the kernel starts from dv_T = v_top − h_T (in f64) and returns v_t = h_t + dv_t.
 /// A step whose CG misses `tol` in `max_iter` iterations makes it a `CgError`.
 // The twin's six arguments plus the context and inputs: kept parallel on purpose.
-#[allow(clippy::too_many_arguments)]
-pub fn jacobian_sweep(
+
+/// `J_t u` (`transpose` false) or `J_tᵀ u` for every row of `input` [B, d] into `output`,
+/// at the states (and gates) of the forward pass in `seq`: jacobian.wgsl's `jvp` and `vjp`
+/// entry points, each binding only what it reads (Wᵀ for J u, W for Jᵀ w).
+pub(crate) fn product_dispatch(
     ctx: &GpuContext,
-    params: &Params,
-    x: &[DMatrix<f64>],
-    h: &[DMatrix<f64>],
-    v_top: &DMatrix<f64>,
-    reg: f64,
-    tol: f64,
-    max_iter: usize,
-) -> Result<(Vec<DMatrix<f64>>, Vec<CgReport>)> {
-    let t_len = x.len();
-    ensure!(
-        h.len() == t_len + 1,
-        "jacobian_sweep needs h_0 … h_T ({} states), got {}",
-        t_len + 1,
-        h.len()
-    );
-    let tp = TpConfig {
-        inversion: Inversion::Jacobian,
-        // With γ_h = 1 the kernel's dv_T = −γ_h g_T is v_top − h_T for g_T = h_T − v_top.
-        lr_target: 1.0,
-        reg,
-        cg_tol: Some(tol),
-        cg_max_iter: max_iter,
-        ..TpConfig::default()
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    shape: Shape,
+    step: usize,
+    transpose: bool,
+    [input, output]: [&wgpu::Buffer; 2],
+) -> Result<Dispatch> {
+    let l = &model.layout;
+    let d = l.dims.hidden;
+    let dims = Dims {
+        batch: shape.batch as u32,
+        steps: shape.steps as u32,
+        hidden: d as u32,
+        cell: operator_code(l.cell, TargetSolve::Jacobian),
+        step: step as u32,
+        max_iter: 0,
+        lr_target: 0.0,
+        reg: 0.0,
+        tol: 0.0,
+        warm: 0,
     };
-    let hyper = Hyper {
-        method: Method::Tp,
-        tp: tp.clone(),
-        ..Hyper::default()
+    let kernels = ctx.jacobian_kernels(workgroup_size(d))?;
+    let (pipeline, weights) = if transpose {
+        (&kernels.vjp, (1, l.w.bind(&model.theta)))
+    } else {
+        (&kernels.jvp, (2, model.wt.as_entire_binding()))
     };
-    let (model, ws) = Workspace::after_forward(ctx, params, x, &hyper, Storage::F32)?;
-    ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
-    let sweep = ws
-        .sweep
-        .as_ref()
-        .expect("a TP workspace has a target sweep");
-    ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
-    let dv = ws.seq.dv.read(ctx, 0, t_len + 1)?;
-    let reports = step_reports(ctx, &ws.seq, ws.shape)?;
-    report(ctx, &model, &ws.seq, ws.shape, &tp)?;
-    Ok((
-        h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect(),
-        reports,
-    ))
+    Dispatch::new(
+        ctx,
+        pipeline,
+        &dims,
+        &[
+            weights,
+            (3, seq.h.binding()),
+            (4, seq.gates.as_entire_binding()),
+            (9, input.as_entire_binding()),
+            (10, output.as_entire_binding()),
+        ],
+        per_item_groups(ctx, shape.batch, "batch size B")?,
+    )
 }

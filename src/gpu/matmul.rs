@@ -2,10 +2,8 @@
 //! over T·B rows behind ∇W, ∇U, ∇b, and CG's products. Its CPU twin is nalgebra's product.
 
 use anyhow::{ensure, Result};
-use nalgebra::DMatrix;
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{matrix, poison, rows_f32};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::Storage;
 
@@ -80,45 +78,4 @@ fn launch(
         &[(1, ops.a), (2, ops.b), (3, ops.c)],
         grid,
     )
-}
-
-/// `op(a) · b` on the GPU (op = transpose when `trans_a`), checked against nalgebra in tests.
-pub fn matmul(
-    ctx: &GpuContext,
-    a: &DMatrix<f64>,
-    trans_a: bool,
-    b: &DMatrix<f64>,
-) -> Result<DMatrix<f64>> {
-    let (m, k) = if trans_a {
-        (a.ncols(), a.nrows())
-    } else {
-        a.shape()
-    };
-    ensure!(
-        b.nrows() == k,
-        "matmul: op(A) is {m}×{k} but B has {} rows",
-        b.nrows()
-    );
-    let n = b.ncols();
-    let none = wgpu::BufferUsages::empty();
-    let a_buf = ctx.storage("matmul A", 4 * a.len() as u64, none)?;
-    let b_buf = ctx.storage("matmul B", 4 * b.len() as u64, none)?;
-    let c_buf = ctx.storage("matmul C", 4 * (m * n) as u64, none)?;
-    ctx.write(&a_buf, 0, &rows_f32(a));
-    ctx.write(&b_buf, 0, &rows_f32(b));
-    poison(ctx, &c_buf, m * n);
-    let launch = product(
-        ctx,
-        Operands {
-            a: a_buf.as_entire_binding(),
-            trans_a,
-            b: b_buf.as_entire_binding(),
-            c: c_buf.as_entire_binding(),
-            m,
-            n,
-            k,
-        },
-    )?;
-    ctx.submit(|pass| launch.record(pass))?;
-    Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))
 }

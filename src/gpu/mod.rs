@@ -1,32 +1,42 @@
-//! The wgpu backend: the TP-RI iteration of SPEC §2–§4 in f32 WGSL compute shaders, the
-//! histories h and v − h stored in f32 or f16 (`storage`).
+//! The wgpu backend: the TP-RI iteration of docs/ALGORITHM.md §2–§5 in f32 WGSL compute
+//! shaders, the histories h and v − h stored in f32 or f16 (`storage`).
 //!
-//! One file per kernel, named like its WGSL source in `shaders/` and its f64 twin in
-//! `src/cpu/`: `forward`, `head`, `matmul`, `inverse` (the `cg_*` kernels), `target_sweep`,
-//! `bptt`, `optimizer`; for the GRU `gru_forward` and `gru_bptt` (twins of `cpu::gru`);
-//! and `jacobian` (the Jacobian products of either cell and the SPEC §5 sweep with its
-//! per-step CG). Each wrapper also offers a one-shot function with its twin's
-//! signature (plus the context) that uploads, runs and reads back — what the tests compare.
-//! `iteration` wires the kernels into one command buffer per training step; `backend`
-//! puts a `Backend` face on it.
+//! Layers, each importing only those below it:
+//! 1. `layout` (shapes, the flat parameter layout, conversions), `storage` (f16/f32
+//!    histories), `phase` (the phases of an iteration), `context` and `kernel` (the device, the pipeline cache, dispatches);
+//! 2. `buffers`: the model's and the batch's buffers, allocated once per shape;
+//! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
+//!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
+//!    `inverse` (P, with `cg_check`), `target_sweep`, `jacobian` (the Jacobian products and
+//!    the §5 sweep with its per-step CG), `bptt`, `gru_bptt`, `matmul`, `optimizer`,
+//!    `transpose`, `norms`;
+//! 4. `guards` (refusals of shapes an adapter would run wrongly), then `iteration`, which
+//!    records a whole step into one command buffer;
+//! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
+//!    twin's signature, for the tests).
 
 pub mod backend;
-pub mod bptt;
+mod bptt;
+mod buffers;
 pub mod context;
-pub mod forward;
-pub mod gru_bptt;
-pub mod gru_forward;
-pub mod head;
-pub mod inverse;
+mod forward;
+mod gru_bptt;
+mod gru_forward;
+mod guards;
+mod head;
+mod inverse;
 mod iteration;
-pub mod jacobian;
+mod jacobian;
 mod kernel;
-pub mod matmul;
+mod layout;
+mod matmul;
 mod norms;
-pub mod optimizer;
+pub mod one_shot;
+mod optimizer;
+mod phase;
 pub mod profile;
 pub mod storage;
-pub mod target_sweep;
+mod target_sweep;
 mod transpose;
 
 pub use backend::GpuBackend;
@@ -36,9 +46,7 @@ pub use kernel::{
     F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, JACOBIAN_WORKGROUP_SIZES, NATIVE_F16_SHADERS,
     SHADERS,
 };
-pub use profile::{Phase, Profiler};
+pub use layout::MAX_HIDDEN;
+pub use phase::Phase;
+pub use profile::Profiler;
 pub use storage::{F16Conversions, Storage};
-
-/// Largest hidden size d the fused kernels accept: they keep at most two d-vectors in
-/// workgroup memory (16 KiB at 2048, what WebGPU guarantees). The shaders declare the same.
-pub const MAX_HIDDEN: usize = 2048;

@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 
+use crate::gpu::buffers::per_item_groups;
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::per_item_groups;
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::storage::History;
 

@@ -4,11 +4,9 @@
 use anyhow::Result;
 
 use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::gpu::buffers::{grid_1d, ModelBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{grid_1d, ModelBuffers};
 use crate::gpu::kernel::Dispatch;
-use crate::model::Params;
-use crate::optimizer_state::OptState;
 
 /// optimizer.wgsl's workgroup size.
 const WG: usize = 256;
@@ -91,28 +89,4 @@ impl OptimizerStep {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.launch.record(pass);
     }
-}
-
-/// One optimizer step on the GPU, as `cpu::optimizer::optimizer_step` applies it.
-pub fn optimizer_step(
-    ctx: &GpuContext,
-    cfg: &OptimizerConfig,
-    state: &mut OptState,
-    params: &mut Params,
-    grads: &Params,
-) -> Result<()> {
-    let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
-    model.write_params(ctx, params)?;
-    let l = &model.layout;
-    ctx.write(&model.grad, 0, &l.pack(grads));
-    ctx.write(&model.m, 0, &l.pack(&state.m));
-    ctx.write(&model.v, 0, &l.pack(&state.v));
-    let step = OptimizerStep::new(ctx, &model, cfg)?;
-    state.step += 1;
-    step.set_step(ctx, state.step);
-    ctx.submit(|pass| step.record(pass))?;
-    *params = model.read_params(ctx, &model.theta)?;
-    state.m = model.read_params(ctx, &model.m)?;
-    state.v = model.read_params(ctx, &model.v)?;
-    Ok(())
 }

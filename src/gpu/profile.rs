@@ -12,67 +12,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::config::{Hyper, Method};
-use crate::gpu::backend::check;
+use crate::config::Hyper;
+use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::{GpuContext, Timer};
-use crate::gpu::iteration::{ModelBuffers, Shape, Workspace};
+use crate::gpu::iteration::Workspace;
+use crate::gpu::layout::Shape;
+use crate::gpu::phase::Phase;
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::Batch;
-
-/// The phases of one iteration, in the order a step records them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// h_1 … h_T.
-    Forward,
-    /// Loss, g_T, ∇V, ∇c.
-    Head,
-    /// P = (WᵀW + rI)⁻¹Wᵀ by CG (TP only).
-    Inverse,
-    /// The backward target sweep (TP only).
-    Sweep,
-    /// The backward recursion e_t, δ_t.
-    Bptt,
-    /// ∇W, ∇U, ∇b: products over all T·B rows of δ.
-    Reductions,
-    /// The parameter update.
-    Optimizer,
-}
-
-impl Phase {
-    /// Every phase, in recording order.
-    pub const ALL: [Phase; 7] = [
-        Phase::Forward,
-        Phase::Head,
-        Phase::Inverse,
-        Phase::Sweep,
-        Phase::Bptt,
-        Phase::Reductions,
-        Phase::Optimizer,
-    ];
-
-    /// The phases an iteration of `method` runs.
-    pub fn of(method: Method) -> Vec<Phase> {
-        Self::ALL
-            .into_iter()
-            .filter(|p| method == Method::Tp || !matches!(p, Phase::Inverse | Phase::Sweep))
-            .collect()
-    }
-
-    /// Lower-case name, as in tables and JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Forward => "forward",
-            Phase::Head => "head",
-            Phase::Inverse => "inverse",
-            Phase::Sweep => "sweep",
-            Phase::Bptt => "bptt",
-            Phase::Reductions => "reductions",
-            Phase::Optimizer => "optimizer",
-        }
-    }
-}
+use crate::validate::check_run;
 
 /// One iteration's buffers at fixed parameters and batch, for timing.
 pub struct Profiler {
@@ -92,7 +41,7 @@ impl Profiler {
         hyper: &Hyper,
         storage: Storage,
     ) -> Result<Self> {
-        check(params, batch, hyper)?;
+        check_run(params, batch, hyper, storage.device())?;
         let model = ModelBuffers::new(&ctx, params.cell, params.dims())?;
         model.write_params(&ctx, params)?;
         let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, storage)?;

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{TargetMode, TpConfig};
 use crate::gpu::context::GpuContext;
+use crate::plan::Device;
 
 /// Element type of the GPU backend's histories h and v − h (`--storage`).
 #[derive(
@@ -44,6 +45,13 @@ pub enum Storage {
 }
 
 impl Storage {
+    /// The plan's view of a GPU storing its histories this way.
+    pub(crate) fn device(self) -> Device {
+        Device::Gpu {
+            f16_histories: self == Storage::F16,
+        }
+    }
+
     /// Both storages, f32 first.
     pub const ALL: [Storage; 2] = [Storage::F32, Storage::F16];
 

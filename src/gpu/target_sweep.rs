@@ -2,18 +2,13 @@
 //! `src/cpu/target_sweep.rs`).
 
 use anyhow::Result;
-use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Method, TargetMode, TpConfig};
+use crate::config::{TargetMode, TpConfig};
+use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::{
-    per_item_groups, rows_f32, ModelBuffers, SeqBuffers, Shape, Workspace,
-};
 use crate::gpu::kernel::Dispatch;
-use crate::gpu::storage::Storage;
+use crate::gpu::layout::Shape;
 use crate::gpu::transpose;
-use crate::model::Params;
-use crate::tasks::{Batch, Targets};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -76,49 +71,4 @@ pub(crate) fn dispatch(
     Ok([transpose, sweep])
 }
 
-/// Targets v_0 … v_T on the GPU (histories in f32), as `cpu::target_sweep::target_sweep`
-/// returns them.
 // The twin's seven arguments plus the context: kept parallel on purpose.
-#[allow(clippy::too_many_arguments)]
-pub fn target_sweep(
-    ctx: &GpuContext,
-    params: &Params,
-    p_inv: &DMatrix<f64>,
-    x: &[DMatrix<f64>],
-    h: &[DMatrix<f64>],
-    grad_h: &DMatrix<f64>,
-    lr_target: f64,
-    mode: TargetMode,
-) -> Result<Vec<DMatrix<f64>>> {
-    let b = grad_h.nrows();
-    anyhow::ensure!(
-        h.len() == x.len() + 1,
-        "need h_0 … h_T: got {} states for {} steps",
-        h.len(),
-        x.len()
-    );
-    let batch = Batch {
-        x: x.to_vec(),
-        y: Targets::Labels(vec![0; b]),
-    };
-    let hyper = Hyper {
-        method: Method::Tp,
-        tp: TpConfig {
-            lr_target,
-            target_mode: mode,
-            ..TpConfig::default()
-        },
-        ..Hyper::default()
-    };
-    let (model, ws) = Workspace::one_shot(ctx, params, &batch, &hyper, Storage::F32)?;
-    ws.seq.h.write(ctx, 0, h);
-    ctx.write(&ws.seq.g_top, 0, &rows_f32(grad_h));
-    ctx.write(&model.cg.x, 0, &rows_f32(p_inv));
-    let sweep = ws
-        .sweep
-        .as_ref()
-        .expect("a TP workspace has a target sweep");
-    ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
-    let dv = ws.seq.dv.read(ctx, 0, x.len() + 1)?;
-    Ok(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
-}

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 
+use crate::gpu::buffers::grid_1d;
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::grid_1d;
 use crate::gpu::kernel::Dispatch;
 
 /// transpose.wgsl's workgroup size.

@@ -4,13 +4,14 @@
 use nalgebra::{DMatrix, DVector};
 use rand::Rng;
 
-use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad, CLAMP_EPS, PER_STEP_PENALTY};
+use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad, CLAMP_EPS};
 use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
 use tpri::cpu::inverse::inverse_cholesky;
 use tpri::cpu::iteration::iteration;
 use tpri::cpu::target_sweep::{clamp, f_inverse, target_sweep};
 use tpri::model::Params;
+use tpri::plan::PER_STEP_PENALTY;
 use tpri::tasks::Batch;
 
 use crate::common::*;

@@ -1,0 +1,292 @@
+//! The device buffers of a model and of a batch shape, allocated once and reused step
+//! after step, and the small helpers every kernel wrapper shares (poisoning, grids).
+
+use anyhow::{bail, Result};
+
+use crate::cg::{CgError, CgReport};
+use crate::gpu::context::GpuContext;
+use crate::gpu::layout::{rows_f32, stack, ParamLayout, Shape, MAX_HIDDEN};
+use crate::gpu::storage::{History, Storage};
+use crate::model::{CellKind, Dims, Params};
+use crate::tasks::{Batch, Targets};
+
+/// Parameters, gradients and optimizer slots (flat, `ParamLayout`), the CG state whose P
+/// persists between steps to warm-start the next solve, and the sticky record of failed
+/// per-step solves of the jacobian sweep. Independent of B and T.
+pub(crate) struct ModelBuffers {
+    pub layout: ParamLayout,
+    pub theta: wgpu::Buffer,
+    pub grad: wgpu::Buffer,
+    pub m: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+    pub cg: CgBuffers,
+    /// Wᵀ [d, g·d] and Pᵀ [d, d], rewritten each step for the kernels that read them
+    /// column-wise.
+    pub wt: wgpu::Buffer,
+    pub pt: wgpu::Buffer,
+    /// jacobian.wgsl's failure record: count, worst iterations, worst residual (f32 bits).
+    pub sweep_failures: wgpu::Buffer,
+}
+
+impl ModelBuffers {
+    /// Buffers for a model of `cell` with sizes `dims`.
+    pub fn new(ctx: &GpuContext, cell: CellKind, dims: Dims) -> Result<Self> {
+        if dims.hidden > MAX_HIDDEN {
+            bail!(
+                "hidden size d = {} exceeds the GPU kernels' limit of {MAX_HIDDEN} \
+                 (they keep one d-vector in workgroup memory)",
+                dims.hidden
+            );
+        }
+        let layout = ParamLayout::new(cell, dims, ctx.limits.min_storage_buffer_offset_alignment);
+        let g = cell.gates();
+        let bytes = 4 * layout.len as u64;
+        let none = wgpu::BufferUsages::empty();
+        Ok(Self {
+            theta: ctx.storage("parameters", bytes, none)?,
+            grad: ctx.storage("gradients", bytes, none)?,
+            m: ctx.storage("optimizer first slot", bytes, none)?,
+            v: ctx.storage("optimizer second slot", bytes, none)?,
+            cg: CgBuffers::new(ctx, dims.hidden)?,
+            wt: ctx.storage(
+                "Wᵀ [d, g·d]",
+                4 * (g * dims.hidden * dims.hidden) as u64,
+                none,
+            )?,
+            pt: ctx.storage("Pᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
+            sweep_failures: ctx.storage("per-step CG failure record", 12, none)?,
+            layout,
+        })
+    }
+
+    pub fn write_params(&self, ctx: &GpuContext, params: &Params) -> Result<()> {
+        if params.cell != self.layout.cell {
+            bail!(
+                "parameters of a {:?} cell given to buffers of a {:?} cell",
+                params.cell,
+                self.layout.cell
+            );
+        }
+        params.check_dims(self.layout.dims)?;
+        ctx.write(&self.theta, 0, &self.layout.pack(params));
+        Ok(())
+    }
+
+    pub fn read_params(&self, ctx: &GpuContext, buffer: &wgpu::Buffer) -> Result<Params> {
+        Ok(self.layout.unpack(&ctx.read(buffer, 0, self.layout.len)?))
+    }
+}
+
+/// Everything sized by the batch: inputs, targets, histories, head scratch.
+pub(crate) struct SeqBuffers {
+    pub x: wgpu::Buffer,
+    /// Labels as u32, or real targets as their f32 bits.
+    pub y: wgpu::Buffer,
+    pub h: History,
+    /// Target offsets v_t − h_t.
+    pub dv: History,
+    /// δ [T, B, d] of the tanh RNN; the GRU's dgh [T, B, 3d] (∂/∂(W h_{t−1} + b_hh)).
+    pub delta: wgpu::Buffer,
+    /// The GRU's dgi [T, B, 3d] (∂/∂(U x_t + b_ih)); one unused element for the tanh RNN.
+    pub dgi: wgpu::Buffer,
+    /// The GRU's r | z | n | hn per step [T, B, 4d]; one unused element for the tanh RNN.
+    pub gates: wgpu::Buffer,
+    /// The jacobian sweep's per-step, per-sequence CG (iterations, residual) [T, B, 2].
+    pub cg_steps: wgpu::Buffer,
+    pub g_top: wgpu::Buffer,
+    /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
+    pub scratch: wgpu::Buffer,
+    /// The backward errors e [T, B, d] (δ before the tanh derivative), for diagnostics.
+    pub err: wgpu::Buffer,
+    /// Squared per-step norms [T] that the diagnostics reduce into.
+    pub norms_sq: wgpu::Buffer,
+    /// T·B ones: ∇b = Δᵀ 1 reuses the matmul kernel.
+    pub ones: wgpu::Buffer,
+    /// [loss, accuracy] of the batch.
+    pub stats: wgpu::Buffer,
+}
+
+impl SeqBuffers {
+    pub fn new(
+        ctx: &GpuContext,
+        cell: CellKind,
+        dims: Dims,
+        shape: Shape,
+        storage: Storage,
+        dv_scale: f32,
+    ) -> Result<Self> {
+        let Dims {
+            input: p,
+            hidden: d,
+            output: q,
+        } = dims;
+        let Shape { batch: b, steps: t } = shape;
+        let g = cell.gates();
+        // The GRU's gates are the widest per-step tensor (4d).
+        let width = if cell == CellKind::Gru {
+            4 * d
+        } else {
+            storage.row_len(d)
+        };
+        let largest = (t + 1) * b * width.max(p);
+        if u32::try_from(largest).is_err() {
+            bail!("a batch of B = {b} sequences of T = {t} steps with d = {d}, p = {p} has {largest} elements per tensor, more than 32-bit indices reach");
+        }
+        let f = |n: usize| 4 * n as u64;
+        let none = wgpu::BufferUsages::empty();
+        let ones = ctx.storage("ones [T·B]", f(t * b), none)?;
+        ctx.write(&ones, 0, &vec![1.0f32; t * b]);
+        Ok(Self {
+            x: ctx.storage(
+                &format!("inputs x [T={t}, B={b}, p={p}]"),
+                f(t * b * p),
+                none,
+            )?,
+            y: ctx.storage("targets y", f(b * q.max(1)), none)?,
+            h: History::new(ctx, "hidden states h", storage, [t + 1, b, d], 1.0)?,
+            dv: History::new(
+                ctx,
+                "target offsets v − h",
+                storage,
+                [t + 1, b, d],
+                dv_scale,
+            )?,
+            delta: ctx.storage(
+                &format!("errors δ [T={t}, B={b}, g·d={}]", g * d),
+                f(t * b * g * d),
+                none,
+            )?,
+            dgi: match cell {
+                CellKind::Gru => ctx.storage(
+                    &format!("GRU input-side errors dgi [T={t}, B={b}, 3d={}]", 3 * d),
+                    f(t * b * 3 * d),
+                    none,
+                )?,
+                CellKind::Tanh => ctx.storage("unused dgi", 4, none)?,
+            },
+            gates: match cell {
+                CellKind::Gru => ctx.storage(
+                    &format!("GRU gates r|z|n|hn [T={t}, B={b}, 4d={}]", 4 * d),
+                    f(t * b * 4 * d),
+                    none,
+                )?,
+                CellKind::Tanh => ctx.storage("unused gates", 4, none)?,
+            },
+            cg_steps: ctx.storage(
+                &format!("per-step CG statistics [T={t}, B={b}, 2]"),
+                f(t * b * 2),
+                none,
+            )?,
+            err: ctx.storage(
+                &format!("errors e [T={t}, B={b}, d={d}]"),
+                f(t * b * d),
+                none,
+            )?,
+            norms_sq: ctx.storage("per-step squared norms [T]", f(t), none)?,
+            g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
+            scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
+            ones,
+            stats: ctx.storage("batch statistics", f(2), none)?,
+        })
+    }
+
+    /// Uploads the inputs and targets of `batch`.
+    pub fn write_batch(&self, ctx: &GpuContext, batch: &Batch) {
+        ctx.write(&self.x, 0, &stack(&batch.x));
+        let y: Vec<u32> = match &batch.y {
+            Targets::Labels(l) => l.iter().map(|&c| c as u32).collect(),
+            Targets::Values(v) => rows_f32(v).iter().map(|v| v.to_bits()).collect(),
+        };
+        ctx.write(&self.y, 0, &y);
+    }
+}
+
+/// Fills `count` elements of `buffer` with NaN so that a kernel that fails to write an
+/// element cannot pass a check.
+pub(crate) fn poison(ctx: &GpuContext, buffer: &wgpu::Buffer, count: usize) {
+    ctx.write(buffer, 0, &vec![f32::NAN; count]);
+}
+
+/// A workgroup grid covering `invocations` in workgroups of `wg`, folded into 2-D when it
+/// exceeds the per-dimension limit; also returns the invocations per grid row.
+pub(crate) fn grid_1d(ctx: &GpuContext, invocations: usize, wg: usize) -> ([u32; 3], u32) {
+    let groups = invocations.div_ceil(wg).max(1) as u64;
+    let max = u64::from(ctx.limits.max_compute_workgroups_per_dimension);
+    let x = groups.min(max);
+    let y = groups.div_ceil(x);
+    ([x as u32, y as u32, 1], (x * wg as u64) as u32)
+}
+
+/// Checks that one workgroup per item fits in a single grid dimension.
+pub(crate) fn per_item_groups(ctx: &GpuContext, items: usize, what: &str) -> Result<[u32; 3]> {
+    let max = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if items > max {
+        bail!("{what} = {items} exceeds this device's max_compute_workgroups_per_dimension ({max}), the most workgroups one kernel launch can have");
+    }
+    Ok([items as u32, 1, 1])
+}
+
+/// Device-side record of the solve (cg_check.wgsl's `CgState`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct CgState {
+    iterations: u32,
+    residual: f32,
+    /// Solves that missed the tolerance since the last read (sticky).
+    failures: u32,
+    worst_residual: f32,
+    worst_iterations: u32,
+}
+
+/// Buffers of the solve; `x` holds P between steps (the warm start).
+pub(crate) struct CgBuffers {
+    pub x: wgpu::Buffer,
+    /// Per column: iterations, ‖R_{:,j}‖², ‖(Wᵀ)_{:,j}‖² [d, 3].
+    pub columns: wgpu::Buffer,
+    pub state: wgpu::Buffer,
+}
+
+impl CgBuffers {
+    pub fn new(ctx: &GpuContext, d: usize) -> Result<Self> {
+        let none = wgpu::BufferUsages::empty();
+        Ok(Self {
+            x: ctx.storage("CG solution P [d, d]", 4 * (d * d) as u64, none)?,
+            columns: ctx.storage("CG per-column record [d, 3]", 12 * d as u64, none)?,
+            state: ctx.storage("CG state", std::mem::size_of::<CgState>() as u64, none)?,
+        })
+    }
+
+    /// Iterations of the last solve, converged or not (what the benchmarks report).
+    pub fn iterations(&self, ctx: &GpuContext) -> Result<usize> {
+        let s: CgState = ctx.read(&self.state, 0, 1)?[0];
+        Ok(s.iterations as usize)
+    }
+
+    /// The last solve's report, or the worst failure since the last call as a `CgError`
+    /// (the failure record is then cleared). Waits for the device.
+    pub fn report(&self, ctx: &GpuContext, tol: f64, max_iter: usize) -> Result<CgReport> {
+        let s: CgState = ctx.read(&self.state, 0, 1)?[0];
+        if s.failures > 0 {
+            let cleared = CgState {
+                failures: 0,
+                worst_residual: 0.0,
+                worst_iterations: 0,
+                ..s
+            };
+            ctx.write(&self.state, 0, &[cleared]);
+            return Err(CgError {
+                report: CgReport {
+                    iterations: s.worst_iterations as usize,
+                    residual: f64::from(s.worst_residual),
+                },
+                tol,
+                max_iter,
+            }
+            .into());
+        }
+        Ok(CgReport {
+            iterations: s.iterations as usize,
+            residual: f64::from(s.residual),
+        })
+    }
+}

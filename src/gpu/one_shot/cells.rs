@@ -1,0 +1,205 @@
+//! Twins of the recurrences and the head: `cpu::forward`, `cpu::gru`, `cpu::bptt`,
+//! `cpu::head`.
+
+use anyhow::{ensure, Result};
+use nalgebra::DMatrix;
+
+use super::{after_forward, read_stack, workspace};
+use crate::config::{Hyper, Inversion, Loss, Method, TpConfig, TpGrad};
+use crate::gpu::context::GpuContext;
+use crate::gpu::layout::{matrix, rows_f32, Shape};
+use crate::gpu::storage::Storage;
+use crate::kernel_io::{GruGrads, GruStep, HeadOut, Injection, RnnGrads};
+use crate::model::{CellKind, Params};
+use crate::tasks::{Batch, Targets};
+use crate::validate::check_targets;
+
+/// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
+/// them.
+pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
+    let (_model, ws) = after_forward(ctx, params, x, &Hyper::default(), Storage::F32)?;
+    ws.seq.h.read(ctx, 0, ws.shape.steps + 1)
+}
+
+/// Hidden states h_0 … h_T on the GPU, as `cpu::gru::gru_forward` returns them.
+pub fn gru_forward(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+) -> Result<Vec<DMatrix<f64>>> {
+    Ok(gru_forward_gates(ctx, params, x)?.0)
+}
+
+/// Hidden states h_0 … h_T and, for t = 1 … T, the gates the kernel stored (as
+/// `cpu::gru::gru_gates` computes them at (h_{t−1}, x_t)).
+pub fn gru_forward_gates(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+) -> Result<(Vec<DMatrix<f64>>, Vec<GruStep>)> {
+    let bp = Hyper {
+        method: Method::Bp,
+        ..Hyper::default()
+    };
+    ensure!(
+        params.cell == CellKind::Gru,
+        "gru_forward needs GRU parameters, got a {:?} cell",
+        params.cell
+    );
+    let (_model, ws) = after_forward(ctx, params, x, &bp, Storage::F32)?;
+    let Shape { batch: b, steps: t } = ws.shape;
+    let d = params.dims().hidden;
+    let h = ws.seq.h.read(ctx, 0, t + 1)?;
+    // Each step's B rows hold r | z | n | hn side by side.
+    let gates = read_stack(ctx, &ws.seq.gates, 0, t, b, 4 * d)?
+        .into_iter()
+        .map(|m| GruStep {
+            r: m.columns(0, d).into_owned(),
+            z: m.columns(d, d).into_owned(),
+            n: m.columns(2 * d, d).into_owned(),
+            hn: m.columns(3 * d, d).into_owned(),
+        })
+        .collect();
+    Ok((h, gates))
+}
+
+/// Gradients of W, U, b on the GPU (histories in f32), as `cpu::bptt::bptt` returns them.
+pub fn bptt(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    injection: Injection,
+    through_time: bool,
+) -> Result<RnnGrads> {
+    let (g, error_norms) = backward_once(ctx, params, x, h, injection, through_time)?;
+    Ok(RnnGrads {
+        w_hh: g.w_hh,
+        w_ih: g.w_ih,
+        b: g.b,
+        error_norms,
+    })
+}
+
+/// One run of the cell's backward recursion and the gradient reductions, as the one-shot
+/// `bptt` and `gru_bptt` need it: the kernels linearize at the states (and gates) of the
+/// GPU's own forward pass on `x`; `h`, the reference's states, serves only to form the
+/// target offsets v − h in f64. Returns the gradient tensors (head at zero) and ‖e_t‖.
+pub(crate) fn backward_once(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    injection: Injection,
+    through_time: bool,
+) -> Result<(Params, Vec<f64>)> {
+    ensure!(
+        h.len() == x.len() + 1,
+        "need h_0 … h_T: got {} states for {} steps",
+        h.len(),
+        x.len()
+    );
+    let method = match injection {
+        Injection::Top(_) => Method::Bp,
+        Injection::Targets(_) => Method::Tp,
+    };
+    ensure!(
+        method == Method::Tp || through_time,
+        "BP injects g_T at the top only; without recursion it has no gradient below T"
+    );
+    let hyper = Hyper {
+        method,
+        tp: TpConfig {
+            inversion: Inversion::default_for(params.cell),
+            tp_grad: if through_time {
+                TpGrad::ThroughTime
+            } else {
+                TpGrad::Local
+            },
+            // No solve runs here: one iteration keeps the llvmpipe loop guard from
+            // counting one that does not happen.
+            cg_max_iter: 1,
+            ..TpConfig::default()
+        },
+        ..Hyper::default()
+    };
+    let (model, ws) = after_forward(ctx, params, x, &hyper, Storage::F32)?;
+    match injection {
+        Injection::Targets(v) => {
+            // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
+            let dv: Vec<_> = v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect();
+            ws.seq.dv.write(ctx, 0, &dv);
+        }
+        Injection::Top(g) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
+    }
+    ctx.submit(|pass| {
+        ws.bptt.record(pass);
+        ws.reductions.iter().for_each(|r| r.record(pass));
+    })?;
+    Ok((
+        model.read_params(ctx, &model.grad)?,
+        ws.error_norms.read(ctx)?,
+    ))
+}
+
+/// Gradients of w_hh, w_ih, b_ih and b_hh on the GPU, as `cpu::gru::gru_bptt` returns
+/// them (see `bptt::backward_once` for which states the kernel linearizes at).
+pub fn gru_bptt(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    injection: Injection,
+    through_time: bool,
+) -> Result<GruGrads> {
+    ensure!(
+        params.cell == CellKind::Gru,
+        "gru_bptt needs GRU parameters, got a {:?} cell",
+        params.cell
+    );
+    let (g, error_norms) = backward_once(ctx, params, x, h, injection, through_time)?;
+    Ok(GruGrads {
+        rnn: RnnGrads {
+            w_hh: g.w_hh,
+            w_ih: g.w_ih,
+            b: g.b,
+            error_norms,
+        },
+        b_hh: g.b_hh,
+    })
+}
+
+/// The head's loss and gradients at `h_last` on the GPU, as `cpu::head::head` returns them.
+pub fn head(
+    ctx: &GpuContext,
+    params: &Params,
+    h_last: &DMatrix<f64>,
+    y: &Targets,
+    loss: Loss,
+) -> Result<HeadOut> {
+    let (b, d) = h_last.shape();
+    let q = params.dims().output;
+    check_targets(y, loss, b, q)?;
+    // A one-step batch whose h_1 is set to h_last.
+    let batch = Batch {
+        x: vec![DMatrix::zeros(b, params.dims().input)],
+        y: y.clone(),
+    };
+    let hyper = Hyper {
+        loss,
+        ..Hyper::default()
+    };
+    let (model, ws) = workspace(ctx, params, &batch, &hyper, Storage::F32)?;
+    ws.seq.h.write(ctx, 1, std::slice::from_ref(h_last));
+    ctx.submit(|pass| ws.head.record(pass))?;
+    let grads = model.read_params(ctx, &model.grad)?;
+    let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;
+    Ok(HeadOut {
+        loss: f64::from(stats[0]),
+        accuracy: f64::from(stats[1]),
+        z: matrix(&ctx.read(&ws.seq.scratch, 0, b * q)?, b, q),
+        grad_h: matrix(&ctx.read(&ws.seq.g_top, 0, b * d)?, b, d),
+        grad_w: grads.head_w,
+        grad_b: grads.head_b,
+    })
+}

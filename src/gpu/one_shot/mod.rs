@@ -1,0 +1,112 @@
+//! One-shot twins of the kernels, for the tests: each takes and returns what its CPU
+//! reference does (plus the context), uploads, runs its kernel once and reads back, so a
+//! test compares `gpu::one_shot::X` with `cpu::X` directly. Outputs are poisoned (NaN)
+//! before the run, so an element a kernel fails to write cannot pass a comparison.
+//!
+//! The training path never calls these: `iteration` records the same dispatches into one
+//! command buffer per step.
+
+mod cells;
+mod targets;
+mod updates;
+
+pub use cells::{bptt, forward, gru_bptt, gru_forward, gru_forward_gates, head};
+pub use targets::{inverse_cg, jacobian_sweep, jvp, target_sweep, vjp};
+pub use updates::{matmul, optimizer_step};
+
+use anyhow::Result;
+use nalgebra::DMatrix;
+
+use crate::config::Hyper;
+use crate::gpu::buffers::{poison, ModelBuffers};
+use crate::gpu::context::GpuContext;
+use crate::gpu::iteration::Workspace;
+use crate::gpu::layout::{unstack, Shape};
+use crate::gpu::storage::Storage;
+use crate::model::{CellKind, Params};
+use crate::tasks::{Batch, Targets};
+use crate::validate::check_batch;
+
+/// The buffers and launches of a whole iteration on `batch` at `params`, for a single run
+/// of some of its kernels: inputs uploaded, outputs poisoned (also what
+/// `GpuBackend::trace` runs in).
+pub(crate) fn workspace(
+    ctx: &GpuContext,
+    params: &Params,
+    batch: &Batch,
+    hyper: &Hyper,
+    storage: Storage,
+) -> Result<(ModelBuffers, Workspace)> {
+    check_batch(params, batch)?;
+    let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
+    model.write_params(ctx, params)?;
+    let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, storage)?;
+    ws.seq.write_batch(ctx, batch);
+    poison_outputs(ctx, &model, &ws);
+    Ok((model, ws))
+}
+
+/// `workspace` on the inputs `x` (labels all 0), with the forward pass of the cell run:
+/// where the twins of the kernels after it start.
+fn after_forward(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    hyper: &Hyper,
+    storage: Storage,
+) -> Result<(ModelBuffers, Workspace)> {
+    let b = x.first().map_or(0, |m| m.nrows());
+    let batch = Batch {
+        x: x.to_vec(),
+        y: Targets::Labels(vec![0; b]),
+    };
+    let (model, ws) = workspace(ctx, params, &batch, hyper, storage)?;
+    ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
+    Ok((model, ws))
+}
+
+/// Reads `count` matrices `rows`×`cols` stacked in the f32 `buffer` from element `start`
+/// on (the histories h and dv are read with `History::read`).
+fn read_stack(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    start: usize,
+    count: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<DMatrix<f64>>> {
+    Ok(unstack(
+        &ctx.read(buffer, start, count * rows * cols)?,
+        rows,
+        cols,
+    ))
+}
+
+/// Poisons every output of an iteration (see `buffers::poison`).
+fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) {
+    let Shape { batch: b, steps: t } = ws.shape;
+    let d = model.layout.dims.hidden;
+    let g = model.layout.cell.gates();
+    let seq = &ws.seq;
+    seq.h.poison(ctx);
+    seq.dv.poison(ctx);
+    poison(ctx, &seq.delta, t * b * g * d);
+    poison(ctx, &seq.cg_steps, t * b * 2);
+    if model.layout.cell == CellKind::Gru {
+        poison(ctx, &seq.dgi, t * b * 3 * d);
+        poison(ctx, &seq.gates, t * b * 4 * d);
+    }
+    poison(ctx, &seq.err, t * b * d);
+    poison(ctx, &seq.g_top, b * d);
+    poison(ctx, &seq.stats, 2);
+    for slot in model.layout.slots() {
+        ctx.write(
+            &model.grad,
+            4 * slot.start as u64,
+            &vec![f32::NAN; slot.len],
+        );
+    }
+    poison(ctx, &model.cg.x, d * d);
+    poison(ctx, &model.cg.columns, 3 * d);
+    poison(ctx, &model.wt, g * d * d);
+}

@@ -1,0 +1,79 @@
+//! Twins of the dense updates: the matrix product behind the gradient reductions and the
+//! optimizer (`cpu::optimizer`).
+
+use anyhow::{ensure, Result};
+use nalgebra::DMatrix;
+
+use crate::config::OptimizerConfig;
+use crate::gpu::buffers::{poison, ModelBuffers};
+use crate::gpu::context::GpuContext;
+use crate::gpu::layout::{matrix, rows_f32};
+use crate::gpu::matmul::{product, Operands};
+use crate::gpu::optimizer::OptimizerStep;
+use crate::model::Params;
+use crate::optimizer_state::OptState;
+
+/// `op(a) · b` on the GPU (op = transpose when `trans_a`), checked against nalgebra in tests.
+pub fn matmul(
+    ctx: &GpuContext,
+    a: &DMatrix<f64>,
+    trans_a: bool,
+    b: &DMatrix<f64>,
+) -> Result<DMatrix<f64>> {
+    let (m, k) = if trans_a {
+        (a.ncols(), a.nrows())
+    } else {
+        a.shape()
+    };
+    ensure!(
+        b.nrows() == k,
+        "matmul: op(A) is {m}×{k} but B has {} rows",
+        b.nrows()
+    );
+    let n = b.ncols();
+    let none = wgpu::BufferUsages::empty();
+    let a_buf = ctx.storage("matmul A", 4 * a.len() as u64, none)?;
+    let b_buf = ctx.storage("matmul B", 4 * b.len() as u64, none)?;
+    let c_buf = ctx.storage("matmul C", 4 * (m * n) as u64, none)?;
+    ctx.write(&a_buf, 0, &rows_f32(a));
+    ctx.write(&b_buf, 0, &rows_f32(b));
+    poison(ctx, &c_buf, m * n);
+    let launch = product(
+        ctx,
+        Operands {
+            a: a_buf.as_entire_binding(),
+            trans_a,
+            b: b_buf.as_entire_binding(),
+            c: c_buf.as_entire_binding(),
+            m,
+            n,
+            k,
+        },
+    )?;
+    ctx.submit(|pass| launch.record(pass))?;
+    Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))
+}
+
+/// One optimizer step on the GPU, as `cpu::optimizer::optimizer_step` applies it.
+pub fn optimizer_step(
+    ctx: &GpuContext,
+    cfg: &OptimizerConfig,
+    state: &mut OptState,
+    params: &mut Params,
+    grads: &Params,
+) -> Result<()> {
+    let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
+    model.write_params(ctx, params)?;
+    let l = &model.layout;
+    ctx.write(&model.grad, 0, &l.pack(grads));
+    ctx.write(&model.m, 0, &l.pack(&state.m));
+    ctx.write(&model.v, 0, &l.pack(&state.v));
+    let step = OptimizerStep::new(ctx, &model, cfg)?;
+    state.step += 1;
+    step.set_step(ctx, state.step);
+    ctx.submit(|pass| step.record(pass))?;
+    *params = model.read_params(ctx, &model.theta)?;
+    state.m = model.read_params(ctx, &model.m)?;
+    state.v = model.read_params(ctx, &model.v)?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! What an iteration runs, decided once for both backends: a model's cell, the
+//! hyperparameters, the device and the batch's sizes go in; the gradient's method and, for
+//! TP-RI, how the targets are solved for come out (docs/ALGORITHM.md §2, §4, §5). Every
+//! combination a backend cannot run is refused here, from one table, with one message.
+
+use anyhow::{bail, Result};
+
+use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
+use crate::model::CellKind;
+
+/// Where an iteration runs, as far as it changes what can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The f64 CPU reference: every solve, every target mode.
+    Cpu,
+    /// The wgpu backend; `f16_histories` when it stores the histories h and v − h in f16.
+    Gpu {
+        /// The histories are stored in f16 (`gpu::Storage::F16`).
+        f16_histories: bool,
+    },
+}
+
+/// How the targets of a TP-RI iteration are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetSolve {
+    /// Form `P = (WᵀW + rI)⁻¹Wᵀ` once (by CG, or on the CPU by Cholesky), then the
+    /// analytic sweep of §2 step 5 in any target mode.
+    FormP {
+        /// Cholesky instead of CG (the CPU reference only).
+        cholesky: bool,
+    },
+    /// The analytic sweep without P: `(WᵀW + rI) z = Wᵀ s` solved by CG at every step for
+    /// every sequence (§4).
+    PerStep,
+    /// The Jacobian-based inversion of §5, by CG at every step for every sequence.
+    Jacobian,
+}
+
+/// What one iteration computes its gradient with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Backpropagation through time (§3).
+    Bptt,
+    /// TP-RI (§2) with these targets.
+    Tp(TargetSolve),
+}
+
+/// The sizes the choice of `--solver auto` depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Hidden size d.
+    pub hidden: usize,
+    /// Sequence length T.
+    pub steps: usize,
+    /// Sequences per batch B.
+    pub batch: usize,
+}
+
+/// How many times more a flop of a per-step solve costs than a flop of forming P on the
+/// CPU, measured by `tpri bench --crossover` (docs/PERFORMANCE.md).
+pub const PER_STEP_PENALTY: usize = 2;
+
+/// One refused combination: when `refuses` holds, `message` says why and what to use.
+struct Refusal {
+    refuses: fn(&Request) -> bool,
+    message: &'static str,
+}
+
+/// What was asked, with `auto` still unresolved.
+struct Request {
+    cell: CellKind,
+    inversion: Inversion,
+    solver: Solver,
+    target_mode: TargetMode,
+    device: Device,
+}
+
+/// Every combination of cell, inversion, solver, target mode and device that no backend
+/// runs (checked in this order; the first that applies is the error).
+const REFUSED: &[Refusal] = &[
+    Refusal {
+        refuses: |r| r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
+        message: "the GRU has no closed-form inverse: TP-RI needs --inversion jacobian",
+    },
+    Refusal {
+        refuses: |r| matches!(r.device, Device::Gpu { .. }) && r.solver == Solver::Cholesky,
+        message: "the GPU backend has no Cholesky solve (CPU-only): use --solver cg, per-step or auto",
+    },
+    Refusal {
+        refuses: |r| {
+            matches!(r.device, Device::Gpu { .. })
+                && r.inversion == Inversion::Analytic
+                && r.solver == Solver::PerStep
+                && r.target_mode != TargetMode::Linearized
+        },
+        message: "the GPU's per-step solves give linearized targets only: use --solver cg or auto, or --target-mode linearized",
+    },
+    Refusal {
+        refuses: |r| {
+            r.device == (Device::Gpu { f16_histories: true })
+                && (r.cell != CellKind::Tanh
+                    || r.inversion == Inversion::Jacobian
+                    || r.solver == Solver::PerStep)
+        },
+        message: "f16 storage is implemented for the tanh RNN's analytic inversion with P formed (--solver cg or auto) only: use --storage f32",
+    },
+];
+
+impl Plan {
+    /// Checks that `hyper` can run for a model of `cell` on `device` at all (before any
+    /// batch is seen): the table of refused combinations.
+    pub fn check(cell: CellKind, hyper: &Hyper, device: Device) -> Result<()> {
+        hyper.validate()?;
+        if hyper.method == Method::Bp {
+            return Ok(());
+        }
+        let request = Request {
+            cell,
+            inversion: hyper.tp.inversion,
+            solver: hyper.tp.solver,
+            target_mode: hyper.tp.target_mode,
+            device,
+        };
+        match REFUSED.iter().find(|r| (r.refuses)(&request)) {
+            Some(refusal) => bail!("{}", refusal.message),
+            None => Ok(()),
+        }
+    }
+
+    /// What runs for a model of `cell` with `hyper` on `device` at `sizes`.
+    ///
+    /// `--solver auto` means the same on both backends: the cheaper of forming P and
+    /// per-step solves by the device's cost model, and P whenever there is no step to
+    /// solve (T = 1), so that a trace always holds P. Forming P costs about k·4d³ flops
+    /// (k CG iterations) and per-step solves about k·4d² per step and sequence, equal at
+    /// (T − 1)·B ≈ d; on the CPU a per-step flop costs `PER_STEP_PENALTY` times more
+    /// (measured), so per-step solves win when `PER_STEP_PENALTY·(T − 1)·B < d`. On the GPU
+    /// both run the same CG code, P's k iterations once in d workgroups side by side, the
+    /// per-step solves' k at each of the T − 1 steps in sequence: per-step solves never
+    /// win, and `auto` forms P.
+    pub fn new(cell: CellKind, hyper: &Hyper, device: Device, sizes: Sizes) -> Result<Self> {
+        Self::check(cell, hyper, device)?;
+        if hyper.method == Method::Bp {
+            return Ok(Plan::Bptt);
+        }
+        let tp = &hyper.tp;
+        Ok(Plan::Tp(match (tp.inversion, tp.solver) {
+            (Inversion::Jacobian, _) => TargetSolve::Jacobian,
+            (Inversion::Analytic, Solver::Cg) => TargetSolve::FormP { cholesky: false },
+            (Inversion::Analytic, Solver::Cholesky) => TargetSolve::FormP { cholesky: true },
+            (Inversion::Analytic, Solver::PerStep) => TargetSolve::PerStep,
+            (Inversion::Analytic, Solver::Auto) => {
+                let per_step_wins = device == Device::Cpu
+                    && sizes.steps > 1
+                    && PER_STEP_PENALTY * (sizes.steps - 1) * sizes.batch < sizes.hidden;
+                if per_step_wins {
+                    TargetSolve::PerStep
+                } else {
+                    TargetSolve::FormP { cholesky: false }
+                }
+            }
+        }))
+    }
+
+    /// The target solve of a TP-RI plan; `None` for BPTT.
+    pub fn targets(self) -> Option<TargetSolve> {
+        match self {
+            Plan::Bptt => None,
+            Plan::Tp(solve) => Some(solve),
+        }
+    }
+
+    /// Whether this plan forms P.
+    pub fn forms_p(self) -> bool {
+        matches!(self, Plan::Tp(TargetSolve::FormP { .. }))
+    }
+
+    /// Whether this plan solves at every step inside the target sweep (per-step or Jacobian).
+    pub fn solves_per_step(self) -> bool {
+        matches!(self, Plan::Tp(TargetSolve::PerStep | TargetSolve::Jacobian))
+    }
+}
