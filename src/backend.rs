@@ -1,7 +1,7 @@
 //! The one interface the training loop, `tpri trace` and `tpri check` drive: the f64 CPU
 //! reference and the wgpu backend both implement it.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
@@ -53,8 +53,40 @@ pub struct StepStats {
 /// Loss and accuracy on a batch (for regression, accuracy is the share with |z − y| < 0.04).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Eval {
+    /// The loss ℓ (a mean over the batch).
     pub loss: f64,
+    /// The share of correct predictions.
     pub accuracy: f64,
+}
+
+impl Eval {
+    /// The mean of per-batch results weighted by their batch sizes.
+    pub fn weighted(parts: impl IntoIterator<Item = (Eval, usize)>) -> Result<Eval> {
+        let (mut loss, mut accuracy, mut n) = (0.0, 0.0, 0usize);
+        for (e, b) in parts {
+            loss += e.loss * b as f64;
+            accuracy += e.accuracy * b as f64;
+            n += b;
+        }
+        if n == 0 {
+            bail!("the evaluation set is empty");
+        }
+        Ok(Eval {
+            loss: loss / n as f64,
+            accuracy: accuracy / n as f64,
+        })
+    }
+}
+
+/// What the training loop reads at a log point (`Backend::log_point`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPoint {
+    /// The last step's loss and solve.
+    pub stats: StepStats,
+    /// Its per-step diagnostics, where the backend computes them.
+    pub diagnostics: Option<Diagnostics>,
+    /// Parameters and optimizer state after it, when asked for.
+    pub state: Option<(Params, OptState)>,
 }
 
 /// A device that runs TP-RI and BPTT iterations.
@@ -82,6 +114,31 @@ pub trait Backend {
 
     /// Loss and accuracy of the current parameters on `batch`.
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval>;
+
+    /// Loss and accuracy over a whole evaluation set, weighted by batch size (a GPU
+    /// backend gathers the per-batch results on the device and reads them back once).
+    fn evaluate_all(&mut self, batches: &[Batch]) -> Result<Eval> {
+        let mut parts = Vec::with_capacity(batches.len());
+        for batch in batches {
+            parts.push((self.evaluate(batch)?, batch.batch_size()));
+        }
+        Eval::weighted(parts)
+    }
+
+    /// Everything a log point reads after a step, in one go where the device allows
+    /// (a GPU backend: one copy and one wait): the statistics, the diagnostics, and with
+    /// `with_state` the parameters and optimizer state.
+    fn log_point(&mut self, with_state: bool) -> Result<LogPoint> {
+        Ok(LogPoint {
+            stats: self.last_stats()?,
+            diagnostics: self.last_diagnostics()?,
+            state: if with_state {
+                Some(self.state()?)
+            } else {
+                None
+            },
+        })
+    }
 
     /// Current parameters and optimizer state; may wait for the device.
     fn state(&mut self) -> Result<(Params, OptState)>;

@@ -47,7 +47,7 @@ pub struct GruStep {
 /// Loss, its gradients and the outputs of the head `z = V h_T + c`.
 #[derive(Clone, Debug)]
 pub struct HeadOut {
-    /// ℓ, a mean (SPEC §1).
+    /// ℓ, a mean (docs/ALGORITHM.md §1).
     pub loss: f64,
     /// Share of correct predictions.
     pub accuracy: f64,

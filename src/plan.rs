@@ -63,46 +63,84 @@ pub const PER_STEP_PENALTY: usize = 2;
 /// One refused combination: when `refuses` holds, `message` says why and what to use.
 struct Refusal {
     refuses: fn(&Request) -> bool,
-    message: &'static str,
+    message: fn(&Request) -> String,
 }
 
 /// What was asked, with `auto` still unresolved.
 struct Request {
     cell: CellKind,
+    method: Method,
     inversion: Inversion,
     solver: Solver,
     target_mode: TargetMode,
     device: Device,
 }
 
-/// Every combination of cell, inversion, solver, target mode and device that no backend
-/// runs (checked in this order; the first that applies is the error).
+impl Request {
+    fn tp(&self) -> bool {
+        self.method == Method::Tp
+    }
+
+    fn on_gpu(&self) -> bool {
+        matches!(self.device, Device::Gpu { .. })
+    }
+
+    /// TP-RI that solves at every step (the jacobian inversion, or `--solver per-step`).
+    fn per_step(&self) -> bool {
+        self.tp() && (self.inversion == Inversion::Jacobian || self.solver == Solver::PerStep)
+    }
+}
+
+/// Every combination of cell, method, inversion, solver, target mode and device that no
+/// backend runs (checked in this order; the first that applies is the error).
 const REFUSED: &[Refusal] = &[
     Refusal {
-        refuses: |r| r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
-        message: "the GRU has no closed-form inverse: TP-RI needs --inversion jacobian",
+        refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
+        message: |_| "the GRU has no closed-form inverse: TP-RI needs --inversion jacobian".into(),
     },
     Refusal {
-        refuses: |r| matches!(r.device, Device::Gpu { .. }) && r.solver == Solver::Cholesky,
-        message: "the GPU backend has no Cholesky solve (CPU-only): use --solver cg, per-step or auto",
+        refuses: |r| r.tp() && r.on_gpu() && r.solver == Solver::Cholesky,
+        message: |_| {
+            "the GPU backend has no Cholesky solve (CPU-only): use --solver cg, per-step or auto"
+                .into()
+        },
     },
     Refusal {
         refuses: |r| {
-            matches!(r.device, Device::Gpu { .. })
+            r.on_gpu()
+                && r.per_step()
                 && r.inversion == Inversion::Analytic
-                && r.solver == Solver::PerStep
                 && r.target_mode != TargetMode::Linearized
         },
-        message: "the GPU's per-step solves give linearized targets only: use --solver cg or auto, or --target-mode linearized",
+        message: |r| {
+            format!(
+                "the GPU's per-step solves give linearized targets only, not target mode {:?}: \
+                 use --solver cg or auto",
+                r.target_mode
+            )
+        },
     },
+    // The GRU's kernels and the per-step sweep read and write f32 histories only.
     Refusal {
         refuses: |r| {
-            r.device == (Device::Gpu { f16_histories: true })
-                && (r.cell != CellKind::Tanh
-                    || r.inversion == Inversion::Jacobian
-                    || r.solver == Solver::PerStep)
+            r.device
+                == (Device::Gpu {
+                    f16_histories: true,
+                })
+                && (r.cell != CellKind::Tanh || r.per_step())
         },
-        message: "f16 storage is implemented for the tanh RNN's analytic inversion with P formed (--solver cg or auto) only: use --storage f32",
+        message: |r| {
+            let asked = match (r.cell, r.tp() && r.inversion == Inversion::Jacobian) {
+                (CellKind::Gru, true) => "the GRU cell with --inversion jacobian",
+                (CellKind::Gru, false) => "the GRU cell",
+                (CellKind::Tanh, true) => "--inversion jacobian",
+                (CellKind::Tanh, false) => "--solver per-step",
+            };
+            format!(
+                "f16 storage is implemented for the tanh RNN's analytic inversion only, not \
+                 for {asked}; use --storage f32"
+            )
+        },
     },
 ];
 
@@ -111,18 +149,16 @@ impl Plan {
     /// batch is seen): the table of refused combinations.
     pub fn check(cell: CellKind, hyper: &Hyper, device: Device) -> Result<()> {
         hyper.validate()?;
-        if hyper.method == Method::Bp {
-            return Ok(());
-        }
         let request = Request {
             cell,
+            method: hyper.method,
             inversion: hyper.tp.inversion,
             solver: hyper.tp.solver,
             target_mode: hyper.tp.target_mode,
             device,
         };
         match REFUSED.iter().find(|r| (r.refuses)(&request)) {
-            Some(refusal) => bail!("{}", refusal.message),
+            Some(refusal) => bail!("{}", (refusal.message)(&request)),
             None => Ok(()),
         }
     }

@@ -151,21 +151,9 @@ pub struct Summary {
 
 /// Mean loss and accuracy over held-out batches, weighted by batch size.
 pub fn evaluate(backend: &mut dyn Backend, eval_set: &[Batch]) -> Result<Eval> {
-    let (mut loss, mut acc, mut n) = (0.0, 0.0, 0usize);
-    for batch in eval_set {
-        let e = backend.evaluate(batch)?;
-        let b = batch.batch_size();
-        loss += e.loss * b as f64;
-        acc += e.accuracy * b as f64;
-        n += b;
-    }
-    if n == 0 {
-        bail!("the task has no evaluation data");
-    }
-    Ok(Eval {
-        loss: loss / n as f64,
-        accuracy: acc / n as f64,
-    })
+    backend
+        .evaluate_all(eval_set)
+        .context("evaluating on the held-out set")
 }
 
 /// The input and output sizes the task implies, with the configured hidden size.
@@ -240,7 +228,8 @@ pub fn train(
         if !(eval_now || checkpoint_now || i % cfg.log_every == 0 || i == 1) {
             continue;
         }
-        let stats = backend.last_stats()?;
+        let point = backend.log_point(eval_now || checkpoint_now)?;
+        let stats = point.stats;
         // One batch can score far above the held-out mean: smooth before comparing.
         smoothed = if i == 1 {
             stats.loss
@@ -261,11 +250,10 @@ pub fn train(
             train_loss: Some(stats.loss),
             eval: None,
             cg: stats.cg,
-            diagnostics: backend.last_diagnostics()?,
+            diagnostics: point.diagnostics,
             w_spectral_norm: None,
         };
-        if eval_now || checkpoint_now {
-            let (params, opt) = backend.state()?;
+        if let Some((params, opt)) = point.state {
             if !params
                 .tensors()
                 .iter()

@@ -1,4 +1,4 @@
-//! SPEC §5 on the CPU: the GRU's forward pass and BP gradients, the JVP/VJP of the tanh RNN
+//! docs/ALGORITHM.md §5 on the CPU: the GRU's forward pass and BP gradients, the JVP/VJP of the tanh RNN
 //! and the GRU, the per-step matrix-free CG and the generalized linearized target sweep.
 
 use nalgebra::DMatrix;
@@ -29,7 +29,7 @@ fn rel_err(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
 }
 
 /// A tanh RNN whose W is well conditioned (orthogonal, scaled) and whose states stay away
-/// from saturation, so that the clamp of SPEC §2 never acts.
+/// from saturation, so that the clamp of docs/ALGORITHM.md §2 never acts.
 fn tanh_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -> TanhModel {
     let mut params = Params::init(
         Dims {

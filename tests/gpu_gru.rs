@@ -1,4 +1,4 @@
-//! The GRU and the jacobian inversion (SPEC §5) on the GPU against the f64 CPU reference:
+//! The GRU and the jacobian inversion (docs/ALGORITHM.md §5) on the GPU against the f64 CPU reference:
 //! every new kernel (GRU forward, GRU backward recursion, the Jacobian products of both
 //! cells, the jacobian target sweep with its per-step CG), whole iterations through the
 //! `Backend` trait, and training runs on both backends from the same start.

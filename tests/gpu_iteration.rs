@@ -102,7 +102,7 @@ fn compare_traces(
     worst
 }
 
-/// `--solver per-step` (SPEC §4's alternative to forming P): the GPU's per-step CG inside
+/// `--solver per-step` (docs/ALGORITHM.md §4's alternative to forming P): the GPU's per-step CG inside
 /// the fused sweep against the reference's per-step solves, in both gradient modes and at
 /// sizes off the workgroup grid; no P is formed on either side.
 #[test]

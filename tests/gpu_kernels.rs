@@ -257,10 +257,9 @@ fn target_sweep_matches_reference_in_every_mode() {
         for (mode, lr_target) in modes.iter().flat_map(|&m| [(m, 0.1), (m, 1e-4)]) {
             let want =
                 cpu::target_sweep::target_sweep(&params, &p_inv, &x, &h, &g_top, lr_target, mode);
-            let got = gpu::one_shot::target_sweep(
-                &ctx, &params, &p_inv, &x, &h, &g_top, lr_target, mode,
-            )
-            .unwrap();
+            let got =
+                gpu::one_shot::target_sweep(&ctx, &params, &p_inv, &x, &h, &g_top, lr_target, mode)
+                    .unwrap();
             let what = format!("({mode:?}, γ_h={lr_target}, d={d}, T={t}, B={b})");
             check_all(&format!("v {what}"), &got, &want, TOL);
             let offsets = |v: &[nalgebra::DMatrix<f64>]| -> Vec<_> {

@@ -1,4 +1,4 @@
-//! Tasks of SPEC §6: generator formulas and ranges, seeding, IDX reading, pixel sequences.
+//! Tasks of docs/ALGORITHM.md §6: generator formulas and ranges, seeding, IDX reading, pixel sequences.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -116,7 +116,7 @@ const SEQ_LENS: [usize; 7] = [10, 11, 19, 30, 57, 60, 120];
 #[test]
 fn temporal_order_follows_spec_for_every_sequence() {
     for t_len in SEQ_LENS {
-        // SPEC §6 ranges, written the way the spec states them.
+        // docs/ALGORITHM.md §6 ranges, written the way the spec states them.
         let k = t_len / 10;
         let half = t_len / 2;
         let (mut seen_p0, mut seen_p1, mut seen_labels) =
@@ -219,7 +219,7 @@ fn adding_follows_spec_for_every_sequence() {
 
 #[test]
 fn adding_targets_have_the_variance_spec_quotes() {
-    // Predicting the mean scores MSE 1/24 (SPEC §6): Var((U + V)/2) = (1/12)/2.
+    // Predicting the mean scores MSE 1/24 (docs/ALGORITHM.md §6): Var((U + V)/2) = (1/12)/2.
     let task = synthetic(TaskSpec::Adding { seq_len: 10 }, 3, 0);
     let targets: Vec<f64> = (0..200)
         .flat_map(|i| values(&task.train_batch(i, 100)))

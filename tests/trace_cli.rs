@@ -1,5 +1,5 @@
 //! `tpri trace` end to end: round trip against the library, an independent NumPy
-//! implementation of SPEC, and bad inputs.
+//! implementation of docs/ALGORITHM.md, and bad inputs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -215,7 +215,7 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
     }
 }
 
-/// Checks the trace against `tests/independent/spec_numpy.py`, written from SPEC alone.
+/// Checks the trace against `tests/independent/spec_numpy.py`, written from the mathematical contract (docs/ALGORITHM.md) alone.
 /// Needs python3 with numpy and safetensors (`.ci/run` installs them).
 #[test]
 fn trace_agrees_with_independent_numpy_implementation() {

@@ -1,4 +1,4 @@
-//! Backpropagation through time for BP and for the TP surrogate (SPEC §2 step 6, §3;
+//! Backpropagation through time for BP and for the TP surrogate (docs/ALGORITHM.md §2 step 6, §3;
 //! twin of `shaders/bptt.wgsl`).
 
 use nalgebra::DMatrix;

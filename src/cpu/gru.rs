@@ -1,4 +1,4 @@
-//! The GRU cell of SPEC §5 in the PyTorch convention: forward pass, BP gradients, and the
+//! The GRU cell of docs/ALGORITHM.md §5 in the PyTorch convention: forward pass, BP gradients, and the
 //! per-step cache that `jacobian` linearizes at.
 //!
 //! Layout as in the rest of `cpu`: sequences are rows, so per-step states are B×d and the

@@ -1,4 +1,4 @@
-//! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ (SPEC §4), by batched conjugate gradient
+//! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ (docs/ALGORITHM.md §4), by batched conjugate gradient
 //! (twin of `shaders/cg_*.wgsl`) and by an exact Cholesky solve.
 
 use anyhow::{bail, Result};
@@ -70,7 +70,7 @@ pub fn inverse_cg(
 
 /// `(WᵀW + rI)⁻¹ B` by batched CG, one run per column of `rhs` = B, stopping when the
 /// relative residual ‖R‖_F / ‖B‖_F is ≤ `tol`: `inverse_cg` with B = Wᵀ, and the per-step
-/// solves of SPEC §4 with B = Wᵀ S for the columns S a sweep step carries back.
+/// solves of docs/ALGORITHM.md §4 with B = Wᵀ S for the columns S a sweep step carries back.
 pub fn normal_cg(
     op: &NormalOperator,
     rhs: DMatrix<f64>,

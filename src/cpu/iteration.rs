@@ -237,7 +237,7 @@ impl std::ops::DerefMut for CellGrads {
 
 impl Inputs<'_> {
     /// Gradients of the cell's tensors from what `injection` puts into the backward
-    /// recursion (SPEC §2 step 6 and §3 for the tanh RNN; the same recursion through the
+    /// recursion (docs/ALGORITHM.md §2 step 6 and §3 for the tanh RNN; the same recursion through the
     /// GRU's step for the GRU).
     fn recurrent_grads(
         &self,
@@ -283,7 +283,7 @@ impl Inputs<'_> {
         }
     }
 
-    /// SPEC §5's targets from `v_T = h_T − γ_h g_T` down, each step by per-step batched CG
+    /// docs/ALGORITHM.md §5's targets from `v_T = h_T − γ_h g_T` down, each step by per-step batched CG
     /// on Jacobian products. The report is the worst step's: most iterations, largest
     /// residual.
     fn jacobian_targets(

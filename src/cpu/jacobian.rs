@@ -1,4 +1,4 @@
-//! Generalized regularized inversion (SPEC §5): Jacobian–vector and vector–Jacobian
+//! Generalized regularized inversion (docs/ALGORITHM.md §5): Jacobian–vector and vector–Jacobian
 //! products of a cell's step map h_{t−1} ↦ h_t at stored states, the per-step batched
 //! matrix-free CG for `(J_tᵀ J_t + r I) z = J_tᵀ (v_t − h_t)`, and the target sweep built
 //! on it. J_t is never formed: the GPU twin will only have the products.
@@ -24,7 +24,7 @@ pub trait Cell {
 }
 
 /// The tanh RNN, `J_t = D_t W` with `D_t = diag(1 − h_t²)`. The exact derivative, not the
-/// clamped one of SPEC §2's sweep: the two agree wherever |h_t| < 1 − ε.
+/// clamped one of docs/ALGORITHM.md §2's sweep: the two agree wherever |h_t| < 1 − ε.
 pub struct TanhCell {
     w: DMatrix<f64>,
     /// 1 − h_t² for t = 1 … T (index t − 1).
@@ -177,7 +177,7 @@ pub fn per_step_cg(
     Ok((x, check_converged(report, tol, max_iter)?))
 }
 
-/// Linearized targets of SPEC §5 from the top target `v_t` (v_T, B×d) down:
+/// Linearized targets of docs/ALGORITHM.md §5 from the top target `v_t` (v_T, B×d) down:
 /// `v_{t−1} = h_{t−1} + (J_tᵀJ_t + rI)⁻¹ J_tᵀ (v_t − h_t)` for t = T … 2. Returns v_0 … v_T
 /// (v_0, never used, equal to h_0, as in `target_sweep`) and the CG report of each solved
 /// step, for t = T … 2 in that order.

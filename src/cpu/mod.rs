@@ -1,4 +1,4 @@
-//! The f64 CPU reference of SPEC §2–§4: one file per kernel, named like its WGSL twin
+//! The f64 CPU reference of docs/ALGORITHM.md §2–§5: one file per kernel, named like its WGSL twin
 //! in `shaders/` and its GPU wrapper in `src/gpu/`.
 //!
 //! Conventions: sequences are rows, so every per-step quantity (h_t, v_t, x_t, g_t) is a

@@ -2,7 +2,7 @@
 //! recurrences share the cores.
 //!
 //! The public functions take and return one B×(size) matrix per step (sequences as rows,
-//! `SPEC` notation). Inside, every per-step quantity of a batch (h, v, δ, x) lives in one
+//! docs/ALGORITHM.md notation). Inside, every per-step quantity of a batch (h, v, δ, x) lives in one
 //! [`Steps`]: a column-major `width × (steps·B)` matrix whose column `t·B + i` is the vector
 //! of sequence i at step t. This layout is what makes the reference fast without making it
 //! obscure:

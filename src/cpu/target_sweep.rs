@@ -1,4 +1,4 @@
-//! The backward target sweep (SPEC §2 steps 3–5; twin of `shaders/target_sweep.wgsl`).
+//! The backward target sweep (docs/ALGORITHM.md §2 steps 3–5; twin of `shaders/target_sweep.wgsl`).
 
 use std::sync::Mutex;
 
@@ -38,7 +38,7 @@ pub fn f_inverse(
 pub enum Inverse<'a> {
     /// P formed once for the whole iteration (by CG or Cholesky).
     Formed(&'a DMatrix<f64>),
-    /// P never formed (SPEC §4's alternative): every step solves `(WᵀW + rI) Z = Wᵀ S` for
+    /// P never formed (docs/ALGORITHM.md §4's alternative): every step solves `(WᵀW + rI) Z = Wᵀ S` for
     /// its columns S by batched CG from zero, to relative residual `tol` over the columns
     /// one thread carries.
     PerStep {

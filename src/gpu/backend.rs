@@ -12,16 +12,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
+use crate::backend::{Backend, Diagnostics, Eval, LogPoint, StepStats, Trace};
 use crate::cg::CgReport;
 use crate::config::{Hyper, Method};
 use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::GpuContext;
-use crate::gpu::inverse::GPU_CG_TOL;
 use crate::gpu::iteration::Workspace;
 use crate::gpu::jacobian;
 use crate::gpu::layout::{matrix, Shape};
 use crate::gpu::one_shot;
+use crate::gpu::readback::{record_then_copy, CopyTo, Readback, Region};
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
@@ -47,31 +47,61 @@ struct Training {
     /// Whether `step` has run since `load`.
     stepped: bool,
     train_ws: Option<Workspace>,
-    eval_ws: Option<Workspace>,
+    /// Evaluation workspaces by batch shape, at most `EVAL_SHAPES`: an evaluation set's
+    /// full batches and its smaller last one each keep theirs.
+    eval_ws: Vec<Workspace>,
+    /// An evaluation's per-batch [loss, accuracy], gathered on the device.
+    eval_stats: Option<wgpu::Buffer>,
+    readback: Readback,
 }
 
-/// The CG report of the last iteration run in `ws` (TP only): P's solve, or the worst
-/// step of the per-step sweep (which runs where no P is formed). A solve that missed its tolerance is a `CgError`.
+/// Evaluation workspaces kept at once.
+const EVAL_SHAPES: usize = 2;
+
+/// Where the CG record of the last iteration run in `ws` is (TP only): P's solve, or the
+/// per-step sweep's (which runs where no P is formed).
+fn cg_regions<'a>(model: &'a ModelBuffers, ws: &'a Workspace, hyper: &Hyper) -> Vec<Region<'a>> {
+    match (hyper.method, &ws.cg) {
+        (Method::Bp, _) => Vec::new(),
+        (Method::Tp, Some(_)) => vec![model.cg.state_region()],
+        (Method::Tp, None) => jacobian::report_regions(model, &ws.seq, ws.shape).to_vec(),
+    }
+}
+
+/// The CG report from the words of `cg_regions`; a solve that missed its tolerance is a
+/// `CgError`.
 fn cg_report(
     ctx: &GpuContext,
     model: &ModelBuffers,
     ws: &Workspace,
     hyper: &Hyper,
+    words: &[Vec<u32>],
 ) -> Result<Option<CgReport>> {
-    if hyper.method != Method::Tp {
-        return Ok(None);
-    }
     let tp = &hyper.tp;
-    Ok(Some(if ws.cg.is_none() {
-        jacobian::report(ctx, model, &ws.seq, ws.shape, tp)?
-    } else {
-        model
-            .cg
-            .report(ctx, tp.cg_tol.unwrap_or(GPU_CG_TOL), tp.cg_max_iter)?
-    }))
+    Ok(match (hyper.method, &ws.cg) {
+        (Method::Bp, _) => None,
+        (Method::Tp, Some(_)) => Some(model.cg.report_from(
+            ctx,
+            &words[0],
+            jacobian::tolerance(tp),
+            tp.cg_max_iter,
+        )?),
+        (Method::Tp, None) => Some(jacobian::report_from(
+            ctx,
+            model,
+            [&words[0], &words[1]],
+            ws.shape,
+            tp,
+        )?),
+    })
 }
 
-/// The cached workspace in `slot`, rebuilt when the batch shape changes.
+/// Row-major f32 from the words of a region.
+fn floats(words: &[u32]) -> Vec<f32> {
+    words.iter().map(|&w| f32::from_bits(w)).collect()
+}
+
+/// The cached training workspace in `slot`, rebuilt when the batch shape changes.
 fn workspace<'a>(
     ctx: &GpuContext,
     slot: &'a mut Option<Workspace>,
@@ -85,6 +115,29 @@ fn workspace<'a>(
         *slot = Some(Workspace::new(ctx, model, shape, hyper, storage)?);
     }
     Ok(slot.as_ref().expect("just filled"))
+}
+
+/// The evaluation workspace of `shape` among `cache`, built (evicting the oldest beyond
+/// `EVAL_SHAPES`) when there is none.
+fn eval_workspace<'a>(
+    ctx: &GpuContext,
+    cache: &'a mut Vec<Workspace>,
+    model: &ModelBuffers,
+    shape: Shape,
+    hyper: &Hyper,
+    storage: Storage,
+) -> Result<&'a Workspace> {
+    let i = match cache.iter().position(|ws| ws.shape == shape) {
+        Some(i) => i,
+        None => {
+            if cache.len() >= EVAL_SHAPES {
+                cache.remove(0);
+            }
+            cache.push(Workspace::new(ctx, model, shape, hyper, storage)?);
+            cache.len() - 1
+        }
+    };
+    Ok(&cache[i])
 }
 
 impl GpuBackend {
@@ -138,27 +191,33 @@ impl Backend for GpuBackend {
         })?;
         let (t, d) = (ws.shape.steps, params.dims().hidden);
         let h = ws.seq.h.read(ctx, 0, t + 1)?;
-        let cg = cg_report(ctx, &model, &ws, hyper)?;
         let v = if hyper.method == Method::Tp {
             let dv = ws.seq.dv.read(ctx, 0, t + 1)?;
             Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
         } else {
             None
         };
+        let len = model.layout.len;
+        let mut regions = vec![
+            Region::new(&ws.seq.stats, 0, 1),
+            Region::new(&model.grad, 0, len),
+            ws.error_norms.region(),
+        ];
         // P exists only where it was formed (the analytic inversion).
-        let p_inv = if ws.cg.is_some() {
-            Some(matrix(&ctx.read(&model.cg.x, 0, d * d)?, d, d))
-        } else {
-            None
-        };
+        if ws.cg.is_some() {
+            regions.push(Region::new(&model.cg.x, 0, d * d));
+        }
+        let fixed = regions.len();
+        regions.extend(cg_regions(&model, &ws, hyper));
+        let words = Readback::default().read(ctx, |pass| ws.error_norms.record(pass), &regions)?;
         Ok(Trace {
-            error_norms: ws.error_norms.read(ctx)?,
             h,
-            loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
-            grads: model.read_params(ctx, &model.grad)?,
+            loss: f64::from(f32::from_bits(words[0][0])),
+            grads: model.layout.unpack(&floats(&words[1])),
+            error_norms: ws.error_norms.decode(&words[2]),
             v,
-            p_inv,
-            cg,
+            p_inv: (fixed == 4).then(|| matrix(&floats(&words[3]), d, d)),
+            cg: cg_report(ctx, &model, &ws, hyper, &words[fixed..])?,
         })
     }
 
@@ -179,7 +238,9 @@ impl Backend for GpuBackend {
             warm: false,
             stepped: false,
             train_ws: None,
-            eval_ws: None,
+            eval_ws: Vec::new(),
+            eval_stats: None,
+            readback: Readback::default(),
         });
         Ok(())
     }
@@ -213,42 +274,34 @@ impl Backend for GpuBackend {
     }
 
     fn last_stats(&mut self) -> Result<StepStats> {
-        let ctx = Arc::clone(&self.ctx);
-        let tr = self.training()?;
-        let ws = match (&tr.train_ws, tr.stepped) {
-            (Some(ws), true) => ws,
-            _ => bail!("no step has run yet"),
-        };
-        let cg = cg_report(&ctx, &tr.model, ws, &tr.hyper)?;
-        Ok(StepStats {
-            loss: f64::from(ctx.read::<f32>(&ws.seq.stats, 0, 1)?[0]),
-            cg,
+        self.read_back(false, false)?
+            .stats
+            .context("no step has run yet")
+    }
+
+    /// Reduces the last step's buffers, still on the device: the target offsets (TP) or
+    /// the backward errors (BP) per step, and the gradient (read back whole: it is
+    /// parameter-sized, and summing it in f64 on the host matches the reference exactly).
+    fn last_diagnostics(&mut self) -> Result<Option<Diagnostics>> {
+        Ok(self.read_back(true, false)?.diagnostics)
+    }
+
+    fn log_point(&mut self, with_state: bool) -> Result<LogPoint> {
+        let read = self.read_back(true, with_state)?;
+        Ok(LogPoint {
+            stats: read.stats.context("no step has run yet")?,
+            diagnostics: read.diagnostics,
+            state: read.state,
         })
     }
 
-    /// Reduces the last step's buffers, still on the device, on demand: the target offsets
-    /// (TP) or the backward errors (BP) per step, and the gradient (read back whole: it is
-    /// parameter-sized, and summing it in f64 on the host matches the reference exactly).
-    fn last_diagnostics(&mut self) -> Result<Option<Diagnostics>> {
-        let ctx = Arc::clone(&self.ctx);
-        let tr = self.training()?;
-        let ws = match (&tr.train_ws, tr.stepped) {
-            (Some(ws), true) => ws,
-            _ => bail!("no step has run yet"),
-        };
-        let step_norms = ws
-            .target_norms
-            .as_ref()
-            .unwrap_or(&ws.error_norms)
-            .read(&ctx)?;
-        let grads = tr.model.read_params(&ctx, &tr.model.grad)?;
-        Ok(Some(Diagnostics {
-            step_norms,
-            grad_norm: grads.norm(),
-        }))
+    fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
+        self.evaluate_all(std::slice::from_ref(batch))
     }
 
-    fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
+    /// Each batch's forward pass and head in its own submission, its [loss, accuracy]
+    /// copied into one device buffer; one wait and one read at the end.
+    fn evaluate_all(&mut self, batches: &[Batch]) -> Result<Eval> {
         let ctx = Arc::clone(&self.ctx);
         let storage = self.storage;
         let tr = self.training()?;
@@ -257,35 +310,134 @@ impl Backend for GpuBackend {
             method: Method::Bp,
             ..tr.hyper.clone()
         };
-        check_run(&tr.model.layout.zeros(), batch, &hyper, storage.device())?;
-        let ws = workspace(
-            &ctx,
-            &mut tr.eval_ws,
-            &tr.model,
-            Shape::of(batch),
-            &hyper,
-            storage,
-        )?;
-        ws.seq.write_batch(&ctx, batch);
-        ctx.submit(|pass| ws.record_loss(pass))?;
-        let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;
-        Ok(Eval {
-            loss: f64::from(stats[0]),
-            accuracy: f64::from(stats[1]),
-        })
+        let shape = tr.model.layout.zeros();
+        for batch in batches {
+            check_run(&shape, batch, &hyper, storage.device())?;
+        }
+        let words = 2 * batches.len();
+        if tr
+            .eval_stats
+            .as_ref()
+            .is_none_or(|b| b.size() < 4 * words as u64)
+        {
+            tr.eval_stats = None;
+            let bytes = 4 * words.max(1) as u64;
+            let none = wgpu::BufferUsages::empty();
+            tr.eval_stats = Some(ctx.storage("evaluation statistics [batches, 2]", bytes, none)?);
+        }
+        let Training {
+            model,
+            eval_ws,
+            eval_stats,
+            readback,
+            ..
+        } = tr;
+        let stats = eval_stats.as_ref().expect("just made");
+        for (i, batch) in batches.iter().enumerate() {
+            let ws = eval_workspace(&ctx, eval_ws, model, Shape::of(batch), &hyper, storage)?;
+            ws.seq.write_batch(&ctx, batch);
+            let copy = CopyTo {
+                from: Region::new(&ws.seq.stats, 0, 2),
+                to: stats,
+                at: 2 * i,
+            };
+            record_then_copy(&ctx, |pass| ws.record_loss(pass), &[copy])?;
+        }
+        let words = readback.read(&ctx, |_| {}, &[Region::new(stats, 0, words)])?;
+        let per_batch = floats(&words[0]);
+        Eval::weighted(batches.iter().zip(per_batch.chunks_exact(2)).map(|(b, s)| {
+            let e = Eval {
+                loss: f64::from(s[0]),
+                accuracy: f64::from(s[1]),
+            };
+            (e, b.batch_size())
+        }))
     }
 
     fn state(&mut self) -> Result<(Params, OptState)> {
+        self.read_back(false, true)?
+            .state
+            .context("the parameters were not read")
+    }
+}
+
+/// What `GpuBackend::read_back` read.
+struct Readout {
+    stats: Option<StepStats>,
+    diagnostics: Option<Diagnostics>,
+    state: Option<(Params, OptState)>,
+}
+
+impl GpuBackend {
+    /// One readback of what is asked: with `diagnostics` the last step's statistics and
+    /// diagnostics (an error before any step), with `state` the parameters and optimizer
+    /// state. Statistics come with either.
+    fn read_back(&mut self, diagnostics: bool, state: bool) -> Result<Readout> {
         let ctx = Arc::clone(&self.ctx);
         let tr = self.training()?;
-        let m = &tr.model;
-        Ok((
-            m.read_params(&ctx, &m.theta)?,
-            OptState {
-                step: tr.step,
-                m: m.read_params(&ctx, &m.m)?,
-                v: m.read_params(&ctx, &m.v)?,
-            },
-        ))
+        let Training {
+            hyper,
+            model,
+            step,
+            stepped,
+            train_ws,
+            readback,
+            ..
+        } = tr;
+        let stats_wanted = diagnostics || !state;
+        let ws = match (train_ws.as_ref(), *stepped, stats_wanted) {
+            (_, _, false) => None,
+            (Some(ws), true, true) => Some(ws),
+            _ => bail!("no step has run yet"),
+        };
+        let len = model.layout.len;
+        let mut regions = Vec::new();
+        if state {
+            regions.extend([&model.theta, &model.m, &model.v].map(|b| Region::new(b, 0, len)));
+        }
+        let norms = ws.map(|ws| ws.target_norms.as_ref().unwrap_or(&ws.error_norms));
+        if let (Some(ws), Some(norms)) = (ws, norms) {
+            regions.push(Region::new(&ws.seq.stats, 0, 1));
+            if diagnostics {
+                regions.extend([norms.region(), Region::new(&model.grad, 0, len)]);
+            }
+            regions.extend(cg_regions(model, ws, hyper));
+        }
+        let record = |pass: &mut wgpu::ComputePass<'_>| {
+            if let (true, Some(norms)) = (diagnostics, norms) {
+                norms.record(pass);
+            }
+        };
+        let words = readback.read(&ctx, record, &regions)?;
+        let unpack = |w: &[u32]| model.layout.unpack(&floats(w));
+        let mut rest = &words[..];
+        let state = state.then(|| {
+            let (theta, m, v) = (unpack(&rest[0]), unpack(&rest[1]), unpack(&rest[2]));
+            rest = &rest[3..];
+            (theta, OptState { step: *step, m, v })
+        });
+        let (Some(ws), Some(norms)) = (ws, norms) else {
+            return Ok(Readout {
+                stats: None,
+                diagnostics: None,
+                state,
+            });
+        };
+        let loss = f64::from(f32::from_bits(rest[0][0]));
+        rest = &rest[1..];
+        let diagnostics = diagnostics.then(|| {
+            let d = Diagnostics {
+                step_norms: norms.decode(&rest[0]),
+                grad_norm: unpack(&rest[1]).norm(),
+            };
+            rest = &rest[2..];
+            d
+        });
+        let cg = cg_report(&ctx, model, ws, hyper, rest)?;
+        Ok(Readout {
+            stats: Some(StepStats { loss, cg }),
+            diagnostics,
+            state,
+        })
     }
 }

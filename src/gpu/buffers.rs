@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use crate::cg::{CgError, CgReport};
 use crate::gpu::context::GpuContext;
 use crate::gpu::layout::{rows_f32, stack, ParamLayout, Shape, MAX_HIDDEN};
+use crate::gpu::readback::Region;
 use crate::gpu::storage::{History, Storage};
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
@@ -238,6 +239,9 @@ struct CgState {
     worst_iterations: u32,
 }
 
+/// Words of `CgState`.
+const CG_STATE_WORDS: usize = std::mem::size_of::<CgState>() / 4;
+
 /// Buffers of the solve; `x` holds P between steps (the warm start).
 pub(crate) struct CgBuffers {
     pub x: wgpu::Buffer,
@@ -265,7 +269,24 @@ impl CgBuffers {
     /// The last solve's report, or the worst failure since the last call as a `CgError`
     /// (the failure record is then cleared). Waits for the device.
     pub fn report(&self, ctx: &GpuContext, tol: f64, max_iter: usize) -> Result<CgReport> {
-        let s: CgState = ctx.read(&self.state, 0, 1)?[0];
+        let words: Vec<u32> = ctx.read(&self.state, 0, CG_STATE_WORDS)?;
+        self.report_from(ctx, &words, tol, max_iter)
+    }
+
+    /// Where the solve's record is, for a `Readback`.
+    pub fn state_region(&self) -> Region<'_> {
+        Region::new(&self.state, 0, CG_STATE_WORDS)
+    }
+
+    /// `report` from the words of `state_region`, read back already.
+    pub fn report_from(
+        &self,
+        ctx: &GpuContext,
+        words: &[u32],
+        tol: f64,
+        max_iter: usize,
+    ) -> Result<CgReport> {
+        let s: CgState = bytemuck::pod_read_unaligned(bytemuck::cast_slice(words));
         if s.failures > 0 {
             let cleared = CgState {
                 failures: 0,

@@ -1,6 +1,6 @@
 //! Generalized regularized inversion on the device (`shaders/jacobian.wgsl`; twin of
 //! `src/cpu/jacobian.rs`): the Jacobian products `J_t u` and `J_tᵀ w` of either cell at the
-//! states of the forward pass, and the SPEC §5 target sweep with a batched CG per step
+//! states of the forward pass, and the docs/ALGORITHM.md §5 target sweep with a batched CG per step
 //! inside it, fused over time.
 //!
 //! Stopping rule: each sequence's CG stops on its own relative residual
@@ -24,6 +24,7 @@ use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, JACOBIAN_WORKGROUP_SIZES};
 use crate::gpu::layout::Shape;
+use crate::gpu::readback::Region;
 use crate::model::CellKind;
 use crate::plan::TargetSolve;
 
@@ -171,9 +172,15 @@ pub(crate) fn step_reports(
     seq: &SeqBuffers,
     shape: Shape,
 ) -> Result<Vec<CgReport>> {
+    let words = ctx.read::<u32>(&seq.cg_steps, 0, shape.steps * shape.batch * 2)?;
+    Ok(step_reports_from(&words, shape))
+}
+
+/// `step_reports` from the words of the per-step statistics [T, B, 2].
+fn step_reports_from(words: &[u32], shape: Shape) -> Vec<CgReport> {
     let Shape { batch: b, steps: t } = shape;
-    let stats = ctx.read::<f32>(&seq.cg_steps, 0, t * b * 2)?;
-    Ok((2..=t)
+    let stats: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
+    (2..=t)
         .rev()
         .map(|step| {
             let rows = &stats[(step - 1) * b * 2..step * b * 2];
@@ -182,7 +189,19 @@ pub(crate) fn step_reports(
                 residual: f64::from(s[1]),
             }))
         })
-        .collect())
+        .collect()
+}
+
+/// Where the sweep's failure record and per-step statistics are, for a `Readback`.
+pub(crate) fn report_regions<'a>(
+    model: &'a ModelBuffers,
+    seq: &'a SeqBuffers,
+    shape: Shape,
+) -> [Region<'a>; 2] {
+    [
+        Region::new(&model.sweep_failures, 0, 3),
+        Region::new(&seq.cg_steps, 0, shape.steps * shape.batch * 2),
+    ]
 }
 
 /// The last sweep's worst step, or the worst failed solve since the last call as a
@@ -194,7 +213,21 @@ pub(crate) fn report(
     shape: Shape,
     tp: &TpConfig,
 ) -> Result<CgReport> {
-    let f: Failures = ctx.read(&model.sweep_failures, 0, 1)?[0];
+    let [failures, steps] = report_regions(model, seq, shape);
+    let failures = ctx.read::<u32>(failures.buffer, 0, failures.words)?;
+    let steps = ctx.read::<u32>(steps.buffer, 0, steps.words)?;
+    report_from(ctx, model, [&failures, &steps], shape, tp)
+}
+
+/// `report` from the words of `report_regions`, read back already.
+pub(crate) fn report_from(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    [failures, steps]: [&[u32]; 2],
+    shape: Shape,
+    tp: &TpConfig,
+) -> Result<CgReport> {
+    let f: Failures = bytemuck::pod_read_unaligned(bytemuck::cast_slice(failures));
     if f.count > 0 {
         ctx.write(&model.sweep_failures, 0, &[Failures::default()]);
         return Err(CgError {
@@ -207,15 +240,8 @@ pub(crate) fn report(
         }
         .into());
     }
-    Ok(CgReport::worst(step_reports(ctx, seq, shape)?))
+    Ok(CgReport::worst(step_reports_from(steps, shape)))
 }
-
-/// Targets v_0 … v_T and the per-step CG reports (t = T … 2, each the worst sequence's)
-/// on the GPU, as `cpu::jacobian::jacobian_sweep` returns them, for the cell of `params`
-/// linearized at its forward pass on `x`. `h` (the reference's states) serves to form the
-/// offsets: the kernel starts from dv_T = v_top − h_T (in f64) and returns v_t = h_t + dv_t.
-/// A step whose CG misses `tol` in `max_iter` iterations makes it a `CgError`.
-// The twin's six arguments plus the context and inputs: kept parallel on purpose.
 
 /// `J_t u` (`transpose` false) or `J_tᵀ u` for every row of `input` [B, d] into `output`,
 /// at the states (and gates) of the forward pass in `seq`: jacobian.wgsl's `jvp` and `vjp`

@@ -5,6 +5,7 @@
 //! 1. `layout` (shapes, the flat parameter layout, conversions), `storage` (f16/f32
 //!    histories), `phase` (the phases of an iteration), `context` and `kernel` (the device, the pipeline cache, dispatches);
 //! 2. `buffers`: the model's and the batch's buffers, allocated once per shape;
+//!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
 //!    `inverse` (P, with `cg_check`), `target_sweep`, `jacobian` (the Jacobian products and
@@ -35,6 +36,7 @@ pub mod one_shot;
 mod optimizer;
 mod phase;
 pub mod profile;
+mod readback;
 pub mod storage;
 mod target_sweep;
 mod transpose;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use crate::gpu::buffers::per_item_groups;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::Dispatch;
+use crate::gpu::readback::{Readback, Region};
 use crate::gpu::storage::History;
 
 #[repr(C)]
@@ -90,13 +91,27 @@ impl StepNorms {
         })
     }
 
+    /// Records the reduction (after everything recorded before it).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.launch.record(pass);
+    }
+
+    /// Where the squared norms land.
+    pub fn region(&self) -> Region<'_> {
+        Region::new(&self.out, 0, self.rows)
+    }
+
+    /// The norms from the words of `region`.
+    pub fn decode(&self, words: &[u32]) -> Vec<f64> {
+        words
+            .iter()
+            .map(|&sq| f64::from(f32::from_bits(sq)).sqrt() / self.scale)
+            .collect()
+    }
+
     /// Runs the reduction after everything already submitted and reads the norms back.
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
-        ctx.submit(|pass| self.launch.record(pass))?;
-        Ok(ctx
-            .read::<f32>(&self.out, 0, self.rows)?
-            .into_iter()
-            .map(|sq| f64::from(sq).sqrt() / self.scale)
-            .collect())
+        let words = Readback::default().read(ctx, |pass| self.record(pass), &[self.region()])?;
+        Ok(self.decode(&words[0]))
     }
 }

@@ -104,12 +104,12 @@ pub fn rel_err(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
     (a - b).norm() / b.norm()
 }
 
-/// Input x_t of sequence `i` as a column (`t` 1-based, as in the SPEC).
+/// Input x_t of sequence `i` as a column (`t` 1-based, as in docs/ALGORITHM.md).
 pub fn x_col(batch: &Batch, i: usize, t: usize) -> DVector<f64> {
     batch.x[t - 1].row(i).transpose()
 }
 
-/// One step `tanh(W h + U x + b)` of one sequence, written in the SPEC's column form.
+/// One step `tanh(W h + U x + b)` of one sequence, written in docs/ALGORITHM.md's column form.
 pub fn cell(params: &Params, h: &DVector<f64>, x: &DVector<f64>) -> DVector<f64> {
     (&params.w_hh * h + &params.w_ih * x + params.b.column(0)).map(f64::tanh)
 }
@@ -124,7 +124,7 @@ pub fn naive_hidden(params: &Params, batch: &Batch, i: usize) -> Vec<DVector<f64
     h
 }
 
-/// The loss ℓ of SPEC §1 at last states `h_last` (B×d, any real values), straight from
+/// The loss ℓ of docs/ALGORITHM.md §1 at last states `h_last` (B×d, any real values), straight from
 /// its definition, one sequence at a time.
 pub fn naive_head_loss(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> f64 {
     let b = h_last.nrows();

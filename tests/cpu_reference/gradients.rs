@@ -1,5 +1,5 @@
 //! Gradients against finite differences of independently written objectives: the BP
-//! gradient of ℓ (SPEC §3), the TP surrogate gradient through time and local (§2 step 6),
+//! gradient of ℓ (docs/ALGORITHM.md §3), the TP surrogate gradient through time and local (§2 step 6),
 //! and the head's gradients (§2 step 2).
 
 use nalgebra::DMatrix;
@@ -92,7 +92,7 @@ fn forward_and_loss_match_step_by_step() {
     }
 }
 
-/// SPEC §3: the BP gradient of ℓ in all five tensors, both losses, every shape.
+/// docs/ALGORITHM.md §3: the BP gradient of ℓ in all five tensors, both losses, every shape.
 #[test]
 fn bp_gradient_matches_finite_differences() {
     let mut rng = rng(2);
@@ -132,7 +132,7 @@ fn one_class_cross_entropy_is_constant() {
     }
 }
 
-/// SPEC §2 step 2: g_T = ∇_{h_T} ℓ, ∇_V ℓ and ∇_c ℓ, at last states anywhere in ℝ^d.
+/// docs/ALGORITHM.md §2 step 2: g_T = ∇_{h_T} ℓ, ∇_V ℓ and ∇_c ℓ, at last states anywhere in ℝ^d.
 #[test]
 fn head_gradients_match_finite_differences() {
     let mut rng = rng(4);
@@ -184,7 +184,7 @@ fn surrogate_case(
     (params, batch, h)
 }
 
-/// SPEC §2 step 6, through time: ∇S with S differentiated through h_t(θ) entirely.
+/// docs/ALGORITHM.md §2 step 6, through time: ∇S with S differentiated through h_t(θ) entirely.
 #[test]
 fn surrogate_gradient_through_time_matches_finite_differences() {
     let mut rng = rng(5);
@@ -203,7 +203,7 @@ fn surrogate_gradient_through_time_matches_finite_differences() {
     }
 }
 
-/// SPEC §2 step 6, local: every step's input h_{t−1} held at its stored value.
+/// docs/ALGORITHM.md §2 step 6, local: every step's input h_{t−1} held at its stored value.
 #[test]
 fn surrogate_gradient_local_matches_finite_differences() {
     let mut rng = rng(6);

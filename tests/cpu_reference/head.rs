@@ -1,4 +1,4 @@
-//! The head's loss and accuracy (SPEC §1) at chosen outputs: V = I and c = 0 make the
+//! The head's loss and accuracy (docs/ALGORITHM.md §1) at chosen outputs: V = I and c = 0 make the
 //! logits z equal to the last states, which may be any reals.
 
 use nalgebra::DMatrix;

@@ -1,4 +1,4 @@
-//! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ (SPEC §4): batched CG against the exact
+//! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ (docs/ALGORITHM.md §4): batched CG against the exact
 //! Cholesky solve, its iteration counts, warm starts and failures.
 
 use nalgebra::DMatrix;

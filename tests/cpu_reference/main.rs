@@ -1,4 +1,4 @@
-//! Tests of the f64 CPU reference against SPEC §1–§4: gradients by finite differences,
+//! Tests of the f64 CPU reference against docs/ALGORITHM.md §1–§4: gradients by finite differences,
 //! CG against Cholesky, properties of the target sweep, optimizers by hand, the head, and
 //! the `Backend` trait. One test binary (one link) split into a module per topic.
 

@@ -1,4 +1,4 @@
-//! Optimizer steps (SPEC §2 step 7) against hand-computed ones, in PyTorch's conventions,
+//! Optimizer steps (docs/ALGORITHM.md §2 step 7, §8) against hand-computed ones, in PyTorch's conventions,
 //! entry by entry over three steps with a different gradient each step.
 
 use tpri::config::{OptimizerConfig, OptimizerKind};

@@ -1,4 +1,4 @@
-//! Properties of the backward target sweep (SPEC §2 steps 3–5) and of the regularized
+//! Properties of the backward target sweep (docs/ALGORITHM.md §2 steps 3–5) and of the regularized
 //! inverse f_t⁻¹ it is built from.
 
 use nalgebra::{DMatrix, DVector};
@@ -31,7 +31,7 @@ const SWEEP_SHAPES: [Shape; 3] = [
 
 /// Small, well-conditioned weights: W = Q₁ diag(s) Q₂ᵀ with singular values s in
 /// [0.4, 0.9], so W is invertible with condition number ≤ 2.25, and |h_t| stays far from 1
-/// (the clamp in the sweep is then inactive and the SPEC's formulas hold unclamped).
+/// (the clamp in the sweep is then inactive and docs/ALGORITHM.md's formulas hold unclamped).
 fn gentle_params(rng: &mut rand_chacha::ChaCha8Rng, s: Shape) -> Params {
     let svd = gaussian(rng, s.d, s.d, 1.0).svd(true, true);
     let sv = DMatrix::from_diagonal(&DVector::from_fn(s.d, |_, _| rng.random_range(0.4..0.9)));
@@ -234,7 +234,7 @@ fn clamp_keeps_saturated_sweeps_finite() {
     assert_eq!(clamp(0.25), 0.25);
 }
 
-/// SPEC §4's alternative: never forming P and solving `(WᵀW + rI) z = Wᵀ s` per step gives
+/// docs/ALGORITHM.md §4's alternative: never forming P and solving `(WᵀW + rI) z = Wᵀ s` per step gives
 /// the targets and gradients of forming P, in every mode; `auto` picks per-step solves
 /// exactly when PER_STEP_PENALTY·(T − 1)·B < d, and reports their worst CG.
 #[test]

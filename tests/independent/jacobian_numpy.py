@@ -1,5 +1,5 @@
-"""An independent NumPy implementation of SPEC §5 (the GRU in PyTorch's equations, and the
-jacobian inversion for the GRU and the tanh RNN), written from the SPEC and PyTorch's
+"""An independent NumPy implementation of docs/ALGORITHM.md §5 (the GRU in PyTorch's equations, and the
+jacobian inversion for the GRU and the tanh RNN), written from the mathematical contract (docs/ALGORITHM.md) and PyTorch's
 documentation alone: column vectors, one sequence at a time, each J_t formed as a dense
 matrix and each regularized Gauss-Newton step solved exactly. It checks `tpri trace`.
 

@@ -1,4 +1,5 @@
-"""An independent NumPy implementation of SPEC §1–§4, written from the SPEC alone
+"""An independent NumPy implementation of docs/ALGORITHM.md §1–§4, written from the
+mathematical contract alone (which that document now states)
 (column vectors, one sequence at a time, exact solve for P), to check `tpri trace`.
 
 Usage: spec_numpy.py PARAMS BATCH TRACE LOSS METHOD TARGET_MODE LR_TARGET REG TP_GRAD
