@@ -5,14 +5,24 @@
 
 use nalgebra::DMatrix;
 
-/// What is injected into the backward recursion.
-#[derive(Clone, Copy, Debug)]
-pub enum Injection<'a> {
+/// What is injected into the backward recursion; `V` holds the targets v_0 … v_T (one
+/// B×d matrix per step in the public signatures; the CPU reference's working layout
+/// inside it).
+#[derive(Debug)]
+pub enum Injection<'a, V: ?Sized = [DMatrix<f64>]> {
     /// BP: `e_T = g_T = ∇_{h_T} ℓ`, nothing at other steps.
     Top(&'a DMatrix<f64>),
     /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
-    Targets(&'a [DMatrix<f64>]),
+    Targets(&'a V),
 }
+
+impl<V: ?Sized> Clone for Injection<'_, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V: ?Sized> Copy for Injection<'_, V> {}
 
 /// Gradients of the recurrent parameters W (d×d), U (d×p), b (d×1), and the size of the
 /// error at each step.

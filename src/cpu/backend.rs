@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::Hyper;
+use crate::cpu::cell::recurrence;
 use crate::cpu::head::head;
-use crate::cpu::iteration::{iteration, iteration_steps, states};
+use crate::cpu::iteration::{iteration, iteration_steps};
 use crate::cpu::optimizer::optimizer_step;
 use crate::cpu::steps::{Pool, Steps};
 use crate::model::Params;
@@ -109,7 +110,7 @@ impl Backend for CpuBackend {
         let tr = self.training()?;
         check_batch(&tr.params, batch)?;
         let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
-        let h = states(&tr.params, batch, &x, &mut tr.pool);
+        let h = recurrence(&tr.params).states(&x, &mut tr.pool);
         let out = head(
             &tr.params,
             &h.rows_at(batch.seq_len()),

@@ -8,15 +8,6 @@ use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
 use crate::kernel_io::{Injection, RnnGrads};
 use crate::model::Params;
 
-/// `Injection` in the working layout.
-#[derive(Clone, Copy, Debug)]
-pub enum StepsInjection<'a> {
-    /// BP: `e_T = g_T` (B×d), nothing at other steps.
-    Top(&'a DMatrix<f64>),
-    /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
-    Targets(&'a Steps),
-}
-
 /// Input sizes up to this get ∇U by column sweeps rather than a matrix product.
 const SMALL_INPUT: usize = 8;
 
@@ -34,10 +25,10 @@ pub fn bptt(
     let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
     let v;
     let injection = match injection {
-        Injection::Top(g) => StepsInjection::Top(g),
+        Injection::Top(g) => Injection::Top(g),
         Injection::Targets(targets) => {
             v = Steps::from_rows(targets, b, d);
-            StepsInjection::Targets(&v)
+            Injection::Targets(&v)
         }
     };
     let mut delta = Steps::zeros(x.steps(), b, d);
@@ -50,7 +41,7 @@ pub fn bptt_steps(
     params: &Params,
     x: &Steps,
     h: &Steps,
-    injection: StepsInjection,
+    injection: Injection<Steps>,
     through_time: bool,
     delta: &mut Steps,
 ) -> RnnGrads {
@@ -85,15 +76,15 @@ pub fn bptt_steps(
         let mut e = vec![0.0; d * n];
         for t in (1..=t_len).rev() {
             match injection {
-                StepsInjection::Top(g_top) if t == t_len => {
+                Injection::Top(g_top) if t == t_len => {
                     for (c, col) in e.chunks_exact_mut(d).enumerate() {
                         for (j, ej) in col.iter_mut().enumerate() {
                             *ej = g_top[(seqs.start + c, j)];
                         }
                     }
                 }
-                StepsInjection::Top(_) => e.fill(0.0),
-                StepsInjection::Targets(v) => {
+                Injection::Top(_) => e.fill(0.0),
+                Injection::Targets(v) => {
                     for ((ej, &ht), &vt) in e.iter_mut().zip(h.at(t, &seqs)).zip(v.at(t, &seqs)) {
                         *ej = ht - vt;
                     }

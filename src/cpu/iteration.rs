@@ -6,16 +6,14 @@ use nalgebra::DMatrix;
 use crate::backend::Trace;
 use crate::cg::CgReport;
 use crate::config::{Hyper, TpConfig, TpGrad, CPU_CG_TOL};
-use crate::cpu::bptt::{bptt_steps, StepsInjection};
-use crate::cpu::forward::forward_steps;
-use crate::cpu::gru::{gru_bptt, gru_forward};
+use crate::cpu::cell::{recurrence, Recurrence};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
-use crate::cpu::jacobian::{jacobian_sweep, Cell, GruCell, TanhCell};
+use crate::cpu::jacobian::jacobian_sweep;
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
 use crate::kernel_io::Injection;
-use crate::model::{CellKind, Params};
+use crate::model::Params;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
 use crate::tasks::Batch;
 use crate::validate::check_batch;
@@ -100,23 +98,6 @@ pub fn iteration(
     Ok(iteration_steps(params, batch, hyper, warm_p, &mut pool)?.into_trace())
 }
 
-/// Hidden states h_0 … h_T of `params`' cell on `batch` (inputs `x` in the working layout),
-/// in a buffer from `pool`.
-pub fn states(params: &Params, batch: &Batch, x: &Steps, pool: &mut Pool) -> Steps {
-    match params.cell {
-        CellKind::Tanh => {
-            let mut h = pool.take(x.steps() + 1, x.batch(), params.dims().hidden);
-            forward_steps(params, x, &mut h);
-            h
-        }
-        CellKind::Gru => Steps::from_rows(
-            &gru_forward(params, &batch.x),
-            batch.batch_size(),
-            params.dims().hidden,
-        ),
-    }
-}
-
 /// `iteration`, with the states left in the working layout, in buffers from `pool`
 /// (`StepsTrace::recycle` gives them back).
 pub fn iteration_steps(
@@ -135,68 +116,43 @@ pub fn iteration_steps(
     };
     let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
     let x = Steps::from_rows(&batch.x, batch.batch_size(), params.w_ih.ncols());
-    let h = states(params, batch, &x, pool);
+    let cell = recurrence(params);
+    let h = cell.states(&x, pool);
     let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
-    let inputs = Inputs { params, batch, x };
     let (mut grads, v, p_inv, cg) = match plan.targets() {
         None => {
-            let g = inputs.recurrent_grads(&h, StepsInjection::Top(&out.grad_h), true, pool);
+            let g = cell.gradients(&x, &h, Injection::Top(&out.grad_h), true, pool);
             (g, None, None, None)
         }
         Some(solve) => {
             let tp = &hyper.tp;
             let (v, p_inv, cg) = match solve {
-                TargetSolve::FormP { .. } | TargetSolve::PerStep => {
-                    let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
-                    let (p_inv, cg) = match solve {
-                        TargetSolve::FormP { cholesky: true } => {
-                            (Some(inverse_cholesky(&params.w_hh, tp.reg)?), None)
-                        }
-                        TargetSolve::FormP { cholesky: false } => {
-                            let (p, rep) =
-                                inverse_cg(&params.w_hh, tp.reg, tol, tp.cg_max_iter, warm_p)?;
-                            (Some(p), Some(rep))
-                        }
-                        _ => (None, None),
-                    };
-                    let op;
-                    let inverse = match &p_inv {
-                        Some(p) => Inverse::Formed(p),
-                        None => {
-                            op = NormalOperator::new(&params.w_hh, tp.reg);
-                            Inverse::PerStep {
-                                op: &op,
-                                tol,
-                                max_iter: tp.cg_max_iter,
-                            }
-                        }
-                    };
+                TargetSolve::Jacobian => {
+                    let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_h, tp)?;
+                    (v, None, Some(cg))
+                }
+                analytic => {
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
-                    let per_step = target_sweep_steps(
+                    let (p_inv, cg) = analytic_targets(
                         params,
-                        inverse,
-                        &inputs.x,
+                        analytic,
+                        &x,
                         &h,
                         &out.grad_h,
-                        tp.lr_target,
-                        tp.target_mode,
+                        tp,
+                        warm_p,
                         &mut v,
                     )?;
-                    (v, p_inv, cg.or(per_step))
-                }
-                TargetSolve::Jacobian => {
-                    let (v, cg) = inputs.jacobian_targets(&h, &out.grad_h, &hyper.tp)?;
-                    (v, None, Some(cg))
+                    (v, p_inv, cg)
                 }
             };
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
-            let g = inputs.recurrent_grads(&h, StepsInjection::Targets(&v), through_time, pool);
+            let g = cell.gradients(&x, &h, Injection::Targets(&v), through_time, pool);
             (g, Some(v), p_inv, cg)
         }
     };
-    grads.head_w = out.grad_w;
-    grads.head_b = out.grad_b;
-    let error_norms = std::mem::take(&mut grads.error_norms);
+    grads.params.head_w = out.grad_w;
+    grads.params.head_b = out.grad_b;
     Ok(StepsTrace {
         h,
         loss: out.loss,
@@ -204,112 +160,76 @@ pub fn iteration_steps(
         v,
         p_inv,
         cg,
-        error_norms,
+        error_norms: grads.error_norms,
     })
 }
 
-/// What every phase after the forward pass reads: the parameters and the inputs in both
-/// layouts (the GRU's plain code works on per-step matrices).
-struct Inputs<'a> {
-    params: &'a Params,
-    batch: &'a Batch,
-    x: Steps,
-}
-
-/// Recurrent gradients as a whole `Params` (head left at zero) with the error norms.
-struct CellGrads {
-    params: Params,
-    error_norms: Vec<f64>,
-}
-
-impl std::ops::Deref for CellGrads {
-    type Target = Params;
-    fn deref(&self) -> &Params {
-        &self.params
-    }
-}
-
-impl std::ops::DerefMut for CellGrads {
-    fn deref_mut(&mut self) -> &mut Params {
-        &mut self.params
-    }
-}
-
-impl Inputs<'_> {
-    /// Gradients of the cell's tensors from what `injection` puts into the backward
-    /// recursion (docs/ALGORITHM.md §2 step 6 and §3 for the tanh RNN; the same recursion through the
-    /// GRU's step for the GRU).
-    fn recurrent_grads(
-        &self,
-        h: &Steps,
-        injection: StepsInjection,
-        through_time: bool,
-        pool: &mut Pool,
-    ) -> CellGrads {
-        let mut params = self.params.zeros_like();
-        let rnn = match self.params.cell {
-            CellKind::Tanh => {
-                let mut delta = pool.take(self.x.steps(), h.batch(), h.width());
-                let g = bptt_steps(self.params, &self.x, h, injection, through_time, &mut delta);
-                pool.give(delta);
-                g
-            }
-            CellKind::Gru => {
-                let targets;
-                let injection = match injection {
-                    StepsInjection::Top(g) => Injection::Top(g),
-                    StepsInjection::Targets(v) => {
-                        targets = v.to_rows();
-                        Injection::Targets(&targets)
-                    }
-                };
-                let g = gru_bptt(
-                    self.params,
-                    &self.batch.x,
-                    &h.to_rows(),
-                    injection,
-                    through_time,
-                );
-                params.b_hh = g.b_hh;
-                g.rnn
-            }
-        };
-        params.w_hh = rnn.w_hh;
-        params.w_ih = rnn.w_ih;
-        params.b = rnn.b;
-        CellGrads {
-            params,
-            error_norms: rnn.error_norms,
+/// The analytic inversion's targets (docs/ALGORITHM.md §2 step 5) into `v`: P formed by
+/// `solve` (CG warm from `warm_p`, or Cholesky) or per-step CG solves. Returns P where it
+/// was formed and the CG report (P's, or the per-step solves' worst).
+#[allow(clippy::too_many_arguments)]
+fn analytic_targets(
+    params: &Params,
+    solve: TargetSolve,
+    x: &Steps,
+    h: &Steps,
+    grad_h: &DMatrix<f64>,
+    tp: &TpConfig,
+    warm_p: Option<&DMatrix<f64>>,
+    v: &mut Steps,
+) -> Result<(Option<DMatrix<f64>>, Option<CgReport>)> {
+    let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
+    let (p_inv, cg) = match solve {
+        TargetSolve::FormP { cholesky: true } => {
+            (Some(inverse_cholesky(&params.w_hh, tp.reg)?), None)
         }
-    }
+        TargetSolve::FormP { cholesky: false } => {
+            let (p, rep) = inverse_cg(&params.w_hh, tp.reg, tol, tp.cg_max_iter, warm_p)?;
+            (Some(p), Some(rep))
+        }
+        _ => (None, None),
+    };
+    let op;
+    let inverse = match &p_inv {
+        Some(p) => Inverse::Formed(p),
+        None => {
+            op = NormalOperator::new(&params.w_hh, tp.reg);
+            Inverse::PerStep {
+                op: &op,
+                tol,
+                max_iter: tp.cg_max_iter,
+            }
+        }
+    };
+    let per_step = target_sweep_steps(
+        params,
+        inverse,
+        x,
+        h,
+        grad_h,
+        tp.lr_target,
+        tp.target_mode,
+        v,
+    )?;
+    Ok((p_inv, cg.or(per_step)))
+}
 
-    /// docs/ALGORITHM.md §5's targets from `v_T = h_T − γ_h g_T` down, each step by per-step batched CG
-    /// on Jacobian products. The report is the worst step's: most iterations, largest
-    /// residual.
-    fn jacobian_targets(
-        &self,
-        h: &Steps,
-        grad_h: &DMatrix<f64>,
-        tp: &TpConfig,
-    ) -> Result<(Steps, CgReport)> {
-        let rows = h.to_rows();
-        let t_len = rows.len() - 1;
-        let v_top = &rows[t_len] - grad_h * tp.lr_target;
-        let tanh;
-        let gru;
-        let cell: &dyn Cell = match self.params.cell {
-            CellKind::Tanh => {
-                tanh = TanhCell::new(self.params, &rows);
-                &tanh
-            }
-            CellKind::Gru => {
-                gru = GruCell::new(self.params, &self.batch.x, &rows);
-                &gru
-            }
-        };
-        let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
-        let (v, reports) = jacobian_sweep(cell, &rows, &v_top, tp.reg, tol, tp.cg_max_iter)?;
-        let worst = CgReport::worst(reports);
-        Ok((Steps::from_rows(&v, h.batch(), h.width()), worst))
-    }
+/// docs/ALGORITHM.md §5's targets from `v_T = h_T − γ_h g_T` down, each step by per-step
+/// batched CG on Jacobian products. The report is the worst step's: most iterations,
+/// largest residual.
+fn jacobian_targets(
+    cell: &dyn Recurrence,
+    x: &Steps,
+    h: &Steps,
+    grad_h: &DMatrix<f64>,
+    tp: &TpConfig,
+) -> Result<(Steps, CgReport)> {
+    let rows = h.to_rows();
+    let t_len = rows.len() - 1;
+    let v_top = &rows[t_len] - grad_h * tp.lr_target;
+    let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
+    let linearized = cell.linearized(x, &rows);
+    let (v, reports) = jacobian_sweep(&*linearized, &rows, &v_top, tp.reg, tol, tp.cg_max_iter)?;
+    let worst = CgReport::worst(reports);
+    Ok((Steps::from_rows(&v, h.batch(), h.width()), worst))
 }

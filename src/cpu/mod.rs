@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod bptt;
+pub mod cell;
 pub mod forward;
 pub mod gru;
 pub mod head;

@@ -1,0 +1,134 @@
+//! The two cells of the CPU reference behind one interface, so that an iteration
+//! (`iteration`) runs either without knowing which: the forward pass, the gradients from
+//! what the backward recursion is given, and the cell linearized for the Jacobian
+//! inversion (docs/ALGORITHM.md §1, §2 step 6, §3, §5). Both work on the working layout
+//! (`Steps`).
+//!
+//! The tanh RNN runs on the vector units and both cores (`forward`, `bptt`); the GRU runs
+//! its plain per-step matrices (`gru`), converted from and to the working layout here.
+//! Moving the GRU onto the tanh RNN's kernels would change the order of its sums, and so
+//! the last bits of every GRU result the reference has produced so far.
+
+use nalgebra::DMatrix;
+
+use crate::cpu::bptt::bptt_steps;
+use crate::cpu::forward::forward_steps;
+use crate::cpu::gru::{gru_bptt, gru_forward};
+use crate::cpu::jacobian::{Cell, GruCell, TanhCell};
+use crate::cpu::steps::{Pool, Steps};
+use crate::kernel_io::Injection;
+use crate::model::{CellKind, Params};
+
+/// Recurrent gradients as a whole `Params` (head left at zero) with ‖e_t‖ for t = 1 … T.
+pub struct CellGrads {
+    /// ∇ of the cell's tensors; the head's are zero.
+    pub params: Params,
+    /// ‖e_t‖_F over the batch, the error of the backward recursion.
+    pub error_norms: Vec<f64>,
+}
+
+/// A recurrent cell at fixed parameters.
+pub trait Recurrence {
+    /// Hidden states h_0 … h_T on the inputs `x`, in a buffer from `pool`.
+    fn states(&self, x: &Steps, pool: &mut Pool) -> Steps;
+
+    /// Gradients of the cell's tensors from what `injection` puts into the backward
+    /// recursion at the states `h`, carried back through the cell with `through_time`.
+    fn gradients(
+        &self,
+        x: &Steps,
+        h: &Steps,
+        injection: Injection<Steps>,
+        through_time: bool,
+        pool: &mut Pool,
+    ) -> CellGrads;
+
+    /// The cell linearized at the states `h` (h_0 … h_T) on the inputs `x`.
+    fn linearized<'a>(&'a self, x: &Steps, h: &[DMatrix<f64>]) -> Box<dyn Cell + 'a>;
+}
+
+/// The cell of `params`.
+pub fn recurrence(params: &Params) -> Box<dyn Recurrence + '_> {
+    match params.cell {
+        CellKind::Tanh => Box::new(TanhRnn(params)),
+        CellKind::Gru => Box::new(Gru(params)),
+    }
+}
+
+/// The tanh RNN of docs/ALGORITHM.md §1.
+struct TanhRnn<'a>(&'a Params);
+
+impl Recurrence for TanhRnn<'_> {
+    fn states(&self, x: &Steps, pool: &mut Pool) -> Steps {
+        let mut h = pool.take(x.steps() + 1, x.batch(), self.0.dims().hidden);
+        forward_steps(self.0, x, &mut h);
+        h
+    }
+
+    fn gradients(
+        &self,
+        x: &Steps,
+        h: &Steps,
+        injection: Injection<Steps>,
+        through_time: bool,
+        pool: &mut Pool,
+    ) -> CellGrads {
+        let mut delta = pool.take(x.steps(), h.batch(), h.width());
+        let g = bptt_steps(self.0, x, h, injection, through_time, &mut delta);
+        pool.give(delta);
+        let mut params = self.0.zeros_like();
+        params.w_hh = g.w_hh;
+        params.w_ih = g.w_ih;
+        params.b = g.b;
+        CellGrads {
+            params,
+            error_norms: g.error_norms,
+        }
+    }
+
+    fn linearized<'a>(&'a self, _x: &Steps, h: &[DMatrix<f64>]) -> Box<dyn Cell + 'a> {
+        Box::new(TanhCell::new(self.0, h))
+    }
+}
+
+/// The GRU of docs/ALGORITHM.md §5, in PyTorch's convention.
+struct Gru<'a>(&'a Params);
+
+impl Recurrence for Gru<'_> {
+    fn states(&self, x: &Steps, _pool: &mut Pool) -> Steps {
+        let h = gru_forward(self.0, &x.to_rows());
+        Steps::from_rows(&h, x.batch(), self.0.dims().hidden)
+    }
+
+    fn gradients(
+        &self,
+        x: &Steps,
+        h: &Steps,
+        injection: Injection<Steps>,
+        through_time: bool,
+        _pool: &mut Pool,
+    ) -> CellGrads {
+        let targets;
+        let injection = match injection {
+            Injection::Top(g) => Injection::Top(g),
+            Injection::Targets(v) => {
+                targets = v.to_rows();
+                Injection::Targets(&targets[..])
+            }
+        };
+        let g = gru_bptt(self.0, &x.to_rows(), &h.to_rows(), injection, through_time);
+        let mut params = self.0.zeros_like();
+        params.w_hh = g.rnn.w_hh;
+        params.w_ih = g.rnn.w_ih;
+        params.b = g.rnn.b;
+        params.b_hh = g.b_hh;
+        CellGrads {
+            params,
+            error_norms: g.rnn.error_norms,
+        }
+    }
+
+    fn linearized<'a>(&'a self, x: &Steps, h: &[DMatrix<f64>]) -> Box<dyn Cell + 'a> {
+        Box::new(GruCell::new(self.0, &x.to_rows(), h))
+    }
+}
