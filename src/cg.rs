@@ -42,8 +42,11 @@ impl CgReport {
 /// A CG solve that missed its tolerance: the caller sees the numbers, never a bad P.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CgError {
+    /// Where the solve stopped (for a batch of solves, the worst of them).
     pub report: CgReport,
+    /// The relative-residual tolerance it missed.
     pub tol: f64,
+    /// The cap on iterations it ran into.
     pub max_iter: usize,
 }
 

@@ -28,8 +28,11 @@ impl<V: ?Sized> Copy for Injection<'_, V> {}
 /// error at each step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RnnGrads {
+    /// ∇W (the GRU: ∇w_hh, 3d×d).
     pub w_hh: DMatrix<f64>,
+    /// ∇U (the GRU: ∇w_ih, 3d×p).
     pub w_ih: DMatrix<f64>,
+    /// ∇b (the GRU: ∇b_ih).
     pub b: DMatrix<f64>,
     /// ‖e_t‖_F over the batch for t = 1 … T (for BP, the norm of ∂ℓ/∂h_t): how far back
     /// in time the training signal reaches.
@@ -40,7 +43,9 @@ pub struct RnnGrads {
 /// per-step error norms, `b_hh` the hidden bias.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GruGrads {
+    /// ∇w_hh, ∇w_ih, ∇b_ih and the error norms.
     pub rnn: RnnGrads,
+    /// ∇b_hh.
     pub b_hh: DMatrix<f64>,
 }
 
@@ -48,9 +53,13 @@ pub struct GruGrads {
 /// `hn = W_n h_{t−1} + b_hn` (needed because ∂n/∂r = (1 − n²) ⊙ hn).
 #[derive(Clone, Debug)]
 pub struct GruStep {
+    /// The reset gate r_t.
     pub r: DMatrix<f64>,
+    /// The update gate z_t.
     pub z: DMatrix<f64>,
+    /// The candidate n_t.
     pub n: DMatrix<f64>,
+    /// `W_n h_{t−1} + b_hn`.
     pub hn: DMatrix<f64>,
 }
 

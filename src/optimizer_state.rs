@@ -8,8 +8,11 @@ use crate::model::Params;
 /// (Nesterov: the momentum buffer in `m`; Adam: first and second moments).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptState {
+    /// Steps taken (Adam's bias corrections count them).
     pub step: u64,
+    /// The first slot: Nesterov's momentum buffer, Adam's first moment.
     pub m: Params,
+    /// The second slot: Adam's second moment.
     pub v: Params,
 }
 

@@ -17,6 +17,7 @@ pub struct NormalOperator<'a> {
 }
 
 impl<'a> NormalOperator<'a> {
+    /// `WᵀW + rI` for `w` and `reg` = r.
     pub fn new(w: &'a DMatrix<f64>, reg: f64) -> Self {
         Self {
             w,

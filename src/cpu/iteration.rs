@@ -24,12 +24,17 @@ use crate::validate::check_batch;
 pub struct StepsTrace {
     /// h_0 … h_T.
     pub h: Steps,
+    /// The loss ℓ.
     pub loss: f64,
+    /// As `Trace::grads`.
     pub grads: Params,
     /// TP only: v_0 … v_T.
     pub v: Option<Steps>,
+    /// TP, where P was formed: P = (WᵀW + rI)⁻¹Wᵀ.
     pub p_inv: Option<DMatrix<f64>>,
+    /// TP: the CG report (P's, or the per-step solves' worst).
     pub cg: Option<CgReport>,
+    /// ‖e_t‖_F for t = 1 … T.
     pub error_norms: Vec<f64>,
 }
 

@@ -31,6 +31,7 @@ use crate::cpu::simd::step_product;
 /// (`width × (steps·batch)`, column-major) belongs to sequence i at step t.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Steps {
+    /// width × (steps · batch), column-major: each column one sequence at one step.
     pub data: DMatrix<f64>,
     batch: usize,
     steps: usize,
@@ -67,6 +68,7 @@ impl Steps {
         DMatrixView::from_slice(self.step(t), self.width(), self.batch).transpose()
     }
 
+    /// The width of each row (d for states, p for inputs).
     pub fn width(&self) -> usize {
         self.data.nrows()
     }
@@ -87,6 +89,7 @@ impl Steps {
         &self.data.as_slice()[t * n..(t + 1) * n]
     }
 
+    /// Step `t`, all sequences, to write.
     pub fn step_mut(&mut self, t: usize) -> &mut [f64] {
         let n = self.width() * self.batch;
         &mut self.data.as_mut_slice()[t * n..(t + 1) * n]
@@ -233,14 +236,17 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// All of `m`.
     pub fn of(m: &'a DMatrix<f64>) -> Self {
         Self::cols(m.as_slice(), m.nrows(), m.ncols())
     }
 
+    /// Rows, after any transpose.
     pub fn nrows(&self) -> usize {
         self.rows
     }
 
+    /// Columns, after any transpose.
     pub fn ncols(&self) -> usize {
         self.cols
     }

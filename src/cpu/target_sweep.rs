@@ -42,8 +42,11 @@ pub enum Inverse<'a> {
     /// its columns S by batched CG from zero, to relative residual `tol` over the columns
     /// one thread carries.
     PerStep {
+        /// `WᵀW + rI`, applied matrix-free.
         op: &'a NormalOperator<'a>,
+        /// The relative-residual tolerance.
         tol: f64,
+        /// The cap on CG iterations per step.
         max_iter: usize,
     },
 }
