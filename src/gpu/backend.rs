@@ -46,7 +46,8 @@ struct Training {
     warm: bool,
     /// Whether `step` has run since `load`.
     stepped: bool,
-    train_ws: Option<Workspace>,
+    /// The training workspace (one shape at a time).
+    train_ws: Vec<Workspace>,
     /// Evaluation workspaces by batch shape, at most `EVAL_SHAPES`: an evaluation set's
     /// full batches and its smaller last one each keep theirs.
     eval_ws: Vec<Workspace>,
@@ -101,27 +102,12 @@ fn floats(words: &[u32]) -> Vec<f32> {
     words.iter().map(|&w| f32::from_bits(w)).collect()
 }
 
-/// The cached training workspace in `slot`, rebuilt when the batch shape changes.
-fn workspace<'a>(
-    ctx: &GpuContext,
-    slot: &'a mut Option<Workspace>,
-    model: &ModelBuffers,
-    shape: Shape,
-    hyper: &Hyper,
-    storage: Storage,
-) -> Result<&'a Workspace> {
-    if slot.as_ref().is_none_or(|ws| ws.shape != shape) {
-        *slot = None; // free the old buffers before allocating new ones
-        *slot = Some(Workspace::new(ctx, model, shape, hyper, storage)?);
-    }
-    Ok(slot.as_ref().expect("just filled"))
-}
-
-/// The evaluation workspace of `shape` among `cache`, built (evicting the oldest beyond
-/// `EVAL_SHAPES`) when there is none.
-fn eval_workspace<'a>(
+/// The workspace of `shape` among `cache`, built when there is none, evicting the oldest
+/// so that at most `keep` remain.
+fn cached_workspace<'a>(
     ctx: &GpuContext,
     cache: &'a mut Vec<Workspace>,
+    keep: usize,
     model: &ModelBuffers,
     shape: Shape,
     hyper: &Hyper,
@@ -130,8 +116,8 @@ fn eval_workspace<'a>(
     let i = match cache.iter().position(|ws| ws.shape == shape) {
         Some(i) => i,
         None => {
-            if cache.len() >= EVAL_SHAPES {
-                cache.remove(0);
+            if cache.len() >= keep {
+                cache.remove(0); // free the old buffers before allocating new ones
             }
             cache.push(Workspace::new(ctx, model, shape, hyper, storage)?);
             cache.len() - 1
@@ -237,7 +223,7 @@ impl Backend for GpuBackend {
             step: opt.step,
             warm: false,
             stepped: false,
-            train_ws: None,
+            train_ws: Vec::new(),
             eval_ws: Vec::new(),
             eval_stats: None,
             readback: Readback::default(),
@@ -251,11 +237,13 @@ impl Backend for GpuBackend {
         let tr = self.training()?;
         let params_shape = tr.model.layout.zeros();
         check_run(&params_shape, batch, &tr.hyper, storage.device())?;
-        let ws = workspace(
+        let shape = Shape::of(batch);
+        let ws = cached_workspace(
             &ctx,
             &mut tr.train_ws,
+            1,
             &tr.model,
-            Shape::of(batch),
+            shape,
             &tr.hyper,
             storage,
         )?;
@@ -334,7 +322,8 @@ impl Backend for GpuBackend {
         } = tr;
         let stats = eval_stats.as_ref().expect("just made");
         for (i, batch) in batches.iter().enumerate() {
-            let ws = eval_workspace(&ctx, eval_ws, model, Shape::of(batch), &hyper, storage)?;
+            let shape = Shape::of(batch);
+            let ws = cached_workspace(&ctx, eval_ws, EVAL_SHAPES, model, shape, &hyper, storage)?;
             ws.seq.write_batch(&ctx, batch);
             let copy = CopyTo {
                 from: Region::new(&ws.seq.stats, 0, 2),
@@ -385,7 +374,7 @@ impl GpuBackend {
             ..
         } = tr;
         let stats_wanted = diagnostics || !state;
-        let ws = match (train_ws.as_ref(), *stepped, stats_wanted) {
+        let ws = match (train_ws.first(), *stepped, stats_wanted) {
             (_, _, false) => None,
             (Some(ws), true, true) => Some(ws),
             _ => bail!("no step has run yet"),
