@@ -15,17 +15,8 @@ pub struct Dims {
 }
 
 /// Which recurrent cell the model uses.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum CellKind {
     /// `h_t = tanh(W h_{t−1} + U x_t + b)` (SPEC §1).
