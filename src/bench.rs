@@ -256,7 +256,7 @@ impl PhaseCost {
     }
 }
 
-/// The cost model of one GPU iteration (SPEC §2–§4) with `cg_iters` CG iterations run
+/// The cost model of one GPU iteration (docs/ALGORITHM.md §2–§4) with `cg_iters` CG iterations run
 /// (the most of any column of P), the histories h and v − h stored as `storage` says
 /// (every other value is an f32).
 pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage) -> Vec<PhaseCost> {

@@ -1,4 +1,4 @@
-//! The recurrent cells (SPEC §1 tanh RNN, SPEC §5 GRU) with their linear head: parameters
+//! The recurrent cells (docs/ALGORITHM.md §1 tanh RNN, docs/ALGORITHM.md §5 GRU) with their linear head: parameters
 //! and their seeded initialisation.
 
 use anyhow::{bail, Result};
@@ -19,10 +19,10 @@ pub struct Dims {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum CellKind {
-    /// `h_t = tanh(W h_{t−1} + U x_t + b)` (SPEC §1).
+    /// `h_t = tanh(W h_{t−1} + U x_t + b)` (docs/ALGORITHM.md §1).
     #[default]
     Tanh,
-    /// The GRU of SPEC §5 in PyTorch's convention and layout.
+    /// The GRU of docs/ALGORITHM.md §5 in PyTorch's convention and layout.
     Gru,
 }
 
@@ -113,7 +113,7 @@ impl Params {
         Self::zeros_of(self.cell, self.dims())
     }
 
-    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero (SPEC §1).
+    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero (docs/ALGORITHM.md §1).
     pub fn init(dims: Dims, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let Dims {
@@ -129,7 +129,7 @@ impl Params {
         }
     }
 
-    /// Seeded initialisation of `cell`: SPEC §1's for the tanh RNN; PyTorch's for the GRU
+    /// Seeded initialisation of `cell`: docs/ALGORITHM.md §1's for the tanh RNN; PyTorch's for the GRU
     /// (every tensor, the head's included, uniform in ±1/√d).
     pub fn init_of(cell: CellKind, dims: Dims, seed: u64) -> Self {
         match cell {

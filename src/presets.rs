@@ -1,4 +1,4 @@
-//! The paper's published settings (SPEC §7) as named starting points.
+//! The paper's published settings (docs/ALGORITHM.md §7) as named starting points.
 
 use anyhow::{bail, Result};
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::optimizer::OptState;
 use crate::tensor_file::{
     params_from_tensors, params_tensors, read_tensors, write_atomic, write_tensors,
+    CHECKPOINT_PARAMS_PREFIX,
 };
 use crate::train::{Record, RunConfig, RunSink, Summary, TrainState};
 
@@ -161,7 +162,7 @@ impl RunSink for RunDir {
             config: toml::from_str(&cfg_text)?,
         };
         let json = serde_json::to_string_pretty(&meta)?;
-        let mut tensors = params_tensors(&s.params, "params.");
+        let mut tensors = params_tensors(&s.params, CHECKPOINT_PARAMS_PREFIX);
         tensors.extend(params_tensors(&s.opt.m, "opt.m."));
         tensors.extend(params_tensors(&s.opt.v, "opt.v."));
         write_tensors(
@@ -187,7 +188,7 @@ pub fn load_checkpoint(path: &Path, cfg: &RunConfig) -> Result<TrainState> {
         .with_context(|| format!("malformed metadata in {}", path.display()))?;
     let tensors = read_tensors(path)?;
     let group = |prefix: &str| params_from_tensors(&tensors, prefix, path);
-    let params = group("params.")?;
+    let params = group(CHECKPOINT_PARAMS_PREFIX)?;
     let opt = OptState {
         step: meta.optimizer_step,
         m: group("opt.m.")?,

@@ -1,4 +1,4 @@
-//! The adding task (SPEC §6): regress the mean of the two values marked in channel 0.
+//! The adding task (docs/ALGORITHM.md §6): regress the mean of the two values marked in channel 0.
 
 use anyhow::Result;
 use nalgebra::DMatrix;

@@ -1,4 +1,4 @@
-//! The learning tasks of SPEC §6: seeded synthetic generators and pixel sequences from IDX files.
+//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators and pixel sequences from IDX files.
 
 use std::path::PathBuf;
 

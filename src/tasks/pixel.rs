@@ -1,4 +1,4 @@
-//! Pixel sequences (SPEC §6): each image of an MNIST-layout directory read as
+//! Pixel sequences (docs/ALGORITHM.md §6): each image of an MNIST-layout directory read as
 //! T = rows·cols/k steps of k pixels.
 
 use std::fmt;

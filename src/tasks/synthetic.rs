@@ -100,7 +100,7 @@ macro_rules! delegate_task {
 }
 pub(crate) use delegate_task;
 
-/// The shortest sequence for which the position ranges of SPEC §6 are non-empty:
+/// The shortest sequence for which the position ranges of docs/ALGORITHM.md §6 are non-empty:
 /// both tasks need `⌊0.1T⌋ ≥ 1`.
 pub(crate) const MIN_SEQ_LEN: usize = 10;
 

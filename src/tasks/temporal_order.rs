@@ -1,4 +1,4 @@
-//! The temporal order task (SPEC §6): classify which two bits were shown at two
+//! The temporal order task (docs/ALGORITHM.md §6): classify which two bits were shown at two
 //! marked times among distractor symbols.
 
 use anyhow::Result;
