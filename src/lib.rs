@@ -51,6 +51,11 @@ pub mod tasks;
 pub mod tensor_file;
 pub mod train;
 
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The linear algebra crate of [`model::Params`], [`tasks::Batch`] and [`backend::Trace`].
 pub use nalgebra;
 
