@@ -31,7 +31,7 @@
 //! # Features
 //!
 //! - `cli` (default): the `tpri` binary and what only it needs — clap, indicatif, and the
-//!   figures ([`plot`], [`figures`], through plotters). With `default-features = false`
+//!   figures (`tpri::plot`, `tpri::figures`, through plotters). With `default-features = false`
 //!   the library builds without them.
 
 pub mod backend;

@@ -32,14 +32,20 @@ pub const LOG_HEADER: &str =
 /// What the checkpoint's header records besides tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
+    /// Iterations completed.
     pub iteration: u64,
+    /// Seconds of training so far.
     pub elapsed: f64,
+    /// Held-out loss of the initial parameters (`TrainState::initial_loss`).
     pub initial_loss: f64,
+    /// The smoothed training loss (`TrainState::smoothed_loss`).
     pub smoothed_loss: f64,
+    /// The optimizer's step count (`OptState::step`).
     pub optimizer_step: u64,
     /// Index of the next training batch: batches are a pure function of (seed, index),
     /// so this is the whole state of the data stream.
     pub next_batch: u64,
+    /// The run's configuration (its `config.toml`).
     pub config: RunConfig,
 }
 

@@ -221,16 +221,16 @@ pub const CHECKPOINT_PARAMS_PREFIX: &str = "params.";
 /// How the parameter tensors of a file are named.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ParamNames {
-    /// tpri's own names (checkpoints, `tpri trace`): `rnn.w_hh` [d,d], `rnn.w_ih` [d,p],
-    /// `rnn.b` [d] for the tanh RNN; `gru.w_hh` [3d,d], `gru.w_ih` [3d,p], `gru.b_ih` [3d],
-    /// `gru.b_hh` [3d] for the GRU; the head `head.w` [q,d], `head.b` [q].
+    /// tpri's own names (checkpoints, `tpri trace`): `rnn.w_hh` \[d,d\], `rnn.w_ih` \[d,p\],
+    /// `rnn.b` \[d\] for the tanh RNN; `gru.w_hh` \[3d,d\], `gru.w_ih` \[3d,p\], `gru.b_ih` \[3d\],
+    /// `gru.b_hh` \[3d\] for the GRU; the head `head.w` \[q,d\], `head.b` \[q\].
     #[default]
     Tpri,
     /// PyTorch's own names: the state dict of a module holding an `nn.RNN(p, d)` (tanh)
     /// as `rnn` or an `nn.GRU(p, d)` as `gru`, and an `nn.Linear(d, q)` as `head`:
-    /// `rnn.weight_hh_l0` [d,d], `rnn.weight_ih_l0` [d,p], `rnn.bias_ih_l0` [d],
-    /// `rnn.bias_hh_l0` [d] (GRU: `gru.*`, [3d,…], gates r, z, n in PyTorch's order, which
-    /// is tpri's), `head.weight` [q,d], `head.bias` [q]. So
+    /// `rnn.weight_hh_l0` \[d,d\], `rnn.weight_ih_l0` \[d,p\], `rnn.bias_ih_l0` \[d\],
+    /// `rnn.bias_hh_l0` \[d\] (GRU: `gru.*`, \[3d,…\], gates r, z, n in PyTorch's order, which
+    /// is tpri's), `head.weight` \[q,d\], `head.bias` \[q\]. So
     /// `model.load_state_dict(safetensors.torch.load_file(path))` loads a file written
     /// this way into
     ///
@@ -245,7 +245,7 @@ pub enum ParamNames {
     /// The tanh RNN has one bias b where PyTorch has two that it adds: b is written as
     /// `bias_ih_l0` with `bias_hh_l0` zero, and reading adds them. Reading accepts any
     /// prefix before `weight_hh_l0` (none, `rnn.`, `gru.`, `encoder.`, …) and tells the
-    /// cells apart by its shape ([d,d] or [3d,d]); the head must be `head.weight` and
+    /// cells apart by its shape (\[d,d\] or \[3d,d\]); the head must be `head.weight` and
     /// `head.bias`. Files are f64; `load_state_dict` converts to the module's dtype.
     Torch,
 }
@@ -454,7 +454,7 @@ pub fn params_tensors(params: &Params, prefix: &str) -> BTreeMap<String, Tensor>
         .collect()
 }
 
-/// Reads a batch file (`x` [B,T,p]; `y` [B] integer labels or [B,q] floats) for `dims`.
+/// Reads a batch file (`x` \[B,T,p\]; `y` \[B\] integer labels or \[B,q\] floats) for `dims`.
 pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
     let tensors = read_tensors(path)?;
     let x = take(&tensors, "x", path)?;
