@@ -107,7 +107,9 @@ pub struct Measurement {
     pub backend: String,
     /// GPU only: how the histories h and v − h were stored.
     pub storage: Option<Storage>,
+    /// TP-RI or BPTT.
     pub method: Method,
+    /// The sizes timed.
     pub size: Size,
     /// Median seconds of one whole iteration (optimizer step included).
     pub iteration_s: f64,
@@ -234,6 +236,7 @@ pub struct Machine {
 /// The modelled cost of one phase.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct PhaseCost {
+    /// The phase modelled.
     pub phase: Phase,
     /// Floating-point operations (a multiply-add counts 2).
     pub flops: f64,
@@ -349,8 +352,11 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
 /// Least-squares line y ≈ a + b x and its coefficient of determination R².
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Fit {
+    /// a, the value at x = 0.
     pub intercept: f64,
+    /// b, the increase per unit of x.
     pub slope: f64,
+    /// R², the share of the variance of y the line explains.
     pub r2: f64,
 }
 

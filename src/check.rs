@@ -58,12 +58,17 @@ pub fn storage_bound(storage: Storage, quantity: &str, amp: f64) -> f64 {
 /// One random problem: sizes and settings.
 #[derive(Clone, Debug)]
 pub struct Case {
+    /// What the case exercises, as `tpri check` prints it.
     pub name: String,
     /// The recurrent cell (tanh RNN or GRU).
     pub cell: CellKind,
+    /// Input, hidden and output sizes.
     pub dims: Dims,
+    /// Sequences per batch B.
     pub batch: usize,
+    /// Sequence length T.
     pub seq_len: usize,
+    /// The settings of the iteration.
     pub hyper: Hyper,
 }
 
@@ -291,6 +296,7 @@ pub fn runs_with(storage: Storage, case: &Case) -> bool {
 /// One case of `run_checks`.
 #[derive(Clone, Debug)]
 pub struct CheckRow {
+    /// The problem run.
     pub case: Case,
     /// Each quantity's relative error.
     pub errors: Errors,

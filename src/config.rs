@@ -5,12 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::CellKind;
 
-/// Which loss the head is trained with (SPEC §1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// Which loss the head is trained with (docs/ALGORITHM.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Loss {
     /// Softmax cross-entropy against integer labels, mean over sequences.
-    #[value(name = "ce")]
+    #[cfg_attr(feature = "cli", value(name = "ce"))]
     #[serde(rename = "ce")]
     CrossEntropy,
     /// Squared error, mean over all B·q entries.
@@ -18,17 +19,19 @@ pub enum Loss {
 }
 
 /// How the recurrent weights are trained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Target propagation with regularized inversion (SPEC §2).
+    /// Target propagation with regularized inversion (docs/ALGORITHM.md §2).
     Tp,
-    /// Backpropagation through time (SPEC §3).
+    /// Backpropagation through time (docs/ALGORITHM.md §3).
     Bp,
 }
 
-/// How a target is carried from step t to step t−1 (SPEC §2 step 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// How a target is carried from step t to step t−1 (docs/ALGORITHM.md §2 step 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetMode {
     /// `v_{t−1} = h_{t−1} + P[(v_t − h_t) ⊘ (1 − clamp(h_t)²)]` (the default).
@@ -39,8 +42,9 @@ pub enum TargetMode {
     Plain,
 }
 
-/// How the surrogate loss is differentiated (SPEC §2 step 6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// How the surrogate loss is differentiated (docs/ALGORITHM.md §2 step 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum TpGrad {
     /// Through time, as the published implementation does (the default).
@@ -49,11 +53,12 @@ pub enum TpGrad {
     Local,
 }
 
-/// How `P = (WᵀW + rI)⁻¹Wᵀ` is applied in the analytic inversion (SPEC §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// How `P = (WᵀW + rI)⁻¹Wᵀ` is applied in the analytic inversion (docs/ALGORITHM.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Solver {
-    /// Form P by batched conjugate gradient (SPEC §4).
+    /// Form P by batched conjugate gradient (docs/ALGORITHM.md §4).
     Cg,
     /// Form P by an exact Cholesky factorisation (CPU reference only).
     Cholesky,
@@ -65,8 +70,9 @@ pub enum Solver {
     Auto,
 }
 
-/// How a target is carried back through a step (SPEC §2 step 5 against SPEC §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// How a target is carried back through a step (docs/ALGORITHM.md §2 step 5 against §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Inversion {
     /// The tanh RNN's closed form through `P = (WᵀW + rI)⁻¹Wᵀ`, in any target mode.
@@ -87,7 +93,8 @@ impl Inversion {
 }
 
 /// The optimizer applied to every parameter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerKind {
     /// Plain gradient step.
@@ -102,13 +109,17 @@ pub enum OptimizerKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
+    /// Which update rule (SGD by default).
     pub kind: OptimizerKind,
     /// Learning rate γ_θ.
     pub lr: f64,
     /// Momentum for Nesterov.
     pub momentum: f64,
+    /// Adam's decay rate of the first moment.
     pub beta1: f64,
+    /// Adam's decay rate of the second moment.
     pub beta2: f64,
+    /// Adam's term added to the root of the second moment.
     pub eps: f64,
 }
 
@@ -133,8 +144,12 @@ pub struct TpConfig {
     pub lr_target: f64,
     /// Regularization r > 0 of the inversion.
     pub reg: f64,
+    /// How targets are carried back a step.
     pub target_mode: TargetMode,
+    /// How the surrogate loss is differentiated.
     pub tp_grad: TpGrad,
+    /// The inversion: `Analytic` by default, which the GRU lacks; see
+    /// [`TpConfig::for_cell`] and [`Inversion::default_for`].
     pub inversion: Inversion,
     /// How P is applied (analytic inversion only; the jacobian one always solves per step).
     pub solver: Solver,
@@ -160,20 +175,41 @@ impl Default for TpConfig {
     }
 }
 
+impl TpConfig {
+    /// The defaults for a model of `cell`: [`TpConfig::default`] with the inversion
+    /// [`Inversion::default_for`] gives the cell (analytic for the tanh RNN, jacobian for
+    /// the GRU), as `tpri` does when `--inversion` is not given.
+    pub fn for_cell(cell: CellKind) -> Self {
+        Self {
+            inversion: Inversion::default_for(cell),
+            ..Self::default()
+        }
+    }
+}
+
 /// Default CG tolerance of the f64 reference: tight enough that P matches an exact solve
 /// to about 1e-12.
 pub const CPU_CG_TOL: f64 = 1e-12;
 
-/// Clamp margin ε of SPEC §2.
+/// Clamp margin ε of docs/ALGORITHM.md §2.
 pub const CLAMP_EPS: f64 = 1e-3;
 
 /// Everything one training iteration depends on, besides parameters and data.
+///
+/// `Hyper::default()` suits the tanh RNN; for any cell, start from [`Hyper::for_cell`],
+/// which picks the inversion the cell takes (a GRU has no closed-form inverse, and
+/// [`crate::plan::Plan::check`] rejects the default analytic one for it). Backends take the
+/// settings as given: they never change an inversion asked for explicitly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hyper {
+    /// TP-RI or BPTT.
     pub method: Method,
+    /// The loss of the head; it must match the targets of the batches.
     pub loss: Loss,
+    /// Settings of the target propagation (ignored by BPTT).
     pub tp: TpConfig,
+    /// The optimizer of every parameter.
     pub opt: OptimizerConfig,
 }
 
@@ -189,6 +225,15 @@ impl Default for Hyper {
 }
 
 impl Hyper {
+    /// The defaults for a model of `cell`: [`Hyper::default`] with
+    /// [`TpConfig::for_cell`] (the inversion [`Inversion::default_for`] gives `cell`).
+    pub fn for_cell(cell: CellKind) -> Self {
+        Self {
+            tp: TpConfig::for_cell(cell),
+            ..Self::default()
+        }
+    }
+
     /// Rejects settings no iteration can run with, naming the offending value.
     pub fn validate(&self) -> Result<()> {
         let o = &self.opt;

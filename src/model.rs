@@ -9,23 +9,17 @@ use rand_chacha::ChaCha8Rng;
 /// Sizes of the model: input p, hidden d, output q.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dims {
+    /// Input size p: features per step.
     pub input: usize,
+    /// Hidden size d.
     pub hidden: usize,
+    /// Output size q: classes, or regression targets.
     pub output: usize,
 }
 
 /// Which recurrent cell the model uses.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum CellKind {
     /// `h_t = tanh(W h_{t−1} + U x_t + b)` (docs/ALGORITHM.md §1).
@@ -76,6 +70,7 @@ pub fn is_bias(name: &str) -> bool {
 /// exactly as PyTorch does, so that its weights move between the two unchanged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
+    /// Which cell the tensors belong to (it fixes their shapes and names).
     pub cell: CellKind,
     /// W: d×d (GRU: [W_r; W_z; W_n], 3d×d).
     pub w_hh: DMatrix<f64>,

@@ -96,7 +96,11 @@ impl Request {
 const REFUSED: &[Refusal] = &[
     Refusal {
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
-        message: |_| "the GRU has no closed-form inverse: TP-RI needs --inversion jacobian".into(),
+        message: |_| {
+            "the GRU has no closed-form inverse: TP-RI needs --inversion jacobian \
+             (Inversion::Jacobian, which Hyper::for_cell(CellKind::Gru) picks)"
+                .into()
+        },
     },
     Refusal {
         refuses: |r| r.tp() && r.on_gpu() && r.solver == Solver::Cholesky,

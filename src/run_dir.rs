@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::optimizer_state::OptState;
 use crate::tensor_file::{
     params_from_tensors, params_tensors, read_tensors, write_atomic, write_tensors,
+    CHECKPOINT_PARAMS_PREFIX,
 };
 use crate::train::{Record, RunConfig, RunSink, Summary, TrainState};
 
@@ -31,14 +32,20 @@ pub const LOG_HEADER: &str =
 /// What the checkpoint's header records besides tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
+    /// Iterations completed.
     pub iteration: u64,
+    /// Seconds of training so far.
     pub elapsed: f64,
+    /// Held-out loss of the initial parameters (`TrainState::initial_loss`).
     pub initial_loss: f64,
+    /// The smoothed training loss (`TrainState::smoothed_loss`).
     pub smoothed_loss: f64,
+    /// The optimizer's step count (`OptState::step`).
     pub optimizer_step: u64,
     /// Index of the next training batch: batches are a pure function of (seed, index),
     /// so this is the whole state of the data stream.
     pub next_batch: u64,
+    /// The run's configuration (its `config.toml`).
     pub config: RunConfig,
 }
 
@@ -161,7 +168,7 @@ impl RunSink for RunDir {
             config: toml::from_str(&cfg_text)?,
         };
         let json = serde_json::to_string_pretty(&meta)?;
-        let mut tensors = params_tensors(&s.params, "params.");
+        let mut tensors = params_tensors(&s.params, CHECKPOINT_PARAMS_PREFIX);
         tensors.extend(params_tensors(&s.opt.m, "opt.m."));
         tensors.extend(params_tensors(&s.opt.v, "opt.v."));
         write_tensors(
@@ -187,7 +194,7 @@ pub fn load_checkpoint(path: &Path, cfg: &RunConfig) -> Result<TrainState> {
         .with_context(|| format!("malformed metadata in {}", path.display()))?;
     let tensors = read_tensors(path)?;
     let group = |prefix: &str| params_from_tensors(&tensors, prefix, path);
-    let params = group("params.")?;
+    let params = group(CHECKPOINT_PARAMS_PREFIX)?;
     let opt = OptState {
         step: meta.optimizer_step,
         m: group("opt.m.")?,

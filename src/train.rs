@@ -18,6 +18,7 @@ use crate::tasks::{build_task, Batch, Task, TaskSpec};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
+    /// The task and its sizes.
     pub task: TaskSpec,
     /// The recurrent cell.
     pub cell: CellKind,
@@ -37,6 +38,7 @@ pub struct RunConfig {
     pub eval_size: usize,
     /// Seeds the initialisation and the data.
     pub seed: u64,
+    /// The settings of every iteration; `hyper.loss` must be the task's.
     pub hyper: Hyper,
 }
 
@@ -133,19 +135,25 @@ pub struct TrainState {
     pub initial_loss: f64,
     /// The training loss smoothed over log points (what the threshold is compared with).
     pub smoothed_loss: f64,
+    /// The parameters after `iteration` iterations.
     pub params: Params,
+    /// The optimizer's state after `iteration` iterations.
     pub opt: OptState,
 }
 
 /// What a finished run reports.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
+    /// `Backend::name` of the backend that ran it.
     pub backend: String,
+    /// Iterations completed in all.
     pub iterations: u64,
+    /// Seconds of training, across resumptions.
     pub wall_seconds: f64,
     /// Median host time of `Backend::step`: the whole iteration on the CPU; on GPUs,
     /// which run asynchronously, mostly submission time (see `tpri bench` for device times).
     pub median_step_seconds: f64,
+    /// The record of the last iteration.
     pub last: Record,
 }
 

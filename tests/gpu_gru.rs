@@ -124,8 +124,8 @@ fn gru_bptt_matches_reference_in_every_mode() {
             .collect();
         let cases = [
             ("BP", Injection::Top(&g_top), true),
-            ("TP through time", Injection::Targets(&v), true),
-            ("TP local", Injection::Targets(&v), false),
+            ("TP through time", Injection::Targets(&v[..]), true),
+            ("TP local", Injection::Targets(&v[..]), false),
         ];
         for (name, injection, through_time) in cases {
             let want = cpu::gru::gru_bptt(&params, &x, &h, injection, through_time);

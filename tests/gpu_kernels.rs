@@ -122,10 +122,14 @@ fn bptt_matches_reference_in_every_mode() {
             ("BP", tpri::kernel_io::Injection::Top(&g_top), true),
             (
                 "TP through time",
-                tpri::kernel_io::Injection::Targets(&v),
+                tpri::kernel_io::Injection::Targets(&v[..]),
                 true,
             ),
-            ("TP local", tpri::kernel_io::Injection::Targets(&v), false),
+            (
+                "TP local",
+                tpri::kernel_io::Injection::Targets(&v[..]),
+                false,
+            ),
         ];
         for (name, injection, through_time) in cases {
             let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);

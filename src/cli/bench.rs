@@ -23,7 +23,9 @@ use tpri::plot::{heat_map_with, HeatAxes};
 /// Which backends to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Which {
+    /// The wgpu backend.
     Gpu,
+    /// The f64 CPU reference.
     Cpu,
     /// Both.
     All,
@@ -98,7 +100,8 @@ pub struct BenchArgs {
     /// Hidden size of the crossover study.
     #[arg(long, default_value_t = 128)]
     crossover_hidden: usize,
-    /// Write every measurement, the machine and the command line as JSON.
+    /// Also write every measurement, the machine and the command line as JSON to this
+    /// file [default: none].
     #[arg(long)]
     json: Option<PathBuf>,
     /// Assumed peak f32 throughput of the device, GFLOP/s (default: a mid-range discrete GPU).

@@ -16,16 +16,18 @@ pub struct CompareArgs {
     /// The runs: preset names or TOML config files (e.g. adding-30-tp adding-30-bp).
     #[arg(required = true)]
     runs: Vec<String>,
-    /// Vary one `tpri train` flag over values, for every run: e.g. `--vary reg=0.1,1,10`.
+    /// Vary one `tpri train` flag over values, for every run: e.g. `--vary reg=0.1,1,10`
+    /// [default: no variation].
     #[arg(long)]
     vary: Option<String>,
     /// Directory for the runs (one subdirectory each) and the figures.
     #[arg(long)]
     out: PathBuf,
-    /// Overrides every run's iteration count.
+    /// Overrides every run's iteration count [default: each run's own].
     #[arg(long)]
     iterations: Option<u64>,
-    /// Overrides every run's seed (the same for all, so they see the same data).
+    /// Overrides every run's seed (the same for all, so they see the same data)
+    /// [default: each run's own].
     #[arg(long)]
     seed: Option<u64>,
     /// Any other `tpri train` flags applied to every run, after `--`.

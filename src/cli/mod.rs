@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod compare;
+mod export;
 mod trace;
 mod train;
 
@@ -34,6 +35,10 @@ enum Command {
     /// One iteration on given parameters and one batch, writing every intermediate.
     Trace(trace::TraceArgs),
     /// Train an RNN on a task with TP-RI or BPTT.
+    ///
+    /// Settings come in layers: --preset (the paper's settings), then --config FILE.toml,
+    /// then the flags. A flag's [default: …] is what it takes when neither a preset nor a
+    /// config file sets it.
     Train(Box<train::TrainArgs>),
     /// List the presets (the paper's published settings).
     Presets,
@@ -47,6 +52,13 @@ enum Command {
     Plot(PlotArgs),
     /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
     Bench(Box<bench::BenchArgs>),
+    /// Write a run's parameters (or a parameter file's) under PyTorch's names, or back.
+    ///
+    /// The output loads into a module holding an `nn.RNN(p, d)` as `rnn` (tanh cell) or an
+    /// `nn.GRU(p, d)` as `gru`, and an `nn.Linear(d, q)` as `head`, with
+    /// `model.load_state_dict(safetensors.torch.load_file(OUT))`. The tanh RNN's single bias
+    /// b is written as bias_ih_l0 = b, bias_hh_l0 = 0; reading a PyTorch file adds the two.
+    Export(export::ExportArgs),
 }
 
 /// Runs a parsed command line.
@@ -59,6 +71,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => check::check(args),
         Command::Plot(args) => plot(args),
         Command::Bench(args) => bench::run(*args),
+        Command::Export(args) => export::run(args),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");
@@ -74,10 +87,10 @@ pub struct PlotArgs {
     /// Run directories, each with its log.csv and step_norms.csv.
     #[arg(required = true)]
     runs: Vec<std::path::PathBuf>,
-    /// Where the figures go.
+    /// Directory the figures are written to (created if missing).
     #[arg(long)]
     out: std::path::PathBuf,
-    /// Label the evaluation figure as MSE (regression tasks).
+    /// Label the evaluation figure as MSE (regression tasks) [default: accuracy].
     #[arg(long)]
     regression: bool,
 }
@@ -105,31 +118,31 @@ fn plot(args: PlotArgs) -> Result<()> {
 /// Flags of the target propagation, shared by every subcommand that runs TP.
 #[derive(Args, Debug, Clone)]
 pub struct TpArgs {
-    /// Target update rule for the backward sweep.
+    /// Target update rule of the backward sweep (docs/ALGORITHM.md §2, step 5).
     #[arg(long, value_enum, default_value = "linearized")]
     target_mode: TargetMode,
-    /// Target step γ_h.
+    /// Target step γ_h of the last target v_T = h_T − γ_h ∇ℓ (docs/ALGORITHM.md §2).
     #[arg(long, default_value_t = TpConfig::default().lr_target)]
     lr_target: f64,
-    /// Regularization r of the inversion (> 0).
+    /// Regularization r > 0 of the inversion (docs/ALGORITHM.md §2, §4, §5).
     #[arg(long, default_value_t = TpConfig::default().reg)]
     reg: f64,
-    /// How the surrogate is differentiated.
+    /// How the surrogate loss is differentiated (docs/ALGORITHM.md §2, step 6).
     #[arg(long, value_enum, default_value = "through-time")]
     tp_grad: TpGrad,
-    /// How targets are carried back a step: the closed form through P (tanh RNN), or
-    /// per-step CG on Jacobian products (any cell). Default: analytic for the tanh RNN,
-    /// jacobian for the GRU.
+    /// How targets are carried back a step: the closed form through P (tanh RNN,
+    /// docs/ALGORITHM.md §2), or per-step CG on Jacobian products (any cell,
+    /// docs/ALGORITHM.md §5) [default: analytic for the tanh RNN, jacobian for the GRU].
     #[arg(long, value_enum)]
     inversion: Option<Inversion>,
-    /// How P = (WᵀW + rI)⁻¹Wᵀ is applied (analytic inversion): formed by CG or Cholesky,
-    /// per-step CG solves, or the cheaper by the cost model.
+    /// How P = (WᵀW + rI)⁻¹Wᵀ is applied (analytic inversion, docs/ALGORITHM.md §4):
+    /// formed by CG or Cholesky, per-step CG solves, or the cheaper by the cost model.
     #[arg(long, value_enum, default_value = "auto")]
     solver: Solver,
-    /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
-    #[arg(long)]
+    #[arg(long, help = cg_tol_help())]
     cg_tol: Option<f64>,
-    /// Cap on CG iterations.
+    /// Cap on CG iterations; a solve that has not reached --cg-tol by then is an error
+    /// (docs/ALGORITHM.md §4).
     #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
     cg_max_iter: usize,
 }
@@ -148,6 +161,16 @@ impl TpArgs {
             cg_max_iter: self.cg_max_iter,
         }
     }
+}
+
+/// Help of `--cg-tol`, with the backends' defaults.
+fn cg_tol_help() -> String {
+    format!(
+        "CG relative-residual tolerance (docs/ALGORITHM.md §4) [default: {:e} on the CPU \
+         (f64), {:e} on the GPU (f32)]",
+        tpri::config::CPU_CG_TOL,
+        tpri::gpu::GPU_CG_TOL
+    )
 }
 
 /// Builds the settings of one iteration on a model of `cell` from the shared flags.
@@ -183,9 +206,12 @@ pub enum BackendChoice {
 /// Flags choosing the backend.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BackendArgs {
+    /// Which device runs the iterations: a hardware GPU, else the CPU reference (auto);
+    /// the GPU even if it is a software adapter (gpu); the f64 reference (cpu).
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
-    /// Adapter name (substring) or index from `tpri devices`.
+    /// Adapter name (substring) or index from `tpri devices` [default: the best adapter:
+    /// discrete, then integrated, virtual, other, CPU].
     #[arg(long)]
     adapter: Option<String>,
     /// How the GPU backend stores the histories h and v − h (arithmetic is f32 either

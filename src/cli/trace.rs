@@ -17,25 +17,29 @@ use super::{hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArg
 pub struct TraceArgs {
     /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b [d], head.w [q,d], head.b [q];
     /// or for a GRU gru.w_hh [3d,d], gru.w_ih [3d,p], gru.b_ih [3d], gru.b_hh [3d] and the
-    /// head (gates r, z, n, as PyTorch stores them).
+    /// head (gates r, z, n, as PyTorch stores them); or PyTorch's names, as `tpri export`
+    /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias).
     #[arg(long)]
     params: PathBuf,
     /// Batch: x [B,T,p]; y [B] integer labels (ce) or [B,q] floats (mse).
     #[arg(long)]
     batch: PathBuf,
+    /// The loss of the head (docs/ALGORITHM.md §1); it must match the batch's y.
     #[arg(long, value_enum)]
     loss: Loss,
+    /// Which iteration to trace: TP-RI (docs/ALGORITHM.md §2) or BPTT (§3).
     #[arg(long, value_enum)]
     method: Method,
     #[command(flatten)]
     tp: TpArgs,
-    /// Which backend computes the trace (the f64 reference by default).
+    /// Which backend computes the trace.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
-    /// Adapter name (substring) or index from `tpri devices`, for the GPU backend.
+    /// Adapter name (substring) or index from `tpri devices`, for the GPU backend
+    /// [default: the best adapter].
     #[arg(long)]
     adapter: Option<String>,
-    /// How the GPU backend stores the histories h and v − h.
+    /// How the GPU backend stores the histories h and v − h (the CPU reference: f64).
     #[arg(long, value_enum, default_value = "f32")]
     storage: Storage,
     /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).

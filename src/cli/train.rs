@@ -20,102 +20,129 @@ use tpri::train::{train, Record, RunConfig, RunSink, TrainState};
 
 use super::{open_backend, BackendArgs};
 
-/// The tasks of SPEC §6.
+/// The tasks of docs/ALGORITHM.md §6.
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 pub enum TaskName {
+    /// Classify which two bits were shown at two marked times among distractors.
     TemporalOrder,
+    /// Regress the mean of the two values marked in a sequence.
     Adding,
     /// Pixel-by-pixel images from an MNIST-layout directory of IDX files.
     Pixel,
 }
 
+/// The default a flag of `tpri train` falls back to when neither `--preset` nor
+/// `--config` sets it.
+fn defaults() -> RunConfig {
+    RunConfig::default()
+}
+
 /// Flags of `tpri train`. Every setting is optional: unset ones come from `--config`,
-/// then `--preset`, then the defaults.
+/// then `--preset`, then the defaults (what each flag's help shows).
 #[derive(Args, Debug, Default, Clone)]
 pub struct TrainArgs {
-    /// Start from a published setting (see `tpri presets`).
+    /// Start from a published setting (see `tpri presets`) [default: none, the defaults
+    /// shown here].
     #[arg(long)]
     pub preset: Option<String>,
-    /// A TOML file with any subset of the run's settings (the layout of a run's config.toml).
+    /// A TOML file with any subset of the run's settings (the layout of a run's
+    /// config.toml), applied over the preset [default: none].
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Where the run's config, logs, checkpoints and summary go [default: runs/NAME, or
     /// runs/NAME-2, -3, … when taken].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint.
+    /// Continue the run in this directory from its last checkpoint, with its saved
+    /// settings (only --iterations and the backend flags may be given with it).
     #[arg(long, conflicts_with_all = ["preset", "config", "run_dir"])]
     pub resume: Option<PathBuf>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("The task (docs/ALGORITHM.md §6)", task_name(&defaults().task)))]
     pub task: Option<TaskName>,
-    /// Sequence length T (synthetic tasks).
+    /// Sequence length T of the synthetic tasks (at least 10) [default: 30 for adding, 60
+    /// for temporal order].
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// Directory with train-/t10k- images and labels (pixel task).
-    #[arg(long)]
+    #[arg(long, help = help("Directory with train-/t10k- images and labels (pixel task)", DEFAULT_PIXEL_DIR))]
     pub data_dir: Option<PathBuf>,
-    /// Pixels per step k (pixel task; T = 784 / k).
+    /// Pixels per step k (pixel task; T = 784 / k) [default: 1].
     #[arg(long)]
     pub chunk: Option<usize>,
-    /// Standardize pixels with the training set's statistics (pixel task).
+    /// Standardize pixels with the training set's statistics (pixel task) [default:
+    /// false].
     #[arg(long)]
     pub standardize: Option<bool>,
-    /// A fixed seeded permutation of the pixels (pixel task).
+    /// A fixed seeded permutation of the pixels (pixel task) [default: false].
     #[arg(long)]
     pub permuted: Option<bool>,
-    /// The recurrent cell (the GRU takes --inversion jacobian unless told otherwise).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("The recurrent cell (docs/ALGORITHM.md §1, §5); the GRU takes --inversion jacobian unless told otherwise", name(defaults().cell)))]
     pub cell: Option<CellKind>,
-    /// Hidden size d.
-    #[arg(long)]
+    #[arg(long, help = help("Hidden size d", defaults().hidden))]
     pub hidden: Option<usize>,
-    /// Sequences per batch B.
-    #[arg(long)]
+    #[arg(long, help = help("Sequences per batch B", defaults().batch_size))]
     pub batch_size: Option<usize>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("How the recurrent weights are trained: TP-RI (docs/ALGORITHM.md §2) or BPTT (§3)", name(defaults().hyper.method)))]
     pub method: Option<Method>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("Target update rule of the backward sweep (docs/ALGORITHM.md §2, step 5)", name(defaults().hyper.tp.target_mode)))]
     pub target_mode: Option<TargetMode>,
-    /// Target step γ_h.
-    #[arg(long)]
+    #[arg(long, help = help("Target step γ_h of the last target v_T = h_T − γ_h ∇ℓ (docs/ALGORITHM.md §2)", defaults().hyper.tp.lr_target))]
     pub lr_target: Option<f64>,
-    /// Regularization r of the inversion (> 0).
-    #[arg(long)]
+    #[arg(long, help = help("Regularization r > 0 of the inversion (docs/ALGORITHM.md §2, §4, §5)", defaults().hyper.tp.reg))]
     pub reg: Option<f64>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("How the surrogate loss is differentiated (docs/ALGORITHM.md §2, step 6)", name(defaults().hyper.tp.tp_grad)))]
     pub tp_grad: Option<TpGrad>,
-    /// Closed form through P (tanh RNN) or per-step CG on Jacobian products (any cell).
+    /// Closed form through P (tanh RNN, docs/ALGORITHM.md §2) or per-step CG on Jacobian
+    /// products (any cell, docs/ALGORITHM.md §5) [default: analytic for the tanh RNN,
+    /// jacobian for the GRU].
     #[arg(long, value_enum)]
     pub inversion: Option<Inversion>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4)", name(defaults().hyper.tp.solver)))]
     pub solver: Option<Solver>,
-    /// CG relative-residual tolerance (default: 1e-12 on the CPU, looser on f32 GPUs).
-    #[arg(long)]
+    #[arg(long, help = super::cg_tol_help())]
     pub cg_tol: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = help("Cap on CG iterations; a solve that has not reached --cg-tol by then is an error (docs/ALGORITHM.md §4)", defaults().hyper.tp.cg_max_iter))]
     pub cg_max_iter: Option<usize>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help = help("The optimizer of every parameter", name(defaults().hyper.opt.kind)))]
     pub optimizer: Option<OptimizerKind>,
-    /// Learning rate γ_θ.
-    #[arg(long)]
+    #[arg(long, help = help("Learning rate γ_θ of the parameters", defaults().hyper.opt.lr))]
     pub lr: Option<f64>,
-    /// Momentum (Nesterov).
-    #[arg(long)]
+    #[arg(long, help = help("Momentum of the Nesterov optimizer", defaults().hyper.opt.momentum))]
     pub momentum: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = help("Training iterations in all (with --resume: the new total)", defaults().iterations))]
     pub iterations: Option<u64>,
-    #[arg(long)]
+    #[arg(long, help = help("Evaluate on the held-out set every this many iterations (and at the end)", defaults().eval_every))]
     pub eval_every: Option<u64>,
-    #[arg(long)]
+    #[arg(long, help = help("Log the training loss and diagnostics every this many iterations (a GPU waits for its work then)", defaults().log_every))]
     pub log_every: Option<u64>,
-    #[arg(long)]
+    #[arg(long, help = help("Write a checkpoint every this many iterations (and at the end)", defaults().checkpoint_every))]
     pub checkpoint_every: Option<u64>,
-    #[arg(long)]
+    #[arg(long, help = help("Held-out sequences (synthetic tasks; pixel tasks use at most this many test images)", defaults().eval_size))]
     pub eval_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = help("Seeds the initialisation and the data", defaults().seed))]
     pub seed: Option<u64>,
     #[command(flatten)]
     pub backend: BackendArgs,
+}
+
+/// `what`, then the default.
+fn help(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}]")
+}
+
+/// How `value` is written on the command line.
+fn name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
+}
+
+/// How `task`'s kind is written on the command line.
+fn task_name(task: &TaskSpec) -> String {
+    name(match task {
+        TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
+        TaskSpec::Adding { .. } => TaskName::Adding,
+        TaskSpec::Pixel { .. } => TaskName::Pixel,
+    })
 }
 
 /// Runs `tpri train`.

@@ -44,6 +44,7 @@ impl FromStr for AdapterChoice {
 pub struct AdapterSummary {
     /// Position in the listing (what `AdapterChoice::Index` refers to).
     pub index: usize,
+    /// The adapter's name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`.
     pub name: String,
     /// Vulkan, Metal, Dx12, Gl, …
     pub backend: String,
@@ -53,10 +54,13 @@ pub struct AdapterSummary {
     pub driver: String,
     /// Whether compute shaders run on it at all (GL adapters may lack them).
     pub compute: bool,
+    /// Largest buffer, bytes.
     pub max_buffer_size: u64,
+    /// Largest storage buffer one binding can see, bytes.
     pub max_storage_buffer_binding_size: u64,
-    /// Largest workgroup along x, and most invocations in one workgroup.
+    /// Largest workgroup along x.
     pub max_workgroup_size_x: u32,
+    /// Most invocations in one workgroup.
     pub max_invocations_per_workgroup: u32,
     /// Bytes of workgroup memory available to one workgroup.
     pub workgroup_storage_size: u32,
@@ -113,7 +117,72 @@ fn instance() -> wgpu::Instance {
 }
 
 fn enumerate() -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+    quiet_display_probe(|| pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all())))
+}
+
+/// Runs `f`, which creates a Vulkan instance and enumerates its devices, without the
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." lines libwayland
+/// prints when `XDG_RUNTIME_DIR` is unset (headless machines, CI, containers).
+///
+/// Where they come from: wgpu enables every window-system extension the driver offers on
+/// each Vulkan instance (`VK_KHR_wayland_surface` among them; wgpu 30 has no option to
+/// leave them out of a compute-only instance), and Mesa's device-selection layer
+/// (`VK_LAYER_MESA_device_select`, installed with Mesa's Vulkan drivers, lavapipe's
+/// included) then asks the Wayland compositor which GPU it runs on whenever devices are
+/// enumerated. Without `XDG_RUNTIME_DIR` there is no compositor to ask and the question
+/// fails anyway, but libwayland says so on stderr first.
+///
+/// So while `f` runs, an unset `XDG_RUNTIME_DIR` points at a fresh, empty directory only
+/// this user can enter (mode 0700): the layer's connection then fails quietly (no socket
+/// there), exactly as it would have failed loudly. Afterwards the variable is unset again
+/// and the directory removed, so the process environment is as it was. A variable that is
+/// set, to anything, is left alone. The change happens under a lock that every enumeration
+/// of this crate takes; code of the embedding program reading the environment from
+/// another thread at that moment sees the temporary value.
+fn quiet_display_probe<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    ))]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Mutex;
+
+        static LOCK: Mutex<()> = Mutex::new(());
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        const VAR: &str = "XDG_RUNTIME_DIR";
+
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if std::env::var_os(VAR).is_none() {
+            let dir = std::env::temp_dir().join(format!(
+                "tpri-runtime-{}-{}",
+                std::process::id(),
+                COUNT.fetch_add(1, Ordering::Relaxed)
+            ));
+            // `create`, not `create_all`: the directory must be new, so nobody else's
+            // socket can be in it. Where it cannot be made, the lines are printed.
+            if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() {
+                /// Unsets the variable and removes the directory, even if `f` panics.
+                struct Restore(std::path::PathBuf);
+                impl Drop for Restore {
+                    fn drop(&mut self) {
+                        std::env::remove_var(VAR);
+                        let _ = std::fs::remove_dir(&self.0);
+                    }
+                }
+                std::env::set_var(VAR, &dir);
+                let _restore = Restore(dir);
+                return f();
+            }
+        }
+        f()
+    }
+    #[cfg(not(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    )))]
+    f()
 }
 
 fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
@@ -221,9 +290,45 @@ fn choose(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
 
 /// A device and queue, what is known about them, and every compute pipeline the
 /// backend uses (compiled once, here).
+///
+/// # What the device must offer
+///
+/// Compute shaders (wgpu's `DownlevelFlags::COMPUTE_SHADERS`: Vulkan, Metal and DX12
+/// devices have them), and at least these limits — all of them within WebGPU's defaults
+/// (`wgpu::Limits::default()`), so any device that can run WebGPU compute qualifies:
+///
+/// | limit | needed | by |
+/// |---|---|---|
+/// | `max_storage_buffers_per_shader_stage` | 8 | `gru_bptt.wgsl` and `jacobian.wgsl`'s `jacobian_sweep` (others bind 2–7) |
+/// | `max_uniform_buffers_per_shader_stage` | 1 | every kernel (its parameters) |
+/// | `max_bindings_per_bind_group` | 11 | `jacobian.wgsl` numbers its bindings up to `@binding(10)` |
+/// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `target_sweep.wgsl` at d = [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 2048 |
+/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16) |
+///
+/// The problem size is bounded by the device, not by the crate: every storage buffer is
+/// checked against `max_buffer_size` and `max_storage_buffer_binding_size` when it is
+/// made (the largest are the histories h and v − h, (T+1)·B·d values each, and for the
+/// analytic inversion P, d² values), with an error naming the buffer and the sizes to
+/// shrink; launches are checked against `max_compute_workgroups_per_dimension`.
+///
+/// Optional features, used where the device has them:
+/// - `SHADER_F16`: f16 storage (`Storage::F16`) converts with WGSL's `f16` type instead of
+///   integer code (same stored words; see [`F16Conversions`]).
+/// - `TIMESTAMP_QUERY`: the profiler ([`Profiler`](crate::gpu::Profiler), `tpri bench`)
+///   times passes on the device; without it, it times on the host. Training never needs it.
+///
+/// [`GpuContext::new`] opens the adapter with all of its limits and with those two features
+/// where offered. [`GpuContext::from_device`] takes a device as it is and checks nothing up
+/// front beyond compiling the kernels: a device below the table's limits fails there
+/// (`compiling the compute kernels`, with wgpu's validation message), or, for the kernels
+/// compiled on first use (the GRU's and the jacobian inversion's, f16 storage's), with the
+/// first step that needs them; a buffer too large for the device fails when it is made.
 pub struct GpuContext {
+    /// The device every buffer and pipeline lives on.
     pub device: wgpu::Device,
+    /// The queue work is submitted to.
     pub queue: wgpu::Queue,
+    /// Name, backend and driver of the adapter.
     pub info: wgpu::AdapterInfo,
     /// The limits of `device` (what buffer sizes and dispatches are checked against).
     pub limits: wgpu::Limits,

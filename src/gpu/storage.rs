@@ -31,9 +31,8 @@ use crate::gpu::context::GpuContext;
 use crate::plan::Device;
 
 /// Element type of the GPU backend's histories h and v − h (`--storage`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// 32-bit floats, like the arithmetic (the default).
@@ -124,9 +123,8 @@ impl std::fmt::Display for Storage {
 /// How f16 storage converts between f32 and binary16 in the shaders (`--f16-conversions`).
 /// Both store the same words; the native conversion is one instruction where the integer
 /// code is about fifteen.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum F16Conversions {
     /// WGSL's `f16` type where the adapter has wgpu's `SHADER_F16` (the device is then

@@ -1,5 +1,6 @@
 //! The adding task (docs/ALGORITHM.md §6): regress the mean of the two values marked in channel 0.
 
+use anyhow::Result;
 use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -13,12 +14,25 @@ const CHANNELS: usize = 2;
 const MARK: usize = 0;
 const VALUE: usize = 1;
 
-/// Seeded adding sequences of length T, one real target per sequence.
-pub type Adding = Synthetic<AddingData>;
+/// Seeded adding sequences of length T: p = 2 inputs per step (a marker and a value),
+/// one real target per sequence (q = 1), scored with [`Loss::Mse`]. Batches come from the
+/// [`Task`](super::Task) methods.
+#[derive(Clone, Debug)]
+pub struct Adding(Synthetic<AddingData>);
+
+impl Adding {
+    /// The task with sequences of length `seq_len` (at least 10), data streams keyed by
+    /// `seed`, and `eval_size` held-out sequences.
+    pub fn new(seq_len: usize, seed: u64, eval_size: usize) -> Result<Self> {
+        Synthetic::new(seq_len, seed, eval_size).map(Self)
+    }
+}
+
+synthetic::delegate_task!(Adding);
 
 /// How adding sequences are drawn.
 #[derive(Clone, Debug)]
-pub enum AddingData {}
+enum AddingData {}
 
 impl Generator for AddingData {
     const NAME: &'static str = "adding";

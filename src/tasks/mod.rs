@@ -46,7 +46,9 @@ impl Targets {
 /// B sequences of length T: `x[t]` is the B×p input at step t+1.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
+    /// Inputs x_1 … x_T, each B×p (row i is sequence i).
     pub x: Vec<DMatrix<f64>>,
+    /// What the final outputs are scored against.
     pub y: Targets,
 }
 
@@ -71,15 +73,25 @@ impl Batch {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum TaskSpec {
-    /// Temporal order with sequences of length `seq_len` (at least 10).
-    TemporalOrder { seq_len: usize },
-    /// Adding with sequences of length `seq_len` (at least 10).
-    Adding { seq_len: usize },
-    /// Pixel sequences from the MNIST-layout directory `dir`, `chunk` pixels per step.
+    /// Temporal order ([`TemporalOrder`]).
+    TemporalOrder {
+        /// Sequence length T (at least 10).
+        seq_len: usize,
+    },
+    /// Adding ([`Adding`]).
+    Adding {
+        /// Sequence length T (at least 10).
+        seq_len: usize,
+    },
+    /// Pixel sequences ([`PixelTask`]).
     Pixel {
+        /// The MNIST-layout directory of IDX files (train-/t10k- images and labels).
         dir: PathBuf,
+        /// Pixels per step k (T = 784 / k).
         chunk: usize,
+        /// Standardize pixels with the training set's statistics.
         standardize: bool,
+        /// Apply a fixed seeded permutation to the pixels.
         permuted: bool,
     },
 }

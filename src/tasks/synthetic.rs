@@ -18,6 +18,7 @@ pub trait Generator {
     const INPUTS: usize;
     /// Classes, or q for regression.
     const OUTPUTS: usize;
+    /// The loss the task is scored with.
     const LOSS: Loss;
     /// Draws `batch_size` sequences of length `seq_len`, each completely before the next
     /// (so the held-out set does not depend on the evaluation batch size).
@@ -71,6 +72,33 @@ impl<G: Generator> Task for Synthetic<G> {
         })
     }
 }
+
+/// Implements `Task` for a newtype around a `Synthetic`, forwarding every method.
+macro_rules! delegate_task {
+    ($name:ident) => {
+        impl $crate::tasks::Task for $name {
+            fn input_size(&self) -> usize {
+                $crate::tasks::Task::input_size(&self.0)
+            }
+            fn output_size(&self) -> usize {
+                $crate::tasks::Task::output_size(&self.0)
+            }
+            fn seq_len(&self) -> usize {
+                $crate::tasks::Task::seq_len(&self.0)
+            }
+            fn loss(&self) -> $crate::config::Loss {
+                $crate::tasks::Task::loss(&self.0)
+            }
+            fn train_batch(&self, index: u64, batch_size: usize) -> $crate::tasks::Batch {
+                $crate::tasks::Task::train_batch(&self.0, index, batch_size)
+            }
+            fn eval_batches(&self, batch_size: usize) -> Vec<$crate::tasks::Batch> {
+                $crate::tasks::Task::eval_batches(&self.0, batch_size)
+            }
+        }
+    };
+}
+pub(crate) use delegate_task;
 
 /// The shortest sequence for which the position ranges of docs/ALGORITHM.md §6 are non-empty:
 /// both tasks need `⌊0.1T⌋ ≥ 1`.

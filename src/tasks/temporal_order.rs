@@ -1,6 +1,7 @@
 //! The temporal order task (docs/ALGORITHM.md §6): classify which two bits were shown at two
 //! marked times among distractor symbols.
 
+use anyhow::Result;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -13,12 +14,25 @@ const SYMBOLS: usize = 6;
 /// Labels `v0 + 2·v1`.
 const CLASSES: usize = 4;
 
-/// Seeded temporal order sequences of length T.
-pub type TemporalOrder = Synthetic<TemporalOrderData>;
+/// Seeded temporal order sequences of length T: p = 6 one-hot symbols per step, 4
+/// classes (q = 4), scored with [`Loss::CrossEntropy`]. Batches come from the
+/// [`Task`](super::Task) methods.
+#[derive(Clone, Debug)]
+pub struct TemporalOrder(Synthetic<TemporalOrderData>);
+
+impl TemporalOrder {
+    /// The task with sequences of length `seq_len` (at least 10), data streams keyed by
+    /// `seed`, and `eval_size` held-out sequences.
+    pub fn new(seq_len: usize, seed: u64, eval_size: usize) -> Result<Self> {
+        Synthetic::new(seq_len, seed, eval_size).map(Self)
+    }
+}
+
+synthetic::delegate_task!(TemporalOrder);
 
 /// How temporal order sequences are drawn.
 #[derive(Clone, Debug)]
-pub enum TemporalOrderData {}
+enum TemporalOrderData {}
 
 impl Generator for TemporalOrderData {
     const NAME: &'static str = "temporal order";

@@ -1,0 +1,83 @@
+//! `tpri export`: a run's parameters (or a parameter file) under PyTorch's names, or back.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use tpri::model::Params;
+use tpri::tensor_file::{
+    params_from_tensors, read_tensors, save_params_as, ParamNames, CHECKPOINT_PARAMS_PREFIX,
+};
+
+/// The naming `tpri export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Naming {
+    /// PyTorch's: `rnn.weight_hh_l0`, `rnn.weight_ih_l0`, `rnn.bias_ih_l0`,
+    /// `rnn.bias_hh_l0` (`gru.*` for a GRU), `head.weight`, `head.bias`.
+    Torch,
+    /// tpri's: `rnn.w_hh`, `rnn.w_ih`, `rnn.b` (`gru.*` for a GRU), `head.w`, `head.b`.
+    Tpri,
+}
+
+/// Flags of `tpri export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A run directory (its checkpoint.safetensors), a checkpoint, or a parameter file
+    /// under either naming.
+    input: PathBuf,
+    /// Where to write the parameters (f64 safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// The names to write them under.
+    #[arg(long, value_enum, default_value = "torch")]
+    to: Naming,
+}
+
+/// Runs `tpri export`.
+pub fn run(args: ExportArgs) -> Result<()> {
+    let params = read(&args.input)?;
+    let names = match args.to {
+        Naming::Torch => ParamNames::Torch,
+        Naming::Tpri => ParamNames::Tpri,
+    };
+    save_params_as(&args.out, &params, names)?;
+    let d = params.dims();
+    println!(
+        "wrote {} ({:?} cell, p = {}, d = {}, q = {}, {} names)",
+        args.out.display(),
+        params.cell,
+        d.input,
+        d.hidden,
+        d.output,
+        args.to
+            .to_possible_value()
+            .expect("no variant is skipped")
+            .get_name()
+    );
+    Ok(())
+}
+
+/// The parameters of a run directory, a checkpoint or a parameter file.
+fn read(input: &Path) -> Result<Params> {
+    let file = if input.is_dir() {
+        let ckpt = input.join("checkpoint.safetensors");
+        if !ckpt.exists() {
+            bail!(
+                "{} has no checkpoint.safetensors (not a run directory, or no checkpoint yet)",
+                input.display()
+            );
+        }
+        ckpt
+    } else {
+        input.to_path_buf()
+    };
+    let tensors = read_tensors(&file)?;
+    let checkpoint = tensors
+        .keys()
+        .any(|k| k.starts_with(CHECKPOINT_PARAMS_PREFIX));
+    if checkpoint {
+        return params_from_tensors(&tensors, CHECKPOINT_PARAMS_PREFIX, &file);
+    }
+    tpri::tensor_file::params_from_any_tensors(&tensors, &file)
+}
