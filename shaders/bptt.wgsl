@@ -55,7 +55,7 @@ fn load_dv(i: u32) -> f32 {
 }
 
 // include/dot.wgsl's operands: W and δ_{t+1}.
-fn dot_matrix(m: u32, e: u32) -> f32 {
+fn dot_matrix(e: u32) -> f32 {
     return w[e];
 }
 
@@ -84,7 +84,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             if recur {
                 // (Wᵀ δ_{t+1})_i: the last d % 8 terms go onto the injection first.
-                e = column_rest(e, 0u, i, d, 0u) + hsum(column_dot8(0u, i, d, 0u));
+                e = column_rest(e, i, d, 0u) + hsum(column_dot8(i, d, 0u));
             }
             let ht = load_h(row + i);
             delta[out + i] = (1.0 - ht * ht) * e;

@@ -46,7 +46,7 @@ struct Dims {
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
 
 // include/dot.wgsl's operands: Wᵀ, and h_buf (h_{t-1} is the half at `prev`).
-fn dot_matrix(m: u32, e: u32) -> f32 {
+fn dot_matrix(e: u32) -> f32 {
     return wt[e];
 }
 
@@ -93,8 +93,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             // (W h_{t-1})_i: this kernel adds the last d % 8 terms to the input part first,
             // then the partial sums one pair at a time.
-            let acc = column_dot8(0u, i, d, prev);
-            h_buf[next + i] = safe_tanh(column_rest(a, 0u, i, d, prev) + (acc.x + acc.y) + (acc.z + acc.w));
+            let acc = column_dot8(i, d, prev);
+            h_buf[next + i] = safe_tanh(column_rest(a, i, d, prev) + (acc.x + acc.y) + (acc.z + acc.w));
         }
         // Everyone has read h_{t-1} and written h_t: the next step may overwrite h_{t-1}'s
         // half (nobody reads it after this point) and anyone may store any unit of h_t.

@@ -58,7 +58,7 @@ struct Dims {
 var<workgroup> part: array<f32, MAX_HIDDEN>;
 
 // include/dot.wgsl's operands: W [3d, d] and one gate's block of dgh.
-fn dot_matrix(m: u32, e: u32) -> f32 {
+fn dot_matrix(e: u32) -> f32 {
     return w[e];
 }
 
@@ -123,7 +123,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         break;
                     }
                     // Σ_j W[gate·d + j][i] part[j]: this gate's block of Wᵀ dgh.
-                    carried[k] += column_dot(0u, gate * d * d + i, d);
+                    carried[k] += column_dot(gate * d * d + i, d);
                 }
             }
         } else {

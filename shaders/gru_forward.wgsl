@@ -45,7 +45,7 @@ struct Dims {
 var<workgroup> h_prev: array<f32, MAX_HIDDEN>;
 
 // include/dot.wgsl's operands: Wᵀ [d, 3d] and h_{t−1}.
-fn dot_matrix(m: u32, e: u32) -> f32 {
+fn dot_matrix(e: u32) -> f32 {
     return wt[e];
 }
 
@@ -77,7 +77,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             // Hidden parts W h_{t−1} + b_hh: row i of W_r is column i of Wᵀ, W_z's is d + i,
             // W_n's 2d + i. The biases come first, the last d % 8 terms last.
             let b = vec3<f32>(b_hh[i], b_hh[d + i], b_hh[2u * d + i]);
-            let gh = gate_columns_rest(b + gate_columns_dot8(0u, i, d), 0u, i, d);
+            let gh = gate_columns_rest(b + gate_columns_dot8(i, d), i, d);
             let r = sigmoid(xi.x + gh.x);
             let z = sigmoid(xi.y + gh.y);
             let hn = gh.z;

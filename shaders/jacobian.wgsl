@@ -53,7 +53,7 @@ const LINEAR: u32 = 2u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN; SLOTS, the units one
 // invocation owns at most, since a d over 256 gets WG = 256; F32_MAX), include/dot.wgsl
-// (column_dot, gate_columns_dot; the operands are dot_matrix and dot_vector below),
+// (column_dot, gate_columns_dot for J_t u; the operands are dot_matrix and dot_vector below),
 // include/activation.wgsl (clamp_eps), include/gru.wgsl (load_gates, gru_step_backward:
 // the step backward of gru_bptt.wgsl) and include/workgroup_sum.wgsl (workgroup_sum and
 // its `partial`).
@@ -102,22 +102,36 @@ fn owns(lid: u32, k: u32) -> bool {
     return lid + k * WG < dims.hidden;
 }
 
-// include/dot.wgsl's operands: W (m = OF_W; Wᵀ v sums down its columns) or Wᵀ
-// (m = OF_WT; W u sums down the columns of Wᵀ, so that neighbouring invocations read
-// neighbouring addresses both ways), and the shared vector. m is a constant at every call:
-// the branch goes when the drivers inline.
-const OF_W: u32 = 0u;
-const OF_WT: u32 = 1u;
-
-fn dot_matrix(m: u32, e: u32) -> f32 {
-    if m == OF_WT {
-        return wt[e];
-    }
-    return w[e];
+// include/dot.wgsl's operands for J_t u: Wᵀ (W u sums down its columns, so that
+// neighbouring invocations read neighbouring addresses) and the shared vector.
+fn dot_matrix(e: u32) -> f32 {
+    return wt[e];
 }
 
 fn dot_vector(j: u32) -> f32 {
     return shared_vec[j];
+}
+
+// Σ_j W[row0 + j][i] shared_vec[j]: (Wᵀ shared_vec)[i] over the block of rows from row0,
+// for J_tᵀ w. The loop of include/dot.wgsl's column_dot, over W rather than Wᵀ: an
+// accessor that read either would make jvp, which binds Wᵀ only, bind W as well
+// (gpu::jacobian binds W for vjp, Wᵀ for jvp).
+fn w_column_dot(row0: u32, i: u32) -> f32 {
+    let d = dims.hidden;
+    var acc = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 8u <= d; j += 8u) {
+        let c = (row0 + j) * d + i;
+        acc += vec4<f32>(w[c], w[c + d], w[c + 2u * d], w[c + 3u * d])
+            * vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
+        acc += vec4<f32>(w[c + 4u * d], w[c + 5u * d], w[c + 6u * d], w[c + 7u * d])
+            * vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
+    }
+    var sum = hsum(acc);
+    for (; j < d; j++) {
+        sum += w[(row0 + j) * d + i] * shared_vec[j];
+    }
+    return sum;
 }
 
 // Where h_t of sequence s starts (t = 0 … T).
@@ -163,15 +177,15 @@ fn jvp_owned(t: u32, s: u32, lid: u32) -> Own {
         let i = lid + k * WG;
         if dims.cell == GRU {
             // du = W u, the three gate rows i, d + i, 2d + i in one pass.
-            let du = gate_columns_dot(OF_WT, i, d);
+            let du = gate_columns_dot(i, d);
             let g = load_gates(gate_row(t, s), d, i);
             let dr = g.r * (1.0 - g.r) * du.x;
             let dz = g.z * (1.0 - g.z) * du.y;
             let dn = (1.0 - g.n * g.n) * (dr * g.hn + g.r * du.z);
             out[k] = (h[state_row(t - 1u, s) + i] - g.n) * dz + (1.0 - g.z) * dn + g.z * shared_vec[i];
         } else {
-            // (W u)_i.
-            out[k] = tanh_deriv(t, s, i) * column_dot(OF_WT, i, d);
+            // (W u)_i, down column i of Wᵀ.
+            out[k] = tanh_deriv(t, s, i) * column_dot(i, d);
         }
     }
     return out;
@@ -209,8 +223,7 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
                 if !owns(lid, k) {
                     break;
                 }
-                // (Wᵀ part)_i over this gate's block of rows of W.
-                out[k] += column_dot(OF_W, gate * d * d + lid + k * WG, d);
+                out[k] += w_column_dot(gate * d, lid + k * WG);
             }
         }
     } else {
@@ -226,7 +239,7 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
             if !owns(lid, k) {
                 break;
             }
-            out[k] = column_dot(OF_W, lid + k * WG, d);
+            out[k] = w_column_dot(0u, lid + k * WG);
         }
     }
     return out;

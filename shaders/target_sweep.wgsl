@@ -61,7 +61,7 @@ fn load_h(i: u32) -> f32 {
 }
 
 // include/dot.wgsl's operands: Pᵀ and s.
-fn dot_matrix(m: u32, e: u32) -> f32 {
+fn dot_matrix(e: u32) -> f32 {
     return p_t[e];
 }
 
@@ -153,7 +153,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // Also orders the previous row's stores (reads of dv_cur) before the writes below.
         workgroupBarrier();
         for (var i = lid; i < d; i += WG) {
-            var acc = column_dot(0u, i, d);
+            var acc = column_dot(i, d);
             // Plain targets are absolute: their offset subtracts h_{t-1}.
             if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
                 acc -= load_h(prev + i);

@@ -68,11 +68,13 @@ macro_rules! shader_tables {
     };
 }
 
-// Which files of `shaders/include/` each kernel gets, appended in this order after the
-// kernel: limits, dot, activation, gru, workgroup_sum (each include says at its top what
-// it holds and for whom). The kernels after `history:` read or write a history: they are
-// compiled once per `Storage` and get `include/history.wgsl` and one of the two files of
-// f16 conversions after their includes.
+// The one table of which files of `shaders/include/` each kernel gets, appended after the
+// kernel in the order limits, dot, activation, gru, workgroup_sum. Each include's opening
+// comment says what it holds and for which kernels; each kernel names the includes it
+// relies on (`include/<name>`), and tests/shaders.rs checks this table against both.
+// The kernels after `history:` read or write a history: they are compiled once per
+// `Storage` and get `include/history.wgsl` and one of the two files of f16 conversions
+// after their includes.
 shader_tables! {
     "cg_check.wgsl" => ["limits.wgsl"],
     "optimizer.wgsl" => [],
