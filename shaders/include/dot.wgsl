@@ -16,8 +16,8 @@
 // per iteration into four partial sums (terms j ≡ 0, 1, 2, 3 mod 4), and `*_rest` adds the
 // last d % 8 terms one at a time to a given sum. `column_dot` and `gate_columns_dot` put
 // them together in the usual order; a kernel that adds in another order (forward.wgsl,
-// bptt.wgsl) calls the parts, so that every kernel's result is the same, bit for bit, as
-// when each had its own copy of the loop.
+// bptt.wgsl) or starts from its biases (gru_forward.wgsl) calls the parts, so that every
+// kernel's result is the same, bit for bit, as when each had its own copy of the loop.
 //
 // WGSL functions take no pointers to storage or workgroup memory (naga refuses them
 // without the unrestricted_pointer_parameters extension), so the kernel names the operands
