@@ -13,16 +13,17 @@
 // e cannot be recovered from δ where h saturates (1 - h² = 0 in f32).
 // One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
 // is no recursion, but the same loop serves (it is as cheap as the injection itself).
-// Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses.
+// Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses, eight
+// terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: W [d, d], h and dv [T+1, B, d'] (d' = hist_stride(d); dv stored times
 // dims.dv_scale), g_T [B, d], δ and e [T, B, d].
 
 const WG: u32 = 256u;
-const MAX_HIDDEN: u32 = 2048u;
 const TARGETS: u32 = 1u;
 
-// The history storage (HIST_F16, hist_*): include/history.wgsl, which gpu::kernel
-// appends to this file.
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
+// (column_dot8, column_rest; the operands are dot_matrix and dot_vector below) and the
+// history storage (HIST_F16, hist_*): include/history.wgsl.
 
 struct Dims {
     batch: u32,
@@ -53,6 +54,15 @@ fn load_dv(i: u32) -> f32 {
     return hist_value(dv[hist_word(i)], i);
 }
 
+// include/dot.wgsl's operands: W and δ_{t+1}.
+fn dot_matrix(e: u32) -> f32 {
+    return w[e];
+}
+
+fn dot_vector(j: u32) -> f32 {
+    return delta_next[j];
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
@@ -73,19 +83,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 e = g_top[s * d + i];
             }
             if recur {
-                // Eight terms per loop iteration, as in forward.wgsl (llvmpipe's loop cap).
-                var j = 0u;
-                var acc = vec4<f32>(0.0);
-                for (; j + 8u <= d; j += 8u) {
-                    acc += vec4<f32>(w[j * d + i], w[(j + 1u) * d + i], w[(j + 2u) * d + i], w[(j + 3u) * d + i])
-                        * vec4<f32>(delta_next[j], delta_next[j + 1u], delta_next[j + 2u], delta_next[j + 3u]);
-                    acc += vec4<f32>(w[(j + 4u) * d + i], w[(j + 5u) * d + i], w[(j + 6u) * d + i], w[(j + 7u) * d + i])
-                        * vec4<f32>(delta_next[j + 4u], delta_next[j + 5u], delta_next[j + 6u], delta_next[j + 7u]);
-                }
-                for (; j < d; j++) {
-                    e += w[j * d + i] * delta_next[j];
-                }
-                e += (acc.x + acc.y) + (acc.z + acc.w);
+                // (Wᵀ δ_{t+1})_i: the last d % 8 terms go onto the injection first.
+                e = column_rest(e, i, d, 0u) + hsum(column_dot8(i, d, 0u));
             }
             let ht = load_h(row + i);
             delta[out + i] = (1.0 - ht * ht) * e;

@@ -10,7 +10,8 @@
 // reference (which stops all columns together) would judge it.
 
 const WG: u32 = 256u;
-const F32_MAX: f32 = 3.40282347e38;
+
+// F32_MAX: include/limits.wgsl, which gpu::kernel appends to this file.
 
 struct Dims {
     n: u32,

@@ -7,10 +7,8 @@
 // exceed the workgroup size). It reads Wᵀ (transpose.wgsl writes it first), so that in
 // Σ_j W[i][j] h_j neighbouring invocations read neighbouring addresses.
 //
-// The dot product takes eight terms per loop iteration. Besides the fewer branches, this
-// keeps the loop count per invocation (≈ T·d/8) under the 65535 that llvmpipe (Mesa's
-// software Vulkan driver, at least up to 22.3) allows one invocation in total before it
-// silently cuts loops short; the host refuses shapes over that bound on llvmpipe.
+// The dot product is include/dot.wgsl's, eight terms per loop iteration (see there for
+// llvmpipe's loop cap, which bounds T·d/8).
 //
 // The state ping-pongs between the two halves of `h_buf`: step t reads h_{t-1} from one
 // half and writes h_t into the other, so a single barrier per step separates the reads
@@ -24,11 +22,11 @@
 // step t of sequence s starts at element (t*B + s)*d'), where d' = hist_stride(d).
 
 const WG: u32 = 256u;
-// Largest hidden size; the host checks d against the same number (gpu::MAX_HIDDEN).
-const MAX_HIDDEN: u32 = 2048u;
 
-// The history storage (HIST_F16, hist_*): include/history.wgsl, which gpu::kernel
-// appends to this file.
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
+// (column_dot8, column_rest; the operands are dot_matrix and dot_vector below),
+// include/activation.wgsl (safe_tanh) and the history storage (HIST_F16, hist_*):
+// include/history.wgsl.
 
 struct Dims {
     batch: u32,
@@ -47,10 +45,13 @@ struct Dims {
 // Two d-vectors: h_{t-1} and h_t, alternating halves.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
 
-// tanh saturates to ±1 in f32 well before |a| = 15; clamping keeps implementations that
-// go through exp(2a) from overflowing into NaN.
-fn safe_tanh(a: f32) -> f32 {
-    return tanh(clamp(a, -15.0, 15.0));
+// include/dot.wgsl's operands: Wᵀ, and h_buf (h_{t-1} is the half at `prev`).
+fn dot_matrix(e: u32) -> f32 {
+    return wt[e];
+}
+
+fn dot_vector(j: u32) -> f32 {
+    return h_buf[j];
 }
 
 // Writes h_buf[half .. half + d] as the history row starting at element `row`. Called
@@ -90,18 +91,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var k = 0u; k < p; k++) {
                 a += u[i * p + k] * x[x_row + k];
             }
-            var j = 0u;
-            var acc = vec4<f32>(0.0);
-            for (; j + 8u <= d; j += 8u) {
-                acc += vec4<f32>(wt[j * d + i], wt[(j + 1u) * d + i], wt[(j + 2u) * d + i], wt[(j + 3u) * d + i])
-                    * vec4<f32>(h_buf[prev + j], h_buf[prev + j + 1u], h_buf[prev + j + 2u], h_buf[prev + j + 3u]);
-                acc += vec4<f32>(wt[(j + 4u) * d + i], wt[(j + 5u) * d + i], wt[(j + 6u) * d + i], wt[(j + 7u) * d + i])
-                    * vec4<f32>(h_buf[prev + j + 4u], h_buf[prev + j + 5u], h_buf[prev + j + 6u], h_buf[prev + j + 7u]);
-            }
-            for (; j < d; j++) {
-                a += wt[j * d + i] * h_buf[prev + j];
-            }
-            h_buf[next + i] = safe_tanh(a + (acc.x + acc.y) + (acc.z + acc.w));
+            // (W h_{t-1})_i: this kernel adds the last d % 8 terms to the input part first,
+            // then the partial sums one pair at a time.
+            let acc = column_dot8(i, d, prev);
+            h_buf[next + i] = safe_tanh(column_rest(a, i, d, prev) + (acc.x + acc.y) + (acc.z + acc.w));
         }
         // Everyone has read h_{t-1} and written h_t: the next step may overwrite h_{t-1}'s
         // half (nobody reads it after this point) and anyone may store any unit of h_t.

@@ -19,15 +19,19 @@
 // their carried J_{t+1}ᵀ e_{t+1} in registers. Wᵀ dgh sums over all 3d rows of W, so each
 // unit needs every unit's dgh: it goes through workgroup memory one gate (d values) at a
 // time, keeping workgroup memory at one d-vector (WebGPU guarantees 16 KiB) whatever d.
-// Wᵀ dgh reads w[row*d + i]: neighbouring invocations read neighbouring addresses.
+// Wᵀ dgh reads w[row*d + i]: neighbouring invocations read neighbouring addresses, eight
+// terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: W [3d, d], h and dv [T+1, B, d], gates [T, B, 4d] (r | z | n | hn, from
 // gru_forward.wgsl), g_T [B, d].
 
+// Invocations per workgroup; each owns at most SLOTS = MAX_HIDDEN / WG units.
 const WG: u32 = 256u;
-const MAX_HIDDEN: u32 = 2048u;
-// Units one invocation owns at most (MAX_HIDDEN / WG).
-const SLOTS: u32 = 8u;
 const TARGETS: u32 = 1u;
+
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, SLOTS),
+// include/dot.wgsl (column_dot; the operands are dot_matrix and dot_vector below) and
+// include/gru.wgsl (load_gates, gru_step_backward: the step backward, shared with
+// jacobian.wgsl).
 
 struct Dims {
     batch: u32,
@@ -53,24 +57,13 @@ struct Dims {
 
 var<workgroup> part: array<f32, MAX_HIDDEN>;
 
-// Σ_j W[row0 + j][i] part[j]: one gate's block of Wᵀ dgh, eight terms per loop iteration
-// (llvmpipe's loop cap; see forward.wgsl).
-fn block_t_dot(row0: u32, i: u32) -> f32 {
-    let d = dims.hidden;
-    var acc = vec4<f32>(0.0);
-    var j = 0u;
-    for (; j + 8u <= d; j += 8u) {
-        let c = (row0 + j) * d + i;
-        acc += vec4<f32>(w[c], w[c + d], w[c + 2u * d], w[c + 3u * d])
-            * vec4<f32>(part[j], part[j + 1u], part[j + 2u], part[j + 3u]);
-        acc += vec4<f32>(w[c + 4u * d], w[c + 5u * d], w[c + 6u * d], w[c + 7u * d])
-            * vec4<f32>(part[j + 4u], part[j + 5u], part[j + 6u], part[j + 7u]);
-    }
-    var sum = (acc.x + acc.y) + (acc.z + acc.w);
-    for (; j < d; j++) {
-        sum += w[(row0 + j) * d + i] * part[j];
-    }
-    return sum;
+// include/dot.wgsl's operands: W [3d, d] and one gate's block of dgh.
+fn dot_matrix(e: u32) -> f32 {
+    return w[e];
+}
+
+fn dot_vector(j: u32) -> f32 {
+    return part[j];
 }
 
 @compute @workgroup_size(WG)
@@ -99,22 +92,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 e += g_top[s * d + i];
             }
             err[prev + i] = e;
-            let r = gates[gate_row + i];
-            let z = gates[gate_row + d + i];
-            let n = gates[gate_row + 2u * d + i];
-            let hn = gates[gate_row + 3u * d + i];
-            let da_n = e * (1.0 - z) * (1.0 - n * n);
-            let da_r = da_n * hn * r * (1.0 - r);
-            let da_z = e * (h[prev + i] - n) * z * (1.0 - z);
-            dgi[out + i] = da_r;
-            dgi[out + d + i] = da_z;
-            dgi[out + 2u * d + i] = da_n;
-            dgh[out + i] = da_r;
-            dgh[out + d + i] = da_z;
-            dgh[out + 2u * d + i] = da_n * r;
-            own_dgh[k] = vec3<f32>(da_r, da_z, da_n * r);
+            let g = load_gates(gate_row, d, i);
+            // (da_r, da_z, da_n), the unit's dgi; its dgh is (da_r, da_z, da_n r).
+            let da = gru_step_backward(e, g, h[prev + i]);
+            dgi[out + i] = da.x;
+            dgi[out + d + i] = da.y;
+            dgi[out + 2u * d + i] = da.z;
+            dgh[out + i] = da.x;
+            dgh[out + d + i] = da.y;
+            dgh[out + 2u * d + i] = da.z * g.r;
+            own_dgh[k] = vec3<f32>(da.x, da.y, da.z * g.r);
             // The direct path of h_t = … + z ⊙ h_{t−1}; Wᵀ dgh follows.
-            carried[k] = z * e;
+            carried[k] = g.z * e;
         }
         if dims.through_time == 1u && t > 1u {
             for (var gate = 0u; gate < 3u; gate++) {
@@ -133,7 +122,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     if i >= d {
                         break;
                     }
-                    carried[k] += block_t_dot(gate * d, i);
+                    // Σ_j W[gate·d + j][i] part[j]: this gate's block of Wᵀ dgh.
+                    carried[k] += column_dot(gate * d * d + i, d);
                 }
             }
         } else {

@@ -9,7 +9,7 @@
 // `lid` owns units lid, lid + WG, ... Each invocation forms all three gates of its units
 // in one pass over h_{t−1}, reading the rows i, d + i, 2d + i of W through Wᵀ (so that
 // neighbouring invocations read neighbouring addresses), eight terms per loop iteration
-// (llvmpipe's loop cap; see forward.wgsl).
+// (include/dot.wgsl's gate_columns_dot8; see there for llvmpipe's loop cap).
 //
 // Besides h it stores each step's r, z, n and hn: the backward recursion (gru_bptt.wgsl)
 // and the Jacobian products (jacobian.wgsl) linearize at them. Storing them costs 4d
@@ -21,8 +21,10 @@
 // at (t*B + s)*d), gates [T, B, 4d] (step t of s at ((t−1)*B + s)*4d: r | z | n | hn).
 
 const WG: u32 = 256u;
-// Largest hidden size; the host checks d against the same number (gpu::MAX_HIDDEN).
-const MAX_HIDDEN: u32 = 2048u;
+
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
+// (gate_columns_dot8, gate_columns_rest; the operands are dot_matrix and dot_vector below)
+// and include/activation.wgsl (sigmoid, safe_tanh).
 
 struct Dims {
     batch: u32,
@@ -42,19 +44,13 @@ struct Dims {
 
 var<workgroup> h_prev: array<f32, MAX_HIDDEN>;
 
-// σ(a) without overflow: exp is only ever taken of a non-positive number.
-fn sigmoid(a: f32) -> f32 {
-    let e = exp(-abs(a));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), a >= 0.0);
+// include/dot.wgsl's operands: Wᵀ [d, 3d] and h_{t−1}.
+fn dot_matrix(e: u32) -> f32 {
+    return wt[e];
 }
 
-// See forward.wgsl: keeps tanh implementations that go through exp(2a) finite.
-fn safe_tanh(a: f32) -> f32 {
-    return tanh(clamp(a, -15.0, 15.0));
-}
-
-fn hsum(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
+fn dot_vector(j: u32) -> f32 {
+    return h_prev[j];
 }
 
 @compute @workgroup_size(WG)
@@ -62,7 +58,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = wg.x;
     let d = dims.hidden;
     let p = dims.input;
-    let g = 3u * d;
     for (var i = lid; i < d; i += WG) {
         h_prev[i] = 0.0;
         h[s * d + i] = 0.0;
@@ -79,35 +74,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let xk = x[x_row + k];
                 xi += vec3<f32>(u[i * p + k], u[(d + i) * p + k], u[(2u * d + i) * p + k]) * xk;
             }
-            // Hidden parts W h_{t−1}: row i of W_r is column i of Wᵀ, W_z's is d + i, W_n's 2d + i.
-            var ar = vec4<f32>(0.0);
-            var az = vec4<f32>(0.0);
-            var an = vec4<f32>(0.0);
-            var j = 0u;
-            for (; j + 8u <= d; j += 8u) {
-                let h0 = vec4<f32>(h_prev[j], h_prev[j + 1u], h_prev[j + 2u], h_prev[j + 3u]);
-                let h1 = vec4<f32>(h_prev[j + 4u], h_prev[j + 5u], h_prev[j + 6u], h_prev[j + 7u]);
-                let c0 = j * g + i;
-                ar += vec4<f32>(wt[c0], wt[c0 + g], wt[c0 + 2u * g], wt[c0 + 3u * g]) * h0
-                    + vec4<f32>(wt[c0 + 4u * g], wt[c0 + 5u * g], wt[c0 + 6u * g], wt[c0 + 7u * g]) * h1;
-                let c1 = c0 + d;
-                az += vec4<f32>(wt[c1], wt[c1 + g], wt[c1 + 2u * g], wt[c1 + 3u * g]) * h0
-                    + vec4<f32>(wt[c1 + 4u * g], wt[c1 + 5u * g], wt[c1 + 6u * g], wt[c1 + 7u * g]) * h1;
-                let c2 = c1 + d;
-                an += vec4<f32>(wt[c2], wt[c2 + g], wt[c2 + 2u * g], wt[c2 + 3u * g]) * h0
-                    + vec4<f32>(wt[c2 + 4u * g], wt[c2 + 5u * g], wt[c2 + 6u * g], wt[c2 + 7u * g]) * h1;
-            }
-            var hr = b_hh[i] + hsum(ar);
-            var hz = b_hh[d + i] + hsum(az);
-            var hn = b_hh[2u * d + i] + hsum(an);
-            for (; j < d; j++) {
-                let c = j * g + i;
-                hr += wt[c] * h_prev[j];
-                hz += wt[c + d] * h_prev[j];
-                hn += wt[c + 2u * d] * h_prev[j];
-            }
-            let r = sigmoid(xi.x + hr);
-            let z = sigmoid(xi.y + hz);
+            // Hidden parts W h_{t−1} + b_hh: row i of W_r is column i of Wᵀ, W_z's is d + i,
+            // W_n's 2d + i. The biases come first, the last d % 8 terms last.
+            let b = vec3<f32>(b_hh[i], b_hh[d + i], b_hh[2u * d + i]);
+            let gh = gate_columns_rest(b + gate_columns_dot8(i, d), i, d);
+            let r = sigmoid(xi.x + gh.x);
+            let z = sigmoid(xi.y + gh.y);
+            let hn = gh.z;
             let n = safe_tanh(xi.z + r * hn);
             h[h_row + i] = (1.0 - z) * n + z * h_prev[i];
             gates[gate_row + i] = r;

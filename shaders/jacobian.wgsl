@@ -37,8 +37,8 @@
 // `failures` record, which the host reads (and clears) as a CgError with the numbers.
 //
 // Loop counts stay under llvmpipe's per-invocation cap only for bounded T·max_iter·d: the
-// dot products take eight terms per loop iteration, and the host counts the rest
-// (gpu::jacobian::sweep_loops) and refuses larger shapes there.
+// dot products (include/dot.wgsl) take eight terms per loop iteration, and the host counts
+// the rest (gpu::jacobian::sweep_loops) and refuses larger shapes there.
 //
 // Layout, row-major: W [g·d, d] (g = 1 tanh, 3 GRU), Wᵀ [d, g·d], h and dv [T+1, B, d],
 // gates [T, B, 4d] (GRU: r | z | n | hn from gru_forward.wgsl), g_T [B, d],
@@ -48,14 +48,15 @@
 // Invocations per workgroup, matched to d by the host (gpu::jacobian::workgroup_size):
 // 64, 128 or 256, at least d up to 256, so that few sit idle at every barrier.
 override WG: u32 = 256u;
-const MAX_HIDDEN: u32 = 2048u;
-// Units one invocation owns at most (MAX_HIDDEN / 256: a d over 256 gets WG = 256).
-const SLOTS: u32 = 8u;
 const GRU: u32 = 1u;
 const LINEAR: u32 = 2u;
-// Clamp margin ε (config::CLAMP_EPS).
-const CLAMP_EPS: f32 = 1e-3;
-const F32_MAX: f32 = 3.40282347e38;
+
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN; SLOTS, the units one
+// invocation owns at most, since a d over 256 gets WG = 256; F32_MAX), include/dot.wgsl
+// (column_dot, gate_columns_dot for J_t u; the operands are dot_matrix and dot_vector below),
+// include/activation.wgsl (clamp_eps), include/gru.wgsl (load_gates, gru_step_backward:
+// the step backward of gru_bptt.wgsl) and include/workgroup_sum.wgsl (workgroup_sum and
+// its `partial`).
 
 struct Dims {
     batch: u32,
@@ -93,7 +94,6 @@ const WORST_RESIDUAL: u32 = 2u;
 
 // The one vector every unit reads; written only between barriers.
 var<workgroup> shared_vec: array<f32, MAX_HIDDEN>;
-var<workgroup> partial: array<f32, WG>;
 
 // Values of the units an invocation owns: slot k is unit lid + k*WG.
 alias Own = array<f32, SLOTS>;
@@ -102,57 +102,21 @@ fn owns(lid: u32, k: u32) -> bool {
     return lid + k * WG < dims.hidden;
 }
 
-// The tanh RNN's Σ_j Wᵀ[j][i] shared_vec[j] = (W shared_vec)[i], eight terms per loop
-// iteration (Wᵀ [d, d]).
-fn row_dot(i: u32) -> f32 {
-    let d = dims.hidden;
-    var acc = vec4<f32>(0.0);
-    var j = 0u;
-    for (; j + 8u <= d; j += 8u) {
-        let c = j * d + i;
-        acc += vec4<f32>(wt[c], wt[c + d], wt[c + 2u * d], wt[c + 3u * d])
-            * vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
-        acc += vec4<f32>(wt[c + 4u * d], wt[c + 5u * d], wt[c + 6u * d], wt[c + 7u * d])
-            * vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
-    }
-    var sum = (acc.x + acc.y) + (acc.z + acc.w);
-    for (; j < d; j++) {
-        sum += wt[j * d + i] * shared_vec[j];
-    }
-    return sum;
+// include/dot.wgsl's operands for J_t u: Wᵀ (W u sums down its columns, so that
+// neighbouring invocations read neighbouring addresses) and the shared vector.
+fn dot_matrix(e: u32) -> f32 {
+    return wt[e];
 }
 
-// The three gate rows i, d + i, 2d + i of W times shared_vec in one pass (the GRU's du).
-fn gate_rows_dot(i: u32) -> vec3<f32> {
-    let d = dims.hidden;
-    let g = 3u * d;
-    var ar = vec4<f32>(0.0);
-    var az = vec4<f32>(0.0);
-    var an = vec4<f32>(0.0);
-    var j = 0u;
-    for (; j + 8u <= d; j += 8u) {
-        let u0 = vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
-        let u1 = vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
-        let c0 = j * g + i;
-        ar += vec4<f32>(wt[c0], wt[c0 + g], wt[c0 + 2u * g], wt[c0 + 3u * g]) * u0
-            + vec4<f32>(wt[c0 + 4u * g], wt[c0 + 5u * g], wt[c0 + 6u * g], wt[c0 + 7u * g]) * u1;
-        let c1 = c0 + d;
-        az += vec4<f32>(wt[c1], wt[c1 + g], wt[c1 + 2u * g], wt[c1 + 3u * g]) * u0
-            + vec4<f32>(wt[c1 + 4u * g], wt[c1 + 5u * g], wt[c1 + 6u * g], wt[c1 + 7u * g]) * u1;
-        let c2 = c1 + d;
-        an += vec4<f32>(wt[c2], wt[c2 + g], wt[c2 + 2u * g], wt[c2 + 3u * g]) * u0
-            + vec4<f32>(wt[c2 + 4u * g], wt[c2 + 5u * g], wt[c2 + 6u * g], wt[c2 + 7u * g]) * u1;
-    }
-    var sum = vec3<f32>((ar.x + ar.y) + (ar.z + ar.w), (az.x + az.y) + (az.z + az.w), (an.x + an.y) + (an.z + an.w));
-    for (; j < d; j++) {
-        let c = j * g + i;
-        sum += vec3<f32>(wt[c], wt[c + d], wt[c + 2u * d]) * shared_vec[j];
-    }
-    return sum;
+fn dot_vector(j: u32) -> f32 {
+    return shared_vec[j];
 }
 
-// Σ_j W[row0 + j][i] shared_vec[j]: (Wᵀ shared_vec)[i] over the block of rows from row0.
-fn column_dot(row0: u32, i: u32) -> f32 {
+// Σ_j W[row0 + j][i] shared_vec[j]: (Wᵀ shared_vec)[i] over the block of rows from row0,
+// for J_tᵀ w. The loop of include/dot.wgsl's column_dot, over W rather than Wᵀ: an
+// accessor that read either would make jvp, which binds Wᵀ only, bind W as well
+// (gpu::jacobian binds W for vjp, Wᵀ for jvp).
+fn w_column_dot(row0: u32, i: u32) -> f32 {
     let d = dims.hidden;
     var acc = vec4<f32>(0.0);
     var j = 0u;
@@ -163,7 +127,7 @@ fn column_dot(row0: u32, i: u32) -> f32 {
         acc += vec4<f32>(w[c + 4u * d], w[c + 5u * d], w[c + 6u * d], w[c + 7u * d])
             * vec4<f32>(shared_vec[j + 4u], shared_vec[j + 5u], shared_vec[j + 6u], shared_vec[j + 7u]);
     }
-    var sum = (acc.x + acc.y) + (acc.z + acc.w);
+    var sum = hsum(acc);
     for (; j < d; j++) {
         sum += w[(row0 + j) * d + i] * shared_vec[j];
     }
@@ -212,18 +176,16 @@ fn jvp_owned(t: u32, s: u32, lid: u32) -> Own {
         }
         let i = lid + k * WG;
         if dims.cell == GRU {
-            let du = gate_rows_dot(i);
-            let gr = gate_row(t, s);
-            let r = gates[gr + i];
-            let z = gates[gr + d + i];
-            let n = gates[gr + 2u * d + i];
-            let hn = gates[gr + 3u * d + i];
-            let dr = r * (1.0 - r) * du.x;
-            let dz = z * (1.0 - z) * du.y;
-            let dn = (1.0 - n * n) * (dr * hn + r * du.z);
-            out[k] = (h[state_row(t - 1u, s) + i] - n) * dz + (1.0 - z) * dn + z * shared_vec[i];
+            // du = W u, the three gate rows i, d + i, 2d + i in one pass.
+            let du = gate_columns_dot(i, d);
+            let g = load_gates(gate_row(t, s), d, i);
+            let dr = g.r * (1.0 - g.r) * du.x;
+            let dz = g.z * (1.0 - g.z) * du.y;
+            let dn = (1.0 - g.n * g.n) * (dr * g.hn + g.r * du.z);
+            out[k] = (h[state_row(t - 1u, s) + i] - g.n) * dz + (1.0 - g.z) * dn + g.z * shared_vec[i];
         } else {
-            out[k] = tanh_deriv(t, s, i) * row_dot(i);
+            // (W u)_i, down column i of Wᵀ.
+            out[k] = tanh_deriv(t, s, i) * column_dot(i, d);
         }
     }
     return out;
@@ -243,15 +205,10 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
                 break;
             }
             let i = lid + k * WG;
-            let r = gates[gr + i];
-            let z = gates[gr + d + i];
-            let n = gates[gr + 2u * d + i];
-            let hn = gates[gr + 3u * d + i];
-            let da_n = wv[k] * (1.0 - z) * (1.0 - n * n);
-            let da_r = da_n * hn * r * (1.0 - r);
-            let da_z = wv[k] * (h[state_row(t - 1u, s) + i] - n) * z * (1.0 - z);
-            own_dgh[k] = vec3<f32>(da_r, da_z, da_n * r);
-            out[k] = z * wv[k];
+            let g = load_gates(gr, d, i);
+            let da = gru_step_backward(wv[k], g, h[state_row(t - 1u, s) + i]);
+            own_dgh[k] = vec3<f32>(da.x, da.y, da.z * g.r);
+            out[k] = g.z * wv[k];
         }
         for (var gate = 0u; gate < 3u; gate++) {
             var part: Own;
@@ -266,7 +223,7 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
                 if !owns(lid, k) {
                     break;
                 }
-                out[k] += column_dot(gate * d, lid + k * WG);
+                out[k] += w_column_dot(gate * d, lid + k * WG);
             }
         }
     } else {
@@ -282,24 +239,10 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
             if !owns(lid, k) {
                 break;
             }
-            out[k] = column_dot(0u, lid + k * WG);
+            out[k] = w_column_dot(0u, lid + k * WG);
         }
     }
     return out;
-}
-
-// Σ over the workgroup of each invocation's `value`, the same (uniform) in every invocation.
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-    // Nobody may still be reading the previous sum.
-    workgroupBarrier();
-    partial[lid] = value;
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        workgroupBarrier();
-        if lid < stride {
-            partial[lid] += partial[lid + stride];
-        }
-    }
-    return workgroupUniformLoad(&partial[0]);
 }
 
 // Σ_k a[k] b[k] over the owned units.
@@ -459,7 +402,7 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             }
             u[k] = dv[row + lid + k * WG];
             if dims.cell == LINEAR {
-                let hc = clamp(h[row + lid + k * WG], -1.0 + CLAMP_EPS, 1.0 - CLAMP_EPS);
+                let hc = clamp_eps(h[row + lid + k * WG]);
                 u[k] /= 1.0 - hc * hc;
             }
         }

@@ -3,7 +3,8 @@
 // ‖v_t − h_t‖ over the batch) or the backward errors e (‖e_t‖), one block of B·d values
 // per step. Run only when the host asks for them, so training steps never pay for it.
 //
-// One workgroup per block: a strided pass into registers, then a tree in workgroup memory.
+// One workgroup per block: a strided pass into registers, then a tree in workgroup memory
+// (include/workgroup_sum.wgsl, which gpu::kernel appends to this file).
 // The f16 variant reads a history whose rows are padded to even length; the pads hold
 // zeros, so blocks of whole padded rows give the same sums.
 
@@ -22,8 +23,6 @@ struct Dims {
 @group(0) @binding(1) var<storage, read> src: array<HistWord>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
 fn load(i: u32) -> f32 {
     return hist_value(src[hist_word(i)], i);
 }
@@ -36,14 +35,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let v = load(base + k);
         acc += v * v;
     }
-    partial[lid] = acc;
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        workgroupBarrier();
-        if lid < stride {
-            partial[lid] += partial[lid + stride];
-        }
-    }
+    let total = workgroup_sum(lid, acc);
     if lid == 0u {
-        out[wg.x] = partial[0];
+        out[wg.x] = total;
     }
 }

@@ -20,20 +20,18 @@
 // stores of a finished row follow a barrier, since an f16 word pairs two units that
 // different invocations computed.
 // It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
-// of P s per loop iteration, as forward.wgsl does (llvmpipe's loop cap).
+// of P s per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d'] (d' = hist_stride(d)),
 // g_T [B, d]. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
 // storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
 const WG: u32 = 256u;
-const MAX_HIDDEN: u32 = 2048u;
 
-// The history storage (HIST_F16, hist_*): include/history.wgsl, which gpu::kernel
-// appends to this file.
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
+// (column_dot; the operands are dot_matrix and dot_vector below), include/activation.wgsl
+// (clamp_eps) and the history storage (HIST_F16, hist_*): include/history.wgsl.
 const LINEARIZED: u32 = 0u;
 const DIFFERENCE: u32 = 1u;
-// Clamp margin ε (config::CLAMP_EPS).
-const CLAMP_EPS: f32 = 1e-3;
 
 struct Dims {
     batch: u32,
@@ -62,6 +60,15 @@ fn load_h(i: u32) -> f32 {
     return hist_value(h[hist_word(i)], i);
 }
 
+// include/dot.wgsl's operands: Pᵀ and s.
+fn dot_matrix(e: u32) -> f32 {
+    return p_t[e];
+}
+
+fn dot_vector(j: u32) -> f32 {
+    return s_vec[j];
+}
+
 // Writes dv_cur (times dv_scale) as the row of dv starting at element `row`. Called after
 // a barrier: f16 words pair units that other invocations computed.
 fn store_row(row: u32, lid: u32) {
@@ -85,10 +92,6 @@ fn zero_row(row: u32, lid: u32) {
     for (var k = lid; k < words; k += WG) {
         dv[first + k] = HistWord();
     }
-}
-
-fn clamp_eps(a: f32) -> f32 {
-    return clamp(a, -1.0 + CLAMP_EPS, 1.0 - CLAMP_EPS);
 }
 
 // atanh accurate to a few ulp also near 0, where the usual ½ log((1+u)/(1-u)) loses
@@ -150,18 +153,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // Also orders the previous row's stores (reads of dv_cur) before the writes below.
         workgroupBarrier();
         for (var i = lid; i < d; i += WG) {
-            var j = 0u;
-            var acc4 = vec4<f32>(0.0);
-            for (; j + 8u <= d; j += 8u) {
-                acc4 += vec4<f32>(p_t[j * d + i], p_t[(j + 1u) * d + i], p_t[(j + 2u) * d + i], p_t[(j + 3u) * d + i])
-                    * vec4<f32>(s_vec[j], s_vec[j + 1u], s_vec[j + 2u], s_vec[j + 3u]);
-                acc4 += vec4<f32>(p_t[(j + 4u) * d + i], p_t[(j + 5u) * d + i], p_t[(j + 6u) * d + i], p_t[(j + 7u) * d + i])
-                    * vec4<f32>(s_vec[j + 4u], s_vec[j + 5u], s_vec[j + 6u], s_vec[j + 7u]);
-            }
-            var acc = (acc4.x + acc4.y) + (acc4.z + acc4.w);
-            for (; j < d; j++) {
-                acc += p_t[j * d + i] * s_vec[j];
-            }
+            var acc = column_dot(i, d);
             // Plain targets are absolute: their offset subtracts h_{t-1}.
             if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
                 acc -= load_h(prev + i);

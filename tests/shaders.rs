@@ -36,9 +36,65 @@ fn include(name: &str) -> String {
     std::fs::read_to_string(path).expect("readable include")
 }
 
+/// The names of the files in `shaders/include/`, sorted.
+fn include_names() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/include");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .expect("shaders/include/ exists")
+        .map(|e| e.expect("readable directory entry").file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Whether a kernel file relies on the history include (it says so in a comment).
 fn uses_history(source: &str) -> bool {
     source.contains("include/history.wgsl")
+}
+
+/// The includes every storage shares, in the order `gpu::kernel` appends them. A kernel
+/// gets those it names in a comment as `include/<name>`; the history kernels get
+/// `include/history.wgsl` and one file of f16 conversions after them.
+const SHARED_INCLUDES: [&str; 5] = [
+    "limits.wgsl",
+    "dot.wgsl",
+    "activation.wgsl",
+    "gru.wgsl",
+    "workgroup_sum.wgsl",
+];
+
+/// The shared includes a kernel file names, in the order they are appended.
+fn shared_includes(source: &str) -> Vec<&'static str> {
+    SHARED_INCLUDES
+        .into_iter()
+        .filter(|name| source.contains(&format!("include/{name}")))
+        .collect()
+}
+
+/// A kernel file as `gpu::kernel` should compose it: the file, then (after a newline
+/// each) the shared includes it names, then for a history kernel `include/history.wgsl`
+/// and `conversions` (an f16 conversions file).
+fn composed(source: &str, conversions: &str) -> String {
+    let mut out = source.to_string();
+    for name in shared_includes(source) {
+        out.push('\n');
+        out.push_str(&include(name));
+    }
+    if uses_history(source) {
+        out.push('\n');
+        out.push_str(&include("history.wgsl"));
+        out.push('\n');
+        out.push_str(&include(conversions));
+    }
+    out
+}
+
+/// The value of `const <name>: <ty> = <value>;` in `source`, as written.
+fn declared<'a>(source: &'a str, name: &str) -> Option<&'a str> {
+    let start = source.find(&format!("const {name}: "))?;
+    let line = source[start..].lines().next()?;
+    Some(line.split_once(" = ")?.1.trim_end_matches(';'))
 }
 
 /// Parses and validates `source` granting `capabilities`: none for the kernels every
@@ -62,46 +118,140 @@ fn every_shader_file_is_compiled_into_the_crate() {
         embedded, on_disk,
         "gpu::SHADERS must list every file in shaders/"
     );
-    let (history, bits, native) = (
-        include("history.wgsl"),
-        include("f16_bits.wgsl"),
-        include("f16_native.wgsl"),
+    // Every include is one the composition knows: a shared one or the history's.
+    let mut known: Vec<_> = SHARED_INCLUDES
+        .iter()
+        .chain(&["history.wgsl", "f16_bits.wgsl", "f16_native.wgsl"])
+        .map(|n| n.to_string())
+        .collect();
+    known.sort();
+    assert_eq!(
+        include_names(),
+        known,
+        "shaders/include/ must hold the includes gpu::kernel composes (SHARED_INCLUDES here)"
     );
-    assert_eq!(tpri::gpu::HISTORY_WGSL, history, "stale include");
-    assert_eq!(tpri::gpu::F16_BITS_WGSL, bits, "stale include");
-    assert_eq!(tpri::gpu::F16_NATIVE_WGSL, native, "stale include");
+    assert_eq!(
+        tpri::gpu::HISTORY_WGSL,
+        include("history.wgsl"),
+        "stale include"
+    );
+    assert_eq!(
+        tpri::gpu::F16_BITS_WGSL,
+        include("f16_bits.wgsl"),
+        "stale include"
+    );
+    assert_eq!(
+        tpri::gpu::F16_NATIVE_WGSL,
+        include("f16_native.wgsl"),
+        "stale include"
+    );
+    // Each kernel is composed of itself and the includes it names, in order: the table in
+    // gpu::kernel and the kernels' own comments agree.
     for (name, source) in shader_files() {
         let embedded = tpri::gpu::SHADERS.iter().find(|(n, _)| *n == name).unwrap();
         let native_variant = tpri::gpu::NATIVE_F16_SHADERS
             .iter()
             .find(|(n, _)| *n == name);
+        assert!(
+            embedded.1 == composed(&source, "f16_bits.wgsl"),
+            "{name}: the embedded copy is stale, or gpu::kernel's table of includes disagrees \
+             with the includes the file names ({:?}{})",
+            shared_includes(&source),
+            if uses_history(&source) {
+                " and history.wgsl"
+            } else {
+                ""
+            },
+        );
         if uses_history(&source) {
-            assert_eq!(
-                embedded.1,
-                format!("{source}\n{history}\n{bits}"),
-                "{name}: embedded copy is stale"
-            );
             let native_variant = native_variant
                 .unwrap_or_else(|| panic!("{name}: no native f16 variant"))
                 .1;
-            assert_eq!(
-                native_variant,
-                format!("enable f16;\n{source}\n{history}\n{native}"),
+            assert!(
+                native_variant == format!("enable f16;\n{}", composed(&source, "f16_native.wgsl")),
                 "{name}: embedded native f16 copy is stale"
             );
         } else {
-            assert_eq!(embedded.1, source, "{name}: embedded copy is stale");
             assert!(native_variant.is_none(), "{name}: touches no history");
         }
     }
 }
 
+/// Each shared include serves some kernel, and its opening comment names every kernel it
+/// is appended to.
+#[test]
+fn every_shared_include_names_the_kernels_that_use_it() {
+    let kernels = shader_files();
+    for include_name in SHARED_INCLUDES {
+        let text = include(include_name);
+        let opening: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let users: Vec<_> = kernels
+            .iter()
+            .filter(|(_, source)| shared_includes(source).contains(&include_name))
+            .map(|(name, _)| name)
+            .collect();
+        assert!(
+            !users.is_empty(),
+            "include/{include_name}: no kernel uses it"
+        );
+        for user in users {
+            assert!(
+                opening.contains(user.as_str()),
+                "include/{include_name}: its opening comment must name {user}, which uses it"
+            );
+        }
+    }
+}
+
+/// Every file under `shaders/`, kernels and includes, with its path there.
+fn every_wgsl_file() -> Vec<(String, String)> {
+    let mut files = shader_files();
+    files.extend(
+        include_names()
+            .into_iter()
+            .map(|n| (format!("include/{n}"), include(&n))),
+    );
+    files
+}
+
+/// The host's limit and the kernels' are one number, declared once in WGSL.
 #[test]
 fn max_hidden_agrees_with_the_host() {
-    let line = format!("const MAX_HIDDEN: u32 = {}u;", tpri::gpu::MAX_HIDDEN);
-    for (name, source) in shader_files() {
-        if source.contains("MAX_HIDDEN") {
-            assert!(source.contains(&line), "{name} must declare `{line}`");
+    let value = format!("{}u", tpri::gpu::MAX_HIDDEN);
+    assert_eq!(
+        declared(&include("limits.wgsl"), "MAX_HIDDEN"),
+        Some(value.as_str()),
+        "include/limits.wgsl must declare `const MAX_HIDDEN: u32 = {value};` (gpu::MAX_HIDDEN)"
+    );
+    for (name, source) in every_wgsl_file() {
+        if name != "include/limits.wgsl" {
+            assert!(
+                declared(&source, "MAX_HIDDEN").is_none(),
+                "{name}: MAX_HIDDEN is declared once, in include/limits.wgsl"
+            );
+        }
+    }
+}
+
+/// The clamp margin of the inversions is config::CLAMP_EPS, declared once in WGSL.
+#[test]
+fn clamp_eps_agrees_with_the_host() {
+    let activation = include("activation.wgsl");
+    let value: f32 = declared(&activation, "CLAMP_EPS")
+        .expect("include/activation.wgsl declares CLAMP_EPS")
+        .parse()
+        .expect("CLAMP_EPS is a plain f32 literal");
+    assert_eq!(value, tpri::config::CLAMP_EPS as f32);
+    for (name, source) in every_wgsl_file() {
+        if name != "include/activation.wgsl" {
+            assert!(
+                declared(&source, "CLAMP_EPS").is_none(),
+                "{name}: CLAMP_EPS is declared once, in include/activation.wgsl"
+            );
         }
     }
 }

@@ -23,70 +23,75 @@ pub const F16_BITS_WGSL: &str = include_str!("../../shaders/include/f16_bits.wgs
 /// `SHADER_F16`; the module starts with `enable f16;`).
 pub const F16_NATIVE_WGSL: &str = include_str!("../../shaders/include/f16_native.wgsl");
 
-/// A kernel file with `include/history.wgsl` and the integer f16 conversions appended.
-macro_rules! with_history {
-    ($file:literal) => {
+/// `shaders/<file>` with `shaders/include/<include>` appended for each include, in order,
+/// each after a newline. Appended, not prepended: WGSL declarations may come in any
+/// order, and the kernel's own line numbers in error messages stay right.
+macro_rules! compose {
+    ($file:literal $(, $include:literal)*) => {
         concat!(
-            include_str!(concat!("../../shaders/", $file)),
-            "\n",
-            include_str!("../../shaders/include/history.wgsl"),
-            "\n",
-            include_str!("../../shaders/include/f16_bits.wgsl")
+            include_str!(concat!("../../shaders/", $file))
+            $(, "\n", include_str!(concat!("../../shaders/include/", $include)))*
         )
     };
 }
 
-/// The same with the native f16 conversions, `enable f16;` first.
-macro_rules! with_native_f16 {
-    ($file:literal) => {
-        concat!(
-            "enable f16;\n",
-            include_str!(concat!("../../shaders/", $file)),
-            "\n",
-            include_str!("../../shaders/include/history.wgsl"),
-            "\n",
-            include_str!("../../shaders/include/f16_native.wgsl")
-        )
+/// `SHADERS` and `NATIVE_F16_SHADERS` from the table of includes below.
+macro_rules! shader_tables {
+    (
+        $($file:literal => [$($include:literal),*],)*
+        history:
+        $($h_file:literal => [$($h_include:literal),*],)*
+    ) => {
+        /// The WGSL sources, by file name, as compiled: each kernel file with its includes
+        /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
+        /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
+        /// each kernel names).
+        pub const SHADERS: [(&str, &str); 12] = [
+            $(($file, compose!($file $(, $include)*)),)*
+            $((
+                $h_file,
+                compose!($h_file $(, $h_include)*, "history.wgsl", "f16_bits.wgsl"),
+            ),)*
+        ];
+
+        /// The history kernels with the native f16 conversions: what f16 storage compiles on
+        /// a device with `SHADER_F16`.
+        pub const NATIVE_F16_SHADERS: [(&str, &str); 6] = [
+            $((
+                $h_file,
+                concat!(
+                    "enable f16;\n",
+                    compose!($h_file $(, $h_include)*, "history.wgsl", "f16_native.wgsl"),
+                ),
+            ),)*
+        ];
     };
 }
 
-/// The WGSL sources, by file name, as compiled: the history kernels with
-/// `HISTORY_WGSL` and `F16_BITS_WGSL` appended (`tests/shaders.rs` checks this covers
-/// `shaders/`).
-pub const SHADERS: [(&str, &str); 12] = [
-    ("forward.wgsl", with_history!("forward.wgsl")),
-    ("head.wgsl", with_history!("head.wgsl")),
-    ("matmul.wgsl", with_history!("matmul.wgsl")),
-    ("cg_check.wgsl", include_str!("../../shaders/cg_check.wgsl")),
-    ("target_sweep.wgsl", with_history!("target_sweep.wgsl")),
-    ("bptt.wgsl", with_history!("bptt.wgsl")),
-    (
-        "optimizer.wgsl",
-        include_str!("../../shaders/optimizer.wgsl"),
-    ),
-    ("sum_sq.wgsl", with_history!("sum_sq.wgsl")),
-    (
-        "transpose.wgsl",
-        include_str!("../../shaders/transpose.wgsl"),
-    ),
-    (
-        "gru_forward.wgsl",
-        include_str!("../../shaders/gru_forward.wgsl"),
-    ),
-    ("gru_bptt.wgsl", include_str!("../../shaders/gru_bptt.wgsl")),
-    ("jacobian.wgsl", include_str!("../../shaders/jacobian.wgsl")),
-];
-
-/// The history kernels with the native f16 conversions: what f16 storage compiles on a
-/// device with `SHADER_F16`.
-pub const NATIVE_F16_SHADERS: [(&str, &str); 6] = [
-    ("forward.wgsl", with_native_f16!("forward.wgsl")),
-    ("head.wgsl", with_native_f16!("head.wgsl")),
-    ("matmul.wgsl", with_native_f16!("matmul.wgsl")),
-    ("target_sweep.wgsl", with_native_f16!("target_sweep.wgsl")),
-    ("bptt.wgsl", with_native_f16!("bptt.wgsl")),
-    ("sum_sq.wgsl", with_native_f16!("sum_sq.wgsl")),
-];
+// The one table of which files of `shaders/include/` each kernel gets, appended after the
+// kernel in the order limits, dot, activation, gru, workgroup_sum. Each include's opening
+// comment says what it holds and for which kernels; each kernel names the includes it
+// relies on (`include/<name>`), and tests/shaders.rs checks this table against both.
+// The kernels after `history:` read or write a history: they are compiled once per
+// `Storage` and get `include/history.wgsl` and one of the two files of f16 conversions
+// after their includes.
+shader_tables! {
+    "cg_check.wgsl" => ["limits.wgsl"],
+    "optimizer.wgsl" => [],
+    "transpose.wgsl" => [],
+    "gru_forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
+    "gru_bptt.wgsl" => ["limits.wgsl", "dot.wgsl", "gru.wgsl"],
+    "jacobian.wgsl" => [
+        "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "workgroup_sum.wgsl"
+    ],
+    history:
+    "forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
+    "head.wgsl" => [],
+    "matmul.wgsl" => [],
+    "target_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
+    "bptt.wgsl" => ["limits.wgsl", "dot.wgsl"],
+    "sum_sq.wgsl" => ["workgroup_sum.wgsl"],
+}
 
 /// Every compute pipeline of the backend, compiled once per context. The kernels that
 /// read or write a history (h, v − h) exist once per `Storage`: the f32 set is compiled

@@ -1,0 +1,107 @@
+// Dot products of a matrix's columns with a vector in workgroup memory: the hot loops of
+// the fused kernels. gpu::kernel appends this file to forward.wgsl (W h_{t−1} through Wᵀ),
+// bptt.wgsl (Wᵀ δ_{t+1}), target_sweep.wgsl (P s through Pᵀ), gru_forward.wgsl (the three
+// gates' W h_{t−1} through Wᵀ), gru_bptt.wgsl (Wᵀ dgh) and jacobian.wgsl (J_t u: W u
+// through Wᵀ, for either cell): one copy of the loop they all run.
+//
+// Column c of a row-major matrix, so that neighbouring invocations (c, c + 1, ...) read
+// neighbouring addresses. Eight terms per loop iteration: besides the fewer branches, this
+// keeps the loop count per invocation (≈ T·d/8 in a time loop) under the 65535 that
+// llvmpipe (Mesa's software Vulkan driver, at least up to 22.3) allows one invocation in
+// total before it silently cuts loops short; the host counts the loops
+// (gpu::iteration::loop_counts, gpu::jacobian::sweep_loops) and refuses shapes over that
+// bound on llvmpipe.
+//
+// A sum over d terms comes in two parts: `*_dot8` takes the first d − d % 8 terms, eight
+// per iteration into four partial sums (terms j ≡ 0, 1, 2, 3 mod 4), and `*_rest` adds the
+// last d % 8 terms one at a time to a given sum. `column_dot` and `gate_columns_dot` put
+// them together in the usual order; a kernel that adds in another order (forward.wgsl,
+// bptt.wgsl) or starts from its biases (gru_forward.wgsl) calls the parts, so that every
+// kernel's result is the same, bit for bit, as when each had its own copy of the loop.
+//
+// WGSL functions take no pointers to storage or workgroup memory (naga refuses them
+// without the unrestricted_pointer_parameters extension), so the kernel names the operands
+// with two functions of its own, which the drivers inline:
+//
+//     fn dot_matrix(e: u32) -> f32   element e of its matrix (storage)
+//     fn dot_vector(j: u32) -> f32   element j of its vector (workgroup memory)
+//
+// One matrix per kernel: wgpu derives each entry point's bindings from the variables it
+// can reach, so an accessor that chose between two buffers would make every entry point
+// that takes a dot product bind both (jacobian.wgsl's jvp binds Wᵀ only, vjp W only; its
+// loop over W, for Wᵀ w, stays there).
+
+// (x + y) + (z + w): how every kernel folds the four partial sums.
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// The four partial sums of Σ_j M[c + j·d] v[v0 + j] over j < d − d % 8 (M = dot_matrix,
+// v = dot_vector): column c of M [n, d] (c < d) over d rows from row 0, or over the block
+// of rows from r when c = r·d + i.
+fn column_dot8(c: u32, d: u32, v0: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j + 8u <= d; j += 8u) {
+        let e = c + j * d;
+        let k = v0 + j;
+        acc += vec4<f32>(dot_matrix(e), dot_matrix(e + d), dot_matrix(e + 2u * d), dot_matrix(e + 3u * d))
+            * vec4<f32>(dot_vector(k), dot_vector(k + 1u), dot_vector(k + 2u), dot_vector(k + 3u));
+        acc += vec4<f32>(dot_matrix(e + 4u * d), dot_matrix(e + 5u * d), dot_matrix(e + 6u * d), dot_matrix(e + 7u * d))
+            * vec4<f32>(dot_vector(k + 4u), dot_vector(k + 5u), dot_vector(k + 6u), dot_vector(k + 7u));
+    }
+    return acc;
+}
+
+// sum + M[c + j·d] v[v0 + j] for j = d − d % 8, ..., d − 1, in that order: the terms
+// column_dot8 leaves.
+fn column_rest(sum: f32, c: u32, d: u32, v0: u32) -> f32 {
+    var s = sum;
+    for (var j = d & ~7u; j < d; j++) {
+        s += dot_matrix(c + j * d) * dot_vector(v0 + j);
+    }
+    return s;
+}
+
+// Σ_{j < d} M[c + j·d] v[j]: the eight-term part first, then the rest.
+fn column_dot(c: u32, d: u32) -> f32 {
+    return column_rest(hsum(column_dot8(c, d, 0u)), c, d, 0u);
+}
+
+// The GRU's three gates at once: Σ_j M[j·3d + i + g·d] v[j] for the gates g = r, z, n
+// (columns i, d + i, 2d + i of Wᵀ [d, 3d], i.e. rows i, d + i, 2d + i of W [3d, d]), over
+// j < d − d % 8, each folded by hsum. One pass over v serves all three.
+fn gate_columns_dot8(i: u32, d: u32) -> vec3<f32> {
+    let g = 3u * d;
+    var ar = vec4<f32>(0.0);
+    var az = vec4<f32>(0.0);
+    var an = vec4<f32>(0.0);
+    for (var j = 0u; j + 8u <= d; j += 8u) {
+        let v0 = vec4<f32>(dot_vector(j), dot_vector(j + 1u), dot_vector(j + 2u), dot_vector(j + 3u));
+        let v1 = vec4<f32>(dot_vector(j + 4u), dot_vector(j + 5u), dot_vector(j + 6u), dot_vector(j + 7u));
+        let c0 = j * g + i;
+        ar += vec4<f32>(dot_matrix(c0), dot_matrix(c0 + g), dot_matrix(c0 + 2u * g), dot_matrix(c0 + 3u * g)) * v0
+            + vec4<f32>(dot_matrix(c0 + 4u * g), dot_matrix(c0 + 5u * g), dot_matrix(c0 + 6u * g), dot_matrix(c0 + 7u * g)) * v1;
+        let c1 = c0 + d;
+        az += vec4<f32>(dot_matrix(c1), dot_matrix(c1 + g), dot_matrix(c1 + 2u * g), dot_matrix(c1 + 3u * g)) * v0
+            + vec4<f32>(dot_matrix(c1 + 4u * g), dot_matrix(c1 + 5u * g), dot_matrix(c1 + 6u * g), dot_matrix(c1 + 7u * g)) * v1;
+        let c2 = c1 + d;
+        an += vec4<f32>(dot_matrix(c2), dot_matrix(c2 + g), dot_matrix(c2 + 2u * g), dot_matrix(c2 + 3u * g)) * v0
+            + vec4<f32>(dot_matrix(c2 + 4u * g), dot_matrix(c2 + 5u * g), dot_matrix(c2 + 6u * g), dot_matrix(c2 + 7u * g)) * v1;
+    }
+    return vec3<f32>(hsum(ar), hsum(az), hsum(an));
+}
+
+// sum + the terms gate_columns_dot8 leaves (j = d − d % 8, ..., d − 1, in that order).
+fn gate_columns_rest(sum: vec3<f32>, i: u32, d: u32) -> vec3<f32> {
+    var s = sum;
+    for (var j = d & ~7u; j < d; j++) {
+        let c = j * 3u * d + i;
+        s += vec3<f32>(dot_matrix(c), dot_matrix(c + d), dot_matrix(c + 2u * d)) * dot_vector(j);
+    }
+    return s;
+}
+
+// The three gates' full sums: the eight-term part first, then the rest.
+fn gate_columns_dot(i: u32, d: u32) -> vec3<f32> {
+    return gate_columns_rest(gate_columns_dot8(i, d), i, d);
+}

@@ -1,0 +1,18 @@
+// Limits the kernels share. gpu::kernel appends this file to forward.wgsl,
+// gru_forward.wgsl, bptt.wgsl, gru_bptt.wgsl, target_sweep.wgsl and jacobian.wgsl, which
+// size their workgroup vectors by MAX_HIDDEN (and gru_bptt.wgsl, jacobian.wgsl their
+// per-invocation registers by SLOTS), and to cg_check.wgsl for F32_MAX. One declaration
+// here rather than one per kernel, so that the host's limit has one WGSL twin.
+
+// Largest hidden size d: the fused kernels keep at most two d-vectors in workgroup memory
+// (16 KiB at 2048, what WebGPU guarantees). The host checks d against the same number,
+// gpu::MAX_HIDDEN; tests/shaders.rs checks that the two agree.
+const MAX_HIDDEN: u32 = 2048u;
+
+// Units one invocation owns at most in the kernels that keep their units' values in
+// registers (gru_bptt.wgsl; jacobian.wgsl, whose workgroups have 256 invocations whenever
+// d > 256).
+const SLOTS: u32 = MAX_HIDDEN / 256u;
+
+// The largest finite f32: `!(x <= F32_MAX)` holds exactly for x = +inf and NaN.
+const F32_MAX: f32 = 3.40282347e38;
