@@ -79,24 +79,44 @@ fn code_only(text: &str) -> String {
 /// Every path a file names from its crate root or its parent: `crate::a::b` and
 /// `super::x` in `use` lines (braces expanded) and in code.
 fn referenced_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
+    // Inside an inline module (`mod tests { … }`), `super` is the file's own module.
+    let inline_module = inline_module_start(code);
     let mut paths = Vec::new();
     for root in ["crate::", "super::"] {
         let mut rest = code;
         while let Some(i) = rest.find(root) {
+            let at = code.len() - rest.len() + i;
             let before = rest[..i].chars().last();
             rest = &rest[i + root.len()..];
             if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
                 continue;
             }
-            let base: Vec<String> = if root == "super::" {
-                module[..module.len().saturating_sub(1)].to_vec()
-            } else {
-                Vec::new()
+            let base: Vec<String> = match root {
+                "super::" if inline_module.is_some_and(|start| at > start) => module.to_vec(),
+                "super::" => module[..module.len().saturating_sub(1)].to_vec(),
+                _ => Vec::new(),
             };
             expand(rest, base, &mut paths);
         }
     }
     paths
+}
+
+/// Where the first inline module (`mod name {`) of a file starts, if it has one.
+fn inline_module_start(code: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = code[from..].find("mod ") {
+        let at = from + i;
+        let rest = &code[at + 4..];
+        let name_len = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if name_len > 0 && rest[name_len..].trim_start().starts_with('{') {
+            return Some(at);
+        }
+        from = at + 4;
+    }
+    None
 }
 
 /// The paths of one `a::b::{c, d::e}` tree starting at `text`, appended to `base`.
@@ -300,7 +320,7 @@ fn no_file_of_src_is_over_500_lines() {
 #[test]
 fn paths_are_read_from_use_trees_and_code_only() {
     let code = code_only(
-        "use crate::a::{b, c::{d, e}};\n// crate::x::y\nlet s = \"crate::\\\"z\";\nlet q = '\"';\nsuper::f::g();",
+        "use crate::a::{b, c::{d, e}};\n// crate::x::y\nlet s = \"crate::\\\"z\";\nlet q = '\"';\nsuper::f::g();\nmod tests {\n    use super::*;\n}",
     );
     let module = vec!["m".to_string(), "n".to_string()];
     let paths = referenced_paths(&code, &module);
@@ -309,6 +329,7 @@ fn paths_are_read_from_use_trees_and_code_only() {
         vec!["a", "c", "d"],
         vec!["a", "c", "e"],
         vec!["m", "f", "g"],
+        vec!["m", "n"],
     ]
     .iter()
     .map(|p| p.iter().map(|s| s.to_string()).collect())

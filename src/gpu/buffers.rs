@@ -5,9 +5,10 @@ use anyhow::{bail, Result};
 
 use crate::cg::{CgError, CgReport};
 use crate::gpu::context::GpuContext;
+use crate::gpu::history::History;
 use crate::gpu::layout::{rows_f32, stack, ParamLayout, Shape, MAX_HIDDEN};
 use crate::gpu::readback::Region;
-use crate::gpu::storage::{History, Storage};
+use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 

@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::gpu::bptt::{dispatch_cell, Dims};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
 
 /// The launch: one workgroup per sequence, writing dgh (into `seq.delta`) and dgi

@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
+use crate::gpu::dispatch::Dispatch;
 use crate::gpu::forward::dispatch_cell;
-use crate::gpu::kernel::Dispatch;
 use crate::gpu::layout::Shape;
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, writing

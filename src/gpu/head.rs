@@ -5,7 +5,7 @@ use anyhow::Result;
 use crate::config::Loss;
 use crate::gpu::buffers::{grid_1d, per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::{loss_code, Shape};
 
 #[repr(C)]

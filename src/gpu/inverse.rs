@@ -14,8 +14,8 @@ use anyhow::Result;
 use crate::config::TpConfig;
 use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::GpuContext;
+use crate::gpu::dispatch::Dispatch;
 use crate::gpu::jacobian;
-use crate::gpu::kernel::Dispatch;
 
 /// Default relative-residual tolerance of the f32 CG (`cg_tol = None`). f32 round-off
 /// leaves the true residual near 1e-7·cond(A); 1e-5 stays clear of that floor for the

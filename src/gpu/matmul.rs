@@ -4,7 +4,7 @@
 use anyhow::{ensure, Result};
 
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
 use crate::gpu::storage::Storage;
 
 /// matmul.wgsl's output block edge (TS).

@@ -3,7 +3,9 @@
 //!
 //! Layers, each importing only those below it:
 //! 1. `layout` (shapes, the flat parameter layout, conversions), `storage` (f16/f32
-//!    histories), `phase` (the phases of an iteration), `context` and `kernel` (the device, the pipeline cache, dispatches);
+//!    histories), `phase` (the phases of an iteration), `kernel` (the sources and the
+//!    pipeline cache), `adapters` (finding the GPU), `context` (the device), `dispatch` (one launch), `history` (a
+//!    history's buffer);
 //! 2. `buffers`: the model's and the batch's buffers, allocated once per shape;
 //!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
@@ -16,15 +18,18 @@
 //! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
 //!    twin's signature, for the tests).
 
+mod adapters;
 pub mod backend;
 mod bptt;
 mod buffers;
 pub mod context;
+mod dispatch;
 mod forward;
 mod gru_bptt;
 mod gru_forward;
 mod guards;
 mod head;
+mod history;
 mod inverse;
 mod iteration;
 mod jacobian;
@@ -41,8 +46,9 @@ pub mod storage;
 mod target_sweep;
 mod transpose;
 
+pub use adapters::{list_adapters, AdapterChoice, AdapterSummary};
 pub use backend::GpuBackend;
-pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
+pub use context::GpuContext;
 pub use inverse::GPU_CG_TOL;
 pub use kernel::{
     F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, JACOBIAN_WORKGROUP_SIZES, NATIVE_F16_SHADERS,

@@ -6,9 +6,9 @@ use anyhow::Result;
 
 use crate::gpu::buffers::per_item_groups;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
+use crate::gpu::history::History;
 use crate::gpu::readback::{Readback, Region};
-use crate::gpu::storage::History;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::gpu::buffers::{grid_1d, ModelBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
 
 /// optimizer.wgsl's workgroup size.
 const WG: usize = 256;

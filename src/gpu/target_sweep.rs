@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::config::{TargetMode, TpConfig};
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
 use crate::gpu::transpose;
 

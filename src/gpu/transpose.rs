@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::gpu::buffers::grid_1d;
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::dispatch::Dispatch;
 
 /// transpose.wgsl's workgroup size.
 const WG: usize = 256;
