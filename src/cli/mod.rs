@@ -1,6 +1,7 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
 mod bench;
+mod bench_report;
 mod check;
 mod compare;
 mod export;

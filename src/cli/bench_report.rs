@@ -1,0 +1,271 @@
+//! What `tpri bench` prints and draws from its measurements: the per-iteration and
+//! per-phase tables beside the cost model, the linear fits in T·B, and the regime map.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use tpri::bench::{cost_model, fit_line, Fit, Machine, Measurement};
+use tpri::config::Method;
+use tpri::plot::{heat_map_with, HeatAxes};
+
+/// Seconds as milliseconds with three decimals.
+pub fn ms(s: f64) -> String {
+    format!("{:.3}", s * 1e3)
+}
+
+/// A linear fit of one backend, method and hidden size, as the JSON report holds it.
+#[derive(Serialize)]
+pub struct FitRow {
+    backend: String,
+    method: Method,
+    hidden: usize,
+    fit: Fit,
+}
+
+/// The BP measurement matching `m` (same backend and size), for TP/BP ratios.
+fn bp_of<'a>(all: &'a [Measurement], m: &Measurement) -> Option<&'a Measurement> {
+    all.iter()
+        .find(|o| o.method == Method::Bp && o.backend == m.backend && o.size == m.size)
+}
+
+pub fn print_iterations(all: &[Measurement]) {
+    println!("\nper-iteration medians (optimizer step included)");
+    println!(
+        "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7}  clock",
+        "backend", "method", "T", "d", "B", "median ms", "µs per T·B", "CG iters", "TP/BP"
+    );
+    for m in all {
+        let ratio = match m.method {
+            Method::Tp => bp_of(all, m).map_or("-".into(), |bp| {
+                format!("{:.2}", m.iteration_s / bp.iteration_s)
+            }),
+            Method::Bp => String::new(),
+        };
+        let s = m.size;
+        println!(
+            "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7}  {}",
+            m.backend,
+            format!("{:?}", m.method).to_lowercase(),
+            s.steps,
+            s.hidden,
+            s.batch,
+            ms(m.iteration_s),
+            m.iteration_s * 1e6 / (s.steps * s.batch) as f64,
+            m.cg_iterations.map_or(String::new(), |k| k.to_string()),
+            ratio,
+            m.clock
+        );
+    }
+}
+
+/// The backends measured in `all`, in order of first appearance.
+fn backends(all: &[Measurement]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in all {
+        if !out.contains(&m.backend) {
+            out.push(m.backend.clone());
+        }
+    }
+    out
+}
+
+/// The phase table of the largest case of each GPU storage and method, beside the cost
+/// model.
+pub fn print_phases(all: &[Measurement], machine: &Machine) {
+    let gpus = backends(all).into_iter().filter(|b| b.starts_with("gpu"));
+    for (backend, method) in gpus.flat_map(|b| [(b.clone(), Method::Tp), (b, Method::Bp)]) {
+        let Some(m) = all
+            .iter()
+            .filter(|m| m.backend == backend && m.method == method)
+            .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
+        else {
+            continue;
+        };
+        let s = m.size;
+        let k = m.cg_iterations.unwrap_or(0);
+        let storage = m.storage.unwrap_or_default();
+        println!(
+            "\nGPU phases ({backend}: {storage} storage), {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
+            method, s.steps, s.hidden, s.batch,
+            machine.flops * 1e-9, machine.bandwidth * 1e-9, machine.dispatch_s * 1e6, machine.step_s * 1e6
+        );
+        println!(
+            "{:11} {:>10} {:>9} {:>9} {:>10} {:>11} {:>10} {:>10}",
+            "phase",
+            "median ms",
+            "MFLOP",
+            "MB",
+            "dispatches",
+            "serial steps",
+            "floor ms",
+            "GFLOP/s"
+        );
+        let costs = cost_model(s, method, k, storage);
+        let (mut total_floor, mut total_time) = (0.0, 0.0);
+        for c in &costs {
+            let time = m
+                .phases_s
+                .iter()
+                .find(|(p, _)| *p == c.phase)
+                .map_or(f64::NAN, |(_, t)| *t);
+            let floor = c.floor_s(machine);
+            total_floor += floor;
+            total_time += time;
+            println!(
+                "{:11} {:>10} {:>9.1} {:>9.2} {:>10} {:>11} {:>10} {:>10.2}",
+                c.phase.name(),
+                ms(time),
+                c.flops * 1e-6,
+                c.bytes * 1e-6,
+                c.dispatches,
+                c.serial_steps,
+                ms(floor),
+                c.flops / time * 1e-9
+            );
+        }
+        println!(
+            "{:11} {:>10} {:>54}",
+            "sum",
+            ms(total_time),
+            ms(total_floor)
+        );
+    }
+}
+
+pub fn fit_rows(all: &[Measurement]) -> Vec<FitRow> {
+    let mut groups: BTreeMap<(String, String, usize), Vec<(f64, f64)>> = BTreeMap::new();
+    for m in all {
+        groups
+            .entry((m.backend.clone(), format!("{:?}", m.method), m.size.hidden))
+            .or_default()
+            .push(((m.size.steps * m.size.batch) as f64, m.iteration_s));
+    }
+    groups
+        .into_iter()
+        .filter_map(|((backend, method, hidden), points)| {
+            let fit = fit_line(&points)?;
+            let method = if method == "Tp" {
+                Method::Tp
+            } else {
+                Method::Bp
+            };
+            Some(FitRow {
+                backend,
+                method,
+                hidden,
+                fit,
+            })
+        })
+        .collect()
+}
+
+pub fn print_fits(fits: &[FitRow]) {
+    if fits.is_empty() {
+        return;
+    }
+    println!("\nlinear fit: median time ≈ a + b·(T·B)");
+    println!(
+        "{:11} {:6} {:>5} {:>10} {:>14} {:>7}",
+        "backend", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
+    );
+    for f in fits {
+        println!(
+            "{:11} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
+            f.backend,
+            format!("{:?}", f.method).to_lowercase(),
+            f.hidden,
+            f.fit.intercept * 1e3,
+            f.fit.slope * 1e6,
+            f.fit.r2
+        );
+    }
+}
+
+/// The TP/BP ratio of `backend` at (T, d), if both were measured.
+fn regime_ratio(all: &[Measurement], backend: &str, t: usize, d: usize) -> Option<f64> {
+    let find = |method| {
+        all.iter().find(|m| {
+            m.backend == backend && m.method == method && m.size.steps == t && m.size.hidden == d
+        })
+    };
+    Some(find(Method::Tp)?.iteration_s / find(Method::Bp)?.iteration_s)
+}
+
+/// Draws the regime map of each measured backend as `<stem>-<backend>.{svg,png}`.
+pub fn plot_regimes(
+    stem: &std::path::Path,
+    all: &[Measurement],
+    hidden: &[usize],
+    batch: usize,
+    gpu_name: Option<&str>,
+) -> Result<()> {
+    let ys: Vec<f64> = hidden.iter().map(|&d| d as f64).collect();
+    let axes = HeatAxes {
+        x_label: "sequence length T",
+        y_label: "hidden size d",
+        colour_label: "TP-RI / BP time per iteration",
+        y_values: Some(&ys),
+        annotate: true,
+    };
+    for backend in backends(all) {
+        let backend = backend.as_str();
+        let mut steps: Vec<usize> = all
+            .iter()
+            .filter(|m| m.backend == backend)
+            .map(|m| m.size.steps)
+            .collect();
+        if steps.is_empty() {
+            continue;
+        }
+        steps.sort_unstable();
+        steps.dedup();
+        let rows: Vec<(f64, Vec<f64>)> = steps
+            .iter()
+            .map(|&t| {
+                let column = hidden
+                    .iter()
+                    .map(|&d| regime_ratio(all, backend, t, d).unwrap_or(f64::NAN));
+                (t as f64, column.collect())
+            })
+            .collect();
+        let storage = match backend.strip_prefix("gpu-") {
+            Some(s) => format!(", {s} storage"),
+            None => String::new(),
+        };
+        let device = match (backend.starts_with("gpu"), gpu_name) {
+            (true, Some(name)) => format!("GPU ({name}{storage})"),
+            (true, None) => format!("GPU{storage}"),
+            _ => "CPU reference".to_owned(),
+        };
+        let title = format!("TP-RI / BP time per iteration, {device}, B={batch}");
+        let path = PathBuf::from(format!("{}-{backend}", stem.display()));
+        heat_map_with(&path, &title, &rows, false, &axes)?;
+        println!("wrote {}.svg and {}.png", path.display(), path.display());
+    }
+    Ok(())
+}
+
+pub fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], batch: usize) {
+    for backend in backends(all) {
+        let backend = backend.as_str();
+        println!("\nregime map ({backend}, B={batch}): TP/BP time ratio; < 1 means TP is cheaper per iteration");
+        print!("{:>8}", "T \\ d");
+        for d in hidden {
+            print!("{d:>8}");
+        }
+        println!();
+        for &t in steps {
+            print!("{t:>8}");
+            for &d in hidden {
+                match regime_ratio(all, backend, t, d) {
+                    Some(ratio) => print!("{ratio:>8.2}"),
+                    None => print!("{:>8}", "-"),
+                }
+            }
+            println!();
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Safetensors files: parameters, batches and traces, the exchange format with PyTorch.
+//! Every file is written atomically, so an interrupted write never clobbers a good file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use nalgebra::DMatrix;
+use safetensors::{Dtype, SafeTensors};
+
+mod params;
+
+pub use params::{
+    load_params, params_from_any_tensors, params_from_tensors, params_from_torch_tensors,
+    params_tensors, save_params, save_params_as, torch_tensors, ParamNames,
+    CHECKPOINT_PARAMS_PREFIX,
+};
+
+use crate::backend::Trace;
+use crate::model::Dims;
+use crate::tasks::{Batch, Targets};
+
+/// A tensor read from a file, widened to f64 (floats) or i64 (integers).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// Floating-point values (F64, F32, F16, BF16 in the file).
+    Float(Vec<f64>),
+    /// Integer values (I64, I32, U8 in the file).
+    Int(Vec<i64>),
+}
+
+/// A named tensor in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// Size of each dimension, outermost first.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// A float tensor.
+    pub fn float(shape: Vec<usize>, data: Vec<f64>) -> Self {
+        Self {
+            shape,
+            data: TensorData::Float(data),
+        }
+    }
+
+    /// A row-major 2-D tensor from a matrix.
+    pub fn from_matrix(m: &DMatrix<f64>) -> Self {
+        Self::float(
+            vec![m.nrows(), m.ncols()],
+            m.transpose().as_slice().to_vec(),
+        )
+    }
+
+    /// A 1-D tensor from a column matrix.
+    pub fn from_column(m: &DMatrix<f64>) -> Self {
+        Self::float(vec![m.len()], m.as_slice().to_vec())
+    }
+
+    /// A [len, rows, cols] tensor from a sequence of equally shaped matrices.
+    pub fn from_stack(ms: &[DMatrix<f64>]) -> Self {
+        let (r, c) = ms.first().map_or((0, 0), |m| m.shape());
+        let data = ms
+            .iter()
+            .flat_map(|m| m.transpose().as_slice().to_vec())
+            .collect();
+        Self::float(vec![ms.len(), r, c], data)
+    }
+}
+
+/// Reads every tensor of a safetensors file (F64, F32, F16, BF16, I64, I32, U8).
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let mut out = HashMap::new();
+    for (name, view) in file.tensors() {
+        let raw = view.data();
+        let data = match view.dtype() {
+            Dtype::F64 => TensorData::Float(
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            Dtype::F32 => TensorData::Float(
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()).into())
+                    .collect(),
+            ),
+            Dtype::F16 => TensorData::Float(
+                raw.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).into())
+                    .collect(),
+            ),
+            Dtype::BF16 => TensorData::Float(
+                raw.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).into())
+                    .collect(),
+            ),
+            Dtype::I64 => TensorData::Int(
+                raw.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            Dtype::I32 => TensorData::Int(
+                raw.chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()).into())
+                    .collect(),
+            ),
+            Dtype::U8 => TensorData::Int(raw.iter().map(|&b| b.into()).collect()),
+            other => bail!(
+                "tensor {name} in {} has unsupported dtype {other:?}",
+                path.display()
+            ),
+        };
+        out.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Writes tensors as f64 (floats) or i64 (integers), with string metadata, atomically.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| match &t.data {
+            TensorData::Float(v) => (
+                name.clone(),
+                Dtype::F64,
+                t.shape.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            TensorData::Int(v) => (
+                name.clone(),
+                Dtype::I64,
+                t.shape.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        })
+        .collect();
+    let views = owned
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            Ok((
+                name.as_str(),
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let bytes = safetensors::serialize(views, metadata)?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub(crate) fn take<'a>(
+    tensors: &'a HashMap<String, Tensor>,
+    name: &str,
+    file: &Path,
+) -> Result<&'a Tensor> {
+    tensors
+        .get(name)
+        .with_context(|| format!("{} has no tensor {name}", file.display()))
+}
+
+pub(crate) fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&'a [f64]> {
+    if t.shape != shape {
+        bail!("tensor {name} has shape {:?}, expected {shape:?}", t.shape);
+    }
+    match &t.data {
+        TensorData::Float(v) => Ok(v),
+        TensorData::Int(_) => bail!("tensor {name} must hold floats, found integers"),
+    }
+}
+
+/// Reads a batch file (`x` \[B,T,p\]; `y` \[B\] integer labels or \[B,q\] floats) for `dims`.
+pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
+    let tensors = read_tensors(path)?;
+    let x = take(&tensors, "x", path)?;
+    let &[b, t_len, p] = x.shape.as_slice() else {
+        bail!(
+            "tensor x in {} has shape {:?}, expected [B, T, p]",
+            path.display(),
+            x.shape
+        );
+    };
+    if p != dims.input {
+        bail!(
+            "tensor x in {} has p = {p} inputs per step, but rnn.w_ih expects {}",
+            path.display(),
+            dims.input
+        );
+    }
+    let data = floats(x, "x", &[b, t_len, p])?;
+    let steps = (0..t_len)
+        .map(|t| DMatrix::from_fn(b, p, |i, j| data[(i * t_len + t) * p + j]))
+        .collect();
+    let y = take(&tensors, "y", path)?;
+    let targets =
+        match (&y.data, y.shape.as_slice()) {
+            (TensorData::Int(labels), &[n]) if n == b => {
+                let labels = labels
+                    .iter()
+                    .map(|&l| {
+                        usize::try_from(l).with_context(|| {
+                            format!("tensor y in {} holds a negative label {l}", path.display())
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Targets::Labels(labels)
+            }
+            (TensorData::Float(v), &[n, q]) if n == b => {
+                Targets::Values(DMatrix::from_row_slice(n, q, v))
+            }
+            _ => bail!(
+            "tensor y in {} has shape {:?} ({}), expected [{b}] integer labels or [{b}, q] floats",
+            path.display(),
+            y.shape,
+            if matches!(y.data, TensorData::Int(_)) { "integers" } else { "floats" }
+        ),
+        };
+    Ok(Batch {
+        x: steps,
+        y: targets,
+    })
+}
+
+/// Writes a batch in the layout `load_batch` reads.
+pub fn save_batch(path: &Path, batch: &Batch) -> Result<()> {
+    let (b, t_len, p) = (batch.batch_size(), batch.seq_len(), batch.input_size());
+    let mut x = vec![0.0; b * t_len * p];
+    for (t, x_t) in batch.x.iter().enumerate() {
+        for i in 0..b {
+            for j in 0..p {
+                x[(i * t_len + t) * p + j] = x_t[(i, j)];
+            }
+        }
+    }
+    let y = match &batch.y {
+        Targets::Labels(l) => Tensor {
+            shape: vec![l.len()],
+            data: TensorData::Int(l.iter().map(|&c| c as i64).collect()),
+        },
+        Targets::Values(v) => Tensor::from_matrix(v),
+    };
+    let tensors = BTreeMap::from([
+        ("x".to_string(), Tensor::float(vec![b, t_len, p], x)),
+        ("y".to_string(), y),
+    ]);
+    write_tensors(path, &tensors, None)
+}
+
+/// Writes every intermediate of `trace` (see `tpri trace --help` for the names).
+pub fn save_trace(path: &Path, trace: &Trace, metadata: HashMap<String, String>) -> Result<()> {
+    let mut tensors = params_tensors(&trace.grads, "grad.");
+    tensors.insert("h".into(), Tensor::from_stack(&trace.h));
+    tensors.insert("loss".into(), Tensor::float(vec![1], vec![trace.loss]));
+    if let Some(v) = &trace.v {
+        tensors.insert("v".into(), Tensor::from_stack(v));
+    }
+    if let Some(p) = &trace.p_inv {
+        tensors.insert("p_inv".into(), Tensor::from_matrix(p));
+    }
+    write_tensors(path, &tensors, Some(metadata))
+}
