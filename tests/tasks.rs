@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flate2::write::GzEncoder;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use tpri::config::Loss;
 use tpri::tasks::idx::{self, Images, Labeled};
 use tpri::tasks::{build_task, Batch, PixelOptions, PixelTask, Targets, Task, TaskSpec};
+
+mod support;
 
 // ---------- helpers ----------
 
@@ -490,7 +491,7 @@ fn malformed_idx_files_are_errors_naming_the_file() {
 #[test]
 fn no_byte_string_makes_the_idx_reader_panic() {
     let path = Path::new("fuzz");
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut rng = support::rng(0);
     let valid = [images_bytes(&small_images()), labels_bytes(&[1, 2, 3])];
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for bytes in &valid {

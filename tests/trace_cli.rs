@@ -4,25 +4,27 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::iteration::iteration;
 use tpri::model::{CellKind, Dims, Params};
-use tpri::tasks::{Batch, Targets};
+use tpri::tasks::Batch;
 use tpri::tensor_file::{
     load_params, read_tensors, save_batch, save_params, write_atomic, TensorData,
 };
 
 mod cli_support;
+mod support;
 
 use cli_support::{scratch, tpri};
+use support::{check, column, rng, Init, Shape};
 
 fn random_problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Batch) {
     random_cell_problem(CellKind::Tanh, seed, dims, b, t, loss)
 }
 
+/// The library's initialisation at `seed` with non-zero biases, the GRU's W and U doubled
+/// (PyTorch's ±1/√d leaves every gate near ½), and a batch, all from a stream seeded with
+/// `seed`.
 fn random_cell_problem(
     cell: CellKind,
     seed: u64,
@@ -31,28 +33,15 @@ fn random_cell_problem(
     t: usize,
     loss: Loss,
 ) -> (Params, Batch) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init_of(cell, dims, seed);
-    if cell == CellKind::Gru {
-        // PyTorch's ±1/√d leaves every gate near ½; widen it so the gates differ.
-        params.w_hh *= 2.0;
-        params.w_ih *= 2.0;
-    } else {
-        params.b = DMatrix::from_fn(dims.hidden, 1, |_, _| rng.random_range(-0.3..0.3));
-    }
-    params.head_b = DMatrix::from_fn(dims.output, 1, |_, _| rng.random_range(-0.3..0.3));
-    let x = (0..t)
-        .map(|_| DMatrix::from_fn(b, dims.input, |_, _| rng.random_range(-1.0..1.0)))
-        .collect();
-    let y = match loss {
-        Loss::CrossEntropy => {
-            Targets::Labels((0..b).map(|_| rng.random_range(0..dims.output)).collect())
-        }
-        Loss::Mse => Targets::Values(DMatrix::from_fn(b, dims.output, |_, _| {
-            rng.random_range(-1.0..1.0)
-        })),
-    };
-    (params, Batch { x, y })
+    let gain = if cell == CellKind::Gru { 2.0 } else { 1.0 };
+    let shape = Shape::new(b, t, dims.input, dims.hidden, dims.output);
+    support::random_problem(
+        &mut rng(seed),
+        cell,
+        shape,
+        loss,
+        Init::Library { seed, gain },
+    )
 }
 
 fn floats(path: &Path, name: &str) -> Vec<f64> {
@@ -206,11 +195,7 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
                 TensorData::Int(_) => panic!("{name} is not float"),
             };
             let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
-            assert_eq!(c.len(), g.len(), "{what}: {name}");
-            let diff: f64 = c.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum();
-            let norm: f64 = c.iter().map(|a| a * a).sum();
-            let rel = (diff / norm.max(1e-300)).sqrt();
-            assert!(rel <= 1e-4, "{what}: {name} relative error {rel:.2e}");
+            check(&format!("{what}: {name}"), &column(&g), &column(&c), 1e-4);
         }
     }
 }
