@@ -1,8 +1,10 @@
 //! docs/ALGORITHM.md §5 on the CPU: the GRU's forward pass and BP gradients, the JVP/VJP of the tanh RNN
 //! and the GRU, the per-step matrix-free CG and the generalized linearized target sweep.
 
+mod support;
+
 use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tpri::cg::CgError;
 use tpri::config::TargetMode;
@@ -12,36 +14,22 @@ use tpri::cpu::inverse::inverse_cholesky;
 use tpri::cpu::jacobian::{jacobian_sweep, per_step_cg, Cell, GruCell, TanhCell};
 use tpri::cpu::target_sweep::target_sweep;
 use tpri::kernel_io::Injection;
-use tpri::model::{CellKind, Dims, Params};
+use tpri::model::{CellKind, Params};
+
+use support::{check, dims, inputs, random, random_params, rng, Init};
 
 // ---------- helpers ----------
-
-fn rand_mat(rng: &mut ChaCha8Rng, rows: usize, cols: usize, scale: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
-}
-
-fn inputs(rng: &mut ChaCha8Rng, t_len: usize, b: usize, p: usize) -> Vec<DMatrix<f64>> {
-    (0..t_len).map(|_| rand_mat(rng, b, p, 1.0)).collect()
-}
-
-fn rel_err(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
-    (a - b).norm() / b.norm().max(1e-300)
-}
 
 /// A tanh RNN whose W is well conditioned (orthogonal, scaled) and whose states stay away
 /// from saturation, so that the clamp of docs/ALGORITHM.md §2 never acts.
 fn tanh_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -> TanhModel {
-    let mut params = Params::init(
-        Dims {
-            input: p,
-            hidden: d,
-            output: 1,
-        },
-        rng.random(),
-    );
-    params.w_hh *= 0.9;
-    params.w_ih = rand_mat(rng, d, p, 0.5);
-    params.b = rand_mat(rng, d, 1, 0.2);
+    let init = Init::Library {
+        seed: rng.random(),
+        gain: 0.9,
+    };
+    let mut params = random_params(rng, CellKind::Tanh, dims(p, d, 1), init);
+    params.w_ih = random(rng, d, p, 0.5);
+    params.b = random(rng, d, 1, 0.2);
     let x = inputs(rng, t_len, b, p);
     let h = forward(&params, &x);
     TanhModel { params, x, h }
@@ -69,17 +57,11 @@ struct GruModel {
 
 /// A GRU with PyTorch's initialisation, scaled up a little so the gates are not all ½.
 fn gru_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -> GruModel {
-    let mut params = Params::init_of(
-        CellKind::Gru,
-        Dims {
-            input: p,
-            hidden: d,
-            output: 2,
-        },
-        rng.random(),
-    );
-    params.w_hh *= 1.5;
-    params.w_ih *= 1.5;
+    let init = Init::Library {
+        seed: rng.random(),
+        gain: 1.5,
+    };
+    let params = random_params(rng, CellKind::Gru, dims(p, d, 2), init);
     let x = inputs(rng, t_len, b, p);
     let h = gru_forward(&params, &x);
     GruModel { params, x, h }
@@ -100,17 +82,13 @@ fn check_products(
 ) {
     let (b, d) = h_prev.shape();
     let eps = 1e-5;
-    let u = rand_mat(rng, b, d, 1.0);
-    let w = rand_mat(rng, b, d, 1.0);
+    let u = random(rng, b, d, 1.0);
+    let w = random(rng, b, d, 1.0);
     // J u: a directional difference (each row is its own sequence, so one difference
     // serves the whole batch).
     let fd_jvp = (step(&(h_prev + &u * eps)) - step(&(h_prev - &u * eps))) / (2.0 * eps);
     let jvp = cell.jvp(t, &u);
-    assert!(
-        rel_err(&jvp, &fd_jvp) <= 1e-6,
-        "JVP {:e}",
-        rel_err(&jvp, &fd_jvp)
-    );
+    check("JVP", &jvp, &fd_jvp, 1e-6);
     // Jᵀ w: the gradient of ⟨w, F(h)⟩, entry by entry.
     let phi = |h: &DMatrix<f64>| w.dot(&step(h));
     let fd_vjp = DMatrix::from_fn(b, d, |i, j| {
@@ -119,11 +97,7 @@ fn check_products(
         (phi(&(h_prev + &e)) - phi(&(h_prev - &e))) / (2.0 * eps)
     });
     let vjp = cell.vjp(t, &w);
-    assert!(
-        rel_err(&vjp, &fd_vjp) <= 1e-6,
-        "VJP {:e}",
-        rel_err(&vjp, &fd_vjp)
-    );
+    check("VJP", &vjp, &fd_vjp, 1e-6);
     let (lhs, rhs) = (w.dot(&jvp), vjp.dot(&u));
     assert!(
         (lhs - rhs).abs() <= 1e-12 * (w.norm() * jvp.norm()).max(1.0),
@@ -147,7 +121,7 @@ fn dense_jacobian(cell: &dyn Cell, t: usize, b: usize, d: usize, i: usize) -> DM
 fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
     for t in 1..=cell.steps() {
         for reg in [1e-3, 1e-2, 0.1, 1.0, 10.0] {
-            let u = rand_mat(rng, b, d, 0.3);
+            let u = random(rng, b, d, 0.3);
             let (z, report) = per_step_cg(cell, t, &u, reg, 1e-12, 1000).unwrap();
             assert!(report.residual <= 1e-12);
             for i in 0..b {
@@ -155,9 +129,12 @@ fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
                 let a = j.tr_mul(&j) + DMatrix::identity(d, d) * reg;
                 let rhs = j.tr_mul(&u.row(i).transpose());
                 let exact = a.lu().solve(&rhs).unwrap();
-                let got = z.row(i).transpose();
-                let err = (&got - &exact).norm() / exact.norm().max(1e-300);
-                assert!(err <= 1e-8, "t {t} r {reg} row {i}: {err:e}");
+                check(
+                    &format!("t {t} r {reg} row {i}"),
+                    &z.row(i).transpose(),
+                    &exact,
+                    1e-8,
+                );
             }
         }
     }
@@ -167,7 +144,7 @@ fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
 
 #[test]
 fn tanh_products_match_finite_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut rng = rng(1);
     for (b, p, d, t_len) in [(3, 2, 5, 4), (2, 1, 1, 1), (1, 3, 4, 2)] {
         let m = tanh_model(&mut rng, b, p, d, t_len);
         let cell = TanhCell::new(&m.params, &m.h);
@@ -187,7 +164,7 @@ fn tanh_products_match_finite_differences() {
 
 #[test]
 fn gru_products_match_finite_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut rng = rng(2);
     for (b, p, d, t_len) in [(3, 2, 5, 4), (2, 1, 1, 1), (1, 3, 4, 2)] {
         let m = gru_model(&mut rng, b, p, d, t_len);
         let cell = GruCell::new(&m.params, &m.x, &m.h);
@@ -209,7 +186,7 @@ fn gru_products_match_finite_differences() {
 
 #[test]
 fn per_step_cg_matches_dense_solve_tanh() {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut rng = rng(3);
     for (b, d) in [(3, 5), (2, 1)] {
         let m = tanh_model(&mut rng, b, 2, d, 3);
         check_cg_dense(&mut rng, &TanhCell::new(&m.params, &m.h), b, d);
@@ -218,7 +195,7 @@ fn per_step_cg_matches_dense_solve_tanh() {
 
 #[test]
 fn per_step_cg_matches_dense_solve_gru() {
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut rng = rng(4);
     for (b, d) in [(3, 5), (2, 1)] {
         let m = gru_model(&mut rng, b, 2, d, 3);
         check_cg_dense(&mut rng, &GruCell::new(&m.params, &m.x, &m.h), b, d);
@@ -227,10 +204,10 @@ fn per_step_cg_matches_dense_solve_gru() {
 
 #[test]
 fn per_step_cg_reports_impossible_tolerance() {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut rng = rng(5);
     let m = gru_model(&mut rng, 3, 2, 6, 2);
     let cell = GruCell::new(&m.params, &m.x, &m.h);
-    let u = rand_mat(&mut rng, 3, 6, 1.0);
+    let u = random(&mut rng, 3, 6, 1.0);
     let err = per_step_cg(&cell, 2, &u, 1e-3, 1e-30, 2).unwrap_err();
     let cg = err.downcast_ref::<CgError>().expect("a CgError");
     assert_eq!(cg.report.iterations, 2);
@@ -241,10 +218,10 @@ fn per_step_cg_reports_impossible_tolerance() {
 
 #[test]
 fn per_step_cg_rejects_bad_input() {
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut rng = rng(6);
     let m = tanh_model(&mut rng, 2, 2, 3, 2);
     let cell = TanhCell::new(&m.params, &m.h);
-    let u = rand_mat(&mut rng, 2, 3, 1.0);
+    let u = random(&mut rng, 2, 3, 1.0);
     for reg in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         assert!(per_step_cg(&cell, 1, &u, reg, 1e-10, 10).is_err());
     }
@@ -262,11 +239,11 @@ fn per_step_cg_rejects_bad_input() {
 
 #[test]
 fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut rng = rng(7);
     let reg = 1e-10;
     for (b, p, d, t_len) in [(4, 2, 5, 6), (2, 1, 1, 3), (3, 2, 3, 1)] {
         let m = tanh_model(&mut rng, b, p, d, t_len);
-        let grad_h = rand_mat(&mut rng, b, d, 1.0);
+        let grad_h = random(&mut rng, b, d, 1.0);
         let lr_target = 0.05;
         let p_inv = inverse_cholesky(&m.params.w_hh, reg).unwrap();
         let analytic = target_sweep(
@@ -285,22 +262,22 @@ fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
         assert_eq!(reports.len(), t_len - 1);
         assert_eq!(v[0], m.h[0]);
         for t in 1..=t_len {
-            let err = rel_err(&(&v[t] - &m.h[t]), &(&analytic[t] - &m.h[t]));
-            assert!(err <= 1e-6, "t {t}: {err:e}");
+            let what = format!("v_{t} − h_{t}");
+            check(&what, &(&v[t] - &m.h[t]), &(&analytic[t] - &m.h[t]), 1e-6);
         }
     }
 }
 
 #[test]
 fn gru_jacobian_sweep_fixed_point_and_steps() {
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut rng = rng(8);
     let m = gru_model(&mut rng, 3, 2, 4, 5);
     let cell = GruCell::new(&m.params, &m.x, &m.h);
     // Targets at the states stay at the states exactly.
     let (v, _) = jacobian_sweep(&cell, &m.h, &m.h[5], 0.1, 1e-12, 100).unwrap();
     assert_eq!(v, m.h);
     // Otherwise each step is the regularized Gauss–Newton step of its own CG.
-    let v_top = &m.h[5] + rand_mat(&mut rng, 3, 4, 0.1);
+    let v_top = &m.h[5] + random(&mut rng, 3, 4, 0.1);
     let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, 0.1, 1e-12, 100).unwrap();
     assert_eq!(reports.len(), 4);
     for t in (2..=5).rev() {
@@ -314,7 +291,7 @@ fn gru_jacobian_sweep_fixed_point_and_steps() {
 
 #[test]
 fn gru_forward_matches_the_pytorch_equations() {
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut rng = rng(9);
     let (b, p, d) = (2, 3, 2);
     let m = gru_model(&mut rng, b, p, d, 3);
     assert_eq!(m.h.len(), 4);
@@ -354,11 +331,11 @@ fn gru_loss(params: &Params, x: &[DMatrix<f64>], y: &DMatrix<f64>) -> f64 {
 
 #[test]
 fn gru_bptt_matches_finite_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let mut rng = rng(10);
     for (b, p, d, t_len) in [(3, 2, 4, 5), (2, 1, 1, 1), (1, 3, 1, 4), (4, 2, 3, 1)] {
         let m = gru_model(&mut rng, b, p, d, t_len);
         let q = m.params.head_w.nrows();
-        let y = rand_mat(&mut rng, b, q, 1.0);
+        let y = random(&mut rng, b, q, 1.0);
         let h_last = &m.h[t_len];
         let mut out = h_last * m.params.head_w.transpose();
         for mut row in out.row_iter_mut() {
@@ -393,9 +370,7 @@ fn check_recurrent_grads(
             };
             (loss_at(eps) - loss_at(-eps)) / (2.0 * eps)
         });
-        assert_eq!(an.shape(), fd.shape());
-        let err = rel_err(an, &fd);
-        assert!(err <= 1e-6, "{what}, tensor {k}: {err:e}");
+        check(&format!("{what}, tensor {k}"), an, &fd, 1e-6);
     }
 }
 
@@ -404,12 +379,12 @@ fn check_recurrent_grads(
 /// h_{t−1}), against central differences of the matching function.
 #[test]
 fn gru_surrogate_gradients_match_finite_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut rng = rng(12);
     for (b, p, d, t_len) in [(3, 2, 4, 5), (1, 1, 1, 3), (2, 3, 2, 1)] {
         let m = gru_model(&mut rng, b, p, d, t_len);
         let v: Vec<_> =
             m.h.iter()
-                .map(|h| h + rand_mat(&mut rng, b, d, 0.3))
+                .map(|h| h + random(&mut rng, b, d, 0.3))
                 .collect();
         for through_time in [true, false] {
             let grads = gru_bptt(&m.params, &m.x, &m.h, Injection::Targets(&v), through_time);

@@ -2,21 +2,17 @@
 //! NaN first (the one-shot wrappers do it) so that an element a kernel fails to write fails.
 
 mod gpu_support;
+mod support;
 
-use gpu_support::{check, check_all, ctx, inputs, params, random, rng, TOL};
+use gpu_support::{ctx, TOL};
+use support::{
+    check, check_all, column, dims, inputs, offsets, random, rng, scalar, seeded_params,
+};
 use tpri::config::{Loss, TargetMode};
 use tpri::cpu;
 use tpri::gpu;
-use tpri::model::{Dims, Params};
+use tpri::model::{CellKind, Params};
 use tpri::tasks::Targets;
-
-fn dims(p: usize, d: usize, q: usize) -> Dims {
-    Dims {
-        input: p,
-        hidden: d,
-        output: q,
-    }
-}
 
 /// (d, T, B) covering d ∈ {1, 7, 100, 257}, T ∈ {1, 2, 33}, B ∈ {1, 3, 16}.
 const SHAPES: [(usize, usize, usize); 5] =
@@ -26,8 +22,8 @@ const SHAPES: [(usize, usize, usize); 5] =
 fn forward_matches_reference() {
     let ctx = ctx();
     for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
-        let params = params(dims(3, d, 2), i as u64);
-        let x = inputs(t, b, 3, &mut rng(100 + i as u64));
+        let params = seeded_params(CellKind::Tanh, dims(3, d, 2), i as u64, 1.0);
+        let x = inputs(&mut rng(100 + i as u64), t, b, 3);
         let e = check_all(
             &format!("h (d={d}, T={t}, B={b})"),
             &gpu::one_shot::forward(&ctx, &params, &x).unwrap(),
@@ -45,16 +41,15 @@ fn head_matches_reference_for_both_losses() {
         .iter()
         .enumerate()
     {
-        let params = params(dims(3, d, q), 10 + i as u64);
+        let params = seeded_params(CellKind::Tanh, dims(3, d, q), 10 + i as u64, 1.0);
         let mut r = rng(200 + i as u64);
-        let h_last = random(b, d, 0.9, &mut r);
+        let h_last = random(&mut r, b, d, 0.9);
         let labels = Targets::Labels((0..b).map(|s| (s * 7 + i) % q).collect());
-        let values = Targets::Values(random(b, q, 1.0, &mut r));
+        let values = Targets::Values(random(&mut r, b, q, 1.0));
         for (loss, y) in [(Loss::CrossEntropy, labels), (Loss::Mse, values)] {
             let want = cpu::head::head(&params, &h_last, &y, loss).unwrap();
             let got = gpu::one_shot::head(&ctx, &params, &h_last, &y, loss).unwrap();
             let what = |n: &str| format!("{n} ({loss:?}, d={d}, B={b}, q={q})");
-            let scalar = |v: f64| nalgebra::DMatrix::from_element(1, 1, v);
             check(&what("loss"), &scalar(got.loss), &scalar(want.loss), TOL);
             // A share of hits: exact up to f32 rounding of the division.
             let acc = (got.accuracy - want.accuracy).abs();
@@ -88,11 +83,11 @@ fn matmul_matches_reference() {
     ] {
         for trans_a in [false, true] {
             let a = if trans_a {
-                random(k, m, 1.0, &mut r)
+                random(&mut r, k, m, 1.0)
             } else {
-                random(m, k, 1.0, &mut r)
+                random(&mut r, m, k, 1.0)
             };
-            let b = random(k, n, 1.0, &mut r);
+            let b = random(&mut r, k, n, 1.0);
             let want = if trans_a { a.transpose() * &b } else { &a * &b };
             let got = gpu::one_shot::matmul(&ctx, &a, trans_a, &b).unwrap();
             check(
@@ -109,14 +104,14 @@ fn matmul_matches_reference() {
 fn bptt_matches_reference_in_every_mode() {
     let ctx = ctx();
     for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
-        let params = params(dims(3, d, 2), 20 + i as u64);
+        let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 20 + i as u64, 1.0);
         let mut r = rng(400 + i as u64);
-        let x = inputs(t, b, 3, &mut r);
+        let x = inputs(&mut r, t, b, 3);
         let h = cpu::forward::forward(&params, &x);
-        let g_top = random(b, d, 0.5, &mut r);
+        let g_top = random(&mut r, b, d, 0.5);
         let v: Vec<_> = h
             .iter()
-            .map(|h_t| h_t + random(b, d, 0.1, &mut r))
+            .map(|h_t| h_t + random(&mut r, b, d, 0.1))
             .collect();
         let cases = [
             ("BP", tpri::kernel_io::Injection::Top(&g_top), true),
@@ -137,11 +132,10 @@ fn bptt_matches_reference_in_every_mode() {
             let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
             check(&what("∇W"), &got.w_hh, &want.w_hh, TOL);
             check(&what("∇U"), &got.w_ih, &want.w_ih, TOL);
-            let norms = |n: &[f64]| nalgebra::DMatrix::from_column_slice(n.len(), 1, n);
             check(
                 &what("‖e_t‖"),
-                &norms(&got.error_norms),
-                &norms(&want.error_norms),
+                &column(&got.error_norms),
+                &column(&want.error_norms),
                 TOL,
             );
             let e = check(&what("∇b"), &got.b, &want.b, TOL);
@@ -165,11 +159,12 @@ fn optimizers_match_reference_over_three_steps() {
             lr: 0.05,
             ..OptimizerConfig::default()
         };
-        let (mut p_cpu, mut p_gpu) = (params(d, 30), params(d, 30));
+        let mut p_cpu = seeded_params(CellKind::Tanh, d, 30, 1.0);
+        let mut p_gpu = p_cpu.clone();
         let mut s_cpu = tpri::optimizer_state::OptState::new(&p_cpu);
         let mut s_gpu = s_cpu.clone();
         for step in 0..3u64 {
-            let g = params(d, 31 + step);
+            let g = seeded_params(CellKind::Tanh, d, 31 + step, 1.0);
             cpu::optimizer::optimizer_step(&cfg, &mut s_cpu, &mut p_cpu, &g);
             gpu::one_shot::optimizer_step(&ctx, &cfg, &mut s_gpu, &mut p_gpu, &g).unwrap();
         }
@@ -199,10 +194,10 @@ fn cg_inverse_matches_cholesky_cold_and_warm() {
         // ill-conditioned at r = 0.5: about 16 iterations); at d = 257, where each product
         // is slow on a software rasterizer, a perturbed orthogonal W (a few iterations).
         let w = if d <= 100 {
-            random(d, d, 1.7 / (d as f64).sqrt(), &mut r)
+            random(&mut r, d, d, 1.7 / (d as f64).sqrt())
         } else {
             Params::init(dims(1, d, 1), 9).w_hh * 1.2
-                + random(d, d, 0.3 / (d as f64).sqrt(), &mut r)
+                + random(&mut r, d, d, 0.3 / (d as f64).sqrt())
         };
         let reg = 0.5;
         let exact = cpu::inverse::inverse_cholesky(&w, reg).unwrap();
@@ -210,7 +205,7 @@ fn cg_inverse_matches_cholesky_cold_and_warm() {
         assert!(rep.residual <= tol && rep.iterations >= 1, "{rep:?}");
         let e = check(&format!("P cold (d={d})"), &cold, &exact, TOL);
         // Warm start from a nearby solution: fewer iterations, same answer.
-        let w2 = &w + random(d, d, 1e-3 / (d as f64).sqrt(), &mut r);
+        let w2 = &w + random(&mut r, d, d, 1e-3 / (d as f64).sqrt());
         let exact2 = cpu::inverse::inverse_cholesky(&w2, reg).unwrap();
         let (warm, rep2) =
             gpu::one_shot::inverse_cg(&ctx, &w2, reg, tol, 100, Some(&exact)).unwrap();
@@ -229,7 +224,7 @@ fn cg_inverse_matches_cholesky_cold_and_warm() {
 #[test]
 fn cg_that_misses_its_tolerance_is_an_error_with_the_numbers() {
     let ctx = ctx();
-    let w = random(40, 40, 0.5, &mut rng(600));
+    let w = random(&mut rng(600), 40, 40, 0.5);
     let err = gpu::one_shot::inverse_cg(&ctx, &w, 1e-3, 1e-6, 2, None).unwrap_err();
     let cg = err
         .downcast_ref::<tpri::cg::CgError>()
@@ -245,11 +240,11 @@ fn cg_that_misses_its_tolerance_is_an_error_with_the_numbers() {
 fn target_sweep_matches_reference_in_every_mode() {
     let ctx = ctx();
     for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
-        let params = params(dims(3, d, 2), 40 + i as u64);
+        let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 40 + i as u64, 1.0);
         let mut r = rng(700 + i as u64);
-        let x = inputs(t, b, 3, &mut r);
+        let x = inputs(&mut r, t, b, 3);
         let h = cpu::forward::forward(&params, &x);
-        let g_top = random(b, d, 0.5, &mut r);
+        let g_top = random(&mut r, b, d, 0.5);
         let p_inv = cpu::inverse::inverse_cholesky(&params.w_hh, 1.0).unwrap();
         let modes = [
             TargetMode::Linearized,
@@ -266,13 +261,10 @@ fn target_sweep_matches_reference_in_every_mode() {
                     .unwrap();
             let what = format!("({mode:?}, γ_h={lr_target}, d={d}, T={t}, B={b})");
             check_all(&format!("v {what}"), &got, &want, TOL);
-            let offsets = |v: &[nalgebra::DMatrix<f64>]| -> Vec<_> {
-                v.iter().zip(&h).map(|(v_t, h_t)| v_t - h_t).collect()
-            };
             let e = check_all(
                 &format!("v − h {what}"),
-                &offsets(&got),
-                &offsets(&want),
+                &offsets(&got, &h),
+                &offsets(&want, &h),
                 TOL,
             );
             eprintln!("sweep {what}: v − h {e:.2e}");
@@ -283,7 +275,7 @@ fn target_sweep_matches_reference_in_every_mode() {
 #[test]
 fn cg_rejects_a_non_finite_w() {
     let ctx = ctx();
-    let mut w = random(5, 5, 0.5, &mut rng(601));
+    let mut w = random(&mut rng(601), 5, 5, 0.5);
     w[(2, 3)] = f64::INFINITY;
     let err = gpu::one_shot::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
     assert!(err.downcast_ref::<tpri::cg::CgError>().is_some(), "{err:#}");
@@ -295,8 +287,8 @@ fn cg_rejects_a_non_finite_w() {
 #[test]
 fn forward_matches_reference_at_the_papers_length() {
     let ctx = ctx();
-    let params = params(dims(1, 100, 10), 30);
-    let x = inputs(784, 2, 1, &mut rng(31));
+    let params = seeded_params(CellKind::Tanh, dims(1, 100, 10), 30, 1.0);
+    let x = inputs(&mut rng(31), 784, 2, 1);
     let want = cpu::forward::forward(&params, &x);
     let got = gpu::one_shot::forward(&ctx, &params, &x).unwrap();
     check_all("h (T=784, d=100, B=2)", &got, &want, TOL);

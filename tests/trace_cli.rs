@@ -4,26 +4,25 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::iteration::iteration;
 use tpri::model::{CellKind, Dims, Params};
-use tpri::tasks::{Batch, Targets};
+use tpri::tasks::Batch;
 use tpri::tensor_file::{
     load_params, read_tensors, save_batch, save_params, write_atomic, TensorData,
 };
 
 mod cli_support;
+mod support;
 
 use cli_support::{scratch, tpri};
+use support::{check, column, random_problem, rng, Init, Shape};
 
-fn random_problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Batch) {
-    random_cell_problem(CellKind::Tanh, seed, dims, b, t, loss)
-}
-
-fn random_cell_problem(
+/// The shared random problem at one seed, with B sequences of length T for `dims`: the
+/// library's initialisation at `seed` (the tanh RNN's biases made non-zero, the GRU's W and
+/// U doubled: PyTorch's ±1/√d leaves every gate near ½), then a batch, drawn from a
+/// stream seeded with `seed`.
+fn problem(
     cell: CellKind,
     seed: u64,
     dims: Dims,
@@ -31,28 +30,10 @@ fn random_cell_problem(
     t: usize,
     loss: Loss,
 ) -> (Params, Batch) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init_of(cell, dims, seed);
-    if cell == CellKind::Gru {
-        // PyTorch's ±1/√d leaves every gate near ½; widen it so the gates differ.
-        params.w_hh *= 2.0;
-        params.w_ih *= 2.0;
-    } else {
-        params.b = DMatrix::from_fn(dims.hidden, 1, |_, _| rng.random_range(-0.3..0.3));
-    }
-    params.head_b = DMatrix::from_fn(dims.output, 1, |_, _| rng.random_range(-0.3..0.3));
-    let x = (0..t)
-        .map(|_| DMatrix::from_fn(b, dims.input, |_, _| rng.random_range(-1.0..1.0)))
-        .collect();
-    let y = match loss {
-        Loss::CrossEntropy => {
-            Targets::Labels((0..b).map(|_| rng.random_range(0..dims.output)).collect())
-        }
-        Loss::Mse => Targets::Values(DMatrix::from_fn(b, dims.output, |_, _| {
-            rng.random_range(-1.0..1.0)
-        })),
-    };
-    (params, Batch { x, y })
+    let gain = if cell == CellKind::Gru { 2.0 } else { 1.0 };
+    let shape = Shape::new(b, t, dims.input, dims.hidden, dims.output);
+    let init = Init::Library { seed, gain };
+    random_problem(&mut rng(seed), cell, shape, loss, init)
 }
 
 fn floats(path: &Path, name: &str) -> Vec<f64> {
@@ -105,7 +86,7 @@ fn trace_round_trip_matches_library() {
         output: 4,
     };
     for (i, loss) in [Loss::CrossEntropy, Loss::Mse].into_iter().enumerate() {
-        let (params, batch) = random_problem(10 + i as u64, dims, 3, 5, loss);
+        let (params, batch) = problem(CellKind::Tanh, 10 + i as u64, dims, 3, 5, loss);
         let flags = [
             "--method",
             "tp",
@@ -157,7 +138,7 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
         hidden: 6,
         output: 4,
     };
-    let (tanh, batch) = random_problem(40, dims, 3, 5, Loss::CrossEntropy);
+    let (tanh, batch) = problem(CellKind::Tanh, 40, dims, 3, 5, Loss::CrossEntropy);
     let gru = Params::init_of(tpri::model::CellKind::Gru, dims, 41);
     let runs: [(&str, &Params, &[&str]); 3] = [
         ("gru tp", &gru, &["--method", "tp"]),
@@ -206,11 +187,7 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
                 TensorData::Int(_) => panic!("{name} is not float"),
             };
             let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
-            assert_eq!(c.len(), g.len(), "{what}: {name}");
-            let diff: f64 = c.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum();
-            let norm: f64 = c.iter().map(|a| a * a).sum();
-            let rel = (diff / norm.max(1e-300)).sqrt();
-            assert!(rel <= 1e-4, "{what}: {name} relative error {rel:.2e}");
+            check(&format!("{what}: {name}"), &column(&g), &column(&c), 1e-4);
         }
     }
 }
@@ -238,7 +215,7 @@ fn trace_agrees_with_independent_numpy_implementation() {
     .into_iter()
     .enumerate()
     {
-        let (params, batch) = random_problem(100 + case as u64, dims, 4, 7, loss);
+        let (params, batch) = problem(CellKind::Tanh, 100 + case as u64, dims, 4, 7, loss);
         let flags = [
             "--method",
             method,
@@ -304,7 +281,7 @@ fn jacobian_inversion_traces_agree_with_independent_numpy_implementation() {
     .into_iter()
     .enumerate()
     {
-        let (params, batch) = random_cell_problem(cell, 200 + case as u64, dims, 4, 7, loss);
+        let (params, batch) = problem(cell, 200 + case as u64, dims, 4, 7, loss);
         let flags = [
             "--method",
             method,
@@ -339,7 +316,7 @@ fn gru_layout_round_trips_through_trace_files() {
         hidden: d,
         output: q,
     };
-    let (params, batch) = random_cell_problem(CellKind::Gru, 5, dims, 2, 3, Loss::CrossEntropy);
+    let (params, batch) = problem(CellKind::Gru, 5, dims, 2, 3, Loss::CrossEntropy);
     let [pp, _, out] = run_trace(
         &dir,
         &params,
@@ -409,13 +386,20 @@ fn bad_inputs_are_clear_errors() {
         hidden: 4,
         output: 2,
     };
-    let (params, batch) = random_problem(1, dims, 2, 3, Loss::CrossEntropy);
+    let (params, batch) = problem(CellKind::Tanh, 1, dims, 2, 3, Loss::CrossEntropy);
     let good_p = dir.join("p.safetensors");
     let good_b = dir.join("b.safetensors");
     save_params(&good_p, &params).unwrap();
     save_batch(&good_b, &batch).unwrap();
     // A batch with p = 5 inputs against rnn.w_ih with 3 columns.
-    let (_, wide) = random_problem(2, Dims { input: 5, ..dims }, 2, 3, Loss::CrossEntropy);
+    let (_, wide) = problem(
+        CellKind::Tanh,
+        2,
+        Dims { input: 5, ..dims },
+        2,
+        3,
+        Loss::CrossEntropy,
+    );
     let wide_b = dir.join("wide.safetensors");
     save_batch(&wide_b, &wide).unwrap();
     // Parameters missing head.b.

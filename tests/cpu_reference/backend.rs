@@ -8,19 +8,23 @@ use tpri::cpu::head::head;
 use tpri::cpu::inverse::inverse_cg;
 use tpri::cpu::iteration::iteration;
 use tpri::cpu::CpuBackend;
-use tpri::model::{Dims, Params};
+use tpri::model::{CellKind, Dims, Params};
 use tpri::optimizer_state::OptState;
 use tpri::tasks::Batch;
 
 use crate::common::*;
+use crate::support::*;
 
 const SHAPE: Shape = Shape::new(4, 6, 3, 8, 3);
 
 fn setup(seed: u64) -> (Params, Batch) {
-    let mut rng = rng(seed);
-    let params = random_params(&mut rng, SHAPE.dims(), 1.0);
-    let batch = random_batch(&mut rng, SHAPE, Loss::CrossEntropy);
-    (params, batch)
+    random_problem(
+        &mut rng(seed),
+        CellKind::Tanh,
+        SHAPE,
+        Loss::CrossEntropy,
+        Init::Gaussian { w_gain: 1.0 },
+    )
 }
 
 fn hyper(method: Method, kind: OptimizerKind, lr: f64) -> Hyper {
@@ -105,9 +109,13 @@ fn state_holds_the_updated_parameters() {
 #[test]
 fn tp_steps_solve_cold() {
     let s = Shape { d: 30, ..SHAPE };
-    let mut rng = rng(82);
-    let params = random_params(&mut rng, s.dims(), 1.0);
-    let batch = random_batch(&mut rng, s, Loss::CrossEntropy);
+    let (params, batch) = random_problem(
+        &mut rng(82),
+        CellKind::Tanh,
+        s,
+        Loss::CrossEntropy,
+        Init::Gaussian { w_gain: 1.0 },
+    );
     let mut hy = hyper(Method::Tp, OptimizerKind::Sgd, 1e-3);
     hy.tp.solver = Solver::Cg;
     hy.tp.reg = 10.0;

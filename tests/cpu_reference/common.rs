@@ -1,60 +1,14 @@
-//! Shared helpers: seeded random tensors, independent per-sequence implementations of the
-//! model and its objectives (column vectors, no shared code with `tpri::cpu`), and
-//! finite differences.
+//! What the CPU reference's tests share besides tests/support: independent per-sequence
+//! implementations of the model and its objectives (column vectors, no shared code with
+//! `tpri::cpu`), the shapes the gradient checks run on, and finite differences.
 
 use nalgebra::{DMatrix, DVector};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use tpri::config::Loss;
-use tpri::model::{Dims, Params};
+use tpri::model::Params;
 use tpri::tasks::{Batch, Targets};
 
-/// A seeded stream; every test draws its inputs fresh from one.
-pub fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// Entries uniform in [lo, hi).
-pub fn uniform(rng: &mut ChaCha8Rng, rows: usize, cols: usize, lo: f64, hi: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| rng.random_range(lo..hi))
-}
-
-/// Entries normal with mean 0 and standard deviation `std` (Box–Muller; `rand_distr` is
-/// not a dependency).
-pub fn gaussian(rng: &mut ChaCha8Rng, rows: usize, cols: usize, std: f64) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| {
-        // 1 − u lies in (0, 1], so the logarithm is finite.
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    })
-}
-
-/// Sizes of one randomized case: B sequences of length T, input p, hidden d, output q.
-#[derive(Clone, Copy, Debug)]
-pub struct Shape {
-    pub b: usize,
-    pub t: usize,
-    pub p: usize,
-    pub d: usize,
-    pub q: usize,
-}
-
-impl Shape {
-    /// Sizes in the order B, T, p, d, q.
-    pub const fn new(b: usize, t: usize, p: usize, d: usize, q: usize) -> Self {
-        Self { b, t, p, d, q }
-    }
-
-    pub fn dims(self) -> Dims {
-        Dims {
-            input: self.p,
-            hidden: self.d,
-            output: self.q,
-        }
-    }
-}
+use crate::support::Shape;
 
 /// The shapes (B, T, p, d, q) every gradient check runs on: each size down to 1, some
 /// general ones, and one with more inputs than hidden units.
@@ -67,42 +21,6 @@ pub const SHAPES: [Shape; 7] = [
     Shape::new(1, 8, 3, 6, 4),
     Shape::new(2, 3, 5, 3, 2),
 ];
-
-/// Random parameters with every tensor non-zero. W has gain `w_gain` (entries of standard
-/// deviation `w_gain/√d`), so the recurrence neither explodes nor dies out over a few steps.
-pub fn random_params(rng: &mut ChaCha8Rng, dims: Dims, w_gain: f64) -> Params {
-    let Dims {
-        input: p,
-        hidden: d,
-        output: q,
-    } = dims;
-    Params {
-        w_hh: gaussian(rng, d, d, w_gain / (d as f64).sqrt()),
-        w_ih: gaussian(rng, d, p, 1.0 / (p as f64).sqrt()),
-        b: gaussian(rng, d, 1, 0.2),
-        head_w: gaussian(rng, q, d, 1.0 / (d as f64).sqrt()),
-        head_b: gaussian(rng, q, 1, 0.2),
-        ..Params::zeros(dims)
-    }
-}
-
-/// A random batch: inputs uniform in [−1, 1), labels uniform in 0..q or values in [−1, 1).
-pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
-    let x = (0..s.t)
-        .map(|_| uniform(rng, s.b, s.p, -1.0, 1.0))
-        .collect();
-    let y = match loss {
-        Loss::CrossEntropy => Targets::Labels((0..s.b).map(|_| rng.random_range(0..s.q)).collect()),
-        Loss::Mse => Targets::Values(uniform(rng, s.b, s.q, -1.0, 1.0)),
-    };
-    Batch { x, y }
-}
-
-/// `‖a − b‖_F / ‖b‖_F`.
-pub fn rel_err(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
-    assert_eq!(a.shape(), b.shape(), "compared tensors differ in shape");
-    (a - b).norm() / b.norm()
-}
 
 /// Input x_t of sequence `i` as a column (`t` 1-based, as in docs/ALGORITHM.md).
 pub fn x_col(batch: &Batch, i: usize, t: usize) -> DVector<f64> {
@@ -227,15 +145,4 @@ pub fn fd_param_gradient(
         *p.tensors_mut()[which] = moved.clone();
         f(&p)
     })
-}
-
-/// Asserts `‖got − want‖ / ‖want‖ ≤ tol`, naming the case. `want` must not vanish: a zero
-/// reference would make the check meaningless, so the cases are drawn to avoid it.
-pub fn assert_close(got: &DMatrix<f64>, want: &DMatrix<f64>, tol: f64, what: &str) {
-    assert!(
-        want.norm() > 1e-8,
-        "{what}: reference gradient is (nearly) zero, the check would be vacuous"
-    );
-    let err = rel_err(got, want);
-    assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:.0e}");
 }

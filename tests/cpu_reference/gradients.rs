@@ -3,6 +3,7 @@
 //! and the head's gradients (§2 step 2).
 
 use nalgebra::DMatrix;
+use rand_chacha::ChaCha8Rng;
 
 use tpri::config::{Hyper, Loss, Method, Solver, TargetMode, TpGrad};
 use tpri::cpu::bptt::bptt;
@@ -10,13 +11,19 @@ use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
 use tpri::cpu::iteration::iteration;
 use tpri::kernel_io::{Injection, RnnGrads};
-use tpri::model::{Params, PARAM_NAMES};
+use tpri::model::{CellKind, Params, PARAM_NAMES};
 use tpri::tasks::Batch;
 
 use crate::common::*;
+use crate::support::*;
 
 /// What the checks demand of ‖g − fd‖ / ‖fd‖.
 const FD_TOL: f64 = 1e-6;
+
+/// The models the checks draw: W with gain 1.2 where the recurrence is differentiated, 1
+/// where only the head is.
+const STEEP: Init = Init::Gaussian { w_gain: 1.2 };
+const GENTLE: Init = Init::Gaussian { w_gain: 1.0 };
 
 /// Both losses, each with targets of its kind.
 const LOSSES: [Loss; 2] = [Loss::CrossEntropy, Loss::Mse];
@@ -40,7 +47,7 @@ fn check_grads(
             assert_eq!(g.norm(), 0.0, "{what}: {name} must vanish when T = 1");
             assert!(fd.norm() < 1e-9, "{what}: finite differences of {name}");
         } else {
-            assert_close(g, &fd, FD_TOL, &format!("{what}: {name}"));
+            assert_close(&format!("{what}: {name}"), g, &fd, FD_TOL);
         }
     }
 }
@@ -70,8 +77,7 @@ fn forward_and_loss_match_step_by_step() {
     let mut rng = rng(1);
     for s in SHAPES {
         for loss in LOSSES {
-            let params = random_params(&mut rng, s.dims(), 1.2);
-            let batch = random_batch(&mut rng, s, loss);
+            let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
             let h = forward(&params, &batch.x);
             assert_eq!(h.len(), s.t + 1);
             assert_eq!(h[0], DMatrix::zeros(s.b, s.d));
@@ -102,8 +108,7 @@ fn bp_gradient_matches_finite_differences() {
             if loss == Loss::CrossEntropy && s.q == 1 {
                 continue;
             }
-            let params = random_params(&mut rng, s.dims(), 1.2);
-            let batch = random_batch(&mut rng, s, loss);
+            let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
             let trace = iteration(&params, &batch, &bp_hyper(loss), None).unwrap();
             assert!(trace.v.is_none() && trace.p_inv.is_none() && trace.cg.is_none());
             check_grads(
@@ -123,8 +128,7 @@ fn bp_gradient_matches_finite_differences() {
 fn one_class_cross_entropy_is_constant() {
     let mut rng = rng(3);
     let s = Shape::new(3, 4, 2, 5, 1);
-    let params = random_params(&mut rng, s.dims(), 1.2);
-    let batch = random_batch(&mut rng, s, Loss::CrossEntropy);
+    let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, Loss::CrossEntropy, STEEP);
     let trace = iteration(&params, &batch, &bp_hyper(Loss::CrossEntropy), None).unwrap();
     assert_eq!(trace.loss, 0.0);
     for (name, g) in trace.grads.tensors() {
@@ -141,13 +145,13 @@ fn head_gradients_match_finite_differences() {
             if loss == Loss::CrossEntropy && s.q == 1 {
                 continue;
             }
-            let params = random_params(&mut rng, s.dims(), 1.0);
+            let params = random_params(&mut rng, CellKind::Tanh, s.dims(), GENTLE);
             let y = random_batch(&mut rng, s, loss).y;
             let h_last = gaussian(&mut rng, s.b, s.d, 1.0);
             let out = head(&params, &h_last, &y, loss).unwrap();
             let what = format!("head {s:?} {loss:?}");
             let fd_h = fd_gradient(&h_last, |h| naive_head_loss(&params, h, &y, loss));
-            assert_close(&out.grad_h, &fd_h, FD_TOL, &format!("{what}: g_T"));
+            assert_close(&format!("{what}: g_T"), &out.grad_h, &fd_h, FD_TOL);
             let head_only = Params {
                 head_w: out.grad_w.clone(),
                 head_b: out.grad_b.clone(),
@@ -167,19 +171,15 @@ fn head_gradients_match_finite_differences() {
 
 /// Targets near the hidden states, as a sweep would give, but otherwise arbitrary: the
 /// surrogate gradient must be right for any fixed v.
-fn random_targets(rng: &mut rand_chacha::ChaCha8Rng, h: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
+fn random_targets(rng: &mut ChaCha8Rng, h: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     h.iter()
         .map(|h_t| h_t + gaussian(rng, h_t.nrows(), h_t.ncols(), 0.3))
         .collect()
 }
 
 /// A random model, batch and its hidden states for the surrogate checks.
-fn surrogate_case(
-    rng: &mut rand_chacha::ChaCha8Rng,
-    s: Shape,
-) -> (Params, Batch, Vec<DMatrix<f64>>) {
-    let params = random_params(rng, s.dims(), 1.2);
-    let batch = random_batch(rng, s, Loss::Mse);
+fn surrogate_case(rng: &mut ChaCha8Rng, s: Shape) -> (Params, Batch, Vec<DMatrix<f64>>) {
+    let (params, batch) = random_problem(rng, CellKind::Tanh, s, Loss::Mse, STEEP);
     let h = forward(&params, &batch.x);
     (params, batch, h)
 }
@@ -215,7 +215,7 @@ fn surrogate_gradient_local_matches_finite_differences() {
         if s.t > 1 {
             let tt = bptt(&params, &batch.x, &h, Injection::Targets(&v), true);
             assert!(
-                rel_err(&g.w_hh, &tt.w_hh) > 1e-3,
+                rel_err("∇W", &g.w_hh, &tt.w_hh) > 1e-3,
                 "{s:?}: local = through time"
             );
         }
@@ -244,8 +244,7 @@ fn tp_iteration_gradients_match_finite_differences() {
         ] {
             for tp_grad in [TpGrad::ThroughTime, TpGrad::Local] {
                 let loss = Loss::CrossEntropy;
-                let params = random_params(&mut rng, s.dims(), 1.2);
-                let batch = random_batch(&mut rng, s, loss);
+                let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
                 let mut hyper = Hyper {
                     method: Method::Tp,
                     loss,

@@ -7,8 +7,9 @@ use tpri::cg::CgError;
 use tpri::config::{Hyper, Loss, Method, Solver};
 use tpri::cpu::inverse::{inverse_cg, inverse_cholesky};
 use tpri::cpu::iteration::iteration;
+use tpri::model::CellKind;
 
-use crate::common::*;
+use crate::support::*;
 
 const REGS: [f64; 5] = [1e-3, 1e-2, 0.1, 1.0, 10.0];
 const SIZES: [usize; 9] = [1, 2, 3, 5, 8, 13, 21, 34, 60];
@@ -60,8 +61,7 @@ fn cg_matches_cholesky() {
                 let what = format!("{kind} d={d} r={reg}");
                 let exact = inverse_cholesky(&w, reg).unwrap();
                 let (p, rep) = inverse_cg(&w, reg, TIGHT, CAP, None).unwrap();
-                let err = rel_err(&p, &exact);
-                assert!(err <= 1e-9, "{what}: CG vs Cholesky {err:.2e}");
+                check(&format!("{what}: CG vs Cholesky"), &p, &exact, 1e-9);
                 assert!(rep.iterations >= 1, "{what}: X = 0 does not solve it");
                 assert!(rep.residual <= TIGHT, "{what}: reported {:e}", rep.residual);
                 let truth = true_residual(&w, reg, &p);
@@ -99,7 +99,7 @@ fn cg_warm_start_from_the_answer() {
                     "{kind} d={d} r={reg}: {} iterations from the answer",
                     rep.iterations
                 );
-                assert!(rel_err(&p, &exact) <= 1e-11);
+                check(&format!("{kind} d={d} r={reg}: P"), &p, &exact, 1e-11);
             }
         }
     }
@@ -177,9 +177,13 @@ fn cg_rejects_a_misshapen_warm_start() {
 #[test]
 fn tp_iteration_agrees_across_solvers() {
     let s = Shape::new(3, 5, 4, 7, 3);
-    let mut rng = rng(13);
-    let params = random_params(&mut rng, s.dims(), 1.0);
-    let batch = random_batch(&mut rng, s, Loss::CrossEntropy);
+    let (params, batch) = random_problem(
+        &mut rng(13),
+        CellKind::Tanh,
+        s,
+        Loss::CrossEntropy,
+        Init::Gaussian { w_gain: 1.0 },
+    );
     let mut hyper = Hyper {
         method: Method::Tp,
         ..Hyper::default()
@@ -188,8 +192,13 @@ fn tp_iteration_agrees_across_solvers() {
     hyper.tp.solver = Solver::Cholesky;
     let chol = iteration(&params, &batch, &hyper, None).unwrap();
     assert!(cg.cg.is_some() && chol.cg.is_none());
-    assert!(rel_err(cg.p_inv.as_ref().unwrap(), chol.p_inv.as_ref().unwrap()) <= 1e-10);
+    check(
+        "P",
+        cg.p_inv.as_ref().unwrap(),
+        chol.p_inv.as_ref().unwrap(),
+        1e-10,
+    );
     for ((name, a), (_, b)) in cg.grads.tensors().into_iter().zip(chol.grads.tensors()) {
-        assert!(rel_err(a, b) <= 1e-9, "{name}");
+        check(name, a, b, 1e-9);
     }
 }

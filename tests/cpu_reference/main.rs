@@ -2,6 +2,9 @@
 //! CG against Cholesky, properties of the target sweep, optimizers by hand, the head, and
 //! the `Backend` trait. One test binary (one link) split into a module per topic.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod backend;
 mod common;
 mod gradients;

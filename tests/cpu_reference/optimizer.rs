@@ -3,10 +3,10 @@
 
 use tpri::config::{OptimizerConfig, OptimizerKind};
 use tpri::cpu::optimizer::optimizer_step;
-use tpri::model::{Dims, Params};
+use tpri::model::{CellKind, Dims, Params};
 use tpri::optimizer_state::OptState;
 
-use crate::common::*;
+use crate::support::*;
 
 const DIMS: Dims = Dims {
     input: 1,
@@ -25,8 +25,9 @@ fn flat(p: &Params) -> Vec<f64> {
 /// Parameters and three gradients, all random.
 fn start(seed: u64) -> (Params, [Params; 3]) {
     let mut rng = rng(seed);
-    let params = random_params(&mut rng, DIMS, 1.0);
-    let grads = [(); 3].map(|_| random_params(&mut rng, DIMS, 1.0));
+    let init = Init::Gaussian { w_gain: 1.0 };
+    let params = random_params(&mut rng, CellKind::Tanh, DIMS, init);
+    let grads = [(); 3].map(|_| random_params(&mut rng, CellKind::Tanh, DIMS, init));
     (params, grads)
 }
 

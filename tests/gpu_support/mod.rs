@@ -1,20 +1,21 @@
-//! Shared helpers of the GPU tests: one context per test binary, random inputs, and the
-//! comparison every check uses. A machine without an adapter FAILS these tests (with a hint)
-//! rather than skipping them: a silently skipped GPU suite proves nothing.
+//! What the GPU tests share besides tests/support: one context per test binary, the
+//! settings and starting points of their cases, and the two whole-backend comparisons with
+//! the f64 reference (a trace, and 50 training steps). A machine without an adapter FAILS
+//! these tests (with a hint) rather than skipping them: a silently skipped GPU suite proves
+//! nothing. Each GPU test crate declares `mod support;` and `mod gpu_support;` at its root.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::sync::{Arc, OnceLock};
 
-use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tpri::backend::Backend;
-use tpri::config::{Hyper, Loss, Method};
+use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, F16Conversions, GpuBackend, GpuContext, GPU_CG_TOL};
-use tpri::model::{Dims, Params};
-use tpri::tasks::{build_task, Batch, Targets, TaskSpec};
+use tpri::model::{CellKind, Dims, Params};
+use tpri::tasks::{build_task, Batch, TaskSpec};
+
+use crate::support::{check, check_all, column, offsets, random, rng, scalar, seeded_params};
 
 /// The shared context; panics with the reason when no adapter can be opened.
 pub fn ctx() -> Arc<GpuContext> {
@@ -45,80 +46,129 @@ pub fn integer_f16_ctx() -> Arc<GpuContext> {
     .clone()
 }
 
-pub fn rng(seed: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// Entries uniform in [−scale, scale].
-pub fn random(rows: usize, cols: usize, scale: f64, rng: &mut ChaCha8Rng) -> DMatrix<f64> {
-    DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..=scale))
-}
-
-/// Orthogonal initialisation, with biases made non-zero so that they are exercised.
-pub fn params(dims: Dims, seed: u64) -> Params {
-    let mut p = Params::init(dims, seed);
-    let mut r = rng(seed ^ 0x5eed);
-    p.b = random(dims.hidden, 1, 0.3, &mut r);
-    p.head_b = random(dims.output, 1, 0.3, &mut r);
-    p
-}
-
-/// T input matrices B×p with entries in [−1, 1].
-pub fn inputs(t: usize, b: usize, p: usize, rng: &mut ChaCha8Rng) -> Vec<DMatrix<f64>> {
-    (0..t).map(|_| random(b, p, 1.0, rng)).collect()
-}
-
-/// ‖gpu − ref‖ / ‖ref‖ after checking every GPU value is finite (so a poisoned NaN the
-/// kernel failed to overwrite fails here). A zero reference compares absolutely.
-pub fn rel_err(what: &str, gpu: &DMatrix<f64>, reference: &DMatrix<f64>) -> f64 {
-    assert_eq!(gpu.shape(), reference.shape(), "{what}: shape");
-    if let Some(i) = gpu.iter().position(|v| !v.is_finite()) {
-        panic!(
-            "{what}: element {i} is {} (not written, or overflowed)",
-            gpu[i]
-        );
-    }
-    let diff = (gpu - reference).norm();
-    let norm = reference.norm();
-    if norm == 0.0 {
-        diff
-    } else {
-        diff / norm
-    }
-}
-
-/// Asserts `rel_err ≤ tol` and returns it.
-pub fn check(what: &str, gpu: &DMatrix<f64>, reference: &DMatrix<f64>, tol: f64) -> f64 {
-    let e = rel_err(what, gpu, reference);
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
-    e
-}
-
-/// `check` over a sequence of matrices, stacked.
-pub fn check_all(what: &str, gpu: &[DMatrix<f64>], reference: &[DMatrix<f64>], tol: f64) -> f64 {
-    assert_eq!(gpu.len(), reference.len(), "{what}: count");
-    let stack = |ms: &[DMatrix<f64>]| {
-        let rows: Vec<_> = ms.iter().flat_map(|m| m.iter().copied()).collect();
-        DMatrix::from_vec(rows.len(), 1, rows)
-    };
-    check(what, &stack(gpu), &stack(reference), tol)
-}
-
 /// The bound of every GPU-vs-reference comparison: f32 keeps about 7 digits; sums of a few
 /// thousand terms and T ≤ 784 steps of a contracting recursion lose one to two of them.
 pub const TOL: f64 = 1e-4;
 
-/// A random batch: inputs in [−1, 1], labels or values in [0, 1).
-pub fn batch(t: usize, b: usize, p: usize, q: usize, loss: Loss, seed: u64) -> Batch {
-    let mut r = rng(seed);
-    let x = inputs(t, b, p, &mut r);
-    let y = match loss {
-        Loss::CrossEntropy => {
-            Targets::Labels((0..b).map(|s| (s * 5 + seed as usize) % q).collect())
-        }
-        Loss::Mse => Targets::Values(random(b, q, 0.5, &mut r).add_scalar(0.5)),
+/// CG iterations the jacobian inversion's tests allow per step: CG on J_tᵀJ_t + rI at
+/// r = 1 needs about ten here; the cap keeps (T − 1)·cap·d under llvmpipe's loop limit at
+/// d = 100, T = 33.
+pub const SWEEP_MAX_ITER: usize = 16;
+
+/// The settings of a GPU-vs-reference case: r = 1, γ_h = 0.5 and the given inversion,
+/// method, target mode, gradient mode and loss. The analytic inversion forms P by CG (P is
+/// compared, so the reference forms it too: auto may not at small T·B); the jacobian one
+/// solves each step with at most `SWEEP_MAX_ITER` CG iterations.
+pub fn hyper(
+    inversion: Inversion,
+    method: Method,
+    mode: TargetMode,
+    grad: TpGrad,
+    loss: Loss,
+) -> Hyper {
+    let defaults = TpConfig::default();
+    let (solver, cg_max_iter) = match inversion {
+        Inversion::Analytic => (Solver::Cg, defaults.cg_max_iter),
+        Inversion::Jacobian => (defaults.solver, SWEEP_MAX_ITER),
     };
-    Batch { x, y }
+    Hyper {
+        method,
+        loss,
+        tp: TpConfig {
+            lr_target: 0.5,
+            reg: 1.0,
+            target_mode: mode,
+            tp_grad: grad,
+            inversion,
+            solver,
+            cg_max_iter,
+            ..defaults
+        },
+        ..Hyper::default()
+    }
+}
+
+/// The starting parameters of a GPU-vs-reference case. The tanh RNN: W orthogonal·0.9
+/// (states off saturation, J_t = D_t W well conditioned) plus, when `w_noise` > 0, uniform
+/// noise of scale `w_noise`/√d: off orthogonality, the solve for P has real work to do, but
+/// too far off, targets grow geometrically backwards in time (a property of TP, not of
+/// either backend) and every rounding error with them. The GRU: PyTorch's initialisation
+/// with W and U ×1.5, so that the gates are spread out rather than all near ½.
+pub fn start(cell: CellKind, dims: Dims, seed: u64, w_noise: f64) -> Params {
+    match cell {
+        CellKind::Tanh => {
+            let mut p = seeded_params(cell, dims, seed, 0.9);
+            if w_noise > 0.0 {
+                let d = dims.hidden;
+                p.w_hh += random(&mut rng(seed), d, d, w_noise / (d as f64).sqrt());
+            }
+            p
+        }
+        CellKind::Gru => {
+            assert_eq!(w_noise, 0.0, "the GRU's start has no noise parameter");
+            seeded_params(cell, dims, seed, 1.5)
+        }
+    }
+}
+
+/// Traces `params` on `batch` with `hyper` on both backends and compares every quantity of
+/// the GPU trace with the reference's within `TOL`: h, the loss, every gradient, the
+/// per-step norms, and for TP the targets v and their offsets v − h, P where it is formed
+/// (never by the jacobian inversion), and the CG report (converged, and iterating wherever
+/// there is something to solve). Returns the worst relative error.
+pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper) -> f64 {
+    let want = CpuBackend::new().trace(params, batch, hyper).unwrap();
+    let got = GpuBackend::new(ctx()).trace(params, batch, hyper).unwrap();
+    let mut worst = check_all(&format!("h {what}"), &got.h, &want.h, TOL);
+    worst = worst.max(check(
+        &format!("loss {what}"),
+        &scalar(got.loss),
+        &scalar(want.loss),
+        TOL,
+    ));
+    assert_eq!(got.grads.cell, want.grads.cell, "{what}: cell");
+    for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(want.grads.tensors()) {
+        worst = worst.max(check(&format!("∇{name} {what}"), g, w, TOL));
+    }
+    worst = worst.max(check(
+        &format!("‖e_t‖ {what}"),
+        &column(&got.error_norms),
+        &column(&want.error_norms),
+        TOL,
+    ));
+    assert_eq!(got.v.is_some(), want.v.is_some(), "{what}: targets present");
+    assert_eq!(
+        got.p_inv.is_some(),
+        want.p_inv.is_some(),
+        "{what}: P formed"
+    );
+    if hyper.tp.inversion == Inversion::Jacobian {
+        assert!(got.p_inv.is_none(), "{what}: no P is formed");
+    }
+    if let (Some(gp), Some(wp)) = (&got.p_inv, &want.p_inv) {
+        worst = worst.max(check(&format!("P {what}"), gp, wp, TOL));
+    }
+    if let (Some(gv), Some(wv)) = (&got.v, &want.v) {
+        worst = worst.max(check_all(&format!("v {what}"), gv, wv, TOL));
+        worst = worst.max(check_all(
+            &format!("v − h {what}"),
+            &offsets(gv, &got.h),
+            &offsets(wv, &want.h),
+            TOL,
+        ));
+        let cg = got.cg.expect("TP reports its CG");
+        // Forming P always iterates; solving at every step iterates unless T = 1 leaves no
+        // step to solve.
+        let solved = got.p_inv.is_some() || got.h.len() > 2;
+        assert!(
+            cg.residual <= GPU_CG_TOL && (!solved || cg.iterations >= 1),
+            "{what}: {cg:?}"
+        );
+    } else {
+        assert!(got.cg.is_none(), "{what}: BP solves nothing");
+    }
+    eprintln!("{what}: worst relative error {worst:.2e}, CG {:?}", got.cg);
+    worst
 }
 
 /// Trains `start` for 50 steps with `hyper` on both backends, on the same adding-task
@@ -174,7 +224,6 @@ pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> (f64, us
         cpu.last_diagnostics().unwrap().unwrap(),
         gpu.last_diagnostics().unwrap().unwrap(),
     );
-    let column = |v: &[f64]| DMatrix::from_column_slice(v.len(), 1, v);
     check(
         &format!("step norms, {what}"),
         &column(&gd.step_norms),
