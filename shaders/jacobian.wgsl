@@ -1,4 +1,4 @@
-// Generalized regularized inversion (SPEC §5; twin of src/cpu/jacobian.rs): the Jacobian
+// Generalized regularized inversion (docs/ALGORITHM.md §5; twin of src/cpu/jacobian.rs): the Jacobian
 // products of a cell's step map h_{t−1} ↦ h_t at the stored states, and the target sweep
 // that solves each step's normal equations with them by CG, fused over time.
 //
@@ -7,12 +7,12 @@
 //   vjp:            out = J_tᵀ w
 //   jacobian_sweep: v_T = h_T − γ_h g_T, then for t = T, ..., 2
 //                   v_{t−1} = h_{t−1} + (J_tᵀ J_t + r I)⁻¹ J_tᵀ (v_t − h_t)
-//   inverse_columns: P = (WᵀW + r I)⁻¹ Wᵀ of the analytic inversion (SPEC §4), one column
+//   inverse_columns: P = (WᵀW + r I)⁻¹ Wᵀ of the analytic inversion (docs/ALGORITHM.md §4), one column
 //                   per workgroup, by the same CG with J = W
 //
 // The cell is a uniform setting (dims.cell): every branch binds the same buffers.
 //   tanh:  J_t u = D_t (W u),  J_tᵀ w = Wᵀ (D_t w),  D_t = diag(1 − h_t²)  (exact, unclamped)
-//   linear (the analytic inversion solved per step, SPEC §4, `--solver per-step`): J = W and
+//   linear (the analytic inversion solved per step, docs/ALGORITHM.md §4, `--solver per-step`): J = W and
 //          the right-hand side Wᵀ [(v_t − h_t) ⊘ (1 − clamp(h_t)²)], so that each solve
 //          applies P = (WᵀW + rI)⁻¹Wᵀ without forming it (the linearized target of §2)
 //   GRU:   J_t u = (h_{t−1} − n) ⊙ dz + (1 − z) ⊙ dn + z ⊙ u, with du = W u (all three gates),
@@ -429,7 +429,7 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-// P = (WᵀW + r I)⁻¹ Wᵀ (SPEC §4) by CG, one workgroup per column j: with the linear cell
+// P = (WᵀW + r I)⁻¹ Wᵀ (docs/ALGORITHM.md §4) by CG, one workgroup per column j: with the linear cell
 // (J = W) the system (WᵀW + r I) x_j = Wᵀ e_j, whose right-hand side is row j of W. P lives
 // in `dv` as [d, d] row-major; with dims.warm each column starts from the P already there.
 // h, gates and g_top are not read (bind any buffer). Per column, cg_steps [d, 3] gets the

@@ -34,6 +34,8 @@
 //!   figures (`tpri::plot`, `tpri::figures`, through plotters). With `default-features = false`
 //!   the library builds without them.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod bench;
 pub mod cg;

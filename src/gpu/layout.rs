@@ -18,7 +18,8 @@ use crate::model::{CellKind, Dims, Params};
 use crate::tasks::Batch;
 
 /// Largest hidden size d the fused kernels accept: they keep at most two d-vectors in
-/// workgroup memory (16 KiB at 2048, what WebGPU guarantees). The shaders declare the same.
+/// workgroup memory (16 KiB at 2048, what WebGPU guarantees). `shaders/include/limits.wgsl`
+/// declares the same (`tests/shaders.rs` checks).
 pub const MAX_HIDDEN: usize = 2048;
 
 /// Number of sequences and steps of a batch: what the per-batch buffers are sized by.
