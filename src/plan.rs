@@ -214,9 +214,4 @@ impl Plan {
     pub fn forms_p(self) -> bool {
         matches!(self, Plan::Tp(TargetSolve::FormP { .. }))
     }
-
-    /// Whether this plan solves at every step inside the target sweep (per-step or Jacobian).
-    pub fn solves_per_step(self) -> bool {
-        matches!(self, Plan::Tp(TargetSolve::PerStep | TargetSolve::Jacobian))
-    }
 }

@@ -61,11 +61,11 @@ const EVAL_SHAPES: usize = 2;
 
 /// Where the CG record of the last iteration run in `ws` is (TP only): P's solve, or the
 /// per-step sweep's (which runs where no P is formed).
-fn cg_regions<'a>(model: &'a ModelBuffers, ws: &'a Workspace, hyper: &Hyper) -> Vec<Region<'a>> {
-    match (hyper.method, &ws.cg) {
-        (Method::Bp, _) => Vec::new(),
-        (Method::Tp, Some(_)) => vec![model.cg.state_region()],
-        (Method::Tp, None) => jacobian::report_regions(model, &ws.seq, ws.shape).to_vec(),
+fn cg_regions<'a>(model: &'a ModelBuffers, ws: &'a Workspace) -> Vec<Region<'a>> {
+    match ws.plan {
+        Plan::Bptt => Vec::new(),
+        plan if plan.forms_p() => vec![model.cg.state_region()],
+        _ => jacobian::report_regions(model, &ws.seq, ws.shape).to_vec(),
     }
 }
 
@@ -79,15 +79,15 @@ fn cg_report(
     words: &[Vec<u32>],
 ) -> Result<Option<CgReport>> {
     let tp = &hyper.tp;
-    Ok(match (hyper.method, &ws.cg) {
-        (Method::Bp, _) => None,
-        (Method::Tp, Some(_)) => Some(model.cg.report_from(
+    Ok(match ws.plan {
+        Plan::Bptt => None,
+        plan if plan.forms_p() => Some(model.cg.report_from(
             ctx,
             &words[0],
             jacobian::tolerance(tp),
             tp.cg_max_iter,
         )?),
-        (Method::Tp, None) => Some(jacobian::report_from(
+        _ => Some(jacobian::report_from(
             ctx,
             model,
             [&words[0], &words[1]],
@@ -190,11 +190,11 @@ impl Backend for GpuBackend {
             ws.error_norms.region(),
         ];
         // P exists only where it was formed (the analytic inversion).
-        if ws.cg.is_some() {
+        if ws.plan.forms_p() {
             regions.push(Region::new(&model.cg.x, 0, d * d));
         }
         let fixed = regions.len();
-        regions.extend(cg_regions(&model, &ws, hyper));
+        regions.extend(cg_regions(&model, &ws));
         let words = Readback::default().read(ctx, |pass| ws.error_norms.record(pass), &regions)?;
         Ok(Trace {
             h,
@@ -256,7 +256,7 @@ impl Backend for GpuBackend {
         })?;
         tr.step += 1;
         // Only P's solve starts from the last solution; the per-step solves start from 0.
-        tr.warm = ws.cg.is_some();
+        tr.warm = ws.plan.forms_p();
         tr.stepped = true;
         Ok(())
     }
@@ -390,7 +390,7 @@ impl GpuBackend {
             if diagnostics {
                 regions.extend([norms.region(), Region::new(&model.grad, 0, len)]);
             }
-            regions.extend(cg_regions(model, ws, hyper));
+            regions.extend(cg_regions(model, ws));
         }
         let record = |pass: &mut wgpu::ComputePass<'_>| {
             if let (true, Some(norms)) = (diagnostics, norms) {

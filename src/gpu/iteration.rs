@@ -32,6 +32,8 @@ use crate::plan::{Device, Plan, Sizes, TargetSolve};
 /// hyperparameters. Built once and reused step after step.
 pub(crate) struct Workspace {
     pub shape: Shape,
+    /// What this workspace runs (`Plan::new` for its cell, settings and shape).
+    pub plan: Plan,
     pub seq: SeqBuffers,
     /// Wᵀ, then the time loop (tanh RNN or GRU).
     pub forward: [Dispatch; 2],
@@ -146,6 +148,7 @@ impl Workspace {
                 .transpose()?,
             seq,
             shape,
+            plan,
         })
     }
 

@@ -85,7 +85,7 @@ impl Profiler {
 
     /// CG iterations of the last solve (0 when none ran).
     pub fn cg_iterations(&self) -> Result<usize> {
-        if self.ws.cg.is_none() {
+        if !self.ws.plan.forms_p() {
             return Ok(0);
         }
         self.model.cg.iterations(&self.ctx)
