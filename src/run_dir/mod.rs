@@ -139,8 +139,9 @@ impl RunDir {
 
     /// Continues the run `open` read, with `cfg` (its config, perhaps with a new
     /// iteration count, which is saved): removes stale temporary files, sets a damaged
-    /// newest checkpoint aside as `checkpoint.damaged.safetensors`, and cuts the logs back
-    /// to `from`, the checkpoint's iteration (all rows when there is none).
+    /// newest checkpoint aside as `checkpoint.damaged.safetensors`, removes the summary of
+    /// an earlier end, and cuts the logs back to `from`, the checkpoint's iteration (all
+    /// rows when there is none).
     pub fn resume(&mut self, cfg: &RunConfig, from: Option<u64>) -> Result<()> {
         self.remove_temporaries();
         if let Some((sidecar, fell_back)) = &self.found {
@@ -158,6 +159,8 @@ impl RunDir {
                 write_atomic(&self.file(SIDECAR), sidecar.as_bytes())?;
             }
         }
+        // The summary of an earlier end no longer describes the run; the new end writes one.
+        let _ = std::fs::remove_file(self.file("summary.json"));
         let keep = from.unwrap_or(0);
         for (name, header) in [("log.csv", Some(LOG_HEADER)), ("step_norms.csv", None)] {
             cut_log(&self.file(name), header, keep, from.is_none())?;

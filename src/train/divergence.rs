@@ -11,6 +11,10 @@ pub const SMOOTHING: f64 = 0.9;
 /// of the initial held-out loss and the first training loss.
 pub const FACTOR: f64 = 10.0;
 
+/// A checkpoint's parameters must have a held-out loss of at most `CHECKPOINT_FACTOR × R`,
+/// half the divergence threshold.
+pub const CHECKPOINT_FACTOR: f64 = FACTOR / 2.0;
+
 /// Consecutive log points with the smoothed loss above the threshold that make a
 /// divergence.
 pub const PATIENCE: u32 = 3;
@@ -96,16 +100,18 @@ impl DivergenceCheck {
         }
     }
 
-    /// Whether parameters whose own training loss is `loss` may be checkpointed: `loss`
-    /// is finite, the smoothed loss is not above the threshold now, and would not be
-    /// with `loss` taken in.
-    pub fn healthy_with(&self, loss: f64) -> bool {
-        if !loss.is_finite() || self.over > 0 {
-            return false;
-        }
-        let s = self
-            .smoothed
-            .map_or(loss, |s| SMOOTHING * s + (1.0 - SMOOTHING) * loss);
-        s <= self.threshold()
+    /// Whether parameters whose held-out loss is `held_out` may be checkpointed: it is
+    /// finite and at most `CHECKPOINT_FACTOR × R`, half the divergence threshold (so that
+    /// the smoothed loss of those very parameters, whose mean the held-out loss
+    /// estimates, stays clear of the threshold), and the smoothed training loss is at or
+    /// below the threshold, with no streak running.
+    pub fn healthy_with(&self, held_out: f64) -> bool {
+        let Some(r) = self.reference else {
+            return held_out.is_finite();
+        };
+        held_out.is_finite()
+            && held_out <= CHECKPOINT_FACTOR * r
+            && self.over == 0
+            && self.smoothed.is_some_and(|s| s <= self.threshold())
     }
 }

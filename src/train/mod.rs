@@ -16,7 +16,7 @@ use crate::tasks::{build_task, Batch, Task, TaskSpec};
 
 mod divergence;
 
-pub use divergence::{DivergenceCheck, Verdict, FACTOR, PATIENCE, SMOOTHING};
+pub use divergence::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE, SMOOTHING};
 
 /// Everything a training run depends on; saved as `config.toml` in the run directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -310,9 +310,9 @@ impl<'a> Session<'a> {
     /// Stops with an error naming the iteration when the run diverges: a non-finite loss
     /// or parameter, or the smoothed training loss above `FACTOR` times its start for
     /// `PATIENCE` log points in a row (`DivergenceCheck`). A checkpoint is written only
-    /// for parameters whose own loss (on the batch the next iteration trains on) has
-    /// been computed, is finite, and keeps the smoothed loss at or below the threshold,
-    /// so the last checkpoint before a divergence is a good one.
+    /// for parameters whose own held-out loss has been computed, is finite and at most
+    /// `CHECKPOINT_FACTOR` times the start, while the smoothed loss is below the
+    /// threshold: the last checkpoint before a divergence is a good one.
     pub fn run(mut self, sink: &mut dyn RunSink) -> Result<Summary> {
         let cfg = self.cfg.clone();
         let start = Instant::now();
@@ -356,17 +356,19 @@ impl<'a> Session<'a> {
                 {
                     bail!(self.diverged(i, "the parameters are no longer finite"));
                 }
+                // The held-out loss of these parameters: recorded at evaluation points, and
+                // what decides whether they are healthy enough to checkpoint.
+                let eval = evaluate(self.backend, &self.eval_set)?;
+                if !eval.loss.is_finite() {
+                    bail!(self.diverged(i, &format!("the held-out loss is {}", eval.loss)));
+                }
                 if eval_now {
-                    let eval = evaluate(self.backend, &self.eval_set)?;
-                    if !eval.loss.is_finite() {
-                        bail!(self.diverged(i, &format!("the held-out loss is {}", eval.loss)));
-                    }
                     record.eval = Some(eval);
                     record.w_spectral_norm = Some(spectral_norm(&params));
                 }
                 sink.record(&record)?;
                 if checkpoint_now {
-                    self.checkpoint(i, elapsed, params, opt, sink)?;
+                    self.checkpoint(i, elapsed, eval.loss, params, opt, sink)?;
                 }
             } else {
                 sink.record(&record)?;
@@ -383,39 +385,25 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// Writes a checkpoint of the parameters after iteration `i` if they are healthy:
-    /// their own loss, on the batch iteration `i + 1` trains on, is finite and keeps the
-    /// divergence rule quiet.
+    /// Writes a checkpoint of the parameters after iteration `i` if they are healthy
+    /// (`DivergenceCheck::healthy_with` their held-out loss); says so when they are not.
     fn checkpoint(
         &mut self,
         i: u64,
         elapsed: f64,
+        held_out: f64,
         params: Params,
         opt: OptState,
         sink: &mut dyn RunSink,
     ) -> Result<()> {
-        let ahead = self
-            .backend
-            .evaluate(&self.task.train_batch(i, self.cfg.batch_size))
-            .with_context(|| format!("scoring the parameters after iteration {i}"))?
-            .loss;
-        if !ahead.is_finite() {
-            bail!(self.diverged(
-                i,
-                &format!("the parameters after it give a loss of {ahead} on the next batch")
-            ));
-        }
-        if !self.divergence.healthy_with(ahead) {
-            let since = match self.last_checkpoint {
-                Some(n) => format!("the last good checkpoint stays the one of iteration {n}"),
-                None => "there is no good checkpoint yet".to_string(),
-            };
+        if !self.divergence.healthy_with(held_out) {
             sink.note(&format!(
-                "iteration {i}: no checkpoint written, the run is not healthy: the smoothed \
-                 training loss ({:.4e}) or the parameters' loss on the next batch ({ahead:.4e}) \
-                 is above {FACTOR} × the start ({:.4e}); {since}",
-                self.divergence.smoothed.unwrap_or(f64::NAN),
+                "iteration {i}: no checkpoint written, the run is not healthy: its held-out loss \
+                 ({held_out:.4e}) is above {CHECKPOINT_FACTOR} × the start ({:.4e}), or the \
+                 smoothed training loss ({:.4e}) above {FACTOR} × it; {}",
                 self.divergence.reference.unwrap_or(f64::NAN),
+                self.divergence.smoothed.unwrap_or(f64::NAN),
+                self.last_good(),
             ));
             return Ok(());
         }
