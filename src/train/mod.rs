@@ -403,7 +403,10 @@ impl<'a> Session<'a> {
                  smoothed training loss ({:.4e}) above {FACTOR} × it; {}",
                 self.divergence.reference.unwrap_or(f64::NAN),
                 self.divergence.smoothed.unwrap_or(f64::NAN),
-                self.last_good(),
+                match self.last_checkpoint {
+                    Some(n) => format!("the last good checkpoint stays the one of iteration {n}"),
+                    None => "there is no good checkpoint yet".to_string(),
+                },
             ));
             return Ok(());
         }
