@@ -2,12 +2,15 @@
 
 mod cli;
 
+use std::io::Write;
+
 use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
-        eprintln!("error: {e:#}");
+        // Not eprintln!, which panics when stderr is a closed pipe.
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser};
 
 use tpri::figures::draw;
 
-use super::train::{self, TrainArgs};
+use super::train::{self, Out, TrainArgs};
 use super::BackendArgs;
 
 /// Flags of `tpri compare`.
@@ -68,10 +68,19 @@ pub fn run(args: CompareArgs) -> Result<()> {
             let stem = std::path::Path::new(run)
                 .file_stem()
                 .map_or(run.clone(), |s| s.to_string_lossy().into_owned());
-            let label = match variant {
+            let mut label = match variant {
                 Some((flag, value)) => format!("{stem} {flag}={value}"),
                 None => stem,
             };
+            // The same run named twice gets a directory (and a legend entry) of its own.
+            let taken = |l: &str| plans.iter().any(|(p, _, _): &(String, _, _)| p == l);
+            if taken(&label) {
+                let base = label.clone();
+                label = (2..)
+                    .map(|i| format!("{base}-{i}"))
+                    .find(|l| !taken(l))
+                    .expect("an unbounded range yields a free label");
+            }
             let dir = args.out.join(label.replace(' ', "_"));
             let mut argv = vec![
                 "train".to_string(),
@@ -111,20 +120,25 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .is_some_and(|t| t.loss() == tpri::config::Loss::Mse);
     // A run that fails (diverges, CG misses its tolerance) is itself a result of the
     // comparison: report it, keep its partial log in the figures, and go on.
+    let out = Out::default();
     let mut failed = Vec::new();
     for (label, _, a) in &plans {
-        println!("== {label}");
+        out.line(&format!("== {label}"));
         if let Err(e) = train::run(a.clone()) {
-            println!("run {label} failed: {e:#}");
+            out.line(&format!("run {label} failed: {e:#}"));
             failed.push(format!("{label}: {e:#}"));
         }
     }
+    // A run refused before it started has no log: it is in the failures, not the figures.
     let runs: Vec<_> = plans
         .iter()
+        .filter(|(_, d, _)| d.join("log.csv").is_file())
         .map(|(l, d, _)| (l.clone(), d.clone()))
         .collect();
-    for f in draw(&runs, &args.out, regression)? {
-        println!("wrote {}", f.display());
+    if !runs.is_empty() {
+        for f in draw(&runs, &args.out, regression)? {
+            out.line(&format!("wrote {}", f.display()));
+        }
     }
     if !failed.is_empty() {
         bail!(

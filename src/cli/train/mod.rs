@@ -3,12 +3,10 @@
 //! Settings come in layers: a preset (or the defaults), then `--config FILE.toml`, then
 //! the flags; the effective result is saved as the run's `config.toml`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
 use tpri::figures::draw;
@@ -16,9 +14,14 @@ use tpri::model::CellKind;
 use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
 use tpri::run_dir::RunDir;
 use tpri::tasks::TaskSpec;
-use tpri::train::{train, Record, RunConfig, RunSink, TrainState};
+use tpri::train::{RunConfig, Session};
 
 use super::{open_backend, BackendArgs};
+
+mod console;
+
+use console::{describe, Console};
+pub(crate) use console::{warn, Out};
 
 /// The tasks of docs/ALGORITHM.md §6.
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -145,11 +148,16 @@ fn task_name(task: &TaskSpec) -> String {
     })
 }
 
-/// Runs `tpri train`.
+/// Runs `tpri train`. Every check (flags, settings, resume compatibility, data, sizes, the
+/// backend's own checks) comes before the run directory is touched, so a refused command
+/// changes nothing there.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (mut dir, cfg, resume) = match &args.resume {
+    if args.iterations == Some(0) {
+        bail!("--iterations must be at least 1");
+    }
+    let out = Out::default();
+    match &args.resume {
         Some(path) => {
-            let (dir, mut cfg, state) = RunDir::open(path)?;
             let extra = TrainArgs {
                 resume: args.resume.clone(),
                 iterations: args.iterations,
@@ -159,48 +167,85 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if format!("{args:?}") != format!("{extra:?}") {
                 bail!("--resume continues a run with its saved settings; only --iterations and the backend flags (--backend, --adapter, --storage) may be given with it");
             }
+            let (mut dir, saved, state) = RunDir::open(path)?;
+            for note in dir.take_notes() {
+                warn(&note);
+            }
+            let mut cfg = saved.clone();
             cfg.iterations = args.iterations.unwrap_or(cfg.iterations);
-            match &state {
-                Some(s) => println!("resuming {} from iteration {}", path.display(), s.iteration),
-                None => println!(
+            let done = state.as_ref().map_or(0, |s| s.iteration);
+            if cfg.iterations <= done {
+                bail!(
+                    "{} has completed {done} iterations{}: nothing to run (give --iterations \
+                     above {done} to continue it)",
+                    path.display(),
+                    match args.iterations {
+                        Some(n) => format!(", and --iterations {n} asks for no more"),
+                        None => format!(" of its {}", saved.iterations),
+                    }
+                );
+            }
+            let mut backend = open_backend(&args.backend)?;
+            let session = Session::prepare(backend.as_mut(), &cfg, state)?;
+            dir.resume(&cfg, (done > 0).then_some(done))?;
+            for note in dir.take_notes() {
+                warn(&note);
+            }
+            if done > 0 {
+                out.line(&format!(
+                    "resuming {} from iteration {done}",
+                    path.display()
+                ));
+            } else {
+                out.line(&format!(
                     "{} has no checkpoint yet: starting it again",
                     path.display()
-                ),
+                ));
             }
-            (dir, cfg, state)
+            train_in(&out, dir, &cfg, session)
         }
         None => {
             let cfg = resolve(&args)?;
             let name = args.preset.clone().unwrap_or_else(|| default_name(&cfg));
             let path = args.run_dir.clone().unwrap_or_else(|| fresh_dir(&name));
-            (RunDir::create(&path, &cfg)?, cfg, None)
+            RunDir::check_new(&path)?;
+            let mut backend = open_backend(&args.backend)?;
+            let session = Session::prepare(backend.as_mut(), &cfg, None)?;
+            let mut dir = RunDir::create(&path, &cfg)?;
+            for note in dir.take_notes() {
+                warn(&note);
+            }
+            train_in(&out, dir, &cfg, session)
         }
-    };
-    let mut backend = open_backend(&args.backend)?;
-    println!(
+    }
+}
+
+/// Trains `session` into `dir`, then writes the summary and the figures.
+fn train_in(out: &Out, mut dir: RunDir, cfg: &RunConfig, session: Session) -> Result<()> {
+    out.line(&format!(
         "training with {} on {}; run directory {}",
         method_name(cfg.hyper.method),
-        backend.name(),
+        session.backend_name(),
         dir.file("").display()
-    );
-    let mut console = Console::new(&mut dir, &cfg, resume.as_ref().map_or(0, |s| s.iteration));
-    let result = train(backend.as_mut(), &cfg, resume, &mut console);
+    ));
+    let mut console = Console::new(out, &mut dir, cfg, session.first_iteration() - 1);
+    let result = session.run(&mut console);
     console.finish();
     let summary = result?;
     dir.write_summary(&summary)?;
-    let label = default_name(&cfg);
+    let label = default_name(cfg);
     draw(
         &[(label, dir.path().to_path_buf())],
         dir.path(),
         cfg.task.loss() == Loss::Mse,
     )?;
-    println!(
+    out.line(&format!(
         "done: {} iterations in {:.1} s (median step {:.2} ms); {}",
         summary.iterations,
         summary.wall_seconds,
         summary.median_step_seconds * 1e3,
         describe(&summary.last)
-    );
+    ));
     Ok(())
 }
 
@@ -337,10 +382,13 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
     Ok(task)
 }
 
-/// `runs/NAME`, or the first of `runs/NAME-2`, `runs/NAME-3`, … that holds no run yet, so
+/// `runs/NAME`, or the first of `runs/NAME-2`, `runs/NAME-3`, … that is free (missing or
+/// empty), so
 /// the same command can be run again.
 fn fresh_dir(name: &str) -> PathBuf {
-    let taken = |p: &Path| p.join("config.toml").exists();
+    let taken = |p: &Path| {
+        p.exists() && std::fs::read_dir(p).map_or(true, |mut entries| entries.next().is_some())
+    };
     let first = Path::new("runs").join(name);
     if !taken(&first) {
         return first;
@@ -374,87 +422,5 @@ fn method_name(m: Method) -> &'static str {
     match m {
         Method::Tp => "TP-RI",
         Method::Bp => "BPTT",
-    }
-}
-
-/// One line describing a record.
-fn describe(r: &Record) -> String {
-    let mut line = String::new();
-    if let Some(l) = r.train_loss {
-        line += &format!("train loss {l:.5}");
-    }
-    if let Some(e) = r.eval {
-        line += &format!("  eval loss {:.5}  eval acc {:.4}", e.loss, e.accuracy);
-    }
-    if let Some(cg) = r.cg {
-        line += &format!("  cg {} it", cg.iterations);
-    }
-    line
-}
-
-/// Forwards records to the run directory and shows progress: a bar on a terminal, a
-/// plain line per evaluation otherwise (CI, pipes).
-struct Console<'a> {
-    dir: &'a mut RunDir,
-    bar: Option<ProgressBar>,
-    last_eval: String,
-}
-
-impl<'a> Console<'a> {
-    fn new(dir: &'a mut RunDir, cfg: &RunConfig, start: u64) -> Self {
-        let bar = std::io::stdout().is_terminal().then(|| {
-            let bar = ProgressBar::new(cfg.iterations);
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}")
-                    .expect("the progress template is valid"),
-            );
-            bar.set_position(start);
-            bar
-        });
-        Self {
-            dir,
-            bar,
-            last_eval: String::new(),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl RunSink for Console<'_> {
-    fn record(&mut self, r: &Record) -> Result<()> {
-        self.dir.record(r)?;
-        if let Some(e) = r.eval {
-            self.last_eval = format!("eval loss {:.4} acc {:.3}", e.loss, e.accuracy);
-        }
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(r.iteration);
-                let train = r
-                    .train_loss
-                    .map(|l| format!("train loss {l:.4}  "))
-                    .unwrap_or_default();
-                bar.set_message(format!("{train}{}", self.last_eval));
-                if r.eval.is_some() {
-                    bar.println(format!("iter {:>7}  {}", r.iteration, describe(r)));
-                }
-            }
-            None if r.eval.is_some() => println!(
-                "iter {:>7}  {:>8.1}s  {}",
-                r.iteration,
-                r.elapsed,
-                describe(r)
-            ),
-            None => {}
-        }
-        Ok(())
-    }
-
-    fn checkpoint(&mut self, state: &TrainState) -> Result<()> {
-        self.dir.checkpoint(state)
     }
 }

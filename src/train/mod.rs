@@ -1,0 +1,447 @@
+//! The training loop. It drives any `Backend` over any `Task` and knows nothing of
+//! which device runs the iterations, nor where its records and checkpoints go.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Diagnostics, Eval};
+use crate::cg::CgReport;
+use crate::config::Hyper;
+use crate::model::{CellKind, Dims, Params};
+use crate::optimizer_state::OptState;
+use crate::plan::{Device, Plan};
+use crate::tasks::{build_task, Batch, Task, TaskSpec};
+
+mod divergence;
+
+pub use divergence::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE, SMOOTHING};
+
+/// Everything a training run depends on; saved as `config.toml` in the run directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The task and its sizes.
+    pub task: TaskSpec,
+    /// The recurrent cell.
+    pub cell: CellKind,
+    /// Hidden size d.
+    pub hidden: usize,
+    /// Sequences per batch B.
+    pub batch_size: usize,
+    /// Training iterations to run in all.
+    pub iterations: u64,
+    /// Evaluate every this many iterations (and at the end).
+    pub eval_every: u64,
+    /// Read the training loss and diagnostics every this many iterations (GPUs sync then).
+    pub log_every: u64,
+    /// Checkpoint every this many iterations (and at the end).
+    pub checkpoint_every: u64,
+    /// Held-out sequences (synthetic tasks; pixel tasks use at most this many test images).
+    pub eval_size: usize,
+    /// Seeds the initialisation and the data.
+    pub seed: u64,
+    /// The settings of every iteration; `hyper.loss` must be the task's.
+    pub hyper: Hyper,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        let task = TaskSpec::Adding { seq_len: 30 };
+        Self {
+            hyper: Hyper {
+                loss: task.loss(),
+                ..Hyper::default()
+            },
+            task,
+            cell: CellKind::Tanh,
+            hidden: 100,
+            batch_size: 20,
+            iterations: 1000,
+            eval_every: 100,
+            log_every: 10,
+            checkpoint_every: 500,
+            eval_size: 1000,
+            seed: 0,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Rejects impossible settings, naming the value.
+    pub fn validate(&self) -> Result<()> {
+        Plan::check(self.cell, &self.hyper, Device::Cpu)?;
+        if self.hyper.loss != self.task.loss() {
+            bail!(
+                "the task is scored with {:?}, but the config says loss {:?}",
+                self.task.loss(),
+                self.hyper.loss
+            );
+        }
+        for (name, value) in [
+            ("hidden", self.hidden),
+            ("batch_size", self.batch_size),
+            ("eval_size", self.eval_size),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        for (name, value) in [
+            ("iterations", self.iterations),
+            ("eval_every", self.eval_every),
+            ("log_every", self.log_every),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of the training log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    /// Iterations completed.
+    pub iteration: u64,
+    /// Seconds of training so far (across resumptions).
+    pub elapsed: f64,
+    /// Training loss of the last batch (before its update); `None` at iteration 0.
+    pub train_loss: Option<f64>,
+    /// Evaluation on the held-out set, when one ran at this iteration.
+    pub eval: Option<Eval>,
+    /// The last CG solve, for TP.
+    pub cg: Option<CgReport>,
+    /// Per-step norms and gradient norm of the last step, where the backend has them.
+    pub diagnostics: Option<Diagnostics>,
+    /// Spectral norm of W, at evaluations.
+    pub w_spectral_norm: Option<f64>,
+}
+
+/// Where a run's records and checkpoints go (a run directory, a test's memory, …).
+pub trait RunSink {
+    /// Called at every log or evaluation point.
+    fn record(&mut self, record: &Record) -> Result<()>;
+    /// Called every `checkpoint_every` iterations and at the end, with parameters that are
+    /// finite and healthy (`Session::run`).
+    fn checkpoint(&mut self, state: &TrainState) -> Result<()>;
+    /// Something the person running the training should know (a checkpoint skipped);
+    /// ignored unless the sink shows it.
+    fn note(&mut self, message: &str) {
+        let _ = message;
+    }
+}
+
+/// Everything needed to continue a run exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    /// Iterations completed; the next batch has this index.
+    pub iteration: u64,
+    /// Seconds of training so far.
+    pub elapsed: f64,
+    /// The divergence rule after `iteration` iterations (ℓ_0, the reference and the
+    /// smoothed training loss).
+    pub divergence: DivergenceCheck,
+    /// The parameters after `iteration` iterations.
+    pub params: Params,
+    /// The optimizer's state after `iteration` iterations.
+    pub opt: OptState,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// `Backend::name` of the backend that ran it.
+    pub backend: String,
+    /// Iterations completed in all.
+    pub iterations: u64,
+    /// Seconds of training, across resumptions.
+    pub wall_seconds: f64,
+    /// Median host time of `Backend::step`: the whole iteration on the CPU; on GPUs,
+    /// which run asynchronously, mostly submission time (see `tpri bench` for device times).
+    pub median_step_seconds: f64,
+    /// The record of the last iteration.
+    pub last: Record,
+}
+
+/// Mean loss and accuracy over held-out batches, weighted by batch size.
+pub fn evaluate(backend: &mut dyn Backend, eval_set: &[Batch]) -> Result<Eval> {
+    backend
+        .evaluate_all(eval_set)
+        .context("evaluating on the held-out set")
+}
+
+/// The input and output sizes the task implies, with the configured hidden size.
+pub fn model_dims(task: &dyn Task, hidden: usize) -> Dims {
+    Dims {
+        input: task.input_size(),
+        hidden,
+        output: task.output_size(),
+    }
+}
+
+/// Trains from the seeded initialisation, or from `resume`, to `cfg.iterations`:
+/// `Session::prepare`, then `Session::run`.
+pub fn train(
+    backend: &mut dyn Backend,
+    cfg: &RunConfig,
+    resume: Option<TrainState>,
+    sink: &mut dyn RunSink,
+) -> Result<Summary> {
+    Session::prepare(backend, cfg, resume)?.run(sink)
+}
+
+/// A run checked and loaded onto its backend. Everything that can fail before the first
+/// iteration (the settings, the data, the backend's own checks of parameters and sizes,
+/// the initial evaluation) has been tried by `prepare`, and nothing has been written to
+/// any sink yet: a caller that creates files for the run does so after `prepare`
+/// succeeds, so a refused run leaves nothing behind.
+pub struct Session<'a> {
+    backend: &'a mut dyn Backend,
+    cfg: RunConfig,
+    task: Box<dyn Task>,
+    eval_set: Vec<Batch>,
+    /// The first iteration to run.
+    first: u64,
+    /// Seconds of training before this session.
+    offset: f64,
+    divergence: DivergenceCheck,
+    /// Iteration 0's record, for a fresh run.
+    initial: Option<Record>,
+    /// The iteration of the last checkpoint known good: the one resumed from, then each
+    /// one written.
+    last_checkpoint: Option<u64>,
+}
+
+impl<'a> Session<'a> {
+    /// Checks `cfg`, builds the task (reading its data), loads the initial parameters or
+    /// `resume`'s onto `backend` and, for a fresh run, evaluates them.
+    pub fn prepare(
+        backend: &'a mut dyn Backend,
+        cfg: &RunConfig,
+        resume: Option<TrainState>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        if let Some(s) = &resume {
+            if s.iteration >= cfg.iterations {
+                bail!(
+                    "the run has completed {} iterations already, and its iteration count is {}: \
+                     nothing to run (give a larger total to continue it)",
+                    s.iteration,
+                    cfg.iterations
+                );
+            }
+        }
+        let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
+        let dims = model_dims(task.as_ref(), cfg.hidden);
+        // Drawn (or converted from pixels) once: every evaluation scores the same set.
+        let eval_set = task.eval_batches(cfg.batch_size);
+        let session = match resume {
+            Some(state) => {
+                state
+                    .params
+                    .check_dims(dims)
+                    .context("the checkpoint does not fit the run's configuration")?;
+                backend.load(&state.params, Some(&state.opt), &cfg.hyper)?;
+                Self {
+                    backend,
+                    cfg: cfg.clone(),
+                    task,
+                    eval_set,
+                    first: state.iteration + 1,
+                    offset: state.elapsed,
+                    divergence: state.divergence,
+                    initial: None,
+                    last_checkpoint: Some(state.iteration),
+                }
+            }
+            None => {
+                backend.load(&Params::init_of(cfg.cell, dims, cfg.seed), None, &cfg.hyper)?;
+                let eval = evaluate(backend, &eval_set)?;
+                if !eval.loss.is_finite() {
+                    bail!(
+                        "the initial parameters' held-out loss is {}: the data or the settings \
+                         give non-finite values before any training",
+                        eval.loss
+                    );
+                }
+                let w_norm = spectral_norm(&backend.state()?.0);
+                let initial = Record {
+                    iteration: 0,
+                    elapsed: 0.0,
+                    train_loss: None,
+                    eval: Some(eval),
+                    cg: None,
+                    diagnostics: None,
+                    w_spectral_norm: Some(w_norm),
+                };
+                Self {
+                    backend,
+                    cfg: cfg.clone(),
+                    task,
+                    eval_set,
+                    first: 1,
+                    offset: 0.0,
+                    divergence: DivergenceCheck::new(eval.loss),
+                    initial: Some(initial),
+                    last_checkpoint: None,
+                }
+            }
+        };
+        Ok(session)
+    }
+
+    /// `Backend::name` of the backend it trains on.
+    pub fn backend_name(&self) -> String {
+        self.backend.name()
+    }
+
+    /// The first iteration `run` will train (1 for a fresh run).
+    pub fn first_iteration(&self) -> u64 {
+        self.first
+    }
+
+    /// Trains to the configured iteration count, recording at log points and
+    /// checkpointing healthy parameters (docs/ALGORITHM.md §10).
+    ///
+    /// Stops with an error naming the iteration when the run diverges: a non-finite loss
+    /// or parameter, or the smoothed training loss above `FACTOR` times its start for
+    /// `PATIENCE` log points in a row (`DivergenceCheck`). A checkpoint is written only
+    /// for parameters whose own held-out loss has been computed, is finite and at most
+    /// `CHECKPOINT_FACTOR` times the start, while the smoothed loss is below the
+    /// threshold: the last checkpoint before a divergence is a good one.
+    pub fn run(mut self, sink: &mut dyn RunSink) -> Result<Summary> {
+        let cfg = self.cfg.clone();
+        let start = Instant::now();
+        if let Some(record) = self.initial.take() {
+            sink.record(&record)?;
+        }
+        let mut last = None;
+        let mut step_times = Vec::new();
+        for i in self.first..=cfg.iterations {
+            let batch = self.task.train_batch(i - 1, cfg.batch_size);
+            let t0 = Instant::now();
+            let stepped = self.backend.step(&batch);
+            stepped.with_context(|| format!("iteration {i} failed ({})", self.last_good()))?;
+            step_times.push(t0.elapsed().as_secs_f64());
+            let end = i == cfg.iterations;
+            let eval_now = i % cfg.eval_every == 0 || end;
+            let checkpoint_now = i % cfg.checkpoint_every == 0 || end;
+            if !(eval_now || checkpoint_now || i % cfg.log_every == 0 || i == 1) {
+                continue;
+            }
+            let point = self.backend.log_point(eval_now || checkpoint_now)?;
+            let stats = point.stats;
+            if let Verdict::Diverged(why) = self.divergence.observe(stats.loss) {
+                bail!(self.diverged(i, &why));
+            }
+            let elapsed = self.offset + start.elapsed().as_secs_f64();
+            let mut record = Record {
+                iteration: i,
+                elapsed,
+                train_loss: Some(stats.loss),
+                eval: None,
+                cg: stats.cg,
+                diagnostics: point.diagnostics,
+                w_spectral_norm: None,
+            };
+            if let Some((params, opt)) = point.state {
+                if !params
+                    .tensors()
+                    .iter()
+                    .all(|(_, m)| m.iter().all(|v| v.is_finite()))
+                {
+                    bail!(self.diverged(i, "the parameters are no longer finite"));
+                }
+                // The held-out loss of these parameters: recorded at evaluation points, and
+                // what decides whether they are healthy enough to checkpoint.
+                let eval = evaluate(self.backend, &self.eval_set)?;
+                if !eval.loss.is_finite() {
+                    bail!(self.diverged(i, &format!("the held-out loss is {}", eval.loss)));
+                }
+                if eval_now {
+                    record.eval = Some(eval);
+                    record.w_spectral_norm = Some(spectral_norm(&params));
+                }
+                sink.record(&record)?;
+                if checkpoint_now {
+                    self.checkpoint(i, elapsed, eval.loss, params, opt, sink)?;
+                }
+            } else {
+                sink.record(&record)?;
+            }
+            last = Some(record);
+        }
+        step_times.sort_by(f64::total_cmp);
+        Ok(Summary {
+            backend: self.backend.name(),
+            iterations: cfg.iterations,
+            wall_seconds: self.offset + start.elapsed().as_secs_f64(),
+            median_step_seconds: step_times.get(step_times.len() / 2).copied().unwrap_or(0.0),
+            last: last.context("no iteration was run")?,
+        })
+    }
+
+    /// Writes a checkpoint of the parameters after iteration `i` if they are healthy
+    /// (`DivergenceCheck::healthy_with` their held-out loss); says so when they are not.
+    fn checkpoint(
+        &mut self,
+        i: u64,
+        elapsed: f64,
+        held_out: f64,
+        params: Params,
+        opt: OptState,
+        sink: &mut dyn RunSink,
+    ) -> Result<()> {
+        if !self.divergence.healthy_with(held_out) {
+            sink.note(&format!(
+                "iteration {i}: no checkpoint written, the run is not healthy: its held-out loss \
+                 ({held_out:.4e}) is above {CHECKPOINT_FACTOR} × the start ({:.4e}), or the \
+                 smoothed training loss ({:.4e}) above {FACTOR} × it; {}",
+                self.divergence.reference.unwrap_or(f64::NAN),
+                self.divergence.smoothed.unwrap_or(f64::NAN),
+                match self.last_checkpoint {
+                    Some(n) => format!("the last good checkpoint stays the one of iteration {n}"),
+                    None => "there is no good checkpoint yet".to_string(),
+                },
+            ));
+            return Ok(());
+        }
+        sink.checkpoint(&TrainState {
+            iteration: i,
+            elapsed,
+            divergence: self.divergence,
+            params,
+            opt,
+        })?;
+        self.last_checkpoint = Some(i);
+        Ok(())
+    }
+
+    /// The message of a divergence at iteration `i`, saying which checkpoint exists.
+    fn diverged(&self, i: u64, why: &str) -> String {
+        format!(
+            "training diverged at iteration {i}: {why}; {}",
+            self.last_good()
+        )
+    }
+
+    /// Which checkpoint a run stopped now could resume from.
+    fn last_good(&self) -> String {
+        match self.last_checkpoint {
+            Some(n) if n + 1 == self.first => {
+                format!("the last good checkpoint is the one this run resumed from, iteration {n}")
+            }
+            Some(n) => format!("the last good checkpoint is from iteration {n}"),
+            None => "no checkpoint was written before it".to_string(),
+        }
+    }
+}
+
+/// Largest singular value of the recurrent matrix W.
+pub fn spectral_norm(params: &Params) -> f64 {
+    params.w_hh.singular_values().max()
+}
