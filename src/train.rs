@@ -93,6 +93,7 @@ impl RunConfig {
                 bail!("{name} must be at least 1");
             }
         }
+        crate::limits::check_run_config(self)?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -190,6 +190,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         args.regime_steps = vec![8, 32];
         args.regime_hidden = vec![16, 64];
     }
+    check_args(&args)?;
     let machine = Machine {
         flops: args.peak_gflops * 1e9,
         bandwidth: args.bandwidth_gbs * 1e9,
@@ -205,6 +206,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     };
     let gpu_runs = gpu_runs(gpu.as_ref(), &args)?;
     let cpu = args.backend != Which::Gpu;
+    check_memory(&args, &gpu_runs, cpu)?;
     let info = machine_info();
     println!("machine: {} ({} cores, {})", info.cpu, info.cores, info.os);
     let adapter = gpu.as_ref().map(|ctx| AdapterInfo {
@@ -299,6 +301,106 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Refuses flags no measurement can run with, naming the flag: a size or count of 0,
+/// an empty grid, a device figure that is not positive and finite.
+fn check_args(args: &BenchArgs) -> Result<()> {
+    let mut grids: Vec<(&str, &[usize])> = vec![
+        ("--steps", &args.steps),
+        ("--hidden", &args.hidden),
+        ("--batch", &args.batch),
+    ];
+    if args.regimes {
+        grids.extend([
+            ("--regime-steps", &args.regime_steps[..]),
+            ("--regime-hidden", &args.regime_hidden[..]),
+        ]);
+    }
+    if args.crossover {
+        grids.extend([
+            ("--crossover-steps", &args.crossover_steps[..]),
+            ("--crossover-batch", &args.crossover_batch[..]),
+        ]);
+    }
+    for (flag, values) in grids {
+        if values.is_empty() {
+            bail!("{flag} needs at least one value");
+        }
+        if values.contains(&0) {
+            bail!("{flag} must be at least 1, got 0");
+        }
+    }
+    for (flag, value) in [
+        ("--input", args.input),
+        ("--output", args.output),
+        ("--reps", args.reps),
+        ("--regime-batch", args.regime_batch),
+        ("--crossover-hidden", args.crossover_hidden),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1, got 0");
+        }
+    }
+    for (flag, value, zero_ok) in [
+        ("--peak-gflops", args.peak_gflops, false),
+        ("--bandwidth-gbs", args.bandwidth_gbs, false),
+        ("--dispatch-us", args.dispatch_us, true),
+        ("--step-us", args.step_us, true),
+    ] {
+        if !(value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0))) {
+            bail!(
+                "{flag} must be {} and finite, got {value}",
+                if zero_ok { "non-negative" } else { "positive" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks every size of every grid against the memory available and the GPU's limits
+/// before the first measurement (`limits::Workload`).
+fn check_memory(
+    args: &BenchArgs,
+    gpu_runs: &[(Arc<GpuContext>, Storage)],
+    cpu: bool,
+) -> Result<()> {
+    let mut sizes: Vec<(usize, usize, usize)> =
+        iproduct(&args.steps, &args.hidden, &args.batch).collect();
+    if args.regimes {
+        sizes.extend(iproduct(
+            &args.regime_steps,
+            &args.regime_hidden,
+            &[args.regime_batch],
+        ));
+    }
+    let crossover: Vec<_> = if args.crossover {
+        iproduct(
+            &args.crossover_steps,
+            &[args.crossover_hidden],
+            &args.crossover_batch,
+        )
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let size = |(steps, hidden, batch)| Size {
+        steps,
+        hidden,
+        batch,
+        input: args.input,
+        output: args.output,
+    };
+    for &s in sizes.iter().chain(&crossover) {
+        let w = size(s).workload(Method::Tp);
+        if cpu || crossover.contains(&s) {
+            w.check_cpu()?;
+        }
+        for (ctx, storage) in gpu_runs.iter().filter(|_| sizes.contains(&s)) {
+            w.check_gpu(&tpri::gpu::gpu_limits(ctx, *storage))?;
+        }
     }
     Ok(())
 }
