@@ -68,7 +68,7 @@ impl Eval {
         for (e, b) in parts {
             loss += e.loss * b as f64;
             accuracy += e.accuracy * b as f64;
-            n += b;
+            n = n.saturating_add(b);
         }
         if n == 0 {
             bail!("the evaluation set is empty");

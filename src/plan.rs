@@ -101,8 +101,8 @@ const REFUSED: &[Refusal] = &[
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
         field: "Hyper::tp.inversion",
         message: |_| {
-            "the GRU has no closed-form inverse: TP-RI needs Inversion::Jacobian (which \
-             Hyper::for_cell(CellKind::Gru) picks)"
+            "the GRU has no closed-form inverse: TP-RI needs the jacobian inversion, \
+             Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks)"
                 .into()
         },
     },
@@ -200,7 +200,10 @@ impl Plan {
             (Inversion::Analytic, Solver::Auto) => {
                 let per_step_wins = device == Device::Cpu
                     && sizes.steps > 1
-                    && PER_STEP_PENALTY * (sizes.steps - 1) * sizes.batch < sizes.hidden;
+                    && PER_STEP_PENALTY
+                        .saturating_mul(sizes.steps - 1)
+                        .saturating_mul(sizes.batch)
+                        < sizes.hidden;
                 if per_step_wins {
                     TargetSolve::PerStep
                 } else {

@@ -103,10 +103,16 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
             )
             .into());
         }
-        if let Some(at) = first_non_finite(x_t) {
+        if let Some(k) = x_t.iter().position(|v| !v.is_finite()) {
             return Err(Error::value(
                 "Batch::x",
-                format!("holds {at} of step {} (rows are sequences)", t + 1),
+                format!(
+                    "holds {} at step {}, sequence {}, input {}",
+                    x_t.as_slice()[k],
+                    t + 1,
+                    k % b,
+                    k / b
+                ),
             )
             .into());
         }

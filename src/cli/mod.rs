@@ -1,6 +1,7 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
 mod bench;
+mod bench_args;
 mod bench_report;
 mod check;
 mod compare;

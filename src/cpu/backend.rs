@@ -14,7 +14,7 @@ use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan};
 use crate::tasks::Batch;
-use crate::validate::{check_inputs, check_params, check_targets};
+use crate::validate::{check_inputs, check_params, check_step, check_targets};
 
 /// The f64 CPU reference backend.
 #[derive(Default)]
@@ -87,6 +87,8 @@ impl Backend for CpuBackend {
 
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let tr = self.training()?;
+        let (cell, dims) = (tr.params.cell, tr.params.dims());
+        check_step(cell, dims, batch, &tr.hyper, Device::Cpu)?;
         tr.check_memory(batch)?;
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.

@@ -98,16 +98,19 @@ pub enum TaskSpec {
 
 impl TaskSpec {
     /// The input size p, output size q and sequence length T of the task's batches, from
-    /// the settings alone (nothing is read or drawn). The pixel task's are MNIST's: k
+    /// the settings alone (nothing is read or drawn); a length the synthetic tasks cannot
+    /// have (T < 10) is an error. The pixel task's are MNIST's: k
     /// pixels of 28×28 images per step, 10 classes (its files are read later, and checked
     /// then).
     pub fn sizes(&self) -> Result<(usize, usize, usize)> {
         Ok(match self {
             TaskSpec::TemporalOrder { seq_len } => {
+                synthetic::check_seq_len("temporal order", *seq_len)?;
                 let (p, q) = temporal_order::SIZES;
                 (p, q, *seq_len)
             }
             TaskSpec::Adding { seq_len } => {
+                synthetic::check_seq_len("adding", *seq_len)?;
                 let (p, q) = adding::SIZES;
                 (p, q, *seq_len)
             }

@@ -148,15 +148,15 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         );
     };
     for (i, size, what) in [
-        (0, d, "columns (the hidden size d)"),
-        (1, p, "columns (the input size p)"),
-        (4, q, "rows (the output size q)"),
+        (0, d, "column (the hidden size d)"),
+        (1, p, "column (the input size p)"),
+        (4, q, "row (the output size q)"),
     ] {
         if size == 0 {
             return Err(Error::shape(
                 format!("tensor {} in {}", keys[i], file.display()),
                 shape_of(&stored[i].shape),
-                format!("at least 1 {what}"),
+                format!("at least one {what}"),
             )
             .into());
         }
@@ -310,15 +310,15 @@ fn check_shapes(
 ) -> Result<Vec<(usize, usize)>> {
     let head = cell.param_names().len() - 2;
     for (i, size, what) in [
-        (0, dims.hidden, "columns (the hidden size d)"),
-        (1, dims.input, "columns (the input size p)"),
-        (head, dims.output, "rows (the output size q)"),
+        (0, dims.hidden, "column (the hidden size d)"),
+        (1, dims.input, "column (the input size p)"),
+        (head, dims.output, "row (the output size q)"),
     ] {
         if size == 0 {
             return Err(Error::shape(
                 format!("tensor {} in {}", name(i), file.display()),
                 shape_of(&stored[i].shape),
-                format!("at least 1 {what}"),
+                format!("at least one {what}"),
             )
             .into());
         }
