@@ -48,9 +48,16 @@ pub const BENCH: &[(&str, &str)] = &[
     ("Size::output", "--output"),
 ];
 
-/// `err` as one message with the API names of `COMMON` and `extra` replaced.
+/// `err` as one message with the API names of `COMMON` and `extra` replaced; `err`
+/// itself, with its types (an I/O error stays one), when it names none of them.
 pub fn for_cli(err: anyhow::Error, extra: &[(&str, &str)]) -> anyhow::Error {
-    anyhow::anyhow!("{}", rewrite(&format!("{err:#}"), extra))
+    let text = format!("{err:#}");
+    let rewritten = rewrite(&text, extra);
+    if rewritten == text {
+        err
+    } else {
+        anyhow::anyhow!("{rewritten}")
+    }
 }
 
 /// `text` with the API names of `COMMON` and `extra` replaced, longest first.
@@ -74,6 +81,9 @@ pub fn trace_names() -> Vec<(String, String)> {
             names.push((format!("{field} ({name})"), format!("tensor {name}")));
         }
     }
+    // Named alone (the longer forms above go first).
+    names.push(("Params::head_w".into(), "head.w".into()));
+    names.push(("Params::w_ih".into(), "the input weights w_ih".into()));
     names
 }
 
