@@ -411,7 +411,13 @@ pub fn check_run(
     eval_size: usize,
     hyper: &Hyper,
 ) -> Result<MemoryEstimate> {
-    let w = run_workload(task, cell, hidden, batch_size, eval_size, hyper)?;
+    check_host(&run_workload(
+        task, cell, hidden, batch_size, eval_size, hyper,
+    )?)
+}
+
+/// `w`'s share of the host that every backend holds, against the memory available.
+fn check_host(w: &Workload) -> Result<MemoryEstimate> {
     let est = w.host_common()?;
     check_fits(&w.describe(), &est, available_memory())?;
     Ok(est)
@@ -441,10 +447,11 @@ struct InversionOnly {
     inversion: Inversion,
 }
 
-/// [`check_run`] on a training run's settings: `config` is a `train::RunConfig` (any value
-/// that serializes with its `task`, `cell`, `hidden`, `batch_size`, `eval_size` and
-/// `hyper` fields). What `RunConfig::validate` calls.
-pub fn check_run_config(config: &impl serde::Serialize) -> Result<MemoryEstimate> {
+/// The sizes of a training run from its settings, `config` a `train::RunConfig` (any
+/// value that serializes with its `task`, `cell`, `hidden`, `batch_size`, `eval_size` and
+/// `hyper` fields; this module cannot name the type, `train` calls it): what a backend's
+/// [`crate::backend::Backend::check_workload`] takes before the run builds anything.
+pub fn run_config_workload(config: &impl serde::Serialize) -> Result<Workload> {
     let value = serde_json::to_value(config)?;
     let s: RunSizes = serde_json::from_value(value)
         .map_err(|e| anyhow::anyhow!("not the settings of a training run: {e}"))?;
@@ -453,5 +460,11 @@ pub fn check_run_config(config: &impl serde::Serialize) -> Result<MemoryEstimate
         ..Hyper::default()
     };
     hyper.tp.inversion = s.hyper.tp.inversion;
-    check_run(&s.task, s.cell, s.hidden, s.batch_size, s.eval_size, &hyper)
+    run_workload(&s.task, s.cell, s.hidden, s.batch_size, s.eval_size, &hyper)
+}
+
+/// [`check_run`] on a training run's settings (`config` as in [`run_config_workload`]):
+/// what `RunConfig::validate` calls.
+pub fn check_run_config(config: &impl serde::Serialize) -> Result<MemoryEstimate> {
+    check_host(&run_config_workload(config)?)
 }
