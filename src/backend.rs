@@ -6,6 +6,8 @@ use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
 use crate::config::Hyper;
+use crate::limits::Workload;
+use crate::memory::MemoryEstimate;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::tasks::Batch;
@@ -66,7 +68,7 @@ impl Eval {
         for (e, b) in parts {
             loss += e.loss * b as f64;
             accuracy += e.accuracy * b as f64;
-            n += b;
+            n = n.saturating_add(b);
         }
         if n == 0 {
             bail!("the evaluation set is empty");
@@ -93,6 +95,15 @@ pub struct LogPoint {
 pub trait Backend {
     /// A short human-readable name, e.g. `cpu (f64)` or the adapter name.
     fn name(&self) -> String;
+
+    /// Checks, before anything is built or allocated, that a problem of these sizes can
+    /// run here: every size at least 1, no size product overflowing, this backend's
+    /// memory estimate within the memory available and, on a GPU, the device's limits
+    /// (the largest hidden size, the largest buffer). Returns the estimate. The default is
+    /// the f64 CPU reference's ([`Workload::check_cpu`]).
+    fn check_workload(&self, workload: &Workload) -> Result<MemoryEstimate> {
+        workload.check_cpu()
+    }
 
     /// One iteration's quantities at `params` on `batch`, without updating anything.
     fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace>;

@@ -20,7 +20,10 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
+use crate::error::Error;
 use crate::gpu::{F16Conversions, GpuContext, Phase, Profiler, Storage};
+use crate::limits::{FieldNames, Workload};
+use crate::model::CellKind;
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
 
@@ -56,9 +59,46 @@ impl Size {
             output: self.output,
         }
     }
+
+    /// The sizes of this case's problem for `method` (a tanh RNN, the analytic inversion
+    /// when TP-RI), named as `Size`'s fields in messages.
+    pub fn workload(&self, method: Method) -> Workload {
+        let hyper = Hyper {
+            method,
+            ..Hyper::default()
+        };
+        Workload {
+            names: &SIZE_NAMES,
+            ..Workload::new(CellKind::Tanh, self.dims(), self.steps, self.batch, &hyper)
+        }
+    }
+}
+
+/// `Size`'s fields, as messages name them.
+const SIZE_NAMES: FieldNames = FieldNames {
+    input: "Size::input",
+    hidden: "Size::hidden",
+    output: "Size::output",
+    steps: "Size::steps",
+    batch: "Size::batch",
+    eval_size: "held-out sequences",
+};
+
+/// Refuses 0 repetitions.
+fn check_reps(reps: usize) -> Result<()> {
+    if reps == 0 {
+        return Err(
+            Error::setting("reps", "at least one timed repetition is needed, got 0").into(),
+        );
+    }
+    Ok(())
 }
 
 /// The seeded synthetic problem of a case: parameters, one batch, settings.
+///
+/// # Panics
+/// On sizes that `Size::workload(method).check_cpu()` refuses (0, or too large to
+/// allocate); the `measure_*` functions check them first.
 pub fn problem(size: Size, method: Method, seed: u64) -> (Params, Batch, Hyper) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut uniform = |rows: usize, cols: usize, scale: f64| {
@@ -70,7 +110,7 @@ pub fn problem(size: Size, method: Method, seed: u64) -> (Params, Batch, Hyper) 
     let x = (0..size.steps)
         .map(|_| uniform(size.batch, size.input, 1.0))
         .collect();
-    let y = Targets::Labels((0..size.batch).map(|s| s % size.output).collect());
+    let y = Targets::Labels((0..size.batch).map(|s| s % size.output.max(1)).collect());
     let hyper = Hyper {
         method,
         tp: TpConfig {
@@ -143,6 +183,9 @@ pub fn measure_gpu(
     reps: usize,
     storage: Storage,
 ) -> Result<Measurement> {
+    check_reps(reps)?;
+    size.workload(method)
+        .check_gpu(&crate::gpu::gpu_limits(ctx, storage))?;
     let (params, batch, hyper) = problem(size, method, 1);
     let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, storage)?;
     let phases = Phase::of(method);
@@ -192,6 +235,8 @@ pub fn measure_cpu_solver(
     reps: usize,
     solver: Option<Solver>,
 ) -> Result<Measurement> {
+    check_reps(reps)?;
+    size.workload(method).check_cpu()?;
     let (params, batch, mut hyper) = problem(size, method, 1);
     if let Some(solver) = solver {
         hyper.tp.solver = solver;

@@ -3,8 +3,6 @@
 //! The solves themselves are `cpu::inverse`, `cpu::jacobian` and `shaders/jacobian.wgsl`
 //! (docs/ALGORITHM.md §4, §5).
 
-use anyhow::Result;
-
 /// How a CG solve went.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CgReport {
@@ -55,7 +53,8 @@ impl std::fmt::Display for CgError {
         write!(
             f,
             "CG for the regularized inverse did not converge: relative residual {:.3e} after {} \
-             iterations (tolerance {:.1e}, cap {}); raise --cg-max-iter or --reg, or loosen --cg-tol",
+             iterations (tolerance {:.1e}, cap {}); raise Hyper::tp.cg_max_iter or Hyper::tp.reg, or \
+             loosen Hyper::tp.cg_tol",
             self.report.residual, self.report.iterations, self.tol, self.max_iter
         )
     }
@@ -63,16 +62,16 @@ impl std::fmt::Display for CgError {
 
 impl std::error::Error for CgError {}
 
-/// The report of a CG solve that met `tol`, or the `CgError` carrying its numbers. A
-/// residual that turned NaN on the way (a NaN warm start) is a failure too.
-pub fn check_converged(report: CgReport, tol: f64, max_iter: usize) -> Result<CgReport> {
+/// The report of a CG solve that met `tol`, or the `CgError` carrying its numbers (which
+/// the library raises as [`crate::Error::NotConverged`]). A residual that turned NaN on
+/// the way (a NaN warm start) is a failure too.
+pub fn check_converged(report: CgReport, tol: f64, max_iter: usize) -> Result<CgReport, CgError> {
     if report.residual.is_nan() || report.residual > tol {
         return Err(CgError {
             report,
             tol,
             max_iter,
-        }
-        .into());
+        });
     }
     Ok(report)
 }

@@ -1,8 +1,9 @@
 //! Hyperparameters shared by the CLI, config files, checkpoints and tests.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::model::CellKind;
 
 /// Which loss the head is trained with (docs/ALGORITHM.md §1).
@@ -234,49 +235,76 @@ impl Hyper {
         }
     }
 
-    /// Rejects settings no iteration can run with, naming the offending value.
+    /// Rejects settings no iteration can run with, naming the field (`Hyper::opt.lr`, …)
+    /// and the value.
     pub fn validate(&self) -> Result<()> {
         let o = &self.opt;
+        let bad = |field: &str, problem: String| Err(Error::setting(field, problem).into());
         if !(o.lr > 0.0 && o.lr.is_finite()) {
-            bail!("learning rate must be positive and finite, got {}", o.lr);
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            bail!("momentum must be in [0, 1), got {}", o.momentum);
-        }
-        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            bail!(
-                "Adam betas must be in [0, 1), got {} and {}",
-                o.beta1,
-                o.beta2
+            return bad(
+                "Hyper::opt.lr",
+                format!(
+                    "the learning rate must be positive and finite, got {}",
+                    o.lr
+                ),
             );
         }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(
+                "Hyper::opt.momentum",
+                format!("the momentum must be in [0, 1), got {}", o.momentum),
+            );
+        }
+        for (field, beta) in [("Hyper::opt.beta1", o.beta1), ("Hyper::opt.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(field, format!("Adam betas must be in [0, 1), got {beta}"));
+            }
+        }
         if !(o.eps > 0.0 && o.eps.is_finite()) {
-            bail!("Adam eps must be positive and finite, got {}", o.eps);
+            return bad(
+                "Hyper::opt.eps",
+                format!("Adam eps must be positive and finite, got {}", o.eps),
+            );
         }
         if self.method == Method::Tp {
             let t = &self.tp;
             if !(t.reg > 0.0 && t.reg.is_finite()) {
-                bail!(
-                    "regularization r must be positive and finite, got {}",
-                    t.reg
+                return bad(
+                    "Hyper::tp.reg",
+                    format!(
+                        "the regularization r must be positive and finite, got {}",
+                        t.reg
+                    ),
                 );
             }
             if !(t.lr_target >= 0.0 && t.lr_target.is_finite()) {
-                bail!(
-                    "target step lr_target must be non-negative and finite, got {}",
-                    t.lr_target
+                return bad(
+                    "Hyper::tp.lr_target",
+                    format!(
+                        "the target step must be non-negative and finite, got {}",
+                        t.lr_target
+                    ),
                 );
             }
             if let Some(tol) = t.cg_tol.filter(|&tol| !(tol > 0.0 && tol.is_finite())) {
-                bail!("CG tolerance must be positive and finite, got {tol}");
+                return bad(
+                    "Hyper::tp.cg_tol",
+                    format!("the CG tolerance must be positive and finite, got {tol}"),
+                );
             }
             if t.cg_max_iter == 0 {
-                bail!("CG iteration cap must be at least 1");
+                return bad(
+                    "Hyper::tp.cg_max_iter",
+                    "the CG iteration cap must be at least 1".into(),
+                );
             }
             if t.inversion == Inversion::Jacobian && t.target_mode != TargetMode::Linearized {
-                bail!(
-                    "the jacobian inversion gives linearized targets only, not target mode {:?}",
-                    t.target_mode
+                return bad(
+                    "Hyper::tp.target_mode",
+                    format!(
+                        "the jacobian inversion gives linearized targets only, not target mode {:?}",
+                        t.target_mode
+                    ),
                 );
             }
         }

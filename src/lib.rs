@@ -28,6 +28,24 @@
 //!
 //! `examples/embed.rs` trains on the GPU and the CPU side by side.
 //!
+//! # Errors
+//!
+//! Functions return `anyhow::Result`. The errors the library raises are [`Error`] values
+//! inside it — shape mismatches, invalid values and settings, device and memory limits,
+//! solves that did not converge, divergence, I/O and file formats — so a program matches
+//! on the kind with `err.downcast_ref::<tpri::Error>()`, which sees through any context
+//! added on the way. Messages name API fields (`Hyper::tp.reg`, `Params::w_hh`) and the
+//! tensors of files by their names, never flags of the command line.
+//!
+//! No public function of the backends, the file readers, the task constructors or the
+//! settings panics on any input: what they cannot run is an `Err` (property tests in
+//! `tests/robust_api.rs` hold them to it). Sizes are checked before anything is
+//! allocated ([`limits`]); constructors that allocate from sizes alone and cannot fail
+//! ([`model::Params::init`], [`tasks::Task::train_batch`]) document their panics and, where it
+//! matters, have checked twins ([`model::Params::try_init_of`]). The building blocks of
+//! the CPU reference (`cpu::forward`, `cpu::bptt`, …) assume inputs the backend has
+//! validated ([`validate`]).
+//!
 //! # Features
 //!
 //! - `cli` (default): the `tpri` binary and what only it needs — clap, indicatif, and the
@@ -42,10 +60,14 @@ pub mod cg;
 pub mod check;
 pub mod config;
 pub mod cpu;
+pub mod error;
 #[cfg(feature = "cli")]
 pub mod figures;
+pub mod files;
 pub mod gpu;
 pub mod kernel_io;
+pub mod limits;
+pub mod memory;
 pub mod model;
 pub mod optimizer_state;
 pub mod plan;
@@ -62,6 +84,8 @@ pub mod validate;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+pub use error::Error;
 
 /// The linear algebra crate of [`model::Params`], [`tasks::Batch`] and [`backend::Trace`].
 pub use nalgebra;

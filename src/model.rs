@@ -1,10 +1,13 @@
 //! The recurrent cells (docs/ALGORITHM.md §1 tanh RNN, docs/ALGORITHM.md §5 GRU) with their linear head: parameters
 //! and their seeded initialisation.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::error::{shape_of, Error};
+use crate::memory::{available_memory, check_fits, MemoryEstimate};
 
 /// Sizes of the model: input p, hidden d, output q.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,6 +47,79 @@ impl CellKind {
             CellKind::Tanh => &PARAM_NAMES,
             CellKind::Gru => &GRU_PARAM_NAMES,
         }
+    }
+
+    /// The fields of [`Params`] that hold the tensors, in `param_names` order (what the
+    /// library's messages name, e.g. `Params::w_hh`).
+    pub fn param_fields(self) -> &'static [&'static str] {
+        match self {
+            CellKind::Tanh => &[
+                "Params::w_hh",
+                "Params::w_ih",
+                "Params::b",
+                "Params::head_w",
+                "Params::head_b",
+            ],
+            CellKind::Gru => &[
+                "Params::w_hh",
+                "Params::w_ih",
+                "Params::b",
+                "Params::b_hh",
+                "Params::head_w",
+                "Params::head_b",
+            ],
+        }
+    }
+}
+
+impl Dims {
+    /// Checks that every size is at least 1 and that every tensor of a `cell` model of these
+    /// sizes can be addressed, naming the field (`Dims::hidden`, …).
+    pub fn check(self, cell: CellKind) -> Result<()> {
+        for (field, what, n) in [
+            ("Dims::input", "the input size p", self.input),
+            ("Dims::hidden", "the hidden size d", self.hidden),
+            ("Dims::output", "the output size q", self.output),
+        ] {
+            if n == 0 {
+                return Err(
+                    Error::setting(field, format!("{what} must be at least 1, got 0")).into(),
+                );
+            }
+        }
+        self.param_count(cell).ok_or_else(|| Error::DeviceLimit {
+            limit: "address space".into(),
+            needed: None,
+            allowed: isize::MAX as u64,
+            message: format!(
+                "a {cell:?} model with p = {}, d = {}, q = {} has more parameters than \
+                 memory can address",
+                self.input, self.hidden, self.output
+            ),
+        })?;
+        Ok(())
+    }
+
+    /// How many numbers the parameters of a `cell` model of these sizes hold; `None` when
+    /// a tensor would have more elements than a matrix of f64 can address.
+    pub fn param_count(self, cell: CellKind) -> Option<u64> {
+        let (p, d, q) = (self.input as u64, self.hidden as u64, self.output as u64);
+        let g = cell.gates() as u64;
+        let gd = g.checked_mul(d)?;
+        let biases = if cell == CellKind::Gru { 2 } else { 1 };
+        let tensors = [
+            gd.checked_mul(d)?,
+            gd.checked_mul(p)?,
+            gd.checked_mul(biases)?,
+            q.checked_mul(d)?,
+            q,
+        ];
+        // Each tensor is one allocation of f64.
+        let most = (isize::MAX as u64) / 8;
+        if tensors.iter().any(|&n| n > most) {
+            return None;
+        }
+        tensors.iter().try_fold(0u64, |a, &n| a.checked_add(n))
     }
 }
 
@@ -94,7 +170,15 @@ impl Params {
     }
 
     /// All-zero parameters of `cell` with the given sizes.
+    ///
+    /// # Panics
+    /// If a tensor would have more elements than memory can address
+    /// ([`Dims::param_count`] is `None`); [`Params::try_zeros_of`] returns an error instead.
     pub fn zeros_of(cell: CellKind, dims: Dims) -> Self {
+        assert!(
+            dims.param_count(cell).is_some(),
+            "parameters of sizes {dims:?} cannot be addressed"
+        );
         let Dims {
             input: p,
             hidden: d,
@@ -126,7 +210,36 @@ impl Params {
         Self::zeros_of(self.cell, self.dims())
     }
 
+    /// All-zero parameters of `cell` with the given sizes, after checking them
+    /// ([`Params::try_init_of`]'s checks).
+    pub fn try_zeros_of(cell: CellKind, dims: Dims) -> Result<Self> {
+        Self::check_allocation(cell, dims)?;
+        Ok(Self::zeros_of(cell, dims))
+    }
+
+    /// [`Params::init_of`], after checking that every size is at least 1, that the tensors
+    /// can be addressed and that they fit in the memory available: an error naming the
+    /// size, instead of a panic or an aborted allocation.
+    pub fn try_init_of(cell: CellKind, dims: Dims, seed: u64) -> Result<Self> {
+        Self::check_allocation(cell, dims)?;
+        Ok(Self::init_of(cell, dims, seed))
+    }
+
+    fn check_allocation(cell: CellKind, dims: Dims) -> Result<()> {
+        dims.check(cell)?;
+        let count = dims.param_count(cell).unwrap_or(u64::MAX);
+        let estimate = MemoryEstimate {
+            // The parameters, and the SVD's work space for the largest tensor.
+            parameters: count.saturating_mul(8).saturating_mul(2),
+            ..MemoryEstimate::default()
+        };
+        check_fits("the parameters", &estimate, available_memory())
+    }
+
     /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero (docs/ALGORITHM.md §1).
+    ///
+    /// # Panics
+    /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
     pub fn init(dims: Dims, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let Dims {
@@ -188,17 +301,55 @@ impl Params {
         all
     }
 
-    /// Checks that every tensor has the shape `dims` implies, naming the first that does not.
+    /// The shapes the tensors of a `cell` model of sizes `dims` have, in `tensors` order
+    /// (biases as columns), without allocating them.
+    pub fn shapes(cell: CellKind, dims: Dims) -> Vec<(usize, usize)> {
+        let Dims {
+            input: p,
+            hidden: d,
+            output: q,
+        } = dims;
+        let gd = cell.gates().saturating_mul(d);
+        let mut shapes = vec![(gd, d), (gd, p), (gd, 1)];
+        if cell == CellKind::Gru {
+            shapes.push((gd, 1));
+        }
+        shapes.extend([(q, d), (q, 1)]);
+        shapes
+    }
+
+    /// Checks that every tensor has the shape `dims` implies (and that a tanh RNN's unused
+    /// `b_hh` is empty), naming the first that does not as its field and its name in
+    /// files, e.g. `Params::w_hh (rnn.w_hh)`.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
-        let want = Params::zeros_of(self.cell, dims);
-        for ((name, got), (_, exp)) in self.tensors().iter().zip(want.tensors().iter()) {
-            if got.shape() != exp.shape() {
-                bail!(
-                    "tensor {name} has shape {:?}, expected {:?}",
-                    got.shape(),
-                    exp.shape()
-                );
+        let fields = self.cell.param_fields();
+        let want = Self::shapes(self.cell, dims);
+        for (((name, got), field), exp) in self.tensors().iter().zip(fields).zip(want) {
+            if got.shape() != exp {
+                let (r, c) = got.shape();
+                return Err(Error::shape(
+                    format!("{field} ({name})"),
+                    shape_of(&[r, c]),
+                    format!(
+                        "{} for p = {}, d = {}, q = {}",
+                        shape_of(&[exp.0, exp.1]),
+                        dims.input,
+                        dims.hidden,
+                        dims.output
+                    ),
+                )
+                .into());
             }
+        }
+        if self.cell == CellKind::Tanh && !self.b_hh.is_empty() {
+            let (r, c) = self.b_hh.shape();
+            return Err(Error::shape(
+                "Params::b_hh",
+                shape_of(&[r, c]),
+                "an empty matrix for the tanh RNN (it has the one bias Params::b; \
+                 PyTorch's two biases add into it)",
+            )
+            .into());
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! The optimizer's state between steps, the same on both backends and in checkpoints.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
+use crate::error::Error;
 use crate::model::Params;
 
 /// Optimizer state: the step count and one or two slots per parameter
@@ -28,22 +29,36 @@ impl OptState {
 }
 
 impl OptState {
-    /// `given` checked against `params` (same cell, same sizes), or a fresh state when
-    /// `None`: what a backend's `load` starts from.
+    /// `given` checked against `params` (same cell, same sizes, finite values), or a
+    /// fresh state when `None`: what a backend's `load` starts from.
     pub fn for_params(given: Option<&OptState>, params: &Params) -> Result<Self> {
         let Some(opt) = given else {
             return Ok(Self::new(params));
         };
-        for slot in [&opt.m, &opt.v] {
+        for (slot, field) in [(&opt.m, "OptState::m"), (&opt.v, "OptState::v")] {
             if slot.cell != params.cell {
-                bail!(
-                    "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
-                    slot.cell,
-                    params.cell
-                );
+                return Err(Error::setting(
+                    field,
+                    format!(
+                        "optimizer state of a {:?} cell does not match the parameters of a {:?} cell",
+                        slot.cell, params.cell
+                    ),
+                )
+                .into());
             }
-            slot.check_dims(params.dims())
-                .context("optimizer state does not match the parameters")?;
+            slot.check_dims(params.dims()).with_context(|| {
+                format!("optimizer state {field} does not match the parameters")
+            })?;
+            let names = slot.cell.param_names();
+            for ((_, m), name) in slot.tensors().iter().zip(names) {
+                if m.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::value(
+                        format!("{field} ({name})"),
+                        "holds a value that is not finite",
+                    )
+                    .into());
+                }
+            }
         }
         Ok(opt.clone())
     }

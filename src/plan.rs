@@ -3,9 +3,10 @@
 //! TP-RI, how the targets are solved for come out (docs/ALGORITHM.md §2, §4, §5). Every
 //! combination a backend cannot run is refused here, from one table, with one message.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
+use crate::error::Error;
 use crate::model::CellKind;
 
 /// Where an iteration runs, as far as it changes what can run.
@@ -63,6 +64,8 @@ pub const PER_STEP_PENALTY: usize = 2;
 /// One refused combination: when `refuses` holds, `message` says why and what to use.
 struct Refusal {
     refuses: fn(&Request) -> bool,
+    /// The field of `Hyper` (or the choice) to change.
+    field: &'static str,
     message: fn(&Request) -> String,
 }
 
@@ -96,16 +99,19 @@ impl Request {
 const REFUSED: &[Refusal] = &[
     Refusal {
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
+        field: "Hyper::tp.inversion",
         message: |_| {
-            "the GRU has no closed-form inverse: TP-RI needs --inversion jacobian \
-             (Inversion::Jacobian, which Hyper::for_cell(CellKind::Gru) picks)"
+            "the GRU has no closed-form inverse: TP-RI needs the jacobian inversion, \
+             Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks)"
                 .into()
         },
     },
     Refusal {
         refuses: |r| r.tp() && r.on_gpu() && r.solver == Solver::Cholesky,
+        field: "Hyper::tp.solver",
         message: |_| {
-            "the GPU backend has no Cholesky solve (CPU-only): use --solver cg, per-step or auto"
+            "the GPU backend has no Cholesky solve (CPU-only): use Solver::Cg, Solver::PerStep \
+             or Solver::Auto"
                 .into()
         },
     },
@@ -116,10 +122,11 @@ const REFUSED: &[Refusal] = &[
                 && r.inversion == Inversion::Analytic
                 && r.target_mode != TargetMode::Linearized
         },
+        field: "Hyper::tp.target_mode",
         message: |r| {
             format!(
                 "the GPU's per-step solves give linearized targets only, not target mode {:?}: \
-                 use --solver cg or auto",
+                 use Solver::Cg or Solver::Auto",
                 r.target_mode
             )
         },
@@ -133,16 +140,17 @@ const REFUSED: &[Refusal] = &[
                 })
                 && (r.cell != CellKind::Tanh || r.per_step())
         },
+        field: "Storage",
         message: |r| {
             let asked = match (r.cell, r.tp() && r.inversion == Inversion::Jacobian) {
-                (CellKind::Gru, true) => "the GRU cell with --inversion jacobian",
+                (CellKind::Gru, true) => "the GRU cell with Inversion::Jacobian",
                 (CellKind::Gru, false) => "the GRU cell",
-                (CellKind::Tanh, true) => "--inversion jacobian",
-                (CellKind::Tanh, false) => "--solver per-step",
+                (CellKind::Tanh, true) => "Inversion::Jacobian",
+                (CellKind::Tanh, false) => "Solver::PerStep",
             };
             format!(
                 "f16 storage is implemented for the tanh RNN's analytic inversion only, not \
-                 for {asked}; use --storage f32"
+                 for {asked}; use Storage::F32"
             )
         },
     },
@@ -162,7 +170,7 @@ impl Plan {
             device,
         };
         match REFUSED.iter().find(|r| (r.refuses)(&request)) {
-            Some(refusal) => bail!("{}", (refusal.message)(&request)),
+            Some(refusal) => Err(Error::setting(refusal.field, (refusal.message)(&request)).into()),
             None => Ok(()),
         }
     }
@@ -192,7 +200,10 @@ impl Plan {
             (Inversion::Analytic, Solver::Auto) => {
                 let per_step_wins = device == Device::Cpu
                     && sizes.steps > 1
-                    && PER_STEP_PENALTY * (sizes.steps - 1) * sizes.batch < sizes.hidden;
+                    && PER_STEP_PENALTY
+                        .saturating_mul(sizes.steps - 1)
+                        .saturating_mul(sizes.batch)
+                        < sizes.hidden;
                 if per_step_wins {
                     TargetSolve::PerStep
                 } else {

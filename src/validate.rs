@@ -1,24 +1,134 @@
-//! The checks both backends run on what they are given, before any work: a batch against
-//! the parameters, targets against the loss and the head.
+//! The checks both backends run on what they are given, before any work: parameters
+//! (shapes that fit together, no empty size, finite values), a batch against the
+//! parameters (its x, then its y), targets against the loss and the head. Both backends
+//! call the same functions, so they accept and refuse exactly the same inputs, with the
+//! same [`Error`]s naming the field.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use nalgebra::DMatrix;
 
 use crate::config::{Hyper, Loss};
-use crate::model::Params;
+use crate::error::{shape_of, Error};
+use crate::model::{CellKind, Dims, Params};
 use crate::plan::{Device, Plan};
 use crate::tasks::{Batch, Targets};
 
-/// Checks that `batch` fits `params`, naming the mismatch.
-pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
-    let p = params.w_ih.ncols();
-    if batch.seq_len() == 0 {
-        bail!("tensor x has no time steps (T = 0)");
-    }
-    let b = batch.batch_size();
-    for x_t in &batch.x {
-        if x_t.shape() != (b, p) {
-            bail!("tensor x has steps of shape {:?}, expected [{b}, {p}] (B sequences, p = rnn.w_ih columns)", x_t.shape());
+/// `Params::w_hh (rnn.w_hh)`: tensor `i` of `cell` as its field and its name in files.
+fn param_name(cell: CellKind, i: usize) -> String {
+    format!("{} ({})", cell.param_fields()[i], cell.param_names()[i])
+}
+
+/// Where the first non-finite value of `m` is, as `NaN at row i, column j`.
+pub fn first_non_finite(m: &DMatrix<f64>) -> Option<String> {
+    let (rows, _) = m.shape();
+    m.iter().position(|v| !v.is_finite()).map(|k| {
+        let v = m.as_slice()[k];
+        format!("{v} at row {}, column {}", k % rows.max(1), k / rows.max(1))
+    })
+}
+
+/// Checks parameters on their own: their shapes (`check_param_shapes`) and every value
+/// finite. Returns the sizes.
+pub fn check_params(params: &Params) -> Result<Dims> {
+    let dims = check_param_shapes(params)?;
+    for (i, (_, m)) in params.tensors().iter().enumerate() {
+        if let Some(at) = first_non_finite(m) {
+            return Err(Error::value(param_name(params.cell, i), format!("holds {at}")).into());
         }
+    }
+    Ok(dims)
+}
+
+/// Checks the shapes of parameters: every size at least 1 (d, p and q from `w_hh`,
+/// `w_ih` and `head_w`), every tensor of the shape those sizes give (a tanh RNN's `b_hh`
+/// empty). Returns the sizes.
+pub fn check_param_shapes(params: &Params) -> Result<Dims> {
+    let dims = params.dims();
+    let cell = params.cell;
+    for (i, size, what) in [
+        (0, dims.hidden, "the hidden size d = columns of"),
+        (1, dims.input, "the input size p = columns of"),
+        (
+            cell.param_names().len() - 2,
+            dims.output,
+            "the output size q = rows of",
+        ),
+    ] {
+        if size == 0 {
+            let m = params.tensors()[i].1;
+            let name = param_name(cell, i);
+            return Err(Error::shape(
+                &name,
+                shape_of(&[m.nrows(), m.ncols()]),
+                format!("{what} {name}, at least 1"),
+            )
+            .into());
+        }
+    }
+    params.check_dims(dims)?;
+    Ok(dims)
+}
+
+/// Checks that `batch` fits `params`, naming the mismatch (see [`check_inputs`]).
+pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
+    check_inputs(params.dims(), batch)
+}
+
+/// Checks the inputs of `batch` for a model of sizes `dims`: at least one step, at least
+/// one sequence, every step of shape [B, p] (B from the first step, p from `dims`), every
+/// value finite; then that `y` has one row per sequence of `x` (the loss checks the rest,
+/// [`check_targets`]).
+pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
+    let p = dims.input;
+    let Some(first) = batch.x.first() else {
+        return Err(Error::shape("Batch::x", "[B, 0, p]", "at least one time step (T ≥ 1)").into());
+    };
+    let b = first.nrows();
+    if b == 0 {
+        return Err(Error::shape(
+            "Batch::x",
+            format!("[0, {}, {}]", batch.x.len(), first.ncols()),
+            "at least one sequence (B ≥ 1)",
+        )
+        .into());
+    }
+    for (t, x_t) in batch.x.iter().enumerate() {
+        if x_t.shape() != (b, p) {
+            return Err(Error::shape(
+                format!("Batch::x (step {})", t + 1),
+                shape_of(&[x_t.nrows(), x_t.ncols()]),
+                format!(
+                    "[{b}, {p}] (B = {b} sequences as in step 1, p = {p} columns of Params::w_ih)"
+                ),
+            )
+            .into());
+        }
+        if let Some(k) = x_t.iter().position(|v| !v.is_finite()) {
+            return Err(Error::value(
+                "Batch::x",
+                format!(
+                    "holds {} at step {}, sequence {}, input {}",
+                    x_t.as_slice()[k],
+                    t + 1,
+                    k % b,
+                    k / b
+                ),
+            )
+            .into());
+        }
+    }
+    let rows = batch.y.len();
+    if rows != b {
+        let found = match &batch.y {
+            Targets::Labels(l) => format!("[{}] ({} labels)", l.len(), l.len()),
+            Targets::Values(v) => shape_of(&[v.nrows(), v.ncols()]),
+        };
+        return Err(Error::shape(
+            "Batch::y",
+            found,
+            format!("{b} rows, one per sequence of Batch::x"),
+        )
+        .into());
     }
     Ok(())
 }
@@ -28,40 +138,71 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
     match (loss, y) {
         (Loss::CrossEntropy, Targets::Labels(l)) => {
             if l.len() != b {
-                bail!("tensor y has {} labels for {b} sequences", l.len());
+                let found = format!("[{}] ({} labels)", l.len(), l.len());
+                return Err(Error::shape(
+                    "Batch::y",
+                    found,
+                    format!("[{b}], one label per sequence"),
+                )
+                .into());
             }
             if let Some(bad) = l.iter().find(|&&c| c >= q) {
-                bail!("tensor y holds label {bad}, but the head has only {q} classes");
+                return Err(Error::value(
+                    "Batch::y",
+                    format!("holds label {bad}, but the head has only {q} classes (rows of Params::head_w)"),
+                )
+                .into());
             }
         }
         (Loss::Mse, Targets::Values(v)) => {
             if v.shape() != (b, q) {
-                bail!(
-                    "tensor y has shape {:?}, expected [{b}, {q}] for mse",
-                    v.shape()
-                );
+                return Err(Error::shape(
+                    "Batch::y",
+                    shape_of(&[v.nrows(), v.ncols()]),
+                    format!("[{b}, {q}] for mse (B sequences, q = rows of Params::head_w)"),
+                )
+                .into());
+            }
+            if let Some(at) = first_non_finite(v) {
+                return Err(Error::value("Batch::y", format!("holds {at}")).into());
             }
         }
         (Loss::CrossEntropy, Targets::Values(_)) => {
-            bail!("loss ce needs integer labels y of shape [B], got real-valued targets")
+            return Err(Error::setting(
+                "Hyper::loss",
+                "loss ce needs integer labels Batch::y of shape [B], got real-valued targets",
+            )
+            .into())
         }
         (Loss::Mse, Targets::Labels(_)) => {
-            bail!("loss mse needs real targets y of shape [B, q], got integer labels")
+            return Err(Error::setting(
+                "Hyper::loss",
+                "loss mse needs real targets Batch::y of shape [B, q], got integer labels",
+            )
+            .into())
         }
     }
     Ok(())
 }
 
-/// Everything a step checks before any work or upload: that `hyper` can run for the model
-/// of `params` on `device` (`Plan::check`), that `batch` fits the parameters, and that its
-/// targets fit the loss and the head.
+/// What a step checks of its batch before any work or upload, for a model of sizes
+/// `dims` already checked (`check_params`): that `hyper` can run for `cell` on `device`
+/// (`Plan::check`), that the batch fits, and that its targets fit the loss and the head.
+pub fn check_step(
+    cell: CellKind,
+    dims: Dims,
+    batch: &Batch,
+    hyper: &Hyper,
+    device: Device,
+) -> Result<()> {
+    Plan::check(cell, hyper, device)?;
+    check_inputs(dims, batch)?;
+    check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
+}
+
+/// Everything an iteration at `params` given by the caller checks before any work or
+/// upload: the parameters (`check_params`), then the step (`check_step`).
 pub fn check_run(params: &Params, batch: &Batch, hyper: &Hyper, device: Device) -> Result<()> {
-    Plan::check(params.cell, hyper, device)?;
-    check_batch(params, batch)?;
-    check_targets(
-        &batch.y,
-        hyper.loss,
-        batch.batch_size(),
-        params.dims().output,
-    )
+    let dims = check_params(params)?;
+    check_step(params.cell, dims, batch, hyper, device)
 }

@@ -6,7 +6,6 @@ mod support;
 use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tpri::cg::CgError;
 use tpri::config::TargetMode;
 use tpri::cpu::forward::forward;
 use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
@@ -209,7 +208,7 @@ fn per_step_cg_reports_impossible_tolerance() {
     let cell = GruCell::new(&m.params, &m.x, &m.h);
     let u = random(&mut rng, 3, 6, 1.0);
     let err = per_step_cg(&cell, 2, &u, 1e-3, 1e-30, 2).unwrap_err();
-    let cg = err.downcast_ref::<CgError>().expect("a CgError");
+    let cg = tpri::error::cg_error(&err).expect("a CgError");
     assert_eq!(cg.report.iterations, 2);
     assert_eq!(cg.max_iter, 2);
     assert_eq!(cg.tol, 1e-30);

@@ -386,9 +386,9 @@ fn f16_storage_refuses_the_gru_and_the_jacobian_inversion() {
             "GRU, jacobian",
             &gru,
             &jacobian,
-            "the GRU cell with --inversion jacobian",
+            "the GRU cell with Inversion::Jacobian",
         ),
-        ("tanh, jacobian", &tanh, &jacobian, "--inversion jacobian"),
+        ("tanh, jacobian", &tanh, &jacobian, "Inversion::Jacobian"),
     ];
     for (what, p, h, asked) in refused {
         let expect = |e: anyhow::Error, call: &str| {

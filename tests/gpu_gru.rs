@@ -19,7 +19,6 @@ use support::{
     Shape,
 };
 use tpri::backend::Backend;
-use tpri::cg::CgError;
 use tpri::config::{Hyper, Inversion, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu;
 use tpri::cpu::jacobian::{Cell, GruCell, TanhCell};
@@ -233,8 +232,7 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
         let v_top = &h[4] + random(&mut rng(9), 3, 12, 0.5);
         let err = gpu::one_shot::jacobian_sweep(&ctx, &params, &x, &h, &v_top, 1e-3, 1e-7, 2)
             .unwrap_err();
-        let cg = err
-            .downcast_ref::<CgError>()
+        let cg = tpri::error::cg_error(&err)
             .unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
         assert_eq!(cg.report.iterations, 2, "{cell:?}: {cg:?}");
         assert!(
@@ -246,7 +244,7 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
         bad.w_hh[(1, 2)] = f64::NAN;
         let err =
             gpu::one_shot::jacobian_sweep(&ctx, &bad, &x, &h, &v_top, 1.0, 1e-5, 10).unwrap_err();
-        assert!(err.downcast_ref::<CgError>().is_some(), "{cell:?}: {err:#}");
+        assert!(tpri::error::cg_error(&err).is_some(), "{cell:?}: {err:#}");
     }
 }
 
@@ -276,9 +274,8 @@ fn per_step_cg_failure_surfaces_at_readback_as_cg_error() {
     gpu.step(&b).unwrap();
     gpu.step(&b).unwrap();
     let err = gpu.last_stats().unwrap_err();
-    let cg = err
-        .downcast_ref::<CgError>()
-        .unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
+    let cg =
+        tpri::error::cg_error(&err).unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
     assert_eq!(cg.report.iterations, 2);
     assert!(cg.report.residual > 1e-7, "{cg:?}");
     // Read once, the record is cleared; the next failing step raises it again.
@@ -300,7 +297,7 @@ fn loop_cap_guard_names_the_jacobian_sweep_on_llvmpipe() {
     if ctx().info.name.contains("llvmpipe") {
         let err = format!("{:#}", result.unwrap_err());
         assert!(
-            err.contains("jacobian target sweep") && err.contains("--cg-max-iter"),
+            err.contains("jacobian target sweep") && err.contains("Hyper::tp.cg_max_iter"),
             "{err}"
         );
     } else {

@@ -240,9 +240,8 @@ fn cg_failure_surfaces_at_readback_as_cg_error() {
     gpu.step(&b).unwrap();
     gpu.step(&b).unwrap();
     let err = gpu.last_stats().unwrap_err();
-    let cg = err
-        .downcast_ref::<tpri::cg::CgError>()
-        .unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
+    let cg =
+        tpri::error::cg_error(&err).unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
     assert_eq!(cg.report.iterations, 2);
     assert!(GpuBackend::new(ctx()).trace(&p, &b, &hyper).is_err());
 }
@@ -271,7 +270,7 @@ fn loop_cap_guard_names_the_solve_for_p_on_llvmpipe() {
             .unwrap_err();
         let err = format!("{err:#}");
         assert!(
-            err.contains("solve for P") && err.contains("--cg-max-iter"),
+            err.contains("solve for P") && err.contains("Hyper::tp.cg_max_iter"),
             "{err}"
         );
     } else {

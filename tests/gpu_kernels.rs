@@ -226,9 +226,7 @@ fn cg_that_misses_its_tolerance_is_an_error_with_the_numbers() {
     let ctx = ctx();
     let w = random(&mut rng(600), 40, 40, 0.5);
     let err = gpu::one_shot::inverse_cg(&ctx, &w, 1e-3, 1e-6, 2, None).unwrap_err();
-    let cg = err
-        .downcast_ref::<tpri::cg::CgError>()
-        .unwrap_or_else(|| panic!("expected CgError, got {err:#}"));
+    let cg = tpri::error::cg_error(&err).unwrap_or_else(|| panic!("expected CgError, got {err:#}"));
     assert_eq!(cg.report.iterations, 2);
     assert!(
         cg.report.residual > 1e-6 && cg.report.residual.is_finite(),
@@ -278,7 +276,7 @@ fn cg_rejects_a_non_finite_w() {
     let mut w = random(&mut rng(601), 5, 5, 0.5);
     w[(2, 3)] = f64::INFINITY;
     let err = gpu::one_shot::inverse_cg(&ctx, &w, 1.0, 1e-5, 10, None).unwrap_err();
-    assert!(err.downcast_ref::<tpri::cg::CgError>().is_some(), "{err:#}");
+    assert!(tpri::error::cg_error(&err).is_some(), "{err:#}");
 }
 
 /// The paper's sequence length at its hidden size: T·d is large enough that a kernel

@@ -2,11 +2,10 @@
 //! reference over grids of T, d, B, the cost model beside them, a linear fit in T·B, and
 //! (`--regimes`) the map of the TP/BP time ratio over T × d.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+
 use serde::Serialize;
 
 use tpri::bench::{
@@ -17,107 +16,11 @@ use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, Storage};
 use tpri::model::CellKind;
 use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
 
+use super::bench_args::{check_args, check_memory, iproduct};
+pub use super::bench_args::{BenchArgs, Which};
 use super::bench_report::{
     fit_rows, ms, plot_regimes, print_fits, print_iterations, print_phases, print_regimes, FitRow,
 };
-
-/// Which backends to time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Which {
-    /// The wgpu backend.
-    Gpu,
-    /// The f64 CPU reference.
-    Cpu,
-    /// Both.
-    All,
-}
-
-/// Flags of `tpri bench`.
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// Backends to time.
-    #[arg(long, value_enum, default_value = "all")]
-    backend: Which,
-    /// GPU adapter: `auto`, an index, or a name substring.
-    #[arg(long, default_value = "auto")]
-    adapter: String,
-    /// How the GPU stores the histories h and v − h; `f32,f16` times both (their rows
-    /// are labelled `gpu` and `gpu-f16`).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Storage::F32])]
-    storage: Vec<Storage>,
-    /// How f16 storage converts; `native,integer` times both (rows `gpu-f16` and
-    /// `gpu-f16-int`). `native` falls back to integer code where the adapter lacks
-    /// SHADER_F16.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [F16Conversions::Native])]
-    f16_conversions: Vec<F16Conversions>,
-    /// Sequence lengths T.
-    #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
-    steps: Vec<usize>,
-    /// Hidden sizes d.
-    #[arg(long, value_delimiter = ',', default_values_t = [100])]
-    hidden: Vec<usize>,
-    /// Batch sizes B.
-    #[arg(long, value_delimiter = ',', default_values_t = [4, 16])]
-    batch: Vec<usize>,
-    /// Input size p (pixel sequences: 1).
-    #[arg(long, default_value_t = 1)]
-    input: usize,
-    /// Number of classes q.
-    #[arg(long, default_value_t = 10)]
-    output: usize,
-    /// Timed repetitions per case (after one warm-up).
-    #[arg(long, default_value_t = 5)]
-    reps: usize,
-    /// A small grid and few repetitions: under a minute on a software rasterizer.
-    #[arg(long)]
-    quick: bool,
-    /// Also measure the TP/BP time ratio over the T × d grid below.
-    #[arg(long)]
-    regimes: bool,
-    /// Sequence lengths of the regime map.
-    #[arg(long, value_delimiter = ',', default_values_t = [8, 32, 128])]
-    regime_steps: Vec<usize>,
-    /// Hidden sizes of the regime map.
-    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 128])]
-    regime_hidden: Vec<usize>,
-    /// Batch size of the regime map.
-    #[arg(long, default_value_t = 16)]
-    regime_batch: usize,
-    /// With `--regimes`: also draw the TP/BP time-ratio map of each backend as
-    /// `<STEM>-gpu.{svg,png}` and `<STEM>-cpu.{svg,png}` (x = T, y = d, linear
-    /// colour scale, the ratio written in each cell); the table is printed as well.
-    #[arg(long, value_name = "STEM", requires = "regimes")]
-    plot: Option<PathBuf>,
-    /// Also time CPU TP-RI iterations forming P against per-step solves over the T × B grid
-    /// below at one d, next to the cost model's choice (`--solver auto`).
-    #[arg(long)]
-    crossover: bool,
-    /// Sequence lengths of the crossover study.
-    #[arg(long, value_delimiter = ',', default_values_t = [2, 5, 9, 17, 33, 65])]
-    crossover_steps: Vec<usize>,
-    /// Batch sizes of the crossover study.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
-    crossover_batch: Vec<usize>,
-    /// Hidden size of the crossover study.
-    #[arg(long, default_value_t = 128)]
-    crossover_hidden: usize,
-    /// Also write every measurement, the machine and the command line as JSON to this
-    /// file [default: none].
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Assumed peak f32 throughput of the device, GFLOP/s (default: a mid-range discrete GPU).
-    #[arg(long, default_value_t = 10_000.0)]
-    peak_gflops: f64,
-    /// Assumed memory bandwidth, GB/s.
-    #[arg(long, default_value_t = 500.0)]
-    bandwidth_gbs: f64,
-    /// Assumed cost of one kernel launch, µs.
-    #[arg(long, default_value_t = 5.0)]
-    dispatch_us: f64,
-    /// Assumed latency of one step of a fused time loop (a dot product, two barriers), µs.
-    #[arg(long, default_value_t = 2.0)]
-    step_us: f64,
-}
 
 /// Everything `--json` writes.
 #[derive(Serialize)]
@@ -190,6 +93,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         args.regime_steps = vec![8, 32];
         args.regime_hidden = vec![16, 64];
     }
+    check_args(&args)?;
     let machine = Machine {
         flops: args.peak_gflops * 1e9,
         bandwidth: args.bandwidth_gbs * 1e9,
@@ -205,6 +109,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     };
     let gpu_runs = gpu_runs(gpu.as_ref(), &args)?;
     let cpu = args.backend != Which::Gpu;
+    check_memory(&args, &gpu_runs, cpu)?;
     let info = machine_info();
     println!("machine: {} ({} cores, {})", info.cpu, info.cores, info.os);
     let adapter = gpu.as_ref().map(|ctx| AdapterInfo {
@@ -348,19 +253,6 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
         rows.push(row);
     }
     Ok(rows)
-}
-
-/// Every (T, d, B) combination, T outermost.
-fn iproduct<'a>(
-    steps: &'a [usize],
-    hidden: &'a [usize],
-    batch: &'a [usize],
-) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
-    steps.iter().flat_map(move |&t| {
-        hidden
-            .iter()
-            .flat_map(move |&d| batch.iter().map(move |&b| (t, d, b)))
-    })
 }
 
 /// The GPU configurations to time: each `--storage`, and f16 storage once per

@@ -9,7 +9,7 @@ use tpri::gpu::list_adapters;
 
 use tpri::gpu::Storage;
 
-use super::{open_gpu, BackendArgs};
+use super::{open_gpu, BackendArgs, BackendChoice};
 
 /// Lists the adapters wgpu finds.
 pub fn devices() -> Result<()> {
@@ -34,7 +34,16 @@ pub struct CheckArgs {
 }
 
 /// Runs random problems on the GPU and on the f64 reference and prints the errors.
+///
+/// It always compares the GPU with the CPU reference: `--backend gpu` and `auto` both
+/// mean the GPU, and `--backend cpu`, which would leave nothing to compare, is refused.
 pub fn check(args: CheckArgs) -> Result<()> {
+    if args.backend.backend == BackendChoice::Cpu {
+        bail!(
+            "tpri check compares the GPU backend with the f64 CPU reference; --backend cpu \
+             leaves nothing to compare (use --backend gpu or auto, with --adapter to pick the GPU)"
+        );
+    }
     let mut gpu = open_gpu(&args.backend)?;
     let storage = args.backend.storage;
     println!("checking {} against the f64 CPU reference", gpu.name());

@@ -2,13 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use tpri::model::Params;
+use tpri::run_dir::find_checkpoint;
 use tpri::tensor_file::{
     params_from_tensors, read_tensors, save_params_as, ParamNames, CHECKPOINT_PARAMS_PREFIX,
 };
+use tpri::train::RunConfig;
 
 /// The naming `tpri export` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,26 +60,37 @@ pub fn run(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The parameters of a run directory, a checkpoint or a parameter file.
+/// The parameters of a run directory (its newest usable checkpoint, checksum verified,
+/// the previous one where the newest is missing or damaged), a checkpoint or a parameter
+/// file.
 fn read(input: &Path) -> Result<Params> {
-    let file = if input.is_dir() {
-        let ckpt = input.join("checkpoint.safetensors");
-        if !ckpt.exists() {
+    if input.is_dir() {
+        let cfg_path = input.join("config.toml");
+        if !cfg_path.is_file() {
             bail!(
-                "{} has no checkpoint.safetensors (not a run directory, or no checkpoint yet)",
+                "{} has no checkpoint.safetensors to export: it is not a run directory (no config.toml)",
                 input.display()
             );
         }
-        ckpt
-    } else {
-        input.to_path_buf()
-    };
-    let tensors = read_tensors(&file)?;
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("cannot read {}", cfg_path.display()))?;
+        let cfg: RunConfig =
+            toml::from_str(&text).with_context(|| format!("malformed {}", cfg_path.display()))?;
+        let found = find_checkpoint(input, &cfg)?;
+        for note in &found.notes {
+            eprintln!("note: {note}");
+        }
+        let Some(loaded) = found.loaded else {
+            bail!("{} has no checkpoint.safetensors yet", input.display());
+        };
+        return Ok(loaded.state.params);
+    }
+    let tensors = read_tensors(input)?;
     let checkpoint = tensors
         .keys()
         .any(|k| k.starts_with(CHECKPOINT_PARAMS_PREFIX));
     if checkpoint {
-        return params_from_tensors(&tensors, CHECKPOINT_PARAMS_PREFIX, &file);
+        return params_from_tensors(&tensors, CHECKPOINT_PARAMS_PREFIX, input);
     }
-    tpri::tensor_file::params_from_any_tensors(&tensors, &file)
+    tpri::tensor_file::params_from_any_tensors(&tensors, input)
 }

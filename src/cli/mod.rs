@@ -1,10 +1,13 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
 mod bench;
+mod bench_args;
 mod bench_report;
 mod check;
 mod compare;
+mod errors;
 mod export;
+mod plot;
 mod trace;
 mod train;
 
@@ -50,7 +53,7 @@ enum Command {
     /// Run several configurations on one task and seed, then draw the paper's figures.
     Compare(compare::CompareArgs),
     /// Redraw the figures of existing run directories.
-    Plot(PlotArgs),
+    Plot(plot::PlotArgs),
     /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
     Bench(Box<bench::BenchArgs>),
     /// Write a run's parameters (or a parameter file's) under PyTorch's names, or back.
@@ -62,17 +65,18 @@ enum Command {
     Export(export::ExportArgs),
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line. The library's errors come back in the command line's
+/// words: its API names become the flags that set them (`errors::for_cli`).
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Trace(args) => trace::run(args),
-        Command::Train(args) => train::run(*args),
-        Command::Compare(args) => compare::run(args),
+        Command::Train(args) => train::run(*args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
+        Command::Compare(args) => compare::run(args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
         Command::Devices => check::devices(),
-        Command::Check(args) => check::check(args),
-        Command::Plot(args) => plot(args),
-        Command::Bench(args) => bench::run(*args),
-        Command::Export(args) => export::run(args),
+        Command::Check(args) => check::check(args).map_err(|e| errors::for_cli(e, &[])),
+        Command::Plot(args) => plot::plot(args),
+        Command::Bench(args) => bench::run(*args).map_err(|e| errors::for_cli(e, errors::BENCH)),
+        Command::Export(args) => export::run(args).map_err(|e| errors::for_cli(e, &[])),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");
@@ -80,40 +84,6 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Flags of `tpri plot`.
-#[derive(Args, Debug)]
-pub struct PlotArgs {
-    /// Run directories, each with its log.csv and step_norms.csv.
-    #[arg(required = true)]
-    runs: Vec<std::path::PathBuf>,
-    /// Directory the figures are written to (created if missing).
-    #[arg(long)]
-    out: std::path::PathBuf,
-    /// Label the evaluation figure as MSE (regression tasks) [default: accuracy].
-    #[arg(long)]
-    regression: bool,
-}
-
-fn plot(args: PlotArgs) -> Result<()> {
-    let runs: Vec<_> = args
-        .runs
-        .iter()
-        .map(|d| {
-            (
-                d.file_name().map_or_else(
-                    || d.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                ),
-                d.clone(),
-            )
-        })
-        .collect();
-    for f in tpri::figures::draw(&runs, &args.out, args.regression)? {
-        println!("wrote {}", f.display());
-    }
-    Ok(())
 }
 
 /// Flags of the target propagation, shared by every subcommand that runs TP.
@@ -225,7 +195,13 @@ pub struct BackendArgs {
 /// adapters (lavapipe, WARP) are slower than the CPU reference, so it says so and falls
 /// back to the CPU unless `--backend gpu` forces them.
 pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
+    if let Some(name) = &args.adapter {
+        name.parse::<AdapterChoice>()?;
+    }
     let cpu = || -> Result<Box<dyn Backend>> {
+        if args.adapter.is_some() && args.backend == BackendChoice::Cpu {
+            bail!("--adapter applies to the GPU backend; --backend cpu runs the f64 reference");
+        }
         if args.storage != Storage::F32 {
             bail!(
                 "--storage {} applies to the GPU backend; the CPU reference computes and stores in f64",
@@ -244,8 +220,8 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
                 return open_gpu(args);
             }
             match adapters.iter().find(|a| a.compute) {
-                Some(a) => println!("note: no hardware GPU found, only the software adapter {}; using the CPU reference (--backend gpu forces the adapter)", a.name),
-                None => println!("note: no GPU adapter found; using the CPU reference"),
+                Some(a) => eprintln!("note: no hardware GPU found, only the software adapter {}; using the CPU reference (--backend gpu forces the adapter)", a.name),
+                None => eprintln!("note: no GPU adapter found; using the CPU reference"),
             }
             cpu()
         }

@@ -8,9 +8,10 @@ use clap::Args;
 
 use tpri::config::{Loss, Method};
 use tpri::gpu::Storage;
+use tpri::limits::Workload;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
 
-use super::{hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArgs};
+use super::{errors, hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArgs};
 
 /// Flags of `tpri trace`.
 #[derive(Args, Debug)]
@@ -47,8 +48,20 @@ pub struct TraceArgs {
     out: PathBuf,
 }
 
-/// Runs `tpri trace`.
+/// Runs `tpri trace`; the library's names of tensors and settings come back as the
+/// file's tensors and the flags (`errors::trace_names`).
 pub fn run(args: TraceArgs) -> Result<()> {
+    run_trace(args).map_err(|e| {
+        let names = errors::trace_names();
+        let pairs: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        errors::for_cli(e, &pairs)
+    })
+}
+
+fn run_trace(args: TraceArgs) -> Result<()> {
     let params = load_params(&args.params)?;
     let batch = load_batch(&args.batch, params.dims())?;
     let hyper = hyper(
@@ -58,11 +71,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
         params.cell,
         no_optimizer(),
     );
+    // Everything checkable before a device is opened: tensors, values, settings.
+    tpri::validate::check_run(&params, &batch, &hyper, args.storage.device())?;
     let mut backend = open_backend(&BackendArgs {
         backend: args.backend,
         adapter: args.adapter.clone(),
         storage: args.storage,
     })?;
+    let (t, b) = (batch.seq_len(), batch.batch_size());
+    backend.check_workload(&Workload::new(params.cell, params.dims(), t, b, &hyper))?;
     let trace = backend
         .trace(&params, &batch, &hyper)
         .context("the iteration failed")?;

@@ -9,11 +9,12 @@ use crate::cpu::head::head;
 use crate::cpu::iteration::{iteration, iteration_steps};
 use crate::cpu::optimizer::optimizer_step;
 use crate::cpu::steps::{Pool, Steps};
+use crate::limits::Workload;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan};
 use crate::tasks::Batch;
-use crate::validate::check_batch;
+use crate::validate::{check_inputs, check_params, check_step, check_targets};
 
 /// The f64 CPU reference backend.
 #[derive(Default)]
@@ -28,6 +29,21 @@ struct Training {
     last: Option<(StepStats, Diagnostics)>,
     /// The per-step buffers, reused from step to step.
     pool: Pool,
+    /// Batch shapes (T, B) whose memory has been checked (`Workload::check_cpu`).
+    checked: Vec<(usize, usize)>,
+}
+
+impl Training {
+    /// Checks once per batch shape that its iteration fits the memory available.
+    fn check_memory(&mut self, batch: &Batch) -> Result<()> {
+        let shape = (batch.seq_len(), batch.batch_size());
+        if !self.checked.contains(&shape) {
+            let dims = self.params.dims();
+            Workload::new(self.params.cell, dims, shape.0, shape.1, &self.hyper).check_cpu()?;
+            self.checked.push(shape);
+        }
+        Ok(())
+    }
 }
 
 impl CpuBackend {
@@ -52,7 +68,10 @@ impl Backend for CpuBackend {
         iteration(params, batch, hyper, None)
     }
 
+    /// Checks the parameters (`validate::check_params`), the optimizer state and the
+    /// settings exactly as the GPU backend does, then takes them.
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
+        check_params(params)?;
         Plan::check(params.cell, hyper, Device::Cpu)?;
         let opt = OptState::for_params(opt, params)?;
         self.train = Some(Training {
@@ -61,12 +80,16 @@ impl Backend for CpuBackend {
             hyper: hyper.clone(),
             last: None,
             pool: Pool::default(),
+            checked: Vec::new(),
         });
         Ok(())
     }
 
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let tr = self.training()?;
+        let (cell, dims) = (tr.params.cell, tr.params.dims());
+        check_step(cell, dims, batch, &tr.hyper, Device::Cpu)?;
+        tr.check_memory(batch)?;
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.
         // The states stay in the working layout: the step needs only their norms.
@@ -108,7 +131,10 @@ impl Backend for CpuBackend {
 
     fn evaluate(&mut self, batch: &Batch) -> Result<Eval> {
         let tr = self.training()?;
-        check_batch(&tr.params, batch)?;
+        let dims = tr.params.dims();
+        check_inputs(dims, batch)?;
+        check_targets(&batch.y, tr.hyper.loss, batch.batch_size(), dims.output)?;
+        tr.check_memory(batch)?;
         let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
         let h = recurrence(&tr.params).states(&x, &mut tr.pool);
         let out = head(

@@ -149,7 +149,10 @@ pub fn normal_cg(
         iterations,
         residual: residual(&rs),
     };
-    Ok((x, check_converged(report, tol, max_iter)?))
+    Ok((
+        x,
+        check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?,
+    ))
 }
 
 /// P by an exact Cholesky factorisation of WᵀW + rI.

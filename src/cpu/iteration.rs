@@ -12,11 +12,13 @@ use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::jacobian_sweep;
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
+use crate::error::{shape_of, Error};
 use crate::kernel_io::Injection;
+use crate::limits::Workload;
 use crate::model::Params;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
 use crate::tasks::Batch;
-use crate::validate::check_batch;
+use crate::validate::{check_param_shapes, check_run, check_step};
 
 /// A `Trace` with the hidden states and targets still in the working layout (`Steps`):
 /// everything a training step needs, without converting T + 1 states twice.
@@ -93,18 +95,26 @@ impl StepsTrace {
 }
 
 /// Computes one iteration's quantities at `params` (nothing is updated). `warm_p` seeds CG.
+/// Checks everything first (`validate::check_run`, and that the iteration fits the memory
+/// available).
 pub fn iteration(
     params: &Params,
     batch: &Batch,
     hyper: &Hyper,
     warm_p: Option<&DMatrix<f64>>,
 ) -> Result<Trace> {
+    check_run(params, batch, hyper, Device::Cpu)?;
+    let (t, b) = (batch.seq_len(), batch.batch_size());
+    Workload::new(params.cell, params.dims(), t, b, hyper).check_cpu()?;
     let mut pool = Pool::default();
     Ok(iteration_steps(params, batch, hyper, warm_p, &mut pool)?.into_trace())
 }
 
 /// `iteration`, with the states left in the working layout, in buffers from `pool`
-/// (`StepsTrace::recycle` gives them back).
+/// (`StepsTrace::recycle` gives them back). Checks the shapes of its inputs and the
+/// settings (`validate::check_param_shapes`, `validate::check_step`), not the values of
+/// the parameters (a training step leaves non-finite ones to the training loop to
+/// notice) nor the memory.
 pub fn iteration_steps(
     params: &Params,
     batch: &Batch,
@@ -112,7 +122,16 @@ pub fn iteration_steps(
     warm_p: Option<&DMatrix<f64>>,
     pool: &mut Pool,
 ) -> Result<StepsTrace> {
-    check_batch(params, batch)?;
+    let dims = check_param_shapes(params)?;
+    check_step(params.cell, dims, batch, hyper, Device::Cpu)?;
+    if let Some(w) = warm_p.filter(|w| w.shape() != (dims.hidden, dims.hidden)) {
+        return Err(Error::shape(
+            "warm_p",
+            shape_of(&[w.nrows(), w.ncols()]),
+            format!("[{0}, {0}], P's shape (d×d)", dims.hidden),
+        )
+        .into());
+    }
     let t_len = batch.seq_len();
     let sizes = Sizes {
         hidden: params.dims().hidden,

@@ -174,7 +174,10 @@ pub fn per_step_cg(
         iterations,
         residual: residual(&rs),
     };
-    Ok((x, check_converged(report, tol, max_iter)?))
+    Ok((
+        x,
+        check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?,
+    ))
 }
 
 /// Linearized targets of docs/ALGORITHM.md §5 from the top target `v_t` (v_T, B×d) down:

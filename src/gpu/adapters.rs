@@ -19,11 +19,23 @@ pub enum AdapterChoice {
     Name(String),
 }
 
-impl FromStr for AdapterChoice {
-    type Err = std::convert::Infallible;
+/// The refusal of an empty (or blank) adapter name, which every adapter's name contains.
+fn empty_name() -> crate::error::Error {
+    crate::error::Error::setting(
+        "AdapterChoice::Name",
+        "an empty adapter name would match every adapter: give auto, an index from \
+         list_adapters() or part of an adapter's name",
+    )
+}
 
-    /// `auto`, an index, or a name substring.
+impl FromStr for AdapterChoice {
+    type Err = crate::error::Error;
+
+    /// `auto`, an index, or a name substring (not empty).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(empty_name());
+        }
         Ok(if s.eq_ignore_ascii_case("auto") {
             Self::Auto
         } else if let Ok(i) = s.parse() {
@@ -265,6 +277,7 @@ pub(crate) fn choose(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
         AdapterChoice::Index(i) => adapters
             .get(*i)
             .with_context(|| format!("no adapter with index {i}; adapters: {}", names()))?,
+        AdapterChoice::Name(part) if part.trim().is_empty() => return Err(empty_name().into()),
         AdapterChoice::Name(part) => {
             let part_lc = part.to_lowercase();
             adapters

@@ -23,11 +23,13 @@ use crate::gpu::layout::{matrix, Shape};
 use crate::gpu::one_shot;
 use crate::gpu::readback::{record_then_copy, CopyTo, Readback, Region};
 use crate::gpu::storage::Storage;
+use crate::limits::{GpuLimits, Workload};
+use crate::memory::MemoryEstimate;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::Plan;
 use crate::tasks::Batch;
-use crate::validate::check_run;
+use crate::validate::{check_params, check_run, check_step};
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says. Keeps P on the device to warm-start the next CG solve.
@@ -126,6 +128,20 @@ fn cached_workspace<'a>(
     Ok(&cache[i])
 }
 
+/// What a backend on `ctx` storing its histories as `storage` allows: the kernels' largest
+/// hidden size, the device's largest buffer, and the bytes of a stored history value.
+pub fn gpu_limits(ctx: &GpuContext, storage: Storage) -> GpuLimits {
+    let l = &ctx.limits;
+    GpuLimits {
+        max_hidden: crate::gpu::layout::MAX_HIDDEN,
+        max_buffer: l.max_buffer_size.min(l.max_storage_buffer_binding_size),
+        history_bytes: match storage {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        },
+    }
+}
+
 impl GpuBackend {
     /// A backend on `ctx` with nothing loaded, storing its histories in f32. The context
     /// may be shared with other users.
@@ -152,6 +168,12 @@ impl GpuBackend {
         self.storage
     }
 
+    /// What this backend's device allows: the kernels' largest hidden size, its largest
+    /// buffer, and the bytes of a stored history value.
+    pub fn limits(&self) -> GpuLimits {
+        gpu_limits(&self.ctx, self.storage)
+    }
+
     fn training(&mut self) -> Result<&mut Training> {
         self.train
             .as_mut()
@@ -167,8 +189,14 @@ impl Backend for GpuBackend {
         }
     }
 
+    fn check_workload(&self, workload: &Workload) -> Result<MemoryEstimate> {
+        workload.check_gpu(&self.limits())
+    }
+
     fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace> {
         check_run(params, batch, hyper, self.storage.device())?;
+        let (t, b) = (batch.seq_len(), batch.batch_size());
+        Workload::new(params.cell, params.dims(), t, b, hyper).check_gpu(&self.limits())?;
         let ctx = &*self.ctx;
         let (model, ws) = one_shot::workspace(ctx, params, batch, hyper, self.storage)?;
         ctx.submit(|pass| {
@@ -208,8 +236,8 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
+        let dims = check_params(params)?;
         Plan::check(params.cell, hyper, self.storage.device())?;
-        let dims = params.dims();
         let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
@@ -235,8 +263,8 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.ctx);
         let storage = self.storage;
         let tr = self.training()?;
-        let params_shape = tr.model.layout.zeros();
-        check_run(&params_shape, batch, &tr.hyper, storage.device())?;
+        let layout = &tr.model.layout;
+        check_step(layout.cell, layout.dims, batch, &tr.hyper, storage.device())?;
         let shape = Shape::of(batch);
         let ws = cached_workspace(
             &ctx,
@@ -298,9 +326,9 @@ impl Backend for GpuBackend {
             method: Method::Bp,
             ..tr.hyper.clone()
         };
-        let shape = tr.model.layout.zeros();
+        let layout = &tr.model.layout;
         for batch in batches {
-            check_run(&shape, batch, &hyper, storage.device())?;
+            check_step(layout.cell, layout.dims, batch, &hyper, storage.device())?;
         }
         let words = 2 * batches.len();
         if tr

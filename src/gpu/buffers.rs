@@ -4,6 +4,7 @@
 use anyhow::{bail, Result};
 
 use crate::cg::{CgError, CgReport};
+use crate::error::Error;
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
 use crate::gpu::layout::{rows_f32, stack, ParamLayout, Shape, MAX_HIDDEN};
@@ -34,11 +35,17 @@ impl ModelBuffers {
     /// Buffers for a model of `cell` with sizes `dims`.
     pub fn new(ctx: &GpuContext, cell: CellKind, dims: Dims) -> Result<Self> {
         if dims.hidden > MAX_HIDDEN {
-            bail!(
-                "hidden size d = {} exceeds the GPU kernels' limit of {MAX_HIDDEN} \
-                 (they keep one d-vector in workgroup memory)",
-                dims.hidden
-            );
+            return Err(Error::DeviceLimit {
+                limit: "MAX_HIDDEN".into(),
+                needed: Some(dims.hidden as u64),
+                allowed: MAX_HIDDEN as u64,
+                message: format!(
+                    "hidden size d = {} exceeds the GPU kernels' limit of {MAX_HIDDEN} \
+                     (they keep one d-vector in workgroup memory)",
+                    dims.hidden
+                ),
+            }
+            .into());
         }
         let layout = ParamLayout::new(cell, dims, ctx.limits.min_storage_buffer_offset_alignment);
         let g = cell.gates();
@@ -296,14 +303,14 @@ impl CgBuffers {
                 ..s
             };
             ctx.write(&self.state, 0, &[cleared]);
-            return Err(CgError {
+            return Err(Error::from(CgError {
                 report: CgReport {
                     iterations: s.worst_iterations as usize,
                     residual: f64::from(s.worst_residual),
                 },
                 tol,
                 max_iter,
-            }
+            })
             .into());
         }
         Ok(CgReport {

@@ -2,7 +2,7 @@
 //! compiled kernels, and the few helpers every kernel wrapper shares (checked buffer creation, uploads,
 //! readback, and turning wgpu validation errors into `anyhow` errors).
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
@@ -148,13 +148,18 @@ impl GpuContext {
         let l = &self.limits;
         let limit = l.max_buffer_size.min(l.max_storage_buffer_binding_size);
         if bytes > limit {
-            bail!(
-                "{what} needs {bytes} bytes, more than this device allows for one buffer \
-                 ({limit} bytes: max_buffer_size {}, max_storage_buffer_binding_size {}); \
-                 use a smaller batch, sequence length or hidden size",
-                l.max_buffer_size,
-                l.max_storage_buffer_binding_size
-            );
+            return Err(crate::error::Error::DeviceLimit {
+                limit: "max_buffer_size".into(),
+                needed: Some(bytes),
+                allowed: limit,
+                message: format!(
+                    "{what} needs {bytes} bytes, more than this device allows for one buffer \
+                     ({limit} bytes: max_buffer_size {}, max_storage_buffer_binding_size {}); \
+                     use a smaller batch, sequence length or hidden size",
+                    l.max_buffer_size, l.max_storage_buffer_binding_size
+                ),
+            }
+            .into());
         }
         // wgpu rejects empty bindings; 4 bytes is the smallest legal one.
         let size = bytes.max(4).next_multiple_of(4);

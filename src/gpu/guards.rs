@@ -2,9 +2,10 @@
 //! iterations per invocation, and the loop-count model of every kernel behind it (the one
 //! place that models them).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::config::Hyper;
+use crate::error::Error;
 use crate::gpu::context::GpuContext;
 use crate::gpu::layout::{ParamLayout, Shape};
 use crate::model::CellKind;
@@ -112,15 +113,20 @@ pub(crate) fn check_llvmpipe_loops(
         .expect("every iteration has kernels");
     if worst > LLVMPIPE_LOOP_LIMIT {
         let (d, p) = (layout.dims.hidden, layout.dims.input);
-        bail!(
-            "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU \
-             invocation of the {kernel}; llvmpipe (software Vulkan) stops every invocation \
-             after {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a \
-             real GPU or the CPU backend, or shorter sequences, smaller batches, or (for the \
-             CG solves) a lower --cg-max-iter",
-            shape.steps,
-            shape.batch
-        );
+        return Err(Error::DeviceLimit {
+            limit: "llvmpipe loop limit".into(),
+            needed: Some(worst as u64),
+            allowed: LLVMPIPE_LOOP_LIMIT as u64,
+            message: format!(
+                "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU \
+                 invocation of the {kernel}; llvmpipe (software Vulkan) stops every invocation \
+                 after {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use \
+                 a real GPU or the CPU backend, or shorter sequences, smaller batches, or (for \
+                 the CG solves) a lower Hyper::tp.cg_max_iter",
+                shape.steps, shape.batch
+            ),
+        }
+        .into());
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use anyhow::Result;
 
 use crate::cg::{CgError, CgReport};
 use crate::config::TpConfig;
+use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
@@ -231,14 +232,14 @@ pub(crate) fn report_from(
     let f: Failures = bytemuck::pod_read_unaligned(bytemuck::cast_slice(failures));
     if f.count > 0 {
         ctx.write(&model.sweep_failures, 0, &[Failures::default()]);
-        return Err(CgError {
+        return Err(Error::from(CgError {
             report: CgReport {
                 iterations: f.worst_iterations as usize,
                 residual: f64::from(f32::from_bits(f.worst_residual)),
             },
             tol: tolerance(tp),
             max_iter: tp.cg_max_iter,
-        }
+        })
         .into());
     }
     Ok(CgReport::worst(step_reports_from(steps, shape)))

@@ -47,7 +47,7 @@ mod target_sweep;
 mod transpose;
 
 pub use adapters::{list_adapters, AdapterChoice, AdapterSummary};
-pub use backend::GpuBackend;
+pub use backend::{gpu_limits, GpuBackend};
 pub use context::GpuContext;
 pub use inverse::GPU_CG_TOL;
 pub use kernel::{

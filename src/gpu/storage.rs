@@ -42,7 +42,7 @@ pub enum Storage {
 
 impl Storage {
     /// The plan's view of a GPU storing its histories this way.
-    pub(crate) fn device(self) -> Device {
+    pub fn device(self) -> Device {
         Device::Gpu {
             f16_histories: self == Storage::F16,
         }

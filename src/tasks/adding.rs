@@ -11,6 +11,8 @@ use crate::config::Loss;
 
 /// Channel 0 marks, channel 1 carries the values.
 const CHANNELS: usize = 2;
+/// Input and output sizes (p, q).
+pub(crate) const SIZES: (usize, usize) = (CHANNELS, 1);
 const MARK: usize = 0;
 const VALUE: usize = 1;
 
@@ -45,7 +47,7 @@ impl Generator for AddingData {
     fn generate(t_len: usize, rng: &mut ChaCha8Rng, batch_size: usize) -> Batch {
         // ⌊0.1T⌋ and ⌊0.4T⌋, exact in integers.
         let first = t_len / 10;
-        let second = 2 * t_len / 5;
+        let second = t_len / 5 * 2 + t_len % 5 * 2 / 5; // without overflowing 2T
         let mut x = synthetic::zero_inputs(t_len, batch_size, CHANNELS);
         let mut y = DMatrix::zeros(batch_size, 1);
         for b in 0..batch_size {

@@ -11,6 +11,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use flate2::read::MultiGzDecoder;
 
+use crate::error::Error;
+
 /// Labels are classes `0..CLASSES`.
 pub const CLASSES: usize = 10;
 
@@ -34,12 +36,15 @@ pub struct Images {
 }
 
 impl Images {
-    /// Pixels per image, `rows · cols`.
+    /// Pixels per image, `rows · cols` (saturating).
     pub fn image_size(&self) -> usize {
-        self.rows * self.cols
+        self.rows.saturating_mul(self.cols)
     }
 
     /// The pixels of image `i`.
+    ///
+    /// # Panics
+    /// If `i` is not below `count` or the images are inconsistent ([`Labeled::check`]).
     pub fn image(&self, i: usize) -> &[u8] {
         let size = self.image_size();
         &self.pixels[i * size..(i + 1) * size]
@@ -62,6 +67,43 @@ pub struct Labeled {
 }
 
 impl Labeled {
+    /// Checks that the fields agree: non-empty images of `rows · cols` pixels, `count` of
+    /// them in `pixels`, one label per image, every label a class in `0..CLASSES`.
+    pub fn check(&self) -> Result<()> {
+        let i = &self.images;
+        let problem = if i.rows == 0 || i.cols == 0 {
+            Some(format!("empty images of {}×{} pixels", i.rows, i.cols))
+        } else if i
+            .rows
+            .checked_mul(i.cols)
+            .and_then(|s| s.checked_mul(i.count))
+            != Some(i.pixels.len())
+        {
+            Some(format!(
+                "{} pixels for {} images of {}×{} pixels",
+                i.pixels.len(),
+                i.count,
+                i.rows,
+                i.cols
+            ))
+        } else if self.labels.len() != i.count {
+            Some(format!(
+                "{} labels for {} images",
+                self.labels.len(),
+                i.count
+            ))
+        } else {
+            self.labels
+                .iter()
+                .find(|&&l| usize::from(l) >= CLASSES)
+                .map(|l| format!("label {l} is not a class in 0..{CLASSES}"))
+        };
+        match problem {
+            Some(p) => Err(Error::value("Labeled", p).into()),
+            None => Ok(()),
+        }
+    }
+
     /// Keeps only the first `count` examples.
     pub fn truncate(&mut self, count: usize) {
         self.images.truncate(count);
@@ -83,14 +125,15 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
 pub fn read_labeled(images: &Path, labels: &Path) -> Result<Labeled> {
     let images_read = read_images(images)?;
     let labels_read = read_labels(labels)?;
-    ensure!(
-        images_read.count == labels_read.len(),
-        "IDX label file {} holds {} labels but image file {} holds {} images",
-        labels.display(),
-        labels_read.len(),
-        images.display(),
-        images_read.count
-    );
+    if images_read.count != labels_read.len() {
+        let problem = format!(
+            "the IDX label file holds {} labels but the image file {} holds {} images",
+            labels_read.len(),
+            images.display(),
+            images_read.count
+        );
+        return Err(Error::format(labels, problem).into());
+    }
     Ok(Labeled {
         images: images_read,
         labels: labels_read,
@@ -129,13 +172,13 @@ pub fn parse_labels(source: impl Read, path: &Path) -> Result<Vec<u8>> {
 }
 
 fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| anyhow!("cannot open IDX file {}: {e}", path.display()))
+    crate::files::open_regular(path, "IDX file")
 }
 
 /// One flat message rather than a context chain, so that printing the error with `{}`
-/// still shows the problem.
+/// still shows the problem: a `Format` error of the file.
 fn in_file(path: &Path, problem: anyhow::Error) -> anyhow::Error {
-    anyhow!("IDX file {}: {problem:#}", path.display())
+    Error::format(path, format!("not a valid IDX file: {problem:#}")).into()
 }
 
 /// Checks the magic number and returns the dimensions and the data bytes.

@@ -97,6 +97,36 @@ pub enum TaskSpec {
 }
 
 impl TaskSpec {
+    /// The input size p, output size q and sequence length T of the task's batches, from
+    /// the settings alone (nothing is read or drawn); a length the synthetic tasks cannot
+    /// have (T < 10) is an error. The pixel task's are MNIST's: k
+    /// pixels of 28×28 images per step, 10 classes (its files are read later, and checked
+    /// then).
+    pub fn sizes(&self) -> Result<(usize, usize, usize)> {
+        Ok(match self {
+            TaskSpec::TemporalOrder { seq_len } => {
+                synthetic::check_seq_len("temporal order", *seq_len)?;
+                let (p, q) = temporal_order::SIZES;
+                (p, q, *seq_len)
+            }
+            TaskSpec::Adding { seq_len } => {
+                synthetic::check_seq_len("adding", *seq_len)?;
+                let (p, q) = adding::SIZES;
+                (p, q, *seq_len)
+            }
+            TaskSpec::Pixel { chunk, .. } => {
+                if *chunk == 0 {
+                    return Err(crate::error::Error::setting(
+                        "TaskSpec::Pixel::chunk",
+                        "the pixel chunk k must be at least 1 (it must divide the image size, 784)",
+                    )
+                    .into());
+                }
+                (*chunk, idx::CLASSES, pixel::MNIST_PIXELS / chunk)
+            }
+        })
+    }
+
     /// The loss the task is scored with.
     pub fn loss(&self) -> Loss {
         match self {
@@ -120,11 +150,15 @@ pub trait Task: Send + Sync {
     fn loss(&self) -> Loss;
     /// Training batch number `index` of the seeded stream: a pure function of (seed, index, batch_size),
     /// so a resumed run sees exactly the batches an uninterrupted one would.
+    ///
+    /// # Panics
+    /// If the batch cannot be allocated: check its sizes first
+    /// ([`crate::limits::check_run`]).
     fn train_batch(&self, index: u64, batch_size: usize) -> Batch;
     /// The fixed held-out evaluation set, in batches of at most `batch_size`.
     ///
     /// # Panics
-    /// If `batch_size` is 0.
+    /// If `batch_size` is 0, or the set cannot be allocated (as `train_batch`).
     fn eval_batches(&self, batch_size: usize) -> Vec<Batch>;
 }
 

@@ -5,13 +5,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use nalgebra::DMatrix;
 
 use super::idx::{self, Labeled, CLASSES};
 use super::stream::{rng, shuffled, Purpose};
 use super::{Batch, Targets, Task};
 use crate::config::Loss;
+use crate::error::Error;
+use crate::files::not_a_file;
 
 /// How images become sequences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,17 +50,31 @@ pub fn read_split(dir: &Path, split: &str) -> Result<Labeled> {
     idx::read_labeled(&images, &labels)
 }
 
+/// The regular file `name` or `name.gz` in `dir`; when neither is one, what is there
+/// instead (a directory, a FIFO, a dangling link, …) or that both are missing.
 fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
     let candidates = [dir.join(name), dir.join(format!("{name}.gz"))];
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(path) => Ok(path.clone()),
-        None => bail!(
-            "missing IDX file: looked for {} and {}",
-            candidates[0].display(),
-            candidates[1].display()
-        ),
+    let kinds = candidates.clone().map(|p| not_a_file(&p));
+    if let Some(i) = kinds.iter().position(Option::is_none) {
+        return Ok(candidates[i].clone());
     }
+    for (path, kind) in candidates.iter().zip(&kinds) {
+        if let Some(kind) = kind.as_deref().filter(|&k| k != "missing") {
+            return Err(
+                Error::format(path, format!("the IDX file is {kind}, not a regular file")).into(),
+            );
+        }
+    }
+    bail!(
+        "missing IDX file: looked for {} and {}",
+        candidates[0].display(),
+        candidates[1].display()
+    )
 }
+
+/// Pixels of an MNIST image, 28×28: what the pixel task's sizes are checked with before
+/// its files are read.
+pub(crate) const MNIST_PIXELS: usize = 28 * 28;
 
 impl PixelTask {
     /// Reads `dir` (training files `train-*`, held-out files `t10k-*`, the latter
@@ -73,6 +89,8 @@ impl PixelTask {
 
     /// The task over already-read data.
     pub fn new(train: Labeled, eval: Labeled, options: PixelOptions, seed: u64) -> Result<Self> {
+        train.check().context("the training set")?;
+        eval.check().context("the held-out set")?;
         let size = train.images.image_size();
         let k = options.chunk;
         ensure!(

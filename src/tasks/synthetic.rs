@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use nalgebra::DMatrix;
 use rand_chacha::ChaCha8Rng;
 
@@ -104,13 +104,18 @@ pub(crate) use delegate_task;
 /// both tasks need `⌊0.1T⌋ ≥ 1`.
 pub(crate) const MIN_SEQ_LEN: usize = 10;
 
-/// Rejects a length whose position ranges would be empty.
-fn check_seq_len(task: &str, seq_len: usize) -> Result<()> {
-    ensure!(
-        seq_len >= MIN_SEQ_LEN,
-        "{task}: sequence length T = {seq_len} is too short; the marked positions need \
-         ⌊0.1T⌋ ≥ 1, i.e. T ≥ {MIN_SEQ_LEN}"
-    );
+/// Rejects a length whose position ranges would be empty (`TaskSpec::seq_len`).
+pub(crate) fn check_seq_len(task: &str, seq_len: usize) -> Result<()> {
+    if seq_len < MIN_SEQ_LEN {
+        return Err(crate::error::Error::setting(
+            "TaskSpec::seq_len",
+            format!(
+                "{task}: sequence length T = {seq_len} is too short; the marked positions \
+                 need ⌊0.1T⌋ ≥ 1, i.e. T ≥ {MIN_SEQ_LEN}"
+            ),
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use crate::config::Loss;
 const SYMBOLS: usize = 6;
 /// Labels `v0 + 2·v1`.
 const CLASSES: usize = 4;
+/// Input and output sizes (p, q).
+pub(crate) const SIZES: (usize, usize) = (SYMBOLS, CLASSES);
 
 /// Seeded temporal order sequences of length T: p = 6 one-hot symbols per step, 4
 /// classes (q = 4), scored with [`Loss::CrossEntropy`]. Batches come from the

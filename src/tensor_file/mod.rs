@@ -17,6 +17,7 @@ pub use params::{
 };
 
 use crate::backend::Trace;
+use crate::error::{shape_of, Error};
 use crate::model::Dims;
 use crate::tasks::{Batch, Targets};
 
@@ -72,10 +73,19 @@ impl Tensor {
 }
 
 /// Reads every tensor of a safetensors file (F64, F32, F16, BF16, I64, I32, U8).
+///
+/// The path must be a regular file (a directory, FIFO or device is named as such,
+/// `files::open_regular`); a header naming a tensor twice is an error (the safetensors
+/// crate would keep one of them silently).
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let bytes = crate::files::read_regular(path, "tensor file")?;
+    let invalid = |e: &dyn std::fmt::Display| {
+        Error::format(path, format!("not a valid safetensors file: {e}"))
+    };
+    if let Some(name) = duplicate_key(&bytes) {
+        return Err(invalid(&format!("its header names tensor {name:?} twice")).into());
+    }
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| invalid(&e))?;
     let mut out = HashMap::new();
     for (name, view) in file.tensors() {
         let raw = view.data();
@@ -111,10 +121,13 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
                     .collect(),
             ),
             Dtype::U8 => TensorData::Int(raw.iter().map(|&b| b.into()).collect()),
-            other => bail!(
-                "tensor {name} in {} has unsupported dtype {other:?}",
-                path.display()
-            ),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("tensor {name} has unsupported dtype {other:?}"),
+                )
+                .into())
+            }
         };
         out.insert(
             name,
@@ -125,6 +138,34 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         );
     }
     Ok(out)
+}
+
+/// The first key that the JSON header of safetensors `bytes` names twice, if any (a header
+/// that cannot be read is left to the safetensors crate to report).
+fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct FirstDuplicate;
+    impl<'de> Visitor<'de> for FirstDuplicate {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if !seen.insert(key.clone()) {
+                    return Ok(Some(key));
+                }
+            }
+            Ok(None)
+        }
+    }
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = usize::try_from(len).ok()?.checked_add(8)?;
+    let header = bytes.get(8..end)?;
+    let mut de = serde_json::Deserializer::from_slice(header);
+    de.deserialize_map(FirstDuplicate).ok().flatten()
 }
 
 /// Writes tensors as f64 (floats) or i64 (integers), with string metadata, atomically.
@@ -197,12 +238,17 @@ pub(crate) fn take<'a>(
 ) -> Result<&'a Tensor> {
     tensors
         .get(name)
-        .with_context(|| format!("{} has no tensor {name}", file.display()))
+        .ok_or_else(|| Error::format(file, format!("the file has no tensor {name}")).into())
 }
 
 pub(crate) fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&'a [f64]> {
     if t.shape != shape {
-        bail!("tensor {name} has shape {:?}, expected {shape:?}", t.shape);
+        return Err(Error::shape(
+            format!("tensor {name}"),
+            shape_of(&t.shape),
+            shape_of(shape),
+        )
+        .into());
     }
     match &t.data {
         TensorData::Float(v) => Ok(v),
@@ -211,20 +257,45 @@ pub(crate) fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&
 }
 
 /// Reads a batch file (`x` \[B,T,p\]; `y` \[B\] integer labels or \[B,q\] floats) for `dims`.
+///
+/// Refused, naming the tensor: other tensors than `x` and `y`, a size of 0 (B, T or p),
+/// an `x` whose p is not `dims.input`, a `y` of another number of sequences, negative
+/// labels. The values themselves (NaN, labels out of range) are the backends' to check.
 pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
     let tensors = read_tensors(path)?;
     let x = take(&tensors, "x", path)?;
-    let &[b, t_len, p] = x.shape.as_slice() else {
-        bail!(
-            "tensor x in {} has shape {:?}, expected [B, T, p]",
-            path.display(),
-            x.shape
+    let y = take(&tensors, "y", path)?;
+    let mut others: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !matches!(*k, "x" | "y"))
+        .collect();
+    if !others.is_empty() {
+        others.sort_unstable();
+        let problem = format!(
+            "unknown tensor{} {}: a batch file holds exactly x and y",
+            if others.len() > 1 { "s" } else { "" },
+            others.join(", ")
         );
+        return Err(Error::format(path, problem).into());
+    }
+    let in_file = |name: &str| format!("tensor {name} in {}", path.display());
+    let &[b, t_len, p] = x.shape.as_slice() else {
+        return Err(Error::shape(in_file("x"), shape_of(&x.shape), "[B, T, p]").into());
     };
+    if b == 0 || t_len == 0 || p == 0 {
+        return Err(Error::shape(
+            in_file("x"),
+            shape_of(&x.shape),
+            "[B, T, p] with B, T and p at least 1",
+        )
+        .into());
+    }
     if p != dims.input {
         bail!(
-            "tensor x in {} has p = {p} inputs per step, but rnn.w_ih expects {}",
+            "tensor x in {} has p = {p} inputs per step, but rnn.w_ih expects {} (expected [B, T, {}])",
             path.display(),
+            dims.input,
             dims.input
         );
     }
@@ -232,30 +303,37 @@ pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
     let steps = (0..t_len)
         .map(|t| DMatrix::from_fn(b, p, |i, j| data[(i * t_len + t) * p + j]))
         .collect();
-    let y = take(&tensors, "y", path)?;
-    let targets =
-        match (&y.data, y.shape.as_slice()) {
-            (TensorData::Int(labels), &[n]) if n == b => {
-                let labels = labels
-                    .iter()
-                    .map(|&l| {
-                        usize::try_from(l).with_context(|| {
-                            format!("tensor y in {} holds a negative label {l}", path.display())
-                        })
+    let kind = if matches!(y.data, TensorData::Int(_)) {
+        "integers"
+    } else {
+        "floats"
+    };
+    let targets = match (&y.data, y.shape.as_slice()) {
+        (TensorData::Int(labels), &[n]) if n == b => {
+            let labels = labels
+                .iter()
+                .map(|&l| {
+                    usize::try_from(l).map_err(|_| {
+                        Error::value(in_file("y"), format!("holds a negative label {l}"))
                     })
-                    .collect::<Result<_>>()?;
-                Targets::Labels(labels)
-            }
-            (TensorData::Float(v), &[n, q]) if n == b => {
-                Targets::Values(DMatrix::from_row_slice(n, q, v))
-            }
-            _ => bail!(
-            "tensor y in {} has shape {:?} ({}), expected [{b}] integer labels or [{b}, q] floats",
-            path.display(),
-            y.shape,
-            if matches!(y.data, TensorData::Int(_)) { "integers" } else { "floats" }
-        ),
-        };
+                })
+                .collect::<Result<_, _>>()?;
+            Targets::Labels(labels)
+        }
+        (TensorData::Float(v), &[n, q]) if n == b && q > 0 => {
+            Targets::Values(DMatrix::from_row_slice(n, q, v))
+        }
+        _ => {
+            return Err(Error::shape(
+                in_file("y"),
+                format!("{} ({kind})", shape_of(&y.shape)),
+                format!(
+                    "[{b}] integer labels or [{b}, q] floats (q ≥ 1), one row per sequence of x"
+                ),
+            )
+            .into())
+        }
+    };
     Ok(Batch {
         x: steps,
         y: targets,

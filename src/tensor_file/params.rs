@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 
 use super::{floats, read_tensors, take, write_tensors, Tensor};
-use crate::model::{is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES};
+use crate::error::{shape_of, Error};
+use crate::model::{is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES, PARAM_NAMES};
 
 /// Reads parameters under either naming ([`ParamNames::detect`]): tpri's `rnn.w_hh`,
 /// `rnn.w_ih`, `rnn.b`, `head.w`, `head.b` (or the GRU's `gru.*` tensors and the head), or
@@ -123,112 +124,260 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
                 .join(", ")
         ),
     };
-    let name = |n: &str| format!("{prefix}{n}");
-    let w_hh = take(tensors, &name(TORCH_RNN_NAMES[0]), file)?;
-    let w_ih = take(tensors, &name(TORCH_RNN_NAMES[1]), file)?;
-    let head_w = take(tensors, "head.weight", file)?;
+    let keys: Vec<String> = TORCH_RNN_NAMES
+        .iter()
+        .map(|n| format!("{prefix}{n}"))
+        .chain(["head.weight".to_string(), "head.bias".to_string()])
+        .collect();
+    let stored = keys
+        .iter()
+        .map(|k| take(tensors, k, file))
+        .collect::<Result<Vec<_>>>()?;
+    let known: Vec<&str> = keys.iter().map(String::as_str).collect();
+    reject_unknown(tensors, "", &known, file)?;
     let (&[rows, d], &[_, p], &[q, _]) = (
-        w_hh.shape.as_slice(),
-        w_ih.shape.as_slice(),
-        head_w.shape.as_slice(),
+        stored[0].shape.as_slice(),
+        stored[1].shape.as_slice(),
+        stored[4].shape.as_slice(),
     ) else {
         bail!(
             "{}: {}, {} and head.weight must be matrices",
             file.display(),
-            name(TORCH_RNN_NAMES[0]),
-            name(TORCH_RNN_NAMES[1])
+            keys[0],
+            keys[1]
         );
     };
+    for (i, size, what) in [
+        (0, d, "column (the hidden size d)"),
+        (1, p, "column (the input size p)"),
+        (4, q, "row (the output size q)"),
+    ] {
+        if size == 0 {
+            return Err(Error::shape(
+                format!("tensor {} in {}", keys[i], file.display()),
+                shape_of(&stored[i].shape),
+                format!("at least one {what}"),
+            )
+            .into());
+        }
+    }
     let cell = match rows {
         _ if rows == d => CellKind::Tanh,
-        _ if rows == 3 * d => CellKind::Gru,
+        _ if Some(rows) == d.checked_mul(3) => CellKind::Gru,
         _ => bail!(
             "{}: {} has shape [{rows}, {d}]: [d, d] for nn.RNN or [3d, d] for nn.GRU",
             file.display(),
-            name(TORCH_RNN_NAMES[0])
+            keys[0]
         ),
     };
-    let mut params = Params::zeros_of(
-        cell,
-        Dims {
-            input: p,
-            hidden: d,
-            output: q,
-        },
-    );
-    let read = |key: &str, slot: &DMatrix<f64>| -> Result<DMatrix<f64>> {
-        let shape = if slot.ncols() == 1 && key.contains("bias") {
-            vec![slot.nrows()]
-        } else {
-            vec![slot.nrows(), slot.ncols()]
-        };
-        let data = floats(take(tensors, key, file)?, key, &shape)
-            .with_context(|| format!("in {}", file.display()))?;
-        Ok(DMatrix::from_row_slice(slot.nrows(), slot.ncols(), data))
-    };
-    let g = cell.gates() * d;
-    let bias = DMatrix::zeros(g, 1);
-    params.w_hh = read(&name(TORCH_RNN_NAMES[0]), &params.w_hh)?;
-    params.w_ih = read(&name(TORCH_RNN_NAMES[1]), &params.w_ih)?;
-    let b_ih = read(&name(TORCH_RNN_NAMES[2]), &bias)?;
-    let b_hh = read(&name(TORCH_RNN_NAMES[3]), &bias)?;
-    match cell {
-        CellKind::Tanh => params.b = b_ih + b_hh,
-        CellKind::Gru => {
-            params.b = b_ih;
-            params.b_hh = b_hh;
+    let g = rows;
+    let expected = [
+        vec![g, d],
+        vec![g, p],
+        vec![g],
+        vec![g],
+        vec![q, d],
+        vec![q],
+    ];
+    for ((t, want), key) in stored.iter().zip(&expected).zip(&keys) {
+        if &t.shape != want {
+            return Err(Error::shape(
+                format!("tensor {key} in {}", file.display()),
+                shape_of(&t.shape),
+                format!("{} for p = {p}, d = {d}, q = {q}", shape_of(want)),
+            )
+            .into());
         }
     }
-    params.head_w = read("head.weight", &params.head_w)?;
-    params.head_b = read("head.bias", &params.head_b)?;
-    Ok(params)
+    let mut read = stored
+        .iter()
+        .zip(&expected)
+        .zip(&keys)
+        .map(|((t, shape), key)| {
+            let data = floats(t, key, shape).with_context(|| format!("in {}", file.display()))?;
+            let cols = shape.get(1).copied().unwrap_or(1);
+            Ok(DMatrix::from_row_slice(shape[0], cols, data))
+        });
+    let mut next = || -> Result<DMatrix<f64>> { read.next().expect("six tensors") };
+    let (w_hh, w_ih, b_ih, b_hh, head_w, head_b) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
+    let (b, b_hh) = match cell {
+        CellKind::Tanh => (b_ih + b_hh, DMatrix::zeros(0, 1)),
+        CellKind::Gru => (b_ih, b_hh),
+    };
+    Ok(Params {
+        cell,
+        w_hh,
+        w_ih,
+        b,
+        b_hh,
+        head_w,
+        head_b,
+    })
 }
 
 /// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`; a
-/// `gru.w_hh` tensor makes them a GRU's.
+/// `gru.*` tensor makes them a GRU's.
+///
+/// Refused, with an error naming the tensor: `rnn.*` and `gru.*` tensors together, a
+/// missing tensor, any other tensor under `prefix` (e.g. `rnn.b_hh`, which the tanh RNN
+/// does not have), a size of 0, and shapes that do not fit together — all checked on the
+/// shapes alone, before anything is allocated for them.
 pub fn params_from_tensors(
     tensors: &HashMap<String, Tensor>,
     prefix: &str,
     file: &Path,
 ) -> Result<Params> {
-    let get = |name: &str| take(tensors, &format!("{prefix}{name}"), file);
-    let cell = if tensors.contains_key(&format!("{prefix}{}", GRU_PARAM_NAMES[0])) {
-        CellKind::Gru
-    } else {
-        CellKind::Tanh
-    };
+    let key = |name: &str| format!("{prefix}{name}");
+    let has_any = |names: &[&str]| names.iter().any(|n| tensors.contains_key(&key(n)));
+    // The head's names are shared; the recurrent ones tell the cells apart.
+    let (rnn, gru) = (has_any(&PARAM_NAMES[..3]), has_any(&GRU_PARAM_NAMES[..4]));
+    if rnn && gru {
+        return Err(Error::format(
+            file,
+            format!(
+                "holds both {prefix}rnn.* and {prefix}gru.* tensors; a file holds the \
+                 parameters of one cell"
+            ),
+        )
+        .into());
+    }
+    let cell = if gru { CellKind::Gru } else { CellKind::Tanh };
     let names = cell.param_names();
-    let (w_hh, w_ih, head_w) = (get(names[0])?, get(names[1])?, get(names[names.len() - 2])?);
-    let (Some(&d), Some(&p), Some(&q)) =
-        (w_hh.shape.get(1), w_ih.shape.get(1), head_w.shape.first())
-    else {
-        bail!(
-            "{}: {prefix}{}, {prefix}{} and {prefix}head.w must be matrices",
-            file.display(),
-            names[0],
-            names[1]
-        );
+    let stored = names
+        .iter()
+        .map(|n| take(tensors, &key(n), file))
+        .collect::<Result<Vec<_>>>()?;
+    reject_unknown(tensors, prefix, names, file)?;
+    let dim = |i: usize, axis: usize| stored[i].shape.get(axis).copied();
+    let head = names.len() - 2;
+    let (Some(d), Some(p), Some(q)) = (dim(0, 1), dim(1, 1), dim(head, 0)) else {
+        return Err(Error::format(
+            file,
+            format!(
+                "{} {:?}, {} {:?} and {} {:?} must be matrices",
+                key(names[0]),
+                stored[0].shape,
+                key(names[1]),
+                stored[1].shape,
+                key(names[head]),
+                stored[head].shape
+            ),
+        )
+        .into());
     };
+    let dims = Dims {
+        input: p,
+        hidden: d,
+        output: q,
+    };
+    let expected = check_shapes(cell, dims, &stored, &|i| key(names[i]), file)?;
     let mut params = Params::zeros_of(
         cell,
         Dims {
-            input: p,
-            hidden: d,
-            output: q,
+            input: 0,
+            hidden: 0,
+            output: 0,
         },
     );
-    for (name, slot) in names.iter().zip(params.tensors_mut()) {
-        let shape: Vec<usize> = if is_bias(name) {
-            vec![slot.nrows()]
+    for ((slot, t), (i, (rows, cols))) in params
+        .tensors_mut()
+        .into_iter()
+        .zip(&stored)
+        .zip(expected.into_iter().enumerate())
+    {
+        let name = key(names[i]);
+        let shape = if is_bias(&name) {
+            vec![rows]
         } else {
-            vec![slot.nrows(), slot.ncols()]
+            vec![rows, cols]
         };
-        let key = format!("{prefix}{name}");
-        let data =
-            floats(get(name)?, &key, &shape).with_context(|| format!("in {}", file.display()))?;
-        *slot = DMatrix::from_row_slice(slot.nrows(), slot.ncols(), data);
+        let data = floats(t, &name, &shape).with_context(|| format!("in {}", file.display()))?;
+        *slot = DMatrix::from_row_slice(rows, cols, data);
     }
     Ok(params)
+}
+
+/// Checks, from the stored shapes alone, that `d`, `p` and `q` are at least 1 and that
+/// every tensor (`stored`, in `cell.param_names()` order, named by `name`) has the
+/// shape they give; returns those shapes (biases as columns).
+fn check_shapes(
+    cell: CellKind,
+    dims: Dims,
+    stored: &[&Tensor],
+    name: &dyn Fn(usize) -> String,
+    file: &Path,
+) -> Result<Vec<(usize, usize)>> {
+    let head = cell.param_names().len() - 2;
+    for (i, size, what) in [
+        (0, dims.hidden, "column (the hidden size d)"),
+        (1, dims.input, "column (the input size p)"),
+        (head, dims.output, "row (the output size q)"),
+    ] {
+        if size == 0 {
+            return Err(Error::shape(
+                format!("tensor {} in {}", name(i), file.display()),
+                shape_of(&stored[i].shape),
+                format!("at least one {what}"),
+            )
+            .into());
+        }
+    }
+    let expected = Params::shapes(cell, dims);
+    for (i, (t, &(rows, cols))) in stored.iter().zip(&expected).enumerate() {
+        let want = if is_bias(cell.param_names()[i]) {
+            vec![rows]
+        } else {
+            vec![rows, cols]
+        };
+        if t.shape != want {
+            return Err(Error::shape(
+                format!("tensor {} in {}", name(i), file.display()),
+                shape_of(&t.shape),
+                format!(
+                    "{} for p = {}, d = {}, q = {}",
+                    shape_of(&want),
+                    dims.input,
+                    dims.hidden,
+                    dims.output
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(expected)
+}
+
+/// Refuses tensors under `prefix` that are not among `known` (names after the prefix).
+fn reject_unknown(
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+    known: &[&str],
+    file: &Path,
+) -> Result<()> {
+    let mut unknown: Vec<&str> = tensors
+        .keys()
+        .filter(|k| {
+            k.strip_prefix(prefix)
+                .is_some_and(|rest| !known.contains(&rest))
+        })
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let known: Vec<String> = known.iter().map(|n| format!("{prefix}{n}")).collect();
+    Err(Error::format(
+        file,
+        format!(
+            "unknown tensor{} {}: the parameters are exactly {}",
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown.join(", "),
+            known.join(", ")
+        ),
+    )
+    .into())
 }
 
 /// Writes parameters as f64 tensors under tpri's names ([`ParamNames::Tpri`]).

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, Diagnostics, Eval};
 use crate::cg::CgReport;
 use crate::config::Hyper;
+use crate::limits::{run_workload, Workload};
 use crate::model::{CellKind, Dims, Params};
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan};
@@ -69,6 +70,20 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The sizes this run holds (named as its settings name them): what the host's memory
+    /// and a backend's [`Backend::check_workload`] are checked against before anything is
+    /// built.
+    pub fn workload(&self) -> Result<Workload> {
+        run_workload(
+            &self.task,
+            self.cell,
+            self.hidden,
+            self.batch_size,
+            self.eval_size,
+            &self.hyper,
+        )
+    }
+
     /// Rejects impossible settings, naming the value.
     pub fn validate(&self) -> Result<()> {
         Plan::check(self.cell, &self.hyper, Device::Cpu)?;
@@ -79,25 +94,20 @@ impl RunConfig {
                 self.hyper.loss
             );
         }
-        for (name, value) in [
-            ("hidden", self.hidden),
-            ("batch_size", self.batch_size),
-            ("eval_size", self.eval_size),
+        for (name, zero) in [
+            ("hidden", self.hidden == 0),
+            ("batch_size", self.batch_size == 0),
+            ("eval_size", self.eval_size == 0),
+            ("iterations", self.iterations == 0),
+            ("eval_every", self.eval_every == 0),
+            ("log_every", self.log_every == 0),
+            ("checkpoint_every", self.checkpoint_every == 0),
         ] {
-            if value == 0 {
+            if zero {
                 bail!("{name} must be at least 1");
             }
         }
-        for (name, value) in [
-            ("iterations", self.iterations),
-            ("eval_every", self.eval_every),
-            ("log_every", self.log_every),
-            ("checkpoint_every", self.checkpoint_every),
-        ] {
-            if value == 0 {
-                bail!("{name} must be at least 1");
-            }
-        }
+        crate::limits::check_host(&self.workload()?)?;
         Ok(())
     }
 }
@@ -225,6 +235,9 @@ impl<'a> Session<'a> {
         resume: Option<TrainState>,
     ) -> Result<Self> {
         cfg.validate()?;
+        // The backend's own limits (the GPU's buffer sizes, its largest d) before the task,
+        // the weights or anything else is built.
+        backend.check_workload(&cfg.workload()?)?;
         if let Some(s) = &resume {
             if s.iteration >= cfg.iterations {
                 bail!(

@@ -1,7 +1,6 @@
 //! The CPU reference driven through the `Backend` trait, as the training loop drives it.
 
 use tpri::backend::Backend;
-use tpri::cg::CgError;
 use tpri::config::{Hyper, Loss, Method, OptimizerConfig, OptimizerKind, Solver};
 use tpri::cpu::forward::forward;
 use tpri::cpu::head::head;
@@ -185,7 +184,7 @@ fn a_failed_solve_fails_the_step_and_changes_nothing() {
     let mut be = CpuBackend::new();
     be.load(&params, None, &hy).unwrap();
     let err = be.step(&batch).unwrap_err();
-    let cg = err.downcast_ref::<CgError>().expect("a CgError");
+    let cg = tpri::error::cg_error(&err).expect("a CgError");
     assert_eq!(cg.report.iterations, 1);
     let (now, opt) = be.state().unwrap();
     assert_eq!((now, opt.step), (params, 0));

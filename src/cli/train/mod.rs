@@ -259,7 +259,11 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
         cfg = overlay_file(&cfg, path)?;
     }
     cfg.task = task_from_flags(&cfg.task, args)?;
-    cfg.hyper.loss = cfg.task.loss();
+    // The task decides the loss, unless the config file names one (then
+    // `RunConfig::validate` refuses a loss the task cannot take).
+    if !args.config.as_deref().is_some_and(file_sets_loss) {
+        cfg.hyper.loss = cfg.task.loss();
+    }
     if let Some(cell) = args.cell {
         if cell != cfg.cell {
             cfg.hyper.tp.inversion = Inversion::default_for(cell);
@@ -301,6 +305,15 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 
 /// Deep-merges a (partial) TOML file over `base`. A task of another kind replaces the
 /// base task whole rather than mixing their fields.
+/// Whether the config file at `path` sets `[hyper] loss` (a file that cannot be read
+/// says no: `overlay_file` reports it).
+fn file_sets_loss(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+        .is_some_and(|file| file.get("hyper").and_then(|h| h.get("loss")).is_some())
+}
+
 fn overlay_file(base: &RunConfig, path: &Path) -> Result<RunConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;

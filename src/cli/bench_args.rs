@@ -1,0 +1,224 @@
+//! `tpri bench`'s flags and their checks, before any device is timed: sizes and counts of
+//! at least 1, positive device figures, and every size of every grid within the memory
+//! available and the GPU's limits (`limits::Workload`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use tpri::bench::Size;
+use tpri::config::Method;
+use tpri::gpu::{F16Conversions, GpuContext, Storage};
+
+/// Which backends to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    /// The wgpu backend.
+    Gpu,
+    /// The f64 CPU reference.
+    Cpu,
+    /// Both.
+    All,
+}
+
+/// Flags of `tpri bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Backends to time.
+    #[arg(long, value_enum, default_value = "all")]
+    pub(super) backend: Which,
+    /// GPU adapter: `auto`, an index, or a name substring.
+    #[arg(long, default_value = "auto")]
+    pub(super) adapter: String,
+    /// How the GPU stores the histories h and v − h; `f32,f16` times both (their rows
+    /// are labelled `gpu` and `gpu-f16`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Storage::F32])]
+    pub(super) storage: Vec<Storage>,
+    /// How f16 storage converts; `native,integer` times both (rows `gpu-f16` and
+    /// `gpu-f16-int`). `native` falls back to integer code where the adapter lacks
+    /// SHADER_F16.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [F16Conversions::Native])]
+    pub(super) f16_conversions: Vec<F16Conversions>,
+    /// Sequence lengths T.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
+    pub(super) steps: Vec<usize>,
+    /// Hidden sizes d.
+    #[arg(long, value_delimiter = ',', default_values_t = [100])]
+    pub(super) hidden: Vec<usize>,
+    /// Batch sizes B.
+    #[arg(long, value_delimiter = ',', default_values_t = [4, 16])]
+    pub(super) batch: Vec<usize>,
+    /// Input size p (pixel sequences: 1).
+    #[arg(long, default_value_t = 1)]
+    pub(super) input: usize,
+    /// Number of classes q.
+    #[arg(long, default_value_t = 10)]
+    pub(super) output: usize,
+    /// Timed repetitions per case (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub(super) reps: usize,
+    /// A small grid and few repetitions: under a minute on a software rasterizer.
+    #[arg(long)]
+    pub(super) quick: bool,
+    /// Also measure the TP/BP time ratio over the T × d grid below.
+    #[arg(long)]
+    pub(super) regimes: bool,
+    /// Sequence lengths of the regime map.
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 32, 128])]
+    pub(super) regime_steps: Vec<usize>,
+    /// Hidden sizes of the regime map.
+    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 128])]
+    pub(super) regime_hidden: Vec<usize>,
+    /// Batch size of the regime map.
+    #[arg(long, default_value_t = 16)]
+    pub(super) regime_batch: usize,
+    /// With `--regimes`: also draw the TP/BP time-ratio map of each backend as
+    /// `<STEM>-gpu.{svg,png}` and `<STEM>-cpu.{svg,png}` (x = T, y = d, linear
+    /// colour scale, the ratio written in each cell); the table is printed as well.
+    #[arg(long, value_name = "STEM", requires = "regimes")]
+    pub(super) plot: Option<PathBuf>,
+    /// Also time CPU TP-RI iterations forming P against per-step solves over the T × B grid
+    /// below at one d, next to the cost model's choice (`--solver auto`).
+    #[arg(long)]
+    pub(super) crossover: bool,
+    /// Sequence lengths of the crossover study.
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 5, 9, 17, 33, 65])]
+    pub(super) crossover_steps: Vec<usize>,
+    /// Batch sizes of the crossover study.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    pub(super) crossover_batch: Vec<usize>,
+    /// Hidden size of the crossover study.
+    #[arg(long, default_value_t = 128)]
+    pub(super) crossover_hidden: usize,
+    /// Also write every measurement, the machine and the command line as JSON to this
+    /// file [default: none].
+    #[arg(long)]
+    pub(super) json: Option<PathBuf>,
+    /// Assumed peak f32 throughput of the device, GFLOP/s (default: a mid-range discrete GPU).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub(super) peak_gflops: f64,
+    /// Assumed memory bandwidth, GB/s.
+    #[arg(long, default_value_t = 500.0)]
+    pub(super) bandwidth_gbs: f64,
+    /// Assumed cost of one kernel launch, µs.
+    #[arg(long, default_value_t = 5.0)]
+    pub(super) dispatch_us: f64,
+    /// Assumed latency of one step of a fused time loop (a dot product, two barriers), µs.
+    #[arg(long, default_value_t = 2.0)]
+    pub(super) step_us: f64,
+}
+
+/// Refuses flags no measurement can run with, naming the flag: a size or count of 0,
+/// an empty grid, a device figure that is not positive and finite.
+pub fn check_args(args: &BenchArgs) -> Result<()> {
+    let mut grids: Vec<(&str, &[usize])> = vec![
+        ("--steps", &args.steps),
+        ("--hidden", &args.hidden),
+        ("--batch", &args.batch),
+    ];
+    if args.regimes {
+        grids.extend([
+            ("--regime-steps", &args.regime_steps[..]),
+            ("--regime-hidden", &args.regime_hidden[..]),
+        ]);
+    }
+    if args.crossover {
+        grids.extend([
+            ("--crossover-steps", &args.crossover_steps[..]),
+            ("--crossover-batch", &args.crossover_batch[..]),
+        ]);
+    }
+    for (flag, values) in grids {
+        if values.is_empty() {
+            bail!("{flag} needs at least one value");
+        }
+        if values.contains(&0) {
+            bail!("{flag} must be at least 1, got 0");
+        }
+    }
+    for (flag, value) in [
+        ("--input", args.input),
+        ("--output", args.output),
+        ("--reps", args.reps),
+        ("--regime-batch", args.regime_batch),
+        ("--crossover-hidden", args.crossover_hidden),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1, got 0");
+        }
+    }
+    for (flag, value, zero_ok) in [
+        ("--peak-gflops", args.peak_gflops, false),
+        ("--bandwidth-gbs", args.bandwidth_gbs, false),
+        ("--dispatch-us", args.dispatch_us, true),
+        ("--step-us", args.step_us, true),
+    ] {
+        if !(value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0))) {
+            bail!(
+                "{flag} must be {} and finite, got {value}",
+                if zero_ok { "non-negative" } else { "positive" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks every size of every grid against the memory available and the GPU's limits
+/// before the first measurement (`limits::Workload`).
+pub fn check_memory(
+    args: &BenchArgs,
+    gpu_runs: &[(Arc<GpuContext>, Storage)],
+    cpu: bool,
+) -> Result<()> {
+    let mut sizes: Vec<(usize, usize, usize)> =
+        iproduct(&args.steps, &args.hidden, &args.batch).collect();
+    if args.regimes {
+        sizes.extend(iproduct(
+            &args.regime_steps,
+            &args.regime_hidden,
+            &[args.regime_batch],
+        ));
+    }
+    let crossover: Vec<_> = if args.crossover {
+        iproduct(
+            &args.crossover_steps,
+            &[args.crossover_hidden],
+            &args.crossover_batch,
+        )
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let size = |(steps, hidden, batch)| Size {
+        steps,
+        hidden,
+        batch,
+        input: args.input,
+        output: args.output,
+    };
+    for &s in sizes.iter().chain(&crossover) {
+        let w = size(s).workload(Method::Tp);
+        if cpu || crossover.contains(&s) {
+            w.check_cpu()?;
+        }
+        for (ctx, storage) in gpu_runs.iter().filter(|_| sizes.contains(&s)) {
+            w.check_gpu(&tpri::gpu::gpu_limits(ctx, *storage))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every (T, d, B) combination, T outermost.
+pub(super) fn iproduct<'a>(
+    steps: &'a [usize],
+    hidden: &'a [usize],
+    batch: &'a [usize],
+) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
+    steps.iter().flat_map(move |&t| {
+        hidden
+            .iter()
+            .flat_map(move |&d| batch.iter().map(move |&b| (t, d, b)))
+    })
+}

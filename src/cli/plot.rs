@@ -1,0 +1,140 @@
+//! `tpri plot`: the figures of existing run directories, after checking their logs.
+//!
+//! The logs are checked whole before anything is drawn, so that a damaged or foreign
+//! file is an error naming the file and the line, never a figure of garbage lines. The
+//! rule: `log.csv` starts with tpri's header and every other non-blank line has its
+//! columns, an iteration (a whole number) first and every other field empty or a finite
+//! number; `step_norms.csv` has, on every non-blank line, an iteration and the same
+//! number of finite norms as every other line. A NaN or infinite value is an error
+//! (training stops at the first non-finite loss, so a run's own logs never hold one).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use tpri::run_dir::LOG_HEADER;
+
+/// Flags of `tpri plot`.
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// Run directories, each with its log.csv and step_norms.csv.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Directory the figures are written to (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Label the evaluation figure as MSE (regression tasks) [default: accuracy].
+    #[arg(long)]
+    regression: bool,
+}
+
+/// Runs `tpri plot`.
+pub fn plot(args: PlotArgs) -> Result<()> {
+    for dir in &args.runs {
+        check_logs(dir)?;
+    }
+    let runs: Vec<_> = args
+        .runs
+        .iter()
+        .map(|d| {
+            (
+                d.file_name().map_or_else(
+                    || d.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                ),
+                d.clone(),
+            )
+        })
+        .collect();
+    for f in tpri::figures::draw(&runs, &args.out, args.regression)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// Checks `dir/log.csv` and `dir/step_norms.csv` by the rule of this module's docs.
+pub fn check_logs(dir: &Path) -> Result<()> {
+    let log = dir.join("log.csv");
+    let text = read(&log)?;
+    let mut lines = text.lines().enumerate();
+    if lines.next().map(|(_, l)| l) != Some(LOG_HEADER) {
+        bail!(
+            "{} line 1: not tpri's log header (expected {LOG_HEADER:?})",
+            log.display()
+        );
+    }
+    let columns: Vec<&str> = LOG_HEADER.split(',').collect();
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let at = || format!("{} line {}", log.display(), i + 1);
+        if fields.len() != columns.len() {
+            bail!(
+                "{}: {} fields, but the header has {} columns",
+                at(),
+                fields.len(),
+                columns.len()
+            );
+        }
+        iteration(fields[0], &at)?;
+        for (field, column) in fields.iter().zip(&columns).skip(1) {
+            if !field.is_empty() {
+                number(field, column, &at)?;
+            }
+        }
+    }
+    let norms = dir.join("step_norms.csv");
+    let text = read(&norms)?;
+    let mut width = None;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let fields: Vec<&str> = line.split(',').collect();
+        let at = || format!("{} line {}", norms.display(), i + 1);
+        iteration(fields[0], &at)?;
+        for field in &fields[1..] {
+            number(field, "a step norm", &at)?;
+        }
+        let steps = fields.len() - 1;
+        match width {
+            None => width = Some((steps, i + 1)),
+            Some((w, first)) if w != steps => bail!(
+                "{}: {steps} step norms, but line {first} has {w} (the rows must be equally long)",
+                at()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    let bytes = tpri::files::read_regular(path, "log")?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn iteration(field: &str, at: &dyn Fn() -> String) -> Result<()> {
+    if field.parse::<u64>().is_err() {
+        bail!("{}: the iteration {field:?} is not a whole number", at());
+    }
+    Ok(())
+}
+
+fn number(field: &str, column: &str, at: &dyn Fn() -> String) -> Result<()> {
+    match field.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(()),
+        Ok(v) => bail!(
+            "{}: {column} is {v}; tpri plot draws finite values only",
+            at()
+        ),
+        Err(_) => bail!("{}: {column} {field:?} is not a number", at()),
+    }
+}
