@@ -560,3 +560,47 @@ fn a_config_files_loss_is_checked_against_the_task() {
         assert!(dir.join("summary.json").exists());
     }
 }
+
+/// The device a check speaks for is the one asked for: the CPU reference's own solves
+/// (Cholesky) trace on the CPU, and the GPU refuses them, naming the flag.
+#[test]
+fn cpu_only_solves_trace_on_the_cpu_and_are_refused_on_the_gpu() {
+    let root = scratch("cpu-only-solve");
+    let (params, batch) = (
+        corpus("params/valid_tanh.safetensors"),
+        corpus("batch/valid_labels.safetensors"),
+    );
+    let out = root.join("trace.safetensors");
+    let args = |backend: &'static str| {
+        vec![
+            "trace".to_string(),
+            "--params".into(),
+            params.clone(),
+            "--batch".into(),
+            batch.clone(),
+            "--loss".into(),
+            "ce".into(),
+            "--method".into(),
+            "tp".into(),
+            "--solver".into(),
+            "cholesky".into(),
+            "--backend".into(),
+            backend.into(),
+            "--out".into(),
+            out.to_string_lossy().into_owned(),
+        ]
+    };
+    let cpu = args("cpu");
+    let run = tpri(&cpu.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.exists());
+    let gpu = args("gpu");
+    refused(
+        &gpu.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["--solver", "Cholesky"],
+    );
+}

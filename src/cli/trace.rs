@@ -9,6 +9,7 @@ use clap::Args;
 use tpri::config::{Loss, Method};
 use tpri::gpu::Storage;
 use tpri::limits::Workload;
+use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
 
 use super::{errors, hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArgs};
@@ -71,8 +72,13 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         params.cell,
         no_optimizer(),
     );
-    // Everything checkable before a device is opened: tensors, values, settings.
-    tpri::validate::check_run(&params, &batch, &hyper, args.storage.device())?;
+    // Everything checkable before a device is opened: tensors, values, settings (those of
+    // the device asked for; with `auto` the chosen backend checks its own when it runs).
+    let device = match args.backend {
+        BackendChoice::Gpu => args.storage.device(),
+        BackendChoice::Cpu | BackendChoice::Auto => Device::Cpu,
+    };
+    tpri::validate::check_run(&params, &batch, &hyper, device)?;
     let mut backend = open_backend(&BackendArgs {
         backend: args.backend,
         adapter: args.adapter.clone(),
