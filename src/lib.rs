@@ -53,6 +53,8 @@ pub mod plan;
 pub mod plot;
 pub mod presets;
 pub mod run_dir;
+#[cfg(feature = "cli")]
+pub mod sweep;
 pub mod tasks;
 pub mod tensor_file;
 pub mod train;

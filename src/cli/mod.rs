@@ -5,6 +5,7 @@ mod bench_report;
 mod check;
 mod compare;
 mod export;
+mod sweep;
 mod trace;
 mod train;
 
@@ -60,6 +61,9 @@ enum Command {
     /// `model.load_state_dict(safetensors.torch.load_file(OUT))`. The tanh RNN's single bias
     /// b is written as bias_ih_l0 = b, bias_hh_l0 = 0; reading a PyTorch file adds the two.
     Export(export::ExportArgs),
+    /// Run a grid of training runs from a spec, locally or as a Slurm job array, and
+    /// gather results.csv and figures (docs/SWEEPS.md).
+    Sweep(Box<sweep::SweepArgs>),
 }
 
 /// Runs a parsed command line.
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => plot(args),
         Command::Bench(args) => bench::run(*args),
         Command::Export(args) => export::run(args),
+        Command::Sweep(args) => sweep::run(*args),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");
