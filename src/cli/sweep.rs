@@ -174,6 +174,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
             },
             report.started
         );
+        for name in report.planned.iter().take(10) {
+            println!("  {name}");
+        }
+        if report.planned.len() > 10 {
+            println!("  … and {} more", report.planned.len() - 10);
+        }
         for note in &report.notes {
             println!("note: {note}");
         }

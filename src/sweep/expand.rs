@@ -255,7 +255,12 @@ fn set_path(tree: &mut toml::Table, key: &str, value: toml::Value) -> Result<()>
 /// The configuration a tree describes, with the loss the task implies (as `tpri train`
 /// sets it).
 pub fn deserialize(tree: toml::Table) -> Result<RunConfig> {
-    let mut cfg: RunConfig = toml::Value::Table(tree).try_into()?;
+    let mut cfg: RunConfig =
+        toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " "))
+            })?;
     cfg.hyper.loss = cfg.task.loss();
     Ok(cfg)
 }

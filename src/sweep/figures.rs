@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::figures::read_log;
-use crate::plot::{band_chart, heat_map_with, BandSeries, HeatAxes};
+use crate::plot::{heat_map_with, HeatAxes};
 
 use super::collect::{cell_stats, Choice, Outcome, Stat};
 use super::expand::short_keys;
-use super::manifest::{run_dir, Manifest};
-use super::spec::{Axis, Band, Metric};
+use super::manifest::Manifest;
+use super::spec::{Axis, Metric};
 use super::value::file_safe;
 
 /// Draws the figures into DIR/figures; returns the files written and notes on what was
@@ -35,33 +34,35 @@ pub fn draw(
     let mut notes = Vec::new();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let max = m.figures.max_figures.unwrap_or(60);
-    let mut emit = |kind: &'static str,
-                    stem: PathBuf,
-                    draw: &dyn Fn(&Path) -> Result<()>|
-     -> Result<()> {
-        let n = kinds.entry(kind).or_default();
-        *n += 1;
-        if *n > max {
-            if *n == max + 1 {
-                notes.push(format!(
+    let mut emit =
+        |kind: &'static str, stem: PathBuf, draw: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
+            let n = kinds.entry(kind).or_default();
+            *n += 1;
+            if *n > max {
+                if *n == max + 1 {
+                    notes.push(format!(
                     "{kind} figures beyond the first {max} were left out ([figures] max_figures)"
                 ));
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        draw(&stem)?;
-        files.extend(["svg", "png"].map(|e| PathBuf::from(format!("{}.{e}", stem.display()))));
-        Ok(())
-    };
+            draw(&stem)?;
+            files.extend(["svg", "png"].map(|e| PathBuf::from(format!("{}.{e}", stem.display()))));
+            Ok(())
+        };
     let metrics = g.metrics();
     if let Some((x, y)) = g.heat_axes() {
+        // A heat map over the searched axis itself shows every value, not the best.
+        let raw = g.search.is_some_and(|s| s == x || s == y);
         let shown = [Some(x), Some(y), g.search];
         for panel in g.panels(&shown) {
             for &metric in &metrics {
                 let stem = out.join(format!("heatmap_{}{}", metric.name(), g.suffix(&panel)));
-                emit("heatmap", stem, &|s| g.heatmap(s, (x, y), &panel, metric))?;
+                emit("heatmap", stem, &|s| {
+                    g.heatmap(s, (x, y), &panel, (metric, raw))
+                })?;
             }
-            if let Some(s) = g.search.filter(|&s| numeric(&m.axes[s])) {
+            if let Some(s) = g.search.filter(|&s| !raw && numeric(&m.axes[s])) {
                 let stem = out.join(format!("best_{}{}", g.short[s], g.suffix(&panel)));
                 emit("best-value", stem, &|f| g.best_map(f, (x, y), &panel, s))?;
             }
@@ -70,7 +71,7 @@ pub fn draw(
             for panel in g.panels(&[Some(x), Some(y), g.search, Some(w)]) {
                 let stem = out.join(format!("winner{}", g.suffix(&panel)));
                 emit("winner", stem, &|f| {
-                    g.winner_map(f, (x, y), &panel, w, metrics[0])
+                    g.winner_map(f, (x, y), &panel, w, (metrics[0], raw))
                 })?;
             }
         }
@@ -92,7 +93,7 @@ pub fn draw(
 }
 
 /// Whether every value of the axis is a number.
-fn numeric(axis: &Axis) -> bool {
+pub(super) fn numeric(axis: &Axis) -> bool {
     axis.values.iter().all(|v| v.is_integer() || v.is_float())
 }
 
@@ -102,35 +103,23 @@ fn number(v: &toml::Value) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Whether the bands' values are positive and span a decade or more (a log axis over
-/// less has too few ticks to read).
-fn spans_decade(series: &[BandSeries]) -> bool {
-    let values = || {
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().flat_map(|p| [p.2, p.3]))
-    };
-    let (lo, hi) = values().fold((f64::INFINITY, 0.0f64), |(l, h), v| (l.min(v), h.max(v)));
-    values().all(|v| v > 0.0) && hi >= 10.0 * lo
-}
-
 /// One combination of the axes a figure does not show: (axis, value index) pairs.
-type Panel = Vec<(usize, usize)>;
+pub(super) type Panel = Vec<(usize, usize)>;
 
 /// The grid, its statistics and the axes' roles.
-struct Grid<'a> {
-    dir: &'a Path,
-    m: &'a Manifest,
-    short: Vec<String>,
-    search: Option<usize>,
-    winner: Option<usize>,
-    curves: Option<usize>,
+pub(super) struct Grid<'a> {
+    pub(super) dir: &'a Path,
+    pub(super) m: &'a Manifest,
+    pub(super) short: Vec<String>,
+    pub(super) search: Option<usize>,
+    pub(super) winner: Option<usize>,
+    pub(super) curves: Option<usize>,
     /// Cell with the searched axis at 0 → the cell it stands for (itself, or the best
     /// value's cell).
-    chosen: BTreeMap<Vec<usize>, Vec<usize>>,
-    stats: BTreeMap<Metric, BTreeMap<Vec<usize>, Stat>>,
+    pub(super) chosen: BTreeMap<Vec<usize>, Vec<usize>>,
+    pub(super) stats: BTreeMap<Metric, BTreeMap<Vec<usize>, Stat>>,
     /// Run indices of each cell.
-    runs: BTreeMap<Vec<usize>, Vec<usize>>,
+    pub(super) runs: BTreeMap<Vec<usize>, Vec<usize>>,
 }
 
 impl<'a> Grid<'a> {
@@ -260,7 +249,7 @@ impl<'a> Grid<'a> {
             .collect()
     }
 
-    fn describe(&self, panel: &Panel) -> String {
+    pub(super) fn describe(&self, panel: &Panel) -> String {
         let parts: Vec<String> = panel
             .iter()
             .map(|&(a, v)| format!("{} = {}", self.short[a], self.m.axes[a].labels[v]))
@@ -273,7 +262,7 @@ impl<'a> Grid<'a> {
     }
 
     /// The cell (searched axis at 0) with `panel` and `set` applied.
-    fn outer(&self, panel: &Panel, set: &[(usize, usize)]) -> Vec<usize> {
+    pub(super) fn outer(&self, panel: &Panel, set: &[(usize, usize)]) -> Vec<usize> {
         let mut cell = vec![0; self.m.axes.len()];
         for &(a, v) in panel.iter().chain(set) {
             cell[a] = v;
@@ -282,8 +271,14 @@ impl<'a> Grid<'a> {
     }
 
     /// The statistics of `metric` in the cell `outer` stands for, if every seed has it.
-    fn stat(&self, metric: Metric, outer: &[usize]) -> Option<Stat> {
-        let cell = self.chosen.get(outer)?;
+    pub(super) fn stat(&self, metric: Metric, outer: &[usize]) -> Option<Stat> {
+        self.stat_in(metric, outer, false)
+    }
+
+    /// [`Grid::stat`], or with `raw` of the cell `outer` itself (its searched value as
+    /// given, not the best).
+    fn stat_in(&self, metric: Metric, outer: &[usize], raw: bool) -> Option<Stat> {
+        let cell = if raw { outer } else { self.chosen.get(outer)? };
         self.stats[&metric]
             .get(cell)
             .filter(|s| s.complete)
@@ -291,7 +286,7 @@ impl<'a> Grid<'a> {
     }
 
     /// Positions of an axis's values and the axis description.
-    fn positions(&self, a: usize) -> (Vec<f64>, String) {
+    pub(super) fn positions(&self, a: usize) -> (Vec<f64>, String) {
         let axis = &self.m.axes[a];
         if numeric(axis) {
             let v: Vec<f64> = axis.values.iter().map(number).collect();
@@ -344,7 +339,7 @@ impl<'a> Grid<'a> {
         heat_map_with(stem, title, &rows, log, &axes)
     }
 
-    fn seeds_text(&self) -> String {
+    pub(super) fn seeds_text(&self) -> String {
         let mut t = format!("mean over {} seeds", self.m.seeds.len());
         if let Some(s) = self.search {
             t += &format!(", best {}", self.short[s]);
@@ -357,10 +352,10 @@ impl<'a> Grid<'a> {
         stem: &Path,
         xy: (usize, usize),
         panel: &Panel,
-        metric: Metric,
+        (metric, raw): (Metric, bool),
     ) -> Result<()> {
         let value = |i: usize, j: usize| {
-            self.stat(metric, &self.outer(panel, &[(xy.0, i), (xy.1, j)]))
+            self.stat_in(metric, &self.outer(panel, &[(xy.0, i), (xy.1, j)]), raw)
                 .map_or(f64::NAN, |s| s.mean)
         };
         let title = format!(
@@ -401,12 +396,13 @@ impl<'a> Grid<'a> {
         xy: (usize, usize),
         panel: &Panel,
         w: usize,
-        metric: Metric,
+        (metric, raw): (Metric, bool),
     ) -> Result<()> {
         let axis = &self.m.axes[w];
         let value = |i: usize, j: usize| {
             let scores = (0..axis.values.len()).filter_map(|k| {
-                let s = self.stat(metric, &self.outer(panel, &[(xy.0, i), (xy.1, j), (w, k)]))?;
+                let cell = self.outer(panel, &[(xy.0, i), (xy.1, j), (w, k)]);
+                let s = self.stat_in(metric, &cell, raw)?;
                 Some((k, s.mean))
             });
             let best = scores.reduce(|a, b| {
@@ -437,105 +433,5 @@ impl<'a> Grid<'a> {
         );
         let colour = format!("winner: {}", names.join(", "));
         self.heat(stem, &title, xy, &value, (&colour, false, false))
-    }
-
-    /// The curve through `points` with the band the spec asks for.
-    fn band(&self, label: String, points: impl Iterator<Item = (f64, Stat)>) -> BandSeries {
-        let points = points
-            .map(|(x, s)| match self.m.figures.band {
-                Band::MinMax => (x, s.mean, s.min, s.max),
-                Band::Std => (x, s.mean, s.mean - s.std, s.mean + s.std),
-            })
-            .collect();
-        BandSeries { label, points }
-    }
-
-    /// The values of the series axis as (label, panel entry); one series of all runs
-    /// without one, or when it is `shown` on the x axis.
-    fn series(&self, shown: Option<usize>) -> Vec<(String, Option<(usize, usize)>)> {
-        match self.curves.filter(|&c| Some(c) != shown) {
-            Some(c) => self.m.axes[c]
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(k, l)| (l.clone(), Some((c, k))))
-                .collect(),
-            None => vec![("all runs".into(), None)],
-        }
-    }
-
-    fn profile(&self, stem: &Path, x: usize, panel: &Panel, metric: Metric) -> Result<()> {
-        let (xs, x_label) = self.positions(x);
-        let series: Vec<BandSeries> = self
-            .series(Some(x))
-            .into_iter()
-            .map(|(label, s)| {
-                let points = xs.iter().enumerate().filter_map(|(i, &px)| {
-                    let set: Vec<(usize, usize)> = s.into_iter().chain([(x, i)]).collect();
-                    Some((px, self.stat(metric, &self.outer(panel, &set))?))
-                });
-                self.band(label, points)
-            })
-            .collect();
-        let title = format!(
-            "{} ({}){}",
-            metric.name(),
-            self.seeds_text(),
-            self.describe(panel)
-        );
-        let log_y = metric.log_scale() && spans_decade(&series);
-        band_chart(stem, &title, (&x_label, metric.name()), &series, log_y)
-    }
-
-    fn curves(&self, stem: &Path, panel: &Panel, what: &str, log_y: bool) -> Result<()> {
-        let mut series = Vec::new();
-        for (label, s) in self.series(None) {
-            let outer = self.outer(panel, &s.into_iter().collect::<Vec<_>>());
-            let Some(cell) = self.chosen.get(&outer) else {
-                continue;
-            };
-            let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-            for &r in self.runs.get(cell).into_iter().flatten() {
-                let Ok(log) = read_log(&run_dir(self.dir, &self.m.runs[r].name)) else {
-                    continue;
-                };
-                let points = if what == "train_loss" {
-                    log.train_loss
-                } else {
-                    log.eval_accuracy
-                };
-                for (it, v) in points.into_iter().filter(|p| p.1.is_finite()) {
-                    at.entry(it as u64).or_default().push(v);
-                }
-            }
-            let label = match self.search {
-                Some(sv) => format!(
-                    "{label} ({} = {})",
-                    self.short[sv], self.m.axes[sv].labels[cell[sv]]
-                ),
-                None => label,
-            };
-            let points = at
-                .into_iter()
-                .filter_map(|(it, v)| Some((it as f64, Stat::of(&v, v.len())?)));
-            series.push(self.band(label, points));
-        }
-        let band = match self.m.figures.band {
-            Band::MinMax => "min to max",
-            Band::Std => "mean ± std",
-        };
-        let title = format!(
-            "{} ({band} over seeds){}",
-            what.replace('_', " "),
-            self.describe(panel)
-        );
-        let log_y = log_y && spans_decade(&series);
-        band_chart(
-            stem,
-            &title,
-            ("iteration", &what.replace('_', " ")),
-            &series,
-            log_y,
-        )
     }
 }

@@ -14,6 +14,7 @@
 //! they write (summary.json, log.csv), never from their checkpoints.
 
 mod collect;
+mod curves;
 mod expand;
 mod figures;
 mod local;
@@ -78,8 +79,10 @@ pub struct Report {
     pub incomplete: usize,
     /// Runs not started.
     pub pending: usize,
-    /// Runs this call started (local) or submitted (Slurm).
+    /// Runs this call started (local) or submitted (Slurm), or would (dry run).
     pub started: usize,
+    /// Their names.
+    pub planned: Vec<String>,
     /// Slurm job ids this call submitted.
     pub jobs: Vec<String>,
     /// Files written by the collection.
@@ -111,7 +114,14 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
     let mut report = counts(&manifest);
     report.notes = notes;
     report.started = todo.len();
+    report.planned = todo
+        .iter()
+        .map(|&i| manifest.runs[i].name.clone())
+        .collect();
     if opts.prepare.dry_run {
+        if opts.engine == Engine::Slurm && !todo.is_empty() {
+            slurm::submit(dir, &mut manifest, &todo, &opts.slurm)?;
+        }
         return Ok(report);
     }
     match opts.engine {
@@ -119,6 +129,7 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
             local::run_local(dir, &mut manifest, &todo, &opts.local)?;
             let mut collected = collect(dir, opts.figures)?;
             collected.started = todo.len();
+            collected.planned = report.planned;
             collected.notes.splice(0..0, report.notes);
             Ok(collected)
         }

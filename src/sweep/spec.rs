@@ -435,7 +435,7 @@ mod tests {
         assert_eq!(spec.axes[0].labels, ["16", "32", "64", "128", "256", "512"]);
         assert_eq!(
             spec.axes[1].labels,
-            ["1e-4", "0.001", "0.01", "0.1", "1", "10"]
+            ["1e-4", "1e-3", "0.01", "0.1", "1", "10"]
         );
         assert_eq!(spec.axes[3].labels, ["0.5", "1", "1.5"]);
         assert_eq!(spec.set.len(), 2);
