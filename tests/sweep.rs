@@ -339,6 +339,26 @@ fn a_failed_run_is_recorded_and_the_others_still_run() {
     let m = manifest(&out);
     assert!(m.runs[0].error.as_deref().unwrap().starts_with("error: "));
 
+    // A sweep another live process holds (pid 1, this host) is refused; a stale lock is
+    // taken over.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let lock = out.join("sweep.lock");
+    std::fs::write(&lock, format!("1 {}", host.trim())).unwrap();
+    let o = run(&[
+        "sweep",
+        s(&spec),
+        "--out",
+        s(&out),
+        "--resume",
+        "--retry-failed",
+    ]);
+    assert!(
+        text(&o).contains("another tpri sweep (pid 1"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&lock, format!("999999999 {}", host.trim())).unwrap();
+
     // --resume leaves failed runs alone; --retry-failed runs them again.
     let o = run(&[
         "sweep",
@@ -362,6 +382,10 @@ fn a_failed_run_is_recorded_and_the_others_still_run() {
     assert_eq!(o.status.code(), Some(1));
     let m = manifest(&out);
     assert_eq!((m.runs[0].attempts, m.runs[1].attempts), (2, 1));
+    assert!(
+        !out.join("sweep.lock").exists(),
+        "the lock outlived the sweep"
+    );
 }
 
 /// A directory with stand-ins for `sbatch` (records its arguments, prints a job id) and
@@ -457,25 +481,27 @@ fn the_slurm_engine_submits_one_array_whose_tasks_run_the_runs() {
         .iter()
         .all(|r| r.attempts == 1 && r.status == Status::Pending));
 
-    // While the array is queued, a resubmission is refused.
+    // While the array is queued, neither a resubmission nor the local engine runs.
     std::fs::write(bin.join("BUSY"), "").unwrap();
-    let o = with_path(
-        &bin,
-        &[
-            "sweep",
-            s(&spec),
-            "--out",
-            s(&out),
-            "--engine",
-            "slurm",
-            "--resume",
-        ],
-    );
-    assert!(
-        !o.status.success() && text(&o).contains("still queued"),
-        "{}",
-        text(&o)
-    );
+    for engine in ["slurm", "local"] {
+        let o = with_path(
+            &bin,
+            &[
+                "sweep",
+                s(&spec),
+                "--out",
+                s(&out),
+                "--engine",
+                engine,
+                "--resume",
+            ],
+        );
+        assert!(
+            !o.status.success() && text(&o).contains("still queued"),
+            "{engine}: {}",
+            text(&o)
+        );
+    }
     std::fs::remove_file(bin.join("BUSY")).unwrap();
 
     // Slurm runs array task i as `job.sh TASKS` with SLURM_ARRAY_TASK_ID=i: do the same,

@@ -32,6 +32,64 @@ pub struct LocalOptions {
     pub adapters: Vec<String>,
 }
 
+/// DIR/sweep.lock, held while the local engine runs the sweep in DIR: a second `tpri
+/// sweep` there would start the same runs twice. It holds `PID HOST`; a lock whose process
+/// is gone (on this host) is taken over.
+pub struct SweepLock {
+    path: PathBuf,
+}
+
+impl SweepLock {
+    /// Takes the lock of DIR, or says who holds it.
+    pub fn take(dir: &Path) -> Result<Self> {
+        let path = dir.join("sweep.lock");
+        let me = format!("{} {}", std::process::id(), host());
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{me}")?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let held = std::fs::read_to_string(&path).unwrap_or_default();
+                    let mut parts = held.split_whitespace();
+                    let (pid, at) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let gone = at == host()
+                        && Path::new("/proc/self").exists()
+                        && !Path::new("/proc").join(pid).exists();
+                    if !gone {
+                        anyhow::bail!(
+                            "another tpri sweep (pid {pid} on {at}) is running the sweep in {}; if it is not, remove {}",
+                            dir.display(),
+                            path.display()
+                        );
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
+                }
+            }
+        }
+        anyhow::bail!("cannot take {}", path.display())
+    }
+}
+
+impl Drop for SweepLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// This machine's name (for the lock), or "" when unknown.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 /// What a worker reports back.
 enum Event {
     Started(usize),

@@ -124,8 +124,12 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
         }
         return Ok(report);
     }
+    if !todo.is_empty() {
+        slurm::ensure_idle(&manifest)?;
+    }
     match opts.engine {
         Engine::Local => {
+            let _lock = local::SweepLock::take(dir)?;
             local::run_local(dir, &mut manifest, &todo, &opts.local)?;
             let mut collected = collect(dir, opts.figures)?;
             collected.started = todo.len();

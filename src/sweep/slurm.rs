@@ -37,18 +37,7 @@ pub fn submit(
     opts: &SlurmOptions,
 ) -> Result<Vec<String>> {
     let res = merged(&manifest.slurm, &opts.resources);
-    let ids: Vec<&str> = manifest
-        .submissions
-        .iter()
-        .map(|s| s.job_id.as_str())
-        .collect();
-    let active = active_jobs(&ids)?;
-    if !active.is_empty() {
-        bail!(
-            "job {} of an earlier submission of this sweep is still queued or running (squeue): wait for it, or scancel it, then submit again",
-            active.join(", ")
-        );
-    }
+    ensure_idle(manifest)?;
     let abs = std::path::absolute(dir)?;
     let script = abs.join("slurm").join("job.sh");
     let text = job_script(&abs, &opts.tpri, manifest, &res);
@@ -133,6 +122,24 @@ fn merged(spec: &SlurmSpec, flags: &SlurmSpec) -> SlurmSpec {
             .cloned()
             .collect(),
     }
+}
+
+/// Fails while a job of an earlier submission of the sweep is still in squeue: its tasks
+/// may still write into the run directories.
+pub fn ensure_idle(manifest: &Manifest) -> Result<()> {
+    let ids: Vec<&str> = manifest
+        .submissions
+        .iter()
+        .map(|s| s.job_id.as_str())
+        .collect();
+    let active = active_jobs(&ids)?;
+    if !active.is_empty() {
+        bail!(
+            "job {} of an earlier submission of this sweep is still queued or running (squeue): wait for it, or scancel it, then run or submit again",
+            active.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// The jobs among `ids` that squeue still lists. A job squeue no longer knows is done.

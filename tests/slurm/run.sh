@@ -80,6 +80,8 @@ free_port() {
 CTLD_PORT=$(free_port $((17000 + $$ % 1000)))
 SLURMD_PORT=$(free_port $((CTLD_PORT + 1)))
 
+# The recipe's slurm.conf, with this run's paths and ports, and the loopback address
+# given for the host (so that a container whose name does not resolve works too).
 H=$(hostname -s)
 CPUS=$(nproc)
 MEM=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2))
@@ -87,7 +89,7 @@ mkdir -p "$STATE/ctld" "$STATE/slurmd"
 export SLURM_CONF=$STATE/slurm.conf
 cat > "$SLURM_CONF" <<CONF
 ClusterName=local
-SlurmctldHost=$H
+SlurmctldHost=$H(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
@@ -108,7 +110,7 @@ JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 SlurmctldLogFile=$STATE/slurmctld.log
 SlurmdLogFile=$STATE/slurmd.log
-NodeName=$H CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+NodeName=$H NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
 
