@@ -275,26 +275,25 @@ fn core_shares(jobs: usize, backend: Option<&str>) -> Option<Vec<String>> {
         return None;
     }
     let cpus = allowed_cpus()?;
-    if cpus.len() < jobs
-        || !Command::new("taskset")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
+    if cpus.len() < jobs {
         return None;
     }
     let per = cpus.len() / jobs;
-    Some(
-        (0..jobs)
-            .map(|w| {
-                let share: Vec<String> = cpus[w * per..(w + 1) * per]
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect();
-                share.join(",")
-            })
-            .collect(),
-    )
+    let shares: Vec<String> = (0..jobs)
+        .map(|w| {
+            let share: Vec<String> = cpus[w * per..(w + 1) * per]
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            share.join(",")
+        })
+        .collect();
+    // taskset exists and may set the affinity here (some containers forbid it).
+    let works = Command::new("taskset")
+        .args(["-c", &shares[0], "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    works.then_some(shares)
 }
 
 /// The cores this process may run on (`Cpus_allowed_list` of /proc/self/status).

@@ -96,6 +96,14 @@ pub struct Report {
 /// collects the results.
 pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
     let dir = &opts.out;
+    // The local engine holds DIR/sweep.lock from before the manifest is rewritten (a new
+    // DIR is created by `prepare`, only once the spec is known to be valid).
+    let local_run = opts.engine == Engine::Local && !opts.prepare.dry_run;
+    let mut lock = if local_run && dir.exists() {
+        Some(local::SweepLock::take(dir)?)
+    } else {
+        None
+    };
     let Prepared {
         mut manifest,
         notes,
@@ -129,12 +137,15 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
     }
     match opts.engine {
         Engine::Local => {
-            let _lock = local::SweepLock::take(dir)?;
+            if lock.is_none() {
+                lock = Some(local::SweepLock::take(dir)?);
+            }
             local::run_local(dir, &mut manifest, &todo, &opts.local)?;
             let mut collected = collect(dir, opts.figures)?;
             collected.started = todo.len();
             collected.planned = report.planned;
             collected.notes.splice(0..0, report.notes);
+            drop(lock);
             Ok(collected)
         }
         Engine::Slurm => {
