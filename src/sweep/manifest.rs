@@ -10,6 +10,7 @@
 //! DIR/logs/NAME.log        tpri train's output, every attempt after a "=== attempt" line
 //! DIR/status/NAME.exit     the exit status of the last attempt that ended: 0, 1, …
 //! DIR/slurm/               job script, task lists and Slurm's output (--engine slurm)
+//! DIR/sweep.lock           held by the local engine while it runs (PID HOST)
 //! DIR/results.csv, DIR/search.csv, DIR/figures/
 //! ```
 
