@@ -48,9 +48,9 @@
 //!
 //! # Features
 //!
-//! - `cli` (default): the `tpri` binary and what only it needs — clap, indicatif, and the
-//!   figures (`tpri::plot`, `tpri::figures`, through plotters). With `default-features = false`
-//!   the library builds without them.
+//! - `cli` (default): the `tpri` binary and what only it needs — clap, indicatif, the
+//!   figures (`tpri::plot`, `tpri::figures`, through plotters) and sweeps of runs
+//!   (`tpri::sweep`). With `default-features = false` the library builds without them.
 
 #![warn(missing_docs)]
 
@@ -75,6 +75,8 @@ pub mod plan;
 pub mod plot;
 pub mod presets;
 pub mod run_dir;
+#[cfg(feature = "cli")]
+pub mod sweep;
 pub mod tasks;
 pub mod tensor_file;
 pub mod train;

@@ -8,6 +8,7 @@ mod compare;
 mod errors;
 mod export;
 mod plot;
+mod sweep;
 mod trace;
 mod train;
 
@@ -63,6 +64,9 @@ enum Command {
     /// `model.load_state_dict(safetensors.torch.load_file(OUT))`. The tanh RNN's single bias
     /// b is written as bias_ih_l0 = b, bias_hh_l0 = 0; reading a PyTorch file adds the two.
     Export(export::ExportArgs),
+    /// Run a grid of training runs from a spec, locally or as a Slurm job array, and
+    /// gather results.csv and figures (docs/SWEEPS.md).
+    Sweep(Box<sweep::SweepArgs>),
 }
 
 /// Runs a parsed command line. The library's errors come back in the command line's
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => plot::plot(args),
         Command::Bench(args) => bench::run(*args).map_err(|e| errors::for_cli(e, errors::BENCH)),
         Command::Export(args) => export::run(args).map_err(|e| errors::for_cli(e, &[])),
+        Command::Sweep(args) => sweep::run(*args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
                 println!("{name:28} {about}");

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::{log_axis_range, min_max, padded, style_axes, Figure, Series, LABEL_FONT, TITLE_FONT};
 
 /// Matplotlib's "tab10" colours.
-const PALETTE: [RGBColor; 10] = [
+pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

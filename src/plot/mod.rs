@@ -2,13 +2,15 @@
 //!
 //! [`line_chart`] draws loss/accuracy curves against iterations (one curve per
 //! method or configuration); [`heat_map`] draws a per-time-step quantity (for
-//! example a norm) over (iteration × time step).
+//! example a norm) over (iteration × time step); [`band_chart`] draws curves with a
+//! shaded band each (a spread over seeds).
 //!
 //! Text is rendered with DejaVu Sans embedded in the binary (see
 //! `assets/DejaVuSans-LICENSE.txt`), so no system fonts or fontconfig are needed.
 //! Non-finite values are skipped (and non-positive ones on log scales); nothing
 //! here panics on empty, constant or degenerate data.
 
+mod band;
 mod heat;
 mod line;
 
@@ -62,6 +64,30 @@ pub fn line_chart(
     log_y: bool,
 ) -> Result<()> {
     let chart = line::LineChart::new(title, x_label, y_label, series, log_y);
+    save(stem, &chart, &chart)
+}
+
+/// A curve with a band around it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BandSeries {
+    /// Legend entry.
+    pub label: String,
+    /// `(x, y, low, high)`: the curve passes through `(x, y)`, the band spans
+    /// `low..high` at `x`; points with a non-finite value are skipped.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Writes `<stem>.svg` and `<stem>.png`: [`line_chart`] with a shaded band around each
+/// curve, in the curve's colour (with `log_y`, points whose values are not all positive
+/// are skipped).
+pub fn band_chart(
+    stem: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[BandSeries],
+    log_y: bool,
+) -> Result<()> {
+    let chart = band::BandChart::new(title, (x_label, y_label), series, log_y);
     save(stem, &chart, &chart)
 }
 

@@ -1,0 +1,336 @@
+//! Gathering a sweep: each run's outcome from its run directory, DIR/results.csv, the
+//! per-cell search (DIR/search.csv), and statistics over seeds for the figures.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::figures::read_log;
+use crate::tensor_file::write_atomic;
+
+use super::manifest::{run_dir, Manifest, RunEntry, Status};
+use super::spec::Metric;
+use super::value::{csv_field, csv_number};
+
+/// What one run gave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Final training loss (finished runs).
+    pub train_loss: Option<f64>,
+    /// Final held-out loss.
+    pub eval_loss: Option<f64>,
+    /// Final held-out accuracy.
+    pub eval_accuracy: Option<f64>,
+    /// Area under the held-out accuracy curve over the iteration span, per iteration.
+    pub accuracy_auc: Option<f64>,
+    /// Iterations completed (for unfinished runs, the last logged one).
+    pub iterations: Option<u64>,
+    /// Seconds of training.
+    pub wall_seconds: Option<f64>,
+}
+
+impl Outcome {
+    /// The value of `metric`, if the run has it.
+    pub fn metric(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::FinalTrainLoss => self.train_loss,
+            Metric::FinalEvalLoss => self.eval_loss,
+            Metric::FinalEvalAccuracy => self.eval_accuracy,
+            Metric::AccuracyAuc => self.accuracy_auc,
+            Metric::WallSeconds => self.wall_seconds,
+        }
+        .filter(|v| v.is_finite())
+    }
+}
+
+/// Reads a run's outcome: metrics from summary.json and log.csv when it finished, the
+/// last logged iteration otherwise.
+pub fn outcome(dir: &Path, run: &RunEntry) -> Outcome {
+    let rd = run_dir(dir, &run.name);
+    let log = read_log(&rd).ok();
+    let last_logged = log.as_ref().and_then(|l| {
+        let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.0 as u64);
+        last(&l.train_loss).max(last(&l.eval_loss))
+    });
+    if run.status != Status::Finished {
+        return Outcome {
+            iterations: last_logged,
+            ..Outcome::default()
+        };
+    }
+    let summary: serde_json::Value = std::fs::read_to_string(rd.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    // The final values are read from log.csv, which holds them exactly (serde_json's
+    // default float parsing may be off by an ulp); summary.json's serve if it lacks them.
+    let end = run.iterations as f64;
+    let at_end = |points: Option<&Vec<(f64, f64)>>| {
+        points.and_then(|p| p.last().filter(|p| p.0 == end).map(|p| p.1))
+    };
+    let last = &summary["last"];
+    Outcome {
+        train_loss: at_end(log.as_ref().map(|l| &l.train_loss))
+            .or_else(|| last["train_loss"].as_f64()),
+        eval_loss: at_end(log.as_ref().map(|l| &l.eval_loss))
+            .or_else(|| last["eval"]["loss"].as_f64()),
+        eval_accuracy: at_end(log.as_ref().map(|l| &l.eval_accuracy))
+            .or_else(|| last["eval"]["accuracy"].as_f64()),
+        accuracy_auc: log.as_ref().and_then(|l| accuracy_auc(&l.eval_accuracy)),
+        iterations: summary["iterations"].as_u64(),
+        wall_seconds: summary["wall_seconds"].as_f64(),
+    }
+}
+
+/// The trapezoid area under (iteration, accuracy) divided by the iteration span: the
+/// mean accuracy over the run. One point gives its accuracy; none, `None`.
+pub fn accuracy_auc(points: &[(f64, f64)]) -> Option<f64> {
+    let (first, last) = (points.first()?, points.last()?);
+    let span = last.0 - first.0;
+    if span <= 0.0 {
+        return Some(last.1);
+    }
+    let area: f64 = points
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+        .sum();
+    Some(area / span)
+}
+
+/// Writes DIR/results.csv: one row per run, in grid order.
+pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<()> {
+    let mut header: Vec<String> = vec!["name".into()];
+    header.extend(m.axes.iter().map(|a| a.key.clone()));
+    header.extend(
+        [
+            "seed",
+            "status",
+            "final_train_loss",
+            "final_eval_loss",
+            "final_eval_accuracy",
+            "accuracy_auc",
+            "iterations",
+            "wall_seconds",
+            "error",
+        ]
+        .map(String::from),
+    );
+    let mut text = line(&header);
+    for (run, o) in m.runs.iter().zip(outcomes) {
+        let mut row = vec![run.name.clone()];
+        row.extend(
+            m.axes
+                .iter()
+                .zip(&run.cell)
+                .map(|(a, &i)| a.labels[i].clone()),
+        );
+        row.extend([
+            run.seed.to_string(),
+            run.status.name().into(),
+            csv_number(o.train_loss),
+            csv_number(o.eval_loss),
+            csv_number(o.eval_accuracy),
+            csv_number(o.accuracy_auc),
+            o.iterations.map(|i| i.to_string()).unwrap_or_default(),
+            csv_number(o.wall_seconds),
+            run.error.clone().unwrap_or_default(),
+        ]);
+        text += &line(&row);
+    }
+    write_atomic(&dir.join("results.csv"), text.as_bytes())
+}
+
+fn line(fields: &[String]) -> String {
+    let f: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    format!("{}\n", f.join(","))
+}
+
+/// A metric over the seeds of one cell.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stat {
+    /// Mean over the seeds that have the metric.
+    pub mean: f64,
+    /// Standard deviation over them (0 for one seed).
+    pub std: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Seeds with the metric.
+    pub n: usize,
+    /// Whether every seed of the cell has it (finished, with a finite value).
+    pub complete: bool,
+}
+
+impl Stat {
+    /// The statistics of `values`, out of `of` seeds.
+    pub fn of(values: &[f64], of: usize) -> Option<Self> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+        Some(Self {
+            mean,
+            std: var.sqrt(),
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            n,
+            complete: n == of,
+        })
+    }
+}
+
+/// `metric` over seeds for every cell (axis value indices) of the grid.
+pub fn cell_stats(
+    m: &Manifest,
+    outcomes: &[Outcome],
+    metric: Metric,
+) -> BTreeMap<Vec<usize>, Stat> {
+    let mut values: BTreeMap<Vec<usize>, (Vec<f64>, usize)> = BTreeMap::new();
+    for (run, o) in m.runs.iter().zip(outcomes) {
+        let slot = values.entry(run.cell.clone()).or_default();
+        slot.1 += 1;
+        if let Some(v) = o.metric(metric) {
+            slot.0.push(v);
+        }
+    }
+    values
+        .into_iter()
+        .filter_map(|(cell, (v, of))| Some((cell, Stat::of(&v, of)?)))
+        .collect()
+}
+
+/// The best value of the searched axis in one cell of the other axes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The cell: an index on every axis, the searched one's being the best value's
+    /// (or 0 when no value finished on every seed).
+    pub cell: Vec<usize>,
+    /// Index of the best value, if any value finished on every seed.
+    pub best: Option<usize>,
+    /// The criterion over seeds at the best value.
+    pub stat: Option<Stat>,
+    /// Values that finished on every seed, of all the values searched.
+    pub complete: (usize, usize),
+}
+
+/// For every cell of the other axes, the value of `axis` whose criterion, averaged over
+/// seeds, is best. Values where some seed failed or has not finished are not eligible.
+pub fn search(
+    stats: &BTreeMap<Vec<usize>, Stat>,
+    m: &Manifest,
+    axis: usize,
+    higher: bool,
+) -> Vec<Choice> {
+    let n = m.axes[axis].values.len();
+    let mut outer: Vec<Vec<usize>> = m
+        .runs
+        .iter()
+        .map(|r| {
+            let mut c = r.cell.clone();
+            c[axis] = 0;
+            c
+        })
+        .collect();
+    outer.sort();
+    outer.dedup();
+    outer
+        .into_iter()
+        .map(|cell| {
+            let candidates: Vec<(usize, Stat)> = (0..n)
+                .filter_map(|j| {
+                    let mut c = cell.clone();
+                    c[axis] = j;
+                    stats.get(&c).filter(|s| s.complete).map(|s| (j, *s))
+                })
+                .collect();
+            let best = candidates.iter().copied().reduce(|a, b| {
+                let better = if higher {
+                    b.1.mean > a.1.mean
+                } else {
+                    b.1.mean < a.1.mean
+                };
+                if better {
+                    b
+                } else {
+                    a
+                }
+            });
+            let mut cell = cell;
+            if let Some((j, _)) = best {
+                cell[axis] = j;
+            }
+            Choice {
+                cell,
+                best: best.map(|b| b.0),
+                stat: best.map(|b| b.1),
+                complete: (candidates.len(), n),
+            }
+        })
+        .collect()
+}
+
+/// Writes DIR/search.csv: per cell of the other axes, the best value and its criterion.
+pub fn write_search(
+    dir: &Path,
+    m: &Manifest,
+    axis: usize,
+    metric: Metric,
+    choices: &[Choice],
+) -> Result<()> {
+    let key = &m.axes[axis].key;
+    let name = metric.name().replace('-', "_");
+    let mut header: Vec<String> = m
+        .axes
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != axis)
+        .map(|(_, a)| a.key.clone())
+        .collect();
+    header.extend([
+        format!("best_{key}"),
+        format!("{name}_mean"),
+        format!("{name}_std"),
+        "seeds".into(),
+        "values_finished".into(),
+        "values".into(),
+    ]);
+    let mut text = line(&header);
+    for c in choices {
+        let mut row: Vec<String> = m
+            .axes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != axis)
+            .map(|(i, a)| a.labels[c.cell[i]].clone())
+            .collect();
+        row.extend([
+            c.best
+                .map(|b| m.axes[axis].labels[b].clone())
+                .unwrap_or_default(),
+            csv_number(c.stat.map(|s| s.mean)),
+            csv_number(c.stat.map(|s| s.std)),
+            c.stat.map(|s| s.n.to_string()).unwrap_or_default(),
+            c.complete.0.to_string(),
+            c.complete.1.to_string(),
+        ]);
+        text += &line(&row);
+    }
+    write_atomic(&dir.join("search.csv"), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_is_the_mean_accuracy_over_the_span() {
+        assert_eq!(accuracy_auc(&[]), None);
+        assert_eq!(accuracy_auc(&[(0.0, 0.5)]), Some(0.5));
+        let auc = accuracy_auc(&[(0.0, 0.0), (100.0, 1.0), (200.0, 1.0)]).unwrap();
+        assert!((auc - 0.75).abs() < 1e-12);
+    }
+}

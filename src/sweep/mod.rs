@@ -1,0 +1,213 @@
+//! `tpri sweep`: grids of training runs, run locally or as Slurm job arrays, and
+//! gathered into a table and figures (docs/SWEEPS.md).
+//!
+//! A spec (TOML) names a base configuration (a preset, a config file, or both), fixed
+//! overrides (`[set]`), axes (`[axes]`: any dotted key of the run configuration, with a
+//! list of values or a log or linear range), seeds, and optionally a per-cell search
+//! (`[search]`). [`run_sweep`] expands it into runs — each an ordinary run directory of
+//! `tpri train` under DIR/runs — validates every run's configuration before writing
+//! anything, keeps DIR/manifest.json, skips finished runs, resumes interrupted ones, and
+//! runs or submits the rest; [`collect`] writes DIR/results.csv, DIR/search.csv and
+//! DIR/figures from whatever the run directories hold.
+//!
+//! The runs are `tpri train` processes: the sweep reads their results from the files
+//! they write (summary.json, log.csv), never from their checkpoints.
+
+mod collect;
+mod curves;
+mod expand;
+mod figures;
+mod local;
+mod manifest;
+mod node;
+mod plan;
+mod slurm;
+mod spec;
+mod value;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+pub use collect::{accuracy_auc, Outcome};
+pub use expand::{expand, Run};
+pub use local::LocalOptions;
+pub use manifest::{Manifest, RunEntry, Status};
+pub use plan::{prepare, PrepareOptions, Prepared};
+pub use slurm::SlurmOptions;
+pub use spec::{Axis, Band, FigureSpec, Metric, Search, SlurmSpec, Spec};
+
+/// Where the runs run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// `tpri train` processes on this machine.
+    #[default]
+    Local,
+    /// A Slurm job array, one task per run.
+    Slurm,
+}
+
+/// Everything `run_sweep` needs besides the spec.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// The sweep directory.
+    pub out: PathBuf,
+    /// How the directory is prepared (resume, dry run, backend).
+    pub prepare: PrepareOptions,
+    /// Run failed runs again (resuming them from their last checkpoint).
+    pub retry_failed: bool,
+    /// Local or Slurm.
+    pub engine: Engine,
+    /// How the local engine runs.
+    pub local: LocalOptions,
+    /// How the Slurm engine submits.
+    pub slurm: SlurmOptions,
+    /// Draw the figures when collecting.
+    pub figures: bool,
+}
+
+/// What a sweep or a collection ended with.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Runs in the sweep.
+    pub total: usize,
+    /// Runs finished.
+    pub finished: usize,
+    /// Runs whose last attempt failed.
+    pub failed: usize,
+    /// Runs started and not finished (running, or interrupted).
+    pub incomplete: usize,
+    /// Runs not started.
+    pub pending: usize,
+    /// Runs this call started (local) or submitted (Slurm), or would (dry run).
+    pub started: usize,
+    /// Their names.
+    pub planned: Vec<String>,
+    /// Slurm job ids this call submitted.
+    pub jobs: Vec<String>,
+    /// Files written by the collection.
+    pub files: Vec<PathBuf>,
+    /// Things the user should know.
+    pub notes: Vec<String>,
+}
+
+/// Prepares the sweep of `spec` in `opts.out`, then runs (local) or submits (Slurm) the
+/// runs that are not finished — failed ones only with `retry_failed` — and, locally,
+/// collects the results.
+pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
+    let dir = &opts.out;
+    // The local engine holds DIR/sweep.lock from before the manifest is rewritten (a new
+    // DIR is created by `prepare`, only once the spec is known to be valid).
+    let local_run = opts.engine == Engine::Local && !opts.prepare.dry_run;
+    let mut lock = if local_run && dir.exists() {
+        Some(local::SweepLock::take(dir)?)
+    } else {
+        None
+    };
+    let Prepared {
+        mut manifest,
+        notes,
+    } = prepare(spec, dir, &opts.prepare)?;
+    let todo: Vec<usize> = manifest
+        .runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| match r.status {
+            Status::Pending | Status::Incomplete => true,
+            Status::Failed => opts.retry_failed,
+            Status::Finished => false,
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut report = counts(&manifest);
+    report.notes = notes;
+    report.started = todo.len();
+    report.planned = todo
+        .iter()
+        .map(|&i| manifest.runs[i].name.clone())
+        .collect();
+    if opts.prepare.dry_run {
+        if opts.engine == Engine::Slurm && !todo.is_empty() {
+            slurm::submit(dir, &mut manifest, &todo, &opts.slurm)?;
+        }
+        return Ok(report);
+    }
+    if !todo.is_empty() {
+        slurm::ensure_idle(&manifest)?;
+    }
+    match opts.engine {
+        Engine::Local => {
+            if lock.is_none() {
+                lock = Some(local::SweepLock::take(dir)?);
+            }
+            local::run_local(dir, &mut manifest, &todo, &opts.local)?;
+            let mut collected = collect(dir, opts.figures)?;
+            collected.started = todo.len();
+            collected.planned = report.planned;
+            collected.notes.splice(0..0, report.notes);
+            drop(lock);
+            Ok(collected)
+        }
+        Engine::Slurm => {
+            report.jobs = if todo.is_empty() {
+                Vec::new()
+            } else {
+                slurm::submit(dir, &mut manifest, &todo, &opts.slurm)?
+            };
+            manifest.save(dir)?;
+            Ok(report)
+        }
+    }
+}
+
+/// Reads every run's status and results from DIR, updates the manifest, and writes
+/// DIR/results.csv, DIR/search.csv (with a search) and (with `figures`) DIR/figures.
+pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
+    let mut manifest = Manifest::load(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} holds no sweep ({} is missing)",
+            dir.display(),
+            manifest::MANIFEST
+        )
+    })?;
+    manifest.refresh(dir);
+    manifest.save(dir)?;
+    let outcomes: Vec<Outcome> = manifest
+        .runs
+        .iter()
+        .map(|r| collect::outcome(dir, r))
+        .collect();
+    collect::write_results(dir, &manifest, &outcomes)?;
+    let mut report = counts(&manifest);
+    report.files.push(dir.join("results.csv"));
+    let mut choices = None;
+    if let Some(search) = &manifest.search {
+        let axis = manifest
+            .axes
+            .iter()
+            .position(|a| a.key == search.axis)
+            .ok_or_else(|| anyhow::anyhow!("the searched axis {} is not an axis", search.axis))?;
+        let stats = collect::cell_stats(&manifest, &outcomes, search.criterion);
+        let c = collect::search(&stats, &manifest, axis, search.criterion.higher_is_better());
+        collect::write_search(dir, &manifest, axis, search.criterion, &c)?;
+        report.files.push(dir.join("search.csv"));
+        choices = Some(c);
+    }
+    if figures {
+        let (files, notes) = figures::draw(dir, &manifest, &outcomes, choices.as_deref())?;
+        report.files.extend(files);
+        report.notes.extend(notes);
+    }
+    Ok(report)
+}
+
+fn counts(m: &Manifest) -> Report {
+    Report {
+        total: m.runs.len(),
+        finished: m.count(Status::Finished),
+        failed: m.count(Status::Failed),
+        incomplete: m.count(Status::Incomplete),
+        pending: m.count(Status::Pending),
+        ..Report::default()
+    }
+}
