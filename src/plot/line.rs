@@ -6,10 +6,12 @@ use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{log_axis_range, min_max, padded, style_axes, Figure, Series, LABEL_FONT, TITLE_FONT};
+use super::{
+    log_axis_range, min_max, padded, style_axes, BandSeries, Figure, Series, LABEL_FONT, TITLE_FONT,
+};
 
 /// Matplotlib's "tab10" colours.
-pub(super) const PALETTE: [RGBColor; 10] = [
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -22,13 +24,16 @@ pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// A line chart with its points already filtered to the drawable ones.
+/// A line chart with its points already filtered to the drawable ones, each point
+/// `[x, y, low, high]`: with `bands`, a shaded band spans low … high around each curve
+/// (plain series have low = high = y).
 pub(super) struct LineChart<'a> {
     title: &'a str,
     x_label: &'a str,
     y_label: &'a str,
-    series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    series: Vec<(&'a str, Vec<[f64; 4]>)>,
     log_y: bool,
+    bands: bool,
 }
 
 impl<'a> LineChart<'a> {
@@ -40,11 +45,44 @@ impl<'a> LineChart<'a> {
         series: &'a [Series],
         log_y: bool,
     ) -> Self {
-        let drawable = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0);
         let series = series
             .iter()
             .map(|s| {
-                let points = s.points.iter().copied().filter(drawable).collect();
+                let points = s.points.iter().map(|&(x, y)| [x, y, y, y]);
+                (
+                    s.label.as_str(),
+                    points.filter(|p| drawable(p, log_y)).collect(),
+                )
+            })
+            .collect();
+        Self {
+            title,
+            x_label,
+            y_label,
+            series,
+            log_y,
+            bands: false,
+        }
+    }
+
+    /// A chart with a band around each curve: keeps the points whose values are all
+    /// finite (and positive when `log_y`), sorted by x.
+    pub(super) fn with_bands(
+        title: &'a str,
+        (x_label, y_label): (&'a str, &'a str),
+        series: &'a [BandSeries],
+        log_y: bool,
+    ) -> Self {
+        let series = series
+            .iter()
+            .map(|s| {
+                let mut points: Vec<[f64; 4]> = s
+                    .points
+                    .iter()
+                    .map(|&(x, y, lo, hi)| [x, y, lo.min(y), hi.max(y)])
+                    .filter(|p| drawable(p, log_y))
+                    .collect();
+                points.sort_by(|a, b| a[0].total_cmp(&b[0]));
                 (s.label.as_str(), points)
             })
             .collect();
@@ -54,13 +92,14 @@ impl<'a> LineChart<'a> {
             y_label,
             series,
             log_y,
+            bands: true,
         }
     }
 
     fn points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
         self.series
             .iter()
-            .flat_map(|(_, points)| points.iter().copied())
+            .flat_map(|(_, points)| points.iter().map(|p| (p[0], p[1])))
     }
 
     /// The y value as plotted: log10 of it on a log axis.
@@ -77,9 +116,14 @@ impl<'a> LineChart<'a> {
         padded(lo, hi, 0.0)
     }
 
-    /// The y range, 5% padded, in log10 units on a log axis.
+    /// The y range over curves and bands, 5% padded, in log10 units on a log axis.
     fn y_range_scaled(&self) -> Range<f64> {
-        let (lo, hi) = min_max(self.points().map(|p| self.y_scaled(p.1))).unwrap_or((0.0, 1.0));
+        let ys = self
+            .series
+            .iter()
+            .flat_map(|(_, points)| points.iter().flat_map(|p| [p[2], p[3]]))
+            .map(|y| self.y_scaled(y));
+        let (lo, hi) = min_max(ys).unwrap_or((0.0, 1.0));
         padded(lo, hi, 0.05)
     }
 
@@ -123,11 +167,24 @@ impl<'a> LineChart<'a> {
         let mut mesh = chart.configure_mesh();
         style_axes(&mut mesh, (self.x_label, self.y_label), label_shift);
         mesh.y_labels(y_labels).draw()?;
+        for (i, (_, points)) in self.series.iter().enumerate() {
+            if !self.bands || points.len() < 2 {
+                continue;
+            }
+            let outline: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p[0], p[2]))
+                .chain(points.iter().rev().map(|p| (p[0], p[3])))
+                .collect();
+            let colour = PALETTE[i % PALETTE.len()].mix(0.2).filled();
+            chart.draw_series(std::iter::once(Polygon::new(outline, colour)))?;
+        }
         for (i, (label, points)) in self.series.iter().enumerate() {
             let style = PALETTE[i % PALETTE.len()].stroke_width(2);
             // A lone point has no line segment: mark it instead.
             let marker = if points.len() == 1 { 4 } else { 0 };
-            let line = LineSeries::new(points.iter().copied(), style).point_size(marker);
+            let line =
+                LineSeries::new(points.iter().map(|p| (p[0], p[1])), style).point_size(marker);
             chart
                 .draw_series(line)?
                 .label(*label)
@@ -168,4 +225,9 @@ impl Figure for LineChart<'_> {
             self.draw_with(root, (y, 10), label_shift)
         }
     }
+}
+
+/// Whether `p` = [x, y, low, high] can be drawn: all finite, and positive on a log axis.
+fn drawable(p: &[f64; 4], log_y: bool) -> bool {
+    p.iter().all(|v| v.is_finite()) && (!log_y || p[1..].iter().all(|&v| v > 0.0))
 }

@@ -10,7 +10,6 @@
 //! Non-finite values are skipped (and non-positive ones on log scales); nothing
 //! here panics on empty, constant or degenerate data.
 
-mod band;
 mod heat;
 mod line;
 
@@ -87,7 +86,7 @@ pub fn band_chart(
     series: &[BandSeries],
     log_y: bool,
 ) -> Result<()> {
-    let chart = band::BandChart::new(title, (x_label, y_label), series, log_y);
+    let chart = line::LineChart::with_bands(title, (x_label, y_label), series, log_y);
     save(stem, &chart, &chart)
 }
 
