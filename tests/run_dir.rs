@@ -13,7 +13,7 @@ use tpri::train::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE}
 
 mod cli_support;
 
-use cli_support::{scratch, tpri};
+use cli_support::{scratch, small, strs, tpri};
 
 /// A small adding run on the CPU (T = 30, d = 32, B = 20, 100 held-out sequences, a log
 /// point every iteration, an evaluation every 50): the reproduction settings,
@@ -39,45 +39,6 @@ fn adding(dir: &Path, iterations: &str, extra: &[&str]) -> Vec<String> {
     }
     a.extend(extra.iter().map(|s| s.to_string()));
     a
-}
-
-/// A small TP run on temporal order (T = 12, d = 8), checkpoints every 4 iterations.
-fn small(dir: &Path, iterations: &str) -> Vec<String> {
-    [
-        "train",
-        "--task",
-        "temporal-order",
-        "--seq-len",
-        "12",
-        "--hidden",
-        "8",
-        "--batch-size",
-        "4",
-        "--eval-size",
-        "16",
-        "--method",
-        "tp",
-        "--lr",
-        "0.05",
-        "--eval-every",
-        "4",
-        "--log-every",
-        "2",
-        "--checkpoint-every",
-        "4",
-        "--backend",
-        "cpu",
-        "--iterations",
-        iterations,
-        "--run-dir",
-        dir.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// Runs `tpri`, expecting success; returns (stdout, stderr).
@@ -215,13 +176,16 @@ fn a_live_run_owns_its_directory_and_a_killed_one_is_taken_over() {
         dir.join("run.lock").exists(),
         "a killed run leaves its lock"
     );
+    // checkpoint.json is written after its checkpoint: a kill between the two leaves it one
+    // checkpoint (3 iterations) behind, so ask for more than that.
     let done = checkpoint_iteration(&dir);
+    let total = done + 10;
     let (out, err) = ok(&[
         "train",
         "--resume",
         d,
         "--iterations",
-        &(done + 3).to_string(),
+        &total.to_string(),
         "--backend",
         "cpu",
     ]);
@@ -239,7 +203,7 @@ fn a_live_run_owns_its_directory_and_a_killed_one_is_taken_over() {
         rows.windows(2).all(|w| w[0] < w[1]),
         "one row per iteration, in order: {rows:?}"
     );
-    assert_eq!(rows.last(), Some(&(done + 3)));
+    assert_eq!(rows.last(), Some(&total));
     let leftovers: Vec<String> = snapshot(&dir)
         .into_keys()
         .filter(|n| n.contains(".tmp"))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cli_support;
 
-use cli_support::{scratch, tpri};
+use cli_support::{scratch, small, strs, tpri};
 
 fn ok(args: &[&str]) -> String {
     let o = tpri(args);
@@ -17,49 +17,6 @@ fn ok(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A small TP run on temporal order: T = 12, d = 8.
-fn small(dir: &Path, iterations: &str) -> Vec<String> {
-    [
-        "train",
-        "--task",
-        "temporal-order",
-        "--seq-len",
-        "12",
-        "--hidden",
-        "8",
-        "--batch-size",
-        "4",
-        "--eval-size",
-        "16",
-        "--method",
-        "tp",
-        "--lr",
-        "0.05",
-        "--lr-target",
-        "0.1",
-        "--reg",
-        "1",
-        "--eval-every",
-        "4",
-        "--log-every",
-        "2",
-        "--checkpoint-every",
-        "4",
-        "--backend",
-        "cpu",
-        "--iterations",
-        iterations,
-        "--run-dir",
-        dir.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-fn args(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// Drops the wall-clock column from the log, which legitimately differs between runs.
@@ -78,7 +35,7 @@ fn log_without_time(dir: &Path) -> Vec<String> {
 #[test]
 fn a_run_writes_its_directory() {
     let dir = scratch("dir").join("run");
-    let out = ok(&args(&small(&dir, "8")));
+    let out = ok(&strs(&small(&dir, "8")));
     assert!(out.contains("eval loss"), "{out}");
     for f in [
         "config.toml",
@@ -111,7 +68,7 @@ fn a_run_writes_its_directory() {
     assert_eq!(meta["iteration"], 8);
     assert_eq!(meta["next_batch"], 8);
     // The same run directory cannot be started twice.
-    let again = tpri(&args(&small(&dir, "8")));
+    let again = tpri(&strs(&small(&dir, "8")));
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
 }
@@ -135,8 +92,8 @@ fn write_tiny_mnist(dir: &Path) {
 fn resume_reproduces_an_uninterrupted_run_exactly() {
     let root = scratch("resume");
     let (whole, split) = (root.join("whole"), root.join("split"));
-    ok(&args(&small(&whole, "12")));
-    ok(&args(&small(&split, "8")));
+    ok(&strs(&small(&whole, "12")));
+    ok(&strs(&small(&split, "8")));
     let out = ok(&[
         "train",
         "--resume",
@@ -238,8 +195,8 @@ fn bad_input_is_a_clear_error() {
     }
     // A checkpoint of another shape.
     let (a, b) = (root.join("a"), root.join("b"));
-    ok(&args(&small(&a, "4")));
-    ok(&args(&small(&b, "4"))
+    ok(&strs(&small(&a, "4")));
+    ok(&strs(&small(&b, "4"))
         .iter()
         .map(|s| if *s == "8" { "9" } else { s })
         .collect::<Vec<_>>());
@@ -275,7 +232,7 @@ fn killing_a_run_leaves_a_loadable_checkpoint() {
     let at = a.iter().position(|f| f == "--checkpoint-every").unwrap();
     a[at + 1] = "1".into();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tpri"))
-        .args(args(&a))
+        .args(strs(&a))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -470,7 +427,7 @@ fn f16_storage_from_the_command_line() {
     let backend = a.iter().position(|s| s == "--backend").unwrap();
     a[backend + 1] = "gpu".into();
     a.extend(["--storage".into(), "f16".into()]);
-    let out = ok(&args(&a));
+    let out = ok(&strs(&a));
     assert!(out.contains("f16 storage"), "{out}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
@@ -482,7 +439,7 @@ fn f16_storage_from_the_command_line() {
     assert!(out.contains("all 18 cases pass"), "{out}");
     let mut a = small(&scratch("f16").join("cpu"), "1");
     a.extend(["--storage".into(), "f16".into()]);
-    let refused = tpri(&args(&a));
+    let refused = tpri(&strs(&a));
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(

@@ -1,6 +1,9 @@
-//! What the CLI tests share: a scratch directory and a way to run the binary.
+//! What the CLI tests share: a scratch directory, a way to run the binary, and a small
+//! training run.
 
-use std::path::PathBuf;
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A fresh, empty directory for one test of one test binary.
@@ -17,4 +20,49 @@ pub fn tpri(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("spawn tpri")
+}
+
+/// The arguments of a small TP run on temporal order (T = 12, d = 8, B = 4) on the CPU,
+/// logging every 2 iterations, evaluating and checkpointing every 4, into `dir`.
+pub fn small(dir: &Path, iterations: &str) -> Vec<String> {
+    [
+        "train",
+        "--task",
+        "temporal-order",
+        "--seq-len",
+        "12",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "4",
+        "--eval-size",
+        "16",
+        "--method",
+        "tp",
+        "--lr",
+        "0.05",
+        "--lr-target",
+        "0.1",
+        "--reg",
+        "1",
+        "--eval-every",
+        "4",
+        "--log-every",
+        "2",
+        "--checkpoint-every",
+        "4",
+        "--backend",
+        "cpu",
+        "--iterations",
+        iterations,
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `v` as the `&str`s `tpri` takes.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
