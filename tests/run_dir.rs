@@ -13,7 +13,7 @@ use tpri::train::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE}
 
 mod cli_support;
 
-use cli_support::{scratch, small, strs, tpri};
+use cli_support::{scratch, small, strs, tpri, write_tiny_mnist};
 
 /// A small adding run on the CPU (T = 30, d = 32, B = 20, 100 held-out sequences, a log
 /// point every iteration, an evaluation every 50): the reproduction settings,
@@ -252,21 +252,6 @@ fn another_runs_files_are_not_overwritten() {
         &["checkpoint.safetensors", "log.csv", "no config.toml"],
     );
     assert!(snapshot(&dst) == before);
-}
-
-/// Two 28×28 images per split, as raw IDX files.
-fn write_tiny_mnist(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for split in ["train", "t10k"] {
-        let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
-        images.extend((0..2 * 784).map(|i| (i % 251) as u8));
-        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
-        std::fs::write(
-            dir.join(format!("{split}-labels-idx1-ubyte")),
-            [0, 0, 8, 1, 0, 0, 0, 2, 3, 7],
-        )
-        .unwrap();
-    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cli_support;
 
-use cli_support::{scratch, small, strs, tpri};
+use cli_support::{scratch, small, strs, tpri, write_tiny_mnist};
 
 fn ok(args: &[&str]) -> String {
     let o = tpri(args);
@@ -71,21 +71,6 @@ fn a_run_writes_its_directory() {
     let again = tpri(&strs(&small(&dir, "8")));
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
-}
-
-/// Two 28×28 images per split, as raw IDX files.
-fn write_tiny_mnist(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for split in ["train", "t10k"] {
-        let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
-        images.extend((0..2 * 784).map(|i| (i % 251) as u8));
-        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
-        std::fs::write(
-            dir.join(format!("{split}-labels-idx1-ubyte")),
-            [0, 0, 8, 1, 0, 0, 0, 2, 3, 7],
-        )
-        .unwrap();
-    }
 }
 
 #[test]

@@ -66,3 +66,18 @@ pub fn small(dir: &Path, iterations: &str) -> Vec<String> {
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// Two 28×28 images per split, as raw IDX files.
+pub fn write_tiny_mnist(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for split in ["train", "t10k"] {
+        let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+        images.extend((0..2 * 784).map(|i| (i % 251) as u8));
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(
+            dir.join(format!("{split}-labels-idx1-ubyte")),
+            [0, 0, 8, 1, 0, 0, 0, 2, 3, 7],
+        )
+        .unwrap();
+    }
+}
