@@ -13,6 +13,10 @@
 // e cannot be recovered from δ where h saturates (1 - h² = 0 in f32).
 // One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
 // is no recursion, but the same loop serves (it is as cheap as the injection itself).
+// Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
+// of them; gpu::segments picks how many). A segment below the top starts from δ_{first+1},
+// which the previous segment stored in f32 (δ is never rounded), so the recursion goes on
+// exactly as in one long launch.
 // Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses, eight
 // terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: W [d, d], h and dv [T+1, B, d'] (d' = hist_stride(d); dv stored times
@@ -34,6 +38,9 @@ struct Dims {
     through_time: u32,
     // dv is stored multiplied by this power of two (1 for f32 storage).
     dv_scale: f32,
+    // This segment's steps: the first (T … 1) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -71,7 +78,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let stride = hist_stride(d);
     // Exact: dv_scale is a power of two.
     let dv_unit = 1.0 / dims.dv_scale;
-    for (var t = dims.steps; t >= 1u; t--) {
+    if dims.first < dims.steps {
+        for (var i = lid; i < d; i += WG) {
+            delta_next[i] = delta[(dims.first * nb + s) * d + i];
+        }
+        workgroupBarrier();
+    }
+    let end = dims.first - dims.count;
+    for (var t = dims.first; t > end; t--) {
         let row = (t * nb + s) * stride;
         let out = ((t - 1u) * nb + s) * d;
         let recur = dims.through_time == 1u && t < dims.steps;

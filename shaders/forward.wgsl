@@ -10,6 +10,12 @@
 // The dot product is include/dot.wgsl's, eight terms per loop iteration (see there for
 // llvmpipe's loop cap, which bounds T·d/8).
 //
+// Bounded segments: one launch runs the steps dims.first .. dims.first + dims.count − 1 of
+// the loop (gpu::segments picks how many, so that no launch runs too long), and the host
+// records the launches of all segments in order. The state a segment hands to the next is
+// h of its last step, kept in `carry` [B, d] in f32: the history may hold it rounded to
+// f16, and the recursion must go on from the f32 value, as one long launch would.
+//
 // The state ping-pongs between the two halves of `h_buf`: step t reads h_{t-1} from one
 // half and writes h_t into the other, so a single barrier per step separates the reads
 // of h_{t-1} from the writes of h_{t+1} into the same half. After that barrier the whole
@@ -19,7 +25,8 @@
 // stored history is rounded.
 //
 // Layout, row-major: Wᵀ [d, d], U [d, p], x [T, B, p], h [T+1, B, d'] (the whole history;
-// step t of sequence s starts at element (t*B + s)*d'), where d' = hist_stride(d).
+// step t of sequence s starts at element (t*B + s)*d'), where d' = hist_stride(d);
+// carry [B, d].
 
 const WG: u32 = 256u;
 
@@ -33,6 +40,9 @@ struct Dims {
     steps: u32,
     input: u32,
     hidden: u32,
+    // This segment's steps: first (1 … T) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -41,6 +51,7 @@ struct Dims {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> h: array<HistWord>;
+@group(0) @binding(6) var<storage, read_write> carry: array<f32>;
 
 // Two d-vectors: h_{t-1} and h_t, alternating halves.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
@@ -76,12 +87,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let d = dims.hidden;
     let p = dims.input;
     let stride = hist_stride(d);
+    let first = dims.first;
+    let last = first + dims.count - 1u;
+    // h_{first−1} into its half: h_0 = 0, or the previous segment's last state.
+    let start = ((first - 1u) & 1u) * MAX_HIDDEN;
     for (var i = lid; i < d; i += WG) {
-        h_buf[i] = 0.0;
+        h_buf[start + i] = select(carry[s * d + i], 0.0, first == 1u);
     }
     workgroupBarrier();
-    store_row(s * stride, 0u, lid);
-    for (var t = 1u; t <= dims.steps; t++) {
+    if first == 1u {
+        store_row(s * stride, 0u, lid);
+    }
+    for (var t = first; t <= last; t++) {
         // h_{t-1} in one half, h_t into the other.
         let prev = ((t - 1u) & 1u) * MAX_HIDDEN;
         let next = (t & 1u) * MAX_HIDDEN;
@@ -100,5 +117,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // half (nobody reads it after this point) and anyone may store any unit of h_t.
         workgroupBarrier();
         store_row((t * dims.batch + s) * stride, next, lid);
+    }
+    // Each invocation hands on the units it computed itself.
+    for (var i = lid; i < d; i += WG) {
+        carry[s * d + i] = h_buf[(last & 1u) * MAX_HIDDEN + i];
     }
 }

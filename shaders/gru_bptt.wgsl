@@ -43,6 +43,9 @@ struct Dims {
     // dv is stored multiplied by this power of two (bptt.wgsl's uniform; always 1 here:
     // the GRU's histories are f32).
     dv_scale: f32,
+    // This segment's steps: the first (T … 1) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -66,16 +69,61 @@ fn dot_vector(j: u32) -> f32 {
     return part[j];
 }
 
+// carried + Wᵀ dgh for the owned units, one gate block of dgh (own_dgh, gates r, z, n as
+// x, y, z) at a time through workgroup memory. Called in uniform control flow (barriers).
+fn add_wt_dgh(lid: u32, own_dgh: array<vec3<f32>, SLOTS>, carried: array<f32, SLOTS>) -> array<f32, SLOTS> {
+    let d = dims.hidden;
+    var out = carried;
+    for (var gate = 0u; gate < 3u; gate++) {
+        // Everyone has finished with the previous block.
+        workgroupBarrier();
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            part[i] = own_dgh[k][gate];
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            // Σ_j W[gate·d + j][i] part[j]: this gate's block of Wᵀ dgh.
+            out[k] += column_dot(gate * d * d + i, d);
+        }
+    }
+    return out;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
     let d = dims.hidden;
     let nb = dims.batch;
+    let through_time = dims.through_time == 1u;
     // J_{t+1}ᵀ e_{t+1} of the owned units (zero above the top and in the local mode).
     var carried: array<f32, SLOTS>;
     // dgh of the owned units at the current step, gates r, z, n as x, y, z.
     var own_dgh: array<vec3<f32>, SLOTS>;
-    for (var t = dims.steps; t >= 1u; t--) {
+    if through_time && dims.first < dims.steps {
+        // J_{first+1}ᵀ e_{first+1} = z ⊙ e + Wᵀ dgh, from step first + 1's stored values,
+        // exactly as the step below forms it.
+        let gate_row = (dims.first * nb + s) * 4u * d;
+        let out = (dims.first * nb + s) * 3u * d;
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            own_dgh[k] = vec3<f32>(dgh[out + i], dgh[out + d + i], dgh[out + 2u * d + i]);
+            carried[k] = gates[gate_row + d + i] * err[(dims.first * nb + s) * d + i];
+        }
+        carried = add_wt_dgh(lid, own_dgh, carried);
+    }
+    let end = dims.first - dims.count;
+    for (var t = dims.first; t > end; t--) {
         let row = (t * nb + s) * d;
         let prev = ((t - 1u) * nb + s) * d;
         let gate_row = ((t - 1u) * nb + s) * 4u * d;
@@ -105,27 +153,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             // The direct path of h_t = … + z ⊙ h_{t−1}; Wᵀ dgh follows.
             carried[k] = g.z * e;
         }
-        if dims.through_time == 1u && t > 1u {
-            for (var gate = 0u; gate < 3u; gate++) {
-                // Everyone has finished with the previous block.
-                workgroupBarrier();
-                for (var k = 0u; k < SLOTS; k++) {
-                    let i = lid + k * WG;
-                    if i >= d {
-                        break;
-                    }
-                    part[i] = own_dgh[k][gate];
-                }
-                workgroupBarrier();
-                for (var k = 0u; k < SLOTS; k++) {
-                    let i = lid + k * WG;
-                    if i >= d {
-                        break;
-                    }
-                    // Σ_j W[gate·d + j][i] part[j]: this gate's block of Wᵀ dgh.
-                    carried[k] += column_dot(gate * d * d + i, d);
-                }
-            }
+        if through_time && t > 1u {
+            carried = add_wt_dgh(lid, own_dgh, carried);
         } else {
             carried = array<f32, SLOTS>();
         }

@@ -11,6 +11,10 @@
 // neighbouring invocations read neighbouring addresses), eight terms per loop iteration
 // (include/dot.wgsl's gate_columns_dot8; see there for llvmpipe's loop cap).
 //
+// Bounded segments, as in forward.wgsl: one launch runs the steps dims.first ..
+// dims.first + dims.count − 1, and starts from h_{first−1} as the previous segment stored it
+// (the GRU's history is f32, so it is exactly the value one long launch would carry on).
+//
 // Besides h it stores each step's r, z, n and hn: the backward recursion (gru_bptt.wgsl)
 // and the Jacobian products (jacobian.wgsl) linearize at them. Storing them costs 4d
 // floats per step and sequence; recomputing them (as the f64 reference does) would cost
@@ -31,6 +35,9 @@ struct Dims {
     steps: u32,
     input: u32,
     hidden: u32,
+    // This segment's steps: first (1 … T) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -58,12 +65,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = wg.x;
     let d = dims.hidden;
     let p = dims.input;
+    let first = dims.first;
+    let start = ((first - 1u) * dims.batch + s) * d;
     for (var i = lid; i < d; i += WG) {
-        h_prev[i] = 0.0;
-        h[s * d + i] = 0.0;
+        if first == 1u {
+            h[start + i] = 0.0;
+        }
+        h_prev[i] = h[start + i];
     }
     workgroupBarrier();
-    for (var t = 1u; t <= dims.steps; t++) {
+    for (var t = first; t < first + dims.count; t++) {
         let x_row = ((t - 1u) * dims.batch + s) * p;
         let h_row = (t * dims.batch + s) * d;
         let gate_row = ((t - 1u) * dims.batch + s) * 4u * d;

@@ -36,14 +36,24 @@
 // residual in cg_steps; a solve that ends above tol (or non-finite) also adds to the sticky
 // `failures` record, which the host reads (and clears) as a CgError with the numbers.
 //
-// Loop counts stay under llvmpipe's per-invocation cap only for bounded T·max_iter·d: the
-// dot products (include/dot.wgsl) take eight terms per loop iteration, and the host counts
-// the rest (gpu::jacobian::sweep_loops) and refuses larger shapes there.
+// Bounded segments: a whole sweep (T − 1 solves of up to max_iter iterations each) or one
+// column's solve can run far longer than one launch should (a driver's watchdog; llvmpipe's
+// silent cap on loop iterations per invocation). So jacobian_sweep and inverse_columns
+// each run as a sequence of launches, each spending at most dims.budget *units* — setting
+// up a step's solve, or one CG iteration — and the host records as many launches as the
+// worst case needs (gpu::segments). Where a solve stands between launches is kept in the
+// scratch part of cg_steps: the residual r and direction p of each solve, and a `Cursor`
+// (which step, whether its solve has started, its iterations and squared norms); the
+// iterate x is the output itself (dv_{t−1}, or P's column). Everything carried is f32 as
+// in registers, so a solve split across launches computes exactly what one launch would.
+// A solve that converges early leaves budget to the next step; launches after the last
+// solve only read the cursor.
 //
 // Layout, row-major: W [g·d, d] (g = 1 tanh, 3 GRU), Wᵀ [d, g·d], h and dv [T+1, B, d],
 // gates [T, B, 4d] (GRU: r | z | n | hn from gru_forward.wgsl), g_T [B, d],
 // cg_steps [T, B, 2] (iterations, residual; step t at row (t−1)*B + s, step 1 unsolved: 0, 0);
-// for inverse_columns P [d, d] in dv and cg_steps [d, 3].
+// for inverse_columns P [d, d] in dv and cg_steps [d, 3]. From dims.scratch on, cg_steps
+// holds the state of the N = dims.batch solves: r [N, d], p [N, d], cursors [N, CURSOR].
 
 // Invocations per workgroup, matched to d by the host (gpu::jacobian::workgroup_size):
 // 64, 128 or 256, at least d up to 256, so that few sit idle at every barrier.
@@ -70,8 +80,14 @@ struct Dims {
     lr_target: f32,
     reg: f32,
     tol: f32,
-    // Start the CG from `x0` (inverse_columns) rather than from zero.
+    // Start the CG from the P in the buffer (inverse_columns) rather than from zero.
     warm: u32,
+    // The segment (jacobian_sweep, inverse_columns): 1 in the first launch, which sets
+    // everything up; the units this launch may spend; where the solves' state starts in
+    // cg_steps.
+    first: u32,
+    budget: u32,
+    scratch: u32,
 }
 
 // The sticky record of failed solves (cpu::inverse::CgError's numbers).
@@ -304,117 +320,267 @@ fn relative_residual(rs: f32, rhs_norm: f32) -> f32 {
     return sqrt(rs) / rhs_norm;
 }
 
-// How one CG solve ended: the solution, its iterations, and the squared norms of the last
-// residual and of the right-hand side (all uniform but `x`).
-struct Solution {
+// One CG solve of (J_tᵀ J_t + r I) x = rhs in progress, matrix-free: the iterate, residual
+// and direction of the owned units, and (the same in every invocation) the iterations so
+// far and the squared norms of the residual and of the right-hand side.
+struct Solve {
     x: Own,
+    r: Own,
+    p: Own,
     iterations: u32,
     rs: f32,
     rhs_sq: f32,
 }
 
-// (J_tᵀ J_t + r I) x = rhs for sequence s by CG, matrix-free: from zero, or with
-// dims.warm from `x0` (then the first residual costs one more product). It stops on
-// ‖R‖ / ‖rhs‖ ≤ tol or after max_iter iterations. A zero right-hand side has the solution
-// 0, whatever the warm start.
-fn cg(t: u32, s: u32, lid: u32, rhs: Own, x0: Own) -> Solution {
-    var x: Own;
-    var r = rhs;
-    var rs = workgroup_sum(lid, own_dot(lid, r, r));
-    let rhs_sq = rs;
+// A solve from zero, or with dims.warm from `x0` (then the first residual costs one more
+// product). A zero right-hand side has the solution 0, whatever the warm start.
+fn cg_start(t: u32, s: u32, lid: u32, rhs: Own, x0: Own) -> Solve {
+    var sol: Solve;
+    sol.r = rhs;
+    sol.rs = workgroup_sum(lid, own_dot(lid, rhs, rhs));
+    sol.rhs_sq = sol.rs;
     // `rhs_sq` is uniform (workgroup_sum), so the barriers inside stay in uniform control flow.
-    if dims.warm == 1u && rhs_sq > 0.0 {
-        x = x0;
-        share(lid, x);
+    if dims.warm == 1u && sol.rhs_sq > 0.0 {
+        sol.x = x0;
+        share(lid, x0);
         let ax = vjp_owned(t, s, lid, jvp_owned(t, s, lid));
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            r[k] -= ax[k] + dims.reg * x[k];
+            sol.r[k] -= ax[k] + dims.reg * x0[k];
         }
-        rs = workgroup_sum(lid, own_dot(lid, r, r));
+        sol.rs = workgroup_sum(lid, own_dot(lid, sol.r, sol.r));
     }
-    var p = r;
-    let rhs_norm = sqrt(rhs_sq);
-    var residual = relative_residual(rs, rhs_norm);
-    var iterations = 0u;
-    // `residual` and `iterations` are uniform too.
-    while residual > dims.tol && iterations < dims.max_iter {
-        share(lid, p);
+    sol.p = sol.r;
+    return sol;
+}
+
+// Whether the solve is over: ‖R‖ / ‖rhs‖ ≤ tol (or not finite), or max_iter iterations run.
+fn solved(sol: ptr<function, Solve>) -> bool {
+    let residual = relative_residual((*sol).rs, sqrt((*sol).rhs_sq));
+    return !(residual > dims.tol) || (*sol).iterations >= dims.max_iter;
+}
+
+// CG iterations on `sol` until it is solved or `spent` units reach the budget; returns the
+// units spent. `residual` and `iterations` are uniform, and so is the loop.
+fn iterate(t: u32, s: u32, lid: u32, sol: ptr<function, Solve>, spent: u32) -> u32 {
+    var used = spent;
+    while !solved(sol) && used < dims.budget {
+        share(lid, (*sol).p);
         var q = vjp_owned(t, s, lid, jvp_owned(t, s, lid));
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            q[k] += dims.reg * p[k];
+            q[k] += dims.reg * (*sol).p[k];
         }
-        let curv = workgroup_sum(lid, own_dot(lid, p, q));
+        let curv = workgroup_sum(lid, own_dot(lid, (*sol).p, q));
         // A sequence already solved exactly has p = 0: leave it where it is.
-        let alpha = select(0.0, rs / curv, curv > 0.0);
+        let alpha = select(0.0, (*sol).rs / curv, curv > 0.0);
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            x[k] += alpha * p[k];
-            r[k] -= alpha * q[k];
+            (*sol).x[k] += alpha * (*sol).p[k];
+            (*sol).r[k] -= alpha * q[k];
         }
-        let rs_new = workgroup_sum(lid, own_dot(lid, r, r));
-        let beta = select(0.0, rs_new / rs, rs > 0.0);
+        let rs_new = workgroup_sum(lid, own_dot(lid, (*sol).r, (*sol).r));
+        let beta = select(0.0, rs_new / (*sol).rs, (*sol).rs > 0.0);
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            p[k] = r[k] + beta * p[k];
+            (*sol).p[k] = (*sol).r[k] + beta * (*sol).p[k];
         }
-        rs = rs_new;
-        residual = relative_residual(rs, rhs_norm);
-        iterations += 1u;
+        (*sol).rs = rs_new;
+        (*sol).iterations += 1u;
+        used += 1u;
     }
-    return Solution(x, iterations, rs, rhs_sq);
+    return used;
+}
+
+// Where solve n stands between launches: the step whose solve is due (jacobian_sweep:
+// T … 2, then 1 when all are done; inverse_columns: 1, then 0), whether that solve has
+// started, and its scalars.
+struct Cursor {
+    step: u32,
+    started: bool,
+    iterations: u32,
+    rs: f32,
+    rhs_sq: f32,
+}
+
+// f32 words per cursor in cg_steps: integers as two exact 16-bit halves.
+const CURSOR: u32 = 8u;
+
+var<workgroup> cursor_words: array<f32, CURSOR>;
+
+fn r_at(n: u32) -> u32 {
+    return dims.scratch + n * dims.hidden;
+}
+
+fn p_at(n: u32) -> u32 {
+    return dims.scratch + (dims.batch + n) * dims.hidden;
+}
+
+fn cursor_at(n: u32) -> u32 {
+    return dims.scratch + 2u * dims.batch * dims.hidden + CURSOR * n;
+}
+
+// Solve n's cursor as the previous launch left it, the same in every invocation.
+fn load_cursor(lid: u32, n: u32) -> Cursor {
+    if lid < CURSOR {
+        cursor_words[lid] = cg_steps[cursor_at(n) + lid];
+    }
+    let c = workgroupUniformLoad(&cursor_words);
+    return Cursor(u32(c[0]) | (u32(c[1]) << 16u), c[2] != 0.0, u32(c[3]) | (u32(c[4]) << 16u), c[5], c[6]);
+}
+
+fn store_cursor(lid: u32, n: u32, c: Cursor) {
+    if lid == 0u {
+        let at = cursor_at(n);
+        cg_steps[at] = f32(c.step & 0xffffu);
+        cg_steps[at + 1u] = f32(c.step >> 16u);
+        cg_steps[at + 2u] = select(0.0, 1.0, c.started);
+        cg_steps[at + 3u] = f32(c.iterations & 0xffffu);
+        cg_steps[at + 4u] = f32(c.iterations >> 16u);
+        cg_steps[at + 5u] = c.rs;
+        cg_steps[at + 6u] = c.rhs_sq;
+    }
+}
+
+fn load_scratch(lid: u32, base: u32) -> Own {
+    var v: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        v[k] = cg_steps[base + lid + k * WG];
+    }
+    return v;
+}
+
+fn store_scratch(lid: u32, base: u32, v: Own) {
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        cg_steps[base + lid + k * WG] = v[k];
+    }
+}
+
+// The owned units of dv_t's row from element `row` (the sweep's iterate x = dv_{t−1}).
+fn load_row(lid: u32, row: u32) -> Own {
+    var v: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        v[k] = dv[row + lid + k * WG];
+    }
+    return v;
+}
+
+fn store_row(lid: u32, row: u32, v: Own) {
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        dv[row + lid + k * WG] = v[k];
+    }
+}
+
+// Column j of P [d, d] (inverse_columns' iterate x).
+fn load_column(lid: u32, j: u32) -> Own {
+    var v: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        v[k] = dv[(lid + k * WG) * dims.hidden + j];
+    }
+    return v;
+}
+
+fn store_column(lid: u32, j: u32, v: Own) {
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        dv[(lid + k * WG) * dims.hidden + j] = v[k];
+    }
+}
+
+// The solve in `c` with its vectors from where `store_solve` left them (x from `x`).
+fn resume(lid: u32, n: u32, c: Cursor, x: Own) -> Solve {
+    return Solve(x, load_scratch(lid, r_at(n)), load_scratch(lid, p_at(n)), c.iterations, c.rs, c.rhs_sq);
+}
+
+// Keeps r and p of an unfinished solve for the next launch (x is kept by the caller).
+fn store_solve(lid: u32, n: u32, sol: Solve) {
+    store_scratch(lid, r_at(n), sol.r);
+    store_scratch(lid, p_at(n), sol.p);
 }
 
 @compute @workgroup_size(WG)
 fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
     let d = dims.hidden;
-    let top = state_row(dims.steps, s);
-    for (var k = 0u; k < SLOTS; k++) {
-        if !owns(lid, k) {
+    var c = Cursor(dims.steps, false, 0u, 0.0, 0.0);
+    if dims.first == 1u {
+        let top = state_row(dims.steps, s);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            let i = lid + k * WG;
+            dv[s * d + i] = 0.0;
+            dv[top + i] = -dims.lr_target * g_top[s * d + i];
+        }
+        if lid == 0u {
+            cg_steps[2u * s] = 0.0;
+            cg_steps[2u * s + 1u] = 0.0;
+        }
+    } else {
+        c = load_cursor(lid, s);
+    }
+    var sol: Solve;
+    if c.started {
+        sol = resume(lid, s, c, load_row(lid, state_row(c.step - 1u, s)));
+    }
+    var spent = 0u;
+    // Each pass sets up the solve of step t = c.step unless it has started, iterates within
+    // the budget, and when the solve is over stores dv_{t−1} and moves on to t − 1.
+    loop {
+        if c.step < 2u || (!c.started && spent == dims.budget) {
             break;
         }
-        let i = lid + k * WG;
-        dv[s * d + i] = 0.0;
-        dv[top + i] = -dims.lr_target * g_top[s * d + i];
-    }
-    if lid == 0u {
-        cg_steps[2u * s] = 0.0;
-        cg_steps[2u * s + 1u] = 0.0;
-    }
-    for (var t = dims.steps; t >= 2u; t--) {
-        // Right-hand side J_tᵀ (v_t − h_t): dv_t of the owned units was written by this
-        // invocation (the previous step's solution, or the top), so no barrier is needed.
-        var u: Own;
-        let row = state_row(t, s);
-        for (var k = 0u; k < SLOTS; k++) {
-            if !owns(lid, k) {
-                break;
-            }
-            u[k] = dv[row + lid + k * WG];
+        let t = c.step;
+        if !c.started {
+            // Right-hand side J_tᵀ (v_t − h_t): dv_t of the owned units was written by this
+            // invocation (the previous step's solution, or the top; in this launch or an
+            // earlier one), so no barrier is needed.
+            var u = load_row(lid, state_row(t, s));
             if dims.cell == LINEAR {
-                let hc = clamp_eps(h[row + lid + k * WG]);
-                u[k] /= 1.0 - hc * hc;
+                for (var k = 0u; k < SLOTS; k++) {
+                    if !owns(lid, k) {
+                        break;
+                    }
+                    let hc = clamp_eps(h[state_row(t, s) + lid + k * WG]);
+                    u[k] /= 1.0 - hc * hc;
+                }
             }
+            var cold: Own;
+            sol = cg_start(t, s, lid, vjp_owned(t, s, lid, u), cold);
+            c.started = true;
+            spent += 1u;
         }
-        var cold: Own;
-        let sol = cg(t, s, lid, vjp_owned(t, s, lid, u), cold);
-        let prev = state_row(t - 1u, s);
-        for (var k = 0u; k < SLOTS; k++) {
-            if !owns(lid, k) {
-                break;
-            }
-            dv[prev + lid + k * WG] = sol.x[k];
+        spent = iterate(t, s, lid, &sol, spent);
+        if !solved(&sol) {
+            break;
         }
+        store_row(lid, state_row(t - 1u, s), sol.x);
         if lid == 0u {
             let residual = relative_residual(sol.rs, sqrt(sol.rhs_sq));
             let at = 2u * ((t - 1u) * dims.batch + s);
@@ -426,7 +592,14 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 atomicMax(&failures[WORST_RESIDUAL], bitcast<u32>(abs(residual)));
             }
         }
+        c.step = t - 1u;
+        c.started = false;
     }
+    if c.started {
+        store_row(lid, state_row(c.step - 1u, s), sol.x);
+        store_solve(lid, s, sol);
+    }
+    store_cursor(lid, s, Cursor(c.step, c.started, sol.iterations, sol.rs, sol.rhs_sq));
 }
 
 // P = (WᵀW + r I)⁻¹ Wᵀ (docs/ALGORITHM.md §4) by CG, one workgroup per column j: with the linear cell
@@ -434,30 +607,48 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 // in `dv` as [d, d] row-major; with dims.warm each column starts from the P already there.
 // h, gates and g_top are not read (bind any buffer). Per column, cg_steps [d, 3] gets the
 // iterations, ‖R_j‖² and ‖(Wᵀ)_{:,j}‖², which cg_check.wgsl turns into the Frobenius report.
+// In segments like the sweep's: the cursor's step is 1 until the column is solved, then 0.
 @compute @workgroup_size(WG)
 fn inverse_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let j = wg.x;
     let d = dims.hidden;
-    var rhs: Own;
-    var x0: Own;
-    for (var k = 0u; k < SLOTS; k++) {
-        if !owns(lid, k) {
-            break;
+    var c = Cursor(1u, false, 0u, 0.0, 0.0);
+    if dims.first != 1u {
+        c = load_cursor(lid, j);
+    }
+    if c.step == 0u {
+        return;
+    }
+    var sol: Solve;
+    var spent = 0u;
+    if c.started {
+        sol = resume(lid, j, c, load_column(lid, j));
+    } else {
+        var rhs: Own;
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            rhs[k] = w[j * d + lid + k * WG];
         }
-        let i = lid + k * WG;
-        rhs[k] = w[j * d + i];
-        x0[k] = select(0.0, dv[i * d + j], dims.warm == 1u);
-    }
-    let sol = cg(0u, j, lid, rhs, x0);
-    for (var k = 0u; k < SLOTS; k++) {
-        if !owns(lid, k) {
-            break;
+        var x0: Own;
+        if dims.warm == 1u {
+            x0 = load_column(lid, j);
         }
-        dv[(lid + k * WG) * d + j] = sol.x[k];
+        sol = cg_start(0u, j, lid, rhs, x0);
+        spent = 1u;
     }
-    if lid == 0u {
-        cg_steps[3u * j] = f32(sol.iterations);
-        cg_steps[3u * j + 1u] = sol.rs;
-        cg_steps[3u * j + 2u] = sol.rhs_sq;
+    spent = iterate(0u, j, lid, &sol, spent);
+    store_column(lid, j, sol.x);
+    let done = solved(&sol);
+    if done {
+        if lid == 0u {
+            cg_steps[3u * j] = f32(sol.iterations);
+            cg_steps[3u * j + 1u] = sol.rs;
+            cg_steps[3u * j + 2u] = sol.rhs_sq;
+        }
+    } else {
+        store_solve(lid, j, sol);
     }
+    store_cursor(lid, j, Cursor(select(1u, 0u, done), !done, sol.iterations, sol.rs, sol.rhs_sq));
 }

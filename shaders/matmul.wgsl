@@ -10,6 +10,10 @@
 // value loaded from workgroup memory then feeds four multiply-adds from registers
 // instead of one, and a barrier pair is paid per 16·16 multiply-adds per invocation.
 
+// Bounded segments: one launch walks the rows k_first .. k_first + k_count of the k axis
+// (gpu::segments picks how many, so that no launch runs too long); the first writes C, the
+// others add their partial products to it.
+//
 // B is read as a history (only ∇W = Δᵀ H reads one in f16): HIST_F16 and hist_* come
 // from include/history.wgsl, which gpu::kernel appends to this file.
 
@@ -24,6 +28,11 @@ struct Dims {
     k: u32,
     // 1: A is stored [k, m] and used transposed.
     trans_a: u32,
+    // This launch's rows of the k axis (k_first a multiple of BK), and 1 when C already
+    // holds the sum over the rows before them.
+    k_first: u32,
+    k_count: u32,
+    accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -35,8 +44,13 @@ struct Dims {
 var<workgroup> tile_a: array<f32, BK * TS>;
 var<workgroup> tile_b: array<f32, BK * TS>;
 
+// The end of this launch's rows.
+fn k_end() -> u32 {
+    return dims.k_first + dims.k_count;
+}
+
 fn load_a(row: u32, kk: u32) -> f32 {
-    if row >= dims.m || kk >= dims.k {
+    if row >= dims.m || kk >= k_end() {
         return 0.0;
     }
     if dims.trans_a == 1u {
@@ -46,7 +60,7 @@ fn load_a(row: u32, kk: u32) -> f32 {
 }
 
 fn load_b(kk: u32, col: u32) -> f32 {
-    if kk >= dims.k || col >= dims.n {
+    if kk >= k_end() || col >= dims.n {
         return 0.0;
     }
     let e = kk * hist_stride(dims.n) + col;
@@ -60,7 +74,8 @@ fn store(row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + tx + 16u * j;
         if col < dims.n {
-            c[row * dims.n + col] = acc[j];
+            let e = row * dims.n + col;
+            c[e] = select(acc[j], c[e] + acc[j], dims.accumulate == 1u);
         }
     }
 }
@@ -79,7 +94,7 @@ fn main(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var base = 0u; base < dims.k; base += BK) {
+    for (var base = dims.k_first; base < k_end(); base += BK) {
         for (var s = 0u; s < BK * TS / WG; s++) {
             let e = li + s * WG;
             // Aᵀ is contiguous along m, A along k: walk whichever is contiguous fastest.

@@ -19,10 +19,14 @@
 // lid + WG, ... in both loops, so it reads only the dv_t values it wrote itself; the
 // stores of a finished row follow a barrier, since an f16 word pairs two units that
 // different invocations computed.
+// Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
+// of them; gpu::segments picks how many), the first segment (dims.first = T) after setting
+// up dv_0 and dv_T. A segment hands dv of its last step to the next in `carry` [B, d], in
+// f32: the history may hold it rounded to f16, and the sweep must go on from the f32 value.
 // It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
 // of P s per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d'] (d' = hist_stride(d)),
-// g_T [B, d]. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
+// g_T [B, d], carry [B, d]. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
 // storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
 const WG: u32 = 256u;
@@ -41,6 +45,9 @@ struct Dims {
     mode: u32,
     lr_target: f32,
     dv_scale: f32,
+    // This segment's steps: the first (T … 2, or T = 1 with none) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -51,6 +58,7 @@ struct Dims {
 @group(0) @binding(5) var<storage, read> h: array<HistWord>;
 @group(0) @binding(6) var<storage, read> g_top: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<HistWord>;
+@group(0) @binding(8) var<storage, read_write> carry: array<f32>;
 
 var<workgroup> s_vec: array<f32, MAX_HIDDEN>;
 // dv_t of the step in hand, then dv_{t-1}.
@@ -122,13 +130,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let d = dims.hidden;
     let p = dims.input;
     let stride = hist_stride(d);
-    zero_row(s * stride, lid);
+    let top = dims.first == dims.steps;
+    // dv of the step in hand: the top offset, or where the previous segment stopped.
     for (var i = lid; i < d; i += WG) {
-        dv_cur[i] = -dims.lr_target * g_top[s * d + i];
+        dv_cur[i] = select(carry[s * d + i], -dims.lr_target * g_top[s * d + i], top);
     }
-    workgroupBarrier();
-    store_row((dims.steps * dims.batch + s) * stride, lid);
-    for (var t = dims.steps; t >= 2u; t--) {
+    if top {
+        zero_row(s * stride, lid);
+        workgroupBarrier();
+        store_row((dims.steps * dims.batch + s) * stride, lid);
+    }
+    let end = dims.first - dims.count;
+    for (var t = dims.first; t > end; t--) {
         let row = (t * dims.batch + s) * stride;
         let prev = ((t - 1u) * dims.batch + s) * stride;
         let x_row = ((t - 1u) * dims.batch + s) * p;
@@ -164,5 +177,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // dv_{t-1} is in dv_cur before anyone stores it.
         workgroupBarrier();
         store_row(prev, lid);
+    }
+    // Each invocation hands on the units it computed itself.
+    for (var i = lid; i < d; i += WG) {
+        carry[s * d + i] = dv_cur[i];
     }
 }

@@ -21,7 +21,9 @@ use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
-use crate::gpu::{F16Conversions, GpuContext, Phase, Profiler, Storage};
+use crate::gpu::{
+    F16Conversions, GpuContext, GpuOptions, Phase, Profiler, StepsPerDispatch, Storage,
+};
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
 use crate::model::{Dims, Params};
@@ -147,6 +149,8 @@ pub struct Measurement {
     pub backend: String,
     /// GPU only: how the histories h and v − h were stored.
     pub storage: Option<Storage>,
+    /// GPU only: how long loops were split into launches (`auto`, or K).
+    pub steps_per_dispatch: Option<String>,
     /// TP-RI or BPTT.
     pub method: Method,
     /// The sizes timed.
@@ -164,30 +168,36 @@ pub struct Measurement {
     pub clock: String,
 }
 
-/// The `backend` label of GPU measurements with `storage` on a device whose f16 storage
-/// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`.
-pub fn gpu_label(storage: Storage, conversions: F16Conversions) -> String {
-    match (storage, conversions) {
-        (Storage::F32, _) => "gpu".into(),
-        (Storage::F16, F16Conversions::Native) => "gpu-f16".into(),
-        (Storage::F16, F16Conversions::Integer) => "gpu-f16-int".into(),
+/// The `backend` label of GPU measurements with `options` on a device whose f16 storage
+/// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`,
+/// followed by `-kK` when the long loops ran at most K steps per launch (no suffix for the
+/// adapter's own choice).
+pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
+    let storage = match (options.storage, conversions) {
+        (Storage::F32, _) => "gpu",
+        (Storage::F16, F16Conversions::Native) => "gpu-f16",
+        (Storage::F16, F16Conversions::Integer) => "gpu-f16-int",
+    };
+    match options.steps_per_dispatch {
+        StepsPerDispatch::Auto => storage.into(),
+        StepsPerDispatch::Fixed(k) => format!("{storage}-k{k}"),
     }
 }
 
 /// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,
-/// with the histories stored as `storage` says.
+/// with the histories stored and the long loops split as `options` say.
 pub fn measure_gpu(
     ctx: &Arc<GpuContext>,
     size: Size,
     method: Method,
     reps: usize,
-    storage: Storage,
+    options: GpuOptions,
 ) -> Result<Measurement> {
     check_reps(reps)?;
     size.workload(method)
-        .check_gpu(&crate::gpu::gpu_limits(ctx, storage))?;
+        .check_gpu(&crate::gpu::gpu_limits(ctx, options.storage))?;
     let (params, batch, hyper) = problem(size, method, 1);
-    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, storage)?;
+    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, options)?;
     let phases = Phase::of(method);
     prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
     let mut samples = Vec::with_capacity(reps);
@@ -199,8 +209,9 @@ pub fn measure_gpu(
         }
     }
     Ok(Measurement {
-        backend: gpu_label(storage, ctx.f16_conversions()),
-        storage: Some(storage),
+        backend: gpu_label(options, ctx.f16_conversions()),
+        storage: Some(options.storage),
+        steps_per_dispatch: Some(options.steps_per_dispatch.to_string()),
         method,
         size,
         iteration_s: median(&samples),
@@ -254,6 +265,7 @@ pub fn measure_cpu_solver(
     Ok(Measurement {
         backend: "cpu".into(),
         storage: None,
+        steps_per_dispatch: None,
         method,
         size,
         iteration_s: median(&samples),

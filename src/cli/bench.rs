@@ -12,7 +12,7 @@ use tpri::bench::{
     gpu_label, measure_cpu, measure_cpu_solver, measure_gpu, Machine, Measurement, Size,
 };
 use tpri::config::{Hyper, Method, Solver};
-use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, Storage};
+use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, GpuOptions, Storage};
 use tpri::model::CellKind;
 use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
 
@@ -257,16 +257,16 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
 
 /// The GPU configurations to time: each `--storage`, and f16 storage once per
 /// `--f16-conversions` (on a second device for integer conversions, when the first has
-/// native ones). A configuration the adapter cannot tell apart from one already listed
-/// (native requested, integer run) is timed once.
+/// native ones), each at every `--steps-per-dispatch`. A configuration the adapter cannot
+/// tell apart from one already listed (native requested, integer run) is timed once.
 fn gpu_runs(
     gpu: Option<&Arc<GpuContext>>,
     args: &BenchArgs,
-) -> Result<Vec<(Arc<GpuContext>, Storage)>> {
+) -> Result<Vec<(Arc<GpuContext>, GpuOptions)>> {
     let Some(ctx) = gpu else {
         return Ok(Vec::new());
     };
-    let mut runs: Vec<(Arc<GpuContext>, Storage)> = Vec::new();
+    let mut runs: Vec<(Arc<GpuContext>, GpuOptions)> = Vec::new();
     for &storage in &args.storage {
         let conversions: &[F16Conversions] = match storage {
             Storage::F32 => &[F16Conversions::Native],
@@ -278,12 +278,18 @@ fn gpu_runs(
             } else {
                 Arc::new(GpuContext::with_f16(&args.adapter.parse()?, conv)?)
             };
-            let label = gpu_label(storage, ctx.f16_conversions());
-            if !runs
-                .iter()
-                .any(|(c, s)| gpu_label(*s, c.f16_conversions()) == label)
-            {
-                runs.push((ctx, storage));
+            for &steps_per_dispatch in &args.steps_per_dispatch {
+                let options = GpuOptions {
+                    storage,
+                    steps_per_dispatch,
+                };
+                let label = gpu_label(options, ctx.f16_conversions());
+                if !runs
+                    .iter()
+                    .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
+                {
+                    runs.push((Arc::clone(&ctx), options));
+                }
             }
         }
     }
@@ -291,7 +297,7 @@ fn gpu_runs(
 }
 
 fn measure_all(
-    gpu_runs: &[(Arc<GpuContext>, Storage)],
+    gpu_runs: &[(Arc<GpuContext>, GpuOptions)],
     cpu: bool,
     sizes: &[Size],
     reps: usize,
@@ -299,8 +305,8 @@ fn measure_all(
     let mut out = Vec::new();
     for &size in sizes {
         for method in [Method::Tp, Method::Bp] {
-            for (ctx, storage) in gpu_runs {
-                out.push(measure_gpu(ctx, size, method, reps, *storage)?);
+            for (ctx, options) in gpu_runs {
+                out.push(measure_gpu(ctx, size, method, reps, *options)?);
             }
             if cpu {
                 out.push(measure_cpu(size, method, reps)?);

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use tpri::bench::Size;
 use tpri::config::Method;
-use tpri::gpu::{F16Conversions, GpuContext, Storage};
+use tpri::gpu::{F16Conversions, GpuContext, GpuOptions, StepsPerDispatch, Storage};
 
 /// Which backends to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// SHADER_F16.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [F16Conversions::Native])]
     pub(super) f16_conversions: Vec<F16Conversions>,
+    /// How much of a long loop one GPU launch runs: `auto` (the adapter's choice) or K
+    /// steps (docs/PERFORMANCE.md); `auto,100000` times the adapter's segments against
+    /// one launch per loop (rows labelled `gpu` and `gpu-k100000`).
+    #[arg(long, value_delimiter = ',', default_values_t = [StepsPerDispatch::Auto])]
+    pub(super) steps_per_dispatch: Vec<StepsPerDispatch>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,
@@ -169,7 +174,7 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
 /// before the first measurement (`limits::Workload`).
 pub fn check_memory(
     args: &BenchArgs,
-    gpu_runs: &[(Arc<GpuContext>, Storage)],
+    gpu_runs: &[(Arc<GpuContext>, GpuOptions)],
     cpu: bool,
 ) -> Result<()> {
     let mut sizes: Vec<(usize, usize, usize)> =
@@ -203,8 +208,8 @@ pub fn check_memory(
         if cpu || crossover.contains(&s) {
             w.check_cpu()?;
         }
-        for (ctx, storage) in gpu_runs.iter().filter(|_| sizes.contains(&s)) {
-            w.check_gpu(&tpri::gpu::gpu_limits(ctx, *storage))?;
+        for (ctx, options) in gpu_runs.iter().filter(|_| sizes.contains(&s)) {
+            w.check_gpu(&tpri::gpu::gpu_limits(ctx, options.storage))?;
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tpri::backend::Backend;
 
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, Storage};
+use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, GpuOptions, StepsPerDispatch, Storage};
 
 use tpri::config::{
     Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
@@ -194,6 +194,21 @@ pub struct BackendArgs {
     /// way); f16 halves their memory and traffic. The CPU reference is f64 throughout.
     #[arg(long, value_enum, default_value = "f32")]
     storage: Storage,
+    /// How much of a long loop one GPU launch runs: `auto` (under llvmpipe's loop cap
+    /// there, a time budget elsewhere) or at most K time steps, K CG iterations, K·B
+    /// reduction rows (capped on llvmpipe); results do not depend on it.
+    #[arg(long, default_value = "auto")]
+    steps_per_dispatch: StepsPerDispatch,
+}
+
+impl BackendArgs {
+    /// The GPU backend's options these flags name.
+    fn gpu_options(&self) -> GpuOptions {
+        GpuOptions {
+            storage: self.storage,
+            steps_per_dispatch: self.steps_per_dispatch,
+        }
+    }
 }
 
 /// Opens the chosen backend. `auto` takes a hardware GPU when there is one; software
@@ -211,6 +226,12 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
             bail!(
                 "--storage {} applies to the GPU backend; the CPU reference computes and stores in f64",
                 args.storage
+            );
+        }
+        if args.steps_per_dispatch != StepsPerDispatch::Auto {
+            bail!(
+                "--steps-per-dispatch {} applies to the GPU backend; the CPU reference runs its loops on the host",
+                args.steps_per_dispatch
             );
         }
         Ok(Box::new(CpuBackend::new()))
@@ -234,12 +255,12 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
 }
 
 /// Opens the wgpu backend on the adapter the flags name (`auto` when none), with the
-/// storage they name.
+/// storage and launch splitting they name.
 pub fn open_gpu(args: &BackendArgs) -> Result<Box<dyn Backend>> {
     let choice: AdapterChoice = args.adapter.as_deref().unwrap_or("auto").parse()?;
     let ctx = GpuContext::new(&choice)?;
-    Ok(Box::new(GpuBackend::with_storage(
+    Ok(Box::new(GpuBackend::with_options(
         Arc::new(ctx),
-        args.storage,
+        args.gpu_options(),
     )))
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use tpri::config::{Loss, Method};
-use tpri::gpu::Storage;
+use tpri::gpu::{StepsPerDispatch, Storage};
 use tpri::limits::Workload;
 use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
@@ -44,6 +44,10 @@ pub struct TraceArgs {
     /// How the GPU backend stores the histories h and v − h (the CPU reference: f64).
     #[arg(long, value_enum, default_value = "f32")]
     storage: Storage,
+    /// How much of a long loop one GPU launch runs: `auto` or at most K steps (see `tpri
+    /// train --help`); the trace does not depend on it.
+    #[arg(long, default_value = "auto")]
+    steps_per_dispatch: StepsPerDispatch,
     /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -83,6 +87,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         backend: args.backend,
         adapter: args.adapter.clone(),
         storage: args.storage,
+        steps_per_dispatch: args.steps_per_dispatch,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
     backend.check_workload(&Workload::new(params.cell, params.dims(), t, b, &hyper))?;

@@ -21,6 +21,7 @@ use crate::gpu::iteration::Workspace;
 use crate::gpu::jacobian;
 use crate::gpu::layout::{matrix, Shape};
 use crate::gpu::one_shot;
+use crate::gpu::options::GpuOptions;
 use crate::gpu::readback::{record_then_copy, CopyTo, Readback, Region};
 use crate::gpu::storage::Storage;
 use crate::limits::{GpuLimits, Workload};
@@ -32,10 +33,11 @@ use crate::tasks::Batch;
 use crate::validate::{check_params, check_run, check_step};
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
-/// says. Keeps P on the device to warm-start the next CG solve.
+/// says, long loops split into launches as its `StepsPerDispatch` says. Keeps P on the
+/// device to warm-start the next CG solve.
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
-    storage: Storage,
+    options: GpuOptions,
     train: Option<Training>,
 }
 
@@ -113,7 +115,7 @@ fn cached_workspace<'a>(
     model: &ModelBuffers,
     shape: Shape,
     hyper: &Hyper,
-    storage: Storage,
+    options: GpuOptions,
 ) -> Result<&'a Workspace> {
     let i = match cache.iter().position(|ws| ws.shape == shape) {
         Some(i) => i,
@@ -121,7 +123,7 @@ fn cached_workspace<'a>(
             if cache.len() >= keep {
                 cache.remove(0); // free the old buffers before allocating new ones
             }
-            cache.push(Workspace::new(ctx, model, shape, hyper, storage)?);
+            cache.push(Workspace::new(ctx, model, shape, hyper, options)?);
             cache.len() - 1
         }
     };
@@ -151,9 +153,14 @@ impl GpuBackend {
 
     /// A backend on `ctx` that stores the histories h and v − h as `storage` says.
     pub fn with_storage(ctx: Arc<GpuContext>, storage: Storage) -> Self {
+        Self::with_options(ctx, storage.into())
+    }
+
+    /// A backend on `ctx` with the storage and launch splitting `options` name.
+    pub fn with_options(ctx: Arc<GpuContext>, options: GpuOptions) -> Self {
         Self {
             ctx,
-            storage,
+            options,
             train: None,
         }
     }
@@ -165,13 +172,18 @@ impl GpuBackend {
 
     /// How this backend stores the histories.
     pub fn storage(&self) -> Storage {
-        self.storage
+        self.options.storage
+    }
+
+    /// How this backend stores the histories and splits its long loops.
+    pub fn options(&self) -> GpuOptions {
+        self.options
     }
 
     /// What this backend's device allows: the kernels' largest hidden size, its largest
     /// buffer, and the bytes of a stored history value.
     pub fn limits(&self) -> GpuLimits {
-        gpu_limits(&self.ctx, self.storage)
+        gpu_limits(&self.ctx, self.options.storage)
     }
 
     fn training(&mut self) -> Result<&mut Training> {
@@ -183,7 +195,7 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     fn name(&self) -> String {
-        match self.storage {
+        match self.options.storage {
             Storage::F32 => format!("gpu (f32): {}", self.ctx.describe()),
             storage => format!("gpu (f32, {storage} storage): {}", self.ctx.describe()),
         }
@@ -194,11 +206,11 @@ impl Backend for GpuBackend {
     }
 
     fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace> {
-        check_run(params, batch, hyper, self.storage.device())?;
+        check_run(params, batch, hyper, self.options.storage.device())?;
         let (t, b) = (batch.seq_len(), batch.batch_size());
         Workload::new(params.cell, params.dims(), t, b, hyper).check_gpu(&self.limits())?;
         let ctx = &*self.ctx;
-        let (model, ws) = one_shot::workspace(ctx, params, batch, hyper, self.storage)?;
+        let (model, ws) = one_shot::workspace(ctx, params, batch, hyper, self.options)?;
         ctx.submit(|pass| {
             ws.record_loss(pass);
             ws.record_gradients(pass, false);
@@ -237,7 +249,7 @@ impl Backend for GpuBackend {
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         let dims = check_params(params)?;
-        Plan::check(params.cell, hyper, self.storage.device())?;
+        Plan::check(params.cell, hyper, self.options.storage.device())?;
         let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
@@ -261,10 +273,16 @@ impl Backend for GpuBackend {
 
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let ctx = Arc::clone(&self.ctx);
-        let storage = self.storage;
+        let options = self.options;
         let tr = self.training()?;
         let layout = &tr.model.layout;
-        check_step(layout.cell, layout.dims, batch, &tr.hyper, storage.device())?;
+        check_step(
+            layout.cell,
+            layout.dims,
+            batch,
+            &tr.hyper,
+            options.storage.device(),
+        )?;
         let shape = Shape::of(batch);
         let ws = cached_workspace(
             &ctx,
@@ -273,7 +291,7 @@ impl Backend for GpuBackend {
             &tr.model,
             shape,
             &tr.hyper,
-            storage,
+            options,
         )?;
         ws.seq.write_batch(&ctx, batch);
         ws.optimizer.set_step(&ctx, tr.step + 1);
@@ -319,7 +337,7 @@ impl Backend for GpuBackend {
     /// copied into one device buffer; one wait and one read at the end.
     fn evaluate_all(&mut self, batches: &[Batch]) -> Result<Eval> {
         let ctx = Arc::clone(&self.ctx);
-        let storage = self.storage;
+        let options = self.options;
         let tr = self.training()?;
         // Only the forward pass and the head run: a BP workspace needs no CG buffers.
         let hyper = Hyper {
@@ -328,7 +346,13 @@ impl Backend for GpuBackend {
         };
         let layout = &tr.model.layout;
         for batch in batches {
-            check_step(layout.cell, layout.dims, batch, &hyper, storage.device())?;
+            check_step(
+                layout.cell,
+                layout.dims,
+                batch,
+                &hyper,
+                options.storage.device(),
+            )?;
         }
         let words = 2 * batches.len();
         if tr
@@ -351,7 +375,7 @@ impl Backend for GpuBackend {
         let stats = eval_stats.as_ref().expect("just made");
         for (i, batch) in batches.iter().enumerate() {
             let shape = Shape::of(batch);
-            let ws = cached_workspace(&ctx, eval_ws, EVAL_SHAPES, model, shape, &hyper, storage)?;
+            let ws = cached_workspace(&ctx, eval_ws, EVAL_SHAPES, model, shape, &hyper, options)?;
             ws.seq.write_batch(&ctx, batch);
             let copy = CopyTo {
                 from: Region::new(&ws.seq.stats, 0, 2),

@@ -1,4 +1,4 @@
-//! Backpropagation through time for BP and for the TP surrogate (`shaders/bptt.wgsl`,
+//! Backpropagation through time for BP and for the TP surrogate, in bounded segments (`shaders/bptt.wgsl`,
 //! then `matmul.wgsl` for the reductions; twin of `src/cpu/bptt.rs`).
 
 use anyhow::Result;
@@ -7,6 +7,7 @@ use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
+use crate::gpu::segments::split;
 
 /// The uniform block of `bptt.wgsl` and `gru_bptt.wgsl`.
 #[repr(C)]
@@ -18,11 +19,14 @@ pub(crate) struct Dims {
     injection: u32,
     through_time: u32,
     dv_scale: f32,
+    first: u32,
+    count: u32,
 }
 
 impl Dims {
     /// `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP);
-    /// dv is read as `seq.dv` stores it (times `dv_scale`).
+    /// dv is read as `seq.dv` stores it (times `dv_scale`). The segment is set by
+    /// `dispatch_cell`.
     pub(crate) fn new(
         model: &ModelBuffers,
         seq: &SeqBuffers,
@@ -37,17 +41,19 @@ impl Dims {
             injection: u32::from(targets),
             through_time: u32::from(through_time),
             dv_scale: seq.dv.scale,
+            first: 0,
+            count: 0,
         }
     }
 }
 
-/// The launch: one workgroup per sequence, writing δ and e [T, B, d]. `targets` injects
-/// h_t − v_t at every step (TP), otherwise g_T at the top (BP).
+/// The launches: one workgroup per sequence, `steps` steps per launch, writing δ and e
+/// [T, B, d]. `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    shape: Shape,
+    (shape, steps): (Shape, usize),
     targets: bool,
     through_time: bool,
 ) -> Result<Dispatch> {
@@ -60,25 +66,34 @@ pub(crate) fn dispatch(
         (6, seq.err.as_entire_binding()),
     ];
     let kernel = &ctx.history_kernels(seq.h.storage)?.bptt;
-    dispatch_cell(ctx, model, shape, kernel, &dims, bindings)
+    dispatch_cell(ctx, model, (shape, steps), kernel, &dims, bindings)
 }
 
 /// What the backward launches of both cells share: `kernel`'s recursion, one workgroup
-/// per sequence, bound to W at 1 and to the cell's own `bindings` after it.
+/// per sequence and `steps` steps per launch from the top, bound to W at 1 and to the
+/// cell's own `bindings` after it.
 pub(crate) fn dispatch_cell<'a>(
     ctx: &GpuContext,
     model: &'a ModelBuffers,
-    shape: Shape,
+    (shape, steps): (Shape, usize),
     kernel: &wgpu::ComputePipeline,
     dims: &Dims,
     bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Result<Dispatch> {
     let mut all = vec![(1, model.layout.w.bind(&model.theta))];
     all.extend(bindings);
-    Dispatch::new(
+    let uniforms: Vec<Dims> = split(shape.steps, steps)
+        .into_iter()
+        .map(|seg| Dims {
+            first: shape.steps as u32 - seg.first,
+            count: seg.count,
+            ..*dims
+        })
+        .collect();
+    Dispatch::segments(
         ctx,
         kernel,
-        dims,
+        &uniforms,
         &all,
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )

@@ -7,7 +7,9 @@ use crate::cg::{CgError, CgReport};
 use crate::error::Error;
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
-use crate::gpu::layout::{rows_f32, stack, ParamLayout, Shape, MAX_HIDDEN};
+use crate::gpu::layout::{
+    cg_steps_len, rows_f32, solve_state_len, stack, ParamLayout, Shape, MAX_HIDDEN,
+};
 use crate::gpu::readback::Region;
 use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Dims, Params};
@@ -100,8 +102,12 @@ pub(crate) struct SeqBuffers {
     pub dgi: wgpu::Buffer,
     /// The GRU's r | z | n | hn per step [T, B, 4d]; one unused element for the tanh RNN.
     pub gates: wgpu::Buffer,
-    /// The jacobian sweep's per-step, per-sequence CG (iterations, residual) [T, B, 2].
+    /// The jacobian sweep's per-step, per-sequence CG (iterations, residual) [T, B, 2],
+    /// then the state of the B solves between launches (`jacobian::cg_steps_len`).
     pub cg_steps: wgpu::Buffer,
+    /// The state one segment of the forward pass or of the target sweep hands to the next
+    /// [B, d], in f32 whatever the histories' storage.
+    pub carry: wgpu::Buffer,
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
@@ -182,10 +188,11 @@ impl SeqBuffers {
                 CellKind::Tanh => ctx.storage("unused gates", 4, none)?,
             },
             cg_steps: ctx.storage(
-                &format!("per-step CG statistics [T={t}, B={b}, 2]"),
-                f(t * b * 2),
+                &format!("per-step CG statistics [T={t}, B={b}, 2] and solve state"),
+                f(cg_steps_len(t, b, d)),
                 none,
             )?,
+            carry: ctx.storage(&format!("segment state [B={b}, d={d}]"), f(b * d), none)?,
             err: ctx.storage(
                 &format!("errors e [T={t}, B={b}, d={d}]"),
                 f(t * b * d),
@@ -253,7 +260,8 @@ const CG_STATE_WORDS: usize = std::mem::size_of::<CgState>() / 4;
 /// Buffers of the solve; `x` holds P between steps (the warm start).
 pub(crate) struct CgBuffers {
     pub x: wgpu::Buffer,
-    /// Per column: iterations, ‖R_{:,j}‖², ‖(Wᵀ)_{:,j}‖² [d, 3].
+    /// Per column: iterations, ‖R_{:,j}‖², ‖(Wᵀ)_{:,j}‖² [d, 3], then the state of the d
+    /// solves between launches (`jacobian::solve_state_len`).
     pub columns: wgpu::Buffer,
     pub state: wgpu::Buffer,
 }
@@ -263,7 +271,11 @@ impl CgBuffers {
         let none = wgpu::BufferUsages::empty();
         Ok(Self {
             x: ctx.storage("CG solution P [d, d]", 4 * (d * d) as u64, none)?,
-            columns: ctx.storage("CG per-column record [d, 3]", 12 * d as u64, none)?,
+            columns: ctx.storage(
+                "CG per-column record [d, 3] and solve state",
+                4 * (3 * d + solve_state_len(d, d)) as u64,
+                none,
+            )?,
             state: ctx.storage("CG state", std::mem::size_of::<CgState>() as u64, none)?,
         })
     }

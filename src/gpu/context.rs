@@ -176,13 +176,13 @@ impl GpuContext {
         })
     }
 
-    /// A uniform buffer holding `value`, writable later with `write`.
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, what: &str, value: &T) -> Result<wgpu::Buffer> {
+    /// A uniform buffer holding `contents`, writable later with `write`.
+    pub(crate) fn uniform(&self, what: &str, contents: &[u8]) -> Result<wgpu::Buffer> {
         self.checked(|| {
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(what),
-                    contents: bytemuck::bytes_of(value),
+                    contents,
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 })
         })

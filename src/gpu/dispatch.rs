@@ -7,13 +7,17 @@ use anyhow::Result;
 
 use crate::gpu::context::GpuContext;
 
-/// One kernel launch with its bindings, recorded as often as needed.
+/// One kernel launch with its bindings — or a sequence of launches of the same kernel on
+/// the same buffers, one per segment of a long loop, each with its own uniform block
+/// (`Dispatch::segments`) — recorded as often as needed.
 pub(crate) struct Dispatch {
     pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
+    /// One per launch, in order; each binds its own block of `uniform`.
+    bind_groups: Vec<wgpu::BindGroup>,
     /// Workgroups along x, y, z.
     groups: [u32; 3],
-    /// Binding 0; rewrite it with `GpuContext::write` for per-step settings.
+    /// Binding 0: the uniform blocks, one per launch; rewrite a single launch's with
+    /// `GpuContext::write` for per-step settings.
     pub uniform: wgpu::Buffer,
 }
 
@@ -26,39 +30,80 @@ impl Dispatch {
         buffers: &[(u32, wgpu::BindingResource<'_>)],
         groups: [u32; 3],
     ) -> Result<Self> {
-        let uniform = ctx.uniform("settings", uniform)?;
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        entries.extend(
-            buffers
-                .iter()
-                .map(|(binding, resource)| wgpu::BindGroupEntry {
-                    binding: *binding,
-                    resource: resource.clone(),
-                }),
-        );
-        let bind_group = ctx.checked(|| {
-            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            })
-        })?;
+        Self::segments(
+            ctx,
+            pipeline,
+            std::slice::from_ref(uniform),
+            buffers,
+            groups,
+        )
+    }
+
+    /// One launch per block of `uniforms`, in order, all on the same `buffers` and grid:
+    /// the segments of a loop, each told its part by its block. The blocks sit in one
+    /// uniform buffer at offsets aligned as the device requires, written once here (push
+    /// constants would avoid the bind groups, but they are an optional feature in wgpu 30,
+    /// `IMMEDIATES`, not on every adapter).
+    pub fn segments<U: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
+        uniforms: &[U],
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+    ) -> Result<Self> {
+        let size = std::mem::size_of::<U>() as u64;
+        let stride = size.next_multiple_of(u64::from(
+            ctx.limits.min_uniform_buffer_offset_alignment.max(4),
+        ));
+        let mut bytes = vec![0u8; (stride * uniforms.len().max(1) as u64) as usize];
+        for (i, u) in uniforms.iter().enumerate() {
+            let at = i * stride as usize;
+            bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(u));
+        }
+        let uniform = ctx.uniform("settings", &bytes)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let bind_groups =
+            (0..uniforms.len() as u64)
+                .map(|i| {
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &uniform,
+                            offset: i * stride,
+                            size: std::num::NonZeroU64::new(size),
+                        }),
+                    }];
+                    entries.extend(buffers.iter().map(|(binding, resource)| {
+                        wgpu::BindGroupEntry {
+                            binding: *binding,
+                            resource: resource.clone(),
+                        }
+                    }));
+                    ctx.checked(|| {
+                        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: &layout,
+                            entries: &entries,
+                        })
+                    })
+                })
+                .collect::<Result<_>>()?;
         Ok(Self {
             pipeline: pipeline.clone(),
-            bind_group,
+            bind_groups,
             groups,
             uniform,
         })
     }
 
-    /// Records the launch into `pass`.
+    /// Records the launches into `pass`, in order. Consecutive launches in one pass are
+    /// ordered for the storage buffers they write: wgpu puts a barrier between them.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.groups;
-        pass.dispatch_workgroups(x, y, z);
+        for bind_group in &self.bind_groups {
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        }
     }
 }

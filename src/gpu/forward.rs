@@ -1,5 +1,5 @@
-//! Forward pass of the tanh RNN, fused over time (`shaders/forward.wgsl`; twin of
-//! `src/cpu/forward.rs`).
+//! Forward pass of the tanh RNN, fused over time in bounded segments
+//! (`shaders/forward.wgsl`; twin of `src/cpu/forward.rs`).
 
 use anyhow::Result;
 
@@ -7,6 +7,7 @@ use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
+use crate::gpu::segments::split;
 use crate::gpu::transpose;
 
 #[repr(C)]
@@ -16,32 +17,39 @@ struct Dims {
     steps: u32,
     input: u32,
     hidden: u32,
+    first: u32,
+    count: u32,
 }
 
-/// The launches: Wᵀ, then the time loop with one workgroup per sequence, writing
-/// h [T+1, B, d].
+/// The launches: Wᵀ, then the time loop with one workgroup per sequence, `steps` steps per
+/// launch, writing h [T+1, B, d] (and handing each segment's last state on in `seq.carry`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     shape: Shape,
+    steps: usize,
 ) -> Result<[Dispatch; 2]> {
     dispatch_cell(
         ctx,
         model,
-        shape,
+        (shape, steps),
         &ctx.history_kernels(seq.h.storage)?.forward,
-        vec![(4, seq.x.as_entire_binding()), (5, seq.h.binding())],
+        vec![
+            (4, seq.x.as_entire_binding()),
+            (5, seq.h.binding()),
+            (6, seq.carry.as_entire_binding()),
+        ],
     )
 }
 
 /// What the forward launches of both cells share: Wᵀ ([d, gates·d] from W [gates·d, d]),
-/// then `kernel`'s time loop, one workgroup per sequence, bound to Wᵀ, U and b at 1–3 and
-/// to the cell's own `bindings` after them.
+/// then `kernel`'s time loop, one workgroup per sequence and `steps` steps per launch,
+/// bound to Wᵀ, U and b at 1–3 and to the cell's own `bindings` after them.
 pub(crate) fn dispatch_cell<'a>(
     ctx: &GpuContext,
     model: &'a ModelBuffers,
-    shape: Shape,
+    (shape, steps): (Shape, usize),
     kernel: &wgpu::ComputePipeline,
     bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Result<[Dispatch; 2]> {
@@ -54,22 +62,27 @@ pub(crate) fn dispatch_cell<'a>(
         l.cell.gates() * d,
         d,
     )?;
-    let dims = Dims {
-        batch: shape.batch as u32,
-        steps: shape.steps as u32,
-        input: l.dims.input as u32,
-        hidden: d as u32,
-    };
+    let uniforms: Vec<Dims> = split(shape.steps, steps)
+        .into_iter()
+        .map(|seg| Dims {
+            batch: shape.batch as u32,
+            steps: shape.steps as u32,
+            input: l.dims.input as u32,
+            hidden: d as u32,
+            first: 1 + seg.first,
+            count: seg.count,
+        })
+        .collect();
     let mut all = vec![
         (1, model.wt.as_entire_binding()),
         (2, l.u.bind(&model.theta)),
         (3, l.b.bind(&model.theta)),
     ];
     all.extend(bindings);
-    let forward = Dispatch::new(
+    let forward = Dispatch::segments(
         ctx,
         kernel,
-        &dims,
+        &uniforms,
         &all,
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )?;

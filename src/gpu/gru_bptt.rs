@@ -9,14 +9,14 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
 
-/// The launch: one workgroup per sequence, writing dgh (into `seq.delta`) and dgi
-/// [T, B, 3d] and e [T, B, d]. `targets` injects h_t − v_t at every step (TP), otherwise
-/// g_T at the top (BP).
+/// The launches: one workgroup per sequence, `steps` steps per launch, writing dgh (into
+/// `seq.delta`) and dgi [T, B, 3d] and e [T, B, d]. `targets` injects h_t − v_t at every
+/// step (TP), otherwise g_T at the top (BP).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    shape: Shape,
+    (shape, steps): (Shape, usize),
     targets: bool,
     through_time: bool,
 ) -> Result<Dispatch> {
@@ -31,5 +31,12 @@ pub(crate) fn dispatch(
         (7, seq.delta.as_entire_binding()),
         (8, seq.err.as_entire_binding()),
     ];
-    dispatch_cell(ctx, model, shape, &ctx.kernels.gru_bptt, &dims, bindings)
+    dispatch_cell(
+        ctx,
+        model,
+        (shape, steps),
+        &ctx.kernels.gru_bptt,
+        &dims,
+        bindings,
+    )
 }

@@ -1,4 +1,4 @@
-//! Forward pass of the GRU, fused over time (`shaders/gru_forward.wgsl`; twin of
+//! Forward pass of the GRU, fused over time in bounded segments (`shaders/gru_forward.wgsl`; twin of
 //! `src/cpu/gru.rs::gru_forward`), keeping each step's gates for the backward recursion and
 //! the Jacobian products.
 
@@ -10,18 +10,19 @@ use crate::gpu::dispatch::Dispatch;
 use crate::gpu::forward::dispatch_cell;
 use crate::gpu::layout::Shape;
 
-/// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, writing
-/// h [T+1, B, d] and the gates r | z | n | hn [T, B, 4d].
+/// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, `steps`
+/// steps per launch, writing h [T+1, B, d] and the gates r | z | n | hn [T, B, 4d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     shape: Shape,
+    steps: usize,
 ) -> Result<[Dispatch; 2]> {
     dispatch_cell(
         ctx,
         model,
-        shape,
+        (shape, steps),
         &ctx.kernels.gru_forward,
         vec![
             (4, model.layout.b_hh.bind(&model.theta)),

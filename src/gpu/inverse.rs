@@ -1,9 +1,10 @@
 //! The regularized inverse P = (WᵀW + rI)⁻¹Wᵀ by CG on the device (`shaders/jacobian.wgsl`'s
 //! `inverse_columns`, then `shaders/cg_check.wgsl`; twin of `src/cpu/inverse.rs::inverse_cg`).
 //!
-//! Two launches, whatever the iteration count: one workgroup per column j solves
+//! Two kernels, whatever the iteration count: one workgroup per column j solves
 //! (WᵀW + rI) x_j = (Wᵀ)_{:,j} with the per-step CG of the jacobian sweep (J = W), stopping
-//! on its own relative residual; cg_check then forms the reference's report (the most
+//! on its own relative residual, in as many bounded launches as the worst case needs
+//! (`jacobian::inverse_dispatch`); cg_check then forms the reference's report (the most
 //! iterations of any column, ‖R‖_F / ‖Wᵀ‖_F) on the device, so the host never waits inside
 //! an iteration. Per-column stopping implies the reference's Frobenius rule. A solve that
 //! missed its tolerance is counted in a sticky device-side record and surfaces as
@@ -39,9 +40,14 @@ pub(crate) struct Cg {
 }
 
 impl Cg {
-    /// The solve for the W in `model`'s parameters; it reads Wᵀ from `model.wt`, which the
-    /// forward phase writes.
-    pub fn new(ctx: &GpuContext, model: &ModelBuffers, tp: &TpConfig) -> Result<Self> {
+    /// The solve for the W in `model`'s parameters, `quota` CG units per launch; it reads
+    /// Wᵀ from `model.wt`, which the forward phase writes.
+    pub fn new(
+        ctx: &GpuContext,
+        model: &ModelBuffers,
+        tp: &TpConfig,
+        quota: usize,
+    ) -> Result<Self> {
         let check = Dispatch::new(
             ctx,
             &ctx.kernels.cg_check,
@@ -56,8 +62,8 @@ impl Cg {
             [1, 1, 1],
         )?;
         Ok(Self {
-            cold: jacobian::inverse_dispatch(ctx, model, tp, false)?,
-            warm: jacobian::inverse_dispatch(ctx, model, tp, true)?,
+            cold: jacobian::inverse_dispatch(ctx, model, tp, false, quota)?,
+            warm: jacobian::inverse_dispatch(ctx, model, tp, true, quota)?,
             check,
         })
     }

@@ -1,6 +1,7 @@
 //! One whole TP-RI or BP iteration on the GPU (twin of `src/cpu/iteration.rs`): the
 //! buffers it needs, allocated once per shape, and the kernels' launches recorded in order
-//! into a single compute pass.
+//! into a single compute pass — every long loop in bounded segments (`segments`), with the
+//! quotas picked once per shape here.
 //!
 //! (Layout conventions: `layout`.)
 //!
@@ -16,17 +17,19 @@ use crate::config::{Hyper, TpGrad};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::guards::check_llvmpipe_loops;
 use crate::gpu::inverse::Cg;
 use crate::gpu::layout::{Shape, Slot};
+use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
+use crate::gpu::options::GpuOptions;
 use crate::gpu::phase::Phase;
+use crate::gpu::segments::Segmenting;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
     bptt, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer, target_sweep,
 };
 use crate::model::CellKind;
-use crate::plan::{Device, Plan, Sizes, TargetSolve};
+use crate::plan::{Plan, Sizes, TargetSolve};
 
 /// All buffers and kernel launches of an iteration for one batch shape and one set of
 /// hyperparameters. Built once and reused step after step.
@@ -60,20 +63,22 @@ impl Workspace {
         model: &ModelBuffers,
         shape: Shape,
         hyper: &Hyper,
-        storage: Storage,
+        options: GpuOptions,
     ) -> Result<Self> {
         let l = &model.layout;
         let (cell, dims) = (l.cell, l.dims);
-        let device = Device::Gpu {
-            f16_histories: storage == Storage::F16,
-        };
+        let storage = options.storage;
+        let device = storage.device();
         let sizes = Sizes {
             hidden: dims.hidden,
             steps: shape.steps,
             batch: shape.batch,
         };
         let plan = Plan::new(cell, hyper, device, sizes)?;
-        check_llvmpipe_loops(ctx, l, shape, plan, hyper)?;
+        let segmenting = Segmenting::new(ctx, options.steps_per_dispatch, shape.batch);
+        let (d, p) = (dims.hidden, dims.input);
+        // A loop's shape and how many of its units one launch runs.
+        let per_launch = |m: loops::LoopModel| anyhow::Ok((shape, segmenting.quota(&m)?));
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
         let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
@@ -93,14 +98,17 @@ impl Workspace {
                     n,
                     k: rows,
                 };
-                matmul::product_with_b_in(ctx, ops, b_storage)
+                let stages = segmenting.quota(&matmul::loop_model(ops.m, n, rows))?;
+                matmul::product_with_b_in(ctx, ops, b_storage, stages)
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
+        let forward_steps = per_launch(loops::forward(cell, d, p, shape))?.1;
+        let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
-                forward::dispatch(ctx, model, &seq, shape)?,
-                bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+                forward::dispatch(ctx, model, &seq, shape, forward_steps)?,
+                bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
                 vec![
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
@@ -110,8 +118,8 @@ impl Workspace {
             // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
             // (`check_storage`), read by the f32 variant of the matmul.
             CellKind::Gru => (
-                gru_forward::dispatch(ctx, model, &seq, shape)?,
-                gru_bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+                gru_forward::dispatch(ctx, model, &seq, shape, forward_steps)?,
+                gru_bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
                 vec![
                     reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,
                     reduce(&seq.dgi, x(), Storage::F32, dims.input, l.u)?,
@@ -122,15 +130,33 @@ impl Workspace {
         };
         let (sweep, cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
-                Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
-                Some(Cg::new(ctx, model, tp)?),
+                Some(
+                    target_sweep::dispatch(
+                        ctx,
+                        model,
+                        &seq,
+                        per_launch(loops::target_sweep(d, p, shape))?,
+                        tp,
+                    )?
+                    .into(),
+                ),
+                Some(Cg::new(
+                    ctx,
+                    model,
+                    tp,
+                    segmenting.quota(&loops::inverse(d, tp.cg_max_iter))?,
+                )?),
             ),
-            (Some(tp), Some(solve)) => (
-                Some(vec![jacobian::sweep_dispatch(
-                    ctx, model, &seq, shape, tp, solve,
-                )?]),
-                None,
-            ),
+            (Some(tp), Some(solve)) => {
+                let gru = cell == CellKind::Gru;
+                let units = per_launch(loops::solves(gru, d, shape, tp.cg_max_iter))?;
+                (
+                    Some(vec![jacobian::sweep_dispatch(
+                        ctx, model, &seq, units, tp, solve,
+                    )?]),
+                    None,
+                )
+            }
             _ => (None, None),
         };
         Ok(Self {

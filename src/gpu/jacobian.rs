@@ -13,8 +13,10 @@
 //! Reports are per step the worst sequence (most iterations, largest residual); a solve
 //! that misses its tolerance is a `CgError` with those numbers, as on the CPU.
 //!
-//! Loop cap: on llvmpipe one invocation runs the whole sweep of its sequence, up to
-//! (T − 1)·cg_max_iter CG iterations; `guards::sweep_loops` counts them.
+//! Bounded segments: the sweep, up to (T − 1)·(cg_max_iter + 1) CG units per sequence, and
+//! the solve for P, up to cg_max_iter + 1 per column, each run as a sequence of launches of
+//! at most a quota of units (`segments`); a solve split between launches keeps its r, p and
+//! scalars in the scratch part of `cg_steps` (see jacobian.wgsl).
 
 use anyhow::Result;
 
@@ -44,6 +46,12 @@ struct Dims {
     tol: f32,
     /// inverse_columns: start each column's CG from the P in the buffer.
     warm: u32,
+    /// 1 in the first launch of a sweep or solve.
+    first: u32,
+    /// CG units one launch may spend.
+    budget: u32,
+    /// Where the solves' state starts in `cg_steps` (after the records).
+    scratch: u32,
 }
 
 /// jacobian.wgsl's sticky record of failed solves.
@@ -83,14 +91,28 @@ pub(crate) fn workgroup_size(d: usize) -> u32 {
         .unwrap_or(256)
 }
 
-/// The sweep's launch: one workgroup per sequence, reading W, Wᵀ (written by the forward
-/// phase), h, the gates and g_T; writing dv [T+1, B, d], the per-step CG statistics and
-/// the failure record.
+/// The uniform blocks of a segmented solve: `units` CG units in the worst case, `quota`
+/// per launch, the first launch flagged.
+fn segment_uniforms(base: Dims, units: usize, quota: usize) -> Vec<Dims> {
+    let launches = units.div_ceil(quota.max(1)).max(1);
+    (0..launches)
+        .map(|i| Dims {
+            first: u32::from(i == 0),
+            budget: quota as u32,
+            ..base
+        })
+        .collect()
+}
+
+/// The sweep's launches: one workgroup per sequence, each launch spending at most `quota`
+/// CG units, as many launches as (T − 1)·(cg_max_iter + 1) units need; reading W, Wᵀ
+/// (written by the forward phase), h, the gates and g_T; writing dv [T+1, B, d], the
+/// per-step CG statistics and the failure record.
 pub(crate) fn sweep_dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    shape: Shape,
+    (shape, quota): (Shape, usize),
     tp: &TpConfig,
     solve: TargetSolve,
 ) -> Result<Dispatch> {
@@ -106,12 +128,16 @@ pub(crate) fn sweep_dispatch(
         reg: tp.reg as f32,
         tol: tolerance(tp) as f32,
         warm: 0,
+        first: 0,
+        budget: 0,
+        scratch: (shape.steps * shape.batch * 2) as u32,
     };
-    Dispatch::new(
+    let units = (shape.steps - 1).saturating_mul(tp.cg_max_iter.saturating_add(1));
+    Dispatch::segments(
         ctx,
         &ctx.jacobian_kernels(workgroup_size(l.dims.hidden))?
             .jacobian_sweep,
-        &dims,
+        &segment_uniforms(dims, units, quota),
         &[
             (1, l.w.bind(&model.theta)),
             (2, model.wt.as_entire_binding()),
@@ -129,12 +155,14 @@ pub(crate) fn sweep_dispatch(
 
 /// The solve for P of the analytic inversion: one workgroup per column of `model.cg.x`,
 /// from zero or (`warm`) from the P in it, reading W and the Wᵀ the forward phase wrote;
-/// per-column records go to `model.cg.columns` for cg_check.
+/// per-column records go to `model.cg.columns` for cg_check. Each launch spends at most
+/// `quota` CG units, as many launches as cg_max_iter + 1 units need.
 pub(crate) fn inverse_dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     tp: &TpConfig,
     warm: bool,
+    quota: usize,
 ) -> Result<Dispatch> {
     let l = &model.layout;
     let d = l.dims.hidden;
@@ -149,11 +177,14 @@ pub(crate) fn inverse_dispatch(
         reg: tp.reg as f32,
         tol: tolerance(tp) as f32,
         warm: u32::from(warm),
+        first: 0,
+        budget: 0,
+        scratch: (3 * d) as u32,
     };
-    Dispatch::new(
+    Dispatch::segments(
         ctx,
         &ctx.jacobian_kernels(workgroup_size(d))?.inverse_columns,
-        &dims,
+        &segment_uniforms(dims, tp.cg_max_iter.saturating_add(1), quota),
         &[
             (1, l.w.bind(&model.theta)),
             (2, model.wt.as_entire_binding()),
@@ -270,6 +301,9 @@ pub(crate) fn product_dispatch(
         reg: 0.0,
         tol: 0.0,
         warm: 0,
+        first: 0,
+        budget: 0,
+        scratch: 0,
     };
     let kernels = ctx.jacobian_kernels(workgroup_size(d))?;
     let (pipeline, weights) = if transpose {

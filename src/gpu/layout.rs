@@ -169,6 +169,18 @@ pub(crate) fn unstack(data: &[f32], rows: usize, cols: usize) -> Vec<DMatrix<f64
         .collect()
 }
 
+/// Elements of the jacobian sweep's CG buffer for B solves over T steps of d units: the
+/// per-step records [T, B, 2], then the solves' state between launches.
+pub(crate) fn cg_steps_len(steps: usize, batch: usize, d: usize) -> usize {
+    steps * batch * 2 + solve_state_len(batch, d)
+}
+
+/// Elements of the state of `n` CG solves of d units between launches (jacobian.wgsl):
+/// r and p [n, d] each, and a cursor of 8 words per solve.
+pub(crate) fn solve_state_len(n: usize, d: usize) -> usize {
+    n * (2 * d + 8)
+}
+
 /// The loss as head.wgsl encodes it.
 pub(crate) fn loss_code(loss: Loss) -> u32 {
     match loss {

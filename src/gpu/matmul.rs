@@ -1,10 +1,13 @@
 //! Register-blocked matrix product C = op(A) B (`shaders/matmul.wgsl`): the reductions
-//! over T·B rows behind ∇W, ∇U, ∇b, and CG's products. Its CPU twin is nalgebra's product.
+//! over T·B rows behind ∇W, ∇U, ∇b. Its CPU twin is nalgebra's product. The k axis is
+//! walked in bounded segments (`segments`), each launch adding its rows' part to C.
 
 use anyhow::{ensure, Result};
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::loops::{self, LoopModel, REDUCTION_STAGE};
+use crate::gpu::segments::split;
 use crate::gpu::storage::Storage;
 
 /// matmul.wgsl's output block edge (TS).
@@ -17,6 +20,9 @@ struct Dims {
     n: u32,
     k: u32,
     trans_a: u32,
+    k_first: u32,
+    k_count: u32,
+    accumulate: u32,
 }
 
 /// Bindings and sizes of C [m, n] = op(A) B, with A [m, k] or (`trans_a`) [k, m], B [k, n].
@@ -35,25 +41,28 @@ pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
 }
 
-/// The launch of a product of f32 operands.
-pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>) -> Result<Dispatch> {
-    launch(ctx, &ctx.kernels.matmul, ops)
+/// The launches of a product of f32 operands, `stages` stages of 16 rows of k each.
+pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>, stages: usize) -> Result<Dispatch> {
+    launch(ctx, &ctx.kernels.matmul, ops, stages)
 }
 
-/// The launch of a product whose B operand is a history stored as `b_storage` (rows of
+/// The launches of a product whose B operand is a history stored as `b_storage` (rows of
 /// n values padded as `Storage::row_len` says), e.g. ∇W = Δᵀ H.
 pub(crate) fn product_with_b_in(
     ctx: &GpuContext,
     ops: Operands<'_>,
     b_storage: Storage,
+    stages: usize,
 ) -> Result<Dispatch> {
-    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops)
+    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops, stages)
 }
 
+/// The segments of the k axis, `stages` stages each: the first writes C, the rest add to it.
 fn launch(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     ops: Operands<'_>,
+    stages: usize,
 ) -> Result<Dispatch> {
     let grid = groups(ops.m, ops.n);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
@@ -65,17 +74,29 @@ fn launch(
         grid[0],
         grid[1]
     );
-    let dims = Dims {
-        m: ops.m as u32,
-        n: ops.n as u32,
-        k: ops.k as u32,
-        trans_a: u32::from(ops.trans_a),
-    };
-    Dispatch::new(
+    let uniforms: Vec<Dims> = split(ops.k, stages * REDUCTION_STAGE)
+        .into_iter()
+        .map(|seg| Dims {
+            m: ops.m as u32,
+            n: ops.n as u32,
+            k: ops.k as u32,
+            trans_a: u32::from(ops.trans_a),
+            k_first: seg.first,
+            k_count: seg.count,
+            accumulate: u32::from(seg.first > 0),
+        })
+        .collect();
+    Dispatch::segments(
         ctx,
         pipeline,
-        &dims,
+        &uniforms,
         &[(1, ops.a), (2, ops.b), (3, ops.c)],
         grid,
     )
+}
+
+/// The loop model of a product over `k` rows producing an m×n result.
+pub(crate) fn loop_model(m: usize, n: usize, k: usize) -> LoopModel {
+    let [x, y, _] = groups(m, n);
+    loops::reductions(k, (x * y) as usize)
 }

@@ -3,9 +3,11 @@
 //!
 //! Layers, each importing only those below it:
 //! 1. `layout` (shapes, the flat parameter layout, conversions), `storage` (f16/f32
-//!    histories), `phase` (the phases of an iteration), `kernel` (the sources and the
-//!    pipeline cache), `adapters` (finding the GPU), `context` (the device), `dispatch` (one launch), `history` (a
-//!    history's buffer);
+//!    histories), `loops` (the loop-count model of the kernels), `phase` (the phases of an
+//!    iteration), `kernel` (the sources and the pipeline cache), `adapters` (finding the
+//!    GPU), `context` (the device), `segments` (how many steps one launch of a long loop
+//!    runs), `options`, `dispatch` (one launch, or the launches of a loop's segments),
+//!    `history` (a history's buffer);
 //! 2. `buffers`: the model's and the batch's buffers, allocated once per shape;
 //!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
@@ -13,8 +15,7 @@
 //!    `inverse` (P, with `cg_check`), `target_sweep`, `jacobian` (the Jacobian products and
 //!    the §5 sweep with its per-step CG), `bptt`, `gru_bptt`, `matmul`, `optimizer`,
 //!    `transpose`, `norms`;
-//! 4. `guards` (refusals of shapes an adapter would run wrongly), then `iteration`, which
-//!    records a whole step into one command buffer;
+//! 4. `iteration`, which records a whole step into one command buffer;
 //! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
 //!    twin's signature, for the tests).
 
@@ -27,7 +28,6 @@ mod dispatch;
 mod forward;
 mod gru_bptt;
 mod gru_forward;
-mod guards;
 mod head;
 mod history;
 mod inverse;
@@ -35,13 +35,16 @@ mod iteration;
 mod jacobian;
 mod kernel;
 mod layout;
+mod loops;
 mod matmul;
 mod norms;
 pub mod one_shot;
 mod optimizer;
+mod options;
 mod phase;
 pub mod profile;
 mod readback;
+mod segments;
 pub mod storage;
 mod target_sweep;
 mod transpose;
@@ -55,6 +58,8 @@ pub use kernel::{
     SHADERS,
 };
 pub use layout::MAX_HIDDEN;
+pub use options::GpuOptions;
 pub use phase::Phase;
 pub use profile::Profiler;
+pub use segments::StepsPerDispatch;
 pub use storage::{F16Conversions, Storage};

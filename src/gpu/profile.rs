@@ -17,8 +17,8 @@ use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::{GpuContext, Timer};
 use crate::gpu::iteration::Workspace;
 use crate::gpu::layout::Shape;
+use crate::gpu::options::GpuOptions;
 use crate::gpu::phase::Phase;
-use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::tasks::Batch;
 use crate::validate::check_run;
@@ -33,18 +33,18 @@ pub struct Profiler {
 
 impl Profiler {
     /// Uploads `params` and `batch` and builds the launches of `hyper`'s method, with the
-    /// histories stored as `storage` says.
+    /// histories stored and the long loops split as `options` say.
     pub fn new(
         ctx: Arc<GpuContext>,
         params: &Params,
         batch: &Batch,
         hyper: &Hyper,
-        storage: Storage,
+        options: GpuOptions,
     ) -> Result<Self> {
-        check_run(params, batch, hyper, storage.device())?;
+        check_run(params, batch, hyper, options.storage.device())?;
         let model = ModelBuffers::new(&ctx, params.cell, params.dims())?;
         model.write_params(&ctx, params)?;
-        let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, storage)?;
+        let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, options)?;
         ws.seq.write_batch(&ctx, batch);
         ws.optimizer.set_step(&ctx, 1);
         let timer = ctx.timer()?;

@@ -1,4 +1,4 @@
-//! The backward target sweep, fused over time (`shaders/target_sweep.wgsl`; twin of
+//! The backward target sweep, fused over time in bounded segments (`shaders/target_sweep.wgsl`; twin of
 //! `src/cpu/target_sweep.rs`).
 
 use anyhow::Result;
@@ -8,6 +8,7 @@ use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
+use crate::gpu::segments::split;
 use crate::gpu::transpose;
 
 #[repr(C)]
@@ -20,15 +21,18 @@ struct Dims {
     mode: u32,
     lr_target: f32,
     dv_scale: f32,
+    first: u32,
+    count: u32,
 }
 
-/// The launches: Pᵀ, then the time loop with one workgroup per sequence, reading h, g_T
-/// and P, writing the target offsets dv = v − h [T+1, B, d] (times `seq.dv.scale`).
+/// The launches: Pᵀ, then the time loop with one workgroup per sequence, `steps` steps per
+/// launch, reading h, g_T and P, writing the target offsets dv = v − h [T+1, B, d] (times
+/// `seq.dv.scale`; each segment hands its last offsets on in `seq.carry`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    shape: Shape,
+    (shape, steps): (Shape, usize),
     tp: &TpConfig,
 ) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
@@ -40,23 +44,29 @@ pub(crate) fn dispatch(
         d,
         d,
     )?;
-    let dims = Dims {
-        batch: shape.batch as u32,
-        steps: shape.steps as u32,
-        input: l.dims.input as u32,
-        hidden: l.dims.hidden as u32,
-        mode: match tp.target_mode {
-            TargetMode::Linearized => 0,
-            TargetMode::Difference => 1,
-            TargetMode::Plain => 2,
-        },
-        lr_target: tp.lr_target as f32,
-        dv_scale: seq.dv.scale,
-    };
-    let sweep = Dispatch::new(
+    // Steps T, T − 1, …, 2, in segments from the top.
+    let uniforms: Vec<Dims> = split(shape.steps - 1, steps)
+        .into_iter()
+        .map(|seg| Dims {
+            batch: shape.batch as u32,
+            steps: shape.steps as u32,
+            input: l.dims.input as u32,
+            hidden: l.dims.hidden as u32,
+            mode: match tp.target_mode {
+                TargetMode::Linearized => 0,
+                TargetMode::Difference => 1,
+                TargetMode::Plain => 2,
+            },
+            lr_target: tp.lr_target as f32,
+            dv_scale: seq.dv.scale,
+            first: shape.steps as u32 - seg.first,
+            count: seg.count,
+        })
+        .collect();
+    let sweep = Dispatch::segments(
         ctx,
         &ctx.history_kernels(seq.h.storage)?.target_sweep,
-        &dims,
+        &uniforms,
         &[
             (1, model.pt.as_entire_binding()),
             (2, l.u.bind(&model.theta)),
@@ -65,6 +75,7 @@ pub(crate) fn dispatch(
             (5, seq.h.binding()),
             (6, seq.g_top.as_entire_binding()),
             (7, seq.dv.binding()),
+            (8, seq.carry.as_entire_binding()),
         ],
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )?;

@@ -165,7 +165,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 ..TrainArgs::default()
             };
             if format!("{args:?}") != format!("{extra:?}") {
-                bail!("--resume continues a run with its saved settings; only --iterations and the backend flags (--backend, --adapter, --storage) may be given with it");
+                bail!("--resume continues a run with its saved settings; only --iterations and the backend flags (--backend, --adapter, --storage, --steps-per-dispatch) may be given with it");
             }
             let (mut dir, saved, state) = RunDir::open(path)?;
             for note in dir.take_notes() {

@@ -8,7 +8,7 @@ use super::{after_forward, read_stack, workspace};
 use crate::config::{Hyper, Inversion, Loss, Method, TpConfig, TpGrad};
 use crate::gpu::context::GpuContext;
 use crate::gpu::layout::{matrix, rows_f32, Shape};
-use crate::gpu::storage::Storage;
+use crate::gpu::options::GpuOptions;
 use crate::kernel_io::{GruGrads, GruStep, HeadOut, Injection, RnnGrads};
 use crate::model::{CellKind, Params};
 use crate::tasks::{Batch, Targets};
@@ -17,7 +17,7 @@ use crate::validate::check_targets;
 /// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
 /// them.
 pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
-    let (_model, ws) = after_forward(ctx, params, x, &Hyper::default(), Storage::F32)?;
+    let (_model, ws) = after_forward(ctx, params, x, &Hyper::default(), GpuOptions::default())?;
     ws.seq.h.read(ctx, 0, ws.shape.steps + 1)
 }
 
@@ -46,7 +46,7 @@ pub fn gru_forward_gates(
         "gru_forward needs GRU parameters, got a {:?} cell",
         params.cell
     );
-    let (_model, ws) = after_forward(ctx, params, x, &bp, Storage::F32)?;
+    let (_model, ws) = after_forward(ctx, params, x, &bp, GpuOptions::default())?;
     let Shape { batch: b, steps: t } = ws.shape;
     let d = params.dims().hidden;
     let h = ws.seq.h.read(ctx, 0, t + 1)?;
@@ -116,14 +116,11 @@ pub(crate) fn backward_once(
             } else {
                 TpGrad::Local
             },
-            // No solve runs here: one iteration keeps the llvmpipe loop guard from
-            // counting one that does not happen.
-            cg_max_iter: 1,
             ..TpConfig::default()
         },
         ..Hyper::default()
     };
-    let (model, ws) = after_forward(ctx, params, x, &hyper, Storage::F32)?;
+    let (model, ws) = after_forward(ctx, params, x, &hyper, GpuOptions::default())?;
     match injection {
         Injection::Targets(v) => {
             // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
@@ -189,7 +186,7 @@ pub fn head(
         loss,
         ..Hyper::default()
     };
-    let (model, ws) = workspace(ctx, params, &batch, &hyper, Storage::F32)?;
+    let (model, ws) = workspace(ctx, params, &batch, &hyper, GpuOptions::default())?;
     ws.seq.h.write(ctx, 1, std::slice::from_ref(h_last));
     ctx.submit(|pass| ws.head.record(pass))?;
     let grads = model.read_params(ctx, &model.grad)?;

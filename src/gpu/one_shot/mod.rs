@@ -22,7 +22,7 @@ use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::Workspace;
 use crate::gpu::layout::{unstack, Shape};
-use crate::gpu::storage::Storage;
+use crate::gpu::options::GpuOptions;
 use crate::model::{CellKind, Params};
 use crate::tasks::{Batch, Targets};
 use crate::validate::check_batch;
@@ -35,12 +35,12 @@ pub(crate) fn workspace(
     params: &Params,
     batch: &Batch,
     hyper: &Hyper,
-    storage: Storage,
+    options: GpuOptions,
 ) -> Result<(ModelBuffers, Workspace)> {
     check_batch(params, batch)?;
     let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
     model.write_params(ctx, params)?;
-    let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, storage)?;
+    let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, options)?;
     ws.seq.write_batch(ctx, batch);
     poison_outputs(ctx, &model, &ws);
     Ok((model, ws))
@@ -53,14 +53,14 @@ fn after_forward(
     params: &Params,
     x: &[DMatrix<f64>],
     hyper: &Hyper,
-    storage: Storage,
+    options: GpuOptions,
 ) -> Result<(ModelBuffers, Workspace)> {
     let b = x.first().map_or(0, |m| m.nrows());
     let batch = Batch {
         x: x.to_vec(),
         y: Targets::Labels(vec![0; b]),
     };
-    let (model, ws) = workspace(ctx, params, &batch, hyper, storage)?;
+    let (model, ws) = workspace(ctx, params, &batch, hyper, options)?;
     ctx.submit(|pass| ws.forward.iter().for_each(|l| l.record(pass)))?;
     Ok((model, ws))
 }

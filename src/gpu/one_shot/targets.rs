@@ -12,7 +12,9 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::Cg;
 use crate::gpu::jacobian::{self, report, step_reports};
 use crate::gpu::layout::{matrix, rows_f32};
-use crate::gpu::storage::Storage;
+use crate::gpu::loops;
+use crate::gpu::options::GpuOptions;
+use crate::gpu::segments::{Segmenting, StepsPerDispatch};
 use crate::gpu::transpose;
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
@@ -63,7 +65,13 @@ pub fn inverse_cg(
         d,
         d,
     )?;
-    let cg = Cg::new(ctx, &model, &tp)?;
+    let segmenting = Segmenting::new(ctx, StepsPerDispatch::Auto, d);
+    let cg = Cg::new(
+        ctx,
+        &model,
+        &tp,
+        segmenting.quota(&loops::inverse(d, max_iter))?,
+    )?;
     ctx.submit(|pass| {
         wt.record(pass);
         cg.record(pass, warm.is_some());
@@ -106,7 +114,7 @@ pub fn target_sweep(
         },
         ..Hyper::default()
     };
-    let (model, ws) = workspace(ctx, params, &batch, &hyper, Storage::F32)?;
+    let (model, ws) = workspace(ctx, params, &batch, &hyper, GpuOptions::default())?;
     ws.seq.h.write(ctx, 0, h);
     ctx.write(&ws.seq.g_top, 0, &rows_f32(grad_h));
     ctx.write(&model.cg.x, 0, &rows_f32(p_inv));
@@ -145,7 +153,7 @@ fn product(
         method: Method::Bp,
         ..Hyper::default()
     };
-    let (model, ws) = after_forward(ctx, params, x, &forward_only, Storage::F32)?;
+    let (model, ws) = after_forward(ctx, params, x, &forward_only, GpuOptions::default())?;
     let none = wgpu::BufferUsages::empty();
     let input = ctx.storage("product input [B, d]", 4 * (b * d) as u64, none)?;
     let output = ctx.storage("product output [B, d]", 4 * (b * d) as u64, none)?;
@@ -221,7 +229,7 @@ pub fn jacobian_sweep(
         tp: tp.clone(),
         ..Hyper::default()
     };
-    let (model, ws) = after_forward(ctx, params, x, &hyper, Storage::F32)?;
+    let (model, ws) = after_forward(ctx, params, x, &hyper, GpuOptions::default())?;
     ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
     let sweep = ws
         .sweep

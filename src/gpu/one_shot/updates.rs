@@ -8,8 +8,9 @@ use crate::config::OptimizerConfig;
 use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::layout::{matrix, rows_f32};
-use crate::gpu::matmul::{product, Operands};
+use crate::gpu::matmul::{loop_model, product, Operands};
 use crate::gpu::optimizer::OptimizerStep;
+use crate::gpu::segments::{Segmenting, StepsPerDispatch};
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 
@@ -38,6 +39,7 @@ pub fn matmul(
     ctx.write(&a_buf, 0, &rows_f32(a));
     ctx.write(&b_buf, 0, &rows_f32(b));
     poison(ctx, &c_buf, m * n);
+    let stages = Segmenting::new(ctx, StepsPerDispatch::Auto, 1).quota(&loop_model(m, n, k))?;
     let launch = product(
         ctx,
         Operands {
@@ -49,6 +51,7 @@ pub fn matmul(
             n,
             k,
         },
+        stages,
     )?;
     ctx.submit(|pass| launch.record(pass))?;
     Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))

@@ -1,0 +1,201 @@
+//! The loop-count model: upper estimates of the loop iterations one invocation of each
+//! segmented kernel runs in one launch, as a fixed part plus a part per unit of work (a
+//! time step; a CG unit — a step's set-up or one iteration; a stage of 16 reduction rows).
+//! `segments` picks from it how many units a launch may run: on llvmpipe, whose loop
+//! limiter silently stops an invocation after `LLVMPIPE_LOOP_LIMIT` loop iterations over
+//! all its loops, so that no launch reaches it; elsewhere as a proxy for a launch's time.
+//!
+//! Counting convention, derived from the WGSL loops: a loop of n iterations counts n + 1
+//! (the test that ends it), a dot product over d (include/dot.wgsl: eight terms per
+//! iteration, then the rest one at a time) `dot(d)`, an owned-units loop of a kernel with
+//! `units` units per invocation `units + 1`, a workgroup sum nine (a tree of at most 256).
+//! Every term rounds up, so the model is an upper bound; tests/gpu_iteration.rs runs the
+//! kernels at the quotas it gives llvmpipe and checks their results.
+
+use crate::gpu::layout::Shape;
+use crate::model::CellKind;
+
+/// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in
+/// total, over all its loops, before it silently cuts them short (gallivm's loop limiter,
+/// present at least up to Mesa 22.3).
+pub(crate) const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
+/// Loop iterations of one launch: `fixed + units · per_unit` for `units` units of work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cost {
+    pub fixed: usize,
+    pub per_unit: usize,
+}
+
+impl Cost {
+    /// Loop iterations of a launch running `units` units.
+    pub fn loops(self, units: usize) -> usize {
+        self.fixed
+            .saturating_add(units.saturating_mul(self.per_unit))
+    }
+}
+
+/// What a loop's unit of work is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// A time step.
+    Step,
+    /// A CG unit: a step's set-up or one iteration.
+    Cg,
+    /// A stage of `REDUCTION_STAGE` rows.
+    Rows,
+}
+
+/// One segmented loop of an iteration: its cost per launch, its whole work in units (the
+/// worst case for CG solves) and the workgroups of each launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LoopModel {
+    /// The kernel, as messages name it.
+    pub what: &'static str,
+    pub unit: Unit,
+    pub cost: Cost,
+    pub total: usize,
+    pub workgroups: usize,
+}
+
+/// Units each invocation owns in the kernels with 256 invocations per workgroup.
+fn units(d: usize) -> usize {
+    d.div_ceil(256)
+}
+
+/// One dot product over d: d/8 iterations of eight terms, at most 7 single terms, and the
+/// two loops' ends.
+fn dot(d: usize) -> usize {
+    d / 8 + 9
+}
+
+/// forward.wgsl and gru_forward.wgsl: per step the units' input loop (p) and dot
+/// product(s) — the GRU's three gates share one pass over h — and the store or copy of
+/// h_t; per launch the set-up and the hand-over of the last state.
+pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape) -> LoopModel {
+    let u = units(d);
+    let fixed = match cell {
+        CellKind::Tanh => 3 * u + 4,
+        CellKind::Gru => u + 2,
+    };
+    LoopModel {
+        what: "forward pass",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed,
+            per_unit: u * (dot(d) + p + 3) + 3,
+        },
+        total: shape.steps,
+        workgroups: shape.batch,
+    }
+}
+
+/// target_sweep.wgsl: per step the bracketed vector (p input terms in the plain mode), the
+/// product with P and the store of dv_{t−1}; per launch the set-up (the top rows) and the
+/// hand-over.
+pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape) -> LoopModel {
+    let u = units(d);
+    LoopModel {
+        what: "target sweep",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed: 4 * u + 5,
+            per_unit: u * (dot(d) + p + 4) + 4,
+        },
+        total: shape.steps.saturating_sub(1),
+        workgroups: shape.batch,
+    }
+}
+
+/// bptt.wgsl (per step one dot product and the copy of δ_t) and gru_bptt.wgsl (per step
+/// the step backward and Wᵀ dgh, one gate block at a time; a launch below the top forms
+/// the carried vector once more, one step's work).
+pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape) -> LoopModel {
+    let u = units(d);
+    let cost = match cell {
+        CellKind::Tanh => Cost {
+            fixed: u + 2,
+            per_unit: u * (dot(d) + 2) + 3,
+        },
+        CellKind::Gru => {
+            let step = u * (3 * dot(d) + 7) + 9;
+            Cost {
+                fixed: step,
+                per_unit: step,
+            }
+        }
+    };
+    LoopModel {
+        what: "backward recursion",
+        unit: Unit::Step,
+        cost,
+        total: shape.steps,
+        workgroups: shape.batch,
+    }
+}
+
+/// One CG iteration of jacobian.wgsl (J = W for the linear operator and the tanh cell, the
+/// GRU's Jacobian with `gru`): the two products, three owned-units updates and two
+/// workgroup sums. A step's set-up (one transposed product) costs less.
+fn cg_iteration(gru: bool, d: usize) -> usize {
+    let (u, s) = (units(d), units(d) + 1);
+    if gru {
+        4 * u * dot(d) + 18 * s + 20
+    } else {
+        2 * u * dot(d) + 10 * s + 19
+    }
+}
+
+/// jacobian.wgsl's sweep: T − 1 steps of a set-up and up to `max_iter` CG iterations each,
+/// a unit costing at most one iteration plus the end of a step (its store, the outer
+/// loop); per launch the set-up, and the loads and stores of the carried solve.
+pub(crate) fn solves(gru: bool, d: usize, shape: Shape, max_iter: usize) -> LoopModel {
+    let s = units(d) + 1;
+    LoopModel {
+        what: "per-step CG of the target sweep",
+        unit: Unit::Cg,
+        cost: Cost {
+            fixed: 8 * s + 3,
+            per_unit: cg_iteration(gru, d) + s + 1,
+        },
+        total: shape
+            .steps
+            .saturating_sub(1)
+            .saturating_mul(max_iter.saturating_add(1)),
+        workgroups: shape.batch,
+    }
+}
+
+/// jacobian.wgsl's inverse_columns: one solve per column, its set-up (with the warm
+/// start's product) and up to `max_iter` iterations.
+pub(crate) fn inverse(d: usize, max_iter: usize) -> LoopModel {
+    let s = units(d) + 1;
+    LoopModel {
+        what: "solve for P",
+        unit: Unit::Cg,
+        cost: Cost {
+            fixed: 10 * s + 3,
+            per_unit: cg_iteration(false, d) + s + 1,
+        },
+        total: max_iter.saturating_add(1),
+        workgroups: d,
+    }
+}
+
+/// Rows of a reduction per unit (matmul.wgsl's BK).
+pub(crate) const REDUCTION_STAGE: usize = 16;
+
+/// matmul.wgsl over `rows` rows: per stage of 16 rows the loads (four per invocation) and
+/// sixteen multiply-adds; per launch the stores. `workgroups` is the launch's grid.
+pub(crate) fn reductions(rows: usize, workgroups: usize) -> LoopModel {
+    LoopModel {
+        what: "reductions over T·B rows",
+        unit: Unit::Rows,
+        cost: Cost {
+            fixed: 24,
+            per_unit: 24,
+        },
+        total: rows.div_ceil(REDUCTION_STAGE),
+        workgroups,
+    }
+}

@@ -1,0 +1,286 @@
+//! Bounded segments: every long loop of an iteration — the time loops of the forward pass,
+//! the target sweep and the backward recursion, the per-step CG of the jacobian sweep, the
+//! CG of the solve for P, the reductions over T·B rows — runs as a sequence of launches
+//! that each do a bounded part of it, their state kept in buffers between launches, all
+//! recorded into the iteration's one command buffer (no host round trip).
+//!
+//! How much one launch does — its *quota*, in the loop's own units (time steps, CG units,
+//! stages of 16 rows; `loops`) — is picked per adapter:
+//! - on llvmpipe from the loop-count model, so that no invocation reaches the driver's
+//!   silent cap of `LLVMPIPE_LOOP_LIMIT` loop iterations;
+//! - elsewhere from a time budget: `TIME_BUDGET_LOOPS` loop iterations per invocation and
+//!   launch, divided among the waves a launch's workgroups need when there are more than
+//!   `CONCURRENT_WORKGROUPS`. A loop iteration of these kernels (eight multiply-adds, about
+//!   sixteen loads) takes some 10–50 ns on a current GPU, so a launch stays in the tens of
+//!   milliseconds, far below watchdogs such as Windows' 2 s TDR;
+//! - or as `StepsPerDispatch::Fixed` says (`--steps-per-dispatch`), capped on llvmpipe
+//!   like the automatic quota.
+
+use std::num::NonZeroUsize;
+
+use anyhow::Result;
+
+use crate::error::Error;
+use crate::gpu::context::GpuContext;
+use crate::gpu::loops::{LoopModel, Unit, LLVMPIPE_LOOP_LIMIT, REDUCTION_STAGE};
+
+/// Loop iterations per invocation one launch may run on an adapter other than llvmpipe.
+const TIME_BUDGET_LOOPS: usize = 1 << 20;
+
+/// Workgroups assumed to run at once; a launch with more runs in waves, each taking the
+/// time of one.
+const CONCURRENT_WORKGROUPS: usize = 128;
+
+/// Most launches one loop may be split into: each is a bind group and a uniform block, and
+/// a worst case beyond this (an enormous `cg_max_iter`) is refused rather than recorded.
+const MAX_LAUNCHES: usize = 1 << 16;
+
+/// How much of a long loop one launch runs (`--steps-per-dispatch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StepsPerDispatch {
+    /// Picked per adapter: under llvmpipe's loop cap there, from a time budget elsewhere.
+    #[default]
+    Auto,
+    /// At most K steps of each time loop, K CG units of each solve (a step's set-up or
+    /// one iteration), and K·B rows of each reduction per launch; on llvmpipe never more
+    /// than its loop cap allows. A K of at least T (and at least the CG iterations) runs
+    /// every loop in one launch, as far as llvmpipe allows.
+    Fixed(NonZeroUsize),
+}
+
+impl std::str::FromStr for StepsPerDispatch {
+    type Err = Error;
+
+    /// `auto` or a positive count.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        s.parse::<NonZeroUsize>().map(Self::Fixed).map_err(|_| {
+            Error::setting(
+                "steps_per_dispatch",
+                format!("steps per dispatch must be `auto` or a count of at least 1, got {s:?}"),
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for StepsPerDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// What bounds a launch on an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// llvmpipe's loop cap.
+    LoopCap,
+    /// A time budget (every other adapter).
+    Time,
+}
+
+impl Budget {
+    pub fn of(ctx: &GpuContext) -> Self {
+        if ctx.info.name.contains("llvmpipe") {
+            Self::LoopCap
+        } else {
+            Self::Time
+        }
+    }
+
+    /// Loop iterations one invocation of a launch of `workgroups` workgroups may run.
+    fn loops(self, workgroups: usize) -> usize {
+        match self {
+            Self::LoopCap => LLVMPIPE_LOOP_LIMIT,
+            Self::Time => TIME_BUDGET_LOOPS / workgroups.div_ceil(CONCURRENT_WORKGROUPS).max(1),
+        }
+    }
+}
+
+/// How one workspace splits its loops: the adapter's budget and the override.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segmenting {
+    pub budget: Budget,
+    pub steps: StepsPerDispatch,
+    /// Sequences per batch: a fixed K gives the reductions K·B rows per launch.
+    pub batch: usize,
+}
+
+impl Segmenting {
+    /// The splitting `steps` asks for on `ctx`'s adapter, for batches of `batch` sequences.
+    pub fn new(ctx: &GpuContext, steps: StepsPerDispatch, batch: usize) -> Self {
+        Self {
+            budget: Budget::of(ctx),
+            steps,
+            batch,
+        }
+    }
+
+    /// Units of `model` one launch runs: at least 1, at most the whole loop. On llvmpipe a
+    /// loop whose single unit alone passes the cap (only a forward step or sweep step with
+    /// thousands of inputs p at d > 256 could) is refused: it cannot be split further, and
+    /// its results would be wrong without an error.
+    pub fn quota(&self, model: &LoopModel) -> Result<usize> {
+        let allowed = self.budget.loops(model.workgroups);
+        let fits = allowed.saturating_sub(model.cost.fixed) / model.cost.per_unit.max(1);
+        if fits == 0 && self.budget == Budget::LoopCap {
+            return Err(Error::DeviceLimit {
+                limit: "llvmpipe loop limit".into(),
+                needed: Some(model.cost.loops(1) as u64),
+                allowed: LLVMPIPE_LOOP_LIMIT as u64,
+                message: format!(
+                    "one step of the {} alone needs about {} loop iterations in one GPU \
+                     invocation; llvmpipe (software Vulkan) stops every invocation after \
+                     {LLVMPIPE_LOOP_LIMIT} without an error. Use a real GPU or the CPU \
+                     backend, or fewer inputs per step",
+                    model.what,
+                    model.cost.loops(1)
+                ),
+            }
+            .into());
+        }
+        let quota = match self.steps {
+            StepsPerDispatch::Auto => fits,
+            StepsPerDispatch::Fixed(k) => {
+                let k = match model.unit {
+                    Unit::Rows => k.get().saturating_mul(self.batch).div_ceil(REDUCTION_STAGE),
+                    Unit::Step | Unit::Cg => k.get(),
+                };
+                match self.budget {
+                    Budget::LoopCap => k.min(fits),
+                    Budget::Time => k,
+                }
+            }
+        };
+        let quota = quota.clamp(1, model.total.max(1));
+        let launches = model.total.div_ceil(quota);
+        if launches > MAX_LAUNCHES {
+            return Err(Error::setting(
+                "cg_max_iter",
+                format!(
+                    "the {} would need {launches} launches of at most {quota} units each in \
+                     the worst case, more than the {MAX_LAUNCHES} one iteration records; \
+                     lower Hyper::tp.cg_max_iter",
+                    model.what
+                ),
+            )
+            .into());
+        }
+        Ok(quota)
+    }
+}
+
+/// A part of a loop: `count` units from the `first` (0-based, in the loop's own order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// `total` units in parts of at most `quota`, in order; a loop without units still gets
+/// one (empty) part, for the set-up its kernel does in the first.
+pub(crate) fn split(total: usize, quota: usize) -> Vec<Segment> {
+    let quota = quota.max(1);
+    let parts = total.div_ceil(quota).max(1);
+    (0..parts)
+        .map(|i| Segment {
+            first: (i * quota) as u32,
+            count: quota.min(total - (i * quota).min(total)) as u32,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::layout::Shape;
+    use crate::gpu::loops;
+    use crate::model::CellKind;
+
+    #[test]
+    fn split_covers_the_loop_in_order() {
+        let parts = split(10, 3);
+        assert_eq!(
+            parts.iter().map(|s| (s.first, s.count)).collect::<Vec<_>>(),
+            [(0, 3), (3, 3), (6, 3), (9, 1)]
+        );
+        assert_eq!(split(0, 5), [Segment { first: 0, count: 0 }]);
+        assert_eq!(split(4, 100), [Segment { first: 0, count: 4 }]);
+    }
+
+    /// The quotas llvmpipe gets keep every loop of every kernel under its cap by the model,
+    /// over cells, sizes and CG caps up to the largest the kernels take (d = 2048).
+    #[test]
+    fn llvmpipe_quotas_stay_under_the_loop_cap() {
+        for steps in [
+            StepsPerDispatch::Auto,
+            StepsPerDispatch::Fixed(NonZeroUsize::MAX),
+        ] {
+            let seg = Segmenting {
+                budget: Budget::LoopCap,
+                steps,
+                batch: 16,
+            };
+            for d in [1, 7, 100, 257, 1024, 2048] {
+                for (t, max_iter) in [(1, 1), (784, 100), (100_000, 1000)] {
+                    let shape = Shape {
+                        batch: 16,
+                        steps: t,
+                    };
+                    let mut models = vec![
+                        loops::target_sweep(d, 784, shape),
+                        loops::inverse(d, max_iter),
+                        loops::reductions(t * 16, 4),
+                    ];
+                    for cell in [CellKind::Tanh, CellKind::Gru] {
+                        models.push(loops::forward(cell, d, 784, shape));
+                        models.push(loops::bptt(cell, d, shape));
+                        models.push(loops::solves(cell == CellKind::Gru, d, shape, max_iter));
+                    }
+                    for m in models {
+                        let q = seg.quota(&m).unwrap();
+                        assert!(
+                            m.cost.loops(q) <= LLVMPIPE_LOOP_LIMIT,
+                            "{} at d={d} T={t}: {q} units, {} loops",
+                            m.what,
+                            m.cost.loops(q)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn time_budget_and_fixed_quotas() {
+        let shape = Shape {
+            batch: 16,
+            steps: 784,
+        };
+        let model = loops::forward(CellKind::Tanh, 100, 1, shape);
+        let auto = Segmenting {
+            budget: Budget::Time,
+            steps: StepsPerDispatch::Auto,
+            batch: 16,
+        };
+        // The paper's size runs in one launch on a GPU.
+        assert_eq!(auto.quota(&model).unwrap(), 784);
+        let fixed = Segmenting {
+            steps: StepsPerDispatch::Fixed(NonZeroUsize::new(7).unwrap()),
+            ..auto
+        };
+        assert_eq!(fixed.quota(&model).unwrap(), 7);
+        // K·B rows of the reductions, in stages of 16.
+        let rows = loops::reductions(784 * 16, 4);
+        assert_eq!(fixed.quota(&rows).unwrap(), 7);
+        assert!("0".parse::<StepsPerDispatch>().is_err());
+        assert_eq!(
+            "auto".parse::<StepsPerDispatch>().unwrap(),
+            StepsPerDispatch::Auto
+        );
+    }
+}
