@@ -157,39 +157,74 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
         ),
     ];
     for (what, params, flags) in runs {
-        let traced = |backend: &str| {
-            let sub = dir.join(format!("{}-{backend}", what.replace(' ', "-")));
-            std::fs::create_dir_all(&sub).unwrap();
-            let mut all = flags.to_vec();
-            all.extend(["--backend", backend]);
-            let [_, _, out] = run_trace(&sub, params, &batch, Loss::CrossEntropy, &all);
-            read_tensors(&out).unwrap()
-        };
-        let (cpu, gpu) = (traced("cpu"), traced("gpu"));
-        let mut names: Vec<_> = cpu.keys().cloned().collect();
-        names.sort();
-        let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
-        gpu_names.sort();
-        assert_eq!(gpu_names, names, "{what}: the same tensors");
-        assert!(!names.contains(&"p_inv".to_string()), "{what}: no P formed");
-        let prefix = if params.cell == tpri::model::CellKind::Gru {
-            "grad.gru."
-        } else {
-            "grad.rnn."
-        };
-        assert!(
-            names.iter().any(|n| n.starts_with(prefix)),
-            "{what}: {names:?}"
-        );
-        for name in names {
-            let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
-                TensorData::Float(v) => v.clone(),
-                TensorData::Int(_) => panic!("{name} is not float"),
-            };
-            let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
-            check(&format!("{what}: {name}"), &column(&g), &column(&c), 1e-4);
-        }
+        gpu_matches_cpu(&dir, what, params, &batch, [flags, &[]]);
     }
+}
+
+/// Traces `params` on `batch` with `flags` on `--backend cpu` and (with `gpu_flags` too)
+/// `--backend gpu` (in `dir`), and checks that the GPU's file holds the same tensors,
+/// within the f32 tolerance of the GPU tests, with no `p_inv` (these runs form no P).
+fn gpu_matches_cpu(
+    dir: &Path,
+    what: &str,
+    params: &Params,
+    batch: &Batch,
+    [flags, gpu_flags]: [&[&str]; 2],
+) {
+    let traced = |backend: &str| {
+        let sub = dir.join(format!("{}-{backend}", what.replace(' ', "-")));
+        std::fs::create_dir_all(&sub).unwrap();
+        let mut all = flags.to_vec();
+        all.extend(["--backend", backend]);
+        if backend == "gpu" {
+            all.extend(gpu_flags);
+        }
+        let [_, _, out] = run_trace(&sub, params, batch, Loss::CrossEntropy, &all);
+        read_tensors(&out).unwrap()
+    };
+    let (cpu, gpu) = (traced("cpu"), traced("gpu"));
+    let mut names: Vec<_> = cpu.keys().cloned().collect();
+    names.sort();
+    let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
+    gpu_names.sort();
+    assert_eq!(gpu_names, names, "{what}: the same tensors");
+    assert!(!names.contains(&"p_inv".to_string()), "{what}: no P formed");
+    let prefix = if params.cell == tpri::model::CellKind::Gru {
+        "grad.gru."
+    } else {
+        "grad.rnn."
+    };
+    assert!(
+        names.iter().any(|n| n.starts_with(prefix)),
+        "{what}: {names:?}"
+    );
+    for name in names {
+        let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
+            TensorData::Float(v) => v.clone(),
+            TensorData::Int(_) => panic!("{name} is not float"),
+        };
+        let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
+        check(&format!("{what}: {name}"), &column(&g), &column(&c), 1e-4);
+    }
+}
+
+/// Issue #15's shape: `tpri trace --cell gru --inversion jacobian --backend gpu` at T = 20,
+/// B = 4, d = 33 (the default cg_max_iter of 100), which llvmpipe's loop cap made the
+/// backend refuse before the loops ran in bounded segments. It runs and matches the CPU,
+/// as the adapter splits it and with `--steps-per-dispatch 3`.
+#[test]
+fn gpu_trace_of_the_issues_gru_shape_runs_in_segments() {
+    let dir = scratch("gpu-segments");
+    let dims = Dims {
+        input: 3,
+        hidden: 33,
+        output: 4,
+    };
+    let (gru, batch) = problem(CellKind::Gru, 42, dims, 4, 20, Loss::CrossEntropy);
+    let tp: &[&str] = &["--method", "tp"];
+    gpu_matches_cpu(&dir, "gru auto", &gru, &batch, [tp, &[]]);
+    let k3: &[&str] = &["--steps-per-dispatch", "3"];
+    gpu_matches_cpu(&dir, "gru k3", &gru, &batch, [tp, k3]);
 }
 
 /// Checks the trace against `tests/independent/spec_numpy.py`, written from the mathematical contract (docs/ALGORITHM.md) alone.
@@ -464,6 +499,23 @@ fn bad_inputs_are_clear_errors() {
                 "0.001",
             ],
             "did not converge",
+        ),
+        (
+            vec!["--params", gp, "--batch", gb, "--steps-per-dispatch", "0"],
+            "at least 1",
+        ),
+        (
+            vec![
+                "--params",
+                gp,
+                "--batch",
+                gb,
+                "--backend",
+                "cpu",
+                "--steps-per-dispatch",
+                "4",
+            ],
+            "applies to the GPU backend",
         ),
     ];
     for (extra, needle) in cases {

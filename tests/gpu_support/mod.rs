@@ -8,10 +8,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use tpri::backend::Backend;
+use tpri::backend::{Backend, Trace};
 use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, F16Conversions, GpuBackend, GpuContext, GPU_CG_TOL};
+use tpri::gpu::{AdapterChoice, F16Conversions, GpuBackend, GpuContext, GpuOptions, GPU_CG_TOL};
 use tpri::model::{CellKind, Dims, Params};
 use tpri::tasks::{build_task, Batch, TaskSpec};
 
@@ -51,8 +51,8 @@ pub fn integer_f16_ctx() -> Arc<GpuContext> {
 pub const TOL: f64 = 1e-4;
 
 /// CG iterations the jacobian inversion's tests allow per step: CG on J_tᵀJ_t + rI at
-/// r = 1 needs about ten here; the cap keeps (T − 1)·cap·d under llvmpipe's loop limit at
-/// d = 100, T = 33.
+/// r = 1 needs about ten here. A cap close to that keeps the worst case, and so the
+/// launches the GPU records for it, small.
 pub const SWEEP_MAX_ITER: usize = 16;
 
 /// The settings of a GPU-vs-reference case: r = 1, γ_h = 0.5 and the given inversion,
@@ -117,8 +117,21 @@ pub fn start(cell: CellKind, dims: Dims, seed: u64, w_noise: f64) -> Params {
 /// (never by the jacobian inversion), and the CG report (converged, and iterating wherever
 /// there is something to solve). Returns the worst relative error.
 pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper) -> f64 {
+    compare_traces_with(what, params, batch, hyper, GpuOptions::default()).0
+}
+
+/// `compare_traces` with the GPU backend run as `options` say; also returns its trace.
+pub fn compare_traces_with(
+    what: &str,
+    params: &Params,
+    batch: &Batch,
+    hyper: &Hyper,
+    options: GpuOptions,
+) -> (f64, Trace) {
     let want = CpuBackend::new().trace(params, batch, hyper).unwrap();
-    let got = GpuBackend::new(ctx()).trace(params, batch, hyper).unwrap();
+    let got = GpuBackend::with_options(ctx(), options)
+        .trace(params, batch, hyper)
+        .unwrap();
     let mut worst = check_all(&format!("h {what}"), &got.h, &want.h, TOL);
     worst = worst.max(check(
         &format!("loss {what}"),
@@ -168,7 +181,7 @@ pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper)
         assert!(got.cg.is_none(), "{what}: BP solves nothing");
     }
     eprintln!("{what}: worst relative error {worst:.2e}, CG {:?}", got.cg);
-    worst
+    (worst, got)
 }
 
 /// Trains `start` for 50 steps with `hyper` on both backends, on the same adding-task

@@ -1,0 +1,229 @@
+//! Bounded segments (docs/PERFORMANCE.md, "Bounded segments"): every long loop of the GPU
+//! backend runs as launches of bounded work, its state kept in buffers between them.
+//!
+//! - With the quota forced small (`--steps-per-dispatch` K = 1, 3, 7 at T = 10, which no
+//!   K > 1 divides), every cell, inversion, solver, target mode and method traces as the
+//!   f64 reference does, and its states h, targets v, P and per-step norms are bit for bit
+//!   those of the same trace in as few launches as the adapter allows: what a segment hands
+//!   on is the f32 value the loop holds, never a rounded copy. Only the reductions over
+//!   T·B rows change their order of summation, within f32 rounding.
+//! - f16 storage splits the same way without rounding what is carried.
+//! - Shapes past llvmpipe's loop cap — which the backend refused before segments — run and
+//!   agree with the reference, each with at least one launch that spends its whole quota,
+//!   so that a loop-count model that undercounted would be caught by the driver truncating
+//!   the launch.
+//! - `#[ignore]`d: every cell, inversion and solver at T = 784, d = 100, B = 16 (the
+//!   paper's size), `cargo test --release --test gpu_segments -- --ignored --nocapture`.
+
+mod gpu_support;
+mod support;
+
+use std::num::NonZeroUsize;
+
+use gpu_support::{compare_traces, compare_traces_with, ctx, hyper, start};
+use support::{check_all, dims, inputs, random_batch, rng, seeded_params, Shape};
+use tpri::backend::{Backend, Trace};
+use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpGrad};
+use tpri::cpu;
+use tpri::gpu::{self, GpuBackend, GpuOptions, StepsPerDispatch, Storage};
+use tpri::model::CellKind;
+
+/// At most `k` steps per launch.
+fn fixed(storage: Storage, k: usize) -> GpuOptions {
+    GpuOptions {
+        storage,
+        steps_per_dispatch: StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap()),
+    }
+}
+
+/// As few launches as the adapter allows (on llvmpipe, its loop cap still splits).
+fn unsplit(storage: Storage) -> GpuOptions {
+    fixed(storage, usize::MAX)
+}
+
+/// Asserts that `got` and `want` hold the same bits: h, v, P and the per-step norms.
+fn assert_same_bits(what: &str, got: &Trace, want: &Trace) {
+    assert_eq!(got.h, want.h, "{what}: h");
+    assert_eq!(got.v, want.v, "{what}: v");
+    assert_eq!(got.p_inv, want.p_inv, "{what}: P");
+    assert_eq!(got.error_norms, want.error_norms, "{what}: ‖e_t‖");
+    assert_eq!(got.cg, want.cg, "{what}: CG report");
+}
+
+/// Every cell × inversion × solver × method, with target modes and gradient modes spread
+/// over them, at T = 10 split into launches of K = 1, 3, 7 steps (and CG units, and K·B
+/// reduction rows): within `TOL` of the reference, and bit for bit the unsplit trace.
+#[test]
+fn segmented_traces_match_reference_and_the_unsplit_run() {
+    use CellKind::{Gru, Tanh};
+    use Inversion::{Analytic as An, Jacobian as Jac};
+    use Loss::{CrossEntropy as Ce, Mse};
+    use Method::{Bp, Tp};
+    use TargetMode::{Difference as Diff, Linearized as Lin, Plain};
+    use TpGrad::{Local, ThroughTime as Tt};
+    let cases = [
+        (Tanh, An, Solver::Cg, 7, 3, Tp, Lin, Tt, Ce),
+        (Tanh, An, Solver::Cg, 9, 2, Tp, Diff, Local, Mse),
+        (Tanh, An, Solver::Cg, 5, 3, Tp, Plain, Tt, Ce),
+        (Tanh, An, Solver::PerStep, 7, 3, Tp, Lin, Tt, Mse),
+        (Tanh, Jac, Solver::Auto, 7, 3, Tp, Lin, Tt, Ce),
+        (Tanh, An, Solver::Auto, 7, 3, Bp, Lin, Tt, Mse),
+        (Gru, Jac, Solver::Auto, 7, 3, Tp, Lin, Tt, Mse),
+        (Gru, Jac, Solver::Auto, 6, 2, Tp, Lin, Local, Ce),
+        (Gru, Jac, Solver::Auto, 7, 3, Bp, Lin, Tt, Ce),
+    ];
+    for (i, &(cell, inversion, solver, d, b, method, mode, grad, loss)) in cases.iter().enumerate()
+    {
+        let shape = Shape::new(b, 10, 3, d, 4);
+        let w_noise = if (cell, inversion) == (Tanh, An) {
+            0.3
+        } else {
+            0.0
+        };
+        let p = start(cell, shape.dims(), 200 + i as u64, w_noise);
+        let batch = random_batch(&mut rng(210 + i as u64), shape, loss);
+        let mut h = hyper(inversion, method, mode, grad, loss);
+        h.tp.solver = solver;
+        if solver == Solver::PerStep {
+            h.tp.cg_max_iter = 16;
+        }
+        let what = format!(
+            "({cell:?}, {inversion:?}, {solver:?}, d={d}, B={b}, {method:?}, {mode:?}, {grad:?})"
+        );
+        let whole = GpuBackend::with_options(ctx(), unsplit(Storage::F32))
+            .trace(&p, &batch, &h)
+            .unwrap();
+        for k in [1, 3, 7] {
+            let what = format!("{what} K={k}");
+            let (_, got) = compare_traces_with(&what, &p, &batch, &h, fixed(Storage::F32, k));
+            assert_same_bits(&what, &got, &whole);
+        }
+    }
+}
+
+/// f16 storage of the histories, split into launches of K = 1 and 4 steps: the same stored
+/// bits as unsplit, since the forward pass and the sweep hand their running vector on in
+/// f32 (a rounded copy would round once more per segment).
+#[test]
+fn f16_storage_splits_without_rounding_the_carried_state() {
+    let shape = Shape::new(3, 10, 3, 9, 4);
+    let p = start(CellKind::Tanh, shape.dims(), 230, 0.3);
+    let batch = random_batch(&mut rng(231), shape, Loss::CrossEntropy);
+    for mode in [TargetMode::Linearized, TargetMode::Plain] {
+        let mut h = hyper(
+            Inversion::Analytic,
+            Method::Tp,
+            mode,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        h.tp.lr_target = 0.01;
+        let trace = |options| {
+            GpuBackend::with_options(ctx(), options)
+                .trace(&p, &batch, &h)
+                .unwrap()
+        };
+        let whole = trace(unsplit(Storage::F16));
+        for k in [1, 4] {
+            assert_same_bits(
+                &format!("f16 {mode:?} K={k}"),
+                &trace(fixed(Storage::F16, k)),
+                &whole,
+            );
+        }
+    }
+}
+
+/// The tanh RNN far past the T ≈ 2800 at which llvmpipe's loop cap stopped the unsplit
+/// forward pass: TP (the solve for P, the sweep, the backward recursion) and BP at
+/// T = 6000 in launches as long as the loop-count model allows there, each but the last
+/// spending its whole quota.
+#[test]
+fn tanh_iteration_past_the_loop_cap_matches_reference() {
+    let shape = Shape::new(1, 6000, 1, 100, 3);
+    let batch = random_batch(&mut rng(240), shape, Loss::CrossEntropy);
+    let p = start(CellKind::Tanh, shape.dims(), 241, 0.0);
+    for method in [Method::Tp, Method::Bp] {
+        let h = hyper(
+            Inversion::Analytic,
+            method,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        compare_traces(&format!("(T=6000, d=100, {method:?})"), &p, &batch, &h);
+    }
+}
+
+/// The one-shot forward pass (the adapter's own quota) at T = 6000: h of every step.
+#[test]
+fn forward_past_the_loop_cap_matches_reference() {
+    let params = seeded_params(CellKind::Tanh, dims(1, 100, 10), 250, 1.0);
+    let x = inputs(&mut rng(251), 6000, 2, 1);
+    let want = cpu::forward::forward(&params, &x);
+    let got = gpu::one_shot::forward(&ctx(), &params, &x).unwrap();
+    check_all("h (T=6000, d=100, B=2)", &got, &want, gpu_support::TOL);
+}
+
+/// The jacobian sweep's per-step CG of both cells over T = 150 steps: about 1000 CG units
+/// per sequence (six iterations and a set-up per step), more than one launch may spend
+/// under llvmpipe's cap (about 460 for the GRU, 780 for the tanh RNN at d = 100), so the
+/// first launch spends its whole quota on real iterations. Unsplit, a sweep whose worst
+/// case (T − 1)·cg_max_iter iterations passed the cap was refused.
+#[test]
+fn jacobian_sweeps_past_the_loop_cap_match_reference() {
+    for cell in [CellKind::Gru, CellKind::Tanh] {
+        let shape = Shape::new(2, 150, 3, 100, 4);
+        let p = start(cell, shape.dims(), 260, 0.0);
+        let batch = random_batch(&mut rng(261), shape, Loss::CrossEntropy);
+        let mut h = hyper(
+            Inversion::Jacobian,
+            Method::Tp,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        h.tp.cg_max_iter = 100;
+        compare_traces(
+            &format!("({cell:?} jacobian, T=100, d=100)"),
+            &p,
+            &batch,
+            &h,
+        );
+    }
+}
+
+/// Every cell, inversion and solver (and BP) at the paper's size, T = 784, d = 100,
+/// B = 16, within 1e-4 of the reference on whatever adapter runs the tests.
+/// `cargo test --release --test gpu_segments -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes on a software adapter; run with --ignored"]
+fn every_cell_inversion_and_solver_at_the_papers_size() {
+    use CellKind::{Gru, Tanh};
+    let runs = [
+        (Tanh, Inversion::Analytic, Solver::Cg, Method::Tp),
+        (Tanh, Inversion::Analytic, Solver::PerStep, Method::Tp),
+        (Tanh, Inversion::Jacobian, Solver::Auto, Method::Tp),
+        (Tanh, Inversion::Analytic, Solver::Auto, Method::Bp),
+        (Gru, Inversion::Jacobian, Solver::Auto, Method::Tp),
+        (Gru, Inversion::Jacobian, Solver::Auto, Method::Bp),
+    ];
+    let shape = Shape::new(16, 784, 1, 100, 10);
+    let batch = random_batch(&mut rng(270), shape, Loss::CrossEntropy);
+    for (cell, inversion, solver, method) in runs {
+        let p = start(cell, shape.dims(), 271, 0.0);
+        let mut h: Hyper = hyper(
+            inversion,
+            method,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        h.tp.solver = solver;
+        h.tp.cg_max_iter = 100;
+        let what = format!("({cell:?}, {inversion:?}, {solver:?}, {method:?}, T=784, d=100, B=16)");
+        let started = std::time::Instant::now();
+        compare_traces(&what, &p, &batch, &h);
+        eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
