@@ -21,8 +21,8 @@ fn iterations(c: &mut Criterion) {
     for method in [Method::Tp, Method::Bp] {
         let (params, batch, hyper) = problem(Size::PAPER, method, 1);
         for (ctx, storage) in ctx.iter().flat_map(|c| Storage::ALL.map(|s| (c, s))) {
-            let prof =
-                Profiler::new(ctx.clone(), &params, &batch, &hyper, storage).expect("GPU buffers");
+            let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper, storage.into())
+                .expect("GPU buffers");
             let phases = Phase::of(method);
             prof.run(&phases, false).expect("first iteration");
             g.bench_function(format!("gpu {method:?} {storage} storage"), |b| {

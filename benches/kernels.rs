@@ -24,8 +24,8 @@ fn gpu(c: &mut Criterion) {
         }
     };
     let (params, batch, hyper) = problem(Size::PAPER, Method::Tp, 1);
-    let prof =
-        Profiler::new(ctx.clone(), &params, &batch, &hyper, Storage::F32).expect("GPU buffers");
+    let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper, Storage::F32.into())
+        .expect("GPU buffers");
     // Every phase once, so that each one's inputs exist (h, g_T, P, δ).
     prof.run(&Phase::of(Method::Tp), false)
         .expect("first iteration");

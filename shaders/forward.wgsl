@@ -8,7 +8,7 @@
 // Σ_j W[i][j] h_j neighbouring invocations read neighbouring addresses.
 //
 // The dot product is include/dot.wgsl's, eight terms per loop iteration (see there for
-// llvmpipe's loop cap, which bounds T·d/8).
+// llvmpipe's loop cap, which bounds the steps of one segment).
 //
 // Bounded segments: one launch runs the steps dims.first .. dims.first + dims.count − 1 of
 // the loop (gpu::segments picks how many, so that no launch runs too long), and the host

@@ -73,7 +73,7 @@ pub struct Case {
 }
 
 /// CG iterations the per-step solves of the jacobian cases may take: they need about six
-/// at r = 1; the cap keeps the sweep of the largest case under llvmpipe's loop limit.
+/// at r = 1, and a cap near that keeps the worst case the GPU records launches for small.
 const JACOBIAN_MAX_ITER: usize = 16;
 
 /// A covering set of cases: sizes off the workgroup grid, both cells, every target mode,

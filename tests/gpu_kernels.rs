@@ -280,8 +280,9 @@ fn cg_rejects_a_non_finite_w() {
 }
 
 /// The paper's sequence length at its hidden size: T·d is large enough that a kernel
-/// looping once per term of its dot products would pass llvmpipe's per-invocation loop
-/// cap, where the driver silently truncates the time loop (it did, from step 596 on).
+/// looping once per term of its dot products in one launch would pass llvmpipe's
+/// per-invocation loop cap, where the driver silently truncates the time loop (it did,
+/// from step 596 on). tests/gpu_segments.rs goes on to T = 6000.
 #[test]
 fn forward_matches_reference_at_the_papers_length() {
     let ctx = ctx();

@@ -6,11 +6,11 @@
 //
 // Column c of a row-major matrix, so that neighbouring invocations (c, c + 1, ...) read
 // neighbouring addresses. Eight terms per loop iteration: besides the fewer branches, this
-// keeps the loop count per invocation (≈ T·d/8 in a time loop) under the 65535 that
-// llvmpipe (Mesa's software Vulkan driver, at least up to 22.3) allows one invocation in
-// total before it silently cuts loops short; the host counts the loops
-// (gpu::iteration::loop_counts, gpu::jacobian::sweep_loops) and refuses shapes over that
-// bound on llvmpipe.
+// divides the loop count per invocation by eight. That count matters on llvmpipe (Mesa's
+// software Vulkan driver, at least up to 22.3), which allows one invocation 65535 loop
+// iterations in total before it silently cuts loops short: the host's loop-count model
+// (gpu::loops) counts these loops, and the time loops run in launches of as many steps as
+// stay under that bound there (gpu::segments).
 //
 // A sum over d terms comes in two parts: `*_dot8` takes the first d − d % 8 terms, eight
 // per iteration into four partial sums (terms j ≡ 0, 1, 2, 3 mod 4), and `*_rest` adds the

@@ -12,8 +12,9 @@ use crate::gpu::context::GpuContext;
 /// (`Dispatch::segments`) — recorded as often as needed.
 pub(crate) struct Dispatch {
     pipeline: wgpu::ComputePipeline,
-    /// One per launch, in order; each binds its own block of `uniform`.
-    bind_groups: Vec<wgpu::BindGroup>,
+    /// In order: a bind group (binding its own block of `uniform`) and how many launches
+    /// in a row use it.
+    launches: Vec<(wgpu::BindGroup, usize)>,
     /// Workgroups along x, y, z.
     groups: [u32; 3],
     /// Binding 0: the uniform blocks, one per launch; rewrite a single launch's with
@@ -40,10 +41,7 @@ impl Dispatch {
     }
 
     /// One launch per block of `uniforms`, in order, all on the same `buffers` and grid:
-    /// the segments of a loop, each told its part by its block. The blocks sit in one
-    /// uniform buffer at offsets aligned as the device requires, written once here (push
-    /// constants would avoid the bind groups, but they are an optional feature in wgpu 30,
-    /// `IMMEDIATES`, not on every adapter).
+    /// the segments of a loop, each told its part by its block.
     pub fn segments<U: bytemuck::Pod>(
         ctx: &GpuContext,
         pipeline: &wgpu::ComputePipeline,
@@ -51,46 +49,64 @@ impl Dispatch {
         buffers: &[(u32, wgpu::BindingResource<'_>)],
         groups: [u32; 3],
     ) -> Result<Self> {
+        let blocks: Vec<(U, usize)> = uniforms.iter().map(|u| (*u, 1)).collect();
+        Self::repeated(ctx, pipeline, &blocks, buffers, groups)
+    }
+
+    /// Each block of `blocks` launched as often as it says, in order, all on the same
+    /// `buffers` and grid: segments that differ only in where they start (a loop whose
+    /// launches all resume from state in buffers) share one block and one bind group. The
+    /// blocks sit in one uniform buffer at offsets aligned as the device requires, written
+    /// once here (push constants would avoid the bind groups, but in wgpu 30 they are the
+    /// optional feature `IMMEDIATES`, not on every adapter).
+    pub fn repeated<U: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
+        blocks: &[(U, usize)],
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+    ) -> Result<Self> {
         let size = std::mem::size_of::<U>() as u64;
         let stride = size.next_multiple_of(u64::from(
             ctx.limits.min_uniform_buffer_offset_alignment.max(4),
         ));
-        let mut bytes = vec![0u8; (stride * uniforms.len().max(1) as u64) as usize];
-        for (i, u) in uniforms.iter().enumerate() {
+        let mut bytes = vec![0u8; (stride * blocks.len().max(1) as u64) as usize];
+        for (i, (u, _)) in blocks.iter().enumerate() {
             let at = i * stride as usize;
             bytes[at..at + size as usize].copy_from_slice(bytemuck::bytes_of(u));
         }
         let uniform = ctx.uniform("settings", &bytes)?;
         let layout = pipeline.get_bind_group_layout(0);
-        let bind_groups =
-            (0..uniforms.len() as u64)
-                .map(|i| {
-                    let mut entries = vec![wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &uniform,
-                            offset: i * stride,
-                            size: std::num::NonZeroU64::new(size),
-                        }),
-                    }];
-                    entries.extend(buffers.iter().map(|(binding, resource)| {
-                        wgpu::BindGroupEntry {
-                            binding: *binding,
-                            resource: resource.clone(),
-                        }
-                    }));
-                    ctx.checked(|| {
-                        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &layout,
-                            entries: &entries,
-                        })
-                    })
+        let mut launches = Vec::with_capacity(blocks.len());
+        for (i, &(_, count)) in blocks.iter().enumerate() {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniform,
+                    offset: i as u64 * stride,
+                    size: std::num::NonZeroU64::new(size),
+                }),
+            }];
+            entries.extend(
+                buffers
+                    .iter()
+                    .map(|(binding, resource)| wgpu::BindGroupEntry {
+                        binding: *binding,
+                        resource: resource.clone(),
+                    }),
+            );
+            let bind_group = ctx.checked(|| {
+                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &layout,
+                    entries: &entries,
                 })
-                .collect::<Result<_>>()?;
+            })?;
+            launches.push((bind_group, count));
+        }
         Ok(Self {
             pipeline: pipeline.clone(),
-            bind_groups,
+            launches,
             groups,
             uniform,
         })
@@ -101,9 +117,11 @@ impl Dispatch {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         let [x, y, z] = self.groups;
-        for bind_group in &self.bind_groups {
+        for (bind_group, count) in &self.launches {
             pass.set_bind_group(0, bind_group, &[]);
-            pass.dispatch_workgroups(x, y, z);
+            for _ in 0..*count {
+                pass.dispatch_workgroups(x, y, z);
+            }
         }
     }
 }

@@ -91,17 +91,16 @@ pub(crate) fn workgroup_size(d: usize) -> u32 {
         .unwrap_or(256)
 }
 
-/// The uniform blocks of a segmented solve: `units` CG units in the worst case, `quota`
-/// per launch, the first launch flagged.
-fn segment_uniforms(base: Dims, units: usize, quota: usize) -> Vec<Dims> {
+/// The uniform blocks of a segmented solve and their launches: `units` CG units in the
+/// worst case, `quota` per launch; the first launch sets up, the others resume.
+fn segment_blocks(base: Dims, units: usize, quota: usize) -> [(Dims, usize); 2] {
     let launches = units.div_ceil(quota.max(1)).max(1);
-    (0..launches)
-        .map(|i| Dims {
-            first: u32::from(i == 0),
-            budget: quota as u32,
-            ..base
-        })
-        .collect()
+    let block = |first| Dims {
+        first,
+        budget: quota as u32,
+        ..base
+    };
+    [(block(1), 1), (block(0), launches - 1)]
 }
 
 /// The sweep's launches: one workgroup per sequence, each launch spending at most `quota`
@@ -133,11 +132,11 @@ pub(crate) fn sweep_dispatch(
         scratch: (shape.steps * shape.batch * 2) as u32,
     };
     let units = (shape.steps - 1).saturating_mul(tp.cg_max_iter.saturating_add(1));
-    Dispatch::segments(
+    Dispatch::repeated(
         ctx,
         &ctx.jacobian_kernels(workgroup_size(l.dims.hidden))?
             .jacobian_sweep,
-        &segment_uniforms(dims, units, quota),
+        &segment_blocks(dims, units, quota),
         &[
             (1, l.w.bind(&model.theta)),
             (2, model.wt.as_entire_binding()),
@@ -181,10 +180,10 @@ pub(crate) fn inverse_dispatch(
         budget: 0,
         scratch: (3 * d) as u32,
     };
-    Dispatch::segments(
+    Dispatch::repeated(
         ctx,
         &ctx.jacobian_kernels(workgroup_size(d))?.inverse_columns,
-        &segment_uniforms(dims, tp.cg_max_iter.saturating_add(1), quota),
+        &segment_blocks(dims, tp.cg_max_iter.saturating_add(1), quota),
         &[
             (1, l.w.bind(&model.theta)),
             (2, model.wt.as_entire_binding()),
