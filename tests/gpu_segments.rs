@@ -13,7 +13,8 @@
 //!   so that a loop-count model that undercounted would be caught by the driver truncating
 //!   the launch.
 //! - `#[ignore]`d: every cell, inversion and solver at T = 784, d = 100, B = 16 (the
-//!   paper's size), `cargo test --release --test gpu_segments -- --ignored --nocapture`.
+//!   paper's size), `cargo test --test gpu_segments -- --ignored --nocapture` (about 80 s
+//!   on lavapipe with two shared cores, most of it the f64 reference).
 
 mod gpu_support;
 mod support;
@@ -194,8 +195,8 @@ fn jacobian_sweeps_past_the_loop_cap_match_reference() {
 }
 
 /// Every cell, inversion and solver (and BP) at the paper's size, T = 784, d = 100,
-/// B = 16, within 1e-4 of the reference on whatever adapter runs the tests.
-/// `cargo test --release --test gpu_segments -- --ignored --nocapture`.
+/// B = 16, within 1e-4 of the reference on whatever adapter runs the tests, each loop in
+/// the launches the adapter picks. `cargo test --test gpu_segments -- --ignored --nocapture`.
 #[test]
 #[ignore = "minutes on a software adapter; run with --ignored"]
 fn every_cell_inversion_and_solver_at_the_papers_size() {
