@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use tpri::bench::{
-    gpu_label, measure_cpu, measure_cpu_solver, measure_gpu, Machine, Measurement, Size,
+    gpu_label, measure_cpu, measure_cpu_solver, measure_gpu_side_by_side, Machine, Measurement,
+    Size,
 };
 use tpri::config::{Hyper, Method, Solver};
 use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, GpuOptions, Storage};
@@ -257,8 +258,9 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
 
 /// The GPU configurations to time: each `--storage`, and f16 storage once per
 /// `--f16-conversions` (on a second device for integer conversions, when the first has
-/// native ones), each at every `--steps-per-dispatch`. A configuration the adapter cannot
-/// tell apart from one already listed (native requested, integer run) is timed once.
+/// native ones), each at every `--steps-per-dispatch`; they are timed side by side, one
+/// repetition of each in turn. A configuration the adapter cannot tell apart from one
+/// already listed (native requested, integer run) is timed once.
 fn gpu_runs(
     gpu: Option<&Arc<GpuContext>>,
     args: &BenchArgs,
@@ -305,8 +307,8 @@ fn measure_all(
     let mut out = Vec::new();
     for &size in sizes {
         for method in [Method::Tp, Method::Bp] {
-            for (ctx, options) in gpu_runs {
-                out.push(measure_gpu(ctx, size, method, reps, *options)?);
+            if !gpu_runs.is_empty() {
+                out.extend(measure_gpu_side_by_side(gpu_runs, size, method, reps)?);
             }
             if cpu {
                 out.push(measure_cpu(size, method, reps)?);

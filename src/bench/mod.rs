@@ -8,7 +8,6 @@
 //! warm-up iteration; every repetition includes the optimizer step, so W moves a little
 //! between iterations and the warm-started CG sees what it sees in training.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -21,13 +20,15 @@ use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
-use crate::gpu::{
-    F16Conversions, GpuContext, GpuOptions, Phase, Profiler, StepsPerDispatch, Storage,
-};
+use crate::gpu::{F16Conversions, GpuOptions, Phase, StepsPerDispatch, Storage};
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
 use crate::model::{Dims, Params};
 use crate::tasks::{Batch, Targets};
+
+mod gpu;
+
+pub use gpu::{measure_gpu, measure_gpu_side_by_side};
 
 /// One problem size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -87,7 +88,7 @@ const SIZE_NAMES: FieldNames = FieldNames {
 };
 
 /// Refuses 0 repetitions.
-fn check_reps(reps: usize) -> Result<()> {
+pub(crate) fn check_reps(reps: usize) -> Result<()> {
     if reps == 0 {
         return Err(
             Error::setting("reps", "at least one timed repetition is needed, got 0").into(),
@@ -182,55 +183,6 @@ pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
         StepsPerDispatch::Auto => storage.into(),
         StepsPerDispatch::Fixed(k) => format!("{storage}-k{k}"),
     }
-}
-
-/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,
-/// with the histories stored and the long loops split as `options` say.
-pub fn measure_gpu(
-    ctx: &Arc<GpuContext>,
-    size: Size,
-    method: Method,
-    reps: usize,
-    options: GpuOptions,
-) -> Result<Measurement> {
-    check_reps(reps)?;
-    size.workload(method)
-        .check_gpu(&crate::gpu::gpu_limits(ctx, options.storage))?;
-    let (params, batch, hyper) = problem(size, method, 1);
-    let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, options)?;
-    let phases = Phase::of(method);
-    prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
-    let mut samples = Vec::with_capacity(reps);
-    let mut per_phase = vec![Vec::with_capacity(reps); phases.len()];
-    for _ in 0..reps.max(1) {
-        samples.push(prof.run(&phases, true)?);
-        for (phase, times) in phases.iter().zip(&mut per_phase) {
-            times.push(prof.run(&[*phase], true)?);
-        }
-    }
-    Ok(Measurement {
-        backend: gpu_label(options, ctx.f16_conversions()),
-        storage: Some(options.storage),
-        steps_per_dispatch: Some(options.steps_per_dispatch.to_string()),
-        method,
-        size,
-        iteration_s: median(&samples),
-        samples_s: samples,
-        phases_s: phases
-            .iter()
-            .zip(&per_phase)
-            .map(|(p, t)| (*p, median(t)))
-            .collect(),
-        cg_iterations: (method == Method::Tp)
-            .then(|| prof.cg_iterations())
-            .transpose()?,
-        clock: if prof.device_timed() {
-            "device timestamps"
-        } else {
-            "wall clock (submit to wait)"
-        }
-        .into(),
-    })
 }
 
 /// Times `reps` training steps of `method` at `size` on the f64 CPU reference.

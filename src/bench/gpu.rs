@@ -1,0 +1,117 @@
+//! Timing GPU iterations: one configuration at a time (`measure_gpu`), or several side by
+//! side, one repetition of each in turn (`measure_gpu_side_by_side`), so that a machine
+//! whose load changes during the run slows them alike.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{check_reps, gpu_label, median, problem, Measurement, Size};
+use crate::config::Method;
+use crate::gpu::{GpuContext, GpuOptions, Phase, Profiler};
+
+/// One GPU configuration of a case being timed: its buffers and the samples so far.
+struct Timing {
+    ctx: Arc<GpuContext>,
+    options: GpuOptions,
+    size: Size,
+    method: Method,
+    prof: Profiler,
+    phases: Vec<Phase>,
+    samples: Vec<f64>,
+    per_phase: Vec<Vec<f64>>,
+}
+
+impl Timing {
+    /// Builds the case's buffers with `options` and runs the warm-up iteration.
+    fn new(ctx: &Arc<GpuContext>, size: Size, method: Method, options: GpuOptions) -> Result<Self> {
+        size.workload(method)
+            .check_gpu(&crate::gpu::gpu_limits(ctx, options.storage))?;
+        let (params, batch, hyper) = problem(size, method, 1);
+        let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, options)?;
+        let phases = Phase::of(method);
+        prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
+        Ok(Self {
+            ctx: Arc::clone(ctx),
+            options,
+            size,
+            method,
+            prof,
+            per_phase: vec![Vec::new(); phases.len()],
+            phases,
+            samples: Vec::new(),
+        })
+    }
+
+    /// One timed repetition: the whole iteration, then each phase alone.
+    fn rep(&mut self) -> Result<()> {
+        self.samples.push(self.prof.run(&self.phases, true)?);
+        for (phase, times) in self.phases.iter().zip(&mut self.per_phase) {
+            times.push(self.prof.run(&[*phase], true)?);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Measurement> {
+        Ok(Measurement {
+            backend: gpu_label(self.options, self.ctx.f16_conversions()),
+            storage: Some(self.options.storage),
+            steps_per_dispatch: Some(self.options.steps_per_dispatch.to_string()),
+            method: self.method,
+            size: self.size,
+            iteration_s: median(&self.samples),
+            samples_s: self.samples,
+            phases_s: self
+                .phases
+                .iter()
+                .zip(&self.per_phase)
+                .map(|(p, t)| (*p, median(t)))
+                .collect(),
+            cg_iterations: (self.method == Method::Tp)
+                .then(|| self.prof.cg_iterations())
+                .transpose()?,
+            clock: if self.prof.device_timed() {
+                "device timestamps"
+            } else {
+                "wall clock (submit to wait)"
+            }
+            .into(),
+        })
+    }
+}
+
+/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,
+/// with the histories stored and the long loops split as `options` say.
+pub fn measure_gpu(
+    ctx: &Arc<GpuContext>,
+    size: Size,
+    method: Method,
+    reps: usize,
+    options: GpuOptions,
+) -> Result<Measurement> {
+    measure_gpu_side_by_side(&[(Arc::clone(ctx), options)], size, method, reps)?
+        .pop()
+        .context("one run gives one measurement")
+}
+
+/// `measure_gpu` for each of `runs` (a device and its options), side by side: each
+/// repetition times every run once, in turn, so that the runs see the same machine.
+/// Measurements come back in the order of `runs`.
+pub fn measure_gpu_side_by_side(
+    runs: &[(Arc<GpuContext>, GpuOptions)],
+    size: Size,
+    method: Method,
+    reps: usize,
+) -> Result<Vec<Measurement>> {
+    check_reps(reps)?;
+    let mut timings = runs
+        .iter()
+        .map(|(ctx, options)| Timing::new(ctx, size, method, *options))
+        .collect::<Result<Vec<_>>>()?;
+    for _ in 0..reps {
+        for t in &mut timings {
+            t.rep()?;
+        }
+    }
+    timings.into_iter().map(Timing::finish).collect()
+}
