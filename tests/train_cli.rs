@@ -432,3 +432,27 @@ fn f16_storage_from_the_command_line() {
         "{err}"
     );
 }
+
+/// `--steps-per-dispatch K` trains on the GPU in launches of at most K steps, `tpri check`
+/// passes with it, and the CPU reference refuses it rather than ignoring it.
+#[test]
+fn steps_per_dispatch_from_the_command_line() {
+    let dir = scratch("steps-per-dispatch").join("run");
+    let mut a = small(&dir, "4");
+    let backend = a.iter().position(|s| s == "--backend").unwrap();
+    a[backend + 1] = "gpu".into();
+    a.extend(["--steps-per-dispatch".into(), "3".into()]);
+    ok(&strs(&a));
+    assert!(dir.join("summary.json").exists());
+    let out = ok(&["check", "--steps-per-dispatch", "2"]);
+    assert!(out.contains("cases pass"), "{out}");
+    let mut a = small(&scratch("steps-per-dispatch").join("cpu"), "1");
+    a.extend(["--steps-per-dispatch".into(), "3".into()]);
+    let refused = tpri(&strs(&a));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--steps-per-dispatch 3 applies to the GPU backend"),
+        "{err}"
+    );
+}

@@ -19,6 +19,7 @@ struct Timing {
     prof: Profiler,
     phases: Vec<Phase>,
     samples: Vec<f64>,
+    cpu_samples: Vec<f64>,
     per_phase: Vec<Vec<f64>>,
 }
 
@@ -40,12 +41,17 @@ impl Timing {
             per_phase: vec![Vec::new(); phases.len()],
             phases,
             samples: Vec::new(),
+            cpu_samples: Vec::new(),
         })
     }
 
     /// One timed repetition: the whole iteration, then each phase alone.
     fn rep(&mut self) -> Result<()> {
+        let cpu = process_cpu_s();
         self.samples.push(self.prof.run(&self.phases, true)?);
+        if let (Some(before), Some(after)) = (cpu, process_cpu_s()) {
+            self.cpu_samples.push(after - before);
+        }
         for (phase, times) in self.phases.iter().zip(&mut self.per_phase) {
             times.push(self.prof.run(&[*phase], true)?);
         }
@@ -61,6 +67,8 @@ impl Timing {
             size: self.size,
             iteration_s: median(&self.samples),
             samples_s: self.samples,
+            process_cpu_s: (!self.cpu_samples.is_empty()).then(|| median(&self.cpu_samples)),
+            cpu_samples_s: self.cpu_samples,
             phases_s: self
                 .phases
                 .iter()
@@ -78,6 +86,22 @@ impl Timing {
             .into(),
         })
     }
+}
+
+/// CPU seconds this process has used so far, all threads together, where Linux's
+/// /proc/self/stat tells (utime + stime, in the 1/100 s ticks Linux reports there). A
+/// software adapter's work is CPU time, which other jobs on a shared machine do not
+/// inflate as they do the wall clock.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which may hold spaces, inside parentheses:
+    // state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 /// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,

@@ -160,6 +160,11 @@ pub struct Measurement {
     pub iteration_s: f64,
     /// Every sample behind `iteration_s`.
     pub samples_s: Vec<f64>,
+    /// GPU on Linux: median CPU seconds the whole process (a software adapter's threads
+    /// included) used per iteration — on a software adapter, robust to a shared machine.
+    pub process_cpu_s: Option<f64>,
+    /// Every sample behind `process_cpu_s`, in the order of `samples_s`.
+    pub cpu_samples_s: Vec<f64>,
     /// GPU only: median seconds of each phase submitted alone.
     pub phases_s: Vec<(Phase, f64)>,
     /// TP: CG iterations of the last warm-started solve.
@@ -222,6 +227,8 @@ pub fn measure_cpu_solver(
         size,
         iteration_s: median(&samples),
         samples_s: samples,
+        process_cpu_s: None,
+        cpu_samples_s: Vec::new(),
         phases_s: Vec::new(),
         cg_iterations,
         clock: "wall clock".into(),

@@ -34,8 +34,17 @@ fn bp_of<'a>(all: &'a [Measurement], m: &Measurement) -> Option<&'a Measurement>
 pub fn print_iterations(all: &[Measurement]) {
     println!("\nper-iteration medians (optimizer step included)");
     println!(
-        "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7}  clock",
-        "backend", "method", "T", "d", "B", "median ms", "µs per T·B", "CG iters", "TP/BP"
+        "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
+        "backend",
+        "method",
+        "T",
+        "d",
+        "B",
+        "median ms",
+        "µs per T·B",
+        "CG iters",
+        "TP/BP",
+        "CPU ms"
     );
     for m in all {
         let ratio = match m.method {
@@ -46,7 +55,7 @@ pub fn print_iterations(all: &[Measurement]) {
         };
         let s = m.size;
         println!(
-            "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7}  {}",
+            "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7} {:>10}  {}",
             m.backend,
             format!("{:?}", m.method).to_lowercase(),
             s.steps,
@@ -56,6 +65,7 @@ pub fn print_iterations(all: &[Measurement]) {
             m.iteration_s * 1e6 / (s.steps * s.batch) as f64,
             m.cg_iterations.map_or(String::new(), |k| k.to_string()),
             ratio,
+            m.process_cpu_s.map_or(String::new(), ms),
             m.clock
         );
     }
