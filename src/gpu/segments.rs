@@ -265,6 +265,49 @@ mod tests {
         }
     }
 
+    /// The quotas docs/PERFORMANCE.md quotes for the paper's size (T = 784, d = 100,
+    /// B = 16, p = 1, cg_max_iter = 100): llvmpipe's, then the time budget's.
+    #[test]
+    fn quotas_at_the_papers_size() {
+        let shape = Shape {
+            batch: 16,
+            steps: 784,
+        };
+        let models = [
+            loops::forward(CellKind::Tanh, 100, 1, shape),
+            loops::forward(CellKind::Gru, 100, 1, shape),
+            loops::target_sweep(100, 1, shape),
+            loops::bptt(CellKind::Tanh, 100, shape),
+            loops::bptt(CellKind::Gru, 100, shape),
+            loops::inverse(100, 100),
+            loops::solves(false, 100, shape, 100),
+            loops::solves(true, 100, shape, 100),
+            loops::reductions(784 * 16, 4),
+        ];
+        for (budget, want) in [
+            (
+                Budget::LoopCap,
+                [784, 784, 783, 784, 784, 101, 779, 458, 784],
+            ),
+            (
+                Budget::Time,
+                [784, 784, 783, 784, 784, 101, 12_482, 7332, 784],
+            ),
+        ] {
+            let seg = Segmenting {
+                budget,
+                steps: StepsPerDispatch::Auto,
+                batch: 16,
+            };
+            let got: Vec<usize> = models.iter().map(|m| seg.quota(m).unwrap()).collect();
+            assert_eq!(got, want, "{budget:?}");
+        }
+        // Unclamped by the loop's length: what fits under the cap.
+        let cap = |m: &LoopModel| (LLVMPIPE_LOOP_LIMIT - m.cost.fixed) / m.cost.per_unit;
+        let fits: Vec<usize> = models.iter().map(cap).collect();
+        assert_eq!(fits, [2340, 2340, 2184, 2520, 828, 779, 779, 458, 2729]);
+    }
+
     #[test]
     fn time_budget_and_fixed_quotas() {
         let shape = Shape {
