@@ -27,8 +27,7 @@ pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    shape: Shape,
-    steps: usize,
+    (shape, steps): (Shape, usize),
 ) -> Result<[Dispatch; 2]> {
     dispatch_cell(
         ctx,

@@ -103,11 +103,11 @@ impl Workspace {
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
-        let forward_steps = per_launch(loops::forward(cell, d, p, shape))?.1;
+        let forward_steps = per_launch(loops::forward(cell, d, p, shape))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
-                forward::dispatch(ctx, model, &seq, shape, forward_steps)?,
+                forward::dispatch(ctx, model, &seq, forward_steps)?,
                 bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
                 vec![
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
@@ -118,7 +118,7 @@ impl Workspace {
             // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
             // (`check_storage`), read by the f32 variant of the matmul.
             CellKind::Gru => (
-                gru_forward::dispatch(ctx, model, &seq, shape, forward_steps)?,
+                gru_forward::dispatch(ctx, model, &seq, forward_steps)?,
                 gru_bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
                 vec![
                     reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,
