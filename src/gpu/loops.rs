@@ -9,8 +9,9 @@
 //! (the test that ends it), a dot product over d (include/dot.wgsl: eight terms per
 //! iteration, then the rest one at a time) `dot(d)`, an owned-units loop of a kernel with
 //! `units` units per invocation `units + 1`, a workgroup sum nine (a tree of at most 256).
-//! Every term rounds up, so the model is an upper bound; tests/gpu_iteration.rs runs the
-//! kernels at the quotas it gives llvmpipe and checks their results.
+//! Every term rounds up, so the model is an upper bound; tests/gpu_segments.rs runs the
+//! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
+//! quota, and checks their results against the reference.
 
 use crate::gpu::layout::Shape;
 use crate::model::CellKind;
