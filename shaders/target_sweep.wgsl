@@ -51,6 +51,8 @@ struct Dims {
 @group(0) @binding(5) var<storage, read> h: array<HistWord>;
 @group(0) @binding(6) var<storage, read> g_top: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<HistWord>;
+// PyTorch's second bias: the cell adds b_ih (`bias`) and b_hh.
+@group(0) @binding(8) var<storage, read> bias_hh: array<f32>;
 
 var<workgroup> s_vec: array<f32, MAX_HIDDEN>;
 // dv_t of the step in hand, then dv_{t-1}.
@@ -142,7 +144,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             } else if dims.mode == DIFFERENCE {
                 sj = atanh_difference(ht, dvt);
             } else {
-                var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j];
+                var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j] - bias_hh[j];
                 for (var k = 0u; k < p; k++) {
                     pre -= u[j * p + k] * x[x_row + k];
                 }

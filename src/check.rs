@@ -201,6 +201,7 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     if case.cell == CellKind::Tanh {
         params.w_hh *= 0.9;
         params.b = noise(d, 1, 0.1);
+        params.b_hh = noise(d, 1, 0.1);
         params.head_b = noise(q, 1, 0.1);
     }
     let x = (0..case.seq_len)

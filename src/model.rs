@@ -53,14 +53,7 @@ impl CellKind {
     /// library's messages name, e.g. `Params::w_hh`).
     pub fn param_fields(self) -> &'static [&'static str] {
         match self {
-            CellKind::Tanh => &[
-                "Params::w_hh",
-                "Params::w_ih",
-                "Params::b",
-                "Params::head_w",
-                "Params::head_b",
-            ],
-            CellKind::Gru => &[
+            CellKind::Tanh | CellKind::Gru => &[
                 "Params::w_hh",
                 "Params::w_ih",
                 "Params::b",
@@ -106,11 +99,10 @@ impl Dims {
         let (p, d, q) = (self.input as u64, self.hidden as u64, self.output as u64);
         let g = cell.gates() as u64;
         let gd = g.checked_mul(d)?;
-        let biases = if cell == CellKind::Gru { 2 } else { 1 };
         let tensors = [
             gd.checked_mul(d)?,
             gd.checked_mul(p)?,
-            gd.checked_mul(biases)?,
+            gd.checked_mul(2)?,
             q.checked_mul(d)?,
             q,
         ];
@@ -123,8 +115,16 @@ impl Dims {
     }
 }
 
-/// Names of the tanh RNN's parameter tensors, in the order `Params::tensors` yields them.
-pub const PARAM_NAMES: [&str; 5] = ["rnn.w_hh", "rnn.w_ih", "rnn.b", "head.w", "head.b"];
+/// Names of the tanh RNN's parameter tensors, in the order `Params::tensors` yields them:
+/// PyTorch's `nn.RNN` has two biases that add, and so does tpri's tanh RNN, so that every
+/// optimizer steps each of them as PyTorch does (docs/ALGORITHM.md §1).
+pub const PARAM_NAMES: [&str; 6] = [
+    "rnn.w_hh", "rnn.w_ih", "rnn.b_ih", "rnn.b_hh", "head.w", "head.b",
+];
+
+/// The tanh RNN's single bias in files written before it had two: read as `rnn.b_ih`, with
+/// `rnn.b_hh` zero.
+pub const LEGACY_RNN_BIAS: &str = "rnn.b";
 
 /// Names of the GRU's parameter tensors (PyTorch's `weight_hh_l0`, `weight_ih_l0`,
 /// `bias_ih_l0`, `bias_hh_l0`, then the head).
@@ -152,10 +152,10 @@ pub struct Params {
     pub w_hh: DMatrix<f64>,
     /// U: d×p (GRU: 3d×p).
     pub w_ih: DMatrix<f64>,
-    /// b: d×1 (GRU: b_ih = [b_ir; b_iz; b_in], 3d×1).
+    /// b_ih: d×1 (GRU: [b_ir; b_iz; b_in], 3d×1).
     pub b: DMatrix<f64>,
-    /// GRU only: b_hh = [b_hr; b_hz; b_hn], 3d×1, apart from `b` because b_hn sits inside
-    /// r ⊙ (…). Empty (0×1) for the tanh RNN.
+    /// b_hh: d×1 (GRU: [b_hr; b_hz; b_hn], 3d×1). The tanh RNN adds it to `b`
+    /// ([`Params::tanh_bias`]); the GRU keeps it apart because b_hn sits inside r ⊙ (…).
     pub b_hh: DMatrix<f64>,
     /// V: q×d.
     pub head_w: DMatrix<f64>,
@@ -190,10 +190,15 @@ impl Params {
             w_hh: DMatrix::zeros(g * d, d),
             w_ih: DMatrix::zeros(g * d, p),
             b: DMatrix::zeros(g * d, 1),
-            b_hh: DMatrix::zeros(if cell == CellKind::Gru { g * d } else { 0 }, 1),
+            b_hh: DMatrix::zeros(g * d, 1),
             head_w: DMatrix::zeros(q, d),
             head_b: DMatrix::zeros(q, 1),
         }
+    }
+
+    /// The tanh RNN's bias b of docs/ALGORITHM.md §1: the sum `b_ih + b_hh` of its two.
+    pub fn tanh_bias(&self) -> DMatrix<f64> {
+        &self.b + &self.b_hh
     }
 
     /// Euclidean norm of all tensors together (of a gradient: what the diagnostics log).
@@ -236,7 +241,7 @@ impl Params {
         check_fits("the parameters", &estimate, available_memory())
     }
 
-    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero (docs/ALGORITHM.md §1).
+    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, all biases zero (docs/ALGORITHM.md §1).
     ///
     /// # Panics
     /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
@@ -283,22 +288,27 @@ impl Params {
 
     /// The tensors paired with their names (`CellKind::param_names` order).
     pub fn tensors(&self) -> Vec<(&'static str, &DMatrix<f64>)> {
-        let mut all = vec![&self.w_hh, &self.w_ih, &self.b];
-        if self.cell == CellKind::Gru {
-            all.push(&self.b_hh);
-        }
-        all.extend([&self.head_w, &self.head_b]);
+        let all = [
+            &self.w_hh,
+            &self.w_ih,
+            &self.b,
+            &self.b_hh,
+            &self.head_w,
+            &self.head_b,
+        ];
         self.cell.param_names().iter().copied().zip(all).collect()
     }
 
     /// Mutable tensors in `CellKind::param_names` order.
     pub fn tensors_mut(&mut self) -> Vec<&mut DMatrix<f64>> {
-        let mut all = vec![&mut self.w_hh, &mut self.w_ih, &mut self.b];
-        if self.cell == CellKind::Gru {
-            all.push(&mut self.b_hh);
-        }
-        all.extend([&mut self.head_w, &mut self.head_b]);
-        all
+        vec![
+            &mut self.w_hh,
+            &mut self.w_ih,
+            &mut self.b,
+            &mut self.b_hh,
+            &mut self.head_w,
+            &mut self.head_b,
+        ]
     }
 
     /// The shapes the tensors of a `cell` model of sizes `dims` have, in `tensors` order
@@ -310,16 +320,10 @@ impl Params {
             output: q,
         } = dims;
         let gd = cell.gates().saturating_mul(d);
-        let mut shapes = vec![(gd, d), (gd, p), (gd, 1)];
-        if cell == CellKind::Gru {
-            shapes.push((gd, 1));
-        }
-        shapes.extend([(q, d), (q, 1)]);
-        shapes
+        vec![(gd, d), (gd, p), (gd, 1), (gd, 1), (q, d), (q, 1)]
     }
 
-    /// Checks that every tensor has the shape `dims` implies (and that a tanh RNN's unused
-    /// `b_hh` is empty), naming the first that does not as its field and its name in
+    /// Checks that every tensor has the shape `dims` implies, naming the first that does not as its field and its name in
     /// files, e.g. `Params::w_hh (rnn.w_hh)`.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
         let fields = self.cell.param_fields();
@@ -340,16 +344,6 @@ impl Params {
                 )
                 .into());
             }
-        }
-        if self.cell == CellKind::Tanh && !self.b_hh.is_empty() {
-            let (r, c) = self.b_hh.shape();
-            return Err(Error::shape(
-                "Params::b_hh",
-                shape_of(&[r, c]),
-                "an empty matrix for the tanh RNN (it has the one bias Params::b; \
-                 PyTorch's two biases add into it)",
-            )
-            .into());
         }
         Ok(())
     }
@@ -424,6 +418,6 @@ mod tests {
             .iter()
             .all(|(_, m)| m.amax() < k && m.amax() > 0.0));
         assert_eq!(g.tensors_mut().len(), 6);
-        assert!(is_bias("gru.b_hh") && is_bias("rnn.b") && !is_bias("head.w"));
+        assert!(is_bias("gru.b_hh") && is_bias(LEGACY_RNN_BIAS) && !is_bias("head.w"));
     }
 }

@@ -40,8 +40,7 @@ pub fn check_params(params: &Params) -> Result<Dims> {
 }
 
 /// Checks the shapes of parameters: every size at least 1 (d, p and q from `w_hh`,
-/// `w_ih` and `head_w`), every tensor of the shape those sizes give (a tanh RNN's `b_hh`
-/// empty). Returns the sizes.
+/// `w_ih` and `head_w`), every tensor of the shape those sizes give. Returns the sizes.
 pub fn check_param_shapes(params: &Params) -> Result<Dims> {
     let dims = params.dims();
     let cell = params.cell;

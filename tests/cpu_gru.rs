@@ -29,6 +29,7 @@ fn tanh_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) 
     let mut params = random_params(rng, CellKind::Tanh, dims(p, d, 1), init);
     params.w_ih = random(rng, d, p, 0.5);
     params.b = random(rng, d, 1, 0.2);
+    params.b_hh = random(rng, d, 1, 0.2);
     let x = inputs(rng, t_len, b, p);
     let h = forward(&params, &x);
     TanhModel { params, x, h }
@@ -43,7 +44,7 @@ struct TanhModel {
 fn tanh_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
     let mut a = h_prev * params.w_hh.transpose() + x_t * params.w_ih.transpose();
     for mut row in a.row_iter_mut() {
-        row += params.b.transpose();
+        row += params.tanh_bias().transpose();
     }
     a.map(f64::tanh)
 }

@@ -299,7 +299,10 @@ fn non_finite_values_and_empty_batches_are_refused_naming_the_tensor() {
 #[test]
 fn unknown_mixed_and_duplicate_tensors_are_refused() {
     for (file, needle) in [
-        ("params/bhh.safetensors", "unknown tensor rnn.b_hh"),
+        (
+            "params/bhh.safetensors",
+            "holds rnn.b beside rnn.b_ih or rnn.b_hh",
+        ),
         ("params/junk.safetensors", "unknown tensor junk"),
         ("params/mixed.safetensors", "both rnn.* and gru.*"),
         ("params/dup.safetensors", "names tensor \"rnn.w_hh\" twice"),
@@ -402,7 +405,7 @@ fn an_empty_adapter_name_is_an_error() {
 
 // ---- class 7: the library API ----
 
-/// Every tensor of the wrong shape, and a tanh RNN's non-empty `b_hh`: `load` refuses
+/// Every tensor of the wrong shape: `load` refuses
 /// them naming the field, where it used to accept them and panic in `step` or `trace`.
 #[test]
 fn cpu_load_refuses_malformed_parameters_naming_the_field() {
@@ -414,7 +417,7 @@ fn cpu_load_refuses_malformed_parameters_naming_the_field() {
         ("Params::b", |p| p.b = DMatrix::zeros(4, 1)),
         ("Params::head_w", |p| p.head_w = DMatrix::zeros(2, 4)),
         ("Params::head_b", |p| p.head_b = DMatrix::zeros(2, 2)),
-        ("Params::b_hh", |p| p.b_hh = DMatrix::zeros(3, 1)),
+        ("Params::b_hh", |p| p.b_hh = DMatrix::zeros(2, 1)),
     ];
     for (field, edit) in cases {
         let mut p = good.clone();
@@ -523,7 +526,7 @@ fn gpu_refuses_like_the_cpu() {
         let mut p = good.clone();
         match edit {
             0 => p.w_ih = DMatrix::zeros(2, 2),
-            1 => p.b_hh = DMatrix::zeros(3, 1),
+            1 => p.b_hh = DMatrix::zeros(2, 1),
             2 => p.head_w[(0, 0)] = f64::NAN,
             _ => p.head_b = DMatrix::zeros(3, 1),
         }

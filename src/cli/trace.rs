@@ -17,7 +17,8 @@ use super::{errors, hyper, no_optimizer, open_backend, BackendArgs, BackendChoic
 /// Flags of `tpri trace`.
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b [d], head.w [q,d], head.b [q];
+    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b_ih [d], rnn.b_hh [d], head.w [q,d],
+    /// head.b [q] (a single rnn.b, as earlier versions wrote, reads as rnn.b_ih);
     /// or for a GRU gru.w_hh [3d,d], gru.w_ih [3d,p], gru.b_ih [3d], gru.b_hh [3d] and the
     /// head (gates r, z, n, as PyTorch stores them); or PyTorch's names, as `tpri export`
     /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias).

@@ -79,6 +79,8 @@ impl Recurrence for TanhRnn<'_> {
         let mut params = self.0.zeros_like();
         params.w_hh = g.w_hh;
         params.w_ih = g.w_ih;
+        // b_ih and b_hh enter as their sum: each has the sum's gradient.
+        params.b_hh = g.b.clone();
         params.b = g.b;
         CellGrads {
             params,

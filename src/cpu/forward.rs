@@ -40,11 +40,14 @@ pub fn forward_steps(params: &Params, x: &Steps, h: &mut Steps) {
     });
 }
 
-/// The input terms U x + b of the column-major columns `x` (width p) into `out` (width d).
+/// The input terms U x + b of the column-major columns `x` (width p) into `out` (width d),
+/// with b = b_ih + b_hh.
 pub fn input_term_into(params: &Params, x: &[f64], out: &mut [f64]) {
     let d = params.w_ih.nrows();
     for col in out.chunks_exact_mut(d) {
-        col.copy_from_slice(params.b.as_slice());
+        for ((o, b_ih), b_hh) in col.iter_mut().zip(params.b.iter()).zip(params.b_hh.iter()) {
+            *o = b_ih + b_hh;
+        }
     }
     step_product(params.w_ih.as_slice(), d, x, true, out);
 }

@@ -27,8 +27,9 @@ pub fn f_inverse(
     v: &DMatrix<f64>,
 ) -> DMatrix<f64> {
     let mut pre = v.map(f64::atanh) - x_t * params.w_ih.transpose();
+    let b = params.tanh_bias().transpose();
     for mut row in pre.row_iter_mut() {
-        row -= params.b.transpose();
+        row -= &b;
     }
     pre * p_inv.transpose()
 }

@@ -31,7 +31,11 @@ pub(crate) fn dispatch(
         model,
         shape,
         &ctx.history_kernels(seq.h.storage)?.forward,
-        vec![(4, seq.x.as_entire_binding()), (5, seq.h.binding())],
+        vec![
+            (4, seq.x.as_entire_binding()),
+            (5, seq.h.binding()),
+            (6, model.layout.b_hh.bind(&model.theta)),
+        ],
     )
 }
 

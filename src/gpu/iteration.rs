@@ -105,6 +105,8 @@ impl Workspace {
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
                     reduce(&seq.delta, ones(), Storage::F32, 1, l.b)?,
+                    // b_ih and b_hh enter as their sum: each has the sum's gradient.
+                    reduce(&seq.delta, ones(), Storage::F32, 1, l.b_hh)?,
                 ],
             ),
             // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here

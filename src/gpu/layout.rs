@@ -8,7 +8,7 @@
 //! the backend's `Storage` (f16 pads rows to even d; f16 only for the tanh RNN with the
 //! analytic inversion); δ [T, B, g·d] (g = 3 gates for the GRU, whose δ is dgh, with dgi
 //! beside it); the GRU's gates [T, B, 4d]; g_T [B, d]; parameters, gradients and
-//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b, [b_hh,] V, c)
+//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b_ih, b_hh, V, c)
 //! at offsets aligned for binding (`ParamLayout`).
 
 use nalgebra::DMatrix;
@@ -56,8 +56,8 @@ impl Slot {
     }
 }
 
-/// Offsets of the cell's tensors (`Params::tensors` order: W, U, b, for the GRU b_hh, then
-/// V, c) in the flat parameter buffers; each starts at a multiple of the device's
+/// Offsets of the cell's tensors (`Params::tensors` order: W, U, b_ih, b_hh, V, c) in the
+/// flat parameter buffers; each starts at a multiple of the device's
 /// storage-binding alignment so kernels can bind it alone.
 #[derive(Clone, Debug)]
 pub(crate) struct ParamLayout {
@@ -67,9 +67,9 @@ pub(crate) struct ParamLayout {
     pub w: Slot,
     /// w_ih [g·d, p].
     pub u: Slot,
-    /// b (the GRU's b_ih) [g·d].
+    /// b_ih [g·d].
     pub b: Slot,
-    /// The GRU's b_hh [3d]; empty and not among `slots()` for the tanh RNN.
+    /// b_hh [g·d].
     pub b_hh: Slot,
     pub v: Slot,
     pub c: Slot,
@@ -91,11 +91,7 @@ impl ParamLayout {
             end = (end + len.max(1)).next_multiple_of(align);
             s
         };
-        let (w, u, b) = (slot(g * d * d), slot(g * d * p), slot(g * d));
-        let b_hh = match cell {
-            CellKind::Gru => slot(g * d),
-            CellKind::Tanh => Slot { start: 0, len: 0 },
-        };
+        let (w, u, b, b_hh) = (slot(g * d * d), slot(g * d * p), slot(g * d), slot(g * d));
         let (v, c) = (slot(q * d), slot(q));
         Self {
             cell,
@@ -112,10 +108,7 @@ impl ParamLayout {
 
     /// The slots in `Params::tensors` order.
     pub fn slots(&self) -> Vec<Slot> {
-        match self.cell {
-            CellKind::Tanh => vec![self.w, self.u, self.b, self.v, self.c],
-            CellKind::Gru => vec![self.w, self.u, self.b, self.b_hh, self.v, self.c],
-        }
+        vec![self.w, self.u, self.b, self.b_hh, self.v, self.c]
     }
 
     /// All-zero parameters of this layout's cell and sizes.

@@ -65,6 +65,7 @@ pub(crate) fn dispatch(
             (5, seq.h.binding()),
             (6, seq.g_top.as_entire_binding()),
             (7, seq.dv.binding()),
+            (8, l.b_hh.bind(&model.theta)),
         ],
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )?;

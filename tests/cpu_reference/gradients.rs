@@ -57,6 +57,8 @@ fn as_params(g: RnnGrads, params: &Params) -> Params {
     Params {
         w_hh: g.w_hh,
         w_ih: g.w_ih,
+        // The two biases enter as their sum: each has its gradient.
+        b_hh: g.b.clone(),
         b: g.b,
         ..Params::zeros(params.dims())
     }
@@ -161,7 +163,7 @@ fn head_gradients_match_finite_differences() {
                 &head_only,
                 &params,
                 s.t,
-                3..5,
+                4..6,
                 |p| naive_head_loss(p, &h_last, &y, loss),
                 &what,
             );
@@ -196,7 +198,7 @@ fn surrogate_gradient_through_time_matches_finite_differences() {
             &as_params(g, &params),
             &params,
             s.t,
-            0..3,
+            0..4,
             |p| naive_surrogate(p, &batch, &v),
             &format!("TP through time {s:?}"),
         );
@@ -223,7 +225,7 @@ fn surrogate_gradient_local_matches_finite_differences() {
             &as_params(g, &params),
             &params,
             s.t,
-            0..3,
+            0..4,
             |p| naive_local_surrogate(p, &batch, &h, &v),
             &format!("TP local {s:?}"),
         );
@@ -262,7 +264,7 @@ fn tp_iteration_gradients_match_finite_differences() {
                         &trace.grads,
                         &params,
                         s.t,
-                        0..3,
+                        0..4,
                         |p| naive_surrogate(p, &batch, &v),
                         &what,
                     ),
@@ -270,7 +272,7 @@ fn tp_iteration_gradients_match_finite_differences() {
                         &trace.grads,
                         &params,
                         s.t,
-                        0..3,
+                        0..4,
                         |p| naive_local_surrogate(p, &batch, &trace.h, &v),
                         &what,
                     ),
@@ -279,7 +281,7 @@ fn tp_iteration_gradients_match_finite_differences() {
                     &trace.grads,
                     &params,
                     s.t,
-                    3..5,
+                    4..6,
                     |p| naive_loss(p, &batch, loss),
                     &what,
                 );

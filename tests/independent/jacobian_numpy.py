@@ -62,10 +62,12 @@ class Gru:
 
 
 class Tanh:
-    names = ["rnn.w_hh", "rnn.w_ih", "rnn.b"]
+    names = ["rnn.w_hh", "rnn.w_ih", "rnn.b_ih", "rnn.b_hh"]
 
     def __init__(self, P):
-        self.W, self.U, self.b = (P[n] for n in self.names)
+        self.W, self.U = P["rnn.w_hh"], P["rnn.w_ih"]
+        # PyTorch's two biases, which add.
+        self.b = P["rnn.b_ih"] + P["rnn.b_hh"]
         self.d = self.W.shape[0]
 
     def step(self, h, x):
@@ -76,7 +78,7 @@ class Tanh:
 
     def param_grads(self, h, x, e):
         delta = (1 - self.step(h, x) ** 2) * e
-        return [np.outer(delta, h), np.outer(delta, x), delta]
+        return [np.outer(delta, h), np.outer(delta, x), delta, delta]
 
 
 def main():

@@ -20,7 +20,9 @@ def main():
     lr_target, reg = float(lr_target), float(reg)
     P = {k: v.astype(np.float64) for k, v in load_file(params_path).items()}
     batch = load_file(batch_path)
-    W, U, b, V, c = P["rnn.w_hh"], P["rnn.w_ih"], P["rnn.b"], P["head.w"], P["head.b"]
+    W, U, V, c = P["rnn.w_hh"], P["rnn.w_ih"], P["head.w"], P["head.b"]
+    # PyTorch's two biases, which add.
+    b = P["rnn.b_ih"] + P["rnn.b_hh"]
     x = batch["x"].astype(np.float64)
     y = batch["y"]
     B, T, _ = x.shape
@@ -78,7 +80,8 @@ def main():
         rnn = backprop(lambda s, t: h[t, s] - v[t, s], tp_grad == "through-time")
         out["v"] = v
         out["p_inv"] = Pinv
-    grads["rnn.w_hh"], grads["rnn.w_ih"], grads["rnn.b"] = rnn
+    grads["rnn.w_hh"], grads["rnn.w_ih"], grads["rnn.b_ih"] = rnn
+    grads["rnn.b_hh"] = grads["rnn.b_ih"]
     out.update({"grad." + k: g for k, g in grads.items()})
 
     compare(out, trace_path)
