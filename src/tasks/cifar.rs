@@ -135,17 +135,19 @@ fn records_in(len: u64) -> Result<usize> {
         len > 0,
         "the file is empty (records are {RECORD} bytes: a label byte and {PIXELS} pixels)"
     );
+    ensure!(
+        len <= (MAX_RECORDS * RECORD) as u64,
+        "longer than the {MAX_RECORDS} records of {RECORD} bytes ({} bytes) that a file of \
+         the layout holds",
+        MAX_RECORDS * RECORD
+    );
     let (whole, rest) = (len / RECORD as u64, len % RECORD as u64);
     ensure!(
         rest == 0,
         "truncated or of the wrong size: {len} bytes are {whole} records of {RECORD} bytes \
          and {rest} bytes more"
     );
-    ensure!(
-        whole <= MAX_RECORDS as u64,
-        "{whole} records ({len} bytes), more than the {MAX_RECORDS} of a file of the layout"
-    );
-    // Within MAX_RECORDS, so it fits any usize.
+    // At most MAX_RECORDS, so it fits any usize.
     Ok(whole as usize)
 }
 

@@ -81,3 +81,29 @@ pub fn write_tiny_mnist(dir: &Path) {
         .unwrap();
     }
 }
+
+/// A CIFAR-10 binary directory: the five training files with `train[i]` records each, and
+/// `test` records in test_batch.bin. Record n (counted over the training files, then the
+/// test file) has label `3n mod 10` and pixel j `(31n + 7j + 50·channel) mod 256`, so
+/// every image differs from the others and within each plane.
+pub fn write_tiny_cifar(dir: &Path, train: [usize; 5], test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut n = 0;
+    let mut records = |count: usize| -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for _ in 0..count {
+            bytes.push((3 * n % 10) as u8);
+            bytes.extend((0..3072).map(|j| ((31 * n + 7 * j + 50 * (j / 1024)) % 256) as u8));
+            n += 1;
+        }
+        bytes
+    };
+    for (i, &count) in train.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("data_batch_{}.bin", i + 1)),
+            records(count),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), records(test)).unwrap();
+}
