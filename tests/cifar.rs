@@ -4,16 +4,17 @@
 //! end on both backends, checked against an independent NumPy reading of the files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tpri::tasks::cifar::{self, MEAN, PIXELS, RECORD, STD, TEST_FILE};
 use tpri::tasks::{build_task, PixelDataset, Task, TaskSpec};
-use tpri::tensor_file::read_tensors;
 
 mod cli_support;
+mod support;
 mod task_support;
 
-use cli_support::{scratch, tpri, write_tiny_cifar};
+use cli_support::{floats, ok, python_agrees, scratch, tpri, write_tiny_cifar};
+use support::{check, column};
 use task_support::{assert_shape, labels, sequence};
 
 /// Records per training file and in the test file of the tests' directories.
@@ -301,50 +302,13 @@ fn permuted_pixels_are_one_seeded_bijection_across_channels_shared_with_evaluati
 
 // ---------- the command line ----------
 
-/// Runs `tpri` with `args`, asserting success; its stdout.
-fn ok(args: &[&str]) -> String {
-    let out = tpri(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Checks a batch file against `tests/independent/cifar_numpy.py` (needs python3 with
-/// numpy and safetensors, as the other independent checks).
+/// Checks a batch file against `tests/independent/cifar_numpy.py`.
 fn numpy_agrees(data: &Path, batch: &Path, chunk: usize, standardize: bool, rows: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/cifar_numpy.py");
-    let out: Output = Command::new("python3")
-        .arg(script)
-        .arg(data)
-        .arg(batch)
-        .arg(chunk.to_string())
-        .arg(if standardize { "1" } else { "0" })
-        .arg(rows)
-        .output()
-        .expect("python3 with numpy and safetensors is needed for this test");
-    assert!(
-        out.status.success(),
-        "{} ({rows}, k = {chunk}) disagrees with NumPy, or python3 lacks numpy/safetensors:\n{}{}",
-        batch.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn float(path: &Path, name: &str) -> Vec<f64> {
-    match &read_tensors(path).unwrap()[name].data {
-        tpri::tensor_file::TensorData::Float(v) => v.clone(),
-        tpri::tensor_file::TensorData::Int(_) => panic!("{name} is not float"),
-    }
-}
-
-fn relative_error(got: &[f64], want: &[f64]) -> f64 {
-    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let diff: Vec<f64> = got.iter().zip(want).map(|(g, w)| g - w).collect();
-    norm(&diff) / norm(want).max(1e-300)
+    let (data, batch) = (data.to_str().unwrap(), batch.to_str().unwrap());
+    let (chunk, standardize) = (chunk.to_string(), if standardize { "1" } else { "0" });
+    let what = format!("{batch} ({rows}, k = {chunk})");
+    python_agrees(&script, &[data, batch, &chunk, standardize, rows], &what);
 }
 
 /// `tpri train --task pixel --dataset cifar10` with the published presets on the CPU and
@@ -458,8 +422,8 @@ fn train_batch_and_trace_run_end_to_end_on_both_backends() {
     };
     let (cpu, gpu) = (trace("cpu"), trace("gpu"));
     for name in ["loss", "h", "grad.rnn.w_hh", "grad.rnn.w_ih", "grad.head.w"] {
-        let err = relative_error(&float(&gpu, name), &float(&cpu, name));
-        assert!(err < 1e-4, "{name}: gpu against cpu {err:e}");
+        let (g, c) = (floats(&gpu, name), floats(&cpu, name));
+        check(name, &column(&g), &column(&c), 1e-4);
     }
 }
 
