@@ -106,7 +106,8 @@ pub mod prelude {
     pub use crate::model::{CellKind, Dims, Params};
     pub use crate::optimizer_state::OptState;
     pub use crate::tasks::{
-        build_task, Adding, Batch, PixelOptions, PixelTask, Targets, Task, TaskSpec, TemporalOrder,
+        build_task, Adding, Batch, PixelDataset, PixelOptions, PixelTask, Targets, Task, TaskSpec,
+        TemporalOrder,
     };
     pub use crate::train::{train, Record, RunConfig, RunSink, Summary, TrainState};
 }

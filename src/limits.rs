@@ -376,8 +376,9 @@ impl Workload {
 
 /// The sizes of a training run, named as its settings (`train::RunConfig`) name them.
 ///
-/// The pixel task's sizes are MNIST's (28×28 images, 10 classes): its files are read
-/// later, and a task of other images is checked again when its batches are made.
+/// The pixel task's sizes are its dataset's (28×28 images for MNIST, 3×32×32 for
+/// CIFAR-10; 10 classes): its files are read later, and a task of other images is checked
+/// again when its batches are made.
 pub fn run_workload(
     task: &TaskSpec,
     cell: CellKind,

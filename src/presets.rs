@@ -4,15 +4,37 @@ use anyhow::{bail, Result};
 
 use crate::config::{Hyper, Inversion, Method, OptimizerConfig, OptimizerKind, TpConfig};
 use crate::model::CellKind;
-use crate::tasks::TaskSpec;
+use crate::tasks::{PixelDataset, TaskSpec};
 use crate::train::RunConfig;
 
 /// Where `tpri train` looks for MNIST-layout files by default (Debian's
 /// `dataset-fashion-mnist` package).
 pub const DEFAULT_PIXEL_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
+/// Where `tpri train` looks for CIFAR-10 by default: the directory that the binary
+/// version's archive, `cifar-10-binary.tar.gz`, unpacks to (relative to the working
+/// directory).
+pub const DEFAULT_CIFAR_DIR: &str = "cifar-10-batches-bin";
+
+/// The pixel task on `dataset` with its defaults: its default directory, one value per
+/// step, in storage order; CIFAR-10 standardized per channel as the published code does,
+/// MNIST-layout images scaled to [0, 1] only (as the published MNIST experiments).
+pub fn pixel_defaults(dataset: PixelDataset) -> TaskSpec {
+    let (dir, standardize) = match dataset {
+        PixelDataset::Mnist => (DEFAULT_PIXEL_DIR, false),
+        PixelDataset::Cifar10 => (DEFAULT_CIFAR_DIR, true),
+    };
+    TaskSpec::Pixel {
+        dir: dir.into(),
+        dataset,
+        chunk: 1,
+        standardize,
+        permuted: false,
+    }
+}
+
 /// Preset names with a one-line description, in the order `tpri train --help` lists them.
-pub const PRESETS: [(&str, &str); 14] = [
+pub const PRESETS: [(&str, &str); 16] = [
     (
         "temporal-order-60-tp",
         "temporal order T=60, TP-RI lr 0.1, lr_target 0.01, r 10",
@@ -57,6 +79,14 @@ pub const PRESETS: [(&str, &str); 14] = [
     (
         "fashion-mnist-gru-bp",
         "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU, BPTT SGD lr 1e-2",
+    ),
+    (
+        "cifar10-tp",
+        "pixel-by-pixel CIFAR-10 T=3072, B=16, TP-RI lr 1e-2, lr_target 1e-2, r 10",
+    ),
+    (
+        "cifar10-bp",
+        "pixel-by-pixel CIFAR-10 T=3072, B=16, BPTT SGD lr 1e-3",
     ),
     (
         "adding-30-tp-quick",
@@ -105,6 +135,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
     let pixel = |permuted: bool, hyper: Hyper| RunConfig {
         task: TaskSpec::Pixel {
             dir: DEFAULT_PIXEL_DIR.into(),
+            dataset: PixelDataset::Mnist,
             chunk: 1,
             standardize: false,
             permuted,
@@ -124,6 +155,12 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         },
         ..cfg
     };
+    let cifar10 = |hyper: Hyper| RunConfig {
+        task: pixel_defaults(PixelDataset::Cifar10),
+        batch_size: 16,
+        hyper,
+        ..RunConfig::default()
+    };
     let order = |seq_len| TaskSpec::TemporalOrder { seq_len };
     let adding = TaskSpec::Adding { seq_len: 30 };
     Ok(match name {
@@ -139,6 +176,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "permuted-mnist-bp" => pixel(true, bp(1e-4, OptimizerKind::Sgd)),
         "fashion-mnist-gru-tp" => gru(pixel(false, tp(0.1, 0.01, 1.0))),
         "fashion-mnist-gru-bp" => gru(pixel(false, bp(1e-2, OptimizerKind::Sgd))),
+        "cifar10-tp" => cifar10(tp(1e-2, 1e-2, 10.0)),
+        "cifar10-bp" => cifar10(bp(1e-3, OptimizerKind::Sgd)),
         "adding-30-tp-quick" => RunConfig {
             iterations: 200,
             eval_every: 50,

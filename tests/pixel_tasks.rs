@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use rand::Rng;
 use tpri::config::Loss;
 use tpri::tasks::idx::{self, Images, Labeled};
-use tpri::tasks::{build_task, Batch, PixelOptions, PixelTask, Task, TaskSpec};
+use tpri::tasks::{build_task, Batch, PixelDataset, PixelOptions, PixelTask, Task, TaskSpec};
 
 mod support;
 mod task_support;
@@ -73,6 +73,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn small_images() -> Images {
     Images {
         count: 3,
+        channels: 1,
         rows: 2,
         cols: 3,
         pixels: (0..18).map(|v| v * 14).collect(),
@@ -113,6 +114,7 @@ fn idx_round_trips_raw_and_gzipped() {
     );
     let empty = Images {
         count: 0,
+        channels: 1,
         rows: 28,
         cols: 28,
         pixels: vec![],
@@ -284,6 +286,7 @@ fn test_set(count: usize) -> Labeled {
     let pixels = (0..count).flat_map(test_image).collect();
     let images = Images {
         count,
+        channels: 1,
         rows: SIDE,
         cols: SIDE,
         pixels,
@@ -314,6 +317,7 @@ fn mnist_dir(name: &str, train: &Labeled, eval: &Labeled) -> TempDir {
 fn pixel_spec(dir: &Path, chunk: usize, standardize: bool, permuted: bool) -> TaskSpec {
     TaskSpec::Pixel {
         dir: dir.to_path_buf(),
+        dataset: PixelDataset::Mnist,
         chunk,
         standardize,
         permuted,
@@ -325,6 +329,7 @@ fn options(chunk: usize, standardize: bool, permuted: bool) -> PixelOptions {
         chunk,
         standardize,
         permuted,
+        dataset: PixelDataset::Mnist,
     }
 }
 
@@ -433,6 +438,7 @@ fn standardized_pixels_have_zero_mean_and_unit_variance_over_the_training_set() 
     let flat = Labeled {
         images: Images {
             count: 1,
+            channels: 1,
             rows: 2,
             cols: 2,
             pixels: vec![9; 4],
@@ -522,6 +528,7 @@ fn pixel_sets_of_different_image_sizes_are_rejected() {
     let small = Labeled {
         images: Images {
             count: 1,
+            channels: 1,
             rows: 2,
             cols: 2,
             pixels: vec![0, 1, 2, 3],

@@ -106,6 +106,7 @@ fn the_issues_sizes_are_refused_before_any_allocation() {
     assert!(msg.contains("TaskSpec::seq_len"), "{msg}");
     let pixel = TaskSpec::Pixel {
         dir: "/nonexistent".into(),
+        dataset: PixelDataset::Mnist,
         chunk: 0,
         standardize: false,
         permuted: false,
@@ -380,13 +381,20 @@ fn paths_that_are_not_files_are_named_for_what_they_are() {
         let data = dir.join(format!("data-{i}"));
         std::fs::create_dir_all(&data).unwrap();
         std::os::unix::fs::symlink(&path, data.join("train-images-idx3-ubyte")).unwrap();
-        let options = PixelOptions {
-            chunk: 1,
-            standardize: false,
-            permuted: false,
-        };
-        let msg = format!("{:#}", PixelTask::load(&data, options, 0, 10).unwrap_err());
-        assert!(!msg.contains("missing IDX"), "{kind}: {msg}");
+        std::os::unix::fs::symlink(&path, data.join("data_batch_1.bin")).unwrap();
+        for dataset in [PixelDataset::Mnist, PixelDataset::Cifar10] {
+            let options = PixelOptions {
+                chunk: 1,
+                standardize: false,
+                permuted: false,
+                dataset,
+            };
+            let msg = format!("{:#}", PixelTask::load(&data, options, 0, 10).unwrap_err());
+            assert!(
+                msg.contains(kind) && !msg.contains("missing"),
+                "{kind}: {msg}"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -785,6 +793,7 @@ fn one_case(rng: &mut ChaCha8Rng, oks: &mut Oks) {
         1 => TaskSpec::TemporalOrder { seq_len: t },
         _ => TaskSpec::Pixel {
             dir: "/nonexistent/tpri".into(),
+            dataset: pick(rng, &[PixelDataset::Mnist, PixelDataset::Cifar10]),
             chunk: size(rng),
             standardize: rng.random(),
             permuted: rng.random(),

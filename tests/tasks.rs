@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use tpri::config::Loss;
-use tpri::tasks::{build_task, Batch, Targets, Task, TaskSpec};
+use tpri::tasks::{build_task, Batch, PixelDataset, Targets, Task, TaskSpec};
 
 mod task_support;
 
@@ -234,7 +234,11 @@ fn task_spec_reads_and_writes_config_files() {
         ("name = \"adding\"\nseq_len = 30\n", TaskSpec::Adding { seq_len: 30 }),
         (
             "name = \"pixel\"\ndir = \"/data/mnist\"\nchunk = 4\nstandardize = true\npermuted = false\n",
-            TaskSpec::Pixel { dir: "/data/mnist".into(), chunk: 4, standardize: true, permuted: false },
+            TaskSpec::Pixel { dir: "/data/mnist".into(), dataset: PixelDataset::Mnist, chunk: 4, standardize: true, permuted: false },
+        ),
+        (
+            "name = \"pixel\"\ndir = \"c\"\ndataset = \"cifar10\"\nchunk = 1\nstandardize = true\npermuted = true\n",
+            TaskSpec::Pixel { dir: "c".into(), dataset: PixelDataset::Cifar10, chunk: 1, standardize: true, permuted: true },
         ),
     ];
     for (text, spec) in cases {

@@ -2,7 +2,6 @@
 //! implementation of docs/ALGORITHM.md, and bad inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::iteration::iteration;
@@ -15,7 +14,7 @@ use tpri::tensor_file::{
 mod cli_support;
 mod support;
 
-use cli_support::{scratch, tpri};
+use cli_support::{floats, python_agrees, scratch, tpri};
 use support::{check, column, random_problem, rng, Init, Shape};
 
 /// The shared random problem at one seed, with B sequences of length T for `dims`: the
@@ -34,13 +33,6 @@ fn problem(
     let shape = Shape::new(b, t, dims.input, dims.hidden, dims.output);
     let init = Init::Library { seed, gain };
     random_problem(&mut rng(seed), cell, shape, loss, init)
-}
-
-fn floats(path: &Path, name: &str) -> Vec<f64> {
-    match &read_tensors(path).unwrap()[name].data {
-        TensorData::Float(v) => v.clone(),
-        TensorData::Int(_) => panic!("{name} is not float"),
-    }
 }
 
 /// Writes `params` and `batch` into `dir`, runs `tpri trace` on them with `flags`, and
@@ -243,20 +235,9 @@ fn loss_flag(loss: Loss) -> &'static str {
 }
 
 /// Runs an independent implementation on a trace's params, batch and output files.
-/// Needs python3 with numpy and safetensors (`.ci/run` installs them).
 fn numpy_agrees(script: &Path, paths: &[PathBuf; 3], args: &[&str], what: &str) {
-    let check = Command::new("python3")
-        .arg(script)
-        .args(paths.each_ref().map(|p| p.to_str().unwrap()))
-        .args(args)
-        .output()
-        .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
-    assert!(
-        check.status.success(),
-        "{what} disagrees or python3 lacks numpy/safetensors:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let files = paths.each_ref().map(|p| p.to_str().unwrap());
+    python_agrees(script, &[&files[..], args].concat(), what);
 }
 
 /// Checks GRU traces (BP; TP-RI through time and local) and the tanh RNN's jacobian

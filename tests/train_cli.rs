@@ -7,17 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cli_support;
 
-use cli_support::{scratch, small, strs, tpri, write_tiny_mnist};
-
-fn ok(args: &[&str]) -> String {
-    let o = tpri(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use cli_support::{ok, scratch, small, strs, tpri, write_tiny_mnist};
 
 /// Drops the wall-clock column from the log, which legitimately differs between runs.
 fn log_without_time(dir: &Path) -> Vec<String> {

@@ -1,5 +1,6 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
+mod batch;
 mod bench;
 mod bench_args;
 mod bench_report;
@@ -57,6 +58,9 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
     Bench(Box<bench::BenchArgs>),
+    /// Write one batch of a run's task (the sequences `tpri train` feeds the model) as the
+    /// batch file `tpri trace` reads.
+    Batch(batch::BatchArgs),
     /// Write a run's parameters (or a parameter file's) under PyTorch's names, or back.
     ///
     /// The output loads into a module holding an `nn.RNN(p, d)` as `rnn` (tanh cell) or an
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => plot::plot(args),
         Command::Bench(args) => bench::run(*args).map_err(|e| errors::for_cli(e, errors::BENCH)),
         Command::Export(args) => export::run(args).map_err(|e| errors::for_cli(e, &[])),
+        Command::Batch(args) => batch::run(args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
         Command::Sweep(args) => sweep::run(*args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {

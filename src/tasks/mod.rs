@@ -1,4 +1,5 @@
-//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators and pixel sequences from IDX files.
+//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators and pixel
+//! sequences from IDX files (MNIST, Fashion-MNIST) or CIFAR-10's binary files.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Loss;
 
 pub mod adding;
+pub mod cifar;
 pub mod idx;
 pub mod pixel;
 mod stream;
@@ -16,7 +18,7 @@ mod synthetic;
 pub mod temporal_order;
 
 pub use adding::Adding;
-pub use pixel::{PixelOptions, PixelTask};
+pub use pixel::{PixelDataset, PixelOptions, PixelTask};
 pub use temporal_order::TemporalOrder;
 
 /// What a batch is scored against.
@@ -85,11 +87,15 @@ pub enum TaskSpec {
     },
     /// Pixel sequences ([`PixelTask`]).
     Pixel {
-        /// The MNIST-layout directory of IDX files (train-/t10k- images and labels).
+        /// The directory of the dataset's files (MNIST layout: train-/t10k- images and
+        /// labels; CIFAR-10: data_batch_1.bin … data_batch_5.bin, test_batch.bin).
         dir: PathBuf,
-        /// Pixels per step k (T = 784 / k).
+        /// Which layout `dir` holds (absent in config files written before CIFAR-10: MNIST).
+        #[serde(default)]
+        dataset: PixelDataset,
+        /// Pixels per step k (T = 784 / k for MNIST, 3072 / k for CIFAR-10).
         chunk: usize,
-        /// Standardize pixels with the training set's statistics.
+        /// Standardize pixels per channel ([`PixelDataset`] says with which statistics).
         standardize: bool,
         /// Apply a fixed seeded permutation to the pixels.
         permuted: bool,
@@ -99,9 +105,9 @@ pub enum TaskSpec {
 impl TaskSpec {
     /// The input size p, output size q and sequence length T of the task's batches, from
     /// the settings alone (nothing is read or drawn); a length the synthetic tasks cannot
-    /// have (T < 10) is an error. The pixel task's are MNIST's: k
-    /// pixels of 28×28 images per step, 10 classes (its files are read later, and checked
-    /// then).
+    /// have (T < 10) is an error. The pixel task's are its dataset's: k values of 28×28
+    /// (MNIST) or 3×32×32 (CIFAR-10) images per step, 10 classes (its files are read
+    /// later, and checked then).
     pub fn sizes(&self) -> Result<(usize, usize, usize)> {
         Ok(match self {
             TaskSpec::TemporalOrder { seq_len } => {
@@ -114,15 +120,16 @@ impl TaskSpec {
                 let (p, q) = adding::SIZES;
                 (p, q, *seq_len)
             }
-            TaskSpec::Pixel { chunk, .. } => {
+            TaskSpec::Pixel { chunk, dataset, .. } => {
+                let size = dataset.image_size();
                 if *chunk == 0 {
                     return Err(crate::error::Error::setting(
                         "TaskSpec::Pixel::chunk",
-                        "the pixel chunk k must be at least 1 (it must divide the image size, 784)",
+                        format!("the pixel chunk k must be at least 1 (it must divide the image size, {size})"),
                     )
                     .into());
                 }
-                (*chunk, idx::CLASSES, pixel::MNIST_PIXELS / chunk)
+                (*chunk, idx::CLASSES, size / chunk)
             }
         })
     }
@@ -163,7 +170,8 @@ pub trait Task: Send + Sync {
 }
 
 /// Builds a task; `eval_size` is the number of held-out sequences for synthetic tasks
-/// (pixel tasks use the t10k files, truncated to `eval_size` when it is smaller).
+/// (pixel tasks use the test files, t10k-* or test_batch.bin, truncated to `eval_size`
+/// when it is smaller).
 pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dyn Task>> {
     Ok(match spec {
         TaskSpec::TemporalOrder { seq_len } => {
@@ -172,6 +180,7 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
         TaskSpec::Adding { seq_len } => Box::new(Adding::new(*seq_len, seed, eval_size)?),
         TaskSpec::Pixel {
             dir,
+            dataset,
             chunk,
             standardize,
             permuted,
@@ -180,6 +189,7 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
                 chunk: *chunk,
                 standardize: *standardize,
                 permuted: *permuted,
+                dataset: *dataset,
             };
             Box::new(PixelTask::load(dir, options, seed, eval_size)?)
         }

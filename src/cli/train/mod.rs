@@ -11,9 +11,9 @@ use clap::{Args, ValueEnum};
 use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
 use tpri::figures::draw;
 use tpri::model::CellKind;
-use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
+use tpri::presets::{pixel_defaults, preset, DEFAULT_CIFAR_DIR, DEFAULT_PIXEL_DIR};
 use tpri::run_dir::RunDir;
-use tpri::tasks::TaskSpec;
+use tpri::tasks::{PixelDataset, TaskSpec};
 use tpri::train::{RunConfig, Session};
 
 use super::{open_backend, BackendArgs};
@@ -30,7 +30,8 @@ pub enum TaskName {
     TemporalOrder,
     /// Regress the mean of the two values marked in a sequence.
     Adding,
-    /// Pixel-by-pixel images from an MNIST-layout directory of IDX files.
+    /// Pixel-by-pixel images: an MNIST-layout directory of IDX files, or CIFAR-10
+    /// (--dataset).
     Pixel,
 }
 
@@ -66,13 +67,22 @@ pub struct TrainArgs {
     /// for temporal order].
     #[arg(long)]
     pub seq_len: Option<usize>,
-    #[arg(long, help = help("Directory with train-/t10k- images and labels (pixel task)", DEFAULT_PIXEL_DIR))]
+    /// Which files the pixel task reads (docs/ALGORITHM.md §6); naming another dataset
+    /// than the preset's or config's starts the pixel task from that dataset's defaults
+    /// [default: mnist].
+    #[arg(long, value_enum)]
+    pub dataset: Option<PixelDataset>,
+    #[arg(long, visible_alias = "data", help = help(
+        "Directory of the pixel task's files: train-/t10k- images and labels (mnist), or CIFAR-10's binary version, data_batch_1.bin … data_batch_5.bin and test_batch.bin (cifar10)",
+        format!("{DEFAULT_PIXEL_DIR} for mnist, {DEFAULT_CIFAR_DIR} for cifar10"),
+    ))]
     pub data_dir: Option<PathBuf>,
-    /// Pixels per step k (pixel task; T = 784 / k) [default: 1].
+    /// Pixels per step k (pixel task; T = 784 / k, or 3072 / k for cifar10) [default: 1].
     #[arg(long)]
     pub chunk: Option<usize>,
-    /// Standardize pixels with the training set's statistics (pixel task) [default:
-    /// false].
+    /// Standardize pixels per channel (pixel task): mnist with the training pixels' mean
+    /// and deviation, cifar10 with the published per-channel constants [default: false
+    /// for mnist, true for cifar10].
     #[arg(long)]
     pub standardize: Option<bool>,
     /// A fixed seeded permutation of the pixels (pixel task) [default: false].
@@ -357,24 +367,25 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
         Some(name) if name != kind => match name {
             TaskName::TemporalOrder => TaskSpec::TemporalOrder { seq_len: 60 },
             TaskName::Adding => TaskSpec::Adding { seq_len: 30 },
-            TaskName::Pixel => TaskSpec::Pixel {
-                dir: DEFAULT_PIXEL_DIR.into(),
-                chunk: 1,
-                standardize: false,
-                permuted: false,
-            },
+            TaskName::Pixel => pixel_defaults(a.dataset.unwrap_or_default()),
         },
         _ => base.clone(),
     };
+    if let (TaskSpec::Pixel { dataset, .. }, Some(wanted)) = (&task, a.dataset) {
+        if *dataset != wanted {
+            task = pixel_defaults(wanted);
+        }
+    }
     match &mut task {
         TaskSpec::TemporalOrder { seq_len } | TaskSpec::Adding { seq_len } => {
             set(seq_len, a.seq_len);
-            if a.data_dir.is_some()
+            if a.dataset.is_some()
+                || a.data_dir.is_some()
                 || a.chunk.is_some()
                 || a.standardize.is_some()
                 || a.permuted.is_some()
             {
-                bail!("--data-dir, --chunk, --standardize and --permuted apply to the pixel task only");
+                bail!("--dataset, --data-dir, --chunk, --standardize and --permuted apply to the pixel task only");
             }
         }
         TaskSpec::Pixel {
@@ -382,9 +393,10 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
             chunk,
             standardize,
             permuted,
+            ..
         } => {
             if a.seq_len.is_some() {
-                bail!("the pixel task's length is set by --chunk (T = 784 / k), not --seq-len");
+                bail!("the pixel task's length is set by --chunk (T = 784 / k, or 3072 / k for cifar10), not --seq-len");
             }
             set(dir, a.data_dir.clone());
             set(chunk, a.chunk);
@@ -417,8 +429,18 @@ fn default_name(cfg: &RunConfig) -> String {
         TaskSpec::TemporalOrder { seq_len } => format!("temporal-order-{seq_len}"),
         TaskSpec::Adding { seq_len } => format!("adding-{seq_len}"),
         TaskSpec::Pixel {
-            chunk, permuted, ..
-        } => format!("pixel{}-k{chunk}", if *permuted { "-permuted" } else { "" }),
+            dataset,
+            chunk,
+            permuted,
+            ..
+        } => format!(
+            "pixel{}{}-k{chunk}",
+            match dataset {
+                PixelDataset::Mnist => "",
+                PixelDataset::Cifar10 => "-cifar10",
+            },
+            if *permuted { "-permuted" } else { "" }
+        ),
     };
     let method = match cfg.hyper.method {
         Method::Tp => "tp",
