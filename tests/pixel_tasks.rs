@@ -317,6 +317,7 @@ fn pixel_spec(dir: &Path, chunk: usize, standardize: bool, permuted: bool) -> Ta
         chunk,
         standardize,
         permuted,
+        mean_std: None,
     }
 }
 
@@ -325,6 +326,7 @@ fn options(chunk: usize, standardize: bool, permuted: bool) -> PixelOptions {
         chunk,
         standardize,
         permuted,
+        mean_std: None,
     }
 }
 

@@ -109,6 +109,7 @@ fn the_issues_sizes_are_refused_before_any_allocation() {
         chunk: 0,
         standardize: false,
         permuted: false,
+        mean_std: None,
     };
     let (msg, _) = failure(
         "chunk 0",
@@ -381,6 +382,7 @@ fn paths_that_are_not_files_are_named_for_what_they_are() {
             chunk: 1,
             standardize: false,
             permuted: false,
+            mean_std: None,
         };
         let msg = format!("{:#}", PixelTask::load(&data, options, 0, 10).unwrap_err());
         assert!(!msg.contains("missing IDX"), "{kind}: {msg}");
@@ -785,6 +787,9 @@ fn one_case(rng: &mut ChaCha8Rng, oks: &mut Oks) {
             chunk: size(rng),
             standardize: rng.random(),
             permuted: rng.random(),
+            mean_std: rng
+                .random::<bool>()
+                .then(|| [rng.random_range(-1.0..1.0), rng.random_range(-0.1..1.0)]),
         },
     };
     let _ = tpri::tasks::build_task(&spec, 0, e);

@@ -89,10 +89,15 @@ pub enum TaskSpec {
         dir: PathBuf,
         /// Pixels per step k (T = 784 / k).
         chunk: usize,
-        /// Standardize pixels with the training set's statistics.
+        /// Standardize pixels with the training set's statistics (or `mean_std`).
         standardize: bool,
         /// Apply a fixed seeded permutation to the pixels.
         permuted: bool,
+        /// With `standardize`: the [mean, standard deviation] of pixels in [0, 1] to use
+        /// instead of the training set's (the published Fashion-MNIST experiment's are
+        /// [`pixel::FASHION_MNIST_MEAN_STD`]); absent, the training set's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mean_std: Option<[f64; 2]>,
     },
 }
 
@@ -114,7 +119,13 @@ impl TaskSpec {
                 let (p, q) = adding::SIZES;
                 (p, q, *seq_len)
             }
-            TaskSpec::Pixel { chunk, .. } => {
+            TaskSpec::Pixel {
+                chunk,
+                standardize,
+                mean_std,
+                ..
+            } => {
+                pixel::check_mean_std(*standardize, *mean_std)?;
                 if *chunk == 0 {
                     return Err(crate::error::Error::setting(
                         "TaskSpec::Pixel::chunk",
@@ -175,11 +186,13 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
             chunk,
             standardize,
             permuted,
+            mean_std,
         } => {
             let options = PixelOptions {
                 chunk: *chunk,
                 standardize: *standardize,
                 permuted: *permuted,
+                mean_std: *mean_std,
             };
             Box::new(PixelTask::load(dir, options, seed, eval_size)?)
         }

@@ -16,12 +16,17 @@ use crate::error::Error;
 use crate::files::not_a_file;
 
 /// How images become sequences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PixelOptions {
     /// Pixels per step, k; must divide the image size.
     pub chunk: usize,
-    /// Subtract the training-pixel mean and divide by their standard deviation.
+    /// Subtract the training-pixel mean and divide by their standard deviation (or
+    /// `mean_std`'s).
     pub standardize: bool,
+    /// With `standardize`: the mean and standard deviation to use instead of the training
+    /// pixels' (of pixels scaled to [0, 1]; the published Fashion-MNIST experiment's are
+    /// `FASHION_MNIST_MEAN_STD`).
+    pub mean_std: Option<[f64; 2]>,
     /// Read the pixels in a fixed seeded order instead of row-major.
     pub permuted: bool,
 }
@@ -114,7 +119,8 @@ impl PixelTask {
         } else {
             (0..size).collect()
         };
-        let value = pixel_values(&train, options.standardize)?;
+        check_mean_std(options.standardize, options.mean_std)?;
+        let value = pixel_values(&train, options.standardize, options.mean_std)?;
         Ok(Self {
             train,
             eval,
@@ -188,13 +194,42 @@ fn shape(set: &Labeled) -> (usize, usize) {
     (set.images.rows, set.images.cols)
 }
 
-/// The input value of every u8 pixel value. Standardization uses the mean and the
-/// (population) standard deviation over all training pixels, from a histogram so the
-/// sums are exact in count and cheap.
-fn pixel_values(train: &Labeled, standardize: bool) -> Result<[f64; 256]> {
+/// The constants the published Fashion-MNIST experiment standardizes its pixels with
+/// (torchvision's `Normalize((0.2860,), (0.3202,))`), as `[mean, std]` of pixels in [0, 1].
+pub const FASHION_MNIST_MEAN_STD: [f64; 2] = [0.2860, 0.3202];
+
+/// Refuses a `mean_std` without `standardize`, and a mean or standard deviation no
+/// standardization can use, naming the setting.
+pub(crate) fn check_mean_std(standardize: bool, mean_std: Option<[f64; 2]>) -> Result<()> {
+    let Some([mean, std]) = mean_std else {
+        return Ok(());
+    };
+    let problem = if !standardize {
+        "is given but standardize is false: it is what standardize uses".to_string()
+    } else if !(mean.is_finite() && std > 0.0 && std.is_finite()) {
+        format!(
+            "needs a finite mean and a positive, finite standard deviation, got [{mean}, {std}]"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::setting("TaskSpec::Pixel::mean_std", format!("mean_std {problem}")).into())
+}
+
+/// The input value of every u8 pixel value. Standardization uses `mean_std` when given,
+/// else the mean and the (population) standard deviation over all training pixels, from
+/// a histogram so the sums are exact in count and cheap.
+fn pixel_values(
+    train: &Labeled,
+    standardize: bool,
+    mean_std: Option<[f64; 2]>,
+) -> Result<[f64; 256]> {
     let scaled: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
     if !standardize {
         return Ok(scaled);
+    }
+    if let Some([mean, std]) = mean_std {
+        return Ok(scaled.map(|v| (v - mean) / std));
     }
     let mut counts = [0u64; 256];
     for &p in &train.images.pixels {
