@@ -412,8 +412,17 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
                 let [mean, std] = given[..] else {
                     bail!("--mean-std takes two numbers, MEAN,STD");
                 };
+                if a.standardize == Some(false) {
+                    bail!(
+                        "--mean-std standardizes the pixels: it cannot go with --standardize false"
+                    );
+                }
                 *mean_std = Some([mean, std]);
                 *standardize = true;
+            }
+            if a.standardize == Some(false) {
+                // No standardization at all: a preset's constants go too.
+                *mean_std = None;
             }
             set(standardize, a.standardize);
             set(permuted, a.permuted);
