@@ -658,7 +658,10 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
     let inversion = if rng.random_bool(0.8) {
         Inversion::default_for(cell)
     } else {
-        pick(rng, &[Inversion::Analytic, Inversion::Jacobian])
+        pick(
+            rng,
+            &[Inversion::Analytic, Inversion::Jacobian, Inversion::PerGate],
+        )
     };
     Hyper {
         method: pick(rng, &[Method::Tp, Method::Bp]),

@@ -572,6 +572,10 @@ fn bad_inputs_are_clear_errors() {
             "regularization",
         ),
         (
+            vec!["--params", gp, "--batch", gb, "--inversion", "per-gate"],
+            "--inversion: the per-gate inversion inverts the GRU's gate blocks",
+        ),
+        (
             vec![
                 "--params", gp, "--batch", gb, "--reg=-1", "--solver", "cholesky",
             ],

@@ -492,6 +492,38 @@ fn per_gate_gru_trains_on_both_backends() {
     ]);
     assert!(out.contains("eval loss"), "{out}");
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    // Without the preset's standardization: --standardize false drops its constants, and
+    // asking for both is refused, as are bad constants and constants for a task without
+    // pixels.
+    let base = [
+        "train",
+        "--preset",
+        "fashion-mnist-gru-tp",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    for (extra, needle) in [
+        (
+            &["--mean-std", "0.3,0"][..],
+            "--mean-std: the pixels' mean must be finite",
+        ),
+        (
+            &["--mean-std", "0.3,0.2", "--standardize", "false"][..],
+            "cannot go with --standardize false",
+        ),
+        (
+            &["--task", "adding", "--mean-std", "0.3,0.2"][..],
+            "apply to the pixel task only",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = tpri(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+    }
     for want in [
         "inversion = \"per-gate\"",
         "init = \"pytorch\"",

@@ -205,15 +205,18 @@ pub(crate) fn check_mean_std(standardize: bool, mean_std: Option<[f64; 2]>) -> R
         return Ok(());
     };
     let problem = if !standardize {
-        "is given but standardize is false: it is what standardize uses".to_string()
+        "the pixels' mean and standard deviation are given but standardize is false (they \
+         are what standardizing uses)"
+            .to_string()
     } else if !(mean.is_finite() && std > 0.0 && std.is_finite()) {
         format!(
-            "needs a finite mean and a positive, finite standard deviation, got [{mean}, {std}]"
+            "the pixels' mean must be finite and their standard deviation positive and \
+             finite, got [{mean}, {std}]"
         )
     } else {
         return Ok(());
     };
-    Err(Error::setting("TaskSpec::Pixel::mean_std", format!("mean_std {problem}")).into())
+    Err(Error::setting("TaskSpec::Pixel::mean_std", problem).into())
 }
 
 /// The input value of every u8 pixel value. Standardization uses `mean_std` when given,

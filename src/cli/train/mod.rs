@@ -83,7 +83,7 @@ pub struct TrainArgs {
     /// instead of the training set's, e.g. 0.2860,0.3202 as the published Fashion-MNIST
     /// experiment does (pixel task; implies --standardize true) [default: the training
     /// set's].
-    #[arg(long, value_delimiter = ',', num_args = 2, value_names = ["MEAN", "STD"])]
+    #[arg(long, value_delimiter = ',', value_name = "MEAN,STD")]
     pub mean_std: Option<Vec<f64>>,
     #[arg(long, value_enum, help = help("The recurrent cell (docs/ALGORITHM.md §1, §5); the GRU takes --inversion jacobian and --init pytorch unless told otherwise", name(defaults().cell)))]
     pub cell: Option<CellKind>,
@@ -112,7 +112,7 @@ pub struct TrainArgs {
     /// (GRU, §5) [default: analytic for the tanh RNN, jacobian for the GRU].
     #[arg(long, value_enum)]
     pub inversion: Option<Inversion>,
-    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4)", name(defaults().hyper.tp.solver)))]
+    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4), or how the per-gate inversion forms its P_g (§5)", name(defaults().hyper.tp.solver)))]
     pub solver: Option<Solver>,
     #[arg(long, help = super::cg_tol_help())]
     pub cg_tol: Option<f64>,
