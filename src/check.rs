@@ -77,7 +77,7 @@ pub struct Case {
 const JACOBIAN_MAX_ITER: usize = 16;
 
 /// A covering set of cases: sizes off the workgroup grid, both cells, every target mode,
-/// both inversions, both gradient modes, both losses, and BP.
+/// every inversion, both gradient modes, both losses, and BP.
 pub fn cases() -> Vec<Case> {
     let tp = |mode, grad, loss| Hyper {
         method: Method::Tp,
@@ -95,6 +95,11 @@ pub fn cases() -> Vec<Case> {
         let mut h = tp(TargetMode::Linearized, grad, loss);
         h.tp.inversion = Inversion::Jacobian;
         h.tp.cg_max_iter = JACOBIAN_MAX_ITER;
+        h
+    };
+    let per_gate = |grad, loss| {
+        let mut h = tp(TargetMode::Linearized, grad, loss);
+        h.tp.inversion = Inversion::PerGate;
         h
     };
     use CellKind::{Gru, Tanh};
@@ -159,26 +164,42 @@ pub fn cases() -> Vec<Case> {
         ("gru bp ce", Gru, bp(Loss::CrossEntropy)),
         ("gru bp mse", Gru, bp(Loss::Mse)),
     ];
+    // After all the others, so that adding them kept every earlier case's index, and with
+    // it its seed (`run_checks`).
+    let later = [
+        (
+            "gru tp per-gate",
+            Gru,
+            per_gate(TpGrad::ThroughTime, Loss::CrossEntropy),
+        ),
+        (
+            "gru tp per-gate local",
+            Gru,
+            per_gate(TpGrad::Local, Loss::Mse),
+        ),
+    ];
     let mut out = Vec::new();
-    for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
-        for (j, (label, cell, hyper)) in settings.iter().enumerate() {
-            // Every setting on the first two shapes; one each on the others.
-            if i >= 2 && j % 2 != i % 2 {
-                continue;
+    for group in [&settings[..], &later[..]] {
+        for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
+            for (j, (label, cell, hyper)) in group.iter().enumerate() {
+                // Every setting on the first two shapes; one each on the others.
+                if i >= 2 && j % 2 != i % 2 {
+                    continue;
+                }
+                let q = if hyper.loss == Loss::Mse { 1 } else { 4 };
+                out.push(Case {
+                    name: format!("{label} d={d} T={t} B={b}"),
+                    cell: *cell,
+                    dims: Dims {
+                        input: p,
+                        hidden: d,
+                        output: q,
+                    },
+                    batch: b,
+                    seq_len: t,
+                    hyper: hyper.clone(),
+                });
             }
-            let q = if hyper.loss == Loss::Mse { 1 } else { 4 };
-            out.push(Case {
-                name: format!("{label} d={d} T={t} B={b}"),
-                cell: *cell,
-                dims: Dims {
-                    input: p,
-                    hidden: d,
-                    output: q,
-                },
-                batch: b,
-                seq_len: t,
-                hyper: hyper.clone(),
-            });
         }
     }
     out
@@ -186,7 +207,8 @@ pub fn cases() -> Vec<Case> {
 
 /// Random parameters near the trained regime and a random batch for `case`: for the tanh
 /// RNN an orthogonal W scaled below 1 and small biases; for the GRU PyTorch's
-/// initialisation (every tensor uniform in ±1/√d, biases included).
+/// initialisation (the cell's tensors uniform in ±1/√d, biases included) and a small
+/// random head bias.
 pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = Params::init_of(case.cell, case.dims, seed);
@@ -202,8 +224,8 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
         params.w_hh *= 0.9;
         params.b = noise(d, 1, 0.1);
         params.b_hh = noise(d, 1, 0.1);
-        params.head_b = noise(q, 1, 0.1);
     }
+    params.head_b = noise(q, 1, 0.1);
     let x = (0..case.seq_len)
         .map(|_| noise(case.batch, p, 1.0))
         .collect();
@@ -254,6 +276,11 @@ pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
     }
     if let (Some(pa), Some(pb)) = (&a.p_inv, &b.p_inv) {
         out.push(("p_inv".into(), rel(&[pa], &[pb])));
+    }
+    // The per-gate inversion's P_r, P_z, P_n, stacked: one entry in the column of P.
+    if let (Some(pa), Some(pb)) = (&a.p_gates, &b.p_gates) {
+        let (pa, pb): (Vec<_>, Vec<_>) = pa.iter().zip(pb).unzip();
+        out.push(("p_inv".into(), rel(&pa, &pb)));
     }
     out.push(("loss".into(), ((a.loss - b.loss) / b.loss).abs()));
     for ((name, ga), (_, gb)) in a.grads.tensors().into_iter().zip(b.grads.tensors()) {
@@ -352,6 +379,7 @@ mod tests {
             (CellKind::Tanh, Inversion::Analytic),
             (CellKind::Tanh, Inversion::Jacobian),
             (CellKind::Gru, Inversion::Jacobian),
+            (CellKind::Gru, Inversion::PerGate),
         ] {
             assert!(all.iter().any(|c| c.cell == cell
                 && c.hyper.method == Method::Tp

@@ -79,8 +79,13 @@ pub enum Inversion {
     /// The tanh RNN's closed form through `P = (WᵀW + rI)⁻¹Wᵀ`, in any target mode.
     Analytic,
     /// Any cell: `(J_tᵀJ_t + rI)⁻¹ J_tᵀ (v_t − h_t)` by per-step batched CG from Jacobian
-    /// products (linearized targets only). The GRU's only inversion.
+    /// products (linearized targets only). The GRU's default.
     Jacobian,
+    /// The GRU only: the published code's inversion, the cell's transposed Jacobian with
+    /// each gate block's `W_gᵀ` replaced by `P_g = (W_gᵀW_g + rI)⁻¹W_gᵀ` and each sigmoid
+    /// derivative divided by instead of multiplied (linearized targets only; the three P_g
+    /// formed as `Solver` says: CG, or Cholesky on the CPU). docs/ALGORITHM.md §5.
+    PerGate,
 }
 
 impl Inversion {
@@ -152,7 +157,8 @@ pub struct TpConfig {
     /// The inversion: `Analytic` by default, which the GRU lacks; see
     /// [`TpConfig::for_cell`] and [`Inversion::default_for`].
     pub inversion: Inversion,
-    /// How P is applied (analytic inversion only; the jacobian one always solves per step).
+    /// How P is applied (analytic inversion), or how the per-gate inversion forms its three
+    /// P_g (`Cg`, `Cholesky`; `Auto` is `Cg`); the jacobian one always solves per step.
     pub solver: Solver,
     /// Relative residual at which CG stops; `None` takes the backend's default
     /// (`CPU_CG_TOL` in f64, looser on f32 GPUs).
@@ -298,11 +304,16 @@ impl Hyper {
                     "the CG iteration cap must be at least 1".into(),
                 );
             }
-            if t.inversion == Inversion::Jacobian && t.target_mode != TargetMode::Linearized {
+            let name = match t.inversion {
+                Inversion::Analytic => None,
+                Inversion::Jacobian => Some("jacobian"),
+                Inversion::PerGate => Some("per-gate"),
+            };
+            if let Some(name) = name.filter(|_| t.target_mode != TargetMode::Linearized) {
                 return bad(
                     "Hyper::tp.target_mode",
                     format!(
-                        "the jacobian inversion gives linearized targets only, not target mode {:?}",
+                        "the {name} inversion gives linearized targets only, not target mode {:?}",
                         t.target_mode
                     ),
                 );

@@ -65,6 +65,7 @@ pub mod error;
 pub mod figures;
 pub mod files;
 pub mod gpu;
+pub mod init;
 pub mod kernel_io;
 pub mod limits;
 pub mod memory;

@@ -33,8 +33,10 @@ pub struct Workload {
     pub eval_size: usize,
     /// TP-RI (with its targets and solve) or BPTT.
     pub method: Method,
-    /// Whether TP-RI forms P = (WᵀW + rI)⁻¹Wᵀ (the analytic inversion).
-    pub forms_p: bool,
+    /// How many d×d regularized inverses TP-RI forms once per iteration: 1 for
+    /// P = (WᵀW + rI)⁻¹Wᵀ (the analytic inversion), 3 for the GRU's per-gate P_g, 0 when
+    /// it solves at every step (the jacobian inversion) or for BPTT.
+    pub inverses: usize,
     /// What the messages call each size.
     pub names: &'static FieldNames,
 }
@@ -111,7 +113,11 @@ impl Workload {
             batch,
             eval_size: 0,
             method: hyper.method,
-            forms_p: hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Analytic,
+            inverses: match (hyper.method, hyper.tp.inversion) {
+                (Method::Tp, Inversion::Analytic) => 1,
+                (Method::Tp, Inversion::PerGate) => 3,
+                _ => 0,
+            },
             names: &WORKLOAD_NAMES,
         }
     }
@@ -213,7 +219,8 @@ impl Workload {
     }
 
     /// The f64 CPU reference's memory: `host_common` and the histories of an iteration
-    /// (states, targets, backward errors; the GRU's gates), and the matrices of P's solve.
+    /// (states, targets, backward errors; the GRU's gates), and the matrices of the solves
+    /// (P's, each P_g's, or the per-step solves').
     pub fn cpu_estimate(&self) -> Result<MemoryEstimate> {
         let common = self.host_common()?;
         let [_, d, _, t, b, _, gd] = self.sizes();
@@ -223,10 +230,11 @@ impl Workload {
         let est = (|| {
             Some(MemoryEstimate {
                 histories: product(&[per_state, t.checked_add(1)?, b, d, 8])?,
-                solver: match (tp, self.forms_p) {
-                    (true, true) => product(&[4, d, d, 8])?,
-                    (true, false) => product(&[8, b, gd, 8])?,
-                    _ => 0,
+                solver: match (tp, self.inverses) {
+                    (false, _) => 0,
+                    (true, 0) => product(&[8, b, gd, 8])?,
+                    // Each solve's four d×d matrices, and the inverses it leaves.
+                    (true, n) => product(&[n as u64 + 4, d, d, 8])?,
                 },
                 ..common
             })
@@ -243,8 +251,9 @@ impl Workload {
     }
 
     /// The largest buffers of the GPU backend (name, bytes) and its device memory: the
-    /// parameter buffers (parameters, gradients, slots; Wᵀ and Pᵀ), P's CG buffers, and
-    /// three workspaces of histories (the training one and two for evaluation batches).
+    /// parameter buffers (parameters, gradients, slots; Wᵀ and Pᵀ), P's CG buffers (and
+    /// the per-gate inversion's W_g, W_gᵀ, P_g and stacked P_gᵀ), and three workspaces of
+    /// histories (the training one and two for evaluation batches).
     pub fn gpu_buffers(
         &self,
         gpu: &GpuLimits,
@@ -289,7 +298,8 @@ impl Workload {
                     product(&[d, d, 4]),
                 ])?,
                 optimizer: product(&[2, n, 4])?,
-                solver: product(&[5, d, d, 4])?,
+                // P and its CG's record; per gate W_g, W_gᵀ, P_g, and the stacked P_gᵀ.
+                solver: product(&[if self.inverses == 3 { 15 } else { 5 }, d, d, 4])?,
                 histories: product(&[3, workspace])?,
                 ..MemoryEstimate::default()
             };

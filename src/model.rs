@@ -1,10 +1,8 @@
-//! The recurrent cells (docs/ALGORITHM.md §1 tanh RNN, docs/ALGORITHM.md §5 GRU) with their linear head: parameters
-//! and their seeded initialisation.
+//! The recurrent cells (docs/ALGORITHM.md §1 tanh RNN, docs/ALGORITHM.md §5 GRU) with their linear head: parameters,
+//! their sizes and shapes (the seeded initialisation is `init`).
 
 use anyhow::Result;
 use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::error::{shape_of, Error};
 use crate::memory::{available_memory, check_fits, MemoryEstimate};
@@ -132,6 +130,10 @@ pub const GRU_PARAM_NAMES: [&str; 6] = [
     "gru.w_hh", "gru.w_ih", "gru.b_ih", "gru.b_hh", "head.w", "head.b",
 ];
 
+/// The GRU's gates in the order PyTorch stacks their blocks of d rows in `w_hh`, `w_ih`
+/// and both biases.
+pub const GRU_GATES: [&str; 3] = ["r", "z", "n"];
+
 /// Whether the tensor called `name` is a bias, stored as a 1-D tensor in files.
 pub fn is_bias(name: &str) -> bool {
     name.rsplit('.')
@@ -222,15 +224,10 @@ impl Params {
         Ok(Self::zeros_of(cell, dims))
     }
 
-    /// [`Params::init_of`], after checking that every size is at least 1, that the tensors
-    /// can be addressed and that they fit in the memory available: an error naming the
-    /// size, instead of a panic or an aborted allocation.
-    pub fn try_init_of(cell: CellKind, dims: Dims, seed: u64) -> Result<Self> {
-        Self::check_allocation(cell, dims)?;
-        Ok(Self::init_of(cell, dims, seed))
-    }
-
-    fn check_allocation(cell: CellKind, dims: Dims) -> Result<()> {
+    /// Checks that every size is at least 1, that the tensors of a `cell` model of sizes
+    /// `dims` can be addressed and that they (and an SVD's work space) fit in the memory
+    /// available: an error naming the size, instead of a panic or an aborted allocation.
+    pub(crate) fn check_allocation(cell: CellKind, dims: Dims) -> Result<()> {
         dims.check(cell)?;
         let count = dims.param_count(cell).unwrap_or(u64::MAX);
         let estimate = MemoryEstimate {
@@ -239,42 +236,6 @@ impl Params {
             ..MemoryEstimate::default()
         };
         check_fits("the parameters", &estimate, available_memory())
-    }
-
-    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, all biases zero (docs/ALGORITHM.md §1).
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
-    pub fn init(dims: Dims, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let Dims {
-            input: p,
-            hidden: d,
-            output: q,
-        } = dims;
-        Self {
-            w_hh: semi_orthogonal(d, d, &mut rng),
-            w_ih: semi_orthogonal(d, p, &mut rng),
-            head_w: semi_orthogonal(q, d, &mut rng),
-            ..Self::zeros(dims)
-        }
-    }
-
-    /// Seeded initialisation of `cell`: docs/ALGORITHM.md §1's for the tanh RNN; PyTorch's for the GRU
-    /// (every tensor, the head's included, uniform in ±1/√d).
-    pub fn init_of(cell: CellKind, dims: Dims, seed: u64) -> Self {
-        match cell {
-            CellKind::Tanh => Self::init(dims, seed),
-            CellKind::Gru => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                let k = 1.0 / (dims.hidden.max(1) as f64).sqrt();
-                let mut params = Self::zeros_of(cell, dims);
-                for m in params.tensors_mut() {
-                    *m = DMatrix::from_fn(m.nrows(), m.ncols(), |_, _| rng.random_range(-k..k));
-                }
-                params
-            }
-        }
     }
 
     /// The sizes these parameters belong to.
@@ -346,78 +307,5 @@ impl Params {
             }
         }
         Ok(())
-    }
-}
-
-/// `P Qᵀ` from the thin SVD of a matrix with entries uniform in [−1, 1].
-fn semi_orthogonal(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> DMatrix<f64> {
-    if rows == 0 || cols == 0 {
-        return DMatrix::zeros(rows, cols);
-    }
-    let a = DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-1.0..=1.0));
-    let svd = a.svd(true, true);
-    let u = svd.u.expect("SVD was asked for U");
-    let v_t = svd.v_t.expect("SVD was asked for Vᵀ");
-    u * v_t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_is_semi_orthogonal_and_seeded() {
-        for (d, p, q) in [(5, 3, 2), (1, 1, 1), (4, 6, 4)] {
-            let dims = Dims {
-                input: p,
-                hidden: d,
-                output: q,
-            };
-            let a = Params::init(dims, 7);
-            assert_eq!(a, Params::init(dims, 7));
-            assert_ne!(a, Params::init(dims, 8));
-            let w = &a.w_hh;
-            assert!((w.transpose() * w - DMatrix::identity(d, d)).norm() < 1e-12);
-            // U is d×p: orthonormal columns when p ≤ d, rows otherwise.
-            let u = &a.w_ih;
-            let g = if p <= d {
-                u.transpose() * u
-            } else {
-                u * u.transpose()
-            };
-            assert!((&g - DMatrix::identity(g.nrows(), g.nrows())).norm() < 1e-12);
-            assert_eq!(a.b.norm(), 0.0);
-            a.check_dims(dims).unwrap();
-        }
-    }
-
-    #[test]
-    fn gru_tensors_follow_pytorch_layout() {
-        let dims = Dims {
-            input: 2,
-            hidden: 5,
-            output: 3,
-        };
-        let mut g = Params::init_of(CellKind::Gru, dims, 1);
-        let shapes: Vec<_> = g.tensors().iter().map(|(n, m)| (*n, m.shape())).collect();
-        assert_eq!(
-            shapes,
-            [
-                ("gru.w_hh", (15, 5)),
-                ("gru.w_ih", (15, 2)),
-                ("gru.b_ih", (15, 1)),
-                ("gru.b_hh", (15, 1)),
-                ("head.w", (3, 5)),
-                ("head.b", (3, 1)),
-            ]
-        );
-        assert_eq!(g.dims(), dims);
-        let k = 1.0 / 5f64.sqrt();
-        assert!(g
-            .tensors()
-            .iter()
-            .all(|(_, m)| m.amax() < k && m.amax() > 0.0));
-        assert_eq!(g.tensors_mut().len(), 6);
-        assert!(is_bias("gru.b_hh") && is_bias(LEGACY_RNN_BIAS) && !is_bias("head.w"));
     }
 }

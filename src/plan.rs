@@ -35,6 +35,13 @@ pub enum TargetSolve {
     PerStep,
     /// The Jacobian-based inversion of §5, by CG at every step for every sequence.
     Jacobian,
+    /// The GRU's per-gate inversion of §5: the three `P_g = (W_gᵀW_g + rI)⁻¹W_gᵀ` of the
+    /// gate blocks of W formed once (by CG, or on the CPU by Cholesky), then a sweep that
+    /// applies them.
+    PerGate {
+        /// Cholesky instead of CG (the CPU reference only).
+        cholesky: bool,
+    },
 }
 
 /// What one iteration computes its gradient with.
@@ -102,7 +109,26 @@ const REFUSED: &[Refusal] = &[
         field: "Hyper::tp.inversion",
         message: |_| {
             "the GRU has no closed-form inverse: TP-RI needs the jacobian inversion, \
-             Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks)"
+             Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks), or the \
+             published per-gate one, Inversion::PerGate"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.tp() && r.cell != CellKind::Gru && r.inversion == Inversion::PerGate,
+        field: "Hyper::tp.inversion",
+        message: |_| {
+            "the per-gate inversion inverts the GRU's gate blocks r, z, n of W; the tanh RNN \
+             has one W, whose inversion is Inversion::Analytic (or Inversion::Jacobian)"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.tp() && r.inversion == Inversion::PerGate && r.solver == Solver::PerStep,
+        field: "Hyper::tp.solver",
+        message: |_| {
+            "the per-gate inversion forms its three P_g once per iteration: use Solver::Cg, \
+             Solver::Cholesky (CPU) or Solver::Auto, not Solver::PerStep"
                 .into()
         },
     },
@@ -142,11 +168,14 @@ const REFUSED: &[Refusal] = &[
         },
         field: "Storage",
         message: |r| {
-            let asked = match (r.cell, r.tp() && r.inversion == Inversion::Jacobian) {
-                (CellKind::Gru, true) => "the GRU cell with Inversion::Jacobian",
-                (CellKind::Gru, false) => "the GRU cell",
-                (CellKind::Tanh, true) => "Inversion::Jacobian",
-                (CellKind::Tanh, false) => "Solver::PerStep",
+            let asked = match (r.cell, r.tp().then_some(r.inversion)) {
+                (CellKind::Gru, Some(Inversion::Jacobian)) => {
+                    "the GRU cell with Inversion::Jacobian"
+                }
+                (CellKind::Gru, Some(Inversion::PerGate)) => "the GRU cell with Inversion::PerGate",
+                (CellKind::Gru, _) => "the GRU cell",
+                (CellKind::Tanh, Some(Inversion::Jacobian)) => "Inversion::Jacobian",
+                (CellKind::Tanh, _) => "Solver::PerStep",
             };
             format!(
                 "f16 storage is implemented for the tanh RNN's analytic inversion only, not \
@@ -194,6 +223,10 @@ impl Plan {
         let tp = &hyper.tp;
         Ok(Plan::Tp(match (tp.inversion, tp.solver) {
             (Inversion::Jacobian, _) => TargetSolve::Jacobian,
+            // `Solver::PerStep` is refused above; `Auto` forms the P_g by CG on both backends.
+            (Inversion::PerGate, solver) => TargetSolve::PerGate {
+                cholesky: solver == Solver::Cholesky,
+            },
             (Inversion::Analytic, Solver::Cg) => TargetSolve::FormP { cholesky: false },
             (Inversion::Analytic, Solver::Cholesky) => TargetSolve::FormP { cholesky: true },
             (Inversion::Analytic, Solver::PerStep) => TargetSolve::PerStep,
@@ -224,5 +257,14 @@ impl Plan {
     /// Whether this plan forms P.
     pub fn forms_p(self) -> bool {
         matches!(self, Plan::Tp(TargetSolve::FormP { .. }))
+    }
+
+    /// Whether this plan forms regularized inverses once per iteration (P, or the GRU's
+    /// three P_g): what the GPU keeps between steps to start the next solves from.
+    pub fn forms_inverses(self) -> bool {
+        matches!(
+            self,
+            Plan::Tp(TargetSolve::FormP { .. } | TargetSolve::PerGate { .. })
+        )
     }
 }

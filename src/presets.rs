@@ -3,7 +3,9 @@
 use anyhow::{bail, Result};
 
 use crate::config::{Hyper, Inversion, Method, OptimizerConfig, OptimizerKind, TpConfig};
+use crate::init::Init;
 use crate::model::CellKind;
+use crate::tasks::pixel::FASHION_MNIST_MEAN_STD;
 use crate::tasks::{PixelDataset, TaskSpec};
 use crate::train::RunConfig;
 
@@ -30,11 +32,12 @@ pub fn pixel_defaults(dataset: PixelDataset) -> TaskSpec {
         chunk: 1,
         standardize,
         permuted: false,
+        mean_std: None,
     }
 }
 
 /// Preset names with a one-line description, in the order `tpri train --help` lists them.
-pub const PRESETS: [(&str, &str); 16] = [
+pub const PRESETS: [(&str, &str); 17] = [
     (
         "temporal-order-60-tp",
         "temporal order T=60, TP-RI lr 0.1, lr_target 0.01, r 10",
@@ -74,11 +77,15 @@ pub const PRESETS: [(&str, &str); 16] = [
     ),
     (
         "fashion-mnist-gru-tp",
-        "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU, TP-RI (jacobian) lr 0.1, lr_target 0.01, r 1",
+        "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU (PyTorch init, published pixel standardization), TP-RI (per-gate, as published) lr 0.1, lr_target 0.01, r 1, 8000 iterations",
+    ),
+    (
+        "fashion-mnist-gru-tp-jacobian",
+        "fashion-mnist-gru-tp with the jacobian inversion (Gauss–Newton) instead of the published per-gate one",
     ),
     (
         "fashion-mnist-gru-bp",
-        "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU, BPTT SGD lr 1e-2",
+        "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU (PyTorch init, published pixel standardization), BPTT SGD lr 1e-2, 8000 iterations",
     ),
     (
         "cifar10-tp",
@@ -139,21 +146,36 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             chunk: 1,
             standardize: false,
             permuted,
+            mean_std: None,
         },
         batch_size: 16,
         hyper,
         ..RunConfig::default()
     };
-    let gru = |cfg: RunConfig| RunConfig {
+    // The published GRU experiment as it runs (docs/ALGORITHM.md §7): PyTorch's GRU
+    // initialisation (its per-gate orthogonal one has no effect), pixels standardized with
+    // fixed constants, 8000 iterations logged every 200, and its per-gate inversion.
+    let gru = |inversion: Inversion, hyper: Hyper| RunConfig {
         cell: CellKind::Gru,
+        init: Some(Init::Pytorch),
+        task: TaskSpec::Pixel {
+            dir: DEFAULT_PIXEL_DIR.into(),
+            dataset: PixelDataset::Mnist,
+            chunk: 1,
+            standardize: true,
+            permuted: false,
+            mean_std: Some(FASHION_MNIST_MEAN_STD),
+        },
+        iterations: 8000,
+        eval_every: 200,
         hyper: Hyper {
             tp: TpConfig {
-                inversion: Inversion::Jacobian,
-                ..cfg.hyper.tp.clone()
+                inversion,
+                ..hyper.tp.clone()
             },
-            ..cfg.hyper.clone()
+            ..hyper
         },
-        ..cfg
+        ..pixel(false, Hyper::default())
     };
     let cifar10 = |hyper: Hyper| RunConfig {
         task: pixel_defaults(PixelDataset::Cifar10),
@@ -174,8 +196,9 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "pixel-mnist-bp" => pixel(false, bp(1e-5, OptimizerKind::Sgd)),
         "permuted-mnist-tp" => pixel(true, tp(0.1, 1e-4, 1.0)),
         "permuted-mnist-bp" => pixel(true, bp(1e-4, OptimizerKind::Sgd)),
-        "fashion-mnist-gru-tp" => gru(pixel(false, tp(0.1, 0.01, 1.0))),
-        "fashion-mnist-gru-bp" => gru(pixel(false, bp(1e-2, OptimizerKind::Sgd))),
+        "fashion-mnist-gru-tp" => gru(Inversion::PerGate, tp(0.1, 0.01, 1.0)),
+        "fashion-mnist-gru-tp-jacobian" => gru(Inversion::Jacobian, tp(0.1, 0.01, 1.0)),
+        "fashion-mnist-gru-bp" => gru(Inversion::PerGate, bp(1e-2, OptimizerKind::Sgd)),
         "cifar10-tp" => cifar10(tp(1e-2, 1e-2, 10.0)),
         "cifar10-bp" => cifar10(bp(1e-3, OptimizerKind::Sgd)),
         "adding-30-tp-quick" => RunConfig {
@@ -214,6 +237,24 @@ mod tests {
                 "{name}"
             );
         }
+        // The published GRU experiment's effective settings.
+        let gru = preset("fashion-mnist-gru-tp").unwrap();
+        assert_eq!(gru.hyper.tp.inversion, Inversion::PerGate);
+        assert_eq!(
+            (gru.hyper.opt.lr, gru.hyper.tp.lr_target, gru.hyper.tp.reg),
+            (0.1, 0.01, 1.0)
+        );
+        assert_eq!(
+            (gru.batch_size, gru.hidden, gru.iterations),
+            (16, 100, 8000)
+        );
+        assert_eq!(gru.initialisation(), Init::Pytorch);
+        let bp = preset("fashion-mnist-gru-bp").unwrap();
+        assert_eq!(bp.task, gru.task);
+        assert!(matches!(
+            bp.task,
+            TaskSpec::Pixel { standardize: true, mean_std: Some([m, s]), .. } if (m, s) == (0.2860, 0.3202)
+        ));
         assert!(preset("nope")
             .unwrap_err()
             .to_string()

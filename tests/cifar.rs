@@ -28,6 +28,7 @@ fn spec(dir: &Path, chunk: usize, standardize: bool, permuted: bool) -> TaskSpec
         chunk,
         standardize,
         permuted,
+        mean_std: None,
     }
 }
 
@@ -266,6 +267,7 @@ fn permuted_pixels_are_one_seeded_bijection_across_channels_shared_with_evaluati
             chunk: 4,
             standardize: true,
             permuted: true,
+            mean_std: None,
             dataset: PixelDataset::Cifar10,
         },
         3,

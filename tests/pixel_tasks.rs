@@ -321,6 +321,7 @@ fn pixel_spec(dir: &Path, chunk: usize, standardize: bool, permuted: bool) -> Ta
         chunk,
         standardize,
         permuted,
+        mean_std: None,
     }
 }
 
@@ -330,6 +331,7 @@ fn options(chunk: usize, standardize: bool, permuted: bool) -> PixelOptions {
         standardize,
         permuted,
         dataset: PixelDataset::Mnist,
+        mean_std: None,
     }
 }
 
@@ -445,10 +447,28 @@ fn standardized_pixels_have_zero_mean_and_unit_variance_over_the_training_set() 
         },
         labels: vec![0],
     };
-    let message = PixelTask::new(flat.clone(), flat, options(1, true, false), 0)
+    let message = PixelTask::new(flat.clone(), flat.clone(), options(1, true, false), 0)
         .unwrap_err()
         .to_string();
     assert!(message.contains("cannot standardize"), "{message}");
+    // Given constants (the published Fashion-MNIST ones) replace the training statistics,
+    // even for a set where those do not exist; a zero deviation is refused.
+    let fixed = |mean_std| PixelOptions {
+        mean_std,
+        ..options(1, true, false)
+    };
+    let [m, sd] = tpri::tasks::pixel::FASHION_MNIST_MEAN_STD;
+    let task = PixelTask::new(flat.clone(), flat.clone(), fixed(Some([m, sd])), 0).unwrap();
+    let pixels = all_sequences(&task.eval_batches(1)).concat();
+    assert!(
+        pixels.iter().all(|&v| v == (9.0 / 255.0 - m) / sd),
+        "{pixels:?}"
+    );
+    let message = format!(
+        "{:#}",
+        PixelTask::new(flat.clone(), flat, fixed(Some([m, 0.0])), 0).unwrap_err()
+    );
+    assert!(message.contains("TaskSpec::Pixel::mean_std"), "{message}");
 }
 
 /// The pixel each sequence position shows, decoded from test images 0 and 1 in rows `b0`, `b1`.

@@ -110,6 +110,7 @@ fn the_issues_sizes_are_refused_before_any_allocation() {
         chunk: 0,
         standardize: false,
         permuted: false,
+        mean_std: None,
     };
     let (msg, _) = failure(
         "chunk 0",
@@ -387,6 +388,7 @@ fn paths_that_are_not_files_are_named_for_what_they_are() {
                 chunk: 1,
                 standardize: false,
                 permuted: false,
+                mean_std: None,
                 dataset,
             };
             let msg = format!("{:#}", PixelTask::load(&data, options, 0, 10).unwrap_err());
@@ -667,7 +669,10 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
     let inversion = if rng.random_bool(0.8) {
         Inversion::default_for(cell)
     } else {
-        pick(rng, &[Inversion::Analytic, Inversion::Jacobian])
+        pick(
+            rng,
+            &[Inversion::Analytic, Inversion::Jacobian, Inversion::PerGate],
+        )
     };
     Hyper {
         method: pick(rng, &[Method::Tp, Method::Bp]),
@@ -797,6 +802,9 @@ fn one_case(rng: &mut ChaCha8Rng, oks: &mut Oks) {
             chunk: size(rng),
             standardize: rng.random(),
             permuted: rng.random(),
+            mean_std: rng
+                .random::<bool>()
+                .then(|| [rng.random_range(-1.0..1.0), rng.random_range(-0.1..1.0)]),
         },
     };
     let _ = tpri::tasks::build_task(&spec, 0, e);

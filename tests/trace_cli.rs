@@ -286,6 +286,133 @@ fn jacobian_inversion_traces_agree_with_independent_numpy_implementation() {
     }
 }
 
+/// Checks GRU traces with the published per-gate inversion against
+/// `tests/independent/gru_per_gate_numpy.py`, which solves for each P_g exactly: through
+/// time and local, both losses, the P_g by CG and by Cholesky, at odd sizes.
+#[test]
+fn per_gate_traces_agree_with_independent_numpy_implementation() {
+    let dir = scratch("numpy-per-gate");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/gru_per_gate_numpy.py");
+    for (case, (d, b, t, loss, grad, solver)) in [
+        (5, 4, 7, Loss::CrossEntropy, "through-time", "cg"),
+        (7, 3, 6, Loss::Mse, "local", "cholesky"),
+        (1, 1, 5, Loss::CrossEntropy, "through-time", "auto"),
+        (33, 3, 4, Loss::Mse, "through-time", "cg"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dims = Dims {
+            input: 2,
+            hidden: d,
+            output: 3,
+        };
+        let (params, batch) = problem(CellKind::Gru, 300 + case as u64, dims, b, t, loss);
+        let flags = [
+            "--method",
+            "tp",
+            "--inversion",
+            "per-gate",
+            "--solver",
+            solver,
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+        ];
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        for gate in ["r", "z", "n"] {
+            assert_eq!(floats(&paths[2], &format!("p_inv.{gate}")).len(), d * d);
+        }
+        let args = [loss_flag(loss), "0.3", "0.5", grad];
+        numpy_agrees(
+            &script,
+            &paths,
+            &args,
+            &format!("case {case} (d={d}, B={b}, T={t}, {grad}, {solver})"),
+        );
+    }
+}
+
+/// `tpri trace --backend gpu --inversion per-gate`: the same tensors as the CPU trace
+/// (the three P_g as p_inv.r, p_inv.z, p_inv.n), each within 1e-4 relative, at odd sizes.
+/// Needs a GPU adapter (lavapipe will do) and fails without one.
+#[test]
+fn gpu_trace_of_the_per_gate_inversion_matches_cpu() {
+    let dir = scratch("gpu-per-gate");
+    for (case, (d, b, t, grad)) in [
+        (1, 1, 3, "through-time"),
+        (7, 3, 5, "local"),
+        (33, 3, 4, "through-time"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dims = Dims {
+            input: 3,
+            hidden: d,
+            output: 4,
+        };
+        let (params, batch) = problem(
+            CellKind::Gru,
+            60 + case as u64,
+            dims,
+            b,
+            t,
+            Loss::CrossEntropy,
+        );
+        let traced = |backend: &str| {
+            let sub = dir.join(format!("{case}-{backend}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let flags = [
+                "--method",
+                "tp",
+                "--inversion",
+                "per-gate",
+                "--tp-grad",
+                grad,
+                "--backend",
+                backend,
+            ];
+            let [_, _, out] = run_trace(&sub, &params, &batch, Loss::CrossEntropy, &flags);
+            read_tensors(&out).unwrap()
+        };
+        let (cpu, gpu) = (traced("cpu"), traced("gpu"));
+        let mut names: Vec<_> = cpu.keys().cloned().collect();
+        names.sort();
+        let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
+        gpu_names.sort();
+        assert_eq!(gpu_names, names, "case {case}: the same tensors");
+        for want in ["p_inv.r", "p_inv.z", "p_inv.n", "v", "grad.gru.w_hh"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "case {case}: {want} in {names:?}"
+            );
+        }
+        assert!(
+            !names.contains(&"p_inv".to_string()),
+            "case {case}: no single P"
+        );
+        for name in names {
+            let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
+                TensorData::Float(v) => v.clone(),
+                TensorData::Int(_) => panic!("{name} is not float"),
+            };
+            let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
+            let e = check(
+                &format!("case {case} (d={d}, B={b}, T={t}): {name}"),
+                &column(&g),
+                &column(&c),
+                1e-4,
+            );
+            eprintln!("per-gate d={d} B={b} T={t} {grad}: {name} {e:.2e}");
+        }
+    }
+}
+
 /// GRU parameters keep PyTorch's names and shapes through files: `gru.w_hh` [3d, d],
 /// `gru.w_ih` [3d, p], `gru.b_ih` [3d], `gru.b_hh` [3d], and the trace's gradients likewise.
 #[test]
@@ -424,6 +551,10 @@ fn bad_inputs_are_clear_errors() {
         (
             vec!["--params", gp, "--batch", gb, "--reg", "0"],
             "regularization",
+        ),
+        (
+            vec!["--params", gp, "--batch", gb, "--inversion", "per-gate"],
+            "--inversion: the per-gate inversion inverts the GRU's gate blocks",
         ),
         (
             vec![

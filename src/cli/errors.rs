@@ -21,7 +21,10 @@ const COMMON: &[(&str, &str)] = &[
         "--inversion jacobian (the GRU's default)",
     ),
     ("Inversion::Jacobian", "--inversion jacobian"),
+    ("Inversion::PerGate", "--inversion per-gate"),
+    ("Inversion::Analytic", "--inversion analytic"),
     ("Solver::Cg", "--solver cg"),
+    ("Solver::Cholesky", "--solver cholesky"),
     ("Solver::PerStep", "--solver per-step"),
     ("Solver::Auto", "--solver auto"),
     ("Storage::F32", "--storage f32"),
@@ -36,6 +39,7 @@ pub const TRAIN: &[(&str, &str)] = &[
     ("RunConfig::eval_size", "--eval-size"),
     ("TaskSpec::seq_len", "--seq-len"),
     ("TaskSpec::Pixel::chunk", "--chunk"),
+    ("TaskSpec::Pixel::mean_std", "--mean-std"),
     ("Dims::hidden", "--hidden"),
 ];
 

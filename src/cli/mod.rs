@@ -112,12 +112,14 @@ pub struct TpArgs {
     #[arg(long, value_enum, default_value = "through-time")]
     tp_grad: TpGrad,
     /// How targets are carried back a step: the closed form through P (tanh RNN,
-    /// docs/ALGORITHM.md §2), or per-step CG on Jacobian products (any cell,
-    /// docs/ALGORITHM.md §5) [default: analytic for the tanh RNN, jacobian for the GRU].
+    /// docs/ALGORITHM.md §2), per-step CG on Jacobian products (any cell, §5), or the
+    /// published GRU inversion through one P_g per gate (GRU, §5) [default: analytic for
+    /// the tanh RNN, jacobian for the GRU].
     #[arg(long, value_enum)]
     inversion: Option<Inversion>,
     /// How P = (WᵀW + rI)⁻¹Wᵀ is applied (analytic inversion, docs/ALGORITHM.md §4):
-    /// formed by CG or Cholesky, per-step CG solves, or the cheaper by the cost model.
+    /// formed by CG or Cholesky, per-step CG solves, or the cheaper by the cost model; for
+    /// the per-gate inversion, how its three P_g are formed (auto: CG; §5).
     #[arg(long, value_enum, default_value = "auto")]
     solver: Solver,
     #[arg(long, help = cg_tol_help())]

@@ -45,7 +45,8 @@ pub struct TraceArgs {
     /// How the GPU backend stores the histories h and v − h (the CPU reference: f64).
     #[arg(long, value_enum, default_value = "f32")]
     storage: Storage,
-    /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).
+    /// Where to write h, loss, grad.*, and for tp v and, where formed, p_inv (P) or
+    /// p_inv.r, p_inv.z, p_inv.n (the per-gate inversion's P_g) (f64 safetensors).
     #[arg(long)]
     out: PathBuf,
 }

@@ -7,6 +7,7 @@ use crate::backend::Trace;
 use crate::cg::CgReport;
 use crate::config::{Hyper, TpConfig, TpGrad, CPU_CG_TOL};
 use crate::cpu::cell::{recurrence, Recurrence};
+use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::jacobian_sweep;
@@ -34,6 +35,8 @@ pub struct StepsTrace {
     pub v: Option<Steps>,
     /// TP, where P was formed: P = (WᵀW + rI)⁻¹Wᵀ.
     pub p_inv: Option<DMatrix<f64>>,
+    /// TP with the per-gate inversion: P_r, P_z, P_n.
+    pub p_gates: Option<[DMatrix<f64>; 3]>,
     /// TP: the CG report (P's, or the per-step solves' worst).
     pub cg: Option<CgReport>,
     /// ‖e_t‖_F for t = 1 … T.
@@ -57,6 +60,7 @@ impl StepsTrace {
             grads: self.grads,
             v: self.v.map(|v| v.to_rows()),
             p_inv: self.p_inv,
+            p_gates: self.p_gates,
             cg: self.cg,
             error_norms: self.error_norms,
         }
@@ -143,17 +147,26 @@ pub fn iteration_steps(
     let cell = recurrence(params);
     let h = cell.states(&x, pool);
     let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
-    let (mut grads, v, p_inv, cg) = match plan.targets() {
+    let (mut grads, v, p_inv, p_gates, cg) = match plan.targets() {
         None => {
             let g = cell.gradients(&x, &h, Injection::Top(&out.grad_h), true, pool);
-            (g, None, None, None)
+            (g, None, None, None, None)
         }
         Some(solve) => {
             let tp = &hyper.tp;
+            let mut p_gates = None;
             let (v, p_inv, cg) = match solve {
                 TargetSolve::Jacobian => {
                     let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_h, tp)?;
                     (v, None, Some(cg))
+                }
+                TargetSolve::PerGate { cholesky } => {
+                    let (p, cg) = gate_inverses(params, tp, cholesky)?;
+                    let rows = h.to_rows();
+                    let v_top = &rows[t_len] - &out.grad_h * tp.lr_target;
+                    let v = gru_per_gate_sweep(params, &p, &x.to_rows(), &rows, &v_top)?;
+                    p_gates = Some(p);
+                    (Steps::from_rows(&v, h.batch(), h.width()), None, cg)
                 }
                 analytic => {
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
@@ -172,7 +185,7 @@ pub fn iteration_steps(
             };
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
             let g = cell.gradients(&x, &h, Injection::Targets(&v), through_time, pool);
-            (g, Some(v), p_inv, cg)
+            (g, Some(v), p_inv, p_gates, cg)
         }
     };
     grads.params.head_w = out.grad_w;
@@ -183,6 +196,7 @@ pub fn iteration_steps(
         grads: grads.params,
         v,
         p_inv,
+        p_gates,
         cg,
         error_norms: grads.error_norms,
     })

@@ -11,6 +11,7 @@ pub mod bptt;
 pub mod cell;
 pub mod forward;
 pub mod gru;
+pub mod gru_per_gate;
 pub mod head;
 pub mod inverse;
 pub mod iteration;

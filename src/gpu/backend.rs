@@ -4,9 +4,10 @@
 //! A step uploads the batch, records forward, head, (CG for P and the target sweep, or the
 //! jacobian sweep with its per-step CG,) BPTT, the gradient reductions and the optimizer
 //! into one command buffer, submits it and returns without waiting. Loss and CG statistics
-//! stay on the device until `last_stats` asks for them. Both cells (tanh RNN, GRU) and both
-//! inversions (analytic for the tanh RNN, jacobian for either) run here; f16 storage of
-//! the histories (`Storage::F16`) only for the tanh RNN with the analytic inversion.
+//! stay on the device until `last_stats` asks for them. Both cells (tanh RNN, GRU) and every
+//! inversion (analytic for the tanh RNN, jacobian for either, per-gate for the GRU) run
+//! here; f16 storage of the histories (`Storage::F16`) only for the tanh RNN with the
+//! analytic inversion.
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use crate::limits::{GpuLimits, Workload};
 use crate::memory::MemoryEstimate;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
-use crate::plan::Plan;
+use crate::plan::{Plan, TargetSolve};
 use crate::tasks::Batch;
 use crate::validate::{check_params, check_run, check_step};
 
@@ -61,14 +62,20 @@ struct Training {
 /// Evaluation workspaces kept at once.
 const EVAL_SHAPES: usize = 2;
 
-/// Where the CG record of the last iteration run in `ws` is (TP only): P's solve, or the
-/// per-step sweep's (which runs where no P is formed).
-fn cg_regions<'a>(model: &'a ModelBuffers, ws: &'a Workspace) -> Vec<Region<'a>> {
-    match ws.plan {
+/// Where the CG record of the last iteration run in `ws` is (TP only): P's solve, the
+/// three P_g's of the per-gate inversion, or the per-step sweep's (which runs where no
+/// inverse is formed).
+fn cg_regions<'a>(
+    ctx: &GpuContext,
+    model: &'a ModelBuffers,
+    ws: &'a Workspace,
+) -> Result<Vec<Region<'a>>> {
+    Ok(match ws.plan {
         Plan::Bptt => Vec::new(),
         plan if plan.forms_p() => vec![model.cg.state_region()],
+        Plan::Tp(TargetSolve::PerGate { .. }) => model.gates(ctx)?.state_regions().to_vec(),
         _ => jacobian::report_regions(model, &ws.seq, ws.shape).to_vec(),
-    }
+    })
 }
 
 /// The CG report from the words of `cg_regions`; a solve that missed its tolerance is a
@@ -86,6 +93,12 @@ fn cg_report(
         plan if plan.forms_p() => Some(model.cg.report_from(
             ctx,
             &words[0],
+            jacobian::tolerance(tp),
+            tp.cg_max_iter,
+        )?),
+        Plan::Tp(TargetSolve::PerGate { .. }) => Some(model.gates(ctx)?.report_from(
+            ctx,
+            words,
             jacobian::tolerance(tp),
             tp.cg_max_iter,
         )?),
@@ -217,20 +230,28 @@ impl Backend for GpuBackend {
             Region::new(&model.grad, 0, len),
             ws.error_norms.region(),
         ];
-        // P exists only where it was formed (the analytic inversion).
+        // P exists only where it was formed (the analytic inversion), the P_g only for the
+        // per-gate inversion.
+        let per_gate = matches!(ws.plan, Plan::Tp(TargetSolve::PerGate { .. }));
         if ws.plan.forms_p() {
             regions.push(Region::new(&model.cg.x, 0, d * d));
         }
+        if per_gate {
+            let gates = model.gates(ctx)?;
+            regions.extend(gates.cg.iter().map(|cg| Region::new(&cg.x, 0, d * d)));
+        }
         let fixed = regions.len();
-        regions.extend(cg_regions(&model, &ws));
+        regions.extend(cg_regions(ctx, &model, &ws)?);
         let words = Readback::default().read(ctx, |pass| ws.error_norms.record(pass), &regions)?;
+        let square = |k: usize| matrix(&floats(&words[k]), d, d);
         Ok(Trace {
             h,
             loss: f64::from(f32::from_bits(words[0][0])),
             grads: model.layout.unpack(&floats(&words[1])),
             error_norms: ws.error_norms.decode(&words[2]),
             v,
-            p_inv: (fixed == 4).then(|| matrix(&floats(&words[3]), d, d)),
+            p_inv: ws.plan.forms_p().then(|| square(3)),
+            p_gates: per_gate.then(|| [square(3), square(4), square(5)]),
             cg: cg_report(ctx, &model, &ws, hyper, &words[fixed..])?,
         })
     }
@@ -283,8 +304,9 @@ impl Backend for GpuBackend {
             ws.optimizer.record(pass);
         })?;
         tr.step += 1;
-        // Only P's solve starts from the last solution; the per-step solves start from 0.
-        tr.warm = ws.plan.forms_p();
+        // Only the solves for P or the P_g start from the last solution; the per-step
+        // solves start from 0.
+        tr.warm = ws.plan.forms_inverses();
         tr.stepped = true;
         Ok(())
     }
@@ -418,7 +440,7 @@ impl GpuBackend {
             if diagnostics {
                 regions.extend([norms.region(), Region::new(&model.grad, 0, len)]);
             }
-            regions.extend(cg_regions(model, ws));
+            regions.extend(cg_regions(&ctx, model, ws)?);
         }
         let record = |pass: &mut wgpu::ComputePass<'_>| {
             if let (true, Some(norms)) = (diagnostics, norms) {

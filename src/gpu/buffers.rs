@@ -1,10 +1,12 @@
 //! The device buffers of a model and of a batch shape, allocated once and reused step
 //! after step, and the small helpers every kernel wrapper shares (poisoning, grids).
 
+use std::sync::OnceLock;
+
 use anyhow::{bail, Result};
 
 use crate::cg::{CgError, CgReport};
-use crate::error::Error;
+use crate::error::{cg_error, Error};
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
 use crate::gpu::layout::{rows_f32, stack, ParamLayout, Shape, MAX_HIDDEN};
@@ -14,8 +16,9 @@ use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 
 /// Parameters, gradients and optimizer slots (flat, `ParamLayout`), the CG state whose P
-/// persists between steps to warm-start the next solve, and the sticky record of failed
-/// per-step solves of the jacobian sweep. Independent of B and T.
+/// persists between steps to warm-start the next solve (and the per-gate inversion's,
+/// made when a workspace first needs them), and the sticky record of failed per-step
+/// solves of the jacobian sweep. Independent of B and T.
 pub(crate) struct ModelBuffers {
     pub layout: ParamLayout,
     pub theta: wgpu::Buffer,
@@ -29,6 +32,9 @@ pub(crate) struct ModelBuffers {
     pub pt: wgpu::Buffer,
     /// jacobian.wgsl's failure record: count, worst iterations, worst residual (f32 bits).
     pub sweep_failures: wgpu::Buffer,
+    /// The GRU's per-gate inversion: allocated by `gates` on first use only, since no
+    /// other plan reads them.
+    gates: OnceLock<GateBuffers>,
 }
 
 impl ModelBuffers {
@@ -64,8 +70,18 @@ impl ModelBuffers {
             )?,
             pt: ctx.storage("Pᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
             sweep_failures: ctx.storage("per-step CG failure record", 12, none)?,
+            gates: OnceLock::new(),
             layout,
         })
+    }
+
+    /// The per-gate inversion's buffers, allocated on the first call.
+    pub fn gates(&self, ctx: &GpuContext) -> Result<&GateBuffers> {
+        if let Some(gates) = self.gates.get() {
+            return Ok(gates);
+        }
+        let made = GateBuffers::new(ctx, self.layout.dims.hidden)?;
+        Ok(self.gates.get_or_init(|| made))
     }
 
     pub fn write_params(&self, ctx: &GpuContext, params: &Params) -> Result<()> {
@@ -317,5 +333,74 @@ impl CgBuffers {
             iterations: s.iterations as usize,
             residual: f64::from(s.residual),
         })
+    }
+}
+
+/// The GRU's per-gate inversion (docs/ALGORITHM.md §5): for each gate g = r, z, n its block
+/// W_g of W and W_gᵀ (each [d, d], copied out of the parameters every step, since a
+/// binding cannot start at an arbitrary element) and the CG buffers whose `x` holds P_g
+/// between steps (the warm start); and [P_rᵀ; P_zᵀ; P_nᵀ] [3d, d], what the sweep reads.
+pub(crate) struct GateBuffers {
+    pub w: [wgpu::Buffer; 3],
+    pub wt: [wgpu::Buffer; 3],
+    pub cg: [CgBuffers; 3],
+    pub pt: wgpu::Buffer,
+}
+
+impl GateBuffers {
+    fn new(ctx: &GpuContext, d: usize) -> Result<Self> {
+        let none = wgpu::BufferUsages::empty();
+        let square = |what: &str| ctx.storage(what, 4 * (d * d) as u64, none);
+        Ok(Self {
+            w: [square("W_r")?, square("W_z")?, square("W_n")?],
+            wt: [square("W_rᵀ")?, square("W_zᵀ")?, square("W_nᵀ")?],
+            cg: [
+                CgBuffers::new(ctx, d)?,
+                CgBuffers::new(ctx, d)?,
+                CgBuffers::new(ctx, d)?,
+            ],
+            pt: ctx.storage("[P_rᵀ; P_zᵀ; P_nᵀ] [3d, d]", 4 * (3 * d * d) as u64, none)?,
+        })
+    }
+
+    /// Where the three solves' records are, for a `Readback`.
+    pub fn state_regions(&self) -> [Region<'_>; 3] {
+        self.cg.each_ref().map(CgBuffers::state_region)
+    }
+
+    /// The worst of the three solves' reports from the words of `state_regions`, or the
+    /// worst failure among them as a `CgError` (every failure record is cleared).
+    pub fn report_from(
+        &self,
+        ctx: &GpuContext,
+        words: &[Vec<u32>],
+        tol: f64,
+        max_iter: usize,
+    ) -> Result<CgReport> {
+        let mut worst: Option<CgReport> = None;
+        let mut failed: Option<anyhow::Error> = None;
+        for (cg, words) in self.cg.iter().zip(words) {
+            match cg.report_from(ctx, words, tol, max_iter) {
+                Ok(report) => worst = Some(worst.map_or(report, |w| w.worse(report))),
+                Err(e) => {
+                    let residual = |e: &anyhow::Error| cg_error(e).map(|c| c.report.residual);
+                    // Keep the largest residual (a NaN one above all).
+                    let replace = failed.as_ref().is_none_or(|f| {
+                        let (new, old) = (residual(&e), residual(f));
+                        new.is_some_and(|n| old.is_some_and(|o| n.is_nan() || n > o))
+                    });
+                    if replace {
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(worst.unwrap_or(CgReport {
+                iterations: 0,
+                residual: 0.0,
+            })),
+        }
     }
 }

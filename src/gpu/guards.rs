@@ -23,7 +23,10 @@ const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// - gru_bptt: T steps of three such dot products (Wᵀ dgh, one gate block at a time);
 /// - the jacobian sweep: T − 1 steps of up to `cg_max_iter` CG iterations, each two
 ///   Jacobian products and two workgroup sums (`jacobian::sweep_loops`);
-/// - the solve for P: one such solve per column (`jacobian::inverse_loops`);
+/// - the solve for P: one such solve per column (`jacobian::inverse_loops`), and the same
+///   for each gate's P_g of the per-gate inversion;
+/// - the per-gate sweep: T − 1 steps of the direct term, three brackets with their
+///   eight-term dot products over d, and the copy of dv_{t−1};
 /// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each).
 pub(crate) fn loop_counts(
     layout: &ParamLayout,
@@ -66,6 +69,16 @@ pub(crate) fn loop_counts(
             "jacobian target sweep (counting cg_max_iter CG iterations at every step)",
             sweep_loops(gru, d, shape.steps, cg_max_iter),
         )),
+        Some(TargetSolve::PerGate { .. }) => counts.extend([
+            (
+                "solve for each gate's P_g (counting cg_max_iter CG iterations)",
+                inverse_loops(d, cg_max_iter),
+            ),
+            (
+                "per-gate target sweep",
+                units + shape.steps * (units * (3 * (dot + 1) + 2) + 6),
+            ),
+        ]),
     }
     counts
 }

@@ -5,8 +5,9 @@
 //! (Layout conventions: `layout`.)
 //!
 //! Which kernels run depends on the cell and the inversion: forward.wgsl or
-//! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only) or
-//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell); bptt.wgsl or
+//! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only),
+//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell), or CG for each
+//! gate's P_g and gru_per_gate_sweep.wgsl (per-gate, GRU only); bptt.wgsl or
 //! gru_bptt.wgsl; then the same matmul reductions and optimizer, which only see more or
 //! larger slots for the GRU.
 
@@ -17,13 +18,14 @@ use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::guards::check_llvmpipe_loops;
-use crate::gpu::inverse::Cg;
+use crate::gpu::inverse::{Cg, GateCg};
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::norms::StepNorms;
 use crate::gpu::phase::Phase;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
-    bptt, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer, target_sweep,
+    bptt, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul, optimizer,
+    target_sweep,
 };
 use crate::model::CellKind;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
@@ -40,8 +42,10 @@ pub(crate) struct Workspace {
     pub head: head::HeadDispatches,
     /// TP with the analytic inversion: the CG solve for P.
     pub cg: Option<Cg>,
-    /// TP: Pᵀ and the analytic sweep, or the jacobian sweep (which reads the Wᵀ of the
-    /// forward phase).
+    /// TP with the per-gate inversion: the CG solves for P_r, P_z, P_n.
+    pub gate_cg: Option<GateCg>,
+    /// TP: Pᵀ and the analytic sweep, the jacobian sweep (which reads the Wᵀ of the
+    /// forward phase), or the per-gate sweep.
     pub sweep: Option<Vec<Dispatch>>,
     /// The backward recursion of the cell.
     pub bptt: Dispatch,
@@ -122,23 +126,38 @@ impl Workspace {
                 ],
             ),
         };
-        let (sweep, cg) = match (tp, plan.targets()) {
+        let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
                 Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
                 Some(Cg::new(ctx, model, tp)?),
+                None,
+            ),
+            (Some(tp), Some(TargetSolve::PerGate { .. })) => (
+                Some(vec![gru_per_gate_sweep::dispatch(
+                    ctx,
+                    model.gates(ctx)?,
+                    &seq,
+                    shape,
+                    dims.hidden,
+                    tp,
+                )?]),
+                None,
+                Some(GateCg::new(ctx, model, tp)?),
             ),
             (Some(tp), Some(solve)) => (
                 Some(vec![jacobian::sweep_dispatch(
                     ctx, model, &seq, shape, tp, solve,
                 )?]),
                 None,
+                None,
             ),
-            _ => (None, None),
+            _ => (None, None, None),
         };
         Ok(Self {
             forward,
             head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
             cg,
+            gate_cg,
             sweep,
             bptt,
             reductions,
@@ -162,7 +181,7 @@ impl Workspace {
     }
 
     /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
-    /// CG from the P left by the previous step.
+    /// CG from the P (or P_g) left by the previous step.
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
         for phase in [Phase::Inverse, Phase::Sweep, Phase::Bptt, Phase::Reductions] {
             self.record_phase(pass, phase, warm);
@@ -178,6 +197,9 @@ impl Workspace {
             Phase::Inverse => {
                 if let Some(cg) = &self.cg {
                     cg.record(pass, warm);
+                }
+                if let Some(gate_cg) = &self.gate_cg {
+                    gate_cg.record(pass, warm);
                 }
             }
             Phase::Sweep => {

@@ -43,7 +43,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 12] = [
+        pub const SHADERS: [(&str, &str); 13] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -81,6 +81,7 @@ shader_tables! {
     "jacobian.wgsl" => [
         "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "workgroup_sum.wgsl"
     ],
+    "gru_per_gate_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl"],
     history:
     "forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "head.wgsl" => [],
@@ -104,6 +105,7 @@ pub(crate) struct Kernels {
     pub transpose: wgpu::ComputePipeline,
     pub gru_forward: wgpu::ComputePipeline,
     pub gru_bptt: wgpu::ComputePipeline,
+    pub gru_per_gate_sweep: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
     /// jacobian.wgsl per workgroup size (`JACOBIAN_WORKGROUP_SIZES`), compiled on first use.
@@ -203,6 +205,7 @@ impl Kernels {
             transpose: single("transpose.wgsl"),
             gru_forward: single("gru_forward.wgsl"),
             gru_bptt: single("gru_bptt.wgsl"),
+            gru_per_gate_sweep: single("gru_per_gate_sweep.wgsl"),
             f32_history,
             f16_history: OnceLock::new(),
             jacobian: Default::default(),

@@ -95,10 +95,16 @@ pub enum TaskSpec {
         dataset: PixelDataset,
         /// Pixels per step k (T = 784 / k for MNIST, 3072 / k for CIFAR-10).
         chunk: usize,
-        /// Standardize pixels per channel ([`PixelDataset`] says with which statistics).
+        /// Standardize pixels per channel: with `mean_std`, else the statistics
+        /// [`PixelDataset`] gives.
         standardize: bool,
         /// Apply a fixed seeded permutation to the pixels.
         permuted: bool,
+        /// With `standardize`: the [mean, standard deviation] of pixels in [0, 1] to use for
+        /// every channel (the published Fashion-MNIST experiment's are
+        /// [`pixel::FASHION_MNIST_MEAN_STD`]); absent, the dataset's ([`PixelDataset`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mean_std: Option<[f64; 2]>,
     },
 }
 
@@ -120,7 +126,14 @@ impl TaskSpec {
                 let (p, q) = adding::SIZES;
                 (p, q, *seq_len)
             }
-            TaskSpec::Pixel { chunk, dataset, .. } => {
+            TaskSpec::Pixel {
+                chunk,
+                dataset,
+                standardize,
+                mean_std,
+                ..
+            } => {
+                pixel::check_mean_std(*standardize, *mean_std)?;
                 let size = dataset.image_size();
                 if *chunk == 0 {
                     return Err(crate::error::Error::setting(
@@ -184,12 +197,14 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
             chunk,
             standardize,
             permuted,
+            mean_std,
         } => {
             let options = PixelOptions {
                 chunk: *chunk,
                 standardize: *standardize,
                 permuted: *permuted,
                 dataset: *dataset,
+                mean_std: *mean_std,
             };
             Box::new(PixelTask::load(dir, options, seed, eval_size)?)
         }

@@ -62,13 +62,17 @@ impl PixelDataset {
 }
 
 /// How images become sequences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PixelOptions {
     /// Pixels per step, k; must divide the image size.
     pub chunk: usize,
-    /// Subtract each channel's mean and divide by its standard deviation (those of the
-    /// training pixels, or the dataset's fixed ones: [`PixelDataset`]).
+    /// Subtract each channel's mean and divide by its standard deviation: `mean_std`'s,
+    /// else the dataset's fixed ones ([`PixelDataset`]), else the training pixels'.
     pub standardize: bool,
+    /// With `standardize`: the mean and standard deviation to use for every channel (of
+    /// pixels scaled to [0, 1]; the published Fashion-MNIST experiment's are
+    /// `FASHION_MNIST_MEAN_STD`).
+    pub mean_std: Option<[f64; 2]>,
     /// Read the pixels in a fixed seeded order instead of in storage order.
     pub permuted: bool,
     /// Which files `PixelTask::load` reads, and which statistics standardize them.
@@ -164,6 +168,7 @@ impl PixelTask {
         } else {
             (0..size).collect()
         };
+        check_mean_std(options.standardize, options.mean_std)?;
         let values = pixel_values(&train, options)?;
         Ok(Self {
             plane: train.images.plane_size(),
@@ -240,17 +245,43 @@ fn shape(set: &Labeled) -> (usize, usize, usize) {
     (set.images.channels, set.images.rows, set.images.cols)
 }
 
+/// The constants the published Fashion-MNIST experiment standardizes its pixels with
+/// (torchvision's `Normalize((0.2860,), (0.3202,))`), as `[mean, std]` of pixels in [0, 1].
+pub const FASHION_MNIST_MEAN_STD: [f64; 2] = [0.2860, 0.3202];
+
+/// Refuses a `mean_std` without `standardize`, and a mean or standard deviation no
+/// standardization can use, naming the setting.
+pub(crate) fn check_mean_std(standardize: bool, mean_std: Option<[f64; 2]>) -> Result<()> {
+    let Some([mean, std]) = mean_std else {
+        return Ok(());
+    };
+    let problem = if !standardize {
+        "the pixels' mean and standard deviation are given but standardize is false (they \
+         are what standardizing uses)"
+            .to_string()
+    } else if !(mean.is_finite() && std > 0.0 && std.is_finite()) {
+        format!(
+            "the pixels' mean must be finite and their standard deviation positive and \
+             finite, got [{mean}, {std}]"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::setting("TaskSpec::Pixel::mean_std", problem).into())
+}
+
 /// Per channel, the input value of every u8 pixel value v: v/255, then when standardizing
-/// `(v/255 − mean) / std` with the dataset's fixed statistics of that channel, or else
-/// with the mean and deviation of all training pixels.
+/// `(v/255 − mean) / std` with `options.mean_std` for every channel, else the dataset's
+/// fixed statistics of that channel, else the mean and deviation of all training pixels.
 fn pixel_values(train: &Labeled, options: PixelOptions) -> Result<Vec<[f64; 256]>> {
     let scaled: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
     let channels = train.images.channels;
     if !options.standardize {
         return Ok(vec![scaled; channels]);
     }
-    let statistics = match options.dataset.fixed_statistics() {
-        Some(fixed) => {
+    let statistics = match (options.mean_std, options.dataset.fixed_statistics()) {
+        (Some([mean, std]), _) => vec![(mean, std); channels],
+        (None, Some(fixed)) => {
             ensure!(
                 fixed.len() == channels,
                 "the {:?} statistics cover {} channels but the images have {channels}",
@@ -259,7 +290,7 @@ fn pixel_values(train: &Labeled, options: PixelOptions) -> Result<Vec<[f64; 256]
             );
             fixed
         }
-        None => vec![measured(train, &scaled)?; channels],
+        (None, None) => vec![measured(train, &scaled)?; channels],
     };
     Ok(statistics
         .into_iter()

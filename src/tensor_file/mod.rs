@@ -18,7 +18,7 @@ pub use params::{
 
 use crate::backend::Trace;
 use crate::error::{shape_of, Error};
-use crate::model::Dims;
+use crate::model::{Dims, GRU_GATES};
 use crate::tasks::{Batch, Targets};
 
 /// A tensor read from a file, widened to f64 (floats) or i64 (integers).
@@ -375,6 +375,9 @@ pub fn save_trace(path: &Path, trace: &Trace, metadata: HashMap<String, String>)
     }
     if let Some(p) = &trace.p_inv {
         tensors.insert("p_inv".into(), Tensor::from_matrix(p));
+    }
+    for (p, gate) in trace.p_gates.iter().flatten().zip(GRU_GATES) {
+        tensors.insert(format!("p_inv.{gate}"), Tensor::from_matrix(p));
     }
     write_tensors(path, &tensors, Some(metadata))
 }

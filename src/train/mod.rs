@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, Diagnostics, Eval};
 use crate::cg::CgReport;
 use crate::config::Hyper;
+use crate::init::Init;
 use crate::limits::{run_workload, Workload};
 use crate::model::{CellKind, Dims, Params};
 use crate::optimizer_state::OptState;
@@ -27,6 +28,9 @@ pub struct RunConfig {
     pub task: TaskSpec,
     /// The recurrent cell.
     pub cell: CellKind,
+    /// How the parameters start (`--init`); `None` takes the cell's default,
+    /// [`Init::default_for`] (orthogonal for the tanh RNN, PyTorch's for the GRU).
+    pub init: Option<Init>,
     /// Hidden size d.
     pub hidden: usize,
     /// Sequences per batch B.
@@ -57,6 +61,7 @@ impl Default for RunConfig {
             },
             task,
             cell: CellKind::Tanh,
+            init: None,
             hidden: 100,
             batch_size: 20,
             iterations: 1000,
@@ -70,6 +75,11 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The initialisation this run starts from: `init`, or the cell's default.
+    pub fn initialisation(&self) -> Init {
+        self.init.unwrap_or(Init::default_for(self.cell))
+    }
+
     /// The sizes this run holds (named as its settings name them): what the host's memory
     /// and a backend's [`Backend::check_workload`] are checked against before anything is
     /// built.
@@ -272,7 +282,8 @@ impl<'a> Session<'a> {
                 }
             }
             None => {
-                backend.load(&Params::init_of(cfg.cell, dims, cfg.seed), None, &cfg.hyper)?;
+                let params = Params::init_with(cfg.cell, cfg.initialisation(), dims, cfg.seed);
+                backend.load(&params, None, &cfg.hyper)?;
                 let eval = evaluate(backend, &eval_set)?;
                 if !eval.loss.is_finite() {
                     bail!(

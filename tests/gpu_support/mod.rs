@@ -57,8 +57,9 @@ pub const SWEEP_MAX_ITER: usize = 16;
 
 /// The settings of a GPU-vs-reference case: r = 1, γ_h = 0.5 and the given inversion,
 /// method, target mode, gradient mode and loss. The analytic inversion forms P by CG (P is
-/// compared, so the reference forms it too: auto may not at small T·B); the jacobian one
-/// solves each step with at most `SWEEP_MAX_ITER` CG iterations.
+/// compared, so the reference forms it too: auto may not at small T·B), the per-gate one
+/// its three P_g by CG; the jacobian one solves each step with at most `SWEEP_MAX_ITER`
+/// CG iterations.
 pub fn hyper(
     inversion: Inversion,
     method: Method,
@@ -68,7 +69,7 @@ pub fn hyper(
 ) -> Hyper {
     let defaults = TpConfig::default();
     let (solver, cg_max_iter) = match inversion {
-        Inversion::Analytic => (Solver::Cg, defaults.cg_max_iter),
+        Inversion::Analytic | Inversion::PerGate => (Solver::Cg, defaults.cg_max_iter),
         Inversion::Jacobian => (defaults.solver, SWEEP_MAX_ITER),
     };
     Hyper {
@@ -113,8 +114,8 @@ pub fn start(cell: CellKind, dims: Dims, seed: u64, w_noise: f64) -> Params {
 
 /// Traces `params` on `batch` with `hyper` on both backends and compares every quantity of
 /// the GPU trace with the reference's within `TOL`: h, the loss, every gradient, the
-/// per-step norms, and for TP the targets v and their offsets v − h, P where it is formed
-/// (never by the jacobian inversion), and the CG report (converged, and iterating wherever
+/// per-step norms, and for TP the targets v and their offsets v − h, P or the P_g where
+/// they are formed (never by the jacobian inversion), and the CG report (converged, and iterating wherever
 /// there is something to solve). Returns the worst relative error.
 pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper) -> f64 {
     let want = CpuBackend::new().trace(params, batch, hyper).unwrap();
@@ -142,11 +143,19 @@ pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper)
         want.p_inv.is_some(),
         "{what}: P formed"
     );
-    if hyper.tp.inversion == Inversion::Jacobian {
+    assert_eq!(
+        got.p_gates.is_some(),
+        want.p_gates.is_some(),
+        "{what}: P_g formed"
+    );
+    if hyper.tp.inversion != Inversion::Analytic {
         assert!(got.p_inv.is_none(), "{what}: no P is formed");
     }
     if let (Some(gp), Some(wp)) = (&got.p_inv, &want.p_inv) {
         worst = worst.max(check(&format!("P {what}"), gp, wp, TOL));
+    }
+    if let (Some(gp), Some(wp)) = (&got.p_gates, &want.p_gates) {
+        worst = worst.max(check_all(&format!("P_r, P_z, P_n {what}"), gp, wp, TOL));
     }
     if let (Some(gv), Some(wv)) = (&got.v, &want.v) {
         worst = worst.max(check_all(&format!("v {what}"), gv, wv, TOL));
@@ -157,9 +166,9 @@ pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper)
             TOL,
         ));
         let cg = got.cg.expect("TP reports its CG");
-        // Forming P always iterates; solving at every step iterates unless T = 1 leaves no
-        // step to solve.
-        let solved = got.p_inv.is_some() || got.h.len() > 2;
+        // Forming P (or the P_g) always iterates; solving at every step iterates unless
+        // T = 1 leaves no step to solve.
+        let solved = got.p_inv.is_some() || got.p_gates.is_some() || got.h.len() > 2;
         assert!(
             cg.residual <= GPU_CG_TOL && (!solved || cg.iterations >= 1),
             "{what}: {cg:?}"

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 
 use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
 use tpri::figures::draw;
+use tpri::init::Init;
 use tpri::model::CellKind;
 use tpri::presets::{pixel_defaults, preset, DEFAULT_CIFAR_DIR, DEFAULT_PIXEL_DIR};
 use tpri::run_dir::RunDir;
@@ -88,8 +89,20 @@ pub struct TrainArgs {
     /// A fixed seeded permutation of the pixels (pixel task) [default: false].
     #[arg(long)]
     pub permuted: Option<bool>,
-    #[arg(long, value_enum, help = help("The recurrent cell (docs/ALGORITHM.md §1, §5); the GRU takes --inversion jacobian unless told otherwise", name(defaults().cell)))]
+    /// Standardize pixels with this mean and standard deviation (of pixels in [0, 1])
+    /// instead of the training set's, e.g. 0.2860,0.3202 as the published Fashion-MNIST
+    /// experiment does (pixel task; implies --standardize true) [default: the training
+    /// set's].
+    #[arg(long, value_delimiter = ',', value_name = "MEAN,STD")]
+    pub mean_std: Option<Vec<f64>>,
+    #[arg(long, value_enum, help = help("The recurrent cell (docs/ALGORITHM.md §1, §5); the GRU takes --inversion jacobian and --init pytorch unless told otherwise", name(defaults().cell)))]
     pub cell: Option<CellKind>,
+    /// How the recurrent cell's tensors start: every weight matrix (each GRU gate block
+    /// alone) orthogonal and biases zero, or PyTorch's uniform ±1/√d; the head is
+    /// orthogonal with a zero bias either way (docs/ALGORITHM.md §1) [default: orthogonal
+    /// for the tanh RNN, pytorch for the GRU].
+    #[arg(long, value_enum)]
+    pub init: Option<Init>,
     #[arg(long, help = help("Hidden size d", defaults().hidden))]
     pub hidden: Option<usize>,
     #[arg(long, help = help("Sequences per batch B", defaults().batch_size))]
@@ -104,12 +117,12 @@ pub struct TrainArgs {
     pub reg: Option<f64>,
     #[arg(long, value_enum, help = help("How the surrogate loss is differentiated (docs/ALGORITHM.md §2, step 6)", name(defaults().hyper.tp.tp_grad)))]
     pub tp_grad: Option<TpGrad>,
-    /// Closed form through P (tanh RNN, docs/ALGORITHM.md §2) or per-step CG on Jacobian
-    /// products (any cell, docs/ALGORITHM.md §5) [default: analytic for the tanh RNN,
-    /// jacobian for the GRU].
+    /// Closed form through P (tanh RNN, docs/ALGORITHM.md §2), per-step CG on Jacobian
+    /// products (any cell, §5), or the published GRU inversion through one P_g per gate
+    /// (GRU, §5) [default: analytic for the tanh RNN, jacobian for the GRU].
     #[arg(long, value_enum)]
     pub inversion: Option<Inversion>,
-    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4)", name(defaults().hyper.tp.solver)))]
+    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4), or how the per-gate inversion forms its P_g (§5)", name(defaults().hyper.tp.solver)))]
     pub solver: Option<Solver>,
     #[arg(long, help = super::cg_tol_help())]
     pub cg_tol: Option<f64>,
@@ -277,8 +290,12 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     if let Some(cell) = args.cell {
         if cell != cfg.cell {
             cfg.hyper.tp.inversion = Inversion::default_for(cell);
+            cfg.init = None;
         }
         cfg.cell = cell;
+    }
+    if args.init.is_some() {
+        cfg.init = args.init;
     }
     let h = &mut cfg.hyper;
     set(&mut h.tp.inversion, args.inversion);
@@ -384,8 +401,9 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
                 || a.chunk.is_some()
                 || a.standardize.is_some()
                 || a.permuted.is_some()
+                || a.mean_std.is_some()
             {
-                bail!("--dataset, --data-dir, --chunk, --standardize and --permuted apply to the pixel task only");
+                bail!("--dataset, --data-dir, --chunk, --standardize, --mean-std and --permuted apply to the pixel task only");
             }
         }
         TaskSpec::Pixel {
@@ -393,6 +411,7 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
             chunk,
             standardize,
             permuted,
+            mean_std,
             ..
         } => {
             if a.seq_len.is_some() {
@@ -400,6 +419,22 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
             }
             set(dir, a.data_dir.clone());
             set(chunk, a.chunk);
+            if let Some(given) = &a.mean_std {
+                let [mean, std] = given[..] else {
+                    bail!("--mean-std takes two numbers, MEAN,STD");
+                };
+                if a.standardize == Some(false) {
+                    bail!(
+                        "--mean-std standardizes the pixels: it cannot go with --standardize false"
+                    );
+                }
+                *mean_std = Some([mean, std]);
+                *standardize = true;
+            }
+            if a.standardize == Some(false) {
+                // No standardization at all: a preset's constants go too.
+                *mean_std = None;
+            }
             set(standardize, a.standardize);
             set(permuted, a.permuted);
         }

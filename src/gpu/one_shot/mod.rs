@@ -11,7 +11,7 @@ mod targets;
 mod updates;
 
 pub use cells::{bptt, forward, gru_bptt, gru_forward, gru_forward_gates, head};
-pub use targets::{inverse_cg, jacobian_sweep, jvp, target_sweep, vjp};
+pub use targets::{gru_per_gate_sweep, inverse_cg, jacobian_sweep, jvp, target_sweep, vjp};
 pub use updates::{matmul, optimizer_step};
 
 use anyhow::Result;
@@ -24,6 +24,7 @@ use crate::gpu::iteration::Workspace;
 use crate::gpu::layout::{unstack, Shape};
 use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Params};
+use crate::plan::{Plan, TargetSolve};
 use crate::tasks::{Batch, Targets};
 use crate::validate::check_batch;
 
@@ -42,7 +43,7 @@ pub(crate) fn workspace(
     model.write_params(ctx, params)?;
     let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, storage)?;
     ws.seq.write_batch(ctx, batch);
-    poison_outputs(ctx, &model, &ws);
+    poison_outputs(ctx, &model, &ws)?;
     Ok((model, ws))
 }
 
@@ -83,7 +84,7 @@ fn read_stack(
 }
 
 /// Poisons every output of an iteration (see `buffers::poison`).
-fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) {
+fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) -> Result<()> {
     let Shape { batch: b, steps: t } = ws.shape;
     let d = model.layout.dims.hidden;
     let g = model.layout.cell.gates();
@@ -109,4 +110,15 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) {
     poison(ctx, &model.cg.x, d * d);
     poison(ctx, &model.cg.columns, 3 * d);
     poison(ctx, &model.wt, g * d * d);
+    if matches!(ws.plan, Plan::Tp(TargetSolve::PerGate { .. })) {
+        let gates = model.gates(ctx)?;
+        for ((w, wt), cg) in gates.w.iter().zip(&gates.wt).zip(&gates.cg) {
+            for square in [w, wt, &cg.x] {
+                poison(ctx, square, d * d);
+            }
+            poison(ctx, &cg.columns, 3 * d);
+        }
+        poison(ctx, &gates.pt, 3 * d * d);
+    }
+    Ok(())
 }
