@@ -14,6 +14,9 @@ pub enum Injection<'a, V: ?Sized = [DMatrix<f64>]> {
     Top(&'a DMatrix<f64>),
     /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
     Targets(&'a V),
+    /// BP with an output at every step: `g_t = ∇_{h_t} ℓ` at every step, shaped like h
+    /// (g_0 … g_T; g_0 is never read).
+    Steps(&'a V),
 }
 
 impl<V: ?Sized> Clone for Injection<'_, V> {

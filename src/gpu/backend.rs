@@ -232,6 +232,7 @@ impl Backend for GpuBackend {
             v,
             p_inv: (fixed == 4).then(|| matrix(&floats(&words[3]), d, d)),
             cg: cg_report(ctx, &model, &ws, hyper, &words[fixed..])?,
+            step_losses: Vec::new(),
         })
     }
 

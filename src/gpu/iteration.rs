@@ -76,7 +76,7 @@ impl Workspace {
         check_llvmpipe_loops(ctx, l, shape, plan, hyper)?;
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
-        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
+        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale, hyper.loss)?;
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;

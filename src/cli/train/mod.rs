@@ -11,9 +11,9 @@ use clap::{Args, ValueEnum};
 use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
 use tpri::figures::draw;
 use tpri::model::CellKind;
-use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
+use tpri::presets::{preset, DEFAULT_PIXEL_DIR, DEFAULT_PTB_DIR};
 use tpri::run_dir::RunDir;
-use tpri::tasks::TaskSpec;
+use tpri::tasks::{EvalSplit, TaskSpec};
 use tpri::train::{RunConfig, Session};
 
 use super::{open_backend, BackendArgs};
@@ -32,6 +32,8 @@ pub enum TaskName {
     Adding,
     /// Pixel-by-pixel images from an MNIST-layout directory of IDX files.
     Pixel,
+    /// Next-word prediction on a Penn Treebank-layout corpus, a head at every step.
+    Lm,
 }
 
 /// The default a flag of `tpri train` falls back to when neither `--preset` nor
@@ -62,12 +64,29 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, help = help("The task (docs/ALGORITHM.md §6)", task_name(&defaults().task)))]
     pub task: Option<TaskName>,
-    /// Sequence length T of the synthetic tasks (at least 10) [default: 30 for adding, 60
-    /// for temporal order].
+    /// Sequence length T of the synthetic tasks (at least 10) and the language model
+    /// [default: 30 for adding, 60 for temporal order, 64 for the language model].
     #[arg(long)]
     pub seq_len: Option<usize>,
-    #[arg(long, help = help("Directory with train-/t10k- images and labels (pixel task)", DEFAULT_PIXEL_DIR))]
+    /// Directory with train-/t10k- images and labels (pixel task) [default:
+    /// /usr/share/datasets/fashion-mnist], or with ptb.train.txt and ptb.test.txt (lm
+    /// task) [default: data/penn-treebank].
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The most words the vocabulary holds, <unk> included: the head's size q (lm task)
+    /// [default: 10000].
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Size e of the frozen word embedding, the input size p (lm task) [default: 1024].
+    #[arg(long)]
+    pub embedding_dim: Option<usize>,
+    /// Train on the first N tokens of ptb.train.txt only (lm task; the published setting
+    /// takes 40000) [default: all].
+    #[arg(long)]
+    pub train_tokens: Option<usize>,
+    /// Which file the held-out windows come from (lm task) [default: test].
+    #[arg(long, value_enum)]
+    pub eval_split: Option<EvalSplit>,
     /// Pixels per step k (pixel task; T = 784 / k) [default: 1].
     #[arg(long)]
     pub chunk: Option<usize>,
@@ -145,6 +164,7 @@ fn task_name(task: &TaskSpec) -> String {
         TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
         TaskSpec::Adding { .. } => TaskName::Adding,
         TaskSpec::Pixel { .. } => TaskName::Pixel,
+        TaskSpec::Lm { .. } => TaskName::Lm,
     })
 }
 
@@ -244,7 +264,7 @@ fn train_in(out: &Out, mut dir: RunDir, cfg: &RunConfig, session: Session) -> Re
         summary.iterations,
         summary.wall_seconds,
         summary.median_step_seconds * 1e3,
-        describe(&summary.last)
+        describe(&summary.last, cfg.hyper.loss.every_step())
     ));
     Ok(())
 }
@@ -352,7 +372,17 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
         TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
         TaskSpec::Adding { .. } => TaskName::Adding,
         TaskSpec::Pixel { .. } => TaskName::Pixel,
+        TaskSpec::Lm { .. } => TaskName::Lm,
     };
+    let lm_flags = a.vocab.is_some()
+        || a.embedding_dim.is_some()
+        || a.train_tokens.is_some()
+        || a.eval_split.is_some();
+    if lm_flags && !matches!(a.task.unwrap_or(kind), TaskName::Lm) {
+        bail!(
+            "--vocab, --embedding-dim, --train-tokens and --eval-split apply to the lm task only"
+        );
+    }
     let mut task = match a.task {
         Some(name) if name != kind => match name {
             TaskName::TemporalOrder => TaskSpec::TemporalOrder { seq_len: 60 },
@@ -363,6 +393,7 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
                 standardize: false,
                 permuted: false,
             },
+            TaskName::Lm => lm_task(),
         },
         _ => base.clone(),
     };
@@ -374,8 +405,28 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
                 || a.standardize.is_some()
                 || a.permuted.is_some()
             {
-                bail!("--data-dir, --chunk, --standardize and --permuted apply to the pixel task only");
+                bail!("--data-dir, --chunk, --standardize and --permuted apply to the pixel task only (and --data-dir to the lm task)");
             }
+        }
+        TaskSpec::Lm {
+            dir,
+            seq_len,
+            vocab,
+            embedding_dim,
+            train_tokens,
+            eval_split,
+        } => {
+            if a.chunk.is_some() || a.standardize.is_some() || a.permuted.is_some() {
+                bail!("--chunk, --standardize and --permuted apply to the pixel task only");
+            }
+            set(dir, a.data_dir.clone());
+            set(seq_len, a.seq_len);
+            set(vocab, a.vocab);
+            set(embedding_dim, a.embedding_dim);
+            if a.train_tokens.is_some() {
+                *train_tokens = a.train_tokens;
+            }
+            set(eval_split, a.eval_split);
         }
         TaskSpec::Pixel {
             dir,
@@ -393,6 +444,19 @@ fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
         }
     }
     Ok(task)
+}
+
+/// The language model's settings when `--task lm` starts it afresh: the published ones
+/// (`ptb-tp`'s task), all the training file's tokens.
+fn lm_task() -> TaskSpec {
+    TaskSpec::Lm {
+        dir: DEFAULT_PTB_DIR.into(),
+        seq_len: 64,
+        vocab: 10_000,
+        embedding_dim: 1024,
+        train_tokens: None,
+        eval_split: EvalSplit::Test,
+    }
 }
 
 /// `runs/NAME`, or the first of `runs/NAME-2`, `runs/NAME-3`, … that is free (missing or
@@ -419,6 +483,7 @@ fn default_name(cfg: &RunConfig) -> String {
         TaskSpec::Pixel {
             chunk, permuted, ..
         } => format!("pixel{}-k{chunk}", if *permuted { "-permuted" } else { "" }),
+        TaskSpec::Lm { seq_len, .. } => format!("lm-{seq_len}"),
     };
     let method = match cfg.hyper.method {
         Method::Tp => "tp",

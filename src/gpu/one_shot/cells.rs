@@ -7,7 +7,7 @@ use nalgebra::DMatrix;
 use super::{after_forward, read_stack, workspace};
 use crate::config::{Hyper, Inversion, Loss, Method, TpConfig, TpGrad};
 use crate::gpu::context::GpuContext;
-use crate::gpu::layout::{matrix, rows_f32, Shape};
+use crate::gpu::layout::{matrix, rows_f32, stack, Shape};
 use crate::gpu::storage::Storage;
 use crate::kernel_io::{GruGrads, GruStep, HeadOut, Injection, RnnGrads};
 use crate::model::{CellKind, Params};
@@ -99,16 +99,18 @@ pub(crate) fn backward_once(
         h.len(),
         x.len()
     );
-    let method = match injection {
-        Injection::Top(_) => Method::Bp,
-        Injection::Targets(_) => Method::Tp,
+    let (method, loss) = match injection {
+        Injection::Top(_) => (Method::Bp, Loss::CrossEntropy),
+        Injection::Targets(_) => (Method::Tp, Loss::CrossEntropy),
+        Injection::Steps(_) => (Method::Bp, Loss::CrossEntropySeq),
     };
     ensure!(
         method == Method::Tp || through_time,
-        "BP injects g_T at the top only; without recursion it has no gradient below T"
+        "BP's recursion runs through time: its injections reach the steps below only so"
     );
     let hyper = Hyper {
         method,
+        loss,
         tp: TpConfig {
             inversion: Inversion::default_for(params.cell),
             tp_grad: if through_time {
@@ -131,6 +133,8 @@ pub(crate) fn backward_once(
             ws.seq.dv.write(ctx, 0, &dv);
         }
         Injection::Top(g) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
+        // g_1 … g_T, as the heads at every step leave them [T, B, d].
+        Injection::Steps(g) => ctx.write(&ws.seq.g_top, 0, &stack(g.get(1..).unwrap_or(&[]))),
     }
     ctx.submit(|pass| {
         ws.bptt.record(pass);
