@@ -121,7 +121,14 @@ impl LanguageModel {
         let train_path = dir.join(TRAIN_FILE);
         let held_path = dir.join(options.eval_split.file_name());
         let corpus = read_corpus(&train_path, &held_path, options.vocab, options.train_tokens)
-            .with_context(|| format!("language model corpus in {}", dir.display()))?;
+            .with_context(|| {
+            format!(
+                "the language model's corpus in {} (a Penn Treebank-layout directory with {TRAIN_FILE} \
+                 and {}; README.md says where to get Penn Treebank)",
+                dir.display(),
+                options.eval_split.file_name()
+            )
+        })?;
         let t = options.seq_len;
         for (path, n, what) in [
             (&train_path, corpus.train.len(), "training"),
