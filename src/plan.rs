@@ -153,11 +153,6 @@ const REFUSED: &[Refusal] = &[
         },
     },
     Refusal {
-        refuses: |r| r.loss.every_step() && r.on_gpu(),
-        field: "Hyper::loss",
-        message: |_| "TEMPORARY: the GPU has no heads at every step yet".into(),
-    },
-    Refusal {
         refuses: |r| r.loss.every_step() && r.on_gpu() && r.per_step(),
         field: "Hyper::tp.solver",
         message: |_| {

@@ -209,8 +209,8 @@ impl Outputs {
             let out = head_steps(params, h, y)?;
             return Ok(Self {
                 loss: out.loss,
-                grad_top: out.grad_h.rows_at(t_len),
-                every_step: Some(out.grad_h),
+                grad_top: out.grad_h[t_len].clone(),
+                every_step: Some(Steps::from_rows(&out.grad_h, h.batch(), h.width())),
                 step_losses: out.step_losses,
                 grad_w: out.grad_w,
                 grad_b: out.grad_b,

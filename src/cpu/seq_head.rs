@@ -9,26 +9,10 @@ use crate::config::Loss;
 use crate::cpu::head::cross_entropy;
 use crate::cpu::steps::Steps;
 use crate::error::{shape_of, Error};
+use crate::kernel_io::StepHeadOut;
 use crate::model::Params;
 use crate::tasks::Targets;
 use crate::validate::check_targets;
-
-/// The loss of the heads at every step and its gradients.
-#[derive(Clone, Debug)]
-pub struct StepHeadOut {
-    /// ℓ, the mean cross-entropy over all B·T predictions.
-    pub loss: f64,
-    /// The share of the B·T predictions whose first arg-max is the label.
-    pub accuracy: f64,
-    /// ℓ_t for t = 1 … T, each the mean over the B sequences (ℓ is their mean).
-    pub step_losses: Vec<f64>,
-    /// g_t = ∇_{h_t} ℓ through the head of step t alone, shaped like h (g_0 = 0).
-    pub grad_h: Steps,
-    /// ∇_V ℓ = Σ_t (∂ℓ/∂z_t)ᵀ h_t, q×d.
-    pub grad_w: DMatrix<f64>,
-    /// ∇_c ℓ, q×1.
-    pub grad_b: DMatrix<f64>,
-}
 
 /// The heads' loss and gradients at the states `h` (h_0 … h_T) against per-step labels
 /// `y` ([`Targets::StepLabels`], B×T). One step's B×q outputs at a time: the B·T·q of all
@@ -52,7 +36,7 @@ pub fn head_steps(params: &Params, h: &Steps, y: &Targets) -> Result<StepHeadOut
         .into());
     }
     let count = b * t_len;
-    let mut grad_h = Steps::zeros(t_len + 1, b, h.width());
+    let mut grad_h = vec![DMatrix::zeros(b, h.width())];
     let mut grad_w = DMatrix::zeros(q, h.width());
     let mut grad_b = DMatrix::zeros(q, 1);
     let mut step_losses = Vec::with_capacity(t_len);
@@ -68,8 +52,7 @@ pub fn head_steps(params: &Params, h: &Steps, y: &Targets) -> Result<StepHeadOut
         step_losses.push(sum / b as f64);
         loss += sum;
         hits += step_hits;
-        let g = &dz * &params.head_w;
-        grad_h.step_mut(t).copy_from_slice(g.transpose().as_slice());
+        grad_h.push(&dz * &params.head_w);
         grad_w += dz.tr_mul(&h_t);
         grad_b += dz.row_sum().transpose();
     }

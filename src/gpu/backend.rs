@@ -221,18 +221,31 @@ impl Backend for GpuBackend {
         if ws.plan.forms_p() {
             regions.push(Region::new(&model.cg.x, 0, d * d));
         }
+        // The per-step losses, with outputs at every step (the region after P's).
+        if let Some(steps) = ws.step_stats() {
+            regions.push(Region::new(steps, 0, 2 * t));
+        }
         let fixed = regions.len();
         regions.extend(cg_regions(&model, &ws));
         let words = Readback::default().read(ctx, |pass| ws.error_norms.record(pass), &regions)?;
+        let step_losses = match ws.step_stats() {
+            Some(_) => floats(&words[fixed - 1])
+                .iter()
+                .step_by(2)
+                .map(|&l| f64::from(l))
+                .collect(),
+            None => Vec::new(),
+        };
+        let with_p = ws.plan.forms_p();
         Ok(Trace {
             h,
             loss: f64::from(f32::from_bits(words[0][0])),
             grads: model.layout.unpack(&floats(&words[1])),
             error_norms: ws.error_norms.decode(&words[2]),
             v,
-            p_inv: (fixed == 4).then(|| matrix(&floats(&words[3]), d, d)),
+            p_inv: with_p.then(|| matrix(&floats(&words[3]), d, d)),
             cg: cg_report(ctx, &model, &ws, hyper, &words[fixed..])?,
-            step_losses: Vec::new(),
+            step_losses,
         })
     }
 

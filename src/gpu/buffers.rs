@@ -218,8 +218,8 @@ impl SeqBuffers {
         let y: Vec<u32> = match &batch.y {
             Targets::Labels(l) => l.iter().map(|&c| c as u32).collect(),
             Targets::Values(v) => rows_f32(v).iter().map(|v| v.to_bits()).collect(),
-            // Step-major [T, B], as the rows of h_1 … h_T.
-            Targets::StepLabels(l) => l.transpose().iter().map(|&c| c as u32).collect(),
+            // Step-major [T, B], as the rows of h_1 … h_T: l (B×T) column by column.
+            Targets::StepLabels(l) => l.iter().map(|&c| c as u32).collect(),
         };
         ctx.write(&self.y, 0, &y);
     }
