@@ -36,6 +36,9 @@ pub const TRAIN: &[(&str, &str)] = &[
     ("RunConfig::eval_size", "--eval-size"),
     ("TaskSpec::seq_len", "--seq-len"),
     ("TaskSpec::Pixel::chunk", "--chunk"),
+    ("TaskSpec::Lm::seq_len", "--seq-len"),
+    ("TaskSpec::Lm::vocab", "--vocab"),
+    ("TaskSpec::Lm::embedding_dim", "--embedding-dim"),
     ("Dims::hidden", "--hidden"),
 ];
 

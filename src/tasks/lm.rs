@@ -138,8 +138,9 @@ impl LanguageModel {
                 return Err(Error::format(
                     path,
                     format!(
-                        "has {n} {what} tokens (<eos> included{}), fewer than the T + 2 = {} one \
-                         window of T = {t} steps and its last label need",
+                        "has {n} {what} tokens (<eos> included{}): no window of T = {t} steps, \
+                         which takes T + 2 = {} (N tokens make N − T − 1 windows, as the \
+                         published code counts them); use a shorter TaskSpec::Lm::seq_len or a longer file",
                         match (what, options.train_tokens) {
                             ("training", Some(k)) => format!(", the first {k} used"),
                             _ => String::new(),

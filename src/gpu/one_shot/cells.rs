@@ -185,6 +185,10 @@ pub fn head(
 ) -> Result<HeadOut> {
     let (b, d) = h_last.shape();
     let q = params.dims().output;
+    ensure!(
+        !loss.every_step(),
+        "loss ce-seq scores the heads at every step: `head_steps` runs them"
+    );
     check_targets(y, loss, b, q)?;
     // A one-step batch whose h_1 is set to h_last.
     let batch = Batch {
