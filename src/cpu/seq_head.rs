@@ -35,6 +35,14 @@ pub fn head_steps(params: &Params, h: &Steps, y: &Targets) -> Result<StepHeadOut
         )
         .into());
     }
+    if params.head_w.ncols() != h.width() {
+        return Err(Error::shape(
+            "Params::head_w (head.w)",
+            shape_of(&[q, params.head_w.ncols()]),
+            format!("[{q}, {}], d columns as h has", h.width()),
+        )
+        .into());
+    }
     let count = b * t_len;
     let mut grad_h = vec![DMatrix::zeros(b, h.width())];
     let mut grad_w = DMatrix::zeros(q, h.width());

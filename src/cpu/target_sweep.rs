@@ -134,6 +134,16 @@ pub fn target_sweep_steps(
         (h.steps(), h.batch(), h.width()),
         "target_sweep_steps: v is not shaped like h"
     );
+    if let Some(g) = local.filter(|g| (g.steps(), g.batch(), g.width()) != (h.steps(), b, d)) {
+        anyhow::bail!(
+            "target_sweep_steps: the gradients of the outputs at every step have {} steps of \
+             {}×{}, but h has {} of {b}×{d}",
+            g.steps(),
+            g.batch(),
+            g.width(),
+            h.steps()
+        );
+    }
     // v_0 (never used) and v_T; the sweep writes v_1 … v_{T−1}.
     v.step_mut(0).copy_from_slice(h.step(0));
     let columns = v.step_mut(t_len).chunks_exact_mut(d);

@@ -231,6 +231,11 @@ pub fn head_steps(
         (1..=t).contains(&block_steps),
         "a block of {block_steps} steps, for T = {t}"
     );
+    ensure!(
+        h.iter().all(|h_t| h_t.shape() == (b, params.dims().hidden)),
+        "h_0 … h_T must each be {b}×{} (B×d)",
+        params.dims().hidden
+    );
     let batch = Batch {
         x: vec![DMatrix::zeros(b, params.dims().input); t],
         y: y.clone(),
