@@ -35,6 +35,10 @@ pub struct Trace {
     /// ‖e_t‖_F over the batch for t = 1 … T, the error of the backward recursion
     /// (BP: ∂ℓ/∂h_t). Empty when a backend does not compute it.
     pub error_norms: Vec<f64>,
+    /// With outputs at every step (`Loss::CrossEntropySeq`): the loss of each step's
+    /// head, ℓ_t for t = 1 … T, each a mean over the B sequences (ℓ is their mean).
+    /// Empty with a head at the last step only.
+    pub step_losses: Vec<f64>,
 }
 
 /// How far back in time the training signal of the last step reached.

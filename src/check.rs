@@ -77,7 +77,8 @@ pub struct Case {
 const JACOBIAN_MAX_ITER: usize = 16;
 
 /// A covering set of cases: sizes off the workgroup grid, both cells, every target mode,
-/// every inversion, both gradient modes, both losses, and BP.
+/// every inversion, both gradient modes, every loss (outputs at every step included), and
+/// BP.
 pub fn cases() -> Vec<Case> {
     let tp = |mode, grad, loss| Hyper {
         method: Method::Tp,
@@ -177,6 +178,30 @@ pub fn cases() -> Vec<Case> {
             Gru,
             per_gate(TpGrad::Local, Loss::Mse),
         ),
+        (
+            "lm tp linearized",
+            Tanh,
+            tp(
+                TargetMode::Linearized,
+                TpGrad::ThroughTime,
+                Loss::CrossEntropySeq,
+            ),
+        ),
+        (
+            "lm tp difference local",
+            Tanh,
+            tp(TargetMode::Difference, TpGrad::Local, Loss::CrossEntropySeq),
+        ),
+        (
+            "lm tp plain",
+            Tanh,
+            tp(
+                TargetMode::Plain,
+                TpGrad::ThroughTime,
+                Loss::CrossEntropySeq,
+            ),
+        ),
+        ("lm bp", Tanh, bp(Loss::CrossEntropySeq)),
     ];
     let mut out = Vec::new();
     for group in [&settings[..], &later[..]] {
@@ -186,7 +211,11 @@ pub fn cases() -> Vec<Case> {
                 if i >= 2 && j % 2 != i % 2 {
                     continue;
                 }
-                let q = if hyper.loss == Loss::Mse { 1 } else { 4 };
+                let q = match hyper.loss {
+                    Loss::Mse => 1,
+                    Loss::CrossEntropy => 4,
+                    Loss::CrossEntropySeq => 5,
+                };
                 out.push(Case {
                     name: format!("{label} d={d} T={t} B={b}"),
                     cell: *cell,
@@ -236,6 +265,11 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
                 .collect(),
         ),
         Loss::Mse => Targets::Values(noise(case.batch, q, 1.0)),
+        Loss::CrossEntropySeq => {
+            Targets::StepLabels(DMatrix::from_fn(case.batch, case.seq_len, |i, t| {
+                (i * 7 + t * 3 + seed as usize) % q
+            }))
+        }
     };
     (params, Batch { x, y })
 }
@@ -283,20 +317,35 @@ pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
         out.push(("p_inv".into(), rel(&pa, &pb)));
     }
     out.push(("loss".into(), ((a.loss - b.loss) / b.loss).abs()));
+    if !(a.step_losses.is_empty() && b.step_losses.is_empty()) {
+        let column = |v: &[f64]| DMatrix::from_column_slice(v.len(), 1, v);
+        let (sa, sb) = (column(&a.step_losses), column(&b.step_losses));
+        out.push(("step_loss".into(), rel(&[&sa], &[&sb])));
+    }
     for ((name, ga), (_, gb)) in a.grads.tensors().into_iter().zip(b.grads.tensors()) {
         out.push((format!("grad.{name}"), rel(&[ga], &[gb])));
     }
     out
 }
 
-/// Each quantity's relative error, by name (`h`, `v`, `p_inv`, `loss`, and `grad.` with
-/// the tensor's name).
+/// Each quantity's relative error, by name (`h`, `v`, `p_inv`, `loss`, `step_loss` with
+/// outputs at every step, and `grad.` with the tensor's name).
 pub type Errors = Vec<(String, f64)>;
 
 /// The columns of `tpri check`'s table: one per quantity, the gradients named without
 /// their cell's prefix so that both cells share them (the GRU's b_ih under `b`).
-pub const COLUMNS: [&str; 10] = [
-    "h", "v", "p_inv", "loss", "w_hh", "w_ih", "b", "b_hh", "head.w", "head.b",
+pub const COLUMNS: [&str; 11] = [
+    "h",
+    "v",
+    "p_inv",
+    "loss",
+    "step_loss",
+    "w_hh",
+    "w_ih",
+    "b",
+    "b_hh",
+    "head.w",
+    "head.b",
 ];
 
 /// The `COLUMNS` entry of a quantity named as in `Errors`.
@@ -314,10 +363,12 @@ pub fn column_of(name: &str) -> &str {
 }
 
 /// Whether the GPU backend runs `case` with its histories in `storage`: f32 runs every
-/// case, f16 the tanh RNN's with the analytic inversion (and BP) only.
+/// case, f16 the tanh RNN's with the analytic inversion (and BP) and a head at the last
+/// step only.
 pub fn runs_with(storage: Storage, case: &Case) -> bool {
     storage == Storage::F32
         || (case.cell == CellKind::Tanh
+            && !case.hyper.loss.every_step()
             && (case.hyper.method == Method::Bp || case.hyper.tp.inversion == Inversion::Analytic))
 }
 

@@ -17,6 +17,20 @@ pub enum Loss {
     CrossEntropy,
     /// Squared error, mean over all B·q entries.
     Mse,
+    /// Softmax cross-entropy of a head at every step against one label per step (the next
+    /// token of a language model), mean over all B·T predictions: the published code's
+    /// `cross_entropy_seq` (docs/ALGORITHM.md §13).
+    #[cfg_attr(feature = "cli", value(name = "ce-seq"))]
+    #[serde(rename = "ce-seq")]
+    CrossEntropySeq,
+}
+
+impl Loss {
+    /// Whether the model has an output at every step (`CrossEntropySeq`) rather than at
+    /// the last step only.
+    pub fn every_step(self) -> bool {
+        self == Loss::CrossEntropySeq
+    }
 }
 
 /// How the recurrent weights are trained.

@@ -37,6 +37,9 @@ pub struct Workload {
     /// P = (WᵀW + rI)⁻¹Wᵀ (the analytic inversion), 3 for the GRU's per-gate P_g, 0 when
     /// it solves at every step (the jacobian inversion) or for BPTT.
     pub inverses: usize,
+    /// Whether the model has an output at every step (`Loss::CrossEntropySeq`): labels
+    /// per step, the loss gradient at every state, and the heads' outputs.
+    pub every_step: bool,
     /// What the messages call each size.
     pub names: &'static FieldNames,
 }
@@ -118,6 +121,7 @@ impl Workload {
                 (Method::Tp, Inversion::PerGate) => 3,
                 _ => 0,
             },
+            every_step: hyper.loss.every_step(),
             names: &WORKLOAD_NAMES,
         }
     }
@@ -206,12 +210,24 @@ impl Workload {
             .dims
             .param_count(self.cell)
             .ok_or_else(|| self.overflow())?;
+        // Outputs at every step: a label per step (and the language model's frozen
+        // embedding table [q, p]).
+        let every = u64::from(self.every_step);
         let est = (|| {
             Some(MemoryEstimate {
                 parameters: product(&[4, n, 8])?,
                 optimizer: product(&[4, n, 8])?,
-                batch: sum(&[product(&[2, t, b, p, 8]), product(&[b, q, 8])])?,
-                evaluation: sum(&[product(&[e, t, p, 8]), product(&[e, q, 8])])?,
+                batch: sum(&[
+                    product(&[2, t, b, p, 8]),
+                    product(&[b, q, 8]),
+                    product(&[every, t, b, 8]),
+                    product(&[every, q, p, 8]),
+                ])?,
+                evaluation: sum(&[
+                    product(&[e, t, p, 8]),
+                    product(&[e, q, 8]),
+                    product(&[every, e, t, 8]),
+                ])?,
                 ..MemoryEstimate::default()
             })
         })();
@@ -223,13 +239,18 @@ impl Workload {
     /// (P's, each P_g's, or the per-step solves').
     pub fn cpu_estimate(&self) -> Result<MemoryEstimate> {
         let common = self.host_common()?;
-        let [_, d, _, t, b, _, gd] = self.sizes();
+        let [_, d, q, t, b, _, gd] = self.sizes();
         // tanh: h, v, δ, e and work space; the GRU adds r, z, n, hn and dgh, dgi.
         let per_state = if self.cell == CellKind::Gru { 16 } else { 6 };
+        // Outputs at every step: the gradients g_t, and one step's outputs and ∂ℓ/∂z.
+        let every = u64::from(self.every_step);
         let tp = self.method == Method::Tp;
         let est = (|| {
             Some(MemoryEstimate {
-                histories: product(&[per_state, t.checked_add(1)?, b, d, 8])?,
+                histories: sum(&[
+                    product(&[per_state + every, t.checked_add(1)?, b, d, 8]),
+                    product(&[every, 2, b, q, 8]),
+                ])?,
                 solver: match (tp, self.inverses) {
                     (false, _) => 0,
                     (true, 0) => product(&[8, b, gd, 8])?,
@@ -259,7 +280,7 @@ impl Workload {
         gpu: &GpuLimits,
     ) -> Result<(Vec<(&'static str, u64)>, MemoryEstimate)> {
         self.check_sizes()?;
-        let [p, d, _, t, b, _, gd] = self.sizes();
+        let [p, d, q, t, b, _, gd] = self.sizes();
         let n = self
             .dims
             .param_count(self.cell)
@@ -268,7 +289,7 @@ impl Workload {
         let made = (|| {
             let padded = d.checked_add(d % 2)?;
             let history = product(&[t.checked_add(1)?, b, padded, gpu.history_bytes])?;
-            let buffers = vec![
+            let mut buffers = vec![
                 ("inputs x [T, B, p]", product(&[t, b, p, 4])?),
                 ("hidden states h [T+1, B, d]", history),
                 ("target offsets v − h [T+1, B, d]", history),
@@ -287,7 +308,27 @@ impl Workload {
                 ("Pᵀ [d, d]", product(&[d, d, 4])?),
                 ("parameters", product(&[n, 4])?),
             ];
-            let workspace = sum(&buffers[..8]
+            if self.every_step {
+                let k = logit_block_steps(self.steps, self.batch, self.dims.output, gpu.max_buffer)
+                    as u64;
+                buffers.splice(
+                    8..8,
+                    [
+                        (
+                            "per-step loss gradients g [T, B, d]",
+                            product(&[t, b, d, 4])?,
+                        ),
+                        (
+                            "outputs of a block of steps [k·B, q]",
+                            product(&[k, b, q, 4])?,
+                        ),
+                        ("per-step head statistics [T·B, 2]", product(&[t, b, 2, 4])?),
+                        ("Vᵀ [d, q]", product(&[d, q, 4])?),
+                    ],
+                );
+            }
+            let in_workspace = if self.every_step { 12 } else { 8 };
+            let workspace = sum(&buffers[..in_workspace]
                 .iter()
                 .map(|&(_, b)| Some(b))
                 .collect::<Vec<_>>())?;
@@ -382,6 +423,25 @@ impl Workload {
             self.steps, self.batch, self.dims.input, self.dims.hidden, self.dims.output
         )
     }
+}
+
+/// The most bytes the GPU's outputs of a block of steps take (the heads at every step,
+/// docs/ALGORITHM.md §13): B·T·q values at once would be 1.3 GB at the published
+/// language model's size.
+pub const LOGIT_BLOCK_BYTES: u64 = 256 << 20;
+
+/// How many steps the GPU's heads at every step take at once: as many as fit
+/// `LOGIT_BLOCK_BYTES` and the device's largest buffer `max_buffer`, at least one (a
+/// step larger than the buffer is refused by the buffer check), at most all T.
+pub fn logit_block_steps(steps: usize, batch: usize, outputs: usize, max_buffer: u64) -> usize {
+    let per_step = (batch as u64)
+        .saturating_mul(outputs as u64)
+        .saturating_mul(4);
+    let budget = LOGIT_BLOCK_BYTES.min(max_buffer);
+    let fit = budget / per_step.max(1);
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .clamp(1, steps.max(1))
 }
 
 /// The sizes of a training run, named as its settings (`train::RunConfig`) name them.

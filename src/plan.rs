@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
+use crate::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode};
 use crate::error::Error;
 use crate::model::CellKind;
 
@@ -84,6 +84,7 @@ struct Request {
     solver: Solver,
     target_mode: TargetMode,
     device: Device,
+    loss: Loss,
 }
 
 impl Request {
@@ -101,8 +102,8 @@ impl Request {
     }
 }
 
-/// Every combination of cell, method, inversion, solver, target mode and device that no
-/// backend runs (checked in this order; the first that applies is the error).
+/// Every combination of cell, method, inversion, solver, target mode, loss and device
+/// that no backend runs (checked in this order; the first that applies is the error).
 const REFUSED: &[Refusal] = &[
     Refusal {
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
@@ -157,6 +158,50 @@ const REFUSED: &[Refusal] = &[
             )
         },
     },
+    // Outputs at every step (docs/ALGORITHM.md §13): the tanh RNN's analytic inversion,
+    // and BP; on the GPU with P formed and f32 histories.
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.cell != CellKind::Tanh,
+        field: "Hyper::loss",
+        message: |_| {
+            "outputs at every step (Loss::CrossEntropySeq) are implemented for the tanh RNN \
+             only, not the GRU"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.tp() && r.inversion == Inversion::Jacobian,
+        field: "Hyper::tp.inversion",
+        message: |_| {
+            "outputs at every step (Loss::CrossEntropySeq) take the analytic inversion, \
+             Inversion::Analytic, not the jacobian one"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.on_gpu() && r.per_step(),
+        field: "Hyper::tp.solver",
+        message: |_| {
+            "the GPU's per-step solves have no local targets for outputs at every step \
+             (Loss::CrossEntropySeq): use Solver::Cg or Solver::Auto"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| {
+            r.loss.every_step()
+                && r.device
+                    == (Device::Gpu {
+                        f16_histories: true,
+                    })
+        },
+        field: "Storage",
+        message: |_| {
+            "outputs at every step (Loss::CrossEntropySeq) read the hidden states as f32 in \
+             their matrix products: use Storage::F32"
+                .into()
+        },
+    },
     // The GRU's kernels and the per-step sweep read and write f32 histories only.
     Refusal {
         refuses: |r| {
@@ -197,6 +242,7 @@ impl Plan {
             solver: hyper.tp.solver,
             target_mode: hyper.tp.target_mode,
             device,
+            loss: hyper.loss,
         };
         match REFUSED.iter().find(|r| (r.refuses)(&request)) {
             Some(refusal) => Err(Error::setting(refusal.field, (refusal.message)(&request)).into()),

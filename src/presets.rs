@@ -2,11 +2,11 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::{Hyper, Inversion, Method, OptimizerConfig, OptimizerKind, TpConfig};
+use crate::config::{Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig};
 use crate::init::Init;
 use crate::model::CellKind;
 use crate::tasks::pixel::FASHION_MNIST_MEAN_STD;
-use crate::tasks::{PixelDataset, TaskSpec};
+use crate::tasks::{EvalSplit, PixelDataset, TaskSpec};
 use crate::train::RunConfig;
 
 /// Where `tpri train` looks for MNIST-layout files by default (Debian's
@@ -17,6 +17,11 @@ pub const DEFAULT_PIXEL_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// version's archive, `cifar-10-binary.tar.gz`, unpacks to (relative to the working
 /// directory).
 pub const DEFAULT_CIFAR_DIR: &str = "cifar-10-batches-bin";
+
+/// Where `tpri train --task lm` looks for the Penn Treebank files (`ptb.train.txt`,
+/// `ptb.test.txt`) by default, relative to the working directory (the published code's
+/// folder name; README.md says where to get them).
+pub const DEFAULT_PTB_DIR: &str = "data/penn-treebank";
 
 /// The pixel task on `dataset` with its defaults: its default directory, one value per
 /// step, in storage order; CIFAR-10 standardized per channel as the published code does,
@@ -37,7 +42,7 @@ pub fn pixel_defaults(dataset: PixelDataset) -> TaskSpec {
 }
 
 /// Preset names with a one-line description, in the order `tpri train --help` lists them.
-pub const PRESETS: [(&str, &str); 17] = [
+pub const PRESETS: [(&str, &str); 19] = [
     (
         "temporal-order-60-tp",
         "temporal order T=60, TP-RI lr 0.1, lr_target 0.01, r 10",
@@ -102,6 +107,14 @@ pub const PRESETS: [(&str, &str); 17] = [
     (
         "temporal-order-60-tp-quick",
         "temporal order T=60, TP-RI, 200 iterations: a smoke test",
+    ),
+    (
+        "ptb-tp",
+        "Penn Treebank words T=64, B=512, d=256, embedding 1024 frozen, vocabulary 10000, first 40000 tokens, TP-RI lr 0.1, lr_target 1e-3, r 1",
+    ),
+    (
+        "ptb-bp",
+        "Penn Treebank words T=64, B=512, d=256, embedding 1024 frozen, vocabulary 10000, first 40000 tokens, BPTT SGD lr 1e-2",
     ),
 ];
 
@@ -183,6 +196,31 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         hyper,
         ..RunConfig::default()
     };
+    // The published language model (exp/exp_penn_tree.py): 24000 iterations, logged
+    // every 200, on the first 40000 training tokens; evaluated on the 6 full batches of
+    // 512 windows that the first 3546 test tokens give (docs/ALGORITHM.md §13).
+    let ptb = |hyper: Hyper| RunConfig {
+        task: TaskSpec::Lm {
+            dir: DEFAULT_PTB_DIR.into(),
+            seq_len: 64,
+            vocab: 10_000,
+            embedding_dim: 1024,
+            train_tokens: Some(40_000),
+            eval_split: EvalSplit::Test,
+        },
+        hidden: 256,
+        batch_size: 512,
+        iterations: 24_000,
+        eval_every: 200,
+        log_every: 200,
+        checkpoint_every: 1000,
+        eval_size: 6 * 512,
+        hyper: Hyper {
+            loss: Loss::CrossEntropySeq,
+            ..hyper
+        },
+        ..RunConfig::default()
+    };
     let order = |seq_len| TaskSpec::TemporalOrder { seq_len };
     let adding = TaskSpec::Adding { seq_len: 30 };
     Ok(match name {
@@ -211,6 +249,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             eval_every: 50,
             ..preset("temporal-order-60-tp")?
         },
+        "ptb-tp" => ptb(tp(0.1, 1e-3, 1.0)),
+        "ptb-bp" => ptb(bp(1e-2, OptimizerKind::Sgd)),
         _ => {
             let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
             bail!(

@@ -75,8 +75,8 @@ pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
 
 /// Checks the inputs of `batch` for a model of sizes `dims`: at least one step, at least
 /// one sequence, every step of shape [B, p] (B from the first step, p from `dims`), every
-/// value finite; then that `y` has one row per sequence of `x` (the loss checks the rest,
-/// [`check_targets`]).
+/// value finite; then that `y` has one row per sequence of `x` (and per-step labels one
+/// column per step; the loss checks the rest, [`check_targets`]).
 pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
     let p = dims.input;
     let Some(first) = batch.x.first() else {
@@ -117,10 +117,22 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
         }
     }
     let rows = batch.y.len();
+    let t_len = batch.x.len();
+    if let Targets::StepLabels(l) = &batch.y {
+        if l.shape() != (b, t_len) {
+            return Err(Error::shape(
+                "Batch::y",
+                shape_of(&[l.nrows(), l.ncols()]),
+                format!("[{b}, {t_len}], one label per sequence and step of Batch::x"),
+            )
+            .into());
+        }
+    }
     if rows != b {
         let found = match &batch.y {
             Targets::Labels(l) => format!("[{}] ({} labels)", l.len(), l.len()),
             Targets::Values(v) => shape_of(&[v.nrows(), v.ncols()]),
+            Targets::StepLabels(l) => shape_of(&[l.nrows(), l.ncols()]),
         };
         return Err(Error::shape(
             "Batch::y",
@@ -132,7 +144,8 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences.
+/// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences (per-step
+/// labels: their number of steps is `check_inputs`'s to check, against the batch's x).
 pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> {
     match (loss, y) {
         (Loss::CrossEntropy, Targets::Labels(l)) => {
@@ -165,6 +178,38 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
             if let Some(at) = first_non_finite(v) {
                 return Err(Error::value("Batch::y", format!("holds {at}")).into());
             }
+        }
+        (Loss::CrossEntropySeq, Targets::StepLabels(l)) => {
+            if l.nrows() != b {
+                return Err(Error::shape(
+                    "Batch::y",
+                    shape_of(&[l.nrows(), l.ncols()]),
+                    format!("[{b}, T], one label per sequence and step"),
+                )
+                .into());
+            }
+            if let Some(bad) = l.iter().find(|&&c| c >= q) {
+                return Err(Error::value(
+                    "Batch::y",
+                    format!("holds label {bad}, but the head has only {q} classes (rows of Params::head_w)"),
+                )
+                .into());
+            }
+        }
+        (Loss::CrossEntropySeq, _) => {
+            return Err(Error::setting(
+                "Hyper::loss",
+                "loss ce-seq needs integer labels Batch::y of shape [B, T], one per step",
+            )
+            .into())
+        }
+        (Loss::CrossEntropy | Loss::Mse, Targets::StepLabels(_)) => {
+            return Err(Error::setting(
+                "Hyper::loss",
+                "labels at every step (Batch::y of shape [B, T]) need loss ce-seq, a head at \
+                 every step",
+            )
+            .into())
         }
         (Loss::CrossEntropy, Targets::Values(_)) => {
             return Err(Error::setting(

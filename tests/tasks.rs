@@ -15,7 +15,7 @@ use task_support::{all_sequences, assert_shape, labels, sequence};
 fn values(batch: &Batch) -> Vec<f64> {
     match &batch.y {
         Targets::Values(v) => v.column(0).iter().copied().collect(),
-        Targets::Labels(_) => panic!("expected values"),
+        Targets::Labels(_) | Targets::StepLabels(_) => panic!("expected values"),
     }
 }
 

@@ -227,10 +227,53 @@ fn trace_agrees_with_independent_numpy_implementation() {
 }
 
 fn loss_flag(loss: Loss) -> &'static str {
-    if loss == Loss::Mse {
-        "mse"
-    } else {
-        "ce"
+    match loss {
+        Loss::Mse => "mse",
+        Loss::CrossEntropy => "ce",
+        Loss::CrossEntropySeq => "ce-seq",
+    }
+}
+
+/// Checks traces with outputs at every step (`--loss ce-seq`: BP, and TP-RI in every
+/// target mode and both gradient modes) against `tests/independent/lm_numpy.py`, written
+/// from docs/ALGORITHM.md §13 alone. Needs python3 with numpy and safetensors.
+#[test]
+fn every_step_traces_agree_with_independent_numpy_implementation() {
+    let dir = scratch("numpy-lm");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/lm_numpy.py");
+    let dims = Dims {
+        input: 2,
+        hidden: 5,
+        output: 3,
+    };
+    for (case, (method, mode, grad)) in [
+        ("bp", "linearized", "through-time"),
+        ("tp", "linearized", "through-time"),
+        ("tp", "difference", "through-time"),
+        ("tp", "plain", "local"),
+        ("tp", "linearized", "local"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let loss = Loss::CrossEntropySeq;
+        let (params, batch) = problem(CellKind::Tanh, 300 + case as u64, dims, 4, 7, loss);
+        let flags = [
+            "--method",
+            method,
+            "--target-mode",
+            mode,
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+        ];
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        assert_eq!(floats(&paths[2], "step_losses").len(), 7, "case {case}");
+        let args = [method, mode, "0.3", "0.5", grad];
+        numpy_agrees(&script, &paths, &args, &format!("lm case {case}"));
     }
 }
 

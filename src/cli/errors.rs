@@ -40,6 +40,9 @@ pub const TRAIN: &[(&str, &str)] = &[
     ("TaskSpec::seq_len", "--seq-len"),
     ("TaskSpec::Pixel::chunk", "--chunk"),
     ("TaskSpec::Pixel::mean_std", "--mean-std"),
+    ("TaskSpec::Lm::seq_len", "--seq-len"),
+    ("TaskSpec::Lm::vocab", "--vocab"),
+    ("TaskSpec::Lm::embedding_dim", "--embedding-dim"),
     ("Dims::hidden", "--hidden"),
 ];
 

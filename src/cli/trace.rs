@@ -24,10 +24,12 @@ pub struct TraceArgs {
     /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias).
     #[arg(long)]
     params: PathBuf,
-    /// Batch: x [B,T,p]; y [B] integer labels (ce) or [B,q] floats (mse).
+    /// Batch: x [B,T,p]; y [B] integer labels (ce), [B,q] floats (mse) or [B,T] integer
+    /// labels, one per step (ce-seq).
     #[arg(long)]
     batch: PathBuf,
-    /// The loss of the head (docs/ALGORITHM.md §1); it must match the batch's y.
+    /// The loss of the head, or of the heads at every step (ce-seq) (docs/ALGORITHM.md §1,
+    /// §13); it must match the batch's y.
     #[arg(long, value_enum)]
     loss: Loss,
     /// Which iteration to trace: TP-RI (docs/ALGORITHM.md §2) or BPTT (§3).
@@ -45,8 +47,9 @@ pub struct TraceArgs {
     /// How the GPU backend stores the histories h and v − h (the CPU reference: f64).
     #[arg(long, value_enum, default_value = "f32")]
     storage: Storage,
-    /// Where to write h, loss, grad.*, and for tp v and, where formed, p_inv (P) or
-    /// p_inv.r, p_inv.z, p_inv.n (the per-gate inversion's P_g) (f64 safetensors).
+    /// Where to write h, loss, grad.*, for tp v and, where formed, p_inv (P) or p_inv.r,
+    /// p_inv.z, p_inv.n (the per-gate inversion's P_g), and for ce-seq the per-step losses
+    /// step_losses (f64 safetensors).
     #[arg(long)]
     out: PathBuf,
 }

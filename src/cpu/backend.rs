@@ -8,6 +8,7 @@ use crate::cpu::cell::recurrence;
 use crate::cpu::head::head;
 use crate::cpu::iteration::{iteration, iteration_steps};
 use crate::cpu::optimizer::optimizer_step;
+use crate::cpu::seq_head::head_steps;
 use crate::cpu::steps::{Pool, Steps};
 use crate::limits::Workload;
 use crate::model::Params;
@@ -137,18 +138,15 @@ impl Backend for CpuBackend {
         tr.check_memory(batch)?;
         let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
         let h = recurrence(&tr.params).states(&x, &mut tr.pool);
-        let out = head(
-            &tr.params,
-            &h.rows_at(batch.seq_len()),
-            &batch.y,
-            tr.hyper.loss,
-        );
+        let out = if tr.hyper.loss.every_step() {
+            head_steps(&tr.params, &h, &batch.y).map(|o| (o.loss, o.accuracy))
+        } else {
+            let h_last = h.rows_at(batch.seq_len());
+            head(&tr.params, &h_last, &batch.y, tr.hyper.loss).map(|o| (o.loss, o.accuracy))
+        };
         tr.pool.give(h);
-        let out = out?;
-        Ok(Eval {
-            loss: out.loss,
-            accuracy: out.accuracy,
-        })
+        let (loss, accuracy) = out?;
+        Ok(Eval { loss, accuracy })
     }
 
     fn state(&mut self) -> Result<(Params, OptState)> {

@@ -117,6 +117,10 @@ impl Recurrence for Gru<'_> {
                 targets = v.to_rows();
                 Injection::Targets(&targets[..])
             }
+            Injection::Steps(g) => {
+                targets = g.to_rows();
+                Injection::Steps(&targets[..])
+            }
         };
         let g = gru_bptt(self.0, &x.to_rows(), &h.to_rows(), injection, through_time);
         let mut params = self.0.zeros_like();

@@ -5,12 +5,13 @@ use nalgebra::DMatrix;
 
 use crate::backend::Trace;
 use crate::cg::CgReport;
-use crate::config::{Hyper, TpConfig, TpGrad, CPU_CG_TOL};
+use crate::config::{Hyper, Loss, TpConfig, TpGrad, CPU_CG_TOL};
 use crate::cpu::cell::{recurrence, Recurrence};
 use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::jacobian_sweep;
+use crate::cpu::seq_head::head_steps;
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
 use crate::error::{shape_of, Error};
@@ -18,7 +19,7 @@ use crate::kernel_io::Injection;
 use crate::limits::Workload;
 use crate::model::Params;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
-use crate::tasks::Batch;
+use crate::tasks::{Batch, Targets};
 use crate::validate::{check_param_shapes, check_run, check_step};
 
 /// A `Trace` with the hidden states and targets still in the working layout (`Steps`):
@@ -41,6 +42,8 @@ pub struct StepsTrace {
     pub cg: Option<CgReport>,
     /// ‖e_t‖_F for t = 1 … T.
     pub error_norms: Vec<f64>,
+    /// With outputs at every step: ℓ_t for t = 1 … T (empty otherwise).
+    pub step_losses: Vec<f64>,
 }
 
 impl StepsTrace {
@@ -63,6 +66,7 @@ impl StepsTrace {
             p_gates: self.p_gates,
             cg: self.cg,
             error_norms: self.error_norms,
+            step_losses: self.step_losses,
         }
     }
 
@@ -146,40 +150,37 @@ pub fn iteration_steps(
     let x = Steps::from_rows(&batch.x, batch.batch_size(), params.w_ih.ncols());
     let cell = recurrence(params);
     let h = cell.states(&x, pool);
-    let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
+    let out = Outputs::new(params, &h, &batch.y, hyper.loss)?;
     let (mut grads, v, p_inv, p_gates, cg) = match plan.targets() {
         None => {
-            let g = cell.gradients(&x, &h, Injection::Top(&out.grad_h), true, pool);
+            let injection = match &out.every_step {
+                Some(g) => Injection::Steps(g),
+                None => Injection::Top(&out.grad_top),
+            };
+            let g = cell.gradients(&x, &h, injection, true, pool);
             (g, None, None, None, None)
         }
         Some(solve) => {
             let tp = &hyper.tp;
             let mut p_gates = None;
             let (v, p_inv, cg) = match solve {
+                // `Plan::new` refuses the jacobian inversion with outputs at every step.
                 TargetSolve::Jacobian => {
-                    let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_h, tp)?;
+                    let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_top, tp)?;
                     (v, None, Some(cg))
                 }
                 TargetSolve::PerGate { cholesky } => {
                     let (p, cg) = gate_inverses(params, tp, cholesky)?;
                     let rows = h.to_rows();
-                    let v_top = &rows[t_len] - &out.grad_h * tp.lr_target;
+                    let v_top = &rows[t_len] - &out.grad_top * tp.lr_target;
                     let v = gru_per_gate_sweep(params, &p, &x.to_rows(), &rows, &v_top)?;
                     p_gates = Some(p);
                     (Steps::from_rows(&v, h.batch(), h.width()), None, cg)
                 }
                 analytic => {
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
-                    let (p_inv, cg) = analytic_targets(
-                        params,
-                        analytic,
-                        &x,
-                        &h,
-                        &out.grad_h,
-                        tp,
-                        warm_p,
-                        &mut v,
-                    )?;
+                    let (p_inv, cg) =
+                        analytic_targets(params, analytic, &x, &h, &out, tp, warm_p, &mut v)?;
                     (v, p_inv, cg)
                 }
             };
@@ -199,10 +200,50 @@ pub fn iteration_steps(
         p_gates,
         cg,
         error_norms: grads.error_norms,
+        step_losses: out.step_losses,
     })
 }
 
-/// The analytic inversion's targets (docs/ALGORITHM.md §2 step 5) into `v`: P formed by
+/// What the head (at the last step) or the heads (at every step) give an iteration.
+struct Outputs {
+    loss: f64,
+    /// g_T = ∇_{h_T} ℓ.
+    grad_top: DMatrix<f64>,
+    /// With outputs at every step: g_t = ∇_{h_t} ℓ for every t, shaped like h.
+    every_step: Option<Steps>,
+    step_losses: Vec<f64>,
+    grad_w: DMatrix<f64>,
+    grad_b: DMatrix<f64>,
+}
+
+impl Outputs {
+    fn new(params: &Params, h: &Steps, y: &Targets, loss: Loss) -> Result<Self> {
+        let t_len = h.steps() - 1;
+        if loss.every_step() {
+            let out = head_steps(params, h, y)?;
+            return Ok(Self {
+                loss: out.loss,
+                grad_top: out.grad_h[t_len].clone(),
+                every_step: Some(Steps::from_rows(&out.grad_h, h.batch(), h.width())),
+                step_losses: out.step_losses,
+                grad_w: out.grad_w,
+                grad_b: out.grad_b,
+            });
+        }
+        let out = head(params, &h.rows_at(t_len), y, loss)?;
+        Ok(Self {
+            loss: out.loss,
+            grad_top: out.grad_h,
+            every_step: None,
+            step_losses: Vec::new(),
+            grad_w: out.grad_w,
+            grad_b: out.grad_b,
+        })
+    }
+}
+
+/// The analytic inversion's targets (docs/ALGORITHM.md §2 step 5; with outputs at every
+/// step their local targets too, §13) into `v`: P formed by
 /// `solve` (CG warm from `warm_p`, or Cholesky) or per-step CG solves. Returns P where it
 /// was formed and the CG report (P's, or the per-step solves' worst).
 #[allow(clippy::too_many_arguments)]
@@ -211,7 +252,7 @@ fn analytic_targets(
     solve: TargetSolve,
     x: &Steps,
     h: &Steps,
-    grad_h: &DMatrix<f64>,
+    out: &Outputs,
     tp: &TpConfig,
     warm_p: Option<&DMatrix<f64>>,
     v: &mut Steps,
@@ -244,7 +285,8 @@ fn analytic_targets(
         inverse,
         x,
         h,
-        grad_h,
+        &out.grad_top,
+        out.every_step.as_ref(),
         tp.lr_target,
         tp.target_mode,
         v,

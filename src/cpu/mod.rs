@@ -17,6 +17,7 @@ pub mod inverse;
 pub mod iteration;
 pub mod jacobian;
 pub mod optimizer;
+pub mod seq_head;
 pub mod simd;
 pub mod steps;
 pub mod target_sweep;

@@ -240,10 +240,22 @@ impl Backend for GpuBackend {
             let gates = model.gates(ctx)?;
             regions.extend(gates.cg.iter().map(|cg| Region::new(&cg.x, 0, d * d)));
         }
+        // The per-step losses, with outputs at every step (the last fixed region).
+        if let Some(steps) = ws.step_stats() {
+            regions.push(Region::new(steps, 0, 2 * t));
+        }
         let fixed = regions.len();
         regions.extend(cg_regions(ctx, &model, &ws)?);
         let words = Readback::default().read(ctx, |pass| ws.error_norms.record(pass), &regions)?;
         let square = |k: usize| matrix(&floats(&words[k]), d, d);
+        let step_losses = match ws.step_stats() {
+            Some(_) => floats(&words[fixed - 1])
+                .iter()
+                .step_by(2)
+                .map(|&l| f64::from(l))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Trace {
             h,
             loss: f64::from(f32::from_bits(words[0][0])),
@@ -253,6 +265,7 @@ impl Backend for GpuBackend {
             p_inv: ws.plan.forms_p().then(|| square(3)),
             p_gates: per_gate.then(|| [square(3), square(4), square(5)]),
             cg: cg_report(ctx, &model, &ws, hyper, &words[fixed..])?,
+            step_losses,
         })
     }
 

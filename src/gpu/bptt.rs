@@ -42,7 +42,8 @@ impl Dims {
 }
 
 /// The launch: one workgroup per sequence, writing δ and e [T, B, d]. `targets` injects
-/// h_t − v_t at every step (TP), otherwise g_T at the top (BP).
+/// h_t − v_t at every step (TP), otherwise g_T at the top (BP), or with `every_step`
+/// (outputs at every step) g_t at every step.
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -50,8 +51,13 @@ pub(crate) fn dispatch(
     shape: Shape,
     targets: bool,
     through_time: bool,
+    every_step: bool,
 ) -> Result<Dispatch> {
-    let dims = Dims::new(model, seq, shape, targets, through_time);
+    let mut dims = Dims::new(model, seq, shape, targets, through_time);
+    if every_step && !targets {
+        // bptt.wgsl's STEPS.
+        dims.injection = 2;
+    }
     let bindings = vec![
         (2, seq.h.binding()),
         (3, seq.dv.binding()),

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 
 use crate::cg::{CgError, CgReport};
+use crate::config::Loss;
 use crate::error::{cg_error, Error};
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
@@ -105,7 +106,7 @@ impl ModelBuffers {
 /// Everything sized by the batch: inputs, targets, histories, head scratch.
 pub(crate) struct SeqBuffers {
     pub x: wgpu::Buffer,
-    /// Labels as u32, or real targets as their f32 bits.
+    /// Labels as u32 ([B], or per step [T, B]), or real targets as their f32 bits.
     pub y: wgpu::Buffer,
     pub h: History,
     /// Target offsets v_t − h_t.
@@ -118,6 +119,7 @@ pub(crate) struct SeqBuffers {
     pub gates: wgpu::Buffer,
     /// The jacobian sweep's per-step, per-sequence CG (iterations, residual) [T, B, 2].
     pub cg_steps: wgpu::Buffer,
+    /// g_T = ∇_{h_T} ℓ [B, d]; with outputs at every step g_t for t = 1 … T [T, B, d].
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
@@ -139,6 +141,7 @@ impl SeqBuffers {
         shape: Shape,
         storage: Storage,
         dv_scale: f32,
+        loss: Loss,
     ) -> Result<Self> {
         let Dims {
             input: p,
@@ -146,6 +149,12 @@ impl SeqBuffers {
             output: q,
         } = dims;
         let Shape { batch: b, steps: t } = shape;
+        // Outputs at every step: a label and a loss gradient per step.
+        let (labels, grad_rows) = if loss.every_step() {
+            (t * b, t * b)
+        } else {
+            (b * q.max(1), b)
+        };
         let g = cell.gates();
         // The GRU's gates are the widest per-step tensor (4d).
         let width = if cell == CellKind::Gru {
@@ -167,7 +176,7 @@ impl SeqBuffers {
                 f(t * b * p),
                 none,
             )?,
-            y: ctx.storage("targets y", f(b * q.max(1)), none)?,
+            y: ctx.storage("targets y", f(labels), none)?,
             h: History::new(ctx, "hidden states h", storage, [t + 1, b, d], 1.0)?,
             dv: History::new(
                 ctx,
@@ -208,7 +217,11 @@ impl SeqBuffers {
                 none,
             )?,
             norms_sq: ctx.storage("per-step squared norms [T]", f(t), none)?,
-            g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
+            g_top: ctx.storage(
+                "loss gradient g_T [B, d], or g [T, B, d] at every step",
+                f(grad_rows * d),
+                none,
+            )?,
             scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
             ones,
             stats: ctx.storage("batch statistics", f(2), none)?,
@@ -221,6 +234,8 @@ impl SeqBuffers {
         let y: Vec<u32> = match &batch.y {
             Targets::Labels(l) => l.iter().map(|&c| c as u32).collect(),
             Targets::Values(v) => rows_f32(v).iter().map(|v| v.to_bits()).collect(),
+            // Step-major [T, B], as the rows of h_1 … h_T: l (B×T) column by column.
+            Targets::StepLabels(l) => l.iter().map(|&c| c as u32).collect(),
         };
         ctx.write(&self.y, 0, &y);
     }

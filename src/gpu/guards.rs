@@ -83,6 +83,22 @@ pub(crate) fn loop_counts(
     counts
 }
 
+/// Loop iterations of one invocation of seq_head.wgsl's kernels (the heads at every step)
+/// at most: `softmax_rows` walks its row three times in strides of 256 and reduces it
+/// twice (eight tree levels each); `step_stats` sums B rows for each of its steps, then
+/// the T steps. The products around them are the reductions' matmul, over at most T·B
+/// rows.
+pub(crate) fn every_step_loops(layout: &ParamLayout, shape: Shape) -> [(&'static str, usize); 2] {
+    let q = layout.dims.output;
+    [
+        ("heads at every step (softmax)", 3 * q.div_ceil(256) + 16),
+        (
+            "heads at every step (per-step losses)",
+            shape.steps.div_ceil(256) * shape.batch + shape.steps,
+        ),
+    ]
+}
+
 /// Loop iterations of one invocation of jacobian.wgsl's sweep at most: `units` owned
 /// units, `dot` iterations per dot product over d, T − 1 solved steps of `max_iter` CG
 /// iterations each. Derived from jacobian.wgsl's loops: per CG iteration two products
@@ -119,7 +135,10 @@ pub(crate) fn check_llvmpipe_loops(
     if !ctx.info.name.contains("llvmpipe") {
         return Ok(());
     }
-    let counts = loop_counts(layout, shape, plan, hyper.tp.cg_max_iter);
+    let mut counts = loop_counts(layout, shape, plan, hyper.tp.cg_max_iter);
+    if hyper.loss.every_step() {
+        counts.extend(every_step_loops(layout, shape));
+    }
     let (kernel, worst) = counts
         .into_iter()
         .max_by_key(|&(_, n)| n)

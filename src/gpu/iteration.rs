@@ -22,13 +22,30 @@ use crate::gpu::inverse::{Cg, GateCg};
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::norms::StepNorms;
 use crate::gpu::phase::Phase;
+use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
     bptt, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul, optimizer,
     target_sweep,
 };
+use crate::limits::logit_block_steps;
 use crate::model::CellKind;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
+
+/// The head at the last step, or the heads at every step (docs/ALGORITHM.md §13).
+pub(crate) enum Head {
+    Last(head::HeadDispatches),
+    EveryStep(SeqHead),
+}
+
+impl Head {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        match self {
+            Head::Last(h) => h.record(pass),
+            Head::EveryStep(h) => h.record(pass),
+        }
+    }
+}
 
 /// All buffers and kernel launches of an iteration for one batch shape and one set of
 /// hyperparameters. Built once and reused step after step.
@@ -39,7 +56,7 @@ pub(crate) struct Workspace {
     pub seq: SeqBuffers,
     /// Wᵀ, then the time loop (tanh RNN or GRU).
     pub forward: [Dispatch; 2],
-    pub head: head::HeadDispatches,
+    pub head: Head,
     /// TP with the analytic inversion: the CG solve for P.
     pub cg: Option<Cg>,
     /// TP with the per-gate inversion: the CG solves for P_r, P_z, P_n.
@@ -80,7 +97,7 @@ impl Workspace {
         check_llvmpipe_loops(ctx, l, shape, plan, hyper)?;
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
-        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
+        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale, hyper.loss)?;
         let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
@@ -101,10 +118,19 @@ impl Workspace {
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
+        let every_step = hyper.loss.every_step();
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, shape)?,
-                bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+                bptt::dispatch(
+                    ctx,
+                    model,
+                    &seq,
+                    shape,
+                    tp.is_some(),
+                    through_time,
+                    every_step,
+                )?,
                 vec![
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
@@ -128,7 +154,7 @@ impl Workspace {
         };
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
-                Some(target_sweep::dispatch(ctx, model, &seq, shape, tp)?.into()),
+                Some(target_sweep::dispatch(ctx, model, &seq, shape, tp, every_step)?.into()),
                 Some(Cg::new(ctx, model, tp)?),
                 None,
             ),
@@ -153,9 +179,21 @@ impl Workspace {
             ),
             _ => (None, None, None),
         };
+        let head = if every_step {
+            let limit = ctx
+                .limits
+                .max_buffer_size
+                .min(ctx.limits.max_storage_buffer_binding_size);
+            let block = logit_block_steps(shape.steps, shape.batch, dims.output, limit);
+            Head::EveryStep(SeqHead::new(ctx, model, &seq, shape, block)?)
+        } else {
+            Head::Last(head::HeadDispatches::new(
+                ctx, model, &seq, shape, hyper.loss,
+            )?)
+        };
         Ok(Self {
             forward,
-            head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
+            head,
             cg,
             gate_cg,
             sweep,
@@ -173,7 +211,15 @@ impl Workspace {
         })
     }
 
-    /// Forward pass and head: loss, g_T, ∇V, ∇c.
+    /// The per-step losses' buffer ([T, 2]: ℓ_t, hits) with outputs at every step.
+    pub fn step_stats(&self) -> Option<&wgpu::Buffer> {
+        match &self.head {
+            Head::Last(_) => None,
+            Head::EveryStep(h) => Some(&h.step_stats),
+        }
+    }
+
+    /// Forward pass and head: loss, g_T (or g_t at every step), ∇V, ∇c.
     pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
         for phase in [Phase::Forward, Phase::Head] {
             self.record_phase(pass, phase, false);

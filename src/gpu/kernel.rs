@@ -43,7 +43,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 13] = [
+        pub const SHADERS: [(&str, &str); 14] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -82,6 +82,7 @@ shader_tables! {
         "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "workgroup_sum.wgsl"
     ],
     "gru_per_gate_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl"],
+    "seq_head.wgsl" => ["workgroup_sum.wgsl"],
     history:
     "forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "head.wgsl" => [],
@@ -106,6 +107,9 @@ pub(crate) struct Kernels {
     pub gru_forward: wgpu::ComputePipeline,
     pub gru_bptt: wgpu::ComputePipeline,
     pub gru_per_gate_sweep: wgpu::ComputePipeline,
+    /// seq_head.wgsl's two entry points (the heads at every step).
+    pub softmax_rows: wgpu::ComputePipeline,
+    pub step_stats: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
     /// jacobian.wgsl per workgroup size (`JACOBIAN_WORKGROUP_SIZES`), compiled on first use.
@@ -196,7 +200,10 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let f32_history = HistoryKernels::new(device, Storage::F32);
         let single = |file: &str| pipeline(device, &module(device, &SHADERS, file), "main", &[]);
+        let seq_head = module(device, &SHADERS, "seq_head.wgsl");
         Self {
+            softmax_rows: pipeline(device, &seq_head, "softmax_rows", &[]),
+            step_stats: pipeline(device, &seq_head, "step_stats", &[]),
             // Operands in f32: the f32 history variants are exactly these kernels.
             matmul: f32_history.matmul.clone(),
             sum_sq: f32_history.sum_sq.clone(),

@@ -165,7 +165,8 @@ pub(crate) fn unstack(data: &[f32], rows: usize, cols: usize) -> Vec<DMatrix<f64
 /// The loss as head.wgsl encodes it.
 pub(crate) fn loss_code(loss: Loss) -> u32 {
     match loss {
-        Loss::CrossEntropy => 0,
+        // The heads at every step run seq_head.wgsl, which has no other loss.
+        Loss::CrossEntropy | Loss::CrossEntropySeq => 0,
         Loss::Mse => 1,
     }
 }

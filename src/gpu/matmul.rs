@@ -17,6 +17,22 @@ struct Dims {
     n: u32,
     k: u32,
     trans_a: u32,
+    a_offset: u32,
+    b_offset: u32,
+    c_offset: u32,
+    accumulate: u32,
+}
+
+/// Where the operands of a product start in their buffers (elements) and whether it adds
+/// to C: a block of rows of a larger buffer, without binding at an offset (which the
+/// device's alignment would constrain).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Placement {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+    /// C += op(A) B instead of C = op(A) B.
+    pub accumulate: bool,
 }
 
 /// Bindings and sizes of C [m, n] = op(A) B, with A [m, k] or (`trans_a`) [k, m], B [k, n].
@@ -37,7 +53,16 @@ pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
 
 /// The launch of a product of f32 operands.
 pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>) -> Result<Dispatch> {
-    launch(ctx, &ctx.kernels.matmul, ops)
+    product_placed(ctx, ops, Placement::default())
+}
+
+/// The launch of a product of f32 operands placed as `at` says.
+pub(crate) fn product_placed(
+    ctx: &GpuContext,
+    ops: Operands<'_>,
+    at: Placement,
+) -> Result<Dispatch> {
+    launch(ctx, &ctx.kernels.matmul, ops, at)
 }
 
 /// The launch of a product whose B operand is a history stored as `b_storage` (rows of
@@ -47,13 +72,19 @@ pub(crate) fn product_with_b_in(
     ops: Operands<'_>,
     b_storage: Storage,
 ) -> Result<Dispatch> {
-    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops)
+    launch(
+        ctx,
+        &ctx.history_kernels(b_storage)?.matmul,
+        ops,
+        Placement::default(),
+    )
 }
 
 fn launch(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     ops: Operands<'_>,
+    at: Placement,
 ) -> Result<Dispatch> {
     let grid = groups(ops.m, ops.n);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
@@ -70,6 +101,10 @@ fn launch(
         n: ops.n as u32,
         k: ops.k as u32,
         trans_a: u32::from(ops.trans_a),
+        a_offset: at.a as u32,
+        b_offset: at.b as u32,
+        c_offset: at.c as u32,
+        accumulate: u32::from(at.accumulate),
     };
     Dispatch::new(
         ctx,

@@ -10,6 +10,7 @@
 //!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
+//!    `seq_head` (the heads at every step),
 //!    `inverse` (P, with `cg_check`, and the GRU's per-gate P_g), `target_sweep`,
 //!    `jacobian` (the Jacobian products and the §5 sweep with its per-step CG),
 //!    `gru_per_gate_sweep` (§5's per-gate sweep), `bptt`, `gru_bptt`, `matmul`,
@@ -44,6 +45,7 @@ mod optimizer;
 mod phase;
 pub mod profile;
 mod readback;
+mod seq_head;
 pub mod storage;
 mod target_sweep;
 mod transpose;

@@ -20,16 +20,20 @@ struct Dims {
     mode: u32,
     lr_target: f32,
     dv_scale: f32,
+    local: u32,
 }
 
 /// The launches: Pᵀ, then the time loop with one workgroup per sequence, reading h, g_T
 /// and P, writing the target offsets dv = v − h [T+1, B, d] (times `seq.dv.scale`).
+/// With `local` (outputs at every step) it reads g_t for every step and carries back
+/// each step's own target too (docs/ALGORITHM.md §13).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     shape: Shape,
     tp: &TpConfig,
+    local: bool,
 ) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
     let d = l.dims.hidden;
@@ -52,6 +56,7 @@ pub(crate) fn dispatch(
         },
         lr_target: tp.lr_target as f32,
         dv_scale: seq.dv.scale,
+        local: u32::from(local),
     };
     let sweep = Dispatch::new(
         ctx,

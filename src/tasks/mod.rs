@@ -1,5 +1,6 @@
-//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators and pixel
-//! sequences from IDX files (MNIST, Fashion-MNIST) or CIFAR-10's binary files.
+//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators, pixel
+//! sequences from IDX files (MNIST, Fashion-MNIST) or CIFAR-10's binary files, and a
+//! word-level language model (§13).
 
 use std::path::PathBuf;
 
@@ -11,13 +12,16 @@ use crate::config::Loss;
 
 pub mod adding;
 pub mod cifar;
+pub mod corpus;
 pub mod idx;
+pub mod lm;
 pub mod pixel;
 mod stream;
 mod synthetic;
 pub mod temporal_order;
 
 pub use adding::Adding;
+pub use lm::{EvalSplit, LanguageModel, LmOptions};
 pub use pixel::{PixelDataset, PixelOptions, PixelTask};
 pub use temporal_order::TemporalOrder;
 
@@ -28,6 +32,10 @@ pub enum Targets {
     Labels(Vec<usize>),
     /// A B×q matrix of real targets (squared error).
     Values(DMatrix<f64>),
+    /// One class index per sequence and step, B×T: entry (i, t − 1) is what the head at
+    /// step t of sequence i is scored against (the next token of a language model;
+    /// `Loss::CrossEntropySeq`).
+    StepLabels(DMatrix<usize>),
 }
 
 impl Targets {
@@ -36,6 +44,7 @@ impl Targets {
         match self {
             Targets::Labels(l) => l.len(),
             Targets::Values(v) => v.nrows(),
+            Targets::StepLabels(l) => l.nrows(),
         }
     }
 
@@ -106,6 +115,21 @@ pub enum TaskSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mean_std: Option<[f64; 2]>,
     },
+    /// A word-level language model on a Penn Treebank-layout directory ([`LanguageModel`]).
+    Lm {
+        /// The directory holding `ptb.train.txt` and the held-out file.
+        dir: PathBuf,
+        /// Sequence length T: tokens per window.
+        seq_len: usize,
+        /// The most words the vocabulary holds, `<unk>` included; also the head's size q.
+        vocab: usize,
+        /// Size e of the frozen embedding of each word (the input size p).
+        embedding_dim: usize,
+        /// Train on the first this many tokens of `ptb.train.txt` only (all when `None`).
+        train_tokens: Option<usize>,
+        /// Which file the held-out windows come from.
+        eval_split: EvalSplit,
+    },
 }
 
 impl TaskSpec {
@@ -144,6 +168,15 @@ impl TaskSpec {
                 }
                 (*chunk, idx::CLASSES, size / chunk)
             }
+            TaskSpec::Lm {
+                seq_len,
+                vocab,
+                embedding_dim,
+                ..
+            } => {
+                lm::check_sizes(*seq_len, *vocab, *embedding_dim)?;
+                (*embedding_dim, *vocab, *seq_len)
+            }
         })
     }
 
@@ -152,6 +185,7 @@ impl TaskSpec {
         match self {
             TaskSpec::Adding { .. } => Loss::Mse,
             TaskSpec::TemporalOrder { .. } | TaskSpec::Pixel { .. } => Loss::CrossEntropy,
+            TaskSpec::Lm { .. } => Loss::CrossEntropySeq,
         }
     }
 }
@@ -180,11 +214,19 @@ pub trait Task: Send + Sync {
     /// # Panics
     /// If `batch_size` is 0, or the set cannot be allocated (as `train_batch`).
     fn eval_batches(&self, batch_size: usize) -> Vec<Batch>;
+
+    /// Checks that the task can make training batches of `batch_size` sequences (a
+    /// corpus too short for one batch cannot). Every size can by default.
+    fn check_batch_size(&self, batch_size: usize) -> Result<()> {
+        let _ = batch_size;
+        Ok(())
+    }
 }
 
 /// Builds a task; `eval_size` is the number of held-out sequences for synthetic tasks
 /// (pixel tasks use the test files, t10k-* or test_batch.bin, truncated to `eval_size`
-/// when it is smaller).
+/// when it is smaller; the language model the first `eval_size` windows of its held-out
+/// file).
 pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dyn Task>> {
     Ok(match spec {
         TaskSpec::TemporalOrder { seq_len } => {
@@ -207,6 +249,23 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
                 mean_std: *mean_std,
             };
             Box::new(PixelTask::load(dir, options, seed, eval_size)?)
+        }
+        TaskSpec::Lm {
+            dir,
+            seq_len,
+            vocab,
+            embedding_dim,
+            train_tokens,
+            eval_split,
+        } => {
+            let options = LmOptions {
+                seq_len: *seq_len,
+                vocab: *vocab,
+                embedding_dim: *embedding_dim,
+                train_tokens: *train_tokens,
+                eval_split: *eval_split,
+            };
+            Box::new(LanguageModel::load(dir, options, seed, eval_size)?)
         }
     })
 }

@@ -185,6 +185,29 @@ pub struct Summary {
     pub median_step_seconds: f64,
     /// The record of the last iteration.
     pub last: Record,
+    /// With outputs at every step (the language model, docs/ALGORITHM.md §13): the
+    /// perplexities of the last record's losses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<Perplexity>,
+}
+
+/// Perplexities `exp(ℓ)` of a language model's mean cross-entropy per token ℓ.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Perplexity {
+    /// Of the training loss (the last batch's, before its update).
+    pub train: Option<f64>,
+    /// Of the held-out loss, when the record has one.
+    pub eval: Option<f64>,
+}
+
+impl Perplexity {
+    /// The perplexities of `record`'s losses.
+    pub fn of(record: &Record) -> Self {
+        Self {
+            train: record.train_loss.map(f64::exp),
+            eval: record.eval.map(|e| e.loss.exp()),
+        }
+    }
 }
 
 /// Mean loss and accuracy over held-out batches, weighted by batch size.
@@ -259,6 +282,7 @@ impl<'a> Session<'a> {
             }
         }
         let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
+        task.check_batch_size(cfg.batch_size)?;
         let dims = model_dims(task.as_ref(), cfg.hidden);
         // Drawn (or converted from pixels) once: every evaluation scores the same set.
         let eval_set = task.eval_batches(cfg.batch_size);
@@ -400,12 +424,14 @@ impl<'a> Session<'a> {
             last = Some(record);
         }
         step_times.sort_by(f64::total_cmp);
+        let last = last.context("no iteration was run")?;
         Ok(Summary {
             backend: self.backend.name(),
             iterations: cfg.iterations,
             wall_seconds: self.offset + start.elapsed().as_secs_f64(),
             median_step_seconds: step_times.get(step_times.len() / 2).copied().unwrap_or(0.0),
-            last: last.context("no iteration was run")?,
+            perplexity: cfg.hyper.loss.every_step().then(|| Perplexity::of(&last)),
+            last,
         })
     }
 

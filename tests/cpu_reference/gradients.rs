@@ -125,6 +125,30 @@ fn bp_gradient_matches_finite_differences() {
     }
 }
 
+/// docs/ALGORITHM.md §13: with a head at every step, BP's gradient of ℓ (the mean over
+/// all B·T predictions), injected at every step, in every tensor, every shape.
+#[test]
+fn bp_gradient_with_outputs_at_every_step_matches_finite_differences() {
+    let mut rng = rng(12);
+    let loss = Loss::CrossEntropySeq;
+    for s in SHAPES.into_iter().filter(|s| s.q > 1) {
+        let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
+        let trace = iteration(&params, &batch, &bp_hyper(loss), None).unwrap();
+        assert_eq!(trace.step_losses.len(), s.t);
+        let mean = trace.step_losses.iter().sum::<f64>() / s.t as f64;
+        assert!((mean - trace.loss).abs() <= 1e-14 * trace.loss, "{s:?}");
+        assert!((trace.loss - naive_loss(&params, &batch, loss)).abs() <= 1e-13 * trace.loss);
+        check_grads(
+            &trace.grads,
+            &params,
+            s.t,
+            0..PARAM_NAMES.len(),
+            |p| naive_loss(p, &batch, loss),
+            &format!("BP every step {s:?}"),
+        );
+    }
+}
+
 /// With a single class the softmax is 1 whatever the logits: ℓ = 0 and every gradient is 0.
 #[test]
 fn one_class_cross_entropy_is_constant() {

@@ -114,8 +114,9 @@ pub fn start(cell: CellKind, dims: Dims, seed: u64, w_noise: f64) -> Params {
 
 /// Traces `params` on `batch` with `hyper` on both backends and compares every quantity of
 /// the GPU trace with the reference's within `TOL`: h, the loss, every gradient, the
-/// per-step norms, and for TP the targets v and their offsets v − h, P or the P_g where
-/// they are formed (never by the jacobian inversion), and the CG report (converged, and iterating wherever
+/// per-step norms, the per-step losses of outputs at every step, and for TP the targets v
+/// and their offsets v − h, P or the P_g where they are formed (never by the jacobian
+/// inversion), and the CG report (converged, and iterating wherever
 /// there is something to solve). Returns the worst relative error.
 pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper) -> f64 {
     let want = CpuBackend::new().trace(params, batch, hyper).unwrap();
@@ -137,6 +138,19 @@ pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper)
         &column(&want.error_norms),
         TOL,
     ));
+    assert_eq!(
+        got.step_losses.len(),
+        want.step_losses.len(),
+        "{what}: per-step losses present"
+    );
+    if !want.step_losses.is_empty() {
+        worst = worst.max(check(
+            &format!("ℓ_t {what}"),
+            &column(&got.step_losses),
+            &column(&want.step_losses),
+            TOL,
+        ));
+    }
     assert_eq!(got.v.is_some(), want.v.is_some(), "{what}: targets present");
     assert_eq!(
         got.p_inv.is_some(),

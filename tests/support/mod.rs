@@ -142,12 +142,16 @@ pub fn inputs(rng: &mut ChaCha8Rng, t: usize, b: usize, p: usize) -> Vec<DMatrix
 }
 
 /// A random batch of shape `s`: inputs uniform in [−1, 1), then labels uniform in 0..q
-/// (cross-entropy) or values uniform in [−1, 1) (MSE).
+/// (cross-entropy; for ce-seq one per step, drawn step by step) or values uniform in
+/// [−1, 1) (MSE).
 pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
     let x = inputs(rng, s.t, s.b, s.p);
     let y = match loss {
         Loss::CrossEntropy => Targets::Labels((0..s.b).map(|_| rng.random_range(0..s.q)).collect()),
         Loss::Mse => Targets::Values(uniform(rng, s.b, s.q, -1.0, 1.0)),
+        Loss::CrossEntropySeq => {
+            Targets::StepLabels(DMatrix::from_fn(s.b, s.t, |_, _| rng.random_range(0..s.q)))
+        }
     };
     Batch { x, y }
 }

@@ -12,17 +12,19 @@ use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, T
 use tpri::figures::draw;
 use tpri::init::Init;
 use tpri::model::CellKind;
-use tpri::presets::{pixel_defaults, preset, DEFAULT_CIFAR_DIR, DEFAULT_PIXEL_DIR};
+use tpri::presets::{preset, DEFAULT_CIFAR_DIR, DEFAULT_PIXEL_DIR, DEFAULT_PTB_DIR};
 use tpri::run_dir::RunDir;
-use tpri::tasks::{PixelDataset, TaskSpec};
+use tpri::tasks::{EvalSplit, PixelDataset, TaskSpec};
 use tpri::train::{RunConfig, Session};
 
 use super::{open_backend, BackendArgs};
 
 mod console;
+mod task_flags;
 
 use console::{describe, Console};
 pub(crate) use console::{warn, Out};
+use task_flags::task_from_flags;
 
 /// The tasks of docs/ALGORITHM.md §6.
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -34,6 +36,8 @@ pub enum TaskName {
     /// Pixel-by-pixel images: an MNIST-layout directory of IDX files, or CIFAR-10
     /// (--dataset).
     Pixel,
+    /// Next-word prediction on a Penn Treebank-layout corpus, a head at every step.
+    Lm,
 }
 
 /// The default a flag of `tpri train` falls back to when neither `--preset` nor
@@ -64,8 +68,8 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, help = help("The task (docs/ALGORITHM.md §6)", task_name(&defaults().task)))]
     pub task: Option<TaskName>,
-    /// Sequence length T of the synthetic tasks (at least 10) [default: 30 for adding, 60
-    /// for temporal order].
+    /// Sequence length T of the synthetic tasks (at least 10) and the language model
+    /// [default: 30 for adding, 60 for temporal order, 64 for the language model].
     #[arg(long)]
     pub seq_len: Option<usize>,
     /// Which files the pixel task reads (docs/ALGORITHM.md §6); naming another dataset
@@ -74,10 +78,24 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub dataset: Option<PixelDataset>,
     #[arg(long, visible_alias = "data", help = help(
-        "Directory of the pixel task's files: train-/t10k- images and labels (mnist), or CIFAR-10's binary version, data_batch_1.bin … data_batch_5.bin and test_batch.bin (cifar10)",
-        format!("{DEFAULT_PIXEL_DIR} for mnist, {DEFAULT_CIFAR_DIR} for cifar10"),
+        "Directory of the task's files: train-/t10k- images and labels (pixel task, mnist), CIFAR-10's binary version, data_batch_1.bin … data_batch_5.bin and test_batch.bin (pixel task, cifar10), or ptb.train.txt and ptb.test.txt (lm task)",
+        format!("{DEFAULT_PIXEL_DIR} for mnist, {DEFAULT_CIFAR_DIR} for cifar10, {DEFAULT_PTB_DIR} for lm"),
     ))]
     pub data_dir: Option<PathBuf>,
+    /// The most words the vocabulary holds, <unk> included: the head's size q (lm task)
+    /// [default: 10000].
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Size e of the frozen word embedding, the input size p (lm task) [default: 1024].
+    #[arg(long)]
+    pub embedding_dim: Option<usize>,
+    /// Train on the first N tokens of ptb.train.txt only (lm task; the published setting
+    /// takes 40000) [default: all].
+    #[arg(long)]
+    pub train_tokens: Option<usize>,
+    /// Which file the held-out windows come from (lm task) [default: test].
+    #[arg(long, value_enum)]
+    pub eval_split: Option<EvalSplit>,
     /// Pixels per step k (pixel task; T = 784 / k, or 3072 / k for cifar10) [default: 1].
     #[arg(long)]
     pub chunk: Option<usize>,
@@ -168,6 +186,7 @@ fn task_name(task: &TaskSpec) -> String {
         TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
         TaskSpec::Adding { .. } => TaskName::Adding,
         TaskSpec::Pixel { .. } => TaskName::Pixel,
+        TaskSpec::Lm { .. } => TaskName::Lm,
     })
 }
 
@@ -267,7 +286,7 @@ fn train_in(out: &Out, mut dir: RunDir, cfg: &RunConfig, session: Session) -> Re
         summary.iterations,
         summary.wall_seconds,
         summary.median_step_seconds * 1e3,
-        describe(&summary.last)
+        describe(&summary.last, cfg.hyper.loss.every_step())
     ));
     Ok(())
 }
@@ -372,76 +391,6 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-/// Applies the task flags to `base`: `--task` of another kind starts that task from its
-/// defaults; a flag that the task does not take is an error.
-fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
-    let kind = match base {
-        TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
-        TaskSpec::Adding { .. } => TaskName::Adding,
-        TaskSpec::Pixel { .. } => TaskName::Pixel,
-    };
-    let mut task = match a.task {
-        Some(name) if name != kind => match name {
-            TaskName::TemporalOrder => TaskSpec::TemporalOrder { seq_len: 60 },
-            TaskName::Adding => TaskSpec::Adding { seq_len: 30 },
-            TaskName::Pixel => pixel_defaults(a.dataset.unwrap_or_default()),
-        },
-        _ => base.clone(),
-    };
-    if let (TaskSpec::Pixel { dataset, .. }, Some(wanted)) = (&task, a.dataset) {
-        if *dataset != wanted {
-            task = pixel_defaults(wanted);
-        }
-    }
-    match &mut task {
-        TaskSpec::TemporalOrder { seq_len } | TaskSpec::Adding { seq_len } => {
-            set(seq_len, a.seq_len);
-            if a.dataset.is_some()
-                || a.data_dir.is_some()
-                || a.chunk.is_some()
-                || a.standardize.is_some()
-                || a.permuted.is_some()
-                || a.mean_std.is_some()
-            {
-                bail!("--dataset, --data-dir, --chunk, --standardize, --mean-std and --permuted apply to the pixel task only");
-            }
-        }
-        TaskSpec::Pixel {
-            dir,
-            chunk,
-            standardize,
-            permuted,
-            mean_std,
-            ..
-        } => {
-            if a.seq_len.is_some() {
-                bail!("the pixel task's length is set by --chunk (T = 784 / k, or 3072 / k for cifar10), not --seq-len");
-            }
-            set(dir, a.data_dir.clone());
-            set(chunk, a.chunk);
-            if let Some(given) = &a.mean_std {
-                let [mean, std] = given[..] else {
-                    bail!("--mean-std takes two numbers, MEAN,STD");
-                };
-                if a.standardize == Some(false) {
-                    bail!(
-                        "--mean-std standardizes the pixels: it cannot go with --standardize false"
-                    );
-                }
-                *mean_std = Some([mean, std]);
-                *standardize = true;
-            }
-            if a.standardize == Some(false) {
-                // No standardization at all: a preset's constants go too.
-                *mean_std = None;
-            }
-            set(standardize, a.standardize);
-            set(permuted, a.permuted);
-        }
-    }
-    Ok(task)
-}
-
 /// `runs/NAME`, or the first of `runs/NAME-2`, `runs/NAME-3`, … that is free (missing or
 /// empty), so
 /// the same command can be run again.
@@ -476,6 +425,7 @@ fn default_name(cfg: &RunConfig) -> String {
             },
             if *permuted { "-permuted" } else { "" }
         ),
+        TaskSpec::Lm { seq_len, .. } => format!("lm-{seq_len}"),
     };
     let method = match cfg.hyper.method {
         Method::Tp => "tp",

@@ -10,7 +10,7 @@ mod cells;
 mod targets;
 mod updates;
 
-pub use cells::{bptt, forward, gru_bptt, gru_forward, gru_forward_gates, head};
+pub use cells::{bptt, forward, gru_bptt, gru_forward, gru_forward_gates, head, head_steps};
 pub use targets::{gru_per_gate_sweep, inverse_cg, jacobian_sweep, jvp, target_sweep, vjp};
 pub use updates::{matmul, optimizer_step};
 
@@ -20,7 +20,7 @@ use nalgebra::DMatrix;
 use crate::config::Hyper;
 use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::Workspace;
+use crate::gpu::iteration::{Head, Workspace};
 use crate::gpu::layout::{unstack, Shape};
 use crate::gpu::storage::Storage;
 use crate::model::{CellKind, Params};
@@ -98,7 +98,13 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) -> Res
         poison(ctx, &seq.gates, t * b * 4 * d);
     }
     poison(ctx, &seq.err, t * b * d);
-    poison(ctx, &seq.g_top, b * d);
+    // g_T, or g at every step.
+    poison(ctx, &seq.g_top, (seq.g_top.size() / 4) as usize);
+    if let Head::EveryStep(h) = &ws.head {
+        for buffer in [&h.logits, &h.row_stats, &h.step_stats] {
+            poison(ctx, buffer, (buffer.size() / 4) as usize);
+        }
+    }
     poison(ctx, &seq.stats, 2);
     for slot in model.layout.slots() {
         ctx.write(
