@@ -218,7 +218,12 @@ impl Workload {
         let common = self.host_common()?;
         let [_, d, _, t, b, _, gd] = self.sizes();
         // tanh: h, v, δ, e and work space; the GRU adds r, z, n, hn and dgh, dgi.
-        let per_state = if self.cell == CellKind::Gru { 16 } else { 6 };
+        let per_state = match (self.cell, self.method) {
+            (CellKind::Gru, _) => 16,
+            // DTP adds h̃, F(h̃) and the reverse layer's δ over all T·B columns.
+            (CellKind::Tanh, Method::Dtp) => 9,
+            (CellKind::Tanh, _) => 6,
+        };
         let tp = self.method == Method::Tp;
         let est = (|| {
             Some(MemoryEstimate {
@@ -259,6 +264,11 @@ impl Workload {
         let made = (|| {
             let padded = d.checked_add(d % 2)?;
             let history = product(&[t.checked_add(1)?, b, padded, gpu.history_bytes])?;
+            let dtp_state = if self.method == Method::Dtp {
+                product(&[t, b, d, 4])?
+            } else {
+                4
+            };
             let buffers = vec![
                 ("inputs x [T, B, p]", product(&[t, b, p, 4])?),
                 ("hidden states h [T+1, B, d]", history),
@@ -274,11 +284,13 @@ impl Workload {
                     if gru { product(&[t, b, gd, 4])? } else { 4 },
                 ),
                 ("per-step CG record [T, B, 2]", product(&[t, b, 2, 4])?),
+                ("DTP's reverse-layer δ [T, B, d]", dtp_state),
+                ("DTP's states F(h̃) [T, B, d]", dtp_state),
                 ("Wᵀ [d, g·d]", product(&[gd, d, 4])?),
                 ("Pᵀ [d, d]", product(&[d, d, 4])?),
                 ("parameters", product(&[n, 4])?),
             ];
-            let workspace = sum(&buffers[..8]
+            let workspace = sum(&buffers[..10]
                 .iter()
                 .map(|&(_, b)| Some(b))
                 .collect::<Vec<_>>())?;
@@ -362,6 +374,7 @@ impl Workload {
         let method = match self.method {
             Method::Tp => "TP-RI",
             Method::Bp => "BPTT",
+            Method::Dtp => "DTP",
         };
         let held_out = match self.eval_size {
             0 => String::new(),

@@ -6,6 +6,7 @@ use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::dtp::{ReverseLayer, REVERSE_FIELDS, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::memory::{available_memory, check_fits, MemoryEstimate};
 
@@ -161,6 +162,9 @@ pub struct Params {
     pub head_w: DMatrix<f64>,
     /// c: q×1.
     pub head_b: DMatrix<f64>,
+    /// DTP's learned reverse layer (`Method::Dtp`, docs/ALGORITHM.md §13): present only
+    /// in its runs' parameters, gradients and optimizer slots, after the cell's tensors.
+    pub dtp: Option<ReverseLayer>,
 }
 
 impl Params {
@@ -193,6 +197,7 @@ impl Params {
             b_hh: DMatrix::zeros(g * d, 1),
             head_w: DMatrix::zeros(q, d),
             head_b: DMatrix::zeros(q, 1),
+            dtp: None,
         }
     }
 
@@ -210,9 +215,14 @@ impl Params {
             .sqrt()
     }
 
-    /// Zeros of the same cell and sizes (a gradient or an optimizer slot).
+    /// Zeros of the same cell and sizes, with a reverse layer where these have one (a
+    /// gradient or an optimizer slot).
     pub fn zeros_like(&self) -> Self {
-        Self::zeros_of(self.cell, self.dims())
+        let d = self.dims().hidden;
+        Self {
+            dtp: self.dtp.as_ref().map(|_| ReverseLayer::zeros(d)),
+            ..Self::zeros_of(self.cell, self.dims())
+        }
     }
 
     /// All-zero parameters of `cell` with the given sizes, after checking them
@@ -246,17 +256,40 @@ impl Params {
     /// # Panics
     /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
     pub fn init(dims: Dims, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Self::init_from(dims, &mut ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// `init`'s tensors drawn from `rng`.
+    fn init_from(dims: Dims, rng: &mut ChaCha8Rng) -> Self {
         let Dims {
             input: p,
             hidden: d,
             output: q,
         } = dims;
         Self {
-            w_hh: semi_orthogonal(d, d, &mut rng),
-            w_ih: semi_orthogonal(d, p, &mut rng),
-            head_w: semi_orthogonal(q, d, &mut rng),
+            w_hh: semi_orthogonal(d, d, rng),
+            w_ih: semi_orthogonal(d, p, rng),
+            head_w: semi_orthogonal(q, d, rng),
             ..Self::zeros(dims)
+        }
+    }
+
+    /// [`Params::init`] with DTP's reverse layer (`Method::Dtp`): the same W, U and V,
+    /// then the reverse layer's V drawn (semi-)orthogonal from the same stream and its c
+    /// zero, as the published code initialises it.
+    ///
+    /// # Panics
+    /// As [`Params::zeros_of`].
+    pub fn init_dtp(dims: Dims, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let params = Self::init_from(dims, &mut rng);
+        let d = dims.hidden;
+        Self {
+            dtp: Some(ReverseLayer {
+                w_rev: semi_orthogonal(d, d, &mut rng),
+                b_rev: DMatrix::zeros(d, 1),
+            }),
+            ..params
         }
     }
 
@@ -286,9 +319,9 @@ impl Params {
         }
     }
 
-    /// The tensors paired with their names (`CellKind::param_names` order).
+    /// The tensors paired with their names ([`Params::names`] order).
     pub fn tensors(&self) -> Vec<(&'static str, &DMatrix<f64>)> {
-        let all = [
+        let mut all = vec![
             &self.w_hh,
             &self.w_ih,
             &self.b,
@@ -296,19 +329,36 @@ impl Params {
             &self.head_w,
             &self.head_b,
         ];
-        self.cell.param_names().iter().copied().zip(all).collect()
+        all.extend(self.dtp.iter().flat_map(ReverseLayer::tensors));
+        self.names().into_iter().zip(all).collect()
     }
 
-    /// Mutable tensors in `CellKind::param_names` order.
+    /// Mutable tensors in [`Params::names`] order.
     pub fn tensors_mut(&mut self) -> Vec<&mut DMatrix<f64>> {
-        vec![
+        let mut all = vec![
             &mut self.w_hh,
             &mut self.w_ih,
             &mut self.b,
             &mut self.b_hh,
             &mut self.head_w,
             &mut self.head_b,
-        ]
+        ];
+        all.extend(self.dtp.iter_mut().flat_map(ReverseLayer::tensors_mut));
+        all
+    }
+
+    /// The names of the tensors in files: the cell's (`CellKind::param_names`), then the
+    /// reverse layer's (`dtp::REVERSE_NAMES`) where there is one.
+    pub fn names(&self) -> Vec<&'static str> {
+        let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_NAMES[..]);
+        [self.cell.param_names(), reverse].concat()
+    }
+
+    /// The fields that hold the tensors, in [`Params::names`] order (what the library's
+    /// messages name).
+    pub fn fields(&self) -> Vec<&'static str> {
+        let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_FIELDS[..]);
+        [self.cell.param_fields(), reverse].concat()
     }
 
     /// The shapes the tensors of a `cell` model of sizes `dims` have, in `tensors` order
@@ -326,8 +376,11 @@ impl Params {
     /// Checks that every tensor has the shape `dims` implies, naming the first that does not as its field and its name in
     /// files, e.g. `Params::w_hh (rnn.w_hh)`.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
-        let fields = self.cell.param_fields();
-        let want = Self::shapes(self.cell, dims);
+        let fields = self.fields();
+        let mut want = Self::shapes(self.cell, dims);
+        if self.dtp.is_some() {
+            want.extend(ReverseLayer::shapes(dims.hidden));
+        }
         for (((name, got), field), exp) in self.tensors().iter().zip(fields).zip(want) {
             if got.shape() != exp {
                 let (r, c) = got.shape();

@@ -44,6 +44,8 @@ pub enum Plan {
     Bptt,
     /// TP-RI (§2) with these targets.
     Tp(TargetSolve),
+    /// Difference target propagation with a learned reverse layer (§13).
+    Dtp,
 }
 
 /// The sizes the choice of `--solver auto` depends on.
@@ -97,6 +99,32 @@ impl Request {
 /// Every combination of cell, method, inversion, solver, target mode and device that no
 /// backend runs (checked in this order; the first that applies is the error).
 const REFUSED: &[Refusal] = &[
+    Refusal {
+        refuses: |r| r.method == Method::Dtp && r.cell != CellKind::Tanh,
+        field: "Hyper::method",
+        message: |_| {
+            "DTP's learned reverse layer g(h, x) = tanh(V h + c + U x) inverts the tanh RNN's \
+             step: train the GRU with Method::Tp or Method::Bp"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.method == Method::Dtp && r.on_gpu(),
+        field: "Hyper::method",
+        message: |_| "DTP runs on the CPU reference only for now: use the CPU backend".into(),
+    },
+    // DTP's kernels read and write f32 histories only.
+    Refusal {
+        refuses: |r| {
+            r.method == Method::Dtp
+                && r.device
+                    == (Device::Gpu {
+                        f16_histories: true,
+                    })
+        },
+        field: "Storage",
+        message: |_| "f16 storage is not implemented for DTP; use Storage::F32".into(),
+    },
     Refusal {
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
         field: "Hyper::tp.inversion",
@@ -188,8 +216,10 @@ impl Plan {
     /// win, and `auto` forms P.
     pub fn new(cell: CellKind, hyper: &Hyper, device: Device, sizes: Sizes) -> Result<Self> {
         Self::check(cell, hyper, device)?;
-        if hyper.method == Method::Bp {
-            return Ok(Plan::Bptt);
+        match hyper.method {
+            Method::Bp => return Ok(Plan::Bptt),
+            Method::Dtp => return Ok(Plan::Dtp),
+            Method::Tp => {}
         }
         let tp = &hyper.tp;
         Ok(Plan::Tp(match (tp.inversion, tp.solver) {
@@ -213,10 +243,10 @@ impl Plan {
         }))
     }
 
-    /// The target solve of a TP-RI plan; `None` for BPTT.
+    /// The target solve of a TP-RI plan; `None` for BPTT and DTP.
     pub fn targets(self) -> Option<TargetSolve> {
         match self {
-            Plan::Bptt => None,
+            Plan::Bptt | Plan::Dtp => None,
             Plan::Tp(solve) => Some(solve),
         }
     }

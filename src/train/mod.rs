@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Diagnostics, Eval};
 use crate::cg::CgReport;
-use crate::config::Hyper;
+use crate::config::{Hyper, Method};
 use crate::limits::{run_workload, Workload};
 use crate::model::{CellKind, Dims, Params};
 use crate::optimizer_state::OptState;
@@ -82,6 +82,14 @@ impl RunConfig {
             self.eval_size,
             &self.hyper,
         )
+    }
+
+    /// The settings the backend runs with: `hyper`, with DTP's noise stream seeded by the
+    /// run's seed (`DtpConfig::noise_seed`, which config files do not hold).
+    pub fn backend_hyper(&self) -> Hyper {
+        let mut hyper = self.hyper.clone();
+        hyper.dtp.noise_seed = self.seed;
+        hyper
     }
 
     /// Rejects impossible settings, naming the value.
@@ -258,7 +266,7 @@ impl<'a> Session<'a> {
                     .params
                     .check_dims(dims)
                     .context("the checkpoint does not fit the run's configuration")?;
-                backend.load(&state.params, Some(&state.opt), &cfg.hyper)?;
+                backend.load(&state.params, Some(&state.opt), &cfg.backend_hyper())?;
                 Self {
                     backend,
                     cfg: cfg.clone(),
@@ -272,7 +280,11 @@ impl<'a> Session<'a> {
                 }
             }
             None => {
-                backend.load(&Params::init_of(cfg.cell, dims, cfg.seed), None, &cfg.hyper)?;
+                let init = match cfg.hyper.method {
+                    Method::Dtp => Params::init_dtp(dims, cfg.seed),
+                    Method::Tp | Method::Bp => Params::init_of(cfg.cell, dims, cfg.seed),
+                };
+                backend.load(&init, None, &cfg.backend_hyper())?;
                 let eval = evaluate(backend, &eval_set)?;
                 if !eval.loss.is_finite() {
                     bail!(
