@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::{Hyper, Inversion, Method, OptimizerConfig, OptimizerKind, TpConfig};
+use crate::config::{
+    DtpConfig, Hyper, Inversion, Method, OptimizerConfig, OptimizerKind, TpConfig,
+};
 use crate::model::CellKind;
 use crate::tasks::TaskSpec;
 use crate::train::RunConfig;
@@ -12,7 +14,7 @@ use crate::train::RunConfig;
 pub const DEFAULT_PIXEL_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Preset names with a one-line description, in the order `tpri train --help` lists them.
-pub const PRESETS: [(&str, &str); 14] = [
+pub const PRESETS: [(&str, &str); 19] = [
     (
         "temporal-order-60-tp",
         "temporal order T=60, TP-RI lr 0.1, lr_target 0.01, r 10",
@@ -59,6 +61,26 @@ pub const PRESETS: [(&str, &str); 14] = [
         "pixel-by-pixel Fashion-MNIST T=784, B=16, GRU, BPTT SGD lr 1e-2",
     ),
     (
+        "temporal-order-60-dtp",
+        "temporal order T=60, DTP lr 0.01, lr_target 0.1, lr_reverse 1e-3, Nesterov 0.9",
+    ),
+    (
+        "temporal-order-120-dtp",
+        "temporal order T=120, DTP lr 0.01, lr_target 0.1, lr_reverse 1e-3, Nesterov 0.9",
+    ),
+    (
+        "adding-30-dtp",
+        "adding T=30, DTP lr 0.01, lr_target 0.1, lr_reverse 1e-3, Nesterov 0.9",
+    ),
+    (
+        "pixel-mnist-dtp",
+        "pixel-by-pixel images T=784, B=16, DTP lr 0.01, lr_target 1e-7, lr_reverse 1e-8, noise 0.1",
+    ),
+    (
+        "permuted-mnist-dtp",
+        "permuted pixels T=784, B=16, DTP lr 0.01, lr_target 1e-7, lr_reverse 1e-8, noise 0.1",
+    ),
+    (
         "adding-30-tp-quick",
         "adding T=30, TP-RI, 200 iterations: a smoke test",
     ),
@@ -91,6 +113,30 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             lr,
             momentum: 0.9,
             ..OptimizerConfig::default()
+        },
+        ..Hyper::default()
+    };
+    // The published DTP runs (exp/paper_conv_plots.py, `oracle='target_auto_enc'`): SGD
+    // with Nesterov momentum where a momentum is given, plain SGD where none is.
+    let dtp = |lr_target: f64, lr_reverse: f64, noise: f64, momentum: Option<f64>| Hyper {
+        method: Method::Dtp,
+        tp: TpConfig {
+            lr_target,
+            ..TpConfig::default()
+        },
+        opt: OptimizerConfig {
+            kind: match momentum {
+                Some(_) => OptimizerKind::Nesterov,
+                None => OptimizerKind::Sgd,
+            },
+            lr: 1e-2,
+            momentum: momentum.unwrap_or(OptimizerConfig::default().momentum),
+            ..OptimizerConfig::default()
+        },
+        dtp: DtpConfig {
+            lr_reverse,
+            noise,
+            ..DtpConfig::default()
         },
         ..Hyper::default()
     };
@@ -139,6 +185,11 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "permuted-mnist-bp" => pixel(true, bp(1e-4, OptimizerKind::Sgd)),
         "fashion-mnist-gru-tp" => gru(pixel(false, tp(0.1, 0.01, 1.0))),
         "fashion-mnist-gru-bp" => gru(pixel(false, bp(1e-2, OptimizerKind::Sgd))),
+        "temporal-order-60-dtp" => synthetic(order(60), dtp(0.1, 1e-3, 0.0, Some(0.9))),
+        "temporal-order-120-dtp" => synthetic(order(120), dtp(0.1, 1e-3, 0.0, Some(0.9))),
+        "adding-30-dtp" => synthetic(adding, dtp(0.1, 1e-3, 0.0, Some(0.9))),
+        "pixel-mnist-dtp" => pixel(false, dtp(1e-7, 1e-8, 0.1, None)),
+        "permuted-mnist-dtp" => pixel(true, dtp(1e-7, 1e-8, 0.1, None)),
         "adding-30-tp-quick" => RunConfig {
             iterations: 200,
             eval_every: 50,
@@ -172,6 +223,11 @@ mod tests {
             assert_eq!(
                 cfg.hyper.method == Method::Tp,
                 name.contains("-tp"),
+                "{name}"
+            );
+            assert_eq!(
+                cfg.hyper.method == Method::Dtp,
+                name.contains("-dtp"),
                 "{name}"
             );
         }

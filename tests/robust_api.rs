@@ -704,6 +704,7 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
             beta2: 0.999,
             eps: mostly(rng, 1e-8),
         },
+        dtp: Default::default(),
     }
 }
 
