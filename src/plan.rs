@@ -108,11 +108,6 @@ const REFUSED: &[Refusal] = &[
                 .into()
         },
     },
-    Refusal {
-        refuses: |r| r.method == Method::Dtp && r.on_gpu(),
-        field: "Hyper::method",
-        message: |_| "DTP runs on the CPU reference only for now: use the CPU backend".into(),
-    },
     // DTP's kernels read and write f32 histories only.
     Refusal {
         refuses: |r| {

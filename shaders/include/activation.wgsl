@@ -1,6 +1,7 @@
 // The activations and the clamp before inverting tanh. gpu::kernel appends this file to
 // forward.wgsl (the tanh RNN's step: safe_tanh), gru_forward.wgsl (the GRU's gates:
-// sigmoid, safe_tanh), target_sweep.wgsl and jacobian.wgsl (clamp_eps: the targets invert
+// sigmoid, safe_tanh), dtp_reverse.wgsl and dtp_targets.wgsl (the cell's step and DTP's
+// reverse layer: safe_tanh), target_sweep.wgsl and jacobian.wgsl (clamp_eps: the targets invert
 // tanh, or divide by its derivative, at h clamped to ±(1 − ε)), so that the forward
 // passes and the inversions agree on them.
 

@@ -24,7 +24,9 @@ const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// - the jacobian sweep: T − 1 steps of up to `cg_max_iter` CG iterations, each two
 ///   Jacobian products and two workgroup sums (`jacobian::sweep_loops`);
 /// - the solve for P: one such solve per column (`jacobian::inverse_loops`);
-/// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each).
+/// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each);
+/// - DTP: dtp_reverse (one column, two dot products) and dtp_targets (T − 1 steps of two
+///   dot products over d, the inputs, and the copies).
 pub(crate) fn loop_counts(
     layout: &ParamLayout,
     shape: Shape,
@@ -49,6 +51,16 @@ pub(crate) fn loop_counts(
             ("backward recursion", time_loop)
         },
     ];
+    if plan == Plan::Dtp {
+        counts.extend([
+            // One column per workgroup: two products and the inputs' loops, no time loop.
+            ("DTP reverse layer", units * (2 * dot + 2 * p + 3)),
+            (
+                "DTP target sweep",
+                shape.steps * (units * (2 * dot + p + 2) + 2),
+            ),
+        ]);
+    }
     match plan.targets() {
         None => {}
         Some(TargetSolve::FormP { .. }) => counts.extend([

@@ -6,7 +6,9 @@
 //!
 //! Which kernels run depends on the cell and the inversion: forward.wgsl or
 //! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only) or
-//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell); bptt.wgsl or
+//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell); for DTP
+//! dtp_reverse.wgsl with its reductions (and in training the reverse layer's step) and
+//! dtp_targets.wgsl; bptt.wgsl or
 //! gru_bptt.wgsl; then the same matmul reductions and optimizer, which only see more or
 //! larger slots for the GRU.
 
@@ -16,6 +18,7 @@ use crate::config::{Hyper, TpGrad};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dtp_reverse::DtpReverse;
 use crate::gpu::guards::check_llvmpipe_loops;
 use crate::gpu::inverse::Cg;
 use crate::gpu::layout::{Shape, Slot};
@@ -23,7 +26,8 @@ use crate::gpu::norms::StepNorms;
 use crate::gpu::phase::Phase;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
-    bptt, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer, target_sweep,
+    bptt, dtp_targets, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer,
+    target_sweep,
 };
 use crate::model::CellKind;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
@@ -43,6 +47,8 @@ pub(crate) struct Workspace {
     /// TP: Pᵀ and the analytic sweep, or the jacobian sweep (which reads the Wᵀ of the
     /// forward phase).
     pub sweep: Option<Vec<Dispatch>>,
+    /// DTP: the reverse layer's gradient and step, and its target sweep.
+    pub dtp: Option<(DtpReverse, Dispatch)>,
     /// The backward recursion of the cell.
     pub bptt: Dispatch,
     /// By matmul over the T·B rows of δ (and the GRU's dgi): ∇W, ∇U, ∇b, and ∇b_hh.
@@ -77,7 +83,8 @@ impl Workspace {
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
         let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
-        let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
+        let dtp = plan == Plan::Dtp;
+        let through_time = plan == Plan::Bptt || hyper.tp.tp_grad == TpGrad::ThroughTime;
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
         // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d]; b is the B operand with its
@@ -100,7 +107,11 @@ impl Workspace {
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, shape)?,
-                bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?,
+                if dtp {
+                    bptt::dispatch_batch_mean(ctx, model, &seq, shape, through_time)?
+                } else {
+                    bptt::dispatch(ctx, model, &seq, shape, tp.is_some(), through_time)?
+                },
                 vec![
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
@@ -135,6 +146,14 @@ impl Workspace {
             ),
             _ => (None, None),
         };
+        let dtp = if dtp {
+            let reverse = DtpReverse::new(ctx, model, &seq, shape, hyper)?;
+            let sweep =
+                dtp_targets::dispatch(ctx, model, &seq, shape, &reverse, hyper.tp.lr_target)?;
+            Some((reverse, sweep))
+        } else {
+            None
+        };
         Ok(Self {
             forward,
             head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
@@ -145,9 +164,10 @@ impl Workspace {
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
             error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
             // dv holds v_0 … v_T: skip v_0.
-            target_norms: tp
-                .map(|_| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
+            target_norms: (tp.is_some() || dtp.is_some())
+                .then(|| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
                 .transpose()?,
+            dtp,
             seq,
             shape,
             plan,
@@ -161,10 +181,22 @@ impl Workspace {
         }
     }
 
-    /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
-    /// CG from the P left by the previous step.
+    /// After `record_loss`: the recurrent gradients (TP surrogate or BP) at fixed
+    /// parameters. `warm` starts CG from the P left by the previous step.
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
         for phase in [Phase::Inverse, Phase::Sweep, Phase::Bptt, Phase::Reductions] {
+            self.record_phase(pass, phase, warm);
+        }
+    }
+
+    /// `record_gradients` in a training step: there DTP steps its reverse layer between
+    /// its gradient and the targets (docs/ALGORITHM.md §13).
+    pub fn record_training_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
+        self.record_phase(pass, Phase::Inverse, warm);
+        if let Some((reverse, _)) = &self.dtp {
+            reverse.record_step(pass);
+        }
+        for phase in [Phase::Sweep, Phase::Bptt, Phase::Reductions] {
             self.record_phase(pass, phase, warm);
         }
     }
@@ -179,10 +211,16 @@ impl Workspace {
                 if let Some(cg) = &self.cg {
                     cg.record(pass, warm);
                 }
+                if let Some((reverse, _)) = &self.dtp {
+                    reverse.record_gradient(pass);
+                }
             }
             Phase::Sweep => {
                 if let Some(sweep) = &self.sweep {
                     sweep.iter().for_each(|d| d.record(pass));
+                }
+                if let Some((_, sweep)) = &self.dtp {
+                    sweep.record(pass);
                 }
             }
             Phase::Bptt => self.bptt.record(pass),
