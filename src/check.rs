@@ -103,6 +103,12 @@ pub fn cases() -> Vec<Case> {
         loss,
         ..Hyper::default()
     };
+    let dtp = |noise, grad, loss| {
+        let mut h = tp(TargetMode::Linearized, grad, loss);
+        h.method = Method::Dtp;
+        h.dtp.noise = noise;
+        h
+    };
     let shapes = [
         (7, 3, 4, 33),
         (100, 2, 16, 33),
@@ -158,6 +164,12 @@ pub fn cases() -> Vec<Case> {
         ),
         ("gru bp ce", Gru, bp(Loss::CrossEntropy)),
         ("gru bp mse", Gru, bp(Loss::Mse)),
+        ("dtp", Tanh, dtp(0.1, TpGrad::ThroughTime, Loss::Mse)),
+        (
+            "dtp local",
+            Tanh,
+            dtp(0.0, TpGrad::Local, Loss::CrossEntropy),
+        ),
     ];
     let mut out = Vec::new();
     for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
@@ -185,11 +197,15 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Random parameters near the trained regime and a random batch for `case`: for the tanh
-/// RNN an orthogonal W scaled below 1 and small biases; for the GRU PyTorch's
-/// initialisation (every tensor uniform in ±1/√d, biases included).
+/// RNN an orthogonal W scaled below 1 and small biases (DTP's reverse layer orthogonal,
+/// its bias small too); for the GRU PyTorch's initialisation (every tensor uniform in
+/// ±1/√d, biases included).
 pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init_of(case.cell, case.dims, seed);
+    let mut params = match case.hyper.method {
+        Method::Dtp => Params::init_dtp(case.dims, seed),
+        Method::Tp | Method::Bp => Params::init_of(case.cell, case.dims, seed),
+    };
     let mut noise = |rows, cols, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
     };
@@ -203,6 +219,9 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
         params.b = noise(d, 1, 0.1);
         params.b_hh = noise(d, 1, 0.1);
         params.head_b = noise(q, 1, 0.1);
+        if let Some(rev) = &mut params.dtp {
+            rev.b_rev = noise(d, 1, 0.1);
+        }
     }
     let x = (0..case.seq_len)
         .map(|_| noise(case.batch, p, 1.0))
@@ -267,9 +286,10 @@ pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
 pub type Errors = Vec<(String, f64)>;
 
 /// The columns of `tpri check`'s table: one per quantity, the gradients named without
-/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`).
-pub const COLUMNS: [&str; 10] = [
-    "h", "v", "p_inv", "loss", "w_hh", "w_ih", "b", "b_hh", "head.w", "head.b",
+/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`), DTP's
+/// reverse layer without `dtp.`.
+pub const COLUMNS: [&str; 12] = [
+    "h", "v", "p_inv", "loss", "w_hh", "w_ih", "b", "b_hh", "head.w", "head.b", "w_rev", "b_rev",
 ];
 
 /// The `COLUMNS` entry of a quantity named as in `Errors`.
@@ -278,6 +298,7 @@ pub fn column_of(name: &str) -> &str {
     let name = name
         .strip_prefix("rnn.")
         .or_else(|| name.strip_prefix("gru."))
+        .or_else(|| name.strip_prefix("dtp."))
         .unwrap_or(name);
     if name == "b_ih" {
         "b"
@@ -287,11 +308,13 @@ pub fn column_of(name: &str) -> &str {
 }
 
 /// Whether the GPU backend runs `case` with its histories in `storage`: f32 runs every
-/// case, f16 the tanh RNN's with the analytic inversion (and BP) only.
+/// case, f16 the tanh RNN's with the analytic inversion (and BP) only, not DTP.
 pub fn runs_with(storage: Storage, case: &Case) -> bool {
+    let h = &case.hyper;
     storage == Storage::F32
         || (case.cell == CellKind::Tanh
-            && (case.hyper.method == Method::Bp || case.hyper.tp.inversion == Inversion::Analytic))
+            && (h.method == Method::Bp
+                || (h.method == Method::Tp && h.tp.inversion == Inversion::Analytic)))
 }
 
 /// One case of `run_checks`.
@@ -360,11 +383,14 @@ mod tests {
         assert!(all
             .iter()
             .any(|c| c.cell == CellKind::Gru && c.hyper.method == Method::Bp));
+        assert!(all.iter().any(|c| c.hyper.method == Method::Dtp));
+        assert_eq!(column_of("grad.dtp.w_rev"), "w_rev");
         // f16 storage: the tanh RNN's analytic and BP cases, which cover every target mode.
         let f16: Vec<_> = all.iter().filter(|c| runs_with(Storage::F16, c)).collect();
         assert!(all.iter().all(|c| runs_with(Storage::F32, c)));
         assert!(f16.iter().all(|c| c.cell == CellKind::Tanh
-            && (c.hyper.method == Method::Bp || c.hyper.tp.inversion == Inversion::Analytic)));
+            && (c.hyper.method == Method::Bp
+                || (c.hyper.method == Method::Tp && c.hyper.tp.inversion == Inversion::Analytic))));
         for mode in [
             TargetMode::Linearized,
             TargetMode::Difference,
