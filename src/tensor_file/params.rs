@@ -287,22 +287,13 @@ pub fn params_from_tensors(
     }
     let cell = if gru { CellKind::Gru } else { CellKind::Tanh };
     // DTP's reverse layer: both of its tensors, or neither.
-    let reverse = match REVERSE_NAMES.map(|n| tensors.contains_key(&key(n))) {
-        [true, true] => true,
-        [false, false] => false,
-        [has_w, _] => {
-            let (there, missing) = if has_w { (0, 1) } else { (1, 0) };
-            return Err(Error::format(
-                file,
-                format!(
-                    "holds {} without {}: DTP's reverse layer has both",
-                    key(REVERSE_NAMES[there]),
-                    key(REVERSE_NAMES[missing])
-                ),
-            )
-            .into());
-        }
-    };
+    let [reverse, has_b] = REVERSE_NAMES.map(|n| tensors.contains_key(&key(n)));
+    if reverse != has_b {
+        let [w, b] = REVERSE_NAMES.map(key);
+        let (there, missing) = if reverse { (w, b) } else { (b, w) };
+        let problem = format!("holds {there} without {missing}: DTP's reverse layer has both");
+        return Err(Error::format(file, problem).into());
+    }
     let reverse_names = if reverse { &REVERSE_NAMES[..] } else { &[] };
     let names = [cell.param_names(), reverse_names].concat();
     let stored = names
