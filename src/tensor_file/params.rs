@@ -228,7 +228,7 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
     if !renamed.is_empty() {
         // Read as tpri's names, checked against the cell's sizes by the same code.
         let mut all = params_tensors(&params, "");
-        all.extend(renamed.into_iter());
+        all.extend(renamed);
         let all = all.into_iter().collect();
         params = params_from_tensors(&all, "", file)?;
     }
