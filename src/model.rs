@@ -279,7 +279,7 @@ impl Params {
     /// zero, as the published code initialises it.
     ///
     /// # Panics
-    /// As [`Params::zeros_of`].
+    /// As [`Params::zeros_of`]; [`Params::try_init_dtp`] returns an error instead.
     pub fn init_dtp(dims: Dims, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let params = Self::init_from(dims, &mut rng);
@@ -291,6 +291,12 @@ impl Params {
             }),
             ..params
         }
+    }
+
+    /// [`Params::init_dtp`], after [`Params::try_init_of`]'s checks.
+    pub fn try_init_dtp(dims: Dims, seed: u64) -> Result<Self> {
+        Self::check_allocation(CellKind::Tanh, dims)?;
+        Ok(Self::init_dtp(dims, seed))
     }
 
     /// Seeded initialisation of `cell`: docs/ALGORITHM.md §1's for the tanh RNN; PyTorch's for the GRU

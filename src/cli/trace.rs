@@ -106,6 +106,9 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         ("backend".to_string(), backend.name()),
         ("hyper".to_string(), serde_json::to_string(&hyper)?),
     ]);
+    if args.method == Method::Dtp {
+        meta.insert("noise_seed".into(), args.seed.to_string());
+    }
     if let Some(cg) = trace.cg {
         meta.insert("cg_iterations".into(), cg.iterations.to_string());
         meta.insert("cg_residual".into(), format!("{:e}", cg.residual));
