@@ -109,6 +109,12 @@ pub fn cases() -> Vec<Case> {
         loss,
         ..Hyper::default()
     };
+    let dtp = |noise, grad, loss| {
+        let mut h = tp(TargetMode::Linearized, grad, loss);
+        h.method = Method::Dtp;
+        h.dtp.noise = noise;
+        h
+    };
     let shapes = [
         (7, 3, 4, 33),
         (100, 2, 16, 33),
@@ -202,6 +208,12 @@ pub fn cases() -> Vec<Case> {
             ),
         ),
         ("lm bp", Tanh, bp(Loss::CrossEntropySeq)),
+        ("dtp", Tanh, dtp(0.1, TpGrad::ThroughTime, Loss::Mse)),
+        (
+            "dtp local",
+            Tanh,
+            dtp(0.0, TpGrad::Local, Loss::CrossEntropy),
+        ),
     ];
     let mut out = Vec::new();
     for group in [&settings[..], &later[..]] {
@@ -235,12 +247,15 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Random parameters near the trained regime and a random batch for `case`: for the tanh
-/// RNN an orthogonal W scaled below 1 and small biases; for the GRU PyTorch's
-/// initialisation (the cell's tensors uniform in ±1/√d, biases included) and a small
-/// random head bias.
+/// RNN an orthogonal W scaled below 1 and small biases (DTP's reverse layer orthogonal,
+/// its bias small too); for the GRU PyTorch's initialisation (the cell's tensors uniform
+/// in ±1/√d, biases included) and a small random head bias.
 pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init_of(case.cell, case.dims, seed);
+    let mut params = match case.hyper.method {
+        Method::Dtp => Params::init_dtp(case.dims, seed),
+        Method::Tp | Method::Bp => Params::init_of(case.cell, case.dims, seed),
+    };
     let mut noise = |rows, cols, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
     };
@@ -253,6 +268,9 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
         params.w_hh *= 0.9;
         params.b = noise(d, 1, 0.1);
         params.b_hh = noise(d, 1, 0.1);
+        if let Some(rev) = &mut params.dtp {
+            rev.b_rev = noise(d, 1, 0.1);
+        }
     }
     params.head_b = noise(q, 1, 0.1);
     let x = (0..case.seq_len)
@@ -333,8 +351,9 @@ pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
 pub type Errors = Vec<(String, f64)>;
 
 /// The columns of `tpri check`'s table: one per quantity, the gradients named without
-/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`).
-pub const COLUMNS: [&str; 11] = [
+/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`), DTP's
+/// reverse layer without `dtp.`.
+pub const COLUMNS: [&str; 13] = [
     "h",
     "v",
     "p_inv",
@@ -346,6 +365,8 @@ pub const COLUMNS: [&str; 11] = [
     "b_hh",
     "head.w",
     "head.b",
+    "w_rev",
+    "b_rev",
 ];
 
 /// The `COLUMNS` entry of a quantity named as in `Errors`.
@@ -354,6 +375,7 @@ pub fn column_of(name: &str) -> &str {
     let name = name
         .strip_prefix("rnn.")
         .or_else(|| name.strip_prefix("gru."))
+        .or_else(|| name.strip_prefix("dtp."))
         .unwrap_or(name);
     if name == "b_ih" {
         "b"
@@ -364,12 +386,14 @@ pub fn column_of(name: &str) -> &str {
 
 /// Whether the GPU backend runs `case` with its histories in `storage`: f32 runs every
 /// case, f16 the tanh RNN's with the analytic inversion (and BP) and a head at the last
-/// step only.
+/// step only, not DTP.
 pub fn runs_with(storage: Storage, case: &Case) -> bool {
+    let h = &case.hyper;
     storage == Storage::F32
         || (case.cell == CellKind::Tanh
-            && !case.hyper.loss.every_step()
-            && (case.hyper.method == Method::Bp || case.hyper.tp.inversion == Inversion::Analytic))
+            && !h.loss.every_step()
+            && (h.method == Method::Bp
+                || (h.method == Method::Tp && h.tp.inversion == Inversion::Analytic)))
 }
 
 /// One case of `run_checks`.
@@ -439,11 +463,14 @@ mod tests {
         assert!(all
             .iter()
             .any(|c| c.cell == CellKind::Gru && c.hyper.method == Method::Bp));
+        assert!(all.iter().any(|c| c.hyper.method == Method::Dtp));
+        assert_eq!(column_of("grad.dtp.w_rev"), "w_rev");
         // f16 storage: the tanh RNN's analytic and BP cases, which cover every target mode.
         let f16: Vec<_> = all.iter().filter(|c| runs_with(Storage::F16, c)).collect();
         assert!(all.iter().all(|c| runs_with(Storage::F32, c)));
         assert!(f16.iter().all(|c| c.cell == CellKind::Tanh
-            && (c.hyper.method == Method::Bp || c.hyper.tp.inversion == Inversion::Analytic)));
+            && (c.hyper.method == Method::Bp
+                || (c.hyper.method == Method::Tp && c.hyper.tp.inversion == Inversion::Analytic))));
         for mode in [
             TargetMode::Linearized,
             TargetMode::Difference,

@@ -42,6 +42,9 @@ pub enum Method {
     Tp,
     /// Backpropagation through time (docs/ALGORITHM.md §3).
     Bp,
+    /// Difference target propagation with a learned reverse layer, the paper's DTP
+    /// baseline (docs/ALGORITHM.md §14; tanh RNN only).
+    Dtp,
 }
 
 /// How a target is carried from step t to step t−1 (docs/ALGORITHM.md §2 step 5).
@@ -208,6 +211,34 @@ impl TpConfig {
     }
 }
 
+/// Settings of DTP's learned reverse layer (`Method::Dtp`; ignored by the other methods).
+/// DTP also takes `TpConfig::lr_target` (γ_h) and `TpConfig::tp_grad`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DtpConfig {
+    /// Learning rate of the reverse layer's own optimizer step (the published code's
+    /// `lr_reverse`; the optimizer's kind and momentum are the forward parameters').
+    pub lr_reverse: f64,
+    /// Standard deviation σ of the Gaussian noise added to h_{t−1} in the reconstruction
+    /// loss (the published `noise`).
+    pub noise: f64,
+    /// Seeds the noise stream (`dtp::NoiseKey`) together with the iteration's number. The
+    /// training loop sets it to `RunConfig::seed`, so it is not saved with the settings.
+    #[serde(skip)]
+    pub noise_seed: u64,
+}
+
+impl Default for DtpConfig {
+    /// The published code's defaults (`run_optim`): lr_reverse 0.1, no noise.
+    fn default() -> Self {
+        Self {
+            lr_reverse: 0.1,
+            noise: 0.0,
+            noise_seed: 0,
+        }
+    }
+}
+
 /// Default CG tolerance of the f64 reference: tight enough that P matches an exact solve
 /// to about 1e-12.
 pub const CPU_CG_TOL: f64 = 1e-12;
@@ -232,6 +263,8 @@ pub struct Hyper {
     pub tp: TpConfig,
     /// The optimizer of every parameter.
     pub opt: OptimizerConfig,
+    /// DTP's reverse layer (ignored by the other methods).
+    pub dtp: DtpConfig,
 }
 
 impl Default for Hyper {
@@ -241,6 +274,7 @@ impl Default for Hyper {
             loss: Loss::CrossEntropy,
             tp: TpConfig::default(),
             opt: OptimizerConfig::default(),
+            dtp: DtpConfig::default(),
         }
     }
 }
@@ -286,6 +320,9 @@ impl Hyper {
                 format!("Adam eps must be positive and finite, got {}", o.eps),
             );
         }
+        if self.method == Method::Dtp {
+            return self.validate_dtp();
+        }
         if self.method == Method::Tp {
             let t = &self.tp;
             if !(t.reg > 0.0 && t.reg.is_finite()) {
@@ -297,15 +334,7 @@ impl Hyper {
                     ),
                 );
             }
-            if !(t.lr_target >= 0.0 && t.lr_target.is_finite()) {
-                return bad(
-                    "Hyper::tp.lr_target",
-                    format!(
-                        "the target step must be non-negative and finite, got {}",
-                        t.lr_target
-                    ),
-                );
-            }
+            self.check_lr_target()?;
             if let Some(tol) = t.cg_tol.filter(|&tol| !(tol > 0.0 && tol.is_finite())) {
                 return bad(
                     "Hyper::tp.cg_tol",
@@ -331,6 +360,46 @@ impl Hyper {
                         t.target_mode
                     ),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// γ_h of TP-RI and DTP: non-negative and finite (0 is allowed).
+    fn check_lr_target(&self) -> Result<()> {
+        let lr_target = self.tp.lr_target;
+        if !(lr_target >= 0.0 && lr_target.is_finite()) {
+            return Err(Error::setting(
+                "Hyper::tp.lr_target",
+                format!("the target step must be non-negative and finite, got {lr_target}"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// DTP's settings: γ_h as for TP-RI, the reverse layer's learning rate and noise.
+    fn validate_dtp(&self) -> Result<()> {
+        self.check_lr_target()?;
+        let r = &self.dtp;
+        for (field, what, value) in [
+            (
+                "Hyper::dtp.lr_reverse",
+                "the reverse layer's learning rate",
+                r.lr_reverse,
+            ),
+            (
+                "Hyper::dtp.noise",
+                "the noise's standard deviation σ",
+                r.noise,
+            ),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(Error::setting(
+                    field,
+                    format!("{what} must be non-negative and finite, got {value}"),
+                )
+                .into());
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::dtp::ReverseLayer;
 use crate::model::{CellKind, Dims, Params};
 
 /// How the recurrent cell's tensors start (`--init`; docs/ALGORITHM.md §1).
@@ -61,7 +62,45 @@ impl Params {
     /// # Panics
     /// As [`Params::zeros_of`]; [`Params::try_init_with`] returns an error instead.
     pub fn init_with(cell: CellKind, init: Init, dims: Dims, seed: u64) -> Self {
+        Self::init_from(cell, init, dims, &mut ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// [`Params::init_with`] for the tanh RNN with DTP's reverse layer (`Method::Dtp`,
+    /// docs/ALGORITHM.md §14): the same tensors, then the reverse layer's V drawn
+    /// (semi-)orthogonal from the same stream and its c zero, as the published code
+    /// initialises it.
+    ///
+    /// # Panics
+    /// As [`Params::zeros_of`]; [`Params::try_init_dtp`] returns an error instead.
+    pub fn init_dtp_with(init: Init, dims: Dims, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let params = Self::init_from(CellKind::Tanh, init, dims, &mut rng);
+        let d = dims.hidden;
+        Self {
+            dtp: Some(ReverseLayer {
+                w_rev: semi_orthogonal(d, d, &mut rng),
+                b_rev: DMatrix::zeros(d, 1),
+            }),
+            ..params
+        }
+    }
+
+    /// [`Params::init_dtp_with`] the tanh RNN's default, `Init::Orthogonal`.
+    ///
+    /// # Panics
+    /// As [`Params::zeros_of`]; [`Params::try_init_dtp`] returns an error instead.
+    pub fn init_dtp(dims: Dims, seed: u64) -> Self {
+        Self::init_dtp_with(Init::Orthogonal, dims, seed)
+    }
+
+    /// [`Params::init_dtp`], after [`Params::try_init_of`]'s checks.
+    pub fn try_init_dtp(dims: Dims, seed: u64) -> Result<Self> {
+        Self::check_allocation(CellKind::Tanh, dims)?;
+        Ok(Self::init_dtp(dims, seed))
+    }
+
+    /// `init_with`'s tensors drawn from `rng`.
+    fn init_from(cell: CellKind, init: Init, dims: Dims, rng: &mut ChaCha8Rng) -> Self {
         let mut params = Self::zeros_of(cell, dims);
         let Dims {
             input: p,
@@ -74,7 +113,7 @@ impl Params {
                 for (w, cols) in [(&mut params.w_hh, d), (&mut params.w_ih, p)] {
                     for g in 0..cell.gates() {
                         w.rows_mut(g * d, d)
-                            .copy_from(&semi_orthogonal(d, cols, &mut rng));
+                            .copy_from(&semi_orthogonal(d, cols, rng));
                     }
                 }
             }
@@ -89,7 +128,7 @@ impl Params {
                 params.b_hh = uniform(&params.b_hh);
             }
         }
-        params.head_w = semi_orthogonal(q, d, &mut rng);
+        params.head_w = semi_orthogonal(q, d, rng);
         params
     }
 

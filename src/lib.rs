@@ -60,6 +60,7 @@ pub mod cg;
 pub mod check;
 pub mod config;
 pub mod cpu;
+pub mod dtp;
 pub mod error;
 #[cfg(feature = "cli")]
 pub mod figures;

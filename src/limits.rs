@@ -16,7 +16,6 @@ use crate::config::{Hyper, Inversion, Method};
 use crate::error::Error;
 use crate::memory::{available_memory, bytes, check_fits, MemoryEstimate};
 use crate::model::{CellKind, Dims};
-use crate::tasks::TaskSpec;
 
 /// The sizes of one problem: a model, the batches it trains on and the held-out set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +240,12 @@ impl Workload {
         let common = self.host_common()?;
         let [_, d, q, t, b, _, gd] = self.sizes();
         // tanh: h, v, δ, e and work space; the GRU adds r, z, n, hn and dgh, dgi.
-        let per_state = if self.cell == CellKind::Gru { 16 } else { 6 };
+        let per_state = match (self.cell, self.method) {
+            (CellKind::Gru, _) => 16,
+            // DTP adds h̃, F(h̃) and the reverse layer's δ over all T·B columns.
+            (CellKind::Tanh, Method::Dtp) => 9,
+            (CellKind::Tanh, _) => 6,
+        };
         // Outputs at every step: the gradients g_t, and one step's outputs and ∂ℓ/∂z.
         let every = u64::from(self.every_step);
         let tp = self.method == Method::Tp;
@@ -289,6 +293,11 @@ impl Workload {
         let made = (|| {
             let padded = d.checked_add(d % 2)?;
             let history = product(&[t.checked_add(1)?, b, padded, gpu.history_bytes])?;
+            let dtp_state = if self.method == Method::Dtp {
+                product(&[t, b, d, 4])?
+            } else {
+                4
+            };
             let mut buffers = vec![
                 ("inputs x [T, B, p]", product(&[t, b, p, 4])?),
                 ("hidden states h [T+1, B, d]", history),
@@ -304,6 +313,8 @@ impl Workload {
                     if gru { product(&[t, b, gd, 4])? } else { 4 },
                 ),
                 ("per-step CG record [T, B, 2]", product(&[t, b, 2, 4])?),
+                ("DTP's reverse-layer δ [T, B, d]", dtp_state),
+                ("DTP's states F(h̃) [T, B, d]", dtp_state),
                 ("Wᵀ [d, g·d]", product(&[gd, d, 4])?),
                 ("Pᵀ [d, d]", product(&[d, d, 4])?),
                 ("parameters", product(&[n, 4])?),
@@ -312,7 +323,7 @@ impl Workload {
                 let k = logit_block_steps(self.steps, self.batch, self.dims.output, gpu.max_buffer)
                     as u64;
                 buffers.splice(
-                    8..8,
+                    10..10,
                     [
                         (
                             "per-step loss gradients g [T, B, d]",
@@ -327,7 +338,7 @@ impl Workload {
                     ],
                 );
             }
-            let in_workspace = if self.every_step { 12 } else { 8 };
+            let in_workspace = if self.every_step { 14 } else { 10 };
             let workspace = sum(&buffers[..in_workspace]
                 .iter()
                 .map(|&(_, b)| Some(b))
@@ -413,6 +424,7 @@ impl Workload {
         let method = match self.method {
             Method::Tp => "TP-RI",
             Method::Bp => "BPTT",
+            Method::Dtp => "DTP",
         };
         let held_out = match self.eval_size {
             0 => String::new(),
@@ -442,49 +454,6 @@ pub fn logit_block_steps(steps: usize, batch: usize, outputs: usize, max_buffer:
     usize::try_from(fit)
         .unwrap_or(usize::MAX)
         .clamp(1, steps.max(1))
-}
-
-/// The sizes of a training run, named as its settings (`train::RunConfig`) name them.
-///
-/// The pixel task's sizes are its dataset's (28×28 images for MNIST, 3×32×32 for
-/// CIFAR-10; 10 classes): its files are read later, and a task of other images is checked
-/// again when its batches are made.
-pub fn run_workload(
-    task: &TaskSpec,
-    cell: CellKind,
-    hidden: usize,
-    batch_size: usize,
-    eval_size: usize,
-    hyper: &Hyper,
-) -> Result<Workload> {
-    let (input, output, steps) = task.sizes()?;
-    let dims = Dims {
-        input,
-        hidden,
-        output,
-    };
-    Ok(Workload {
-        names: &RUN_CONFIG_NAMES,
-        ..Workload::new(cell, dims, steps, batch_size, hyper).with_eval_size(eval_size)
-    })
-}
-
-/// What a training run holds on the host whichever backend runs it, checked before
-/// anything is allocated: every size at least 1, no product overflowing, and the
-/// parameters, optimizer state, a batch and the held-out set within the memory available.
-/// (`RunConfig::validate` calls it; the backend's own share is
-/// [`crate::backend::Backend::check_workload`].)
-pub fn check_run(
-    task: &TaskSpec,
-    cell: CellKind,
-    hidden: usize,
-    batch_size: usize,
-    eval_size: usize,
-    hyper: &Hyper,
-) -> Result<MemoryEstimate> {
-    check_host(&run_workload(
-        task, cell, hidden, batch_size, eval_size, hyper,
-    )?)
 }
 
 /// `w`'s share of the host that every backend holds, against the memory available.

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::dtp::{ReverseLayer, REVERSE_FIELDS, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::memory::{available_memory, check_fits, MemoryEstimate};
 
@@ -163,6 +164,9 @@ pub struct Params {
     pub head_w: DMatrix<f64>,
     /// c: q×1.
     pub head_b: DMatrix<f64>,
+    /// DTP's learned reverse layer (`Method::Dtp`, docs/ALGORITHM.md §14): present only
+    /// in its runs' parameters, gradients and optimizer slots, after the cell's tensors.
+    pub dtp: Option<ReverseLayer>,
 }
 
 impl Params {
@@ -195,6 +199,7 @@ impl Params {
             b_hh: DMatrix::zeros(g * d, 1),
             head_w: DMatrix::zeros(q, d),
             head_b: DMatrix::zeros(q, 1),
+            dtp: None,
         }
     }
 
@@ -212,9 +217,14 @@ impl Params {
             .sqrt()
     }
 
-    /// Zeros of the same cell and sizes (a gradient or an optimizer slot).
+    /// Zeros of the same cell and sizes, with a reverse layer where these have one (a
+    /// gradient or an optimizer slot).
     pub fn zeros_like(&self) -> Self {
-        Self::zeros_of(self.cell, self.dims())
+        let d = self.dims().hidden;
+        Self {
+            dtp: self.dtp.as_ref().map(|_| ReverseLayer::zeros(d)),
+            ..Self::zeros_of(self.cell, self.dims())
+        }
     }
 
     /// All-zero parameters of `cell` with the given sizes, after checking them
@@ -247,9 +257,9 @@ impl Params {
         }
     }
 
-    /// The tensors paired with their names (`CellKind::param_names` order).
+    /// The tensors paired with their names ([`Params::names`] order).
     pub fn tensors(&self) -> Vec<(&'static str, &DMatrix<f64>)> {
-        let all = [
+        let mut all = vec![
             &self.w_hh,
             &self.w_ih,
             &self.b,
@@ -257,19 +267,36 @@ impl Params {
             &self.head_w,
             &self.head_b,
         ];
-        self.cell.param_names().iter().copied().zip(all).collect()
+        all.extend(self.dtp.iter().flat_map(ReverseLayer::tensors));
+        self.names().into_iter().zip(all).collect()
     }
 
-    /// Mutable tensors in `CellKind::param_names` order.
+    /// Mutable tensors in [`Params::names`] order.
     pub fn tensors_mut(&mut self) -> Vec<&mut DMatrix<f64>> {
-        vec![
+        let mut all = vec![
             &mut self.w_hh,
             &mut self.w_ih,
             &mut self.b,
             &mut self.b_hh,
             &mut self.head_w,
             &mut self.head_b,
-        ]
+        ];
+        all.extend(self.dtp.iter_mut().flat_map(ReverseLayer::tensors_mut));
+        all
+    }
+
+    /// The names of the tensors in files: the cell's (`CellKind::param_names`), then the
+    /// reverse layer's (`dtp::REVERSE_NAMES`) where there is one.
+    pub fn names(&self) -> Vec<&'static str> {
+        let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_NAMES[..]);
+        [self.cell.param_names(), reverse].concat()
+    }
+
+    /// The fields that hold the tensors, in [`Params::names`] order (what the library's
+    /// messages name).
+    pub fn fields(&self) -> Vec<&'static str> {
+        let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_FIELDS[..]);
+        [self.cell.param_fields(), reverse].concat()
     }
 
     /// The shapes the tensors of a `cell` model of sizes `dims` have, in `tensors` order
@@ -287,8 +314,11 @@ impl Params {
     /// Checks that every tensor has the shape `dims` implies, naming the first that does not as its field and its name in
     /// files, e.g. `Params::w_hh (rnn.w_hh)`.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
-        let fields = self.cell.param_fields();
-        let want = Self::shapes(self.cell, dims);
+        let fields = self.fields();
+        let mut want = Self::shapes(self.cell, dims);
+        if self.dtp.is_some() {
+            want.extend(ReverseLayer::shapes(dims.hidden));
+        }
         for (((name, got), field), exp) in self.tensors().iter().zip(fields).zip(want) {
             if got.shape() != exp {
                 let (r, c) = got.shape();

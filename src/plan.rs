@@ -51,6 +51,8 @@ pub enum Plan {
     Bptt,
     /// TP-RI (§2) with these targets.
     Tp(TargetSolve),
+    /// Difference target propagation with a learned reverse layer (§14).
+    Dtp,
 }
 
 /// The sizes the choice of `--solver auto` depends on.
@@ -105,6 +107,27 @@ impl Request {
 /// Every combination of cell, method, inversion, solver, target mode, loss and device
 /// that no backend runs (checked in this order; the first that applies is the error).
 const REFUSED: &[Refusal] = &[
+    Refusal {
+        refuses: |r| r.method == Method::Dtp && r.cell != CellKind::Tanh,
+        field: "Hyper::method",
+        message: |_| {
+            "DTP's learned reverse layer g(h, x) = tanh(V h + c + U x) inverts the tanh RNN's \
+             step: train the GRU with Method::Tp or Method::Bp"
+                .into()
+        },
+    },
+    // DTP's kernels read and write f32 histories only.
+    Refusal {
+        refuses: |r| {
+            r.method == Method::Dtp
+                && r.device
+                    == (Device::Gpu {
+                        f16_histories: true,
+                    })
+        },
+        field: "Storage",
+        message: |_| "f16 storage is not implemented for DTP; use Storage::F32".into(),
+    },
     Refusal {
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
         field: "Hyper::tp.inversion",
@@ -166,6 +189,15 @@ const REFUSED: &[Refusal] = &[
         message: |_| {
             "outputs at every step (Loss::CrossEntropySeq) are implemented for the tanh RNN \
              only, not the GRU"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.method == Method::Dtp,
+        field: "Hyper::method",
+        message: |_| {
+            "DTP (docs/ALGORITHM.md §14) propagates one target from the last step: outputs \
+             at every step (Loss::CrossEntropySeq) take Method::Tp or Method::Bp"
                 .into()
         },
     },
@@ -263,8 +295,10 @@ impl Plan {
     /// win, and `auto` forms P.
     pub fn new(cell: CellKind, hyper: &Hyper, device: Device, sizes: Sizes) -> Result<Self> {
         Self::check(cell, hyper, device)?;
-        if hyper.method == Method::Bp {
-            return Ok(Plan::Bptt);
+        match hyper.method {
+            Method::Bp => return Ok(Plan::Bptt),
+            Method::Dtp => return Ok(Plan::Dtp),
+            Method::Tp => {}
         }
         let tp = &hyper.tp;
         Ok(Plan::Tp(match (tp.inversion, tp.solver) {
@@ -292,10 +326,10 @@ impl Plan {
         }))
     }
 
-    /// The target solve of a TP-RI plan; `None` for BPTT.
+    /// The target solve of a TP-RI plan; `None` for BPTT and DTP.
     pub fn targets(self) -> Option<TargetSolve> {
         match self {
-            Plan::Bptt => None,
+            Plan::Bptt | Plan::Dtp => None,
             Plan::Tp(solve) => Some(solve),
         }
     }

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::{Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig};
+use crate::config::{
+    DtpConfig, Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig,
+};
 use crate::init::Init;
 use crate::model::CellKind;
 use crate::tasks::pixel::FASHION_MNIST_MEAN_STD;
@@ -42,7 +44,7 @@ pub fn pixel_defaults(dataset: PixelDataset) -> TaskSpec {
 }
 
 /// Preset names with a one-line description, in the order `tpri train --help` lists them.
-pub const PRESETS: [(&str, &str); 19] = [
+pub const PRESETS: [(&str, &str); 24] = [
     (
         "temporal-order-60-tp",
         "temporal order T=60, TP-RI lr 0.1, lr_target 0.01, r 10",
@@ -101,6 +103,26 @@ pub const PRESETS: [(&str, &str); 19] = [
         "pixel-by-pixel CIFAR-10 T=3072, B=16, BPTT SGD lr 1e-3",
     ),
     (
+        "temporal-order-60-dtp",
+        "temporal order T=60, DTP lr 0.01, lr_target 0.1, lr_reverse 1e-3, Nesterov 0.9",
+    ),
+    (
+        "temporal-order-120-dtp",
+        "temporal order T=120, DTP lr 0.01, lr_target 0.1, lr_reverse 1e-3, Nesterov 0.9",
+    ),
+    (
+        "adding-30-dtp",
+        "adding T=30, DTP lr 0.01, lr_target 0.1, lr_reverse 1e-3, Nesterov 0.9",
+    ),
+    (
+        "pixel-mnist-dtp",
+        "pixel-by-pixel images T=784, B=16, DTP lr 0.01, lr_target 1e-7, lr_reverse 1e-8, noise 0.1",
+    ),
+    (
+        "permuted-mnist-dtp",
+        "permuted pixels T=784, B=16, DTP lr 0.01, lr_target 1e-7, lr_reverse 1e-8, noise 0.1",
+    ),
+    (
         "adding-30-tp-quick",
         "adding T=30, TP-RI, 200 iterations: a smoke test",
     ),
@@ -141,6 +163,30 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             lr,
             momentum: 0.9,
             ..OptimizerConfig::default()
+        },
+        ..Hyper::default()
+    };
+    // The published DTP runs (exp/paper_conv_plots.py, `oracle='target_auto_enc'`): SGD
+    // with Nesterov momentum where a momentum is given, plain SGD where none is.
+    let dtp = |lr_target: f64, lr_reverse: f64, noise: f64, momentum: Option<f64>| Hyper {
+        method: Method::Dtp,
+        tp: TpConfig {
+            lr_target,
+            ..TpConfig::default()
+        },
+        opt: OptimizerConfig {
+            kind: match momentum {
+                Some(_) => OptimizerKind::Nesterov,
+                None => OptimizerKind::Sgd,
+            },
+            lr: 1e-2,
+            momentum: momentum.unwrap_or(OptimizerConfig::default().momentum),
+            ..OptimizerConfig::default()
+        },
+        dtp: DtpConfig {
+            lr_reverse,
+            noise,
+            ..DtpConfig::default()
         },
         ..Hyper::default()
     };
@@ -239,6 +285,11 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "fashion-mnist-gru-bp" => gru(Inversion::PerGate, bp(1e-2, OptimizerKind::Sgd)),
         "cifar10-tp" => cifar10(tp(1e-2, 1e-2, 10.0)),
         "cifar10-bp" => cifar10(bp(1e-3, OptimizerKind::Sgd)),
+        "temporal-order-60-dtp" => synthetic(order(60), dtp(0.1, 1e-3, 0.0, Some(0.9))),
+        "temporal-order-120-dtp" => synthetic(order(120), dtp(0.1, 1e-3, 0.0, Some(0.9))),
+        "adding-30-dtp" => synthetic(adding, dtp(0.1, 1e-3, 0.0, Some(0.9))),
+        "pixel-mnist-dtp" => pixel(false, dtp(1e-7, 1e-8, 0.1, None)),
+        "permuted-mnist-dtp" => pixel(true, dtp(1e-7, 1e-8, 0.1, None)),
         "adding-30-tp-quick" => RunConfig {
             iterations: 200,
             eval_every: 50,
@@ -274,6 +325,11 @@ mod tests {
             assert_eq!(
                 cfg.hyper.method == Method::Tp,
                 name.contains("-tp"),
+                "{name}"
+            );
+            assert_eq!(
+                cfg.hyper.method == Method::Dtp,
+                name.contains("-dtp"),
                 "{name}"
             );
         }

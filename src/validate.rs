@@ -7,15 +7,15 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Loss};
+use crate::config::{Hyper, Loss, Method};
 use crate::error::{shape_of, Error};
 use crate::model::{CellKind, Dims, Params};
 use crate::plan::{Device, Plan};
 use crate::tasks::{Batch, Targets};
 
-/// `Params::w_hh (rnn.w_hh)`: tensor `i` of `cell` as its field and its name in files.
-fn param_name(cell: CellKind, i: usize) -> String {
-    format!("{} ({})", cell.param_fields()[i], cell.param_names()[i])
+/// `Params::w_hh (rnn.w_hh)`: tensor `i` of `params` as its field and its name in files.
+fn param_name(params: &Params, i: usize) -> String {
+    format!("{} ({})", params.fields()[i], params.names()[i])
 }
 
 /// Where the first non-finite value of `m` is, as `NaN at row i, column j`.
@@ -33,7 +33,7 @@ pub fn check_params(params: &Params) -> Result<Dims> {
     let dims = check_param_shapes(params)?;
     for (i, (_, m)) in params.tensors().iter().enumerate() {
         if let Some(at) = first_non_finite(m) {
-            return Err(Error::value(param_name(params.cell, i), format!("holds {at}")).into());
+            return Err(Error::value(param_name(params, i), format!("holds {at}")).into());
         }
     }
     Ok(dims)
@@ -55,7 +55,7 @@ pub fn check_param_shapes(params: &Params) -> Result<Dims> {
     ] {
         if size == 0 {
             let m = params.tensors()[i].1;
-            let name = param_name(cell, i);
+            let name = param_name(params, i);
             return Err(Error::shape(
                 &name,
                 shape_of(&[m.nrows(), m.ncols()]),
@@ -244,9 +244,33 @@ pub fn check_step(
     check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
 }
 
+/// Checks that `params` hold a reverse layer (`Params::dtp`) exactly when `method` is
+/// DTP, the one method that trains one (docs/ALGORITHM.md §14).
+pub fn check_reverse_layer(params: &Params, method: Method) -> Result<()> {
+    match (method, &params.dtp) {
+        (Method::Dtp, None) => Err(Error::setting(
+            "Params::dtp",
+            "Method::Dtp needs the reverse layer's tensors dtp.w_rev and dtp.b_rev in the \
+             parameters (Params::init_dtp draws them)",
+        )
+        .into()),
+        (Method::Tp | Method::Bp, Some(_)) => Err(Error::setting(
+            "Params::dtp",
+            format!(
+                "the parameters hold a reverse layer (dtp.w_rev, dtp.b_rev), which only \
+                 Method::Dtp trains, not Method::{method:?}"
+            ),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Everything an iteration at `params` given by the caller checks before any work or
-/// upload: the parameters (`check_params`), then the step (`check_step`).
+/// upload: the parameters (`check_params`), then the step (`check_step`) and the reverse
+/// layer (`check_reverse_layer`).
 pub fn check_run(params: &Params, batch: &Batch, hyper: &Hyper, device: Device) -> Result<()> {
     let dims = check_params(params)?;
-    check_step(params.cell, dims, batch, hyper, device)
+    check_step(params.cell, dims, batch, hyper, device)?;
+    check_reverse_layer(params, hyper.method)
 }

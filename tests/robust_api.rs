@@ -20,13 +20,14 @@ use tpri::config::{
     TpGrad,
 };
 use tpri::gpu::AdapterChoice;
-use tpri::limits::{check_run, GpuLimits, Workload};
+use tpri::limits::{GpuLimits, Workload};
 use tpri::model::{CellKind, Dims, Params};
 use tpri::optimizer_state::OptState;
 use tpri::plan::{Device, Plan, Sizes};
 use tpri::prelude::*;
 use tpri::tasks::idx::{read_images, read_labels};
 use tpri::tensor_file::{load_batch, load_params, read_tensors};
+use tpri::train::check_run;
 use tpri::Error;
 
 fn corpus(path: &str) -> PathBuf {
@@ -717,6 +718,7 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
             beta2: 0.999,
             eps: mostly(rng, 1e-8),
         },
+        dtp: Default::default(),
     }
 }
 

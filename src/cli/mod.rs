@@ -23,8 +23,8 @@ use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, Storage};
 
 use tpri::config::{
-    Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
-    TpGrad,
+    DtpConfig, Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode,
+    TpConfig, TpGrad,
 };
 use tpri::model::CellKind;
 
@@ -163,6 +163,7 @@ fn hyper(method: Method, loss: Loss, tp: &TpArgs, cell: CellKind, opt: Optimizer
         loss,
         tp: tp.config(cell),
         opt,
+        dtp: DtpConfig::default(),
     }
 }
 

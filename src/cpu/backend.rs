@@ -3,11 +3,11 @@
 use anyhow::{Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
-use crate::config::Hyper;
+use crate::config::{Hyper, Method};
 use crate::cpu::cell::recurrence;
 use crate::cpu::head::head;
-use crate::cpu::iteration::{iteration, iteration_steps};
-use crate::cpu::optimizer::optimizer_step;
+use crate::cpu::iteration::{dtp_step, iteration, iteration_steps};
+use crate::cpu::optimizer::{forward_step, optimizer_step};
 use crate::cpu::seq_head::head_steps;
 use crate::cpu::steps::{Pool, Steps};
 use crate::limits::Workload;
@@ -15,7 +15,7 @@ use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan};
 use crate::tasks::Batch;
-use crate::validate::{check_inputs, check_params, check_step, check_targets};
+use crate::validate::{check_inputs, check_params, check_reverse_layer, check_step, check_targets};
 
 /// The f64 CPU reference backend.
 #[derive(Default)]
@@ -74,6 +74,7 @@ impl Backend for CpuBackend {
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         check_params(params)?;
         Plan::check(params.cell, hyper, Device::Cpu)?;
+        check_reverse_layer(params, hyper.method)?;
         let opt = OptState::for_params(opt, params)?;
         self.train = Some(Training {
             params: params.clone(),
@@ -94,8 +95,16 @@ impl Backend for CpuBackend {
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.
         // The states stay in the working layout: the step needs only their norms.
-        let trace = iteration_steps(&tr.params, batch, &tr.hyper, None, &mut tr.pool)?;
-        optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+        let trace = if tr.hyper.method == Method::Dtp {
+            // The reverse layer steps inside, before its targets are computed.
+            let trace = dtp_step(&mut tr.params, &mut tr.opt, batch, &tr.hyper, &mut tr.pool)?;
+            forward_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+            trace
+        } else {
+            let trace = iteration_steps(&tr.params, batch, &tr.hyper, None, &mut tr.pool)?;
+            optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+            trace
+        };
         let diagnostics = Diagnostics {
             step_norms: trace.step_norms(),
             grad_norm: trace.grads.norm(),

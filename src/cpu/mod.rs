@@ -9,6 +9,8 @@
 pub mod backend;
 pub mod bptt;
 pub mod cell;
+pub mod dtp_reverse;
+pub mod dtp_targets;
 pub mod forward;
 pub mod gru;
 pub mod gru_per_gate;

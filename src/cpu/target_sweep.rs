@@ -145,13 +145,7 @@ pub fn target_sweep_steps(
         );
     }
     // v_0 (never used) and v_T; the sweep writes v_1 … v_{T−1}.
-    v.step_mut(0).copy_from_slice(h.step(0));
-    let columns = v.step_mut(t_len).chunks_exact_mut(d);
-    for (i, (col, h_col)) in columns.zip(h.step(t_len).chunks_exact(d)).enumerate() {
-        for (j, (vj, &hj)) in col.iter_mut().zip(h_col).enumerate() {
-            *vj = hj - grad_h[(i, j)] * lr_target;
-        }
-    }
+    sweep_ends(h, grad_h, lr_target, v);
     // The inverse needs U x_t + b (difference and plain targets only).
     let a_in = (mode != TargetMode::Linearized).then(|| {
         let mut a = Steps::zeros(t_len, b, d);
@@ -174,6 +168,19 @@ pub fn target_sweep_steps(
         worst = worse(worst, outcome?);
     }
     Ok(worst)
+}
+
+/// The targets every sweep starts from (docs/ALGORITHM.md §2 step 3): `v_T = h_T − γ_h g_T`
+/// into step T of `v`, and `v_0 = h_0` (never used) into step 0; `v` is shaped like `h`.
+pub fn sweep_ends(h: &Steps, grad_h: &DMatrix<f64>, lr_target: f64, v: &mut Steps) {
+    let (d, t_len) = (h.width(), h.steps() - 1);
+    v.step_mut(0).copy_from_slice(h.step(0));
+    let columns = v.step_mut(t_len).chunks_exact_mut(d);
+    for (i, (col, h_col)) in columns.zip(h.step(t_len).chunks_exact(d)).enumerate() {
+        for (j, (vj, &hj)) in col.iter_mut().zip(h_col).enumerate() {
+            *vj = hj - grad_h[(i, j)] * lr_target;
+        }
+    }
 }
 
 /// `CgReport::worse` of the reports there are.

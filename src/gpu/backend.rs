@@ -30,7 +30,7 @@ use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Plan, TargetSolve};
 use crate::tasks::Batch;
-use crate::validate::{check_params, check_run, check_step};
+use crate::validate::{check_params, check_reverse_layer, check_run, check_step};
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says. Keeps P on the device to warm-start the next CG solve.
@@ -71,7 +71,7 @@ fn cg_regions<'a>(
     ws: &'a Workspace,
 ) -> Result<Vec<Region<'a>>> {
     Ok(match ws.plan {
-        Plan::Bptt => Vec::new(),
+        Plan::Bptt | Plan::Dtp => Vec::new(),
         plan if plan.forms_p() => vec![model.cg.state_region()],
         Plan::Tp(TargetSolve::PerGate { .. }) => model.gates(ctx)?.state_regions().to_vec(),
         _ => jacobian::report_regions(model, &ws.seq, ws.shape).to_vec(),
@@ -89,7 +89,7 @@ fn cg_report(
 ) -> Result<Option<CgReport>> {
     let tp = &hyper.tp;
     Ok(match ws.plan {
-        Plan::Bptt => None,
+        Plan::Bptt | Plan::Dtp => None,
         plan if plan.forms_p() => Some(model.cg.report_from(
             ctx,
             &words[0],
@@ -218,7 +218,7 @@ impl Backend for GpuBackend {
         })?;
         let (t, d) = (ws.shape.steps, params.dims().hidden);
         let h = ws.seq.h.read(ctx, 0, t + 1)?;
-        let v = if hyper.method == Method::Tp {
+        let v = if hyper.method != Method::Bp {
             let dv = ws.seq.dv.read(ctx, 0, t + 1)?;
             Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
         } else {
@@ -270,12 +270,13 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        let dims = check_params(params)?;
+        check_params(params)?;
         Plan::check(params.cell, hyper, self.storage.device())?;
+        check_reverse_layer(params, hyper.method)?;
         let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
-        let model = ModelBuffers::new(ctx, params.cell, dims)?;
+        let model = ModelBuffers::for_params(ctx, params)?;
         model.write_params(ctx, params)?;
         ctx.write(&model.m, 0, &model.layout.pack(&opt.m));
         ctx.write(&model.v, 0, &model.layout.pack(&opt.v));
@@ -311,9 +312,12 @@ impl Backend for GpuBackend {
         )?;
         ws.seq.write_batch(&ctx, batch);
         ws.optimizer.set_step(&ctx, tr.step + 1);
+        if let Some((reverse, _)) = &ws.dtp {
+            reverse.set_iteration(&ctx, tr.step + 1);
+        }
         ctx.submit(|pass| {
             ws.record_loss(pass);
-            ws.record_gradients(pass, tr.warm);
+            ws.record_training_gradients(pass, tr.warm);
             ws.optimizer.record(pass);
         })?;
         tr.step += 1;

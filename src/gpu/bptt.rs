@@ -58,6 +58,32 @@ pub(crate) fn dispatch(
         // bptt.wgsl's STEPS.
         dims.injection = 2;
     }
+    launch(ctx, model, seq, shape, &dims)
+}
+
+/// DTP's launch (docs/ALGORITHM.md §14): TP's, with the injection h_t − v_t divided by B,
+/// its surrogate being a mean over the batch. The kernel divides what it reads of dv by
+/// dv_scale, so B times the scale divides the injection (and e) by B.
+pub(crate) fn dispatch_batch_mean(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    shape: Shape,
+    through_time: bool,
+) -> Result<Dispatch> {
+    let mut dims = Dims::new(model, seq, shape, true, through_time);
+    dims.dv_scale *= shape.batch as f32;
+    launch(ctx, model, seq, shape, &dims)
+}
+
+/// bptt.wgsl's launch with `dims`, on the tanh RNN's buffers.
+fn launch(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    shape: Shape,
+    dims: &Dims,
+) -> Result<Dispatch> {
     let bindings = vec![
         (2, seq.h.binding()),
         (3, seq.dv.binding()),
@@ -66,7 +92,7 @@ pub(crate) fn dispatch(
         (6, seq.err.as_entire_binding()),
     ];
     let kernel = &ctx.history_kernels(seq.h.storage)?.bptt;
-    dispatch_cell(ctx, model, shape, kernel, &dims, bindings)
+    dispatch_cell(ctx, model, shape, kernel, dims, bindings)
 }
 
 /// What the backward launches of both cells share: `kernel`'s recursion, one workgroup

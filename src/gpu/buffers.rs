@@ -41,6 +41,16 @@ pub(crate) struct ModelBuffers {
 impl ModelBuffers {
     /// Buffers for a model of `cell` with sizes `dims`.
     pub fn new(ctx: &GpuContext, cell: CellKind, dims: Dims) -> Result<Self> {
+        Self::with_reverse(ctx, cell, dims, false)
+    }
+
+    /// Buffers for the model `params` belong to: its cell, its sizes and, where it has
+    /// one, DTP's reverse layer.
+    pub fn for_params(ctx: &GpuContext, params: &Params) -> Result<Self> {
+        Self::with_reverse(ctx, params.cell, params.dims(), params.dtp.is_some())
+    }
+
+    fn with_reverse(ctx: &GpuContext, cell: CellKind, dims: Dims, reverse: bool) -> Result<Self> {
         if dims.hidden > MAX_HIDDEN {
             return Err(Error::DeviceLimit {
                 limit: "MAX_HIDDEN".into(),
@@ -54,7 +64,8 @@ impl ModelBuffers {
             }
             .into());
         }
-        let layout = ParamLayout::new(cell, dims, ctx.limits.min_storage_buffer_offset_alignment);
+        let align = ctx.limits.min_storage_buffer_offset_alignment;
+        let layout = ParamLayout::new(cell, dims, align, reverse);
         let g = cell.gates();
         let bytes = 4 * layout.len as u64;
         let none = wgpu::BufferUsages::empty();
@@ -91,6 +102,11 @@ impl ModelBuffers {
                 "parameters of a {:?} cell given to buffers of a {:?} cell",
                 params.cell,
                 self.layout.cell
+            );
+        }
+        if params.dtp.is_some() != self.layout.rev.is_some() {
+            bail!(
+                "parameters with and buffers without DTP's reverse layer, or the other way round"
             );
         }
         params.check_dims(self.layout.dims)?;

@@ -27,7 +27,9 @@ const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 ///   for each gate's P_g of the per-gate inversion;
 /// - the per-gate sweep: T − 1 steps of the direct term, three brackets with their
 ///   eight-term dot products over d, and the copy of dv_{t−1};
-/// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each).
+/// - the reductions over T·B rows (16 rows per stage, about 24 loop iterations each);
+/// - DTP: dtp_reverse (one column, two dot products) and dtp_targets (T − 1 steps of two
+///   dot products over d, the inputs, and the copies).
 pub(crate) fn loop_counts(
     layout: &ParamLayout,
     shape: Shape,
@@ -52,6 +54,16 @@ pub(crate) fn loop_counts(
             ("backward recursion", time_loop)
         },
     ];
+    if plan == Plan::Dtp {
+        counts.extend([
+            // One column per workgroup: two products and the inputs' loops, no time loop.
+            ("DTP reverse layer", units * (2 * dot + 2 * p + 3)),
+            (
+                "DTP target sweep",
+                shape.steps * (units * (2 * dot + p + 2) + 2),
+            ),
+        ]);
+    }
     match plan.targets() {
         None => {}
         Some(TargetSolve::FormP { .. }) => counts.extend([

@@ -7,7 +7,9 @@
 //! Which kernels run depends on the cell and the inversion: forward.wgsl or
 //! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only),
 //! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell), or CG for each
-//! gate's P_g and gru_per_gate_sweep.wgsl (per-gate, GRU only); bptt.wgsl or
+//! gate's P_g and gru_per_gate_sweep.wgsl (per-gate, GRU only); for DTP dtp_reverse.wgsl
+//! with its reductions (and in training the reverse layer's step) and dtp_targets.wgsl;
+//! bptt.wgsl or
 //! gru_bptt.wgsl; then the same matmul reductions and optimizer, which only see more or
 //! larger slots for the GRU.
 
@@ -17,6 +19,7 @@ use crate::config::{Hyper, TpGrad};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::dtp_reverse::DtpReverse;
 use crate::gpu::guards::check_llvmpipe_loops;
 use crate::gpu::inverse::{Cg, GateCg};
 use crate::gpu::layout::{Shape, Slot};
@@ -25,8 +28,8 @@ use crate::gpu::phase::Phase;
 use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
-    bptt, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul, optimizer,
-    target_sweep,
+    bptt, dtp_targets, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul,
+    optimizer, target_sweep,
 };
 use crate::limits::logit_block_steps;
 use crate::model::CellKind;
@@ -64,6 +67,8 @@ pub(crate) struct Workspace {
     /// TP: Pᵀ and the analytic sweep, the jacobian sweep (which reads the Wᵀ of the
     /// forward phase), or the per-gate sweep.
     pub sweep: Option<Vec<Dispatch>>,
+    /// DTP: the reverse layer's gradient and step, and its target sweep.
+    pub dtp: Option<(DtpReverse, Dispatch)>,
     /// The backward recursion of the cell.
     pub bptt: Dispatch,
     /// By matmul over the T·B rows of δ (and the GRU's dgi): ∇W, ∇U, ∇b, and ∇b_hh.
@@ -98,7 +103,8 @@ impl Workspace {
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
         let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale, hyper.loss)?;
-        let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
+        let dtp = plan == Plan::Dtp;
+        let through_time = plan == Plan::Bptt || hyper.tp.tp_grad == TpGrad::ThroughTime;
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
         // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d]; b is the B operand with its
@@ -122,15 +128,19 @@ impl Workspace {
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, shape)?,
-                bptt::dispatch(
-                    ctx,
-                    model,
-                    &seq,
-                    shape,
-                    tp.is_some(),
-                    through_time,
-                    every_step,
-                )?,
+                if dtp {
+                    bptt::dispatch_batch_mean(ctx, model, &seq, shape, through_time)?
+                } else {
+                    bptt::dispatch(
+                        ctx,
+                        model,
+                        &seq,
+                        shape,
+                        tp.is_some(),
+                        through_time,
+                        every_step,
+                    )?
+                },
                 vec![
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
@@ -191,6 +201,14 @@ impl Workspace {
                 ctx, model, &seq, shape, hyper.loss,
             )?)
         };
+        let dtp = if dtp {
+            let reverse = DtpReverse::new(ctx, model, &seq, shape, hyper)?;
+            let sweep =
+                dtp_targets::dispatch(ctx, model, &seq, shape, &reverse, hyper.tp.lr_target)?;
+            Some((reverse, sweep))
+        } else {
+            None
+        };
         Ok(Self {
             forward,
             head,
@@ -202,9 +220,10 @@ impl Workspace {
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
             error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
             // dv holds v_0 … v_T: skip v_0.
-            target_norms: tp
-                .map(|_| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
+            target_norms: (tp.is_some() || dtp.is_some())
+                .then(|| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
                 .transpose()?,
+            dtp,
             seq,
             shape,
             plan,
@@ -226,10 +245,22 @@ impl Workspace {
         }
     }
 
-    /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
-    /// CG from the P (or P_g) left by the previous step.
+    /// After `record_loss`: the recurrent gradients (TP surrogate or BP) at fixed
+    /// parameters. `warm` starts CG from the P (or P_g) left by the previous step.
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
         for phase in [Phase::Inverse, Phase::Sweep, Phase::Bptt, Phase::Reductions] {
+            self.record_phase(pass, phase, warm);
+        }
+    }
+
+    /// `record_gradients` in a training step: there DTP steps its reverse layer between
+    /// its gradient and the targets (docs/ALGORITHM.md §14).
+    pub fn record_training_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
+        self.record_phase(pass, Phase::Inverse, warm);
+        if let Some((reverse, _)) = &self.dtp {
+            reverse.record_step(pass);
+        }
+        for phase in [Phase::Sweep, Phase::Bptt, Phase::Reductions] {
             self.record_phase(pass, phase, warm);
         }
     }
@@ -247,10 +278,16 @@ impl Workspace {
                 if let Some(gate_cg) = &self.gate_cg {
                     gate_cg.record(pass, warm);
                 }
+                if let Some((reverse, _)) = &self.dtp {
+                    reverse.record_gradient(pass);
+                }
             }
             Phase::Sweep => {
                 if let Some(sweep) = &self.sweep {
                     sweep.iter().for_each(|d| d.record(pass));
+                }
+                if let Some((_, sweep)) = &self.dtp {
+                    sweep.record(pass);
                 }
             }
             Phase::Bptt => self.bptt.record(pass),

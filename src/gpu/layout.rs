@@ -14,6 +14,7 @@
 use nalgebra::DMatrix;
 
 use crate::config::Loss;
+use crate::dtp::ReverseLayer;
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::Batch;
 
@@ -73,11 +74,15 @@ pub(crate) struct ParamLayout {
     pub b_hh: Slot,
     pub v: Slot,
     pub c: Slot,
+    /// DTP's reverse layer, after the rest: V_rev [d, d], c_rev [d].
+    pub rev: Option<[Slot; 2]>,
     pub len: usize,
 }
 
 impl ParamLayout {
-    pub fn new(cell: CellKind, dims: Dims, align_bytes: u32) -> Self {
+    /// The layout of a `cell` model of sizes `dims`, with DTP's reverse layer when
+    /// `reverse`.
+    pub fn new(cell: CellKind, dims: Dims, align_bytes: u32, reverse: bool) -> Self {
         let align = (align_bytes as usize / 4).max(1);
         let Dims {
             input: p,
@@ -93,6 +98,7 @@ impl ParamLayout {
         };
         let (w, u, b, b_hh) = (slot(g * d * d), slot(g * d * p), slot(g * d), slot(g * d));
         let (v, c) = (slot(q * d), slot(q));
+        let rev = reverse.then(|| [slot(d * d), slot(d)]);
         Self {
             cell,
             dims,
@@ -102,23 +108,41 @@ impl ParamLayout {
             b_hh,
             v,
             c,
+            rev,
             len: end,
         }
     }
 
     /// The slots in `Params::tensors` order.
     pub fn slots(&self) -> Vec<Slot> {
-        vec![self.w, self.u, self.b, self.b_hh, self.v, self.c]
+        let mut slots = vec![self.w, self.u, self.b, self.b_hh, self.v, self.c];
+        slots.extend(self.rev.iter().flatten());
+        slots
     }
 
-    /// All-zero parameters of this layout's cell and sizes.
+    /// All-zero parameters of this layout's cell and sizes (with a reverse layer where
+    /// the layout has one).
     pub fn zeros(&self) -> Params {
-        Params::zeros_of(self.cell, self.dims)
+        Params {
+            dtp: self.rev.map(|_| ReverseLayer::zeros(self.dims.hidden)),
+            ..Params::zeros_of(self.cell, self.dims)
+        }
+    }
+
+    /// Where the tensors the optimizer steps with the learning rate of the other
+    /// parameters end: the reverse layer's, stepped on their own, come after.
+    pub fn forward_len(&self) -> usize {
+        self.rev.map_or(self.len, |[w, _]| w.start)
     }
 
     /// `params` flattened into this layout (padding zero).
     pub fn pack(&self, params: &Params) -> Vec<f32> {
         assert_eq!(params.cell, self.cell, "parameters of another cell");
+        assert_eq!(
+            params.dtp.is_some(),
+            self.rev.is_some(),
+            "parameters with and a layout without a reverse layer, or the other way round"
+        );
         let mut out = vec![0.0; self.len];
         for (slot, (_, m)) in self.slots().iter().zip(params.tensors()) {
             out[slot.start..slot.start + slot.len].copy_from_slice(&rows_f32(m));

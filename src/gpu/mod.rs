@@ -26,6 +26,8 @@ mod bptt;
 mod buffers;
 pub mod context;
 mod dispatch;
+mod dtp_reverse;
+mod dtp_targets;
 mod forward;
 mod gru_bptt;
 mod gru_forward;

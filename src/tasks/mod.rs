@@ -207,7 +207,7 @@ pub trait Task: Send + Sync {
     ///
     /// # Panics
     /// If the batch cannot be allocated: check its sizes first
-    /// ([`crate::limits::check_run`]).
+    /// ([`crate::train::check_run`]).
     fn train_batch(&self, index: u64, batch_size: usize) -> Batch;
     /// The fixed held-out evaluation set, in batches of at most `batch_size`.
     ///

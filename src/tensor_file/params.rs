@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 
 use super::{floats, read_tensors, take, write_tensors, Tensor, TensorData};
+use crate::dtp::{ReverseLayer, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::model::{
     is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES, LEGACY_RNN_BIAS, PARAM_NAMES,
@@ -57,7 +58,9 @@ pub enum ParamNames {
     ///         self.head = nn.Linear(d, q)
     /// ```
     ///
-    /// Both cells have PyTorch's two biases, so the names map one to one. Reading accepts any
+    /// Both cells have PyTorch's two biases, so the names map one to one. DTP's reverse
+    /// layer goes by the published code's names, `reverse_Vhh` \[d,d\] and `reverse_ch`
+    /// \[d\]. Reading accepts any
     /// prefix before `weight_hh_l0` (none, `rnn.`, `gru.`, `encoder.`, …) and tells the
     /// cells apart by its shape (\[d,d\] or \[3d,d\]); the head must be `head.weight` and
     /// `head.bias`. Files are f64; `load_state_dict` converts to the module's dtype.
@@ -98,8 +101,16 @@ pub fn torch_tensors(params: &Params) -> BTreeMap<String, Tensor> {
         .collect();
     out.insert("head.weight".into(), Tensor::from_matrix(&params.head_w));
     out.insert("head.bias".into(), Tensor::from_column(&params.head_b));
+    if let Some(r) = &params.dtp {
+        out.insert(TORCH_REVERSE_NAMES[0].into(), Tensor::from_matrix(&r.w_rev));
+        out.insert(TORCH_REVERSE_NAMES[1].into(), Tensor::from_column(&r.b_rev));
+    }
     out
 }
+
+/// The published code's names of DTP's reverse layer (`reverse_Vhh`, `reverse_ch`, at the
+/// top of its RNN module), in `dtp::REVERSE_NAMES` order.
+const TORCH_REVERSE_NAMES: [&str; 2] = ["reverse_Vhh", "reverse_ch"];
 
 /// The parameters in tensors named as PyTorch names them ([`ParamNames::Torch`]), read
 /// from `file` (named in errors).
@@ -130,7 +141,8 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         .iter()
         .map(|k| take(tensors, k, file))
         .collect::<Result<Vec<_>>>()?;
-    let known: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut known: Vec<&str> = keys.iter().map(String::as_str).collect();
+    known.extend(TORCH_REVERSE_NAMES);
     reject_unknown(tensors, "", &known, file)?;
     let (&[rows, d], &[_, p], &[q, _]) = (
         stored[0].shape.as_slice(),
@@ -198,7 +210,7 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
     let mut next = || -> Result<DMatrix<f64>> { read.next().expect("six tensors") };
     let (w_hh, w_ih, b, b_hh, head_w, head_b) =
         (next()?, next()?, next()?, next()?, next()?, next()?);
-    Ok(Params {
+    let mut params = Params {
         cell,
         w_hh,
         w_ih,
@@ -206,7 +218,21 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         b_hh,
         head_w,
         head_b,
-    })
+        dtp: None,
+    };
+    let renamed: HashMap<String, Tensor> = TORCH_REVERSE_NAMES
+        .iter()
+        .zip(REVERSE_NAMES)
+        .filter_map(|(torch, ours)| Some((ours.to_string(), tensors.get(*torch)?.clone())))
+        .collect();
+    if !renamed.is_empty() {
+        // Read as tpri's names, checked against the cell's sizes by the same code.
+        let mut all = params_tensors(&params, "");
+        all.extend(renamed);
+        let all = all.into_iter().collect();
+        params = params_from_tensors(&all, "", file)?;
+    }
+    Ok(params)
 }
 
 /// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`; a
@@ -260,14 +286,23 @@ pub fn params_from_tensors(
         .into());
     }
     let cell = if gru { CellKind::Gru } else { CellKind::Tanh };
-    let names = cell.param_names();
+    // DTP's reverse layer: both of its tensors, or neither.
+    let [reverse, has_b] = REVERSE_NAMES.map(|n| tensors.contains_key(&key(n)));
+    if reverse != has_b {
+        let [w, b] = REVERSE_NAMES.map(key);
+        let (there, missing) = if reverse { (w, b) } else { (b, w) };
+        let problem = format!("holds {there} without {missing}: DTP's reverse layer has both");
+        return Err(Error::format(file, problem).into());
+    }
+    let reverse_names = if reverse { &REVERSE_NAMES[..] } else { &[] };
+    let names = [cell.param_names(), reverse_names].concat();
     let stored = names
         .iter()
         .map(|n| take(tensors, &key(n), file))
         .collect::<Result<Vec<_>>>()?;
-    reject_unknown(tensors, prefix, names, file)?;
+    reject_unknown(tensors, prefix, &names, file)?;
     let dim = |i: usize, axis: usize| stored[i].shape.get(axis).copied();
-    let head = names.len() - 2;
+    let head = cell.param_names().len() - 2;
     let (Some(d), Some(p), Some(q)) = (dim(0, 1), dim(1, 1), dim(head, 0)) else {
         return Err(Error::format(
             file,
@@ -288,7 +323,7 @@ pub fn params_from_tensors(
         hidden: d,
         output: q,
     };
-    let expected = check_shapes(cell, dims, &stored, &|i| key(names[i]), file)?;
+    let expected = check_shapes(cell, dims, &names, &stored, &|i| key(names[i]), file)?;
     let mut params = Params::zeros_of(
         cell,
         Dims {
@@ -297,6 +332,7 @@ pub fn params_from_tensors(
             output: 0,
         },
     );
+    params.dtp = reverse.then(|| ReverseLayer::zeros(0));
     for ((slot, t), (i, (rows, cols))) in params
         .tensors_mut()
         .into_iter()
@@ -338,11 +374,13 @@ fn split_legacy_bias(
 }
 
 /// Checks, from the stored shapes alone, that `d`, `p` and `q` are at least 1 and that
-/// every tensor (`stored`, in `cell.param_names()` order, named by `name`) has the
-/// shape they give; returns those shapes (biases as columns).
+/// every tensor (`stored`, with the names `names`: `cell.param_names()`, then any of the
+/// reverse layer's; in messages named by `name`) has the shape they give; returns those
+/// shapes (biases as columns).
 fn check_shapes(
     cell: CellKind,
     dims: Dims,
+    names: &[&str],
     stored: &[&Tensor],
     name: &dyn Fn(usize) -> String,
     file: &Path,
@@ -362,9 +400,12 @@ fn check_shapes(
             .into());
         }
     }
-    let expected = Params::shapes(cell, dims);
+    let mut expected = Params::shapes(cell, dims);
+    if names.len() > expected.len() {
+        expected.extend(ReverseLayer::shapes(dims.hidden));
+    }
     for (i, (t, &(rows, cols))) in stored.iter().zip(&expected).enumerate() {
-        let want = if is_bias(cell.param_names()[i]) {
+        let want = if is_bias(names[i]) {
             vec![rows]
         } else {
             vec![rows, cols]

@@ -125,7 +125,7 @@ pub struct TrainArgs {
     pub hidden: Option<usize>,
     #[arg(long, help = help("Sequences per batch B", defaults().batch_size))]
     pub batch_size: Option<usize>,
-    #[arg(long, value_enum, help = help("How the recurrent weights are trained: TP-RI (docs/ALGORITHM.md §2) or BPTT (§3)", name(defaults().hyper.method)))]
+    #[arg(long, value_enum, help = help("How the recurrent weights are trained: TP-RI (docs/ALGORITHM.md §2), BPTT (§3) or DTP with a learned reverse layer (§14)", name(defaults().hyper.method)))]
     pub method: Option<Method>,
     #[arg(long, value_enum, help = help("Target update rule of the backward sweep (docs/ALGORITHM.md §2, step 5)", name(defaults().hyper.tp.target_mode)))]
     pub target_mode: Option<TargetMode>,
@@ -146,6 +146,10 @@ pub struct TrainArgs {
     pub cg_tol: Option<f64>,
     #[arg(long, help = help("Cap on CG iterations; a solve that has not reached --cg-tol by then is an error (docs/ALGORITHM.md §4)", defaults().hyper.tp.cg_max_iter))]
     pub cg_max_iter: Option<usize>,
+    #[arg(long, help = help("DTP: learning rate of the reverse layer's own optimizer step (docs/ALGORITHM.md §14)", defaults().hyper.dtp.lr_reverse))]
+    pub lr_reverse: Option<f64>,
+    #[arg(long, help = help("DTP: standard deviation σ of the noise of the reverse layer's reconstruction loss (docs/ALGORITHM.md §14)", defaults().hyper.dtp.noise))]
+    pub noise: Option<f64>,
     #[arg(long, value_enum, help = help("The optimizer of every parameter", name(defaults().hyper.opt.kind)))]
     pub optimizer: Option<OptimizerKind>,
     #[arg(long, help = help("Learning rate γ_θ of the parameters", defaults().hyper.opt.lr))]
@@ -328,6 +332,8 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     if args.cg_tol.is_some() {
         h.tp.cg_tol = args.cg_tol;
     }
+    set(&mut h.dtp.lr_reverse, args.lr_reverse);
+    set(&mut h.dtp.noise, args.noise);
     set(&mut h.opt.kind, args.optimizer);
     set(&mut h.opt.lr, args.lr);
     set(&mut h.opt.momentum, args.momentum);
@@ -430,6 +436,7 @@ fn default_name(cfg: &RunConfig) -> String {
     let method = match cfg.hyper.method {
         Method::Tp => "tp",
         Method::Bp => "bp",
+        Method::Dtp => "dtp",
     };
     let cell = match cfg.cell {
         CellKind::Tanh => "",
@@ -442,5 +449,6 @@ fn method_name(m: Method) -> &'static str {
     match m {
         Method::Tp => "TP-RI",
         Method::Bp => "BPTT",
+        Method::Dtp => "DTP",
     }
 }

@@ -39,7 +39,7 @@ pub(crate) fn workspace(
     storage: Storage,
 ) -> Result<(ModelBuffers, Workspace)> {
     check_batch(params, batch)?;
-    let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
+    let model = ModelBuffers::for_params(ctx, params)?;
     model.write_params(ctx, params)?;
     let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, storage)?;
     ws.seq.write_batch(ctx, batch);
@@ -125,6 +125,9 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) -> Res
             poison(ctx, &cg.columns, 3 * d);
         }
         poison(ctx, &gates.pt, 3 * d * d);
+    }
+    if let Some((reverse, _)) = &ws.dtp {
+        reverse.poison(ctx);
     }
     Ok(())
 }
