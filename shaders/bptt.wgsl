@@ -3,7 +3,8 @@
 //
 //     e_t = inject_t + [through time, t < T] Wᵀ δ_{t+1},   δ_t = (1 - h_t²) ⊙ e_t
 //     inject_t = g_T at t = T and 0 elsewhere (BP), or h_t - v_t = -dv_t (TP surrogate;
-//     the target sweep stores the offsets dv_t = v_t - h_t)
+//     the target sweep stores the offsets dv_t = v_t - h_t), or g_t at every step (BP
+//     with outputs at every step; g_top then holds g [T, B, d])
 //
 // and writes the history δ [T, B, d] (step t at row (t-1)*B + s); the matmul kernel then
 // reduces it over all T·B rows into ∇W = Δᵀ H_{0..T-1}, ∇U = Δᵀ X, ∇b = Δᵀ 1.
@@ -20,10 +21,11 @@
 // Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses, eight
 // terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: W [d, d], h and dv [T+1, B, d'] (d' = hist_stride(d); dv stored times
-// dims.dv_scale), g_T [B, d], δ and e [T, B, d].
+// dims.dv_scale), g_T [B, d] (or g [T, B, d]), δ and e [T, B, d].
 
 const WG: u32 = 256u;
 const TARGETS: u32 = 1u;
+const STEPS: u32 = 2u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (column_dot8, column_rest; the operands are dot_matrix and dot_vector below) and the
@@ -33,7 +35,7 @@ struct Dims {
     batch: u32,
     steps: u32,
     hidden: u32,
-    // 0: g_T at the top only (BP); 1: -dv_t at every step (TP).
+    // 0: g_T at the top only (BP); 1: -dv_t at every step (TP); 2: g_t at every step.
     injection: u32,
     through_time: u32,
     // dv is stored multiplied by this power of two (1 for f32 storage).
@@ -93,6 +95,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             var e = 0.0;
             if dims.injection == TARGETS {
                 e = -load_dv(row + i) * dv_unit;
+            } else if dims.injection == STEPS {
+                e = g_top[out + i];
             } else if t == dims.steps {
                 e = g_top[s * d + i];
             }

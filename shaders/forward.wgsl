@@ -52,6 +52,8 @@ struct Dims {
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> h: array<HistWord>;
 @group(0) @binding(6) var<storage, read_write> carry: array<f32>;
+// PyTorch's second bias: the cell adds b_ih (`bias`) and b_hh.
+@group(0) @binding(7) var<storage, read> bias_hh: array<f32>;
 
 // Two d-vectors: h_{t-1} and h_t, alternating halves.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
@@ -104,7 +106,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let next = (t & 1u) * MAX_HIDDEN;
         let x_row = ((t - 1u) * dims.batch + s) * p;
         for (var i = lid; i < d; i += WG) {
-            var a = bias[i];
+            var a = bias[i] + bias_hh[i];
             for (var k = 0u; k < p; k++) {
                 a += u[i * p + k] * x[x_row + k];
             }

@@ -28,10 +28,17 @@ struct Dims {
     k: u32,
     // 1: A is stored [k, m] and used transposed.
     trans_a: u32,
-    // This launch's rows of the k axis (k_first a multiple of BK), and 1 when C already
-    // holds the sum over the rows before them.
+    // This launch's rows of the k axis (k_first a multiple of BK).
     k_first: u32,
     k_count: u32,
+    // Where A, B and C start in their buffers, in elements (the heads at every step take
+    // a block of steps' rows of h and g; 0 elsewhere). B's is even where B is an f16
+    // history (whole rows of even length).
+    a_offset: u32,
+    b_offset: u32,
+    c_offset: u32,
+    // 1: C += op(A) B: C already holds a sum (a later launch over the k rows, or the
+    // heads' ∇V and ∇c summed block after block).
     accumulate: u32,
 }
 
@@ -54,16 +61,16 @@ fn load_a(row: u32, kk: u32) -> f32 {
         return 0.0;
     }
     if dims.trans_a == 1u {
-        return a[kk * dims.m + row];
+        return a[dims.a_offset + kk * dims.m + row];
     }
-    return a[row * dims.k + kk];
+    return a[dims.a_offset + row * dims.k + kk];
 }
 
 fn load_b(kk: u32, col: u32) -> f32 {
     if kk >= k_end() || col >= dims.n {
         return 0.0;
     }
-    let e = kk * hist_stride(dims.n) + col;
+    let e = dims.b_offset + kk * hist_stride(dims.n) + col;
     return hist_value(b[hist_word(e)], e);
 }
 
@@ -74,7 +81,7 @@ fn store(row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + tx + 16u * j;
         if col < dims.n {
-            let e = row * dims.n + col;
+            let e = dims.c_offset + row * dims.n + col;
             c[e] = select(acc[j], c[e] + acc[j], dims.accumulate == 1u);
         }
     }

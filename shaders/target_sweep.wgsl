@@ -5,6 +5,12 @@
 //     difference:  v_{t-1} = h_{t-1} + P [atanh(clamp v_t) - atanh(clamp h_t)]
 //     plain:       v_{t-1} = P [atanh(clamp v_t) - U x_t - b]
 // (difference mode is f⁻¹(clamp v_t) - f⁻¹(clamp h_t) with the U x_t + b terms cancelled.)
+// With outputs at every step (dims.local = 1, docs/ALGORITHM.md §13) g_top holds g_t for
+// every step [T, B, d], v_T = h_T - γ_h g_T, and each step also carries back its own
+// target v̂_t = h_t - γ_h g_t, whose offset -γ_h g_t joins dv_t in the bracket:
+//     linearized:  P [(dv_t - γ_h g_t) ⊘ (1 - clamp(h_t)²)]
+//     difference:  P [atanh(clamp v_t) + atanh(clamp v̂_t) - 2 atanh(clamp h_t)]
+//     plain:       P [atanh(clamp v_t) + atanh(clamp v̂_t) - 2 (U x_t + b)]
 //
 // It stores the offsets dv_t = v_t - h_t, not v_t: with a small target step γ_h (1e-4
 // in the published pixel-MNIST setting) v_t - h_t sits below f32's resolution of h_t,
@@ -26,7 +32,8 @@
 // It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
 // of P s per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d'] (d' = hist_stride(d)),
-// g_T [B, d], carry [B, d]. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
+// g_T [B, d] (local: g [T, B, d]), carry [B, d]. dv is stored multiplied by dims.dv_scale,
+// a power of two (1 for f32
 // storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
 const WG: u32 = 256u;
@@ -48,6 +55,11 @@ struct Dims {
     // This segment's steps: the first (T … 2, or T = 1 with none) and how many.
     first: u32,
     count: u32,
+    // 1: outputs at every step, g_top is g [T, B, d] and every step has a local target.
+    local: u32,
+    // Where PyTorch's second bias b_hh starts in `bias`, which binds b_ih … b_hh (one
+    // binding for both keeps the kernel at eight storage buffers).
+    hh_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -131,9 +143,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let p = dims.input;
     let stride = hist_stride(d);
     let top = dims.first == dims.steps;
+    let top_row = select(s, (dims.steps - 1u) * dims.batch + s, dims.local == 1u) * d;
     // dv of the step in hand: the top offset, or where the previous segment stopped.
     for (var i = lid; i < d; i += WG) {
-        dv_cur[i] = select(carry[s * d + i], -dims.lr_target * g_top[s * d + i], top);
+        dv_cur[i] = select(carry[s * d + i], -dims.lr_target * g_top[top_row + i], top);
     }
     if top {
         zero_row(s * stride, lid);
@@ -145,19 +158,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let row = (t * dims.batch + s) * stride;
         let prev = ((t - 1u) * dims.batch + s) * stride;
         let x_row = ((t - 1u) * dims.batch + s) * p;
+        let local_row = ((t - 1u) * dims.batch + s) * d;
         for (var j = lid; j < d; j += WG) {
             let ht = load_h(row + j);
             let dvt = dv_cur[j];
+            // The local target's offset v̂_t - h_t (0 without outputs at every step).
+            var own = 0.0;
+            if dims.local == 1u {
+                own = -dims.lr_target * g_top[local_row + j];
+            }
             var sj: f32;
             if dims.mode == LINEARIZED {
                 let c = clamp_eps(ht);
-                sj = dvt / (1.0 - c * c);
+                sj = (dvt + own) / (1.0 - c * c);
             } else if dims.mode == DIFFERENCE {
                 sj = atanh_difference(ht, dvt);
+                if dims.local == 1u {
+                    sj += atanh_difference(ht, own);
+                }
             } else {
-                var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j];
+                var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j] - bias[dims.hh_offset + j];
+                if dims.local == 1u {
+                    pre += atanh_f32(clamp_eps(ht + own)) - bias[j] - bias[dims.hh_offset + j];
+                }
+                // Each inverse subtracts U x_t.
+                let inverses = f32(1u + dims.local);
                 for (var k = 0u; k < p; k++) {
-                    pre -= u[j * p + k] * x[x_row + k];
+                    pre -= inverses * u[j * p + k] * x[x_row + k];
                 }
                 sj = pre;
             }

@@ -24,13 +24,21 @@ pub struct Trace {
     pub grads: Params,
     /// TP only: targets v_0 … v_T (v_0 is never used and holds h_0).
     pub v: Option<Vec<DMatrix<f64>>>,
-    /// TP only: P = (WᵀW + rI)⁻¹Wᵀ.
+    /// TP where P is formed (the analytic inversion): P = (WᵀW + rI)⁻¹Wᵀ.
     pub p_inv: Option<DMatrix<f64>>,
-    /// TP with CG only: how the solve for P went.
+    /// TP with the GRU's per-gate inversion: P_r, P_z, P_n, each
+    /// `(W_gᵀW_g + rI)⁻¹W_gᵀ` for the gate block W_g of W.
+    pub p_gates: Option<[DMatrix<f64>; 3]>,
+    /// TP with CG only: how the solve for P went (the worst of the per-gate inversion's
+    /// three, or of the per-step solves).
     pub cg: Option<CgReport>,
     /// ‖e_t‖_F over the batch for t = 1 … T, the error of the backward recursion
     /// (BP: ∂ℓ/∂h_t). Empty when a backend does not compute it.
     pub error_norms: Vec<f64>,
+    /// With outputs at every step (`Loss::CrossEntropySeq`): the loss of each step's
+    /// head, ℓ_t for t = 1 … T, each a mean over the B sequences (ℓ is their mean).
+    /// Empty with a head at the last step only.
+    pub step_losses: Vec<f64>,
 }
 
 /// How far back in time the training signal of the last step reached.

@@ -77,7 +77,8 @@ pub struct Case {
 const JACOBIAN_MAX_ITER: usize = 16;
 
 /// A covering set of cases: sizes off the workgroup grid, both cells, every target mode,
-/// both inversions, both gradient modes, both losses, and BP.
+/// every inversion, both gradient modes, every loss (outputs at every step included), and
+/// BP.
 pub fn cases() -> Vec<Case> {
     let tp = |mode, grad, loss| Hyper {
         method: Method::Tp,
@@ -97,11 +98,22 @@ pub fn cases() -> Vec<Case> {
         h.tp.cg_max_iter = JACOBIAN_MAX_ITER;
         h
     };
+    let per_gate = |grad, loss| {
+        let mut h = tp(TargetMode::Linearized, grad, loss);
+        h.tp.inversion = Inversion::PerGate;
+        h
+    };
     use CellKind::{Gru, Tanh};
     let bp = |loss| Hyper {
         method: Method::Bp,
         loss,
         ..Hyper::default()
+    };
+    let dtp = |noise, grad, loss| {
+        let mut h = tp(TargetMode::Linearized, grad, loss);
+        h.method = Method::Dtp;
+        h.dtp.noise = noise;
+        h
     };
     let shapes = [
         (7, 3, 4, 33),
@@ -159,37 +171,91 @@ pub fn cases() -> Vec<Case> {
         ("gru bp ce", Gru, bp(Loss::CrossEntropy)),
         ("gru bp mse", Gru, bp(Loss::Mse)),
     ];
+    // After all the others, so that adding them kept every earlier case's index, and with
+    // it its seed (`run_checks`).
+    let later = [
+        (
+            "gru tp per-gate",
+            Gru,
+            per_gate(TpGrad::ThroughTime, Loss::CrossEntropy),
+        ),
+        (
+            "gru tp per-gate local",
+            Gru,
+            per_gate(TpGrad::Local, Loss::Mse),
+        ),
+        (
+            "lm tp linearized",
+            Tanh,
+            tp(
+                TargetMode::Linearized,
+                TpGrad::ThroughTime,
+                Loss::CrossEntropySeq,
+            ),
+        ),
+        (
+            "lm tp difference local",
+            Tanh,
+            tp(TargetMode::Difference, TpGrad::Local, Loss::CrossEntropySeq),
+        ),
+        (
+            "lm tp plain",
+            Tanh,
+            tp(
+                TargetMode::Plain,
+                TpGrad::ThroughTime,
+                Loss::CrossEntropySeq,
+            ),
+        ),
+        ("lm bp", Tanh, bp(Loss::CrossEntropySeq)),
+        ("dtp", Tanh, dtp(0.1, TpGrad::ThroughTime, Loss::Mse)),
+        (
+            "dtp local",
+            Tanh,
+            dtp(0.0, TpGrad::Local, Loss::CrossEntropy),
+        ),
+    ];
     let mut out = Vec::new();
-    for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
-        for (j, (label, cell, hyper)) in settings.iter().enumerate() {
-            // Every setting on the first two shapes; one each on the others.
-            if i >= 2 && j % 2 != i % 2 {
-                continue;
+    for group in [&settings[..], &later[..]] {
+        for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
+            for (j, (label, cell, hyper)) in group.iter().enumerate() {
+                // Every setting on the first two shapes; one each on the others.
+                if i >= 2 && j % 2 != i % 2 {
+                    continue;
+                }
+                let q = match hyper.loss {
+                    Loss::Mse => 1,
+                    Loss::CrossEntropy => 4,
+                    Loss::CrossEntropySeq => 5,
+                };
+                out.push(Case {
+                    name: format!("{label} d={d} T={t} B={b}"),
+                    cell: *cell,
+                    dims: Dims {
+                        input: p,
+                        hidden: d,
+                        output: q,
+                    },
+                    batch: b,
+                    seq_len: t,
+                    hyper: hyper.clone(),
+                });
             }
-            let q = if hyper.loss == Loss::Mse { 1 } else { 4 };
-            out.push(Case {
-                name: format!("{label} d={d} T={t} B={b}"),
-                cell: *cell,
-                dims: Dims {
-                    input: p,
-                    hidden: d,
-                    output: q,
-                },
-                batch: b,
-                seq_len: t,
-                hyper: hyper.clone(),
-            });
         }
     }
     out
 }
 
 /// Random parameters near the trained regime and a random batch for `case`: for the tanh
-/// RNN an orthogonal W scaled below 1 and small biases; for the GRU PyTorch's
-/// initialisation (every tensor uniform in ±1/√d, biases included).
+/// RNN an orthogonal W scaled below 1 and small biases (DTP's reverse layer orthogonal,
+/// its bias small too); for the GRU PyTorch's initialisation (the cell's tensors uniform
+/// in ±1/√d, biases included) and a small random head bias.
 pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init_of(case.cell, case.dims, seed);
+    let mut params = match case.hyper.method {
+        Method::Dtp => Params::init_dtp(case.dims, seed),
+        Method::Tp | Method::Bp => Params::init_of(case.cell, case.dims, seed),
+    };
     let mut noise = |rows, cols, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
     };
@@ -201,8 +267,12 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
     if case.cell == CellKind::Tanh {
         params.w_hh *= 0.9;
         params.b = noise(d, 1, 0.1);
-        params.head_b = noise(q, 1, 0.1);
+        params.b_hh = noise(d, 1, 0.1);
+        if let Some(rev) = &mut params.dtp {
+            rev.b_rev = noise(d, 1, 0.1);
+        }
     }
+    params.head_b = noise(q, 1, 0.1);
     let x = (0..case.seq_len)
         .map(|_| noise(case.batch, p, 1.0))
         .collect();
@@ -213,6 +283,11 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
                 .collect(),
         ),
         Loss::Mse => Targets::Values(noise(case.batch, q, 1.0)),
+        Loss::CrossEntropySeq => {
+            Targets::StepLabels(DMatrix::from_fn(case.batch, case.seq_len, |i, t| {
+                (i * 7 + t * 3 + seed as usize) % q
+            }))
+        }
     };
     (params, Batch { x, y })
 }
@@ -254,21 +329,44 @@ pub fn trace_errors(a: &Trace, b: &Trace) -> Errors {
     if let (Some(pa), Some(pb)) = (&a.p_inv, &b.p_inv) {
         out.push(("p_inv".into(), rel(&[pa], &[pb])));
     }
+    // The per-gate inversion's P_r, P_z, P_n, stacked: one entry in the column of P.
+    if let (Some(pa), Some(pb)) = (&a.p_gates, &b.p_gates) {
+        let (pa, pb): (Vec<_>, Vec<_>) = pa.iter().zip(pb).unzip();
+        out.push(("p_inv".into(), rel(&pa, &pb)));
+    }
     out.push(("loss".into(), ((a.loss - b.loss) / b.loss).abs()));
+    if !(a.step_losses.is_empty() && b.step_losses.is_empty()) {
+        let column = |v: &[f64]| DMatrix::from_column_slice(v.len(), 1, v);
+        let (sa, sb) = (column(&a.step_losses), column(&b.step_losses));
+        out.push(("step_loss".into(), rel(&[&sa], &[&sb])));
+    }
     for ((name, ga), (_, gb)) in a.grads.tensors().into_iter().zip(b.grads.tensors()) {
         out.push((format!("grad.{name}"), rel(&[ga], &[gb])));
     }
     out
 }
 
-/// Each quantity's relative error, by name (`h`, `v`, `p_inv`, `loss`, and `grad.` with
-/// the tensor's name).
+/// Each quantity's relative error, by name (`h`, `v`, `p_inv`, `loss`, `step_loss` with
+/// outputs at every step, and `grad.` with the tensor's name).
 pub type Errors = Vec<(String, f64)>;
 
 /// The columns of `tpri check`'s table: one per quantity, the gradients named without
-/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`).
-pub const COLUMNS: [&str; 10] = [
-    "h", "v", "p_inv", "loss", "w_hh", "w_ih", "b", "b_hh", "head.w", "head.b",
+/// their cell's prefix so that both cells share them (the GRU's b_ih under `b`), DTP's
+/// reverse layer without `dtp.`.
+pub const COLUMNS: [&str; 13] = [
+    "h",
+    "v",
+    "p_inv",
+    "loss",
+    "step_loss",
+    "w_hh",
+    "w_ih",
+    "b",
+    "b_hh",
+    "head.w",
+    "head.b",
+    "w_rev",
+    "b_rev",
 ];
 
 /// The `COLUMNS` entry of a quantity named as in `Errors`.
@@ -277,6 +375,7 @@ pub fn column_of(name: &str) -> &str {
     let name = name
         .strip_prefix("rnn.")
         .or_else(|| name.strip_prefix("gru."))
+        .or_else(|| name.strip_prefix("dtp."))
         .unwrap_or(name);
     if name == "b_ih" {
         "b"
@@ -286,11 +385,15 @@ pub fn column_of(name: &str) -> &str {
 }
 
 /// Whether the GPU backend runs `case` with its histories in `storage`: f32 runs every
-/// case, f16 the tanh RNN's with the analytic inversion (and BP) only.
+/// case, f16 the tanh RNN's with the analytic inversion (and BP) and a head at the last
+/// step only, not DTP.
 pub fn runs_with(storage: Storage, case: &Case) -> bool {
+    let h = &case.hyper;
     storage == Storage::F32
         || (case.cell == CellKind::Tanh
-            && (case.hyper.method == Method::Bp || case.hyper.tp.inversion == Inversion::Analytic))
+            && !h.loss.every_step()
+            && (h.method == Method::Bp
+                || (h.method == Method::Tp && h.tp.inversion == Inversion::Analytic)))
 }
 
 /// One case of `run_checks`.
@@ -351,6 +454,7 @@ mod tests {
             (CellKind::Tanh, Inversion::Analytic),
             (CellKind::Tanh, Inversion::Jacobian),
             (CellKind::Gru, Inversion::Jacobian),
+            (CellKind::Gru, Inversion::PerGate),
         ] {
             assert!(all.iter().any(|c| c.cell == cell
                 && c.hyper.method == Method::Tp
@@ -359,11 +463,14 @@ mod tests {
         assert!(all
             .iter()
             .any(|c| c.cell == CellKind::Gru && c.hyper.method == Method::Bp));
+        assert!(all.iter().any(|c| c.hyper.method == Method::Dtp));
+        assert_eq!(column_of("grad.dtp.w_rev"), "w_rev");
         // f16 storage: the tanh RNN's analytic and BP cases, which cover every target mode.
         let f16: Vec<_> = all.iter().filter(|c| runs_with(Storage::F16, c)).collect();
         assert!(all.iter().all(|c| runs_with(Storage::F32, c)));
         assert!(f16.iter().all(|c| c.cell == CellKind::Tanh
-            && (c.hyper.method == Method::Bp || c.hyper.tp.inversion == Inversion::Analytic)));
+            && (c.hyper.method == Method::Bp
+                || (c.hyper.method == Method::Tp && c.hyper.tp.inversion == Inversion::Analytic))));
         for mode in [
             TargetMode::Linearized,
             TargetMode::Difference,

@@ -17,6 +17,20 @@ pub enum Loss {
     CrossEntropy,
     /// Squared error, mean over all B·q entries.
     Mse,
+    /// Softmax cross-entropy of a head at every step against one label per step (the next
+    /// token of a language model), mean over all B·T predictions: the published code's
+    /// `cross_entropy_seq` (docs/ALGORITHM.md §13).
+    #[cfg_attr(feature = "cli", value(name = "ce-seq"))]
+    #[serde(rename = "ce-seq")]
+    CrossEntropySeq,
+}
+
+impl Loss {
+    /// Whether the model has an output at every step (`CrossEntropySeq`) rather than at
+    /// the last step only.
+    pub fn every_step(self) -> bool {
+        self == Loss::CrossEntropySeq
+    }
 }
 
 /// How the recurrent weights are trained.
@@ -28,6 +42,9 @@ pub enum Method {
     Tp,
     /// Backpropagation through time (docs/ALGORITHM.md §3).
     Bp,
+    /// Difference target propagation with a learned reverse layer, the paper's DTP
+    /// baseline (docs/ALGORITHM.md §14; tanh RNN only).
+    Dtp,
 }
 
 /// How a target is carried from step t to step t−1 (docs/ALGORITHM.md §2 step 5).
@@ -79,8 +96,13 @@ pub enum Inversion {
     /// The tanh RNN's closed form through `P = (WᵀW + rI)⁻¹Wᵀ`, in any target mode.
     Analytic,
     /// Any cell: `(J_tᵀJ_t + rI)⁻¹ J_tᵀ (v_t − h_t)` by per-step batched CG from Jacobian
-    /// products (linearized targets only). The GRU's only inversion.
+    /// products (linearized targets only). The GRU's default.
     Jacobian,
+    /// The GRU only: the published code's inversion, the cell's transposed Jacobian with
+    /// each gate block's `W_gᵀ` replaced by `P_g = (W_gᵀW_g + rI)⁻¹W_gᵀ` and each sigmoid
+    /// derivative divided by instead of multiplied (linearized targets only; the three P_g
+    /// formed as `Solver` says: CG, or Cholesky on the CPU). docs/ALGORITHM.md §5.
+    PerGate,
 }
 
 impl Inversion {
@@ -152,7 +174,8 @@ pub struct TpConfig {
     /// The inversion: `Analytic` by default, which the GRU lacks; see
     /// [`TpConfig::for_cell`] and [`Inversion::default_for`].
     pub inversion: Inversion,
-    /// How P is applied (analytic inversion only; the jacobian one always solves per step).
+    /// How P is applied (analytic inversion), or how the per-gate inversion forms its three
+    /// P_g (`Cg`, `Cholesky`; `Auto` is `Cg`); the jacobian one always solves per step.
     pub solver: Solver,
     /// Relative residual at which CG stops; `None` takes the backend's default
     /// (`CPU_CG_TOL` in f64, looser on f32 GPUs).
@@ -188,6 +211,34 @@ impl TpConfig {
     }
 }
 
+/// Settings of DTP's learned reverse layer (`Method::Dtp`; ignored by the other methods).
+/// DTP also takes `TpConfig::lr_target` (γ_h) and `TpConfig::tp_grad`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DtpConfig {
+    /// Learning rate of the reverse layer's own optimizer step (the published code's
+    /// `lr_reverse`; the optimizer's kind and momentum are the forward parameters').
+    pub lr_reverse: f64,
+    /// Standard deviation σ of the Gaussian noise added to h_{t−1} in the reconstruction
+    /// loss (the published `noise`).
+    pub noise: f64,
+    /// Seeds the noise stream (`dtp::NoiseKey`) together with the iteration's number. The
+    /// training loop sets it to `RunConfig::seed`, so it is not saved with the settings.
+    #[serde(skip)]
+    pub noise_seed: u64,
+}
+
+impl Default for DtpConfig {
+    /// The published code's defaults (`run_optim`): lr_reverse 0.1, no noise.
+    fn default() -> Self {
+        Self {
+            lr_reverse: 0.1,
+            noise: 0.0,
+            noise_seed: 0,
+        }
+    }
+}
+
 /// Default CG tolerance of the f64 reference: tight enough that P matches an exact solve
 /// to about 1e-12.
 pub const CPU_CG_TOL: f64 = 1e-12;
@@ -212,6 +263,8 @@ pub struct Hyper {
     pub tp: TpConfig,
     /// The optimizer of every parameter.
     pub opt: OptimizerConfig,
+    /// DTP's reverse layer (ignored by the other methods).
+    pub dtp: DtpConfig,
 }
 
 impl Default for Hyper {
@@ -221,6 +274,7 @@ impl Default for Hyper {
             loss: Loss::CrossEntropy,
             tp: TpConfig::default(),
             opt: OptimizerConfig::default(),
+            dtp: DtpConfig::default(),
         }
     }
 }
@@ -266,6 +320,9 @@ impl Hyper {
                 format!("Adam eps must be positive and finite, got {}", o.eps),
             );
         }
+        if self.method == Method::Dtp {
+            return self.validate_dtp();
+        }
         if self.method == Method::Tp {
             let t = &self.tp;
             if !(t.reg > 0.0 && t.reg.is_finite()) {
@@ -277,15 +334,7 @@ impl Hyper {
                     ),
                 );
             }
-            if !(t.lr_target >= 0.0 && t.lr_target.is_finite()) {
-                return bad(
-                    "Hyper::tp.lr_target",
-                    format!(
-                        "the target step must be non-negative and finite, got {}",
-                        t.lr_target
-                    ),
-                );
-            }
+            self.check_lr_target()?;
             if let Some(tol) = t.cg_tol.filter(|&tol| !(tol > 0.0 && tol.is_finite())) {
                 return bad(
                     "Hyper::tp.cg_tol",
@@ -298,14 +347,59 @@ impl Hyper {
                     "the CG iteration cap must be at least 1".into(),
                 );
             }
-            if t.inversion == Inversion::Jacobian && t.target_mode != TargetMode::Linearized {
+            let name = match t.inversion {
+                Inversion::Analytic => None,
+                Inversion::Jacobian => Some("jacobian"),
+                Inversion::PerGate => Some("per-gate"),
+            };
+            if let Some(name) = name.filter(|_| t.target_mode != TargetMode::Linearized) {
                 return bad(
                     "Hyper::tp.target_mode",
                     format!(
-                        "the jacobian inversion gives linearized targets only, not target mode {:?}",
+                        "the {name} inversion gives linearized targets only, not target mode {:?}",
                         t.target_mode
                     ),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// γ_h of TP-RI and DTP: non-negative and finite (0 is allowed).
+    fn check_lr_target(&self) -> Result<()> {
+        let lr_target = self.tp.lr_target;
+        if !(lr_target >= 0.0 && lr_target.is_finite()) {
+            return Err(Error::setting(
+                "Hyper::tp.lr_target",
+                format!("the target step must be non-negative and finite, got {lr_target}"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// DTP's settings: γ_h as for TP-RI, the reverse layer's learning rate and noise.
+    fn validate_dtp(&self) -> Result<()> {
+        self.check_lr_target()?;
+        let r = &self.dtp;
+        for (field, what, value) in [
+            (
+                "Hyper::dtp.lr_reverse",
+                "the reverse layer's learning rate",
+                r.lr_reverse,
+            ),
+            (
+                "Hyper::dtp.noise",
+                "the noise's standard deviation σ",
+                r.noise,
+            ),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(Error::setting(
+                    field,
+                    format!("{what} must be non-negative and finite, got {value}"),
+                )
+                .into());
             }
         }
         Ok(())

@@ -81,6 +81,19 @@ pub fn open_regular(path: &Path, what: &str) -> Result<File> {
     File::open(path).map_err(|e| Error::io(path, format!("cannot read the {what}"), e).into())
 }
 
+/// Caps the up-front allocation of [`read_up_to`]: a length read from a header or a
+/// file's size can ask for any amount, while what is there is read in one go all the same.
+const MAX_RESERVE: usize = 1 << 26;
+
+/// Up to `len` bytes of `reader`; fewer only at the end of the input. Memory grows with
+/// what is read, never with `len` alone, so a length taken from an untrusted header
+/// allocates nothing the input does not hold.
+pub fn read_up_to(reader: &mut impl Read, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len.min(MAX_RESERVE));
+    reader.take(len as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The whole of the regular file `path` (see `open_regular`).
 pub fn read_regular(path: &Path, what: &str) -> Result<Vec<u8>> {
     let mut file = open_regular(path, what)?;

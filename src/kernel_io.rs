@@ -1,7 +1,8 @@
 //! The inputs and outputs that a kernel's CPU reference and its GPU twin share, so that the
 //! two have one signature and the tests compare like with like: what the backward
 //! recursion is given (`Injection`), the gradients it returns (`RnnGrads`, `GruGrads`),
-//! a GRU step's gates (`GruStep`) and the head's outputs (`HeadOut`).
+//! a GRU step's gates (`GruStep`) and the head's outputs (`HeadOut`, and `StepHeadOut` for
+//! the heads at every step).
 
 use nalgebra::DMatrix;
 
@@ -14,6 +15,9 @@ pub enum Injection<'a, V: ?Sized = [DMatrix<f64>]> {
     Top(&'a DMatrix<f64>),
     /// TP surrogate: `h_t − v_t` at every step, targets v_0 … v_T.
     Targets(&'a V),
+    /// BP with an output at every step: `g_t = ∇_{h_t} ℓ` at every step, shaped like h
+    /// (g_0 … g_T; g_0 is never read).
+    Steps(&'a V),
 }
 
 impl<V: ?Sized> Clone for Injection<'_, V> {
@@ -75,6 +79,24 @@ pub struct HeadOut {
     /// g_T = ∇_{h_T} ℓ, B×d.
     pub grad_h: DMatrix<f64>,
     /// ∇_V ℓ, q×d.
+    pub grad_w: DMatrix<f64>,
+    /// ∇_c ℓ, q×1.
+    pub grad_b: DMatrix<f64>,
+}
+
+/// Loss and gradients of the heads at every step (docs/ALGORITHM.md §13).
+#[derive(Clone, Debug)]
+pub struct StepHeadOut {
+    /// ℓ, the mean cross-entropy over all B·T predictions.
+    pub loss: f64,
+    /// The share of the B·T predictions whose first arg-max is the label.
+    pub accuracy: f64,
+    /// ℓ_t for t = 1 … T, each the mean over the B sequences (ℓ is their mean).
+    pub step_losses: Vec<f64>,
+    /// g_t = ∇_{h_t} ℓ through the head of step t alone, B×d, shaped like h: g_0 … g_T
+    /// (g_0 = 0).
+    pub grad_h: Vec<DMatrix<f64>>,
+    /// ∇_V ℓ = Σ_t (∂ℓ/∂z_t)ᵀ h_t, q×d.
     pub grad_w: DMatrix<f64>,
     /// ∇_c ℓ, q×1.
     pub grad_b: DMatrix<f64>,

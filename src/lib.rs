@@ -60,11 +60,13 @@ pub mod cg;
 pub mod check;
 pub mod config;
 pub mod cpu;
+pub mod dtp;
 pub mod error;
 #[cfg(feature = "cli")]
 pub mod figures;
 pub mod files;
 pub mod gpu;
+pub mod init;
 pub mod kernel_io;
 pub mod limits;
 pub mod memory;
@@ -106,7 +108,8 @@ pub mod prelude {
     pub use crate::model::{CellKind, Dims, Params};
     pub use crate::optimizer_state::OptState;
     pub use crate::tasks::{
-        build_task, Adding, Batch, PixelOptions, PixelTask, Targets, Task, TaskSpec, TemporalOrder,
+        build_task, Adding, Batch, PixelDataset, PixelOptions, PixelTask, Targets, Task, TaskSpec,
+        TemporalOrder,
     };
     pub use crate::train::{train, Record, RunConfig, RunSink, Summary, TrainState};
 }

@@ -16,7 +16,6 @@ use crate::config::{Hyper, Inversion, Method};
 use crate::error::Error;
 use crate::memory::{available_memory, bytes, check_fits, MemoryEstimate};
 use crate::model::{CellKind, Dims};
-use crate::tasks::TaskSpec;
 
 /// The sizes of one problem: a model, the batches it trains on and the held-out set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +32,13 @@ pub struct Workload {
     pub eval_size: usize,
     /// TP-RI (with its targets and solve) or BPTT.
     pub method: Method,
-    /// Whether TP-RI forms P = (WᵀW + rI)⁻¹Wᵀ (the analytic inversion).
-    pub forms_p: bool,
+    /// How many d×d regularized inverses TP-RI forms once per iteration: 1 for
+    /// P = (WᵀW + rI)⁻¹Wᵀ (the analytic inversion), 3 for the GRU's per-gate P_g, 0 when
+    /// it solves at every step (the jacobian inversion) or for BPTT.
+    pub inverses: usize,
+    /// Whether the model has an output at every step (`Loss::CrossEntropySeq`): labels
+    /// per step, the loss gradient at every state, and the heads' outputs.
+    pub every_step: bool,
     /// What the messages call each size.
     pub names: &'static FieldNames,
 }
@@ -111,7 +115,12 @@ impl Workload {
             batch,
             eval_size: 0,
             method: hyper.method,
-            forms_p: hyper.method == Method::Tp && hyper.tp.inversion == Inversion::Analytic,
+            inverses: match (hyper.method, hyper.tp.inversion) {
+                (Method::Tp, Inversion::Analytic) => 1,
+                (Method::Tp, Inversion::PerGate) => 3,
+                _ => 0,
+            },
+            every_step: hyper.loss.every_step(),
             names: &WORKLOAD_NAMES,
         }
     }
@@ -200,12 +209,24 @@ impl Workload {
             .dims
             .param_count(self.cell)
             .ok_or_else(|| self.overflow())?;
+        // Outputs at every step: a label per step (and the language model's frozen
+        // embedding table [q, p]).
+        let every = u64::from(self.every_step);
         let est = (|| {
             Some(MemoryEstimate {
                 parameters: product(&[4, n, 8])?,
                 optimizer: product(&[4, n, 8])?,
-                batch: sum(&[product(&[2, t, b, p, 8]), product(&[b, q, 8])])?,
-                evaluation: sum(&[product(&[e, t, p, 8]), product(&[e, q, 8])])?,
+                batch: sum(&[
+                    product(&[2, t, b, p, 8]),
+                    product(&[b, q, 8]),
+                    product(&[every, t, b, 8]),
+                    product(&[every, q, p, 8]),
+                ])?,
+                evaluation: sum(&[
+                    product(&[e, t, p, 8]),
+                    product(&[e, q, 8]),
+                    product(&[every, e, t, 8]),
+                ])?,
                 ..MemoryEstimate::default()
             })
         })();
@@ -213,20 +234,32 @@ impl Workload {
     }
 
     /// The f64 CPU reference's memory: `host_common` and the histories of an iteration
-    /// (states, targets, backward errors; the GRU's gates), and the matrices of P's solve.
+    /// (states, targets, backward errors; the GRU's gates), and the matrices of the solves
+    /// (P's, each P_g's, or the per-step solves').
     pub fn cpu_estimate(&self) -> Result<MemoryEstimate> {
         let common = self.host_common()?;
-        let [_, d, _, t, b, _, gd] = self.sizes();
+        let [_, d, q, t, b, _, gd] = self.sizes();
         // tanh: h, v, δ, e and work space; the GRU adds r, z, n, hn and dgh, dgi.
-        let per_state = if self.cell == CellKind::Gru { 16 } else { 6 };
+        let per_state = match (self.cell, self.method) {
+            (CellKind::Gru, _) => 16,
+            // DTP adds h̃, F(h̃) and the reverse layer's δ over all T·B columns.
+            (CellKind::Tanh, Method::Dtp) => 9,
+            (CellKind::Tanh, _) => 6,
+        };
+        // Outputs at every step: the gradients g_t, and one step's outputs and ∂ℓ/∂z.
+        let every = u64::from(self.every_step);
         let tp = self.method == Method::Tp;
         let est = (|| {
             Some(MemoryEstimate {
-                histories: product(&[per_state, t.checked_add(1)?, b, d, 8])?,
-                solver: match (tp, self.forms_p) {
-                    (true, true) => product(&[4, d, d, 8])?,
-                    (true, false) => product(&[8, b, gd, 8])?,
-                    _ => 0,
+                histories: sum(&[
+                    product(&[per_state + every, t.checked_add(1)?, b, d, 8]),
+                    product(&[every, 2, b, q, 8]),
+                ])?,
+                solver: match (tp, self.inverses) {
+                    (false, _) => 0,
+                    (true, 0) => product(&[8, b, gd, 8])?,
+                    // Each solve's four d×d matrices, and the inverses it leaves.
+                    (true, n) => product(&[n as u64 + 4, d, d, 8])?,
                 },
                 ..common
             })
@@ -243,14 +276,15 @@ impl Workload {
     }
 
     /// The largest buffers of the GPU backend (name, bytes) and its device memory: the
-    /// parameter buffers (parameters, gradients, slots; Wᵀ and Pᵀ), P's CG buffers, and
-    /// three workspaces of histories (the training one and two for evaluation batches).
+    /// parameter buffers (parameters, gradients, slots; Wᵀ and Pᵀ), P's CG buffers (and
+    /// the per-gate inversion's W_g, W_gᵀ, P_g and stacked P_gᵀ), and three workspaces of
+    /// histories (the training one and two for evaluation batches).
     pub fn gpu_buffers(
         &self,
         gpu: &GpuLimits,
     ) -> Result<(Vec<(&'static str, u64)>, MemoryEstimate)> {
         self.check_sizes()?;
-        let [p, d, _, t, b, _, gd] = self.sizes();
+        let [p, d, q, t, b, _, gd] = self.sizes();
         let n = self
             .dims
             .param_count(self.cell)
@@ -259,7 +293,12 @@ impl Workload {
         let made = (|| {
             let padded = d.checked_add(d % 2)?;
             let history = product(&[t.checked_add(1)?, b, padded, gpu.history_bytes])?;
-            let buffers = vec![
+            let dtp_state = if self.method == Method::Dtp {
+                product(&[t, b, d, 4])?
+            } else {
+                4
+            };
+            let mut buffers = vec![
                 ("inputs x [T, B, p]", product(&[t, b, p, 4])?),
                 ("hidden states h [T+1, B, d]", history),
                 ("target offsets v − h [T+1, B, d]", history),
@@ -274,11 +313,33 @@ impl Workload {
                     if gru { product(&[t, b, gd, 4])? } else { 4 },
                 ),
                 ("per-step CG record [T, B, 2]", product(&[t, b, 2, 4])?),
+                ("DTP's reverse-layer δ [T, B, d]", dtp_state),
+                ("DTP's states F(h̃) [T, B, d]", dtp_state),
                 ("Wᵀ [d, g·d]", product(&[gd, d, 4])?),
                 ("Pᵀ [d, d]", product(&[d, d, 4])?),
                 ("parameters", product(&[n, 4])?),
             ];
-            let workspace = sum(&buffers[..8]
+            if self.every_step {
+                let k = logit_block_steps(self.steps, self.batch, self.dims.output, gpu.max_buffer)
+                    as u64;
+                buffers.splice(
+                    10..10,
+                    [
+                        (
+                            "per-step loss gradients g [T, B, d]",
+                            product(&[t, b, d, 4])?,
+                        ),
+                        (
+                            "outputs of a block of steps [k·B, q]",
+                            product(&[k, b, q, 4])?,
+                        ),
+                        ("per-step head statistics [T·B, 2]", product(&[t, b, 2, 4])?),
+                        ("Vᵀ [d, q]", product(&[d, q, 4])?),
+                    ],
+                );
+            }
+            let in_workspace = if self.every_step { 14 } else { 10 };
+            let workspace = sum(&buffers[..in_workspace]
                 .iter()
                 .map(|&(_, b)| Some(b))
                 .collect::<Vec<_>>())?;
@@ -289,7 +350,8 @@ impl Workload {
                     product(&[d, d, 4]),
                 ])?,
                 optimizer: product(&[2, n, 4])?,
-                solver: product(&[5, d, d, 4])?,
+                // P and its CG's record; per gate W_g, W_gᵀ, P_g, and the stacked P_gᵀ.
+                solver: product(&[if self.inverses == 3 { 15 } else { 5 }, d, d, 4])?,
                 histories: product(&[3, workspace])?,
                 ..MemoryEstimate::default()
             };
@@ -362,6 +424,7 @@ impl Workload {
         let method = match self.method {
             Method::Tp => "TP-RI",
             Method::Bp => "BPTT",
+            Method::Dtp => "DTP",
         };
         let held_out = match self.eval_size {
             0 => String::new(),
@@ -374,46 +437,23 @@ impl Workload {
     }
 }
 
-/// The sizes of a training run, named as its settings (`train::RunConfig`) name them.
-///
-/// The pixel task's sizes are MNIST's (28×28 images, 10 classes): its files are read
-/// later, and a task of other images is checked again when its batches are made.
-pub fn run_workload(
-    task: &TaskSpec,
-    cell: CellKind,
-    hidden: usize,
-    batch_size: usize,
-    eval_size: usize,
-    hyper: &Hyper,
-) -> Result<Workload> {
-    let (input, output, steps) = task.sizes()?;
-    let dims = Dims {
-        input,
-        hidden,
-        output,
-    };
-    Ok(Workload {
-        names: &RUN_CONFIG_NAMES,
-        ..Workload::new(cell, dims, steps, batch_size, hyper).with_eval_size(eval_size)
-    })
-}
+/// The most bytes the GPU's outputs of a block of steps take (the heads at every step,
+/// docs/ALGORITHM.md §13): B·T·q values at once would be 1.3 GB at the published
+/// language model's size.
+pub const LOGIT_BLOCK_BYTES: u64 = 256 << 20;
 
-/// What a training run holds on the host whichever backend runs it, checked before
-/// anything is allocated: every size at least 1, no product overflowing, and the
-/// parameters, optimizer state, a batch and the held-out set within the memory available.
-/// (`RunConfig::validate` calls it; the backend's own share is
-/// [`crate::backend::Backend::check_workload`].)
-pub fn check_run(
-    task: &TaskSpec,
-    cell: CellKind,
-    hidden: usize,
-    batch_size: usize,
-    eval_size: usize,
-    hyper: &Hyper,
-) -> Result<MemoryEstimate> {
-    check_host(&run_workload(
-        task, cell, hidden, batch_size, eval_size, hyper,
-    )?)
+/// How many steps the GPU's heads at every step take at once: as many as fit
+/// `LOGIT_BLOCK_BYTES` and the device's largest buffer `max_buffer`, at least one (a
+/// step larger than the buffer is refused by the buffer check), at most all T.
+pub fn logit_block_steps(steps: usize, batch: usize, outputs: usize, max_buffer: u64) -> usize {
+    let per_step = (batch as u64)
+        .saturating_mul(outputs as u64)
+        .saturating_mul(4);
+    let budget = LOGIT_BLOCK_BYTES.min(max_buffer);
+    let fit = budget / per_step.max(1);
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .clamp(1, steps.max(1))
 }
 
 /// `w`'s share of the host that every backend holds, against the memory available.

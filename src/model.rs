@@ -1,11 +1,10 @@
-//! The recurrent cells (docs/ALGORITHM.md §1 tanh RNN, docs/ALGORITHM.md §5 GRU) with their linear head: parameters
-//! and their seeded initialisation.
+//! The recurrent cells (docs/ALGORITHM.md §1 tanh RNN, docs/ALGORITHM.md §5 GRU) with their linear head: parameters,
+//! their sizes and shapes (the seeded initialisation is `init`).
 
 use anyhow::Result;
 use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
+use crate::dtp::{ReverseLayer, REVERSE_FIELDS, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::memory::{available_memory, check_fits, MemoryEstimate};
 
@@ -53,14 +52,7 @@ impl CellKind {
     /// library's messages name, e.g. `Params::w_hh`).
     pub fn param_fields(self) -> &'static [&'static str] {
         match self {
-            CellKind::Tanh => &[
-                "Params::w_hh",
-                "Params::w_ih",
-                "Params::b",
-                "Params::head_w",
-                "Params::head_b",
-            ],
-            CellKind::Gru => &[
+            CellKind::Tanh | CellKind::Gru => &[
                 "Params::w_hh",
                 "Params::w_ih",
                 "Params::b",
@@ -106,11 +98,10 @@ impl Dims {
         let (p, d, q) = (self.input as u64, self.hidden as u64, self.output as u64);
         let g = cell.gates() as u64;
         let gd = g.checked_mul(d)?;
-        let biases = if cell == CellKind::Gru { 2 } else { 1 };
         let tensors = [
             gd.checked_mul(d)?,
             gd.checked_mul(p)?,
-            gd.checked_mul(biases)?,
+            gd.checked_mul(2)?,
             q.checked_mul(d)?,
             q,
         ];
@@ -123,14 +114,26 @@ impl Dims {
     }
 }
 
-/// Names of the tanh RNN's parameter tensors, in the order `Params::tensors` yields them.
-pub const PARAM_NAMES: [&str; 5] = ["rnn.w_hh", "rnn.w_ih", "rnn.b", "head.w", "head.b"];
+/// Names of the tanh RNN's parameter tensors, in the order `Params::tensors` yields them:
+/// PyTorch's `nn.RNN` has two biases that add, and so does tpri's tanh RNN, so that every
+/// optimizer steps each of them as PyTorch does (docs/ALGORITHM.md §1).
+pub const PARAM_NAMES: [&str; 6] = [
+    "rnn.w_hh", "rnn.w_ih", "rnn.b_ih", "rnn.b_hh", "head.w", "head.b",
+];
+
+/// The tanh RNN's single bias in files written before it had two: read as `rnn.b_ih`, with
+/// `rnn.b_hh` zero.
+pub const LEGACY_RNN_BIAS: &str = "rnn.b";
 
 /// Names of the GRU's parameter tensors (PyTorch's `weight_hh_l0`, `weight_ih_l0`,
 /// `bias_ih_l0`, `bias_hh_l0`, then the head).
 pub const GRU_PARAM_NAMES: [&str; 6] = [
     "gru.w_hh", "gru.w_ih", "gru.b_ih", "gru.b_hh", "head.w", "head.b",
 ];
+
+/// The GRU's gates in the order PyTorch stacks their blocks of d rows in `w_hh`, `w_ih`
+/// and both biases.
+pub const GRU_GATES: [&str; 3] = ["r", "z", "n"];
 
 /// Whether the tensor called `name` is a bias, stored as a 1-D tensor in files.
 pub fn is_bias(name: &str) -> bool {
@@ -152,15 +155,18 @@ pub struct Params {
     pub w_hh: DMatrix<f64>,
     /// U: d×p (GRU: 3d×p).
     pub w_ih: DMatrix<f64>,
-    /// b: d×1 (GRU: b_ih = [b_ir; b_iz; b_in], 3d×1).
+    /// b_ih: d×1 (GRU: [b_ir; b_iz; b_in], 3d×1).
     pub b: DMatrix<f64>,
-    /// GRU only: b_hh = [b_hr; b_hz; b_hn], 3d×1, apart from `b` because b_hn sits inside
-    /// r ⊙ (…). Empty (0×1) for the tanh RNN.
+    /// b_hh: d×1 (GRU: [b_hr; b_hz; b_hn], 3d×1). The tanh RNN adds it to `b`
+    /// ([`Params::tanh_bias`]); the GRU keeps it apart because b_hn sits inside r ⊙ (…).
     pub b_hh: DMatrix<f64>,
     /// V: q×d.
     pub head_w: DMatrix<f64>,
     /// c: q×1.
     pub head_b: DMatrix<f64>,
+    /// DTP's learned reverse layer (`Method::Dtp`, docs/ALGORITHM.md §14): present only
+    /// in its runs' parameters, gradients and optimizer slots, after the cell's tensors.
+    pub dtp: Option<ReverseLayer>,
 }
 
 impl Params {
@@ -190,10 +196,16 @@ impl Params {
             w_hh: DMatrix::zeros(g * d, d),
             w_ih: DMatrix::zeros(g * d, p),
             b: DMatrix::zeros(g * d, 1),
-            b_hh: DMatrix::zeros(if cell == CellKind::Gru { g * d } else { 0 }, 1),
+            b_hh: DMatrix::zeros(g * d, 1),
             head_w: DMatrix::zeros(q, d),
             head_b: DMatrix::zeros(q, 1),
+            dtp: None,
         }
+    }
+
+    /// The tanh RNN's bias b of docs/ALGORITHM.md §1: the sum `b_ih + b_hh` of its two.
+    pub fn tanh_bias(&self) -> DMatrix<f64> {
+        &self.b + &self.b_hh
     }
 
     /// Euclidean norm of all tensors together (of a gradient: what the diagnostics log).
@@ -205,9 +217,14 @@ impl Params {
             .sqrt()
     }
 
-    /// Zeros of the same cell and sizes (a gradient or an optimizer slot).
+    /// Zeros of the same cell and sizes, with a reverse layer where these have one (a
+    /// gradient or an optimizer slot).
     pub fn zeros_like(&self) -> Self {
-        Self::zeros_of(self.cell, self.dims())
+        let d = self.dims().hidden;
+        Self {
+            dtp: self.dtp.as_ref().map(|_| ReverseLayer::zeros(d)),
+            ..Self::zeros_of(self.cell, self.dims())
+        }
     }
 
     /// All-zero parameters of `cell` with the given sizes, after checking them
@@ -217,15 +234,10 @@ impl Params {
         Ok(Self::zeros_of(cell, dims))
     }
 
-    /// [`Params::init_of`], after checking that every size is at least 1, that the tensors
-    /// can be addressed and that they fit in the memory available: an error naming the
-    /// size, instead of a panic or an aborted allocation.
-    pub fn try_init_of(cell: CellKind, dims: Dims, seed: u64) -> Result<Self> {
-        Self::check_allocation(cell, dims)?;
-        Ok(Self::init_of(cell, dims, seed))
-    }
-
-    fn check_allocation(cell: CellKind, dims: Dims) -> Result<()> {
+    /// Checks that every size is at least 1, that the tensors of a `cell` model of sizes
+    /// `dims` can be addressed and that they (and an SVD's work space) fit in the memory
+    /// available: an error naming the size, instead of a panic or an aborted allocation.
+    pub(crate) fn check_allocation(cell: CellKind, dims: Dims) -> Result<()> {
         dims.check(cell)?;
         let count = dims.param_count(cell).unwrap_or(u64::MAX);
         let estimate = MemoryEstimate {
@@ -234,42 +246,6 @@ impl Params {
             ..MemoryEstimate::default()
         };
         check_fits("the parameters", &estimate, available_memory())
-    }
-
-    /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero (docs/ALGORITHM.md §1).
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
-    pub fn init(dims: Dims, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let Dims {
-            input: p,
-            hidden: d,
-            output: q,
-        } = dims;
-        Self {
-            w_hh: semi_orthogonal(d, d, &mut rng),
-            w_ih: semi_orthogonal(d, p, &mut rng),
-            head_w: semi_orthogonal(q, d, &mut rng),
-            ..Self::zeros(dims)
-        }
-    }
-
-    /// Seeded initialisation of `cell`: docs/ALGORITHM.md §1's for the tanh RNN; PyTorch's for the GRU
-    /// (every tensor, the head's included, uniform in ±1/√d).
-    pub fn init_of(cell: CellKind, dims: Dims, seed: u64) -> Self {
-        match cell {
-            CellKind::Tanh => Self::init(dims, seed),
-            CellKind::Gru => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                let k = 1.0 / (dims.hidden.max(1) as f64).sqrt();
-                let mut params = Self::zeros_of(cell, dims);
-                for m in params.tensors_mut() {
-                    *m = DMatrix::from_fn(m.nrows(), m.ncols(), |_, _| rng.random_range(-k..k));
-                }
-                params
-            }
-        }
     }
 
     /// The sizes these parameters belong to.
@@ -281,24 +257,46 @@ impl Params {
         }
     }
 
-    /// The tensors paired with their names (`CellKind::param_names` order).
+    /// The tensors paired with their names ([`Params::names`] order).
     pub fn tensors(&self) -> Vec<(&'static str, &DMatrix<f64>)> {
-        let mut all = vec![&self.w_hh, &self.w_ih, &self.b];
-        if self.cell == CellKind::Gru {
-            all.push(&self.b_hh);
-        }
-        all.extend([&self.head_w, &self.head_b]);
-        self.cell.param_names().iter().copied().zip(all).collect()
+        let mut all = vec![
+            &self.w_hh,
+            &self.w_ih,
+            &self.b,
+            &self.b_hh,
+            &self.head_w,
+            &self.head_b,
+        ];
+        all.extend(self.dtp.iter().flat_map(ReverseLayer::tensors));
+        self.names().into_iter().zip(all).collect()
     }
 
-    /// Mutable tensors in `CellKind::param_names` order.
+    /// Mutable tensors in [`Params::names`] order.
     pub fn tensors_mut(&mut self) -> Vec<&mut DMatrix<f64>> {
-        let mut all = vec![&mut self.w_hh, &mut self.w_ih, &mut self.b];
-        if self.cell == CellKind::Gru {
-            all.push(&mut self.b_hh);
-        }
-        all.extend([&mut self.head_w, &mut self.head_b]);
+        let mut all = vec![
+            &mut self.w_hh,
+            &mut self.w_ih,
+            &mut self.b,
+            &mut self.b_hh,
+            &mut self.head_w,
+            &mut self.head_b,
+        ];
+        all.extend(self.dtp.iter_mut().flat_map(ReverseLayer::tensors_mut));
         all
+    }
+
+    /// The names of the tensors in files: the cell's (`CellKind::param_names`), then the
+    /// reverse layer's (`dtp::REVERSE_NAMES`) where there is one.
+    pub fn names(&self) -> Vec<&'static str> {
+        let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_NAMES[..]);
+        [self.cell.param_names(), reverse].concat()
+    }
+
+    /// The fields that hold the tensors, in [`Params::names`] order (what the library's
+    /// messages name).
+    pub fn fields(&self) -> Vec<&'static str> {
+        let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_FIELDS[..]);
+        [self.cell.param_fields(), reverse].concat()
     }
 
     /// The shapes the tensors of a `cell` model of sizes `dims` have, in `tensors` order
@@ -310,20 +308,17 @@ impl Params {
             output: q,
         } = dims;
         let gd = cell.gates().saturating_mul(d);
-        let mut shapes = vec![(gd, d), (gd, p), (gd, 1)];
-        if cell == CellKind::Gru {
-            shapes.push((gd, 1));
-        }
-        shapes.extend([(q, d), (q, 1)]);
-        shapes
+        vec![(gd, d), (gd, p), (gd, 1), (gd, 1), (q, d), (q, 1)]
     }
 
-    /// Checks that every tensor has the shape `dims` implies (and that a tanh RNN's unused
-    /// `b_hh` is empty), naming the first that does not as its field and its name in
+    /// Checks that every tensor has the shape `dims` implies, naming the first that does not as its field and its name in
     /// files, e.g. `Params::w_hh (rnn.w_hh)`.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
-        let fields = self.cell.param_fields();
-        let want = Self::shapes(self.cell, dims);
+        let fields = self.fields();
+        let mut want = Self::shapes(self.cell, dims);
+        if self.dtp.is_some() {
+            want.extend(ReverseLayer::shapes(dims.hidden));
+        }
         for (((name, got), field), exp) in self.tensors().iter().zip(fields).zip(want) {
             if got.shape() != exp {
                 let (r, c) = got.shape();
@@ -341,89 +336,6 @@ impl Params {
                 .into());
             }
         }
-        if self.cell == CellKind::Tanh && !self.b_hh.is_empty() {
-            let (r, c) = self.b_hh.shape();
-            return Err(Error::shape(
-                "Params::b_hh",
-                shape_of(&[r, c]),
-                "an empty matrix for the tanh RNN (it has the one bias Params::b; \
-                 PyTorch's two biases add into it)",
-            )
-            .into());
-        }
         Ok(())
-    }
-}
-
-/// `P Qᵀ` from the thin SVD of a matrix with entries uniform in [−1, 1].
-fn semi_orthogonal(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> DMatrix<f64> {
-    if rows == 0 || cols == 0 {
-        return DMatrix::zeros(rows, cols);
-    }
-    let a = DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-1.0..=1.0));
-    let svd = a.svd(true, true);
-    let u = svd.u.expect("SVD was asked for U");
-    let v_t = svd.v_t.expect("SVD was asked for Vᵀ");
-    u * v_t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_is_semi_orthogonal_and_seeded() {
-        for (d, p, q) in [(5, 3, 2), (1, 1, 1), (4, 6, 4)] {
-            let dims = Dims {
-                input: p,
-                hidden: d,
-                output: q,
-            };
-            let a = Params::init(dims, 7);
-            assert_eq!(a, Params::init(dims, 7));
-            assert_ne!(a, Params::init(dims, 8));
-            let w = &a.w_hh;
-            assert!((w.transpose() * w - DMatrix::identity(d, d)).norm() < 1e-12);
-            // U is d×p: orthonormal columns when p ≤ d, rows otherwise.
-            let u = &a.w_ih;
-            let g = if p <= d {
-                u.transpose() * u
-            } else {
-                u * u.transpose()
-            };
-            assert!((&g - DMatrix::identity(g.nrows(), g.nrows())).norm() < 1e-12);
-            assert_eq!(a.b.norm(), 0.0);
-            a.check_dims(dims).unwrap();
-        }
-    }
-
-    #[test]
-    fn gru_tensors_follow_pytorch_layout() {
-        let dims = Dims {
-            input: 2,
-            hidden: 5,
-            output: 3,
-        };
-        let mut g = Params::init_of(CellKind::Gru, dims, 1);
-        let shapes: Vec<_> = g.tensors().iter().map(|(n, m)| (*n, m.shape())).collect();
-        assert_eq!(
-            shapes,
-            [
-                ("gru.w_hh", (15, 5)),
-                ("gru.w_ih", (15, 2)),
-                ("gru.b_ih", (15, 1)),
-                ("gru.b_hh", (15, 1)),
-                ("head.w", (3, 5)),
-                ("head.b", (3, 1)),
-            ]
-        );
-        assert_eq!(g.dims(), dims);
-        let k = 1.0 / 5f64.sqrt();
-        assert!(g
-            .tensors()
-            .iter()
-            .all(|(_, m)| m.amax() < k && m.amax() > 0.0));
-        assert_eq!(g.tensors_mut().len(), 6);
-        assert!(is_bias("gru.b_hh") && is_bias("rnn.b") && !is_bias("head.w"));
     }
 }

@@ -46,11 +46,23 @@ impl OptState {
                 )
                 .into());
             }
+            if slot.dtp.is_some() != params.dtp.is_some() {
+                let has = |yes: bool| if yes { "holds" } else { "lacks" };
+                return Err(Error::setting(
+                    field,
+                    format!(
+                        "optimizer state that {} DTP's reverse layer (dtp.*) does not match \
+                         parameters that {} it",
+                        has(slot.dtp.is_some()),
+                        has(params.dtp.is_some())
+                    ),
+                )
+                .into());
+            }
             slot.check_dims(params.dims()).with_context(|| {
                 format!("optimizer state {field} does not match the parameters")
             })?;
-            let names = slot.cell.param_names();
-            for ((_, m), name) in slot.tensors().iter().zip(names) {
+            for (name, m) in slot.tensors() {
                 if m.iter().any(|v| !v.is_finite()) {
                     return Err(Error::value(
                         format!("{field} ({name})"),

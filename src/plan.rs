@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::config::{Hyper, Inversion, Method, Solver, TargetMode};
+use crate::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode};
 use crate::error::Error;
 use crate::model::CellKind;
 
@@ -35,6 +35,13 @@ pub enum TargetSolve {
     PerStep,
     /// The Jacobian-based inversion of §5, by CG at every step for every sequence.
     Jacobian,
+    /// The GRU's per-gate inversion of §5: the three `P_g = (W_gᵀW_g + rI)⁻¹W_gᵀ` of the
+    /// gate blocks of W formed once (by CG, or on the CPU by Cholesky), then a sweep that
+    /// applies them.
+    PerGate {
+        /// Cholesky instead of CG (the CPU reference only).
+        cholesky: bool,
+    },
 }
 
 /// What one iteration computes its gradient with.
@@ -44,6 +51,8 @@ pub enum Plan {
     Bptt,
     /// TP-RI (§2) with these targets.
     Tp(TargetSolve),
+    /// Difference target propagation with a learned reverse layer (§14).
+    Dtp,
 }
 
 /// The sizes the choice of `--solver auto` depends on.
@@ -77,6 +86,7 @@ struct Request {
     solver: Solver,
     target_mode: TargetMode,
     device: Device,
+    loss: Loss,
 }
 
 impl Request {
@@ -94,15 +104,55 @@ impl Request {
     }
 }
 
-/// Every combination of cell, method, inversion, solver, target mode and device that no
-/// backend runs (checked in this order; the first that applies is the error).
+/// Every combination of cell, method, inversion, solver, target mode, loss and device
+/// that no backend runs (checked in this order; the first that applies is the error).
 const REFUSED: &[Refusal] = &[
+    Refusal {
+        refuses: |r| r.method == Method::Dtp && r.cell != CellKind::Tanh,
+        field: "Hyper::method",
+        message: |_| {
+            "DTP's learned reverse layer g(h, x) = tanh(V h + c + U x) inverts the tanh RNN's \
+             step: train the GRU with Method::Tp or Method::Bp"
+                .into()
+        },
+    },
+    // DTP's kernels read and write f32 histories only.
+    Refusal {
+        refuses: |r| {
+            r.method == Method::Dtp
+                && r.device
+                    == (Device::Gpu {
+                        f16_histories: true,
+                    })
+        },
+        field: "Storage",
+        message: |_| "f16 storage is not implemented for DTP; use Storage::F32".into(),
+    },
     Refusal {
         refuses: |r| r.tp() && r.cell == CellKind::Gru && r.inversion == Inversion::Analytic,
         field: "Hyper::tp.inversion",
         message: |_| {
             "the GRU has no closed-form inverse: TP-RI needs the jacobian inversion, \
-             Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks)"
+             Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks), or the \
+             published per-gate one, Inversion::PerGate"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.tp() && r.cell != CellKind::Gru && r.inversion == Inversion::PerGate,
+        field: "Hyper::tp.inversion",
+        message: |_| {
+            "the per-gate inversion inverts the GRU's gate blocks r, z, n of W; the tanh RNN \
+             has one W, whose inversion is Inversion::Analytic (or Inversion::Jacobian)"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.tp() && r.inversion == Inversion::PerGate && r.solver == Solver::PerStep,
+        field: "Hyper::tp.solver",
+        message: |_| {
+            "the per-gate inversion forms its three P_g once per iteration: use Solver::Cg, \
+             Solver::Cholesky (CPU) or Solver::Auto, not Solver::PerStep"
                 .into()
         },
     },
@@ -131,6 +181,59 @@ const REFUSED: &[Refusal] = &[
             )
         },
     },
+    // Outputs at every step (docs/ALGORITHM.md §13): the tanh RNN's analytic inversion,
+    // and BP; on the GPU with P formed and f32 histories.
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.cell != CellKind::Tanh,
+        field: "Hyper::loss",
+        message: |_| {
+            "outputs at every step (Loss::CrossEntropySeq) are implemented for the tanh RNN \
+             only, not the GRU"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.method == Method::Dtp,
+        field: "Hyper::method",
+        message: |_| {
+            "DTP (docs/ALGORITHM.md §14) propagates one target from the last step: outputs \
+             at every step (Loss::CrossEntropySeq) take Method::Tp or Method::Bp"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.tp() && r.inversion == Inversion::Jacobian,
+        field: "Hyper::tp.inversion",
+        message: |_| {
+            "outputs at every step (Loss::CrossEntropySeq) take the analytic inversion, \
+             Inversion::Analytic, not the jacobian one"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| r.loss.every_step() && r.on_gpu() && r.per_step(),
+        field: "Hyper::tp.solver",
+        message: |_| {
+            "the GPU's per-step solves have no local targets for outputs at every step \
+             (Loss::CrossEntropySeq): use Solver::Cg or Solver::Auto"
+                .into()
+        },
+    },
+    Refusal {
+        refuses: |r| {
+            r.loss.every_step()
+                && r.device
+                    == (Device::Gpu {
+                        f16_histories: true,
+                    })
+        },
+        field: "Storage",
+        message: |_| {
+            "outputs at every step (Loss::CrossEntropySeq) read the hidden states as f32 in \
+             their matrix products: use Storage::F32"
+                .into()
+        },
+    },
     // The GRU's kernels and the per-step sweep read and write f32 histories only.
     Refusal {
         refuses: |r| {
@@ -142,11 +245,14 @@ const REFUSED: &[Refusal] = &[
         },
         field: "Storage",
         message: |r| {
-            let asked = match (r.cell, r.tp() && r.inversion == Inversion::Jacobian) {
-                (CellKind::Gru, true) => "the GRU cell with Inversion::Jacobian",
-                (CellKind::Gru, false) => "the GRU cell",
-                (CellKind::Tanh, true) => "Inversion::Jacobian",
-                (CellKind::Tanh, false) => "Solver::PerStep",
+            let asked = match (r.cell, r.tp().then_some(r.inversion)) {
+                (CellKind::Gru, Some(Inversion::Jacobian)) => {
+                    "the GRU cell with Inversion::Jacobian"
+                }
+                (CellKind::Gru, Some(Inversion::PerGate)) => "the GRU cell with Inversion::PerGate",
+                (CellKind::Gru, _) => "the GRU cell",
+                (CellKind::Tanh, Some(Inversion::Jacobian)) => "Inversion::Jacobian",
+                (CellKind::Tanh, _) => "Solver::PerStep",
             };
             format!(
                 "f16 storage is implemented for the tanh RNN's analytic inversion only, not \
@@ -168,6 +274,7 @@ impl Plan {
             solver: hyper.tp.solver,
             target_mode: hyper.tp.target_mode,
             device,
+            loss: hyper.loss,
         };
         match REFUSED.iter().find(|r| (r.refuses)(&request)) {
             Some(refusal) => Err(Error::setting(refusal.field, (refusal.message)(&request)).into()),
@@ -188,12 +295,18 @@ impl Plan {
     /// win, and `auto` forms P.
     pub fn new(cell: CellKind, hyper: &Hyper, device: Device, sizes: Sizes) -> Result<Self> {
         Self::check(cell, hyper, device)?;
-        if hyper.method == Method::Bp {
-            return Ok(Plan::Bptt);
+        match hyper.method {
+            Method::Bp => return Ok(Plan::Bptt),
+            Method::Dtp => return Ok(Plan::Dtp),
+            Method::Tp => {}
         }
         let tp = &hyper.tp;
         Ok(Plan::Tp(match (tp.inversion, tp.solver) {
             (Inversion::Jacobian, _) => TargetSolve::Jacobian,
+            // `Solver::PerStep` is refused above; `Auto` forms the P_g by CG on both backends.
+            (Inversion::PerGate, solver) => TargetSolve::PerGate {
+                cholesky: solver == Solver::Cholesky,
+            },
             (Inversion::Analytic, Solver::Cg) => TargetSolve::FormP { cholesky: false },
             (Inversion::Analytic, Solver::Cholesky) => TargetSolve::FormP { cholesky: true },
             (Inversion::Analytic, Solver::PerStep) => TargetSolve::PerStep,
@@ -213,10 +326,10 @@ impl Plan {
         }))
     }
 
-    /// The target solve of a TP-RI plan; `None` for BPTT.
+    /// The target solve of a TP-RI plan; `None` for BPTT and DTP.
     pub fn targets(self) -> Option<TargetSolve> {
         match self {
-            Plan::Bptt => None,
+            Plan::Bptt | Plan::Dtp => None,
             Plan::Tp(solve) => Some(solve),
         }
     }
@@ -224,5 +337,14 @@ impl Plan {
     /// Whether this plan forms P.
     pub fn forms_p(self) -> bool {
         matches!(self, Plan::Tp(TargetSolve::FormP { .. }))
+    }
+
+    /// Whether this plan forms regularized inverses once per iteration (P, or the GRU's
+    /// three P_g): what the GPU keeps between steps to start the next solves from.
+    pub fn forms_inverses(self) -> bool {
+        matches!(
+            self,
+            Plan::Tp(TargetSolve::FormP { .. } | TargetSolve::PerGate { .. })
+        )
     }
 }

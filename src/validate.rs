@@ -7,15 +7,15 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
-use crate::config::{Hyper, Loss};
+use crate::config::{Hyper, Loss, Method};
 use crate::error::{shape_of, Error};
 use crate::model::{CellKind, Dims, Params};
 use crate::plan::{Device, Plan};
 use crate::tasks::{Batch, Targets};
 
-/// `Params::w_hh (rnn.w_hh)`: tensor `i` of `cell` as its field and its name in files.
-fn param_name(cell: CellKind, i: usize) -> String {
-    format!("{} ({})", cell.param_fields()[i], cell.param_names()[i])
+/// `Params::w_hh (rnn.w_hh)`: tensor `i` of `params` as its field and its name in files.
+fn param_name(params: &Params, i: usize) -> String {
+    format!("{} ({})", params.fields()[i], params.names()[i])
 }
 
 /// Where the first non-finite value of `m` is, as `NaN at row i, column j`.
@@ -33,15 +33,14 @@ pub fn check_params(params: &Params) -> Result<Dims> {
     let dims = check_param_shapes(params)?;
     for (i, (_, m)) in params.tensors().iter().enumerate() {
         if let Some(at) = first_non_finite(m) {
-            return Err(Error::value(param_name(params.cell, i), format!("holds {at}")).into());
+            return Err(Error::value(param_name(params, i), format!("holds {at}")).into());
         }
     }
     Ok(dims)
 }
 
 /// Checks the shapes of parameters: every size at least 1 (d, p and q from `w_hh`,
-/// `w_ih` and `head_w`), every tensor of the shape those sizes give (a tanh RNN's `b_hh`
-/// empty). Returns the sizes.
+/// `w_ih` and `head_w`), every tensor of the shape those sizes give. Returns the sizes.
 pub fn check_param_shapes(params: &Params) -> Result<Dims> {
     let dims = params.dims();
     let cell = params.cell;
@@ -56,7 +55,7 @@ pub fn check_param_shapes(params: &Params) -> Result<Dims> {
     ] {
         if size == 0 {
             let m = params.tensors()[i].1;
-            let name = param_name(cell, i);
+            let name = param_name(params, i);
             return Err(Error::shape(
                 &name,
                 shape_of(&[m.nrows(), m.ncols()]),
@@ -76,8 +75,8 @@ pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
 
 /// Checks the inputs of `batch` for a model of sizes `dims`: at least one step, at least
 /// one sequence, every step of shape [B, p] (B from the first step, p from `dims`), every
-/// value finite; then that `y` has one row per sequence of `x` (the loss checks the rest,
-/// [`check_targets`]).
+/// value finite; then that `y` has one row per sequence of `x` (and per-step labels one
+/// column per step; the loss checks the rest, [`check_targets`]).
 pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
     let p = dims.input;
     let Some(first) = batch.x.first() else {
@@ -118,10 +117,22 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
         }
     }
     let rows = batch.y.len();
+    let t_len = batch.x.len();
+    if let Targets::StepLabels(l) = &batch.y {
+        if l.shape() != (b, t_len) {
+            return Err(Error::shape(
+                "Batch::y",
+                shape_of(&[l.nrows(), l.ncols()]),
+                format!("[{b}, {t_len}], one label per sequence and step of Batch::x"),
+            )
+            .into());
+        }
+    }
     if rows != b {
         let found = match &batch.y {
             Targets::Labels(l) => format!("[{}] ({} labels)", l.len(), l.len()),
             Targets::Values(v) => shape_of(&[v.nrows(), v.ncols()]),
+            Targets::StepLabels(l) => shape_of(&[l.nrows(), l.ncols()]),
         };
         return Err(Error::shape(
             "Batch::y",
@@ -133,7 +144,8 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences.
+/// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences (per-step
+/// labels: their number of steps is `check_inputs`'s to check, against the batch's x).
 pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> {
     match (loss, y) {
         (Loss::CrossEntropy, Targets::Labels(l)) => {
@@ -166,6 +178,38 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
             if let Some(at) = first_non_finite(v) {
                 return Err(Error::value("Batch::y", format!("holds {at}")).into());
             }
+        }
+        (Loss::CrossEntropySeq, Targets::StepLabels(l)) => {
+            if l.nrows() != b {
+                return Err(Error::shape(
+                    "Batch::y",
+                    shape_of(&[l.nrows(), l.ncols()]),
+                    format!("[{b}, T], one label per sequence and step"),
+                )
+                .into());
+            }
+            if let Some(bad) = l.iter().find(|&&c| c >= q) {
+                return Err(Error::value(
+                    "Batch::y",
+                    format!("holds label {bad}, but the head has only {q} classes (rows of Params::head_w)"),
+                )
+                .into());
+            }
+        }
+        (Loss::CrossEntropySeq, _) => {
+            return Err(Error::setting(
+                "Hyper::loss",
+                "loss ce-seq needs integer labels Batch::y of shape [B, T], one per step",
+            )
+            .into())
+        }
+        (Loss::CrossEntropy | Loss::Mse, Targets::StepLabels(_)) => {
+            return Err(Error::setting(
+                "Hyper::loss",
+                "labels at every step (Batch::y of shape [B, T]) need loss ce-seq, a head at \
+                 every step",
+            )
+            .into())
         }
         (Loss::CrossEntropy, Targets::Values(_)) => {
             return Err(Error::setting(
@@ -200,9 +244,33 @@ pub fn check_step(
     check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
 }
 
+/// Checks that `params` hold a reverse layer (`Params::dtp`) exactly when `method` is
+/// DTP, the one method that trains one (docs/ALGORITHM.md §14).
+pub fn check_reverse_layer(params: &Params, method: Method) -> Result<()> {
+    match (method, &params.dtp) {
+        (Method::Dtp, None) => Err(Error::setting(
+            "Params::dtp",
+            "Method::Dtp needs the reverse layer's tensors dtp.w_rev and dtp.b_rev in the \
+             parameters (Params::init_dtp draws them)",
+        )
+        .into()),
+        (Method::Tp | Method::Bp, Some(_)) => Err(Error::setting(
+            "Params::dtp",
+            format!(
+                "the parameters hold a reverse layer (dtp.w_rev, dtp.b_rev), which only \
+                 Method::Dtp trains, not Method::{method:?}"
+            ),
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Everything an iteration at `params` given by the caller checks before any work or
-/// upload: the parameters (`check_params`), then the step (`check_step`).
+/// upload: the parameters (`check_params`), then the step (`check_step`) and the reverse
+/// layer (`check_reverse_layer`).
 pub fn check_run(params: &Params, batch: &Batch, hyper: &Hyper, device: Device) -> Result<()> {
     let dims = check_params(params)?;
-    check_step(params.cell, dims, batch, hyper, device)
+    check_step(params.cell, dims, batch, hyper, device)?;
+    check_reverse_layer(params, hyper.method)
 }

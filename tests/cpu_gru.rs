@@ -1,14 +1,16 @@
 //! docs/ALGORITHM.md §5 on the CPU: the GRU's forward pass and BP gradients, the JVP/VJP of the tanh RNN
-//! and the GRU, the per-step matrix-free CG and the generalized linearized target sweep.
+//! and the GRU, the per-step matrix-free CG and the generalized linearized target sweep,
+//! and the GRU's per-gate inversion.
 
 mod support;
 
 use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tpri::config::TargetMode;
+use tpri::config::{TargetMode, TpConfig};
 use tpri::cpu::forward::forward;
 use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
+use tpri::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
 use tpri::cpu::inverse::inverse_cholesky;
 use tpri::cpu::jacobian::{jacobian_sweep, per_step_cg, Cell, GruCell, TanhCell};
 use tpri::cpu::target_sweep::target_sweep;
@@ -29,6 +31,7 @@ fn tanh_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) 
     let mut params = random_params(rng, CellKind::Tanh, dims(p, d, 1), init);
     params.w_ih = random(rng, d, p, 0.5);
     params.b = random(rng, d, 1, 0.2);
+    params.b_hh = random(rng, d, 1, 0.2);
     let x = inputs(rng, t_len, b, p);
     let h = forward(&params, &x);
     TanhModel { params, x, h }
@@ -43,7 +46,7 @@ struct TanhModel {
 fn tanh_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
     let mut a = h_prev * params.w_hh.transpose() + x_t * params.w_ih.transpose();
     for mut row in a.row_iter_mut() {
-        row += params.b.transpose();
+        row += params.tanh_bias().transpose();
     }
     a.map(f64::tanh)
 }
@@ -284,6 +287,103 @@ fn gru_jacobian_sweep_fixed_point_and_steps() {
         assert_eq!(v[t - 1], &m.h[t - 1] + z);
     }
     assert!(jacobian_sweep(&cell, &m.h[1..], &v_top, 0.1, 1e-12, 100).is_err());
+}
+
+// ---------- the per-gate inversion ----------
+
+/// The published GRU inversion on the reference: each P_g is the regularized inverse of its
+/// gate block (CG and Cholesky agree with a dense solve), targets at the states stay there
+/// exactly, the offsets v − h are linear in v_T − h_T (the gates are those of the forward
+/// pass), and one step equals the formula of docs/ALGORITHM.md §5 written out by hand.
+#[test]
+fn gru_per_gate_inverses_and_sweep() {
+    let mut rng = rng(12);
+    let (b, p, d, t_len) = (3, 2, 5, 4);
+    let m = gru_model(&mut rng, b, p, d, t_len);
+    let tp = TpConfig {
+        reg: 0.7,
+        ..TpConfig::default()
+    };
+    let (by_cg, report) = gate_inverses(&m.params, &tp, false).unwrap();
+    let (by_cholesky, none) = gate_inverses(&m.params, &tp, true).unwrap();
+    assert!(report.unwrap().iterations >= 1 && none.is_none());
+    for g in 0..3 {
+        let w = m.params.w_hh.rows(g * d, d).into_owned();
+        let dense = (w.transpose() * &w + DMatrix::identity(d, d) * 0.7)
+            .lu()
+            .solve(&w.transpose())
+            .unwrap();
+        check(&format!("P_{g} by CG"), &by_cg[g], &dense, 1e-10);
+        check(
+            &format!("P_{g} by Cholesky"),
+            &by_cholesky[g],
+            &dense,
+            1e-12,
+        );
+    }
+    let sweep = |v_top: &DMatrix<f64>| {
+        gru_per_gate_sweep(&m.params, &by_cholesky, &m.x, &m.h, v_top).unwrap()
+    };
+    assert_eq!(
+        sweep(&m.h[t_len]),
+        m.h,
+        "v_T = h_T leaves every target at its state"
+    );
+    let shift = random(&mut rng, b, d, 0.1);
+    let (once, twice) = (
+        sweep(&(&m.h[t_len] + &shift)),
+        sweep(&(&m.h[t_len] + &shift * 2.0)),
+    );
+    for t in 1..=t_len {
+        check(
+            &format!("v_{t} − h_{t} doubles"),
+            &(&twice[t] - &m.h[t]),
+            &((&once[t] - &m.h[t]) * 2.0),
+            1e-12,
+        );
+    }
+    // Step T by hand, one sequence (row) at a time: column vectors as in the docs.
+    let g = gru_gates(&m.params, &m.h[t_len - 1], &m.x[t_len - 1]);
+    let slope = |u: f64| {
+        let c = u.clamp(1e-3, 1.0 - 1e-3);
+        c * (1.0 - c)
+    };
+    for i in 0..b {
+        let row = |a: &DMatrix<f64>| a.row(i).transpose();
+        let (r, z, n, a) = (row(&g.r), row(&g.z), row(&g.n), row(&g.hn));
+        let hp = row(&m.h[t_len - 1]);
+        let delta = row(&once[t_len]) - row(&m.h[t_len]);
+        let one = DMatrix::from_element(d, 1, 1.0);
+        let dn = (&one - n.component_mul(&n))
+            .component_mul(&z)
+            .component_mul(&delta);
+        let want = &hp
+            + (&one - &z).component_mul(&delta)
+            + &by_cholesky[1]
+                * (&n - &hp)
+                    .component_mul(&delta)
+                    .zip_map(&z, |e, z| e / slope(z))
+            + &by_cholesky[0] * a.component_mul(&dn).zip_map(&r, |e, r| e / slope(r))
+            + &by_cholesky[2] * r.component_mul(&dn);
+        check("v_{T−1} by hand", &row(&once[t_len - 1]), &want, 1e-12);
+    }
+    // Bad inputs are errors naming the problem, not panics.
+    let tanh = random_params(
+        &mut rng,
+        CellKind::Tanh,
+        dims(p, d, 2),
+        Init::Gaussian { w_gain: 1.0 },
+    );
+    let err = format!("{:#}", gate_inverses(&tanh, &tp, true).unwrap_err());
+    assert!(err.contains("Params::cell"), "{err}");
+    let mut wrong = by_cholesky.clone();
+    wrong[0] = DMatrix::zeros(d, d + 1);
+    let err = format!(
+        "{:#}",
+        gru_per_gate_sweep(&m.params, &wrong, &m.x, &m.h, &m.h[t_len]).unwrap_err()
+    );
+    assert!(err.contains("P_r"), "{err}");
+    assert!(gru_per_gate_sweep(&m.params, &by_cholesky, &m.x, &m.h[1..], &m.h[t_len]).is_err());
 }
 
 // ---------- GRU forward and BP ----------

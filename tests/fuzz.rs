@@ -1,4 +1,4 @@
-//! Bounded fuzzing of the library's readers (issue 14): the IDX reader, the safetensors
+//! Bounded fuzzing of the library's readers (issue 14): the IDX and CIFAR-10 readers, the safetensors
 //! loading of parameters, batches and checkpoints, and the TOML config loader. Each target
 //! starts from the committed corpus of malformed inputs (tests/corpus/, see its README),
 //! then mutates it at random — bit flips, truncations, inserted bytes, header fields and
@@ -20,6 +20,7 @@ use tpri::backend::Backend;
 use tpri::config::Hyper;
 use tpri::cpu::CpuBackend;
 use tpri::model::Dims;
+use tpri::tasks::cifar::parse_batch;
 use tpri::tasks::idx::{parse_images, parse_labels};
 use tpri::tasks::{Batch, Targets};
 use tpri::tensor_file::{load_batch, load_params};
@@ -328,6 +329,24 @@ fn idx_reader() {
                     let msg = format!("{e:#}");
                     assert!(msg.contains("fuzz-idx-ubyte"), "{msg}");
                 }
+            }
+        },
+    );
+}
+
+#[test]
+fn cifar_reader() {
+    let path = Path::new("fuzz-cifar.bin");
+    fuzz(
+        "cifar",
+        &corpus("cifar", None),
+        &|rng, b| mutate(rng, b),
+        &|bytes| match parse_batch(bytes, path) {
+            // What parses is a consistent set: whole records, labels in range.
+            Ok(set) => set.check().unwrap(),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(msg.contains("fuzz-cifar.bin"), "{msg}");
             }
         },
     );

@@ -322,3 +322,154 @@ fn gpu_backend_refuses_mismatched_gru_inputs() {
     assert!(gpu.load(&p, Some(&tanh_opt), &h).is_err());
     assert!(CpuBackend::new().load(&p, Some(&tanh_opt), &h).is_err());
 }
+
+/// The per-gate inversion's settings (`gpu_support::hyper`): through time or local, the
+/// three P_g by CG.
+fn per_gate_tp(grad: TpGrad, loss: Loss) -> Hyper {
+    hyper(
+        Inversion::PerGate,
+        Method::Tp,
+        TargetMode::Linearized,
+        grad,
+        loss,
+    )
+}
+
+/// The per-gate sweep (gru_per_gate_sweep.wgsl) from given P_r, P_z, P_n against its f64
+/// twin, at every shape of `SHAPES` and at the published pixel step γ_h = 1e-4, where only
+/// the offsets v − h carry information. The one-shot poisons dv before the launch.
+#[test]
+fn per_gate_sweep_matches_reference() {
+    let ctx = ctx();
+    for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
+        let params = start(CellKind::Gru, dims(3, d, 2), 60 + i as u64, 0.0);
+        let mut r = rng(900 + i as u64);
+        let x = inputs(&mut r, t, b, 3);
+        let h = cpu::gru::gru_forward(&params, &x);
+        let tp = per_gate_tp(TpGrad::ThroughTime, Loss::CrossEntropy).tp;
+        let (p_gates, _) = cpu::gru_per_gate::gate_inverses(&params, &tp, true).unwrap();
+        for lr_target in [0.5, 1e-4] {
+            let v_top = &h[t] - random(&mut r, b, d, 1.0) * lr_target;
+            let want =
+                cpu::gru_per_gate::gru_per_gate_sweep(&params, &p_gates, &x, &h, &v_top).unwrap();
+            let got =
+                gpu::one_shot::gru_per_gate_sweep(&ctx, &params, &p_gates, &x, &h, &v_top).unwrap();
+            let what = format!("(γ_h={lr_target}, d={d}, T={t}, B={b})");
+            check_all(&format!("v {what}"), &got, &want, TOL);
+            let e = check_all(
+                &format!("v − h {what}"),
+                &offsets(&got, &h),
+                &offsets(&want, &h),
+                TOL,
+            );
+            eprintln!("per-gate sweep {what}: v − h {e:.2e}");
+        }
+    }
+}
+
+/// Whole per-gate iterations against the reference at odd sizes, d ∈ {1, 7, 33},
+/// B ∈ {1, 3}: every quantity of the trace (h, v, v − h, the three P_g, the loss, every
+/// gradient, the norms and the CG report) within 1e-4 (`compare_traces`).
+#[test]
+fn per_gate_iterations_match_reference() {
+    let cases = [
+        (1, 1, 4, TpGrad::ThroughTime, Loss::CrossEntropy),
+        (7, 3, 6, TpGrad::Local, Loss::Mse),
+        (33, 3, 5, TpGrad::ThroughTime, Loss::Mse),
+        (33, 1, 2, TpGrad::Local, Loss::CrossEntropy),
+        (7, 1, 1, TpGrad::ThroughTime, Loss::CrossEntropy),
+    ];
+    for (i, (d, b, t, grad, loss)) in cases.into_iter().enumerate() {
+        let params = start(CellKind::Gru, dims(3, d, 4), 70 + i as u64, 0.0);
+        let batch = random_batch(&mut rng(70 + i as u64), Shape::new(b, t, 3, d, 4), loss);
+        let what = format!("per-gate {grad:?} {loss:?} d={d} B={b} T={t}");
+        compare_traces(&what, &params, &batch, &per_gate_tp(grad, loss));
+    }
+}
+
+/// Fifty training steps of the per-gate inversion side by side with the reference (the
+/// GPU warm-starts each P_g from the last step's, the reference solves cold).
+#[test]
+fn per_gate_training_agrees_with_reference() {
+    let p = start(CellKind::Gru, dims(2, 9, 1), 5, 0.0);
+    let h = per_gate_tp(TpGrad::ThroughTime, Loss::Mse);
+    let (worst, cg) = gpu_support::train_side_by_side(&p, &h, "per-gate GRU");
+    eprintln!("per-gate GRU, 50 steps: worst loss gap {worst:.2e}, CG ≤ {cg} iterations");
+}
+
+/// A P_g solve that misses its tolerance is a `CgError` with the numbers, on both
+/// backends; the per-gate inversion of a tanh RNN, per-step P_g solves and f16 storage are
+/// refused before anything runs.
+#[test]
+fn per_gate_failures_and_refusals_are_clear() {
+    let p = start(CellKind::Gru, dims(2, 12, 2), 8, 0.0);
+    let b = random_batch(&mut rng(8), Shape::new(3, 4, 2, 12, 2), Loss::CrossEntropy);
+    let mut h = per_gate_tp(TpGrad::ThroughTime, Loss::CrossEntropy);
+    h.tp.reg = 1e-3;
+    h.tp.cg_tol = Some(1e-7);
+    h.tp.cg_max_iter = 2;
+    for err in [
+        GpuBackend::new(ctx()).trace(&p, &b, &h).unwrap_err(),
+        CpuBackend::new().trace(&p, &b, &h).unwrap_err(),
+    ] {
+        let cg = tpri::error::cg_error(&err)
+            .unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
+        assert_eq!(cg.report.iterations, 2, "{cg:?}");
+        assert!(cg.report.residual > 1e-7, "{cg:?}");
+    }
+    let tanh = seeded_params(CellKind::Tanh, dims(2, 12, 2), 1, 1.0);
+    let ok = per_gate_tp(TpGrad::ThroughTime, Loss::CrossEntropy);
+    let err = format!(
+        "{:#}",
+        GpuBackend::new(ctx()).trace(&tanh, &b, &ok).unwrap_err()
+    );
+    assert!(
+        err.contains("per-gate") && err.contains("Hyper::tp.inversion"),
+        "{err}"
+    );
+    let mut per_step = ok.clone();
+    per_step.tp.solver = tpri::config::Solver::PerStep;
+    let err = format!(
+        "{:#}",
+        CpuBackend::new().trace(&p, &b, &per_step).unwrap_err()
+    );
+    assert!(err.contains("Hyper::tp.solver"), "{err}");
+    let mut f16 = GpuBackend::with_storage(ctx(), gpu::Storage::F16);
+    let err = format!("{:#}", f16.trace(&p, &b, &ok).unwrap_err());
+    assert!(err.contains("Inversion::PerGate"), "{err}");
+}
+
+/// The P_g solves run in bounded launches like P's: a CG cap whose worst case passes
+/// llvmpipe's loop cap in one invocation (refused there before segments) runs everywhere.
+#[test]
+fn per_gate_solves_with_a_large_cg_cap_run_in_segments() {
+    let p = start(CellKind::Gru, dims(3, 33, 4), 3, 0.0);
+    let b = random_batch(&mut rng(3), Shape::new(2, 3, 3, 33, 4), Loss::CrossEntropy);
+    let mut h = per_gate_tp(TpGrad::ThroughTime, Loss::CrossEntropy);
+    h.tp.cg_max_iter = 5000;
+    GpuBackend::new(ctx()).trace(&p, &b, &h).unwrap();
+}
+
+/// The per-gate sweep runs in one launch (it is not split into segments): on llvmpipe a
+/// sequence long enough for it to pass the loop cap is refused, naming the kernel and the
+/// numbers; elsewhere it runs.
+#[test]
+fn per_gate_sweep_past_the_loop_cap_is_refused_on_llvmpipe() {
+    let p = start(CellKind::Gru, dims(3, 33, 4), 3, 0.0);
+    let b = random_batch(
+        &mut rng(3),
+        Shape::new(1, 1400, 3, 33, 4),
+        Loss::CrossEntropy,
+    );
+    let h = per_gate_tp(TpGrad::ThroughTime, Loss::CrossEntropy);
+    let result = GpuBackend::new(ctx()).trace(&p, &b, &h);
+    if ctx().info.name.contains("llvmpipe") {
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(
+            err.contains("per-gate target sweep") && err.contains("T = 1400"),
+            "{err}"
+        );
+    } else {
+        result.unwrap();
+    }
+}

@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use rand::Rng;
 use tpri::config::Loss;
 use tpri::tasks::idx::{self, Images, Labeled};
-use tpri::tasks::{build_task, Batch, PixelOptions, PixelTask, Task, TaskSpec};
+use tpri::tasks::{build_task, Batch, PixelDataset, PixelOptions, PixelTask, Task, TaskSpec};
 
 mod support;
 mod task_support;
@@ -73,6 +73,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 fn small_images() -> Images {
     Images {
         count: 3,
+        channels: 1,
         rows: 2,
         cols: 3,
         pixels: (0..18).map(|v| v * 14).collect(),
@@ -113,6 +114,7 @@ fn idx_round_trips_raw_and_gzipped() {
     );
     let empty = Images {
         count: 0,
+        channels: 1,
         rows: 28,
         cols: 28,
         pixels: vec![],
@@ -284,6 +286,7 @@ fn test_set(count: usize) -> Labeled {
     let pixels = (0..count).flat_map(test_image).collect();
     let images = Images {
         count,
+        channels: 1,
         rows: SIDE,
         cols: SIDE,
         pixels,
@@ -314,9 +317,11 @@ fn mnist_dir(name: &str, train: &Labeled, eval: &Labeled) -> TempDir {
 fn pixel_spec(dir: &Path, chunk: usize, standardize: bool, permuted: bool) -> TaskSpec {
     TaskSpec::Pixel {
         dir: dir.to_path_buf(),
+        dataset: PixelDataset::Mnist,
         chunk,
         standardize,
         permuted,
+        mean_std: None,
     }
 }
 
@@ -325,6 +330,8 @@ fn options(chunk: usize, standardize: bool, permuted: bool) -> PixelOptions {
         chunk,
         standardize,
         permuted,
+        dataset: PixelDataset::Mnist,
+        mean_std: None,
     }
 }
 
@@ -433,16 +440,35 @@ fn standardized_pixels_have_zero_mean_and_unit_variance_over_the_training_set() 
     let flat = Labeled {
         images: Images {
             count: 1,
+            channels: 1,
             rows: 2,
             cols: 2,
             pixels: vec![9; 4],
         },
         labels: vec![0],
     };
-    let message = PixelTask::new(flat.clone(), flat, options(1, true, false), 0)
+    let message = PixelTask::new(flat.clone(), flat.clone(), options(1, true, false), 0)
         .unwrap_err()
         .to_string();
     assert!(message.contains("cannot standardize"), "{message}");
+    // Given constants (the published Fashion-MNIST ones) replace the training statistics,
+    // even for a set where those do not exist; a zero deviation is refused.
+    let fixed = |mean_std| PixelOptions {
+        mean_std,
+        ..options(1, true, false)
+    };
+    let [m, sd] = tpri::tasks::pixel::FASHION_MNIST_MEAN_STD;
+    let task = PixelTask::new(flat.clone(), flat.clone(), fixed(Some([m, sd])), 0).unwrap();
+    let pixels = all_sequences(&task.eval_batches(1)).concat();
+    assert!(
+        pixels.iter().all(|&v| v == (9.0 / 255.0 - m) / sd),
+        "{pixels:?}"
+    );
+    let message = format!(
+        "{:#}",
+        PixelTask::new(flat.clone(), flat, fixed(Some([m, 0.0])), 0).unwrap_err()
+    );
+    assert!(message.contains("TaskSpec::Pixel::mean_std"), "{message}");
 }
 
 /// The pixel each sequence position shows, decoded from test images 0 and 1 in rows `b0`, `b1`.
@@ -522,6 +548,7 @@ fn pixel_sets_of_different_image_sizes_are_rejected() {
     let small = Labeled {
         images: Images {
             count: 1,
+            channels: 1,
             rows: 2,
             cols: 2,
             pixels: vec![0, 1, 2, 3],

@@ -20,13 +20,14 @@ use tpri::config::{
     TpGrad,
 };
 use tpri::gpu::AdapterChoice;
-use tpri::limits::{check_run, GpuLimits, Workload};
+use tpri::limits::{GpuLimits, Workload};
 use tpri::model::{CellKind, Dims, Params};
 use tpri::optimizer_state::OptState;
 use tpri::plan::{Device, Plan, Sizes};
 use tpri::prelude::*;
 use tpri::tasks::idx::{read_images, read_labels};
 use tpri::tensor_file::{load_batch, load_params, read_tensors};
+use tpri::train::check_run;
 use tpri::Error;
 
 fn corpus(path: &str) -> PathBuf {
@@ -106,9 +107,11 @@ fn the_issues_sizes_are_refused_before_any_allocation() {
     assert!(msg.contains("TaskSpec::seq_len"), "{msg}");
     let pixel = TaskSpec::Pixel {
         dir: "/nonexistent".into(),
+        dataset: PixelDataset::Mnist,
         chunk: 0,
         standardize: false,
         permuted: false,
+        mean_std: None,
     };
     let (msg, _) = failure(
         "chunk 0",
@@ -299,7 +302,10 @@ fn non_finite_values_and_empty_batches_are_refused_naming_the_tensor() {
 #[test]
 fn unknown_mixed_and_duplicate_tensors_are_refused() {
     for (file, needle) in [
-        ("params/bhh.safetensors", "unknown tensor rnn.b_hh"),
+        (
+            "params/bhh.safetensors",
+            "holds rnn.b beside rnn.b_ih or rnn.b_hh",
+        ),
         ("params/junk.safetensors", "unknown tensor junk"),
         ("params/mixed.safetensors", "both rnn.* and gru.*"),
         ("params/dup.safetensors", "names tensor \"rnn.w_hh\" twice"),
@@ -377,13 +383,21 @@ fn paths_that_are_not_files_are_named_for_what_they_are() {
         let data = dir.join(format!("data-{i}"));
         std::fs::create_dir_all(&data).unwrap();
         std::os::unix::fs::symlink(&path, data.join("train-images-idx3-ubyte")).unwrap();
-        let options = PixelOptions {
-            chunk: 1,
-            standardize: false,
-            permuted: false,
-        };
-        let msg = format!("{:#}", PixelTask::load(&data, options, 0, 10).unwrap_err());
-        assert!(!msg.contains("missing IDX"), "{kind}: {msg}");
+        std::os::unix::fs::symlink(&path, data.join("data_batch_1.bin")).unwrap();
+        for dataset in [PixelDataset::Mnist, PixelDataset::Cifar10] {
+            let options = PixelOptions {
+                chunk: 1,
+                standardize: false,
+                permuted: false,
+                mean_std: None,
+                dataset,
+            };
+            let msg = format!("{:#}", PixelTask::load(&data, options, 0, 10).unwrap_err());
+            assert!(
+                msg.contains(kind) && !msg.contains("missing"),
+                "{kind}: {msg}"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -402,7 +416,7 @@ fn an_empty_adapter_name_is_an_error() {
 
 // ---- class 7: the library API ----
 
-/// Every tensor of the wrong shape, and a tanh RNN's non-empty `b_hh`: `load` refuses
+/// Every tensor of the wrong shape: `load` refuses
 /// them naming the field, where it used to accept them and panic in `step` or `trace`.
 #[test]
 fn cpu_load_refuses_malformed_parameters_naming_the_field() {
@@ -414,7 +428,7 @@ fn cpu_load_refuses_malformed_parameters_naming_the_field() {
         ("Params::b", |p| p.b = DMatrix::zeros(4, 1)),
         ("Params::head_w", |p| p.head_w = DMatrix::zeros(2, 4)),
         ("Params::head_b", |p| p.head_b = DMatrix::zeros(2, 2)),
-        ("Params::b_hh", |p| p.b_hh = DMatrix::zeros(3, 1)),
+        ("Params::b_hh", |p| p.b_hh = DMatrix::zeros(2, 1)),
     ];
     for (field, edit) in cases {
         let mut p = good.clone();
@@ -523,7 +537,7 @@ fn gpu_refuses_like_the_cpu() {
         let mut p = good.clone();
         match edit {
             0 => p.w_ih = DMatrix::zeros(2, 2),
-            1 => p.b_hh = DMatrix::zeros(3, 1),
+            1 => p.b_hh = DMatrix::zeros(2, 1),
             2 => p.head_w[(0, 0)] = f64::NAN,
             _ => p.head_b = DMatrix::zeros(3, 1),
         }
@@ -656,7 +670,10 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
     let inversion = if rng.random_bool(0.8) {
         Inversion::default_for(cell)
     } else {
-        pick(rng, &[Inversion::Analytic, Inversion::Jacobian])
+        pick(
+            rng,
+            &[Inversion::Analytic, Inversion::Jacobian, Inversion::PerGate],
+        )
     };
     Hyper {
         method: pick(rng, &[Method::Tp, Method::Bp]),
@@ -701,6 +718,7 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
             beta2: 0.999,
             eps: mostly(rng, 1e-8),
         },
+        dtp: Default::default(),
     }
 }
 
@@ -782,9 +800,13 @@ fn one_case(rng: &mut ChaCha8Rng, oks: &mut Oks) {
         1 => TaskSpec::TemporalOrder { seq_len: t },
         _ => TaskSpec::Pixel {
             dir: "/nonexistent/tpri".into(),
+            dataset: pick(rng, &[PixelDataset::Mnist, PixelDataset::Cifar10]),
             chunk: size(rng),
             standardize: rng.random(),
             permuted: rng.random(),
+            mean_std: rng
+                .random::<bool>()
+                .then(|| [rng.random_range(-1.0..1.0), rng.random_range(-0.1..1.0)]),
         },
     };
     let _ = tpri::tasks::build_task(&spec, 0, e);

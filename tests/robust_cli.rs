@@ -190,7 +190,7 @@ fn trace_refuses_nonsense_files_naming_the_tensor() {
         (
             corpus("params/bhh.safetensors"),
             good_b.clone(),
-            &["unknown tensor rnn.b_hh"],
+            &["holds rnn.b beside rnn.b_ih or rnn.b_hh"],
         ),
         (
             corpus("params/junk.safetensors"),

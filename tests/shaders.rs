@@ -56,12 +56,13 @@ fn uses_history(source: &str) -> bool {
 /// The includes every storage shares, in the order `gpu::kernel` appends them. A kernel
 /// gets those it names in a comment as `include/<name>`; the history kernels get
 /// `include/history.wgsl` and one file of f16 conversions after them.
-const SHARED_INCLUDES: [&str; 5] = [
+const SHARED_INCLUDES: [&str; 6] = [
     "limits.wgsl",
     "dot.wgsl",
     "activation.wgsl",
     "gru.wgsl",
     "workgroup_sum.wgsl",
+    "noise.wgsl",
 ];
 
 /// The shared includes a kernel file names, in the order they are appended.

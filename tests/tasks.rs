@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use tpri::config::Loss;
-use tpri::tasks::{build_task, Batch, Targets, Task, TaskSpec};
+use tpri::tasks::{build_task, Batch, PixelDataset, Targets, Task, TaskSpec};
 
 mod task_support;
 
@@ -15,7 +15,7 @@ use task_support::{all_sequences, assert_shape, labels, sequence};
 fn values(batch: &Batch) -> Vec<f64> {
     match &batch.y {
         Targets::Values(v) => v.column(0).iter().copied().collect(),
-        Targets::Labels(_) => panic!("expected values"),
+        Targets::Labels(_) | Targets::StepLabels(_) => panic!("expected values"),
     }
 }
 
@@ -234,7 +234,15 @@ fn task_spec_reads_and_writes_config_files() {
         ("name = \"adding\"\nseq_len = 30\n", TaskSpec::Adding { seq_len: 30 }),
         (
             "name = \"pixel\"\ndir = \"/data/mnist\"\nchunk = 4\nstandardize = true\npermuted = false\n",
-            TaskSpec::Pixel { dir: "/data/mnist".into(), chunk: 4, standardize: true, permuted: false },
+            TaskSpec::Pixel { dir: "/data/mnist".into(), dataset: PixelDataset::Mnist, chunk: 4, standardize: true, permuted: false, mean_std: None },
+        ),
+        (
+            "name = \"pixel\"\ndir = \"c\"\ndataset = \"cifar10\"\nchunk = 1\nstandardize = true\npermuted = true\n",
+            TaskSpec::Pixel { dir: "c".into(), dataset: PixelDataset::Cifar10, chunk: 1, standardize: true, permuted: true, mean_std: None },
+        ),
+        (
+            "name = \"pixel\"\ndir = \"/d\"\nchunk = 1\nstandardize = true\npermuted = false\nmean_std = [0.286, 0.3202]\n",
+            TaskSpec::Pixel { dir: "/d".into(), dataset: PixelDataset::Mnist, chunk: 1, standardize: true, permuted: false, mean_std: Some([0.286, 0.3202]) },
         ),
     ];
     for (text, spec) in cases {

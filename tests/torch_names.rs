@@ -84,12 +84,9 @@ fn ours_to_torch_names_to_ours_is_exact() {
         .into();
         assert_eq!(shapes(&tensors), want, "{cell:?}");
         assert_eq!(ParamNames::detect(&tensors), ParamNames::Torch);
-        // The tanh RNN's one bias is b_ih; PyTorch's b_hh is zero.
+        // Both cells have PyTorch's two biases, one to one.
         let b_hh = floats(&tensors[&format!("{module}.bias_hh_l0")]);
-        match cell {
-            CellKind::Tanh => assert!(b_hh.iter().all(|&v| v == 0.0)),
-            CellKind::Gru => assert_eq!(b_hh, params.b_hh.as_slice()),
-        }
+        assert_eq!(b_hh, params.b_hh.as_slice());
         // Row-major like PyTorch: element [i, j] of weight_hh_l0 is W[i, j].
         let w = floats(&tensors[&format!("{module}.weight_hh_l0")]);
         assert_eq!(w[d + 2], params.w_hh[(1, 2)]);
@@ -107,7 +104,7 @@ fn ours_to_torch_names_to_ours_is_exact() {
 }
 
 #[test]
-fn torch_biases_are_added_for_the_tanh_rnn_under_any_prefix() {
+fn torch_biases_stay_apart_for_the_tanh_rnn_under_any_prefix() {
     let dir = TempDir::new("biases");
     let params = random_params(CellKind::Tanh, 2);
     let d = DIMS.hidden;
@@ -141,8 +138,8 @@ fn torch_biases_are_added_for_the_tanh_rnn_under_any_prefix() {
     write_tensors(&path, &tensors, None).unwrap();
     let read = load_params(&path).unwrap();
     assert_eq!(read.cell, CellKind::Tanh);
-    let sum: Vec<f64> = b_ih.iter().zip(&b_hh).map(|(a, b)| a + b).collect();
-    assert_eq!(read.b.as_slice(), sum.as_slice());
+    assert_eq!(read.b.as_slice(), b_ih.as_slice());
+    assert_eq!(read.b_hh.as_slice(), b_hh.as_slice());
     assert_eq!(read.w_hh, params.w_hh);
     assert_eq!(read.head_b, params.head_b);
 
@@ -300,5 +297,44 @@ fn pytorch_loads_the_export_and_agrees_when_available() {
                 );
             }
         }
+    }
+}
+
+/// A file with the tanh RNN's single bias `rnn.b` (what tpri wrote before it had PyTorch's
+/// two) reads as `b_ih` with `b_hh` zero, and computes what it computed then.
+#[test]
+fn a_single_legacy_bias_reads_as_b_ih() {
+    let dir = TempDir::new("legacy");
+    let params = random_params(CellKind::Tanh, 4);
+    let mut tensors: BTreeMap<String, Tensor> = params
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("rnn.b_"))
+        .map(|(name, m)| {
+            let t = if name.starts_with("head.b") {
+                Tensor::from_column(m)
+            } else {
+                Tensor::from_matrix(m)
+            };
+            (name.to_string(), t)
+        })
+        .collect();
+    tensors.insert("rnn.b".into(), Tensor::from_column(&params.tanh_bias()));
+    let path = dir.0.join("legacy.safetensors");
+    write_tensors(&path, &tensors, None).unwrap();
+    let read = load_params(&path).unwrap();
+    assert_eq!(read.b, params.tanh_bias());
+    assert!(read.b_hh.iter().all(|&v| v == 0.0));
+    assert_eq!(read.b_hh.shape(), params.b_hh.shape());
+    assert_eq!(read.w_hh, params.w_hh);
+    assert_eq!(read.head_b, params.head_b);
+    // The same model: the forward pass is unchanged up to the rounding of b_ih + b_hh.
+    let x = vec![DMatrix::from_fn(2, DIMS.input, |i, j| 0.3 * (i + j) as f64 - 0.4); 3];
+    let (a, b) = (
+        tpri::cpu::forward::forward(&read, &x),
+        tpri::cpu::forward::forward(&params, &x),
+    );
+    for (ha, hb) in a.iter().zip(&b) {
+        assert!((ha - hb).amax() < 1e-15);
     }
 }

@@ -2,7 +2,6 @@
 //! implementation of docs/ALGORITHM.md, and bad inputs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::iteration::iteration;
@@ -15,7 +14,7 @@ use tpri::tensor_file::{
 mod cli_support;
 mod support;
 
-use cli_support::{scratch, tpri};
+use cli_support::{floats, python_agrees, scratch, tpri};
 use support::{check, column, random_problem, rng, Init, Shape};
 
 /// The shared random problem at one seed, with B sequences of length T for `dims`: the
@@ -34,13 +33,6 @@ fn problem(
     let shape = Shape::new(b, t, dims.input, dims.hidden, dims.output);
     let init = Init::Library { seed, gain };
     random_problem(&mut rng(seed), cell, shape, loss, init)
-}
-
-fn floats(path: &Path, name: &str) -> Vec<f64> {
-    match &read_tensors(path).unwrap()[name].data {
-        TensorData::Float(v) => v.clone(),
-        TensorData::Int(_) => panic!("{name} is not float"),
-    }
 }
 
 /// Writes `params` and `batch` into `dir`, runs `tpri trace` on them with `flags`, and
@@ -270,28 +262,60 @@ fn trace_agrees_with_independent_numpy_implementation() {
 }
 
 fn loss_flag(loss: Loss) -> &'static str {
-    if loss == Loss::Mse {
-        "mse"
-    } else {
-        "ce"
+    match loss {
+        Loss::Mse => "mse",
+        Loss::CrossEntropy => "ce",
+        Loss::CrossEntropySeq => "ce-seq",
+    }
+}
+
+/// Checks traces with outputs at every step (`--loss ce-seq`: BP, and TP-RI in every
+/// target mode and both gradient modes) against `tests/independent/lm_numpy.py`, written
+/// from docs/ALGORITHM.md §13 alone. Needs python3 with numpy and safetensors.
+#[test]
+fn every_step_traces_agree_with_independent_numpy_implementation() {
+    let dir = scratch("numpy-lm");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/lm_numpy.py");
+    let dims = Dims {
+        input: 2,
+        hidden: 5,
+        output: 3,
+    };
+    for (case, (method, mode, grad)) in [
+        ("bp", "linearized", "through-time"),
+        ("tp", "linearized", "through-time"),
+        ("tp", "difference", "through-time"),
+        ("tp", "plain", "local"),
+        ("tp", "linearized", "local"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let loss = Loss::CrossEntropySeq;
+        let (params, batch) = problem(CellKind::Tanh, 300 + case as u64, dims, 4, 7, loss);
+        let flags = [
+            "--method",
+            method,
+            "--target-mode",
+            mode,
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+        ];
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        assert_eq!(floats(&paths[2], "step_losses").len(), 7, "case {case}");
+        let args = [method, mode, "0.3", "0.5", grad];
+        numpy_agrees(&script, &paths, &args, &format!("lm case {case}"));
     }
 }
 
 /// Runs an independent implementation on a trace's params, batch and output files.
-/// Needs python3 with numpy and safetensors (`.ci/run` installs them).
 fn numpy_agrees(script: &Path, paths: &[PathBuf; 3], args: &[&str], what: &str) {
-    let check = Command::new("python3")
-        .arg(script)
-        .args(paths.each_ref().map(|p| p.to_str().unwrap()))
-        .args(args)
-        .output()
-        .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
-    assert!(
-        check.status.success(),
-        "{what} disagrees or python3 lacks numpy/safetensors:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let files = paths.each_ref().map(|p| p.to_str().unwrap());
+    python_agrees(script, &[&files[..], args].concat(), what);
 }
 
 /// Checks GRU traces (BP; TP-RI through time and local) and the tanh RNN's jacobian
@@ -337,6 +361,133 @@ fn jacobian_inversion_traces_agree_with_independent_numpy_implementation() {
             &args,
             &format!("case {case} ({cell:?} {method} {grad})"),
         );
+    }
+}
+
+/// Checks GRU traces with the published per-gate inversion against
+/// `tests/independent/gru_per_gate_numpy.py`, which solves for each P_g exactly: through
+/// time and local, both losses, the P_g by CG and by Cholesky, at odd sizes.
+#[test]
+fn per_gate_traces_agree_with_independent_numpy_implementation() {
+    let dir = scratch("numpy-per-gate");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/gru_per_gate_numpy.py");
+    for (case, (d, b, t, loss, grad, solver)) in [
+        (5, 4, 7, Loss::CrossEntropy, "through-time", "cg"),
+        (7, 3, 6, Loss::Mse, "local", "cholesky"),
+        (1, 1, 5, Loss::CrossEntropy, "through-time", "auto"),
+        (33, 3, 4, Loss::Mse, "through-time", "cg"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dims = Dims {
+            input: 2,
+            hidden: d,
+            output: 3,
+        };
+        let (params, batch) = problem(CellKind::Gru, 300 + case as u64, dims, b, t, loss);
+        let flags = [
+            "--method",
+            "tp",
+            "--inversion",
+            "per-gate",
+            "--solver",
+            solver,
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+        ];
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        for gate in ["r", "z", "n"] {
+            assert_eq!(floats(&paths[2], &format!("p_inv.{gate}")).len(), d * d);
+        }
+        let args = [loss_flag(loss), "0.3", "0.5", grad];
+        numpy_agrees(
+            &script,
+            &paths,
+            &args,
+            &format!("case {case} (d={d}, B={b}, T={t}, {grad}, {solver})"),
+        );
+    }
+}
+
+/// `tpri trace --backend gpu --inversion per-gate`: the same tensors as the CPU trace
+/// (the three P_g as p_inv.r, p_inv.z, p_inv.n), each within 1e-4 relative, at odd sizes.
+/// Needs a GPU adapter (lavapipe will do) and fails without one.
+#[test]
+fn gpu_trace_of_the_per_gate_inversion_matches_cpu() {
+    let dir = scratch("gpu-per-gate");
+    for (case, (d, b, t, grad)) in [
+        (1, 1, 3, "through-time"),
+        (7, 3, 5, "local"),
+        (33, 3, 4, "through-time"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dims = Dims {
+            input: 3,
+            hidden: d,
+            output: 4,
+        };
+        let (params, batch) = problem(
+            CellKind::Gru,
+            60 + case as u64,
+            dims,
+            b,
+            t,
+            Loss::CrossEntropy,
+        );
+        let traced = |backend: &str| {
+            let sub = dir.join(format!("{case}-{backend}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let flags = [
+                "--method",
+                "tp",
+                "--inversion",
+                "per-gate",
+                "--tp-grad",
+                grad,
+                "--backend",
+                backend,
+            ];
+            let [_, _, out] = run_trace(&sub, &params, &batch, Loss::CrossEntropy, &flags);
+            read_tensors(&out).unwrap()
+        };
+        let (cpu, gpu) = (traced("cpu"), traced("gpu"));
+        let mut names: Vec<_> = cpu.keys().cloned().collect();
+        names.sort();
+        let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
+        gpu_names.sort();
+        assert_eq!(gpu_names, names, "case {case}: the same tensors");
+        for want in ["p_inv.r", "p_inv.z", "p_inv.n", "v", "grad.gru.w_hh"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "case {case}: {want} in {names:?}"
+            );
+        }
+        assert!(
+            !names.contains(&"p_inv".to_string()),
+            "case {case}: no single P"
+        );
+        for name in names {
+            let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
+                TensorData::Float(v) => v.clone(),
+                TensorData::Int(_) => panic!("{name} is not float"),
+            };
+            let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
+            let e = check(
+                &format!("case {case} (d={d}, B={b}, T={t}): {name}"),
+                &column(&g),
+                &column(&c),
+                1e-4,
+            );
+            eprintln!("per-gate d={d} B={b} T={t} {grad}: {name} {e:.2e}");
+        }
     }
 }
 
@@ -478,6 +629,10 @@ fn bad_inputs_are_clear_errors() {
         (
             vec!["--params", gp, "--batch", gb, "--reg", "0"],
             "regularization",
+        ),
+        (
+            vec!["--params", gp, "--batch", gb, "--inversion", "per-gate"],
+            "--inversion: the per-gate inversion inverts the GRU's gate blocks",
         ),
         (
             vec![

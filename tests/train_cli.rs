@@ -7,17 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cli_support;
 
-use cli_support::{scratch, small, strs, tpri, write_tiny_mnist};
-
-fn ok(args: &[&str]) -> String {
-    let o = tpri(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use cli_support::{ok, scratch, small, strs, tpri, write_tiny_mnist};
 
 /// Drops the wall-clock column from the log, which legitimately differs between runs.
 fn log_without_time(dir: &Path) -> Vec<String> {
@@ -455,4 +445,104 @@ fn steps_per_dispatch_from_the_command_line() {
         err.contains("--steps-per-dispatch 3 applies to the GPU backend"),
         "{err}"
     );
+}
+
+/// `tpri train --cell gru --inversion per-gate` end to end on the CPU reference and the GPU
+/// (lavapipe will do), with `--init` saved in the run's config; and the published GRU
+/// preset (per-gate, PyTorch init, fixed pixel standardization) on a tiny image set.
+#[test]
+fn per_gate_gru_trains_on_both_backends() {
+    for backend in ["cpu", "gpu"] {
+        let dir = scratch("per-gate").join(backend);
+        let mut a = small(&dir, "6");
+        let at = a.iter().position(|s| s == "--backend").unwrap();
+        a[at + 1] = backend.into();
+        a.extend(
+            [
+                "--cell",
+                "gru",
+                "--inversion",
+                "per-gate",
+                "--init",
+                "orthogonal",
+            ]
+            .map(String::from),
+        );
+        let out = ok(&strs(&a));
+        assert!(out.contains("eval loss"), "{backend}: {out}");
+        let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        assert!(
+            config.contains("inversion = \"per-gate\"") && config.contains("init = \"orthogonal\""),
+            "{backend}: {config}"
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["iterations"], 6, "{backend}: {summary}");
+    }
+    let data = scratch("per-gate-preset").join("data");
+    write_tiny_mnist(&data);
+    let run = data.parent().unwrap().join("run");
+    let out = ok(&[
+        "train",
+        "--preset",
+        "fashion-mnist-gru-tp",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--hidden",
+        "6",
+        "--batch-size",
+        "2",
+        "--eval-size",
+        "2",
+        "--iterations",
+        "2",
+        "--eval-every",
+        "1",
+        "--backend",
+        "cpu",
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.contains("eval loss"), "{out}");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    // Without the preset's standardization: --standardize false drops its constants, and
+    // asking for both is refused, as are bad constants and constants for a task without
+    // pixels.
+    let base = [
+        "train",
+        "--preset",
+        "fashion-mnist-gru-tp",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    for (extra, needle) in [
+        (
+            &["--mean-std", "0.3,0"][..],
+            "--mean-std: the pixels' mean must be finite",
+        ),
+        (
+            &["--mean-std", "0.3,0.2", "--standardize", "false"][..],
+            "cannot go with --standardize false",
+        ),
+        (
+            &["--task", "adding", "--mean-std", "0.3,0.2"][..],
+            "apply to the pixel task only",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = tpri(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+    }
+    for want in [
+        "inversion = \"per-gate\"",
+        "init = \"pytorch\"",
+        "mean_std = [0.286, 0.3202]",
+    ] {
+        assert!(config.contains(want), "{want} in {config}");
+    }
 }

@@ -1,8 +1,10 @@
 // Dot products of a matrix's columns with a vector in workgroup memory: the hot loops of
 // the fused kernels. gpu::kernel appends this file to forward.wgsl (W h_{t−1} through Wᵀ),
 // bptt.wgsl (Wᵀ δ_{t+1}), target_sweep.wgsl (P s through Pᵀ), gru_forward.wgsl (the three
-// gates' W h_{t−1} through Wᵀ), gru_bptt.wgsl (Wᵀ dgh) and jacobian.wgsl (J_t u: W u
-// through Wᵀ, for either cell): one copy of the loop they all run.
+// gates' W h_{t−1} through Wᵀ), gru_bptt.wgsl (Wᵀ dgh), jacobian.wgsl (J_t u: W u
+// through Wᵀ, for either cell), gru_per_gate_sweep.wgsl (P_g s through the stacked P_gᵀ),
+// dtp_reverse.wgsl (W h~ and V y through Wᵀ and Vᵀ) and dtp_targets.wgsl (V h_t and V dv_t
+// through Vᵀ): one copy of the loop they all run.
 //
 // Column c of a row-major matrix, so that neighbouring invocations (c, c + 1, ...) read
 // neighbouring addresses. Eight terms per loop iteration: besides the fewer branches, this

@@ -1,7 +1,7 @@
 // The sum over a workgroup of one value per invocation, by a tree in workgroup memory.
 // gpu::kernel appends this file to jacobian.wgsl (the CG's inner products, one sequence
-// per workgroup) and sum_sq.wgsl (the diagnostics' squared norms, one block per
-// workgroup). cg_check.wgsl keeps its own tree: it reduces two sums and a maximum through
+// per workgroup), sum_sq.wgsl (the diagnostics' squared norms, one block per
+// workgroup) and seq_head.wgsl (a softmax's normalizer, one row per workgroup). cg_check.wgsl keeps its own tree: it reduces two sums and a maximum through
 // one set of barriers.
 //
 // The kernel declares WG, its invocations per workgroup (a power of two; const or

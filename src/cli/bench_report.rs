@@ -51,7 +51,7 @@ pub fn print_iterations(all: &[Measurement]) {
             Method::Tp => bp_of(all, m).map_or("-".into(), |bp| {
                 format!("{:.2}", m.iteration_s / bp.iteration_s)
             }),
-            Method::Bp => String::new(),
+            Method::Bp | Method::Dtp => String::new(),
         };
         let s = m.size;
         println!(

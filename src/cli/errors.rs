@@ -2,6 +2,7 @@
 //! messages name (`Hyper::tp.reg`, `Solver::Cg`, `Batch::x`) become the flags and file
 //! tensors that set them (`--reg`, `--solver cg`, `tensor x`).
 
+use tpri::dtp::{REVERSE_FIELDS, REVERSE_NAMES};
 use tpri::model::CellKind;
 
 /// API names every subcommand rewrites, and what they become.
@@ -16,12 +17,21 @@ const COMMON: &[(&str, &str)] = &[
     ("Hyper::tp.solver", "--solver"),
     ("Hyper::tp.inversion", "--inversion"),
     ("Hyper::loss", "--loss"),
+    ("Hyper::dtp.lr_reverse", "--lr-reverse"),
+    ("Hyper::dtp.noise", "--noise"),
+    ("Hyper::method", "--method"),
+    ("Method::Dtp", "--method dtp"),
+    ("Method::Tp", "--method tp"),
+    ("Method::Bp", "--method bp"),
     (
         "Inversion::Jacobian (which Hyper::for_cell(CellKind::Gru) picks)",
         "--inversion jacobian (the GRU's default)",
     ),
     ("Inversion::Jacobian", "--inversion jacobian"),
+    ("Inversion::PerGate", "--inversion per-gate"),
+    ("Inversion::Analytic", "--inversion analytic"),
     ("Solver::Cg", "--solver cg"),
+    ("Solver::Cholesky", "--solver cholesky"),
     ("Solver::PerStep", "--solver per-step"),
     ("Solver::Auto", "--solver auto"),
     ("Storage::F32", "--storage f32"),
@@ -36,6 +46,10 @@ pub const TRAIN: &[(&str, &str)] = &[
     ("RunConfig::eval_size", "--eval-size"),
     ("TaskSpec::seq_len", "--seq-len"),
     ("TaskSpec::Pixel::chunk", "--chunk"),
+    ("TaskSpec::Pixel::mean_std", "--mean-std"),
+    ("TaskSpec::Lm::seq_len", "--seq-len"),
+    ("TaskSpec::Lm::vocab", "--vocab"),
+    ("TaskSpec::Lm::embedding_dim", "--embedding-dim"),
     ("Dims::hidden", "--hidden"),
 ];
 
@@ -81,6 +95,14 @@ pub fn trace_names() -> Vec<(String, String)> {
             names.push((format!("{field} ({name})"), format!("tensor {name}")));
         }
     }
+    for (field, name) in REVERSE_FIELDS.iter().zip(REVERSE_NAMES) {
+        names.push((format!("{field} ({name})"), format!("tensor {name}")));
+    }
+    names.push((
+        "(Params::init_dtp draws them)".into(),
+        "(`tpri train --method dtp` writes them in its checkpoints)".into(),
+    ));
+    names.push(("Params::dtp".into(), "tensors dtp.*".into()));
     // Named alone (the longer forms above go first).
     names.push(("Params::head_w".into(), "head.w".into()));
     names.push(("Params::w_ih".into(), "the input weights w_ih".into()));

@@ -18,7 +18,7 @@ pub enum Naming {
     /// PyTorch's: `rnn.weight_hh_l0`, `rnn.weight_ih_l0`, `rnn.bias_ih_l0`,
     /// `rnn.bias_hh_l0` (`gru.*` for a GRU), `head.weight`, `head.bias`.
     Torch,
-    /// tpri's: `rnn.w_hh`, `rnn.w_ih`, `rnn.b` (`gru.*` for a GRU), `head.w`, `head.b`.
+    /// tpri's: `rnn.w_hh`, `rnn.w_ih`, `rnn.b_ih`, `rnn.b_hh` (`gru.*` for a GRU), `head.w`, `head.b`.
     Tpri,
 }
 

@@ -1,5 +1,6 @@
 //! Subcommands of the `tpri` binary and the flags they share.
 
+mod batch;
 mod bench;
 mod bench_args;
 mod bench_report;
@@ -22,8 +23,8 @@ use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, GpuOptions, StepsPerDispatch, Storage};
 
 use tpri::config::{
-    Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
-    TpGrad,
+    DtpConfig, Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode,
+    TpConfig, TpGrad,
 };
 use tpri::model::CellKind;
 
@@ -57,6 +58,9 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
     Bench(Box<bench::BenchArgs>),
+    /// Write one batch of a run's task (the sequences `tpri train` feeds the model) as the
+    /// batch file `tpri trace` reads.
+    Batch(batch::BatchArgs),
     /// Write a run's parameters (or a parameter file's) under PyTorch's names, or back.
     ///
     /// The output loads into a module holding an `nn.RNN(p, d)` as `rnn` (tanh cell) or an
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plot(args) => plot::plot(args),
         Command::Bench(args) => bench::run(*args).map_err(|e| errors::for_cli(e, errors::BENCH)),
         Command::Export(args) => export::run(args).map_err(|e| errors::for_cli(e, &[])),
+        Command::Batch(args) => batch::run(args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
         Command::Sweep(args) => sweep::run(*args).map_err(|e| errors::for_cli(e, errors::TRAIN)),
         Command::Presets => {
             for (name, about) in tpri::presets::PRESETS {
@@ -107,12 +112,14 @@ pub struct TpArgs {
     #[arg(long, value_enum, default_value = "through-time")]
     tp_grad: TpGrad,
     /// How targets are carried back a step: the closed form through P (tanh RNN,
-    /// docs/ALGORITHM.md §2), or per-step CG on Jacobian products (any cell,
-    /// docs/ALGORITHM.md §5) [default: analytic for the tanh RNN, jacobian for the GRU].
+    /// docs/ALGORITHM.md §2), per-step CG on Jacobian products (any cell, §5), or the
+    /// published GRU inversion through one P_g per gate (GRU, §5) [default: analytic for
+    /// the tanh RNN, jacobian for the GRU].
     #[arg(long, value_enum)]
     inversion: Option<Inversion>,
     /// How P = (WᵀW + rI)⁻¹Wᵀ is applied (analytic inversion, docs/ALGORITHM.md §4):
-    /// formed by CG or Cholesky, per-step CG solves, or the cheaper by the cost model.
+    /// formed by CG or Cholesky, per-step CG solves, or the cheaper by the cost model; for
+    /// the per-gate inversion, how its three P_g are formed (auto: CG; §5).
     #[arg(long, value_enum, default_value = "auto")]
     solver: Solver,
     #[arg(long, help = cg_tol_help())]
@@ -156,6 +163,7 @@ fn hyper(method: Method, loss: Loss, tp: &TpArgs, cell: CellKind, opt: Optimizer
         loss,
         tp: tp.config(cell),
         opt,
+        dtp: DtpConfig::default(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use tpri::config::{Loss, Method};
+use tpri::config::{DtpConfig, Loss, Method};
 use tpri::gpu::{StepsPerDispatch, Storage};
 use tpri::limits::Workload;
 use tpri::plan::Device;
@@ -17,23 +17,35 @@ use super::{errors, hyper, no_optimizer, open_backend, BackendArgs, BackendChoic
 /// Flags of `tpri trace`.
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b [d], head.w [q,d], head.b [q];
+    /// Parameters: rnn.w_hh [d,d], rnn.w_ih [d,p], rnn.b_ih [d], rnn.b_hh [d], head.w [q,d],
+    /// head.b [q] (a single rnn.b, as earlier versions wrote, reads as rnn.b_ih), and for
+    /// --method dtp the reverse layer dtp.w_rev [d,d], dtp.b_rev [d];
     /// or for a GRU gru.w_hh [3d,d], gru.w_ih [3d,p], gru.b_ih [3d], gru.b_hh [3d] and the
     /// head (gates r, z, n, as PyTorch stores them); or PyTorch's names, as `tpri export`
     /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias).
     #[arg(long)]
     params: PathBuf,
-    /// Batch: x [B,T,p]; y [B] integer labels (ce) or [B,q] floats (mse).
+    /// Batch: x [B,T,p]; y [B] integer labels (ce), [B,q] floats (mse) or [B,T] integer
+    /// labels, one per step (ce-seq).
     #[arg(long)]
     batch: PathBuf,
-    /// The loss of the head (docs/ALGORITHM.md §1); it must match the batch's y.
+    /// The loss of the head, or of the heads at every step (ce-seq) (docs/ALGORITHM.md §1,
+    /// §13); it must match the batch's y.
     #[arg(long, value_enum)]
     loss: Loss,
-    /// Which iteration to trace: TP-RI (docs/ALGORITHM.md §2) or BPTT (§3).
+    /// Which iteration to trace: TP-RI (docs/ALGORITHM.md §2), BPTT (§3) or DTP (§14).
     #[arg(long, value_enum)]
     method: Method,
     #[command(flatten)]
     tp: TpArgs,
+    /// DTP: standard deviation σ of the noise of the reverse layer's reconstruction loss
+    /// (docs/ALGORITHM.md §14).
+    #[arg(long, default_value_t = DtpConfig::default().noise)]
+    noise: f64,
+    /// DTP: the seed of the noise stream; the trace draws the noise of a run's first
+    /// iteration (docs/ALGORITHM.md §14).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Which backend computes the trace.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
@@ -48,7 +60,10 @@ pub struct TraceArgs {
     /// train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
-    /// Where to write h, loss, grad.*, and for tp v and p_inv (f64 safetensors).
+    /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev), for
+    /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
+    /// per-gate inversion's P_g), and for ce-seq the per-step losses step_losses (f64
+    /// safetensors).
     #[arg(long)]
     out: PathBuf,
 }
@@ -69,13 +84,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
 fn run_trace(args: TraceArgs) -> Result<()> {
     let params = load_params(&args.params)?;
     let batch = load_batch(&args.batch, params.dims())?;
-    let hyper = hyper(
+    let mut hyper = hyper(
         args.method,
         args.loss,
         &args.tp,
         params.cell,
         no_optimizer(),
     );
+    hyper.dtp.noise = args.noise;
+    hyper.dtp.noise_seed = args.seed;
     // Everything checkable before a device is opened: tensors, values, settings (those of
     // the device asked for; with `auto` the chosen backend checks its own when it runs).
     let device = match args.backend {
@@ -98,6 +115,9 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         ("backend".to_string(), backend.name()),
         ("hyper".to_string(), serde_json::to_string(&hyper)?),
     ]);
+    if args.method == Method::Dtp {
+        meta.insert("noise_seed".into(), args.seed.to_string());
+    }
     if let Some(cg) = trace.cg {
         meta.insert("cg_iterations".into(), cg.iterations.to_string());
         meta.insert("cg_residual".into(), format!("{:e}", cg.residual));

@@ -3,18 +3,19 @@
 use anyhow::{Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
-use crate::config::Hyper;
+use crate::config::{Hyper, Method};
 use crate::cpu::cell::recurrence;
 use crate::cpu::head::head;
-use crate::cpu::iteration::{iteration, iteration_steps};
-use crate::cpu::optimizer::optimizer_step;
+use crate::cpu::iteration::{dtp_step, iteration, iteration_steps};
+use crate::cpu::optimizer::{forward_step, optimizer_step};
+use crate::cpu::seq_head::head_steps;
 use crate::cpu::steps::{Pool, Steps};
 use crate::limits::Workload;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan};
 use crate::tasks::Batch;
-use crate::validate::{check_inputs, check_params, check_step, check_targets};
+use crate::validate::{check_inputs, check_params, check_reverse_layer, check_step, check_targets};
 
 /// The f64 CPU reference backend.
 #[derive(Default)]
@@ -73,6 +74,7 @@ impl Backend for CpuBackend {
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
         check_params(params)?;
         Plan::check(params.cell, hyper, Device::Cpu)?;
+        check_reverse_layer(params, hyper.method)?;
         let opt = OptState::for_params(opt, params)?;
         self.train = Some(Training {
             params: params.clone(),
@@ -93,8 +95,16 @@ impl Backend for CpuBackend {
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.
         // The states stay in the working layout: the step needs only their norms.
-        let trace = iteration_steps(&tr.params, batch, &tr.hyper, None, &mut tr.pool)?;
-        optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+        let trace = if tr.hyper.method == Method::Dtp {
+            // The reverse layer steps inside, before its targets are computed.
+            let trace = dtp_step(&mut tr.params, &mut tr.opt, batch, &tr.hyper, &mut tr.pool)?;
+            forward_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+            trace
+        } else {
+            let trace = iteration_steps(&tr.params, batch, &tr.hyper, None, &mut tr.pool)?;
+            optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+            trace
+        };
         let diagnostics = Diagnostics {
             step_norms: trace.step_norms(),
             grad_norm: trace.grads.norm(),
@@ -137,18 +147,15 @@ impl Backend for CpuBackend {
         tr.check_memory(batch)?;
         let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
         let h = recurrence(&tr.params).states(&x, &mut tr.pool);
-        let out = head(
-            &tr.params,
-            &h.rows_at(batch.seq_len()),
-            &batch.y,
-            tr.hyper.loss,
-        );
+        let out = if tr.hyper.loss.every_step() {
+            head_steps(&tr.params, &h, &batch.y).map(|o| (o.loss, o.accuracy))
+        } else {
+            let h_last = h.rows_at(batch.seq_len());
+            head(&tr.params, &h_last, &batch.y, tr.hyper.loss).map(|o| (o.loss, o.accuracy))
+        };
         tr.pool.give(h);
-        let out = out?;
-        Ok(Eval {
-            loss: out.loss,
-            accuracy: out.accuracy,
-        })
+        let (loss, accuracy) = out?;
+        Ok(Eval { loss, accuracy })
     }
 
     fn state(&mut self) -> Result<(Params, OptState)> {

@@ -13,6 +13,8 @@ const SMALL_INPUT: usize = 8;
 
 /// Gradients of W, U, b from the errors e_t: with `through_time`,
 /// `e_t = inject_t + Wᵀ D_{t+1} e_{t+1}`; without, `e_t = inject_t` (the local mode).
+/// `inject_t` is g_T at the top (BP), h_t − v_t (the TP surrogate) or g_t (BP with an
+/// output at every step).
 pub fn bptt(
     params: &Params,
     x: &[DMatrix<f64>],
@@ -29,6 +31,10 @@ pub fn bptt(
         Injection::Targets(targets) => {
             v = Steps::from_rows(targets, b, d);
             Injection::Targets(&v)
+        }
+        Injection::Steps(grads) => {
+            v = Steps::from_rows(grads, b, d);
+            Injection::Steps(&v)
         }
     };
     let mut delta = Steps::zeros(x.steps(), b, d);
@@ -89,6 +95,7 @@ pub fn bptt_steps(
                         *ej = ht - vt;
                     }
                 }
+                Injection::Steps(g) => e.copy_from_slice(g.at(t, &seqs)),
             }
             if through_time && t < t_len {
                 // e_t += Wᵀ δ_{t+1}

@@ -79,6 +79,8 @@ impl Recurrence for TanhRnn<'_> {
         let mut params = self.0.zeros_like();
         params.w_hh = g.w_hh;
         params.w_ih = g.w_ih;
+        // b_ih and b_hh enter as their sum: each has the sum's gradient.
+        params.b_hh = g.b.clone();
         params.b = g.b;
         CellGrads {
             params,
@@ -114,6 +116,10 @@ impl Recurrence for Gru<'_> {
             Injection::Targets(v) => {
                 targets = v.to_rows();
                 Injection::Targets(&targets[..])
+            }
+            Injection::Steps(g) => {
+                targets = g.to_rows();
+                Injection::Steps(&targets[..])
             }
         };
         let g = gru_bptt(self.0, &x.to_rows(), &h.to_rows(), injection, through_time);

@@ -3,7 +3,7 @@
 use nalgebra::DMatrix;
 
 use crate::cpu::simd::{step_product, tanh_in_place};
-use crate::cpu::steps::{core_groups, in_parallel, Steps};
+use crate::cpu::steps::{core_groups, in_parallel, product, Steps};
 use crate::model::Params;
 
 /// Hidden states h_0 = 0, h_1 … h_T (each B×d) for inputs `x` (T matrices B×p).
@@ -40,11 +40,26 @@ pub fn forward_steps(params: &Params, x: &Steps, h: &mut Steps) {
     });
 }
 
-/// The input terms U x + b of the column-major columns `x` (width p) into `out` (width d).
+/// The input terms U x + b of the column-major columns `x` (width p) into `out` (width d),
+/// with b = b_ih + b_hh.
 pub fn input_term_into(params: &Params, x: &[f64], out: &mut [f64]) {
-    let d = params.w_ih.nrows();
+    affine_into(&params.w_ih, params.tanh_bias().as_slice(), x, out);
+}
+
+/// `U x + bias` for the column-major columns `x` (width p) into `out` (width d, the rows
+/// of `u`): the input term of the cell, and of DTP's reverse layer, which shares U.
+pub fn affine_into(u: &DMatrix<f64>, bias: &[f64], x: &[f64], out: &mut [f64]) {
+    let d = u.nrows();
     for col in out.chunks_exact_mut(d) {
-        col.copy_from_slice(params.b.as_slice());
+        col.copy_from_slice(bias);
     }
-    step_product(params.w_ih.as_slice(), d, x, true, out);
+    step_product(u.as_slice(), d, x, true, out);
+}
+
+/// `tanh(M h + a)` for the column-major columns `h` (width d) into `a`, which holds the
+/// input terms `a` (width d, the rows of `m`) on entry: one step of the cell (M = W) or of
+/// DTP's reverse layer (M = V), for any number of columns.
+pub fn tanh_step_into(m: &DMatrix<f64>, h: &[f64], a: &mut [f64]) {
+    product(m, h, true, a);
+    tanh_in_place(a);
 }

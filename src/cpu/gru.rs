@@ -110,6 +110,7 @@ pub fn gru_bptt(
     let inject = |t: usize| match injection {
         Injection::Top(g) => (t == t_len).then(|| g.clone()),
         Injection::Targets(v) => Some(&h[t] - &v[t]),
+        Injection::Steps(g) => Some(g[t].clone()),
     };
     let mut rnn = RnnGrads {
         w_hh: DMatrix::zeros(params.w_hh.nrows(), params.w_hh.ncols()),

@@ -4,6 +4,7 @@ use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::Loss;
+use crate::error::Error;
 use crate::kernel_io::HeadOut;
 use crate::model::Params;
 use crate::tasks::Targets;
@@ -12,8 +13,12 @@ use crate::validate::check_targets;
 /// Regression outputs within this distance of their target count as correct.
 pub const REGRESSION_HIT: f64 = 0.04;
 
-/// The head's loss and gradients at the last hidden state `h_last` (B×d).
+/// The head's loss and gradients at the last hidden state `h_last` (B×d); a loss at
+/// every step is `cpu::seq_head::head_steps`'s.
 pub fn head(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> Result<HeadOut> {
+    if loss.every_step() {
+        return Err(every_step_loss());
+    }
     let b = h_last.nrows();
     let q = params.head_w.nrows();
     check_targets(y, loss, b, q)?;
@@ -22,8 +27,12 @@ pub fn head(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> 
         row += params.head_b.transpose();
     }
     let (value, accuracy, dz) = match y {
-        Targets::Labels(labels) => cross_entropy(&z, labels),
+        Targets::Labels(labels) => {
+            let (sum, hits, dz) = cross_entropy(&z, labels, b);
+            (sum / b as f64, hits as f64 / b as f64, dz)
+        }
         Targets::Values(t) => squared_error(&z, t),
+        Targets::StepLabels(_) => return Err(every_step_loss()),
     };
     Ok(HeadOut {
         loss: value,
@@ -35,9 +44,15 @@ pub fn head(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> 
     })
 }
 
-/// Mean cross-entropy, accuracy and ∂ℓ/∂z.
-fn cross_entropy(z: &DMatrix<f64>, labels: &[usize]) -> (f64, f64, DMatrix<f64>) {
-    let b = z.nrows() as f64;
+/// Cross-entropy of the rows of `z` against `labels`, for a loss that averages over `n`
+/// predictions: the sum of the rows' losses, the number of rows whose first arg-max is
+/// the label, and ∂ℓ/∂z = (softmax(z) − onehot) / n.
+pub(crate) fn cross_entropy(
+    z: &DMatrix<f64>,
+    labels: &[usize],
+    n: usize,
+) -> (f64, usize, DMatrix<f64>) {
+    let n = n as f64;
     let mut dz = DMatrix::zeros(z.nrows(), z.ncols());
     let (mut loss, mut hits) = (0.0, 0usize);
     for (i, &label) in labels.iter().enumerate() {
@@ -49,10 +64,20 @@ fn cross_entropy(z: &DMatrix<f64>, labels: &[usize]) -> (f64, f64, DMatrix<f64>)
         hits += usize::from(argmax == label);
         for j in 0..z.ncols() {
             let p = (row[j] - max).exp() / sum;
-            dz[(i, j)] = (p - f64::from(u8::from(j == label))) / b;
+            dz[(i, j)] = (p - f64::from(u8::from(j == label))) / n;
         }
     }
-    (loss / b, hits as f64 / b, dz)
+    (loss, hits, dz)
+}
+
+/// The refusal of a loss at every step by the head at the last step.
+fn every_step_loss() -> anyhow::Error {
+    Error::setting(
+        "Hyper::loss",
+        "loss ce-seq scores a head at every step (cpu::seq_head::head_steps), not the head at \
+         the last step",
+    )
+    .into()
 }
 
 /// Mean squared error over all entries, hit rate and ∂ℓ/∂z.

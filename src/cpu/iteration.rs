@@ -5,20 +5,27 @@ use nalgebra::DMatrix;
 
 use crate::backend::Trace;
 use crate::cg::CgReport;
-use crate::config::{Hyper, TpConfig, TpGrad, CPU_CG_TOL};
+use crate::config::{Hyper, Loss, TpConfig, TpGrad, CPU_CG_TOL};
 use crate::cpu::cell::{recurrence, Recurrence};
+use crate::cpu::dtp_reverse::reverse_gradient_steps;
+use crate::cpu::dtp_targets::dtp_targets_steps;
+use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::jacobian_sweep;
+use crate::cpu::optimizer::reverse_layer_step;
+use crate::cpu::seq_head::head_steps;
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
+use crate::dtp::{Noise, ReverseLayer};
 use crate::error::{shape_of, Error};
 use crate::kernel_io::Injection;
 use crate::limits::Workload;
 use crate::model::Params;
+use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
-use crate::tasks::Batch;
-use crate::validate::{check_param_shapes, check_run, check_step};
+use crate::tasks::{Batch, Targets};
+use crate::validate::{check_param_shapes, check_reverse_layer, check_run, check_step};
 
 /// A `Trace` with the hidden states and targets still in the working layout (`Steps`):
 /// everything a training step needs, without converting T + 1 states twice.
@@ -34,10 +41,14 @@ pub struct StepsTrace {
     pub v: Option<Steps>,
     /// TP, where P was formed: P = (WᵀW + rI)⁻¹Wᵀ.
     pub p_inv: Option<DMatrix<f64>>,
+    /// TP with the per-gate inversion: P_r, P_z, P_n.
+    pub p_gates: Option<[DMatrix<f64>; 3]>,
     /// TP: the CG report (P's, or the per-step solves' worst).
     pub cg: Option<CgReport>,
     /// ‖e_t‖_F for t = 1 … T.
     pub error_norms: Vec<f64>,
+    /// With outputs at every step: ℓ_t for t = 1 … T (empty otherwise).
+    pub step_losses: Vec<f64>,
 }
 
 impl StepsTrace {
@@ -57,8 +68,10 @@ impl StepsTrace {
             grads: self.grads,
             v: self.v.map(|v| v.to_rows()),
             p_inv: self.p_inv,
+            p_gates: self.p_gates,
             cg: self.cg,
             error_norms: self.error_norms,
+            step_losses: self.step_losses,
         }
     }
 
@@ -122,57 +135,63 @@ pub fn iteration_steps(
     warm_p: Option<&DMatrix<f64>>,
     pool: &mut Pool,
 ) -> Result<StepsTrace> {
-    let dims = check_param_shapes(params)?;
-    check_step(params.cell, dims, batch, hyper, Device::Cpu)?;
-    if let Some(w) = warm_p.filter(|w| w.shape() != (dims.hidden, dims.hidden)) {
+    if let Some(w) = warm_p.filter(|w| w.shape() != (params.w_hh.ncols(), params.w_hh.ncols())) {
         return Err(Error::shape(
             "warm_p",
             shape_of(&[w.nrows(), w.ncols()]),
-            format!("[{0}, {0}], P's shape (d×d)", dims.hidden),
+            format!("[{0}, {0}], P's shape (d×d)", params.w_hh.ncols()),
         )
         .into());
     }
-    let t_len = batch.seq_len();
-    let sizes = Sizes {
-        hidden: params.dims().hidden,
-        steps: t_len,
-        batch: batch.batch_size(),
-    };
-    let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
-    let x = Steps::from_rows(&batch.x, batch.batch_size(), params.w_ih.ncols());
+    let (plan, x, h, out) = forward_and_head(params, batch, hyper, pool)?;
     let cell = recurrence(params);
-    let h = cell.states(&x, pool);
-    let out = head(params, &h.rows_at(t_len), &batch.y, hyper.loss)?;
-    let (mut grads, v, p_inv, cg) = match plan.targets() {
-        None => {
-            let g = cell.gradients(&x, &h, Injection::Top(&out.grad_h), true, pool);
-            (g, None, None, None)
+    let t_len = batch.seq_len();
+    let (mut grads, v, p_inv, p_gates, cg) = match (plan, plan.targets()) {
+        (Plan::Dtp, _) => {
+            // At fixed parameters the targets use the reverse layer as given, and the
+            // noise is the first iteration's.
+            let reverse = reverse_layer(params)?;
+            let noise = Noise::new(hyper.dtp.noise, hyper.dtp.noise_seed, 1);
+            let grad = reverse_gradient_steps(params, reverse, &x, &h, noise);
+            return Ok(dtp_targets_and_gradients(
+                params, reverse, grad, x, h, out, hyper, pool,
+            ));
         }
-        Some(solve) => {
+        (_, None) => {
+            let injection = match &out.every_step {
+                Some(g) => Injection::Steps(g),
+                None => Injection::Top(&out.grad_top),
+            };
+            let g = cell.gradients(&x, &h, injection, true, pool);
+            (g, None, None, None, None)
+        }
+        (_, Some(solve)) => {
             let tp = &hyper.tp;
+            let mut p_gates = None;
             let (v, p_inv, cg) = match solve {
+                // `Plan::new` refuses the jacobian inversion with outputs at every step.
                 TargetSolve::Jacobian => {
-                    let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_h, tp)?;
+                    let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_top, tp)?;
                     (v, None, Some(cg))
+                }
+                TargetSolve::PerGate { cholesky } => {
+                    let (p, cg) = gate_inverses(params, tp, cholesky)?;
+                    let rows = h.to_rows();
+                    let v_top = &rows[t_len] - &out.grad_top * tp.lr_target;
+                    let v = gru_per_gate_sweep(params, &p, &x.to_rows(), &rows, &v_top)?;
+                    p_gates = Some(p);
+                    (Steps::from_rows(&v, h.batch(), h.width()), None, cg)
                 }
                 analytic => {
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
-                    let (p_inv, cg) = analytic_targets(
-                        params,
-                        analytic,
-                        &x,
-                        &h,
-                        &out.grad_h,
-                        tp,
-                        warm_p,
-                        &mut v,
-                    )?;
+                    let (p_inv, cg) =
+                        analytic_targets(params, analytic, &x, &h, &out, tp, warm_p, &mut v)?;
                     (v, p_inv, cg)
                 }
             };
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
             let g = cell.gradients(&x, &h, Injection::Targets(&v), through_time, pool);
-            (g, Some(v), p_inv, cg)
+            (g, Some(v), p_inv, p_gates, cg)
         }
     };
     grads.params.head_w = out.grad_w;
@@ -183,12 +202,165 @@ pub fn iteration_steps(
         grads: grads.params,
         v,
         p_inv,
+        p_gates,
         cg,
         error_norms: grads.error_norms,
+        step_losses: out.step_losses,
     })
 }
 
-/// The analytic inversion's targets (docs/ALGORITHM.md §2 step 5) into `v`: P formed by
+/// What the head (at the last step) or the heads (at every step) give an iteration.
+struct Outputs {
+    loss: f64,
+    /// g_T = ∇_{h_T} ℓ.
+    grad_top: DMatrix<f64>,
+    /// With outputs at every step: g_t = ∇_{h_t} ℓ for every t, shaped like h.
+    every_step: Option<Steps>,
+    step_losses: Vec<f64>,
+    grad_w: DMatrix<f64>,
+    grad_b: DMatrix<f64>,
+}
+
+impl Outputs {
+    fn new(params: &Params, h: &Steps, y: &Targets, loss: Loss) -> Result<Self> {
+        let t_len = h.steps() - 1;
+        if loss.every_step() {
+            let out = head_steps(params, h, y)?;
+            return Ok(Self {
+                loss: out.loss,
+                grad_top: out.grad_h[t_len].clone(),
+                every_step: Some(Steps::from_rows(&out.grad_h, h.batch(), h.width())),
+                step_losses: out.step_losses,
+                grad_w: out.grad_w,
+                grad_b: out.grad_b,
+            });
+        }
+        let out = head(params, &h.rows_at(t_len), y, loss)?;
+        Ok(Self {
+            loss: out.loss,
+            grad_top: out.grad_h,
+            every_step: None,
+            step_losses: Vec::new(),
+            grad_w: out.grad_w,
+            grad_b: out.grad_b,
+        })
+    }
+}
+
+/// A DTP training iteration up to its last update (docs/ALGORITHM.md §14): the forward
+/// pass and the head, the reverse layer's gradient on this iteration's noise (the stream
+/// of `opt.step + 1`), its optimizer step (`reverse_layer_step`, which counts the
+/// iteration's step), then the targets through the updated reverse layer and the
+/// surrogate's gradient. The caller applies `optimizer::forward_step` with the returned
+/// gradients (whose reverse-layer part has been applied already). Checks as
+/// `iteration_steps` does.
+pub fn dtp_step(
+    params: &mut Params,
+    opt: &mut OptState,
+    batch: &Batch,
+    hyper: &Hyper,
+    pool: &mut Pool,
+) -> Result<StepsTrace> {
+    let (_, x, h, out) = forward_and_head(params, batch, hyper, pool)?;
+    let noise = Noise::new(hyper.dtp.noise, hyper.dtp.noise_seed, opt.step + 1);
+    let grad = reverse_gradient_steps(params, reverse_layer(params)?, &x, &h, noise);
+    let step = Params {
+        dtp: Some(grad.clone()),
+        ..params.zeros_like()
+    };
+    reverse_layer_step(&hyper.opt, hyper.dtp.lr_reverse, opt, params, &step);
+    let reverse = reverse_layer(params)?;
+    Ok(dtp_targets_and_gradients(
+        params, reverse, grad, x, h, out, hyper, pool,
+    ))
+}
+
+/// What every iteration starts with: the checks of its inputs and settings
+/// (`validate::check_param_shapes`, `validate::check_step`, `validate::check_reverse_layer`),
+/// its plan, the inputs in the working layout, the forward pass and the head.
+fn forward_and_head(
+    params: &Params,
+    batch: &Batch,
+    hyper: &Hyper,
+    pool: &mut Pool,
+) -> Result<(Plan, Steps, Steps, Outputs)> {
+    let dims = check_param_shapes(params)?;
+    check_step(params.cell, dims, batch, hyper, Device::Cpu)?;
+    check_reverse_layer(params, hyper.method)?;
+    let t_len = batch.seq_len();
+    let sizes = Sizes {
+        hidden: dims.hidden,
+        steps: t_len,
+        batch: batch.batch_size(),
+    };
+    let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
+    let x = Steps::from_rows(&batch.x, batch.batch_size(), dims.input);
+    let h = recurrence(params).states(&x, pool);
+    let out = Outputs::new(params, &h, &batch.y, hyper.loss)?;
+    Ok((plan, x, h, out))
+}
+
+/// The reverse layer of DTP's parameters (`check_reverse_layer` has made sure of it).
+fn reverse_layer(params: &Params) -> Result<&ReverseLayer> {
+    params
+        .dtp
+        .as_ref()
+        .ok_or_else(|| Error::setting("Params::dtp", "DTP needs a reverse layer").into())
+}
+
+/// DTP's targets through `reverse` and the surrogate's gradient `Σ_t ½‖h_t − v_t‖² / B`
+/// (a mean over the batch, as the published code takes it), with the head's gradients
+/// and the reverse layer's `reverse_grad`.
+#[allow(clippy::too_many_arguments)]
+fn dtp_targets_and_gradients(
+    params: &Params,
+    reverse: &ReverseLayer,
+    reverse_grad: ReverseLayer,
+    x: Steps,
+    h: Steps,
+    out: Outputs,
+    hyper: &Hyper,
+    pool: &mut Pool,
+) -> StepsTrace {
+    let mut v = pool.take(h.steps(), h.batch(), h.width());
+    dtp_targets_steps(
+        params,
+        reverse,
+        &x,
+        &h,
+        &out.grad_top,
+        hyper.tp.lr_target,
+        &mut v,
+    );
+    let through_time = hyper.tp.tp_grad == TpGrad::ThroughTime;
+    let cell = recurrence(params);
+    let mut grads = cell.gradients(&x, &h, Injection::Targets(&v), through_time, pool);
+    // The recursion is linear in what it is given: the mean's gradient and errors are
+    // the sum's over B.
+    let scale = 1.0 / h.batch() as f64;
+    // The cell's four tensors (the head's and the reverse layer's come below).
+    for m in grads.params.tensors_mut().into_iter().take(4) {
+        *m *= scale;
+    }
+    grads.error_norms.iter_mut().for_each(|e| *e *= scale);
+    grads.params.head_w = out.grad_w;
+    grads.params.head_b = out.grad_b;
+    grads.params.dtp = Some(reverse_grad);
+    StepsTrace {
+        h,
+        loss: out.loss,
+        grads: grads.params,
+        v: Some(v),
+        p_inv: None,
+        p_gates: None,
+        cg: None,
+        error_norms: grads.error_norms,
+        step_losses: out.step_losses,
+    }
+}
+
+/// The analytic inversion's targets (docs/ALGORITHM.md §2 step 5; with outputs at every
+/// step their local targets too, §13) into `v`: P formed by
 /// `solve` (CG warm from `warm_p`, or Cholesky) or per-step CG solves. Returns P where it
 /// was formed and the CG report (P's, or the per-step solves' worst).
 #[allow(clippy::too_many_arguments)]
@@ -197,7 +369,7 @@ fn analytic_targets(
     solve: TargetSolve,
     x: &Steps,
     h: &Steps,
-    grad_h: &DMatrix<f64>,
+    out: &Outputs,
     tp: &TpConfig,
     warm_p: Option<&DMatrix<f64>>,
     v: &mut Steps,
@@ -230,7 +402,8 @@ fn analytic_targets(
         inverse,
         x,
         h,
-        grad_h,
+        &out.grad_top,
+        out.every_step.as_ref(),
         tp.lr_target,
         tp.target_mode,
         v,

@@ -9,13 +9,17 @@
 pub mod backend;
 pub mod bptt;
 pub mod cell;
+pub mod dtp_reverse;
+pub mod dtp_targets;
 pub mod forward;
 pub mod gru;
+pub mod gru_per_gate;
 pub mod head;
 pub mod inverse;
 pub mod iteration;
 pub mod jacobian;
 pub mod optimizer;
+pub mod seq_head;
 pub mod simd;
 pub mod steps;
 pub mod target_sweep;

@@ -2,6 +2,7 @@
 //! (twin of `shaders/optimizer.wgsl`).
 
 use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::dtp::REVERSE_NAMES;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 
@@ -13,6 +14,49 @@ pub fn optimizer_step(
     grads: &Params,
 ) {
     state.step += 1;
+    update(cfg, cfg.lr, state, params, grads, |_| true);
+}
+
+/// DTP's first step of an iteration (docs/ALGORITHM.md §14): the reverse layer alone,
+/// with learning rate `lr_reverse` and the rest of `cfg`, before the targets are computed.
+/// It counts the iteration's step; [`forward_step`] then moves the other tensors at the
+/// same count, as the published code's two parameter groups of one optimizer do.
+pub fn reverse_layer_step(
+    cfg: &OptimizerConfig,
+    lr_reverse: f64,
+    state: &mut OptState,
+    params: &mut Params,
+    grads: &Params,
+) {
+    state.step += 1;
+    update(cfg, lr_reverse, state, params, grads, |name| {
+        REVERSE_NAMES.contains(&name)
+    });
+}
+
+/// DTP's second step of an iteration: every tensor but the reverse layer's, at the step
+/// count [`reverse_layer_step`] set.
+pub fn forward_step(
+    cfg: &OptimizerConfig,
+    state: &mut OptState,
+    params: &mut Params,
+    grads: &Params,
+) {
+    update(cfg, cfg.lr, state, params, grads, |name| {
+        !REVERSE_NAMES.contains(&name)
+    });
+}
+
+/// One update with learning rate `lr` of the tensors whose names `which` accepts, at the
+/// step count `state.step`.
+fn update(
+    cfg: &OptimizerConfig,
+    lr: f64,
+    state: &mut OptState,
+    params: &mut Params,
+    grads: &Params,
+    which: impl Fn(&str) -> bool,
+) {
     let t = state.step as i32;
     let slots = params
         .tensors_mut()
@@ -20,14 +64,17 @@ pub fn optimizer_step(
         .zip(grads.tensors())
         .zip(state.m.tensors_mut())
         .zip(state.v.tensors_mut());
-    for (((theta, (_, g)), m), v) in slots {
+    for (((theta, (name, g)), m), v) in slots {
+        if !which(name) {
+            continue;
+        }
         match cfg.kind {
-            OptimizerKind::Sgd => *theta -= g * cfg.lr,
+            OptimizerKind::Sgd => *theta -= g * lr,
             OptimizerKind::Nesterov => {
                 // buf ← μ buf + g;  θ ← θ − lr (g + μ buf)
                 *m *= cfg.momentum;
                 *m += g;
-                *theta -= (g + &*m * cfg.momentum) * cfg.lr;
+                *theta -= (g + &*m * cfg.momentum) * lr;
             }
             OptimizerKind::Adam => {
                 *m *= cfg.beta1;
@@ -38,7 +85,7 @@ pub fn optimizer_step(
                 let c1 = 1.0 - cfg.beta1.powi(t);
                 let c2 = 1.0 - cfg.beta2.powi(t);
                 theta.zip_zip_apply(m, v, |th, mi, vi| {
-                    *th -= cfg.lr * (mi / c1) / ((vi / c2).sqrt() + cfg.eps)
+                    *th -= lr * (mi / c1) / ((vi / c2).sqrt() + cfg.eps)
                 });
             }
         }

@@ -27,8 +27,9 @@ pub fn f_inverse(
     v: &DMatrix<f64>,
 ) -> DMatrix<f64> {
     let mut pre = v.map(f64::atanh) - x_t * params.w_ih.transpose();
+    let b = params.tanh_bias().transpose();
     for mut row in pre.row_iter_mut() {
-        row -= params.b.transpose();
+        row -= &b;
     }
     pre * p_inv.transpose()
 }
@@ -91,14 +92,29 @@ pub fn target_sweep(
     let h = Steps::from_rows(h, b, d);
     let inverse = Inverse::Formed(p_inv);
     let mut v = Steps::zeros(h.steps(), b, d);
-    target_sweep_steps(params, inverse, &x, &h, grad_h, lr_target, mode, &mut v)
-        .expect("applying a formed P cannot fail");
+    target_sweep_steps(
+        params, inverse, &x, &h, grad_h, None, lr_target, mode, &mut v,
+    )
+    .expect("applying a formed P cannot fail");
     v.to_rows()
 }
 
 /// `target_sweep` in the working layout, applying P as `inverse` says, written over all of
 /// `v` (shaped like `h`); with per-step solves, the worst step's CG report (most
 /// iterations, largest residual).
+///
+/// With outputs at every step, `local` holds their gradients g_t = ∇_{h_t} ℓ (shaped like
+/// h) and every step t ≥ 2 also carries back its own target `v̂_t = h_t − γ_h g_t`, as the
+/// published code does (docs/ALGORITHM.md §13): the bracket of each rule gets the
+/// displacement of v̂_t besides that of v_t,
+///
+/// ```text
+/// linearized:  v_{t−1} = h_{t−1} + P [(v_t + v̂_t − 2h_t) ⊘ (1 − clamp(h_t)²)]
+/// difference:  v_{t−1} = h_{t−1} + f_t⁻¹(clamp v_t) + f_t⁻¹(clamp v̂_t) − 2 f_t⁻¹(clamp h_t)
+/// plain:       v_{t−1} = f_t⁻¹(clamp v_t) + f_t⁻¹(clamp v̂_t)
+/// ```
+///
+/// and `grad_h` must be g_T (v_T = v̂_T).
 #[allow(clippy::too_many_arguments)]
 pub fn target_sweep_steps(
     params: &Params,
@@ -106,6 +122,7 @@ pub fn target_sweep_steps(
     x: &Steps,
     h: &Steps,
     grad_h: &DMatrix<f64>,
+    local: Option<&Steps>,
     lr_target: f64,
     mode: TargetMode,
     v: &mut Steps,
@@ -117,14 +134,18 @@ pub fn target_sweep_steps(
         (h.steps(), h.batch(), h.width()),
         "target_sweep_steps: v is not shaped like h"
     );
-    // v_0 (never used) and v_T; the sweep writes v_1 … v_{T−1}.
-    v.step_mut(0).copy_from_slice(h.step(0));
-    let columns = v.step_mut(t_len).chunks_exact_mut(d);
-    for (i, (col, h_col)) in columns.zip(h.step(t_len).chunks_exact(d)).enumerate() {
-        for (j, (vj, &hj)) in col.iter_mut().zip(h_col).enumerate() {
-            *vj = hj - grad_h[(i, j)] * lr_target;
-        }
+    if let Some(g) = local.filter(|g| (g.steps(), g.batch(), g.width()) != (h.steps(), b, d)) {
+        anyhow::bail!(
+            "target_sweep_steps: the gradients of the outputs at every step have {} steps of \
+             {}×{}, but h has {} of {b}×{d}",
+            g.steps(),
+            g.batch(),
+            g.width(),
+            h.steps()
+        );
     }
+    // v_0 (never used) and v_T; the sweep writes v_1 … v_{T−1}.
+    sweep_ends(h, grad_h, lr_target, v);
     // The inverse needs U x_t + b (difference and plain targets only).
     let a_in = (mode != TargetMode::Linearized).then(|| {
         let mut a = Steps::zeros(t_len, b, d);
@@ -135,7 +156,8 @@ pub fn target_sweep_steps(
     // Per thread: the worst per-step report, or the first failed solve.
     let outcomes = Mutex::new(Vec::new());
     in_parallel(v.parts_mut(&groups), |mut part| {
-        let outcome = sweep_part(&mut part, inverse, h, a_in.as_ref(), mode);
+        let local = local.map(|g| Local { g, lr_target });
+        let outcome = sweep_part(&mut part, inverse, h, a_in.as_ref(), local, mode);
         outcomes
             .lock()
             .expect("no thread panics holding it")
@@ -148,9 +170,38 @@ pub fn target_sweep_steps(
     Ok(worst)
 }
 
+/// The targets every sweep starts from (docs/ALGORITHM.md §2 step 3): `v_T = h_T − γ_h g_T`
+/// into step T of `v`, and `v_0 = h_0` (never used) into step 0; `v` is shaped like `h`.
+pub fn sweep_ends(h: &Steps, grad_h: &DMatrix<f64>, lr_target: f64, v: &mut Steps) {
+    let (d, t_len) = (h.width(), h.steps() - 1);
+    v.step_mut(0).copy_from_slice(h.step(0));
+    let columns = v.step_mut(t_len).chunks_exact_mut(d);
+    for (i, (col, h_col)) in columns.zip(h.step(t_len).chunks_exact(d)).enumerate() {
+        for (j, (vj, &hj)) in col.iter_mut().zip(h_col).enumerate() {
+            *vj = hj - grad_h[(i, j)] * lr_target;
+        }
+    }
+}
+
 /// `CgReport::worse` of the reports there are.
 fn worse(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
     a.into_iter().chain(b).reduce(CgReport::worse)
+}
+
+/// The local targets of outputs at every step: v̂_t = h_t − γ_h g_t.
+#[derive(Clone, Copy)]
+struct Local<'a> {
+    g: &'a Steps,
+    lr_target: f64,
+}
+
+impl Local<'_> {
+    /// v̂_t for the sequences `seqs`, into `out`.
+    fn targets(&self, t: usize, h: &Steps, seqs: &std::ops::Range<usize>, out: &mut [f64]) {
+        for ((o, &ht), &gt) in out.iter_mut().zip(h.at(t, seqs)).zip(self.g.at(t, seqs)) {
+            *o = ht - self.lr_target * gt;
+        }
+    }
 }
 
 /// The sweep for one thread's sequences, t = T … 2.
@@ -159,6 +210,7 @@ fn sweep_part(
     inverse: Inverse,
     h: &Steps,
     a_in: Option<&Steps>,
+    local: Option<Local>,
     mode: TargetMode,
 ) -> Result<Option<CgReport>> {
     let d = h.width();
@@ -168,14 +220,29 @@ fn sweep_part(
     let n = seqs.len();
     let mut pre = vec![0.0; d * n];
     let mut fh = vec![0.0; d * n];
+    // With outputs at every step: v̂_t, then its inverse.
+    let mut own = vec![0.0; if local.is_some() { d * n } else { 0 }];
+    let mut f_own = own.clone();
     for t in (2..=t_len).rev() {
         let (v_t, v_prev) = part.pair_mut(t, t - 1);
         let (h_t, h_prev) = (h.at(t, &seqs), h.at(t - 1, &seqs));
+        if let Some(l) = &local {
+            l.targets(t, h, &seqs, &mut own);
+        }
         let report = match mode {
             TargetMode::Linearized => {
-                // v_{t−1} = h_{t−1} + P [(v_t − h_t) ⊘ (1 − clamp(h_t)²)]
+                // v_{t−1} = h_{t−1} + P [(v_t − h_t) ⊘ (1 − clamp(h_t)²)], with the local
+                // displacement v̂_t − h_t = −γ_h g_t added to v_t − h_t.
                 for ((s, &vt), &ht) in pre.iter_mut().zip(v_t).zip(h_t) {
-                    *s = (vt - ht) / (1.0 - clamp(ht).powi(2));
+                    *s = vt - ht;
+                }
+                if let Some(l) = &local {
+                    for (s, &gt) in pre.iter_mut().zip(l.g.at(t, &seqs)) {
+                        *s -= l.lr_target * gt;
+                    }
+                }
+                for (s, &ht) in pre.iter_mut().zip(h_t) {
+                    *s /= 1.0 - clamp(ht).powi(2);
                 }
                 v_prev.copy_from_slice(h_prev);
                 inverse.apply(&pre, true, v_prev)?
@@ -190,11 +257,32 @@ fn sweep_part(
                 for ((out, &fh), &hp) in v_prev.iter_mut().zip(&fh).zip(h_prev) {
                     *out = hp + (*out - fh);
                 }
-                worse(first, second)
+                let third = match &local {
+                    Some(_) => {
+                        let r = f_inverse_cols(inverse, a_in, &own, &mut pre, &mut f_own)?;
+                        for ((out, &fo), &fh) in v_prev.iter_mut().zip(&f_own).zip(&fh) {
+                            *out += fo - fh;
+                        }
+                        r
+                    }
+                    None => None,
+                };
+                worse(worse(first, second), third)
             }
             TargetMode::Plain => {
                 let a_in = a_in.expect("input term").at(t - 1, &seqs);
-                f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?
+                let first = f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?;
+                let second = match &local {
+                    Some(_) => {
+                        let r = f_inverse_cols(inverse, a_in, &own, &mut pre, &mut f_own)?;
+                        for (out, &fo) in v_prev.iter_mut().zip(&f_own) {
+                            *out += fo;
+                        }
+                        r
+                    }
+                    None => None,
+                };
+                worse(first, second)
             }
         };
         worst = worse(worst, report);

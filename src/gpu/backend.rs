@@ -4,21 +4,21 @@
 //! A step uploads the batch, records forward, head, (CG for P and the target sweep, or the
 //! jacobian sweep with its per-step CG,) BPTT, the gradient reductions and the optimizer
 //! into one command buffer, submits it and returns without waiting. Loss and CG statistics
-//! stay on the device until `last_stats` asks for them. Both cells (tanh RNN, GRU) and both
-//! inversions (analytic for the tanh RNN, jacobian for either) run here; f16 storage of
-//! the histories (`Storage::F16`) only for the tanh RNN with the analytic inversion.
+//! stay on the device until `last_stats` asks for them. Both cells (tanh RNN, GRU) and every
+//! inversion (analytic for the tanh RNN, jacobian for either, per-gate for the GRU) run
+//! here; f16 storage of the histories (`Storage::F16`) only for the tanh RNN with the
+//! analytic inversion.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::backend::{Backend, Diagnostics, Eval, LogPoint, StepStats, Trace};
-use crate::cg::CgReport;
 use crate::config::{Hyper, Method};
 use crate::gpu::buffers::ModelBuffers;
+use crate::gpu::cg_record::{cg_regions, cg_report};
 use crate::gpu::context::GpuContext;
 use crate::gpu::iteration::Workspace;
-use crate::gpu::jacobian;
 use crate::gpu::layout::{matrix, Shape};
 use crate::gpu::one_shot;
 use crate::gpu::options::GpuOptions;
@@ -28,9 +28,9 @@ use crate::limits::{GpuLimits, Workload};
 use crate::memory::MemoryEstimate;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
-use crate::plan::Plan;
+use crate::plan::{Plan, TargetSolve};
 use crate::tasks::Batch;
-use crate::validate::{check_params, check_run, check_step};
+use crate::validate::{check_params, check_reverse_layer, check_run, check_step};
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says, long loops split into launches as its `StepsPerDispatch` says. Keeps P on the
@@ -62,44 +62,6 @@ struct Training {
 
 /// Evaluation workspaces kept at once.
 const EVAL_SHAPES: usize = 2;
-
-/// Where the CG record of the last iteration run in `ws` is (TP only): P's solve, or the
-/// per-step sweep's (which runs where no P is formed).
-fn cg_regions<'a>(model: &'a ModelBuffers, ws: &'a Workspace) -> Vec<Region<'a>> {
-    match ws.plan {
-        Plan::Bptt => Vec::new(),
-        plan if plan.forms_p() => vec![model.cg.state_region()],
-        _ => jacobian::report_regions(model, &ws.seq, ws.shape).to_vec(),
-    }
-}
-
-/// The CG report from the words of `cg_regions`; a solve that missed its tolerance is a
-/// `CgError`.
-fn cg_report(
-    ctx: &GpuContext,
-    model: &ModelBuffers,
-    ws: &Workspace,
-    hyper: &Hyper,
-    words: &[Vec<u32>],
-) -> Result<Option<CgReport>> {
-    let tp = &hyper.tp;
-    Ok(match ws.plan {
-        Plan::Bptt => None,
-        plan if plan.forms_p() => Some(model.cg.report_from(
-            ctx,
-            &words[0],
-            jacobian::tolerance(tp),
-            tp.cg_max_iter,
-        )?),
-        _ => Some(jacobian::report_from(
-            ctx,
-            model,
-            [&words[0], &words[1]],
-            ws.shape,
-            tp,
-        )?),
-    })
-}
 
 /// Row-major f32 from the words of a region.
 fn floats(words: &[u32]) -> Vec<f32> {
@@ -217,7 +179,7 @@ impl Backend for GpuBackend {
         })?;
         let (t, d) = (ws.shape.steps, params.dims().hidden);
         let h = ws.seq.h.read(ctx, 0, t + 1)?;
-        let v = if hyper.method == Method::Tp {
+        let v = if hyper.method != Method::Bp {
             let dv = ws.seq.dv.read(ctx, 0, t + 1)?;
             Some(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
         } else {
@@ -229,31 +191,53 @@ impl Backend for GpuBackend {
             Region::new(&model.grad, 0, len),
             ws.error_norms.region(),
         ];
-        // P exists only where it was formed (the analytic inversion).
+        // P exists only where it was formed (the analytic inversion), the P_g only for the
+        // per-gate inversion.
+        let per_gate = matches!(ws.plan, Plan::Tp(TargetSolve::PerGate { .. }));
         if ws.plan.forms_p() {
             regions.push(Region::new(&model.cg.x, 0, d * d));
         }
+        if per_gate {
+            let gates = model.gates(ctx)?;
+            regions.extend(gates.cg.iter().map(|cg| Region::new(&cg.x, 0, d * d)));
+        }
+        // The per-step losses, with outputs at every step (the last fixed region).
+        if let Some(steps) = ws.step_stats() {
+            regions.push(Region::new(steps, 0, 2 * t));
+        }
         let fixed = regions.len();
-        regions.extend(cg_regions(&model, &ws));
+        regions.extend(cg_regions(ctx, &model, &ws)?);
         let words = Readback::default().read(ctx, |pass| ws.error_norms.record(pass), &regions)?;
+        let square = |k: usize| matrix(&floats(&words[k]), d, d);
+        let step_losses = match ws.step_stats() {
+            Some(_) => floats(&words[fixed - 1])
+                .iter()
+                .step_by(2)
+                .map(|&l| f64::from(l))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Trace {
             h,
             loss: f64::from(f32::from_bits(words[0][0])),
             grads: model.layout.unpack(&floats(&words[1])),
             error_norms: ws.error_norms.decode(&words[2]),
             v,
-            p_inv: (fixed == 4).then(|| matrix(&floats(&words[3]), d, d)),
+            p_inv: ws.plan.forms_p().then(|| square(3)),
+            p_gates: per_gate.then(|| [square(3), square(4), square(5)]),
             cg: cg_report(ctx, &model, &ws, hyper, &words[fixed..])?,
+            step_losses,
         })
     }
 
     fn load(&mut self, params: &Params, opt: Option<&OptState>, hyper: &Hyper) -> Result<()> {
-        let dims = check_params(params)?;
+        check_params(params)?;
         Plan::check(params.cell, hyper, self.options.storage.device())?;
+        check_reverse_layer(params, hyper.method)?;
         let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
-        let model = ModelBuffers::new(ctx, params.cell, dims)?;
+        let model = ModelBuffers::for_params(ctx, params)?;
         model.write_params(ctx, params)?;
         ctx.write(&model.m, 0, &model.layout.pack(&opt.m));
         ctx.write(&model.v, 0, &model.layout.pack(&opt.v));
@@ -295,14 +279,18 @@ impl Backend for GpuBackend {
         )?;
         ws.seq.write_batch(&ctx, batch);
         ws.optimizer.set_step(&ctx, tr.step + 1);
+        if let Some((reverse, _)) = &ws.dtp {
+            reverse.set_iteration(&ctx, tr.step + 1);
+        }
         ctx.submit(|pass| {
             ws.record_loss(pass);
-            ws.record_gradients(pass, tr.warm);
+            ws.record_training_gradients(pass, tr.warm);
             ws.optimizer.record(pass);
         })?;
         tr.step += 1;
-        // Only P's solve starts from the last solution; the per-step solves start from 0.
-        tr.warm = ws.plan.forms_p();
+        // Only the solves for P or the P_g start from the last solution; the per-step
+        // solves start from 0.
+        tr.warm = ws.plan.forms_inverses();
         tr.stepped = true;
         Ok(())
     }
@@ -442,7 +430,7 @@ impl GpuBackend {
             if diagnostics {
                 regions.extend([norms.region(), Region::new(&model.grad, 0, len)]);
             }
-            regions.extend(cg_regions(model, ws));
+            regions.extend(cg_regions(&ctx, model, ws)?);
         }
         let record = |pass: &mut wgpu::ComputePass<'_>| {
             if let (true, Some(norms)) = (diagnostics, norms) {

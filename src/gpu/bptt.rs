@@ -48,7 +48,8 @@ impl Dims {
 }
 
 /// The launches: one workgroup per sequence, `steps` steps per launch, writing δ and e
-/// [T, B, d]. `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP).
+/// [T, B, d]. `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP),
+/// or with `every_step` (outputs at every step) g_t at every step.
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -56,8 +57,39 @@ pub(crate) fn dispatch(
     (shape, steps): (Shape, usize),
     targets: bool,
     through_time: bool,
+    every_step: bool,
 ) -> Result<Dispatch> {
-    let dims = Dims::new(model, seq, shape, targets, through_time);
+    let mut dims = Dims::new(model, seq, shape, targets, through_time);
+    if every_step && !targets {
+        // bptt.wgsl's STEPS.
+        dims.injection = 2;
+    }
+    launch(ctx, model, seq, (shape, steps), &dims)
+}
+
+/// DTP's launch (docs/ALGORITHM.md §14): TP's, with the injection h_t − v_t divided by B,
+/// its surrogate being a mean over the batch. The kernel divides what it reads of dv by
+/// dv_scale, so B times the scale divides the injection (and e) by B.
+pub(crate) fn dispatch_batch_mean(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    (shape, steps): (Shape, usize),
+    through_time: bool,
+) -> Result<Dispatch> {
+    let mut dims = Dims::new(model, seq, shape, true, through_time);
+    dims.dv_scale *= shape.batch as f32;
+    launch(ctx, model, seq, (shape, steps), &dims)
+}
+
+/// bptt.wgsl's launch with `dims`, on the tanh RNN's buffers.
+fn launch(
+    ctx: &GpuContext,
+    model: &ModelBuffers,
+    seq: &SeqBuffers,
+    (shape, steps): (Shape, usize),
+    dims: &Dims,
+) -> Result<Dispatch> {
     let bindings = vec![
         (2, seq.h.binding()),
         (3, seq.dv.binding()),
@@ -66,7 +98,7 @@ pub(crate) fn dispatch(
         (6, seq.err.as_entire_binding()),
     ];
     let kernel = &ctx.history_kernels(seq.h.storage)?.bptt;
-    dispatch_cell(ctx, model, (shape, steps), kernel, &dims, bindings)
+    dispatch_cell(ctx, model, (shape, steps), kernel, dims, bindings)
 }
 
 /// What the backward launches of both cells share: `kernel`'s recursion, one workgroup

@@ -1,10 +1,13 @@
 //! The device buffers of a model and of a batch shape, allocated once and reused step
 //! after step, and the small helpers every kernel wrapper shares (poisoning, grids).
 
+use std::sync::OnceLock;
+
 use anyhow::{bail, Result};
 
 use crate::cg::{CgError, CgReport};
-use crate::error::Error;
+use crate::config::Loss;
+use crate::error::{cg_error, Error};
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
 use crate::gpu::layout::{
@@ -16,8 +19,9 @@ use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 
 /// Parameters, gradients and optimizer slots (flat, `ParamLayout`), the CG state whose P
-/// persists between steps to warm-start the next solve, and the sticky record of failed
-/// per-step solves of the jacobian sweep. Independent of B and T.
+/// persists between steps to warm-start the next solve (and the per-gate inversion's,
+/// made when a workspace first needs them), and the sticky record of failed per-step
+/// solves of the jacobian sweep. Independent of B and T.
 pub(crate) struct ModelBuffers {
     pub layout: ParamLayout,
     pub theta: wgpu::Buffer,
@@ -31,11 +35,24 @@ pub(crate) struct ModelBuffers {
     pub pt: wgpu::Buffer,
     /// jacobian.wgsl's failure record: count, worst iterations, worst residual (f32 bits).
     pub sweep_failures: wgpu::Buffer,
+    /// The GRU's per-gate inversion: allocated by `gates` on first use only, since no
+    /// other plan reads them.
+    gates: OnceLock<GateBuffers>,
 }
 
 impl ModelBuffers {
     /// Buffers for a model of `cell` with sizes `dims`.
     pub fn new(ctx: &GpuContext, cell: CellKind, dims: Dims) -> Result<Self> {
+        Self::with_reverse(ctx, cell, dims, false)
+    }
+
+    /// Buffers for the model `params` belong to: its cell, its sizes and, where it has
+    /// one, DTP's reverse layer.
+    pub fn for_params(ctx: &GpuContext, params: &Params) -> Result<Self> {
+        Self::with_reverse(ctx, params.cell, params.dims(), params.dtp.is_some())
+    }
+
+    fn with_reverse(ctx: &GpuContext, cell: CellKind, dims: Dims, reverse: bool) -> Result<Self> {
         if dims.hidden > MAX_HIDDEN {
             return Err(Error::DeviceLimit {
                 limit: "MAX_HIDDEN".into(),
@@ -49,7 +66,8 @@ impl ModelBuffers {
             }
             .into());
         }
-        let layout = ParamLayout::new(cell, dims, ctx.limits.min_storage_buffer_offset_alignment);
+        let align = ctx.limits.min_storage_buffer_offset_alignment;
+        let layout = ParamLayout::new(cell, dims, align, reverse);
         let g = cell.gates();
         let bytes = 4 * layout.len as u64;
         let none = wgpu::BufferUsages::empty();
@@ -66,8 +84,18 @@ impl ModelBuffers {
             )?,
             pt: ctx.storage("Pᵀ [d, d]", 4 * (dims.hidden * dims.hidden) as u64, none)?,
             sweep_failures: ctx.storage("per-step CG failure record", 12, none)?,
+            gates: OnceLock::new(),
             layout,
         })
+    }
+
+    /// The per-gate inversion's buffers, allocated on the first call.
+    pub fn gates(&self, ctx: &GpuContext) -> Result<&GateBuffers> {
+        if let Some(gates) = self.gates.get() {
+            return Ok(gates);
+        }
+        let made = GateBuffers::new(ctx, self.layout.dims.hidden)?;
+        Ok(self.gates.get_or_init(|| made))
     }
 
     pub fn write_params(&self, ctx: &GpuContext, params: &Params) -> Result<()> {
@@ -76,6 +104,11 @@ impl ModelBuffers {
                 "parameters of a {:?} cell given to buffers of a {:?} cell",
                 params.cell,
                 self.layout.cell
+            );
+        }
+        if params.dtp.is_some() != self.layout.rev.is_some() {
+            bail!(
+                "parameters with and buffers without DTP's reverse layer, or the other way round"
             );
         }
         params.check_dims(self.layout.dims)?;
@@ -91,7 +124,7 @@ impl ModelBuffers {
 /// Everything sized by the batch: inputs, targets, histories, head scratch.
 pub(crate) struct SeqBuffers {
     pub x: wgpu::Buffer,
-    /// Labels as u32, or real targets as their f32 bits.
+    /// Labels as u32 ([B], or per step [T, B]), or real targets as their f32 bits.
     pub y: wgpu::Buffer,
     pub h: History,
     /// Target offsets v_t − h_t.
@@ -108,6 +141,7 @@ pub(crate) struct SeqBuffers {
     /// The state one segment of the forward pass or of the target sweep hands to the next
     /// [B, d], in f32 whatever the histories' storage.
     pub carry: wgpu::Buffer,
+    /// g_T = ∇_{h_T} ℓ [B, d]; with outputs at every step g_t for t = 1 … T [T, B, d].
     pub g_top: wgpu::Buffer,
     /// z [B, q] | dℓ/dz [B, q] | per-sequence (loss, hits) [B, 2].
     pub scratch: wgpu::Buffer,
@@ -129,6 +163,7 @@ impl SeqBuffers {
         shape: Shape,
         storage: Storage,
         dv_scale: f32,
+        loss: Loss,
     ) -> Result<Self> {
         let Dims {
             input: p,
@@ -136,6 +171,12 @@ impl SeqBuffers {
             output: q,
         } = dims;
         let Shape { batch: b, steps: t } = shape;
+        // Outputs at every step: a label and a loss gradient per step.
+        let (labels, grad_rows) = if loss.every_step() {
+            (t * b, t * b)
+        } else {
+            (b * q.max(1), b)
+        };
         let g = cell.gates();
         // The GRU's gates are the widest per-step tensor (4d).
         let width = if cell == CellKind::Gru {
@@ -157,7 +198,7 @@ impl SeqBuffers {
                 f(t * b * p),
                 none,
             )?,
-            y: ctx.storage("targets y", f(b * q.max(1)), none)?,
+            y: ctx.storage("targets y", f(labels), none)?,
             h: History::new(ctx, "hidden states h", storage, [t + 1, b, d], 1.0)?,
             dv: History::new(
                 ctx,
@@ -199,7 +240,11 @@ impl SeqBuffers {
                 none,
             )?,
             norms_sq: ctx.storage("per-step squared norms [T]", f(t), none)?,
-            g_top: ctx.storage("loss gradient g_T [B, d]", f(b * d), none)?,
+            g_top: ctx.storage(
+                "loss gradient g_T [B, d], or g [T, B, d] at every step",
+                f(grad_rows * d),
+                none,
+            )?,
             scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
             ones,
             stats: ctx.storage("batch statistics", f(2), none)?,
@@ -212,6 +257,8 @@ impl SeqBuffers {
         let y: Vec<u32> = match &batch.y {
             Targets::Labels(l) => l.iter().map(|&c| c as u32).collect(),
             Targets::Values(v) => rows_f32(v).iter().map(|v| v.to_bits()).collect(),
+            // Step-major [T, B], as the rows of h_1 … h_T: l (B×T) column by column.
+            Targets::StepLabels(l) => l.iter().map(|&c| c as u32).collect(),
         };
         ctx.write(&self.y, 0, &y);
     }
@@ -329,5 +376,74 @@ impl CgBuffers {
             iterations: s.iterations as usize,
             residual: f64::from(s.residual),
         })
+    }
+}
+
+/// The GRU's per-gate inversion (docs/ALGORITHM.md §5): for each gate g = r, z, n its block
+/// W_g of W and W_gᵀ (each [d, d], copied out of the parameters every step, since a
+/// binding cannot start at an arbitrary element) and the CG buffers whose `x` holds P_g
+/// between steps (the warm start); and [P_rᵀ; P_zᵀ; P_nᵀ] [3d, d], what the sweep reads.
+pub(crate) struct GateBuffers {
+    pub w: [wgpu::Buffer; 3],
+    pub wt: [wgpu::Buffer; 3],
+    pub cg: [CgBuffers; 3],
+    pub pt: wgpu::Buffer,
+}
+
+impl GateBuffers {
+    fn new(ctx: &GpuContext, d: usize) -> Result<Self> {
+        let none = wgpu::BufferUsages::empty();
+        let square = |what: &str| ctx.storage(what, 4 * (d * d) as u64, none);
+        Ok(Self {
+            w: [square("W_r")?, square("W_z")?, square("W_n")?],
+            wt: [square("W_rᵀ")?, square("W_zᵀ")?, square("W_nᵀ")?],
+            cg: [
+                CgBuffers::new(ctx, d)?,
+                CgBuffers::new(ctx, d)?,
+                CgBuffers::new(ctx, d)?,
+            ],
+            pt: ctx.storage("[P_rᵀ; P_zᵀ; P_nᵀ] [3d, d]", 4 * (3 * d * d) as u64, none)?,
+        })
+    }
+
+    /// Where the three solves' records are, for a `Readback`.
+    pub fn state_regions(&self) -> [Region<'_>; 3] {
+        self.cg.each_ref().map(CgBuffers::state_region)
+    }
+
+    /// The worst of the three solves' reports from the words of `state_regions`, or the
+    /// worst failure among them as a `CgError` (every failure record is cleared).
+    pub fn report_from(
+        &self,
+        ctx: &GpuContext,
+        words: &[Vec<u32>],
+        tol: f64,
+        max_iter: usize,
+    ) -> Result<CgReport> {
+        let mut worst: Option<CgReport> = None;
+        let mut failed: Option<anyhow::Error> = None;
+        for (cg, words) in self.cg.iter().zip(words) {
+            match cg.report_from(ctx, words, tol, max_iter) {
+                Ok(report) => worst = Some(worst.map_or(report, |w| w.worse(report))),
+                Err(e) => {
+                    let residual = |e: &anyhow::Error| cg_error(e).map(|c| c.report.residual);
+                    // Keep the largest residual (a NaN one above all).
+                    let replace = failed.as_ref().is_none_or(|f| {
+                        let (new, old) = (residual(&e), residual(f));
+                        new.is_some_and(|n| old.is_some_and(|o| n.is_nan() || n > o))
+                    });
+                    if replace {
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(worst.unwrap_or(CgReport {
+                iterations: 0,
+                residual: 0.0,
+            })),
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::gpu::storage::{F16Conversions, Storage};
 ///
 /// | limit | needed | by |
 /// |---|---|---|
-/// | `max_storage_buffers_per_shader_stage` | 8 | `gru_bptt.wgsl`, `target_sweep.wgsl` and `jacobian.wgsl`'s `jacobian_sweep` (others bind 2–7) |
+/// | `max_storage_buffers_per_shader_stage` | 8 | `gru_bptt.wgsl`, `target_sweep.wgsl` (b_ih and b_hh in one binding) and `jacobian.wgsl`'s `jacobian_sweep` (others bind 2–7) |
 /// | `max_uniform_buffers_per_shader_stage` | 1 | every kernel (its parameters) |
 /// | `max_bindings_per_bind_group` | 11 | `jacobian.wgsl` numbers its bindings up to `@binding(10)` |
 /// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `target_sweep.wgsl` at d = [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 2048 |

@@ -38,6 +38,7 @@ pub(crate) fn dispatch(
             (4, seq.x.as_entire_binding()),
             (5, seq.h.binding()),
             (6, seq.carry.as_entire_binding()),
+            (7, model.layout.b_hh.bind(&model.theta)),
         ],
     )
 }

@@ -6,8 +6,11 @@
 //! (Layout conventions: `layout`.)
 //!
 //! Which kernels run depends on the cell and the inversion: forward.wgsl or
-//! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only) or
-//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell); bptt.wgsl or
+//! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only),
+//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell), or CG for each
+//! gate's P_g and gru_per_gate_sweep.wgsl (per-gate, GRU only); for DTP dtp_reverse.wgsl
+//! with its reductions (and in training the reverse layer's step) and dtp_targets.wgsl;
+//! bptt.wgsl or
 //! gru_bptt.wgsl; then the same matmul reductions and optimizer, which only see more or
 //! larger slots for the GRU.
 
@@ -17,19 +20,38 @@ use crate::config::{Hyper, TpGrad};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::inverse::Cg;
+use crate::gpu::dtp_reverse::DtpReverse;
+use crate::gpu::inverse::{Cg, GateCg};
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
 use crate::gpu::options::GpuOptions;
 use crate::gpu::phase::Phase;
 use crate::gpu::segments::Segmenting;
+use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
-    bptt, forward, gru_bptt, gru_forward, head, jacobian, matmul, optimizer, target_sweep,
+    bptt, dtp_targets, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul,
+    optimizer, target_sweep,
 };
+use crate::limits::logit_block_steps;
 use crate::model::CellKind;
 use crate::plan::{Plan, Sizes, TargetSolve};
+
+/// The head at the last step, or the heads at every step (docs/ALGORITHM.md §13).
+pub(crate) enum Head {
+    Last(head::HeadDispatches),
+    EveryStep(SeqHead),
+}
+
+impl Head {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        match self {
+            Head::Last(h) => h.record(pass),
+            Head::EveryStep(h) => h.record(pass),
+        }
+    }
+}
 
 /// All buffers and kernel launches of an iteration for one batch shape and one set of
 /// hyperparameters. Built once and reused step after step.
@@ -40,12 +62,16 @@ pub(crate) struct Workspace {
     pub seq: SeqBuffers,
     /// Wᵀ, then the time loop (tanh RNN or GRU).
     pub forward: [Dispatch; 2],
-    pub head: head::HeadDispatches,
+    pub head: Head,
     /// TP with the analytic inversion: the CG solve for P.
     pub cg: Option<Cg>,
-    /// TP: Pᵀ and the analytic sweep, or the jacobian sweep (which reads the Wᵀ of the
-    /// forward phase).
+    /// TP with the per-gate inversion: the CG solves for P_r, P_z, P_n.
+    pub gate_cg: Option<GateCg>,
+    /// TP: Pᵀ and the analytic sweep, the jacobian sweep (which reads the Wᵀ of the
+    /// forward phase), or the per-gate sweep.
     pub sweep: Option<Vec<Dispatch>>,
+    /// DTP: the reverse layer's gradient and step, and its target sweep.
+    pub dtp: Option<(DtpReverse, Dispatch)>,
     /// The backward recursion of the cell.
     pub bptt: Dispatch,
     /// By matmul over the T·B rows of δ (and the GRU's dgi): ∇W, ∇U, ∇b, and ∇b_hh.
@@ -81,8 +107,9 @@ impl Workspace {
         let per_launch = |m: loops::LoopModel| anyhow::Ok((shape, segmenting.quota(&m)?));
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
-        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale)?;
-        let through_time = tp.is_none_or(|tp| tp.tp_grad == TpGrad::ThroughTime);
+        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale, hyper.loss)?;
+        let dtp = plan == Plan::Dtp;
+        let through_time = plan == Plan::Bptt || hyper.tp.tp_grad == TpGrad::ThroughTime;
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
         // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d]; b is the B operand with its
@@ -105,14 +132,29 @@ impl Workspace {
         let ones = || seq.ones.as_entire_binding();
         let forward_steps = per_launch(loops::forward(cell, d, p, shape))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
+        let every_step = hyper.loss.every_step();
         let (forward, bptt, reductions) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, forward_steps)?,
-                bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
+                if dtp {
+                    bptt::dispatch_batch_mean(ctx, model, &seq, bptt_steps, through_time)?
+                } else {
+                    bptt::dispatch(
+                        ctx,
+                        model,
+                        &seq,
+                        bptt_steps,
+                        tp.is_some(),
+                        through_time,
+                        every_step,
+                    )?
+                },
                 vec![
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
                     reduce(&seq.delta, ones(), Storage::F32, 1, l.b)?,
+                    // b_ih and b_hh enter as their sum: each has the sum's gradient.
+                    reduce(&seq.delta, ones(), Storage::F32, 1, l.b_hh)?,
                 ],
             ),
             // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
@@ -128,7 +170,7 @@ impl Workspace {
                 ],
             ),
         };
-        let (sweep, cg) = match (tp, plan.targets()) {
+        let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
                 Some(
                     target_sweep::dispatch(
@@ -137,10 +179,29 @@ impl Workspace {
                         &seq,
                         per_launch(loops::target_sweep(d, p, shape))?,
                         tp,
+                        every_step,
                     )?
                     .into(),
                 ),
                 Some(Cg::new(
+                    ctx,
+                    model,
+                    tp,
+                    segmenting.quota(&loops::inverse(d, tp.cg_max_iter))?,
+                )?),
+                None,
+            ),
+            (Some(tp), Some(TargetSolve::PerGate { .. })) => (
+                Some(vec![gru_per_gate_sweep::dispatch(
+                    ctx,
+                    model.gates(ctx)?,
+                    &seq,
+                    shape,
+                    dims.hidden,
+                    tp,
+                )?]),
+                None,
+                Some(GateCg::new(
                     ctx,
                     model,
                     tp,
@@ -155,40 +216,104 @@ impl Workspace {
                         ctx, model, &seq, units, tp, solve,
                     )?]),
                     None,
+                    None,
                 )
             }
-            _ => (None, None),
+            _ => (None, None, None),
+        };
+        let block = every_step.then(|| {
+            let limit = ctx
+                .limits
+                .max_buffer_size
+                .min(ctx.limits.max_storage_buffer_binding_size);
+            logit_block_steps(shape.steps, shape.batch, dims.output, limit)
+        });
+        // main's new kernels run whole: refused on llvmpipe past its loop cap.
+        loops::check_unsplit(
+            ctx.info.name.contains("llvmpipe"),
+            d,
+            p,
+            shape,
+            loops::unsplit(
+                d,
+                p,
+                shape,
+                loops::Unsplit {
+                    per_gate: matches!(plan.targets(), Some(TargetSolve::PerGate { .. })),
+                    dtp,
+                    every_step,
+                    outputs: dims.output,
+                    block_rows: block.map_or(0, |k| k.clamp(1, shape.steps.max(1)) * shape.batch),
+                },
+            ),
+        )?;
+        let head = if let Some(block) = block {
+            Head::EveryStep(SeqHead::new(ctx, model, &seq, shape, block)?)
+        } else {
+            Head::Last(head::HeadDispatches::new(
+                ctx, model, &seq, shape, hyper.loss,
+            )?)
+        };
+        let dtp = if dtp {
+            let reverse = DtpReverse::new(ctx, model, &seq, shape, hyper)?;
+            let sweep =
+                dtp_targets::dispatch(ctx, model, &seq, shape, &reverse, hyper.tp.lr_target)?;
+            Some((reverse, sweep))
+        } else {
+            None
         };
         Ok(Self {
             forward,
-            head: head::HeadDispatches::new(ctx, model, &seq, shape, hyper.loss)?,
+            head,
             cg,
+            gate_cg,
             sweep,
             bptt,
             reductions,
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
             error_norms: StepNorms::new(ctx, &seq.err, 0, shape.steps, step_len, &seq.norms_sq)?,
             // dv holds v_0 … v_T: skip v_0.
-            target_norms: tp
-                .map(|_| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
+            target_norms: (tp.is_some() || dtp.is_some())
+                .then(|| StepNorms::of_history(ctx, &seq.dv, 1, &seq.norms_sq))
                 .transpose()?,
+            dtp,
             seq,
             shape,
             plan,
         })
     }
 
-    /// Forward pass and head: loss, g_T, ∇V, ∇c.
+    /// The per-step losses' buffer ([T, 2]: ℓ_t, hits) with outputs at every step.
+    pub fn step_stats(&self) -> Option<&wgpu::Buffer> {
+        match &self.head {
+            Head::Last(_) => None,
+            Head::EveryStep(h) => Some(&h.step_stats),
+        }
+    }
+
+    /// Forward pass and head: loss, g_T (or g_t at every step), ∇V, ∇c.
     pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
         for phase in [Phase::Forward, Phase::Head] {
             self.record_phase(pass, phase, false);
         }
     }
 
-    /// After `record_loss`: the recurrent gradients (TP surrogate or BP). `warm` starts
-    /// CG from the P left by the previous step.
+    /// After `record_loss`: the recurrent gradients (TP surrogate or BP) at fixed
+    /// parameters. `warm` starts CG from the P (or P_g) left by the previous step.
     pub fn record_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
         for phase in [Phase::Inverse, Phase::Sweep, Phase::Bptt, Phase::Reductions] {
+            self.record_phase(pass, phase, warm);
+        }
+    }
+
+    /// `record_gradients` in a training step: there DTP steps its reverse layer between
+    /// its gradient and the targets (docs/ALGORITHM.md §14).
+    pub fn record_training_gradients(&self, pass: &mut wgpu::ComputePass<'_>, warm: bool) {
+        self.record_phase(pass, Phase::Inverse, warm);
+        if let Some((reverse, _)) = &self.dtp {
+            reverse.record_step(pass);
+        }
+        for phase in [Phase::Sweep, Phase::Bptt, Phase::Reductions] {
             self.record_phase(pass, phase, warm);
         }
     }
@@ -203,10 +328,19 @@ impl Workspace {
                 if let Some(cg) = &self.cg {
                     cg.record(pass, warm);
                 }
+                if let Some(gate_cg) = &self.gate_cg {
+                    gate_cg.record(pass, warm);
+                }
+                if let Some((reverse, _)) = &self.dtp {
+                    reverse.record_gradient(pass);
+                }
             }
             Phase::Sweep => {
                 if let Some(sweep) = &self.sweep {
                     sweep.iter().for_each(|d| d.record(pass));
+                }
+                if let Some((_, sweep)) = &self.dtp {
+                    sweep.record(pass);
                 }
             }
             Phase::Bptt => self.bptt.record(pass),

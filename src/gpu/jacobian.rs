@@ -23,7 +23,7 @@ use anyhow::Result;
 use crate::cg::{CgError, CgReport};
 use crate::config::TpConfig;
 use crate::error::Error;
-use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
+use crate::gpu::buffers::{per_item_groups, CgBuffers, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::kernel::JACOBIAN_WORKGROUP_SIZES;
@@ -71,7 +71,8 @@ pub(crate) fn operator_code(cell: CellKind, solve: TargetSolve) -> u32 {
     match (solve, cell) {
         (TargetSolve::Jacobian, CellKind::Tanh) => 0,
         (TargetSolve::Jacobian, CellKind::Gru) => 1,
-        (TargetSolve::PerStep | TargetSolve::FormP { .. }, _) => 2,
+        // The per-gate inversion solves for each P_g with W_g as the operator.
+        (TargetSolve::PerStep | TargetSolve::FormP { .. } | TargetSolve::PerGate { .. }, _) => 2,
     }
 }
 
@@ -152,19 +153,20 @@ pub(crate) fn sweep_dispatch(
     )
 }
 
-/// The solve for P of the analytic inversion: one workgroup per column of `model.cg.x`,
-/// from zero or (`warm`) from the P in it, reading W and the Wᵀ the forward phase wrote;
-/// per-column records go to `model.cg.columns` for cg_check. Each launch spends at most
-/// `quota` CG units, as many launches as cg_max_iter + 1 units need.
+/// The solve for P = (WᵀW + rI)⁻¹Wᵀ of a d×d W (the analytic inversion's, or one gate
+/// block's of the per-gate inversion): one workgroup per column of `cg.x`, from zero or
+/// (`warm`) from the P in it, reading W and its transpose `wt`; per-column records go to
+/// `cg.columns` for cg_check. Each launch spends at most `quota` CG units, as many
+/// launches as cg_max_iter + 1 units need.
 pub(crate) fn inverse_dispatch(
     ctx: &GpuContext,
-    model: &ModelBuffers,
+    d: usize,
+    [w, wt]: [wgpu::BindingResource<'_>; 2],
+    cg: &CgBuffers,
     tp: &TpConfig,
     warm: bool,
     quota: usize,
 ) -> Result<Dispatch> {
-    let l = &model.layout;
-    let d = l.dims.hidden;
     let dims = Dims {
         batch: d as u32,
         steps: 0,
@@ -185,13 +187,13 @@ pub(crate) fn inverse_dispatch(
         &ctx.jacobian_kernels(workgroup_size(d))?.inverse_columns,
         &segment_blocks(dims, tp.cg_max_iter.saturating_add(1), quota),
         &[
-            (1, l.w.bind(&model.theta)),
-            (2, model.wt.as_entire_binding()),
+            (1, w.clone()),
+            (2, wt),
             // The linear cell reads neither states nor gates: any read-only buffer will do.
-            (3, model.theta.as_entire_binding()),
-            (4, model.theta.as_entire_binding()),
-            (6, model.cg.x.as_entire_binding()),
-            (7, model.cg.columns.as_entire_binding()),
+            (3, w.clone()),
+            (4, w),
+            (6, cg.x.as_entire_binding()),
+            (7, cg.columns.as_entire_binding()),
         ],
         per_item_groups(ctx, d, "hidden size d (one CG workgroup per column of P)")?,
     )

@@ -43,7 +43,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 12] = [
+        pub const SHADERS: [(&str, &str); 16] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -66,7 +66,7 @@ macro_rules! shader_tables {
 }
 
 // The one table of which files of `shaders/include/` each kernel gets, appended after the
-// kernel in the order limits, dot, activation, gru, workgroup_sum. Each include's opening
+// kernel in the order limits, dot, activation, gru, workgroup_sum, noise. Each include's opening
 // comment says what it holds and for which kernels; each kernel names the includes it
 // relies on (`include/<name>`), and tests/shaders.rs checks this table against both.
 // The kernels after `history:` read or write a history: they are compiled once per
@@ -81,6 +81,10 @@ shader_tables! {
     "jacobian.wgsl" => [
         "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "workgroup_sum.wgsl"
     ],
+    "gru_per_gate_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl"],
+    "seq_head.wgsl" => ["workgroup_sum.wgsl"],
+    "dtp_reverse.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "noise.wgsl"],
+    "dtp_targets.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     history:
     "forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "head.wgsl" => [],
@@ -104,6 +108,12 @@ pub(crate) struct Kernels {
     pub transpose: wgpu::ComputePipeline,
     pub gru_forward: wgpu::ComputePipeline,
     pub gru_bptt: wgpu::ComputePipeline,
+    pub gru_per_gate_sweep: wgpu::ComputePipeline,
+    /// seq_head.wgsl's two entry points (the heads at every step).
+    pub softmax_rows: wgpu::ComputePipeline,
+    pub step_stats: wgpu::ComputePipeline,
+    pub dtp_reverse: wgpu::ComputePipeline,
+    pub dtp_targets: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
     /// jacobian.wgsl per workgroup size (`JACOBIAN_WORKGROUP_SIZES`), compiled on first use.
@@ -194,7 +204,10 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let f32_history = HistoryKernels::new(device, Storage::F32);
         let single = |file: &str| pipeline(device, &module(device, &SHADERS, file), "main", &[]);
+        let seq_head = module(device, &SHADERS, "seq_head.wgsl");
         Self {
+            softmax_rows: pipeline(device, &seq_head, "softmax_rows", &[]),
+            step_stats: pipeline(device, &seq_head, "step_stats", &[]),
             // Operands in f32: the f32 history variants are exactly these kernels.
             matmul: f32_history.matmul.clone(),
             sum_sq: f32_history.sum_sq.clone(),
@@ -203,6 +216,9 @@ impl Kernels {
             transpose: single("transpose.wgsl"),
             gru_forward: single("gru_forward.wgsl"),
             gru_bptt: single("gru_bptt.wgsl"),
+            gru_per_gate_sweep: single("gru_per_gate_sweep.wgsl"),
+            dtp_reverse: single("dtp_reverse.wgsl"),
+            dtp_targets: single("dtp_targets.wgsl"),
             f32_history,
             f16_history: OnceLock::new(),
             jacobian: Default::default(),

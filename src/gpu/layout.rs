@@ -8,12 +8,13 @@
 //! the backend's `Storage` (f16 pads rows to even d; f16 only for the tanh RNN with the
 //! analytic inversion); δ [T, B, g·d] (g = 3 gates for the GRU, whose δ is dgh, with dgi
 //! beside it); the GRU's gates [T, B, 4d]; g_T [B, d]; parameters, gradients and
-//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b, [b_hh,] V, c)
+//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b_ih, b_hh, V, c)
 //! at offsets aligned for binding (`ParamLayout`).
 
 use nalgebra::DMatrix;
 
 use crate::config::Loss;
+use crate::dtp::ReverseLayer;
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::Batch;
 
@@ -56,8 +57,8 @@ impl Slot {
     }
 }
 
-/// Offsets of the cell's tensors (`Params::tensors` order: W, U, b, for the GRU b_hh, then
-/// V, c) in the flat parameter buffers; each starts at a multiple of the device's
+/// Offsets of the cell's tensors (`Params::tensors` order: W, U, b_ih, b_hh, V, c) in the
+/// flat parameter buffers; each starts at a multiple of the device's
 /// storage-binding alignment so kernels can bind it alone.
 #[derive(Clone, Debug)]
 pub(crate) struct ParamLayout {
@@ -67,17 +68,21 @@ pub(crate) struct ParamLayout {
     pub w: Slot,
     /// w_ih [g·d, p].
     pub u: Slot,
-    /// b (the GRU's b_ih) [g·d].
+    /// b_ih [g·d].
     pub b: Slot,
-    /// The GRU's b_hh [3d]; empty and not among `slots()` for the tanh RNN.
+    /// b_hh [g·d].
     pub b_hh: Slot,
     pub v: Slot,
     pub c: Slot,
+    /// DTP's reverse layer, after the rest: V_rev [d, d], c_rev [d].
+    pub rev: Option<[Slot; 2]>,
     pub len: usize,
 }
 
 impl ParamLayout {
-    pub fn new(cell: CellKind, dims: Dims, align_bytes: u32) -> Self {
+    /// The layout of a `cell` model of sizes `dims`, with DTP's reverse layer when
+    /// `reverse`.
+    pub fn new(cell: CellKind, dims: Dims, align_bytes: u32, reverse: bool) -> Self {
         let align = (align_bytes as usize / 4).max(1);
         let Dims {
             input: p,
@@ -91,12 +96,9 @@ impl ParamLayout {
             end = (end + len.max(1)).next_multiple_of(align);
             s
         };
-        let (w, u, b) = (slot(g * d * d), slot(g * d * p), slot(g * d));
-        let b_hh = match cell {
-            CellKind::Gru => slot(g * d),
-            CellKind::Tanh => Slot { start: 0, len: 0 },
-        };
+        let (w, u, b, b_hh) = (slot(g * d * d), slot(g * d * p), slot(g * d), slot(g * d));
         let (v, c) = (slot(q * d), slot(q));
+        let rev = reverse.then(|| [slot(d * d), slot(d)]);
         Self {
             cell,
             dims,
@@ -106,26 +108,41 @@ impl ParamLayout {
             b_hh,
             v,
             c,
+            rev,
             len: end,
         }
     }
 
     /// The slots in `Params::tensors` order.
     pub fn slots(&self) -> Vec<Slot> {
-        match self.cell {
-            CellKind::Tanh => vec![self.w, self.u, self.b, self.v, self.c],
-            CellKind::Gru => vec![self.w, self.u, self.b, self.b_hh, self.v, self.c],
+        let mut slots = vec![self.w, self.u, self.b, self.b_hh, self.v, self.c];
+        slots.extend(self.rev.iter().flatten());
+        slots
+    }
+
+    /// All-zero parameters of this layout's cell and sizes (with a reverse layer where
+    /// the layout has one).
+    pub fn zeros(&self) -> Params {
+        Params {
+            dtp: self.rev.map(|_| ReverseLayer::zeros(self.dims.hidden)),
+            ..Params::zeros_of(self.cell, self.dims)
         }
     }
 
-    /// All-zero parameters of this layout's cell and sizes.
-    pub fn zeros(&self) -> Params {
-        Params::zeros_of(self.cell, self.dims)
+    /// Where the tensors the optimizer steps with the learning rate of the other
+    /// parameters end: the reverse layer's, stepped on their own, come after.
+    pub fn forward_len(&self) -> usize {
+        self.rev.map_or(self.len, |[w, _]| w.start)
     }
 
     /// `params` flattened into this layout (padding zero).
     pub fn pack(&self, params: &Params) -> Vec<f32> {
         assert_eq!(params.cell, self.cell, "parameters of another cell");
+        assert_eq!(
+            params.dtp.is_some(),
+            self.rev.is_some(),
+            "parameters with and a layout without a reverse layer, or the other way round"
+        );
         let mut out = vec![0.0; self.len];
         for (slot, (_, m)) in self.slots().iter().zip(params.tensors()) {
             out[slot.start..slot.start + slot.len].copy_from_slice(&rows_f32(m));
@@ -184,7 +201,8 @@ pub(crate) fn solve_state_len(n: usize, d: usize) -> usize {
 /// The loss as head.wgsl encodes it.
 pub(crate) fn loss_code(loss: Loss) -> u32 {
     match loss {
-        Loss::CrossEntropy => 0,
+        // The heads at every step run seq_head.wgsl, which has no other loss.
+        Loss::CrossEntropy | Loss::CrossEntropySeq => 0,
         Loss::Mse => 1,
     }
 }

@@ -200,3 +200,89 @@ pub(crate) fn reductions(rows: usize, workgroups: usize) -> LoopModel {
         workgroups,
     }
 }
+
+/// Loop iterations of one invocation of the kernels that run whole, in one launch, at most
+/// (counted as the refusals before segments counted them): the per-gate sweep, DTP's reverse layer
+/// and target sweep, and the heads at every step (their softmax rows, per-step losses and
+/// the products over a block of steps' rows). `block_rows` is the most rows one product
+/// of the heads at every step reduces over (k·B), 0 without outputs at every step.
+pub(crate) struct Unsplit {
+    pub per_gate: bool,
+    pub dtp: bool,
+    pub every_step: bool,
+    pub outputs: usize,
+    pub block_rows: usize,
+}
+
+/// Each unsplit kernel of an iteration and its loop iterations per invocation.
+pub(crate) fn unsplit(d: usize, p: usize, shape: Shape, k: Unsplit) -> Vec<(&'static str, usize)> {
+    let u = units(d);
+    let dot = dot(d);
+    let t = shape.steps;
+    let mut counts = Vec::new();
+    if k.per_gate {
+        counts.push((
+            "per-gate target sweep",
+            u + t.saturating_mul(u * (3 * (dot + 1) + 2) + 6),
+        ));
+    }
+    if k.dtp {
+        counts.push(("DTP reverse layer", u * (2 * dot + 2 * p + 3)));
+        counts.push((
+            "DTP target sweep",
+            t.saturating_mul(u * (2 * dot + p + 2) + 2),
+        ));
+    }
+    if k.every_step {
+        counts.push((
+            "heads at every step (softmax)",
+            3 * k.outputs.div_ceil(256) + 16,
+        ));
+        counts.push((
+            "heads at every step (per-step losses)",
+            t.div_ceil(256) * shape.batch + t,
+        ));
+        let rows = k.block_rows.max(d).max(k.outputs);
+        counts.push((
+            "heads at every step (products over a block of steps)",
+            reductions(rows, 1)
+                .cost
+                .loops(rows.div_ceil(REDUCTION_STAGE)),
+        ));
+    }
+    counts
+}
+
+/// On llvmpipe, refuses a shape for which one of the kernels that run whole
+/// (`unsplit`) would pass the driver's loop cap: its results would be silently wrong.
+pub(crate) fn check_unsplit(
+    llvmpipe: bool,
+    d: usize,
+    p: usize,
+    shape: Shape,
+    counts: Vec<(&'static str, usize)>,
+) -> anyhow::Result<()> {
+    if !llvmpipe {
+        return Ok(());
+    }
+    let Some((kernel, worst)) = counts.into_iter().max_by_key(|&(_, n)| n) else {
+        return Ok(());
+    };
+    if worst > LLVMPIPE_LOOP_LIMIT {
+        return Err(crate::error::Error::DeviceLimit {
+            limit: "llvmpipe loop limit".into(),
+            needed: Some(worst as u64),
+            allowed: LLVMPIPE_LOOP_LIMIT as u64,
+            message: format!(
+                "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU \
+                 invocation of the {kernel}, which runs in one launch (it is not split into \
+                 segments); llvmpipe (software Vulkan) stops every invocation after \
+                 {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a \
+                 real GPU or the CPU backend, or shorter sequences or smaller batches",
+                shape.steps, shape.batch
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}

@@ -22,7 +22,22 @@ struct Dims {
     trans_a: u32,
     k_first: u32,
     k_count: u32,
+    a_offset: u32,
+    b_offset: u32,
+    c_offset: u32,
     accumulate: u32,
+}
+
+/// Where the operands of a product start in their buffers (elements) and whether it adds
+/// to C: a block of rows of a larger buffer, without binding at an offset (which the
+/// device's alignment would constrain).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Placement {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+    /// C += op(A) B instead of C = op(A) B.
+    pub accumulate: bool,
 }
 
 /// Bindings and sizes of C [m, n] = op(A) B, with A [m, k] or (`trans_a`) [k, m], B [k, n].
@@ -41,9 +56,22 @@ pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
 }
 
+/// `stages` for a product launched whole (one launch over all of k).
+pub(crate) const WHOLE: usize = usize::MAX / REDUCTION_STAGE;
+
 /// The launches of a product of f32 operands, `stages` stages of 16 rows of k each.
 pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>, stages: usize) -> Result<Dispatch> {
-    launch(ctx, &ctx.kernels.matmul, ops, stages)
+    product_placed(ctx, ops, Placement::default(), stages)
+}
+
+/// The launches of a product of f32 operands placed as `at` says, `stages` stages each.
+pub(crate) fn product_placed(
+    ctx: &GpuContext,
+    ops: Operands<'_>,
+    at: Placement,
+    stages: usize,
+) -> Result<Dispatch> {
+    launch(ctx, &ctx.kernels.matmul, ops, at, stages)
 }
 
 /// The launches of a product whose B operand is a history stored as `b_storage` (rows of
@@ -54,7 +82,13 @@ pub(crate) fn product_with_b_in(
     b_storage: Storage,
     stages: usize,
 ) -> Result<Dispatch> {
-    launch(ctx, &ctx.history_kernels(b_storage)?.matmul, ops, stages)
+    launch(
+        ctx,
+        &ctx.history_kernels(b_storage)?.matmul,
+        ops,
+        Placement::default(),
+        stages,
+    )
 }
 
 /// The segments of the k axis, `stages` stages each: the first writes C, the rest add to it.
@@ -62,6 +96,7 @@ fn launch(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     ops: Operands<'_>,
+    at: Placement,
     stages: usize,
 ) -> Result<Dispatch> {
     let grid = groups(ops.m, ops.n);
@@ -74,6 +109,7 @@ fn launch(
         grid[0],
         grid[1]
     );
+    // The first segment writes C unless the placement adds to it; the rest always add.
     let uniforms: Vec<Dims> = split(ops.k, stages * REDUCTION_STAGE)
         .into_iter()
         .map(|seg| Dims {
@@ -83,7 +119,10 @@ fn launch(
             trans_a: u32::from(ops.trans_a),
             k_first: seg.first,
             k_count: seg.count,
-            accumulate: u32::from(seg.first > 0),
+            a_offset: at.a as u32,
+            b_offset: at.b as u32,
+            c_offset: at.c as u32,
+            accumulate: u32::from(at.accumulate || seg.first > 0),
         })
         .collect();
     Dispatch::segments(

@@ -12,9 +12,11 @@
 //!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
-//!    `inverse` (P, with `cg_check`), `target_sweep`, `jacobian` (the Jacobian products and
-//!    the §5 sweep with its per-step CG), `bptt`, `gru_bptt`, `matmul`, `optimizer`,
-//!    `transpose`, `norms`;
+//!    `seq_head` (the heads at every step),
+//!    `inverse` (P, with `cg_check`, and the GRU's per-gate P_g), `target_sweep`,
+//!    `jacobian` (the Jacobian products and the §5 sweep with its per-step CG),
+//!    `gru_per_gate_sweep` (§5's per-gate sweep), `bptt`, `gru_bptt`, `matmul`,
+//!    `optimizer`, `transpose`, `norms`;
 //! 4. `iteration`, which records a whole step into one command buffer;
 //! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
 //!    twin's signature, for the tests).
@@ -23,11 +25,15 @@ mod adapters;
 pub mod backend;
 mod bptt;
 mod buffers;
+mod cg_record;
 pub mod context;
 mod dispatch;
+mod dtp_reverse;
+mod dtp_targets;
 mod forward;
 mod gru_bptt;
 mod gru_forward;
+mod gru_per_gate_sweep;
 mod head;
 mod history;
 mod inverse;
@@ -45,6 +51,7 @@ mod phase;
 pub mod profile;
 mod readback;
 mod segments;
+mod seq_head;
 pub mod storage;
 mod target_sweep;
 mod transpose;

@@ -7,6 +7,7 @@ use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::gpu::buffers::{grid_1d, ModelBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::layout::Slot;
 
 /// optimizer.wgsl's workgroup size.
 const WG: usize = 256;
@@ -47,8 +48,8 @@ fn settings(len: usize, row_stride: u32, cfg: &OptimizerConfig, step: u64) -> Se
     }
 }
 
-/// The optimizer launch over the whole flat parameter buffer. Its settings depend on the
-/// step number: call `set_step` before each submit.
+/// The optimizer launch over the flat parameter buffer, or a range of it. Its settings
+/// depend on the step number: call `set_step` before each submit.
 pub(crate) struct OptimizerStep {
     launch: Dispatch,
     cfg: OptimizerConfig,
@@ -57,18 +58,35 @@ pub(crate) struct OptimizerStep {
 }
 
 impl OptimizerStep {
+    /// The step of every parameter but DTP's reverse layer (which `over` steps on its
+    /// own): all of them in the other methods.
     pub fn new(ctx: &GpuContext, model: &ModelBuffers, cfg: &OptimizerConfig) -> Result<Self> {
-        let len = model.layout.len;
+        let range = Slot {
+            start: 0,
+            len: model.layout.forward_len(),
+        };
+        Self::over(ctx, model, cfg, range)
+    }
+
+    /// The step of the parameters in `range` of the flat buffers (its start aligned for
+    /// binding, as every slot's is).
+    pub fn over(
+        ctx: &GpuContext,
+        model: &ModelBuffers,
+        cfg: &OptimizerConfig,
+        range: Slot,
+    ) -> Result<Self> {
+        let len = range.len;
         let (grid, row_stride) = grid_1d(ctx, len, WG);
         let launch = Dispatch::new(
             ctx,
             &ctx.kernels.optimizer,
             &settings(len, row_stride, cfg, 1),
             &[
-                (1, model.grad.as_entire_binding()),
-                (2, model.theta.as_entire_binding()),
-                (3, model.m.as_entire_binding()),
-                (4, model.v.as_entire_binding()),
+                (1, range.bind(&model.grad)),
+                (2, range.bind(&model.theta)),
+                (3, range.bind(&model.m)),
+                (4, range.bind(&model.v)),
             ],
             grid,
         )?;

@@ -10,9 +10,9 @@ pub enum Phase {
     Forward,
     /// Loss, g_T, ∇V, ∇c.
     Head,
-    /// P = (WᵀW + rI)⁻¹Wᵀ by CG (TP only).
+    /// P = (WᵀW + rI)⁻¹Wᵀ by CG (TP), or the reverse layer's gradient (DTP).
     Inverse,
-    /// The backward target sweep (TP only).
+    /// The backward target sweep (TP and DTP).
     Sweep,
     /// The backward recursion e_t, δ_t.
     Bptt,
@@ -38,7 +38,7 @@ impl Phase {
     pub fn of(method: Method) -> Vec<Phase> {
         Self::ALL
             .into_iter()
-            .filter(|p| method == Method::Tp || !matches!(p, Phase::Inverse | Phase::Sweep))
+            .filter(|p| method != Method::Bp || !matches!(p, Phase::Inverse | Phase::Sweep))
             .collect()
     }
 

@@ -42,7 +42,7 @@ impl Profiler {
         options: GpuOptions,
     ) -> Result<Self> {
         check_run(params, batch, hyper, options.storage.device())?;
-        let model = ModelBuffers::new(&ctx, params.cell, params.dims())?;
+        let model = ModelBuffers::for_params(&ctx, params)?;
         model.write_params(&ctx, params)?;
         let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, options)?;
         ws.seq.write_batch(&ctx, batch);

@@ -7,7 +7,7 @@ use crate::config::{TargetMode, TpConfig};
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::layout::Shape;
+use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::segments::split;
 use crate::gpu::transpose;
 
@@ -23,17 +23,22 @@ struct Dims {
     dv_scale: f32,
     first: u32,
     count: u32,
+    local: u32,
+    hh_offset: u32,
 }
 
 /// The launches: Pᵀ, then the time loop with one workgroup per sequence, `steps` steps per
 /// launch, reading h, g_T and P, writing the target offsets dv = v − h [T+1, B, d] (times
-/// `seq.dv.scale`; each segment hands its last offsets on in `seq.carry`).
+/// `seq.dv.scale`; each segment hands its last offsets on in `seq.carry`). With `local`
+/// (outputs at every step) it reads g_t for every step and carries back each step's own
+/// target too (docs/ALGORITHM.md §13).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     (shape, steps): (Shape, usize),
     tp: &TpConfig,
+    local: bool,
 ) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
     let d = l.dims.hidden;
@@ -61,6 +66,8 @@ pub(crate) fn dispatch(
             dv_scale: seq.dv.scale,
             first: shape.steps as u32 - seg.first,
             count: seg.count,
+            local: u32::from(local),
+            hh_offset: (l.b_hh.start - l.b.start) as u32,
         })
         .collect();
     let sweep = Dispatch::segments(
@@ -70,7 +77,15 @@ pub(crate) fn dispatch(
         &[
             (1, model.pt.as_entire_binding()),
             (2, l.u.bind(&model.theta)),
-            (3, l.b.bind(&model.theta)),
+            // b_ih through b_hh, one binding (the cell adds both).
+            (
+                3,
+                Slot {
+                    start: l.b.start,
+                    len: l.b_hh.start + l.b_hh.len - l.b.start,
+                }
+                .bind(&model.theta),
+            ),
             (4, seq.x.as_entire_binding()),
             (5, seq.h.binding()),
             (6, seq.g_top.as_entire_binding()),

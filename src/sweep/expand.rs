@@ -203,8 +203,8 @@ pub fn base_tree(spec: &Spec) -> Result<toml::Table> {
 
 /// `base` with `overrides` (dotted key, value) set, as `tpri train` layers a config file:
 /// a `task.name` of another kind starts the task afresh (the other `task.*` keys given
-/// complete it), and a new `cell` takes its default inversion unless
-/// `hyper.tp.inversion` is set too.
+/// complete it), and a new `cell` takes its default inversion and initialisation unless
+/// `hyper.tp.inversion` or `init` is set too.
 pub fn apply(base: &toml::Table, overrides: &[(String, toml::Value)]) -> Result<toml::Table> {
     let mut tree = base.clone();
     let get = |key: &str| overrides.iter().find(|(k, _)| k == key).map(|(_, v)| v);
@@ -217,6 +217,10 @@ pub fn apply(base: &toml::Table, overrides: &[(String, toml::Value)]) -> Result<
         set_path(&mut tree, key, value.clone())?;
     }
     if let Some(cell) = get("cell").filter(|c| Some(*c) != base_cell.as_ref()) {
+        if get("init").is_none() {
+            // No `init`: the new cell's default (`RunConfig::initialisation`).
+            tree.remove("init");
+        }
         if get("hyper.tp.inversion").is_none() {
             if let Ok(cell) = cell.clone().try_into::<CellKind>() {
                 let inversion = toml::Value::try_from(Inversion::default_for(cell))?;

@@ -1,5 +1,7 @@
 //! Reader of the IDX files that hold MNIST and Fashion-MNIST: u8 images `[n, rows, cols]`
-//! (magic 0x00000803) and u8 labels `[n]` (magic 0x00000801), gzipped or raw.
+//! (magic 0x00000803) and u8 labels `[n]` (magic 0x00000801), gzipped or raw; and the
+//! labelled images that every pixel dataset is read into (`super::cifar` reads CIFAR-10's
+//! files into them too).
 //!
 //! Compression is detected from the gzip magic bytes, not the file name. Every
 //! malformed input is an error naming the file and the problem; no byte string panics.
@@ -19,26 +21,41 @@ pub const CLASSES: usize = 10;
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-/// Caps the up-front allocation a header can ask for; real files still read in one go.
-const MAX_RESERVE: usize = 1 << 26;
 
-/// `count` images of `rows × cols` u8 pixels, row-major, one after another.
+/// `count` images of `channels × rows × cols` u8 pixels, one after another: each image
+/// channel-major (its channels' planes one after another), each plane row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Images {
     /// Number of images n.
     pub count: usize,
+    /// Planes per image: 1 for grey images (IDX files), 3 for colour (red, green, blue).
+    pub channels: usize,
     /// Rows per image.
     pub rows: usize,
     /// Columns per image.
     pub cols: usize,
-    /// `count · rows · cols` bytes.
+    /// `count · channels · rows · cols` bytes.
     pub pixels: Vec<u8>,
 }
 
 impl Images {
-    /// Pixels per image, `rows · cols` (saturating).
+    /// Values per image, `channels · rows · cols` (saturating).
     pub fn image_size(&self) -> usize {
+        self.plane_size().saturating_mul(self.channels)
+    }
+
+    /// Pixels per plane (one channel of one image), `rows · cols` (saturating).
+    pub fn plane_size(&self) -> usize {
         self.rows.saturating_mul(self.cols)
+    }
+
+    /// The shape of one image as errors name it: `rows×cols`, or `channels×rows×cols`
+    /// for colour images.
+    pub fn shape(&self) -> String {
+        match self.channels {
+            1 => format!("{}×{}", self.rows, self.cols),
+            c => format!("{c}×{}×{}", self.rows, self.cols),
+        }
     }
 
     /// The pixels of image `i`.
@@ -67,24 +84,25 @@ pub struct Labeled {
 }
 
 impl Labeled {
-    /// Checks that the fields agree: non-empty images of `rows · cols` pixels, `count` of
-    /// them in `pixels`, one label per image, every label a class in `0..CLASSES`.
+    /// Checks that the fields agree: non-empty images of `channels · rows · cols` pixels,
+    /// `count` of them in `pixels`, one label per image, every label a class in
+    /// `0..CLASSES`.
     pub fn check(&self) -> Result<()> {
         let i = &self.images;
-        let problem = if i.rows == 0 || i.cols == 0 {
-            Some(format!("empty images of {}×{} pixels", i.rows, i.cols))
+        let problem = if i.channels == 0 || i.rows == 0 || i.cols == 0 {
+            Some(format!("empty images of {} pixels", i.shape()))
         } else if i
             .rows
             .checked_mul(i.cols)
+            .and_then(|s| s.checked_mul(i.channels))
             .and_then(|s| s.checked_mul(i.count))
             != Some(i.pixels.len())
         {
             Some(format!(
-                "{} pixels for {} images of {}×{} pixels",
+                "{} pixels for {} images of {} pixels",
                 i.pixels.len(),
                 i.count,
-                i.rows,
-                i.cols
+                i.shape()
             ))
         } else if self.labels.len() != i.count {
             Some(format!(
@@ -93,10 +111,7 @@ impl Labeled {
                 i.count
             ))
         } else {
-            self.labels
-                .iter()
-                .find(|&&l| usize::from(l) >= CLASSES)
-                .map(|l| format!("label {l} is not a class in 0..{CLASSES}"))
+            check_labels(&self.labels).err().map(|e| e.to_string())
         };
         match problem {
             Some(p) => Err(Error::value("Labeled", p).into()),
@@ -152,6 +167,7 @@ pub fn parse_images(source: impl Read, path: &Path) -> Result<Images> {
     }
     Ok(Images {
         count,
+        channels: 1,
         rows,
         cols,
         pixels,
@@ -161,14 +177,19 @@ pub fn parse_images(source: impl Read, path: &Path) -> Result<Images> {
 /// Parses label-file bytes from `source`; `path` only names the file in errors.
 pub fn parse_labels(source: impl Read, path: &Path) -> Result<Vec<u8>> {
     let (_, labels) = parse(source, LABELS_MAGIC, 1).map_err(|e| in_file(path, e))?;
-    if let Some(i) = labels.iter().position(|&l| usize::from(l) >= CLASSES) {
-        let problem = anyhow!(
+    check_labels(&labels).map_err(|e| in_file(path, e))?;
+    Ok(labels)
+}
+
+/// Checks that every label is a class in `0..CLASSES`, naming the first that is not.
+pub(crate) fn check_labels(labels: &[u8]) -> Result<()> {
+    match labels.iter().position(|&l| usize::from(l) >= CLASSES) {
+        Some(i) => bail!(
             "label {} at index {i} is not a class in 0..{CLASSES}",
             labels[i]
-        );
-        return Err(in_file(path, problem));
+        ),
+        None => Ok(()),
     }
-    Ok(labels)
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -245,10 +266,5 @@ fn decompressed<'a>(mut source: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
 
 /// Up to `len` bytes; fewer only at the end of the input.
 fn read_up_to(reader: &mut impl Read, len: usize) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(len.min(MAX_RESERVE));
-    reader
-        .take(len as u64)
-        .read_to_end(&mut bytes)
-        .context("cannot read or decompress")?;
-    Ok(bytes)
+    crate::files::read_up_to(reader, len).context("cannot read or decompress")
 }

@@ -1,4 +1,6 @@
-//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators and pixel sequences from IDX files.
+//! The learning tasks of docs/ALGORITHM.md §6: seeded synthetic generators, pixel
+//! sequences from IDX files (MNIST, Fashion-MNIST) or CIFAR-10's binary files, and a
+//! word-level language model (§13).
 
 use std::path::PathBuf;
 
@@ -9,14 +11,18 @@ use serde::{Deserialize, Serialize};
 use crate::config::Loss;
 
 pub mod adding;
+pub mod cifar;
+pub mod corpus;
 pub mod idx;
+pub mod lm;
 pub mod pixel;
 mod stream;
 mod synthetic;
 pub mod temporal_order;
 
 pub use adding::Adding;
-pub use pixel::{PixelOptions, PixelTask};
+pub use lm::{EvalSplit, LanguageModel, LmOptions};
+pub use pixel::{PixelDataset, PixelOptions, PixelTask};
 pub use temporal_order::TemporalOrder;
 
 /// What a batch is scored against.
@@ -26,6 +32,10 @@ pub enum Targets {
     Labels(Vec<usize>),
     /// A B×q matrix of real targets (squared error).
     Values(DMatrix<f64>),
+    /// One class index per sequence and step, B×T: entry (i, t − 1) is what the head at
+    /// step t of sequence i is scored against (the next token of a language model;
+    /// `Loss::CrossEntropySeq`).
+    StepLabels(DMatrix<usize>),
 }
 
 impl Targets {
@@ -34,6 +44,7 @@ impl Targets {
         match self {
             Targets::Labels(l) => l.len(),
             Targets::Values(v) => v.nrows(),
+            Targets::StepLabels(l) => l.nrows(),
         }
     }
 
@@ -85,23 +96,48 @@ pub enum TaskSpec {
     },
     /// Pixel sequences ([`PixelTask`]).
     Pixel {
-        /// The MNIST-layout directory of IDX files (train-/t10k- images and labels).
+        /// The directory of the dataset's files (MNIST layout: train-/t10k- images and
+        /// labels; CIFAR-10: data_batch_1.bin … data_batch_5.bin, test_batch.bin).
         dir: PathBuf,
-        /// Pixels per step k (T = 784 / k).
+        /// Which layout `dir` holds (absent in config files written before CIFAR-10: MNIST).
+        #[serde(default)]
+        dataset: PixelDataset,
+        /// Pixels per step k (T = 784 / k for MNIST, 3072 / k for CIFAR-10).
         chunk: usize,
-        /// Standardize pixels with the training set's statistics.
+        /// Standardize pixels per channel: with `mean_std`, else the statistics
+        /// [`PixelDataset`] gives.
         standardize: bool,
         /// Apply a fixed seeded permutation to the pixels.
         permuted: bool,
+        /// With `standardize`: the [mean, standard deviation] of pixels in [0, 1] to use for
+        /// every channel (the published Fashion-MNIST experiment's are
+        /// [`pixel::FASHION_MNIST_MEAN_STD`]); absent, the dataset's ([`PixelDataset`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mean_std: Option<[f64; 2]>,
+    },
+    /// A word-level language model on a Penn Treebank-layout directory ([`LanguageModel`]).
+    Lm {
+        /// The directory holding `ptb.train.txt` and the held-out file.
+        dir: PathBuf,
+        /// Sequence length T: tokens per window.
+        seq_len: usize,
+        /// The most words the vocabulary holds, `<unk>` included; also the head's size q.
+        vocab: usize,
+        /// Size e of the frozen embedding of each word (the input size p).
+        embedding_dim: usize,
+        /// Train on the first this many tokens of `ptb.train.txt` only (all when `None`).
+        train_tokens: Option<usize>,
+        /// Which file the held-out windows come from.
+        eval_split: EvalSplit,
     },
 }
 
 impl TaskSpec {
     /// The input size p, output size q and sequence length T of the task's batches, from
     /// the settings alone (nothing is read or drawn); a length the synthetic tasks cannot
-    /// have (T < 10) is an error. The pixel task's are MNIST's: k
-    /// pixels of 28×28 images per step, 10 classes (its files are read later, and checked
-    /// then).
+    /// have (T < 10) is an error. The pixel task's are its dataset's: k values of 28×28
+    /// (MNIST) or 3×32×32 (CIFAR-10) images per step, 10 classes (its files are read
+    /// later, and checked then).
     pub fn sizes(&self) -> Result<(usize, usize, usize)> {
         Ok(match self {
             TaskSpec::TemporalOrder { seq_len } => {
@@ -114,15 +150,32 @@ impl TaskSpec {
                 let (p, q) = adding::SIZES;
                 (p, q, *seq_len)
             }
-            TaskSpec::Pixel { chunk, .. } => {
+            TaskSpec::Pixel {
+                chunk,
+                dataset,
+                standardize,
+                mean_std,
+                ..
+            } => {
+                pixel::check_mean_std(*standardize, *mean_std)?;
+                let size = dataset.image_size();
                 if *chunk == 0 {
                     return Err(crate::error::Error::setting(
                         "TaskSpec::Pixel::chunk",
-                        "the pixel chunk k must be at least 1 (it must divide the image size, 784)",
+                        format!("the pixel chunk k must be at least 1 (it must divide the image size, {size})"),
                     )
                     .into());
                 }
-                (*chunk, idx::CLASSES, pixel::MNIST_PIXELS / chunk)
+                (*chunk, idx::CLASSES, size / chunk)
+            }
+            TaskSpec::Lm {
+                seq_len,
+                vocab,
+                embedding_dim,
+                ..
+            } => {
+                lm::check_sizes(*seq_len, *vocab, *embedding_dim)?;
+                (*embedding_dim, *vocab, *seq_len)
             }
         })
     }
@@ -132,6 +185,7 @@ impl TaskSpec {
         match self {
             TaskSpec::Adding { .. } => Loss::Mse,
             TaskSpec::TemporalOrder { .. } | TaskSpec::Pixel { .. } => Loss::CrossEntropy,
+            TaskSpec::Lm { .. } => Loss::CrossEntropySeq,
         }
     }
 }
@@ -153,17 +207,26 @@ pub trait Task: Send + Sync {
     ///
     /// # Panics
     /// If the batch cannot be allocated: check its sizes first
-    /// ([`crate::limits::check_run`]).
+    /// ([`crate::train::check_run`]).
     fn train_batch(&self, index: u64, batch_size: usize) -> Batch;
     /// The fixed held-out evaluation set, in batches of at most `batch_size`.
     ///
     /// # Panics
     /// If `batch_size` is 0, or the set cannot be allocated (as `train_batch`).
     fn eval_batches(&self, batch_size: usize) -> Vec<Batch>;
+
+    /// Checks that the task can make training batches of `batch_size` sequences (a
+    /// corpus too short for one batch cannot). Every size can by default.
+    fn check_batch_size(&self, batch_size: usize) -> Result<()> {
+        let _ = batch_size;
+        Ok(())
+    }
 }
 
 /// Builds a task; `eval_size` is the number of held-out sequences for synthetic tasks
-/// (pixel tasks use the t10k files, truncated to `eval_size` when it is smaller).
+/// (pixel tasks use the test files, t10k-* or test_batch.bin, truncated to `eval_size`
+/// when it is smaller; the language model the first `eval_size` windows of its held-out
+/// file).
 pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dyn Task>> {
     Ok(match spec {
         TaskSpec::TemporalOrder { seq_len } => {
@@ -172,16 +235,37 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
         TaskSpec::Adding { seq_len } => Box::new(Adding::new(*seq_len, seed, eval_size)?),
         TaskSpec::Pixel {
             dir,
+            dataset,
             chunk,
             standardize,
             permuted,
+            mean_std,
         } => {
             let options = PixelOptions {
                 chunk: *chunk,
                 standardize: *standardize,
                 permuted: *permuted,
+                dataset: *dataset,
+                mean_std: *mean_std,
             };
             Box::new(PixelTask::load(dir, options, seed, eval_size)?)
+        }
+        TaskSpec::Lm {
+            dir,
+            seq_len,
+            vocab,
+            embedding_dim,
+            train_tokens,
+            eval_split,
+        } => {
+            let options = LmOptions {
+                seq_len: *seq_len,
+                vocab: *vocab,
+                embedding_dim: *embedding_dim,
+                train_tokens: *train_tokens,
+                eval_split: *eval_split,
+            };
+            Box::new(LanguageModel::load(dir, options, seed, eval_size)?)
         }
     })
 }

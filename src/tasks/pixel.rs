@@ -1,5 +1,5 @@
-//! Pixel sequences (docs/ALGORITHM.md §6): each image of an MNIST-layout directory read as
-//! T = rows·cols/k steps of k pixels.
+//! Pixel sequences (docs/ALGORITHM.md §6): each image of an MNIST-layout directory (or of
+//! CIFAR-10's binary version) read as T = channels·rows·cols/k steps of k pixels.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nalgebra::DMatrix;
+use serde::{Deserialize, Serialize};
 
+use super::cifar;
 use super::idx::{self, Labeled, CLASSES};
 use super::stream::{rng, shuffled, Purpose};
 use super::{Batch, Targets, Task};
@@ -15,15 +17,66 @@ use crate::config::Loss;
 use crate::error::Error;
 use crate::files::not_a_file;
 
+/// Which files a pixel task reads, and how they are standardized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum PixelDataset {
+    /// An MNIST-layout directory of IDX files, e.g. MNIST or Fashion-MNIST: 28×28 grey
+    /// images; standardizing uses the mean and deviation of the training pixels.
+    #[default]
+    Mnist,
+    /// CIFAR-10's binary version: 3×32×32 colour images read channel-major (red plane,
+    /// green, blue); standardizing uses the published per-channel means 0.4914, 0.4822,
+    /// 0.4465 and deviations 0.247, 0.243, 0.261 (`cifar::MEAN`, `cifar::STD`).
+    Cifar10,
+}
+
+impl PixelDataset {
+    /// Values per image: the sequence length at one value per step.
+    pub fn image_size(self) -> usize {
+        match self {
+            PixelDataset::Mnist => MNIST_PIXELS,
+            PixelDataset::Cifar10 => cifar::PIXELS,
+        }
+    }
+
+    /// The fixed (mean, standard deviation) of each channel that standardization uses,
+    /// or `None` where they are measured on the training pixels.
+    fn fixed_statistics(self) -> Option<Vec<(f64, f64)>> {
+        match self {
+            PixelDataset::Mnist => None,
+            PixelDataset::Cifar10 => Some(cifar::MEAN.into_iter().zip(cifar::STD).collect()),
+        }
+    }
+
+    /// Reads the training and held-out sets of `dir`, the latter truncated to `eval_size`.
+    fn read(self, dir: &Path, eval_size: usize) -> Result<(Labeled, Labeled)> {
+        let (train, mut eval) = match self {
+            PixelDataset::Mnist => (read_split(dir, "train")?, read_split(dir, "t10k")?),
+            PixelDataset::Cifar10 => (cifar::read_train(dir)?, cifar::read_test(dir)?),
+        };
+        eval.truncate(eval_size);
+        Ok((train, eval))
+    }
+}
+
 /// How images become sequences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PixelOptions {
     /// Pixels per step, k; must divide the image size.
     pub chunk: usize,
-    /// Subtract the training-pixel mean and divide by their standard deviation.
+    /// Subtract each channel's mean and divide by its standard deviation: `mean_std`'s,
+    /// else the dataset's fixed ones ([`PixelDataset`]), else the training pixels'.
     pub standardize: bool,
-    /// Read the pixels in a fixed seeded order instead of row-major.
+    /// With `standardize`: the mean and standard deviation to use for every channel (of
+    /// pixels scaled to [0, 1]; the published Fashion-MNIST experiment's are
+    /// `FASHION_MNIST_MEAN_STD`).
+    pub mean_std: Option<[f64; 2]>,
+    /// Read the pixels in a fixed seeded order instead of in storage order.
     pub permuted: bool,
+    /// Which files `PixelTask::load` reads, and which statistics standardize them.
+    pub dataset: PixelDataset,
 }
 
 /// Pixel-sequence classification over a training set and a held-out set.
@@ -35,8 +88,11 @@ pub struct PixelTask {
     chunk: usize,
     /// Step t shows pixels `order[t·k .. (t+1)·k]`; the same for training and evaluation.
     order: Vec<usize>,
-    /// Input value of each u8 pixel value (scaled to [0, 1], maybe standardized).
-    value: [f64; 256],
+    /// Per channel, the input value of each u8 pixel value (scaled to [0, 1], maybe
+    /// standardized).
+    values: Vec<[f64; 256]>,
+    /// Pixels per channel plane: pixel p belongs to channel `p / plane`.
+    plane: usize,
     seed: u64,
     /// The image order of the last epoch used, since consecutive batches share it.
     epoch: Mutex<Option<(u64, Arc<Vec<usize>>)>>,
@@ -74,15 +130,15 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// Pixels of an MNIST image, 28×28: what the pixel task's sizes are checked with before
 /// its files are read.
-pub(crate) const MNIST_PIXELS: usize = 28 * 28;
+const MNIST_PIXELS: usize = 28 * 28;
 
 impl PixelTask {
-    /// Reads `dir` (training files `train-*`, held-out files `t10k-*`, the latter
-    /// truncated to `eval_size` images); `seed` keys the permutation and the epoch shuffles.
+    /// Reads `dir` in the layout of `options.dataset` (MNIST: training files `train-*`,
+    /// held-out files `t10k-*`; CIFAR-10: `data_batch_1.bin` … `data_batch_5.bin`, then
+    /// `test_batch.bin`), the held-out set truncated to `eval_size` images; `seed` keys the
+    /// permutation and the epoch shuffles.
     pub fn load(dir: &Path, options: PixelOptions, seed: u64, eval_size: usize) -> Result<Self> {
-        let train = read_split(dir, "train")?;
-        let mut eval = read_split(dir, "t10k")?;
-        eval.truncate(eval_size);
+        let (train, eval) = options.dataset.read(dir, eval_size)?;
         Self::new(train, eval, options, seed)
             .map_err(|e| anyhow!("pixel task from {}: {e:#}", dir.display()))
     }
@@ -95,38 +151,39 @@ impl PixelTask {
         let k = options.chunk;
         ensure!(
             k > 0 && size.is_multiple_of(k),
-            "chunk k = {k} does not divide the image size {size} ({}×{} pixels)",
-            train.images.rows,
-            train.images.cols
+            "chunk k = {k} does not divide the image size {size} ({} pixels)",
+            train.images.shape()
         );
         ensure!(train.images.count > 0, "the training set is empty");
-        let (train_shape, eval_shape) = (shape(&train), shape(&eval));
         ensure!(
-            eval.images.count == 0 || train_shape == eval_shape,
-            "training images are {}×{} but held-out images are {}×{}",
-            train_shape.0,
-            train_shape.1,
-            eval_shape.0,
-            eval_shape.1
+            eval.images.count == 0 || shape(&train) == shape(&eval),
+            "training images are {} but held-out images are {}",
+            train.images.shape(),
+            eval.images.shape()
         );
+        // Pixels are permuted across channels, as the published code permutes the whole
+        // flattened image; each keeps its channel's standardization.
         let order = if options.permuted {
             shuffled(size, &mut rng(seed, Purpose::Permutation, 0))
         } else {
             (0..size).collect()
         };
-        let value = pixel_values(&train, options.standardize)?;
+        check_mean_std(options.standardize, options.mean_std)?;
+        let values = pixel_values(&train, options)?;
         Ok(Self {
+            plane: train.images.plane_size(),
             train,
             eval,
             chunk: k,
             order,
-            value,
+            values,
             seed,
             epoch: Mutex::new(None),
         })
     }
 
-    /// Which pixel (row-major index) each sequence position shows.
+    /// Which pixel (index in the stored image: channel-major, row-major within a channel)
+    /// each sequence position shows.
     pub fn pixel_order(&self) -> &[usize] {
         &self.order
     }
@@ -156,7 +213,7 @@ impl PixelTask {
             let image = set.images.image(i);
             for (step, pixels) in x.iter_mut().zip(self.order.chunks_exact(k)) {
                 for (j, &p) in pixels.iter().enumerate() {
-                    step[(b, j)] = self.value[usize::from(image[p])];
+                    step[(b, j)] = self.values[p / self.plane][usize::from(image[p])];
                 }
             }
         }
@@ -184,32 +241,79 @@ impl fmt::Debug for PixelTask {
     }
 }
 
-fn shape(set: &Labeled) -> (usize, usize) {
-    (set.images.rows, set.images.cols)
+fn shape(set: &Labeled) -> (usize, usize, usize) {
+    (set.images.channels, set.images.rows, set.images.cols)
 }
 
-/// The input value of every u8 pixel value. Standardization uses the mean and the
-/// (population) standard deviation over all training pixels, from a histogram so the
-/// sums are exact in count and cheap.
-fn pixel_values(train: &Labeled, standardize: bool) -> Result<[f64; 256]> {
+/// The constants the published Fashion-MNIST experiment standardizes its pixels with
+/// (torchvision's `Normalize((0.2860,), (0.3202,))`), as `[mean, std]` of pixels in [0, 1].
+pub const FASHION_MNIST_MEAN_STD: [f64; 2] = [0.2860, 0.3202];
+
+/// Refuses a `mean_std` without `standardize`, and a mean or standard deviation no
+/// standardization can use, naming the setting.
+pub(crate) fn check_mean_std(standardize: bool, mean_std: Option<[f64; 2]>) -> Result<()> {
+    let Some([mean, std]) = mean_std else {
+        return Ok(());
+    };
+    let problem = if !standardize {
+        "the pixels' mean and standard deviation are given but standardize is false (they \
+         are what standardizing uses)"
+            .to_string()
+    } else if !(mean.is_finite() && std > 0.0 && std.is_finite()) {
+        format!(
+            "the pixels' mean must be finite and their standard deviation positive and \
+             finite, got [{mean}, {std}]"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::setting("TaskSpec::Pixel::mean_std", problem).into())
+}
+
+/// Per channel, the input value of every u8 pixel value v: v/255, then when standardizing
+/// `(v/255 − mean) / std` with `options.mean_std` for every channel, else the dataset's
+/// fixed statistics of that channel, else the mean and deviation of all training pixels.
+fn pixel_values(train: &Labeled, options: PixelOptions) -> Result<Vec<[f64; 256]>> {
     let scaled: [f64; 256] = std::array::from_fn(|v| v as f64 / 255.0);
-    if !standardize {
-        return Ok(scaled);
+    let channels = train.images.channels;
+    if !options.standardize {
+        return Ok(vec![scaled; channels]);
     }
+    let statistics = match (options.mean_std, options.dataset.fixed_statistics()) {
+        (Some([mean, std]), _) => vec![(mean, std); channels],
+        (None, Some(fixed)) => {
+            ensure!(
+                fixed.len() == channels,
+                "the {:?} statistics cover {} channels but the images have {channels}",
+                options.dataset,
+                fixed.len()
+            );
+            fixed
+        }
+        (None, None) => vec![measured(train, &scaled)?; channels],
+    };
+    Ok(statistics
+        .into_iter()
+        .map(|(mean, std)| scaled.map(|v| (v - mean) / std))
+        .collect())
+}
+
+/// The mean and the (population) standard deviation over all training pixels, from a
+/// histogram so the sums are exact in count and cheap.
+fn measured(train: &Labeled, scaled: &[f64; 256]) -> Result<(f64, f64)> {
     let mut counts = [0u64; 256];
     for &p in &train.images.pixels {
         counts[usize::from(p)] += 1;
     }
     let n = train.images.pixels.len() as f64;
-    let weighted = || counts.iter().zip(&scaled).map(|(&c, &v)| (c as f64, v));
+    let weighted = || counts.iter().zip(scaled).map(|(&c, &v)| (c as f64, v));
     let mean = weighted().map(|(c, v)| c * v).sum::<f64>() / n;
     let var = weighted().map(|(c, v)| c * (v - mean).powi(2)).sum::<f64>() / n;
     ensure!(
         var > 0.0,
         "cannot standardize: every training pixel equals {mean}"
     );
-    let std = var.sqrt();
-    Ok(scaled.map(|v| (v - mean) / std))
+    Ok((mean, var.sqrt()))
 }
 
 impl Task for PixelTask {

@@ -19,6 +19,8 @@ pub(crate) enum Purpose {
     Shuffle = 3,
     /// The fixed pixel permutation of the "permuted" pixel tasks (stream 0).
     Permutation = 4,
+    /// The language model's frozen word embedding (stream 0).
+    Embedding = 5,
 }
 
 /// The stream `stream` of the key derived from (`seed`, `purpose`).

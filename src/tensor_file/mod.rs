@@ -18,7 +18,7 @@ pub use params::{
 
 use crate::backend::Trace;
 use crate::error::{shape_of, Error};
-use crate::model::Dims;
+use crate::model::{Dims, GRU_GATES};
 use crate::tasks::{Batch, Targets};
 
 /// A tensor read from a file, widened to f64 (floats) or i64 (integers).
@@ -256,7 +256,8 @@ pub(crate) fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&
     }
 }
 
-/// Reads a batch file (`x` \[B,T,p\]; `y` \[B\] integer labels or \[B,q\] floats) for `dims`.
+/// Reads a batch file (`x` \[B,T,p\]; `y` \[B\] integer labels, \[B,q\] floats, or
+/// \[B,T\] integer labels, one per step) for `dims`.
 ///
 /// Refused, naming the tensor: other tensors than `x` and `y`, a size of 0 (B, T or p),
 /// an `x` whose p is not `dims.input`, a `y` of another number of sequences, negative
@@ -323,12 +324,24 @@ pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
         (TensorData::Float(v), &[n, q]) if n == b && q > 0 => {
             Targets::Values(DMatrix::from_row_slice(n, q, v))
         }
+        (TensorData::Int(labels), &[n, steps]) if n == b && steps == t_len => {
+            let labels = labels
+                .iter()
+                .map(|&l| {
+                    usize::try_from(l).map_err(|_| {
+                        Error::value(in_file("y"), format!("holds a negative label {l}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Targets::StepLabels(DMatrix::from_row_slice(n, steps, &labels))
+        }
         _ => {
             return Err(Error::shape(
                 in_file("y"),
                 format!("{} ({kind})", shape_of(&y.shape)),
                 format!(
-                    "[{b}] integer labels or [{b}, q] floats (q ≥ 1), one row per sequence of x"
+                    "[{b}] integer labels, [{b}, q] floats (q ≥ 1), or [{b}, {t_len}] integer \
+                     labels (one per step), one row per sequence of x"
                 ),
             )
             .into())
@@ -357,6 +370,10 @@ pub fn save_batch(path: &Path, batch: &Batch) -> Result<()> {
             data: TensorData::Int(l.iter().map(|&c| c as i64).collect()),
         },
         Targets::Values(v) => Tensor::from_matrix(v),
+        Targets::StepLabels(l) => Tensor {
+            shape: vec![l.nrows(), l.ncols()],
+            data: TensorData::Int(l.transpose().iter().map(|&c| c as i64).collect()),
+        },
     };
     let tensors = BTreeMap::from([
         ("x".to_string(), Tensor::float(vec![b, t_len, p], x)),
@@ -375,6 +392,16 @@ pub fn save_trace(path: &Path, trace: &Trace, metadata: HashMap<String, String>)
     }
     if let Some(p) = &trace.p_inv {
         tensors.insert("p_inv".into(), Tensor::from_matrix(p));
+    }
+    for (p, gate) in trace.p_gates.iter().flatten().zip(GRU_GATES) {
+        tensors.insert(format!("p_inv.{gate}"), Tensor::from_matrix(p));
+    }
+    if !trace.step_losses.is_empty() {
+        let n = trace.step_losses.len();
+        tensors.insert(
+            "step_losses".into(),
+            Tensor::float(vec![n], trace.step_losses.clone()),
+        );
     }
     write_tensors(path, &tensors, Some(metadata))
 }

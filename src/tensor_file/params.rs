@@ -6,12 +6,15 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 
-use super::{floats, read_tensors, take, write_tensors, Tensor};
+use super::{floats, read_tensors, take, write_tensors, Tensor, TensorData};
+use crate::dtp::{ReverseLayer, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
-use crate::model::{is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES, PARAM_NAMES};
+use crate::model::{
+    is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES, LEGACY_RNN_BIAS, PARAM_NAMES,
+};
 
 /// Reads parameters under either naming ([`ParamNames::detect`]): tpri's `rnn.w_hh`,
-/// `rnn.w_ih`, `rnn.b`, `head.w`, `head.b` (or the GRU's `gru.*` tensors and the head), or
+/// `rnn.w_ih`, `rnn.b_ih`, `rnn.b_hh`, `head.w`, `head.b` (or the GRU's `gru.*` tensors and the head), or
 /// PyTorch's ([`ParamNames::Torch`]), checking they fit together.
 pub fn load_params(path: &Path) -> Result<Params> {
     params_from_any_tensors(&read_tensors(path)?, path)
@@ -34,7 +37,8 @@ pub const CHECKPOINT_PARAMS_PREFIX: &str = "params.";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ParamNames {
     /// tpri's own names (checkpoints, `tpri trace`): `rnn.w_hh` \[d,d\], `rnn.w_ih` \[d,p\],
-    /// `rnn.b` \[d\] for the tanh RNN; `gru.w_hh` \[3d,d\], `gru.w_ih` \[3d,p\], `gru.b_ih` \[3d\],
+    /// `rnn.b_ih` \[d\], `rnn.b_hh` \[d\] for the tanh RNN (files with the single bias
+    /// `rnn.b` of earlier versions read as `rnn.b_ih`, with `rnn.b_hh` zero); `gru.w_hh` \[3d,d\], `gru.w_ih` \[3d,p\], `gru.b_ih` \[3d\],
     /// `gru.b_hh` \[3d\] for the GRU; the head `head.w` \[q,d\], `head.b` \[q\].
     #[default]
     Tpri,
@@ -54,8 +58,9 @@ pub enum ParamNames {
     ///         self.head = nn.Linear(d, q)
     /// ```
     ///
-    /// The tanh RNN has one bias b where PyTorch has two that it adds: b is written as
-    /// `bias_ih_l0` with `bias_hh_l0` zero, and reading adds them. Reading accepts any
+    /// Both cells have PyTorch's two biases, so the names map one to one. DTP's reverse
+    /// layer goes by the published code's names, `reverse_Vhh` \[d,d\] and `reverse_ch`
+    /// \[d\]. Reading accepts any
     /// prefix before `weight_hh_l0` (none, `rnn.`, `gru.`, `encoder.`, …) and tells the
     /// cells apart by its shape (\[d,d\] or \[3d,d\]); the head must be `head.weight` and
     /// `head.bias`. Files are f64; `load_state_dict` converts to the module's dtype.
@@ -83,16 +88,11 @@ pub fn torch_tensors(params: &Params) -> BTreeMap<String, Tensor> {
         CellKind::Tanh => "rnn",
         CellKind::Gru => "gru",
     };
-    // The tanh RNN's single bias is PyTorch's b_ih + b_hh, with b_hh = 0.
-    let b_hh = match params.cell {
-        CellKind::Tanh => DMatrix::zeros(params.b.nrows(), 1),
-        CellKind::Gru => params.b_hh.clone(),
-    };
     let recurrent = [
         Tensor::from_matrix(&params.w_hh),
         Tensor::from_matrix(&params.w_ih),
         Tensor::from_column(&params.b),
-        Tensor::from_column(&b_hh),
+        Tensor::from_column(&params.b_hh),
     ];
     let mut out: BTreeMap<String, Tensor> = TORCH_RNN_NAMES
         .iter()
@@ -101,8 +101,16 @@ pub fn torch_tensors(params: &Params) -> BTreeMap<String, Tensor> {
         .collect();
     out.insert("head.weight".into(), Tensor::from_matrix(&params.head_w));
     out.insert("head.bias".into(), Tensor::from_column(&params.head_b));
+    if let Some(r) = &params.dtp {
+        out.insert(TORCH_REVERSE_NAMES[0].into(), Tensor::from_matrix(&r.w_rev));
+        out.insert(TORCH_REVERSE_NAMES[1].into(), Tensor::from_column(&r.b_rev));
+    }
     out
 }
+
+/// The published code's names of DTP's reverse layer (`reverse_Vhh`, `reverse_ch`, at the
+/// top of its RNN module), in `dtp::REVERSE_NAMES` order.
+const TORCH_REVERSE_NAMES: [&str; 2] = ["reverse_Vhh", "reverse_ch"];
 
 /// The parameters in tensors named as PyTorch names them ([`ParamNames::Torch`]), read
 /// from `file` (named in errors).
@@ -133,7 +141,8 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         .iter()
         .map(|k| take(tensors, k, file))
         .collect::<Result<Vec<_>>>()?;
-    let known: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut known: Vec<&str> = keys.iter().map(String::as_str).collect();
+    known.extend(TORCH_REVERSE_NAMES);
     reject_unknown(tensors, "", &known, file)?;
     let (&[rows, d], &[_, p], &[q, _]) = (
         stored[0].shape.as_slice(),
@@ -199,13 +208,9 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
             Ok(DMatrix::from_row_slice(shape[0], cols, data))
         });
     let mut next = || -> Result<DMatrix<f64>> { read.next().expect("six tensors") };
-    let (w_hh, w_ih, b_ih, b_hh, head_w, head_b) =
+    let (w_hh, w_ih, b, b_hh, head_w, head_b) =
         (next()?, next()?, next()?, next()?, next()?, next()?);
-    let (b, b_hh) = match cell {
-        CellKind::Tanh => (b_ih + b_hh, DMatrix::zeros(0, 1)),
-        CellKind::Gru => (b_ih, b_hh),
-    };
-    Ok(Params {
+    let mut params = Params {
         cell,
         w_hh,
         w_ih,
@@ -213,16 +218,33 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         b_hh,
         head_w,
         head_b,
-    })
+        dtp: None,
+    };
+    let renamed: HashMap<String, Tensor> = TORCH_REVERSE_NAMES
+        .iter()
+        .zip(REVERSE_NAMES)
+        .filter_map(|(torch, ours)| Some((ours.to_string(), tensors.get(*torch)?.clone())))
+        .collect();
+    if !renamed.is_empty() {
+        // Read as tpri's names, checked against the cell's sizes by the same code.
+        let mut all = params_tensors(&params, "");
+        all.extend(renamed);
+        let all = all.into_iter().collect();
+        params = params_from_tensors(&all, "", file)?;
+    }
+    Ok(params)
 }
 
 /// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`; a
 /// `gru.*` tensor makes them a GRU's.
 ///
+/// A tanh RNN's single bias `rnn.b` (files of earlier versions) reads as `rnn.b_ih` with
+/// `rnn.b_hh` zero.
+///
 /// Refused, with an error naming the tensor: `rnn.*` and `gru.*` tensors together, a
-/// missing tensor, any other tensor under `prefix` (e.g. `rnn.b_hh`, which the tanh RNN
-/// does not have), a size of 0, and shapes that do not fit together — all checked on the
-/// shapes alone, before anything is allocated for them.
+/// missing tensor, any other tensor under `prefix` (e.g. `rnn.b` beside `rnn.b_ih`), a
+/// size of 0, and shapes that do not fit together — all checked on the shapes alone,
+/// before anything is allocated for them.
 pub fn params_from_tensors(
     tensors: &HashMap<String, Tensor>,
     prefix: &str,
@@ -230,8 +252,29 @@ pub fn params_from_tensors(
 ) -> Result<Params> {
     let key = |name: &str| format!("{prefix}{name}");
     let has_any = |names: &[&str]| names.iter().any(|n| tensors.contains_key(&key(n)));
+    let split;
+    let tensors = match (has_any(&[LEGACY_RNN_BIAS]), has_any(&PARAM_NAMES[2..4])) {
+        (true, false) => {
+            split = split_legacy_bias(tensors, &key(LEGACY_RNN_BIAS), prefix);
+            &split
+        }
+        (true, true) => {
+            return Err(Error::format(
+                file,
+                format!(
+                    "holds {prefix}{LEGACY_RNN_BIAS} beside {prefix}{} or {prefix}{}: the \
+                     tanh RNN's bias is either the single {LEGACY_RNN_BIAS} of earlier \
+                     versions or the two {} and {}",
+                    PARAM_NAMES[2], PARAM_NAMES[3], PARAM_NAMES[2], PARAM_NAMES[3]
+                ),
+            )
+            .into())
+        }
+        (false, _) => tensors,
+    };
+    let has_any = |names: &[&str]| names.iter().any(|n| tensors.contains_key(&key(n)));
     // The head's names are shared; the recurrent ones tell the cells apart.
-    let (rnn, gru) = (has_any(&PARAM_NAMES[..3]), has_any(&GRU_PARAM_NAMES[..4]));
+    let (rnn, gru) = (has_any(&PARAM_NAMES[..4]), has_any(&GRU_PARAM_NAMES[..4]));
     if rnn && gru {
         return Err(Error::format(
             file,
@@ -243,14 +286,23 @@ pub fn params_from_tensors(
         .into());
     }
     let cell = if gru { CellKind::Gru } else { CellKind::Tanh };
-    let names = cell.param_names();
+    // DTP's reverse layer: both of its tensors, or neither.
+    let [reverse, has_b] = REVERSE_NAMES.map(|n| tensors.contains_key(&key(n)));
+    if reverse != has_b {
+        let [w, b] = REVERSE_NAMES.map(key);
+        let (there, missing) = if reverse { (w, b) } else { (b, w) };
+        let problem = format!("holds {there} without {missing}: DTP's reverse layer has both");
+        return Err(Error::format(file, problem).into());
+    }
+    let reverse_names = if reverse { &REVERSE_NAMES[..] } else { &[] };
+    let names = [cell.param_names(), reverse_names].concat();
     let stored = names
         .iter()
         .map(|n| take(tensors, &key(n), file))
         .collect::<Result<Vec<_>>>()?;
-    reject_unknown(tensors, prefix, names, file)?;
+    reject_unknown(tensors, prefix, &names, file)?;
     let dim = |i: usize, axis: usize| stored[i].shape.get(axis).copied();
-    let head = names.len() - 2;
+    let head = cell.param_names().len() - 2;
     let (Some(d), Some(p), Some(q)) = (dim(0, 1), dim(1, 1), dim(head, 0)) else {
         return Err(Error::format(
             file,
@@ -271,7 +323,7 @@ pub fn params_from_tensors(
         hidden: d,
         output: q,
     };
-    let expected = check_shapes(cell, dims, &stored, &|i| key(names[i]), file)?;
+    let expected = check_shapes(cell, dims, &names, &stored, &|i| key(names[i]), file)?;
     let mut params = Params::zeros_of(
         cell,
         Dims {
@@ -280,6 +332,7 @@ pub fn params_from_tensors(
             output: 0,
         },
     );
+    params.dtp = reverse.then(|| ReverseLayer::zeros(0));
     for ((slot, t), (i, (rows, cols))) in params
         .tensors_mut()
         .into_iter()
@@ -298,12 +351,36 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
+/// `tensors` with the single bias at `legacy` renamed `{prefix}rnn.b_ih` and a zero
+/// `{prefix}rnn.b_hh` of its shape beside it.
+fn split_legacy_bias(
+    tensors: &HashMap<String, Tensor>,
+    legacy: &str,
+    prefix: &str,
+) -> HashMap<String, Tensor> {
+    let mut out = tensors.clone();
+    if let Some(b) = out.remove(legacy) {
+        let zero = Tensor {
+            shape: b.shape.clone(),
+            data: match &b.data {
+                TensorData::Float(v) => TensorData::Float(vec![0.0; v.len()]),
+                TensorData::Int(v) => TensorData::Int(vec![0; v.len()]),
+            },
+        };
+        out.insert(format!("{prefix}{}", PARAM_NAMES[2]), b);
+        out.insert(format!("{prefix}{}", PARAM_NAMES[3]), zero);
+    }
+    out
+}
+
 /// Checks, from the stored shapes alone, that `d`, `p` and `q` are at least 1 and that
-/// every tensor (`stored`, in `cell.param_names()` order, named by `name`) has the
-/// shape they give; returns those shapes (biases as columns).
+/// every tensor (`stored`, with the names `names`: `cell.param_names()`, then any of the
+/// reverse layer's; in messages named by `name`) has the shape they give; returns those
+/// shapes (biases as columns).
 fn check_shapes(
     cell: CellKind,
     dims: Dims,
+    names: &[&str],
     stored: &[&Tensor],
     name: &dyn Fn(usize) -> String,
     file: &Path,
@@ -323,9 +400,12 @@ fn check_shapes(
             .into());
         }
     }
-    let expected = Params::shapes(cell, dims);
+    let mut expected = Params::shapes(cell, dims);
+    if names.len() > expected.len() {
+        expected.extend(ReverseLayer::shapes(dims.hidden));
+    }
     for (i, (t, &(rows, cols))) in stored.iter().zip(&expected).enumerate() {
-        let want = if is_bias(cell.param_names()[i]) {
+        let want = if is_bias(names[i]) {
             vec![rows]
         } else {
             vec![rows, cols]

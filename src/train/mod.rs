@@ -4,113 +4,20 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::backend::{Backend, Diagnostics, Eval};
 use crate::cg::CgReport;
-use crate::config::Hyper;
-use crate::limits::{run_workload, Workload};
-use crate::model::{CellKind, Dims, Params};
+use crate::config::Method;
+use crate::model::{Dims, Params};
 use crate::optimizer_state::OptState;
-use crate::plan::{Device, Plan};
-use crate::tasks::{build_task, Batch, Task, TaskSpec};
+use crate::tasks::{build_task, Batch, Task};
 
 mod divergence;
+mod run_config;
 
 pub use divergence::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE, SMOOTHING};
-
-/// Everything a training run depends on; saved as `config.toml` in the run directory.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunConfig {
-    /// The task and its sizes.
-    pub task: TaskSpec,
-    /// The recurrent cell.
-    pub cell: CellKind,
-    /// Hidden size d.
-    pub hidden: usize,
-    /// Sequences per batch B.
-    pub batch_size: usize,
-    /// Training iterations to run in all.
-    pub iterations: u64,
-    /// Evaluate every this many iterations (and at the end).
-    pub eval_every: u64,
-    /// Read the training loss and diagnostics every this many iterations (GPUs sync then).
-    pub log_every: u64,
-    /// Checkpoint every this many iterations (and at the end).
-    pub checkpoint_every: u64,
-    /// Held-out sequences (synthetic tasks; pixel tasks use at most this many test images).
-    pub eval_size: usize,
-    /// Seeds the initialisation and the data.
-    pub seed: u64,
-    /// The settings of every iteration; `hyper.loss` must be the task's.
-    pub hyper: Hyper,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        let task = TaskSpec::Adding { seq_len: 30 };
-        Self {
-            hyper: Hyper {
-                loss: task.loss(),
-                ..Hyper::default()
-            },
-            task,
-            cell: CellKind::Tanh,
-            hidden: 100,
-            batch_size: 20,
-            iterations: 1000,
-            eval_every: 100,
-            log_every: 10,
-            checkpoint_every: 500,
-            eval_size: 1000,
-            seed: 0,
-        }
-    }
-}
-
-impl RunConfig {
-    /// The sizes this run holds (named as its settings name them): what the host's memory
-    /// and a backend's [`Backend::check_workload`] are checked against before anything is
-    /// built.
-    pub fn workload(&self) -> Result<Workload> {
-        run_workload(
-            &self.task,
-            self.cell,
-            self.hidden,
-            self.batch_size,
-            self.eval_size,
-            &self.hyper,
-        )
-    }
-
-    /// Rejects impossible settings, naming the value.
-    pub fn validate(&self) -> Result<()> {
-        Plan::check(self.cell, &self.hyper, Device::Cpu)?;
-        if self.hyper.loss != self.task.loss() {
-            bail!(
-                "the task is scored with {:?}, but the config says loss {:?}",
-                self.task.loss(),
-                self.hyper.loss
-            );
-        }
-        for (name, zero) in [
-            ("hidden", self.hidden == 0),
-            ("batch_size", self.batch_size == 0),
-            ("eval_size", self.eval_size == 0),
-            ("iterations", self.iterations == 0),
-            ("eval_every", self.eval_every == 0),
-            ("log_every", self.log_every == 0),
-            ("checkpoint_every", self.checkpoint_every == 0),
-        ] {
-            if zero {
-                bail!("{name} must be at least 1");
-            }
-        }
-        crate::limits::check_host(&self.workload()?)?;
-        Ok(())
-    }
-}
+pub use run_config::{check_run, RunConfig};
 
 /// One line of the training log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -175,6 +82,29 @@ pub struct Summary {
     pub median_step_seconds: f64,
     /// The record of the last iteration.
     pub last: Record,
+    /// With outputs at every step (the language model, docs/ALGORITHM.md §13): the
+    /// perplexities of the last record's losses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<Perplexity>,
+}
+
+/// Perplexities `exp(ℓ)` of a language model's mean cross-entropy per token ℓ.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Perplexity {
+    /// Of the training loss (the last batch's, before its update).
+    pub train: Option<f64>,
+    /// Of the held-out loss, when the record has one.
+    pub eval: Option<f64>,
+}
+
+impl Perplexity {
+    /// The perplexities of `record`'s losses.
+    pub fn of(record: &Record) -> Self {
+        Self {
+            train: record.train_loss.map(f64::exp),
+            eval: record.eval.map(|e| e.loss.exp()),
+        }
+    }
 }
 
 /// Mean loss and accuracy over held-out batches, weighted by batch size.
@@ -249,6 +179,7 @@ impl<'a> Session<'a> {
             }
         }
         let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
+        task.check_batch_size(cfg.batch_size)?;
         let dims = model_dims(task.as_ref(), cfg.hidden);
         // Drawn (or converted from pixels) once: every evaluation scores the same set.
         let eval_set = task.eval_batches(cfg.batch_size);
@@ -258,7 +189,7 @@ impl<'a> Session<'a> {
                     .params
                     .check_dims(dims)
                     .context("the checkpoint does not fit the run's configuration")?;
-                backend.load(&state.params, Some(&state.opt), &cfg.hyper)?;
+                backend.load(&state.params, Some(&state.opt), &cfg.backend_hyper())?;
                 Self {
                     backend,
                     cfg: cfg.clone(),
@@ -272,7 +203,12 @@ impl<'a> Session<'a> {
                 }
             }
             None => {
-                backend.load(&Params::init_of(cfg.cell, dims, cfg.seed), None, &cfg.hyper)?;
+                let init = cfg.initialisation();
+                let params = match cfg.hyper.method {
+                    Method::Dtp => Params::init_dtp_with(init, dims, cfg.seed),
+                    Method::Tp | Method::Bp => Params::init_with(cfg.cell, init, dims, cfg.seed),
+                };
+                backend.load(&params, None, &cfg.backend_hyper())?;
                 let eval = evaluate(backend, &eval_set)?;
                 if !eval.loss.is_finite() {
                     bail!(
@@ -389,12 +325,14 @@ impl<'a> Session<'a> {
             last = Some(record);
         }
         step_times.sort_by(f64::total_cmp);
+        let last = last.context("no iteration was run")?;
         Ok(Summary {
             backend: self.backend.name(),
             iterations: cfg.iterations,
             wall_seconds: self.offset + start.elapsed().as_secs_f64(),
             median_step_seconds: step_times.get(step_times.len() / 2).copied().unwrap_or(0.0),
-            last: last.context("no iteration was run")?,
+            perplexity: cfg.hyper.loss.every_step().then(|| Perplexity::of(&last)),
+            last,
         })
     }
 

@@ -22,6 +22,41 @@ pub fn tpri(args: &[&str]) -> Output {
         .expect("spawn tpri")
 }
 
+/// Runs the `tpri` binary with `args`, asserting that it succeeds; its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let o = tpri(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs an independent implementation, `python3 SCRIPT ARGS…`, and asserts that it agrees
+/// (exits 0); `what` names the case. Needs numpy and safetensors (`.ci/run` installs them).
+pub fn python_agrees(script: &Path, args: &[&str], what: &str) {
+    let check = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
+    assert!(
+        check.status.success(),
+        "{what} disagrees or python3 lacks numpy/safetensors:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// The float tensor `name` of the safetensors file at `path`.
+pub fn floats(path: &Path, name: &str) -> Vec<f64> {
+    match &tpri::tensor_file::read_tensors(path).unwrap()[name].data {
+        tpri::tensor_file::TensorData::Float(v) => v.clone(),
+        tpri::tensor_file::TensorData::Int(_) => panic!("{name} is not float"),
+    }
+}
+
 /// The arguments of a small TP run on temporal order (T = 12, d = 8, B = 4) on the CPU,
 /// logging every 2 iterations, evaluating and checkpointing every 4, into `dir`.
 pub fn small(dir: &Path, iterations: &str) -> Vec<String> {
@@ -80,4 +115,30 @@ pub fn write_tiny_mnist(dir: &Path) {
         )
         .unwrap();
     }
+}
+
+/// A CIFAR-10 binary directory: the five training files with `train[i]` records each, and
+/// `test` records in test_batch.bin. Record n (counted over the training files, then the
+/// test file) has label `3n mod 10` and pixel j `(31n + 7j + 50·channel) mod 256`, so
+/// every image differs from the others and within each plane.
+pub fn write_tiny_cifar(dir: &Path, train: [usize; 5], test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut n = 0;
+    let mut records = |count: usize| -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for _ in 0..count {
+            bytes.push((3 * n % 10) as u8);
+            bytes.extend((0..3072).map(|j| ((31 * n + 7 * j + 50 * (j / 1024)) % 256) as u8));
+            n += 1;
+        }
+        bytes
+    };
+    for (i, &count) in train.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("data_batch_{}.bin", i + 1)),
+            records(count),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), records(test)).unwrap();
 }

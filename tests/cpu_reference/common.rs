@@ -29,7 +29,7 @@ pub fn x_col(batch: &Batch, i: usize, t: usize) -> DVector<f64> {
 
 /// One step `tanh(W h + U x + b)` of one sequence, written in docs/ALGORITHM.md's column form.
 pub fn cell(params: &Params, h: &DVector<f64>, x: &DVector<f64>) -> DVector<f64> {
-    (&params.w_hh * h + &params.w_ih * x + params.b.column(0)).map(f64::tanh)
+    (&params.w_hh * h + &params.w_ih * x + params.tanh_bias().column(0)).map(f64::tanh)
 }
 
 /// Hidden states h_0 … h_T of sequence `i`, one step at a time.
@@ -61,18 +61,33 @@ pub fn naive_head_loss(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss
     match loss {
         Loss::CrossEntropy => total / b as f64,
         Loss::Mse => total / (b * params.head_w.nrows()) as f64,
+        Loss::CrossEntropySeq => panic!("a head at every step: naive_loss scores it"),
     }
 }
 
-/// The loss ℓ of the whole model on `batch`, from `naive_hidden` and `naive_head_loss`.
+/// The loss ℓ of the whole model on `batch`, from `naive_hidden` and `naive_head_loss`;
+/// with labels at every step, the mean over the steps of each step's cross-entropy.
 pub fn naive_loss(params: &Params, batch: &Batch, loss: Loss) -> f64 {
     let b = batch.batch_size();
-    let mut h_last = DMatrix::zeros(b, params.w_hh.nrows());
-    for i in 0..b {
-        let h = naive_hidden(params, batch, i);
-        h_last.set_row(i, &h[batch.seq_len()].transpose());
+    let states: Vec<_> = (0..b).map(|i| naive_hidden(params, batch, i)).collect();
+    let rows_at = |t: usize| {
+        let mut h_t = DMatrix::zeros(b, params.w_hh.nrows());
+        for (i, h) in states.iter().enumerate() {
+            h_t.set_row(i, &h[t].transpose());
+        }
+        h_t
+    };
+    if let (Targets::StepLabels(l), Loss::CrossEntropySeq) = (&batch.y, loss) {
+        let t_len = batch.seq_len();
+        let total: f64 = (1..=t_len)
+            .map(|t| {
+                let labels = Targets::Labels(l.column(t - 1).iter().copied().collect());
+                naive_head_loss(params, &rows_at(t), &labels, Loss::CrossEntropy)
+            })
+            .sum();
+        return total / t_len as f64;
     }
-    naive_head_loss(params, &h_last, &batch.y, loss)
+    naive_head_loss(params, &rows_at(batch.seq_len()), &batch.y, loss)
 }
 
 /// Surrogate through time `S(θ) = Σ_t ½‖h_t(θ) − v_t‖²`, summed over sequences, with the

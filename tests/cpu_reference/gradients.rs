@@ -57,6 +57,8 @@ fn as_params(g: RnnGrads, params: &Params) -> Params {
     Params {
         w_hh: g.w_hh,
         w_ih: g.w_ih,
+        // The two biases enter as their sum: each has its gradient.
+        b_hh: g.b.clone(),
         b: g.b,
         ..Params::zeros(params.dims())
     }
@@ -123,6 +125,30 @@ fn bp_gradient_matches_finite_differences() {
     }
 }
 
+/// docs/ALGORITHM.md §13: with a head at every step, BP's gradient of ℓ (the mean over
+/// all B·T predictions), injected at every step, in every tensor, every shape.
+#[test]
+fn bp_gradient_with_outputs_at_every_step_matches_finite_differences() {
+    let mut rng = rng(12);
+    let loss = Loss::CrossEntropySeq;
+    for s in SHAPES.into_iter().filter(|s| s.q > 1) {
+        let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
+        let trace = iteration(&params, &batch, &bp_hyper(loss), None).unwrap();
+        assert_eq!(trace.step_losses.len(), s.t);
+        let mean = trace.step_losses.iter().sum::<f64>() / s.t as f64;
+        assert!((mean - trace.loss).abs() <= 1e-14 * trace.loss, "{s:?}");
+        assert!((trace.loss - naive_loss(&params, &batch, loss)).abs() <= 1e-13 * trace.loss);
+        check_grads(
+            &trace.grads,
+            &params,
+            s.t,
+            0..PARAM_NAMES.len(),
+            |p| naive_loss(p, &batch, loss),
+            &format!("BP every step {s:?}"),
+        );
+    }
+}
+
 /// With a single class the softmax is 1 whatever the logits: ℓ = 0 and every gradient is 0.
 #[test]
 fn one_class_cross_entropy_is_constant() {
@@ -161,7 +187,7 @@ fn head_gradients_match_finite_differences() {
                 &head_only,
                 &params,
                 s.t,
-                3..5,
+                4..6,
                 |p| naive_head_loss(p, &h_last, &y, loss),
                 &what,
             );
@@ -196,7 +222,7 @@ fn surrogate_gradient_through_time_matches_finite_differences() {
             &as_params(g, &params),
             &params,
             s.t,
-            0..3,
+            0..4,
             |p| naive_surrogate(p, &batch, &v),
             &format!("TP through time {s:?}"),
         );
@@ -223,7 +249,7 @@ fn surrogate_gradient_local_matches_finite_differences() {
             &as_params(g, &params),
             &params,
             s.t,
-            0..3,
+            0..4,
             |p| naive_local_surrogate(p, &batch, &h, &v),
             &format!("TP local {s:?}"),
         );
@@ -262,7 +288,7 @@ fn tp_iteration_gradients_match_finite_differences() {
                         &trace.grads,
                         &params,
                         s.t,
-                        0..3,
+                        0..4,
                         |p| naive_surrogate(p, &batch, &v),
                         &what,
                     ),
@@ -270,7 +296,7 @@ fn tp_iteration_gradients_match_finite_differences() {
                         &trace.grads,
                         &params,
                         s.t,
-                        0..3,
+                        0..4,
                         |p| naive_local_surrogate(p, &batch, &trace.h, &v),
                         &what,
                     ),
@@ -279,7 +305,7 @@ fn tp_iteration_gradients_match_finite_differences() {
                     &trace.grads,
                     &params,
                     s.t,
-                    3..5,
+                    4..6,
                     |p| naive_loss(p, &batch, loss),
                     &what,
                 );

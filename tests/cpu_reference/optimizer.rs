@@ -102,6 +102,7 @@ fn nesterov_matches_hand_computed_steps() {
         w_hh: nalgebra::DMatrix::from_element(2, 2, 1.0),
         w_ih: nalgebra::DMatrix::from_element(2, 1, 1.0),
         b: nalgebra::DMatrix::from_element(2, 1, 1.0),
+        b_hh: nalgebra::DMatrix::from_element(2, 1, 1.0),
         head_w: nalgebra::DMatrix::from_element(1, 2, 1.0),
         head_b: nalgebra::DMatrix::from_element(1, 1, 1.0),
         ..Params::zeros(DIMS)

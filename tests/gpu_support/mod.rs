@@ -57,8 +57,9 @@ pub const SWEEP_MAX_ITER: usize = 16;
 
 /// The settings of a GPU-vs-reference case: r = 1, γ_h = 0.5 and the given inversion,
 /// method, target mode, gradient mode and loss. The analytic inversion forms P by CG (P is
-/// compared, so the reference forms it too: auto may not at small T·B); the jacobian one
-/// solves each step with at most `SWEEP_MAX_ITER` CG iterations.
+/// compared, so the reference forms it too: auto may not at small T·B), the per-gate one
+/// its three P_g by CG; the jacobian one solves each step with at most `SWEEP_MAX_ITER`
+/// CG iterations.
 pub fn hyper(
     inversion: Inversion,
     method: Method,
@@ -68,7 +69,7 @@ pub fn hyper(
 ) -> Hyper {
     let defaults = TpConfig::default();
     let (solver, cg_max_iter) = match inversion {
-        Inversion::Analytic => (Solver::Cg, defaults.cg_max_iter),
+        Inversion::Analytic | Inversion::PerGate => (Solver::Cg, defaults.cg_max_iter),
         Inversion::Jacobian => (defaults.solver, SWEEP_MAX_ITER),
     };
     Hyper {
@@ -113,8 +114,9 @@ pub fn start(cell: CellKind, dims: Dims, seed: u64, w_noise: f64) -> Params {
 
 /// Traces `params` on `batch` with `hyper` on both backends and compares every quantity of
 /// the GPU trace with the reference's within `TOL`: h, the loss, every gradient, the
-/// per-step norms, and for TP the targets v and their offsets v − h, P where it is formed
-/// (never by the jacobian inversion), and the CG report (converged, and iterating wherever
+/// per-step norms, the per-step losses of outputs at every step, and for TP the targets v
+/// and their offsets v − h, P or the P_g where they are formed (never by the jacobian
+/// inversion), and the CG report (converged, and iterating wherever
 /// there is something to solve). Returns the worst relative error.
 pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper) -> f64 {
     compare_traces_with(what, params, batch, hyper, GpuOptions::default()).0
@@ -149,17 +151,38 @@ pub fn compare_traces_with(
         &column(&want.error_norms),
         TOL,
     ));
+    assert_eq!(
+        got.step_losses.len(),
+        want.step_losses.len(),
+        "{what}: per-step losses present"
+    );
+    if !want.step_losses.is_empty() {
+        worst = worst.max(check(
+            &format!("ℓ_t {what}"),
+            &column(&got.step_losses),
+            &column(&want.step_losses),
+            TOL,
+        ));
+    }
     assert_eq!(got.v.is_some(), want.v.is_some(), "{what}: targets present");
     assert_eq!(
         got.p_inv.is_some(),
         want.p_inv.is_some(),
         "{what}: P formed"
     );
-    if hyper.tp.inversion == Inversion::Jacobian {
+    assert_eq!(
+        got.p_gates.is_some(),
+        want.p_gates.is_some(),
+        "{what}: P_g formed"
+    );
+    if hyper.tp.inversion != Inversion::Analytic {
         assert!(got.p_inv.is_none(), "{what}: no P is formed");
     }
     if let (Some(gp), Some(wp)) = (&got.p_inv, &want.p_inv) {
         worst = worst.max(check(&format!("P {what}"), gp, wp, TOL));
+    }
+    if let (Some(gp), Some(wp)) = (&got.p_gates, &want.p_gates) {
+        worst = worst.max(check_all(&format!("P_r, P_z, P_n {what}"), gp, wp, TOL));
     }
     if let (Some(gv), Some(wv)) = (&got.v, &want.v) {
         worst = worst.max(check_all(&format!("v {what}"), gv, wv, TOL));
@@ -170,9 +193,9 @@ pub fn compare_traces_with(
             TOL,
         ));
         let cg = got.cg.expect("TP reports its CG");
-        // Forming P always iterates; solving at every step iterates unless T = 1 leaves no
-        // step to solve.
-        let solved = got.p_inv.is_some() || got.h.len() > 2;
+        // Forming P (or the P_g) always iterates; solving at every step iterates unless
+        // T = 1 leaves no step to solve.
+        let solved = got.p_inv.is_some() || got.p_gates.is_some() || got.h.len() > 2;
         assert!(
             cg.residual <= GPU_CG_TOL && (!solved || cg.iterations >= 1),
             "{what}: {cg:?}"

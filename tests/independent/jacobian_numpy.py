@@ -62,10 +62,12 @@ class Gru:
 
 
 class Tanh:
-    names = ["rnn.w_hh", "rnn.w_ih", "rnn.b"]
+    names = ["rnn.w_hh", "rnn.w_ih", "rnn.b_ih", "rnn.b_hh"]
 
     def __init__(self, P):
-        self.W, self.U, self.b = (P[n] for n in self.names)
+        self.W, self.U = P["rnn.w_hh"], P["rnn.w_ih"]
+        # PyTorch's two biases, which add.
+        self.b = P["rnn.b_ih"] + P["rnn.b_hh"]
         self.d = self.W.shape[0]
 
     def step(self, h, x):
@@ -76,21 +78,21 @@ class Tanh:
 
     def param_grads(self, h, x, e):
         delta = (1 - self.step(h, x) ** 2) * e
-        return [np.outer(delta, h), np.outer(delta, x), delta]
+        return [np.outer(delta, h), np.outer(delta, x), delta, delta]
 
 
-def main():
-    params_path, batch_path, trace_path, loss, method, lr_target, reg, tp_grad = sys.argv[1:]
-    lr_target, reg = float(lr_target), float(reg)
+def load(params_path, batch_path):
+    """The parameters (float64, by name) and the batch x [B, T, p], y."""
     P = {k: v.astype(np.float64) for k, v in load_file(params_path).items()}
-    cell = Gru(P) if "gru.w_hh" in P else Tanh(P)
-    V, c = P["head.w"], P["head.b"]
     batch = load_file(batch_path)
-    x = batch["x"].astype(np.float64)
-    y = batch["y"]
+    return P, batch["x"].astype(np.float64), batch["y"]
+
+
+def forward_and_head(cell, P, x, y, loss):
+    """States h [T+1, B, d], the loss, g_T = dloss/dh_T [B, d] and the head's gradients."""
+    V, c = P["head.w"], P["head.b"]
     B, T, _ = x.shape
-    d = cell.d
-    h = np.zeros((T + 1, B, d))
+    h = np.zeros((T + 1, B, cell.d))
     for s in range(B):
         for t in range(1, T + 1):
             h[t, s] = cell.step(h[t - 1, s], x[s, t - 1])
@@ -103,25 +105,36 @@ def main():
     else:
         value = np.mean((z - y) ** 2)
         dz = 2 * (z - y) / z.size
-    g_T = dz @ V
-    grads = {"head.w": dz.T @ h[T], "head.b": dz.sum(axis=0)}
+    return h, value, dz @ V, {"head.w": dz.T @ h[T], "head.b": dz.sum(axis=0)}
 
-    def backprop(inject, recurse):
-        total = None
-        for s in range(B):
-            e_next = None
-            for t in range(T, 0, -1):
-                e = inject(s, t).copy()
-                if recurse and e_next is not None:
-                    e += cell.jacobian(h[t, s], x[s, t]).T @ e_next
-                g = cell.param_grads(h[t - 1, s], x[s, t - 1], e)
-                total = g if total is None else [a + b for a, b in zip(total, g)]
-                e_next = e
-        return total
 
+def backprop(cell, h, x, inject, recurse):
+    """Gradients of the cell's tensors from e_t = inject(s, t) (+ J_{t+1}ᵀ e_{t+1})."""
+    B, T, _ = x.shape
+    total = None
+    for s in range(B):
+        e_next = None
+        for t in range(T, 0, -1):
+            e = inject(s, t).copy()
+            if recurse and e_next is not None:
+                e += cell.jacobian(h[t, s], x[s, t]).T @ e_next
+            g = cell.param_grads(h[t - 1, s], x[s, t - 1], e)
+            total = g if total is None else [a + b for a, b in zip(total, g)]
+            e_next = e
+    return total
+
+
+def main():
+    params_path, batch_path, trace_path, loss, method, lr_target, reg, tp_grad = sys.argv[1:]
+    lr_target, reg = float(lr_target), float(reg)
+    P, x, y = load(params_path, batch_path)
+    cell = Gru(P) if "gru.w_hh" in P else Tanh(P)
+    B, T, _ = x.shape
+    d = cell.d
+    h, value, g_T, grads = forward_and_head(cell, P, x, y, loss)
     out = {"h": h, "loss": np.array([value])}
     if method == "bp":
-        rec = backprop(lambda s, t: g_T[s] if t == T else np.zeros(d), True)
+        rec = backprop(cell, h, x, lambda s, t: g_T[s] if t == T else np.zeros(d), True)
     else:
         v = h.copy()
         v[T] = h[T] - lr_target * g_T
@@ -130,13 +143,12 @@ def main():
                 J = cell.jacobian(h[t - 1, s], x[s, t - 1])
                 step = np.linalg.solve(J.T @ J + reg * np.eye(d), J.T @ (v[t, s] - h[t, s]))
                 v[t - 1, s] = h[t - 1, s] + step
-        rec = backprop(lambda s, t: h[t, s] - v[t, s], tp_grad == "through-time")
+        rec = backprop(cell, h, x, lambda s, t: h[t, s] - v[t, s], tp_grad == "through-time")
         out["v"] = v
     grads.update(zip(cell.names, rec))
     out.update({"grad." + k: g for k, g in grads.items()})
 
     compare(out, trace_path)
-
 
 if __name__ == "__main__":
     main()

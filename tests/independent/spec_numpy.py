@@ -17,10 +17,17 @@ EPS = 1e-3
 
 def main():
     params_path, batch_path, trace_path, loss, method, mode, lr_target, reg, tp_grad = sys.argv[1:]
-    lr_target, reg = float(lr_target), float(reg)
     P = {k: v.astype(np.float64) for k, v in load_file(params_path).items()}
-    batch = load_file(batch_path)
-    W, U, b, V, c = P["rnn.w_hh"], P["rnn.w_ih"], P["rnn.b"], P["head.w"], P["head.b"]
+    out = trace(P, load_file(batch_path), loss, method, mode, float(lr_target), float(reg), tp_grad)
+    compare(out, trace_path)
+
+
+def trace(P, batch, loss, method, mode, lr_target, reg, tp_grad):
+    """The trace of one iteration at parameters P (tpri's names) on batch {x, y}: h, loss,
+    and for TP v and p_inv, and every parameter's gradient as grad.<name>."""
+    W, U, V, c = P["rnn.w_hh"], P["rnn.w_ih"], P["head.w"], P["head.b"]
+    # PyTorch's two biases, which add.
+    b = P["rnn.b_ih"] + P["rnn.b_hh"]
     x = batch["x"].astype(np.float64)
     y = batch["y"]
     B, T, _ = x.shape
@@ -78,10 +85,10 @@ def main():
         rnn = backprop(lambda s, t: h[t, s] - v[t, s], tp_grad == "through-time")
         out["v"] = v
         out["p_inv"] = Pinv
-    grads["rnn.w_hh"], grads["rnn.w_ih"], grads["rnn.b"] = rnn
+    grads["rnn.w_hh"], grads["rnn.w_ih"], grads["rnn.b_ih"] = rnn
+    grads["rnn.b_hh"] = grads["rnn.b_ih"]
     out.update({"grad." + k: g for k, g in grads.items()})
-
-    compare(out, trace_path)
+    return out
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ pub enum Init {
     /// The library's initialisation `Params::init_of(cell, dims, seed)` (tanh RNN: W, U, V
     /// orthogonal; GRU: PyTorch's ±1/√d) with W multiplied by `gain`, and for the GRU U
     /// too (PyTorch's scale leaves every gate near ½; a gain above 1 spreads them). The tanh
-    /// RNN's biases, zero there, are drawn from the stream: b, then c, uniform in ±0.3.
+    /// RNN's biases, zero there, are drawn from the stream: b_ih, b_hh, then c, uniform in ±0.3.
     Library { seed: u64, gain: f64 },
 }
 
@@ -115,6 +115,7 @@ pub fn random_params(rng: &mut ChaCha8Rng, cell: CellKind, dims: Dims, init: Ini
             match cell {
                 CellKind::Tanh => {
                     params.b = random(rng, dims.hidden, 1, 0.3);
+                    params.b_hh = random(rng, dims.hidden, 1, 0.3);
                     params.head_b = random(rng, dims.output, 1, 0.3);
                 }
                 CellKind::Gru => params.w_ih *= gain,
@@ -141,12 +142,16 @@ pub fn inputs(rng: &mut ChaCha8Rng, t: usize, b: usize, p: usize) -> Vec<DMatrix
 }
 
 /// A random batch of shape `s`: inputs uniform in [−1, 1), then labels uniform in 0..q
-/// (cross-entropy) or values uniform in [−1, 1) (MSE).
+/// (cross-entropy; for ce-seq one per step, drawn step by step) or values uniform in
+/// [−1, 1) (MSE).
 pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
     let x = inputs(rng, s.t, s.b, s.p);
     let y = match loss {
         Loss::CrossEntropy => Targets::Labels((0..s.b).map(|_| rng.random_range(0..s.q)).collect()),
         Loss::Mse => Targets::Values(uniform(rng, s.b, s.q, -1.0, 1.0)),
+        Loss::CrossEntropySeq => {
+            Targets::StepLabels(DMatrix::from_fn(s.b, s.t, |_, _| rng.random_range(0..s.q)))
+        }
     };
     Batch { x, y }
 }

@@ -17,7 +17,7 @@ pub fn sequence(batch: &Batch, b: usize) -> Vec<f64> {
 pub fn labels(batch: &Batch) -> &[usize] {
     match &batch.y {
         Targets::Labels(l) => l,
-        Targets::Values(_) => panic!("expected labels"),
+        Targets::Values(_) | Targets::StepLabels(_) => panic!("expected labels"),
     }
 }
 

@@ -8,16 +8,24 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tpri::run_dir::RunDir;
-use tpri::train::{Record, RunConfig, RunSink, TrainState};
+use tpri::train::{Perplexity, Record, RunConfig, RunSink, TrainState};
 
-/// One line describing a record.
-pub(super) fn describe(r: &Record) -> String {
+/// One line describing a record; with `perplexity` (a language model) the perplexities
+/// of its losses too.
+pub(super) fn describe(r: &Record, perplexity: bool) -> String {
     let mut line = String::new();
+    let ppl = Perplexity::of(r);
     if let Some(l) = r.train_loss {
         line += &format!("train loss {l:.5}");
     }
+    if let (true, Some(p)) = (perplexity, ppl.train) {
+        line += &format!("  train ppl {p:.2}");
+    }
     if let Some(e) = r.eval {
         line += &format!("  eval loss {:.5}  eval acc {:.4}", e.loss, e.accuracy);
+    }
+    if let (true, Some(p)) = (perplexity, ppl.eval) {
+        line += &format!("  eval ppl {p:.2}");
     }
     if let Some(cg) = r.cg {
         line += &format!("  cg {} it", cg.iterations);
@@ -61,6 +69,8 @@ pub(super) struct Console<'a> {
     dir: &'a mut RunDir,
     bar: Option<ProgressBar>,
     last_eval: String,
+    /// Show perplexities (a language model).
+    perplexity: bool,
 }
 
 impl<'a> Console<'a> {
@@ -79,6 +89,7 @@ impl<'a> Console<'a> {
             dir,
             bar,
             last_eval: String::new(),
+            perplexity: cfg.hyper.loss.every_step(),
         }
     }
 
@@ -104,14 +115,18 @@ impl RunSink for Console<'_> {
                     .unwrap_or_default();
                 bar.set_message(format!("{train}{}", self.last_eval));
                 if r.eval.is_some() {
-                    bar.println(format!("iter {:>7}  {}", r.iteration, describe(r)));
+                    bar.println(format!(
+                        "iter {:>7}  {}",
+                        r.iteration,
+                        describe(r, self.perplexity)
+                    ));
                 }
             }
             None if r.eval.is_some() => self.out.line(&format!(
                 "iter {:>7}  {:>8.1}s  {}",
                 r.iteration,
                 r.elapsed,
-                describe(r)
+                describe(r, self.perplexity)
             )),
             None => {}
         }

@@ -10,18 +10,21 @@ use clap::{Args, ValueEnum};
 
 use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
 use tpri::figures::draw;
+use tpri::init::Init;
 use tpri::model::CellKind;
-use tpri::presets::{preset, DEFAULT_PIXEL_DIR};
+use tpri::presets::{preset, DEFAULT_CIFAR_DIR, DEFAULT_PIXEL_DIR, DEFAULT_PTB_DIR};
 use tpri::run_dir::RunDir;
-use tpri::tasks::TaskSpec;
+use tpri::tasks::{EvalSplit, PixelDataset, TaskSpec};
 use tpri::train::{RunConfig, Session};
 
 use super::{open_backend, BackendArgs};
 
 mod console;
+mod task_flags;
 
 use console::{describe, Console};
 pub(crate) use console::{warn, Out};
+use task_flags::task_from_flags;
 
 /// The tasks of docs/ALGORITHM.md §6.
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -30,8 +33,11 @@ pub enum TaskName {
     TemporalOrder,
     /// Regress the mean of the two values marked in a sequence.
     Adding,
-    /// Pixel-by-pixel images from an MNIST-layout directory of IDX files.
+    /// Pixel-by-pixel images: an MNIST-layout directory of IDX files, or CIFAR-10
+    /// (--dataset).
     Pixel,
+    /// Next-word prediction on a Penn Treebank-layout corpus, a head at every step.
+    Lm,
 }
 
 /// The default a flag of `tpri train` falls back to when neither `--preset` nor
@@ -62,29 +68,64 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long, value_enum, help = help("The task (docs/ALGORITHM.md §6)", task_name(&defaults().task)))]
     pub task: Option<TaskName>,
-    /// Sequence length T of the synthetic tasks (at least 10) [default: 30 for adding, 60
-    /// for temporal order].
+    /// Sequence length T of the synthetic tasks (at least 10) and the language model
+    /// [default: 30 for adding, 60 for temporal order, 64 for the language model].
     #[arg(long)]
     pub seq_len: Option<usize>,
-    #[arg(long, help = help("Directory with train-/t10k- images and labels (pixel task)", DEFAULT_PIXEL_DIR))]
+    /// Which files the pixel task reads (docs/ALGORITHM.md §6); naming another dataset
+    /// than the preset's or config's starts the pixel task from that dataset's defaults
+    /// [default: mnist].
+    #[arg(long, value_enum)]
+    pub dataset: Option<PixelDataset>,
+    #[arg(long, visible_alias = "data", help = help(
+        "Directory of the task's files: train-/t10k- images and labels (pixel task, mnist), CIFAR-10's binary version, data_batch_1.bin … data_batch_5.bin and test_batch.bin (pixel task, cifar10), or ptb.train.txt and ptb.test.txt (lm task)",
+        format!("{DEFAULT_PIXEL_DIR} for mnist, {DEFAULT_CIFAR_DIR} for cifar10, {DEFAULT_PTB_DIR} for lm"),
+    ))]
     pub data_dir: Option<PathBuf>,
-    /// Pixels per step k (pixel task; T = 784 / k) [default: 1].
+    /// The most words the vocabulary holds, <unk> included: the head's size q (lm task)
+    /// [default: 10000].
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Size e of the frozen word embedding, the input size p (lm task) [default: 1024].
+    #[arg(long)]
+    pub embedding_dim: Option<usize>,
+    /// Train on the first N tokens of ptb.train.txt only (lm task; the published setting
+    /// takes 40000) [default: all].
+    #[arg(long)]
+    pub train_tokens: Option<usize>,
+    /// Which file the held-out windows come from (lm task) [default: test].
+    #[arg(long, value_enum)]
+    pub eval_split: Option<EvalSplit>,
+    /// Pixels per step k (pixel task; T = 784 / k, or 3072 / k for cifar10) [default: 1].
     #[arg(long)]
     pub chunk: Option<usize>,
-    /// Standardize pixels with the training set's statistics (pixel task) [default:
-    /// false].
+    /// Standardize pixels per channel (pixel task): mnist with the training pixels' mean
+    /// and deviation, cifar10 with the published per-channel constants [default: false
+    /// for mnist, true for cifar10].
     #[arg(long)]
     pub standardize: Option<bool>,
     /// A fixed seeded permutation of the pixels (pixel task) [default: false].
     #[arg(long)]
     pub permuted: Option<bool>,
-    #[arg(long, value_enum, help = help("The recurrent cell (docs/ALGORITHM.md §1, §5); the GRU takes --inversion jacobian unless told otherwise", name(defaults().cell)))]
+    /// Standardize pixels with this mean and standard deviation (of pixels in [0, 1])
+    /// instead of the training set's, e.g. 0.2860,0.3202 as the published Fashion-MNIST
+    /// experiment does (pixel task; implies --standardize true) [default: the training
+    /// set's].
+    #[arg(long, value_delimiter = ',', value_name = "MEAN,STD")]
+    pub mean_std: Option<Vec<f64>>,
+    #[arg(long, value_enum, help = help("The recurrent cell (docs/ALGORITHM.md §1, §5); the GRU takes --inversion jacobian and --init pytorch unless told otherwise", name(defaults().cell)))]
     pub cell: Option<CellKind>,
+    /// How the recurrent cell's tensors start: every weight matrix (each GRU gate block
+    /// alone) orthogonal and biases zero, or PyTorch's uniform ±1/√d; the head is
+    /// orthogonal with a zero bias either way (docs/ALGORITHM.md §1) [default: orthogonal
+    /// for the tanh RNN, pytorch for the GRU].
+    #[arg(long, value_enum)]
+    pub init: Option<Init>,
     #[arg(long, help = help("Hidden size d", defaults().hidden))]
     pub hidden: Option<usize>,
     #[arg(long, help = help("Sequences per batch B", defaults().batch_size))]
     pub batch_size: Option<usize>,
-    #[arg(long, value_enum, help = help("How the recurrent weights are trained: TP-RI (docs/ALGORITHM.md §2) or BPTT (§3)", name(defaults().hyper.method)))]
+    #[arg(long, value_enum, help = help("How the recurrent weights are trained: TP-RI (docs/ALGORITHM.md §2), BPTT (§3) or DTP with a learned reverse layer (§14)", name(defaults().hyper.method)))]
     pub method: Option<Method>,
     #[arg(long, value_enum, help = help("Target update rule of the backward sweep (docs/ALGORITHM.md §2, step 5)", name(defaults().hyper.tp.target_mode)))]
     pub target_mode: Option<TargetMode>,
@@ -94,17 +135,21 @@ pub struct TrainArgs {
     pub reg: Option<f64>,
     #[arg(long, value_enum, help = help("How the surrogate loss is differentiated (docs/ALGORITHM.md §2, step 6)", name(defaults().hyper.tp.tp_grad)))]
     pub tp_grad: Option<TpGrad>,
-    /// Closed form through P (tanh RNN, docs/ALGORITHM.md §2) or per-step CG on Jacobian
-    /// products (any cell, docs/ALGORITHM.md §5) [default: analytic for the tanh RNN,
-    /// jacobian for the GRU].
+    /// Closed form through P (tanh RNN, docs/ALGORITHM.md §2), per-step CG on Jacobian
+    /// products (any cell, §5), or the published GRU inversion through one P_g per gate
+    /// (GRU, §5) [default: analytic for the tanh RNN, jacobian for the GRU].
     #[arg(long, value_enum)]
     pub inversion: Option<Inversion>,
-    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4)", name(defaults().hyper.tp.solver)))]
+    #[arg(long, value_enum, help = help("How P = (WᵀW + rI)⁻¹Wᵀ is applied in the analytic inversion (docs/ALGORITHM.md §4), or how the per-gate inversion forms its P_g (§5)", name(defaults().hyper.tp.solver)))]
     pub solver: Option<Solver>,
     #[arg(long, help = super::cg_tol_help())]
     pub cg_tol: Option<f64>,
     #[arg(long, help = help("Cap on CG iterations; a solve that has not reached --cg-tol by then is an error (docs/ALGORITHM.md §4)", defaults().hyper.tp.cg_max_iter))]
     pub cg_max_iter: Option<usize>,
+    #[arg(long, help = help("DTP: learning rate of the reverse layer's own optimizer step (docs/ALGORITHM.md §14)", defaults().hyper.dtp.lr_reverse))]
+    pub lr_reverse: Option<f64>,
+    #[arg(long, help = help("DTP: standard deviation σ of the noise of the reverse layer's reconstruction loss (docs/ALGORITHM.md §14)", defaults().hyper.dtp.noise))]
+    pub noise: Option<f64>,
     #[arg(long, value_enum, help = help("The optimizer of every parameter", name(defaults().hyper.opt.kind)))]
     pub optimizer: Option<OptimizerKind>,
     #[arg(long, help = help("Learning rate γ_θ of the parameters", defaults().hyper.opt.lr))]
@@ -145,6 +190,7 @@ fn task_name(task: &TaskSpec) -> String {
         TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
         TaskSpec::Adding { .. } => TaskName::Adding,
         TaskSpec::Pixel { .. } => TaskName::Pixel,
+        TaskSpec::Lm { .. } => TaskName::Lm,
     })
 }
 
@@ -244,7 +290,7 @@ fn train_in(out: &Out, mut dir: RunDir, cfg: &RunConfig, session: Session) -> Re
         summary.iterations,
         summary.wall_seconds,
         summary.median_step_seconds * 1e3,
-        describe(&summary.last)
+        describe(&summary.last, cfg.hyper.loss.every_step())
     ));
     Ok(())
 }
@@ -267,8 +313,12 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     if let Some(cell) = args.cell {
         if cell != cfg.cell {
             cfg.hyper.tp.inversion = Inversion::default_for(cell);
+            cfg.init = None;
         }
         cfg.cell = cell;
+    }
+    if args.init.is_some() {
+        cfg.init = args.init;
     }
     let h = &mut cfg.hyper;
     set(&mut h.tp.inversion, args.inversion);
@@ -282,6 +332,8 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     if args.cg_tol.is_some() {
         h.tp.cg_tol = args.cg_tol;
     }
+    set(&mut h.dtp.lr_reverse, args.lr_reverse);
+    set(&mut h.dtp.noise, args.noise);
     set(&mut h.opt.kind, args.optimizer);
     set(&mut h.opt.lr, args.lr);
     set(&mut h.opt.momentum, args.momentum);
@@ -345,56 +397,6 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-/// Applies the task flags to `base`: `--task` of another kind starts that task from its
-/// defaults; a flag that the task does not take is an error.
-fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec> {
-    let kind = match base {
-        TaskSpec::TemporalOrder { .. } => TaskName::TemporalOrder,
-        TaskSpec::Adding { .. } => TaskName::Adding,
-        TaskSpec::Pixel { .. } => TaskName::Pixel,
-    };
-    let mut task = match a.task {
-        Some(name) if name != kind => match name {
-            TaskName::TemporalOrder => TaskSpec::TemporalOrder { seq_len: 60 },
-            TaskName::Adding => TaskSpec::Adding { seq_len: 30 },
-            TaskName::Pixel => TaskSpec::Pixel {
-                dir: DEFAULT_PIXEL_DIR.into(),
-                chunk: 1,
-                standardize: false,
-                permuted: false,
-            },
-        },
-        _ => base.clone(),
-    };
-    match &mut task {
-        TaskSpec::TemporalOrder { seq_len } | TaskSpec::Adding { seq_len } => {
-            set(seq_len, a.seq_len);
-            if a.data_dir.is_some()
-                || a.chunk.is_some()
-                || a.standardize.is_some()
-                || a.permuted.is_some()
-            {
-                bail!("--data-dir, --chunk, --standardize and --permuted apply to the pixel task only");
-            }
-        }
-        TaskSpec::Pixel {
-            dir,
-            chunk,
-            standardize,
-            permuted,
-        } => {
-            if a.seq_len.is_some() {
-                bail!("the pixel task's length is set by --chunk (T = 784 / k), not --seq-len");
-            }
-            set(dir, a.data_dir.clone());
-            set(chunk, a.chunk);
-            set(standardize, a.standardize);
-            set(permuted, a.permuted);
-        }
-    }
-    Ok(task)
-}
-
 /// `runs/NAME`, or the first of `runs/NAME-2`, `runs/NAME-3`, … that is free (missing or
 /// empty), so
 /// the same command can be run again.
@@ -417,12 +419,24 @@ fn default_name(cfg: &RunConfig) -> String {
         TaskSpec::TemporalOrder { seq_len } => format!("temporal-order-{seq_len}"),
         TaskSpec::Adding { seq_len } => format!("adding-{seq_len}"),
         TaskSpec::Pixel {
-            chunk, permuted, ..
-        } => format!("pixel{}-k{chunk}", if *permuted { "-permuted" } else { "" }),
+            dataset,
+            chunk,
+            permuted,
+            ..
+        } => format!(
+            "pixel{}{}-k{chunk}",
+            match dataset {
+                PixelDataset::Mnist => "",
+                PixelDataset::Cifar10 => "-cifar10",
+            },
+            if *permuted { "-permuted" } else { "" }
+        ),
+        TaskSpec::Lm { seq_len, .. } => format!("lm-{seq_len}"),
     };
     let method = match cfg.hyper.method {
         Method::Tp => "tp",
         Method::Bp => "bp",
+        Method::Dtp => "dtp",
     };
     let cell = match cfg.cell {
         CellKind::Tanh => "",
@@ -435,5 +449,6 @@ fn method_name(m: Method) -> &'static str {
     match m {
         Method::Tp => "TP-RI",
         Method::Bp => "BPTT",
+        Method::Dtp => "DTP",
     }
 }

@@ -1,15 +1,17 @@
-//! Twins of the recurrences and the head: `cpu::forward`, `cpu::gru`, `cpu::bptt`,
-//! `cpu::head`.
+//! Twins of the recurrences and the heads: `cpu::forward`, `cpu::gru`, `cpu::bptt`,
+//! `cpu::head`, `cpu::seq_head`.
 
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
 use super::{after_forward, read_stack, workspace};
 use crate::config::{Hyper, Inversion, Loss, Method, TpConfig, TpGrad};
+use crate::gpu::buffers::poison;
 use crate::gpu::context::GpuContext;
-use crate::gpu::layout::{matrix, rows_f32, Shape};
+use crate::gpu::layout::{matrix, rows_f32, stack, Shape};
 use crate::gpu::options::GpuOptions;
-use crate::kernel_io::{GruGrads, GruStep, HeadOut, Injection, RnnGrads};
+use crate::gpu::seq_head::SeqHead;
+use crate::kernel_io::{GruGrads, GruStep, HeadOut, Injection, RnnGrads, StepHeadOut};
 use crate::model::{CellKind, Params};
 use crate::tasks::{Batch, Targets};
 use crate::validate::check_targets;
@@ -99,16 +101,18 @@ pub(crate) fn backward_once(
         h.len(),
         x.len()
     );
-    let method = match injection {
-        Injection::Top(_) => Method::Bp,
-        Injection::Targets(_) => Method::Tp,
+    let (method, loss) = match injection {
+        Injection::Top(_) => (Method::Bp, Loss::CrossEntropy),
+        Injection::Targets(_) => (Method::Tp, Loss::CrossEntropy),
+        Injection::Steps(_) => (Method::Bp, Loss::CrossEntropySeq),
     };
     ensure!(
         method == Method::Tp || through_time,
-        "BP injects g_T at the top only; without recursion it has no gradient below T"
+        "BP's recursion runs through time: its injections reach the steps below only so"
     );
     let hyper = Hyper {
         method,
+        loss,
         tp: TpConfig {
             inversion: Inversion::default_for(params.cell),
             tp_grad: if through_time {
@@ -128,6 +132,8 @@ pub(crate) fn backward_once(
             ws.seq.dv.write(ctx, 0, &dv);
         }
         Injection::Top(g) => ctx.write(&ws.seq.g_top, 0, &rows_f32(g)),
+        // g_1 … g_T, as the heads at every step leave them [T, B, d].
+        Injection::Steps(g) => ctx.write(&ws.seq.g_top, 0, &stack(g.get(1..).unwrap_or(&[]))),
     }
     ctx.submit(|pass| {
         ws.bptt.record(pass);
@@ -176,6 +182,10 @@ pub fn head(
 ) -> Result<HeadOut> {
     let (b, d) = h_last.shape();
     let q = params.dims().output;
+    ensure!(
+        !loss.every_step(),
+        "loss ce-seq scores the heads at every step: `head_steps` runs them"
+    );
     check_targets(y, loss, b, q)?;
     // A one-step batch whose h_1 is set to h_last.
     let batch = Batch {
@@ -196,6 +206,59 @@ pub fn head(
         accuracy: f64::from(stats[1]),
         z: matrix(&ctx.read(&ws.seq.scratch, 0, b * q)?, b, q),
         grad_h: matrix(&ctx.read(&ws.seq.g_top, 0, b * d)?, b, d),
+        grad_w: grads.head_w,
+        grad_b: grads.head_b,
+    })
+}
+
+/// The heads at every step on the GPU at the states `h` (h_0 … h_T), as
+/// `cpu::seq_head::head_steps` returns them, taking `block_steps` steps at a time (the
+/// training path takes as many as fit `limits::LOGIT_BLOCK_BYTES`).
+pub fn head_steps(
+    ctx: &GpuContext,
+    params: &Params,
+    h: &[DMatrix<f64>],
+    y: &Targets,
+    block_steps: usize,
+) -> Result<StepHeadOut> {
+    let t = h.len().saturating_sub(1);
+    let (b, d) = h.first().map_or((0, 0), |m| m.shape());
+    check_targets(y, Loss::CrossEntropySeq, b, params.dims().output)?;
+    ensure!(
+        (1..=t).contains(&block_steps),
+        "a block of {block_steps} steps, for T = {t}"
+    );
+    ensure!(
+        h.iter().all(|h_t| h_t.shape() == (b, params.dims().hidden)),
+        "h_0 … h_T must each be {b}×{} (B×d)",
+        params.dims().hidden
+    );
+    let batch = Batch {
+        x: vec![DMatrix::zeros(b, params.dims().input); t],
+        y: y.clone(),
+    };
+    let hyper = Hyper {
+        method: Method::Bp,
+        loss: Loss::CrossEntropySeq,
+        ..Hyper::default()
+    };
+    let (model, ws) = workspace(ctx, params, &batch, &hyper, GpuOptions::default())?;
+    ws.seq.h.write(ctx, 0, h);
+    let heads = SeqHead::new(ctx, &model, &ws.seq, ws.shape, block_steps)?;
+    for buffer in [&heads.logits, &heads.row_stats, &heads.step_stats] {
+        poison(ctx, buffer, (buffer.size() / 4) as usize);
+    }
+    ctx.submit(|pass| heads.record(pass))?;
+    let grads = model.read_params(ctx, &model.grad)?;
+    let stats = ctx.read::<f32>(&ws.seq.stats, 0, 2)?;
+    let steps = ctx.read::<f32>(&heads.step_stats, 0, 2 * t)?;
+    let mut grad_h = vec![DMatrix::zeros(b, d)];
+    grad_h.extend(read_stack(ctx, &ws.seq.g_top, 0, t, b, d)?);
+    Ok(StepHeadOut {
+        loss: f64::from(stats[0]),
+        accuracy: f64::from(stats[1]),
+        step_losses: steps.iter().step_by(2).map(|&l| f64::from(l)).collect(),
+        grad_h,
         grad_w: grads.head_w,
         grad_b: grads.head_b,
     })

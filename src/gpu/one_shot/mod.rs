@@ -10,8 +10,8 @@ mod cells;
 mod targets;
 mod updates;
 
-pub use cells::{bptt, forward, gru_bptt, gru_forward, gru_forward_gates, head};
-pub use targets::{inverse_cg, jacobian_sweep, jvp, target_sweep, vjp};
+pub use cells::{bptt, forward, gru_bptt, gru_forward, gru_forward_gates, head, head_steps};
+pub use targets::{gru_per_gate_sweep, inverse_cg, jacobian_sweep, jvp, target_sweep, vjp};
 pub use updates::{matmul, optimizer_step};
 
 use anyhow::Result;
@@ -20,10 +20,11 @@ use nalgebra::DMatrix;
 use crate::config::Hyper;
 use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
-use crate::gpu::iteration::Workspace;
+use crate::gpu::iteration::{Head, Workspace};
 use crate::gpu::layout::{unstack, Shape};
 use crate::gpu::options::GpuOptions;
 use crate::model::{CellKind, Params};
+use crate::plan::{Plan, TargetSolve};
 use crate::tasks::{Batch, Targets};
 use crate::validate::check_batch;
 
@@ -38,11 +39,11 @@ pub(crate) fn workspace(
     options: GpuOptions,
 ) -> Result<(ModelBuffers, Workspace)> {
     check_batch(params, batch)?;
-    let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
+    let model = ModelBuffers::for_params(ctx, params)?;
     model.write_params(ctx, params)?;
     let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, options)?;
     ws.seq.write_batch(ctx, batch);
-    poison_outputs(ctx, &model, &ws);
+    poison_outputs(ctx, &model, &ws)?;
     Ok((model, ws))
 }
 
@@ -83,7 +84,7 @@ fn read_stack(
 }
 
 /// Poisons every output of an iteration (see `buffers::poison`).
-fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) {
+fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) -> Result<()> {
     let Shape { batch: b, steps: t } = ws.shape;
     let d = model.layout.dims.hidden;
     let g = model.layout.cell.gates();
@@ -97,7 +98,13 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) {
         poison(ctx, &seq.gates, t * b * 4 * d);
     }
     poison(ctx, &seq.err, t * b * d);
-    poison(ctx, &seq.g_top, b * d);
+    // g_T, or g at every step.
+    poison(ctx, &seq.g_top, (seq.g_top.size() / 4) as usize);
+    if let Head::EveryStep(h) = &ws.head {
+        for buffer in [&h.logits, &h.row_stats, &h.step_stats] {
+            poison(ctx, buffer, (buffer.size() / 4) as usize);
+        }
+    }
     poison(ctx, &seq.stats, 2);
     for slot in model.layout.slots() {
         ctx.write(
@@ -109,4 +116,18 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) {
     poison(ctx, &model.cg.x, d * d);
     poison(ctx, &model.cg.columns, 3 * d);
     poison(ctx, &model.wt, g * d * d);
+    if matches!(ws.plan, Plan::Tp(TargetSolve::PerGate { .. })) {
+        let gates = model.gates(ctx)?;
+        for ((w, wt), cg) in gates.w.iter().zip(&gates.wt).zip(&gates.cg) {
+            for square in [w, wt, &cg.x] {
+                poison(ctx, square, d * d);
+            }
+            poison(ctx, &cg.columns, 3 * d);
+        }
+        poison(ctx, &gates.pt, 3 * d * d);
+    }
+    if let Some((reverse, _)) = &ws.dtp {
+        reverse.poison(ctx);
+    }
+    Ok(())
 }

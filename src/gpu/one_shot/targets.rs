@@ -1,5 +1,5 @@
-//! Twins of the target computations: `cpu::inverse::inverse_cg`, `cpu::target_sweep`
-//! and `cpu::jacobian` (its products and its sweep).
+//! Twins of the target computations: `cpu::inverse::inverse_cg`, `cpu::target_sweep`,
+//! `cpu::jacobian` (its products and its sweep) and `cpu::gru_per_gate`'s sweep.
 
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
@@ -243,4 +243,60 @@ pub fn jacobian_sweep(
         h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect(),
         reports,
     ))
+}
+
+/// Targets v_0 … v_T of the GRU's per-gate inversion from `v_top` and the given
+/// `p_gates` = [P_r, P_z, P_n] on the GPU, as `cpu::gru_per_gate::gru_per_gate_sweep`
+/// returns them. The kernel reads the states and gates of its own forward pass on `x`:
+/// `h` must be those states (the reference's).
+pub fn gru_per_gate_sweep(
+    ctx: &GpuContext,
+    params: &Params,
+    p_gates: &[DMatrix<f64>; 3],
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    v_top: &DMatrix<f64>,
+) -> Result<Vec<DMatrix<f64>>> {
+    let t_len = x.len();
+    let d = params.dims().hidden;
+    ensure!(
+        h.len() == t_len + 1,
+        "gru_per_gate_sweep needs h_0 … h_T ({} states), got {}",
+        t_len + 1,
+        h.len()
+    );
+    ensure!(
+        p_gates.iter().all(|p| p.shape() == (d, d)),
+        "P_r, P_z, P_n must each be d×d = {d}×{d}"
+    );
+    let hyper = Hyper {
+        method: Method::Tp,
+        tp: TpConfig {
+            inversion: Inversion::PerGate,
+            // With γ_h = 1 the kernel's dv_T = −γ_h g_T is v_top − h_T for g_T = h_T − v_top.
+            lr_target: 1.0,
+            ..TpConfig::default()
+        },
+        ..Hyper::default()
+    };
+    let (model, ws) = after_forward(ctx, params, x, &hyper, GpuOptions::default())?;
+    ensure!(
+        v_top.shape() == h[t_len].shape(),
+        "v_T is {:?}, h_T {:?}",
+        v_top.shape(),
+        h[t_len].shape()
+    );
+    ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
+    let stacked: Vec<f32> = p_gates
+        .iter()
+        .flat_map(|p| rows_f32(&p.transpose()))
+        .collect();
+    ctx.write(&model.gates(ctx)?.pt, 0, &stacked);
+    let sweep = ws
+        .sweep
+        .as_ref()
+        .expect("a TP workspace has a target sweep");
+    ctx.submit(|pass| sweep.iter().for_each(|l| l.record(pass)))?;
+    let dv = ws.seq.dv.read(ctx, 0, t_len + 1)?;
+    Ok(h.iter().zip(dv).map(|(h_t, dv_t)| h_t + dv_t).collect())
 }

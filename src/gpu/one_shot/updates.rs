@@ -65,7 +65,7 @@ pub fn optimizer_step(
     params: &mut Params,
     grads: &Params,
 ) -> Result<()> {
-    let model = ModelBuffers::new(ctx, params.cell, params.dims())?;
+    let model = ModelBuffers::for_params(ctx, params)?;
     model.write_params(ctx, params)?;
     let l = &model.layout;
     ctx.write(&model.grad, 0, &l.pack(grads));

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Copies what the repository keeps of a finished (or partial) sweep into docs/studies/NAME:
+# the spec, results.csv, the figures, the manifest and worker logs, and of every run its
+# config.toml, log.csv and summary.json — never checkpoints.
+#   bash docs/sweeps/keep.sh OUT/convergence-adding-30
+set -euo pipefail
+src=${1:?usage: keep.sh SWEEP_DIR}
+dst="$(cd "$(dirname "$0")/.." && pwd)/studies/$(basename "$src")"
+rm -rf "$dst"
+mkdir -p "$dst"
+cd "$src"
+for f in spec.toml results.csv search.csv manifest.json figures/* logs/* \
+         runs/*/config.toml runs/*/log.csv runs/*/summary.json; do
+    [ -f "$f" ] || continue
+    mkdir -p "$dst/$(dirname "$f")"
+    cp "$f" "$dst/$f"
+done
+du -sh "$dst"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The paper-length studies of docs/REPRODUCTION.md, one after another, each resumable:
+# run it again after an interruption and every sweep continues where it stopped.
+#   nohup bash docs/sweeps/studies.sh OUT > OUT.log 2>&1 &
+# OUT gets one sweep directory per study (run directories with checkpoints: keep them out of
+# git; docs/REPRODUCTION.md keeps their results.csv, summaries, logs and figures).
+set -euo pipefail
+out=${1:?usage: studies.sh OUT}
+here=$(cd "$(dirname "$0")" && pwd)
+tpri=${TPRI:-tpri}
+for study in convergence-adding-30 convergence-temporal-order-60 convergence-pixel \
+             convergence-temporal-order-120 regularization-lr; do
+    if [ -d "$out/$study" ]; then
+        "$tpri" sweep "$here/$study.toml" --out "$out/$study" --resume --jobs 1
+    else
+        "$tpri" sweep "$here/$study.toml" --out "$out/$study" --jobs 1
+    fi
+done

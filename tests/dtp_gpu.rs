@@ -1,0 +1,301 @@
+//! DTP (`--method dtp`, docs/ALGORITHM.md §14) on the GPU against the f64 reference: one
+//! iteration's every quantity, 50 training steps side by side, and the CLI on
+//! `--backend gpu`. Needs a GPU adapter (lavapipe will do) and fails without one.
+
+use tpri::backend::{Backend, Trace};
+use tpri::config::{Hyper, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig, TpGrad};
+use tpri::cpu::CpuBackend;
+use tpri::gpu::{GpuBackend, Storage};
+use tpri::model::{Dims, Params};
+use tpri::tasks::{build_task, Batch, TaskSpec};
+use tpri::tensor_file::{read_tensors, save_batch, save_params};
+
+mod cli_support;
+mod gpu_support;
+mod support;
+
+use cli_support::{scratch, tpri};
+use gpu_support::{ctx, TOL};
+use support::{check, check_all, column, offsets, random, random_batch, rng, scalar, Shape};
+
+/// DTP parameters at `seed` (the library's initialisation, W ×0.9, every bias uniform in
+/// ±0.3) and a batch of shape `s`, from a stream seeded with `seed`.
+fn problem(seed: u64, s: Shape, loss: Loss) -> (Params, Batch) {
+    let mut r = rng(seed);
+    let mut params = Params::init_dtp(s.dims(), seed);
+    params.w_hh *= 0.9;
+    params.b = random(&mut r, s.d, 1, 0.3);
+    params.b_hh = random(&mut r, s.d, 1, 0.3);
+    params.head_b = random(&mut r, s.q, 1, 0.3);
+    if let Some(rev) = &mut params.dtp {
+        rev.b_rev = random(&mut r, s.d, 1, 0.3);
+    }
+    (params, random_batch(&mut r, s, loss))
+}
+
+/// DTP's settings with γ_h `lr_target`, noise σ and the gradient mode `grad`.
+fn hyper(loss: Loss, lr_target: f64, noise: f64, grad: TpGrad) -> Hyper {
+    let mut hyper = Hyper {
+        method: Method::Dtp,
+        loss,
+        tp: TpConfig {
+            lr_target,
+            tp_grad: grad,
+            ..TpConfig::default()
+        },
+        opt: OptimizerConfig {
+            kind: OptimizerKind::Nesterov,
+            lr: 0.05,
+            momentum: 0.9,
+            ..OptimizerConfig::default()
+        },
+        ..Hyper::default()
+    };
+    hyper.dtp.lr_reverse = 0.02;
+    hyper.dtp.noise = noise;
+    hyper.dtp.noise_seed = 17;
+    hyper
+}
+
+/// Every quantity of the GPU's trace against the reference's within `TOL` (relative
+/// Frobenius; `check` fails on any non-finite value, so an output a kernel left poisoned
+/// fails): h, the loss, v and v − h, every gradient with the reverse layer's, the error
+/// norms. Returns the worst error.
+fn compare(what: &str, got: &Trace, want: &Trace) -> f64 {
+    let mut worst = check_all(&format!("h {what}"), &got.h, &want.h, TOL);
+    worst = worst.max(check(
+        &format!("loss {what}"),
+        &scalar(got.loss),
+        &scalar(want.loss),
+        TOL,
+    ));
+    let (gv, wv) = (got.v.as_ref().unwrap(), want.v.as_ref().unwrap());
+    worst = worst.max(check_all(&format!("v {what}"), &gv[1..], &wv[1..], TOL));
+    worst = worst.max(check_all(
+        &format!("v − h {what}"),
+        &offsets(&gv[1..], &got.h[1..]),
+        &offsets(&wv[1..], &want.h[1..]),
+        TOL,
+    ));
+    assert_eq!(got.grads.names(), want.grads.names(), "{what}");
+    assert!(
+        got.grads.dtp.is_some(),
+        "{what}: the reverse layer's gradient"
+    );
+    for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(want.grads.tensors()) {
+        worst = worst.max(check(&format!("∇{name} {what}"), g, w, TOL));
+    }
+    worst = worst.max(check(
+        &format!("‖e_t‖ {what}"),
+        &column(&got.error_norms),
+        &column(&want.error_norms),
+        TOL,
+    ));
+    assert!(
+        got.p_inv.is_none() && got.cg.is_none(),
+        "{what}: DTP solves nothing"
+    );
+    worst
+}
+
+/// Random problems at odd sizes (d = 1, 7, 33; T and B off every grid), with and without
+/// noise, both losses, both gradient modes, and the pixel setting's tiny γ_h: the GPU's
+/// trace matches the reference's within 1e-4.
+#[test]
+fn gpu_dtp_traces_match_the_reference() {
+    let cases = [
+        (
+            Shape::new(3, 5, 2, 1, 4),
+            Loss::CrossEntropy,
+            0.3,
+            0.0,
+            TpGrad::ThroughTime,
+        ),
+        (
+            Shape::new(5, 9, 3, 7, 1),
+            Loss::Mse,
+            0.5,
+            0.2,
+            TpGrad::ThroughTime,
+        ),
+        (
+            Shape::new(4, 13, 1, 33, 3),
+            Loss::CrossEntropy,
+            0.2,
+            0.1,
+            TpGrad::Local,
+        ),
+        (
+            Shape::new(7, 11, 2, 33, 1),
+            Loss::Mse,
+            1e-7,
+            0.1,
+            TpGrad::ThroughTime,
+        ),
+        (
+            Shape::new(2, 1, 3, 7, 2),
+            Loss::CrossEntropy,
+            0.4,
+            0.3,
+            TpGrad::ThroughTime,
+        ),
+    ];
+    let mut gpu = GpuBackend::new(ctx());
+    for (i, (s, loss, lr_target, noise, grad)) in cases.into_iter().enumerate() {
+        let (params, batch) = problem(50 + i as u64, s, loss);
+        let hyper = hyper(loss, lr_target, noise, grad);
+        let want = CpuBackend::new().trace(&params, &batch, &hyper).unwrap();
+        let got = gpu.trace(&params, &batch, &hyper).unwrap();
+        let what = format!("case {i} ({s:?}, σ = {noise}, γ_h = {lr_target})");
+        let worst = compare(&what, &got, &want);
+        eprintln!("{what}: worst relative error {worst:.2e}");
+    }
+}
+
+/// 50 DTP training steps with noise on both backends stay together: the loss every fifth
+/// step, the parameters (the reverse layer's among them) and the optimizer's slots after
+/// them, and the last step's per-step norms, within 1e-3 (as for TP-RI in
+/// gpu_iteration.rs).
+#[test]
+fn fifty_dtp_training_steps_agree_with_reference() {
+    let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
+    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
+    let dims = Dims {
+        input: 2,
+        hidden: 16,
+        output: 1,
+    };
+    let start = Params::init_dtp(dims, 3);
+    let hyper = hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
+    let mut cpu = CpuBackend::new();
+    let mut gpu = GpuBackend::new(ctx());
+    cpu.load(&start, None, &hyper).unwrap();
+    gpu.load(&start, None, &hyper).unwrap();
+    let mut worst = 0.0_f64;
+    for (k, b) in batches.iter().enumerate() {
+        cpu.step(b).unwrap();
+        gpu.step(b).unwrap();
+        if k % 5 == 4 {
+            let (c, g) = (cpu.last_stats().unwrap(), gpu.last_stats().unwrap());
+            let rel = (g.loss - c.loss).abs() / c.loss;
+            assert!(
+                rel <= 1e-3,
+                "step {k}: loss {} vs {} ({rel:.1e})",
+                g.loss,
+                c.loss
+            );
+            assert!(g.cg.is_none());
+            worst = worst.max(rel);
+        }
+    }
+    let ((cp, cs), (gp, gs)) = (cpu.state().unwrap(), gpu.state().unwrap());
+    assert_eq!((cs.step, gs.step), (50, 50));
+    for ((name, g), (_, c)) in gp.tensors().into_iter().zip(cp.tensors()) {
+        check(&format!("{name} after 50 steps"), g, c, 1e-3);
+    }
+    for ((name, g), (_, c)) in gs.m.tensors().into_iter().zip(cs.m.tensors()) {
+        check(&format!("momentum of {name} after 50 steps"), g, c, 1e-3);
+    }
+    let moved = &cp.dtp.as_ref().unwrap().w_rev - &start.dtp.as_ref().unwrap().w_rev;
+    assert!(moved.norm() > 0.0, "the reverse layer trains");
+    let (cd, gd) = (
+        cpu.last_diagnostics().unwrap().unwrap(),
+        gpu.last_diagnostics().unwrap().unwrap(),
+    );
+    check(
+        "step norms",
+        &column(&gd.step_norms),
+        &column(&cd.step_norms),
+        1e-3,
+    );
+    eprintln!("worst loss gap over 50 DTP steps: {worst:.2e}");
+}
+
+/// f16 storage is refused for DTP, with the storage named.
+#[test]
+fn f16_storage_is_refused_for_dtp() {
+    let (params, batch) = problem(1, Shape::new(2, 3, 2, 4, 2), Loss::CrossEntropy);
+    let hyper = hyper(Loss::CrossEntropy, 0.1, 0.0, TpGrad::ThroughTime);
+    let mut gpu = GpuBackend::with_storage(ctx(), Storage::F16);
+    let err = format!("{:#}", gpu.trace(&params, &batch, &hyper).unwrap_err());
+    assert!(
+        err.contains("f16 storage is not implemented for DTP"),
+        "{err}"
+    );
+}
+
+/// `tpri trace --method dtp --backend gpu` writes v and the reverse layer's gradients, and
+/// `tpri train --method dtp --backend gpu` runs end to end.
+#[test]
+fn dtp_on_the_gpu_through_the_cli() {
+    let dir = scratch("dtp-gpu-cli");
+    let s = Shape::new(3, 6, 2, 5, 1);
+    let (params, batch) = problem(8, s, Loss::Mse);
+    let [p, b, o] = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
+    save_params(&p, &params).unwrap();
+    save_batch(&b, &batch).unwrap();
+    let out = tpri(&[
+        "trace",
+        "--method",
+        "dtp",
+        "--backend",
+        "gpu",
+        "--params",
+        p.to_str().unwrap(),
+        "--batch",
+        b.to_str().unwrap(),
+        "--loss",
+        "mse",
+        "--noise",
+        "0.1",
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traced = read_tensors(&o).unwrap();
+    for name in [
+        "v",
+        "h",
+        "grad.dtp.w_rev",
+        "grad.dtp.b_rev",
+        "grad.rnn.w_hh",
+        "grad.head.w",
+    ] {
+        assert!(traced.contains_key(name), "the GPU trace lacks {name}");
+    }
+    let run = dir.join("run");
+    let out = tpri(&[
+        "train",
+        "--preset",
+        "adding-30-dtp",
+        "--seq-len",
+        "12",
+        "--hidden",
+        "8",
+        "--iterations",
+        "20",
+        "--eval-size",
+        "16",
+        "--log-every",
+        "5",
+        "--backend",
+        "gpu",
+        "--noise",
+        "0.05",
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("training with DTP on gpu"), "{stdout}");
+    let ckpt = read_tensors(&run.join("checkpoint.safetensors")).unwrap();
+    assert!(ckpt.contains_key("params.dtp.w_rev") && ckpt.contains_key("opt.m.dtp.b_rev"));
+}

@@ -1,0 +1,111 @@
+//! Outputs at every step on the GPU (docs/ALGORITHM.md §13) against the f64 reference:
+//! the heads in blocks of any number of steps, BPTT with an injection at every step, and
+//! whole TP-RI and BP iterations at odd sizes, every output poisoned (NaN) before the run.
+//! Needs a GPU adapter (lavapipe will do) and fails without one.
+
+mod gpu_support;
+mod support;
+
+use gpu_support::{compare_traces, ctx, hyper, start, TOL};
+use support::{check, check_all, column, random_batch, rng, scalar, Shape};
+use tpri::config::{Inversion, Loss, Method, TargetMode, TpGrad};
+use tpri::cpu::steps::Steps;
+use tpri::cpu::{bptt, forward, seq_head};
+use tpri::gpu::one_shot;
+use tpri::kernel_io::Injection;
+use tpri::model::CellKind;
+
+const LOSS: Loss = Loss::CrossEntropySeq;
+
+#[test]
+fn heads_at_every_step_match_the_reference_in_blocks_of_any_size() {
+    let s = Shape::new(3, 5, 2, 7, 11);
+    let params = start(CellKind::Tanh, s.dims(), 1, 0.3);
+    let batch = random_batch(&mut rng(1), s, LOSS);
+    let h = forward::forward(&params, &batch.x);
+    let want = seq_head::head_steps(&params, &Steps::from_rows(&h, s.b, s.d), &batch.y).unwrap();
+    for block in [1, 2, 5] {
+        let got = one_shot::head_steps(&ctx(), &params, &h, &batch.y, block).unwrap();
+        let what = format!("block of {block}");
+        check(
+            &format!("ℓ {what}"),
+            &scalar(got.loss),
+            &scalar(want.loss),
+            TOL,
+        );
+        check(
+            &format!("accuracy {what}"),
+            &scalar(got.accuracy),
+            &scalar(want.accuracy),
+            TOL,
+        );
+        check(
+            &format!("ℓ_t {what}"),
+            &column(&got.step_losses),
+            &column(&want.step_losses),
+            TOL,
+        );
+        check_all(&format!("g {what}"), &got.grad_h, &want.grad_h, TOL);
+        check(&format!("∇V {what}"), &got.grad_w, &want.grad_w, TOL);
+        check(&format!("∇c {what}"), &got.grad_b, &want.grad_b, TOL);
+    }
+}
+
+#[test]
+fn bptt_with_an_injection_at_every_step_matches_the_reference() {
+    let s = Shape::new(4, 6, 3, 9, 2);
+    let params = start(CellKind::Tanh, s.dims(), 2, 0.3);
+    let batch = random_batch(&mut rng(2), s, LOSS);
+    let h = forward::forward(&params, &batch.x);
+    let g: Vec<_> = (0..=s.t)
+        .map(|t| support::random(&mut rng(10 + t as u64), s.b, s.d, 1.0))
+        .collect();
+    let want = bptt::bptt(&params, &batch.x, &h, Injection::Steps(&g), true);
+    let got = one_shot::bptt(&ctx(), &params, &batch.x, &h, Injection::Steps(&g), true).unwrap();
+    check("∇W", &got.w_hh, &want.w_hh, TOL);
+    check("∇U", &got.w_ih, &want.w_ih, TOL);
+    check("∇b", &got.b, &want.b, TOL);
+    check(
+        "‖e_t‖",
+        &column(&got.error_norms),
+        &column(&want.error_norms),
+        TOL,
+    );
+}
+
+#[test]
+fn every_step_iterations_match_the_reference_at_odd_sizes() {
+    let settings = [
+        (Method::Tp, TargetMode::Linearized, TpGrad::ThroughTime),
+        (Method::Tp, TargetMode::Difference, TpGrad::Local),
+        (Method::Tp, TargetMode::Plain, TpGrad::ThroughTime),
+        (Method::Bp, TargetMode::Linearized, TpGrad::ThroughTime),
+    ];
+    // B, T, p, d, q: off the workgroup sizes, one step and one sequence among them.
+    let shapes = [
+        Shape::new(4, 9, 3, 7, 5),
+        Shape::new(3, 17, 2, 33, 11),
+        Shape::new(1, 2, 1, 1, 2),
+        Shape::new(6, 12, 5, 100, 300),
+    ];
+    for (i, s) in shapes.into_iter().enumerate() {
+        for (j, &(method, mode, grad)) in settings.iter().enumerate() {
+            // Plain targets with outputs at every step add two inverses: absolute targets
+            // about twice the states, which the clamp saturates, where atanh amplifies
+            // f32's rounding some 500-fold a step. Compared at the short sizes only.
+            if mode == TargetMode::Plain && s.t * s.d > 100 {
+                continue;
+            }
+            let seed = (10 * i + j) as u64;
+            let params = start(CellKind::Tanh, s.dims(), seed, 0.3);
+            let batch = random_batch(&mut rng(seed), s, LOSS);
+            let h = hyper(Inversion::Analytic, method, mode, grad, LOSS);
+            compare_traces(
+                &format!("{s:?} {method:?} {mode:?} {grad:?}"),
+                &params,
+                &batch,
+                &h,
+            );
+        }
+    }
+}
