@@ -2,8 +2,7 @@
 //! reference: `tpri trace` against an independent NumPy implementation, training and
 //! resuming through the CLI, the reverse layer in files, and what is refused.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use tpri::backend::Backend;
 use tpri::config::{Hyper, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig};
@@ -18,7 +17,7 @@ use tpri::tensor_file::{
 mod cli_support;
 mod support;
 
-use cli_support::{scratch, strs, tpri};
+use cli_support::{loss_flag, numpy_agrees, run_trace, scratch, strs, tpri};
 use support::{random, random_batch, rng, Shape};
 
 /// DTP parameters at `seed` with every tensor non-zero: the library's DTP initialisation,
@@ -36,50 +35,6 @@ fn problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Ba
     }
     let shape = Shape::new(b, t, dims.input, dims.hidden, dims.output);
     (params, random_batch(&mut r, shape, loss))
-}
-
-fn loss_flag(loss: Loss) -> &'static str {
-    match loss {
-        Loss::Mse => "mse",
-        Loss::CrossEntropy => "ce",
-        Loss::CrossEntropySeq => unreachable!("DTP has one output, at the last step"),
-    }
-}
-
-/// Writes `params` and `batch` into `dir`, runs `tpri trace --method dtp` with `flags` and
-/// returns the paths of the params, the batch and the trace.
-fn run_trace(
-    dir: &Path,
-    params: &Params,
-    batch: &Batch,
-    loss: Loss,
-    flags: &[&str],
-) -> [PathBuf; 3] {
-    let paths = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
-    save_params(&paths[0], params).unwrap();
-    save_batch(&paths[1], batch).unwrap();
-    let [p, b, o] = paths.each_ref().map(|p| p.to_str().unwrap());
-    let mut args = vec![
-        "trace",
-        "--method",
-        "dtp",
-        "--params",
-        p,
-        "--batch",
-        b,
-        "--loss",
-        loss_flag(loss),
-        "--out",
-        o,
-    ];
-    args.extend_from_slice(flags);
-    let out = tpri(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    paths
 }
 
 /// `tpri trace --method dtp` agrees with `tests/independent/dtp_numpy.py` (1e-10 relative
@@ -105,6 +60,8 @@ fn dtp_trace_agrees_with_independent_numpy_implementation() {
         };
         let (params, batch) = problem(200 + case as u64, dims, 4, 6, loss);
         let flags = [
+            "--method",
+            "dtp",
             "--lr-target",
             "0.3",
             "--tp-grad",
@@ -120,18 +77,8 @@ fn dtp_trace_agrees_with_independent_numpy_implementation() {
             assert!(traced.contains_key(name), "the trace lacks {name}");
         }
         assert!(!traced.contains_key("p_inv"), "DTP forms no P");
-        let check = Command::new("python3")
-            .arg(&script)
-            .args(paths.each_ref().map(|p| p.to_str().unwrap()))
-            .args([loss_flag(loss), "0.3", grad, noise, seed])
-            .output()
-            .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
-        assert!(
-            check.status.success(),
-            "case {case} disagrees or python3 lacks numpy/safetensors:\n{}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        let args = [loss_flag(loss), "0.3", grad, noise, seed];
+        numpy_agrees(&script, &paths, &args, &format!("case {case}"));
     }
 }
 

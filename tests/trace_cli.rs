@@ -1,7 +1,7 @@
 //! `tpri trace` end to end: round trip against the library, an independent NumPy
 //! implementation of docs/ALGORITHM.md, and bad inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tpri::config::{Hyper, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu::iteration::iteration;
@@ -14,7 +14,7 @@ use tpri::tensor_file::{
 mod cli_support;
 mod support;
 
-use cli_support::{floats, python_agrees, scratch, tpri};
+use cli_support::{floats, loss_flag, numpy_agrees, run_trace, scratch, tpri};
 use support::{check, column, random_problem, rng, Init, Shape};
 
 /// The shared random problem at one seed, with B sequences of length T for `dims`: the
@@ -33,40 +33,6 @@ fn problem(
     let shape = Shape::new(b, t, dims.input, dims.hidden, dims.output);
     let init = Init::Library { seed, gain };
     random_problem(&mut rng(seed), cell, shape, loss, init)
-}
-
-/// Writes `params` and `batch` into `dir`, runs `tpri trace` on them with `flags`, and
-/// returns the three paths (params, batch, output).
-fn run_trace(
-    dir: &Path,
-    params: &Params,
-    batch: &Batch,
-    loss: Loss,
-    flags: &[&str],
-) -> [PathBuf; 3] {
-    let paths = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
-    save_params(&paths[0], params).unwrap();
-    save_batch(&paths[1], batch).unwrap();
-    let [p, b, o] = paths.each_ref().map(|p| p.to_str().unwrap());
-    let mut args = vec![
-        "trace",
-        "--params",
-        p,
-        "--batch",
-        b,
-        "--loss",
-        loss_flag(loss),
-        "--out",
-        o,
-    ];
-    args.extend_from_slice(flags);
-    let out = tpri(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    paths
 }
 
 #[test]
@@ -261,14 +227,6 @@ fn trace_agrees_with_independent_numpy_implementation() {
     }
 }
 
-fn loss_flag(loss: Loss) -> &'static str {
-    match loss {
-        Loss::Mse => "mse",
-        Loss::CrossEntropy => "ce",
-        Loss::CrossEntropySeq => "ce-seq",
-    }
-}
-
 /// Checks traces with outputs at every step (`--loss ce-seq`: BP, and TP-RI in every
 /// target mode and both gradient modes) against `tests/independent/lm_numpy.py`, written
 /// from docs/ALGORITHM.md §13 alone. Needs python3 with numpy and safetensors.
@@ -310,12 +268,6 @@ fn every_step_traces_agree_with_independent_numpy_implementation() {
         let args = [method, mode, "0.3", "0.5", grad];
         numpy_agrees(&script, &paths, &args, &format!("lm case {case}"));
     }
-}
-
-/// Runs an independent implementation on a trace's params, batch and output files.
-fn numpy_agrees(script: &Path, paths: &[PathBuf; 3], args: &[&str], what: &str) {
-    let files = paths.each_ref().map(|p| p.to_str().unwrap());
-    python_agrees(script, &[&files[..], args].concat(), what);
 }
 
 /// Checks GRU traces (BP; TP-RI through time and local) and the tanh RNN's jacobian

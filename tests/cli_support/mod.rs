@@ -6,6 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use tpri::config::Loss;
+use tpri::model::Params;
+use tpri::tasks::Batch;
+use tpri::tensor_file::{save_batch, save_params};
+
 /// A fresh, empty directory for one test of one test binary.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tpri-cli-{}-{name}", std::process::id()));
@@ -47,6 +52,50 @@ pub fn python_agrees(script: &Path, args: &[&str], what: &str) {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
+}
+
+/// Runs an independent implementation on a trace's params, batch and output files (the
+/// paths [`run_trace`] returns), then `args`; `what` names the case.
+pub fn numpy_agrees(script: &Path, paths: &[PathBuf; 3], args: &[&str], what: &str) {
+    let files = paths.each_ref().map(|p| p.to_str().unwrap());
+    python_agrees(script, &[&files[..], args].concat(), what);
+}
+
+/// The value of `--loss` for `loss`.
+pub fn loss_flag(loss: Loss) -> &'static str {
+    match loss {
+        Loss::Mse => "mse",
+        Loss::CrossEntropy => "ce",
+        Loss::CrossEntropySeq => "ce-seq",
+    }
+}
+
+/// Writes `params` and `batch` into `dir`, runs `tpri trace` on them with `flags`, and
+/// returns the three paths (params, batch, output).
+pub fn run_trace(
+    dir: &Path,
+    params: &Params,
+    batch: &Batch,
+    loss: Loss,
+    flags: &[&str],
+) -> [PathBuf; 3] {
+    let paths = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
+    save_params(&paths[0], params).unwrap();
+    save_batch(&paths[1], batch).unwrap();
+    let [p, b, o] = paths.each_ref().map(|p| p.to_str().unwrap());
+    let mut args = vec![
+        "trace",
+        "--params",
+        p,
+        "--batch",
+        b,
+        "--loss",
+        loss_flag(loss),
+    ];
+    args.extend_from_slice(&["--out", o]);
+    args.extend_from_slice(flags);
+    ok(&args);
+    paths
 }
 
 /// The float tensor `name` of the safetensors file at `path`.
