@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use cli_support::{scratch, tpri};
+use cli_support::{ok, scratch, tpri};
 
 fn corpus(path: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -148,6 +148,34 @@ fn bench_refuses_zero_sizes_naming_the_flag() {
             "2",
         ],
         &["MemAvailable"],
+    );
+}
+
+/// `--model-only` prints the cost model without a device: every phase with its binding
+/// term and the TP/BP floor ratio; a device figure of 0 is refused naming its flag.
+#[test]
+fn bench_model_only_needs_no_device() {
+    let out = ok(&[
+        "bench",
+        "--model-only",
+        "--assume",
+        "h100",
+        "--steps",
+        "784",
+        "--hidden",
+        "512",
+        "--batch",
+        "16,512",
+    ]);
+    assert!(out.contains("67000 GFLOP/s"), "{out}");
+    assert_eq!(out.matches("TP/BP").count(), 2, "{out}");
+    assert!(out.contains("cache"), "{out}");
+    for phase in ["forward", "inverse", "sweep", "bptt", "reductions"] {
+        assert!(out.contains(phase), "{phase} missing:\n{out}");
+    }
+    refused(
+        &["bench", "--model-only", "--cache-gbs", "0"],
+        &["--cache-gbs", "positive"],
     );
 }
 

@@ -242,11 +242,72 @@ pub struct Machine {
     pub flops: f64,
     /// Memory bandwidth, bytes/s.
     pub bandwidth: f64,
+    /// Bandwidth of the last-level cache (L2) to the compute units, bytes/s: what every
+    /// workgroup's reading of the whole d×d matrix at every time step draws on.
+    pub cache_bandwidth: f64,
+    /// Workgroups of the time loops that run at once (compute units × resident
+    /// workgroups per unit); B sequences take ⌈B / this⌉ waves of serial steps.
+    pub concurrent_workgroups: usize,
     /// Fixed cost of one kernel launch, seconds.
     pub dispatch_s: f64,
     /// Latency of one step of a recursion over time (a d-long dot product and two
     /// workgroup barriers), seconds: the fused time loops cannot go faster than T of them.
     pub step_s: f64,
+}
+
+impl Machine {
+    /// A mid-range discrete GPU: 10 TFLOP/s, 500 GB/s, an L2 of 2 TB/s, 40 workgroups at
+    /// once, 5 µs a launch, 2 µs a time step (the default of `tpri bench`).
+    pub const MIDRANGE: Machine = Machine {
+        flops: 10e12,
+        bandwidth: 500e9,
+        cache_bandwidth: 2e12,
+        concurrent_workgroups: 40,
+        dispatch_s: 5e-6,
+        step_s: 2e-6,
+    };
+
+    /// An NVIDIA H100 SXM as assumed here: 67 TFLOP/s f32 without tensor cores, 3.35 TB/s
+    /// of HBM3, an L2 of 7 TB/s, 132 SMs each holding one 256-thread time-loop
+    /// workgroup's worth of the matrix traffic at a time, 3 µs a launch (Vulkan, inside
+    /// one command buffer, with a barrier), 1 µs a time step. The last three are
+    /// assumptions, not datasheet figures.
+    pub const H100: Machine = Machine {
+        flops: 67e12,
+        bandwidth: 3.35e12,
+        cache_bandwidth: 7e12,
+        concurrent_workgroups: 132,
+        dispatch_s: 3e-6,
+        step_s: 1e-6,
+    };
+}
+
+/// Which term of a phase's floor is the largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Bound {
+    /// FLOPs at the peak rate.
+    Arithmetic,
+    /// Compulsory bytes at the memory bandwidth.
+    Traffic,
+    /// The matrix read by every workgroup at every step, at the cache bandwidth.
+    CacheTraffic,
+    /// Serial time steps, in waves of concurrent workgroups.
+    SerialSteps,
+    /// Kernel launches.
+    Launches,
+}
+
+impl Bound {
+    /// The name reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::Arithmetic => "arithmetic",
+            Bound::Traffic => "traffic",
+            Bound::CacheTraffic => "cache",
+            Bound::SerialSteps => "serial",
+            Bound::Launches => "launches",
+        }
+    }
 }
 
 /// The modelled cost of one phase.
@@ -258,6 +319,11 @@ pub struct PhaseCost {
     pub flops: f64,
     /// Compulsory memory traffic: every input read once, every output written once.
     pub bytes: f64,
+    /// Traffic from the cache: the time loops run one workgroup per sequence, and each
+    /// reads the whole d×d matrix at every step (T·B·d² values).
+    pub cache_bytes: f64,
+    /// Workgroups of the phase's time loop (B), or 0 for a phase without one.
+    pub workgroups: usize,
     /// Kernel launches recorded.
     pub dispatches: usize,
     /// Dependent steps in sequence inside the phase's kernels (T for the time loops).
@@ -265,13 +331,40 @@ pub struct PhaseCost {
 }
 
 impl PhaseCost {
-    /// The fastest this phase can run on `m`: the largest of its compute, memory and
-    /// recursion-latency bounds, plus its launches.
+    /// Each term of the floor on `m`, in seconds.
+    pub fn terms(&self, m: &Machine) -> [(Bound, f64); 5] {
+        let waves = self
+            .workgroups
+            .div_ceil(m.concurrent_workgroups.max(1))
+            .max(1);
+        [
+            (Bound::Arithmetic, self.flops / m.flops),
+            (Bound::Traffic, self.bytes / m.bandwidth),
+            (Bound::CacheTraffic, self.cache_bytes / m.cache_bandwidth),
+            (
+                Bound::SerialSteps,
+                (self.serial_steps * waves) as f64 * m.step_s,
+            ),
+            (Bound::Launches, self.dispatches as f64 * m.dispatch_s),
+        ]
+    }
+
+    /// The fastest this phase can run on `m`: the largest of its compute, memory, cache
+    /// and recursion-latency bounds, plus its launches.
     pub fn floor_s(&self, m: &Machine) -> f64 {
-        let bound = (self.flops / m.flops)
-            .max(self.bytes / m.bandwidth)
-            .max(self.serial_steps as f64 * m.step_s);
-        bound + self.dispatches as f64 * m.dispatch_s
+        let terms = self.terms(m);
+        let bound = terms[..4].iter().map(|t| t.1).fold(0.0, f64::max);
+        bound + terms[4].1
+    }
+
+    /// The largest term of the floor on `m`.
+    pub fn binding(&self, m: &Machine) -> Bound {
+        let terms = self.terms(m);
+        terms
+            .iter()
+            .copied()
+            .reduce(|a, b| if b.1 > a.1 { b } else { a })
+            .map_or(Bound::Launches, |t| t.0)
     }
 }
 
@@ -292,12 +385,19 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
     let rows = t * b; // every (step, sequence) pair
     let params = d * d + d * p + d + q * d + q;
     // `values`: f32 values moved; `history`: values of h or v − h moved.
-    let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| PhaseCost {
-        phase,
-        flops,
-        bytes: values * f + history * hb,
-        dispatches,
-        serial_steps,
+    // A time loop runs B workgroups, each reading its d×d matrix from the cache at every
+    // step.
+    let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| {
+        let time_loop = matches!(phase, Phase::Forward | Phase::Sweep | Phase::Bptt);
+        PhaseCost {
+            phase,
+            flops,
+            bytes: values * f + history * hb,
+            cache_bytes: if time_loop { rows * d * d * f } else { 0.0 },
+            workgroups: if time_loop { size.batch } else { 0 },
+            dispatches,
+            serial_steps,
+        }
     };
     let all = [
         // W h + U x + b, tanh: read W, U, b, x; write h. Plus the transpose of W.
@@ -426,10 +526,26 @@ mod tests {
         let m = Machine {
             flops: 1e12,
             bandwidth: 1e11,
+            cache_bandwidth: 1e13,
+            concurrent_workgroups: 16,
             dispatch_s: 0.0,
             step_s: 1e-6,
         };
         // The time loop, not the arithmetic, bounds the forward pass here.
         assert_eq!(c[0].floor_s(&m), 784e-6);
+        assert_eq!(c[0].binding(&m), Bound::SerialSteps);
+        // Twice the sequences of the workgroups that run at once: two waves of steps.
+        let m8 = Machine {
+            concurrent_workgroups: 8,
+            ..m
+        };
+        assert_eq!(c[0].floor_s(&m8), 2.0 * 784e-6);
+        // Every workgroup reads W at every step: T·B·d²·4 bytes from the cache.
+        assert_eq!(c[0].cache_bytes, 784.0 * 16.0 * 1e4 * 4.0);
+        let slow_cache = Machine {
+            cache_bandwidth: 1e11,
+            ..m
+        };
+        assert_eq!(c[0].binding(&slow_cache), Bound::CacheTraffic);
     }
 }

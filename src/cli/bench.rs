@@ -17,11 +17,25 @@ use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, GpuOptions, Storage};
 use tpri::model::CellKind;
 use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
 
-use super::bench_args::{check_args, check_memory, iproduct};
+use super::bench_args::{assumed_machine, check_args, check_memory, iproduct};
 pub use super::bench_args::{BenchArgs, Which};
 use super::bench_report::{
-    fit_rows, ms, plot_regimes, print_fits, print_iterations, print_phases, print_regimes, FitRow,
+    fit_rows, ms, plot_regimes, print_fits, print_iterations, print_model, print_phases,
+    print_regimes, FitRow,
 };
+
+/// The sizes of the main grid: every combination of `--steps`, `--hidden` and `--batch`.
+fn bench_sizes(args: &BenchArgs) -> Vec<Size> {
+    iproduct(&args.steps, &args.hidden, &args.batch)
+        .map(|(t, d, b)| Size {
+            steps: t,
+            hidden: d,
+            batch: b,
+            input: args.input,
+            output: args.output,
+        })
+        .collect()
+}
 
 /// Everything `--json` writes.
 #[derive(Serialize)]
@@ -95,12 +109,11 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         args.regime_hidden = vec![16, 64];
     }
     check_args(&args)?;
-    let machine = Machine {
-        flops: args.peak_gflops * 1e9,
-        bandwidth: args.bandwidth_gbs * 1e9,
-        dispatch_s: args.dispatch_us * 1e-6,
-        step_s: args.step_us * 1e-6,
-    };
+    let machine = assumed_machine(&args);
+    if args.model_only {
+        print_model(&bench_sizes(&args), &machine);
+        return Ok(());
+    }
     let gpu = match args.backend {
         Which::Cpu => None,
         Which::Gpu | Which::All => Some(Arc::new(
@@ -138,15 +151,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         );
     }
 
-    let sizes: Vec<Size> = iproduct(&args.steps, &args.hidden, &args.batch)
-        .map(|(t, d, b)| Size {
-            steps: t,
-            hidden: d,
-            batch: b,
-            input: args.input,
-            output: args.output,
-        })
-        .collect();
+    let sizes = bench_sizes(&args);
     let measurements = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
     print_iterations(&measurements);
     print_phases(&measurements, &machine);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use tpri::bench::Size;
+use tpri::bench::{Machine, Size};
 use tpri::config::Method;
 use tpri::gpu::{F16Conversions, GpuContext, GpuOptions, StepsPerDispatch, Storage};
 
@@ -101,18 +101,61 @@ pub struct BenchArgs {
     /// file [default: none].
     #[arg(long)]
     pub(super) json: Option<PathBuf>,
-    /// Assumed peak f32 throughput of the device, GFLOP/s (default: a mid-range discrete GPU).
-    #[arg(long, default_value_t = 10_000.0)]
-    pub(super) peak_gflops: f64,
+    /// The device the cost model's floors assume: `midrange` (10 TFLOP/s, 500 GB/s) or
+    /// `h100` (an H100 SXM's datasheet rate and bandwidth with assumed launch and step
+    /// costs; docs/PERFORMANCE.md lists every figure). The flags below override single
+    /// figures.
+    #[arg(long, value_enum, default_value = "midrange")]
+    pub(super) assume: AssumedDevice,
+    /// Print the cost model's phases, floors and binding terms for every size and method,
+    /// without measuring anything (no GPU needed).
+    #[arg(long)]
+    pub(super) model_only: bool,
+    /// Assumed peak f32 throughput of the device, GFLOP/s.
+    #[arg(long)]
+    pub(super) peak_gflops: Option<f64>,
     /// Assumed memory bandwidth, GB/s.
-    #[arg(long, default_value_t = 500.0)]
-    pub(super) bandwidth_gbs: f64,
+    #[arg(long)]
+    pub(super) bandwidth_gbs: Option<f64>,
+    /// Assumed bandwidth of the cache the time loops read their matrix from, GB/s.
+    #[arg(long)]
+    pub(super) cache_gbs: Option<f64>,
+    /// Assumed workgroups of a time loop that run at once.
+    #[arg(long)]
+    pub(super) concurrent_workgroups: Option<usize>,
     /// Assumed cost of one kernel launch, µs.
-    #[arg(long, default_value_t = 5.0)]
-    pub(super) dispatch_us: f64,
+    #[arg(long)]
+    pub(super) dispatch_us: Option<f64>,
     /// Assumed latency of one step of a fused time loop (a dot product, two barriers), µs.
-    #[arg(long, default_value_t = 2.0)]
-    pub(super) step_us: f64,
+    #[arg(long)]
+    pub(super) step_us: Option<f64>,
+}
+
+/// The devices `--assume` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AssumedDevice {
+    /// [`Machine::MIDRANGE`].
+    Midrange,
+    /// [`Machine::H100`].
+    H100,
+}
+
+/// The device the cost model assumes: `--assume`, then each figure a flag overrides.
+pub fn assumed_machine(args: &BenchArgs) -> Machine {
+    let base = match args.assume {
+        AssumedDevice::Midrange => Machine::MIDRANGE,
+        AssumedDevice::H100 => Machine::H100,
+    };
+    Machine {
+        flops: args.peak_gflops.map_or(base.flops, |g| g * 1e9),
+        bandwidth: args.bandwidth_gbs.map_or(base.bandwidth, |g| g * 1e9),
+        cache_bandwidth: args.cache_gbs.map_or(base.cache_bandwidth, |g| g * 1e9),
+        concurrent_workgroups: args
+            .concurrent_workgroups
+            .unwrap_or(base.concurrent_workgroups),
+        dispatch_s: args.dispatch_us.map_or(base.dispatch_s, |u| u * 1e-6),
+        step_s: args.step_us.map_or(base.step_s, |u| u * 1e-6),
+    }
 }
 
 /// Refuses flags no measurement can run with, naming the flag: a size or count of 0,
@@ -154,12 +197,17 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
             bail!("{flag} must be at least 1, got 0");
         }
     }
+    if args.concurrent_workgroups == Some(0) {
+        bail!("--concurrent-workgroups must be at least 1, got 0");
+    }
     for (flag, value, zero_ok) in [
         ("--peak-gflops", args.peak_gflops, false),
         ("--bandwidth-gbs", args.bandwidth_gbs, false),
+        ("--cache-gbs", args.cache_gbs, false),
         ("--dispatch-us", args.dispatch_us, true),
         ("--step-us", args.step_us, true),
     ] {
+        let Some(value) = value else { continue };
         if !(value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0))) {
             bail!(
                 "{flag} must be {} and finite, got {value}",

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use tpri::bench::{cost_model, fit_line, Fit, Machine, Measurement};
+use tpri::bench::{cost_model, fit_line, Fit, Machine, Measurement, Size};
 use tpri::config::Method;
+use tpri::gpu::Storage;
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Seconds as milliseconds with three decimals.
@@ -98,20 +99,12 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
         let k = m.cg_iterations.unwrap_or(0);
         let storage = m.storage.unwrap_or_default();
         println!(
-            "\nGPU phases ({backend}: {storage} storage), {:?} at T={} d={} B={} (CG iterations {k}); model floor on {:.0} GFLOP/s, {:.0} GB/s, {:.1} µs/dispatch, {:.1} µs/time step",
-            method, s.steps, s.hidden, s.batch,
-            machine.flops * 1e-9, machine.bandwidth * 1e-9, machine.dispatch_s * 1e6, machine.step_s * 1e6
+            "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {}",
+            s.steps, s.hidden, s.batch, describe(machine)
         );
         println!(
-            "{:11} {:>10} {:>9} {:>9} {:>10} {:>11} {:>10} {:>10}",
-            "phase",
-            "median ms",
-            "MFLOP",
-            "MB",
-            "dispatches",
-            "serial steps",
-            "floor ms",
-            "GFLOP/s"
+            "{:11} {:>10} {:>10} {:>8} {:>8} {:>10}",
+            "phase", "median ms", "floor ms", "× floor", "GFLOP/s", "GB/s"
         );
         let costs = cost_model(s, method, k, storage);
         let (mut total_floor, mut total_time) = (0.0, 0.0);
@@ -125,22 +118,75 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
             total_floor += floor;
             total_time += time;
             println!(
-                "{:11} {:>10} {:>9.1} {:>9.2} {:>10} {:>11} {:>10} {:>10.2}",
+                "{:11} {:>10} {:>10} {:>8.1} {:>8.2} {:>10.2}  ({})",
                 c.phase.name(),
                 ms(time),
-                c.flops * 1e-6,
-                c.bytes * 1e-6,
-                c.dispatches,
-                c.serial_steps,
                 ms(floor),
-                c.flops / time * 1e-9
+                time / floor,
+                c.flops / time * 1e-9,
+                (c.bytes + c.cache_bytes) / time * 1e-9,
+                c.binding(machine).name()
             );
         }
         println!(
-            "{:11} {:>10} {:>54}",
+            "{:11} {:>10} {:>10} {:>8.1}",
             "sum",
             ms(total_time),
-            ms(total_floor)
+            ms(total_floor),
+            total_time / total_floor
+        );
+    }
+}
+
+/// The assumed device in one line.
+fn describe(m: &Machine) -> String {
+    format!(
+        "{:.0} GFLOP/s, {:.0} GB/s, cache {:.0} GB/s, {} workgroups at once, {:.1} µs/dispatch, {:.1} µs/time step",
+        m.flops * 1e-9,
+        m.bandwidth * 1e-9,
+        m.cache_bandwidth * 1e-9,
+        m.concurrent_workgroups,
+        m.dispatch_s * 1e6,
+        m.step_s * 1e6
+    )
+}
+
+/// `--model-only`: the cost model of TP-RI (two warm CG iterations, as measured at the
+/// paper's size) and BP at every size, each phase's floor and binding term, and the ratio
+/// of the two floors.
+pub fn print_model(sizes: &[Size], machine: &Machine) {
+    println!("cost model on {}", describe(machine));
+    for &s in sizes {
+        println!(
+            "\nT={} d={} B={} (p={}, q={})",
+            s.steps, s.hidden, s.batch, s.input, s.output
+        );
+        println!(
+            "{:11} {:>10} {:>10} {:>10} {:>10} {:>10}  binding term",
+            "phase", "MFLOP", "MB", "cache MB", "dispatches", "floor ms"
+        );
+        let mut floors = [0.0; 2];
+        for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {
+            println!("{method:?}");
+            for c in cost_model(s, method, 2, Storage::F32) {
+                floors[i] += c.floor_s(machine);
+                println!(
+                    "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
+                    c.phase.name(),
+                    c.flops * 1e-6,
+                    c.bytes * 1e-6,
+                    c.cache_bytes * 1e-6,
+                    c.dispatches,
+                    ms(c.floor_s(machine)),
+                    c.binding(machine).name()
+                );
+            }
+        }
+        println!(
+            "floor: TP {} ms, BP {} ms, TP/BP {:.2}",
+            ms(floors[0]),
+            ms(floors[1]),
+            floors[0] / floors[1]
         );
     }
 }
