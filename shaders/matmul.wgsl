@@ -14,6 +14,12 @@
 // (gpu::segments picks how many, so that no launch runs too long); the first writes C, the
 // others add their partial products to it.
 //
+// Split reductions: when C has few 64×64 blocks against a long k axis (∇W = Δᵀ H at
+// d = 100 is 4 blocks over T·B = 12 544 rows), the workgroups along z each walk k_split
+// of the launch's rows and write their partial product into their own slice of C, at
+// c_offset + z · c_split_stride; split_sum.wgsl then adds the slices. Without a split the
+// grid has one z and k_split covers the launch.
+//
 // B is read as a history (only ∇W = Δᵀ H reads one in f16): HIST_F16 and hist_* come
 // from include/history.wgsl, which gpu::kernel appends to this file.
 
@@ -40,6 +46,10 @@ struct Dims {
     // 1: C += op(A) B: C already holds a sum (a later launch over the k rows, or the
     // heads' ∇V and ∇c summed block after block).
     accumulate: u32,
+    // Rows of this launch each workgroup along z walks (a multiple of BK), and the
+    // distance between the slices of C they write.
+    k_split: u32,
+    c_split_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -56,8 +66,8 @@ fn k_end() -> u32 {
     return dims.k_first + dims.k_count;
 }
 
-fn load_a(row: u32, kk: u32) -> f32 {
-    if row >= dims.m || kk >= k_end() {
+fn load_a(row: u32, kk: u32, end: u32) -> f32 {
+    if row >= dims.m || kk >= end {
         return 0.0;
     }
     if dims.trans_a == 1u {
@@ -66,22 +76,22 @@ fn load_a(row: u32, kk: u32) -> f32 {
     return a[dims.a_offset + row * dims.k + kk];
 }
 
-fn load_b(kk: u32, col: u32) -> f32 {
-    if kk >= k_end() || col >= dims.n {
+fn load_b(kk: u32, col: u32, end: u32) -> f32 {
+    if kk >= end || col >= dims.n {
         return 0.0;
     }
     let e = dims.b_offset + kk * hist_stride(dims.n) + col;
     return hist_value(b[hist_word(e)], e);
 }
 
-fn store(row: u32, col0: u32, tx: u32, acc: vec4<f32>) {
+fn store(row: u32, col0: u32, tx: u32, slice: u32, acc: vec4<f32>) {
     if row >= dims.m {
         return;
     }
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + tx + 16u * j;
         if col < dims.n {
-            let e = dims.c_offset + row * dims.n + col;
+            let e = dims.c_offset + slice * dims.c_split_stride + row * dims.n + col;
             c[e] = select(acc[j], c[e] + acc[j], dims.accumulate == 1u);
         }
     }
@@ -101,16 +111,19 @@ fn main(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var base = dims.k_first; base < k_end(); base += BK) {
+    // This workgroup's rows: its split of the launch's (all of them without a split).
+    let first = dims.k_first + wg.z * dims.k_split;
+    let end = min(k_end(), first + dims.k_split);
+    for (var base = first; base < end; base += BK) {
         for (var s = 0u; s < BK * TS / WG; s++) {
             let e = li + s * WG;
             // Aᵀ is contiguous along m, A along k: walk whichever is contiguous fastest.
             if dims.trans_a == 1u {
-                tile_a[e] = load_a(row0 + e % TS, base + e / TS);
+                tile_a[e] = load_a(row0 + e % TS, base + e / TS, end);
             } else {
-                tile_a[(e % BK) * TS + e / BK] = load_a(row0 + e / BK, base + e % BK);
+                tile_a[(e % BK) * TS + e / BK] = load_a(row0 + e / BK, base + e % BK, end);
             }
-            tile_b[e] = load_b(base + e / TS, col0 + e % TS);
+            tile_b[e] = load_b(base + e / TS, col0 + e % TS, end);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -124,8 +137,8 @@ fn main(
         }
         workgroupBarrier();
     }
-    store(row0 + ty, col0, tx, acc0);
-    store(row0 + ty + 16u, col0, tx, acc1);
-    store(row0 + ty + 32u, col0, tx, acc2);
-    store(row0 + ty + 48u, col0, tx, acc3);
+    store(row0 + ty, col0, tx, wg.z, acc0);
+    store(row0 + ty + 16u, col0, tx, wg.z, acc1);
+    store(row0 + ty + 32u, col0, tx, wg.z, acc2);
+    store(row0 + ty + 48u, col0, tx, wg.z, acc3);
 }

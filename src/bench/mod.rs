@@ -20,6 +20,8 @@ use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
+use crate::gpu::loops::REDUCTION_STAGE;
+use crate::gpu::matmul;
 use crate::gpu::{F16Conversions, GpuOptions, Phase, StepsPerDispatch, Storage};
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
@@ -447,15 +449,7 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
             1,
             size.steps,
         ),
-        // Δᵀ [H | X | 1]: read δ, h, x; write ∇W, ∇U, ∇b.
-        cost(
-            Phase::Reductions,
-            2.0 * rows * d * (d + p + 1.0),
-            rows * (d + p + 1.0) + d * (d + p + 1.0),
-            rows * d,
-            3,
-            0,
-        ),
+        reductions(size, hb),
         // Read the gradient, read and write θ and two optimizer slots.
         cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 0.0, 1, 0),
     ];
@@ -463,6 +457,39 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
     all.into_iter()
         .filter(|c| phases.contains(&c.phase))
         .collect()
+}
+
+/// The reductions Δᵀ H, Δᵀ X, Δᵀ 1 (∇b_ih) and Δᵀ 1 (∇b_hh), one after another: read δ,
+/// h and x, write the gradients; each split over workgroups as `matmul::splits` picks,
+/// then its slices written and read again. Each workgroup walks its rows in stages of 16,
+/// a stage (two barriers, a short chain of multiply-adds) counted as one serial step.
+fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
+    let (t, d, b) = (size.steps as f64, size.hidden as f64, size.batch as f64);
+    let (rows, k) = (t * b, size.steps * size.batch);
+    let (mut bytes, mut serial, mut dispatches, mut workgroups) = (0.0, 0, 0, 0);
+    for n in [size.hidden, size.input, 1, 1] {
+        let splits = matmul::splits(size.hidden, n, k);
+        let [x, y, _] = matmul::groups(size.hidden, n);
+        let slices = if splits > 1 {
+            2 * splits * size.hidden * n
+        } else {
+            0
+        };
+        bytes += (slices + size.hidden * n) as f64 * 4.0;
+        serial += k.div_ceil(splits * REDUCTION_STAGE);
+        dispatches += 1 + usize::from(splits > 1);
+        workgroups = workgroups.max((x * y) as usize * splits);
+    }
+    let n_total = d + size.input as f64 + 2.0;
+    PhaseCost {
+        phase: Phase::Reductions,
+        flops: 2.0 * rows * d * n_total,
+        bytes: bytes + rows * d * 4.0 + rows * d * history_bytes + rows * (n_total - d) * 4.0,
+        cache_bytes: 0.0,
+        workgroups,
+        dispatches,
+        serial_steps: serial,
+    }
 }
 
 /// Least-squares line y ≈ a + b x and its coefficient of determination R².
@@ -547,5 +574,11 @@ mod tests {
             ..m
         };
         assert_eq!(c[0].binding(&slow_cache), Bound::CacheTraffic);
+        // The reductions at this size are split: ∇W's 4 blocks over 32 workgroups each
+        // (25 stages of 16 rows), ∇U's and both ∇b's 2 blocks over 64 (13 stages); unsplit
+        // each would walk all 784 stages.
+        let r = c.iter().find(|p| p.phase == Phase::Reductions).unwrap();
+        assert_eq!(r.serial_steps, 25 + 3 * 13);
+        assert_eq!(r.dispatches, 8);
     }
 }

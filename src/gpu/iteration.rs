@@ -113,7 +113,19 @@ impl Workspace {
         let rows = shape.steps * shape.batch;
         let step_len = shape.batch * dims.hidden;
         // ∇(slot) = errᵀ b over all T·B rows, err [T·B, g·d]; b is the B operand with its
-        // storage (h is a history; x and the ones are f32).
+        // storage (h is a history; x and the ones are f32). The reductions run one after
+        // another, so one scratch serves the split ones all.
+        let m = cell.gates() * dims.hidden;
+        let scratch_len = [dims.hidden, dims.input, 1]
+            .map(|n| matmul::scratch_len(m, n, rows))
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let scratch = ctx.storage(
+            "split reductions",
+            4 * scratch_len.max(1) as u64,
+            wgpu::BufferUsages::empty(),
+        )?;
         let reduce =
             |err: &wgpu::Buffer, b: wgpu::BindingResource<'_>, b_storage, n: usize, slot: Slot| {
                 let ops = matmul::Operands {
@@ -121,12 +133,11 @@ impl Workspace {
                     trans_a: true,
                     b,
                     c: slot.bind(&model.grad),
-                    m: cell.gates() * dims.hidden,
+                    m,
                     n,
                     k: rows,
                 };
-                let stages = segmenting.quota(&matmul::loop_model(ops.m, n, rows))?;
-                matmul::product_with_b_in(ctx, ops, b_storage, stages)
+                matmul::reduction(ctx, ops, b_storage, &scratch, &segmenting)
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
@@ -149,25 +160,31 @@ impl Workspace {
                         every_step,
                     )?
                 },
-                vec![
+                [
                     reduce(&seq.delta, seq.h.binding(), storage, dims.hidden, l.w)?,
                     reduce(&seq.delta, x(), Storage::F32, dims.input, l.u)?,
                     reduce(&seq.delta, ones(), Storage::F32, 1, l.b)?,
                     // b_ih and b_hh enter as their sum: each has the sum's gradient.
                     reduce(&seq.delta, ones(), Storage::F32, 1, l.b_hh)?,
-                ],
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
             ),
             // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
             // (`check_storage`), read by the f32 variant of the matmul.
             CellKind::Gru => (
                 gru_forward::dispatch(ctx, model, &seq, forward_steps)?,
                 gru_bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
-                vec![
+                [
                     reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,
                     reduce(&seq.dgi, x(), Storage::F32, dims.input, l.u)?,
                     reduce(&seq.dgi, ones(), Storage::F32, 1, l.b)?,
                     reduce(&seq.delta, ones(), Storage::F32, 1, l.b_hh)?,
-                ],
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
             ),
         };
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {

@@ -43,7 +43,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 16] = [
+        pub const SHADERS: [(&str, &str); 17] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -76,6 +76,7 @@ shader_tables! {
     "cg_check.wgsl" => ["limits.wgsl"],
     "optimizer.wgsl" => [],
     "transpose.wgsl" => [],
+    "split_sum.wgsl" => [],
     "gru_forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "gru_bptt.wgsl" => ["limits.wgsl", "dot.wgsl", "gru.wgsl"],
     "jacobian.wgsl" => [
@@ -106,6 +107,8 @@ pub(crate) struct Kernels {
     pub optimizer: wgpu::ComputePipeline,
     pub sum_sq: wgpu::ComputePipeline,
     pub transpose: wgpu::ComputePipeline,
+    /// The second pass of a split reduction (`matmul::reduction`).
+    pub split_sum: wgpu::ComputePipeline,
     pub gru_forward: wgpu::ComputePipeline,
     pub gru_bptt: wgpu::ComputePipeline,
     pub gru_per_gate_sweep: wgpu::ComputePipeline,
@@ -214,6 +217,7 @@ impl Kernels {
             cg_check: single("cg_check.wgsl"),
             optimizer: single("optimizer.wgsl"),
             transpose: single("transpose.wgsl"),
+            split_sum: single("split_sum.wgsl"),
             gru_forward: single("gru_forward.wgsl"),
             gru_bptt: single("gru_bptt.wgsl"),
             gru_per_gate_sweep: single("gru_per_gate_sweep.wgsl"),

@@ -1,13 +1,15 @@
 //! Register-blocked matrix product C = op(A) B (`shaders/matmul.wgsl`): the reductions
 //! over T·B rows behind ∇W, ∇U, ∇b. Its CPU twin is nalgebra's product. The k axis is
-//! walked in bounded segments (`segments`), each launch adding its rows' part to C.
+//! walked in bounded segments (`segments`), each launch adding its rows' part to C; a
+//! reduction whose C has few blocks against a long k axis is also split over workgroups
+//! along z into slices of partial sums, which `shaders/split_sum.wgsl` adds.
 
 use anyhow::{ensure, Result};
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::loops::{self, LoopModel, REDUCTION_STAGE};
-use crate::gpu::segments::split;
+use crate::gpu::loops::{self, REDUCTION_STAGE};
+use crate::gpu::segments::{split, Segmenting};
 use crate::gpu::storage::Storage;
 
 /// matmul.wgsl's output block edge (TS).
@@ -26,7 +28,30 @@ struct Dims {
     b_offset: u32,
     c_offset: u32,
     accumulate: u32,
+    k_split: u32,
+    c_split_stride: u32,
 }
+
+/// split_sum.wgsl's uniform block.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SumDims {
+    len: u32,
+    splits: u32,
+    c_offset: u32,
+    accumulate: u32,
+}
+
+/// Workgroups a reduction aims to keep busy: where C's 64×64 blocks alone give fewer,
+/// its k axis is split (a real GPU has ~100 compute units; ∇W at d = 100 has 4 blocks).
+const SPLIT_TARGET_WORKGROUPS: usize = 128;
+
+/// Fewest rows of k one split walks, so that a split's partial product is worth its
+/// slice's write and read.
+const MIN_SPLIT_ROWS: usize = 4 * REDUCTION_STAGE;
+
+/// split_sum.wgsl's workgroup size.
+const SUM_WORKGROUP: usize = 256;
 
 /// Where the operands of a product start in their buffers (elements) and whether it adds
 /// to C: a block of rows of a larger buffer, without binding at an offset (which the
@@ -71,35 +96,97 @@ pub(crate) fn product_placed(
     at: Placement,
     stages: usize,
 ) -> Result<Dispatch> {
-    launch(ctx, &ctx.kernels.matmul, ops, at, stages)
+    launch(ctx, &ctx.kernels.matmul, ops, at, stages, None)
 }
 
-/// The launches of a product whose B operand is a history stored as `b_storage` (rows of
-/// n values padded as `Storage::row_len` says), e.g. ∇W = Δᵀ H.
-pub(crate) fn product_with_b_in(
+/// Workgroups along z a reduction over `k` rows into an m×n result is split over: enough
+/// that the grid reaches `SPLIT_TARGET_WORKGROUPS`, each walking at least
+/// `MIN_SPLIT_ROWS` rows; 1 (no split) where C's blocks already fill the device.
+pub(crate) fn splits(m: usize, n: usize, k: usize) -> usize {
+    let [x, y, _] = groups(m, n);
+    let blocks = (x as usize).saturating_mul(y as usize).max(1);
+    (SPLIT_TARGET_WORKGROUPS / blocks)
+        .min(k / MIN_SPLIT_ROWS)
+        .max(1)
+}
+
+/// Floats of scratch a reduction of `k` rows into an m×n result needs for its slices of
+/// partial sums (0 without a split). At most `SPLIT_TARGET_WORKGROUPS` · 64² (2 MiB).
+pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
+    match splits(m, n, k) {
+        1 => 0,
+        s => s * m * n,
+    }
+}
+
+/// The launches of a reduction C = op(A) B over a long k axis with B a history stored as
+/// `b_storage`: bounded segments as `segmenting` picks them and, where [`splits`] says
+/// so, the k axis split over workgroups into `scratch` (at least [`scratch_len`] floats)
+/// and summed into C.
+pub(crate) fn reduction(
     ctx: &GpuContext,
     ops: Operands<'_>,
     b_storage: Storage,
-    stages: usize,
-) -> Result<Dispatch> {
-    launch(
+    scratch: &wgpu::Buffer,
+    segmenting: &Segmenting,
+) -> Result<Vec<Dispatch>> {
+    let (m, n, k) = (ops.m, ops.n, ops.k);
+    let pipeline = &ctx.history_kernels(b_storage)?.matmul;
+    let splits = splits(m, n, k);
+    let [x, y, _] = groups(m, n);
+    let model = loops::reductions(k.div_ceil(splits), (x * y) as usize * splits);
+    let stages = segmenting.quota(&model)?;
+    if splits == 1 {
+        let at = Placement::default();
+        return Ok(vec![launch(ctx, pipeline, ops, at, stages, None)?]);
+    }
+    let len = m * n;
+    ensure!(
+        scratch.size() >= 4 * (splits * len) as u64,
+        "the split reduction's scratch holds {} bytes, {} needed",
+        scratch.size(),
+        4 * splits * len
+    );
+    let c = ops.c.clone();
+    let partial = Operands {
+        c: scratch.as_entire_binding(),
+        ..ops
+    };
+    let products = launch(
         ctx,
-        &ctx.history_kernels(b_storage)?.matmul,
-        ops,
+        pipeline,
+        partial,
         Placement::default(),
         stages,
-    )
+        Some(splits),
+    )?;
+    let sum = Dispatch::new(
+        ctx,
+        &ctx.kernels.split_sum,
+        &SumDims {
+            len: len as u32,
+            splits: splits as u32,
+            c_offset: 0,
+            accumulate: 0,
+        },
+        &[(1, scratch.as_entire_binding()), (2, c)],
+        [len.div_ceil(SUM_WORKGROUP) as u32, 1, 1],
+    )?;
+    Ok(vec![products, sum])
 }
 
-/// The segments of the k axis, `stages` stages each: the first writes C, the rest add to it.
+/// The segments of the k axis, `stages` stages each per workgroup: the first writes C, the
+/// rest add to it. With `splits`, each launch covers `splits` times as many rows, one
+/// share per workgroup along z, each written to its own slice of C.
 fn launch(
     ctx: &GpuContext,
     pipeline: &wgpu::ComputePipeline,
     ops: Operands<'_>,
     at: Placement,
     stages: usize,
+    splits: Option<usize>,
 ) -> Result<Dispatch> {
-    let grid = groups(ops.m, ops.n);
+    let mut grid = groups(ops.m, ops.n);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     ensure!(
         grid[0] <= max && grid[1] <= max,
@@ -109,8 +196,16 @@ fn launch(
         grid[0],
         grid[1]
     );
+    let share = stages.saturating_mul(REDUCTION_STAGE);
+    let (rows_per_launch, c_split_stride) = match splits {
+        Some(s) => {
+            grid[2] = s as u32;
+            (share.saturating_mul(s), ops.m * ops.n)
+        }
+        None => (share, 0),
+    };
     // The first segment writes C unless the placement adds to it; the rest always add.
-    let uniforms: Vec<Dims> = split(ops.k, stages * REDUCTION_STAGE)
+    let uniforms: Vec<Dims> = split(ops.k, rows_per_launch)
         .into_iter()
         .map(|seg| Dims {
             m: ops.m as u32,
@@ -123,6 +218,12 @@ fn launch(
             b_offset: at.b as u32,
             c_offset: at.c as u32,
             accumulate: u32::from(at.accumulate || seg.first > 0),
+            k_split: if splits.is_some() {
+                share.min(ops.k) as u32
+            } else {
+                seg.count
+            },
+            c_split_stride: c_split_stride as u32,
         })
         .collect();
     Dispatch::segments(
@@ -132,10 +233,4 @@ fn launch(
         &[(1, ops.a), (2, ops.b), (3, ops.c)],
         grid,
     )
-}
-
-/// The loop model of a product over `k` rows producing an m×n result.
-pub(crate) fn loop_model(m: usize, n: usize, k: usize) -> LoopModel {
-    let [x, y, _] = groups(m, n);
-    loops::reductions(k, (x * y) as usize)
 }

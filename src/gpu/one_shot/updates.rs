@@ -8,9 +8,10 @@ use crate::config::OptimizerConfig;
 use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::layout::{matrix, rows_f32};
-use crate::gpu::matmul::{loop_model, product, Operands};
+use crate::gpu::matmul::{reduction, scratch_len, Operands};
 use crate::gpu::optimizer::OptimizerStep;
 use crate::gpu::segments::{Segmenting, StepsPerDispatch};
+use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 
@@ -39,8 +40,13 @@ pub fn matmul(
     ctx.write(&a_buf, 0, &rows_f32(a));
     ctx.write(&b_buf, 0, &rows_f32(b));
     poison(ctx, &c_buf, m * n);
-    let stages = Segmenting::new(ctx, StepsPerDispatch::Auto, 1).quota(&loop_model(m, n, k))?;
-    let launch = product(
+    let scratch = ctx.storage(
+        "matmul slices",
+        4 * scratch_len(m, n, k).max(1) as u64,
+        none,
+    )?;
+    let segmenting = Segmenting::new(ctx, StepsPerDispatch::Auto, 1);
+    let launches = reduction(
         ctx,
         Operands {
             a: a_buf.as_entire_binding(),
@@ -51,9 +57,11 @@ pub fn matmul(
             n,
             k,
         },
-        stages,
+        Storage::F32,
+        &scratch,
+        &segmenting,
     )?;
-    ctx.submit(|pass| launch.record(pass))?;
+    ctx.submit(|pass| launches.iter().for_each(|l| l.record(pass)))?;
     Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))
 }
 
