@@ -74,8 +74,9 @@ fn matmul_matches_reference() {
     let ctx = ctx();
     let mut r = rng(300);
     // Sizes off the 16×16 tile, a long reduction (T·B rows) and a thin result (∇b); the
-    // long ones with few blocks are split over workgroups (`matmul::reduction`: 18, 78, 46
-    // and 4 splits here, the last with a k that is no multiple of 16).
+    // long ones with fewer blocks than the device runs workgroups at once are split over
+    // workgroups (`matmul::reduction`; on lavapipe as many as CPU threads, at least two
+    // here on a 2-core machine; the last with a k that is no multiple of 16).
     for (m, k, n) in [
         (1, 1, 1),
         (7, 5, 3),

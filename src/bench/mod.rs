@@ -22,6 +22,7 @@ use crate::cpu::CpuBackend;
 use crate::error::Error;
 use crate::gpu::loops::REDUCTION_STAGE;
 use crate::gpu::matmul;
+use crate::gpu::segments::CONCURRENT_WORKGROUPS;
 use crate::gpu::{F16Conversions, GpuOptions, Phase, StepsPerDispatch, Storage};
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
@@ -460,7 +461,8 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
 }
 
 /// The reductions Δᵀ H, Δᵀ X, Δᵀ 1 (∇b_ih) and Δᵀ 1 (∇b_hh), one after another: read δ,
-/// h and x, write the gradients; each split over workgroups as `matmul::splits` picks,
+/// h and x, write the gradients; each split over workgroups as `matmul::splits` picks on
+/// a GPU,
 /// then its slices written and read again. Each workgroup walks its rows in stages of 16,
 /// a stage (two barriers, a short chain of multiply-adds) counted as one serial step.
 fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
@@ -468,7 +470,7 @@ fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
     let (rows, k) = (t * b, size.steps * size.batch);
     let (mut bytes, mut serial, mut dispatches, mut workgroups) = (0.0, 0, 0, 0);
     for n in [size.hidden, size.input, 1, 1] {
-        let splits = matmul::splits(size.hidden, n, k);
+        let splits = matmul::splits(size.hidden, n, k, CONCURRENT_WORKGROUPS);
         let [x, y, _] = matmul::groups(size.hidden, n);
         let slices = if splits > 1 {
             2 * splits * size.hidden * n

@@ -117,7 +117,7 @@ impl Workspace {
         // another, so one scratch serves the split ones all.
         let m = cell.gates() * dims.hidden;
         let scratch_len = [dims.hidden, dims.input, 1]
-            .map(|n| matmul::scratch_len(m, n, rows))
+            .map(|n| matmul::scratch_len(m, n, rows, segmenting.concurrent_workgroups()))
             .into_iter()
             .max()
             .unwrap_or(0);

@@ -42,10 +42,6 @@ struct SumDims {
     accumulate: u32,
 }
 
-/// Workgroups a reduction aims to keep busy: where C's 64×64 blocks alone give fewer,
-/// its k axis is split (a real GPU has ~100 compute units; ∇W at d = 100 has 4 blocks).
-const SPLIT_TARGET_WORKGROUPS: usize = 128;
-
 /// Fewest rows of k one split walks, so that a split's partial product is worth its
 /// slice's write and read.
 const MIN_SPLIT_ROWS: usize = 4 * REDUCTION_STAGE;
@@ -99,21 +95,22 @@ pub(crate) fn product_placed(
     launch(ctx, &ctx.kernels.matmul, ops, at, stages, None)
 }
 
-/// Workgroups along z a reduction over `k` rows into an m×n result is split over: enough
-/// that the grid reaches `SPLIT_TARGET_WORKGROUPS`, each walking at least
-/// `MIN_SPLIT_ROWS` rows; 1 (no split) where C's blocks already fill the device.
-pub(crate) fn splits(m: usize, n: usize, k: usize) -> usize {
+/// Workgroups along z a reduction over `k` rows into an m×n result is split over on a
+/// device running `concurrent` workgroups at once: enough that the grid fills it, each
+/// walking at least `MIN_SPLIT_ROWS` rows; 1 (no split) where C's 64×64 blocks already
+/// fill it (∇W at d = 100 has 4 blocks over T·B = 12 544 rows: 32 splits on a GPU, none
+/// on two CPU cores, where the slices' extra traffic measured slower).
+pub(crate) fn splits(m: usize, n: usize, k: usize, concurrent: usize) -> usize {
     let [x, y, _] = groups(m, n);
     let blocks = (x as usize).saturating_mul(y as usize).max(1);
-    (SPLIT_TARGET_WORKGROUPS / blocks)
-        .min(k / MIN_SPLIT_ROWS)
-        .max(1)
+    (concurrent / blocks).min(k / MIN_SPLIT_ROWS).max(1)
 }
 
 /// Floats of scratch a reduction of `k` rows into an m×n result needs for its slices of
-/// partial sums (0 without a split). At most `SPLIT_TARGET_WORKGROUPS` · 64² (2 MiB).
-pub(crate) fn scratch_len(m: usize, n: usize, k: usize) -> usize {
-    match splits(m, n, k) {
+/// partial sums with `concurrent` workgroups at once (0 without a split): at most
+/// `concurrent` · 64² (2 MiB on a GPU).
+pub(crate) fn scratch_len(m: usize, n: usize, k: usize, concurrent: usize) -> usize {
+    match splits(m, n, k, concurrent) {
         1 => 0,
         s => s * m * n,
     }
@@ -132,7 +129,7 @@ pub(crate) fn reduction(
 ) -> Result<Vec<Dispatch>> {
     let (m, n, k) = (ops.m, ops.n, ops.k);
     let pipeline = &ctx.history_kernels(b_storage)?.matmul;
-    let splits = splits(m, n, k);
+    let splits = splits(m, n, k, segmenting.concurrent_workgroups());
     let [x, y, _] = groups(m, n);
     let model = loops::reductions(k.div_ceil(splits), (x * y) as usize * splits);
     let stages = segmenting.quota(&model)?;

@@ -50,7 +50,7 @@ mod options;
 mod phase;
 pub mod profile;
 mod readback;
-mod segments;
+pub(crate) mod segments;
 mod seq_head;
 pub mod storage;
 mod target_sweep;

@@ -27,9 +27,9 @@ use crate::gpu::loops::{LoopModel, Unit, LLVMPIPE_LOOP_LIMIT, REDUCTION_STAGE};
 /// Loop iterations per invocation one launch may run on an adapter other than llvmpipe.
 const TIME_BUDGET_LOOPS: usize = 1 << 20;
 
-/// Workgroups assumed to run at once; a launch with more runs in waves, each taking the
-/// time of one.
-const CONCURRENT_WORKGROUPS: usize = 128;
+/// Workgroups assumed to run at once on a GPU; a launch with more runs in waves, each
+/// taking the time of one.
+pub(crate) const CONCURRENT_WORKGROUPS: usize = 128;
 
 /// Most launches one loop may be split into: a worst case beyond this (an enormous
 /// `cg_max_iter`, or T·d far past any real problem on llvmpipe) is refused rather than
@@ -118,6 +118,15 @@ impl Segmenting {
             budget: Budget::of(ctx),
             steps,
             batch,
+        }
+    }
+
+    /// Workgroups that run at once: llvmpipe runs one per CPU thread, a GPU
+    /// `CONCURRENT_WORKGROUPS` (what a reduction splits its rows to fill).
+    pub fn concurrent_workgroups(&self) -> usize {
+        match self.budget {
+            Budget::LoopCap => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Budget::Time => CONCURRENT_WORKGROUPS,
         }
     }
 

@@ -40,12 +40,9 @@ pub fn matmul(
     ctx.write(&a_buf, 0, &rows_f32(a));
     ctx.write(&b_buf, 0, &rows_f32(b));
     poison(ctx, &c_buf, m * n);
-    let scratch = ctx.storage(
-        "matmul slices",
-        4 * scratch_len(m, n, k).max(1) as u64,
-        none,
-    )?;
     let segmenting = Segmenting::new(ctx, StepsPerDispatch::Auto, 1);
+    let slices = scratch_len(m, n, k, segmenting.concurrent_workgroups());
+    let scratch = ctx.storage("matmul slices", 4 * slices.max(1) as u64, none)?;
     let launches = reduction(
         ctx,
         Operands {
