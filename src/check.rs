@@ -289,7 +289,11 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
             }))
         }
     };
-    (params, Batch { x, y })
+    (params, Batch {
+        x,
+        y,
+        tokens: None,
+    })
 }
 
 /// ‖a − b‖ / ‖b‖ for each quantity of two traces (b the reference); NaN anywhere gives NaN.

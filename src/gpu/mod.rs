@@ -16,7 +16,8 @@
 //!    `inverse` (P, with `cg_check`, and the GRU's per-gate P_g), `target_sweep`,
 //!    `jacobian` (the Jacobian products and the §5 sweep with its per-step CG),
 //!    `gru_per_gate_sweep` (§5's per-gate sweep), `bptt`, `gru_bptt`, `matmul`,
-//!    `optimizer`, `transpose`, `norms`;
+//!    `optimizer`, `transpose`, `norms`, `embedding_gather` and `embedding_grad` (a
+//!    trained embedding table);
 //! 4. `iteration`, which records a whole step into one command buffer;
 //! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
 //!    twin's signature, for the tests).
@@ -30,6 +31,8 @@ pub mod context;
 mod dispatch;
 mod dtp_reverse;
 mod dtp_targets;
+mod embedding_gather;
+mod embedding_grad;
 mod forward;
 mod gru_bptt;
 mod gru_forward;

@@ -10,7 +10,8 @@ use super::{floats, read_tensors, take, write_tensors, Tensor, TensorData};
 use crate::dtp::{ReverseLayer, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::model::{
-    is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES, LEGACY_RNN_BIAS, PARAM_NAMES,
+    is_bias, CellKind, Dims, Params, EMBEDDING_NAME, GRU_PARAM_NAMES, LEGACY_RNN_BIAS,
+    PARAM_NAMES,
 };
 
 /// Reads parameters under either naming ([`ParamNames::detect`]): tpri's `rnn.w_hh`,
@@ -39,7 +40,8 @@ pub enum ParamNames {
     /// tpri's own names (checkpoints, `tpri trace`): `rnn.w_hh` \[d,d\], `rnn.w_ih` \[d,p\],
     /// `rnn.b_ih` \[d\], `rnn.b_hh` \[d\] for the tanh RNN (files with the single bias
     /// `rnn.b` of earlier versions read as `rnn.b_ih`, with `rnn.b_hh` zero); `gru.w_hh` \[3d,d\], `gru.w_ih` \[3d,p\], `gru.b_ih` \[3d\],
-    /// `gru.b_hh` \[3d\] for the GRU; the head `head.w` \[q,d\], `head.b` \[q\].
+    /// `gru.b_hh` \[3d\] for the GRU; the head `head.w` \[q,d\], `head.b` \[q\]; a trained
+    /// embedding table `embed.weight` \[V,p\] (docs/ALGORITHM.md §13) where there is one.
     #[default]
     Tpri,
     /// PyTorch's own names: the state dict of a module holding an `nn.RNN(p, d)` (tanh)
@@ -63,7 +65,8 @@ pub enum ParamNames {
     /// \[d\]. Reading accepts any
     /// prefix before `weight_hh_l0` (none, `rnn.`, `gru.`, `encoder.`, …) and tells the
     /// cells apart by its shape (\[d,d\] or \[3d,d\]); the head must be `head.weight` and
-    /// `head.bias`. Files are f64; `load_state_dict` converts to the module's dtype.
+    /// `head.bias`. A trained embedding table is `embed.weight` \[V,p\], an `nn.Embedding(V, p)`
+    /// held as `embed`. Files are f64; `load_state_dict` converts to the module's dtype.
     Torch,
 }
 
@@ -101,6 +104,9 @@ pub fn torch_tensors(params: &Params) -> BTreeMap<String, Tensor> {
         .collect();
     out.insert("head.weight".into(), Tensor::from_matrix(&params.head_w));
     out.insert("head.bias".into(), Tensor::from_column(&params.head_b));
+    if let Some(e) = &params.embedding {
+        out.insert(EMBEDDING_NAME.into(), Tensor::from_matrix(e));
+    }
     if let Some(r) = &params.dtp {
         out.insert(TORCH_REVERSE_NAMES[0].into(), Tensor::from_matrix(&r.w_rev));
         out.insert(TORCH_REVERSE_NAMES[1].into(), Tensor::from_column(&r.b_rev));
@@ -143,6 +149,7 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         .collect::<Result<Vec<_>>>()?;
     let mut known: Vec<&str> = keys.iter().map(String::as_str).collect();
     known.extend(TORCH_REVERSE_NAMES);
+    known.push(EMBEDDING_NAME);
     reject_unknown(tensors, "", &known, file)?;
     let (&[rows, d], &[_, p], &[q, _]) = (
         stored[0].shape.as_slice(),
@@ -219,10 +226,13 @@ pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path)
         head_w,
         head_b,
         dtp: None,
+        embedding: None,
     };
+    // The embedding's name is the same under both namings.
     let renamed: HashMap<String, Tensor> = TORCH_REVERSE_NAMES
         .iter()
         .zip(REVERSE_NAMES)
+        .chain([(&EMBEDDING_NAME, EMBEDDING_NAME)])
         .filter_map(|(torch, ours)| Some((ours.to_string(), tensors.get(*torch)?.clone())))
         .collect();
     if !renamed.is_empty() {
@@ -295,7 +305,10 @@ pub fn params_from_tensors(
         return Err(Error::format(file, problem).into());
     }
     let reverse_names = if reverse { &REVERSE_NAMES[..] } else { &[] };
-    let names = [cell.param_names(), reverse_names].concat();
+    // The language model's trained embedding table, where there is one.
+    let embedding = tensors.contains_key(&key(EMBEDDING_NAME));
+    let embedding_names = if embedding { &[EMBEDDING_NAME][..] } else { &[] };
+    let names = [cell.param_names(), embedding_names, reverse_names].concat();
     let stored = names
         .iter()
         .map(|n| take(tensors, &key(n), file))
@@ -333,6 +346,7 @@ pub fn params_from_tensors(
         },
     );
     params.dtp = reverse.then(|| ReverseLayer::zeros(0));
+    params.embedding = embedding.then(|| DMatrix::zeros(0, 0));
     for ((slot, t), (i, (rows, cols))) in params
         .tensors_mut()
         .into_iter()
@@ -374,9 +388,10 @@ fn split_legacy_bias(
 }
 
 /// Checks, from the stored shapes alone, that `d`, `p` and `q` are at least 1 and that
-/// every tensor (`stored`, with the names `names`: `cell.param_names()`, then any of the
-/// reverse layer's; in messages named by `name`) has the shape they give; returns those
-/// shapes (biases as columns).
+/// every tensor (`stored`, with the names `names`: `cell.param_names()`, then the
+/// embedding's and the reverse layer's where there are such; in messages named by `name`)
+/// has the shape they give (the embedding table: [V, p] with V ≥ 1 its own); returns
+/// those shapes (biases as columns).
 fn check_shapes(
     cell: CellKind,
     dims: Dims,
@@ -401,8 +416,14 @@ fn check_shapes(
         }
     }
     let mut expected = Params::shapes(cell, dims);
-    if names.len() > expected.len() {
-        expected.extend(ReverseLayer::shapes(dims.hidden));
+    let cell_len = expected.len();
+    for (i, n) in names.iter().enumerate().skip(cell_len) {
+        if *n == EMBEDDING_NAME {
+            let rows = stored[i].shape.first().copied().unwrap_or(0);
+            expected.push((rows.max(1), dims.input));
+        } else if *n == REVERSE_NAMES[0] {
+            expected.extend(ReverseLayer::shapes(dims.hidden));
+        }
     }
     for (i, (t, &(rows, cols))) in stored.iter().zip(&expected).enumerate() {
         let want = if is_bias(names[i]) {
@@ -415,11 +436,16 @@ fn check_shapes(
                 format!("tensor {} in {}", name(i), file.display()),
                 shape_of(&t.shape),
                 format!(
-                    "{} for p = {}, d = {}, q = {}",
+                    "{} for p = {}, d = {}, q = {}{}",
                     shape_of(&want),
                     dims.input,
                     dims.hidden,
-                    dims.output
+                    dims.output,
+                    if names[i] == EMBEDDING_NAME {
+                        " (the embedding table: V ≥ 1 rows, one per word, and p columns)"
+                    } else {
+                        ""
+                    }
                 ),
             )
             .into());

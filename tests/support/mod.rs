@@ -153,7 +153,11 @@ pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
             Targets::StepLabels(DMatrix::from_fn(s.b, s.t, |_, _| rng.random_range(0..s.q)))
         }
     };
-    Batch { x, y }
+    Batch {
+        x,
+        y,
+        tokens: None,
+    }
 }
 
 /// A random problem of shape `s`: parameters of `cell` (`random_params`), then a batch for

@@ -58,6 +58,7 @@ fn after_forward(
 ) -> Result<(ModelBuffers, Workspace)> {
     let b = x.first().map_or(0, |m| m.nrows());
     let batch = Batch {
+        tokens: None,
         x: x.to_vec(),
         y: Targets::Labels(vec![0; b]),
     };
