@@ -70,6 +70,9 @@ pub struct Case {
     pub seq_len: usize,
     /// The settings of the iteration.
     pub hyper: Hyper,
+    /// The rows V of a trained embedding table (docs/ALGORITHM.md §13), `None` for
+    /// inputs given with the batch.
+    pub embedding: Option<usize>,
 }
 
 /// CG iterations the per-step solves of the jacobian cases may take: they need about six
@@ -215,8 +218,22 @@ pub fn cases() -> Vec<Case> {
             dtp(0.0, TpGrad::Local, Loss::CrossEntropy),
         ),
     ];
+    // Trained embedding tables, last of all (again keeping the earlier seeds), with
+    // vocabularies of 7 and 33 words.
+    let embedded = [
+        (
+            "lm embed tp linearized",
+            Tanh,
+            tp(
+                TargetMode::Linearized,
+                TpGrad::ThroughTime,
+                Loss::CrossEntropySeq,
+            ),
+        ),
+        ("lm embed bp", Tanh, bp(Loss::CrossEntropySeq)),
+    ];
     let mut out = Vec::new();
-    for group in [&settings[..], &later[..]] {
+    for group in [&settings[..], &later[..], &embedded[..]] {
         for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
             for (j, (label, cell, hyper)) in group.iter().enumerate() {
                 // Every setting on the first two shapes; one each on the others.
@@ -228,7 +245,9 @@ pub fn cases() -> Vec<Case> {
                     Loss::CrossEntropy => 4,
                     Loss::CrossEntropySeq => 5,
                 };
+                let embedding = label.starts_with("lm embed").then_some(7 + 26 * (i % 2));
                 out.push(Case {
+                    embedding,
                     name: format!("{label} d={d} T={t} B={b}"),
                     cell: *cell,
                     dims: Dims {
@@ -273,9 +292,20 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
         }
     }
     params.head_b = noise(q, 1, 0.1);
-    let x = (0..case.seq_len)
+    let mut x: Vec<DMatrix<f64>> = (0..case.seq_len)
         .map(|_| noise(case.batch, p, 1.0))
         .collect();
+    // A trained table: random token ids, and x what the table gives them.
+    let tokens = case.embedding.map(|v| {
+        let table = noise(v, p, 1.0);
+        let uniform = noise(case.batch, case.seq_len, 1.0);
+        let ids = uniform.map(|u| (((u + 1.0) / 2.0 * v as f64) as u32).min(v as u32 - 1));
+        for (t, x_t) in x.iter_mut().enumerate() {
+            *x_t = DMatrix::from_fn(case.batch, p, |i, j| table[(ids[(i, t)] as usize, j)]);
+        }
+        params.embedding = Some(table);
+        ids
+    });
     let y = match case.hyper.loss {
         Loss::CrossEntropy => Targets::Labels(
             (0..case.batch)
@@ -289,11 +319,7 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
             }))
         }
     };
-    (params, Batch {
-        x,
-        y,
-        tokens: None,
-    })
+    (params, Batch { x, y, tokens })
 }
 
 /// ‖a − b‖ / ‖b‖ for each quantity of two traces (b the reference); NaN anywhere gives NaN.
@@ -356,8 +382,8 @@ pub type Errors = Vec<(String, f64)>;
 
 /// The columns of `tpri check`'s table: one per quantity, the gradients named without
 /// their cell's prefix so that both cells share them (the GRU's b_ih under `b`), DTP's
-/// reverse layer without `dtp.`.
-pub const COLUMNS: [&str; 13] = [
+/// reverse layer without `dtp.`, a trained embedding table as `embed.weight`.
+pub const COLUMNS: [&str; 14] = [
     "h",
     "v",
     "p_inv",
@@ -371,6 +397,7 @@ pub const COLUMNS: [&str; 13] = [
     "head.b",
     "w_rev",
     "b_rev",
+    "embed.weight",
 ];
 
 /// The `COLUMNS` entry of a quantity named as in `Errors`.

@@ -237,7 +237,10 @@ impl Params {
         let d = self.dims().hidden;
         Self {
             dtp: self.dtp.as_ref().map(|_| ReverseLayer::zeros(d)),
-            embedding: self.embedding.as_ref().map(|e| DMatrix::zeros(e.nrows(), e.ncols())),
+            embedding: self
+                .embedding
+                .as_ref()
+                .map(|e| DMatrix::zeros(e.nrows(), e.ncols())),
             ..Self::zeros_of(self.cell, self.dims())
         }
     }
@@ -306,7 +309,10 @@ impl Params {
     /// [`EMBEDDING_NAME`] and the reverse layer's (`dtp::REVERSE_NAMES`) where there are
     /// such.
     pub fn names(&self) -> Vec<&'static str> {
-        let embedding = self.embedding.as_ref().map_or(&[][..], |_| &[EMBEDDING_NAME][..]);
+        let embedding = self
+            .embedding
+            .as_ref()
+            .map_or(&[][..], |_| &[EMBEDDING_NAME][..]);
         let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_NAMES[..]);
         [self.cell.param_names(), embedding, reverse].concat()
     }
@@ -314,7 +320,10 @@ impl Params {
     /// The fields that hold the tensors, in [`Params::names`] order (what the library's
     /// messages name).
     pub fn fields(&self) -> Vec<&'static str> {
-        let embedding = self.embedding.as_ref().map_or(&[][..], |_| &[EMBEDDING_FIELD][..]);
+        let embedding = self
+            .embedding
+            .as_ref()
+            .map_or(&[][..], |_| &[EMBEDDING_FIELD][..]);
         let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_FIELDS[..]);
         [self.cell.param_fields(), embedding, reverse].concat()
     }

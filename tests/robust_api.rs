@@ -662,11 +662,7 @@ fn random_batch(rng: &mut ChaCha8Rng, like: &Params, loss: Loss) -> Batch {
         let q = jitter(rng, d.output);
         Targets::Values(matrix(rng, rows, q))
     };
-    Batch {
-        x,
-        y,
-        tokens: None,
-    }
+    Batch { x, y, tokens: None }
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, from: &[T]) -> T {

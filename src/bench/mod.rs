@@ -128,11 +128,7 @@ pub fn problem(size: Size, method: Method, seed: u64) -> (Params, Batch, Hyper) 
         },
         ..Hyper::default()
     };
-    (params, Batch {
-        x,
-        y,
-        tokens: None,
-    }, hyper)
+    (params, Batch { x, y, tokens: None }, hyper)
 }
 
 /// The median of `samples` (the mean of the middle two for an even count).

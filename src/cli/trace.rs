@@ -114,7 +114,10 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         steps_per_dispatch: args.steps_per_dispatch,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
-    backend.check_workload(&Workload::new(params.cell, params.dims(), t, b, &hyper).with_embedding(params.vocabulary()))?;
+    backend.check_workload(
+        &Workload::new(params.cell, params.dims(), t, b, &hyper)
+            .with_embedding(params.vocabulary()),
+    )?;
     let trace = backend
         .trace(&params, &batch, &hyper)
         .context("the iteration failed")?;
@@ -153,9 +156,9 @@ fn check_train_embedding(args: &TraceArgs, in_params: bool) -> Result<()> {
             "--train-embedding applies to the language model (--loss ce-seq) only: the other \
              tasks have no embedding table"
         ),
-        (true, false) => bail!(
-            "--train-embedding needs the embedding table embed.weight [V, p] in {file}"
-        ),
+        (true, false) => {
+            bail!("--train-embedding needs the embedding table embed.weight [V, p] in {file}")
+        }
         (false, true) => bail!(
             "{file} holds a trained embedding table (embed.weight): pass --train-embedding to \
              trace it (the batch then needs its token ids, tokens [B, T])"

@@ -97,7 +97,14 @@ impl Backend for CpuBackend {
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let tr = self.training()?;
         let (cell, dims) = (tr.params.cell, tr.params.dims());
-        check_step(cell, dims, tr.params.vocabulary(), batch, &tr.hyper, Device::Cpu)?;
+        check_step(
+            cell,
+            dims,
+            tr.params.vocabulary(),
+            batch,
+            &tr.hyper,
+            Device::Cpu,
+        )?;
         tr.check_memory(batch)?;
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.

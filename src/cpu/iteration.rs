@@ -292,7 +292,14 @@ fn forward_and_head(
 ) -> Result<(Plan, Steps, Steps, Outputs)> {
     let dims = check_param_shapes(params)?;
     check_embedding(params, hyper.method)?;
-    check_step(params.cell, dims, params.vocabulary(), batch, hyper, Device::Cpu)?;
+    check_step(
+        params.cell,
+        dims,
+        params.vocabulary(),
+        batch,
+        hyper,
+        Device::Cpu,
+    )?;
     check_reverse_layer(params, hyper.method)?;
     let t_len = batch.seq_len();
     let sizes = Sizes {

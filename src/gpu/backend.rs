@@ -30,9 +30,7 @@ use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Plan, TargetSolve};
 use crate::tasks::Batch;
-use crate::validate::{
-    check_embedding, check_params, check_reverse_layer, check_run, check_step,
-};
+use crate::validate::{check_embedding, check_params, check_reverse_layer, check_run, check_step};
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says, long loops split into launches as its `StepsPerDispatch` says. Keeps P on the

@@ -253,7 +253,9 @@ pub(crate) fn check_embedding_sizes(ctx: &GpuContext, vocabulary: usize, dims: D
     let l = &ctx.limits;
     let largest = l.max_buffer_size.min(l.max_storage_buffer_binding_size);
     let widest = dims.input.max(dims.hidden);
-    let elements = vocabulary.checked_add(1).and_then(|v| v.checked_mul(widest));
+    let elements = vocabulary
+        .checked_add(1)
+        .and_then(|v| v.checked_mul(widest));
     let fits = elements.is_some_and(|n| u32::try_from(n).is_ok() && 4 * n as u64 <= largest);
     let groups = vocabulary.div_ceil(64) as u64;
     let max_groups = u64::from(l.max_compute_workgroups_per_dimension);

@@ -31,8 +31,8 @@ use crate::gpu::segments::Segmenting;
 use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
-    bptt, dtp_targets, embedding_gather, embedding_grad, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul,
-    optimizer, target_sweep,
+    bptt, dtp_targets, embedding_gather, embedding_grad, forward, gru_bptt, gru_forward,
+    gru_per_gate_sweep, head, jacobian, matmul, optimizer, target_sweep,
 };
 use crate::limits::logit_block_steps;
 use crate::model::CellKind;
@@ -339,7 +339,11 @@ impl Workspace {
     /// matters for `Phase::Inverse`.
     pub fn record_phase(&self, pass: &mut wgpu::ComputePass<'_>, phase: Phase, warm: bool) {
         match phase {
-            Phase::Forward => self.gather.iter().chain(&self.forward).for_each(|d| d.record(pass)),
+            Phase::Forward => self
+                .gather
+                .iter()
+                .chain(&self.forward)
+                .for_each(|d| d.record(pass)),
             Phase::Head => self.head.record(pass),
             Phase::Inverse => {
                 if let Some(cg) = &self.cg {

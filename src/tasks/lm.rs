@@ -158,15 +158,17 @@ impl LanguageModel {
         // q rows, drawn in order from one stream: the corpus's words' rows are the same
         // whatever q is.
         let values = options.vocab.checked_mul(options.embedding_dim);
-        let values = values.filter(|&n| n <= isize::MAX as usize / 8).ok_or_else(|| {
-            Error::setting(
-                "TaskSpec::Lm::embedding_dim",
-                format!(
-                    "an embedding table of {} × {} values cannot be addressed",
-                    options.vocab, options.embedding_dim
-                ),
-            )
-        })?;
+        let values = values
+            .filter(|&n| n <= isize::MAX as usize / 8)
+            .ok_or_else(|| {
+                Error::setting(
+                    "TaskSpec::Lm::embedding_dim",
+                    format!(
+                        "an embedding table of {} × {} values cannot be addressed",
+                        options.vocab, options.embedding_dim
+                    ),
+                )
+            })?;
         let embedding = standard_normal(values, &mut rng(seed, Purpose::Embedding, 0));
         Ok(Self {
             eval_windows: windows(corpus.held_out.len(), t).min(eval_size),

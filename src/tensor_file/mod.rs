@@ -410,7 +410,13 @@ pub fn save_batch(path: &Path, batch: &Batch) -> Result<()> {
     if let Some(ids) = &batch.tokens {
         let data = ids.transpose().iter().map(|&id| i64::from(id)).collect();
         let shape = vec![ids.nrows(), ids.ncols()];
-        tensors.insert("tokens".into(), Tensor { shape, data: TensorData::Int(data) });
+        tensors.insert(
+            "tokens".into(),
+            Tensor {
+                shape,
+                data: TensorData::Int(data),
+            },
+        );
     }
     write_tensors(path, &tensors, None)
 }

@@ -10,8 +10,7 @@ use super::{floats, read_tensors, take, write_tensors, Tensor, TensorData};
 use crate::dtp::{ReverseLayer, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::model::{
-    is_bias, CellKind, Dims, Params, EMBEDDING_NAME, GRU_PARAM_NAMES, LEGACY_RNN_BIAS,
-    PARAM_NAMES,
+    is_bias, CellKind, Dims, Params, EMBEDDING_NAME, GRU_PARAM_NAMES, LEGACY_RNN_BIAS, PARAM_NAMES,
 };
 
 /// Reads parameters under either naming ([`ParamNames::detect`]): tpri's `rnn.w_hh`,
@@ -307,7 +306,11 @@ pub fn params_from_tensors(
     let reverse_names = if reverse { &REVERSE_NAMES[..] } else { &[] };
     // The language model's trained embedding table, where there is one.
     let embedding = tensors.contains_key(&key(EMBEDDING_NAME));
-    let embedding_names = if embedding { &[EMBEDDING_NAME][..] } else { &[] };
+    let embedding_names = if embedding {
+        &[EMBEDDING_NAME][..]
+    } else {
+        &[]
+    };
     let names = [cell.param_names(), embedding_names, reverse_names].concat();
     let stored = names
         .iter()
