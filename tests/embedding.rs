@@ -34,7 +34,7 @@ fn problem(seed: u64, s: Shape, vocab: usize) -> (Params, tpri::tasks::Batch) {
         Init::Gaussian { w_gain: 0.9 },
     );
     let mut batch = random_batch(&mut rng(seed + 1), s, LOSS);
-    embed(&mut rng(seed + 2), &mut params, &mut batch, vocab);
+    embed(&mut rng(seed + 2), &mut params, &mut batch, vocab, 1.0);
     (params, batch)
 }
 

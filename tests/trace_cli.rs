@@ -338,7 +338,7 @@ fn trained_embedding_traces_agree_with_independent_numpy_implementation() {
         let loss = Loss::CrossEntropySeq;
         let seed = 400 + case as u64;
         let (mut params, mut batch) = problem(CellKind::Tanh, seed, dims, 4, 7, loss);
-        support::embed(&mut rng(seed + 50), &mut params, &mut batch, vocab);
+        support::embed(&mut rng(seed + 50), &mut params, &mut batch, vocab, 1.0);
         let flags = [
             "--method",
             method,
@@ -376,7 +376,7 @@ fn train_embedding_flag_is_checked_against_the_files() {
     let paths = ["p", "b", "pe", "be"].map(|n| dir.join(format!("{n}.safetensors")));
     save_params(&paths[0], &params).unwrap();
     save_batch(&paths[1], &batch).unwrap();
-    support::embed(&mut rng(2), &mut params, &mut batch, 5);
+    support::embed(&mut rng(2), &mut params, &mut batch, 5, 1.0);
     save_params(&paths[2], &params).unwrap();
     save_batch(&paths[3], &batch).unwrap();
     let [p, b, pe, be] = paths.each_ref().map(|p| p.to_str().unwrap());

@@ -267,12 +267,13 @@ pub fn offsets(v: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect()
 }
 
-/// Gives `params` a trained embedding table of `vocab` rows (standard normal, as the
-/// language model draws it) and `batch` random token ids below `vocab`, its x made what
-/// the table gives them (so that a backend reading x and one gathering agree).
-pub fn embed(rng: &mut ChaCha8Rng, params: &mut Params, batch: &mut Batch, vocab: usize) {
+/// Gives `params` a trained embedding table of `vocab` rows (normal with standard
+/// deviation `std`; the language model draws it with 1) and `batch` random token ids below
+/// `vocab`, its x made what the table gives them (so that a backend reading x and one
+/// gathering agree).
+pub fn embed(rng: &mut ChaCha8Rng, params: &mut Params, batch: &mut Batch, vocab: usize, std: f64) {
     let (b, t, p) = (batch.batch_size(), batch.seq_len(), params.dims().input);
-    let table = gaussian(rng, vocab, p, 1.0);
+    let table = gaussian(rng, vocab, p, std);
     let ids = DMatrix::from_fn(b, t, |_, _| rng.random_range(0..vocab as u32));
     batch.x = (0..t)
         .map(|k| DMatrix::from_fn(b, p, |i, j| table[(ids[(i, k)] as usize, j)]))
