@@ -158,7 +158,10 @@ fn trained_embedding_iterations_match_the_reference_at_odd_sizes() {
             // The rows of tokens the batch lacks: written, and zero (they were NaN).
             let ids = batch.tokens.as_ref().unwrap();
             for v in (0..s.q as u32).filter(|v| !ids.iter().any(|id| id == v)) {
-                assert!(g.row(v as usize).iter().all(|&x| x == 0.0), "{what}: row {v}");
+                assert!(
+                    g.row(v as usize).iter().all(|&x| x == 0.0),
+                    "{what}: row {v}"
+                );
             }
         }
     }
