@@ -8,7 +8,8 @@
 //!    GPU), `context` (the device), `segments` (how many steps one launch of a long loop
 //!    runs), `options`, `dispatch` (one launch, or the launches of a loop's segments),
 //!    `history` (a history's buffer);
-//! 2. `buffers`: the model's and the batch's buffers, allocated once per shape;
+//! 2. `buffers`: the model's and the batch's buffers, allocated once per shape (with
+//!    `tokens`, a trained embedding table's);
 //!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
@@ -57,6 +58,7 @@ mod segments;
 mod seq_head;
 pub mod storage;
 mod target_sweep;
+mod tokens;
 mod transpose;
 
 pub use adapters::{list_adapters, AdapterChoice, AdapterSummary};

@@ -9,12 +9,13 @@ use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors};
 
 mod params;
+mod torch;
 
 pub use params::{
-    load_params, params_from_any_tensors, params_from_tensors, params_from_torch_tensors,
-    params_tensors, save_params, save_params_as, torch_tensors, ParamNames,
-    CHECKPOINT_PARAMS_PREFIX,
+    load_params, params_from_any_tensors, params_from_tensors, params_tensors, save_params,
+    save_params_as, ParamNames, CHECKPOINT_PARAMS_PREFIX,
 };
+pub use torch::{params_from_torch_tensors, torch_tensors};
 
 use crate::backend::Trace;
 use crate::error::{shape_of, Error};
