@@ -8,13 +8,12 @@ use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors};
 
+mod naming;
 mod params;
 mod torch;
 
-pub use params::{
-    load_params, params_from_any_tensors, params_from_tensors, params_tensors, save_params,
-    save_params_as, ParamNames, CHECKPOINT_PARAMS_PREFIX,
-};
+pub use naming::{load_params, params_from_any_tensors, save_params_as, ParamNames};
+pub use params::{params_from_tensors, params_tensors, save_params, CHECKPOINT_PARAMS_PREFIX};
 pub use torch::{params_from_torch_tensors, torch_tensors};
 
 use crate::backend::Trace;

@@ -7,11 +7,16 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 
-use super::params::{params_from_tensors, params_tensors, reject_unknown, TORCH_RNN_NAMES};
+use super::params::{params_from_tensors, params_tensors, reject_unknown};
 use super::{floats, take, Tensor};
 use crate::dtp::REVERSE_NAMES;
 use crate::error::{shape_of, Error};
 use crate::model::{CellKind, Params, EMBEDDING_NAME};
+
+/// PyTorch's names of the recurrent tensors of one layer (`l0`), in the order tpri's
+/// `w_hh`, `w_ih`, `b` (`b_ih`), `b_hh` come.
+pub(super) const TORCH_RNN_NAMES: [&str; 4] =
+    ["weight_hh_l0", "weight_ih_l0", "bias_ih_l0", "bias_hh_l0"];
 
 /// Parameters as named tensors under PyTorch's names ([`ParamNames::Torch`](super::ParamNames::Torch)).
 pub fn torch_tensors(params: &Params) -> BTreeMap<String, Tensor> {
