@@ -68,9 +68,11 @@ pub fn check_param_shapes(params: &Params) -> Result<Dims> {
     Ok(dims)
 }
 
-/// Checks that `batch` fits `params`, naming the mismatch (see [`check_inputs`]).
+/// Checks that `batch` fits `params`, naming the mismatch (see [`check_inputs`], and
+/// [`check_tokens`] for a trained embedding table).
 pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
-    check_inputs(params.dims(), batch)
+    check_inputs(params.dims(), batch)?;
+    check_tokens(params.vocabulary(), batch)
 }
 
 /// Checks the inputs of `batch` for a model of sizes `dims`: at least one step, at least

@@ -160,7 +160,7 @@ impl Backend for CpuBackend {
         check_targets(&batch.y, tr.hyper.loss, batch.batch_size(), dims.output)?;
         check_tokens(tr.params.vocabulary(), batch)?;
         tr.check_memory(batch)?;
-        let x = inputs(&tr.params, batch);
+        let x = inputs(&tr.params, batch)?;
         let h = recurrence(&tr.params).states(&x, &mut tr.pool);
         let out = if tr.hyper.loss.every_step() {
             head_steps(&tr.params, &h, &batch.y).map(|o| (o.loss, o.accuracy))

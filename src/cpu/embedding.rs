@@ -2,29 +2,41 @@
 //! `shaders/embedding_gather.wgsl` and `shaders/embedding_grad.wgsl`): the inputs gathered
 //! from the table, and the table's gradient scattered back from the errors δ_t.
 
+use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::cpu::steps::{gemm, Mat, Steps};
+use crate::error::Error;
 use crate::model::Params;
 use crate::tasks::Batch;
+use crate::validate::check_tokens;
 
 /// The inputs x_1 … x_T of `batch` in the working layout: gathered from the trained table
-/// where `params` have one (by the batch's token ids, `validate::check_tokens` having
-/// checked them), else the batch's own x.
-///
-/// # Panics
-/// With a trained table and a batch without token ids (`check_tokens` refuses those).
-pub fn inputs(params: &Params, batch: &Batch) -> Steps {
+/// where `params` have one (by the batch's token ids, which must be there and fit it:
+/// `validate::check_tokens`), else the batch's own x.
+pub fn inputs(params: &Params, batch: &Batch) -> Result<Steps> {
+    check_tokens(params.vocabulary(), batch)?;
     match (&params.embedding, &batch.tokens) {
         (Some(table), Some(ids)) => gather(table, ids),
-        (Some(_), None) => panic!("a trained embedding needs the batch's token ids"),
-        (None, _) => Steps::from_rows(&batch.x, batch.batch_size(), params.dims().input),
+        _ => Ok(Steps::from_rows(
+            &batch.x,
+            batch.batch_size(),
+            params.dims().input,
+        )),
     }
 }
 
-/// x_t = E[id_t] for every sequence and step: `tokens` B×T, `table` E [V, p] (every id
-/// below V, `validate::check_tokens`); the result holds T steps of width p.
-pub fn gather(table: &DMatrix<f64>, tokens: &DMatrix<u32>) -> Steps {
+/// x_t = E[id_t] for every sequence and step: `tokens` B×T, `table` E [V, p]; the result
+/// holds T steps of width p. An id ≥ V is an error naming it.
+pub fn gather(table: &DMatrix<f64>, tokens: &DMatrix<u32>) -> Result<Steps> {
+    let rows = table.nrows();
+    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= rows) {
+        return Err(Error::value(
+            "Batch::tokens",
+            format!("holds token id {id}, but the embedding table has only {rows} rows"),
+        )
+        .into());
+    }
     let (b, t_len) = tokens.shape();
     let p = table.ncols();
     let mut x = Steps::zeros(t_len, b, p);
@@ -36,7 +48,7 @@ pub fn gather(table: &DMatrix<f64>, tokens: &DMatrix<u32>) -> Steps {
             }
         }
     }
-    x
+    Ok(x)
 }
 
 /// ∇E [V, p] from the pre-activation errors `delta` (δ_t for t = 1 … T at steps 0 … T − 1,
@@ -51,7 +63,10 @@ pub fn gather(table: &DMatrix<f64>, tokens: &DMatrix<u32>) -> Steps {
 /// The per-token sums S_v come first (one pass over δ), then one product for the distinct
 /// tokens of the batch only: n·d·p multiply-adds instead of T·B·d·p. Rows of tokens the
 /// batch lacks are zero.
-pub fn embedding_grad(
+///
+/// Crate-internal: it trusts its inputs (ids below `rows`, δ of T steps of B sequences
+/// and width d), which an iteration has checked before it gets here.
+pub(crate) fn embedding_grad(
     u: &DMatrix<f64>,
     delta: &Steps,
     tokens: &DMatrix<u32>,

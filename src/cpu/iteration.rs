@@ -308,7 +308,7 @@ fn forward_and_head(
         batch: batch.batch_size(),
     };
     let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
-    let x = inputs(params, batch);
+    let x = inputs(params, batch)?;
     let h = recurrence(params).states(&x, pool);
     let out = Outputs::new(params, &h, &batch.y, hyper.loss)?;
     Ok((plan, x, h, out))
