@@ -166,3 +166,29 @@ fn trained_embedding_iterations_match_the_reference_at_odd_sizes() {
         }
     }
 }
+
+/// The published sizes of the table fit the GPU's buffers: V = 10 000 words of e = 1024
+/// (the head predicting all of them), traced at a small d, B and T against the reference.
+#[test]
+fn a_table_of_the_published_size_fits_and_matches_the_reference() {
+    let s = Shape::new(2, 3, 1024, 8, 10_000);
+    let mut params = start(CellKind::Tanh, s.dims(), 7, 0.3);
+    let mut batch = random_batch(&mut rng(7), s, LOSS);
+    embed(&mut rng(8), &mut params, &mut batch, s.q, 0.5);
+    for method in [Method::Tp, Method::Bp] {
+        let h = hyper(
+            Inversion::Analytic,
+            method,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            LOSS,
+        );
+        let worst = compare_traces(
+            &format!("V = 10 000, e = 1024 {method:?}"),
+            &params,
+            &batch,
+            &h,
+        );
+        eprintln!("V = 10 000, e = 1024, {method:?}: worst relative error {worst:.2e}");
+    }
+}
