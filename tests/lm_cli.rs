@@ -225,6 +225,22 @@ fn a_trained_embedding_moves_and_the_loss_falls_on_both_backends() {
                 .fold(0.0, f64::max);
             eprintln!("{backend} {method}: largest change of an entry of E {moved:.3e}");
             assert!(moved > 1e-3, "{backend} {method}: E did not move");
+            // The table and its optimizer slots come back from the checkpoint: resuming
+            // checks them against the run's vocabulary and the parameters.
+            let out = tpri(&[
+                "train",
+                "--resume",
+                run.to_str().unwrap(),
+                "--iterations",
+                "30",
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let last = log_column(&run, "iteration").last().copied();
+            assert_eq!(last, Some(30.0), "{backend} {method}: resumed to 30");
             curves.push(eval);
         }
         for (a, b) in curves[0].iter().zip(&curves[1]) {
