@@ -22,11 +22,13 @@ pub struct TraceArgs {
     /// --method dtp the reverse layer dtp.w_rev [d,d], dtp.b_rev [d];
     /// or for a GRU gru.w_hh [3d,d], gru.w_ih [3d,p], gru.b_ih [3d], gru.b_hh [3d] and the
     /// head (gates r, z, n, as PyTorch stores them); or PyTorch's names, as `tpri export`
-    /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias).
+    /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias); with --train-embedding
+    /// also the embedding table embed.weight [V,p].
     #[arg(long)]
     params: PathBuf,
     /// Batch: x [B,T,p]; y [B] integer labels (ce), [B,q] floats (mse) or [B,T] integer
-    /// labels, one per step (ce-seq).
+    /// labels, one per step (ce-seq); with --train-embedding the token ids tokens [B,T]
+    /// (`tpri batch` writes them for the lm task).
     #[arg(long)]
     batch: PathBuf,
     /// The loss of the head, or of the heads at every step (ce-seq) (docs/ALGORITHM.md §1,
@@ -66,7 +68,8 @@ pub struct TraceArgs {
     /// train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
-    /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev), for
+    /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev, with
+    /// --train-embedding grad.embed.weight), for
     /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
     /// per-gate inversion's P_g), and for ce-seq the per-step losses step_losses (f64
     /// safetensors).

@@ -8,7 +8,8 @@
 //! the backend's `Storage` (f16 pads rows to even d; f16 only for the tanh RNN with the
 //! analytic inversion); δ [T, B, g·d] (g = 3 gates for the GRU, whose δ is dgh, with dgi
 //! beside it); the GRU's gates [T, B, 4d]; g_T [B, d]; parameters, gradients and
-//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b_ih, b_hh, V, c)
+//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b_ih, b_hh, V, c,
+//! then a trained embedding table E [V, p] and DTP's reverse layer where there are such)
 //! at offsets aligned for binding (`ParamLayout`).
 
 use nalgebra::DMatrix;
