@@ -19,8 +19,9 @@ pub struct Trace {
     pub h: Vec<DMatrix<f64>>,
     /// The loss ℓ at these parameters.
     pub loss: f64,
-    /// For TP: the surrogate gradient for `rnn.*` and the loss gradient for `head.*`;
-    /// for BP: the loss gradient for all.
+    /// For TP: the surrogate gradient for `rnn.*` (and a trained embedding table's
+    /// `embed.weight`, docs/ALGORITHM.md §13) and the loss gradient for `head.*`; for BP:
+    /// the loss gradient for all.
     pub grads: Params,
     /// TP only: targets v_0 … v_T (v_0 is never used and holds h_0).
     pub v: Option<Vec<DMatrix<f64>>>,

@@ -39,6 +39,10 @@ pub struct Workload {
     /// Whether the model has an output at every step (`Loss::CrossEntropySeq`): labels
     /// per step, the loss gradient at every state, and the heads' outputs.
     pub every_step: bool,
+    /// Rows V of a trained embedding table [V, p] (docs/ALGORITHM.md §13), 0 without one:
+    /// V·p more parameters, gradients and optimizer slots, and on the GPU the per-token
+    /// sums of δ [V, d].
+    pub embedding: usize,
     /// What the messages call each size.
     pub names: &'static FieldNames,
 }
@@ -121,6 +125,7 @@ impl Workload {
                 _ => 0,
             },
             every_step: hyper.loss.every_step(),
+            embedding: 0,
             names: &WORKLOAD_NAMES,
         }
     }
@@ -128,6 +133,22 @@ impl Workload {
     /// This workload with `eval_size` held-out sequences.
     pub fn with_eval_size(self, eval_size: usize) -> Self {
         Self { eval_size, ..self }
+    }
+
+    /// This workload with a trained embedding table of `rows` rows where given
+    /// (`Params::vocabulary`).
+    pub fn with_embedding(self, rows: Option<usize>) -> Self {
+        Self {
+            embedding: rows.unwrap_or(0),
+            ..self
+        }
+    }
+
+    /// The numbers the parameters hold: the cell's and head's, and a trained embedding
+    /// table's; `None` on overflow.
+    fn param_count(&self) -> Option<u64> {
+        let table = (self.embedding as u64).checked_mul(self.dims.input as u64)?;
+        self.dims.param_count(self.cell)?.checked_add(table)
     }
 
     /// Checks that every size is at least 1 (the held-out set may be empty), naming the
@@ -205,10 +226,7 @@ impl Workload {
     pub fn host_common(&self) -> Result<MemoryEstimate> {
         self.check_sizes()?;
         let [p, _, q, t, b, e, _] = self.sizes();
-        let n = self
-            .dims
-            .param_count(self.cell)
-            .ok_or_else(|| self.overflow())?;
+        let n = self.param_count().ok_or_else(|| self.overflow())?;
         // Outputs at every step: a label per step (and the language model's frozen
         // embedding table [q, p]).
         let every = u64::from(self.every_step);
@@ -285,10 +303,7 @@ impl Workload {
     ) -> Result<(Vec<(&'static str, u64)>, MemoryEstimate)> {
         self.check_sizes()?;
         let [p, d, q, t, b, _, gd] = self.sizes();
-        let n = self
-            .dims
-            .param_count(self.cell)
-            .ok_or_else(|| self.overflow())?;
+        let n = self.param_count().ok_or_else(|| self.overflow())?;
         let gru = self.cell == CellKind::Gru;
         let made = (|| {
             let padded = d.checked_add(d % 2)?;
@@ -343,6 +358,20 @@ impl Workload {
                 .iter()
                 .map(|&(_, b)| Some(b))
                 .collect::<Vec<_>>())?;
+            // A trained embedding table's per-token sums of δ [V, d], token ids and their
+            // index, in every workspace.
+            let v = self.embedding as u64;
+            let embedding = if v > 0 {
+                buffers.push(("per-token sums of δ [V, d]", product(&[v, d, 4])?));
+                sum(&[
+                    product(&[v, d, 4]),
+                    product(&[v.checked_add(1)?, 4]),
+                    product(&[2, t, b, 4]),
+                ])?
+            } else {
+                0
+            };
+            let workspace = workspace.checked_add(embedding)?;
             let device = MemoryEstimate {
                 parameters: sum(&[
                     product(&[2, n, 4]),

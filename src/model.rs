@@ -135,6 +135,13 @@ pub const GRU_PARAM_NAMES: [&str; 6] = [
 /// and both biases.
 pub const GRU_GATES: [&str; 3] = ["r", "z", "n"];
 
+/// The name of the trained embedding table E [V, e] in files (tpri's and PyTorch's alike:
+/// the state dict of an `nn.Embedding` held as `embed`), docs/ALGORITHM.md §13.
+pub const EMBEDDING_NAME: &str = "embed.weight";
+
+/// The field that holds the trained embedding table, for messages.
+pub const EMBEDDING_FIELD: &str = "Params::embedding";
+
 /// Whether the tensor called `name` is a bias, stored as a 1-D tensor in files.
 pub fn is_bias(name: &str) -> bool {
     name.rsplit('.')
@@ -167,6 +174,12 @@ pub struct Params {
     /// DTP's learned reverse layer (`Method::Dtp`, docs/ALGORITHM.md §14): present only
     /// in its runs' parameters, gradients and optimizer slots, after the cell's tensors.
     pub dtp: Option<ReverseLayer>,
+    /// The language model's trained embedding table E [V, e] (e = p, one row per
+    /// vocabulary word; docs/ALGORITHM.md §13): present only in runs that train it
+    /// (`--train-embedding`), in their parameters, gradients and optimizer slots, after
+    /// the cell's tensors and before the reverse layer's. Absent, the inputs x_t come
+    /// ready-made with the batch (a frozen table applied by the task).
+    pub embedding: Option<DMatrix<f64>>,
 }
 
 impl Params {
@@ -200,6 +213,7 @@ impl Params {
             head_w: DMatrix::zeros(q, d),
             head_b: DMatrix::zeros(q, 1),
             dtp: None,
+            embedding: None,
         }
     }
 
@@ -217,12 +231,16 @@ impl Params {
             .sqrt()
     }
 
-    /// Zeros of the same cell and sizes, with a reverse layer where these have one (a
-    /// gradient or an optimizer slot).
+    /// Zeros of the same cell and sizes, with a reverse layer and an embedding table where
+    /// these have them (a gradient or an optimizer slot).
     pub fn zeros_like(&self) -> Self {
         let d = self.dims().hidden;
         Self {
             dtp: self.dtp.as_ref().map(|_| ReverseLayer::zeros(d)),
+            embedding: self
+                .embedding
+                .as_ref()
+                .map(|e| DMatrix::zeros(e.nrows(), e.ncols())),
             ..Self::zeros_of(self.cell, self.dims())
         }
     }
@@ -267,6 +285,7 @@ impl Params {
             &self.head_w,
             &self.head_b,
         ];
+        all.extend(&self.embedding);
         all.extend(self.dtp.iter().flat_map(ReverseLayer::tensors));
         self.names().into_iter().zip(all).collect()
     }
@@ -281,22 +300,37 @@ impl Params {
             &mut self.head_w,
             &mut self.head_b,
         ];
+        all.extend(&mut self.embedding);
         all.extend(self.dtp.iter_mut().flat_map(ReverseLayer::tensors_mut));
         all
     }
 
-    /// The names of the tensors in files: the cell's (`CellKind::param_names`), then the
-    /// reverse layer's (`dtp::REVERSE_NAMES`) where there is one.
+    /// The names of the tensors in files: the cell's (`CellKind::param_names`), then
+    /// [`EMBEDDING_NAME`] and the reverse layer's (`dtp::REVERSE_NAMES`) where there are
+    /// such.
     pub fn names(&self) -> Vec<&'static str> {
+        let embedding = self
+            .embedding
+            .as_ref()
+            .map_or(&[][..], |_| &[EMBEDDING_NAME][..]);
         let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_NAMES[..]);
-        [self.cell.param_names(), reverse].concat()
+        [self.cell.param_names(), embedding, reverse].concat()
     }
 
     /// The fields that hold the tensors, in [`Params::names`] order (what the library's
     /// messages name).
     pub fn fields(&self) -> Vec<&'static str> {
+        let embedding = self
+            .embedding
+            .as_ref()
+            .map_or(&[][..], |_| &[EMBEDDING_FIELD][..]);
         let reverse = self.dtp.as_ref().map_or(&[][..], |_| &REVERSE_FIELDS[..]);
-        [self.cell.param_fields(), reverse].concat()
+        [self.cell.param_fields(), embedding, reverse].concat()
+    }
+
+    /// The number of rows V of the trained embedding table, where there is one.
+    pub fn vocabulary(&self) -> Option<usize> {
+        self.embedding.as_ref().map(DMatrix::nrows)
     }
 
     /// The shapes the tensors of a `cell` model of sizes `dims` have, in `tensors` order
@@ -312,10 +346,14 @@ impl Params {
     }
 
     /// Checks that every tensor has the shape `dims` implies, naming the first that does not as its field and its name in
-    /// files, e.g. `Params::w_hh (rnn.w_hh)`.
+    /// files, e.g. `Params::w_hh (rnn.w_hh)`. A trained embedding table may have any
+    /// number V ≥ 1 of rows (its vocabulary), and p columns.
     pub fn check_dims(&self, dims: Dims) -> Result<()> {
         let fields = self.fields();
         let mut want = Self::shapes(self.cell, dims);
+        if let Some(e) = &self.embedding {
+            want.push((e.nrows().max(1), dims.input));
+        }
         if self.dtp.is_some() {
             want.extend(ReverseLayer::shapes(dims.hidden));
         }

@@ -59,6 +59,22 @@ impl OptState {
                 )
                 .into());
             }
+            let shape = |e: &Option<nalgebra::DMatrix<f64>>| e.as_ref().map(|e| e.shape());
+            if shape(&slot.embedding) != shape(&params.embedding) {
+                let what = |e: &Option<nalgebra::DMatrix<f64>>| match shape(e) {
+                    Some((v, p)) => format!("an embedding table (embed.weight) [{v}, {p}]"),
+                    None => "no embedding table".to_string(),
+                };
+                return Err(Error::setting(
+                    field,
+                    format!(
+                        "optimizer state with {} does not match parameters with {}",
+                        what(&slot.embedding),
+                        what(&params.embedding)
+                    ),
+                )
+                .into());
+            }
             slot.check_dims(params.dims()).with_context(|| {
                 format!("optimizer state {field} does not match the parameters")
             })?;

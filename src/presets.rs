@@ -253,6 +253,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             embedding_dim: 1024,
             train_tokens: Some(40_000),
             eval_split: EvalSplit::Test,
+            // Frozen, as published.
+            train_embedding: false,
         },
         hidden: 256,
         batch_size: 512,

@@ -68,9 +68,11 @@ pub fn check_param_shapes(params: &Params) -> Result<Dims> {
     Ok(dims)
 }
 
-/// Checks that `batch` fits `params`, naming the mismatch (see [`check_inputs`]).
+/// Checks that `batch` fits `params`, naming the mismatch (see [`check_inputs`], and
+/// [`check_tokens`] for a trained embedding table).
 pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
-    check_inputs(params.dims(), batch)
+    check_inputs(params.dims(), batch)?;
+    check_tokens(params.vocabulary(), batch)
 }
 
 /// Checks the inputs of `batch` for a model of sizes `dims`: at least one step, at least
@@ -230,18 +232,63 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
 }
 
 /// What a step checks of its batch before any work or upload, for a model of sizes
-/// `dims` already checked (`check_params`): that `hyper` can run for `cell` on `device`
-/// (`Plan::check`), that the batch fits, and that its targets fit the loss and the head.
+/// `dims` already checked (`check_params`), with a trained embedding table of
+/// `vocabulary` rows where it has one: that `hyper` can run for `cell` on `device`
+/// (`Plan::check`), that the batch fits, that its targets fit the loss and the head, and
+/// that its token ids fit the table (`check_tokens`).
 pub fn check_step(
     cell: CellKind,
     dims: Dims,
+    vocabulary: Option<usize>,
     batch: &Batch,
     hyper: &Hyper,
     device: Device,
 ) -> Result<()> {
     Plan::check(cell, hyper, device)?;
     check_inputs(dims, batch)?;
-    check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)
+    check_targets(&batch.y, hyper.loss, batch.batch_size(), dims.output)?;
+    check_tokens(vocabulary, batch)
+}
+
+/// With a trained embedding table of `vocabulary` rows (docs/ALGORITHM.md §13): that the
+/// batch carries token ids (`Batch::tokens`) of shape [B, T], each below the number of
+/// rows. Without one, anything goes (the inputs are `Batch::x`).
+pub fn check_tokens(vocabulary: Option<usize>, batch: &Batch) -> Result<()> {
+    let Some(rows) = vocabulary else {
+        return Ok(());
+    };
+    let (b, t_len) = (batch.batch_size(), batch.seq_len());
+    let Some(ids) = &batch.tokens else {
+        return Err(Error::setting(
+            "Batch::tokens",
+            "a trained embedding (Params::embedding, embed.weight) gathers its inputs from \
+             the batch's token ids, and this batch has none: only the language model's \
+             batches (--task lm; a batch file's tokens [B, T]) carry them",
+        )
+        .into());
+    };
+    if ids.shape() != (b, t_len) {
+        return Err(Error::shape(
+            "Batch::tokens",
+            shape_of(&[ids.nrows(), ids.ncols()]),
+            format!("[{b}, {t_len}], one token id per sequence and step of Batch::x"),
+        )
+        .into());
+    }
+    if let Some(k) = ids.iter().position(|&id| id as usize >= rows) {
+        return Err(Error::value(
+            "Batch::tokens",
+            format!(
+                "holds token id {} at sequence {}, step {}, but the embedding table \
+                 (Params::embedding, embed.weight) has only {rows} rows",
+                ids.as_slice()[k],
+                k % b,
+                k / b + 1
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Checks that `params` hold a reverse layer (`Params::dtp`) exactly when `method` is
@@ -266,11 +313,40 @@ pub fn check_reverse_layer(params: &Params, method: Method) -> Result<()> {
     }
 }
 
+/// Checks that a trained embedding table (`Params::embedding`) is one the backends train:
+/// the tanh RNN's inputs, with TP-RI or BP (docs/ALGORITHM.md §13).
+pub fn check_embedding(params: &Params, method: Method) -> Result<()> {
+    if params.embedding.is_none() {
+        return Ok(());
+    }
+    if params.cell != CellKind::Tanh {
+        return Err(Error::setting(
+            "Params::embedding",
+            format!(
+                "a trained embedding table (embed.weight) is implemented for the tanh RNN's \
+                 language model, not the {:?} cell",
+                params.cell
+            ),
+        )
+        .into());
+    }
+    if method == Method::Dtp {
+        return Err(Error::setting(
+            "Params::embedding",
+            "a trained embedding table (embed.weight) trains with Method::Tp or Method::Bp, \
+             not DTP (which has no outputs at every step)",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Everything an iteration at `params` given by the caller checks before any work or
-/// upload: the parameters (`check_params`), then the step (`check_step`) and the reverse
-/// layer (`check_reverse_layer`).
+/// upload: the parameters (`check_params`), then the step (`check_step`), the reverse
+/// layer (`check_reverse_layer`) and the embedding (`check_embedding`).
 pub fn check_run(params: &Params, batch: &Batch, hyper: &Hyper, device: Device) -> Result<()> {
     let dims = check_params(params)?;
-    check_step(params.cell, dims, batch, hyper, device)?;
+    check_embedding(params, hyper.method)?;
+    check_step(params.cell, dims, params.vocabulary(), batch, hyper, device)?;
     check_reverse_layer(params, hyper.method)
 }

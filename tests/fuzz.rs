@@ -370,6 +370,7 @@ fn parameter_files() {
                     let d = tpri::validate::check_param_shapes(&p).unwrap();
                     p.check_dims(d).unwrap();
                     let batch = Batch {
+                        tokens: None,
                         x: vec![DMatrix::from_element(2, d.input, 0.5); 3],
                         y: Targets::Labels(vec![0, d.output - 1]),
                     };

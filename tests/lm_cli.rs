@@ -29,7 +29,12 @@ fn write_corpus(dir: &Path) {
 
 /// `tpri train --task lm` on `data` into `run` with `backend` and `method`.
 fn train(data: &Path, run: &Path, backend: &str, method: &str) -> String {
-    let args = [
+    train_with(data, run, backend, method, &[])
+}
+
+/// `train` with `extra` flags.
+fn train_with(data: &Path, run: &Path, backend: &str, method: &str, extra: &[&str]) -> String {
+    let mut args = vec![
         "train",
         "--task",
         "lm",
@@ -64,6 +69,7 @@ fn train(data: &Path, run: &Path, backend: &str, method: &str) -> String {
         "--run-dir",
         run.to_str().unwrap(),
     ];
+    args.extend_from_slice(extra);
     let out = tpri(&args);
     assert!(
         out.status.success(),
@@ -149,6 +155,100 @@ fn the_language_model_trains_on_the_gpu_as_on_the_cpu() {
     }
 }
 
+/// The trained embedding table of a run directory's newest checkpoint, row-major.
+fn trained_table(root: &Path, run: &Path) -> Vec<f64> {
+    let file = root.join(format!(
+        "{}.safetensors",
+        run.file_name().unwrap().to_str().unwrap()
+    ));
+    let out = tpri(&[
+        "export",
+        run.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli_support::floats(&file, "embed.weight")
+}
+
+/// `--train-embedding` on both backends, TP-RI and BP: the table starts as the frozen
+/// runs' (the same held-out loss at iteration 0), moves, and the held-out loss falls; the
+/// GPU's loss curve follows the reference's. The losses are printed for the record.
+#[test]
+fn a_trained_embedding_moves_and_the_loss_falls_on_both_backends() {
+    let root = scratch("lm-embed");
+    let data = root.join("ptb");
+    write_corpus(&data);
+    let spec = tpri::tasks::TaskSpec::Lm {
+        dir: data.clone(),
+        seq_len: 6,
+        vocab: 13,
+        embedding_dim: 5,
+        train_tokens: None,
+        eval_split: tpri::tasks::EvalSplit::Test,
+        train_embedding: true,
+    };
+    // The runs' seed is 0: the table every run starts from.
+    let start = tpri::tasks::build_task(&spec, 0, 9)
+        .unwrap()
+        .embedding_table()
+        .unwrap();
+    let start: Vec<f64> = start.transpose().iter().copied().collect();
+    for method in ["tp", "bp"] {
+        let frozen = root.join(format!("frozen-{method}"));
+        train(&data, &frozen, "cpu", method);
+        let frozen_eval = log_column(&frozen, "eval_loss");
+        let mut curves = Vec::new();
+        for backend in ["cpu", "gpu"] {
+            let run = root.join(format!("{backend}-{method}"));
+            let out = train_with(&data, &run, backend, method, &["--train-embedding"]);
+            assert!(out.contains("eval ppl"), "{out}");
+            let eval = log_column(&run, "eval_loss");
+            let train = log_column(&run, "train_loss");
+            eprintln!("{backend} {method} --train-embedding: eval loss {eval:?}, train loss {train:?} (frozen: eval {frozen_eval:?})");
+            assert!(eval.iter().chain(&train).all(|l| l.is_finite()));
+            assert!(
+                (eval[0] - frozen_eval[0]).abs() <= 1e-5 * frozen_eval[0],
+                "{eval:?} vs {frozen_eval:?}"
+            );
+            assert!(eval[2] < eval[0], "{backend} {method}: {eval:?}");
+            let table = trained_table(&root, &run);
+            assert_eq!(table.len(), start.len());
+            let moved = table
+                .iter()
+                .zip(&start)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            eprintln!("{backend} {method}: largest change of an entry of E {moved:.3e}");
+            assert!(moved > 1e-3, "{backend} {method}: E did not move");
+            // The table and its optimizer slots come back from the checkpoint: resuming
+            // checks them against the run's vocabulary and the parameters.
+            let out = tpri(&[
+                "train",
+                "--resume",
+                run.to_str().unwrap(),
+                "--iterations",
+                "30",
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let last = log_column(&run, "iteration").last().copied();
+            assert_eq!(last, Some(30.0), "{backend} {method}: resumed to 30");
+            curves.push(eval);
+        }
+        for (a, b) in curves[0].iter().zip(&curves[1]) {
+            assert!((a - b).abs() <= 1e-3 * a.abs(), "{method}: {curves:?}");
+        }
+    }
+}
+
 #[test]
 fn presets_list_the_published_language_model() {
     let out = tpri(&["presets"]);
@@ -187,6 +287,13 @@ fn language_model_errors_name_the_file_or_flag() {
     let out = tpri(&["train", "--task", "adding", "--vocab", "10"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lm task only"));
+    let out = tpri(&["train", "--task", "adding", "--train-embedding"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lm task only") && err.contains("--train-embedding"),
+        "{err}"
+    );
     let data = root.join("ptb");
     write_corpus(&data);
     let out = tpri(&[

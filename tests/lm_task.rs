@@ -28,6 +28,7 @@ fn spec(dir: &Path, seq_len: usize, vocab: usize, train_tokens: Option<usize>) -
         embedding_dim: 3,
         train_tokens,
         eval_split: EvalSplit::Test,
+        train_embedding: false,
     }
 }
 
@@ -227,4 +228,48 @@ fn corpora_too_short_for_a_window_name_the_file() {
     std::fs::remove_file(dir.join("ptb.train.txt")).unwrap();
     let msg = err(&spec(&dir, 4, 20, None));
     assert!(msg.contains("ptb.train.txt"), "{msg}");
+}
+
+/// Batches carry the token ids whose rows of the task's table are their inputs (what a
+/// trained embedding gathers from), and the table has a row for every id the head predicts.
+#[test]
+fn batches_carry_the_tokens_their_inputs_embed() {
+    let dir = scratch("tokens");
+    write(&dir, "ptb.train.txt", b"a b c a b\nc d a\nb b a c\n");
+    write(&dir, "ptb.test.txt", b"a b c d a b\n");
+    let task = build_task(&spec(&dir, 3, 7, None), 5, 2).unwrap();
+    let table = task.embedding_table().unwrap();
+    assert_eq!(table.shape(), (7, 3), "one row per id the head predicts");
+    for batch in [task.train_batch(0, 2)]
+        .into_iter()
+        .chain(task.eval_batches(2))
+    {
+        let ids = batch
+            .tokens
+            .as_ref()
+            .expect("language-model batches carry their tokens");
+        assert_eq!(ids.shape(), (batch.batch_size(), batch.seq_len()));
+        for (t, x_t) in batch.x.iter().enumerate() {
+            for i in 0..batch.batch_size() {
+                assert_eq!(x_t.row(i), table.row(ids[(i, t)] as usize));
+            }
+        }
+    }
+}
+
+/// Configs written before `train_embedding` existed load with a frozen table.
+#[test]
+fn old_configs_load_with_a_frozen_embedding() {
+    let old = r#"{"name": "lm", "dir": "d", "seq_len": 4, "vocab": 9, "embedding_dim": 2,
+        "train_tokens": null, "eval_split": "test"}"#;
+    let spec: TaskSpec = serde_json::from_str(old).unwrap();
+    assert_eq!(spec.trained_embedding_rows(), None);
+    let mut trained = spec.clone();
+    if let TaskSpec::Lm {
+        train_embedding, ..
+    } = &mut trained
+    {
+        *train_embedding = true;
+    }
+    assert_eq!(trained.trained_embedding_rows(), Some(9));
 }

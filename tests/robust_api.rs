@@ -60,6 +60,7 @@ fn good() -> (Params, Batch, Hyper) {
         .map(|_| DMatrix::from_fn(3, 2, |_, _| rng.random_range(-1.0..1.0)))
         .collect();
     let batch = Batch {
+        tokens: None,
         x,
         y: Targets::Labels(vec![0, 1, 1]),
     };
@@ -251,10 +252,12 @@ fn non_finite_values_and_empty_batches_are_refused_naming_the_tensor() {
     let mut nan_x = batch.clone();
     nan_x.x[2][(1, 0)] = f64::NAN;
     let no_seqs = Batch {
+        tokens: None,
         x: vec![DMatrix::zeros(0, 2); 4],
         y: Targets::Labels(vec![]),
     };
     let no_steps = Batch {
+        tokens: None,
         x: vec![],
         y: batch.y.clone(),
     };
@@ -659,7 +662,7 @@ fn random_batch(rng: &mut ChaCha8Rng, like: &Params, loss: Loss) -> Batch {
         let q = jitter(rng, d.output);
         Targets::Values(matrix(rng, rows, q))
     };
-    Batch { x, y }
+    Batch { x, y, tokens: None }
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, from: &[T]) -> T {

@@ -255,6 +255,7 @@ fn pytorch_loads_the_export_and_agrees_when_available() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let (b, t) = (4, 6);
     let batch = Batch {
+        tokens: None,
         x: (0..t)
             .map(|_| DMatrix::from_fn(b, DIMS.input, |_, _| rng.random_range(-1.0..1.0)))
             .collect(),

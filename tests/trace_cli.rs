@@ -270,6 +270,102 @@ fn every_step_traces_agree_with_independent_numpy_implementation() {
     }
 }
 
+/// Checks traces of the language model with a trained embedding table
+/// (`--train-embedding`: BP, and TP-RI in every target mode and both gradient modes)
+/// against `tests/independent/lm_numpy.py`, which gathers the inputs from the table and
+/// sums δ_t U into the rows of ∇E: ∇E and every other tensor, at vocabularies of 7 and 33
+/// words (most of the larger one's rows absent from the batch, so zero).
+#[test]
+fn trained_embedding_traces_agree_with_independent_numpy_implementation() {
+    let dir = scratch("numpy-embedding");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent/lm_numpy.py");
+    let dims = Dims {
+        input: 3,
+        hidden: 5,
+        output: 4,
+    };
+    for (case, (method, mode, grad, vocab)) in [
+        ("bp", "linearized", "through-time", 7),
+        ("tp", "linearized", "through-time", 33),
+        ("tp", "difference", "local", 7),
+        ("tp", "plain", "through-time", 33),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let loss = Loss::CrossEntropySeq;
+        let seed = 400 + case as u64;
+        let (mut params, mut batch) = problem(CellKind::Tanh, seed, dims, 4, 7, loss);
+        support::embed(&mut rng(seed + 50), &mut params, &mut batch, vocab, 1.0);
+        let flags = [
+            "--method",
+            method,
+            "--target-mode",
+            mode,
+            "--tp-grad",
+            grad,
+            "--lr-target",
+            "0.3",
+            "--reg",
+            "0.5",
+            "--train-embedding",
+        ];
+        let paths = run_trace(&dir, &params, &batch, loss, &flags);
+        let grad_e = floats(&paths[2], "grad.embed.weight");
+        assert_eq!(grad_e.len(), vocab * dims.input, "case {case}");
+        assert!(grad_e.iter().any(|&g| g != 0.0), "case {case}: ∇E is zero");
+        let args = [method, mode, "0.3", "0.5", grad];
+        numpy_agrees(&script, &paths, &args, &format!("embedding case {case}"));
+    }
+}
+
+/// `--train-embedding` is refused for other losses, without embed.weight, and its absence
+/// with embed.weight in the parameters, each with a message saying what to do.
+#[test]
+fn train_embedding_flag_is_checked_against_the_files() {
+    let dir = scratch("embedding-flag");
+    let dims = Dims {
+        input: 2,
+        hidden: 3,
+        output: 4,
+    };
+    let loss = Loss::CrossEntropySeq;
+    let (mut params, mut batch) = problem(CellKind::Tanh, 1, dims, 2, 3, loss);
+    let paths = ["p", "b", "pe", "be"].map(|n| dir.join(format!("{n}.safetensors")));
+    save_params(&paths[0], &params).unwrap();
+    save_batch(&paths[1], &batch).unwrap();
+    support::embed(&mut rng(2), &mut params, &mut batch, 5, 1.0);
+    save_params(&paths[2], &params).unwrap();
+    save_batch(&paths[3], &batch).unwrap();
+    let [p, b, pe, be] = paths.each_ref().map(|p| p.to_str().unwrap());
+    let out = dir.join("o.safetensors");
+    let out = out.to_str().unwrap();
+    let run = |params: &str, batch: &str, loss: &str, flag: bool| {
+        let mut args = vec![
+            "trace", "--params", params, "--batch", batch, "--loss", loss, "--method", "bp",
+            "--out", out,
+        ];
+        if flag {
+            args.push("--train-embedding");
+        }
+        let o = tpri(&args);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run(pe, be, "ce", true);
+    assert!(!ok && err.contains("--loss ce-seq"), "{err}");
+    let (ok, err) = run(p, b, "ce-seq", true);
+    assert!(!ok && err.contains("embed.weight"), "{err}");
+    let (ok, err) = run(pe, be, "ce-seq", false);
+    assert!(!ok && err.contains("pass --train-embedding"), "{err}");
+    // A batch without token ids for a trained table.
+    let (ok, err) = run(pe, b, "ce-seq", true);
+    assert!(!ok && err.contains("tensor tokens"), "{err}");
+    assert!(run(pe, be, "ce-seq", true).0);
+}
+
 /// Checks GRU traces (BP; TP-RI through time and local) and the tanh RNN's jacobian
 /// inversion against `tests/independent/jacobian_numpy.py`, which forms each J_t densely
 /// from PyTorch's GRU equations and solves each step exactly.

@@ -24,7 +24,8 @@ pub struct BatchArgs {
     /// B sequences, as evaluation takes it).
     #[arg(long)]
     held_out: Option<usize>,
-    /// Where to write the batch: `x` [B,T,p] (f64) and `y` (safetensors).
+    /// Where to write the batch: `x` [B,T,p] (f64) and `y` (safetensors), and for the lm
+    /// task its token ids `tokens` [B,T].
     #[arg(long)]
     out: PathBuf,
 }

@@ -3,7 +3,7 @@
 //! tensors that set them (`--reg`, `--solver cg`, `tensor x`).
 
 use tpri::dtp::{REVERSE_FIELDS, REVERSE_NAMES};
-use tpri::model::CellKind;
+use tpri::model::{CellKind, EMBEDDING_FIELD, EMBEDDING_NAME};
 
 /// API names every subcommand rewrites, and what they become.
 const COMMON: &[(&str, &str)] = &[
@@ -50,6 +50,7 @@ pub const TRAIN: &[(&str, &str)] = &[
     ("TaskSpec::Lm::seq_len", "--seq-len"),
     ("TaskSpec::Lm::vocab", "--vocab"),
     ("TaskSpec::Lm::embedding_dim", "--embedding-dim"),
+    ("TaskSpec::Lm::train_embedding", "--train-embedding"),
     ("Dims::hidden", "--hidden"),
 ];
 
@@ -89,6 +90,11 @@ pub fn trace_names() -> Vec<(String, String)> {
     let mut names = vec![
         ("Batch::x".to_string(), "tensor x".to_string()),
         ("Batch::y".to_string(), "tensor y".to_string()),
+        ("Batch::tokens".to_string(), "tensor tokens".to_string()),
+        (
+            format!("{EMBEDDING_FIELD} ({EMBEDDING_NAME})"),
+            format!("tensor {EMBEDDING_NAME}"),
+        ),
     ];
     for cell in [CellKind::Tanh, CellKind::Gru] {
         for (field, name) in cell.param_fields().iter().zip(cell.param_names()) {

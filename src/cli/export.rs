@@ -16,9 +16,11 @@ use tpri::train::RunConfig;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Naming {
     /// PyTorch's: `rnn.weight_hh_l0`, `rnn.weight_ih_l0`, `rnn.bias_ih_l0`,
-    /// `rnn.bias_hh_l0` (`gru.*` for a GRU), `head.weight`, `head.bias`.
+    /// `rnn.bias_hh_l0` (`gru.*` for a GRU), `head.weight`, `head.bias` (and a trained
+    /// embedding table's `embed.weight`).
     Torch,
-    /// tpri's: `rnn.w_hh`, `rnn.w_ih`, `rnn.b_ih`, `rnn.b_hh` (`gru.*` for a GRU), `head.w`, `head.b`.
+    /// tpri's: `rnn.w_hh`, `rnn.w_ih`, `rnn.b_ih`, `rnn.b_hh` (`gru.*` for a GRU), `head.w`, `head.b`
+    /// (and a trained embedding table's `embed.weight`).
     Tpri,
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tpri::config::{DtpConfig, Loss, Method};
@@ -22,11 +22,13 @@ pub struct TraceArgs {
     /// --method dtp the reverse layer dtp.w_rev [d,d], dtp.b_rev [d];
     /// or for a GRU gru.w_hh [3d,d], gru.w_ih [3d,p], gru.b_ih [3d], gru.b_hh [3d] and the
     /// head (gates r, z, n, as PyTorch stores them); or PyTorch's names, as `tpri export`
-    /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias).
+    /// writes them (rnn.weight_hh_l0, …, head.weight, head.bias); with --train-embedding
+    /// also the embedding table embed.weight [V,p].
     #[arg(long)]
     params: PathBuf,
     /// Batch: x [B,T,p]; y [B] integer labels (ce), [B,q] floats (mse) or [B,T] integer
-    /// labels, one per step (ce-seq).
+    /// labels, one per step (ce-seq); with --train-embedding the token ids tokens [B,T]
+    /// (`tpri batch` writes them for the lm task).
     #[arg(long)]
     batch: PathBuf,
     /// The loss of the head, or of the heads at every step (ce-seq) (docs/ALGORITHM.md §1,
@@ -46,6 +48,12 @@ pub struct TraceArgs {
     /// iteration (docs/ALGORITHM.md §14).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Trace the language model with a trained embedding table (docs/ALGORITHM.md §13):
+    /// the parameters hold embed.weight [V,p], the batch its token ids tokens [B,T], the
+    /// inputs are gathered from the table and the trace holds its gradient
+    /// grad.embed.weight (ce-seq only).
+    #[arg(long)]
+    train_embedding: bool,
     /// Which backend computes the trace.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendChoice,
@@ -60,7 +68,8 @@ pub struct TraceArgs {
     /// train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
-    /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev), for
+    /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev, with
+    /// --train-embedding grad.embed.weight), for
     /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
     /// per-gate inversion's P_g), and for ce-seq the per-step losses step_losses (f64
     /// safetensors).
@@ -84,6 +93,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
 fn run_trace(args: TraceArgs) -> Result<()> {
     let params = load_params(&args.params)?;
     let batch = load_batch(&args.batch, params.dims())?;
+    check_train_embedding(&args, params.embedding.is_some())?;
     let mut hyper = hyper(
         args.method,
         args.loss,
@@ -107,7 +117,10 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         steps_per_dispatch: args.steps_per_dispatch,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
-    backend.check_workload(&Workload::new(params.cell, params.dims(), t, b, &hyper))?;
+    backend.check_workload(
+        &Workload::new(params.cell, params.dims(), t, b, &hyper)
+            .with_embedding(params.vocabulary()),
+    )?;
     let trace = backend
         .trace(&params, &batch, &hyper)
         .context("the iteration failed")?;
@@ -134,4 +147,25 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         .unwrap_or_default();
     println!("loss {:.10e}{cg}; wrote {}", trace.loss, args.out.display());
     Ok(())
+}
+
+/// Checks `--train-embedding` against the loss and the parameters: a trained table is the
+/// language model's (`--loss ce-seq`), and it is in the parameters file exactly when the
+/// flag asks for it.
+fn check_train_embedding(args: &TraceArgs, in_params: bool) -> Result<()> {
+    let file = args.params.display();
+    match (args.train_embedding, in_params) {
+        (true, _) if args.loss != Loss::CrossEntropySeq => bail!(
+            "--train-embedding applies to the language model (--loss ce-seq) only: the other \
+             tasks have no embedding table"
+        ),
+        (true, false) => {
+            bail!("--train-embedding needs the embedding table embed.weight [V, p] in {file}")
+        }
+        (false, true) => bail!(
+            "{file} holds a trained embedding table (embed.weight): pass --train-embedding to \
+             trace it (the batch then needs its token ids, tokens [B, T])"
+        ),
+        _ => Ok(()),
+    }
 }

@@ -5,17 +5,21 @@ use anyhow::{Context, Result};
 use crate::backend::{Backend, Diagnostics, Eval, StepStats, Trace};
 use crate::config::{Hyper, Method};
 use crate::cpu::cell::recurrence;
+use crate::cpu::embedding::inputs;
 use crate::cpu::head::head;
 use crate::cpu::iteration::{dtp_step, iteration, iteration_steps};
 use crate::cpu::optimizer::{forward_step, optimizer_step};
 use crate::cpu::seq_head::head_steps;
-use crate::cpu::steps::{Pool, Steps};
+use crate::cpu::steps::Pool;
 use crate::limits::Workload;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan};
 use crate::tasks::Batch;
-use crate::validate::{check_inputs, check_params, check_reverse_layer, check_step, check_targets};
+use crate::validate::{
+    check_embedding, check_inputs, check_params, check_reverse_layer, check_step, check_targets,
+    check_tokens,
+};
 
 /// The f64 CPU reference backend.
 #[derive(Default)]
@@ -40,7 +44,9 @@ impl Training {
         let shape = (batch.seq_len(), batch.batch_size());
         if !self.checked.contains(&shape) {
             let dims = self.params.dims();
-            Workload::new(self.params.cell, dims, shape.0, shape.1, &self.hyper).check_cpu()?;
+            Workload::new(self.params.cell, dims, shape.0, shape.1, &self.hyper)
+                .with_embedding(self.params.vocabulary())
+                .check_cpu()?;
             self.checked.push(shape);
         }
         Ok(())
@@ -75,6 +81,7 @@ impl Backend for CpuBackend {
         check_params(params)?;
         Plan::check(params.cell, hyper, Device::Cpu)?;
         check_reverse_layer(params, hyper.method)?;
+        check_embedding(params, hyper.method)?;
         let opt = OptState::for_params(opt, params)?;
         self.train = Some(Training {
             params: params.clone(),
@@ -90,7 +97,14 @@ impl Backend for CpuBackend {
     fn step(&mut self, batch: &Batch) -> Result<()> {
         let tr = self.training()?;
         let (cell, dims) = (tr.params.cell, tr.params.dims());
-        check_step(cell, dims, batch, &tr.hyper, Device::Cpu)?;
+        check_step(
+            cell,
+            dims,
+            tr.params.vocabulary(),
+            batch,
+            &tr.hyper,
+            Device::Cpu,
+        )?;
         tr.check_memory(batch)?;
         // Cold CG on purpose: the reference keeps no solver state beyond parameters and
         // optimizer state, so a run resumed from a checkpoint is bit-identical.
@@ -144,8 +158,9 @@ impl Backend for CpuBackend {
         let dims = tr.params.dims();
         check_inputs(dims, batch)?;
         check_targets(&batch.y, tr.hyper.loss, batch.batch_size(), dims.output)?;
+        check_tokens(tr.params.vocabulary(), batch)?;
         tr.check_memory(batch)?;
-        let x = Steps::from_rows(&batch.x, batch.batch_size(), tr.params.w_ih.ncols());
+        let x = inputs(&tr.params, batch)?;
         let h = recurrence(&tr.params).states(&x, &mut tr.pool);
         let out = if tr.hyper.loss.every_step() {
             head_steps(&tr.params, &h, &batch.y).map(|o| (o.loss, o.accuracy))

@@ -12,6 +12,7 @@
 use nalgebra::DMatrix;
 
 use crate::cpu::bptt::bptt_steps;
+use crate::cpu::embedding::embedding_grad;
 use crate::cpu::forward::forward_steps;
 use crate::cpu::gru::{gru_bptt, gru_forward};
 use crate::cpu::jacobian::{Cell, GruCell, TanhCell};
@@ -33,13 +34,16 @@ pub trait Recurrence {
     fn states(&self, x: &Steps, pool: &mut Pool) -> Steps;
 
     /// Gradients of the cell's tensors from what `injection` puts into the backward
-    /// recursion at the states `h`, carried back through the cell with `through_time`.
+    /// recursion at the states `h`, carried back through the cell with `through_time`;
+    /// with a trained embedding table (`Params::embedding`) and the batch's `tokens`, its
+    /// gradient too (the gradient flowing into the inputs, docs/ALGORITHM.md §13).
     fn gradients(
         &self,
         x: &Steps,
         h: &Steps,
         injection: Injection<Steps>,
         through_time: bool,
+        tokens: Option<&DMatrix<u32>>,
         pool: &mut Pool,
     ) -> CellGrads;
 
@@ -71,12 +75,16 @@ impl Recurrence for TanhRnn<'_> {
         h: &Steps,
         injection: Injection<Steps>,
         through_time: bool,
+        tokens: Option<&DMatrix<u32>>,
         pool: &mut Pool,
     ) -> CellGrads {
         let mut delta = pool.take(x.steps(), h.batch(), h.width());
         let g = bptt_steps(self.0, x, h, injection, through_time, &mut delta);
-        pool.give(delta);
         let mut params = self.0.zeros_like();
+        if let (Some(table), Some(ids)) = (&self.0.embedding, tokens) {
+            params.embedding = Some(embedding_grad(&self.0.w_ih, &delta, ids, table.nrows()));
+        }
+        pool.give(delta);
         params.w_hh = g.w_hh;
         params.w_ih = g.w_ih;
         // b_ih and b_hh enter as their sum: each has the sum's gradient.
@@ -108,6 +116,8 @@ impl Recurrence for Gru<'_> {
         h: &Steps,
         injection: Injection<Steps>,
         through_time: bool,
+        // `validate::check_embedding` keeps trained embeddings off the GRU.
+        _tokens: Option<&DMatrix<u32>>,
         _pool: &mut Pool,
     ) -> CellGrads {
         let targets;

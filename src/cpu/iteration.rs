@@ -9,6 +9,7 @@ use crate::config::{Hyper, Loss, TpConfig, TpGrad, CPU_CG_TOL};
 use crate::cpu::cell::{recurrence, Recurrence};
 use crate::cpu::dtp_reverse::reverse_gradient_steps;
 use crate::cpu::dtp_targets::dtp_targets_steps;
+use crate::cpu::embedding::inputs;
 use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
@@ -25,7 +26,9 @@ use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Device, Plan, Sizes, TargetSolve};
 use crate::tasks::{Batch, Targets};
-use crate::validate::{check_param_shapes, check_reverse_layer, check_run, check_step};
+use crate::validate::{
+    check_embedding, check_param_shapes, check_reverse_layer, check_run, check_step,
+};
 
 /// A `Trace` with the hidden states and targets still in the working layout (`Steps`):
 /// everything a training step needs, without converting T + 1 states twice.
@@ -118,7 +121,9 @@ pub fn iteration(
 ) -> Result<Trace> {
     check_run(params, batch, hyper, Device::Cpu)?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
-    Workload::new(params.cell, params.dims(), t, b, hyper).check_cpu()?;
+    Workload::new(params.cell, params.dims(), t, b, hyper)
+        .with_embedding(params.vocabulary())
+        .check_cpu()?;
     let mut pool = Pool::default();
     Ok(iteration_steps(params, batch, hyper, warm_p, &mut pool)?.into_trace())
 }
@@ -146,6 +151,7 @@ pub fn iteration_steps(
     let (plan, x, h, out) = forward_and_head(params, batch, hyper, pool)?;
     let cell = recurrence(params);
     let t_len = batch.seq_len();
+    let tokens = batch.tokens.as_ref();
     let (mut grads, v, p_inv, p_gates, cg) = match (plan, plan.targets()) {
         (Plan::Dtp, _) => {
             // At fixed parameters the targets use the reverse layer as given, and the
@@ -162,7 +168,7 @@ pub fn iteration_steps(
                 Some(g) => Injection::Steps(g),
                 None => Injection::Top(&out.grad_top),
             };
-            let g = cell.gradients(&x, &h, injection, true, pool);
+            let g = cell.gradients(&x, &h, injection, true, tokens, pool);
             (g, None, None, None, None)
         }
         (_, Some(solve)) => {
@@ -190,7 +196,7 @@ pub fn iteration_steps(
                 }
             };
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
-            let g = cell.gradients(&x, &h, Injection::Targets(&v), through_time, pool);
+            let g = cell.gradients(&x, &h, Injection::Targets(&v), through_time, tokens, pool);
             (g, Some(v), p_inv, p_gates, cg)
         }
     };
@@ -285,7 +291,15 @@ fn forward_and_head(
     pool: &mut Pool,
 ) -> Result<(Plan, Steps, Steps, Outputs)> {
     let dims = check_param_shapes(params)?;
-    check_step(params.cell, dims, batch, hyper, Device::Cpu)?;
+    check_embedding(params, hyper.method)?;
+    check_step(
+        params.cell,
+        dims,
+        params.vocabulary(),
+        batch,
+        hyper,
+        Device::Cpu,
+    )?;
     check_reverse_layer(params, hyper.method)?;
     let t_len = batch.seq_len();
     let sizes = Sizes {
@@ -294,7 +308,7 @@ fn forward_and_head(
         batch: batch.batch_size(),
     };
     let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
-    let x = Steps::from_rows(&batch.x, batch.batch_size(), dims.input);
+    let x = inputs(params, batch)?;
     let h = recurrence(params).states(&x, pool);
     let out = Outputs::new(params, &h, &batch.y, hyper.loss)?;
     Ok((plan, x, h, out))
@@ -334,7 +348,8 @@ fn dtp_targets_and_gradients(
     );
     let through_time = hyper.tp.tp_grad == TpGrad::ThroughTime;
     let cell = recurrence(params);
-    let mut grads = cell.gradients(&x, &h, Injection::Targets(&v), through_time, pool);
+    // `validate::check_embedding` keeps trained embeddings off DTP.
+    let mut grads = cell.gradients(&x, &h, Injection::Targets(&v), through_time, None, pool);
     // The recursion is linear in what it is given: the mean's gradient and errors are
     // the sum's over B.
     let scale = 1.0 / h.batch() as f64;

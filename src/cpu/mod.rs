@@ -11,6 +11,7 @@ pub mod bptt;
 pub mod cell;
 pub mod dtp_reverse;
 pub mod dtp_targets;
+pub mod embedding;
 pub mod forward;
 pub mod gru;
 pub mod gru_per_gate;

@@ -30,7 +30,7 @@ use crate::model::Params;
 use crate::optimizer_state::OptState;
 use crate::plan::{Plan, TargetSolve};
 use crate::tasks::Batch;
-use crate::validate::{check_params, check_reverse_layer, check_run, check_step};
+use crate::validate::{check_embedding, check_params, check_reverse_layer, check_run, check_step};
 
 /// The wgpu backend: f32 arithmetic, the histories h and v − h stored as its `Storage`
 /// says, long loops split into launches as its `StepsPerDispatch` says. Keeps P on the
@@ -170,7 +170,9 @@ impl Backend for GpuBackend {
     fn trace(&mut self, params: &Params, batch: &Batch, hyper: &Hyper) -> Result<Trace> {
         check_run(params, batch, hyper, self.options.storage.device())?;
         let (t, b) = (batch.seq_len(), batch.batch_size());
-        Workload::new(params.cell, params.dims(), t, b, hyper).check_gpu(&self.limits())?;
+        Workload::new(params.cell, params.dims(), t, b, hyper)
+            .with_embedding(params.vocabulary())
+            .check_gpu(&self.limits())?;
         let ctx = &*self.ctx;
         let (model, ws) = one_shot::workspace(ctx, params, batch, hyper, self.options)?;
         ctx.submit(|pass| {
@@ -234,6 +236,7 @@ impl Backend for GpuBackend {
         check_params(params)?;
         Plan::check(params.cell, hyper, self.options.storage.device())?;
         check_reverse_layer(params, hyper.method)?;
+        check_embedding(params, hyper.method)?;
         let opt = &OptState::for_params(opt, params)?;
         self.train = None; // free the previous model's buffers first
         let ctx = &*self.ctx;
@@ -263,6 +266,7 @@ impl Backend for GpuBackend {
         check_step(
             layout.cell,
             layout.dims,
+            layout.embed.map(|(_, rows)| rows),
             batch,
             &tr.hyper,
             options.storage.device(),
@@ -337,6 +341,7 @@ impl Backend for GpuBackend {
             check_step(
                 layout.cell,
                 layout.dims,
+                layout.embed.map(|(_, rows)| rows),
                 batch,
                 &hyper,
                 options.storage.device(),

@@ -15,6 +15,7 @@ use crate::gpu::layout::{
 };
 use crate::gpu::readback::Region;
 use crate::gpu::storage::Storage;
+use crate::gpu::tokens::{check_embedding_sizes, EmbeddingBuffers};
 use crate::model::{CellKind, Dims, Params};
 use crate::tasks::{Batch, Targets};
 
@@ -43,16 +44,23 @@ pub(crate) struct ModelBuffers {
 impl ModelBuffers {
     /// Buffers for a model of `cell` with sizes `dims`.
     pub fn new(ctx: &GpuContext, cell: CellKind, dims: Dims) -> Result<Self> {
-        Self::with_reverse(ctx, cell, dims, false)
+        Self::with_extras(ctx, cell, dims, None, false)
     }
 
     /// Buffers for the model `params` belong to: its cell, its sizes and, where it has
-    /// one, DTP's reverse layer.
+    /// them, a trained embedding table and DTP's reverse layer.
     pub fn for_params(ctx: &GpuContext, params: &Params) -> Result<Self> {
-        Self::with_reverse(ctx, params.cell, params.dims(), params.dtp.is_some())
+        let (cell, dims) = (params.cell, params.dims());
+        Self::with_extras(ctx, cell, dims, params.vocabulary(), params.dtp.is_some())
     }
 
-    fn with_reverse(ctx: &GpuContext, cell: CellKind, dims: Dims, reverse: bool) -> Result<Self> {
+    fn with_extras(
+        ctx: &GpuContext,
+        cell: CellKind,
+        dims: Dims,
+        vocabulary: Option<usize>,
+        reverse: bool,
+    ) -> Result<Self> {
         if dims.hidden > MAX_HIDDEN {
             return Err(Error::DeviceLimit {
                 limit: "MAX_HIDDEN".into(),
@@ -67,7 +75,10 @@ impl ModelBuffers {
             .into());
         }
         let align = ctx.limits.min_storage_buffer_offset_alignment;
-        let layout = ParamLayout::new(cell, dims, align, reverse);
+        if let Some(rows) = vocabulary {
+            check_embedding_sizes(ctx, rows, dims)?;
+        }
+        let layout = ParamLayout::new(cell, dims, align, vocabulary, reverse);
         let g = cell.gates();
         let bytes = 4 * layout.len as u64;
         let none = wgpu::BufferUsages::empty();
@@ -109,6 +120,13 @@ impl ModelBuffers {
         if params.dtp.is_some() != self.layout.rev.is_some() {
             bail!(
                 "parameters with and buffers without DTP's reverse layer, or the other way round"
+            );
+        }
+        if params.vocabulary() != self.layout.embed.map(|(_, rows)| rows) {
+            bail!(
+                "parameters with an embedding table of {:?} rows given to buffers for {:?}",
+                params.vocabulary(),
+                self.layout.embed.map(|(_, rows)| rows)
             );
         }
         params.check_dims(self.layout.dims)?;
@@ -153,9 +171,13 @@ pub(crate) struct SeqBuffers {
     pub ones: wgpu::Buffer,
     /// [loss, accuracy] of the batch.
     pub stats: wgpu::Buffer,
+    /// With a trained embedding table: the token ids and their CSR index, and the
+    /// per-token sums of δ.
+    pub embedding: Option<EmbeddingBuffers>,
 }
 
 impl SeqBuffers {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         cell: CellKind,
@@ -164,6 +186,7 @@ impl SeqBuffers {
         storage: Storage,
         dv_scale: f32,
         loss: Loss,
+        vocabulary: Option<usize>,
     ) -> Result<Self> {
         let Dims {
             input: p,
@@ -248,12 +271,24 @@ impl SeqBuffers {
             scratch: ctx.storage("head scratch", f(2 * b * q + 2 * b), none)?,
             ones,
             stats: ctx.storage("batch statistics", f(2), none)?,
+            embedding: vocabulary
+                .map(|v| EmbeddingBuffers::new(ctx, v, d, shape))
+                .transpose()?,
         })
     }
 
-    /// Uploads the inputs and targets of `batch`.
+    /// Uploads the inputs and targets of `batch`: with a trained embedding table its token
+    /// ids and their index (embedding_gather.wgsl then fills x from the table), else x.
+    ///
+    /// # Panics
+    /// With a trained embedding table and a batch without token ids
+    /// (`validate::check_tokens` refuses those).
     pub fn write_batch(&self, ctx: &GpuContext, batch: &Batch) {
-        ctx.write(&self.x, 0, &stack(&batch.x));
+        match (&self.embedding, &batch.tokens) {
+            (Some(e), Some(ids)) => e.write(ctx, ids),
+            (Some(_), None) => panic!("a trained embedding needs the batch's token ids"),
+            (None, _) => ctx.write(&self.x, 0, &stack(&batch.x)),
+        }
         let y: Vec<u32> = match &batch.y {
             Targets::Labels(l) => l.iter().map(|&c| c as u32).collect(),
             Targets::Values(v) => rows_f32(v).iter().map(|v| v.to_bits()).collect(),

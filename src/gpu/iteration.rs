@@ -31,8 +31,8 @@ use crate::gpu::segments::Segmenting;
 use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
-    bptt, dtp_targets, forward, gru_bptt, gru_forward, gru_per_gate_sweep, head, jacobian, matmul,
-    optimizer, target_sweep,
+    bptt, dtp_targets, embedding_gather, embedding_grad, forward, gru_bptt, gru_forward,
+    gru_per_gate_sweep, head, jacobian, matmul, optimizer, target_sweep,
 };
 use crate::limits::logit_block_steps;
 use crate::model::CellKind;
@@ -60,6 +60,8 @@ pub(crate) struct Workspace {
     /// What this workspace runs (`Plan::new` for its cell, settings and shape).
     pub plan: Plan,
     pub seq: SeqBuffers,
+    /// With a trained embedding table: x gathered from it, before the forward pass.
+    pub gather: Option<Dispatch>,
     /// Wᵀ, then the time loop (tanh RNN or GRU).
     pub forward: [Dispatch; 2],
     pub head: Head,
@@ -74,7 +76,9 @@ pub(crate) struct Workspace {
     pub dtp: Option<(DtpReverse, Dispatch)>,
     /// The backward recursion of the cell.
     pub bptt: Dispatch,
-    /// By matmul over the T·B rows of δ (and the GRU's dgi): ∇W, ∇U, ∇b, and ∇b_hh.
+    /// By matmul over the T·B rows of δ (and the GRU's dgi): ∇W, ∇U, ∇b, and ∇b_hh; with
+    /// a trained embedding table then ∇E (its per-token sums of δ, and their product
+    /// with U).
     pub reductions: Vec<Dispatch>,
     /// ‖e_t‖ for t = 1 … T, run on demand after a step.
     pub error_norms: StepNorms,
@@ -107,7 +111,10 @@ impl Workspace {
         let per_launch = |m: loops::LoopModel| anyhow::Ok((shape, segmenting.quota(&m)?));
         let tp = plan.targets().map(|_| &hyper.tp);
         let dv_scale = tp.map_or(1.0, |tp| storage.dv_scale(tp));
-        let seq = SeqBuffers::new(ctx, cell, dims, shape, storage, dv_scale, hyper.loss)?;
+        let vocabulary = l.embed.map(|(_, rows)| rows);
+        let seq = SeqBuffers::new(
+            ctx, cell, dims, shape, storage, dv_scale, hyper.loss, vocabulary,
+        )?;
         let dtp = plan == Plan::Dtp;
         let through_time = plan == Plan::Bptt || hyper.tp.tp_grad == TpGrad::ThroughTime;
         let rows = shape.steps * shape.batch;
@@ -144,7 +151,7 @@ impl Workspace {
         let forward_steps = per_launch(loops::forward(cell, d, p, shape))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
         let every_step = hyper.loss.every_step();
-        let (forward, bptt, reductions) = match cell {
+        let (forward, bptt, mut reductions): (_, _, Vec<Dispatch>) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, forward_steps)?,
                 if dtp {
@@ -186,6 +193,14 @@ impl Workspace {
                 .flatten()
                 .collect(),
             ),
+        };
+        let gather = match vocabulary {
+            Some(v) => {
+                let stages = segmenting.quota(&matmul::loop_model(v, p, d))?;
+                reductions.extend(embedding_grad::dispatch(ctx, model, &seq, stages)?);
+                Some(embedding_gather::dispatch(ctx, model, &seq, shape)?)
+            }
+            None => None,
         };
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
@@ -259,6 +274,7 @@ impl Workspace {
                     per_gate: matches!(plan.targets(), Some(TargetSolve::PerGate { .. })),
                     dtp,
                     every_step,
+                    embedding: vocabulary.is_some(),
                     outputs: dims.output,
                     block_rows: block.map_or(0, |k| k.clamp(1, shape.steps.max(1)) * shape.batch),
                 },
@@ -280,6 +296,7 @@ impl Workspace {
             None
         };
         Ok(Self {
+            gather,
             forward,
             head,
             cg,
@@ -339,7 +356,11 @@ impl Workspace {
     /// matters for `Phase::Inverse`.
     pub fn record_phase(&self, pass: &mut wgpu::ComputePass<'_>, phase: Phase, warm: bool) {
         match phase {
-            Phase::Forward => self.forward.iter().for_each(|d| d.record(pass)),
+            Phase::Forward => self
+                .gather
+                .iter()
+                .chain(&self.forward)
+                .for_each(|d| d.record(pass)),
             Phase::Head => self.head.record(pass),
             Phase::Inverse => {
                 if let Some(cg) = &self.cg {

@@ -43,7 +43,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 17] = [
+        pub const SHADERS: [(&str, &str); 19] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -86,6 +86,8 @@ shader_tables! {
     "seq_head.wgsl" => ["workgroup_sum.wgsl"],
     "dtp_reverse.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "noise.wgsl"],
     "dtp_targets.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
+    "embedding_gather.wgsl" => [],
+    "embedding_grad.wgsl" => [],
     history:
     "forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "head.wgsl" => [],
@@ -117,6 +119,8 @@ pub(crate) struct Kernels {
     pub step_stats: wgpu::ComputePipeline,
     pub dtp_reverse: wgpu::ComputePipeline,
     pub dtp_targets: wgpu::ComputePipeline,
+    pub embedding_gather: wgpu::ComputePipeline,
+    pub embedding_grad: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
     /// jacobian.wgsl per workgroup size (`JACOBIAN_WORKGROUP_SIZES`), compiled on first use.
@@ -223,6 +227,8 @@ impl Kernels {
             gru_per_gate_sweep: single("gru_per_gate_sweep.wgsl"),
             dtp_reverse: single("dtp_reverse.wgsl"),
             dtp_targets: single("dtp_targets.wgsl"),
+            embedding_gather: single("embedding_gather.wgsl"),
+            embedding_grad: single("embedding_grad.wgsl"),
             f32_history,
             f16_history: OnceLock::new(),
             jacobian: Default::default(),

@@ -8,7 +8,8 @@
 //! the backend's `Storage` (f16 pads rows to even d; f16 only for the tanh RNN with the
 //! analytic inversion); δ [T, B, g·d] (g = 3 gates for the GRU, whose δ is dgh, with dgi
 //! beside it); the GRU's gates [T, B, 4d]; g_T [B, d]; parameters, gradients and
-//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b_ih, b_hh, V, c)
+//! optimizer slots each one flat buffer holding the cell's tensors (W, U, b_ih, b_hh, V, c,
+//! then a trained embedding table E [V, p] and DTP's reverse layer where there are such)
 //! at offsets aligned for binding (`ParamLayout`).
 
 use nalgebra::DMatrix;
@@ -74,15 +75,24 @@ pub(crate) struct ParamLayout {
     pub b_hh: Slot,
     pub v: Slot,
     pub c: Slot,
+    /// The language model's trained embedding table E [V, p], after the head (with its
+    /// number of rows V).
+    pub embed: Option<(Slot, usize)>,
     /// DTP's reverse layer, after the rest: V_rev [d, d], c_rev [d].
     pub rev: Option<[Slot; 2]>,
     pub len: usize,
 }
 
 impl ParamLayout {
-    /// The layout of a `cell` model of sizes `dims`, with DTP's reverse layer when
-    /// `reverse`.
-    pub fn new(cell: CellKind, dims: Dims, align_bytes: u32, reverse: bool) -> Self {
+    /// The layout of a `cell` model of sizes `dims`, with a trained embedding table of
+    /// `vocabulary` rows where given, and DTP's reverse layer when `reverse`.
+    pub fn new(
+        cell: CellKind,
+        dims: Dims,
+        align_bytes: u32,
+        vocabulary: Option<usize>,
+        reverse: bool,
+    ) -> Self {
         let align = (align_bytes as usize / 4).max(1);
         let Dims {
             input: p,
@@ -98,6 +108,7 @@ impl ParamLayout {
         };
         let (w, u, b, b_hh) = (slot(g * d * d), slot(g * d * p), slot(g * d), slot(g * d));
         let (v, c) = (slot(q * d), slot(q));
+        let embed = vocabulary.map(|rows| (slot(rows * p), rows));
         let rev = reverse.then(|| [slot(d * d), slot(d)]);
         Self {
             cell,
@@ -108,6 +119,7 @@ impl ParamLayout {
             b_hh,
             v,
             c,
+            embed,
             rev,
             len: end,
         }
@@ -116,21 +128,26 @@ impl ParamLayout {
     /// The slots in `Params::tensors` order.
     pub fn slots(&self) -> Vec<Slot> {
         let mut slots = vec![self.w, self.u, self.b, self.b_hh, self.v, self.c];
+        slots.extend(self.embed.map(|(slot, _)| slot));
         slots.extend(self.rev.iter().flatten());
         slots
     }
 
-    /// All-zero parameters of this layout's cell and sizes (with a reverse layer where
-    /// the layout has one).
+    /// All-zero parameters of this layout's cell and sizes (with an embedding table and a
+    /// reverse layer where the layout has them).
     pub fn zeros(&self) -> Params {
         Params {
             dtp: self.rev.map(|_| ReverseLayer::zeros(self.dims.hidden)),
+            embedding: self
+                .embed
+                .map(|(_, rows)| DMatrix::zeros(rows, self.dims.input)),
             ..Params::zeros_of(self.cell, self.dims)
         }
     }
 
     /// Where the tensors the optimizer steps with the learning rate of the other
-    /// parameters end: the reverse layer's, stepped on their own, come after.
+    /// parameters (the embedding table's among them) end: the reverse layer's, stepped on
+    /// their own, come after.
     pub fn forward_len(&self) -> usize {
         self.rev.map_or(self.len, |[w, _]| w.start)
     }
@@ -142,6 +159,11 @@ impl ParamLayout {
             params.dtp.is_some(),
             self.rev.is_some(),
             "parameters with and a layout without a reverse layer, or the other way round"
+        );
+        assert_eq!(
+            params.vocabulary(),
+            self.embed.map(|(_, rows)| rows),
+            "parameters and a layout with different embedding tables"
         );
         let mut out = vec![0.0; self.len];
         for (slot, (_, m)) in self.slots().iter().zip(params.tensors()) {

@@ -210,6 +210,9 @@ pub(crate) struct Unsplit {
     pub per_gate: bool,
     pub dtp: bool,
     pub every_step: bool,
+    /// A trained embedding table: its per-token sums loop over every row of δ holding
+    /// the token, all T·B rows at worst.
+    pub embedding: bool,
     pub outputs: usize,
     pub block_rows: usize,
 }
@@ -231,6 +234,12 @@ pub(crate) fn unsplit(d: usize, p: usize, shape: Shape, k: Unsplit) -> Vec<(&'st
         counts.push((
             "DTP target sweep",
             t.saturating_mul(u * (2 * dot + p + 2) + 2),
+        ));
+    }
+    if k.embedding {
+        counts.push((
+            "embedding gradient (per-token sums)",
+            t.saturating_mul(shape.batch),
         ));
     }
     if k.every_step {

@@ -231,3 +231,9 @@ fn launch(
         grid,
     )
 }
+
+/// The loop model of an unsplit product over `k` rows producing an m×n result.
+pub(crate) fn loop_model(m: usize, n: usize, k: usize) -> loops::LoopModel {
+    let [x, y, _] = groups(m, n);
+    loops::reductions(k, (x * y) as usize)
+}

@@ -8,7 +8,8 @@
 //!    GPU), `context` (the device), `segments` (how many steps one launch of a long loop
 //!    runs), `options`, `dispatch` (one launch, or the launches of a loop's segments),
 //!    `history` (a history's buffer);
-//! 2. `buffers`: the model's and the batch's buffers, allocated once per shape;
+//! 2. `buffers`: the model's and the batch's buffers, allocated once per shape (with
+//!    `tokens`, a trained embedding table's);
 //!    `readback`: every result of a log point read in one copy and one map;
 //! 3. one wrapper per kernel, named like its WGSL source in `shaders/` and its f64 twin in
 //!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
@@ -16,7 +17,8 @@
 //!    `inverse` (P, with `cg_check`, and the GRU's per-gate P_g), `target_sweep`,
 //!    `jacobian` (the Jacobian products and the §5 sweep with its per-step CG),
 //!    `gru_per_gate_sweep` (§5's per-gate sweep), `bptt`, `gru_bptt`, `matmul`,
-//!    `optimizer`, `transpose`, `norms`;
+//!    `optimizer`, `transpose`, `norms`, `embedding_gather` and `embedding_grad` (a
+//!    trained embedding table);
 //! 4. `iteration`, which records a whole step into one command buffer;
 //! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
 //!    twin's signature, for the tests).
@@ -30,6 +32,8 @@ pub mod context;
 mod dispatch;
 mod dtp_reverse;
 mod dtp_targets;
+mod embedding_gather;
+mod embedding_grad;
 mod forward;
 mod gru_bptt;
 mod gru_forward;
@@ -54,6 +58,7 @@ pub(crate) mod segments;
 mod seq_head;
 pub mod storage;
 mod target_sweep;
+mod tokens;
 mod transpose;
 
 pub use adapters::{list_adapters, AdapterChoice, AdapterSummary};

@@ -61,6 +61,7 @@ impl Generator for AddingData {
             y[(b, 0)] = (x[p0][(b, VALUE)] + x[p1][(b, VALUE)]) / 2.0;
         }
         Batch {
+            tokens: None,
             x,
             y: Targets::Values(y),
         }

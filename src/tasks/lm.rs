@@ -1,6 +1,7 @@
 //! The word-level language model of the published code (docs/ALGORITHM.md §13): windows of
-//! T tokens of a Penn Treebank-layout corpus, each token embedded by a frozen seeded
-//! table, the next token the label of every step.
+//! T tokens of a Penn Treebank-layout corpus, each token embedded by a seeded table
+//! (frozen, or the starting point of a trained one), the next token the label of every
+//! step.
 
 use std::ops::Range;
 use std::path::Path;
@@ -89,14 +90,17 @@ pub fn check_sizes(seq_len: usize, vocab: usize, embedding_dim: usize) -> Result
 /// Training batch k of an epoch is the B windows starting at k·B … k·B + B − 1, in order
 /// and never shuffled (a PyTorch `DataLoader` without shuffling, last partial batch
 /// dropped); the epochs repeat. The held-out set is the first `eval_size` windows of the
-/// held-out file. Each token is embedded by row `id` of a frozen table E [q, e] with
-/// entries drawn from the standard normal law (PyTorch's `nn.Embedding` default),
-/// seeded: the same seed gives the same table.
+/// held-out file. Each token is embedded by row `id` of a table E [q, e] with entries
+/// drawn from the standard normal law (PyTorch's `nn.Embedding` default), seeded: the same
+/// seed gives the same table. Batches carry both the embedded inputs x_t and the token
+/// ids, so that a run training E (`Params::embedding`, started from
+/// [`Task::embedding_table`]) gathers its inputs from its own table.
 pub struct LanguageModel {
     vocab: Vocabulary,
     train: Vec<u32>,
     held_out: Vec<u32>,
-    /// E, row-major [vocabulary words, e].
+    /// E, row-major [q, e]: a row for every id the head can predict (the rows past the
+    /// corpus's vocabulary are never read by a batch).
     embedding: Vec<f64>,
     options: LmOptions,
     /// Windows of the held-out set.
@@ -151,10 +155,21 @@ impl LanguageModel {
                 .into());
             }
         }
-        let embedding = standard_normal(
-            corpus.vocab.len() * options.embedding_dim,
-            &mut rng(seed, Purpose::Embedding, 0),
-        );
+        // q rows, drawn in order from one stream: the corpus's words' rows are the same
+        // whatever q is.
+        let values = options.vocab.checked_mul(options.embedding_dim);
+        let values = values
+            .filter(|&n| n <= isize::MAX as usize / 8)
+            .ok_or_else(|| {
+                Error::setting(
+                    "TaskSpec::Lm::embedding_dim",
+                    format!(
+                        "an embedding table of {} × {} values cannot be addressed",
+                        options.vocab, options.embedding_dim
+                    ),
+                )
+            })?;
+        let embedding = standard_normal(values, &mut rng(seed, Purpose::Embedding, 0));
         Ok(Self {
             eval_windows: windows(corpus.held_out.len(), t).min(eval_size),
             vocab: corpus.vocab,
@@ -191,9 +206,11 @@ impl LanguageModel {
         let y = DMatrix::from_fn(rows, t_len, |i, t| {
             stream[starts.start + i + t + 1] as usize
         });
+        let tokens = DMatrix::from_fn(rows, t_len, |i, t| stream[starts.start + i + t]);
         Batch {
             x,
             y: Targets::StepLabels(y),
+            tokens: Some(tokens),
         }
     }
 }
@@ -227,6 +244,15 @@ impl Task for LanguageModel {
 
     fn loss(&self) -> Loss {
         Loss::CrossEntropySeq
+    }
+
+    fn embedding_table(&self) -> Option<DMatrix<f64>> {
+        let e = self.options.embedding_dim;
+        Some(DMatrix::from_row_slice(
+            self.embedding.len() / e.max(1),
+            e,
+            &self.embedding,
+        ))
     }
 
     /// Batch `index mod (windows / B)` of the epoch. A batch size above the number of

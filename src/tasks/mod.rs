@@ -61,6 +61,11 @@ pub struct Batch {
     pub x: Vec<DMatrix<f64>>,
     /// What the final outputs are scored against.
     pub y: Targets,
+    /// The language model's token ids, B×T (entry (i, t − 1) is the token of sequence i
+    /// at step t, whose embedding is x_t): what a backend with a trained embedding table
+    /// (`Params::embedding`) gathers its inputs from, ignoring `x`. `None` for the other
+    /// tasks.
+    pub tokens: Option<DMatrix<u32>>,
 }
 
 impl Batch {
@@ -123,12 +128,17 @@ pub enum TaskSpec {
         seq_len: usize,
         /// The most words the vocabulary holds, `<unk>` included; also the head's size q.
         vocab: usize,
-        /// Size e of the frozen embedding of each word (the input size p).
+        /// Size e of the embedding of each word (the input size p).
         embedding_dim: usize,
         /// Train on the first this many tokens of `ptb.train.txt` only (all when `None`).
         train_tokens: Option<usize>,
         /// Which file the held-out windows come from.
         eval_split: EvalSplit,
+        /// Train the embedding table E as a parameter (`Params::embedding`), starting from
+        /// the frozen table the task draws; frozen when false, as published
+        /// (docs/ALGORITHM.md §13). Absent in configs written before it: false.
+        #[serde(default)]
+        train_embedding: bool,
     },
 }
 
@@ -180,6 +190,20 @@ impl TaskSpec {
         })
     }
 
+    /// The rows V of the embedding table a run of this task trains
+    /// (`TaskSpec::Lm::train_embedding`): the vocabulary limit, one row for every id the
+    /// head predicts. `None` when nothing is trained.
+    pub fn trained_embedding_rows(&self) -> Option<usize> {
+        match self {
+            TaskSpec::Lm {
+                vocab,
+                train_embedding: true,
+                ..
+            } => Some(*vocab),
+            _ => None,
+        }
+    }
+
     /// The loss the task is scored with.
     pub fn loss(&self) -> Loss {
         match self {
@@ -214,6 +238,12 @@ pub trait Task: Send + Sync {
     /// # Panics
     /// If `batch_size` is 0, or the set cannot be allocated (as `train_batch`).
     fn eval_batches(&self, batch_size: usize) -> Vec<Batch>;
+
+    /// The task's own embedding table [V, p], for a run that trains it from there
+    /// (`TaskSpec::Lm::train_embedding`); `None` for tasks without one.
+    fn embedding_table(&self) -> Option<DMatrix<f64>> {
+        None
+    }
 
     /// Checks that the task can make training batches of `batch_size` sequences (a
     /// corpus too short for one batch cannot). Every size can by default.
@@ -257,6 +287,7 @@ pub fn build_task(spec: &TaskSpec, seed: u64, eval_size: usize) -> Result<Box<dy
             embedding_dim,
             train_tokens,
             eval_split,
+            train_embedding: _,
         } => {
             let options = LmOptions {
                 seq_len: *seq_len,

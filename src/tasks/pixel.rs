@@ -222,6 +222,7 @@ impl PixelTask {
             .map(|&i| usize::from(set.labels[i]))
             .collect();
         Batch {
+            tokens: None,
             x,
             y: Targets::Labels(labels),
         }

@@ -65,6 +65,7 @@ impl Generator for TemporalOrderData {
             labels.push(v0 + 2 * v1);
         }
         Batch {
+            tokens: None,
             x,
             y: Targets::Labels(labels),
         }

@@ -8,13 +8,13 @@ use anyhow::{bail, Context, Result};
 use nalgebra::DMatrix;
 use safetensors::{Dtype, SafeTensors};
 
+mod naming;
 mod params;
+mod torch;
 
-pub use params::{
-    load_params, params_from_any_tensors, params_from_tensors, params_from_torch_tensors,
-    params_tensors, save_params, save_params_as, torch_tensors, ParamNames,
-    CHECKPOINT_PARAMS_PREFIX,
-};
+pub use naming::{load_params, params_from_any_tensors, save_params_as, ParamNames};
+pub use params::{params_from_tensors, params_tensors, save_params, CHECKPOINT_PARAMS_PREFIX};
+pub use torch::{params_from_torch_tensors, torch_tensors};
 
 use crate::backend::Trace;
 use crate::error::{shape_of, Error};
@@ -257,9 +257,11 @@ pub(crate) fn floats<'a>(t: &'a Tensor, name: &str, shape: &[usize]) -> Result<&
 }
 
 /// Reads a batch file (`x` \[B,T,p\]; `y` \[B\] integer labels, \[B,q\] floats, or
-/// \[B,T\] integer labels, one per step) for `dims`.
+/// \[B,T\] integer labels, one per step; for the language model optionally its token ids
+/// `tokens` \[B,T\], what a trained embedding gathers from) for `dims`.
 ///
-/// Refused, naming the tensor: other tensors than `x` and `y`, a size of 0 (B, T or p),
+/// Refused, naming the tensor: other tensors than `x`, `y` and `tokens`, `tokens` not
+/// [B, T] integers in [0, 2³²), a size of 0 (B, T or p),
 /// an `x` whose p is not `dims.input`, a `y` of another number of sequences, negative
 /// labels. The values themselves (NaN, labels out of range) are the backends' to check.
 pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
@@ -269,12 +271,13 @@ pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
     let mut others: Vec<&str> = tensors
         .keys()
         .map(String::as_str)
-        .filter(|k| !matches!(*k, "x" | "y"))
+        .filter(|k| !matches!(*k, "x" | "y" | "tokens"))
         .collect();
     if !others.is_empty() {
         others.sort_unstable();
         let problem = format!(
-            "unknown tensor{} {}: a batch file holds exactly x and y",
+            "unknown tensor{} {}: a batch file holds x and y, and for the language model its \
+             token ids tokens",
             if others.len() > 1 { "s" } else { "" },
             others.join(", ")
         );
@@ -347,10 +350,35 @@ pub fn load_batch(path: &Path, dims: Dims) -> Result<Batch> {
             .into())
         }
     };
+    let tokens = match tensors.get("tokens") {
+        Some(t) => Some(batch_tokens(t, b, t_len, &in_file("tokens"))?),
+        None => None,
+    };
     Ok(Batch {
         x: steps,
         y: targets,
+        tokens,
     })
+}
+
+/// The token ids of a batch file: integers in [0, 2³²) of shape [B, T].
+fn batch_tokens(t: &Tensor, b: usize, t_len: usize, name: &str) -> Result<DMatrix<u32>> {
+    let (TensorData::Int(ids), true) = (&t.data, t.shape == [b, t_len]) else {
+        return Err(Error::shape(
+            name,
+            shape_of(&t.shape),
+            format!("[{b}, {t_len}] integer token ids, one per sequence and step of x"),
+        )
+        .into());
+    };
+    let ids = ids
+        .iter()
+        .map(|&id| {
+            u32::try_from(id)
+                .map_err(|_| Error::value(name, format!("holds token id {id}, outside [0, 2^32)")))
+        })
+        .collect::<Result<Vec<u32>, _>>()?;
+    Ok(DMatrix::from_row_slice(b, t_len, &ids))
 }
 
 /// Writes a batch in the layout `load_batch` reads.
@@ -375,10 +403,21 @@ pub fn save_batch(path: &Path, batch: &Batch) -> Result<()> {
             data: TensorData::Int(l.transpose().iter().map(|&c| c as i64).collect()),
         },
     };
-    let tensors = BTreeMap::from([
+    let mut tensors = BTreeMap::from([
         ("x".to_string(), Tensor::float(vec![b, t_len, p], x)),
         ("y".to_string(), y),
     ]);
+    if let Some(ids) = &batch.tokens {
+        let data = ids.transpose().iter().map(|&id| i64::from(id)).collect();
+        let shape = vec![ids.nrows(), ids.ncols()];
+        tensors.insert(
+            "tokens".into(),
+            Tensor {
+                shape,
+                data: TensorData::Int(data),
+            },
+        );
+    }
     write_tensors(path, &tensors, None)
 }
 

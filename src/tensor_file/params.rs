@@ -1,239 +1,22 @@
-//! Parameters in safetensors files, under tpri's names or PyTorch's (`weight_hh_l0`, …).
+//! Parameters in safetensors files under tpri's names (PyTorch's: `torch`; either:
+//! `naming`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use nalgebra::DMatrix;
 
-use super::{floats, read_tensors, take, write_tensors, Tensor, TensorData};
+use super::{floats, take, write_tensors, Tensor, TensorData};
 use crate::dtp::{ReverseLayer, REVERSE_NAMES};
 use crate::error::{shape_of, Error};
 use crate::model::{
-    is_bias, CellKind, Dims, Params, GRU_PARAM_NAMES, LEGACY_RNN_BIAS, PARAM_NAMES,
+    is_bias, CellKind, Dims, Params, EMBEDDING_NAME, GRU_PARAM_NAMES, LEGACY_RNN_BIAS, PARAM_NAMES,
 };
-
-/// Reads parameters under either naming ([`ParamNames::detect`]): tpri's `rnn.w_hh`,
-/// `rnn.w_ih`, `rnn.b_ih`, `rnn.b_hh`, `head.w`, `head.b` (or the GRU's `gru.*` tensors and the head), or
-/// PyTorch's ([`ParamNames::Torch`]), checking they fit together.
-pub fn load_params(path: &Path) -> Result<Params> {
-    params_from_any_tensors(&read_tensors(path)?, path)
-}
-
-/// The parameters in tensors read from `file`, under either naming
-/// ([`ParamNames::detect`]).
-pub fn params_from_any_tensors(tensors: &HashMap<String, Tensor>, file: &Path) -> Result<Params> {
-    match ParamNames::detect(tensors) {
-        ParamNames::Tpri => params_from_tensors(tensors, "", file),
-        ParamNames::Torch => params_from_torch_tensors(tensors, file),
-    }
-}
 
 /// The prefix of the parameters in a checkpoint (`run_dir`); the optimizer's slots are
 /// under `opt.m.` and `opt.v.`.
 pub const CHECKPOINT_PARAMS_PREFIX: &str = "params.";
-
-/// How the parameter tensors of a file are named.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ParamNames {
-    /// tpri's own names (checkpoints, `tpri trace`): `rnn.w_hh` \[d,d\], `rnn.w_ih` \[d,p\],
-    /// `rnn.b_ih` \[d\], `rnn.b_hh` \[d\] for the tanh RNN (files with the single bias
-    /// `rnn.b` of earlier versions read as `rnn.b_ih`, with `rnn.b_hh` zero); `gru.w_hh` \[3d,d\], `gru.w_ih` \[3d,p\], `gru.b_ih` \[3d\],
-    /// `gru.b_hh` \[3d\] for the GRU; the head `head.w` \[q,d\], `head.b` \[q\].
-    #[default]
-    Tpri,
-    /// PyTorch's own names: the state dict of a module holding an `nn.RNN(p, d)` (tanh)
-    /// as `rnn` or an `nn.GRU(p, d)` as `gru`, and an `nn.Linear(d, q)` as `head`:
-    /// `rnn.weight_hh_l0` \[d,d\], `rnn.weight_ih_l0` \[d,p\], `rnn.bias_ih_l0` \[d\],
-    /// `rnn.bias_hh_l0` \[d\] (GRU: `gru.*`, \[3d,…\], gates r, z, n in PyTorch's order, which
-    /// is tpri's), `head.weight` \[q,d\], `head.bias` \[q\]. So
-    /// `model.load_state_dict(safetensors.torch.load_file(path))` loads a file written
-    /// this way into
-    ///
-    /// ```python
-    /// class Model(nn.Module):
-    ///     def __init__(self, p, d, q):
-    ///         super().__init__()
-    ///         self.rnn = nn.RNN(p, d, batch_first=True)  # or self.gru = nn.GRU(...)
-    ///         self.head = nn.Linear(d, q)
-    /// ```
-    ///
-    /// Both cells have PyTorch's two biases, so the names map one to one. DTP's reverse
-    /// layer goes by the published code's names, `reverse_Vhh` \[d,d\] and `reverse_ch`
-    /// \[d\]. Reading accepts any
-    /// prefix before `weight_hh_l0` (none, `rnn.`, `gru.`, `encoder.`, …) and tells the
-    /// cells apart by its shape (\[d,d\] or \[3d,d\]); the head must be `head.weight` and
-    /// `head.bias`. Files are f64; `load_state_dict` converts to the module's dtype.
-    Torch,
-}
-
-/// PyTorch's names of the recurrent tensors of one layer (`l0`), in the order tpri's
-/// `w_hh`, `w_ih`, `b` (`b_ih`), `b_hh` come.
-const TORCH_RNN_NAMES: [&str; 4] = ["weight_hh_l0", "weight_ih_l0", "bias_ih_l0", "bias_hh_l0"];
-
-impl ParamNames {
-    /// `Torch` when some tensor's name ends in `weight_hh_l0`, else `Tpri`.
-    pub fn detect(tensors: &HashMap<String, Tensor>) -> Self {
-        if tensors.keys().any(|k| k.ends_with(TORCH_RNN_NAMES[0])) {
-            ParamNames::Torch
-        } else {
-            ParamNames::Tpri
-        }
-    }
-}
-
-/// Parameters as named tensors under PyTorch's names ([`ParamNames::Torch`]).
-pub fn torch_tensors(params: &Params) -> BTreeMap<String, Tensor> {
-    let module = match params.cell {
-        CellKind::Tanh => "rnn",
-        CellKind::Gru => "gru",
-    };
-    let recurrent = [
-        Tensor::from_matrix(&params.w_hh),
-        Tensor::from_matrix(&params.w_ih),
-        Tensor::from_column(&params.b),
-        Tensor::from_column(&params.b_hh),
-    ];
-    let mut out: BTreeMap<String, Tensor> = TORCH_RNN_NAMES
-        .iter()
-        .zip(recurrent)
-        .map(|(name, t)| (format!("{module}.{name}"), t))
-        .collect();
-    out.insert("head.weight".into(), Tensor::from_matrix(&params.head_w));
-    out.insert("head.bias".into(), Tensor::from_column(&params.head_b));
-    if let Some(r) = &params.dtp {
-        out.insert(TORCH_REVERSE_NAMES[0].into(), Tensor::from_matrix(&r.w_rev));
-        out.insert(TORCH_REVERSE_NAMES[1].into(), Tensor::from_column(&r.b_rev));
-    }
-    out
-}
-
-/// The published code's names of DTP's reverse layer (`reverse_Vhh`, `reverse_ch`, at the
-/// top of its RNN module), in `dtp::REVERSE_NAMES` order.
-const TORCH_REVERSE_NAMES: [&str; 2] = ["reverse_Vhh", "reverse_ch"];
-
-/// The parameters in tensors named as PyTorch names them ([`ParamNames::Torch`]), read
-/// from `file` (named in errors).
-pub fn params_from_torch_tensors(tensors: &HashMap<String, Tensor>, file: &Path) -> Result<Params> {
-    let mut prefixes: Vec<&str> = tensors
-        .keys()
-        .filter_map(|k| k.strip_suffix(TORCH_RNN_NAMES[0]))
-        .collect();
-    prefixes.sort_unstable();
-    let prefix = match prefixes.as_slice() {
-        [one] => *one,
-        [] => bail!("{} has no tensor named *weight_hh_l0", file.display()),
-        many => bail!(
-            "{} holds several recurrent layers ({}); tpri reads one",
-            file.display(),
-            many.iter()
-                .map(|p| format!("{p}weight_hh_l0"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let keys: Vec<String> = TORCH_RNN_NAMES
-        .iter()
-        .map(|n| format!("{prefix}{n}"))
-        .chain(["head.weight".to_string(), "head.bias".to_string()])
-        .collect();
-    let stored = keys
-        .iter()
-        .map(|k| take(tensors, k, file))
-        .collect::<Result<Vec<_>>>()?;
-    let mut known: Vec<&str> = keys.iter().map(String::as_str).collect();
-    known.extend(TORCH_REVERSE_NAMES);
-    reject_unknown(tensors, "", &known, file)?;
-    let (&[rows, d], &[_, p], &[q, _]) = (
-        stored[0].shape.as_slice(),
-        stored[1].shape.as_slice(),
-        stored[4].shape.as_slice(),
-    ) else {
-        bail!(
-            "{}: {}, {} and head.weight must be matrices",
-            file.display(),
-            keys[0],
-            keys[1]
-        );
-    };
-    for (i, size, what) in [
-        (0, d, "column (the hidden size d)"),
-        (1, p, "column (the input size p)"),
-        (4, q, "row (the output size q)"),
-    ] {
-        if size == 0 {
-            return Err(Error::shape(
-                format!("tensor {} in {}", keys[i], file.display()),
-                shape_of(&stored[i].shape),
-                format!("at least one {what}"),
-            )
-            .into());
-        }
-    }
-    let cell = match rows {
-        _ if rows == d => CellKind::Tanh,
-        _ if Some(rows) == d.checked_mul(3) => CellKind::Gru,
-        _ => bail!(
-            "{}: {} has shape [{rows}, {d}]: [d, d] for nn.RNN or [3d, d] for nn.GRU",
-            file.display(),
-            keys[0]
-        ),
-    };
-    let g = rows;
-    let expected = [
-        vec![g, d],
-        vec![g, p],
-        vec![g],
-        vec![g],
-        vec![q, d],
-        vec![q],
-    ];
-    for ((t, want), key) in stored.iter().zip(&expected).zip(&keys) {
-        if &t.shape != want {
-            return Err(Error::shape(
-                format!("tensor {key} in {}", file.display()),
-                shape_of(&t.shape),
-                format!("{} for p = {p}, d = {d}, q = {q}", shape_of(want)),
-            )
-            .into());
-        }
-    }
-    let mut read = stored
-        .iter()
-        .zip(&expected)
-        .zip(&keys)
-        .map(|((t, shape), key)| {
-            let data = floats(t, key, shape).with_context(|| format!("in {}", file.display()))?;
-            let cols = shape.get(1).copied().unwrap_or(1);
-            Ok(DMatrix::from_row_slice(shape[0], cols, data))
-        });
-    let mut next = || -> Result<DMatrix<f64>> { read.next().expect("six tensors") };
-    let (w_hh, w_ih, b, b_hh, head_w, head_b) =
-        (next()?, next()?, next()?, next()?, next()?, next()?);
-    let mut params = Params {
-        cell,
-        w_hh,
-        w_ih,
-        b,
-        b_hh,
-        head_w,
-        head_b,
-        dtp: None,
-    };
-    let renamed: HashMap<String, Tensor> = TORCH_REVERSE_NAMES
-        .iter()
-        .zip(REVERSE_NAMES)
-        .filter_map(|(torch, ours)| Some((ours.to_string(), tensors.get(*torch)?.clone())))
-        .collect();
-    if !renamed.is_empty() {
-        // Read as tpri's names, checked against the cell's sizes by the same code.
-        let mut all = params_tensors(&params, "");
-        all.extend(renamed);
-        let all = all.into_iter().collect();
-        params = params_from_tensors(&all, "", file)?;
-    }
-    Ok(params)
-}
 
 /// The parameters stored under `prefix` (e.g. `opt.m.`) in tensors read from `file`; a
 /// `gru.*` tensor makes them a GRU's.
@@ -295,7 +78,14 @@ pub fn params_from_tensors(
         return Err(Error::format(file, problem).into());
     }
     let reverse_names = if reverse { &REVERSE_NAMES[..] } else { &[] };
-    let names = [cell.param_names(), reverse_names].concat();
+    // The language model's trained embedding table, where there is one.
+    let embedding = tensors.contains_key(&key(EMBEDDING_NAME));
+    let embedding_names = if embedding {
+        &[EMBEDDING_NAME][..]
+    } else {
+        &[]
+    };
+    let names = [cell.param_names(), embedding_names, reverse_names].concat();
     let stored = names
         .iter()
         .map(|n| take(tensors, &key(n), file))
@@ -333,6 +123,7 @@ pub fn params_from_tensors(
         },
     );
     params.dtp = reverse.then(|| ReverseLayer::zeros(0));
+    params.embedding = embedding.then(|| DMatrix::zeros(0, 0));
     for ((slot, t), (i, (rows, cols))) in params
         .tensors_mut()
         .into_iter()
@@ -374,9 +165,10 @@ fn split_legacy_bias(
 }
 
 /// Checks, from the stored shapes alone, that `d`, `p` and `q` are at least 1 and that
-/// every tensor (`stored`, with the names `names`: `cell.param_names()`, then any of the
-/// reverse layer's; in messages named by `name`) has the shape they give; returns those
-/// shapes (biases as columns).
+/// every tensor (`stored`, with the names `names`: `cell.param_names()`, then the
+/// embedding's and the reverse layer's where there are such; in messages named by `name`)
+/// has the shape they give (the embedding table: [V, p] with V ≥ 1 its own); returns
+/// those shapes (biases as columns).
 fn check_shapes(
     cell: CellKind,
     dims: Dims,
@@ -401,8 +193,14 @@ fn check_shapes(
         }
     }
     let mut expected = Params::shapes(cell, dims);
-    if names.len() > expected.len() {
-        expected.extend(ReverseLayer::shapes(dims.hidden));
+    let cell_len = expected.len();
+    for (i, n) in names.iter().enumerate().skip(cell_len) {
+        if *n == EMBEDDING_NAME {
+            let rows = stored[i].shape.first().copied().unwrap_or(0);
+            expected.push((rows.max(1), dims.input));
+        } else if *n == REVERSE_NAMES[0] {
+            expected.extend(ReverseLayer::shapes(dims.hidden));
+        }
     }
     for (i, (t, &(rows, cols))) in stored.iter().zip(&expected).enumerate() {
         let want = if is_bias(names[i]) {
@@ -415,11 +213,16 @@ fn check_shapes(
                 format!("tensor {} in {}", name(i), file.display()),
                 shape_of(&t.shape),
                 format!(
-                    "{} for p = {}, d = {}, q = {}",
+                    "{} for p = {}, d = {}, q = {}{}",
                     shape_of(&want),
                     dims.input,
                     dims.hidden,
-                    dims.output
+                    dims.output,
+                    if names[i] == EMBEDDING_NAME {
+                        " (the embedding table: V ≥ 1 rows, one per word, and p columns)"
+                    } else {
+                        ""
+                    }
                 ),
             )
             .into());
@@ -429,7 +232,7 @@ fn check_shapes(
 }
 
 /// Refuses tensors under `prefix` that are not among `known` (names after the prefix).
-fn reject_unknown(
+pub(super) fn reject_unknown(
     tensors: &HashMap<String, Tensor>,
     prefix: &str,
     known: &[&str],
@@ -460,22 +263,10 @@ fn reject_unknown(
     .into())
 }
 
-/// Writes parameters as f64 tensors under tpri's names ([`ParamNames::Tpri`]).
+/// Writes parameters as f64 tensors under tpri's names
+/// ([`ParamNames::Tpri`](super::ParamNames::Tpri)).
 pub fn save_params(path: &Path, params: &Params) -> Result<()> {
-    save_params_as(path, params, ParamNames::Tpri)
-}
-
-/// Writes parameters as f64 tensors under the names `names` chooses; PyTorch's get the
-/// header metadata `format: pt` that `safetensors.torch` writes.
-pub fn save_params_as(path: &Path, params: &Params, names: ParamNames) -> Result<()> {
-    match names {
-        ParamNames::Tpri => write_tensors(path, &params_tensors(params, ""), None),
-        ParamNames::Torch => write_tensors(
-            path,
-            &torch_tensors(params),
-            Some(HashMap::from([("format".to_string(), "pt".to_string())])),
-        ),
-    }
+    write_tensors(path, &params_tensors(params, ""), None)
 }
 
 /// Parameters (or gradients) as named tensors, each name prefixed by `prefix`.

@@ -107,6 +107,29 @@ impl Perplexity {
     }
 }
 
+/// Checks that `params` hold a trained embedding table exactly when `task` trains one,
+/// with one row per word of its vocabulary (`TaskSpec::trained_embedding_rows`).
+fn check_embedding_rows(params: &Params, task: &crate::tasks::TaskSpec) -> Result<()> {
+    let (have, want) = (params.vocabulary(), task.trained_embedding_rows());
+    if have == want {
+        return Ok(());
+    }
+    let rows = |r: Option<usize>| match r {
+        Some(v) => format!("a trained embedding table of V = {v} rows"),
+        None => "no trained embedding table (a frozen one)".to_string(),
+    };
+    Err(crate::error::Error::setting(
+        "Params::embedding",
+        format!(
+            "the parameters hold {}, but the run's task (TaskSpec::Lm::train_embedding, \
+             TaskSpec::Lm::vocab) has {}",
+            rows(have),
+            rows(want)
+        ),
+    )
+    .into())
+}
+
 /// Mean loss and accuracy over held-out batches, weighted by batch size.
 pub fn evaluate(backend: &mut dyn Backend, eval_set: &[Batch]) -> Result<Eval> {
     backend
@@ -188,6 +211,7 @@ impl<'a> Session<'a> {
                 state
                     .params
                     .check_dims(dims)
+                    .and_then(|()| check_embedding_rows(&state.params, &cfg.task))
                     .context("the checkpoint does not fit the run's configuration")?;
                 backend.load(&state.params, Some(&state.opt), &cfg.backend_hyper())?;
                 Self {
@@ -204,10 +228,15 @@ impl<'a> Session<'a> {
             }
             None => {
                 let init = cfg.initialisation();
-                let params = match cfg.hyper.method {
+                let mut params = match cfg.hyper.method {
                     Method::Dtp => Params::init_dtp_with(init, dims, cfg.seed),
                     Method::Tp | Method::Bp => Params::init_with(cfg.cell, init, dims, cfg.seed),
                 };
+                if cfg.task.trained_embedding_rows().is_some() {
+                    // The table the frozen runs use: both start from the same inputs.
+                    params.embedding = task.embedding_table();
+                    check_embedding_rows(&params, &cfg.task)?;
+                }
                 backend.load(&params, None, &cfg.backend_hyper())?;
                 let eval = evaluate(backend, &eval_set)?;
                 if !eval.loss.is_finite() {

@@ -143,7 +143,9 @@ fn run_workload(
     };
     Ok(Workload {
         names: &RUN_CONFIG_NAMES,
-        ..Workload::new(cell, dims, steps, batch_size, hyper).with_eval_size(eval_size)
+        ..Workload::new(cell, dims, steps, batch_size, hyper)
+            .with_eval_size(eval_size)
+            .with_embedding(task.trained_embedding_rows())
     })
 }
 

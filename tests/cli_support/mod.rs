@@ -46,6 +46,8 @@ pub fn python_agrees(script: &Path, args: &[&str], what: &str) {
         .args(args)
         .output()
         .expect("python3 is needed for this test (.ci/run installs numpy and safetensors)");
+    // Each tensor's relative error, shown with --nocapture.
+    eprintln!("{what}:\n{}", String::from_utf8_lossy(&check.stdout));
     assert!(
         check.status.success(),
         "{what} disagrees or python3 lacks numpy/safetensors:\n{}{}",

@@ -5,6 +5,11 @@ vectors, one sequence at a time, exact solve for P), to check `tpri trace --loss
 Usage: lm_numpy.py PARAMS BATCH TRACE METHOD TARGET_MODE LR_TARGET REG TP_GRAD
 BATCH holds x [B, T, p] and the labels y [B, T] of every step. Prints the relative error
 of every tensor of TRACE and exits 1 when the worst is above compare.TOL.
+
+With a trained embedding table (PARAMS holds embed.weight [V, p], BATCH the token ids
+tokens [B, T]; `tpri trace --train-embedding`) the inputs are the table's rows,
+x_t = E[id_t], and its gradient is what reaches the inputs: every step's pre-activation
+error δ_t times U, summed into the row of the token it embeds.
 """
 import sys
 
@@ -28,6 +33,11 @@ def trace(P, batch, method, mode, lr_target, reg, tp_grad):
     b = P["rnn.b_ih"] + P["rnn.b_hh"]
     x = batch["x"].astype(np.float64)
     y = batch["y"].astype(np.int64)
+    E = P.get("embed.weight")
+    if E is not None:
+        tokens = batch["tokens"].astype(np.int64)
+        x = E[tokens]
+        gE = np.zeros_like(E)
     B, T, _ = x.shape
     d = W.shape[0]
     h = np.zeros((T + 1, B, d))
@@ -72,6 +82,9 @@ def trace(P, batch, method, mode, lr_target, reg, tp_grad):
                 gW += np.outer(delta, h[t - 1, s])
                 gU += np.outer(delta, x[s, t - 1])
                 gb += delta
+                if E is not None:
+                    # ∂/∂x_t of U x_t is Uᵀ δ_t, and x_t is row tokens[s, t-1] of E.
+                    gE[tokens[s, t - 1]] += U.T @ delta
                 delta_next = delta
         return gW, gU, gb
 
@@ -102,6 +115,8 @@ def trace(P, batch, method, mode, lr_target, reg, tp_grad):
         out["p_inv"] = Pinv
     out["grad.rnn.w_hh"], out["grad.rnn.w_ih"], out["grad.rnn.b_ih"] = rnn
     out["grad.rnn.b_hh"] = out["grad.rnn.b_ih"]
+    if E is not None:
+        out["grad.embed.weight"] = gE
     return out
 
 

@@ -153,7 +153,7 @@ pub fn random_batch(rng: &mut ChaCha8Rng, s: Shape, loss: Loss) -> Batch {
             Targets::StepLabels(DMatrix::from_fn(s.b, s.t, |_, _| rng.random_range(0..s.q)))
         }
     };
-    Batch { x, y }
+    Batch { x, y, tokens: None }
 }
 
 /// A random problem of shape `s`: parameters of `cell` (`random_params`), then a batch for
@@ -265,4 +265,19 @@ pub fn scalar(v: f64) -> DMatrix<f64> {
 /// The offsets v_t − h_t of targets `v` from states `h`, step by step.
 pub fn offsets(v: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect()
+}
+
+/// Gives `params` a trained embedding table of `vocab` rows (normal with standard
+/// deviation `std`; the language model draws it with 1) and `batch` random token ids below
+/// `vocab`, its x made what the table gives them (so that a backend reading x and one
+/// gathering agree).
+pub fn embed(rng: &mut ChaCha8Rng, params: &mut Params, batch: &mut Batch, vocab: usize, std: f64) {
+    let (b, t, p) = (batch.batch_size(), batch.seq_len(), params.dims().input);
+    let table = gaussian(rng, vocab, p, std);
+    let ids = DMatrix::from_fn(b, t, |_, _| rng.random_range(0..vocab as u32));
+    batch.x = (0..t)
+        .map(|k| DMatrix::from_fn(b, p, |i, j| table[(ids[(i, k)] as usize, j)]))
+        .collect();
+    batch.tokens = Some(ids);
+    params.embedding = Some(table);
 }

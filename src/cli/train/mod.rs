@@ -86,9 +86,15 @@ pub struct TrainArgs {
     /// [default: 10000].
     #[arg(long)]
     pub vocab: Option<usize>,
-    /// Size e of the frozen word embedding, the input size p (lm task) [default: 1024].
+    /// Size e of the word embedding, the input size p (lm task) [default: 1024].
     #[arg(long)]
     pub embedding_dim: Option<usize>,
+    /// Train the embedding table E [V, e] as a parameter (`embed.weight`), from the table
+    /// the frozen runs use; every method's gradient for it is the one flowing into the
+    /// inputs (docs/ALGORITHM.md §13). `--train-embedding false` freezes it again (lm task)
+    /// [default: frozen, as published].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub train_embedding: Option<bool>,
     /// Train on the first N tokens of ptb.train.txt only (lm task; the published setting
     /// takes 40000) [default: all].
     #[arg(long)]

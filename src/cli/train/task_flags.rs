@@ -20,10 +20,12 @@ pub(super) fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec
     let lm_flags = a.vocab.is_some()
         || a.embedding_dim.is_some()
         || a.train_tokens.is_some()
-        || a.eval_split.is_some();
+        || a.eval_split.is_some()
+        || a.train_embedding.is_some();
     if lm_flags && !matches!(a.task.unwrap_or(kind), TaskName::Lm) {
         bail!(
-            "--vocab, --embedding-dim, --train-tokens and --eval-split apply to the lm task only"
+            "--vocab, --embedding-dim, --train-tokens, --eval-split and --train-embedding apply \
+             to the lm task only (the other tasks have no embedding table)"
         );
     }
     let mut task = match a.task {
@@ -59,6 +61,7 @@ pub(super) fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec
             embedding_dim,
             train_tokens,
             eval_split,
+            train_embedding,
         } => {
             if pixel_flags {
                 bail!("--dataset, --chunk, --standardize, --mean-std and --permuted apply to the pixel task only");
@@ -71,6 +74,7 @@ pub(super) fn task_from_flags(base: &TaskSpec, a: &TrainArgs) -> Result<TaskSpec
                 *train_tokens = a.train_tokens;
             }
             set(eval_split, a.eval_split);
+            set(train_embedding, a.train_embedding);
         }
         TaskSpec::Pixel {
             dir,
@@ -118,5 +122,6 @@ fn lm_task() -> TaskSpec {
         embedding_dim: 1024,
         train_tokens: None,
         eval_split: EvalSplit::Test,
+        train_embedding: false,
     }
 }

@@ -189,6 +189,7 @@ pub fn head(
     check_targets(y, loss, b, q)?;
     // A one-step batch whose h_1 is set to h_last.
     let batch = Batch {
+        tokens: None,
         x: vec![DMatrix::zeros(b, params.dims().input)],
         y: y.clone(),
     };
@@ -234,6 +235,7 @@ pub fn head_steps(
         params.dims().hidden
     );
     let batch = Batch {
+        tokens: None,
         x: vec![DMatrix::zeros(b, params.dims().input); t],
         y: y.clone(),
     };

@@ -58,6 +58,7 @@ fn after_forward(
 ) -> Result<(ModelBuffers, Workspace)> {
     let b = x.first().map_or(0, |m| m.nrows());
     let batch = Batch {
+        tokens: None,
         x: x.to_vec(),
         y: Targets::Labels(vec![0; b]),
     };
@@ -106,6 +107,12 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) -> Res
         }
     }
     poison(ctx, &seq.stats, 2);
+    // A trained embedding table: the gathered inputs and the per-token sums of δ.
+    if let Some(e) = &seq.embedding {
+        let p = model.layout.dims.input;
+        poison(ctx, &seq.x, t * b * p);
+        poison(ctx, &e.sums, e.vocabulary * d);
+    }
     for slot in model.layout.slots() {
         ctx.write(
             &model.grad,

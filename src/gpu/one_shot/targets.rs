@@ -102,6 +102,7 @@ pub fn target_sweep(
         x.len()
     );
     let batch = Batch {
+        tokens: None,
         x: x.to_vec(),
         y: Targets::Labels(vec![0; b]),
     };

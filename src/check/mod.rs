@@ -3,14 +3,15 @@
 
 use anyhow::Result;
 use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+
+mod problems;
+
+pub use problems::{cases, problem, Case};
 
 use crate::backend::{Backend, Trace};
-use crate::config::{Hyper, Inversion, Loss, Method, TargetMode, TpConfig, TpGrad, CLAMP_EPS};
+use crate::config::{Inversion, Method, CLAMP_EPS};
 use crate::gpu::Storage;
-use crate::model::{CellKind, Dims, Params};
-use crate::tasks::{Batch, Targets};
+use crate::model::CellKind;
 
 /// The agreement `tpri check` requires of f32 against the f64 reference.
 pub const CHECK_TOL: f64 = 1e-4;
@@ -53,243 +54,6 @@ pub fn storage_bound(storage: Storage, quantity: &str, amp: f64) -> f64 {
         "h" => u + CHECK_TOL,
         _ => u * (4.0 + 2.0 * amp) + CHECK_TOL,
     }
-}
-
-/// One random problem: sizes and settings.
-#[derive(Clone, Debug)]
-pub struct Case {
-    /// What the case exercises, as `tpri check` prints it.
-    pub name: String,
-    /// The recurrent cell (tanh RNN or GRU).
-    pub cell: CellKind,
-    /// Input, hidden and output sizes.
-    pub dims: Dims,
-    /// Sequences per batch B.
-    pub batch: usize,
-    /// Sequence length T.
-    pub seq_len: usize,
-    /// The settings of the iteration.
-    pub hyper: Hyper,
-}
-
-/// CG iterations the per-step solves of the jacobian cases may take: they need about six
-/// at r = 1, and a cap near that keeps the worst case the GPU records launches for small.
-const JACOBIAN_MAX_ITER: usize = 16;
-
-/// A covering set of cases: sizes off the workgroup grid, both cells, every target mode,
-/// every inversion, both gradient modes, every loss (outputs at every step included), and
-/// BP.
-pub fn cases() -> Vec<Case> {
-    let tp = |mode, grad, loss| Hyper {
-        method: Method::Tp,
-        loss,
-        tp: TpConfig {
-            target_mode: mode,
-            tp_grad: grad,
-            lr_target: 0.1,
-            reg: 1.0,
-            ..TpConfig::default()
-        },
-        ..Hyper::default()
-    };
-    let jacobian = |grad, loss| {
-        let mut h = tp(TargetMode::Linearized, grad, loss);
-        h.tp.inversion = Inversion::Jacobian;
-        h.tp.cg_max_iter = JACOBIAN_MAX_ITER;
-        h
-    };
-    let per_gate = |grad, loss| {
-        let mut h = tp(TargetMode::Linearized, grad, loss);
-        h.tp.inversion = Inversion::PerGate;
-        h
-    };
-    use CellKind::{Gru, Tanh};
-    let bp = |loss| Hyper {
-        method: Method::Bp,
-        loss,
-        ..Hyper::default()
-    };
-    let dtp = |noise, grad, loss| {
-        let mut h = tp(TargetMode::Linearized, grad, loss);
-        h.method = Method::Dtp;
-        h.dtp.noise = noise;
-        h
-    };
-    let shapes = [
-        (7, 3, 4, 33),
-        (100, 2, 16, 33),
-        (1, 1, 1, 2),
-        (257, 5, 3, 7),
-    ];
-    let settings = [
-        (
-            "tp linearized",
-            Tanh,
-            tp(
-                TargetMode::Linearized,
-                TpGrad::ThroughTime,
-                Loss::CrossEntropy,
-            ),
-        ),
-        (
-            "tp difference",
-            Tanh,
-            tp(TargetMode::Difference, TpGrad::ThroughTime, Loss::Mse),
-        ),
-        (
-            "tp plain",
-            Tanh,
-            tp(TargetMode::Plain, TpGrad::ThroughTime, Loss::CrossEntropy),
-        ),
-        (
-            "tp local",
-            Tanh,
-            tp(TargetMode::Linearized, TpGrad::Local, Loss::Mse),
-        ),
-        ("bp ce", Tanh, bp(Loss::CrossEntropy)),
-        ("bp mse", Tanh, bp(Loss::Mse)),
-        (
-            "tp jacobian",
-            Tanh,
-            jacobian(TpGrad::ThroughTime, Loss::Mse),
-        ),
-        (
-            "tp jacobian local",
-            Tanh,
-            jacobian(TpGrad::Local, Loss::CrossEntropy),
-        ),
-        (
-            "gru tp jacobian",
-            Gru,
-            jacobian(TpGrad::ThroughTime, Loss::CrossEntropy),
-        ),
-        (
-            "gru tp jacobian local",
-            Gru,
-            jacobian(TpGrad::Local, Loss::Mse),
-        ),
-        ("gru bp ce", Gru, bp(Loss::CrossEntropy)),
-        ("gru bp mse", Gru, bp(Loss::Mse)),
-    ];
-    // After all the others, so that adding them kept every earlier case's index, and with
-    // it its seed (`run_checks`).
-    let later = [
-        (
-            "gru tp per-gate",
-            Gru,
-            per_gate(TpGrad::ThroughTime, Loss::CrossEntropy),
-        ),
-        (
-            "gru tp per-gate local",
-            Gru,
-            per_gate(TpGrad::Local, Loss::Mse),
-        ),
-        (
-            "lm tp linearized",
-            Tanh,
-            tp(
-                TargetMode::Linearized,
-                TpGrad::ThroughTime,
-                Loss::CrossEntropySeq,
-            ),
-        ),
-        (
-            "lm tp difference local",
-            Tanh,
-            tp(TargetMode::Difference, TpGrad::Local, Loss::CrossEntropySeq),
-        ),
-        (
-            "lm tp plain",
-            Tanh,
-            tp(
-                TargetMode::Plain,
-                TpGrad::ThroughTime,
-                Loss::CrossEntropySeq,
-            ),
-        ),
-        ("lm bp", Tanh, bp(Loss::CrossEntropySeq)),
-        ("dtp", Tanh, dtp(0.1, TpGrad::ThroughTime, Loss::Mse)),
-        (
-            "dtp local",
-            Tanh,
-            dtp(0.0, TpGrad::Local, Loss::CrossEntropy),
-        ),
-    ];
-    let mut out = Vec::new();
-    for group in [&settings[..], &later[..]] {
-        for (i, &(d, p, b, t)) in shapes.iter().enumerate() {
-            for (j, (label, cell, hyper)) in group.iter().enumerate() {
-                // Every setting on the first two shapes; one each on the others.
-                if i >= 2 && j % 2 != i % 2 {
-                    continue;
-                }
-                let q = match hyper.loss {
-                    Loss::Mse => 1,
-                    Loss::CrossEntropy => 4,
-                    Loss::CrossEntropySeq => 5,
-                };
-                out.push(Case {
-                    name: format!("{label} d={d} T={t} B={b}"),
-                    cell: *cell,
-                    dims: Dims {
-                        input: p,
-                        hidden: d,
-                        output: q,
-                    },
-                    batch: b,
-                    seq_len: t,
-                    hyper: hyper.clone(),
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Random parameters near the trained regime and a random batch for `case`: for the tanh
-/// RNN an orthogonal W scaled below 1 and small biases (DTP's reverse layer orthogonal,
-/// its bias small too); for the GRU PyTorch's initialisation (the cell's tensors uniform
-/// in ±1/√d, biases included) and a small random head bias.
-pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = match case.hyper.method {
-        Method::Dtp => Params::init_dtp(case.dims, seed),
-        Method::Tp | Method::Bp => Params::init_of(case.cell, case.dims, seed),
-    };
-    let mut noise = |rows, cols, scale: f64| {
-        DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
-    };
-    let Dims {
-        hidden: d,
-        output: q,
-        input: p,
-    } = case.dims;
-    if case.cell == CellKind::Tanh {
-        params.w_hh *= 0.9;
-        params.b = noise(d, 1, 0.1);
-        params.b_hh = noise(d, 1, 0.1);
-        if let Some(rev) = &mut params.dtp {
-            rev.b_rev = noise(d, 1, 0.1);
-        }
-    }
-    params.head_b = noise(q, 1, 0.1);
-    let x = (0..case.seq_len)
-        .map(|_| noise(case.batch, p, 1.0))
-        .collect();
-    let y = match case.hyper.loss {
-        Loss::CrossEntropy => Targets::Labels(
-            (0..case.batch)
-                .map(|i| (i * 7 + seed as usize) % q)
-                .collect(),
-        ),
-        Loss::Mse => Targets::Values(noise(case.batch, q, 1.0)),
-        Loss::CrossEntropySeq => {
-            Targets::StepLabels(DMatrix::from_fn(case.batch, case.seq_len, |i, t| {
-                (i * 7 + t * 3 + seed as usize) % q
-            }))
-        }
-    };
-    (params, Batch { x, y })
 }
 
 /// ‖a − b‖ / ‖b‖ for each quantity of two traces (b the reference); NaN anywhere gives NaN.
@@ -352,8 +116,8 @@ pub type Errors = Vec<(String, f64)>;
 
 /// The columns of `tpri check`'s table: one per quantity, the gradients named without
 /// their cell's prefix so that both cells share them (the GRU's b_ih under `b`), DTP's
-/// reverse layer without `dtp.`.
-pub const COLUMNS: [&str; 13] = [
+/// reverse layer without `dtp.`, a trained embedding table as `embed.weight`.
+pub const COLUMNS: [&str; 14] = [
     "h",
     "v",
     "p_inv",
@@ -367,6 +131,7 @@ pub const COLUMNS: [&str; 13] = [
     "head.b",
     "w_rev",
     "b_rev",
+    "embed.weight",
 ];
 
 /// The `COLUMNS` entry of a quantity named as in `Errors`.
@@ -436,6 +201,7 @@ pub fn run_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TargetMode;
 
     #[test]
     fn every_quantity_of_both_cells_has_a_column_and_cases_cover_both_cells() {

@@ -1,0 +1,315 @@
+//! The cost model of a GPU iteration: per phase its FLOPs, compulsory bytes, the time
+//! loops' cache reads, serial steps and launches, and the floor they imply on an assumed
+//! device (`Machine`), with the term that binds. `tpri bench` prints it beside the
+//! measured phases; docs/PERFORMANCE.md states the figures assumed.
+
+use serde::Serialize;
+
+use super::Size;
+use crate::config::Method;
+use crate::gpu::loops::REDUCTION_STAGE;
+use crate::gpu::matmul;
+use crate::gpu::segments::CONCURRENT_WORKGROUPS;
+use crate::gpu::{Phase, Storage};
+
+/// What the device is assumed to sustain, for the floors of the cost model.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Machine {
+    /// Peak f32 FLOP/s.
+    pub flops: f64,
+    /// Memory bandwidth, bytes/s.
+    pub bandwidth: f64,
+    /// Bandwidth of the last-level cache (L2) to the compute units, bytes/s: what every
+    /// workgroup's reading of the whole d×d matrix at every time step draws on.
+    pub cache_bandwidth: f64,
+    /// Workgroups of the time loops that run at once (compute units × resident
+    /// workgroups per unit); B sequences take ⌈B / this⌉ waves of serial steps.
+    pub concurrent_workgroups: usize,
+    /// Fixed cost of one kernel launch, seconds.
+    pub dispatch_s: f64,
+    /// Latency of one step of a recursion over time (a d-long dot product and two
+    /// workgroup barriers), seconds: the fused time loops cannot go faster than T of them.
+    pub step_s: f64,
+}
+
+impl Machine {
+    /// A mid-range discrete GPU: 10 TFLOP/s, 500 GB/s, an L2 of 2 TB/s, 40 workgroups at
+    /// once, 5 µs a launch, 2 µs a time step (the default of `tpri bench`).
+    pub const MIDRANGE: Machine = Machine {
+        flops: 10e12,
+        bandwidth: 500e9,
+        cache_bandwidth: 2e12,
+        concurrent_workgroups: 40,
+        dispatch_s: 5e-6,
+        step_s: 2e-6,
+    };
+
+    /// An NVIDIA H100 SXM as assumed here: 67 TFLOP/s f32 without tensor cores, 3.35 TB/s
+    /// of HBM3, an L2 of 7 TB/s, 132 SMs each holding one 256-thread time-loop
+    /// workgroup's worth of the matrix traffic at a time, 3 µs a launch (Vulkan, inside
+    /// one command buffer, with a barrier), 1 µs a time step. The last three are
+    /// assumptions, not datasheet figures.
+    pub const H100: Machine = Machine {
+        flops: 67e12,
+        bandwidth: 3.35e12,
+        cache_bandwidth: 7e12,
+        concurrent_workgroups: 132,
+        dispatch_s: 3e-6,
+        step_s: 1e-6,
+    };
+}
+
+/// Which term of a phase's floor is the largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Bound {
+    /// FLOPs at the peak rate.
+    Arithmetic,
+    /// Compulsory bytes at the memory bandwidth.
+    Traffic,
+    /// The matrix read by every workgroup at every step, at the cache bandwidth.
+    CacheTraffic,
+    /// Serial time steps, in waves of concurrent workgroups.
+    SerialSteps,
+    /// Kernel launches.
+    Launches,
+}
+
+impl Bound {
+    /// The name reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::Arithmetic => "arithmetic",
+            Bound::Traffic => "traffic",
+            Bound::CacheTraffic => "cache",
+            Bound::SerialSteps => "serial",
+            Bound::Launches => "launches",
+        }
+    }
+}
+
+/// The modelled cost of one phase.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PhaseCost {
+    /// The phase modelled.
+    pub phase: Phase,
+    /// Floating-point operations (a multiply-add counts 2).
+    pub flops: f64,
+    /// Compulsory memory traffic: every input read once, every output written once.
+    pub bytes: f64,
+    /// Traffic from the cache: the time loops run one workgroup per sequence, and each
+    /// reads the whole d×d matrix at every step (T·B·d² values).
+    pub cache_bytes: f64,
+    /// Workgroups of the phase's time loop (B), or 0 for a phase without one.
+    pub workgroups: usize,
+    /// Kernel launches recorded.
+    pub dispatches: usize,
+    /// Dependent steps in sequence inside the phase's kernels (T for the time loops).
+    pub serial_steps: usize,
+}
+
+impl PhaseCost {
+    /// Each term of the floor on `m`, in seconds.
+    pub fn terms(&self, m: &Machine) -> [(Bound, f64); 5] {
+        let waves = self
+            .workgroups
+            .div_ceil(m.concurrent_workgroups.max(1))
+            .max(1);
+        [
+            (Bound::Arithmetic, self.flops / m.flops),
+            (Bound::Traffic, self.bytes / m.bandwidth),
+            (Bound::CacheTraffic, self.cache_bytes / m.cache_bandwidth),
+            (
+                Bound::SerialSteps,
+                (self.serial_steps * waves) as f64 * m.step_s,
+            ),
+            (Bound::Launches, self.dispatches as f64 * m.dispatch_s),
+        ]
+    }
+
+    /// The fastest this phase can run on `m`: the largest of its compute, memory, cache
+    /// and recursion-latency bounds, plus its launches.
+    pub fn floor_s(&self, m: &Machine) -> f64 {
+        let terms = self.terms(m);
+        let bound = terms[..4].iter().map(|t| t.1).fold(0.0, f64::max);
+        bound + terms[4].1
+    }
+
+    /// The largest term of the floor on `m`.
+    pub fn binding(&self, m: &Machine) -> Bound {
+        let terms = self.terms(m);
+        terms
+            .iter()
+            .copied()
+            .reduce(|a, b| if b.1 > a.1 { b } else { a })
+            .map_or(Bound::Launches, |t| t.0)
+    }
+}
+
+/// The cost model of one GPU iteration (docs/ALGORITHM.md §2–§4) with `cg_iters` CG iterations run
+/// (the most of any column of P), the histories h and v − h stored as `storage` says
+/// (every other value is an f32).
+pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage) -> Vec<PhaseCost> {
+    let (t, d, b, p, q) = (
+        size.steps as f64,
+        size.hidden as f64,
+        size.batch as f64,
+        size.input as f64,
+        size.output as f64,
+    );
+    let k = cg_iters as f64;
+    let f = 4.0; // bytes per f32
+    let hb = storage.bytes() as f64; // bytes per value of h or v − h
+    let rows = t * b; // every (step, sequence) pair
+    let params = d * d + d * p + d + q * d + q;
+    // `values`: f32 values moved; `history`: values of h or v − h moved.
+    // A time loop runs B workgroups, each reading its d×d matrix from the cache at every
+    // step.
+    let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| {
+        let time_loop = matches!(phase, Phase::Forward | Phase::Sweep | Phase::Bptt);
+        PhaseCost {
+            phase,
+            flops,
+            bytes: values * f + history * hb,
+            cache_bytes: if time_loop { rows * d * d * f } else { 0.0 },
+            workgroups: if time_loop { size.batch } else { 0 },
+            dispatches,
+            serial_steps,
+        }
+    };
+    let all = [
+        // W h + U x + b, tanh: read W, U, b, x; write h. Plus the transpose of W.
+        cost(
+            Phase::Forward,
+            2.0 * rows * d * (d + p),
+            2.0 * d * d + d * p + d + rows * p,
+            rows * d,
+            2,
+            size.steps,
+        ),
+        cost(
+            Phase::Head,
+            4.0 * b * d * q,
+            q * d * 2.0 + b * q,
+            b * d * 2.0,
+            2,
+            0,
+        ),
+        // One workgroup per column of P: per CG iteration two d×d matrix-vector products
+        // and the update, each a dependent step (a d-long dot product and barriers); the
+        // warm start adds one product. W and Wᵀ stay in cache: read once, P read (the
+        // warm start) and written once.
+        cost(
+            Phase::Inverse,
+            (k + 1.0) * 4.0 * d * d * d + k * 10.0 * d * d,
+            4.0 * d * d,
+            0.0,
+            2,
+            2 * (cg_iters + 1),
+        ),
+        // P s per step and sequence: read h, P, write dv. Plus the transpose of P.
+        cost(
+            Phase::Sweep,
+            2.0 * rows * d * d + 4.0 * rows * d,
+            2.0 * d * d,
+            2.0 * rows * d,
+            2,
+            size.steps,
+        ),
+        // Wᵀδ per step and sequence: read h and dv (TP) or g_T, write δ and e.
+        cost(
+            Phase::Bptt,
+            2.0 * rows * d * d + 3.0 * rows * d,
+            d * d + 2.0 * rows * d,
+            rows * d * if method == Method::Tp { 2.0 } else { 1.0 },
+            1,
+            size.steps,
+        ),
+        reductions(size, hb),
+        // Read the gradient, read and write θ and two optimizer slots.
+        cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 0.0, 1, 0),
+    ];
+    let phases = Phase::of(method);
+    all.into_iter()
+        .filter(|c| phases.contains(&c.phase))
+        .collect()
+}
+
+/// The reductions Δᵀ H, Δᵀ X, Δᵀ 1 (∇b_ih) and Δᵀ 1 (∇b_hh), one after another: read δ,
+/// h and x, write the gradients; each split over workgroups as `matmul::splits` picks on
+/// a GPU,
+/// then its slices written and read again. Each workgroup walks its rows in stages of 16,
+/// a stage (two barriers, a short chain of multiply-adds) counted as one serial step.
+fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
+    let (t, d, b) = (size.steps as f64, size.hidden as f64, size.batch as f64);
+    let (rows, k) = (t * b, size.steps * size.batch);
+    let (mut bytes, mut serial, mut dispatches, mut workgroups) = (0.0, 0, 0, 0);
+    for n in [size.hidden, size.input, 1, 1] {
+        let splits = matmul::splits(size.hidden, n, k, CONCURRENT_WORKGROUPS);
+        let [x, y, _] = matmul::groups(size.hidden, n);
+        let slices = if splits > 1 {
+            2 * splits * size.hidden * n
+        } else {
+            0
+        };
+        bytes += (slices + size.hidden * n) as f64 * 4.0;
+        serial += k.div_ceil(splits * REDUCTION_STAGE);
+        dispatches += 1 + usize::from(splits > 1);
+        workgroups = workgroups.max((x * y) as usize * splits);
+    }
+    let n_total = d + size.input as f64 + 2.0;
+    PhaseCost {
+        phase: Phase::Reductions,
+        flops: 2.0 * rows * d * n_total,
+        bytes: bytes + rows * d * 4.0 + rows * d * history_bytes + rows * (n_total - d) * 4.0,
+        cache_bytes: 0.0,
+        workgroups,
+        dispatches,
+        serial_steps: serial,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_model_counts_the_paper_forward() {
+        let c = cost_model(Size::PAPER, Method::Bp, 0, Storage::F32);
+        assert_eq!(c.len(), 5, "BP has no inverse and no sweep");
+        // f16 halves the bytes of h: the forward pass's main traffic.
+        let half = cost_model(Size::PAPER, Method::Bp, 0, Storage::F16);
+        assert_eq!(c[0].bytes - half[0].bytes, 2.0 * 784.0 * 16.0 * 100.0);
+        // 2·T·B·d·(d + p) = 2·784·16·100·101.
+        assert_eq!(c[0].flops, 2.0 * 784.0 * 16.0 * 100.0 * 101.0);
+        let m = Machine {
+            flops: 1e12,
+            bandwidth: 1e11,
+            cache_bandwidth: 1e13,
+            concurrent_workgroups: 16,
+            dispatch_s: 0.0,
+            step_s: 1e-6,
+        };
+        // The time loop, not the arithmetic, bounds the forward pass here.
+        assert_eq!(c[0].floor_s(&m), 784e-6);
+        assert_eq!(c[0].binding(&m), Bound::SerialSteps);
+        // Twice the sequences of the workgroups that run at once: two waves of steps.
+        let m8 = Machine {
+            concurrent_workgroups: 8,
+            ..m
+        };
+        assert_eq!(c[0].floor_s(&m8), 2.0 * 784e-6);
+        // Every workgroup reads W at every step: T·B·d²·4 bytes from the cache.
+        assert_eq!(c[0].cache_bytes, 784.0 * 16.0 * 1e4 * 4.0);
+        let slow_cache = Machine {
+            cache_bandwidth: 1e11,
+            ..m
+        };
+        assert_eq!(c[0].binding(&slow_cache), Bound::CacheTraffic);
+        // The reductions at this size are split: ∇W's 4 blocks over 32 workgroups each
+        // (25 stages of 16 rows), ∇U's and both ∇b's 2 blocks over 64 (13 stages); unsplit
+        // each would walk all 784 stages.
+        let r = c.iter().find(|p| p.phase == Phase::Reductions).unwrap();
+        assert_eq!(r.serial_steps, 25 + 3 * 13);
+        assert_eq!(r.dispatches, 8);
+    }
+}
