@@ -56,9 +56,6 @@ pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
 }
 
-/// `stages` for a product launched whole (one launch over all of k).
-pub(crate) const WHOLE: usize = usize::MAX / REDUCTION_STAGE;
-
 /// The launches of a product of f32 operands, `stages` stages of 16 rows of k each.
 pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>, stages: usize) -> Result<Dispatch> {
     product_placed(ctx, ops, Placement::default(), stages)
