@@ -64,6 +64,15 @@ pub(crate) struct LoopModel {
     pub workgroups_per_unit: usize,
 }
 
+/// What a workgroup barrier adds to llvmpipe's count, measured rather than derived (the
+/// driver suspends and resumes the invocations there): at d = 100 the per-gate sweep, six
+/// barriers a step, is cut short from 772 steps per launch on, about 85 loop iterations a
+/// step where its loops alone make 75; the GRU's backward recursion (six a step) was cut
+/// short at the 828 steps its model allowed without this charge. The GRU's kernels and the
+/// per-gate and DTP kernels are charged it; the tanh RNN's time loops (one or two barriers
+/// a step) keep the margins per step they were checked with past the cap.
+const BARRIER: usize = 2;
+
 /// Units each invocation owns in the kernels with 256 invocations per workgroup.
 fn units(d: usize) -> usize {
     d.div_ceil(256)
@@ -80,17 +89,16 @@ fn dot(d: usize) -> usize {
 /// h_t; per launch the set-up and the hand-over of the last state.
 pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape) -> LoopModel {
     let u = units(d);
-    let fixed = match cell {
-        CellKind::Tanh => 3 * u + 4,
-        CellKind::Gru => u + 2,
+    let step = u * (dot(d) + p + 3) + 3;
+    let (fixed, per_unit) = match cell {
+        CellKind::Tanh => (3 * u + 4, step),
+        // One barrier after the set-up, two a step.
+        CellKind::Gru => (u + 2 + BARRIER, step + 2 * BARRIER),
     };
     LoopModel {
         what: "forward pass",
         unit: Unit::Step,
-        cost: Cost {
-            fixed,
-            per_unit: u * (dot(d) + p + 3) + 3,
-        },
+        cost: Cost { fixed, per_unit },
         total: shape.steps,
         workgroups: shape.batch,
         workgroups_per_unit: 0,
@@ -126,7 +134,8 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape) -> LoopModel {
             per_unit: u * (dot(d) + 2) + 3,
         },
         CellKind::Gru => {
-            let step = u * (3 * dot(d) + 7) + 9;
+            // Two barriers per gate block.
+            let step = u * (3 * dot(d) + 7) + 9 + 6 * BARRIER;
             Cost {
                 fixed: step,
                 per_unit: step,
@@ -213,8 +222,8 @@ pub(crate) fn reductions(rows: usize, workgroups: usize) -> LoopModel {
 }
 
 /// gru_per_gate_sweep.wgsl: per step the direct term, for each of the three gates the
-/// brackets and the product with P_gᵀ, and the copy of dv_{t−1}; per launch the set-up (the
-/// top rows, or the carried offsets) and the hand-over.
+/// brackets, the product with P_gᵀ and two barriers, and the copy of dv_{t−1}; per launch
+/// the set-up (the top rows, or the carried offsets) and the hand-over.
 pub(crate) fn per_gate_sweep(d: usize, shape: Shape) -> LoopModel {
     let u = units(d);
     LoopModel {
@@ -222,7 +231,7 @@ pub(crate) fn per_gate_sweep(d: usize, shape: Shape) -> LoopModel {
         unit: Unit::Step,
         cost: Cost {
             fixed: 2 * u + 3,
-            per_unit: 3 * u * dot(d) + 8 * u + 13,
+            per_unit: 3 * u * dot(d) + 8 * u + 13 + 6 * BARRIER,
         },
         total: shape.steps.saturating_sub(1),
         workgroups: shape.batch,
@@ -231,14 +240,15 @@ pub(crate) fn per_gate_sweep(d: usize, shape: Shape) -> LoopModel {
 }
 
 /// dtp_reverse.wgsl: one workgroup per step and sequence, each loading h~ and forming y
-/// and r, two owned-units loops of p input terms and a dot product; no loop over steps.
+/// and r, two owned-units loops of p input terms and a dot product, two barriers; no loop
+/// over steps.
 pub(crate) fn dtp_reverse(d: usize, p: usize, shape: Shape) -> LoopModel {
     let u = units(d);
     LoopModel {
         what: "DTP reverse layer",
         unit: Unit::Step,
         cost: Cost {
-            fixed: u * (2 * dot(d) + 2 * p + 5) + 3,
+            fixed: u * (2 * dot(d) + 2 * p + 5) + 3 + 2 * BARRIER,
             per_unit: 0,
         },
         total: shape.steps,
@@ -248,7 +258,8 @@ pub(crate) fn dtp_reverse(d: usize, p: usize, shape: Shape) -> LoopModel {
 }
 
 /// dtp_targets.wgsl: per step the load of h_t, the owned units' p input terms and two dot
-/// products, and the store of dv_{t−1}; per launch the set-up and the hand-over.
+/// products, two barriers and the store of dv_{t−1}; per launch the set-up and the
+/// hand-over.
 pub(crate) fn dtp_targets(d: usize, p: usize, shape: Shape) -> LoopModel {
     let u = units(d);
     LoopModel {
@@ -256,7 +267,7 @@ pub(crate) fn dtp_targets(d: usize, p: usize, shape: Shape) -> LoopModel {
         unit: Unit::Step,
         cost: Cost {
             fixed: 2 * u + 3,
-            per_unit: u * (2 * dot(d) + p + 4) + 4,
+            per_unit: u * (2 * dot(d) + p + 4) + 4 + 2 * BARRIER,
         },
         total: shape.steps.saturating_sub(1),
         workgroups: shape.batch,
@@ -266,7 +277,7 @@ pub(crate) fn dtp_targets(d: usize, p: usize, shape: Shape) -> LoopModel {
 
 /// seq_head.wgsl's step_stats, one workgroup: its invocations take a launch's steps in
 /// turn (⌈count/256⌉ rounds of a loop over the B sequences, at most count·⌈(B+2)/256⌉ + B + 2
-/// iterations), then two workgroup sums. (softmax_rows loops over one row's q outputs
+/// iterations), then two workgroup sums (nine loop iterations and ten barriers each). (softmax_rows loops over one row's q outputs
 /// only, 3⌈q/256⌉ + 21 iterations, under the cap for any q below five million: it is
 /// one launch per block of steps, not a loop over time.)
 pub(crate) fn step_stats(shape: Shape) -> LoopModel {
@@ -275,7 +286,7 @@ pub(crate) fn step_stats(shape: Shape) -> LoopModel {
         what: "per-step losses of the heads at every step",
         unit: Unit::Step,
         cost: Cost {
-            fixed: b + 2 + 1 + 2 * 9,
+            fixed: b + 2 + 1 + 2 * (9 + 10 * BARRIER),
             per_unit: (b + 2).div_ceil(256),
         },
         total: shape.steps,

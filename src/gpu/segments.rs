@@ -314,7 +314,7 @@ mod tests {
         for (budget, want) in [
             (
                 Budget::LoopCap,
-                [784, 784, 783, 784, 784, 101, 779, 458, 784],
+                [784, 784, 783, 784, 719, 101, 779, 458, 784],
             ),
             (
                 Budget::Time,
@@ -332,11 +332,11 @@ mod tests {
         // Unclamped by the loop's length: what fits under the cap.
         let cap = |m: &LoopModel| (LLVMPIPE_LOOP_LIMIT - m.cost.fixed) / m.cost.per_unit;
         let fits: Vec<usize> = models.iter().map(cap).collect();
-        assert_eq!(fits, [2340, 2340, 2184, 2520, 828, 779, 779, 458, 2729]);
+        assert_eq!(fits, [2340, 2047, 2184, 2520, 719, 779, 779, 458, 2729]);
     }
 
     /// The quotas tests/gpu_segments.rs quotes for the kernels it runs past the cap on
-    /// llvmpipe: the per-gate sweep at d = 33, DTP's target sweep at d = 33, p = 3, and the
+    /// llvmpipe: the per-gate sweep at d = 100, DTP's target sweep at d = 33, p = 3, and the
     /// per-step losses at B = 1; DTP's reverse layer, whose loops do not grow with T, in
     /// one launch there and in waves of the time budget elsewhere.
     #[test]
@@ -348,9 +348,9 @@ mod tests {
         };
         let shape = |steps| Shape { batch: 1, steps };
         let quota = |m: LoopModel| llvmpipe.quota(&m).unwrap();
-        assert_eq!(quota(loops::per_gate_sweep(33, shape(1400))), 1092);
-        assert_eq!(quota(loops::dtp_targets(33, 3, shape(2000))), 1771);
-        assert_eq!(quota(loops::step_stats(shape(70_000))), 65_513);
+        assert_eq!(quota(loops::per_gate_sweep(100, shape(1400))), 682);
+        assert_eq!(quota(loops::dtp_targets(33, 3, shape(2000))), 1598);
+        assert_eq!(quota(loops::step_stats(shape(70_000))), 65_473);
         let reverse = loops::dtp_reverse(
             100,
             1,
@@ -360,7 +360,31 @@ mod tests {
             },
         );
         assert_eq!(quota(reverse), 784);
-        // On a GPU: launches of at most TIME_BUDGET_LOOPS / 47 waves of 128 workgroups.
+        // At the paper's size (T = 784, d = 100, B = 16, p = 1), as docs/PERFORMANCE.md
+        // quotes them: only the per-gate sweep is split, on llvmpipe (682 + 101 steps).
+        let paper = Shape {
+            batch: 16,
+            steps: 784,
+        };
+        let models = [
+            loops::per_gate_sweep(100, paper),
+            loops::dtp_reverse(100, 1, paper),
+            loops::dtp_targets(100, 1, paper),
+            loops::step_stats(paper),
+        ];
+        for (budget, want) in [
+            (Budget::LoopCap, [682, 784, 783, 784]),
+            (Budget::Time, [783, 784, 783, 784]),
+        ] {
+            let seg = Segmenting {
+                budget,
+                steps: StepsPerDispatch::Auto,
+                batch: 16,
+            };
+            let got: Vec<usize> = models.iter().map(|m| seg.quota(m).unwrap()).collect();
+            assert_eq!(got, want, "{budget:?}");
+        }
+        // On a GPU: as many steps as keep the waves of 128 workgroups within the budget.
         let gpu = Segmenting {
             budget: Budget::Time,
             ..llvmpipe
