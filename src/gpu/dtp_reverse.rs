@@ -141,7 +141,7 @@ impl DtpReverse {
                 n,
                 k: rows,
             };
-            let stages = segmenting.quota(&matmul::loop_model(ops.m, ops.n, ops.k))?;
+            let stages = ops.stages(segmenting)?;
             matmul::product(ctx, ops, stages)
         };
         let reductions = [

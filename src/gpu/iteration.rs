@@ -125,7 +125,7 @@ impl Workspace {
                     n,
                     k: rows,
                 };
-                let stages = segmenting.quota(&matmul::loop_model(ops.m, n, rows))?;
+                let stages = ops.stages(&segmenting)?;
                 matmul::product_with_b_in(ctx, ops, b_storage, stages)
             };
         let x = || seq.x.as_entire_binding();

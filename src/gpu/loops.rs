@@ -8,8 +8,10 @@
 //! Counting convention, derived from the WGSL loops: a loop of n iterations counts n + 1
 //! (the test that ends it), a dot product over d (include/dot.wgsl: eight terms per
 //! iteration, then the rest one at a time) `dot(d)`, an owned-units loop of a kernel with
-//! `units` units per invocation `units + 1`, a workgroup sum nine (a tree of at most 256).
-//! Every term rounds up, so the model is an upper bound; tests/gpu_segments.rs runs the
+//! `units` units per invocation `units + 1`, a workgroup sum nine (a tree of at most 256),
+//! and in the GRU's, the per-gate and DTP's kernels a workgroup barrier `BARRIER` (what
+//! llvmpipe was measured to count there). Every term rounds up, so the model is an upper
+//! bound; tests/gpu_segments.rs runs the
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
@@ -276,10 +278,11 @@ pub(crate) fn dtp_targets(d: usize, p: usize, shape: Shape) -> LoopModel {
 }
 
 /// seq_head.wgsl's step_stats, one workgroup: its invocations take a launch's steps in
-/// turn (⌈count/256⌉ rounds of a loop over the B sequences, at most count·⌈(B+2)/256⌉ + B + 2
-/// iterations), then two workgroup sums (nine loop iterations and ten barriers each). (softmax_rows loops over one row's q outputs
-/// only, 3⌈q/256⌉ + 21 iterations, under the cap for any q below five million: it is
-/// one launch per block of steps, not a loop over time.)
+/// turn (⌈count/256⌉ rounds of a loop over the B sequences, at most
+/// count·⌈(B+2)/256⌉ + B + 2 iterations), then two workgroup sums (nine loop iterations
+/// and ten barriers each). (softmax_rows loops over one row's q outputs only,
+/// 3⌈q/256⌉ + 21 iterations, under the cap for any q below five million: it is one launch
+/// per block of steps, not a loop over time.)
 pub(crate) fn step_stats(shape: Shape) -> LoopModel {
     let b = shape.batch;
     LoopModel {

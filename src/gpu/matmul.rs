@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::loops::{self, LoopModel, REDUCTION_STAGE};
-use crate::gpu::segments::split;
+use crate::gpu::segments::{split, Segmenting};
 use crate::gpu::storage::Storage;
 
 /// matmul.wgsl's output block edge (TS).
@@ -135,4 +135,11 @@ fn launch(
 pub(crate) fn loop_model(m: usize, n: usize, k: usize) -> LoopModel {
     let [x, y, _] = groups(m, n);
     loops::reductions(k, (x * y) as usize)
+}
+
+impl Operands<'_> {
+    /// The stages of 16 rows of k one launch of this product runs, as `segmenting` picks.
+    pub fn stages(&self, segmenting: &Segmenting) -> Result<usize> {
+        segmenting.quota(&loop_model(self.m, self.n, self.k))
+    }
 }

@@ -12,7 +12,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
 use crate::gpu::loops;
-use crate::gpu::matmul::{self, product_placed, Operands, Placement};
+use crate::gpu::matmul::{product_placed, Operands, Placement};
 use crate::gpu::segments::{split, Segmenting};
 use crate::gpu::transpose;
 
@@ -91,7 +91,7 @@ impl SeqHead {
         };
         // A product's reduction in launches of bounded stages.
         let product = |ops: Operands<'_>, at: Placement| {
-            let stages = segmenting.quota(&matmul::loop_model(ops.m, ops.n, ops.k))?;
+            let stages = ops.stages(segmenting)?;
             product_placed(ctx, ops, at, stages)
         };
         for t0 in (0..t).step_by(k) {
