@@ -10,6 +10,12 @@
 // It writes δ and y [T·B, d] (row (t-1)·B + s); the matmul kernel then reduces them over
 // all T·B rows into ∇V = Δᵀ Y and ∇c = Δᵀ 1.
 //
+// Bounded segments: one launch takes the steps dims.first + 1 … dims.first + dims.count
+// (gpu::segments picks how many from gpu::loops::dtp_reverse), grid [B, quota]; the
+// workgroups of a shorter last segment past its steps leave at once. Nothing is carried:
+// the columns are independent. There is no loop over steps, so an invocation's loops do
+// not grow with T; the split bounds a launch's time and its grid.
+//
 // Both products read one buffer holding Wᵀ (from element 0) and Vᵀ (from element
 // dims.vt_offset), so that include/dot.wgsl's one-matrix accessor serves both, with
 // neighbouring invocations reading neighbouring addresses. h~ and y sit side by side in
@@ -34,6 +40,9 @@ struct Dims {
     k0: u32,
     k1: u32,
     sigma: f32,
+    // This segment's steps: the first (0-based) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -70,9 +79,13 @@ fn input_term(i: u32, x_row: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    // The same for the whole workgroup: it leaves together.
+    if wg.y >= dims.count {
+        return;
+    }
     let d = dims.hidden;
     // Column (t-1)·B + s: h_{t-1} of sequence s, with the inputs x_t.
-    let col = wg.y * dims.batch + wg.x;
+    let col = (dims.first + wg.y) * dims.batch + wg.x;
     let x_row = col * dims.input;
     for (var i = lid; i < d; i += WG) {
         var hi = h[col * d + i];

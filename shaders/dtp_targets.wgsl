@@ -17,8 +17,12 @@
 // `vecs` (every unit reads all of both); each invocation keeps the new offsets of the
 // units it owns (lid, lid + WG, ..., at most SLOTS of them) in registers until everyone
 // has read dv_t, then writes them over it.
+// Bounded segments, as in target_sweep.wgsl: one launch runs the steps t = dims.first,
+// dims.first − 1, … (dims.count of them; gpu::segments picks how many from
+// gpu::loops::dtp_targets), the first segment (dims.first = T) after setting up dv_0 and
+// dv_T, and each hands dv of its last step to the next in `carry` [B, d].
 // Layout, row-major: Vᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d] (f32: DTP
-// runs with f32 histories only), g_T [B, d].
+// runs with f32 histories only), g_T [B, d], carry [B, d].
 
 const WG: u32 = 256u;
 
@@ -32,6 +36,9 @@ struct Dims {
     input: u32,
     hidden: u32,
     lr_target: f32,
+    // This segment's steps: the first (T … 2, or T = 1 with none) and how many.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -42,6 +49,7 @@ struct Dims {
 @group(0) @binding(5) var<storage, read> h: array<f32>;
 @group(0) @binding(6) var<storage, read> g_top: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(8) var<storage, read_write> carry: array<f32>;
 
 // h_t in the first half, dv_t in the second.
 var<workgroup> vecs: array<f32, 2u * MAX_HIDDEN>;
@@ -71,15 +79,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = wg.x;
     let d = dims.hidden;
     let p = dims.input;
-    let top = (dims.steps * dims.batch + s) * d;
+    let top = dims.first == dims.steps;
+    // dv of the step in hand: the top offset, or where the previous segment stopped.
     for (var i = lid; i < d; i += WG) {
-        dv[s * d + i] = 0.0;
-        let dvt = -dims.lr_target * g_top[s * d + i];
+        let dvt = select(carry[s * d + i], -dims.lr_target * g_top[s * d + i], top);
+        if top {
+            dv[s * d + i] = 0.0;
+            dv[(dims.steps * dims.batch + s) * d + i] = dvt;
+        }
         vecs[MAX_HIDDEN + i] = dvt;
-        dv[top + i] = dvt;
     }
     var next: array<f32, SLOTS>;
-    for (var t = dims.steps; t >= 2u; t--) {
+    let end = dims.first - dims.count;
+    for (var t = dims.first; t > end; t--) {
         let row = (t * dims.batch + s) * d;
         let x_row = ((t - 1u) * dims.batch + s) * p;
         for (var i = lid; i < d; i += WG) {
@@ -111,5 +123,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             vecs[MAX_HIDDEN + i] = next[k];
             dv[prev + i] = next[k];
         }
+    }
+    // Each invocation hands on the units it wrote itself.
+    for (var i = lid; i < d; i += WG) {
+        carry[s * d + i] = vecs[MAX_HIDDEN + i];
     }
 }

@@ -10,7 +10,12 @@
 // r = (t - 1)·B + s, that hold token v, ascending), and each invocation gathers one
 // element S[v, j]. Every element is written, zero for a token the batch lacks.
 // One invocation per element of S; neighbouring invocations (j) read neighbouring
-// addresses of δ. A token at every row loops T·B times (gpu::loops counts it).
+// addresses of δ.
+//
+// Bounded segments: a launch adds the rows first .. first + count − 1 of each token's list
+// (gpu::segments picks how many, so that no launch runs too long; the host records enough
+// launches for one token at all T·B rows, and those past a token's list add nothing); the
+// first launch writes S, the others add to it.
 // Layout: offsets [V + 1], positions [T·B] u32; δ [T, B, d] and S [V, d] row-major f32.
 
 const WG: u32 = 256u;
@@ -22,6 +27,9 @@ struct Dims {
     hidden: u32,
     // Invocations per row of the grid (it may be 2-D).
     row_stride: u32,
+    // This launch's part of each token's list of rows.
+    first: u32,
+    count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -38,9 +46,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let v = idx / dims.hidden;
     let j = idx % dims.hidden;
+    let start = offsets[v] + dims.first;
+    let end = min(offsets[v + 1u], start + dims.count);
     var acc = 0.0;
-    for (var k = offsets[v]; k < offsets[v + 1u]; k++) {
+    for (var k = start; k < end; k++) {
         acc += delta[positions[k] * dims.hidden + j];
     }
-    sums[idx] = acc;
+    sums[idx] = select(acc, sums[idx] + acc, dims.first > 0u);
 }

@@ -15,17 +15,19 @@
 // dv_{t−1} is the sum of the direct term and the three products, without h. dv_0 = 0.
 //
 // One workgroup per sequence; the outer loop takes one step t per iteration and keeps
-// its state only in dv (storage) and dv_cur (workgroup memory), so that it can be cut into
-// bounded launches. Every bracket of unit i reads only unit i's values; a product reads
+// its state only in dv (storage) and dv_cur (workgroup memory). Bounded segments, as in
+// target_sweep.wgsl: one launch runs the steps t = dims.first, dims.first − 1, …
+// (dims.count of them; gpu::segments picks how many from gpu::loops::per_gate_sweep), the
+// first segment (dims.first = T) after setting up dv_0 and dv_T, and each hands dv of its
+// last step to the next in `carry` [B, d]. Every bracket of unit i reads only unit i's values; a product reads
 // the whole bracket, which sits in workgroup memory, one gate at a time (three d-vectors
 // would not fit MAX_HIDDEN's budget of two). Invocation `lid` owns units lid, lid + WG,
 // ...: the row dv_{t−1} accumulates in storage, each invocation reading back only the
 // elements it wrote itself. The histories are f32 (the GRU runs with f32 storage only).
-// Each product takes eight terms per loop iteration (include/dot.wgsl; see there for
-// llvmpipe's loop cap, which gpu::guards counts for this kernel too).
+// Each product takes eight terms per loop iteration (include/dot.wgsl).
 //
 // Layout, row-major: P_tᵀ [3d, d] (block g = P_gᵀ, gates r, z, n), h and dv [T+1, B, d],
-// gates [T, B, 4d] (r | z | n | hn from gru_forward.wgsl), g_T [B, d].
+// gates [T, B, 4d] (r | z | n | hn from gru_forward.wgsl), g_T [B, d], carry [B, d].
 
 const WG: u32 = 256u;
 
@@ -38,6 +40,9 @@ struct Dims {
     steps: u32,
     hidden: u32,
     lr_target: f32,
+    // This segment's steps: the first (T … 2, or T = 1 with none) and how many.
+    first: u32,
+    count: u32,
 }
 
 // The gate blocks of W (and of the stacked P_gᵀ) in PyTorch's order.
@@ -51,6 +56,7 @@ const GATE_N: u32 = 2u;
 @group(0) @binding(3) var<storage, read> gates: array<f32>;
 @group(0) @binding(4) var<storage, read> g_top: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(6) var<storage, read_write> carry: array<f32>;
 
 // The bracket of the gate in hand, which every unit's product reads.
 var<workgroup> s_vec: array<f32, MAX_HIDDEN>;
@@ -83,14 +89,18 @@ fn bracket(gate: u32, g: Gates, hp: f32, e: f32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
     let d = dims.hidden;
-    let top = (dims.steps * dims.batch + s) * d;
+    let top = dims.first == dims.steps;
+    // dv of the step in hand: the top offset, or where the previous segment stopped.
     for (var i = lid; i < d; i += WG) {
-        dv[s * d + i] = 0.0;
-        let dvt = -dims.lr_target * g_top[s * d + i];
-        dv[top + i] = dvt;
+        let dvt = select(carry[s * d + i], -dims.lr_target * g_top[s * d + i], top);
+        if top {
+            dv[s * d + i] = 0.0;
+            dv[(dims.steps * dims.batch + s) * d + i] = dvt;
+        }
         dv_cur[i] = dvt;
     }
-    for (var t = dims.steps; t >= 2u; t--) {
+    let end = dims.first - dims.count;
+    for (var t = dims.first; t > end; t--) {
         let prev = ((t - 1u) * dims.batch + s) * d;
         let gate_row = ((t - 1u) * dims.batch + s) * 4u * d;
         // The direct term (1 − z) ⊙ δ.
@@ -113,5 +123,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var i = lid; i < d; i += WG) {
             dv_cur[i] = dv[prev + i];
         }
+    }
+    // Each invocation hands on the units it wrote itself.
+    for (var i = lid; i < d; i += WG) {
+        carry[s * d + i] = dv_cur[i];
     }
 }

@@ -9,6 +9,9 @@
 //
 // then step_stats sums the rows: ℓ_t (the mean over the B sequences) and the hits of each
 // step into per_step, and the mean loss and the accuracy over all B·T rows into stats.
+// step_stats runs in bounded segments (gpu::segments picks how many steps from
+// gpu::loops::step_stats): one launch takes steps first_step … first_step + step_count − 1
+// and adds its part of the means to stats (the first launch starts them from 0).
 // One workgroup per row: q may be large (10 000 words), so its invocations split the
 // row and reduce its maximum and its sum in workgroup memory.
 // Layout: Z [rows, q] (the block), c [q], labels u32 [T, B] (step-major, global row
@@ -31,6 +34,9 @@ struct Dims {
     rows: u32,
     // Workgroups per row of softmax_rows' grid (it may be 2-D).
     groups_x: u32,
+    // step_stats: this launch's steps (0-based) and how many.
+    first_step: u32,
+    step_count: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -108,7 +114,11 @@ fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(WG)
 fn step_stats(@builtin(local_invocation_index) lid: u32) {
     let nb = dims.batch;
-    for (var t = lid; t < dims.steps; t += WG) {
+    let end = dims.first_step + dims.step_count;
+    // This invocation's part of the sums of ℓ_t and of the hits.
+    var loss_part = 0.0;
+    var hits_part = 0.0;
+    for (var t = dims.first_step + lid; t < end; t += WG) {
         var loss = 0.0;
         var hits = 0.0;
         for (var s = 0u; s < nb; s++) {
@@ -117,16 +127,14 @@ fn step_stats(@builtin(local_invocation_index) lid: u32) {
         }
         per_step[2u * t] = loss / f32(nb);
         per_step[2u * t + 1u] = hits;
+        loss_part += loss / f32(nb);
+        hits_part += hits;
     }
-    storageBarrier();
+    let loss_sum = workgroup_sum(lid, loss_part);
+    let hits_sum = workgroup_sum(lid, hits_part);
     if lid == 0u {
-        var loss = 0.0;
-        var hits = 0.0;
-        for (var t = 0u; t < dims.steps; t++) {
-            loss += per_step[2u * t];
-            hits += per_step[2u * t + 1u];
-        }
-        stats[0] = loss / f32(dims.steps);
-        stats[1] = hits / f32(nb * dims.steps);
+        let first = dims.first_step == 0u;
+        stats[0] = select(stats[0], 0.0, first) + loss_sum / f32(dims.steps);
+        stats[1] = select(stats[1], 0.0, first) + hits_sum / f32(nb * dims.steps);
     }
 }

@@ -3,7 +3,7 @@
 // ‖v_t − h_t‖ over the batch) or the backward errors e (‖e_t‖), one block of B·d values
 // per step. Run only when the host asks for them, so training steps never pay for it.
 //
-// One workgroup per block: a strided pass into registers, then a tree in workgroup memory
+// One workgroup per block (a 2-D grid past the per-dimension limit): a strided pass into registers, then a tree in workgroup memory
 // (include/workgroup_sum.wgsl, which gpu::kernel appends to this file).
 // The f16 variant reads a history whose rows are padded to even length; the pads hold
 // zeros, so blocks of whole padded rows give the same sums.
@@ -17,6 +17,8 @@ struct Dims {
     rows: u32,
     len: u32,
     start: u32,
+    // Workgroups per row of the grid (2-D for more blocks than one dimension holds).
+    groups_x: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -29,7 +31,12 @@ fn load(i: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let base = dims.start + wg.x * dims.len;
+    let r = wg.y * dims.groups_x + wg.x;
+    // The same for the whole workgroup: it leaves together.
+    if r >= dims.rows {
+        return;
+    }
+    let base = dims.start + r * dims.len;
     var acc = 0.0;
     for (var k = lid; k < dims.len; k += WG) {
         let v = load(base + k);
@@ -37,6 +44,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let total = workgroup_sum(lid, acc);
     if lid == 0u {
-        out[wg.x] = total;
+        out[r] = total;
     }
 }

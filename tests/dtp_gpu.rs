@@ -2,12 +2,12 @@
 //! iteration's every quantity, 50 training steps side by side, and the CLI on
 //! `--backend gpu`. Needs a GPU adapter (lavapipe will do) and fails without one.
 
-use tpri::backend::{Backend, Trace};
-use tpri::config::{Hyper, Loss, Method, OptimizerConfig, OptimizerKind, TpConfig, TpGrad};
+use tpri::backend::Backend;
+use tpri::config::{Loss, TpGrad};
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{GpuBackend, Storage};
 use tpri::model::{Dims, Params};
-use tpri::tasks::{build_task, Batch, TaskSpec};
+use tpri::tasks::{build_task, TaskSpec};
 use tpri::tensor_file::{read_tensors, save_batch, save_params};
 
 mod cli_support;
@@ -15,88 +15,8 @@ mod gpu_support;
 mod support;
 
 use cli_support::{scratch, tpri};
-use gpu_support::{ctx, TOL};
-use support::{check, check_all, column, offsets, random, random_batch, rng, scalar, Shape};
-
-/// DTP parameters at `seed` (the library's initialisation, W ×0.9, every bias uniform in
-/// ±0.3) and a batch of shape `s`, from a stream seeded with `seed`.
-fn problem(seed: u64, s: Shape, loss: Loss) -> (Params, Batch) {
-    let mut r = rng(seed);
-    let mut params = Params::init_dtp(s.dims(), seed);
-    params.w_hh *= 0.9;
-    params.b = random(&mut r, s.d, 1, 0.3);
-    params.b_hh = random(&mut r, s.d, 1, 0.3);
-    params.head_b = random(&mut r, s.q, 1, 0.3);
-    if let Some(rev) = &mut params.dtp {
-        rev.b_rev = random(&mut r, s.d, 1, 0.3);
-    }
-    (params, random_batch(&mut r, s, loss))
-}
-
-/// DTP's settings with γ_h `lr_target`, noise σ and the gradient mode `grad`.
-fn hyper(loss: Loss, lr_target: f64, noise: f64, grad: TpGrad) -> Hyper {
-    let mut hyper = Hyper {
-        method: Method::Dtp,
-        loss,
-        tp: TpConfig {
-            lr_target,
-            tp_grad: grad,
-            ..TpConfig::default()
-        },
-        opt: OptimizerConfig {
-            kind: OptimizerKind::Nesterov,
-            lr: 0.05,
-            momentum: 0.9,
-            ..OptimizerConfig::default()
-        },
-        ..Hyper::default()
-    };
-    hyper.dtp.lr_reverse = 0.02;
-    hyper.dtp.noise = noise;
-    hyper.dtp.noise_seed = 17;
-    hyper
-}
-
-/// Every quantity of the GPU's trace against the reference's within `TOL` (relative
-/// Frobenius; `check` fails on any non-finite value, so an output a kernel left poisoned
-/// fails): h, the loss, v and v − h, every gradient with the reverse layer's, the error
-/// norms. Returns the worst error.
-fn compare(what: &str, got: &Trace, want: &Trace) -> f64 {
-    let mut worst = check_all(&format!("h {what}"), &got.h, &want.h, TOL);
-    worst = worst.max(check(
-        &format!("loss {what}"),
-        &scalar(got.loss),
-        &scalar(want.loss),
-        TOL,
-    ));
-    let (gv, wv) = (got.v.as_ref().unwrap(), want.v.as_ref().unwrap());
-    worst = worst.max(check_all(&format!("v {what}"), &gv[1..], &wv[1..], TOL));
-    worst = worst.max(check_all(
-        &format!("v − h {what}"),
-        &offsets(&gv[1..], &got.h[1..]),
-        &offsets(&wv[1..], &want.h[1..]),
-        TOL,
-    ));
-    assert_eq!(got.grads.names(), want.grads.names(), "{what}");
-    assert!(
-        got.grads.dtp.is_some(),
-        "{what}: the reverse layer's gradient"
-    );
-    for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(want.grads.tensors()) {
-        worst = worst.max(check(&format!("∇{name} {what}"), g, w, TOL));
-    }
-    worst = worst.max(check(
-        &format!("‖e_t‖ {what}"),
-        &column(&got.error_norms),
-        &column(&want.error_norms),
-        TOL,
-    ));
-    assert!(
-        got.p_inv.is_none() && got.cg.is_none(),
-        "{what}: DTP solves nothing"
-    );
-    worst
-}
+use gpu_support::{compare_dtp, ctx, dtp_hyper, dtp_problem};
+use support::{check, column, Shape};
 
 /// Random problems at odd sizes (d = 1, 7, 33; T and B off every grid), with and without
 /// noise, both losses, both gradient modes, and the pixel setting's tiny γ_h: the GPU's
@@ -142,12 +62,12 @@ fn gpu_dtp_traces_match_the_reference() {
     ];
     let mut gpu = GpuBackend::new(ctx());
     for (i, (s, loss, lr_target, noise, grad)) in cases.into_iter().enumerate() {
-        let (params, batch) = problem(50 + i as u64, s, loss);
-        let hyper = hyper(loss, lr_target, noise, grad);
+        let (params, batch) = dtp_problem(50 + i as u64, s, loss);
+        let hyper = dtp_hyper(loss, lr_target, noise, grad);
         let want = CpuBackend::new().trace(&params, &batch, &hyper).unwrap();
         let got = gpu.trace(&params, &batch, &hyper).unwrap();
         let what = format!("case {i} ({s:?}, σ = {noise}, γ_h = {lr_target})");
-        let worst = compare(&what, &got, &want);
+        let worst = compare_dtp(&what, &got, &want);
         eprintln!("{what}: worst relative error {worst:.2e}");
     }
 }
@@ -166,7 +86,7 @@ fn fifty_dtp_training_steps_agree_with_reference() {
         output: 1,
     };
     let start = Params::init_dtp(dims, 3);
-    let hyper = hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
+    let hyper = dtp_hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
     let mut cpu = CpuBackend::new();
     let mut gpu = GpuBackend::new(ctx());
     cpu.load(&start, None, &hyper).unwrap();
@@ -214,8 +134,8 @@ fn fifty_dtp_training_steps_agree_with_reference() {
 /// f16 storage is refused for DTP, with the storage named.
 #[test]
 fn f16_storage_is_refused_for_dtp() {
-    let (params, batch) = problem(1, Shape::new(2, 3, 2, 4, 2), Loss::CrossEntropy);
-    let hyper = hyper(Loss::CrossEntropy, 0.1, 0.0, TpGrad::ThroughTime);
+    let (params, batch) = dtp_problem(1, Shape::new(2, 3, 2, 4, 2), Loss::CrossEntropy);
+    let hyper = dtp_hyper(Loss::CrossEntropy, 0.1, 0.0, TpGrad::ThroughTime);
     let mut gpu = GpuBackend::with_storage(ctx(), Storage::F16);
     let err = format!("{:#}", gpu.trace(&params, &batch, &hyper).unwrap_err());
     assert!(
@@ -230,7 +150,7 @@ fn f16_storage_is_refused_for_dtp() {
 fn dtp_on_the_gpu_through_the_cli() {
     let dir = scratch("dtp-gpu-cli");
     let s = Shape::new(3, 6, 2, 5, 1);
-    let (params, batch) = problem(8, s, Loss::Mse);
+    let (params, batch) = dtp_problem(8, s, Loss::Mse);
     let [p, b, o] = ["p", "b", "o"].map(|n| dir.join(format!("{n}.safetensors")));
     save_params(&p, &params).unwrap();
     save_batch(&b, &batch).unwrap();

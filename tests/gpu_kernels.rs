@@ -298,3 +298,30 @@ fn forward_matches_reference_at_the_papers_length() {
     let got = gpu::one_shot::forward(&ctx, &params, &x).unwrap();
     check_all("h (T=784, d=100, B=2)", &got, &want, TOL);
 }
+
+/// A device opened with WebGPU's default limits (8 storage buffers per shader stage) is
+/// refused when the kernels compile, with wgpu's message naming the limit: dtp_reverse.wgsl
+/// binds 9 (see `GpuContext`'s table). `GpuContext::new` asks for the adapter's own limits.
+#[test]
+fn a_device_below_the_storage_buffer_limit_is_refused_naming_it() {
+    let instance = wgpu::Instance::default();
+    let adapter =
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+            .expect("an adapter (ctx() opened one)");
+    let desc = wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
+    assert_eq!(device.limits().max_storage_buffers_per_shader_stage, 8);
+    let err = match gpu::GpuContext::from_device(device, queue) {
+        Ok(_) => panic!("a device with 8 storage buffers per stage compiled every kernel"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("compiling the compute kernels")
+            && err.contains("max_storage_buffers_per_shader_stage")
+            && err.contains("limit is 8, count was 9"),
+        "{err}"
+    );
+}

@@ -12,20 +12,24 @@
 //!   agree with the reference, each with at least one launch that spends its whole quota,
 //!   so that a loop-count model that undercounted would be caught by the driver truncating
 //!   the launch.
-//! - `#[ignore]`d: every cell, inversion and solver at T = 784, d = 100, B = 16 (the
-//!   paper's size), `cargo test --test gpu_segments -- --ignored --nocapture` (about 80 s
-//!   on lavapipe with two shared cores, most of it the f64 reference).
+//! - DTP splits the same way at T = 7 and 17 (K = 1, 3).
+//! - `#[ignore]`d: every cell, inversion and solver, DTP and the heads at every step at
+//!   T = 784, d = 100, B = 16 (the paper's size),
+//!   `cargo test --test gpu_segments -- --ignored --nocapture` (docs/PERFORMANCE.md gives
+//!   the times on lavapipe, most of it the f64 reference).
 
 mod gpu_support;
 mod support;
 
 use std::num::NonZeroUsize;
 
-use gpu_support::{compare_traces, compare_traces_with, ctx, hyper, start};
-use support::{check_all, dims, inputs, random_batch, rng, seeded_params, Shape};
+use gpu_support::{
+    compare_dtp, compare_traces, compare_traces_with, ctx, dtp_hyper, dtp_problem, hyper, start,
+};
+use support::{check_all, dims, embed, inputs, random_batch, rng, seeded_params, Shape};
 use tpri::backend::{Backend, Trace};
 use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpGrad};
-use tpri::cpu;
+use tpri::cpu::{self, CpuBackend};
 use tpri::gpu::{self, GpuBackend, GpuOptions, StepsPerDispatch, Storage};
 use tpri::model::CellKind;
 
@@ -52,8 +56,9 @@ fn assert_same_bits(what: &str, got: &Trace, want: &Trace) {
 }
 
 /// Every cell × inversion × solver × method, with target modes and gradient modes spread
-/// over them, at T = 10 split into launches of K = 1, 3, 7 steps (and CG units, and K·B
-/// reduction rows): within `TOL` of the reference, and bit for bit the unsplit trace.
+/// over them, and outputs at every step, at T = 10 split into launches of K = 1, 3, 7 steps
+/// (and CG units, and K·B reduction rows): within `TOL` of the reference, and bit for bit
+/// the unsplit trace.
 #[test]
 fn segmented_traces_match_reference_and_the_unsplit_run() {
     use CellKind::{Gru, Tanh};
@@ -72,6 +77,41 @@ fn segmented_traces_match_reference_and_the_unsplit_run() {
         (Gru, Jac, Solver::Auto, 7, 3, Tp, Lin, Tt, Mse),
         (Gru, Jac, Solver::Auto, 6, 2, Tp, Lin, Local, Ce),
         (Gru, Jac, Solver::Auto, 7, 3, Bp, Lin, Tt, Ce),
+        (Gru, Inversion::PerGate, Solver::Cg, 7, 3, Tp, Lin, Tt, Ce),
+        (
+            Gru,
+            Inversion::PerGate,
+            Solver::Cg,
+            9,
+            2,
+            Tp,
+            Lin,
+            Local,
+            Mse,
+        ),
+        // Outputs at every step: the heads' products and the per-step losses split too.
+        (
+            Tanh,
+            An,
+            Solver::Cg,
+            7,
+            3,
+            Tp,
+            Lin,
+            Tt,
+            Loss::CrossEntropySeq,
+        ),
+        (
+            Tanh,
+            An,
+            Solver::Auto,
+            7,
+            3,
+            Bp,
+            Lin,
+            Tt,
+            Loss::CrossEntropySeq,
+        ),
     ];
     for (i, &(cell, inversion, solver, d, b, method, mode, grad, loss)) in cases.iter().enumerate()
     {
@@ -135,13 +175,40 @@ fn f16_storage_splits_without_rounding_the_carried_state() {
     }
 }
 
+/// DTP split into launches of K = 1 and 3 steps at T = 7 and 17 (the reverse layer's
+/// columns, its reductions and the target sweep, which hands its offsets on in `carry`):
+/// within `TOL` of the reference, and bit for bit the unsplit trace.
+#[test]
+fn dtp_segments_match_reference_and_the_unsplit_run() {
+    for (i, (t, noise)) in [(7, 0.0), (17, 0.1)].into_iter().enumerate() {
+        let s = Shape::new(3, t, 2, 7, 3);
+        let (params, batch) = dtp_problem(280 + i as u64, s, Loss::CrossEntropy);
+        let h = dtp_hyper(Loss::CrossEntropy, 0.3, noise, TpGrad::ThroughTime);
+        let want = CpuBackend::new().trace(&params, &batch, &h).unwrap();
+        let trace = |options| {
+            GpuBackend::with_options(ctx(), options)
+                .trace(&params, &batch, &h)
+                .unwrap()
+        };
+        let whole = trace(unsplit(Storage::F32));
+        for k in [1, 3] {
+            let what = format!("DTP T={t} σ={noise} K={k}");
+            let got = trace(fixed(Storage::F32, k));
+            let worst = compare_dtp(&what, &got, &want);
+            assert_same_bits(&what, &got, &whole);
+            eprintln!("{what}: worst relative error {worst:.2e}");
+        }
+    }
+}
+
 /// The tanh RNN far past the T ≈ 2800 at which llvmpipe's loop cap stopped the unsplit
 /// forward pass: TP (the solve for P, the sweep, the backward recursion) and BP at
 /// T = 6000 in launches as long as the loop-count model allows there, each but the last
-/// spending its whole quota.
+/// spending its whole quota. At d = 103 (d % 8 = 7) the model's dot products leave no
+/// slack: before barriers were charged, llvmpipe cut the forward pass short there.
 #[test]
 fn tanh_iteration_past_the_loop_cap_matches_reference() {
-    let shape = Shape::new(1, 6000, 1, 100, 3);
+    let shape = Shape::new(1, 6000, 1, 103, 3);
     let batch = random_batch(&mut rng(240), shape, Loss::CrossEntropy);
     let p = start(CellKind::Tanh, shape.dims(), 241, 0.0);
     for method in [Method::Tp, Method::Bp] {
@@ -152,7 +219,7 @@ fn tanh_iteration_past_the_loop_cap_matches_reference() {
             TpGrad::ThroughTime,
             Loss::CrossEntropy,
         );
-        compare_traces(&format!("(T=6000, d=100, {method:?})"), &p, &batch, &h);
+        compare_traces(&format!("(T=6000, d=103, {method:?})"), &p, &batch, &h);
     }
 }
 
@@ -194,6 +261,78 @@ fn jacobian_sweeps_past_the_loop_cap_match_reference() {
     }
 }
 
+/// The kernels main added unsplit, past llvmpipe's loop cap (they were refused there
+/// before they ran in segments), each in launches as long as the loop-count model allows:
+/// the per-gate sweep at T = 1400, d = 103 (108 loop iterations a step by the model, as at
+/// d = 100: launches of 606, 606 and 187 steps; at d = 100 the driver cut a launch short
+/// from 772 steps on), with the GRU's forward pass and backward recursion (whose model missed the
+/// driver's count of its barriers: it allowed 828 steps a launch, and ∇W came back NaN
+/// here), DTP's target sweep at T = 2000, d = 33, p = 3 (45 a step: 1456 and 543), and
+/// the per-step losses of the heads at every step at T = 70 000, B = 1 (65 433 and 4567),
+/// whose products reduce over 70 000 rows.
+#[test]
+fn per_gate_dtp_and_every_step_heads_past_the_loop_cap_match_reference() {
+    let s = Shape::new(1, 1400, 3, 103, 4);
+    let p = start(CellKind::Gru, s.dims(), 290, 0.0);
+    let batch = random_batch(&mut rng(291), s, Loss::CrossEntropy);
+    let h = hyper(
+        Inversion::PerGate,
+        Method::Tp,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    );
+    compare_traces("(GRU per-gate, T=1400, d=103)", &p, &batch, &h);
+
+    let s = Shape::new(1, 2000, 3, 33, 2);
+    let (params, batch) = dtp_problem(292, s, Loss::CrossEntropy);
+    let h = dtp_hyper(Loss::CrossEntropy, 0.3, 0.1, TpGrad::ThroughTime);
+    let want = CpuBackend::new().trace(&params, &batch, &h).unwrap();
+    let got = GpuBackend::new(ctx()).trace(&params, &batch, &h).unwrap();
+    compare_dtp("(DTP, T=2000, d=33)", &got, &want);
+
+    let s = Shape::new(1, 70_000, 1, 3, 3);
+    let p = start(CellKind::Tanh, s.dims(), 293, 0.0);
+    let batch = random_batch(&mut rng(294), s, Loss::CrossEntropySeq);
+    let h = hyper(
+        Inversion::Analytic,
+        Method::Bp,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropySeq,
+    );
+    compare_traces("(heads at every step, T=70000)", &p, &batch, &h);
+}
+
+/// A trained embedding table's per-token sums (embedding_grad.wgsl) loop over the rows of
+/// δ holding each token: split into launches of K·B rows (K = 1, 3 at T = 10), and past
+/// llvmpipe's loop cap with two tokens over T·B = 140 000 rows (about 70 000 each, so that
+/// a token's sum alone passes the cap), against the reference, ∇E included.
+#[test]
+fn trained_embedding_sums_split_and_pass_the_loop_cap() {
+    let loss = Loss::CrossEntropySeq;
+    let bp = hyper(
+        Inversion::Analytic,
+        Method::Bp,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        loss,
+    );
+    let s = Shape::new(3, 10, 4, 7, 5);
+    let mut params = start(CellKind::Tanh, s.dims(), 300, 0.3);
+    let mut batch = random_batch(&mut rng(301), s, loss);
+    embed(&mut rng(302), &mut params, &mut batch, s.q, 0.5);
+    for k in [1, 3] {
+        let what = format!("(trained embedding, T=10, K={k})");
+        compare_traces_with(&what, &params, &batch, &bp, fixed(Storage::F32, k));
+    }
+    let s = Shape::new(2, 70_000, 2, 3, 2);
+    let mut params = start(CellKind::Tanh, s.dims(), 303, 0.0);
+    let mut batch = random_batch(&mut rng(304), s, loss);
+    embed(&mut rng(305), &mut params, &mut batch, s.q, 0.5);
+    compare_traces("(trained embedding, T=70000, V=2)", &params, &batch, &bp);
+}
+
 /// Every cell, inversion and solver (and BP) at the paper's size, T = 784, d = 100,
 /// B = 16, within 1e-4 of the reference on whatever adapter runs the tests, each loop in
 /// the launches the adapter picks. `cargo test --test gpu_segments -- --ignored --nocapture`.
@@ -226,5 +365,54 @@ fn every_cell_inversion_and_solver_at_the_papers_size() {
         let started = std::time::Instant::now();
         compare_traces(&what, &p, &batch, &h);
         eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
+
+/// The per-gate GRU inversion, DTP and the heads at every step (TP and BP) at the paper's
+/// size, T = 784, d = 100, B = 16, within 1e-4 of the reference on every traced tensor,
+/// each loop in the launches the adapter picks.
+/// `cargo test --test gpu_segments -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes on a software adapter; run with --ignored"]
+fn per_gate_dtp_and_every_step_heads_at_the_papers_size() {
+    let shape = Shape::new(16, 784, 1, 100, 10);
+    let timed = |what: &str, run: &dyn Fn()| {
+        let started = std::time::Instant::now();
+        run();
+        eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
+    };
+    let tp = |inversion, method, loss| {
+        hyper(
+            inversion,
+            method,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            loss,
+        )
+    };
+    let batch = random_batch(&mut rng(300), shape, Loss::CrossEntropy);
+    let gru = start(CellKind::Gru, shape.dims(), 301, 0.0);
+    let what = "(GRU per-gate, T=784, d=100, B=16)";
+    timed(what, &|| {
+        let h = tp(Inversion::PerGate, Method::Tp, Loss::CrossEntropy);
+        compare_traces(what, &gru, &batch, &h);
+    });
+    let what = "(DTP, T=784, d=100, B=16)";
+    timed(what, &|| {
+        let (params, batch) = dtp_problem(302, shape, Loss::CrossEntropy);
+        let h = dtp_hyper(Loss::CrossEntropy, 0.3, 0.1, TpGrad::ThroughTime);
+        let want = CpuBackend::new().trace(&params, &batch, &h).unwrap();
+        let got = GpuBackend::new(ctx()).trace(&params, &batch, &h).unwrap();
+        let worst = compare_dtp(what, &got, &want);
+        eprintln!("{what}: worst relative error {worst:.2e}");
+    });
+    let seq = random_batch(&mut rng(303), shape, Loss::CrossEntropySeq);
+    let tanh = start(CellKind::Tanh, shape.dims(), 304, 0.0);
+    for method in [Method::Tp, Method::Bp] {
+        let what = format!("(heads at every step, {method:?}, T=784, d=100, B=16)");
+        timed(&what, &|| {
+            let h = tp(Inversion::Analytic, method, Loss::CrossEntropySeq);
+            compare_traces(&what, &tanh, &seq, &h);
+        });
     }
 }

@@ -16,11 +16,13 @@ use crate::gpu::storage::{F16Conversions, Storage};
 ///
 /// Compute shaders (wgpu's `DownlevelFlags::COMPUTE_SHADERS`: Vulkan, Metal and DX12
 /// devices have them), and at least these limits — all of them within WebGPU's defaults
-/// (`wgpu::Limits::default()`), so any device that can run WebGPU compute qualifies:
+/// (`wgpu::Limits::default()`) but one: `dtp_reverse.wgsl` binds 9 storage buffers where
+/// WebGPU's default allows 8 (native Vulkan, Metal and DX12 adapters allow far more:
+/// lavapipe 32):
 ///
 /// | limit | needed | by |
 /// |---|---|---|
-/// | `max_storage_buffers_per_shader_stage` | 8 | `gru_bptt.wgsl`, `target_sweep.wgsl` (b_ih and b_hh in one binding) and `jacobian.wgsl`'s `jacobian_sweep` (others bind 2–7) |
+/// | `max_storage_buffers_per_shader_stage` | 9 | `dtp_reverse.wgsl`; 8: `gru_bptt.wgsl`, `target_sweep.wgsl` (b_ih and b_hh in one binding), `dtp_targets.wgsl` and `jacobian.wgsl`'s `jacobian_sweep` (others bind 2–7) |
 /// | `max_uniform_buffers_per_shader_stage` | 1 | every kernel (its parameters) |
 /// | `max_bindings_per_bind_group` | 11 | `jacobian.wgsl` numbers its bindings up to `@binding(10)` |
 /// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `target_sweep.wgsl` at d = [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 2048 |
@@ -41,7 +43,10 @@ use crate::gpu::storage::{F16Conversions, Storage};
 /// [`GpuContext::new`] opens the adapter with all of its limits and with those two features
 /// where offered. [`GpuContext::from_device`] takes a device as it is and checks nothing up
 /// front beyond compiling the kernels: a device below the table's limits fails there
-/// (`compiling the compute kernels`, with wgpu's validation message), or, for the kernels
+/// (`compiling the compute kernels`, with wgpu's validation message naming the limit, e.g.
+/// "Too many bindings of type StorageBuffers …, limit is 8, count was 9. Check the limit
+/// `max_storage_buffers_per_shader_stage`" for a device opened with WebGPU's defaults,
+/// whatever method it would run), or, for the kernels
 /// compiled on first use (the GRU's and the jacobian inversion's, f16 storage's), with the
 /// first step that needs them; a buffer too large for the device fails when it is made.
 pub struct GpuContext {

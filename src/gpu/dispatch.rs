@@ -18,8 +18,10 @@ pub(crate) struct Dispatch {
     /// Workgroups along x, y, z.
     groups: [u32; 3],
     /// Binding 0: the uniform blocks, one per launch; rewrite a single launch's with
-    /// `GpuContext::write` for per-step settings.
+    /// `GpuContext::write` for per-step settings, or all of them with `rewrite`.
     pub uniform: wgpu::Buffer,
+    /// Bytes from one block of `uniform` to the next.
+    stride: u64,
 }
 
 impl Dispatch {
@@ -109,7 +111,20 @@ impl Dispatch {
             launches,
             groups,
             uniform,
+            stride,
         })
+    }
+
+    /// Rewrites the uniform blocks with `blocks`, one per block in order (per-step
+    /// settings of a kernel launched in segments).
+    pub fn rewrite<U: bytemuck::Pod>(&self, ctx: &GpuContext, blocks: &[U]) {
+        for (i, block) in blocks.iter().enumerate() {
+            ctx.write(
+                &self.uniform,
+                i as u64 * self.stride,
+                std::slice::from_ref(block),
+            );
+        }
     }
 
     /// Records the launches into `pass`, in order. Consecutive launches in one pass are

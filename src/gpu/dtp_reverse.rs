@@ -12,7 +12,8 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::optimizer::OptimizerStep;
-use crate::gpu::{matmul, transpose};
+use crate::gpu::segments::{split, Segmenting};
+use crate::gpu::{loops, matmul, transpose};
 
 /// dtp_reverse.wgsl's uniform block.
 #[repr(C)]
@@ -26,10 +27,13 @@ struct Dims {
     k0: u32,
     k1: u32,
     sigma: f32,
+    first: u32,
+    count: u32,
 }
 
 /// DTP's launches before its targets, and their buffers: Wᵀ and Vᵀ into one matrix
-/// buffer, the kernel writing δ and y over all T·B columns, the reductions
+/// buffer, the kernel writing δ and y over all T·B columns (in launches of a bounded
+/// number of steps), the reductions
 /// `∇V = Δᵀ Y`, `∇c = Δᵀ 1` into the gradient's reverse-layer slots, and (in training) the
 /// reverse layer's optimizer step followed by Vᵀ again for the target sweep.
 pub(crate) struct DtpReverse {
@@ -44,19 +48,22 @@ pub(crate) struct DtpReverse {
     kernel: Dispatch,
     reductions: [Dispatch; 2],
     step: OptimizerStep,
-    dims: Dims,
+    /// The kernel's uniform blocks, one per launch (their noise key set per iteration).
+    blocks: Vec<Dims>,
     /// The run's seed of the noise stream.
     seed: u64,
 }
 
 impl DtpReverse {
     /// The launches for a model with a reverse layer (`model.layout.rev`) on batches of
-    /// `shape`; their noise is iteration 1's until `set_iteration`.
+    /// `shape`, split into launches as `segmenting` says; their noise is iteration 1's
+    /// until `set_iteration`.
     pub fn new(
         ctx: &GpuContext,
         model: &ModelBuffers,
         seq: &SeqBuffers,
         shape: Shape,
+        segmenting: &Segmenting,
         hyper: &Hyper,
     ) -> Result<Self> {
         let l = &model.layout;
@@ -86,22 +93,31 @@ impl DtpReverse {
             transpose::dispatch(ctx, l.w.bind(&model.theta), whole.bind(&mats), d, d)?,
             transpose::dispatch(ctx, rev_w.bind(&model.theta), vt.bind(&mats), d, d)?,
         ];
-        let dims = Dims {
-            batch: shape.batch as u32,
-            steps: shape.steps as u32,
-            input: l.dims.input as u32,
-            hidden: d as u32,
-            vt_offset: vt.start as u32,
-            k0: 0,
-            k1: 0,
-            sigma: hyper.dtp.noise as f32,
-        };
+        // At most as many steps per launch as a grid dimension holds.
+        let steps = segmenting
+            .quota(&loops::dtp_reverse(d, l.dims.input, shape))?
+            .min(ctx.limits.max_compute_workgroups_per_dimension as usize);
+        let blocks: Vec<Dims> = split(shape.steps, steps)
+            .into_iter()
+            .map(|seg| Dims {
+                batch: shape.batch as u32,
+                steps: shape.steps as u32,
+                input: l.dims.input as u32,
+                hidden: d as u32,
+                vt_offset: vt.start as u32,
+                k0: 0,
+                k1: 0,
+                sigma: hyper.dtp.noise as f32,
+                first: seg.first,
+                count: seg.count,
+            })
+            .collect();
         let mut groups = per_item_groups(ctx, shape.batch, "batch size B")?;
-        groups[1] = per_item_groups(ctx, shape.steps, "sequence length T")?[0];
-        let kernel = Dispatch::new(
+        groups[1] = steps.min(shape.steps) as u32;
+        let kernel = Dispatch::segments(
             ctx,
             &ctx.kernels.dtp_reverse,
-            &dims,
+            &blocks,
             &[
                 (1, mats.as_entire_binding()),
                 (2, l.u.bind(&model.theta)),
@@ -125,7 +141,8 @@ impl DtpReverse {
                 n,
                 k: rows,
             };
-            matmul::product(ctx, ops, matmul::WHOLE)
+            let stages = ops.stages(segmenting)?;
+            matmul::product(ctx, ops, stages)
         };
         let reductions = [
             reduce(y.as_entire_binding(), d, rev_w)?,
@@ -148,7 +165,7 @@ impl DtpReverse {
             kernel,
             reductions,
             step: OptimizerStep::over(ctx, model, &cfg, range)?,
-            dims,
+            blocks,
             seed: hyper.dtp.noise_seed,
         };
         reverse.set_iteration(ctx, 1);
@@ -159,12 +176,16 @@ impl DtpReverse {
     /// optimizer as its step number: call before each submit of a training step.
     pub fn set_iteration(&self, ctx: &GpuContext, iteration: u64) {
         let key = NoiseKey::new(self.seed, iteration);
-        let dims = Dims {
-            k0: key.k0,
-            k1: key.k1,
-            ..self.dims
-        };
-        ctx.write(&self.kernel.uniform, 0, &[dims]);
+        let blocks: Vec<Dims> = self
+            .blocks
+            .iter()
+            .map(|&b| Dims {
+                k0: key.k0,
+                k1: key.k1,
+                ..b
+            })
+            .collect();
+        self.kernel.rewrite(ctx, &blocks);
         self.step.set_step(ctx, iteration);
     }
 

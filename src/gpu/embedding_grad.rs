@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use crate::gpu::buffers::{grid_1d, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::loops::{self, REDUCTION_STAGE};
 use crate::gpu::matmul;
+use crate::gpu::segments::{split, Segmenting};
 
 /// embedding_grad.wgsl's workgroup size.
 const WG: usize = 256;
@@ -20,15 +22,19 @@ struct Dims {
     vocab: u32,
     hidden: u32,
     row_stride: u32,
+    first: u32,
+    count: u32,
 }
 
-/// The two launches, after BPTT has written δ (and before the optimizer moves U): the
-/// per-token sums, then their product with U in `stages` stages of the matmul.
+/// The launches, after BPTT has written δ (and before the optimizer moves U): the
+/// per-token sums over the `rows` = T·B rows of δ in bounded segments, then their product
+/// with U, each as `segmenting` picks.
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    stages: usize,
+    rows: usize,
+    segmenting: &Segmenting,
 ) -> Result<[Dispatch; 2]> {
     let l = &model.layout;
     let (slot, vocab) = l.embed.context("∇E needs a trained embedding table")?;
@@ -38,15 +44,22 @@ pub(crate) fn dispatch(
         .context("∇E needs the token buffers")?;
     let (d, p) = (l.dims.hidden, l.dims.input);
     let (grid, row_stride) = grid_1d(ctx, vocab * d, WG);
-    let dims = Dims {
-        vocab: vocab as u32,
-        hidden: d as u32,
-        row_stride,
-    };
-    let sums = Dispatch::new(
+    let workgroups = grid.iter().map(|&g| g as usize).product();
+    let stages = segmenting.quota(&loops::embedding_sums(rows, workgroups))?;
+    let blocks: Vec<Dims> = split(rows, stages.saturating_mul(REDUCTION_STAGE))
+        .into_iter()
+        .map(|seg| Dims {
+            vocab: vocab as u32,
+            hidden: d as u32,
+            row_stride,
+            first: seg.first,
+            count: seg.count,
+        })
+        .collect();
+    let sums = Dispatch::segments(
         ctx,
         &ctx.kernels.embedding_grad,
-        &dims,
+        &blocks,
         &[
             (1, e.offsets.as_entire_binding()),
             (2, e.positions.as_entire_binding()),
@@ -55,18 +68,16 @@ pub(crate) fn dispatch(
         ],
         grid,
     )?;
-    let product = matmul::product(
-        ctx,
-        matmul::Operands {
-            a: e.sums.as_entire_binding(),
-            trans_a: false,
-            b: l.u.bind(&model.theta),
-            c: slot.bind(&model.grad),
-            m: vocab,
-            n: p,
-            k: d,
-        },
-        stages,
-    )?;
+    let ops = matmul::Operands {
+        a: e.sums.as_entire_binding(),
+        trans_a: false,
+        b: l.u.bind(&model.theta),
+        c: slot.bind(&model.grad),
+        m: vocab,
+        n: p,
+        k: d,
+    };
+    let stages = ops.stages(segmenting)?;
+    let product = matmul::product(ctx, ops, stages)?;
     Ok([sums, product])
 }

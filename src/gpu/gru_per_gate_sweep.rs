@@ -1,4 +1,5 @@
-//! The GRU's per-gate target sweep, fused over time (`shaders/gru_per_gate_sweep.wgsl`;
+//! The GRU's per-gate target sweep, fused over time in bounded segments
+//! (`shaders/gru_per_gate_sweep.wgsl`;
 //! twin of `src/cpu/gru_per_gate.rs::gru_per_gate_sweep`). Its P_g come from
 //! `inverse::GateCg`, recorded before it.
 
@@ -9,6 +10,7 @@ use crate::gpu::buffers::{per_item_groups, GateBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
+use crate::gpu::segments::split;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -17,28 +19,37 @@ struct Dims {
     steps: u32,
     hidden: u32,
     lr_target: f32,
+    first: u32,
+    count: u32,
 }
 
-/// The launch: one workgroup per sequence, reading the stacked P_gᵀ of `gates`, h, the
-/// forward pass's gates and g_T, writing the target offsets dv = v − h [T+1, B, d].
+/// The launches: one workgroup per sequence, `steps` steps per launch, reading the stacked
+/// P_gᵀ of `gates`, h, the forward pass's gates and g_T, writing the target offsets
+/// dv = v − h [T+1, B, d] (each segment hands its last offsets on in `seq.carry`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     gates: &GateBuffers,
     seq: &SeqBuffers,
-    shape: Shape,
+    (shape, steps): (Shape, usize),
     hidden: usize,
     tp: &TpConfig,
 ) -> Result<Dispatch> {
-    let dims = Dims {
-        batch: shape.batch as u32,
-        steps: shape.steps as u32,
-        hidden: hidden as u32,
-        lr_target: tp.lr_target as f32,
-    };
-    Dispatch::new(
+    // Steps T, T − 1, …, 2, in segments from the top.
+    let uniforms: Vec<Dims> = split(shape.steps - 1, steps)
+        .into_iter()
+        .map(|seg| Dims {
+            batch: shape.batch as u32,
+            steps: shape.steps as u32,
+            hidden: hidden as u32,
+            lr_target: tp.lr_target as f32,
+            first: shape.steps as u32 - seg.first,
+            count: seg.count,
+        })
+        .collect();
+    Dispatch::segments(
         ctx,
         &ctx.kernels.gru_per_gate_sweep,
-        &dims,
+        &uniforms,
         &[
             (1, gates.pt.as_entire_binding()),
             // f32 histories only (`plan::Plan::check`).
@@ -46,6 +57,7 @@ pub(crate) fn dispatch(
             (3, seq.gates.as_entire_binding()),
             (4, seq.g_top.as_entire_binding()),
             (5, seq.dv.binding()),
+            (6, seq.carry.as_entire_binding()),
         ],
         per_item_groups(ctx, shape.batch, "batch size B")?,
     )

@@ -6,13 +6,13 @@
 //! (Layout conventions: `layout`.)
 //!
 //! Which kernels run depends on the cell and the inversion: forward.wgsl or
-//! gru_forward.wgsl; for TP either CG for P and target_sweep.wgsl (analytic, tanh only),
-//! jacobian.wgsl's sweep with its per-step CG (jacobian, either cell), or CG for each
-//! gate's P_g and gru_per_gate_sweep.wgsl (per-gate, GRU only); for DTP dtp_reverse.wgsl
-//! with its reductions (and in training the reverse layer's step) and dtp_targets.wgsl;
-//! bptt.wgsl or
-//! gru_bptt.wgsl; then the same matmul reductions and optimizer, which only see more or
-//! larger slots for the GRU.
+//! gru_forward.wgsl; the head at the last step, or the heads at every step (seq_head.wgsl
+//! between matmul products); for TP either CG for P and target_sweep.wgsl (analytic, tanh
+//! only), jacobian.wgsl's sweep with its per-step CG (jacobian, either cell), or CG for
+//! each gate's P_g and gru_per_gate_sweep.wgsl (per-gate, GRU only); for DTP
+//! dtp_reverse.wgsl with its reductions (and in training the reverse layer's step) and
+//! dtp_targets.wgsl; bptt.wgsl or gru_bptt.wgsl; then the same matmul reductions and
+//! optimizer, which only see more or larger slots for the GRU.
 
 use anyhow::Result;
 
@@ -194,13 +194,17 @@ impl Workspace {
                 .collect(),
             ),
         };
-        let gather = match vocabulary {
-            Some(v) => {
-                let stages = segmenting.quota(&matmul::loop_model(v, p, d))?;
-                reductions.extend(embedding_grad::dispatch(ctx, model, &seq, stages)?);
-                Some(embedding_gather::dispatch(ctx, model, &seq, shape)?)
-            }
-            None => None,
+        let gather = if vocabulary.is_some() {
+            reductions.extend(embedding_grad::dispatch(
+                ctx,
+                model,
+                &seq,
+                rows,
+                &segmenting,
+            )?);
+            Some(embedding_gather::dispatch(ctx, model, &seq, shape)?)
+        } else {
+            None
         };
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
@@ -228,7 +232,7 @@ impl Workspace {
                     ctx,
                     model.gates(ctx)?,
                     &seq,
-                    shape,
+                    per_launch(loops::per_gate_sweep(d, shape))?,
                     dims.hidden,
                     tp,
                 )?]),
@@ -260,37 +264,23 @@ impl Workspace {
                 .min(ctx.limits.max_storage_buffer_binding_size);
             logit_block_steps(shape.steps, shape.batch, dims.output, limit)
         });
-        // main's new kernels run whole: refused on llvmpipe past its loop cap.
-        loops::check_unsplit(
-            ctx.info.name.contains("llvmpipe"),
-            d,
-            p,
-            shape,
-            loops::unsplit(
-                d,
-                p,
-                shape,
-                loops::Unsplit {
-                    per_gate: matches!(plan.targets(), Some(TargetSolve::PerGate { .. })),
-                    dtp,
-                    every_step,
-                    embedding: vocabulary.is_some(),
-                    outputs: dims.output,
-                    block_rows: block.map_or(0, |k| k.clamp(1, shape.steps.max(1)) * shape.batch),
-                },
-            ),
-        )?;
         let head = if let Some(block) = block {
-            Head::EveryStep(SeqHead::new(ctx, model, &seq, shape, block)?)
+            Head::EveryStep(SeqHead::new(ctx, model, &seq, shape, block, &segmenting)?)
         } else {
             Head::Last(head::HeadDispatches::new(
                 ctx, model, &seq, shape, hyper.loss,
             )?)
         };
         let dtp = if dtp {
-            let reverse = DtpReverse::new(ctx, model, &seq, shape, hyper)?;
-            let sweep =
-                dtp_targets::dispatch(ctx, model, &seq, shape, &reverse, hyper.tp.lr_target)?;
+            let reverse = DtpReverse::new(ctx, model, &seq, shape, &segmenting, hyper)?;
+            let sweep = dtp_targets::dispatch(
+                ctx,
+                model,
+                &seq,
+                per_launch(loops::dtp_targets(d, p, shape))?,
+                &reverse,
+                hyper.tp.lr_target,
+            )?;
             Some((reverse, sweep))
         } else {
             None

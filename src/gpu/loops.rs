@@ -8,8 +8,10 @@
 //! Counting convention, derived from the WGSL loops: a loop of n iterations counts n + 1
 //! (the test that ends it), a dot product over d (include/dot.wgsl: eight terms per
 //! iteration, then the rest one at a time) `dot(d)`, an owned-units loop of a kernel with
-//! `units` units per invocation `units + 1`, a workgroup sum nine (a tree of at most 256).
-//! Every term rounds up, so the model is an upper bound; tests/gpu_segments.rs runs the
+//! `units` units per invocation `units + 1`, a workgroup sum nine (a tree of at most 256),
+//! and a workgroup barrier in a time loop `BARRIER` (an empirical margin: what llvmpipe
+//! was measured to count beyond the loops). Every term rounds up, so the model is an upper
+//! bound; tests/gpu_segments.rs runs the
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
@@ -56,8 +58,26 @@ pub(crate) struct LoopModel {
     pub unit: Unit,
     pub cost: Cost,
     pub total: usize,
+    /// Workgroups of a launch, whatever its units.
     pub workgroups: usize,
+    /// Workgroups each unit adds to a launch: a kernel that gives every step its own
+    /// workgroups instead of looping over steps (DTP's reverse layer) spends no loop
+    /// iterations per unit, only time. 0 elsewhere.
+    pub workgroups_per_unit: usize,
 }
+
+/// What each workgroup barrier in a kernel's time loop adds to the model: an empirical
+/// margin, not derived from the WGSL. llvmpipe counts more than the loops the convention
+/// sees (it suspends and resumes the invocations at a barrier; what exactly its limiter
+/// counts there was not pinned down). Measured on lavapipe (Mesa 22.3) where the dot
+/// products leave no slack (d = 103: d % 8 = 7): the tanh forward pass, one barrier a step,
+/// was cut short after 2 114 steps of a launch, about 31 iterations a step where its loops
+/// make 28; at d = 100 the per-gate sweep, six barriers a step, from 772 steps on (about 85
+/// where its loops make 75), and the GRU's backward recursion at the 828 steps its model
+/// allowed without a charge. 4 a barrier covers each with room. The CG kernels' barriers
+/// (in their workgroup sums) are not charged: their models were checked past the cap at
+/// d = 100 as they are.
+const BARRIER: usize = 4;
 
 /// Units each invocation owns in the kernels with 256 invocations per workgroup.
 fn units(d: usize) -> usize {
@@ -75,19 +95,20 @@ fn dot(d: usize) -> usize {
 /// h_t; per launch the set-up and the hand-over of the last state.
 pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape) -> LoopModel {
     let u = units(d);
-    let fixed = match cell {
-        CellKind::Tanh => 3 * u + 4,
-        CellKind::Gru => u + 2,
+    let step = u * (dot(d) + p + 3) + 3;
+    let (fixed, per_unit) = match cell {
+        // One barrier after the set-up, one a step.
+        CellKind::Tanh => (3 * u + 4 + BARRIER, step + BARRIER),
+        // One barrier after the set-up, two a step.
+        CellKind::Gru => (u + 2 + BARRIER, step + 2 * BARRIER),
     };
     LoopModel {
         what: "forward pass",
         unit: Unit::Step,
-        cost: Cost {
-            fixed,
-            per_unit: u * (dot(d) + p + 3) + 3,
-        },
+        cost: Cost { fixed, per_unit },
         total: shape.steps,
         workgroups: shape.batch,
+        workgroups_per_unit: 0,
     }
 }
 
@@ -100,11 +121,13 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape) -> LoopModel {
         what: "target sweep",
         unit: Unit::Step,
         cost: Cost {
-            fixed: 4 * u + 5,
-            per_unit: u * (dot(d) + p + 4) + 4,
+            // One barrier in the set-up, two a step.
+            fixed: 4 * u + 5 + BARRIER,
+            per_unit: u * (dot(d) + p + 4) + 4 + 2 * BARRIER,
         },
         total: shape.steps.saturating_sub(1),
         workgroups: shape.batch,
+        workgroups_per_unit: 0,
     }
 }
 
@@ -114,12 +137,14 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape) -> LoopModel {
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape) -> LoopModel {
     let u = units(d);
     let cost = match cell {
+        // One barrier in the set-up, two a step.
         CellKind::Tanh => Cost {
-            fixed: u + 2,
-            per_unit: u * (dot(d) + 2) + 3,
+            fixed: u + 2 + BARRIER,
+            per_unit: u * (dot(d) + 2) + 3 + 2 * BARRIER,
         },
         CellKind::Gru => {
-            let step = u * (3 * dot(d) + 7) + 9;
+            // Two barriers per gate block.
+            let step = u * (3 * dot(d) + 7) + 9 + 6 * BARRIER;
             Cost {
                 fixed: step,
                 per_unit: step,
@@ -132,6 +157,7 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape) -> LoopModel {
         cost,
         total: shape.steps,
         workgroups: shape.batch,
+        workgroups_per_unit: 0,
     }
 }
 
@@ -164,6 +190,7 @@ pub(crate) fn solves(gru: bool, d: usize, shape: Shape, max_iter: usize) -> Loop
             .saturating_sub(1)
             .saturating_mul(max_iter.saturating_add(1)),
         workgroups: shape.batch,
+        workgroups_per_unit: 0,
     }
 }
 
@@ -180,6 +207,7 @@ pub(crate) fn inverse(d: usize, max_iter: usize) -> LoopModel {
         },
         total: max_iter.saturating_add(1),
         workgroups: d,
+        workgroups_per_unit: 0,
     }
 }
 
@@ -198,100 +226,99 @@ pub(crate) fn reductions(rows: usize, workgroups: usize) -> LoopModel {
         },
         total: rows.div_ceil(REDUCTION_STAGE),
         workgroups,
+        workgroups_per_unit: 0,
     }
 }
 
-/// Loop iterations of one invocation of the kernels that run whole, in one launch, at most
-/// (counted as the refusals before segments counted them): the per-gate sweep, DTP's reverse layer
-/// and target sweep, and the heads at every step (their softmax rows, per-step losses and
-/// the products over a block of steps' rows). `block_rows` is the most rows one product
-/// of the heads at every step reduces over (k·B), 0 without outputs at every step.
-pub(crate) struct Unsplit {
-    pub per_gate: bool,
-    pub dtp: bool,
-    pub every_step: bool,
-    /// A trained embedding table: its per-token sums loop over every row of δ holding
-    /// the token, all T·B rows at worst.
-    pub embedding: bool,
-    pub outputs: usize,
-    pub block_rows: usize,
+/// embedding_grad.wgsl over the T·B rows of δ: per stage of 16 of a token's rows sixteen
+/// loop iterations (one load and add each); per launch the index reads and the store. The
+/// rows a token holds are known only per batch, so the model takes the worst case: one
+/// token at every row. `workgroups` is the launch's grid.
+pub(crate) fn embedding_sums(rows: usize, workgroups: usize) -> LoopModel {
+    LoopModel {
+        what: "embedding gradient (per-token sums)",
+        unit: Unit::Rows,
+        cost: Cost {
+            fixed: 4,
+            per_unit: REDUCTION_STAGE + 1,
+        },
+        total: rows.div_ceil(REDUCTION_STAGE),
+        workgroups,
+        workgroups_per_unit: 0,
+    }
 }
 
-/// Each unsplit kernel of an iteration and its loop iterations per invocation.
-pub(crate) fn unsplit(d: usize, p: usize, shape: Shape, k: Unsplit) -> Vec<(&'static str, usize)> {
+/// gru_per_gate_sweep.wgsl: per step the direct term, for each of the three gates the
+/// brackets, the product with P_gᵀ and two barriers, and the copy of dv_{t−1}; per launch
+/// the set-up (the top rows, or the carried offsets) and the hand-over.
+pub(crate) fn per_gate_sweep(d: usize, shape: Shape) -> LoopModel {
     let u = units(d);
-    let dot = dot(d);
-    let t = shape.steps;
-    let mut counts = Vec::new();
-    if k.per_gate {
-        counts.push((
-            "per-gate target sweep",
-            u + t.saturating_mul(u * (3 * (dot + 1) + 2) + 6),
-        ));
+    LoopModel {
+        what: "per-gate target sweep",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed: 2 * u + 3,
+            per_unit: 3 * u * dot(d) + 8 * u + 13 + 6 * BARRIER,
+        },
+        total: shape.steps.saturating_sub(1),
+        workgroups: shape.batch,
+        workgroups_per_unit: 0,
     }
-    if k.dtp {
-        counts.push(("DTP reverse layer", u * (2 * dot + 2 * p + 3)));
-        counts.push((
-            "DTP target sweep",
-            t.saturating_mul(u * (2 * dot + p + 2) + 2),
-        ));
-    }
-    if k.embedding {
-        counts.push((
-            "embedding gradient (per-token sums)",
-            t.saturating_mul(shape.batch),
-        ));
-    }
-    if k.every_step {
-        counts.push((
-            "heads at every step (softmax)",
-            3 * k.outputs.div_ceil(256) + 16,
-        ));
-        counts.push((
-            "heads at every step (per-step losses)",
-            t.div_ceil(256) * shape.batch + t,
-        ));
-        let rows = k.block_rows.max(d).max(k.outputs);
-        counts.push((
-            "heads at every step (products over a block of steps)",
-            reductions(rows, 1)
-                .cost
-                .loops(rows.div_ceil(REDUCTION_STAGE)),
-        ));
-    }
-    counts
 }
 
-/// On llvmpipe, refuses a shape for which one of the kernels that run whole
-/// (`unsplit`) would pass the driver's loop cap: its results would be silently wrong.
-pub(crate) fn check_unsplit(
-    llvmpipe: bool,
-    d: usize,
-    p: usize,
-    shape: Shape,
-    counts: Vec<(&'static str, usize)>,
-) -> anyhow::Result<()> {
-    if !llvmpipe {
-        return Ok(());
+/// dtp_reverse.wgsl: one workgroup per step and sequence, each loading h~ and forming y
+/// and r, two owned-units loops of p input terms and a dot product, two barriers; no loop
+/// over steps.
+pub(crate) fn dtp_reverse(d: usize, p: usize, shape: Shape) -> LoopModel {
+    let u = units(d);
+    LoopModel {
+        what: "DTP reverse layer",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed: u * (2 * dot(d) + 2 * p + 5) + 3 + 2 * BARRIER,
+            per_unit: 0,
+        },
+        total: shape.steps,
+        workgroups: 0,
+        workgroups_per_unit: shape.batch,
     }
-    let Some((kernel, worst)) = counts.into_iter().max_by_key(|&(_, n)| n) else {
-        return Ok(());
-    };
-    if worst > LLVMPIPE_LOOP_LIMIT {
-        return Err(crate::error::Error::DeviceLimit {
-            limit: "llvmpipe loop limit".into(),
-            needed: Some(worst as u64),
-            allowed: LLVMPIPE_LOOP_LIMIT as u64,
-            message: format!(
-                "T = {}, B = {}, d = {d}, p = {p} needs about {worst} loop iterations in one GPU \
-                 invocation of the {kernel}, which runs in one launch (it is not split into \
-                 segments); llvmpipe (software Vulkan) stops every invocation after \
-                 {LLVMPIPE_LOOP_LIMIT} without an error, so its results would be wrong. Use a \
-                 real GPU or the CPU backend, or shorter sequences or smaller batches",
-                shape.steps, shape.batch
-            ),
-        }
-        .into());
+}
+
+/// dtp_targets.wgsl: per step the load of h_t, the owned units' p input terms and two dot
+/// products, two barriers and the store of dv_{t−1}; per launch the set-up and the
+/// hand-over.
+pub(crate) fn dtp_targets(d: usize, p: usize, shape: Shape) -> LoopModel {
+    let u = units(d);
+    LoopModel {
+        what: "DTP target sweep",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed: 2 * u + 3,
+            per_unit: u * (2 * dot(d) + p + 4) + 4 + 2 * BARRIER,
+        },
+        total: shape.steps.saturating_sub(1),
+        workgroups: shape.batch,
+        workgroups_per_unit: 0,
     }
-    Ok(())
+}
+
+/// seq_head.wgsl's step_stats, one workgroup: its invocations take a launch's steps in
+/// turn (⌈count/256⌉ rounds of a loop over the B sequences, at most
+/// count·⌈(B+2)/256⌉ + B + 2 iterations), then two workgroup sums (nine loop iterations
+/// and ten barriers each). (softmax_rows loops over one row's q outputs only,
+/// 3⌈q/256⌉ + 21 iterations, under the cap for any q below five million: it is one launch
+/// per block of steps, not a loop over time.)
+pub(crate) fn step_stats(shape: Shape) -> LoopModel {
+    let b = shape.batch;
+    LoopModel {
+        what: "per-step losses of the heads at every step",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed: b + 2 + 1 + 2 * (9 + 10 * BARRIER),
+            per_unit: (b + 2).div_ceil(256),
+        },
+        total: shape.steps,
+        workgroups: 1,
+        workgroups_per_unit: 0,
+    }
 }

@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::loops::{self, REDUCTION_STAGE};
+use crate::gpu::loops::{self, LoopModel, REDUCTION_STAGE};
 use crate::gpu::segments::{split, Segmenting};
 use crate::gpu::storage::Storage;
 
@@ -76,9 +76,6 @@ pub(crate) struct Operands<'a> {
 pub(crate) fn groups(m: usize, n: usize) -> [u32; 3] {
     [n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1]
 }
-
-/// `stages` for a product launched whole (one launch over all of k).
-pub(crate) const WHOLE: usize = usize::MAX / REDUCTION_STAGE;
 
 /// The launches of a product of f32 operands, `stages` stages of 16 rows of k each.
 pub(crate) fn product(ctx: &GpuContext, ops: Operands<'_>, stages: usize) -> Result<Dispatch> {
@@ -233,7 +230,14 @@ fn launch(
 }
 
 /// The loop model of an unsplit product over `k` rows producing an m×n result.
-pub(crate) fn loop_model(m: usize, n: usize, k: usize) -> loops::LoopModel {
+pub(crate) fn loop_model(m: usize, n: usize, k: usize) -> LoopModel {
     let [x, y, _] = groups(m, n);
     loops::reductions(k, (x * y) as usize)
+}
+
+impl Operands<'_> {
+    /// The stages of 16 rows of k one launch of this product runs, as `segmenting` picks.
+    pub fn stages(&self, segmenting: &Segmenting) -> Result<usize> {
+        segmenting.quota(&loop_model(self.m, self.n, self.k))
+    }
 }

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::gpu::buffers::per_item_groups;
+use crate::gpu::buffers::grid_1d;
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::history::History;
@@ -16,7 +16,8 @@ struct Dims {
     rows: u32,
     len: u32,
     start: u32,
-    _pad: u32,
+    /// Workgroups per row of the grid (2-D past the device's per-dimension limit).
+    groups_x: u32,
 }
 
 /// The norms of `rows` consecutive blocks of `len` values of `src`, from element `start`
@@ -43,7 +44,7 @@ impl StepNorms {
             rows: rows as u32,
             len: len as u32,
             start: start as u32,
-            _pad: 0,
+            groups_x: 0,
         };
         Self::build(ctx, &ctx.kernels.sum_sq, src, dims, out, 1.0)
     }
@@ -61,7 +62,7 @@ impl StepNorms {
             rows: (src.steps - first) as u32,
             len: len as u32,
             start: (first * len) as u32,
-            _pad: 0,
+            groups_x: 0,
         };
         let kernel = &ctx.history_kernels(src.storage)?.sum_sq;
         Self::build(ctx, kernel, &src.buffer, dims, out, f64::from(src.scale))
@@ -76,12 +77,14 @@ impl StepNorms {
         scale: f64,
     ) -> Result<Self> {
         let rows = dims.rows as usize;
+        // One workgroup per step: T may pass a grid dimension's limit.
+        let (grid, groups_x) = grid_1d(ctx, rows, 1);
         let launch = Dispatch::new(
             ctx,
             kernel,
-            &dims,
+            &Dims { groups_x, ..dims },
             &[(1, src.as_entire_binding()), (2, out.as_entire_binding())],
-            per_item_groups(ctx, rows, "sequence length T")?,
+            grid,
         )?;
         Ok(Self {
             launch,

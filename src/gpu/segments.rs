@@ -130,13 +130,36 @@ impl Segmenting {
         }
     }
 
+    /// The most units of `model` (at most its whole loop, at least one unit's worth of
+    /// search) whose launch stays within the budget: the loop iterations of one invocation
+    /// grow with the units, and so do the workgroups of a kernel that gives each unit its
+    /// own (on a time budget, more waves leave each invocation less time).
+    fn fits(&self, model: &LoopModel) -> usize {
+        let within = |units: usize| {
+            let workgroups = model
+                .workgroups
+                .saturating_add(units.saturating_mul(model.workgroups_per_unit));
+            model.cost.loops(units) <= self.budget.loops(workgroups)
+        };
+        // Both sides are monotone in the units: the largest that fits, by bisection.
+        let (mut lo, mut hi) = (0, model.total.max(1));
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if within(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
     /// Units of `model` one launch runs: at least 1, at most the whole loop. On llvmpipe a
     /// loop whose single unit alone passes the cap (only a forward step or sweep step with
     /// thousands of inputs p at d > 256 could) is refused: it cannot be split further, and
     /// its results would be wrong without an error.
     pub fn quota(&self, model: &LoopModel) -> Result<usize> {
-        let allowed = self.budget.loops(model.workgroups);
-        let fits = allowed.saturating_sub(model.cost.fixed) / model.cost.per_unit.max(1);
+        let fits = self.fits(model);
         if fits == 0 && self.budget == Budget::LoopCap {
             return Err(Error::DeviceLimit {
                 limit: "llvmpipe loop limit".into(),
@@ -245,6 +268,10 @@ mod tests {
                         loops::target_sweep(d, 784, shape),
                         loops::inverse(d, max_iter),
                         loops::reductions(t * 16, 4),
+                        loops::per_gate_sweep(d, shape),
+                        loops::dtp_reverse(d, 784, shape),
+                        loops::dtp_targets(d, 784, shape),
+                        loops::step_stats(shape),
                     ];
                     for cell in [CellKind::Tanh, CellKind::Gru] {
                         models.push(loops::forward(cell, d, 784, shape));
@@ -296,7 +323,7 @@ mod tests {
         for (budget, want) in [
             (
                 Budget::LoopCap,
-                [784, 784, 783, 784, 784, 101, 779, 458, 784],
+                [784, 784, 783, 784, 635, 101, 779, 458, 784],
             ),
             (
                 Budget::Time,
@@ -314,7 +341,76 @@ mod tests {
         // Unclamped by the loop's length: what fits under the cap.
         let cap = |m: &LoopModel| (LLVMPIPE_LOOP_LIMIT - m.cost.fixed) / m.cost.per_unit;
         let fits: Vec<usize> = models.iter().map(cap).collect();
-        assert_eq!(fits, [2340, 2340, 2184, 2520, 828, 779, 779, 458, 2729]);
+        assert_eq!(fits, [2047, 1820, 1724, 1927, 635, 779, 779, 458, 2729]);
+    }
+
+    /// The quotas tests/gpu_segments.rs quotes for the kernels it runs past the cap on
+    /// llvmpipe: the per-gate sweep at d = 100, DTP's target sweep at d = 33, p = 3, and the
+    /// per-step losses at B = 1; DTP's reverse layer, whose loops do not grow with T, in
+    /// one launch there and in waves of the time budget elsewhere.
+    #[test]
+    fn quotas_of_the_per_gate_dtp_and_head_loops() {
+        let llvmpipe = Segmenting {
+            budget: Budget::LoopCap,
+            steps: StepsPerDispatch::Auto,
+            batch: 1,
+        };
+        let shape = |steps| Shape { batch: 1, steps };
+        let quota = |m: LoopModel| llvmpipe.quota(&m).unwrap();
+        assert_eq!(quota(loops::per_gate_sweep(100, shape(1400))), 606);
+        assert_eq!(quota(loops::dtp_targets(33, 3, shape(2000))), 1456);
+        assert_eq!(quota(loops::step_stats(shape(70_000))), 65_433);
+        let reverse = loops::dtp_reverse(
+            100,
+            1,
+            Shape {
+                batch: 16,
+                steps: 784,
+            },
+        );
+        assert_eq!(quota(reverse), 784);
+        // At the paper's size (T = 784, d = 100, B = 16, p = 1), as docs/PERFORMANCE.md
+        // quotes them: only the per-gate sweep is split, on llvmpipe (606 + 177 steps).
+        let paper = Shape {
+            batch: 16,
+            steps: 784,
+        };
+        let models = [
+            loops::per_gate_sweep(100, paper),
+            loops::dtp_reverse(100, 1, paper),
+            loops::dtp_targets(100, 1, paper),
+            loops::step_stats(paper),
+        ];
+        for (budget, want) in [
+            (Budget::LoopCap, [606, 784, 783, 784]),
+            (Budget::Time, [783, 784, 783, 784]),
+        ] {
+            let seg = Segmenting {
+                budget,
+                steps: StepsPerDispatch::Auto,
+                batch: 16,
+            };
+            let got: Vec<usize> = models.iter().map(|m| seg.quota(m).unwrap()).collect();
+            assert_eq!(got, want, "{budget:?}");
+        }
+        // On a GPU: as many steps as keep the waves of 128 workgroups within the budget.
+        let gpu = Segmenting {
+            budget: Budget::Time,
+            ..llvmpipe
+        };
+        let big = loops::dtp_reverse(
+            100,
+            1,
+            Shape {
+                batch: 16,
+                steps: 1 << 20,
+            },
+        );
+        let q = gpu.quota(&big).unwrap();
+        let waves = (q * 16).div_ceil(CONCURRENT_WORKGROUPS);
+        assert!(waves * big.cost.loops(q) <= TIME_BUDGET_LOOPS, "{q}");
+        let waves = ((q + 1) * 16).div_ceil(CONCURRENT_WORKGROUPS);
+        assert!(waves * big.cost.loops(q + 1) > TIME_BUDGET_LOOPS, "{q}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The heads at every step and their loss (`shaders/seq_head.wgsl` between products of
 //! `matmul.wgsl`; twin of `src/cpu/seq_head.rs`): batched products over all T·B rows of
 //! h, in blocks of whole steps so that a block's outputs fit `LOGIT_BLOCK_BYTES`
-//! (docs/ALGORITHM.md §13).
+//! (docs/ALGORITHM.md §13). No kernel loops over time: the products walk their reductions
+//! (over a block's rows, d or q) in bounded segments like the gradients' reductions, and
+//! the per-step losses are summed a bounded number of steps per launch.
 
 use anyhow::Result;
 
@@ -9,7 +11,9 @@ use crate::gpu::buffers::{grid_1d, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
-use crate::gpu::matmul::{product_placed, Operands, Placement, WHOLE};
+use crate::gpu::loops;
+use crate::gpu::matmul::{product_placed, Operands, Placement};
+use crate::gpu::segments::{split, Segmenting};
 use crate::gpu::transpose;
 
 /// The uniform block of seq_head.wgsl.
@@ -22,6 +26,8 @@ struct Dims {
     first_row: u32,
     rows: u32,
     groups_x: u32,
+    first_step: u32,
+    step_count: u32,
 }
 
 /// The launches of the heads at every step and the buffers only they use.
@@ -43,13 +49,14 @@ impl SeqHead {
     /// f16 storage with outputs at every step), `block_steps` steps at a time (at least
     /// 1; `limits::logit_block_steps` says how many fit), writing g [T, B, d] into
     /// `seq.g_top`, ∇V and ∇c into the model's gradients, ℓ and the accuracy into
-    /// `seq.stats`.
+    /// `seq.stats`, every launch bounded as `segmenting` says.
     pub fn new(
         ctx: &GpuContext,
         model: &ModelBuffers,
         seq: &SeqBuffers,
         shape: Shape,
         block_steps: usize,
+        segmenting: &Segmenting,
     ) -> Result<Self> {
         let l = &model.layout;
         let (d, q) = (l.dims.hidden, l.dims.output);
@@ -79,6 +86,13 @@ impl SeqHead {
             first_row: first_row as u32,
             rows: rows as u32,
             groups_x,
+            first_step: 0,
+            step_count: 0,
+        };
+        // A product's reduction in launches of bounded stages.
+        let product = |ops: Operands<'_>, at: Placement| {
+            let stages = ops.stages(segmenting)?;
+            product_placed(ctx, ops, at, stages)
         };
         for t0 in (0..t).step_by(k) {
             let rows = (k.min(t - t0)) * b;
@@ -98,7 +112,7 @@ impl SeqHead {
                 a: first_h * d,
                 ..Placement::default()
             };
-            launches.push(product_placed(ctx, z, at_h, WHOLE)?);
+            launches.push(product(z, at_h)?);
             let (grid, _) = grid_1d(ctx, rows, 1);
             launches.push(Dispatch::new(
                 ctx,
@@ -126,7 +140,7 @@ impl SeqHead {
                 c: first * d,
                 ..Placement::default()
             };
-            launches.push(product_placed(ctx, g, at_g, WHOLE)?);
+            launches.push(product(g, at_g)?);
             // ∇V (+)= (∂ℓ/∂Z)ᵀ H_block, ∇c (+)= (∂ℓ/∂Z)ᵀ 1.
             let accumulate = t0 > 0;
             let grad_v = Operands {
@@ -143,7 +157,7 @@ impl SeqHead {
                 accumulate,
                 ..Placement::default()
             };
-            launches.push(product_placed(ctx, grad_v, at_v, WHOLE)?);
+            launches.push(product(grad_v, at_v)?);
             let grad_c = Operands {
                 a: block(),
                 trans_a: true,
@@ -157,12 +171,22 @@ impl SeqHead {
                 accumulate,
                 ..Placement::default()
             };
-            launches.push(product_placed(ctx, grad_c, at_c, WHOLE)?);
+            launches.push(product(grad_c, at_c)?);
         }
-        launches.push(Dispatch::new(
+        // The per-step losses and their means, a bounded number of steps per launch.
+        let steps = segmenting.quota(&loops::step_stats(shape))?;
+        let blocks: Vec<Dims> = split(t, steps)
+            .into_iter()
+            .map(|seg| Dims {
+                first_step: seg.first,
+                step_count: seg.count,
+                ..dims(0, t * b, 1)
+            })
+            .collect();
+        launches.push(Dispatch::segments(
             ctx,
             &ctx.kernels.step_stats,
-            &dims(0, t * b, 1),
+            &blocks,
             &[
                 (4, row_stats.as_entire_binding()),
                 (5, step_stats.as_entire_binding()),

@@ -9,13 +9,18 @@
 use std::sync::{Arc, OnceLock};
 
 use tpri::backend::{Backend, Trace};
-use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpConfig, TpGrad};
+use tpri::config::{
+    Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
+    TpGrad,
+};
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, F16Conversions, GpuBackend, GpuContext, GpuOptions, GPU_CG_TOL};
 use tpri::model::{CellKind, Dims, Params};
 use tpri::tasks::{build_task, Batch, TaskSpec};
 
-use crate::support::{check, check_all, column, offsets, random, rng, scalar, seeded_params};
+use crate::support::{
+    check, check_all, column, offsets, random, random_batch, rng, scalar, seeded_params, Shape,
+};
 
 /// The shared context; panics with the reason when no adapter can be opened.
 pub fn ctx() -> Arc<GpuContext> {
@@ -205,6 +210,86 @@ pub fn compare_traces_with(
     }
     eprintln!("{what}: worst relative error {worst:.2e}, CG {:?}", got.cg);
     (worst, got)
+}
+
+/// DTP parameters at `seed` (the library's initialisation, W ×0.9, every bias uniform in
+/// ±0.3) and a batch of shape `s`, from a stream seeded with `seed`.
+pub fn dtp_problem(seed: u64, s: Shape, loss: Loss) -> (Params, Batch) {
+    let mut r = rng(seed);
+    let mut params = Params::init_dtp(s.dims(), seed);
+    params.w_hh *= 0.9;
+    params.b = random(&mut r, s.d, 1, 0.3);
+    params.b_hh = random(&mut r, s.d, 1, 0.3);
+    params.head_b = random(&mut r, s.q, 1, 0.3);
+    if let Some(rev) = &mut params.dtp {
+        rev.b_rev = random(&mut r, s.d, 1, 0.3);
+    }
+    (params, random_batch(&mut r, s, loss))
+}
+
+/// DTP's settings with γ_h `lr_target`, noise σ and the gradient mode `grad`.
+pub fn dtp_hyper(loss: Loss, lr_target: f64, noise: f64, grad: TpGrad) -> Hyper {
+    let mut hyper = Hyper {
+        method: Method::Dtp,
+        loss,
+        tp: TpConfig {
+            lr_target,
+            tp_grad: grad,
+            ..TpConfig::default()
+        },
+        opt: OptimizerConfig {
+            kind: OptimizerKind::Nesterov,
+            lr: 0.05,
+            momentum: 0.9,
+            ..OptimizerConfig::default()
+        },
+        ..Hyper::default()
+    };
+    hyper.dtp.lr_reverse = 0.02;
+    hyper.dtp.noise = noise;
+    hyper.dtp.noise_seed = 17;
+    hyper
+}
+
+/// Every quantity of the GPU's trace against the reference's within `TOL` (relative
+/// Frobenius; `check` fails on any non-finite value, so an output a kernel left poisoned
+/// fails): h, the loss, v and v − h, every gradient with the reverse layer's, the error
+/// norms. Returns the worst error.
+pub fn compare_dtp(what: &str, got: &Trace, want: &Trace) -> f64 {
+    let mut worst = check_all(&format!("h {what}"), &got.h, &want.h, TOL);
+    worst = worst.max(check(
+        &format!("loss {what}"),
+        &scalar(got.loss),
+        &scalar(want.loss),
+        TOL,
+    ));
+    let (gv, wv) = (got.v.as_ref().unwrap(), want.v.as_ref().unwrap());
+    worst = worst.max(check_all(&format!("v {what}"), &gv[1..], &wv[1..], TOL));
+    worst = worst.max(check_all(
+        &format!("v − h {what}"),
+        &offsets(&gv[1..], &got.h[1..]),
+        &offsets(&wv[1..], &want.h[1..]),
+        TOL,
+    ));
+    assert_eq!(got.grads.names(), want.grads.names(), "{what}");
+    assert!(
+        got.grads.dtp.is_some(),
+        "{what}: the reverse layer's gradient"
+    );
+    for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(want.grads.tensors()) {
+        worst = worst.max(check(&format!("∇{name} {what}"), g, w, TOL));
+    }
+    worst = worst.max(check(
+        &format!("‖e_t‖ {what}"),
+        &column(&got.error_norms),
+        &column(&want.error_norms),
+        TOL,
+    ));
+    assert!(
+        got.p_inv.is_none() && got.cg.is_none(),
+        "{what}: DTP solves nothing"
+    );
+    worst
 }
 
 /// Trains `start` for 50 steps with `hyper` on both backends, on the same adding-task

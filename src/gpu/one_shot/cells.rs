@@ -10,6 +10,7 @@ use crate::gpu::buffers::poison;
 use crate::gpu::context::GpuContext;
 use crate::gpu::layout::{matrix, rows_f32, stack, Shape};
 use crate::gpu::options::GpuOptions;
+use crate::gpu::segments::Segmenting;
 use crate::gpu::seq_head::SeqHead;
 use crate::kernel_io::{GruGrads, GruStep, HeadOut, Injection, RnnGrads, StepHeadOut};
 use crate::model::{CellKind, Params};
@@ -246,7 +247,8 @@ pub fn head_steps(
     };
     let (model, ws) = workspace(ctx, params, &batch, &hyper, GpuOptions::default())?;
     ws.seq.h.write(ctx, 0, h);
-    let heads = SeqHead::new(ctx, &model, &ws.seq, ws.shape, block_steps)?;
+    let segmenting = Segmenting::new(ctx, GpuOptions::default().steps_per_dispatch, b);
+    let heads = SeqHead::new(ctx, &model, &ws.seq, ws.shape, block_steps, &segmenting)?;
     for buffer in [&heads.logits, &heads.row_stats, &heads.step_stats] {
         poison(ctx, buffer, (buffer.size() / 4) as usize);
     }

@@ -99,6 +99,8 @@ fn poison_outputs(ctx: &GpuContext, model: &ModelBuffers, ws: &Workspace) -> Res
         poison(ctx, &seq.gates, t * b * 4 * d);
     }
     poison(ctx, &seq.err, t * b * d);
+    // What a segment hands the next: a launch that read it unwritten would fail loudly.
+    poison(ctx, &seq.carry, b * d);
     // g_T, or g at every step.
     poison(ctx, &seq.g_top, (seq.g_top.size() / 4) as usize);
     if let Head::EveryStep(h) = &ws.head {
