@@ -24,9 +24,10 @@ use super::bench_report::{
     print_regimes, FitRow,
 };
 
-/// The sizes of the main grid: every combination of `--steps`, `--hidden` and `--batch`.
-fn bench_sizes(args: &BenchArgs) -> Vec<Size> {
-    iproduct(&args.steps, &args.hidden, &args.batch)
+/// Every combination of the lengths, hidden sizes and batch sizes, with `--input` and
+/// `--output`.
+fn sizes_of(args: &BenchArgs, steps: &[usize], hidden: &[usize], batch: &[usize]) -> Vec<Size> {
+    iproduct(steps, hidden, batch)
         .map(|(t, d, b)| Size {
             steps: t,
             hidden: d,
@@ -111,7 +112,10 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     check_args(&args)?;
     let machine = assumed_machine(&args);
     if args.model_only {
-        print_model(&bench_sizes(&args), &machine);
+        print_model(
+            &sizes_of(&args, &args.steps, &args.hidden, &args.batch),
+            &machine,
+        );
         return Ok(());
     }
     let gpu = match args.backend {
@@ -151,7 +155,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         );
     }
 
-    let sizes = bench_sizes(&args);
+    let sizes = sizes_of(&args, &args.steps, &args.hidden, &args.batch);
     let measurements = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
     print_iterations(&measurements);
     print_phases(&measurements, &machine);
@@ -159,19 +163,12 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     print_fits(&fits);
 
     let regimes = if args.regimes {
-        let sizes: Vec<Size> = iproduct(
+        let sizes = sizes_of(
+            &args,
             &args.regime_steps,
             &args.regime_hidden,
             &[args.regime_batch],
-        )
-        .map(|(t, d, b)| Size {
-            steps: t,
-            hidden: d,
-            batch: b,
-            input: args.input,
-            output: args.output,
-        })
-        .collect();
+        );
         let m = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
         print_regimes(
             &m,
