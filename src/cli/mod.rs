@@ -65,8 +65,8 @@ enum Command {
     ///
     /// The output loads into a module holding an `nn.RNN(p, d)` as `rnn` (tanh cell) or an
     /// `nn.GRU(p, d)` as `gru`, and an `nn.Linear(d, q)` as `head`, with
-    /// `model.load_state_dict(safetensors.torch.load_file(OUT))`. The tanh RNN's single bias
-    /// b is written as bias_ih_l0 = b, bias_hh_l0 = 0; reading a PyTorch file adds the two.
+    /// `model.load_state_dict(safetensors.torch.load_file(OUT))`. The tanh RNN's two biases
+    /// map one to one (rnn.b_ih ↔ bias_ih_l0, rnn.b_hh ↔ bias_hh_l0), as PyTorch keeps them.
     Export(export::ExportArgs),
     /// Run a grid of training runs from a spec, locally or as a Slurm job array, and
     /// gather results.csv and figures (docs/SWEEPS.md).
