@@ -546,3 +546,38 @@ fn per_gate_gru_trains_on_both_backends() {
         assert!(config.contains(want), "{want} in {config}");
     }
 }
+
+/// A step that fails because the update before it blew W up says so, on both backends,
+/// instead of leaving only the failed solve's advice (more CG iterations, which cannot
+/// help): TP-RI on temporal order at lr 1e6.
+#[test]
+fn a_blown_up_update_is_named_as_the_cause() {
+    let dir = scratch("blown-up");
+    for backend in ["cpu", "gpu"] {
+        let run = dir.join(backend);
+        let out = tpri(&[
+            "train",
+            "--preset",
+            "temporal-order-60-tp",
+            "--lr",
+            "1e6",
+            "--iterations",
+            "5",
+            "--log-every",
+            "1",
+            "--backend",
+            backend,
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{backend}: the run should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the parameters blew up before iteration")
+                && err.contains("‖W‖_F")
+                && err.contains("--lr-target")
+                && err.contains("no checkpoint was written"),
+            "{backend}: {err}"
+        );
+    }
+}

@@ -302,8 +302,9 @@ impl<'a> Session<'a> {
         for i in self.first..=cfg.iterations {
             let batch = self.task.train_batch(i - 1, cfg.batch_size);
             let t0 = Instant::now();
-            let stepped = self.backend.step(&batch);
-            stepped.with_context(|| format!("iteration {i} failed ({})", self.last_good()))?;
+            if let Err(e) = self.backend.step(&batch) {
+                return Err(self.failed(i, e));
+            }
             step_times.push(t0.elapsed().as_secs_f64());
             let end = i == cfg.iterations;
             let eval_now = i % cfg.eval_every == 0 || end;
@@ -311,7 +312,12 @@ impl<'a> Session<'a> {
             if !(eval_now || checkpoint_now || i % cfg.log_every == 0 || i == 1) {
                 continue;
             }
-            let point = self.backend.log_point(eval_now || checkpoint_now)?;
+            // A GPU backend learns here, reading the step's statistics back, whether its
+            // solves converged.
+            let point = match self.backend.log_point(eval_now || checkpoint_now) {
+                Ok(point) => point,
+                Err(e) => return Err(self.failed(i, e)),
+            };
             let stats = point.stats;
             if let Verdict::Diverged(why) = self.divergence.observe(stats.loss) {
                 bail!(self.diverged(i, &why));
@@ -409,6 +415,30 @@ impl<'a> Session<'a> {
         )
     }
 
+    /// The error of iteration `i`, saying which checkpoint exists and, when the recurrent
+    /// matrix W has blown up (not finite, or ‖W‖_F above `BLOWN_UP`·√d, far beyond any
+    /// trained W), that the update before it did: a failed solve is then a symptom, and
+    /// its own advice (more CG iterations) would not help.
+    fn failed(&mut self, i: u64, e: anyhow::Error) -> anyhow::Error {
+        let e = e.context(format!("iteration {i} failed ({})", self.last_good()));
+        let Ok((params, _)) = self.backend.state() else {
+            return e;
+        };
+        let w = &params.w_hh;
+        let norm = w.norm();
+        let bound = BLOWN_UP * (w.ncols() as f64).sqrt();
+        if norm.is_finite() && norm <= bound {
+            return e;
+        }
+        e.context(format!(
+            "the parameters blew up before iteration {i} (‖W‖_F = {norm:.3e}, where an \
+             orthogonal W has {:.3e}); with TP-RI the usual cause is targets growing step after \
+             step back through saturated states (step_norms.csv holds ‖v_t − h_t‖ of each \
+             logged iteration); lower --lr or --lr-target, or raise --reg",
+            (w.ncols() as f64).sqrt()
+        ))
+    }
+
     /// Which checkpoint a run stopped now could resume from.
     fn last_good(&self) -> String {
         match self.last_checkpoint {
@@ -420,6 +450,10 @@ impl<'a> Session<'a> {
         }
     }
 }
+
+/// ‖W‖_F beyond which a failed step's W counts as blown up, in units of √d (an
+/// orthogonal W's).
+const BLOWN_UP: f64 = 1e3;
 
 /// Largest singular value of the recurrent matrix W.
 pub fn spectral_norm(params: &Params) -> f64 {
