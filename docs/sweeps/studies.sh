@@ -8,11 +8,14 @@ set -euo pipefail
 out=${1:?usage: studies.sh OUT}
 here=$(cd "$(dirname "$0")" && pwd)
 tpri=${TPRI:-tpri}
+# A sweep with failed runs (diverged, say) exits non-zero once it has written its results;
+# the studies after it still run.
 for study in convergence-adding-30 convergence-temporal-order-60 convergence-pixel \
-             convergence-temporal-order-120 regularization-lr; do
+             convergence-pixel-permuted-bp convergence-temporal-order-120 regularization-lr; do
+    resume=()
     if [ -d "$out/$study" ]; then
-        "$tpri" sweep "$here/$study.toml" --out "$out/$study" --resume --jobs 1
-    else
-        "$tpri" sweep "$here/$study.toml" --out "$out/$study" --jobs 1
+        resume=(--resume)
     fi
+    "$tpri" sweep "$here/$study.toml" --out "$out/$study" "${resume[@]}" --jobs 1 ||
+        echo "studies.sh: $study ended with failed runs (see $out/$study/results.csv); going on" >&2
 done
