@@ -182,6 +182,68 @@ criterion = "final-train-loss"
 heatmap = ["hyper.opt.lr", "hyper.tp.reg"]
 "#;
 
+/// Every grid the docs ship parses and expands into validated runs, with the counts the
+/// docs give for the regime maps.
+#[test]
+fn the_shipped_sweep_specs_expand() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/sweeps");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let spec = Spec::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let runs = expand(&spec).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let name = path.file_name().unwrap().to_str().unwrap();
+            match name {
+                "regime-map.toml" => assert_eq!(runs.len(), 1512),
+                "regime-map-cpu.toml" => assert_eq!(runs.len(), 378),
+                _ => assert!(!runs.is_empty(), "{name}"),
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "only {seen} specs in {}", dir.display());
+}
+
+/// A per-method step, as the published regime map searches it: one axis named `step`
+/// writes BPTT's lr and TP-RI's target step into `hyper`, and the method axis after it
+/// overrides TP-RI's lr; without `key` on both, the overlap is refused.
+#[test]
+fn keyed_axes_let_a_later_axis_override_an_earlier_one() {
+    let base = BASE.replace(", hyper.tp.lr_target = 0.1", "");
+    let spec = Spec::parse(&format!(
+        "{base}[axes]\nstep = {{ key = \"hyper\", values = [{{ opt = {{ lr = 1e-3 }}, tp = {{ lr_target = 1e-3 }} }}, \
+         {{ opt = {{ lr = 1e-2 }}, tp = {{ lr_target = 1e-2 }} }}], labels = [\"small\", \"large\"] }}\n\
+         method = {{ key = \"hyper\", values = [{{ method = \"tp\", opt = {{ lr = 0.1 }} }}, {{ method = \"bp\" }}], \
+         labels = [\"tp\", \"bp\"] }}\n[search]\naxis = \"step\"\ncriterion = \"train-loss-auc\"\n"
+    ))
+    .unwrap();
+    let runs = expand(&spec).unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "step=small_method=tp_seed=0",
+            "step=small_method=bp_seed=0",
+            "step=large_method=tp_seed=0",
+            "step=large_method=bp_seed=0",
+        ]
+    );
+    let (tp, bp) = (&runs[2].config.hyper, &runs[3].config.hyper);
+    assert_eq!(
+        (tp.method, tp.opt.lr, tp.tp.lr_target),
+        (tpri::config::Method::Tp, 0.1, 1e-2)
+    );
+    assert_eq!((bp.method, bp.opt.lr), (tpri::config::Method::Bp, 1e-2));
+
+    let refused = Spec::parse(&format!(
+        "{BASE}[axes]\nstep = {{ key = \"hyper\", values = [{{ opt = {{ lr = 1e-3 }} }}] }}\n\
+         hyper.method = [\"tp\", \"bp\"]\n"
+    ))
+    .unwrap_err();
+    assert!(format!("{refused:#}").contains("overlap"), "{refused:#}");
+}
+
 #[test]
 fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
     let dir = scratch("sweep-local");
@@ -195,7 +257,12 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
     for row in &rows {
         assert_eq!(field(row, "status"), "finished");
         assert_eq!(field(row, "iterations"), "20");
-        for key in ["final_train_loss", "final_eval_loss", "accuracy_auc"] {
+        for key in [
+            "final_train_loss",
+            "final_eval_loss",
+            "accuracy_auc",
+            "train_loss_auc",
+        ] {
             assert!(field(row, key).parse::<f64>().unwrap().is_finite(), "{key}");
         }
     }

@@ -24,6 +24,8 @@ pub struct Outcome {
     pub eval_accuracy: Option<f64>,
     /// Area under the held-out accuracy curve over the iteration span, per iteration.
     pub accuracy_auc: Option<f64>,
+    /// Area under the logged training loss curve over the iteration span, per iteration.
+    pub train_loss_auc: Option<f64>,
     /// Iterations completed (for unfinished runs, the last logged one).
     pub iterations: Option<u64>,
     /// Seconds of training.
@@ -38,6 +40,7 @@ impl Outcome {
             Metric::FinalEvalLoss => self.eval_loss,
             Metric::FinalEvalAccuracy => self.eval_accuracy,
             Metric::AccuracyAuc => self.accuracy_auc,
+            Metric::TrainLossAuc => self.train_loss_auc,
             Metric::WallSeconds => self.wall_seconds,
         }
         .filter(|v| v.is_finite())
@@ -77,15 +80,16 @@ pub fn outcome(dir: &Path, run: &RunEntry) -> Outcome {
             .or_else(|| last["eval"]["loss"].as_f64()),
         eval_accuracy: at_end(log.as_ref().map(|l| &l.eval_accuracy))
             .or_else(|| last["eval"]["accuracy"].as_f64()),
-        accuracy_auc: log.as_ref().and_then(|l| accuracy_auc(&l.eval_accuracy)),
+        accuracy_auc: log.as_ref().and_then(|l| curve_mean(&l.eval_accuracy)),
+        train_loss_auc: log.as_ref().and_then(|l| curve_mean(&l.train_loss)),
         iterations: summary["iterations"].as_u64(),
         wall_seconds: summary["wall_seconds"].as_f64(),
     }
 }
 
-/// The trapezoid area under (iteration, accuracy) divided by the iteration span: the
-/// mean accuracy over the run. One point gives its accuracy; none, `None`.
-pub fn accuracy_auc(points: &[(f64, f64)]) -> Option<f64> {
+/// The trapezoid area under (iteration, value) divided by the iteration span: the mean
+/// of the curve over the run. One point gives its value; none, `None`.
+pub fn curve_mean(points: &[(f64, f64)]) -> Option<f64> {
     let (first, last) = (points.first()?, points.last()?);
     let span = last.0 - first.0;
     if span <= 0.0 {
@@ -110,6 +114,7 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
             "final_eval_loss",
             "final_eval_accuracy",
             "accuracy_auc",
+            "train_loss_auc",
             "iterations",
             "wall_seconds",
             "error",
@@ -132,6 +137,7 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
             csv_number(o.eval_loss),
             csv_number(o.eval_accuracy),
             csv_number(o.accuracy_auc),
+            csv_number(o.train_loss_auc),
             o.iterations.map(|i| i.to_string()).unwrap_or_default(),
             csv_number(o.wall_seconds),
             run.error.clone().unwrap_or_default(),
@@ -328,9 +334,9 @@ mod tests {
 
     #[test]
     fn auc_is_the_mean_accuracy_over_the_span() {
-        assert_eq!(accuracy_auc(&[]), None);
-        assert_eq!(accuracy_auc(&[(0.0, 0.5)]), Some(0.5));
-        let auc = accuracy_auc(&[(0.0, 0.0), (100.0, 1.0), (200.0, 1.0)]).unwrap();
+        assert_eq!(curve_mean(&[]), None);
+        assert_eq!(curve_mean(&[(0.0, 0.5)]), Some(0.5));
+        let auc = curve_mean(&[(0.0, 0.0), (100.0, 1.0), (200.0, 1.0)]).unwrap();
         assert!((auc - 0.75).abs() < 1e-12);
     }
 }

@@ -43,7 +43,7 @@ pub fn expand(spec: &Spec) -> Result<Vec<Run>> {
     for axis in &spec.axes {
         for (value, label) in axis.values.iter().zip(&axis.labels) {
             let mut overrides = spec.set.clone();
-            overrides.extend(flatten(&axis.key, value));
+            overrides.extend(flatten(axis.config_key(), value));
             // A value that only leaves a field missing may be completed by another axis:
             // the whole run's check below reports it if not.
             if let Err(e) = deserialize(apply(&base, &overrides)?) {
@@ -100,7 +100,7 @@ fn make_run(
     let mut overrides = spec.set.clone();
     let mut parts = Vec::new();
     for ((axis, &i), key) in spec.axes.iter().zip(cell).zip(keys) {
-        overrides.extend(flatten(&axis.key, &axis.values[i]));
+        overrides.extend(flatten(axis.config_key(), &axis.values[i]));
         parts.push(format!("{}={}", file_safe(key), file_safe(&axis.labels[i])));
     }
     if let Some(seed) = seed {

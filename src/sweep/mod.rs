@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-pub use collect::{accuracy_auc, Outcome};
+pub use collect::{curve_mean, Outcome};
 pub use expand::{expand, Run};
 pub use local::LocalOptions;
 pub use manifest::{Manifest, RunEntry, Status};

@@ -17,8 +17,9 @@ pub enum Node {
     Leaf(toml::Value),
 }
 
-/// Keys of a range table (`{ log = [a, b], points = n }`): such a table is an axis.
-const RANGE_KEYS: [&str; 5] = ["log", "linear", "points", "values", "labels"];
+/// Keys of a range table (`{ log = [a, b], points = n }`, with an optional `key`): such a
+/// table is an axis.
+const RANGE_KEYS: [&str; 6] = ["log", "linear", "points", "values", "labels", "key"];
 
 /// The axes under `root` (dotted key, value), in the order the spec writes them. A table
 /// whose keys are all range keys is one axis; other tables nest keys (`hyper.opt.lr`).

@@ -142,7 +142,7 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
 fn entry(spec: &Spec, dir: &Path, run: &Run, previous: Option<&RunEntry>) -> RunEntry {
     let mut overrides = BTreeMap::new();
     for (axis, &i) in spec.axes.iter().zip(&run.cell) {
-        overrides.extend(flatten(&axis.key, &axis.values[i]));
+        overrides.extend(flatten(axis.config_key(), &axis.values[i]));
     }
     overrides.insert("seed".into(), toml::Value::Integer(run.seed as i64));
     let iterations = run.config.iterations;

@@ -22,17 +22,22 @@ pub enum Metric {
     /// Area under the held-out accuracy curve over iterations (trapezoid), divided by the
     /// iteration span: the mean accuracy over the run (higher is better).
     AccuracyAuc,
+    /// Area under the logged training loss curve over iterations (trapezoid), divided by
+    /// the iteration span: the mean training loss over the run (lower is better); the
+    /// published code's grid search ranks its runs by this area.
+    TrainLossAuc,
     /// Seconds of training (lower is better).
     WallSeconds,
 }
 
 impl Metric {
     /// Every metric, in the order results.csv lists them.
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 6] = [
         Metric::FinalTrainLoss,
         Metric::FinalEvalLoss,
         Metric::FinalEvalAccuracy,
         Metric::AccuracyAuc,
+        Metric::TrainLossAuc,
         Metric::WallSeconds,
     ];
 
@@ -48,6 +53,7 @@ impl Metric {
             Metric::FinalEvalLoss => "final-eval-loss",
             Metric::FinalEvalAccuracy => "final-eval-accuracy",
             Metric::AccuracyAuc => "accuracy-auc",
+            Metric::TrainLossAuc => "train-loss-auc",
             Metric::WallSeconds => "wall-seconds",
         }
     }
@@ -61,14 +67,26 @@ impl Metric {
 /// One axis of the grid: a config key and the values it takes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Axis {
-    /// The dotted config key (`hyper.opt.lr`).
+    /// The axis' name in the spec: the dotted config key (`hyper.opt.lr`), unless `into`
+    /// names the key.
     pub key: String,
+    /// The dotted config key the values are merged into, when the axis' name is not one
+    /// (`step = { key = "hyper", values = [...] }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<String>,
     /// The values, in order; a table value is merged into the config at `key`.
     pub values: Vec<toml::Value>,
     /// One label per value: run names, results.csv and figures show these.
     pub labels: Vec<String>,
     /// Whether the values were given as a log range (figures use a log10 axis).
     pub log: bool,
+}
+
+impl Axis {
+    /// The dotted config key its values are merged into.
+    pub fn config_key(&self) -> &str {
+        self.into.as_deref().unwrap_or(&self.key)
+    }
 }
 
 /// For each cell of the other axes, keep the best value of one axis.
@@ -184,10 +202,11 @@ struct RawSpec {
 }
 
 /// `{ log = [a, b], points = n }`, `{ linear = [a, b], points = n }` or
-/// `{ values = [...], labels = [...] }`.
+/// `{ values = [...], labels = [...] }`, each with an optional `key`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RangeSpec {
+    key: Option<String>,
     log: Option<[toml::Value; 2]>,
     linear: Option<[toml::Value; 2]>,
     points: Option<usize>,
@@ -261,27 +280,49 @@ impl Spec {
             sorted.dedup();
             ensure!(sorted.len() == seeds.len(), "seeds lists a seed twice");
         }
+        let overlap = |a: &str, b: &str| {
+            a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}."))
+        };
         let mut keys: Vec<&str> = Vec::new();
-        for axis in &self.axes {
+        for (i, axis) in self.axes.iter().enumerate() {
             ensure!(
-                axis.key != "seed" || self.seeds.is_none(),
+                axis.config_key() != "seed" || self.seeds.is_none(),
                 "seed is both an axis and `seeds`: give the seeds in `seeds` only"
             );
-            for other in &keys {
+            ensure!(
+                !keys.contains(&axis.key.as_str()),
+                "two axes are named {}",
+                axis.key
+            );
+            // Axes that both name their key may write into the same part of the
+            // configuration, the later winning where both set a value (a per-method step:
+            // the method axis after the step axis); otherwise an overlap is a mistake.
+            for other in &self.axes[..i] {
                 ensure!(
-                    !(axis.key.starts_with(&format!("{other}."))
-                        || other.starts_with(&format!("{}.", axis.key))
-                        || *other == axis.key),
-                    "axes {other} and {} overlap",
+                    !overlap(axis.config_key(), other.config_key())
+                        || (axis.into.is_some() && other.into.is_some()),
+                    "axes {} and {} overlap (give both a `key` to let the later one override the earlier)",
+                    other.key,
                     axis.key
                 );
             }
             keys.push(&axis.key);
-            if let Some((key, _)) = self.set.iter().find(|(k, _)| {
-                k == &axis.key
-                    || k.starts_with(&format!("{}.", axis.key))
-                    || axis.key.starts_with(&format!("{k}."))
-            }) {
+            // A keyed axis writes only the settings its values hold; another axis, the
+            // whole of its key.
+            let written: Vec<String> = match axis.into {
+                Some(_) => axis
+                    .values
+                    .iter()
+                    .flat_map(|v| flatten(axis.config_key(), v))
+                    .map(|(k, _)| k)
+                    .collect(),
+                None => vec![axis.config_key().to_owned()],
+            };
+            if let Some((key, _)) = self
+                .set
+                .iter()
+                .find(|(k, _)| written.iter().any(|w| overlap(k, w)))
+            {
                 bail!(
                     "{key} is set in [set] and varied by axis {}: keep one",
                     axis.key
@@ -320,12 +361,20 @@ impl Spec {
 
 /// An axis from its spec: a list of values, or a range table.
 fn axis(key: &str, value: toml::Value) -> Result<Axis> {
+    let mut into = None;
     let (values, labels, log) = match value {
         toml::Value::Array(values) => (values, None, false),
         toml::Value::Table(t) => {
             let r: RangeSpec = toml::Value::Table(t)
                 .try_into()
                 .context("expected a list of values, or a table with log = [a, b] and points, linear = [a, b] and points, or values (and labels)")?;
+            if let Some(k) = &r.key {
+                ensure!(
+                    !k.is_empty() && k.split('.').all(|part| !part.is_empty()),
+                    "key {k:?} is not a dotted config key"
+                );
+            }
+            into = r.key;
             match (r.log, r.linear, r.values) {
                 (Some(ends), None, None) => (range(&ends, r.points, true)?, r.labels, true),
                 (None, Some(ends), None) => (range(&ends, r.points, false)?, r.labels, false),
@@ -363,6 +412,7 @@ fn axis(key: &str, value: toml::Value) -> Result<Axis> {
     }
     Ok(Axis {
         key: key.to_owned(),
+        into,
         values,
         labels,
         log,
