@@ -11,7 +11,8 @@ tpri=${TPRI:-tpri}
 # A sweep with failed runs (diverged, say) exits non-zero once it has written its results;
 # the studies after it still run.
 for study in convergence-adding-30 convergence-temporal-order-60 convergence-pixel \
-             convergence-pixel-permuted-bp convergence-temporal-order-120 regularization-lr; do
+             convergence-pixel-permuted-bp convergence-temporal-order-120 regularization-lr \
+             regime-map-cpu convergence-gru; do
     resume=()
     if [ -d "$out/$study" ]; then
         resume=(--resume)
