@@ -26,14 +26,14 @@ fn main() -> anyhow::Result<()> {
         hidden: 16,
         output: task.output_size(),
     };
-    let params = Params::init(dims, 0);
+    let params = Params::init(dims, 0).unwrap();
     // TP-RI with the defaults (SGD lr 0.1, target step 0.1, r = 1); `for_cell` picks the
     // inversion the cell takes (the closed form here, the jacobian one for a GRU).
     let hyper = Hyper {
         loss: task.loss(),
         ..Hyper::for_cell(CellKind::Tanh)
     };
-    let eval = task.eval_batches(100);
+    let eval = task.eval_batches(100).unwrap();
 
     // A program that already has a wgpu device (next to a renderer) passes it in with
     // `GpuContext::from_device(device, queue)` instead; see `GpuContext` for what the
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         let before = backend.evaluate(&eval[0])?;
         for i in 0..STEPS {
             // One TP-RI iteration; on the GPU nothing is read back until asked.
-            backend.step(&task.train_batch(i, BATCH))?;
+            backend.step(&task.train_batch(i, BATCH).unwrap())?;
         }
         let last = backend.last_stats()?; // the last batch's loss and CG report
         let after = backend.evaluate(&eval[0])?;

@@ -44,16 +44,16 @@ fn main() -> anyhow::Result<()> {
         hidden: size.hidden,
         output: size.output,
     };
-    let (tanh, batch, base) = problem(size, Method::Tp, 1);
+    let (tanh, batch, base) = problem(size, Method::Tp, 1)?;
 
     let mut per_gate = base.clone();
     per_gate.tp.inversion = Inversion::PerGate;
     per_gate.tp.solver = Solver::Cg;
-    let gru = Params::init_of(CellKind::Gru, dims, 1);
+    let gru = Params::init_of(CellKind::Gru, dims, 1).unwrap();
 
     let mut dtp = base.clone();
     dtp.method = Method::Dtp;
-    let dtp_params = Params::init_dtp(dims, 1);
+    let dtp_params = Params::init_dtp(dims, 1).unwrap();
 
     let mut every_step = base.clone();
     every_step.loss = Loss::CrossEntropySeq;

@@ -24,7 +24,7 @@ use crate::cg::CgError;
 ///
 /// let hyper = Hyper { tp: TpConfig { reg: 0.0, ..TpConfig::default() }, ..Hyper::default() };
 /// let err = CpuBackend::new()
-///     .load(&Params::init(Dims { input: 2, hidden: 4, output: 1 }, 0), None, &hyper)
+///     .load(&Params::init(Dims { input: 2, hidden: 4, output: 1 }, 0).unwrap(), None, &hyper)
 ///     .unwrap_err();
 /// match err.downcast_ref::<tpri::Error>() {
 ///     Some(tpri::Error::InvalidSetting { field, .. }) => assert_eq!(field, "Hyper::tp.reg"),

@@ -39,69 +39,59 @@ impl Init {
 
 impl Params {
     /// Seeded tanh-RNN initialisation: W, U and V (semi-)orthogonal, biases zero
-    /// (`Init::Orthogonal` for the tanh RNN, docs/ALGORITHM.md §1).
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
-    pub fn init(dims: Dims, seed: u64) -> Self {
+    /// (`Init::Orthogonal` for the tanh RNN, docs/ALGORITHM.md §1). Errors as
+    /// [`Params::zeros_of`].
+    pub fn init(dims: Dims, seed: u64) -> Result<Self> {
         Self::init_with(CellKind::Tanh, Init::Orthogonal, dims, seed)
     }
 
-    /// Seeded initialisation of `cell` with its default, [`Init::default_for`].
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_of`] returns an error instead.
-    pub fn init_of(cell: CellKind, dims: Dims, seed: u64) -> Self {
+    /// Seeded initialisation of `cell` with its default, [`Init::default_for`]. Errors as
+    /// [`Params::zeros_of`].
+    pub fn init_of(cell: CellKind, dims: Dims, seed: u64) -> Result<Self> {
         Self::init_with(cell, Init::default_for(cell), dims, seed)
     }
 
     /// Seeded initialisation of `cell` as `init` says, the head semi-orthogonal with a zero
     /// bias (docs/ALGORITHM.md §1). The random stream is drawn in `Params::tensors` order
-    /// (the GRU's gate blocks r, z, n in turn), the head last.
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_with`] returns an error instead.
-    pub fn init_with(cell: CellKind, init: Init, dims: Dims, seed: u64) -> Self {
-        Self::init_from(cell, init, dims, &mut ChaCha8Rng::seed_from_u64(seed))
+    /// (the GRU's gate blocks r, z, n in turn), the head last. Errors as
+    /// [`Params::zeros_of`]: a size of 0, or tensors too large to address or to fit in
+    /// memory.
+    pub fn init_with(cell: CellKind, init: Init, dims: Dims, seed: u64) -> Result<Self> {
+        Self::check_allocation(cell, dims)?;
+        Ok(Self::init_from(
+            cell,
+            init,
+            dims,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        ))
     }
 
     /// [`Params::init_with`] for the tanh RNN with DTP's reverse layer (`Method::Dtp`,
     /// docs/ALGORITHM.md §14): the same tensors, then the reverse layer's V drawn
     /// (semi-)orthogonal from the same stream and its c zero, as the published code
     /// initialises it.
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_dtp`] returns an error instead.
-    pub fn init_dtp_with(init: Init, dims: Dims, seed: u64) -> Self {
+    pub fn init_dtp_with(init: Init, dims: Dims, seed: u64) -> Result<Self> {
+        Self::check_allocation(CellKind::Tanh, dims)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let params = Self::init_from(CellKind::Tanh, init, dims, &mut rng);
         let d = dims.hidden;
-        Self {
+        Ok(Self {
             dtp: Some(ReverseLayer {
                 w_rev: semi_orthogonal(d, d, &mut rng),
                 b_rev: DMatrix::zeros(d, 1),
             }),
             ..params
-        }
+        })
     }
 
     /// [`Params::init_dtp_with`] the tanh RNN's default, `Init::Orthogonal`.
-    ///
-    /// # Panics
-    /// As [`Params::zeros_of`]; [`Params::try_init_dtp`] returns an error instead.
-    pub fn init_dtp(dims: Dims, seed: u64) -> Self {
+    pub fn init_dtp(dims: Dims, seed: u64) -> Result<Self> {
         Self::init_dtp_with(Init::Orthogonal, dims, seed)
     }
 
-    /// [`Params::init_dtp`], after [`Params::try_init_of`]'s checks.
-    pub fn try_init_dtp(dims: Dims, seed: u64) -> Result<Self> {
-        Self::check_allocation(CellKind::Tanh, dims)?;
-        Ok(Self::init_dtp(dims, seed))
-    }
-
-    /// `init_with`'s tensors drawn from `rng`.
+    /// `init_with`'s tensors drawn from `rng`, for sizes `check_allocation` passed.
     fn init_from(cell: CellKind, init: Init, dims: Dims, rng: &mut ChaCha8Rng) -> Self {
-        let mut params = Self::zeros_of(cell, dims);
+        let mut params = Self::zeroed(cell, dims);
         let Dims {
             input: p,
             hidden: d,
@@ -130,19 +120,6 @@ impl Params {
         }
         params.head_w = semi_orthogonal(q, d, rng);
         params
-    }
-
-    /// [`Params::init_of`], after checking that every size is at least 1, that the tensors
-    /// can be addressed and that they fit in the memory available: an error naming the
-    /// size, instead of a panic or an aborted allocation.
-    pub fn try_init_of(cell: CellKind, dims: Dims, seed: u64) -> Result<Self> {
-        Self::try_init_with(cell, Init::default_for(cell), dims, seed)
-    }
-
-    /// [`Params::init_with`], after [`Params::try_init_of`]'s checks.
-    pub fn try_init_with(cell: CellKind, init: Init, dims: Dims, seed: u64) -> Result<Self> {
-        Self::check_allocation(cell, dims)?;
-        Ok(Self::init_with(cell, init, dims, seed))
     }
 }
 
@@ -182,10 +159,10 @@ mod tests {
                 hidden: d,
                 output: q,
             };
-            let a = Params::init(dims, 7);
-            assert_eq!(a, Params::init(dims, 7));
-            assert_ne!(a, Params::init(dims, 8));
-            assert_eq!(a, Params::init_of(CellKind::Tanh, dims, 7));
+            let a = Params::init(dims, 7).unwrap();
+            assert_eq!(a, Params::init(dims, 7).unwrap());
+            assert_ne!(a, Params::init(dims, 8).unwrap());
+            assert_eq!(a, Params::init_of(CellKind::Tanh, dims, 7).unwrap());
             for m in [&a.w_hh, &a.w_ih, &a.head_w] {
                 assert!(semi_orthogonal_error(m) < 1e-12);
             }
@@ -203,8 +180,11 @@ mod tests {
             output: 3,
         };
         let d = dims.hidden;
-        let g = Params::init_of(CellKind::Gru, dims, 1);
-        assert_eq!(g, Params::init_with(CellKind::Gru, Init::Pytorch, dims, 1));
+        let g = Params::init_of(CellKind::Gru, dims, 1).unwrap();
+        assert_eq!(
+            g,
+            Params::init_with(CellKind::Gru, Init::Pytorch, dims, 1).unwrap()
+        );
         let shapes: Vec<_> = g.tensors().iter().map(|(n, m)| (*n, m.shape())).collect();
         assert_eq!(
             shapes,
@@ -226,7 +206,7 @@ mod tests {
         assert!(semi_orthogonal_error(&g.head_w) < 1e-12);
         assert_eq!(g.head_b.norm(), 0.0);
         // Orthogonal: every gate block on its own, biases zero.
-        let o = Params::init_with(CellKind::Gru, Init::Orthogonal, dims, 1);
+        let o = Params::init_with(CellKind::Gru, Init::Orthogonal, dims, 1).unwrap();
         for gate in 0..3 {
             assert!(semi_orthogonal_error(&o.w_hh.rows(gate * d, d).into_owned()) < 1e-12);
             assert!(semi_orthogonal_error(&o.w_ih.rows(gate * d, d).into_owned()) < 1e-12);
@@ -234,12 +214,12 @@ mod tests {
         assert_eq!(o.b.norm() + o.b_hh.norm() + o.head_b.norm(), 0.0);
         assert!(semi_orthogonal_error(&o.head_w) < 1e-12);
         // The tanh RNN's PyTorch init: both of its biases uniform, like nn.RNN's.
-        let t = Params::init_with(CellKind::Tanh, Init::Pytorch, dims, 1);
+        let t = Params::init_with(CellKind::Tanh, Init::Pytorch, dims, 1).unwrap();
         assert!(t.w_hh.amax() < k && t.b.amax() < k && t.b.amax() > 0.0);
         assert!(t.b_hh.amax() < k && t.b_hh.amax() > 0.0);
         t.check_dims(dims).unwrap();
         assert_eq!(Init::default_for(CellKind::Tanh), Init::Orthogonal);
-        assert!(Params::try_init_with(
+        assert!(Params::init_with(
             CellKind::Gru,
             Init::Orthogonal,
             Dims { hidden: 0, ..dims },

@@ -19,8 +19,8 @@
 //! let dims = Dims { input: task.input_size(), hidden: 8, output: task.output_size() };
 //! let hyper = Hyper { loss: task.loss(), ..Hyper::for_cell(CellKind::Tanh) };
 //! let mut backend = CpuBackend::new();
-//! backend.load(&Params::init(dims, 0), None, &hyper)?;
-//! backend.step(&task.train_batch(0, 4))?; // one TP-RI iteration on 4 sequences
+//! backend.load(&Params::init(dims, 0)?, None, &hyper)?;
+//! backend.step(&task.train_batch(0, 4)?)?; // one TP-RI iteration on 4 sequences
 //! assert!(backend.last_stats()?.loss.is_finite());
 //! # Ok(())
 //! # }
@@ -37,12 +37,11 @@
 //! added on the way. Messages name API fields (`Hyper::tp.reg`, `Params::w_hh`) and the
 //! tensors of files by their names, never flags of the command line.
 //!
-//! No public function of the backends, the file readers, the task constructors or the
-//! settings panics on any input: what they cannot run is an `Err` (property tests in
-//! `tests/robust_api.rs` hold them to it). Sizes are checked before anything is
-//! allocated ([`limits`]); constructors that allocate from sizes alone and cannot fail
-//! ([`model::Params::init`], [`tasks::Task::train_batch`]) document their panics and, where it
-//! matters, have checked twins ([`model::Params::try_init_of`]). The building blocks of
+//! No public function of the backends, the file readers, the tasks, the parameter
+//! constructors or the settings panics on any input: what they cannot run is an `Err`
+//! (property tests in `tests/robust_api.rs` hold them to it). Sizes are checked before
+//! anything is allocated ([`limits`]; [`model::Params::init`] and
+//! [`tasks::Task::train_batch`] check theirs against the memory available). The building blocks of
 //! the CPU reference (`cpu::forward`, `cpu::bptt`, …) assume inputs the backend has
 //! validated ([`validate`]).
 //!

@@ -79,17 +79,25 @@ impl Dims {
                 );
             }
         }
-        self.param_count(cell).ok_or_else(|| Error::DeviceLimit {
-            limit: "address space".into(),
-            needed: None,
-            allowed: isize::MAX as u64,
-            message: format!(
-                "a {cell:?} model with p = {}, d = {}, q = {} has more parameters than \
-                 memory can address",
-                self.input, self.hidden, self.output
-            ),
-        })?;
+        self.addressable_count(cell)?;
         Ok(())
+    }
+
+    /// [`Dims::param_count`], or an error when memory cannot address the tensors.
+    pub(crate) fn addressable_count(self, cell: CellKind) -> Result<u64> {
+        self.param_count(cell).ok_or_else(|| {
+            Error::DeviceLimit {
+                limit: "address space".into(),
+                needed: None,
+                allowed: isize::MAX as u64,
+                message: format!(
+                    "a {cell:?} model with p = {}, d = {}, q = {} has more parameters than \
+                     memory can address",
+                    self.input, self.hidden, self.output
+                ),
+            }
+            .into()
+        })
     }
 
     /// How many numbers the parameters of a `cell` model of these sizes hold; `None` when
@@ -183,21 +191,22 @@ pub struct Params {
 }
 
 impl Params {
-    /// All-zero tanh-RNN parameters of the given sizes (also the zero gradient).
-    pub fn zeros(dims: Dims) -> Self {
+    /// All-zero tanh-RNN parameters of the given sizes (also the zero gradient). Errors as
+    /// [`Params::zeros_of`].
+    pub fn zeros(dims: Dims) -> Result<Self> {
         Self::zeros_of(CellKind::Tanh, dims)
     }
 
-    /// All-zero parameters of `cell` with the given sizes.
-    ///
-    /// # Panics
-    /// If a tensor would have more elements than memory can address
-    /// ([`Dims::param_count`] is `None`); [`Params::try_zeros_of`] returns an error instead.
-    pub fn zeros_of(cell: CellKind, dims: Dims) -> Self {
-        assert!(
-            dims.param_count(cell).is_some(),
-            "parameters of sizes {dims:?} cannot be addressed"
-        );
+    /// All-zero parameters of `cell` with the given sizes (0 allowed: empty tensors), after
+    /// checking that the tensors can be addressed and fit in the memory available: an
+    /// error naming the size, instead of a panic or an aborted allocation.
+    pub fn zeros_of(cell: CellKind, dims: Dims) -> Result<Self> {
+        Self::check_memory(cell, dims)?;
+        Ok(Self::zeroed(cell, dims))
+    }
+
+    /// `zeros_of` for sizes already checked (those of existing parameters).
+    pub(crate) fn zeroed(cell: CellKind, dims: Dims) -> Self {
         let Dims {
             input: p,
             hidden: d,
@@ -241,15 +250,8 @@ impl Params {
                 .embedding
                 .as_ref()
                 .map(|e| DMatrix::zeros(e.nrows(), e.ncols())),
-            ..Self::zeros_of(self.cell, self.dims())
+            ..Self::zeroed(self.cell, self.dims())
         }
-    }
-
-    /// All-zero parameters of `cell` with the given sizes, after checking them
-    /// ([`Params::try_init_of`]'s checks).
-    pub fn try_zeros_of(cell: CellKind, dims: Dims) -> Result<Self> {
-        Self::check_allocation(cell, dims)?;
-        Ok(Self::zeros_of(cell, dims))
     }
 
     /// Checks that every size is at least 1, that the tensors of a `cell` model of sizes
@@ -257,7 +259,12 @@ impl Params {
     /// available: an error naming the size, instead of a panic or an aborted allocation.
     pub(crate) fn check_allocation(cell: CellKind, dims: Dims) -> Result<()> {
         dims.check(cell)?;
-        let count = dims.param_count(cell).unwrap_or(u64::MAX);
+        Self::check_memory(cell, dims)
+    }
+
+    /// `check_allocation` without the lower bound: sizes of 0 pass.
+    fn check_memory(cell: CellKind, dims: Dims) -> Result<()> {
+        let count = dims.addressable_count(cell)?;
         let estimate = MemoryEstimate {
             // The parameters, and the SVD's work space for the largest tensor.
             parameters: count.saturating_mul(8).saturating_mul(2),

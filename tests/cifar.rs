@@ -70,12 +70,12 @@ fn the_files_read_as_channel_major_colour_images_in_file_order() {
     let want: Vec<u8> = (0..n).map(|i| (3 * i % 10) as u8).collect();
     assert_eq!(train.labels, want);
     assert_eq!(
-        images.image(5)[1024],
+        images.image(5).unwrap()[1024],
         ((31 * 5 + 7 * 1024 + 50) % 256) as u8
     );
     let test = cifar::read_test(&dir).unwrap();
     assert_eq!(test.images.count, TEST);
-    assert_eq!(test.images.image(2), test_image(&dir, 2));
+    assert_eq!(test.images.image(2).unwrap(), test_image(&dir, 2));
     assert_eq!(test.labels[0], (3 * n % 10) as u8);
     // The same bytes parsed from memory.
     let bytes = std::fs::read(dir.join(TEST_FILE)).unwrap();
@@ -209,7 +209,7 @@ fn sequences_are_channel_major_values_standardized_per_channel_then_chunked() {
             );
             let sizes = spec(&dir, k, standardize, false).sizes().unwrap();
             assert_eq!(sizes, (k, 10, PIXELS / k));
-            let eval = task.eval_batches(2);
+            let eval = task.eval_batches(2).unwrap();
             assert_shape(&eval[0], task.as_ref(), 2);
             for (b, i) in [(0, 0), (1, 1)] {
                 let image = test_image(&dir, i);
@@ -219,7 +219,7 @@ fn sequences_are_channel_major_values_standardized_per_channel_then_chunked() {
                 // Step t, input j is pixel t·k + j of the stored (channel-major) image.
                 assert_eq!(sequence(&eval[0], b), want, "k = {k}");
             }
-            assert_shape(&task.train_batch(3, 4), task.as_ref(), 4);
+            assert_shape(&task.train_batch(3, 4).unwrap(), task.as_ref(), 4);
         }
     }
     for k in [0, 5, 7, 3073] {
@@ -241,16 +241,17 @@ fn the_held_out_set_is_test_batch_in_order_and_training_covers_every_file() {
     let task = build_task(&spec(&dir, 96, true, false), 7, 3).unwrap();
     let eval: Vec<usize> = task
         .eval_batches(2)
+        .unwrap()
         .iter()
         .flat_map(|b| labels(b).to_vec())
         .collect();
     let want: Vec<usize> = (n..n + 3).map(|i| 3 * i % 10).collect();
     assert_eq!(eval, want, "the first 3 test images, in order");
     // One epoch of the training set: every training image once, in a seeded shuffle.
-    let epoch = task.train_batch(0, n);
+    let epoch = task.train_batch(0, n).unwrap();
     let mut seen: Vec<Vec<f64>> = (0..n).map(|b| sequence(&epoch, b)).collect();
     let all = build_task(&spec(&dir, 96, true, false), 7, 3).unwrap();
-    let first = sequence(&all.train_batch(0, 1), 0);
+    let first = sequence(&all.train_batch(0, 1).unwrap(), 0);
     assert_eq!(first, seen[0], "batches are a function of (seed, index)");
     seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
     seen.dedup();
@@ -284,7 +285,7 @@ fn permuted_pixels_are_one_seeded_bijection_across_channels_shared_with_evaluati
         "the permutation mixes channels, as the published one does"
     );
     // Each position shows its pixel with that pixel's channel statistics.
-    let eval = &task.eval_batches(1)[0];
+    let eval = &task.eval_batches(1).unwrap()[0];
     let image = test_image(&dir, 0);
     let want: Vec<f64> = order
         .iter()
@@ -294,7 +295,10 @@ fn permuted_pixels_are_one_seeded_bijection_across_channels_shared_with_evaluati
     // Training sequences go through the same permutation: as values, each is a
     // rearrangement of an unpermuted training sequence by `order`.
     let plain = build_task(&spec(&dir, 4, true, false), 3, 10).unwrap();
-    let (permuted, unpermuted) = (task.train_batch(2, 3), plain.train_batch(2, 3));
+    let (permuted, unpermuted) = (
+        task.train_batch(2, 3).unwrap(),
+        plain.train_batch(2, 3).unwrap(),
+    );
     for b in 0..3 {
         let raw = sequence(&unpermuted, b);
         let want: Vec<f64> = order.iter().map(|&p| raw[p]).collect();

@@ -25,7 +25,7 @@ use support::{random, random_batch, rng, Shape};
 /// in ±0.3; and a batch of B sequences of length T, all from a stream seeded with `seed`.
 fn problem(seed: u64, dims: Dims, b: usize, t: usize, loss: Loss) -> (Params, Batch) {
     let mut r = rng(seed);
-    let mut params = Params::init_dtp(dims, seed);
+    let mut params = Params::init_dtp(dims, seed).unwrap();
     params.w_hh *= 0.9;
     params.b = random(&mut r, dims.hidden, 1, 0.3);
     params.b_hh = random(&mut r, dims.hidden, 1, 0.3);
@@ -357,7 +357,7 @@ fn mismatched_reverse_layers_and_cells_are_refused() {
     };
     let err = format!("{:#}", cpu.load(&params, None, &tp).unwrap_err());
     assert!(err.contains("only Method::Dtp trains"), "{err}");
-    let gru = Params::init_of(CellKind::Gru, dims, 1);
+    let gru = Params::init_of(CellKind::Gru, dims, 1).unwrap();
     let err = format!("{:#}", cpu.load(&gru, None, &hyper).unwrap_err());
     assert!(err.contains("GRU"), "{err}");
     let bad = Hyper {

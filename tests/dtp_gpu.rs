@@ -79,13 +79,13 @@ fn gpu_dtp_traces_match_the_reference() {
 #[test]
 fn fifty_dtp_training_steps_agree_with_reference() {
     let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
-    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
+    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8).unwrap()).collect();
     let dims = Dims {
         input: 2,
         hidden: 16,
         output: 1,
     };
-    let start = Params::init_dtp(dims, 3);
+    let start = Params::init_dtp(dims, 3).unwrap();
     let hyper = dtp_hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
     let mut cpu = CpuBackend::new();
     let mut gpu = GpuBackend::new(ctx());

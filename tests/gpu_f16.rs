@@ -378,7 +378,7 @@ fn f16_storage_refuses_the_gru_and_the_jacobian_inversion() {
         TpGrad::ThroughTime,
         Loss::CrossEntropy,
     );
-    let gru = Params::init_of(CellKind::Gru, dims, 3);
+    let gru = Params::init_of(CellKind::Gru, dims, 3).unwrap();
     let tanh = seeded_params(CellKind::Tanh, dims, 3, 1.0);
     let refused = [
         ("GRU, BP", &gru, &bp, "the GRU cell"),
@@ -430,7 +430,7 @@ fn f16_storage_error_at_the_papers_size() {
     use tpri::bench::{problem, Size};
     let runs = [(Method::Tp, 1e-2), (Method::Tp, 1e-4), (Method::Bp, 1e-2)];
     for (method, lr_target) in runs {
-        let (p, batch, mut hyper) = problem(Size::PAPER, method, 1);
+        let (p, batch, mut hyper) = problem(Size::PAPER, method, 1).unwrap();
         hyper.tp.lr_target = lr_target;
         let want = CpuBackend::new().trace(&p, &batch, &hyper).unwrap();
         let amp = amplification(&want.h);

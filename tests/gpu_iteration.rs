@@ -283,7 +283,7 @@ fn misuse_is_an_error_not_a_panic() {
         output: 1,
     };
     let err = gpu.load(
-        &tpri::model::Params::zeros(too_big),
+        &tpri::model::Params::zeros(too_big).unwrap(),
         None,
         &Hyper::default(),
     );

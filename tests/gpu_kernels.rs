@@ -202,7 +202,7 @@ fn cg_inverse_matches_cholesky_cold_and_warm() {
         let w = if d <= 100 {
             random(&mut r, d, d, 1.7 / (d as f64).sqrt())
         } else {
-            Params::init(dims(1, d, 1), 9).w_hh * 1.2
+            Params::init(dims(1, d, 1), 9).unwrap().w_hh * 1.2
                 + random(&mut r, d, d, 0.3 / (d as f64).sqrt())
         };
         let reg = 0.5;

@@ -158,7 +158,7 @@ fn windows_and_batches_follow_the_published_data_pipeline() {
     );
     let per_epoch = (n - t - 1) / b;
     for index in [0u64, 1, per_epoch as u64 + 1] {
-        let batch = task.train_batch(index, b);
+        let batch = task.train_batch(index, b).unwrap();
         let Targets::StepLabels(y) = &batch.y else {
             panic!("per-step labels")
         };
@@ -179,7 +179,7 @@ fn windows_and_batches_follow_the_published_data_pipeline() {
         }
     }
     // The held-out set: the first eval_size windows, in batches of at most B.
-    let eval = task.eval_batches(b);
+    let eval = task.eval_batches(b).unwrap();
     let sizes: Vec<usize> = eval.iter().map(|e| e.batch_size()).collect();
     assert_eq!(sizes, [3, 2]);
     let Targets::StepLabels(y) = &eval[1].y else {
@@ -188,9 +188,15 @@ fn windows_and_batches_follow_the_published_data_pipeline() {
     assert_eq!(y[(1, t - 1)], c.held_out[4 + t] as usize);
     // The same seed draws the same embedding, another seed another.
     let again = build_task(&spec(&dir, t, 20, None), 7, 5).unwrap();
-    assert_eq!(again.train_batch(0, b), task.train_batch(0, b));
+    assert_eq!(
+        again.train_batch(0, b).unwrap(),
+        task.train_batch(0, b).unwrap()
+    );
     let other = build_task(&spec(&dir, t, 20, None), 8, 5).unwrap();
-    assert_ne!(other.train_batch(0, b).x, task.train_batch(0, b).x);
+    assert_ne!(
+        other.train_batch(0, b).unwrap().x,
+        task.train_batch(0, b).unwrap().x
+    );
     // A batch needs B + T + 1 tokens.
     task.check_batch_size(n - t - 1).unwrap();
     let msg = task.check_batch_size(n - t).unwrap_err().to_string();
@@ -240,9 +246,9 @@ fn batches_carry_the_tokens_their_inputs_embed() {
     let task = build_task(&spec(&dir, 3, 7, None), 5, 2).unwrap();
     let table = task.embedding_table().unwrap();
     assert_eq!(table.shape(), (7, 3), "one row per id the head predicts");
-    for batch in [task.train_batch(0, 2)]
+    for batch in [task.train_batch(0, 2).unwrap()]
         .into_iter()
-        .chain(task.eval_batches(2))
+        .chain(task.eval_batches(2).unwrap())
     {
         let ids = batch
             .tokens

@@ -345,7 +345,7 @@ fn pixel_sequences_are_chunks_of_scaled_pixels() {
             (k, 10, SIZE / k)
         );
         assert_eq!(task.loss(), Loss::CrossEntropy);
-        let batch = task.train_batch(0, 4);
+        let batch = task.train_batch(0, 4).unwrap();
         assert_shape(&batch, task.as_ref(), 4);
         for b in 0..4 {
             let image = test_image(labels(&batch)[b]);
@@ -374,7 +374,7 @@ fn pixel_epochs_are_seeded_shuffles_of_the_training_set() {
     let task = PixelTask::new(train.clone(), test_set(2), options(28, false, false), 3).unwrap();
     // 10 batches of 3 cover 6 epochs of 5 images; batches straddle epoch boundaries.
     let stream: Vec<usize> = (0..10)
-        .flat_map(|i| labels(&task.train_batch(i, 3)).to_vec())
+        .flat_map(|i| labels(&task.train_batch(i, 3).unwrap()).to_vec())
         .collect();
     let epochs: Vec<&[usize]> = stream.chunks(5).collect();
     for epoch in &epochs {
@@ -389,11 +389,14 @@ fn pixel_epochs_are_seeded_shuffles_of_the_training_set() {
     // Pure in (seed, index, batch size), whatever was asked before (the epoch cache).
     let fresh = PixelTask::new(train.clone(), test_set(2), options(28, false, false), 3).unwrap();
     for i in [7, 2, 9, 0] {
-        assert_eq!(fresh.train_batch(i, 3), task.train_batch(i, 3));
+        assert_eq!(
+            fresh.train_batch(i, 3).unwrap(),
+            task.train_batch(i, 3).unwrap()
+        );
     }
     let other = PixelTask::new(train, test_set(2), options(28, false, false), 4).unwrap();
     let other_stream: Vec<usize> = (0..10)
-        .flat_map(|i| labels(&other.train_batch(i, 3)).to_vec())
+        .flat_map(|i| labels(&other.train_batch(i, 3).unwrap()).to_vec())
         .collect();
     assert_ne!(other_stream, stream, "the shuffle depends on the seed");
 }
@@ -402,7 +405,7 @@ fn pixel_epochs_are_seeded_shuffles_of_the_training_set() {
 fn pixel_eval_set_is_the_t10k_files_in_order_and_truncated() {
     let dir = mnist_dir("pixel-eval", &test_set(4), &test_set(5));
     let task = build_task(&pixel_spec(&dir.0, 16, false, false), 0, 100).unwrap();
-    let batches = task.eval_batches(2);
+    let batches = task.eval_batches(2).unwrap();
     let order: Vec<usize> = batches.iter().flat_map(|b| labels(b).to_vec()).collect();
     assert_eq!(order, [0, 1, 2, 3, 4]);
     assert_eq!(
@@ -410,8 +413,11 @@ fn pixel_eval_set_is_the_t10k_files_in_order_and_truncated() {
         [2, 2, 1]
     );
     let truncated = build_task(&pixel_spec(&dir.0, 16, false, false), 0, 3).unwrap();
-    assert_eq!(labels(&truncated.eval_batches(10)[0]), [0, 1, 2]);
-    assert_eq!(truncated.eval_batches(10)[0], task.eval_batches(3)[0]);
+    assert_eq!(labels(&truncated.eval_batches(10).unwrap()[0]), [0, 1, 2]);
+    assert_eq!(
+        truncated.eval_batches(10).unwrap()[0],
+        task.eval_batches(3).unwrap()[0]
+    );
 }
 
 #[test]
@@ -419,7 +425,7 @@ fn standardized_pixels_have_zero_mean_and_unit_variance_over_the_training_set() 
     let train = test_set(6);
     let task = PixelTask::new(train, test_set(2), options(4, true, false), 0).unwrap();
     // One batch of 6 is exactly one epoch: every training pixel once.
-    let pixels: Vec<f64> = all_sequences(&[task.train_batch(0, 6)]).concat();
+    let pixels: Vec<f64> = all_sequences(&[task.train_batch(0, 6).unwrap()]).concat();
     let n = pixels.len() as f64;
     let mean = pixels.iter().sum::<f64>() / n;
     let var = pixels.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
@@ -430,8 +436,8 @@ fn standardized_pixels_have_zero_mean_and_unit_variance_over_the_training_set() 
     // The held-out set uses the training statistics: the same affine map of the raw pixel.
     let plain = PixelTask::new(test_set(6), test_set(2), options(4, false, false), 0).unwrap();
     let (raw, std) = (
-        all_sequences(&plain.eval_batches(2)).concat(),
-        all_sequences(&task.eval_batches(2)).concat(),
+        all_sequences(&plain.eval_batches(2).unwrap()).concat(),
+        all_sequences(&task.eval_batches(2).unwrap()).concat(),
     );
     let slope = (std[1] - std[0]) / (raw[1] - raw[0]);
     for (r, s) in raw.iter().zip(&std) {
@@ -459,7 +465,7 @@ fn standardized_pixels_have_zero_mean_and_unit_variance_over_the_training_set() 
     };
     let [m, sd] = tpri::tasks::pixel::FASHION_MNIST_MEAN_STD;
     let task = PixelTask::new(flat.clone(), flat.clone(), fixed(Some([m, sd])), 0).unwrap();
-    let pixels = all_sequences(&task.eval_batches(1)).concat();
+    let pixels = all_sequences(&task.eval_batches(1).unwrap()).concat();
     assert!(
         pixels.iter().all(|&v| v == (9.0 / 255.0 - m) / sd),
         "{pixels:?}"
@@ -485,10 +491,10 @@ fn permutation_is_a_fixed_seeded_bijection_shared_by_train_and_eval() {
     let dir = mnist_dir("pixel-permuted", &test_set(2), &test_set(2));
     let order_for = |seed: u64, permuted: bool| {
         let task = PixelTask::load(&dir.0, options(7, false, permuted), seed, 10).unwrap();
-        let train = task.train_batch(0, 2);
+        let train = task.train_batch(0, 2).unwrap();
         let rows = |l: &[usize], i: usize| l.iter().position(|&x| x == i).unwrap();
         let train_order = decoded_order(&train, rows(labels(&train), 0), rows(labels(&train), 1));
-        let eval_order = decoded_order(&task.eval_batches(2)[0], 0, 1);
+        let eval_order = decoded_order(&task.eval_batches(2).unwrap()[0], 0, 1);
         assert_eq!(
             train_order, eval_order,
             "same permutation for train and eval"
@@ -575,7 +581,7 @@ fn reads_debian_fashion_mnist() {
         (task.seq_len(), task.input_size(), task.output_size()),
         (28, 28, 10)
     );
-    let eval = task.eval_batches(1000);
+    let eval = task.eval_batches(1000).unwrap();
     assert_eq!(eval.iter().map(Batch::batch_size).sum::<usize>(), 10_000);
-    assert_eq!(task.train_batch(59_999 / 16, 16).batch_size(), 16);
+    assert_eq!(task.train_batch(59_999 / 16, 16).unwrap().batch_size(), 16);
 }

@@ -54,7 +54,7 @@ fn failure<T>(what: &str, r: anyhow::Result<T>) -> (String, anyhow::Error) {
 
 /// A good problem: tanh RNN p = 2, d = 3, q = 2; T = 4, B = 3, labels.
 fn good() -> (Params, Batch, Hyper) {
-    let params = Params::init(dims(2, 3, 2), 1);
+    let params = Params::init(dims(2, 3, 2), 1).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x = (0..4)
         .map(|_| DMatrix::from_fn(3, 2, |_, _| rng.random_range(-1.0..1.0)))
@@ -135,7 +135,7 @@ fn zero_sizes_name_the_field() {
     let msg = workload(4, 0, 3).check_cpu().unwrap_err().to_string();
     assert!(msg.starts_with("Workload::steps"), "{msg}");
     for d in [dims(0, 3, 1), dims(2, 0, 1), dims(2, 3, 0)] {
-        let (msg, err) = failure("zero dims", Params::try_init_of(CellKind::Gru, d, 0));
+        let (msg, err) = failure("zero dims", Params::init_of(CellKind::Gru, d, 0));
         assert!(
             matches!(err.downcast_ref::<Error>(), Some(Error::InvalidSetting { field, .. }) if field.starts_with("Dims::")),
             "{msg}"
@@ -161,10 +161,7 @@ fn size_products_that_overflow_are_refused_not_wrapped() {
         );
     }
     for d in [1usize << 32, 3_037_000_500, usize::MAX] {
-        let (msg, _) = failure(
-            "huge d",
-            Params::try_init_of(CellKind::Tanh, dims(2, d, 1), 0),
-        );
+        let (msg, _) = failure("huge d", Params::init_of(CellKind::Tanh, dims(2, d, 1), 0));
         assert!(msg.contains("address") || msg.contains("memory"), "{msg}");
     }
 }
@@ -617,7 +614,7 @@ fn random_params(rng: &mut ChaCha8Rng) -> Params {
         CellKind::Gru
     };
     let d = dims(small(rng), small(rng), small(rng));
-    let mut p = Params::zeros_of(cell, d);
+    let mut p = Params::zeros_of(cell, d).unwrap();
     for m in p.tensors_mut() {
         *m = matrix(rng, m.nrows(), m.ncols());
     }
@@ -784,9 +781,9 @@ fn one_case(rng: &mut ChaCha8Rng, oks: &mut Oks) {
     let d = dims(size(rng), size(rng), size(rng));
     if d.input.max(d.hidden).max(d.output) > 3 {
         // Small sizes build real weights; only the refusals are exercised at large ones.
-        let _ = Params::try_init_of(params.cell, d, 0);
+        let _ = Params::init_of(params.cell, d, 0);
     } else {
-        let _ = Params::try_init_of(params.cell, d, 0).map(|p| p.check_dims(d));
+        let _ = Params::init_of(params.cell, d, 0).map(|p| p.check_dims(d));
     }
     let w = Workload::new(params.cell, d, size(rng), size(rng), &hyper).with_eval_size(size(rng));
     let _ = w.check_cpu();
@@ -876,4 +873,30 @@ fn no_public_function_panics_on_random_input() {
         "{} kinds of panic in {cases} cases (message → case seed): {panics:#?}",
         panics.len()
     );
+}
+
+/// Tasks refuse a batch they cannot make, before allocating it, instead of panicking: an
+/// evaluation batch size of 0, a batch too large to address or to hold; an image index
+/// past the last image is `None`.
+#[test]
+fn tasks_refuse_batches_they_cannot_make() {
+    let adding = Adding::new(10, 0, 8).unwrap();
+    let order = TemporalOrder::new(12, 0, 8).unwrap();
+    for task in [&adding as &dyn Task, &order] {
+        let (msg, _) = failure("batch size 0", task.eval_batches(0));
+        assert!(msg.contains("batch size of 0"), "{msg}");
+        for b in [1usize << 40, usize::MAX] {
+            let (msg, _) = failure("huge batch", task.train_batch(0, b));
+            assert!(msg.contains("address") || msg.contains("memory"), "{msg}");
+        }
+        assert_eq!(task.train_batch(3, 5).unwrap().batch_size(), 5);
+    }
+    let set = read_images(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/idx/valid-images-idx3-ubyte"),
+    )
+    .unwrap();
+    assert!(set.count > 0);
+    assert!(set.image(set.count - 1).is_some());
+    assert!(set.image(set.count).is_none());
+    assert!(set.image(usize::MAX).is_none());
 }

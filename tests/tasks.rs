@@ -43,8 +43,9 @@ fn temporal_order_follows_spec_for_every_sequence() {
                 (6, 4, t_len)
             );
             assert_eq!(task.loss(), Loss::CrossEntropy);
-            let mut batches: Vec<Batch> = (0..4).map(|i| task.train_batch(i, 20)).collect();
-            batches.extend(task.eval_batches(8));
+            let mut batches: Vec<Batch> =
+                (0..4).map(|i| task.train_batch(i, 20).unwrap()).collect();
+            batches.extend(task.eval_batches(8).unwrap());
             for batch in &batches {
                 assert_shape(batch, task.as_ref(), batch.batch_size());
                 for b in 0..batch.batch_size() {
@@ -101,8 +102,9 @@ fn adding_follows_spec_for_every_sequence() {
                 (2, 1, t_len)
             );
             assert_eq!(task.loss(), Loss::Mse);
-            let mut batches: Vec<Batch> = (0..4).map(|i| task.train_batch(i, 20)).collect();
-            batches.extend(task.eval_batches(8));
+            let mut batches: Vec<Batch> =
+                (0..4).map(|i| task.train_batch(i, 20).unwrap()).collect();
+            batches.extend(task.eval_batches(8).unwrap());
             for batch in &batches {
                 assert_shape(batch, task.as_ref(), batch.batch_size());
                 let targets = values(batch);
@@ -136,7 +138,7 @@ fn adding_targets_have_the_variance_spec_quotes() {
     // Predicting the mean scores MSE 1/24 (docs/ALGORITHM.md §6): Var((U + V)/2) = (1/12)/2.
     let task = synthetic(TaskSpec::Adding { seq_len: 10 }, 3, 0);
     let targets: Vec<f64> = (0..200)
-        .flat_map(|i| values(&task.train_batch(i, 100)))
+        .flat_map(|i| values(&task.train_batch(i, 100).unwrap()))
         .collect();
     let n = targets.len() as f64;
     let mean = targets.iter().sum::<f64>() / n;
@@ -173,14 +175,18 @@ fn synthetic_data_is_a_pure_function_of_seed_and_index() {
         let b = synthetic(spec.clone(), 5, 40);
         let other = synthetic(spec.clone(), 6, 40);
         // A resumed run asks for batch 7 first; an uninterrupted one after 0..7.
-        let late = a.train_batch(7, 20);
-        let in_order: Vec<Batch> = (0..8).map(|i| b.train_batch(i, 20)).collect();
+        let late = a.train_batch(7, 20).unwrap();
+        let in_order: Vec<Batch> = (0..8).map(|i| b.train_batch(i, 20).unwrap()).collect();
         assert_eq!(late, in_order[7]);
         assert_ne!(in_order[0], in_order[1], "batches differ by index");
-        assert_ne!(other.train_batch(7, 20), late, "batches differ by seed");
-        assert_eq!(a.eval_batches(16), b.eval_batches(16));
-        assert_ne!(a.eval_batches(16), other.eval_batches(16));
-        assert_eq!(a.train_batch(0, 0).batch_size(), 0);
+        assert_ne!(
+            other.train_batch(7, 20).unwrap(),
+            late,
+            "batches differ by seed"
+        );
+        assert_eq!(a.eval_batches(16).unwrap(), b.eval_batches(16).unwrap());
+        assert_ne!(a.eval_batches(16).unwrap(), other.eval_batches(16).unwrap());
+        assert_eq!(a.train_batch(0, 0).unwrap().batch_size(), 0);
     }
 }
 
@@ -191,16 +197,21 @@ fn eval_set_is_fixed_and_independent_of_batch_size() {
         TaskSpec::Adding { seq_len: 20 },
     ] {
         let task = synthetic(spec, 1, 50);
-        let small = task.eval_batches(7);
+        let small = task.eval_batches(7).unwrap();
         let sizes: Vec<usize> = small.iter().map(Batch::batch_size).collect();
         assert_eq!(sizes, [7, 7, 7, 7, 7, 7, 7, 1]);
-        let whole = task.eval_batches(100);
+        let whole = task.eval_batches(100).unwrap();
         assert_eq!(whole.len(), 1);
         assert_eq!(all_sequences(&small), all_sequences(&whole));
-        assert_eq!(task.eval_batches(7), small, "evaluation data is fixed");
+        assert_eq!(
+            task.eval_batches(7).unwrap(),
+            small,
+            "evaluation data is fixed"
+        );
     }
     assert!(synthetic(TaskSpec::Adding { seq_len: 20 }, 1, 0)
         .eval_batches(4)
+        .unwrap()
         .is_empty());
 }
 
@@ -208,20 +219,20 @@ fn eval_set_is_fixed_and_independent_of_batch_size() {
 fn eval_stream_is_disjoint_from_training_batches() {
     // Adding draws continuous values, so equal sequences would mean shared streams.
     let task = synthetic(TaskSpec::Adding { seq_len: 12 }, 9, 200);
-    let eval: BTreeSet<Vec<u64>> = all_sequences(&task.eval_batches(50))
+    let eval: BTreeSet<Vec<u64>> = all_sequences(&task.eval_batches(50).unwrap())
         .into_iter()
         .map(|s| s.iter().map(|v| v.to_bits()).collect())
         .collect();
     assert_eq!(eval.len(), 200);
-    let train: Vec<Batch> = (0..300).map(|i| task.train_batch(i, 20)).collect();
+    let train: Vec<Batch> = (0..300).map(|i| task.train_batch(i, 20).unwrap()).collect();
     for seq in all_sequences(&train) {
         let bits: Vec<u64> = seq.iter().map(|v| v.to_bits()).collect();
         assert!(!eval.contains(&bits));
     }
     // Nor is the first eval sequence any batch's first sequence with another batch size.
-    let first_eval = sequence(&task.eval_batches(1)[0], 0);
+    let first_eval = sequence(&task.eval_batches(1).unwrap()[0], 0);
     for i in 0..50 {
-        assert_ne!(sequence(&task.train_batch(i, 1), 0), first_eval);
+        assert_ne!(sequence(&task.train_batch(i, 1).unwrap(), 0), first_eval);
     }
 }
 

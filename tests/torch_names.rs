@@ -43,7 +43,7 @@ const DIMS: Dims = Dims {
 /// Parameters of `cell` with every tensor, biases included, random.
 fn random_params(cell: CellKind, seed: u64) -> Params {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = Params::init_of(cell, DIMS, seed);
+    let mut params = Params::init_of(cell, DIMS, seed).unwrap();
     for m in params.tensors_mut() {
         *m = DMatrix::from_fn(m.nrows(), m.ncols(), |_, _| rng.random_range(-0.8..0.8));
     }

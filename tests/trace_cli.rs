@@ -97,7 +97,7 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
         output: 4,
     };
     let (tanh, batch) = problem(CellKind::Tanh, 40, dims, 3, 5, Loss::CrossEntropy);
-    let gru = Params::init_of(tpri::model::CellKind::Gru, dims, 41);
+    let gru = Params::init_of(tpri::model::CellKind::Gru, dims, 41).unwrap();
     let runs: [(&str, &Params, &[&str]); 3] = [
         ("gru tp", &gru, &["--method", "tp"]),
         ("gru bp", &gru, &["--method", "bp"]),

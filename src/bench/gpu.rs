@@ -28,7 +28,7 @@ impl Timing {
     fn new(ctx: &Arc<GpuContext>, size: Size, method: Method, options: GpuOptions) -> Result<Self> {
         size.workload(method)
             .check_gpu(&crate::gpu::gpu_limits(ctx, options.storage))?;
-        let (params, batch, hyper) = problem(size, method, 1);
+        let (params, batch, hyper) = problem(size, method, 1)?;
         let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, options)?;
         let phases = Phase::of(method);
         prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P

@@ -99,18 +99,17 @@ pub(crate) fn check_reps(reps: usize) -> Result<()> {
     Ok(())
 }
 
-/// The seeded synthetic problem of a case: parameters, one batch, settings.
-///
-/// # Panics
-/// On sizes that `Size::workload(method).check_cpu()` refuses (0, or too large to
-/// allocate); the `measure_*` functions check them first.
-pub fn problem(size: Size, method: Method, seed: u64) -> (Params, Batch, Hyper) {
+/// The seeded synthetic problem of a case: parameters, one batch, settings. The sizes
+/// are checked as `Size::workload(method).check_cpu()` checks them (0, or too large to
+/// allocate), before anything is allocated.
+pub fn problem(size: Size, method: Method, seed: u64) -> Result<(Params, Batch, Hyper)> {
+    size.workload(method).check_cpu()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut uniform = |rows: usize, cols: usize, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..=scale))
     };
     let d = size.hidden;
-    let mut params = Params::init(size.dims(), seed);
+    let mut params = Params::init(size.dims(), seed)?;
     params.w_hh = &params.w_hh * 0.9 + uniform(d, d, 0.5 / (d as f64).sqrt());
     let x = (0..size.steps)
         .map(|_| uniform(size.batch, size.input, 1.0))
@@ -130,7 +129,7 @@ pub fn problem(size: Size, method: Method, seed: u64) -> (Params, Batch, Hyper) 
         },
         ..Hyper::default()
     };
-    (params, Batch { x, y, tokens: None }, hyper)
+    Ok((params, Batch { x, y, tokens: None }, hyper))
 }
 
 /// The median of `samples` (the mean of the middle two for an even count).
@@ -206,8 +205,7 @@ pub fn measure_cpu_solver(
     solver: Option<Solver>,
 ) -> Result<Measurement> {
     check_reps(reps)?;
-    size.workload(method).check_cpu()?;
-    let (params, batch, mut hyper) = problem(size, method, 1);
+    let (params, batch, mut hyper) = problem(size, method, 1)?;
     if let Some(solver) = solver {
         hyper.tp.solver = solver;
     }

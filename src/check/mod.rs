@@ -186,7 +186,7 @@ pub fn run_checks(
         .enumerate()
         .filter(|(_, case)| runs_with(storage, case))
         .map(|(i, case)| {
-            let (params, batch) = problem(&case, seed + i as u64);
+            let (params, batch) = problem(&case, seed + i as u64)?;
             let a = test.trace(&params, &batch, &case.hyper)?;
             let b = reference.trace(&params, &batch, &case.hyper)?;
             Ok(CheckRow {
@@ -249,7 +249,7 @@ mod tests {
         assert!(f16.iter().any(|c| c.hyper.method == Method::Bp));
         for c in &all {
             crate::plan::Plan::check(c.cell, &c.hyper, crate::plan::Device::Cpu).unwrap();
-            let (params, batch) = problem(c, 1);
+            let (params, batch) = problem(c, 1).unwrap();
             assert_eq!(params.cell, c.cell);
             crate::validate::check_batch(&params, &batch).unwrap();
         }

@@ -1,6 +1,7 @@
 //! The random problems of `tpri check`: the covering set of cases and each one's
 //! parameters and batch.
 
+use anyhow::Result;
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -223,12 +224,12 @@ pub fn cases() -> Vec<Case> {
 /// RNN an orthogonal W scaled below 1 and small biases (DTP's reverse layer orthogonal,
 /// its bias small too); for the GRU PyTorch's initialisation (the cell's tensors uniform
 /// in ±1/√d, biases included) and a small random head bias.
-pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
+pub fn problem(case: &Case, seed: u64) -> Result<(Params, Batch)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = match case.hyper.method {
         Method::Dtp => Params::init_dtp(case.dims, seed),
         Method::Tp | Method::Bp => Params::init_of(case.cell, case.dims, seed),
-    };
+    }?;
     let mut noise = |rows, cols, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..scale))
     };
@@ -273,5 +274,5 @@ pub fn problem(case: &Case, seed: u64) -> (Params, Batch) {
             }))
         }
     };
-    (params, Batch { x, y, tokens })
+    Ok((params, Batch { x, y, tokens }))
 }

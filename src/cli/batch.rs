@@ -44,7 +44,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let task = build_task(&cfg.task, cfg.seed, cfg.eval_size)?;
     let (batch, what) = match (args.held_out, args.iteration.unwrap_or(1)) {
         (Some(k), _) => {
-            let mut batches = task.eval_batches(cfg.batch_size);
+            let mut batches = task.eval_batches(cfg.batch_size)?;
             let n = batches.len();
             if k == 0 || k > n {
                 bail!("--held-out {k}: the held-out set has batches 1 to {n}");
@@ -56,7 +56,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
         }
         (None, 0) => bail!("--iteration counts from 1"),
         (None, i) => (
-            task.train_batch(i - 1, cfg.batch_size),
+            task.train_batch(i - 1, cfg.batch_size)?,
             format!("the training batch of iteration {i}"),
         ),
     };

@@ -281,7 +281,7 @@ impl Backend for GpuBackend {
             &tr.hyper,
             options,
         )?;
-        ws.seq.write_batch(&ctx, batch);
+        ws.seq.write_batch(&ctx, batch)?;
         ws.optimizer.set_step(&ctx, tr.step + 1);
         if let Some((reverse, _)) = &ws.dtp {
             reverse.set_iteration(&ctx, tr.step + 1);
@@ -369,7 +369,7 @@ impl Backend for GpuBackend {
         for (i, batch) in batches.iter().enumerate() {
             let shape = Shape::of(batch);
             let ws = cached_workspace(&ctx, eval_ws, EVAL_SHAPES, model, shape, &hyper, options)?;
-            ws.seq.write_batch(&ctx, batch);
+            ws.seq.write_batch(&ctx, batch)?;
             let copy = CopyTo {
                 from: Region::new(&ws.seq.stats, 0, 2),
                 to: stats,

@@ -279,14 +279,14 @@ impl SeqBuffers {
 
     /// Uploads the inputs and targets of `batch`: with a trained embedding table its token
     /// ids and their index (embedding_gather.wgsl then fills x from the table), else x.
-    ///
-    /// # Panics
-    /// With a trained embedding table and a batch without token ids
-    /// (`validate::check_tokens` refuses those).
-    pub fn write_batch(&self, ctx: &GpuContext, batch: &Batch) {
+    /// A trained table and a batch without token ids is an error
+    /// (`validate::check_tokens` refuses those first).
+    pub fn write_batch(&self, ctx: &GpuContext, batch: &Batch) -> anyhow::Result<()> {
         match (&self.embedding, &batch.tokens) {
             (Some(e), Some(ids)) => e.write(ctx, ids),
-            (Some(_), None) => panic!("a trained embedding needs the batch's token ids"),
+            (Some(_), None) => {
+                anyhow::bail!("a trained embedding table needs the batch's token ids")
+            }
             (None, _) => ctx.write(&self.x, 0, &stack(&batch.x)),
         }
         let y: Vec<u32> = match &batch.y {
@@ -296,6 +296,7 @@ impl SeqBuffers {
             Targets::StepLabels(l) => l.iter().map(|&c| c as u32).collect(),
         };
         ctx.write(&self.y, 0, &y);
+        Ok(())
     }
 }
 

@@ -141,7 +141,7 @@ impl ParamLayout {
             embedding: self
                 .embed
                 .map(|(_, rows)| DMatrix::zeros(rows, self.dims.input)),
-            ..Params::zeros_of(self.cell, self.dims)
+            ..Params::zeroed(self.cell, self.dims)
         }
     }
 

@@ -45,7 +45,7 @@ impl Profiler {
         let model = ModelBuffers::for_params(&ctx, params)?;
         model.write_params(&ctx, params)?;
         let ws = Workspace::new(&ctx, &model, Shape::of(batch), hyper, options)?;
-        ws.seq.write_batch(&ctx, batch);
+        ws.seq.write_batch(&ctx, batch)?;
         ws.optimizer.set_step(&ctx, 1);
         let timer = ctx.timer()?;
         Ok(Self {

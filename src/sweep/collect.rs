@@ -10,7 +10,7 @@ use crate::figures::read_log;
 use crate::tensor_file::write_atomic;
 
 use super::manifest::{run_dir, Manifest, RunEntry, Status};
-use super::spec::Metric;
+use super::metric::Metric;
 use super::value::{csv_field, csv_number};
 
 /// What one run gave.

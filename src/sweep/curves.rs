@@ -12,7 +12,8 @@ use crate::plot::{band_chart, BandSeries};
 use super::collect::Stat;
 use super::figures::{Grid, Panel};
 use super::manifest::run_dir;
-use super::spec::{Band, Metric};
+use super::metric::Metric;
+use super::spec::Band;
 
 impl Grid<'_> {
     /// The curve through `points` with the band the spec asks for.

@@ -16,7 +16,8 @@ use crate::plot::{heat_map_with, HeatAxes};
 use super::collect::{cell_stats, Choice, Outcome, Stat};
 use super::expand::short_keys;
 use super::manifest::Manifest;
-use super::spec::{Axis, Metric};
+use super::metric::Metric;
+use super::spec::Axis;
 use super::value::file_safe;
 
 /// Draws the figures into DIR/figures; returns the files written and notes on what was

@@ -19,6 +19,7 @@ mod expand;
 mod figures;
 mod local;
 mod manifest;
+mod metric;
 mod node;
 mod plan;
 mod slurm;
@@ -33,9 +34,10 @@ pub use collect::{curve_mean, Outcome};
 pub use expand::{expand, Run};
 pub use local::LocalOptions;
 pub use manifest::{Manifest, RunEntry, Status};
+pub use metric::Metric;
 pub use plan::{prepare, PrepareOptions, Prepared};
 pub use slurm::SlurmOptions;
-pub use spec::{Axis, Band, FigureSpec, Metric, Search, SlurmSpec, Spec};
+pub use spec::{Axis, Band, FigureSpec, Search, SlurmSpec, Spec};
 
 /// Where the runs run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -58,13 +58,12 @@ impl Images {
         }
     }
 
-    /// The pixels of image `i`.
-    ///
-    /// # Panics
-    /// If `i` is not below `count` or the images are inconsistent ([`Labeled::check`]).
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// The pixels of image `i`; `None` past the last image (or for images inconsistent
+    /// with their sizes, which [`Labeled::check`] refuses).
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
         let size = self.image_size();
-        &self.pixels[i * size..(i + 1) * size]
+        let start = i.checked_mul(size)?;
+        self.pixels.get(start..start.checked_add(size)?)
     }
 
     /// Keeps only the first `count` images (no-op when there are fewer).

@@ -193,8 +193,9 @@ impl LanguageModel {
 
     /// The windows `starts` of `stream` as a batch: x_t the embedding of token
     /// `start + t − 1`, the label of step t token `start + t`.
-    fn batch(&self, stream: &[u32], starts: Range<usize>) -> Batch {
+    fn batch(&self, stream: &[u32], starts: Range<usize>) -> Result<Batch> {
         let (t_len, e) = (self.options.seq_len, self.options.embedding_dim);
+        super::check_batch_alloc(t_len, starts.len(), e)?;
         let rows = starts.len();
         let x = (0..t_len)
             .map(|t| {
@@ -207,11 +208,11 @@ impl LanguageModel {
             stream[starts.start + i + t + 1] as usize
         });
         let tokens = DMatrix::from_fn(rows, t_len, |i, t| stream[starts.start + i + t]);
-        Batch {
+        Ok(Batch {
             x,
             y: Targets::StepLabels(y),
             tokens: Some(tokens),
-        }
+        })
     }
 }
 
@@ -257,7 +258,7 @@ impl Task for LanguageModel {
 
     /// Batch `index mod (windows / B)` of the epoch. A batch size above the number of
     /// windows (refused by `check_batch_size`) gets every window once.
-    fn train_batch(&self, index: u64, batch_size: usize) -> Batch {
+    fn train_batch(&self, index: u64, batch_size: usize) -> Result<Batch> {
         let n = windows(self.train.len(), self.options.seq_len);
         let per_epoch = (n / batch_size.max(1)) as u64;
         let starts = match per_epoch {
@@ -270,8 +271,9 @@ impl Task for LanguageModel {
         self.batch(&self.train, starts)
     }
 
-    fn eval_batches(&self, batch_size: usize) -> Vec<Batch> {
-        let size = batch_size.max(1);
+    fn eval_batches(&self, batch_size: usize) -> Result<Vec<Batch>> {
+        super::check_eval_batch_size(batch_size)?;
+        let size = batch_size;
         (0..self.eval_windows)
             .step_by(size)
             .map(|s| self.batch(&self.held_out, s..(s + size).min(self.eval_windows)))

@@ -227,17 +227,12 @@ pub trait Task: Send + Sync {
     /// Cross-entropy for classification, squared error for regression.
     fn loss(&self) -> Loss;
     /// Training batch number `index` of the seeded stream: a pure function of (seed, index, batch_size),
-    /// so a resumed run sees exactly the batches an uninterrupted one would.
-    ///
-    /// # Panics
-    /// If the batch cannot be allocated: check its sizes first
-    /// ([`crate::train::check_run`]).
-    fn train_batch(&self, index: u64, batch_size: usize) -> Batch;
-    /// The fixed held-out evaluation set, in batches of at most `batch_size`.
-    ///
-    /// # Panics
-    /// If `batch_size` is 0, or the set cannot be allocated (as `train_batch`).
-    fn eval_batches(&self, batch_size: usize) -> Vec<Batch>;
+    /// so a resumed run sees exactly the batches an uninterrupted one would. A batch too
+    /// large to address or to fit in memory is an error, found before it is allocated.
+    fn train_batch(&self, index: u64, batch_size: usize) -> Result<Batch>;
+    /// The fixed held-out evaluation set, in batches of at most `batch_size`; a
+    /// `batch_size` of 0 is an error, as is a batch too large (as `train_batch`).
+    fn eval_batches(&self, batch_size: usize) -> Result<Vec<Batch>>;
 
     /// The task's own embedding table [V, p], for a run that trains it from there
     /// (`TaskSpec::Lm::train_embedding`); `None` for tasks without one.
@@ -251,6 +246,41 @@ pub trait Task: Send + Sync {
         let _ = batch_size;
         Ok(())
     }
+}
+
+/// Checks, before a batch of `sequences` sequences of `seq_len` steps of `input` values is
+/// allocated, that it (with its labels and token ids) can be addressed and fits in memory.
+pub(crate) fn check_batch_alloc(seq_len: usize, sequences: usize, input: usize) -> Result<()> {
+    let values = (seq_len as u64)
+        .checked_mul(sequences as u64)
+        .and_then(|n| n.checked_mul(input as u64 + 2))
+        .and_then(|n| n.checked_mul(8));
+    let Some(bytes) = values else {
+        return Err(crate::error::Error::setting(
+            "RunConfig::batch_size",
+            format!(
+                "a batch of {sequences} sequences of {seq_len} steps of {input} values cannot be addressed"
+            ),
+        )
+        .into());
+    };
+    let estimate = crate::memory::MemoryEstimate {
+        batch: bytes,
+        ..Default::default()
+    };
+    crate::memory::check_fits("a batch", &estimate, crate::memory::available_memory())
+}
+
+/// Refuses an evaluation batch size of 0.
+pub(crate) fn check_eval_batch_size(batch_size: usize) -> Result<()> {
+    if batch_size == 0 {
+        return Err(crate::error::Error::setting(
+            "RunConfig::batch_size",
+            "evaluation batches need at least one sequence, got a batch size of 0".to_owned(),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Builds a task; `eval_size` is the number of held-out sequences for synthetic tasks

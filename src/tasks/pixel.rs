@@ -206,11 +206,15 @@ impl PixelTask {
     }
 
     /// The sequences of images `indices` of `set`.
-    fn batch(&self, set: &Labeled, indices: &[usize]) -> Batch {
+    fn batch(&self, set: &Labeled, indices: &[usize]) -> Result<Batch> {
+        super::check_batch_alloc(self.seq_len(), indices.len(), self.chunk)?;
         let k = self.chunk;
         let mut x = vec![DMatrix::zeros(indices.len(), k); self.seq_len()];
         for (b, &i) in indices.iter().enumerate() {
-            let image = set.images.image(i);
+            let image = set
+                .images
+                .image(i)
+                .ok_or_else(|| anyhow!("image {i} is past the {} images read", set.images.count))?;
             for (step, pixels) in x.iter_mut().zip(self.order.chunks_exact(k)) {
                 for (j, &p) in pixels.iter().enumerate() {
                     step[(b, j)] = self.values[p / self.plane][usize::from(image[p])];
@@ -221,11 +225,11 @@ impl PixelTask {
             .iter()
             .map(|&i| usize::from(set.labels[i]))
             .collect();
-        Batch {
+        Ok(Batch {
             tokens: None,
             x,
             y: Targets::Labels(labels),
-        }
+        })
     }
 }
 
@@ -330,7 +334,12 @@ impl Task for PixelTask {
     fn loss(&self) -> Loss {
         Loss::CrossEntropy
     }
-    fn train_batch(&self, index: u64, batch_size: usize) -> Batch {
+    fn train_batch(&self, index: u64, batch_size: usize) -> Result<Batch> {
+        super::check_batch_alloc(self.seq_len(), batch_size, self.chunk)?;
+        ensure!(
+            self.train.images.count > 0,
+            "the training set holds no image"
+        );
         let n = self.train.images.count as u128;
         let start = u128::from(index) * batch_size as u128;
         let indices: Vec<usize> = (start..start + batch_size as u128)
@@ -342,8 +351,8 @@ impl Task for PixelTask {
             .collect();
         self.batch(&self.train, &indices)
     }
-    fn eval_batches(&self, batch_size: usize) -> Vec<Batch> {
-        assert!(batch_size > 0, "evaluation batch size must be positive");
+    fn eval_batches(&self, batch_size: usize) -> Result<Vec<Batch>> {
+        super::check_eval_batch_size(batch_size)?;
         let all: Vec<usize> = (0..self.eval.images.count).collect();
         all.chunks(batch_size)
             .map(|c| self.batch(&self.eval, c))

@@ -7,7 +7,7 @@ use nalgebra::DMatrix;
 use rand_chacha::ChaCha8Rng;
 
 use super::stream::{rng, Purpose};
-use super::{Batch, Task};
+use super::{check_batch_alloc, check_eval_batch_size, Batch, Task};
 use crate::config::Loss;
 
 /// What sets one generated task apart: its sizes, its loss and how it draws sequences.
@@ -61,15 +61,21 @@ impl<G: Generator> Task for Synthetic<G> {
     fn loss(&self) -> Loss {
         G::LOSS
     }
-    fn train_batch(&self, index: u64, batch_size: usize) -> Batch {
-        train_batch(self.seed, index, batch_size, |rng, n| {
+    fn train_batch(&self, index: u64, batch_size: usize) -> Result<Batch> {
+        check_batch_alloc(self.seq_len, batch_size, G::INPUTS)?;
+        Ok(train_batch(self.seed, index, batch_size, |rng, n| {
             G::generate(self.seq_len, rng, n)
-        })
+        }))
     }
-    fn eval_batches(&self, batch_size: usize) -> Vec<Batch> {
-        eval_batches(self.seed, self.eval_size, batch_size, |rng, n| {
-            G::generate(self.seq_len, rng, n)
-        })
+    fn eval_batches(&self, batch_size: usize) -> Result<Vec<Batch>> {
+        check_eval_batch_size(batch_size)?;
+        check_batch_alloc(self.seq_len, batch_size.min(self.eval_size), G::INPUTS)?;
+        Ok(eval_batches(
+            self.seed,
+            self.eval_size,
+            batch_size,
+            |rng, n| G::generate(self.seq_len, rng, n),
+        ))
     }
 }
 
@@ -89,10 +95,14 @@ macro_rules! delegate_task {
             fn loss(&self) -> $crate::config::Loss {
                 $crate::tasks::Task::loss(&self.0)
             }
-            fn train_batch(&self, index: u64, batch_size: usize) -> $crate::tasks::Batch {
+            fn train_batch(
+                &self,
+                index: u64,
+                batch_size: usize,
+            ) -> anyhow::Result<$crate::tasks::Batch> {
                 $crate::tasks::Task::train_batch(&self.0, index, batch_size)
             }
-            fn eval_batches(&self, batch_size: usize) -> Vec<$crate::tasks::Batch> {
+            fn eval_batches(&self, batch_size: usize) -> anyhow::Result<Vec<$crate::tasks::Batch>> {
                 $crate::tasks::Task::eval_batches(&self.0, batch_size)
             }
         }
@@ -139,18 +149,14 @@ fn train_batch(
 }
 
 /// The held-out set: `eval_size` sequences from the evaluation stream, cut into
-/// batches of at most `batch_size`. Generators draw one sequence completely before
-/// the next, so the sequences do not depend on `batch_size`.
-///
-/// # Panics
-/// If `batch_size` is 0 (a configuration error the caller validates).
+/// batches of at most `batch_size` (at least 1: the caller checks). Generators draw one
+/// sequence completely before the next, so the sequences do not depend on `batch_size`.
 fn eval_batches(
     seed: u64,
     eval_size: usize,
     batch_size: usize,
     mut generate: impl FnMut(&mut ChaCha8Rng, usize) -> Batch,
 ) -> Vec<Batch> {
-    assert!(batch_size > 0, "evaluation batch size must be positive");
     let mut rng = rng(seed, Purpose::Eval, 0);
     (0..eval_size)
         .step_by(batch_size)

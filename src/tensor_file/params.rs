@@ -114,7 +114,8 @@ pub fn params_from_tensors(
         output: q,
     };
     let expected = check_shapes(cell, dims, &names, &stored, &|i| key(names[i]), file)?;
-    let mut params = Params::zeros_of(
+    // Empty tensors of the right kinds, each replaced by the file's below.
+    let mut params = Params::zeroed(
         cell,
         Dims {
             input: 0,

@@ -205,7 +205,7 @@ impl<'a> Session<'a> {
         task.check_batch_size(cfg.batch_size)?;
         let dims = model_dims(task.as_ref(), cfg.hidden);
         // Drawn (or converted from pixels) once: every evaluation scores the same set.
-        let eval_set = task.eval_batches(cfg.batch_size);
+        let eval_set = task.eval_batches(cfg.batch_size)?;
         let session = match resume {
             Some(state) => {
                 state
@@ -231,7 +231,7 @@ impl<'a> Session<'a> {
                 let mut params = match cfg.hyper.method {
                     Method::Dtp => Params::init_dtp_with(init, dims, cfg.seed),
                     Method::Tp | Method::Bp => Params::init_with(cfg.cell, init, dims, cfg.seed),
-                };
+                }?;
                 if cfg.task.trained_embedding_rows().is_some() {
                     // The table the frozen runs use: both start from the same inputs.
                     params.embedding = task.embedding_table();
@@ -300,7 +300,7 @@ impl<'a> Session<'a> {
         let mut last = None;
         let mut step_times = Vec::new();
         for i in self.first..=cfg.iterations {
-            let batch = self.task.train_batch(i - 1, cfg.batch_size);
+            let batch = self.task.train_batch(i - 1, cfg.batch_size)?;
             let t0 = Instant::now();
             if let Err(e) = self.backend.step(&batch) {
                 return Err(self.failed(i, e));

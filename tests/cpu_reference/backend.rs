@@ -159,11 +159,14 @@ fn misuse_is_reported() {
     assert!(be.state().is_err());
     be.load(&params, None, &hy).unwrap();
     assert!(be.last_stats().is_err());
-    let other = OptState::new(&Params::zeros(Dims {
-        input: 1,
-        hidden: 2,
-        output: 1,
-    }));
+    let other = OptState::new(
+        &Params::zeros(Dims {
+            input: 1,
+            hidden: 2,
+            output: 1,
+        })
+        .unwrap(),
+    );
     assert!(be.load(&params, Some(&other), &hy).is_err());
     let mut half = OptState::new(&params);
     half.v = other.v;

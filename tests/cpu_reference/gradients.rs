@@ -60,7 +60,7 @@ fn as_params(g: RnnGrads, params: &Params) -> Params {
         // The two biases enter as their sum: each has its gradient.
         b_hh: g.b.clone(),
         b: g.b,
-        ..Params::zeros(params.dims())
+        ..Params::zeros(params.dims()).unwrap()
     }
 }
 
@@ -181,7 +181,7 @@ fn head_gradients_match_finite_differences() {
             let head_only = Params {
                 head_w: out.grad_w.clone(),
                 head_b: out.grad_b.clone(),
-                ..Params::zeros(s.dims())
+                ..Params::zeros(s.dims()).unwrap()
             };
             check_grads(
                 &head_only,

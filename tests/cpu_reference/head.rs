@@ -14,7 +14,8 @@ fn identity_head(q: usize) -> Params {
         input: 1,
         hidden: q,
         output: q,
-    });
+    })
+    .unwrap();
     p.head_w = DMatrix::identity(q, q);
     p
 }

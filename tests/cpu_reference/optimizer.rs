@@ -105,7 +105,7 @@ fn nesterov_matches_hand_computed_steps() {
         b_hh: nalgebra::DMatrix::from_element(2, 1, 1.0),
         head_w: nalgebra::DMatrix::from_element(1, 2, 1.0),
         head_b: nalgebra::DMatrix::from_element(1, 1, 1.0),
-        ..Params::zeros(DIMS)
+        ..Params::zeros(DIMS).unwrap()
     };
     let (mut params, mut state) = (ones.clone(), OptState::new(&ones));
     for want in [0.81, 0.539, 0.1951] {

@@ -216,7 +216,7 @@ pub fn compare_traces_with(
 /// ±0.3) and a batch of shape `s`, from a stream seeded with `seed`.
 pub fn dtp_problem(seed: u64, s: Shape, loss: Loss) -> (Params, Batch) {
     let mut r = rng(seed);
-    let mut params = Params::init_dtp(s.dims(), seed);
+    let mut params = Params::init_dtp(s.dims(), seed).unwrap();
     params.w_hh *= 0.9;
     params.b = random(&mut r, s.d, 1, 0.3);
     params.b_hh = random(&mut r, s.d, 1, 0.3);
@@ -299,8 +299,8 @@ pub fn compare_dtp(what: &str, got: &Trace, want: &Trace) -> f64 {
 /// in gpu_iteration.rs for why 1e-3). Returns the worst loss gap and the most CG iterations.
 pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> (f64, usize) {
     let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
-    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8)).collect();
-    let eval_batch = task.eval_batches(5).remove(0);
+    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8).unwrap()).collect();
+    let eval_batch = task.eval_batches(5).unwrap().remove(0);
     let mut cpu = CpuBackend::new();
     let mut gpu = GpuBackend::new(ctx());
     cpu.load(start, None, hyper).unwrap();

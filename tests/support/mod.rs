@@ -81,7 +81,7 @@ pub enum Init {
     /// a few steps), U 1/√p, V 1/√d, biases 0.2. Generic matrices, for the checks of the
     /// CPU reference against finite differences and hand computations.
     Gaussian { w_gain: f64 },
-    /// The library's initialisation `Params::init_of(cell, dims, seed)` (tanh RNN: W, U, V
+    /// The library's initialisation `Params::init_of(cell, dims, seed).unwrap()` (tanh RNN: W, U, V
     /// orthogonal; GRU: PyTorch's ±1/√d) with W multiplied by `gain`, and for the GRU U
     /// too (PyTorch's scale leaves every gate near ½; a gain above 1 spreads them). The tanh
     /// RNN's biases, zero there, are drawn from the stream: b_ih, b_hh, then c, uniform in ±0.3.
@@ -93,7 +93,7 @@ pub fn random_params(rng: &mut ChaCha8Rng, cell: CellKind, dims: Dims, init: Ini
     match init {
         Init::Gaussian { w_gain } => {
             let (p, d) = (dims.input as f64, dims.hidden as f64);
-            let mut params = Params::zeros_of(cell, dims);
+            let mut params = Params::zeros_of(cell, dims).unwrap();
             let names = cell.param_names().iter();
             for (name, m) in names.zip(params.tensors_mut()) {
                 let std = if is_bias(name) {
@@ -110,7 +110,7 @@ pub fn random_params(rng: &mut ChaCha8Rng, cell: CellKind, dims: Dims, init: Ini
             params
         }
         Init::Library { seed, gain } => {
-            let mut params = Params::init_of(cell, dims, seed);
+            let mut params = Params::init_of(cell, dims, seed).unwrap();
             params.w_hh *= gain;
             match cell {
                 CellKind::Tanh => {

@@ -42,7 +42,7 @@ pub(crate) fn workspace(
     let model = ModelBuffers::for_params(ctx, params)?;
     model.write_params(ctx, params)?;
     let ws = Workspace::new(ctx, &model, Shape::of(batch), hyper, options)?;
-    ws.seq.write_batch(ctx, batch);
+    ws.seq.write_batch(ctx, batch)?;
     poison_outputs(ctx, &model, &ws)?;
     Ok((model, ws))
 }

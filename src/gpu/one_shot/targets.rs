@@ -44,7 +44,7 @@ pub fn inverse_cg(
         ctx,
         &Params {
             w_hh: w.clone(),
-            ..Params::zeros(dims)
+            ..Params::zeros(dims)?
         },
     )?;
     match warm {
