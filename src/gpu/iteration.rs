@@ -17,6 +17,7 @@
 use anyhow::Result;
 
 use crate::config::{Hyper, TpGrad};
+use crate::error::Error;
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
@@ -25,7 +26,7 @@ use crate::gpu::inverse::{Cg, GateCg};
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
-use crate::gpu::options::GpuOptions;
+use crate::gpu::options::{GpuOptions, SequencesPerWorkgroup};
 use crate::gpu::phase::Phase;
 use crate::gpu::segments::Segmenting;
 use crate::gpu::seq_head::SeqHead;
@@ -148,12 +149,28 @@ impl Workspace {
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
-        let forward_steps = per_launch(loops::forward(cell, d, p, shape))?;
+        // Sequences per workgroup of the forward pass: the tanh RNN's kernel packs them,
+        // the GRU's carries one.
+        let seqs = match (cell, options.sequences_per_workgroup) {
+            (CellKind::Tanh, choice) => forward::sequences(ctx, choice, d, shape, storage)?,
+            (CellKind::Gru, SequencesPerWorkgroup::Auto | SequencesPerWorkgroup::Fixed(1)) => 1,
+            (CellKind::Gru, SequencesPerWorkgroup::Fixed(b)) => {
+                return Err(Error::setting(
+                    "sequences_per_workgroup",
+                    format!(
+                        "{b} sequences per workgroup: only the tanh RNN's forward pass packs \
+                         sequences; the GRU's carries one (use 1 or `auto`)"
+                    ),
+                )
+                .into())
+            }
+        };
+        let forward_steps = per_launch(loops::forward(cell, d, p, shape, seqs))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
         let every_step = hyper.loss.every_step();
         let (forward, bptt, mut reductions): (_, _, Vec<Dispatch>) = match cell {
             CellKind::Tanh => (
-                forward::dispatch(ctx, model, &seq, forward_steps)?,
+                forward::dispatch(ctx, model, &seq, forward_steps, seqs)?,
                 if dtp {
                     bptt::dispatch_batch_mean(ctx, model, &seq, bptt_steps, through_time)?
                 } else {
