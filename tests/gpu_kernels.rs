@@ -9,13 +9,12 @@ use std::num::NonZeroUsize;
 use support::{
     check, check_all, column, dims, inputs, offsets, random, rng, scalar, seeded_params,
 };
-use tpri::backend::Backend;
-use tpri::config::{Hyper, Loss, Method, TargetMode};
+use tpri::config::{Loss, TargetMode};
 use tpri::cpu;
 
-use tpri::gpu::{self, GpuBackend, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::gpu::{self, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage};
 use tpri::model::{CellKind, Params};
-use tpri::tasks::{Batch, Targets};
+use tpri::tasks::Targets;
 
 /// (d, T, B) covering d ∈ {1, 7, 100, 257}, T ∈ {1, 2, 33}, B ∈ {1, 3, 16}.
 const SHAPES: [(usize, usize, usize); 5] =
@@ -167,21 +166,6 @@ fn too_many_sequences_per_workgroup_are_refused() {
     };
     let e = gpu::one_shot::forward_with(&ctx, &params, &x, odd).unwrap_err();
     assert!(format!("{e:#}").contains("power of two"), "{e:#}");
-    // The GRU's forward pass carries one sequence per workgroup.
-    let gru = seeded_params(CellKind::Gru, dims(1, 7, 2), 71, 1.0);
-    let batch = Batch {
-        tokens: None,
-        x,
-        y: Targets::Labels(vec![0; 16]),
-    };
-    let bp = Hyper {
-        method: Method::Bp,
-        ..Hyper::default()
-    };
-    let e = GpuBackend::with_options(ctx, packed(2, None, Storage::F32))
-        .trace(&gru, &batch, &bp)
-        .unwrap_err();
-    assert!(format!("{e:#}").contains("tanh RNN"), "{e:#}");
 }
 
 #[test]

@@ -150,20 +150,12 @@ impl Workspace {
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
         // Sequences per workgroup of the forward pass: the tanh RNN's kernel packs them,
-        // the GRU's carries one.
-        let seqs = match (cell, options.sequences_per_workgroup) {
-            (CellKind::Tanh, choice) => forward::sequences(ctx, choice, d, shape, storage)?,
-            (CellKind::Gru, SequencesPerWorkgroup::Auto | SequencesPerWorkgroup::Fixed(1)) => 1,
-            (CellKind::Gru, SequencesPerWorkgroup::Fixed(b)) => {
-                return Err(Error::setting(
-                    "sequences_per_workgroup",
-                    format!(
-                        "{b} sequences per workgroup: only the tanh RNN's forward pass packs \
-                         sequences; the GRU's carries one (use 1 or `auto`)"
-                    ),
-                )
-                .into())
+        // the GRU's carries one whatever the option says (it names the tanh kernel's).
+        let seqs = match cell {
+            CellKind::Tanh => {
+                forward::sequences(ctx, options.sequences_per_workgroup, d, shape, storage)?
             }
+            CellKind::Gru => 1,
         };
         let forward_steps = per_launch(loops::forward(cell, d, p, shape, seqs))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;

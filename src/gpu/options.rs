@@ -16,7 +16,8 @@ pub struct GpuOptions {
     pub storage: Storage,
     /// How much of a long loop one launch runs.
     pub steps_per_dispatch: StepsPerDispatch,
-    /// Sequences one workgroup of the tanh RNN's forward pass carries.
+    /// Sequences one workgroup of the tanh RNN's forward pass carries (the GRU's forward
+    /// pass carries one whatever this says).
     pub sequences_per_workgroup: SequencesPerWorkgroup,
 }
 
