@@ -364,4 +364,32 @@ mod tests {
         assert_eq!(r.serial_steps, 25 + 3 * 13);
         assert_eq!(r.dispatches, 8);
     }
+
+    /// Packing b sequences per forward workgroup divides W's cache traffic by b and the
+    /// workgroups by b; the H100's choice at (784, 512, 512) is the most that fits (4),
+    /// at the paper's size 1 (serial steps bind whatever b).
+    #[test]
+    fn sequences_per_workgroup_divide_the_cache_traffic() {
+        let size = Size {
+            steps: 784,
+            hidden: 512,
+            batch: 512,
+            input: 1,
+            output: 10,
+        };
+        let forward = |b| cost_model(size, Method::Bp, 0, Storage::F32, b)[0];
+        assert_eq!(forward(4).cache_bytes * 4.0, forward(1).cache_bytes);
+        assert_eq!(forward(4).workgroups, 128);
+        assert_eq!(
+            sequences_per_workgroup(&Machine::H100, size, Storage::F32),
+            4
+        );
+        let paper = sequences_per_workgroup(&Machine::H100, Size::PAPER, Storage::F32);
+        assert_eq!(paper, 1);
+        // Fewer workgroups than run at once leave the device's arithmetic idle.
+        let one = Size { batch: 1, ..size };
+        let c = cost_model(one, Method::Bp, 0, Storage::F32, 1)[0];
+        let m = Machine::H100;
+        assert_eq!(c.terms(&m)[0].1, c.flops / m.flops * 132.0);
+    }
 }

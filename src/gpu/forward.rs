@@ -67,10 +67,13 @@ fn largest_fitting(d: usize) -> usize {
 }
 
 /// The automatic count: the cost model's choice for `Machine::MIDRANGE` (what a GPU of
-/// unknown make is assumed to be). On llvmpipe 1: each workgroup runs on one CPU thread
-/// with W in that core's caches, so there is no shared cache traffic to divide, and more
-/// sequences per workgroup only add loop iterations (shorter segments under the loop
-/// cap) and leave threads idle when ⌈B/b⌉ falls below their number.
+/// unknown make is assumed to be). On llvmpipe 1, which the cost model does not describe
+/// (its machines are GPUs): each workgroup runs on one CPU thread with W in that core's
+/// caches, so there is no shared cache traffic to divide. Packing does pay there for
+/// another reason — a workgroup's barriers and idle invocations are shared by its
+/// sequences; docs/PERFORMANCE.md, "Sequences per workgroup", measured the forward pass
+/// 1.45× faster with 16 at the paper's size — but a model of a CPU adapter is not built,
+/// and with 1 every other kernel and test runs on llvmpipe exactly as before.
 fn auto(budget: Budget, d: usize, shape: Shape, storage: Storage) -> usize {
     match budget {
         Budget::LoopCap => 1,

@@ -17,7 +17,6 @@
 use anyhow::Result;
 
 use crate::config::{Hyper, TpGrad};
-use crate::error::Error;
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
@@ -26,7 +25,7 @@ use crate::gpu::inverse::{Cg, GateCg};
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
-use crate::gpu::options::{GpuOptions, SequencesPerWorkgroup};
+use crate::gpu::options::GpuOptions;
 use crate::gpu::phase::Phase;
 use crate::gpu::segments::Segmenting;
 use crate::gpu::seq_head::SeqHead;
