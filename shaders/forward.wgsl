@@ -2,13 +2,25 @@
 //
 //     h_0 = 0,   h_t = tanh(W h_{t-1} + U x_t + b),   t = 1..T
 //
-// One workgroup per sequence walks t = 1..T; h_{t-1} sits in workgroup memory because
-// every unit reads all of it. Invocation `lid` owns units lid, lid + WG, ... (d may
-// exceed the workgroup size). It reads Wᵀ (transpose.wgsl writes it first), so that in
-// Σ_j W[i][j] h_j neighbouring invocations read neighbouring addresses.
+// One workgroup carries SEQS consecutive sequences (the last one fewer when B is not a
+// multiple of SEQS) and walks t = 1..T for all of them; their h_{t-1} sit in workgroup
+// memory because every unit reads all of it. Invocation `lid` owns units lid, lid + WG,
+// ... (d may exceed the workgroup size) of every sequence of its workgroup. It reads Wᵀ
+// (transpose.wgsl writes it first), so that in Σ_j W[i][j] h_j neighbouring invocations
+// read neighbouring addresses.
 //
-// The dot product is include/dot.wgsl's, eight terms per loop iteration (see there for
-// llvmpipe's loop cap, which bounds the steps of one segment).
+// Why several sequences per workgroup (SEQS, gpu::forward picks it): with one, every
+// workgroup reads all of Wᵀ at every step, B·d² values a step from the cache, which bounds
+// the loop at large B and d (docs/PERFORMANCE.md, "Sequences per workgroup"). With SEQS,
+// each element of Wᵀ an invocation loads serves the SEQS sequences (include/dot.wgsl's
+// columns_dot8: a small matrix product per step instead of SEQS matrix–vector products),
+// so the cache traffic is divided by SEQS, at the price of ⌈B/SEQS⌉ workgroups instead of
+// B. Each sequence's sums are formed in the same order as with SEQS = 1, so SEQS changes
+// no result.
+//
+// The dot products are include/dot.wgsl's, eight terms per loop iteration (see there for
+// llvmpipe's loop cap, which bounds the steps of one segment; gpu::loops charges SEQS
+// times the work per step).
 //
 // Bounded segments: one launch runs the steps dims.first .. dims.first + dims.count − 1 of
 // the loop (gpu::segments picks how many, so that no launch runs too long), and the host
@@ -16,19 +28,24 @@
 // h of its last step, kept in `carry` [B, d] in f32: the history may hold it rounded to
 // f16, and the recursion must go on from the f32 value, as one long launch would.
 //
-// The state ping-pongs between the two halves of `h_buf`: step t reads h_{t-1} from one
+// The states ping-pong between the two halves of `h_buf`: step t reads h_{t-1} from one
 // half and writes h_t into the other, so a single barrier per step separates the reads
-// of h_{t-1} from the writes of h_{t+1} into the same half. After that barrier the whole
-// of h_t is visible to every invocation, which is what the f16 history needs: two
-// neighbouring units share a 32-bit word there, and one invocation must write both.
-// The recursion itself always runs on the f32 values in workgroup memory; only the
-// stored history is rounded.
+// of h_{t-1} from the writes of h_{t+1} into the same half. A half holds the workgroup's
+// sequences one after another (sequence k of the workgroup at k·d), so SEQS·d ≤ MAX_HIDDEN
+// (the host checks it): the workgroup memory is 2·MAX_HIDDEN floats whatever SEQS. After
+// the barrier the whole of h_t is visible to every invocation, which is what the f16
+// history needs: two neighbouring units share a 32-bit word there, and one invocation
+// must write both. The recursion itself always runs on the f32 values in workgroup
+// memory; only the stored history is rounded.
 //
 // Layout, row-major: Wᵀ [d, d], U [d, p], x [T, B, p], h [T+1, B, d'] (the whole history;
 // step t of sequence s starts at element (t*B + s)*d'), where d' = hist_stride(d);
-// carry [B, d].
+// carry [B, d]. The rows of a workgroup's sequences are consecutive in x, h and carry.
 
 const WG: u32 = 256u;
+
+// Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.
+override SEQS: u32 = 1u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (column_dot8, column_rest; the operands are dot_matrix and dot_vector below),
@@ -58,7 +75,8 @@ struct Dims {
 // Two d-vectors: h_{t-1} and h_t, alternating halves.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
 
-// include/dot.wgsl's operands: Wᵀ, and h_buf (h_{t-1} is the half at `prev`).
+// include/dot.wgsl's operands: Wᵀ, and h_buf (h_{t-1} of the workgroup's sequence k is
+// at `prev` + k·d).
 fn dot_matrix(e: u32) -> f32 {
     return wt[e];
 }
@@ -67,61 +85,82 @@ fn dot_vector(j: u32) -> f32 {
     return h_buf[j];
 }
 
-// Writes h_buf[half .. half + d] as the history row starting at element `row`. Called
+// Writes h_buf[half .. half + n·d], the states of the workgroup's n sequences, as the
+// history rows starting at element `row` (the sequences' rows are consecutive). Called
 // after a barrier: f16 words pair units that other invocations computed.
-fn store_row(row: u32, half: u32, lid: u32) {
+fn store_rows(row: u32, half: u32, n: u32, lid: u32) {
     let d = dims.hidden;
     if HIST_F16 {
-        for (var i = 2u * lid; i < d; i += 2u * WG) {
-            let next = select(0.0, h_buf[half + i + 1u], i + 1u < d);
-            h[hist_word(row + i)] = hist_pair(h_buf[half + i], next);
+        // Rows padded to even length: w = d'/2 words a row, each word two units of one row.
+        let w = hist_stride(d) >> 1u;
+        for (var e = lid; e < n * w; e += WG) {
+            let k = e / w;
+            let i = 2u * (e - k * w);
+            let at = half + k * d + i;
+            let next = select(0.0, h_buf[at + 1u], i + 1u < d);
+            h[hist_word(row) + e] = hist_pair(h_buf[at], next);
         }
     } else {
-        for (var i = lid; i < d; i += WG) {
-            h[row + i] = hist_f32(h_buf[half + i]);
+        for (var e = lid; e < n * d; e += WG) {
+            h[row + e] = hist_f32(h_buf[half + e]);
         }
     }
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = wg.x;
+    // The workgroup's sequences s0 .. s0 + n − 1.
+    let s0 = wg.x * SEQS;
+    let n = min(SEQS, dims.batch - s0);
     let d = dims.hidden;
     let p = dims.input;
     let stride = hist_stride(d);
     let first = dims.first;
     let last = first + dims.count - 1u;
-    // h_{first−1} into its half: h_0 = 0, or the previous segment's last state.
+    // h_{first−1} into its half: h_0 = 0, or the previous segment's last states.
     let start = ((first - 1u) & 1u) * MAX_HIDDEN;
-    for (var i = lid; i < d; i += WG) {
-        h_buf[start + i] = select(carry[s * d + i], 0.0, first == 1u);
+    for (var e = lid; e < n * d; e += WG) {
+        h_buf[start + e] = select(carry[s0 * d + e], 0.0, first == 1u);
     }
     workgroupBarrier();
     if first == 1u {
-        store_row(s * stride, 0u, lid);
+        store_rows(s0 * stride, 0u, n, lid);
     }
     for (var t = first; t <= last; t++) {
         // h_{t-1} in one half, h_t into the other.
         let prev = ((t - 1u) & 1u) * MAX_HIDDEN;
         let next = (t & 1u) * MAX_HIDDEN;
-        let x_row = ((t - 1u) * dims.batch + s) * p;
         for (var i = lid; i < d; i += WG) {
-            var a = bias[i] + bias_hh[i];
-            for (var k = 0u; k < p; k++) {
-                a += u[i * p + k] * x[x_row + k];
+            // (W h_{t-1})_i of all SEQS sequences from one pass over column i of Wᵀ. Past
+            // the last sequence (k ≥ n) it sums what the half holds there, never stored.
+            let acc = columns_dot8(i, d, prev, d, SEQS);
+            let b = bias[i] + bias_hh[i];
+            // SEQS iterations rather than n, which the drivers unroll (at SEQS = 1 the loop
+            // is gone: llvmpipe's loop count stays what it was before this loop existed).
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    let x_row = ((t - 1u) * dims.batch + s0 + k) * p;
+                    var a = b;
+                    for (var m = 0u; m < p; m++) {
+                        a += u[i * p + m] * x[x_row + m];
+                    }
+                    // This kernel adds the last d % 8 terms to the input part first, then
+                    // the partial sums one pair at a time.
+                    let v = prev + k * d;
+                    let sum = acc[k];
+                    h_buf[next + k * d + i] = safe_tanh(column_rest(a, i, d, v) + (sum.x + sum.y) + (sum.z + sum.w));
+                }
             }
-            // (W h_{t-1})_i: this kernel adds the last d % 8 terms to the input part first,
-            // then the partial sums one pair at a time.
-            let acc = column_dot8(i, d, prev);
-            h_buf[next + i] = safe_tanh(column_rest(a, i, d, prev) + (acc.x + acc.y) + (acc.z + acc.w));
         }
         // Everyone has read h_{t-1} and written h_t: the next step may overwrite h_{t-1}'s
         // half (nobody reads it after this point) and anyone may store any unit of h_t.
         workgroupBarrier();
-        store_row((t * dims.batch + s) * stride, next, lid);
+        store_rows((t * dims.batch + s0) * stride, next, n, lid);
     }
-    // Each invocation hands on the units it computed itself.
-    for (var i = lid; i < d; i += WG) {
-        carry[s * d + i] = h_buf[(last & 1u) * MAX_HIDDEN + i];
+    // After the last barrier every state of the workgroup is visible to every invocation
+    // (the set-up's, when the segment has no steps).
+    let end = (last & 1u) * MAX_HIDDEN;
+    for (var e = lid; e < n * d; e += WG) {
+        carry[s0 * d + e] = h_buf[end + e];
     }
 }

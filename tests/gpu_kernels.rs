@@ -5,12 +5,14 @@ mod gpu_support;
 mod support;
 
 use gpu_support::{ctx, TOL};
+use std::num::NonZeroUsize;
 use support::{
     check, check_all, column, dims, inputs, offsets, random, rng, scalar, seeded_params,
 };
 use tpri::config::{Loss, TargetMode};
 use tpri::cpu;
-use tpri::gpu;
+
+use tpri::gpu::{self, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage};
 use tpri::model::{CellKind, Params};
 use tpri::tasks::Targets;
 
@@ -32,6 +34,138 @@ fn forward_matches_reference() {
         );
         eprintln!("forward d={d} T={t} B={b}: {e:.2e}");
     }
+}
+
+/// Forward with `b` sequences per workgroup (and at most `k` steps per launch).
+fn packed(b: usize, k: Option<usize>, storage: Storage) -> GpuOptions {
+    GpuOptions {
+        storage,
+        steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
+            StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
+        }),
+        sequences_per_workgroup: SequencesPerWorkgroup::fixed(b).unwrap(),
+    }
+}
+
+/// The forward pass with 1, 2, 4 and 8 sequences per workgroup against the reference, at
+/// batch sizes that leave the last workgroup short (B = 1, 7, 33) and hidden sizes that
+/// are not multiples of the workgroup size or of eight, wherever b·d fits the kernel's
+/// workgroup memory.
+#[test]
+fn forward_with_sequences_per_workgroup_matches_reference() {
+    let ctx = ctx();
+    for (i, d) in [1, 7, 33, 100, 257].into_iter().enumerate() {
+        for (j, batch) in [1, 7, 33].into_iter().enumerate() {
+            let t = 5 + 4 * ((i + j) % 4); // 5, 9, 13, 17
+            let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 40 + i as u64, 1.0);
+            let x = inputs(&mut rng(400 + (10 * i + j) as u64), t, batch, 3);
+            let want = cpu::forward::forward(&params, &x);
+            for b in [1, 2, 4, 8]
+                .into_iter()
+                .filter(|b| b * d <= gpu::MAX_HIDDEN)
+            {
+                let got =
+                    gpu::one_shot::forward_with(&ctx, &params, &x, packed(b, None, Storage::F32))
+                        .unwrap();
+                check_all(
+                    &format!("h (b={b}, d={d}, T={t}, B={batch})"),
+                    &got,
+                    &want,
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+/// Packed sequences across segments of 3 and 4 steps: the carried states of several
+/// sequences per workgroup go on where the last launch left them.
+#[test]
+fn forward_with_sequences_per_workgroup_across_segments_matches_reference() {
+    let ctx = ctx();
+    for (i, (d, batch)) in [(7, 7), (33, 33), (100, 7), (257, 33)]
+        .into_iter()
+        .enumerate()
+    {
+        let params = seeded_params(CellKind::Tanh, dims(2, d, 2), 50 + i as u64, 1.0);
+        let x = inputs(&mut rng(500 + i as u64), 17, batch, 2);
+        let want = cpu::forward::forward(&params, &x);
+        for b in [2, 4, 8].into_iter().filter(|b| b * d <= gpu::MAX_HIDDEN) {
+            for k in [3, 4] {
+                let got = gpu::one_shot::forward_with(
+                    &ctx,
+                    &params,
+                    &x,
+                    packed(b, Some(k), Storage::F32),
+                )
+                .unwrap();
+                check_all(
+                    &format!("h (b={b}, K={k}, d={d}, B={batch})"),
+                    &got,
+                    &want,
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+/// f16 storage of h with packed sequences (rows of odd d padded to even length, words
+/// pairing units of one row): one rounding of the f32 value, u = 2⁻¹¹, beyond f32's
+/// tolerance; across segments too, where the carried state stays f32.
+#[test]
+fn forward_with_sequences_per_workgroup_stores_f16() {
+    let ctx = ctx();
+    for (i, (d, batch)) in [(1, 7), (7, 33), (33, 7), (257, 7)].into_iter().enumerate() {
+        let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 60 + i as u64, 1.0);
+        let x = inputs(&mut rng(600 + i as u64), 9, batch, 3);
+        let want = cpu::forward::forward(&params, &x);
+        for b in [1, 2, 4, 8]
+            .into_iter()
+            .filter(|b| b * d <= gpu::MAX_HIDDEN)
+        {
+            for k in [None, Some(4)] {
+                let got =
+                    gpu::one_shot::forward_with(&ctx, &params, &x, packed(b, k, Storage::F16))
+                        .unwrap();
+                let e = check_all(
+                    &format!("f16 h (b={b}, K={k:?}, d={d}, B={batch})"),
+                    &got,
+                    &want,
+                    1.0 / 2048.0 + TOL,
+                );
+                // The f16 path is the one taken: its error is f16's, not f32's.
+                assert!(
+                    e > TOL,
+                    "f16 h (b={b}, d={d}, B={batch}): error {e:.2e} is f32's"
+                );
+            }
+        }
+    }
+}
+
+/// A count of sequences per workgroup whose states do not fit the kernel's workgroup
+/// memory, or that is not a power of two, is refused with a message, not run.
+#[test]
+fn too_many_sequences_per_workgroup_are_refused() {
+    let ctx = ctx();
+    let params = seeded_params(CellKind::Tanh, dims(1, 257, 2), 70, 1.0);
+    let x = inputs(&mut rng(700), 3, 16, 1);
+    let e =
+        gpu::one_shot::forward_with(&ctx, &params, &x, packed(16, None, Storage::F32)).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("16 sequences per workgroup") && msg.contains("d = 257"),
+        "{msg}"
+    );
+    assert!(msg.contains("use 4 or fewer"), "{msg}");
+    // A count `fixed` would refuse, built directly.
+    let odd = GpuOptions {
+        sequences_per_workgroup: SequencesPerWorkgroup::Fixed(3),
+        ..GpuOptions::default()
+    };
+    let e = gpu::one_shot::forward_with(&ctx, &params, &x, odd).unwrap_err();
+    assert!(format!("{e:#}").contains("power of two"), "{e:#}");
 }
 
 #[test]

@@ -238,6 +238,25 @@ fn max_hidden_agrees_with_the_host() {
     }
 }
 
+/// The most sequences per workgroup the host asks forward.wgsl for is the size of the
+/// kernel's per-sequence sums, and every count it compiles fits there.
+#[test]
+fn max_seqs_agrees_with_the_host() {
+    let value = format!("{}u", tpri::gpu::MAX_SEQUENCES_PER_WORKGROUP);
+    assert_eq!(
+        declared(&include("limits.wgsl"), "MAX_SEQS"),
+        Some(value.as_str()),
+        "include/limits.wgsl must declare `const MAX_SEQS: u32 = {value};` \
+         (gpu::MAX_SEQUENCES_PER_WORKGROUP)"
+    );
+    let counts = tpri::gpu::SEQUENCES_PER_WORKGROUP;
+    assert_eq!(
+        counts.last().map(|&b| b as usize),
+        Some(tpri::gpu::MAX_SEQUENCES_PER_WORKGROUP)
+    );
+    assert!(counts.iter().all(|b| b.is_power_of_two()));
+}
+
 /// The clamp margin of the inversions is config::CLAMP_EPS, declared once in WGSL.
 #[test]
 fn clamp_eps_agrees_with_the_host() {
@@ -258,8 +277,9 @@ fn clamp_eps_agrees_with_the_host() {
 }
 
 /// The pipeline constants a compiled source is built with: one variant per storage
-/// where it has the `HIST_F16` override (`Storage::pipeline_constants`), one per
-/// workgroup size where it has the `WG` override (jacobian.wgsl), else none.
+/// where it has the `HIST_F16` override (`Storage::pipeline_constants`), each also per
+/// count of sequences per workgroup where it has the `SEQS` override (forward.wgsl), one
+/// per workgroup size where it has the `WG` override (jacobian.wgsl), else none.
 fn variants(source: &str) -> Vec<(String, PipelineConstants)> {
     if source.contains("override WG") {
         return tpri::gpu::JACOBIAN_WORKGROUP_SIZES
@@ -273,15 +293,26 @@ fn variants(source: &str) -> Vec<(String, PipelineConstants)> {
     if !source.contains("override HIST_F16") {
         return vec![("no overrides".into(), PipelineConstants::default())];
     }
+    let seqs: &[u32] = if source.contains("override SEQS") {
+        &tpri::gpu::SEQUENCES_PER_WORKGROUP
+    } else {
+        &[]
+    };
     Storage::ALL
         .iter()
-        .map(|s| {
-            let constants = s
+        .flat_map(|s| {
+            let storage: PipelineConstants = s
                 .pipeline_constants()
                 .iter()
                 .map(|&(k, v)| (k.to_string(), v))
                 .collect();
-            (format!("{s} storage"), constants)
+            let mut all = vec![(format!("{s} storage"), storage.clone())];
+            for &b in seqs {
+                let mut constants = storage.clone();
+                constants.insert("SEQS".to_string(), f64::from(b));
+                all.push((format!("{s} storage, SEQS = {b}"), constants));
+            }
+            all
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use crate::config::Method;
 use crate::gpu::loops::REDUCTION_STAGE;
 use crate::gpu::matmul;
 use crate::gpu::segments::CONCURRENT_WORKGROUPS;
-use crate::gpu::{Phase, Storage};
+use crate::gpu::{Phase, Storage, MAX_HIDDEN, MAX_SEQUENCES_PER_WORKGROUP};
 
 /// What the device is assumed to sustain, for the floors of the cost model.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -96,10 +96,12 @@ pub struct PhaseCost {
     pub flops: f64,
     /// Compulsory memory traffic: every input read once, every output written once.
     pub bytes: f64,
-    /// Traffic from the cache: the time loops run one workgroup per sequence, and each
-    /// reads the whole d×d matrix at every step (T·B·d² values).
+    /// Traffic from the cache: every workgroup of a time loop reads the whole d×d matrix
+    /// at every step, for each of the b sequences it carries (T·⌈B/b⌉·d² values; b = 1
+    /// but in the forward pass).
     pub cache_bytes: f64,
-    /// Workgroups of the phase's time loop (B), or 0 for a phase without one.
+    /// Workgroups of the phase's time loop (⌈B/b⌉), or of its widest reduction launch, or
+    /// 0 for a phase without either.
     pub workgroups: usize,
     /// Kernel launches recorded.
     pub dispatches: usize,
@@ -108,14 +110,19 @@ pub struct PhaseCost {
 }
 
 impl PhaseCost {
-    /// Each term of the floor on `m`, in seconds.
+    /// Each term of the floor on `m`, in seconds. The arithmetic runs at the peak rate
+    /// only when the phase has a workgroup for every one `m` runs at once: fewer leave
+    /// the rest of the device idle (what bounds packing many sequences into few
+    /// workgroups).
     pub fn terms(&self, m: &Machine) -> [(Bound, f64); 5] {
-        let waves = self
-            .workgroups
-            .div_ceil(m.concurrent_workgroups.max(1))
-            .max(1);
+        let concurrent = m.concurrent_workgroups.max(1);
+        let waves = self.workgroups.div_ceil(concurrent).max(1);
+        let busy = match self.workgroups {
+            0 => 1.0,
+            w => w.min(concurrent) as f64 / concurrent as f64,
+        };
         [
-            (Bound::Arithmetic, self.flops / m.flops),
+            (Bound::Arithmetic, self.flops / (m.flops * busy)),
             (Bound::Traffic, self.bytes / m.bandwidth),
             (Bound::CacheTraffic, self.cache_bytes / m.cache_bandwidth),
             (
@@ -147,8 +154,15 @@ impl PhaseCost {
 
 /// The cost model of one GPU iteration (docs/ALGORITHM.md §2–§4) with `cg_iters` CG iterations run
 /// (the most of any column of P), the histories h and v − h stored as `storage` says
-/// (every other value is an f32).
-pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage) -> Vec<PhaseCost> {
+/// (every other value is an f32), and `seqs` sequences per workgroup in the forward pass
+/// (`gpu::SequencesPerWorkgroup`; 0 counts as 1).
+pub fn cost_model(
+    size: Size,
+    method: Method,
+    cg_iters: usize,
+    storage: Storage,
+    seqs: usize,
+) -> Vec<PhaseCost> {
     let (t, d, b, p, q) = (
         size.steps as f64,
         size.hidden as f64,
@@ -162,16 +176,26 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
     let rows = t * b; // every (step, sequence) pair
     let params = d * d + d * p + d + q * d + q;
     // `values`: f32 values moved; `history`: values of h or v − h moved.
-    // A time loop runs B workgroups, each reading its d×d matrix from the cache at every
-    // step.
+    // A time loop runs ⌈B/b⌉ workgroups of b sequences (b = 1 but in the forward pass),
+    // each reading its d×d matrix from the cache at every step.
     let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| {
         let time_loop = matches!(phase, Phase::Forward | Phase::Sweep | Phase::Bptt);
+        let per_group = if phase == Phase::Forward {
+            seqs.max(1)
+        } else {
+            1
+        };
+        let workgroups = size.batch.div_ceil(per_group);
         PhaseCost {
             phase,
             flops,
             bytes: values * f + history * hb,
-            cache_bytes: if time_loop { rows * d * d * f } else { 0.0 },
-            workgroups: if time_loop { size.batch } else { 0 },
+            cache_bytes: if time_loop {
+                t * workgroups as f64 * d * d * f
+            } else {
+                0.0
+            },
+            workgroups: if time_loop { workgroups } else { 0 },
             dispatches,
             serial_steps,
         }
@@ -234,6 +258,34 @@ pub fn cost_model(size: Size, method: Method, cg_iters: usize, storage: Storage)
         .collect()
 }
 
+/// The sequences per workgroup of the forward pass whose floor on `m` is the lowest at
+/// `size` (the smallest count among equals): each count b a power of two up to
+/// `MAX_SEQUENCES_PER_WORKGROUP` whose states fit the kernel's workgroup memory
+/// (b·d ≤ `MAX_HIDDEN`) and that does not exceed B rounded up to a power of two. More
+/// sequences divide the cache traffic of W by b but leave ⌈B/b⌉ workgroups to share the
+/// arithmetic (`PhaseCost::terms`).
+pub fn sequences_per_workgroup(m: &Machine, size: Size, storage: Storage) -> usize {
+    let floor = |b: usize| {
+        cost_model(size, Method::Bp, 0, storage, b)
+            .iter()
+            .find(|c| c.phase == Phase::Forward)
+            .map_or(f64::INFINITY, |c| c.floor_s(m))
+    };
+    let mut best = (1, floor(1));
+    let mut b = 2;
+    while b <= MAX_SEQUENCES_PER_WORKGROUP
+        && b.saturating_mul(size.hidden) <= MAX_HIDDEN
+        && b <= size.batch.next_power_of_two()
+    {
+        let f = floor(b);
+        if f < best.1 {
+            best = (b, f);
+        }
+        b *= 2;
+    }
+    best.0
+}
+
 /// The reductions Δᵀ H, Δᵀ X, Δᵀ 1 (∇b_ih) and Δᵀ 1 (∇b_hh), one after another: read δ,
 /// h and x, write the gradients; each split over workgroups as `matmul::splits` picks on
 /// a GPU,
@@ -274,10 +326,10 @@ mod tests {
 
     #[test]
     fn cost_model_counts_the_paper_forward() {
-        let c = cost_model(Size::PAPER, Method::Bp, 0, Storage::F32);
+        let c = cost_model(Size::PAPER, Method::Bp, 0, Storage::F32, 1);
         assert_eq!(c.len(), 5, "BP has no inverse and no sweep");
         // f16 halves the bytes of h: the forward pass's main traffic.
-        let half = cost_model(Size::PAPER, Method::Bp, 0, Storage::F16);
+        let half = cost_model(Size::PAPER, Method::Bp, 0, Storage::F16, 1);
         assert_eq!(c[0].bytes - half[0].bytes, 2.0 * 784.0 * 16.0 * 100.0);
         // 2·T·B·d·(d + p) = 2·784·16·100·101.
         assert_eq!(c[0].flops, 2.0 * 784.0 * 16.0 * 100.0 * 101.0);
@@ -311,5 +363,33 @@ mod tests {
         let r = c.iter().find(|p| p.phase == Phase::Reductions).unwrap();
         assert_eq!(r.serial_steps, 25 + 3 * 13);
         assert_eq!(r.dispatches, 8);
+    }
+
+    /// Packing b sequences per forward workgroup divides W's cache traffic by b and the
+    /// workgroups by b; the H100's choice at (784, 512, 512) is the most that fits (4),
+    /// at the paper's size 1 (serial steps bind whatever b).
+    #[test]
+    fn sequences_per_workgroup_divide_the_cache_traffic() {
+        let size = Size {
+            steps: 784,
+            hidden: 512,
+            batch: 512,
+            input: 1,
+            output: 10,
+        };
+        let forward = |b| cost_model(size, Method::Bp, 0, Storage::F32, b)[0];
+        assert_eq!(forward(4).cache_bytes * 4.0, forward(1).cache_bytes);
+        assert_eq!(forward(4).workgroups, 128);
+        assert_eq!(
+            sequences_per_workgroup(&Machine::H100, size, Storage::F32),
+            4
+        );
+        let paper = sequences_per_workgroup(&Machine::H100, Size::PAPER, Storage::F32);
+        assert_eq!(paper, 1);
+        // Fewer workgroups than run at once leave the device's arithmetic idle.
+        let one = Size { batch: 1, ..size };
+        let c = cost_model(one, Method::Bp, 0, Storage::F32, 1)[0];
+        let m = Machine::H100;
+        assert_eq!(c.terms(&m)[0].1, c.flops / m.flops * 132.0);
     }
 }

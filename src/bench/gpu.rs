@@ -63,6 +63,7 @@ impl Timing {
             backend: gpu_label(self.options, self.ctx.f16_conversions()),
             storage: Some(self.options.storage),
             steps_per_dispatch: Some(self.options.steps_per_dispatch.to_string()),
+            sequences_per_workgroup: Some(self.options.sequences_per_workgroup.to_string()),
             method: self.method,
             size: self.size,
             iteration_s: median(&self.samples),

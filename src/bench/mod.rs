@@ -20,7 +20,9 @@ use crate::backend::Backend;
 use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
-use crate::gpu::{F16Conversions, GpuOptions, Phase, StepsPerDispatch, Storage};
+use crate::gpu::{
+    F16Conversions, GpuOptions, Phase, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+};
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
 use crate::model::{Dims, Params};
@@ -29,7 +31,7 @@ use crate::tasks::{Batch, Targets};
 mod cost_model;
 mod gpu;
 
-pub use cost_model::{cost_model, Bound, Machine, PhaseCost};
+pub use cost_model::{cost_model, sequences_per_workgroup, Bound, Machine, PhaseCost};
 pub use gpu::{measure_gpu, measure_gpu_side_by_side};
 
 /// One problem size.
@@ -153,6 +155,9 @@ pub struct Measurement {
     pub storage: Option<Storage>,
     /// GPU only: how long loops were split into launches (`auto`, or K).
     pub steps_per_dispatch: Option<String>,
+    /// GPU only: sequences per workgroup of the tanh forward pass asked for (`auto`, or
+    /// a count).
+    pub sequences_per_workgroup: Option<String>,
     /// TP-RI or BPTT.
     pub method: Method,
     /// The sizes timed.
@@ -177,18 +182,24 @@ pub struct Measurement {
 
 /// The `backend` label of GPU measurements with `options` on a device whose f16 storage
 /// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`,
-/// followed by `-kK` when the long loops ran at most K steps per launch (no suffix for the
-/// adapter's own choice).
+/// followed by `-kK` when the long loops ran at most K steps per launch and `-sS` when the
+/// forward pass carried S sequences per workgroup (no suffix for the adapter's own
+/// choices).
 pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
     let storage = match (options.storage, conversions) {
         (Storage::F32, _) => "gpu",
         (Storage::F16, F16Conversions::Native) => "gpu-f16",
         (Storage::F16, F16Conversions::Integer) => "gpu-f16-int",
     };
-    match options.steps_per_dispatch {
-        StepsPerDispatch::Auto => storage.into(),
-        StepsPerDispatch::Fixed(k) => format!("{storage}-k{k}"),
-    }
+    let steps = match options.steps_per_dispatch {
+        StepsPerDispatch::Auto => String::new(),
+        StepsPerDispatch::Fixed(k) => format!("-k{k}"),
+    };
+    let seqs = match options.sequences_per_workgroup {
+        SequencesPerWorkgroup::Auto => String::new(),
+        SequencesPerWorkgroup::Fixed(b) => format!("-s{b}"),
+    };
+    format!("{storage}{steps}{seqs}")
 }
 
 /// Times `reps` training steps of `method` at `size` on the f64 CPU reference.
@@ -223,6 +234,7 @@ pub fn measure_cpu_solver(
         backend: "cpu".into(),
         storage: None,
         steps_per_dispatch: None,
+        sequences_per_workgroup: None,
         method,
         size,
         iteration_s: median(&samples),

@@ -283,16 +283,19 @@ fn gpu_runs(
                 Arc::new(GpuContext::with_f16(&args.adapter.parse()?, conv)?)
             };
             for &steps_per_dispatch in &args.steps_per_dispatch {
-                let options = GpuOptions {
-                    storage,
-                    steps_per_dispatch,
-                };
-                let label = gpu_label(options, ctx.f16_conversions());
-                if !runs
-                    .iter()
-                    .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
-                {
-                    runs.push((Arc::clone(&ctx), options));
+                for &sequences_per_workgroup in &args.sequences_per_workgroup {
+                    let options = GpuOptions {
+                        storage,
+                        steps_per_dispatch,
+                        sequences_per_workgroup,
+                    };
+                    let label = gpu_label(options, ctx.f16_conversions());
+                    if !runs
+                        .iter()
+                        .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
+                    {
+                        runs.push((Arc::clone(&ctx), options));
+                    }
                 }
             }
         }

@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 
 use tpri::bench::{Machine, Size};
 use tpri::config::Method;
-use tpri::gpu::{F16Conversions, GpuContext, GpuOptions, StepsPerDispatch, Storage};
+use tpri::gpu::{
+    F16Conversions, GpuContext, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+};
 
 /// Which backends to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +48,11 @@ pub struct BenchArgs {
     /// one launch per loop (rows labelled `gpu` and `gpu-k100000`).
     #[arg(long, value_delimiter = ',', default_values_t = [StepsPerDispatch::Auto])]
     pub(super) steps_per_dispatch: Vec<StepsPerDispatch>,
+    /// Sequences per workgroup of the tanh forward pass: `auto` (the adapter's choice) or
+    /// a power of two (docs/PERFORMANCE.md); `1,auto` times one sequence per workgroup
+    /// against the adapter's choice (rows labelled `gpu-s1` and `gpu`).
+    #[arg(long, value_delimiter = ',', default_values_t = [SequencesPerWorkgroup::Auto])]
+    pub(super) sequences_per_workgroup: Vec<SequencesPerWorkgroup>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use tpri::bench::{cost_model, fit_line, Fit, Machine, Measurement, Size};
+use tpri::bench::{cost_model, fit_line, sequences_per_workgroup, Fit, Machine, Measurement, Size};
 use tpri::config::Method;
-use tpri::gpu::Storage;
+use tpri::gpu::{SequencesPerWorkgroup, Storage};
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Seconds as milliseconds with three decimals.
@@ -98,15 +98,21 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
         let s = m.size;
         let k = m.cg_iterations.unwrap_or(0);
         let storage = m.storage.unwrap_or_default();
+        // The run's sequences per workgroup when fixed; for `auto` the model's choice on
+        // the assumed device (which the floors are of).
+        let seqs = match m.sequences_per_workgroup.as_deref().map(str::parse) {
+            Some(Ok(SequencesPerWorkgroup::Fixed(b))) => b,
+            _ => sequences_per_workgroup(machine, s, storage),
+        };
         println!(
-            "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {}",
+            "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per forward workgroup",
             s.steps, s.hidden, s.batch, describe(machine)
         );
         println!(
             "{:11} {:>10} {:>10} {:>8} {:>8} {:>10}",
             "phase", "median ms", "floor ms", "× floor", "GFLOP/s", "GB/s"
         );
-        let costs = cost_model(s, method, k, storage);
+        let costs = cost_model(s, method, k, storage, seqs);
         let (mut total_floor, mut total_time) = (0.0, 0.0);
         for c in &costs {
             let time = m
@@ -165,10 +171,15 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
             "{:11} {:>10} {:>10} {:>10} {:>10} {:>10}  binding term",
             "phase", "MFLOP", "MB", "cache MB", "dispatches", "floor ms"
         );
+        // The forward pass with the sequences per workgroup the model picks on this device,
+        // and, where that is not 1, the whole iteration's floor with 1 beside it.
+        let seqs = sequences_per_workgroup(machine, s, Storage::F32);
+        println!("forward pass: {seqs} sequence(s) per workgroup (the model's choice)");
         let mut floors = [0.0; 2];
+        let mut floors_1 = [0.0; 2];
         for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {
             println!("{method:?}");
-            for c in cost_model(s, method, 2, Storage::F32) {
+            for c in cost_model(s, method, 2, Storage::F32, seqs) {
                 floors[i] += c.floor_s(machine);
                 println!(
                     "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
@@ -181,6 +192,21 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
                     c.binding(machine).name()
                 );
             }
+            for c in cost_model(s, method, 2, Storage::F32, 1) {
+                floors_1[i] += c.floor_s(machine);
+                if seqs > 1 && c.phase == tpri::gpu::Phase::Forward {
+                    println!(
+                        "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
+                        "forward b=1",
+                        c.flops * 1e-6,
+                        c.bytes * 1e-6,
+                        c.cache_bytes * 1e-6,
+                        c.dispatches,
+                        ms(c.floor_s(machine)),
+                        c.binding(machine).name()
+                    );
+                }
+            }
         }
         println!(
             "floor: TP {} ms, BP {} ms, TP/BP {:.2}",
@@ -188,6 +214,13 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
             ms(floors[1]),
             floors[0] / floors[1]
         );
+        if seqs > 1 {
+            println!(
+                "floor with 1 sequence per forward workgroup: TP {} ms, BP {} ms",
+                ms(floors_1[0]),
+                ms(floors_1[1]),
+            );
+        }
     }
 }
 

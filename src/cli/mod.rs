@@ -20,7 +20,10 @@ use std::sync::Arc;
 use tpri::backend::Backend;
 
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext, GpuOptions, StepsPerDispatch, Storage};
+use tpri::gpu::{
+    AdapterChoice, GpuBackend, GpuContext, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch,
+    Storage,
+};
 
 use tpri::config::{
     DtpConfig, Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode,
@@ -207,6 +210,11 @@ pub struct BackendArgs {
     /// reduction rows (capped on llvmpipe); results do not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
+    /// How many sequences one workgroup of the GPU's tanh forward pass carries: `auto`
+    /// (the cost model's choice for the shape; 1 on llvmpipe) or a power of two from 1 to
+    /// 16 with count × d ≤ 2048; results do not depend on it.
+    #[arg(long, default_value = "auto")]
+    sequences_per_workgroup: SequencesPerWorkgroup,
 }
 
 impl BackendArgs {
@@ -215,6 +223,7 @@ impl BackendArgs {
         GpuOptions {
             storage: self.storage,
             steps_per_dispatch: self.steps_per_dispatch,
+            sequences_per_workgroup: self.sequences_per_workgroup,
         }
     }
 }
@@ -240,6 +249,12 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
             bail!(
                 "--steps-per-dispatch {} applies to the GPU backend; the CPU reference runs its loops on the host",
                 args.steps_per_dispatch
+            );
+        }
+        if args.sequences_per_workgroup != SequencesPerWorkgroup::Auto {
+            bail!(
+                "--sequences-per-workgroup {} applies to the GPU backend; the CPU reference runs its sequences on the host",
+                args.sequences_per_workgroup
             );
         }
         Ok(Box::new(CpuBackend::new()))

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tpri::config::{DtpConfig, Loss, Method};
-use tpri::gpu::{StepsPerDispatch, Storage};
+use tpri::gpu::{SequencesPerWorkgroup, StepsPerDispatch, Storage};
 use tpri::limits::Workload;
 use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
@@ -68,6 +68,10 @@ pub struct TraceArgs {
     /// train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
+    /// Sequences per workgroup of the GPU's tanh forward pass: `auto` or a power of two
+    /// (see `tpri train --help`); the trace does not depend on it.
+    #[arg(long, default_value = "auto")]
+    sequences_per_workgroup: SequencesPerWorkgroup,
     /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev, with
     /// --train-embedding grad.embed.weight), for
     /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
@@ -115,6 +119,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         adapter: args.adapter.clone(),
         storage: args.storage,
         steps_per_dispatch: args.steps_per_dispatch,
+        sequences_per_workgroup: args.sequences_per_workgroup,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
     backend.check_workload(

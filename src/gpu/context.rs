@@ -116,6 +116,23 @@ impl GpuContext {
             .with_context(|| format!("compiling the {storage}-storage kernels"))
     }
 
+    /// forward.wgsl for `storage` with `seqs` sequences per workgroup (compiled on first
+    /// use); an error for a count it is not compiled for (`SEQUENCES_PER_WORKGROUP`).
+    pub(crate) fn forward_kernel(
+        &self,
+        storage: Storage,
+        seqs: usize,
+    ) -> Result<&wgpu::ComputePipeline> {
+        let kernels = self.history_kernels(storage)?;
+        self.checked(|| kernels.forward(&self.device, seqs))
+            .with_context(|| {
+                format!("compiling the forward pass for {seqs} sequences per workgroup")
+            })?
+            .ok_or_else(|| {
+                anyhow!("the forward pass is not compiled for {seqs} sequences per workgroup")
+            })
+    }
+
     /// jacobian.wgsl's kernels with `wg` invocations per workgroup (compiled on first use).
     pub(crate) fn jacobian_kernels(&self, wg: u32) -> Result<&JacobianKernels> {
         self.checked(|| self.kernels.jacobian(&self.device, wg))

@@ -3,11 +3,15 @@
 
 use anyhow::Result;
 
+use crate::bench::{sequences_per_workgroup, Machine, Size};
+use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::layout::Shape;
-use crate::gpu::segments::split;
+use crate::gpu::layout::{Shape, MAX_HIDDEN};
+use crate::gpu::options::{SequencesPerWorkgroup, MAX_SEQUENCES_PER_WORKGROUP};
+use crate::gpu::segments::{split, Budget};
+use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 
 #[repr(C)]
@@ -21,19 +25,86 @@ struct Dims {
     count: u32,
 }
 
-/// The launches: Wᵀ, then the time loop with one workgroup per sequence, `steps` steps per
-/// launch, writing h [T+1, B, d] (and handing each segment's last state on in `seq.carry`).
+/// Sequences per workgroup of the forward pass at hidden size `d` and `shape` on `ctx`'s
+/// adapter, as `choice` asks: a fixed count after checking it (a power of two up to
+/// `MAX_SEQUENCES_PER_WORKGROUP` whose states fit the kernel's workgroup memory), or the
+/// count the cost model predicts fastest, on llvmpipe 1 (see `auto`).
+pub(crate) fn sequences(
+    ctx: &GpuContext,
+    choice: SequencesPerWorkgroup,
+    d: usize,
+    shape: Shape,
+    storage: Storage,
+) -> Result<usize> {
+    match choice {
+        SequencesPerWorkgroup::Fixed(b) => {
+            SequencesPerWorkgroup::fixed(b)?;
+            if b.saturating_mul(d) > MAX_HIDDEN {
+                return Err(Error::setting(
+                    "sequences_per_workgroup",
+                    format!(
+                        "{b} sequences per workgroup at hidden size d = {d} need {} states'                          worth of workgroup memory in the forward pass, more than its                          {MAX_HIDDEN} (sequences per workgroup × d must be at most                          {MAX_HIDDEN}); use {} or fewer, or `auto`",
+                        b * d,
+                        largest_fitting(d)
+                    ),
+                )
+                .into());
+            }
+            Ok(b)
+        }
+        SequencesPerWorkgroup::Auto => Ok(auto(Budget::of(ctx), d, shape, storage)),
+    }
+}
+
+/// The largest power of two b ≤ `MAX_SEQUENCES_PER_WORKGROUP` with b·d ≤ `MAX_HIDDEN` (1
+/// at least).
+fn largest_fitting(d: usize) -> usize {
+    let mut b = 1;
+    while b * 2 <= MAX_SEQUENCES_PER_WORKGROUP && b * 2 * d <= MAX_HIDDEN {
+        b *= 2;
+    }
+    b
+}
+
+/// The automatic count: the cost model's choice for `Machine::MIDRANGE` (what a GPU of
+/// unknown make is assumed to be). On llvmpipe 1, which the cost model does not describe
+/// (its machines are GPUs): each workgroup runs on one CPU thread with W in that core's
+/// caches, so there is no shared cache traffic to divide. Packing does pay there for
+/// another reason — a workgroup's barriers and idle invocations are shared by its
+/// sequences; docs/PERFORMANCE.md, "Sequences per workgroup", measured the forward pass
+/// 1.45× faster with 16 at the paper's size — but a model of a CPU adapter is not built,
+/// and with 1 every other kernel and test runs on llvmpipe exactly as before.
+fn auto(budget: Budget, d: usize, shape: Shape, storage: Storage) -> usize {
+    match budget {
+        Budget::LoopCap => 1,
+        Budget::Time => {
+            let size = Size {
+                steps: shape.steps,
+                hidden: d,
+                batch: shape.batch,
+                input: 1,
+                output: 1,
+            };
+            sequences_per_workgroup(&Machine::MIDRANGE, size, storage)
+        }
+    }
+}
+
+/// The launches: Wᵀ, then the time loop with `seqs` sequences per workgroup, `steps`
+/// steps per launch, writing h [T+1, B, d] (and handing each segment's last state on in
+/// `seq.carry`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     (shape, steps): (Shape, usize),
+    seqs: usize,
 ) -> Result<[Dispatch; 2]> {
     dispatch_cell(
         ctx,
         model,
-        (shape, steps),
-        &ctx.history_kernels(seq.h.storage)?.forward,
+        (shape, steps, seqs),
+        ctx.forward_kernel(seq.h.storage, seqs)?,
         vec![
             (4, seq.x.as_entire_binding()),
             (5, seq.h.binding()),
@@ -44,12 +115,12 @@ pub(crate) fn dispatch(
 }
 
 /// What the forward launches of both cells share: Wᵀ ([d, gates·d] from W [gates·d, d]),
-/// then `kernel`'s time loop, one workgroup per sequence and `steps` steps per launch,
-/// bound to Wᵀ, U and b at 1–3 and to the cell's own `bindings` after them.
+/// then `kernel`'s time loop, one workgroup per `seqs` sequences and `steps` steps per
+/// launch, bound to Wᵀ, U and b at 1–3 and to the cell's own `bindings` after them.
 pub(crate) fn dispatch_cell<'a>(
     ctx: &GpuContext,
     model: &'a ModelBuffers,
-    (shape, steps): (Shape, usize),
+    (shape, steps, seqs): (Shape, usize, usize),
     kernel: &wgpu::ComputePipeline,
     bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Result<[Dispatch; 2]> {
@@ -84,7 +155,45 @@ pub(crate) fn dispatch_cell<'a>(
         kernel,
         &uniforms,
         &all,
-        per_item_groups(ctx, shape.batch, "batch size B")?,
+        per_item_groups(
+            ctx,
+            shape.batch.div_ceil(seqs.max(1)),
+            "batch size B / sequences per workgroup",
+        )?,
     )?;
     Ok([transpose, forward])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(steps: usize, batch: usize) -> Shape {
+        Shape { steps, batch }
+    }
+
+    /// On a GPU the cost model packs sequences where W's cache traffic binds (large B and
+    /// d) and not where the serial steps do; on llvmpipe never; never past workgroup
+    /// memory.
+    #[test]
+    fn automatic_sequences_per_workgroup() {
+        let f32 = Storage::F32;
+        assert_eq!(auto(Budget::LoopCap, 512, shape(784, 512), f32), 1);
+        assert_eq!(auto(Budget::Time, 100, shape(784, 16), f32), 1);
+        assert_eq!(auto(Budget::Time, 512, shape(784, 512), f32), 4);
+        assert_eq!(auto(Budget::Time, 2048, shape(784, 512), f32), 1);
+        for d in [1, 7, 100, 257, 1024, 2048] {
+            for batch in [1, 7, 64, 512, 4096] {
+                let b = auto(Budget::Time, d, shape(100, batch), f32);
+                assert!(
+                    b.is_power_of_two() && b * d <= MAX_HIDDEN.max(d),
+                    "d={d} B={batch}: {b}"
+                );
+                assert!(b <= MAX_SEQUENCES_PER_WORKGROUP);
+            }
+        }
+        assert_eq!(largest_fitting(100), 16);
+        assert_eq!(largest_fitting(512), 4);
+        assert_eq!(largest_fitting(2048), 1);
+    }
 }

@@ -21,7 +21,7 @@ pub(crate) fn dispatch(
     dispatch_cell(
         ctx,
         model,
-        (shape, steps),
+        (shape, steps, 1),
         &ctx.kernels.gru_forward,
         vec![
             (4, model.layout.b_hh.bind(&model.theta)),

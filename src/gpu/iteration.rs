@@ -148,12 +148,20 @@ impl Workspace {
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
-        let forward_steps = per_launch(loops::forward(cell, d, p, shape))?;
+        // Sequences per workgroup of the forward pass: the tanh RNN's kernel packs them,
+        // the GRU's carries one whatever the option says (it names the tanh kernel's).
+        let seqs = match cell {
+            CellKind::Tanh => {
+                forward::sequences(ctx, options.sequences_per_workgroup, d, shape, storage)?
+            }
+            CellKind::Gru => 1,
+        };
+        let forward_steps = per_launch(loops::forward(cell, d, p, shape, seqs))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
         let every_step = hyper.loss.every_step();
         let (forward, bptt, mut reductions): (_, _, Vec<Dispatch>) = match cell {
             CellKind::Tanh => (
-                forward::dispatch(ctx, model, &seq, forward_steps)?,
+                forward::dispatch(ctx, model, &seq, forward_steps, seqs)?,
                 if dtp {
                     bptt::dispatch_batch_mean(ctx, model, &seq, bptt_steps, through_time)?
                 } else {

@@ -138,9 +138,15 @@ pub(crate) struct JacobianKernels {
     pub inverse_columns: wgpu::ComputePipeline,
 }
 
+/// The sequences per workgroup forward.wgsl is compiled for (its `SEQS` override).
+pub const SEQUENCES_PER_WORKGROUP: [u32; 5] = [1, 2, 4, 8, 16];
+
 /// The pipelines that touch a history, compiled for one storage.
 pub(crate) struct HistoryKernels {
-    pub forward: wgpu::ComputePipeline,
+    storage: Storage,
+    /// forward.wgsl per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`): one
+    /// compiled with the set, the others on first use.
+    forward: [OnceLock<wgpu::ComputePipeline>; 5],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
     pub target_sweep: wgpu::ComputePipeline,
@@ -183,20 +189,31 @@ fn pipeline(
     })
 }
 
+/// The kernel sources of the history kernels for `storage` on `device`: f16 storage uses
+/// the native conversions where `device` has `SHADER_F16`.
+fn history_sources(
+    device: &wgpu::Device,
+    storage: Storage,
+) -> &'static [(&'static str, &'static str)] {
+    if storage == Storage::F16 && native_f16(device) {
+        &NATIVE_F16_SHADERS
+    } else {
+        &SHADERS
+    }
+}
+
 impl HistoryKernels {
-    /// The set for `storage`; f16 storage uses the native conversions where `device` has
-    /// `SHADER_F16`.
+    /// The set for `storage`, with forward.wgsl for one sequence per workgroup.
     fn new(device: &wgpu::Device, storage: Storage) -> Self {
         let c = storage.pipeline_constants();
-        let sources: &[(&str, &str)] = if storage == Storage::F16 && native_f16(device) {
-            &NATIVE_F16_SHADERS
-        } else {
-            &SHADERS
-        };
+        let sources = history_sources(device, storage);
         let single = |file: &str| pipeline(device, &module(device, sources, file), "main", c);
         let head = module(device, sources, "head.wgsl");
+        let forward: [OnceLock<wgpu::ComputePipeline>; 5] = Default::default();
+        let _ = forward[0].set(Self::forward_pipeline(device, storage, 1));
         Self {
-            forward: single("forward.wgsl"),
+            storage,
+            forward,
             head_rows: pipeline(device, &head, "head_rows", c),
             head_params: pipeline(device, &head, "head_params", c),
             target_sweep: single("target_sweep.wgsl"),
@@ -204,6 +221,30 @@ impl HistoryKernels {
             matmul: single("matmul.wgsl"),
             sum_sq: single("sum_sq.wgsl"),
         }
+    }
+
+    /// forward.wgsl for `storage` with `seqs` sequences per workgroup.
+    fn forward_pipeline(
+        device: &wgpu::Device,
+        storage: Storage,
+        seqs: u32,
+    ) -> wgpu::ComputePipeline {
+        let mut c = storage.pipeline_constants().to_vec();
+        c.push(("SEQS", f64::from(seqs)));
+        let sources = history_sources(device, storage);
+        pipeline(device, &module(device, sources, "forward.wgsl"), "main", &c)
+    }
+
+    /// forward.wgsl with `seqs` sequences per workgroup (one of `SEQUENCES_PER_WORKGROUP`),
+    /// compiled on first use (inside `GpuContext::checked`); `None` for any other count.
+    pub fn forward(&self, device: &wgpu::Device, seqs: usize) -> Option<&wgpu::ComputePipeline> {
+        let slot = SEQUENCES_PER_WORKGROUP
+            .iter()
+            .position(|&b| b as usize == seqs)?;
+        Some(
+            self.forward[slot]
+                .get_or_init(|| Self::forward_pipeline(device, self.storage, seqs as u32)),
+        )
     }
 }
 

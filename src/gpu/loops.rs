@@ -92,13 +92,25 @@ fn dot(d: usize) -> usize {
 
 /// forward.wgsl and gru_forward.wgsl: per step the units' input loop (p) and dot
 /// product(s) — the GRU's three gates share one pass over h — and the store or copy of
-/// h_t; per launch the set-up and the hand-over of the last state.
-pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape) -> LoopModel {
+/// h_t; per launch the set-up and the hand-over of the last state. forward.wgsl with
+/// `seqs` sequences per workgroup (the GRU's kernel has 1) does most of it once per
+/// sequence: its flat loops run over the workgroup's seqs·d values, and per unit it runs
+/// `seqs` input loops and rests of the dot products (charged as `seqs` whole dot products)
+/// and, inside the one pass over Wᵀ, per eight terms a loop over the sequences (its exit
+/// test and the outer iteration: two beyond those whole dot products), plus the loop over
+/// the sequences around the input loops. At one sequence the drivers drop those
+/// one-iteration loops (tests/gpu_segments.rs runs it past the cap at this count).
+pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape, seqs: usize) -> LoopModel {
     let u = units(d);
-    let step = u * (dot(d) + p + 3) + 3;
+    let b = seqs.max(1);
+    // The flat loops' iterations per invocation beyond those of one sequence.
+    let flat = b.saturating_mul(d).div_ceil(256) - u;
+    let shared = if b > 1 { 2 * (d / 8) + 3 } else { 0 };
+    let unit = b.saturating_mul(dot(d) + p + 3).saturating_add(shared);
+    let step = u * unit + 3 + flat;
     let (fixed, per_unit) = match cell {
         // One barrier after the set-up, one a step.
-        CellKind::Tanh => (3 * u + 4 + BARRIER, step + BARRIER),
+        CellKind::Tanh => (3 * (u + flat) + 4 + BARRIER, step + BARRIER),
         // One barrier after the set-up, two a step.
         CellKind::Gru => (u + 2 + BARRIER, step + 2 * BARRIER),
     };
@@ -107,7 +119,7 @@ pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape) -> LoopM
         unit: Unit::Step,
         cost: Cost { fixed, per_unit },
         total: shape.steps,
-        workgroups: shape.batch,
+        workgroups: shape.batch.div_ceil(b),
         workgroups_per_unit: 0,
     }
 }

@@ -230,7 +230,7 @@ pub(crate) fn split(total: usize, quota: usize) -> Vec<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::layout::Shape;
+    use crate::gpu::layout::{Shape, MAX_HIDDEN};
     use crate::gpu::loops;
     use crate::model::CellKind;
 
@@ -274,7 +274,13 @@ mod tests {
                         loops::step_stats(shape),
                     ];
                     for cell in [CellKind::Tanh, CellKind::Gru] {
-                        models.push(loops::forward(cell, d, 784, shape));
+                        // The GRU's kernel carries one sequence per workgroup; the tanh
+                        // RNN's as many as fit its workgroup memory.
+                        for seqs in [1, 2, 4, 8, 16] {
+                            if seqs == 1 || (cell == CellKind::Tanh && seqs * d <= MAX_HIDDEN) {
+                                models.push(loops::forward(cell, d, 784, shape, seqs));
+                            }
+                        }
                         models.push(loops::bptt(cell, d, shape));
                         models.push(loops::solves(cell == CellKind::Gru, d, shape, max_iter));
                     }
@@ -310,8 +316,8 @@ mod tests {
             steps: 784,
         };
         let models = [
-            loops::forward(CellKind::Tanh, 100, 1, shape),
-            loops::forward(CellKind::Gru, 100, 1, shape),
+            loops::forward(CellKind::Tanh, 100, 1, shape, 1),
+            loops::forward(CellKind::Gru, 100, 1, shape, 1),
             loops::target_sweep(100, 1, shape),
             loops::bptt(CellKind::Tanh, 100, shape),
             loops::bptt(CellKind::Gru, 100, shape),
@@ -419,7 +425,7 @@ mod tests {
             batch: 16,
             steps: 784,
         };
-        let model = loops::forward(CellKind::Tanh, 100, 1, shape);
+        let model = loops::forward(CellKind::Tanh, 100, 1, shape, 1);
         let auto = Segmenting {
             budget: Budget::Time,
             steps: StepsPerDispatch::Auto,

@@ -20,7 +20,18 @@ use crate::validate::check_targets;
 /// Hidden states h_0 … h_T on the GPU (stored in f32), as `cpu::forward::forward` returns
 /// them.
 pub fn forward(ctx: &GpuContext, params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
-    let (_model, ws) = after_forward(ctx, params, x, &Hyper::default(), GpuOptions::default())?;
+    forward_with(ctx, params, x, GpuOptions::default())
+}
+
+/// `forward` with the history stored, the time loop split and the sequences grouped into
+/// workgroups as `options` say (h read back from its storage).
+pub fn forward_with(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    options: GpuOptions,
+) -> Result<Vec<DMatrix<f64>>> {
+    let (_model, ws) = after_forward(ctx, params, x, &Hyper::default(), options)?;
     ws.seq.h.read(ctx, 0, ws.shape.steps + 1)
 }
 
