@@ -294,7 +294,9 @@ impl<'a> Grid<'a> {
             let (lo, hi) = v
                 .iter()
                 .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
-            if axis.log || (lo > 0.0 && hi / lo >= 100.0) {
+            // Widths, lengths and rates are usually listed as ratios (16, 32, 64; 16, 56,
+            // 196): a log axis spaces such cells evenly.
+            if axis.log || (lo > 0.0 && hi / lo >= 4.0) {
                 return (
                     v.iter().map(|x| x.log10()).collect(),
                     format!("log10 {}", axis.key),
