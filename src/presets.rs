@@ -132,7 +132,7 @@ pub const PRESETS: [(&str, &str); 24] = [
     ),
     (
         "ptb-tp",
-        "Penn Treebank words T=64, B=512, d=256, embedding 1024 frozen, vocabulary 10000, first 40000 tokens, TP-RI lr 0.1, lr_target 1e-3, r 1",
+        "Penn Treebank words T=64, B=512, d=256, embedding 1024 frozen, vocabulary 10000, first 40000 tokens, TP-RI lr 0.1, lr_target 1e-3, r 1 (its exact targets explode at r 1 and runs stop in their first iterations; the published float32 run rounds them away: docs/REPRODUCTION.md)",
     ),
     (
         "ptb-bp",
