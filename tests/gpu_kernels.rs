@@ -518,7 +518,9 @@ fn target_sweep_with_sequences_per_workgroup_matches_reference() {
     for (i, d) in [1, 7, 33, 100, 257].into_iter().enumerate() {
         for (j, batch) in [1, 7, 33].into_iter().enumerate() {
             let t = 5 + 4 * ((i + j) % 4); // 5, 9, 13, 17
-            let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 100 + i as u64, 1.0);
+                                           // Gain 0.5: states away from saturation, where the difference mode's atanh
+                                           // would amplify the f32 rounding of h beyond TOL whatever the packing.
+            let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 100 + i as u64, 0.5);
             let mut r = rng(1000 + (10 * i + j) as u64);
             let x = inputs(&mut r, t, batch, 3);
             let h = cpu::forward::forward(&params, &x);
