@@ -154,6 +154,7 @@ pub(crate) enum TimeLoop {
 }
 
 impl TimeLoop {
+    /// In declaration order: `HistoryKernels::time_loops` is indexed by `which as usize`.
     const ALL: [TimeLoop; 3] = [TimeLoop::Forward, TimeLoop::Bptt, TimeLoop::TargetSweep];
 
     /// The kernel's source file.
