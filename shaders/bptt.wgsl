@@ -12,23 +12,35 @@
 // `tpri trace`'s error norms) reduce them later with sum_sq.wgsl, only when asked. One
 // more store per element is cheaper than a reduction on every step's critical path, and
 // e cannot be recovered from δ where h saturates (1 - h² = 0 in f32).
-// One workgroup per sequence; δ_{t+1} sits in workgroup memory. In the local mode there
-// is no recursion, but the same loop serves (it is as cheap as the injection itself).
+// One workgroup carries SEQS consecutive sequences (the last one fewer when B is not a
+// multiple of SEQS); their δ_{t+1} sit in workgroup memory one after another (sequence k
+// of the workgroup at k·d, so SEQS·d ≤ MAX_HIDDEN: the host checks it). In the local mode
+// there is no recursion, but the same loop serves (it is as cheap as the injection itself).
+// Why several sequences per workgroup (SEQS, the same count as forward.wgsl's): with one,
+// every workgroup reads all of W at every step, B·d² values a step from the cache; with
+// SEQS, each element of W an invocation loads serves the SEQS sequences (include/dot.wgsl's
+// columns_dot8), dividing that traffic by SEQS (docs/PERFORMANCE.md, "Sequences per
+// workgroup"). Each sequence's sums are formed in the same order as with SEQS = 1, so SEQS
+// changes no result.
 // Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
-// of them; gpu::segments picks how many). A segment below the top starts from δ_{first+1},
-// which the previous segment stored in f32 (δ is never rounded), so the recursion goes on
-// exactly as in one long launch.
+// of them; gpu::segments picks how many, gpu::loops charging SEQS times the work per step).
+// A segment below the top starts from δ_{first+1}, which the previous segment stored in f32
+// (δ is never rounded), so the recursion goes on exactly as in one long launch.
 // Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses, eight
 // terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: W [d, d], h and dv [T+1, B, d'] (d' = hist_stride(d); dv stored times
-// dims.dv_scale), g_T [B, d] (or g [T, B, d]), δ and e [T, B, d].
+// dims.dv_scale), g_T [B, d] (or g [T, B, d]), δ and e [T, B, d]. The rows of a
+// workgroup's sequences are consecutive in each.
 
 const WG: u32 = 256u;
 const TARGETS: u32 = 1u;
 const STEPS: u32 = 2u;
 
+// Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.
+override SEQS: u32 = 1u;
+
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
-// (column_dot8, column_rest; the operands are dot_matrix and dot_vector below) and the
+// (columns_dot8, column_rest; the operands are dot_matrix and dot_vector below) and the
 // history storage (HIST_F16, hist_*): include/history.wgsl.
 
 struct Dims {
@@ -63,7 +75,7 @@ fn load_dv(i: u32) -> f32 {
     return hist_value(dv[hist_word(i)], i);
 }
 
-// include/dot.wgsl's operands: W and δ_{t+1}.
+// include/dot.wgsl's operands: W and δ_{t+1} (of the workgroup's sequence k at k·d).
 fn dot_matrix(e: u32) -> f32 {
     return w[e];
 }
@@ -74,45 +86,69 @@ fn dot_vector(j: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = wg.x;
+    // The workgroup's sequences s0 .. s0 + n − 1.
+    let s0 = wg.x * SEQS;
     let d = dims.hidden;
     let nb = dims.batch;
+    let n = min(SEQS, nb - s0);
     let stride = hist_stride(d);
     // Exact: dv_scale is a power of two.
     let dv_unit = 1.0 / dims.dv_scale;
     if dims.first < dims.steps {
-        for (var i = lid; i < d; i += WG) {
-            delta_next[i] = delta[(dims.first * nb + s) * d + i];
+        // The previous launch stored these rows: any invocation may load any of them.
+        let above = (dims.first * nb + s0) * d;
+        for (var e = lid; e < n * d; e += WG) {
+            delta_next[e] = delta[above + e];
         }
         workgroupBarrier();
     }
     let end = dims.first - dims.count;
     for (var t = dims.first; t > end; t--) {
-        let row = (t * nb + s) * stride;
-        let out = ((t - 1u) * nb + s) * d;
+        // Row t of the workgroup's first sequence in h and dv, row t − 1 in δ, e and g.
+        let row0 = (t * nb + s0) * stride;
+        let out0 = ((t - 1u) * nb + s0) * d;
         let recur = dims.through_time == 1u && t < dims.steps;
         for (var i = lid; i < d; i += WG) {
-            var e = 0.0;
-            if dims.injection == TARGETS {
-                e = -load_dv(row + i) * dv_unit;
-            } else if dims.injection == STEPS {
-                e = g_top[out + i];
-            } else if t == dims.steps {
-                e = g_top[s * d + i];
-            }
+            // (Wᵀ δ_{t+1})_i of all SEQS sequences from one pass over column i of W. Past
+            // the last sequence (k ≥ n) it sums what workgroup memory holds there, never
+            // used.
+            var acc: array<vec4<f32>, MAX_SEQS>;
             if recur {
-                // (Wᵀ δ_{t+1})_i: the last d % 8 terms go onto the injection first.
-                e = column_rest(e, i, d, 0u) + hsum(column_dot8(i, d, 0u));
+                acc = columns_dot8(i, d, 0u, d, SEQS);
             }
-            let ht = load_h(row + i);
-            delta[out + i] = (1.0 - ht * ht) * e;
-            err[out + i] = e;
+            // SEQS iterations rather than n, which the drivers unroll.
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    let row = row0 + k * stride;
+                    let out = out0 + k * d;
+                    var e = 0.0;
+                    if dims.injection == TARGETS {
+                        e = -load_dv(row + i) * dv_unit;
+                    } else if dims.injection == STEPS {
+                        e = g_top[out + i];
+                    } else if t == dims.steps {
+                        e = g_top[(s0 + k) * d + i];
+                    }
+                    if recur {
+                        // The last d % 8 terms go onto the injection first.
+                        e = column_rest(e, i, d, k * d) + hsum(acc[k]);
+                    }
+                    let ht = load_h(row + i);
+                    delta[out + i] = (1.0 - ht * ht) * e;
+                    err[out + i] = e;
+                }
+            }
         }
-        // Everyone has read δ_{t+1}; overwrite it (each invocation reads back only the
-        // units it wrote itself, so no storage barrier is needed).
+        // Everyone has read δ_{t+1}; overwrite it. Each invocation reads back only the
+        // units it wrote itself (units i ≡ lid mod WG of each sequence, hence a loop per
+        // sequence rather than one over all n·d values), so no storage barrier is needed.
         workgroupBarrier();
-        for (var i = lid; i < d; i += WG) {
-            delta_next[i] = delta[out + i];
+        for (var k = 0u; k < SEQS; k++) {
+            if k < n {
+                for (var i = lid; i < d; i += WG) {
+                    delta_next[k * d + i] = delta[out0 + k * d + i];
+                }
+            }
         }
         workgroupBarrier();
     }

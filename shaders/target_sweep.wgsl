@@ -18,28 +18,41 @@
 // offsets, the linearized and difference modes and the surrogate's h_t - v_t = -dv_t
 // need no cancelling subtraction. dv_0 = 0 (v_0 = h_0, never used).
 //
-// One workgroup per sequence walks t downwards; the bracketed vector s sits in workgroup
-// memory since every unit of dv_{t-1} reads all of it. The offsets dv_t of the step in
-// hand stay in workgroup memory too, in f32 whatever the storage: the recursion never
-// reads back the (possibly rounded) history it writes. Invocation `lid` owns units lid,
-// lid + WG, ... in both loops, so it reads only the dv_t values it wrote itself; the
+// One workgroup carries SEQS consecutive sequences (the last one fewer when B is not a
+// multiple of SEQS) and walks t downwards for all of them; their bracketed vectors s sit
+// in workgroup memory since every unit of dv_{t-1} reads all of its sequence's s. The
+// offsets dv_t of the step in hand stay in workgroup memory too, in f32 whatever the
+// storage: the recursion never reads back the (possibly rounded) history it writes. Both
+// arrays hold the workgroup's sequences one after another (sequence k at k·d), so
+// SEQS·d ≤ MAX_HIDDEN (the host checks it). Invocation `lid` owns units lid, lid + WG, ...
+// of every sequence in both loops, so it reads only the dv_t values it wrote itself; the
 // stores of a finished row follow a barrier, since an f16 word pairs two units that
 // different invocations computed.
+// Why several sequences per workgroup (SEQS, the same count as forward.wgsl's): with one,
+// every workgroup reads all of Pᵀ at every step, B·d² values a step from the cache; with
+// SEQS, each element of Pᵀ an invocation loads serves the SEQS sequences (include/dot.wgsl's
+// columns_dot8), dividing that traffic by SEQS (docs/PERFORMANCE.md, "Sequences per
+// workgroup"). Each sequence's sums are formed in the same order as with SEQS = 1
+// (column_dot's), so SEQS changes no result.
 // Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
-// of them; gpu::segments picks how many), the first segment (dims.first = T) after setting
-// up dv_0 and dv_T. A segment hands dv of its last step to the next in `carry` [B, d], in
-// f32: the history may hold it rounded to f16, and the sweep must go on from the f32 value.
+// of them; gpu::segments picks how many, gpu::loops charging SEQS times the work per step),
+// the first segment (dims.first = T) after setting up dv_0 and dv_T. A segment hands dv of
+// its last step to the next in `carry` [B, d], in f32: the history may hold it rounded to
+// f16, and the sweep must go on from the f32 value.
 // It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
 // of P s per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d'] (d' = hist_stride(d)),
-// g_T [B, d] (local: g [T, B, d]), carry [B, d]. dv is stored multiplied by dims.dv_scale,
-// a power of two (1 for f32
+// g_T [B, d] (local: g [T, B, d]), carry [B, d]; the rows of a workgroup's sequences are
+// consecutive in each. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
 // storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
 const WG: u32 = 256u;
 
+// Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.
+override SEQS: u32 = 1u;
+
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
-// (column_dot; the operands are dot_matrix and dot_vector below), include/activation.wgsl
+// (columns_dot8, column_rest, hsum; the operands are dot_matrix and dot_vector below), include/activation.wgsl
 // (clamp_eps) and the history storage (HIST_F16, hist_*): include/history.wgsl.
 const LINEARIZED: u32 = 0u;
 const DIFFERENCE: u32 = 1u;
@@ -80,7 +93,7 @@ fn load_h(i: u32) -> f32 {
     return hist_value(h[hist_word(i)], i);
 }
 
-// include/dot.wgsl's operands: Pᵀ and s.
+// include/dot.wgsl's operands: Pᵀ and s (of the workgroup's sequence k at k·d).
 fn dot_matrix(e: u32) -> f32 {
     return p_t[e];
 }
@@ -89,25 +102,31 @@ fn dot_vector(j: u32) -> f32 {
     return s_vec[j];
 }
 
-// Writes dv_cur (times dv_scale) as the row of dv starting at element `row`. Called after
-// a barrier: f16 words pair units that other invocations computed.
-fn store_row(row: u32, lid: u32) {
+// Writes dv_cur[0 .. n·d] (times dv_scale), the offsets of the workgroup's n sequences,
+// as the rows of dv starting at element `row` (the sequences' rows are consecutive).
+// Called after a barrier: f16 words pair units that other invocations computed.
+fn store_rows(row: u32, n: u32, lid: u32) {
     let d = dims.hidden;
     if HIST_F16 {
-        for (var i = 2u * lid; i < d; i += 2u * WG) {
-            let next = select(0.0, dv_cur[i + 1u], i + 1u < d);
-            dv[hist_word(row + i)] = hist_pair(dv_cur[i] * dims.dv_scale, next * dims.dv_scale);
+        // Rows padded to even length: w = d'/2 words a row, each word two units of one row.
+        let w = hist_stride(d) >> 1u;
+        for (var e = lid; e < n * w; e += WG) {
+            let k = e / w;
+            let i = 2u * (e - k * w);
+            let at = k * d + i;
+            let next = select(0.0, dv_cur[at + 1u], i + 1u < d);
+            dv[hist_word(row) + e] = hist_pair(dv_cur[at] * dims.dv_scale, next * dims.dv_scale);
         }
     } else {
-        for (var i = lid; i < d; i += WG) {
-            dv[row + i] = hist_f32(dv_cur[i] * dims.dv_scale);
+        for (var e = lid; e < n * d; e += WG) {
+            dv[row + e] = hist_f32(dv_cur[e] * dims.dv_scale);
         }
     }
 }
 
-// Zeroes the row of dv starting at element `row`.
-fn zero_row(row: u32, lid: u32) {
-    let words = hist_word(hist_stride(dims.hidden));
+// Zeroes the n consecutive rows of dv starting at element `row`.
+fn zero_rows(row: u32, n: u32, lid: u32) {
+    let words = hist_word(n * hist_stride(dims.hidden));
     let first = hist_word(row);
     for (var k = lid; k < words; k += WG) {
         dv[first + k] = HistWord();
@@ -138,75 +157,99 @@ fn atanh_difference(ht: f32, dvt: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let s = wg.x;
+    // The workgroup's sequences s0 .. s0 + n − 1.
+    let s0 = wg.x * SEQS;
+    let n = min(SEQS, dims.batch - s0);
     let d = dims.hidden;
     let p = dims.input;
     let stride = hist_stride(d);
     let top = dims.first == dims.steps;
-    let top_row = select(s, (dims.steps - 1u) * dims.batch + s, dims.local == 1u) * d;
-    // dv of the step in hand: the top offset, or where the previous segment stopped.
-    for (var i = lid; i < d; i += WG) {
-        dv_cur[i] = select(carry[s * d + i], -dims.lr_target * g_top[top_row + i], top);
+    let top_row = select(s0, (dims.steps - 1u) * dims.batch + s0, dims.local == 1u) * d;
+    // dv of the step in hand: the top offsets, or where the previous segment stopped.
+    for (var e = lid; e < n * d; e += WG) {
+        dv_cur[e] = select(carry[s0 * d + e], -dims.lr_target * g_top[top_row + e], top);
     }
     if top {
-        zero_row(s * stride, lid);
-        workgroupBarrier();
-        store_row((dims.steps * dims.batch + s) * stride, lid);
+        zero_rows(s0 * stride, n, lid);
+    }
+    // The set-up wrote dv_cur across the sequences' units, not by owned units: all of it
+    // must be visible before the stores below and the steps' reads.
+    workgroupBarrier();
+    if top {
+        store_rows((dims.steps * dims.batch + s0) * stride, n, lid);
     }
     let end = dims.first - dims.count;
     for (var t = dims.first; t > end; t--) {
-        let row = (t * dims.batch + s) * stride;
-        let prev = ((t - 1u) * dims.batch + s) * stride;
-        let x_row = ((t - 1u) * dims.batch + s) * p;
-        let local_row = ((t - 1u) * dims.batch + s) * d;
+        // Row t of the workgroup's first sequence in h and dv, row t − 1 in dv, x and g.
+        let row0 = (t * dims.batch + s0) * stride;
+        let prev0 = ((t - 1u) * dims.batch + s0) * stride;
+        let x_row0 = ((t - 1u) * dims.batch + s0) * p;
+        let local_row0 = ((t - 1u) * dims.batch + s0) * d;
         for (var j = lid; j < d; j += WG) {
-            let ht = load_h(row + j);
-            let dvt = dv_cur[j];
-            // The local target's offset v̂_t - h_t (0 without outputs at every step).
-            var own = 0.0;
-            if dims.local == 1u {
-                own = -dims.lr_target * g_top[local_row + j];
+            // SEQS iterations rather than n, which the drivers unroll (at SEQS = 1 the loop
+            // is gone).
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    let ht = load_h(row0 + k * stride + j);
+                    let dvt = dv_cur[k * d + j];
+                    // The local target's offset v̂_t - h_t (0 without outputs at every
+                    // step).
+                    var own = 0.0;
+                    if dims.local == 1u {
+                        own = -dims.lr_target * g_top[local_row0 + k * d + j];
+                    }
+                    var sj: f32;
+                    if dims.mode == LINEARIZED {
+                        let c = clamp_eps(ht);
+                        sj = (dvt + own) / (1.0 - c * c);
+                    } else if dims.mode == DIFFERENCE {
+                        sj = atanh_difference(ht, dvt);
+                        if dims.local == 1u {
+                            sj += atanh_difference(ht, own);
+                        }
+                    } else {
+                        var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j] - bias[dims.hh_offset + j];
+                        if dims.local == 1u {
+                            pre += atanh_f32(clamp_eps(ht + own)) - bias[j] - bias[dims.hh_offset + j];
+                        }
+                        // Each inverse subtracts U x_t.
+                        let inverses = f32(1u + dims.local);
+                        let x_row = x_row0 + k * p;
+                        for (var m = 0u; m < p; m++) {
+                            pre -= inverses * u[j * p + m] * x[x_row + m];
+                        }
+                        sj = pre;
+                    }
+                    s_vec[k * d + j] = sj;
+                }
             }
-            var sj: f32;
-            if dims.mode == LINEARIZED {
-                let c = clamp_eps(ht);
-                sj = (dvt + own) / (1.0 - c * c);
-            } else if dims.mode == DIFFERENCE {
-                sj = atanh_difference(ht, dvt);
-                if dims.local == 1u {
-                    sj += atanh_difference(ht, own);
-                }
-            } else {
-                var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j] - bias[dims.hh_offset + j];
-                if dims.local == 1u {
-                    pre += atanh_f32(clamp_eps(ht + own)) - bias[j] - bias[dims.hh_offset + j];
-                }
-                // Each inverse subtracts U x_t.
-                let inverses = f32(1u + dims.local);
-                for (var k = 0u; k < p; k++) {
-                    pre -= inverses * u[j * p + k] * x[x_row + k];
-                }
-                sj = pre;
-            }
-            s_vec[j] = sj;
         }
-        // Also orders the previous row's stores (reads of dv_cur) before the writes below.
+        // Also orders the previous rows' stores (reads of dv_cur) before the writes below.
         workgroupBarrier();
         for (var i = lid; i < d; i += WG) {
-            var acc = column_dot(i, d);
-            // Plain targets are absolute: their offset subtracts h_{t-1}.
-            if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
-                acc -= load_h(prev + i);
+            // (P s)_i of all SEQS sequences from one pass over column i of Pᵀ. Past the
+            // last sequence (k ≥ n) it sums what s_vec holds there, never used.
+            let acc = columns_dot8(i, d, 0u, d, SEQS);
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    // column_dot's order: the eight-term sums, then the last d % 8 terms.
+                    var a = column_rest(hsum(acc[k]), i, d, k * d);
+                    // Plain targets are absolute: their offset subtracts h_{t-1}.
+                    if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
+                        a -= load_h(prev0 + k * stride + i);
+                    }
+                    dv_cur[k * d + i] = a;
+                }
             }
-            dv_cur[i] = acc;
         }
         // s_vec is rewritten by the next step only after everyone has used it, and all of
         // dv_{t-1} is in dv_cur before anyone stores it.
         workgroupBarrier();
-        store_row(prev, lid);
+        store_rows(prev0, n, lid);
     }
-    // Each invocation hands on the units it computed itself.
-    for (var i = lid; i < d; i += WG) {
-        carry[s * d + i] = dv_cur[i];
+    // After the last barrier every offset of the workgroup is visible to every invocation
+    // (the set-up's, when the segment has no steps).
+    for (var e = lid; e < n * d; e += WG) {
+        carry[s0 * d + e] = dv_cur[e];
     }
 }

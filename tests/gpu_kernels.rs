@@ -13,6 +13,7 @@ use tpri::config::{Loss, TargetMode};
 use tpri::cpu;
 
 use tpri::gpu::{self, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::kernel_io::RnnGrads;
 use tpri::model::{CellKind, Params};
 use tpri::tasks::Targets;
 
@@ -269,17 +270,108 @@ fn bptt_matches_reference_in_every_mode() {
         for (name, injection, through_time) in cases {
             let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
             let got = gpu::one_shot::bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
-            let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
-            check(&what("∇W"), &got.w_hh, &want.w_hh, TOL);
-            check(&what("∇U"), &got.w_ih, &want.w_ih, TOL);
-            check(
-                &what("‖e_t‖"),
-                &column(&got.error_norms),
-                &column(&want.error_norms),
-                TOL,
-            );
-            let e = check(&what("∇b"), &got.b, &want.b, TOL);
-            eprintln!("{}: ∇b {e:.2e}", what("bptt"));
+            let e = check_grads(&format!("{name}, d={d}, T={t}, B={b}"), &got, &want);
+            eprintln!("bptt ({name}, d={d}, T={t}, B={b}): ∇b {e:.2e}");
+        }
+    }
+}
+
+/// Checks the backward recursion's gradients and error norms against the reference's;
+/// returns ∇b's error.
+fn check_grads(what: &str, got: &RnnGrads, want: &RnnGrads) -> f64 {
+    check(&format!("∇W ({what})"), &got.w_hh, &want.w_hh, TOL);
+    check(&format!("∇U ({what})"), &got.w_ih, &want.w_ih, TOL);
+    check(
+        &format!("‖e_t‖ ({what})"),
+        &column(&got.error_norms),
+        &column(&want.error_norms),
+        TOL,
+    );
+    check(&format!("∇b ({what})"), &got.b, &want.b, TOL)
+}
+
+/// The backward recursion with 1, 2, 4 and 8 sequences per workgroup against the
+/// reference, with every injection (BP's g_T, g_t at every step, TP's targets through time
+/// and locally), at the forward pass's shapes: B = 1, 7, 33 (the last workgroup short),
+/// d = 1, 7, 33, 100, 257 wherever b·d fits, T from 5 to 17. ∇W, ∇U, ∇b sum δ over every
+/// row, and ‖e_t‖ every sequence's e_t: a sequence's rows misplaced show in them.
+#[test]
+fn bptt_with_sequences_per_workgroup_matches_reference() {
+    use tpri::kernel_io::Injection;
+    let ctx = ctx();
+    for (i, d) in [1, 7, 33, 100, 257].into_iter().enumerate() {
+        for (j, batch) in [1, 7, 33].into_iter().enumerate() {
+            let t = 5 + 4 * ((i + j) % 4); // 5, 9, 13, 17
+            let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 80 + i as u64, 1.0);
+            let mut r = rng(800 + (10 * i + j) as u64);
+            let x = inputs(&mut r, t, batch, 3);
+            let h = cpu::forward::forward(&params, &x);
+            let g: Vec<_> = (0..=t).map(|_| random(&mut r, batch, d, 0.5)).collect();
+            let v: Vec<_> = h
+                .iter()
+                .map(|h_t| h_t + random(&mut r, batch, d, 0.1))
+                .collect();
+            let cases = [
+                ("BP", Injection::Top(&g[t]), true),
+                ("BP every step", Injection::Steps(&g[..]), true),
+                ("TP through time", Injection::Targets(&v[..]), true),
+                ("TP local", Injection::Targets(&v[..]), false),
+            ];
+            for (name, injection, through_time) in cases {
+                let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
+                for b in [1, 2, 4, 8]
+                    .into_iter()
+                    .filter(|b| b * d <= gpu::MAX_HIDDEN)
+                {
+                    let options = packed(b, None, Storage::F32);
+                    let got = gpu::one_shot::bptt_with(
+                        &ctx,
+                        &params,
+                        &x,
+                        &h,
+                        injection,
+                        through_time,
+                        options,
+                    )
+                    .unwrap();
+                    check_grads(
+                        &format!("{name}, b={b}, d={d}, T={t}, B={batch}"),
+                        &got,
+                        &want,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Packed backward recursions across segments of 3 and 4 steps: a segment below the top
+/// starts from the δ_{t+1} of several sequences that the launch above stored.
+#[test]
+fn bptt_with_sequences_per_workgroup_across_segments_matches_reference() {
+    use tpri::kernel_io::Injection;
+    let ctx = ctx();
+    for (i, (d, batch)) in [(7, 7), (33, 33), (100, 7), (257, 33)]
+        .into_iter()
+        .enumerate()
+    {
+        let params = seeded_params(CellKind::Tanh, dims(2, d, 2), 90 + i as u64, 1.0);
+        let mut r = rng(900 + i as u64);
+        let x = inputs(&mut r, 17, batch, 2);
+        let h = cpu::forward::forward(&params, &x);
+        let v: Vec<_> = h
+            .iter()
+            .map(|h_t| h_t + random(&mut r, batch, d, 0.1))
+            .collect();
+        let injection = Injection::Targets(&v[..]);
+        let want = cpu::bptt::bptt(&params, &x, &h, injection, true);
+        for b in [2, 4, 8].into_iter().filter(|b| b * d <= gpu::MAX_HIDDEN) {
+            for k in [3, 4] {
+                let options = packed(b, Some(k), Storage::F32);
+                let got = gpu::one_shot::bptt_with(&ctx, &params, &x, &h, injection, true, options)
+                    .unwrap();
+                check_grads(&format!("b={b}, K={k}, d={d}, B={batch}"), &got, &want);
+            }
         }
     }
 }
@@ -406,6 +498,71 @@ fn target_sweep_matches_reference_in_every_mode() {
                 TOL,
             );
             eprintln!("sweep {what}: v − h {e:.2e}");
+        }
+    }
+}
+
+/// The target sweep with 1, 2, 4 and 8 sequences per workgroup against the reference, in
+/// every target mode (γ_h = 0.1 and the published 1e-4 in turn), at the forward pass's
+/// shapes (B = 1, 7, 33; d = 1, 7, 33, 100, 257 wherever b·d fits; T from 5 to 17); and
+/// across segments of 3 and 4 steps, where the offsets of several sequences are carried
+/// from launch to launch.
+#[test]
+fn target_sweep_with_sequences_per_workgroup_matches_reference() {
+    let ctx = ctx();
+    let modes = [
+        TargetMode::Linearized,
+        TargetMode::Difference,
+        TargetMode::Plain,
+    ];
+    for (i, d) in [1, 7, 33, 100, 257].into_iter().enumerate() {
+        for (j, batch) in [1, 7, 33].into_iter().enumerate() {
+            let t = 5 + 4 * ((i + j) % 4); // 5, 9, 13, 17
+                                           // Gain 0.5: states away from saturation, where the difference mode's atanh
+                                           // would amplify the f32 rounding of h beyond TOL whatever the packing.
+            let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 100 + i as u64, 0.5);
+            let mut r = rng(1000 + (10 * i + j) as u64);
+            let x = inputs(&mut r, t, batch, 3);
+            let h = cpu::forward::forward(&params, &x);
+            let g_top = random(&mut r, batch, d, 0.5);
+            let p_inv = cpu::inverse::inverse_cholesky(&params.w_hh, 1.0).unwrap();
+            let lr_target = [0.1, 1e-4][(i + j) % 2];
+            for mode in modes {
+                let want = cpu::target_sweep::target_sweep(
+                    &params, &p_inv, &x, &h, &g_top, lr_target, mode,
+                );
+                let fits = |b: &usize| b * d <= gpu::MAX_HIDDEN;
+                // Segments (K = 3, 4) where the sweep has more steps than that, at b > 1.
+                let split = [2, 4, 8]
+                    .into_iter()
+                    .filter(fits)
+                    .flat_map(|b| [3, 4].map(|k| (b, Some(k))));
+                let whole = [1, 2, 4, 8].into_iter().filter(fits).map(|b| (b, None));
+                for (b, k) in whole.chain(split.filter(|_| batch > 1)) {
+                    let options = packed(b, k, Storage::F32);
+                    let got = gpu::one_shot::target_sweep_with(
+                        &ctx,
+                        &params,
+                        &p_inv,
+                        &x,
+                        &h,
+                        &g_top,
+                        (lr_target, mode),
+                        options,
+                    )
+                    .unwrap();
+                    let what = format!(
+                        "({mode:?}, γ_h={lr_target}, b={b}, K={k:?}, d={d}, T={t}, B={batch})"
+                    );
+                    check_all(&format!("v {what}"), &got, &want, TOL);
+                    check_all(
+                        &format!("v − h {what}"),
+                        &offsets(&got, &h),
+                        &offsets(&want, &h),
+                        TOL,
+                    );
+                }
+            }
         }
     }
 }

@@ -18,8 +18,8 @@
 // per iteration into four partial sums (terms j ≡ 0, 1, 2, 3 mod 4), and `*_rest` adds the
 // last d % 8 terms one at a time to a given sum. `column_dot` and `gate_columns_dot` put
 // them together in the usual order; a kernel that adds in another order (forward.wgsl,
-// bptt.wgsl) or starts from its biases (gru_forward.wgsl) calls the parts (forward.wgsl
-// `columns_dot8`, the eight-term part of several vectors at once), so that every
+// bptt.wgsl) or starts from its biases (gru_forward.wgsl) calls the parts (`columns_dot8`
+// is the eight-term part of several vectors at once), so that every
 // kernel's result is the same, bit for bit, as when each had its own copy of the loop.
 //
 // WGSL functions take no pointers to storage or workgroup memory (naga refuses them
@@ -58,8 +58,9 @@ fn column_dot8(c: u32, d: u32, v0: u32) -> vec4<f32> {
 // column_dot8 for `n` vectors at once (n ≤ MAX_SEQS), the k-th at v0 + k·stride: element
 // k is column_dot8(c, d, v0 + k·stride), bit for bit (the same terms added in the same
 // order), and elements n and beyond are 0. Each element of M loaded serves all n vectors:
-// forward.wgsl's sequences per workgroup, where n is an override constant, so the drivers
-// unroll the inner loop and keep the sums in registers.
+// the sequences per workgroup of forward.wgsl, bptt.wgsl and target_sweep.wgsl, where n is
+// an override constant, so the drivers unroll the inner loop and keep the sums in
+// registers.
 fn columns_dot8(c: u32, d: u32, v0: u32, stride: u32, n: u32) -> array<vec4<f32>, MAX_SEQS> {
     var acc: array<vec4<f32>, MAX_SEQS>;
     for (var j = 0u; j + 8u <= d; j += 8u) {

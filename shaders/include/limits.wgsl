@@ -10,9 +10,10 @@
 // gpu::MAX_HIDDEN; tests/shaders.rs checks that the two agree.
 const MAX_HIDDEN: u32 = 2048u;
 
-// Most sequences one workgroup of forward.wgsl carries (its SEQS override): the size of
-// include/dot.wgsl's columns_dot8 sums, one vec4 per sequence in registers. The host's
-// twin is gpu::MAX_SEQUENCES_PER_WORKGROUP; tests/shaders.rs checks that the two agree.
+// Most sequences one workgroup of the tanh RNN's time loops carries (their SEQS
+// override): the size of include/dot.wgsl's columns_dot8 sums, one vec4 per sequence in
+// registers. The host's twin is gpu::MAX_SEQUENCES_PER_WORKGROUP; tests/shaders.rs
+// checks that the two agree.
 const MAX_SEQS: u32 = 16u;
 
 // Units one invocation owns at most in the kernels that keep their units' values in

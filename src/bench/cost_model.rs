@@ -97,8 +97,8 @@ pub struct PhaseCost {
     /// Compulsory memory traffic: every input read once, every output written once.
     pub bytes: f64,
     /// Traffic from the cache: every workgroup of a time loop reads the whole d×d matrix
-    /// at every step, for each of the b sequences it carries (T·⌈B/b⌉·d² values; b = 1
-    /// but in the forward pass).
+    /// (W, or P in the target sweep) at every step, once for the b sequences it carries
+    /// (T·⌈B/b⌉·d² values).
     pub cache_bytes: f64,
     /// Workgroups of the phase's time loop (⌈B/b⌉), or of its widest reduction launch, or
     /// 0 for a phase without either.
@@ -154,8 +154,9 @@ impl PhaseCost {
 
 /// The cost model of one GPU iteration (docs/ALGORITHM.md §2–§4) with `cg_iters` CG iterations run
 /// (the most of any column of P), the histories h and v − h stored as `storage` says
-/// (every other value is an f32), and `seqs` sequences per workgroup in the forward pass
-/// (`gpu::SequencesPerWorkgroup`; 0 counts as 1).
+/// (every other value is an f32), and `seqs` sequences per workgroup in the time loops
+/// (forward pass, target sweep, backward recursion: `gpu::SequencesPerWorkgroup`; 0
+/// counts as 1).
 pub fn cost_model(
     size: Size,
     method: Method,
@@ -176,16 +177,11 @@ pub fn cost_model(
     let rows = t * b; // every (step, sequence) pair
     let params = d * d + d * p + d + q * d + q;
     // `values`: f32 values moved; `history`: values of h or v − h moved.
-    // A time loop runs ⌈B/b⌉ workgroups of b sequences (b = 1 but in the forward pass),
-    // each reading its d×d matrix from the cache at every step.
+    // A time loop runs ⌈B/b⌉ workgroups of b sequences, each reading its d×d matrix from
+    // the cache once a step for all of them.
+    let workgroups = size.batch.div_ceil(seqs.max(1));
     let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| {
         let time_loop = matches!(phase, Phase::Forward | Phase::Sweep | Phase::Bptt);
-        let per_group = if phase == Phase::Forward {
-            seqs.max(1)
-        } else {
-            1
-        };
-        let workgroups = size.batch.div_ceil(per_group);
         PhaseCost {
             phase,
             flops,
@@ -258,18 +254,21 @@ pub fn cost_model(
         .collect()
 }
 
-/// The sequences per workgroup of the forward pass whose floor on `m` is the lowest at
-/// `size` (the smallest count among equals): each count b a power of two up to
-/// `MAX_SEQUENCES_PER_WORKGROUP` whose states fit the kernel's workgroup memory
+/// The sequences per workgroup of the time loops whose floors on `m` add up to the
+/// lowest at `size` (the smallest count among equals): the forward pass, the target sweep
+/// and the backward recursion, which all take the same count (TP-RI runs all three; they
+/// cost alike, so BP's two choose the same). Each count b a power of two up to
+/// `MAX_SEQUENCES_PER_WORKGROUP` whose vectors fit the kernels' workgroup memory
 /// (b·d ≤ `MAX_HIDDEN`) and that does not exceed B rounded up to a power of two. More
-/// sequences divide the cache traffic of W by b but leave ⌈B/b⌉ workgroups to share the
-/// arithmetic (`PhaseCost::terms`).
+/// sequences divide the cache traffic of W and P by b but leave ⌈B/b⌉ workgroups to share
+/// the arithmetic (`PhaseCost::terms`).
 pub fn sequences_per_workgroup(m: &Machine, size: Size, storage: Storage) -> usize {
     let floor = |b: usize| {
-        cost_model(size, Method::Bp, 0, storage, b)
+        cost_model(size, Method::Tp, 0, storage, b)
             .iter()
-            .find(|c| c.phase == Phase::Forward)
-            .map_or(f64::INFINITY, |c| c.floor_s(m))
+            .filter(|c| matches!(c.phase, Phase::Forward | Phase::Sweep | Phase::Bptt))
+            .map(|c| c.floor_s(m))
+            .sum::<f64>()
     };
     let mut best = (1, floor(1));
     let mut b = 2;
@@ -365,8 +364,8 @@ mod tests {
         assert_eq!(r.dispatches, 8);
     }
 
-    /// Packing b sequences per forward workgroup divides W's cache traffic by b and the
-    /// workgroups by b; the H100's choice at (784, 512, 512) is the most that fits (4),
+    /// Packing b sequences per workgroup of every time loop divides W's (and in the sweep
+    /// P's) cache traffic by b and the workgroups by b; the H100's choice at (784, 512, 512) is the most that fits (4),
     /// at the paper's size 1 (serial steps bind whatever b).
     #[test]
     fn sequences_per_workgroup_divide_the_cache_traffic() {
@@ -380,6 +379,12 @@ mod tests {
         let forward = |b| cost_model(size, Method::Bp, 0, Storage::F32, b)[0];
         assert_eq!(forward(4).cache_bytes * 4.0, forward(1).cache_bytes);
         assert_eq!(forward(4).workgroups, 128);
+        let tp = |b| cost_model(size, Method::Tp, 2, Storage::F32, b);
+        for phase in [Phase::Forward, Phase::Sweep, Phase::Bptt] {
+            let of = |b| *tp(b).iter().find(|c| c.phase == phase).unwrap();
+            assert_eq!(of(4).cache_bytes * 4.0, of(1).cache_bytes, "{phase:?}");
+            assert_eq!(of(4).workgroups, 128, "{phase:?}");
+        }
         assert_eq!(
             sequences_per_workgroup(&Machine::H100, size, Storage::F32),
             4

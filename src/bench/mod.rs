@@ -155,7 +155,7 @@ pub struct Measurement {
     pub storage: Option<Storage>,
     /// GPU only: how long loops were split into launches (`auto`, or K).
     pub steps_per_dispatch: Option<String>,
-    /// GPU only: sequences per workgroup of the tanh forward pass asked for (`auto`, or
+    /// GPU only: sequences per workgroup of the tanh time loops asked for (`auto`, or
     /// a count).
     pub sequences_per_workgroup: Option<String>,
     /// TP-RI or BPTT.
@@ -183,7 +183,7 @@ pub struct Measurement {
 /// The `backend` label of GPU measurements with `options` on a device whose f16 storage
 /// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`,
 /// followed by `-kK` when the long loops ran at most K steps per launch and `-sS` when the
-/// forward pass carried S sequences per workgroup (no suffix for the adapter's own
+/// tanh time loops carried S sequences per workgroup (no suffix for the adapter's own
 /// choices).
 pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
     let storage = match (options.storage, conversions) {

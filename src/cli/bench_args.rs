@@ -48,7 +48,7 @@ pub struct BenchArgs {
     /// one launch per loop (rows labelled `gpu` and `gpu-k100000`).
     #[arg(long, value_delimiter = ',', default_values_t = [StepsPerDispatch::Auto])]
     pub(super) steps_per_dispatch: Vec<StepsPerDispatch>,
-    /// Sequences per workgroup of the tanh forward pass: `auto` (the adapter's choice) or
+    /// Sequences per workgroup of the tanh time loops: `auto` (the adapter's choice) or
     /// a power of two (docs/PERFORMANCE.md); `1,auto` times one sequence per workgroup
     /// against the adapter's choice (rows labelled `gpu-s1` and `gpu`).
     #[arg(long, value_delimiter = ',', default_values_t = [SequencesPerWorkgroup::Auto])]

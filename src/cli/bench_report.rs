@@ -105,7 +105,7 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
             _ => sequences_per_workgroup(machine, s, storage),
         };
         println!(
-            "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per forward workgroup",
+            "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
             s.steps, s.hidden, s.batch, describe(machine)
         );
         println!(
@@ -171,10 +171,11 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
             "{:11} {:>10} {:>10} {:>10} {:>10} {:>10}  binding term",
             "phase", "MFLOP", "MB", "cache MB", "dispatches", "floor ms"
         );
-        // The forward pass with the sequences per workgroup the model picks on this device,
-        // and, where that is not 1, the whole iteration's floor with 1 beside it.
+        // The time loops with the sequences per workgroup the model picks on this device,
+        // and, where that is not 1, each loop's and the whole iteration's floor with 1
+        // beside them.
         let seqs = sequences_per_workgroup(machine, s, Storage::F32);
-        println!("forward pass: {seqs} sequence(s) per workgroup (the model's choice)");
+        println!("time loops: {seqs} sequence(s) per workgroup (the model's choice)");
         let mut floors = [0.0; 2];
         let mut floors_1 = [0.0; 2];
         for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {
@@ -194,10 +195,14 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
             }
             for c in cost_model(s, method, 2, Storage::F32, 1) {
                 floors_1[i] += c.floor_s(machine);
-                if seqs > 1 && c.phase == tpri::gpu::Phase::Forward {
+                let time_loop = matches!(
+                    c.phase,
+                    tpri::gpu::Phase::Forward | tpri::gpu::Phase::Sweep | tpri::gpu::Phase::Bptt
+                );
+                if seqs > 1 && time_loop {
                     println!(
                         "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
-                        "forward b=1",
+                        format!("{} b=1", c.phase.name()),
                         c.flops * 1e-6,
                         c.bytes * 1e-6,
                         c.cache_bytes * 1e-6,
@@ -216,7 +221,7 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
         );
         if seqs > 1 {
             println!(
-                "floor with 1 sequence per forward workgroup: TP {} ms, BP {} ms",
+                "floor with 1 sequence per workgroup: TP {} ms, BP {} ms",
                 ms(floors_1[0]),
                 ms(floors_1[1]),
             );

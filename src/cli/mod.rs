@@ -210,7 +210,8 @@ pub struct BackendArgs {
     /// reduction rows (capped on llvmpipe); results do not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
-    /// How many sequences one workgroup of the GPU's tanh forward pass carries: `auto`
+    /// How many sequences one workgroup of the GPU's tanh time loops (forward pass,
+    /// backward recursion, target sweep) carries: `auto`
     /// (the cost model's choice for the shape; 1 on llvmpipe) or a power of two from 1 to
     /// 16 with count × d ≤ 2048; results do not depend on it.
     #[arg(long, default_value = "auto")]

@@ -68,7 +68,7 @@ pub struct TraceArgs {
     /// train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
-    /// Sequences per workgroup of the GPU's tanh forward pass: `auto` or a power of two
+    /// Sequences per workgroup of the GPU's tanh time loops: `auto` or a power of two
     /// (see `tpri train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     sequences_per_workgroup: SequencesPerWorkgroup,

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
-use crate::gpu::kernel::{self, HistoryKernels, JacobianKernels, Kernels};
+use crate::gpu::kernel::{self, HistoryKernels, JacobianKernels, Kernels, TimeLoop};
 use crate::gpu::storage::{F16Conversions, Storage};
 
 /// A device and queue, what is known about them, and every compute pipeline the
@@ -116,21 +116,20 @@ impl GpuContext {
             .with_context(|| format!("compiling the {storage}-storage kernels"))
     }
 
-    /// forward.wgsl for `storage` with `seqs` sequences per workgroup (compiled on first
-    /// use); an error for a count it is not compiled for (`SEQUENCES_PER_WORKGROUP`).
-    pub(crate) fn forward_kernel(
+    /// The tanh RNN's time loop `which` for `storage` with `seqs` sequences per workgroup
+    /// (compiled on first use); an error for a count it is not compiled for
+    /// (`SEQUENCES_PER_WORKGROUP`).
+    pub(crate) fn time_loop_kernel(
         &self,
         storage: Storage,
+        which: TimeLoop,
         seqs: usize,
     ) -> Result<&wgpu::ComputePipeline> {
         let kernels = self.history_kernels(storage)?;
-        self.checked(|| kernels.forward(&self.device, seqs))
-            .with_context(|| {
-                format!("compiling the forward pass for {seqs} sequences per workgroup")
-            })?
-            .ok_or_else(|| {
-                anyhow!("the forward pass is not compiled for {seqs} sequences per workgroup")
-            })
+        let what = which.what();
+        self.checked(|| kernels.time_loop(&self.device, which, seqs))
+            .with_context(|| format!("compiling {what} for {seqs} sequences per workgroup"))?
+            .ok_or_else(|| anyhow!("{what} is not compiled for {seqs} sequences per workgroup"))
     }
 
     /// jacobian.wgsl's kernels with `wg` invocations per workgroup (compiled on first use).

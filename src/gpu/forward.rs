@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::kernel::TimeLoop;
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::gpu::options::{SequencesPerWorkgroup, MAX_SEQUENCES_PER_WORKGROUP};
 use crate::gpu::segments::{split, Budget};
@@ -25,9 +26,11 @@ struct Dims {
     count: u32,
 }
 
-/// Sequences per workgroup of the forward pass at hidden size `d` and `shape` on `ctx`'s
-/// adapter, as `choice` asks: a fixed count after checking it (a power of two up to
-/// `MAX_SEQUENCES_PER_WORKGROUP` whose states fit the kernel's workgroup memory), or the
+/// Sequences per workgroup of the tanh RNN's time loops (the forward pass, the backward
+/// recursion and the target sweep, which all take the same count) at hidden size `d` and
+/// `shape` on `ctx`'s adapter, as `choice` asks: a fixed count after checking it (a power
+/// of two up to `MAX_SEQUENCES_PER_WORKGROUP` whose vectors fit the kernels' workgroup
+/// memory: b·d ≤ `MAX_HIDDEN` in each of them), or the
 /// count the cost model predicts fastest, on llvmpipe 1 (see `auto`).
 pub(crate) fn sequences(
     ctx: &GpuContext,
@@ -43,7 +46,7 @@ pub(crate) fn sequences(
                 return Err(Error::setting(
                     "sequences_per_workgroup",
                     format!(
-                        "{b} sequences per workgroup at hidden size d = {d} need {} states'                          worth of workgroup memory in the forward pass, more than its                          {MAX_HIDDEN} (sequences per workgroup × d must be at most                          {MAX_HIDDEN}); use {} or fewer, or `auto`",
+                        "{b} sequences per workgroup at hidden size d = {d} need {} states'                          worth of workgroup memory in the time loops, more than their                          {MAX_HIDDEN} (sequences per workgroup × d must be at most                          {MAX_HIDDEN}); use {} or fewer, or `auto`",
                         b * d,
                         largest_fitting(d)
                     ),
@@ -104,7 +107,7 @@ pub(crate) fn dispatch(
         ctx,
         model,
         (shape, steps, seqs),
-        ctx.forward_kernel(seq.h.storage, seqs)?,
+        ctx.time_loop_kernel(seq.h.storage, TimeLoop::Forward, seqs)?,
         vec![
             (4, seq.x.as_entire_binding()),
             (5, seq.h.binding()),

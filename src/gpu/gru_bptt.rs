@@ -31,10 +31,11 @@ pub(crate) fn dispatch(
         (7, seq.delta.as_entire_binding()),
         (8, seq.err.as_entire_binding()),
     ];
+    // The GRU's kernel carries one sequence per workgroup.
     dispatch_cell(
         ctx,
         model,
-        (shape, steps),
+        (shape, steps, 1),
         &ctx.kernels.gru_bptt,
         &dims,
         bindings,

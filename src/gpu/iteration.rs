@@ -148,8 +148,9 @@ impl Workspace {
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
-        // Sequences per workgroup of the forward pass: the tanh RNN's kernel packs them,
-        // the GRU's carries one whatever the option says (it names the tanh kernel's).
+        // Sequences per workgroup of the time loops (forward, backward recursion, target
+        // sweep): the tanh RNN's kernels pack them, the GRU's carry one whatever the option
+        // says (it names the tanh kernels').
         let seqs = match cell {
             CellKind::Tanh => {
                 forward::sequences(ctx, options.sequences_per_workgroup, d, shape, storage)?
@@ -157,19 +158,20 @@ impl Workspace {
             CellKind::Gru => 1,
         };
         let forward_steps = per_launch(loops::forward(cell, d, p, shape, seqs))?;
-        let bptt_steps = per_launch(loops::bptt(cell, d, shape))?;
+        let bptt_steps = per_launch(loops::bptt(cell, d, shape, seqs))?;
+        let packed_bptt = (shape, bptt_steps.1, seqs);
         let every_step = hyper.loss.every_step();
         let (forward, bptt, mut reductions): (_, _, Vec<Dispatch>) = match cell {
             CellKind::Tanh => (
                 forward::dispatch(ctx, model, &seq, forward_steps, seqs)?,
                 if dtp {
-                    bptt::dispatch_batch_mean(ctx, model, &seq, bptt_steps, through_time)?
+                    bptt::dispatch_batch_mean(ctx, model, &seq, packed_bptt, through_time)?
                 } else {
                     bptt::dispatch(
                         ctx,
                         model,
                         &seq,
-                        bptt_steps,
+                        packed_bptt,
                         tp.is_some(),
                         through_time,
                         every_step,
@@ -221,7 +223,11 @@ impl Workspace {
                         ctx,
                         model,
                         &seq,
-                        per_launch(loops::target_sweep(d, p, shape))?,
+                        (
+                            shape,
+                            segmenting.quota(&loops::target_sweep(d, p, shape, seqs))?,
+                            seqs,
+                        ),
                         tp,
                         every_step,
                     )?

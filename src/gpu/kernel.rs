@@ -138,19 +138,52 @@ pub(crate) struct JacobianKernels {
     pub inverse_columns: wgpu::ComputePipeline,
 }
 
-/// The sequences per workgroup forward.wgsl is compiled for (its `SEQS` override).
+/// The sequences per workgroup the tanh RNN's time loops are compiled for (their `SEQS`
+/// override).
 pub const SEQUENCES_PER_WORKGROUP: [u32; 5] = [1, 2, 4, 8, 16];
+
+/// The tanh RNN's time loops, which carry several sequences per workgroup (`SEQS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeLoop {
+    /// forward.wgsl.
+    Forward,
+    /// bptt.wgsl.
+    Bptt,
+    /// target_sweep.wgsl.
+    TargetSweep,
+}
+
+impl TimeLoop {
+    /// In declaration order: `HistoryKernels::time_loops` is indexed by `which as usize`.
+    const ALL: [TimeLoop; 3] = [TimeLoop::Forward, TimeLoop::Bptt, TimeLoop::TargetSweep];
+
+    /// The kernel's source file.
+    fn file(self) -> &'static str {
+        match self {
+            TimeLoop::Forward => "forward.wgsl",
+            TimeLoop::Bptt => "bptt.wgsl",
+            TimeLoop::TargetSweep => "target_sweep.wgsl",
+        }
+    }
+
+    /// What the loop computes, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            TimeLoop::Forward => "the forward pass",
+            TimeLoop::Bptt => "the backward recursion",
+            TimeLoop::TargetSweep => "the target sweep",
+        }
+    }
+}
 
 /// The pipelines that touch a history, compiled for one storage.
 pub(crate) struct HistoryKernels {
     storage: Storage,
-    /// forward.wgsl per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`): one
-    /// compiled with the set, the others on first use.
-    forward: [OnceLock<wgpu::ComputePipeline>; 5],
+    /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`):
+    /// one sequence compiled with the set, the other counts on first use.
+    time_loops: [[OnceLock<wgpu::ComputePipeline>; 5]; 3],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
-    pub target_sweep: wgpu::ComputePipeline,
-    pub bptt: wgpu::ComputePipeline,
     /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
     pub matmul: wgpu::ComputePipeline,
     /// `sum_sq.wgsl` over a history (‖v_t − h_t‖).
@@ -203,47 +236,54 @@ fn history_sources(
 }
 
 impl HistoryKernels {
-    /// The set for `storage`, with forward.wgsl for one sequence per workgroup.
+    /// The set for `storage`, with the time loops for one sequence per workgroup.
     fn new(device: &wgpu::Device, storage: Storage) -> Self {
         let c = storage.pipeline_constants();
         let sources = history_sources(device, storage);
         let single = |file: &str| pipeline(device, &module(device, sources, file), "main", c);
         let head = module(device, sources, "head.wgsl");
-        let forward: [OnceLock<wgpu::ComputePipeline>; 5] = Default::default();
-        let _ = forward[0].set(Self::forward_pipeline(device, storage, 1));
+        let time_loops: [[OnceLock<wgpu::ComputePipeline>; 5]; 3] = Default::default();
+        for (slots, which) in time_loops.iter().zip(TimeLoop::ALL) {
+            let _ = slots[0].set(Self::time_loop_pipeline(device, storage, which, 1));
+        }
         Self {
             storage,
-            forward,
+            time_loops,
             head_rows: pipeline(device, &head, "head_rows", c),
             head_params: pipeline(device, &head, "head_params", c),
-            target_sweep: single("target_sweep.wgsl"),
-            bptt: single("bptt.wgsl"),
             matmul: single("matmul.wgsl"),
             sum_sq: single("sum_sq.wgsl"),
         }
     }
 
-    /// forward.wgsl for `storage` with `seqs` sequences per workgroup.
-    fn forward_pipeline(
+    /// `which` for `storage` with `seqs` sequences per workgroup.
+    fn time_loop_pipeline(
         device: &wgpu::Device,
         storage: Storage,
+        which: TimeLoop,
         seqs: u32,
     ) -> wgpu::ComputePipeline {
         let mut c = storage.pipeline_constants().to_vec();
         c.push(("SEQS", f64::from(seqs)));
         let sources = history_sources(device, storage);
-        pipeline(device, &module(device, sources, "forward.wgsl"), "main", &c)
+        pipeline(device, &module(device, sources, which.file()), "main", &c)
     }
 
-    /// forward.wgsl with `seqs` sequences per workgroup (one of `SEQUENCES_PER_WORKGROUP`),
+    /// `which` with `seqs` sequences per workgroup (one of `SEQUENCES_PER_WORKGROUP`),
     /// compiled on first use (inside `GpuContext::checked`); `None` for any other count.
-    pub fn forward(&self, device: &wgpu::Device, seqs: usize) -> Option<&wgpu::ComputePipeline> {
+    pub fn time_loop(
+        &self,
+        device: &wgpu::Device,
+        which: TimeLoop,
+        seqs: usize,
+    ) -> Option<&wgpu::ComputePipeline> {
         let slot = SEQUENCES_PER_WORKGROUP
             .iter()
             .position(|&b| b as usize == seqs)?;
+        let slots = &self.time_loops[which as usize];
         Some(
-            self.forward[slot]
-                .get_or_init(|| Self::forward_pipeline(device, self.storage, seqs as u32)),
+            slots[slot]
+                .get_or_init(|| Self::time_loop_pipeline(device, self.storage, which, seqs as u32)),
         )
     }
 }

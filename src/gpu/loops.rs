@@ -126,34 +126,59 @@ pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape, seqs: us
 
 /// target_sweep.wgsl: per step the bracketed vector (p input terms in the plain mode), the
 /// product with P and the store of dv_{t−1}; per launch the set-up (the top rows) and the
-/// hand-over.
-pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape) -> LoopModel {
+/// hand-over. With `seqs` sequences per workgroup it does most of it once per sequence, as
+/// forward.wgsl does (see `forward`): its flat loops (set-up, zeroing, stores, hand-over)
+/// run over the workgroup's seqs·d values, and per unit it runs `seqs` brackets and rests
+/// of the product (charged as `seqs` whole dot products), the loop over the sequences
+/// inside the one pass over Pᵀ and the two loops around the per-sequence work.
+pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, seqs: usize) -> LoopModel {
     let u = units(d);
+    let b = seqs.max(1);
+    // The flat loops' iterations per invocation beyond those of one sequence.
+    let flat = b.saturating_mul(d).div_ceil(256) - u;
+    let shared = if b > 1 { 2 * (d / 8) + 6 } else { 0 };
+    let unit = b.saturating_mul(dot(d) + p + 4).saturating_add(shared);
     LoopModel {
         what: "target sweep",
         unit: Unit::Step,
         cost: Cost {
             // One barrier in the set-up, two a step.
-            fixed: 4 * u + 5 + BARRIER,
-            per_unit: u * (dot(d) + p + 4) + 4 + 2 * BARRIER,
+            fixed: 4 * (u + flat) + 5 + BARRIER,
+            per_unit: u * unit + 4 + flat + 2 * BARRIER,
         },
         total: shape.steps.saturating_sub(1),
-        workgroups: shape.batch,
+        workgroups: shape.batch.div_ceil(b),
         workgroups_per_unit: 0,
     }
 }
 
 /// bptt.wgsl (per step one dot product and the copy of δ_t) and gru_bptt.wgsl (per step
 /// the step backward and Wᵀ dgh, one gate block at a time; a launch below the top forms
-/// the carried vector once more, one step's work).
-pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape) -> LoopModel {
+/// the carried vector once more, one step's work). bptt.wgsl with `seqs` sequences per
+/// workgroup (the GRU's kernel has 1) does most of it once per sequence, as forward.wgsl
+/// does (see `forward`): per unit `seqs` injections and rests of the dot product (charged
+/// as `seqs` whole dot products), the loop over the sequences inside the one pass over W
+/// and the loop around the injections; per step the copy of δ_t, one loop over each
+/// sequence's units inside a loop over the sequences; its set-up loop runs over the
+/// workgroup's seqs·d values.
+pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, seqs: usize) -> LoopModel {
     let u = units(d);
+    let b = seqs.max(1);
     let cost = match cell {
         // One barrier in the set-up, two a step.
-        CellKind::Tanh => Cost {
-            fixed: u + 2 + BARRIER,
-            per_unit: u * (dot(d) + 2) + 3 + 2 * BARRIER,
-        },
+        CellKind::Tanh => {
+            let flat = b.saturating_mul(d).div_ceil(256) - u;
+            let (shared, copy) = if b > 1 {
+                (2 * (d / 8) + 3, (b - 1).saturating_mul(u + 2) + 2)
+            } else {
+                (0, 0)
+            };
+            let unit = b.saturating_mul(dot(d) + 2).saturating_add(shared);
+            Cost {
+                fixed: u + flat + 2 + BARRIER,
+                per_unit: u * unit + 3 + copy + 2 * BARRIER,
+            }
+        }
         CellKind::Gru => {
             // Two barriers per gate block.
             let step = u * (3 * dot(d) + 7) + 9 + 6 * BARRIER;
@@ -168,7 +193,7 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape) -> LoopModel {
         unit: Unit::Step,
         cost,
         total: shape.steps,
-        workgroups: shape.batch,
+        workgroups: shape.batch.div_ceil(b),
         workgroups_per_unit: 0,
     }
 }

@@ -1,6 +1,6 @@
 //! How the GPU backend runs on its device: what it stores the histories in, how it
-//! splits its long loops into launches, and how many sequences a workgroup of the
-//! forward pass carries.
+//! splits its long loops into launches, and how many sequences a workgroup of the tanh
+//! RNN's time loops carries.
 
 use crate::error::Error;
 use crate::gpu::segments::StepsPerDispatch;
@@ -16,8 +16,8 @@ pub struct GpuOptions {
     pub storage: Storage,
     /// How much of a long loop one launch runs.
     pub steps_per_dispatch: StepsPerDispatch,
-    /// Sequences one workgroup of the tanh RNN's forward pass carries (the GRU's forward
-    /// pass carries one whatever this says).
+    /// Sequences one workgroup of the tanh RNN's time loops (forward pass, backward
+    /// recursion, target sweep) carries (the GRU's kernels carry one whatever this says).
     pub sequences_per_workgroup: SequencesPerWorkgroup,
 }
 
@@ -30,13 +30,14 @@ impl From<Storage> for GpuOptions {
     }
 }
 
-/// Most sequences one workgroup of the forward pass carries (`include/limits.wgsl`'s
-/// `MAX_SEQS`, the size of the kernel's per-sequence sums).
+/// Most sequences one workgroup of the tanh RNN's time loops carries
+/// (`include/limits.wgsl`'s `MAX_SEQS`, the size of the kernels' per-sequence sums).
 pub const MAX_SEQUENCES_PER_WORKGROUP: usize = 16;
 
-/// How many sequences one workgroup of the tanh RNN's forward pass carries
-/// (`--sequences-per-workgroup`; docs/PERFORMANCE.md, "Sequences per workgroup"). Each
-/// element of W a workgroup reads then serves that many sequences; the results are the
+/// How many sequences one workgroup of the tanh RNN's time loops (forward pass, backward
+/// recursion, target sweep) carries (`--sequences-per-workgroup`; docs/PERFORMANCE.md,
+/// "Sequences per workgroup"). Each element of W (or P) a workgroup reads then serves that
+/// many sequences; the results are the
 /// same whatever the count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SequencesPerWorkgroup {

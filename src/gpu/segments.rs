@@ -265,7 +265,6 @@ mod tests {
                         steps: t,
                     };
                     let mut models = vec![
-                        loops::target_sweep(d, 784, shape),
                         loops::inverse(d, max_iter),
                         loops::reductions(t * 16, 4),
                         loops::per_gate_sweep(d, shape),
@@ -279,9 +278,12 @@ mod tests {
                         for seqs in [1, 2, 4, 8, 16] {
                             if seqs == 1 || (cell == CellKind::Tanh && seqs * d <= MAX_HIDDEN) {
                                 models.push(loops::forward(cell, d, 784, shape, seqs));
+                                models.push(loops::bptt(cell, d, shape, seqs));
+                                if cell == CellKind::Tanh {
+                                    models.push(loops::target_sweep(d, 784, shape, seqs));
+                                }
                             }
                         }
-                        models.push(loops::bptt(cell, d, shape));
                         models.push(loops::solves(cell == CellKind::Gru, d, shape, max_iter));
                     }
                     for m in models {
@@ -318,9 +320,9 @@ mod tests {
         let models = [
             loops::forward(CellKind::Tanh, 100, 1, shape, 1),
             loops::forward(CellKind::Gru, 100, 1, shape, 1),
-            loops::target_sweep(100, 1, shape),
-            loops::bptt(CellKind::Tanh, 100, shape),
-            loops::bptt(CellKind::Gru, 100, shape),
+            loops::target_sweep(100, 1, shape, 1),
+            loops::bptt(CellKind::Tanh, 100, shape, 1),
+            loops::bptt(CellKind::Gru, 100, shape, 1),
             loops::inverse(100, 100),
             loops::solves(false, 100, shape, 100),
             loops::solves(true, 100, shape, 100),

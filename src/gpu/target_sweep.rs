@@ -7,6 +7,7 @@ use crate::config::{TargetMode, TpConfig};
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::kernel::TimeLoop;
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::segments::split;
 use crate::gpu::transpose;
@@ -27,8 +28,8 @@ struct Dims {
     hh_offset: u32,
 }
 
-/// The launches: Pᵀ, then the time loop with one workgroup per sequence, `steps` steps per
-/// launch, reading h, g_T and P, writing the target offsets dv = v − h [T+1, B, d] (times
+/// The launches: Pᵀ, then the time loop with one workgroup per `seqs` sequences, `steps`
+/// steps per launch, reading h, g_T and P, writing the target offsets dv = v − h [T+1, B, d] (times
 /// `seq.dv.scale`; each segment hands its last offsets on in `seq.carry`). With `local`
 /// (outputs at every step) it reads g_t for every step and carries back each step's own
 /// target too (docs/ALGORITHM.md §13).
@@ -36,7 +37,7 @@ pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    (shape, steps): (Shape, usize),
+    (shape, steps, seqs): (Shape, usize, usize),
     tp: &TpConfig,
     local: bool,
 ) -> Result<[Dispatch; 2]> {
@@ -72,7 +73,7 @@ pub(crate) fn dispatch(
         .collect();
     let sweep = Dispatch::segments(
         ctx,
-        &ctx.history_kernels(seq.h.storage)?.target_sweep,
+        ctx.time_loop_kernel(seq.h.storage, TimeLoop::TargetSweep, seqs)?,
         &uniforms,
         &[
             (1, model.pt.as_entire_binding()),
@@ -92,7 +93,11 @@ pub(crate) fn dispatch(
             (7, seq.dv.binding()),
             (8, seq.carry.as_entire_binding()),
         ],
-        per_item_groups(ctx, shape.batch, "batch size B")?,
+        per_item_groups(
+            ctx,
+            shape.batch.div_ceil(seqs.max(1)),
+            "batch size B / sequences per workgroup",
+        )?,
     )?;
     Ok([transpose, sweep])
 }

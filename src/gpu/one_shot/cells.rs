@@ -86,7 +86,29 @@ pub fn bptt(
     injection: Injection,
     through_time: bool,
 ) -> Result<RnnGrads> {
-    let (g, error_norms) = backward_once(ctx, params, x, h, injection, through_time)?;
+    bptt_with(
+        ctx,
+        params,
+        x,
+        h,
+        injection,
+        through_time,
+        GpuOptions::default(),
+    )
+}
+
+/// `bptt` with the histories stored, the time loops split and the sequences grouped into
+/// workgroups as `options` say.
+pub fn bptt_with(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    injection: Injection,
+    through_time: bool,
+    options: GpuOptions,
+) -> Result<RnnGrads> {
+    let (g, error_norms) = backward_once(ctx, params, x, h, (injection, through_time), options)?;
     Ok(RnnGrads {
         w_hh: g.w_hh,
         w_ih: g.w_ih,
@@ -99,13 +121,14 @@ pub fn bptt(
 /// `bptt` and `gru_bptt` need it: the kernels linearize at the states (and gates) of the
 /// GPU's own forward pass on `x`; `h`, the reference's states, serves only to form the
 /// target offsets v − h in f64. Returns the gradient tensors (head at zero) and ‖e_t‖.
+/// `options` as the iteration's.
 pub(crate) fn backward_once(
     ctx: &GpuContext,
     params: &Params,
     x: &[DMatrix<f64>],
     h: &[DMatrix<f64>],
-    injection: Injection,
-    through_time: bool,
+    (injection, through_time): (Injection, bool),
+    options: GpuOptions,
 ) -> Result<(Params, Vec<f64>)> {
     ensure!(
         h.len() == x.len() + 1,
@@ -136,7 +159,7 @@ pub(crate) fn backward_once(
         },
         ..Hyper::default()
     };
-    let (model, ws) = after_forward(ctx, params, x, &hyper, GpuOptions::default())?;
+    let (model, ws) = after_forward(ctx, params, x, &hyper, options)?;
     match injection {
         Injection::Targets(v) => {
             // The kernel reads offsets v − h (see target_sweep.wgsl); form them in f64.
@@ -172,7 +195,14 @@ pub fn gru_bptt(
         "gru_bptt needs GRU parameters, got a {:?} cell",
         params.cell
     );
-    let (g, error_norms) = backward_once(ctx, params, x, h, injection, through_time)?;
+    let (g, error_norms) = backward_once(
+        ctx,
+        params,
+        x,
+        h,
+        (injection, through_time),
+        GpuOptions::default(),
+    )?;
     Ok(GruGrads {
         rnn: RnnGrads {
             w_hh: g.w_hh,

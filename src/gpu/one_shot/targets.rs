@@ -94,6 +94,23 @@ pub fn target_sweep(
     lr_target: f64,
     mode: TargetMode,
 ) -> Result<Vec<DMatrix<f64>>> {
+    let options = GpuOptions::default();
+    target_sweep_with(ctx, params, p_inv, x, h, grad_h, (lr_target, mode), options)
+}
+
+/// `target_sweep` with the histories stored, the sweep split and the sequences grouped
+/// into workgroups as `options` say (v read back from the stored offsets).
+#[allow(clippy::too_many_arguments)]
+pub fn target_sweep_with(
+    ctx: &GpuContext,
+    params: &Params,
+    p_inv: &DMatrix<f64>,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    grad_h: &DMatrix<f64>,
+    (lr_target, mode): (f64, TargetMode),
+    options: GpuOptions,
+) -> Result<Vec<DMatrix<f64>>> {
     let b = grad_h.nrows();
     anyhow::ensure!(
         h.len() == x.len() + 1,
@@ -115,7 +132,7 @@ pub fn target_sweep(
         },
         ..Hyper::default()
     };
-    let (model, ws) = workspace(ctx, params, &batch, &hyper, GpuOptions::default())?;
+    let (model, ws) = workspace(ctx, params, &batch, &hyper, options)?;
     ws.seq.h.write(ctx, 0, h);
     ctx.write(&ws.seq.g_top, 0, &rows_f32(grad_h));
     ctx.write(&model.cg.x, 0, &rows_f32(p_inv));
