@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use tpri::bench::{cost_model, fit_line, sequences_per_workgroup, Fit, Machine, Measurement, Size};
+use tpri::bench::{
+    cost_model, fit_line, sequences_per_workgroup, Fit, Machine, Measurement, PhaseCost, Size,
+};
 use tpri::config::Method;
 use tpri::gpu::{SequencesPerWorkgroup, Storage};
 use tpri::plot::{heat_map_with, HeatAxes};
@@ -157,6 +159,20 @@ fn describe(m: &Machine) -> String {
     )
 }
 
+/// One row of the model's table: a phase's work, traffic, launches, floor and binding term.
+fn print_phase(name: &str, c: &PhaseCost, machine: &Machine) {
+    println!(
+        "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
+        name,
+        c.flops * 1e-6,
+        c.bytes * 1e-6,
+        c.cache_bytes * 1e-6,
+        c.dispatches,
+        ms(c.floor_s(machine)),
+        c.binding(machine).name()
+    );
+}
+
 /// `--model-only`: the cost model of TP-RI (two warm CG iterations, as measured at the
 /// paper's size) and BP at every size, each phase's floor and binding term, and the ratio
 /// of the two floors.
@@ -182,16 +198,7 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
             println!("{method:?}");
             for c in cost_model(s, method, 2, Storage::F32, seqs) {
                 floors[i] += c.floor_s(machine);
-                println!(
-                    "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
-                    c.phase.name(),
-                    c.flops * 1e-6,
-                    c.bytes * 1e-6,
-                    c.cache_bytes * 1e-6,
-                    c.dispatches,
-                    ms(c.floor_s(machine)),
-                    c.binding(machine).name()
-                );
+                print_phase(c.phase.name(), &c, machine);
             }
             for c in cost_model(s, method, 2, Storage::F32, 1) {
                 floors_1[i] += c.floor_s(machine);
@@ -200,16 +207,7 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
                     tpri::gpu::Phase::Forward | tpri::gpu::Phase::Sweep | tpri::gpu::Phase::Bptt
                 );
                 if seqs > 1 && time_loop {
-                    println!(
-                        "{:11} {:>10.1} {:>10.2} {:>10.1} {:>10} {:>10}  {}",
-                        format!("{} b=1", c.phase.name()),
-                        c.flops * 1e-6,
-                        c.bytes * 1e-6,
-                        c.cache_bytes * 1e-6,
-                        c.dispatches,
-                        ms(c.floor_s(machine)),
-                        c.binding(machine).name()
-                    );
+                    print_phase(&format!("{} b=1", c.phase.name()), &c, machine);
                 }
             }
         }
