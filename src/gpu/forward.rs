@@ -31,7 +31,7 @@ struct Dims {
 /// `shape` on `ctx`'s adapter, as `choice` asks: a fixed count after checking it (a power
 /// of two up to `MAX_SEQUENCES_PER_WORKGROUP` whose vectors fit the kernels' workgroup
 /// memory: b·d ≤ `MAX_HIDDEN` in each of them), or the
-/// count the cost model predicts fastest, on llvmpipe 1 (see `auto`).
+/// count `auto` picks (the cost model's on a GPU, llvmpipe's own rule there).
 pub(crate) fn sequences(
     ctx: &GpuContext,
     choice: SequencesPerWorkgroup,
@@ -46,7 +46,7 @@ pub(crate) fn sequences(
                 return Err(Error::setting(
                     "sequences_per_workgroup",
                     format!(
-                        "{b} sequences per workgroup at hidden size d = {d} need {} states'                          worth of workgroup memory in the time loops, more than their                          {MAX_HIDDEN} (sequences per workgroup × d must be at most                          {MAX_HIDDEN}); use {} or fewer, or `auto`",
+                        "{b} sequences per workgroup at hidden size d = {d} need {} states' worth of workgroup memory in the time loops, more than their {MAX_HIDDEN} (sequences per workgroup × d must be at most {MAX_HIDDEN}); use {} or fewer, or `auto`",
                         b * d,
                         largest_fitting(d)
                     ),
@@ -69,17 +69,19 @@ fn largest_fitting(d: usize) -> usize {
     b
 }
 
-/// The automatic count: the cost model's choice for `Machine::MIDRANGE` (what a GPU of
-/// unknown make is assumed to be). On llvmpipe 1, which the cost model does not describe
-/// (its machines are GPUs): each workgroup runs on one CPU thread with W in that core's
-/// caches, so there is no shared cache traffic to divide. Packing does pay there for
-/// another reason — a workgroup's barriers and idle invocations are shared by its
-/// sequences; docs/PERFORMANCE.md, "Sequences per workgroup", measured the forward pass
-/// 1.45× faster with 16 at the paper's size — but a model of a CPU adapter is not built,
-/// and with 1 every other kernel and test runs on llvmpipe exactly as before.
+/// The automatic count. On a GPU the cost model's choice for `Machine::MIDRANGE` (what a
+/// GPU of unknown make is assumed to be). On llvmpipe, which runs each workgroup on one
+/// CPU thread with W in that core's caches, there is no shared cache traffic to divide,
+/// but a workgroup's barriers and idle invocations are shared by its sequences: the most
+/// sequences that still leave a workgroup for every CPU thread (docs/PERFORMANCE.md,
+/// "Sequences per workgroup": 8 at the paper's size on 2 threads, 0.73× the iteration
+/// time of 1, where 16 on one thread was slower than 1).
 fn auto(budget: Budget, d: usize, shape: Shape, storage: Storage) -> usize {
     match budget {
-        Budget::LoopCap => 1,
+        Budget::LoopCap => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            llvmpipe_choice(d, shape.batch, threads)
+        }
         Budget::Time => {
             let size = Size {
                 steps: shape.steps,
@@ -91,6 +93,17 @@ fn auto(budget: Budget, d: usize, shape: Shape, storage: Storage) -> usize {
             sequences_per_workgroup(&Machine::MIDRANGE, size, storage)
         }
     }
+}
+
+/// llvmpipe's count for `batch` sequences of hidden size `d` on `threads` CPU threads:
+/// the largest power of two that fits the workgroup memory and leaves at least `threads`
+/// workgroups (1 when the batch is smaller than that).
+fn llvmpipe_choice(d: usize, batch: usize, threads: usize) -> usize {
+    let mut b = 1;
+    while b * 2 <= largest_fitting(d) && batch.div_ceil(b * 2) >= threads.max(1) {
+        b *= 2;
+    }
+    b
 }
 
 /// The launches: Wᵀ, then the time loop with `seqs` sequences per workgroup, `steps`
@@ -176,12 +189,19 @@ mod tests {
     }
 
     /// On a GPU the cost model packs sequences where W's cache traffic binds (large B and
-    /// d) and not where the serial steps do; on llvmpipe never; never past workgroup
-    /// memory.
+    /// d) and not where the serial steps do; on llvmpipe as many as leave a workgroup for
+    /// every CPU thread; never past workgroup memory.
     #[test]
     fn automatic_sequences_per_workgroup() {
         let f32 = Storage::F32;
-        assert_eq!(auto(Budget::LoopCap, 512, shape(784, 512), f32), 1);
+        // llvmpipe: a workgroup for every thread, within the workgroup memory.
+        assert_eq!(llvmpipe_choice(100, 16, 2), 8);
+        assert_eq!(llvmpipe_choice(100, 16, 16), 1);
+        assert_eq!(llvmpipe_choice(100, 7, 2), 4);
+        assert_eq!(llvmpipe_choice(100, 1, 2), 1);
+        assert_eq!(llvmpipe_choice(512, 512, 2), 4);
+        assert_eq!(llvmpipe_choice(2048, 512, 2), 1);
+        assert_eq!(llvmpipe_choice(7, 4096, 0), 16);
         assert_eq!(auto(Budget::Time, 100, shape(784, 16), f32), 1);
         assert_eq!(auto(Budget::Time, 512, shape(784, 512), f32), 4);
         assert_eq!(auto(Budget::Time, 2048, shape(784, 512), f32), 1);
