@@ -383,6 +383,36 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
     for (i, n) in all.iter().enumerate() {
         assert_eq!(after[i] == before[i], *n != cut && *n != gone, "{n}");
     }
+
+    // A config another version of tpri wrote (the same settings in other words: here a
+    // comment and another spelling of a number, and another hash recorded) resumes and is
+    // rewritten; a stored config with other settings is refused, naming it.
+    let name = all[1];
+    let config = out.join("configs").join(format!("{name}.toml"));
+    let original = std::fs::read_to_string(&config).unwrap();
+    assert!(original.contains("hidden = 8\n"), "{original}");
+    let reworded = original.replace("hidden = 8\n", "hidden = 0x8 # the same\n");
+    std::fs::write(&config, format!("# another version\n{reworded}")).unwrap();
+    let mut m = manifest(&out);
+    m.runs[1].config_hash = "written-by-another-version".into();
+    m.save(&out).unwrap();
+    let said = ok(&["sweep", s(&spec), "--out", s(&out), "--resume"]);
+    assert!(
+        said.contains("1 runs' configs were written by another version"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+    assert_eq!(log_times(&all), after, "nothing ran again");
+    std::fs::write(&config, original.replace("hidden = 8", "hidden = 9")).unwrap();
+    let mut m = manifest(&out);
+    m.runs[1].config_hash = "written-by-another-version".into();
+    m.save(&out).unwrap();
+    let o = run(&["sweep", s(&spec), "--out", s(&out), "--resume"]);
+    assert!(
+        !o.status.success() && text(&o).contains("has other settings") && text(&o).contains(name),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -62,9 +62,16 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
         .iter()
         .flat_map(|m| m.runs.iter().map(|r| (r.name.as_str(), r)))
         .collect();
+    let mut rewritten = 0;
     for run in &runs {
         if let Some(p) = previous.get(run.name.as_str()) {
             if p.config_hash != run.config_hash {
+                // Another version of tpri may write the same settings differently (a new
+                // key at its default): what counts is the settings the stored file gives.
+                if same_settings(&config_path(dir, &run.name), run) {
+                    rewritten += 1;
+                    continue;
+                }
                 bail!(
                     "run {} has other settings than when the sweep in {} started (its config differs from {}): restore the spec, or start a new sweep directory",
                     run.name,
@@ -73,6 +80,9 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
                 );
             }
         }
+    }
+    if rewritten > 0 {
+        notes.push(format!("{rewritten} runs' configs were written by another version of tpri with the same settings; they are rewritten as this one writes them"));
     }
     if let Some(old) = &old {
         let names: std::collections::HashSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
@@ -136,6 +146,15 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
         write(dir, &spec, &runs, &manifest)?;
     }
     Ok(Prepared { manifest, notes })
+}
+
+/// Whether the config file at `path` (a run's, as an earlier `prepare` wrote it) reads as
+/// exactly `run`'s settings.
+fn same_settings(path: &Path, run: &Run) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<crate::train::RunConfig>(&text).ok())
+        .is_some_and(|stored| stored == run.config)
 }
 
 /// The manifest entry of `run`, its status read from DIR.
