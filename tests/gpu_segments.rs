@@ -338,7 +338,7 @@ fn packed_time_loops_match_reference_and_one_sequence_per_workgroup() {
 }
 
 /// A TP iteration (forward pass, target sweep, backward recursion) and BP with 2 and 8
-/// sequences per workgroup (forced; llvmpipe's own choice is 1) at T = 3000 and d = 103
+/// sequences per workgroup (forced, whatever llvmpipe's own choice) at T = 3000 and d = 103
 /// (d % 8 = 7: the dot products' rests leave the models no slack), at the adapter's quotas
 /// for that count: gpu::loops charges the packed loops, so no launch passes llvmpipe's cap.
 #[test]

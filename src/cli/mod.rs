@@ -212,7 +212,8 @@ pub struct BackendArgs {
     steps_per_dispatch: StepsPerDispatch,
     /// How many sequences one workgroup of the GPU's tanh time loops (forward pass,
     /// backward recursion, target sweep) carries: `auto`
-    /// (the cost model's choice for the shape; 1 on llvmpipe) or a power of two from 1 to
+    /// (the cost model's choice for the shape; on lavapipe as many as leave a workgroup
+    /// per CPU thread) or a power of two from 1 to
     /// 16 with count × d ≤ 2048; results do not depend on it.
     #[arg(long, default_value = "auto")]
     sequences_per_workgroup: SequencesPerWorkgroup,
