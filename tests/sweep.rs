@@ -415,6 +415,54 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
     );
 }
 
+/// A spec that asks only for more iterations extends the sweep: finished runs continue
+/// from their last checkpoint to the new length, and end where a run of that length from
+/// the start ends (the CPU reference is deterministic).
+#[test]
+fn more_iterations_extend_finished_runs() {
+    let dir = scratch("sweep-extend");
+    let grid = "seeds = [1]\n[axes]\n\"hyper.opt.lr\" = [0.05]\n";
+    let short = write_spec(&dir, "short.toml", grid);
+    let long = dir.join("long.toml");
+    std::fs::write(
+        &long,
+        format!(
+            "{}{grid}",
+            BASE.replace("iterations = 20", "iterations = 30")
+        ),
+    )
+    .unwrap();
+    let (out, fresh) = (dir.join("out"), dir.join("fresh"));
+    ok(&["sweep", s(&short), "--out", s(&out), "--no-figures"]);
+    assert_eq!(field(&results(&out, "results.csv")[0], "iterations"), "20");
+    let said = ok(&[
+        "sweep",
+        s(&long),
+        "--out",
+        s(&out),
+        "--resume",
+        "--no-figures",
+    ]);
+    assert!(said.contains("1 runs get more iterations"), "{said}");
+    ok(&["sweep", s(&long), "--out", s(&fresh), "--no-figures"]);
+    let (extended, whole) = (
+        &results(&out, "results.csv")[0],
+        &results(&fresh, "results.csv")[0],
+    );
+    assert_eq!(field(extended, "status"), "finished");
+    assert_eq!(field(extended, "iterations"), "30");
+    for key in ["final_train_loss", "final_eval_loss", "accuracy_auc"] {
+        assert_eq!(field(extended, key), field(whole, key), "{key}");
+    }
+    // Fewer iterations than a run already has is another setting, refused.
+    let o = run(&["sweep", s(&short), "--out", s(&out), "--resume"]);
+    assert!(
+        !o.status.success() && text(&o).contains("has other settings"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn a_failed_run_is_recorded_and_the_others_still_run() {
     let dir = scratch("sweep-fail");

@@ -10,9 +10,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 tpri=${TPRI:-tpri}
 # A sweep with failed runs (diverged, say) exits non-zero once it has written its results;
 # the studies after it still run.
-for study in convergence-adding-30 convergence-temporal-order-60 convergence-pixel \
-             convergence-pixel-permuted-bp convergence-temporal-order-120 regularization-lr \
-             regime-map-cpu convergence-gru; do
+for study in convergence-gru convergence-pixel convergence-pixel-permuted-bp \
+             convergence-adding-30 convergence-temporal-order-60 convergence-temporal-order-120 \
+             regularization-lr regime-map-cpu; do
     resume=()
     if [ -d "$out/$study" ]; then
         resume=(--resume)

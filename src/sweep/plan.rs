@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::tensor_file::write_atomic;
+use crate::train::RunConfig;
 
 use super::expand::{expand, Run};
 use super::manifest::{config_path, run_status, Manifest, RunEntry, MANIFEST};
@@ -62,15 +63,29 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
         .iter()
         .flat_map(|m| m.runs.iter().map(|r| (r.name.as_str(), r)))
         .collect();
-    let mut rewritten = 0;
+    let (mut rewritten, mut extended) = (0, 0);
     for run in &runs {
         if let Some(p) = previous.get(run.name.as_str()) {
             if p.config_hash != run.config_hash {
                 // Another version of tpri may write the same settings differently (a new
                 // key at its default): what counts is the settings the stored file gives.
-                if same_settings(&config_path(dir, &run.name), run) {
-                    rewritten += 1;
-                    continue;
+                // More iterations and nothing else extends the run from where it stopped.
+                match stored_settings(&config_path(dir, &run.name)) {
+                    Some(stored) if stored == run.config => {
+                        rewritten += 1;
+                        continue;
+                    }
+                    Some(stored)
+                        if stored.iterations < run.config.iterations
+                            && RunConfig {
+                                iterations: run.config.iterations,
+                                ..stored.clone()
+                            } == run.config =>
+                    {
+                        extended += 1;
+                        continue;
+                    }
+                    _ => {}
                 }
                 bail!(
                     "run {} has other settings than when the sweep in {} started (its config differs from {}): restore the spec, or start a new sweep directory",
@@ -80,6 +95,9 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
                 );
             }
         }
+    }
+    if extended > 0 {
+        notes.push(format!("{extended} runs get more iterations than before; finished ones continue from their last checkpoint"));
     }
     if rewritten > 0 {
         notes.push(format!("{rewritten} runs' configs were written by another version of tpri with the same settings; they are rewritten as this one writes them"));
@@ -148,13 +166,11 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
     Ok(Prepared { manifest, notes })
 }
 
-/// Whether the config file at `path` (a run's, as an earlier `prepare` wrote it) reads as
-/// exactly `run`'s settings.
-fn same_settings(path: &Path, run: &Run) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| toml::from_str::<crate::train::RunConfig>(&text).ok())
-        .is_some_and(|stored| stored == run.config)
+/// The settings of the config file at `path` (a run's, as an earlier `prepare` wrote it),
+/// if it reads as a run configuration.
+fn stored_settings(path: &Path) -> Option<RunConfig> {
+    let text = std::fs::read_to_string(path).ok()?;
+    toml::from_str(&text).ok()
 }
 
 /// The manifest entry of `run`, its status read from DIR.
