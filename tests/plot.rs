@@ -144,6 +144,7 @@ fn heat_map_with_parameter_axes_labels_axes_bar_and_cells() {
         colour_label: "TP / BP time",
         y_values: Some(&hidden),
         annotate: true,
+        names: &[],
     };
     let rows = vec![
         (8.0, vec![3.25, 1.5, 2.0]),
@@ -166,6 +167,26 @@ fn heat_map_with_parameter_axes_labels_axes_bar_and_cells() {
             "cell value {value} not written"
         );
     }
+    // Named cells (a winner map): each cell's value is an index into the names.
+    let names = ["tp".to_string(), "bp".to_string()];
+    let named = HeatAxes {
+        names: &names,
+        ..axes
+    };
+    let stem = dir.stem("winner");
+    let winners = vec![(8.0, vec![1.0, 0.0, 1.0]), (32.0, vec![1.0, 1.0, f64::NAN])];
+    heat_map_with(&stem, "winner", &winners, false, &named).unwrap();
+    let svg = read_outputs(&stem);
+    let count = |name: &str| svg.lines().filter(|l| l.trim() == name).count();
+    assert_eq!(
+        (count("tp"), count("bp")),
+        (1, 4),
+        "cells named by their winners"
+    );
+    assert!(
+        !svg.lines().any(|l| l.trim() == "1.00"),
+        "no numbers in named cells"
+    );
     // The default axes are those of `heat_map`.
     assert_eq!(HeatAxes::TIME_STEPS.x_label, "iteration");
     assert_eq!(HeatAxes::TIME_STEPS.y_label, "time step");

@@ -301,6 +301,7 @@ pub fn plot_regimes(
         colour_label: "TP-RI / BP time per iteration",
         y_values: Some(&ys),
         annotate: true,
+        names: &[],
     };
     for backend in backends(all) {
         let backend = backend.as_str();

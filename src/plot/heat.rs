@@ -265,7 +265,11 @@ impl<'a> HeatMap<'a> {
                     .pos(Pos::new(HPos::Center, VPos::Center));
                 let value = if self.log { 10f64.powf(v) } else { v };
                 let centre = ((xs[c] + xs[c + 1]) / 2.0, (ys[r] + ys[r + 1]) / 2.0);
-                out.push(Text::new(format!("{value:.2}"), centre, style));
+                let name = (value >= 0.0)
+                    .then(|| self.axes.names.get(value.round() as usize))
+                    .flatten();
+                let text = name.cloned().unwrap_or_else(|| format!("{value:.2}"));
+                out.push(Text::new(text, centre, style));
             }
         }
         out

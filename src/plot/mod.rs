@@ -118,6 +118,9 @@ pub struct HeatAxes<'a> {
     pub y_values: Option<&'a [f64]>,
     /// Write each cell's value (two decimals) in it; for small grids.
     pub annotate: bool,
+    /// With `annotate`, cells whose values are indices (a winner map's) get the name at
+    /// their index instead of the number; empty: the numbers.
+    pub names: &'a [String],
 }
 
 impl HeatAxes<'_> {
@@ -129,6 +132,7 @@ impl HeatAxes<'_> {
         colour_label: "",
         y_values: None,
         annotate: false,
+        names: &[],
     };
 }
 

@@ -316,7 +316,8 @@ impl<'a> Grid<'a> {
         )
     }
 
-    /// A heat map over x and y of `value(i, j)`; `(colour label, log colour, annotate)`.
+    /// A heat map over x and y of `value(i, j)`; `(colour label, log colour, annotate)`,
+    /// and with `names` each annotated cell named by its value as an index.
     fn heat(
         &self,
         stem: &Path,
@@ -324,6 +325,7 @@ impl<'a> Grid<'a> {
         (x, y): (usize, usize),
         value: &dyn Fn(usize, usize) -> f64,
         (colour, log, annotate): (&str, bool, bool),
+        names: &[String],
     ) -> Result<()> {
         let (xs, x_label) = self.positions(x);
         let (ys, y_label) = self.positions(y);
@@ -338,6 +340,7 @@ impl<'a> Grid<'a> {
             colour_label: colour,
             y_values: Some(&ys),
             annotate: annotate && xs.len() <= 12 && ys.len() <= 12,
+            names,
         };
         heat_map_with(stem, title, &rows, log, &axes)
     }
@@ -373,6 +376,7 @@ impl<'a> Grid<'a> {
             xy,
             &value,
             (metric.name(), metric.log_scale(), true),
+            &[],
         )
     }
 
@@ -390,7 +394,7 @@ impl<'a> Grid<'a> {
             self.describe(panel)
         );
         let log = axis.values.iter().all(|v| number(v) > 0.0);
-        self.heat(stem, &title, xy, &value, (&axis.key, log, true))
+        self.heat(stem, &title, xy, &value, (&axis.key, log, true), &[])
     }
 
     fn winner_map(
@@ -435,6 +439,14 @@ impl<'a> Grid<'a> {
             self.describe(panel)
         );
         let colour = format!("winner: {}", names.join(", "));
-        self.heat(stem, &title, xy, &value, (&colour, false, false))
+        // Each cell names its winner, so a map one method wins throughout still reads.
+        self.heat(
+            stem,
+            &title,
+            xy,
+            &value,
+            (&colour, false, true),
+            &axis.labels,
+        )
     }
 }
