@@ -204,6 +204,18 @@ fn dtp_segments_match_reference_and_the_unsplit_run() {
     }
 }
 
+/// The tanh RNN's analytic inversion with linearized targets, gradients through time and
+/// a cross-entropy head: the settings of the long-loop checks below.
+fn tanh_ce(method: Method) -> Hyper {
+    hyper(
+        Inversion::Analytic,
+        method,
+        TargetMode::Linearized,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    )
+}
+
 /// The tanh RNN far past the T ≈ 2800 at which llvmpipe's loop cap stopped the unsplit
 /// forward pass: TP (the solve for P, the sweep, the backward recursion) and BP at
 /// T = 6000 in launches as long as the loop-count model allows there, each but the last
@@ -215,13 +227,7 @@ fn tanh_iteration_past_the_loop_cap_matches_reference() {
     let batch = random_batch(&mut rng(240), shape, Loss::CrossEntropy);
     let p = start(CellKind::Tanh, shape.dims(), 241, 0.0);
     for method in [Method::Tp, Method::Bp] {
-        let h = hyper(
-            Inversion::Analytic,
-            method,
-            TargetMode::Linearized,
-            TpGrad::ThroughTime,
-            Loss::CrossEntropy,
-        );
+        let h = tanh_ce(method);
         compare_traces(&format!("(T=6000, d=103, {method:?})"), &p, &batch, &h);
     }
 }
@@ -347,13 +353,7 @@ fn packed_iteration_past_the_loop_cap_matches_reference() {
     let batch = random_batch(&mut rng(262), shape, Loss::CrossEntropy);
     let p = start(CellKind::Tanh, shape.dims(), 263, 0.0);
     for method in [Method::Tp, Method::Bp] {
-        let h = hyper(
-            Inversion::Analytic,
-            method,
-            TargetMode::Linearized,
-            TpGrad::ThroughTime,
-            Loss::CrossEntropy,
-        );
+        let h = tanh_ce(method);
         for b in [2, 8] {
             let options = GpuOptions {
                 sequences_per_workgroup: SequencesPerWorkgroup::fixed(b).unwrap(),
