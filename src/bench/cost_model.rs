@@ -9,7 +9,7 @@ use super::Size;
 use crate::config::Method;
 use crate::gpu::loops::REDUCTION_STAGE;
 use crate::gpu::matmul;
-use crate::gpu::segments::CONCURRENT_WORKGROUPS;
+use crate::gpu::segments::REDUCTION_WORKGROUPS;
 use crate::gpu::{Phase, Storage, MAX_HIDDEN, MAX_SEQUENCES_PER_WORKGROUP};
 
 /// What the device is assumed to sustain, for the floors of the cost model.
@@ -295,7 +295,7 @@ fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
     let (rows, k) = (t * b, size.steps * size.batch);
     let (mut bytes, mut serial, mut dispatches, mut workgroups) = (0.0, 0, 0, 0);
     for n in [size.hidden, size.input, 1, 1] {
-        let splits = matmul::splits(size.hidden, n, k, CONCURRENT_WORKGROUPS);
+        let splits = matmul::splits(size.hidden, n, k, REDUCTION_WORKGROUPS);
         let [x, y, _] = matmul::groups(size.hidden, n);
         let slices = if splits > 1 {
             2 * splits * size.hidden * n
@@ -356,11 +356,11 @@ mod tests {
             ..m
         };
         assert_eq!(c[0].binding(&slow_cache), Bound::CacheTraffic);
-        // The reductions at this size are split: ∇W's 4 blocks over 32 workgroups each
-        // (25 stages of 16 rows), ∇U's and both ∇b's 2 blocks over 64 (13 stages); unsplit
+        // The reductions at this size are split as far as the 64-row minimum allows: each
+        // block of ∇W, ∇U and both ∇b over 196 workgroups (4 stages of 16 rows); unsplit
         // each would walk all 784 stages.
         let r = c.iter().find(|p| p.phase == Phase::Reductions).unwrap();
-        assert_eq!(r.serial_steps, 25 + 3 * 13);
+        assert_eq!(r.serial_steps, 4 * 4);
         assert_eq!(r.dispatches, 8);
     }
 

@@ -95,8 +95,8 @@ pub(crate) fn product_placed(
 /// Workgroups along z a reduction over `k` rows into an m×n result is split over on a
 /// device running `concurrent` workgroups at once: enough that the grid fills it, each
 /// walking at least `MIN_SPLIT_ROWS` rows; 1 (no split) where C's 64×64 blocks already
-/// fill it (∇W at d = 100 has 4 blocks over T·B = 12 544 rows: 32 splits on a GPU, none
-/// on two CPU cores, where the slices' extra traffic measured slower).
+/// fill it (∇W at d = 100 has 4 blocks over T·B = 12 544 rows: 196 splits on a GPU, of
+/// 64 rows each, none on two CPU cores, where the slices' extra traffic measured slower).
 pub(crate) fn splits(m: usize, n: usize, k: usize, concurrent: usize) -> usize {
     let [x, y, _] = groups(m, n);
     let blocks = (x as usize).saturating_mul(y as usize).max(1);
@@ -105,7 +105,7 @@ pub(crate) fn splits(m: usize, n: usize, k: usize, concurrent: usize) -> usize {
 
 /// Floats of scratch a reduction of `k` rows into an m×n result needs for its slices of
 /// partial sums with `concurrent` workgroups at once (0 without a split): at most
-/// `concurrent` · 64² (2 MiB on a GPU).
+/// `concurrent` · 64² (16 MiB on a GPU).
 pub(crate) fn scratch_len(m: usize, n: usize, k: usize, concurrent: usize) -> usize {
     match splits(m, n, k, concurrent) {
         1 => 0,

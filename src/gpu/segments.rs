@@ -31,6 +31,14 @@ const TIME_BUDGET_LOOPS: usize = 1 << 20;
 /// taking the time of one.
 pub(crate) const CONCURRENT_WORKGROUPS: usize = 128;
 
+/// Workgroups a split reduction fills on a GPU: a compute unit holds several of the
+/// product's 256-invocation workgroups at once (an H100's 132 SMs about eight each), and
+/// each workgroup's walk over its rows is a chain of latency-bound stages, so more splits
+/// shorten the chain until the units are full. 128 (one per unit) left the reductions
+/// taking 4.1 ms at T = 784, d = 100, B = 256 on an H100 (docs/PERFORMANCE.md, "First
+/// measurements on a real GPU").
+pub(crate) const REDUCTION_WORKGROUPS: usize = 1024;
+
 /// Most launches one loop may be split into: a worst case beyond this (an enormous
 /// `cg_max_iter`, or T·d far past any real problem on llvmpipe) is refused rather than
 /// recorded into every iteration's command buffer.
@@ -121,12 +129,12 @@ impl Segmenting {
         }
     }
 
-    /// Workgroups that run at once: llvmpipe runs one per CPU thread, a GPU
-    /// `CONCURRENT_WORKGROUPS` (what a reduction splits its rows to fill).
+    /// Workgroups a reduction splits its rows to fill: llvmpipe runs one per CPU thread,
+    /// a GPU `REDUCTION_WORKGROUPS`.
     pub fn concurrent_workgroups(&self) -> usize {
         match self.budget {
             Budget::LoopCap => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Budget::Time => CONCURRENT_WORKGROUPS,
+            Budget::Time => REDUCTION_WORKGROUPS,
         }
     }
 
