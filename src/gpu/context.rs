@@ -139,7 +139,7 @@ impl GpuContext {
     /// The most invocations one workgroup may have on this device (the lesser of
     /// `max_compute_invocations_per_workgroup` and `max_compute_workgroup_size_x`: the
     /// kernels' workgroups are one-dimensional).
-    pub(crate) fn max_invocations(&self) -> usize {
+    pub fn max_invocations_per_workgroup(&self) -> usize {
         let l = &self.limits;
         l.max_compute_invocations_per_workgroup
             .min(l.max_compute_workgroup_size_x) as usize

@@ -41,7 +41,7 @@ pub(crate) fn packing(
     shape: Shape,
 ) -> Result<Packing> {
     let budget = Budget::of(ctx);
-    let max_invocations = ctx.max_invocations();
+    let max_invocations = ctx.max_invocations_per_workgroup();
     let lanes = match options.lanes_per_unit {
         LanesPerUnit::Fixed(l) => {
             LanesPerUnit::fixed(l)?;
