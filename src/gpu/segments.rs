@@ -324,11 +324,11 @@ mod tests {
             steps: 784,
         };
         let models = [
-            loops::forward(CellKind::Tanh, 100, 1, shape, 1),
-            loops::forward(CellKind::Gru, 100, 1, shape, 1),
-            loops::target_sweep(100, 1, shape, 1),
-            loops::bptt(CellKind::Tanh, 100, shape, 1),
-            loops::bptt(CellKind::Gru, 100, shape, 1),
+            loops::forward(CellKind::Tanh, 100, 1, shape, Packing::ONE),
+            loops::forward(CellKind::Gru, 100, 1, shape, Packing::ONE),
+            loops::target_sweep(100, 1, shape, Packing::ONE),
+            loops::bptt(CellKind::Tanh, 100, shape, Packing::ONE),
+            loops::bptt(CellKind::Gru, 100, shape, Packing::ONE),
             loops::inverse(100, 100),
             loops::solves(false, 100, shape, 100),
             loops::solves(true, 100, shape, 100),
@@ -433,7 +433,7 @@ mod tests {
             batch: 16,
             steps: 784,
         };
-        let model = loops::forward(CellKind::Tanh, 100, 1, shape, 1);
+        let model = loops::forward(CellKind::Tanh, 100, 1, shape, Packing::ONE);
         let auto = Segmenting {
             budget: Budget::Time,
             steps: StepsPerDispatch::Auto,
