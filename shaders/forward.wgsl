@@ -16,7 +16,8 @@
 // columns_dot8: a small matrix product per step instead of SEQS matrix–vector products),
 // so the cache traffic is divided by SEQS, at the price of ⌈B/SEQS⌉ workgroups instead of
 // B. Each sequence's sums are formed in the same order as with SEQS = 1, so SEQS changes
-// no result.
+// no result. (It pays on llvmpipe; on GPUs the added serial work per step costs more than
+// the traffic saved, so there the host's `auto` takes SEQS = 1 and lanes instead, below.)
 //
 // The dot products are include/dot.wgsl's, eight terms per loop iteration (see there for
 // llvmpipe's loop cap, which bounds the steps of one segment; gpu::loops charges SEQS

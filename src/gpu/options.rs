@@ -46,7 +46,8 @@ pub const MAX_SEQUENCES_PER_WORKGROUP: usize = 16;
 /// same whatever the count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SequencesPerWorkgroup {
-    /// Picked per shape and adapter by the cost model (`bench::sequences_per_workgroup`).
+    /// Per adapter and shape (`gpu::forward`'s rule): 1 on a GPU, on llvmpipe as many as
+    /// leave a workgroup for every CPU thread.
     #[default]
     Auto,
     /// This many: a power of two from 1 to `MAX_SEQUENCES_PER_WORKGROUP`, whose states
