@@ -16,7 +16,8 @@
 // columns_dot8: a small matrix product per step instead of SEQS matrix–vector products),
 // so the cache traffic is divided by SEQS, at the price of ⌈B/SEQS⌉ workgroups instead of
 // B. Each sequence's sums are formed in the same order as with SEQS = 1, so SEQS changes
-// no result.
+// no result. (It pays on llvmpipe; on GPUs the added serial work per step costs more than
+// the traffic saved, so there the host's `auto` takes SEQS = 1 and lanes instead, below.)
 //
 // The dot products are include/dot.wgsl's, eight terms per loop iteration (see there for
 // llvmpipe's loop cap, which bounds the steps of one segment; gpu::loops charges SEQS
@@ -38,14 +39,34 @@
 // must write both. The recursion itself always runs on the f32 values in workgroup
 // memory; only the stored history is rounded.
 //
+// Lanes per unit (LANES, gpu::forward picks it): with LANES = L > 1 each unit's dot
+// product is split over L invocations ("lanes"), lane l summing include/dot.wgsl's
+// lane_chunk l of the eight-term part, so that a step's serial chain is about d/L terms
+// instead of d (on a GPU the steps are pure latency: many idle invocations cost less than
+// a long chain). The lanes write their partial sums to the half of h_buf that step t writes
+// h_t into, lane l's of unit i of sequence k at l·SEQS·d + k·d + i: nobody reads that half
+// during step t before h_t is complete (its last reads, of h_{t−2}, were step t − 1's,
+// before that step's final barrier; its stores of h_{t−1} read the other half). After a
+// barrier, the finisher of unit i (invocation i mod WG) adds to the input part and the
+// last d % 8 terms the L partials in lane order (deterministic, but not the order of one
+// lane: results change within f32 rounding with L), and writes h_t over lane 0's partial:
+// only that finisher reads the partials of unit i, so the in-place write races with no
+// one. Hence LANES·SEQS·d ≤ MAX_HIDDEN (the host checks it). At LANES = 1 the lane code
+// is compiled out: each invocation finishes its units right away, as before lanes existed
+// (the same loops and barriers, the same sums).
+//
 // Layout, row-major: Wᵀ [d, d], U [d, p], x [T, B, p], h [T+1, B, d'] (the whole history;
 // step t of sequence s starts at element (t*B + s)*d'), where d' = hist_stride(d);
 // carry [B, d]. The rows of a workgroup's sequences are consecutive in x, h and carry.
 
-const WG: u32 = 256u;
+// Invocations per workgroup: 256, or more with lanes (gpu::kernel sets it with LANES).
+override WG: u32 = 256u;
 
 // Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.
 override SEQS: u32 = 1u;
+
+// Lanes per unit: 1, 2, 4, 8 or 16, set per pipeline.
+override LANES: u32 = 1u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (column_dot8, column_rest; the operands are dot_matrix and dot_vector below),
@@ -107,13 +128,25 @@ fn store_rows(row: u32, half: u32, n: u32, lid: u32) {
     }
 }
 
+// The input part of unit i of sequence s at step t, U x_t + b (both biases), with the last
+// d % 8 terms of W h_{t−1} added (h_{t−1} of s at `v` in h_buf): what the eight-term sums go
+// onto.
+fn input_part(t: u32, s: u32, i: u32, v: u32) -> f32 {
+    let p = dims.input;
+    let x_row = ((t - 1u) * dims.batch + s) * p;
+    var a = bias[i] + bias_hh[i];
+    for (var m = 0u; m < p; m++) {
+        a += u[i * p + m] * x[x_row + m];
+    }
+    return column_rest(a, i, dims.hidden, v);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // The workgroup's sequences s0 .. s0 + n − 1.
     let s0 = wg.x * SEQS;
     let n = min(SEQS, dims.batch - s0);
     let d = dims.hidden;
-    let p = dims.input;
     let stride = hist_stride(d);
     let first = dims.first;
     let last = first + dims.count - 1u;
@@ -126,29 +159,45 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if first == 1u {
         store_rows(s0 * stride, 0u, n, lid);
     }
+    // This invocation's lane of its units and the terms the lane sums.
+    let lane = lid % LANES;
+    let chunk = lane_chunk(d, lane, LANES);
     for (var t = first; t <= last; t++) {
         // h_{t-1} in one half, h_t into the other.
         let prev = ((t - 1u) & 1u) * MAX_HIDDEN;
         let next = (t & 1u) * MAX_HIDDEN;
-        for (var i = lid; i < d; i += WG) {
-            // (W h_{t-1})_i of all SEQS sequences from one pass over column i of Wᵀ. Past
-            // the last sequence (k ≥ n) it sums what the half holds there, never stored.
-            let acc = columns_dot8(i, d, prev, d, SEQS);
-            let b = bias[i] + bias_hh[i];
+        for (var i = lid / LANES; i < d; i += WG / LANES) {
+            // The lane's part of (W h_{t-1})_i of all SEQS sequences from one pass over
+            // its chunk of column i of Wᵀ. Past the last sequence (k ≥ n) it sums what
+            // the half holds there, never stored.
+            let acc = columns_dot8(i, d, prev, d, SEQS, chunk);
             // SEQS iterations rather than n, which the drivers unroll (at SEQS = 1 the loop
             // is gone: llvmpipe's loop count stays what it was before this loop existed).
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    let x_row = ((t - 1u) * dims.batch + s0 + k) * p;
-                    var a = b;
-                    for (var m = 0u; m < p; m++) {
-                        a += u[i * p + m] * x[x_row + m];
+                    if LANES == 1u {
+                        // The partial sums onto the input part one pair at a time.
+                        let sum = acc[k];
+                        h_buf[next + k * d + i] = safe_tanh(input_part(t, s0 + k, i, prev + k * d) + (sum.x + sum.y) + (sum.z + sum.w));
+                    } else {
+                        h_buf[next + lane * SEQS * d + k * d + i] = hsum(acc[k]);
                     }
-                    // This kernel adds the last d % 8 terms to the input part first, then
-                    // the partial sums one pair at a time.
-                    let v = prev + k * d;
-                    let sum = acc[k];
-                    h_buf[next + k * d + i] = safe_tanh(column_rest(a, i, d, v) + (sum.x + sum.y) + (sum.z + sum.w));
+                }
+            }
+        }
+        if LANES > 1u {
+            // All partials written; each finisher reads only its own units' (see the top).
+            workgroupBarrier();
+            for (var i = lid; i < d; i += WG) {
+                for (var k = 0u; k < SEQS; k++) {
+                    if k < n {
+                        let at = next + k * d + i;
+                        var a = input_part(t, s0 + k, i, prev + k * d);
+                        for (var l = 0u; l < LANES; l++) {
+                            a += h_buf[at + l * SEQS * d];
+                        }
+                        h_buf[at] = safe_tanh(a);
+                    }
                 }
             }
         }

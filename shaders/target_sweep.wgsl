@@ -39,6 +39,15 @@
 // the first segment (dims.first = T) after setting up dv_0 and dv_T. A segment hands dv of
 // its last step to the next in `carry` [B, d], in f32: the history may hold it rounded to
 // f16, and the sweep must go on from the f32 value.
+// Lanes per unit (LANES, the same count as forward.wgsl's; see there for why): with
+// LANES = L > 1, lane l of unit i sums lane_chunk l of (P s)_i and writes it to dv_cur,
+// lane l's of sequence k at l·SEQS·d + k·d + i (so LANES·SEQS·d ≤ MAX_HIDDEN, the host
+// checks it). dv_cur is free then: dv_t's last reads (the brackets, the previous rows'
+// stores) come before the barrier that precedes the product. After a second barrier the
+// finisher of unit i (invocation i mod WG) adds the L partials in lane order, then the last
+// d % 8 terms, and writes dv_{t−1} over lane 0's partial: only that finisher reads the
+// partials of unit i. At LANES = 1 the lane code is compiled out and the kernel runs the
+// loops, barriers and sums it ran before lanes existed.
 // It reads Pᵀ (transpose.wgsl writes it first) for coalesced reads, and takes eight terms
 // of P s per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: Pᵀ [d, d], U [d, p], x [T, B, p], h and dv [T+1, B, d'] (d' = hist_stride(d)),
@@ -46,10 +55,14 @@
 // consecutive in each. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
 // storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
-const WG: u32 = 256u;
+// Invocations per workgroup: 256, or more with lanes (gpu::kernel sets it with LANES).
+override WG: u32 = 256u;
 
 // Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.
 override SEQS: u32 = 1u;
+
+// Lanes per unit: 1, 2, 4, 8 or 16, set per pipeline.
+override LANES: u32 = 1u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (columns_dot8, column_rest, hsum; the operands are dot_matrix and dot_vector below), include/activation.wgsl
@@ -155,6 +168,19 @@ fn atanh_difference(ht: f32, dvt: f32) -> f32 {
     return atanh_f32(num / den);
 }
 
+// dv_{t−1} of unit i of the workgroup's sequence k into dv_cur, from `sum`, the eight-term
+// part of (P s)_i (column_dot's order: then the last d % 8 terms); `prev` is the
+// sequence's row t − 1 in h.
+fn finish(k: u32, i: u32, prev: u32, sum: f32) {
+    let d = dims.hidden;
+    var a = column_rest(sum, i, d, k * d);
+    // Plain targets are absolute: their offset subtracts h_{t-1}.
+    if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
+        a -= load_h(prev + i);
+    }
+    dv_cur[k * d + i] = a;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     // The workgroup's sequences s0 .. s0 + n − 1.
@@ -178,6 +204,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if top {
         store_rows((dims.steps * dims.batch + s0) * stride, n, lid);
     }
+    // This invocation's lane of its units and the terms the lane sums.
+    let lane = lid % LANES;
+    let chunk = lane_chunk(d, lane, LANES);
     let end = dims.first - dims.count;
     for (var t = dims.first; t > end; t--) {
         // Row t of the workgroup's first sequence in h and dv, row t − 1 in dv, x and g.
@@ -226,19 +255,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         // Also orders the previous rows' stores (reads of dv_cur) before the writes below.
         workgroupBarrier();
-        for (var i = lid; i < d; i += WG) {
-            // (P s)_i of all SEQS sequences from one pass over column i of Pᵀ. Past the
-            // last sequence (k ≥ n) it sums what s_vec holds there, never used.
-            let acc = columns_dot8(i, d, 0u, d, SEQS);
+        for (var i = lid / LANES; i < d; i += WG / LANES) {
+            // The lane's part of (P s)_i of all SEQS sequences from one pass over its chunk
+            // of column i of Pᵀ. Past the last sequence (k ≥ n) it sums what s_vec holds
+            // there, never used.
+            let acc = columns_dot8(i, d, 0u, d, SEQS, chunk);
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    // column_dot's order: the eight-term sums, then the last d % 8 terms.
-                    var a = column_rest(hsum(acc[k]), i, d, k * d);
-                    // Plain targets are absolute: their offset subtracts h_{t-1}.
-                    if dims.mode != LINEARIZED && dims.mode != DIFFERENCE {
-                        a -= load_h(prev0 + k * stride + i);
+                    if LANES == 1u {
+                        finish(k, i, prev0 + k * stride, hsum(acc[k]));
+                    } else {
+                        dv_cur[lane * SEQS * d + k * d + i] = hsum(acc[k]);
                     }
-                    dv_cur[k * d + i] = a;
+                }
+            }
+        }
+        if LANES > 1u {
+            // All partials written; each finisher reads only its own units' (see the top).
+            workgroupBarrier();
+            for (var i = lid; i < d; i += WG) {
+                for (var k = 0u; k < SEQS; k++) {
+                    if k < n {
+                        var sum = dv_cur[k * d + i];
+                        for (var l = 1u; l < LANES; l++) {
+                            sum += dv_cur[l * SEQS * d + k * d + i];
+                        }
+                        finish(k, i, prev0 + k * stride, sum);
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@ use support::{
 use tpri::config::{Loss, TargetMode};
 use tpri::cpu;
 
-use tpri::gpu::{self, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::gpu::{self, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage};
 use tpri::kernel_io::RnnGrads;
 use tpri::model::{CellKind, Params};
 use tpri::tasks::Targets;
@@ -45,6 +45,7 @@ fn packed(b: usize, k: Option<usize>, storage: Storage) -> GpuOptions {
             StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
         }),
         sequences_per_workgroup: SequencesPerWorkgroup::fixed(b).unwrap(),
+        ..GpuOptions::default()
     }
 }
 
@@ -167,6 +168,49 @@ fn too_many_sequences_per_workgroup_are_refused() {
     };
     let e = gpu::one_shot::forward_with(&ctx, &params, &x, odd).unwrap_err();
     assert!(format!("{e:#}").contains("power of two"), "{e:#}");
+}
+
+/// Lanes per unit whose invocations do not fit a workgroup (lanes·d past the adapter's
+/// invocations), whose partial sums do not fit the kernels' workgroup memory
+/// (lanes·b·d > 2048), or that are not a power of two are refused with a message naming
+/// the setting, not run.
+#[test]
+fn lanes_per_unit_that_do_not_fit_are_refused() {
+    let ctx = ctx();
+    let lanes = |l, b| GpuOptions {
+        lanes_per_unit: LanesPerUnit::Fixed(l),
+        ..packed(b, None, Storage::F32)
+    };
+    let forward = |d, options| {
+        let params = seeded_params(CellKind::Tanh, dims(1, d, 2), 71, 1.0);
+        let x = inputs(&mut rng(701), 3, 5, 1);
+        let e = gpu::one_shot::forward_with(&ctx, &params, &x, options).unwrap_err();
+        format!("{e:#}")
+    };
+    // Past the adapter's invocations per workgroup: 2048 at d = 1024 with 2 lanes.
+    let max = ctx.max_invocations_per_workgroup();
+    assert!(
+        max < 2048,
+        "this test assumes fewer than 2048 invocations, got {max}"
+    );
+    let msg = forward(1024, lanes(2, 1));
+    assert!(
+        msg.contains("lanes_per_unit") && msg.contains("d = 1024"),
+        "{msg}"
+    );
+    assert!(msg.contains("invocations per workgroup"), "{msg}");
+    // Past workgroup memory: 8 lanes × 4 sequences × 100 units.
+    let msg = forward(100, lanes(8, 4));
+    assert!(
+        msg.contains("lanes_per_unit") && msg.contains("workgroup memory"),
+        "{msg}"
+    );
+    assert!(msg.contains("use 2 or fewer sequences"), "{msg}");
+    let msg = forward(7, lanes(3, 1));
+    assert!(
+        msg.contains("lanes per unit") && msg.contains("power of two"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -32,7 +32,9 @@ use support::{check_all, dims, embed, inputs, random_batch, rng, seeded_params, 
 use tpri::backend::{Backend, Trace};
 use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpGrad};
 use tpri::cpu::{self, CpuBackend};
-use tpri::gpu::{self, GpuBackend, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::gpu::{
+    self, GpuBackend, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+};
 use tpri::model::CellKind;
 
 /// At most `k` steps per launch.
@@ -343,10 +345,66 @@ fn packed_time_loops_match_reference_and_one_sequence_per_workgroup() {
     }
 }
 
+/// b sequences per workgroup and l lanes per unit in launches of K steps.
+fn lanes(storage: Storage, k: usize, b: usize, l: usize) -> GpuOptions {
+    GpuOptions {
+        lanes_per_unit: LanesPerUnit::fixed(l).unwrap(),
+        ..packed(storage, k, b)
+    }
+}
+
+/// Lanes per unit (each unit's dot product split over L invocations) in the tanh RNN's
+/// three time loops: L = 1, 2, 4, 8, 16 wherever L·d fits the adapter's workgroup, at
+/// d = 1, 7, 33, 100, 257 (eight-term chunks with rests of every length, and lanes left
+/// without a block), with 2 sequences per workgroup where L·2·d fits the kernels' workgroup
+/// memory, at B = 3 (the last workgroup short), in launches of K = 4 steps at T = 6 (the
+/// states, offsets and δ carried once): TP and BP within `TOL` of the reference, and at
+/// d = 33 also plain targets (the sweep's finishers subtract h_{t−1}) with local gradients
+/// (the backward recursion without its product) and outputs at every step. At every L the
+/// sequences per workgroup change no result: b = 2 gives the bits of b = 1.
+#[test]
+fn lanes_per_unit_match_reference_and_pack_like_one_sequence() {
+    use Loss::{CrossEntropy as Ce, CrossEntropySeq as Seq, Mse};
+    use Method::{Bp, Tp};
+    use TargetMode::{Linearized as Lin, Plain};
+    use TpGrad::{Local, ThroughTime as Tt};
+    let max = ctx().max_invocations_per_workgroup();
+    for (i, d) in [1, 7, 33, 100, 257].into_iter().enumerate() {
+        let shape = Shape::new(3, 6, 2, d, 3);
+        let p = start(CellKind::Tanh, shape.dims(), 300 + i as u64, 0.3);
+        let mut cases = vec![(Tp, Lin, Tt, Ce), (Bp, Lin, Tt, Mse)];
+        if d == 33 {
+            cases.push((Tp, Plain, Local, Seq));
+        }
+        for (j, &(method, mode, grad, loss)) in cases.iter().enumerate() {
+            let batch = random_batch(&mut rng(310 + (10 * i + j) as u64), shape, loss);
+            let h = hyper(Inversion::Analytic, method, mode, grad, loss);
+            for l in [1, 2, 4, 8, 16] {
+                if l > 1 && l * d > max {
+                    continue;
+                }
+                let b = if 2 * l * d <= gpu::MAX_HIDDEN { 2 } else { 1 };
+                let what =
+                    format!("(d={d}, L={l}, b={b}, {method:?}, {mode:?}, {grad:?}, {loss:?})");
+                let (_, got) =
+                    compare_traces_with(&what, &p, &batch, &h, lanes(Storage::F32, 4, b, l));
+                if b > 1 {
+                    let one = GpuBackend::with_options(ctx(), lanes(Storage::F32, 4, 1, l))
+                        .trace(&p, &batch, &h)
+                        .unwrap();
+                    assert_same_bits(&what, &got, &one);
+                }
+            }
+        }
+    }
+}
+
 /// A TP iteration (forward pass, target sweep, backward recursion) and BP with 2 and 8
-/// sequences per workgroup (forced, whatever llvmpipe's own choice) at T = 3000 and d = 103
-/// (d % 8 = 7: the dot products' rests leave the models no slack), at the adapter's quotas
-/// for that count: gpu::loops charges the packed loops, so no launch passes llvmpipe's cap.
+/// sequences per workgroup, and with 2 sequences of 4 lanes per unit (forced, whatever
+/// llvmpipe's own choice) at T = 3000 and d = 103 (d % 8 = 7: the dot products' rests
+/// leave the models no slack), at the adapter's quotas for that packing: gpu::loops charges
+/// the packed loops and the lanes' extra loops and barrier, so no launch passes llvmpipe's
+/// cap.
 #[test]
 fn packed_iteration_past_the_loop_cap_matches_reference() {
     let shape = Shape::new(9, 3000, 1, 103, 3);
@@ -354,12 +412,9 @@ fn packed_iteration_past_the_loop_cap_matches_reference() {
     let p = start(CellKind::Tanh, shape.dims(), 263, 0.0);
     for method in [Method::Tp, Method::Bp] {
         let h = tanh_ce(method);
-        for b in [2, 8] {
-            let options = GpuOptions {
-                sequences_per_workgroup: SequencesPerWorkgroup::fixed(b).unwrap(),
-                ..GpuOptions::default()
-            };
-            let what = format!("(T=3000, d=103, B=9, b={b}, {method:?})");
+        for (b, l) in [(2, 1), (8, 1), (2, 4)] {
+            let options = lanes(Storage::F32, usize::MAX, b, l);
+            let what = format!("(T=3000, d=103, B=9, b={b}, L={l}, {method:?})");
             compare_traces_with(&what, &p, &batch, &h, options);
         }
     }

@@ -281,7 +281,7 @@ fn clamp_eps_agrees_with_the_host() {
 /// count of sequences per workgroup where it has the `SEQS` override (forward.wgsl), one
 /// per workgroup size where it has the `WG` override (jacobian.wgsl), else none.
 fn variants(source: &str) -> Vec<(String, PipelineConstants)> {
-    if source.contains("override WG") {
+    if source.contains("override WG") && !source.contains("override LANES") {
         return tpri::gpu::JACOBIAN_WORKGROUP_SIZES
             .iter()
             .map(|&wg| {
@@ -311,6 +311,19 @@ fn variants(source: &str) -> Vec<(String, PipelineConstants)> {
                 let mut constants = storage.clone();
                 constants.insert("SEQS".to_string(), f64::from(b));
                 all.push((format!("{s} storage, SEQS = {b}"), constants));
+            }
+            // The time loops' lanes per unit, with the workgroup size that goes with each
+            // on a 1024-invocation adapter, alone and with 4 sequences per workgroup.
+            if source.contains("override LANES") {
+                for &l in &tpri::gpu::LANES_PER_UNIT[1..] {
+                    for b in [1, 4] {
+                        let mut constants = storage.clone();
+                        constants.insert("SEQS".to_string(), f64::from(b));
+                        constants.insert("LANES".to_string(), f64::from(l));
+                        constants.insert("WG".to_string(), f64::from((256 * l).min(1024)));
+                        all.push((format!("{s} storage, SEQS = {b}, LANES = {l}"), constants));
+                    }
+                }
             }
             all
         })

@@ -447,42 +447,57 @@ fn steps_per_dispatch_from_the_command_line() {
     );
 }
 
-/// `--sequences-per-workgroup B` trains on the GPU with B sequences per workgroup of the
-/// forward pass; a count that is not a power of two, or whose states do not fit the
-/// kernel's workgroup memory at the run's d, is refused with a message, and so is the
-/// flag on the CPU reference.
+/// `--sequences-per-workgroup B` and `--lanes-per-unit L` train on the GPU with B
+/// sequences per workgroup and L lanes per unit in the time loops; a count that is not a
+/// power of two, or that does not fit the kernels' workgroup memory or (lanes) the
+/// adapter's workgroup at the run's d, is refused with a message, and so are the flags on
+/// the CPU reference.
 #[test]
-fn sequences_per_workgroup_from_the_command_line() {
+fn sequences_per_workgroup_and_lanes_per_unit_from_the_command_line() {
     let dir = scratch("sequences-per-workgroup");
-    let gpu = |name: &str, count: &str, hidden: &str| {
+    let gpu = |name: &str, flag: &str, count: &str, hidden: &str| {
         let mut a = small(&dir.join(name), "3");
         let backend = a.iter().position(|s| s == "--backend").unwrap();
         a[backend + 1] = "gpu".into();
         let h = a.iter().position(|s| s == "--hidden").unwrap();
         a[h + 1] = hidden.into();
-        a.extend(["--sequences-per-workgroup".into(), count.into()]);
+        a.extend([flag.into(), count.into()]);
         a
     };
-    ok(&strs(&gpu("four", "4", "8")));
+    let seqs = "--sequences-per-workgroup";
+    let lanes = "--lanes-per-unit";
+    ok(&strs(&gpu("four", seqs, "4", "8")));
     assert!(dir.join("four").join("summary.json").exists());
-    for (count, hidden, want) in [
-        ("3", "8", "power of two from 1 to 16, got 3"),
-        ("16", "200", "use 8 or fewer"),
+    ok(&strs(&gpu("lanes", lanes, "4", "8")));
+    assert!(dir.join("lanes").join("summary.json").exists());
+    for (flag, count, hidden, want) in [
+        (seqs, "3", "8", "power of two from 1 to 16, got 3"),
+        (seqs, "16", "200", "use 8 or fewer"),
+        (
+            lanes,
+            "3",
+            "8",
+            "lanes per unit must be `auto` or a power of two",
+        ),
+        // 16 × 100 invocations: more than lavapipe's 1024.
+        (lanes, "16", "100", "use 8 or fewer"),
     ] {
-        let refused = tpri(&strs(&gpu(count, count, hidden)));
-        assert!(!refused.status.success(), "{count} at d = {hidden}");
+        let refused = tpri(&strs(&gpu(&format!("{flag}{count}"), flag, count, hidden)));
+        assert!(!refused.status.success(), "{flag} {count} at d = {hidden}");
         let err = String::from_utf8_lossy(&refused.stderr);
         assert!(err.contains(want), "{err}");
     }
-    let mut a = small(&dir.join("cpu"), "1");
-    a.extend(["--sequences-per-workgroup".into(), "2".into()]);
-    let refused = tpri(&strs(&a));
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        err.contains("--sequences-per-workgroup 2 applies to the GPU backend"),
-        "{err}"
-    );
+    for flag in [seqs, lanes] {
+        let mut a = small(&dir.join(format!("cpu{flag}")), "1");
+        a.extend([flag.into(), "2".into()]);
+        let refused = tpri(&strs(&a));
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains(&format!("{flag} 2 applies to the GPU backend")),
+            "{err}"
+        );
+    }
 }
 
 /// `tpri train --cell gru --inversion per-gate` end to end on the CPU reference and the GPU

@@ -55,15 +55,27 @@ fn column_dot8(c: u32, d: u32, v0: u32) -> vec4<f32> {
     return acc;
 }
 
-// column_dot8 for `n` vectors at once (n ≤ MAX_SEQS), the k-th at v0 + k·stride: element
-// k is column_dot8(c, d, v0 + k·stride), bit for bit (the same terms added in the same
-// order), and elements n and beyond are 0. Each element of M loaded serves all n vectors:
-// the sequences per workgroup of forward.wgsl, bptt.wgsl and target_sweep.wgsl, where n is
-// an override constant, so the drivers unroll the inner loop and keep the sums in
-// registers.
-fn columns_dot8(c: u32, d: u32, v0: u32, stride: u32, n: u32) -> array<vec4<f32>, MAX_SEQS> {
+// The eight-term blocks of a sum over d terms that lane `lane` of `lanes` takes (the lanes
+// per unit of forward.wgsl, bptt.wgsl and target_sweep.wgsl): the terms [x, y), contiguous,
+// x and y multiples of 8, ⌈(d/8)/lanes⌉ blocks a lane in lane order (the last lanes fewer,
+// possibly none). The lanes together cover the eight-term part [0, d − d % 8) once; at
+// lanes = 1 that part is the one lane's, so its sums are column_dot8's, bit for bit.
+fn lane_chunk(d: u32, lane: u32, lanes: u32) -> vec2<u32> {
+    let blocks = d >> 3u;
+    let per = (blocks + lanes - 1u) / lanes;
+    return vec2<u32>(min(lane * per, blocks), min(lane * per + per, blocks)) * 8u;
+}
+
+// column_dot8 for `n` vectors at once (n ≤ MAX_SEQS), the k-th at v0 + k·stride, over the
+// terms chunk.x ≤ j < chunk.y (multiples of 8; lane_chunk's): with the chunk [0, d − d % 8)
+// element k is column_dot8(c, d, v0 + k·stride), bit for bit (the same terms added in the
+// same order), and elements n and beyond are 0. Each element of M loaded serves all n
+// vectors: the sequences per workgroup of forward.wgsl, bptt.wgsl and target_sweep.wgsl,
+// where n is an override constant, so the drivers unroll the inner loop and keep the sums
+// in registers.
+fn columns_dot8(c: u32, d: u32, v0: u32, stride: u32, n: u32, chunk: vec2<u32>) -> array<vec4<f32>, MAX_SEQS> {
     var acc: array<vec4<f32>, MAX_SEQS>;
-    for (var j = 0u; j + 8u <= d; j += 8u) {
+    for (var j = chunk.x; j < chunk.y; j += 8u) {
         let e = c + j * d;
         let m0 = vec4<f32>(dot_matrix(e), dot_matrix(e + d), dot_matrix(e + 2u * d), dot_matrix(e + 3u * d));
         let m1 = vec4<f32>(dot_matrix(e + 4u * d), dot_matrix(e + 5u * d), dot_matrix(e + 6u * d), dot_matrix(e + 7u * d));

@@ -21,7 +21,8 @@ use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
 use crate::gpu::{
-    F16Conversions, GpuOptions, Phase, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+    F16Conversions, GpuOptions, LanesPerUnit, Phase, SequencesPerWorkgroup, StepsPerDispatch,
+    Storage,
 };
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
@@ -199,7 +200,11 @@ pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
         SequencesPerWorkgroup::Auto => String::new(),
         SequencesPerWorkgroup::Fixed(b) => format!("-s{b}"),
     };
-    format!("{storage}{steps}{seqs}")
+    let lanes = match options.lanes_per_unit {
+        LanesPerUnit::Auto => String::new(),
+        LanesPerUnit::Fixed(l) => format!("-l{l}"),
+    };
+    format!("{storage}{steps}{seqs}{lanes}")
 }
 
 /// Times `reps` training steps of `method` at `size` on the f64 CPU reference.

@@ -11,7 +11,8 @@ use clap::{Args, ValueEnum};
 use tpri::bench::{Machine, Size};
 use tpri::config::Method;
 use tpri::gpu::{
-    F16Conversions, GpuContext, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+    F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch,
+    Storage,
 };
 
 /// Which backends to time.
@@ -53,6 +54,11 @@ pub struct BenchArgs {
     /// against the adapter's choice (rows labelled `gpu-s1` and `gpu`).
     #[arg(long, value_delimiter = ',', default_values_t = [SequencesPerWorkgroup::Auto])]
     pub(super) sequences_per_workgroup: Vec<SequencesPerWorkgroup>,
+    /// Lanes per unit of the tanh time loops: `auto` (the adapter's choice) or a power of
+    /// two; `1,auto` times one lane per unit against the adapter's choice (rows labelled
+    /// `gpu-l1` and `gpu`).
+    #[arg(long, value_delimiter = ',', default_values_t = [LanesPerUnit::Auto])]
+    pub(super) lanes_per_unit: Vec<LanesPerUnit>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,

@@ -100,11 +100,11 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
         let s = m.size;
         let k = m.cg_iterations.unwrap_or(0);
         let storage = m.storage.unwrap_or_default();
-        // The run's sequences per workgroup when fixed; for `auto` the model's choice on
-        // the assumed device (which the floors are of).
+        // The run's sequences per workgroup when fixed; for `auto` what the kernels run on
+        // a GPU (the assumed device, which the floors are of): 1 (gpu::forward's rule).
         let seqs = match m.sequences_per_workgroup.as_deref().map(str::parse) {
             Some(Ok(SequencesPerWorkgroup::Fixed(b))) => b,
-            _ => sequences_per_workgroup(machine, s, storage),
+            _ => 1,
         };
         println!(
             "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
@@ -190,8 +190,12 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
         // The time loops with the sequences per workgroup the model picks on this device,
         // and, where that is not 1, each loop's and the whole iteration's floor with 1
         // beside them.
+        // (The kernels' `auto` runs 1 on a GPU whatever the model says: packing measured
+        // slower on an H100.)
         let seqs = sequences_per_workgroup(machine, s, Storage::F32);
-        println!("time loops: {seqs} sequence(s) per workgroup (the model's choice)");
+        println!(
+            "time loops: {seqs} sequence(s) per workgroup (the model's choice; the kernels' auto runs 1 on a GPU)"
+        );
         let mut floors = [0.0; 2];
         let mut floors_1 = [0.0; 2];
         for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {

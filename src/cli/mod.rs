@@ -21,8 +21,8 @@ use tpri::backend::Backend;
 
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{
-    AdapterChoice, GpuBackend, GpuContext, GpuOptions, SequencesPerWorkgroup, StepsPerDispatch,
-    Storage,
+    AdapterChoice, GpuBackend, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
+    StepsPerDispatch, Storage,
 };
 
 use tpri::config::{
@@ -211,12 +211,18 @@ pub struct BackendArgs {
     #[arg(long, default_value = "auto")]
     steps_per_dispatch: StepsPerDispatch,
     /// How many sequences one workgroup of the GPU's tanh time loops (forward pass,
-    /// backward recursion, target sweep) carries: `auto`
-    /// (the cost model's choice for the shape; on lavapipe as many as leave a workgroup
-    /// per CPU thread) or a power of two from 1 to
-    /// 16 with count × d ≤ 2048; results do not depend on it.
+    /// backward recursion, target sweep) carries: `auto` (1 on a GPU; on lavapipe as many
+    /// as leave a workgroup per CPU thread) or a power of two from 1 to 16 with
+    /// count × lanes per unit × d ≤ 2048; results do not depend on it.
     #[arg(long, default_value = "auto")]
     sequences_per_workgroup: SequencesPerWorkgroup,
+    /// How many invocations of the GPU's tanh time loops share each unit's dot product:
+    /// `auto` (on a GPU the most, up to 16, with lanes × d within the adapter's invocations
+    /// per workgroup; 1 on lavapipe) or a power of two from 1 to 16 (lanes × d within the
+    /// adapter's invocations, lanes × sequences per workgroup × d ≤ 2048); results change
+    /// within f32 rounding.
+    #[arg(long, default_value = "auto")]
+    lanes_per_unit: LanesPerUnit,
 }
 
 impl BackendArgs {
@@ -226,6 +232,7 @@ impl BackendArgs {
             storage: self.storage,
             steps_per_dispatch: self.steps_per_dispatch,
             sequences_per_workgroup: self.sequences_per_workgroup,
+            lanes_per_unit: self.lanes_per_unit,
         }
     }
 }
@@ -257,6 +264,12 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
             bail!(
                 "--sequences-per-workgroup {} applies to the GPU backend; the CPU reference runs its sequences on the host",
                 args.sequences_per_workgroup
+            );
+        }
+        if args.lanes_per_unit != LanesPerUnit::Auto {
+            bail!(
+                "--lanes-per-unit {} applies to the GPU backend; the CPU reference runs its sums on the host",
+                args.lanes_per_unit
             );
         }
         Ok(Box::new(CpuBackend::new()))

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tpri::config::{DtpConfig, Loss, Method};
-use tpri::gpu::{SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::gpu::{LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage};
 use tpri::limits::Workload;
 use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
@@ -72,6 +72,10 @@ pub struct TraceArgs {
     /// (see `tpri train --help`); the trace does not depend on it.
     #[arg(long, default_value = "auto")]
     sequences_per_workgroup: SequencesPerWorkgroup,
+    /// Lanes per unit of the GPU's tanh time loops: `auto` or a power of two (see `tpri
+    /// train --help`); the trace changes within f32 rounding.
+    #[arg(long, default_value = "auto")]
+    lanes_per_unit: LanesPerUnit,
     /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev, with
     /// --train-embedding grad.embed.weight), for
     /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
@@ -120,6 +124,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         storage: args.storage,
         steps_per_dispatch: args.steps_per_dispatch,
         sequences_per_workgroup: args.sequences_per_workgroup,
+        lanes_per_unit: args.lanes_per_unit,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
     backend.check_workload(

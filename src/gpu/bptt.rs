@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::TimeLoop;
+use crate::gpu::kernel::{Packing, TimeLoop};
 use crate::gpu::layout::Shape;
 use crate::gpu::segments::split;
 
@@ -48,14 +48,14 @@ impl Dims {
     }
 }
 
-/// The launches: one workgroup per `seqs` sequences, `steps` steps per launch, writing δ
+/// The launches: one workgroup per `packing.seqs` sequences, `steps` steps per launch, writing δ
 /// and e [T, B, d]. `targets` injects h_t − v_t at every step (TP), otherwise g_T at the top (BP),
 /// or with `every_step` (outputs at every step) g_t at every step.
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    (shape, steps, seqs): (Shape, usize, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     targets: bool,
     through_time: bool,
     every_step: bool,
@@ -65,7 +65,7 @@ pub(crate) fn dispatch(
         // bptt.wgsl's STEPS.
         dims.injection = 2;
     }
-    launch(ctx, model, seq, (shape, steps, seqs), &dims)
+    launch(ctx, model, seq, (shape, steps, packing), &dims)
 }
 
 /// DTP's launch (docs/ALGORITHM.md §14): TP's, with the injection h_t − v_t divided by B,
@@ -75,21 +75,21 @@ pub(crate) fn dispatch_batch_mean(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    (shape, steps, seqs): (Shape, usize, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     through_time: bool,
 ) -> Result<Dispatch> {
     let mut dims = Dims::new(model, seq, shape, true, through_time);
     dims.dv_scale *= shape.batch as f32;
-    launch(ctx, model, seq, (shape, steps, seqs), &dims)
+    launch(ctx, model, seq, (shape, steps, packing), &dims)
 }
 
-/// bptt.wgsl's launch with `dims` and `seqs` sequences per workgroup, on the tanh RNN's
+/// bptt.wgsl's launch with `dims`, packed as `packing` says, on the tanh RNN's
 /// buffers.
 fn launch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    (shape, steps, seqs): (Shape, usize, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     dims: &Dims,
 ) -> Result<Dispatch> {
     let bindings = vec![
@@ -99,17 +99,17 @@ fn launch(
         (5, seq.delta.as_entire_binding()),
         (6, seq.err.as_entire_binding()),
     ];
-    let kernel = ctx.time_loop_kernel(seq.h.storage, TimeLoop::Bptt, seqs)?;
-    dispatch_cell(ctx, model, (shape, steps, seqs), kernel, dims, bindings)
+    let kernel = ctx.time_loop_kernel(seq.h.storage, TimeLoop::Bptt, packing)?;
+    dispatch_cell(ctx, model, (shape, steps, packing), kernel, dims, bindings)
 }
 
 /// What the backward launches of both cells share: `kernel`'s recursion, one workgroup
-/// per `seqs` sequences (the GRU's kernel carries one) and `steps` steps per launch from
+/// per `packing.seqs` sequences (the GRU's kernel carries one) and `steps` steps per launch from
 /// the top, bound to W at 1 and to the cell's own `bindings` after it.
 pub(crate) fn dispatch_cell<'a>(
     ctx: &GpuContext,
     model: &'a ModelBuffers,
-    (shape, steps, seqs): (Shape, usize, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     kernel: &wgpu::ComputePipeline,
     dims: &Dims,
     bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
@@ -131,7 +131,7 @@ pub(crate) fn dispatch_cell<'a>(
         &all,
         per_item_groups(
             ctx,
-            shape.batch.div_ceil(seqs.max(1)),
+            packing.workgroups(shape.batch),
             "batch size B / sequences per workgroup",
         )?,
     )

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
-use crate::gpu::kernel::{self, HistoryKernels, JacobianKernels, Kernels, TimeLoop};
+use crate::gpu::kernel::{self, HistoryKernels, JacobianKernels, Kernels, Packing, TimeLoop};
 use crate::gpu::storage::{F16Conversions, Storage};
 
 /// A device and queue, what is known about them, and every compute pipeline the
@@ -25,8 +25,8 @@ use crate::gpu::storage::{F16Conversions, Storage};
 /// | `max_storage_buffers_per_shader_stage` | 9 | `dtp_reverse.wgsl`; 8: `gru_bptt.wgsl`, `target_sweep.wgsl` (b_ih and b_hh in one binding), `dtp_targets.wgsl` and `jacobian.wgsl`'s `jacobian_sweep` (others bind 2–7) |
 /// | `max_uniform_buffers_per_shader_stage` | 1 | every kernel (its parameters) |
 /// | `max_bindings_per_bind_group` | 11 | `jacobian.wgsl` numbers its bindings up to `@binding(10)` |
-/// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `target_sweep.wgsl` at d = [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 2048 |
-/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16) |
+/// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `bptt.wgsl`, `target_sweep.wgsl` (two arrays of [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 2048 f32 each, whatever d) |
+/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16); the tanh RNN's time loops with lanes per unit use up to 256 per lane, within what the device allows |
 ///
 /// The problem size is bounded by the device, not by the crate: every storage buffer is
 /// checked against `max_buffer_size` and `max_storage_buffer_binding_size` when it is
@@ -116,20 +116,33 @@ impl GpuContext {
             .with_context(|| format!("compiling the {storage}-storage kernels"))
     }
 
-    /// The tanh RNN's time loop `which` for `storage` with `seqs` sequences per workgroup
-    /// (compiled on first use); an error for a count it is not compiled for
-    /// (`SEQUENCES_PER_WORKGROUP`).
+    /// The tanh RNN's time loop `which` for `storage` packed as `packing` says (compiled on
+    /// first use); an error for counts it is not compiled for (`SEQUENCES_PER_WORKGROUP`,
+    /// `LANES_PER_UNIT`).
     pub(crate) fn time_loop_kernel(
         &self,
         storage: Storage,
         which: TimeLoop,
-        seqs: usize,
+        packing: Packing,
     ) -> Result<&wgpu::ComputePipeline> {
         let kernels = self.history_kernels(storage)?;
         let what = which.what();
-        self.checked(|| kernels.time_loop(&self.device, which, seqs))
-            .with_context(|| format!("compiling {what} for {seqs} sequences per workgroup"))?
-            .ok_or_else(|| anyhow!("{what} is not compiled for {seqs} sequences per workgroup"))
+        let how = format!(
+            "{} sequence(s) per workgroup, {} lane(s) per unit, {} invocations per workgroup",
+            packing.seqs, packing.lanes, packing.workgroup_size
+        );
+        self.checked(|| kernels.time_loop(&self.device, which, packing))
+            .with_context(|| format!("compiling {what} for {how}"))?
+            .ok_or_else(|| anyhow!("{what} is not compiled for {how}"))
+    }
+
+    /// The most invocations one workgroup may have on this device (the lesser of
+    /// `max_compute_invocations_per_workgroup` and `max_compute_workgroup_size_x`: the
+    /// kernels' workgroups are one-dimensional).
+    pub fn max_invocations_per_workgroup(&self) -> usize {
+        let l = &self.limits;
+        l.max_compute_invocations_per_workgroup
+            .min(l.max_compute_workgroup_size_x) as usize
     }
 
     /// jacobian.wgsl's kernels with `wg` invocations per workgroup (compiled on first use).

@@ -3,16 +3,17 @@
 
 use anyhow::Result;
 
-use crate::bench::{sequences_per_workgroup, Machine, Size};
 use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::TimeLoop;
+use crate::gpu::kernel::{Packing, TimeLoop};
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
-use crate::gpu::options::{SequencesPerWorkgroup, MAX_SEQUENCES_PER_WORKGROUP};
+use crate::gpu::options::{
+    GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
+    MAX_SEQUENCES_PER_WORKGROUP,
+};
 use crate::gpu::segments::{split, Budget};
-use crate::gpu::storage::Storage;
 use crate::gpu::transpose;
 
 #[repr(C)]
@@ -26,101 +27,131 @@ struct Dims {
     count: u32,
 }
 
-/// Sequences per workgroup of the tanh RNN's time loops (the forward pass, the backward
-/// recursion and the target sweep, which all take the same count) at hidden size `d` and
-/// `shape` on `ctx`'s adapter, as `choice` asks: a fixed count after checking it (a power
-/// of two up to `MAX_SEQUENCES_PER_WORKGROUP` whose vectors fit the kernels' workgroup
-/// memory: b·d ≤ `MAX_HIDDEN` in each of them), or the
-/// count `auto` picks (the cost model's on a GPU, llvmpipe's own rule there).
-pub(crate) fn sequences(
+/// How the tanh RNN's time loops (the forward pass, the backward recursion and the target
+/// sweep, which all take the same packing) run at hidden size `d` and `shape` on `ctx`'s
+/// adapter, as `options` ask: sequences per workgroup and lanes per unit, each a fixed
+/// count after checking it or the count `auto` picks, and the workgroup size that goes
+/// with the lanes (`Packing::new`). Their partial sums and vectors must fit the kernels'
+/// workgroup memory, lanes·b·d ≤ `MAX_HIDDEN`, and more than one lane a workgroup,
+/// lanes·d ≤ the adapter's invocations per workgroup.
+pub(crate) fn packing(
     ctx: &GpuContext,
-    choice: SequencesPerWorkgroup,
+    options: &GpuOptions,
     d: usize,
     shape: Shape,
-    storage: Storage,
-) -> Result<usize> {
-    match choice {
-        SequencesPerWorkgroup::Fixed(b) => {
-            SequencesPerWorkgroup::fixed(b)?;
-            if b.saturating_mul(d) > MAX_HIDDEN {
+) -> Result<Packing> {
+    let budget = Budget::of(ctx);
+    let max_invocations = ctx.max_invocations_per_workgroup();
+    let lanes = match options.lanes_per_unit {
+        LanesPerUnit::Fixed(l) => {
+            LanesPerUnit::fixed(l)?;
+            if l > 1 && l.saturating_mul(d) > max_invocations {
                 return Err(Error::setting(
-                    "sequences_per_workgroup",
+                    "lanes_per_unit",
                     format!(
-                        "{b} sequences per workgroup at hidden size d = {d} need {} states' worth of workgroup memory in the time loops, more than their {MAX_HIDDEN} (sequences per workgroup × d must be at most {MAX_HIDDEN}); use {} or fewer, or `auto`",
-                        b * d,
-                        largest_fitting(d)
+                        "{l} lanes per unit at hidden size d = {d} need {} invocations per workgroup, more than this adapter's {max_invocations} (lanes per unit × d must be at most {max_invocations}); use {} or fewer, or `auto`",
+                        l * d,
+                        largest_power_of_two(MAX_LANES_PER_UNIT, |l| l * d <= max_invocations)
                     ),
                 )
                 .into());
             }
-            Ok(b)
+            Some(l)
         }
-        SequencesPerWorkgroup::Auto => Ok(auto(Budget::of(ctx), d, shape, storage)),
-    }
+        LanesPerUnit::Auto => None,
+    };
+    let seqs = match options.sequences_per_workgroup {
+        SequencesPerWorkgroup::Fixed(b) => {
+            SequencesPerWorkgroup::fixed(b)?;
+            let l = lanes.unwrap_or(1);
+            if b.saturating_mul(l).saturating_mul(d) > MAX_HIDDEN {
+                let fit =
+                    largest_power_of_two(MAX_SEQUENCES_PER_WORKGROUP, |b| b * l * d <= MAX_HIDDEN);
+                return Err(Error::setting(
+                    if l > 1 { "lanes_per_unit" } else { "sequences_per_workgroup" },
+                    format!(
+                        "{b} sequences per workgroup with {l} lane(s) per unit at hidden size d = {d} need {} values of workgroup memory in the time loops, more than their {MAX_HIDDEN} (sequences per workgroup × lanes per unit × d must be at most {MAX_HIDDEN}); use {fit} or fewer sequences, fewer lanes, or `auto`",
+                        b * l * d,
+                    ),
+                )
+                .into());
+            }
+            b
+        }
+        SequencesPerWorkgroup::Auto => auto_sequences(budget, d * lanes.unwrap_or(1), shape),
+    };
+    let lanes = lanes.unwrap_or_else(|| auto_lanes(budget, d, seqs, max_invocations));
+    Ok(Packing::new(seqs, lanes, max_invocations))
 }
 
-/// The largest power of two b ≤ `MAX_SEQUENCES_PER_WORKGROUP` with b·d ≤ `MAX_HIDDEN` (1
-/// at least).
-fn largest_fitting(d: usize) -> usize {
-    let mut b = 1;
-    while b * 2 <= MAX_SEQUENCES_PER_WORKGROUP && b * 2 * d <= MAX_HIDDEN {
-        b *= 2;
+/// The largest power of two n ≤ `max` for which `fits(n)` holds (1 at least).
+fn largest_power_of_two(max: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let mut n = 1;
+    while n * 2 <= max && fits(n * 2) {
+        n *= 2;
     }
-    b
+    n
 }
 
-/// The automatic count. On a GPU the cost model's choice for `Machine::MIDRANGE` (what a
-/// GPU of unknown make is assumed to be). On llvmpipe, which runs each workgroup on one
-/// CPU thread with W in that core's caches, there is no shared cache traffic to divide,
-/// but a workgroup's barriers and idle invocations are shared by its sequences: the most
-/// sequences that still leave a workgroup for every CPU thread (docs/PERFORMANCE.md,
+/// The automatic count of sequences per workgroup, for `width` = lanes per unit · d
+/// values per sequence in workgroup memory. On a GPU 1: packing adds serial work to every
+/// invocation of a chain of steps that is pure latency (measured on an H100 through Vulkan,
+/// 1 beat the cost model's 4 by 3.7× at d = 100, B = 256 and by 1.9× at d = 512, B = 256;
+/// `bench::sequences_per_workgroup` is the model's count, which the kernels no longer
+/// follow). On llvmpipe, which runs each workgroup on one CPU thread with W in that core's
+/// caches, a workgroup's barriers and idle invocations are shared by its sequences: the
+/// most sequences that still leave a workgroup for every CPU thread (docs/PERFORMANCE.md,
 /// "Sequences per workgroup": 8 at the paper's size on 2 threads, 0.73× the iteration
 /// time of 1, where 16 on one thread was slower than 1).
-fn auto(budget: Budget, d: usize, shape: Shape, storage: Storage) -> usize {
+fn auto_sequences(budget: Budget, width: usize, shape: Shape) -> usize {
     match budget {
         Budget::LoopCap => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            llvmpipe_choice(d, shape.batch, threads)
+            llvmpipe_choice(width, shape.batch, threads)
         }
-        Budget::Time => {
-            let size = Size {
-                steps: shape.steps,
-                hidden: d,
-                batch: shape.batch,
-                input: 1,
-                output: 1,
-            };
-            sequences_per_workgroup(&Machine::MIDRANGE, size, storage)
-        }
+        Budget::Time => 1,
     }
 }
 
-/// llvmpipe's count for `batch` sequences of hidden size `d` on `threads` CPU threads:
-/// the largest power of two that fits the workgroup memory and leaves at least `threads`
-/// workgroups (1 when the batch is smaller than that).
-fn llvmpipe_choice(d: usize, batch: usize, threads: usize) -> usize {
-    let mut b = 1;
-    while b * 2 <= largest_fitting(d) && batch.div_ceil(b * 2) >= threads.max(1) {
-        b *= 2;
+/// The automatic count of lanes per unit with `seqs` sequences per workgroup at hidden
+/// size `d`: on llvmpipe 1 (each lane count above 1 adds a barrier a step, which costs
+/// there, and the invocations of a workgroup run on one CPU thread anyway); on a GPU the
+/// most, up to `MAX_LANES_PER_UNIT`, whose invocations fit a workgroup (lanes·d ≤
+/// `max_invocations`) and whose partial sums fit workgroup memory (lanes·seqs·d ≤
+/// `MAX_HIDDEN`): each step's chain of dependent terms is then about d/lanes long.
+fn auto_lanes(budget: Budget, d: usize, seqs: usize, max_invocations: usize) -> usize {
+    match budget {
+        Budget::LoopCap => 1,
+        Budget::Time => largest_power_of_two(MAX_LANES_PER_UNIT, |l| {
+            l * d <= max_invocations && l * seqs * d <= MAX_HIDDEN
+        }),
     }
-    b
 }
 
-/// The launches: Wᵀ, then the time loop with `seqs` sequences per workgroup, `steps`
-/// steps per launch, writing h [T+1, B, d] (and handing each segment's last state on in
+/// llvmpipe's count for `batch` sequences of `width` values each (lanes per unit · d) on
+/// `threads` CPU threads: the largest power of two that fits the workgroup memory and
+/// leaves at least `threads` workgroups (1 when the batch is smaller than that).
+fn llvmpipe_choice(width: usize, batch: usize, threads: usize) -> usize {
+    largest_power_of_two(MAX_SEQUENCES_PER_WORKGROUP, |b| {
+        b * width <= MAX_HIDDEN && batch.div_ceil(b) >= threads.max(1)
+    })
+}
+
+/// The launches: Wᵀ, then the time loop packed as `packing` says, `steps` steps per
+/// launch, writing h [T+1, B, d] (and handing each segment's last state on in
 /// `seq.carry`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
     (shape, steps): (Shape, usize),
-    seqs: usize,
+    packing: Packing,
 ) -> Result<[Dispatch; 2]> {
     dispatch_cell(
         ctx,
         model,
-        (shape, steps, seqs),
-        ctx.time_loop_kernel(seq.h.storage, TimeLoop::Forward, seqs)?,
+        (shape, steps, packing),
+        ctx.time_loop_kernel(seq.h.storage, TimeLoop::Forward, packing)?,
         vec![
             (4, seq.x.as_entire_binding()),
             (5, seq.h.binding()),
@@ -131,12 +162,12 @@ pub(crate) fn dispatch(
 }
 
 /// What the forward launches of both cells share: Wᵀ ([d, gates·d] from W [gates·d, d]),
-/// then `kernel`'s time loop, one workgroup per `seqs` sequences and `steps` steps per
-/// launch, bound to Wᵀ, U and b at 1–3 and to the cell's own `bindings` after them.
+/// then `kernel`'s time loop, one workgroup per `packing.seqs` sequences and `steps` steps
+/// per launch, bound to Wᵀ, U and b at 1–3 and to the cell's own `bindings` after them.
 pub(crate) fn dispatch_cell<'a>(
     ctx: &GpuContext,
     model: &'a ModelBuffers,
-    (shape, steps, seqs): (Shape, usize, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     kernel: &wgpu::ComputePipeline,
     bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Result<[Dispatch; 2]> {
@@ -173,7 +204,7 @@ pub(crate) fn dispatch_cell<'a>(
         &all,
         per_item_groups(
             ctx,
-            shape.batch.div_ceil(seqs.max(1)),
+            packing.workgroups(shape.batch),
             "batch size B / sequences per workgroup",
         )?,
     )?;
@@ -188,12 +219,11 @@ mod tests {
         Shape { steps, batch }
     }
 
-    /// On a GPU the cost model packs sequences where W's cache traffic binds (large B and
-    /// d) and not where the serial steps do; on llvmpipe as many as leave a workgroup for
-    /// every CPU thread; never past workgroup memory.
+    /// On a GPU one sequence per workgroup and the most lanes that fit; on llvmpipe one
+    /// lane and as many sequences as leave a workgroup for every CPU thread; never past
+    /// workgroup memory or the adapter's invocations.
     #[test]
-    fn automatic_sequences_per_workgroup() {
-        let f32 = Storage::F32;
+    fn automatic_packing() {
         // llvmpipe: a workgroup for every thread, within the workgroup memory.
         assert_eq!(llvmpipe_choice(100, 16, 2), 8);
         assert_eq!(llvmpipe_choice(100, 16, 16), 1);
@@ -202,21 +232,27 @@ mod tests {
         assert_eq!(llvmpipe_choice(512, 512, 2), 4);
         assert_eq!(llvmpipe_choice(2048, 512, 2), 1);
         assert_eq!(llvmpipe_choice(7, 4096, 0), 16);
-        assert_eq!(auto(Budget::Time, 100, shape(784, 16), f32), 1);
-        assert_eq!(auto(Budget::Time, 512, shape(784, 512), f32), 4);
-        assert_eq!(auto(Budget::Time, 2048, shape(784, 512), f32), 1);
+        assert_eq!(auto_lanes(Budget::LoopCap, 100, 1, 1024), 1);
+        for batch in [1, 16, 512] {
+            assert_eq!(auto_sequences(Budget::Time, 100, shape(784, batch)), 1);
+        }
+        // The paper's size on an NVIDIA adapter (1024 invocations): 8 lanes × 100 units.
+        assert_eq!(auto_lanes(Budget::Time, 100, 1, 1024), 8);
+        assert_eq!(auto_lanes(Budget::Time, 64, 1, 1024), 16);
+        assert_eq!(auto_lanes(Budget::Time, 512, 1, 1024), 2);
+        assert_eq!(auto_lanes(Budget::Time, 2048, 1, 1024), 1);
+        assert_eq!(auto_lanes(Budget::Time, 100, 4, 1024), 4);
+        assert_eq!(auto_lanes(Budget::Time, 100, 1, 256), 2);
         for d in [1, 7, 100, 257, 1024, 2048] {
-            for batch in [1, 7, 64, 512, 4096] {
-                let b = auto(Budget::Time, d, shape(100, batch), f32);
-                assert!(
-                    b.is_power_of_two() && b * d <= MAX_HIDDEN.max(d),
-                    "d={d} B={batch}: {b}"
-                );
-                assert!(b <= MAX_SEQUENCES_PER_WORKGROUP);
+            for seqs in [1, 2, 16] {
+                let l = auto_lanes(Budget::Time, d, seqs, 1024);
+                assert!(l.is_power_of_two() && l <= MAX_LANES_PER_UNIT);
+                assert!(l == 1 || (l * d <= 1024 && l * seqs * d <= MAX_HIDDEN));
             }
         }
-        assert_eq!(largest_fitting(100), 16);
-        assert_eq!(largest_fitting(512), 4);
-        assert_eq!(largest_fitting(2048), 1);
+        assert_eq!(Packing::new(1, 1, 1024).workgroup_size, 256);
+        assert_eq!(Packing::new(1, 2, 1024).workgroup_size, 512);
+        assert_eq!(Packing::new(1, 8, 1024).workgroup_size, 1024);
+        assert_eq!(Packing::new(4, 16, 1000).workgroup_size, 512);
     }
 }

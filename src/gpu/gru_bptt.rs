@@ -7,6 +7,7 @@ use crate::gpu::bptt::{dispatch_cell, Dims};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::kernel::Packing;
 use crate::gpu::layout::Shape;
 
 /// The launches: one workgroup per sequence, `steps` steps per launch, writing dgh (into
@@ -35,7 +36,7 @@ pub(crate) fn dispatch(
     dispatch_cell(
         ctx,
         model,
-        (shape, steps, 1),
+        (shape, steps, Packing::ONE),
         &ctx.kernels.gru_bptt,
         &dims,
         bindings,

@@ -8,6 +8,7 @@ use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::forward::dispatch_cell;
+use crate::gpu::kernel::Packing;
 use crate::gpu::layout::Shape;
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, `steps`
@@ -21,7 +22,7 @@ pub(crate) fn dispatch(
     dispatch_cell(
         ctx,
         model,
-        (shape, steps, 1),
+        (shape, steps, Packing::ONE),
         &ctx.kernels.gru_forward,
         vec![
             (4, model.layout.b_hh.bind(&model.theta)),

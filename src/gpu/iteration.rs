@@ -22,6 +22,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::dtp_reverse::DtpReverse;
 use crate::gpu::inverse::{Cg, GateCg};
+use crate::gpu::kernel::Packing;
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
@@ -148,22 +149,21 @@ impl Workspace {
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
-        // Sequences per workgroup of the time loops (forward, backward recursion, target
-        // sweep): the tanh RNN's kernels pack them, the GRU's carry one whatever the option
-        // says (it names the tanh kernels').
-        let seqs = match cell {
-            CellKind::Tanh => {
-                forward::sequences(ctx, options.sequences_per_workgroup, d, shape, storage)?
-            }
-            CellKind::Gru => 1,
+        // Sequences per workgroup and lanes per unit of the time loops (forward, backward
+        // recursion, target sweep): the tanh RNN's kernels take them, the GRU's carry one
+        // sequence with one lane per unit whatever the options say (they name the tanh
+        // kernels').
+        let packing = match cell {
+            CellKind::Tanh => forward::packing(ctx, &options, d, shape)?,
+            CellKind::Gru => Packing::ONE,
         };
-        let forward_steps = per_launch(loops::forward(cell, d, p, shape, seqs))?;
-        let bptt_steps = per_launch(loops::bptt(cell, d, shape, seqs))?;
-        let packed_bptt = (shape, bptt_steps.1, seqs);
+        let forward_steps = per_launch(loops::forward(cell, d, p, shape, packing))?;
+        let bptt_steps = per_launch(loops::bptt(cell, d, shape, packing))?;
+        let packed_bptt = (shape, bptt_steps.1, packing);
         let every_step = hyper.loss.every_step();
         let (forward, bptt, mut reductions): (_, _, Vec<Dispatch>) = match cell {
             CellKind::Tanh => (
-                forward::dispatch(ctx, model, &seq, forward_steps, seqs)?,
+                forward::dispatch(ctx, model, &seq, forward_steps, packing)?,
                 if dtp {
                     bptt::dispatch_batch_mean(ctx, model, &seq, packed_bptt, through_time)?
                 } else {
@@ -225,8 +225,8 @@ impl Workspace {
                         &seq,
                         (
                             shape,
-                            segmenting.quota(&loops::target_sweep(d, p, shape, seqs))?,
-                            seqs,
+                            segmenting.quota(&loops::target_sweep(d, p, shape, packing))?,
+                            packing,
                         ),
                         tp,
                         every_step,

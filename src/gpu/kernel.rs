@@ -142,6 +142,51 @@ pub(crate) struct JacobianKernels {
 /// override).
 pub const SEQUENCES_PER_WORKGROUP: [u32; 5] = [1, 2, 4, 8, 16];
 
+/// The lanes per unit the tanh RNN's time loops are compiled for (their `LANES` override).
+pub const LANES_PER_UNIT: [u32; 5] = [1, 2, 4, 8, 16];
+
+/// How a tanh RNN time loop's pipeline spreads its work: `seqs` sequences per workgroup,
+/// `lanes` invocations per unit's dot product, `workgroup_size` invocations per workgroup
+/// (the kernels' `SEQS`, `LANES` and `WG` overrides; `gpu::forward::packing` picks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Packing {
+    pub seqs: usize,
+    pub lanes: usize,
+    pub workgroup_size: usize,
+}
+
+impl Packing {
+    /// One sequence per workgroup, one lane per unit, 256 invocations: the kernels as they
+    /// were before packing (and the GRU's, which always run so).
+    pub const ONE: Packing = Packing {
+        seqs: 1,
+        lanes: 1,
+        workgroup_size: 256,
+    };
+
+    /// `seqs` and `lanes` with the workgroup size that goes with `lanes` on an adapter
+    /// allowing `max_invocations` per workgroup: 256 at one lane (as before lanes), else
+    /// 256 per lane up to the largest power of two the adapter allows.
+    pub fn new(seqs: usize, lanes: usize, max_invocations: usize) -> Packing {
+        let workgroup_size = if lanes <= 1 {
+            256
+        } else {
+            let cap = 1 << max_invocations.max(256).ilog2();
+            (256 * lanes).min(cap)
+        };
+        Packing {
+            seqs,
+            lanes,
+            workgroup_size,
+        }
+    }
+
+    /// Workgroups for `batch` sequences.
+    pub fn workgroups(self, batch: usize) -> usize {
+        batch.div_ceil(self.seqs.max(1))
+    }
+}
+
 /// The tanh RNN's time loops, which carry several sequences per workgroup (`SEQS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TimeLoop {
@@ -179,9 +224,10 @@ impl TimeLoop {
 /// The pipelines that touch a history, compiled for one storage.
 pub(crate) struct HistoryKernels {
     storage: Storage,
-    /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`):
-    /// one sequence compiled with the set, the other counts on first use.
-    time_loops: [[OnceLock<wgpu::ComputePipeline>; 5]; 3],
+    /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`)
+    /// and of lanes per unit (`LANES_PER_UNIT`): one of each compiled with the set, the
+    /// others on first use (a context's workgroup size per lane count is fixed).
+    time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 3],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
     /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
@@ -242,9 +288,10 @@ impl HistoryKernels {
         let sources = history_sources(device, storage);
         let single = |file: &str| pipeline(device, &module(device, sources, file), "main", c);
         let head = module(device, sources, "head.wgsl");
-        let time_loops: [[OnceLock<wgpu::ComputePipeline>; 5]; 3] = Default::default();
+        let time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 3] = Default::default();
         for (slots, which) in time_loops.iter().zip(TimeLoop::ALL) {
-            let _ = slots[0].set(Self::time_loop_pipeline(device, storage, which, 1));
+            let one = Self::time_loop_pipeline(device, storage, which, Packing::ONE);
+            let _ = slots[0][0].set(one);
         }
         Self {
             storage,
@@ -256,35 +303,35 @@ impl HistoryKernels {
         }
     }
 
-    /// `which` for `storage` with `seqs` sequences per workgroup.
+    /// `which` for `storage` packed as `packing` says.
     fn time_loop_pipeline(
         device: &wgpu::Device,
         storage: Storage,
         which: TimeLoop,
-        seqs: u32,
+        packing: Packing,
     ) -> wgpu::ComputePipeline {
         let mut c = storage.pipeline_constants().to_vec();
-        c.push(("SEQS", f64::from(seqs)));
+        c.push(("SEQS", packing.seqs as f64));
+        c.push(("LANES", packing.lanes as f64));
+        c.push(("WG", packing.workgroup_size as f64));
         let sources = history_sources(device, storage);
         pipeline(device, &module(device, sources, which.file()), "main", &c)
     }
 
-    /// `which` with `seqs` sequences per workgroup (one of `SEQUENCES_PER_WORKGROUP`),
+    /// `which` packed as `packing` says (a count of `SEQUENCES_PER_WORKGROUP` and one of
+    /// `LANES_PER_UNIT`, with the workgroup size `Packing::new` gives on this device),
     /// compiled on first use (inside `GpuContext::checked`); `None` for any other count.
     pub fn time_loop(
         &self,
         device: &wgpu::Device,
         which: TimeLoop,
-        seqs: usize,
+        packing: Packing,
     ) -> Option<&wgpu::ComputePipeline> {
-        let slot = SEQUENCES_PER_WORKGROUP
-            .iter()
-            .position(|&b| b as usize == seqs)?;
-        let slots = &self.time_loops[which as usize];
-        Some(
-            slots[slot]
-                .get_or_init(|| Self::time_loop_pipeline(device, self.storage, which, seqs as u32)),
-        )
+        let slot = |counts: &[u32], n: usize| counts.iter().position(|&b| b as usize == n);
+        let seqs = slot(&SEQUENCES_PER_WORKGROUP, packing.seqs)?;
+        let lanes = slot(&LANES_PER_UNIT, packing.lanes)?;
+        let cell = &self.time_loops[which as usize][seqs][lanes];
+        Some(cell.get_or_init(|| Self::time_loop_pipeline(device, self.storage, which, packing)))
     }
 }
 

@@ -15,6 +15,7 @@
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
+use crate::gpu::kernel::Packing;
 use crate::gpu::layout::Shape;
 use crate::model::CellKind;
 
@@ -90,6 +91,28 @@ fn dot(d: usize) -> usize {
     d / 8 + 9
 }
 
+/// The dot products of a tanh RNN time loop's step split over `packing.lanes` > 1 lanes
+/// (forward.wgsl, bptt.wgsl, target_sweep.wgsl with `b` sequences per workgroup): per
+/// pass of the lanes' loop over units (workgroup size / lanes units a pass) the lane's
+/// chunk of ⌈(d/8)/lanes⌉ eight-term blocks, each with its loop over the sequences, and the
+/// loop over the sequences that stores the partials; then a barrier and the finishers'
+/// loop over units (a workgroup's worth a pass), each finishing the b sequences: `finish`
+/// loop iterations of its own (the input terms), the last d % 8 terms and the lanes'
+/// partials. Workgroups are at least 256 invocations, so the loops over units the kernels
+/// keep (`units`) cost no more than the model says.
+fn lanes_step(d: usize, b: usize, finish: usize, packing: Packing) -> usize {
+    let l = packing.lanes;
+    let wg = packing.workgroup_size.max(l);
+    let passes = d.div_ceil(wg / l);
+    let blocks = (d / 8).div_ceil(l);
+    let lanes = passes.saturating_mul(blocks.saturating_mul(b + 2) + b + 4) + 1;
+    let finishers = d
+        .div_ceil(wg)
+        .saturating_mul(b.saturating_mul(finish + l + 10) + 2)
+        + 1;
+    lanes.saturating_add(finishers) + BARRIER
+}
+
 /// forward.wgsl and gru_forward.wgsl: per step the units' input loop (p) and dot
 /// product(s) — the GRU's three gates share one pass over h — and the store or copy of
 /// h_t; per launch the set-up and the hand-over of the last state. forward.wgsl with
@@ -99,15 +122,27 @@ fn dot(d: usize) -> usize {
 /// and, inside the one pass over Wᵀ, per eight terms a loop over the sequences (its exit
 /// test and the outer iteration: two beyond those whole dot products), plus the loop over
 /// the sequences around the input loops. At one sequence the drivers drop those
-/// one-iteration loops (tests/gpu_segments.rs runs it past the cap at this count).
-pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape, seqs: usize) -> LoopModel {
+/// one-iteration loops (tests/gpu_segments.rs runs it past the cap at this count). With
+/// lanes the dot products and the units' finishing are `lanes_step`'s.
+pub(crate) fn forward(
+    cell: CellKind,
+    d: usize,
+    p: usize,
+    shape: Shape,
+    packing: Packing,
+) -> LoopModel {
     let u = units(d);
-    let b = seqs.max(1);
+    let b = packing.seqs.max(1);
     // The flat loops' iterations per invocation beyond those of one sequence.
     let flat = b.saturating_mul(d).div_ceil(256) - u;
     let shared = if b > 1 { 2 * (d / 8) + 3 } else { 0 };
     let unit = b.saturating_mul(dot(d) + p + 3).saturating_add(shared);
-    let step = u * unit + 3 + flat;
+    let units_work = if packing.lanes > 1 {
+        lanes_step(d, b, p + 3, packing)
+    } else {
+        u * unit
+    };
+    let step = units_work + 3 + flat;
     let (fixed, per_unit) = match cell {
         // One barrier after the set-up, one a step.
         CellKind::Tanh => (3 * (u + flat) + 4 + BARRIER, step + BARRIER),
@@ -119,7 +154,7 @@ pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape, seqs: us
         unit: Unit::Step,
         cost: Cost { fixed, per_unit },
         total: shape.steps,
-        workgroups: shape.batch.div_ceil(b),
+        workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,
     }
 }
@@ -130,24 +165,31 @@ pub(crate) fn forward(cell: CellKind, d: usize, p: usize, shape: Shape, seqs: us
 /// forward.wgsl does (see `forward`): its flat loops (set-up, zeroing, stores, hand-over)
 /// run over the workgroup's seqs·d values, and per unit it runs `seqs` brackets and rests
 /// of the product (charged as `seqs` whole dot products), the loop over the sequences
-/// inside the one pass over Pᵀ and the two loops around the per-sequence work.
-pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, seqs: usize) -> LoopModel {
+/// inside the one pass over Pᵀ and the two loops around the per-sequence work. With lanes
+/// the brackets stay (p input terms and the loop over the sequences, per unit) and the
+/// product and the units' finishing are `lanes_step`'s.
+pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -> LoopModel {
     let u = units(d);
-    let b = seqs.max(1);
+    let b = packing.seqs.max(1);
     // The flat loops' iterations per invocation beyond those of one sequence.
     let flat = b.saturating_mul(d).div_ceil(256) - u;
     let shared = if b > 1 { 2 * (d / 8) + 6 } else { 0 };
     let unit = b.saturating_mul(dot(d) + p + 4).saturating_add(shared);
+    let units_work = if packing.lanes > 1 {
+        u * (b.saturating_mul(p + 4) + 2) + lanes_step(d, b, 1, packing)
+    } else {
+        u * unit
+    };
     LoopModel {
         what: "target sweep",
         unit: Unit::Step,
         cost: Cost {
             // One barrier in the set-up, two a step.
             fixed: 4 * (u + flat) + 5 + BARRIER,
-            per_unit: u * unit + 4 + flat + 2 * BARRIER,
+            per_unit: units_work + 4 + flat + 2 * BARRIER,
         },
         total: shape.steps.saturating_sub(1),
-        workgroups: shape.batch.div_ceil(b),
+        workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,
     }
 }
@@ -160,10 +202,11 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, seqs: usize) -> Loo
 /// as `seqs` whole dot products), the loop over the sequences inside the one pass over W
 /// and the loop around the injections; per step the copy of δ_t, one loop over each
 /// sequence's units inside a loop over the sequences; its set-up loop runs over the
-/// workgroup's seqs·d values.
-pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, seqs: usize) -> LoopModel {
+/// workgroup's seqs·d values. With lanes the dot products and the units' finishing (the
+/// injections) are `lanes_step`'s.
+pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
     let u = units(d);
-    let b = seqs.max(1);
+    let b = packing.seqs.max(1);
     let cost = match cell {
         // One barrier in the set-up, two a step.
         CellKind::Tanh => {
@@ -174,9 +217,14 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, seqs: usize) -> LoopM
                 (0, 0)
             };
             let unit = b.saturating_mul(dot(d) + 2).saturating_add(shared);
+            let units_work = if packing.lanes > 1 {
+                lanes_step(d, b, 2, packing)
+            } else {
+                u * unit
+            };
             Cost {
                 fixed: u + flat + 2 + BARRIER,
-                per_unit: u * unit + 3 + copy + 2 * BARRIER,
+                per_unit: units_work + 3 + copy + 2 * BARRIER,
             }
         }
         CellKind::Gru => {
@@ -193,7 +241,7 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, seqs: usize) -> LoopM
         unit: Unit::Step,
         cost,
         total: shape.steps,
-        workgroups: shape.batch.div_ceil(b),
+        workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,
     }
 }

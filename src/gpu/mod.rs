@@ -66,11 +66,14 @@ pub use backend::{gpu_limits, GpuBackend};
 pub use context::GpuContext;
 pub use inverse::GPU_CG_TOL;
 pub use kernel::{
-    F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, JACOBIAN_WORKGROUP_SIZES, NATIVE_F16_SHADERS,
-    SEQUENCES_PER_WORKGROUP, SHADERS,
+    F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, JACOBIAN_WORKGROUP_SIZES, LANES_PER_UNIT,
+    NATIVE_F16_SHADERS, SEQUENCES_PER_WORKGROUP, SHADERS,
 };
 pub use layout::MAX_HIDDEN;
-pub use options::{GpuOptions, SequencesPerWorkgroup, MAX_SEQUENCES_PER_WORKGROUP};
+pub use options::{
+    GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
+    MAX_SEQUENCES_PER_WORKGROUP,
+};
 pub use phase::Phase;
 pub use profile::Profiler;
 pub use segments::StepsPerDispatch;

@@ -1,15 +1,17 @@
 //! How the GPU backend runs on its device: what it stores the histories in, how it
 //! splits its long loops into launches, and how many sequences a workgroup of the tanh
-//! RNN's time loops carries.
+//! RNN's time loops carries and how many invocations share each unit's dot product there.
 
 use crate::error::Error;
 use crate::gpu::segments::StepsPerDispatch;
 use crate::gpu::storage::Storage;
 
 /// The GPU backend's settings beyond the device (`--storage`, `--steps-per-dispatch`,
-/// `--sequences-per-workgroup`). None changes the mathematics: f16 storage rounds the
-/// stored histories (docs/ALGORITHM.md §11), and the split into launches and the grouping
-/// of sequences into workgroups change nothing at all but how long each launch runs.
+/// `--sequences-per-workgroup`, `--lanes-per-unit`). None changes the mathematics: f16
+/// storage rounds the stored histories (docs/ALGORITHM.md §11), the split into launches and
+/// the grouping of sequences into workgroups change nothing at all but how long each launch
+/// runs, and lanes per unit change the order of the time loops' sums (within f32
+/// rounding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct GpuOptions {
     /// Element type of the histories h and v − h.
@@ -19,6 +21,9 @@ pub struct GpuOptions {
     /// Sequences one workgroup of the tanh RNN's time loops (forward pass, backward
     /// recursion, target sweep) carries (the GRU's kernels carry one whatever this says).
     pub sequences_per_workgroup: SequencesPerWorkgroup,
+    /// Invocations that share each unit's dot product in the tanh RNN's time loops (the
+    /// GRU's kernels use one whatever this says).
+    pub lanes_per_unit: LanesPerUnit,
 }
 
 impl From<Storage> for GpuOptions {
@@ -41,7 +46,8 @@ pub const MAX_SEQUENCES_PER_WORKGROUP: usize = 16;
 /// same whatever the count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SequencesPerWorkgroup {
-    /// Picked per shape and adapter by the cost model (`bench::sequences_per_workgroup`).
+    /// Per adapter and shape (`gpu::forward`'s rule): 1 on a GPU, on llvmpipe as many as
+    /// leave a workgroup for every CPU thread.
     #[default]
     Auto,
     /// This many: a power of two from 1 to `MAX_SEQUENCES_PER_WORKGROUP`, whose states
@@ -54,17 +60,87 @@ impl SequencesPerWorkgroup {
     /// `Fixed(count)` after checking that `count` is a power of two from 1 to
     /// `MAX_SEQUENCES_PER_WORKGROUP`.
     pub fn fixed(count: usize) -> Result<Self, Error> {
-        if count.is_power_of_two() && count <= MAX_SEQUENCES_PER_WORKGROUP {
-            Ok(Self::Fixed(count))
-        } else {
-            Err(Error::setting(
-                "sequences_per_workgroup",
-                format!(
-                    "sequences per workgroup must be `auto` or a power of two from 1 to \
-                     {MAX_SEQUENCES_PER_WORKGROUP}, got {count}"
-                ),
-            ))
+        power_of_two(&SEQUENCES, count).map(Self::Fixed)
+    }
+}
+
+/// Most lanes per unit of the tanh RNN's time loops (`LanesPerUnit`).
+pub const MAX_LANES_PER_UNIT: usize = 16;
+
+/// How many invocations ("lanes") of the tanh RNN's time loops (forward pass, backward
+/// recursion, target sweep) share each unit's dot product at every step
+/// (`--lanes-per-unit`): each sums a contiguous part of the terms, and one adds the parts.
+/// The steps are a chain of dependent dot products, so on a GPU more lanes shorten each
+/// step's serial work; the results change within f32 rounding (the order of the sums).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LanesPerUnit {
+    /// Per adapter and shape (`gpu::forward`'s rule): 1 on llvmpipe, where each barrier
+    /// costs, elsewhere the most that fit a workgroup.
+    #[default]
+    Auto,
+    /// This many: a power of two from 1 to `MAX_LANES_PER_UNIT`, whose lanes fit a
+    /// workgroup (lanes · d ≤ the adapter's invocations per workgroup) and whose partial
+    /// sums fit the kernels' workgroup memory (lanes · sequences per workgroup · d ≤
+    /// `MAX_HIDDEN`; both checked per shape when the workspace is built).
+    Fixed(usize),
+}
+
+impl LanesPerUnit {
+    /// `Fixed(count)` after checking that `count` is a power of two from 1 to
+    /// `MAX_LANES_PER_UNIT`.
+    pub fn fixed(count: usize) -> Result<Self, Error> {
+        power_of_two(&LANES, count).map(Self::Fixed)
+    }
+}
+
+/// A setting that is `auto` or a power of two up to a bound: its name (as errors name
+/// it), what it counts in messages, and the bound.
+struct PowerOfTwo {
+    setting: &'static str,
+    what: &'static str,
+    max: usize,
+}
+
+const SEQUENCES: PowerOfTwo = PowerOfTwo {
+    setting: "sequences_per_workgroup",
+    what: "sequences per workgroup",
+    max: MAX_SEQUENCES_PER_WORKGROUP,
+};
+
+const LANES: PowerOfTwo = PowerOfTwo {
+    setting: "lanes_per_unit",
+    what: "lanes per unit",
+    max: MAX_LANES_PER_UNIT,
+};
+
+impl PowerOfTwo {
+    /// The error for `got`, which is not `auto` nor a power of two up to the bound.
+    fn refuse(&self, got: impl std::fmt::Debug) -> Error {
+        Error::setting(
+            self.setting,
+            format!(
+                "{} must be `auto` or a power of two from 1 to {}, got {got:?}",
+                self.what, self.max
+            ),
+        )
+    }
+
+    /// `None` for `auto`, else the count `s` names after checking it.
+    fn parse(&self, s: &str) -> Result<Option<usize>, Error> {
+        if s == "auto" {
+            return Ok(None);
         }
+        let count = s.parse::<usize>().map_err(|_| self.refuse(s))?;
+        power_of_two(self, count).map(Some)
+    }
+}
+
+/// `count` if it is a power of two from 1 to `kind`'s bound.
+fn power_of_two(kind: &PowerOfTwo, count: usize) -> Result<usize, Error> {
+    if count.is_power_of_two() && count <= kind.max {
+        Ok(count)
+    } else {
+        Err(kind.refuse(count))
     }
 }
 
@@ -73,27 +149,41 @@ impl std::str::FromStr for SequencesPerWorkgroup {
 
     /// `auto` or a power of two from 1 to `MAX_SEQUENCES_PER_WORKGROUP`.
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s == "auto" {
-            return Ok(Self::Auto);
-        }
-        let count = s.parse::<usize>().map_err(|_| {
-            Error::setting(
-                "sequences_per_workgroup",
-                format!(
-                    "sequences per workgroup must be `auto` or a power of two from 1 to \
-                     {MAX_SEQUENCES_PER_WORKGROUP}, got {s:?}"
-                ),
-            )
-        })?;
-        Self::fixed(count)
+        Ok(SEQUENCES.parse(s)?.map_or(Self::Auto, Self::Fixed))
+    }
+}
+
+impl std::str::FromStr for LanesPerUnit {
+    type Err = Error;
+
+    /// `auto` or a power of two from 1 to `MAX_LANES_PER_UNIT`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Ok(LANES.parse(s)?.map_or(Self::Auto, Self::Fixed))
+    }
+}
+
+/// `auto` or the count.
+fn show(count: Option<usize>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match count {
+        None => f.write_str("auto"),
+        Some(b) => write!(f, "{b}"),
     }
 }
 
 impl std::fmt::Display for SequencesPerWorkgroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Auto => f.write_str("auto"),
-            Self::Fixed(b) => write!(f, "{b}"),
+            Self::Auto => show(None, f),
+            Self::Fixed(b) => show(Some(*b), f),
+        }
+    }
+}
+
+impl std::fmt::Display for LanesPerUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => show(None, f),
+            Self::Fixed(l) => show(Some(*l), f),
         }
     }
 }
@@ -116,6 +206,19 @@ mod tests {
         for bad in ["0", "3", "12", "32", "-1", "two", ""] {
             let e = bad.parse::<SequencesPerWorkgroup>().unwrap_err();
             assert!(e.to_string().contains("power of two"), "{bad}: {e}");
+            let e = bad.parse::<LanesPerUnit>().unwrap_err();
+            assert!(e.to_string().contains("lanes per unit"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn lanes_per_unit_parse_powers_of_two_only() {
+        assert_eq!("auto".parse::<LanesPerUnit>().unwrap(), LanesPerUnit::Auto);
+        for l in [1, 2, 4, 8, 16] {
+            let parsed = l.to_string().parse::<LanesPerUnit>().unwrap();
+            assert_eq!(parsed, LanesPerUnit::Fixed(l));
+            assert_eq!(parsed.to_string(), l.to_string());
+        }
+        assert!(LanesPerUnit::fixed(6).is_err());
     }
 }

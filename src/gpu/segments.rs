@@ -238,6 +238,7 @@ pub(crate) fn split(total: usize, quota: usize) -> Vec<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::kernel::Packing;
     use crate::gpu::layout::{Shape, MAX_HIDDEN};
     use crate::gpu::loops;
     use crate::model::CellKind;
@@ -281,14 +282,19 @@ mod tests {
                         loops::step_stats(shape),
                     ];
                     for cell in [CellKind::Tanh, CellKind::Gru] {
-                        // The GRU's kernel carries one sequence per workgroup; the tanh
-                        // RNN's as many as fit its workgroup memory.
+                        // The GRU's kernel carries one sequence per workgroup and one lane
+                        // per unit; the tanh RNN's as many as fit its workgroup memory.
                         for seqs in [1, 2, 4, 8, 16] {
-                            if seqs == 1 || (cell == CellKind::Tanh && seqs * d <= MAX_HIDDEN) {
-                                models.push(loops::forward(cell, d, 784, shape, seqs));
-                                models.push(loops::bptt(cell, d, shape, seqs));
-                                if cell == CellKind::Tanh {
-                                    models.push(loops::target_sweep(d, 784, shape, seqs));
+                            for lanes in [1, 2, 4, 8, 16] {
+                                let packing = Packing::new(seqs, lanes, 1024);
+                                let fits = lanes * seqs * d <= MAX_HIDDEN
+                                    && (lanes == 1 || lanes * d <= 1024);
+                                if packing == Packing::ONE || (cell == CellKind::Tanh && fits) {
+                                    models.push(loops::forward(cell, d, 784, shape, packing));
+                                    models.push(loops::bptt(cell, d, shape, packing));
+                                    if cell == CellKind::Tanh {
+                                        models.push(loops::target_sweep(d, 784, shape, packing));
+                                    }
                                 }
                             }
                         }
@@ -326,11 +332,11 @@ mod tests {
             steps: 784,
         };
         let models = [
-            loops::forward(CellKind::Tanh, 100, 1, shape, 1),
-            loops::forward(CellKind::Gru, 100, 1, shape, 1),
-            loops::target_sweep(100, 1, shape, 1),
-            loops::bptt(CellKind::Tanh, 100, shape, 1),
-            loops::bptt(CellKind::Gru, 100, shape, 1),
+            loops::forward(CellKind::Tanh, 100, 1, shape, Packing::ONE),
+            loops::forward(CellKind::Gru, 100, 1, shape, Packing::ONE),
+            loops::target_sweep(100, 1, shape, Packing::ONE),
+            loops::bptt(CellKind::Tanh, 100, shape, Packing::ONE),
+            loops::bptt(CellKind::Gru, 100, shape, Packing::ONE),
             loops::inverse(100, 100),
             loops::solves(false, 100, shape, 100),
             loops::solves(true, 100, shape, 100),
@@ -435,7 +441,7 @@ mod tests {
             batch: 16,
             steps: 784,
         };
-        let model = loops::forward(CellKind::Tanh, 100, 1, shape, 1);
+        let model = loops::forward(CellKind::Tanh, 100, 1, shape, Packing::ONE);
         let auto = Segmenting {
             budget: Budget::Time,
             steps: StepsPerDispatch::Auto,

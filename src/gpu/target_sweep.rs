@@ -7,7 +7,7 @@ use crate::config::{TargetMode, TpConfig};
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::TimeLoop;
+use crate::gpu::kernel::{Packing, TimeLoop};
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::segments::split;
 use crate::gpu::transpose;
@@ -28,7 +28,7 @@ struct Dims {
     hh_offset: u32,
 }
 
-/// The launches: Pᵀ, then the time loop with one workgroup per `seqs` sequences, `steps`
+/// The launches: Pᵀ, then the time loop with one workgroup per `packing.seqs` sequences, `steps`
 /// steps per launch, reading h, g_T and P, writing the target offsets dv = v − h [T+1, B, d] (times
 /// `seq.dv.scale`; each segment hands its last offsets on in `seq.carry`). With `local`
 /// (outputs at every step) it reads g_t for every step and carries back each step's own
@@ -37,7 +37,7 @@ pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    (shape, steps, seqs): (Shape, usize, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     tp: &TpConfig,
     local: bool,
 ) -> Result<[Dispatch; 2]> {
@@ -73,7 +73,7 @@ pub(crate) fn dispatch(
         .collect();
     let sweep = Dispatch::segments(
         ctx,
-        ctx.time_loop_kernel(seq.h.storage, TimeLoop::TargetSweep, seqs)?,
+        ctx.time_loop_kernel(seq.h.storage, TimeLoop::TargetSweep, packing)?,
         &uniforms,
         &[
             (1, model.pt.as_entire_binding()),
@@ -95,7 +95,7 @@ pub(crate) fn dispatch(
         ],
         per_item_groups(
             ctx,
-            shape.batch.div_ceil(seqs.max(1)),
+            packing.workgroups(shape.batch),
             "batch size B / sequences per workgroup",
         )?,
     )?;
