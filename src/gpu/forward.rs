@@ -80,7 +80,7 @@ pub(crate) fn packing(
         }
         SequencesPerWorkgroup::Auto => auto_sequences(budget, d * lanes.unwrap_or(1), shape),
     };
-    let lanes = lanes.unwrap_or_else(|| auto_lanes(budget, d, seqs, max_invocations));
+    let lanes = lanes.unwrap_or_else(|| auto_lanes(budget, d, seqs, shape.batch, max_invocations));
     Ok(Packing::new(seqs, lanes, max_invocations))
 }
 
@@ -113,18 +113,37 @@ fn auto_sequences(budget: Budget, width: usize, shape: Shape) -> usize {
     }
 }
 
+/// Most workgroups of the time loops for which `auto` gives each unit two lanes on a GPU:
+/// up to here a large GPU has compute units to spare for the bigger workgroups.
+const LANES_MAX_WORKGROUPS: usize = 128;
+
+/// Least hidden size for which `auto` gives each unit two lanes on a GPU: below it the
+/// dot product is too short for halving it to pay for the lanes' extra barrier.
+const LANES_MIN_HIDDEN: usize = 64;
+
 /// The automatic count of lanes per unit with `seqs` sequences per workgroup at hidden
-/// size `d`: on llvmpipe 1 (each lane count above 1 adds a barrier a step, which costs
-/// there, and the invocations of a workgroup run on one CPU thread anyway); on a GPU the
-/// most, up to `MAX_LANES_PER_UNIT`, whose invocations fit a workgroup (lanes·d ≤
-/// `max_invocations`) and whose partial sums fit workgroup memory (lanes·seqs·d ≤
-/// `MAX_HIDDEN`): each step's chain of dependent terms is then about d/lanes long.
-fn auto_lanes(budget: Budget, d: usize, seqs: usize, max_invocations: usize) -> usize {
+/// size `d` and `batch` sequences. On llvmpipe 1: each lane count above 1 adds a barrier a
+/// step, which costs there, and the invocations of a workgroup run on one CPU thread
+/// anyway. On a GPU 2 when d ≥ `LANES_MIN_HIDDEN`, the batch gives at most
+/// `LANES_MAX_WORKGROUPS` workgroups and two lanes fit (2·d ≤ `max_invocations`,
+/// 2·seqs·d ≤ `MAX_HIDDEN`), else 1. Measured on an H100 through Vulkan at T = 784
+/// (docs/PERFORMANCE.md, "Lanes per unit"): two lanes took 0.94–0.95× the TP-RI iteration
+/// time of one at d = 100, 0.72–0.75× at d = 256 and 0.65–0.68× at d = 512 for B = 16, 64
+/// and 128, but 1.04–1.05× at d = 32, 1.25–1.36× at d = 8 and 1.06× at d = 512, B = 256;
+/// four lanes were no faster than two at d = 100, eight 1.41× slower than one (a
+/// 1 024-invocation workgroup's barriers outweigh the shorter chain).
+fn auto_lanes(
+    budget: Budget,
+    d: usize,
+    seqs: usize,
+    batch: usize,
+    max_invocations: usize,
+) -> usize {
+    let two_fit = 2 * d <= max_invocations && 2 * seqs * d <= MAX_HIDDEN;
+    let pays = d >= LANES_MIN_HIDDEN && batch.div_ceil(seqs.max(1)) <= LANES_MAX_WORKGROUPS;
     match budget {
-        Budget::LoopCap => 1,
-        Budget::Time => largest_power_of_two(MAX_LANES_PER_UNIT, |l| {
-            l * d <= max_invocations && l * seqs * d <= MAX_HIDDEN
-        }),
+        Budget::Time if two_fit && pays => 2,
+        _ => 1,
     }
 }
 
@@ -219,7 +238,7 @@ mod tests {
         Shape { steps, batch }
     }
 
-    /// On a GPU one sequence per workgroup and the most lanes that fit; on llvmpipe one
+    /// On a GPU one sequence per workgroup and two lanes for small batches; on llvmpipe one
     /// lane and as many sequences as leave a workgroup for every CPU thread; never past
     /// workgroup memory or the adapter's invocations.
     #[test]
@@ -232,21 +251,25 @@ mod tests {
         assert_eq!(llvmpipe_choice(512, 512, 2), 4);
         assert_eq!(llvmpipe_choice(2048, 512, 2), 1);
         assert_eq!(llvmpipe_choice(7, 4096, 0), 16);
-        assert_eq!(auto_lanes(Budget::LoopCap, 100, 1, 1024), 1);
+        assert_eq!(auto_lanes(Budget::LoopCap, 100, 1, 16, 1024), 1);
         for batch in [1, 16, 512] {
             assert_eq!(auto_sequences(Budget::Time, 100, shape(784, batch)), 1);
         }
-        // The paper's size on an NVIDIA adapter (1024 invocations): 8 lanes × 100 units.
-        assert_eq!(auto_lanes(Budget::Time, 100, 1, 1024), 8);
-        assert_eq!(auto_lanes(Budget::Time, 64, 1, 1024), 16);
-        assert_eq!(auto_lanes(Budget::Time, 512, 1, 1024), 2);
-        assert_eq!(auto_lanes(Budget::Time, 2048, 1, 1024), 1);
-        assert_eq!(auto_lanes(Budget::Time, 100, 4, 1024), 4);
-        assert_eq!(auto_lanes(Budget::Time, 100, 1, 256), 2);
+        // The paper's size on an NVIDIA adapter (1024 invocations): two lanes a unit; at
+        // B = 256 the workgroups fill the device and one lane is faster.
+        assert_eq!(auto_lanes(Budget::Time, 100, 1, 16, 1024), 2);
+        assert_eq!(auto_lanes(Budget::Time, 512, 1, 16, 1024), 2);
+        assert_eq!(auto_lanes(Budget::Time, 100, 1, 128, 1024), 2);
+        assert_eq!(auto_lanes(Budget::Time, 100, 1, 256, 1024), 1);
+        assert_eq!(auto_lanes(Budget::Time, 100, 4, 256, 1024), 2);
+        assert_eq!(auto_lanes(Budget::Time, 32, 1, 16, 1024), 1);
+        // Two lanes must fit the invocations and the workgroup memory.
+        assert_eq!(auto_lanes(Budget::Time, 1024, 1, 16, 1024), 1);
+        assert_eq!(auto_lanes(Budget::Time, 600, 1, 16, 1024), 1);
+        assert_eq!(auto_lanes(Budget::Time, 512, 4, 16, 1024), 1);
         for d in [1, 7, 100, 257, 1024, 2048] {
             for seqs in [1, 2, 16] {
-                let l = auto_lanes(Budget::Time, d, seqs, 1024);
-                assert!(l.is_power_of_two() && l <= MAX_LANES_PER_UNIT);
+                let l = auto_lanes(Budget::Time, d, seqs, 16, 1024);
                 assert!(l == 1 || (l * d <= 1024 && l * seqs * d <= MAX_HIDDEN));
             }
         }

@@ -292,9 +292,10 @@ fn train_in(out: &Out, mut dir: RunDir, cfg: &RunConfig, session: Session) -> Re
         cfg.task.loss() == Loss::Mse,
     )?;
     out.line(&format!(
-        "done: {} iterations in {:.1} s (median step {:.2} ms); {}",
+        "done: {} iterations in {:.1} s ({:.2} ms an iteration, evaluations included; a step's median host time {:.2} ms, which on a GPU is mostly submission); {}",
         summary.iterations,
         summary.wall_seconds,
+        summary.wall_seconds * 1e3 / summary.iterations.max(1) as f64,
         summary.median_step_seconds * 1e3,
         describe(&summary.last, cfg.hyper.loss.every_step())
     ));
