@@ -217,8 +217,9 @@ pub struct BackendArgs {
     #[arg(long, default_value = "auto")]
     sequences_per_workgroup: SequencesPerWorkgroup,
     /// How many invocations of the GPU's tanh time loops share each unit's dot product:
-    /// `auto` (on a GPU the most, up to 16, with lanes × d within the adapter's invocations
-    /// per workgroup; 1 on lavapipe) or a power of two from 1 to 16 (lanes × d within the
+    /// `auto` (on a GPU 2 where d ≥ 64 and the batch makes at most 128 workgroups, else 1;
+    /// 1 on lavapipe; docs/PERFORMANCE.md, "Lanes per unit") or a power of two from 1 to
+    /// 16 (lanes × d within the
     /// adapter's invocations, lanes × sequences per workgroup × d ≤ 2048); results change
     /// within f32 rounding.
     #[arg(long, default_value = "auto")]
