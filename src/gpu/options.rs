@@ -75,7 +75,7 @@ pub const MAX_LANES_PER_UNIT: usize = 16;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LanesPerUnit {
     /// Per adapter and shape (`gpu::forward`'s rule): 1 on llvmpipe, where each barrier
-    /// costs, elsewhere the most that fit a workgroup.
+    /// costs; on a GPU 2 where d ≥ 64 and the batch makes at most 128 workgroups, else 1.
     #[default]
     Auto,
     /// This many: a power of two from 1 to `MAX_LANES_PER_UNIT`, whose lanes fit a
