@@ -13,27 +13,37 @@
 // more store per element is cheaper than a reduction on every step's critical path, and
 // e cannot be recovered from δ where h saturates (1 - h² = 0 in f32).
 // One workgroup carries SEQS consecutive sequences (the last one fewer when B is not a
-// multiple of SEQS); their δ_{t+1} sit in workgroup memory one after another (sequence k
-// of the workgroup at k·d, so SEQS·d ≤ MAX_HIDDEN: the host checks it). In the local mode
-// there is no recursion, but the same loop serves (it is as cheap as the injection itself).
+// multiple of SEQS). In the local mode there is no recursion, but the same loop serves (it
+// is as cheap as the injection itself).
 // Why several sequences per workgroup (SEQS, the same count as forward.wgsl's): with one,
 // every workgroup reads all of W at every step, B·d² values a step from the cache; with
 // SEQS, each element of W an invocation loads serves the SEQS sequences (include/dot.wgsl's
 // columns_dot8), dividing that traffic by SEQS (docs/PERFORMANCE.md, "Sequences per
 // workgroup"). Each sequence's sums are formed in the same order as with SEQS = 1, so SEQS
 // changes no result.
+// The δ vectors ping-pong between the two halves of `delta_buf`, as forward.wgsl's states
+// do: step t reads δ_{t+1} from one half and writes δ_t into the other (sequence k of the
+// workgroup at k·d, so SEQS·d ≤ MAX_HIDDEN: the host checks it), so one barrier a step
+// separates the reads of δ_{t+1} from the writes of δ_{t−1} into the same half. δ_t goes
+// from the invocation that forms it straight into workgroup memory: the recursion never
+// reads back the history it stores (a round trip through global memory on every step's
+// critical path, and a second barrier, until docs/PERFORMANCE.md's "BPTT without the
+// round trip").
+// The loads that do not wait for δ_{t+1} (the injection, h_t) are issued before the
+// product, so that their latency overlaps it rather than following it.
 // Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
 // of them; gpu::segments picks how many, gpu::loops charging SEQS times the work per step).
 // A segment below the top starts from δ_{first+1}, which the previous segment stored in f32
 // (δ is never rounded), so the recursion goes on exactly as in one long launch.
 // Lanes per unit (LANES, the same count as forward.wgsl's; see there for why): with
-// LANES = L > 1, lane l of unit i sums lane_chunk l of (Wᵀ δ_{t+1})_i into `partials`
-// (lane l's of sequence k at l·SEQS·d + k·d + i, so LANES·SEQS·d ≤ MAX_HIDDEN, the host
-// checks it); after a barrier the finisher of unit i (invocation i mod WG, the one that
-// copies δ_t back) adds the last d % 8 terms to the injection and then the L partials in
-// lane order. δ_{t+1} cannot hold them, being read until that barrier, hence the second
-// array (16 KiB in all, as forward.wgsl's). At LANES = 1 the lane code is compiled out and
-// the kernel runs the loops, barriers and sums it ran before lanes existed.
+// LANES = L > 1, lane l of unit i sums lane_chunk l of (Wᵀ δ_{t+1})_i into the half that
+// step t writes δ_t into (lane l's of sequence k at l·SEQS·d + k·d + i, so
+// LANES·SEQS·d ≤ MAX_HIDDEN, the host checks it; nobody reads that half during step t:
+// its last reads, of δ_{t+2}, were step t + 1's, before that step's barrier). After a
+// barrier the finisher of unit i (invocation i mod WG) adds the last d % 8 terms to the
+// injection and then the L partials in lane order, and writes δ_t over lane 0's partial:
+// only that finisher reads the partials of unit i. At LANES = 1 the lane code is compiled
+// out.
 // Wᵀδ reads w[j*d + i]: neighbouring invocations (i) read neighbouring addresses, eight
 // terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
 // Layout: W [d, d], h and dv [T+1, B, d'] (d' = hist_stride(d); dv stored times
@@ -77,9 +87,8 @@ struct Dims {
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> err: array<f32>;
 
-var<workgroup> delta_next: array<f32, MAX_HIDDEN>;
-// The lanes' partial sums of Wᵀ δ_{t+1} (LANES > 1 only).
-var<workgroup> partials: array<f32, MAX_HIDDEN>;
+// Two halves: δ_{t+1} and δ_t (or the lanes' partial sums of Wᵀ δ_{t+1}), alternating.
+var<workgroup> delta_buf: array<f32, 2u * MAX_HIDDEN>;
 
 fn load_h(i: u32) -> f32 {
     return hist_value(h[hist_word(i)], i);
@@ -89,40 +98,50 @@ fn load_dv(i: u32) -> f32 {
     return hist_value(dv[hist_word(i)], i);
 }
 
-// include/dot.wgsl's operands: W and δ_{t+1} (of the workgroup's sequence k at k·d).
+// include/dot.wgsl's operands: W and delta_buf (δ_{t+1} of the workgroup's sequence k at
+// its half + k·d).
 fn dot_matrix(e: u32) -> f32 {
     return w[e];
 }
 
 fn dot_vector(j: u32) -> f32 {
-    return delta_next[j];
+    return delta_buf[j];
 }
 
-// e_t and δ_t of unit i of the workgroup's sequence k (sequence s0 + k) at step t, from
-// `sum`, the eight-term part of (Wᵀ δ_{t+1})_i when `recur`: the injection, then the last
-// d % 8 terms, then `sum`.
-fn finish(t: u32, s0: u32, k: u32, i: u32, recur: bool, sum: f32) {
+// What step t of unit i of sequence s needs besides δ_{t+1}: its injection and h_t.
+fn step_inputs(t: u32, s: u32, i: u32) -> vec2<f32> {
     let d = dims.hidden;
     let nb = dims.batch;
-    // Row t of the sequence in h and dv, row t − 1 in δ, e and g.
-    let row = (t * nb + s0 + k) * hist_stride(d);
-    let out = ((t - 1u) * nb + s0 + k) * d;
+    // Row t of the sequence in h and dv, row t − 1 in g.
+    let row = (t * nb + s) * hist_stride(d);
     var e = 0.0;
     if dims.injection == TARGETS {
         // Exact: dv_scale is a power of two.
         e = -load_dv(row + i) * (1.0 / dims.dv_scale);
     } else if dims.injection == STEPS {
-        e = g_top[out + i];
+        e = g_top[((t - 1u) * nb + s) * d + i];
     } else if t == dims.steps {
-        e = g_top[(s0 + k) * d + i];
+        e = g_top[s * d + i];
     }
+    return vec2<f32>(e, load_h(row + i));
+}
+
+// e_t and δ_t of unit i of the workgroup's sequence k (sequence s0 + k) at step t, from its
+// step_inputs and `sum`, the eight-term part of (Wᵀ δ_{t+1})_i (δ_{t+1} of the sequence at
+// `above` in delta_buf) when `recur`: the injection, then the last d % 8 terms, then `sum`.
+// δ_t goes to the history and to delta_buf at `at`.
+fn finish(t: u32, s0: u32, k: u32, i: u32, recur: bool, sum: f32, inputs: vec2<f32>, above: u32, at: u32) {
+    let d = dims.hidden;
+    var e = inputs.x;
     if recur {
-        // The last d % 8 terms go onto the injection first.
-        e = column_rest(e, i, d, k * d) + sum;
+        e = column_rest(e, i, d, above) + sum;
     }
-    let ht = load_h(row + i);
-    delta[out + i] = (1.0 - ht * ht) * e;
-    err[out + i] = e;
+    let ht = inputs.y;
+    let dt = (1.0 - ht * ht) * e;
+    let out = ((t - 1u) * dims.batch + s0 + k) * d + i;
+    delta[out] = dt;
+    err[out] = e;
+    delta_buf[at] = dt;
 }
 
 @compute @workgroup_size(WG)
@@ -135,8 +154,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if dims.first < dims.steps {
         // The previous launch stored these rows: any invocation may load any of them.
         let above = (dims.first * nb + s0) * d;
+        let half = ((dims.first + 1u) & 1u) * MAX_HIDDEN;
         for (var e = lid; e < n * d; e += WG) {
-            delta_next[e] = delta[above + e];
+            delta_buf[half + e] = delta[above + e];
         }
         workgroupBarrier();
     }
@@ -146,21 +166,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let end = dims.first - dims.count;
     for (var t = dims.first; t > end; t--) {
         let recur = dims.through_time == 1u && t < dims.steps;
+        // δ_{t+1} in one half, δ_t into the other.
+        let prev = ((t + 1u) & 1u) * MAX_HIDDEN;
+        let next = (t & 1u) * MAX_HIDDEN;
+        // With lanes, the finisher's step inputs of its first unit (lid), loaded now.
+        var fin: array<vec2<f32>, MAX_SEQS>;
+        if LANES > 1u && lid < d {
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    fin[k] = step_inputs(t, s0 + k, lid);
+                }
+            }
+        }
         for (var i = lid / LANES; i < d; i += WG / LANES) {
+            var inputs: array<vec2<f32>, MAX_SEQS>;
+            if LANES == 1u {
+                for (var k = 0u; k < SEQS; k++) {
+                    if k < n {
+                        inputs[k] = step_inputs(t, s0 + k, i);
+                    }
+                }
+            }
             // The lane's part of (Wᵀ δ_{t+1})_i of all SEQS sequences from one pass over
             // its chunk of column i of W. Past the last sequence (k ≥ n) it sums what
             // workgroup memory holds there, never used.
             var acc: array<vec4<f32>, MAX_SEQS>;
             if recur {
-                acc = columns_dot8(i, d, 0u, d, SEQS, chunk);
+                acc = columns_dot8(i, d, prev, d, SEQS, chunk);
             }
             // SEQS iterations rather than n, which the drivers unroll.
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
                     if LANES == 1u {
-                        finish(t, s0, k, i, recur, hsum(acc[k]));
+                        finish(t, s0, k, i, recur, hsum(acc[k]), inputs[k], prev + k * d, next + k * d + i);
                     } else {
-                        partials[lane * SEQS * d + k * d + i] = hsum(acc[k]);
+                        delta_buf[next + lane * SEQS * d + k * d + i] = hsum(acc[k]);
                     }
                 }
             }
@@ -171,27 +211,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var i = lid; i < d; i += WG) {
                 for (var k = 0u; k < SEQS; k++) {
                     if k < n {
-                        var sum = partials[k * d + i];
+                        let at = next + k * d + i;
+                        var sum = delta_buf[at];
                         for (var l = 1u; l < LANES; l++) {
-                            sum += partials[l * SEQS * d + k * d + i];
+                            sum += delta_buf[at + l * SEQS * d];
                         }
-                        finish(t, s0, k, i, recur, sum);
+                        var inputs = fin[k];
+                        if i != lid {
+                            inputs = step_inputs(t, s0 + k, i);
+                        }
+                        finish(t, s0, k, i, recur, sum, inputs, prev + k * d, at);
                     }
                 }
             }
         }
-        let out0 = ((t - 1u) * nb + s0) * d;
-        // Everyone has read δ_{t+1}; overwrite it. Each invocation reads back only the
-        // units it wrote itself (units i ≡ lid mod WG of each sequence, hence a loop per
-        // sequence rather than one over all n·d values), so no storage barrier is needed.
-        workgroupBarrier();
-        for (var k = 0u; k < SEQS; k++) {
-            if k < n {
-                for (var i = lid; i < d; i += WG) {
-                    delta_next[k * d + i] = delta[out0 + k * d + i];
-                }
-            }
-        }
+        // Everyone has read δ_{t+1} and written δ_t: the next step may overwrite δ_{t+1}'s
+        // half.
         workgroupBarrier();
     }
 }

@@ -128,17 +128,18 @@ fn store_rows(row: u32, half: u32, n: u32, lid: u32) {
     }
 }
 
-// The input part of unit i of sequence s at step t, U x_t + b (both biases), with the last
-// d % 8 terms of W h_{t−1} added (h_{t−1} of s at `v` in h_buf): what the eight-term sums go
-// onto.
-fn input_part(t: u32, s: u32, i: u32, v: u32) -> f32 {
+// The input part of unit i of sequence s at step t, U x_t + b (both biases): what the sums
+// over h_{t−1} go onto. It does not wait for h_{t−1}, so the steps load it before their
+// products (its loads' latency then overlaps the product instead of following it), and
+// add the last d % 8 terms of W h_{t−1} (column_rest) to it after.
+fn input_part(t: u32, s: u32, i: u32) -> f32 {
     let p = dims.input;
     let x_row = ((t - 1u) * dims.batch + s) * p;
     var a = bias[i] + bias_hh[i];
     for (var m = 0u; m < p; m++) {
         a += u[i * p + m] * x[x_row + m];
     }
-    return column_rest(a, i, dims.hidden, v);
+    return a;
 }
 
 @compute @workgroup_size(WG)
@@ -166,7 +167,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         // h_{t-1} in one half, h_t into the other.
         let prev = ((t - 1u) & 1u) * MAX_HIDDEN;
         let next = (t & 1u) * MAX_HIDDEN;
+        // With lanes, the finisher's input parts of its first unit (lid), loaded now.
+        var fin: array<f32, MAX_SEQS>;
+        if LANES > 1u && lid < d {
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    fin[k] = input_part(t, s0 + k, lid);
+                }
+            }
+        }
         for (var i = lid / LANES; i < d; i += WG / LANES) {
+            var inputs: array<f32, MAX_SEQS>;
+            if LANES == 1u {
+                for (var k = 0u; k < SEQS; k++) {
+                    if k < n {
+                        inputs[k] = input_part(t, s0 + k, i);
+                    }
+                }
+            }
             // The lane's part of (W h_{t-1})_i of all SEQS sequences from one pass over
             // its chunk of column i of Wᵀ. Past the last sequence (k ≥ n) it sums what
             // the half holds there, never stored.
@@ -178,7 +196,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     if LANES == 1u {
                         // The partial sums onto the input part one pair at a time.
                         let sum = acc[k];
-                        h_buf[next + k * d + i] = safe_tanh(input_part(t, s0 + k, i, prev + k * d) + (sum.x + sum.y) + (sum.z + sum.w));
+                        let a = column_rest(inputs[k], i, d, prev + k * d);
+                        h_buf[next + k * d + i] = safe_tanh(a + (sum.x + sum.y) + (sum.z + sum.w));
                     } else {
                         h_buf[next + lane * SEQS * d + k * d + i] = hsum(acc[k]);
                     }
@@ -192,7 +211,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 for (var k = 0u; k < SEQS; k++) {
                     if k < n {
                         let at = next + k * d + i;
-                        var a = input_part(t, s0 + k, i, prev + k * d);
+                        var a = fin[k];
+                        if i != lid {
+                            a = input_part(t, s0 + k, i);
+                        }
+                        a = column_rest(a, i, d, prev + k * d);
                         for (var l = 0u; l < LANES; l++) {
                             a += h_buf[at + l * SEQS * d];
                         }

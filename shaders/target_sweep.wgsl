@@ -65,10 +65,10 @@ override SEQS: u32 = 1u;
 override LANES: u32 = 1u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
-// (columns_dot8, column_rest, hsum; the operands are dot_matrix and dot_vector below), include/activation.wgsl
-// (clamp_eps) and the history storage (HIST_F16, hist_*): include/history.wgsl.
-const LINEARIZED: u32 = 0u;
-const DIFFERENCE: u32 = 1u;
+// (columns_dot8, column_rest, hsum; the operands are dot_matrix and dot_vector below),
+// include/activation.wgsl (clamp_eps), include/targets.wgsl (the brackets of the offset
+// modes, store_rows and zero_rows; its operand is dv_value below) and the history storage
+// (HIST_F16, hist_*): include/history.wgsl.
 
 struct Dims {
     batch: u32,
@@ -115,57 +115,22 @@ fn dot_vector(j: u32) -> f32 {
     return s_vec[j];
 }
 
-// Writes dv_cur[0 .. n·d] (times dv_scale), the offsets of the workgroup's n sequences,
-// as the rows of dv starting at element `row` (the sequences' rows are consecutive).
-// Called after a barrier: f16 words pair units that other invocations computed.
-fn store_rows(row: u32, n: u32, lid: u32) {
+// include/targets.wgsl's operand: dv_t of the step in hand.
+fn dv_value(e: u32) -> f32 {
+    return dv_cur[e];
+}
+
+// What the bracket of unit j of sequence s at step t reads from storage: h_t and the local
+// target's offset v̂_t − h_t (0 without outputs at every step). The steps load their first
+// unit's one step ahead (see main).
+fn bracket_inputs(t: u32, s: u32, j: u32) -> vec2<f32> {
     let d = dims.hidden;
-    if HIST_F16 {
-        // Rows padded to even length: w = d'/2 words a row, each word two units of one row.
-        let w = hist_stride(d) >> 1u;
-        for (var e = lid; e < n * w; e += WG) {
-            let k = e / w;
-            let i = 2u * (e - k * w);
-            let at = k * d + i;
-            let next = select(0.0, dv_cur[at + 1u], i + 1u < d);
-            dv[hist_word(row) + e] = hist_pair(dv_cur[at] * dims.dv_scale, next * dims.dv_scale);
-        }
-    } else {
-        for (var e = lid; e < n * d; e += WG) {
-            dv[row + e] = hist_f32(dv_cur[e] * dims.dv_scale);
-        }
+    let ht = load_h((t * dims.batch + s) * hist_stride(d) + j);
+    var own = 0.0;
+    if dims.local == 1u {
+        own = -dims.lr_target * g_top[((t - 1u) * dims.batch + s) * d + j];
     }
-}
-
-// Zeroes the n consecutive rows of dv starting at element `row`.
-fn zero_rows(row: u32, n: u32, lid: u32) {
-    let words = hist_word(n * hist_stride(dims.hidden));
-    let first = hist_word(row);
-    for (var k = lid; k < words; k += WG) {
-        dv[first + k] = HistWord();
-    }
-}
-
-// atanh accurate to a few ulp also near 0, where the usual ½ log((1+u)/(1-u)) loses
-// all relative precision: a short odd series there (next term < 1e-12 at |u| = 1/8).
-fn atanh_f32(u: f32) -> f32 {
-    if abs(u) < 0.125 {
-        let u2 = u * u;
-        return u * (1.0 + u2 * (1.0 / 3.0 + u2 * (0.2 + u2 * (1.0 / 7.0 + u2 * (1.0 / 9.0 + u2 / 11.0)))));
-    }
-    return 0.5 * log((1.0 + u) / (1.0 - u));
-}
-
-// atanh(clamp(h + dv)) - atanh(clamp(h)) as atanh((a - b) / (1 - a b)), with a - b = dv
-// exactly when neither value is clamped and 1 - a b formed without cancellation.
-fn atanh_difference(ht: f32, dvt: f32) -> f32 {
-    let a = clamp_eps(ht + dvt);
-    let b = clamp_eps(ht);
-    let num = select(a - b, dvt, a == ht + dvt && b == ht);
-    // 1 - ab = (1 - b) + b (1 - a) = (1 + b) - b (1 + a); the first is exact-ish for b
-    // near 1, the second for b near -1.
-    let den = select((1.0 + b) - b * (1.0 + a), (1.0 - b) + b * (1.0 - a), b >= 0.0);
-    return atanh_f32(num / den);
+    return vec2<f32>(ht, own);
 }
 
 // dv_{t−1} of unit i of the workgroup's sequence k into dv_cur, from `sum`, the eight-term
@@ -208,34 +173,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let lane = lid % LANES;
     let chunk = lane_chunk(d, lane, LANES);
     let end = dims.first - dims.count;
+    // The bracket inputs of this invocation's first unit (lid) at the step in hand: loaded
+    // during the step before, so that their latency overlaps that step's product instead of
+    // opening this step's critical path.
+    var ahead: array<vec2<f32>, MAX_SEQS>;
+    if lid < d && dims.count > 0u {
+        for (var k = 0u; k < SEQS; k++) {
+            if k < n {
+                ahead[k] = bracket_inputs(dims.first, s0 + k, lid);
+            }
+        }
+    }
     for (var t = dims.first; t > end; t--) {
-        // Row t of the workgroup's first sequence in h and dv, row t − 1 in dv, x and g.
-        let row0 = (t * dims.batch + s0) * stride;
+        // Row t − 1 of the workgroup's first sequence in h, dv and x.
         let prev0 = ((t - 1u) * dims.batch + s0) * stride;
         let x_row0 = ((t - 1u) * dims.batch + s0) * p;
-        let local_row0 = ((t - 1u) * dims.batch + s0) * d;
         for (var j = lid; j < d; j += WG) {
             // SEQS iterations rather than n, which the drivers unroll (at SEQS = 1 the loop
             // is gone).
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    let ht = load_h(row0 + k * stride + j);
-                    let dvt = dv_cur[k * d + j];
-                    // The local target's offset v̂_t - h_t (0 without outputs at every
-                    // step).
-                    var own = 0.0;
-                    if dims.local == 1u {
-                        own = -dims.lr_target * g_top[local_row0 + k * d + j];
+                    var inputs = ahead[k];
+                    if j != lid {
+                        inputs = bracket_inputs(t, s0 + k, j);
                     }
+                    let ht = inputs.x;
+                    let own = inputs.y;
+                    let dvt = dv_cur[k * d + j];
                     var sj: f32;
-                    if dims.mode == LINEARIZED {
-                        let c = clamp_eps(ht);
-                        sj = (dvt + own) / (1.0 - c * c);
-                    } else if dims.mode == DIFFERENCE {
-                        sj = atanh_difference(ht, dvt);
-                        if dims.local == 1u {
-                            sj += atanh_difference(ht, own);
-                        }
+                    if dims.mode == LINEARIZED || dims.mode == DIFFERENCE {
+                        sj = offset_bracket(dims.mode, ht, dvt, own, dims.local == 1u);
                     } else {
                         var pre = atanh_f32(clamp_eps(ht + dvt)) - bias[j] - bias[dims.hh_offset + j];
                         if dims.local == 1u {
@@ -250,6 +217,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         sj = pre;
                     }
                     s_vec[k * d + j] = sj;
+                }
+            }
+        }
+        if lid < d && t - 1u > end {
+            for (var k = 0u; k < SEQS; k++) {
+                if k < n {
+                    ahead[k] = bracket_inputs(t - 1u, s0 + k, lid);
                 }
             }
         }

@@ -86,6 +86,130 @@ fn traces_match_reference_for_every_cell_inversion_and_method() {
     eprintln!("worst over all traces: {worst:.2e}");
 }
 
+/// TP-RI's backward pass in one loop (sweep_bptt.wgsl) against the two loops it fuses
+/// (target_sweep.wgsl, then bptt.wgsl): the same trace bit for bit (states, targets, P,
+/// every gradient, the per-step error norms), and within `TOL` of the reference, over
+/// sizes off the workgroup grid, both offset modes, lanes per unit, several sequences per
+/// workgroup and launches of a few steps (segments that hand dv and δ on). Each case first
+/// checks that the fused loop runs there, and the plain mode, f16 storage and d · lanes
+/// past a workgroup that it does not.
+#[test]
+fn fused_backward_equals_the_two_loops_bit_for_bit() {
+    use gpu_support::compare_traces_with;
+    use std::num::NonZeroUsize;
+    use tpri::gpu::{
+        one_shot, Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch,
+        Storage,
+    };
+    use TargetMode::{Difference as Diff, Linearized as Lin, Plain};
+    let options = |lanes, seqs, k: Option<usize>, backward| GpuOptions {
+        lanes_per_unit: LanesPerUnit::Fixed(lanes),
+        sequences_per_workgroup: SequencesPerWorkgroup::Fixed(seqs),
+        steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
+            StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
+        }),
+        backward,
+        ..GpuOptions::default()
+    };
+    // (d, T, B, mode, lanes, sequences per workgroup, steps per launch)
+    let cases = [
+        (1, 9, 1, Lin, 1, 1, None),
+        (7, 33, 7, Diff, 2, 4, Some(5)),
+        (33, 20, 7, Lin, 1, 2, Some(3)),
+        (100, 17, 7, Lin, 4, 2, Some(4)),
+        (100, 33, 1, Diff, 1, 1, None),
+        (200, 7, 3, Lin, 1, 1, Some(2)),
+    ];
+    let mut worst: f64 = 0.0;
+    for (i, &(d, t, b, mode, lanes, seqs, k)) in cases.iter().enumerate() {
+        let what = format!("fused backward d={d} T={t} B={b} {mode:?} L={lanes} S={seqs} K={k:?}");
+        let shape = Shape::new(b, t, 3, d, 4);
+        let p = start(CellKind::Tanh, shape.dims(), 40 + i as u64, 0.3);
+        let batch = random_batch(&mut rng(60 + i as u64), shape, Loss::CrossEntropy);
+        let h = hyper(
+            Inversion::Analytic,
+            Method::Tp,
+            mode,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        let fused = options(lanes, seqs, k, Backward::Fused);
+        let separate = options(lanes, seqs, k, Backward::Separate);
+        assert!(
+            one_shot::fused_backward(&ctx(), &p, &batch, &h, fused).unwrap(),
+            "{what}: fused"
+        );
+        assert!(
+            !one_shot::fused_backward(&ctx(), &p, &batch, &h, separate).unwrap(),
+            "{what}"
+        );
+        let (e, got) = compare_traces_with(&what, &p, &batch, &h, fused);
+        worst = worst.max(e);
+        let two = GpuBackend::with_options(ctx(), separate)
+            .trace(&p, &batch, &h)
+            .unwrap();
+        assert_eq!(got.h, two.h, "{what}: h");
+        assert_eq!(got.v, two.v, "{what}: v");
+        assert_eq!(got.p_inv, two.p_inv, "{what}: P");
+        assert_eq!(got.loss.to_bits(), two.loss.to_bits(), "{what}: loss");
+        assert_eq!(got.error_norms, two.error_norms, "{what}: ‖e_t‖");
+        for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(two.grads.tensors()) {
+            assert_eq!(g, w, "{what}: ∇{name}");
+        }
+    }
+    eprintln!("fused backward, worst against the reference: {worst:.2e}");
+    // Where it does not apply, both options run the two loops.
+    let shape = Shape::new(3, 5, 3, 7, 4);
+    let p = start(CellKind::Tanh, shape.dims(), 90, 0.3);
+    let batch = random_batch(&mut rng(91), shape, Loss::CrossEntropy);
+    let plain = hyper(
+        Inversion::Analytic,
+        Method::Tp,
+        Plain,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    );
+    let local = hyper(
+        Inversion::Analytic,
+        Method::Tp,
+        Lin,
+        TpGrad::Local,
+        Loss::CrossEntropy,
+    );
+    let lin = hyper(
+        Inversion::Analytic,
+        Method::Tp,
+        Lin,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    );
+    let f16 = GpuOptions {
+        storage: Storage::F16,
+        ..GpuOptions::default()
+    };
+    for (h, o, what) in [
+        (&plain, GpuOptions::default(), "plain targets"),
+        (
+            &local,
+            GpuOptions::default(),
+            "the surrogate differentiated locally",
+        ),
+        (&lin, f16, "f16 storage"),
+    ] {
+        assert!(
+            !one_shot::fused_backward(&ctx(), &p, &batch, h, o).unwrap(),
+            "{what}"
+        );
+    }
+    let wide = Shape::new(2, 3, 3, 257, 4);
+    let p = start(CellKind::Tanh, wide.dims(), 92, 0.3);
+    let batch = random_batch(&mut rng(93), wide, Loss::CrossEntropy);
+    assert!(
+        !one_shot::fused_backward(&ctx(), &p, &batch, &lin, GpuOptions::default()).unwrap(),
+        "d = 257"
+    );
+}
+
 /// Loss curves of 50 training steps on each backend from the same parameters and batches,
 /// over the matrix: both methods for the tanh RNN's analytic inversion and the GRU, TP for
 /// the tanh RNN's jacobian inversion (BP with a momentum-free optimizer, TP with Nesterov).

@@ -56,13 +56,14 @@ fn uses_history(source: &str) -> bool {
 /// The includes every storage shares, in the order `gpu::kernel` appends them. A kernel
 /// gets those it names in a comment as `include/<name>`; the history kernels get
 /// `include/history.wgsl` and one file of f16 conversions after them.
-const SHARED_INCLUDES: [&str; 6] = [
+const SHARED_INCLUDES: [&str; 7] = [
     "limits.wgsl",
     "dot.wgsl",
     "activation.wgsl",
     "gru.wgsl",
     "workgroup_sum.wgsl",
     "noise.wgsl",
+    "targets.wgsl",
 ];
 
 /// The shared includes a kernel file names, in the order they are appended.
@@ -339,6 +340,7 @@ fn history_kernels_include_the_history_storage() {
         "head.wgsl",
         "matmul.wgsl",
         "sum_sq.wgsl",
+        "sweep_bptt.wgsl",
         "target_sweep.wgsl",
     ];
     for (name, source) in shader_files() {

@@ -1,8 +1,9 @@
 // Dot products of a matrix's columns with a vector in workgroup memory: the hot loops of
 // the fused kernels. gpu::kernel appends this file to forward.wgsl (W h_{t−1} through Wᵀ),
-// bptt.wgsl (Wᵀ δ_{t+1}), target_sweep.wgsl (P s through Pᵀ), gru_forward.wgsl (the three
-// gates' W h_{t−1} through Wᵀ), gru_bptt.wgsl (Wᵀ dgh), jacobian.wgsl (J_t u: W u
-// through Wᵀ, for either cell), gru_per_gate_sweep.wgsl (P_g s through the stacked P_gᵀ),
+// bptt.wgsl (Wᵀ δ_{t+1}), target_sweep.wgsl (P s through Pᵀ), sweep_bptt.wgsl (both
+// products, through [Pᵀ; W]), gru_forward.wgsl (the three gates' W h_{t−1} through Wᵀ),
+// gru_bptt.wgsl (Wᵀ dgh), jacobian.wgsl (J_t u: W u through Wᵀ, for either cell),
+// gru_per_gate_sweep.wgsl (P_g s through the stacked P_gᵀ),
 // dtp_reverse.wgsl (W h~ and V y through Wᵀ and Vᵀ) and dtp_targets.wgsl (V h_t and V dv_t
 // through Vᵀ): one copy of the loop they all run.
 //

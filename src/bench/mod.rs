@@ -21,8 +21,8 @@ use crate::config::{Hyper, Method, OptimizerConfig, Solver, TpConfig};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
 use crate::gpu::{
-    F16Conversions, GpuOptions, LanesPerUnit, Phase, SequencesPerWorkgroup, StepsPerDispatch,
-    Storage,
+    Backward, F16Conversions, GpuOptions, LanesPerUnit, Phase, SequencesPerWorkgroup,
+    StepsPerDispatch, Storage,
 };
 use crate::limits::{FieldNames, Workload};
 use crate::model::CellKind;
@@ -184,8 +184,8 @@ pub struct Measurement {
 /// The `backend` label of GPU measurements with `options` on a device whose f16 storage
 /// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`,
 /// followed by `-kK` when the long loops ran at most K steps per launch and `-sS` when the
-/// tanh time loops carried S sequences per workgroup (no suffix for the adapter's own
-/// choices).
+/// tanh time loops carried S sequences per workgroup, `-lL` with L lanes per unit and
+/// `-separate` with TP-RI's backward pass in two loops (no suffix for the defaults).
 pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
     let storage = match (options.storage, conversions) {
         (Storage::F32, _) => "gpu",
@@ -204,7 +204,11 @@ pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
         LanesPerUnit::Auto => String::new(),
         LanesPerUnit::Fixed(l) => format!("-l{l}"),
     };
-    format!("{storage}{steps}{seqs}{lanes}")
+    let backward = match options.backward {
+        Backward::Fused => "",
+        Backward::Separate => "-separate",
+    };
+    format!("{storage}{steps}{seqs}{lanes}{backward}")
 }
 
 /// Times `reps` training steps of `method` at `size` on the f64 CPU reference.

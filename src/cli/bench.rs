@@ -285,18 +285,21 @@ fn gpu_runs(
             for &steps_per_dispatch in &args.steps_per_dispatch {
                 for &sequences_per_workgroup in &args.sequences_per_workgroup {
                     for &lanes_per_unit in &args.lanes_per_unit {
-                        let options = GpuOptions {
-                            storage,
-                            steps_per_dispatch,
-                            sequences_per_workgroup,
-                            lanes_per_unit,
-                        };
-                        let label = gpu_label(options, ctx.f16_conversions());
-                        if !runs
-                            .iter()
-                            .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
-                        {
-                            runs.push((Arc::clone(&ctx), options));
+                        for &backward in &args.backward {
+                            let options = GpuOptions {
+                                storage,
+                                steps_per_dispatch,
+                                sequences_per_workgroup,
+                                lanes_per_unit,
+                                backward,
+                            };
+                            let label = gpu_label(options, ctx.f16_conversions());
+                            if !runs
+                                .iter()
+                                .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
+                            {
+                                runs.push((Arc::clone(&ctx), options));
+                            }
                         }
                     }
                 }

@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 use tpri::bench::{Machine, Size};
 use tpri::config::Method;
 use tpri::gpu::{
-    F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch,
-    Storage,
+    Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
+    StepsPerDispatch, Storage,
 };
 
 /// Which backends to time.
@@ -59,6 +59,12 @@ pub struct BenchArgs {
     /// `gpu-l1` and `gpu`).
     #[arg(long, value_delimiter = ',', default_values_t = [LanesPerUnit::Auto])]
     pub(super) lanes_per_unit: Vec<LanesPerUnit>,
+    /// TP-RI's backward pass with P: `fused` (one loop for the target sweep and the
+    /// surrogate's BPTT where it applies) or `separate`; `fused,separate` times both (rows
+    /// labelled `gpu` and `gpu-separate`; docs/PERFORMANCE.md, "One backward loop for
+    /// TP-RI"). With `fused` the sweep phase holds both loops and the bptt phase is empty.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backward::Fused])]
+    pub(super) backward: Vec<Backward>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,

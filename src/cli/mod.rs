@@ -21,8 +21,8 @@ use tpri::backend::Backend;
 
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{
-    AdapterChoice, GpuBackend, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
-    StepsPerDispatch, Storage,
+    AdapterChoice, Backward, GpuBackend, GpuContext, GpuOptions, LanesPerUnit,
+    SequencesPerWorkgroup, StepsPerDispatch, Storage,
 };
 
 use tpri::config::{
@@ -224,6 +224,13 @@ pub struct BackendArgs {
     /// within f32 rounding.
     #[arg(long, default_value = "auto")]
     lanes_per_unit: LanesPerUnit,
+    /// TP-RI's backward pass on the GPU with P: `fused` runs the target sweep and the
+    /// surrogate's BPTT in one time loop where that kernel applies (linearized or
+    /// difference targets, one output, the surrogate through time, f32 storage, d × lanes
+    /// per unit within a workgroup), `separate` in two (docs/PERFORMANCE.md, "One backward
+    /// loop for TP-RI"); the results are the same bit for bit.
+    #[arg(long, value_enum, default_value_t = Backward::Fused)]
+    backward: Backward,
 }
 
 impl BackendArgs {
@@ -234,6 +241,7 @@ impl BackendArgs {
             steps_per_dispatch: self.steps_per_dispatch,
             sequences_per_workgroup: self.sequences_per_workgroup,
             lanes_per_unit: self.lanes_per_unit,
+            backward: self.backward,
         }
     }
 }
@@ -271,6 +279,11 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
             bail!(
                 "--lanes-per-unit {} applies to the GPU backend; the CPU reference runs its sums on the host",
                 args.lanes_per_unit
+            );
+        }
+        if args.backward != Backward::Fused {
+            bail!(
+                "--backward separate applies to the GPU backend; the CPU reference runs its loops on the host"
             );
         }
         Ok(Box::new(CpuBackend::new()))

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tpri::config::{DtpConfig, Loss, Method};
-use tpri::gpu::{LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::gpu::{Backward, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage};
 use tpri::limits::Workload;
 use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
@@ -76,6 +76,10 @@ pub struct TraceArgs {
     /// train --help`); the trace changes within f32 rounding.
     #[arg(long, default_value = "auto")]
     lanes_per_unit: LanesPerUnit,
+    /// TP-RI's backward pass on the GPU: `fused` (one time loop where it applies) or
+    /// `separate` (see `tpri train --help`); the trace does not depend on it.
+    #[arg(long, value_enum, default_value_t = Backward::Fused)]
+    backward: Backward,
     /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev, with
     /// --train-embedding grad.embed.weight), for
     /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
@@ -125,6 +129,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         steps_per_dispatch: args.steps_per_dispatch,
         sequences_per_workgroup: args.sequences_per_workgroup,
         lanes_per_unit: args.lanes_per_unit,
+        backward: args.backward,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
     backend.check_workload(

@@ -26,14 +26,14 @@ use crate::gpu::kernel::Packing;
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
-use crate::gpu::options::GpuOptions;
+use crate::gpu::options::{Backward, GpuOptions};
 use crate::gpu::phase::Phase;
 use crate::gpu::segments::Segmenting;
 use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
     bptt, dtp_targets, embedding_gather, embedding_grad, forward, gru_bptt, gru_forward,
-    gru_per_gate_sweep, head, jacobian, matmul, optimizer, target_sweep,
+    gru_per_gate_sweep, head, jacobian, matmul, optimizer, sweep_bptt, target_sweep,
 };
 use crate::limits::logit_block_steps;
 use crate::model::CellKind;
@@ -71,8 +71,13 @@ pub(crate) struct Workspace {
     /// TP with the per-gate inversion: the CG solves for P_r, P_z, P_n.
     pub gate_cg: Option<GateCg>,
     /// TP: Pᵀ and the analytic sweep, the jacobian sweep (which reads the Wᵀ of the
-    /// forward phase), or the per-gate sweep.
+    /// forward phase), or the per-gate sweep; or, with `fused_backward`, [Pᵀ; W] and the
+    /// analytic sweep fused with the surrogate's BPTT.
     pub sweep: Option<Vec<Dispatch>>,
+    /// The sweep's loop also runs the backward recursion (sweep_bptt.wgsl, where
+    /// `sweep_bptt::fits`): an iteration then records `sweep` and not `bptt`, which is
+    /// kept for the one-shot runs of the recursion alone.
+    pub fused_backward: bool,
     /// DTP: the reverse layer's gradient and step, and its target sweep.
     pub dtp: Option<(DtpReverse, Dispatch)>,
     /// The backward recursion of the cell.
@@ -216,7 +221,33 @@ impl Workspace {
         } else {
             None
         };
+        let fused_backward = options.backward == Backward::Fused
+            && cell == CellKind::Tanh
+            && tp.is_some_and(|tp| {
+                sweep_bptt::fits(tp, (storage, packing, d), every_step, through_time)
+            })
+            && matches!(plan.targets(), Some(TargetSolve::FormP { .. }));
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
+            (Some(tp), Some(TargetSolve::FormP { .. })) if fused_backward => (
+                Some(sweep_bptt::dispatch(
+                    ctx,
+                    model,
+                    &seq,
+                    (
+                        shape,
+                        segmenting.quota(&loops::sweep_bptt(d, p, shape, packing))?,
+                        packing,
+                    ),
+                    tp,
+                )?),
+                Some(Cg::new(
+                    ctx,
+                    model,
+                    tp,
+                    segmenting.quota(&loops::inverse(d, tp.cg_max_iter))?,
+                )?),
+                None,
+            ),
             (Some(tp), Some(TargetSolve::FormP { .. })) => (
                 Some(
                     target_sweep::dispatch(
@@ -306,6 +337,7 @@ impl Workspace {
             cg,
             gate_cg,
             sweep,
+            fused_backward,
             bptt,
             reductions,
             optimizer: optimizer::OptimizerStep::new(ctx, model, &hyper.opt)?,
@@ -385,7 +417,11 @@ impl Workspace {
                     sweep.record(pass);
                 }
             }
-            Phase::Bptt => self.bptt.record(pass),
+            Phase::Bptt => {
+                if !self.fused_backward {
+                    self.bptt.record(pass);
+                }
+            }
             Phase::Reductions => self.reductions.iter().for_each(|r| r.record(pass)),
             Phase::Optimizer => self.optimizer.record(pass),
         }

@@ -43,7 +43,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 19] = [
+        pub const SHADERS: [(&str, &str); 20] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -53,7 +53,7 @@ macro_rules! shader_tables {
 
         /// The history kernels with the native f16 conversions: what f16 storage compiles on
         /// a device with `SHADER_F16`.
-        pub const NATIVE_F16_SHADERS: [(&str, &str); 6] = [
+        pub const NATIVE_F16_SHADERS: [(&str, &str); 7] = [
             $((
                 $h_file,
                 concat!(
@@ -66,7 +66,7 @@ macro_rules! shader_tables {
 }
 
 // The one table of which files of `shaders/include/` each kernel gets, appended after the
-// kernel in the order limits, dot, activation, gru, workgroup_sum, noise. Each include's opening
+// kernel in the order limits, dot, activation, gru, workgroup_sum, noise, targets. Each include's opening
 // comment says what it holds and for which kernels; each kernel names the includes it
 // relies on (`include/<name>`), and tests/shaders.rs checks this table against both.
 // The kernels after `history:` read or write a history: they are compiled once per
@@ -92,7 +92,8 @@ shader_tables! {
     "forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "head.wgsl" => [],
     "matmul.wgsl" => [],
-    "target_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
+    "target_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "targets.wgsl"],
+    "sweep_bptt.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "targets.wgsl"],
     "bptt.wgsl" => ["limits.wgsl", "dot.wgsl"],
     "sum_sq.wgsl" => ["workgroup_sum.wgsl"],
 }
@@ -196,11 +197,18 @@ pub(crate) enum TimeLoop {
     Bptt,
     /// target_sweep.wgsl.
     TargetSweep,
+    /// sweep_bptt.wgsl.
+    SweepBptt,
 }
 
 impl TimeLoop {
     /// In declaration order: `HistoryKernels::time_loops` is indexed by `which as usize`.
-    const ALL: [TimeLoop; 3] = [TimeLoop::Forward, TimeLoop::Bptt, TimeLoop::TargetSweep];
+    const ALL: [TimeLoop; 4] = [
+        TimeLoop::Forward,
+        TimeLoop::Bptt,
+        TimeLoop::TargetSweep,
+        TimeLoop::SweepBptt,
+    ];
 
     /// The kernel's source file.
     fn file(self) -> &'static str {
@@ -208,6 +216,7 @@ impl TimeLoop {
             TimeLoop::Forward => "forward.wgsl",
             TimeLoop::Bptt => "bptt.wgsl",
             TimeLoop::TargetSweep => "target_sweep.wgsl",
+            TimeLoop::SweepBptt => "sweep_bptt.wgsl",
         }
     }
 
@@ -217,6 +226,7 @@ impl TimeLoop {
             TimeLoop::Forward => "the forward pass",
             TimeLoop::Bptt => "the backward recursion",
             TimeLoop::TargetSweep => "the target sweep",
+            TimeLoop::SweepBptt => "the target sweep with the backward recursion",
         }
     }
 }
@@ -227,7 +237,7 @@ pub(crate) struct HistoryKernels {
     /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`)
     /// and of lanes per unit (`LANES_PER_UNIT`): one of each compiled with the set, the
     /// others on first use (a context's workgroup size per lane count is fixed).
-    time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 3],
+    time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 4],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
     /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
@@ -288,7 +298,7 @@ impl HistoryKernels {
         let sources = history_sources(device, storage);
         let single = |file: &str| pipeline(device, &module(device, sources, file), "main", c);
         let head = module(device, sources, "head.wgsl");
-        let time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 3] = Default::default();
+        let time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 4] = Default::default();
         for (slots, which) in time_loops.iter().zip(TimeLoop::ALL) {
             let one = Self::time_loop_pipeline(device, storage, which, Packing::ONE);
             let _ = slots[0][0].set(one);

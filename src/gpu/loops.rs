@@ -121,9 +121,11 @@ fn lanes_step(d: usize, b: usize, finish: usize, packing: Packing) -> usize {
 /// `seqs` input loops and rests of the dot products (charged as `seqs` whole dot products)
 /// and, inside the one pass over Wᵀ, per eight terms a loop over the sequences (its exit
 /// test and the outer iteration: two beyond those whole dot products), plus the loop over
-/// the sequences around the input loops. At one sequence the drivers drop those
-/// one-iteration loops (tests/gpu_segments.rs runs it past the cap at this count). With
-/// lanes the dot products and the units' finishing are `lanes_step`'s.
+/// the sequences around the input loops and the one around their use. At one sequence
+/// the drivers drop those one-iteration loops (tests/gpu_segments.rs runs it past the cap
+/// at this count). With lanes the dot products and the units' finishing are
+/// `lanes_step`'s, and the finishers' input loops, issued before the product, one more
+/// loop over the sequences.
 pub(crate) fn forward(
     cell: CellKind,
     d: usize,
@@ -135,10 +137,10 @@ pub(crate) fn forward(
     let b = packing.seqs.max(1);
     // The flat loops' iterations per invocation beyond those of one sequence.
     let flat = b.saturating_mul(d).div_ceil(256) - u;
-    let shared = if b > 1 { 2 * (d / 8) + 3 } else { 0 };
+    let shared = if b > 1 { 2 * (d / 8) + b + 4 } else { 0 };
     let unit = b.saturating_mul(dot(d) + p + 3).saturating_add(shared);
     let units_work = if packing.lanes > 1 {
-        lanes_step(d, b, p + 3, packing)
+        lanes_step(d, b, p + 3, packing).saturating_add(b + 1)
     } else {
         u * unit
     };
@@ -184,9 +186,10 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
         what: "target sweep",
         unit: Unit::Step,
         cost: Cost {
-            // One barrier in the set-up, two a step.
-            fixed: 4 * (u + flat) + 5 + BARRIER,
-            per_unit: units_work + 4 + flat + 2 * BARRIER,
+            // One barrier in the set-up, two a step; the loads one step ahead, a loop over
+            // the sequences in the set-up and in each step.
+            fixed: 4 * (u + flat) + 6 + b + BARRIER,
+            per_unit: units_work + 5 + b + flat + 2 * BARRIER,
         },
         total: shape.steps.saturating_sub(1),
         workgroups: packing.workgroups(shape.batch),
@@ -194,37 +197,33 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
     }
 }
 
-/// bptt.wgsl (per step one dot product and the copy of δ_t) and gru_bptt.wgsl (per step
-/// the step backward and Wᵀ dgh, one gate block at a time; a launch below the top forms
-/// the carried vector once more, one step's work). bptt.wgsl with `seqs` sequences per
-/// workgroup (the GRU's kernel has 1) does most of it once per sequence, as forward.wgsl
-/// does (see `forward`): per unit `seqs` injections and rests of the dot product (charged
-/// as `seqs` whole dot products), the loop over the sequences inside the one pass over W
-/// and the loop around the injections; per step the copy of δ_t, one loop over each
-/// sequence's units inside a loop over the sequences; its set-up loop runs over the
-/// workgroup's seqs·d values. With lanes the dot products and the units' finishing (the
-/// injections) are `lanes_step`'s.
+/// bptt.wgsl (per step one dot product) and gru_bptt.wgsl (per step the step backward and
+/// Wᵀ dgh, one gate block at a time; a launch below the top forms the carried vector once
+/// more, one step's work). bptt.wgsl with `seqs` sequences per workgroup (the GRU's kernel
+/// has 1) does most of it once per sequence, as forward.wgsl does (see `forward`): per unit
+/// `seqs` injections and rests of the dot product (charged as `seqs` whole dot products),
+/// the loop over the sequences inside the one pass over W and the loops around the
+/// injections' loads and their use; its set-up loop runs over the workgroup's seqs·d
+/// values. With lanes the dot products and the units' finishing (the injections) are
+/// `lanes_step`'s, and the finishers' loads, issued before the product, one more loop
+/// over the sequences.
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
     let u = units(d);
     let b = packing.seqs.max(1);
     let cost = match cell {
-        // One barrier in the set-up, two a step.
+        // One barrier in the set-up, one a step (two with lanes: lanes_step's).
         CellKind::Tanh => {
             let flat = b.saturating_mul(d).div_ceil(256) - u;
-            let (shared, copy) = if b > 1 {
-                (2 * (d / 8) + 3, (b - 1).saturating_mul(u + 2) + 2)
-            } else {
-                (0, 0)
-            };
+            let shared = if b > 1 { 2 * (d / 8) + b + 4 } else { 0 };
             let unit = b.saturating_mul(dot(d) + 2).saturating_add(shared);
             let units_work = if packing.lanes > 1 {
-                lanes_step(d, b, 2, packing)
+                lanes_step(d, b, 2, packing).saturating_add(b + 1)
             } else {
                 u * unit
             };
             Cost {
                 fixed: u + flat + 2 + BARRIER,
-                per_unit: units_work + 3 + copy + 2 * BARRIER,
+                per_unit: units_work + 3 + BARRIER,
             }
         }
         CellKind::Gru => {
@@ -240,6 +239,25 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> 
         what: "backward recursion",
         unit: Unit::Step,
         cost,
+        total: shape.steps,
+        workgroups: packing.workgroups(shape.batch),
+        workgroups_per_unit: 0,
+    }
+}
+
+/// sweep_bptt.wgsl: per step what target_sweep.wgsl's and bptt.wgsl's steps do together
+/// (their sum: its one pass over the units runs both dot products and both finishes, its
+/// barriers are the sweep's), per launch both set-ups.
+pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> LoopModel {
+    let sweep = target_sweep(d, p, shape, packing).cost;
+    let bptt = bptt(CellKind::Tanh, d, shape, packing).cost;
+    LoopModel {
+        what: "target sweep with the backward recursion",
+        unit: Unit::Step,
+        cost: Cost {
+            fixed: sweep.fixed.saturating_add(bptt.fixed),
+            per_unit: sweep.per_unit.saturating_add(bptt.per_unit),
+        },
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,

@@ -15,6 +15,7 @@
 //!    `src/cpu/`, that only builds its dispatches: `forward`, `gru_forward`, `head`,
 //!    `seq_head` (the heads at every step),
 //!    `inverse` (P, with `cg_check`, and the GRU's per-gate P_g), `target_sweep`,
+//!    `sweep_bptt` (the sweep and the surrogate's `bptt` in one loop),
 //!    `jacobian` (the Jacobian products and the §5 sweep with its per-step CG),
 //!    `gru_per_gate_sweep` (§5's per-gate sweep), `bptt`, `gru_bptt`, `matmul`,
 //!    `optimizer`, `transpose`, `norms`, `embedding_gather` and `embedding_grad` (a
@@ -57,6 +58,7 @@ mod readback;
 pub(crate) mod segments;
 mod seq_head;
 pub mod storage;
+mod sweep_bptt;
 mod target_sweep;
 mod tokens;
 mod transpose;
@@ -71,7 +73,7 @@ pub use kernel::{
 };
 pub use layout::MAX_HIDDEN;
 pub use options::{
-    GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
+    Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
     MAX_SEQUENCES_PER_WORKGROUP,
 };
 pub use phase::Phase;

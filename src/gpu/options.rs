@@ -2,12 +2,14 @@
 //! splits its long loops into launches, and how many sequences a workgroup of the tanh
 //! RNN's time loops carries and how many invocations share each unit's dot product there.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
 use crate::gpu::segments::StepsPerDispatch;
 use crate::gpu::storage::Storage;
 
 /// The GPU backend's settings beyond the device (`--storage`, `--steps-per-dispatch`,
-/// `--sequences-per-workgroup`, `--lanes-per-unit`). None changes the mathematics: f16
+/// `--sequences-per-workgroup`, `--lanes-per-unit`, `--backward`). None changes the mathematics: f16
 /// storage rounds the stored histories (docs/ALGORITHM.md §11), the split into launches and
 /// the grouping of sequences into workgroups change nothing at all but how long each launch
 /// runs, and lanes per unit change the order of the time loops' sums (within f32
@@ -24,6 +26,27 @@ pub struct GpuOptions {
     /// Invocations that share each unit's dot product in the tanh RNN's time loops (the
     /// GRU's kernels use one whatever this says).
     pub lanes_per_unit: LanesPerUnit,
+    /// TP-RI's backward pass with P: the target sweep and the surrogate's BPTT in one
+    /// loop where it applies, or two.
+    pub backward: Backward,
+}
+
+/// How TP-RI's backward pass walks time with the analytic inversion (`--backward`):
+/// `fused` runs the target sweep and the surrogate's BPTT in one loop
+/// (`shaders/sweep_bptt.wgsl`) wherever that kernel applies (the linearized or difference
+/// targets, one output, the surrogate through time, f32 storage, d · lanes per unit within
+/// a workgroup; elsewhere it runs two), `separate` always runs the two loops one after the
+/// other (docs/PERFORMANCE.md, "One backward loop for TP-RI"). The results are the same
+/// bit for bit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Backward {
+    /// One loop where it applies.
+    #[default]
+    Fused,
+    /// Two loops: the target sweep, then the surrogate's BPTT.
+    Separate,
 }
 
 impl From<Storage> for GpuOptions {

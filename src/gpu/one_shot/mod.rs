@@ -52,6 +52,20 @@ pub(crate) fn workspace(
     Ok((model, ws))
 }
 
+/// Whether an iteration of `hyper` on `batch` with `options` runs TP-RI's backward pass in
+/// one loop (sweep_bptt.wgsl): what the tests of that loop check before comparing it
+/// with the two loops it replaces.
+pub fn fused_backward(
+    ctx: &GpuContext,
+    params: &Params,
+    batch: &Batch,
+    hyper: &Hyper,
+    options: GpuOptions,
+) -> Result<bool> {
+    let (_, ws) = workspace(ctx, params, batch, hyper, options)?;
+    Ok(ws.fused_backward)
+}
+
 /// `workspace` on the inputs `x` (labels all 0), with the forward pass of the cell run:
 /// where the twins of the kernels after it start.
 fn after_forward(

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sixth measurement (prepared without a GPU, to run when one is lent): TP-RI's backward pass
+# in one loop (`--backward fused`, sweep_bptt.wgsl) against the two loops, and BPTT
+# without its per-step round trip through global memory, against the build before both
+# (ace27cc, copied to .bin/tpri-before). cuDNN in the same call for the ratio.
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
+[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
+log=$OUT/log.txt
+step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
+  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+step 30 .bin/tpri devices
+step 120 .bin/tpri check
+step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 20 --backward fused,separate --json "$OUT/fused-784.json"
+step 60 .bin/tpri-before bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 20 --json "$OUT/before-784.json"
+step 60 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$OUT/torch-784.json"
+step 150 .bin/tpri bench --backend gpu --steps 784 --hidden 8,32,100,256 --batch 16,256 --reps 5 --backward fused,separate --json "$OUT/fused-grid.json"
+tail -c 12000 "$log"
