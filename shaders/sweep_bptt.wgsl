@@ -18,25 +18,29 @@
 //
 // The host runs it where it applies (gpu::sweep_bptt::fits): the linearized or difference
 // mode, one output (no local targets), the surrogate differentiated through time, f32
-// storage, each invocation owning at most one unit (d · LANES ≤ WG, so an invocation keeps
-// its unit's h_t and dv_t in registers across the step), and LANES · SEQS · d ≤ MAX_HIDDEN / 2;
-// elsewhere the two kernels run one after the other.
+// storage, each invocation owning at most one unit (d · LANES ≤ WG), and
+// LANES · SEQS · d ≤ MAX_HIDDEN / 2; elsewhere the two kernels run one after the other.
+//
+// One barrier a step (two with lanes), as in forward.wgsl: the finisher of unit i, which
+// forms dv_{t−1} of that unit, also forms the unit's bracket s_{t−1} for the next step, so
+// the brackets need no phase of their own. Invocation i owns unit i of every sequence of
+// its workgroup: it keeps the unit's dv_t in registers from one step to the next, stores
+// dv_{t−1} to the history itself (f32: one word a value, no pairing with a neighbour's),
+// and loads h_t and h_{t−1} of its unit before the products, so that their latency
+// overlaps them.
 //
 // Workgroup memory, FUSED = MAX_HIDDEN / 2 floats a block (16 KiB in all, as the other
-// time loops): block 0 holds s_t, block 1 dv_t (then dv_{t−1}), blocks 2 and 3 δ_{t+1}
-// and δ_t, alternating as in bptt.wgsl; sequence k of the workgroup at k·d in each. With
-// lanes (LANES = L > 1, see forward.wgsl) lane l's partial sums go where the finisher will
-// write: those of P s_t into block 1 (dv_t is in the finishers' registers by then), those
-// of Wᵀ δ_{t+1} into δ_t's block, at l·SEQS·d + k·d + i; the finisher of unit i
-// (invocation i) adds them in lane order.
+// time loops): blocks 0 and 1 hold s_t, alternating (s_t in block t mod 2), blocks 2 and 3
+// δ_t (block 2 + t mod 2); sequence k of the workgroup at k·d in each. Step t reads s_t
+// and δ_{t+1} and writes s_{t−1} and δ_t into the other two, whose last reads (of s_{t+1}
+// and δ_{t+2}) were step t + 1's, before its barrier. With lanes (LANES = L > 1, see
+// forward.wgsl) lane l's partial sums go where the finisher will write: those of P s_t into
+// s_{t−1}'s block, those of Wᵀ δ_{t+1} into δ_t's, at l·SEQS·d + k·d + i; after a barrier
+// the finisher of unit i adds them in lane order and writes over lane 0's.
 //
-// Per step: the brackets (each invocation its unit, from h_t and dv_t), a barrier, the two
-// products and the finish (dv_{t−1} and δ_t into workgroup memory, δ_t and e_t into their
-// histories), [with lanes a barrier before the finish,] a barrier, the store of dv_{t−1}
-// (f16 words would pair units of two invocations; here it keeps target_sweep.wgsl's
-// store_rows). Bounded segments as in the two kernels: a launch runs the steps
-// dims.first, dims.first − 1, … (dims.count of them); a segment below the top starts from
-// dv_{first} in `carry` [B, d] and from δ_{first+1} in the δ history.
+// Bounded segments as in the two kernels: a launch runs the steps dims.first,
+// dims.first − 1, … (dims.count of them); a segment below the top starts from dv_{first}
+// in `carry` [B, d] and from δ_{first+1} in the δ history.
 //
 // Layout: pw = [Pᵀ; W], both [d, d], one binding (transpose.wgsl writes both: Pᵀ from P,
 // W from the forward pass's Wᵀ), so include/dot.wgsl's single matrix serves both products
@@ -56,8 +60,8 @@ override LANES: u32 = 1u;
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, MAX_SEQS),
 // include/dot.wgsl (columns_dot8, column_rest, hsum, lane_chunk; the operands are
 // dot_matrix and dot_vector below), include/activation.wgsl (clamp_eps),
-// include/targets.wgsl (offset_bracket, store_rows, zero_rows; its operand is dv_value
-// below) and the history storage (HIST_F16, hist_*): include/history.wgsl.
+// include/targets.wgsl (offset_bracket, zero_rows) and the history storage (hist_*; the
+// host runs this kernel for f32 storage only): include/history.wgsl.
 
 // One block of workgroup memory.
 const FUSED: u32 = MAX_HIDDEN / 2u;
@@ -84,15 +88,23 @@ struct Dims {
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> err: array<f32>;
 
-// s_t | dv_t | δ (two blocks, alternating).
+// s (two blocks, alternating), δ (two blocks, alternating).
 var<workgroup> blocks: array<f32, 4u * FUSED>;
+
+// Where s_t and δ_t sit in `blocks`.
+fn s_block(t: u32) -> u32 {
+    return (t & 1u) * FUSED;
+}
+
+fn delta_block(t: u32) -> u32 {
+    return (2u + (t & 1u)) * FUSED;
+}
 
 fn load_h(i: u32) -> f32 {
     return hist_value(h[hist_word(i)], i);
 }
 
-// include/dot.wgsl's operands: [Pᵀ; W] and the blocks (s_t at k·d, δ_{t+1} at its block
-// + k·d).
+// include/dot.wgsl's operands: [Pᵀ; W] and the blocks.
 fn dot_matrix(e: u32) -> f32 {
     return pw[e];
 }
@@ -101,31 +113,42 @@ fn dot_vector(j: u32) -> f32 {
     return blocks[j];
 }
 
-// include/targets.wgsl's operand: dv of the step in hand.
-fn dv_value(e: u32) -> f32 {
-    return blocks[FUSED + e];
+// What the finisher of a unit of one sequence carries through a step: h_t, h_{t−1} (loaded
+// before the products) and dv_t.
+struct Unit {
+    ht: f32,
+    h_prev: f32,
+    dv: f32,
 }
 
-// Unit i of the workgroup's sequence k (sequence s0 + k) at step t: dv_{t−1} from `sum_p`,
-// the eight-term part of (P s_t)_i, when `sweep`; e_t and δ_t from the injection −dv_t and
-// `sum_w`, the eight-term part of (Wᵀ δ_{t+1})_i (δ_{t+1} of the sequence at `above`),
-// when `recur`; δ_t into workgroup memory at `at`. The orders of target_sweep.wgsl's and
-// bptt.wgsl's finishes.
-fn finish(t: u32, s0: u32, k: u32, i: u32, flags: vec2<bool>, sums: vec2<f32>, unit: vec2<f32>, above: u32, at: u32) {
+// Step t of unit i of the workgroup's sequence k (sequence s0 + k), from `sums`, the
+// eight-term parts of (P s_t)_i (when flags.x: the sweep steps, t ≥ 2) and of
+// (Wᵀ δ_{t+1})_i (when flags.y: below the top): dv_{t−1} into the history and the unit's
+// registers, its bracket s_{t−1} (if a sweep step follows), e_t and δ_t into their
+// histories and δ_t into its block. The orders of target_sweep.wgsl's and bptt.wgsl's
+// finishes. Returns the unit with dv_{t−1}.
+fn finish(t: u32, s0: u32, k: u32, i: u32, flags: vec2<bool>, sums: vec2<f32>, unit: Unit) -> Unit {
     let d = dims.hidden;
+    let nb = dims.batch;
+    var next = unit;
     if flags.x {
-        blocks[FUSED + k * d + i] = column_rest(sums.x, i, d, k * d);
+        let dv_prev = column_rest(sums.x, i, d, s_block(t) + k * d);
+        dv[((t - 1u) * nb + s0 + k) * hist_stride(d) + i] = hist_f32(dv_prev * dims.dv_scale);
+        if t > 2u {
+            blocks[s_block(t - 1u) + k * d + i] = offset_bracket(dims.mode, unit.h_prev, dv_prev, 0.0, false);
+        }
+        next.dv = dv_prev;
     }
-    var e = -unit.y;
+    var e = -unit.dv;
     if flags.y {
-        e = column_rest(e, d * d + i, d, above) + sums.y;
+        e = column_rest(e, d * d + i, d, delta_block(t + 1u) + k * d) + sums.y;
     }
-    let ht = unit.x;
-    let dt = (1.0 - ht * ht) * e;
-    let out = ((t - 1u) * dims.batch + s0 + k) * d + i;
+    let dt = (1.0 - unit.ht * unit.ht) * e;
+    let out = ((t - 1u) * nb + s0 + k) * d + i;
     delta[out] = dt;
     err[out] = e;
-    blocks[at] = dt;
+    blocks[delta_block(t) + k * d + i] = dt;
+    return next;
 }
 
 @compute @workgroup_size(WG)
@@ -136,55 +159,58 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let d = dims.hidden;
     let nb = dims.batch;
     let stride = hist_stride(d);
-    let top = dims.first == dims.steps;
-    // dv of the step in hand (the top offsets, or where the previous segment stopped) and,
-    // below the top, δ_{first+1} from the history the previous segment wrote.
-    for (var e = lid; e < n * d; e += WG) {
-        blocks[FUSED + e] = select(carry[s0 * d + e], -dims.lr_target * g_top[s0 * d + e], top);
-    }
-    if !top {
-        let above = (dims.first * nb + s0) * d;
-        let half = (2u + ((dims.first + 1u) & 1u)) * FUSED;
-        for (var e = lid; e < n * d; e += WG) {
-            blocks[half + e] = delta[above + e];
-        }
-    }
+    let first = dims.first;
+    let top = first == dims.steps;
+    // Unit lid of each sequence: dv_first (the top offsets, or where the previous segment
+    // stopped), stored at the top, and its bracket s_first.
+    var units: array<Unit, MAX_SEQS>;
     if top {
         zero_rows(s0 * stride, n, lid);
     }
-    // The set-up wrote across the sequences' units, not by owned units: all of it must be
-    // visible before the stores below and the steps' reads.
-    workgroupBarrier();
-    if top {
-        store_rows((dims.steps * nb + s0) * stride, n, lid);
+    if lid < d {
+        for (var k = 0u; k < SEQS; k++) {
+            if k < n {
+                let at = (s0 + k) * d + lid;
+                let dvt = select(carry[at], -dims.lr_target * g_top[at], top);
+                units[k].dv = dvt;
+                if top {
+                    dv[((first * nb) + s0 + k) * stride + lid] = hist_f32(dvt * dims.dv_scale);
+                }
+                if first >= 2u {
+                    let ht = load_h((first * nb + s0 + k) * stride + lid);
+                    blocks[s_block(first) + k * d + lid] = offset_bracket(dims.mode, ht, dvt, 0.0, false);
+                }
+            }
+        }
     }
+    // Below the top, δ_{first+1} from the history the previous segment wrote.
+    if !top {
+        let above = (first * nb + s0) * d;
+        for (var e = lid; e < n * d; e += WG) {
+            blocks[delta_block(first + 1u) + e] = delta[above + e];
+        }
+    }
+    // The set-up wrote across the sequences' units: all of it must be visible before the
+    // steps' reads.
+    workgroupBarrier();
     // This invocation's lane of its unit and the terms the lane sums.
     let lane = lid % LANES;
     let chunk = lane_chunk(d, lane, LANES);
     let i = lid / LANES;
-    let end = dims.first - dims.count;
-    for (var t = dims.first; t > end; t--) {
+    let end = first - dims.count;
+    for (var t = first; t > end; t--) {
         // The sweep's steps are T … 2; the BPTT's T … 1, through time below the top.
         let flags = vec2<bool>(t >= 2u, t < dims.steps);
-        // δ_{t+1} in one block, δ_t into the other.
-        let prev = (2u + ((t + 1u) & 1u)) * FUSED;
-        let next = (2u + (t & 1u)) * FUSED;
-        // h_t and dv_t of this invocation's unit (lid) of each sequence, and s_t.
-        var unit: array<vec2<f32>, MAX_SEQS>;
+        // h_t and h_{t−1} of unit lid, loaded before the products.
         if lid < d {
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    let ht = load_h(((t * nb + s0 + k) * stride) + lid);
-                    let dvt = blocks[FUSED + k * d + lid];
-                    unit[k] = vec2<f32>(ht, dvt);
-                    if flags.x {
-                        blocks[k * d + lid] = offset_bracket(dims.mode, ht, dvt, 0.0, false);
-                    }
+                    let row = (t * nb + s0 + k) * stride + lid;
+                    units[k].ht = load_h(row);
+                    units[k].h_prev = load_h(row - nb * stride);
                 }
             }
         }
-        // s_t complete; the previous step's stores have read dv_t's block.
-        workgroupBarrier();
         if i < d {
             // The lane's parts of (P s_t)_i and (Wᵀ δ_{t+1})_i of all SEQS sequences, one
             // pass over each matrix's column i. Past the last sequence (k ≥ n) they sum
@@ -192,20 +218,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             var acc_p: array<vec4<f32>, MAX_SEQS>;
             var acc_w: array<vec4<f32>, MAX_SEQS>;
             if flags.x {
-                acc_p = columns_dot8(i, d, 0u, d, SEQS, chunk);
+                acc_p = columns_dot8(i, d, s_block(t), d, SEQS, chunk);
             }
             if flags.y {
-                acc_w = columns_dot8(d * d + i, d, prev, d, SEQS, chunk);
+                acc_w = columns_dot8(d * d + i, d, delta_block(t + 1u), d, SEQS, chunk);
             }
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
                     let sums = vec2<f32>(hsum(acc_p[k]), hsum(acc_w[k]));
                     if LANES == 1u {
-                        finish(t, s0, k, i, flags, sums, unit[k], prev + k * d, next + k * d + i);
+                        units[k] = finish(t, s0, k, i, flags, sums, units[k]);
                     } else {
                         let part = lane * SEQS * d + k * d + i;
-                        blocks[FUSED + part] = sums.x;
-                        blocks[next + part] = sums.y;
+                        blocks[s_block(t - 1u) + part] = sums.x;
+                        blocks[delta_block(t) + part] = sums.y;
                     }
                 }
             }
@@ -217,25 +243,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 for (var k = 0u; k < SEQS; k++) {
                     if k < n {
                         let at = k * d + lid;
-                        var sums = vec2<f32>(blocks[FUSED + at], blocks[next + at]);
+                        var sums = vec2<f32>(blocks[s_block(t - 1u) + at], blocks[delta_block(t) + at]);
                         for (var l = 1u; l < LANES; l++) {
                             let part = l * SEQS * d + at;
-                            sums += vec2<f32>(blocks[FUSED + part], blocks[next + part]);
+                            sums += vec2<f32>(blocks[s_block(t - 1u) + part], blocks[delta_block(t) + part]);
                         }
-                        finish(t, s0, k, lid, flags, sums, unit[k], prev + k * d, next + at);
+                        units[k] = finish(t, s0, k, lid, flags, sums, units[k]);
                     }
                 }
             }
         }
-        // Everyone has read s_t and δ_{t+1} and written dv_{t−1} and δ_t.
+        // Everyone has read s_t and δ_{t+1} and written s_{t−1} and δ_t.
         workgroupBarrier();
-        if flags.x {
-            store_rows(((t - 1u) * nb + s0) * stride, n, lid);
-        }
     }
-    // After the last barrier every offset of the workgroup is visible to every invocation
-    // (the set-up's, when the segment has no steps).
-    for (var e = lid; e < n * d; e += WG) {
-        carry[s0 * d + e] = blocks[FUSED + e];
+    // dv of the segment's last step, for the next segment.
+    if lid < d {
+        for (var k = 0u; k < SEQS; k++) {
+            if k < n {
+                carry[(s0 + k) * d + lid] = units[k].dv;
+            }
+        }
     }
 }

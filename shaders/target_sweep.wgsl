@@ -67,8 +67,7 @@ override LANES: u32 = 1u;
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (columns_dot8, column_rest, hsum; the operands are dot_matrix and dot_vector below),
 // include/activation.wgsl (clamp_eps), include/targets.wgsl (the brackets of the offset
-// modes, store_rows and zero_rows; its operand is dv_value below) and the history storage
-// (HIST_F16, hist_*): include/history.wgsl.
+// modes, zero_rows) and the history storage (HIST_F16, hist_*): include/history.wgsl.
 
 struct Dims {
     batch: u32,
@@ -115,9 +114,26 @@ fn dot_vector(j: u32) -> f32 {
     return s_vec[j];
 }
 
-// include/targets.wgsl's operand: dv_t of the step in hand.
-fn dv_value(e: u32) -> f32 {
-    return dv_cur[e];
+// Writes dv_cur[0 .. n·d] (times dv_scale), the offsets of the workgroup's n sequences, as
+// the rows of dv starting at element `row` (the sequences' rows are consecutive). Called after a
+// barrier: f16 words pair units that other invocations computed.
+fn store_rows(row: u32, n: u32, lid: u32) {
+    let d = dims.hidden;
+    if HIST_F16 {
+        // Rows padded to even length: w = d'/2 words a row, each word two units of one row.
+        let w = hist_stride(d) >> 1u;
+        for (var e = lid; e < n * w; e += WG) {
+            let k = e / w;
+            let i = 2u * (e - k * w);
+            let at = k * d + i;
+            let next = select(0.0, dv_cur[at + 1u], i + 1u < d);
+            dv[hist_word(row) + e] = hist_pair(dv_cur[at] * dims.dv_scale, next * dims.dv_scale);
+        }
+    } else {
+        for (var e = lid; e < n * d; e += WG) {
+            dv[row + e] = hist_f32(dv_cur[e] * dims.dv_scale);
+        }
+    }
 }
 
 // What the bracket of unit j of sequence s at step t reads from storage: h_t and the local

@@ -1,15 +1,11 @@
 // The tanh RNN's target offsets dv = v − h: the bracket each step of the target sweep
-// multiplies by P, and the stores of a step's offsets into the dv history. gpu::kernel
-// appends this file to target_sweep.wgsl (the sweep alone) and sweep_bptt.wgsl (the sweep
-// fused with the surrogate's BPTT), so that the two compute the same offsets bit for bit.
+// multiplies by P, and the zeroing of dv_0. gpu::kernel appends this file to
+// target_sweep.wgsl (the sweep alone) and sweep_bptt.wgsl (the sweep fused with the
+// surrogate's BPTT), so that the two compute the same offsets bit for bit.
 //
-// The kernel provides, besides `WG` and the history storage (include/history.wgsl):
-//
-//     dims.hidden, dims.dv_scale       d, and the power of two dv is stored multiplied by
-//     dv: array<HistWord>              the history [T+1, B, d'] (read_write)
-//     fn dv_value(e: u32) -> f32       offset e = k·d + i of the step in hand (workgroup memory)
-//
-// and include/activation.wgsl (clamp_eps).
+// The kernel provides, besides `WG`, include/activation.wgsl (clamp_eps) and the history
+// storage (include/history.wgsl): `dims.hidden` (d) and the history
+// `dv: array<HistWord>` [T+1, B, d'] (read_write).
 
 const LINEARIZED: u32 = 0u;
 const DIFFERENCE: u32 = 1u;
@@ -50,28 +46,6 @@ fn offset_bracket(mode: u32, ht: f32, dvt: f32, own: f32, local: bool) -> f32 {
         sj += atanh_difference(ht, own);
     }
     return sj;
-}
-
-// Writes the offsets of the workgroup's n sequences (dv_value, times dv_scale) as the rows
-// of dv starting at element `row` (the sequences' rows are consecutive). Called after a
-// barrier: f16 words pair units that other invocations computed.
-fn store_rows(row: u32, n: u32, lid: u32) {
-    let d = dims.hidden;
-    if HIST_F16 {
-        // Rows padded to even length: w = d'/2 words a row, each word two units of one row.
-        let w = hist_stride(d) >> 1u;
-        for (var e = lid; e < n * w; e += WG) {
-            let k = e / w;
-            let i = 2u * (e - k * w);
-            let at = k * d + i;
-            let next = select(0.0, dv_value(at + 1u), i + 1u < d);
-            dv[hist_word(row) + e] = hist_pair(dv_value(at) * dims.dv_scale, next * dims.dv_scale);
-        }
-    } else {
-        for (var e = lid; e < n * d; e += WG) {
-            dv[row + e] = hist_f32(dv_value(e) * dims.dv_scale);
-        }
-    }
 }
 
 // Zeroes the n consecutive rows of dv starting at element `row`.
