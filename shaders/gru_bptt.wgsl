@@ -17,10 +17,14 @@
 //
 // One workgroup per sequence; invocation `lid` owns units lid, lid + WG, ... and keeps
 // their carried J_{t+1}ᵀ e_{t+1} in registers. Wᵀ dgh sums over all 3d rows of W, so each
-// unit needs every unit's dgh: it goes through workgroup memory one gate (d values) at a
-// time, keeping workgroup memory at one d-vector (WebGPU guarantees 16 KiB) whatever d.
-// Wᵀ dgh reads w[row*d + i]: neighbouring invocations read neighbouring addresses, eight
-// terms per loop iteration (include/dot.wgsl; see there for llvmpipe's loop cap).
+// unit needs every unit's dgh, through workgroup memory. Where the three gate blocks fit
+// one half of it (3d ≤ MAX_HIDDEN, d ≤ 682) they go there at once, alternating halves from
+// step to step (as forward.wgsl's states do): one barrier a step. Wider, they go one gate
+// (d values) at a time through one half, two barriers a gate, keeping workgroup memory at
+// 16 KiB (what WebGPU guarantees) whatever d. The sums are the same, in the same order,
+// either way. Wᵀ dgh reads w[row*d + i]: neighbouring invocations read neighbouring
+// addresses, eight terms per loop iteration (include/dot.wgsl; see there for llvmpipe's
+// loop cap).
 // Layout: W [3d, d], h and dv [T+1, B, d], gates [T, B, 4d] (r | z | n | hn, from
 // gru_forward.wgsl), g_T [B, d].
 
@@ -58,7 +62,12 @@ struct Dims {
 @group(0) @binding(7) var<storage, read_write> dgh: array<f32>;
 @group(0) @binding(8) var<storage, read_write> err: array<f32>;
 
-var<workgroup> part: array<f32, MAX_HIDDEN>;
+// dgh of the step in hand, its three gate blocks at half + gate·d (or one block at a time
+// from 0, past d = 682); the other half holds the previous step's.
+var<workgroup> part: array<f32, 2u * MAX_HIDDEN>;
+
+// Where include/dot.wgsl's vector starts in `part`: the gate block in hand.
+var<private> block_base: u32;
 
 // include/dot.wgsl's operands: W [3d, d] and one gate's block of dgh.
 fn dot_matrix(e: u32) -> f32 {
@@ -66,14 +75,42 @@ fn dot_matrix(e: u32) -> f32 {
 }
 
 fn dot_vector(j: u32) -> f32 {
-    return part[j];
+    return part[block_base + j];
 }
 
-// carried + Wᵀ dgh for the owned units, one gate block of dgh (own_dgh, gates r, z, n as
-// x, y, z) at a time through workgroup memory. Called in uniform control flow (barriers).
-fn add_wt_dgh(lid: u32, own_dgh: array<vec3<f32>, SLOTS>, carried: array<f32, SLOTS>) -> array<f32, SLOTS> {
+// carried + Wᵀ dgh for the owned units (own_dgh, gates r, z, n as x, y, z), one gate block
+// of W at a time; dgh goes through `part` at `half` (0 or MAX_HIDDEN, alternating from one
+// call to the next) when its three blocks fit there. Called in uniform control flow
+// (barriers).
+fn add_wt_dgh(lid: u32, own_dgh: array<vec3<f32>, SLOTS>, carried: array<f32, SLOTS>, half: u32) -> array<f32, SLOTS> {
     let d = dims.hidden;
     var out = carried;
+    if 3u * d <= MAX_HIDDEN {
+        // The previous call read the other half: no barrier before these writes.
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            part[half + i] = own_dgh[k].x;
+            part[half + d + i] = own_dgh[k].y;
+            part[half + 2u * d + i] = own_dgh[k].z;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            for (var gate = 0u; gate < 3u; gate++) {
+                block_base = half + gate * d;
+                // Σ_j W[gate·d + j][i] dgh_gate[j]: this gate's block of Wᵀ dgh.
+                out[k] += column_dot(gate * d * d + i, d);
+            }
+        }
+        return out;
+    }
+    block_base = 0u;
     for (var gate = 0u; gate < 3u; gate++) {
         // Everyone has finished with the previous block.
         workgroupBarrier();
@@ -90,7 +127,6 @@ fn add_wt_dgh(lid: u32, own_dgh: array<vec3<f32>, SLOTS>, carried: array<f32, SL
             if i >= d {
                 break;
             }
-            // Σ_j W[gate·d + j][i] part[j]: this gate's block of Wᵀ dgh.
             out[k] += column_dot(gate * d * d + i, d);
         }
     }
@@ -120,7 +156,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             own_dgh[k] = vec3<f32>(dgh[out + i], dgh[out + d + i], dgh[out + 2u * d + i]);
             carried[k] = gates[gate_row + d + i] * err[(dims.first * nb + s) * d + i];
         }
-        carried = add_wt_dgh(lid, own_dgh, carried);
+        carried = add_wt_dgh(lid, own_dgh, carried, ((dims.first + 1u) & 1u) * MAX_HIDDEN);
     }
     let end = dims.first - dims.count;
     for (var t = dims.first; t > end; t--) {
@@ -154,7 +190,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             carried[k] = g.z * e;
         }
         if through_time && t > 1u {
-            carried = add_wt_dgh(lid, own_dgh, carried);
+            carried = add_wt_dgh(lid, own_dgh, carried, (t & 1u) * MAX_HIDDEN);
         } else {
             carried = array<f32, SLOTS>();
         }

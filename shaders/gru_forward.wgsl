@@ -49,7 +49,13 @@ struct Dims {
 @group(0) @binding(6) var<storage, read_write> h: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gates: array<f32>;
 
-var<workgroup> h_prev: array<f32, MAX_HIDDEN>;
+// Two d-vectors: h_{t−1} and h_t, alternating halves (as forward.wgsl's), so one barrier
+// a step separates the reads of h_{t−1} from the writes of h_{t+1} into the same half, and
+// the recursion never reads back the history it stores.
+var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
+
+// The half holding h_{t−1} at the step in hand (include/dot.wgsl's vector starts there).
+var<private> prev_half: u32;
 
 // include/dot.wgsl's operands: Wᵀ [d, 3d] and h_{t−1}.
 fn dot_matrix(e: u32) -> f32 {
@@ -57,7 +63,7 @@ fn dot_matrix(e: u32) -> f32 {
 }
 
 fn dot_vector(j: u32) -> f32 {
-    return h_prev[j];
+    return h_buf[prev_half + j];
 }
 
 @compute @workgroup_size(WG)
@@ -67,16 +73,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let p = dims.input;
     let first = dims.first;
     let start = ((first - 1u) * dims.batch + s) * d;
+    // h_{first−1} into its half: h_0 = 0 (stored too), or the previous segment's last
+    // state from the history.
+    let start_half = ((first - 1u) & 1u) * MAX_HIDDEN;
     for (var i = lid; i < d; i += WG) {
         if first == 1u {
             h[start + i] = 0.0;
         }
-        h_prev[i] = h[start + i];
+        h_buf[start_half + i] = select(h[start + i], 0.0, first == 1u);
     }
     workgroupBarrier();
     for (var t = first; t < first + dims.count; t++) {
         let x_row = ((t - 1u) * dims.batch + s) * p;
         let h_row = (t * dims.batch + s) * d;
+        // h_{t−1} in one half, h_t into the other.
+        prev_half = ((t - 1u) & 1u) * MAX_HIDDEN;
+        let next = (t & 1u) * MAX_HIDDEN;
         let gate_row = ((t - 1u) * dims.batch + s) * 4u * d;
         for (var i = lid; i < d; i += WG) {
             // Input parts U x_t + b_ih of the three gates.
@@ -93,18 +105,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let z = sigmoid(xi.y + gh.y);
             let hn = gh.z;
             let n = safe_tanh(xi.z + r * hn);
-            h[h_row + i] = (1.0 - z) * n + z * h_prev[i];
+            let ht = (1.0 - z) * n + z * h_buf[prev_half + i];
+            h[h_row + i] = ht;
+            h_buf[next + i] = ht;
             gates[gate_row + i] = r;
             gates[gate_row + d + i] = z;
             gates[gate_row + 2u * d + i] = n;
             gates[gate_row + 3u * d + i] = hn;
         }
-        // Everyone has read h_{t−1}; overwrite it with h_t (each invocation reads back
-        // only the units it wrote itself, so no storage barrier is needed).
-        workgroupBarrier();
-        for (var i = lid; i < d; i += WG) {
-            h_prev[i] = h[h_row + i];
-        }
+        // Everyone has read h_{t−1} and written h_t: the next step may overwrite h_{t−1}'s
+        // half.
         workgroupBarrier();
     }
 }
