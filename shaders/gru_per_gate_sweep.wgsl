@@ -14,24 +14,26 @@
 // Like target_sweep.wgsl it stores the offsets dv_t = v_t − h_t (see there for why):
 // dv_{t−1} is the sum of the direct term and the three products, without h. dv_0 = 0.
 //
-// One workgroup per sequence; the outer loop takes one step t per iteration and keeps
-// its state only in dv (storage) and dv_cur (workgroup memory). Bounded segments, as in
+// One workgroup per sequence; invocation `lid` owns units lid, lid + WG, ... and keeps
+// their dv_t in registers from one step to the next. Bounded segments, as in
 // target_sweep.wgsl: one launch runs the steps t = dims.first, dims.first − 1, …
 // (dims.count of them; gpu::segments picks how many from gpu::loops::per_gate_sweep), the
 // first segment (dims.first = T) after setting up dv_0 and dv_T, and each hands dv of its
-// last step to the next in `carry` [B, d]. Every bracket of unit i reads only unit i's values; a product reads
-// the whole bracket, which sits in workgroup memory, one gate at a time (three d-vectors
-// would not fit MAX_HIDDEN's budget of two). Invocation `lid` owns units lid, lid + WG,
-// ...: the row dv_{t−1} accumulates in storage, each invocation reading back only the
-// elements it wrote itself. The histories are f32 (the GRU runs with f32 storage only).
-// Each product takes eight terms per loop iteration (include/dot.wgsl).
+// last step to the next in `carry` [B, d]. Every bracket of unit i reads only unit i's
+// values; a product reads the whole bracket of its gate, through workgroup memory. Where
+// the three gates' brackets fit one half of it (3d ≤ MAX_HIDDEN, d ≤ 682) they go there at
+// once, alternating halves from step to step: one barrier a step. Wider, they go one gate
+// at a time through one half, two barriers a gate, keeping workgroup memory at 16 KiB. Each
+// unit adds the direct term and the three products in the published order either way, in
+// a register, and stores dv_{t−1} once. The histories are f32 (the GRU runs with f32
+// storage only). Each product takes eight terms per loop iteration (include/dot.wgsl).
 //
 // Layout, row-major: P_tᵀ [3d, d] (block g = P_gᵀ, gates r, z, n), h and dv [T+1, B, d],
 // gates [T, B, 4d] (r | z | n | hn from gru_forward.wgsl), g_T [B, d], carry [B, d].
 
 const WG: u32 = 256u;
 
-// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
+// gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, SLOTS), include/dot.wgsl
 // (column_dot; the operands are dot_matrix and dot_vector below), include/activation.wgsl
 // (sigmoid_slope: s(u) with the clamp margin ε) and include/gru.wgsl (load_gates).
 
@@ -58,10 +60,12 @@ const GATE_N: u32 = 2u;
 @group(0) @binding(5) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(6) var<storage, read_write> carry: array<f32>;
 
-// The bracket of the gate in hand, which every unit's product reads.
-var<workgroup> s_vec: array<f32, MAX_HIDDEN>;
-// dv_t of the step in hand (each invocation reads only its own units).
-var<workgroup> dv_cur: array<f32, MAX_HIDDEN>;
+// The brackets every unit's products read: the three gates' at half + gate·d, or the gate
+// in hand's at 0 past d = 682.
+var<workgroup> part: array<f32, 2u * MAX_HIDDEN>;
+
+// Where include/dot.wgsl's vector starts in `part`: the gate in hand's bracket.
+var<private> block_base: u32;
 
 // include/dot.wgsl's operands: the stacked P_gᵀ and the bracket.
 fn dot_matrix(e: u32) -> f32 {
@@ -69,7 +73,12 @@ fn dot_matrix(e: u32) -> f32 {
 }
 
 fn dot_vector(j: u32) -> f32 {
-    return s_vec[j];
+    return part[block_base + j];
+}
+
+// The published order of the products: z, then r, then n.
+fn gate_in_order(m: u32) -> u32 {
+    return select(select(GATE_N, GATE_R, m == 1u), GATE_Z, m == 0u);
 }
 
 // The bracket of `gate` for one unit: its gates g, h_{t−1} = hp and δ = e.
@@ -90,42 +99,88 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let s = wg.x;
     let d = dims.hidden;
     let top = dims.first == dims.steps;
-    // dv of the step in hand: the top offset, or where the previous segment stopped.
-    for (var i = lid; i < d; i += WG) {
+    // All three brackets at once (one round a step), or one gate a round.
+    let all = 3u * d <= MAX_HIDDEN;
+    let rounds = select(3u, 1u, all);
+    // dv of the owned units at the step in hand: the top offset, or where the previous
+    // segment stopped.
+    var dv_own: array<f32, SLOTS>;
+    for (var k = 0u; k < SLOTS; k++) {
+        let i = lid + k * WG;
+        if i >= d {
+            break;
+        }
         let dvt = select(carry[s * d + i], -dims.lr_target * g_top[s * d + i], top);
         if top {
             dv[s * d + i] = 0.0;
             dv[(dims.steps * dims.batch + s) * d + i] = dvt;
         }
-        dv_cur[i] = dvt;
+        dv_own[k] = dvt;
     }
     let end = dims.first - dims.count;
     for (var t = dims.first; t > end; t--) {
         let prev = ((t - 1u) * dims.batch + s) * d;
         let gate_row = ((t - 1u) * dims.batch + s) * 4u * d;
-        // The direct term (1 − z) ⊙ δ.
-        for (var i = lid; i < d; i += WG) {
-            dv[prev + i] = (1.0 - gates[gate_row + d + i]) * dv_cur[i];
+        let half = (t & 1u) * MAX_HIDDEN;
+        // dv_{t−1} of the owned units: the direct term (1 − z) ⊙ δ, then the products.
+        var acc: array<f32, SLOTS>;
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            acc[k] = (1.0 - gates[gate_row + d + i]) * dv_own[k];
         }
-        // The published order: z, then r, then n.
-        for (var k = 0u; k < 3u; k++) {
-            let gate = select(select(GATE_N, GATE_R, k == 1u), GATE_Z, k == 0u);
-            for (var i = lid; i < d; i += WG) {
-                s_vec[i] = bracket(gate, load_gates(gate_row, d, i), h[prev + i], dv_cur[i]);
+        for (var round = 0u; round < rounds; round++) {
+            for (var k = 0u; k < SLOTS; k++) {
+                let i = lid + k * WG;
+                if i >= d {
+                    break;
+                }
+                let g = load_gates(gate_row, d, i);
+                let hp = h[prev + i];
+                for (var m = 0u; m < 3u; m++) {
+                    if all || m == round {
+                        let gate = gate_in_order(m);
+                        part[select(0u, half + gate * d, all) + i] = bracket(gate, g, hp, dv_own[k]);
+                    }
+                }
             }
             workgroupBarrier();
-            for (var i = lid; i < d; i += WG) {
-                dv[prev + i] += column_dot(gate * d * d + i, d);
+            for (var k = 0u; k < SLOTS; k++) {
+                let i = lid + k * WG;
+                if i >= d {
+                    break;
+                }
+                for (var m = 0u; m < 3u; m++) {
+                    if all || m == round {
+                        let gate = gate_in_order(m);
+                        block_base = select(0u, half + gate * d, all);
+                        acc[k] += column_dot(gate * d * d + i, d);
+                    }
+                }
             }
-            // Everyone has read the bracket before the next gate's overwrites it.
-            workgroupBarrier();
+            // One gate at a time: everyone has read the bracket before the next gate's
+            // overwrites it. (All at once, the next step writes the other half.)
+            if !all {
+                workgroupBarrier();
+            }
         }
-        for (var i = lid; i < d; i += WG) {
-            dv_cur[i] = dv[prev + i];
+        for (var k = 0u; k < SLOTS; k++) {
+            let i = lid + k * WG;
+            if i >= d {
+                break;
+            }
+            dv[prev + i] = acc[k];
+            dv_own[k] = acc[k];
         }
     }
-    // Each invocation hands on the units it wrote itself.
-    for (var i = lid; i < d; i += WG) {
-        carry[s * d + i] = dv_cur[i];
+    // Each invocation hands on the units it owns.
+    for (var k = 0u; k < SLOTS; k++) {
+        let i = lid + k * WG;
+        if i >= d {
+            break;
+        }
+        carry[s * d + i] = dv_own[k];
     }
 }

@@ -450,9 +450,10 @@ fn jacobian_sweeps_past_the_loop_cap_match_reference() {
 
 /// The kernels main added unsplit, past llvmpipe's loop cap (they were refused there
 /// before they ran in segments), each in launches as long as the loop-count model allows:
-/// the per-gate sweep at T = 1400, d = 103 (108 loop iterations a step by the model, as at
-/// d = 100: launches of 606, 606 and 187 steps; at d = 100 the driver cut a launch short
-/// from 772 steps on), with the GRU's forward pass and backward recursion (whose model missed the
+/// the per-gate sweep at T = 1400, d = 103 (95 loop iterations a step by the model, as at
+/// d = 100: launches of 689, 689 and 21 steps; with its earlier six barriers a step, at
+/// d = 100 the driver cut a launch short from 772 steps on), with the GRU's forward pass
+/// and backward recursion (whose model missed the
 /// driver's count of its barriers: it allowed 828 steps a launch, and ∇W came back NaN
 /// here), DTP's target sweep at T = 2000, d = 33, p = 3 (45 a step: 1456 and 543), and
 /// the per-step losses of the heads at every step at T = 70 000, B = 1 (65 433 and 4567),

@@ -16,7 +16,7 @@
 //! quota, and checks their results against the reference.
 
 use crate::gpu::kernel::Packing;
-use crate::gpu::layout::Shape;
+use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::model::CellKind;
 
 /// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in
@@ -352,17 +352,25 @@ pub(crate) fn embedding_sums(rows: usize, workgroups: usize) -> LoopModel {
     }
 }
 
-/// gru_per_gate_sweep.wgsl: per step the direct term, for each of the three gates the
-/// brackets, the product with P_gᵀ and two barriers, and the copy of dv_{t−1}; per launch
-/// the set-up (the top rows, or the carried offsets) and the hand-over.
+/// gru_per_gate_sweep.wgsl: per step the direct term, the brackets and the products with
+/// the P_gᵀ (each owned-units loop with a loop over the three gates inside), and the store
+/// of dv_{t−1}: in one round and one barrier where the three brackets fit workgroup memory
+/// together (3d ≤ `MAX_HIDDEN`), else in three rounds of two barriers; per launch the
+/// set-up (the top rows, or the carried offsets) and the hand-over.
 pub(crate) fn per_gate_sweep(d: usize, shape: Shape) -> LoopModel {
     let u = units(d);
+    let products = 3 * u * dot(d);
+    let per_unit = if 3 * d <= MAX_HIDDEN {
+        products + 12 * u + 16 + BARRIER
+    } else {
+        products + 32 * u + 16 + 6 * BARRIER
+    };
     LoopModel {
         what: "per-gate target sweep",
         unit: Unit::Step,
         cost: Cost {
-            fixed: 2 * u + 3,
-            per_unit: 3 * u * dot(d) + 8 * u + 13 + 6 * BARRIER,
+            fixed: 2 * u + 5,
+            per_unit,
         },
         total: shape.steps.saturating_sub(1),
         workgroups: shape.batch,
