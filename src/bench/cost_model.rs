@@ -10,7 +10,7 @@ use crate::config::Method;
 use crate::gpu::loops::REDUCTION_STAGE;
 use crate::gpu::matmul;
 use crate::gpu::segments::REDUCTION_WORKGROUPS;
-use crate::gpu::{Phase, Storage, MAX_HIDDEN, MAX_SEQUENCES_PER_WORKGROUP};
+use crate::gpu::{Backward, Phase, Storage, MAX_HIDDEN, MAX_SEQUENCES_PER_WORKGROUP};
 
 /// What the device is assumed to sustain, for the floors of the cost model.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -152,17 +152,31 @@ impl PhaseCost {
     }
 }
 
+/// Whether TP-RI's backward pass runs as one loop (sweep_bptt.wgsl) with `backward` at
+/// `size`, as the kernels decide on a GPU with their automatic lanes (one or two lanes per
+/// unit: d ≤ 256) and `seqs` sequences per workgroup, for the published linearized targets
+/// and f32 storage (`gpu::sweep_bptt::fits`).
+pub fn fused_backward(size: Size, storage: Storage, seqs: usize, backward: Backward) -> bool {
+    backward == Backward::Fused
+        && storage == Storage::F32
+        && size.hidden <= 256
+        && 2 * seqs.max(1) * size.hidden <= MAX_HIDDEN / 2
+}
+
 /// The cost model of one GPU iteration (docs/ALGORITHM.md §2–§4) with `cg_iters` CG iterations run
 /// (the most of any column of P), the histories h and v − h stored as `storage` says
-/// (every other value is an f32), and `seqs` sequences per workgroup in the time loops
+/// (every other value is an f32), `seqs` sequences per workgroup in the time loops
 /// (forward pass, target sweep, backward recursion: `gpu::SequencesPerWorkgroup`; 0
-/// counts as 1).
+/// counts as 1) and TP-RI's backward pass as `backward` says: where `fused_backward`, the
+/// sweep phase holds the sweep and the recursion in one loop (their work, both matrices'
+/// cache traffic, one more transpose, T serial steps once) and there is no bptt phase.
 pub fn cost_model(
     size: Size,
     method: Method,
     cg_iters: usize,
     storage: Storage,
     seqs: usize,
+    backward: Backward,
 ) -> Vec<PhaseCost> {
     let (t, d, b, p, q) = (
         size.steps as f64,
@@ -249,9 +263,22 @@ pub fn cost_model(
         cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 0.0, 1, 0),
     ];
     let phases = Phase::of(method);
-    all.into_iter()
+    let mut costs: Vec<PhaseCost> = all
+        .into_iter()
         .filter(|c| phases.contains(&c.phase))
-        .collect()
+        .collect();
+    if method == Method::Tp && fused_backward(size, storage, seqs, backward) {
+        if let Some(bptt) = costs.iter().position(|c| c.phase == Phase::Bptt) {
+            let b = costs.remove(bptt);
+            if let Some(sweep) = costs.iter_mut().find(|c| c.phase == Phase::Sweep) {
+                sweep.flops += b.flops;
+                sweep.bytes += b.bytes;
+                sweep.cache_bytes += b.cache_bytes;
+                sweep.dispatches += 1;
+            }
+        }
+    }
+    costs
 }
 
 /// The sequences per workgroup of the time loops whose floors on `m` add up to the
@@ -267,7 +294,7 @@ pub fn cost_model(
 /// d = 100, B = 256 and by 1.9× at d = 512, B = 256. `tpri bench --model-only` prints it.
 pub fn sequences_per_workgroup(m: &Machine, size: Size, storage: Storage) -> usize {
     let floor = |b: usize| {
-        cost_model(size, Method::Tp, 0, storage, b)
+        cost_model(size, Method::Tp, 0, storage, b, Backward::Separate)
             .iter()
             .filter(|c| matches!(c.phase, Phase::Forward | Phase::Sweep | Phase::Bptt))
             .map(|c| c.floor_s(m))
@@ -328,10 +355,10 @@ mod tests {
 
     #[test]
     fn cost_model_counts_the_paper_forward() {
-        let c = cost_model(Size::PAPER, Method::Bp, 0, Storage::F32, 1);
+        let c = cost_model(Size::PAPER, Method::Bp, 0, Storage::F32, 1, Backward::Fused);
         assert_eq!(c.len(), 5, "BP has no inverse and no sweep");
         // f16 halves the bytes of h: the forward pass's main traffic.
-        let half = cost_model(Size::PAPER, Method::Bp, 0, Storage::F16, 1);
+        let half = cost_model(Size::PAPER, Method::Bp, 0, Storage::F16, 1, Backward::Fused);
         assert_eq!(c[0].bytes - half[0].bytes, 2.0 * 784.0 * 16.0 * 100.0);
         // 2·T·B·d·(d + p) = 2·784·16·100·101.
         assert_eq!(c[0].flops, 2.0 * 784.0 * 16.0 * 100.0 * 101.0);
@@ -367,6 +394,36 @@ mod tests {
         assert_eq!(r.dispatches, 8);
     }
 
+    /// The fused backward loop: TP-RI's sweep phase takes the recursion's work and cache
+    /// traffic and one more transpose, and the bptt phase goes; the floors of the serial
+    /// steps count T once. Past d = 256 (or with f16 storage) the two loops stay.
+    #[test]
+    fn the_fused_backward_walks_time_once() {
+        let m = Machine::H100;
+        let of = |backward, storage| cost_model(Size::PAPER, Method::Tp, 2, storage, 1, backward);
+        let two = of(Backward::Separate, Storage::F32);
+        let one = of(Backward::Fused, Storage::F32);
+        let phase = |c: &[PhaseCost], p| c.iter().find(|c| c.phase == p).copied();
+        assert!(phase(&one, Phase::Bptt).is_none());
+        let (sweep, bptt) = (
+            phase(&two, Phase::Sweep).unwrap(),
+            phase(&two, Phase::Bptt).unwrap(),
+        );
+        let fused = phase(&one, Phase::Sweep).unwrap();
+        assert_eq!(fused.flops, sweep.flops + bptt.flops);
+        assert_eq!(fused.cache_bytes, 2.0 * sweep.cache_bytes);
+        assert_eq!(fused.dispatches, 3);
+        assert_eq!(fused.serial_steps, 784);
+        let total = |c: &[PhaseCost]| c.iter().map(|c| c.floor_s(&m)).sum::<f64>();
+        assert!(total(&one) < total(&two));
+        assert_eq!(of(Backward::Fused, Storage::F16).len(), two.len());
+        let wide = Size {
+            hidden: 257,
+            ..Size::PAPER
+        };
+        assert!(!fused_backward(wide, Storage::F32, 1, Backward::Fused));
+    }
+
     /// Packing b sequences per workgroup of every time loop divides W's (and in the sweep
     /// P's) cache traffic by b and the workgroups by b; the H100's choice at (784, 512, 512) is the most that fits (4),
     /// at the paper's size 1 (serial steps bind whatever b).
@@ -379,10 +436,10 @@ mod tests {
             input: 1,
             output: 10,
         };
-        let forward = |b| cost_model(size, Method::Bp, 0, Storage::F32, b)[0];
+        let forward = |b| cost_model(size, Method::Bp, 0, Storage::F32, b, Backward::Fused)[0];
         assert_eq!(forward(4).cache_bytes * 4.0, forward(1).cache_bytes);
         assert_eq!(forward(4).workgroups, 128);
-        let tp = |b| cost_model(size, Method::Tp, 2, Storage::F32, b);
+        let tp = |b| cost_model(size, Method::Tp, 2, Storage::F32, b, Backward::Separate);
         for phase in [Phase::Forward, Phase::Sweep, Phase::Bptt] {
             let of = |b| *tp(b).iter().find(|c| c.phase == phase).unwrap();
             assert_eq!(of(4).cache_bytes * 4.0, of(1).cache_bytes, "{phase:?}");
@@ -396,7 +453,7 @@ mod tests {
         assert_eq!(paper, 1);
         // Fewer workgroups than run at once leave the device's arithmetic idle.
         let one = Size { batch: 1, ..size };
-        let c = cost_model(one, Method::Bp, 0, Storage::F32, 1)[0];
+        let c = cost_model(one, Method::Bp, 0, Storage::F32, 1, Backward::Fused)[0];
         let m = Machine::H100;
         assert_eq!(c.terms(&m)[0].1, c.flops / m.flops * 132.0);
     }

@@ -32,7 +32,9 @@ use crate::tasks::{Batch, Targets};
 mod cost_model;
 mod gpu;
 
-pub use cost_model::{cost_model, sequences_per_workgroup, Bound, Machine, PhaseCost};
+pub use cost_model::{
+    cost_model, fused_backward, sequences_per_workgroup, Bound, Machine, PhaseCost,
+};
 pub use gpu::{measure_gpu, measure_gpu_side_by_side};
 
 /// One problem size.

@@ -11,7 +11,7 @@ use tpri::bench::{
     cost_model, fit_line, sequences_per_workgroup, Fit, Machine, Measurement, PhaseCost, Size,
 };
 use tpri::config::Method;
-use tpri::gpu::{SequencesPerWorkgroup, Storage};
+use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Seconds as milliseconds with three decimals.
@@ -114,7 +114,14 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
             "{:11} {:>10} {:>10} {:>8} {:>8} {:>10}",
             "phase", "median ms", "floor ms", "× floor", "GFLOP/s", "GB/s"
         );
-        let costs = cost_model(s, method, k, storage, seqs);
+        // The run's backward pass: one loop unless the row is `-separate` (and where the
+        // kernel applies, `fused_backward`).
+        let backward = if backend.ends_with("-separate") {
+            Backward::Separate
+        } else {
+            Backward::Fused
+        };
+        let costs = cost_model(s, method, k, storage, seqs, backward);
         let (mut total_floor, mut total_time) = (0.0, 0.0);
         for c in &costs {
             let time = m
@@ -200,11 +207,11 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
         let mut floors_1 = [0.0; 2];
         for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {
             println!("{method:?}");
-            for c in cost_model(s, method, 2, Storage::F32, seqs) {
+            for c in cost_model(s, method, 2, Storage::F32, seqs, Backward::Fused) {
                 floors[i] += c.floor_s(machine);
                 print_phase(c.phase.name(), &c, machine);
             }
-            for c in cost_model(s, method, 2, Storage::F32, 1) {
+            for c in cost_model(s, method, 2, Storage::F32, 1, Backward::Fused) {
                 floors_1[i] += c.floor_s(machine);
                 let time_loop = matches!(
                     c.phase,
