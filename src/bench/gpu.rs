@@ -64,6 +64,8 @@ impl Timing {
             storage: Some(self.options.storage),
             steps_per_dispatch: Some(self.options.steps_per_dispatch.to_string()),
             sequences_per_workgroup: Some(self.options.sequences_per_workgroup.to_string()),
+            lanes_per_unit: Some(self.options.lanes_per_unit.to_string()),
+            backward: Some(self.options.backward),
             method: self.method,
             size: self.size,
             iteration_s: median(&self.samples),

@@ -161,6 +161,10 @@ pub struct Measurement {
     /// GPU only: sequences per workgroup of the tanh time loops asked for (`auto`, or
     /// a count).
     pub sequences_per_workgroup: Option<String>,
+    /// GPU only: lanes per unit of the tanh time loops asked for (`auto`, or a count).
+    pub lanes_per_unit: Option<String>,
+    /// GPU only: TP-RI's backward pass asked for (`fused` runs one loop where it applies).
+    pub backward: Option<Backward>,
     /// TP-RI or BPTT.
     pub method: Method,
     /// The sizes timed.
@@ -246,6 +250,8 @@ pub fn measure_cpu_solver(
         storage: None,
         steps_per_dispatch: None,
         sequences_per_workgroup: None,
+        lanes_per_unit: None,
+        backward: None,
         method,
         size,
         iteration_s: median(&samples),
