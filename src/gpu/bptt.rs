@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
+use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::kernel::{Packing, TimeLoop};
@@ -129,10 +129,6 @@ pub(crate) fn dispatch_cell<'a>(
         kernel,
         &uniforms,
         &all,
-        per_item_groups(
-            ctx,
-            packing.workgroups(shape.batch),
-            "batch size B / sequences per workgroup",
-        )?,
+        packing.groups(ctx, shape.batch)?,
     )
 }

@@ -228,50 +228,25 @@ impl Workspace {
             })
             && matches!(plan.targets(), Some(TargetSolve::FormP { .. }));
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
-            (Some(tp), Some(TargetSolve::FormP { .. })) if fused_backward => (
-                Some(sweep_bptt::dispatch(
-                    ctx,
-                    model,
-                    &seq,
-                    (
-                        shape,
-                        segmenting.quota(&loops::sweep_bptt(d, p, shape, packing))?,
-                        packing,
-                    ),
-                    tp,
-                )?),
-                Some(Cg::new(
-                    ctx,
-                    model,
-                    tp,
-                    segmenting.quota(&loops::inverse(d, tp.cg_max_iter))?,
-                )?),
-                None,
-            ),
-            (Some(tp), Some(TargetSolve::FormP { .. })) => (
-                Some(
+            (Some(tp), Some(TargetSolve::FormP { .. })) => {
+                let sweep = if fused_backward {
+                    let steps = segmenting.quota(&loops::sweep_bptt(d, p, shape, packing))?;
+                    sweep_bptt::dispatch(ctx, model, &seq, (shape, steps, packing), tp)?
+                } else {
+                    let steps = segmenting.quota(&loops::target_sweep(d, p, shape, packing))?;
                     target_sweep::dispatch(
                         ctx,
                         model,
                         &seq,
-                        (
-                            shape,
-                            segmenting.quota(&loops::target_sweep(d, p, shape, packing))?,
-                            packing,
-                        ),
+                        (shape, steps, packing),
                         tp,
                         every_step,
                     )?
-                    .into(),
-                ),
-                Some(Cg::new(
-                    ctx,
-                    model,
-                    tp,
-                    segmenting.quota(&loops::inverse(d, tp.cg_max_iter))?,
-                )?),
-                None,
-            ),
+                    .into()
+                };
+                let cg_units = segmenting.quota(&loops::inverse(d, tp.cg_max_iter))?;
+                (Some(sweep), Some(Cg::new(ctx, model, tp, cg_units)?), None)
+            }
             (Some(tp), Some(TargetSolve::PerGate { .. })) => (
                 Some(vec![gru_per_gate_sweep::dispatch(
                     ctx,

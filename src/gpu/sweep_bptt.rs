@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 use crate::config::{TargetMode, TpConfig};
-use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
+use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::kernel::{Packing, TimeLoop};
@@ -108,11 +108,7 @@ pub(crate) fn dispatch(
             (6, seq.delta.as_entire_binding()),
             (7, seq.err.as_entire_binding()),
         ],
-        per_item_groups(
-            ctx,
-            packing.workgroups(shape.batch),
-            "batch size B / sequences per workgroup",
-        )?,
+        packing.groups(ctx, shape.batch)?,
     )?;
     Ok(matrices.into_iter().chain([fused]).collect())
 }
