@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
+use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::kernel::{Packing, TimeLoop};
@@ -129,6 +129,6 @@ pub(crate) fn dispatch_cell<'a>(
         kernel,
         &uniforms,
         &all,
-        packing.groups(ctx, shape.batch)?,
+        time_loop_groups(ctx, packing, shape.batch)?,
     )
 }

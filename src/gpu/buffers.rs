@@ -10,6 +10,7 @@ use crate::config::Loss;
 use crate::error::{cg_error, Error};
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
+use crate::gpu::kernel::Packing;
 use crate::gpu::layout::{
     cg_steps_len, rows_f32, solve_state_len, stack, ParamLayout, Shape, MAX_HIDDEN,
 };
@@ -323,6 +324,20 @@ pub(crate) fn per_item_groups(ctx: &GpuContext, items: usize, what: &str) -> Res
         bail!("{what} = {items} exceeds this device's max_compute_workgroups_per_dimension ({max}), the most workgroups one kernel launch can have");
     }
     Ok([items as u32, 1, 1])
+}
+
+/// The launch grid of a tanh RNN time loop over `batch` sequences packed as `packing`
+/// says, checked against the device's workgroups per dimension.
+pub(crate) fn time_loop_groups(
+    ctx: &GpuContext,
+    packing: Packing,
+    batch: usize,
+) -> Result<[u32; 3]> {
+    per_item_groups(
+        ctx,
+        packing.workgroups(batch),
+        "batch size B / sequences per workgroup",
+    )
 }
 
 /// Device-side record of the solve (cg_check.wgsl's `CgState`).

@@ -6,10 +6,6 @@
 
 use std::sync::OnceLock;
 
-use anyhow::Result;
-
-use crate::gpu::buffers::per_item_groups;
-use crate::gpu::context::GpuContext;
 use crate::gpu::storage::Storage;
 
 /// `shaders/include/history.wgsl`: the storage of the histories (the `HIST_F16`
@@ -189,16 +185,6 @@ impl Packing {
     /// Workgroups for `batch` sequences.
     pub fn workgroups(self, batch: usize) -> usize {
         batch.div_ceil(self.seqs.max(1))
-    }
-
-    /// The launch grid of a time loop over `batch` sequences packed so, checked against the
-    /// device's workgroups per dimension.
-    pub fn groups(self, ctx: &GpuContext, batch: usize) -> Result<[u32; 3]> {
-        per_item_groups(
-            ctx,
-            self.workgroups(batch),
-            "batch size B / sequences per workgroup",
-        )
     }
 }
 

@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 use crate::config::{TargetMode, TpConfig};
-use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
+use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::kernel::{Packing, TimeLoop};
@@ -108,7 +108,7 @@ pub(crate) fn dispatch(
             (6, seq.delta.as_entire_binding()),
             (7, seq.err.as_entire_binding()),
         ],
-        packing.groups(ctx, shape.batch)?,
+        time_loop_groups(ctx, packing, shape.batch)?,
     )?;
     Ok(matrices.into_iter().chain([fused]).collect())
 }

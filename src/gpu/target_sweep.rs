@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::config::{TargetMode, TpConfig};
-use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
+use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::kernel::{Packing, TimeLoop};
@@ -93,7 +93,7 @@ pub(crate) fn dispatch(
             (7, seq.dv.binding()),
             (8, seq.carry.as_entire_binding()),
         ],
-        packing.groups(ctx, shape.batch)?,
+        time_loop_groups(ctx, packing, shape.batch)?,
     )?;
     Ok([transpose, sweep])
 }
