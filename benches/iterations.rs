@@ -10,6 +10,7 @@ use tpri::bench::{problem, Size};
 use tpri::config::Method;
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
+use tpri::model::CellKind;
 
 fn iterations(c: &mut Criterion) {
     let ctx = GpuContext::new(&AdapterChoice::Auto)
@@ -19,7 +20,7 @@ fn iterations(c: &mut Criterion) {
     let mut g = c.benchmark_group("iteration T=784 d=100 B=16");
     g.sample_size(10);
     for method in [Method::Tp, Method::Bp] {
-        let (params, batch, hyper) = problem(Size::PAPER, method, 1).unwrap();
+        let (params, batch, hyper) = problem(Size::PAPER, CellKind::Tanh, method, 1).unwrap();
         for (ctx, storage) in ctx.iter().flat_map(|c| Storage::ALL.map(|s| (c, s))) {
             let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper, storage.into())
                 .expect("GPU buffers");

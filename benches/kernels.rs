@@ -14,6 +14,7 @@ use tpri::config::{Method, CPU_CG_TOL};
 use tpri::cpu;
 use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
 use tpri::kernel_io::Injection;
+use tpri::model::CellKind;
 
 fn gpu(c: &mut Criterion) {
     let ctx = match GpuContext::new(&AdapterChoice::Auto) {
@@ -23,7 +24,7 @@ fn gpu(c: &mut Criterion) {
             return;
         }
     };
-    let (params, batch, hyper) = problem(Size::PAPER, Method::Tp, 1).unwrap();
+    let (params, batch, hyper) = problem(Size::PAPER, CellKind::Tanh, Method::Tp, 1).unwrap();
     let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper, Storage::F32.into())
         .expect("GPU buffers");
     // Every phase once, so that each one's inputs exist (h, g_T, P, δ).
@@ -51,7 +52,7 @@ fn gpu(c: &mut Criterion) {
 }
 
 fn cpu_reference(c: &mut Criterion) {
-    let (params, batch, hyper) = problem(Size::PAPER, Method::Tp, 1).unwrap();
+    let (params, batch, hyper) = problem(Size::PAPER, CellKind::Tanh, Method::Tp, 1).unwrap();
     let tp = &hyper.tp;
     let h = cpu::forward::forward(&params, &batch.x);
     let top = cpu::head::head(&params, &h[784], &batch.y, hyper.loss).expect("head");

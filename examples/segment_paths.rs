@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
         hidden: size.hidden,
         output: size.output,
     };
-    let (tanh, batch, base) = problem(size, Method::Tp, 1)?;
+    let (tanh, batch, base) = problem(size, CellKind::Tanh, Method::Tp, 1)?;
 
     let mut per_gate = base.clone();
     per_gate.tp.inversion = Inversion::PerGate;

@@ -9,12 +9,14 @@ use anyhow::{Context, Result};
 use super::{check_reps, gpu_label, median, problem, Measurement, Size};
 use crate::config::Method;
 use crate::gpu::{GpuContext, GpuOptions, Phase, Profiler};
+use crate::model::CellKind;
 
 /// One GPU configuration of a case being timed: its buffers and the samples so far.
 struct Timing {
     ctx: Arc<GpuContext>,
     options: GpuOptions,
     size: Size,
+    cell: CellKind,
     method: Method,
     prof: Profiler,
     phases: Vec<Phase>,
@@ -25,10 +27,16 @@ struct Timing {
 
 impl Timing {
     /// Builds the case's buffers with `options` and runs the warm-up iteration.
-    fn new(ctx: &Arc<GpuContext>, size: Size, method: Method, options: GpuOptions) -> Result<Self> {
-        size.workload(method)
+    fn new(
+        ctx: &Arc<GpuContext>,
+        size: Size,
+        cell: CellKind,
+        method: Method,
+        options: GpuOptions,
+    ) -> Result<Self> {
+        size.workload(cell, method)
             .check_gpu(&crate::gpu::gpu_limits(ctx, options.storage))?;
-        let (params, batch, hyper) = problem(size, method, 1)?;
+        let (params, batch, hyper) = problem(size, cell, method, 1)?;
         let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, options)?;
         let phases = Phase::of(method);
         prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
@@ -36,6 +44,7 @@ impl Timing {
             ctx: Arc::clone(ctx),
             options,
             size,
+            cell,
             method,
             prof,
             per_phase: vec![Vec::new(); phases.len()],
@@ -66,6 +75,7 @@ impl Timing {
             sequences_per_workgroup: Some(self.options.sequences_per_workgroup.to_string()),
             lanes_per_unit: Some(self.options.lanes_per_unit.to_string()),
             backward: Some(self.options.backward),
+            cell: self.cell,
             method: self.method,
             size: self.size,
             iteration_s: median(&self.samples),
@@ -107,16 +117,17 @@ fn process_cpu_s() -> Option<f64> {
     Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
-/// Times `reps` iterations of `method` at `size` on the GPU, whole and phase by phase,
-/// with the histories stored and the long loops split as `options` say.
+/// Times `reps` iterations of `method` with `cell` at `size` on the GPU, whole and phase
+/// by phase, with the histories stored and the long loops split as `options` say.
 pub fn measure_gpu(
     ctx: &Arc<GpuContext>,
     size: Size,
+    cell: CellKind,
     method: Method,
     reps: usize,
     options: GpuOptions,
 ) -> Result<Measurement> {
-    measure_gpu_side_by_side(&[(Arc::clone(ctx), options)], size, method, reps)?
+    measure_gpu_side_by_side(&[(Arc::clone(ctx), options)], size, cell, method, reps)?
         .pop()
         .context("one run gives one measurement")
 }
@@ -127,13 +138,14 @@ pub fn measure_gpu(
 pub fn measure_gpu_side_by_side(
     runs: &[(Arc<GpuContext>, GpuOptions)],
     size: Size,
+    cell: CellKind,
     method: Method,
     reps: usize,
 ) -> Result<Vec<Measurement>> {
     check_reps(reps)?;
     let mut timings = runs
         .iter()
-        .map(|(ctx, options)| Timing::new(ctx, size, method, *options))
+        .map(|(ctx, options)| Timing::new(ctx, size, cell, method, *options))
         .collect::<Result<Vec<_>>>()?;
     for _ in 0..reps {
         for t in &mut timings {

@@ -156,7 +156,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     }
 
     let sizes = sizes_of(&args, &args.steps, &args.hidden, &args.batch);
-    let measurements = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
+    let measurements = measure_all(&gpu_runs, cpu, &sizes, &args.cell, args.reps)?;
     print_iterations(&measurements);
     print_phases(&measurements, &machine);
     let fits = fit_rows(&measurements);
@@ -169,7 +169,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             &args.regime_hidden,
             &[args.regime_batch],
         );
-        let m = measure_all(&gpu_runs, cpu, &sizes, args.reps)?;
+        let m = measure_all(&gpu_runs, cpu, &sizes, &[CellKind::Tanh], args.reps)?;
         print_regimes(
             &m,
             &args.regime_steps,
@@ -229,7 +229,7 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
             input: args.input,
             output: args.output,
         };
-        let time = |solver| measure_cpu_solver(size, Method::Tp, args.reps, Some(solver));
+        let time = |solver| measure_cpu_solver(size, args.reps, solver);
         let (formed, per_step) = (time(Solver::Cg)?, time(Solver::PerStep)?);
         let row = CrossoverRow {
             size,
@@ -309,20 +309,26 @@ fn gpu_runs(
     Ok(runs)
 }
 
+/// TP-RI and BP of each cell at each size, on every GPU run side by side and on the CPU.
 fn measure_all(
     gpu_runs: &[(Arc<GpuContext>, GpuOptions)],
     cpu: bool,
     sizes: &[Size],
+    cells: &[CellKind],
     reps: usize,
 ) -> Result<Vec<Measurement>> {
     let mut out = Vec::new();
     for &size in sizes {
-        for method in [Method::Tp, Method::Bp] {
-            if !gpu_runs.is_empty() {
-                out.extend(measure_gpu_side_by_side(gpu_runs, size, method, reps)?);
-            }
-            if cpu {
-                out.push(measure_cpu(size, method, reps)?);
+        for &cell in cells {
+            for method in [Method::Tp, Method::Bp] {
+                if !gpu_runs.is_empty() {
+                    out.extend(measure_gpu_side_by_side(
+                        gpu_runs, size, cell, method, reps,
+                    )?);
+                }
+                if cpu {
+                    out.push(measure_cpu(size, cell, method, reps)?);
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ use tpri::gpu::{
     Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
     StepsPerDispatch, Storage,
 };
+use tpri::model::CellKind;
 
 /// Which backends to time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -65,6 +66,11 @@ pub struct BenchArgs {
     /// TP-RI"). With `fused` the sweep phase holds both loops and the bptt phase is empty.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backward::Fused])]
     pub(super) backward: Vec<Backward>,
+    /// Recurrent cells: `tanh`, `gru` (TP-RI with the published per-gate inversion), or
+    /// `tanh,gru` for both. The cost model, the regime map and the crossover study are the
+    /// tanh RNN's; a GRU row's phases print without a floor.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CellKind::Tanh])]
+    pub(super) cell: Vec<CellKind>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,
@@ -237,32 +243,13 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Checks every size of every grid against the memory available and the GPU's limits
-/// before the first measurement (`limits::Workload`).
+/// Checks every size of every grid, for each cell it times, against the memory available
+/// and the GPU's limits before the first measurement (`limits::Workload`).
 pub fn check_memory(
     args: &BenchArgs,
     gpu_runs: &[(Arc<GpuContext>, GpuOptions)],
     cpu: bool,
 ) -> Result<()> {
-    let mut sizes: Vec<(usize, usize, usize)> =
-        iproduct(&args.steps, &args.hidden, &args.batch).collect();
-    if args.regimes {
-        sizes.extend(iproduct(
-            &args.regime_steps,
-            &args.regime_hidden,
-            &[args.regime_batch],
-        ));
-    }
-    let crossover: Vec<_> = if args.crossover {
-        iproduct(
-            &args.crossover_steps,
-            &[args.crossover_hidden],
-            &args.crossover_batch,
-        )
-        .collect()
-    } else {
-        Vec::new()
-    };
     let size = |(steps, hidden, batch)| Size {
         steps,
         hidden,
@@ -270,12 +257,29 @@ pub fn check_memory(
         input: args.input,
         output: args.output,
     };
-    for &s in sizes.iter().chain(&crossover) {
-        let w = size(s).workload(Method::Tp);
-        if cpu || crossover.contains(&s) {
+    // (size, cell, on the GPU runs, on the CPU): the grid in every cell asked for; the
+    // regime map and the crossover study (CPU only) in the tanh RNN.
+    let mut cases: Vec<(Size, CellKind, bool, bool)> = Vec::new();
+    for &cell in &args.cell {
+        let grid = iproduct(&args.steps, &args.hidden, &args.batch);
+        cases.extend(grid.map(|s| (size(s), cell, true, cpu)));
+    }
+    if args.regimes {
+        let batch = [args.regime_batch];
+        let grid = iproduct(&args.regime_steps, &args.regime_hidden, &batch);
+        cases.extend(grid.map(|s| (size(s), CellKind::Tanh, true, cpu)));
+    }
+    if args.crossover {
+        let hidden = [args.crossover_hidden];
+        let grid = iproduct(&args.crossover_steps, &hidden, &args.crossover_batch);
+        cases.extend(grid.map(|s| (size(s), CellKind::Tanh, false, true)));
+    }
+    for (s, cell, on_gpu, on_cpu) in cases {
+        let w = s.workload(cell, Method::Tp);
+        if on_cpu {
             w.check_cpu()?;
         }
-        for (ctx, options) in gpu_runs.iter().filter(|_| sizes.contains(&s)) {
+        for (ctx, options) in gpu_runs.iter().filter(|_| on_gpu) {
             w.check_gpu(&tpri::gpu::gpu_limits(ctx, options.storage))?;
         }
     }

@@ -1,7 +1,6 @@
 //! What `tpri bench` prints and draws from its measurements: the per-iteration and
 //! per-phase tables beside the cost model, the linear fits in T·B, and the regime map.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -12,6 +11,7 @@ use tpri::bench::{
 };
 use tpri::config::Method;
 use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
+use tpri::model::CellKind;
 use tpri::plot::{heat_map_with, HeatAxes};
 
 /// Seconds as milliseconds with three decimals.
@@ -19,26 +19,37 @@ pub fn ms(s: f64) -> String {
     format!("{:.3}", s * 1e3)
 }
 
-/// A linear fit of one backend, method and hidden size, as the JSON report holds it.
+/// A linear fit of one backend, cell, method and hidden size, as the JSON report holds it.
 #[derive(Serialize)]
 pub struct FitRow {
     backend: String,
+    cell: CellKind,
     method: Method,
     hidden: usize,
     fit: Fit,
 }
 
-/// The BP measurement matching `m` (same backend and size), for TP/BP ratios.
+/// The BP measurement matching `m` (same backend, cell and size), for TP/BP ratios.
 fn bp_of<'a>(all: &'a [Measurement], m: &Measurement) -> Option<&'a Measurement> {
-    all.iter()
-        .find(|o| o.method == Method::Bp && o.backend == m.backend && o.size == m.size)
+    all.iter().find(|o| {
+        o.method == Method::Bp && o.backend == m.backend && o.cell == m.cell && o.size == m.size
+    })
+}
+
+/// A cell's name in tables.
+fn cell_name(cell: CellKind) -> &'static str {
+    match cell {
+        CellKind::Tanh => "tanh",
+        CellKind::Gru => "gru",
+    }
 }
 
 pub fn print_iterations(all: &[Measurement]) {
     println!("\nper-iteration medians (optimizer step included)");
     println!(
-        "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
+        "{:11} {:4} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
         "backend",
+        "cell",
         "method",
         "T",
         "d",
@@ -58,8 +69,9 @@ pub fn print_iterations(all: &[Measurement]) {
         };
         let s = m.size;
         println!(
-            "{:11} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7} {:>10}  {}",
+            "{:11} {:4} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7} {:>10}  {}",
             m.backend,
+            cell_name(m.cell),
             format!("{:?}", m.method).to_lowercase(),
             s.steps,
             s.hidden,
@@ -85,72 +97,103 @@ fn backends(all: &[Measurement]) -> Vec<String> {
     out
 }
 
-/// The phase table of the largest case of each GPU storage and method, beside the cost
-/// model.
+/// The phase table of the largest case of each GPU configuration, cell and method, beside
+/// the cost model's floors (the tanh RNN's; a GRU table has the medians only).
 pub fn print_phases(all: &[Measurement], machine: &Machine) {
     let gpus = backends(all).into_iter().filter(|b| b.starts_with("gpu"));
-    for (backend, method) in gpus.flat_map(|b| [(b.clone(), Method::Tp), (b, Method::Bp)]) {
+    let cells = [CellKind::Tanh, CellKind::Gru];
+    let methods = [Method::Tp, Method::Bp];
+    let tables = gpus.flat_map(|b| {
+        cells
+            .into_iter()
+            .flat_map(move |c| methods.map(|m| (b.clone(), c, m)))
+    });
+    for (backend, cell, method) in tables {
         let Some(m) = all
             .iter()
-            .filter(|m| m.backend == backend && m.method == method)
+            .filter(|m| m.backend == backend && m.cell == cell && m.method == method)
             .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
         else {
             continue;
         };
-        let s = m.size;
-        let k = m.cg_iterations.unwrap_or(0);
-        let storage = m.storage.unwrap_or_default();
-        // The run's sequences per workgroup when fixed; for `auto` what the kernels run on
-        // a GPU (the assumed device, which the floors are of): 1 (gpu::forward's rule).
-        let seqs = match m.sequences_per_workgroup.as_deref().map(str::parse) {
-            Some(Ok(SequencesPerWorkgroup::Fixed(b))) => b,
-            _ => 1,
-        };
-        println!(
-            "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
-            s.steps, s.hidden, s.batch, describe(machine)
-        );
-        println!(
-            "{:11} {:>10} {:>10} {:>8} {:>8} {:>10}",
-            "phase", "median ms", "floor ms", "× floor", "GFLOP/s", "GB/s"
-        );
-        // The run's backward pass: one loop unless the row is `-separate` (and where the
-        // kernel applies, `fused_backward`).
-        let backward = if backend.ends_with("-separate") {
-            Backward::Separate
+        if cell == CellKind::Tanh {
+            print_phases_beside_model(&backend, m, machine);
         } else {
-            Backward::Fused
-        };
-        let costs = cost_model(s, method, k, storage, seqs, backward);
-        let (mut total_floor, mut total_time) = (0.0, 0.0);
-        for c in &costs {
-            let time = m
-                .phases_s
-                .iter()
-                .find(|(p, _)| *p == c.phase)
-                .map_or(f64::NAN, |(_, t)| *t);
-            let floor = c.floor_s(machine);
-            total_floor += floor;
-            total_time += time;
+            let s = m.size;
             println!(
-                "{:11} {:>10} {:>10} {:>8.1} {:>8.2} {:>10.2}  ({})",
-                c.phase.name(),
-                ms(time),
-                ms(floor),
-                time / floor,
-                c.flops / time * 1e-9,
-                (c.bytes + c.cache_bytes) / time * 1e-9,
-                c.binding(machine).name()
+                "\nGPU phases ({backend}: {} storage), {} {method:?} at T={} d={} B={} (no cost model for this cell)",
+                m.storage.unwrap_or_default(),
+                cell_name(cell),
+                s.steps,
+                s.hidden,
+                s.batch
             );
+            println!("{:11} {:>10}", "phase", "median ms");
+            for (phase, time) in &m.phases_s {
+                println!("{:11} {:>10}", phase.name(), ms(*time));
+            }
+            let sum: f64 = m.phases_s.iter().map(|(_, t)| t).sum();
+            println!("{:11} {:>10}", "sum", ms(sum));
         }
+    }
+}
+
+/// The phase table of tanh-RNN measurement `m`, each phase beside its floor on `machine`.
+fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) {
+    let method = m.method;
+    let s = m.size;
+    let k = m.cg_iterations.unwrap_or(0);
+    let storage = m.storage.unwrap_or_default();
+    // The run's sequences per workgroup when fixed; for `auto` what the kernels run on
+    // a GPU (the assumed device, which the floors are of): 1 (gpu::forward's rule).
+    let seqs = match m.sequences_per_workgroup.as_deref().map(str::parse) {
+        Some(Ok(SequencesPerWorkgroup::Fixed(b))) => b,
+        _ => 1,
+    };
+    println!(
+        "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
+        s.steps, s.hidden, s.batch, describe(machine)
+    );
+    println!(
+        "{:11} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "phase", "median ms", "floor ms", "× floor", "GFLOP/s", "GB/s"
+    );
+    // The run's backward pass: one loop unless the row is `-separate` (and where the
+    // kernel applies, `fused_backward`).
+    let backward = if backend.ends_with("-separate") {
+        Backward::Separate
+    } else {
+        Backward::Fused
+    };
+    let costs = cost_model(s, method, k, storage, seqs, backward);
+    let (mut total_floor, mut total_time) = (0.0, 0.0);
+    for c in &costs {
+        let time = m
+            .phases_s
+            .iter()
+            .find(|(p, _)| *p == c.phase)
+            .map_or(f64::NAN, |(_, t)| *t);
+        let floor = c.floor_s(machine);
+        total_floor += floor;
+        total_time += time;
         println!(
-            "{:11} {:>10} {:>10} {:>8.1}",
-            "sum",
-            ms(total_time),
-            ms(total_floor),
-            total_time / total_floor
+            "{:11} {:>10} {:>10} {:>8.1} {:>8.2} {:>10.2}  ({})",
+            c.phase.name(),
+            ms(time),
+            ms(floor),
+            time / floor,
+            c.flops / time * 1e-9,
+            (c.bytes + c.cache_bytes) / time * 1e-9,
+            c.binding(machine).name()
         );
     }
+    println!(
+        "{:11} {:>10} {:>10} {:>8.1}",
+        "sum",
+        ms(total_time),
+        ms(total_floor),
+        total_time / total_floor
+    );
 }
 
 /// The assumed device in one line.
@@ -238,28 +281,28 @@ pub fn print_model(sizes: &[Size], machine: &Machine) {
     }
 }
 
+/// Least-squares lines of each backend, cell, method and d over T·B (where at least two
+/// T·B were measured).
 pub fn fit_rows(all: &[Measurement]) -> Vec<FitRow> {
-    let mut groups: BTreeMap<(String, String, usize), Vec<(f64, f64)>> = BTreeMap::new();
+    type Key = (String, CellKind, Method, usize);
+    let mut groups: Vec<(Key, Vec<(f64, f64)>)> = Vec::new();
     for m in all {
-        groups
-            .entry((m.backend.clone(), format!("{:?}", m.method), m.size.hidden))
-            .or_default()
-            .push(((m.size.steps * m.size.batch) as f64, m.iteration_s));
+        let key = (m.backend.clone(), m.cell, m.method, m.size.hidden);
+        let point = ((m.size.steps * m.size.batch) as f64, m.iteration_s);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, points)) => points.push(point),
+            None => groups.push((key, vec![point])),
+        }
     }
     groups
         .into_iter()
-        .filter_map(|((backend, method, hidden), points)| {
-            let fit = fit_line(&points)?;
-            let method = if method == "Tp" {
-                Method::Tp
-            } else {
-                Method::Bp
-            };
+        .filter_map(|((backend, cell, method, hidden), points)| {
             Some(FitRow {
                 backend,
+                cell,
                 method,
                 hidden,
-                fit,
+                fit: fit_line(&points)?,
             })
         })
         .collect()
@@ -271,13 +314,14 @@ pub fn print_fits(fits: &[FitRow]) {
     }
     println!("\nlinear fit: median time ≈ a + b·(T·B)");
     println!(
-        "{:11} {:6} {:>5} {:>10} {:>14} {:>7}",
-        "backend", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
+        "{:11} {:4} {:6} {:>5} {:>10} {:>14} {:>7}",
+        "backend", "cell", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
     );
     for f in fits {
         println!(
-            "{:11} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
+            "{:11} {:4} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
             f.backend,
+            cell_name(f.cell),
             format!("{:?}", f.method).to_lowercase(),
             f.hidden,
             f.fit.intercept * 1e3,

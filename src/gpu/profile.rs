@@ -83,11 +83,19 @@ impl Profiler {
         }
     }
 
-    /// CG iterations of the last solve (0 when none ran).
+    /// CG iterations of the last solve for P, or the most of the GRU's three solves for
+    /// its P_g (0 when no inverse is formed).
     pub fn cg_iterations(&self) -> Result<usize> {
-        if !self.ws.plan.forms_p() {
+        if self.ws.plan.forms_p() {
+            return self.model.cg.iterations(&self.ctx);
+        }
+        if !self.ws.plan.forms_inverses() {
             return Ok(0);
         }
-        self.model.cg.iterations(&self.ctx)
+        let gates = self.model.gates(&self.ctx)?;
+        gates
+            .cg
+            .iter()
+            .try_fold(0, |most, cg| Ok(most.max(cg.iterations(&self.ctx)?)))
     }
 }

@@ -1,0 +1,125 @@
+//! `tpri bench --cell`: each cell's TP-RI and BP rows, on the CPU reference and on the GPU
+//! (the GPU test fails, as every GPU test here, where no adapter is found).
+
+mod cli_support;
+
+use cli_support::{ok, scratch};
+use serde_json::Value;
+
+/// Runs `tpri bench` with `args` and `--json`; the report's measurements and fits.
+fn bench(name: &str, args: &[&str]) -> (Vec<Value>, Vec<Value>) {
+    let dir = scratch(name);
+    let json = dir.join("bench.json");
+    let mut all = vec!["bench", "--json", json.to_str().unwrap()];
+    all.extend(args);
+    let out = ok(&all);
+    assert!(out.contains("gru"), "{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let list = |key: &str| report[key].as_array().unwrap().clone();
+    (list("measurements"), list("fits"))
+}
+
+/// A positive, finite number of seconds.
+fn seconds(v: &Value) -> f64 {
+    let s = v.as_f64().unwrap_or(f64::NAN);
+    assert!(s.is_finite() && s > 0.0, "not a time: {v}");
+    s
+}
+
+#[test]
+fn bench_times_each_cell_on_the_cpu() {
+    let (rows, fits) = bench(
+        "cells-cpu",
+        &[
+            "--backend",
+            "cpu",
+            "--cell",
+            "tanh,gru",
+            "--steps",
+            "3,6",
+            "--hidden",
+            "5",
+            "--batch",
+            "2",
+            "--reps",
+            "1",
+        ],
+    );
+    assert_eq!(rows.len(), 8, "2 lengths × 2 cells × 2 methods: {rows:?}");
+    for t in [3, 6] {
+        for cell in ["tanh", "gru"] {
+            for method in ["tp", "bp"] {
+                let row = rows
+                    .iter()
+                    .find(|r| r["size"]["steps"] == t && r["cell"] == cell && r["method"] == method)
+                    .unwrap_or_else(|| panic!("no {cell} {method} row at T = {t}: {rows:?}"));
+                seconds(&row["iteration_s"]);
+                assert_eq!(row["backend"], "cpu");
+            }
+        }
+    }
+    // Two lengths per cell and method: a line through each.
+    assert!(
+        fits.iter()
+            .any(|f| f["cell"] == "gru" && f["method"] == "tp"),
+        "{fits:?}"
+    );
+}
+
+#[test]
+fn bench_times_the_grus_phases_on_the_gpu() {
+    let (rows, _) = bench(
+        "cells-gpu",
+        &[
+            "--backend",
+            "gpu",
+            "--cell",
+            "gru",
+            "--steps",
+            "5",
+            "--hidden",
+            "7",
+            "--batch",
+            "3",
+            "--reps",
+            "1",
+        ],
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (method, phases) in [
+        (
+            "tp",
+            &[
+                "forward",
+                "head",
+                "inverse",
+                "sweep",
+                "bptt",
+                "reductions",
+                "optimizer",
+            ][..],
+        ),
+        (
+            "bp",
+            &["forward", "head", "bptt", "reductions", "optimizer"][..],
+        ),
+    ] {
+        let row = rows.iter().find(|r| r["method"] == method).unwrap();
+        assert_eq!(row["cell"], "gru");
+        seconds(&row["iteration_s"]);
+        let timed: Vec<&str> = row["phases_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                seconds(&p[1]);
+                p[0].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(timed, phases, "{method}");
+    }
+    // The timed solves for the three P_g start from the last ones while W moves: they
+    // iterate (a W that stood still would make the inverse phase look free).
+    let tp = rows.iter().find(|r| r["method"] == "tp").unwrap();
+    assert!(tp["cg_iterations"].as_u64().unwrap() >= 1, "{tp}");
+}
