@@ -50,7 +50,8 @@
 // dims.dv_scale), g_T [B, d] (or g [T, B, d]), δ and e [T, B, d]. The rows of a
 // workgroup's sequences are consecutive in each.
 
-// Invocations per workgroup: 256, or more with lanes (gpu::kernel sets it with LANES).
+// Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
+// LANES: `Packing::new`).
 override WG: u32 = 256u;
 const TARGETS: u32 = 1u;
 const STEPS: u32 = 2u;

@@ -59,7 +59,8 @@
 // step t of sequence s starts at element (t*B + s)*d'), where d' = hist_stride(d);
 // carry [B, d]. The rows of a workgroup's sequences are consecutive in x, h and carry.
 
-// Invocations per workgroup: 256, or more with lanes (gpu::kernel sets it with LANES).
+// Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
+// LANES: `Packing::new`).
 override WG: u32 = 256u;
 
 // Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.

@@ -48,7 +48,8 @@
 // [T, B, d] (step t at row t − 1), carry [B, d]; the rows of a workgroup's sequences are
 // consecutive in each.
 
-// Invocations per workgroup: 256, or more with lanes (gpu::kernel sets it with LANES).
+// Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
+// LANES: `Packing::new`).
 override WG: u32 = 256u;
 
 // Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.

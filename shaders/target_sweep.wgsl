@@ -55,7 +55,8 @@
 // consecutive in each. dv is stored multiplied by dims.dv_scale, a power of two (1 for f32
 // storage) that lifts small offsets (they scale with γ_h) out of f16's subnormal range.
 
-// Invocations per workgroup: 256, or more with lanes (gpu::kernel sets it with LANES).
+// Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
+// LANES: `Packing::new`).
 override WG: u32 = 256u;
 
 // Sequences per workgroup: 1, 2, 4, 8 or 16 (at most MAX_SEQS), set per pipeline.

@@ -283,7 +283,7 @@ fn clamp_eps_agrees_with_the_host() {
 /// per workgroup size where it has the `WG` override (jacobian.wgsl), else none.
 fn variants(source: &str) -> Vec<(String, PipelineConstants)> {
     if source.contains("override WG") && !source.contains("override LANES") {
-        return tpri::gpu::JACOBIAN_WORKGROUP_SIZES
+        return tpri::gpu::WORKGROUP_SIZES
             .iter()
             .map(|&wg| {
                 let constants = [("WG".to_string(), f64::from(wg))].into_iter().collect();

@@ -26,7 +26,7 @@ use crate::gpu::storage::{F16Conversions, Storage};
 /// | `max_uniform_buffers_per_shader_stage` | 1 | every kernel (its parameters) |
 /// | `max_bindings_per_bind_group` | 11 | `jacobian.wgsl` numbers its bindings up to `@binding(10)` |
 /// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `bptt.wgsl`, `target_sweep.wgsl` (2 × [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 4096 f32 of workgroup memory, whatever d) |
-/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16); the tanh RNN's time loops with lanes per unit use up to 256 per lane, within what the device allows |
+/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16); the tanh RNN's time loops use 64–256 per lane, matched to d, within what the device allows |
 ///
 /// The problem size is bounded by the device, not by the crate: every storage buffer is
 /// checked against `max_buffer_size` and `max_storage_buffer_binding_size` when it is

@@ -81,7 +81,7 @@ pub(crate) fn packing(
         SequencesPerWorkgroup::Auto => auto_sequences(budget, d * lanes.unwrap_or(1), shape),
     };
     let lanes = lanes.unwrap_or_else(|| auto_lanes(budget, d, seqs, shape.batch, max_invocations));
-    Ok(Packing::new(seqs, lanes, max_invocations))
+    Ok(Packing::new(seqs, lanes, d, max_invocations))
 }
 
 /// The largest power of two n ≤ `max` for which `fits(n)` holds (1 at least).
@@ -269,9 +269,14 @@ mod tests {
                 assert!(l == 1 || (l * d <= 1024 && l * seqs * d <= MAX_HIDDEN));
             }
         }
-        assert_eq!(Packing::new(1, 1, 1024).workgroup_size, 256);
-        assert_eq!(Packing::new(1, 2, 1024).workgroup_size, 512);
-        assert_eq!(Packing::new(1, 8, 1024).workgroup_size, 1024);
-        assert_eq!(Packing::new(4, 16, 1000).workgroup_size, 512);
+        // Workgroups matched to d per lane, within the adapter's invocations.
+        assert_eq!(Packing::new(1, 1, 100, 1024).workgroup_size, 128);
+        assert_eq!(Packing::new(1, 1, 33, 1024).workgroup_size, 64);
+        assert_eq!(Packing::new(1, 1, 257, 1024).workgroup_size, 256);
+        assert_eq!(Packing::new(1, 1, 1000, 1024).workgroup_size, 256);
+        assert_eq!(Packing::new(1, 2, 100, 1024).workgroup_size, 256);
+        assert_eq!(Packing::new(1, 2, 200, 1024).workgroup_size, 512);
+        assert_eq!(Packing::new(1, 8, 200, 1024).workgroup_size, 1024);
+        assert_eq!(Packing::new(4, 16, 200, 1000).workgroup_size, 512);
     }
 }

@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, CgBuffers, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::JACOBIAN_WORKGROUP_SIZES;
+use crate::gpu::kernel::matched_workgroup_size;
 use crate::gpu::layout::Shape;
 use crate::gpu::readback::Region;
 use crate::model::CellKind;
@@ -82,14 +82,10 @@ pub(crate) fn tolerance(tp: &TpConfig) -> f64 {
     tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
 }
 
-/// Invocations per workgroup of jacobian.wgsl for hidden size `d`: the smallest of
-/// `JACOBIAN_WORKGROUP_SIZES` that gives every unit its own invocation (256 beyond), so
-/// that few invocations sit idle at each of the CG's many barriers.
-pub(crate) fn workgroup_size(d: usize) -> u32 {
-    JACOBIAN_WORKGROUP_SIZES
-        .into_iter()
-        .find(|&wg| d <= wg as usize)
-        .unwrap_or(256)
+/// Invocations per workgroup of jacobian.wgsl for hidden size `d`, matched to d so that
+/// few invocations sit idle at each of the CG's many barriers.
+fn workgroup_size(d: usize) -> u32 {
+    matched_workgroup_size(d)
 }
 
 /// The uniform blocks of a segmented solve and their launches: `units` CG units in the

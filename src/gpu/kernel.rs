@@ -124,12 +124,25 @@ pub(crate) struct Kernels {
     pub embedding_grad: wgpu::ComputePipeline,
     f32_history: HistoryKernels,
     f16_history: OnceLock<HistoryKernels>,
-    /// jacobian.wgsl per workgroup size (`JACOBIAN_WORKGROUP_SIZES`), compiled on first use.
+    /// jacobian.wgsl per workgroup size (`WORKGROUP_SIZES`), compiled on first use.
     jacobian: [OnceLock<JacobianKernels>; 3],
 }
 
-/// The workgroup sizes jacobian.wgsl is compiled for (its `WG` override).
-pub const JACOBIAN_WORKGROUP_SIZES: [u32; 3] = [64, 128, 256];
+/// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`):
+/// jacobian.wgsl's `WG`, and the tanh RNN's time loops' per lane (their `WG` is this
+/// times the lanes per unit, within the adapter's limit).
+pub const WORKGROUP_SIZES: [u32; 3] = [64, 128, 256];
+
+/// The smallest of `WORKGROUP_SIZES` that gives each of d units its own invocation (256
+/// beyond): invocations past d idle at every barrier of a loop, and on llvmpipe, which
+/// runs a workgroup's invocations in turn, they cost time (docs/PERFORMANCE.md,
+/// "Workgroups matched to d").
+pub(crate) fn matched_workgroup_size(d: usize) -> u32 {
+    WORKGROUP_SIZES
+        .into_iter()
+        .find(|&wg| d <= wg as usize)
+        .unwrap_or(256)
+}
 
 /// The entry points of jacobian.wgsl, compiled for one workgroup size.
 pub(crate) struct JacobianKernels {
@@ -157,24 +170,21 @@ pub(crate) struct Packing {
 }
 
 impl Packing {
-    /// One sequence per workgroup, one lane per unit, 256 invocations: the kernels as they
-    /// were before packing (and the GRU's, which always run so).
+    /// One sequence per workgroup, one lane per unit, 256 invocations: the GRU's kernels,
+    /// which always run so.
     pub const ONE: Packing = Packing {
         seqs: 1,
         lanes: 1,
         workgroup_size: 256,
     };
 
-    /// `seqs` and `lanes` with the workgroup size that goes with `lanes` on an adapter
-    /// allowing `max_invocations` per workgroup: 256 at one lane (as before lanes), else
-    /// 256 per lane up to the largest power of two the adapter allows.
-    pub fn new(seqs: usize, lanes: usize, max_invocations: usize) -> Packing {
-        let workgroup_size = if lanes <= 1 {
-            256
-        } else {
-            let cap = 1 << max_invocations.max(256).ilog2();
-            (256 * lanes).min(cap)
-        };
+    /// `seqs` and `lanes` at hidden size `d` with the workgroup size that goes with them on
+    /// an adapter allowing `max_invocations` per workgroup: `matched_workgroup_size(d)`
+    /// per lane, up to the largest power of two the adapter allows (at least 256).
+    pub fn new(seqs: usize, lanes: usize, d: usize, max_invocations: usize) -> Packing {
+        let per_lane = matched_workgroup_size(d) as usize;
+        let cap = 1 << max_invocations.max(256).ilog2();
+        let workgroup_size = (per_lane * lanes.max(1)).min(cap);
         Packing {
             seqs,
             lanes,
@@ -201,15 +211,8 @@ pub(crate) enum TimeLoop {
     SweepBptt,
 }
 
+/// `HistoryKernels::time_loops` is indexed by `which as usize`, in declaration order.
 impl TimeLoop {
-    /// In declaration order: `HistoryKernels::time_loops` is indexed by `which as usize`.
-    const ALL: [TimeLoop; 4] = [
-        TimeLoop::Forward,
-        TimeLoop::Bptt,
-        TimeLoop::TargetSweep,
-        TimeLoop::SweepBptt,
-    ];
-
     /// The kernel's source file.
     fn file(self) -> &'static str {
         match self {
@@ -234,10 +237,10 @@ impl TimeLoop {
 /// The pipelines that touch a history, compiled for one storage.
 pub(crate) struct HistoryKernels {
     storage: Storage,
-    /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`)
-    /// and of lanes per unit (`LANES_PER_UNIT`): one of each compiled with the set, the
-    /// others on first use (a context's workgroup size per lane count is fixed).
-    time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 4],
+    /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`),
+    /// of lanes per unit (`LANES_PER_UNIT`) and workgroup size (a power of two from 64 to
+    /// 4096, `Packing::new`'s), compiled on first use.
+    time_loops: [[[[OnceLock<wgpu::ComputePipeline>; 7]; 5]; 5]; 4],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
     /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
@@ -298,14 +301,9 @@ impl HistoryKernels {
         let sources = history_sources(device, storage);
         let single = |file: &str| pipeline(device, &module(device, sources, file), "main", c);
         let head = module(device, sources, "head.wgsl");
-        let time_loops: [[[OnceLock<wgpu::ComputePipeline>; 5]; 5]; 4] = Default::default();
-        for (slots, which) in time_loops.iter().zip(TimeLoop::ALL) {
-            let one = Self::time_loop_pipeline(device, storage, which, Packing::ONE);
-            let _ = slots[0][0].set(one);
-        }
         Self {
             storage,
-            time_loops,
+            time_loops: Default::default(),
             head_rows: pipeline(device, &head, "head_rows", c),
             head_params: pipeline(device, &head, "head_params", c),
             matmul: single("matmul.wgsl"),
@@ -328,9 +326,9 @@ impl HistoryKernels {
         pipeline(device, &module(device, sources, which.file()), "main", &c)
     }
 
-    /// `which` packed as `packing` says (a count of `SEQUENCES_PER_WORKGROUP` and one of
-    /// `LANES_PER_UNIT`, with the workgroup size `Packing::new` gives on this device),
-    /// compiled on first use (inside `GpuContext::checked`); `None` for any other count.
+    /// `which` packed as `packing` says (a count of `SEQUENCES_PER_WORKGROUP`, one of
+    /// `LANES_PER_UNIT` and a workgroup size `Packing::new` gives), compiled on first use
+    /// (inside `GpuContext::checked`); `None` for any other count or size.
     pub fn time_loop(
         &self,
         device: &wgpu::Device,
@@ -340,7 +338,10 @@ impl HistoryKernels {
         let slot = |counts: &[u32], n: usize| counts.iter().position(|&b| b as usize == n);
         let seqs = slot(&SEQUENCES_PER_WORKGROUP, packing.seqs)?;
         let lanes = slot(&LANES_PER_UNIT, packing.lanes)?;
-        let cell = &self.time_loops[which as usize][seqs][lanes];
+        let wg = packing.workgroup_size;
+        let size =
+            (wg.is_power_of_two() && (64..=4096).contains(&wg)).then(|| wg.ilog2() as usize - 6)?;
+        let cell = &self.time_loops[which as usize][seqs][lanes][size];
         Some(cell.get_or_init(|| Self::time_loop_pipeline(device, self.storage, which, packing)))
     }
 }
@@ -374,9 +375,9 @@ impl Kernels {
     }
 
     /// jacobian.wgsl's pipelines with `wg` invocations per workgroup (one of
-    /// `JACOBIAN_WORKGROUP_SIZES`), compiled on first use (inside `GpuContext::checked`).
+    /// `WORKGROUP_SIZES`), compiled on first use (inside `GpuContext::checked`).
     pub fn jacobian(&self, device: &wgpu::Device, wg: u32) -> &JacobianKernels {
-        let slot = JACOBIAN_WORKGROUP_SIZES
+        let slot = WORKGROUP_SIZES
             .iter()
             .position(|&w| w == wg)
             .expect("a workgroup size jacobian.wgsl is compiled for");

@@ -80,9 +80,18 @@ pub(crate) struct LoopModel {
 /// d = 100 as they are.
 const BARRIER: usize = 4;
 
-/// Units each invocation owns in the kernels with 256 invocations per workgroup.
+/// Units each invocation owns: exact in kernels with 256 invocations per workgroup, and
+/// an upper bound in workgroups matched to d (`kernel::matched_workgroup_size`: at least d
+/// invocations up to d = 256, at least 256 beyond).
 fn units(d: usize) -> usize {
     d.div_ceil(256)
+}
+
+/// The iterations one invocation adds to a loop over the values of `b` sequences (a
+/// workgroup's b·d, the workgroup size apart) beyond the loop over one sequence's d.
+fn flat_loops(b: usize, d: usize, packing: Packing) -> usize {
+    let wg = packing.workgroup_size.max(1);
+    b.saturating_mul(d).div_ceil(wg) - d.div_ceil(wg)
 }
 
 /// One dot product over d: d/8 iterations of eight terms, at most 7 single terms, and the
@@ -98,8 +107,8 @@ fn dot(d: usize) -> usize {
 /// loop over the sequences that stores the partials; then a barrier and the finishers'
 /// loop over units (a workgroup's worth a pass), each finishing the b sequences: `finish`
 /// loop iterations of its own (the input terms), the last d % 8 terms and the lanes'
-/// partials. Workgroups are at least 256 invocations, so the loops over units the kernels
-/// keep (`units`) cost no more than the model says.
+/// partials. Workgroups hold at least min(d, 256) invocations a lane, so the loops over
+/// units the kernels keep (`units`) cost no more than the model says.
 fn lanes_step(d: usize, b: usize, finish: usize, packing: Packing) -> usize {
     let l = packing.lanes;
     let wg = packing.workgroup_size.max(l);
@@ -136,7 +145,7 @@ pub(crate) fn forward(
     let u = units(d);
     let b = packing.seqs.max(1);
     // The flat loops' iterations per invocation beyond those of one sequence.
-    let flat = b.saturating_mul(d).div_ceil(256) - u;
+    let flat = flat_loops(b, d, packing);
     let shared = if b > 1 { 2 * (d / 8) + b + 4 } else { 0 };
     let unit = b.saturating_mul(dot(d) + p + 3).saturating_add(shared);
     let units_work = if packing.lanes > 1 {
@@ -174,7 +183,7 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
     let u = units(d);
     let b = packing.seqs.max(1);
     // The flat loops' iterations per invocation beyond those of one sequence.
-    let flat = b.saturating_mul(d).div_ceil(256) - u;
+    let flat = flat_loops(b, d, packing);
     let shared = if b > 1 { 2 * (d / 8) + 6 } else { 0 };
     let unit = b.saturating_mul(dot(d) + p + 4).saturating_add(shared);
     let units_work = if packing.lanes > 1 {
@@ -213,7 +222,7 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> 
     let cost = match cell {
         // One barrier in the set-up, one a step (two with lanes: lanes_step's).
         CellKind::Tanh => {
-            let flat = b.saturating_mul(d).div_ceil(256) - u;
+            let flat = flat_loops(b, d, packing);
             let shared = if b > 1 { 2 * (d / 8) + b + 4 } else { 0 };
             let unit = b.saturating_mul(dot(d) + 2).saturating_add(shared);
             let units_work = if packing.lanes > 1 {

@@ -281,24 +281,28 @@ mod tests {
                         loops::dtp_targets(d, 784, shape),
                         loops::step_stats(shape),
                     ];
-                    for cell in [CellKind::Tanh, CellKind::Gru] {
-                        // The GRU's kernel carries one sequence per workgroup and one lane
-                        // per unit; the tanh RNN's as many as fit its workgroup memory.
-                        for seqs in [1, 2, 4, 8, 16] {
-                            for lanes in [1, 2, 4, 8, 16] {
-                                let packing = Packing::new(seqs, lanes, 1024);
-                                let fits = lanes * seqs * d <= MAX_HIDDEN
-                                    && (lanes == 1 || lanes * d <= 1024);
-                                if packing == Packing::ONE || (cell == CellKind::Tanh && fits) {
-                                    models.push(loops::forward(cell, d, 784, shape, packing));
-                                    models.push(loops::bptt(cell, d, shape, packing));
-                                    if cell == CellKind::Tanh {
-                                        models.push(loops::target_sweep(d, 784, shape, packing));
-                                    }
-                                }
+                    // The GRU's kernels carry one sequence per workgroup and one lane per
+                    // unit in 256 invocations; the tanh RNN's as many as fit its workgroup
+                    // memory, in workgroups matched to d.
+                    let gru = Packing::ONE;
+                    models.push(loops::forward(CellKind::Gru, d, 784, shape, gru));
+                    models.push(loops::bptt(CellKind::Gru, d, shape, gru));
+                    for seqs in [1, 2, 4, 8, 16] {
+                        for lanes in [1, 2, 4, 8, 16] {
+                            let packing = Packing::new(seqs, lanes, d, 1024);
+                            let fits =
+                                lanes * seqs * d <= MAX_HIDDEN && (lanes == 1 || lanes * d <= 1024);
+                            if fits {
+                                let tanh = CellKind::Tanh;
+                                models.push(loops::forward(tanh, d, 784, shape, packing));
+                                models.push(loops::bptt(tanh, d, shape, packing));
+                                models.push(loops::target_sweep(d, 784, shape, packing));
+                                models.push(loops::sweep_bptt(d, 784, shape, packing));
                             }
                         }
-                        models.push(loops::solves(cell == CellKind::Gru, d, shape, max_iter));
+                    }
+                    for gru in [false, true] {
+                        models.push(loops::solves(gru, d, shape, max_iter));
                     }
                     for m in models {
                         // Only a worst case of over a million launches (T = 20 000 steps of
