@@ -28,8 +28,10 @@
 // Layout: W [3d, d], h and dv [T+1, B, d], gates [T, B, 4d] (r | z | n | hn, from
 // gru_forward.wgsl), g_T [B, d].
 
-// Invocations per workgroup; each owns at most SLOTS = MAX_HIDDEN / WG units.
-const WG: u32 = 256u;
+// Invocations per workgroup: 64, 128 or 256, matched to d (gpu::kernel sets it:
+// `matched_workgroup_size`). Each owns at most SLOTS = MAX_HIDDEN / 256 units: one where
+// WG < 256 (d ≤ WG there).
+override WG: u32 = 256u;
 const TARGETS: u32 = 1u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, SLOTS),

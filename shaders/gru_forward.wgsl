@@ -24,7 +24,9 @@
 // U = w_ih [3d, p], b_ih and b_hh [3d], x [T, B, p], h [T+1, B, d] (step t of sequence s
 // at (t*B + s)*d), gates [T, B, 4d] (step t of s at ((t−1)*B + s)*4d: r | z | n | hn).
 
-const WG: u32 = 256u;
+// Invocations per workgroup: 64, 128 or 256, matched to d (gpu::kernel sets it:
+// `matched_workgroup_size`).
+override WG: u32 = 256u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (gate_columns_dot8, gate_columns_rest; the operands are dot_matrix and dot_vector below)

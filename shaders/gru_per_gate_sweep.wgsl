@@ -31,7 +31,10 @@
 // Layout, row-major: P_tᵀ [3d, d] (block g = P_gᵀ, gates r, z, n), h and dv [T+1, B, d],
 // gates [T, B, 4d] (r | z | n | hn from gru_forward.wgsl), g_T [B, d], carry [B, d].
 
-const WG: u32 = 256u;
+// Invocations per workgroup: 64, 128 or 256, matched to d (gpu::kernel sets it:
+// `matched_workgroup_size`). Each owns at most SLOTS = MAX_HIDDEN / 256 units: one where
+// WG < 256 (d ≤ WG there).
+override WG: u32 = 256u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, SLOTS), include/dot.wgsl
 // (column_dot; the operands are dot_matrix and dot_vector below), include/activation.wgsl

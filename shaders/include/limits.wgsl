@@ -18,8 +18,8 @@ const MAX_HIDDEN: u32 = 2048u;
 const MAX_SEQS: u32 = 16u;
 
 // Units one invocation owns at most in the kernels that keep their units' values in
-// registers (gru_bptt.wgsl; jacobian.wgsl, whose workgroups have 256 invocations whenever
-// d > 256).
+// registers (gru_bptt.wgsl, gru_per_gate_sweep.wgsl, dtp_targets.wgsl): their workgroups
+// have 256 invocations whenever d > 256 (below, those matched to d have at least d).
 const SLOTS: u32 = MAX_HIDDEN / 256u;
 
 // The largest finite f32: `!(x <= F32_MAX)` holds exactly for x = +inf and NaN.

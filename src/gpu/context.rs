@@ -6,7 +6,9 @@ use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
-use crate::gpu::kernel::{self, HistoryKernels, JacobianKernels, Kernels, Packing, TimeLoop};
+use crate::gpu::kernel::{
+    self, GruKernels, HistoryKernels, JacobianKernels, Kernels, Packing, TimeLoop,
+};
 use crate::gpu::storage::{F16Conversions, Storage};
 
 /// A device and queue, what is known about them, and every compute pipeline the
@@ -149,6 +151,14 @@ impl GpuContext {
     pub(crate) fn jacobian_kernels(&self, wg: u32) -> Result<&JacobianKernels> {
         self.checked(|| self.kernels.jacobian(&self.device, wg))
             .with_context(|| format!("compiling the jacobian kernels for workgroups of {wg}"))
+    }
+
+    /// The GRU's time loops for hidden size `d`, in workgroups matched to it (compiled on
+    /// first use).
+    pub(crate) fn gru_kernels(&self, d: usize) -> Result<&GruKernels> {
+        let wg = kernel::matched_workgroup_size(d);
+        self.checked(|| self.kernels.gru(&self.device, wg))
+            .with_context(|| format!("compiling the GRU's time loops for workgroups of {wg}"))
     }
 
     /// The f16 conversions f16 storage uses on this device.

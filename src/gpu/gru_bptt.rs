@@ -36,8 +36,8 @@ pub(crate) fn dispatch(
     dispatch_cell(
         ctx,
         model,
-        (shape, steps, Packing::ONE),
-        &ctx.kernels.gru_bptt,
+        (shape, steps, Packing::one(model.layout.dims.hidden)),
+        &ctx.gru_kernels(model.layout.dims.hidden)?.bptt,
         &dims,
         bindings,
     )

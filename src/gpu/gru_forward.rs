@@ -22,8 +22,8 @@ pub(crate) fn dispatch(
     dispatch_cell(
         ctx,
         model,
-        (shape, steps, Packing::ONE),
-        &ctx.kernels.gru_forward,
+        (shape, steps, Packing::one(model.layout.dims.hidden)),
+        &ctx.gru_kernels(model.layout.dims.hidden)?.forward,
         vec![
             (4, model.layout.b_hh.bind(&model.theta)),
             (5, seq.x.as_entire_binding()),

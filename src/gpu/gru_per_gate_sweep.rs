@@ -48,7 +48,7 @@ pub(crate) fn dispatch(
         .collect();
     Dispatch::segments(
         ctx,
-        &ctx.kernels.gru_per_gate_sweep,
+        &ctx.gru_kernels(hidden)?.per_gate_sweep,
         &uniforms,
         &[
             (1, gates.pt.as_entire_binding()),

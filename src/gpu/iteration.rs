@@ -160,7 +160,7 @@ impl Workspace {
         // kernels').
         let packing = match cell {
             CellKind::Tanh => forward::packing(ctx, &options, d, shape)?,
-            CellKind::Gru => Packing::ONE,
+            CellKind::Gru => Packing::one(d),
         };
         let forward_steps = per_launch(loops::forward(cell, d, p, shape, packing))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape, packing))?;

@@ -112,9 +112,6 @@ pub(crate) struct Kernels {
     pub transpose: wgpu::ComputePipeline,
     /// The second pass of a split reduction (`matmul::reduction`).
     pub split_sum: wgpu::ComputePipeline,
-    pub gru_forward: wgpu::ComputePipeline,
-    pub gru_bptt: wgpu::ComputePipeline,
-    pub gru_per_gate_sweep: wgpu::ComputePipeline,
     /// seq_head.wgsl's two entry points (the heads at every step).
     pub softmax_rows: wgpu::ComputePipeline,
     pub step_stats: wgpu::ComputePipeline,
@@ -126,6 +123,8 @@ pub(crate) struct Kernels {
     f16_history: OnceLock<HistoryKernels>,
     /// jacobian.wgsl per workgroup size (`WORKGROUP_SIZES`), compiled on first use.
     jacobian: [OnceLock<JacobianKernels>; 3],
+    /// The GRU's time loops per workgroup size (`WORKGROUP_SIZES`), compiled on first use.
+    gru: [OnceLock<GruKernels>; 3],
 }
 
 /// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`):
@@ -152,6 +151,23 @@ pub(crate) struct JacobianKernels {
     pub inverse_columns: wgpu::ComputePipeline,
 }
 
+/// The GRU's time loops, compiled for one workgroup size (their `WG` override): one
+/// sequence and one lane per unit, in a workgroup matched to d.
+pub(crate) struct GruKernels {
+    pub forward: wgpu::ComputePipeline,
+    pub bptt: wgpu::ComputePipeline,
+    pub per_gate_sweep: wgpu::ComputePipeline,
+}
+
+/// The slot of workgroup size `wg` (one of `WORKGROUP_SIZES`) in a per-size cache.
+fn size_slot<T>(slots: &[OnceLock<T>; 3], wg: u32) -> &OnceLock<T> {
+    let at = WORKGROUP_SIZES
+        .iter()
+        .position(|&w| w == wg)
+        .expect("a workgroup size of WORKGROUP_SIZES");
+    &slots[at]
+}
+
 /// The sequences per workgroup the tanh RNN's time loops are compiled for (their `SEQS`
 /// override).
 pub const SEQUENCES_PER_WORKGROUP: [u32; 5] = [1, 2, 4, 8, 16];
@@ -170,13 +186,11 @@ pub(crate) struct Packing {
 }
 
 impl Packing {
-    /// One sequence per workgroup, one lane per unit, 256 invocations: the GRU's kernels,
-    /// which always run so.
-    pub const ONE: Packing = Packing {
-        seqs: 1,
-        lanes: 1,
-        workgroup_size: 256,
-    };
+    /// One sequence per workgroup and one lane per unit, in a workgroup matched to d: the
+    /// GRU's time loops, and the tanh RNN's at their simplest.
+    pub fn one(d: usize) -> Packing {
+        Packing::new(1, 1, d, 256)
+    }
 
     /// `seqs` and `lanes` at hidden size `d` with the workgroup size that goes with them on
     /// an adapter allowing `max_invocations` per workgroup: `matched_workgroup_size(d)`
@@ -361,9 +375,6 @@ impl Kernels {
             optimizer: single("optimizer.wgsl"),
             transpose: single("transpose.wgsl"),
             split_sum: single("split_sum.wgsl"),
-            gru_forward: single("gru_forward.wgsl"),
-            gru_bptt: single("gru_bptt.wgsl"),
-            gru_per_gate_sweep: single("gru_per_gate_sweep.wgsl"),
             dtp_reverse: single("dtp_reverse.wgsl"),
             dtp_targets: single("dtp_targets.wgsl"),
             embedding_gather: single("embedding_gather.wgsl"),
@@ -371,17 +382,14 @@ impl Kernels {
             f32_history,
             f16_history: OnceLock::new(),
             jacobian: Default::default(),
+            gru: Default::default(),
         }
     }
 
     /// jacobian.wgsl's pipelines with `wg` invocations per workgroup (one of
     /// `WORKGROUP_SIZES`), compiled on first use (inside `GpuContext::checked`).
     pub fn jacobian(&self, device: &wgpu::Device, wg: u32) -> &JacobianKernels {
-        let slot = WORKGROUP_SIZES
-            .iter()
-            .position(|&w| w == wg)
-            .expect("a workgroup size jacobian.wgsl is compiled for");
-        self.jacobian[slot].get_or_init(|| {
+        size_slot(&self.jacobian, wg).get_or_init(|| {
             let module = module(device, &SHADERS, "jacobian.wgsl");
             let c = [("WG", f64::from(wg))];
             JacobianKernels {
@@ -389,6 +397,20 @@ impl Kernels {
                 vjp: pipeline(device, &module, "vjp", &c),
                 jacobian_sweep: pipeline(device, &module, "jacobian_sweep", &c),
                 inverse_columns: pipeline(device, &module, "inverse_columns", &c),
+            }
+        })
+    }
+
+    /// The GRU's time loops with `wg` invocations per workgroup (one of
+    /// `WORKGROUP_SIZES`), compiled on first use (inside `GpuContext::checked`).
+    pub fn gru(&self, device: &wgpu::Device, wg: u32) -> &GruKernels {
+        size_slot(&self.gru, wg).get_or_init(|| {
+            let c = [("WG", f64::from(wg))];
+            let main = |file: &str| pipeline(device, &module(device, &SHADERS, file), "main", &c);
+            GruKernels {
+                forward: main("gru_forward.wgsl"),
+                bptt: main("gru_bptt.wgsl"),
+                per_gate_sweep: main("gru_per_gate_sweep.wgsl"),
             }
         })
     }

@@ -282,9 +282,9 @@ mod tests {
                         loops::step_stats(shape),
                     ];
                     // The GRU's kernels carry one sequence per workgroup and one lane per
-                    // unit in 256 invocations; the tanh RNN's as many as fit its workgroup
-                    // memory, in workgroups matched to d.
-                    let gru = Packing::ONE;
+                    // unit; the tanh RNN's as many as fit its workgroup memory; both in
+                    // workgroups matched to d.
+                    let gru = Packing::one(d);
                     models.push(loops::forward(CellKind::Gru, d, 784, shape, gru));
                     models.push(loops::bptt(CellKind::Gru, d, shape, gru));
                     for seqs in [1, 2, 4, 8, 16] {
@@ -336,11 +336,11 @@ mod tests {
             steps: 784,
         };
         let models = [
-            loops::forward(CellKind::Tanh, 100, 1, shape, Packing::ONE),
-            loops::forward(CellKind::Gru, 100, 1, shape, Packing::ONE),
-            loops::target_sweep(100, 1, shape, Packing::ONE),
-            loops::bptt(CellKind::Tanh, 100, shape, Packing::ONE),
-            loops::bptt(CellKind::Gru, 100, shape, Packing::ONE),
+            loops::forward(CellKind::Tanh, 100, 1, shape, Packing::one(100)),
+            loops::forward(CellKind::Gru, 100, 1, shape, Packing::one(100)),
+            loops::target_sweep(100, 1, shape, Packing::one(100)),
+            loops::bptt(CellKind::Tanh, 100, shape, Packing::one(100)),
+            loops::bptt(CellKind::Gru, 100, shape, Packing::one(100)),
             loops::inverse(100, 100),
             loops::solves(false, 100, shape, 100),
             loops::solves(true, 100, shape, 100),
@@ -445,7 +445,7 @@ mod tests {
             batch: 16,
             steps: 784,
         };
-        let model = loops::forward(CellKind::Tanh, 100, 1, shape, Packing::ONE);
+        let model = loops::forward(CellKind::Tanh, 100, 1, shape, Packing::one(100));
         let auto = Segmenting {
             budget: Budget::Time,
             steps: StepsPerDispatch::Auto,
