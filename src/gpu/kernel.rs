@@ -127,9 +127,9 @@ pub(crate) struct Kernels {
     gru: [OnceLock<GruKernels>; 3],
 }
 
-/// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`):
-/// jacobian.wgsl's `WG`, and the tanh RNN's time loops' per lane (their `WG` is this
-/// times the lanes per unit, within the adapter's limit).
+/// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`): the `WG`
+/// of jacobian.wgsl and of the GRU's time loops, and of the tanh RNN's per lane (their
+/// `WG` is this times the lanes per unit, within the adapter's limit).
 pub const WORKGROUP_SIZES: [u32; 3] = [64, 128, 256];
 
 /// The smallest of `WORKGROUP_SIZES` that gives each of d units its own invocation (256
