@@ -28,7 +28,7 @@ use crate::gpu::storage::{F16Conversions, Storage};
 /// | `max_uniform_buffers_per_shader_stage` | 1 | every kernel (its parameters) |
 /// | `max_bindings_per_bind_group` | 11 | `jacobian.wgsl` numbers its bindings up to `@binding(10)` |
 /// | `max_compute_workgroup_storage_size` | 16 384 B | `forward.wgsl`, `bptt.wgsl`, `target_sweep.wgsl` (2 × [`MAX_HIDDEN`](crate::gpu::MAX_HIDDEN) = 4096 f32 of workgroup memory, whatever d) |
-/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16); the tanh RNN's time loops use 64–256 per lane, matched to d, within what the device allows |
+/// | `max_compute_invocations_per_workgroup`, `max_compute_workgroup_size_x` | 256 | most kernels (`matmul.wgsl`: 16 × 16); the time loops use 64–256 per lane, matched to d, within what the device allows |
 ///
 /// The problem size is bounded by the device, not by the crate: every storage buffer is
 /// checked against `max_buffer_size` and `max_storage_buffer_binding_size` when it is
@@ -147,8 +147,10 @@ impl GpuContext {
             .min(l.max_compute_workgroup_size_x) as usize
     }
 
-    /// jacobian.wgsl's kernels with `wg` invocations per workgroup (compiled on first use).
-    pub(crate) fn jacobian_kernels(&self, wg: u32) -> Result<&JacobianKernels> {
+    /// jacobian.wgsl's kernels for hidden size `d`, in workgroups matched to it, so that
+    /// few invocations sit idle at each of the CG's many barriers (compiled on first use).
+    pub(crate) fn jacobian_kernels(&self, d: usize) -> Result<&JacobianKernels> {
+        let wg = kernel::matched_workgroup_size(d);
         self.checked(|| self.kernels.jacobian(&self.device, wg))
             .with_context(|| format!("compiling the jacobian kernels for workgroups of {wg}"))
     }

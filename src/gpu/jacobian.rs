@@ -26,7 +26,6 @@ use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, CgBuffers, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::matched_workgroup_size;
 use crate::gpu::layout::Shape;
 use crate::gpu::readback::Region;
 use crate::model::CellKind;
@@ -82,12 +81,6 @@ pub(crate) fn tolerance(tp: &TpConfig) -> f64 {
     tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
 }
 
-/// Invocations per workgroup of jacobian.wgsl for hidden size `d`, matched to d so that
-/// few invocations sit idle at each of the CG's many barriers.
-fn workgroup_size(d: usize) -> u32 {
-    matched_workgroup_size(d)
-}
-
 /// The uniform blocks of a segmented solve and their launches: `units` CG units in the
 /// worst case, `quota` per launch; the first launch sets up, the others resume.
 fn segment_blocks(base: Dims, units: usize, quota: usize) -> [(Dims, usize); 2] {
@@ -131,8 +124,7 @@ pub(crate) fn sweep_dispatch(
     let units = (shape.steps - 1).saturating_mul(tp.cg_max_iter.saturating_add(1));
     Dispatch::repeated(
         ctx,
-        &ctx.jacobian_kernels(workgroup_size(l.dims.hidden))?
-            .jacobian_sweep,
+        &ctx.jacobian_kernels(l.dims.hidden)?.jacobian_sweep,
         &segment_blocks(dims, units, quota),
         &[
             (1, l.w.bind(&model.theta)),
@@ -180,7 +172,7 @@ pub(crate) fn inverse_dispatch(
     };
     Dispatch::repeated(
         ctx,
-        &ctx.jacobian_kernels(workgroup_size(d))?.inverse_columns,
+        &ctx.jacobian_kernels(d)?.inverse_columns,
         &segment_blocks(dims, tp.cg_max_iter.saturating_add(1), quota),
         &[
             (1, w.clone()),
@@ -302,7 +294,7 @@ pub(crate) fn product_dispatch(
         budget: 0,
         scratch: 0,
     };
-    let kernels = ctx.jacobian_kernels(workgroup_size(d))?;
+    let kernels = ctx.jacobian_kernels(d)?;
     let (pipeline, weights) = if transpose {
         (&kernels.vjp, (1, l.w.bind(&model.theta)))
     } else {
