@@ -269,10 +269,24 @@ fn module(device: &wgpu::Device, sources: &[(&str, &str)], file: &str) -> wgpu::
         .iter()
         .find(|(name, _)| *name == file)
         .expect("every kernel file is listed in its source table");
-    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let descriptor = wgpu::ShaderModuleDescriptor {
         label: Some(file),
         source: wgpu::ShaderSource::Wgsl((*source).into()),
-    })
+    };
+    // Without the loop counters naga adds to every loop by default, so that a driver
+    // cannot assume a loop ends: each of the time loops' hot loops would carry one more
+    // compare and branch per iteration, which also stands in the way of unrolling them.
+    // Bounds checks stay on.
+    let checks = wgpu::ShaderRuntimeChecks {
+        force_loop_bounding: false,
+        ..wgpu::ShaderRuntimeChecks::checked()
+    };
+    // SAFETY: turning off `force_loop_bounding` requires that no loop of these shaders runs
+    // forever. Every `for` loop in `shaders/` counts an integer up or down to a bound fixed
+    // before it starts (a size, a step count or an override), by a positive stride; the
+    // CG loops of jacobian.wgsl (`while`, `loop`) spend one unit of a fixed budget per
+    // pass, or move one time step down, and leave when either runs out.
+    unsafe { device.create_shader_module_trusted(descriptor, checks) }
 }
 
 /// The pipeline of `entry` in `module` with its overridable constants set to `constants`.
