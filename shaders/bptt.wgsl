@@ -62,6 +62,11 @@ override SEQS: u32 = 1u;
 // Lanes per unit: 1, 2, 4, 8 or 16, set per pipeline.
 override LANES: u32 = 1u;
 
+// Whether the loop keeps its invocation's chunk of its column(s) in registers where they fit
+// (include/dot.wgsl, REG_BLOCKS), set per pipeline: `gpu::kernel::Packing::registers`, which
+// leaves it off where the registers would crowd the workgroup, since a driver then spills.
+override REGISTERS: bool = false;
+
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (columns_dot8, column_rest; the operands are dot_matrix and dot_vector below) and the
 // history storage (HIST_F16, hist_*): include/history.wgsl.
@@ -164,18 +169,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // This invocation's lane of its units and the terms the lane sums.
     let lane = lid % LANES;
     let chunk = lane_chunk(d, lane, LANES);
+    // The lane's chunk of column lid / LANES of W in registers for the whole launch, where
+    // it fits (include/dot.wgsl, REG_BLOCKS).
+    let resident = REGISTERS && column_fits_registers(d, LANES, WG);
+    var w_col: array<vec4<f32>, 2u * REG_BLOCKS>;
+    if resident && lid / LANES < d {
+        w_col = column_registers(lid / LANES, d, chunk);
+    }
     let end = dims.first - dims.count;
+    // With lanes, the step inputs of the finisher's first unit (lid) one step ahead: step
+    // t + 1 loads step t's, so that the loads' latency overlaps a whole step instead of the
+    // lanes' part of it (measured on an H200 at d = 100: BPTT 0.82 → 0.64 ms at T = 784;
+    // at one lane, loading them a step ahead made the loop slower, docs/PERFORMANCE.md,
+    // "W in registers").
+    var ahead: array<vec2<f32>, MAX_SEQS>;
+    if LANES > 1u && lid < d {
+        for (var k = 0u; k < SEQS; k++) {
+            if k < n {
+                ahead[k] = step_inputs(dims.first, s0 + k, lid);
+            }
+        }
+    }
     for (var t = dims.first; t > end; t--) {
         let recur = dims.through_time == 1u && t < dims.steps;
         // δ_{t+1} in one half, δ_t into the other.
         let prev = ((t + 1u) & 1u) * MAX_HIDDEN;
         let next = (t & 1u) * MAX_HIDDEN;
-        // With lanes, the finisher's step inputs of its first unit (lid), loaded now.
-        var fin: array<vec2<f32>, MAX_SEQS>;
-        if LANES > 1u && lid < d {
+        let fin = ahead;
+        if LANES > 1u && t - 1u > end && lid < d {
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    fin[k] = step_inputs(t, s0 + k, lid);
+                    ahead[k] = step_inputs(t - 1u, s0 + k, lid);
                 }
             }
         }
@@ -192,7 +216,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             // its chunk of column i of W. Past the last sequence (k ≥ n) it sums what
             // workgroup memory holds there, never used.
             var acc: array<vec4<f32>, MAX_SEQS>;
-            if recur {
+            if recur && resident {
+                acc = columns_dot8_registers(w_col, prev, d, SEQS, chunk);
+            } else if recur {
                 acc = columns_dot8(i, d, prev, d, SEQS, chunk);
             }
             // SEQS iterations rather than n, which the drivers unroll.

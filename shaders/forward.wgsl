@@ -69,6 +69,11 @@ override SEQS: u32 = 1u;
 // Lanes per unit: 1, 2, 4, 8 or 16, set per pipeline.
 override LANES: u32 = 1u;
 
+// Whether the loop keeps its invocation's chunk of its column(s) in registers where they fit
+// (include/dot.wgsl, REG_BLOCKS), set per pipeline: `gpu::kernel::Packing::registers`, which
+// leaves it off where the registers would crowd the workgroup, since a driver then spills.
+override REGISTERS: bool = false;
+
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (column_dot8, column_rest; the operands are dot_matrix and dot_vector below),
 // include/activation.wgsl (safe_tanh) and the history storage (HIST_F16, hist_*):
@@ -93,6 +98,10 @@ struct Dims {
 @group(0) @binding(6) var<storage, read_write> carry: array<f32>;
 // PyTorch's second bias: the cell adds b_ih (`bias`) and b_hh.
 @group(0) @binding(7) var<storage, read> bias_hh: array<f32>;
+
+// The last d % 8 terms of column lid of Wᵀ, where the loop keeps its columns in registers
+// (the finisher of unit lid adds them; include/dot.wgsl, rest_registers).
+var<private> w_rest: array<f32, 8>;
 
 // Two d-vectors: h_{t-1} and h_t, alternating halves.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
@@ -164,6 +173,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // This invocation's lane of its units and the terms the lane sums.
     let lane = lid % LANES;
     let chunk = lane_chunk(d, lane, LANES);
+    // The lane's chunk of column lid / LANES of Wᵀ in registers for the whole launch, where
+    // it fits (include/dot.wgsl, REG_BLOCKS).
+    let resident = REGISTERS && column_fits_registers(d, LANES, WG);
+    var w_col: array<vec4<f32>, 2u * REG_BLOCKS>;
+    if resident && lid / LANES < d {
+        w_col = column_registers(lid / LANES, d, chunk);
+    }
+    if resident && lid < d {
+        w_rest = rest_registers(lid, d);
+    }
     for (var t = first; t <= last; t++) {
         // h_{t-1} in one half, h_t into the other.
         let prev = ((t - 1u) & 1u) * MAX_HIDDEN;
@@ -189,7 +208,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             // The lane's part of (W h_{t-1})_i of all SEQS sequences from one pass over
             // its chunk of column i of Wᵀ. Past the last sequence (k ≥ n) it sums what
             // the half holds there, never stored.
-            let acc = columns_dot8(i, d, prev, d, SEQS, chunk);
+            var acc: array<vec4<f32>, MAX_SEQS>;
+            if resident {
+                acc = columns_dot8_registers(w_col, prev, d, SEQS, chunk);
+            } else {
+                acc = columns_dot8(i, d, prev, d, SEQS, chunk);
+            }
             // SEQS iterations rather than n, which the drivers unroll (at SEQS = 1 the loop
             // is gone: llvmpipe's loop count stays what it was before this loop existed).
             for (var k = 0u; k < SEQS; k++) {
@@ -197,7 +221,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     if LANES == 1u {
                         // The partial sums onto the input part one pair at a time.
                         let sum = acc[k];
-                        let a = column_rest(inputs[k], i, d, prev + k * d);
+                        let a = column_rest_kept(inputs[k], resident, w_rest, i, d, prev + k * d);
                         h_buf[next + k * d + i] = safe_tanh(a + (sum.x + sum.y) + (sum.z + sum.w));
                     } else {
                         h_buf[next + lane * SEQS * d + k * d + i] = hsum(acc[k]);
@@ -216,7 +240,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         if i != lid {
                             a = input_part(t, s0 + k, i);
                         }
-                        a = column_rest(a, i, d, prev + k * d);
+                        a = column_rest_kept(a, resident, w_rest, i, d, prev + k * d);
                         for (var l = 0u; l < LANES; l++) {
                             a += h_buf[at + l * SEQS * d];
                         }

@@ -58,6 +58,11 @@ override SEQS: u32 = 1u;
 // Lanes per unit: 1, 2, 4, 8 or 16, set per pipeline.
 override LANES: u32 = 1u;
 
+// Whether the loop keeps its invocation's chunk of its column(s) in registers where they fit
+// (include/dot.wgsl, REG_BLOCKS), set per pipeline: `gpu::kernel::Packing::registers`, which
+// leaves it off where the registers would crowd the workgroup, since a driver then spills.
+override REGISTERS: bool = false;
+
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, MAX_SEQS),
 // include/dot.wgsl (columns_dot8, column_rest, hsum, lane_chunk; the operands are
 // dot_matrix and dot_vector below), include/activation.wgsl (clamp_eps),
@@ -198,17 +203,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let lane = lid % LANES;
     let chunk = lane_chunk(d, lane, LANES);
     let i = lid / LANES;
+    // The lane's chunks of column i of Pᵀ and of W in registers for the whole launch, where
+    // they fit (include/dot.wgsl, REG_BLOCKS).
+    let resident = REGISTERS && column_fits_registers(d, LANES, WG);
+    var p_col: array<vec4<f32>, 2u * REG_BLOCKS>;
+    var w_col: array<vec4<f32>, 2u * REG_BLOCKS>;
+    if resident && i < d {
+        p_col = column_registers(i, d, chunk);
+        w_col = column_registers(d * d + i, d, chunk);
+    }
     let end = first - dims.count;
+    // h_t and h_{t−1} of unit lid one step ahead: step t's h_{t−1} is step t − 1's h_t, and
+    // step t loads step t − 1's h_{t−2}, so that the load's latency overlaps a whole step
+    // instead of standing on the recursion's chain. Before the first step, h_first waits
+    // in h_prev, and h_{first−1} in `ahead`.
+    var ahead: array<f32, MAX_SEQS>;
+    if lid < d {
+        for (var k = 0u; k < SEQS; k++) {
+            if k < n {
+                let row = (first * nb + s0 + k) * stride + lid;
+                units[k].h_prev = load_h(row);
+                ahead[k] = load_h(row - nb * stride);
+            }
+        }
+    }
     for (var t = first; t > end; t--) {
         // The sweep's steps are T … 2; the BPTT's T … 1, through time below the top.
         let flags = vec2<bool>(t >= 2u, t < dims.steps);
-        // h_t and h_{t−1} of unit lid, loaded before the products.
         if lid < d {
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    let row = (t * nb + s0 + k) * stride + lid;
-                    units[k].ht = load_h(row);
-                    units[k].h_prev = load_h(row - nb * stride);
+                    units[k].ht = units[k].h_prev;
+                    units[k].h_prev = ahead[k];
+                    if t - 1u > end {
+                        ahead[k] = load_h(((t - 2u) * nb + s0 + k) * stride + lid);
+                    }
                 }
             }
         }
@@ -218,10 +247,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             // what the blocks hold there, never used.
             var acc_p: array<vec4<f32>, MAX_SEQS>;
             var acc_w: array<vec4<f32>, MAX_SEQS>;
-            if flags.x {
+            if flags.x && resident {
+                acc_p = columns_dot8_registers(p_col, s_block(t), d, SEQS, chunk);
+            } else if flags.x {
                 acc_p = columns_dot8(i, d, s_block(t), d, SEQS, chunk);
             }
-            if flags.y {
+            if flags.y && resident {
+                acc_w = columns_dot8_registers(w_col, delta_block(t + 1u), d, SEQS, chunk);
+            } else if flags.y {
                 acc_w = columns_dot8(d * d + i, d, delta_block(t + 1u), d, SEQS, chunk);
             }
             for (var k = 0u; k < SEQS; k++) {

@@ -89,6 +89,95 @@ fn columns_dot8(c: u32, d: u32, v0: u32, stride: u32, n: u32, chunk: vec2<u32>) 
     return acc;
 }
 
+// Eight-term blocks of a column that one invocation keeps in registers at most: 64 values,
+// 16 vec4s, beside the sums and the rest of a time loop's step. The time loops of the tanh
+// RNN (forward.wgsl, bptt.wgsl, sweep_bptt.wgsl) load their invocation's chunk of its
+// column once per launch, where it fits (`column_fits_registers`), instead of reading it
+// from the cache at every step: on a GPU each step is a chain of latencies, and a load
+// from the L1 is one of the longest links (docs/PERFORMANCE.md, "W in registers").
+const REG_BLOCKS: u32 = 8u;
+
+// Whether each invocation of a time loop with `lanes` lanes per unit and `wg` invocations
+// owns at most one unit and its lane's chunk (lane_chunk's) is at most REG_BLOCKS blocks.
+fn column_fits_registers(d: u32, lanes: u32, wg: u32) -> bool {
+    return d * lanes <= wg && ((d >> 3u) + lanes - 1u) / lanes <= REG_BLOCKS;
+}
+
+// The terms chunk.x ≤ j < chunk.y of column c of M (dot_matrix; see column_dot8), two
+// vec4s a block, for columns_dot8_registers. The loops run to a constant bound and leave
+// early, so that a driver can unroll them and index the array with constants, which is
+// what keeps it in registers.
+fn column_registers(c: u32, d: u32, chunk: vec2<u32>) -> array<vec4<f32>, 2u * REG_BLOCKS> {
+    var m: array<vec4<f32>, 2u * REG_BLOCKS>;
+    for (var b = 0u; b < REG_BLOCKS; b++) {
+        let j = chunk.x + 8u * b;
+        if j >= chunk.y {
+            break;
+        }
+        let e = c + j * d;
+        m[2u * b] = vec4<f32>(dot_matrix(e), dot_matrix(e + d), dot_matrix(e + 2u * d), dot_matrix(e + 3u * d));
+        m[2u * b + 1u] = vec4<f32>(dot_matrix(e + 4u * d), dot_matrix(e + 5u * d), dot_matrix(e + 6u * d), dot_matrix(e + 7u * d));
+    }
+    return m;
+}
+
+// columns_dot8 with the column's chunk from registers (`m`, column_registers' of the same
+// column and chunk): the same terms added in the same order, so the same sums, bit for bit.
+fn columns_dot8_registers(m: array<vec4<f32>, 2u * REG_BLOCKS>, v0: u32, stride: u32, n: u32, chunk: vec2<u32>) -> array<vec4<f32>, MAX_SEQS> {
+    var acc: array<vec4<f32>, MAX_SEQS>;
+    for (var b = 0u; b < REG_BLOCKS; b++) {
+        let j = chunk.x + 8u * b;
+        if j >= chunk.y {
+            break;
+        }
+        for (var k = 0u; k < n; k++) {
+            let v = v0 + k * stride + j;
+            acc[k] += m[2u * b] * vec4<f32>(dot_vector(v), dot_vector(v + 1u), dot_vector(v + 2u), dot_vector(v + 3u));
+            acc[k] += m[2u * b + 1u] * vec4<f32>(dot_vector(v + 4u), dot_vector(v + 5u), dot_vector(v + 6u), dot_vector(v + 7u));
+        }
+    }
+    return acc;
+}
+
+// The last d % 8 terms of column c of M (those column_rest adds), in registers for
+// column_rest_registers: forward.wgsl's finisher of a unit keeps them beside its lane's
+// chunk. (In bptt.wgsl and sweep_bptt.wgsl, the finish functions, they made the loops
+// slower on an H200: docs/PERFORMANCE.md, "W in registers".)
+fn rest_registers(c: u32, d: u32) -> array<f32, 8> {
+    var m: array<f32, 8>;
+    let base = d & ~7u;
+    for (var j = 0u; j < 8u; j++) {
+        if base + j >= d {
+            break;
+        }
+        m[j] = dot_matrix(c + (base + j) * d);
+    }
+    return m;
+}
+
+// column_rest with the terms from registers (`m`, rest_registers' of the same column): the
+// same terms added in the same order.
+fn column_rest_registers(sum: f32, m: array<f32, 8>, d: u32, v0: u32) -> f32 {
+    var s = sum;
+    let base = d & ~7u;
+    for (var j = 0u; j < 8u; j++) {
+        if base + j >= d {
+            break;
+        }
+        s += m[j] * dot_vector(v0 + base + j);
+    }
+    return s;
+}
+
+// column_rest of column c onto `sum`, its terms from `m` (rest_registers' of column c) when
+// `kept`, else from memory.
+fn column_rest_kept(sum: f32, kept: bool, m: array<f32, 8>, c: u32, d: u32, v0: u32) -> f32 {
+    if kept {
+        return column_rest_registers(sum, m, d, v0);
+    }
+    return column_rest(sum, c, d, v0);
+}
+
 // sum + M[c + j·d] v[v0 + j] for j = d − d % 8, ..., d − 1, in that order: the terms
 // column_dot8 leaves.
 fn column_rest(sum: f32, c: u32, d: u32, v0: u32) -> f32 {

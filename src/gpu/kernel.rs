@@ -183,6 +183,8 @@ pub(crate) struct Packing {
     pub seqs: usize,
     pub lanes: usize,
     pub workgroup_size: usize,
+    /// The hidden size d the packing was made for.
+    pub hidden: usize,
 }
 
 impl Packing {
@@ -203,7 +205,25 @@ impl Packing {
             seqs,
             lanes,
             workgroup_size,
+            hidden: d,
         }
+    }
+
+    /// Whether `which` keeps each invocation's chunk of its column(s) in registers for the
+    /// whole launch (its `REGISTERS` override; include/dot.wgsl, REG_BLOCKS): where every
+    /// invocation owns at most one unit, its lane's chunk is at most `REG_BLOCKS` blocks of
+    /// eight, and the registers that takes leave the workgroup within `REGISTER_FILE`.
+    /// Past that last bound a driver would spill, or cap every invocation's registers and
+    /// spill the rest of the loop: measured on an H200 at d = 256 with two lanes (512
+    /// invocations), keeping the register path compiled in (unused) made the loops 2–3×
+    /// slower (docs/PERFORMANCE.md, "W in registers").
+    pub fn registers(self, which: TimeLoop) -> bool {
+        let (d, lanes, wg) = (self.hidden, self.lanes.max(1), self.workgroup_size.max(1));
+        let columns = which.register_columns();
+        let fits = d * lanes <= wg && (d / 8).div_ceil(lanes) <= REG_BLOCKS;
+        // Per column its chunk, its last d % 8 terms (up to 8) and the sums of the sequences.
+        let needed = columns * (8 * REG_BLOCKS + 8 + 4 * self.seqs) + OTHER_REGISTERS;
+        columns > 0 && fits && needed <= (REGISTER_FILE / wg).min(MAX_REGISTERS)
     }
 
     /// Workgroups for `batch` sequences.
@@ -211,6 +231,22 @@ impl Packing {
         batch.div_ceil(self.seqs.max(1))
     }
 }
+
+/// include/dot.wgsl's REG_BLOCKS: the eight-term blocks of a column an invocation keeps in
+/// registers at most.
+pub(crate) const REG_BLOCKS: usize = 8;
+
+/// 32-bit registers of one compute unit, shared by a workgroup's invocations: 65 536 on
+/// NVIDIA's SMs since Kepler (AMD's compute units and Apple's cores have at least as many
+/// a workgroup can use). A heuristic for `Packing::registers`, not a limit wgpu reports.
+const REGISTER_FILE: usize = 65_536;
+
+/// Registers one invocation may have at most (NVIDIA's 255, rounded down).
+const MAX_REGISTERS: usize = 255;
+
+/// Registers a time loop's step takes besides its columns and sums: indices, the unit's
+/// values, addresses (a generous estimate).
+const OTHER_REGISTERS: usize = 32;
 
 /// The tanh RNN's time loops, which carry several sequences per workgroup (`SEQS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +273,16 @@ impl TimeLoop {
         }
     }
 
+    /// The matrix columns the loop can keep in registers: Wᵀ's in the forward pass, W's
+    /// in BPTT, those of Pᵀ and W in the fused loop; the separate sweep keeps none.
+    fn register_columns(self) -> usize {
+        match self {
+            TimeLoop::Forward | TimeLoop::Bptt => 1,
+            TimeLoop::SweepBptt => 2,
+            TimeLoop::TargetSweep => 0,
+        }
+    }
+
     /// What the loop computes, for messages.
     pub fn what(self) -> &'static str {
         match self {
@@ -253,8 +299,9 @@ pub(crate) struct HistoryKernels {
     storage: Storage,
     /// Each `TimeLoop` per count of sequences per workgroup (`SEQUENCES_PER_WORKGROUP`),
     /// of lanes per unit (`LANES_PER_UNIT`) and workgroup size (a power of two from 64 to
-    /// 4096, `Packing::new`'s), compiled on first use.
-    time_loops: [[[[OnceLock<wgpu::ComputePipeline>; 7]; 5]; 5]; 4],
+    /// 4096, `Packing::new`'s) and with or without the columns in registers
+    /// (`Packing::registers`), compiled on first use.
+    time_loops: [[[[[OnceLock<wgpu::ComputePipeline>; 2]; 7]; 5]; 5]; 4],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
     /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
@@ -350,6 +397,9 @@ impl HistoryKernels {
         c.push(("SEQS", packing.seqs as f64));
         c.push(("LANES", packing.lanes as f64));
         c.push(("WG", packing.workgroup_size as f64));
+        if which.register_columns() > 0 {
+            c.push(("REGISTERS", f64::from(u8::from(packing.registers(which)))));
+        }
         let sources = history_sources(device, storage);
         pipeline(device, &module(device, sources, which.file()), "main", &c)
     }
@@ -369,7 +419,8 @@ impl HistoryKernels {
         let wg = packing.workgroup_size;
         let size =
             (wg.is_power_of_two() && (64..=4096).contains(&wg)).then(|| wg.ilog2() as usize - 6)?;
-        let cell = &self.time_loops[which as usize][seqs][lanes][size];
+        let registers = usize::from(packing.registers(which));
+        let cell = &self.time_loops[which as usize][seqs][lanes][size][registers];
         Some(cell.get_or_init(|| Self::time_loop_pipeline(device, self.storage, which, packing)))
     }
 }

@@ -15,7 +15,7 @@
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
-use crate::gpu::kernel::Packing;
+use crate::gpu::kernel::{Packing, REG_BLOCKS};
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::model::CellKind;
 
@@ -94,6 +94,14 @@ fn flat_loops(b: usize, d: usize, packing: Packing) -> usize {
     b.saturating_mul(d).div_ceil(wg) - d.div_ceil(wg)
 }
 
+/// Loading one column into registers (include/dot.wgsl's column_registers, and in
+/// forward.wgsl rest_registers too), once a launch: at most REG_BLOCKS iterations and seven,
+/// and the tests that end the loops (forward.wgsl, bptt.wgsl and sweep_bptt.wgsl, where
+/// `Packing::registers` says; charged everywhere). Their use at each step
+/// (columns_dot8_registers, column_rest_registers) counts as columns_dot8 and column_rest
+/// do: one iteration a block or term and the test that leaves.
+const REGISTER_LOAD: usize = REG_BLOCKS + 1 + 8;
+
 /// One dot product over d: d/8 iterations of eight terms, at most 7 single terms, and the
 /// two loops' ends.
 fn dot(d: usize) -> usize {
@@ -156,7 +164,7 @@ pub(crate) fn forward(
     let step = units_work + 3 + flat;
     let (fixed, per_unit) = match cell {
         // One barrier after the set-up, one a step.
-        CellKind::Tanh => (3 * (u + flat) + 4 + BARRIER, step + BARRIER),
+        CellKind::Tanh => (3 * (u + flat) + 4 + REGISTER_LOAD + BARRIER, step + BARRIER),
         // One barrier after the set-up, one a step.
         CellKind::Gru => (u + 2 + BARRIER, step + BARRIER),
     };
@@ -231,7 +239,9 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> 
                 u * unit
             };
             Cost {
-                fixed: u + flat + 2 + BARRIER,
+                // Before the steps, the first step's inputs (loaded a step ahead from then
+                // on; sweep_bptt.wgsl's h likewise).
+                fixed: u + flat + 2 + b + 1 + REGISTER_LOAD + BARRIER,
                 per_unit: units_work + 3 + BARRIER,
             }
         }
@@ -257,7 +267,8 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> 
 
 /// sweep_bptt.wgsl: per step what target_sweep.wgsl's and bptt.wgsl's steps do together
 /// (their sum: its one pass over the units runs both dot products and both finishes, its
-/// barriers are the sweep's), per launch both set-ups.
+/// barriers are the sweep's), per launch both set-ups and the loading of its column of Pᵀ
+/// into registers (bptt's model has the one of W).
 pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> LoopModel {
     let sweep = target_sweep(d, p, shape, packing).cost;
     let bptt = bptt(CellKind::Tanh, d, shape, packing).cost;
@@ -265,7 +276,7 @@ pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> 
         what: "target sweep with the backward recursion",
         unit: Unit::Step,
         cost: Cost {
-            fixed: sweep.fixed.saturating_add(bptt.fixed),
+            fixed: sweep.fixed.saturating_add(bptt.fixed) + REGISTER_LOAD,
             per_unit: sweep.per_unit.saturating_add(bptt.per_unit),
         },
         total: shape.steps,
@@ -441,5 +452,20 @@ pub(crate) fn step_stats(shape: Shape) -> LoopModel {
         total: shape.steps,
         workgroups: 1,
         workgroups_per_unit: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REG_BLOCKS;
+
+    #[test]
+    fn register_blocks_match_the_shaders() {
+        let dot = include_str!("../../shaders/include/dot.wgsl");
+        let declaration = format!("const REG_BLOCKS: u32 = {REG_BLOCKS}u;");
+        assert!(
+            dot.contains(&declaration),
+            "include/dot.wgsl must declare `{declaration}`"
+        );
     }
 }
