@@ -294,6 +294,9 @@ impl TimeLoop {
     }
 }
 
+/// One time loop's pipelines for one packing: without and with its columns in registers.
+type TimeLoopVariants = [OnceLock<wgpu::ComputePipeline>; 2];
+
 /// The pipelines that touch a history, compiled for one storage.
 pub(crate) struct HistoryKernels {
     storage: Storage,
@@ -301,7 +304,7 @@ pub(crate) struct HistoryKernels {
     /// of lanes per unit (`LANES_PER_UNIT`) and workgroup size (a power of two from 64 to
     /// 4096, `Packing::new`'s) and with or without the columns in registers
     /// (`Packing::registers`), compiled on first use.
-    time_loops: [[[[[OnceLock<wgpu::ComputePipeline>; 2]; 7]; 5]; 5]; 4],
+    time_loops: [[[[TimeLoopVariants; 7]; 5]; 5]; 4],
     pub head_rows: wgpu::ComputePipeline,
     pub head_params: wgpu::ComputePipeline,
     /// `matmul.wgsl` with its B operand a history (∇W = Δᵀ H).
