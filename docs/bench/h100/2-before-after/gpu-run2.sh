@@ -2,15 +2,7 @@
 # Second measurement of the session: the build before (tpri-old, commit 4079ecb) against
 # the build after (tpri: reductions split over 1024 workgroups, one sequence per
 # workgroup by default, lanes per unit), alternating on the same GPU, PyTorch beside.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
-[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
-log=$OUT/log.txt
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
-  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+. docs/bench/gpu-env.sh
 echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}" >>"$log"
 step 30 .bin/tpri devices
 step 120 .bin/tpri check

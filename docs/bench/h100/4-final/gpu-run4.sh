@@ -1,15 +1,7 @@
 #!/usr/bin/env bash
 # Fourth measurement: the session's final build (auto: two lanes where d >= 64 and at most
 # 128 workgroups), its self-check, and the GRU end to end (no bench rows exist for it).
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
-[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
-log=$OUT/log.txt
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
-  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+. docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 120 .bin/tpri check
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 20 --json "$OUT/final-784.json"

@@ -1,15 +1,7 @@
 #!/usr/bin/env bash
 # Fifth measurement: options already built but never timed on a real GPU: bounded segments
 # against one launch per loop, and f16 storage of the histories.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
-[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
-log=$OUT/log.txt
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
-  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+. docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 60 .bin/tpri bench --backend gpu --steps 784,3136 --hidden 100 --batch 16 --reps 10 --steps-per-dispatch auto,100000 --json "$OUT/segments.json"
 step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,512 --batch 16,256 --reps 5 --storage f32,f16 --json "$OUT/f16.json"

@@ -4,15 +4,7 @@
 # per-step round trip through global memory and the GRU's one-barrier steps, against the
 # build before them (ace27cc, stripped and copied to .bin/tpri-before). cuDNN in the same
 # call for the ratio.
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
-[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
-log=$OUT/log.txt
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
-  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+. docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 120 .bin/tpri check
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 20 --backward fused,separate --json "$OUT/fused-784.json"

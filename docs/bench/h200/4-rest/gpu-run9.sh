@@ -4,19 +4,9 @@
 # 3-ahead/'s build (tpri-d) and 7d008e7 (tpri-a), cuDNN in the same call, and TP-RI and BPTT
 # end to end at the paper's size. At most eight files come back from a call. The binaries
 # travel gzipped (the working tree a call carries is limited to 64 MiB).
-set -u
-for b in tpri tpri-a tpri-d; do gunzip -f .bin/$b.gz; chmod +x .bin/$b; done
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
-[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
-log=$OUT/log.txt
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
-  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+. docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 120 .bin/tpri check
-grid() { step 90 .bin/$1 bench --backend gpu --steps 784 --hidden 8,32,64,100,128,256 --batch 16,256 --reps 10 --json "$OUT/$2.json"; }
 grid tpri-a a-r1; grid tpri-d d-r1; grid tpri e-r1
 grid tpri e-r2; grid tpri-d d-r2
 step 60 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$OUT/torch-784.json"

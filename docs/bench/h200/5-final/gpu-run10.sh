@@ -3,20 +3,10 @@
 # d % 8 terms in registers, bptt.wgsl and sweep_bptt.wgsl with their columns only) against
 # 3-ahead/'s build (tpri-d), cuDNN in the same call, and TP-RI and BPTT end to end at the
 # paper's size. The binaries travel gzipped.
-set -u
-for b in tpri tpri-d; do gunzip -f .bin/$b.gz; chmod +x .bin/$b; done
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-icd=$(timeout 20 find /usr /etc -name 'nvidia_icd*.json' 2>/dev/null | head -1)
-[ -n "$icd" ] && export VK_DRIVER_FILES=$icd
-log=$OUT/log.txt
-step() { local t=$1; shift; echo "== $* (limit ${t}s)" >>"$log"; local s=$SECONDS
-  timeout "$t" "$@" >>"$log" 2>&1; echo "== rc=$? in $((SECONDS - s)) s" >>"$log"; }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+. docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 60 .bin/tpri check
-grid() { step 60 .bin/$1 bench --backend gpu --steps 784 --hidden 8,32,64,100,128,256 --batch 16,256 --reps 10 --json "$OUT/$2.json"; }
-grid tpri f-r1; grid tpri-d d-r1; grid tpri f-r2
+grid tpri f-r1 60; grid tpri-d d-r1 60; grid tpri f-r2 60
 step 40 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$OUT/torch-784.json"
 for m in tp bp; do
   step 30 .bin/tpri train --preset adding-30-$m --seq-len 784 --hidden 100 --batch-size 16 --iterations 2000 --eval-every 1000 --backend gpu --run-dir /tmp/e2e-$m
