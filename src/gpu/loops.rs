@@ -15,8 +15,9 @@
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
-use crate::gpu::kernel::{Packing, REG_BLOCKS};
+use crate::gpu::kernel::Packing;
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
+use crate::gpu::packing::REG_BLOCKS;
 use crate::model::CellKind;
 
 /// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in

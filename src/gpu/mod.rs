@@ -52,6 +52,7 @@ mod norms;
 pub mod one_shot;
 mod optimizer;
 mod options;
+mod packing;
 mod phase;
 pub mod profile;
 mod readback;
