@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
-pub(crate) use crate::gpu::packing::{Packing, TimeLoop};
-pub use crate::gpu::packing::{LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP};
+pub(crate) use crate::gpu::packing::{matched_workgroup_size, Packing, TimeLoop};
+pub use crate::gpu::packing::{LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES};
 use crate::gpu::storage::Storage;
 
 /// `shaders/include/history.wgsl`: the storage of the histories (the `HIST_F16`
@@ -127,22 +127,6 @@ pub(crate) struct Kernels {
     jacobian: [OnceLock<JacobianKernels>; 3],
     /// The GRU's time loops per workgroup size (`WORKGROUP_SIZES`), compiled on first use.
     gru: [OnceLock<GruKernels>; 3],
-}
-
-/// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`): the `WG`
-/// of jacobian.wgsl and of the GRU's time loops, and of the tanh RNN's per lane (their
-/// `WG` is this times the lanes per unit, within the adapter's limit).
-pub const WORKGROUP_SIZES: [u32; 3] = [64, 128, 256];
-
-/// The smallest of `WORKGROUP_SIZES` that gives each of d units its own invocation (256
-/// beyond): invocations past d idle at every barrier of a loop, and on llvmpipe, which
-/// runs a workgroup's invocations in turn, they cost time (docs/PERFORMANCE.md,
-/// "Workgroups matched to d").
-pub(crate) fn matched_workgroup_size(d: usize) -> u32 {
-    WORKGROUP_SIZES
-        .into_iter()
-        .find(|&wg| d <= wg as usize)
-        .unwrap_or(256)
 }
 
 /// The entry points of jacobian.wgsl, compiled for one workgroup size.

@@ -1,9 +1,24 @@
 //! How a time loop of the tanh RNN spreads its work over a workgroup (`Packing`: sequences
 //! per workgroup, lanes per unit, invocations, and whether its matrix columns stay in
 //! registers), and which loop it is (`TimeLoop`): the overrides its pipeline is compiled
-//! with (`gpu::kernel`'s cache is keyed by them).
+//! with (`gpu::kernel`'s cache is keyed by them), and the workgroup sizes matched to d
+//! that the other kernels with a `WG` override share.
 
-use crate::gpu::kernel::matched_workgroup_size;
+/// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`): the `WG`
+/// of jacobian.wgsl and of the GRU's time loops, and of the tanh RNN's per lane (their
+/// `WG` is this times the lanes per unit, within the adapter's limit).
+pub const WORKGROUP_SIZES: [u32; 3] = [64, 128, 256];
+
+/// The smallest of `WORKGROUP_SIZES` that gives each of d units its own invocation (256
+/// beyond): invocations past d idle at every barrier of a loop, and on llvmpipe, which
+/// runs a workgroup's invocations in turn, they cost time (docs/PERFORMANCE.md,
+/// "Workgroups matched to d").
+pub(crate) fn matched_workgroup_size(d: usize) -> u32 {
+    WORKGROUP_SIZES
+        .into_iter()
+        .find(|&wg| d <= wg as usize)
+        .unwrap_or(256)
+}
 
 /// The sequences per workgroup the tanh RNN's time loops are compiled for (their `SEQS`
 /// override).
