@@ -39,16 +39,25 @@ chmod 755 "$STATE"
 STARTED_MUNGE=
 cleanup() {
     status=$?
+    stopped=
     for daemon in slurmd slurmctld; do
         pid=$(cat "$STATE/$daemon.pid" 2>/dev/null || true)
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+        if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then stopped="$stopped $pid"; fi
     done
     if [ -n "$STARTED_MUNGE" ]; then
         pid=$(cat /var/run/munge/munged.pid 2>/dev/null || true)
         [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     fi
+    # slurmctld writes its state into $STATE as it shuts down: removing the folder before
+    # it has exited can fail ("Directory not empty"), which once failed a passing run.
+    for _ in $(seq 50); do
+        alive=
+        for pid in $stopped; do if [ -d "/proc/$pid" ]; then alive=1; fi; done
+        if [ -z "$alive" ]; then break; fi
+        sleep 0.2
+    done
     if [ "$status" = 0 ]; then
-        rm -rf "$STATE"
+        rm -rf "$STATE" || { sleep 1; rm -rf "$STATE"; } || echo "slurm test: could not remove $STATE" >&2
     else
         echo "slurm test: state kept in $STATE (slurmctld.log, slurmd.log, sweeps)" >&2
         tail -n 20 "$STATE"/*.log >&2 2>/dev/null || true
