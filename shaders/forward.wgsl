@@ -70,8 +70,8 @@ override SEQS: u32 = 1u;
 override LANES: u32 = 1u;
 
 // Whether the loop keeps its invocation's chunk of its column(s) in registers where they fit
-// (include/dot.wgsl, REG_BLOCKS), set per pipeline: `gpu::kernel::Packing::registers`, which
-// leaves it off where the registers would crowd the workgroup, since a driver then spills.
+// (include/dot.wgsl, REG_BLOCKS), set per pipeline: `gpu::packing::Packing::registers`,
+// which leaves it off where the registers would crowd the workgroup (a driver then spills).
 override REGISTERS: bool = false;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl

@@ -6,8 +6,8 @@ use anyhow::Result;
 use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::{Packing, TimeLoop};
 use crate::gpu::layout::Shape;
+use crate::gpu::packing::{Packing, TimeLoop};
 use crate::gpu::segments::split;
 
 /// The uniform block of `bptt.wgsl` and `gru_bptt.wgsl`.

@@ -10,10 +10,10 @@ use crate::config::Loss;
 use crate::error::{cg_error, Error};
 use crate::gpu::context::GpuContext;
 use crate::gpu::history::History;
-use crate::gpu::kernel::Packing;
 use crate::gpu::layout::{
     cg_steps_len, rows_f32, solve_state_len, stack, ParamLayout, Shape, MAX_HIDDEN,
 };
+use crate::gpu::packing::Packing;
 use crate::gpu::readback::Region;
 use crate::gpu::storage::Storage;
 use crate::gpu::tokens::{check_embedding_sizes, EmbeddingBuffers};

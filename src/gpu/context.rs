@@ -6,9 +6,8 @@ use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
-use crate::gpu::kernel::{
-    self, GruKernels, HistoryKernels, JacobianKernels, Kernels, Packing, TimeLoop,
-};
+use crate::gpu::kernel::{self, GruKernels, HistoryKernels, JacobianKernels, Kernels};
+use crate::gpu::packing::{self, Packing, TimeLoop};
 use crate::gpu::storage::{F16Conversions, Storage};
 
 /// A device and queue, what is known about them, and every compute pipeline the
@@ -150,7 +149,7 @@ impl GpuContext {
     /// jacobian.wgsl's kernels for hidden size `d`, in workgroups matched to it, so that
     /// few invocations sit idle at each of the CG's many barriers (compiled on first use).
     pub(crate) fn jacobian_kernels(&self, d: usize) -> Result<&JacobianKernels> {
-        let wg = kernel::matched_workgroup_size(d);
+        let wg = packing::matched_workgroup_size(d);
         self.checked(|| self.kernels.jacobian(&self.device, wg))
             .with_context(|| format!("compiling the jacobian kernels for workgroups of {wg}"))
     }
@@ -158,7 +157,7 @@ impl GpuContext {
     /// The GRU's time loops for hidden size `d`, in workgroups matched to it (compiled on
     /// first use).
     pub(crate) fn gru_kernels(&self, d: usize) -> Result<&GruKernels> {
-        let wg = kernel::matched_workgroup_size(d);
+        let wg = packing::matched_workgroup_size(d);
         self.checked(|| self.kernels.gru(&self.device, wg))
             .with_context(|| format!("compiling the GRU's time loops for workgroups of {wg}"))
     }

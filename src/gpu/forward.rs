@@ -7,12 +7,12 @@ use crate::error::Error;
 use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::{Packing, TimeLoop};
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::gpu::options::{
     GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
     MAX_SEQUENCES_PER_WORKGROUP,
 };
+use crate::gpu::packing::{Packing, TimeLoop};
 use crate::gpu::segments::{split, Budget};
 use crate::gpu::transpose;
 

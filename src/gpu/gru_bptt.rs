@@ -7,8 +7,8 @@ use crate::gpu::bptt::{dispatch_cell, Dims};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::Packing;
 use crate::gpu::layout::Shape;
+use crate::gpu::packing::Packing;
 
 /// The launches: one workgroup per sequence, `steps` steps per launch, writing dgh (into
 /// `seq.delta`) and dgi [T, B, 3d] and e [T, B, d]. `targets` injects h_t − v_t at every

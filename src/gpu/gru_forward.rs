@@ -8,8 +8,8 @@ use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::forward::dispatch_cell;
-use crate::gpu::kernel::Packing;
 use crate::gpu::layout::Shape;
+use crate::gpu::packing::Packing;
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence, `steps`
 /// steps per launch, writing h [T+1, B, d] and the gates r | z | n | hn [T, B, 4d].

@@ -6,8 +6,9 @@
 
 use std::sync::OnceLock;
 
-pub(crate) use crate::gpu::packing::{matched_workgroup_size, Packing, TimeLoop};
-pub use crate::gpu::packing::{LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES};
+use crate::gpu::packing::{
+    Packing, TimeLoop, LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES,
+};
 use crate::gpu::storage::Storage;
 
 /// `shaders/include/history.wgsl`: the storage of the histories (the `HIST_F16`

@@ -15,8 +15,8 @@
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
-use crate::gpu::kernel::Packing;
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
+use crate::gpu::packing::Packing;
 use crate::gpu::packing::REG_BLOCKS;
 use crate::model::CellKind;
 
@@ -82,7 +82,7 @@ pub(crate) struct LoopModel {
 const BARRIER: usize = 4;
 
 /// Units each invocation owns: exact in kernels with 256 invocations per workgroup, and
-/// an upper bound in workgroups matched to d (`kernel::matched_workgroup_size`: at least d
+/// an upper bound in workgroups matched to d (`packing::matched_workgroup_size`: at least d
 /// invocations up to d = 256, at least 256 beyond).
 fn units(d: usize) -> usize {
     d.div_ceil(256)
@@ -453,20 +453,5 @@ pub(crate) fn step_stats(shape: Shape) -> LoopModel {
         total: shape.steps,
         workgroups: 1,
         workgroups_per_unit: 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::REG_BLOCKS;
-
-    #[test]
-    fn register_blocks_match_the_shaders() {
-        let dot = include_str!("../../shaders/include/dot.wgsl");
-        let declaration = format!("const REG_BLOCKS: u32 = {REG_BLOCKS}u;");
-        assert!(
-            dot.contains(&declaration),
-            "include/dot.wgsl must declare `{declaration}`"
-        );
     }
 }

@@ -68,15 +68,13 @@ pub use adapters::{list_adapters, AdapterChoice, AdapterSummary};
 pub use backend::{gpu_limits, GpuBackend};
 pub use context::GpuContext;
 pub use inverse::GPU_CG_TOL;
-pub use kernel::{
-    F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, LANES_PER_UNIT, NATIVE_F16_SHADERS,
-    SEQUENCES_PER_WORKGROUP, SHADERS, WORKGROUP_SIZES,
-};
+pub use kernel::{F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, NATIVE_F16_SHADERS, SHADERS};
 pub use layout::MAX_HIDDEN;
 pub use options::{
     Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
     MAX_SEQUENCES_PER_WORKGROUP,
 };
+pub use packing::{LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES};
 pub use phase::Phase;
 pub use profile::Profiler;
 pub use segments::StepsPerDispatch;

@@ -145,3 +145,18 @@ impl TimeLoop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::REG_BLOCKS;
+
+    #[test]
+    fn register_blocks_match_the_shaders() {
+        let dot = include_str!("../../shaders/include/dot.wgsl");
+        let declaration = format!("const REG_BLOCKS: u32 = {REG_BLOCKS}u;");
+        assert!(
+            dot.contains(&declaration),
+            "include/dot.wgsl must declare `{declaration}`"
+        );
+    }
+}

@@ -238,9 +238,9 @@ pub(crate) fn split(total: usize, quota: usize) -> Vec<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::kernel::Packing;
     use crate::gpu::layout::{Shape, MAX_HIDDEN};
     use crate::gpu::loops;
+    use crate::gpu::packing::Packing;
     use crate::model::CellKind;
 
     #[test]

@@ -7,8 +7,8 @@ use crate::config::{TargetMode, TpConfig};
 use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::{Packing, TimeLoop};
 use crate::gpu::layout::{Shape, Slot};
+use crate::gpu::packing::{Packing, TimeLoop};
 use crate::gpu::segments::split;
 use crate::gpu::transpose;
 
