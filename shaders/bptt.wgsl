@@ -21,24 +21,31 @@
 // columns_dot8), dividing that traffic by SEQS (docs/PERFORMANCE.md, "Sequences per
 // workgroup"). Each sequence's sums are formed in the same order as with SEQS = 1, so SEQS
 // changes no result.
-// The δ vectors ping-pong between the two halves of `delta_buf`, as forward.wgsl's states
-// do: step t reads δ_{t+1} from one half and writes δ_t into the other (sequence k of the
-// workgroup at k·d, so SEQS·d ≤ MAX_HIDDEN: the host checks it), so one barrier a step
+// The δ vectors ping-pong between two vectors of dims.slot = LANES·SEQS·d floats at the
+// start of `delta_buf`: step t reads δ_{t+1} from one and writes δ_t into the other
+// (sequence k of the workgroup at k·d, so LANES·SEQS·d ≤ MAX_HIDDEN: the host checks it), so one barrier a step
 // separates the reads of δ_{t+1} from the writes of δ_{t−1} into the same half. δ_t goes
 // from the invocation that forms it straight into workgroup memory: the recursion never
 // reads back the history it stores (a round trip through global memory on every step's
 // critical path, and a second barrier, until docs/PERFORMANCE.md's "BPTT without the
 // round trip").
-// The loads that do not wait for δ_{t+1} (the injection, h_t) are issued before the
-// product, so that their latency overlaps it rather than following it.
+// The loads that do not wait for δ_{t+1} (the injection, h_t) come a block of steps at a
+// time (dims.block, gpu::blocks::staged_steps; 0: none): before the first step of
+// each block, the finisher of unit i loads its unit's inputs for all the block's steps at
+// once into its own part of workgroup memory after the two vectors (`stage_block`), where
+// the steps read them. The loads are issued together, so that their latency is paid about
+// once a block, even where a driver waits for outstanding loads at every barrier
+// (docs/PERFORMANCE.md, "Blocks of steps"). Only
+// that invocation writes and reads its part, so the stage needs no barrier. The units an
+// invocation owns beyond its first (d > WG), and every unit where not one step fits, load
+// their inputs at each step before the product, so that the latency overlaps it.
 // Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
 // of them; gpu::segments picks how many, gpu::loops charging SEQS times the work per step).
 // A segment below the top starts from δ_{first+1}, which the previous segment stored in f32
 // (δ is never rounded), so the recursion goes on exactly as in one long launch.
 // Lanes per unit (LANES, the same count as forward.wgsl's; see there for why): with
-// LANES = L > 1, lane l of unit i sums lane_chunk l of (Wᵀ δ_{t+1})_i into the half that
-// step t writes δ_t into (lane l's of sequence k at l·SEQS·d + k·d + i, so
-// LANES·SEQS·d ≤ MAX_HIDDEN, the host checks it; nobody reads that half during step t:
+// LANES = L > 1, lane l of unit i sums lane_chunk l of (Wᵀ δ_{t+1})_i into the vector that
+// step t writes δ_t into (lane l's of sequence k at l·SEQS·d + k·d + i; nobody reads that vector during step t:
 // its last reads, of δ_{t+2}, were step t + 1's, before that step's barrier). After a
 // barrier the finisher of unit i (invocation i mod WG) adds the last d % 8 terms to the
 // injection and then the L partials in lane order, and writes δ_t over lane 0's partial:
@@ -83,6 +90,9 @@ struct Dims {
     // This segment's steps: the first (T … 1) and how many.
     first: u32,
     count: u32,
+    // Steps per block of staged loads (0: none), and floats per vector: LANES·SEQS·d.
+    block: u32,
+    slot: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -93,8 +103,19 @@ struct Dims {
 @group(0) @binding(5) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(6) var<storage, read_write> err: array<f32>;
 
-// Two halves: δ_{t+1} and δ_t (or the lanes' partial sums of Wᵀ δ_{t+1}), alternating.
+// Two vectors: δ_{t+1} and δ_t (or the lanes' partial sums of Wᵀ δ_{t+1}), alternating;
+// then the stage.
 var<workgroup> delta_buf: array<f32, 2u * MAX_HIDDEN>;
+
+// Where δ_t sits in delta_buf.
+fn delta_at(t: u32) -> u32 {
+    return (t & 1u) * dims.slot;
+}
+
+// Where the stage starts: after the two vectors.
+fn stage_start() -> u32 {
+    return 2u * dims.slot;
+}
 
 fn load_h(i: u32) -> f32 {
     return hist_value(h[hist_word(i)], i);
@@ -132,6 +153,39 @@ fn step_inputs(t: u32, s: u32, i: u32) -> vec2<f32> {
     return vec2<f32>(e, load_h(row + i));
 }
 
+// The step inputs of unit lid of the workgroup's n sequences for the `steps` steps of a
+// block from step t (step t − j, j < steps), into the invocation's part of the stage:
+// sequence k's at stage_start() + 2·((j·n + k)·d + lid). At most STAGE_LOADS loads (the host
+// sizes the blocks so), all issued before the first store: a constant count, which the
+// drivers unroll.
+fn stage_block(t: u32, steps: u32, n: u32, s0: u32, lid: u32) {
+    let count = steps * n;
+    var loaded: array<vec2<f32>, STAGE_LOADS / 2u>;
+    for (var r = 0u; r < STAGE_LOADS / 2u; r++) {
+        if r < count {
+            let j = r / n;
+            loaded[r] = step_inputs(t - j, s0 + r - j * n, lid);
+        }
+    }
+    for (var r = 0u; r < STAGE_LOADS / 2u; r++) {
+        if r < count {
+            let at = stage_start() + 2u * (r * dims.hidden + lid);
+            delta_buf[at] = loaded[r].x;
+            delta_buf[at + 1u] = loaded[r].y;
+        }
+    }
+}
+
+// Step t's inputs of unit i of the workgroup's sequence k, q steps into the block: from
+// the stage for the invocation's first unit where the loop stages them, else loaded.
+fn unit_inputs(t: u32, q: u32, n: u32, s0: u32, k: u32, i: u32, lid: u32) -> vec2<f32> {
+    if dims.block > 0u && i == lid {
+        let at = stage_start() + 2u * ((q * n + k) * dims.hidden + lid);
+        return vec2<f32>(delta_buf[at], delta_buf[at + 1u]);
+    }
+    return step_inputs(t, s0 + k, i);
+}
+
 // e_t and δ_t of unit i of the workgroup's sequence k (sequence s0 + k) at step t, from its
 // step_inputs and `sum`, the eight-term part of (Wᵀ δ_{t+1})_i (δ_{t+1} of the sequence at
 // `above` in delta_buf) when `recur`: the injection, then the last d % 8 terms, then `sum`.
@@ -160,9 +214,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if dims.first < dims.steps {
         // The previous launch stored these rows: any invocation may load any of them.
         let above = (dims.first * nb + s0) * d;
-        let half = ((dims.first + 1u) & 1u) * MAX_HIDDEN;
         for (var e = lid; e < n * d; e += WG) {
-            delta_buf[half + e] = delta[above + e];
+            delta_buf[delta_at(dims.first + 1u) + e] = delta[above + e];
         }
         workgroupBarrier();
     }
@@ -177,38 +230,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         w_col = column_registers(lid / LANES, d, chunk);
     }
     let end = dims.first - dims.count;
-    // With lanes, the step inputs of the finisher's first unit (lid) one step ahead: step
-    // t + 1 loads step t's, so that the loads' latency overlaps a whole step instead of the
-    // lanes' part of it (measured on an H200 at d = 100: BPTT 0.82 → 0.64 ms at T = 784;
-    // at one lane, loading them a step ahead made the loop slower, docs/PERFORMANCE.md,
-    // "W in registers").
-    var ahead: array<vec2<f32>, MAX_SEQS>;
-    if LANES > 1u && lid < d {
-        for (var k = 0u; k < SEQS; k++) {
-            if k < n {
-                ahead[k] = step_inputs(dims.first, s0 + k, lid);
-            }
-        }
-    }
+    // The steps of the current block done before step t.
+    var q = 0u;
     for (var t = dims.first; t > end; t--) {
         let recur = dims.through_time == 1u && t < dims.steps;
-        // δ_{t+1} in one half, δ_t into the other.
-        let prev = ((t + 1u) & 1u) * MAX_HIDDEN;
-        let next = (t & 1u) * MAX_HIDDEN;
-        let fin = ahead;
-        if LANES > 1u && t - 1u > end && lid < d {
-            for (var k = 0u; k < SEQS; k++) {
-                if k < n {
-                    ahead[k] = step_inputs(t - 1u, s0 + k, lid);
-                }
-            }
+        // δ_{t+1} in one vector, δ_t into the other.
+        let prev = delta_at(t + 1u);
+        let next = delta_at(t);
+        if dims.block > 0u && q == 0u && lid < d {
+            stage_block(t, min(dims.block, t - end), n, s0, lid);
         }
         for (var i = lid / LANES; i < d; i += WG / LANES) {
             var inputs: array<vec2<f32>, MAX_SEQS>;
             if LANES == 1u {
                 for (var k = 0u; k < SEQS; k++) {
                     if k < n {
-                        inputs[k] = step_inputs(t, s0 + k, i);
+                        inputs[k] = unit_inputs(t, q, n, s0, k, i, lid);
                     }
                 }
             }
@@ -243,17 +280,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         for (var l = 1u; l < LANES; l++) {
                             sum += delta_buf[at + l * SEQS * d];
                         }
-                        var inputs = fin[k];
-                        if i != lid {
-                            inputs = step_inputs(t, s0 + k, i);
-                        }
+                        let inputs = unit_inputs(t, q, n, s0, k, i, lid);
                         finish(t, s0, k, i, recur, sum, inputs, prev + k * d, at);
                     }
                 }
             }
         }
         // Everyone has read δ_{t+1} and written δ_t: the next step may overwrite δ_{t+1}'s
-        // half.
+        // vector.
         workgroupBarrier();
+        q += 1u;
+        if q == dims.block {
+            q = 0u;
+        }
     }
 }

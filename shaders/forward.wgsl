@@ -29,29 +29,41 @@
 // h of its last step, kept in `carry` [B, d] in f32: the history may hold it rounded to
 // f16, and the recursion must go on from the f32 value, as one long launch would.
 //
-// The states ping-pong between the two halves of `h_buf`: step t reads h_{t-1} from one
-// half and writes h_t into the other, so a single barrier per step separates the reads
-// of h_{t-1} from the writes of h_{t+1} into the same half. A half holds the workgroup's
-// sequences one after another (sequence k of the workgroup at k·d), so SEQS·d ≤ MAX_HIDDEN
-// (the host checks it): the workgroup memory is 2·MAX_HIDDEN floats whatever SEQS. After
-// the barrier the whole of h_t is visible to every invocation, which is what the f16
-// history needs: two neighbouring units share a 32-bit word there, and one invocation
-// must write both. The recursion itself always runs on the f32 values in workgroup
-// memory; only the stored history is rounded.
+// Blocks of steps (the host's gpu::blocks::forward sizes them so that all of it fits the
+// workgroup memory): the states go round a ring of dims.block + 1 slots of dims.slot
+// floats in `h_buf` (the segment's r-th step writes slot r mod (block + 1); h_{first−1}
+// sits in slot 0), and the loop takes its global memory a block at a time. Before a block's
+// first step the workgroup copies the block's inputs x_t (its sequences' rows, dims.block
+// steps of them) into workgroup memory after the ring (`stage_inputs`, where dims.staged
+// says they fit), and after its last step's barrier it stores the block's states to the
+// history (`store_block`). Why: a global load on a step's chain may cost a memory round
+// trip every step (a step took about 1 µs on an H200, far more than its arithmetic), while
+// the loads and stores of a block are issued together and cost about one round trip
+// (docs/PERFORMANCE.md, "Blocks of steps"). The sums are unchanged, bit for bit.
+// Step t reads h_{t−1} from one slot and writes h_t into the next, so a single barrier per
+// step separates the reads of h_{t−1} from the writes of the step that next uses its slot
+// (block + 1 steps later); the block's stores read its slots after its last barrier, and
+// the next step writes the one slot they do not read (h_{t−1} of the block's first step).
+// A slot holds the workgroup's sequences one after another (sequence k of the workgroup
+// at k·d), so LANES·SEQS·d ≤ dims.slot ≤ MAX_HIDDEN (the host checks it). After the
+// barrier the whole of h_t is visible to every invocation, which is what the f16 history
+// needs: two neighbouring units share a 32-bit word there, and one invocation must write
+// both. The recursion itself always runs on the f32 values in workgroup memory; only the
+// stored history is rounded.
 //
 // Lanes per unit (LANES, gpu::forward picks it): with LANES = L > 1 each unit's dot
 // product is split over L invocations ("lanes"), lane l summing include/dot.wgsl's
 // lane_chunk l of the eight-term part, so that a step's serial chain is about d/L terms
 // instead of d (on a GPU the steps are pure latency: many idle invocations cost less than
-// a long chain). The lanes write their partial sums to the half of h_buf that step t writes
-// h_t into, lane l's of unit i of sequence k at l·SEQS·d + k·d + i: nobody reads that half
-// during step t before h_t is complete (its last reads, of h_{t−2}, were step t − 1's,
-// before that step's final barrier; its stores of h_{t−1} read the other half). After a
+// a long chain). The lanes write their partial sums to the slot that step t writes h_t
+// into, lane l's of unit i of sequence k at l·SEQS·d + k·d + i: nobody reads that slot
+// during step t before h_t is complete (its last reads were steps' before step t − 1's
+// final barrier, and the stores of a block that ended at step t − 1 read other slots). After a
 // barrier, the finisher of unit i (invocation i mod WG) adds to the input part and the
 // last d % 8 terms the L partials in lane order (deterministic, but not the order of one
 // lane: results change within f32 rounding with L), and writes h_t over lane 0's partial:
 // only that finisher reads the partials of unit i, so the in-place write races with no
-// one. Hence LANES·SEQS·d ≤ MAX_HIDDEN (the host checks it). At LANES = 1 the lane code
+// one. Hence LANES·SEQS·d ≤ dims.slot (the host checks it). At LANES = 1 the lane code
 // is compiled out: each invocation finishes its units right away, as before lanes existed
 // (the same loops and barriers, the same sums).
 //
@@ -87,6 +99,11 @@ struct Dims {
     // This segment's steps: first (1 … T) and how many.
     first: u32,
     count: u32,
+    // Steps per block, floats per slot of the ring, and 1 when the inputs are staged in
+    // workgroup memory (0: read from x at each step): gpu::blocks::forward.
+    block: u32,
+    slot: u32,
+    staged: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -103,7 +120,7 @@ struct Dims {
 // (the finisher of unit lid adds them; include/dot.wgsl, rest_registers).
 var<private> w_rest: array<f32, 8>;
 
-// Two d-vectors: h_{t-1} and h_t, alternating halves.
+// The ring of states, then the staged inputs of a block.
 var<workgroup> h_buf: array<f32, 2u * MAX_HIDDEN>;
 
 // include/dot.wgsl's operands: Wᵀ, and h_buf (h_{t-1} of the workgroup's sequence k is
@@ -138,18 +155,77 @@ fn store_rows(row: u32, half: u32, n: u32, lid: u32) {
     }
 }
 
-// The input part of unit i of sequence s at step t, U x_t + b (both biases): what the sums
-// over h_{t−1} go onto. It does not wait for h_{t−1}, so the steps load it before their
-// products (its loads' latency then overlaps the product instead of following it), and
-// add the last d % 8 terms of W h_{t−1} (column_rest) to it after.
-fn input_part(t: u32, s: u32, i: u32) -> f32 {
+// Where the staged inputs start: after the ring.
+fn stage_start() -> u32 {
+    return (dims.block + 1u) * dims.slot;
+}
+
+// Copies the inputs of the block from step `start` (dims.block steps, fewer at `last`),
+// the n sequences' rows of each step, into workgroup memory (step q of the block at
+// stage_start() + q·n·p). Each invocation loads at most STAGE_LOADS values
+// (include/limits.wgsl; the host sizes the blocks so), all of them before it stores any:
+// a constant count, which the drivers unroll, so that the loads are in flight together.
+fn stage_inputs(start: u32, last: u32, n: u32, s0: u32, lid: u32) {
+    if dims.staged == 0u {
+        return;
+    }
     let p = dims.input;
-    let x_row = ((t - 1u) * dims.batch + s) * p;
+    let row = n * p;
+    let total = min(dims.block, last + 1u - start) * row;
+    var loaded: array<f32, STAGE_LOADS>;
+    for (var r = 0u; r < STAGE_LOADS; r++) {
+        let e = lid + r * WG;
+        if e < total {
+            let q = e / row;
+            loaded[r] = x[((start + q - 1u) * dims.batch + s0) * p + (e - q * row)];
+        }
+    }
+    for (var r = 0u; r < STAGE_LOADS; r++) {
+        let e = lid + r * WG;
+        if e < total {
+            h_buf[stage_start() + e] = loaded[r];
+        }
+    }
+}
+
+// Where the input row of the workgroup's sequence k at step t, q steps into its block,
+// starts: in the stage, or in x.
+fn input_row(t: u32, q: u32, n: u32, s0: u32, k: u32) -> u32 {
+    if dims.staged == 1u {
+        return stage_start() + (q * n + k) * dims.input;
+    }
+    return ((t - 1u) * dims.batch + s0 + k) * dims.input;
+}
+
+// The input part of unit i of a sequence at a step, U x_t + b (both biases), from the
+// input row at `row` (input_row's): what the sums over h_{t−1} go onto. It does not wait
+// for h_{t−1}, so the steps form it before their products, and add the last d % 8 terms
+// of W h_{t−1} (column_rest) to it after.
+fn input_part(row: u32, i: u32) -> f32 {
+    let p = dims.input;
     var a = bias[i] + bias_hh[i];
     for (var m = 0u; m < p; m++) {
-        a += u[i * p + m] * x[x_row + m];
+        var xm: f32;
+        if dims.staged == 1u {
+            xm = h_buf[row + m];
+        } else {
+            xm = x[row + m];
+        }
+        a += u[i * p + m] * xm;
     }
     return a;
+}
+
+// Stores the states of a block's q steps, which end at step t in slot `cur`, to the
+// history: called after the block's last barrier, which made all of them visible.
+fn store_block(t: u32, q: u32, cur: u32, n: u32, s0: u32, lid: u32) {
+    let ring = dims.block + 1u;
+    let stride = hist_stride(dims.hidden);
+    for (var j = 0u; j < q; j++) {
+        // Step t + 1 − q + j, q − 1 − j slots before `cur` round the ring.
+        let slot = (cur + ring - (q - 1u - j)) % ring;
+        store_rows(((t + 1u - q + j) * dims.batch + s0) * stride, slot * dims.slot, n, lid);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -161,11 +237,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let stride = hist_stride(d);
     let first = dims.first;
     let last = first + dims.count - 1u;
-    // h_{first−1} into its half: h_0 = 0, or the previous segment's last states.
-    let start = ((first - 1u) & 1u) * MAX_HIDDEN;
+    // h_{first−1} into slot 0: h_0 = 0, or the previous segment's last states; and the
+    // first block's inputs.
     for (var e = lid; e < n * d; e += WG) {
-        h_buf[start + e] = select(carry[s0 * d + e], 0.0, first == 1u);
+        h_buf[e] = select(carry[s0 * d + e], 0.0, first == 1u);
     }
+    stage_inputs(first, last, n, s0, lid);
     workgroupBarrier();
     if first == 1u {
         store_rows(s0 * stride, 0u, n, lid);
@@ -183,16 +260,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if resident && lid < d {
         w_rest = rest_registers(lid, d);
     }
+    // The slot of h_{t−1}, and the steps of the block done before step t.
+    var cur = 0u;
+    var q = 0u;
     for (var t = first; t <= last; t++) {
-        // h_{t-1} in one half, h_t into the other.
-        let prev = ((t - 1u) & 1u) * MAX_HIDDEN;
-        let next = (t & 1u) * MAX_HIDDEN;
+        // h_{t-1} in slot `cur`, h_t into the next one round the ring.
+        let prev = cur * dims.slot;
+        let slot = select(cur + 1u, 0u, cur == dims.block);
+        let next = slot * dims.slot;
         // With lanes, the finisher's input parts of its first unit (lid), loaded now.
         var fin: array<f32, MAX_SEQS>;
         if LANES > 1u && lid < d {
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
-                    fin[k] = input_part(t, s0 + k, lid);
+                    fin[k] = input_part(input_row(t, q, n, s0, k), lid);
                 }
             }
         }
@@ -201,7 +282,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             if LANES == 1u {
                 for (var k = 0u; k < SEQS; k++) {
                     if k < n {
-                        inputs[k] = input_part(t, s0 + k, i);
+                        inputs[k] = input_part(input_row(t, q, n, s0, k), i);
                     }
                 }
             }
@@ -238,7 +319,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         let at = next + k * d + i;
                         var a = fin[k];
                         if i != lid {
-                            a = input_part(t, s0 + k, i);
+                            a = input_part(input_row(t, q, n, s0, k), i);
                         }
                         a = column_rest_kept(a, resident, w_rest, i, d, prev + k * d);
                         for (var l = 0u; l < LANES; l++) {
@@ -250,14 +331,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
         // Everyone has read h_{t-1} and written h_t: the next step may overwrite h_{t-1}'s
-        // half (nobody reads it after this point) and anyone may store any unit of h_t.
+        // slot (nobody reads it after this point) and anyone may store any unit of h_t.
         workgroupBarrier();
-        store_rows((t * dims.batch + s0) * stride, next, n, lid);
+        cur = slot;
+        q += 1u;
+        if q == dims.block || t == last {
+            store_block(t, q, cur, n, s0, lid);
+            q = 0u;
+            // The next block's inputs, visible to all before its first step.
+            if dims.staged == 1u && t < last {
+                stage_inputs(t + 1u, last, n, s0, lid);
+                workgroupBarrier();
+            }
+        }
     }
     // After the last barrier every state of the workgroup is visible to every invocation
     // (the set-up's, when the segment has no steps).
-    let end = (last & 1u) * MAX_HIDDEN;
     for (var e = lid; e < n * d; e += WG) {
-        carry[s0 * d + e] = h_buf[end + e];
+        carry[s0 * d + e] = h_buf[cur * dims.slot + e];
     }
 }

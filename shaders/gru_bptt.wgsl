@@ -52,6 +52,9 @@ struct Dims {
     // This segment's steps: the first (T … 1) and how many.
     first: u32,
     count: u32,
+    // bptt.wgsl's blocks of staged loads and its vectors' size: 0 here, and unused.
+    block: u32,
+    slot: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;

@@ -40,6 +40,11 @@ struct Dims {
     // This segment's steps: first (1 … T) and how many.
     first: u32,
     count: u32,
+    // forward.wgsl's blocks of steps (gpu::forward::dispatch_cell fills both cells' launches
+    // alike): 0 here, and unused.
+    block: u32,
+    slot: u32,
+    staged: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;

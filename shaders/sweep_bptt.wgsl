@@ -26,16 +26,25 @@
 // the brackets need no phase of their own. Invocation i owns unit i of every sequence of
 // its workgroup: it keeps the unit's dv_t in registers from one step to the next, stores
 // dv_{t−1} to the history itself (f32: one word a value, no pairing with a neighbour's),
-// and loads h_t and h_{t−1} of its unit before the products, so that their latency
-// overlaps them.
+// and keeps h_t of its unit from the step before, where it was h_{t−1}.
 //
-// Workgroup memory, FUSED = MAX_HIDDEN / 2 floats a block (16 KiB in all, as the other
-// time loops): blocks 0 and 1 hold s_t, alternating (s_t in block t mod 2), blocks 2 and 3
-// δ_t (block 2 + t mod 2); sequence k of the workgroup at k·d in each. Step t reads s_t
+// Blocks of steps (dims.block, gpu::blocks::staged_steps; 0: none): before the
+// first step of each block, the finisher of unit i loads h_{t−1} of its unit for all the
+// block's steps t at once into its own part of workgroup memory (`stage_block`), where the
+// steps read them: the loads are issued together, so that their latency is paid about once
+// a block, even where a driver waits for outstanding loads at every barrier (loading them
+// a step ahead did not pay in the forward pass: docs/PERFORMANCE.md, "Blocks of steps"). Only
+// that invocation writes and reads its part, so the stage needs no barrier. Without room
+// for one step (large d with lanes) each step loads h_{t−1} before its products.
+//
+// Workgroup memory (16 KiB in all, as the other time loops): four vectors of dims.slot =
+// LANES·SEQS·d floats, then the stage. Vectors 0 and 1 hold s_t, alternating (s_t in
+// vector t mod 2), vectors 2 and 3 δ_t (vector 2 + t mod 2); sequence k of the workgroup at
+// k·d in each. Step t reads s_t
 // and δ_{t+1} and writes s_{t−1} and δ_t into the other two, whose last reads (of s_{t+1}
 // and δ_{t+2}) were step t + 1's, before its barrier. With lanes (LANES = L > 1, see
 // forward.wgsl) lane l's partial sums go where the finisher will write: those of P s_t into
-// s_{t−1}'s block, those of Wᵀ δ_{t+1} into δ_t's, at l·SEQS·d + k·d + i; after a barrier
+// s_{t−1}'s vector, those of Wᵀ δ_{t+1} into δ_t's, at l·SEQS·d + k·d + i; after a barrier
 // the finisher of unit i adds them in lane order and writes over lane 0's.
 //
 // Bounded segments as in the two kernels: a launch runs the steps dims.first,
@@ -69,9 +78,6 @@ override REGISTERS: bool = false;
 // include/targets.wgsl (offset_bracket, zero_rows) and the history storage (hist_*; the
 // host runs this kernel for f32 storage only): include/history.wgsl.
 
-// One block of workgroup memory.
-const FUSED: u32 = MAX_HIDDEN / 2u;
-
 struct Dims {
     batch: u32,
     steps: u32,
@@ -83,6 +89,9 @@ struct Dims {
     // This segment's steps: the first (T … 1) and how many.
     first: u32,
     count: u32,
+    // Steps per block of staged loads (0: none), and floats per vector: LANES·SEQS·d.
+    block: u32,
+    slot: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -94,29 +103,55 @@ struct Dims {
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> err: array<f32>;
 
-// s (two blocks, alternating), δ (two blocks, alternating).
-var<workgroup> blocks: array<f32, 4u * FUSED>;
+// s (two vectors, alternating), δ (two vectors, alternating), then the stage.
+var<workgroup> fused_buf: array<f32, 2u * MAX_HIDDEN>;
 
-// Where s_t and δ_t sit in `blocks`.
+// Where s_t and δ_t sit in `fused_buf`.
 fn s_block(t: u32) -> u32 {
-    return (t & 1u) * FUSED;
+    return (t & 1u) * dims.slot;
 }
 
 fn delta_block(t: u32) -> u32 {
-    return (2u + (t & 1u)) * FUSED;
+    return (2u + (t & 1u)) * dims.slot;
+}
+
+// Where the stage starts: after the four vectors.
+fn stage_start() -> u32 {
+    return 4u * dims.slot;
 }
 
 fn load_h(i: u32) -> f32 {
     return hist_value(h[hist_word(i)], i);
 }
 
-// include/dot.wgsl's operands: [Pᵀ; W] and the blocks.
+// h_{t−1−j} of unit lid of the workgroup's n sequences for the `steps` steps of a block from
+// step t (j < steps), into the invocation's part of the stage: sequence k's at
+// stage_start() + (j·n + k)·d + lid. At most STAGE_LOADS loads (the host sizes the blocks
+// so), all issued before the first store: a constant count, which the drivers unroll.
+fn stage_block(t: u32, steps: u32, n: u32, s0: u32, lid: u32) {
+    let d = dims.hidden;
+    let count = steps * n;
+    var loaded: array<f32, STAGE_LOADS>;
+    for (var r = 0u; r < STAGE_LOADS; r++) {
+        if r < count {
+            let j = r / n;
+            loaded[r] = load_h(((t - 1u - j) * dims.batch + s0 + r - j * n) * hist_stride(d) + lid);
+        }
+    }
+    for (var r = 0u; r < STAGE_LOADS; r++) {
+        if r < count {
+            fused_buf[stage_start() + r * d + lid] = loaded[r];
+        }
+    }
+}
+
+// include/dot.wgsl's operands: [Pᵀ; W] and fused_buf.
 fn dot_matrix(e: u32) -> f32 {
     return pw[e];
 }
 
 fn dot_vector(j: u32) -> f32 {
-    return blocks[j];
+    return fused_buf[j];
 }
 
 // What the finisher of a unit of one sequence carries through a step: h_t, h_{t−1} (loaded
@@ -131,7 +166,7 @@ struct Unit {
 // eight-term parts of (P s_t)_i (when flags.x: the sweep steps, t ≥ 2) and of
 // (Wᵀ δ_{t+1})_i (when flags.y: below the top): dv_{t−1} into the history and the unit's
 // registers, its bracket s_{t−1} (if a sweep step follows), e_t and δ_t into their
-// histories and δ_t into its block. The orders of target_sweep.wgsl's and bptt.wgsl's
+// histories and δ_t into its vector. The orders of target_sweep.wgsl's and bptt.wgsl's
 // finishes. Returns the unit with dv_{t−1}.
 fn finish(t: u32, s0: u32, k: u32, i: u32, flags: vec2<bool>, sums: vec2<f32>, unit: Unit) -> Unit {
     let d = dims.hidden;
@@ -141,7 +176,7 @@ fn finish(t: u32, s0: u32, k: u32, i: u32, flags: vec2<bool>, sums: vec2<f32>, u
         let dv_prev = column_rest(sums.x, i, d, s_block(t) + k * d);
         dv[((t - 1u) * nb + s0 + k) * hist_stride(d) + i] = hist_f32(dv_prev * dims.dv_scale);
         if t > 2u {
-            blocks[s_block(t - 1u) + k * d + i] = offset_bracket(dims.mode, unit.h_prev, dv_prev, 0.0, false);
+            fused_buf[s_block(t - 1u) + k * d + i] = offset_bracket(dims.mode, unit.h_prev, dv_prev, 0.0, false);
         }
         next.dv = dv_prev;
     }
@@ -153,7 +188,7 @@ fn finish(t: u32, s0: u32, k: u32, i: u32, flags: vec2<bool>, sums: vec2<f32>, u
     let out = ((t - 1u) * nb + s0 + k) * d + i;
     delta[out] = dt;
     err[out] = e;
-    blocks[delta_block(t) + k * d + i] = dt;
+    fused_buf[delta_block(t) + k * d + i] = dt;
     return next;
 }
 
@@ -184,7 +219,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
                 if first >= 2u {
                     let ht = load_h((first * nb + s0 + k) * stride + lid);
-                    blocks[s_block(first) + k * d + lid] = offset_bracket(dims.mode, ht, dvt, 0.0, false);
+                    fused_buf[s_block(first) + k * d + lid] = offset_bracket(dims.mode, ht, dvt, 0.0, false);
                 }
             }
         }
@@ -193,7 +228,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if !top {
         let above = (first * nb + s0) * d;
         for (var e = lid; e < n * d; e += WG) {
-            blocks[delta_block(first + 1u) + e] = delta[above + e];
+            fused_buf[delta_block(first + 1u) + e] = delta[above + e];
         }
     }
     // The set-up wrote across the sequences' units: all of it must be visible before the
@@ -213,38 +248,42 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         w_col = column_registers(d * d + i, d, chunk);
     }
     let end = first - dims.count;
-    // h_t and h_{t−1} of unit lid one step ahead: step t's h_{t−1} is step t − 1's h_t, and
-    // step t loads step t − 1's h_{t−2}, so that the load's latency overlaps a whole step
-    // instead of standing on the recursion's chain. Before the first step, h_first waits
-    // in h_prev, and h_{first−1} in `ahead`.
-    var ahead: array<f32, MAX_SEQS>;
+    // Step t's h_t is step t + 1's h_{t−1}: before the first step, h_first waits in h_prev.
     if lid < d {
         for (var k = 0u; k < SEQS; k++) {
             if k < n {
-                let row = (first * nb + s0 + k) * stride + lid;
-                units[k].h_prev = load_h(row);
-                ahead[k] = load_h(row - nb * stride);
+                units[k].h_prev = load_h((first * nb + s0 + k) * stride + lid);
             }
         }
     }
+    // The steps of the current block done before step t.
+    var q = 0u;
     for (var t = first; t > end; t--) {
         // The sweep's steps are T … 2; the BPTT's T … 1, through time below the top.
         let flags = vec2<bool>(t >= 2u, t < dims.steps);
         if lid < d {
+            if dims.block > 0u && q == 0u {
+                stage_block(t, min(dims.block, t - end), n, s0, lid);
+            }
             for (var k = 0u; k < SEQS; k++) {
                 if k < n {
                     units[k].ht = units[k].h_prev;
-                    units[k].h_prev = ahead[k];
-                    if t - 1u > end {
-                        ahead[k] = load_h(((t - 2u) * nb + s0 + k) * stride + lid);
+                    if dims.block > 0u {
+                        units[k].h_prev = fused_buf[stage_start() + (q * n + k) * d + lid];
+                    } else {
+                        units[k].h_prev = load_h(((t - 1u) * nb + s0 + k) * stride + lid);
                     }
                 }
             }
         }
+        q += 1u;
+        if q == dims.block {
+            q = 0u;
+        }
         if i < d {
             // The lane's parts of (P s_t)_i and (Wᵀ δ_{t+1})_i of all SEQS sequences, one
             // pass over each matrix's column i. Past the last sequence (k ≥ n) they sum
-            // what the blocks hold there, never used.
+            // what fused_buf holds there, never used.
             var acc_p: array<vec4<f32>, MAX_SEQS>;
             var acc_w: array<vec4<f32>, MAX_SEQS>;
             if flags.x && resident {
@@ -264,8 +303,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                         units[k] = finish(t, s0, k, i, flags, sums, units[k]);
                     } else {
                         let part = lane * SEQS * d + k * d + i;
-                        blocks[s_block(t - 1u) + part] = sums.x;
-                        blocks[delta_block(t) + part] = sums.y;
+                        fused_buf[s_block(t - 1u) + part] = sums.x;
+                        fused_buf[delta_block(t) + part] = sums.y;
                     }
                 }
             }
@@ -277,10 +316,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 for (var k = 0u; k < SEQS; k++) {
                     if k < n {
                         let at = k * d + lid;
-                        var sums = vec2<f32>(blocks[s_block(t - 1u) + at], blocks[delta_block(t) + at]);
+                        var sums = vec2<f32>(fused_buf[s_block(t - 1u) + at], fused_buf[delta_block(t) + at]);
                         for (var l = 1u; l < LANES; l++) {
                             let part = l * SEQS * d + at;
-                            sums += vec2<f32>(blocks[s_block(t - 1u) + part], blocks[delta_block(t) + part]);
+                            sums += vec2<f32>(fused_buf[s_block(t - 1u) + part], fused_buf[delta_block(t) + part]);
                         }
                         units[k] = finish(t, s0, k, lid, flags, sums, units[k]);
                     }

@@ -22,5 +22,12 @@ const MAX_SEQS: u32 = 16u;
 // have 256 invocations whenever d > 256 (below, those matched to d have at least d).
 const SLOTS: u32 = MAX_HIDDEN / 256u;
 
+// Values one invocation loads at most when a time loop stages a block of steps' loads in
+// workgroup memory (forward.wgsl's stage_inputs, bptt.wgsl's and sweep_bptt.wgsl's
+// stage_block): a constant count, so that the drivers
+// unroll the loads and issue them together. The host's twin is gpu::blocks::STAGE_LOADS,
+// which sizes the blocks by it; a unit test there checks that the two agree.
+const STAGE_LOADS: u32 = 16u;
+
 // The largest finite f32: `!(x <= F32_MAX)` holds exactly for x = +inf and NaN.
 const F32_MAX: f32 = 3.40282347e38;

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 
+use crate::gpu::blocks;
 use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
@@ -22,6 +23,8 @@ pub(crate) struct Dims {
     dv_scale: f32,
     first: u32,
     count: u32,
+    block: u32,
+    slot: u32,
 }
 
 impl Dims {
@@ -44,6 +47,8 @@ impl Dims {
             dv_scale: seq.dv.scale,
             first: 0,
             count: 0,
+            block: 0,
+            slot: 0,
         }
     }
 }
@@ -84,7 +89,8 @@ pub(crate) fn dispatch_batch_mean(
 }
 
 /// bptt.wgsl's launch with `dims`, packed as `packing` says, on the tanh RNN's
-/// buffers.
+/// buffers, in blocks of staged loads (two values a step, the injection and h_t, beside two
+/// vectors: `blocks::staged_steps`).
 fn launch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -100,7 +106,12 @@ fn launch(
         (6, seq.err.as_entire_binding()),
     ];
     let kernel = ctx.time_loop_kernel(seq.h.storage, TimeLoop::Bptt, packing)?;
-    dispatch_cell(ctx, model, (shape, steps, packing), kernel, dims, bindings)
+    let dims = Dims {
+        block: blocks::staged_steps(packing, 2, 2) as u32,
+        slot: packing.slot() as u32,
+        ..*dims
+    };
+    dispatch_cell(ctx, model, (shape, steps, packing), kernel, &dims, bindings)
 }
 
 /// What the backward launches of both cells share: `kernel`'s recursion, one workgroup

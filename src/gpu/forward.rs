@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::error::Error;
+use crate::gpu::blocks::{self, Blocks};
 use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
@@ -25,6 +26,9 @@ struct Dims {
     hidden: u32,
     first: u32,
     count: u32,
+    block: u32,
+    slot: u32,
+    staged: u32,
 }
 
 /// How the tanh RNN's time loops (the forward pass, the backward recursion and the target
@@ -157,8 +161,8 @@ fn llvmpipe_choice(width: usize, batch: usize, threads: usize) -> usize {
 }
 
 /// The launches: Wᵀ, then the time loop packed as `packing` says, `steps` steps per
-/// launch, writing h [T+1, B, d] (and handing each segment's last state on in
-/// `seq.carry`).
+/// launch in blocks (`blocks::forward`), writing h [T+1, B, d] (and handing each
+/// segment's last state on in `seq.carry`).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -170,6 +174,7 @@ pub(crate) fn dispatch(
         ctx,
         model,
         (shape, steps, packing),
+        Some(blocks::forward(packing, model.layout.dims.input)),
         ctx.time_loop_kernel(seq.h.storage, TimeLoop::Forward, packing)?,
         vec![
             (4, seq.x.as_entire_binding()),
@@ -182,11 +187,13 @@ pub(crate) fn dispatch(
 
 /// What the forward launches of both cells share: Wᵀ ([d, gates·d] from W [gates·d, d]),
 /// then `kernel`'s time loop, one workgroup per `packing.seqs` sequences and `steps` steps
-/// per launch, bound to Wᵀ, U and b at 1–3 and to the cell's own `bindings` after them.
+/// per launch (in `blocks` where the loop has them: the tanh cell's), bound to Wᵀ, U and b
+/// at 1–3 and to the cell's own `bindings` after them.
 pub(crate) fn dispatch_cell<'a>(
     ctx: &GpuContext,
     model: &'a ModelBuffers,
     (shape, steps, packing): (Shape, usize, Packing),
+    blocks: Option<Blocks>,
     kernel: &wgpu::ComputePipeline,
     bindings: Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Result<[Dispatch; 2]> {
@@ -208,6 +215,9 @@ pub(crate) fn dispatch_cell<'a>(
             hidden: d as u32,
             first: 1 + seg.first,
             count: seg.count,
+            block: blocks.map_or(0, |b| b.steps as u32),
+            slot: blocks.map_or(0, |b| b.slot as u32),
+            staged: blocks.is_some_and(|b| b.staged).into(),
         })
         .collect();
     let mut all = vec![

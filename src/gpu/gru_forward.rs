@@ -23,6 +23,7 @@ pub(crate) fn dispatch(
         ctx,
         model,
         (shape, steps, Packing::one(model.layout.dims.hidden)),
+        None,
         &ctx.gru_kernels(model.layout.dims.hidden)?.forward,
         vec![
             (4, model.layout.b_hh.bind(&model.theta)),

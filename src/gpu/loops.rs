@@ -15,6 +15,7 @@
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
+use crate::gpu::blocks::{self, STAGE_LOADS};
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::gpu::packing::Packing;
 use crate::gpu::packing::REG_BLOCKS;
@@ -164,8 +165,14 @@ pub(crate) fn forward(
     };
     let step = units_work + 3 + flat;
     let (fixed, per_unit) = match cell {
-        // One barrier after the set-up, one a step.
-        CellKind::Tanh => (3 * (u + flat) + 4 + REGISTER_LOAD + BARRIER, step + BARRIER),
+        // One barrier after the set-up, one a step; and its blocks (`block_cost`).
+        CellKind::Tanh => {
+            let (k, block) = block_cost(p, packing);
+            (
+                3 * (u + flat) + 4 + REGISTER_LOAD + BARRIER + block,
+                step + BARRIER + 1 + block.div_ceil(k),
+            )
+        }
         // One barrier after the set-up, one a step.
         CellKind::Gru => (u + 2 + BARRIER, step + BARRIER),
     };
@@ -177,6 +184,25 @@ pub(crate) fn forward(
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,
     }
+}
+
+/// forward.wgsl's blocks of steps (`blocks::forward`) for `p` inputs a step: the steps of
+/// a block, and what each block adds beyond its steps' own work: the staging of its
+/// inputs (where staged), the end of the loop over
+/// its steps' stores (each step's store loop is the step's, as before blocks) and a
+/// barrier. A launch of n steps runs at most ⌈n / k⌉ ≤ n / k + 1 blocks, so charging the
+/// block once a launch and ⌈block / k⌉ a step, with one a step for the store loop's
+/// iteration, bounds it.
+fn block_cost(p: usize, packing: Packing) -> (usize, usize) {
+    let blocks = blocks::forward(packing, p);
+    let k = blocks.steps.max(1);
+    // Two loops of STAGE_LOADS iterations (the loads, then the stores), where staged.
+    let staging = if blocks.staged {
+        2 * (STAGE_LOADS + 1)
+    } else {
+        0
+    };
+    (k, staging + 1 + BARRIER)
 }
 
 /// target_sweep.wgsl: per step the bracketed vector (p input terms in the plain mode), the
@@ -227,25 +253,12 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
 /// over the sequences.
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
     let u = units(d);
-    let b = packing.seqs.max(1);
     let cost = match cell {
-        // One barrier in the set-up, one a step (two with lanes: lanes_step's).
-        CellKind::Tanh => {
-            let flat = flat_loops(b, d, packing);
-            let shared = if b > 1 { 2 * (d / 8) + b + 4 } else { 0 };
-            let unit = b.saturating_mul(dot(d) + 2).saturating_add(shared);
-            let units_work = if packing.lanes > 1 {
-                lanes_step(d, b, 2, packing).saturating_add(b + 1)
-            } else {
-                u * unit
-            };
-            Cost {
-                // Before the steps, the first step's inputs (loaded a step ahead from then
-                // on; sweep_bptt.wgsl's h likewise).
-                fixed: u + flat + 2 + b + 1 + REGISTER_LOAD + BARRIER,
-                per_unit: units_work + 3 + BARRIER,
-            }
-        }
+        CellKind::Tanh => staged(
+            tanh_bptt(d, packing),
+            blocks::staged_steps(packing, 2, 2),
+            2,
+        ),
         CellKind::Gru => {
             // Two barriers per gate block past d = 682 (one a step below, where the three
             // blocks go through workgroup memory at once: the model charges the wider case).
@@ -266,20 +279,57 @@ pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> 
     }
 }
 
+/// bptt.wgsl's loops without its blocks of staged loads: one barrier in the set-up, one a
+/// step (two with lanes: lanes_step's); before the steps, a loop over the sequences (the
+/// first step's inputs where sweep_bptt.wgsl loads h_first).
+fn tanh_bptt(d: usize, packing: Packing) -> Cost {
+    let u = units(d);
+    let b = packing.seqs.max(1);
+    let flat = flat_loops(b, d, packing);
+    let shared = if b > 1 { 2 * (d / 8) + b + 4 } else { 0 };
+    let unit = b.saturating_mul(dot(d) + 2).saturating_add(shared);
+    let units_work = if packing.lanes > 1 {
+        lanes_step(d, b, 2, packing).saturating_add(b + 1)
+    } else {
+        u * unit
+    };
+    Cost {
+        fixed: u + flat + 2 + b + 1 + REGISTER_LOAD + BARRIER,
+        per_unit: units_work + 3 + BARRIER,
+    }
+}
+
+/// `cost` with a backward loop's blocks of `k` steps (0: none) whose finishers stage
+/// `values` values a step (bptt.wgsl's and sweep_bptt.wgsl's stage_block): each block two
+/// loops of STAGE_LOADS / values iterations. A launch of n steps runs at most
+/// ⌈n / k⌉ ≤ n / k + 1 blocks: charged once a launch and ⌈block / k⌉ a step.
+fn staged(cost: Cost, k: usize, values: usize) -> Cost {
+    if k == 0 {
+        return cost;
+    }
+    let block = 2 * (STAGE_LOADS / values.max(1) + 1);
+    Cost {
+        fixed: cost.fixed + block,
+        per_unit: cost.per_unit + block.div_ceil(k),
+    }
+}
+
 /// sweep_bptt.wgsl: per step what target_sweep.wgsl's and bptt.wgsl's steps do together
 /// (their sum: its one pass over the units runs both dot products and both finishes, its
 /// barriers are the sweep's), per launch both set-ups and the loading of its column of Pᵀ
-/// into registers (bptt's model has the one of W).
+/// into registers (bptt's model has the one of W); and its own blocks of staged loads (h,
+/// one value a step).
 pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> LoopModel {
     let sweep = target_sweep(d, p, shape, packing).cost;
-    let bptt = bptt(CellKind::Tanh, d, shape, packing).cost;
+    let bptt = tanh_bptt(d, packing);
+    let both = Cost {
+        fixed: sweep.fixed.saturating_add(bptt.fixed) + REGISTER_LOAD,
+        per_unit: sweep.per_unit.saturating_add(bptt.per_unit),
+    };
     LoopModel {
         what: "target sweep with the backward recursion",
         unit: Unit::Step,
-        cost: Cost {
-            fixed: sweep.fixed.saturating_add(bptt.fixed) + REGISTER_LOAD,
-            per_unit: sweep.per_unit.saturating_add(bptt.per_unit),
-        },
+        cost: staged(both, blocks::staged_steps(packing, 1, 4), 1),
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,

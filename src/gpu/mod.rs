@@ -26,6 +26,7 @@
 
 mod adapters;
 pub mod backend;
+mod blocks;
 mod bptt;
 mod buffers;
 mod cg_record;

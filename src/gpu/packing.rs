@@ -82,6 +82,12 @@ impl Packing {
     pub fn workgroups(self, batch: usize) -> usize {
         batch.div_ceil(self.seqs.max(1))
     }
+
+    /// Floats of one of a time loop's d-vectors in workgroup memory: the lanes' partial
+    /// sums of the workgroup's sequences, lanes·seqs·d.
+    pub fn slot(self) -> usize {
+        (self.lanes.max(1) * self.seqs.max(1) * self.hidden).max(1)
+    }
 }
 
 /// include/dot.wgsl's REG_BLOCKS: the eight-term blocks of a column an invocation keeps in

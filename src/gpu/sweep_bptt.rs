@@ -7,6 +7,7 @@
 use anyhow::Result;
 
 use crate::config::{TargetMode, TpConfig};
+use crate::gpu::blocks;
 use crate::gpu::buffers::{time_loop_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
@@ -28,6 +29,8 @@ struct Dims {
     dv_scale: f32,
     first: u32,
     count: u32,
+    block: u32,
+    slot: u32,
 }
 
 /// Whether the fused loop can run TP's backward pass: the linearized or difference
@@ -53,8 +56,8 @@ pub(crate) fn fits(
 }
 
 /// The launches: Pᵀ and W into one matrix [Pᵀ; W] (W from the forward pass's Wᵀ), then
-/// the loop with one workgroup per `packing.seqs` sequences, `steps` steps per launch,
-/// writing the target offsets dv [T+1, B, d] (each segment handing its last offsets on in
+/// the loop with one workgroup per `packing.seqs` sequences, `steps` steps per launch (in
+/// blocks of staged loads: one value, h, a step beside four vectors), writing the target offsets dv [T+1, B, d] (each segment handing its last offsets on in
 /// `seq.carry`) and δ, e [T, B, d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
@@ -93,6 +96,8 @@ pub(crate) fn dispatch(
             dv_scale: seq.dv.scale,
             first: shape.steps as u32 - seg.first,
             count: seg.count,
+            block: blocks::staged_steps(packing, 1, 4) as u32,
+            slot: packing.slot() as u32,
         })
         .collect();
     let fused = Dispatch::segments(

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Prepared for the next GPU call (not yet run): "Blocks of steps" (docs/PERFORMANCE.md)
+# against the build before it, with cuDNN in the same call, then what gpu-run11.sh was
+# prepared for. Here, from the project's root, before the call:
+#   git worktree add /tmp/before 8459db1 && (cd /tmp/before && cargo build --release)
+#   gzip -9 -c /tmp/before/target/release/tpri > .bin/tpri-before.gz
+#   cargo build --release && gzip -9 -c target/release/tpri > .bin/tpri.gz
+#   cp docs/bench/next/gpu-run12.sh .bin/gpu-bench.sh; cp ../shared/device/torch_baseline.py .bin/
+# and run `bash .bin/gpu-bench.sh` there with .gl/ and .bin/ beside it. A call returns at
+# most eight files: the JSON goes back in one archive, results.tgz, beside log.txt.
+. docs/bench/gpu-env.sh
+step 30 .bin/tpri devices
+step 60 .bin/tpri check
+# The comparison: two rounds a build, in opposite orders.
+grid tpri-before before-r1 60; grid tpri blocks-r1 60; grid tpri blocks-r2 60; grid tpri-before before-r2 60
+step 40 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$OUT/torch-784.json"
+for m in tp bp; do
+  step 30 .bin/tpri train --preset adding-30-$m --seq-len 784 --hidden 100 --batch-size 16 --iterations 2000 --eval-every 1000 --backend gpu --run-dir /tmp/e2e-$m
+done
+# gpu-run11.sh's questions, with the new build.
+step 60 .bin/tpri check --storage f16
+step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,128,192,256 --batch 16 --reps 10 --lanes-per-unit 1,2,4 --json "$OUT/lanes.json"
+step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 10 --json "$OUT/gru-784.json"
+step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100,256 --batch 16,256 --reps 10 --storage f32,f16 --json "$OUT/f16.json"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
+(cd "$OUT" && tar czf results.tgz ./*.json && rm -f ./*.json)
+grep -E "^(gpu  .*784 +100 +16 |==|done|all )" "$log" | tail -c 11000
