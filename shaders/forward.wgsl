@@ -57,8 +57,9 @@
 // instead of d (on a GPU the steps are pure latency: many idle invocations cost less than
 // a long chain). The lanes write their partial sums to the slot that step t writes h_t
 // into, lane l's of unit i of sequence k at l·SEQS·d + k·d + i: nobody reads that slot
-// during step t before h_t is complete (its last reads were steps' before step t − 1's
-// final barrier, and the stores of a block that ended at step t − 1 read other slots). After a
+// during step t before h_t is complete (the state it held, block + 1 steps earlier, was
+// last read before step t − 1's final barrier; the stores of a block that ended at step
+// t − 1 read other slots). After a
 // barrier, the finisher of unit i (invocation i mod WG) adds to the input part and the
 // last d % 8 terms the L partials in lane order (deterministic, but not the order of one
 // lane: results change within f32 rounding with L), and writes h_t over lane 0's partial:

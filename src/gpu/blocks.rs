@@ -123,8 +123,8 @@ mod tests {
         let paper = Packing::new(1, 2, 100, 1024);
         assert_eq!(staged_steps(paper, 2, 2), 8);
         assert_eq!(staged_steps(paper, 1, 4), 16);
-        // Four vectors of two lanes at d = 512 fill the memory: no blocks.
-        assert_eq!(staged_steps(Packing::new(1, 2, 512, 1024), 1, 4), 0);
+        // Four vectors of four lanes at d = 256 fill the memory: no blocks.
+        assert_eq!(staged_steps(Packing::new(1, 4, 256, 1024), 1, 4), 0);
         for packing in packings() {
             for (values, vectors) in [(2, 2), (1, 4)] {
                 let k = staged_steps(packing, values, vectors);
