@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepared for the next GPU call (not yet run): "Blocks of steps" (docs/PERFORMANCE.md)
-# against the build before it, with cuDNN in the same call, then what gpu-run11.sh was
-# prepared for. Here, from the project's root, before the call:
+# against the build before it, with cuDNN in the same call; then what the section "W in
+# registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
+# (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
+# h200/1-first/gru-784.json) and f16 storage with the register path, with its check.
+# Here, from the project's root, before the call:
 #   git worktree add /tmp/before 8459db1 && (cd /tmp/before && cargo build --release)
 #   gzip -9 -c /tmp/before/target/release/tpri > .bin/tpri-before.gz
 #   cargo build --release && gzip -9 -c target/release/tpri > .bin/tpri.gz
@@ -17,7 +20,7 @@ step 40 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$
 for m in tp bp; do
   step 30 .bin/tpri train --preset adding-30-$m --seq-len 784 --hidden 100 --batch-size 16 --iterations 2000 --eval-every 1000 --backend gpu --run-dir /tmp/e2e-$m
 done
-# gpu-run11.sh's questions, with the new build.
+# What "W in registers" left unmeasured, with the new build.
 step 60 .bin/tpri check --storage f16
 step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,128,192,256 --batch 16 --reps 10 --lanes-per-unit 1,2,4 --json "$OUT/lanes.json"
 step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 10 --json "$OUT/gru-784.json"
