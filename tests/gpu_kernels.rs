@@ -285,6 +285,29 @@ fn matmul_matches_reference() {
     }
 }
 
+/// The reductions as a GPU splits them (`matmul::reduction` for a device running 1 024
+/// workgroups at once): up to 1 024 slices of partial products, which split_sum.wgsl adds
+/// with 1 to 128 invocations an element; sizes off the workgroup's, k no multiple of 16.
+#[test]
+fn split_reductions_match_reference() {
+    let ctx = ctx();
+    let mut r = rng(310);
+    // (m, k, n): slices, then split_sum's lanes an element.
+    for (m, k, n) in [
+        (100, 1200, 100), // 18 slices, 4 lanes
+        (33, 3001, 1),    // 46, 8
+        (7, 5000, 3),     // 78, 16
+        (3, 70_001, 2),   // 1 024, 128
+        (257, 1000, 1),   // 5 slices: one lane
+    ] {
+        let a = random(&mut r, k, m, 1.0);
+        let b = random(&mut r, k, n, 1.0);
+        let want = a.transpose() * &b;
+        let got = gpu::one_shot::matmul_split(&ctx, &a, true, &b, 1024).unwrap();
+        check(&format!("C ({m}×{k}·{k}×{n}, split)"), &got, &want, TOL);
+    }
+}
+
 #[test]
 fn bptt_matches_reference_in_every_mode() {
     let ctx = ctx();

@@ -150,7 +150,8 @@ impl Workspace {
                     n,
                     k: rows,
                 };
-                matmul::reduction(ctx, ops, b_storage, &scratch, &segmenting)
+                let concurrent = segmenting.concurrent_workgroups();
+                matmul::reduction(ctx, ops, (b_storage, &scratch), &segmenting, concurrent)
             };
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();

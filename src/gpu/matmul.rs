@@ -40,6 +40,7 @@ struct SumDims {
     splits: u32,
     c_offset: u32,
     accumulate: u32,
+    lanes: u32,
 }
 
 /// Fewest rows of k one split walks, so that a split's partial product is worth its
@@ -48,6 +49,24 @@ const MIN_SPLIT_ROWS: usize = 4 * REDUCTION_STAGE;
 
 /// split_sum.wgsl's workgroup size.
 const SUM_WORKGROUP: usize = 256;
+
+/// Slices each invocation of split_sum.wgsl adds at most, one load after another: the
+/// sum of each element is split over enough lanes for that (`sum_lanes`).
+const SUM_CHAIN: usize = 8;
+
+/// split_sum.wgsl's invocations per element for `splits` slices of `len` elements: the
+/// least power of two that leaves each at most `SUM_CHAIN` slices, at most the workgroup
+/// size, and fewer where the grid would pass WebGPU's 65 535 workgroups.
+pub(crate) fn sum_lanes(splits: usize, len: usize) -> usize {
+    let mut lanes = splits
+        .div_ceil(SUM_CHAIN)
+        .next_power_of_two()
+        .min(SUM_WORKGROUP);
+    while lanes > 1 && len.div_ceil(SUM_WORKGROUP / lanes) > 65_535 {
+        lanes /= 2;
+    }
+    lanes
+}
 
 /// Where the operands of a product start in their buffers (elements) and whether it adds
 /// to C: a block of rows of a larger buffer, without binding at an offset (which the
@@ -115,18 +134,19 @@ pub(crate) fn scratch_len(m: usize, n: usize, k: usize, concurrent: usize) -> us
 
 /// The launches of a reduction C = op(A) B over a long k axis with B a history stored as
 /// `b_storage`: bounded segments as `segmenting` picks them and, where [`splits`] says
-/// so, the k axis split over workgroups into `scratch` (at least [`scratch_len`] floats)
-/// and summed into C.
+/// so for a device running `concurrent` workgroups at once (`Segmenting::
+/// concurrent_workgroups`), the k axis split over workgroups into `scratch` (at least
+/// [`scratch_len`] floats) and summed into C by split_sum.wgsl.
 pub(crate) fn reduction(
     ctx: &GpuContext,
     ops: Operands<'_>,
-    b_storage: Storage,
-    scratch: &wgpu::Buffer,
+    (b_storage, scratch): (Storage, &wgpu::Buffer),
     segmenting: &Segmenting,
+    concurrent: usize,
 ) -> Result<Vec<Dispatch>> {
     let (m, n, k) = (ops.m, ops.n, ops.k);
     let pipeline = &ctx.history_kernels(b_storage)?.matmul;
-    let splits = splits(m, n, k, segmenting.concurrent_workgroups());
+    let splits = splits(m, n, k, concurrent);
     let [x, y, _] = groups(m, n);
     let model = loops::reductions(k.div_ceil(splits), (x * y) as usize * splits);
     let stages = segmenting.quota(&model)?;
@@ -154,6 +174,7 @@ pub(crate) fn reduction(
         stages,
         Some(splits),
     )?;
+    let lanes = sum_lanes(splits, len);
     let sum = Dispatch::new(
         ctx,
         &ctx.kernels.split_sum,
@@ -162,9 +183,10 @@ pub(crate) fn reduction(
             splits: splits as u32,
             c_offset: 0,
             accumulate: 0,
+            lanes: lanes as u32,
         },
         &[(1, scratch.as_entire_binding()), (2, c)],
-        [len.div_ceil(SUM_WORKGROUP) as u32, 1, 1],
+        [len.div_ceil(SUM_WORKGROUP / lanes) as u32, 1, 1],
     )?;
     Ok(vec![products, sum])
 }
@@ -239,5 +261,34 @@ impl Operands<'_> {
     /// The stages of 16 rows of k one launch of this product runs, as `segmenting` picks.
     pub fn stages(&self, segmenting: &Segmenting) -> Result<usize> {
         segmenting.quota(&loop_model(self.m, self.n, self.k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enough lanes that no invocation of split_sum.wgsl adds more than SUM_CHAIN slices,
+    /// within a workgroup and WebGPU's grid.
+    #[test]
+    fn split_sums_keep_their_chains_short() {
+        assert_eq!(sum_lanes(1, 1), 1);
+        assert_eq!(sum_lanes(8, 64), 1);
+        assert_eq!(sum_lanes(9, 64), 2);
+        // The paper's size on a GPU: 196 slices (∇W at d = 100, and ∇U, ∇b).
+        assert_eq!(sum_lanes(196, 10_000), 32);
+        assert_eq!(sum_lanes(1024, 1), 128);
+        assert_eq!(sum_lanes(5000, 1), SUM_WORKGROUP);
+        for splits in [1, 2, 7, 100, 1024, 4096] {
+            for len in [1, 7, 64, 10_000, 1 << 22] {
+                let lanes = sum_lanes(splits, len);
+                assert!(lanes.is_power_of_two() && lanes <= SUM_WORKGROUP);
+                let grid = |lanes: usize| len.div_ceil(SUM_WORKGROUP / lanes);
+                // Short chains, unless the workgroup or the grid stopped the lanes short.
+                let short = splits.div_ceil(lanes) <= SUM_CHAIN;
+                assert!(short || lanes == SUM_WORKGROUP || grid(2 * lanes) > 65_535);
+                assert!(lanes == 1 || grid(lanes) <= 65_535);
+            }
+        }
     }
 }

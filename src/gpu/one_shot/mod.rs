@@ -17,7 +17,7 @@ pub use cells::{
 pub use targets::{
     gru_per_gate_sweep, inverse_cg, jacobian_sweep, jvp, target_sweep, target_sweep_with, vjp,
 };
-pub use updates::{matmul, optimizer_step};
+pub use updates::{matmul, matmul_split, optimizer_step};
 
 use anyhow::Result;
 use nalgebra::DMatrix;

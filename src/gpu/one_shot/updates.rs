@@ -22,6 +22,20 @@ pub fn matmul(
     trans_a: bool,
     b: &DMatrix<f64>,
 ) -> Result<DMatrix<f64>> {
+    let concurrent = Segmenting::new(ctx, StepsPerDispatch::Auto, 1).concurrent_workgroups();
+    matmul_split(ctx, a, trans_a, b, concurrent)
+}
+
+/// `matmul` split as on a device that runs `concurrent` workgroups at once: a long k axis
+/// over up to that many workgroups whose partial products split_sum.wgsl adds (a GPU's
+/// 1 024 on a CPU driver, so that tests there take the GPU's path).
+pub fn matmul_split(
+    ctx: &GpuContext,
+    a: &DMatrix<f64>,
+    trans_a: bool,
+    b: &DMatrix<f64>,
+    concurrent: usize,
+) -> Result<DMatrix<f64>> {
     let (m, k) = if trans_a {
         (a.ncols(), a.nrows())
     } else {
@@ -41,7 +55,7 @@ pub fn matmul(
     ctx.write(&b_buf, 0, &rows_f32(b));
     poison(ctx, &c_buf, m * n);
     let segmenting = Segmenting::new(ctx, StepsPerDispatch::Auto, 1);
-    let slices = scratch_len(m, n, k, segmenting.concurrent_workgroups());
+    let slices = scratch_len(m, n, k, concurrent);
     let scratch = ctx.storage("matmul slices", 4 * slices.max(1) as u64, none)?;
     let launches = reduction(
         ctx,
@@ -54,9 +68,9 @@ pub fn matmul(
             n,
             k,
         },
-        Storage::F32,
-        &scratch,
+        (Storage::F32, &scratch),
         &segmenting,
+        concurrent,
     )?;
     ctx.submit(|pass| launches.iter().for_each(|l| l.record(pass)))?;
     Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))
