@@ -164,45 +164,33 @@ pub(crate) fn forward(
         u * unit
     };
     let step = units_work + 3 + flat;
-    let (fixed, per_unit) = match cell {
-        // One barrier after the set-up, one a step; and its blocks (`block_cost`).
+    let cost = match cell {
+        // One barrier after the set-up, one a step. Blocks (`blocks::forward`): the staging
+        // of their inputs (two loops of STAGE_LOADS, where staged), the end of the loop
+        // over their steps' stores (one iteration a step) and a barrier.
         CellKind::Tanh => {
-            let (k, block) = block_cost(p, packing);
-            (
-                3 * (u + flat) + 4 + REGISTER_LOAD + BARRIER + block,
-                step + BARRIER + 1 + block.div_ceil(k),
-            )
+            let blocks = blocks::forward(packing, p);
+            let block = 1 + BARRIER + if blocks.staged { staging(1) } else { 0 };
+            let cost = Cost {
+                fixed: 3 * (u + flat) + 4 + REGISTER_LOAD + BARRIER,
+                per_unit: step + BARRIER + 1,
+            };
+            with_blocks(cost, blocks.steps, block)
         }
         // One barrier after the set-up, one a step.
-        CellKind::Gru => (u + 2 + BARRIER, step + BARRIER),
+        CellKind::Gru => Cost {
+            fixed: u + 2 + BARRIER,
+            per_unit: step + BARRIER,
+        },
     };
     LoopModel {
         what: "forward pass",
         unit: Unit::Step,
-        cost: Cost { fixed, per_unit },
+        cost,
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,
     }
-}
-
-/// forward.wgsl's blocks of steps (`blocks::forward`) for `p` inputs a step: the steps of
-/// a block, and what each block adds beyond its steps' own work: the staging of its
-/// inputs (where staged), the end of the loop over
-/// its steps' stores (each step's store loop is the step's, as before blocks) and a
-/// barrier. A launch of n steps runs at most ⌈n / k⌉ ≤ n / k + 1 blocks, so charging the
-/// block once a launch and ⌈block / k⌉ a step, with one a step for the store loop's
-/// iteration, bounds it.
-fn block_cost(p: usize, packing: Packing) -> (usize, usize) {
-    let blocks = blocks::forward(packing, p);
-    let k = blocks.steps.max(1);
-    // Two loops of STAGE_LOADS iterations (the loads, then the stores), where staged.
-    let staging = if blocks.staged {
-        2 * (STAGE_LOADS + 1)
-    } else {
-        0
-    };
-    (k, staging + 1 + BARRIER)
 }
 
 /// target_sweep.wgsl: per step the bracketed vector (p input terms in the plain mode), the
@@ -254,10 +242,10 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
     let u = units(d);
     let cost = match cell {
-        CellKind::Tanh => staged(
+        CellKind::Tanh => with_blocks(
             tanh_bptt(d, packing),
             blocks::staged_steps(packing, 2, 2),
-            2,
+            staging(2),
         ),
         CellKind::Gru => {
             // Two barriers per gate block past d = 682 (one a step below, where the three
@@ -299,15 +287,19 @@ fn tanh_bptt(d: usize, packing: Packing) -> Cost {
     }
 }
 
-/// `cost` with a backward loop's blocks of `k` steps (0: none) whose finishers stage
-/// `values` values a step (bptt.wgsl's and sweep_bptt.wgsl's stage_block): each block two
-/// loops of STAGE_LOADS / values iterations. A launch of n steps runs at most
-/// ⌈n / k⌉ ≤ n / k + 1 blocks: charged once a launch and ⌈block / k⌉ a step.
-fn staged(cost: Cost, k: usize, values: usize) -> Cost {
+/// The two loops (loads, then stores) of a block's staging with `values` values a step
+/// (forward.wgsl's stage_inputs: 1; bptt.wgsl's and sweep_bptt.wgsl's stage_block).
+fn staging(values: usize) -> usize {
+    2 * (STAGE_LOADS / values.max(1) + 1)
+}
+
+/// `cost` with blocks of `k` steps (0: none) adding `block` iterations each. A launch of n
+/// steps runs at most ⌈n / k⌉ ≤ n / k + 1 blocks: charged once a launch and ⌈block / k⌉
+/// a step.
+fn with_blocks(cost: Cost, k: usize, block: usize) -> Cost {
     if k == 0 {
         return cost;
     }
-    let block = 2 * (STAGE_LOADS / values.max(1) + 1);
     Cost {
         fixed: cost.fixed + block,
         per_unit: cost.per_unit + block.div_ceil(k),
@@ -329,7 +321,7 @@ pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> 
     LoopModel {
         what: "target sweep with the backward recursion",
         unit: Unit::Step,
-        cost: staged(both, blocks::staged_steps(packing, 1, 4), 1),
+        cost: with_blocks(both, blocks::staged_steps(packing, 1, 4), staging(1)),
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,
