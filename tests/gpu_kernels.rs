@@ -683,3 +683,19 @@ fn a_device_below_the_storage_buffer_limit_is_refused_naming_it() {
         "{err}"
     );
 }
+
+/// The step probes run on the adapter and every value each writes follows its chain
+/// (`step_probe::probe` checks them after poisoning); odd sizes; bad sizes are errors.
+#[test]
+fn step_probes_run_and_check_their_chains() {
+    let ctx = ctx();
+    let probes = gpu::step_probe::probe(&ctx, 37, 3, 1).unwrap();
+    assert_eq!(probes.len(), gpu::step_probe::PROBES.len());
+    for p in &probes {
+        assert!(p.step_s.is_finite() && p.step_s > 0.0, "{p:?}");
+    }
+    for (steps, groups, reps) in [(0, 1, 1), (1, 0, 1), (1, 1, 0), (1 << 25, 1, 1)] {
+        let err = gpu::step_probe::probe(&ctx, steps, groups, reps).unwrap_err();
+        assert!(err.to_string().contains("probe"), "{err}");
+    }
+}

@@ -2,8 +2,8 @@
 // gru_forward.wgsl, bptt.wgsl, gru_bptt.wgsl, target_sweep.wgsl, sweep_bptt.wgsl,
 // jacobian.wgsl, gru_per_gate_sweep.wgsl, dtp_reverse.wgsl and dtp_targets.wgsl, which size
 // their workgroup vectors by MAX_HIDDEN (and gru_bptt.wgsl, gru_per_gate_sweep.wgsl,
-// jacobian.wgsl, dtp_targets.wgsl their per-invocation registers by SLOTS), and to
-// cg_check.wgsl for F32_MAX. One declaration here rather than one per kernel, so that the
+// jacobian.wgsl, dtp_targets.wgsl their per-invocation registers by SLOTS), to
+// cg_check.wgsl for F32_MAX and to step_probe.wgsl for STAGE_LOADS. One declaration here rather than one per kernel, so that the
 // host's limit has one WGSL twin.
 
 // Largest hidden size d: the fused kernels keep at most two d-vectors in workgroup memory

@@ -13,6 +13,7 @@ use tpri::bench::{
     Size,
 };
 use tpri::config::{Hyper, Method, Solver};
+use tpri::gpu::step_probe::{self, ProbeTime};
 use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, GpuOptions, Storage};
 use tpri::model::CellKind;
 use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
@@ -21,7 +22,7 @@ use super::bench_args::{assumed_machine, check_args, check_memory, iproduct};
 pub use super::bench_args::{BenchArgs, Which};
 use super::bench_report::{
     fit_rows, ms, plot_regimes, print_fits, print_iterations, print_model, print_phases,
-    print_regimes, FitRow,
+    print_probes, print_regimes, FitRow,
 };
 
 /// Every combination of the lengths, hidden sizes and batch sizes, with `--input` and
@@ -38,6 +39,10 @@ fn sizes_of(args: &BenchArgs, steps: &[usize], hidden: &[usize], batch: &[usize]
         .collect()
 }
 
+/// `--probes`: steps of each probe's loop, and its workgroups (the paper's batch).
+const PROBE_STEPS: usize = 4096;
+const PROBE_GROUPS: usize = 16;
+
 /// Everything `--json` writes.
 #[derive(Serialize)]
 struct Report {
@@ -51,6 +56,8 @@ struct Report {
     fits: Vec<FitRow>,
     regimes: Vec<Measurement>,
     crossover: Vec<CrossoverRow>,
+    /// `--probes`: each probe's median time a step.
+    probes: Vec<ProbeTime>,
 }
 
 /// One size of the crossover study: CPU TP-RI iteration medians both ways.
@@ -192,6 +199,15 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         Vec::new()
     };
 
+    let probes = match (&gpu, args.probes) {
+        (Some(ctx), true) => {
+            let probes = step_probe::probe(ctx, PROBE_STEPS, PROBE_GROUPS, args.reps)?;
+            print_probes(&probes, PROBE_STEPS, PROBE_GROUPS);
+            probes
+        }
+        _ => Vec::new(),
+    };
+
     if let Some(path) = &args.json {
         let report = Report {
             crate_version: env!("CARGO_PKG_VERSION"),
@@ -203,6 +219,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             fits,
             regimes,
             crossover,
+            probes,
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;

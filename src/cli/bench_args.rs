@@ -95,6 +95,13 @@ pub struct BenchArgs {
     /// Also measure the TP/BP time ratio over the T × d grid below.
     #[arg(long)]
     pub(super) regimes: bool,
+    /// Also time the step probes on the GPU (`shaders/step_probe.wgsl`): what one step of
+    /// a time loop costs besides its arithmetic (the barrier and the chain through
+    /// workgroup memory, a global load on the chain or a step ahead, a store, a block's
+    /// staged loads, a second barrier), over 4 096 steps in 16 workgroups,
+    /// `--reps` times each (docs/PERFORMANCE.md, "Step probes").
+    #[arg(long)]
+    pub(super) probes: bool,
     /// Sequence lengths of the regime map.
     #[arg(long, value_delimiter = ',', default_values_t = [8, 32, 128])]
     pub(super) regime_steps: Vec<usize>,
@@ -202,6 +209,9 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
             ("--crossover-steps", &args.crossover_steps[..]),
             ("--crossover-batch", &args.crossover_batch[..]),
         ]);
+    }
+    if args.probes && args.backend == Which::Cpu {
+        bail!("--probes times GPU kernels: use --backend gpu or --backend all");
     }
     for (flag, values) in grids {
         if values.is_empty() {

@@ -10,6 +10,7 @@ use tpri::bench::{
     cost_model, fit_line, sequences_per_workgroup, Fit, Machine, Measurement, PhaseCost, Size,
 };
 use tpri::config::Method;
+use tpri::gpu::step_probe::ProbeTime;
 use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
 use tpri::model::CellKind;
 use tpri::plot::{heat_map_with, HeatAxes};
@@ -415,5 +416,19 @@ pub fn print_regimes(all: &[Measurement], steps: &[usize], hidden: &[usize], bat
             }
             println!();
         }
+    }
+}
+
+/// The step probes' medians a step, each beside the barrier-and-chain probe's.
+pub(super) fn print_probes(probes: &[ProbeTime], steps: usize, groups: usize) {
+    println!("\nstep probes ({steps} steps, {groups} workgroups of 128; medians a step):");
+    let base = probes.first().map_or(0.0, |p| p.step_s);
+    for p in probes {
+        println!(
+            "{:<22} {:>9.3} µs  {:>+9.3} µs",
+            p.probe,
+            p.step_s * 1e6,
+            (p.step_s - base) * 1e6
+        );
     }
 }

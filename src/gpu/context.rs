@@ -277,6 +277,26 @@ impl GpuContext {
         })
     }
 
+    /// `submit_timed`, then waits for the device: the seconds the pass took by `timer`'s
+    /// timestamps, or without one by the host's clock from submission to the end of the wait
+    /// (which also counts the driver's overhead: an upper bound).
+    pub(crate) fn run_timed(
+        &self,
+        timer: Option<&Timer>,
+        record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+    ) -> Result<f64> {
+        let start = std::time::Instant::now();
+        self.submit_timed(timer, record)?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("waiting for the GPU: {e}"))?;
+        let wall = start.elapsed().as_secs_f64();
+        match timer {
+            Some(timer) => self.elapsed(timer),
+            None => Ok(wall),
+        }
+    }
+
     /// A pass timer, where the device has timestamp queries.
     pub(crate) fn timer(&self) -> Result<Option<Timer>> {
         if !self

@@ -46,7 +46,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 20] = [
+        pub const SHADERS: [(&str, &str); 21] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -80,6 +80,7 @@ shader_tables! {
     "optimizer.wgsl" => [],
     "transpose.wgsl" => [],
     "split_sum.wgsl" => [],
+    "step_probe.wgsl" => ["limits.wgsl"],
     "gru_forward.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
     "gru_bptt.wgsl" => ["limits.wgsl", "dot.wgsl", "gru.wgsl"],
     "jacobian.wgsl" => [
@@ -218,6 +219,13 @@ fn pipeline(
         },
         cache: None,
     })
+}
+
+/// step_probe.wgsl with `MODE = mode`, compiled on each call: a benchmark's kernel, not an
+/// iteration's (`gpu::step_probe`).
+pub(crate) fn step_probe(device: &wgpu::Device, mode: u32) -> wgpu::ComputePipeline {
+    let module = module(device, &SHADERS, "step_probe.wgsl");
+    pipeline(device, &module, "main", &[("MODE", f64::from(mode))])
 }
 
 /// The kernel sources of the history kernels for `storage` on `device`: f16 storage uses

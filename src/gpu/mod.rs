@@ -59,6 +59,7 @@ pub mod profile;
 mod readback;
 pub(crate) mod segments;
 mod seq_head;
+pub mod step_probe;
 pub mod storage;
 mod sweep_bptt;
 mod target_sweep;

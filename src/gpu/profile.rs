@@ -8,7 +8,6 @@
 //! rasterizer, and an upper bound everywhere.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
 
@@ -66,21 +65,11 @@ impl Profiler {
     /// the first do. The optimizer phase changes the parameters: time it last, or accept
     /// that the next run sees slightly different ones.
     pub fn run(&self, phases: &[Phase], warm: bool) -> Result<f64> {
-        let ctx = &*self.ctx;
-        let start = Instant::now();
-        ctx.submit_timed(self.timer.as_ref(), |pass| {
+        self.ctx.run_timed(self.timer.as_ref(), |pass| {
             for &phase in phases {
                 self.ws.record_phase(pass, phase, warm);
             }
-        })?;
-        ctx.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow::anyhow!("waiting for the GPU: {e}"))?;
-        let wall = start.elapsed().as_secs_f64();
-        match &self.timer {
-            Some(timer) => ctx.elapsed(timer),
-            None => Ok(wall),
-        }
+        })
     }
 
     /// CG iterations of the last solve for P, or the most of the GRU's three solves for

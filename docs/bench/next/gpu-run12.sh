@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepared for the next GPU call (not yet run): "Blocks of steps" (docs/PERFORMANCE.md)
-# against the build before it, with cuDNN in the same call; then what the section "W in
+# Prepared for the next GPU call (not yet run): the step probes, then "Blocks of steps"
+# and "Split sums in parallel" (docs/PERFORMANCE.md) against the build before them
+# (8459db1), with cuDNN in the same call; then what the section "W in
 # registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
 # (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
 # h200/1-first/gru-784.json) and f16 storage with the register path, with its check.
@@ -14,6 +15,8 @@
 . docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 60 .bin/tpri check
+# What a step's ingredients cost (docs/PERFORMANCE.md, "Step probes").
+step 30 .bin/tpri bench --backend gpu --steps 8 --hidden 8 --batch 1 --reps 10 --probes --json "$OUT/probes.json"
 # The comparison: two rounds a build, in opposite orders.
 grid tpri-before before-r1 60; grid tpri blocks-r1 60; grid tpri blocks-r2 60; grid tpri-before before-r2 60
 step 40 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$OUT/torch-784.json"
