@@ -23,8 +23,9 @@
 // changes no result.
 // The δ vectors ping-pong between two vectors of dims.slot = LANES·SEQS·d floats at the
 // start of `delta_buf`: step t reads δ_{t+1} from one and writes δ_t into the other
-// (sequence k of the workgroup at k·d, so LANES·SEQS·d ≤ MAX_HIDDEN: the host checks it), so one barrier a step
-// separates the reads of δ_{t+1} from the writes of δ_{t−1} into the same half. δ_t goes
+// (sequence k of the workgroup at k·d, so LANES·SEQS·d ≤ MAX_HIDDEN: the host checks it),
+// so one barrier a step separates the reads of δ_{t+1} from the writes of δ_{t−1} into
+// the same vector. δ_t goes
 // from the invocation that forms it straight into workgroup memory: the recursion never
 // reads back the history it stores (a round trip through global memory on every step's
 // critical path, and a second barrier, until docs/PERFORMANCE.md's "BPTT without the
@@ -35,18 +36,19 @@
 // once into its own part of workgroup memory after the two vectors (`stage_block`), where
 // the steps read them. The loads are issued together, so that their latency is paid about
 // once a block, even where a driver waits for outstanding loads at every barrier
-// (docs/PERFORMANCE.md, "Blocks of steps"). Only
-// that invocation writes and reads its part, so the stage needs no barrier. The units an
-// invocation owns beyond its first (d > WG), and every unit where not one step fits, load
-// their inputs at each step before the product, so that the latency overlaps it.
+// (docs/PERFORMANCE.md, "Blocks of steps"). Only that invocation writes and reads its
+// part, so the stage needs no barrier. The units an invocation owns beyond its first
+// (d > WG), and every unit where not one step fits (forced packings only), load their
+// inputs at each step: before the product at one lane, in the finishing with lanes.
 // Bounded segments: one launch runs the steps t = dims.first, dims.first − 1, … (dims.count
 // of them; gpu::segments picks how many, gpu::loops charging SEQS times the work per step).
 // A segment below the top starts from δ_{first+1}, which the previous segment stored in f32
 // (δ is never rounded), so the recursion goes on exactly as in one long launch.
 // Lanes per unit (LANES, the same count as forward.wgsl's; see there for why): with
-// LANES = L > 1, lane l of unit i sums lane_chunk l of (Wᵀ δ_{t+1})_i into the vector that
-// step t writes δ_t into (lane l's of sequence k at l·SEQS·d + k·d + i; nobody reads that vector during step t:
-// its last reads, of δ_{t+2}, were step t + 1's, before that step's barrier). After a
+// LANES = L > 1, lane l of unit i sums lane_chunk l of (Wᵀ δ_{t+1})_i into the vector
+// that step t writes δ_t into (lane l's of sequence k at l·SEQS·d + k·d + i; nobody reads
+// that vector during step t: its last reads, of δ_{t+2}, were step t + 1's, before that
+// step's barrier). After a
 // barrier the finisher of unit i (invocation i mod WG) adds the last d % 8 terms to the
 // injection and then the L partials in lane order, and writes δ_t over lane 0's partial:
 // only that finisher reads the partials of unit i. At LANES = 1 the lane code is compiled
