@@ -684,6 +684,32 @@ fn a_device_below_the_storage_buffer_limit_is_refused_naming_it() {
     );
 }
 
+/// Degenerate shapes and any workgroup count give a product or an error, never a panic;
+/// where they give a product it is the reference's (zeros where k = 0), and a product of
+/// non-empty operands is never refused.
+#[test]
+fn split_reductions_take_any_shape_and_workgroup_count() {
+    let ctx = ctx();
+    let mut r = rng(320);
+    for (m, k, n) in [(0, 0, 0), (1, 0, 1), (0, 5, 2), (3, 200, 0), (2, 300, 1)] {
+        for concurrent in [0, 1, 1024, usize::MAX] {
+            let a = random(&mut r, k, m, 1.0);
+            let b = random(&mut r, k, n, 1.0);
+            let what = format!("C ({m}×{k}·{k}×{n}, {concurrent} workgroups)");
+            match gpu::one_shot::matmul_split(&ctx, &a, true, &b, concurrent) {
+                Ok(got) => {
+                    let want = a.transpose() * &b;
+                    assert_eq!(got.shape(), want.shape(), "{what}");
+                    if !want.is_empty() {
+                        check(&what, &got, &want, TOL);
+                    }
+                }
+                Err(e) => assert!(m * k * n == 0, "{what}: {e}"),
+            }
+        }
+    }
+}
+
 /// The step probes run on the adapter and every value each writes follows its chain
 /// (`step_probe::probe` checks them after poisoning); odd sizes; bad sizes are errors.
 #[test]
