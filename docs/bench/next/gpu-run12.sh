@@ -17,6 +17,7 @@
 . docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 60 .bin/tpri check
+step 60 .bin/tpri-stores check
 # What a step's ingredients cost (docs/PERFORMANCE.md, "Step probes").
 step 30 .bin/tpri bench --backend gpu --steps 8 --hidden 8 --batch 1 --reps 10 --probes --json "$OUT/probes.json"
 # The comparison: two rounds a build, in opposite orders.
