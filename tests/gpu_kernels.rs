@@ -167,7 +167,15 @@ fn too_many_sequences_per_workgroup_are_refused() {
         ..GpuOptions::default()
     };
     let e = gpu::one_shot::forward_with(&ctx, &params, &x, odd).unwrap_err();
-    assert!(format!("{e:#}").contains("power of two"), "{e:#}");
+    assert!(format!("{e:#}").contains("power of two"), "{e:#}"); // Steps per block out of range, built directly: refused, not clamped.
+    for k in [0, gpu::MAX_STEPS_PER_BLOCK + 1] {
+        let blocks = GpuOptions {
+            steps_per_block: gpu::StepsPerBlock::Fixed(k),
+            ..GpuOptions::default()
+        };
+        let e = gpu::one_shot::forward_with(&ctx, &params, &x, blocks).unwrap_err();
+        assert!(format!("{e:#}").contains("steps per block"), "{e:#}");
+    }
 }
 
 /// Lanes per unit whose invocations do not fit a workgroup (lanes·d past the adapter's

@@ -15,6 +15,7 @@
 //! - DTP splits the same way at T = 7 and 17 (K = 1, 3).
 //! - The tanh RNN's time loops with several sequences per workgroup split the same way,
 //!   bit for bit as with one, and pass llvmpipe's cap as their loop-count models allow.
+//! - Their blocks of steps (`--steps-per-block` 1, 3, 8) give the bits of the adapter's own.
 //! - `#[ignore]`d: every cell, inversion and solver, DTP and the heads at every step at
 //!   T = 784, d = 100, B = 16 (the paper's size),
 //!   `cargo test --test gpu_segments -- --ignored --nocapture` (docs/PERFORMANCE.md gives
@@ -33,7 +34,8 @@ use tpri::backend::{Backend, Trace};
 use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpGrad};
 use tpri::cpu::{self, CpuBackend};
 use tpri::gpu::{
-    self, GpuBackend, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+    self, GpuBackend, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock,
+    StepsPerDispatch, Storage,
 };
 use tpri::model::CellKind;
 
@@ -393,6 +395,50 @@ fn lanes_per_unit_match_reference_and_pack_like_one_sequence() {
                         .trace(&p, &batch, &h)
                         .unwrap();
                     assert_same_bits(&what, &got, &one);
+                }
+            }
+        }
+    }
+}
+
+/// Blocks of at most 1, 3 and 8 steps (`--steps-per-block`) against the adapter's own
+/// (`auto`) in the tanh RNN's three time loops: TP-RI (the fused backward loop) and BP at
+/// d = 33 with 1 and 2 lanes per unit and 1 and 2 sequences per workgroup, T = 45 in
+/// launches of K = 13 steps, so that blocks end inside launches and launches inside
+/// blocks' spans. Within `TOL` of the reference, and every state, target, norm and gradient
+/// bit for bit the trace with `auto`: blocks change when values are loaded and stored,
+/// never what is computed.
+#[test]
+fn steps_per_block_change_no_bit() {
+    use Method::{Bp, Tp};
+    let shape = Shape::new(3, 45, 2, 33, 3);
+    let p = start(CellKind::Tanh, shape.dims(), 330, 0.3);
+    for (j, method) in [Tp, Bp].into_iter().enumerate() {
+        let batch = random_batch(&mut rng(331 + j as u64), shape, Loss::CrossEntropy);
+        let h = hyper(
+            Inversion::Analytic,
+            method,
+            TargetMode::Linearized,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        for (l, b) in [(1, 1), (2, 1), (1, 2)] {
+            let blocks = |k: Option<usize>| GpuOptions {
+                steps_per_block: k
+                    .map_or(StepsPerBlock::Auto, |k| StepsPerBlock::fixed(k).unwrap()),
+                ..lanes(Storage::F32, 13, b, l)
+            };
+            let own = GpuBackend::with_options(ctx(), blocks(None))
+                .trace(&p, &batch, &h)
+                .unwrap();
+            for k in [1, 3, 8] {
+                let what = format!("({method:?}, L={l}, b={b}, blocks of {k})");
+                let (_, got) = compare_traces_with(&what, &p, &batch, &h, blocks(Some(k)));
+                assert_same_bits(&what, &got, &own);
+                assert_eq!(got.loss, own.loss, "{what}: loss");
+                for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(own.grads.tensors())
+                {
+                    assert_eq!(g, w, "{what}: ∇{name}");
                 }
             }
         }

@@ -447,13 +447,13 @@ fn steps_per_dispatch_from_the_command_line() {
     );
 }
 
-/// `--sequences-per-workgroup B` and `--lanes-per-unit L` train on the GPU with B
-/// sequences per workgroup and L lanes per unit in the time loops; a count that is not a
-/// power of two, or that does not fit the kernels' workgroup memory or (lanes) the
-/// adapter's workgroup at the run's d, is refused with a message, and so are the flags on
-/// the CPU reference.
+/// `--sequences-per-workgroup B`, `--lanes-per-unit L` and `--steps-per-block K` train on
+/// the GPU with B sequences per workgroup, L lanes per unit and blocks of at most K steps
+/// in the time loops; a count that is not a power of two (B, L), that does not fit the
+/// kernels' workgroup memory or (lanes) the adapter's workgroup at the run's d, or that is
+/// out of range (K), is refused with a message, and so are the flags on the CPU reference.
 #[test]
-fn sequences_per_workgroup_and_lanes_per_unit_from_the_command_line() {
+fn time_loop_settings_from_the_command_line() {
     let dir = scratch("sequences-per-workgroup");
     let gpu = |name: &str, flag: &str, count: &str, hidden: &str| {
         let mut a = small(&dir.join(name), "3");
@@ -466,10 +466,13 @@ fn sequences_per_workgroup_and_lanes_per_unit_from_the_command_line() {
     };
     let seqs = "--sequences-per-workgroup";
     let lanes = "--lanes-per-unit";
+    let blocks = "--steps-per-block";
     ok(&strs(&gpu("four", seqs, "4", "8")));
     assert!(dir.join("four").join("summary.json").exists());
     ok(&strs(&gpu("lanes", lanes, "4", "8")));
     assert!(dir.join("lanes").join("summary.json").exists());
+    ok(&strs(&gpu("blocks", blocks, "5", "8")));
+    assert!(dir.join("blocks").join("summary.json").exists());
     for (flag, count, hidden, want) in [
         (seqs, "3", "8", "power of two from 1 to 16, got 3"),
         (seqs, "16", "200", "use 8 or fewer"),
@@ -481,13 +484,15 @@ fn sequences_per_workgroup_and_lanes_per_unit_from_the_command_line() {
         ),
         // 16 × 100 invocations: more than lavapipe's 1024.
         (lanes, "16", "100", "use 8 or fewer"),
+        (blocks, "0", "8", "count from 1 to 32, got 0"),
+        (blocks, "33", "8", "count from 1 to 32, got 33"),
     ] {
         let refused = tpri(&strs(&gpu(&format!("{flag}{count}"), flag, count, hidden)));
         assert!(!refused.status.success(), "{flag} {count} at d = {hidden}");
         let err = String::from_utf8_lossy(&refused.stderr);
         assert!(err.contains(want), "{err}");
     }
-    for flag in [seqs, lanes] {
+    for flag in [seqs, lanes, blocks] {
         let mut a = small(&dir.join(format!("cpu{flag}")), "1");
         a.extend([flag.into(), "2".into()]);
         let refused = tpri(&strs(&a));

@@ -74,6 +74,7 @@ impl Timing {
             steps_per_dispatch: Some(self.options.steps_per_dispatch.to_string()),
             sequences_per_workgroup: Some(self.options.sequences_per_workgroup.to_string()),
             lanes_per_unit: Some(self.options.lanes_per_unit.to_string()),
+            steps_per_block: Some(self.options.steps_per_block.to_string()),
             backward: Some(self.options.backward),
             cell: self.cell,
             method: self.method,

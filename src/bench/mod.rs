@@ -22,7 +22,7 @@ use crate::cpu::CpuBackend;
 use crate::error::Error;
 use crate::gpu::{
     Backward, F16Conversions, GpuOptions, LanesPerUnit, Phase, SequencesPerWorkgroup,
-    StepsPerDispatch, Storage,
+    StepsPerBlock, StepsPerDispatch, Storage,
 };
 use crate::limits::{FieldNames, Workload};
 use crate::model::{CellKind, Dims, Params};
@@ -184,6 +184,9 @@ pub struct Measurement {
     pub sequences_per_workgroup: Option<String>,
     /// GPU only: lanes per unit of the tanh time loops asked for (`auto`, or a count).
     pub lanes_per_unit: Option<String>,
+    /// GPU only: most steps per block of the tanh time loops asked for (`auto`, or a
+    /// count).
+    pub steps_per_block: Option<String>,
     /// GPU only: TP-RI's backward pass asked for (`fused` runs one loop where it applies).
     pub backward: Option<Backward>,
     /// The recurrent cell.
@@ -213,8 +216,9 @@ pub struct Measurement {
 /// The `backend` label of GPU measurements with `options` on a device whose f16 storage
 /// converts as `conversions` says: `gpu`, `gpu-f16` (native conversions) or `gpu-f16-int`,
 /// followed by `-kK` when the long loops ran at most K steps per launch and `-sS` when the
-/// tanh time loops carried S sequences per workgroup, `-lL` with L lanes per unit and
-/// `-separate` with TP-RI's backward pass in two loops (no suffix for the defaults).
+/// tanh time loops carried S sequences per workgroup, `-lL` with L lanes per unit, `-bK`
+/// with blocks of at most K steps and `-separate` with TP-RI's backward pass in two loops
+/// (no suffix for the defaults).
 pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
     let storage = match (options.storage, conversions) {
         (Storage::F32, _) => "gpu",
@@ -233,11 +237,15 @@ pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
         LanesPerUnit::Auto => String::new(),
         LanesPerUnit::Fixed(l) => format!("-l{l}"),
     };
+    let blocks = match options.steps_per_block {
+        StepsPerBlock::Auto => String::new(),
+        StepsPerBlock::Fixed(k) => format!("-b{k}"),
+    };
     let backward = match options.backward {
         Backward::Fused => "",
         Backward::Separate => "-separate",
     };
-    format!("{storage}{steps}{seqs}{lanes}{backward}")
+    format!("{storage}{steps}{seqs}{lanes}{blocks}{backward}")
 }
 
 /// Times `reps` training steps of `method` with `cell` at `size` on the f64 CPU reference.
@@ -280,6 +288,7 @@ fn time_cpu(
         steps_per_dispatch: None,
         sequences_per_workgroup: None,
         lanes_per_unit: None,
+        steps_per_block: None,
         backward: None,
         cell,
         method,

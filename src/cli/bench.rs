@@ -277,8 +277,8 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
 
 /// The GPU configurations to time: each `--storage`, and f16 storage once per
 /// `--f16-conversions` (on a second device for integer conversions, when the first has
-/// native ones), each at every `--steps-per-dispatch`; they are timed side by side, one
-/// repetition of each in turn. A configuration the adapter cannot tell apart from one
+/// native ones), each with every combination of the other settings (`option_grid`); they
+/// are timed side by side, one repetition of each in turn. A configuration the adapter cannot tell apart from one
 /// already listed (native requested, integer run) is timed once.
 fn gpu_runs(
     gpu: Option<&Arc<GpuContext>>,
@@ -299,31 +299,41 @@ fn gpu_runs(
             } else {
                 Arc::new(GpuContext::with_f16(&args.adapter.parse()?, conv)?)
             };
-            for &steps_per_dispatch in &args.steps_per_dispatch {
-                for &sequences_per_workgroup in &args.sequences_per_workgroup {
-                    for &lanes_per_unit in &args.lanes_per_unit {
-                        for &backward in &args.backward {
-                            let options = GpuOptions {
-                                storage,
-                                steps_per_dispatch,
-                                sequences_per_workgroup,
-                                lanes_per_unit,
-                                backward,
-                            };
-                            let label = gpu_label(options, ctx.f16_conversions());
-                            if !runs
-                                .iter()
-                                .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
-                            {
-                                runs.push((Arc::clone(&ctx), options));
-                            }
-                        }
-                    }
+            for options in option_grid(storage, args) {
+                let label = gpu_label(options, ctx.f16_conversions());
+                if !runs
+                    .iter()
+                    .any(|(c, o)| gpu_label(*o, c.f16_conversions()) == label)
+                {
+                    runs.push((Arc::clone(&ctx), options));
                 }
             }
         }
     }
     Ok(runs)
+}
+
+/// Every combination of the GPU settings `args` lists, with `storage`, in the order of the
+/// flags: steps per dispatch outermost, TP-RI's backward pass innermost.
+fn option_grid(storage: Storage, args: &BenchArgs) -> Vec<GpuOptions> {
+    let mut grid = Vec::new();
+    for &steps_per_dispatch in &args.steps_per_dispatch {
+        for &sequences_per_workgroup in &args.sequences_per_workgroup {
+            for &lanes_per_unit in &args.lanes_per_unit {
+                for &steps_per_block in &args.steps_per_block {
+                    grid.extend(args.backward.iter().map(|&backward| GpuOptions {
+                        storage,
+                        steps_per_dispatch,
+                        sequences_per_workgroup,
+                        lanes_per_unit,
+                        steps_per_block,
+                        backward,
+                    }));
+                }
+            }
+        }
+    }
+    grid
 }
 
 /// TP-RI and BP of each cell at each size, on every GPU run side by side and on the CPU.

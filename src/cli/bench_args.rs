@@ -12,7 +12,7 @@ use tpri::bench::{Machine, Size};
 use tpri::config::Method;
 use tpri::gpu::{
     Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
-    StepsPerDispatch, Storage,
+    StepsPerBlock, StepsPerDispatch, Storage,
 };
 use tpri::model::CellKind;
 
@@ -60,6 +60,12 @@ pub struct BenchArgs {
     /// `gpu-l1` and `gpu`).
     #[arg(long, value_delimiter = ',', default_values_t = [LanesPerUnit::Auto])]
     pub(super) lanes_per_unit: Vec<LanesPerUnit>,
+    /// Most steps per block of the tanh time loops: `auto` (as many as fit) or 1 to 32;
+    /// `1,8,auto` times a step at a time, blocks of at most 8 and the adapter's blocks
+    /// (rows labelled `gpu-b1`, `gpu-b8` and `gpu`; docs/PERFORMANCE.md, "Blocks of
+    /// steps").
+    #[arg(long, value_delimiter = ',', default_values_t = [StepsPerBlock::Auto])]
+    pub(super) steps_per_block: Vec<StepsPerBlock>,
     /// TP-RI's backward pass with P: `fused` (one loop for the target sweep and the
     /// surrogate's BPTT where it applies) or `separate`; `fused,separate` times both (rows
     /// labelled `gpu` and `gpu-separate`; docs/PERFORMANCE.md, "One backward loop for

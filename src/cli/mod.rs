@@ -22,7 +22,7 @@ use tpri::backend::Backend;
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{
     AdapterChoice, Backward, GpuBackend, GpuContext, GpuOptions, LanesPerUnit,
-    SequencesPerWorkgroup, StepsPerDispatch, Storage,
+    SequencesPerWorkgroup, StepsPerBlock, StepsPerDispatch, Storage,
 };
 
 use tpri::config::{
@@ -224,6 +224,12 @@ pub struct BackendArgs {
     /// within f32 rounding.
     #[arg(long, default_value = "auto")]
     lanes_per_unit: LanesPerUnit,
+    /// How many steps of the GPU's tanh time loops take their loads (and the forward
+    /// pass's stores) at once: `auto` (as many as the loop's workgroup memory holds, up
+    /// to 32) or at most a count from 1 (a step at a time) to 32 (docs/PERFORMANCE.md,
+    /// "Blocks of steps"); results do not depend on it.
+    #[arg(long, default_value = "auto")]
+    steps_per_block: StepsPerBlock,
     /// TP-RI's backward pass on the GPU with P: `fused` runs the target sweep and the
     /// surrogate's BPTT in one time loop where that kernel applies (linearized or
     /// difference targets, one output, the surrogate through time, f32 storage, d × lanes
@@ -241,6 +247,7 @@ impl BackendArgs {
             steps_per_dispatch: self.steps_per_dispatch,
             sequences_per_workgroup: self.sequences_per_workgroup,
             lanes_per_unit: self.lanes_per_unit,
+            steps_per_block: self.steps_per_block,
             backward: self.backward,
         }
     }
@@ -279,6 +286,12 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
             bail!(
                 "--lanes-per-unit {} applies to the GPU backend; the CPU reference runs its sums on the host",
                 args.lanes_per_unit
+            );
+        }
+        if args.steps_per_block != StepsPerBlock::Auto {
+            bail!(
+                "--steps-per-block {} applies to the GPU backend; the CPU reference runs its loops on the host",
+                args.steps_per_block
             );
         }
         if args.backward != Backward::Fused {

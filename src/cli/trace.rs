@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tpri::config::{DtpConfig, Loss, Method};
-use tpri::gpu::{Backward, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage};
+use tpri::gpu::{
+    Backward, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock, StepsPerDispatch, Storage,
+};
 use tpri::limits::Workload;
 use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
@@ -76,6 +78,10 @@ pub struct TraceArgs {
     /// train --help`); the trace changes within f32 rounding.
     #[arg(long, default_value = "auto")]
     lanes_per_unit: LanesPerUnit,
+    /// Most steps per block of the GPU's tanh time loops: `auto` or 1 to 32 (see `tpri
+    /// train --help`); the trace does not depend on it.
+    #[arg(long, default_value = "auto")]
+    steps_per_block: StepsPerBlock,
     /// TP-RI's backward pass on the GPU: `fused` (one time loop where it applies) or
     /// `separate` (see `tpri train --help`); the trace does not depend on it.
     #[arg(long, value_enum, default_value_t = Backward::Fused)]
@@ -129,6 +135,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         steps_per_dispatch: args.steps_per_dispatch,
         sequences_per_workgroup: args.sequences_per_workgroup,
         lanes_per_unit: args.lanes_per_unit,
+        steps_per_block: args.steps_per_block,
         backward: args.backward,
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());

@@ -19,9 +19,6 @@ const LOOP_MEMORY: usize = 2 * MAX_HIDDEN;
 /// the loads are in flight together).
 pub(crate) const STAGE_LOADS: usize = 16;
 
-/// Most steps of one block: past a few dozen, the round trip a block costs is spread thin.
-pub(crate) const MAX_BLOCK_STEPS: usize = 32;
-
 /// How forward.wgsl walks its steps (its `dims.block`, `dims.slot`, `dims.staged`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Blocks {
@@ -36,7 +33,7 @@ pub(crate) struct Blocks {
 /// forward.wgsl's blocks for `packing` and `p` inputs a step: a ring of `steps` + 1 slots,
 /// and after it the inputs of a block for the workgroup's sequences where they fit too
 /// (`staged`: within `LOOP_MEMORY`, and at most `STAGE_LOADS` loads an invocation); at
-/// most `MAX_BLOCK_STEPS` steps. Where the inputs do not fit, the most steps the ring
+/// most `packing.block_steps` steps. Where the inputs do not fit, the most steps the ring
 /// alone allows (at least one: the packing keeps lanes·seqs·d ≤ `MAX_HIDDEN`, two slots).
 pub(crate) fn forward(packing: Packing, p: usize) -> Blocks {
     let slot = packing.slot();
@@ -49,7 +46,7 @@ pub(crate) fn forward(packing: Packing, p: usize) -> Blocks {
         ((LOOP_MEMORY / slot).saturating_sub(1).max(1), false)
     };
     Blocks {
-        steps: steps.min(MAX_BLOCK_STEPS),
+        steps: steps.min(packing.block_steps).max(1),
         slot,
         staged,
     }
@@ -58,18 +55,21 @@ pub(crate) fn forward(packing: Packing, p: usize) -> Blocks {
 /// Steps per block of a backward loop (bptt.wgsl, sweep_bptt.wgsl) whose finisher of each
 /// unit stages `values` values a step for each of the workgroup's sequences, beside the
 /// loop's `vectors` d-vectors (`Packing::slot`s) of workgroup memory: at most
-/// `STAGE_LOADS` loads an invocation, within `LOOP_MEMORY`, at most `MAX_BLOCK_STEPS`. 0
+/// `STAGE_LOADS` loads an invocation, within `LOOP_MEMORY`, at most `packing.block_steps`. 0
 /// where not one step fits: the loop then loads them at each step.
 pub(crate) fn staged_steps(packing: Packing, values: usize, vectors: usize) -> usize {
     let per_step = packing.seqs.max(1) * values.max(1);
     let memory = LOOP_MEMORY.saturating_sub(vectors.saturating_mul(packing.slot()))
         / per_step.saturating_mul(packing.hidden.max(1));
-    (STAGE_LOADS / per_step).min(memory).min(MAX_BLOCK_STEPS)
+    (STAGE_LOADS / per_step)
+        .min(memory)
+        .min(packing.block_steps)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::options::MAX_STEPS_PER_BLOCK;
 
     /// The packings the loops allow: lanes·seqs·d ≤ MAX_HIDDEN.
     fn packings() -> impl Iterator<Item = Packing> {
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!((b.steps, b.slot, b.staged), (19, 200, true));
         assert_eq!(
             forward(Packing::new(1, 1, 8, 1024), 1).steps,
-            MAX_BLOCK_STEPS
+            MAX_STEPS_PER_BLOCK
         );
         // No room for the inputs beside two slots: the ring alone, one step a block.
         let b = forward(Packing::new(1, 1, 2048, 1024), 1);
@@ -104,7 +104,7 @@ mod tests {
                 } else {
                     0
                 };
-                assert!((1..=MAX_BLOCK_STEPS).contains(&b.steps));
+                assert!((1..=MAX_STEPS_PER_BLOCK).contains(&b.steps));
                 assert_eq!(b.slot, packing.slot());
                 assert!(
                     (b.steps + 1) * b.slot + inputs <= LOOP_MEMORY,
@@ -129,13 +129,27 @@ mod tests {
             for (values, vectors) in [(2, 2), (1, 4)] {
                 let k = staged_steps(packing, values, vectors);
                 let per_step = packing.seqs * values;
-                assert!(k <= MAX_BLOCK_STEPS && k * per_step <= STAGE_LOADS);
+                assert!(k <= MAX_STEPS_PER_BLOCK && k * per_step <= STAGE_LOADS);
                 assert!(
                     vectors * packing.slot() + k * per_step * packing.hidden <= LOOP_MEMORY
                         || k == 0
                 );
             }
         }
+    }
+
+    /// `--steps-per-block` caps every loop's blocks; 1 leaves a step to each block.
+    #[test]
+    fn blocks_take_at_most_the_steps_asked_for() {
+        let paper = Packing::new(1, 2, 100, 1024);
+        for cap in [1, 5, 19, MAX_STEPS_PER_BLOCK] {
+            let packing = paper.with_block_steps(cap);
+            assert_eq!(forward(packing, 1).steps, cap.min(19));
+            assert_eq!(staged_steps(packing, 2, 2), cap.min(8));
+            assert_eq!(staged_steps(packing, 1, 4), cap.min(16));
+        }
+        assert_eq!(paper.with_block_steps(0).block_steps, 1);
+        assert_eq!(paper.with_block_steps(usize::MAX), paper);
     }
 
     #[test]

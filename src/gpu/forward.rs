@@ -10,7 +10,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::gpu::options::{
-    GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
+    GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock, MAX_LANES_PER_UNIT,
     MAX_SEQUENCES_PER_WORKGROUP,
 };
 use crate::gpu::packing::{Packing, TimeLoop};
@@ -37,7 +37,8 @@ struct Dims {
 /// count after checking it or the count `auto` picks, and the workgroup size that goes
 /// with the lanes (`Packing::new`). Their partial sums and vectors must fit the kernels'
 /// workgroup memory, lanes·b·d ≤ `MAX_HIDDEN`, and more than one lane a workgroup,
-/// lanes·d ≤ the adapter's invocations per workgroup.
+/// lanes·d ≤ the adapter's invocations per workgroup. Their blocks take at most the
+/// steps per block asked for.
 pub(crate) fn packing(
     ctx: &GpuContext,
     options: &GpuOptions,
@@ -85,7 +86,11 @@ pub(crate) fn packing(
         SequencesPerWorkgroup::Auto => auto_sequences(budget, d * lanes.unwrap_or(1), shape),
     };
     let lanes = lanes.unwrap_or_else(|| auto_lanes(budget, d, seqs, shape.batch, max_invocations));
-    Ok(Packing::new(seqs, lanes, d, max_invocations))
+    if let StepsPerBlock::Fixed(k) = options.steps_per_block {
+        StepsPerBlock::fixed(k)?;
+    }
+    Ok(Packing::new(seqs, lanes, d, max_invocations)
+        .with_block_steps(options.steps_per_block.cap()))
 }
 
 /// The largest power of two n ≤ `max` for which `fits(n)` holds (1 at least).

@@ -73,8 +73,8 @@ pub use inverse::GPU_CG_TOL;
 pub use kernel::{F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, NATIVE_F16_SHADERS, SHADERS};
 pub use layout::MAX_HIDDEN;
 pub use options::{
-    Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, MAX_LANES_PER_UNIT,
-    MAX_SEQUENCES_PER_WORKGROUP,
+    Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock, MAX_LANES_PER_UNIT,
+    MAX_SEQUENCES_PER_WORKGROUP, MAX_STEPS_PER_BLOCK,
 };
 pub use packing::{LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES};
 pub use phase::Phase;

@@ -1,6 +1,7 @@
 //! How the GPU backend runs on its device: what it stores the histories in, how it
 //! splits its long loops into launches, and how many sequences a workgroup of the tanh
-//! RNN's time loops carries and how many invocations share each unit's dot product there.
+//! RNN's time loops carries, how many invocations share each unit's dot product there, and
+//! how many steps their blocks take.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +10,7 @@ use crate::gpu::segments::StepsPerDispatch;
 use crate::gpu::storage::Storage;
 
 /// The GPU backend's settings beyond the device (`--storage`, `--steps-per-dispatch`,
-/// `--sequences-per-workgroup`, `--lanes-per-unit`, `--backward`). None changes the mathematics: f16
+/// `--sequences-per-workgroup`, `--lanes-per-unit`, `--steps-per-block`, `--backward`). None changes the mathematics: f16
 /// storage rounds the stored histories (docs/ALGORITHM.md §11), the split into launches and
 /// the grouping of sequences into workgroups change nothing at all but how long each launch
 /// runs, and lanes per unit change the order of the time loops' sums (within f32
@@ -26,6 +27,9 @@ pub struct GpuOptions {
     /// Invocations that share each unit's dot product in the tanh RNN's time loops (the
     /// GRU's kernels use one whatever this says).
     pub lanes_per_unit: LanesPerUnit,
+    /// Most steps of one block of the tanh RNN's time loops (the GRU's kernels take no
+    /// blocks).
+    pub steps_per_block: StepsPerBlock,
     /// TP-RI's backward pass with P: the target sweep and the surrogate's BPTT in one
     /// loop where it applies, or two.
     pub backward: Backward,
@@ -116,6 +120,53 @@ impl LanesPerUnit {
     }
 }
 
+/// Most steps one block of the tanh RNN's time loops may take (`StepsPerBlock`).
+pub const MAX_STEPS_PER_BLOCK: usize = 32;
+
+/// How many steps of the tanh RNN's time loops take their global memory at once
+/// (`--steps-per-block`; docs/PERFORMANCE.md, "Blocks of steps"): the forward pass stages a
+/// block's inputs and stores its states after it, the backward loops stage their history
+/// values a block at a time. The results are the same bit for bit whatever the count; on a
+/// GPU a block's loads cost about one memory round trip where a step's cost one each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StepsPerBlock {
+    /// As many as the loop's workgroup memory and the loads an invocation issues at once
+    /// allow, up to `MAX_STEPS_PER_BLOCK` (`gpu::blocks`).
+    #[default]
+    Auto,
+    /// At most this many, from 1 (every step loads its own values) to
+    /// `MAX_STEPS_PER_BLOCK`; fewer where the loop's memory holds fewer.
+    Fixed(usize),
+}
+
+impl StepsPerBlock {
+    /// `Fixed(count)` after checking that `count` is from 1 to `MAX_STEPS_PER_BLOCK`.
+    pub fn fixed(count: usize) -> Result<Self, Error> {
+        if (1..=MAX_STEPS_PER_BLOCK).contains(&count) {
+            Ok(Self::Fixed(count))
+        } else {
+            Err(Self::refuse(count))
+        }
+    }
+
+    /// The most steps a block may take: the fixed count, or `MAX_STEPS_PER_BLOCK`.
+    pub(crate) fn cap(self) -> usize {
+        match self {
+            Self::Auto => MAX_STEPS_PER_BLOCK,
+            Self::Fixed(count) => count,
+        }
+    }
+
+    fn refuse(got: impl std::fmt::Debug) -> Error {
+        Error::setting(
+            "steps_per_block",
+            format!(
+                "steps per block must be `auto` or a count from 1 to {MAX_STEPS_PER_BLOCK}, got {got:?}"
+            ),
+        )
+    }
+}
+
 /// A setting that is `auto` or a power of two up to a bound: its name (as errors name
 /// it), what it counts in messages, and the bound.
 struct PowerOfTwo {
@@ -185,6 +236,18 @@ impl std::str::FromStr for LanesPerUnit {
     }
 }
 
+impl std::str::FromStr for StepsPerBlock {
+    type Err = Error;
+
+    /// `auto` or a count from 1 to `MAX_STEPS_PER_BLOCK`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        Self::fixed(s.parse::<usize>().map_err(|_| Self::refuse(s))?)
+    }
+}
+
 /// `auto` or the count.
 fn show(count: Option<usize>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
     match count {
@@ -207,6 +270,15 @@ impl std::fmt::Display for LanesPerUnit {
         match self {
             Self::Auto => show(None, f),
             Self::Fixed(l) => show(Some(*l), f),
+        }
+    }
+}
+
+impl std::fmt::Display for StepsPerBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => show(None, f),
+            Self::Fixed(k) => show(Some(*k), f),
         }
     }
 }
@@ -243,5 +315,25 @@ mod tests {
             assert_eq!(parsed.to_string(), l.to_string());
         }
         assert!(LanesPerUnit::fixed(6).is_err());
+    }
+
+    #[test]
+    fn steps_per_block_parse_counts_up_to_the_bound() {
+        assert_eq!(
+            "auto".parse::<StepsPerBlock>().unwrap(),
+            StepsPerBlock::Auto
+        );
+        for k in [1, 3, 19, MAX_STEPS_PER_BLOCK] {
+            let parsed = k.to_string().parse::<StepsPerBlock>().unwrap();
+            assert_eq!(parsed, StepsPerBlock::Fixed(k));
+            assert_eq!(parsed.to_string(), k.to_string());
+            assert_eq!(parsed.cap(), k);
+        }
+        assert_eq!(StepsPerBlock::Auto.cap(), MAX_STEPS_PER_BLOCK);
+        for bad in ["0", "33", "-1", "1.5", "many", ""] {
+            let e = bad.parse::<StepsPerBlock>().unwrap_err();
+            assert!(e.to_string().contains("steps per block"), "{bad}: {e}");
+        }
+        assert!(StepsPerBlock::fixed(usize::MAX).is_err());
     }
 }

@@ -4,6 +4,8 @@
 //! with (`gpu::kernel`'s cache is keyed by them), and the workgroup sizes matched to d
 //! that the other kernels with a `WG` override share.
 
+use crate::gpu::options::MAX_STEPS_PER_BLOCK;
+
 /// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`): the `WG`
 /// of jacobian.wgsl and of the GRU's time loops, and of the tanh RNN's per lane (their
 /// `WG` is this times the lanes per unit, within the adapter's limit).
@@ -29,7 +31,8 @@ pub const LANES_PER_UNIT: [u32; 5] = [1, 2, 4, 8, 16];
 
 /// How a tanh RNN time loop's pipeline spreads its work: `seqs` sequences per workgroup,
 /// `lanes` invocations per unit's dot product, `workgroup_size` invocations per workgroup
-/// (the kernels' `SEQS`, `LANES` and `WG` overrides; `gpu::forward::packing` picks them).
+/// (the kernels' `SEQS`, `LANES` and `WG` overrides; `gpu::forward::packing` picks them),
+/// and how many steps its blocks may take (`gpu::blocks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Packing {
     pub seqs: usize,
@@ -37,6 +40,8 @@ pub(crate) struct Packing {
     pub workgroup_size: usize,
     /// The hidden size d the packing was made for.
     pub hidden: usize,
+    /// Most steps of a block (`--steps-per-block`; `MAX_STEPS_PER_BLOCK` unless asked).
+    pub block_steps: usize,
 }
 
 impl Packing {
@@ -58,6 +63,15 @@ impl Packing {
             lanes,
             workgroup_size,
             hidden: d,
+            block_steps: MAX_STEPS_PER_BLOCK,
+        }
+    }
+
+    /// The same packing with blocks of at most `steps` steps (at least one).
+    pub fn with_block_steps(self, steps: usize) -> Packing {
+        Packing {
+            block_steps: steps.clamp(1, MAX_STEPS_PER_BLOCK),
+            ..self
         }
     }
 

@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # Prepared for the next GPU call (not yet run): the step probes, then "Blocks of steps"
 # and "Split sums in parallel" (docs/PERFORMANCE.md) against the build before them
-# (8459db1) and against the branch exp/backward-store-blocks (c8f4a04: the backward loops'
-# stores batched in blocks too), with cuDNN in the same call; then what the section "W in
+# (8459db1), with cuDNN in the same call, and the blocks' size swept in one build
+# (`--steps-per-block 1,2,4,8,auto`: 1 is a step at a time); then what the section "W in
 # registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
 # (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
 # h200/1-first/gru-784.json) and f16 storage with the register path, with its check.
 # Here, from the project's root, before the call:
 #   git worktree add /tmp/before 8459db1 && (cd /tmp/before && cargo build --release)
 #   gzip -9 -c /tmp/before/target/release/tpri > .bin/tpri-before.gz
-#   the same for c8f4a04 into .bin/tpri-stores.gz (strip the binaries before gzip)
 #   cargo build --release && gzip -9 -c target/release/tpri > .bin/tpri.gz
+#   (strip the binaries before gzip)
 #   cp docs/bench/next/gpu-run12.sh .bin/gpu-bench.sh; cp ../shared/device/torch_baseline.py .bin/
 # and run `bash .bin/gpu-bench.sh` there with .gl/ and .bin/ beside it. A call returns at
 # most eight files: the JSON goes back in one archive, results.tgz, beside log.txt.
 . docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 60 .bin/tpri check
-step 60 .bin/tpri-stores check
 # What a step's ingredients cost (docs/PERFORMANCE.md, "Step probes").
 step 30 .bin/tpri bench --backend gpu --steps 8 --hidden 8 --batch 1 --reps 10 --probes --json "$OUT/probes.json"
 # The comparison: two rounds a build, in opposite orders.
-grid tpri-before before-r1 60; grid tpri blocks-r1 60; grid tpri-stores stores-r1 60
-grid tpri-stores stores-r2 60; grid tpri blocks-r2 60; grid tpri-before before-r2 60
+grid tpri-before before-r1 60; grid tpri blocks-r1 60
+grid tpri blocks-r2 60; grid tpri-before before-r2 60
+# How a step's time falls with the block's size, one build, side by side.
+step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 8,100 --batch 16,256 --reps 10 --steps-per-block 1,2,4,8,auto --json "$OUT/block-sizes.json"
 step 40 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$OUT/torch-784.json"
 for m in tp bp; do
   step 30 .bin/tpri train --preset adding-30-$m --seq-len 784 --hidden 100 --batch-size 16 --iterations 2000 --eval-every 1000 --backend gpu --run-dir /tmp/e2e-$m
