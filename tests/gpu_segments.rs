@@ -411,17 +411,12 @@ fn lanes_per_unit_match_reference_and_pack_like_one_sequence() {
 #[test]
 fn steps_per_block_change_no_bit() {
     use Method::{Bp, Tp};
+    use {Loss::CrossEntropy as Ce, TargetMode::Linearized as Lin, TpGrad::ThroughTime as Tt};
     let shape = Shape::new(3, 45, 2, 33, 3);
     let p = start(CellKind::Tanh, shape.dims(), 330, 0.3);
     for (j, method) in [Tp, Bp].into_iter().enumerate() {
-        let batch = random_batch(&mut rng(331 + j as u64), shape, Loss::CrossEntropy);
-        let h = hyper(
-            Inversion::Analytic,
-            method,
-            TargetMode::Linearized,
-            TpGrad::ThroughTime,
-            Loss::CrossEntropy,
-        );
+        let batch = random_batch(&mut rng(331 + j as u64), shape, Ce);
+        let h = hyper(Inversion::Analytic, method, Lin, Tt, Ce);
         for (l, b) in [(1, 1), (2, 1), (1, 2)] {
             let blocks = |k: Option<usize>| GpuOptions {
                 steps_per_block: k
