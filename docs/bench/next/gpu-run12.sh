@@ -6,12 +6,8 @@
 # registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
 # (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
 # h200/1-first/gru-784.json) and f16 storage with the register path, with its check.
-# Here, from the project's root, before the call:
-#   git worktree add /tmp/before 8459db1 && (cd /tmp/before && cargo build --release)
-#   gzip -9 -c /tmp/before/target/release/tpri > .bin/tpri-before.gz
-#   cargo build --release && gzip -9 -c target/release/tpri > .bin/tpri.gz
-#   (strip the binaries before gzip)
-#   cp docs/bench/next/gpu-run12.sh .bin/gpu-bench.sh; cp ../shared/device/torch_baseline.py .bin/
+# Here, from the project's root, before the call: `bash docs/bench/next/prepare.sh` (the
+# loader into .gl/; the two builds, this script and PyTorch's baseline into .bin/),
 # and run `bash .bin/gpu-bench.sh` there with .gl/ and .bin/ beside it. A call returns at
 # most eight files: the JSON goes back in one archive, results.tgz, beside log.txt.
 . docs/bench/gpu-env.sh
