@@ -69,7 +69,7 @@ pub(crate) fn staged_steps(packing: Packing, values: usize, vectors: usize) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::options::MAX_STEPS_PER_BLOCK;
+    use crate::gpu::packing::MAX_STEPS_PER_BLOCK;
 
     /// The packings the loops allow: lanes·seqs·d ≤ MAX_HIDDEN.
     fn packings() -> impl Iterator<Item = Packing> {

@@ -74,9 +74,9 @@ pub use kernel::{F16_BITS_WGSL, F16_NATIVE_WGSL, HISTORY_WGSL, NATIVE_F16_SHADER
 pub use layout::MAX_HIDDEN;
 pub use options::{
     Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock, MAX_LANES_PER_UNIT,
-    MAX_SEQUENCES_PER_WORKGROUP, MAX_STEPS_PER_BLOCK,
+    MAX_SEQUENCES_PER_WORKGROUP,
 };
-pub use packing::{LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES};
+pub use packing::{LANES_PER_UNIT, MAX_STEPS_PER_BLOCK, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES};
 pub use phase::Phase;
 pub use profile::Profiler;
 pub use segments::StepsPerDispatch;

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::gpu::packing::MAX_STEPS_PER_BLOCK;
 use crate::gpu::segments::StepsPerDispatch;
 use crate::gpu::storage::Storage;
 
@@ -119,9 +120,6 @@ impl LanesPerUnit {
         power_of_two(&LANES, count).map(Self::Fixed)
     }
 }
-
-/// Most steps one block of the tanh RNN's time loops may take (`StepsPerBlock`).
-pub const MAX_STEPS_PER_BLOCK: usize = 32;
 
 /// How many steps of the tanh RNN's time loops take their global memory at once
 /// (`--steps-per-block`; docs/PERFORMANCE.md, "Blocks of steps"): the forward pass stages a

@@ -4,7 +4,9 @@
 //! with (`gpu::kernel`'s cache is keyed by them), and the workgroup sizes matched to d
 //! that the other kernels with a `WG` override share.
 
-use crate::gpu::options::MAX_STEPS_PER_BLOCK;
+/// Most steps one block of the tanh RNN's time loops may take (`StepsPerBlock`,
+/// `gpu::blocks`): past a few dozen, the round trip a block costs is spread thin.
+pub const MAX_STEPS_PER_BLOCK: usize = 32;
 
 /// The workgroup sizes matched to the hidden size d (`matched_workgroup_size`): the `WG`
 /// of jacobian.wgsl and of the GRU's time loops, and of the tanh RNN's per lane (their
