@@ -278,8 +278,8 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
 /// The GPU configurations to time: each `--storage`, and f16 storage once per
 /// `--f16-conversions` (on a second device for integer conversions, when the first has
 /// native ones), each with every combination of the other settings (`option_grid`); they
-/// are timed side by side, one repetition of each in turn. A configuration the adapter cannot tell apart from one
-/// already listed (native requested, integer run) is timed once.
+/// are timed side by side, one repetition of each in turn. A configuration the adapter
+/// cannot tell apart from one already listed (native requested, integer run) is timed once.
 fn gpu_runs(
     gpu: Option<&Arc<GpuContext>>,
     args: &BenchArgs,

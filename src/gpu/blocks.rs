@@ -52,12 +52,33 @@ pub(crate) fn forward(packing: Packing, p: usize) -> Blocks {
     }
 }
 
-/// Steps per block of a backward loop (bptt.wgsl, sweep_bptt.wgsl) whose finisher of each
-/// unit stages `values` values a step for each of the workgroup's sequences, beside the
-/// loop's `vectors` d-vectors (`Packing::slot`s) of workgroup memory: at most
-/// `STAGE_LOADS` loads an invocation, within `LOOP_MEMORY`, at most `packing.block_steps`. 0
-/// where not one step fits: the loop then loads them at each step.
-pub(crate) fn staged_steps(packing: Packing, values: usize, vectors: usize) -> usize {
+/// What a backward loop's finisher of each unit stages: `values` values a step for each of
+/// the workgroup's sequences, beside the loop's `vectors` d-vectors (`Packing::slot`s) of
+/// workgroup memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stage {
+    pub values: usize,
+    pub vectors: usize,
+}
+
+/// bptt.wgsl's stage: the injection and h_t, beside the two vectors of δ.
+pub(crate) const BPTT: Stage = Stage {
+    values: 2,
+    vectors: 2,
+};
+
+/// sweep_bptt.wgsl's stage: h_{t−1}, beside its four vectors.
+pub(crate) const SWEEP_BPTT: Stage = Stage {
+    values: 1,
+    vectors: 4,
+};
+
+/// Steps per block of a backward loop (bptt.wgsl, sweep_bptt.wgsl) that stages `stage`:
+/// at most `STAGE_LOADS` loads an invocation, within `LOOP_MEMORY`, at most
+/// `packing.block_steps`. 0 where not one step fits: the loop then loads its values at
+/// each step.
+pub(crate) fn staged_steps(packing: Packing, stage: Stage) -> usize {
+    let Stage { values, vectors } = stage;
     let per_step = packing.seqs.max(1) * values.max(1);
     let memory = LOOP_MEMORY.saturating_sub(vectors.saturating_mul(packing.slot()))
         / per_step.saturating_mul(packing.hidden.max(1));
@@ -69,7 +90,7 @@ pub(crate) fn staged_steps(packing: Packing, values: usize, vectors: usize) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::packing::MAX_STEPS_PER_BLOCK;
+    use crate::gpu::packing::{assert_shader_declares, MAX_STEPS_PER_BLOCK};
 
     /// The packings the loops allow: lanes·seqs·d ≤ MAX_HIDDEN.
     fn packings() -> impl Iterator<Item = Packing> {
@@ -121,13 +142,14 @@ mod tests {
         // The paper's size: BPTT (two values, two vectors) 8 steps a block, the fused
         // loop (one value, four vectors) 16.
         let paper = Packing::new(1, 2, 100, 1024);
-        assert_eq!(staged_steps(paper, 2, 2), 8);
-        assert_eq!(staged_steps(paper, 1, 4), 16);
+        assert_eq!(staged_steps(paper, BPTT), 8);
+        assert_eq!(staged_steps(paper, SWEEP_BPTT), 16);
         // Four vectors of four lanes at d = 256 fill the memory: no blocks.
-        assert_eq!(staged_steps(Packing::new(1, 4, 256, 1024), 1, 4), 0);
+        assert_eq!(staged_steps(Packing::new(1, 4, 256, 1024), SWEEP_BPTT), 0);
         for packing in packings() {
-            for (values, vectors) in [(2, 2), (1, 4)] {
-                let k = staged_steps(packing, values, vectors);
+            for stage in [BPTT, SWEEP_BPTT] {
+                let Stage { values, vectors } = stage;
+                let k = staged_steps(packing, stage);
                 let per_step = packing.seqs * values;
                 assert!(k <= MAX_STEPS_PER_BLOCK && k * per_step <= STAGE_LOADS);
                 assert!(
@@ -145,8 +167,8 @@ mod tests {
         for cap in [1, 5, 19, MAX_STEPS_PER_BLOCK] {
             let packing = paper.with_block_steps(cap);
             assert_eq!(forward(packing, 1).steps, cap.min(19));
-            assert_eq!(staged_steps(packing, 2, 2), cap.min(8));
-            assert_eq!(staged_steps(packing, 1, 4), cap.min(16));
+            assert_eq!(staged_steps(packing, BPTT), cap.min(8));
+            assert_eq!(staged_steps(packing, SWEEP_BPTT), cap.min(16));
         }
         assert_eq!(paper.with_block_steps(0).block_steps, 1);
         assert_eq!(paper.with_block_steps(usize::MAX), paper);
@@ -155,10 +177,6 @@ mod tests {
     #[test]
     fn stage_loads_match_the_shaders() {
         let limits = include_str!("../../shaders/include/limits.wgsl");
-        let declaration = format!("const STAGE_LOADS: u32 = {STAGE_LOADS}u;");
-        assert!(
-            limits.contains(&declaration),
-            "include/limits.wgsl must declare `{declaration}`"
-        );
+        assert_shader_declares(limits, "limits.wgsl", "STAGE_LOADS", STAGE_LOADS);
     }
 }

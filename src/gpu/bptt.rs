@@ -89,8 +89,7 @@ pub(crate) fn dispatch_batch_mean(
 }
 
 /// bptt.wgsl's launch with `dims`, packed as `packing` says, on the tanh RNN's
-/// buffers, in blocks of staged loads (two values a step, the injection and h_t, beside two
-/// vectors: `blocks::staged_steps`).
+/// buffers, in blocks of staged loads (`blocks::BPTT`).
 fn launch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -107,7 +106,7 @@ fn launch(
     ];
     let kernel = ctx.time_loop_kernel(seq.h.storage, TimeLoop::Bptt, packing)?;
     let dims = Dims {
-        block: blocks::staged_steps(packing, 2, 2) as u32,
+        block: blocks::staged_steps(packing, blocks::BPTT) as u32,
         slot: packing.slot() as u32,
         ..*dims
     };

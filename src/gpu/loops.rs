@@ -15,7 +15,7 @@
 //! kernels past the cap at the quotas it gives llvmpipe, launches spending their whole
 //! quota, and checks their results against the reference.
 
-use crate::gpu::blocks::{self, STAGE_LOADS};
+use crate::gpu::blocks::{self, Stage, STAGE_LOADS};
 use crate::gpu::layout::{Shape, MAX_HIDDEN};
 use crate::gpu::packing::Packing;
 use crate::gpu::packing::REG_BLOCKS;
@@ -242,11 +242,7 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
     let u = units(d);
     let cost = match cell {
-        CellKind::Tanh => with_blocks(
-            tanh_bptt(d, packing),
-            blocks::staged_steps(packing, 2, 2),
-            staging(2),
-        ),
+        CellKind::Tanh => with_stage(tanh_bptt(d, packing), packing, blocks::BPTT),
         CellKind::Gru => {
             // Two barriers per gate block past d = 682 (one a step below, where the three
             // blocks go through workgroup memory at once: the model charges the wider case).
@@ -293,9 +289,8 @@ fn staging(values: usize) -> usize {
     2 * (STAGE_LOADS / values.max(1) + 1)
 }
 
-/// `cost` with blocks of `k` steps (0: none) adding `block` iterations each. A launch of n
-/// steps runs at most ⌈n / k⌉ ≤ n / k + 1 blocks: charged once a launch and ⌈block / k⌉
-/// a step.
+/// `cost` with blocks of `k` steps (0: none) of `block` iterations each: n steps run at
+/// most ⌈n / k⌉ ≤ n / k + 1 blocks, charged once a launch and ⌈block / k⌉ a step.
 fn with_blocks(cost: Cost, k: usize, block: usize) -> Cost {
     if k == 0 {
         return cost;
@@ -304,6 +299,12 @@ fn with_blocks(cost: Cost, k: usize, block: usize) -> Cost {
         fixed: cost.fixed + block,
         per_unit: cost.per_unit + block.div_ceil(k),
     }
+}
+
+/// `cost` with a backward loop's blocks of `stage` (`blocks::staged_steps`).
+fn with_stage(cost: Cost, packing: Packing, stage: Stage) -> Cost {
+    let k = blocks::staged_steps(packing, stage);
+    with_blocks(cost, k, staging(stage.values))
 }
 
 /// sweep_bptt.wgsl: per step what target_sweep.wgsl's and bptt.wgsl's steps do together
@@ -321,7 +322,7 @@ pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> 
     LoopModel {
         what: "target sweep with the backward recursion",
         unit: Unit::Step,
-        cost: with_blocks(both, blocks::staged_steps(packing, 1, 4), staging(1)),
+        cost: with_stage(both, packing, blocks::SWEEP_BPTT),
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,

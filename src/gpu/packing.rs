@@ -168,17 +168,24 @@ impl TimeLoop {
     }
 }
 
+/// Asserts that `source`, the shader include `file`, declares the host's `name` as
+/// `value`: the constants both sides size their work by.
+#[cfg(test)]
+pub(crate) fn assert_shader_declares(source: &str, file: &str, name: &str, value: usize) {
+    let declaration = format!("const {name}: u32 = {value}u;");
+    assert!(
+        source.contains(&declaration),
+        "include/{file} must declare `{declaration}`"
+    );
+}
+
 #[cfg(test)]
 mod tests {
-    use super::REG_BLOCKS;
+    use super::*;
 
     #[test]
     fn register_blocks_match_the_shaders() {
         let dot = include_str!("../../shaders/include/dot.wgsl");
-        let declaration = format!("const REG_BLOCKS: u32 = {REG_BLOCKS}u;");
-        assert!(
-            dot.contains(&declaration),
-            "include/dot.wgsl must declare `{declaration}`"
-        );
+        assert_shader_declares(dot, "dot.wgsl", "REG_BLOCKS", REG_BLOCKS);
     }
 }

@@ -56,9 +56,9 @@ pub(crate) fn fits(
 }
 
 /// The launches: Pᵀ and W into one matrix [Pᵀ; W] (W from the forward pass's Wᵀ), then
-/// the loop with one workgroup per `packing.seqs` sequences, `steps` steps per launch (in
-/// blocks of staged loads: one value, h, a step beside four vectors), writing the target offsets dv [T+1, B, d] (each segment handing its last offsets on in
-/// `seq.carry`) and δ, e [T, B, d].
+/// the loop with one workgroup per `packing.seqs` sequences, `steps` steps per launch in
+/// blocks of staged loads (`blocks::SWEEP_BPTT`), writing the target offsets dv [T+1, B, d]
+/// (each segment handing its last offsets on in `seq.carry`) and δ, e [T, B, d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
@@ -96,7 +96,7 @@ pub(crate) fn dispatch(
             dv_scale: seq.dv.scale,
             first: shape.steps as u32 - seg.first,
             count: seg.count,
-            block: blocks::staged_steps(packing, 1, 4) as u32,
+            block: blocks::staged_steps(packing, blocks::SWEEP_BPTT) as u32,
             slot: packing.slot() as u32,
         })
         .collect();
