@@ -38,7 +38,8 @@ override WG: u32 = 256u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, SLOTS), include/dot.wgsl
 // (column_dot; the operands are dot_matrix and dot_vector below), include/activation.wgsl
-// (sigmoid_slope: s(u) with the clamp margin ε) and include/gru.wgsl (load_gates).
+// (sigmoid_slope: s(u) with the clamp margin ε), include/gru.wgsl (load_gates) and
+// include/gate_brackets.wgsl (the brackets, in the published order).
 
 struct Dims {
     batch: u32,
@@ -49,11 +50,6 @@ struct Dims {
     first: u32,
     count: u32,
 }
-
-// The gate blocks of W (and of the stacked P_gᵀ) in PyTorch's order.
-const GATE_R: u32 = 0u;
-const GATE_Z: u32 = 1u;
-const GATE_N: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<storage, read> p_t: array<f32>;
@@ -77,24 +73,6 @@ fn dot_matrix(e: u32) -> f32 {
 
 fn dot_vector(j: u32) -> f32 {
     return part[block_base + j];
-}
-
-// The published order of the products: z, then r, then n.
-fn gate_in_order(m: u32) -> u32 {
-    return select(select(GATE_N, GATE_R, m == 1u), GATE_Z, m == 0u);
-}
-
-// The bracket of `gate` for one unit: its gates g, h_{t−1} = hp and δ = e.
-fn bracket(gate: u32, g: Gates, hp: f32, e: f32) -> f32 {
-    // δ through h_t = (1 − z) ⊙ h_{t−1} + z ⊙ n into n's pre-activation.
-    let dn = (1.0 - g.n * g.n) * g.z * e;
-    if gate == GATE_R {
-        return g.hn * dn / sigmoid_slope(g.r);
-    }
-    if gate == GATE_Z {
-        return (g.n - hp) * e / sigmoid_slope(g.z);
-    }
-    return g.r * dn;
 }
 
 @compute @workgroup_size(WG)

@@ -295,7 +295,7 @@ impl Workload {
 
     /// The largest buffers of the GPU backend (name, bytes) and its device memory: the
     /// parameter buffers (parameters, gradients, slots; Wᵀ and Pᵀ), P's CG buffers (and
-    /// the per-gate inversion's W_g, W_gᵀ, P_g and stacked P_gᵀ), and three workspaces of
+    /// the per-gate inversion's W_g, W_gᵀ, P_g and stacked [P_gᵀ; W]), and three workspaces of
     /// histories (the training one and two for evaluation batches).
     pub fn gpu_buffers(
         &self,
@@ -379,8 +379,9 @@ impl Workload {
                     product(&[d, d, 4]),
                 ])?,
                 optimizer: product(&[2, n, 4])?,
-                // P and its CG's record; per gate W_g, W_gᵀ, P_g, and the stacked P_gᵀ.
-                solver: product(&[if self.inverses == 3 { 15 } else { 5 }, d, d, 4])?,
+                // P and its CG's record; per gate W_g, W_gᵀ, P_g, and the stacked P_gᵀ
+                // with W below them (the GRU's fused backward loop reads both).
+                solver: product(&[if self.inverses == 3 { 18 } else { 5 }, d, d, 4])?,
                 histories: product(&[3, workspace])?,
                 ..MemoryEstimate::default()
             };

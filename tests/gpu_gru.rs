@@ -449,3 +449,80 @@ fn per_gate_solves_with_a_large_cg_cap_run_in_segments() {
     h.tp.cg_max_iter = 5000;
     GpuBackend::new(ctx()).trace(&p, &b, &h).unwrap();
 }
+
+/// The per-gate sweep and the surrogate's BPTT in one loop (gru_sweep_bptt.wgsl) against
+/// the two loops it replaces (gru_per_gate_sweep.wgsl, then gru_bptt.wgsl): the same trace
+/// bit for bit (states, targets, the P_g, every gradient, the per-step error norms), and
+/// within `TOL` of the reference, over sizes off the workgroup grid (d = 257 and 341: two
+/// units an invocation), both losses and launches of a few steps (segments that hand dv
+/// on and form the carried vector again). Each case first checks that the fused loop runs
+/// there; the local gradient and d = 342 (six vectors of a step past half the workgroup
+/// memory) run the two loops.
+#[test]
+fn per_gate_fused_backward_equals_the_two_loops_bit_for_bit() {
+    use gpu::{one_shot, Backward, GpuOptions, StepsPerDispatch};
+    use std::num::NonZeroUsize;
+    let options = |k: Option<usize>, backward| GpuOptions {
+        steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
+            StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
+        }),
+        backward,
+        ..GpuOptions::default()
+    };
+    // (d, T, B, loss, steps per launch)
+    let cases = [
+        (1, 9, 1, Loss::CrossEntropy, None),
+        (7, 33, 3, Loss::Mse, Some(5)),
+        (33, 20, 7, Loss::CrossEntropy, Some(3)),
+        (100, 17, 3, Loss::Mse, Some(4)),
+        (257, 7, 2, Loss::CrossEntropy, Some(2)),
+        (341, 4, 2, Loss::Mse, None),
+    ];
+    let mut worst: f64 = 0.0;
+    for (i, &(d, t, b, loss, k)) in cases.iter().enumerate() {
+        let what = format!("GRU fused backward d={d} T={t} B={b} {loss:?} K={k:?}");
+        let shape = Shape::new(b, t, 3, d, 4);
+        let p = start(CellKind::Gru, shape.dims(), 140 + i as u64, 0.0);
+        let batch = random_batch(&mut rng(160 + i as u64), shape, loss);
+        let h = per_gate_tp(TpGrad::ThroughTime, loss);
+        let (fused, separate) = (options(k, Backward::Fused), options(k, Backward::Separate));
+        assert!(
+            one_shot::fused_backward(&ctx(), &p, &batch, &h, fused).unwrap(),
+            "{what}: fused"
+        );
+        assert!(
+            !one_shot::fused_backward(&ctx(), &p, &batch, &h, separate).unwrap(),
+            "{what}"
+        );
+        let (e, got) = gpu_support::compare_traces_with(&what, &p, &batch, &h, fused);
+        worst = worst.max(e);
+        let two = GpuBackend::with_options(ctx(), separate)
+            .trace(&p, &batch, &h)
+            .unwrap();
+        assert_eq!(got.h, two.h, "{what}: h");
+        assert_eq!(got.v, two.v, "{what}: v");
+        assert_eq!(got.p_inv, two.p_inv, "{what}: P_g");
+        assert_eq!(got.loss.to_bits(), two.loss.to_bits(), "{what}: loss");
+        assert_eq!(got.error_norms, two.error_norms, "{what}: ‖e_t‖");
+        for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(two.grads.tensors()) {
+            assert_eq!(g, w, "{what}: ∇{name}");
+        }
+    }
+    eprintln!("GRU fused backward, worst against the reference: {worst:.2e}");
+    let shape = Shape::new(3, 5, 3, 7, 4);
+    let p = start(CellKind::Gru, shape.dims(), 190, 0.0);
+    let batch = random_batch(&mut rng(191), shape, Loss::CrossEntropy);
+    let local = per_gate_tp(TpGrad::Local, Loss::CrossEntropy);
+    assert!(
+        !one_shot::fused_backward(&ctx(), &p, &batch, &local, GpuOptions::default()).unwrap(),
+        "the surrogate differentiated locally"
+    );
+    let wide = Shape::new(1, 2, 3, 342, 4);
+    let p = start(CellKind::Gru, wide.dims(), 192, 0.0);
+    let batch = random_batch(&mut rng(193), wide, Loss::CrossEntropy);
+    let h = per_gate_tp(TpGrad::ThroughTime, Loss::CrossEntropy);
+    assert!(
+        !one_shot::fused_backward(&ctx(), &p, &batch, &h, GpuOptions::default()).unwrap(),
+        "d = 342"
+    );
+}

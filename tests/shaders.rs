@@ -56,11 +56,12 @@ fn uses_history(source: &str) -> bool {
 /// The includes every storage shares, in the order `gpu::kernel` appends them. A kernel
 /// gets those it names in a comment as `include/<name>`; the history kernels get
 /// `include/history.wgsl` and one file of f16 conversions after them.
-const SHARED_INCLUDES: [&str; 7] = [
+const SHARED_INCLUDES: [&str; 8] = [
     "limits.wgsl",
     "dot.wgsl",
     "activation.wgsl",
     "gru.wgsl",
+    "gate_brackets.wgsl",
     "workgroup_sum.wgsl",
     "noise.wgsl",
     "targets.wgsl",

@@ -4,8 +4,9 @@
 // reverse layer: safe_tanh), target_sweep.wgsl, sweep_bptt.wgsl and jacobian.wgsl
 // (clamp_eps: the targets invert tanh, or divide by its derivative, at h clamped to
 // ±(1 − ε)) and
-// gru_per_gate_sweep.wgsl (sigmoid_slope: it divides by the sigmoid's derivative at a gate
-// clamped to [ε, 1 − ε]), so that the forward passes and the inversions agree on them.
+// gru_per_gate_sweep.wgsl and gru_sweep_bptt.wgsl (sigmoid_slope, through
+// include/gate_brackets.wgsl: they divide by the sigmoid's derivative at a gate clamped to
+// [ε, 1 − ε]), so that the forward passes and the inversions agree on them.
 
 // Clamp margin ε (config::CLAMP_EPS; tests/shaders.rs checks that the two agree).
 const CLAMP_EPS: f32 = 1e-3;

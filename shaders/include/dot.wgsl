@@ -3,7 +3,8 @@
 // bptt.wgsl (Wᵀ δ_{t+1}), target_sweep.wgsl (P s through Pᵀ), sweep_bptt.wgsl (both
 // products, through [Pᵀ; W]), gru_forward.wgsl (the three gates' W h_{t−1} through Wᵀ),
 // gru_bptt.wgsl (Wᵀ dgh), jacobian.wgsl (J_t u: W u through Wᵀ, for either cell),
-// gru_per_gate_sweep.wgsl (P_g s through the stacked P_gᵀ),
+// gru_per_gate_sweep.wgsl (P_g s through the stacked P_gᵀ), gru_sweep_bptt.wgsl (the
+// products of both, through [P_rᵀ; P_zᵀ; P_nᵀ; W]),
 // dtp_reverse.wgsl (W h~ and V y through Wᵀ and Vᵀ) and dtp_targets.wgsl (V h_t and V dv_t
 // through Vᵀ): one copy of the loop they all run.
 //

@@ -1,8 +1,8 @@
 // The GRU's stored gates and the step backward through them (cpu::gru::gru_step_backward).
 // gpu::kernel appends this file to gru_bptt.wgsl (the backward recursion: ∇ through each
-// step), jacobian.wgsl (J_tᵀ w and J_t u of the GRU in the sweep's CG) and
-// gru_per_gate_sweep.wgsl (load_gates only), which linearize at the same gates with the
-// same arithmetic.
+// step), jacobian.wgsl (J_tᵀ w and J_t u of the GRU in the sweep's CG),
+// gru_per_gate_sweep.wgsl (load_gates only) and gru_sweep_bptt.wgsl (both loops' steps in
+// one), which linearize at the same gates with the same arithmetic.
 //
 // The kernel declares `gates`, the storage buffer gru_forward.wgsl writes: [T, B, 4d],
 // the row of step t and sequence s at ((t − 1)·B + s)·4d holding r | z | n | hn, where

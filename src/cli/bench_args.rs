@@ -66,8 +66,8 @@ pub struct BenchArgs {
     /// steps").
     #[arg(long, value_delimiter = ',', default_values_t = [StepsPerBlock::Auto])]
     pub(super) steps_per_block: Vec<StepsPerBlock>,
-    /// TP-RI's backward pass with P: `fused` (one loop for the target sweep and the
-    /// surrogate's BPTT where it applies) or `separate`; `fused,separate` times both (rows
+    /// TP-RI's backward pass with P (or the GRU's P_g): `fused` (one loop for the target
+    /// sweep and the surrogate's BPTT where it applies) or `separate`; `fused,separate` times both (rows
     /// labelled `gpu` and `gpu-separate`; docs/PERFORMANCE.md, "One backward loop for
     /// TP-RI"). With `fused` the sweep phase holds both loops and the bptt phase is empty.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backward::Fused])]

@@ -33,7 +33,8 @@ use crate::gpu::seq_head::SeqHead;
 use crate::gpu::storage::Storage;
 use crate::gpu::{
     bptt, dtp_targets, embedding_gather, embedding_grad, forward, gru_bptt, gru_forward,
-    gru_per_gate_sweep, head, jacobian, matmul, optimizer, sweep_bptt, target_sweep,
+    gru_per_gate_sweep, gru_sweep_bptt, head, jacobian, matmul, optimizer, sweep_bptt,
+    target_sweep,
 };
 use crate::limits::logit_block_steps;
 use crate::model::CellKind;
@@ -72,11 +73,13 @@ pub(crate) struct Workspace {
     pub gate_cg: Option<GateCg>,
     /// TP: Pᵀ and the analytic sweep, the jacobian sweep (which reads the Wᵀ of the
     /// forward phase), or the per-gate sweep; or, with `fused_backward`, [Pᵀ; W] and the
-    /// analytic sweep fused with the surrogate's BPTT.
+    /// analytic sweep fused with the surrogate's BPTT, or W below the P_gᵀ and the
+    /// per-gate sweep fused with the GRU's.
     pub sweep: Option<Vec<Dispatch>>,
-    /// The sweep's loop also runs the backward recursion (sweep_bptt.wgsl, where
-    /// `sweep_bptt::fits`): an iteration then records `sweep` and not `bptt`, which is
-    /// kept for the one-shot runs of the recursion alone.
+    /// The sweep's loop also runs the backward recursion (sweep_bptt.wgsl where
+    /// `sweep_bptt::fits`, gru_sweep_bptt.wgsl where `gru_sweep_bptt::fits`): an iteration
+    /// then records `sweep` and not `bptt`, which is kept for the one-shot runs of the
+    /// recursion alone.
     pub fused_backward: bool,
     /// DTP: the reverse layer's gradient and step, and its target sweep.
     pub dtp: Option<(DtpReverse, Dispatch)>,
@@ -223,11 +226,15 @@ impl Workspace {
             None
         };
         let fused_backward = options.backward == Backward::Fused
-            && cell == CellKind::Tanh
-            && tp.is_some_and(|tp| {
-                sweep_bptt::fits(tp, (storage, packing, d), every_step, through_time)
-            })
-            && matches!(plan.targets(), Some(TargetSolve::FormP { .. }));
+            && match (tp, plan.targets()) {
+                (Some(tp), Some(TargetSolve::FormP { .. })) => {
+                    sweep_bptt::fits(tp, (storage, packing, d), every_step, through_time)
+                }
+                (Some(_), Some(TargetSolve::PerGate { .. })) => {
+                    gru_sweep_bptt::fits(d, through_time)
+                }
+                _ => false,
+            };
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => {
                 let sweep = if fused_backward {
@@ -249,14 +256,19 @@ impl Workspace {
                 (Some(sweep), Some(Cg::new(ctx, model, tp, cg_units)?), None)
             }
             (Some(tp), Some(TargetSolve::PerGate { .. })) => (
-                Some(vec![gru_per_gate_sweep::dispatch(
-                    ctx,
-                    model.gates(ctx)?,
-                    &seq,
-                    per_launch(loops::per_gate_sweep(d, shape))?,
-                    dims.hidden,
-                    tp,
-                )?]),
+                Some(if fused_backward {
+                    let steps = per_launch(loops::gru_sweep_bptt(d, shape))?;
+                    gru_sweep_bptt::dispatch(ctx, model, &seq, steps, tp)?
+                } else {
+                    vec![gru_per_gate_sweep::dispatch(
+                        ctx,
+                        model.gates(ctx)?,
+                        &seq,
+                        per_launch(loops::per_gate_sweep(d, shape))?,
+                        dims.hidden,
+                        tp,
+                    )?]
+                }),
                 None,
                 Some(GateCg::new(
                     ctx,

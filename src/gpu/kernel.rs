@@ -46,7 +46,7 @@ macro_rules! shader_tables {
         /// appended, the history kernels' followed by `HISTORY_WGSL` and `F16_BITS_WGSL`
         /// (`tests/shaders.rs` checks that this covers `shaders/` and matches the includes
         /// each kernel names).
-        pub const SHADERS: [(&str, &str); 21] = [
+        pub const SHADERS: [(&str, &str); 22] = [
             $(($file, compose!($file $(, $include)*)),)*
             $((
                 $h_file,
@@ -69,9 +69,10 @@ macro_rules! shader_tables {
 }
 
 // The one table of which files of `shaders/include/` each kernel gets, appended after the
-// kernel in the order limits, dot, activation, gru, workgroup_sum, noise, targets. Each include's opening
-// comment says what it holds and for which kernels; each kernel names the includes it
-// relies on (`include/<name>`), and tests/shaders.rs checks this table against both.
+// kernel in the order limits, dot, activation, gru, gate_brackets, workgroup_sum, noise,
+// targets. Each include's opening comment says what it holds and for which kernels; each
+// kernel names the includes it relies on (`include/<name>`), and tests/shaders.rs checks
+// this table against both.
 // The kernels after `history:` read or write a history: they are compiled once per
 // `Storage` and get `include/history.wgsl` and one of the two files of f16 conversions
 // after their includes.
@@ -86,7 +87,12 @@ shader_tables! {
     "jacobian.wgsl" => [
         "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "workgroup_sum.wgsl"
     ],
-    "gru_per_gate_sweep.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl"],
+    "gru_per_gate_sweep.wgsl" => [
+        "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "gate_brackets.wgsl"
+    ],
+    "gru_sweep_bptt.wgsl" => [
+        "limits.wgsl", "dot.wgsl", "activation.wgsl", "gru.wgsl", "gate_brackets.wgsl"
+    ],
     "seq_head.wgsl" => ["workgroup_sum.wgsl"],
     "dtp_reverse.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl", "noise.wgsl"],
     "dtp_targets.wgsl" => ["limits.wgsl", "dot.wgsl", "activation.wgsl"],
@@ -145,6 +151,8 @@ pub(crate) struct GruKernels {
     pub forward: wgpu::ComputePipeline,
     pub bptt: wgpu::ComputePipeline,
     pub per_gate_sweep: wgpu::ComputePipeline,
+    /// The per-gate sweep and the surrogate's backward recursion in one loop.
+    pub sweep_bptt: wgpu::ComputePipeline,
 }
 
 /// The slot of workgroup size `wg` (one of `WORKGROUP_SIZES`) in a per-size cache.
@@ -348,6 +356,7 @@ impl Kernels {
                 forward: main("gru_forward.wgsl"),
                 bptt: main("gru_bptt.wgsl"),
                 per_gate_sweep: main("gru_per_gate_sweep.wgsl"),
+                sweep_bptt: main("gru_sweep_bptt.wgsl"),
             }
         })
     }

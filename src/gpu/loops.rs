@@ -16,10 +16,13 @@
 //! quota, and checks their results against the reference.
 
 use crate::gpu::blocks::{self, Stage, STAGE_LOADS};
-use crate::gpu::layout::{Shape, MAX_HIDDEN};
+use crate::gpu::layout::Shape;
 use crate::gpu::packing::Packing;
 use crate::gpu::packing::REG_BLOCKS;
 use crate::model::CellKind;
+
+mod gru;
+pub(crate) use gru::{gru_sweep_bptt, per_gate_sweep};
 
 /// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in
 /// total, over all its loops, before it silently cuts them short (gallivm's loop limiter,
@@ -240,18 +243,9 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
 /// `lanes_step`'s, and the finishers' loads, issued before the product, one more loop
 /// over the sequences.
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
-    let u = units(d);
     let cost = match cell {
         CellKind::Tanh => with_stage(tanh_bptt(d, packing), packing, blocks::BPTT),
-        CellKind::Gru => {
-            // Two barriers per gate block past d = 682 (one a step below, where the three
-            // blocks go through workgroup memory at once: the model charges the wider case).
-            let step = u * (3 * dot(d) + 7) + 9 + 6 * BARRIER;
-            Cost {
-                fixed: step,
-                per_unit: step,
-            }
-        }
+        CellKind::Gru => gru::bptt(d),
     };
     LoopModel {
         what: "backward recursion",
@@ -412,32 +406,6 @@ pub(crate) fn embedding_sums(rows: usize, workgroups: usize) -> LoopModel {
         },
         total: rows.div_ceil(REDUCTION_STAGE),
         workgroups,
-        workgroups_per_unit: 0,
-    }
-}
-
-/// gru_per_gate_sweep.wgsl: per step the direct term, the brackets and the products with
-/// the P_gᵀ (each owned-units loop with a loop over the three gates inside), and the store
-/// of dv_{t−1}: in one round and one barrier where the three brackets fit workgroup memory
-/// together (3d ≤ `MAX_HIDDEN`), else in three rounds of two barriers; per launch the
-/// set-up (the top rows, or the carried offsets) and the hand-over.
-pub(crate) fn per_gate_sweep(d: usize, shape: Shape) -> LoopModel {
-    let u = units(d);
-    let products = 3 * u * dot(d);
-    let per_unit = if 3 * d <= MAX_HIDDEN {
-        products + 12 * u + 16 + BARRIER
-    } else {
-        products + 32 * u + 16 + 6 * BARRIER
-    };
-    LoopModel {
-        what: "per-gate target sweep",
-        unit: Unit::Step,
-        cost: Cost {
-            fixed: 2 * u + 5,
-            per_unit,
-        },
-        total: shape.steps.saturating_sub(1),
-        workgroups: shape.batch,
         workgroups_per_unit: 0,
     }
 }

@@ -17,7 +17,8 @@
 //!    `inverse` (P, with `cg_check`, and the GRU's per-gate P_g), `target_sweep`,
 //!    `sweep_bptt` (the sweep and the surrogate's `bptt` in one loop),
 //!    `jacobian` (the Jacobian products and the §5 sweep with its per-step CG),
-//!    `gru_per_gate_sweep` (§5's per-gate sweep), `bptt`, `gru_bptt`, `matmul`,
+//!    `gru_per_gate_sweep` (§5's per-gate sweep), `gru_sweep_bptt` (that sweep and the
+//!    surrogate's `gru_bptt` in one loop), `bptt`, `gru_bptt`, `matmul`,
 //!    `optimizer`, `transpose`, `norms`, `embedding_gather` and `embedding_grad` (a
 //!    trained embedding table);
 //! 4. `iteration`, which records a whole step into one command buffer;
@@ -40,6 +41,7 @@ mod forward;
 mod gru_bptt;
 mod gru_forward;
 mod gru_per_gate_sweep;
+mod gru_sweep_bptt;
 mod head;
 mod history;
 mod inverse;

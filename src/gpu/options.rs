@@ -37,12 +37,13 @@ pub struct GpuOptions {
 }
 
 /// How TP-RI's backward pass walks time with the analytic inversion (`--backward`):
-/// `fused` runs the target sweep and the surrogate's BPTT in one loop
-/// (`shaders/sweep_bptt.wgsl`) wherever that kernel applies (the linearized or difference
-/// targets, one output, the surrogate through time, f32 storage, d · lanes per unit within
-/// a workgroup; elsewhere it runs two), `separate` always runs the two loops one after the
-/// other (docs/PERFORMANCE.md, "One backward loop for TP-RI"). The results are the same
-/// bit for bit.
+/// `fused` runs the target sweep and the surrogate's BPTT in one loop wherever that kernel
+/// applies: `shaders/sweep_bptt.wgsl` for the tanh RNN with P (the linearized or
+/// difference targets, one output, the surrogate through time, f32 storage, d · lanes per
+/// unit within a workgroup), `shaders/gru_sweep_bptt.wgsl` for the GRU's per-gate
+/// inversion (the surrogate through time, d ≤ 341); elsewhere it runs two. `separate`
+/// always runs the two loops one after the other (docs/PERFORMANCE.md, "One backward loop
+/// for TP-RI"). The results are the same bit for bit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
