@@ -152,7 +152,8 @@ fn bench_refuses_zero_sizes_naming_the_flag() {
 }
 
 /// `--model-only` prints the cost model without a device: every phase with its binding
-/// term and the TP/BP floor ratio; a device figure of 0 is refused naming its flag.
+/// term and the TP/BP floor ratio, of each cell asked for; a device figure of 0 is refused
+/// naming its flag.
 #[test]
 fn bench_model_only_needs_no_device() {
     let out = ok(&[
@@ -173,6 +174,25 @@ fn bench_model_only_needs_no_device() {
     for phase in ["forward", "inverse", "sweep", "bptt", "reductions"] {
         assert!(out.contains(phase), "{phase} missing:\n{out}");
     }
+    // Both cells' models, the GRU's with its fused backward loop (no bptt row for TP).
+    let out = ok(&[
+        "bench",
+        "--model-only",
+        "--cell",
+        "tanh,gru",
+        "--steps",
+        "784",
+        "--hidden",
+        "100",
+        "--batch",
+        "16",
+    ]);
+    assert_eq!(out.matches("TP/BP").count(), 2, "{out}");
+    let gru = &out[out
+        .find("gru at T=784 d=100 B=16")
+        .expect("the GRU's model")..];
+    assert!(out.contains("tanh at T=784 d=100 B=16"), "{out}");
+    assert_eq!(gru.matches("bptt").count(), 1, "{gru}");
     refused(
         &["bench", "--model-only", "--cache-gbs", "0"],
         &["--cache-gbs", "positive"],

@@ -11,6 +11,7 @@ use crate::gpu::loops::REDUCTION_STAGE;
 use crate::gpu::matmul;
 use crate::gpu::segments::REDUCTION_WORKGROUPS;
 use crate::gpu::{Backward, Phase, Storage, MAX_HIDDEN, MAX_SEQUENCES_PER_WORKGROUP};
+use crate::model::CellKind;
 
 /// What the device is assumed to sustain, for the floors of the cost model.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -152,26 +153,41 @@ impl PhaseCost {
     }
 }
 
-/// Whether TP-RI's backward pass runs as one loop (sweep_bptt.wgsl) with `backward` at
-/// `size`, as the kernels decide on a GPU with their automatic lanes (one or two lanes per
-/// unit: d ≤ 256) and `seqs` sequences per workgroup, for the published linearized targets
-/// and f32 storage (`gpu::sweep_bptt::fits`).
-pub fn fused_backward(size: Size, storage: Storage, seqs: usize, backward: Backward) -> bool {
+/// Whether TP-RI's backward pass runs as one loop with `backward` at `size`, as the
+/// kernels decide on a GPU: for the tanh RNN (sweep_bptt.wgsl) with their automatic lanes
+/// (one or two lanes per unit: d ≤ 256) and `seqs` sequences per workgroup, for the
+/// published linearized targets and f32 storage (`gpu::sweep_bptt::fits`); for the GRU
+/// (gru_sweep_bptt.wgsl, the per-gate inversion) where a step's six vectors fit
+/// (`gpu::gru_sweep_bptt::fits`: 6d ≤ `MAX_HIDDEN`).
+pub fn fused_backward(
+    size: Size,
+    cell: CellKind,
+    storage: Storage,
+    seqs: usize,
+    backward: Backward,
+) -> bool {
     backward == Backward::Fused
         && storage == Storage::F32
-        && size.hidden <= 256
-        && 2 * seqs.max(1) * size.hidden <= MAX_HIDDEN / 2
+        && match cell {
+            CellKind::Tanh => size.hidden <= 256 && 2 * seqs.max(1) * size.hidden <= MAX_HIDDEN / 2,
+            CellKind::Gru => 6 * size.hidden <= MAX_HIDDEN,
+        }
 }
 
-/// The cost model of one GPU iteration (docs/ALGORITHM.md §2–§4) with `cg_iters` CG iterations run
-/// (the most of any column of P), the histories h and v − h stored as `storage` says
-/// (every other value is an f32), `seqs` sequences per workgroup in the time loops
-/// (forward pass, target sweep, backward recursion: `gpu::SequencesPerWorkgroup`; 0
-/// counts as 1) and TP-RI's backward pass as `backward` says: where `fused_backward`, the
-/// sweep phase holds the sweep and the recursion in one loop (their work, both matrices'
-/// cache traffic, one more transpose, T serial steps once) and there is no bptt phase.
+/// The cost model of one GPU iteration of `cell` (docs/ALGORITHM.md §2–§5) with
+/// `cg_iters` CG iterations run (the most of any column of P, or of the GRU's three P_g),
+/// the histories h and v − h stored as `storage` says (every other value is an f32),
+/// `seqs` sequences per workgroup in the tanh RNN's time loops (forward pass, target
+/// sweep, backward recursion: `gpu::SequencesPerWorkgroup`; 0 counts as 1; the GRU's carry
+/// one) and TP-RI's backward pass as `backward` says: where `fused_backward`, the sweep
+/// phase holds the sweep and the recursion in one loop (their work, both matrices' cache
+/// traffic, one more transpose, T serial steps once) and there is no bptt phase. The GRU
+/// (g = 3 gate blocks) reads W [3d, d] and forms 3d pre-activations a step, stores its
+/// gates [T, B, 4d] for the backward loops and dgi, dgh [T, B, 3d] for the reductions, and
+/// inverts with the per-gate P_g: three solves and three products a step in the sweep.
 pub fn cost_model(
     size: Size,
+    cell: CellKind,
     method: Method,
     cg_iters: usize,
     storage: Storage,
@@ -185,14 +201,20 @@ pub fn cost_model(
         size.input as f64,
         size.output as f64,
     );
+    let g = cell.gates() as f64;
+    let gru = cell == CellKind::Gru;
+    let seqs = if gru { 1 } else { seqs };
     let k = cg_iters as f64;
     let f = 4.0; // bytes per f32
     let hb = storage.bytes() as f64; // bytes per value of h or v − h
     let rows = t * b; // every (step, sequence) pair
-    let params = d * d + d * p + d + q * d + q;
+                      // W, U, b (and the GRU's b_hh), then the head.
+    let params = g * (d * d + d * p + d) + if gru { g * d } else { 0.0 } + q * d + q;
+    // Per (step, sequence) the GRU's stored gates (r, z, n, hn) and its dgi, dgh.
+    let (gates, dg) = if gru { (4.0 * d, 6.0 * d) } else { (0.0, 0.0) };
     // `values`: f32 values moved; `history`: values of h or v − h moved.
-    // A time loop runs ⌈B/b⌉ workgroups of b sequences, each reading its d×d matrix from
-    // the cache once a step for all of them.
+    // A time loop runs ⌈B/b⌉ workgroups of b sequences, each reading its g·d×d matrix (W,
+    // or the P_g stacked) from the cache once a step for all of them.
     let workgroups = size.batch.div_ceil(seqs.max(1));
     let cost = |phase, flops, values: f64, history: f64, dispatches, serial_steps| {
         let time_loop = matches!(phase, Phase::Forward | Phase::Sweep | Phase::Bptt);
@@ -201,7 +223,7 @@ pub fn cost_model(
             flops,
             bytes: values * f + history * hb,
             cache_bytes: if time_loop {
-                t * workgroups as f64 * d * d * f
+                t * workgroups as f64 * g * d * d * f
             } else {
                 0.0
             },
@@ -211,11 +233,12 @@ pub fn cost_model(
         }
     };
     let all = [
-        // W h + U x + b, tanh: read W, U, b, x; write h. Plus the transpose of W.
+        // W h + U x + b, tanh (or the gates): read W, U, b, x; write h (and the gates).
+        // Plus the transpose of W.
         cost(
             Phase::Forward,
-            2.0 * rows * d * (d + p),
-            2.0 * d * d + d * p + d + rows * p,
+            2.0 * rows * g * d * (d + p),
+            2.0 * g * d * d + g * d * p + g * d + rows * (p + gates),
             rows * d,
             2,
             size.steps,
@@ -231,34 +254,39 @@ pub fn cost_model(
         // One workgroup per column of P: per CG iteration two d×d matrix-vector products
         // and the update, each a dependent step (a d-long dot product and barriers); the
         // warm start adds one product. W and Wᵀ stay in cache: read once, P read (the
-        // warm start) and written once.
+        // warm start) and written once. The GRU solves for its three P_g one after
+        // another, each after copying W_g and W_gᵀ out (two transposes) and before
+        // stacking P_gᵀ (one more).
         cost(
             Phase::Inverse,
-            (k + 1.0) * 4.0 * d * d * d + k * 10.0 * d * d,
-            4.0 * d * d,
+            g * ((k + 1.0) * 4.0 * d * d * d + k * 10.0 * d * d),
+            g * if gru { 10.0 } else { 4.0 } * d * d,
             0.0,
-            2,
-            2 * (cg_iters + 1),
+            if gru { 15 } else { 2 },
+            cell.gates() * 2 * (cg_iters + 1),
         ),
-        // P s per step and sequence: read h, P, write dv. Plus the transpose of P.
+        // P s per step and sequence (the GRU: P_z, P_r, P_n on three brackets): read h (and
+        // the gates), P, write dv. Plus the transpose of P (the GRU's P_gᵀ are stacked by
+        // the inverse phase).
         cost(
             Phase::Sweep,
-            2.0 * rows * d * d + 4.0 * rows * d,
-            2.0 * d * d,
+            2.0 * rows * g * d * d + 4.0 * g * rows * d,
+            g * d * d * if gru { 1.0 } else { 2.0 } + rows * gates,
             2.0 * rows * d,
-            2,
+            if gru { 1 } else { 2 },
             size.steps,
         ),
-        // Wᵀδ per step and sequence: read h and dv (TP) or g_T, write δ and e.
+        // Wᵀδ (the GRU: Wᵀ dgh over 3d rows) per step and sequence: read h and dv (TP) or
+        // g_T (and the gates), write δ and e (the GRU: dgi, dgh and e).
         cost(
             Phase::Bptt,
-            2.0 * rows * d * d + 3.0 * rows * d,
-            d * d + 2.0 * rows * d,
+            2.0 * rows * g * d * d + 3.0 * g * rows * d,
+            g * d * d + 2.0 * rows * d + rows * (gates + dg),
             rows * d * if method == Method::Tp { 2.0 } else { 1.0 },
             1,
             size.steps,
         ),
-        reductions(size, hb),
+        reductions(size, cell, hb),
         // Read the gradient, read and write θ and two optimizer slots.
         cost(Phase::Optimizer, 10.0 * params, 7.0 * params, 0.0, 1, 0),
     ];
@@ -267,7 +295,7 @@ pub fn cost_model(
         .into_iter()
         .filter(|c| phases.contains(&c.phase))
         .collect();
-    if method == Method::Tp && fused_backward(size, storage, seqs, backward) {
+    if method == Method::Tp && fused_backward(size, cell, storage, seqs, backward) {
         if let Some(bptt) = costs.iter().position(|c| c.phase == Phase::Bptt) {
             let b = costs.remove(bptt);
             if let Some(sweep) = costs.iter_mut().find(|c| c.phase == Phase::Sweep) {
@@ -294,11 +322,19 @@ pub fn cost_model(
 /// d = 100, B = 256 and by 1.9× at d = 512, B = 256. `tpri bench --model-only` prints it.
 pub fn sequences_per_workgroup(m: &Machine, size: Size, storage: Storage) -> usize {
     let floor = |b: usize| {
-        cost_model(size, Method::Tp, 0, storage, b, Backward::Separate)
-            .iter()
-            .filter(|c| matches!(c.phase, Phase::Forward | Phase::Sweep | Phase::Bptt))
-            .map(|c| c.floor_s(m))
-            .sum::<f64>()
+        cost_model(
+            size,
+            CellKind::Tanh,
+            Method::Tp,
+            0,
+            storage,
+            b,
+            Backward::Separate,
+        )
+        .iter()
+        .filter(|c| matches!(c.phase, Phase::Forward | Phase::Sweep | Phase::Bptt))
+        .map(|c| c.floor_s(m))
+        .sum::<f64>()
     };
     let mut best = (1, floor(1));
     let mut b = 2;
@@ -315,33 +351,32 @@ pub fn sequences_per_workgroup(m: &Machine, size: Size, storage: Storage) -> usi
     best.0
 }
 
-/// The reductions Δᵀ H, Δᵀ X, Δᵀ 1 (∇b_ih) and Δᵀ 1 (∇b_hh), one after another: read δ,
-/// h and x, write the gradients; each split over workgroups as `matmul::splits` picks on
-/// a GPU,
+/// The reductions Δᵀ H, Δᵀ X, Δᵀ 1 (∇b_ih) and Δᵀ 1 (∇b_hh), one after another, Δ with
+/// g·d columns (the GRU's δ is dgh for H and ∇b_hh, dgi for X and ∇b_ih): read Δ, h and x,
+/// write the gradients; each split over workgroups as `matmul::splits` picks on a GPU,
 /// then its slices written and read again. Each workgroup walks its rows in stages of 16,
 /// a stage (two barriers, a short chain of multiply-adds) counted as one serial step.
-fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
+fn reductions(size: Size, cell: CellKind, history_bytes: f64) -> PhaseCost {
     let (t, d, b) = (size.steps as f64, size.hidden as f64, size.batch as f64);
+    let m = cell.gates() * size.hidden;
     let (rows, k) = (t * b, size.steps * size.batch);
     let (mut bytes, mut serial, mut dispatches, mut workgroups) = (0.0, 0, 0, 0);
     for n in [size.hidden, size.input, 1, 1] {
-        let splits = matmul::splits(size.hidden, n, k, REDUCTION_WORKGROUPS);
-        let [x, y, _] = matmul::groups(size.hidden, n);
-        let slices = if splits > 1 {
-            2 * splits * size.hidden * n
-        } else {
-            0
-        };
-        bytes += (slices + size.hidden * n) as f64 * 4.0;
+        let splits = matmul::splits(m, n, k, REDUCTION_WORKGROUPS);
+        let [x, y, _] = matmul::groups(m, n);
+        let slices = if splits > 1 { 2 * splits * m * n } else { 0 };
+        bytes += (slices + m * n) as f64 * 4.0;
         serial += k.div_ceil(splits * REDUCTION_STAGE);
         dispatches += 1 + usize::from(splits > 1);
         workgroups = workgroups.max((x * y) as usize * splits);
     }
     let n_total = d + size.input as f64 + 2.0;
+    // Each Δ read once: δ, or the GRU's dgh and dgi.
+    let deltas = (if cell == CellKind::Gru { 2 * m } else { m }) as f64;
     PhaseCost {
         phase: Phase::Reductions,
-        flops: 2.0 * rows * d * n_total,
-        bytes: bytes + rows * d * 4.0 + rows * d * history_bytes + rows * (n_total - d) * 4.0,
+        flops: 2.0 * rows * m as f64 * n_total,
+        bytes: bytes + rows * deltas * 4.0 + rows * d * history_bytes + rows * (n_total - d) * 4.0,
         cache_bytes: 0.0,
         workgroups,
         dispatches,
@@ -350,111 +385,4 @@ fn reductions(size: Size, history_bytes: f64) -> PhaseCost {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cost_model_counts_the_paper_forward() {
-        let c = cost_model(Size::PAPER, Method::Bp, 0, Storage::F32, 1, Backward::Fused);
-        assert_eq!(c.len(), 5, "BP has no inverse and no sweep");
-        // f16 halves the bytes of h: the forward pass's main traffic.
-        let half = cost_model(Size::PAPER, Method::Bp, 0, Storage::F16, 1, Backward::Fused);
-        assert_eq!(c[0].bytes - half[0].bytes, 2.0 * 784.0 * 16.0 * 100.0);
-        // 2·T·B·d·(d + p) = 2·784·16·100·101.
-        assert_eq!(c[0].flops, 2.0 * 784.0 * 16.0 * 100.0 * 101.0);
-        let m = Machine {
-            flops: 1e12,
-            bandwidth: 1e11,
-            cache_bandwidth: 1e13,
-            concurrent_workgroups: 16,
-            dispatch_s: 0.0,
-            step_s: 1e-6,
-        };
-        // The time loop, not the arithmetic, bounds the forward pass here.
-        assert_eq!(c[0].floor_s(&m), 784e-6);
-        assert_eq!(c[0].binding(&m), Bound::SerialSteps);
-        // Twice the sequences of the workgroups that run at once: two waves of steps.
-        let m8 = Machine {
-            concurrent_workgroups: 8,
-            ..m
-        };
-        assert_eq!(c[0].floor_s(&m8), 2.0 * 784e-6);
-        // Every workgroup reads W at every step: T·B·d²·4 bytes from the cache.
-        assert_eq!(c[0].cache_bytes, 784.0 * 16.0 * 1e4 * 4.0);
-        let slow_cache = Machine {
-            cache_bandwidth: 1e11,
-            ..m
-        };
-        assert_eq!(c[0].binding(&slow_cache), Bound::CacheTraffic);
-        // The reductions at this size are split as far as the 64-row minimum allows: each
-        // block of ∇W, ∇U and both ∇b over 196 workgroups (4 stages of 16 rows); unsplit
-        // each would walk all 784 stages.
-        let r = c.iter().find(|p| p.phase == Phase::Reductions).unwrap();
-        assert_eq!(r.serial_steps, 4 * 4);
-        assert_eq!(r.dispatches, 8);
-    }
-
-    /// The fused backward loop: TP-RI's sweep phase takes the recursion's work and cache
-    /// traffic and one more transpose, and the bptt phase goes; the floors of the serial
-    /// steps count T once. Past d = 256 (or with f16 storage) the two loops stay.
-    #[test]
-    fn the_fused_backward_walks_time_once() {
-        let m = Machine::H100;
-        let of = |backward, storage| cost_model(Size::PAPER, Method::Tp, 2, storage, 1, backward);
-        let two = of(Backward::Separate, Storage::F32);
-        let one = of(Backward::Fused, Storage::F32);
-        let phase = |c: &[PhaseCost], p| c.iter().find(|c| c.phase == p).copied();
-        assert!(phase(&one, Phase::Bptt).is_none());
-        let (sweep, bptt) = (
-            phase(&two, Phase::Sweep).unwrap(),
-            phase(&two, Phase::Bptt).unwrap(),
-        );
-        let fused = phase(&one, Phase::Sweep).unwrap();
-        assert_eq!(fused.flops, sweep.flops + bptt.flops);
-        assert_eq!(fused.cache_bytes, 2.0 * sweep.cache_bytes);
-        assert_eq!(fused.dispatches, 3);
-        assert_eq!(fused.serial_steps, 784);
-        let total = |c: &[PhaseCost]| c.iter().map(|c| c.floor_s(&m)).sum::<f64>();
-        assert!(total(&one) < total(&two));
-        assert_eq!(of(Backward::Fused, Storage::F16).len(), two.len());
-        let wide = Size {
-            hidden: 257,
-            ..Size::PAPER
-        };
-        assert!(!fused_backward(wide, Storage::F32, 1, Backward::Fused));
-    }
-
-    /// Packing b sequences per workgroup of every time loop divides W's (and in the sweep
-    /// P's) cache traffic by b and the workgroups by b; the H100's choice at (784, 512, 512) is the most that fits (4),
-    /// at the paper's size 1 (serial steps bind whatever b).
-    #[test]
-    fn sequences_per_workgroup_divide_the_cache_traffic() {
-        let size = Size {
-            steps: 784,
-            hidden: 512,
-            batch: 512,
-            input: 1,
-            output: 10,
-        };
-        let forward = |b| cost_model(size, Method::Bp, 0, Storage::F32, b, Backward::Fused)[0];
-        assert_eq!(forward(4).cache_bytes * 4.0, forward(1).cache_bytes);
-        assert_eq!(forward(4).workgroups, 128);
-        let tp = |b| cost_model(size, Method::Tp, 2, Storage::F32, b, Backward::Separate);
-        for phase in [Phase::Forward, Phase::Sweep, Phase::Bptt] {
-            let of = |b| *tp(b).iter().find(|c| c.phase == phase).unwrap();
-            assert_eq!(of(4).cache_bytes * 4.0, of(1).cache_bytes, "{phase:?}");
-            assert_eq!(of(4).workgroups, 128, "{phase:?}");
-        }
-        assert_eq!(
-            sequences_per_workgroup(&Machine::H100, size, Storage::F32),
-            4
-        );
-        let paper = sequences_per_workgroup(&Machine::H100, Size::PAPER, Storage::F32);
-        assert_eq!(paper, 1);
-        // Fewer workgroups than run at once leave the device's arithmetic idle.
-        let one = Size { batch: 1, ..size };
-        let c = cost_model(one, Method::Bp, 0, Storage::F32, 1, Backward::Fused)[0];
-        let m = Machine::H100;
-        assert_eq!(c.terms(&m)[0].1, c.flops / m.flops * 132.0);
-    }
-}
+mod tests;

@@ -121,6 +121,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     if args.model_only {
         print_model(
             &sizes_of(&args, &args.steps, &args.hidden, &args.batch),
+            &args.cell,
             &machine,
         );
         return Ok(());

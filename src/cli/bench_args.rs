@@ -73,8 +73,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backward::Fused])]
     pub(super) backward: Vec<Backward>,
     /// Recurrent cells: `tanh`, `gru` (TP-RI with the published per-gate inversion), or
-    /// `tanh,gru` for both. The cost model, the regime map and the crossover study are the
-    /// tanh RNN's; a GRU row's phases print without a floor.
+    /// `tanh,gru` for both. The cost model covers both (`--model-only` prints each cell's);
+    /// the regime map and the crossover study are the tanh RNN's.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CellKind::Tanh])]
     pub(super) cell: Vec<CellKind>,
     /// Sequence lengths T.

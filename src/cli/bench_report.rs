@@ -99,7 +99,7 @@ fn backends(all: &[Measurement]) -> Vec<String> {
 }
 
 /// The phase table of the largest case of each GPU configuration, cell and method, beside
-/// the cost model's floors (the tanh RNN's; a GRU table has the medians only).
+/// the cost model's floors.
 pub fn print_phases(all: &[Measurement], machine: &Machine) {
     let gpus = backends(all).into_iter().filter(|b| b.starts_with("gpu"));
     let cells = [CellKind::Tanh, CellKind::Gru];
@@ -110,36 +110,17 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
             .flat_map(move |c| methods.map(|m| (b.clone(), c, m)))
     });
     for (backend, cell, method) in tables {
-        let Some(m) = all
+        if let Some(m) = all
             .iter()
             .filter(|m| m.backend == backend && m.cell == cell && m.method == method)
             .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
-        else {
-            continue;
-        };
-        if cell == CellKind::Tanh {
+        {
             print_phases_beside_model(&backend, m, machine);
-        } else {
-            let s = m.size;
-            println!(
-                "\nGPU phases ({backend}: {} storage), {} {method:?} at T={} d={} B={} (no cost model for this cell)",
-                m.storage.unwrap_or_default(),
-                cell_name(cell),
-                s.steps,
-                s.hidden,
-                s.batch
-            );
-            println!("{:11} {:>10}", "phase", "median ms");
-            for (phase, time) in &m.phases_s {
-                println!("{:11} {:>10}", phase.name(), ms(*time));
-            }
-            let sum: f64 = m.phases_s.iter().map(|(_, t)| t).sum();
-            println!("{:11} {:>10}", "sum", ms(sum));
         }
     }
 }
 
-/// The phase table of tanh-RNN measurement `m`, each phase beside its floor on `machine`.
+/// The phase table of measurement `m`, each phase beside its floor on `machine`.
 fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) {
     let method = m.method;
     let s = m.size;
@@ -148,12 +129,16 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
     // The run's sequences per workgroup when fixed; for `auto` what the kernels run on
     // a GPU (the assumed device, which the floors are of): 1 (gpu::forward's rule).
     let seqs = match m.sequences_per_workgroup.as_deref().map(str::parse) {
-        Some(Ok(SequencesPerWorkgroup::Fixed(b))) => b,
+        Some(Ok(SequencesPerWorkgroup::Fixed(b))) if m.cell == CellKind::Tanh => b,
         _ => 1,
     };
     println!(
-        "\nGPU phases ({backend}: {storage} storage), {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
-        s.steps, s.hidden, s.batch, describe(machine)
+        "\nGPU phases ({backend}: {storage} storage), {} {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
+        cell_name(m.cell),
+        s.steps,
+        s.hidden,
+        s.batch,
+        describe(machine)
     );
     println!(
         "{:11} {:>10} {:>10} {:>8} {:>8} {:>10}",
@@ -166,7 +151,7 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
     } else {
         Backward::Fused
     };
-    let costs = cost_model(s, method, k, storage, seqs, backward);
+    let costs = cost_model(s, m.cell, method, k, storage, seqs, backward);
     let (mut total_floor, mut total_time) = (0.0, 0.0);
     for c in &costs {
         let time = m
@@ -225,60 +210,74 @@ fn print_phase(name: &str, c: &PhaseCost, machine: &Machine) {
 }
 
 /// `--model-only`: the cost model of TP-RI (two warm CG iterations, as measured at the
-/// paper's size) and BP at every size, each phase's floor and binding term, and the ratio
-/// of the two floors.
-pub fn print_model(sizes: &[Size], machine: &Machine) {
+/// paper's size) and BP of each cell at every size, each phase's floor and binding term,
+/// and the ratio of the two floors.
+pub fn print_model(sizes: &[Size], cells: &[CellKind], machine: &Machine) {
     println!("cost model on {}", describe(machine));
     for &s in sizes {
-        println!(
-            "\nT={} d={} B={} (p={}, q={})",
-            s.steps, s.hidden, s.batch, s.input, s.output
-        );
-        println!(
-            "{:11} {:>10} {:>10} {:>10} {:>10} {:>10}  binding term",
-            "phase", "MFLOP", "MB", "cache MB", "dispatches", "floor ms"
-        );
-        // The time loops with the sequences per workgroup the model picks on this device,
-        // and, where that is not 1, each loop's and the whole iteration's floor with 1
-        // beside them.
-        // (The kernels' `auto` runs 1 on a GPU whatever the model says: packing measured
-        // slower on an H100.)
-        let seqs = sequences_per_workgroup(machine, s, Storage::F32);
-        println!(
-            "time loops: {seqs} sequence(s) per workgroup (the model's choice; the kernels' auto runs 1 on a GPU)"
-        );
-        let mut floors = [0.0; 2];
-        let mut floors_1 = [0.0; 2];
-        for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {
-            println!("{method:?}");
-            for c in cost_model(s, method, 2, Storage::F32, seqs, Backward::Fused) {
-                floors[i] += c.floor_s(machine);
-                print_phase(c.phase.name(), &c, machine);
-            }
-            for c in cost_model(s, method, 2, Storage::F32, 1, Backward::Fused) {
-                floors_1[i] += c.floor_s(machine);
-                let time_loop = matches!(
-                    c.phase,
-                    tpri::gpu::Phase::Forward | tpri::gpu::Phase::Sweep | tpri::gpu::Phase::Bptt
-                );
-                if seqs > 1 && time_loop {
-                    print_phase(&format!("{} b=1", c.phase.name()), &c, machine);
-                }
-            }
+        for &cell in cells {
+            print_model_of(s, cell, machine);
         }
-        println!(
-            "floor: TP {} ms, BP {} ms, TP/BP {:.2}",
-            ms(floors[0]),
-            ms(floors[1]),
-            floors[0] / floors[1]
-        );
-        if seqs > 1 {
-            println!(
-                "floor with 1 sequence per workgroup: TP {} ms, BP {} ms",
-                ms(floors_1[0]),
-                ms(floors_1[1]),
+    }
+}
+
+/// `print_model` at one size for one cell.
+fn print_model_of(s: Size, cell: CellKind, machine: &Machine) {
+    println!(
+        "\n{} at T={} d={} B={} (p={}, q={})",
+        cell_name(cell),
+        s.steps,
+        s.hidden,
+        s.batch,
+        s.input,
+        s.output
+    );
+    println!(
+        "{:11} {:>10} {:>10} {:>10} {:>10} {:>10}  binding term",
+        "phase", "MFLOP", "MB", "cache MB", "dispatches", "floor ms"
+    );
+    // The tanh RNN's time loops with the sequences per workgroup the model picks on this
+    // device, and, where that is not 1, each loop's and the whole iteration's floor with 1
+    // beside them. (The kernels' `auto` runs 1 on a GPU whatever the model says: packing
+    // measured slower on an H100. The GRU's loops carry one sequence.)
+    let seqs = match cell {
+        CellKind::Tanh => sequences_per_workgroup(machine, s, Storage::F32),
+        CellKind::Gru => 1,
+    };
+    println!(
+        "time loops: {seqs} sequence(s) per workgroup (the model's choice; the kernels' auto runs 1 on a GPU)"
+    );
+    let mut floors = [0.0; 2];
+    let mut floors_1 = [0.0; 2];
+    for (i, method) in [Method::Tp, Method::Bp].into_iter().enumerate() {
+        println!("{method:?}");
+        for c in cost_model(s, cell, method, 2, Storage::F32, seqs, Backward::Fused) {
+            floors[i] += c.floor_s(machine);
+            print_phase(c.phase.name(), &c, machine);
+        }
+        for c in cost_model(s, cell, method, 2, Storage::F32, 1, Backward::Fused) {
+            floors_1[i] += c.floor_s(machine);
+            let time_loop = matches!(
+                c.phase,
+                tpri::gpu::Phase::Forward | tpri::gpu::Phase::Sweep | tpri::gpu::Phase::Bptt
             );
+            if seqs > 1 && time_loop {
+                print_phase(&format!("{} b=1", c.phase.name()), &c, machine);
+            }
         }
+    }
+    println!(
+        "floor: TP {} ms, BP {} ms, TP/BP {:.2}",
+        ms(floors[0]),
+        ms(floors[1]),
+        floors[0] / floors[1]
+    );
+    if seqs > 1 {
+        println!(
+            "floor with 1 sequence per workgroup: TP {} ms, BP {} ms",
+            ms(floors_1[0]),
+            ms(floors_1[1]),
+        );
     }
 }
 
