@@ -148,14 +148,7 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
         let two = GpuBackend::with_options(ctx(), separate)
             .trace(&p, &batch, &h)
             .unwrap();
-        assert_eq!(got.h, two.h, "{what}: h");
-        assert_eq!(got.v, two.v, "{what}: v");
-        assert_eq!(got.p_inv, two.p_inv, "{what}: P");
-        assert_eq!(got.loss.to_bits(), two.loss.to_bits(), "{what}: loss");
-        assert_eq!(got.error_norms, two.error_norms, "{what}: ‖e_t‖");
-        for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(two.grads.tensors()) {
-            assert_eq!(g, w, "{what}: ∇{name}");
-        }
+        gpu_support::assert_same_trace(&what, &got, &two);
     }
     eprintln!("fused backward, worst against the reference: {worst:.2e}");
     // Where it does not apply, both options run the two loops.

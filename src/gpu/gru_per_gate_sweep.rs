@@ -12,15 +12,38 @@ use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Shape;
 use crate::gpu::segments::split;
 
+/// The uniform block of `gru_per_gate_sweep.wgsl` and `gru_sweep_bptt.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Dims {
+pub(crate) struct Dims {
     batch: u32,
     steps: u32,
     hidden: u32,
     lr_target: f32,
     first: u32,
     count: u32,
+}
+
+/// One block per launch of a loop over the steps T, T − 1, … (`looped` of them: T − 1 for
+/// the sweep, which stops at step 2; T for the fused loop) in segments of `steps` from the
+/// top.
+pub(crate) fn segment_dims(
+    shape: Shape,
+    (looped, steps): (usize, usize),
+    hidden: usize,
+    tp: &TpConfig,
+) -> Vec<Dims> {
+    split(looped, steps)
+        .into_iter()
+        .map(|seg| Dims {
+            batch: shape.batch as u32,
+            steps: shape.steps as u32,
+            hidden: hidden as u32,
+            lr_target: tp.lr_target as f32,
+            first: shape.steps as u32 - seg.first,
+            count: seg.count,
+        })
+        .collect()
 }
 
 /// The launches: one workgroup per sequence, `steps` steps per launch, reading the stacked
@@ -35,17 +58,7 @@ pub(crate) fn dispatch(
     tp: &TpConfig,
 ) -> Result<Dispatch> {
     // Steps T, T − 1, …, 2, in segments from the top.
-    let uniforms: Vec<Dims> = split(shape.steps - 1, steps)
-        .into_iter()
-        .map(|seg| Dims {
-            batch: shape.batch as u32,
-            steps: shape.steps as u32,
-            hidden: hidden as u32,
-            lr_target: tp.lr_target as f32,
-            first: shape.steps as u32 - seg.first,
-            count: seg.count,
-        })
-        .collect();
+    let uniforms = segment_dims(shape, (shape.steps - 1, steps), hidden, tp);
     Dispatch::segments(
         ctx,
         &ctx.gru_kernels(hidden)?.per_gate_sweep,

@@ -11,21 +11,9 @@ use crate::config::TpConfig;
 use crate::gpu::buffers::{per_item_groups, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::gru_per_gate_sweep::segment_dims;
 use crate::gpu::layout::Shape;
-use crate::gpu::segments::split;
 use crate::gpu::{transpose, MAX_HIDDEN};
-
-/// The uniform block of `gru_sweep_bptt.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Dims {
-    batch: u32,
-    steps: u32,
-    hidden: u32,
-    lr_target: f32,
-    first: u32,
-    count: u32,
-}
 
 /// Whether the fused loop can run the per-gate inversion's backward pass: the surrogate
 /// differentiated through time, and a step's three brackets and three blocks of dgh
@@ -55,17 +43,7 @@ pub(crate) fn dispatch(
         d,
         3 * d,
     )?;
-    let uniforms: Vec<Dims> = split(shape.steps, steps)
-        .into_iter()
-        .map(|seg| Dims {
-            batch: shape.batch as u32,
-            steps: shape.steps as u32,
-            hidden: d as u32,
-            lr_target: tp.lr_target as f32,
-            first: shape.steps as u32 - seg.first,
-            count: seg.count,
-        })
-        .collect();
+    let uniforms = segment_dims(shape, (shape.steps, steps), d, tp);
     let fused = Dispatch::segments(
         ctx,
         &ctx.gru_kernels(d)?.sweep_bptt,

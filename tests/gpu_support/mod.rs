@@ -127,6 +127,20 @@ pub fn compare_traces(what: &str, params: &Params, batch: &Batch, hyper: &Hyper)
     compare_traces_with(what, params, batch, hyper, GpuOptions::default()).0
 }
 
+/// Asserts that two GPU traces hold the same bits: h, v, P (or the P_g), the loss, the
+/// per-step error norms and every gradient (two ways of running one computation that
+/// must not change a number).
+pub fn assert_same_trace(what: &str, got: &Trace, want: &Trace) {
+    assert_eq!(got.h, want.h, "{what}: h");
+    assert_eq!(got.v, want.v, "{what}: v");
+    assert_eq!(got.p_inv, want.p_inv, "{what}: P");
+    assert_eq!(got.loss.to_bits(), want.loss.to_bits(), "{what}: loss");
+    assert_eq!(got.error_norms, want.error_norms, "{what}: ‖e_t‖");
+    for ((name, g), (_, w)) in got.grads.tensors().into_iter().zip(want.grads.tensors()) {
+        assert_eq!(g, w, "{what}: ∇{name}");
+    }
+}
+
 /// `compare_traces` with the GPU backend run as `options` say; also returns its trace.
 pub fn compare_traces_with(
     what: &str,

@@ -30,6 +30,9 @@ step 60 .bin/tpri check --storage f16
 step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,128,192,256 --batch 16 --reps 10 --lanes-per-unit 1,2,4 --json "$OUT/lanes.json"
 step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 10 --backward fused,separate --json "$OUT/gru-784.json"
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100,256 --batch 16,256 --reps 10 --storage f32,f16 --json "$OUT/f16.json"
+# Issue 15's "a TP-RI iteration within 2x its floor at (784, 512, 512)": never run on a GPU
+# (the grids stopped at B = 256); one and four sequences a workgroup, beside the floors.
+step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 512 --batch 512 --reps 5 --sequences-per-workgroup 1,4 --json "$OUT/big.json"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv >>"$log" 2>&1
 (cd "$OUT" && tar czf results.tgz ./*.json && rm -f ./*.json)
 grep -E "^(gpu  .*784 +100 +16 |==|done|all )" "$log" | tail -c 11000
