@@ -503,6 +503,15 @@ fn time_loop_settings_from_the_command_line() {
             "{err}"
         );
     }
+    let mut a = small(&dir.join("cpu--backward"), "1");
+    a.extend(["--backward".into(), "separate".into()]);
+    let refused = tpri(&strs(&a));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--backward separate applies to the GPU backend"),
+        "{err}"
+    );
 }
 
 /// `tpri train --cell gru --inversion per-gate` end to end on the CPU reference and the GPU

@@ -45,7 +45,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
         );
     }
     let mut gpu = open_gpu(&args.backend)?;
-    let storage = args.backend.storage;
+    let storage = args.backend.gpu.storage;
     println!("checking {} against the f64 CPU reference", gpu.name());
     match storage {
         Storage::F32 => println!("pass: every ‖gpu − ref‖/‖ref‖ ≤ {CHECK_TOL:.0e}"),

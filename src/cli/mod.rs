@@ -201,6 +201,14 @@ pub struct BackendArgs {
     /// discrete, then integrated, virtual, other, CPU].
     #[arg(long)]
     adapter: Option<String>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// The GPU backend's options (`GpuOptions`) as flags, alike in every command that runs it
+/// (train, compare, check, trace); the CPU reference refuses any but their defaults.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GpuArgs {
     /// How the GPU backend stores the histories h and v − h (arithmetic is f32 either
     /// way); f16 halves their memory and traffic. The CPU reference is f64 throughout.
     #[arg(long, value_enum, default_value = "f32")]
@@ -240,9 +248,9 @@ pub struct BackendArgs {
     backward: Backward,
 }
 
-impl BackendArgs {
+impl GpuArgs {
     /// The GPU backend's options these flags name.
-    fn gpu_options(&self) -> GpuOptions {
+    fn options(&self) -> GpuOptions {
         GpuOptions {
             storage: self.storage,
             steps_per_dispatch: self.steps_per_dispatch,
@@ -250,6 +258,49 @@ impl BackendArgs {
             lanes_per_unit: self.lanes_per_unit,
             steps_per_block: self.steps_per_block,
             backward: self.backward,
+        }
+    }
+
+    /// Refuses every flag set off its default, naming it: they apply to the GPU backend,
+    /// and the CPU reference would silently ignore them.
+    fn check_cpu(&self) -> Result<()> {
+        let set: [(bool, String, &str); 6] = [
+            (
+                self.storage != Storage::F32,
+                format!("--storage {}", self.storage),
+                "computes and stores in f64",
+            ),
+            (
+                self.steps_per_dispatch != StepsPerDispatch::Auto,
+                format!("--steps-per-dispatch {}", self.steps_per_dispatch),
+                "runs its loops on the host",
+            ),
+            (
+                self.sequences_per_workgroup != SequencesPerWorkgroup::Auto,
+                format!("--sequences-per-workgroup {}", self.sequences_per_workgroup),
+                "runs its sequences on the host",
+            ),
+            (
+                self.lanes_per_unit != LanesPerUnit::Auto,
+                format!("--lanes-per-unit {}", self.lanes_per_unit),
+                "runs its sums on the host",
+            ),
+            (
+                self.steps_per_block != StepsPerBlock::Auto,
+                format!("--steps-per-block {}", self.steps_per_block),
+                "runs its loops on the host",
+            ),
+            (
+                self.backward != Backward::Fused,
+                "--backward separate".to_string(),
+                "runs its loops on the host",
+            ),
+        ];
+        match set.into_iter().find(|(off, _, _)| *off) {
+            Some((_, flag, why)) => {
+                bail!("{flag} applies to the GPU backend; the CPU reference {why}")
+            }
+            None => Ok(()),
         }
     }
 }
@@ -265,41 +316,7 @@ pub fn open_backend(args: &BackendArgs) -> Result<Box<dyn Backend>> {
         if args.adapter.is_some() && args.backend == BackendChoice::Cpu {
             bail!("--adapter applies to the GPU backend; --backend cpu runs the f64 reference");
         }
-        if args.storage != Storage::F32 {
-            bail!(
-                "--storage {} applies to the GPU backend; the CPU reference computes and stores in f64",
-                args.storage
-            );
-        }
-        if args.steps_per_dispatch != StepsPerDispatch::Auto {
-            bail!(
-                "--steps-per-dispatch {} applies to the GPU backend; the CPU reference runs its loops on the host",
-                args.steps_per_dispatch
-            );
-        }
-        if args.sequences_per_workgroup != SequencesPerWorkgroup::Auto {
-            bail!(
-                "--sequences-per-workgroup {} applies to the GPU backend; the CPU reference runs its sequences on the host",
-                args.sequences_per_workgroup
-            );
-        }
-        if args.lanes_per_unit != LanesPerUnit::Auto {
-            bail!(
-                "--lanes-per-unit {} applies to the GPU backend; the CPU reference runs its sums on the host",
-                args.lanes_per_unit
-            );
-        }
-        if args.steps_per_block != StepsPerBlock::Auto {
-            bail!(
-                "--steps-per-block {} applies to the GPU backend; the CPU reference runs its loops on the host",
-                args.steps_per_block
-            );
-        }
-        if args.backward != Backward::Fused {
-            bail!(
-                "--backward separate applies to the GPU backend; the CPU reference runs its loops on the host"
-            );
-        }
+        args.gpu.check_cpu()?;
         Ok(Box::new(CpuBackend::new()))
     };
     match args.backend {
@@ -327,6 +344,6 @@ pub fn open_gpu(args: &BackendArgs) -> Result<Box<dyn Backend>> {
     let ctx = GpuContext::new(&choice)?;
     Ok(Box::new(GpuBackend::with_options(
         Arc::new(ctx),
-        args.gpu_options(),
+        args.gpu.options(),
     )))
 }

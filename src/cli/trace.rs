@@ -7,14 +7,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tpri::config::{DtpConfig, Loss, Method};
-use tpri::gpu::{
-    Backward, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock, StepsPerDispatch, Storage,
-};
 use tpri::limits::Workload;
 use tpri::plan::Device;
 use tpri::tensor_file::{load_batch, load_params, save_trace};
 
-use super::{errors, hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, TpArgs};
+use super::{
+    errors, hyper, no_optimizer, open_backend, BackendArgs, BackendChoice, GpuArgs, TpArgs,
+};
 
 /// Flags of `tpri trace`.
 #[derive(Args, Debug)]
@@ -63,29 +62,8 @@ pub struct TraceArgs {
     /// [default: the best adapter].
     #[arg(long)]
     adapter: Option<String>,
-    /// How the GPU backend stores the histories h and v − h (the CPU reference: f64).
-    #[arg(long, value_enum, default_value = "f32")]
-    storage: Storage,
-    /// How much of a long loop one GPU launch runs: `auto` or at most K steps (see `tpri
-    /// train --help`); the trace does not depend on it.
-    #[arg(long, default_value = "auto")]
-    steps_per_dispatch: StepsPerDispatch,
-    /// Sequences per workgroup of the GPU's tanh time loops: `auto` or a power of two
-    /// (see `tpri train --help`); the trace does not depend on it.
-    #[arg(long, default_value = "auto")]
-    sequences_per_workgroup: SequencesPerWorkgroup,
-    /// Lanes per unit of the GPU's tanh time loops: `auto` or a power of two (see `tpri
-    /// train --help`); the trace changes within f32 rounding.
-    #[arg(long, default_value = "auto")]
-    lanes_per_unit: LanesPerUnit,
-    /// Most steps per block of the GPU's tanh time loops: `auto` or 1 to 32 (see `tpri
-    /// train --help`); the trace does not depend on it.
-    #[arg(long, default_value = "auto")]
-    steps_per_block: StepsPerBlock,
-    /// TP-RI's backward pass on the GPU: `fused` (one time loop where it applies) or
-    /// `separate` (see `tpri train --help`); the trace does not depend on it.
-    #[arg(long, value_enum, default_value_t = Backward::Fused)]
-    backward: Backward,
+    #[command(flatten)]
+    gpu: GpuArgs,
     /// Where to write h, loss, grad.* (for dtp also grad.dtp.w_rev, grad.dtp.b_rev, with
     /// --train-embedding grad.embed.weight), for
     /// tp and dtp v, for tp, where formed, p_inv (P) or p_inv.r, p_inv.z, p_inv.n (the
@@ -124,19 +102,14 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     // Everything checkable before a device is opened: tensors, values, settings (those of
     // the device asked for; with `auto` the chosen backend checks its own when it runs).
     let device = match args.backend {
-        BackendChoice::Gpu => args.storage.device(),
+        BackendChoice::Gpu => args.gpu.storage.device(),
         BackendChoice::Cpu | BackendChoice::Auto => Device::Cpu,
     };
     tpri::validate::check_run(&params, &batch, &hyper, device)?;
     let mut backend = open_backend(&BackendArgs {
         backend: args.backend,
         adapter: args.adapter.clone(),
-        storage: args.storage,
-        steps_per_dispatch: args.steps_per_dispatch,
-        sequences_per_workgroup: args.sequences_per_workgroup,
-        lanes_per_unit: args.lanes_per_unit,
-        steps_per_block: args.steps_per_block,
-        backward: args.backward,
+        gpu: args.gpu.clone(),
     })?;
     let (t, b) = (batch.seq_len(), batch.batch_size());
     backend.check_workload(
