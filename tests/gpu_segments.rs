@@ -16,10 +16,9 @@
 //! - The tanh RNN's time loops with several sequences per workgroup split the same way,
 //!   bit for bit as with one, and pass llvmpipe's cap as their loop-count models allow.
 //! - Their blocks of steps (`--steps-per-block` 1, 3, 8) give the bits of the adapter's own.
-//! - `#[ignore]`d: every cell, inversion and solver, DTP and the heads at every step at
-//!   T = 784, d = 100, B = 16 (the paper's size),
-//!   `cargo test --test gpu_segments -- --ignored --nocapture` (docs/PERFORMANCE.md gives
-//!   the times on lavapipe, most of it the f64 reference).
+//! - Every cell, inversion and solver, DTP and the heads at every step at T = 784,
+//!   d = 100, B = 16 (the paper's size), each path in the launches the adapter picks
+//!   (about 20 s together on lavapipe; `--nocapture` prints each path's time and error).
 
 mod gpu_support;
 mod support;
@@ -564,9 +563,8 @@ fn trained_embedding_sums_split_and_pass_the_loop_cap() {
 
 /// Every cell, inversion and solver (and BP) at the paper's size, T = 784, d = 100,
 /// B = 16, within 1e-4 of the reference on whatever adapter runs the tests, each loop in
-/// the launches the adapter picks. `cargo test --test gpu_segments -- --ignored --nocapture`.
+/// the launches the adapter picks.
 #[test]
-#[ignore = "minutes on a software adapter; run with --ignored"]
 fn every_cell_inversion_and_solver_at_the_papers_size() {
     use CellKind::{Gru, Tanh};
     let runs = [
@@ -600,9 +598,7 @@ fn every_cell_inversion_and_solver_at_the_papers_size() {
 /// The per-gate GRU inversion, DTP and the heads at every step (TP and BP) at the paper's
 /// size, T = 784, d = 100, B = 16, within 1e-4 of the reference on every traced tensor,
 /// each loop in the launches the adapter picks.
-/// `cargo test --test gpu_segments -- --ignored --nocapture`.
 #[test]
-#[ignore = "minutes on a software adapter; run with --ignored"]
 fn per_gate_dtp_and_every_step_heads_at_the_papers_size() {
     let shape = Shape::new(16, 784, 1, 100, 10);
     let timed = |what: &str, run: &dyn Fn()| {
