@@ -25,6 +25,8 @@ step 40 python3 .bin/torch_baseline.py --T 784 --d 100 --B 16 --reps 20 --out "$
 for m in tp bp; do
   step 30 .bin/tpri train --preset adding-30-$m --seq-len 784 --hidden 100 --batch-size 16 --iterations 2000 --eval-every 1000 --backend gpu --run-dir /tmp/e2e-$m
 done
+# The GRU end to end with its one backward loop (first H200 call: 13.50 ms an iteration).
+step 30 .bin/tpri train --preset adding-30-tp --cell gru --inversion per-gate --seq-len 784 --hidden 100 --batch-size 16 --iterations 500 --eval-every 250 --backend gpu --run-dir /tmp/e2e-gru
 # What "W in registers" left unmeasured, with the new build.
 step 60 .bin/tpri check --storage f16
 step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,128,192,256 --batch 16 --reps 10 --lanes-per-unit 1,2,4 --json "$OUT/lanes.json"
