@@ -504,3 +504,29 @@ fn gru_surrogate_gradients_match_finite_differences() {
         }
     }
 }
+
+/// The GRU's recurrences split the batch over the cores (`cpu::steps::core_groups`): each
+/// sequence's states and per-gate targets must be the same bits whatever sequences share
+/// its run. A batch of 5 at a size that splits over two cores, against each sequence run
+/// alone.
+#[test]
+fn gru_sequences_do_not_depend_on_their_batch() {
+    let mut r = rng(77);
+    let m = gru_model(&mut r, 5, 3, 64, 300);
+    let tp = TpConfig {
+        reg: 1.0,
+        ..TpConfig::default()
+    };
+    let (p, _) = gate_inverses(&m.params, &tp, true).unwrap();
+    let v_top = &m.h[300] - random(&mut r, 5, 64, 0.1);
+    let v = gru_per_gate_sweep(&m.params, &p, &m.x, &m.h, &v_top).unwrap();
+    for s in 0..5 {
+        let row = |ms: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
+            ms.iter().map(|m| m.rows(s, 1).into_owned()).collect()
+        };
+        let (x, h) = (row(&m.x), row(&m.h));
+        assert_eq!(gru_forward(&m.params, &x), h, "h of sequence {s}");
+        let alone = gru_per_gate_sweep(&m.params, &p, &x, &h, &v_top.rows(s, 1).into_owned());
+        assert_eq!(alone.unwrap(), row(&v), "v of sequence {s}");
+    }
+}

@@ -51,7 +51,7 @@ pub fn bptt_steps(
     through_time: bool,
     delta: &mut Steps,
 ) -> RnnGrads {
-    let (d, p) = params.w_ih.shape();
+    let d = params.w_ih.nrows();
     let (t_len, b) = (x.steps(), x.batch());
     assert_eq!(
         (delta.steps(), delta.batch(), delta.width()),
@@ -110,62 +110,87 @@ pub fn bptt_steps(
             }
         }
     });
-    let error_norms = (0..t_len)
-        .map(|t| (0..b).map(|i| e_sq[i * t_len + t]).sum::<f64>().sqrt())
-        .collect();
+    RnnGrads {
+        w_hh: weight_grad(delta, h),
+        w_ih: input_grads(delta, x),
+        b: column_sums(delta),
+        error_norms: error_norms(&e_sq, t_len, b),
+    }
+}
 
-    // The sums over steps and sequences, each one product over all T·B columns:
-    // ∇W = Δ H_prevᵀ, ∇U = Δ Xᵀ, ∇b = Δ 1, with Δ = [δ_1 … δ_T], H_prev = [h_0 … h_{T−1}].
-    let n_all = t_len * b;
-    let deltas = Mat::cols(delta.span(0..t_len), d, n_all);
+/// ‖e_t‖ for t = 1 … T from `e_sq`, the squares per sequence (sequence i, step t at
+/// i·T + t − 1), added in sequence order.
+pub fn error_norms(e_sq: &[f64], t_len: usize, b: usize) -> Vec<f64> {
+    (0..t_len)
+        .map(|t| (0..b).map(|i| e_sq[i * t_len + t]).sum::<f64>().sqrt())
+        .collect()
+}
+
+/// ∇W = Δ H_prevᵀ [m, d] over all T·B columns, with Δ = [δ_1 … δ_T] (`deltas`, width m:
+/// the tanh RNN's δ, the GRU's dgh) and H_prev = [h_0 … h_{T−1}] (width d): one product,
+/// split by the columns of ∇W across the cores.
+pub fn weight_grad(deltas: &Steps, h: &Steps) -> DMatrix<f64> {
+    let (m, d) = (deltas.width(), h.width());
+    let t_len = deltas.steps();
+    let n_all = t_len * deltas.batch();
+    let deltas = Mat::cols(deltas.span(0..t_len), m, n_all);
     let h_prev = Mat::cols(h.span(0..t_len), d, n_all);
-    let mut g_w = DMatrix::zeros(d, d);
-    // ∇W split by its columns (hidden units of h_{t−1}) across the cores.
-    let cols = core_groups(d, n_all * d * d);
+    let mut g_w = DMatrix::zeros(m, d);
+    let cols = core_groups(d, n_all * m * d);
     let mut work = Vec::with_capacity(cols.len());
     let mut rest = g_w.as_mut_slice();
     for c in cols {
-        let (mine, others) = rest.split_at_mut(c.len() * d);
+        let (mine, others) = rest.split_at_mut(c.len() * m);
         work.push((c, mine));
         rest = others;
     }
     in_parallel(work, |(c, out)| {
         gemm(1.0, deltas, h_prev.rows(c).t(), 0.0, out)
     });
-    // ∇U and ∇b have p + 1 columns in all: too few for a packed product, which would
-    // re-pack all of Δ to make them. Plain column sweeps, in order, unless p is large.
-    let mut g_u = DMatrix::zeros(d, p);
-    let mut g_b = DMatrix::zeros(d, 1);
+    g_w
+}
+
+/// ∇U = Δ Xᵀ [m, p] over all T·B columns (`deltas`: the tanh RNN's δ, the GRU's dgi).
+/// With few inputs p a packed product would re-pack all of Δ to make p columns: plain
+/// column sweeps, in order, unless p is large.
+pub fn input_grads(deltas: &Steps, x: &Steps) -> DMatrix<f64> {
+    let (m, p) = (deltas.width(), x.width());
+    let t_len = deltas.steps();
+    let n_all = t_len * deltas.batch();
+    let mut g_u = DMatrix::zeros(m, p);
     let x_all = x.span(0..t_len);
     if p > SMALL_INPUT {
         gemm(
             1.0,
-            deltas,
+            Mat::cols(deltas.span(0..t_len), m, n_all),
             Mat::cols(x_all, p, n_all).t(),
             0.0,
             g_u.as_mut_slice(),
         );
+        return g_u;
     }
-    for (delta_c, x_c) in delta
+    for (delta_c, x_c) in deltas
         .span(0..t_len)
-        .chunks_exact(d)
+        .chunks_exact(m)
         .zip(x_all.chunks_exact(p))
     {
-        for (gb, &dj) in g_b.iter_mut().zip(delta_c) {
-            *gb += dj;
-        }
-        if p <= SMALL_INPUT {
-            for (g_col, &xj) in g_u.as_mut_slice().chunks_exact_mut(d).zip(x_c) {
-                for (g, &dj) in g_col.iter_mut().zip(delta_c) {
-                    *g += xj * dj;
-                }
+        for (g_col, &xj) in g_u.as_mut_slice().chunks_exact_mut(m).zip(x_c) {
+            for (g, &dj) in g_col.iter_mut().zip(delta_c) {
+                *g += xj * dj;
             }
         }
     }
-    RnnGrads {
-        w_hh: g_w,
-        w_ih: g_u,
-        b: g_b,
-        error_norms,
+    g_u
+}
+
+/// ∇b = Δ 1 [m, 1]: the sum of `deltas` over all steps and sequences, in order.
+pub fn column_sums(deltas: &Steps) -> DMatrix<f64> {
+    let m = deltas.width();
+    let mut g_b = DMatrix::zeros(m, 1);
+    for delta_c in deltas.span(0..deltas.steps()).chunks_exact(m) {
+        for (gb, &dj) in g_b.iter_mut().zip(delta_c) {
+            *gb += dj;
+        }
     }
+    g_b
 }

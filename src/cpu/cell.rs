@@ -4,17 +4,15 @@
 //! inversion (docs/ALGORITHM.md §1, §2 step 6, §3, §5). Both work on the working layout
 //! (`Steps`).
 //!
-//! The tanh RNN runs on the vector units and both cores (`forward`, `bptt`); the GRU runs
-//! its plain per-step matrices (`gru`), converted from and to the working layout here.
-//! Moving the GRU onto the tanh RNN's kernels would change the order of its sums, and so
-//! the last bits of every GRU result the reference has produced so far.
+//! Both run on the vector units and the cores, in the working layout (`forward`, `bptt`;
+//! `gru`, on the same kernels).
 
 use nalgebra::DMatrix;
 
 use crate::cpu::bptt::bptt_steps;
 use crate::cpu::embedding::embedding_grad;
 use crate::cpu::forward::forward_steps;
-use crate::cpu::gru::{gru_bptt, gru_forward};
+use crate::cpu::gru::{gru_bptt_steps, gru_forward_steps};
 use crate::cpu::jacobian::{Cell, GruCell, TanhCell};
 use crate::cpu::steps::{Pool, Steps};
 use crate::kernel_io::Injection;
@@ -105,9 +103,10 @@ impl Recurrence for TanhRnn<'_> {
 struct Gru<'a>(&'a Params);
 
 impl Recurrence for Gru<'_> {
-    fn states(&self, x: &Steps, _pool: &mut Pool) -> Steps {
-        let h = gru_forward(self.0, &x.to_rows());
-        Steps::from_rows(&h, x.batch(), self.0.dims().hidden)
+    fn states(&self, x: &Steps, pool: &mut Pool) -> Steps {
+        let mut h = pool.take(x.steps() + 1, x.batch(), self.0.dims().hidden);
+        gru_forward_steps(self.0, x, &mut h);
+        h
     }
 
     fn gradients(
@@ -120,19 +119,7 @@ impl Recurrence for Gru<'_> {
         _tokens: Option<&DMatrix<u32>>,
         _pool: &mut Pool,
     ) -> CellGrads {
-        let targets;
-        let injection = match injection {
-            Injection::Top(g) => Injection::Top(g),
-            Injection::Targets(v) => {
-                targets = v.to_rows();
-                Injection::Targets(&targets[..])
-            }
-            Injection::Steps(g) => {
-                targets = g.to_rows();
-                Injection::Steps(&targets[..])
-            }
-        };
-        let g = gru_bptt(self.0, &x.to_rows(), &h.to_rows(), injection, through_time);
+        let g = gru_bptt_steps(self.0, x, h, injection, through_time);
         let mut params = self.0.zeros_like();
         params.w_hh = g.rnn.w_hh;
         params.w_ih = g.rnn.w_ih;

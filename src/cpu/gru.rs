@@ -1,12 +1,20 @@
 //! The GRU cell of docs/ALGORITHM.md §5 in the PyTorch convention: forward pass, BP gradients, and the
-//! per-step cache that `jacobian` linearizes at.
+//! per-step gates that `jacobian` linearizes at and `gru_per_gate` inverts.
 //!
-//! Layout as in the rest of `cpu`: sequences are rows, so per-step states are B×d and the
-//! gate pre-activations of all three gates are one B×3d product, columns stacked r, z, n
-//! exactly as PyTorch stacks the rows of `weight_hh_l0` / `weight_ih_l0`.
+//! The public functions take one B×(size) matrix per step (sequences as rows); the work
+//! runs in the working layout of `cpu::steps` (one column per sequence and step), on the
+//! same kernels as the tanh RNN: each step's products read W in place
+//! (`simd::step_product`, through `forward::affine_into`), each group of sequences runs
+//! its recurrence on its own core, and the sums over steps and sequences of the gradients
+//! are one product each (`bptt::weight_grad`, `bptt::input_grads`). A column's gates are
+//! stacked r | z | n | hn (4d values), like the GPU's `gates` history.
 
 use nalgebra::DMatrix;
 
+use crate::cpu::bptt::{column_sums, error_norms, input_grads, weight_grad};
+use crate::cpu::forward::affine_into;
+use crate::cpu::simd::{step_product, tanh_in_place};
+use crate::cpu::steps::{core_groups, in_parallel, Steps};
 use crate::kernel_io::{GruGrads, GruStep, Injection, RnnGrads};
 use crate::model::Params;
 
@@ -14,27 +22,60 @@ fn sigmoid(a: f64) -> f64 {
     1.0 / (1.0 + (-a).exp())
 }
 
-/// `m + 1 bᵀ`: the bias column `b` added to every row.
-fn add_bias(mut m: DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
-    for mut row in m.row_iter_mut() {
-        row += b.transpose();
+/// The gates r | z | n | hn (4d values a column) of the columns `h_prev` (h_{t−1}, width
+/// d) and `x` (x_t, width p) into `gates`; `scratch` holds the pre-activations gi | gh.
+/// Every column's gates are the same arithmetic however many columns come at once; n by
+/// the vectorized tanh of `simd`, the gates r and z by libm's exp.
+pub fn gates_into(
+    params: &Params,
+    h_prev: &[f64],
+    x: &[f64],
+    scratch: &mut Vec<f64>,
+    gates: &mut [f64],
+) {
+    let d = params.w_hh.ncols();
+    let n = h_prev.len().checked_div(d).unwrap_or(0);
+    scratch.resize(6 * d * n, 0.0);
+    let (gi, gh) = scratch.split_at_mut(3 * d * n);
+    affine_into(&params.w_ih, params.b.as_slice(), x, gi);
+    affine_into(&params.w_hh, params.b_hh.as_slice(), h_prev, gh);
+    for ((gi, gh), g) in gi
+        .chunks_exact(3 * d)
+        .zip(gh.chunks_exact(3 * d))
+        .zip(gates.chunks_exact_mut(4 * d))
+    {
+        for j in 0..d {
+            let r = sigmoid(gi[j] + gh[j]);
+            let z = sigmoid(gi[d + j] + gh[d + j]);
+            let hn = gh[2 * d + j];
+            g[j] = r;
+            g[d + j] = z;
+            g[2 * d + j] = gi[2 * d + j] + r * hn;
+            g[3 * d + j] = hn;
+        }
+        tanh_in_place(&mut g[2 * d..3 * d]);
     }
-    m
 }
 
 /// The gates of one step at (h_{t−1}, x_t), both batched as rows.
 pub fn gru_gates(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> GruStep {
-    let d = params.dims().hidden;
-    let gi = add_bias(x_t * params.w_ih.transpose(), &params.b);
-    let gh = add_bias(h_prev * params.w_hh.transpose(), &params.b_hh);
-    let b = h_prev.nrows();
-    let r = (gi.columns(0, d) + gh.columns(0, d)).map(sigmoid);
-    let z = (gi.columns(d, d) + gh.columns(d, d)).map(sigmoid);
-    let hn = gh.columns(2 * d, d).into_owned();
-    let n = DMatrix::from_fn(b, d, |i, j| {
-        (gi[(i, 2 * d + j)] + r[(i, j)] * hn[(i, j)]).tanh()
-    });
-    GruStep { r, z, n, hn }
+    let (b, d) = h_prev.shape();
+    let mut gates = vec![0.0; 4 * d * b];
+    let (h_cols, x_cols) = (h_prev.transpose(), x_t.transpose());
+    gates_into(
+        params,
+        h_cols.as_slice(),
+        x_cols.as_slice(),
+        &mut Vec::new(),
+        &mut gates,
+    );
+    let gate = |k: usize| DMatrix::from_fn(b, d, |i, j| gates[i * 4 * d + k * d + j]);
+    GruStep {
+        r: gate(0),
+        z: gate(1),
+        n: gate(2),
+        hn: gate(3),
+    }
 }
 
 /// `h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}` from the step's gates.
@@ -46,18 +87,56 @@ pub fn gru_output(step: &GruStep, h_prev: &DMatrix<f64>) -> DMatrix<f64> {
 /// Hidden states h_0 = 0, h_1 … h_T (each B×d) for inputs `x` (T matrices B×p).
 pub fn gru_forward(params: &Params, x: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     let b = x.first().map_or(0, |m| m.nrows());
-    let mut h = vec![DMatrix::zeros(b, params.dims().hidden)];
-    for x_t in x {
-        let prev = h.last().expect("h_0");
-        let next = gru_output(&gru_gates(params, prev, x_t), prev);
-        h.push(next);
-    }
-    h
+    let x = Steps::from_rows(x, b, params.w_ih.ncols());
+    let mut h = Steps::zeros(x.steps() + 1, b, params.w_hh.ncols());
+    gru_forward_steps(params, &x, &mut h);
+    h.to_rows()
+}
+
+/// `gru_forward` in the working layout: x_1 … x_T to h_0 … h_T, written over all of `h`.
+pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps) {
+    let d = params.w_hh.ncols();
+    let (t_len, b) = (x.steps(), x.batch());
+    assert_eq!(
+        (h.steps(), h.batch(), h.width()),
+        (t_len + 1, b, d),
+        "gru_forward_steps: h has the wrong shape"
+    );
+    h.step_mut(0).fill(0.0);
+    let groups = core_groups(b, t_len * b * 3 * d * d);
+    in_parallel(h.parts_mut(&groups), |mut part| {
+        let seqs = part.seqs.clone();
+        let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * seqs.len()]);
+        for t in 1..=t_len {
+            let (prev, cur) = part.pair_mut(t - 1, t);
+            gates_into(params, prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
+            for ((g, hp), ht) in gates
+                .chunks_exact(4 * d)
+                .zip(prev.chunks_exact(d))
+                .zip(cur.chunks_exact_mut(d))
+            {
+                for j in 0..d {
+                    let (z, n) = (g[d + j], g[2 * d + j]);
+                    ht[j] = (1.0 - z) * n + z * hp[j];
+                }
+            }
+        }
+    });
+}
+
+/// One unit's pre-activation gradients (da_r, da_z, da_n) from e = ∂ℓ/∂h_t, the unit's
+/// gates (r, z, n, hn) and its h_{t−1}: its dgi; its dgh is (da_r, da_z, da_n r).
+fn unit_backward(e: f64, (r, z, n, hn): (f64, f64, f64, f64), h_prev: f64) -> [f64; 3] {
+    // n's pre-activation is gi_n + r ⊙ hn, so r and hn both see it.
+    let da_n = e * (1.0 - z) * (1.0 - n * n);
+    let da_r = da_n * hn * r * (1.0 - r);
+    let da_z = e * (h_prev - n) * z * (1.0 - z);
+    [da_r, da_z, da_n]
 }
 
 /// Back through one step: given δ = ∂ℓ/∂h_t (B×d), the pre-activation gradients
 /// `(∂ℓ/∂gi, ∂ℓ/∂gh)` (each B×3d, gi = U x + b_ih, gh = W h + b_hh) and ∂ℓ/∂h_{t−1}
-/// through this step. `jacobian` uses the last for Jᵀ w; `gru_bptt` uses all three.
+/// through this step. `jacobian` uses the last for Jᵀ w.
 pub fn gru_step_backward(
     params: &Params,
     step: &GruStep,
@@ -69,23 +148,18 @@ pub fn gru_step_backward(
     let mut dgh = DMatrix::zeros(b, 3 * d);
     for i in 0..b {
         for j in 0..d {
-            let (r, z, n, hn) = (
+            let gates = (
                 step.r[(i, j)],
                 step.z[(i, j)],
                 step.n[(i, j)],
                 step.hn[(i, j)],
             );
-            let g = delta[(i, j)];
-            // n's pre-activation is gi_n + r ⊙ hn, so r and hn both see it.
-            let da_n = g * (1.0 - z) * (1.0 - n * n);
-            let da_r = da_n * hn * r * (1.0 - r);
-            let da_z = g * (h_prev[(i, j)] - n) * z * (1.0 - z);
-            dgi[(i, j)] = da_r;
-            dgi[(i, d + j)] = da_z;
-            dgi[(i, 2 * d + j)] = da_n;
-            dgh[(i, j)] = da_r;
-            dgh[(i, d + j)] = da_z;
-            dgh[(i, 2 * d + j)] = da_n * r;
+            let da = unit_backward(delta[(i, j)], gates, h_prev[(i, j)]);
+            for (k, &a) in da.iter().enumerate() {
+                dgi[(i, k * d + j)] = a;
+                dgh[(i, k * d + j)] = a;
+            }
+            dgh[(i, 2 * d + j)] = da[2] * gates.0;
         }
     }
     // Direct path z ⊙ δ plus the path through all three gates: dgh W.
@@ -106,39 +180,119 @@ pub fn gru_bptt(
     injection: Injection,
     through_time: bool,
 ) -> GruGrads {
-    let t_len = x.len();
-    let inject = |t: usize| match injection {
-        Injection::Top(g) => (t == t_len).then(|| g.clone()),
-        Injection::Targets(v) => Some(&h[t] - &v[t]),
-        Injection::Steps(g) => Some(g[t].clone()),
-    };
-    let mut rnn = RnnGrads {
-        w_hh: DMatrix::zeros(params.w_hh.nrows(), params.w_hh.ncols()),
-        w_ih: DMatrix::zeros(params.w_ih.nrows(), params.w_ih.ncols()),
-        b: DMatrix::zeros(params.b.nrows(), 1),
-        error_norms: vec![0.0; t_len],
-    };
-    let mut b_hh = DMatrix::zeros(params.b_hh.nrows(), 1);
-    let mut carried: Option<DMatrix<f64>> = None;
-    for t in (1..=t_len).rev() {
-        let delta = match (carried.take(), inject(t)) {
-            (Some(c), Some(i)) => c + i,
-            (Some(c), None) => c,
-            (None, Some(i)) => i,
-            (None, None) => DMatrix::zeros(h[t].nrows(), h[t].ncols()),
-        };
-        rnn.error_norms[t - 1] = delta.norm();
-        // Recomputed rather than stored: one step's gates cost as much as its backward,
-        // and the reference favours plain code over memory tricks.
-        let step = gru_gates(params, &h[t - 1], &x[t - 1]);
-        let (dgi, dgh, dh_prev) = gru_step_backward(params, &step, &h[t - 1], &delta);
-        rnn.w_ih += dgi.tr_mul(&x[t - 1]);
-        rnn.w_hh += dgh.tr_mul(&h[t - 1]);
-        rnn.b += dgi.row_sum().transpose();
-        b_hh += dgh.row_sum().transpose();
-        if through_time {
-            carried = Some(dh_prev);
+    let (d, p) = (params.w_hh.ncols(), params.w_ih.ncols());
+    let b = h[0].nrows();
+    let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
+    let v;
+    let injection = match injection {
+        Injection::Top(g) => Injection::Top(g),
+        Injection::Targets(targets) => {
+            v = Steps::from_rows(targets, b, d);
+            Injection::Targets(&v)
         }
+        Injection::Steps(grads) => {
+            v = Steps::from_rows(grads, b, d);
+            Injection::Steps(&v)
+        }
+    };
+    gru_bptt_steps(params, &x, &h, injection, through_time)
+}
+
+/// `gru_bptt` in the working layout. For t = T … 1 each group of sequences forms e_t (the
+/// injection plus, through time, J_{t+1}ᵀ e_{t+1}), the step's gates again from
+/// (h_{t−1}, x_t), dgi_t and dgh_t, and J_tᵀ e_t = z ⊙ e_t + Wᵀ dgh_t for the step below;
+/// the sums over steps and sequences follow, one product each.
+pub fn gru_bptt_steps(
+    params: &Params,
+    x: &Steps,
+    h: &Steps,
+    injection: Injection<Steps>,
+    through_time: bool,
+) -> GruGrads {
+    let d = params.w_hh.ncols();
+    let (t_len, b) = (x.steps(), x.batch());
+    let (mut dgi, mut dgh) = (Steps::zeros(t_len, b, 3 * d), Steps::zeros(t_len, b, 3 * d));
+    // ‖e_t‖² per sequence: sequence i, step t at i·T + t − 1.
+    let mut e_sq = vec![0.0; b * t_len];
+    // Wᵀ [d, 3d] column-major, so that each step's product reads it in place.
+    let w_t = params.w_hh.transpose();
+    let groups = core_groups(b, t_len * b * 6 * d * d);
+    let mut e_sq_parts = Vec::with_capacity(groups.len());
+    let mut rest = e_sq.as_mut_slice();
+    for g in &groups {
+        let (mine, others) = rest.split_at_mut(g.len() * t_len);
+        e_sq_parts.push(mine);
+        rest = others;
     }
-    GruGrads { rnn, b_hh }
+    let work: Vec<_> = dgi
+        .parts_mut(&groups)
+        .into_iter()
+        .zip(dgh.parts_mut(&groups))
+        .zip(e_sq_parts)
+        .collect();
+    in_parallel(work, |((mut gi_part, mut gh_part), e_sq)| {
+        let seqs = gi_part.seqs.clone();
+        let n = seqs.len();
+        let (mut e, mut carried) = (vec![0.0; d * n], vec![0.0; d * n]);
+        let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * n]);
+        for t in (1..=t_len).rev() {
+            match injection {
+                Injection::Top(g_top) if t == t_len => {
+                    for (c, col) in e.chunks_exact_mut(d).enumerate() {
+                        for (j, ej) in col.iter_mut().enumerate() {
+                            *ej = g_top[(seqs.start + c, j)];
+                        }
+                    }
+                }
+                Injection::Top(_) => e.fill(0.0),
+                Injection::Targets(v) => {
+                    for ((ej, &ht), &vt) in e.iter_mut().zip(h.at(t, &seqs)).zip(v.at(t, &seqs)) {
+                        *ej = ht - vt;
+                    }
+                }
+                Injection::Steps(g) => e.copy_from_slice(g.at(t, &seqs)),
+            }
+            if through_time && t < t_len {
+                for (ej, &cj) in e.iter_mut().zip(&carried) {
+                    *ej += cj;
+                }
+            }
+            for (c, col) in e.chunks_exact(d).enumerate() {
+                e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
+            }
+            let h_prev = h.at(t - 1, &seqs);
+            gates_into(params, h_prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
+            let (gi_t, gh_t) = (gi_part.step_mut(t - 1), gh_part.step_mut(t - 1));
+            for c in 0..n {
+                let g = &gates[c * 4 * d..(c + 1) * 4 * d];
+                let (gi_c, gh_c) = (
+                    &mut gi_t[c * 3 * d..(c + 1) * 3 * d],
+                    &mut gh_t[c * 3 * d..(c + 1) * 3 * d],
+                );
+                for j in 0..d {
+                    let unit = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
+                    let da = unit_backward(e[c * d + j], unit, h_prev[c * d + j]);
+                    for (k, &a) in da.iter().enumerate() {
+                        gi_c[k * d + j] = a;
+                        gh_c[k * d + j] = a;
+                    }
+                    gh_c[2 * d + j] = da[2] * unit.0;
+                    // The direct path of h_t = … + z ⊙ h_{t−1}; Wᵀ dgh follows.
+                    carried[c * d + j] = unit.1 * e[c * d + j];
+                }
+            }
+            if through_time && t > 1 {
+                step_product(w_t.as_slice(), d, gh_t, true, &mut carried);
+            }
+        }
+    });
+    GruGrads {
+        rnn: RnnGrads {
+            w_hh: weight_grad(&dgh, h),
+            w_ih: input_grads(&dgi, x),
+            b: column_sums(&dgi),
+            error_norms: error_norms(&e_sq, t_len, b),
+        },
+        b_hh: column_sums(&dgh),
+    }
 }

@@ -16,8 +16,10 @@ use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
 use crate::config::{TpConfig, CLAMP_EPS, CPU_CG_TOL};
-use crate::cpu::gru::gru_gates;
+use crate::cpu::gru::gates_into;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky};
+use crate::cpu::simd::step_product;
+use crate::cpu::steps::{core_groups, in_parallel, Steps};
 use crate::error::{shape_of, Error};
 use crate::model::{CellKind, Params, GRU_GATES};
 
@@ -91,36 +93,69 @@ pub fn gru_per_gate_sweep(
             .into());
         }
     }
-    let mut v = h.to_vec();
-    v[t_len] = v_top.clone();
-    for t in (2..=t_len).rev() {
-        let h_prev = &h[t - 1];
-        let g = gru_gates(params, h_prev, &x[t - 1]);
-        let delta = &v[t] - &h[t];
-        // The direct path, then the bracket of each gate (rows are sequences).
-        let mut direct = DMatrix::zeros(b, d);
-        let mut brackets = [(); 3].map(|_| DMatrix::zeros(b, d));
-        for i in 0..b {
-            for j in 0..d {
-                let (r, z, n, a) = (g.r[(i, j)], g.z[(i, j)], g.n[(i, j)], g.hn[(i, j)]);
-                let e = delta[(i, j)];
-                // δ through h_t = (1 − z) ⊙ h_{t−1} + z ⊙ n into n's pre-activation.
-                let dn = (1.0 - n * n) * z * e;
-                direct[(i, j)] = (1.0 - z) * e;
-                brackets[0][(i, j)] = a * dn / sigmoid_slope(r);
-                brackets[1][(i, j)] = (n - h_prev[(i, j)]) * e / sigmoid_slope(z);
-                brackets[2][(i, j)] = r * dn;
+    let x = Steps::from_rows(x, b, dims.input);
+    let h = Steps::from_rows(h, b, d);
+    let mut v = Steps::zeros(t_len + 1, b, d);
+    v.step_mut(t_len)
+        .copy_from_slice(v_top.transpose().as_slice());
+    gru_per_gate_sweep_steps(params, p_gates, &x, &h, &mut v);
+    Ok(v.to_rows())
+}
+
+/// `gru_per_gate_sweep` in the working layout: `v` holds v_T at step T on entry, and
+/// v_0 = h_0, v_1 … v_{T−1} are written. Each group of sequences walks t = T … 2 on its
+/// own core: the step's gates again from (h_{t−1}, x_t), the direct term and the three
+/// brackets, then the products with the P_g in the published order (z, r, n) added to the
+/// direct term, and h_{t−1} last.
+pub fn gru_per_gate_sweep_steps(
+    params: &Params,
+    p_gates: &[DMatrix<f64>; 3],
+    x: &Steps,
+    h: &Steps,
+    v: &mut Steps,
+) {
+    let d = params.w_hh.ncols();
+    let (t_len, b) = (x.steps(), x.batch());
+    assert_eq!(
+        (v.steps(), v.batch(), v.width()),
+        (t_len + 1, b, d),
+        "gru_per_gate_sweep_steps: v has the wrong shape"
+    );
+    v.step_mut(0).copy_from_slice(h.step(0));
+    let groups = core_groups(b, t_len * b * 6 * d * d);
+    in_parallel(v.parts_mut(&groups), |mut part| {
+        let seqs = part.seqs.clone();
+        let n = seqs.len();
+        let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * n]);
+        let mut brackets = [(); 3].map(|_| vec![0.0; d * n]);
+        for t in (2..=t_len).rev() {
+            let h_prev = h.at(t - 1, &seqs);
+            gates_into(params, h_prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
+            let (vt, v_prev) = part.pair_mut(t, t - 1);
+            let ht = h.at(t, &seqs);
+            for c in 0..n {
+                let g = &gates[c * 4 * d..(c + 1) * 4 * d];
+                for j in 0..d {
+                    let at = c * d + j;
+                    let (r, z, nn, a) = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
+                    let e = vt[at] - ht[at];
+                    // δ through h_t = (1 − z) ⊙ h_{t−1} + z ⊙ n into n's pre-activation.
+                    let dn = (1.0 - nn * nn) * z * e;
+                    v_prev[at] = (1.0 - z) * e;
+                    brackets[0][at] = a * dn / sigmoid_slope(r);
+                    brackets[1][at] = (nn - h_prev[at]) * e / sigmoid_slope(z);
+                    brackets[2][at] = r * dn;
+                }
+            }
+            // The published order: the direct path, z, r, n, and h_{t−1} added last.
+            for gate in [1, 0, 2] {
+                step_product(p_gates[gate].as_slice(), d, &brackets[gate], true, v_prev);
+            }
+            for (vj, &hj) in v_prev.iter_mut().zip(h_prev) {
+                *vj += hj;
             }
         }
-        // P s for each row s: s Pᵀ. The published order: the direct path, z, r, n, and
-        // h_{t−1} added last.
-        let mut step = direct;
-        for gate in [1, 0, 2] {
-            step += &brackets[gate] * p_gates[gate].transpose();
-        }
-        v[t - 1] = h_prev + step;
-    }
-    Ok(v)
+    });
 }
 
 /// Refuses parameters of another cell: the per-gate inversion reads the GRU's gate blocks.

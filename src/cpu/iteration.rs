@@ -10,7 +10,7 @@ use crate::cpu::cell::{recurrence, Recurrence};
 use crate::cpu::dtp_reverse::reverse_gradient_steps;
 use crate::cpu::dtp_targets::dtp_targets_steps;
 use crate::cpu::embedding::inputs;
-use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
+use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep_steps};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::jacobian_sweep;
@@ -182,11 +182,12 @@ pub fn iteration_steps(
                 }
                 TargetSolve::PerGate { cholesky } => {
                     let (p, cg) = gate_inverses(params, tp, cholesky)?;
-                    let rows = h.to_rows();
-                    let v_top = &rows[t_len] - &out.grad_top * tp.lr_target;
-                    let v = gru_per_gate_sweep(params, &p, &x.to_rows(), &rows, &v_top)?;
+                    let mut v = pool.take(h.steps(), h.batch(), h.width());
+                    let v_top = (h.rows_at(t_len) - &out.grad_top * tp.lr_target).transpose();
+                    v.step_mut(t_len).copy_from_slice(v_top.as_slice());
+                    gru_per_gate_sweep_steps(params, &p, &x, &h, &mut v);
                     p_gates = Some(p);
-                    (Steps::from_rows(&v, h.batch(), h.width()), None, cg)
+                    (v, None, cg)
                 }
                 analytic => {
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
