@@ -1,6 +1,8 @@
 //! Backpropagation through time for BP and for the TP surrogate (docs/ALGORITHM.md §2 step 6, §3;
 //! twin of `shaders/bptt.wgsl`).
 
+use std::ops::Range;
+
 use nalgebra::DMatrix;
 
 use crate::cpu::simd::step_product;
@@ -64,46 +66,22 @@ pub fn bptt_steps(
     // Wᵀ in column-major storage, so that the product of each step reads it in place.
     let w_t = params.w_hh.transpose();
     let groups = core_groups(b, t_len * b * d * d);
-    let mut e_sq_parts = Vec::with_capacity(groups.len());
-    let mut rest = e_sq.as_mut_slice();
-    for g in &groups {
-        let (mine, others) = rest.split_at_mut(g.len() * t_len);
-        e_sq_parts.push(mine);
-        rest = others;
-    }
     let work = delta
         .parts_mut(&groups)
         .into_iter()
-        .zip(e_sq_parts)
+        .zip(split_by_groups(&mut e_sq, &groups, t_len))
         .collect();
     in_parallel(work, |(mut part, e_sq)| {
         let seqs = part.seqs.clone();
         let n = seqs.len();
         let mut e = vec![0.0; d * n];
         for t in (1..=t_len).rev() {
-            match injection {
-                Injection::Top(g_top) if t == t_len => {
-                    for (c, col) in e.chunks_exact_mut(d).enumerate() {
-                        for (j, ej) in col.iter_mut().enumerate() {
-                            *ej = g_top[(seqs.start + c, j)];
-                        }
-                    }
-                }
-                Injection::Top(_) => e.fill(0.0),
-                Injection::Targets(v) => {
-                    for ((ej, &ht), &vt) in e.iter_mut().zip(h.at(t, &seqs)).zip(v.at(t, &seqs)) {
-                        *ej = ht - vt;
-                    }
-                }
-                Injection::Steps(g) => e.copy_from_slice(g.at(t, &seqs)),
-            }
+            inject(&mut e, injection, (t, t_len), h, &seqs);
             if through_time && t < t_len {
                 // e_t += Wᵀ δ_{t+1}
                 step_product(w_t.as_slice(), d, part.step_mut(t), true, &mut e);
             }
-            for (c, col) in e.chunks_exact(d).enumerate() {
-                e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
-            }
+            record_squares(e_sq, &e, d, (t, t_len));
             let delta_t = part.step_mut(t - 1);
             for ((dj, &ej), &ht) in delta_t.iter_mut().zip(&e).zip(h.at(t, &seqs)) {
                 *dj = ej * (1.0 - ht * ht);
@@ -115,6 +93,59 @@ pub fn bptt_steps(
         w_ih: input_grads(delta, x),
         b: column_sums(delta),
         error_norms: error_norms(&e_sq, t_len, b),
+    }
+}
+
+/// The per-sequence buffer of ‖e_t‖² (`e_sq`: sequence i, step t at i·T + t − 1) cut into
+/// the runs of `groups`' sequences, one for each core's recurrence.
+pub fn split_by_groups<'a>(
+    e_sq: &'a mut [f64],
+    groups: &[Range<usize>],
+    t_len: usize,
+) -> Vec<&'a mut [f64]> {
+    let mut parts = Vec::with_capacity(groups.len());
+    let mut rest = e_sq;
+    for g in groups {
+        let (mine, others) = rest.split_at_mut(g.len() * t_len);
+        parts.push(mine);
+        rest = others;
+    }
+    parts
+}
+
+/// What `injection` puts into the recursion at step t (of `t_len`) for the sequences
+/// `seqs`, into `e` (their columns): g_T at the top and 0 below (BP), h_t − v_t (the TP
+/// surrogate) or g_t (outputs at every step).
+pub fn inject(
+    e: &mut [f64],
+    injection: Injection<Steps>,
+    (t, t_len): (usize, usize),
+    h: &Steps,
+    seqs: &Range<usize>,
+) {
+    let d = h.width();
+    match injection {
+        Injection::Top(g_top) if t == t_len => {
+            for (c, col) in e.chunks_exact_mut(d).enumerate() {
+                for (j, ej) in col.iter_mut().enumerate() {
+                    *ej = g_top[(seqs.start + c, j)];
+                }
+            }
+        }
+        Injection::Top(_) => e.fill(0.0),
+        Injection::Targets(v) => {
+            for ((ej, &ht), &vt) in e.iter_mut().zip(h.at(t, seqs)).zip(v.at(t, seqs)) {
+                *ej = ht - vt;
+            }
+        }
+        Injection::Steps(g) => e.copy_from_slice(g.at(t, seqs)),
+    }
+}
+
+/// ‖e_t‖² of each column of `e` (width d) into the group's run `e_sq` at step t.
+pub fn record_squares(e_sq: &mut [f64], e: &[f64], d: usize, (t, t_len): (usize, usize)) {
+    for (c, col) in e.chunks_exact(d).enumerate() {
+        e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
     }
 }
 

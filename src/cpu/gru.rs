@@ -11,7 +11,9 @@
 
 use nalgebra::DMatrix;
 
-use crate::cpu::bptt::{column_sums, error_norms, input_grads, weight_grad};
+use crate::cpu::bptt::{
+    column_sums, error_norms, inject, input_grads, record_squares, split_by_groups, weight_grad,
+};
 use crate::cpu::forward::affine_into;
 use crate::cpu::simd::{step_product, tanh_in_place};
 use crate::cpu::steps::{core_groups, in_parallel, Steps};
@@ -217,18 +219,11 @@ pub fn gru_bptt_steps(
     // Wᵀ [d, 3d] column-major, so that each step's product reads it in place.
     let w_t = params.w_hh.transpose();
     let groups = core_groups(b, t_len * b * 6 * d * d);
-    let mut e_sq_parts = Vec::with_capacity(groups.len());
-    let mut rest = e_sq.as_mut_slice();
-    for g in &groups {
-        let (mine, others) = rest.split_at_mut(g.len() * t_len);
-        e_sq_parts.push(mine);
-        rest = others;
-    }
     let work: Vec<_> = dgi
         .parts_mut(&groups)
         .into_iter()
         .zip(dgh.parts_mut(&groups))
-        .zip(e_sq_parts)
+        .zip(split_by_groups(&mut e_sq, &groups, t_len))
         .collect();
     in_parallel(work, |((mut gi_part, mut gh_part), e_sq)| {
         let seqs = gi_part.seqs.clone();
@@ -236,30 +231,13 @@ pub fn gru_bptt_steps(
         let (mut e, mut carried) = (vec![0.0; d * n], vec![0.0; d * n]);
         let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * n]);
         for t in (1..=t_len).rev() {
-            match injection {
-                Injection::Top(g_top) if t == t_len => {
-                    for (c, col) in e.chunks_exact_mut(d).enumerate() {
-                        for (j, ej) in col.iter_mut().enumerate() {
-                            *ej = g_top[(seqs.start + c, j)];
-                        }
-                    }
-                }
-                Injection::Top(_) => e.fill(0.0),
-                Injection::Targets(v) => {
-                    for ((ej, &ht), &vt) in e.iter_mut().zip(h.at(t, &seqs)).zip(v.at(t, &seqs)) {
-                        *ej = ht - vt;
-                    }
-                }
-                Injection::Steps(g) => e.copy_from_slice(g.at(t, &seqs)),
-            }
+            inject(&mut e, injection, (t, t_len), h, &seqs);
             if through_time && t < t_len {
                 for (ej, &cj) in e.iter_mut().zip(&carried) {
                     *ej += cj;
                 }
             }
-            for (c, col) in e.chunks_exact(d).enumerate() {
-                e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
-            }
+            record_squares(e_sq, &e, d, (t, t_len));
             let h_prev = h.at(t - 1, &seqs);
             gates_into(params, h_prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
             let (gi_t, gh_t) = (gi_part.step_mut(t - 1), gh_part.step_mut(t - 1));
