@@ -25,7 +25,23 @@ pub fn bptt(
     through_time: bool,
 ) -> RnnGrads {
     let (d, p) = params.w_ih.shape();
-    let b = h[0].nrows();
+    in_working_layout(x, h, injection, (p, d), |x, h, injection| {
+        let mut delta = Steps::zeros(x.steps(), x.batch(), d);
+        bptt_steps(params, x, h, injection, through_time, &mut delta)
+    })
+}
+
+/// `f` of `x`, `h` and `injection` converted from the public signatures' rows (one B×size
+/// matrix a step: x of width p, h and the targets or per-step gradients of width d) to
+/// the working layout: what both cells' recursions take.
+pub fn in_working_layout<R>(
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    injection: Injection,
+    (p, d): (usize, usize),
+    f: impl FnOnce(&Steps, &Steps, Injection<Steps>) -> R,
+) -> R {
+    let b = h.first().map_or(0, |m| m.nrows());
     let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
     let v;
     let injection = match injection {
@@ -39,8 +55,7 @@ pub fn bptt(
             Injection::Steps(&v)
         }
     };
-    let mut delta = Steps::zeros(x.steps(), b, d);
-    bptt_steps(params, &x, &h, injection, through_time, &mut delta)
+    f(&x, &h, injection)
 }
 
 /// `bptt` in the working layout; `delta` (T steps of width d) is scratch, all of it

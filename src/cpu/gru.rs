@@ -12,7 +12,8 @@
 use nalgebra::DMatrix;
 
 use crate::cpu::bptt::{
-    column_sums, error_norms, inject, input_grads, record_squares, split_by_groups, weight_grad,
+    column_sums, error_norms, in_working_layout, inject, input_grads, record_squares,
+    split_by_groups, weight_grad,
 };
 use crate::cpu::forward::affine_into;
 use crate::cpu::simd::{step_product, tanh_in_place};
@@ -183,21 +184,9 @@ pub fn gru_bptt(
     through_time: bool,
 ) -> GruGrads {
     let (d, p) = (params.w_hh.ncols(), params.w_ih.ncols());
-    let b = h[0].nrows();
-    let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
-    let v;
-    let injection = match injection {
-        Injection::Top(g) => Injection::Top(g),
-        Injection::Targets(targets) => {
-            v = Steps::from_rows(targets, b, d);
-            Injection::Targets(&v)
-        }
-        Injection::Steps(grads) => {
-            v = Steps::from_rows(grads, b, d);
-            Injection::Steps(&v)
-        }
-    };
-    gru_bptt_steps(params, &x, &h, injection, through_time)
+    in_working_layout(x, h, injection, (p, d), |x, h, injection| {
+        gru_bptt_steps(params, x, h, injection, through_time)
+    })
 }
 
 /// `gru_bptt` in the working layout. For t = T … 1 each group of sequences forms e_t (the
