@@ -16,19 +16,15 @@ use crate::cpu::bptt::{
     split_by_groups, weight_grad,
 };
 use crate::cpu::forward::affine_into;
-use crate::cpu::simd::{step_product, tanh_in_place};
+use crate::cpu::simd::{sigmoid_in_place, step_product, tanh_in_place};
 use crate::cpu::steps::{core_groups, in_parallel, Steps};
 use crate::kernel_io::{GruGrads, GruStep, Injection, RnnGrads};
 use crate::model::Params;
 
-fn sigmoid(a: f64) -> f64 {
-    1.0 / (1.0 + (-a).exp())
-}
-
 /// The gates r | z | n | hn (4d values a column) of the columns `h_prev` (h_{t−1}, width
 /// d) and `x` (x_t, width p) into `gates`; `scratch` holds the pre-activations gi | gh.
-/// Every column's gates are the same arithmetic however many columns come at once; n by
-/// the vectorized tanh of `simd`, the gates r and z by libm's exp.
+/// Every column's gates are the same arithmetic however many columns come at once, with
+/// the vectorized sigmoid and tanh of `simd`.
 pub fn gates_into(
     params: &Params,
     h_prev: &[f64],
@@ -47,13 +43,14 @@ pub fn gates_into(
         .zip(gh.chunks_exact(3 * d))
         .zip(gates.chunks_exact_mut(4 * d))
     {
+        // r and z (blocks 0 and 1 of gi and gh), then n from r and hn.
+        for j in 0..2 * d {
+            g[j] = gi[j] + gh[j];
+        }
+        sigmoid_in_place(&mut g[..2 * d]);
         for j in 0..d {
-            let r = sigmoid(gi[j] + gh[j]);
-            let z = sigmoid(gi[d + j] + gh[d + j]);
             let hn = gh[2 * d + j];
-            g[j] = r;
-            g[d + j] = z;
-            g[2 * d + j] = gi[2 * d + j] + r * hn;
+            g[2 * d + j] = gi[2 * d + j] + g[j] * hn;
             g[3 * d + j] = hn;
         }
         tanh_in_place(&mut g[2 * d..3 * d]);
