@@ -460,13 +460,12 @@ fn per_gate_solves_with_a_large_cg_cap_run_in_segments() {
 /// memory) run the two loops.
 #[test]
 fn per_gate_fused_backward_equals_the_two_loops_bit_for_bit() {
-    use gpu::{one_shot, Backward, GpuOptions, StepsPerDispatch};
+    use gpu::{one_shot, GpuOptions, StepsPerDispatch};
     use std::num::NonZeroUsize;
-    let options = |k: Option<usize>, backward| GpuOptions {
+    let options = |k: Option<usize>| GpuOptions {
         steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
             StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
         }),
-        backward,
         ..GpuOptions::default()
     };
     // (d, T, B, loss, steps per launch)
@@ -485,21 +484,13 @@ fn per_gate_fused_backward_equals_the_two_loops_bit_for_bit() {
         let p = start(CellKind::Gru, shape.dims(), 140 + i as u64, 0.0);
         let batch = random_batch(&mut rng(160 + i as u64), shape, loss);
         let h = per_gate_tp(TpGrad::ThroughTime, loss);
-        let (fused, separate) = (options(k, Backward::Fused), options(k, Backward::Separate));
-        assert!(
-            one_shot::fused_backward(&ctx(), &p, &batch, &h, fused).unwrap(),
-            "{what}: fused"
-        );
-        assert!(
-            !one_shot::fused_backward(&ctx(), &p, &batch, &h, separate).unwrap(),
-            "{what}"
-        );
-        let (e, got) = gpu_support::compare_traces_with(&what, &p, &batch, &h, fused);
-        worst = worst.max(e);
-        let two = GpuBackend::with_options(ctx(), separate)
-            .trace(&p, &batch, &h)
-            .unwrap();
-        gpu_support::assert_same_trace(&what, &got, &two);
+        worst = worst.max(gpu_support::fused_equals_separate(
+            &what,
+            &p,
+            &batch,
+            &h,
+            options(k),
+        ));
     }
     eprintln!("GRU fused backward, worst against the reference: {worst:.2e}");
     let shape = Shape::new(3, 5, 3, 7, 4);

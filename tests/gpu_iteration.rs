@@ -95,7 +95,6 @@ fn traces_match_reference_for_every_cell_inversion_and_method() {
 /// past a workgroup that it does not.
 #[test]
 fn fused_backward_equals_the_two_loops_bit_for_bit() {
-    use gpu_support::compare_traces_with;
     use std::num::NonZeroUsize;
     use tpri::gpu::{
         one_shot, Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch,
@@ -134,21 +133,9 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
             Loss::CrossEntropy,
         );
         let fused = options(lanes, seqs, k, Backward::Fused);
-        let separate = options(lanes, seqs, k, Backward::Separate);
-        assert!(
-            one_shot::fused_backward(&ctx(), &p, &batch, &h, fused).unwrap(),
-            "{what}: fused"
-        );
-        assert!(
-            !one_shot::fused_backward(&ctx(), &p, &batch, &h, separate).unwrap(),
-            "{what}"
-        );
-        let (e, got) = compare_traces_with(&what, &p, &batch, &h, fused);
-        worst = worst.max(e);
-        let two = GpuBackend::with_options(ctx(), separate)
-            .trace(&p, &batch, &h)
-            .unwrap();
-        gpu_support::assert_same_trace(&what, &got, &two);
+        worst = worst.max(gpu_support::fused_equals_separate(
+            &what, &p, &batch, &h, fused,
+        ));
     }
     eprintln!("fused backward, worst against the reference: {worst:.2e}");
     // Where it does not apply, both options run the two loops.

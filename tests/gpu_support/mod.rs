@@ -141,6 +141,38 @@ pub fn assert_same_trace(what: &str, got: &Trace, want: &Trace) {
     }
 }
 
+/// One case of a fused backward loop against the two loops it replaces: with `fused`
+/// (`Backward::Fused`) the workspace runs one loop and with the same options but
+/// `Backward::Separate` two; the fused trace is within `TOL` of the reference and the
+/// same bits as the two loops'. Returns the worst relative error against the reference.
+pub fn fused_equals_separate(
+    what: &str,
+    params: &Params,
+    batch: &Batch,
+    hyper: &Hyper,
+    fused: GpuOptions,
+) -> f64 {
+    use tpri::gpu::{one_shot, Backward};
+    let separate = GpuOptions {
+        backward: Backward::Separate,
+        ..fused
+    };
+    assert!(
+        one_shot::fused_backward(&ctx(), params, batch, hyper, fused).unwrap(),
+        "{what}: fused"
+    );
+    assert!(
+        !one_shot::fused_backward(&ctx(), params, batch, hyper, separate).unwrap(),
+        "{what}"
+    );
+    let (e, got) = compare_traces_with(what, params, batch, hyper, fused);
+    let two = GpuBackend::with_options(ctx(), separate)
+        .trace(params, batch, hyper)
+        .unwrap();
+    assert_same_trace(what, &got, &two);
+    e
+}
+
 /// `compare_traces` with the GPU backend run as `options` say; also returns its trace.
 pub fn compare_traces_with(
     what: &str,
