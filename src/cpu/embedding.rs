@@ -26,7 +26,7 @@ pub fn inputs(params: &Params, batch: &Batch) -> Result<Steps> {
     }
 }
 
-/// x_t = E[id_t] for every sequence and step: `tokens` B×T, `table` E [V, p]; the result
+/// x_t = E\[id_t\] for every sequence and step: `tokens` B×T, `table` E [V, p]; the result
 /// holds T steps of width p. An id ≥ V is an error naming it.
 pub fn gather(table: &DMatrix<f64>, tokens: &DMatrix<u32>) -> Result<Steps> {
     let rows = table.nrows();

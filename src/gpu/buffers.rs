@@ -142,7 +142,7 @@ impl ModelBuffers {
 /// Everything sized by the batch: inputs, targets, histories, head scratch.
 pub(crate) struct SeqBuffers {
     pub x: wgpu::Buffer,
-    /// Labels as u32 ([B], or per step [T, B]), or real targets as their f32 bits.
+    /// Labels as u32 (\[B\], or per step \[T, B\]), or real targets as their f32 bits.
     pub y: wgpu::Buffer,
     pub h: History,
     /// Target offsets v_t − h_t.
@@ -165,7 +165,7 @@ pub(crate) struct SeqBuffers {
     pub scratch: wgpu::Buffer,
     /// The backward errors e [T, B, d] (δ before the tanh derivative), for diagnostics.
     pub err: wgpu::Buffer,
-    /// Squared per-step norms [T] that the diagnostics reduce into.
+    /// Squared per-step norms \[T\] that the diagnostics reduce into.
     pub norms_sq: wgpu::Buffer,
     /// T·B ones: ∇b = Δᵀ 1 reuses the matmul kernel.
     pub ones: wgpu::Buffer,

@@ -20,7 +20,7 @@ struct Dims {
     row_stride: u32,
 }
 
-/// The launch that writes x [T, B, p] = E[tokens] from the parameters' table: the first
+/// The launch that writes x [T, B, p] = E\[tokens\] from the parameters' table: the first
 /// of an iteration, so that the forward pass reads the table as the last step left it.
 pub(crate) fn dispatch(
     ctx: &GpuContext,

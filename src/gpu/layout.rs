@@ -78,7 +78,7 @@ pub(crate) struct ParamLayout {
     /// The language model's trained embedding table E [V, p], after the head (with its
     /// number of rows V).
     pub embed: Option<(Slot, usize)>,
-    /// DTP's reverse layer, after the rest: V_rev [d, d], c_rev [d].
+    /// DTP's reverse layer, after the rest: V_rev [d, d], c_rev \[d\].
     pub rev: Option<[Slot; 2]>,
     pub len: usize,
 }

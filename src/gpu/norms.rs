@@ -21,7 +21,7 @@ struct Dims {
 }
 
 /// The norms of `rows` consecutive blocks of `len` values of `src`, from element `start`
-/// on, squared into `out` [rows].
+/// on, squared into `out` \[rows\].
 pub(crate) struct StepNorms {
     launch: Dispatch,
     out: wgpu::Buffer,

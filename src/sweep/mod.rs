@@ -7,7 +7,7 @@
 //! (`[search]`). [`run_sweep`] expands it into runs — each an ordinary run directory of
 //! `tpri train` under DIR/runs — validates every run's configuration before writing
 //! anything, keeps DIR/manifest.json, skips finished runs, resumes interrupted ones, and
-//! runs or submits the rest; [`collect`] writes DIR/results.csv, DIR/search.csv and
+//! runs or submits the rest; [`collect()`] writes DIR/results.csv, DIR/search.csv and
 //! DIR/figures from whatever the run directories hold.
 //!
 //! The runs are `tpri train` processes: the sweep reads their results from the files

@@ -73,7 +73,7 @@ impl RunConfig {
     }
 
     /// The sizes this run holds (named as its settings name them): what the host's memory
-    /// and a backend's [`Backend::check_workload`] are checked against before anything is
+    /// and a backend's [`Backend::check_workload`](crate::backend::Backend::check_workload) are checked against before anything is
     /// built.
     pub fn workload(&self) -> Result<Workload> {
         run_workload(
