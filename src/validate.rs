@@ -146,6 +146,20 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// That every label is a class of the head's `q`.
+fn check_labels<'a>(labels: impl IntoIterator<Item = &'a usize>, q: usize) -> Result<()> {
+    match labels.into_iter().find(|&&c| c >= q) {
+        Some(bad) => Err(Error::value(
+            "Batch::y",
+            format!(
+                "holds label {bad}, but the head has only {q} classes (rows of Params::head_w)"
+            ),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Checks that `y` suits `loss` and a head with `q` outputs on `b` sequences (per-step
 /// labels: their number of steps is `check_inputs`'s to check, against the batch's x).
 pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> {
@@ -160,13 +174,7 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
                 )
                 .into());
             }
-            if let Some(bad) = l.iter().find(|&&c| c >= q) {
-                return Err(Error::value(
-                    "Batch::y",
-                    format!("holds label {bad}, but the head has only {q} classes (rows of Params::head_w)"),
-                )
-                .into());
-            }
+            check_labels(l.iter(), q)?;
         }
         (Loss::Mse, Targets::Values(v)) => {
             if v.shape() != (b, q) {
@@ -190,13 +198,7 @@ pub fn check_targets(y: &Targets, loss: Loss, b: usize, q: usize) -> Result<()> 
                 )
                 .into());
             }
-            if let Some(bad) = l.iter().find(|&&c| c >= q) {
-                return Err(Error::value(
-                    "Batch::y",
-                    format!("holds label {bad}, but the head has only {q} classes (rows of Params::head_w)"),
-                )
-                .into());
-            }
+            check_labels(l.iter(), q)?;
         }
         (Loss::CrossEntropySeq, _) => {
             return Err(Error::setting(

@@ -7,7 +7,6 @@ use tpri::config::{Loss, TpGrad};
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{GpuBackend, Storage};
 use tpri::model::{Dims, Params};
-use tpri::tasks::{build_task, TaskSpec};
 use tpri::tensor_file::{read_tensors, save_batch, save_params};
 
 mod cli_support;
@@ -15,8 +14,8 @@ mod gpu_support;
 mod support;
 
 use cli_support::{scratch, tpri};
-use gpu_support::{compare_dtp, ctx, dtp_hyper, dtp_problem};
-use support::{check, column, Shape};
+use gpu_support::{compare_dtp, ctx, dtp_hyper, dtp_problem, train_side_by_side};
+use support::Shape;
 
 /// Random problems at odd sizes (d = 1, 7, 33; T and B off every grid), with and without
 /// noise, both losses, both gradient modes, and the pixel setting's tiny γ_h: the GPU's
@@ -72,14 +71,13 @@ fn gpu_dtp_traces_match_the_reference() {
     }
 }
 
-/// 50 DTP training steps with noise on both backends stay together: the loss every fifth
-/// step, the parameters (the reverse layer's among them) and the optimizer's slots after
-/// them, and the last step's per-step norms, within 1e-3 (as for TP-RI in
-/// gpu_iteration.rs).
+/// 50 DTP training steps with noise on both backends stay together
+/// (`gpu_support::train_side_by_side`: the loss every fifth step, the evaluation, the
+/// parameters, the reverse layer's among them, and the momentum after them, and the last
+/// step's per-step norms, within 1e-3, as for TP-RI in gpu_iteration.rs), and the reverse
+/// layer trains.
 #[test]
 fn fifty_dtp_training_steps_agree_with_reference() {
-    let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
-    let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8).unwrap()).collect();
     let dims = Dims {
         input: 2,
         hidden: 16,
@@ -87,48 +85,10 @@ fn fifty_dtp_training_steps_agree_with_reference() {
     };
     let start = Params::init_dtp(dims, 3).unwrap();
     let hyper = dtp_hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
-    let mut cpu = CpuBackend::new();
-    let mut gpu = GpuBackend::new(ctx());
-    cpu.load(&start, None, &hyper).unwrap();
-    gpu.load(&start, None, &hyper).unwrap();
-    let mut worst = 0.0_f64;
-    for (k, b) in batches.iter().enumerate() {
-        cpu.step(b).unwrap();
-        gpu.step(b).unwrap();
-        if k % 5 == 4 {
-            let (c, g) = (cpu.last_stats().unwrap(), gpu.last_stats().unwrap());
-            let rel = (g.loss - c.loss).abs() / c.loss;
-            assert!(
-                rel <= 1e-3,
-                "step {k}: loss {} vs {} ({rel:.1e})",
-                g.loss,
-                c.loss
-            );
-            assert!(g.cg.is_none());
-            worst = worst.max(rel);
-        }
-    }
-    let ((cp, cs), (gp, gs)) = (cpu.state().unwrap(), gpu.state().unwrap());
-    assert_eq!((cs.step, gs.step), (50, 50));
-    for ((name, g), (_, c)) in gp.tensors().into_iter().zip(cp.tensors()) {
-        check(&format!("{name} after 50 steps"), g, c, 1e-3);
-    }
-    for ((name, g), (_, c)) in gs.m.tensors().into_iter().zip(cs.m.tensors()) {
-        check(&format!("momentum of {name} after 50 steps"), g, c, 1e-3);
-    }
-    let moved = &cp.dtp.as_ref().unwrap().w_rev - &start.dtp.as_ref().unwrap().w_rev;
+    let run = train_side_by_side(&start, &hyper, "DTP");
+    let moved = &run.params.dtp.as_ref().unwrap().w_rev - &start.dtp.as_ref().unwrap().w_rev;
     assert!(moved.norm() > 0.0, "the reverse layer trains");
-    let (cd, gd) = (
-        cpu.last_diagnostics().unwrap().unwrap(),
-        gpu.last_diagnostics().unwrap().unwrap(),
-    );
-    check(
-        "step norms",
-        &column(&gd.step_norms),
-        &column(&cd.step_norms),
-        1e-3,
-    );
-    eprintln!("worst loss gap over 50 DTP steps: {worst:.2e}");
+    eprintln!("worst loss gap over 50 DTP steps: {:.2e}", run.worst);
 }
 
 /// f16 storage is refused for DTP, with the storage named.

@@ -240,10 +240,10 @@ fn fifty_training_steps_agree_with_reference() {
             hyper.tp.cg_max_iter = 100;
         }
         let what = format!("{cell:?} {inversion:?} {method:?}/{kind:?}");
-        let (worst, cg_most) =
-            train_side_by_side(&start(cell, dims(2, 16, 1), 5, 0.0), &hyper, &what);
+        let run = train_side_by_side(&start(cell, dims(2, 16, 1), 5, 0.0), &hyper, &what);
         eprintln!(
-            "{what}: worst relative loss gap over 50 steps {worst:.2e}, CG ≤ {cg_most} iterations per step"
+            "{what}: worst relative loss gap over 50 steps {:.2e}, CG ≤ {} iterations per step",
+            run.worst, run.cg_most
         );
     }
 }

@@ -7,7 +7,7 @@ mod support;
 use gpu_support::{ctx, TOL};
 use std::num::NonZeroUsize;
 use support::{
-    check, check_all, column, dims, inputs, offsets, random, rng, scalar, seeded_params,
+    check, check_all, check_targets, column, dims, inputs, random, rng, scalar, seeded_params,
 };
 use tpri::config::{Loss, TargetMode};
 use tpri::cpu;
@@ -565,13 +565,7 @@ fn target_sweep_matches_reference_in_every_mode() {
                 gpu::one_shot::target_sweep(&ctx, &params, &p_inv, &x, &h, &g_top, lr_target, mode)
                     .unwrap();
             let what = format!("({mode:?}, γ_h={lr_target}, d={d}, T={t}, B={b})");
-            check_all(&format!("v {what}"), &got, &want, TOL);
-            let e = check_all(
-                &format!("v − h {what}"),
-                &offsets(&got, &h),
-                &offsets(&want, &h),
-                TOL,
-            );
+            let e = check_targets(&what, &got, &want, &h, TOL);
             eprintln!("sweep {what}: v − h {e:.2e}");
         }
     }
@@ -629,13 +623,7 @@ fn target_sweep_with_sequences_per_workgroup_matches_reference() {
                     let what = format!(
                         "({mode:?}, γ_h={lr_target}, b={b}, K={k:?}, d={d}, T={t}, B={batch})"
                     );
-                    check_all(&format!("v {what}"), &got, &want, TOL);
-                    check_all(
-                        &format!("v − h {what}"),
-                        &offsets(&got, &h),
-                        &offsets(&want, &h),
-                        TOL,
-                    );
+                    check_targets(&what, &got, &want, &h, TOL);
                 }
             }
         }

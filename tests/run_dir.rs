@@ -13,7 +13,7 @@ use tpri::train::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE}
 
 mod cli_support;
 
-use cli_support::{scratch, small, strs, tpri, write_tiny_mnist};
+use cli_support::{log_without_time, scratch, small, strs, tpri, write_tiny_mnist};
 
 /// A small adding run on the CPU (T = 30, d = 32, B = 20, 100 held-out sequences, a log
 /// point every iteration, an evaluation every 50): the reproduction settings,
@@ -85,19 +85,6 @@ fn logged(dir: &Path) -> Vec<u64> {
         .lines()
         .skip(1)
         .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect()
-}
-
-/// The log without its wall-clock column.
-fn log_without_time(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("log.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut f: Vec<&str> = l.split(',').collect();
-            f.remove(1);
-            f.join(",")
-        })
         .collect()
 }
 

@@ -35,6 +35,28 @@ fn problem(
     random_problem(&mut rng(seed), cell, shape, loss, init)
 }
 
+/// γ_h and r of the NumPy comparisons: the flags' values, and the scripts' arguments.
+const LR_TARGET: &str = "0.3";
+const REG: &str = "0.5";
+
+/// The flags of a NumPy comparison: `--method method`, the `option` pair (a target mode or
+/// an inversion), `--tp-grad grad`, and γ_h and r.
+fn numpy_flags<'a>(method: &'a str, option: [&'a str; 2], grad: &'a str) -> Vec<&'a str> {
+    let [name, value] = option;
+    vec![
+        "--method",
+        method,
+        name,
+        value,
+        "--tp-grad",
+        grad,
+        "--lr-target",
+        LR_TARGET,
+        "--reg",
+        REG,
+    ]
+}
+
 #[test]
 fn trace_round_trip_matches_library() {
     let dir = scratch("roundtrip");
@@ -121,14 +143,15 @@ fn gpu_trace_of_the_gru_and_the_jacobian_inversion_matches_cpu() {
 
 /// Traces `params` on `batch` with `flags` on `--backend cpu` and (with `gpu_flags` too)
 /// `--backend gpu` (in `dir`), and checks that the GPU's file holds the same tensors,
-/// within the f32 tolerance of the GPU tests, with no `p_inv` (these runs form no P).
+/// within the f32 tolerance of the GPU tests, with no single `p_inv` (these runs form no
+/// P; the per-gate inversion's P_g are `p_inv.r` …). Returns the tensors' names, sorted.
 fn gpu_matches_cpu(
     dir: &Path,
     what: &str,
     params: &Params,
     batch: &Batch,
     [flags, gpu_flags]: [&[&str]; 2],
-) {
+) -> Vec<String> {
     let traced = |backend: &str| {
         let sub = dir.join(format!("{}-{backend}", what.replace(' ', "-")));
         std::fs::create_dir_all(&sub).unwrap();
@@ -156,14 +179,16 @@ fn gpu_matches_cpu(
         names.iter().any(|n| n.starts_with(prefix)),
         "{what}: {names:?}"
     );
-    for name in names {
+    for name in &names {
         let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
             TensorData::Float(v) => v.clone(),
             TensorData::Int(_) => panic!("{name} is not float"),
         };
-        let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
-        check(&format!("{what}: {name}"), &column(&g), &column(&c), 1e-4);
+        let (c, g) = (as_floats(&cpu[name]), as_floats(&gpu[name]));
+        let e = check(&format!("{what}: {name}"), &column(&g), &column(&c), 1e-4);
+        eprintln!("{what}: {name} {e:.2e}");
     }
+    names
 }
 
 /// Issue #15's shape: `tpri trace --cell gru --inversion jacobian --backend gpu` at T = 20,
@@ -209,20 +234,9 @@ fn trace_agrees_with_independent_numpy_implementation() {
     .enumerate()
     {
         let (params, batch) = problem(CellKind::Tanh, 100 + case as u64, dims, 4, 7, loss);
-        let flags = [
-            "--method",
-            method,
-            "--target-mode",
-            mode,
-            "--tp-grad",
-            grad,
-            "--lr-target",
-            "0.3",
-            "--reg",
-            "0.5",
-        ];
+        let flags = numpy_flags(method, ["--target-mode", mode], grad);
         let paths = run_trace(&dir, &params, &batch, loss, &flags);
-        let args = [loss_flag(loss), method, mode, "0.3", "0.5", grad];
+        let args = [loss_flag(loss), method, mode, LR_TARGET, REG, grad];
         numpy_agrees(&script, &paths, &args, &format!("case {case}"));
     }
 }
@@ -251,21 +265,10 @@ fn every_step_traces_agree_with_independent_numpy_implementation() {
     {
         let loss = Loss::CrossEntropySeq;
         let (params, batch) = problem(CellKind::Tanh, 300 + case as u64, dims, 4, 7, loss);
-        let flags = [
-            "--method",
-            method,
-            "--target-mode",
-            mode,
-            "--tp-grad",
-            grad,
-            "--lr-target",
-            "0.3",
-            "--reg",
-            "0.5",
-        ];
+        let flags = numpy_flags(method, ["--target-mode", mode], grad);
         let paths = run_trace(&dir, &params, &batch, loss, &flags);
         assert_eq!(floats(&paths[2], "step_losses").len(), 7, "case {case}");
-        let args = [method, mode, "0.3", "0.5", grad];
+        let args = [method, mode, LR_TARGET, REG, grad];
         numpy_agrees(&script, &paths, &args, &format!("lm case {case}"));
     }
 }
@@ -297,24 +300,13 @@ fn trained_embedding_traces_agree_with_independent_numpy_implementation() {
         let seed = 400 + case as u64;
         let (mut params, mut batch) = problem(CellKind::Tanh, seed, dims, 4, 7, loss);
         support::embed(&mut rng(seed + 50), &mut params, &mut batch, vocab, 1.0);
-        let flags = [
-            "--method",
-            method,
-            "--target-mode",
-            mode,
-            "--tp-grad",
-            grad,
-            "--lr-target",
-            "0.3",
-            "--reg",
-            "0.5",
-            "--train-embedding",
-        ];
+        let mut flags = numpy_flags(method, ["--target-mode", mode], grad);
+        flags.push("--train-embedding");
         let paths = run_trace(&dir, &params, &batch, loss, &flags);
         let grad_e = floats(&paths[2], "grad.embed.weight");
         assert_eq!(grad_e.len(), vocab * dims.input, "case {case}");
         assert!(grad_e.iter().any(|&g| g != 0.0), "case {case}: ∇E is zero");
-        let args = [method, mode, "0.3", "0.5", grad];
+        let args = [method, mode, LR_TARGET, REG, grad];
         numpy_agrees(&script, &paths, &args, &format!("embedding case {case}"));
     }
 }
@@ -389,20 +381,9 @@ fn jacobian_inversion_traces_agree_with_independent_numpy_implementation() {
     .enumerate()
     {
         let (params, batch) = problem(cell, 200 + case as u64, dims, 4, 7, loss);
-        let flags = [
-            "--method",
-            method,
-            "--inversion",
-            "jacobian",
-            "--tp-grad",
-            grad,
-            "--lr-target",
-            "0.3",
-            "--reg",
-            "0.5",
-        ];
+        let flags = numpy_flags(method, ["--inversion", "jacobian"], grad);
         let paths = run_trace(&dir, &params, &batch, loss, &flags);
-        let args = [loss_flag(loss), method, "0.3", "0.5", grad];
+        let args = [loss_flag(loss), method, LR_TARGET, REG, grad];
         numpy_agrees(
             &script,
             &paths,
@@ -435,25 +416,13 @@ fn per_gate_traces_agree_with_independent_numpy_implementation() {
             output: 3,
         };
         let (params, batch) = problem(CellKind::Gru, 300 + case as u64, dims, b, t, loss);
-        let flags = [
-            "--method",
-            "tp",
-            "--inversion",
-            "per-gate",
-            "--solver",
-            solver,
-            "--tp-grad",
-            grad,
-            "--lr-target",
-            "0.3",
-            "--reg",
-            "0.5",
-        ];
+        let mut flags = numpy_flags("tp", ["--inversion", "per-gate"], grad);
+        flags.extend(["--solver", solver]);
         let paths = run_trace(&dir, &params, &batch, loss, &flags);
         for gate in ["r", "z", "n"] {
             assert_eq!(floats(&paths[2], &format!("p_inv.{gate}")).len(), d * d);
         }
-        let args = [loss_flag(loss), "0.3", "0.5", grad];
+        let args = [loss_flag(loss), LR_TARGET, REG, grad];
         numpy_agrees(
             &script,
             &paths,
@@ -490,51 +459,21 @@ fn gpu_trace_of_the_per_gate_inversion_matches_cpu() {
             t,
             Loss::CrossEntropy,
         );
-        let traced = |backend: &str| {
-            let sub = dir.join(format!("{case}-{backend}"));
-            std::fs::create_dir_all(&sub).unwrap();
-            let flags = [
-                "--method",
-                "tp",
-                "--inversion",
-                "per-gate",
-                "--tp-grad",
-                grad,
-                "--backend",
-                backend,
-            ];
-            let [_, _, out] = run_trace(&sub, &params, &batch, Loss::CrossEntropy, &flags);
-            read_tensors(&out).unwrap()
-        };
-        let (cpu, gpu) = (traced("cpu"), traced("gpu"));
-        let mut names: Vec<_> = cpu.keys().cloned().collect();
-        names.sort();
-        let mut gpu_names: Vec<_> = gpu.keys().cloned().collect();
-        gpu_names.sort();
-        assert_eq!(gpu_names, names, "case {case}: the same tensors");
+        let what = format!("per-gate case {case} (d={d}, B={b}, T={t}, {grad})");
+        let flags = [
+            "--method",
+            "tp",
+            "--inversion",
+            "per-gate",
+            "--tp-grad",
+            grad,
+        ];
+        let names = gpu_matches_cpu(&dir, &what, &params, &batch, [&flags, &[]]);
         for want in ["p_inv.r", "p_inv.z", "p_inv.n", "v", "grad.gru.w_hh"] {
             assert!(
                 names.iter().any(|n| n == want),
-                "case {case}: {want} in {names:?}"
+                "{what}: {want} in {names:?}"
             );
-        }
-        assert!(
-            !names.contains(&"p_inv".to_string()),
-            "case {case}: no single P"
-        );
-        for name in names {
-            let as_floats = |t: &tpri::tensor_file::Tensor| match &t.data {
-                TensorData::Float(v) => v.clone(),
-                TensorData::Int(_) => panic!("{name} is not float"),
-            };
-            let (c, g) = (as_floats(&cpu[&name]), as_floats(&gpu[&name]));
-            let e = check(
-                &format!("case {case} (d={d}, B={b}, T={t}): {name}"),
-                &column(&g),
-                &column(&c),
-                1e-4,
-            );
-            eprintln!("per-gate d={d} B={b} T={t} {grad}: {name} {e:.2e}");
         }
     }
 }

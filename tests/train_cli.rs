@@ -7,20 +7,7 @@ use std::time::{Duration, Instant};
 
 mod cli_support;
 
-use cli_support::{ok, scratch, small, strs, tpri, write_tiny_mnist};
-
-/// Drops the wall-clock column from the log, which legitimately differs between runs.
-fn log_without_time(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("log.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut f: Vec<&str> = l.split(',').collect();
-            f.remove(1);
-            f.join(",")
-        })
-        .collect()
-}
+use cli_support::{log_without_time, ok, scratch, small, strs, tpri, write_tiny_mnist};
 
 #[test]
 fn a_run_writes_its_directory() {

@@ -57,14 +57,24 @@ pub fn recurrence(params: &Params) -> Box<dyn Recurrence + '_> {
     }
 }
 
+/// h_0 … h_T of the cell whose recursion is `forward`, in a buffer from `pool`.
+fn pooled_states(
+    params: &Params,
+    x: &Steps,
+    pool: &mut Pool,
+    forward: fn(&Params, &Steps, &mut Steps),
+) -> Steps {
+    let mut h = pool.take(x.steps() + 1, x.batch(), params.dims().hidden);
+    forward(params, x, &mut h);
+    h
+}
+
 /// The tanh RNN of docs/ALGORITHM.md §1.
 struct TanhRnn<'a>(&'a Params);
 
 impl Recurrence for TanhRnn<'_> {
     fn states(&self, x: &Steps, pool: &mut Pool) -> Steps {
-        let mut h = pool.take(x.steps() + 1, x.batch(), self.0.dims().hidden);
-        forward_steps(self.0, x, &mut h);
-        h
+        pooled_states(self.0, x, pool, forward_steps)
     }
 
     fn gradients(
@@ -104,9 +114,7 @@ struct Gru<'a>(&'a Params);
 
 impl Recurrence for Gru<'_> {
     fn states(&self, x: &Steps, pool: &mut Pool) -> Steps {
-        let mut h = pool.take(x.steps() + 1, x.batch(), self.0.dims().hidden);
-        gru_forward_steps(self.0, x, &mut h);
-        h
+        pooled_states(self.0, x, pool, gru_forward_steps)
     }
 
     fn gradients(

@@ -153,6 +153,20 @@ pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// A run's `log.csv` without its wall-clock column, the one column that legitimately
+/// differs between a run and its resumed twin.
+pub fn log_without_time(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("log.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(1);
+            f.join(",")
+        })
+        .collect()
+}
+
 /// Two 28×28 images per split, as raw IDX files.
 pub fn write_tiny_mnist(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();

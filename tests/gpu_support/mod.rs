@@ -338,12 +338,21 @@ pub fn compare_dtp(what: &str, got: &Trace, want: &Trace) -> f64 {
     worst
 }
 
+/// What `train_side_by_side` saw: the worst relative loss gap, the most CG iterations of a
+/// step, and the reference's parameters after the 50 steps.
+pub struct SideBySide {
+    pub worst: f64,
+    pub cg_most: usize,
+    pub params: Params,
+}
+
 /// Trains `start` for 50 steps with `hyper` on both backends, on the same adding-task
 /// batches (T = 10, B = 8), and checks that the two runs stay together: the loss every
-/// fifth step, each accepted CG solve, the evaluation, the parameters and the last step's
+/// fifth step, each accepted CG solve, the evaluation, the parameters and the optimizer's
+/// first slot (momentum, or Adam's first moment) after the steps, and the last step's
 /// per-step norms, all within 1e-3 relative (see `fifty_training_steps_agree_with_reference`
-/// in gpu_iteration.rs for why 1e-3). Returns the worst loss gap and the most CG iterations.
-pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> (f64, usize) {
+/// in gpu_iteration.rs for why 1e-3).
+pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> SideBySide {
     let task = build_task(&TaskSpec::Adding { seq_len: 10 }, 7, 5).unwrap();
     let batches: Vec<_> = (0..50).map(|k| task.train_batch(k, 8).unwrap()).collect();
     let eval_batch = task.eval_batches(5).unwrap().remove(0);
@@ -383,9 +392,12 @@ pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> (f64, us
         "{what}: eval {ge:?} vs {ce:?}"
     );
     let ((cp, cs), (gp, gs)) = (cpu.state().unwrap(), gpu.state().unwrap());
-    assert_eq!(cs.step, gs.step);
+    assert_eq!((cs.step, gs.step), (50, 50), "{what}");
     for ((name, g), (_, c)) in gp.tensors().into_iter().zip(cp.tensors()) {
         check(&format!("{name} after 50 steps, {what}"), g, c, 1e-3);
+    }
+    for ((name, g), (_, c)) in gs.m.tensors().into_iter().zip(cs.m.tensors()) {
+        check(&format!("first slot of {name}, {what}"), g, c, 1e-3);
     }
     let (cd, gd) = (
         cpu.last_diagnostics().unwrap().unwrap(),
@@ -397,5 +409,9 @@ pub fn train_side_by_side(start: &Params, hyper: &Hyper, what: &str) -> (f64, us
         &column(&cd.step_norms),
         1e-3,
     );
-    (worst, cg_most)
+    SideBySide {
+        worst,
+        cg_most,
+        params: cp,
+    }
 }

@@ -267,6 +267,25 @@ pub fn offsets(v: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     v.iter().zip(h).map(|(v_t, h_t)| v_t - h_t).collect()
 }
 
+/// `check_all` of targets `got` against `want` and of their offsets from the states `h`
+/// (at a small γ_h the offsets v − h are far below f32's resolution of h, and only they
+/// carry the sweep's information); returns the offsets' error.
+pub fn check_targets(
+    what: &str,
+    got: &[DMatrix<f64>],
+    want: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    tol: f64,
+) -> f64 {
+    check_all(&format!("v {what}"), got, want, tol);
+    check_all(
+        &format!("v − h {what}"),
+        &offsets(got, h),
+        &offsets(want, h),
+        tol,
+    )
+}
+
 /// Gives `params` a trained embedding table of `vocab` rows (normal with standard
 /// deviation `std`; the language model draws it with 1) and `batch` random token ids below
 /// `vocab`, its x made what the table gives them (so that a backend reading x and one
