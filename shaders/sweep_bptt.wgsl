@@ -12,14 +12,16 @@
 // one loop runs both in about the time of one: on a GPU the steps are latency-bound, and
 // TP-RI then walks two time loops, as BP does, instead of three (docs/PERFORMANCE.md,
 // "One backward loop for TP-RI"). It computes what the two kernels compute, bit for bit:
-// the same brackets, sums in the same order, and the injection is the f32 offset that
-// target_sweep.wgsl would have stored and bptt.wgsl read back (the host runs this kernel
-// for f32 storage only, where that store is exact; it writes dv, δ and e as they do).
+// the same brackets, sums in the same order, and the injection is the offset that
+// target_sweep.wgsl would have stored and bptt.wgsl read back (`injection`: with f16
+// storage, the f32 offset rounded as the history stores it; the sweep itself goes on from
+// the f32 value, as target_sweep.wgsl's does). It writes dv, δ and e as they do.
 //
 // The host runs it where it applies (gpu::sweep_bptt::fits): the linearized or difference
-// mode, one output (no local targets), the surrogate differentiated through time, f32
-// storage, each invocation owning at most one unit (d · LANES ≤ WG), and
-// LANES · SEQS · d ≤ MAX_HIDDEN / 2; elsewhere the two kernels run one after the other.
+// mode, one output (no local targets), the surrogate differentiated through time, each
+// invocation owning at most one unit (d · LANES ≤ WG), and its vectors within workgroup
+// memory (four of LANES · SEQS · d floats, six with f16 storage); elsewhere the two kernels
+// run one after the other.
 //
 // One barrier a step (two with lanes), as in forward.wgsl: the finisher of unit i, which
 // forms dv_{t−1} of that unit, also forms the unit's bracket s_{t−1} for the next step, so
@@ -27,6 +29,13 @@
 // its workgroup: it keeps the unit's dv_t in registers from one step to the next, stores
 // dv_{t−1} to the history itself (f32: one word a value, no pairing with a neighbour's),
 // and keeps h_t of its unit from the step before, where it was h_{t−1}.
+//
+// f16 storage pairs two units in one word of the dv history, units that different
+// invocations finish. So there the finisher of unit i leaves dv_{t−1} in a fifth (or, for
+// the next step, sixth) vector of workgroup memory, and after the step's last barrier
+// the invocations store the row's words from it (`store_pairs`, as target_sweep.wgsl's
+// store_rows does). The next step's finishers write the other of the two vectors; the
+// step after rewrites this one only past the next barrier, when the stores have read it.
 //
 // Blocks of steps (dims.block, gpu::blocks::staged_steps; 0: none): before the
 // first step of each block, the finisher of unit i loads h_{t−1} of its unit for all the
@@ -38,7 +47,7 @@
 // for one step (large d with lanes) each step loads h_{t−1} before its products.
 //
 // Workgroup memory (16 KiB in all, as the other time loops): four vectors of dims.slot =
-// LANES·SEQS·d floats, then the stage. Vectors 0 and 1 hold s_t, alternating (s_t in
+// LANES·SEQS·d floats (six with f16 storage: the two of dv), then the stage. Vectors 0 and 1 hold s_t, alternating (s_t in
 // vector t mod 2), vectors 2 and 3 δ_t (vector 2 + t mod 2); sequence k of the workgroup at
 // k·d in each. Step t reads s_t
 // and δ_{t+1} and writes s_{t−1} and δ_t into the other two, whose last reads (of s_{t+1}
@@ -49,13 +58,14 @@
 //
 // Bounded segments as in the two kernels: a launch runs the steps dims.first,
 // dims.first − 1, … (dims.count of them); a segment below the top starts from dv_{first}
-// in `carry` [B, d] and from δ_{first+1} in the δ history.
+// in `carry` [B, d] (in f32, whatever the storage) and from δ_{first+1} in the δ history.
 //
 // Layout: pw = [Pᵀ; W], both [d, d], one binding (transpose.wgsl writes both: Pᵀ from P,
 // W from the forward pass's Wᵀ), so include/dot.wgsl's single matrix serves both products
-// (W is rows d … 2d − 1, column c = d·d + i). h and dv [T+1, B, d], g_T [B, d], δ and e
-// [T, B, d] (step t at row t − 1), carry [B, d]; the rows of a workgroup's sequences are
-// consecutive in each.
+// (W is rows d … 2d − 1, column c = d·d + i). h and dv [T+1, B, d'] (d' = hist_stride(d)),
+// g_T [B, d], δ and e [T, B, d] (step t at row t − 1), carry [B, d]; the rows of a
+// workgroup's sequences are consecutive in each. dv is stored multiplied by dims.dv_scale,
+// as target_sweep.wgsl stores it.
 
 // Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
 // LANES: `Packing::new`).
@@ -75,8 +85,8 @@ override REGISTERS: bool = false;
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, MAX_SEQS),
 // include/dot.wgsl (columns_dot8, column_rest, hsum, lane_chunk; the operands are
 // dot_matrix and dot_vector below), include/activation.wgsl (clamp_eps),
-// include/targets.wgsl (offset_bracket, zero_rows) and the history storage (hist_*; the
-// host runs this kernel for f32 storage only): include/history.wgsl.
+// include/targets.wgsl (offset_bracket, zero_rows) and the history storage (HIST_F16,
+// hist_*): include/history.wgsl.
 
 struct Dims {
     batch: u32,
@@ -84,7 +94,7 @@ struct Dims {
     hidden: u32,
     mode: u32,
     lr_target: f32,
-    // 1 here (f32 storage); include/targets.wgsl's stores multiply by it.
+    // The power of two dv is stored multiplied by (1 for f32 storage).
     dv_scale: f32,
     // This segment's steps: the first (T … 1) and how many.
     first: u32,
@@ -103,7 +113,8 @@ struct Dims {
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> err: array<f32>;
 
-// s (two vectors, alternating), δ (two vectors, alternating), then the stage.
+// s (two vectors, alternating), δ (two vectors, alternating), with f16 storage dv (two
+// vectors, alternating), then the stage.
 var<workgroup> fused_buf: array<f32, 2u * MAX_HIDDEN>;
 
 // Where s_t and δ_t sit in `fused_buf`.
@@ -115,9 +126,39 @@ fn delta_block(t: u32) -> u32 {
     return (2u + (t & 1u)) * dims.slot;
 }
 
-// Where the stage starts: after the four vectors.
+// Where dv_t waits for its row's stores (f16 storage only).
+fn dv_block(t: u32) -> u32 {
+    return (4u + (t & 1u)) * dims.slot;
+}
+
+// Where the stage starts: after the vectors.
 fn stage_start() -> u32 {
-    return 4u * dims.slot;
+    return select(4u, 6u, HIST_F16) * dims.slot;
+}
+
+// −dv_t as bptt.wgsl injects it: read back from the history, which holds it rounded to
+// f16 with f16 storage (dv_scale is a power of two, so the scaling is exact).
+fn injection(dvt: f32) -> f32 {
+    if HIST_F16 {
+        return -hist_value(hist_pair(dvt * dims.dv_scale, 0.0), 0u) * (1.0 / dims.dv_scale);
+    }
+    return -dvt;
+}
+
+// dv_t as the row t of dv of the workgroup's n sequences, from dv_block(t), two units a
+// word (f16 storage only; the rows are padded to even length). Called after a barrier:
+// the words pair units that other invocations finished.
+fn store_pairs(t: u32, n: u32, s0: u32, lid: u32) {
+    let d = dims.hidden;
+    let w = hist_stride(d) >> 1u;
+    let row = (t * dims.batch + s0) * hist_stride(d);
+    for (var e = lid; e < n * w; e += WG) {
+        let k = e / w;
+        let i = 2u * (e - k * w);
+        let at = dv_block(t) + k * d + i;
+        let next = select(0.0, fused_buf[at + 1u], i + 1u < d);
+        dv[hist_word(row) + e] = hist_pair(fused_buf[at] * dims.dv_scale, next * dims.dv_scale);
+    }
 }
 
 fn load_h(i: u32) -> f32 {
@@ -174,13 +215,17 @@ fn finish(t: u32, s0: u32, k: u32, i: u32, flags: vec2<bool>, sums: vec2<f32>, u
     var next = unit;
     if flags.x {
         let dv_prev = column_rest(sums.x, i, d, s_block(t) + k * d);
-        dv[((t - 1u) * nb + s0 + k) * hist_stride(d) + i] = hist_f32(dv_prev * dims.dv_scale);
+        if HIST_F16 {
+            fused_buf[dv_block(t - 1u) + k * d + i] = dv_prev;
+        } else {
+            dv[((t - 1u) * nb + s0 + k) * hist_stride(d) + i] = hist_f32(dv_prev);
+        }
         if t > 2u {
             fused_buf[s_block(t - 1u) + k * d + i] = offset_bracket(dims.mode, unit.h_prev, dv_prev, 0.0, false);
         }
         next.dv = dv_prev;
     }
-    var e = -unit.dv;
+    var e = injection(unit.dv);
     if flags.y {
         e = column_rest(e, d * d + i, d, delta_block(t + 1u) + k * d) + sums.y;
     }
@@ -214,8 +259,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let at = (s0 + k) * d + lid;
                 let dvt = select(carry[at], -dims.lr_target * g_top[at], top);
                 units[k].dv = dvt;
-                if top {
-                    dv[((first * nb) + s0 + k) * stride + lid] = hist_f32(dvt * dims.dv_scale);
+                if top && HIST_F16 {
+                    fused_buf[dv_block(first) + k * d + lid] = dvt;
+                } else if top {
+                    dv[((first * nb) + s0 + k) * stride + lid] = hist_f32(dvt);
                 }
                 if first >= 2u {
                     let ht = load_h((first * nb + s0 + k) * stride + lid);
@@ -232,8 +279,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
     }
     // The set-up wrote across the sequences' units: all of it must be visible before the
-    // steps' reads.
+    // steps' reads (and the stores of the top row's pairs).
     workgroupBarrier();
+    if top && HIST_F16 {
+        store_pairs(first, n, s0, lid);
+    }
     // This invocation's lane of its unit and the terms the lane sums.
     let lane = lid % LANES;
     let chunk = lane_chunk(d, lane, LANES);
@@ -326,8 +376,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 }
             }
         }
-        // Everyone has read s_t and δ_{t+1} and written s_{t−1} and δ_t.
+        // Everyone has read s_t and δ_{t+1} and written s_{t−1} and δ_t (and dv_{t−1}).
         workgroupBarrier();
+        if HIST_F16 && flags.x {
+            store_pairs(t - 1u, n, s0, lid);
+        }
     }
     // dv of the segment's last step, for the next segment.
     if lid < d {

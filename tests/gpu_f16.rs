@@ -161,6 +161,63 @@ fn f16_storage_traces_match_reference_within_unit_roundoff_bounds() {
 }
 
 /// The f16 result of every kernel is its f64 twin's on the values the f16 path stored.
+/// TP-RI's backward pass in one loop (sweep_bptt.wgsl) with f16 storage against the two
+/// loops it fuses: the same trace bit for bit (h, v, P, every gradient, the per-step error
+/// norms), over sizes off the workgroup grid (d odd, so that the last word of a row of dv
+/// pairs a unit with padding), both offset modes, lanes per unit, several sequences per
+/// workgroup, launches of a few steps, and the published γ_h = 1e-4, where dv is stored
+/// scaled by a power of two. The loop pairs each row's offsets in words itself and injects
+/// them rounded, as the separate BPTT reads them back. (Its error against the reference is
+/// `f16_storage_traces_match_reference_within_unit_roundoff_bounds`', which runs it.)
+#[test]
+fn f16_fused_backward_equals_the_two_loops_bit_for_bit() {
+    use std::num::NonZeroUsize;
+    use tpri::gpu::{Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch};
+    use TargetMode::{Difference as Diff, Linearized as Lin};
+    // (d, T, B, mode, lanes, sequences per workgroup, steps per launch, γ_h)
+    let cases = [
+        (1, 9, 1, Lin, 1, 1, None, 0.5),
+        (7, 33, 7, Diff, 2, 2, Some(5), 0.5),
+        (33, 20, 7, Lin, 1, 2, Some(3), 1e-4),
+        (100, 17, 3, Lin, 2, 1, Some(4), 1e-4),
+        (101, 12, 3, Diff, 1, 1, None, 0.5),
+        (200, 7, 3, Lin, 1, 1, Some(2), 0.5),
+    ];
+    for (i, &(d, t, b, mode, lanes, seqs, k, lr_target)) in cases.iter().enumerate() {
+        let what = format!(
+            "f16 fused backward d={d} T={t} B={b} {mode:?} L={lanes} S={seqs} K={k:?} γ_h={lr_target}"
+        );
+        let shape = Shape::new(b, t, 3, d, 4);
+        let p = gpu_support::start(CellKind::Tanh, shape.dims(), 40 + i as u64, 0.3);
+        let batch = random_batch(&mut rng(60 + i as u64), shape, Loss::CrossEntropy);
+        let mut h = hyper(
+            Inversion::Analytic,
+            Method::Tp,
+            mode,
+            TpGrad::ThroughTime,
+            Loss::CrossEntropy,
+        );
+        h.tp.lr_target = lr_target;
+        let fused = GpuOptions {
+            storage: Storage::F16,
+            lanes_per_unit: LanesPerUnit::Fixed(lanes),
+            sequences_per_workgroup: SequencesPerWorkgroup::Fixed(seqs),
+            steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
+                StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
+            }),
+            backward: Backward::Fused,
+            ..GpuOptions::default()
+        };
+        let got = GpuBackend::with_options(ctx(), fused)
+            .trace(&p, &batch, &h)
+            .unwrap();
+        gpu_support::assert_fused_like_separate(&what, &p, &batch, &h, fused, &got);
+        let want = CpuBackend::new().trace(&p, &batch, &h).unwrap();
+        let e = rel_err(&format!("∇W {what}"), &got.grads.w_hh, &want.grads.w_hh);
+        eprintln!("{what}: ∇W {e:.2e} against the reference");
+    }
+}
+
 #[test]
 fn f16_storage_rounds_each_stored_value_once() {
     for (i, case) in f16_cases().iter().enumerate() {

@@ -91,14 +91,13 @@ fn traces_match_reference_for_every_cell_inversion_and_method() {
 /// every gradient, the per-step error norms), and within `TOL` of the reference, over
 /// sizes off the workgroup grid, both offset modes, lanes per unit, several sequences per
 /// workgroup and launches of a few steps (segments that hand dv and δ on). Each case first
-/// checks that the fused loop runs there, and the plain mode, f16 storage and d · lanes
-/// past a workgroup that it does not.
+/// checks that the fused loop runs there, and the plain mode, the local gradient and d ·
+/// lanes past a workgroup that it does not (f16 storage: gpu_f16.rs).
 #[test]
 fn fused_backward_equals_the_two_loops_bit_for_bit() {
     use std::num::NonZeroUsize;
     use tpri::gpu::{
         one_shot, Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch,
-        Storage,
     };
     use TargetMode::{Difference as Diff, Linearized as Lin, Plain};
     let options = |lanes, seqs, k: Option<usize>, backward| GpuOptions {
@@ -163,10 +162,6 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
         TpGrad::ThroughTime,
         Loss::CrossEntropy,
     );
-    let f16 = GpuOptions {
-        storage: Storage::F16,
-        ..GpuOptions::default()
-    };
     for (h, o, what) in [
         (&plain, GpuOptions::default(), "plain targets"),
         (
@@ -174,7 +169,6 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
             GpuOptions::default(),
             "the surrogate differentiated locally",
         ),
-        (&lin, f16, "f16 storage"),
     ] {
         assert!(
             !one_shot::fused_backward(&ctx(), &p, &batch, h, o).unwrap(),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Size;
 use crate::config::Method;
+use crate::gpu::blocks::sweep_bptt_vectors;
 use crate::gpu::loops::REDUCTION_STAGE;
 use crate::gpu::matmul;
 use crate::gpu::segments::REDUCTION_WORKGROUPS;
@@ -156,9 +157,10 @@ impl PhaseCost {
 /// Whether TP-RI's backward pass runs as one loop with `backward` at `size`, as the
 /// kernels decide on a GPU: for the tanh RNN (sweep_bptt.wgsl) with their automatic lanes
 /// (one or two lanes per unit: d ≤ 256) and `seqs` sequences per workgroup, for the
-/// published linearized targets and f32 storage (`gpu::sweep_bptt::fits`); for the GRU
-/// (gru_sweep_bptt.wgsl, the per-gate inversion) where a step's six vectors fit
-/// (`gpu::gru_sweep_bptt::fits`: 6d ≤ `MAX_HIDDEN`).
+/// published linearized targets, where the loop's vectors fit its workgroup memory with
+/// the histories stored as `storage` says (`gpu::sweep_bptt::fits`); for the GRU
+/// (gru_sweep_bptt.wgsl, the per-gate inversion, f32 storage) where a step's six vectors
+/// fit (`gpu::gru_sweep_bptt::fits`: 6d ≤ `MAX_HIDDEN`).
 pub fn fused_backward(
     size: Size,
     cell: CellKind,
@@ -166,11 +168,13 @@ pub fn fused_backward(
     seqs: usize,
     backward: Backward,
 ) -> bool {
+    let vectors = sweep_bptt_vectors(storage);
     backward == Backward::Fused
-        && storage == Storage::F32
         && match cell {
-            CellKind::Tanh => size.hidden <= 256 && 2 * seqs.max(1) * size.hidden <= MAX_HIDDEN / 2,
-            CellKind::Gru => 6 * size.hidden <= MAX_HIDDEN,
+            CellKind::Tanh => {
+                size.hidden <= 256 && vectors * 2 * seqs.max(1) * size.hidden <= 2 * MAX_HIDDEN
+            }
+            CellKind::Gru => storage == Storage::F32 && 6 * size.hidden <= MAX_HIDDEN,
         }
 }
 

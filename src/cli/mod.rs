@@ -240,8 +240,8 @@ pub struct GpuArgs {
     steps_per_block: StepsPerBlock,
     /// TP-RI's backward pass on the GPU with P (or the GRU's P_g): `fused` runs the target
     /// sweep and the surrogate's BPTT in one time loop where that kernel applies (tanh:
-    /// linearized or difference targets, one output, the surrogate through time, f32
-    /// storage, d × lanes per unit within a workgroup; GRU: the per-gate inversion, the
+    /// linearized or difference targets, one output, the surrogate through time, d × lanes
+    /// per unit within a workgroup, either storage; GRU: the per-gate inversion, the
     /// surrogate through time, d ≤ 341), `separate` in two (docs/PERFORMANCE.md, "One
     /// backward loop for TP-RI"); the results are the same bit for bit.
     #[arg(long, value_enum, default_value_t = Backward::Fused)]

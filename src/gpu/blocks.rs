@@ -9,6 +9,7 @@
 
 use crate::gpu::layout::MAX_HIDDEN;
 use crate::gpu::packing::Packing;
+use crate::gpu::storage::Storage;
 
 /// Floats of workgroup memory each of the tanh RNN's time loops declares (`h_buf`,
 /// `delta_buf`, `fused_buf`): two d-vectors at the largest d.
@@ -67,11 +68,28 @@ pub(crate) const BPTT: Stage = Stage {
     vectors: 2,
 };
 
-/// sweep_bptt.wgsl's stage: h_{t−1}, beside its four vectors.
-pub(crate) const SWEEP_BPTT: Stage = Stage {
-    values: 1,
-    vectors: 4,
-};
+/// sweep_bptt.wgsl's stage with the histories stored as `storage` says: h_{t−1}, beside
+/// its four vectors (s and δ, two each), six with f16 storage (where dv_{t−1} waits in two
+/// more for its row's paired stores).
+pub(crate) fn sweep_bptt(storage: Storage) -> Stage {
+    Stage {
+        values: 1,
+        vectors: sweep_bptt_vectors(storage),
+    }
+}
+
+/// The vectors of sweep_bptt.wgsl's workgroup memory (`Packing::slot`s each).
+pub(crate) fn sweep_bptt_vectors(storage: Storage) -> usize {
+    match storage {
+        Storage::F32 => 4,
+        Storage::F16 => 6,
+    }
+}
+
+/// Whether sweep_bptt.wgsl's vectors of `packing` fit its workgroup memory.
+pub(crate) fn sweep_bptt_fits(packing: Packing, storage: Storage) -> bool {
+    sweep_bptt_vectors(storage).saturating_mul(packing.slot()) <= LOOP_MEMORY
+}
 
 /// Steps per block of a backward loop (bptt.wgsl, sweep_bptt.wgsl) that stages `stage`:
 /// at most `STAGE_LOADS` loads an invocation, within `LOOP_MEMORY`, at most
@@ -140,14 +158,22 @@ mod tests {
     #[test]
     fn staged_steps_fit_the_workgroup_memory() {
         // The paper's size: BPTT (two values, two vectors) 8 steps a block, the fused
-        // loop (one value, four vectors) 16.
+        // loop (one value, four vectors, six with f16 storage) 16.
         let paper = Packing::new(1, 2, 100, 1024);
+        let (f32_stage, f16_stage) = (sweep_bptt(Storage::F32), sweep_bptt(Storage::F16));
         assert_eq!(staged_steps(paper, BPTT), 8);
-        assert_eq!(staged_steps(paper, SWEEP_BPTT), 16);
+        assert_eq!(staged_steps(paper, f32_stage), 16);
+        assert_eq!(staged_steps(paper, f16_stage), 16);
         // Four vectors of four lanes at d = 256 fill the memory: no blocks.
-        assert_eq!(staged_steps(Packing::new(1, 4, 256, 1024), SWEEP_BPTT), 0);
+        assert_eq!(staged_steps(Packing::new(1, 4, 256, 1024), f32_stage), 0);
+        // Two lanes at d = 256: six vectors leave room for 4 steps of h, four for 8.
+        let wide = Packing::new(1, 2, 256, 1024);
+        assert_eq!(
+            (staged_steps(wide, f32_stage), staged_steps(wide, f16_stage)),
+            (8, 4)
+        );
         for packing in packings() {
-            for stage in [BPTT, SWEEP_BPTT] {
+            for stage in [BPTT, f32_stage, f16_stage] {
                 let Stage { values, vectors } = stage;
                 let k = staged_steps(packing, stage);
                 let per_step = packing.seqs * values;
@@ -168,7 +194,7 @@ mod tests {
             let packing = paper.with_block_steps(cap);
             assert_eq!(forward(packing, 1).steps, cap.min(19));
             assert_eq!(staged_steps(packing, BPTT), cap.min(8));
-            assert_eq!(staged_steps(packing, SWEEP_BPTT), cap.min(16));
+            assert_eq!(staged_steps(packing, sweep_bptt(Storage::F32)), cap.min(16));
         }
         assert_eq!(paper.with_block_steps(0).block_steps, 1);
         assert_eq!(paper.with_block_steps(usize::MAX), paper);

@@ -238,7 +238,8 @@ impl Workspace {
         let (sweep, cg, gate_cg) = match (tp, plan.targets()) {
             (Some(tp), Some(TargetSolve::FormP { .. })) => {
                 let sweep = if fused_backward {
-                    let steps = segmenting.quota(&loops::sweep_bptt(d, p, shape, packing))?;
+                    let looped = loops::sweep_bptt(d, p, shape, (packing, storage));
+                    let steps = segmenting.quota(&looped)?;
                     sweep_bptt::dispatch(ctx, model, &seq, (shape, steps, packing), tp)?
                 } else {
                     let steps = segmenting.quota(&loops::target_sweep(d, p, shape, packing))?;

@@ -19,6 +19,7 @@ use crate::gpu::blocks::{self, Stage, STAGE_LOADS};
 use crate::gpu::layout::Shape;
 use crate::gpu::packing::Packing;
 use crate::gpu::packing::REG_BLOCKS;
+use crate::gpu::storage::Storage;
 use crate::model::CellKind;
 
 mod gru;
@@ -301,12 +302,18 @@ fn with_stage(cost: Cost, packing: Packing, stage: Stage) -> Cost {
     with_blocks(cost, k, staging(stage.values))
 }
 
-/// sweep_bptt.wgsl: per step what target_sweep.wgsl's and bptt.wgsl's steps do together
-/// (their sum: its one pass over the units runs both dot products and both finishes, its
-/// barriers are the sweep's), per launch both set-ups and the loading of its column of Pᵀ
-/// into registers (bptt's model has the one of W); and its own blocks of staged loads (h,
-/// one value a step).
-pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> LoopModel {
+/// sweep_bptt.wgsl with the histories stored as `storage` says: per step what
+/// target_sweep.wgsl's and bptt.wgsl's steps do together (their sum: its one pass over the
+/// units runs both dot products and both finishes, its barriers are the sweep's, and with
+/// f16 storage its paired stores of dv are the sweep's store_rows), per launch both
+/// set-ups and the loading of its column of Pᵀ into registers (bptt's model has the one of
+/// W); and its own blocks of staged loads (h, one value a step).
+pub(crate) fn sweep_bptt(
+    d: usize,
+    p: usize,
+    shape: Shape,
+    (packing, storage): (Packing, Storage),
+) -> LoopModel {
     let sweep = target_sweep(d, p, shape, packing).cost;
     let bptt = tanh_bptt(d, packing);
     let both = Cost {
@@ -316,7 +323,7 @@ pub(crate) fn sweep_bptt(d: usize, p: usize, shape: Shape, packing: Packing) -> 
     LoopModel {
         what: "target sweep with the backward recursion",
         unit: Unit::Step,
-        cost: with_stage(both, packing, blocks::SWEEP_BPTT),
+        cost: with_stage(both, packing, blocks::sweep_bptt(storage)),
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
         workgroups_per_unit: 0,

@@ -27,7 +27,7 @@
 
 mod adapters;
 pub mod backend;
-mod blocks;
+pub(crate) mod blocks;
 mod bptt;
 mod buffers;
 mod cg_record;

@@ -39,8 +39,8 @@ pub struct GpuOptions {
 /// How TP-RI's backward pass walks time with the analytic inversion (`--backward`):
 /// `fused` runs the target sweep and the surrogate's BPTT in one loop wherever that kernel
 /// applies: `shaders/sweep_bptt.wgsl` for the tanh RNN with P (the linearized or
-/// difference targets, one output, the surrogate through time, f32 storage, d · lanes per
-/// unit within a workgroup), `shaders/gru_sweep_bptt.wgsl` for the GRU's per-gate
+/// difference targets, one output, the surrogate through time, d · lanes per unit within
+/// a workgroup; f32 or f16 storage), `shaders/gru_sweep_bptt.wgsl` for the GRU's per-gate
 /// inversion (the surrogate through time, d ≤ 341); elsewhere it runs two. `separate`
 /// always runs the two loops one after the other (docs/PERFORMANCE.md, "One backward loop
 /// for TP-RI"). The results are the same bit for bit.

@@ -241,6 +241,7 @@ mod tests {
     use crate::gpu::layout::{Shape, MAX_HIDDEN};
     use crate::gpu::loops;
     use crate::gpu::packing::Packing;
+    use crate::gpu::storage::Storage;
     use crate::model::CellKind;
 
     #[test]
@@ -297,7 +298,10 @@ mod tests {
                                 models.push(loops::forward(tanh, d, 784, shape, packing));
                                 models.push(loops::bptt(tanh, d, shape, packing));
                                 models.push(loops::target_sweep(d, 784, shape, packing));
-                                models.push(loops::sweep_bptt(d, 784, shape, packing));
+                                for storage in [Storage::F32, Storage::F16] {
+                                    let both = (packing, storage);
+                                    models.push(loops::sweep_bptt(d, 784, shape, both));
+                                }
                             }
                         }
                     }

@@ -15,7 +15,7 @@ use crate::gpu::layout::Shape;
 use crate::gpu::packing::{Packing, TimeLoop};
 use crate::gpu::segments::split;
 use crate::gpu::storage::Storage;
-use crate::gpu::{transpose, MAX_HIDDEN};
+use crate::gpu::transpose;
 
 /// The uniform block of `sweep_bptt.wgsl`.
 #[repr(C)]
@@ -35,29 +35,25 @@ struct Dims {
 
 /// Whether the fused loop can run TP's backward pass: the linearized or difference
 /// targets (the plain mode needs U, x and b, past the kernel's bindings), one output (no
-/// local targets), the surrogate differentiated through time, f32 storage (the separate
-/// BPTT reads back the stored offsets: equal to the kernel's own only in f32), and a
-/// packing where each invocation owns at most one unit (d · lanes ≤ workgroup size) and
-/// the lanes' partial sums fit a block of its workgroup memory (lanes · sequences · d ≤
-/// `MAX_HIDDEN` / 2).
+/// local targets), the surrogate differentiated through time, and a packing where each
+/// invocation owns at most one unit (d · lanes ≤ workgroup size) and the loop's vectors
+/// of lanes · sequences · d floats (four; six with f16 storage) fit its workgroup memory.
 pub(crate) fn fits(
     tp: &TpConfig,
     (storage, packing, d): (Storage, Packing, usize),
     every_step: bool,
     through_time: bool,
 ) -> bool {
-    let width = packing.lanes.saturating_mul(packing.seqs).saturating_mul(d);
     tp.target_mode != TargetMode::Plain
         && !every_step
         && through_time
-        && storage == Storage::F32
         && d.saturating_mul(packing.lanes) <= packing.workgroup_size
-        && width <= MAX_HIDDEN / 2
+        && blocks::sweep_bptt_fits(packing, storage)
 }
 
 /// The launches: Pᵀ and W into one matrix [Pᵀ; W] (W from the forward pass's Wᵀ), then
 /// the loop with one workgroup per `packing.seqs` sequences, `steps` steps per launch in
-/// blocks of staged loads (`blocks::SWEEP_BPTT`), writing the target offsets dv [T+1, B, d]
+/// blocks of staged loads (`blocks::sweep_bptt`), writing the target offsets dv [T+1, B, d]
 /// (each segment handing its last offsets on in `seq.carry`) and δ, e [T, B, d].
 pub(crate) fn dispatch(
     ctx: &GpuContext,
@@ -96,7 +92,7 @@ pub(crate) fn dispatch(
             dv_scale: seq.dv.scale,
             first: shape.steps as u32 - seg.first,
             count: seg.count,
-            block: blocks::staged_steps(packing, blocks::SWEEP_BPTT) as u32,
+            block: blocks::staged_steps(packing, blocks::sweep_bptt(seq.h.storage)) as u32,
             slot: packing.slot() as u32,
         })
         .collect();

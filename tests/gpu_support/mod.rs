@@ -152,6 +152,22 @@ pub fn fused_equals_separate(
     hyper: &Hyper,
     fused: GpuOptions,
 ) -> f64 {
+    let (e, got) = compare_traces_with(what, params, batch, hyper, fused);
+    assert_fused_like_separate(what, params, batch, hyper, fused, &got);
+    e
+}
+
+/// Asserts that with `fused` (`Backward::Fused`) the workspace runs one backward loop and
+/// with the same options but `Backward::Separate` two, and that `got`, the trace with
+/// `fused`, holds the same bits as the two loops' trace.
+pub fn assert_fused_like_separate(
+    what: &str,
+    params: &Params,
+    batch: &Batch,
+    hyper: &Hyper,
+    fused: GpuOptions,
+    got: &Trace,
+) {
     use tpri::gpu::{one_shot, Backward};
     let separate = GpuOptions {
         backward: Backward::Separate,
@@ -165,12 +181,10 @@ pub fn fused_equals_separate(
         !one_shot::fused_backward(&ctx(), params, batch, hyper, separate).unwrap(),
         "{what}"
     );
-    let (e, got) = compare_traces_with(what, params, batch, hyper, fused);
     let two = GpuBackend::with_options(ctx(), separate)
         .trace(params, batch, hyper)
         .unwrap();
-    assert_same_trace(what, &got, &two);
-    e
+    assert_same_trace(what, got, &two);
 }
 
 /// `compare_traces` with the GPU backend run as `options` say; also returns its trace.
