@@ -17,6 +17,8 @@
 //! - `native_f16_conversions_store_what_the_integer_code_stores` ties the native path to
 //!   the integer one, value by value.
 
+use std::sync::Arc;
+
 mod gpu_support;
 mod support;
 
@@ -166,8 +168,9 @@ fn f16_storage_traces_match_reference_within_unit_roundoff_bounds() {
 /// norms), over sizes off the workgroup grid (d odd, so that the last word of a row of dv
 /// pairs a unit with padding), both offset modes, lanes per unit, several sequences per
 /// workgroup, launches of a few steps, and the published γ_h = 1e-4, where dv is stored
-/// scaled by a power of two. The loop pairs each row's offsets in words itself and injects
-/// them rounded, as the separate BPTT reads them back. (Its error against the reference is
+/// scaled by a power of two; with the adapter's f16 conversions and with the integer code.
+/// The loop pairs each row's offsets in words itself and injects them rounded, as the
+/// separate BPTT reads them back. (Its error against the reference is
 /// `f16_storage_traces_match_reference_within_unit_roundoff_bounds`', which runs it.)
 #[test]
 fn f16_fused_backward_equals_the_two_loops_bit_for_bit() {
@@ -208,13 +211,17 @@ fn f16_fused_backward_equals_the_two_loops_bit_for_bit() {
             backward: Backward::Fused,
             ..GpuOptions::default()
         };
-        let got = GpuBackend::with_options(ctx(), fused)
-            .trace(&p, &batch, &h)
-            .unwrap();
-        gpu_support::assert_fused_like_separate(&what, &p, &batch, &h, fused, &got);
         let want = CpuBackend::new().trace(&p, &batch, &h).unwrap();
-        let e = rel_err(&format!("∇W {what}"), &got.grads.w_hh, &want.grads.w_hh);
-        eprintln!("{what}: ∇W {e:.2e} against the reference");
+        // The adapter's conversions (native f16 where it has them) and the integer code.
+        for gpu in [ctx(), integer_f16_ctx()] {
+            let what = format!("{what} ({:?} conversions)", gpu.f16_conversions());
+            let got = GpuBackend::with_options(Arc::clone(&gpu), fused)
+                .trace(&p, &batch, &h)
+                .unwrap();
+            gpu_support::assert_fused_like_separate(&gpu, &what, (&p, &batch, &h), fused, &got);
+            let e = rel_err(&format!("∇W {what}"), &got.grads.w_hh, &want.grads.w_hh);
+            eprintln!("{what}: ∇W {e:.2e} against the reference");
+        }
     }
 }
 

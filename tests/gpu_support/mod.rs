@@ -153,18 +153,17 @@ pub fn fused_equals_separate(
     fused: GpuOptions,
 ) -> f64 {
     let (e, got) = compare_traces_with(what, params, batch, hyper, fused);
-    assert_fused_like_separate(what, params, batch, hyper, fused, &got);
+    assert_fused_like_separate(&ctx(), what, (params, batch, hyper), fused, &got);
     e
 }
 
-/// Asserts that with `fused` (`Backward::Fused`) the workspace runs one backward loop and
-/// with the same options but `Backward::Separate` two, and that `got`, the trace with
-/// `fused`, holds the same bits as the two loops' trace.
+/// Asserts that on `ctx` with `fused` (`Backward::Fused`) the workspace runs one backward
+/// loop and with the same options but `Backward::Separate` two, and that `got`, the trace
+/// with `fused`, holds the same bits as the two loops' trace.
 pub fn assert_fused_like_separate(
+    ctx: &Arc<GpuContext>,
     what: &str,
-    params: &Params,
-    batch: &Batch,
-    hyper: &Hyper,
+    (params, batch, hyper): (&Params, &Batch, &Hyper),
     fused: GpuOptions,
     got: &Trace,
 ) {
@@ -174,14 +173,14 @@ pub fn assert_fused_like_separate(
         ..fused
     };
     assert!(
-        one_shot::fused_backward(&ctx(), params, batch, hyper, fused).unwrap(),
+        one_shot::fused_backward(ctx, params, batch, hyper, fused).unwrap(),
         "{what}: fused"
     );
     assert!(
-        !one_shot::fused_backward(&ctx(), params, batch, hyper, separate).unwrap(),
+        !one_shot::fused_backward(ctx, params, batch, hyper, separate).unwrap(),
         "{what}"
     );
-    let two = GpuBackend::with_options(ctx(), separate)
+    let two = GpuBackend::with_options(Arc::clone(ctx), separate)
         .trace(params, batch, hyper)
         .unwrap();
     assert_same_trace(what, got, &two);
