@@ -6,7 +6,8 @@
 # registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
 # (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
 # h200/1-first/gru-784.json; now with its one backward loop against the two, `--backward
-# fused,separate`) and f16 storage with the register path, with its check.
+# fused,separate`) and f16 storage with the register path, with its check, and with its
+# one backward loop against the two.
 # Here, from the project's root, before the call: `bash docs/bench/next/prepare.sh` (the
 # loader into .gl/; the two builds, this script and PyTorch's baseline into .bin/),
 # and run `bash .bin/gpu-bench.sh` there with .gl/ and .bin/ beside it. A call returns at
@@ -32,6 +33,8 @@ step 60 .bin/tpri check --storage f16
 step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,128,192,256 --batch 16 --reps 10 --lanes-per-unit 1,2,4 --json "$OUT/lanes.json"
 step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 10 --backward fused,separate --json "$OUT/gru-784.json"
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100,256 --batch 16,256 --reps 10 --storage f32,f16 --json "$OUT/f16.json"
+# f16 storage's one backward loop against its two ("One backward loop with f16 storage").
+step 30 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 10 --storage f16 --backward fused,separate --json "$OUT/f16-fused.json"
 # Issue 15's "a TP-RI iteration within 2x its floor at (784, 512, 512)": never run on a GPU
 # (the grids stopped at B = 256); one and four sequences a workgroup, beside the floors.
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 512 --batch 512 --reps 5 --sequences-per-workgroup 1,4 --json "$OUT/big.json"
