@@ -530,3 +530,51 @@ fn gru_sequences_do_not_depend_on_their_batch() {
         assert_eq!(alone.unwrap(), row(&v), "v of sequence {s}");
     }
 }
+
+/// The gates the forward pass keeps for the backward passes are those `gate_history` forms
+/// from its states afresh (all steps at once, split over the cores by columns, not by
+/// sequences), bit for bit; so BPTT and the per-gate sweep give the same bits at the kept
+/// gates as at gates formed again.
+#[test]
+fn kept_gates_are_the_gates_of_the_states() {
+    use tpri::cpu::gru::{gate_history, gru_bptt_steps, gru_forward_steps};
+    use tpri::cpu::gru_per_gate::gru_per_gate_sweep_steps;
+    use tpri::cpu::steps::Steps;
+    let mut r = rng(78);
+    let (b, p, d, t_len) = (16, 3, 64, 100);
+    let m = gru_model(&mut r, b, p, d, t_len);
+    let x = Steps::from_rows(&m.x, b, p);
+    let (mut h, mut gates) = (Steps::zeros(t_len + 1, b, d), Steps::zeros(t_len, b, 4 * d));
+    gru_forward_steps(&m.params, &x, &mut h, &mut gates);
+    assert_eq!(h.to_rows(), m.h, "h");
+    assert_eq!(gate_history(&m.params, &x, &h), gates, "gates");
+    let v_top = &m.h[t_len] - random(&mut r, b, d, 0.1);
+    let v: Vec<_> =
+        m.h.iter()
+            .map(|h_t| h_t + random(&mut r, b, d, 0.1))
+            .collect();
+    let v = Steps::from_rows(&v, b, d);
+    for through_time in [true, false] {
+        let grads = |kept| {
+            let injection = Injection::Targets(&v);
+            gru_bptt_steps(&m.params, &x, (&h, kept), injection, through_time)
+        };
+        let (a, c) = (grads(Some(&gates)), grads(None));
+        assert_eq!(a.rnn.w_hh, c.rnn.w_hh, "∇W through time: {through_time}");
+        assert_eq!((a.rnn.w_ih, a.rnn.b, a.b_hh), (c.rnn.w_ih, c.rnn.b, c.b_hh));
+        assert_eq!(a.rnn.error_norms, c.rnn.error_norms);
+    }
+    let tp = TpConfig {
+        reg: 1.0,
+        ..TpConfig::default()
+    };
+    let (p_gates, _) = gate_inverses(&m.params, &tp, true).unwrap();
+    let sweep = |kept| {
+        let mut out = Steps::zeros(t_len + 1, b, d);
+        out.step_mut(t_len)
+            .copy_from_slice(v_top.transpose().as_slice());
+        gru_per_gate_sweep_steps(&m.params, &p_gates, &x, (&h, kept), &mut out);
+        out
+    };
+    assert_eq!(sweep(Some(&gates)), sweep(None), "per-gate targets");
+}

@@ -161,14 +161,15 @@ impl Backend for CpuBackend {
         check_tokens(tr.params.vocabulary(), batch)?;
         tr.check_memory(batch)?;
         let x = inputs(&tr.params, batch)?;
-        let h = recurrence(&tr.params).states(&x, &mut tr.pool);
+        let forward = recurrence(&tr.params).forward(&x, &mut tr.pool);
+        let h = &forward.h;
         let out = if tr.hyper.loss.every_step() {
-            head_steps(&tr.params, &h, &batch.y).map(|o| (o.loss, o.accuracy))
+            head_steps(&tr.params, h, &batch.y).map(|o| (o.loss, o.accuracy))
         } else {
             let h_last = h.rows_at(batch.seq_len());
             head(&tr.params, &h_last, &batch.y, tr.hyper.loss).map(|o| (o.loss, o.accuracy))
         };
-        tr.pool.give(h);
+        forward.recycle(&mut tr.pool);
         let (loss, accuracy) = out?;
         Ok(Eval { loss, accuracy })
     }

@@ -26,19 +26,41 @@ pub struct CellGrads {
     pub error_norms: Vec<f64>,
 }
 
+/// A forward pass: the hidden states, and what the cell keeps of each step for its
+/// backward passes.
+pub struct Forward {
+    /// h_0 … h_T.
+    pub h: Steps,
+    /// The GRU's gates r | z | n | hn of steps 1 … T (step t at t − 1, 4d values a
+    /// column), which its BPTT and per-gate sweep linearize at; `None` for the tanh RNN.
+    pub gates: Option<Steps>,
+}
+
+impl Forward {
+    /// Hands the buffers to `pool` for the next iteration.
+    pub fn recycle(self, pool: &mut Pool) {
+        pool.give(self.h);
+        if let Some(g) = self.gates {
+            pool.give(g);
+        }
+    }
+}
+
 /// A recurrent cell at fixed parameters.
 pub trait Recurrence {
-    /// Hidden states h_0 … h_T on the inputs `x`, in a buffer from `pool`.
-    fn states(&self, x: &Steps, pool: &mut Pool) -> Steps;
+    /// The forward pass on the inputs `x`, in buffers from `pool`.
+    fn forward(&self, x: &Steps, pool: &mut Pool) -> Forward;
 
     /// Gradients of the cell's tensors from what `injection` puts into the backward
-    /// recursion at the states `h`, carried back through the cell with `through_time`;
-    /// with a trained embedding table (`Params::embedding`) and the batch's `tokens`, its
-    /// gradient too (the gradient flowing into the inputs, docs/ALGORITHM.md §13).
+    /// recursion at the states `h` (and, for the GRU, their gates where the forward pass
+    /// kept them: `Forward::gates`; formed again from h if `None`), carried back through
+    /// the cell with `through_time`; with a trained embedding table (`Params::embedding`)
+    /// and the batch's `tokens`, its gradient too (the gradient flowing into the inputs,
+    /// docs/ALGORITHM.md §13).
     fn gradients(
         &self,
         x: &Steps,
-        h: &Steps,
+        h: (&Steps, Option<&Steps>),
         injection: Injection<Steps>,
         through_time: bool,
         tokens: Option<&DMatrix<u32>>,
@@ -57,30 +79,20 @@ pub fn recurrence(params: &Params) -> Box<dyn Recurrence + '_> {
     }
 }
 
-/// h_0 … h_T of the cell whose recursion is `forward`, in a buffer from `pool`.
-fn pooled_states(
-    params: &Params,
-    x: &Steps,
-    pool: &mut Pool,
-    forward: fn(&Params, &Steps, &mut Steps),
-) -> Steps {
-    let mut h = pool.take(x.steps() + 1, x.batch(), params.dims().hidden);
-    forward(params, x, &mut h);
-    h
-}
-
 /// The tanh RNN of docs/ALGORITHM.md §1.
 struct TanhRnn<'a>(&'a Params);
 
 impl Recurrence for TanhRnn<'_> {
-    fn states(&self, x: &Steps, pool: &mut Pool) -> Steps {
-        pooled_states(self.0, x, pool, forward_steps)
+    fn forward(&self, x: &Steps, pool: &mut Pool) -> Forward {
+        let mut h = pool.take(x.steps() + 1, x.batch(), self.0.dims().hidden);
+        forward_steps(self.0, x, &mut h);
+        Forward { h, gates: None }
     }
 
     fn gradients(
         &self,
         x: &Steps,
-        h: &Steps,
+        (h, _): (&Steps, Option<&Steps>),
         injection: Injection<Steps>,
         through_time: bool,
         tokens: Option<&DMatrix<u32>>,
@@ -113,14 +125,21 @@ impl Recurrence for TanhRnn<'_> {
 struct Gru<'a>(&'a Params);
 
 impl Recurrence for Gru<'_> {
-    fn states(&self, x: &Steps, pool: &mut Pool) -> Steps {
-        pooled_states(self.0, x, pool, gru_forward_steps)
+    fn forward(&self, x: &Steps, pool: &mut Pool) -> Forward {
+        let d = self.0.dims().hidden;
+        let mut h = pool.take(x.steps() + 1, x.batch(), d);
+        let mut gates = pool.take(x.steps(), x.batch(), 4 * d);
+        gru_forward_steps(self.0, x, &mut h, &mut gates);
+        Forward {
+            h,
+            gates: Some(gates),
+        }
     }
 
     fn gradients(
         &self,
         x: &Steps,
-        h: &Steps,
+        h: (&Steps, Option<&Steps>),
         injection: Injection<Steps>,
         through_time: bool,
         // `validate::check_embedding` keeps trained embeddings off the GRU.

@@ -7,7 +7,12 @@
 //! (`simd::step_product`, through `forward::affine_into`), each group of sequences runs
 //! its recurrence on its own core, and the sums over steps and sequences of the gradients
 //! are one product each (`bptt::weight_grad`, `bptt::input_grads`). A column's gates are
-//! stacked r | z | n | hn (4d values), like the GPU's `gates` history.
+//! stacked r | z | n | hn (4d values), like the GPU's `gates` history. The forward pass
+//! keeps them (`gru_forward_steps`), and the backward passes (`gru_bptt_steps`, the
+//! per-gate sweep) read them instead of forming them again: that is a product with W per
+//! step less in each.
+
+use std::borrow::Cow;
 
 use nalgebra::DMatrix;
 
@@ -88,13 +93,17 @@ pub fn gru_output(step: &GruStep, h_prev: &DMatrix<f64>) -> DMatrix<f64> {
 pub fn gru_forward(params: &Params, x: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     let b = x.first().map_or(0, |m| m.nrows());
     let x = Steps::from_rows(x, b, params.w_ih.ncols());
-    let mut h = Steps::zeros(x.steps() + 1, b, params.w_hh.ncols());
-    gru_forward_steps(params, &x, &mut h);
+    let d = params.w_hh.ncols();
+    let mut h = Steps::zeros(x.steps() + 1, b, d);
+    let mut gates = Steps::zeros(x.steps(), b, 4 * d);
+    gru_forward_steps(params, &x, &mut h, &mut gates);
     h.to_rows()
 }
 
-/// `gru_forward` in the working layout: x_1 … x_T to h_0 … h_T, written over all of `h`.
-pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps) {
+/// `gru_forward` in the working layout: x_1 … x_T to h_0 … h_T, written over all of `h`,
+/// and each step's gates r | z | n | hn into `gates` (step t at t − 1, 4d values a column),
+/// for the backward passes.
+pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps, gates: &mut Steps) {
     let d = params.w_hh.ncols();
     let (t_len, b) = (x.steps(), x.batch());
     assert_eq!(
@@ -102,15 +111,25 @@ pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps) {
         (t_len + 1, b, d),
         "gru_forward_steps: h has the wrong shape"
     );
+    assert_eq!(
+        (gates.steps(), gates.batch(), gates.width()),
+        (t_len, b, 4 * d),
+        "gru_forward_steps: gates has the wrong shape"
+    );
     h.step_mut(0).fill(0.0);
     let groups = core_groups(b, t_len * b * 3 * d * d);
-    in_parallel(h.parts_mut(&groups), |mut part| {
+    let parts = h
+        .parts_mut(&groups)
+        .into_iter()
+        .zip(gates.parts_mut(&groups));
+    in_parallel(parts.collect(), |(mut part, mut gate_part)| {
         let seqs = part.seqs.clone();
-        let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * seqs.len()]);
+        let mut scratch = Vec::new();
         for t in 1..=t_len {
             let (prev, cur) = part.pair_mut(t - 1, t);
-            gates_into(params, prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
-            for ((g, hp), ht) in gates
+            let g_t = gate_part.step_mut(t - 1);
+            gates_into(params, prev, x.at(t - 1, &seqs), &mut scratch, g_t);
+            for ((g, hp), ht) in g_t
                 .chunks_exact(4 * d)
                 .zip(prev.chunks_exact(d))
                 .zip(cur.chunks_exact_mut(d))
@@ -122,6 +141,45 @@ pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps) {
             }
         }
     });
+}
+
+/// The gates of every step t = 1 … T from the states `h` (h_0 … h_T) and the inputs `x`,
+/// as `gru_forward_steps` keeps them: each step's from (h_{t−1}, x_t), so given h the steps
+/// do not depend on each other and all T·B columns go at once, over the cores, with the
+/// same arithmetic column by column. For the backward passes given states alone.
+pub fn gate_history(params: &Params, x: &Steps, h: &Steps) -> Steps {
+    let (d, p) = (params.w_hh.ncols(), params.w_ih.ncols());
+    let (t_len, b) = (x.steps(), x.batch());
+    let mut gates = Steps::zeros(t_len, b, 4 * d);
+    let columns = t_len * b;
+    let groups = core_groups(columns, columns * 3 * d * (d + p));
+    let (h_prev, xs) = (h.span(0..t_len), x.span(0..t_len));
+    let mut work = Vec::with_capacity(groups.len());
+    let mut rest = gates.data.as_mut_slice();
+    for g in groups {
+        let (mine, others) = rest.split_at_mut(g.len() * 4 * d);
+        work.push((g, mine));
+        rest = others;
+    }
+    in_parallel(work, |(g, out)| {
+        let (h_g, x_g) = (&h_prev[g.start * d..g.end * d], &xs[g.start * p..g.end * p]);
+        gates_into(params, h_g, x_g, &mut Vec::new(), out);
+    });
+    gates
+}
+
+/// `gates` where the forward pass kept them, else formed from the states
+/// (`gate_history`).
+pub(crate) fn kept_or_formed<'a>(
+    params: &Params,
+    x: &Steps,
+    h: &Steps,
+    gates: Option<&'a Steps>,
+) -> Cow<'a, Steps> {
+    match gates {
+        Some(g) => Cow::Borrowed(g),
+        None => Cow::Owned(gate_history(params, x, h)),
+    }
 }
 
 /// One unit's pre-activation gradients (da_r, da_z, da_n) from e = ∂ℓ/∂h_t, the unit's
@@ -182,21 +240,23 @@ pub fn gru_bptt(
 ) -> GruGrads {
     let (d, p) = (params.w_hh.ncols(), params.w_ih.ncols());
     in_working_layout(x, h, injection, (p, d), |x, h, injection| {
-        gru_bptt_steps(params, x, h, injection, through_time)
+        gru_bptt_steps(params, x, (h, None), injection, through_time)
     })
 }
 
-/// `gru_bptt` in the working layout. For t = T … 1 each group of sequences forms e_t (the
-/// injection plus, through time, J_{t+1}ᵀ e_{t+1}), the step's gates again from
-/// (h_{t−1}, x_t), dgi_t and dgh_t, and J_tᵀ e_t = z ⊙ e_t + Wᵀ dgh_t for the step below;
-/// the sums over steps and sequences follow, one product each.
+/// `gru_bptt` in the working layout, at the states h and their gates (those the forward
+/// pass kept, or `None` to form them from h: `gate_history`). For t = T … 1 each group of
+/// sequences forms e_t (the injection plus, through time, J_{t+1}ᵀ e_{t+1}), dgi_t and
+/// dgh_t at the step's gates, and J_tᵀ e_t = z ⊙ e_t + Wᵀ dgh_t for the step below; the
+/// sums over steps and sequences follow, one product each.
 pub fn gru_bptt_steps(
     params: &Params,
     x: &Steps,
-    h: &Steps,
+    (h, gates): (&Steps, Option<&Steps>),
     injection: Injection<Steps>,
     through_time: bool,
 ) -> GruGrads {
+    let gates = kept_or_formed(params, x, h, gates);
     let d = params.w_hh.ncols();
     let (t_len, b) = (x.steps(), x.batch());
     let (mut dgi, mut dgh) = (Steps::zeros(t_len, b, 3 * d), Steps::zeros(t_len, b, 3 * d));
@@ -215,7 +275,6 @@ pub fn gru_bptt_steps(
         let seqs = gi_part.seqs.clone();
         let n = seqs.len();
         let (mut e, mut carried) = (vec![0.0; d * n], vec![0.0; d * n]);
-        let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * n]);
         for t in (1..=t_len).rev() {
             inject(&mut e, injection, (t, t_len), h, &seqs);
             if through_time && t < t_len {
@@ -224,8 +283,7 @@ pub fn gru_bptt_steps(
                 }
             }
             record_squares(e_sq, &e, d, (t, t_len));
-            let h_prev = h.at(t - 1, &seqs);
-            gates_into(params, h_prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
+            let (h_prev, gates) = (h.at(t - 1, &seqs), gates.at(t - 1, &seqs));
             let (gi_t, gh_t) = (gi_part.step_mut(t - 1), gh_part.step_mut(t - 1));
             for c in 0..n {
                 let g = &gates[c * 4 * d..(c + 1) * 4 * d];

@@ -16,7 +16,7 @@ use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
 use crate::config::{TpConfig, CLAMP_EPS, CPU_CG_TOL};
-use crate::cpu::gru::gates_into;
+use crate::cpu::gru::kept_or_formed;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps};
@@ -98,22 +98,24 @@ pub fn gru_per_gate_sweep(
     let mut v = Steps::zeros(t_len + 1, b, d);
     v.step_mut(t_len)
         .copy_from_slice(v_top.transpose().as_slice());
-    gru_per_gate_sweep_steps(params, p_gates, &x, &h, &mut v);
+    gru_per_gate_sweep_steps(params, p_gates, &x, (&h, None), &mut v);
     Ok(v.to_rows())
 }
 
-/// `gru_per_gate_sweep` in the working layout: `v` holds v_T at step T on entry, and
-/// v_0 = h_0, v_1 … v_{T−1} are written. Each group of sequences walks t = T … 2 on its
-/// own core: the step's gates again from (h_{t−1}, x_t), the direct term and the three
-/// brackets, then the products with the P_g in the published order (z, r, n) added to the
-/// direct term, and h_{t−1} last.
+/// `gru_per_gate_sweep` in the working layout, at the states h and their gates (those the
+/// forward pass kept, or `None` to form them from h: `gru::gate_history`): `v` holds v_T at
+/// step T on entry, and v_0 = h_0, v_1 … v_{T−1} are written. Each group of sequences walks
+/// t = T … 2 on its own core: the direct term and the three brackets at the step's gates,
+/// then the products with the P_g in the published order (z, r, n) added to the direct
+/// term, and h_{t−1} last.
 pub fn gru_per_gate_sweep_steps(
     params: &Params,
     p_gates: &[DMatrix<f64>; 3],
     x: &Steps,
-    h: &Steps,
+    (h, gates): (&Steps, Option<&Steps>),
     v: &mut Steps,
 ) {
+    let gates = kept_or_formed(params, x, h, gates);
     let d = params.w_hh.ncols();
     let (t_len, b) = (x.steps(), x.batch());
     assert_eq!(
@@ -126,11 +128,9 @@ pub fn gru_per_gate_sweep_steps(
     in_parallel(v.parts_mut(&groups), |mut part| {
         let seqs = part.seqs.clone();
         let n = seqs.len();
-        let (mut scratch, mut gates) = (Vec::new(), vec![0.0; 4 * d * n]);
         let mut brackets = [(); 3].map(|_| vec![0.0; d * n]);
         for t in (2..=t_len).rev() {
-            let h_prev = h.at(t - 1, &seqs);
-            gates_into(params, h_prev, x.at(t - 1, &seqs), &mut scratch, &mut gates);
+            let (h_prev, gates) = (h.at(t - 1, &seqs), gates.at(t - 1, &seqs));
             let (vt, v_prev) = part.pair_mut(t, t - 1);
             let ht = h.at(t, &seqs);
             for c in 0..n {

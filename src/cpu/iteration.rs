@@ -6,7 +6,7 @@ use nalgebra::DMatrix;
 use crate::backend::Trace;
 use crate::cg::CgReport;
 use crate::config::{Hyper, Loss, TpConfig, TpGrad, CPU_CG_TOL};
-use crate::cpu::cell::{recurrence, Recurrence};
+use crate::cpu::cell::{recurrence, Forward, Recurrence};
 use crate::cpu::dtp_reverse::reverse_gradient_steps;
 use crate::cpu::dtp_targets::dtp_targets_steps;
 use crate::cpu::embedding::inputs;
@@ -148,7 +148,8 @@ pub fn iteration_steps(
         )
         .into());
     }
-    let (plan, x, h, out) = forward_and_head(params, batch, hyper, pool)?;
+    let (plan, x, Forward { h, gates }, out) = forward_and_head(params, batch, hyper, pool)?;
+    let kept = gates.as_ref();
     let cell = recurrence(params);
     let t_len = batch.seq_len();
     let tokens = batch.tokens.as_ref();
@@ -168,7 +169,7 @@ pub fn iteration_steps(
                 Some(g) => Injection::Steps(g),
                 None => Injection::Top(&out.grad_top),
             };
-            let g = cell.gradients(&x, &h, injection, true, tokens, pool);
+            let g = cell.gradients(&x, (&h, kept), injection, true, tokens, pool);
             (g, None, None, None, None)
         }
         (_, Some(solve)) => {
@@ -185,7 +186,7 @@ pub fn iteration_steps(
                     let mut v = pool.take(h.steps(), h.batch(), h.width());
                     let v_top = (h.rows_at(t_len) - &out.grad_top * tp.lr_target).transpose();
                     v.step_mut(t_len).copy_from_slice(v_top.as_slice());
-                    gru_per_gate_sweep_steps(params, &p, &x, &h, &mut v);
+                    gru_per_gate_sweep_steps(params, &p, &x, (&h, kept), &mut v);
                     p_gates = Some(p);
                     (v, None, cg)
                 }
@@ -197,10 +198,14 @@ pub fn iteration_steps(
                 }
             };
             let through_time = tp.tp_grad == TpGrad::ThroughTime;
-            let g = cell.gradients(&x, &h, Injection::Targets(&v), through_time, tokens, pool);
+            let injection = Injection::Targets(&v);
+            let g = cell.gradients(&x, (&h, kept), injection, through_time, tokens, pool);
             (g, Some(v), p_inv, p_gates, cg)
         }
     };
+    if let Some(g) = gates {
+        pool.give(g);
+    }
     grads.params.head_w = out.grad_w;
     grads.params.head_b = out.grad_b;
     Ok(StepsTrace {
@@ -268,7 +273,8 @@ pub fn dtp_step(
     hyper: &Hyper,
     pool: &mut Pool,
 ) -> Result<StepsTrace> {
-    let (_, x, h, out) = forward_and_head(params, batch, hyper, pool)?;
+    // DTP runs the tanh RNN, which keeps no gates.
+    let (_, x, Forward { h, .. }, out) = forward_and_head(params, batch, hyper, pool)?;
     let noise = Noise::new(hyper.dtp.noise, hyper.dtp.noise_seed, opt.step + 1);
     let grad = reverse_gradient_steps(params, reverse_layer(params)?, &x, &h, noise);
     let step = Params {
@@ -290,7 +296,7 @@ fn forward_and_head(
     batch: &Batch,
     hyper: &Hyper,
     pool: &mut Pool,
-) -> Result<(Plan, Steps, Steps, Outputs)> {
+) -> Result<(Plan, Steps, Forward, Outputs)> {
     let dims = check_param_shapes(params)?;
     check_embedding(params, hyper.method)?;
     check_step(
@@ -310,9 +316,9 @@ fn forward_and_head(
     };
     let plan = Plan::new(params.cell, hyper, Device::Cpu, sizes)?;
     let x = inputs(params, batch)?;
-    let h = recurrence(params).states(&x, pool);
-    let out = Outputs::new(params, &h, &batch.y, hyper.loss)?;
-    Ok((plan, x, h, out))
+    let forward = recurrence(params).forward(&x, pool);
+    let out = Outputs::new(params, &forward.h, &batch.y, hyper.loss)?;
+    Ok((plan, x, forward, out))
 }
 
 /// The reverse layer of DTP's parameters (`check_reverse_layer` has made sure of it).
@@ -350,7 +356,8 @@ fn dtp_targets_and_gradients(
     let through_time = hyper.tp.tp_grad == TpGrad::ThroughTime;
     let cell = recurrence(params);
     // `validate::check_embedding` keeps trained embeddings off DTP.
-    let mut grads = cell.gradients(&x, &h, Injection::Targets(&v), through_time, None, pool);
+    let injection = Injection::Targets(&v);
+    let mut grads = cell.gradients(&x, (&h, None), injection, through_time, None, pool);
     // The recursion is linear in what it is given: the mean's gradient and errors are
     // the sum's over B.
     let scale = 1.0 / h.batch() as f64;
