@@ -32,7 +32,7 @@ use tpri::kernel_io::Injection;
 use tpri::model::{CellKind, Params};
 use tpri::tasks::Batch;
 
-use gpu_support::{ctx, hyper, integer_f16_ctx, TOL};
+use gpu_support::{analytic_tp, ctx, hyper, integer_f16_ctx, packing_options, TOL};
 use support::{
     check, check_all, column, dims, offsets, random, random_batch, rel_err, rng, scalar,
     seeded_params, stacked, Shape,
@@ -174,8 +174,7 @@ fn f16_storage_traces_match_reference_within_unit_roundoff_bounds() {
 /// `f16_storage_traces_match_reference_within_unit_roundoff_bounds`', which runs it.)
 #[test]
 fn f16_fused_backward_equals_the_two_loops_bit_for_bit() {
-    use std::num::NonZeroUsize;
-    use tpri::gpu::{Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch};
+    use tpri::gpu::Backward;
     use TargetMode::{Difference as Diff, Linearized as Lin};
     // (d, T, B, mode, lanes, sequences per workgroup, steps per launch, γ_h)
     let cases = [
@@ -193,24 +192,9 @@ fn f16_fused_backward_equals_the_two_loops_bit_for_bit() {
         let shape = Shape::new(b, t, 3, d, 4);
         let p = gpu_support::start(CellKind::Tanh, shape.dims(), 40 + i as u64, 0.3);
         let batch = random_batch(&mut rng(60 + i as u64), shape, Loss::CrossEntropy);
-        let mut h = hyper(
-            Inversion::Analytic,
-            Method::Tp,
-            mode,
-            TpGrad::ThroughTime,
-            Loss::CrossEntropy,
-        );
+        let mut h = analytic_tp(mode);
         h.tp.lr_target = lr_target;
-        let fused = GpuOptions {
-            storage: Storage::F16,
-            lanes_per_unit: LanesPerUnit::Fixed(lanes),
-            sequences_per_workgroup: SequencesPerWorkgroup::Fixed(seqs),
-            steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
-                StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
-            }),
-            backward: Backward::Fused,
-            ..GpuOptions::default()
-        };
+        let fused = packing_options(Storage::F16, (lanes, seqs), k, Backward::Fused);
         let want = CpuBackend::new().trace(&p, &batch, &h).unwrap();
         // The adapter's conversions (native f16 where it has them) and the integer code.
         for gpu in [ctx(), integer_f16_ctx()] {

@@ -9,7 +9,9 @@
 mod gpu_support;
 mod support;
 
-use gpu_support::{compare_traces, ctx, hyper, start, train_side_by_side, TOL};
+use gpu_support::{
+    analytic_tp, compare_traces, ctx, hyper, packing_options, start, train_side_by_side, TOL,
+};
 use support::{check, column, dims, random, random_batch, rng, scalar, seeded_params, Shape};
 use tpri::backend::Backend;
 use tpri::config::{
@@ -95,20 +97,8 @@ fn traces_match_reference_for_every_cell_inversion_and_method() {
 /// lanes past a workgroup that it does not (f16 storage: gpu_f16.rs).
 #[test]
 fn fused_backward_equals_the_two_loops_bit_for_bit() {
-    use std::num::NonZeroUsize;
-    use tpri::gpu::{
-        one_shot, Backward, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch,
-    };
+    use tpri::gpu::{one_shot, Backward, GpuOptions, Storage};
     use TargetMode::{Difference as Diff, Linearized as Lin, Plain};
-    let options = |lanes, seqs, k: Option<usize>, backward| GpuOptions {
-        lanes_per_unit: LanesPerUnit::Fixed(lanes),
-        sequences_per_workgroup: SequencesPerWorkgroup::Fixed(seqs),
-        steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
-            StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
-        }),
-        backward,
-        ..GpuOptions::default()
-    };
     // (d, T, B, mode, lanes, sequences per workgroup, steps per launch)
     let cases = [
         (1, 9, 1, Lin, 1, 1, None),
@@ -124,14 +114,8 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
         let shape = Shape::new(b, t, 3, d, 4);
         let p = start(CellKind::Tanh, shape.dims(), 40 + i as u64, 0.3);
         let batch = random_batch(&mut rng(60 + i as u64), shape, Loss::CrossEntropy);
-        let h = hyper(
-            Inversion::Analytic,
-            Method::Tp,
-            mode,
-            TpGrad::ThroughTime,
-            Loss::CrossEntropy,
-        );
-        let fused = options(lanes, seqs, k, Backward::Fused);
+        let h = analytic_tp(mode);
+        let fused = packing_options(Storage::F32, (lanes, seqs), k, Backward::Fused);
         worst = worst.max(gpu_support::fused_equals_separate(
             &what, &p, &batch, &h, fused,
         ));
@@ -141,13 +125,7 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
     let shape = Shape::new(3, 5, 3, 7, 4);
     let p = start(CellKind::Tanh, shape.dims(), 90, 0.3);
     let batch = random_batch(&mut rng(91), shape, Loss::CrossEntropy);
-    let plain = hyper(
-        Inversion::Analytic,
-        Method::Tp,
-        Plain,
-        TpGrad::ThroughTime,
-        Loss::CrossEntropy,
-    );
+    let plain = analytic_tp(Plain);
     let local = hyper(
         Inversion::Analytic,
         Method::Tp,
@@ -155,13 +133,7 @@ fn fused_backward_equals_the_two_loops_bit_for_bit() {
         TpGrad::Local,
         Loss::CrossEntropy,
     );
-    let lin = hyper(
-        Inversion::Analytic,
-        Method::Tp,
-        Lin,
-        TpGrad::ThroughTime,
-        Loss::CrossEntropy,
-    );
+    let lin = analytic_tp(Lin);
     for (h, o, what) in [
         (&plain, GpuOptions::default(), "plain targets"),
         (

@@ -26,7 +26,8 @@ mod support;
 use std::num::NonZeroUsize;
 
 use gpu_support::{
-    compare_dtp, compare_traces, compare_traces_with, ctx, dtp_hyper, dtp_problem, hyper, start,
+    analytic_tp, compare_dtp, compare_traces, compare_traces_with, ctx, dtp_hyper, dtp_problem,
+    hyper, start,
 };
 use support::{check_all, dims, embed, inputs, random_batch, rng, seeded_params, Shape};
 use tpri::backend::{Backend, Trace};
@@ -157,13 +158,7 @@ fn f16_storage_splits_without_rounding_the_carried_state() {
     let p = start(CellKind::Tanh, shape.dims(), 230, 0.3);
     let batch = random_batch(&mut rng(231), shape, Loss::CrossEntropy);
     for mode in [TargetMode::Linearized, TargetMode::Plain] {
-        let mut h = hyper(
-            Inversion::Analytic,
-            Method::Tp,
-            mode,
-            TpGrad::ThroughTime,
-            Loss::CrossEntropy,
-        );
+        let mut h = analytic_tp(mode);
         h.tp.lr_target = 0.01;
         let trace = |options| {
             GpuBackend::with_options(ctx(), options)

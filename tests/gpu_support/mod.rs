@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 
 use tpri::backend::{Backend, Trace};
@@ -14,7 +15,10 @@ use tpri::config::{
     TpGrad,
 };
 use tpri::cpu::CpuBackend;
-use tpri::gpu::{AdapterChoice, F16Conversions, GpuBackend, GpuContext, GpuOptions, GPU_CG_TOL};
+use tpri::gpu::{
+    AdapterChoice, Backward, F16Conversions, GpuBackend, GpuContext, GpuOptions, LanesPerUnit,
+    SequencesPerWorkgroup, StepsPerDispatch, Storage, GPU_CG_TOL,
+};
 use tpri::model::{CellKind, Dims, Params};
 use tpri::tasks::{build_task, Batch, TaskSpec};
 
@@ -94,6 +98,39 @@ pub fn hyper(
     }
 }
 
+/// `hyper` for TP-RI with the analytic inversion, the surrogate differentiated through
+/// time and cross-entropy: the settings of the fused backward loop's cases.
+pub fn analytic_tp(mode: TargetMode) -> Hyper {
+    hyper(
+        Inversion::Analytic,
+        Method::Tp,
+        mode,
+        TpGrad::ThroughTime,
+        Loss::CrossEntropy,
+    )
+}
+
+/// GPU options with `storage`, `lanes` lanes per unit and `seqs` sequences per workgroup
+/// in the tanh RNN's time loops, launches of at most `k` steps (`None`: as the adapter
+/// allows) and TP-RI's backward pass as `backward` says.
+pub fn packing_options(
+    storage: Storage,
+    (lanes, seqs): (usize, usize),
+    k: Option<usize>,
+    backward: Backward,
+) -> GpuOptions {
+    GpuOptions {
+        storage,
+        lanes_per_unit: LanesPerUnit::Fixed(lanes),
+        sequences_per_workgroup: SequencesPerWorkgroup::Fixed(seqs),
+        steps_per_dispatch: k.map_or(StepsPerDispatch::Auto, |k| {
+            StepsPerDispatch::Fixed(NonZeroUsize::new(k).unwrap())
+        }),
+        backward,
+        ..GpuOptions::default()
+    }
+}
+
 /// The starting parameters of a GPU-vs-reference case. The tanh RNN: W orthogonal·0.9
 /// (states off saturation, J_t = D_t W well conditioned) plus, when `w_noise` > 0, uniform
 /// noise of scale `w_noise`/√d: off orthogonality, the solve for P has real work to do, but
@@ -167,7 +204,7 @@ pub fn assert_fused_like_separate(
     fused: GpuOptions,
     got: &Trace,
 ) {
-    use tpri::gpu::{one_shot, Backward};
+    use tpri::gpu::one_shot;
     let separate = GpuOptions {
         backward: Backward::Separate,
         ..fused
