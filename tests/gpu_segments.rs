@@ -455,6 +455,38 @@ fn packed_iteration_past_the_loop_cap_matches_reference() {
     }
 }
 
+/// f16 storage's one backward loop (sweep_bptt.wgsl, whose stores of dv pair two units a
+/// word after each step's barrier) at T = 3000 and d = 103, with 1 and 2 sequences per
+/// workgroup, in launches as long as the loop-count model allows on the adapter: the same
+/// bits as in launches of 40 steps, far under llvmpipe's cap. A launch the cap cut short
+/// would leave steps out, and the two would differ.
+#[test]
+fn f16_fused_loop_past_the_loop_cap_matches_short_launches() {
+    let shape = Shape::new(9, 3000, 1, 103, 3);
+    let batch = random_batch(&mut rng(264), shape, Loss::CrossEntropy);
+    let p = start(CellKind::Tanh, shape.dims(), 265, 0.0);
+    let mut h = tanh_ce(Method::Tp);
+    // Offsets well inside f16's range, as in the f16 tests above.
+    h.tp.lr_target = 0.01;
+    for b in [1, 2] {
+        let (quota, short) = (
+            packed(Storage::F16, usize::MAX, b),
+            packed(Storage::F16, 40, b),
+        );
+        let what = format!("f16 fused loop (T=3000, d=103, B=9, b={b})");
+        assert!(
+            gpu::one_shot::fused_backward(&ctx(), &p, &batch, &h, quota).unwrap(),
+            "{what}: fused"
+        );
+        let trace = |options| {
+            GpuBackend::with_options(ctx(), options)
+                .trace(&p, &batch, &h)
+                .unwrap()
+        };
+        assert_same_bits(&what, &trace(quota), &trace(short));
+    }
+}
+
 /// The jacobian sweep's per-step CG of both cells over T = 150 steps: about 1000 CG units
 /// per sequence (six iterations and a set-up per step), more than one launch may spend
 /// under llvmpipe's cap (about 460 for the GRU, 780 for the tanh RNN at d = 100), so the
