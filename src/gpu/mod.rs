@@ -3,11 +3,13 @@
 //!
 //! Layers, each importing only those below it:
 //! 1. `layout` (shapes, the flat parameter layout, conversions), `storage` (f16/f32
-//!    histories), `loops` (the loop-count model of the kernels), `phase` (the phases of an
-//!    iteration), `kernel` (the sources and the pipeline cache), `adapters` (finding the
-//!    GPU), `context` (the device), `segments` (how many steps one launch of a long loop
-//!    runs), `options`, `dispatch` (one launch, or the launches of a loop's segments),
-//!    `history` (a history's buffer);
+//!    histories), `packing` (how a time loop spreads over a workgroup: sequences, lanes,
+//!    registers), `blocks` (how many steps a time loop stages its loads for), `loops` (the
+//!    loop-count model of the kernels), `phase` (the phases of an iteration), `kernel`
+//!    (the sources and the pipeline cache), `adapters` (finding the GPU), `context` (the
+//!    device), `segments` (how many steps one launch of a long loop runs), `options`,
+//!    `dispatch` (one launch, or the launches of a loop's segments), `history` (a
+//!    history's buffer);
 //! 2. `buffers`: the model's and the batch's buffers, allocated once per shape (with
 //!    `tokens`, a trained embedding table's);
 //!    `readback`: every result of a log point read in one copy and one map;
@@ -20,10 +22,12 @@
 //!    `gru_per_gate_sweep` (§5's per-gate sweep), `gru_sweep_bptt` (that sweep and the
 //!    surrogate's `gru_bptt` in one loop), `bptt`, `gru_bptt`, `matmul`,
 //!    `optimizer`, `transpose`, `norms`, `embedding_gather` and `embedding_grad` (a
-//!    trained embedding table);
-//! 4. `iteration`, which records a whole step into one command buffer;
-//! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot` (each kernel run once with its CPU
-//!    twin's signature, for the tests).
+//!    trained embedding table), `dtp_reverse` and `dtp_targets` (DTP's reverse layer and
+//!    its targets), `step_probe` (what a time-loop step costs, for `tpri bench --probes`);
+//! 4. `iteration`, which records a whole step into one command buffer, and `cg_record`
+//!    (where its CG report lies on the device);
+//! 5. `backend` (the `Backend` face), `profile` (timing phase by phase) and `one_shot`
+//!    (each kernel run once with its CPU twin's signature, for the tests).
 
 mod adapters;
 pub mod backend;
