@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tpri::backend::Backend;
-use tpri::bench::{problem, Size};
+use tpri::bench::{problem, Case, Size};
 use tpri::config::Method;
 use tpri::cpu::CpuBackend;
 use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
@@ -20,7 +20,8 @@ fn iterations(c: &mut Criterion) {
     let mut g = c.benchmark_group("iteration T=784 d=100 B=16");
     g.sample_size(10);
     for method in [Method::Tp, Method::Bp] {
-        let (params, batch, hyper) = problem(Size::PAPER, CellKind::Tanh, method, 1).unwrap();
+        let (params, batch, hyper) =
+            problem(Size::PAPER, Case::of(CellKind::Tanh, method), 1).unwrap();
         for (ctx, storage) in ctx.iter().flat_map(|c| Storage::ALL.map(|s| (c, s))) {
             let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper, storage.into())
                 .expect("GPU buffers");

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tpri::bench::{problem, Size};
+use tpri::bench::{problem, Case, Size};
 use tpri::config::{Method, CPU_CG_TOL};
 use tpri::cpu;
 use tpri::gpu::{AdapterChoice, GpuContext, Phase, Profiler, Storage};
@@ -24,7 +24,8 @@ fn gpu(c: &mut Criterion) {
             return;
         }
     };
-    let (params, batch, hyper) = problem(Size::PAPER, CellKind::Tanh, Method::Tp, 1).unwrap();
+    let (params, batch, hyper) =
+        problem(Size::PAPER, Case::of(CellKind::Tanh, Method::Tp), 1).unwrap();
     let prof = Profiler::new(ctx.clone(), &params, &batch, &hyper, Storage::F32.into())
         .expect("GPU buffers");
     // Every phase once, so that each one's inputs exist (h, g_T, P, δ).
@@ -52,7 +53,8 @@ fn gpu(c: &mut Criterion) {
 }
 
 fn cpu_reference(c: &mut Criterion) {
-    let (params, batch, hyper) = problem(Size::PAPER, CellKind::Tanh, Method::Tp, 1).unwrap();
+    let (params, batch, hyper) =
+        problem(Size::PAPER, Case::of(CellKind::Tanh, Method::Tp), 1).unwrap();
     let tp = &hyper.tp;
     let h = cpu::forward::forward(&params, &batch.x);
     let top = cpu::head::head(&params, &h[784], &batch.y, hyper.loss).expect("head");

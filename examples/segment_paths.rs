@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tpri::backend::Backend;
-use tpri::bench::{problem, Size};
+use tpri::bench::{problem, Case, Size};
 use tpri::config::{Inversion, Loss, Method, Solver};
 use tpri::gpu::{AdapterChoice, GpuBackend, GpuContext};
 use tpri::model::{CellKind, Dims, Params};
@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
         hidden: size.hidden,
         output: size.output,
     };
-    let (tanh, batch, base) = problem(size, CellKind::Tanh, Method::Tp, 1)?;
+    let (tanh, batch, base) = problem(size, Case::of(CellKind::Tanh, Method::Tp), 1)?;
 
     let mut per_gate = base.clone();
     per_gate.tp.inversion = Inversion::PerGate;

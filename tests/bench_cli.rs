@@ -123,3 +123,81 @@ fn bench_times_the_grus_phases_on_the_gpu() {
     let tp = rows.iter().find(|r| r["method"] == "tp").unwrap();
     assert!(tp["cg_iterations"].as_u64().unwrap() >= 1, "{tp}");
 }
+
+/// `--inversion`: TP-RI rows for each inversion that applies to each cell (`tp-jacobian`
+/// for both cells beside each cell's bench inversion), on the CPU and on the GPU, with
+/// their per-step CG iterations; the jacobian rows' phases are timed, and an inversion that
+/// applies to no cell asked for, or a cell left without one, is refused naming them.
+#[test]
+fn bench_times_the_inversions_asked_for() {
+    let (rows, fits) = bench(
+        "inversions",
+        &[
+            "--backend",
+            "all",
+            "--cell",
+            "tanh,gru",
+            "--inversion",
+            "jacobian,analytic,per-gate",
+            "--steps",
+            "4,6",
+            "--hidden",
+            "7",
+            "--batch",
+            "3",
+            "--reps",
+            "1",
+        ],
+    );
+    // 2 lengths × 2 backends × (2 TP-RI inversions and BP) × 2 cells.
+    assert_eq!(rows.len(), 24, "{rows:?}");
+    for (cell, inversions) in [
+        ("tanh", ["jacobian", "analytic"]),
+        ("gru", ["jacobian", "per-gate"]),
+    ] {
+        for backend in ["gpu", "cpu"] {
+            for inversion in inversions {
+                let row = rows
+                    .iter()
+                    .find(|r| {
+                        r["cell"] == cell
+                            && r["backend"] == backend
+                            && r["method"] == "tp"
+                            && r["inversion"] == inversion
+                            && r["size"]["steps"] == 6
+                    })
+                    .unwrap_or_else(|| panic!("no {backend} {cell} tp {inversion} row: {rows:?}"));
+                seconds(&row["iteration_s"]);
+                assert!(row["cg_iterations"].as_u64().unwrap() >= 1, "{row}");
+            }
+        }
+    }
+    for row in rows.iter().filter(|r| r["method"] == "bp") {
+        assert!(row["inversion"].is_null(), "{row}");
+    }
+    // The fits keep the inversions apart: one line each.
+    let jacobian_fits = fits
+        .iter()
+        .filter(|f| f["inversion"] == "jacobian" && f["backend"] == "cpu")
+        .count();
+    assert_eq!(jacobian_fits, 2, "{fits:?}");
+    for (args, words) in [
+        (
+            &["--cell", "tanh", "--inversion", "per-gate"][..],
+            &["--inversion per-gate", "none of the cells"][..],
+        ),
+        (
+            &["--cell", "tanh,gru", "--inversion", "analytic"][..],
+            &["Gru", "--inversion lists none"][..],
+        ),
+    ] {
+        let mut all = vec!["bench", "--backend", "cpu", "--steps", "4", "--reps", "1"];
+        all.extend(args);
+        let out = cli_support::tpri(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {err}");
+        }
+    }
+}

@@ -474,11 +474,12 @@ fn f16_storage_refuses_the_gru_and_the_jacobian_inversion() {
 /// `--nocapture` it prints the table of docs/PERFORMANCE.md.
 #[test]
 fn f16_storage_error_at_the_papers_size() {
-    use tpri::bench::{problem, Size};
+    use tpri::bench::{problem, Case, Size};
     use tpri::model::CellKind;
     let runs = [(Method::Tp, 1e-2), (Method::Tp, 1e-4), (Method::Bp, 1e-2)];
     for (method, lr_target) in runs {
-        let (p, batch, mut hyper) = problem(Size::PAPER, CellKind::Tanh, method, 1).unwrap();
+        let (p, batch, mut hyper) =
+            problem(Size::PAPER, Case::of(CellKind::Tanh, method), 1).unwrap();
         hyper.tp.lr_target = lr_target;
         let want = CpuBackend::new().trace(&p, &batch, &hyper).unwrap();
         let amp = amplification(&want.h);

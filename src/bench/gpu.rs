@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{check_reps, gpu_label, median, problem, Measurement, Size};
+use super::{check_reps, gpu_label, median, problem, Case, Measurement, Size};
 use crate::config::Method;
 use crate::gpu::{GpuContext, GpuOptions, Phase, Profiler};
-use crate::model::CellKind;
 
 /// One GPU configuration of a case being timed: its buffers and the samples so far.
 struct Timing {
     ctx: Arc<GpuContext>,
     options: GpuOptions,
     size: Size,
-    cell: CellKind,
-    method: Method,
+    case: Case,
     prof: Profiler,
     phases: Vec<Phase>,
     samples: Vec<f64>,
@@ -27,25 +25,18 @@ struct Timing {
 
 impl Timing {
     /// Builds the case's buffers with `options` and runs the warm-up iteration.
-    fn new(
-        ctx: &Arc<GpuContext>,
-        size: Size,
-        cell: CellKind,
-        method: Method,
-        options: GpuOptions,
-    ) -> Result<Self> {
-        size.workload(cell, method)
+    fn new(ctx: &Arc<GpuContext>, size: Size, case: Case, options: GpuOptions) -> Result<Self> {
+        size.workload(case)
             .check_gpu(&crate::gpu::gpu_limits(ctx, options.storage))?;
-        let (params, batch, hyper) = problem(size, cell, method, 1)?;
+        let (params, batch, hyper) = problem(size, case, 1)?;
         let prof = Profiler::new(Arc::clone(ctx), &params, &batch, &hyper, options)?;
-        let phases = Phase::of(method);
+        let phases = Phase::of(case.method);
         prof.run(&phases, false)?; // warm-up: pipelines, caches, and the first P
         Ok(Self {
             ctx: Arc::clone(ctx),
             options,
             size,
-            cell,
-            method,
+            case,
             prof,
             per_phase: vec![Vec::new(); phases.len()],
             phases,
@@ -76,8 +67,9 @@ impl Timing {
             lanes_per_unit: Some(self.options.lanes_per_unit.to_string()),
             steps_per_block: Some(self.options.steps_per_block.to_string()),
             backward: Some(self.options.backward),
-            cell: self.cell,
-            method: self.method,
+            cell: self.case.cell,
+            method: self.case.method,
+            inversion: self.case.inversion,
             size: self.size,
             iteration_s: median(&self.samples),
             samples_s: self.samples,
@@ -89,7 +81,7 @@ impl Timing {
                 .zip(&self.per_phase)
                 .map(|(p, t)| (*p, median(t)))
                 .collect(),
-            cg_iterations: (self.method == Method::Tp)
+            cg_iterations: (self.case.method == Method::Tp)
                 .then(|| self.prof.cg_iterations())
                 .transpose()?,
             clock: if self.prof.device_timed() {
@@ -118,17 +110,16 @@ fn process_cpu_s() -> Option<f64> {
     Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
-/// Times `reps` iterations of `method` with `cell` at `size` on the GPU, whole and phase
-/// by phase, with the histories stored and the long loops split as `options` say.
+/// Times `reps` iterations of `case` at `size` on the GPU, whole and phase by phase, with
+/// the histories stored and the long loops split as `options` say.
 pub fn measure_gpu(
     ctx: &Arc<GpuContext>,
     size: Size,
-    cell: CellKind,
-    method: Method,
+    case: Case,
     reps: usize,
     options: GpuOptions,
 ) -> Result<Measurement> {
-    measure_gpu_side_by_side(&[(Arc::clone(ctx), options)], size, cell, method, reps)?
+    measure_gpu_side_by_side(&[(Arc::clone(ctx), options)], size, case, reps)?
         .pop()
         .context("one run gives one measurement")
 }
@@ -139,14 +130,13 @@ pub fn measure_gpu(
 pub fn measure_gpu_side_by_side(
     runs: &[(Arc<GpuContext>, GpuOptions)],
     size: Size,
-    cell: CellKind,
-    method: Method,
+    case: Case,
     reps: usize,
 ) -> Result<Vec<Measurement>> {
     check_reps(reps)?;
     let mut timings = runs
         .iter()
-        .map(|(ctx, options)| Timing::new(ctx, size, cell, method, *options))
+        .map(|(ctx, options)| Timing::new(ctx, size, case, *options))
         .collect::<Result<Vec<_>>>()?;
     for _ in 0..reps {
         for t in &mut timings {

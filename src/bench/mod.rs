@@ -1,7 +1,8 @@
 //! Benchmarks of whole iterations and of their phases, and the cost model beside them
 //! (what `tpri bench` prints and the criterion benchmarks reuse).
 //!
-//! A *case* is one problem size (T, d, B, p, q) and method. Its problem is synthetic and
+//! A *case* is one problem size (T, d, B, p, q), cell and method (for TP-RI, with its
+//! inversion: [`Case`]). Its problem is synthetic and
 //! seeded: an orthogonal W pulled off orthogonality so that CG has real work to do (an
 //! orthogonal W makes WᵀW + rI a multiple of I, and CG converge in one iteration), inputs
 //! uniform in [−1, 1], class labels. Timings are medians over repetitions after one
@@ -69,19 +70,70 @@ impl Size {
         }
     }
 
-    /// The sizes of this case's problem for `cell` and `method` (settings as
-    /// [`problem`]'s), named as `Size`'s fields in messages.
-    pub fn workload(&self, cell: CellKind, method: Method) -> Workload {
+    /// The sizes of `case`'s problem at this size (settings as [`problem`]'s), named as
+    /// `Size`'s fields in messages.
+    pub fn workload(&self, case: Case) -> Workload {
         Workload {
             names: &SIZE_NAMES,
             ..Workload::new(
-                cell,
+                case.cell,
                 self.dims(),
                 self.steps,
                 self.batch,
-                &settings(cell, method),
+                &settings(case),
             )
         }
+    }
+}
+
+/// What a measurement times: a cell, a method and, for TP-RI, its inversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// The recurrent cell.
+    pub cell: CellKind,
+    /// TP-RI or BPTT.
+    pub method: Method,
+    /// TP-RI's inversion; `None` for BPTT.
+    pub inversion: Option<Inversion>,
+}
+
+impl Case {
+    /// `method` with `cell`, TP-RI with the cell's bench inversion (`Case::bench_inversion`).
+    pub fn of(cell: CellKind, method: Method) -> Case {
+        let inversion = (method == Method::Tp).then(|| Case::bench_inversion(cell));
+        Case {
+            cell,
+            method,
+            inversion,
+        }
+    }
+
+    /// TP-RI of `cell` with `inversion`.
+    pub fn tp(cell: CellKind, inversion: Inversion) -> Case {
+        Case {
+            cell,
+            method: Method::Tp,
+            inversion: Some(inversion),
+        }
+    }
+
+    /// The inversion `tpri bench` times TP-RI with unless asked for another: the tanh
+    /// RNN's closed form, and the GRU's published per-gate inversion (`--inversion`
+    /// times the jacobian one, either cell's default elsewhere, too).
+    pub fn bench_inversion(cell: CellKind) -> Inversion {
+        match cell {
+            CellKind::Tanh => Inversion::Analytic,
+            CellKind::Gru => Inversion::PerGate,
+        }
+    }
+
+    /// Whether `inversion` applies to `cell`: the analytic one to the tanh RNN, the
+    /// per-gate one to the GRU, the jacobian one to both.
+    pub fn applies(cell: CellKind, inversion: Inversion) -> bool {
+        !matches!(
+            (cell, inversion),
+            (CellKind::Gru, Inversion::Analytic) | (CellKind::Tanh, Inversion::PerGate)
+        )
     }
 }
 
@@ -105,18 +157,22 @@ pub(crate) fn check_reps(reps: usize) -> Result<()> {
     Ok(())
 }
 
-/// The settings of a case's problem: γ_h = 0.01, r = 1, and SGD steps small enough not to
-/// diverge but large enough that W keeps moving, so that the warm-started CG does the
-/// work it does in training (two iterations at the paper's size): 1e-3 for the tanh RNN,
-/// the published 0.1 for the GRU, whose TP-RI inverts gate by gate as the published code
-/// does (at 1e-3 its W_g moved too little for a warm solve to take a single iteration).
-fn settings(cell: CellKind, method: Method) -> Hyper {
-    let (inversion, lr) = match cell {
-        CellKind::Tanh => (Inversion::Analytic, 1e-3),
-        CellKind::Gru => (Inversion::PerGate, 1e-1),
+/// The settings of a case's problem: γ_h = 0.01, r = 1, the case's inversion (for BPTT,
+/// unused: the cell's bench inversion), and SGD steps small enough not to diverge but large
+/// enough that W keeps moving, so that the warm-started CG does the work it does in
+/// training (two iterations at the paper's size): 1e-3 for the tanh RNN, the published 0.1
+/// for the GRU, whose TP-RI inverts gate by gate as the published code does by default
+/// here (at 1e-3 its W_g moved too little for a warm solve to take a single iteration).
+fn settings(case: Case) -> Hyper {
+    let lr = match case.cell {
+        CellKind::Tanh => 1e-3,
+        CellKind::Gru => 1e-1,
     };
+    let inversion = case
+        .inversion
+        .unwrap_or_else(|| Case::bench_inversion(case.cell));
     Hyper {
-        method,
+        method: case.method,
         tp: TpConfig {
             lr_target: 1e-2,
             reg: 1.0,
@@ -135,13 +191,9 @@ fn settings(cell: CellKind, method: Method) -> Hyper {
 /// are checked as `Size::workload(cell, method).check_cpu()` checks them (0, or too large
 /// to allocate), before anything is allocated. The GRU starts from PyTorch's
 /// initialisation, whose W_g are far from orthogonal already.
-pub fn problem(
-    size: Size,
-    cell: CellKind,
-    method: Method,
-    seed: u64,
-) -> Result<(Params, Batch, Hyper)> {
-    size.workload(cell, method).check_cpu()?;
+pub fn problem(size: Size, case: Case, seed: u64) -> Result<(Params, Batch, Hyper)> {
+    size.workload(case).check_cpu()?;
+    let cell = case.cell;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut uniform = |rows: usize, cols: usize, scale: f64| {
         DMatrix::from_fn(rows, cols, |_, _| rng.random_range(-scale..=scale))
@@ -155,7 +207,7 @@ pub fn problem(
         .map(|_| uniform(size.batch, size.input, 1.0))
         .collect();
     let y = Targets::Labels((0..size.batch).map(|s| s % size.output.max(1)).collect());
-    Ok((params, Batch { x, y, tokens: None }, settings(cell, method)))
+    Ok((params, Batch { x, y, tokens: None }, settings(case)))
 }
 
 /// The median of `samples` (the mean of the middle two for an even count).
@@ -193,6 +245,8 @@ pub struct Measurement {
     pub cell: CellKind,
     /// TP-RI or BPTT.
     pub method: Method,
+    /// TP-RI's inversion (`None` for BPTT).
+    pub inversion: Option<Inversion>,
     /// The sizes timed.
     pub size: Size,
     /// Median seconds of one whole iteration (optimizer step included).
@@ -248,27 +302,22 @@ pub fn gpu_label(options: GpuOptions, conversions: F16Conversions) -> String {
     format!("{storage}{steps}{seqs}{lanes}{blocks}{backward}")
 }
 
-/// Times `reps` training steps of `method` with `cell` at `size` on the f64 CPU reference.
-pub fn measure_cpu(size: Size, cell: CellKind, method: Method, reps: usize) -> Result<Measurement> {
-    time_cpu(size, cell, method, reps, None)
+/// Times `reps` training steps of `case` at `size` on the f64 CPU reference.
+pub fn measure_cpu(size: Size, case: Case, reps: usize) -> Result<Measurement> {
+    time_cpu(size, case, reps, None)
 }
 
 /// `measure_cpu` of the tanh RNN's TP-RI with P applied as `solver` says: how `tpri bench
 /// --crossover` times forming P against per-step solves.
 pub fn measure_cpu_solver(size: Size, reps: usize, solver: Solver) -> Result<Measurement> {
-    time_cpu(size, CellKind::Tanh, Method::Tp, reps, Some(solver))
+    let case = Case::of(CellKind::Tanh, Method::Tp);
+    time_cpu(size, case, reps, Some(solver))
 }
 
 /// `measure_cpu` with P applied as `solver` says (the problem's, `auto`, when `None`).
-fn time_cpu(
-    size: Size,
-    cell: CellKind,
-    method: Method,
-    reps: usize,
-    solver: Option<Solver>,
-) -> Result<Measurement> {
+fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Result<Measurement> {
     check_reps(reps)?;
-    let (params, batch, mut hyper) = problem(size, cell, method, 1)?;
+    let (params, batch, mut hyper) = problem(size, case, 1)?;
     if let Some(solver) = solver {
         hyper.tp.solver = solver;
     }
@@ -290,8 +339,9 @@ fn time_cpu(
         lanes_per_unit: None,
         steps_per_block: None,
         backward: None,
-        cell,
-        method,
+        cell: case.cell,
+        method: case.method,
+        inversion: case.inversion,
         size,
         iteration_s: median(&samples),
         samples_s: samples,

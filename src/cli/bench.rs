@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use tpri::bench::{
-    gpu_label, measure_cpu, measure_cpu_solver, measure_gpu_side_by_side, Machine, Measurement,
-    Size,
+    gpu_label, measure_cpu, measure_cpu_solver, measure_gpu_side_by_side, Case, Machine,
+    Measurement, Size,
 };
 use tpri::config::{Hyper, Method, Solver};
 use tpri::gpu::step_probe::{self, ProbeTime};
@@ -18,7 +18,7 @@ use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, GpuOptions, Storage};
 use tpri::model::CellKind;
 use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
 
-use super::bench_args::{assumed_machine, check_args, check_memory, iproduct};
+use super::bench_args::{assumed_machine, cases, check_args, check_memory, iproduct};
 pub use super::bench_args::{BenchArgs, Which};
 use super::bench_report::{
     fit_rows, ms, plot_regimes, print_fits, print_iterations, print_model, print_phases,
@@ -164,7 +164,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     }
 
     let sizes = sizes_of(&args, &args.steps, &args.hidden, &args.batch);
-    let measurements = measure_all(&gpu_runs, cpu, &sizes, &args.cell, args.reps)?;
+    let all_cases: Vec<Case> = args.cell.iter().flat_map(|&c| cases(&args, c)).collect();
+    let measurements = measure_all(&gpu_runs, cpu, &sizes, &all_cases, args.reps)?;
     print_iterations(&measurements);
     print_phases(&measurements, &machine);
     let fits = fit_rows(&measurements);
@@ -177,7 +178,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             &args.regime_hidden,
             &[args.regime_batch],
         );
-        let m = measure_all(&gpu_runs, cpu, &sizes, &[CellKind::Tanh], args.reps)?;
+        let tanh = [Method::Tp, Method::Bp].map(|m| Case::of(CellKind::Tanh, m));
+        let m = measure_all(&gpu_runs, cpu, &sizes, &tanh, args.reps)?;
         print_regimes(
             &m,
             &args.regime_steps,
@@ -337,26 +339,22 @@ fn option_grid(storage: Storage, args: &BenchArgs) -> Vec<GpuOptions> {
     grid
 }
 
-/// TP-RI and BP of each cell at each size, on every GPU run side by side and on the CPU.
+/// Each case at each size, on every GPU run side by side and on the CPU.
 fn measure_all(
     gpu_runs: &[(Arc<GpuContext>, GpuOptions)],
     cpu: bool,
     sizes: &[Size],
-    cells: &[CellKind],
+    cases: &[Case],
     reps: usize,
 ) -> Result<Vec<Measurement>> {
     let mut out = Vec::new();
     for &size in sizes {
-        for &cell in cells {
-            for method in [Method::Tp, Method::Bp] {
-                if !gpu_runs.is_empty() {
-                    out.extend(measure_gpu_side_by_side(
-                        gpu_runs, size, cell, method, reps,
-                    )?);
-                }
-                if cpu {
-                    out.push(measure_cpu(size, cell, method, reps)?);
-                }
+        for &case in cases {
+            if !gpu_runs.is_empty() {
+                out.extend(measure_gpu_side_by_side(gpu_runs, size, case, reps)?);
+            }
+            if cpu {
+                out.push(measure_cpu(size, case, reps)?);
             }
         }
     }

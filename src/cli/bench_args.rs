@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use tpri::bench::{Machine, Size};
-use tpri::config::Method;
+use tpri::bench::{Case, Machine, Size};
+use tpri::config::{Inversion, Method};
 use tpri::gpu::{
     Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
     StepsPerBlock, StepsPerDispatch, Storage,
@@ -77,6 +77,13 @@ pub struct BenchArgs {
     /// the regime map and the crossover study are the tanh RNN's.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CellKind::Tanh])]
     pub(super) cell: Vec<CellKind>,
+    /// TP-RI's inversions to time, each with the cells it applies to: `analytic` (the
+    /// tanh RNN), `per-gate` (the GRU), `jacobian` (both: the generalized inversion, per-step
+    /// CG on Jacobian products, the GRU's training default). Unset: `analytic` for the tanh
+    /// RNN and `per-gate` for the GRU. TP rows with another inversion than those are
+    /// labelled `tp-jacobian` and so on; the cost model has no floors for the jacobian one.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(super) inversion: Vec<Inversion>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,
@@ -216,6 +223,23 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
             ("--crossover-batch", &args.crossover_batch[..]),
         ]);
     }
+    for &inversion in &args.inversion {
+        if !args.cell.iter().any(|&cell| Case::applies(cell, inversion)) {
+            bail!(
+                "--inversion {} applies to none of the cells timed (--cell): analytic to the \
+                 tanh RNN, per-gate to the GRU, jacobian to both",
+                inversion_name(inversion)
+            );
+        }
+    }
+    for &cell in &args.cell {
+        if cases(args, cell).len() < 2 {
+            bail!(
+                "--inversion lists none of the {cell:?} cell's inversions (analytic or jacobian \
+                 for the tanh RNN, per-gate or jacobian for the GRU)"
+            );
+        }
+    }
     if args.probes && args.backend == Which::Cpu {
         bail!("--probes times GPU kernels: use --backend gpu or --backend all");
     }
@@ -259,6 +283,31 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `tpri bench` times of `cell`: TP-RI with each `--inversion` that applies to it (with
+/// the cell's bench inversion when none is given), then BPTT.
+pub(super) fn cases(args: &BenchArgs, cell: CellKind) -> Vec<Case> {
+    let mut out: Vec<Case> = if args.inversion.is_empty() {
+        vec![Case::of(cell, Method::Tp)]
+    } else {
+        args.inversion
+            .iter()
+            .filter(|&&inversion| Case::applies(cell, inversion))
+            .map(|&inversion| Case::tp(cell, inversion))
+            .collect()
+    };
+    out.push(Case::of(cell, Method::Bp));
+    out
+}
+
+/// An inversion as `--inversion` spells it.
+pub(super) fn inversion_name(inversion: Inversion) -> &'static str {
+    match inversion {
+        Inversion::Analytic => "analytic",
+        Inversion::Jacobian => "jacobian",
+        Inversion::PerGate => "per-gate",
+    }
+}
+
 /// Checks every size of every grid, for each cell it times, against the memory available
 /// and the GPU's limits before the first measurement (`limits::Workload`).
 pub fn check_memory(
@@ -273,25 +322,26 @@ pub fn check_memory(
         input: args.input,
         output: args.output,
     };
-    // (size, cell, on the GPU runs, on the CPU): the grid in every cell asked for; the
-    // regime map and the crossover study (CPU only) in the tanh RNN.
-    let mut cases: Vec<(Size, CellKind, bool, bool)> = Vec::new();
-    for &cell in &args.cell {
+    // (size, case, on the GPU runs, on the CPU): the grid in every case asked for; the
+    // regime map and the crossover study (CPU only) in the tanh RNN's TP-RI.
+    let mut checks: Vec<(Size, Case, bool, bool)> = Vec::new();
+    for case in args.cell.iter().flat_map(|&cell| cases(args, cell)) {
         let grid = iproduct(&args.steps, &args.hidden, &args.batch);
-        cases.extend(grid.map(|s| (size(s), cell, true, cpu)));
+        checks.extend(grid.map(|s| (size(s), case, true, cpu)));
     }
+    let tanh_tp = Case::of(CellKind::Tanh, Method::Tp);
     if args.regimes {
         let batch = [args.regime_batch];
         let grid = iproduct(&args.regime_steps, &args.regime_hidden, &batch);
-        cases.extend(grid.map(|s| (size(s), CellKind::Tanh, true, cpu)));
+        checks.extend(grid.map(|s| (size(s), tanh_tp, true, cpu)));
     }
     if args.crossover {
         let hidden = [args.crossover_hidden];
         let grid = iproduct(&args.crossover_steps, &hidden, &args.crossover_batch);
-        cases.extend(grid.map(|s| (size(s), CellKind::Tanh, false, true)));
+        checks.extend(grid.map(|s| (size(s), tanh_tp, false, true)));
     }
-    for (s, cell, on_gpu, on_cpu) in cases {
-        let w = s.workload(cell, Method::Tp);
+    for (s, case, on_gpu, on_cpu) in checks {
+        let w = s.workload(case);
         if on_cpu {
             w.check_cpu()?;
         }

@@ -7,25 +7,29 @@ use anyhow::Result;
 use serde::Serialize;
 
 use tpri::bench::{
-    cost_model, fit_line, sequences_per_workgroup, Fit, Machine, Measurement, PhaseCost, Size,
+    cost_model, fit_line, sequences_per_workgroup, Case, Fit, Machine, Measurement, PhaseCost, Size,
 };
-use tpri::config::Method;
+use tpri::config::{Inversion, Method};
 use tpri::gpu::step_probe::ProbeTime;
 use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
 use tpri::model::CellKind;
 use tpri::plot::{heat_map_with, HeatAxes};
+
+use super::bench_args::inversion_name;
 
 /// Seconds as milliseconds with three decimals.
 pub fn ms(s: f64) -> String {
     format!("{:.3}", s * 1e3)
 }
 
-/// A linear fit of one backend, cell, method and hidden size, as the JSON report holds it.
+/// A linear fit of one backend, cell, method (with TP-RI's inversion) and hidden size, as
+/// the JSON report holds it.
 #[derive(Serialize)]
 pub struct FitRow {
     backend: String,
     cell: CellKind,
     method: Method,
+    inversion: Option<Inversion>,
     hidden: usize,
     fit: Fit,
 }
@@ -45,10 +49,20 @@ fn cell_name(cell: CellKind) -> &'static str {
     }
 }
 
+/// A method's name in tables: `tp` with the cell's bench inversion, `tp-jacobian` and so on
+/// with another.
+fn method_name(cell: CellKind, method: Method, inversion: Option<Inversion>) -> String {
+    let name = format!("{method:?}").to_lowercase();
+    match inversion {
+        Some(i) if i != Case::bench_inversion(cell) => format!("{name}-{}", inversion_name(i)),
+        _ => name,
+    }
+}
+
 pub fn print_iterations(all: &[Measurement]) {
     println!("\nper-iteration medians (optimizer step included)");
     println!(
-        "{:11} {:4} {:6} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
+        "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
         "backend",
         "cell",
         "method",
@@ -70,10 +84,10 @@ pub fn print_iterations(all: &[Measurement]) {
         };
         let s = m.size;
         println!(
-            "{:11} {:4} {:6} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7} {:>10}  {}",
+            "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7} {:>10}  {}",
             m.backend,
             cell_name(m.cell),
-            format!("{:?}", m.method).to_lowercase(),
+            method_name(m.cell, m.method, m.inversion),
             s.steps,
             s.hidden,
             s.batch,
@@ -98,21 +112,25 @@ fn backends(all: &[Measurement]) -> Vec<String> {
     out
 }
 
-/// The phase table of the largest case of each GPU configuration, cell and method, beside
-/// the cost model's floors.
+/// The phase table of the largest case of each GPU configuration, cell and method (with
+/// TP-RI's inversion), beside the cost model's floors.
 pub fn print_phases(all: &[Measurement], machine: &Machine) {
-    let gpus = backends(all).into_iter().filter(|b| b.starts_with("gpu"));
-    let cells = [CellKind::Tanh, CellKind::Gru];
-    let methods = [Method::Tp, Method::Bp];
-    let tables = gpus.flat_map(|b| {
-        cells
-            .into_iter()
-            .flat_map(move |c| methods.map(|m| (b.clone(), c, m)))
-    });
-    for (backend, cell, method) in tables {
+    let mut tables: Vec<(String, CellKind, Method, Option<Inversion>)> = Vec::new();
+    for m in all.iter().filter(|m| m.backend.starts_with("gpu")) {
+        let key = (m.backend.clone(), m.cell, m.method, m.inversion);
+        if !tables.contains(&key) {
+            tables.push(key);
+        }
+    }
+    for (backend, cell, method, inversion) in tables {
         if let Some(m) = all
             .iter()
-            .filter(|m| m.backend == backend && m.cell == cell && m.method == method)
+            .filter(|m| {
+                m.backend == backend
+                    && m.cell == cell
+                    && m.method == method
+                    && m.inversion == inversion
+            })
             .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
         {
             print_phases_beside_model(&backend, m, machine);
@@ -132,8 +150,24 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
         Some(Ok(SequencesPerWorkgroup::Fixed(b))) if m.cell == CellKind::Tanh => b,
         _ => 1,
     };
+    let what = method_name(m.cell, method, m.inversion);
+    if m.inversion == Some(Inversion::Jacobian) {
+        // The cost model has no term for per-step CG: the medians alone.
+        println!(
+            "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations, the most of a step {k}); no model floor for the jacobian inversion",
+            cell_name(m.cell),
+            s.steps,
+            s.hidden,
+            s.batch,
+        );
+        println!("{:11} {:>10}", "phase", "median ms");
+        for (phase, time) in &m.phases_s {
+            println!("{:11} {:>10}", phase.name(), ms(*time));
+        }
+        return;
+    }
     println!(
-        "\nGPU phases ({backend}: {storage} storage), {} {method:?} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
+        "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
         cell_name(m.cell),
         s.steps,
         s.hidden,
@@ -284,10 +318,16 @@ fn print_model_of(s: Size, cell: CellKind, machine: &Machine) {
 /// Least-squares lines of each backend, cell, method and d over T·B (where at least two
 /// T·B were measured).
 pub fn fit_rows(all: &[Measurement]) -> Vec<FitRow> {
-    type Key = (String, CellKind, Method, usize);
+    type Key = (String, CellKind, Method, Option<Inversion>, usize);
     let mut groups: Vec<(Key, Vec<(f64, f64)>)> = Vec::new();
     for m in all {
-        let key = (m.backend.clone(), m.cell, m.method, m.size.hidden);
+        let key = (
+            m.backend.clone(),
+            m.cell,
+            m.method,
+            m.inversion,
+            m.size.hidden,
+        );
         let point = ((m.size.steps * m.size.batch) as f64, m.iteration_s);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, points)) => points.push(point),
@@ -296,11 +336,12 @@ pub fn fit_rows(all: &[Measurement]) -> Vec<FitRow> {
     }
     groups
         .into_iter()
-        .filter_map(|((backend, cell, method, hidden), points)| {
+        .filter_map(|((backend, cell, method, inversion, hidden), points)| {
             Some(FitRow {
                 backend,
                 cell,
                 method,
+                inversion,
                 hidden,
                 fit: fit_line(&points)?,
             })
@@ -314,15 +355,15 @@ pub fn print_fits(fits: &[FitRow]) {
     }
     println!("\nlinear fit: median time ≈ a + b·(T·B)");
     println!(
-        "{:11} {:4} {:6} {:>5} {:>10} {:>14} {:>7}",
+        "{:11} {:4} {:11} {:>5} {:>10} {:>14} {:>7}",
         "backend", "cell", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
     );
     for f in fits {
         println!(
-            "{:11} {:4} {:6} {:>5} {:>10.3} {:>14.3} {:>7.4}",
+            "{:11} {:4} {:11} {:>5} {:>10.3} {:>14.3} {:>7.4}",
             f.backend,
             cell_name(f.cell),
-            format!("{:?}", f.method).to_lowercase(),
+            method_name(f.cell, f.method, f.inversion),
             f.hidden,
             f.fit.intercept * 1e3,
             f.fit.slope * 1e6,

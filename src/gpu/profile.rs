@@ -15,10 +15,12 @@ use crate::config::Hyper;
 use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::{GpuContext, Timer};
 use crate::gpu::iteration::Workspace;
+use crate::gpu::jacobian;
 use crate::gpu::layout::Shape;
 use crate::gpu::options::GpuOptions;
 use crate::gpu::phase::Phase;
 use crate::model::Params;
+use crate::plan::Plan;
 use crate::tasks::Batch;
 use crate::validate::check_run;
 
@@ -73,18 +75,23 @@ impl Profiler {
     }
 
     /// CG iterations of the last solve for P, or the most of the GRU's three solves for
-    /// its P_g (0 when no inverse is formed).
+    /// its P_g, or the most of any step of the last per-step sweep (the jacobian inversion,
+    /// or P applied by per-step solves), converged or not; 0 for BP and DTP.
     pub fn cg_iterations(&self) -> Result<usize> {
         if self.ws.plan.forms_p() {
             return self.model.cg.iterations(&self.ctx);
         }
-        if !self.ws.plan.forms_inverses() {
+        if self.ws.plan.forms_inverses() {
+            let gates = self.model.gates(&self.ctx)?;
+            return gates
+                .cg
+                .iter()
+                .try_fold(0, |most, cg| Ok(most.max(cg.iterations(&self.ctx)?)));
+        }
+        if !matches!(self.ws.plan, Plan::Tp(_)) {
             return Ok(0);
         }
-        let gates = self.model.gates(&self.ctx)?;
-        gates
-            .cg
-            .iter()
-            .try_fold(0, |most, cg| Ok(most.max(cg.iterations(&self.ctx)?)))
+        let reports = jacobian::step_reports(&self.ctx, &self.ws.seq, self.ws.shape)?;
+        Ok(reports.iter().map(|r| r.iterations).max().unwrap_or(0))
     }
 }
