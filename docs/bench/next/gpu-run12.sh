@@ -35,6 +35,9 @@ step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batc
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100,256 --batch 16,256 --reps 10 --storage f32,f16 --json "$OUT/f16.json"
 # f16 storage's one backward loop against its two ("One backward loop with f16 storage").
 step 30 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 10 --storage f16 --backward fused,separate --json "$OUT/f16-fused.json"
+# The generalized inversion (per-step CG on Jacobian products; the GRU's training default)
+# beside each cell's bench inversion: never timed on a GPU.
+step 60 .bin/tpri bench --backend gpu --cell tanh,gru --steps 784 --hidden 100 --batch 16 --reps 5 --inversion jacobian,analytic,per-gate --json "$OUT/jacobian.json"
 # Issue 15's "a TP-RI iteration within 2x its floor at (784, 512, 512)": never run on a GPU
 # (the grids stopped at B = 256); one and four sequences a workgroup, beside the floors.
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 512 --batch 512 --reps 5 --sequences-per-workgroup 1,4 --json "$OUT/big.json"
