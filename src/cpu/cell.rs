@@ -67,8 +67,10 @@ pub trait Recurrence {
         pool: &mut Pool,
     ) -> CellGrads;
 
-    /// The cell linearized at the states `h` (h_0 … h_T) on the inputs `x`.
-    fn linearized<'a>(&'a self, x: &Steps, h: &[DMatrix<f64>]) -> Box<dyn Cell + 'a>;
+    /// The cell linearized at the states `h` (h_0 … h_T) on the inputs `x` (and, for the
+    /// GRU, at the gates the forward pass kept; formed again from h if `None`).
+    fn linearized<'a>(&'a self, x: &Steps, h: (&'a Steps, Option<&'a Steps>))
+        -> Box<dyn Cell + 'a>;
 }
 
 /// The cell of `params`.
@@ -116,8 +118,12 @@ impl Recurrence for TanhRnn<'_> {
         }
     }
 
-    fn linearized<'a>(&'a self, _x: &Steps, h: &[DMatrix<f64>]) -> Box<dyn Cell + 'a> {
-        Box::new(TanhCell::new(self.0, h))
+    fn linearized<'a>(
+        &'a self,
+        _x: &Steps,
+        (h, _): (&'a Steps, Option<&'a Steps>),
+    ) -> Box<dyn Cell + 'a> {
+        Box::new(TanhCell::at(self.0, h))
     }
 }
 
@@ -158,7 +164,11 @@ impl Recurrence for Gru<'_> {
         }
     }
 
-    fn linearized<'a>(&'a self, x: &Steps, h: &[DMatrix<f64>]) -> Box<dyn Cell + 'a> {
-        Box::new(GruCell::new(self.0, &x.to_rows(), h))
+    fn linearized<'a>(
+        &'a self,
+        x: &Steps,
+        (h, gates): (&'a Steps, Option<&'a Steps>),
+    ) -> Box<dyn Cell + 'a> {
+        Box::new(GruCell::at(self.0, x, h, gates))
     }
 }

@@ -182,47 +182,16 @@ pub(crate) fn kept_or_formed<'a>(
     }
 }
 
-/// One unit's pre-activation gradients (da_r, da_z, da_n) from e = ∂ℓ/∂h_t, the unit's
-/// gates (r, z, n, hn) and its h_{t−1}: its dgi; its dgh is (da_r, da_z, da_n r).
-fn unit_backward(e: f64, (r, z, n, hn): (f64, f64, f64, f64), h_prev: f64) -> [f64; 3] {
+/// Back through one step at one unit (the twin of include/gru.wgsl's): the pre-activation
+/// gradients (da_r, da_z, da_n) from e = ∂ℓ/∂h_t, the unit's gates (r, z, n, hn) and its
+/// h_{t−1}. They are the unit's dgi (gi = U x + b_ih); its dgh (gh = W h + b_hh) is
+/// (da_r, da_z, da_n r), and ∂ℓ/∂h_{t−1} = z e + (Wᵀ dgh) at the unit.
+pub fn gru_step_backward(e: f64, (r, z, n, hn): (f64, f64, f64, f64), h_prev: f64) -> [f64; 3] {
     // n's pre-activation is gi_n + r ⊙ hn, so r and hn both see it.
     let da_n = e * (1.0 - z) * (1.0 - n * n);
     let da_r = da_n * hn * r * (1.0 - r);
     let da_z = e * (h_prev - n) * z * (1.0 - z);
     [da_r, da_z, da_n]
-}
-
-/// Back through one step: given δ = ∂ℓ/∂h_t (B×d), the pre-activation gradients
-/// `(∂ℓ/∂gi, ∂ℓ/∂gh)` (each B×3d, gi = U x + b_ih, gh = W h + b_hh) and ∂ℓ/∂h_{t−1}
-/// through this step. `jacobian` uses the last for Jᵀ w.
-pub fn gru_step_backward(
-    params: &Params,
-    step: &GruStep,
-    h_prev: &DMatrix<f64>,
-    delta: &DMatrix<f64>,
-) -> (DMatrix<f64>, DMatrix<f64>, DMatrix<f64>) {
-    let (b, d) = delta.shape();
-    let mut dgi = DMatrix::zeros(b, 3 * d);
-    let mut dgh = DMatrix::zeros(b, 3 * d);
-    for i in 0..b {
-        for j in 0..d {
-            let gates = (
-                step.r[(i, j)],
-                step.z[(i, j)],
-                step.n[(i, j)],
-                step.hn[(i, j)],
-            );
-            let da = unit_backward(delta[(i, j)], gates, h_prev[(i, j)]);
-            for (k, &a) in da.iter().enumerate() {
-                dgi[(i, k * d + j)] = a;
-                dgh[(i, k * d + j)] = a;
-            }
-            dgh[(i, 2 * d + j)] = da[2] * gates.0;
-        }
-    }
-    // Direct path z ⊙ δ plus the path through all three gates: dgh W.
-    let dh_prev = delta.component_mul(&step.z) + &dgh * &params.w_hh;
-    (dgi, dgh, dh_prev)
 }
 
 /// Gradients of the recurrent tensors w_hh, w_ih, b (b_ih) and b_hh given the states `h`
@@ -293,7 +262,7 @@ pub fn gru_bptt_steps(
                 );
                 for j in 0..d {
                     let unit = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
-                    let da = unit_backward(e[c * d + j], unit, h_prev[c * d + j]);
+                    let da = gru_step_backward(e[c * d + j], unit, h_prev[c * d + j]);
                     for (k, &a) in da.iter().enumerate() {
                         gi_c[k * d + j] = a;
                         gh_c[k * d + j] = a;

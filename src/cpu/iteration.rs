@@ -13,7 +13,7 @@ use crate::cpu::embedding::inputs;
 use crate::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep_steps};
 use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
-use crate::cpu::jacobian::jacobian_sweep;
+use crate::cpu::jacobian::jacobian_sweep_steps;
 use crate::cpu::optimizer::reverse_layer_step;
 use crate::cpu::seq_head::head_steps;
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
@@ -178,7 +178,8 @@ pub fn iteration_steps(
             let (v, p_inv, cg) = match solve {
                 // `Plan::new` refuses the jacobian inversion with outputs at every step.
                 TargetSolve::Jacobian => {
-                    let (v, cg) = jacobian_targets(&*cell, &x, &h, &out.grad_top, tp)?;
+                    let mut v = pool.take(h.steps(), h.batch(), h.width());
+                    let cg = jacobian_targets(&*cell, &x, (&h, kept), &out.grad_top, tp, &mut v)?;
                     (v, None, Some(cg))
                 }
                 TargetSolve::PerGate { cholesky } => {
@@ -434,22 +435,23 @@ fn analytic_targets(
     Ok((p_inv, cg.or(per_step)))
 }
 
-/// docs/ALGORITHM.md §5's targets from `v_T = h_T − γ_h g_T` down, each step by per-step
-/// batched CG on Jacobian products. The report is the worst step's: most iterations,
-/// largest residual.
+/// docs/ALGORITHM.md §5's targets from `v_T = h_T − γ_h g_T` down into `v`, each step by
+/// per-step batched CG on Jacobian products at the states h (and the GRU's kept gates).
+/// The report is the worst step's: most iterations, largest residual.
 fn jacobian_targets(
     cell: &dyn Recurrence,
     x: &Steps,
-    h: &Steps,
+    h: (&Steps, Option<&Steps>),
     grad_h: &DMatrix<f64>,
     tp: &TpConfig,
-) -> Result<(Steps, CgReport)> {
-    let rows = h.to_rows();
-    let t_len = rows.len() - 1;
-    let v_top = &rows[t_len] - grad_h * tp.lr_target;
+    v: &mut Steps,
+) -> Result<CgReport> {
+    let t_len = h.0.steps() - 1;
+    let v_top = h.0.rows_at(t_len) - grad_h * tp.lr_target;
+    v.step_mut(t_len)
+        .copy_from_slice(v_top.transpose().as_slice());
     let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
-    let linearized = cell.linearized(x, &rows);
-    let (v, reports) = jacobian_sweep(&*linearized, &rows, &v_top, tp.reg, tol, tp.cg_max_iter)?;
-    let worst = CgReport::worst(reports);
-    Ok((Steps::from_rows(&v, h.batch(), h.width()), worst))
+    let linearized = cell.linearized(x, h);
+    let reports = jacobian_sweep_steps(&*linearized, h.0, v, (tp.reg, tol, tp.cg_max_iter))?;
+    Ok(CgReport::worst(reports))
 }

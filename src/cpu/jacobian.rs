@@ -2,112 +2,322 @@
 //! products of a cell's step map h_{t−1} ↦ h_t at stored states, the per-step batched
 //! matrix-free CG for `(J_tᵀ J_t + r I) z = J_tᵀ (v_t − h_t)`, and the target sweep built
 //! on it. J_t is never formed: the GPU twin will only have the products.
+//!
+//! The work runs in the working layout of `cpu::steps`: a step's vectors are the columns
+//! of one d × B block, each sequence's contiguous, and the products read W in place
+//! (`simd::step_product`), with the buffers of a sweep allocated once. The public
+//! functions that take one B × d matrix per step (sequences as rows) convert and call it.
+
+use std::borrow::Cow;
 
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cg::{check_converged, CgReport};
-use crate::cpu::gru::{gru_gates, gru_step_backward};
-use crate::kernel_io::GruStep;
+use crate::cpu::gru::{gru_step_backward, kept_or_formed};
+use crate::cpu::simd::step_product;
+use crate::cpu::steps::Steps;
 use crate::model::Params;
 
 /// A recurrent cell linearized at the stored states h_0 … h_T and inputs x_1 … x_T.
 /// Step t (1 ≤ t ≤ T) is `J_t = ∂h_t/∂h_{t−1}` at (h_{t−1}, x_t); every product is batched
-/// over sequences, which are rows (B×d in, B×d out), each row with its own J_t.
+/// over the batch's B sequences, each with its own J_t.
 pub trait Cell {
     /// Number of steps T.
     fn steps(&self) -> usize;
-    /// `J_t u` for each row of `u`.
-    fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64>;
-    /// `J_tᵀ w` for each row of `w`.
-    fn vjp(&self, t: usize, w: &DMatrix<f64>) -> DMatrix<f64>;
+
+    /// The hidden size d.
+    fn width(&self) -> usize;
+
+    /// `J_t u` for each column of `u` (d × B, column-major: sequence i at i·d) into `out`
+    /// (the same shape); `scratch` is work space the call may resize.
+    fn jvp_into(&self, t: usize, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
+
+    /// `J_tᵀ w` for each column of `w` into `out`, as `jvp_into`.
+    fn vjp_into(&self, t: usize, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
+
+    /// `J_t u` for each row of `u` (B × d, sequences as rows).
+    fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64> {
+        on_rows(u, |cols, out| self.jvp_into(t, cols, out, &mut Vec::new()))
+    }
+
+    /// `J_tᵀ w` for each row of `w` (B × d, sequences as rows).
+    fn vjp(&self, t: usize, w: &DMatrix<f64>) -> DMatrix<f64> {
+        on_rows(w, |cols, out| self.vjp_into(t, cols, out, &mut Vec::new()))
+    }
+}
+
+/// `apply` on the rows of `rows` (B × d) as columns, its output back as rows.
+fn on_rows(rows: &DMatrix<f64>, apply: impl FnOnce(&[f64], &mut [f64])) -> DMatrix<f64> {
+    let (b, d) = rows.shape();
+    let cols = rows.transpose();
+    let mut out = vec![0.0; b * d];
+    apply(cols.as_slice(), &mut out);
+    DMatrix::from_column_slice(d, b, &out).transpose()
 }
 
 /// The tanh RNN, `J_t = D_t W` with `D_t = diag(1 − h_t²)`. The exact derivative, not the
 /// clamped one of docs/ALGORITHM.md §2's sweep: the two agree wherever |h_t| < 1 − ε.
 pub struct TanhCell {
     w: DMatrix<f64>,
-    /// 1 − h_t² for t = 1 … T (index t − 1).
-    deriv: Vec<DMatrix<f64>>,
+    /// Wᵀ, column-major, so that Jᵀ's product reads it in place too.
+    w_t: DMatrix<f64>,
+    /// 1 − h_t² for t = 1 … T (step t at t − 1).
+    deriv: Steps,
 }
 
 impl TanhCell {
-    /// Linearizes at the states `h` (h_0 … h_T) of `params`.
+    /// Linearizes at the states `h` (h_0 … h_T, each B × d) of `params`.
     pub fn new(params: &Params, h: &[DMatrix<f64>]) -> Self {
+        let b = h.first().map_or(0, |m| m.nrows());
+        Self::at(params, &Steps::from_rows(h, b, params.w_hh.ncols()))
+    }
+
+    /// Linearizes at the states `h` (h_0 … h_T) in the working layout.
+    pub fn at(params: &Params, h: &Steps) -> Self {
+        let t_len = h.steps().saturating_sub(1);
+        let mut deriv = Steps::zeros(t_len, h.batch(), h.width());
+        for t in 1..=t_len {
+            for (dv, &v) in deriv.step_mut(t - 1).iter_mut().zip(h.step(t)) {
+                *dv = 1.0 - v * v;
+            }
+        }
         Self {
             w: params.w_hh.clone(),
-            deriv: h[1..].iter().map(|h| h.map(|v| 1.0 - v * v)).collect(),
+            w_t: params.w_hh.transpose(),
+            deriv,
         }
     }
 }
 
 impl Cell for TanhCell {
     fn steps(&self) -> usize {
-        self.deriv.len()
+        self.deriv.steps()
     }
 
-    fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64> {
-        // Rows: (W u)ᵀ = uᵀ Wᵀ, then D_t elementwise.
-        (u * self.w.transpose()).component_mul(&self.deriv[t - 1])
+    fn width(&self) -> usize {
+        self.w.ncols()
     }
 
-    fn vjp(&self, t: usize, w: &DMatrix<f64>) -> DMatrix<f64> {
-        w.component_mul(&self.deriv[t - 1]) * &self.w
+    fn jvp_into(&self, t: usize, u: &[f64], out: &mut [f64], _scratch: &mut Vec<f64>) {
+        step_product(self.w.as_slice(), self.width(), u, false, out);
+        for (o, &dv) in out.iter_mut().zip(self.deriv.step(t - 1)) {
+            *o *= dv;
+        }
+    }
+
+    fn vjp_into(&self, t: usize, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+        scratch.clear();
+        scratch.extend(w.iter().zip(self.deriv.step(t - 1)).map(|(a, dv)| a * dv));
+        step_product(self.w_t.as_slice(), self.width(), scratch, false, out);
     }
 }
 
 /// The GRU of `cpu::gru`, linearized through its gates (all of which depend on h_{t−1}).
 pub struct GruCell<'a> {
     params: &'a Params,
-    h: Vec<DMatrix<f64>>,
-    /// The gates of step t at index t − 1.
-    gates: Vec<GruStep>,
+    /// W_hhᵀ [d, 3d], column-major, for Jᵀ's product.
+    w_t: DMatrix<f64>,
+    /// h_0 … h_T.
+    h: Cow<'a, Steps>,
+    /// The gates r | z | n | hn of steps 1 … T (step t at t − 1, 4d values a column).
+    gates: Cow<'a, Steps>,
 }
 
 impl<'a> GruCell<'a> {
-    /// Linearizes at the states `h` (h_0 … h_T) and inputs `x` (x_1 … x_T).
+    /// Linearizes at the states `h` (h_0 … h_T) and inputs `x` (x_1 … x_T), each one
+    /// B × (size) matrix per step.
     pub fn new(params: &'a Params, x: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Self {
-        let gates = x
-            .iter()
-            .zip(h)
-            .map(|(x_t, h_prev)| gru_gates(params, h_prev, x_t))
-            .collect();
+        let b = h.first().map_or(0, |m| m.nrows());
+        let x = Steps::from_rows(x, b, params.w_ih.ncols());
+        let h = Steps::from_rows(h, b, params.w_hh.ncols());
+        let gates = kept_or_formed(params, &x, &h, None).into_owned();
         Self {
             params,
-            h: h.to_vec(),
-            gates,
+            w_t: params.w_hh.transpose(),
+            h: Cow::Owned(h),
+            gates: Cow::Owned(gates),
+        }
+    }
+
+    /// Linearizes at the states `h` in the working layout, at the gates the forward pass
+    /// kept (`None`: formed again from h and x).
+    pub fn at(params: &'a Params, x: &Steps, h: &'a Steps, gates: Option<&'a Steps>) -> Self {
+        Self {
+            params,
+            w_t: params.w_hh.transpose(),
+            h: Cow::Borrowed(h),
+            gates: kept_or_formed(params, x, h, gates),
         }
     }
 }
 
 impl Cell for GruCell<'_> {
     fn steps(&self) -> usize {
-        self.gates.len()
+        self.gates.steps()
     }
 
-    fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64> {
-        let d = self.params.dims().hidden;
-        let s = &self.gates[t - 1];
-        let h_prev = &self.h[t - 1];
+    fn width(&self) -> usize {
+        self.params.w_hh.ncols()
+    }
+
+    fn jvp_into(&self, t: usize, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+        let d = self.width();
         // Tangent of gh = W h + b_hh, all three gates at once.
-        let du = u * self.params.w_hh.transpose();
-        DMatrix::from_fn(u.nrows(), d, |i, j| {
-            let (r, z, n, hn) = (s.r[(i, j)], s.z[(i, j)], s.n[(i, j)], s.hn[(i, j)]);
-            let dr = r * (1.0 - r) * du[(i, j)];
-            let dz = z * (1.0 - z) * du[(i, d + j)];
-            let dn = (1.0 - n * n) * (dr * hn + r * du[(i, 2 * d + j)]);
-            (h_prev[(i, j)] - n) * dz + (1.0 - z) * dn + z * u[(i, j)]
-        })
+        scratch.resize(3 * u.len(), 0.0);
+        step_product(self.params.w_hh.as_slice(), 3 * d, u, false, scratch);
+        let columns = out
+            .chunks_exact_mut(d)
+            .zip(u.chunks_exact(d))
+            .zip(scratch.chunks_exact(3 * d))
+            .zip(self.gates.step(t - 1).chunks_exact(4 * d))
+            .zip(self.h.step(t - 1).chunks_exact(d));
+        for ((((o, u), du), g), h_prev) in columns {
+            for j in 0..d {
+                let (r, z, n, hn) = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
+                let dr = r * (1.0 - r) * du[j];
+                let dz = z * (1.0 - z) * du[d + j];
+                let dn = (1.0 - n * n) * (dr * hn + r * du[2 * d + j]);
+                o[j] = (h_prev[j] - n) * dz + (1.0 - z) * dn + z * u[j];
+            }
+        }
     }
 
-    fn vjp(&self, t: usize, w: &DMatrix<f64>) -> DMatrix<f64> {
-        // The BP step backward is exactly Jᵀ w; only its h_{t−1} part is wanted.
-        gru_step_backward(self.params, &self.gates[t - 1], &self.h[t - 1], w).2
+    fn vjp_into(&self, t: usize, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+        let d = self.width();
+        // The BP step backward is exactly Jᵀ w: z ⊙ w, then Wᵀ dgh.
+        scratch.resize(3 * w.len(), 0.0);
+        let columns = out
+            .chunks_exact_mut(d)
+            .zip(w.chunks_exact(d))
+            .zip(scratch.chunks_exact_mut(3 * d))
+            .zip(self.gates.step(t - 1).chunks_exact(4 * d))
+            .zip(self.h.step(t - 1).chunks_exact(d));
+        for ((((o, w), dgh), g), h_prev) in columns {
+            for j in 0..d {
+                let gates = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
+                let [da_r, da_z, da_n] = gru_step_backward(w[j], gates, h_prev[j]);
+                dgh[j] = da_r;
+                dgh[d + j] = da_z;
+                dgh[2 * d + j] = da_n * gates.0;
+                o[j] = gates.1 * w[j];
+            }
+        }
+        step_product(self.w_t.as_slice(), d, scratch, true, out);
     }
 }
 
-fn dot(a: &DMatrix<f64>, b: &DMatrix<f64>, i: usize) -> f64 {
-    a.row(i).dot(&b.row(i))
+/// The vectors of a per-step CG over B columns of width d, allocated once per sweep.
+struct CgWork {
+    r: Vec<f64>,
+    p: Vec<f64>,
+    ap: Vec<f64>,
+    jp: Vec<f64>,
+    scratch: Vec<f64>,
+    rs: Vec<f64>,
+}
+
+impl CgWork {
+    fn new(d: usize, b: usize) -> Self {
+        let v = || vec![0.0; d * b];
+        Self {
+            r: v(),
+            p: v(),
+            ap: v(),
+            jp: v(),
+            scratch: Vec::new(),
+            rs: vec![0.0; b],
+        }
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Checks what every per-step solve needs: a positive, finite r and a step of the cell.
+fn check_solve(cell: &dyn Cell, t: usize, reg: f64) -> Result<()> {
+    // Written so that NaN fails the test too.
+    if !(reg > 0.0 && reg.is_finite()) {
+        bail!("regularization r must be positive and finite for CG, got {reg}");
+    }
+    if !(1..=cell.steps()).contains(&t) {
+        bail!("step {t} is outside 1 … {}", cell.steps());
+    }
+    Ok(())
+}
+
+/// `per_step_cg` on the columns of `u` (d × B) into `x`, with `work`'s vectors.
+fn solve_columns(
+    cell: &dyn Cell,
+    t: usize,
+    u: &[f64],
+    (reg, tol, max_iter): (f64, f64, usize),
+    work: &mut CgWork,
+    x: &mut [f64],
+) -> Result<CgReport> {
+    let d = cell.width();
+    let CgWork {
+        r,
+        p,
+        ap,
+        jp,
+        scratch,
+        rs,
+    } = work;
+    cell.vjp_into(t, u, r, scratch);
+    let rhs_norm = dot(r, r).sqrt();
+    // A NaN residual would compare false against the tolerance and pass for converged.
+    if !rhs_norm.is_finite() {
+        bail!("J_tᵀ (v_t − h_t) has non-finite entries at step {t}: the model or targets diverged");
+    }
+    x.fill(0.0);
+    if rhs_norm == 0.0 {
+        return Ok(CgReport {
+            iterations: 0,
+            residual: 0.0,
+        });
+    }
+    p.copy_from_slice(r);
+    for (rs_i, r_i) in rs.iter_mut().zip(r.chunks_exact(d)) {
+        *rs_i = dot(r_i, r_i);
+    }
+    let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
+    let mut iterations = 0;
+    while residual(rs) > tol && iterations < max_iter {
+        cell.jvp_into(t, p, jp, scratch);
+        cell.vjp_into(t, jp, ap, scratch);
+        for (a, &p_j) in ap.iter_mut().zip(p.iter()) {
+            *a += reg * p_j;
+        }
+        let columns = x
+            .chunks_exact_mut(d)
+            .zip(r.chunks_exact_mut(d))
+            .zip(p.chunks_exact_mut(d))
+            .zip(ap.chunks_exact(d))
+            .zip(rs.iter_mut());
+        for ((((x_i, r_i), p_i), ap_i), rs_i) in columns {
+            let curv = dot(p_i, ap_i);
+            // A column already solved exactly has p = 0: leave it where it is.
+            let alpha = if curv > 0.0 { *rs_i / curv } else { 0.0 };
+            for j in 0..d {
+                x_i[j] += alpha * p_i[j];
+                r_i[j] -= alpha * ap_i[j];
+            }
+            let rs_new = dot(r_i, r_i);
+            let beta = if *rs_i > 0.0 { rs_new / *rs_i } else { 0.0 };
+            for j in 0..d {
+                p_i[j] = r_i[j] + beta * p_i[j];
+            }
+            *rs_i = rs_new;
+        }
+        iterations += 1;
+    }
+    let report = CgReport {
+        iterations,
+        residual: residual(rs),
+    };
+    Ok(check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?)
 }
 
 /// Solves `(J_tᵀ J_t + r I) z = J_tᵀ u` for every row (sequence) of `u` (B×d, the
@@ -123,61 +333,26 @@ pub fn per_step_cg(
     tol: f64,
     max_iter: usize,
 ) -> Result<(DMatrix<f64>, CgReport)> {
-    // Written so that NaN fails the test too.
-    if !(reg > 0.0 && reg.is_finite()) {
-        bail!("regularization r must be positive and finite for CG, got {reg}");
+    check_solve(cell, t, reg)?;
+    let (b, d) = u.shape();
+    if d != cell.width() {
+        bail!(
+            "u has {d} columns, the cell's hidden size is {}",
+            cell.width()
+        );
     }
-    if !(1..=cell.steps()).contains(&t) {
-        bail!("step {t} is outside 1 … {}", cell.steps());
-    }
-    let rhs = cell.vjp(t, u);
-    let rhs_norm = rhs.norm();
-    // A NaN residual would compare false against the tolerance and pass for converged.
-    if !rhs_norm.is_finite() {
-        bail!("J_tᵀ (v_t − h_t) has non-finite entries at step {t}: the model or targets diverged");
-    }
-    let (b, d) = rhs.shape();
-    let mut x = DMatrix::zeros(b, d);
-    if rhs_norm == 0.0 {
-        let report = CgReport {
-            iterations: 0,
-            residual: 0.0,
-        };
-        return Ok((x, report));
-    }
-    let apply = |p: &DMatrix<f64>| cell.vjp(t, &cell.jvp(t, p)) + p * reg;
-    let mut r = rhs;
-    let mut p = r.clone();
-    let mut rs: Vec<f64> = (0..b).map(|i| dot(&r, &r, i)).collect();
-    let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
-    let mut iterations = 0;
-    while residual(&rs) > tol && iterations < max_iter {
-        let ap = apply(&p);
-        for (i, rs_i) in rs.iter_mut().enumerate() {
-            let curv = dot(&p, &ap, i);
-            // A row already solved exactly has p = 0: leave it where it is.
-            let alpha = if curv > 0.0 { *rs_i / curv } else { 0.0 };
-            for j in 0..d {
-                x[(i, j)] += alpha * p[(i, j)];
-                r[(i, j)] -= alpha * ap[(i, j)];
-            }
-            let rs_new = dot(&r, &r, i);
-            let beta = if *rs_i > 0.0 { rs_new / *rs_i } else { 0.0 };
-            for j in 0..d {
-                p[(i, j)] = r[(i, j)] + beta * p[(i, j)];
-            }
-            *rs_i = rs_new;
-        }
-        iterations += 1;
-    }
-    let report = CgReport {
-        iterations,
-        residual: residual(&rs),
-    };
-    Ok((
-        x,
-        check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?,
-    ))
+    let mut work = CgWork::new(d, b);
+    let mut z = vec![0.0; b * d];
+    let cols = u.transpose();
+    let report = solve_columns(
+        cell,
+        t,
+        cols.as_slice(),
+        (reg, tol, max_iter),
+        &mut work,
+        &mut z,
+    )?;
+    Ok((DMatrix::from_column_slice(d, b, &z).transpose(), report))
 }
 
 /// Linearized targets of docs/ALGORITHM.md §5 from the top target `v_t` (v_T, B×d) down:
@@ -200,13 +375,58 @@ pub fn jacobian_sweep(
             h.len()
         );
     }
-    let mut v = h.to_vec();
-    v[t_len] = v_top.clone();
+    let (b, d) = v_top.shape();
+    if d != cell.width() || h.iter().any(|h_t| h_t.shape() != (b, d)) {
+        bail!(
+            "jacobian_sweep needs h_t and v_T of one shape B × d, d = {}",
+            cell.width()
+        );
+    }
+    let h = Steps::from_rows(h, b, d);
+    let mut v = Steps::zeros(t_len + 1, b, d);
+    v.step_mut(t_len)
+        .copy_from_slice(v_top.transpose().as_slice());
+    let reports = jacobian_sweep_steps(cell, &h, &mut v, (reg, tol, max_iter))?;
+    Ok((v.to_rows(), reports))
+}
+
+/// `jacobian_sweep` in the working layout: `v` holds v_T at step T on entry, and v_0 = h_0,
+/// v_1 … v_{T−1} are written; `(reg, tol, max_iter)` as `per_step_cg` takes them.
+pub fn jacobian_sweep_steps(
+    cell: &dyn Cell,
+    h: &Steps,
+    v: &mut Steps,
+    (reg, tol, max_iter): (f64, f64, usize),
+) -> Result<Vec<CgReport>> {
+    let (t_len, b, d) = (cell.steps(), h.batch(), cell.width());
+    if (h.steps(), h.width()) != (t_len + 1, d)
+        || (v.steps(), v.batch(), v.width()) != (t_len + 1, b, d)
+    {
+        bail!(
+            "jacobian_sweep_steps needs h and v of T + 1 = {} steps of width {d}",
+            t_len + 1
+        );
+    }
+    v.step_mut(0).copy_from_slice(h.step(0));
+    let mut work = CgWork::new(d, b);
+    let (mut u, mut z) = (vec![0.0; d * b], vec![0.0; d * b]);
     let mut reports = Vec::with_capacity(t_len.saturating_sub(1));
     for t in (2..=t_len).rev() {
-        let (z, report) = per_step_cg(cell, t, &(&v[t] - &h[t]), reg, tol, max_iter)?;
-        v[t - 1] = &h[t - 1] + z;
-        reports.push(report);
+        check_solve(cell, t, reg)?;
+        for ((u_j, &v_j), &h_j) in u.iter_mut().zip(v.step(t)).zip(h.step(t)) {
+            *u_j = v_j - h_j;
+        }
+        reports.push(solve_columns(
+            cell,
+            t,
+            &u,
+            (reg, tol, max_iter),
+            &mut work,
+            &mut z,
+        )?);
+        for ((v_j, &h_j), &z_j) in v.step_mut(t - 1).iter_mut().zip(h.step(t - 1)).zip(&z) {
+            *v_j = h_j + z_j;
+        }
     }
-    Ok((v, reports))
+    Ok(reports)
 }
