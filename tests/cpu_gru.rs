@@ -578,3 +578,38 @@ fn kept_gates_are_the_gates_of_the_states() {
     };
     assert_eq!(sweep(Some(&gates)), sweep(None), "per-gate targets");
 }
+
+/// The jacobian sweep splits the batch over the cores where it is large enough, each group
+/// of sequences walking its steps alone and stopping its solves on its own residual: at a
+/// size that splits (on a machine with two cores or more), each sequence's targets agree
+/// with the sweep of that sequence alone to well within what the tolerance allows, and
+/// every step's report is converged.
+#[test]
+fn jacobian_sweep_split_over_cores_agrees_with_each_sequence_alone() {
+    let mut r = rng(79);
+    let (b, d, t_len) = (8, 64, 80);
+    let m = gru_model(&mut r, b, 2, d, t_len);
+    let v_top = &m.h[t_len] - random(&mut r, b, d, 0.05);
+    let cell = GruCell::new(&m.params, &m.x, &m.h);
+    let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, 1.0, 1e-12, 200).unwrap();
+    assert_eq!(reports.len(), t_len - 1);
+    assert!(reports.iter().all(|rep| rep.residual <= 1e-12), "{reports:?}");
+    for s in 0..b {
+        let row = |ms: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
+            ms.iter().map(|m| m.rows(s, 1).into_owned()).collect()
+        };
+        let (x, h) = (row(&m.x), row(&m.h));
+        let alone = GruCell::new(&m.params, &x, &h);
+        let v_top_s = v_top.rows(s, 1).into_owned();
+        let (want, _) = jacobian_sweep(&alone, &h, &v_top_s, 1.0, 1e-12, 200).unwrap();
+        let offsets = |v: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
+            v.iter().zip(&h).map(|(v_t, h_t)| v_t - h_t).collect()
+        };
+        check(
+            &format!("v − h of sequence {s}"),
+            &support::stacked(&offsets(&row(&v))),
+            &support::stacked(&offsets(&want)),
+            1e-9,
+        );
+    }
+}

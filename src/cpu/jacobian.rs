@@ -5,10 +5,15 @@
 //!
 //! The work runs in the working layout of `cpu::steps`: a step's vectors are the columns
 //! of one d × B block, each sequence's contiguous, and the products read W in place
-//! (`simd::step_product`), with the buffers of a sweep allocated once. The public
-//! functions that take one B × d matrix per step (sequences as rows) convert and call it.
+//! (`simd::step_product`), with the buffers of a sweep allocated once. A sweep splits the
+//! batch into one group of sequences per core (`steps::core_groups`), each group's solves
+//! stopping on their own residual, as the analytic inversion's per-step solves do. The
+//! public functions that take one B × d matrix per step (sequences as rows) convert and
+//! call it.
 
 use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
@@ -16,36 +21,46 @@ use nalgebra::DMatrix;
 use crate::cg::{check_converged, CgReport};
 use crate::cpu::gru::{gru_step_backward, kept_or_formed};
 use crate::cpu::simd::step_product;
-use crate::cpu::steps::Steps;
+use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
 use crate::model::Params;
 
 /// A recurrent cell linearized at the stored states h_0 … h_T and inputs x_1 … x_T.
 /// Step t (1 ≤ t ≤ T) is `J_t = ∂h_t/∂h_{t−1}` at (h_{t−1}, x_t); every product is batched
-/// over the batch's B sequences, each with its own J_t.
-pub trait Cell {
+/// over sequences of the batch, each with its own J_t.
+pub trait Cell: Sync {
     /// Number of steps T.
     fn steps(&self) -> usize;
 
     /// The hidden size d.
     fn width(&self) -> usize;
 
-    /// `J_t u` for each column of `u` (d × B, column-major: sequence i at i·d) into `out`
-    /// (the same shape); `scratch` is work space the call may resize.
-    fn jvp_into(&self, t: usize, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
+    /// `J_t u` at step `t` for the sequences `seqs`, one column of `u` each
+    /// (d × seqs.len(), column-major), into `out` (the same shape); `scratch` is work space
+    /// the call may resize.
+    fn jvp_into(&self, step: Step<'_>, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
 
-    /// `J_tᵀ w` for each column of `w` into `out`, as `jvp_into`.
-    fn vjp_into(&self, t: usize, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
+    /// `J_tᵀ w` for the sequences `seqs` into `out`, as `jvp_into`.
+    fn vjp_into(&self, step: Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
 
-    /// `J_t u` for each row of `u` (B × d, sequences as rows).
+    /// `J_t u` for each row of `u` (B × d, sequences as rows: the whole batch).
     fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64> {
-        on_rows(u, |cols, out| self.jvp_into(t, cols, out, &mut Vec::new()))
+        let seqs = 0..u.nrows();
+        on_rows(u, |cols, out| {
+            self.jvp_into((t, &seqs), cols, out, &mut Vec::new())
+        })
     }
 
-    /// `J_tᵀ w` for each row of `w` (B × d, sequences as rows).
+    /// `J_tᵀ w` for each row of `w` (B × d, sequences as rows: the whole batch).
     fn vjp(&self, t: usize, w: &DMatrix<f64>) -> DMatrix<f64> {
-        on_rows(w, |cols, out| self.vjp_into(t, cols, out, &mut Vec::new()))
+        let seqs = 0..w.nrows();
+        on_rows(w, |cols, out| {
+            self.vjp_into((t, &seqs), cols, out, &mut Vec::new())
+        })
     }
 }
+
+/// A step t of a cell and the sequences of the batch a product covers.
+pub type Step<'a> = (usize, &'a Range<usize>);
 
 /// `apply` on the rows of `rows` (B × d) as columns, its output back as rows.
 fn on_rows(rows: &DMatrix<f64>, apply: impl FnOnce(&[f64], &mut [f64])) -> DMatrix<f64> {
@@ -99,16 +114,17 @@ impl Cell for TanhCell {
         self.w.ncols()
     }
 
-    fn jvp_into(&self, t: usize, u: &[f64], out: &mut [f64], _scratch: &mut Vec<f64>) {
+    fn jvp_into(&self, (t, seqs): Step<'_>, u: &[f64], out: &mut [f64], _: &mut Vec<f64>) {
         step_product(self.w.as_slice(), self.width(), u, false, out);
-        for (o, &dv) in out.iter_mut().zip(self.deriv.step(t - 1)) {
+        for (o, &dv) in out.iter_mut().zip(self.deriv.at(t - 1, seqs)) {
             *o *= dv;
         }
     }
 
-    fn vjp_into(&self, t: usize, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+    fn vjp_into(&self, (t, seqs): Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+        let deriv = self.deriv.at(t - 1, seqs);
         scratch.clear();
-        scratch.extend(w.iter().zip(self.deriv.step(t - 1)).map(|(a, dv)| a * dv));
+        scratch.extend(w.iter().zip(deriv).map(|(a, dv)| a * dv));
         step_product(self.w_t.as_slice(), self.width(), scratch, false, out);
     }
 }
@@ -161,7 +177,7 @@ impl Cell for GruCell<'_> {
         self.params.w_hh.ncols()
     }
 
-    fn jvp_into(&self, t: usize, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+    fn jvp_into(&self, (t, seqs): Step<'_>, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
         let d = self.width();
         // Tangent of gh = W h + b_hh, all three gates at once.
         scratch.resize(3 * u.len(), 0.0);
@@ -170,8 +186,8 @@ impl Cell for GruCell<'_> {
             .chunks_exact_mut(d)
             .zip(u.chunks_exact(d))
             .zip(scratch.chunks_exact(3 * d))
-            .zip(self.gates.step(t - 1).chunks_exact(4 * d))
-            .zip(self.h.step(t - 1).chunks_exact(d));
+            .zip(self.gates.at(t - 1, seqs).chunks_exact(4 * d))
+            .zip(self.h.at(t - 1, seqs).chunks_exact(d));
         for ((((o, u), du), g), h_prev) in columns {
             for j in 0..d {
                 let (r, z, n, hn) = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
@@ -183,7 +199,7 @@ impl Cell for GruCell<'_> {
         }
     }
 
-    fn vjp_into(&self, t: usize, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+    fn vjp_into(&self, (t, seqs): Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
         let d = self.width();
         // The BP step backward is exactly Jᵀ w: z ⊙ w, then Wᵀ dgh.
         scratch.resize(3 * w.len(), 0.0);
@@ -191,8 +207,8 @@ impl Cell for GruCell<'_> {
             .chunks_exact_mut(d)
             .zip(w.chunks_exact(d))
             .zip(scratch.chunks_exact_mut(3 * d))
-            .zip(self.gates.step(t - 1).chunks_exact(4 * d))
-            .zip(self.h.step(t - 1).chunks_exact(d));
+            .zip(self.gates.at(t - 1, seqs).chunks_exact(4 * d))
+            .zip(self.h.at(t - 1, seqs).chunks_exact(d));
         for ((((o, w), dgh), g), h_prev) in columns {
             for j in 0..d {
                 let gates = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
@@ -247,10 +263,11 @@ fn check_solve(cell: &dyn Cell, t: usize, reg: f64) -> Result<()> {
     Ok(())
 }
 
-/// `per_step_cg` on the columns of `u` (d × B) into `x`, with `work`'s vectors.
+/// `per_step_cg` for the sequences of `step`, one column of `u` each, into `x`, with
+/// `work`'s vectors; stops on those columns' Frobenius residual.
 fn solve_columns(
     cell: &dyn Cell,
-    t: usize,
+    step: Step<'_>,
     u: &[f64],
     (reg, tol, max_iter): (f64, f64, usize),
     work: &mut CgWork,
@@ -265,11 +282,14 @@ fn solve_columns(
         scratch,
         rs,
     } = work;
-    cell.vjp_into(t, u, r, scratch);
+    cell.vjp_into(step, u, r, scratch);
     let rhs_norm = dot(r, r).sqrt();
     // A NaN residual would compare false against the tolerance and pass for converged.
     if !rhs_norm.is_finite() {
-        bail!("J_tᵀ (v_t − h_t) has non-finite entries at step {t}: the model or targets diverged");
+        bail!(
+            "J_tᵀ (v_t − h_t) has non-finite entries at step {}: the model or targets diverged",
+            step.0
+        );
     }
     x.fill(0.0);
     if rhs_norm == 0.0 {
@@ -285,8 +305,8 @@ fn solve_columns(
     let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
     let mut iterations = 0;
     while residual(rs) > tol && iterations < max_iter {
-        cell.jvp_into(t, p, jp, scratch);
-        cell.vjp_into(t, jp, ap, scratch);
+        cell.jvp_into(step, p, jp, scratch);
+        cell.vjp_into(step, jp, ap, scratch);
         for (a, &p_j) in ap.iter_mut().zip(p.iter()) {
             *a += reg * p_j;
         }
@@ -346,7 +366,7 @@ pub fn per_step_cg(
     let cols = u.transpose();
     let report = solve_columns(
         cell,
-        t,
+        (t, &(0..b)),
         cols.as_slice(),
         (reg, tol, max_iter),
         &mut work,
@@ -391,7 +411,10 @@ pub fn jacobian_sweep(
 }
 
 /// `jacobian_sweep` in the working layout: `v` holds v_T at step T on entry, and v_0 = h_0,
-/// v_1 … v_{T−1} are written; `(reg, tol, max_iter)` as `per_step_cg` takes them.
+/// v_1 … v_{T−1} are written; `(reg, tol, max_iter)` as `per_step_cg` takes them. The
+/// sequences go in one group per core where the sweep is large enough (`core_groups`),
+/// each group walking all its steps on its own and each of its solves stopping on the
+/// group's residual; a step's report is its worst group's.
 pub fn jacobian_sweep_steps(
     cell: &dyn Cell,
     h: &Steps,
@@ -407,24 +430,65 @@ pub fn jacobian_sweep_steps(
             t_len + 1
         );
     }
+    if t_len >= 2 {
+        check_solve(cell, t_len, reg)?;
+    }
     v.step_mut(0).copy_from_slice(h.step(0));
-    let mut work = CgWork::new(d, b);
-    let (mut u, mut z) = (vec![0.0; d * b], vec![0.0; d * b]);
+    let groups = core_groups(b, t_len * b * d * d);
+    // Per group, by its first sequence: each step's report, or its first failed solve.
+    let outcomes = Mutex::new(Vec::new());
+    in_parallel(v.parts_mut(&groups), |mut part| {
+        let first = part.seqs.start;
+        let outcome = sweep_group(cell, h, &mut part, (reg, tol, max_iter));
+        outcomes
+            .lock()
+            .expect("no thread panics holding it")
+            .push((first, outcome));
+    });
+    let mut outcomes = outcomes.into_inner().expect("no thread panicked");
+    outcomes.sort_by_key(|(first, _)| *first);
+    let mut reports: Vec<CgReport> = Vec::new();
+    for (_, outcome) in outcomes {
+        let group = outcome?;
+        if reports.is_empty() {
+            reports = group;
+        } else {
+            for (worst, r) in reports.iter_mut().zip(group) {
+                *worst = CgReport::worst([*worst, r]);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// One group's sweep: its sequences' v_{t−1} from v_t for t = T … 2, each step's report in
+/// that order.
+fn sweep_group(
+    cell: &dyn Cell,
+    h: &Steps,
+    part: &mut StepsPart<'_>,
+    solve: (f64, f64, usize),
+) -> Result<Vec<CgReport>> {
+    let (t_len, d) = (cell.steps(), cell.width());
+    let seqs = part.seqs.clone();
+    let n = seqs.len();
+    let mut work = CgWork::new(d, n);
+    let (mut u, mut z) = (vec![0.0; d * n], vec![0.0; d * n]);
     let mut reports = Vec::with_capacity(t_len.saturating_sub(1));
     for t in (2..=t_len).rev() {
-        check_solve(cell, t, reg)?;
-        for ((u_j, &v_j), &h_j) in u.iter_mut().zip(v.step(t)).zip(h.step(t)) {
+        let (vt, v_prev) = part.pair_mut(t, t - 1);
+        for ((u_j, &v_j), &h_j) in u.iter_mut().zip(vt.iter()).zip(h.at(t, &seqs)) {
             *u_j = v_j - h_j;
         }
         reports.push(solve_columns(
             cell,
-            t,
+            (t, &seqs),
             &u,
-            (reg, tol, max_iter),
+            solve,
             &mut work,
             &mut z,
         )?);
-        for ((v_j, &h_j), &z_j) in v.step_mut(t - 1).iter_mut().zip(h.step(t - 1)).zip(&z) {
+        for ((v_j, &h_j), &z_j) in v_prev.iter_mut().zip(h.at(t - 1, &seqs)).zip(&z) {
             *v_j = h_j + z_j;
         }
     }
