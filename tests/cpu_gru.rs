@@ -593,7 +593,10 @@ fn jacobian_sweep_split_over_cores_agrees_with_each_sequence_alone() {
     let cell = GruCell::new(&m.params, &m.x, &m.h);
     let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, 1.0, 1e-12, 200).unwrap();
     assert_eq!(reports.len(), t_len - 1);
-    assert!(reports.iter().all(|rep| rep.residual <= 1e-12), "{reports:?}");
+    assert!(
+        reports.iter().all(|rep| rep.residual <= 1e-12),
+        "{reports:?}"
+    );
     for s in 0..b {
         let row = |ms: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
             ms.iter().map(|m| m.rows(s, 1).into_owned()).collect()
