@@ -106,6 +106,15 @@ pub enum Inversion {
 }
 
 impl Inversion {
+    /// The inversion as `--inversion` and the config files spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inversion::Analytic => "analytic",
+            Inversion::Jacobian => "jacobian",
+            Inversion::PerGate => "per-gate",
+        }
+    }
+
     /// The inversion `cell` uses when none is asked for: the closed form where there is one.
     pub fn default_for(cell: CellKind) -> Self {
         match cell {
@@ -347,12 +356,9 @@ impl Hyper {
                     "the CG iteration cap must be at least 1".into(),
                 );
             }
-            let name = match t.inversion {
-                Inversion::Analytic => None,
-                Inversion::Jacobian => Some("jacobian"),
-                Inversion::PerGate => Some("per-gate"),
-            };
-            if let Some(name) = name.filter(|_| t.target_mode != TargetMode::Linearized) {
+            let closed_form = t.inversion == Inversion::Analytic;
+            if !closed_form && t.target_mode != TargetMode::Linearized {
+                let name = t.inversion.name();
                 return bad(
                     "Hyper::tp.target_mode",
                     format!(

@@ -228,7 +228,7 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
             bail!(
                 "--inversion {} applies to none of the cells timed (--cell): analytic to the \
                  tanh RNN, per-gate to the GRU, jacobian to both",
-                inversion_name(inversion)
+                inversion.name()
             );
         }
     }
@@ -297,15 +297,6 @@ pub(super) fn cases(args: &BenchArgs, cell: CellKind) -> Vec<Case> {
     };
     out.push(Case::of(cell, Method::Bp));
     out
-}
-
-/// An inversion as `--inversion` spells it.
-pub(super) fn inversion_name(inversion: Inversion) -> &'static str {
-    match inversion {
-        Inversion::Analytic => "analytic",
-        Inversion::Jacobian => "jacobian",
-        Inversion::PerGate => "per-gate",
-    }
 }
 
 /// Checks every size of every grid, for each cell it times, against the memory available

@@ -15,8 +15,6 @@ use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
 use tpri::model::CellKind;
 use tpri::plot::{heat_map_with, HeatAxes};
 
-use super::bench_args::inversion_name;
-
 /// Seconds as milliseconds with three decimals.
 pub fn ms(s: f64) -> String {
     format!("{:.3}", s * 1e3)
@@ -54,7 +52,7 @@ fn cell_name(cell: CellKind) -> &'static str {
 fn method_name(cell: CellKind, method: Method, inversion: Option<Inversion>) -> String {
     let name = format!("{method:?}").to_lowercase();
     match inversion {
-        Some(i) if i != Case::bench_inversion(cell) => format!("{name}-{}", inversion_name(i)),
+        Some(i) if i != Case::bench_inversion(cell) => format!("{name}-{}", i.name()),
         _ => name,
     }
 }

@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
-use crate::cpu::gru::{gru_step_backward, kept_or_formed};
+use crate::cpu::gru::{gate_history, gru_step_backward, kept_or_formed};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
 use crate::model::Params;
@@ -152,7 +152,7 @@ impl<'a> GruCell<'a> {
         let b = h.first().map_or(0, |m| m.nrows());
         let x = Steps::from_rows(x, b, params.w_ih.ncols());
         let h = Steps::from_rows(h, b, params.w_hh.ncols());
-        let gates = kept_or_formed(params, &x, &h, None).into_owned();
+        let gates = gate_history(params, &x, &h);
         Self {
             params,
             w_t: params.w_hh.transpose(),
