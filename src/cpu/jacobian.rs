@@ -78,41 +78,44 @@ fn on_rows(rows: &DMatrix<f64>, apply: impl FnOnce(&[f64], &mut [f64])) -> DMatr
 
 /// The tanh RNN, `J_t = D_t W` with `D_t = diag(1 − h_t²)`. The exact derivative, not the
 /// clamped one of docs/ALGORITHM.md §2's sweep: the two agree wherever |h_t| < 1 − ε.
-pub struct TanhCell {
-    w: DMatrix<f64>,
+pub struct TanhCell<'a> {
+    w: &'a DMatrix<f64>,
     /// Wᵀ, column-major, so that Jᵀ's product reads it in place too.
     w_t: DMatrix<f64>,
-    /// 1 − h_t² for t = 1 … T (step t at t − 1).
-    deriv: Steps,
+    /// h_0 … h_T, whose 1 − h_t² is D_t.
+    h: Cow<'a, Steps>,
 }
 
-impl TanhCell {
+impl<'a> TanhCell<'a> {
     /// Linearizes at the states `h` (h_0 … h_T, each B × d) of `params`.
-    pub fn new(params: &Params, h: &[DMatrix<f64>]) -> Self {
+    pub fn new(params: &'a Params, h: &[DMatrix<f64>]) -> Self {
         let b = h.first().map_or(0, |m| m.nrows());
-        Self::at(params, &Steps::from_rows(h, b, params.w_hh.ncols()))
+        let h = Steps::from_rows(h, b, params.w_hh.ncols());
+        Self {
+            w: &params.w_hh,
+            w_t: params.w_hh.transpose(),
+            h: Cow::Owned(h),
+        }
     }
 
     /// Linearizes at the states `h` (h_0 … h_T) in the working layout.
-    pub fn at(params: &Params, h: &Steps) -> Self {
-        let t_len = h.steps().saturating_sub(1);
-        let mut deriv = Steps::zeros(t_len, h.batch(), h.width());
-        for t in 1..=t_len {
-            for (dv, &v) in deriv.step_mut(t - 1).iter_mut().zip(h.step(t)) {
-                *dv = 1.0 - v * v;
-            }
-        }
+    pub fn at(params: &'a Params, h: &'a Steps) -> Self {
         Self {
-            w: params.w_hh.clone(),
+            w: &params.w_hh,
             w_t: params.w_hh.transpose(),
-            deriv,
+            h: Cow::Borrowed(h),
         }
+    }
+
+    /// D_t = 1 − h_t² of the sequences `seqs`, element by element.
+    fn deriv(&self, t: usize, seqs: &Range<usize>) -> impl Iterator<Item = f64> + '_ {
+        self.h.at(t, seqs).iter().map(|&v| 1.0 - v * v)
     }
 }
 
-impl Cell for TanhCell {
+impl Cell for TanhCell<'_> {
     fn steps(&self) -> usize {
-        self.deriv.steps()
+        self.h.steps().saturating_sub(1)
     }
 
     fn width(&self) -> usize {
@@ -121,15 +124,14 @@ impl Cell for TanhCell {
 
     fn jvp_into(&self, (t, seqs): Step<'_>, u: &[f64], out: &mut [f64], _: &mut Vec<f64>) {
         step_product(self.w.as_slice(), self.width(), u, false, out);
-        for (o, &dv) in out.iter_mut().zip(self.deriv.at(t - 1, seqs)) {
+        for (o, dv) in out.iter_mut().zip(self.deriv(t, seqs)) {
             *o *= dv;
         }
     }
 
     fn vjp_into(&self, (t, seqs): Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
-        let deriv = self.deriv.at(t - 1, seqs);
         scratch.clear();
-        scratch.extend(w.iter().zip(deriv).map(|(a, dv)| a * dv));
+        scratch.extend(w.iter().zip(self.deriv(t, seqs)).map(|(a, dv)| a * dv));
         step_product(self.w_t.as_slice(), self.width(), scratch, false, out);
     }
 }
