@@ -385,6 +385,80 @@ fn meaningless_flags_are_refused() {
     );
 }
 
+/// A negative number after a flag is its value: the check that names the flag refuses it,
+/// not the parser with "unexpected argument".
+#[test]
+fn negative_values_reach_the_checks_that_name_them() {
+    let dir = scratch("negative");
+    let run = dir.join("r");
+    let run = run.to_str().unwrap();
+    let train = [
+        "train",
+        "--preset",
+        "adding-30-tp",
+        "--backend",
+        "cpu",
+        "--run-dir",
+        run,
+    ];
+    for (flag, value, needle) in [
+        (
+            "--reg",
+            "-1",
+            "--reg: the regularization r must be positive",
+        ),
+        ("--lr", "-0.1", "--lr: the learning rate must be positive"),
+        ("--lr-target", "-0.001", "--lr-target: the target step"),
+    ] {
+        let args: Vec<&str> = train.iter().copied().chain([flag, value]).collect();
+        let err = refused(&args, &[needle]);
+        assert!(
+            !err.contains("unexpected argument"),
+            "{flag} {value}: {err}"
+        );
+    }
+    assert!(!Path::new(run).exists(), "a refused run wrote {run}");
+}
+
+/// A flag the run's method or optimizer does not read is named in a warning; the run goes
+/// on (`tpri compare` hands the same flags to TP-RI and BPTT runs).
+#[test]
+fn flags_the_run_does_not_read_are_named() {
+    let dir = scratch("unread");
+    let run = dir.join("r");
+    let out = tpri(&[
+        "train",
+        "--preset",
+        "adding-30-bp",
+        "--backend",
+        "cpu",
+        "--iterations",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--reg",
+        "0.5",
+        "--noise",
+        "0.1",
+        "--momentum",
+        "0.5",
+        "--lr",
+        "0.01",
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for flag in ["--reg sets", "--noise sets", "--momentum sets"] {
+        assert!(
+            err.contains(&format!("warning: {flag}")),
+            "{flag} not named: {err}"
+        );
+    }
+    assert!(!err.contains("--lr "), "--lr is read by BPTT: {err}");
+    assert!(run.join("checkpoint.safetensors").exists());
+}
+
 /// A run directory with `log` as its log.csv (after the header) and `norms` as its
 /// step_norms.csv.
 fn run_dir(root: &Path, name: &str, log: &str, norms: &str) -> PathBuf {

@@ -39,30 +39,38 @@ pub struct Cli {
     command: Command,
 }
 
+/// The subcommands. Those with numeric flags read a negative number as a value, so that
+/// `--reg -1` is refused by the check that names it rather than by the parser.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// One iteration on given parameters and one batch, writing every intermediate.
+    #[command(allow_negative_numbers = true)]
     Trace(trace::TraceArgs),
     /// Train an RNN on a task with TP-RI or BPTT.
     ///
     /// Settings come in layers: --preset (the paper's settings), then --config FILE.toml,
     /// then the flags. A flag's [default: …] is what it takes when neither a preset nor a
     /// config file sets it.
+    #[command(allow_negative_numbers = true)]
     Train(Box<train::TrainArgs>),
     /// List the presets (the paper's published settings).
     Presets,
     /// List the GPU adapters wgpu finds, with the limits that matter here.
     Devices,
     /// Run random problems on the GPU and the f64 reference; print each quantity's error.
+    #[command(allow_negative_numbers = true)]
     Check(check::CheckArgs),
     /// Run several configurations on one task and seed, then draw the paper's figures.
+    #[command(allow_negative_numbers = true)]
     Compare(compare::CompareArgs),
     /// Redraw the figures of existing run directories.
     Plot(plot::PlotArgs),
     /// Time TP-RI and BP iterations on the GPU and the CPU reference, with a cost model.
+    #[command(allow_negative_numbers = true)]
     Bench(Box<bench::BenchArgs>),
     /// Write one batch of a run's task (the sequences `tpri train` feeds the model) as the
     /// batch file `tpri trace` reads.
+    #[command(allow_negative_numbers = true)]
     Batch(batch::BatchArgs),
     /// Write a run's parameters (or a parameter file's) under PyTorch's names, or back.
     ///
@@ -73,6 +81,7 @@ enum Command {
     Export(export::ExportArgs),
     /// Run a grid of training runs from a spec, locally or as a Slurm job array, and
     /// gather results.csv and figures (docs/SWEEPS.md).
+    #[command(allow_negative_numbers = true)]
     Sweep(Box<sweep::SweepArgs>),
 }
 

@@ -21,10 +21,12 @@ use super::{open_backend, BackendArgs};
 
 mod console;
 mod task_flags;
+mod unread;
 
 use console::{describe, Console};
 pub(crate) use console::{warn, Out};
 use task_flags::task_from_flags;
+use unread::unread_flags;
 
 /// The tasks of docs/ALGORITHM.md §6.
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -258,6 +260,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         None => {
             let cfg = resolve(&args)?;
+            for line in unread_flags(&args, &cfg) {
+                warn(&line);
+            }
             let name = args.preset.clone().unwrap_or_else(|| default_name(&cfg));
             let path = args.run_dir.clone().unwrap_or_else(|| fresh_dir(&name));
             RunDir::check_new(&path)?;
@@ -292,11 +297,16 @@ fn train_in(out: &Out, mut dir: RunDir, cfg: &RunConfig, session: Session) -> Re
         cfg.task.loss() == Loss::Mse,
     )?;
     out.line(&format!(
-        "done: {} iterations in {:.1} s ({:.2} ms an iteration, evaluations included; a step's median host time {:.2} ms, which on a GPU is mostly submission); {}",
+        "done: {} iterations in {:.1} s ({:.2} ms an iteration, evaluations included; a step's median host time {:.2} ms: {}); {}",
         summary.iterations,
         summary.wall_seconds,
         summary.wall_seconds * 1e3 / summary.iterations.max(1) as f64,
         summary.median_step_seconds * 1e3,
+        if summary.backend.starts_with("gpu") {
+            "mostly submission, as the device runs asynchronously; `tpri bench` times the device"
+        } else {
+            "the whole step"
+        },
         describe(&summary.last, cfg.hyper.loss.every_step())
     ));
     Ok(())
