@@ -352,6 +352,19 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         "--backend",
         "cpu",
     ]);
+    // --collect tells an interrupted run from one a process runs now.
+    let said = ok(&["sweep", "--collect", s(&out)]);
+    assert!(
+        said.contains("6 finished, 0 failed, 1 incomplete, 1 pending"),
+        "{said}"
+    );
+    let live = tpri::run_dir::RunDir::open(&run_dir).unwrap();
+    let said = ok(&["sweep", "--collect", s(&out)]);
+    assert!(
+        said.contains("1 incomplete (1 running now), 1 pending"),
+        "{said}"
+    );
+    drop(live);
     let said = ok(&["sweep", s(&spec), "--out", s(&out), "--resume"]);
     assert!(said.contains("8 runs: 8 finished"), "{said}");
     let m = manifest(&out);

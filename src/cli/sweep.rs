@@ -161,11 +161,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let report = run_sweep(spec, &opts)?;
     if args.dry_run {
         println!(
-            "{} runs: {} finished, {} failed, {} incomplete, {} pending; would {} {}",
+            "{} runs: {} finished, {} failed, {}, {} pending; would {} {}",
             report.total,
             report.finished,
             report.failed,
-            report.incomplete,
+            incomplete(&report),
             report.pending,
             if args.engine == EngineChoice::Slurm {
                 "submit"
@@ -213,16 +213,28 @@ fn print_report(r: &Report, dir: &std::path::Path) {
         println!("note: {note}");
     }
     println!(
-        "{}: {} runs: {} finished, {} failed, {} incomplete, {} pending; wrote {} files (results.csv{})",
+        "{}: {} runs: {} finished, {} failed, {}, {} pending; wrote {} files (results.csv{})",
         dir.display(),
         r.total,
         r.finished,
         r.failed,
-        r.incomplete,
+        incomplete(r),
         r.pending,
         r.files.len(),
-        if r.files.iter().any(|f| f.ends_with("search.csv")) { ", search.csv" } else { "" }
+        if r.files.iter().any(|f| f.ends_with("search.csv")) {
+            ", search.csv"
+        } else {
+            ""
+        }
     );
+}
+
+/// "2 incomplete", or "2 incomplete (1 running now)" when processes here run some.
+fn incomplete(r: &Report) -> String {
+    match r.running {
+        0 => format!("{} incomplete", r.incomplete),
+        n => format!("{} incomplete ({n} running now)", r.incomplete),
+    }
 }
 
 /// Exits with the number of failed runs (at most 100) when some failed.

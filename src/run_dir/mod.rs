@@ -63,6 +63,16 @@ impl RunDir {
         inspect_new(path, false)
     }
 
+    /// The process on this host that owns the run in `path` now, if one does (its
+    /// `run.lock` names a live process); `None` for a run nobody runs, or one whose owner
+    /// this host cannot see.
+    pub fn live_owner(path: &Path) -> Option<Owner> {
+        std::fs::read_to_string(path.join(LOCK_FILE))
+            .ok()
+            .and_then(|t| toml::from_str::<Owner>(&t).ok())
+            .filter(|o| o.running_here() == Some(true))
+    }
+
     /// Starts a new run in `path`: takes the lock, checks again under it, removes stale
     /// temporary files, then writes `config.toml` and empty logs. Call it only once
     /// everything else about the run has been checked (`Session::prepare`), so that a
@@ -286,10 +296,7 @@ fn inspect_new(path: &Path, locked: bool) -> Result<Option<String>> {
         bail!("{} exists and is not a directory", path.display());
     }
     if !locked {
-        let owner = std::fs::read_to_string(path.join(LOCK_FILE))
-            .ok()
-            .and_then(|t| toml::from_str::<Owner>(&t).ok());
-        if let Some(owner) = owner.filter(|o| o.running_here() == Some(true)) {
+        if let Some(owner) = RunDir::live_owner(path) {
             bail!(lock::busy(path, &owner));
         }
     }

@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::run_dir::RunDir;
+
 pub use collect::{curve_mean, Outcome};
 pub use expand::{expand, Run};
 pub use local::LocalOptions;
@@ -79,6 +81,8 @@ pub struct Report {
     pub failed: usize,
     /// Runs started and not finished (running, or interrupted).
     pub incomplete: usize,
+    /// Of those, the runs a process on this host is running now (`RunDir::live_owner`).
+    pub running: usize,
     /// Runs not started.
     pub pending: usize,
     /// Runs this call started (local) or submitted (Slurm), or would (dry run).
@@ -121,7 +125,7 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
         })
         .map(|(i, _)| i)
         .collect();
-    let mut report = counts(&manifest);
+    let mut report = counts(dir, &manifest);
     report.notes = notes;
     report.started = todo.len();
     report.planned = todo
@@ -180,7 +184,7 @@ pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
         .map(|r| collect::outcome(dir, r))
         .collect();
     collect::write_results(dir, &manifest, &outcomes)?;
-    let mut report = counts(&manifest);
+    let mut report = counts(dir, &manifest);
     report.files.push(dir.join("results.csv"));
     let mut choices = None;
     if let Some(search) = &manifest.search {
@@ -203,12 +207,18 @@ pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
     Ok(report)
 }
 
-fn counts(m: &Manifest) -> Report {
+fn counts(dir: &Path, m: &Manifest) -> Report {
     Report {
         total: m.runs.len(),
         finished: m.count(Status::Finished),
         failed: m.count(Status::Failed),
         incomplete: m.count(Status::Incomplete),
+        running: m
+            .runs
+            .iter()
+            .filter(|r| r.status == Status::Incomplete)
+            .filter(|r| RunDir::live_owner(&manifest::run_dir(dir, &r.name)).is_some())
+            .count(),
         pending: m.count(Status::Pending),
         ..Report::default()
     }
