@@ -1,12 +1,14 @@
 //! The paper's figures, drawn from run directories: training loss and evaluation
-//! accuracy (or MSE) against iterations, one curve per run, and a heat map of the
+//! accuracy (or MSE) against iterations, one curve per run or per group of runs (their
+//! mean, with a band from their smallest to their largest value), and a heat map of the
 //! per-step norms of each run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::plot::{heat_map, line_chart, Series};
+use crate::plot::{band_chart, heat_map, line_chart, BandSeries, Series};
 use crate::run_dir::LOG_HEADER;
 
 /// One run's log, read back from its `log.csv`.
@@ -61,26 +63,91 @@ pub fn read_step_norms(dir: &Path) -> Result<Vec<(f64, Vec<f64>)>> {
         .collect())
 }
 
+/// The values several runs' curves take at each iteration any of them logged, in
+/// iteration order (a run that logged none there, or stopped before, adds nothing).
+pub fn pooled<'a>(curves: impl IntoIterator<Item = &'a [(f64, f64)]>) -> Vec<(f64, Vec<f64>)> {
+    let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for curve in curves {
+        for &(it, v) in curve.iter().filter(|p| p.1.is_finite()) {
+            at.entry(it as u64).or_default().push(v);
+        }
+    }
+    at.into_iter().map(|(it, v)| (it as f64, v)).collect()
+}
+
 /// Draws the comparison figures of `runs` (label, run directory) into `out`; returns the
 /// files written. `regression` labels the evaluation panel as MSE rather than accuracy.
 pub fn draw(runs: &[(String, PathBuf)], out: &Path, regression: bool) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let logs = runs
+    let groups: Vec<(String, Vec<PathBuf>)> = runs
         .iter()
-        .map(|(label, dir)| Ok((label.clone(), read_log(dir)?)))
+        .map(|(label, dir)| (label.clone(), vec![dir.clone()]))
+        .collect();
+    draw_groups(&groups, out, regression)
+}
+
+/// [`draw`] for groups of runs (label, run directories): a group of one run is its
+/// curve; as soon as one group holds several, each group is the mean of its runs at every
+/// iteration with a band from their smallest to their largest value (seeds of one
+/// setting, say). Each run with a `step_norms.csv` gets its own heat map of per-step
+/// norms.
+pub fn draw_groups(
+    groups: &[(String, Vec<PathBuf>)],
+    out: &Path,
+    regression: bool,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let logs = groups
+        .iter()
+        .map(|(label, dirs)| {
+            let logs = dirs
+                .iter()
+                .map(|d| read_log(d))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((label.clone(), logs))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let series = |pick: fn(&RunLog) -> &Vec<(f64, f64)>| -> Vec<Series> {
-        logs.iter()
-            .map(|(label, log)| Series {
-                label: label.clone(),
-                points: pick(log).clone(),
-            })
-            .collect()
-    };
+    let banded = groups.iter().any(|(_, dirs)| dirs.len() > 1);
     let mut written = Vec::new();
-    let mut chart = |stem: &str, title: &str, y: &str, s: Vec<Series>, log_y: bool| -> Result<()> {
+    let mut chart = |stem: &str,
+                     title: &str,
+                     y: &str,
+                     pick: fn(&RunLog) -> &[(f64, f64)],
+                     log_y: bool|
+     -> Result<()> {
         let path = out.join(stem);
-        line_chart(&path, title, "iteration", y, &s, log_y)?;
+        if banded {
+            let series: Vec<BandSeries> = logs
+                .iter()
+                .map(|(label, runs)| BandSeries {
+                    label: match runs.len() {
+                        1 => format!("{label} (1 run)"),
+                        n => format!("{label} ({n} runs)"),
+                    },
+                    points: pooled(runs.iter().map(pick))
+                        .into_iter()
+                        .map(|(it, v)| {
+                            let mean = v.iter().sum::<f64>() / v.len() as f64;
+                            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                            (it, mean, lo, hi)
+                        })
+                        .collect(),
+                })
+                .collect();
+            let title = format!("{title} (mean, min to max over runs)");
+            band_chart(&path, &title, ("iteration", y), &series, log_y)?;
+        } else {
+            let series: Vec<Series> = logs
+                .iter()
+                .flat_map(|(label, runs)| {
+                    runs.iter().map(|log| Series {
+                        label: label.clone(),
+                        points: pick(log).to_vec(),
+                    })
+                })
+                .collect();
+            line_chart(&path, title, "iteration", y, &series, log_y)?;
+        }
         written.extend(with_suffixes(&path));
         Ok(())
     };
@@ -88,7 +155,7 @@ pub fn draw(runs: &[(String, PathBuf)], out: &Path, regression: bool) -> Result<
         "train_loss",
         "Training loss",
         "train loss",
-        series(|l| &l.train_loss),
+        |l| &l.train_loss,
         true,
     )?;
     if regression {
@@ -96,7 +163,7 @@ pub fn draw(runs: &[(String, PathBuf)], out: &Path, regression: bool) -> Result<
             "eval_mse",
             "Evaluation MSE",
             "eval MSE",
-            series(|l| &l.eval_loss),
+            |l| &l.eval_loss,
             true,
         )?;
     } else {
@@ -104,30 +171,43 @@ pub fn draw(runs: &[(String, PathBuf)], out: &Path, regression: bool) -> Result<
             "eval_accuracy",
             "Evaluation accuracy",
             "eval accuracy",
-            series(|l| &l.eval_accuracy),
+            |l| &l.eval_accuracy,
             false,
         )?;
         chart(
             "eval_loss",
             "Evaluation loss",
             "eval loss",
-            series(|l| &l.eval_loss),
+            |l| &l.eval_loss,
             true,
         )?;
     }
-    for (label, dir) in runs {
-        let rows = read_step_norms(dir)?;
-        if rows.is_empty() {
-            continue;
+    for (label, dirs) in groups {
+        for dir in dirs.iter().filter(|d| d.join("step_norms.csv").exists()) {
+            let rows = read_step_norms(dir)?;
+            if rows.is_empty() {
+                continue;
+            }
+            // In a group, each run is named by its directory beside the group's label.
+            let name = match dirs.len() {
+                1 => label.clone(),
+                _ => format!(
+                    "{label} {}",
+                    dir.file_name().map_or_else(
+                        || dir.display().to_string(),
+                        |n| n.to_string_lossy().into_owned()
+                    )
+                ),
+            };
+            let path = out.join(format!("step_norms_{}", sanitize(&name)));
+            heat_map(
+                &path,
+                &format!("{name}: per-step norms (TP: ‖v_t − h_t‖, BP: ‖∂ℓ/∂h_t‖)"),
+                &rows,
+                true,
+            )?;
+            written.extend(with_suffixes(&path));
         }
-        let path = out.join(format!("step_norms_{}", sanitize(label)));
-        heat_map(
-            &path,
-            &format!("{label}: per-step norms (TP: ‖v_t − h_t‖, BP: ‖∂ℓ/∂h_t‖)"),
-            &rows,
-            true,
-        )?;
-        written.extend(with_suffixes(&path));
     }
     Ok(written)
 }

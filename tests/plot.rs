@@ -262,3 +262,62 @@ fn writing_into_a_missing_directory_fails_naming_the_file() {
         assert!(message.contains(&stem.display().to_string()), "{message}");
     }
 }
+
+/// A run directory holding only a log.csv with these (iteration, train loss, eval
+/// accuracy) rows.
+fn run_with_log(root: &Path, name: &str, rows: &[(u64, f64, f64)]) -> PathBuf {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let mut text = format!("{}\n", tpri::run_dir::LOG_HEADER);
+    for (it, loss, acc) in rows {
+        text += &format!("{it},0.1,{loss},{loss},{acc},,,,\n");
+    }
+    fs::write(dir.join("log.csv"), text).unwrap();
+    dir
+}
+
+#[test]
+fn pooled_gathers_the_runs_values_at_each_iteration() {
+    let a = [(0.0, 1.0), (10.0, 2.0), (20.0, f64::NAN)];
+    let b = [(0.0, 3.0), (20.0, 5.0), (30.0, 7.0)];
+    let got = tpri::figures::pooled([&a[..], &b[..]]);
+    let want = vec![
+        (0.0, vec![1.0, 3.0]),
+        (10.0, vec![2.0]),
+        (20.0, vec![5.0]),
+        (30.0, vec![7.0]),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn groups_of_runs_are_drawn_as_their_mean_and_band() {
+    let dir = TempDir::new("groups");
+    let seeds = vec![
+        run_with_log(&dir.0, "tp-1", &[(0, 2.0, 0.1), (100, 1.0, 0.5)]),
+        run_with_log(&dir.0, "tp-2", &[(0, 2.2, 0.1), (100, 1.4, 0.7)]),
+    ];
+    let alone = vec![run_with_log(
+        &dir.0,
+        "bp",
+        &[(0, 2.1, 0.1), (100, 1.9, 0.2)],
+    )];
+    let out = dir.stem("figures");
+    let groups = [("TP-RI".to_string(), seeds), ("BPTT".to_string(), alone)];
+    let written = tpri::figures::draw_groups(&groups, &out, false).unwrap();
+    // No step_norms.csv: no heat maps, only the three charts in both formats.
+    assert_eq!(written.len(), 6, "{written:?}");
+    let svg = read_outputs(&out.join("eval_accuracy"));
+    for text in [
+        "mean, min to max over runs",
+        "TP-RI (2 runs)",
+        "BPTT (1 run)",
+    ] {
+        assert!(svg.contains(text), "{text:?} missing from the SVG");
+    }
+    // Runs of one curve each keep the plain chart.
+    let single = [("BPTT".to_string(), vec![dir.0.join("bp")])];
+    tpri::figures::draw_groups(&single, &dir.stem("one"), false).unwrap();
+    let svg = read_outputs(&dir.stem("one").join("eval_accuracy"));
+    assert!(!svg.contains("over runs") && svg.contains("BPTT"));
+}

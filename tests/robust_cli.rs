@@ -459,6 +459,25 @@ fn flags_the_run_does_not_read_are_named() {
     assert!(run.join("checkpoint.safetensors").exists());
 }
 
+#[test]
+fn plot_refuses_groups_it_cannot_read() {
+    let out = scratch("plot-groups").join("figures");
+    let out = out.to_str().unwrap();
+    refused(&["plot", "--out", out], &["give run directories"]);
+    refused(
+        &["plot", "--out", out, "--group", "runs/a"],
+        &["--group", "LABEL=RUN"],
+    );
+    refused(
+        &["plot", "--out", out, "--group", "TP="],
+        &["at least one run directory"],
+    );
+    refused(
+        &["plot", "--out", out, "--group", "TP=/nonexistent/run"],
+        &["/nonexistent/run"],
+    );
+}
+
 /// A run directory with `log` as its log.csv (after the header) and `norms` as its
 /// step_norms.csv.
 fn run_dir(root: &Path, name: &str, log: &str, norms: &str) -> PathBuf {

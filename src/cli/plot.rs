@@ -4,7 +4,7 @@
 //! file is an error naming the file and the line, never a figure of garbage lines. The
 //! rule: `log.csv` starts with tpri's header and every other non-blank line has its
 //! columns, an iteration (a whole number) first and every other field empty or a finite
-//! number; `step_norms.csv` has, on every non-blank line, an iteration and the same
+//! number; `step_norms.csv`, where there is one, has on every non-blank line an iteration and the same
 //! number of finite norms as every other line. A NaN or infinite value is an error
 //! (training stops at the first non-finite loss, so a run's own logs never hold one).
 
@@ -18,9 +18,16 @@ use tpri::run_dir::LOG_HEADER;
 /// Flags of `tpri plot`.
 #[derive(Args, Debug)]
 pub struct PlotArgs {
-    /// Run directories, each with its log.csv and step_norms.csv.
-    #[arg(required = true)]
+    /// Run directories, each with its log.csv (and step_norms.csv, for a heat map of the
+    /// per-step norms): one curve each, named by its directory.
     runs: Vec<PathBuf>,
+    /// A group of runs drawn as one curve, LABEL=RUN,RUN,... (the label up to the first
+    /// `=`; the seeds of one setting, say): their mean at every iteration, with a band from
+    /// their smallest to their largest value (where some runs stopped early, over those
+    /// that go on). Repeat it for each group; e.g. `--group BPTT=runs/bp-1,runs/bp-2
+    /// --group TP-RI=runs/tp-1,runs/tp-2`.
+    #[arg(long, value_name = "LABEL=RUN,RUN,...")]
+    group: Vec<String>,
     /// Directory the figures are written to (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -31,23 +38,38 @@ pub struct PlotArgs {
 
 /// Runs `tpri plot`.
 pub fn plot(args: PlotArgs) -> Result<()> {
-    for dir in &args.runs {
-        check_logs(dir)?;
+    if args.runs.is_empty() && args.group.is_empty() {
+        bail!("give run directories, or groups of them with --group LABEL RUN...");
     }
-    let runs: Vec<_> = args
+    let named = |d: &PathBuf| {
+        d.file_name().map_or_else(
+            || d.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let mut groups: Vec<(String, Vec<PathBuf>)> = args
         .runs
         .iter()
-        .map(|d| {
-            (
-                d.file_name().map_or_else(
-                    || d.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                ),
-                d.clone(),
-            )
-        })
+        .map(|d| (named(d), vec![d.clone()]))
         .collect();
-    for f in tpri::figures::draw(&runs, &args.out, args.regression)? {
+    for group in &args.group {
+        let Some((label, dirs)) = group.split_once('=') else {
+            bail!("--group {group:?}: expected LABEL=RUN,RUN,... (no `=` found)");
+        };
+        let dirs: Vec<PathBuf> = dirs
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if label.is_empty() || dirs.is_empty() {
+            bail!("--group {group:?}: expected a label and at least one run directory, LABEL=RUN,RUN,...");
+        }
+        groups.push((label.to_string(), dirs));
+    }
+    for dir in groups.iter().flat_map(|(_, dirs)| dirs) {
+        check_logs(dir)?;
+    }
+    for f in tpri::figures::draw_groups(&groups, &args.out, args.regression)? {
         println!("wrote {}", f.display());
     }
     Ok(())
@@ -84,6 +106,10 @@ pub fn check_logs(dir: &Path) -> Result<()> {
         }
     }
     let norms = dir.join("step_norms.csv");
+    if !norms.exists() {
+        // Kept studies hold the log alone (docs/sweeps/keep.sh): no heat map then.
+        return Ok(());
+    }
     let text = read(&norms)?;
     let mut width = None;
     for (i, line) in text

@@ -1,12 +1,11 @@
 //! The sweep's figures that are curves with a band over seeds: a metric against one
 //! axis, and the training curves (train loss, eval accuracy against iterations).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
 
-use crate::figures::read_log;
+use crate::figures::{pooled, read_log, RunLog};
 use crate::plot::{band_chart, BandSeries};
 
 use super::collect::Stat;
@@ -81,20 +80,20 @@ impl Grid<'_> {
             let Some(cell) = self.chosen.get(&outer) else {
                 continue;
             };
-            let mut at: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-            for &r in self.runs.get(cell).into_iter().flatten() {
-                let Ok(log) = read_log(&run_dir(self.dir, &self.m.runs[r].name)) else {
-                    continue;
-                };
-                let points = if what == "train_loss" {
-                    log.train_loss
+            let logs: Vec<RunLog> = self
+                .runs
+                .get(cell)
+                .into_iter()
+                .flatten()
+                .filter_map(|&r| read_log(&run_dir(self.dir, &self.m.runs[r].name)).ok())
+                .collect();
+            let at = pooled(logs.iter().map(|log| {
+                if what == "train_loss" {
+                    log.train_loss.as_slice()
                 } else {
-                    log.eval_accuracy
-                };
-                for (it, v) in points.into_iter().filter(|p| p.1.is_finite()) {
-                    at.entry(it as u64).or_default().push(v);
+                    log.eval_accuracy.as_slice()
                 }
-            }
+            }));
             let label = match self.search {
                 Some(sv) => format!(
                     "{label} ({} = {})",
@@ -104,7 +103,7 @@ impl Grid<'_> {
             };
             let points = at
                 .into_iter()
-                .filter_map(|(it, v)| Some((it as f64, Stat::of(&v, v.len())?)));
+                .filter_map(|(it, v)| Some((it, Stat::of(&v, v.len())?)));
             series.push(self.band(label, points));
         }
         let band = match self.m.figures.band {
