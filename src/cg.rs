@@ -1,6 +1,7 @@
 //! What a conjugate-gradient solve reports, on either backend: the numbers of a solve
 //! (`CgReport`) and the error a solve that missed its tolerance becomes (`CgError`).
-//! The solves themselves are `cpu::inverse`, `cpu::jacobian` and `shaders/jacobian.wgsl`
+//! The solves themselves are `cpu::batched_cg` (for `cpu::inverse`, `cpu::target_sweep`
+//! and `cpu::jacobian`) and `shaders/jacobian.wgsl`
 //! (docs/ALGORITHM.md §4, §5).
 
 /// How a CG solve went.
@@ -8,7 +9,9 @@
 pub struct CgReport {
     /// Iterations run.
     pub iterations: usize,
-    /// Final relative residual ‖R‖_F / ‖Wᵀ‖_F.
+    /// Final relative residual: ‖R‖_F / ‖B‖_F of the whole solve (forming P: B = Wᵀ), or
+    /// for solves stopped sequence by sequence (the per-step ones), the largest sequence's
+    /// ‖r_s‖ / ‖b_s‖.
     pub residual: f64,
 }
 

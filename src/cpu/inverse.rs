@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cg::{check_converged, CgReport};
+use crate::cpu::batched_cg::{batched_cg, CgVectors, Stop};
 use crate::cpu::steps::product;
 
 /// The normal operator `A = WᵀW + rI` of the regularized inverse, applied matrix-free.
@@ -36,16 +37,14 @@ impl<'a> NormalOperator<'a> {
         product(&self.w_t, s, false, out);
     }
 
-    /// `out ← A X` (`wx` is scratch for W X).
-    fn apply(&self, x: &DMatrix<f64>, wx: &mut DMatrix<f64>, out: &mut DMatrix<f64>) {
-        product(self.w, x.as_slice(), false, wx.as_mut_slice());
-        out.zip_apply(x, |o, xi| *o = xi * self.reg);
-        product(&self.w_t, wx.as_slice(), true, out.as_mut_slice());
+    /// `out ← A X` for the column-major columns `x` (`wx` is scratch for W X).
+    fn apply(&self, x: &[f64], wx: &mut [f64], out: &mut [f64]) {
+        product(self.w, x, false, wx);
+        for (o, &xi) in out.iter_mut().zip(x) {
+            *o = xi * self.reg;
+        }
+        product(&self.w_t, wx, true, out);
     }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// P by batched CG: the d columns of Wᵀ are d independent CG runs sharing the operator,
@@ -66,26 +65,25 @@ pub fn inverse_cg(
     }
     let op = NormalOperator::new(w, reg);
     let rhs = op.w_t.clone();
-    normal_cg(&op, rhs, tol, max_iter, warm)
+    normal_cg(&op, rhs, (tol, max_iter, Stop::Batch), warm)
 }
 
-/// `(WᵀW + rI)⁻¹ B` by batched CG, one run per column of `rhs` = B, stopping when the
-/// relative residual ‖R‖_F / ‖B‖_F is ≤ `tol`: `inverse_cg` with B = Wᵀ, and the per-step
-/// solves of docs/ALGORITHM.md §4 with B = Wᵀ S for the columns S a sweep step carries back.
+/// `(WᵀW + rI)⁻¹ B` by batched CG (`batched_cg`), one run per column of `rhs` = B,
+/// stopping as `stop` says: `inverse_cg` with B = Wᵀ and [`Stop::Batch`], the per-step
+/// solves of docs/ALGORITHM.md §4 with B = Wᵀ S for the columns S a sweep step carries
+/// back and [`Stop::EachColumn`].
 pub fn normal_cg(
     op: &NormalOperator,
     rhs: DMatrix<f64>,
-    tol: f64,
-    max_iter: usize,
+    (tol, max_iter, stop): (f64, usize, Stop),
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
-    let (w, reg) = (op.w, op.reg);
+    let reg = op.reg;
     // Written so that NaN fails the test too.
     if !(reg > 0.0 && reg.is_finite()) {
         bail!("regularization r must be positive and finite for CG, got {reg}");
     }
-    let rhs_norm = rhs.norm();
-    if !rhs_norm.is_finite() {
+    if !rhs.norm().is_finite() {
         bail!("the right-hand side of the regularized inverse has non-finite entries: the model or its targets diverged");
     }
     if let Some(warm) = warm.filter(|m| m.shape() != rhs.shape()) {
@@ -98,57 +96,17 @@ pub fn normal_cg(
     let mut x = warm
         .cloned()
         .unwrap_or_else(|| DMatrix::zeros(rhs.nrows(), rhs.ncols()));
-    if rhs_norm == 0.0 {
-        return Ok((
-            DMatrix::zeros(rhs.nrows(), rhs.ncols()),
-            CgReport {
-                iterations: 0,
-                residual: 0.0,
-            },
-        ));
-    }
-    // Every buffer allocated once; each iteration is two products and per-column updates.
-    let n = w.ncols();
-    let mut wx = DMatrix::zeros(w.nrows(), rhs.ncols());
-    let mut ap = DMatrix::zeros(n, rhs.ncols());
-    op.apply(&x, &mut wx, &mut ap);
-    let mut r = &rhs - &ap;
-    let mut p = r.clone();
-    let mut rs: Vec<f64> = r.as_slice().chunks_exact(n).map(|c| dot(c, c)).collect();
-    let mut iterations = 0;
-    let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
-    while residual(&rs) > tol && iterations < max_iter {
-        op.apply(&p, &mut wx, &mut ap);
-        let columns = x
-            .as_mut_slice()
-            .chunks_exact_mut(n)
-            .zip(r.as_mut_slice().chunks_exact_mut(n))
-            .zip(p.as_mut_slice().chunks_exact_mut(n))
-            .zip(ap.as_slice().chunks_exact(n))
-            .zip(rs.iter_mut());
-        for ((((x_j, r_j), p_j), ap_j), rs_j) in columns {
-            let curv = dot(p_j, ap_j);
-            // A column whose residual is exactly zero has p = 0: leave it where it is.
-            let alpha = if curv > 0.0 { *rs_j / curv } else { 0.0 };
-            for (xi, &pi) in x_j.iter_mut().zip(p_j.iter()) {
-                *xi += alpha * pi;
-            }
-            for (ri, &api) in r_j.iter_mut().zip(ap_j) {
-                *ri -= alpha * api;
-            }
-            let rs_new = dot(r_j, r_j);
-            let beta = if *rs_j > 0.0 { rs_new / *rs_j } else { 0.0 };
-            for (pi, &ri) in p_j.iter_mut().zip(r_j.iter()) {
-                *pi = ri + beta * *pi;
-            }
-            *rs_j = rs_new;
-        }
-        iterations += 1;
-    }
-    let report = CgReport {
-        iterations,
-        residual: residual(&rs),
-    };
+    let mut wx = vec![0.0; op.w.nrows() * rhs.ncols()];
+    let mut apply = |p: &[f64], out: &mut [f64]| op.apply(p, &mut wx, out);
+    let report = batched_cg(
+        &mut apply,
+        rhs.as_slice(),
+        op.size(),
+        x.as_mut_slice(),
+        warm.is_some(),
+        (tol, max_iter, stop),
+        &mut CgVectors::default(),
+    );
     Ok((
         x,
         check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?,

@@ -6,8 +6,8 @@
 //! The work runs in the working layout of `cpu::steps`: a step's vectors are the columns
 //! of one d × B block, each sequence's contiguous, and the products read W in place
 //! (`simd::step_product`), with the buffers of a sweep allocated once. A sweep splits the
-//! batch into one group of sequences per core (`steps::core_groups`), each group's solves
-//! stopping on their own residual, as the analytic inversion's per-step solves do. The
+//! batch into one group of sequences per core (`steps::core_groups`); every sequence's
+//! solve stops on its own residual, so the split changes no bit of the result. The
 //! public functions that take one B × d matrix per step (sequences as rows) convert and
 //! call it.
 
@@ -268,8 +268,8 @@ pub fn jacobian_sweep(
 /// `jacobian_sweep` in the working layout: `v` holds v_T at step T on entry, and v_0 = h_0,
 /// v_1 … v_{T−1} are written; `(reg, tol, max_iter)` as `per_step_cg` takes them. The
 /// sequences go in one group per core where the sweep is large enough (`core_groups`),
-/// each group walking all its steps on its own and each of its solves stopping on the
-/// group's residual; a step's report is its worst group's.
+/// each group walking all its steps on its own and each sequence's solve stopping on its
+/// own residual; a step's report is its worst group's.
 pub fn jacobian_sweep_steps(
     cell: &dyn Cell,
     h: &Steps,
@@ -327,7 +327,7 @@ fn sweep_group(
     let (t_len, d) = (cell.steps(), cell.width());
     let seqs = part.seqs.clone();
     let n = seqs.len();
-    let mut work = CgWork::new(d, n);
+    let mut work = CgWork::default();
     let (mut u, mut z) = (vec![0.0; d * n], vec![0.0; d * n]);
     let mut reports = Vec::with_capacity(t_len.saturating_sub(1));
     for t in (2..=t_len).rev() {

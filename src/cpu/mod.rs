@@ -7,6 +7,7 @@
 //! functions convert from and to; `iteration` stays in it from start to end.
 
 pub mod backend;
+pub mod batched_cg;
 pub mod bptt;
 pub mod cell;
 pub mod dtp_reverse;

@@ -7,6 +7,7 @@ use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
 use crate::config::{TargetMode, CLAMP_EPS};
+use crate::cpu::batched_cg::Stop;
 use crate::cpu::forward::input_term_into;
 use crate::cpu::inverse::{normal_cg, NormalOperator};
 use crate::cpu::simd::step_product;
@@ -40,8 +41,8 @@ pub enum Inverse<'a> {
     /// P formed once for the whole iteration (by CG or Cholesky).
     Formed(&'a DMatrix<f64>),
     /// P never formed (docs/ALGORITHM.md §4's alternative): every step solves `(WᵀW + rI) Z = Wᵀ S` for
-    /// its columns S by batched CG from zero, to relative residual `tol` over the columns
-    /// one thread carries.
+    /// its columns S by batched CG from zero, each column (sequence) to its own relative
+    /// residual `tol`.
     PerStep {
         /// `WᵀW + rI`, applied matrix-free.
         op: &'a NormalOperator<'a>,
@@ -65,7 +66,7 @@ impl Inverse<'_> {
                 let d = op.size();
                 let mut rhs = DMatrix::zeros(d, s.len() / d);
                 op.w_t_times(s, rhs.as_mut_slice());
-                let (z, report) = normal_cg(op, rhs, tol, max_iter, None)?;
+                let (z, report) = normal_cg(op, rhs, (tol, max_iter, Stop::EachColumn), None)?;
                 for (o, &zi) in out.iter_mut().zip(z.as_slice()) {
                     *o = if accumulate { zi + *o } else { zi };
                 }

@@ -287,3 +287,67 @@ fn per_step_solves_match_forming_p() {
         }
     }
 }
+
+/// docs/ALGORITHM.md §4's per-step solves stop each sequence on its own residual: at a size
+/// that the sweep splits over the cores (on a machine with two or more), each sequence's
+/// targets are those of the sweep of that sequence alone, bit for bit. Inputs scaled
+/// 0.1 … 3 per sequence saturate the states to different degrees, so the sequences'
+/// solves take different numbers of iterations.
+#[test]
+fn per_step_solves_of_a_split_batch_are_each_sequence_alone() {
+    use tpri::cpu::inverse::NormalOperator;
+    use tpri::cpu::steps::Steps;
+    use tpri::cpu::target_sweep::{target_sweep_steps, Inverse};
+
+    let mut r = rng(83);
+    let (b, p, d, t_len) = (8, 2, 96, 40);
+    let init = Init::Library {
+        seed: r.random(),
+        gain: 0.9,
+    };
+    let mut params = random_params(&mut r, CellKind::Tanh, dims(p, d, 1), init);
+    // Singular values spread from about 0 to 2, so that CG takes a dozen iterations or more
+    // and each right-hand side its own number of them.
+    params.w_hh = random(&mut r, d, d, 1.0 / (d as f64).sqrt());
+    let mut x = inputs(&mut r, t_len, b, p);
+    for x_t in &mut x {
+        for (s, mut row) in x_t.row_iter_mut().enumerate() {
+            row *= 10f64.powf((s % 4) as f64 / 2.0 - 1.0);
+        }
+    }
+    let h = forward(&params, &x);
+    let grad = random(&mut r, b, d, 0.01);
+    let op = NormalOperator::new(&params.w_hh, 0.1);
+    let inverse = Inverse::PerStep {
+        op: &op,
+        tol: 1e-8,
+        max_iter: 200,
+    };
+    let sweep = |x: &[DMatrix<f64>], h: &[DMatrix<f64>], grad: &DMatrix<f64>| {
+        let n = grad.nrows();
+        let mut v = Steps::zeros(t_len + 1, n, d);
+        let report = target_sweep_steps(
+            &params,
+            inverse,
+            &Steps::from_rows(x, n, p),
+            &Steps::from_rows(h, n, d),
+            grad,
+            None,
+            0.2,
+            TargetMode::Linearized,
+            &mut v,
+        )
+        .unwrap();
+        assert!(report.is_some_and(|r| r.residual <= 1e-8), "{report:?}");
+        v.to_rows()
+    };
+    let v = sweep(&x, &h, &grad);
+    for s in 0..b {
+        let row = |ms: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
+            ms.iter().map(|m| m.rows(s, 1).into_owned()).collect()
+        };
+        let want = sweep(&row(&x), &row(&h), &grad.rows(s, 1).into_owned());
+        let what = format!("sequence {s}'s targets against its own sweep's");
+        assert_same_bits(&what, &row(&v), &want);
+    }
+}

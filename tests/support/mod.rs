@@ -300,3 +300,14 @@ pub fn embed(rng: &mut ChaCha8Rng, params: &mut Params, batch: &mut Batch, vocab
     batch.tokens = Some(ids);
     params.embedding = Some(table);
 }
+
+/// Asserts that `got` and `want` (matrices of the same shapes) hold the same bits, saying
+/// how far apart they are when they do not.
+pub fn assert_same_bits(what: &str, got: &[DMatrix<f64>], want: &[DMatrix<f64>]) {
+    let apart = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).amax())
+        .fold(0.0, f64::max);
+    assert!(got == want, "{what}: {apart:e} apart");
+}

@@ -1,39 +1,21 @@
 //! The per-step batched CG of the jacobian inversion (docs/ALGORITHM.md §5): one CG per
-//! sequence of a step, sharing the cell's two products per iteration, stopping together on
-//! the Frobenius residual of the sequences solved.
+//! sequence of a step (`batched_cg`), sharing the cell's two products per iteration, each
+//! sequence stopping on its own residual.
 
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use super::{Cell, Step};
 use crate::cg::{check_converged, CgReport};
+use crate::cpu::batched_cg::{batched_cg, CgVectors, Stop};
 
 /// The vectors of a per-step CG over B columns of width d, allocated once per sweep.
+#[derive(Default)]
 pub(super) struct CgWork {
-    r: Vec<f64>,
-    p: Vec<f64>,
-    ap: Vec<f64>,
+    rhs: Vec<f64>,
     jp: Vec<f64>,
     scratch: Vec<f64>,
-    rs: Vec<f64>,
-}
-
-impl CgWork {
-    pub(super) fn new(d: usize, b: usize) -> Self {
-        let v = || vec![0.0; d * b];
-        Self {
-            r: v(),
-            p: v(),
-            ap: v(),
-            jp: v(),
-            scratch: Vec::new(),
-            rs: vec![0.0; b],
-        }
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    cg: CgVectors,
 }
 
 /// Checks what every per-step solve needs: a positive, finite r and a step of the cell.
@@ -49,7 +31,7 @@ pub(super) fn check_solve(cell: &dyn Cell, t: usize, reg: f64) -> Result<()> {
 }
 
 /// `per_step_cg` for the sequences of `step`, one column of `u` each, into `x`, with
-/// `work`'s vectors; stops on those columns' Frobenius residual.
+/// `work`'s vectors; each column stops on its own relative residual.
 pub(super) fn solve_columns(
     cell: &dyn Cell,
     step: Step<'_>,
@@ -58,78 +40,47 @@ pub(super) fn solve_columns(
     work: &mut CgWork,
     x: &mut [f64],
 ) -> Result<CgReport> {
-    let d = cell.width();
     let CgWork {
-        r,
-        p,
-        ap,
+        rhs,
         jp,
         scratch,
-        rs,
+        cg,
     } = work;
-    cell.vjp_into(step, u, r, scratch);
-    let rhs_norm = dot(r, r).sqrt();
+    rhs.resize(u.len(), 0.0);
+    cell.vjp_into(step, u, rhs, scratch);
     // A NaN residual would compare false against the tolerance and pass for converged.
-    if !rhs_norm.is_finite() {
+    if !rhs.iter().map(|v| v * v).sum::<f64>().is_finite() {
         bail!(
             "J_tᵀ (v_t − h_t) has non-finite entries at step {}: the model or targets diverged",
             step.0
         );
     }
-    x.fill(0.0);
-    if rhs_norm == 0.0 {
-        return Ok(CgReport {
-            iterations: 0,
-            residual: 0.0,
-        });
-    }
-    p.copy_from_slice(r);
-    for (rs_i, r_i) in rs.iter_mut().zip(r.chunks_exact(d)) {
-        *rs_i = dot(r_i, r_i);
-    }
-    let residual = |rs: &[f64]| rs.iter().sum::<f64>().sqrt() / rhs_norm;
-    let mut iterations = 0;
-    while residual(rs) > tol && iterations < max_iter {
+    jp.resize(u.len(), 0.0);
+    let mut apply = |p: &[f64], ap: &mut [f64]| {
         cell.jvp_into(step, p, jp, scratch);
         cell.vjp_into(step, jp, ap, scratch);
-        for (a, &p_j) in ap.iter_mut().zip(p.iter()) {
+        for (a, &p_j) in ap.iter_mut().zip(p) {
             *a += reg * p_j;
         }
-        let columns = x
-            .chunks_exact_mut(d)
-            .zip(r.chunks_exact_mut(d))
-            .zip(p.chunks_exact_mut(d))
-            .zip(ap.chunks_exact(d))
-            .zip(rs.iter_mut());
-        for ((((x_i, r_i), p_i), ap_i), rs_i) in columns {
-            let curv = dot(p_i, ap_i);
-            // A column already solved exactly has p = 0: leave it where it is.
-            let alpha = if curv > 0.0 { *rs_i / curv } else { 0.0 };
-            for j in 0..d {
-                x_i[j] += alpha * p_i[j];
-                r_i[j] -= alpha * ap_i[j];
-            }
-            let rs_new = dot(r_i, r_i);
-            let beta = if *rs_i > 0.0 { rs_new / *rs_i } else { 0.0 };
-            for j in 0..d {
-                p_i[j] = r_i[j] + beta * p_i[j];
-            }
-            *rs_i = rs_new;
-        }
-        iterations += 1;
-    }
-    let report = CgReport {
-        iterations,
-        residual: residual(rs),
     };
+    let report = batched_cg(
+        &mut apply,
+        rhs,
+        cell.width(),
+        x,
+        false,
+        (tol, max_iter, Stop::EachColumn),
+        cg,
+    );
     Ok(check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?)
 }
 
 /// Solves `(J_tᵀ J_t + r I) z = J_tᵀ u` for every row (sequence) of `u` (B×d, the
 /// displacement v_t − h_t) by batched matrix-free CG from zero: one CG per row, each with
-/// its own α and β, sharing the two products per iteration. Stops when the relative
-/// residual over the batch, ‖R‖_F / ‖J_tᵀ u‖_F, is ≤ `tol` (as `inverse_cg` does), and
-/// fails with `CgError` if `max_iter` iterations do not get there.
+/// its own α and β, sharing the two products per iteration. Each row stops when its own
+/// relative residual ‖r_s‖ / ‖(J_tᵀ u)_s‖ is ≤ `tol` (`Stop::EachColumn`; the report's
+/// residual is the largest row's), and the solve fails with `CgError` if `max_iter`
+/// iterations do not get every row there.
 pub fn per_step_cg(
     cell: &dyn Cell,
     t: usize,
@@ -146,7 +97,7 @@ pub fn per_step_cg(
             cell.width()
         );
     }
-    let mut work = CgWork::new(d, b);
+    let mut work = CgWork::default();
     let mut z = vec![0.0; b * d];
     let cols = u.transpose();
     let report = solve_columns(

@@ -1,0 +1,139 @@
+//! The batched conjugate gradient of every regularized inversion on the CPU
+//! (docs/ALGORITHM.md §4, §5): one CG per column of the right-hand side, each with its own
+//! step sizes, the columns sharing the operator's products at every iteration. `inverse`
+//! forms P with it, `target_sweep` and `jacobian` solve each step with it; the GPU's twin
+//! is the CG of `shaders/jacobian.wgsl`.
+
+use crate::cg::CgReport;
+
+/// When a batched solve stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// All columns together, when ‖R‖_F / ‖B‖_F ≤ tol: forming P (§4).
+    Batch,
+    /// Each column on its own, when ‖r_j‖ / ‖b_j‖ ≤ tol: a column that gets there is left
+    /// as it is while the others go on. Each column's solution is then the one it would
+    /// get alone, however the columns are grouped over cores (the per-step solves of §4
+    /// and §5, stopped per sequence as on the GPU).
+    EachColumn,
+}
+
+/// The vectors of a batched CG, allocated once and reused from solve to solve.
+#[derive(Debug, Default)]
+pub struct CgVectors {
+    r: Vec<f64>,
+    p: Vec<f64>,
+    ap: Vec<f64>,
+    /// ‖r_j‖² and ‖b_j‖² per column.
+    rs: Vec<f64>,
+    rhs_sq: Vec<f64>,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The relative residual of one column, 0 for a zero right-hand side.
+fn column_residual(rs: f64, rhs_sq: f64) -> f64 {
+    if rhs_sq == 0.0 {
+        0.0
+    } else {
+        rs.sqrt() / rhs_sq.sqrt()
+    }
+}
+
+/// Solves `A X = B` for the column-major columns of width `d` of `rhs` = B into `x`, where
+/// `apply(P, out)` writes `A P` for all columns at once. X starts from `x` when `warm`,
+/// from zero otherwise. Runs until `stop` is met or `max_iter` iterations have run, and
+/// reports the iterations and the residual the stopping rule reads (with
+/// [`Stop::EachColumn`], the largest column's; NaN when one turned NaN). A zero B gives
+/// X = 0 at once. The right-hand side must be finite (the callers check it, naming what
+/// diverged).
+pub fn batched_cg(
+    apply: &mut dyn FnMut(&[f64], &mut [f64]),
+    rhs: &[f64],
+    d: usize,
+    x: &mut [f64],
+    warm: bool,
+    (tol, max_iter, stop): (f64, usize, Stop),
+    work: &mut CgVectors,
+) -> CgReport {
+    let CgVectors {
+        r,
+        p,
+        ap,
+        rs,
+        rhs_sq,
+    } = work;
+    rhs_sq.clear();
+    rhs_sq.extend(rhs.chunks_exact(d).map(|c| dot(c, c)));
+    let rhs_norm = rhs_sq.iter().sum::<f64>().sqrt();
+    if rhs_norm == 0.0 {
+        // B = 0: X = 0, whatever the warm start.
+        x.fill(0.0);
+        return CgReport {
+            iterations: 0,
+            residual: 0.0,
+        };
+    }
+    for v in [&mut *r, &mut *p, &mut *ap] {
+        v.resize(rhs.len(), 0.0);
+    }
+    r.copy_from_slice(rhs);
+    if warm {
+        apply(x, ap);
+        for (r_i, &a_i) in r.iter_mut().zip(ap.iter()) {
+            *r_i -= a_i;
+        }
+    } else {
+        x.fill(0.0);
+    }
+    p.copy_from_slice(r);
+    rs.clear();
+    rs.extend(r.chunks_exact(d).map(|c| dot(c, c)));
+    let residual = |rs: &[f64]| match stop {
+        Stop::Batch => rs.iter().sum::<f64>().sqrt() / rhs_norm,
+        // The largest, NaN if any is NaN (f64::max would pass over it).
+        Stop::EachColumn => rs
+            .iter()
+            .zip(rhs_sq.iter())
+            .map(|(&s, &b)| column_residual(s, b))
+            .fold(0.0, |m, v| if v.is_nan() { v } else { m.max(v) }),
+    };
+    let mut iterations = 0;
+    // Written so that a NaN residual (a NaN warm start) stops the solve, as not converged.
+    while residual(rs) > tol && iterations < max_iter {
+        apply(p, ap);
+        let columns = x
+            .chunks_exact_mut(d)
+            .zip(r.chunks_exact_mut(d))
+            .zip(p.chunks_exact_mut(d))
+            .zip(ap.chunks_exact(d))
+            .zip(rs.iter_mut().zip(rhs_sq.iter()));
+        for ((((x_j, r_j), p_j), ap_j), (rs_j, &b_j)) in columns {
+            if stop == Stop::EachColumn && column_residual(*rs_j, b_j) <= tol {
+                continue;
+            }
+            let curv = dot(p_j, ap_j);
+            // A column whose residual is exactly zero has p = 0: leave it where it is.
+            let alpha = if curv > 0.0 { *rs_j / curv } else { 0.0 };
+            for (xi, &pi) in x_j.iter_mut().zip(p_j.iter()) {
+                *xi += alpha * pi;
+            }
+            for (ri, &api) in r_j.iter_mut().zip(ap_j) {
+                *ri -= alpha * api;
+            }
+            let rs_new = dot(r_j, r_j);
+            let beta = if *rs_j > 0.0 { rs_new / *rs_j } else { 0.0 };
+            for (pi, &ri) in p_j.iter_mut().zip(r_j.iter()) {
+                *pi = ri + beta * *pi;
+            }
+            *rs_j = rs_new;
+        }
+        iterations += 1;
+    }
+    CgReport {
+        iterations,
+        residual: residual(rs),
+    }
+}
