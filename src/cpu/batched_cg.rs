@@ -66,10 +66,12 @@ pub fn batched_cg(
         rhs_sq,
     } = work;
     rhs_sq.clear();
-    rhs_sq.extend(rhs.chunks_exact(d).map(|c| dot(c, c)));
+    if d > 0 {
+        rhs_sq.extend(rhs.chunks_exact(d).map(|c| dot(c, c)));
+    }
     let rhs_norm = rhs_sq.iter().sum::<f64>().sqrt();
     if rhs_norm == 0.0 {
-        // B = 0: X = 0, whatever the warm start.
+        // B = 0 (or no columns): X = 0, whatever the warm start.
         x.fill(0.0);
         return CgReport {
             iterations: 0,
