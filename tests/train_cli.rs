@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 mod cli_support;
 
-use cli_support::{log_without_time, ok, scratch, small, strs, tpri, write_tiny_mnist};
+use cli_support::{
+    checkpoint_tensors, log_without_time, ok, scratch, small, strs, tpri, write_tiny_mnist,
+};
 
 #[test]
 fn a_run_writes_its_directory() {
@@ -71,24 +73,79 @@ fn resume_reproduces_an_uninterrupted_run_exactly() {
         std::fs::read_to_string(whole.join("step_norms.csv")).unwrap(),
         std::fs::read_to_string(split.join("step_norms.csv")).unwrap()
     );
-    let read = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
-    let (a, b) = (read(&whole), read(&split));
-    // The tensors are bit-identical; only the header's elapsed time may differ.
-    let tensors = |bytes: &[u8]| {
-        let f = safetensors::SafeTensors::deserialize(bytes).unwrap();
-        let mut v: Vec<(String, Vec<u8>)> = f
-            .tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.data().to_vec()))
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(tensors(&a), tensors(&b));
+    assert_eq!(checkpoint_tensors(&whole), checkpoint_tensors(&split));
     // Nothing may be added to a resumed run but iterations and the backend.
     let bad = tpri(&["train", "--resume", split.to_str().unwrap(), "--lr", "0.1"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("only --iterations"));
+}
+
+/// A CPU run gives the same bits on one core as on all of them (`taskset -c 0`), where the
+/// sizes split every time loop and per-step solve over the cores: the per-step solves stop
+/// each sequence on its own, and every product computes each column alike. On a
+/// one-core machine both runs take one core, and the test says so.
+#[test]
+fn cpu_results_do_not_depend_on_the_core_count() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core here: both runs use it, so this compares nothing");
+    }
+    let root = scratch("cores");
+    for (name, flags) in [
+        ("tanh-jacobian", &["--inversion", "jacobian"][..]),
+        ("gru-jacobian", &["--cell", "gru"][..]),
+        ("tanh-per-step", &["--solver", "per-step"][..]),
+    ] {
+        let run = |dir: &Path, one_core: bool| {
+            let mut args: Vec<&str> = vec![
+                "train",
+                "--task",
+                "adding",
+                "--seq-len",
+                "200",
+                "--hidden",
+                "64",
+                "--batch-size",
+                "16",
+                "--iterations",
+                "4",
+                "--log-every",
+                "1",
+                "--backend",
+                "cpu",
+                "--run-dir",
+                dir.to_str().unwrap(),
+            ];
+            args.extend(flags);
+            let mut command = if one_core {
+                let mut c = Command::new("taskset");
+                c.args(["-c", "0", env!("CARGO_BIN_EXE_tpri")]);
+                c
+            } else {
+                Command::new(env!("CARGO_BIN_EXE_tpri"))
+            };
+            let out = command
+                .args(&args)
+                .output()
+                .expect("spawn (taskset is util-linux's)");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (one, all) = (
+            root.join(format!("{name}-1")),
+            root.join(format!("{name}-all")),
+        );
+        run(&one, true);
+        run(&all, false);
+        assert_eq!(log_without_time(&one), log_without_time(&all), "{name}");
+        assert!(
+            checkpoint_tensors(&one) == checkpoint_tensors(&all),
+            "{name}: other bits on one core"
+        );
+    }
 }
 
 #[test]

@@ -207,3 +207,17 @@ pub fn write_tiny_cifar(dir: &Path, train: [usize; 5], test: usize) {
     }
     std::fs::write(dir.join("test_batch.bin"), records(test)).unwrap();
 }
+
+/// The tensors of `dir/checkpoint.safetensors`, by name: what two runs must agree on bit
+/// for bit (the header's elapsed time may differ).
+pub fn checkpoint_tensors(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+    let f = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = f
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
