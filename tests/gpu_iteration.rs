@@ -360,7 +360,18 @@ fn misuse_is_an_error_not_a_panic() {
     assert!(format!("{:#}", err.unwrap_err()).contains("hidden size"));
     let err = tpri::gpu::GpuContext::new(&"no-such-adapter-xyz".parse().unwrap());
     assert!(format!("{:#}", err.err().unwrap()).contains("no adapter named"));
-    assert!(!tpri::gpu::list_adapters().is_empty());
+    let adapters = tpri::gpu::list_adapters();
+    assert!(!adapters.is_empty());
+    for a in &adapters {
+        // Subgroup sizes are powers of two, the least no more than the most.
+        if let Some((least, most)) = a.subgroups {
+            assert!(
+                least.is_power_of_two() && most.is_power_of_two() && least <= most,
+                "{a}"
+            );
+        }
+        assert!(a.to_string().contains("subgroups: "), "{a}");
+    }
 }
 
 /// One step from the same parameters on each backend: the per-step norms (TP: ‖v_t − h_t‖,

@@ -76,6 +76,9 @@ pub struct AdapterSummary {
     /// Whether shaders can use the `f16` type (wgpu's `SHADER_F16`): f16 storage then
     /// converts natively.
     pub shader_f16: bool,
+    /// Subgroup sizes (least, most) where shaders can use subgroup operations (wgpu's
+    /// `SUBGROUP`); `None` where they cannot.
+    pub subgroups: Option<(u32, u32)>,
 }
 
 impl fmt::Display for AdapterSummary {
@@ -101,12 +104,17 @@ impl fmt::Display for AdapterSummary {
         )?;
         write!(
             f,
-            "    workgroup: size x ≤ {}, ≤ {} invocations, {} B shared; timestamps: {}; shader f16: {}",
+            "    workgroup: size x ≤ {}, ≤ {} invocations, {} B shared; timestamps: {}; shader f16: {}; subgroups: {}",
             self.max_workgroup_size_x,
             self.max_invocations_per_workgroup,
             self.workgroup_storage_size,
             if self.timestamp_query { "yes" } else { "no" },
-            if self.shader_f16 { "yes" } else { "no" }
+            if self.shader_f16 { "yes" } else { "no" },
+            match self.subgroups {
+                Some((least, most)) if least == most => format!("{least} invocations"),
+                Some((least, most)) => format!("{least}–{most} invocations"),
+                None => "no".to_string(),
+            }
         )
     }
 }
@@ -218,6 +226,10 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         timestamp_query: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
         shader_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
+        subgroups: adapter
+            .features()
+            .contains(wgpu::Features::SUBGROUP)
+            .then_some((info.subgroup_min_size, info.subgroup_max_size)),
     }
 }
 
