@@ -12,7 +12,7 @@ tpri=${TPRI:-tpri}
 # the studies after it still run.
 for study in convergence-gru convergence-pixel convergence-pixel-permuted-bp \
              convergence-adding-30 convergence-temporal-order-60 convergence-temporal-order-120 \
-             regularization-lr regime-map-cpu; do
+             temporal-order-60-ablation regularization-lr regime-map-cpu; do
     resume=()
     if [ -d "$out/$study" ]; then
         resume=(--resume)

@@ -313,3 +313,56 @@ fn tp_iteration_gradients_match_finite_differences() {
         }
     }
 }
+
+/// As r grows, P = (WᵀW + rI)⁻¹Wᵀ ≈ Wᵀ/r vanishes, the targets below the top collapse onto
+/// the states, and TP-RI's recurrent gradient through time tends to γ_h times BPTT's (S sums
+/// over sequences, g_T = ∇_{h_T} ℓ carries the mean's 1/B; docs/ALGORITHM.md §2), while the
+/// head's gradients are BPTT's exactly. docs/REPRODUCTION.md's temporal-order ablation rests
+/// on this: TP-RI at r = 10⁶ is BPTT with the recurrent learning rate scaled by γ_h.
+#[test]
+fn tp_gradient_tends_to_scaled_bp_gradient_as_r_grows() {
+    let mut rng = rng(8);
+    let gamma = 0.01;
+    // Shapes with T > 1 (targets below the top) and q > 1 (a one-class loss is constant).
+    for s in [SHAPES[3], SHAPES[5], SHAPES[6]] {
+        for loss in LOSSES {
+            let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
+            let bp = iteration(&params, &batch, &bp_hyper(loss), None).unwrap();
+            let deviation = |reg: f64| {
+                let mut hyper = Hyper {
+                    method: Method::Tp,
+                    loss,
+                    ..Hyper::default()
+                };
+                hyper.tp.lr_target = gamma;
+                hyper.tp.reg = reg;
+                hyper.tp.solver = Solver::Cholesky;
+                let tp = iteration(&params, &batch, &hyper, None).unwrap();
+                let tensors = tp.grads.tensors();
+                let wanted = bp.grads.tensors();
+                for k in 4..6 {
+                    assert_eq!(tensors[k].1, wanted[k].1, "{s:?} {loss:?}: head {k}");
+                }
+                (0..4)
+                    .map(|k| {
+                        let what = format!("{s:?} {loss:?} r = {reg}: {}", tensors[k].0);
+                        rel_err(&what, tensors[k].1, &(wanted[k].1 * gamma))
+                    })
+                    .fold(0.0, f64::max)
+            };
+            let (near, far, farther) = (deviation(1.0), deviation(1e8), deviation(1e10));
+            // With T > 1 the targets below the top move the gradient at r = 1. What is left
+            // of them at large r is of order ‖W‖/r times the top's, times 1/(1 − clamp(h)²)
+            // (up to 500): it falls as 1/r.
+            assert!(
+                near > 1e-3,
+                "{s:?} {loss:?}: r = 1 deviates by only {near:e}"
+            );
+            assert!(far < 1e-4, "{s:?} {loss:?}: r = 1e8 deviates by {far:e}");
+            assert!(
+                farther < 1e-6 && farther < far / 10.0,
+                "{s:?} {loss:?}: r = 1e10 deviates by {farther:e} (1e8: {far:e})"
+            );
+        }
+    }
+}
