@@ -1,6 +1,8 @@
 // One optimizer step on all parameters at once (twin of src/cpu/optimizer.rs), PyTorch's
 // conventions. θ, ∇, and the slots m, v are flat buffers holding every tensor (with
-// alignment padding, whose zero gradients leave it at zero).
+// alignment padding, whose zero gradients leave it at zero). The elements head_start ..
+// head_end − 1 (the head's V and c; an empty range for DTP's reverse layer) take the
+// learning rate lr_head, the others lr (`--lr-head`, docs/ALGORITHM.md §8).
 //
 //     SGD:       θ -= lr g
 //     Nesterov:  m = μ m + g;  θ -= lr (g + μ m)
@@ -23,6 +25,9 @@ struct Settings {
     eps: f32,
     c1: f32,
     c2: f32,
+    lr_head: f32,
+    head_start: u32,
+    head_end: u32,
 }
 
 @group(0) @binding(0) var<uniform> cfg: Settings;
@@ -38,17 +43,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let g = grad[i];
+    let lr = select(cfg.lr, cfg.lr_head, i >= cfg.head_start && i < cfg.head_end);
     if cfg.kind == SGD {
-        theta[i] -= cfg.lr * g;
+        theta[i] -= lr * g;
     } else if cfg.kind == NESTEROV {
         let buf = cfg.momentum * m[i] + g;
         m[i] = buf;
-        theta[i] -= cfg.lr * (g + cfg.momentum * buf);
+        theta[i] -= lr * (g + cfg.momentum * buf);
     } else {
         let m1 = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * g;
         let v1 = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g * g;
         m[i] = m1;
         v[i] = v1;
-        theta[i] -= cfg.lr * (m1 / cfg.c1) / (sqrt(v1 / cfg.c2) + cfg.eps);
+        theta[i] -= lr * (m1 / cfg.c1) / (sqrt(v1 / cfg.c2) + cfg.eps);
     }
 }

@@ -145,6 +145,13 @@ pub struct OptimizerConfig {
     pub kind: OptimizerKind,
     /// Learning rate γ_θ.
     pub lr: f64,
+    /// Learning rate of the head's parameters (V, c) where it differs from `lr`; `None`:
+    /// `lr`, as in the published code (docs/ALGORITHM.md §8). TP-RI's recurrent update is
+    /// γ_h times a gradient while the head's is the loss's own, so comparing BPTT with a
+    /// head rate of its own is what tells the targets' effect from the rates'
+    /// (docs/REPRODUCTION.md, "Temporal order, T = 60: targets or learning rate").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_head: Option<f64>,
     /// Momentum for Nesterov.
     pub momentum: f64,
     /// Adam's decay rate of the first moment.
@@ -155,11 +162,19 @@ pub struct OptimizerConfig {
     pub eps: f64,
 }
 
+impl OptimizerConfig {
+    /// The learning rate of the head's parameters: `lr_head`, else `lr`.
+    pub fn head_lr(&self) -> f64 {
+        self.lr_head.unwrap_or(self.lr)
+    }
+}
+
 impl Default for OptimizerConfig {
     fn default() -> Self {
         Self {
             kind: OptimizerKind::Sgd,
             lr: 0.1,
+            lr_head: None,
             momentum: 0.9,
             beta1: 0.9,
             beta2: 0.999,
@@ -310,6 +325,12 @@ impl Hyper {
                     "the learning rate must be positive and finite, got {}",
                     o.lr
                 ),
+            );
+        }
+        if let Some(lr_head) = o.lr_head.filter(|v| !(*v > 0.0 && v.is_finite())) {
+            return bad(
+                "Hyper::opt.lr_head",
+                format!("the head's learning rate must be positive and finite, got {lr_head}"),
             );
         }
         if !(0.0..1.0).contains(&o.momentum) {

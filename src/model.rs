@@ -139,6 +139,10 @@ pub const GRU_PARAM_NAMES: [&str; 6] = [
     "gru.w_hh", "gru.w_ih", "gru.b_ih", "gru.b_hh", "head.w", "head.b",
 ];
 
+/// Names of the head's tensors (V, c), the last two of both cells' lists: the tensors
+/// `OptimizerConfig::lr_head` steps.
+pub const HEAD_NAMES: [&str; 2] = ["head.w", "head.b"];
+
 /// The GRU's gates in the order PyTorch stacks their blocks of d rows in `w_hh`, `w_ih`
 /// and both biases.
 pub const GRU_GATES: [&str; 3] = ["r", "z", "n"];

@@ -456,14 +456,20 @@ fn optimizers_match_reference_over_three_steps() {
     use tpri::config::{OptimizerConfig, OptimizerKind};
     let ctx = ctx();
     let d = dims(3, 7, 2);
-    for kind in [
-        OptimizerKind::Sgd,
-        OptimizerKind::Nesterov,
-        OptimizerKind::Adam,
-    ] {
+    // Without and with the head's own learning rate (`lr_head`: V and c at 0.3).
+    let cases = [None, Some(0.3)].into_iter().flat_map(|lr_head| {
+        [
+            OptimizerKind::Sgd,
+            OptimizerKind::Nesterov,
+            OptimizerKind::Adam,
+        ]
+        .map(|kind| (kind, lr_head))
+    });
+    for (kind, lr_head) in cases {
         let cfg = OptimizerConfig {
             kind,
             lr: 0.05,
+            lr_head,
             ..OptimizerConfig::default()
         };
         let mut p_cpu = seeded_params(CellKind::Tanh, d, 30, 1.0);
@@ -485,7 +491,12 @@ fn optimizers_match_reference_over_three_steps() {
             ("v", second.collect()),
         ] {
             for ((name, got), (_, want)) in pairs {
-                check(&format!("{part} {name} ({kind:?})"), got, want, TOL);
+                check(
+                    &format!("{part} {name} ({kind:?}, lr_head {lr_head:?})"),
+                    got,
+                    want,
+                    TOL,
+                );
             }
         }
     }

@@ -713,6 +713,11 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
                 ],
             ),
             lr: mostly(rng, 0.1),
+            lr_head: if rng.random_bool(0.7) {
+                None
+            } else {
+                Some(mostly(rng, 0.5))
+            },
             momentum: mostly(rng, 0.9),
             beta1: mostly(rng, 0.9),
             beta2: 0.999,

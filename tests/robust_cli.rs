@@ -409,6 +409,11 @@ fn negative_values_reach_the_checks_that_name_them() {
         ),
         ("--lr", "-0.1", "--lr: the learning rate must be positive"),
         ("--lr-target", "-0.001", "--lr-target: the target step"),
+        (
+            "--lr-head",
+            "-0.1",
+            "--lr-head: the head's learning rate must be positive",
+        ),
     ] {
         let args: Vec<&str> = train.iter().copied().chain([flag, value]).collect();
         let err = refused(&args, &[needle]);

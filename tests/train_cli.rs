@@ -52,6 +52,36 @@ fn a_run_writes_its_directory() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a run"));
 }
 
+/// `--lr-head` reaches the run's config.toml (and only when given), and moves the head at
+/// its own rate: the recurrent tensors of the first step are those of a run without it.
+#[test]
+fn head_learning_rate_from_the_command_line() {
+    let dir = scratch("lr-head");
+    let run = |name: &str, extra: &[&str]| {
+        let at = dir.join(name);
+        let mut args = small(&at, "1");
+        args.extend(extra.iter().map(|s| s.to_string()));
+        ok(&strs(&args));
+        let config = std::fs::read_to_string(at.join("config.toml")).unwrap();
+        (config, checkpoint_tensors(&at))
+    };
+    let (plain_config, plain) = run("plain", &[]);
+    let (config, split) = run("split", &["--lr-head", "0.5"]);
+    assert!(!plain_config.contains("lr_head"), "{plain_config}");
+    assert!(config.contains("lr_head = 0.5"), "{config}");
+    let mut compared = 0;
+    for ((name, got), (_, want)) in split.iter().zip(&plain) {
+        if name.starts_with("params.head.") {
+            assert_ne!(got, want, "{name} must move at 0.5, not at --lr 0.05");
+            compared += 1;
+        } else if name.starts_with("params.rnn.") {
+            assert_eq!(got, want, "{name} must move at --lr as without --lr-head");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 6, "the six parameter tensors of the checkpoint");
+}
+
 #[test]
 fn resume_reproduces_an_uninterrupted_run_exactly() {
     let root = scratch("resume");

@@ -7,6 +7,7 @@ use tpri::model::{CellKind, EMBEDDING_FIELD, EMBEDDING_NAME};
 
 /// API names every subcommand rewrites, and what they become.
 const COMMON: &[(&str, &str)] = &[
+    ("Hyper::opt.lr_head", "--lr-head"),
     ("Hyper::opt.lr", "--lr"),
     ("Hyper::opt.momentum", "--momentum"),
     ("Hyper::tp.reg", "--reg"),

@@ -3,7 +3,7 @@
 
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::dtp::REVERSE_NAMES;
-use crate::model::Params;
+use crate::model::{Params, HEAD_NAMES};
 use crate::optimizer_state::OptState;
 
 /// Applies one step of `cfg` to `params` with gradients `grads`.
@@ -47,8 +47,8 @@ pub fn forward_step(
     });
 }
 
-/// One update with learning rate `lr` of the tensors whose names `which` accepts, at the
-/// step count `state.step`.
+/// One update of the tensors whose names `which` accepts, at the step count `state.step`:
+/// with learning rate `lr`, the head's with `cfg.head_lr()`.
 fn update(
     cfg: &OptimizerConfig,
     lr: f64,
@@ -68,6 +68,11 @@ fn update(
         if !which(name) {
             continue;
         }
+        let lr = if HEAD_NAMES.contains(&name) {
+            cfg.head_lr()
+        } else {
+            lr
+        };
         match cfg.kind {
             OptimizerKind::Sgd => *theta -= g * lr,
             OptimizerKind::Nesterov => {

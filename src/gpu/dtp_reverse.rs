@@ -164,7 +164,8 @@ impl DtpReverse {
             transposes,
             kernel,
             reductions,
-            step: OptimizerStep::over(ctx, model, &cfg, range)?,
+            // The reverse layer holds none of the head.
+            step: OptimizerStep::over(ctx, model, &cfg, range, 0..0)?,
             blocks,
             seed: hyper.dtp.noise_seed,
         };

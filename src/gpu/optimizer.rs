@@ -1,6 +1,8 @@
 //! SGD, Nesterov and Adam on all parameters in one launch (`shaders/optimizer.wgsl`; twin
 //! of `src/cpu/optimizer.rs`).
 
+use std::ops::Range;
+
 use anyhow::Result;
 
 use crate::config::{OptimizerConfig, OptimizerKind};
@@ -25,9 +27,20 @@ struct Settings {
     eps: f32,
     c1: f32,
     c2: f32,
+    lr_head: f32,
+    head_start: u32,
+    head_end: u32,
 }
 
-fn settings(len: usize, row_stride: u32, cfg: &OptimizerConfig, step: u64) -> Settings {
+/// The launch's settings at step `step`, the elements `head` of its range (the head's V
+/// and c, or none) at the head's learning rate.
+fn settings(
+    len: usize,
+    row_stride: u32,
+    cfg: &OptimizerConfig,
+    head: Range<usize>,
+    step: u64,
+) -> Settings {
     // Adam's bias corrections 1 − β^step, in f64 on the host where step is known.
     let t = i32::try_from(step).unwrap_or(i32::MAX);
     Settings {
@@ -45,6 +58,9 @@ fn settings(len: usize, row_stride: u32, cfg: &OptimizerConfig, step: u64) -> Se
         eps: cfg.eps as f32,
         c1: (1.0 - cfg.beta1.powi(t)) as f32,
         c2: (1.0 - cfg.beta2.powi(t)) as f32,
+        lr_head: cfg.head_lr() as f32,
+        head_start: head.start as u32,
+        head_end: head.end as u32,
     }
 }
 
@@ -55,33 +71,37 @@ pub(crate) struct OptimizerStep {
     cfg: OptimizerConfig,
     len: usize,
     row_stride: u32,
+    head: Range<usize>,
 }
 
 impl OptimizerStep {
     /// The step of every parameter but DTP's reverse layer (which `over` steps on its
-    /// own): all of them in the other methods.
+    /// own): all of them in the other methods, the head's at its own learning rate.
     pub fn new(ctx: &GpuContext, model: &ModelBuffers, cfg: &OptimizerConfig) -> Result<Self> {
         let range = Slot {
             start: 0,
             len: model.layout.forward_len(),
         };
-        Self::over(ctx, model, cfg, range)
+        let l = &model.layout;
+        Self::over(ctx, model, cfg, range, l.v.start..l.c.start + l.c.len)
     }
 
     /// The step of the parameters in `range` of the flat buffers (its start aligned for
-    /// binding, as every slot's is).
+    /// binding, as every slot's is), the elements `head` of the range at the head's
+    /// learning rate.
     pub fn over(
         ctx: &GpuContext,
         model: &ModelBuffers,
         cfg: &OptimizerConfig,
         range: Slot,
+        head: Range<usize>,
     ) -> Result<Self> {
         let len = range.len;
         let (grid, row_stride) = grid_1d(ctx, len, WG);
         let launch = Dispatch::new(
             ctx,
             &ctx.kernels.optimizer,
-            &settings(len, row_stride, cfg, 1),
+            &settings(len, row_stride, cfg, head.clone(), 1),
             &[
                 (1, range.bind(&model.grad)),
                 (2, range.bind(&model.theta)),
@@ -95,12 +115,19 @@ impl OptimizerStep {
             cfg: cfg.clone(),
             len,
             row_stride,
+            head,
         })
     }
 
     /// Sets the step number (1 for the first step) the next recorded launch applies.
     pub fn set_step(&self, ctx: &GpuContext, step: u64) {
-        let s = settings(self.len, self.row_stride, &self.cfg, step);
+        let s = settings(
+            self.len,
+            self.row_stride,
+            &self.cfg,
+            self.head.clone(),
+            step,
+        );
         ctx.write(&self.launch.uniform, 0, &[s]);
     }
 

@@ -3,7 +3,7 @@
 
 use tpri::config::{OptimizerConfig, OptimizerKind};
 use tpri::cpu::optimizer::optimizer_step;
-use tpri::model::{CellKind, Dims, Params};
+use tpri::model::{CellKind, Dims, Params, GRU_PARAM_NAMES, HEAD_NAMES, PARAM_NAMES};
 use tpri::optimizer_state::OptState;
 
 use crate::support::*;
@@ -151,5 +151,61 @@ fn adam_matches_hand_computed_steps() {
     }
     for (got, want) in flat(&params).iter().zip(&want) {
         assert!((got - want).abs() < 1e-14, "{got} vs {want}");
+    }
+}
+
+/// `lr_head` steps the head's V and c at their own rate and nothing else: unset or equal to
+/// lr, every tensor is what it was without it, bit for bit; set to 3·lr, the head's tensors
+/// (and their slots) are those of a run at 3·lr throughout and the others those of lr.
+#[test]
+fn head_learning_rate_steps_the_head_alone() {
+    assert_eq!(PARAM_NAMES[4..], HEAD_NAMES);
+    assert_eq!(GRU_PARAM_NAMES[4..], HEAD_NAMES);
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Nesterov,
+        OptimizerKind::Adam,
+    ] {
+        let lr = 0.05;
+        let run = |lr: f64, lr_head: Option<f64>| {
+            let cfg = OptimizerConfig {
+                kind,
+                lr,
+                lr_head,
+                ..OptimizerConfig::default()
+            };
+            let (mut params, grads) = start(73);
+            let mut state = OptState::new(&params);
+            for g in &grads {
+                optimizer_step(&cfg, &mut state, &mut params, g);
+            }
+            (params, state)
+        };
+        let (plain, plain_state) = run(lr, None);
+        let (same, _) = run(lr, Some(lr));
+        assert_eq!(flat(&same), flat(&plain), "{kind:?}: lr_head = lr");
+        let (split, split_state) = run(lr, Some(3.0 * lr));
+        let (fast, fast_state) = run(3.0 * lr, None);
+        let tensors = |p: &Params, s: &OptState| {
+            let slots = s.m.tensors().into_iter().zip(s.v.tensors());
+            p.tensors()
+                .into_iter()
+                .zip(slots)
+                .map(|((name, t), ((_, m), (_, v)))| (name, [t.clone(), m.clone(), v.clone()]))
+                .collect::<Vec<_>>()
+        };
+        let moved = tensors(&split, &split_state).into_iter();
+        let plain = tensors(&plain, &plain_state);
+        let fast = tensors(&fast, &fast_state);
+        for (k, (name, got)) in moved.enumerate() {
+            let (from, want) = if HEAD_NAMES.contains(&name) {
+                ("3·lr", &fast[k].1)
+            } else {
+                ("lr", &plain[k].1)
+            };
+            assert_eq!(&got, want, "{kind:?}: {name} must be stepped at {from}");
+        }
+        // And the head did move differently from the plain run's.
+        assert_ne!(flat(&split), flat(&run(lr, None).0), "{kind:?}");
     }
 }

@@ -162,6 +162,11 @@ pub struct TrainArgs {
     pub optimizer: Option<OptimizerKind>,
     #[arg(long, help = help("Learning rate γ_θ of the parameters", defaults().hyper.opt.lr))]
     pub lr: Option<f64>,
+    #[arg(
+        long,
+        help = "Learning rate of the head's parameters (V, c), where it should differ from --lr (docs/ALGORITHM.md §8) [default: --lr, as published]"
+    )]
+    pub lr_head: Option<f64>,
     #[arg(long, help = help("Momentum of the Nesterov optimizer", defaults().hyper.opt.momentum))]
     pub momentum: Option<f64>,
     #[arg(long, help = help("Training iterations in all (with --resume: the new total)", defaults().iterations))]
@@ -353,6 +358,9 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     set(&mut h.dtp.noise, args.noise);
     set(&mut h.opt.kind, args.optimizer);
     set(&mut h.opt.lr, args.lr);
+    if args.lr_head.is_some() {
+        h.opt.lr_head = args.lr_head;
+    }
     set(&mut h.opt.momentum, args.momentum);
     set(&mut cfg.hidden, args.hidden);
     set(&mut cfg.batch_size, args.batch_size);
