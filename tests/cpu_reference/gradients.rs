@@ -72,6 +72,17 @@ fn bp_hyper(loss: Loss) -> Hyper {
     }
 }
 
+/// TP-RI with target step `lr_target` and P formed by Cholesky (exact, whatever r).
+fn tp_hyper(loss: Loss, lr_target: f64) -> Hyper {
+    let mut hyper = Hyper {
+        method: Method::Tp,
+        ..bp_hyper(loss)
+    };
+    hyper.tp.lr_target = lr_target;
+    hyper.tp.solver = Solver::Cholesky;
+    hyper
+}
+
 /// The batched forward pass and head agree with the step-by-step column-vector versions
 /// the finite differences are taken of.
 #[test]
@@ -271,15 +282,9 @@ fn tp_iteration_gradients_match_finite_differences() {
             for tp_grad in [TpGrad::ThroughTime, TpGrad::Local] {
                 let loss = Loss::CrossEntropy;
                 let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
-                let mut hyper = Hyper {
-                    method: Method::Tp,
-                    loss,
-                    ..Hyper::default()
-                };
+                let mut hyper = tp_hyper(loss, 0.5);
                 hyper.tp.target_mode = mode;
                 hyper.tp.tp_grad = tp_grad;
-                hyper.tp.lr_target = 0.5;
-                hyper.tp.solver = Solver::Cholesky;
                 let trace = iteration(&params, &batch, &hyper, None).unwrap();
                 let v = trace.v.clone().unwrap();
                 let what = format!("TP iteration {s:?} {mode:?} {tp_grad:?}");
@@ -329,14 +334,8 @@ fn tp_gradient_tends_to_scaled_bp_gradient_as_r_grows() {
             let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
             let bp = iteration(&params, &batch, &bp_hyper(loss), None).unwrap();
             let deviation = |reg: f64| {
-                let mut hyper = Hyper {
-                    method: Method::Tp,
-                    loss,
-                    ..Hyper::default()
-                };
-                hyper.tp.lr_target = gamma;
+                let mut hyper = tp_hyper(loss, gamma);
                 hyper.tp.reg = reg;
-                hyper.tp.solver = Solver::Cholesky;
                 let tp = iteration(&params, &batch, &hyper, None).unwrap();
                 let tensors = tp.grads.tensors();
                 let wanted = bp.grads.tensors();
