@@ -2,7 +2,10 @@
 // conventions. θ, ∇, and the slots m, v are flat buffers holding every tensor (with
 // alignment padding, whose zero gradients leave it at zero). The elements head_start ..
 // head_end − 1 (the head's V and c; an empty range for DTP's reverse layer) take the
-// learning rate lr_head, the others lr (`--lr-head`, docs/ALGORITHM.md §8).
+// learning rate lr_head, the others lr (`--lr-head`, docs/ALGORITHM.md §8). With clip > 0
+// (`--clip-norm`) every gradient is first scaled by min(1, clip / (‖∇‖ + 1e-6)), PyTorch's
+// clip_grad_norm_, ‖∇‖ over the launch's range in norm[0] beforehand (sum_sq.wgsl,
+// gpu::norms::RangeNorm).
 //
 //     SGD:       θ -= lr g
 //     Nesterov:  m = μ m + g;  θ -= lr (g + μ m)
@@ -12,6 +15,8 @@
 const WG: u32 = 256u;
 const SGD: u32 = 0u;
 const NESTEROV: u32 = 1u;
+// config::CLIP_EPS.
+const CLIP_EPS: f32 = 1e-6;
 
 struct Settings {
     len: u32,
@@ -28,6 +33,8 @@ struct Settings {
     lr_head: f32,
     head_start: u32,
     head_end: u32,
+    // The largest gradient norm, or 0: no clipping.
+    clip: f32,
 }
 
 @group(0) @binding(0) var<uniform> cfg: Settings;
@@ -35,6 +42,7 @@ struct Settings {
 @group(0) @binding(2) var<storage, read_write> theta: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read> norm: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -42,7 +50,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if i >= cfg.len {
         return;
     }
-    let g = grad[i];
+    var g = grad[i];
+    if cfg.clip > 0.0 {
+        g *= min(1.0, cfg.clip / (norm[0] + CLIP_EPS));
+    }
     let lr = select(cfg.lr, cfg.lr_head, i >= cfg.head_start && i < cfg.head_end);
     if cfg.kind == SGD {
         theta[i] -= lr * g;

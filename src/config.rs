@@ -152,6 +152,12 @@ pub struct OptimizerConfig {
     /// (docs/REPRODUCTION.md, "Temporal order, T = 60: targets or learning rate").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr_head: Option<f64>,
+    /// The largest gradient norm a step takes (PyTorch's `clip_grad_norm_`): where the
+    /// gradient of the tensors a step moves has a larger Euclidean norm n, it is scaled by
+    /// max / (n + 1e-6) first; `None`: never, as in the published code (docs/ALGORITHM.md
+    /// §8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_norm: Option<f64>,
     /// Momentum for Nesterov.
     pub momentum: f64,
     /// Adam's decay rate of the first moment.
@@ -167,6 +173,13 @@ impl OptimizerConfig {
     pub fn head_lr(&self) -> f64 {
         self.lr_head.unwrap_or(self.lr)
     }
+
+    /// What a gradient of Euclidean norm `norm` is multiplied by before the step: 1, or
+    /// with `clip_norm` set, PyTorch's `min(1, max / (norm + 1e-6))`.
+    pub fn clip_scale(&self, norm: f64) -> f64 {
+        self.clip_norm
+            .map_or(1.0, |max| (max / (norm + CLIP_EPS)).min(1.0))
+    }
 }
 
 impl Default for OptimizerConfig {
@@ -175,6 +188,7 @@ impl Default for OptimizerConfig {
             kind: OptimizerKind::Sgd,
             lr: 0.1,
             lr_head: None,
+            clip_norm: None,
             momentum: 0.9,
             beta1: 0.9,
             beta2: 0.999,
@@ -270,6 +284,10 @@ pub const CPU_CG_TOL: f64 = 1e-12;
 /// Clamp margin ε of docs/ALGORITHM.md §2.
 pub const CLAMP_EPS: f64 = 1e-3;
 
+/// What `clip_norm`'s scale adds to the gradient's norm, PyTorch's `clip_grad_norm_`'s
+/// 1e-6 (docs/ALGORITHM.md §8); `shaders/optimizer.wgsl` has it too.
+pub const CLIP_EPS: f64 = 1e-6;
+
 /// Everything one training iteration depends on, besides parameters and data.
 ///
 /// `Hyper::default()` suits the tanh RNN; for any cell, start from [`Hyper::for_cell`],
@@ -331,6 +349,12 @@ impl Hyper {
             return bad(
                 "Hyper::opt.lr_head",
                 format!("the head's learning rate must be positive and finite, got {lr_head}"),
+            );
+        }
+        if let Some(max) = o.clip_norm.filter(|v| !(*v > 0.0 && v.is_finite())) {
+            return bad(
+                "Hyper::opt.clip_norm",
+                format!("the largest gradient norm must be positive and finite, got {max}"),
             );
         }
         if !(0.0..1.0).contains(&o.momentum) {

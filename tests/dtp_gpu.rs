@@ -75,7 +75,7 @@ fn gpu_dtp_traces_match_the_reference() {
 /// (`gpu_support::train_side_by_side`: the loss every fifth step, the evaluation, the
 /// parameters, the reverse layer's among them, and the momentum after them, and the last
 /// step's per-step norms, within 1e-3, as for TP-RI in gpu_iteration.rs), and the reverse
-/// layer trains.
+/// layer trains; with and without `--clip-norm`.
 #[test]
 fn fifty_dtp_training_steps_agree_with_reference() {
     let dims = Dims {
@@ -84,11 +84,17 @@ fn fifty_dtp_training_steps_agree_with_reference() {
         output: 1,
     };
     let start = Params::init_dtp(dims, 3).unwrap();
-    let hyper = dtp_hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
-    let run = train_side_by_side(&start, &hyper, "DTP");
-    let moved = &run.params.dtp.as_ref().unwrap().w_rev - &start.dtp.as_ref().unwrap().w_rev;
-    assert!(moved.norm() > 0.0, "the reverse layer trains");
-    eprintln!("worst loss gap over 50 DTP steps: {:.2e}", run.worst);
+    // And with a gradient-norm limit below the gradients' norms, which DTP's two updates
+    // each apply to their own tensors (docs/ALGORITHM.md §8).
+    for clip_norm in [None, Some(0.01)] {
+        let mut hyper = dtp_hyper(Loss::Mse, 0.1, 0.1, TpGrad::ThroughTime);
+        hyper.opt.clip_norm = clip_norm;
+        let what = format!("DTP, clip {clip_norm:?}");
+        let run = train_side_by_side(&start, &hyper, &what);
+        let moved = &run.params.dtp.as_ref().unwrap().w_rev - &start.dtp.as_ref().unwrap().w_rev;
+        assert!(moved.norm() > 0.0, "{what}: the reverse layer trains");
+        eprintln!("{what}: worst loss gap over 50 steps: {:.2e}", run.worst);
+    }
 }
 
 /// f16 storage is refused for DTP, with the storage named.

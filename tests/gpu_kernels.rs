@@ -455,21 +455,31 @@ fn bptt_with_sequences_per_workgroup_across_segments_matches_reference() {
 fn optimizers_match_reference_over_three_steps() {
     use tpri::config::{OptimizerConfig, OptimizerKind};
     let ctx = ctx();
-    let d = dims(3, 7, 2);
-    // Without and with the head's own learning rate (`lr_head`: V and c at 0.3).
-    let cases = [None, Some(0.3)].into_iter().flat_map(|lr_head| {
+    // Without and with the head's own learning rate (`lr_head`: V and c at 0.3), and with
+    // a gradient-norm limit (`clip_norm`) below the random gradients' norms and far above
+    // them; d = 257 gives W 66 049 elements, more than one block of the norm's first pass.
+    let small = dims(3, 7, 2);
+    let settings = [
+        (small, None, None),
+        (small, Some(0.3), None),
+        (small, None, Some(1.0)),
+        (small, None, Some(1e6)),
+        (dims(2, 257, 3), Some(0.3), Some(1.0)),
+    ];
+    let cases = settings.into_iter().flat_map(|(d, lr_head, clip_norm)| {
         [
             OptimizerKind::Sgd,
             OptimizerKind::Nesterov,
             OptimizerKind::Adam,
         ]
-        .map(|kind| (kind, lr_head))
+        .map(|kind| (d, kind, lr_head, clip_norm))
     });
-    for (kind, lr_head) in cases {
+    for (d, kind, lr_head, clip_norm) in cases {
         let cfg = OptimizerConfig {
             kind,
             lr: 0.05,
             lr_head,
+            clip_norm,
             ..OptimizerConfig::default()
         };
         let mut p_cpu = seeded_params(CellKind::Tanh, d, 30, 1.0);
@@ -492,7 +502,10 @@ fn optimizers_match_reference_over_three_steps() {
         ] {
             for ((name, got), (_, want)) in pairs {
                 check(
-                    &format!("{part} {name} ({kind:?}, lr_head {lr_head:?})"),
+                    &format!(
+                        "{part} {name} (d = {}, {kind:?}, lr_head {lr_head:?}, clip_norm {clip_norm:?})",
+                        d.hidden
+                    ),
                     got,
                     want,
                     TOL,

@@ -718,6 +718,11 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
             } else {
                 Some(mostly(rng, 0.5))
             },
+            clip_norm: if rng.random_bool(0.7) {
+                None
+            } else {
+                Some(mostly(rng, 1.0))
+            },
             momentum: mostly(rng, 0.9),
             beta1: mostly(rng, 0.9),
             beta2: 0.999,

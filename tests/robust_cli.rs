@@ -414,6 +414,11 @@ fn negative_values_reach_the_checks_that_name_them() {
             "-0.1",
             "--lr-head: the head's learning rate must be positive",
         ),
+        (
+            "--clip-norm",
+            "0",
+            "--clip-norm: the largest gradient norm must be positive",
+        ),
     ] {
         let args: Vec<&str> = train.iter().copied().chain([flag, value]).collect();
         let err = refused(&args, &[needle]);

@@ -82,6 +82,46 @@ fn head_learning_rate_from_the_command_line() {
     assert_eq!(compared, 6, "the six parameter tensors of the checkpoint");
 }
 
+/// `--clip-norm` reaches the run's config.toml and caps the step: with SGD, runs limited
+/// to 1e-3 and 2e-3 take steps lr·max·g/(‖g‖ + 1e-6) along the same first gradient, so
+/// their parameters lie lr·1e-3 apart (to the 1e-6 in the scale).
+#[test]
+fn clip_norm_from_the_command_line() {
+    let dir = scratch("clip-norm");
+    let run = |name: &str, max: &str| {
+        let at = dir.join(name);
+        let mut args = small(&at, "1");
+        args.extend(["--clip-norm", max].map(String::from));
+        ok(&strs(&args));
+        let config = std::fs::read_to_string(at.join("config.toml")).unwrap();
+        assert!(config.contains(&format!("clip_norm = {max}")), "{config}");
+        checkpoint_tensors(&at)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("params."))
+            .flat_map(|(_, bytes)| {
+                bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (run("a", "0.001"), run("b", "0.002"));
+    assert_eq!(a.len(), b.len());
+    let apart = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let lr = 0.05;
+    assert!(
+        (apart - lr * 1e-3).abs() <= 1e-3 * lr * 1e-3,
+        "the two runs lie {apart:e} apart, not lr·1e-3 = {:e}",
+        lr * 1e-3
+    );
+}
+
 #[test]
 fn resume_reproduces_an_uninterrupted_run_exactly() {
     let root = scratch("resume");

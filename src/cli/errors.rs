@@ -8,6 +8,7 @@ use tpri::model::{CellKind, EMBEDDING_FIELD, EMBEDDING_NAME};
 /// API names every subcommand rewrites, and what they become.
 const COMMON: &[(&str, &str)] = &[
     ("Hyper::opt.lr_head", "--lr-head"),
+    ("Hyper::opt.clip_norm", "--clip-norm"),
     ("Hyper::opt.lr", "--lr"),
     ("Hyper::opt.momentum", "--momentum"),
     ("Hyper::tp.reg", "--reg"),

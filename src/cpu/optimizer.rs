@@ -48,7 +48,8 @@ pub fn forward_step(
 }
 
 /// One update of the tensors whose names `which` accepts, at the step count `state.step`:
-/// with learning rate `lr`, the head's with `cfg.head_lr()`.
+/// with learning rate `lr`, the head's with `cfg.head_lr()`, their gradient first scaled
+/// by `cfg.clip_scale` of its norm over those tensors.
 fn update(
     cfg: &OptimizerConfig,
     lr: f64,
@@ -58,6 +59,15 @@ fn update(
     which: impl Fn(&str) -> bool,
 ) {
     let t = state.step as i32;
+    let clip = cfg.clip_norm.map(|_| {
+        let sq: f64 = grads
+            .tensors()
+            .into_iter()
+            .filter(|(name, _)| which(name))
+            .map(|(_, g)| g.norm_squared())
+            .sum();
+        cfg.clip_scale(sq.sqrt())
+    });
     let slots = params
         .tensors_mut()
         .into_iter()
@@ -68,6 +78,14 @@ fn update(
         if !which(name) {
             continue;
         }
+        let clipped;
+        let g = match clip {
+            Some(scale) if scale < 1.0 => {
+                clipped = g * scale;
+                &clipped
+            }
+            _ => g,
+        };
         let lr = if HEAD_NAMES.contains(&name) {
             cfg.head_lr()
         } else {

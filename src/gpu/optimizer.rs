@@ -1,5 +1,6 @@
 //! SGD, Nesterov and Adam on all parameters in one launch (`shaders/optimizer.wgsl`; twin
-//! of `src/cpu/optimizer.rs`).
+//! of `src/cpu/optimizer.rs`), after the two launches of the gradient's norm where
+//! `--clip-norm` is set.
 
 use std::ops::Range;
 
@@ -10,6 +11,7 @@ use crate::gpu::buffers::{grid_1d, ModelBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::layout::Slot;
+use crate::gpu::norms::RangeNorm;
 
 /// optimizer.wgsl's workgroup size.
 const WG: usize = 256;
@@ -30,6 +32,7 @@ struct Settings {
     lr_head: f32,
     head_start: u32,
     head_end: u32,
+    clip: f32,
 }
 
 /// The launch's settings at step `step`, the elements `head` of its range (the head's V
@@ -61,6 +64,7 @@ fn settings(
         lr_head: cfg.head_lr() as f32,
         head_start: head.start as u32,
         head_end: head.end as u32,
+        clip: cfg.clip_norm.unwrap_or(0.0) as f32,
     }
 }
 
@@ -72,6 +76,8 @@ pub(crate) struct OptimizerStep {
     len: usize,
     row_stride: u32,
     head: Range<usize>,
+    /// The gradient's norm over the range, where `cfg.clip_norm` is set.
+    norm: Option<RangeNorm>,
 }
 
 impl OptimizerStep {
@@ -98,6 +104,11 @@ impl OptimizerStep {
     ) -> Result<Self> {
         let len = range.len;
         let (grid, row_stride) = grid_1d(ctx, len, WG);
+        let norm_out = ctx.storage("gradient norm", 4, wgpu::BufferUsages::empty())?;
+        let norm = cfg
+            .clip_norm
+            .map(|_| RangeNorm::new(ctx, &model.grad, range.start..range.start + len, &norm_out))
+            .transpose()?;
         let launch = Dispatch::new(
             ctx,
             &ctx.kernels.optimizer,
@@ -107,6 +118,7 @@ impl OptimizerStep {
                 (2, range.bind(&model.theta)),
                 (3, range.bind(&model.m)),
                 (4, range.bind(&model.v)),
+                (5, norm_out.as_entire_binding()),
             ],
             grid,
         )?;
@@ -116,6 +128,7 @@ impl OptimizerStep {
             len,
             row_stride,
             head,
+            norm,
         })
     }
 
@@ -132,6 +145,9 @@ impl OptimizerStep {
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if let Some(norm) = &self.norm {
+            norm.record(pass);
+        }
         self.launch.record(pass);
     }
 }

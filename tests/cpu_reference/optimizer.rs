@@ -209,3 +209,56 @@ fn head_learning_rate_steps_the_head_alone() {
         assert_ne!(flat(&split), flat(&run(lr, None).0), "{kind:?}");
     }
 }
+
+/// `clip_norm` is PyTorch's `clip_grad_norm_` before the step: a gradient whose norm over
+/// all tensors passes the limit takes the step of that gradient times
+/// max / (‖g‖ + 1e-6), for every optimizer and its slots; one below it takes the
+/// unclipped step bit for bit.
+#[test]
+fn clip_norm_scales_large_gradients_as_pytorch() {
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Nesterov,
+        OptimizerKind::Adam,
+    ] {
+        let run = |clip_norm: Option<f64>, scale_by_hand: Option<f64>| {
+            let cfg = OptimizerConfig {
+                kind,
+                lr: 0.05,
+                lr_head: Some(0.2),
+                clip_norm,
+                ..OptimizerConfig::default()
+            };
+            let (mut params, grads) = start(91);
+            let mut state = OptState::new(&params);
+            for g in &grads {
+                let norm = flat(g).iter().map(|x| x * x).sum::<f64>().sqrt();
+                assert!(norm > 1.0, "the test's gradients must pass the limit");
+                let mut g = g.clone();
+                if let Some(max) = scale_by_hand {
+                    for t in g.tensors_mut() {
+                        *t *= max / (norm + 1e-6);
+                    }
+                }
+                optimizer_step(&cfg, &mut state, &mut params, &g);
+            }
+            let slots = flat(&state.m).into_iter().chain(flat(&state.v));
+            flat(&params).into_iter().chain(slots).collect::<Vec<_>>()
+        };
+        let plain = run(None, None);
+        assert_eq!(
+            run(Some(1e3), None),
+            plain,
+            "{kind:?}: a limit never reached"
+        );
+        let clipped = run(Some(0.3), None);
+        let by_hand = run(None, Some(0.3));
+        for (k, (got, want)) in clipped.iter().zip(&by_hand).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-15 * want.abs().max(1.0),
+                "{kind:?} entry {k}: {got} vs {want}"
+            );
+        }
+        assert_ne!(clipped, plain, "{kind:?}: the limit must change the steps");
+    }
+}

@@ -167,6 +167,12 @@ pub struct TrainArgs {
         help = "Learning rate of the head's parameters (V, c), where it should differ from --lr (docs/ALGORITHM.md §8) [default: --lr, as published]"
     )]
     pub lr_head: Option<f64>,
+    #[arg(
+        long,
+        value_name = "MAX",
+        help = "Scale each step's gradient down to Euclidean norm MAX where it is larger, as PyTorch's clip_grad_norm_ (docs/ALGORITHM.md §8) [default: never, as published]"
+    )]
+    pub clip_norm: Option<f64>,
     #[arg(long, help = help("Momentum of the Nesterov optimizer", defaults().hyper.opt.momentum))]
     pub momentum: Option<f64>,
     #[arg(long, help = help("Training iterations in all (with --resume: the new total)", defaults().iterations))]
@@ -360,6 +366,9 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     set(&mut h.opt.lr, args.lr);
     if args.lr_head.is_some() {
         h.opt.lr_head = args.lr_head;
+    }
+    if args.clip_norm.is_some() {
+        h.opt.clip_norm = args.clip_norm;
     }
     set(&mut h.opt.momentum, args.momentum);
     set(&mut cfg.hidden, args.hidden);
