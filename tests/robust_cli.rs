@@ -549,6 +549,21 @@ fn plot_refuses_damaged_logs_naming_file_and_line() {
             "step_norms.csv line 1",
             "NaN",
         ),
+        // A norm may overflow to +inf (a run with --clip-norm goes on), never to −inf.
+        (
+            "grad_norm_negative_inf",
+            format!("{first}1,0.1,0.9,,,,,-inf,\n"),
+            "",
+            "log.csv line 3",
+            "grad_norm is -inf",
+        ),
+        (
+            "norms_negative_inf",
+            first.to_string(),
+            "1,0.5,-inf\n",
+            "step_norms.csv line 1",
+            "-inf",
+        ),
     ];
     let out = root.join("figures");
     for (name, log, norms, at, what) in cases {
@@ -563,11 +578,13 @@ fn plot_refuses_damaged_logs_naming_file_and_line() {
             &[at, what],
         );
     }
+    // With a gradient norm and a step norm past the float range, as a run with
+    // --clip-norm logs them: drawn without those points.
     let good = run_dir(
         &root,
         "good",
-        &format!("{first}1,0.1,0.9,,,,,,\n"),
-        "1,0.5,0.4\n",
+        &format!("{first}1,0.1,0.9,,,,,inf,\n"),
+        "1,0.5,0.4\n2,inf,0.3\n",
     );
     let o = tpri(&[
         "plot",

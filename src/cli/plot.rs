@@ -4,9 +4,12 @@
 //! file is an error naming the file and the line, never a figure of garbage lines. The
 //! rule: `log.csv` starts with tpri's header and every other non-blank line has its
 //! columns, an iteration (a whole number) first and every other field empty or a finite
-//! number; `step_norms.csv`, where there is one, has on every non-blank line an iteration and the same
-//! number of finite norms as every other line. A NaN or infinite value is an error
-//! (training stops at the first non-finite loss, so a run's own logs never hold one).
+//! number; `step_norms.csv`, where there is one, has on every non-blank line an iteration
+//! and the same number of norms as every other line. A NaN is an error, and so is an
+//! infinite value (training stops at the first non-finite loss), except in the two places
+//! a run with `--clip-norm` goes on past an overflowing norm: the gradient's norm
+//! (`grad_norm`) and the per-step norms may be +inf, and the figures leave such points
+//! out.
 
 use std::path::{Path, PathBuf};
 
@@ -101,7 +104,7 @@ pub fn check_logs(dir: &Path) -> Result<()> {
         iteration(fields[0], &at)?;
         for (field, column) in fields.iter().zip(&columns).skip(1) {
             if !field.is_empty() {
-                number(field, column, &at)?;
+                number(field, column, *column == "grad_norm", &at)?;
             }
         }
     }
@@ -121,7 +124,7 @@ pub fn check_logs(dir: &Path) -> Result<()> {
         let at = || format!("{} line {}", norms.display(), i + 1);
         iteration(fields[0], &at)?;
         for field in &fields[1..] {
-            number(field, "a step norm", &at)?;
+            number(field, "a step norm", true, &at)?;
         }
         let steps = fields.len() - 1;
         match width {
@@ -154,12 +157,15 @@ fn iteration(field: &str, at: &dyn Fn() -> String) -> Result<()> {
     Ok(())
 }
 
-fn number(field: &str, column: &str, at: &dyn Fn() -> String) -> Result<()> {
+/// Checks one field: a number, finite, or +inf where `overflows` (a norm that may pass
+/// the float range).
+fn number(field: &str, column: &str, overflows: bool, at: &dyn Fn() -> String) -> Result<()> {
     match field.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(()),
+        Ok(v) if v.is_finite() || (overflows && v == f64::INFINITY) => Ok(()),
         Ok(v) => bail!(
-            "{}: {column} is {v}; tpri plot draws finite values only",
-            at()
+            "{}: {column} is {v}; tpri plot draws finite values only{}",
+            at(),
+            if overflows { " (and +inf)" } else { "" }
         ),
         Err(_) => bail!("{}: {column} {field:?} is not a number", at()),
     }
