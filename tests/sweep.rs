@@ -161,6 +161,11 @@ fn bad_keys_and_values_are_errors_naming_them_and_nothing_is_written() {
             "[axes]\n\"hyper.tp.reg\" = [1]\n[figures]\nwinner = \"method\"\n",
             "method",
         ),
+        ("reach = 1.5\n[axes]\n\"hyper.tp.reg\" = [1]\n", "reach is a held-out accuracy in (0, 1], not 1.5"),
+        (
+            "[axes]\n\"hyper.tp.reg\" = [1]\n[figures]\nmetrics = [\"reach-iteration\"]\n",
+            "[figures] metrics names reach-iteration, but the spec sets no reach",
+        ),
     ] {
         let spec = write_spec(&dir, "bad.toml", rest);
         let o = run(&["sweep", s(&spec), "--out", s(&out)]);
@@ -172,6 +177,7 @@ fn bad_keys_and_values_are_errors_naming_them_and_nothing_is_written() {
 
 /// A 2 × 2 grid (lr searched by final train loss, r) with 2 seeds.
 const GRID: &str = r#"seeds = [1, 2]
+reach = 0.4
 [axes]
 "hyper.opt.lr" = [0.05, 0.1]
 "hyper.tp.reg" = [0.5, 1.0]
@@ -254,6 +260,7 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
 
     let rows = results(&out, "results.csv");
     assert_eq!(rows.len(), 8);
+    let mut reached = 0;
     for row in &rows {
         assert_eq!(field(row, "status"), "finished");
         assert_eq!(field(row, "iterations"), "20");
@@ -265,7 +272,32 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         ] {
             assert!(field(row, key).parse::<f64>().unwrap().is_finite(), "{key}");
         }
+        // The best evaluation and the first to reach 0.4, as the run's log.csv has them.
+        let evals: Vec<(String, f64)> =
+            results(&out.join("runs").join(field(row, "name")), "log.csv")
+                .iter()
+                .filter(|r| !field(r, "eval_accuracy").is_empty())
+                .map(|r| {
+                    (
+                        field(r, "iteration").to_owned(),
+                        field(r, "eval_accuracy").parse().unwrap(),
+                    )
+                })
+                .collect();
+        assert_eq!(evals.len(), 5, "evaluations at 0, 5, 10, 15, 20");
+        let best = evals.iter().map(|e| e.1).fold(f64::MIN, f64::max);
+        assert_eq!(
+            field(row, "best_eval_accuracy").parse::<f64>().unwrap(),
+            best
+        );
+        let first = evals.iter().find(|e| e.1 >= 0.4).map(|e| e.0.as_str());
+        assert_eq!(field(row, "reach_iteration"), first.unwrap_or(""));
+        reached += usize::from(first.is_some());
     }
+    assert!(
+        reached > 0 && reached < 8,
+        "{reached} of 8 runs reach 0.4: pick a mark that splits them"
+    );
     assert_eq!(field(&rows[0], "name"), "lr=0.05_reg=0.5_seed=1");
     assert_eq!(field(&rows[0], "hyper.opt.lr"), "0.05");
     // The final train loss is summary.json's (through log.csv, exactly).
@@ -493,6 +525,19 @@ fn a_failed_run_is_recorded_and_the_others_still_run() {
     assert_eq!(field(&rows[0], "status"), "failed");
     assert!(field(&rows[0], "error").starts_with("error: "), "{rows:?}");
     assert_eq!(field(&rows[0], "final_train_loss"), "");
+    // What it logged before it diverged still shows: its best evaluation.
+    let log = results(&out.join("runs").join(field(&rows[0], "name")), "log.csv");
+    let best = log
+        .iter()
+        .filter_map(|r| field(r, "eval_accuracy").parse::<f64>().ok())
+        .fold(f64::MIN, f64::max);
+    assert!(best > 0.0);
+    assert_eq!(
+        field(&rows[0], "best_eval_accuracy")
+            .parse::<f64>()
+            .unwrap(),
+        best
+    );
     assert_eq!(field(&rows[1], "status"), "finished");
     let m = manifest(&out);
     assert!(m.runs[0].error.as_deref().unwrap().starts_with("error: "));

@@ -16,6 +16,8 @@ use super::value::{csv_field, csv_number};
 /// What one run gave.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
+    /// Whether the run finished: only finished runs rank, heat-map and search.
+    pub finished: bool,
     /// Final training loss (finished runs).
     pub train_loss: Option<f64>,
     /// Final held-out loss.
@@ -26,6 +28,12 @@ pub struct Outcome {
     pub accuracy_auc: Option<f64>,
     /// Area under the logged training loss curve over the iteration span, per iteration.
     pub train_loss_auc: Option<f64>,
+    /// The highest held-out accuracy of any evaluation (so far, for a run that has not
+    /// finished).
+    pub best_eval_accuracy: Option<f64>,
+    /// The iteration of the first evaluation whose held-out accuracy reaches the
+    /// manifest's `reach` (a failed run's too: it may have learned, then diverged).
+    pub reach_iteration: Option<u64>,
     /// Iterations completed (for unfinished runs, the last logged one).
     pub iterations: Option<u64>,
     /// Seconds of training.
@@ -33,31 +41,44 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The value of `metric`, if the run has it.
+    /// The value of `metric`, if the run finished and has it.
     pub fn metric(&self, metric: Metric) -> Option<f64> {
+        if !self.finished {
+            return None;
+        }
         match metric {
             Metric::FinalTrainLoss => self.train_loss,
             Metric::FinalEvalLoss => self.eval_loss,
             Metric::FinalEvalAccuracy => self.eval_accuracy,
             Metric::AccuracyAuc => self.accuracy_auc,
             Metric::TrainLossAuc => self.train_loss_auc,
+            Metric::BestEvalAccuracy => self.best_eval_accuracy,
+            Metric::ReachIteration => self.reach_iteration.map(|i| i as f64),
             Metric::WallSeconds => self.wall_seconds,
         }
         .filter(|v| v.is_finite())
     }
 }
 
-/// Reads a run's outcome: metrics from summary.json and log.csv when it finished, the
-/// last logged iteration otherwise.
-pub fn outcome(dir: &Path, run: &RunEntry) -> Outcome {
+/// Reads a run's outcome: metrics from summary.json and log.csv when it finished; the
+/// last logged iteration, the best evaluation and the first to `reach` (the manifest's)
+/// otherwise.
+pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
     let rd = run_dir(dir, &run.name);
     let log = read_log(&rd).ok();
-    let last_logged = log.as_ref().and_then(|l| {
-        let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.0 as u64);
-        last(&l.train_loss).max(last(&l.eval_loss))
-    });
+    let best_eval_accuracy = log.as_ref().and_then(|l| best(&l.eval_accuracy));
+    let reach_iteration = log
+        .as_ref()
+        .zip(reach)
+        .and_then(|(l, r)| first_reaching(&l.eval_accuracy, r));
     if run.status != Status::Finished {
+        let last_logged = log.as_ref().and_then(|l| {
+            let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.0 as u64);
+            last(&l.train_loss).max(last(&l.eval_loss))
+        });
         return Outcome {
+            best_eval_accuracy,
+            reach_iteration,
             iterations: last_logged,
             ..Outcome::default()
         };
@@ -74,6 +95,7 @@ pub fn outcome(dir: &Path, run: &RunEntry) -> Outcome {
     };
     let last = &summary["last"];
     Outcome {
+        finished: true,
         train_loss: at_end(log.as_ref().map(|l| &l.train_loss))
             .or_else(|| last["train_loss"].as_f64()),
         eval_loss: at_end(log.as_ref().map(|l| &l.eval_loss))
@@ -82,6 +104,8 @@ pub fn outcome(dir: &Path, run: &RunEntry) -> Outcome {
             .or_else(|| last["eval"]["accuracy"].as_f64()),
         accuracy_auc: log.as_ref().and_then(|l| curve_mean(&l.eval_accuracy)),
         train_loss_auc: log.as_ref().and_then(|l| curve_mean(&l.train_loss)),
+        best_eval_accuracy,
+        reach_iteration,
         iterations: summary["iterations"].as_u64(),
         wall_seconds: summary["wall_seconds"].as_f64(),
     }
@@ -102,6 +126,20 @@ pub fn curve_mean(points: &[(f64, f64)]) -> Option<f64> {
     Some(area / span)
 }
 
+/// The largest finite value of a curve.
+fn best(points: &[(f64, f64)]) -> Option<f64> {
+    points
+        .iter()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .reduce(f64::max)
+}
+
+/// The iteration of the first point whose value is at least `mark`.
+fn first_reaching(points: &[(f64, f64)], mark: f64) -> Option<u64> {
+    points.iter().find(|p| p.1 >= mark).map(|p| p.0 as u64)
+}
+
 /// Writes DIR/results.csv: one row per run, in grid order.
 pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<()> {
     let mut header: Vec<String> = vec!["name".into()];
@@ -115,6 +153,8 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
             "final_eval_accuracy",
             "accuracy_auc",
             "train_loss_auc",
+            "best_eval_accuracy",
+            "reach_iteration",
             "iterations",
             "wall_seconds",
             "error",
@@ -138,6 +178,8 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
             csv_number(o.eval_accuracy),
             csv_number(o.accuracy_auc),
             csv_number(o.train_loss_auc),
+            csv_number(o.best_eval_accuracy),
+            o.reach_iteration.map(|i| i.to_string()).unwrap_or_default(),
             o.iterations.map(|i| i.to_string()).unwrap_or_default(),
             csv_number(o.wall_seconds),
             run.error.clone().unwrap_or_default(),
@@ -338,5 +380,20 @@ mod tests {
         assert_eq!(curve_mean(&[(0.0, 0.5)]), Some(0.5));
         let auc = curve_mean(&[(0.0, 0.0), (100.0, 1.0), (200.0, 1.0)]).unwrap();
         assert!((auc - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn best_and_first_reaching_read_the_evaluations() {
+        let curve = [
+            (0.0, 0.2),
+            (500.0, 0.99),
+            (1000.0, f64::NAN),
+            (1500.0, 0.995),
+        ];
+        assert_eq!(best(&curve), Some(0.995));
+        assert_eq!(first_reaching(&curve, 0.99), Some(500));
+        assert_eq!(first_reaching(&curve, 0.995), Some(1500));
+        assert_eq!(first_reaching(&curve, 0.999), None);
+        assert_eq!(best(&[]), None);
     }
 }

@@ -112,6 +112,10 @@ pub struct Manifest {
     pub seeds: Vec<u64>,
     /// The per-cell search.
     pub search: Option<Search>,
+    /// The spec's `reach`: the held-out accuracy whose first evaluation results.csv
+    /// reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<f64>,
     /// Figure settings.
     pub figures: FigureSpec,
     /// Slurm resources of the spec.
@@ -124,7 +128,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest for `runs` with nothing submitted.
+    /// A manifest for `runs` with nothing submitted and no `reach`.
     pub fn new(
         spec_hash: String,
         (backend, storage): (Option<String>, Option<String>),
@@ -140,6 +144,7 @@ impl Manifest {
             axes,
             seeds,
             search,
+            reach: None,
             figures,
             slurm,
             runs,

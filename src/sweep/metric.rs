@@ -19,24 +19,34 @@ pub enum Metric {
     /// the iteration span: the mean training loss over the run (lower is better); the
     /// published code's grid search ranks its runs by this area.
     TrainLossAuc,
+    /// The highest held-out accuracy of any evaluation (higher is better).
+    BestEvalAccuracy,
+    /// The iteration of the first evaluation whose held-out accuracy reaches the spec's
+    /// `reach` (lower is better); a run that never reaches it has none.
+    ReachIteration,
     /// Seconds of training (lower is better).
     WallSeconds,
 }
 
 impl Metric {
     /// Every metric, in the order results.csv lists them.
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 8] = [
         Metric::FinalTrainLoss,
         Metric::FinalEvalLoss,
         Metric::FinalEvalAccuracy,
         Metric::AccuracyAuc,
         Metric::TrainLossAuc,
+        Metric::BestEvalAccuracy,
+        Metric::ReachIteration,
         Metric::WallSeconds,
     ];
 
     /// Whether a larger value is better.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::FinalEvalAccuracy | Metric::AccuracyAuc)
+        matches!(
+            self,
+            Metric::FinalEvalAccuracy | Metric::AccuracyAuc | Metric::BestEvalAccuracy
+        )
     }
 
     /// The name in specs and file names (`final-train-loss`, …).
@@ -47,6 +57,8 @@ impl Metric {
             Metric::FinalEvalAccuracy => "final-eval-accuracy",
             Metric::AccuracyAuc => "accuracy-auc",
             Metric::TrainLossAuc => "train-loss-auc",
+            Metric::BestEvalAccuracy => "best-eval-accuracy",
+            Metric::ReachIteration => "reach-iteration",
             Metric::WallSeconds => "wall-seconds",
         }
     }

@@ -181,7 +181,7 @@ pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
     let outcomes: Vec<Outcome> = manifest
         .runs
         .iter()
-        .map(|r| collect::outcome(dir, r))
+        .map(|r| collect::outcome(dir, r, manifest.reach))
         .collect();
     collect::write_results(dir, &manifest, &outcomes)?;
     let mut report = counts(dir, &manifest);

@@ -157,6 +157,7 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
         ),
         entries,
     );
+    manifest.reach = spec.reach;
     if let Some(old) = old {
         manifest.submissions = old.submissions;
     }

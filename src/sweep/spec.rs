@@ -123,6 +123,9 @@ pub struct Spec {
     pub axes: Vec<Axis>,
     /// The per-cell search, if any.
     pub search: Option<Search>,
+    /// The held-out accuracy whose first evaluation results.csv reports
+    /// (`reach_iteration`, the `reach-iteration` metric), in (0, 1].
+    pub reach: Option<f64>,
     /// Figure settings.
     pub figures: FigureSpec,
     /// Slurm resources.
@@ -142,6 +145,7 @@ struct RawSpec {
     set: toml::Table,
     axes: Option<toml::Spanned<Node>>,
     search: Option<Search>,
+    reach: Option<f64>,
     #[serde(default)]
     figures: FigureSpec,
     #[serde(default)]
@@ -195,6 +199,7 @@ impl Spec {
             set,
             axes,
             search: raw.search,
+            reach: raw.reach,
             figures: raw.figures,
             slurm: raw.slurm,
         };
@@ -287,7 +292,31 @@ impl Spec {
         if let Some(search) = &self.search {
             named("[search] axis", &search.axis)?;
         }
+        if let Some(reach) = self.reach {
+            ensure!(
+                reach > 0.0 && reach <= 1.0,
+                "reach is a held-out accuracy in (0, 1], not {reach}"
+            );
+        }
         let f = &self.figures;
+        let asked = self
+            .search
+            .iter()
+            .map(|s| (s.criterion, "[search] criterion"));
+        let drawn = f
+            .metrics
+            .iter()
+            .flatten()
+            .map(|&m| (m, "[figures] metrics"));
+        if let Some((_, what)) = asked
+            .chain(drawn)
+            .find(|(m, _)| *m == Metric::ReachIteration)
+        {
+            ensure!(
+                self.reach.is_some(),
+                "{what} names reach-iteration, but the spec sets no reach (reach = 0.99: the held-out accuracy to reach)"
+            );
+        }
         for key in f.heatmap.iter().flatten() {
             named("[figures] heatmap", key)?;
         }
