@@ -128,12 +128,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest for `runs` with nothing submitted and no `reach`.
+    /// A manifest for `runs` with nothing submitted.
     pub fn new(
         spec_hash: String,
         (backend, storage): (Option<String>, Option<String>),
         (axes, seeds): (Vec<Axis>, Vec<u64>),
-        (search, figures, slurm): (Option<Search>, FigureSpec, SlurmSpec),
+        (search, reach, figures, slurm): (Option<Search>, Option<f64>, FigureSpec, SlurmSpec),
         runs: Vec<RunEntry>,
     ) -> Self {
         Self {
@@ -144,7 +144,7 @@ impl Manifest {
             axes,
             seeds,
             search,
-            reach: None,
+            reach,
             figures,
             slurm,
             runs,

@@ -152,12 +152,12 @@ pub fn prepare(spec_path: &Path, dir: &Path, opts: &PrepareOptions) -> Result<Pr
         (spec.axes.clone(), seeds),
         (
             spec.search.clone(),
+            spec.reach,
             spec.figures.clone(),
             spec.slurm.clone(),
         ),
         entries,
     );
-    manifest.reach = spec.reach;
     if let Some(old) = old {
         manifest.submissions = old.submissions;
     }
