@@ -298,6 +298,33 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         reached > 0 && reached < 8,
         "{reached} of 8 runs reach 0.4: pick a mark that splits them"
     );
+    // The summary printed: per cell, how many of its two seeds reached 0.4 and when.
+    assert!(said.contains("held-out accuracy 0.4 reached by"), "{said}");
+    for pair in rows.chunks(2) {
+        let cell = field(&pair[0], "name")
+            .trim_end_matches("_seed=1")
+            .replace('_', " ");
+        let mut at: Vec<u64> = pair
+            .iter()
+            .filter_map(|r| field(r, "reach_iteration").parse().ok())
+            .collect();
+        at.sort_unstable();
+        let when = match at.as_slice() {
+            [] => String::new(),
+            [i] => format!(", at iteration {i}"),
+            [lo, hi] => format!(
+                ", at iterations {lo} to {hi}, median {}",
+                (lo + hi) as f64 / 2.0
+            ),
+            _ => unreachable!("two seeds a cell"),
+        };
+        let want = format!("{cell} {} of 2 seeds{when}", at.len());
+        let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            said.lines().any(|l| words(l) == want),
+            "no line {want:?} in {said}"
+        );
+    }
     assert_eq!(field(&rows[0], "name"), "lr=0.05_reg=0.5_seed=1");
     assert_eq!(field(&rows[0], "hyper.opt.lr"), "0.05");
     // The final train loss is summary.json's (through log.csv, exactly).

@@ -213,7 +213,7 @@ fn print_report(r: &Report, dir: &std::path::Path) {
         println!("note: {note}");
     }
     println!(
-        "{}: {} runs: {} finished, {} failed, {}, {} pending; wrote {} files (results.csv{})",
+        "{}: {} runs: {} finished, {} failed, {}, {} pending; wrote {} file{} (results.csv{})",
         dir.display(),
         r.total,
         r.finished,
@@ -221,12 +221,16 @@ fn print_report(r: &Report, dir: &std::path::Path) {
         incomplete(r),
         r.pending,
         r.files.len(),
+        if r.files.len() == 1 { "" } else { "s" },
         if r.files.iter().any(|f| f.ends_with("search.csv")) {
             ", search.csv"
         } else {
             ""
         }
     );
+    for line in &r.reach {
+        println!("{line}");
+    }
 }
 
 /// "2 incomplete", or "2 incomplete (1 running now)" when processes here run some.

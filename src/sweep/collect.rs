@@ -9,9 +9,10 @@ use anyhow::Result;
 use crate::figures::read_log;
 use crate::tensor_file::write_atomic;
 
+use super::expand::short_keys;
 use super::manifest::{run_dir, Manifest, RunEntry, Status};
 use super::metric::Metric;
-use super::value::{csv_field, csv_number};
+use super::value::{csv_field, csv_number, short_float};
 
 /// What one run gave.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -249,6 +250,59 @@ pub fn cell_stats(
         .into_iter()
         .filter_map(|(cell, (v, of))| Some((cell, Stat::of(&v, of)?)))
         .collect()
+}
+
+/// One line per cell of the grid on how its seeds reached the manifest's `reach`: how
+/// many did (failed and unfinished runs count, by what they logged), and the first
+/// reaching iterations' range and median. Empty without `reach`.
+pub fn reach_summary(m: &Manifest, outcomes: &[Outcome]) -> Vec<String> {
+    let Some(mark) = m.reach else {
+        return Vec::new();
+    };
+    let mut cells: BTreeMap<Vec<usize>, (Vec<u64>, usize)> = BTreeMap::new();
+    for (run, o) in m.runs.iter().zip(outcomes) {
+        let slot = cells.entry(run.cell.clone()).or_default();
+        slot.1 += 1;
+        slot.0.extend(o.reach_iteration);
+    }
+    let keys = short_keys(&m.axes);
+    let names: Vec<String> = cells
+        .keys()
+        .map(|cell| {
+            let name: Vec<String> = keys
+                .iter()
+                .zip(&m.axes)
+                .zip(cell)
+                .map(|((k, a), &i)| format!("{k}={}", a.labels[i]))
+                .collect();
+            match name.is_empty() {
+                true => "all runs".to_string(),
+                false => name.join(" "),
+            }
+        })
+        .collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let mut lines = vec![format!(
+        "held-out accuracy {} reached by (failed runs count, by what they logged):",
+        short_float(mark)
+    )];
+    for (name, (mut at, of)) in names.into_iter().zip(cells.into_values()) {
+        at.sort_unstable();
+        let when = match (at.first(), at.last()) {
+            (Some(lo), Some(hi)) if lo == hi => format!(", at iteration {lo}"),
+            (Some(lo), Some(hi)) => {
+                let mid = at.len() / 2;
+                let median = match at.len() % 2 {
+                    1 => at[mid] as f64,
+                    _ => (at[mid - 1] + at[mid]) as f64 / 2.0,
+                };
+                format!(", at iterations {lo} to {hi}, median {median}")
+            }
+            _ => String::new(),
+        };
+        lines.push(format!("  {name:width$}  {} of {of} seeds{when}", at.len()));
+    }
+    lines
 }
 
 /// The best value of the searched axis in one cell of the other axes.

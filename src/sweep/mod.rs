@@ -95,6 +95,8 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     /// Things the user should know.
     pub notes: Vec<String>,
+    /// With the spec's `reach`, the lines of `collect::reach_summary`.
+    pub reach: Vec<String>,
 }
 
 /// Prepares the sweep of `spec` in `opts.out`, then runs (local) or submits (Slurm) the
@@ -186,6 +188,7 @@ pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
     collect::write_results(dir, &manifest, &outcomes)?;
     let mut report = counts(dir, &manifest);
     report.files.push(dir.join("results.csv"));
+    report.reach = collect::reach_summary(&manifest, &outcomes);
     let mut choices = None;
     if let Some(search) = &manifest.search {
         let axis = manifest
