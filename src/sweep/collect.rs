@@ -88,8 +88,8 @@ pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    // The final values are read from log.csv, which holds them exactly (serde_json's
-    // default float parsing may be off by an ulp); summary.json's serve if it lacks them.
+    // The final values are log.csv's, the record the curves and AUCs are read from too;
+    // summary.json's serve if it lacks them.
     let end = run.iterations as f64;
     let at_end = |points: Option<&Vec<(f64, f64)>>| {
         points.and_then(|p| p.last().filter(|p| p.0 == end).map(|p| p.1))

@@ -266,3 +266,30 @@ fn first_error(dir: &Path, name: &str, exit: &str) -> String {
         Err(_) => format!("tpri train ended: {exit}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Manifests, summaries and checkpoint metadata are JSON: their floats (axis values,
+    /// learning rates) must read back to the same bits, or every `--collect` rewrites a
+    /// kept manifest an ulp away (serde_json parses exactly only with `float_roundtrip`).
+    #[test]
+    fn json_floats_read_back_to_the_same_bits() {
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = vec![1e-30, 9.999999999999999e-31, 0.1, 1e-4, 3e-3, 2.5e8];
+        for _ in 0..10_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            values.push(f64::from_bits(bits));
+        }
+        for x in values.into_iter().filter(|x| x.is_finite()) {
+            let text = serde_json::to_string(&serde_json::json!({ "lr": x })).unwrap();
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                back["lr"].as_f64().map(f64::to_bits),
+                Some(x.to_bits()),
+                "{text}"
+            );
+        }
+    }
+}
