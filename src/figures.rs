@@ -14,6 +14,8 @@ use crate::run_dir::LOG_HEADER;
 /// One run's log, read back from its `log.csv`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunLog {
+    /// (iteration, seconds of training by then).
+    pub elapsed: Vec<(f64, f64)>,
     /// (iteration, train loss).
     pub train_loss: Vec<(f64, f64)>,
     /// (iteration, eval loss).
@@ -40,6 +42,7 @@ pub fn read_log(dir: &Path) -> Result<RunLog> {
                 to.push((it, v));
             }
         };
+        push(1, &mut log.elapsed);
         push(2, &mut log.train_loss);
         push(3, &mut log.eval_loss);
         push(4, &mut log.eval_accuracy);

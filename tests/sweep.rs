@@ -411,10 +411,29 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         "--backend",
         "cpu",
     ]);
-    // --collect tells an interrupted run from one a process runs now.
+    // While a local sweep holds DIR/sweep.lock (here: this live process), --collect
+    // writes results.csv from a snapshot and leaves the manifest, which still says the
+    // cut run finished, to that sweep.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = out.join("sweep.lock");
+    std::fs::write(&lock, format!("{} {}\n", std::process::id(), host.trim())).unwrap();
+    let kept = std::fs::read(out.join("manifest.json")).unwrap();
+    let said = ok(&["sweep", "--collect", s(&out), "--no-figures"]);
+    assert!(said.contains("manifest.json left as it is"), "{said}");
+    assert!(said.contains("1 incomplete, 1 pending"), "{said}");
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), kept);
+    std::fs::remove_file(&lock).unwrap();
+    // --collect tells an interrupted run from one a process runs now, and says how far
+    // each got and, at its pace, how long the rest takes.
     let said = ok(&["sweep", "--collect", s(&out)]);
     assert!(
         said.contains("6 finished, 0 failed, 1 incomplete, 1 pending"),
+        "{said}"
+    );
+    assert_ne!(std::fs::read(out.join("manifest.json")).unwrap(), kept);
+    let line = format!("  {cut}: iteration 10 of 20 (50 %); about ");
+    assert!(
+        said.contains(&line) && said.contains("to go at its pace"),
         "{said}"
     );
     let live = tpri::run_dir::RunDir::open(&run_dir).unwrap();
@@ -423,6 +442,8 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         said.contains("1 incomplete (1 running now), 1 pending"),
         "{said}"
     );
+    let line = format!("  {cut}: iteration 10 of 20 (50 %), running now; about ");
+    assert!(said.contains(&line), "{said}");
     drop(live);
     let said = ok(&["sweep", s(&spec), "--out", s(&out), "--resume"]);
     assert!(said.contains("8 runs: 8 finished"), "{said}");

@@ -228,7 +228,10 @@ fn print_report(r: &Report, dir: &std::path::Path) {
             ""
         }
     );
-    for line in &r.reach {
+    if !r.progress.is_empty() {
+        println!("unfinished:");
+    }
+    for line in r.progress.iter().chain(&r.reach) {
         println!("{line}");
     }
 }

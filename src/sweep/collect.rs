@@ -39,6 +39,8 @@ pub struct Outcome {
     pub iterations: Option<u64>,
     /// Seconds of training.
     pub wall_seconds: Option<f64>,
+    /// Seconds an iteration over the last ten logged rows (unfinished runs).
+    pub pace: Option<f64>,
 }
 
 impl Outcome {
@@ -81,6 +83,7 @@ pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
             best_eval_accuracy,
             reach_iteration,
             iterations: last_logged,
+            pace: log.as_ref().and_then(|l| pace(&l.elapsed)),
             ..Outcome::default()
         };
     }
@@ -109,6 +112,7 @@ pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
         reach_iteration,
         iterations: summary["iterations"].as_u64(),
         wall_seconds: summary["wall_seconds"].as_f64(),
+        pace: None,
     }
 }
 
@@ -125,6 +129,15 @@ pub fn curve_mean(points: &[(f64, f64)]) -> Option<f64> {
         .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
         .sum();
     Some(area / span)
+}
+
+/// Seconds an iteration between the tenth-last and the last (iteration, elapsed) rows,
+/// so that a run resumed, or slowed by a neighbour earlier, is timed as it goes now.
+fn pace(elapsed: &[(f64, f64)]) -> Option<f64> {
+    let last = elapsed.last()?;
+    let from = elapsed[elapsed.len().saturating_sub(11)];
+    let rate = (last.1 - from.1) / (last.0 - from.0);
+    (rate.is_finite() && rate > 0.0).then_some(rate)
 }
 
 /// The largest finite value of a curve.
@@ -305,6 +318,44 @@ pub fn reach_summary(m: &Manifest, outcomes: &[Outcome]) -> Vec<String> {
     lines
 }
 
+/// One line per run started and not finished: how far it got, whether a process here
+/// runs it now (`running[i]`), and, at its recent pace (`Outcome::pace`), about how long
+/// the rest takes.
+pub fn progress(m: &Manifest, outcomes: &[Outcome], running: &[bool]) -> Vec<String> {
+    m.runs
+        .iter()
+        .zip(outcomes)
+        .zip(running)
+        .filter(|((run, _), _)| run.status == Status::Incomplete)
+        .map(|((run, o), &here)| {
+            let done = o.iterations.unwrap_or(0);
+            let mut line = format!(
+                "  {}: iteration {done} of {} ({:.0} %)",
+                run.name,
+                run.iterations,
+                100.0 * done as f64 / run.iterations.max(1) as f64
+            );
+            if here {
+                line.push_str(", running now");
+            }
+            if let Some(pace) = o.pace {
+                let left = pace * run.iterations.saturating_sub(done) as f64;
+                line.push_str(&format!("; about {} to go at its pace", duration(left)));
+            }
+            line
+        })
+        .collect()
+}
+
+/// `seconds` as "45 s", "12 min" or "3.4 h".
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
+}
+
 /// The best value of the searched axis in one cell of the other axes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Choice {
@@ -449,5 +500,21 @@ mod tests {
         assert_eq!(first_reaching(&curve, 0.995), Some(1500));
         assert_eq!(first_reaching(&curve, 0.999), None);
         assert_eq!(best(&[]), None);
+    }
+
+    #[test]
+    fn the_pace_is_the_last_ten_rows_and_durations_read_short() {
+        // Slow at first (a neighbour), then 0.25 s an iteration for the last ten rows.
+        let mut rows: Vec<(f64, f64)> = (0..5)
+            .map(|i| (i as f64 * 100.0, i as f64 * 400.0))
+            .collect();
+        let (i0, e0) = rows[4];
+        rows.extend((1..=10).map(|k| (i0 + 100.0 * k as f64, e0 + 25.0 * k as f64)));
+        assert_eq!(pace(&rows), Some(0.25));
+        assert_eq!(pace(&rows[..1]), None);
+        assert_eq!(pace(&[]), None);
+        assert_eq!(duration(30.0), "30 s");
+        assert_eq!(duration(600.0), "10 min");
+        assert_eq!(duration(9000.0), "2.5 h");
     }
 }

@@ -97,6 +97,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// With the spec's `reach`, the lines of `collect::reach_summary`.
     pub reach: Vec<String>,
+    /// The lines of `collect::progress`: where each unfinished run stands.
+    pub progress: Vec<String>,
 }
 
 /// Prepares the sweep of `spec` in `opts.out`, then runs (local) or submits (Slurm) the
@@ -149,7 +151,7 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
                 lock = Some(local::SweepLock::take(dir)?);
             }
             local::run_local(dir, &mut manifest, &todo, &opts.local)?;
-            let mut collected = collect(dir, opts.figures)?;
+            let mut collected = gather(dir, opts.figures, true)?;
             collected.started = todo.len();
             collected.planned = report.planned;
             collected.notes.splice(0..0, report.notes);
@@ -170,7 +172,26 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
 
 /// Reads every run's status and results from DIR, updates the manifest, and writes
 /// DIR/results.csv, DIR/search.csv (with a search) and (with `figures`) DIR/figures.
+/// While a local `tpri sweep` runs the sweep (it holds DIR/sweep.lock), its manifest is
+/// left to it: the files are written from a snapshot, with a note.
 pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
+    // Without a manifest `gather` refuses DIR; no lock file is created in it first.
+    let lock = dir
+        .join(manifest::MANIFEST)
+        .exists()
+        .then(|| local::SweepLock::take(dir));
+    let mut report = gather(dir, figures, !matches!(lock, Some(Err(_))))?;
+    if let Some(Err(held)) = lock {
+        report.notes.push(format!(
+            "manifest.json left as it is ({held:#}); results.csv shows where the runs stand now"
+        ));
+    }
+    Ok(report)
+}
+
+/// `collect`, saving the refreshed manifest only when `own` (the caller holds the lock,
+/// or no local sweep does).
+fn gather(dir: &Path, figures: bool, own: bool) -> Result<Report> {
     let mut manifest = Manifest::load(dir)?.ok_or_else(|| {
         anyhow::anyhow!(
             "{} holds no sweep ({} is missing)",
@@ -179,7 +200,9 @@ pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
         )
     })?;
     manifest.refresh(dir);
-    manifest.save(dir)?;
+    if own {
+        manifest.save(dir)?;
+    }
     let outcomes: Vec<Outcome> = manifest
         .runs
         .iter()
@@ -189,6 +212,7 @@ pub fn collect(dir: &Path, figures: bool) -> Result<Report> {
     let mut report = counts(dir, &manifest);
     report.files.push(dir.join("results.csv"));
     report.reach = collect::reach_summary(&manifest, &outcomes);
+    report.progress = collect::progress(&manifest, &outcomes, &running_here(dir, &manifest));
     let mut choices = None;
     if let Some(search) = &manifest.search {
         let axis = manifest
@@ -216,13 +240,19 @@ fn counts(dir: &Path, m: &Manifest) -> Report {
         finished: m.count(Status::Finished),
         failed: m.count(Status::Failed),
         incomplete: m.count(Status::Incomplete),
-        running: m
-            .runs
-            .iter()
-            .filter(|r| r.status == Status::Incomplete)
-            .filter(|r| RunDir::live_owner(&manifest::run_dir(dir, &r.name)).is_some())
-            .count(),
+        running: running_here(dir, m).iter().filter(|&&r| r).count(),
         pending: m.count(Status::Pending),
         ..Report::default()
     }
+}
+
+/// For each run, whether it is incomplete and a process on this host runs it now.
+fn running_here(dir: &Path, m: &Manifest) -> Vec<bool> {
+    m.runs
+        .iter()
+        .map(|r| {
+            r.status == Status::Incomplete
+                && RunDir::live_owner(&manifest::run_dir(dir, &r.name)).is_some()
+        })
+        .collect()
 }
