@@ -288,9 +288,10 @@ pub fn reach_summary(m: &Manifest, outcomes: &[Outcome]) -> Vec<String> {
                 .zip(cell)
                 .map(|((k, a), &i)| format!("{k}={}", a.labels[i]))
                 .collect();
-            match name.is_empty() {
-                true => "all runs".to_string(),
-                false => name.join(" "),
+            if name.is_empty() {
+                "all runs".to_string()
+            } else {
+                name.join(" ")
             }
         })
         .collect();
