@@ -293,6 +293,17 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         let first = evals.iter().find(|e| e.1 >= 0.4).map(|e| e.0.as_str());
         assert_eq!(field(row, "reach_iteration"), first.unwrap_or(""));
         reached += usize::from(first.is_some());
+        // Its line as it finished: the same final values, and the first at 0.4 if any.
+        let name = field(row, "name");
+        let line = said
+            .lines()
+            .find(|l| l.contains(&format!("] {name} finished (")))
+            .unwrap_or_else(|| panic!("no line for {name} in {said}"));
+        let loss: f64 = field(row, "final_train_loss").parse().unwrap();
+        assert!(line.contains(&format!("train loss {loss:.4}")), "{line}");
+        let at = first.map(|i| format!(", first ≥ 0.4 at {i}"));
+        assert!(line.ends_with(at.as_deref().unwrap_or("")), "{line}");
+        assert_eq!(line.contains("first ≥"), first.is_some(), "{line}");
     }
     assert!(
         reached > 0 && reached < 8,

@@ -61,6 +61,32 @@ impl Outcome {
         }
         .filter(|v| v.is_finite())
     }
+
+    /// ": train loss …, held-out loss …, accuracy …, best …, first ≥ `reach` at …", as
+    /// far as the run has them; empty when it has none.
+    pub fn brief(&self, reach: Option<f64>) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = self.train_loss {
+            parts.push(format!("train loss {v:.4}"));
+        }
+        if let Some(v) = self.eval_loss {
+            parts.push(format!("held-out loss {v:.4}"));
+        }
+        if let Some(v) = self.eval_accuracy {
+            let best = self
+                .best_eval_accuracy
+                .map_or(String::new(), |b| format!(", best {b:.4}"));
+            let at = reach
+                .zip(self.reach_iteration)
+                .map_or(String::new(), |(r, i)| format!(", first ≥ {r} at {i}"));
+            parts.push(format!("accuracy {v:.4}{best}{at}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        }
+    }
 }
 
 /// Reads a run's outcome: metrics from summary.json and log.csv when it finished; the

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use super::collect::outcome;
 use super::manifest::{
     config_path, exit_path, log_path, run_dir, run_status, Manifest, Status, ATTEMPT_MARK,
 };
@@ -163,8 +164,13 @@ pub fn run_local(
                     let run = &mut manifest.runs[i];
                     run.status = status;
                     run.error = error;
+                    let run = &manifest.runs[i];
                     let what = match (&run.status, &run.error) {
                         (Status::Failed, Some(e)) => format!("FAILED: {e}"),
+                        (Status::Finished, _) => {
+                            let o = outcome(dir, run, manifest.reach);
+                            format!("finished ({secs:.1} s){}", o.brief(manifest.reach))
+                        }
                         (s, _) => format!("{} ({secs:.1} s)", s.name()),
                     };
                     println!("[{}/{total}] {} {what}", done.get(), run.name);
