@@ -24,6 +24,7 @@ mod node;
 mod plan;
 mod slurm;
 mod spec;
+mod summary;
 mod value;
 
 use std::path::{Path, PathBuf};
@@ -95,9 +96,9 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     /// Things the user should know.
     pub notes: Vec<String>,
-    /// With the spec's `reach`, the lines of `collect::reach_summary`.
+    /// With the spec's `reach`, the lines of `summary::reach`.
     pub reach: Vec<String>,
-    /// The lines of `collect::progress`: where each unfinished run stands.
+    /// The lines of `summary::progress`: where each unfinished run stands.
     pub progress: Vec<String>,
 }
 
@@ -211,8 +212,8 @@ fn gather(dir: &Path, figures: bool, own: bool) -> Result<Report> {
     collect::write_results(dir, &manifest, &outcomes)?;
     let mut report = counts(dir, &manifest);
     report.files.push(dir.join("results.csv"));
-    report.reach = collect::reach_summary(&manifest, &outcomes);
-    report.progress = collect::progress(&manifest, &outcomes, &running_here(dir, &manifest));
+    report.reach = summary::reach(&manifest, &outcomes);
+    report.progress = summary::progress(&manifest, &outcomes, &running_here(dir, &manifest));
     let mut choices = None;
     if let Some(search) = &manifest.search {
         let axis = manifest
