@@ -270,21 +270,31 @@ impl Stat {
     }
 }
 
-/// `metric` over seeds for every cell (axis value indices) of the grid.
+/// For every cell (axis value indices) of the grid, what `value` gives of its runs (those
+/// that give something) and how many runs, one a seed, the cell has.
+pub fn by_cell<T>(
+    m: &Manifest,
+    outcomes: &[Outcome],
+    value: impl Fn(&Outcome) -> Option<T>,
+) -> BTreeMap<Vec<usize>, (Vec<T>, usize)> {
+    let mut cells: BTreeMap<Vec<usize>, (Vec<T>, usize)> = BTreeMap::new();
+    for (run, o) in m.runs.iter().zip(outcomes) {
+        let slot = cells
+            .entry(run.cell.clone())
+            .or_insert_with(|| (Vec::new(), 0));
+        slot.1 += 1;
+        slot.0.extend(value(o));
+    }
+    cells
+}
+
+/// `metric` over seeds for every cell of the grid.
 pub fn cell_stats(
     m: &Manifest,
     outcomes: &[Outcome],
     metric: Metric,
 ) -> BTreeMap<Vec<usize>, Stat> {
-    let mut values: BTreeMap<Vec<usize>, (Vec<f64>, usize)> = BTreeMap::new();
-    for (run, o) in m.runs.iter().zip(outcomes) {
-        let slot = values.entry(run.cell.clone()).or_default();
-        slot.1 += 1;
-        if let Some(v) = o.metric(metric) {
-            slot.0.push(v);
-        }
-    }
-    values
+    by_cell(m, outcomes, |o| o.metric(metric))
         .into_iter()
         .filter_map(|(cell, (v, of))| Some((cell, Stat::of(&v, of)?)))
         .collect()

@@ -130,7 +130,7 @@ pub fn run_sweep(spec: &Path, opts: &SweepOptions) -> Result<Report> {
         })
         .map(|(i, _)| i)
         .collect();
-    let mut report = counts(dir, &manifest);
+    let mut report = counts(&manifest, &running_here(dir, &manifest));
     report.notes = notes;
     report.started = todo.len();
     report.planned = todo
@@ -210,10 +210,11 @@ fn gather(dir: &Path, figures: bool, own: bool) -> Result<Report> {
         .map(|r| collect::outcome(dir, r, manifest.reach))
         .collect();
     collect::write_results(dir, &manifest, &outcomes)?;
-    let mut report = counts(dir, &manifest);
+    let here = running_here(dir, &manifest);
+    let mut report = counts(&manifest, &here);
     report.files.push(dir.join("results.csv"));
     report.reach = summary::reach(&manifest, &outcomes);
-    report.progress = summary::progress(&manifest, &outcomes, &running_here(dir, &manifest));
+    report.progress = summary::progress(&manifest, &outcomes, &here);
     let mut choices = None;
     if let Some(search) = &manifest.search {
         let axis = manifest
@@ -235,13 +236,14 @@ fn gather(dir: &Path, figures: bool, own: bool) -> Result<Report> {
     Ok(report)
 }
 
-fn counts(dir: &Path, m: &Manifest) -> Report {
+/// The runs' counts by status; `running` is `running_here`'s.
+fn counts(m: &Manifest, running: &[bool]) -> Report {
     Report {
         total: m.runs.len(),
         finished: m.count(Status::Finished),
         failed: m.count(Status::Failed),
         incomplete: m.count(Status::Incomplete),
-        running: running_here(dir, m).iter().filter(|&&r| r).count(),
+        running: running.iter().filter(|&&r| r).count(),
         pending: m.count(Status::Pending),
         ..Report::default()
     }

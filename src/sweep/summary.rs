@@ -1,9 +1,7 @@
 //! What `tpri sweep` prints about a sweep beside its counts: where each unfinished run
 //! stands, and how the seeds of each cell reached the spec's `reach`.
 
-use std::collections::BTreeMap;
-
-use super::collect::Outcome;
+use super::collect::{by_cell, Outcome};
 use super::expand::short_keys;
 use super::manifest::{Manifest, Status};
 use super::value::short_float;
@@ -15,12 +13,7 @@ pub fn reach(m: &Manifest, outcomes: &[Outcome]) -> Vec<String> {
     let Some(mark) = m.reach else {
         return Vec::new();
     };
-    let mut cells: BTreeMap<Vec<usize>, (Vec<u64>, usize)> = BTreeMap::new();
-    for (run, o) in m.runs.iter().zip(outcomes) {
-        let slot = cells.entry(run.cell.clone()).or_default();
-        slot.1 += 1;
-        slot.0.extend(o.reach_iteration);
-    }
+    let cells = by_cell(m, outcomes, |o| o.reach_iteration);
     let keys = short_keys(&m.axes);
     let names: Vec<String> = cells
         .keys()
