@@ -1,7 +1,8 @@
 //! The paper's figures, drawn from run directories: training loss and evaluation
 //! accuracy (or MSE) against iterations, one curve per run or per group of runs (their
-//! mean, with a band from their smallest to their largest value), and a heat map of the
-//! per-step norms of each run.
+//! mean, with a band from their smallest to their largest value), the cosine of each
+//! method's gradient with BPTT's where runs measured it, and a heat map of the per-step
+//! norms of each run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,9 +23,12 @@ pub struct RunLog {
     pub eval_loss: Vec<(f64, f64)>,
     /// (iteration, eval accuracy).
     pub eval_accuracy: Vec<(f64, f64)>,
+    /// (iteration, cosine of the method's gradient with BPTT's), from `alignment.csv`
+    /// where the run has one.
+    pub cosine: Vec<(f64, f64)>,
 }
 
-/// Reads `dir/log.csv`.
+/// Reads `dir/log.csv`, and `dir/alignment.csv` where there is one.
 pub fn read_log(dir: &Path) -> Result<RunLog> {
     let path = dir.join("log.csv");
     let text = std::fs::read_to_string(&path)
@@ -46,6 +50,19 @@ pub fn read_log(dir: &Path) -> Result<RunLog> {
         push(2, &mut log.train_loss);
         push(3, &mut log.eval_loss);
         push(4, &mut log.eval_accuracy);
+    }
+    let alignment = dir.join("alignment.csv");
+    if alignment.exists() {
+        let text = std::fs::read_to_string(&alignment)
+            .with_context(|| format!("cannot read {}", alignment.display()))?;
+        log.cosine = text
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut f = line.split(',').map(|v| v.parse::<f64>().ok());
+                Some((f.next()??, f.next()??))
+            })
+            .collect();
     }
     Ok(log)
 }
@@ -183,6 +200,19 @@ pub fn draw_groups(
             "eval loss",
             |l| &l.eval_loss,
             true,
+        )?;
+    }
+    if logs
+        .iter()
+        .flat_map(|(_, runs)| runs)
+        .any(|l| !l.cosine.is_empty())
+    {
+        chart(
+            "grad_cosine",
+            "Cosine of the method's gradient with BPTT's (--alignment)",
+            "cos(g, ∇ℓ)",
+            |l| &l.cosine,
+            false,
         )?;
     }
     for (label, dirs) in groups {

@@ -593,6 +593,42 @@ fn plot_refuses_damaged_logs_naming_file_and_line() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A run's alignment.csv (--alignment) is checked by the same rule, and drawn.
+    let header = "iteration,cosine,norm_ratio,rnn.w_hh,rnn.w_ih,rnn.b_ih,rnn.b_hh\n";
+    for (alignment, at, what) in [
+        ("0,0.9,0.1,0.9,0.8,0.7,0.7\n", "", ""),
+        ("0,0.9,0.1\n", "alignment.csv line 2", "3 fields"),
+        (
+            "0,NaN,0.1,0.9,0.8,0.7,0.7\n",
+            "alignment.csv line 2",
+            "cosine is NaN",
+        ),
+    ] {
+        std::fs::write(good.join("alignment.csv"), format!("{header}{alignment}")).unwrap();
+        let args = [
+            "plot",
+            good.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if at.is_empty() {
+            let o = tpri(&args);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(out.join("grad_cosine.svg").is_file());
+        } else {
+            refused(&args, &[at, what]);
+        }
+    }
+    std::fs::write(good.join("alignment.csv"), "iteration,loss\n").unwrap();
+    refused(
+        &[
+            "plot",
+            good.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["alignment.csv line 1", "not tpri's header"],
+    );
 }
 
 #[cfg(unix)]

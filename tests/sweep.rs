@@ -827,3 +827,50 @@ fn the_slurm_engine_submits_one_array_whose_tasks_run_the_runs() {
         strip(results(&local, "results.csv"))
     );
 }
+
+/// With `alignment = true` in every run's settings, results.csv's `mean_cosine` is the
+/// mean of each run's alignment.csv cosines over the run (trapezoids): near 1 where r is
+/// so large that TP-RI's gradient is BPTT's scaled (docs/ALGORITHM.md §10), and below it
+/// at r = 3.
+#[test]
+fn a_sweep_gives_the_mean_cosine_of_runs_that_measure_it() {
+    let dir = scratch("sweep-cosine");
+    let spec = dir.join("cosine.toml");
+    std::fs::write(
+        &spec,
+        BASE.replace(
+            "hyper.tp.lr_target = 0.1 }",
+            "hyper.tp.lr_target = 0.1, hyper.opt.lr = 0.01, alignment = true }",
+        ) + "seeds = [1]\n[axes]\n\"hyper.tp.reg\" = [3, 1e9]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    ok(&["sweep", s(&spec), "--out", s(&out)]);
+    let rows = results(&out, "results.csv");
+    let mean: Vec<f64> = rows
+        .iter()
+        .map(|row| {
+            let points: Vec<(f64, f64)> =
+                results(&out.join("runs").join(field(row, "name")), "alignment.csv")
+                    .iter()
+                    .map(|r| {
+                        let at = |k| field(r, k).parse::<f64>().unwrap();
+                        (at("iteration"), at("cosine"))
+                    })
+                    .collect();
+            assert_eq!(points.len(), 5, "evaluations at 0, 5, 10, 15, 20");
+            let area: f64 = points
+                .windows(2)
+                .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+                .sum();
+            let want = area / 20.0;
+            let got: f64 = field(row, "mean_cosine").parse().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "{got} against {want}"
+            );
+            got
+        })
+        .collect();
+    assert!(mean[0] < 0.999 && 1.0 - mean[1] < 1e-6, "{mean:?}");
+}

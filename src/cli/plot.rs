@@ -4,7 +4,8 @@
 //! file is an error naming the file and the line, never a figure of garbage lines. The
 //! rule: `log.csv` starts with tpri's header and every other non-blank line has its
 //! columns, an iteration (a whole number) first and every other field empty or a finite
-//! number; `step_norms.csv`, where there is one, has on every non-blank line an iteration
+//! number (the same for `alignment.csv`, where there is one, whose header starts
+//! `iteration,cosine,norm_ratio,`); `step_norms.csv`, where there is one, has on every non-blank line an iteration
 //! and the same number of norms as every other line. A NaN is an error, and so is an
 //! infinite value (training stops at the first non-finite loss), except in the two places
 //! a run with `--clip-norm` goes on past an overflowing norm: the gradient's norm
@@ -78,35 +79,27 @@ pub fn plot(args: PlotArgs) -> Result<()> {
     Ok(())
 }
 
-/// Checks `dir/log.csv` and `dir/step_norms.csv` by the rule of this module's docs.
+/// Checks `dir/log.csv`, `dir/alignment.csv` and `dir/step_norms.csv` by the rule of this
+/// module's docs.
 pub fn check_logs(dir: &Path) -> Result<()> {
     let log = dir.join("log.csv");
-    let text = read(&log)?;
-    let mut lines = text.lines().enumerate();
-    if lines.next().map(|(_, l)| l) != Some(LOG_HEADER) {
-        bail!(
-            "{} line 1: not tpri's log header (expected {LOG_HEADER:?})",
-            log.display()
-        );
-    }
-    let columns: Vec<&str> = LOG_HEADER.split(',').collect();
-    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split(',').collect();
-        let at = || format!("{} line {}", log.display(), i + 1);
-        if fields.len() != columns.len() {
-            bail!(
-                "{}: {} fields, but the header has {} columns",
-                at(),
-                fields.len(),
-                columns.len()
-            );
-        }
-        iteration(fields[0], &at)?;
-        for (field, column) in fields.iter().zip(&columns).skip(1) {
-            if !field.is_empty() {
-                number(field, column, *column == "grad_norm", &at)?;
-            }
-        }
+    check_table(
+        &log,
+        &read(&log)?,
+        |h| h == LOG_HEADER,
+        LOG_HEADER,
+        &["grad_norm"],
+    )?;
+    let alignment = dir.join("alignment.csv");
+    if alignment.exists() {
+        let prefix = "iteration,cosine,norm_ratio,";
+        check_table(
+            &alignment,
+            &read(&alignment)?,
+            |h| h.starts_with(prefix),
+            &format!("{prefix}TENSOR,..."),
+            &[],
+        )?;
     }
     let norms = dir.join("step_norms.csv");
     if !norms.exists() {
@@ -134,6 +127,46 @@ pub fn check_logs(dir: &Path) -> Result<()> {
                 at()
             ),
             Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks a table of `path` (its `text`): a header `header_ok` accepts (`expected` says
+/// what), then rows of as many fields, an iteration first and finite numbers or nothing
+/// after it (+inf too in the columns named in `overflows`).
+fn check_table(
+    path: &Path,
+    text: &str,
+    header_ok: impl Fn(&str) -> bool,
+    expected: &str,
+    overflows: &[&str],
+) -> Result<()> {
+    let mut lines = text.lines().enumerate();
+    let header = lines.next().map_or("", |(_, l)| l);
+    if !header_ok(header) {
+        bail!(
+            "{} line 1: not tpri's header (expected {expected:?})",
+            path.display()
+        );
+    }
+    let columns: Vec<&str> = header.split(',').collect();
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let at = || format!("{} line {}", path.display(), i + 1);
+        if fields.len() != columns.len() {
+            bail!(
+                "{}: {} fields, but the header has {} columns",
+                at(),
+                fields.len(),
+                columns.len()
+            );
+        }
+        iteration(fields[0], &at)?;
+        for (field, column) in fields.iter().zip(&columns).skip(1) {
+            if !field.is_empty() {
+                number(field, column, overflows.contains(column), &at)?;
+            }
         }
     }
     Ok(())

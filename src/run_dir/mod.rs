@@ -6,6 +6,7 @@
 //! RUN_DIR/config.toml                   the effective configuration
 //! RUN_DIR/log.csv                       one row per log point (see LOG_HEADER)
 //! RUN_DIR/step_norms.csv                iteration, then ‖v_t − h_t‖ (TP) or ‖∂ℓ/∂h_t‖ (BP) for t = 1 … T
+//! RUN_DIR/alignment.csv                 with `alignment`: the gradient against BPTT's (see alignment_header)
 //! RUN_DIR/checkpoint.safetensors        parameters and optimizer state, metadata and checksum in its header
 //! RUN_DIR/checkpoint.prev.safetensors   the checkpoint before it
 //! RUN_DIR/checkpoint.json               the newest checkpoint's metadata, for people
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::tensor_file::write_atomic;
-use crate::train::{Record, RunConfig, RunSink, Summary, TrainState};
+use crate::train::{compared, Record, RunConfig, RunSink, Summary, TrainState};
 
 mod checkpoint;
 mod lock;
@@ -37,6 +38,13 @@ pub use lock::{Owner, RunLock, LOCK_FILE};
 /// Columns of `log.csv`.
 pub const LOG_HEADER: &str =
     "iteration,elapsed_s,train_loss,eval_loss,eval_accuracy,cg_iterations,cg_residual,grad_norm,w_spectral_norm";
+
+/// Columns of `alignment.csv` for a run of `cfg` (`train::Alignment`): the iteration,
+/// the cosine and length ratio over the compared tensors, then the cosine of each.
+pub fn alignment_header(cfg: &RunConfig) -> String {
+    let names = compared(cfg.cell, cfg.task.trained_embedding_rows().is_some());
+    format!("iteration,cosine,norm_ratio,{}", names.join(","))
+}
 
 /// An open run directory, owned by this process while the value lives (its `RunLock`).
 #[derive(Debug)]
@@ -98,6 +106,13 @@ impl RunDir {
             write_atomic(&dir.file("config.toml"), toml::to_string(cfg)?.as_bytes())?;
             write_atomic(&dir.file("log.csv"), format!("{LOG_HEADER}\n").as_bytes())?;
             write_atomic(&dir.file("step_norms.csv"), b"")?;
+            if cfg.alignment {
+                let header = alignment_header(cfg);
+                write_atomic(&dir.file("alignment.csv"), format!("{header}\n").as_bytes())?;
+            } else {
+                // A replaced run's, which this one would not continue.
+                let _ = std::fs::remove_file(dir.file("alignment.csv"));
+            }
             Ok(dir)
         })();
         if result.is_err() && created {
@@ -174,6 +189,15 @@ impl RunDir {
         let keep = from.unwrap_or(0);
         for (name, header) in [("log.csv", Some(LOG_HEADER)), ("step_norms.csv", None)] {
             cut_log(&self.file(name), header, keep, from.is_none())?;
+        }
+        if cfg.alignment {
+            let header = alignment_header(cfg);
+            cut_log(
+                &self.file("alignment.csv"),
+                Some(&header),
+                keep,
+                from.is_none(),
+            )?;
         }
         if *cfg != self.cfg {
             write_atomic(&self.file("config.toml"), toml::to_string(cfg)?.as_bytes())?;
@@ -260,6 +284,19 @@ impl RunSink for RunDir {
                 &format!("{},{}", r.iteration, norms.join(",")),
             )?;
         }
+        if let Some(a) = &r.alignment {
+            let mut fields = vec![r.iteration.to_string(), opt(a.cosine), opt(a.norm_ratio)];
+            let names = compared(
+                self.cfg.cell,
+                self.cfg.task.trained_embedding_rows().is_some(),
+            );
+            fields.extend(
+                names
+                    .iter()
+                    .map(|n| opt(a.tensors.iter().find(|(t, _)| t == n).and_then(|(_, c)| *c))),
+            );
+            self.append("alignment.csv", &fields.join(","))?;
+        }
         Ok(())
     }
 
@@ -308,7 +345,7 @@ fn inspect_new(path: &Path, locked: bool) -> Result<Option<String>> {
             .collect()
     };
     let checkpoints = present(&[CHECKPOINT, PREVIOUS, SIDECAR, DAMAGED]);
-    let logs = present(&["log.csv", "step_norms.csv", "summary.json"]);
+    let logs = present(&["log.csv", "step_norms.csv", "alignment.csv", "summary.json"]);
     let log_end = last_logged(&path.join("log.csv"));
     if !path.join("config.toml").exists() {
         if checkpoints.is_empty() && logs.is_empty() {

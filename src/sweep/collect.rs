@@ -34,6 +34,9 @@ pub struct Outcome {
     /// The iteration of the first evaluation whose held-out accuracy reaches the
     /// manifest's `reach` (a failed run's too: it may have learned, then diverged).
     pub reach_iteration: Option<u64>,
+    /// The mean over the run of the cosine of its gradient with BPTT's, where it measured
+    /// it (`alignment`; finished runs).
+    pub mean_cosine: Option<f64>,
     /// Iterations completed (for unfinished runs, the last logged one).
     pub iterations: Option<u64>,
     /// Seconds of training.
@@ -135,6 +138,7 @@ pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
         train_loss_auc: log.as_ref().and_then(|l| curve_mean(&l.train_loss)),
         best_eval_accuracy,
         reach_iteration,
+        mean_cosine: log.as_ref().and_then(|l| curve_mean(&l.cosine)),
         iterations: summary["iterations"].as_u64(),
         wall_seconds: summary["wall_seconds"].as_f64(),
         pace: None,
@@ -194,6 +198,7 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
             "train_loss_auc",
             "best_eval_accuracy",
             "reach_iteration",
+            "mean_cosine",
             "iterations",
             "wall_seconds",
             "error",
@@ -219,6 +224,7 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
             csv_number(o.train_loss_auc),
             csv_number(o.best_eval_accuracy),
             o.reach_iteration.map(|i| i.to_string()).unwrap_or_default(),
+            csv_number(o.mean_cosine),
             o.iterations.map(|i| i.to_string()).unwrap_or_default(),
             csv_number(o.wall_seconds),
             run.error.clone().unwrap_or_default(),

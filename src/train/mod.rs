@@ -13,9 +13,11 @@ use crate::model::{Dims, Params};
 use crate::optimizer_state::OptState;
 use crate::tasks::{build_task, Batch, Task};
 
+mod alignment;
 mod divergence;
 mod run_config;
 
+pub use alignment::{compared, measure as measure_alignment, Alignment};
 pub use divergence::{DivergenceCheck, Verdict, CHECKPOINT_FACTOR, FACTOR, PATIENCE, SMOOTHING};
 pub use run_config::{check_run, RunConfig};
 
@@ -36,6 +38,10 @@ pub struct Record {
     pub diagnostics: Option<Diagnostics>,
     /// Spectral norm of W, at evaluations.
     pub w_spectral_norm: Option<f64>,
+    /// With `RunConfig::alignment`, at evaluations: the method's gradient against BPTT's
+    /// on the first held-out batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<Alignment>,
 }
 
 /// Where a run's records and checkpoints go (a run directory, a test's memory, …).
@@ -172,8 +178,8 @@ pub struct Session<'a> {
     /// Seconds of training before this session.
     offset: f64,
     divergence: DivergenceCheck,
-    /// Iteration 0's record, for a fresh run.
-    initial: Option<Record>,
+    /// Iteration 0's record and parameters, for a fresh run.
+    initial: Option<(Record, Params)>,
     /// The iteration of the last checkpoint known good: the one resumed from, then each
     /// one written.
     last_checkpoint: Option<u64>,
@@ -246,7 +252,8 @@ impl<'a> Session<'a> {
                         eval.loss
                     );
                 }
-                let w_norm = spectral_norm(&backend.state()?.0);
+                let params = backend.state()?.0;
+                let w_norm = spectral_norm(&params);
                 let initial = Record {
                     iteration: 0,
                     elapsed: 0.0,
@@ -255,6 +262,7 @@ impl<'a> Session<'a> {
                     cg: None,
                     diagnostics: None,
                     w_spectral_norm: Some(w_norm),
+                    alignment: None,
                 };
                 Self {
                     backend,
@@ -264,7 +272,7 @@ impl<'a> Session<'a> {
                     first: 1,
                     offset: 0.0,
                     divergence: DivergenceCheck::new(eval.loss),
-                    initial: Some(initial),
+                    initial: Some((initial, params)),
                     last_checkpoint: None,
                 }
             }
@@ -294,7 +302,8 @@ impl<'a> Session<'a> {
     pub fn run(mut self, sink: &mut dyn RunSink) -> Result<Summary> {
         let cfg = self.cfg.clone();
         let start = Instant::now();
-        if let Some(record) = self.initial.take() {
+        if let Some((mut record, params)) = self.initial.take() {
+            record.alignment = self.alignment(0, &params, sink);
             sink.record(&record)?;
         }
         let mut last = None;
@@ -331,6 +340,7 @@ impl<'a> Session<'a> {
                 cg: stats.cg,
                 diagnostics: point.diagnostics,
                 w_spectral_norm: None,
+                alignment: None,
             };
             if let Some((params, opt)) = point.state {
                 if !params
@@ -349,6 +359,7 @@ impl<'a> Session<'a> {
                 if eval_now {
                     record.eval = Some(eval);
                     record.w_spectral_norm = Some(spectral_norm(&params));
+                    record.alignment = self.alignment(i, &params, sink);
                 }
                 sink.record(&record)?;
                 if checkpoint_now {
@@ -369,6 +380,31 @@ impl<'a> Session<'a> {
             perplexity: cfg.hyper.loss.every_step().then(|| Perplexity::of(&last)),
             last,
         })
+    }
+
+    /// With `RunConfig::alignment`, the gradients of the method and of BPTT at `params` on
+    /// the first held-out batch, compared. A diagnostic: where it cannot be measured
+    /// (a solve of the trace that does not converge, say) the sink is told and the run
+    /// goes on.
+    fn alignment(&mut self, i: u64, params: &Params, sink: &mut dyn RunSink) -> Option<Alignment> {
+        if !self.cfg.alignment {
+            return None;
+        }
+        let hyper = self.cfg.backend_hyper();
+        let measured = self
+            .eval_set
+            .first()
+            .context("the held-out set is empty")
+            .and_then(|batch| alignment::measure(self.backend, params, batch, &hyper));
+        match measured {
+            Ok(a) => Some(a),
+            Err(e) => {
+                sink.note(&format!(
+                    "iteration {i}: the alignment with BPTT's gradient could not be measured: {e:#}"
+                ));
+                None
+            }
+        }
     }
 
     /// Writes a checkpoint of the parameters after iteration `i` if they are healthy

@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// The settings of every iteration; `hyper.loss` must be the task's.
     pub hyper: Hyper,
+    /// At each evaluation, compare the method's gradient with BPTT's on the first held-out
+    /// batch ([`crate::train::Alignment`], `alignment.csv`); TP and DTP only.
+    pub alignment: bool,
 }
 
 impl Default for RunConfig {
@@ -62,6 +65,7 @@ impl Default for RunConfig {
             checkpoint_every: 500,
             eval_size: 1000,
             seed: 0,
+            alignment: false,
         }
     }
 }
@@ -102,6 +106,12 @@ impl RunConfig {
                 "the task is scored with {:?}, but the config says loss {:?}",
                 self.task.loss(),
                 self.hyper.loss
+            );
+        }
+        if self.alignment && self.hyper.method == crate::config::Method::Bp {
+            bail!(
+                "RunConfig::alignment compares a method's gradient with BPTT's, and \
+                 Hyper::method is BPTT itself (Method::Bp): there is nothing to compare"
             );
         }
         for (name, zero) in [

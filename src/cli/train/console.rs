@@ -30,6 +30,9 @@ pub(super) fn describe(r: &Record, perplexity: bool) -> String {
     if let Some(cg) = r.cg {
         line += &format!("  cg {} it", cg.iterations);
     }
+    if let Some(c) = r.alignment.as_ref().and_then(|a| a.cosine) {
+        line += &format!("  cos {c:.3}");
+    }
     line
 }
 

@@ -187,6 +187,11 @@ pub struct TrainArgs {
     pub eval_size: Option<usize>,
     #[arg(long, help = help("Seeds the initialisation and the data", defaults().seed))]
     pub seed: Option<u64>,
+    /// At each evaluation, compare the method's gradient of the cell's tensors with BPTT's
+    /// on the first held-out batch: cosine and length ratio into alignment.csv (TP, DTP;
+    /// docs/ALGORITHM.md §10) [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub alignment: Option<bool>,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -379,6 +384,7 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     set(&mut cfg.checkpoint_every, args.checkpoint_every);
     set(&mut cfg.eval_size, args.eval_size);
     set(&mut cfg.seed, args.seed);
+    set(&mut cfg.alignment, args.alignment);
     cfg.validate()?;
     Ok(cfg)
 }
