@@ -831,7 +831,7 @@ fn the_slurm_engine_submits_one_array_whose_tasks_run_the_runs() {
 /// With `alignment = true` in every run's settings, results.csv's `mean_cosine` is the
 /// mean of each run's alignment.csv cosines over the run (trapezoids): near 1 where r is
 /// so large that TP-RI's gradient is BPTT's scaled (docs/ALGORITHM.md §10), and below it
-/// at r = 3.
+/// at r = 3; and the figures draw them.
 #[test]
 fn a_sweep_gives_the_mean_cosine_of_runs_that_measure_it() {
     let dir = scratch("sweep-cosine");
@@ -873,4 +873,9 @@ fn a_sweep_gives_the_mean_cosine_of_runs_that_measure_it() {
         })
         .collect();
     assert!(mean[0] < 0.999 && 1.0 - mean[1] < 1e-6, "{mean:?}");
+    // Its curves over iterations, one per r, beside the loss and accuracy curves.
+    let figures = out.join("figures");
+    assert!(figures.join("curves_grad_cosine.svg").is_file());
+    let svg = std::fs::read_to_string(figures.join("curves_grad_cosine.svg")).unwrap();
+    assert!(svg.contains("1e9") && svg.contains("grad cosine"), "{svg}");
 }

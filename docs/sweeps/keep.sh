@@ -2,7 +2,7 @@
 # Copies what the repository keeps of a finished (or partial) sweep into docs/studies/NAME:
 # the spec, results.csv, the figures, the manifest, worker logs and exit statuses (so that
 # `tpri sweep --collect` on the copy tells failed runs from interrupted ones), and of every run its
-# config.toml, log.csv and summary.json — never checkpoints.
+# config.toml, log.csv, summary.json and alignment.csv (where it has one) — never checkpoints.
 #   bash docs/sweeps/keep.sh OUT/convergence-adding-30
 set -euo pipefail
 src=${1:?usage: keep.sh SWEEP_DIR}
@@ -11,7 +11,7 @@ rm -rf "$dst"
 mkdir -p "$dst"
 cd "$src"
 for f in spec.toml results.csv search.csv manifest.json figures/* logs/* status/* \
-         runs/*/config.toml runs/*/log.csv runs/*/summary.json; do
+         runs/*/config.toml runs/*/log.csv runs/*/summary.json runs/*/alignment.csv; do
     [ -f "$f" ] || continue
     mkdir -p "$dst/$(dirname "$f")"
     cp "$f" "$dst/$f"

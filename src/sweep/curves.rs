@@ -1,5 +1,6 @@
 //! The sweep's figures that are curves with a band over seeds: a metric against one
-//! axis, and the training curves (train loss, eval accuracy against iterations).
+//! axis, and the training curves (train loss, eval accuracy, and where runs measured it
+//! the cosine with BPTT's gradient, against iterations).
 
 use std::path::Path;
 
@@ -87,12 +88,10 @@ impl Grid<'_> {
                 .flatten()
                 .filter_map(|&r| read_log(&run_dir(self.dir, &self.m.runs[r].name)).ok())
                 .collect();
-            let at = pooled(logs.iter().map(|log| {
-                if what == "train_loss" {
-                    log.train_loss.as_slice()
-                } else {
-                    log.eval_accuracy.as_slice()
-                }
+            let at = pooled(logs.iter().map(|log| match what {
+                "train_loss" => log.train_loss.as_slice(),
+                "grad_cosine" => log.cosine.as_slice(),
+                _ => log.eval_accuracy.as_slice(),
             }));
             let label = match self.search {
                 Some(sv) => format!(

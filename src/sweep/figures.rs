@@ -15,7 +15,7 @@ use crate::plot::{heat_map_with, HeatAxes};
 
 use super::collect::{cell_stats, Choice, Outcome, Stat};
 use super::expand::short_keys;
-use super::manifest::Manifest;
+use super::manifest::{run_dir, Manifest};
 use super::metric::Metric;
 use super::spec::Axis;
 use super::value::file_safe;
@@ -84,8 +84,17 @@ pub fn draw(
             }
         }
     }
+    // The cosine with BPTT's gradient where runs measured it (`alignment`).
+    let aligned = m
+        .runs
+        .iter()
+        .any(|r| run_dir(g.dir, &r.name).join("alignment.csv").is_file());
+    let mut kinds = vec![("train_loss", true), ("eval_accuracy", false)];
+    if aligned {
+        kinds.push(("grad_cosine", false));
+    }
     for panel in g.panels(&[g.curves, g.search]) {
-        for (what, log_y) in [("train_loss", true), ("eval_accuracy", false)] {
+        for &(what, log_y) in &kinds {
             let stem = out.join(format!("curves_{what}{}", g.suffix(&panel)));
             emit("curves", stem, &|f| g.curves(f, &panel, what, log_y))?;
         }
