@@ -136,7 +136,7 @@ pub fn draw_groups(
      -> Result<()> {
         let path = out.join(stem);
         if banded {
-            let series: Vec<BandSeries> = logs
+            let mut series: Vec<BandSeries> = logs
                 .iter()
                 .map(|(label, runs)| BandSeries {
                     label: match runs.len() {
@@ -154,10 +154,11 @@ pub fn draw_groups(
                         .collect(),
                 })
                 .collect();
+            keep_drawn(&mut series, |s| s.points.is_empty());
             let title = format!("{title} (mean, min to max over runs)");
             band_chart(&path, &title, ("iteration", y), &series, log_y)?;
         } else {
-            let series: Vec<Series> = logs
+            let mut series: Vec<Series> = logs
                 .iter()
                 .flat_map(|(label, runs)| {
                     runs.iter().map(|log| Series {
@@ -166,6 +167,7 @@ pub fn draw_groups(
                     })
                 })
                 .collect();
+            keep_drawn(&mut series, |s| s.points.is_empty());
             line_chart(&path, title, "iteration", y, &series, log_y)?;
         }
         written.extend(with_suffixes(&path));
@@ -243,6 +245,14 @@ pub fn draw_groups(
         }
     }
     Ok(written)
+}
+
+/// Leaves out the series with nothing to draw (runs without an alignment.csv in the
+/// cosine's figure), so that the legend names only lines; all of them stay when none has.
+fn keep_drawn<T>(series: &mut Vec<T>, empty: impl Fn(&T) -> bool) {
+    if series.iter().any(|s| !empty(s)) {
+        series.retain(|s| !empty(s));
+    }
 }
 
 /// The two files a figure stem becomes (a stem may hold dots, as in `reg_0.1`).

@@ -194,6 +194,19 @@ fn alignment_csv_from_the_command_line() {
         }
     }
 
+    // The figures: the cosine's names only the run that measured it, the loss's both.
+    let figures = root.join("figures");
+    let (w, wo, f) = (
+        with.to_str().unwrap(),
+        without.to_str().unwrap(),
+        figures.to_str().unwrap(),
+    );
+    ok(&["plot", w, wo, "--out", f]);
+    let legend = |name: &str| std::fs::read_to_string(figures.join(name)).unwrap();
+    let (cosine, loss) = (legend("grad_cosine.svg"), legend("train_loss.svg"));
+    assert!(cosine.contains("\nwith\n") && !cosine.contains("\nwithout\n"));
+    assert!(loss.contains("\nwith\n") && loss.contains("\nwithout\n"));
+
     let (_, split) = run("split", "4", true);
     let split_arg = split.to_str().unwrap();
     ok(&[
