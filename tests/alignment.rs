@@ -224,6 +224,37 @@ fn alignment_csv_from_the_command_line() {
     );
 }
 
+/// The same on the GPU backend: the traces between steps leave the run's log and
+/// checkpoint as they are without them, and every row has its numbers.
+#[test]
+fn alignment_of_a_gpu_run() {
+    let root = scratch("alignment-gpu");
+    let run = |name: &str, alignment: bool| {
+        let dir = root.join(name);
+        let mut args = small(&dir, "8");
+        let backend = args.iter().position(|a| a == "--backend").unwrap();
+        args[backend + 1] = "gpu".into();
+        if alignment {
+            args.push("--alignment".into());
+        }
+        ok(&strs(&args));
+        dir
+    };
+    let (with, without) = (run("with", true), run("without", false));
+    assert_eq!(log_without_time(&with), log_without_time(&without));
+    assert_eq!(checkpoint_tensors(&with), checkpoint_tensors(&without));
+    let text = std::fs::read_to_string(with.join("alignment.csv")).unwrap();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in rows {
+        let values: Vec<f64> = row.split(',').map(|v| v.parse().unwrap()).collect();
+        assert!(
+            values.iter().all(|v| v.is_finite()) && values.len() == 7,
+            "{row}"
+        );
+    }
+}
+
 /// With BPTT there is nothing to compare: refused, naming both flags, before anything is
 /// written.
 #[test]
