@@ -311,3 +311,51 @@ fn language_model_errors_name_the_file_or_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vocab"), "{err}");
 }
+
+/// `--alignment` with a trained embedding table compares its gradient too (a column
+/// `embed.weight`), on both backends; at iteration 0 (the same parameters) they agree.
+/// At r = 100: at r = 1 the language model's targets explode (docs/REPRODUCTION.md), the
+/// states saturate and both gradients vanish, leaving nothing to compare.
+#[test]
+fn alignment_covers_a_trained_embedding() {
+    let root = scratch("lm-alignment");
+    let data = root.join("data");
+    write_corpus(&data);
+    let rows = |backend: &str| {
+        let run = root.join(backend);
+        let extra = ["--train-embedding", "--alignment", "--reg", "100"];
+        train_with(&data, &run, backend, "tp", &extra);
+        let text = std::fs::read_to_string(run.join("alignment.csv")).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("iteration,cosine,norm_ratio,rnn.w_hh,rnn.w_ih,rnn.b_ih,rnn.b_hh,embed.weight")
+        );
+        lines
+            .map(|l| {
+                l.split(',')
+                    .map(|v| v.parse::<f64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (cpu, gpu) = (rows("cpu"), rows("gpu"));
+    assert_eq!(cpu.len(), 3, "evaluations at 0, 10 and 20");
+    assert_eq!(gpu.len(), 3);
+    for row in cpu.iter().chain(&gpu) {
+        assert!(row.iter().all(|v| v.is_finite()), "{row:?}");
+    }
+    let err = cpu[0]
+        .iter()
+        .zip(&gpu[0])
+        .map(|(c, g)| (c - g).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / cpu[0].iter().map(|c| c * c).sum::<f64>().sqrt();
+    assert!(
+        err < 1e-4,
+        "iteration 0: cpu {:?}, gpu {:?}",
+        cpu[0],
+        gpu[0]
+    );
+}
