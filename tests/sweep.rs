@@ -845,8 +845,15 @@ fn a_sweep_gives_the_mean_cosine_of_runs_that_measure_it() {
     )
     .unwrap();
     let out = dir.join("out");
-    ok(&["sweep", s(&spec), "--out", s(&out)]);
+    let said = ok(&["sweep", s(&spec), "--out", s(&out)]);
     let rows = results(&out, "results.csv");
+    for row in &rows {
+        let shown = format!(
+            "mean cosine with BPTT's gradient {:.4}",
+            field(row, "mean_cosine").parse::<f64>().unwrap()
+        );
+        assert!(said.contains(&shown), "{shown} not in {said}");
+    }
     let mean: Vec<f64> = rows
         .iter()
         .map(|row| {

@@ -64,8 +64,8 @@ impl Outcome {
         .filter(|v| v.is_finite())
     }
 
-    /// ": train loss …, held-out loss …, accuracy …, best …, first ≥ `reach` at …", as
-    /// far as the run has them; empty when it has none.
+    /// ": train loss …, held-out loss …, accuracy …, best …, first ≥ `reach` at …, mean
+    /// cosine with BPTT's gradient …", as far as the run has them; empty when it has none.
     pub fn brief(&self, reach: Option<f64>) -> String {
         let mut parts = Vec::new();
         if let Some(v) = self.train_loss {
@@ -82,6 +82,9 @@ impl Outcome {
                 .zip(self.reach_iteration)
                 .map_or(String::new(), |(r, i)| format!(", first ≥ {r} at {i}"));
             parts.push(format!("accuracy {v:.4}{best}{at}"));
+        }
+        if let Some(v) = self.mean_cosine {
+            parts.push(format!("mean cosine with BPTT's gradient {v:.4}"));
         }
         if parts.is_empty() {
             String::new()
