@@ -66,23 +66,20 @@ pub fn measure(
 }
 
 impl Alignment {
-    /// Compares the gradient `g` of a method with BPTT's `bp` (the same cell and sizes).
+    /// Compares the gradient `g` of a method with BPTT's `bp` (the same cell and sizes),
+    /// tensor by tensor by name; a tensor one of them lacks has no cosine.
     pub fn between(g: &Params, bp: &Params) -> Self {
-        let names = compared(bp.cell, bp.embedding.is_some());
-        let of = |p: &Params| -> Vec<(&'static str, DMatrix<f64>)> {
-            p.tensors()
-                .into_iter()
-                .filter(|(n, _)| names.contains(n))
-                .map(|(n, m)| (n, m.clone()))
-                .collect()
-        };
-        let (g, bp) = (of(g), of(bp));
+        let (g_all, bp_all) = (g.tensors(), bp.tensors());
         let mut whole = Sums::default();
-        let mut tensors = Vec::with_capacity(names.len());
-        for ((name, a), (_, b)) in g.iter().zip(&bp) {
-            let sums = Sums::of(a, b);
-            whole.add(sums);
-            tensors.push((*name, sums.cosine()));
+        let mut tensors = Vec::new();
+        for name in compared(bp.cell, bp.embedding.is_some()) {
+            let pair = named(&g_all, name).zip(named(&bp_all, name));
+            let cosine = pair.and_then(|(a, b)| {
+                let sums = Sums::of(a, b);
+                whole.add(sums);
+                sums.cosine()
+            });
+            tensors.push((name, cosine));
         }
         Self {
             cosine: whole.cosine(),
@@ -90,6 +87,11 @@ impl Alignment {
             tensors,
         }
     }
+}
+
+/// The tensor called `name` among `all` (`Params::tensors`).
+fn named<'a>(all: &[(&'static str, &'a DMatrix<f64>)], name: &str) -> Option<&'a DMatrix<f64>> {
+    all.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
 }
 
 /// ⟨g, b⟩, ‖g‖² and ‖b‖² over some tensors.
@@ -103,7 +105,7 @@ struct Sums {
 impl Sums {
     fn of(g: &DMatrix<f64>, b: &DMatrix<f64>) -> Self {
         if g.shape() != b.shape() {
-            // Not the same tensor: nothing to compare (a caller's mistake, not a NaN).
+            // Not the same tensor (a caller's mistake): no cosine, rather than a panic.
             return Self {
                 dot: f64::NAN,
                 ..Self::default()
@@ -165,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn the_head_does_not_count_and_zero_gradients_have_no_cosine() {
+    fn the_head_does_not_count_and_zero_or_missing_gradients_have_no_cosine() {
         let (g, bp) = (params(1), params(2));
         let mut other_head = g.clone();
         other_head.head_w *= 7.0;
@@ -179,6 +181,11 @@ mod tests {
         assert_eq!((a.cosine, a.norm_ratio), (None, Some(0.0)));
         let a = Alignment::between(&g, &zero);
         assert_eq!((a.cosine, a.norm_ratio), (None, None));
+        let mut with_table = bp.clone();
+        with_table.embedding = Some(DMatrix::from_element(5, 2, 1.0));
+        let a = Alignment::between(&g, &with_table);
+        assert_eq!(a.tensors.last(), Some(&(EMBEDDING_NAME, None)));
+        assert_eq!(a.cosine, Alignment::between(&g, &bp).cosine);
         let mut nan = g.clone();
         nan.w_hh[0] = f64::NAN;
         let a = Alignment::between(&nan, &bp);
