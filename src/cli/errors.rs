@@ -43,7 +43,6 @@ const COMMON: &[(&str, &str)] = &[
 
 /// The names of a training run's settings (`limits::RUN_CONFIG_NAMES`).
 pub const TRAIN: &[(&str, &str)] = &[
-    ("RunConfig::alignment", "--alignment"),
     ("RunConfig::hidden", "--hidden"),
     ("RunConfig::batch_size", "--batch-size"),
     ("RunConfig::eval_size", "--eval-size"),

@@ -106,7 +106,7 @@ impl RunDir {
             write_atomic(&dir.file("config.toml"), toml::to_string(cfg)?.as_bytes())?;
             write_atomic(&dir.file("log.csv"), format!("{LOG_HEADER}\n").as_bytes())?;
             write_atomic(&dir.file("step_norms.csv"), b"")?;
-            if cfg.alignment {
+            if cfg.measures_alignment() {
                 let header = alignment_header(cfg);
                 write_atomic(&dir.file("alignment.csv"), format!("{header}\n").as_bytes())?;
             } else {
@@ -190,7 +190,7 @@ impl RunDir {
         for (name, header) in [("log.csv", Some(LOG_HEADER)), ("step_norms.csv", None)] {
             cut_log(&self.file(name), header, keep, from.is_none())?;
         }
-        if cfg.alignment {
+        if cfg.measures_alignment() {
             let header = alignment_header(cfg);
             cut_log(
                 &self.file("alignment.csv"),

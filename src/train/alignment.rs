@@ -10,6 +10,7 @@ use crate::backend::Backend;
 use crate::config::{Hyper, Method};
 use crate::model::{CellKind, Params, EMBEDDING_NAME};
 use crate::tasks::Batch;
+use crate::train::{RunConfig, RunSink};
 
 /// A method's gradient g against BPTT's ∇ℓ on one batch, over the tensors the method
 /// trains by its own rule: the cell's and a trained embedding table's. The head is left
@@ -63,6 +64,46 @@ pub fn measure(
         .trace(&bp_params, batch, &bp_hyper)
         .context("tracing BPTT's gradient")?;
     Ok(Alignment::between(&method.grads, &bp.grads))
+}
+
+/// Tells `sink` when `cfg` asks for the alignment of a BPTT run, which has nothing to
+/// compare (a sweep over methods may ask it of every run).
+pub(super) fn announce(cfg: &RunConfig, sink: &mut dyn RunSink) {
+    if cfg.alignment && !cfg.measures_alignment() {
+        sink.note(
+            "alignment is on, but this run is BPTT (method bp), the gradient it would be \
+             compared with: nothing is measured and no alignment.csv is written",
+        );
+    }
+}
+
+/// The alignment at an evaluation, where `cfg` measures it: the method's and BPTT's
+/// gradients at the parameters of iteration `at` on the first held-out batch. A
+/// diagnostic: where it cannot be measured (a solve of the trace that does not converge,
+/// say) `sink` is told and the run goes on.
+pub(super) fn at_evaluation(
+    cfg: &RunConfig,
+    backend: &mut dyn Backend,
+    eval_set: &[Batch],
+    (i, params): (u64, &Params),
+    sink: &mut dyn RunSink,
+) -> Option<Alignment> {
+    if !cfg.measures_alignment() {
+        return None;
+    }
+    let measured = eval_set
+        .first()
+        .context("the held-out set is empty")
+        .and_then(|batch| measure(backend, params, batch, &cfg.backend_hyper()));
+    match measured {
+        Ok(a) => Some(a),
+        Err(e) => {
+            sink.note(&format!(
+                "iteration {i}: the alignment with BPTT's gradient could not be measured: {e:#}"
+            ));
+            None
+        }
+    }
 }
 
 impl Alignment {

@@ -302,8 +302,10 @@ impl<'a> Session<'a> {
     pub fn run(mut self, sink: &mut dyn RunSink) -> Result<Summary> {
         let cfg = self.cfg.clone();
         let start = Instant::now();
+        alignment::announce(&cfg, sink);
         if let Some((mut record, params)) = self.initial.take() {
-            record.alignment = self.alignment(0, &params, sink);
+            record.alignment =
+                alignment::at_evaluation(&cfg, self.backend, &self.eval_set, (0, &params), sink);
             sink.record(&record)?;
         }
         let mut last = None;
@@ -359,7 +361,13 @@ impl<'a> Session<'a> {
                 if eval_now {
                     record.eval = Some(eval);
                     record.w_spectral_norm = Some(spectral_norm(&params));
-                    record.alignment = self.alignment(i, &params, sink);
+                    record.alignment = alignment::at_evaluation(
+                        &cfg,
+                        self.backend,
+                        &self.eval_set,
+                        (i, &params),
+                        sink,
+                    );
                 }
                 sink.record(&record)?;
                 if checkpoint_now {
@@ -380,31 +388,6 @@ impl<'a> Session<'a> {
             perplexity: cfg.hyper.loss.every_step().then(|| Perplexity::of(&last)),
             last,
         })
-    }
-
-    /// With `RunConfig::alignment`, the gradients of the method and of BPTT at `params` on
-    /// the first held-out batch, compared. A diagnostic: where it cannot be measured
-    /// (a solve of the trace that does not converge, say) the sink is told and the run
-    /// goes on.
-    fn alignment(&mut self, i: u64, params: &Params, sink: &mut dyn RunSink) -> Option<Alignment> {
-        if !self.cfg.alignment {
-            return None;
-        }
-        let hyper = self.cfg.backend_hyper();
-        let measured = self
-            .eval_set
-            .first()
-            .context("the held-out set is empty")
-            .and_then(|batch| alignment::measure(self.backend, params, batch, &hyper));
-        match measured {
-            Ok(a) => Some(a),
-            Err(e) => {
-                sink.note(&format!(
-                    "iteration {i}: the alignment with BPTT's gradient could not be measured: {e:#}"
-                ));
-                None
-            }
-        }
     }
 
     /// Writes a checkpoint of the parameters after iteration `i` if they are healthy

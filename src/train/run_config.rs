@@ -42,7 +42,8 @@ pub struct RunConfig {
     /// The settings of every iteration; `hyper.loss` must be the task's.
     pub hyper: Hyper,
     /// At each evaluation, compare the method's gradient with BPTT's on the first held-out
-    /// batch ([`crate::train::Alignment`], `alignment.csv`); TP and DTP only.
+    /// batch ([`crate::train::Alignment`], `alignment.csv`); TP and DTP runs (a BPTT run,
+    /// in a sweep over methods say, has nothing to compare: [`RunConfig::measures_alignment`]).
     pub alignment: bool,
 }
 
@@ -98,6 +99,12 @@ impl RunConfig {
         hyper
     }
 
+    /// Whether the run measures its alignment with BPTT's gradient: `alignment` is set and
+    /// the method is not BPTT itself.
+    pub fn measures_alignment(&self) -> bool {
+        self.alignment && self.hyper.method != crate::config::Method::Bp
+    }
+
     /// Rejects impossible settings, naming the value.
     pub fn validate(&self) -> Result<()> {
         Plan::check(self.cell, &self.hyper, Device::Cpu)?;
@@ -106,12 +113,6 @@ impl RunConfig {
                 "the task is scored with {:?}, but the config says loss {:?}",
                 self.task.loss(),
                 self.hyper.loss
-            );
-        }
-        if self.alignment && self.hyper.method == crate::config::Method::Bp {
-            bail!(
-                "RunConfig::alignment compares a method's gradient with BPTT's, and \
-                 Hyper::method is BPTT itself (Method::Bp): there is nothing to compare"
             );
         }
         for (name, zero) in [
