@@ -6,6 +6,8 @@ mod cli_support;
 mod gpu_support;
 mod support;
 
+use std::path::{Path, PathBuf};
+
 use cli_support::{checkpoint_tensors, log_without_time, ok, scratch, small, strs, tpri};
 use gpu_support::{ctx, hyper, TOL};
 use support::{random_problem, rng, Init, Shape};
@@ -150,25 +152,47 @@ fn measuring_on_the_gpu_does_not_disturb_training() {
     assert_eq!(run(true), run(false));
 }
 
+/// Runs `small` (T = 12, d = 8, B = 4, TP on the CPU) into `root/name` with `iterations`,
+/// the flags in `set` given other values, and `--alignment` where asked; its stdout and
+/// stderr and the run directory, after asserting that it succeeded.
+fn small_run(
+    root: &Path,
+    name: &str,
+    iterations: &str,
+    set: &[(&str, &str)],
+    alignment: bool,
+) -> (String, String, PathBuf) {
+    let dir = root.join(name);
+    let mut args = small(&dir, iterations);
+    for (flag, value) in set {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.to_string();
+    }
+    if alignment {
+        args.push("--alignment".into());
+    }
+    let out = tpri(&strs(&args));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?}: {err}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), err, dir)
+}
+
+/// Asserts that two runs wrote the same log (but for the times) and checkpoint.
+fn assert_trained_alike(a: &Path, b: &Path) {
+    assert_eq!(log_without_time(a), log_without_time(b));
+    assert_eq!(checkpoint_tensors(a), checkpoint_tensors(b));
+}
+
 /// `--alignment` writes a row of `alignment.csv` at every evaluation, shows the cosine,
 /// and changes nothing else: the log and the checkpoint are those of a run without it,
 /// and a resumed run's rows are those of the run done in one go.
 #[test]
 fn alignment_csv_from_the_command_line() {
     let root = scratch("alignment");
-    let run = |name: &str, iterations: &str, alignment: bool| {
-        let dir = root.join(name);
-        let mut args = small(&dir, iterations);
-        if alignment {
-            args.push("--alignment".into());
-        }
-        (ok(&strs(&args)), dir)
-    };
-    let (out, with) = run("with", "8", true);
-    let (_, without) = run("without", "8", false);
+    let (out, _, with) = small_run(&root, "with", "8", &[], true);
+    let (_, _, without) = small_run(&root, "without", "8", &[], false);
     assert!(out.contains("  cos "), "{out}");
-    assert_eq!(log_without_time(&with), log_without_time(&without));
-    assert_eq!(checkpoint_tensors(&with), checkpoint_tensors(&without));
+    assert_trained_alike(&with, &without);
     assert!(!without.join("alignment.csv").exists());
     let config = std::fs::read_to_string(with.join("config.toml")).unwrap();
     assert!(config.contains("alignment = true"), "{config}");
@@ -207,7 +231,7 @@ fn alignment_csv_from_the_command_line() {
     assert!(cosine.contains("\nwith\n") && !cosine.contains("\nwithout\n"));
     assert!(loss.contains("\nwith\n") && loss.contains("\nwithout\n"));
 
-    let (_, split) = run("split", "4", true);
+    let (_, _, split) = small_run(&root, "split", "4", &[], true);
     let split_arg = split.to_str().unwrap();
     ok(&[
         "train",
@@ -229,20 +253,10 @@ fn alignment_csv_from_the_command_line() {
 #[test]
 fn alignment_of_a_gpu_run() {
     let root = scratch("alignment-gpu");
-    let run = |name: &str, alignment: bool| {
-        let dir = root.join(name);
-        let mut args = small(&dir, "8");
-        let backend = args.iter().position(|a| a == "--backend").unwrap();
-        args[backend + 1] = "gpu".into();
-        if alignment {
-            args.push("--alignment".into());
-        }
-        ok(&strs(&args));
-        dir
-    };
-    let (with, without) = (run("with", true), run("without", false));
-    assert_eq!(log_without_time(&with), log_without_time(&without));
-    assert_eq!(checkpoint_tensors(&with), checkpoint_tensors(&without));
+    let gpu = [("--backend", "gpu")];
+    let (_, _, with) = small_run(&root, "with", "8", &gpu, true);
+    let (_, _, without) = small_run(&root, "without", "8", &gpu, false);
+    assert_trained_alike(&with, &without);
     let text = std::fs::read_to_string(with.join("alignment.csv")).unwrap();
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 3, "{text}");
@@ -260,28 +274,13 @@ fn alignment_of_a_gpu_run() {
 #[test]
 fn alignment_of_bptt_measures_nothing() {
     let root = scratch("alignment-bp");
-    let run = |name: &str, alignment: bool| {
-        let dir = root.join(name);
-        let mut args = small(&dir, "4");
-        let method = args.iter().position(|a| a == "--method").unwrap();
-        args[method + 1] = "bp".into();
-        if alignment {
-            args.push("--alignment".into());
-        }
-        let out = tpri(&strs(&args));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (String::from_utf8_lossy(&out.stderr).into_owned(), dir)
-    };
-    let ((said, with), (_, without)) = (run("with", true), run("without", false));
+    let bp = [("--method", "bp")];
+    let (_, said, with) = small_run(&root, "with", "4", &bp, true);
+    let (_, _, without) = small_run(&root, "without", "4", &bp, false);
     assert!(
         said.contains("this run is BPTT") && said.contains("no alignment.csv"),
         "{said}"
     );
     assert!(!with.join("alignment.csv").exists());
-    assert_eq!(log_without_time(&with), log_without_time(&without));
-    assert_eq!(checkpoint_tensors(&with), checkpoint_tensors(&without));
+    assert_trained_alike(&with, &without);
 }
