@@ -41,7 +41,7 @@ pub const LOG_HEADER: &str =
 
 /// Columns of `alignment.csv` for a run of `cfg` (`train::Alignment`): the iteration,
 /// the cosine and length ratio over the compared tensors, then the cosine of each.
-pub fn alignment_header(cfg: &RunConfig) -> String {
+fn alignment_header(cfg: &RunConfig) -> String {
     let names = compared(cfg.cell, cfg.task.trained_embedding_rows().is_some());
     format!("iteration,cosine,norm_ratio,{}", names.join(","))
 }
@@ -285,16 +285,9 @@ impl RunSink for RunDir {
             )?;
         }
         if let Some(a) = &r.alignment {
+            // `Alignment::tensors` come in `compared` order, the header's.
             let mut fields = vec![r.iteration.to_string(), opt(a.cosine), opt(a.norm_ratio)];
-            let names = compared(
-                self.cfg.cell,
-                self.cfg.task.trained_embedding_rows().is_some(),
-            );
-            fields.extend(
-                names
-                    .iter()
-                    .map(|n| opt(a.tensors.iter().find(|(t, _)| t == n).and_then(|(_, c)| *c))),
-            );
+            fields.extend(a.tensors.iter().map(|(_, c)| opt(*c)));
             self.append("alignment.csv", &fields.join(","))?;
         }
         Ok(())
