@@ -76,6 +76,88 @@ fn manifest(dir: &Path) -> Manifest {
     Manifest::load(dir).unwrap().unwrap()
 }
 
+/// DIR/evaluations.csv against every run's log.csv and alignment.csv: a row per
+/// evaluation with the same values; DIR/evaluations.md: a row per cell whose entries are
+/// its seeds' held-out accuracies (in percent) at each column's iteration, `·` where a
+/// seed has none there.
+fn assert_evaluations(out: &Path) {
+    let m = manifest(out);
+    let evals = results(out, "evaluations.csv");
+    let num = |v: &str| v.parse::<f64>().ok();
+    let rows_of = |dir: &Path, file: &str| {
+        if dir.join(file).exists() {
+            results(dir, file)
+        } else {
+            Vec::new()
+        }
+    };
+    for run in &m.runs {
+        let dir = out.join("runs").join(&run.name);
+        let (log, cos) = (rows_of(&dir, "log.csv"), rows_of(&dir, "alignment.csv"));
+        let want: Vec<_> = log
+            .iter()
+            .filter(|r| !field(r, "eval_loss").is_empty())
+            .collect();
+        let got: Vec<_> = evals
+            .iter()
+            .filter(|r| field(r, "name") == run.name)
+            .collect();
+        assert_eq!(got.len(), want.len(), "{}: {got:?}", run.name);
+        for (g, w) in got.iter().zip(want) {
+            let it = field(w, "iteration");
+            assert_eq!(field(g, "iteration"), it);
+            assert_eq!(field(g, "seed"), run.seed.to_string());
+            assert_eq!(field(g, "status"), run.status.name());
+            for key in ["eval_loss", "eval_accuracy"] {
+                assert_eq!(num(field(g, key)), num(field(w, key)), "{} {key}", run.name);
+            }
+            let c = cos
+                .iter()
+                .find(|c| field(c, "iteration") == it)
+                .and_then(|c| num(field(c, "cosine")));
+            assert_eq!(num(field(g, "grad_cosine")), c, "{} at {it}", run.name);
+        }
+    }
+    let md = std::fs::read_to_string(out.join("evaluations.md")).unwrap();
+    let mut lines = md.lines().filter(|l| l.starts_with('|'));
+    let cells = |l: &str| -> Vec<String> {
+        l.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect()
+    };
+    let header = cells(lines.next().unwrap());
+    assert_eq!(header[0], "cell");
+    let mut seeds: Vec<u64> = m.runs.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let rows: Vec<Vec<String>> = lines.skip(1).map(cells).collect();
+    let mut cell_names: Vec<String> = m
+        .runs
+        .iter()
+        .map(|r| r.name.rsplit_once("_seed=").unwrap().0.replace('_', " "))
+        .collect();
+    cell_names.dedup();
+    assert_eq!(rows.len(), cell_names.len(), "{md}");
+    for (row, cell) in rows.iter().zip(&cell_names) {
+        assert_eq!(&row[0], cell, "{md}");
+        for (iteration, entry) in header[1..].iter().zip(&row[1..]) {
+            let want: Vec<String> = seeds
+                .iter()
+                .map(|seed| {
+                    let name = format!("{}_seed={seed}", cell.replace(' ', "_"));
+                    evals
+                        .iter()
+                        .find(|r| field(r, "name") == name && field(r, "iteration") == iteration)
+                        .and_then(|r| num(field(r, "eval_accuracy")))
+                        .map_or("·".to_owned(), |a| format!("{:.1}", 100.0 * a))
+                })
+                .collect();
+            assert_eq!(entry, &want.join(", "), "{cell} at {iteration}: {md}");
+        }
+    }
+}
+
 #[test]
 fn specs_expand_into_validated_runs() {
     let spec = Spec::parse(&format!(
@@ -376,6 +458,7 @@ fn a_local_sweep_gathers_results_and_resumes_only_what_is_unfinished() {
         .runs
         .iter()
         .all(|r| r.attempts == 1 && r.status == Status::Finished));
+    assert_evaluations(&out);
 
     // Without --resume, the directory is not reused.
     let o = run(&["sweep", s(&spec), "--out", s(&out)]);
@@ -600,6 +683,10 @@ fn a_failed_run_is_recorded_and_the_others_still_run() {
     assert_eq!(field(&rows[1], "status"), "finished");
     let m = manifest(&out);
     assert!(m.runs[0].error.as_deref().unwrap().starts_with("error: "));
+    // evaluations.md shows the failed run's evaluations up to where it stopped, then `·`.
+    assert_evaluations(&out);
+    let md = std::fs::read_to_string(out.join("evaluations.md")).unwrap();
+    assert!(md.contains('·'), "{md}");
 
     // A sweep another live process holds (pid 1, this host) is refused; a stale lock is
     // taken over.
@@ -880,6 +967,7 @@ fn a_sweep_gives_the_mean_cosine_of_runs_that_measure_it() {
         })
         .collect();
     assert!(mean[0] < 0.999 && 1.0 - mean[1] < 1e-6, "{mean:?}");
+    assert_evaluations(&out);
     // Its curves over iterations, one per r, beside the loss and accuracy curves.
     let figures = out.join("figures");
     assert!(figures.join("curves_grad_cosine.svg").is_file());

@@ -1,5 +1,6 @@
 //! `tpri sweep`: a grid of `tpri train` runs from a spec, run locally or on Slurm, and
-//! gathered into results.csv, search.csv and figures (docs/SWEEPS.md).
+//! gathered into results.csv, evaluations.csv and .md, search.csv and figures
+//! (docs/SWEEPS.md).
 
 use std::path::PathBuf;
 
@@ -35,7 +36,8 @@ pub struct SweepArgs {
     /// The sweep directory: manifest.json, configs/, runs/, logs/, results.csv, figures/.
     #[arg(long, required_unless_present = "collect")]
     out: Option<PathBuf>,
-    /// Gather the results of the sweep in DIR (results.csv, search.csv, figures) from
+    /// Gather the results of the sweep in DIR (results.csv, evaluations.csv and .md,
+    /// search.csv, figures) from
     /// its run directories, as they stand; runs nothing.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["spec", "out", "resume", "dry_run", "engine"])]
     collect: Option<PathBuf>,
@@ -213,7 +215,8 @@ fn print_report(r: &Report, dir: &std::path::Path) {
         println!("note: {note}");
     }
     println!(
-        "{}: {} runs: {} finished, {} failed, {}, {} pending; wrote {} file{} (results.csv{})",
+        "{}: {} runs: {} finished, {} failed, {}, {} pending; wrote {} file{} (results.csv, \
+         evaluations.csv and .md{})",
         dir.display(),
         r.total,
         r.finished,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::figures::read_log;
+use crate::figures::RunLog;
 use crate::tensor_file::write_atomic;
 
 use super::manifest::{run_dir, Manifest, RunEntry, Status};
@@ -94,19 +94,17 @@ impl Outcome {
     }
 }
 
-/// Reads a run's outcome: metrics from summary.json and log.csv when it finished; the
-/// last logged iteration, the best evaluation and the first to `reach` (the manifest's)
-/// otherwise.
-pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
+/// A run's outcome: metrics from its summary.json and `log` (its log.csv, as
+/// `figures::read_log` reads it) when it finished; the last logged iteration, the best
+/// evaluation and the first to `reach` (the manifest's) otherwise.
+pub fn outcome(dir: &Path, run: &RunEntry, log: Option<&RunLog>, reach: Option<f64>) -> Outcome {
     let rd = run_dir(dir, &run.name);
-    let log = read_log(&rd).ok();
-    let best_eval_accuracy = log.as_ref().and_then(|l| best(&l.eval_accuracy));
+    let best_eval_accuracy = log.and_then(|l| best(&l.eval_accuracy));
     let reach_iteration = log
-        .as_ref()
         .zip(reach)
         .and_then(|(l, r)| first_reaching(&l.eval_accuracy, r));
     if run.status != Status::Finished {
-        let last_logged = log.as_ref().and_then(|l| {
+        let last_logged = log.and_then(|l| {
             let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.0 as u64);
             last(&l.train_loss).max(last(&l.eval_loss))
         });
@@ -114,7 +112,7 @@ pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
             best_eval_accuracy,
             reach_iteration,
             iterations: last_logged,
-            pace: log.as_ref().and_then(|l| pace(&l.elapsed)),
+            pace: log.and_then(|l| pace(&l.elapsed)),
             ..Outcome::default()
         };
     }
@@ -131,17 +129,15 @@ pub fn outcome(dir: &Path, run: &RunEntry, reach: Option<f64>) -> Outcome {
     let last = &summary["last"];
     Outcome {
         finished: true,
-        train_loss: at_end(log.as_ref().map(|l| &l.train_loss))
-            .or_else(|| last["train_loss"].as_f64()),
-        eval_loss: at_end(log.as_ref().map(|l| &l.eval_loss))
-            .or_else(|| last["eval"]["loss"].as_f64()),
-        eval_accuracy: at_end(log.as_ref().map(|l| &l.eval_accuracy))
+        train_loss: at_end(log.map(|l| &l.train_loss)).or_else(|| last["train_loss"].as_f64()),
+        eval_loss: at_end(log.map(|l| &l.eval_loss)).or_else(|| last["eval"]["loss"].as_f64()),
+        eval_accuracy: at_end(log.map(|l| &l.eval_accuracy))
             .or_else(|| last["eval"]["accuracy"].as_f64()),
-        accuracy_auc: log.as_ref().and_then(|l| curve_mean(&l.eval_accuracy)),
-        train_loss_auc: log.as_ref().and_then(|l| curve_mean(&l.train_loss)),
+        accuracy_auc: log.and_then(|l| curve_mean(&l.eval_accuracy)),
+        train_loss_auc: log.and_then(|l| curve_mean(&l.train_loss)),
         best_eval_accuracy,
         reach_iteration,
-        mean_cosine: log.as_ref().and_then(|l| curve_mean(&l.cosine)),
+        mean_cosine: log.and_then(|l| curve_mean(&l.cosine)),
         iterations: summary["iterations"].as_u64(),
         wall_seconds: summary["wall_seconds"].as_f64(),
         pace: None,
@@ -237,7 +233,8 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
     write_atomic(&dir.join("results.csv"), text.as_bytes())
 }
 
-fn line(fields: &[String]) -> String {
+/// One CSV line of `fields`, quoted where they need it.
+pub(super) fn line(fields: &[String]) -> String {
     let f: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
     format!("{}\n", f.join(","))
 }

@@ -20,6 +20,7 @@ use super::collect::outcome;
 use super::manifest::{
     config_path, exit_path, log_path, run_dir, run_status, Manifest, Status, ATTEMPT_MARK,
 };
+use crate::figures::read_log;
 
 /// How the local engine runs.
 #[derive(Clone, Debug)]
@@ -168,7 +169,8 @@ pub fn run_local(
                     let what = match (&run.status, &run.error) {
                         (Status::Failed, Some(e)) => format!("FAILED: {e}"),
                         (Status::Finished, _) => {
-                            let o = outcome(dir, run, manifest.reach);
+                            let log = read_log(&run_dir(dir, &run.name)).ok();
+                            let o = outcome(dir, run, log.as_ref(), manifest.reach);
                             format!("finished ({secs:.1} s){}", o.brief(manifest.reach))
                         }
                         (s, _) => format!("{} ({secs:.1} s)", s.name()),

@@ -11,7 +11,7 @@
 //! DIR/status/NAME.exit     the exit status of the last attempt that ended: 0, 1, …
 //! DIR/slurm/               job script, task lists and Slurm's output (--engine slurm)
 //! DIR/sweep.lock           held by the local engine while it runs (PID HOST)
-//! DIR/results.csv, DIR/search.csv, DIR/figures/
+//! DIR/results.csv, DIR/evaluations.csv, DIR/evaluations.md, DIR/search.csv, DIR/figures/
 //! ```
 
 use std::collections::BTreeMap;

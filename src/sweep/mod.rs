@@ -15,6 +15,7 @@
 
 mod collect;
 mod curves;
+mod evaluations;
 mod expand;
 mod figures;
 mod local;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::figures::{read_log, RunLog};
 use crate::run_dir::RunDir;
 
 pub use collect::{curve_mean, Outcome};
@@ -204,15 +206,24 @@ fn gather(dir: &Path, figures: bool, own: bool) -> Result<Report> {
     if own {
         manifest.save(dir)?;
     }
+    let logs: Vec<Option<RunLog>> = manifest
+        .runs
+        .iter()
+        .map(|r| read_log(&manifest::run_dir(dir, &r.name)).ok())
+        .collect();
     let outcomes: Vec<Outcome> = manifest
         .runs
         .iter()
-        .map(|r| collect::outcome(dir, r, manifest.reach))
+        .zip(&logs)
+        .map(|(r, log)| collect::outcome(dir, r, log.as_ref(), manifest.reach))
         .collect();
     collect::write_results(dir, &manifest, &outcomes)?;
     let here = running_here(dir, &manifest);
     let mut report = counts(&manifest, &here);
     report.files.push(dir.join("results.csv"));
+    report
+        .files
+        .extend(evaluations::write(dir, &manifest, &logs)?);
     report.reach = summary::reach(&manifest, &outcomes);
     report.progress = summary::progress(&manifest, &outcomes, &here);
     let mut choices = None;

@@ -1,6 +1,8 @@
 //! What `tpri sweep` prints about a sweep beside its counts: where each unfinished run
 //! stands, and how the seeds of each cell reached the spec's `reach`.
 
+use std::collections::BTreeMap;
+
 use super::collect::{by_cell, Outcome};
 use super::expand::short_keys;
 use super::manifest::{Manifest, Status};
@@ -14,22 +16,10 @@ pub fn reach(m: &Manifest, outcomes: &[Outcome]) -> Vec<String> {
         return Vec::new();
     };
     let cells = by_cell(m, outcomes, |o| o.reach_iteration);
-    let keys = short_keys(&m.axes);
+    let mut all = cell_names(m);
     let names: Vec<String> = cells
         .keys()
-        .map(|cell| {
-            let name: Vec<String> = keys
-                .iter()
-                .zip(&m.axes)
-                .zip(cell)
-                .map(|((k, a), &i)| format!("{k}={}", a.labels[i]))
-                .collect();
-            if name.is_empty() {
-                "all runs".to_string()
-            } else {
-                name.join(" ")
-            }
-        })
+        .map(|cell| all.remove(cell).unwrap_or_default())
         .collect();
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let mut lines = vec![format!(
@@ -53,6 +43,29 @@ pub fn reach(m: &Manifest, outcomes: &[Outcome]) -> Vec<String> {
         lines.push(format!("  {name:width$}  {} of {of} seeds{when}", at.len()));
     }
     lines
+}
+
+/// Every cell of the grid (its axis value indices) by name: `reg=3 lr=0.1`, the axes'
+/// short keys with their labels, or "all runs" for a grid without axes.
+pub fn cell_names(m: &Manifest) -> BTreeMap<Vec<usize>, String> {
+    let keys = short_keys(&m.axes);
+    m.runs
+        .iter()
+        .map(|run| {
+            let name: Vec<String> = keys
+                .iter()
+                .zip(&m.axes)
+                .zip(&run.cell)
+                .map(|((k, a), &i)| format!("{k}={}", a.labels[i]))
+                .collect();
+            let name = if name.is_empty() {
+                "all runs".to_string()
+            } else {
+                name.join(" ")
+            };
+            (run.cell.clone(), name)
+        })
+        .collect()
 }
 
 /// One line per run started and not finished: how far it got, whether a process here
