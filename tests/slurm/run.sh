@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `tpri sweep --engine slurm` against a real Slurm: starts a single-node cluster from
-# Debian's slurm-wlm and munge (the recipe of /work/shared/slurm/README.md, with its
+# Debian's slurm-wlm and munge (munged, slurmctld and slurmd on this host, with their
 # configuration, state, logs and ports private to this run), submits the sweep
 # tests/slurm/sweep.toml as a job array, waits for it, collects, resubmits after removing
 # one finished run (only that one must be submitted), then runs the same sweep with the
-# local engine and compares results.csv row by row (all but wall_seconds) and search.csv.
+# local engine and compares results.csv row by row (all but wall_seconds), search.csv, and
+# evaluations.csv and .md.
 # Stops the daemons it started by their pid files.
 #
 # Needs root, the packages slurm-wlm and munge (it installs nothing; .ci/run does), python3,
@@ -178,10 +179,14 @@ assert len(a) == len(b) == 8, (len(a), len(b))
 for x, y in zip(a, b):
     assert x == y, f"results differ:\n slurm {x}\n local {y}"
 assert rows(slurm, "search.csv") == rows(local, "search.csv"), "search.csv differs"
+assert rows(slurm, "evaluations.csv") == rows(local, "evaluations.csv"), "evaluations.csv differs"
+assert len(rows(local, "evaluations.csv")) > len(a), "evaluations.csv holds fewer rows than runs"
+with open(f"{slurm}/evaluations.md") as f, open(f"{local}/evaluations.md") as g:
+    assert f.read() == g.read(), "evaluations.md differs"
 print(f"{'run':32} {'status':9} {'final train loss':>20} {'eval acc':>8}")
 for x in a:
     print(f"{x['name']:32} {x['status']:9} {x['final_train_loss']:>20} {x['final_eval_accuracy']:>8}")
-print("slurm test: results.csv and search.csv of the slurm and local engines are equal")
+print("slurm test: results.csv, search.csv and evaluations.csv and .md of the slurm and local engines are equal")
 PY
 ls "$SLURM_DIR/figures" | grep -q '\.png$' || fail "collect drew no figures"
 echo "slurm test: passed"
