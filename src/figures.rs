@@ -28,6 +28,23 @@ pub struct RunLog {
     pub cosine: Vec<(f64, f64)>,
 }
 
+impl RunLog {
+    /// The highest finite held-out accuracy of any evaluation.
+    pub fn best_eval_accuracy(&self) -> Option<f64> {
+        self.eval_accuracy
+            .iter()
+            .map(|p| p.1)
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    }
+
+    /// The last iteration with a training or held-out loss.
+    pub fn last_iteration(&self) -> Option<u64> {
+        let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.0 as u64);
+        last(&self.train_loss).max(last(&self.eval_loss))
+    }
+}
+
 /// Reads `dir/log.csv`, and `dir/alignment.csv` where there is one.
 pub fn read_log(dir: &Path) -> Result<RunLog> {
     let path = dir.join("log.csv");

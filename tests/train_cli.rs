@@ -401,6 +401,30 @@ fn compare_runs_configs_side_by_side_and_draws_the_figures() {
             .unwrap()
             .contains("seed = 3"));
     }
+    // Last, the runs side by side: each line holds its log.csv's last row's values.
+    let header = o
+        .lines()
+        .position(|l| l.starts_with("run ") && l.contains("held-out MSE"))
+        .unwrap_or_else(|| panic!("no side-by-side table in {o}"));
+    for (line, run) in o
+        .lines()
+        .skip(header + 1)
+        .zip(["adding-30-tp", "adding-30-bp"])
+    {
+        let log = std::fs::read_to_string(out.join(run).join("log.csv")).unwrap();
+        let last: Vec<f64> = log
+            .lines()
+            .last()
+            .unwrap()
+            .split(',')
+            .map(|v| v.parse().unwrap_or(f64::NAN))
+            .collect();
+        let want = format!(
+            "{run}  {:>10}  {:>10.5}  {:>13.5}  {:>8.4}",
+            last[0], last[2], last[3], last[4]
+        );
+        assert!(line.starts_with(&want), "{line:?} against {want:?}");
+    }
     // A sweep over r.
     let sweep = scratch("sweep");
     ok(&[

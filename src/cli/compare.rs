@@ -1,11 +1,12 @@
-//! `tpri compare`: several runs on the same task and seed, then the paper's figures.
+//! `tpri compare`: several runs on the same task and seed, then the paper's figures and
+//! the runs' last values side by side.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser};
 
-use tpri::figures::draw;
+use tpri::figures::{draw, read_log};
 
 use super::train::{self, Out, TrainArgs};
 use super::BackendArgs;
@@ -139,6 +140,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
         for f in draw(&runs, &args.out, regression)? {
             out.line(&format!("wrote {}", f.display()));
         }
+        for line in side_by_side(&runs, regression) {
+            out.line(&line);
+        }
     }
     if !failed.is_empty() {
         bail!(
@@ -149,4 +153,40 @@ pub fn run(args: CompareArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The runs' last values side by side, a line each after a header: iterations logged,
+/// the last training loss, the last held-out loss (MSE for regression) and accuracy, and
+/// the best held-out accuracy of any evaluation.
+fn side_by_side(runs: &[(String, PathBuf)], regression: bool) -> Vec<String> {
+    let width = runs
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let held_out = if regression {
+        "held-out MSE"
+    } else {
+        "held-out loss"
+    };
+    let mut lines = vec![format!(
+        "{:width$}  {:>10}  {:>10}  {held_out:>13}  {:>8}  {:>8}",
+        "run", "iterations", "train loss", "accuracy", "best"
+    )];
+    for (label, dir) in runs {
+        let log = read_log(dir).unwrap_or_default();
+        let last = |points: &[(f64, f64)]| points.last().map(|p| p.1);
+        let number =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        lines.push(format!(
+            "{label:width$}  {:>10}  {:>10}  {:>13}  {:>8}  {:>8}",
+            log.last_iteration()
+                .map_or("-".to_string(), |i| i.to_string()),
+            number(last(&log.train_loss), 5),
+            number(last(&log.eval_loss), 5),
+            number(last(&log.eval_accuracy), 4),
+            number(log.best_eval_accuracy(), 4),
+        ));
+    }
+    lines
 }

@@ -60,7 +60,8 @@ enum Command {
     /// Run random problems on the GPU and the f64 reference; print each quantity's error.
     #[command(allow_negative_numbers = true)]
     Check(check::CheckArgs),
-    /// Run several configurations on one task and seed, then draw the paper's figures.
+    /// Run several configurations on one task and seed, then draw the paper's figures and
+    /// print their last values side by side.
     #[command(allow_negative_numbers = true)]
     Compare(compare::CompareArgs),
     /// Redraw the figures of existing run directories.

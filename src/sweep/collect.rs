@@ -99,19 +99,15 @@ impl Outcome {
 /// evaluation and the first to `reach` (the manifest's) otherwise.
 pub fn outcome(dir: &Path, run: &RunEntry, log: Option<&RunLog>, reach: Option<f64>) -> Outcome {
     let rd = run_dir(dir, &run.name);
-    let best_eval_accuracy = log.and_then(|l| best(&l.eval_accuracy));
+    let best_eval_accuracy = log.and_then(RunLog::best_eval_accuracy);
     let reach_iteration = log
         .zip(reach)
         .and_then(|(l, r)| first_reaching(&l.eval_accuracy, r));
     if run.status != Status::Finished {
-        let last_logged = log.and_then(|l| {
-            let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.0 as u64);
-            last(&l.train_loss).max(last(&l.eval_loss))
-        });
         return Outcome {
             best_eval_accuracy,
             reach_iteration,
-            iterations: last_logged,
+            iterations: log.and_then(RunLog::last_iteration),
             pace: log.and_then(|l| pace(&l.elapsed)),
             ..Outcome::default()
         };
@@ -166,15 +162,6 @@ fn pace(elapsed: &[(f64, f64)]) -> Option<f64> {
     let from = elapsed[elapsed.len().saturating_sub(11)];
     let rate = (last.1 - from.1) / (last.0 - from.0);
     (rate.is_finite() && rate > 0.0).then_some(rate)
-}
-
-/// The largest finite value of a curve.
-fn best(points: &[(f64, f64)]) -> Option<f64> {
-    points
-        .iter()
-        .map(|p| p.1)
-        .filter(|v| v.is_finite())
-        .reduce(f64::max)
 }
 
 /// The iteration of the first point whose value is at least `mark`.
@@ -445,11 +432,15 @@ mod tests {
             (1000.0, f64::NAN),
             (1500.0, 0.995),
         ];
-        assert_eq!(best(&curve), Some(0.995));
+        let log = |eval_accuracy: &[(f64, f64)]| RunLog {
+            eval_accuracy: eval_accuracy.to_vec(),
+            ..RunLog::default()
+        };
+        assert_eq!(log(&curve).best_eval_accuracy(), Some(0.995));
         assert_eq!(first_reaching(&curve, 0.99), Some(500));
         assert_eq!(first_reaching(&curve, 0.995), Some(1500));
         assert_eq!(first_reaching(&curve, 0.999), None);
-        assert_eq!(best(&[]), None);
+        assert_eq!(log(&[]).best_eval_accuracy(), None);
     }
 
     #[test]
