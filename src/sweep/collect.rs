@@ -169,14 +169,34 @@ fn first_reaching(points: &[(f64, f64)], mark: f64) -> Option<u64> {
     points.iter().find(|p| p.1 >= mark).map(|p| p.0 as u64)
 }
 
-/// Writes DIR/results.csv: one row per run, in grid order.
-pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<()> {
+/// The columns a CSV with a row per run (or several) starts with: `name`, one per axis,
+/// `seed`, `status`.
+pub(super) fn run_columns(m: &Manifest) -> Vec<String> {
     let mut header: Vec<String> = vec!["name".into()];
     header.extend(m.axes.iter().map(|a| a.key.clone()));
+    header.extend(["seed".into(), "status".into()]);
+    header
+}
+
+/// `run`'s values of `run_columns`: its name, its value's label on each axis, its seed and
+/// its status.
+pub(super) fn run_fields(m: &Manifest, run: &RunEntry) -> Vec<String> {
+    let mut row = vec![run.name.clone()];
+    row.extend(
+        m.axes
+            .iter()
+            .zip(&run.cell)
+            .map(|(a, &i)| a.labels[i].clone()),
+    );
+    row.extend([run.seed.to_string(), run.status.name().into()]);
+    row
+}
+
+/// Writes DIR/results.csv: one row per run, in grid order.
+pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<()> {
+    let mut header = run_columns(m);
     header.extend(
         [
-            "seed",
-            "status",
             "final_train_loss",
             "final_eval_loss",
             "final_eval_accuracy",
@@ -193,16 +213,8 @@ pub fn write_results(dir: &Path, m: &Manifest, outcomes: &[Outcome]) -> Result<(
     );
     let mut text = line(&header);
     for (run, o) in m.runs.iter().zip(outcomes) {
-        let mut row = vec![run.name.clone()];
-        row.extend(
-            m.axes
-                .iter()
-                .zip(&run.cell)
-                .map(|(a, &i)| a.labels[i].clone()),
-        );
+        let mut row = run_fields(m, run);
         row.extend([
-            run.seed.to_string(),
-            run.status.name().into(),
             csv_number(o.train_loss),
             csv_number(o.eval_loss),
             csv_number(o.eval_accuracy),

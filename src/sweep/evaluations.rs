@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::figures::RunLog;
 use crate::tensor_file::write_atomic;
 
-use super::collect::line;
+use super::collect::{line, run_columns, run_fields};
 use super::manifest::Manifest;
 use super::summary::cell_names;
 use super::value::csv_number;
@@ -72,29 +72,11 @@ pub fn write(dir: &Path, m: &Manifest, logs: &[Option<RunLog>]) -> Result<Vec<Pa
 /// evaluations.csv: `name`, a column per axis, `seed`, `status`, `iteration`,
 /// `eval_loss`, `eval_accuracy`, `grad_cosine`; runs in grid order.
 fn long_table(m: &Manifest, evals: &[Vec<Evaluation>]) -> String {
-    let mut header = vec!["name".to_string()];
-    header.extend(m.axes.iter().map(|a| a.key.clone()));
-    header.extend(
-        [
-            "seed",
-            "status",
-            "iteration",
-            "eval_loss",
-            "eval_accuracy",
-            "grad_cosine",
-        ]
-        .map(String::from),
-    );
+    let mut header = run_columns(m);
+    header.extend(["iteration", "eval_loss", "eval_accuracy", "grad_cosine"].map(String::from));
     let mut text = line(&header);
     for (run, evals) in m.runs.iter().zip(evals) {
-        let mut first = vec![run.name.clone()];
-        first.extend(
-            m.axes
-                .iter()
-                .zip(&run.cell)
-                .map(|(a, &i)| a.labels[i].clone()),
-        );
-        first.extend([run.seed.to_string(), run.status.name().into()]);
+        let first = run_fields(m, run);
         for e in evals {
             let mut row = first.clone();
             row.extend([
