@@ -55,17 +55,13 @@ pub fn of_log(log: &RunLog) -> Vec<Evaluation> {
     at.into_values().collect()
 }
 
-/// Writes DIR/evaluations.csv and DIR/evaluations.md from the runs' logs (`logs[i]` is
-/// run i's, `None` where it has none yet); returns the files written.
-pub fn write(dir: &Path, m: &Manifest, logs: &[Option<RunLog>]) -> Result<Vec<PathBuf>> {
-    let evals: Vec<Vec<Evaluation>> = logs
-        .iter()
-        .map(|l| l.as_ref().map(of_log).unwrap_or_default())
-        .collect();
+/// Writes DIR/evaluations.csv and DIR/evaluations.md from the runs' evaluations
+/// (`evals[i]` run i's: `of_log` of its log); returns the files written.
+pub fn write(dir: &Path, m: &Manifest, evals: &[Vec<Evaluation>]) -> Result<Vec<PathBuf>> {
     let csv = dir.join("evaluations.csv");
-    write_atomic(&csv, long_table(m, &evals).as_bytes())?;
+    write_atomic(&csv, long_table(m, evals).as_bytes())?;
     let md = dir.join("evaluations.md");
-    write_atomic(&md, seed_table(m, &evals).as_bytes())?;
+    write_atomic(&md, seed_table(m, evals).as_bytes())?;
     Ok(vec![csv, md])
 }
 

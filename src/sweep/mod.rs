@@ -32,8 +32,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::figures::{read_log, RunLog};
+use crate::figures::read_log;
 use crate::run_dir::RunDir;
+use evaluations::Evaluation;
 
 pub use collect::{curve_mean, Outcome};
 pub use expand::{expand, Run};
@@ -206,24 +207,25 @@ fn gather(dir: &Path, figures: bool, own: bool) -> Result<Report> {
     if own {
         manifest.save(dir)?;
     }
-    let logs: Vec<Option<RunLog>> = manifest
+    // One log at a time: a large sweep's logs need not all be in memory at once.
+    let (outcomes, evals): (Vec<Outcome>, Vec<Vec<Evaluation>>) = manifest
         .runs
         .iter()
-        .map(|r| read_log(&manifest::run_dir(dir, &r.name)).ok())
-        .collect();
-    let outcomes: Vec<Outcome> = manifest
-        .runs
-        .iter()
-        .zip(&logs)
-        .map(|(r, log)| collect::outcome(dir, r, log.as_ref(), manifest.reach))
-        .collect();
+        .map(|r| {
+            let log = read_log(&manifest::run_dir(dir, &r.name)).ok();
+            (
+                collect::outcome(dir, r, log.as_ref(), manifest.reach),
+                log.as_ref().map(evaluations::of_log).unwrap_or_default(),
+            )
+        })
+        .unzip();
     collect::write_results(dir, &manifest, &outcomes)?;
     let here = running_here(dir, &manifest);
     let mut report = counts(&manifest, &here);
     report.files.push(dir.join("results.csv"));
     report
         .files
-        .extend(evaluations::write(dir, &manifest, &logs)?);
+        .extend(evaluations::write(dir, &manifest, &evals)?);
     report.reach = summary::reach(&manifest, &outcomes);
     report.progress = summary::progress(&manifest, &outcomes, &here);
     let mut choices = None;
