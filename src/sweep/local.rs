@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::figures::read_log;
+
 use super::collect::outcome;
 use super::manifest::{
     config_path, exit_path, log_path, run_dir, run_status, Manifest, Status, ATTEMPT_MARK,
 };
-use crate::figures::read_log;
 
 /// How the local engine runs.
 #[derive(Clone, Debug)]
