@@ -16,8 +16,8 @@ use super::manifest::Manifest;
 use super::summary::cell_names;
 use super::value::csv_number;
 
-/// The most evaluations evaluations.md shows a column each; more are thinned evenly,
-/// keeping the first and the last.
+/// The most evaluations evaluations.md shows a column each; more are thinned to round
+/// iterations (`thinned`), keeping the first and the last.
 const MD_COLUMNS: usize = 10;
 
 /// One held-out evaluation of a run.
@@ -151,15 +151,38 @@ fn seed_table(m: &Manifest, evals: &[Vec<Evaluation>]) -> String {
     text
 }
 
-/// At most `most` (at least 2) of `all` (sorted), evenly spread, the first and the last
-/// kept.
+/// At most `most` (at least 2) of `all` (sorted), the first and the last kept: where the
+/// evaluations fall on round iterations, those at the multiples of the smallest round
+/// stride (1, 2 or 5 times a power of ten) that fits, so that the columns read 0, 5000,
+/// 10000, … rather than 0, 5500, 10500, …; otherwise evenly spread by index.
 fn thinned(all: &[u64], most: usize) -> Vec<u64> {
     if all.len() <= most {
         return all.to_vec();
     }
-    let last = all.len() - 1;
+    let (first, last) = (all[0], all[all.len() - 1]);
+    let at_stride = |stride: u64| -> Vec<u64> {
+        all.iter()
+            .copied()
+            .filter(|&i| i == first || i == last || i % stride == 0)
+            .collect()
+    };
+    let strides = (0..19u32)
+        .map(|k| 10u64.pow(k))
+        .flat_map(|p| [p, 2 * p, 5 * p])
+        .take_while(|&s| s <= last);
+    for stride in strides {
+        let picked = at_stride(stride);
+        if picked.len() <= most {
+            // Too few columns means the evaluations are not on round iterations.
+            if picked.len() > most / 2 {
+                return picked;
+            }
+            break;
+        }
+    }
+    let end = all.len() - 1;
     let mut picked: Vec<u64> = (0..most)
-        .map(|k| all[(k * last + (most - 1) / 2) / (most - 1)])
+        .map(|k| all[(k * end + (most - 1) / 2) / (most - 1)])
         .collect();
     picked.dedup();
     picked
@@ -190,13 +213,23 @@ mod tests {
     }
 
     #[test]
-    fn thinning_keeps_the_ends_and_spreads_the_rest() {
-        let all: Vec<u64> = (0..=40).map(|k| k * 1000).collect();
-        let t = thinned(&all, 10);
+    fn thinning_keeps_the_ends_and_round_iterations() {
+        let every =
+            |step: u64, last: u64| -> Vec<u64> { (0..=last / step).map(|k| k * step).collect() };
+        let t = thinned(&every(1000, 40_000), 10);
+        assert_eq!(t, every(5000, 40_000));
+        // Every 500 up to 48 000: the multiples of 10 000, and the last.
+        assert_eq!(
+            thinned(&every(500, 48_000), 10),
+            [0, 10_000, 20_000, 30_000, 40_000, 48_000]
+        );
+        // Evaluations off round iterations: spread by index, the ends kept.
+        let odd: Vec<u64> = (0..40).map(|k| 7 + 13 * k).collect();
+        let t = thinned(&odd, 10);
         assert_eq!(t.len(), 10);
-        assert_eq!((t[0], t[9]), (0, 40_000));
+        assert_eq!((t[0], t[9]), (7, 7 + 13 * 39));
         assert!(t.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(thinned(&all[..5], 10), all[..5].to_vec());
+        assert_eq!(thinned(&odd[..5], 10), odd[..5].to_vec());
         assert_eq!(thinned(&[], 10), Vec::<u64>::new());
     }
 }
