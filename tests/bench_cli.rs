@@ -169,11 +169,12 @@ fn bench_times_the_inversions_asked_for() {
                     .unwrap_or_else(|| panic!("no {backend} {cell} tp {inversion} row: {rows:?}"));
                 seconds(&row["iteration_s"]);
                 assert!(row["cg_iterations"].as_u64().unwrap() >= 1, "{row}");
+                assert_eq!(row["reg"], 1.0, "the default r: {row}");
             }
         }
     }
     for row in rows.iter().filter(|r| r["method"] == "bp") {
-        assert!(row["inversion"].is_null(), "{row}");
+        assert!(row["inversion"].is_null() && row["reg"].is_null(), "{row}");
     }
     // The fits keep the inversions apart: one line each.
     let jacobian_fits = fits
@@ -199,5 +200,55 @@ fn bench_times_the_inversions_asked_for() {
         for w in words {
             assert!(err.contains(w), "{args:?}: {err}");
         }
+    }
+}
+
+/// `--reg`: every TP-RI case runs at the r asked for, which the JSON records; a smaller r
+/// makes each per-step solve of the jacobian inversion harder (more CG iterations); an r
+/// that is not positive and finite is refused naming the flag.
+#[test]
+fn bench_times_tp_at_the_reg_asked_for() {
+    let cg = |reg: &str| -> u64 {
+        let (rows, _) = bench(
+            &format!("reg-{reg}"),
+            &[
+                "--backend",
+                "cpu",
+                "--cell",
+                "gru",
+                "--inversion",
+                "jacobian",
+                "--steps",
+                "12",
+                "--hidden",
+                "9",
+                "--batch",
+                "3",
+                "--reps",
+                "1",
+                "--reg",
+                reg,
+            ],
+        );
+        let tp = rows
+            .iter()
+            .find(|r| r["method"] == "tp")
+            .expect("a TP-RI row");
+        assert_eq!(tp["reg"].as_f64(), reg.parse::<f64>().ok(), "{tp}");
+        tp["cg_iterations"].as_u64().unwrap()
+    };
+    let (small, large) = (cg("0.01"), cg("100"));
+    assert!(
+        small > large,
+        "CG iterations at r = 0.01: {small}, at r = 100: {large}"
+    );
+    for bad in ["0", "-1", "nan", "inf"] {
+        let out = cli_support::tpri(&["bench", "--backend", "cpu", "--reps", "1", "--reg", bad]);
+        assert!(!out.status.success(), "--reg {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--reg must be positive and finite"),
+            "--reg {bad}: {err}"
+        );
     }
 }

@@ -86,8 +86,11 @@ impl Size {
     }
 }
 
-/// What a measurement times: a cell, a method and, for TP-RI, its inversion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// TP-RI's regularization r in a case unless asked otherwise: the presets' r.
+pub const BENCH_REG: f64 = 1.0;
+
+/// What a measurement times: a cell, a method and, for TP-RI, its inversion and r.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Case {
     /// The recurrent cell.
     pub cell: CellKind,
@@ -95,6 +98,11 @@ pub struct Case {
     pub method: Method,
     /// TP-RI's inversion; `None` for BPTT.
     pub inversion: Option<Inversion>,
+    /// TP-RI's regularization r ([`BENCH_REG`] unless set with [`Case::with_reg`]). What
+    /// the jacobian inversion costs depends on it: the smaller r, the further back the
+    /// targets move h in f64, and every step they move takes a full per-step CG
+    /// (docs/PERFORMANCE.md, "What the jacobian inversion costs in training").
+    pub reg: f64,
 }
 
 impl Case {
@@ -105,6 +113,7 @@ impl Case {
             cell,
             method,
             inversion,
+            reg: BENCH_REG,
         }
     }
 
@@ -114,7 +123,13 @@ impl Case {
             cell,
             method: Method::Tp,
             inversion: Some(inversion),
+            reg: BENCH_REG,
         }
+    }
+
+    /// The same case with TP-RI's regularization r.
+    pub fn with_reg(self, reg: f64) -> Case {
+        Case { reg, ..self }
     }
 
     /// The inversion `tpri bench` times TP-RI with unless asked for another: the tanh
@@ -157,7 +172,7 @@ pub(crate) fn check_reps(reps: usize) -> Result<()> {
     Ok(())
 }
 
-/// The settings of a case's problem: γ_h = 0.01, r = 1, the case's inversion (for BPTT,
+/// The settings of a case's problem: γ_h = 0.01, the case's r, the case's inversion (for BPTT,
 /// unused: the cell's bench inversion), and SGD steps small enough not to diverge but large
 /// enough that W keeps moving, so that the warm-started CG does the work it does in
 /// training (two iterations at the paper's size): 1e-3 for the tanh RNN, the published 0.1
@@ -175,7 +190,7 @@ fn settings(case: Case) -> Hyper {
         method: case.method,
         tp: TpConfig {
             lr_target: 1e-2,
-            reg: 1.0,
+            reg: case.reg,
             inversion,
             ..TpConfig::default()
         },
@@ -247,6 +262,8 @@ pub struct Measurement {
     pub method: Method,
     /// TP-RI's inversion (`None` for BPTT).
     pub inversion: Option<Inversion>,
+    /// TP-RI's regularization r (`None` for BPTT).
+    pub reg: Option<f64>,
     /// The sizes timed.
     pub size: Size,
     /// Median seconds of one whole iteration (optimizer step included).
@@ -309,8 +326,13 @@ pub fn measure_cpu(size: Size, case: Case, reps: usize) -> Result<Measurement> {
 
 /// `measure_cpu` of the tanh RNN's TP-RI with P applied as `solver` says: how `tpri bench
 /// --crossover` times forming P against per-step solves.
-pub fn measure_cpu_solver(size: Size, reps: usize, solver: Solver) -> Result<Measurement> {
-    let case = Case::of(CellKind::Tanh, Method::Tp);
+pub fn measure_cpu_solver(
+    size: Size,
+    reps: usize,
+    solver: Solver,
+    reg: f64,
+) -> Result<Measurement> {
+    let case = Case::of(CellKind::Tanh, Method::Tp).with_reg(reg);
     time_cpu(size, case, reps, Some(solver))
 }
 
@@ -342,6 +364,7 @@ fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Resu
         cell: case.cell,
         method: case.method,
         inversion: case.inversion,
+        reg: case.inversion.map(|_| case.reg),
         size,
         iteration_s: median(&samples),
         samples_s: samples,

@@ -178,7 +178,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             &args.regime_hidden,
             &[args.regime_batch],
         );
-        let tanh = [Method::Tp, Method::Bp].map(|m| Case::of(CellKind::Tanh, m));
+        let tanh = [Method::Tp, Method::Bp].map(|m| Case::of(CellKind::Tanh, m).with_reg(args.reg));
         let m = measure_all(&gpu_runs, cpu, &sizes, &tanh, args.reps)?;
         print_regimes(
             &m,
@@ -249,7 +249,7 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
             input: args.input,
             output: args.output,
         };
-        let time = |solver| measure_cpu_solver(size, args.reps, solver);
+        let time = |solver| measure_cpu_solver(size, args.reps, solver, args.reg);
         let (formed, per_step) = (time(Solver::Cg)?, time(Solver::PerStep)?);
         let row = CrossoverRow {
             size,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use tpri::bench::{Case, Machine, Size};
+use tpri::bench::{Case, Machine, Size, BENCH_REG};
 use tpri::config::{Inversion, Method};
 use tpri::gpu::{
     Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
@@ -84,6 +84,12 @@ pub struct BenchArgs {
     /// labelled `tp-jacobian` and so on; the cost model has no floors for the jacobian one.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(super) inversion: Vec<Inversion>,
+    /// TP-RI's regularization r in every TP-RI case (the presets' r by default). The
+    /// jacobian inversion's time depends on it: at r = 1 the targets of the synthetic
+    /// problem move only the last few dozen steps, at a training run's r = 0.25 all of
+    /// them (docs/PERFORMANCE.md, "What the jacobian inversion costs in training").
+    #[arg(long, default_value_t = BENCH_REG)]
+    pub(super) reg: f64,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,
@@ -262,6 +268,10 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
             bail!("{flag} must be at least 1, got 0");
         }
     }
+    // Written so that NaN fails the test too.
+    if !(args.reg > 0.0 && args.reg.is_finite()) {
+        bail!("--reg must be positive and finite, got {}", args.reg);
+    }
     if args.concurrent_workgroups == Some(0) {
         bail!("--concurrent-workgroups must be at least 1, got 0");
     }
@@ -287,12 +297,12 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
 /// the cell's bench inversion when none is given), then BPTT.
 pub(super) fn cases(args: &BenchArgs, cell: CellKind) -> Vec<Case> {
     let mut out: Vec<Case> = if args.inversion.is_empty() {
-        vec![Case::of(cell, Method::Tp)]
+        vec![Case::of(cell, Method::Tp).with_reg(args.reg)]
     } else {
         args.inversion
             .iter()
             .filter(|&&inversion| Case::applies(cell, inversion))
-            .map(|&inversion| Case::tp(cell, inversion))
+            .map(|&inversion| Case::tp(cell, inversion).with_reg(args.reg))
             .collect()
     };
     out.push(Case::of(cell, Method::Bp));
@@ -320,7 +330,7 @@ pub fn check_memory(
         let grid = iproduct(&args.steps, &args.hidden, &args.batch);
         checks.extend(grid.map(|s| (size(s), case, true, cpu)));
     }
-    let tanh_tp = Case::of(CellKind::Tanh, Method::Tp);
+    let tanh_tp = Case::of(CellKind::Tanh, Method::Tp).with_reg(args.reg);
     if args.regimes {
         let batch = [args.regime_batch];
         let grid = iproduct(&args.regime_steps, &args.regime_hidden, &batch);

@@ -59,6 +59,11 @@ fn method_name(cell: CellKind, method: Method, inversion: Option<Inversion>) -> 
 
 pub fn print_iterations(all: &[Measurement]) {
     println!("\nper-iteration medians (optimizer step included)");
+    let mut regs: Vec<f64> = all.iter().filter_map(|m| m.reg).collect();
+    regs.dedup();
+    if let [reg] = regs[..] {
+        println!("TP-RI's regularization r = {reg}");
+    }
     println!(
         "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
         "backend",
