@@ -204,8 +204,9 @@ fn bench_times_the_inversions_asked_for() {
 }
 
 /// `--reg`: every TP-RI case runs at the r asked for, which the JSON records; a smaller r
-/// makes each per-step solve of the jacobian inversion harder (more CG iterations); an r
-/// that is not positive and finite is refused naming the flag.
+/// makes each per-step solve of the jacobian inversion harder (more CG iterations); a case
+/// that fails is named in the error; an r that is not positive and finite is refused
+/// naming the flag.
 #[test]
 fn bench_times_tp_at_the_reg_asked_for() {
     let cg = |reg: &str| -> u64 {
@@ -242,6 +243,33 @@ fn bench_times_tp_at_the_reg_asked_for() {
         small > large,
         "CG iterations at r = 0.01: {small}, at r = 100: {large}"
     );
+    // At r = 0.25 the tanh RNN's closed-form targets blow W up in the warm-up iteration
+    // (‖W‖_F 11.5 → 7.5e12), and the next solve for P fails: the error names the case.
+    let out = cli_support::tpri(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--cell",
+        "tanh",
+        "--steps",
+        "200",
+        "--hidden",
+        "100",
+        "--batch",
+        "2",
+        "--reps",
+        "1",
+        "--reg",
+        "0.25",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for w in [
+        "timing tanh tp at T = 200, d = 100, B = 2, r = 0.25 on the CPU",
+        "did not converge",
+    ] {
+        assert!(err.contains(w), "{w}: {err}");
+    }
     for bad in ["0", "-1", "nan", "inf"] {
         let out = cli_support::tpri(&["bench", "--backend", "cpu", "--reps", "1", "--reg", bad]);
         assert!(!out.status.success(), "--reg {bad}");

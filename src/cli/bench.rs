@@ -21,8 +21,8 @@ use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
 use super::bench_args::{assumed_machine, cases, check_args, check_memory, iproduct};
 pub use super::bench_args::{BenchArgs, Which};
 use super::bench_report::{
-    fit_rows, ms, plot_regimes, print_fits, print_iterations, print_model, print_phases,
-    print_probes, print_regimes, FitRow,
+    cell_name, fit_rows, method_name, ms, plot_regimes, print_fits, print_iterations, print_model,
+    print_phases, print_probes, print_regimes, FitRow,
 };
 
 /// Every combination of the lengths, hidden sizes and batch sizes, with `--input` and
@@ -350,11 +350,29 @@ fn measure_all(
     let mut out = Vec::new();
     for &size in sizes {
         for &case in cases {
+            // A failed case (a solve that does not converge, a run that diverges) names
+            // what was being timed.
+            let timing = |on: &str| {
+                let reg = case
+                    .inversion
+                    .map_or(String::new(), |_| format!(", r = {}", case.reg));
+                format!(
+                    "timing {} {} at T = {}, d = {}, B = {}{reg} on {on}",
+                    cell_name(case.cell),
+                    method_name(case.cell, case.method, case.inversion),
+                    size.steps,
+                    size.hidden,
+                    size.batch
+                )
+            };
             if !gpu_runs.is_empty() {
-                out.extend(measure_gpu_side_by_side(gpu_runs, size, case, reps)?);
+                out.extend(
+                    measure_gpu_side_by_side(gpu_runs, size, case, reps)
+                        .with_context(|| timing("the GPU"))?,
+                );
             }
             if cpu {
-                out.push(measure_cpu(size, case, reps)?);
+                out.push(measure_cpu(size, case, reps).with_context(|| timing("the CPU"))?);
             }
         }
     }

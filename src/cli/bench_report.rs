@@ -40,7 +40,7 @@ fn bp_of<'a>(all: &'a [Measurement], m: &Measurement) -> Option<&'a Measurement>
 }
 
 /// A cell's name in tables.
-fn cell_name(cell: CellKind) -> &'static str {
+pub(super) fn cell_name(cell: CellKind) -> &'static str {
     match cell {
         CellKind::Tanh => "tanh",
         CellKind::Gru => "gru",
@@ -49,7 +49,7 @@ fn cell_name(cell: CellKind) -> &'static str {
 
 /// A method's name in tables: `tp` with the cell's bench inversion, `tp-jacobian` and so on
 /// with another.
-fn method_name(cell: CellKind, method: Method, inversion: Option<Inversion>) -> String {
+pub(super) fn method_name(cell: CellKind, method: Method, inversion: Option<Inversion>) -> String {
     let name = format!("{method:?}").to_lowercase();
     match inversion {
         Some(i) if i != Case::bench_inversion(cell) => format!("{name}-{}", i.name()),
