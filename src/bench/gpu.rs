@@ -70,7 +70,7 @@ impl Timing {
             cell: self.case.cell,
             method: self.case.method,
             inversion: self.case.inversion,
-            reg: self.case.inversion.map(|_| self.case.reg),
+            reg: self.case.tp_reg(),
             size: self.size,
             iteration_s: median(&self.samples),
             samples_s: self.samples,

@@ -132,6 +132,11 @@ impl Case {
         Case { reg, ..self }
     }
 
+    /// r where it applies: TP-RI's, `None` for BPTT.
+    pub fn tp_reg(&self) -> Option<f64> {
+        self.inversion.map(|_| self.reg)
+    }
+
     /// The inversion `tpri bench` times TP-RI with unless asked for another: the tanh
     /// RNN's closed form, and the GRU's published per-gate inversion (`--inversion`
     /// times the jacobian one, either cell's default elsewhere, too).
@@ -364,7 +369,7 @@ fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Resu
         cell: case.cell,
         method: case.method,
         inversion: case.inversion,
-        reg: case.inversion.map(|_| case.reg),
+        reg: case.tp_reg(),
         size,
         iteration_s: median(&samples),
         samples_s: samples,

@@ -354,8 +354,8 @@ fn measure_all(
             // what was being timed.
             let timing = |on: &str| {
                 let reg = case
-                    .inversion
-                    .map_or(String::new(), |_| format!(", r = {}", case.reg));
+                    .tp_reg()
+                    .map_or(String::new(), |r| format!(", r = {r}"));
                 format!(
                     "timing {} {} at T = {}, d = {}, B = {}{reg} on {on}",
                     cell_name(case.cell),
