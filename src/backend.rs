@@ -30,8 +30,8 @@ pub struct Trace {
     /// TP with the GRU's per-gate inversion: P_r, P_z, P_n, each
     /// `(W_gᵀW_g + rI)⁻¹W_gᵀ` for the gate block W_g of W.
     pub p_gates: Option<[DMatrix<f64>; 3]>,
-    /// TP with CG only: how the solve for P went (the worst of the per-gate inversion's
-    /// three, or of the per-step solves).
+    /// TP with CG only: how the solve for P went, or the per-gate inversion's three, or the
+    /// per-step solves of the sweep (`CgReport::successive`).
     pub cg: Option<CgReport>,
     /// ‖e_t‖_F over the batch for t = 1 … T, the error of the backward recursion
     /// (BP: ∂ℓ/∂h_t). Empty when a backend does not compute it.

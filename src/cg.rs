@@ -4,39 +4,78 @@
 //! and `cpu::jacobian`) and `shaders/jacobian.wgsl`
 //! (docs/ALGORITHM.md §4, §5).
 
-/// How a CG solve went.
+/// How a CG solve went, or a run of solves (the per-step sweep's steps, the per-gate
+/// inversion's three P_g): the worst solve's iterations and residual, and how much work
+/// they took together.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CgReport {
-    /// Iterations run.
+    /// Iterations run (the most of any solve).
     pub iterations: usize,
     /// Final relative residual: ‖R‖_F / ‖B‖_F of the whole solve (forming P: B = Wᵀ), or
     /// for solves stopped sequence by sequence (the per-step ones), the largest sequence's
     /// ‖r_s‖ / ‖b_s‖.
     pub residual: f64,
+    /// Solves that ran at least one iteration. A per-step sweep's step whose right-hand
+    /// side is exactly zero (the displacement carried back has rounded away) costs nothing
+    /// and is not counted: this count, not `iterations`, is what the sweep's cost follows
+    /// (docs/ALGORITHM.md §5).
+    #[serde(default)]
+    pub solves: usize,
+    /// Iterations summed over the solves (`iterations` for one solve); for the per-step
+    /// sweep, each step's count is its slowest sequence's.
+    #[serde(default)]
+    pub total_iterations: usize,
 }
 
 impl CgReport {
-    /// The larger of two reports in each field (most iterations, largest residual; a NaN
-    /// residual is the worst of all).
+    /// The report of one solve that ran `iterations` and stopped at `residual`.
+    pub fn one(iterations: usize, residual: f64) -> CgReport {
+        CgReport {
+            iterations,
+            residual,
+            solves: usize::from(iterations > 0),
+            total_iterations: iterations,
+        }
+    }
+
+    /// The same solves seen from two sets of columns (two groups of sequences of a step,
+    /// two sequences): the larger of each field (a NaN residual is the worst of all).
     pub fn worse(self, other: CgReport) -> CgReport {
-        let residual = if self.residual.is_nan() || other.residual.is_nan() {
-            f64::NAN
-        } else {
-            self.residual.max(other.residual)
-        };
         CgReport {
             iterations: self.iterations.max(other.iterations),
-            residual,
+            residual: larger_residual(self.residual, other.residual),
+            solves: self.solves.max(other.solves),
+            total_iterations: self.total_iterations.max(other.total_iterations),
         }
     }
 
     /// `worse` over all `reports`; zeros when there are none.
     pub fn worst(reports: impl IntoIterator<Item = CgReport>) -> CgReport {
-        let none = CgReport {
-            iterations: 0,
-            residual: 0.0,
-        };
-        reports.into_iter().fold(none, CgReport::worse)
+        reports
+            .into_iter()
+            .fold(CgReport::one(0, 0.0), CgReport::worse)
+    }
+
+    /// Solves run one after another (the steps of a sweep, the three P_g): the most
+    /// iterations and the largest residual of any, their solves and iterations summed.
+    pub fn successive(reports: impl IntoIterator<Item = CgReport>) -> CgReport {
+        reports
+            .into_iter()
+            .fold(CgReport::one(0, 0.0), |a, b| CgReport {
+                iterations: a.iterations.max(b.iterations),
+                residual: larger_residual(a.residual, b.residual),
+                solves: a.solves.saturating_add(b.solves),
+                total_iterations: a.total_iterations.saturating_add(b.total_iterations),
+            })
+    }
+}
+
+/// The larger residual, NaN if either is (`f64::max` would pass over it).
+fn larger_residual(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
     }
 }
 
@@ -77,4 +116,39 @@ pub fn check_converged(report: CgReport, tol: f64, max_iter: usize) -> Result<Cg
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CgReport;
+
+    #[test]
+    fn reports_combine_as_their_solves_ran() {
+        let (a, b, idle) = (
+            CgReport::one(4, 1e-6),
+            CgReport::one(7, 1e-8),
+            CgReport::one(0, 0.0),
+        );
+        assert_eq!((a.solves, a.total_iterations), (1, 4));
+        assert_eq!((idle.solves, idle.total_iterations), (0, 0));
+        // One after another: the work adds up, the worst solve's numbers stay.
+        let steps = CgReport::successive([a, idle, b]);
+        assert_eq!(
+            (
+                steps.iterations,
+                steps.residual,
+                steps.solves,
+                steps.total_iterations
+            ),
+            (7, 1e-6, 2, 11)
+        );
+        // The same steps seen from two groups of sequences: nothing adds up.
+        let both = steps.worse(CgReport::successive([b, b]));
+        assert_eq!((both.solves, both.total_iterations), (2, 14));
+        assert!(CgReport::successive([a, CgReport::one(1, f64::NAN)])
+            .residual
+            .is_nan());
+        assert_eq!(CgReport::successive([]), idle);
+        assert_eq!(CgReport::worst([]), idle);
+    }
 }

@@ -223,10 +223,7 @@ mod tests {
             "outer: loading: Hyper::tp.reg: must be positive"
         );
         let cg = CgError {
-            report: CgReport {
-                iterations: 3,
-                residual: 0.5,
-            },
+            report: CgReport::one(3, 0.5),
             tol: 1e-9,
             max_iter: 3,
         };

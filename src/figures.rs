@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::plot::{band_chart, heat_map, line_chart, BandSeries, Series};
-use crate::run_dir::LOG_HEADER;
+use crate::run_dir::is_log_header;
 
 /// One run's log, read back from its `log.csv`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -51,7 +51,7 @@ pub fn read_log(dir: &Path) -> Result<RunLog> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = text.lines();
-    if lines.next() != Some(LOG_HEADER) {
+    if !lines.next().is_some_and(is_log_header) {
         anyhow::bail!("{} does not start with the tpri log header", path.display());
     }
     let mut log = RunLog::default();

@@ -168,13 +168,28 @@ fn bench_times_the_inversions_asked_for() {
                     })
                     .unwrap_or_else(|| panic!("no {backend} {cell} tp {inversion} row: {rows:?}"));
                 seconds(&row["iteration_s"]);
-                assert!(row["cg_iterations"].as_u64().unwrap() >= 1, "{row}");
+                let count = |field: &str| row[field].as_u64().unwrap();
+                let (most, solves, total) = (
+                    count("cg_iterations"),
+                    count("cg_solves"),
+                    count("cg_iterations_total"),
+                );
+                assert!(most >= 1, "{row}");
+                // One solve for P; three for the P_g; at most steps T … 2 per-step.
+                let solvable = match inversion {
+                    "analytic" => 1..=1,
+                    "per-gate" => 1..=3,
+                    _ => 1..=5,
+                };
+                assert!(solvable.contains(&solves), "{row}");
+                assert!(total >= most && total >= solves, "{row}");
                 assert_eq!(row["reg"], 1.0, "the default r: {row}");
             }
         }
     }
     for row in rows.iter().filter(|r| r["method"] == "bp") {
         assert!(row["inversion"].is_null() && row["reg"].is_null(), "{row}");
+        assert!(row["cg_solves"].is_null() && row["cg_iterations_total"].is_null());
     }
     // The fits keep the inversions apart: one line each.
     let jacobian_fits = fits

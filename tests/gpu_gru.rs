@@ -278,6 +278,43 @@ fn per_step_cg_failure_surfaces_at_readback_as_cg_error() {
     assert!(GpuBackend::new(ctx()).trace(&p, &b, &h).is_err());
 }
 
+/// The sweep's report counts the steps it solved (docs/ALGORITHM.md §5, "The report"). On
+/// the CPU a step is solved exactly when the target carried to it differs from its state;
+/// at r = 10⁴ the correction shrinks at least 200-fold a step, so on both backends it
+/// rounds away (or underflows, on the GPU, which carries offsets) long before step 2,
+/// where at r = 1/4 it reaches further back.
+#[test]
+fn jacobian_sweep_reports_the_steps_it_solved() {
+    let t = 60;
+    for cell in [CellKind::Tanh, CellKind::Gru] {
+        let p = start(cell, dims(3, 33, 4), 5, 0.0);
+        let b = random_batch(&mut rng(5), Shape::new(3, t, 3, 33, 4), Loss::CrossEntropy);
+        let mut solved = Vec::new();
+        for reg in [0.25, 1e4] {
+            let mut h = jacobian_tp();
+            h.tp.reg = reg;
+            h.tp.cg_max_iter = 100;
+            let want = CpuBackend::new().trace(&p, &b, &h).unwrap();
+            let got = GpuBackend::new(ctx()).trace(&p, &b, &h).unwrap();
+            let (cpu, gpu) = (want.cg.unwrap(), got.cg.unwrap());
+            let v = want.v.as_ref().unwrap();
+            let moved = (2..=t).filter(|&s| v[s] != want.h[s]).count();
+            let what = format!("{cell:?}, r = {reg}: CPU {cpu:?}, GPU {gpu:?}");
+            eprintln!("{what}; targets off their states at {moved} of steps 2 … {t}");
+            assert_eq!(cpu.solves, moved, "{what}");
+            for r in [cpu, gpu] {
+                assert!((1..t).contains(&r.solves), "{what}");
+                assert!(r.total_iterations >= r.iterations.max(r.solves), "{what}");
+            }
+            solved.push((cpu.solves, gpu.solves));
+        }
+        assert!(
+            solved[0].0 > solved[1].0 && solved[0].1 > solved[1].1,
+            "{cell:?}: {solved:?}"
+        );
+    }
+}
+
 /// A sweep whose worst case (T − 1)·cg_max_iter iterations passes llvmpipe's loop cap in
 /// one invocation (the backend refused it there before segments) runs in bounded launches
 /// on every adapter and agrees with the reference.

@@ -270,7 +270,7 @@ fn run_with_log(root: &Path, name: &str, rows: &[(u64, f64, f64)]) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     let mut text = format!("{}\n", tpri::run_dir::LOG_HEADER);
     for (it, loss, acc) in rows {
-        text += &format!("{it},0.1,{loss},{loss},{acc},,,,\n");
+        text += &format!("{it},0.1,{loss},{loss},{acc},,,,,,\n");
     }
     fs::write(dir.join("log.csv"), text).unwrap();
     dir

@@ -488,14 +488,15 @@ fn plot_refuses_groups_it_cannot_read() {
     );
 }
 
-/// A run directory with `log` as its log.csv (after the header) and `norms` as its
+/// A run directory with `log` as its log.csv (after the header logs had before
+/// `cg_solves`, which tpri still reads and checks by the same rule) and `norms` as its
 /// step_norms.csv.
 fn run_dir(root: &Path, name: &str, log: &str, norms: &str) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("log.csv"),
-        format!("{}\n{log}", tpri::run_dir::LOG_HEADER),
+        format!("{}\n{log}", tpri::run_dir::LOG_HEADER_BEFORE_SOLVES),
     )
     .unwrap();
     std::fs::write(dir.join("step_norms.csv"), norms).unwrap();

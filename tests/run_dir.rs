@@ -638,3 +638,98 @@ fn progress_into_a_closed_pipe_does_not_stop_the_run() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["iterations"], 2000);
 }
+
+/// The rows of log.csv, split into fields, after checking its header is `header`.
+fn log_rows(dir: &Path, header: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(header));
+    lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn log_counts_the_solves_and_a_log_from_before_the_count_resumes() {
+    let dir = scratch("solves").join("run");
+    let gru = [
+        "--cell",
+        "gru",
+        "--seq-len",
+        "20",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "4",
+        "--reg",
+        "0.25",
+        "--checkpoint-every",
+        "2",
+    ];
+    ok(&strs(&adding(&dir, "4", &gru)));
+    let header = tpri::run_dir::LOG_HEADER;
+    let column = |name: &str| header.split(',').position(|c| c == name).unwrap();
+    let (most, solves, total) = (
+        column("cg_iterations"),
+        column("cg_solves"),
+        column("cg_iterations_total"),
+    );
+    let rows = log_rows(&dir, header);
+    let counted: Vec<&Vec<String>> = rows.iter().filter(|r| !r[solves].is_empty()).collect();
+    assert_eq!(
+        counted.len(),
+        4,
+        "every iteration's row has its count: {rows:?}"
+    );
+    for r in counted {
+        let n = |i: usize| r[i].parse::<usize>().unwrap();
+        // The jacobian inversion solves steps T … 2 (19 of them), each for at least one
+        // iteration at r = 1/4, so together they ran more than their slowest step did.
+        assert!((1..=19).contains(&n(solves)), "{r:?}");
+        assert!(n(total) >= n(most) && n(total) >= n(solves), "{r:?}");
+        assert!(n(total) > n(most) || n(solves) == 1, "{r:?}");
+    }
+
+    // The same log as runs wrote it before the two columns: it resumes, its rows padded.
+    let old = tpri::run_dir::LOG_HEADER_BEFORE_SOLVES;
+    let width = old.split(',').count();
+    let mut text = format!("{old}\n");
+    for r in &rows {
+        text += &format!("{}\n", r[..width].join(","));
+    }
+    std::fs::write(dir.join("log.csv"), text).unwrap();
+    let figures = dir.parent().unwrap().join("figures");
+    ok(&[
+        "plot",
+        dir.to_str().unwrap(),
+        "--out",
+        figures.to_str().unwrap(),
+    ]);
+    ok(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--iterations",
+        "6",
+    ]);
+    let resumed = log_rows(&dir, header);
+    assert!(resumed.iter().all(|r| r.len() == header.split(',').count()));
+    let before: Vec<&Vec<String>> = resumed
+        .iter()
+        .filter(|r| r[0].parse::<u64>().unwrap() <= 4)
+        .collect();
+    assert!(before
+        .iter()
+        .all(|r| r[solves].is_empty() && r[total].is_empty()));
+    assert_eq!(before.len(), rows.len());
+    assert!(resumed
+        .iter()
+        .filter(|r| r[0].parse::<u64>().unwrap() > 4)
+        .all(|r| !r[solves].is_empty()));
+    ok(&[
+        "plot",
+        dir.to_str().unwrap(),
+        "--out",
+        figures.to_str().unwrap(),
+    ]);
+}

@@ -59,6 +59,10 @@ impl Timing {
     }
 
     fn finish(self) -> Result<Measurement> {
+        let cg = match self.case.method {
+            Method::Tp => self.prof.cg_report()?,
+            Method::Bp | Method::Dtp => None,
+        };
         Ok(Measurement {
             backend: gpu_label(self.options, self.ctx.f16_conversions()),
             storage: Some(self.options.storage),
@@ -82,9 +86,9 @@ impl Timing {
                 .zip(&self.per_phase)
                 .map(|(p, t)| (*p, median(t)))
                 .collect(),
-            cg_iterations: (self.case.method == Method::Tp)
-                .then(|| self.prof.cg_iterations())
-                .transpose()?,
+            cg_iterations: cg.map(|c| c.iterations),
+            cg_solves: cg.map(|c| c.solves),
+            cg_iterations_total: cg.map(|c| c.total_iterations),
             clock: if self.prof.device_timed() {
                 "device timestamps"
             } else {

@@ -282,8 +282,14 @@ pub struct Measurement {
     pub cpu_samples_s: Vec<f64>,
     /// GPU only: median seconds of each phase submitted alone.
     pub phases_s: Vec<(Phase, f64)>,
-    /// TP: CG iterations of the last warm-started solve.
+    /// TP: CG iterations of the last warm-started solve (the most of any solve, where the
+    /// iteration runs several: the per-step sweep's steps, the GRU's three P_g).
     pub cg_iterations: Option<usize>,
+    /// TP: the solves of that iteration that ran at least one CG iteration (the jacobian
+    /// inversion's solved steps; docs/ALGORITHM.md §5, "The report").
+    pub cg_solves: Option<usize>,
+    /// TP: their CG iterations summed (what the per-step sweep's time follows).
+    pub cg_iterations_total: Option<usize>,
     /// How times were taken: `device timestamps`, `wall clock (submit to wait)` or
     /// `wall clock`.
     pub clock: String,
@@ -357,7 +363,7 @@ fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Resu
         cpu.step(&batch)?;
         samples.push(start.elapsed().as_secs_f64());
     }
-    let cg_iterations = cpu.last_stats()?.cg.map(|c| c.iterations);
+    let cg = cpu.last_stats()?.cg;
     Ok(Measurement {
         backend: "cpu".into(),
         storage: None,
@@ -376,7 +382,9 @@ fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Resu
         process_cpu_s: None,
         cpu_samples_s: Vec::new(),
         phases_s: Vec::new(),
-        cg_iterations,
+        cg_iterations: cg.map(|c| c.iterations),
+        cg_solves: cg.map(|c| c.solves),
+        cg_iterations_total: cg.map(|c| c.total_iterations),
         clock: "wall clock".into(),
     })
 }

@@ -15,6 +15,11 @@ use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
 use tpri::model::CellKind;
 use tpri::plot::{heat_map_with, HeatAxes};
 
+/// A count, or nothing where there is none.
+fn count(n: Option<usize>) -> String {
+    n.map_or(String::new(), |n| n.to_string())
+}
+
 /// Seconds as milliseconds with three decimals.
 pub fn ms(s: f64) -> String {
     format!("{:.3}", s * 1e3)
@@ -65,7 +70,7 @@ pub fn print_iterations(all: &[Measurement]) {
         println!("TP-RI's regularization r = {reg}");
     }
     println!(
-        "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>7} {:>10}  clock",
+        "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14} {:>8} {:>6} {:>8} {:>7} {:>10}  clock",
         "backend",
         "cell",
         "method",
@@ -75,6 +80,8 @@ pub fn print_iterations(all: &[Measurement]) {
         "median ms",
         "µs per T·B",
         "CG iters",
+        "solves",
+        "in all",
         "TP/BP",
         "CPU ms"
     );
@@ -87,7 +94,7 @@ pub fn print_iterations(all: &[Measurement]) {
         };
         let s = m.size;
         println!(
-            "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>7} {:>10}  {}",
+            "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>6} {:>8} {:>7} {:>10}  {}",
             m.backend,
             cell_name(m.cell),
             method_name(m.cell, m.method, m.inversion),
@@ -96,7 +103,9 @@ pub fn print_iterations(all: &[Measurement]) {
             s.batch,
             ms(m.iteration_s),
             m.iteration_s * 1e6 / (s.steps * s.batch) as f64,
-            m.cg_iterations.map_or(String::new(), |k| k.to_string()),
+            count(m.cg_iterations),
+            count(m.cg_solves),
+            count(m.cg_iterations_total),
             ratio,
             m.process_cpu_s.map_or(String::new(), ms),
             m.clock
@@ -157,11 +166,13 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
     if m.inversion == Some(Inversion::Jacobian) {
         // The cost model has no term for per-step CG: the medians alone.
         println!(
-            "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations, the most of a step {k}); no model floor for the jacobian inversion",
+            "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations: the most of a step {k}, {} steps solved, {} in all); no model floor for the jacobian inversion",
             cell_name(m.cell),
             s.steps,
             s.hidden,
             s.batch,
+            count(m.cg_solves),
+            count(m.cg_iterations_total),
         );
         println!("{:11} {:>10}", "phase", "median ms");
         for (phase, time) in &m.phases_s {

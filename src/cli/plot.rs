@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use tpri::run_dir::LOG_HEADER;
+use tpri::run_dir::{is_log_header, LOG_HEADER};
 
 /// Flags of `tpri plot`.
 #[derive(Args, Debug)]
@@ -86,7 +86,7 @@ pub fn check_logs(dir: &Path) -> Result<()> {
     check_table(
         &log,
         &read(&log)?,
-        |h| h == LOG_HEADER,
+        is_log_header,
         LOG_HEADER,
         &["grad_norm"],
     )?;

@@ -129,14 +129,19 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     if let Some(cg) = trace.cg {
         meta.insert("cg_iterations".into(), cg.iterations.to_string());
         meta.insert("cg_residual".into(), format!("{:e}", cg.residual));
+        meta.insert("cg_solves".into(), cg.solves.to_string());
+        meta.insert(
+            "cg_iterations_total".into(),
+            cg.total_iterations.to_string(),
+        );
     }
     save_trace(&args.out, &trace, meta)?;
     let cg = trace
         .cg
         .map(|c| {
             format!(
-                ", CG {} iterations, residual {:.2e}",
-                c.iterations, c.residual
+                ", CG {} iterations, residual {:.2e} ({} solves, {} iterations in all)",
+                c.iterations, c.residual, c.solves, c.total_iterations
             )
         })
         .unwrap_or_default();

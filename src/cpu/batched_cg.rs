@@ -73,10 +73,7 @@ pub fn batched_cg(
     if rhs_norm == 0.0 {
         // B = 0 (or no columns): X = 0, whatever the warm start.
         x.fill(0.0);
-        return CgReport {
-            iterations: 0,
-            residual: 0.0,
-        };
+        return CgReport::one(0, 0.0);
     }
     for v in [&mut *r, &mut *p, &mut *ap] {
         v.resize(rhs.len(), 0.0);
@@ -134,8 +131,5 @@ pub fn batched_cg(
         }
         iterations += 1;
     }
-    CgReport {
-        iterations,
-        residual: residual(rs),
-    }
+    CgReport::one(iterations, residual(rs))
 }

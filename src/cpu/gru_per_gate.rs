@@ -32,7 +32,7 @@ pub fn sigmoid_slope(u: f64) -> f64 {
 
 /// P_r, P_z, P_n for the gate blocks of `params.w_hh` (rows g·d … g·d + d − 1): by CG from
 /// zero to `tp.cg_tol` (the reference's default when `None`), or with `cholesky` by exact
-/// factorisations. The CG report is the worst of the three solves (none for Cholesky).
+/// factorisations. The CG report is the three solves' (`CgReport::successive`; none for Cholesky).
 pub fn gate_inverses(
     params: &Params,
     tp: &TpConfig,
@@ -48,7 +48,7 @@ pub fn gate_inverses(
             return inverse_cholesky(&w, tp.reg);
         }
         let (p, rep) = inverse_cg(&w, tp.reg, tol, tp.cg_max_iter, None)?;
-        report = Some(report.map_or(rep, |r| r.worse(rep)));
+        report = Some(report.map_or(rep, |r| CgReport::successive([r, rep])));
         Ok(p)
     };
     let p = [solve(0)?, solve(1)?, solve(2)?];

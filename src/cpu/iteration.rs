@@ -437,7 +437,8 @@ fn analytic_targets(
 
 /// docs/ALGORITHM.md §5's targets from `v_T = h_T − γ_h g_T` down into `v`, each step by
 /// per-step batched CG on Jacobian products at the states h (and the GRU's kept gates).
-/// The report is the worst step's: most iterations, largest residual.
+/// The report is the steps' (`CgReport::successive`): most iterations, largest residual,
+/// solved steps and their iterations summed.
 fn jacobian_targets(
     cell: &dyn Recurrence,
     x: &Steps,
@@ -453,5 +454,5 @@ fn jacobian_targets(
     let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
     let linearized = cell.linearized(x, h);
     let reports = jacobian_sweep_steps(&*linearized, h.0, v, (tp.reg, tol, tp.cg_max_iter))?;
-    Ok(CgReport::worst(reports))
+    Ok(CgReport::successive(reports))
 }

@@ -101,8 +101,9 @@ pub fn target_sweep(
 }
 
 /// `target_sweep` in the working layout, applying P as `inverse` says, written over all of
-/// `v` (shaped like `h`); with per-step solves, the worst step's CG report (most
-/// iterations, largest residual).
+/// `v` (shaped like `h`); with per-step solves, the steps' CG report
+/// (`CgReport::successive`: most iterations, largest residual, solves and iterations
+/// summed).
 ///
 /// With outputs at every step, `local` holds their gradients g_t = ∇_{h_t} ℓ (shaped like
 /// h) and every step t ≥ 2 also carries back its own target `v̂_t = h_t − γ_h g_t`, as the
@@ -154,7 +155,7 @@ pub fn target_sweep_steps(
         a
     });
     let groups = core_groups(b, t_len * b * d * d);
-    // Per thread: the worst per-step report, or the first failed solve.
+    // Per thread: its steps' report, or the first failed solve.
     let outcomes = Mutex::new(Vec::new());
     in_parallel(v.parts_mut(&groups), |mut part| {
         let local = local.map(|g| Local { g, lr_target });
@@ -184,9 +185,16 @@ pub fn sweep_ends(h: &Steps, grad_h: &DMatrix<f64>, lr_target: f64, v: &mut Step
     }
 }
 
-/// `CgReport::worse` of the reports there are.
+/// `CgReport::worse` of the reports there are (the same steps, other sequences).
 fn worse(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
     a.into_iter().chain(b).reduce(CgReport::worse)
+}
+
+/// `CgReport::successive` of the reports there are (solves one after another).
+fn then(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
+    a.into_iter()
+        .chain(b)
+        .reduce(|a, b| CgReport::successive([a, b]))
 }
 
 /// The local targets of outputs at every step: v̂_t = h_t − γ_h g_t.
@@ -268,7 +276,7 @@ fn sweep_part(
                     }
                     None => None,
                 };
-                worse(worse(first, second), third)
+                then(then(first, second), third)
             }
             TargetMode::Plain => {
                 let a_in = a_in.expect("input term").at(t - 1, &seqs);
@@ -283,10 +291,10 @@ fn sweep_part(
                     }
                     None => None,
                 };
-                worse(first, second)
+                then(first, second)
             }
         };
-        worst = worse(worst, report);
+        worst = then(worst, report);
     }
     Ok(worst)
 }

@@ -10,7 +10,8 @@
 //! reference's criterion; a sequence may stop after fewer iterations than the batch would
 //! have run, which moves its target by at most about tol·cond(J_tᵀJ_t + rI) relative — far
 //! below the 1e-4 of the comparisons at the default f32 tolerance and a sensible r.
-//! Reports are per step the worst sequence (most iterations, largest residual); a solve
+//! Reports are per step the worst sequence (most iterations, largest residual), summed
+//! over the steps as `CgReport::successive` does; a solve
 //! that misses its tolerance is a `CgError` with those numbers, as on the CPU.
 //!
 //! Bounded segments: the sweep, up to (T − 1)·(cg_max_iter + 1) CG units per sequence, and
@@ -206,10 +207,10 @@ fn step_reports_from(words: &[u32], shape: Shape) -> Vec<CgReport> {
         .rev()
         .map(|step| {
             let rows = &stats[(step - 1) * b * 2..step * b * 2];
-            CgReport::worst(rows.chunks_exact(2).map(|s| CgReport {
-                iterations: s[0] as usize,
-                residual: f64::from(s[1]),
-            }))
+            CgReport::worst(
+                rows.chunks_exact(2)
+                    .map(|s| CgReport::one(s[0] as usize, f64::from(s[1]))),
+            )
         })
         .collect()
 }
@@ -226,7 +227,7 @@ pub(crate) fn report_regions<'a>(
     ]
 }
 
-/// The last sweep's worst step, or the worst failed solve since the last call as a
+/// The last sweep's steps (`CgReport::successive`), or the worst failed solve since the last call as a
 /// `CgError` (the failure record is then cleared). Waits for the device.
 pub(crate) fn report(
     ctx: &GpuContext,
@@ -253,16 +254,16 @@ pub(crate) fn report_from(
     if f.count > 0 {
         ctx.write(&model.sweep_failures, 0, &[Failures::default()]);
         return Err(Error::from(CgError {
-            report: CgReport {
-                iterations: f.worst_iterations as usize,
-                residual: f64::from(f32::from_bits(f.worst_residual)),
-            },
+            report: CgReport::one(
+                f.worst_iterations as usize,
+                f64::from(f32::from_bits(f.worst_residual)),
+            ),
             tol: tolerance(tp),
             max_iter: tp.cg_max_iter,
         })
         .into());
     }
-    Ok(CgReport::worst(step_reports_from(steps, shape)))
+    Ok(CgReport::successive(step_reports_from(steps, shape)))
 }
 
 /// `J_t u` (`transpose` false) or `J_tᵀ u` for every row of `input` [B, d] into `output`,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::cg::CgReport;
 use crate::config::Hyper;
 use crate::gpu::buffers::ModelBuffers;
 use crate::gpu::context::{GpuContext, Timer};
@@ -74,24 +75,27 @@ impl Profiler {
         })
     }
 
-    /// CG iterations of the last solve for P, or the most of the GRU's three solves for
-    /// its P_g, or the most of any step of the last per-step sweep (the jacobian inversion,
-    /// or P applied by per-step solves), converged or not; 0 for BP and DTP.
-    pub fn cg_iterations(&self) -> Result<usize> {
+    /// The CG report of the last solve for P, or of the GRU's three solves for its P_g,
+    /// or of the steps of the last per-step sweep (the jacobian inversion, or P applied by
+    /// per-step solves), converged or not (`CgReport::successive` where there are several);
+    /// `None` for BP and DTP.
+    pub fn cg_report(&self) -> Result<Option<CgReport>> {
         if self.ws.plan.forms_p() {
-            return self.model.cg.iterations(&self.ctx);
+            return self.model.cg.last(&self.ctx).map(Some);
         }
         if self.ws.plan.forms_inverses() {
             let gates = self.model.gates(&self.ctx)?;
-            return gates
+            let reports: Vec<CgReport> = gates
                 .cg
                 .iter()
-                .try_fold(0, |most, cg| Ok(most.max(cg.iterations(&self.ctx)?)));
+                .map(|cg| cg.last(&self.ctx))
+                .collect::<Result<_>>()?;
+            return Ok(Some(CgReport::successive(reports)));
         }
         if !matches!(self.ws.plan, Plan::Tp(_)) {
-            return Ok(0);
+            return Ok(None);
         }
         let reports = jacobian::step_reports(&self.ctx, &self.ws.seq, self.ws.shape)?;
-        Ok(reports.iter().map(|r| r.iterations).max().unwrap_or(0))
+        Ok(Some(CgReport::successive(reports)))
     }
 }

@@ -35,9 +35,19 @@ pub use checkpoint::{
 };
 pub use lock::{Owner, RunLock, LOCK_FILE};
 
-/// Columns of `log.csv`.
-pub const LOG_HEADER: &str =
-    "iteration,elapsed_s,train_loss,eval_loss,eval_accuracy,cg_iterations,cg_residual,grad_norm,w_spectral_norm";
+/// Columns of `log.csv` (docs/ALGORITHM.md §10).
+pub const LOG_HEADER: &str = "iteration,elapsed_s,train_loss,eval_loss,eval_accuracy,\
+    cg_iterations,cg_residual,grad_norm,w_spectral_norm,cg_solves,cg_iterations_total";
+
+/// Columns of `log.csv` as runs wrote them before `cg_solves` and `cg_iterations_total`:
+/// such logs still read, and a resumed run's earlier rows get those two fields empty.
+pub const LOG_HEADER_BEFORE_SOLVES: &str = "iteration,elapsed_s,train_loss,eval_loss,\
+    eval_accuracy,cg_iterations,cg_residual,grad_norm,w_spectral_norm";
+
+/// Whether `line` is the header of a `log.csv` tpri writes or wrote.
+pub fn is_log_header(line: &str) -> bool {
+    line == LOG_HEADER || line == LOG_HEADER_BEFORE_SOLVES
+}
 
 /// Columns of `alignment.csv` for a run of `cfg` (`train::Alignment`): the iteration,
 /// the cosine and length ratio over the compared tensors, then the cosine of each.
@@ -274,6 +284,9 @@ impl RunSink for RunDir {
             opt(r.cg.map(|c| c.residual)),
             opt(r.diagnostics.as_ref().map(|d| d.grad_norm)),
             opt(r.w_spectral_norm),
+            r.cg.map(|c| c.solves.to_string()).unwrap_or_default(),
+            r.cg.map(|c| c.total_iterations.to_string())
+                .unwrap_or_default(),
         ]
         .join(",");
         self.append("log.csv", &line)?;
@@ -299,10 +312,13 @@ impl RunSink for RunDir {
 }
 
 /// Keeps the header and the rows whose iteration is at most `keep` (all but the header
-/// when `none` — no checkpoint, the run restarts).
+/// when `none` — no checkpoint, the run restarts). The header is written as `header`
+/// says; rows written under an earlier, shorter one (`LOG_HEADER_BEFORE_SOLVES`) get
+/// empty fields for the columns added since.
 fn cut_log(path: &Path, header: Option<&str>, keep: u64, none: bool) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out = String::new();
+    let columns = header.map_or(0, |h| h.split(',').count());
     if let Some(h) = header {
         out.push_str(h);
         out.push('\n');
@@ -311,6 +327,8 @@ fn cut_log(path: &Path, header: Option<&str>, keep: u64, none: bool) -> Result<(
         let it: Option<u64> = line.split(',').next().and_then(|f| f.parse().ok());
         if !none && it.is_some_and(|it| it <= keep) {
             out.push_str(line);
+            let fields = line.split(',').count();
+            out.push_str(&",".repeat(columns.saturating_sub(fields)));
             out.push('\n');
         }
     }

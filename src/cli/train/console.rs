@@ -29,6 +29,10 @@ pub(super) fn describe(r: &Record, perplexity: bool) -> String {
     }
     if let Some(cg) = r.cg {
         line += &format!("  cg {} it", cg.iterations);
+        // Several solves (a per-step sweep, the three P_g): what they cost together.
+        if cg.solves > 1 {
+            line += &format!(" ({} solves, {} in all)", cg.solves, cg.total_iterations);
+        }
     }
     if let Some(c) = r.alignment.as_ref().and_then(|a| a.cosine) {
         line += &format!("  cos {c:.3}");

@@ -48,10 +48,11 @@ impl CgBuffers {
         })
     }
 
-    /// Iterations of the last solve, converged or not (what the benchmarks report).
-    pub fn iterations(&self, ctx: &GpuContext) -> Result<usize> {
+    /// The last solve's iterations and residual, converged or not (what the benchmarks
+    /// report).
+    pub fn last(&self, ctx: &GpuContext) -> Result<CgReport> {
         let s: CgState = ctx.read(&self.state, 0, 1)?[0];
-        Ok(s.iterations as usize)
+        Ok(CgReport::one(s.iterations as usize, f64::from(s.residual)))
     }
 
     /// The last solve's report, or the worst failure since the last call as a `CgError`
@@ -84,19 +85,13 @@ impl CgBuffers {
             };
             ctx.write(&self.state, 0, &[cleared]);
             return Err(Error::from(CgError {
-                report: CgReport {
-                    iterations: s.worst_iterations as usize,
-                    residual: f64::from(s.worst_residual),
-                },
+                report: CgReport::one(s.worst_iterations as usize, f64::from(s.worst_residual)),
                 tol,
                 max_iter,
             })
             .into());
         }
-        Ok(CgReport {
-            iterations: s.iterations as usize,
-            residual: f64::from(s.residual),
-        })
+        Ok(CgReport::one(s.iterations as usize, f64::from(s.residual)))
     }
 }
 
@@ -137,7 +132,7 @@ impl GateBuffers {
         self.cg.each_ref().map(CgBuffers::state_region)
     }
 
-    /// The worst of the three solves' reports from the words of `state_regions`, or the
+    /// The three solves' report (`CgReport::successive`) from the words of `state_regions`, or the
     /// worst failure among them as a `CgError` (every failure record is cleared).
     pub fn report_from(
         &self,
@@ -146,11 +141,11 @@ impl GateBuffers {
         tol: f64,
         max_iter: usize,
     ) -> Result<CgReport> {
-        let mut worst: Option<CgReport> = None;
+        let mut reports = Vec::with_capacity(3);
         let mut failed: Option<anyhow::Error> = None;
         for (cg, words) in self.cg.iter().zip(words) {
             match cg.report_from(ctx, words, tol, max_iter) {
-                Ok(report) => worst = Some(worst.map_or(report, |w| w.worse(report))),
+                Ok(report) => reports.push(report),
                 Err(e) => {
                     let residual = |e: &anyhow::Error| cg_error(e).map(|c| c.report.residual);
                     // Keep the largest residual (a NaN one above all).
@@ -166,10 +161,7 @@ impl GateBuffers {
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(worst.unwrap_or(CgReport {
-                iterations: 0,
-                residual: 0.0,
-            })),
+            None => Ok(CgReport::successive(reports)),
         }
     }
 }
