@@ -184,6 +184,12 @@ fn bench_times_the_inversions_asked_for() {
                 assert!(solvable.contains(&solves), "{row}");
                 assert!(total >= most && total >= solves, "{row}");
                 assert_eq!(row["reg"], 1.0, "the default r: {row}");
+                let tol = if backend == "gpu" { 1e-5 } else { 1e-12 };
+                assert_eq!(
+                    row["cg_tol"].as_f64(),
+                    Some(tol),
+                    "each backend's own: {row}"
+                );
             }
         }
     }
@@ -223,41 +229,83 @@ fn bench_times_the_inversions_asked_for() {
 /// that fails is named in the error; an r that is not positive and finite is refused
 /// naming the flag.
 #[test]
-fn bench_times_tp_at_the_reg_asked_for() {
-    let cg = |reg: &str| -> u64 {
-        let (rows, _) = bench(
-            &format!("reg-{reg}"),
-            &[
-                "--backend",
-                "cpu",
-                "--cell",
-                "gru",
-                "--inversion",
-                "jacobian",
-                "--steps",
-                "12",
-                "--hidden",
-                "9",
-                "--batch",
-                "3",
-                "--reps",
-                "1",
-                "--reg",
-                reg,
-            ],
-        );
+fn bench_times_tp_with_the_solve_asked_for() {
+    // The GRU's jacobian inversion at (r, flags): its TP-RI row. At d = 40 CG needs more
+    // iterations than a loose tolerance lets it run (at d = 9 it ends exactly at 9).
+    let tp_row = |reg: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "--backend",
+            "cpu",
+            "--cell",
+            "gru",
+            "--inversion",
+            "jacobian",
+            "--steps",
+            "12",
+            "--hidden",
+            "40",
+            "--batch",
+            "3",
+            "--reps",
+            "1",
+            "--reg",
+            reg,
+        ];
+        args.extend(extra);
+        let (rows, _) = bench(&format!("reg-{reg}-{}", extra.join("")), &args);
         let tp = rows
-            .iter()
+            .into_iter()
             .find(|r| r["method"] == "tp")
             .expect("a TP-RI row");
         assert_eq!(tp["reg"].as_f64(), reg.parse::<f64>().ok(), "{tp}");
-        tp["cg_iterations"].as_u64().unwrap()
+        tp
     };
-    let (small, large) = (cg("0.01"), cg("100"));
+    let count = |row: &serde_json::Value, field: &str| row[field].as_u64().unwrap();
+    let (small, large) = (tp_row("0.01", &[]), tp_row("100", &[]));
     assert!(
-        small > large,
+        count(&small, "cg_iterations") > count(&large, "cg_iterations"),
         "CG iterations at r = 0.01: {small}, at r = 100: {large}"
     );
+    // The CPU's own tolerance unless asked; a looser one costs fewer iterations.
+    let loose = tp_row("0.01", &["--cg-tol", "1e-4"]);
+    assert_eq!(small["cg_tol"].as_f64(), Some(1e-12), "{small}");
+    assert_eq!(loose["cg_tol"].as_f64(), Some(1e-4), "{loose}");
+    assert!(
+        count(&loose, "cg_iterations_total") < count(&small, "cg_iterations_total"),
+        "at 1e-4: {loose}, at 1e-12: {small}"
+    );
+    assert_eq!(small["cg_max_iter"].as_u64(), Some(100), "{small}");
+    // A cap the solves cannot meet fails the case, naming it, with advice the bench takes.
+    let out = cli_support::tpri(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--cell",
+        "gru",
+        "--inversion",
+        "jacobian",
+        "--steps",
+        "12",
+        "--hidden",
+        "9",
+        "--batch",
+        "3",
+        "--reps",
+        "1",
+        "--reg",
+        "0.01",
+        "--cg-max-iter",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for w in [
+        "timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on the CPU",
+        "did not converge",
+        "raise --cg-max-iter",
+    ] {
+        assert!(err.contains(w), "{w}: {err}");
+    }
     // At r = 0.25 the tanh RNN's closed-form targets blow W up in the warm-up iteration
     // (‖W‖_F 11.5 → 7.5e12), and the next solve for P fails: the error names the case.
     let out = cli_support::tpri(&[
@@ -285,13 +333,24 @@ fn bench_times_tp_at_the_reg_asked_for() {
     ] {
         assert!(err.contains(w), "{w}: {err}");
     }
-    for bad in ["0", "-1", "nan", "inf"] {
-        let out = cli_support::tpri(&["bench", "--backend", "cpu", "--reps", "1", "--reg", bad]);
-        assert!(!out.status.success(), "--reg {bad}");
+    let refused = [
+        ("--reg", "0"),
+        ("--reg", "-1"),
+        ("--reg", "nan"),
+        ("--reg", "inf"),
+        ("--cg-tol", "0"),
+        ("--cg-tol", "-1"),
+        ("--cg-tol", "nan"),
+        ("--cg-tol", "inf"),
+        ("--cg-max-iter", "0"),
+    ];
+    for (flag, bad) in refused {
+        let out = cli_support::tpri(&["bench", "--backend", "cpu", "--reps", "1", flag, bad]);
+        assert!(!out.status.success(), "{flag} {bad}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("--reg must be positive and finite"),
-            "--reg {bad}: {err}"
+            err.contains(&format!("{flag}: ")) && !err.contains("Hyper::"),
+            "{flag} {bad}: {err}"
         );
     }
 }

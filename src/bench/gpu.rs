@@ -74,7 +74,12 @@ impl Timing {
             cell: self.case.cell,
             method: self.case.method,
             inversion: self.case.inversion,
-            reg: self.case.tp_reg(),
+            reg: self.case.tp_solve().map(|s| s.reg),
+            cg_tol: self
+                .case
+                .tp_solve()
+                .map(|s| s.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)),
+            cg_max_iter: self.case.tp_solve().map(|s| s.cg_max_iter),
             size: self.size,
             iteration_s: median(&self.samples),
             samples_s: self.samples,

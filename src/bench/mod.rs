@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::config::{Hyper, Inversion, Method, OptimizerConfig, Solver, TpConfig};
+use crate::config::{Hyper, Inversion, Method, OptimizerConfig, Solver, TpConfig, CPU_CG_TOL};
 use crate::cpu::CpuBackend;
 use crate::error::Error;
 use crate::gpu::{
@@ -89,7 +89,45 @@ impl Size {
 /// TP-RI's regularization r in a case unless asked otherwise: the presets' r.
 pub const BENCH_REG: f64 = 1.0;
 
-/// What a measurement times: a cell, a method and, for TP-RI, its inversion and r.
+/// How a case's TP-RI solves: r, and the CG solves' tolerance and cap.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Solve {
+    /// The regularization r. What the jacobian inversion costs depends on it: the smaller
+    /// r, the further back the targets move h, and every step they move takes a full
+    /// per-step CG (docs/PERFORMANCE.md, "What the jacobian inversion costs in training").
+    pub reg: f64,
+    /// CG's relative-residual tolerance; `None`: each backend's default, 1e-12 on the f64
+    /// CPU reference and 1e-5 on the GPU (docs/ALGORITHM.md §11).
+    pub cg_tol: Option<f64>,
+    /// CG's cap on iterations, as in training.
+    pub cg_max_iter: usize,
+}
+
+impl Default for Solve {
+    /// [`BENCH_REG`], each backend's tolerance, training's cap.
+    fn default() -> Self {
+        Solve {
+            reg: BENCH_REG,
+            cg_tol: None,
+            cg_max_iter: TpConfig::default().cg_max_iter,
+        }
+    }
+}
+
+impl Solve {
+    /// Refuses what training refuses: r not positive and finite, a tolerance not positive
+    /// and finite, a cap of 0 (the errors name `Hyper::tp.reg`, `cg_tol`, `cg_max_iter`).
+    pub fn check(&self) -> Result<()> {
+        settings(Case::of(CellKind::Tanh, Method::Tp).with_solve(*self)).validate()
+    }
+
+    /// The tolerance the CPU reference solves to.
+    pub fn cpu_tol(&self) -> f64 {
+        self.cg_tol.unwrap_or(CPU_CG_TOL)
+    }
+}
+
+/// What a measurement times: a cell, a method and, for TP-RI, its inversion and solve.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Case {
     /// The recurrent cell.
@@ -98,11 +136,8 @@ pub struct Case {
     pub method: Method,
     /// TP-RI's inversion; `None` for BPTT.
     pub inversion: Option<Inversion>,
-    /// TP-RI's regularization r ([`BENCH_REG`] unless set with [`Case::with_reg`]). What
-    /// the jacobian inversion costs depends on it: the smaller r, the further back the
-    /// targets move h in f64, and every step they move takes a full per-step CG
-    /// (docs/PERFORMANCE.md, "What the jacobian inversion costs in training").
-    pub reg: f64,
+    /// How TP-RI solves (`Solve::default()` unless set with [`Case::with_solve`]).
+    pub solve: Solve,
 }
 
 impl Case {
@@ -113,7 +148,7 @@ impl Case {
             cell,
             method,
             inversion,
-            reg: BENCH_REG,
+            solve: Solve::default(),
         }
     }
 
@@ -123,18 +158,18 @@ impl Case {
             cell,
             method: Method::Tp,
             inversion: Some(inversion),
-            reg: BENCH_REG,
+            solve: Solve::default(),
         }
     }
 
-    /// The same case with TP-RI's regularization r.
-    pub fn with_reg(self, reg: f64) -> Case {
-        Case { reg, ..self }
+    /// The same case with TP-RI solving as `solve` says.
+    pub fn with_solve(self, solve: Solve) -> Case {
+        Case { solve, ..self }
     }
 
-    /// r where it applies: TP-RI's, `None` for BPTT.
-    pub fn tp_reg(&self) -> Option<f64> {
-        self.inversion.map(|_| self.reg)
+    /// How the case solves where that applies: TP-RI's, `None` for BPTT.
+    pub fn tp_solve(&self) -> Option<Solve> {
+        self.inversion.map(|_| self.solve)
     }
 
     /// The inversion `tpri bench` times TP-RI with unless asked for another: the tanh
@@ -195,7 +230,9 @@ fn settings(case: Case) -> Hyper {
         method: case.method,
         tp: TpConfig {
             lr_target: 1e-2,
-            reg: case.reg,
+            reg: case.solve.reg,
+            cg_tol: case.solve.cg_tol,
+            cg_max_iter: case.solve.cg_max_iter,
             inversion,
             ..TpConfig::default()
         },
@@ -269,6 +306,10 @@ pub struct Measurement {
     pub inversion: Option<Inversion>,
     /// TP-RI's regularization r (`None` for BPTT).
     pub reg: Option<f64>,
+    /// TP-RI's CG tolerance, as the backend applied it (`None` for BPTT).
+    pub cg_tol: Option<f64>,
+    /// TP-RI's cap on CG iterations (`None` for BPTT).
+    pub cg_max_iter: Option<usize>,
     /// The sizes timed.
     pub size: Size,
     /// Median seconds of one whole iteration (optimizer step included).
@@ -341,9 +382,9 @@ pub fn measure_cpu_solver(
     size: Size,
     reps: usize,
     solver: Solver,
-    reg: f64,
+    solve: Solve,
 ) -> Result<Measurement> {
-    let case = Case::of(CellKind::Tanh, Method::Tp).with_reg(reg);
+    let case = Case::of(CellKind::Tanh, Method::Tp).with_solve(solve);
     time_cpu(size, case, reps, Some(solver))
 }
 
@@ -375,7 +416,9 @@ fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Resu
         cell: case.cell,
         method: case.method,
         inversion: case.inversion,
-        reg: case.tp_reg(),
+        reg: case.tp_solve().map(|s| s.reg),
+        cg_tol: case.tp_solve().map(|s| s.cpu_tol()),
+        cg_max_iter: case.tp_solve().map(|s| s.cg_max_iter),
         size,
         iteration_s: median(&samples),
         samples_s: samples,

@@ -178,7 +178,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             &args.regime_hidden,
             &[args.regime_batch],
         );
-        let tanh = [Method::Tp, Method::Bp].map(|m| Case::of(CellKind::Tanh, m).with_reg(args.reg));
+        let tanh =
+            [Method::Tp, Method::Bp].map(|m| Case::of(CellKind::Tanh, m).with_solve(args.solve()));
         let m = measure_all(&gpu_runs, cpu, &sizes, &tanh, args.reps)?;
         print_regimes(
             &m,
@@ -249,7 +250,7 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
             input: args.input,
             output: args.output,
         };
-        let time = |solver| measure_cpu_solver(size, args.reps, solver, args.reg);
+        let time = |solver| measure_cpu_solver(size, args.reps, solver, args.solve());
         let (formed, per_step) = (time(Solver::Cg)?, time(Solver::PerStep)?);
         let row = CrossoverRow {
             size,
@@ -353,9 +354,12 @@ fn measure_all(
             // A failed case (a solve that does not converge, a run that diverges) names
             // what was being timed.
             let timing = |on: &str| {
-                let reg = case
-                    .tp_reg()
-                    .map_or(String::new(), |r| format!(", r = {r}"));
+                let reg = case.tp_solve().map_or(String::new(), |s| {
+                    let tol = s
+                        .cg_tol
+                        .map_or(String::new(), |t| format!(", CG tolerance {t}"));
+                    format!(", r = {}{tol}", s.reg)
+                });
                 format!(
                     "timing {} {} at T = {}, d = {}, B = {}{reg} on {on}",
                     cell_name(case.cell),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use tpri::bench::{Case, Machine, Size, BENCH_REG};
-use tpri::config::{Inversion, Method};
+use tpri::bench::{Case, Machine, Size, Solve, BENCH_REG};
+use tpri::config::{Inversion, Method, TpConfig};
 use tpri::gpu::{
     Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
     StepsPerBlock, StepsPerDispatch, Storage,
@@ -90,6 +90,16 @@ pub struct BenchArgs {
     /// them (docs/PERFORMANCE.md, "What the jacobian inversion costs in training").
     #[arg(long, default_value_t = BENCH_REG)]
     pub(super) reg: f64,
+    /// CG's relative-residual tolerance in every TP-RI case: unset, each backend's default
+    /// (1e-12 on the f64 CPU reference, 1e-5 on the GPU; docs/ALGORITHM.md §11). The per-step
+    /// solves' time follows it: set the GPU's 1e-5 to time the CPU reference at the
+    /// tolerance the GPU solves to.
+    #[arg(long)]
+    pub(super) cg_tol: Option<f64>,
+    /// CG's cap on iterations in every TP-RI case, as in training; a solve that reaches it
+    /// without meeting the tolerance fails the case, naming it.
+    #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
+    pub(super) cg_max_iter: usize,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,
@@ -182,6 +192,17 @@ pub struct BenchArgs {
     pub(super) step_us: Option<f64>,
 }
 
+impl BenchArgs {
+    /// How every TP-RI case solves: `--reg`, `--cg-tol`, `--cg-max-iter`.
+    pub(super) fn solve(&self) -> Solve {
+        Solve {
+            reg: self.reg,
+            cg_tol: self.cg_tol,
+            cg_max_iter: self.cg_max_iter,
+        }
+    }
+}
+
 /// The devices `--assume` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AssumedDevice {
@@ -268,10 +289,7 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
             bail!("{flag} must be at least 1, got 0");
         }
     }
-    // Written so that NaN fails the test too.
-    if !(args.reg > 0.0 && args.reg.is_finite()) {
-        bail!("--reg must be positive and finite, got {}", args.reg);
-    }
+    args.solve().check()?;
     if args.concurrent_workgroups == Some(0) {
         bail!("--concurrent-workgroups must be at least 1, got 0");
     }
@@ -297,12 +315,12 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
 /// the cell's bench inversion when none is given), then BPTT.
 pub(super) fn cases(args: &BenchArgs, cell: CellKind) -> Vec<Case> {
     let mut out: Vec<Case> = if args.inversion.is_empty() {
-        vec![Case::of(cell, Method::Tp).with_reg(args.reg)]
+        vec![Case::of(cell, Method::Tp).with_solve(args.solve())]
     } else {
         args.inversion
             .iter()
             .filter(|&&inversion| Case::applies(cell, inversion))
-            .map(|&inversion| Case::tp(cell, inversion).with_reg(args.reg))
+            .map(|&inversion| Case::tp(cell, inversion).with_solve(args.solve()))
             .collect()
     };
     out.push(Case::of(cell, Method::Bp));
@@ -330,7 +348,7 @@ pub fn check_memory(
         let grid = iproduct(&args.steps, &args.hidden, &args.batch);
         checks.extend(grid.map(|s| (size(s), case, true, cpu)));
     }
-    let tanh_tp = Case::of(CellKind::Tanh, Method::Tp).with_reg(args.reg);
+    let tanh_tp = Case::of(CellKind::Tanh, Method::Tp).with_solve(args.solve());
     if args.regimes {
         let batch = [args.regime_batch];
         let grid = iproduct(&args.regime_steps, &args.regime_hidden, &batch);

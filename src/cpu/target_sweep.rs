@@ -155,7 +155,8 @@ pub fn target_sweep_steps(
         a
     });
     let groups = core_groups(b, t_len * b * d * d);
-    // Per thread: its steps' report, or the first failed solve.
+    // Per thread: the report of each of its per-step solves in order, or the first failed
+    // solve.
     let outcomes = Mutex::new(Vec::new());
     in_parallel(v.parts_mut(&groups), |mut part| {
         let local = local.map(|g| Local { g, lr_target });
@@ -165,11 +166,20 @@ pub fn target_sweep_steps(
             .expect("no thread panics holding it")
             .push(outcome);
     });
-    let mut worst = None;
+    // Every group runs the same solves in the same order: each solve's report over all
+    // sequences is the worst group's, whatever the split, and the sweep's their succession.
+    let mut solves: Vec<CgReport> = Vec::new();
     for outcome in outcomes.into_inner().expect("no thread panicked") {
-        worst = worse(worst, outcome?);
+        let group = outcome?;
+        if solves.is_empty() {
+            solves = group;
+        } else {
+            for (all, r) in solves.iter_mut().zip(group) {
+                *all = all.worse(r);
+            }
+        }
     }
-    Ok(worst)
+    Ok((!solves.is_empty()).then(|| CgReport::successive(solves)))
 }
 
 /// The targets every sweep starts from (docs/ALGORITHM.md §2 step 3): `v_T = h_T − γ_h g_T`
@@ -183,18 +193,6 @@ pub fn sweep_ends(h: &Steps, grad_h: &DMatrix<f64>, lr_target: f64, v: &mut Step
             *vj = hj - grad_h[(i, j)] * lr_target;
         }
     }
-}
-
-/// `CgReport::worse` of the reports there are (the same steps, other sequences).
-fn worse(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
-    a.into_iter().chain(b).reduce(CgReport::worse)
-}
-
-/// `CgReport::successive` of the reports there are (solves one after another).
-fn then(a: Option<CgReport>, b: Option<CgReport>) -> Option<CgReport> {
-    a.into_iter()
-        .chain(b)
-        .reduce(|a, b| CgReport::successive([a, b]))
 }
 
 /// The local targets of outputs at every step: v̂_t = h_t − γ_h g_t.
@@ -213,7 +211,8 @@ impl Local<'_> {
     }
 }
 
-/// The sweep for one thread's sequences, t = T … 2.
+/// The sweep for one thread's sequences, t = T … 2; the report of each per-step solve, in
+/// order (none when P is formed).
 fn sweep_part(
     part: &mut StepsPart,
     inverse: Inverse,
@@ -221,10 +220,10 @@ fn sweep_part(
     a_in: Option<&Steps>,
     local: Option<Local>,
     mode: TargetMode,
-) -> Result<Option<CgReport>> {
+) -> Result<Vec<CgReport>> {
     let d = h.width();
     let t_len = h.steps() - 1;
-    let mut worst = None;
+    let mut reports = Vec::new();
     let seqs = part.seqs.clone();
     let n = seqs.len();
     let mut pre = vec![0.0; d * n];
@@ -238,7 +237,7 @@ fn sweep_part(
         if let Some(l) = &local {
             l.targets(t, h, &seqs, &mut own);
         }
-        let report = match mode {
+        match mode {
             TargetMode::Linearized => {
                 // v_{t−1} = h_{t−1} + P [(v_t − h_t) ⊘ (1 − clamp(h_t)²)], with the local
                 // displacement v̂_t − h_t = −γ_h g_t added to v_t − h_t.
@@ -254,49 +253,38 @@ fn sweep_part(
                     *s /= 1.0 - clamp(ht).powi(2);
                 }
                 v_prev.copy_from_slice(h_prev);
-                inverse.apply(&pre, true, v_prev)?
+                reports.extend(inverse.apply(&pre, true, v_prev)?);
             }
             TargetMode::Difference => {
                 let a_in = a_in.expect("input term").at(t - 1, &seqs);
-                let first = f_inverse_cols(inverse, a_in, h_t, &mut pre, &mut fh)?;
-                let second = f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?;
+                reports.extend(f_inverse_cols(inverse, a_in, h_t, &mut pre, &mut fh)?);
+                reports.extend(f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?);
                 // The difference first: at v_t = h_t it is exactly 0 and
                 // v_{t−1} = h_{t−1} exactly; `(h + fv) − fh` would round h_{t−1}
                 // through the size of fv.
                 for ((out, &fh), &hp) in v_prev.iter_mut().zip(&fh).zip(h_prev) {
                     *out = hp + (*out - fh);
                 }
-                let third = match &local {
-                    Some(_) => {
-                        let r = f_inverse_cols(inverse, a_in, &own, &mut pre, &mut f_own)?;
-                        for ((out, &fo), &fh) in v_prev.iter_mut().zip(&f_own).zip(&fh) {
-                            *out += fo - fh;
-                        }
-                        r
+                if local.is_some() {
+                    reports.extend(f_inverse_cols(inverse, a_in, &own, &mut pre, &mut f_own)?);
+                    for ((out, &fo), &fh) in v_prev.iter_mut().zip(&f_own).zip(&fh) {
+                        *out += fo - fh;
                     }
-                    None => None,
-                };
-                then(then(first, second), third)
+                }
             }
             TargetMode::Plain => {
                 let a_in = a_in.expect("input term").at(t - 1, &seqs);
-                let first = f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?;
-                let second = match &local {
-                    Some(_) => {
-                        let r = f_inverse_cols(inverse, a_in, &own, &mut pre, &mut f_own)?;
-                        for (out, &fo) in v_prev.iter_mut().zip(&f_own) {
-                            *out += fo;
-                        }
-                        r
+                reports.extend(f_inverse_cols(inverse, a_in, v_t, &mut pre, v_prev)?);
+                if local.is_some() {
+                    reports.extend(f_inverse_cols(inverse, a_in, &own, &mut pre, &mut f_own)?);
+                    for (out, &fo) in v_prev.iter_mut().zip(&f_own) {
+                        *out += fo;
                     }
-                    None => None,
-                };
-                then(first, second)
+                }
             }
-        };
-        worst = then(worst, report);
+        }
     }
-    Ok(worst)
+    Ok(reports)
 }
 
 /// `f_t⁻¹(clamp(v)) = P (atanh(clamp(v)) − (U x_t + b))` for the column-major columns `v`,
