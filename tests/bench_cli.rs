@@ -224,10 +224,10 @@ fn bench_times_the_inversions_asked_for() {
     }
 }
 
-/// `--reg`: every TP-RI case runs at the r asked for, which the JSON records; a smaller r
-/// makes each per-step solve of the jacobian inversion harder (more CG iterations); a case
-/// that fails is named in the error; an r that is not positive and finite is refused
-/// naming the flag.
+/// `--reg`, `--cg-tol`, `--cg-max-iter`: every TP-RI case solves as asked, which the JSON
+/// records; a smaller r makes each per-step solve of the jacobian inversion harder (more
+/// CG iterations), a looser tolerance cheaper; a case that fails is named in the error;
+/// values training refuses are refused naming the flag.
 #[test]
 fn bench_times_tp_with_the_solve_asked_for() {
     // The GRU's jacobian inversion at (r, flags): its TP-RI row. At d = 40 CG needs more
@@ -276,63 +276,24 @@ fn bench_times_tp_with_the_solve_asked_for() {
     );
     assert_eq!(small["cg_max_iter"].as_u64(), Some(100), "{small}");
     // A cap the solves cannot meet fails the case, naming it, with advice the bench takes.
-    let out = cli_support::tpri(&[
-        "bench",
-        "--backend",
-        "cpu",
-        "--cell",
-        "gru",
-        "--inversion",
-        "jacobian",
-        "--steps",
-        "12",
-        "--hidden",
-        "9",
-        "--batch",
-        "3",
-        "--reps",
-        "1",
-        "--reg",
-        "0.01",
-        "--cg-max-iter",
-        "1",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    for w in [
-        "timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on the CPU",
-        "did not converge",
-        "raise --cg-max-iter",
-    ] {
-        assert!(err.contains(w), "{w}: {err}");
-    }
+    let gru = "--cell gru --inversion jacobian --steps 12 --hidden 9 --batch 3";
+    fails(
+        &format!("{gru} --reg 0.01 --cg-max-iter 1"),
+        &[
+            "timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on the CPU",
+            "did not converge",
+            "raise --cg-max-iter",
+        ],
+    );
     // At r = 0.25 the tanh RNN's closed-form targets blow W up in the warm-up iteration
     // (‖W‖_F 11.5 → 7.5e12), and the next solve for P fails: the error names the case.
-    let out = cli_support::tpri(&[
-        "bench",
-        "--backend",
-        "cpu",
-        "--cell",
-        "tanh",
-        "--steps",
-        "200",
-        "--hidden",
-        "100",
-        "--batch",
-        "2",
-        "--reps",
-        "1",
-        "--reg",
-        "0.25",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    for w in [
-        "timing tanh tp at T = 200, d = 100, B = 2, r = 0.25 on the CPU",
-        "did not converge",
-    ] {
-        assert!(err.contains(w), "{w}: {err}");
-    }
+    fails(
+        "--cell tanh --steps 200 --hidden 100 --batch 2 --reg 0.25",
+        &[
+            "timing tanh tp at T = 200, d = 100, B = 2, r = 0.25 on the CPU",
+            "did not converge",
+        ],
+    );
     let refused = [
         ("--reg", "0"),
         ("--reg", "-1"),
@@ -352,5 +313,18 @@ fn bench_times_tp_with_the_solve_asked_for() {
             err.contains(&format!("{flag}: ")) && !err.contains("Hyper::"),
             "{flag} {bad}: {err}"
         );
+    }
+}
+
+/// `tpri bench --backend cpu --reps 1 ARGS` (ARGS split at spaces) fails, its error
+/// holding every one of `needles`.
+fn fails(args: &str, needles: &[&str]) {
+    let mut all = vec!["bench", "--backend", "cpu", "--reps", "1"];
+    all.extend(args.split(' '));
+    let out = cli_support::tpri(&all);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args}: {err}");
+    for w in needles {
+        assert!(err.contains(w), "{args}: {w}: {err}");
     }
 }
