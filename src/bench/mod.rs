@@ -97,7 +97,7 @@ pub struct Solve {
     /// per-step CG (docs/PERFORMANCE.md, "What the jacobian inversion costs in training").
     pub reg: f64,
     /// CG's relative-residual tolerance; `None`: each backend's default, 1e-12 on the f64
-    /// CPU reference and 1e-5 on the GPU (docs/ALGORITHM.md §11).
+    /// CPU reference and 1e-5 on the GPU (docs/ALGORITHM.md §4).
     pub cg_tol: Option<f64>,
     /// CG's cap on iterations, as in training.
     pub cg_max_iter: usize,

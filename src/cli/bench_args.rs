@@ -91,7 +91,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = BENCH_REG)]
     pub(super) reg: f64,
     /// CG's relative-residual tolerance in every TP-RI case: unset, each backend's default
-    /// (1e-12 on the f64 CPU reference, 1e-5 on the GPU; docs/ALGORITHM.md §11). The per-step
+    /// (1e-12 on the f64 CPU reference, 1e-5 on the GPU; docs/ALGORITHM.md §4). The per-step
     /// solves' time follows it: set the GPU's 1e-5 to time the CPU reference at the
     /// tolerance the GPU solves to.
     #[arg(long)]
