@@ -7,7 +7,9 @@
 //! orthogonal W makes WᵀW + rI a multiple of I, and CG converge in one iteration), inputs
 //! uniform in [−1, 1], class labels. Timings are medians over repetitions after one
 //! warm-up iteration; every repetition includes the optimizer step, so W moves a little
-//! between iterations and the warm-started CG sees what it sees in training.
+//! between iterations and the solves see what they see in training: on the GPU the solve
+//! for P starts from the last P, as in training; the CPU reference starts every solve from
+//! zero (docs/ALGORITHM.md §4), and the per-step solves start from zero on both.
 
 use std::time::Instant;
 
@@ -323,7 +325,7 @@ pub struct Measurement {
     pub cpu_samples_s: Vec<f64>,
     /// GPU only: median seconds of each phase submitted alone.
     pub phases_s: Vec<(Phase, f64)>,
-    /// TP: CG iterations of the last warm-started solve (the most of any solve, where the
+    /// TP: CG iterations of the last timed iteration's solve (the most of any solve, where the
     /// iteration runs several: the per-step sweep's steps, the GRU's three P_g).
     pub cg_iterations: Option<usize>,
     /// TP: the solves of that iteration that ran at least one CG iteration (the jacobian
