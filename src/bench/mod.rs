@@ -216,7 +216,7 @@ pub(crate) fn check_reps(reps: usize) -> Result<()> {
 
 /// The settings of a case's problem: γ_h = 0.01, the case's r, the case's inversion (for BPTT,
 /// unused: the cell's bench inversion), and SGD steps small enough not to diverge but large
-/// enough that W keeps moving, so that the warm-started CG does the work it does in
+/// enough that W keeps moving, so that the GPU's warm-started CG does the work it does in
 /// training (two iterations at the paper's size): 1e-3 for the tanh RNN, the published 0.1
 /// for the GRU, whose TP-RI inverts gate by gate as the published code does by default
 /// here (at 1e-3 its W_g moved too little for a warm solve to take a single iteration).
