@@ -313,6 +313,45 @@ pub fn cost_model(
     costs
 }
 
+/// The cost model of a GPU iteration of TP-RI whose targets come from per-step solves
+/// (the jacobian inversion, docs/ALGORITHM.md §5, or P applied by per-step solves, §4):
+/// `cost_model`'s phases with no inverse phase, the backward recursion a loop of its own,
+/// and the sweep of `jacobian.wgsl`: one workgroup a sequence, at each step T … 2 the
+/// right-hand side J_tᵀ(v_t − h_t) (one product), then per CG iteration J_t p and J_tᵀ of
+/// it, each reading the cell's g·d×d matrix from the cache and each one dependent step;
+/// the iteration's two workgroup sums are not counted. `cg_iterations_total` (the CG
+/// report's `total_iterations`) sums each step's slowest sequence, so the serial term is the slowest workgroup's chain when the
+/// sequences of a step stop together (within an iteration of each other in 97 % of the
+/// GRU's updates measured on the CPU, docs/PERFORMANCE.md) and above it otherwise.
+pub fn cost_model_per_step(
+    size: Size,
+    cell: CellKind,
+    cg_iterations_total: usize,
+    storage: Storage,
+) -> Vec<PhaseCost> {
+    let (t, d, b) = (size.steps as f64, size.hidden as f64, size.batch as f64);
+    let g = cell.gates() as f64;
+    let k = cg_iterations_total as f64;
+    let rhs_steps = size.steps.saturating_sub(1);
+    let rows = t * b;
+    let gates = if cell == CellKind::Gru { 4.0 * d } else { 0.0 };
+    let products = rhs_steps as f64 + 2.0 * k;
+    let sweep = PhaseCost {
+        phase: Phase::Sweep,
+        flops: products * b * 2.0 * g * d * d + k * b * 10.0 * d,
+        bytes: (2.0 * g * d * d + rows * gates) * 4.0 + 2.0 * rows * d * storage.bytes() as f64,
+        cache_bytes: products * b * g * d * d * 4.0,
+        workgroups: size.batch,
+        dispatches: 1,
+        serial_steps: rhs_steps.saturating_add(cg_iterations_total.saturating_mul(2)),
+    };
+    cost_model(size, cell, Method::Tp, 0, storage, 1, Backward::Separate)
+        .into_iter()
+        .filter(|c| c.phase != Phase::Inverse)
+        .map(|c| if c.phase == Phase::Sweep { sweep } else { c })
+        .collect()
+}
+
 /// The sequences per workgroup of the time loops whose floors on `m` add up to the
 /// lowest at `size` (the smallest count among equals): the forward pass, the target sweep
 /// and the backward recursion, which all take the same count (TP-RI runs all three; they

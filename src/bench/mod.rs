@@ -35,7 +35,8 @@ mod cost_model;
 mod gpu;
 
 pub use cost_model::{
-    cost_model, fused_backward, sequences_per_workgroup, Bound, Machine, PhaseCost,
+    cost_model, cost_model_per_step, fused_backward, sequences_per_workgroup, Bound, Machine,
+    PhaseCost,
 };
 pub use gpu::{measure_gpu, measure_gpu_side_by_side};
 

@@ -81,7 +81,8 @@ pub struct BenchArgs {
     /// tanh RNN), `per-gate` (the GRU), `jacobian` (both: the generalized inversion, per-step
     /// CG on Jacobian products, the GRU's training default). Unset: `analytic` for the tanh
     /// RNN and `per-gate` for the GRU. TP rows with another inversion than those are
-    /// labelled `tp-jacobian` and so on; the cost model has no floors for the jacobian one.
+    /// labelled `tp-jacobian` and so on; the jacobian rows' floors follow the CG iterations
+    /// they ran in all (`bench::cost_model_per_step`).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(super) inversion: Vec<Inversion>,
     /// TP-RI's regularization r in every TP-RI case (the presets' r by default). The

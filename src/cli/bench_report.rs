@@ -7,7 +7,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use tpri::bench::{
-    cost_model, fit_line, sequences_per_workgroup, Case, Fit, Machine, Measurement, PhaseCost, Size,
+    cost_model, cost_model_per_step, fit_line, sequences_per_workgroup, Case, Fit, Machine,
+    Measurement, PhaseCost, Size,
 };
 use tpri::config::{Inversion, Method};
 use tpri::gpu::step_probe::ProbeTime;
@@ -163,25 +164,18 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
         _ => 1,
     };
     let what = method_name(m.cell, method, m.inversion);
-    if m.inversion == Some(Inversion::Jacobian) {
-        // The cost model has no term for per-step CG: the medians alone.
-        println!(
-            "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations: the most of a step {k}, {} steps solved, {} in all); no model floor for the jacobian inversion",
-            cell_name(m.cell),
-            s.steps,
-            s.hidden,
-            s.batch,
-            count(m.cg_solves),
-            count(m.cg_iterations_total),
-        );
-        println!("{:11} {:>10}", "phase", "median ms");
-        for (phase, time) in &m.phases_s {
-            println!("{:11} {:>10}", phase.name(), ms(*time));
-        }
-        return;
-    }
+    let per_step = m.inversion == Some(Inversion::Jacobian);
+    let (solves, seqs) = if per_step {
+        let (n, all) = (count(m.cg_solves), count(m.cg_iterations_total));
+        (
+            format!("the most of a step {k}, {n} steps solved, {all} in all"),
+            1,
+        )
+    } else {
+        (k.to_string(), seqs)
+    };
     println!(
-        "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations {k}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
+        "\nGPU phases ({backend}: {storage} storage), {} {what} at T={} d={} B={} (CG iterations {solves}); model floor on {} with {seqs} sequence(s) per time-loop workgroup",
         cell_name(m.cell),
         s.steps,
         s.hidden,
@@ -199,7 +193,12 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
     } else {
         Backward::Fused
     };
-    let costs = cost_model(s, m.cell, method, k, storage, seqs, backward);
+    let costs = if per_step {
+        let all = m.cg_iterations_total.unwrap_or(0);
+        cost_model_per_step(s, m.cell, all, storage)
+    } else {
+        cost_model(s, m.cell, method, k, storage, seqs, backward)
+    };
     let (mut total_floor, mut total_time) = (0.0, 0.0);
     for c in &costs {
         let time = m

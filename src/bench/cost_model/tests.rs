@@ -241,3 +241,76 @@ fn the_gru_counts_three_gate_blocks() {
     );
     assert_eq!(bp.len(), 5);
 }
+
+/// Per-step solves: no inverse phase, a backward loop of its own, and a sweep whose chain
+/// is the T − 1 right-hand sides plus two products a CG iteration, the matrix read from the
+/// cache for each product of each sequence.
+#[test]
+fn per_step_solves_cost_two_products_an_iteration() {
+    let (rows, d, g) = (784.0 * 16.0, 100.0, 3.0);
+    let phases = |k| cost_model_per_step(Size::PAPER, CellKind::Gru, k, Storage::F32);
+    let names = |c: &[PhaseCost]| c.iter().map(|c| c.phase).collect::<Vec<_>>();
+    let none = phases(0);
+    assert_eq!(
+        names(&none),
+        [
+            Phase::Forward,
+            Phase::Head,
+            Phase::Sweep,
+            Phase::Bptt,
+            Phase::Reductions,
+            Phase::Optimizer
+        ]
+    );
+    let sweep = |k| {
+        phases(k)
+            .into_iter()
+            .find(|c| c.phase == Phase::Sweep)
+            .unwrap()
+    };
+    // Without an iteration, one product a step (the right-hand side) for every sequence.
+    assert_eq!(sweep(0).serial_steps, 783);
+    assert_eq!(sweep(0).flops, 783.0 * 16.0 * 2.0 * g * d * d);
+    assert_eq!(sweep(0).cache_bytes, 783.0 * 16.0 * g * d * d * 4.0);
+    assert_eq!(sweep(0).workgroups, 16);
+    // The GRU's 5 776 iterations in all at r = 0.25 (docs/PERFORMANCE.md): the chain of
+    // 783 + 2·5 776 steps binds on an H100, far above BPTT's two loops of 784 steps.
+    let s = sweep(5776);
+    assert_eq!(s.serial_steps, 783 + 2 * 5776);
+    assert_eq!(s.binding(&Machine::H100), Bound::SerialSteps);
+    let floor = |c: &[PhaseCost]| c.iter().map(|c| c.floor_s(&Machine::H100)).sum::<f64>();
+    let bp = cost_model(
+        Size::PAPER,
+        CellKind::Gru,
+        Method::Bp,
+        0,
+        Storage::F32,
+        1,
+        Backward::Separate,
+    );
+    let ratio = floor(&phases(5776)) / floor(&bp);
+    assert!(ratio > 5.0, "TP-RI / BPTT floors: {ratio}");
+    // The rest of the iteration is the per-gate model's, less its inverse.
+    let per_gate = cost_model(
+        Size::PAPER,
+        CellKind::Gru,
+        Method::Tp,
+        0,
+        Storage::F32,
+        1,
+        Backward::Separate,
+    );
+    for c in none.iter().filter(|c| c.phase != Phase::Sweep) {
+        let same = per_gate.iter().find(|p| p.phase == c.phase).unwrap();
+        assert_eq!(
+            (c.flops, c.bytes),
+            (same.flops, same.bytes),
+            "{:?}",
+            c.phase
+        );
+    }
+    assert_eq!(
+        sweep(0).bytes,
+        (2.0 * g * d * d + rows * 4.0 * d) * 4.0 + 2.0 * rows * d * 4.0
+    );
+}
