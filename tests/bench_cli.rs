@@ -276,19 +276,23 @@ fn bench_times_tp_with_the_solve_asked_for() {
     );
     assert_eq!(small["cg_max_iter"].as_u64(), Some(100), "{small}");
     // A cap the solves cannot meet fails the case, naming it, with advice the bench takes.
+    // On the GPU too, where the solves' failure record is read as training reads it.
     let gru = "--cell gru --inversion jacobian --steps 12 --hidden 9 --batch 3";
-    fails(
-        &format!("{gru} --reg 0.01 --cg-max-iter 1"),
-        &[
-            "timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on the CPU",
-            "did not converge",
-            "raise --cg-max-iter",
-        ],
-    );
+    for on in ["cpu", "gpu"] {
+        let side = if on == "cpu" { "the CPU" } else { "the GPU" };
+        fails(
+            &format!("--backend {on} {gru} --reg 0.01 --cg-max-iter 1"),
+            &[
+                &format!("timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on {side}"),
+                "did not converge",
+                "raise --cg-max-iter",
+            ],
+        );
+    }
     // At r = 0.25 the tanh RNN's closed-form targets blow W up in the warm-up iteration
     // (‖W‖_F 11.5 → 7.5e12), and the next solve for P fails: the error names the case.
     fails(
-        "--cell tanh --steps 200 --hidden 100 --batch 2 --reg 0.25",
+        "--backend cpu --cell tanh --steps 200 --hidden 100 --batch 2 --reg 0.25",
         &[
             "timing tanh tp at T = 200, d = 100, B = 2, r = 0.25 on the CPU",
             "did not converge",
@@ -316,10 +320,10 @@ fn bench_times_tp_with_the_solve_asked_for() {
     }
 }
 
-/// `tpri bench --backend cpu --reps 1 ARGS` (ARGS split at spaces) fails, its error
-/// holding every one of `needles`.
+/// `tpri bench --reps 1 ARGS` (ARGS split at spaces) fails, its error holding every one
+/// of `needles`.
 fn fails(args: &str, needles: &[&str]) {
-    let mut all = vec!["bench", "--backend", "cpu", "--reps", "1"];
+    let mut all = vec!["bench", "--reps", "1"];
     all.extend(args.split(' '));
     let out = cli_support::tpri(&all);
     let err = String::from_utf8_lossy(&out.stderr);

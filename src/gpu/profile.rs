@@ -14,14 +14,14 @@ use anyhow::Result;
 use crate::cg::CgReport;
 use crate::config::Hyper;
 use crate::gpu::buffers::ModelBuffers;
+use crate::gpu::cg_record::{cg_regions, cg_report};
 use crate::gpu::context::{GpuContext, Timer};
 use crate::gpu::iteration::Workspace;
-use crate::gpu::jacobian;
 use crate::gpu::layout::Shape;
 use crate::gpu::options::GpuOptions;
 use crate::gpu::phase::Phase;
+use crate::gpu::readback::Readback;
 use crate::model::Params;
-use crate::plan::Plan;
 use crate::tasks::Batch;
 use crate::validate::check_run;
 
@@ -31,6 +31,9 @@ pub struct Profiler {
     model: ModelBuffers,
     ws: Workspace,
     timer: Option<Timer>,
+    /// The settings the launches were built for (the CG tolerance and cap the report
+    /// checks).
+    hyper: Hyper,
 }
 
 impl Profiler {
@@ -55,6 +58,7 @@ impl Profiler {
             model,
             ws,
             timer,
+            hyper: hyper.clone(),
         })
     }
 
@@ -77,25 +81,12 @@ impl Profiler {
 
     /// The CG report of the last solve for P, or of the GRU's three solves for its P_g,
     /// or of the steps of the last per-step sweep (the jacobian inversion, or P applied by
-    /// per-step solves), converged or not (`CgReport::successive` where there are several);
-    /// `None` for BP and DTP.
+    /// per-step solves), as training reads it (`CgReport::successive` where there are
+    /// several); `None` for BP and DTP. A solve that missed its tolerance in any run since
+    /// the profiler was built is the `CgError` training would raise.
     pub fn cg_report(&self) -> Result<Option<CgReport>> {
-        if self.ws.plan.forms_p() {
-            return self.model.cg.last(&self.ctx).map(Some);
-        }
-        if self.ws.plan.forms_inverses() {
-            let gates = self.model.gates(&self.ctx)?;
-            let reports: Vec<CgReport> = gates
-                .cg
-                .iter()
-                .map(|cg| cg.last(&self.ctx))
-                .collect::<Result<_>>()?;
-            return Ok(Some(CgReport::successive(reports)));
-        }
-        if !matches!(self.ws.plan, Plan::Tp(_)) {
-            return Ok(None);
-        }
-        let reports = jacobian::step_reports(&self.ctx, &self.ws.seq, self.ws.shape)?;
-        Ok(Some(CgReport::successive(reports)))
+        let regions = cg_regions(&self.ctx, &self.model, &self.ws)?;
+        let words = Readback::default().read(&self.ctx, |_| {}, &regions)?;
+        cg_report(&self.ctx, &self.model, &self.ws, &self.hyper, &words)
     }
 }

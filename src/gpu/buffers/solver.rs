@@ -48,13 +48,6 @@ impl CgBuffers {
         })
     }
 
-    /// The last solve's iterations and residual, converged or not (what the benchmarks
-    /// report).
-    pub fn last(&self, ctx: &GpuContext) -> Result<CgReport> {
-        let s: CgState = ctx.read(&self.state, 0, 1)?[0];
-        Ok(CgReport::one(s.iterations as usize, f64::from(s.residual)))
-    }
-
     /// The last solve's report, or the worst failure since the last call as a `CgError`
     /// (the failure record is then cleared). Waits for the device.
     pub fn report(&self, ctx: &GpuContext, tol: f64, max_iter: usize) -> Result<CgReport> {
