@@ -276,18 +276,27 @@ fn bench_times_tp_with_the_solve_asked_for() {
     );
     assert_eq!(small["cg_max_iter"].as_u64(), Some(100), "{small}");
     // A cap the solves cannot meet fails the case, naming it, with advice the bench takes.
-    // On the GPU too, where the solves' failure record is read as training reads it.
+    // On the GPU too, where the solves' failure record is read as training reads it. The
+    // grid goes on past the failed case: BPTT's row is in the report beside the failure.
     let gru = "--cell gru --inversion jacobian --steps 12 --hidden 9 --batch 3";
     for on in ["cpu", "gpu"] {
         let side = if on == "cpu" { "the CPU" } else { "the GPU" };
-        fails(
+        let case = format!("timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on {side}");
+        let report = fails(
             &format!("--backend {on} {gru} --reg 0.01 --cg-max-iter 1"),
             &[
-                &format!("timing gru tp-jacobian at T = 12, d = 9, B = 3, r = 0.01 on {side}"),
+                "1 case(s) failed",
+                &case,
                 "did not converge",
                 "raise --cg-max-iter",
             ],
         );
+        let rows = report["measurements"].as_array().unwrap();
+        assert!(rows.iter().all(|r| r["method"] == "bp"), "{report}");
+        assert!(!rows.is_empty(), "{report}");
+        let failed = report["failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{report}");
+        assert!(failed[0].as_str().unwrap().contains(&case), "{report}");
     }
     // At r = 0.25 the tanh RNN's closed-form targets blow W up in the warm-up iteration
     // (‖W‖_F 11.5 → 7.5e12), and the next solve for P fails: the error names the case.
@@ -320,10 +329,11 @@ fn bench_times_tp_with_the_solve_asked_for() {
     }
 }
 
-/// `tpri bench --reps 1 ARGS` (ARGS split at spaces) fails, its error holding every one
-/// of `needles`.
-fn fails(args: &str, needles: &[&str]) {
-    let mut all = vec!["bench", "--reps", "1"];
+/// `tpri bench --reps 1 ARGS --json …` (ARGS split at spaces) fails, its error holding
+/// every one of `needles`; the report it wrote of the cases that did not fail.
+fn fails(args: &str, needles: &[&str]) -> Value {
+    let json = scratch("fails").join("bench.json");
+    let mut all = vec!["bench", "--reps", "1", "--json", json.to_str().unwrap()];
     all.extend(args.split(' '));
     let out = cli_support::tpri(&all);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -331,4 +341,5 @@ fn fails(args: &str, needles: &[&str]) {
     for w in needles {
         assert!(err.contains(w), "{args}: {w}: {err}");
     }
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }

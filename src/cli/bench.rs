@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use serde::Serialize;
 
@@ -17,6 +17,7 @@ use tpri::gpu::step_probe::{self, ProbeTime};
 use tpri::gpu::{AdapterChoice, F16Conversions, GpuContext, GpuOptions, Storage};
 use tpri::model::CellKind;
 use tpri::plan::{Device, Plan, Sizes, TargetSolve, PER_STEP_PENALTY};
+use tpri::tensor_file::write_atomic;
 
 use super::bench_args::{assumed_machine, cases, check_args, check_memory, iproduct};
 pub use super::bench_args::{BenchArgs, Which};
@@ -58,6 +59,8 @@ struct Report {
     crossover: Vec<CrossoverRow>,
     /// `--probes`: each probe's median time a step.
     probes: Vec<ProbeTime>,
+    /// The error of every case that failed, naming it (the command then fails too).
+    failed: Vec<String>,
 }
 
 /// One size of the crossover study: CPU TP-RI iteration medians both ways.
@@ -165,7 +168,7 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
 
     let sizes = sizes_of(&args, &args.steps, &args.hidden, &args.batch);
     let all_cases: Vec<Case> = args.cell.iter().flat_map(|&c| cases(&args, c)).collect();
-    let measurements = measure_all(&gpu_runs, cpu, &sizes, &all_cases, args.reps)?;
+    let (measurements, mut failed) = measure_all(&gpu_runs, cpu, &sizes, &all_cases, args.reps);
     print_iterations(&measurements);
     print_phases(&measurements, &machine);
     let fits = fit_rows(&measurements);
@@ -180,7 +183,8 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
         );
         let tanh =
             [Method::Tp, Method::Bp].map(|m| Case::of(CellKind::Tanh, m).with_solve(args.solve()));
-        let m = measure_all(&gpu_runs, cpu, &sizes, &tanh, args.reps)?;
+        let (m, regimes_failed) = measure_all(&gpu_runs, cpu, &sizes, &tanh, args.reps);
+        failed.extend(regimes_failed);
         print_regimes(
             &m,
             &args.regime_steps,
@@ -224,10 +228,18 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
             regimes,
             crossover,
             probes,
+            failed: failed.clone(),
         };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} case(s) failed, the rest reported above:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
     Ok(())
 }
@@ -340,19 +352,19 @@ fn option_grid(storage: Storage, args: &BenchArgs) -> Vec<GpuOptions> {
     grid
 }
 
-/// Each case at each size, on every GPU run side by side and on the CPU.
+/// Each case at each size, on every GPU run side by side and on the CPU; with the error of
+/// every case that failed (a solve that does not converge, a run that diverges), naming
+/// it: the grid goes on past it, so that one failed case does not lose the others.
 fn measure_all(
     gpu_runs: &[(Arc<GpuContext>, GpuOptions)],
     cpu: bool,
     sizes: &[Size],
     cases: &[Case],
     reps: usize,
-) -> Result<Vec<Measurement>> {
-    let mut out = Vec::new();
+) -> (Vec<Measurement>, Vec<String>) {
+    let (mut out, mut failed) = (Vec::new(), Vec::new());
     for &size in sizes {
         for &case in cases {
-            // A failed case (a solve that does not converge, a run that diverges) names
-            // what was being timed.
             let timing = |on: &str| {
                 let reg = case.tp_solve().map_or(String::new(), |s| {
                     let tol = s
@@ -370,17 +382,20 @@ fn measure_all(
                 )
             };
             if !gpu_runs.is_empty() {
-                out.extend(
-                    measure_gpu_side_by_side(gpu_runs, size, case, reps)
-                        .with_context(|| timing("the GPU"))?,
-                );
+                match measure_gpu_side_by_side(gpu_runs, size, case, reps) {
+                    Ok(m) => out.extend(m),
+                    Err(e) => failed.push(format!("{:#}", e.context(timing("the GPU")))),
+                }
             }
             if cpu {
-                out.push(measure_cpu(size, case, reps).with_context(|| timing("the CPU"))?);
+                match measure_cpu(size, case, reps) {
+                    Ok(m) => out.push(m),
+                    Err(e) => failed.push(format!("{:#}", e.context(timing("the CPU")))),
+                }
             }
         }
     }
-    Ok(out)
+    (out, failed)
 }
 
 /// What `--solver auto` picks for the CPU's tanh RNN at these sizes (`Plan::new`).
