@@ -296,8 +296,37 @@ fn bench_times_tp_with_the_solve_asked_for() {
         assert!(!rows.is_empty(), "{report}");
         let failed = report["failed"].as_array().unwrap();
         assert_eq!(failed.len(), 1, "{report}");
-        assert!(failed[0].as_str().unwrap().contains(&case), "{report}");
+        let failure = failed[0].as_str().unwrap();
+        assert!(
+            failure.contains(&case) && failure.contains("--cg-max-iter"),
+            "{report}"
+        );
+        assert!(
+            !failure.contains("Hyper::"),
+            "in the command line's words: {report}"
+        );
     }
+    // The crossover study goes on past a failed size too, and the command fails naming it.
+    let report = fails(
+        "--backend cpu --cell tanh --steps 4 --hidden 5 --batch 2 --crossover \
+         --crossover-steps 4,5 --crossover-batch 2 --crossover-hidden 6 --reg 1e-6 \
+         --cg-max-iter 1",
+        &[
+            "3 case(s) failed",
+            "timing the crossover at T = 4, d = 6, B = 2 on the CPU",
+            "timing the crossover at T = 5, d = 6, B = 2 on the CPU",
+        ],
+    );
+    assert_eq!(
+        report["crossover"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    assert_eq!(
+        report["failed"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
     // At r = 0.25 the tanh RNN's closed-form targets blow W up in the warm-up iteration
     // (‖W‖_F 11.5 → 7.5e12), and the next solve for P fails: the error names the case.
     fails(

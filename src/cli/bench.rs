@@ -202,7 +202,9 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
     };
 
     let crossover = if args.crossover {
-        crossover(&args)?
+        let (rows, crossover_failed) = crossover(&args);
+        failed.extend(crossover_failed);
+        rows
     } else {
         Vec::new()
     };
@@ -245,15 +247,16 @@ pub fn run(mut args: BenchArgs) -> Result<()> {
 }
 
 /// Times forming P against per-step solves on the CPU over the crossover grid and prints
-/// each median beside the cost model's choice.
-fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
+/// each median beside the cost model's choice; with the error of every size that failed,
+/// naming it (the grid goes on past it, as `measure_all`'s).
+fn crossover(args: &BenchArgs) -> (Vec<CrossoverRow>, Vec<String>) {
     let d = args.crossover_hidden;
     println!("\nforming P vs per-step solves (CPU TP-RI iteration, d = {d}; auto picks per-step when {PER_STEP_PENALTY}·(T-1)·B < d)");
     println!(
         "{:>6} {:>4} {:>9} {:>12} {:>12} {:>9} {:>9}",
         "T", "B", "(T-1)·B", "formed ms", "per-step ms", "faster", "auto"
     );
-    let mut rows = Vec::new();
+    let (mut rows, mut failed) = (Vec::new(), Vec::new());
     for (t, _, b) in iproduct(&args.crossover_steps, &[d], &args.crossover_batch) {
         let size = Size {
             steps: t,
@@ -263,12 +266,21 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
             output: args.output,
         };
         let time = |solver| measure_cpu_solver(size, args.reps, solver, args.solve());
-        let (formed, per_step) = (time(Solver::Cg)?, time(Solver::PerStep)?);
-        let row = CrossoverRow {
-            size,
-            formed_s: formed.iteration_s,
-            per_step_s: per_step.iteration_s,
-            auto: auto_solver(d, t, b)?,
+        let timed = (|| -> Result<CrossoverRow> {
+            Ok(CrossoverRow {
+                size,
+                formed_s: time(Solver::Cg)?.iteration_s,
+                per_step_s: time(Solver::PerStep)?.iteration_s,
+                auto: auto_solver(d, t, b)?,
+            })
+        })()
+        .with_context(|| format!("timing the crossover at T = {t}, d = {d}, B = {b} on the CPU"));
+        let row = match timed {
+            Ok(row) => row,
+            Err(e) => {
+                failed.push(failure(e));
+                continue;
+            }
         };
         let faster = if row.per_step_s < row.formed_s {
             "per-step"
@@ -288,7 +300,7 @@ fn crossover(args: &BenchArgs) -> Result<Vec<CrossoverRow>> {
         );
         rows.push(row);
     }
-    Ok(rows)
+    (rows, failed)
 }
 
 /// The GPU configurations to time: each `--storage`, and f16 storage once per
@@ -384,18 +396,24 @@ fn measure_all(
             if !gpu_runs.is_empty() {
                 match measure_gpu_side_by_side(gpu_runs, size, case, reps) {
                     Ok(m) => out.extend(m),
-                    Err(e) => failed.push(format!("{:#}", e.context(timing("the GPU")))),
+                    Err(e) => failed.push(failure(e.context(timing("the GPU")))),
                 }
             }
             if cpu {
                 match measure_cpu(size, case, reps) {
                     Ok(m) => out.push(m),
-                    Err(e) => failed.push(format!("{:#}", e.context(timing("the CPU")))),
+                    Err(e) => failed.push(failure(e.context(timing("the CPU")))),
                 }
             }
         }
     }
     (out, failed)
+}
+
+/// A failed case's error as the report keeps it: in the command line's words (flags, not
+/// API names), as the error the command ends with.
+fn failure(e: anyhow::Error) -> String {
+    super::errors::rewrite(&format!("{e:#}"), super::errors::BENCH)
 }
 
 /// What `--solver auto` picks for the CPU's tanh RNN at these sizes (`Plan::new`).
