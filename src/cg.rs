@@ -56,6 +56,20 @@ impl CgReport {
             .fold(CgReport::one(0, 0.0), CgReport::worse)
     }
 
+    /// The reports of groups of sequences that ran the same solves in the same order (the
+    /// CPU's core groups of a sweep), solve by solve: each solve's worst over the groups,
+    /// which is what it reports over all the sequences, whatever the split.
+    pub fn worst_by_solve(groups: impl IntoIterator<Item = Vec<CgReport>>) -> Vec<CgReport> {
+        let mut groups = groups.into_iter();
+        let mut solves = groups.next().unwrap_or_default();
+        for group in groups {
+            for (all, r) in solves.iter_mut().zip(group) {
+                *all = all.worse(r);
+            }
+        }
+        solves
+    }
+
     /// Solves run one after another (the steps of a sweep, the three P_g): the most
     /// iterations and the largest residual of any, their solves and iterations summed.
     pub fn successive(reports: impl IntoIterator<Item = CgReport>) -> CgReport {

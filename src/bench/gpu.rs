@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 
 use super::{check_reps, gpu_label, median, problem, Case, Measurement, Size};
 use crate::config::Method;
-use crate::gpu::{GpuContext, GpuOptions, Phase, Profiler};
+use crate::gpu::{GpuContext, GpuOptions, Phase, Profiler, GPU_CG_TOL};
 
 /// One GPU configuration of a case being timed: its buffers and the samples so far.
 struct Timing {
@@ -75,10 +75,7 @@ impl Timing {
             method: self.case.method,
             inversion: self.case.inversion,
             reg: self.case.tp_solve().map(|s| s.reg),
-            cg_tol: self
-                .case
-                .tp_solve()
-                .map(|s| s.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)),
+            cg_tol: self.case.tp_solve().map(|s| s.tol_or(GPU_CG_TOL)),
             cg_max_iter: self.case.tp_solve().map(|s| s.cg_max_iter),
             size: self.size,
             iteration_s: median(&self.samples),

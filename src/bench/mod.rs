@@ -124,9 +124,9 @@ impl Solve {
         settings(Case::of(CellKind::Tanh, Method::Tp).with_solve(*self)).validate()
     }
 
-    /// The tolerance the CPU reference solves to.
-    pub fn cpu_tol(&self) -> f64 {
-        self.cg_tol.unwrap_or(CPU_CG_TOL)
+    /// The tolerance a backend whose own is `default` solves to.
+    pub fn tol_or(&self, default: f64) -> f64 {
+        self.cg_tol.unwrap_or(default)
     }
 }
 
@@ -420,7 +420,7 @@ fn time_cpu(size: Size, case: Case, reps: usize, solver: Option<Solver>) -> Resu
         method: case.method,
         inversion: case.inversion,
         reg: case.tp_solve().map(|s| s.reg),
-        cg_tol: case.tp_solve().map(|s| s.cpu_tol()),
+        cg_tol: case.tp_solve().map(|s| s.tol_or(CPU_CG_TOL)),
         cg_max_iter: case.tp_solve().map(|s| s.cg_max_iter),
         size,
         iteration_s: median(&samples),

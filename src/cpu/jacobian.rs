@@ -302,18 +302,11 @@ pub fn jacobian_sweep_steps(
     });
     let mut outcomes = outcomes.into_inner().expect("no thread panicked");
     outcomes.sort_by_key(|(first, _)| *first);
-    let mut reports: Vec<CgReport> = Vec::new();
-    for (_, outcome) in outcomes {
-        let group = outcome?;
-        if reports.is_empty() {
-            reports = group;
-        } else {
-            for (worst, r) in reports.iter_mut().zip(group) {
-                *worst = CgReport::worst([*worst, r]);
-            }
-        }
-    }
-    Ok(reports)
+    let groups = outcomes
+        .into_iter()
+        .map(|(_, outcome)| outcome)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(CgReport::worst_by_solve(groups))
 }
 
 /// One group's sweep: its sequences' v_{t−1} from v_t for t = T … 2, each step's report in

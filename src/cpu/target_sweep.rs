@@ -166,19 +166,12 @@ pub fn target_sweep_steps(
             .expect("no thread panics holding it")
             .push(outcome);
     });
-    // Every group runs the same solves in the same order: each solve's report over all
-    // sequences is the worst group's, whatever the split, and the sweep's their succession.
-    let mut solves: Vec<CgReport> = Vec::new();
-    for outcome in outcomes.into_inner().expect("no thread panicked") {
-        let group = outcome?;
-        if solves.is_empty() {
-            solves = group;
-        } else {
-            for (all, r) in solves.iter_mut().zip(group) {
-                *all = all.worse(r);
-            }
-        }
-    }
+    let groups = outcomes
+        .into_inner()
+        .expect("no thread panicked")
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let solves = CgReport::worst_by_solve(groups);
     Ok((!solves.is_empty()).then(|| CgReport::successive(solves)))
 }
 
