@@ -56,7 +56,7 @@ fn cpu_reference(c: &mut Criterion) {
     let (params, batch, hyper) =
         problem(Size::PAPER, Case::of(CellKind::Tanh, Method::Tp), 1).unwrap();
     let tp = &hyper.tp;
-    let h = cpu::forward::forward(&params, &batch.x);
+    let h = cpu::forward::forward(&params, &batch.x).unwrap();
     let top = cpu::head::head(&params, &h[784], &batch.y, hyper.loss).expect("head");
     let cg = |warm| {
         cpu::inverse::inverse_cg(&params.w_hh, tp.reg, CPU_CG_TOL, tp.cg_max_iter, warm)
@@ -73,11 +73,12 @@ fn cpu_reference(c: &mut Criterion) {
         &top.grad_h,
         tp.lr_target,
         tp.target_mode,
-    );
+    )
+    .unwrap();
     let mut g = c.benchmark_group("cpu f64 T=784 d=100 B=16");
     g.sample_size(10);
     g.bench_function("forward", |b| {
-        b.iter(|| cpu::forward::forward(&params, &batch.x))
+        b.iter(|| cpu::forward::forward(&params, &batch.x).unwrap())
     });
     g.bench_function("P by CG, cold", |b| b.iter(|| cg(None)));
     g.bench_function("P by CG, warm (after an update)", |b| {
@@ -97,11 +98,12 @@ fn cpu_reference(c: &mut Criterion) {
                 tp.lr_target,
                 tp.target_mode,
             )
+            .unwrap()
         })
     });
     // The reference fuses the reductions into its BPTT loop.
     g.bench_function("bptt with gradient reductions", |b| {
-        b.iter(|| cpu::bptt::bptt(&params, &batch.x, &h, Injection::Targets(&v), true))
+        b.iter(|| cpu::bptt::bptt(&params, &batch.x, &h, Injection::Targets(&v), true).unwrap())
     });
     g.finish();
 }

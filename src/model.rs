@@ -230,8 +230,23 @@ impl Params {
         }
     }
 
-    /// The tanh RNN's bias b of docs/ALGORITHM.md §1: the sum `b_ih + b_hh` of its two.
-    pub fn tanh_bias(&self) -> DMatrix<f64> {
+    /// The tanh RNN's bias b of docs/ALGORITHM.md §1: the sum `b_ih + b_hh` of its two (an
+    /// error naming `Params::b_hh` where the two differ in shape).
+    pub fn tanh_bias(&self) -> Result<DMatrix<f64>> {
+        if self.b_hh.shape() != self.b.shape() {
+            let shape = |m: &DMatrix<f64>| shape_of(&[m.nrows(), m.ncols()]);
+            return Err(Error::shape(
+                "Params::b_hh (rnn.b_hh)",
+                shape(&self.b_hh),
+                format!("{}, the shape of Params::b", shape(&self.b)),
+            )
+            .into());
+        }
+        Ok(self.bias_sum())
+    }
+
+    /// `tanh_bias` of parameters whose shapes are checked (`validate::check_param_shapes`).
+    pub(crate) fn bias_sum(&self) -> DMatrix<f64> {
         &self.b + &self.b_hh
     }
 
@@ -244,18 +259,15 @@ impl Params {
             .sqrt()
     }
 
-    /// Zeros of the same cell and sizes, with a reverse layer and an embedding table where
-    /// these have them (a gradient or an optimizer slot).
+    /// Zeros of the same cell and shapes, with a reverse layer and an embedding table where
+    /// these have them (a gradient or an optimizer slot): tensor by tensor, so that it
+    /// takes no more memory than these parameters, whatever their shapes.
     pub fn zeros_like(&self) -> Self {
-        let d = self.dims().hidden;
-        Self {
-            dtp: self.dtp.as_ref().map(|_| ReverseLayer::zeros(d)),
-            embedding: self
-                .embedding
-                .as_ref()
-                .map(|e| DMatrix::zeros(e.nrows(), e.ncols())),
-            ..Self::zeroed(self.cell, self.dims())
+        let mut zeros = self.clone();
+        for m in zeros.tensors_mut() {
+            m.fill(0.0);
         }
+        zeros
     }
 
     /// Checks that every size is at least 1, that the tensors of a `cell` model of sizes

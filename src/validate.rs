@@ -80,44 +80,7 @@ pub fn check_batch(params: &Params, batch: &Batch) -> Result<()> {
 /// value finite; then that `y` has one row per sequence of `x` (and per-step labels one
 /// column per step; the loss checks the rest, [`check_targets`]).
 pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
-    let p = dims.input;
-    let Some(first) = batch.x.first() else {
-        return Err(Error::shape("Batch::x", "[B, 0, p]", "at least one time step (T ≥ 1)").into());
-    };
-    let b = first.nrows();
-    if b == 0 {
-        return Err(Error::shape(
-            "Batch::x",
-            format!("[0, {}, {}]", batch.x.len(), first.ncols()),
-            "at least one sequence (B ≥ 1)",
-        )
-        .into());
-    }
-    for (t, x_t) in batch.x.iter().enumerate() {
-        if x_t.shape() != (b, p) {
-            return Err(Error::shape(
-                format!("Batch::x (step {})", t + 1),
-                shape_of(&[x_t.nrows(), x_t.ncols()]),
-                format!(
-                    "[{b}, {p}] (B = {b} sequences as in step 1, p = {p} columns of Params::w_ih)"
-                ),
-            )
-            .into());
-        }
-        if let Some(k) = x_t.iter().position(|v| !v.is_finite()) {
-            return Err(Error::value(
-                "Batch::x",
-                format!(
-                    "holds {} at step {}, sequence {}, input {}",
-                    x_t.as_slice()[k],
-                    t + 1,
-                    k % b,
-                    k / b
-                ),
-            )
-            .into());
-        }
-    }
+    let b = check_input_steps(dims.input, &batch.x)?;
     let rows = batch.y.len();
     let t_len = batch.x.len();
     if let Targets::StepLabels(l) = &batch.y {
@@ -144,6 +107,50 @@ pub fn check_inputs(dims: Dims, batch: &Batch) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Checks inputs x_1 … x_T (`Batch::x`, or a reference kernel's `x`) for a model with `p`
+/// inputs: at least one step, at least one sequence, every step of shape [B, p] (B from
+/// the first step), every value finite. Returns B.
+pub fn check_input_steps(p: usize, x: &[DMatrix<f64>]) -> Result<usize> {
+    let Some(first) = x.first() else {
+        return Err(Error::shape("Batch::x", "[B, 0, p]", "at least one time step (T ≥ 1)").into());
+    };
+    let b = first.nrows();
+    if b == 0 {
+        return Err(Error::shape(
+            "Batch::x",
+            format!("[0, {}, {}]", x.len(), first.ncols()),
+            "at least one sequence (B ≥ 1)",
+        )
+        .into());
+    }
+    for (t, x_t) in x.iter().enumerate() {
+        if x_t.shape() != (b, p) {
+            return Err(Error::shape(
+                format!("Batch::x (step {})", t + 1),
+                shape_of(&[x_t.nrows(), x_t.ncols()]),
+                format!(
+                    "[{b}, {p}] (B = {b} sequences as in step 1, p = {p} columns of Params::w_ih)"
+                ),
+            )
+            .into());
+        }
+        if let Some(k) = x_t.iter().position(|v| !v.is_finite()) {
+            return Err(Error::value(
+                "Batch::x",
+                format!(
+                    "holds {} at step {}, sequence {}, input {}",
+                    x_t.as_slice()[k],
+                    t + 1,
+                    k % b,
+                    k / b
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(b)
 }
 
 /// That every label is a class of the head's `q`.

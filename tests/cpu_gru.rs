@@ -33,7 +33,7 @@ fn tanh_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) 
     params.b = random(rng, d, 1, 0.2);
     params.b_hh = random(rng, d, 1, 0.2);
     let x = inputs(rng, t_len, b, p);
-    let h = forward(&params, &x);
+    let h = forward(&params, &x).unwrap();
     TanhModel { params, x, h }
 }
 
@@ -46,7 +46,7 @@ struct TanhModel {
 fn tanh_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
     let mut a = h_prev * params.w_hh.transpose() + x_t * params.w_ih.transpose();
     for mut row in a.row_iter_mut() {
-        row += params.tanh_bias().transpose();
+        row += params.tanh_bias().unwrap().transpose();
     }
     a.map(f64::tanh)
 }
@@ -65,12 +65,12 @@ fn gru_model(rng: &mut ChaCha8Rng, b: usize, p: usize, d: usize, t_len: usize) -
     };
     let params = random_params(rng, CellKind::Gru, dims(p, d, 2), init);
     let x = inputs(rng, t_len, b, p);
-    let h = gru_forward(&params, &x);
+    let h = gru_forward(&params, &x).unwrap();
     GruModel { params, x, h }
 }
 
 fn gru_step(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> DMatrix<f64> {
-    gru_output(&gru_gates(params, h_prev, x_t), h_prev)
+    gru_output(&gru_gates(params, h_prev, x_t).unwrap(), h_prev).unwrap()
 }
 
 /// Checks JVP and VJP of `cell` at step t against central differences of `step`
@@ -89,7 +89,7 @@ fn check_products(
     // J u: a directional difference (each row is its own sequence, so one difference
     // serves the whole batch).
     let fd_jvp = (step(&(h_prev + &u * eps)) - step(&(h_prev - &u * eps))) / (2.0 * eps);
-    let jvp = cell.jvp(t, &u);
+    let jvp = cell.jvp(t, &u).unwrap();
     check("JVP", &jvp, &fd_jvp, 1e-6);
     // Jᵀ w: the gradient of ⟨w, F(h)⟩, entry by entry.
     let phi = |h: &DMatrix<f64>| w.dot(&step(h));
@@ -98,7 +98,7 @@ fn check_products(
         e[(i, j)] = eps;
         (phi(&(h_prev + &e)) - phi(&(h_prev - &e))) / (2.0 * eps)
     });
-    let vjp = cell.vjp(t, &w);
+    let vjp = cell.vjp(t, &w).unwrap();
     check("VJP", &vjp, &fd_vjp, 1e-6);
     let (lhs, rhs) = (w.dot(&jvp), vjp.dot(&u));
     assert!(
@@ -114,7 +114,7 @@ fn dense_jacobian(cell: &dyn Cell, t: usize, b: usize, d: usize, i: usize) -> DM
         let mut e = DMatrix::zeros(b, d);
         e.column_mut(k).fill(1.0);
         j.column_mut(k)
-            .copy_from(&cell.jvp(t, &e).row(i).transpose());
+            .copy_from(&cell.jvp(t, &e).unwrap().row(i).transpose());
     }
     j
 }
@@ -149,7 +149,7 @@ fn tanh_products_match_finite_differences() {
     let mut rng = rng(1);
     for (b, p, d, t_len) in [(3, 2, 5, 4), (2, 1, 1, 1), (1, 3, 4, 2)] {
         let m = tanh_model(&mut rng, b, p, d, t_len);
-        let cell = TanhCell::new(&m.params, &m.h);
+        let cell = TanhCell::new(&m.params, &m.h).unwrap();
         assert_eq!(cell.steps(), t_len);
         for t in 1..=t_len {
             let x_t = &m.x[t - 1];
@@ -169,7 +169,7 @@ fn gru_products_match_finite_differences() {
     let mut rng = rng(2);
     for (b, p, d, t_len) in [(3, 2, 5, 4), (2, 1, 1, 1), (1, 3, 4, 2)] {
         let m = gru_model(&mut rng, b, p, d, t_len);
-        let cell = GruCell::new(&m.params, &m.x, &m.h);
+        let cell = GruCell::new(&m.params, &m.x, &m.h).unwrap();
         assert_eq!(cell.steps(), t_len);
         for t in 1..=t_len {
             let x_t = &m.x[t - 1];
@@ -191,7 +191,7 @@ fn per_step_cg_matches_dense_solve_tanh() {
     let mut rng = rng(3);
     for (b, d) in [(3, 5), (2, 1)] {
         let m = tanh_model(&mut rng, b, 2, d, 3);
-        check_cg_dense(&mut rng, &TanhCell::new(&m.params, &m.h), b, d);
+        check_cg_dense(&mut rng, &TanhCell::new(&m.params, &m.h).unwrap(), b, d);
     }
 }
 
@@ -200,7 +200,12 @@ fn per_step_cg_matches_dense_solve_gru() {
     let mut rng = rng(4);
     for (b, d) in [(3, 5), (2, 1)] {
         let m = gru_model(&mut rng, b, 2, d, 3);
-        check_cg_dense(&mut rng, &GruCell::new(&m.params, &m.x, &m.h), b, d);
+        check_cg_dense(
+            &mut rng,
+            &GruCell::new(&m.params, &m.x, &m.h).unwrap(),
+            b,
+            d,
+        );
     }
 }
 
@@ -208,7 +213,7 @@ fn per_step_cg_matches_dense_solve_gru() {
 fn per_step_cg_reports_impossible_tolerance() {
     let mut rng = rng(5);
     let m = gru_model(&mut rng, 3, 2, 6, 2);
-    let cell = GruCell::new(&m.params, &m.x, &m.h);
+    let cell = GruCell::new(&m.params, &m.x, &m.h).unwrap();
     let u = random(&mut rng, 3, 6, 1.0);
     let err = per_step_cg(&cell, 2, &u, 1e-3, 1e-30, 2).unwrap_err();
     let cg = tpri::error::cg_error(&err).expect("a CgError");
@@ -222,7 +227,7 @@ fn per_step_cg_reports_impossible_tolerance() {
 fn per_step_cg_rejects_bad_input() {
     let mut rng = rng(6);
     let m = tanh_model(&mut rng, 2, 2, 3, 2);
-    let cell = TanhCell::new(&m.params, &m.h);
+    let cell = TanhCell::new(&m.params, &m.h).unwrap();
     let u = random(&mut rng, 2, 3, 1.0);
     for reg in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         assert!(per_step_cg(&cell, 1, &u, reg, 1e-10, 10).is_err());
@@ -256,9 +261,10 @@ fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
             &grad_h,
             lr_target,
             TargetMode::Linearized,
-        );
+        )
+        .unwrap();
         let v_top = &m.h[t_len] - &grad_h * lr_target;
-        let cell = TanhCell::new(&m.params, &m.h);
+        let cell = TanhCell::new(&m.params, &m.h).unwrap();
         let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, reg, 1e-12, 200).unwrap();
         assert_eq!(v.len(), t_len + 1);
         assert_eq!(reports.len(), t_len - 1);
@@ -274,7 +280,7 @@ fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
 fn gru_jacobian_sweep_fixed_point_and_steps() {
     let mut rng = rng(8);
     let m = gru_model(&mut rng, 3, 2, 4, 5);
-    let cell = GruCell::new(&m.params, &m.x, &m.h);
+    let cell = GruCell::new(&m.params, &m.x, &m.h).unwrap();
     // Targets at the states stay at the states exactly.
     let (v, _) = jacobian_sweep(&cell, &m.h, &m.h[5], 0.1, 1e-12, 100).unwrap();
     assert_eq!(v, m.h);
@@ -343,7 +349,7 @@ fn gru_per_gate_inverses_and_sweep() {
         );
     }
     // Step T by hand, one sequence (row) at a time: column vectors as in the docs.
-    let g = gru_gates(&m.params, &m.h[t_len - 1], &m.x[t_len - 1]);
+    let g = gru_gates(&m.params, &m.h[t_len - 1], &m.x[t_len - 1]).unwrap();
     let slope = |u: f64| {
         let c = u.clamp(1e-3, 1.0 - 1e-3);
         c * (1.0 - c)
@@ -420,7 +426,7 @@ fn gru_forward_matches_the_pytorch_equations() {
 
 /// ½ Σ (V h_T + c − y)², a plain regression loss on the head, and its gradient at h_T.
 fn gru_loss(params: &Params, x: &[DMatrix<f64>], y: &DMatrix<f64>) -> f64 {
-    let h = gru_forward(params, x);
+    let h = gru_forward(params, x).unwrap();
     let mut out = h.last().unwrap() * params.head_w.transpose();
     for mut row in out.row_iter_mut() {
         row += params.head_b.transpose();
@@ -441,7 +447,7 @@ fn gru_bptt_matches_finite_differences() {
             row += m.params.head_b.transpose();
         }
         let g_t = (out - &y) * &m.params.head_w;
-        let grads = gru_bptt(&m.params, &m.x, &m.h, Injection::Top(&g_t), true);
+        let grads = gru_bptt(&m.params, &m.x, &m.h, Injection::Top(&g_t), true).unwrap();
         assert_eq!(grads.rnn.error_norms.len(), t_len);
         assert!((grads.rnn.error_norms[t_len - 1] - g_t.norm()).abs() <= 1e-15);
         let what = format!("BP (b {b} p {p} d {d} T {t_len})");
@@ -486,10 +492,11 @@ fn gru_surrogate_gradients_match_finite_differences() {
                 .map(|h| h + random(&mut rng, b, d, 0.3))
                 .collect();
         for through_time in [true, false] {
-            let grads = gru_bptt(&m.params, &m.x, &m.h, Injection::Targets(&v), through_time);
+            let grads =
+                gru_bptt(&m.params, &m.x, &m.h, Injection::Targets(&v), through_time).unwrap();
             let what = format!("through_time {through_time} (b {b} p {p} d {d} T {t_len})");
             check_recurrent_grads(&m.params, &grads, &what, |params| {
-                let h = gru_forward(params, &m.x);
+                let h = gru_forward(params, &m.x).unwrap();
                 (1..=t_len)
                     .map(|t| {
                         let h_t = if through_time {
@@ -525,58 +532,10 @@ fn gru_sequences_do_not_depend_on_their_batch() {
             ms.iter().map(|m| m.rows(s, 1).into_owned()).collect()
         };
         let (x, h) = (row(&m.x), row(&m.h));
-        assert_eq!(gru_forward(&m.params, &x), h, "h of sequence {s}");
+        assert_eq!(gru_forward(&m.params, &x).unwrap(), h, "h of sequence {s}");
         let alone = gru_per_gate_sweep(&m.params, &p, &x, &h, &v_top.rows(s, 1).into_owned());
         assert_eq!(alone.unwrap(), row(&v), "v of sequence {s}");
     }
-}
-
-/// The gates the forward pass keeps for the backward passes are those `gate_history` forms
-/// from its states afresh (all steps at once, split over the cores by columns, not by
-/// sequences), bit for bit; so BPTT and the per-gate sweep give the same bits at the kept
-/// gates as at gates formed again.
-#[test]
-fn kept_gates_are_the_gates_of_the_states() {
-    use tpri::cpu::gru::{gate_history, gru_bptt_steps, gru_forward_steps};
-    use tpri::cpu::gru_per_gate::gru_per_gate_sweep_steps;
-    use tpri::cpu::steps::Steps;
-    let mut r = rng(78);
-    let (b, p, d, t_len) = (16, 3, 64, 100);
-    let m = gru_model(&mut r, b, p, d, t_len);
-    let x = Steps::from_rows(&m.x, b, p);
-    let (mut h, mut gates) = (Steps::zeros(t_len + 1, b, d), Steps::zeros(t_len, b, 4 * d));
-    gru_forward_steps(&m.params, &x, &mut h, &mut gates);
-    assert_eq!(h.to_rows(), m.h, "h");
-    assert_eq!(gate_history(&m.params, &x, &h), gates, "gates");
-    let v_top = &m.h[t_len] - random(&mut r, b, d, 0.1);
-    let v: Vec<_> =
-        m.h.iter()
-            .map(|h_t| h_t + random(&mut r, b, d, 0.1))
-            .collect();
-    let v = Steps::from_rows(&v, b, d);
-    for through_time in [true, false] {
-        let grads = |kept| {
-            let injection = Injection::Targets(&v);
-            gru_bptt_steps(&m.params, &x, (&h, kept), injection, through_time)
-        };
-        let (a, c) = (grads(Some(&gates)), grads(None));
-        assert_eq!(a.rnn.w_hh, c.rnn.w_hh, "∇W through time: {through_time}");
-        assert_eq!((a.rnn.w_ih, a.rnn.b, a.b_hh), (c.rnn.w_ih, c.rnn.b, c.b_hh));
-        assert_eq!(a.rnn.error_norms, c.rnn.error_norms);
-    }
-    let tp = TpConfig {
-        reg: 1.0,
-        ..TpConfig::default()
-    };
-    let (p_gates, _) = gate_inverses(&m.params, &tp, true).unwrap();
-    let sweep = |kept| {
-        let mut out = Steps::zeros(t_len + 1, b, d);
-        out.step_mut(t_len)
-            .copy_from_slice(v_top.transpose().as_slice());
-        gru_per_gate_sweep_steps(&m.params, &p_gates, &x, (&h, kept), &mut out);
-        out
-    };
-    assert_eq!(sweep(Some(&gates)), sweep(None), "per-gate targets");
 }
 
 /// The jacobian sweep splits the batch over the cores where it is large enough, each group
@@ -608,19 +567,19 @@ fn jacobian_sweep_split_over_cores_is_each_sequence_alone() {
             }
         }
         let states = |x: &[DMatrix<f64>]| match cell_kind {
-            CellKind::Tanh => forward(&params, x),
-            CellKind::Gru => gru_forward(&params, x),
+            CellKind::Tanh => forward(&params, x).unwrap(),
+            CellKind::Gru => gru_forward(&params, x).unwrap(),
         };
         let sweep = |x: &[DMatrix<f64>], h: &[DMatrix<f64>], v_top: &DMatrix<f64>| {
             let tanh;
             let gru;
             let cell: &dyn Cell = match cell_kind {
                 CellKind::Tanh => {
-                    tanh = TanhCell::new(&params, h);
+                    tanh = TanhCell::new(&params, h).unwrap();
                     &tanh
                 }
                 CellKind::Gru => {
-                    gru = GruCell::new(&params, x, h);
+                    gru = GruCell::new(&params, x, h).unwrap();
                     &gru
                 }
             };

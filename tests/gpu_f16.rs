@@ -246,7 +246,9 @@ fn f16_storage_rounds_each_stored_value_once() {
         check(&format!("∇c {what}"), &got.grads.head_b, &head.grad_b, TOL);
         let through_time = hyper.method == Method::Bp || hyper.tp.tp_grad == TpGrad::ThroughTime;
         let rnn = match &got.v {
-            None => tpri::cpu::bptt::bptt(&p, &batch.x, h, Injection::Top(&head.grad_h), true),
+            None => {
+                tpri::cpu::bptt::bptt(&p, &batch.x, h, Injection::Top(&head.grad_h), true).unwrap()
+            }
             Some(v) => {
                 let p_inv = CpuBackend::new()
                     .trace(&p, &batch, &hyper)
@@ -261,7 +263,8 @@ fn f16_storage_rounds_each_stored_value_once() {
                     &head.grad_h,
                     hyper.tp.lr_target,
                     hyper.tp.target_mode,
-                );
+                )
+                .unwrap();
                 // One rounding of each stored offset (≤ u), on top of f32 arithmetic.
                 check_all(
                     &format!("v − h {what}"),
@@ -269,7 +272,7 @@ fn f16_storage_rounds_each_stored_value_once() {
                     &offsets(&want_v, h),
                     U16 + TOL,
                 );
-                tpri::cpu::bptt::bptt(&p, &batch.x, h, Injection::Targets(v), through_time)
+                tpri::cpu::bptt::bptt(&p, &batch.x, h, Injection::Targets(v), through_time).unwrap()
             }
         };
         check(&format!("∇W {what}"), &got.grads.w_hh, &rnn.w_hh, TOL);

@@ -30,7 +30,7 @@ fn forward_matches_reference() {
         let e = check_all(
             &format!("h (d={d}, T={t}, B={b})"),
             &gpu::one_shot::forward(&ctx, &params, &x).unwrap(),
-            &cpu::forward::forward(&params, &x),
+            &cpu::forward::forward(&params, &x).unwrap(),
             TOL,
         );
         eprintln!("forward d={d} T={t} B={b}: {e:.2e}");
@@ -61,7 +61,7 @@ fn forward_with_sequences_per_workgroup_matches_reference() {
             let t = 5 + 4 * ((i + j) % 4); // 5, 9, 13, 17
             let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 40 + i as u64, 1.0);
             let x = inputs(&mut rng(400 + (10 * i + j) as u64), t, batch, 3);
-            let want = cpu::forward::forward(&params, &x);
+            let want = cpu::forward::forward(&params, &x).unwrap();
             for b in [1, 2, 4, 8]
                 .into_iter()
                 .filter(|b| b * d <= gpu::MAX_HIDDEN)
@@ -91,7 +91,7 @@ fn forward_with_sequences_per_workgroup_across_segments_matches_reference() {
     {
         let params = seeded_params(CellKind::Tanh, dims(2, d, 2), 50 + i as u64, 1.0);
         let x = inputs(&mut rng(500 + i as u64), 17, batch, 2);
-        let want = cpu::forward::forward(&params, &x);
+        let want = cpu::forward::forward(&params, &x).unwrap();
         for b in [2, 4, 8].into_iter().filter(|b| b * d <= gpu::MAX_HIDDEN) {
             for k in [3, 4] {
                 let got = gpu::one_shot::forward_with(
@@ -121,7 +121,7 @@ fn forward_with_sequences_per_workgroup_stores_f16() {
     for (i, (d, batch)) in [(1, 7), (7, 33), (33, 7), (257, 7)].into_iter().enumerate() {
         let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 60 + i as u64, 1.0);
         let x = inputs(&mut rng(600 + i as u64), 9, batch, 3);
-        let want = cpu::forward::forward(&params, &x);
+        let want = cpu::forward::forward(&params, &x).unwrap();
         for b in [1, 2, 4, 8]
             .into_iter()
             .filter(|b| b * d <= gpu::MAX_HIDDEN)
@@ -323,7 +323,7 @@ fn bptt_matches_reference_in_every_mode() {
         let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 20 + i as u64, 1.0);
         let mut r = rng(400 + i as u64);
         let x = inputs(&mut r, t, b, 3);
-        let h = cpu::forward::forward(&params, &x);
+        let h = cpu::forward::forward(&params, &x).unwrap();
         let g_top = random(&mut r, b, d, 0.5);
         let v: Vec<_> = h
             .iter()
@@ -343,7 +343,7 @@ fn bptt_matches_reference_in_every_mode() {
             ),
         ];
         for (name, injection, through_time) in cases {
-            let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
+            let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time).unwrap();
             let got = gpu::one_shot::bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
             let e = check_grads(&format!("{name}, d={d}, T={t}, B={b}"), &got, &want);
             eprintln!("bptt ({name}, d={d}, T={t}, B={b}): ∇b {e:.2e}");
@@ -380,7 +380,7 @@ fn bptt_with_sequences_per_workgroup_matches_reference() {
             let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 80 + i as u64, 1.0);
             let mut r = rng(800 + (10 * i + j) as u64);
             let x = inputs(&mut r, t, batch, 3);
-            let h = cpu::forward::forward(&params, &x);
+            let h = cpu::forward::forward(&params, &x).unwrap();
             let g: Vec<_> = (0..=t).map(|_| random(&mut r, batch, d, 0.5)).collect();
             let v: Vec<_> = h
                 .iter()
@@ -393,7 +393,7 @@ fn bptt_with_sequences_per_workgroup_matches_reference() {
                 ("TP local", Injection::Targets(&v[..]), false),
             ];
             for (name, injection, through_time) in cases {
-                let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time);
+                let want = cpu::bptt::bptt(&params, &x, &h, injection, through_time).unwrap();
                 for b in [1, 2, 4, 8]
                     .into_iter()
                     .filter(|b| b * d <= gpu::MAX_HIDDEN)
@@ -433,13 +433,13 @@ fn bptt_with_sequences_per_workgroup_across_segments_matches_reference() {
         let params = seeded_params(CellKind::Tanh, dims(2, d, 2), 90 + i as u64, 1.0);
         let mut r = rng(900 + i as u64);
         let x = inputs(&mut r, 17, batch, 2);
-        let h = cpu::forward::forward(&params, &x);
+        let h = cpu::forward::forward(&params, &x).unwrap();
         let v: Vec<_> = h
             .iter()
             .map(|h_t| h_t + random(&mut r, batch, d, 0.1))
             .collect();
         let injection = Injection::Targets(&v[..]);
-        let want = cpu::bptt::bptt(&params, &x, &h, injection, true);
+        let want = cpu::bptt::bptt(&params, &x, &h, injection, true).unwrap();
         for b in [2, 4, 8].into_iter().filter(|b| b * d <= gpu::MAX_HIDDEN) {
             for k in [3, 4] {
                 let options = packed(b, Some(k), Storage::F32);
@@ -488,7 +488,7 @@ fn optimizers_match_reference_over_three_steps() {
         let mut s_gpu = s_cpu.clone();
         for step in 0..3u64 {
             let g = seeded_params(CellKind::Tanh, d, 31 + step, 1.0);
-            cpu::optimizer::optimizer_step(&cfg, &mut s_cpu, &mut p_cpu, &g);
+            cpu::optimizer::optimizer_step(&cfg, &mut s_cpu, &mut p_cpu, &g).unwrap();
             gpu::one_shot::optimizer_step(&ctx, &cfg, &mut s_gpu, &mut p_gpu, &g).unwrap();
         }
         assert_eq!(s_gpu.step, s_cpu.step);
@@ -572,7 +572,7 @@ fn target_sweep_matches_reference_in_every_mode() {
         let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 40 + i as u64, 1.0);
         let mut r = rng(700 + i as u64);
         let x = inputs(&mut r, t, b, 3);
-        let h = cpu::forward::forward(&params, &x);
+        let h = cpu::forward::forward(&params, &x).unwrap();
         let g_top = random(&mut r, b, d, 0.5);
         let p_inv = cpu::inverse::inverse_cholesky(&params.w_hh, 1.0).unwrap();
         let modes = [
@@ -584,7 +584,8 @@ fn target_sweep_matches_reference_in_every_mode() {
         // resolution of h, which is why the kernel carries offsets v − h; check those.
         for (mode, lr_target) in modes.iter().flat_map(|&m| [(m, 0.1), (m, 1e-4)]) {
             let want =
-                cpu::target_sweep::target_sweep(&params, &p_inv, &x, &h, &g_top, lr_target, mode);
+                cpu::target_sweep::target_sweep(&params, &p_inv, &x, &h, &g_top, lr_target, mode)
+                    .unwrap();
             let got =
                 gpu::one_shot::target_sweep(&ctx, &params, &p_inv, &x, &h, &g_top, lr_target, mode)
                     .unwrap();
@@ -616,14 +617,15 @@ fn target_sweep_with_sequences_per_workgroup_matches_reference() {
             let params = seeded_params(CellKind::Tanh, dims(3, d, 2), 100 + i as u64, 0.5);
             let mut r = rng(1000 + (10 * i + j) as u64);
             let x = inputs(&mut r, t, batch, 3);
-            let h = cpu::forward::forward(&params, &x);
+            let h = cpu::forward::forward(&params, &x).unwrap();
             let g_top = random(&mut r, batch, d, 0.5);
             let p_inv = cpu::inverse::inverse_cholesky(&params.w_hh, 1.0).unwrap();
             let lr_target = [0.1, 1e-4][(i + j) % 2];
             for mode in modes {
                 let want = cpu::target_sweep::target_sweep(
                     &params, &p_inv, &x, &h, &g_top, lr_target, mode,
-                );
+                )
+                .unwrap();
                 let fits = |b: &usize| b * d <= gpu::MAX_HIDDEN;
                 // Segments (K = 3, 4) where the sweep has more steps than that, at b > 1.
                 let split = [2, 4, 8]
@@ -672,7 +674,7 @@ fn forward_matches_reference_at_the_papers_length() {
     let ctx = ctx();
     let params = seeded_params(CellKind::Tanh, dims(1, 100, 10), 30, 1.0);
     let x = inputs(&mut rng(31), 784, 2, 1);
-    let want = cpu::forward::forward(&params, &x);
+    let want = cpu::forward::forward(&params, &x).unwrap();
     let got = gpu::one_shot::forward(&ctx, &params, &x).unwrap();
     check_all("h (T=784, d=100, B=2)", &got, &want, TOL);
 }

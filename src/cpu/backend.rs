@@ -9,7 +9,7 @@ use crate::cpu::embedding::inputs;
 use crate::cpu::head::head;
 use crate::cpu::iteration::{dtp_step, iteration, iteration_steps};
 use crate::cpu::optimizer::{forward_step, optimizer_step};
-use crate::cpu::seq_head::head_steps;
+use crate::cpu::seq_head::head_steps_layout;
 use crate::cpu::steps::Pool;
 use crate::limits::Workload;
 use crate::model::Params;
@@ -116,7 +116,7 @@ impl Backend for CpuBackend {
             trace
         } else {
             let trace = iteration_steps(&tr.params, batch, &tr.hyper, None, &mut tr.pool)?;
-            optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads);
+            optimizer_step(&tr.hyper.opt, &mut tr.opt, &mut tr.params, &trace.grads)?;
             trace
         };
         let diagnostics = Diagnostics {
@@ -164,7 +164,7 @@ impl Backend for CpuBackend {
         let forward = recurrence(&tr.params).forward(&x, &mut tr.pool);
         let h = &forward.h;
         let out = if tr.hyper.loss.every_step() {
-            head_steps(&tr.params, h, &batch.y).map(|o| (o.loss, o.accuracy))
+            head_steps_layout(&tr.params, h, &batch.y).map(|o| (o.loss, o.accuracy))
         } else {
             let h_last = h.rows_at(batch.seq_len());
             head(&tr.params, &h_last, &batch.y, tr.hyper.loss).map(|o| (o.loss, o.accuracy))

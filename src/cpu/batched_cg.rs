@@ -4,6 +4,8 @@
 //! forms P with it, `target_sweep` and `jacobian` solve each step with it; the GPU's twin
 //! is the CG of `shaders/jacobian.wgsl`.
 
+use anyhow::Result;
+
 use crate::cg::CgReport;
 
 /// When a batched solve stops.
@@ -29,6 +31,9 @@ pub struct CgVectors {
     rhs_sq: Vec<f64>,
 }
 
+/// `A P` for all columns of P at once, into the second argument.
+pub(crate) type Operator<'a> = dyn FnMut(&[f64], &mut [f64]) -> Result<()> + 'a;
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -43,21 +48,22 @@ fn column_residual(rs: f64, rhs_sq: f64) -> f64 {
 }
 
 /// Solves `A X = B` for the column-major columns of width `d` of `rhs` = B into `x`, where
-/// `apply(P, out)` writes `A P` for all columns at once. X starts from `x` when `warm`,
+/// `apply(P, out)` writes `A P` for all columns at once (its error, if any, ends the
+/// solve with that error). X starts from `x` when `warm`,
 /// from zero otherwise. Runs until `stop` is met or `max_iter` iterations have run, and
 /// reports the iterations and the residual the stopping rule reads (with
 /// [`Stop::EachColumn`], the largest column's; NaN when one turned NaN). A zero B gives
 /// X = 0 at once. The right-hand side must be finite (the callers check it, naming what
 /// diverged).
 pub fn batched_cg(
-    apply: &mut dyn FnMut(&[f64], &mut [f64]),
+    apply: &mut Operator,
     rhs: &[f64],
     d: usize,
     x: &mut [f64],
     warm: bool,
     (tol, max_iter, stop): (f64, usize, Stop),
     work: &mut CgVectors,
-) -> CgReport {
+) -> Result<CgReport> {
     let CgVectors {
         r,
         p,
@@ -73,14 +79,14 @@ pub fn batched_cg(
     if rhs_norm == 0.0 {
         // B = 0 (or no columns): X = 0, whatever the warm start.
         x.fill(0.0);
-        return CgReport::one(0, 0.0);
+        return Ok(CgReport::one(0, 0.0));
     }
     for v in [&mut *r, &mut *p, &mut *ap] {
         v.resize(rhs.len(), 0.0);
     }
     r.copy_from_slice(rhs);
     if warm {
-        apply(x, ap);
+        apply(x, ap)?;
         for (r_i, &a_i) in r.iter_mut().zip(ap.iter()) {
             *r_i -= a_i;
         }
@@ -102,7 +108,7 @@ pub fn batched_cg(
     let mut iterations = 0;
     // Written so that a NaN residual (a NaN warm start) stops the solve, as not converged.
     while residual(rs) > tol && iterations < max_iter {
-        apply(p, ap);
+        apply(p, ap)?;
         let columns = x
             .chunks_exact_mut(d)
             .zip(r.chunks_exact_mut(d))
@@ -131,5 +137,5 @@ pub fn batched_cg(
         }
         iterations += 1;
     }
-    CgReport::one(iterations, residual(rs))
+    Ok(CgReport::one(iterations, residual(rs)))
 }

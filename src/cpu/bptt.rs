@@ -3,12 +3,14 @@
 
 use std::ops::Range;
 
+use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::cpu::arguments::{cell_inputs, matrix, steps};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
 use crate::kernel_io::{Injection, RnnGrads};
-use crate::model::Params;
+use crate::model::{CellKind, Params};
 
 /// Input sizes up to this get ∇U by column sweeps rather than a matrix product.
 const SMALL_INPUT: usize = 8;
@@ -16,51 +18,61 @@ const SMALL_INPUT: usize = 8;
 /// Gradients of W, U, b from the errors e_t: with `through_time`,
 /// `e_t = inject_t + Wᵀ D_{t+1} e_{t+1}`; without, `e_t = inject_t` (the local mode).
 /// `inject_t` is g_T at the top (BP), h_t − v_t (the TP surrogate) or g_t (BP with an
-/// output at every step).
+/// output at every step). `x` as `forward` takes it, `h` (h_0 … h_T) and the injection's
+/// matrices B×d: an error naming the argument where a shape does not fit.
 pub fn bptt(
     params: &Params,
     x: &[DMatrix<f64>],
     h: &[DMatrix<f64>],
     injection: Injection,
     through_time: bool,
-) -> RnnGrads {
-    let (d, p) = params.w_ih.shape();
-    in_working_layout(x, h, injection, (p, d), |x, h, injection| {
-        let mut delta = Steps::zeros(x.steps(), x.batch(), d);
+) -> Result<RnnGrads> {
+    let cell = (params, CellKind::Tanh, "bptt");
+    in_working_layout(cell, x, h, injection, |x, h, injection| {
+        let mut delta = Steps::zeros(x.steps(), x.batch(), params.dims().hidden);
         bptt_steps(params, x, h, injection, through_time, &mut delta)
     })
 }
 
 /// `f` of `x`, `h` and `injection` converted from the public signatures' rows (one B×size
 /// matrix a step: x of width p, h and the targets or per-step gradients of width d) to
-/// the working layout: what both cells' recursions take.
-pub fn in_working_layout<R>(
+/// the working layout: what both cells' recursions take. Checks them first against the
+/// parameters of `cell` (the cell, and the function's name for messages).
+pub(crate) fn in_working_layout<R>(
+    (params, cell, kernel): (&Params, CellKind, &str),
     x: &[DMatrix<f64>],
     h: &[DMatrix<f64>],
     injection: Injection,
-    (p, d): (usize, usize),
     f: impl FnOnce(&Steps, &Steps, Injection<Steps>) -> R,
-) -> R {
-    let b = h.first().map_or(0, |m| m.nrows());
+) -> Result<R> {
+    let (dims, t_len, b) = cell_inputs(params, cell, x, kernel)?;
+    let (p, d) = (dims.input, dims.hidden);
+    let states = (b, d);
+    steps("h", h, t_len + 1, states)?;
     let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
     let v;
     let injection = match injection {
-        Injection::Top(g) => Injection::Top(g),
+        Injection::Top(g) => {
+            matrix("Injection::Top", g, b, d)?;
+            Injection::Top(g)
+        }
         Injection::Targets(targets) => {
+            steps("Injection::Targets", targets, t_len + 1, states)?;
             v = Steps::from_rows(targets, b, d);
             Injection::Targets(&v)
         }
         Injection::Steps(grads) => {
+            steps("Injection::Steps", grads, t_len + 1, states)?;
             v = Steps::from_rows(grads, b, d);
             Injection::Steps(&v)
         }
     };
-    f(&x, &h, injection)
+    Ok(f(&x, &h, injection))
 }
 
 /// `bptt` in the working layout; `delta` (T steps of width d) is scratch, all of it
 /// written.
-pub fn bptt_steps(
+pub(crate) fn bptt_steps(
     params: &Params,
     x: &Steps,
     h: &Steps,
@@ -113,7 +125,7 @@ pub fn bptt_steps(
 
 /// The per-sequence buffer of ‖e_t‖² (`e_sq`: sequence i, step t at i·T + t − 1) cut into
 /// the runs of `groups`' sequences, one for each core's recurrence.
-pub fn split_by_groups<'a>(
+pub(crate) fn split_by_groups<'a>(
     e_sq: &'a mut [f64],
     groups: &[Range<usize>],
     t_len: usize,
@@ -131,7 +143,7 @@ pub fn split_by_groups<'a>(
 /// What `injection` puts into the recursion at step t (of `t_len`) for the sequences
 /// `seqs`, into `e` (their columns): g_T at the top and 0 below (BP), h_t − v_t (the TP
 /// surrogate) or g_t (outputs at every step).
-pub fn inject(
+pub(crate) fn inject(
     e: &mut [f64],
     injection: Injection<Steps>,
     (t, t_len): (usize, usize),
@@ -158,7 +170,7 @@ pub fn inject(
 }
 
 /// ‖e_t‖² of each column of `e` (width d) into the group's run `e_sq` at step t.
-pub fn record_squares(e_sq: &mut [f64], e: &[f64], d: usize, (t, t_len): (usize, usize)) {
+pub(crate) fn record_squares(e_sq: &mut [f64], e: &[f64], d: usize, (t, t_len): (usize, usize)) {
     for (c, col) in e.chunks_exact(d).enumerate() {
         e_sq[c * t_len + t - 1] = col.iter().map(|v| v * v).sum();
     }
@@ -166,7 +178,7 @@ pub fn record_squares(e_sq: &mut [f64], e: &[f64], d: usize, (t, t_len): (usize,
 
 /// ‖e_t‖ for t = 1 … T from `e_sq`, the squares per sequence (sequence i, step t at
 /// i·T + t − 1), added in sequence order.
-pub fn error_norms(e_sq: &[f64], t_len: usize, b: usize) -> Vec<f64> {
+pub(crate) fn error_norms(e_sq: &[f64], t_len: usize, b: usize) -> Vec<f64> {
     (0..t_len)
         .map(|t| (0..b).map(|i| e_sq[i * t_len + t]).sum::<f64>().sqrt())
         .collect()
@@ -175,7 +187,7 @@ pub fn error_norms(e_sq: &[f64], t_len: usize, b: usize) -> Vec<f64> {
 /// ∇W = Δ H_prevᵀ [m, d] over all T·B columns, with Δ = [δ_1 … δ_T] (`deltas`, width m:
 /// the tanh RNN's δ, the GRU's dgh) and H_prev = [h_0 … h_{T−1}] (width d): one product,
 /// split by the columns of ∇W across the cores.
-pub fn weight_grad(deltas: &Steps, h: &Steps) -> DMatrix<f64> {
+pub(crate) fn weight_grad(deltas: &Steps, h: &Steps) -> DMatrix<f64> {
     let (m, d) = (deltas.width(), h.width());
     let t_len = deltas.steps();
     let n_all = t_len * deltas.batch();
@@ -199,7 +211,7 @@ pub fn weight_grad(deltas: &Steps, h: &Steps) -> DMatrix<f64> {
 /// ∇U = Δ Xᵀ [m, p] over all T·B columns (`deltas`: the tanh RNN's δ, the GRU's dgi).
 /// With few inputs p a packed product would re-pack all of Δ to make p columns: plain
 /// column sweeps, in order, unless p is large.
-pub fn input_grads(deltas: &Steps, x: &Steps) -> DMatrix<f64> {
+pub(crate) fn input_grads(deltas: &Steps, x: &Steps) -> DMatrix<f64> {
     let (m, p) = (deltas.width(), x.width());
     let t_len = deltas.steps();
     let n_all = t_len * deltas.batch();
@@ -230,7 +242,7 @@ pub fn input_grads(deltas: &Steps, x: &Steps) -> DMatrix<f64> {
 }
 
 /// ∇b = Δ 1 [m, 1]: the sum of `deltas` over all steps and sequences, in order.
-pub fn column_sums(deltas: &Steps) -> DMatrix<f64> {
+pub(crate) fn column_sums(deltas: &Steps) -> DMatrix<f64> {
     let m = deltas.width();
     let mut g_b = DMatrix::zeros(m, 1);
     for delta_c in deltas.span(0..deltas.steps()).chunks_exact(m) {

@@ -14,8 +14,10 @@
 
 use std::borrow::Cow;
 
+use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::cpu::arguments::{cell_inputs, cell_params, matrix};
 use crate::cpu::bptt::{
     column_sums, error_norms, in_working_layout, inject, input_grads, record_squares,
     split_by_groups, weight_grad,
@@ -24,13 +26,13 @@ use crate::cpu::forward::affine_into;
 use crate::cpu::simd::{sigmoid_in_place, step_product, tanh_in_place};
 use crate::cpu::steps::{core_groups, in_parallel, Steps};
 use crate::kernel_io::{GruGrads, GruStep, Injection, RnnGrads};
-use crate::model::Params;
+use crate::model::{CellKind, Params};
 
 /// The gates r | z | n | hn (4d values a column) of the columns `h_prev` (h_{t−1}, width
 /// d) and `x` (x_t, width p) into `gates`; `scratch` holds the pre-activations gi | gh.
 /// Every column's gates are the same arithmetic however many columns come at once, with
 /// the vectorized sigmoid and tanh of `simd`.
-pub fn gates_into(
+pub(crate) fn gates_into(
     params: &Params,
     h_prev: &[f64],
     x: &[f64],
@@ -62,9 +64,13 @@ pub fn gates_into(
     }
 }
 
-/// The gates of one step at (h_{t−1}, x_t), both batched as rows.
-pub fn gru_gates(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> GruStep {
-    let (b, d) = h_prev.shape();
+/// The gates of one step at (h_{t−1}, x_t) of the GRU `params`, both batched as rows
+/// (B×d and B×p): an error naming the argument where a shape does not fit.
+pub fn gru_gates(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> Result<GruStep> {
+    let dims = cell_params(params, CellKind::Gru, "gru_gates")?;
+    let (b, d) = (h_prev.nrows(), dims.hidden);
+    matrix("h_prev", h_prev, b, d)?;
+    matrix("x_t", x_t, b, dims.input)?;
     let mut gates = vec![0.0; 4 * d * b];
     let (h_cols, x_cols) = (h_prev.transpose(), x_t.transpose());
     gates_into(
@@ -75,35 +81,40 @@ pub fn gru_gates(params: &Params, h_prev: &DMatrix<f64>, x_t: &DMatrix<f64>) -> 
         &mut gates,
     );
     let gate = |k: usize| DMatrix::from_fn(b, d, |i, j| gates[i * 4 * d + k * d + j]);
-    GruStep {
+    Ok(GruStep {
         r: gate(0),
         z: gate(1),
         n: gate(2),
         hn: gate(3),
-    }
+    })
 }
 
-/// `h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}` from the step's gates.
-pub fn gru_output(step: &GruStep, h_prev: &DMatrix<f64>) -> DMatrix<f64> {
-    step.z
-        .zip_zip_map(&step.n, h_prev, |z, n, h| (1.0 - z) * n + z * h)
+/// `h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}` from the step's gates, z and n shaped like h_{t−1}.
+pub fn gru_output(step: &GruStep, h_prev: &DMatrix<f64>) -> Result<DMatrix<f64>> {
+    let (b, d) = h_prev.shape();
+    matrix("GruStep::z", &step.z, b, d)?;
+    matrix("GruStep::n", &step.n, b, d)?;
+    Ok(step
+        .z
+        .zip_zip_map(&step.n, h_prev, |z, n, h| (1.0 - z) * n + z * h))
 }
 
-/// Hidden states h_0 = 0, h_1 … h_T (each B×d) for inputs `x` (T matrices B×p).
-pub fn gru_forward(params: &Params, x: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
-    let b = x.first().map_or(0, |m| m.nrows());
-    let x = Steps::from_rows(x, b, params.w_ih.ncols());
-    let d = params.w_hh.ncols();
-    let mut h = Steps::zeros(x.steps() + 1, b, d);
-    let mut gates = Steps::zeros(x.steps(), b, 4 * d);
+/// Hidden states h_0 = 0, h_1 … h_T (each B×d) of the GRU `params` for inputs `x`
+/// (T ≥ 1 matrices B×p, finite): an error naming the argument where a shape does not fit.
+pub fn gru_forward(params: &Params, x: &[DMatrix<f64>]) -> Result<Vec<DMatrix<f64>>> {
+    let (dims, t_len, b) = cell_inputs(params, CellKind::Gru, x, "gru_forward")?;
+    let x = Steps::from_rows(x, b, dims.input);
+    let d = dims.hidden;
+    let mut h = Steps::zeros(t_len + 1, b, d);
+    let mut gates = Steps::zeros(t_len, b, 4 * d);
     gru_forward_steps(params, &x, &mut h, &mut gates);
-    h.to_rows()
+    Ok(h.to_rows())
 }
 
 /// `gru_forward` in the working layout: x_1 … x_T to h_0 … h_T, written over all of `h`,
 /// and each step's gates r | z | n | hn into `gates` (step t at t − 1, 4d values a column),
 /// for the backward passes.
-pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps, gates: &mut Steps) {
+pub(crate) fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps, gates: &mut Steps) {
     let d = params.w_hh.ncols();
     let (t_len, b) = (x.steps(), x.batch());
     assert_eq!(
@@ -147,7 +158,7 @@ pub fn gru_forward_steps(params: &Params, x: &Steps, h: &mut Steps, gates: &mut 
 /// as `gru_forward_steps` keeps them: each step's from (h_{t−1}, x_t), so given h the steps
 /// do not depend on each other and all T·B columns go at once, over the cores, with the
 /// same arithmetic column by column. For the backward passes given states alone.
-pub fn gate_history(params: &Params, x: &Steps, h: &Steps) -> Steps {
+pub(crate) fn gate_history(params: &Params, x: &Steps, h: &Steps) -> Steps {
     let (d, p) = (params.w_hh.ncols(), params.w_ih.ncols());
     let (t_len, b) = (x.steps(), x.batch());
     let mut gates = Steps::zeros(t_len, b, 4 * d);
@@ -186,7 +197,11 @@ pub(crate) fn kept_or_formed<'a>(
 /// gradients (da_r, da_z, da_n) from e = ∂ℓ/∂h_t, the unit's gates (r, z, n, hn) and its
 /// h_{t−1}. They are the unit's dgi (gi = U x + b_ih); its dgh (gh = W h + b_hh) is
 /// (da_r, da_z, da_n r), and ∂ℓ/∂h_{t−1} = z e + (Wᵀ dgh) at the unit.
-pub fn gru_step_backward(e: f64, (r, z, n, hn): (f64, f64, f64, f64), h_prev: f64) -> [f64; 3] {
+pub(crate) fn gru_step_backward(
+    e: f64,
+    (r, z, n, hn): (f64, f64, f64, f64),
+    h_prev: f64,
+) -> [f64; 3] {
     // n's pre-activation is gi_n + r ⊙ hn, so r and hn both see it.
     let da_n = e * (1.0 - z) * (1.0 - n * n);
     let da_r = da_n * hn * r * (1.0 - r);
@@ -206,9 +221,9 @@ pub fn gru_bptt(
     h: &[DMatrix<f64>],
     injection: Injection,
     through_time: bool,
-) -> GruGrads {
-    let (d, p) = (params.w_hh.ncols(), params.w_ih.ncols());
-    in_working_layout(x, h, injection, (p, d), |x, h, injection| {
+) -> Result<GruGrads> {
+    let cell = (params, CellKind::Gru, "gru_bptt");
+    in_working_layout(cell, x, h, injection, |x, h, injection| {
         gru_bptt_steps(params, x, (h, None), injection, through_time)
     })
 }
@@ -218,7 +233,7 @@ pub fn gru_bptt(
 /// sequences forms e_t (the injection plus, through time, J_{t+1}ᵀ e_{t+1}), dgi_t and
 /// dgh_t at the step's gates, and J_tᵀ e_t = z ⊙ e_t + Wᵀ dgh_t for the step below; the
 /// sums over steps and sequences follow, one product each.
-pub fn gru_bptt_steps(
+pub(crate) fn gru_bptt_steps(
     params: &Params,
     x: &Steps,
     (h, gates): (&Steps, Option<&Steps>),

@@ -16,6 +16,7 @@ use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
 use crate::config::{TpConfig, CLAMP_EPS, CPU_CG_TOL};
+use crate::cpu::arguments::cell_params;
 use crate::cpu::gru::kept_or_formed;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky};
 use crate::cpu::simd::step_product;
@@ -108,7 +109,7 @@ pub fn gru_per_gate_sweep(
 /// t = T … 2 on its own core: the direct term and the three brackets at the step's gates,
 /// then the products with the P_g in the published order (z, r, n) added to the direct
 /// term, and h_{t−1} last.
-pub fn gru_per_gate_sweep_steps(
+pub(crate) fn gru_per_gate_sweep_steps(
     params: &Params,
     p_gates: &[DMatrix<f64>; 3],
     x: &Steps,
@@ -158,17 +159,61 @@ pub fn gru_per_gate_sweep_steps(
     });
 }
 
-/// Refuses parameters of another cell: the per-gate inversion reads the GRU's gate blocks.
+/// Refuses parameters of another cell, or of shapes that do not fit together: the
+/// per-gate inversion reads the GRU's gate blocks.
 fn check_gru(params: &Params) -> Result<()> {
-    if params.cell != CellKind::Gru {
-        return Err(Error::setting(
-            "Params::cell",
-            format!(
-                "the per-gate inversion inverts the GRU's gate blocks, not a {:?} cell",
-                params.cell
-            ),
-        )
-        .into());
+    cell_params(params, CellKind::Gru, "the per-gate inversion").map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::gru::{gate_history, gru_bptt_steps, gru_forward, gru_forward_steps};
+    use crate::cpu::test_data::{inputs, params, rng, uniform};
+    use crate::kernel_io::Injection;
+
+    /// The gates the forward pass keeps for the backward passes are those `gate_history`
+    /// forms from its states afresh (all steps at once, split over the cores by columns,
+    /// not by sequences), bit for bit; so BPTT and the per-gate sweep give the same bits at
+    /// the kept gates as at gates formed again.
+    #[test]
+    fn kept_gates_are_the_gates_of_the_states() {
+        let mut r = rng(78);
+        let (b, p, d, t_len) = (16, 3, 64, 100);
+        let params = params(&mut r, CellKind::Gru, (p, d), 1.5);
+        let x_rows = inputs(&mut r, t_len, b, p);
+        let x = Steps::from_rows(&x_rows, b, p);
+        let (mut h, mut gates) = (Steps::zeros(t_len + 1, b, d), Steps::zeros(t_len, b, 4 * d));
+        gru_forward_steps(&params, &x, &mut h, &mut gates);
+        assert_eq!(h.to_rows(), gru_forward(&params, &x_rows).unwrap(), "h");
+        assert!(gate_history(&params, &x, &h) == gates, "gates");
+        let v_top = h.rows_at(t_len) - uniform(&mut r, b, d, 0.1);
+        let v: Vec<_> = (0..=t_len)
+            .map(|t| h.rows_at(t) + uniform(&mut r, b, d, 0.1))
+            .collect();
+        let v = Steps::from_rows(&v, b, d);
+        for through_time in [true, false] {
+            let grads = |kept| {
+                let injection = Injection::Targets(&v);
+                gru_bptt_steps(&params, &x, (&h, kept), injection, through_time)
+            };
+            let (a, c) = (grads(Some(&gates)), grads(None));
+            assert_eq!(a.rnn.w_hh, c.rnn.w_hh, "∇W through time: {through_time}");
+            assert_eq!((a.rnn.w_ih, a.rnn.b, a.b_hh), (c.rnn.w_ih, c.rnn.b, c.b_hh));
+            assert_eq!(a.rnn.error_norms, c.rnn.error_norms);
+        }
+        let tp = TpConfig {
+            reg: 1.0,
+            ..TpConfig::default()
+        };
+        let (p_gates, _) = gate_inverses(&params, &tp, true).unwrap();
+        let sweep = |kept| {
+            let mut out = Steps::zeros(t_len + 1, b, d);
+            out.step_mut(t_len)
+                .copy_from_slice(v_top.transpose().as_slice());
+            gru_per_gate_sweep_steps(&params, &p_gates, &x, (&h, kept), &mut out);
+            out
+        };
+        assert!(sweep(Some(&gates)) == sweep(None), "per-gate targets");
     }
-    Ok(())
 }

@@ -4,23 +4,26 @@ use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::Loss;
+use crate::cpu::arguments::matrix;
 use crate::error::Error;
 use crate::kernel_io::HeadOut;
 use crate::model::Params;
 use crate::tasks::Targets;
-use crate::validate::check_targets;
+use crate::validate::{check_param_shapes, check_targets};
 
 /// Regression outputs within this distance of their target count as correct.
 pub const REGRESSION_HIT: f64 = 0.04;
 
-/// The head's loss and gradients at the last hidden state `h_last` (B×d); a loss at
-/// every step is `cpu::seq_head::head_steps`'s.
+/// The head's loss and gradients at the last hidden state `h_last` (B×d) against `y`; a
+/// loss at every step is `cpu::seq_head::head_steps`'s. An error naming the argument where
+/// a shape does not fit.
 pub fn head(params: &Params, h_last: &DMatrix<f64>, y: &Targets, loss: Loss) -> Result<HeadOut> {
     if loss.every_step() {
         return Err(every_step_loss());
     }
-    let b = h_last.nrows();
-    let q = params.head_w.nrows();
+    let dims = check_param_shapes(params)?;
+    let (b, q) = (h_last.nrows(), dims.output);
+    matrix("h_last", h_last, b, dims.hidden)?;
     check_targets(y, loss, b, q)?;
     let mut z = h_last * params.head_w.transpose();
     for mut row in z.row_iter_mut() {

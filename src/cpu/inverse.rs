@@ -5,12 +5,13 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cg::{check_converged, CgReport};
+use crate::cpu::arguments::matrix;
 use crate::cpu::batched_cg::{batched_cg, CgVectors, Stop};
 use crate::cpu::steps::product;
 
 /// The normal operator `A = WᵀW + rI` of the regularized inverse, applied matrix-free.
 #[derive(Clone, Debug)]
-pub struct NormalOperator<'a> {
+pub(crate) struct NormalOperator<'a> {
     w: &'a DMatrix<f64>,
     /// Wᵀ stored column-major, so that both products read their matrix in place.
     w_t: DMatrix<f64>,
@@ -47,8 +48,9 @@ impl<'a> NormalOperator<'a> {
     }
 }
 
-/// P by batched CG: the d columns of Wᵀ are d independent CG runs sharing the operator,
-/// each with its own step sizes. Starts from `warm` when given (e.g. the previous P).
+/// P by batched CG for a square W (d×d): the d columns of Wᵀ are d independent CG runs
+/// sharing the operator, each with its own step sizes. Starts from `warm` when given (e.g.
+/// the previous P).
 pub fn inverse_cg(
     w: &DMatrix<f64>,
     reg: f64,
@@ -56,6 +58,7 @@ pub fn inverse_cg(
     max_iter: usize,
     warm: Option<&DMatrix<f64>>,
 ) -> Result<(DMatrix<f64>, CgReport)> {
+    matrix("W", w, w.ncols(), w.ncols())?;
     // A NaN or infinite W (a diverged model) would give a NaN residual, which compares
     // false against the tolerance and would pass for converged.
     if !w.norm().is_finite() {
@@ -72,7 +75,7 @@ pub fn inverse_cg(
 /// stopping as `stop` says: `inverse_cg` with B = Wᵀ and [`Stop::Batch`], the per-step
 /// solves of docs/ALGORITHM.md §4 with B = Wᵀ S for the columns S a sweep step carries
 /// back and [`Stop::EachColumn`].
-pub fn normal_cg(
+pub(crate) fn normal_cg(
     op: &NormalOperator,
     rhs: DMatrix<f64>,
     (tol, max_iter, stop): (f64, usize, Stop),
@@ -97,7 +100,10 @@ pub fn normal_cg(
         .cloned()
         .unwrap_or_else(|| DMatrix::zeros(rhs.nrows(), rhs.ncols()));
     let mut wx = vec![0.0; op.w.nrows() * rhs.ncols()];
-    let mut apply = |p: &[f64], out: &mut [f64]| op.apply(p, &mut wx, out);
+    let mut apply = |p: &[f64], out: &mut [f64]| {
+        op.apply(p, &mut wx, out);
+        Ok(())
+    };
     let report = batched_cg(
         &mut apply,
         rhs.as_slice(),
@@ -106,15 +112,16 @@ pub fn normal_cg(
         warm.is_some(),
         (tol, max_iter, stop),
         &mut CgVectors::default(),
-    );
+    )?;
     Ok((
         x,
         check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?,
     ))
 }
 
-/// P by an exact Cholesky factorisation of WᵀW + rI.
+/// P by an exact Cholesky factorisation of WᵀW + rI, for a square W (d×d).
 pub fn inverse_cholesky(w: &DMatrix<f64>, reg: f64) -> Result<DMatrix<f64>> {
+    matrix("W", w, w.ncols(), w.ncols())?;
     if !w.iter().all(|x| x.is_finite()) {
         bail!("W has non-finite entries: cannot form the regularized inverse");
     }

@@ -15,7 +15,7 @@ use crate::cpu::head::head;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky, NormalOperator};
 use crate::cpu::jacobian::jacobian_sweep_steps;
 use crate::cpu::optimizer::reverse_layer_step;
-use crate::cpu::seq_head::head_steps;
+use crate::cpu::seq_head::head_steps_layout;
 use crate::cpu::steps::{core_groups, in_parallel, Pool, Steps};
 use crate::cpu::target_sweep::{target_sweep_steps, Inverse};
 use crate::dtp::{Noise, ReverseLayer};
@@ -133,7 +133,7 @@ pub fn iteration(
 /// settings (`validate::check_param_shapes`, `validate::check_step`), not the values of
 /// the parameters (a training step leaves non-finite ones to the training loop to
 /// notice) nor the memory.
-pub fn iteration_steps(
+pub(crate) fn iteration_steps(
     params: &Params,
     batch: &Batch,
     hyper: &Hyper,
@@ -238,7 +238,7 @@ impl Outputs {
     fn new(params: &Params, h: &Steps, y: &Targets, loss: Loss) -> Result<Self> {
         let t_len = h.steps() - 1;
         if loss.every_step() {
-            let out = head_steps(params, h, y)?;
+            let out = head_steps_layout(params, h, y)?;
             return Ok(Self {
                 loss: out.loss,
                 grad_top: out.grad_h[t_len].clone(),
@@ -267,7 +267,7 @@ impl Outputs {
 /// surrogate's gradient. The caller applies `optimizer::forward_step` with the returned
 /// gradients (whose reverse-layer part has been applied already). Checks as
 /// `iteration_steps` does.
-pub fn dtp_step(
+pub(crate) fn dtp_step(
     params: &mut Params,
     opt: &mut OptState,
     batch: &Batch,

@@ -19,10 +19,11 @@ use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
+use crate::cpu::arguments::{cell_inputs, cell_params, steps};
 use crate::cpu::gru::{gate_history, gru_step_backward, kept_or_formed};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
-use crate::model::Params;
+use crate::model::{CellKind, Params};
 
 mod per_step;
 
@@ -31,7 +32,8 @@ use per_step::{check_solve, solve_columns, CgWork};
 
 /// A recurrent cell linearized at the stored states h_0 … h_T and inputs x_1 … x_T.
 /// Step t (1 ≤ t ≤ T) is `J_t = ∂h_t/∂h_{t−1}` at (h_{t−1}, x_t); every product is batched
-/// over sequences of the batch, each with its own J_t.
+/// over sequences of the batch, each with its own J_t. A product whose step, sequences or
+/// vectors do not fit the cell is an error naming them (`check_product`), never a panic.
 pub trait Cell: Sync {
     /// Number of steps T.
     fn steps(&self) -> usize;
@@ -39,16 +41,31 @@ pub trait Cell: Sync {
     /// The hidden size d.
     fn width(&self) -> usize;
 
+    /// The number of sequences B the cell is linearized on.
+    fn batch(&self) -> usize;
+
     /// `J_t u` at step `t` for the sequences `seqs`, one column of `u` each
     /// (d × seqs.len(), column-major), into `out` (the same shape); `scratch` is work space
     /// the call may resize.
-    fn jvp_into(&self, step: Step<'_>, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
+    fn jvp_into(
+        &self,
+        step: Step<'_>,
+        u: &[f64],
+        out: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<()>;
 
     /// `J_tᵀ w` for the sequences `seqs` into `out`, as `jvp_into`.
-    fn vjp_into(&self, step: Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>);
+    fn vjp_into(
+        &self,
+        step: Step<'_>,
+        w: &[f64],
+        out: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<()>;
 
     /// `J_t u` for each row of `u` (B × d, sequences as rows: the whole batch).
-    fn jvp(&self, t: usize, u: &DMatrix<f64>) -> DMatrix<f64> {
+    fn jvp(&self, t: usize, u: &DMatrix<f64>) -> Result<DMatrix<f64>> {
         let seqs = 0..u.nrows();
         on_rows(u, |cols, out| {
             self.jvp_into((t, &seqs), cols, out, &mut Vec::new())
@@ -56,7 +73,7 @@ pub trait Cell: Sync {
     }
 
     /// `J_tᵀ w` for each row of `w` (B × d, sequences as rows: the whole batch).
-    fn vjp(&self, t: usize, w: &DMatrix<f64>) -> DMatrix<f64> {
+    fn vjp(&self, t: usize, w: &DMatrix<f64>) -> Result<DMatrix<f64>> {
         let seqs = 0..w.nrows();
         on_rows(w, |cols, out| {
             self.vjp_into((t, &seqs), cols, out, &mut Vec::new())
@@ -67,13 +84,38 @@ pub trait Cell: Sync {
 /// A step t of a cell and the sequences of the batch a product covers.
 pub type Step<'a> = (usize, &'a Range<usize>);
 
+/// That a product of `cell` at `step` maps `input` to `out`: t in 1 … T, the sequences
+/// within the batch, and both d × (sequences) values.
+fn check_product(cell: &dyn Cell, (t, seqs): Step<'_>, input: &[f64], out: &[f64]) -> Result<()> {
+    let (t_len, b, d) = (cell.steps(), cell.batch(), cell.width());
+    if !(1..=t_len).contains(&t) {
+        bail!("step {t} is outside 1 … {t_len}");
+    }
+    if seqs.start > seqs.end || seqs.end > b {
+        bail!("sequences {seqs:?} are outside the batch of {b}");
+    }
+    let len = d * seqs.len();
+    if input.len() != len || out.len() != len {
+        bail!(
+            "a product at step {t} takes and gives d × (sequences) = {d} × {} values, got {} and {}",
+            seqs.len(),
+            input.len(),
+            out.len()
+        );
+    }
+    Ok(())
+}
+
 /// `apply` on the rows of `rows` (B × d) as columns, its output back as rows.
-fn on_rows(rows: &DMatrix<f64>, apply: impl FnOnce(&[f64], &mut [f64])) -> DMatrix<f64> {
+fn on_rows(
+    rows: &DMatrix<f64>,
+    apply: impl FnOnce(&[f64], &mut [f64]) -> Result<()>,
+) -> Result<DMatrix<f64>> {
     let (b, d) = rows.shape();
     let cols = rows.transpose();
     let mut out = vec![0.0; b * d];
-    apply(cols.as_slice(), &mut out);
-    DMatrix::from_column_slice(d, b, &out).transpose()
+    apply(cols.as_slice(), &mut out)?;
+    Ok(DMatrix::from_column_slice(d, b, &out).transpose())
 }
 
 /// The tanh RNN, `J_t = D_t W` with `D_t = diag(1 − h_t²)`. The exact derivative, not the
@@ -87,19 +129,21 @@ pub struct TanhCell<'a> {
 }
 
 impl<'a> TanhCell<'a> {
-    /// Linearizes at the states `h` (h_0 … h_T, each B × d) of `params`.
-    pub fn new(params: &'a Params, h: &[DMatrix<f64>]) -> Self {
+    /// Linearizes the tanh RNN `params` at the states `h` (h_0 … h_T, each B × d): an
+    /// error naming the argument where a shape does not fit.
+    pub fn new(params: &'a Params, h: &[DMatrix<f64>]) -> Result<Self> {
+        let d = cell_params(params, CellKind::Tanh, "TanhCell::new")?.hidden;
         let b = h.first().map_or(0, |m| m.nrows());
-        let h = Steps::from_rows(h, b, params.w_hh.ncols());
-        Self {
+        steps("h", h, h.len().max(1), (b, d))?;
+        Ok(Self {
             w: &params.w_hh,
             w_t: params.w_hh.transpose(),
-            h: Cow::Owned(h),
-        }
+            h: Cow::Owned(Steps::from_rows(h, b, d)),
+        })
     }
 
     /// Linearizes at the states `h` (h_0 … h_T) in the working layout.
-    pub fn at(params: &'a Params, h: &'a Steps) -> Self {
+    pub(crate) fn at(params: &'a Params, h: &'a Steps) -> Self {
         Self {
             w: &params.w_hh,
             w_t: params.w_hh.transpose(),
@@ -122,17 +166,37 @@ impl Cell for TanhCell<'_> {
         self.w.ncols()
     }
 
-    fn jvp_into(&self, (t, seqs): Step<'_>, u: &[f64], out: &mut [f64], _: &mut Vec<f64>) {
+    fn batch(&self) -> usize {
+        self.h.batch()
+    }
+
+    fn jvp_into(
+        &self,
+        (t, seqs): Step<'_>,
+        u: &[f64],
+        out: &mut [f64],
+        _: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_product(self, (t, seqs), u, out)?;
         step_product(self.w.as_slice(), self.width(), u, false, out);
         for (o, dv) in out.iter_mut().zip(self.deriv(t, seqs)) {
             *o *= dv;
         }
+        Ok(())
     }
 
-    fn vjp_into(&self, (t, seqs): Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+    fn vjp_into(
+        &self,
+        (t, seqs): Step<'_>,
+        w: &[f64],
+        out: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_product(self, (t, seqs), w, out)?;
         scratch.clear();
         scratch.extend(w.iter().zip(self.deriv(t, seqs)).map(|(a, dv)| a * dv));
         step_product(self.w_t.as_slice(), self.width(), scratch, false, out);
+        Ok(())
     }
 }
 
@@ -148,24 +212,30 @@ pub struct GruCell<'a> {
 }
 
 impl<'a> GruCell<'a> {
-    /// Linearizes at the states `h` (h_0 … h_T) and inputs `x` (x_1 … x_T), each one
-    /// B × (size) matrix per step.
-    pub fn new(params: &'a Params, x: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Self {
-        let b = h.first().map_or(0, |m| m.nrows());
-        let x = Steps::from_rows(x, b, params.w_ih.ncols());
-        let h = Steps::from_rows(h, b, params.w_hh.ncols());
+    /// Linearizes the GRU `params` at the states `h` (h_0 … h_T, each B × d) and inputs `x`
+    /// (x_1 … x_T, each B × p): an error naming the argument where a shape does not fit.
+    pub fn new(params: &'a Params, x: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Result<Self> {
+        let (dims, t_len, b) = cell_inputs(params, CellKind::Gru, x, "GruCell::new")?;
+        steps("h", h, t_len + 1, (b, dims.hidden))?;
+        let x = Steps::from_rows(x, b, dims.input);
+        let h = Steps::from_rows(h, b, dims.hidden);
         let gates = gate_history(params, &x, &h);
-        Self {
+        Ok(Self {
             params,
             w_t: params.w_hh.transpose(),
             h: Cow::Owned(h),
             gates: Cow::Owned(gates),
-        }
+        })
     }
 
     /// Linearizes at the states `h` in the working layout, at the gates the forward pass
     /// kept (`None`: formed again from h and x).
-    pub fn at(params: &'a Params, x: &Steps, h: &'a Steps, gates: Option<&'a Steps>) -> Self {
+    pub(crate) fn at(
+        params: &'a Params,
+        x: &Steps,
+        h: &'a Steps,
+        gates: Option<&'a Steps>,
+    ) -> Self {
         Self {
             params,
             w_t: params.w_hh.transpose(),
@@ -184,7 +254,18 @@ impl Cell for GruCell<'_> {
         self.params.w_hh.ncols()
     }
 
-    fn jvp_into(&self, (t, seqs): Step<'_>, u: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+    fn batch(&self) -> usize {
+        self.h.batch()
+    }
+
+    fn jvp_into(
+        &self,
+        (t, seqs): Step<'_>,
+        u: &[f64],
+        out: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_product(self, (t, seqs), u, out)?;
         let d = self.width();
         // Tangent of gh = W h + b_hh, all three gates at once.
         scratch.resize(3 * u.len(), 0.0);
@@ -204,9 +285,17 @@ impl Cell for GruCell<'_> {
                 o[j] = (h_prev[j] - n) * dz + (1.0 - z) * dn + z * u[j];
             }
         }
+        Ok(())
     }
 
-    fn vjp_into(&self, (t, seqs): Step<'_>, w: &[f64], out: &mut [f64], scratch: &mut Vec<f64>) {
+    fn vjp_into(
+        &self,
+        (t, seqs): Step<'_>,
+        w: &[f64],
+        out: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<()> {
+        check_product(self, (t, seqs), w, out)?;
         let d = self.width();
         // The BP step backward is exactly Jᵀ w: z ⊙ w, then Wᵀ dgh.
         scratch.resize(3 * w.len(), 0.0);
@@ -227,6 +316,7 @@ impl Cell for GruCell<'_> {
             }
         }
         step_product(self.w_t.as_slice(), d, scratch, true, out);
+        Ok(())
     }
 }
 
@@ -270,7 +360,7 @@ pub fn jacobian_sweep(
 /// sequences go in one group per core where the sweep is large enough (`core_groups`),
 /// each group walking all its steps on its own and each sequence's solve stopping on its
 /// own residual; a step's report is its worst group's.
-pub fn jacobian_sweep_steps(
+pub(crate) fn jacobian_sweep_steps(
     cell: &dyn Cell,
     h: &Steps,
     v: &mut Steps,

@@ -2,17 +2,21 @@
 //! in `shaders/` and its GPU wrapper in `src/gpu/`.
 //!
 //! Conventions: sequences are rows, so every per-step quantity (h_t, v_t, x_t, g_t) is a
-//! B×(size) matrix and `W h` for one sequence becomes `H Wᵀ` for the batch. Inside, the
-//! functions work on a transposed, all-steps-in-one layout (`steps`), which the public
-//! functions convert from and to; `iteration` stays in it from start to end.
+//! B×(size) matrix and `W h` for one sequence becomes `H Wᵀ` for the batch. The public
+//! functions (the "row forms", which the tests compare with their GPU twins) check their
+//! arguments first (`arguments`: a wrong shape is an error naming it, never a panic), then
+//! convert to a transposed, all-steps-in-one layout (`steps`) and back. The working-layout
+//! forms, the vector kernels (`simd`) and the solver (`batched_cg`) are the crate's own:
+//! `iteration` stays in that layout from start to end, on inputs `validate` checked once.
 
+pub(crate) mod arguments;
 pub mod backend;
-pub mod batched_cg;
+pub(crate) mod batched_cg;
 pub mod bptt;
-pub mod cell;
-pub mod dtp_reverse;
-pub mod dtp_targets;
-pub mod embedding;
+pub(crate) mod cell;
+pub(crate) mod dtp_reverse;
+pub(crate) mod dtp_targets;
+pub(crate) mod embedding;
 pub mod forward;
 pub mod gru;
 pub mod gru_per_gate;
@@ -22,8 +26,10 @@ pub mod iteration;
 pub mod jacobian;
 pub mod optimizer;
 pub mod seq_head;
-pub mod simd;
-pub mod steps;
+pub(crate) mod simd;
+pub(crate) mod steps;
 pub mod target_sweep;
+#[cfg(test)]
+mod test_data;
 
 pub use backend::CpuBackend;

@@ -1,27 +1,36 @@
 //! SGD, SGD with Nesterov momentum and Adam, in PyTorch's conventions
 //! (twin of `shaders/optimizer.wgsl`).
 
+use anyhow::Result;
+
 use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::cpu::arguments::like_params;
 use crate::dtp::REVERSE_NAMES;
 use crate::model::{Params, HEAD_NAMES};
 use crate::optimizer_state::OptState;
 
-/// Applies one step of `cfg` to `params` with gradients `grads`.
+/// Applies one step of `cfg` to `params` with gradients `grads`; `grads` and the state's
+/// slots must hold the tensors of `params`, each of its shape (an error naming the first
+/// that does not, with nothing changed).
 pub fn optimizer_step(
     cfg: &OptimizerConfig,
     state: &mut OptState,
     params: &mut Params,
     grads: &Params,
-) {
+) -> Result<()> {
+    like_params("grads", grads, params)?;
+    like_params("OptState::m", &state.m, params)?;
+    like_params("OptState::v", &state.v, params)?;
     state.step += 1;
     update(cfg, cfg.lr, state, params, grads, |_| true);
+    Ok(())
 }
 
 /// DTP's first step of an iteration (docs/ALGORITHM.md §14): the reverse layer alone,
 /// with learning rate `lr_reverse` and the rest of `cfg`, before the targets are computed.
 /// It counts the iteration's step; [`forward_step`] then moves the other tensors at the
 /// same count, as the published code's two parameter groups of one optimizer do.
-pub fn reverse_layer_step(
+pub(crate) fn reverse_layer_step(
     cfg: &OptimizerConfig,
     lr_reverse: f64,
     state: &mut OptState,
@@ -36,7 +45,7 @@ pub fn reverse_layer_step(
 
 /// DTP's second step of an iteration: every tensor but the reverse layer's, at the step
 /// count [`reverse_layer_step`] set.
-pub fn forward_step(
+pub(crate) fn forward_step(
     cfg: &OptimizerConfig,
     state: &mut OptState,
     params: &mut Params,

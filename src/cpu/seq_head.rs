@@ -6,18 +6,28 @@ use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::Loss;
+use crate::cpu::arguments::steps;
 use crate::cpu::head::cross_entropy;
 use crate::cpu::steps::Steps;
 use crate::error::{shape_of, Error};
 use crate::kernel_io::StepHeadOut;
 use crate::model::Params;
 use crate::tasks::Targets;
-use crate::validate::check_targets;
+use crate::validate::{check_param_shapes, check_targets};
 
-/// The heads' loss and gradients at the states `h` (h_0 … h_T) against per-step labels
-/// `y` ([`Targets::StepLabels`], B×T). One step's B×q outputs at a time: the B·T·q of all
-/// steps are never held at once.
-pub fn head_steps(params: &Params, h: &Steps, y: &Targets) -> Result<StepHeadOut> {
+/// The heads' loss and gradients at the states `h` (h_0 … h_T, each B×d) against per-step
+/// labels `y` ([`Targets::StepLabels`], B×T): an error naming the argument where a shape
+/// does not fit.
+pub fn head_steps(params: &Params, h: &[DMatrix<f64>], y: &Targets) -> Result<StepHeadOut> {
+    let d = check_param_shapes(params)?.hidden;
+    let b = h.first().map_or(0, |h_0| h_0.nrows());
+    steps("h", h, h.len(), (b, d))?;
+    head_steps_layout(params, &Steps::from_rows(h, b, d), y)
+}
+
+/// `head_steps` at the states in the working layout. One step's B×q outputs at a time:
+/// the B·T·q of all steps are never held at once.
+pub(crate) fn head_steps_layout(params: &Params, h: &Steps, y: &Targets) -> Result<StepHeadOut> {
     let (b, t_len) = (h.batch(), h.steps().saturating_sub(1));
     let q = params.head_w.nrows();
     check_targets(y, Loss::CrossEntropySeq, b, q)?;

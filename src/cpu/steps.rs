@@ -241,16 +241,6 @@ impl<'a> Mat<'a> {
         Self::cols(m.as_slice(), m.nrows(), m.ncols())
     }
 
-    /// Rows, after any transpose.
-    pub fn nrows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns, after any transpose.
-    pub fn ncols(&self) -> usize {
-        self.cols
-    }
-
     /// The transpose, without a copy.
     pub fn t(self) -> Self {
         Self {

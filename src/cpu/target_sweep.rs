@@ -7,12 +7,13 @@ use nalgebra::DMatrix;
 
 use crate::cg::CgReport;
 use crate::config::{TargetMode, CLAMP_EPS};
+use crate::cpu::arguments::{cell_inputs, cell_params, matrix, steps};
 use crate::cpu::batched_cg::Stop;
 use crate::cpu::forward::input_term_into;
 use crate::cpu::inverse::{normal_cg, NormalOperator};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
-use crate::model::Params;
+use crate::model::{CellKind, Params};
 
 /// `min(max(u, −1+ε), 1−ε)`.
 pub fn clamp(u: f64) -> f64 {
@@ -20,24 +21,30 @@ pub fn clamp(u: f64) -> f64 {
 }
 
 /// Regularized inverse of step t, `f_t⁻¹(v) = P(atanh(v) − U x_t − b)`, for a batch of rows
-/// `v` already clamped into (−1, 1).
+/// `v` (B×d) already clamped into (−1, 1), `x_t` B×p and P d×d: an error naming the
+/// argument where a shape does not fit.
 pub fn f_inverse(
     params: &Params,
     p_inv: &DMatrix<f64>,
     x_t: &DMatrix<f64>,
     v: &DMatrix<f64>,
-) -> DMatrix<f64> {
+) -> Result<DMatrix<f64>> {
+    let dims = cell_params(params, CellKind::Tanh, "f_inverse")?;
+    let (b, d) = (v.nrows(), dims.hidden);
+    matrix("v", v, b, d)?;
+    matrix("x_t", x_t, b, dims.input)?;
+    matrix("p_inv", p_inv, d, d)?;
     let mut pre = v.map(f64::atanh) - x_t * params.w_ih.transpose();
-    let b = params.tanh_bias().transpose();
+    let b = params.bias_sum().transpose();
     for mut row in pre.row_iter_mut() {
         row -= &b;
     }
-    pre * p_inv.transpose()
+    Ok(pre * p_inv.transpose())
 }
 
 /// How the sweep applies P = (WᵀW + rI)⁻¹Wᵀ to the columns it carries back a step.
 #[derive(Clone, Copy, Debug)]
-pub enum Inverse<'a> {
+pub(crate) enum Inverse<'a> {
     /// P formed once for the whole iteration (by CG or Cholesky).
     Formed(&'a DMatrix<f64>),
     /// P never formed (docs/ALGORITHM.md §4's alternative): every step solves `(WᵀW + rI) Z = Wᵀ S` for
@@ -76,9 +83,10 @@ impl Inverse<'_> {
     }
 }
 
-/// Targets v_0 … v_T from the hidden states `h` (h_0 … h_T), the inputs `x` (x_1 … x_T),
-/// the loss gradient `grad_h` at h_T and the target step `lr_target`.
-/// v_0 is never used; it is returned equal to h_0.
+/// Targets v_0 … v_T of the tanh RNN `params` from the hidden states `h` (h_0 … h_T, each
+/// B×d), the inputs `x` (x_1 … x_T, each B×p), P (`p_inv`, d×d), the loss gradient `grad_h`
+/// at h_T (B×d) and the target step `lr_target`. v_0 is never used; it is returned equal to
+/// h_0. An error naming the argument where a shape does not fit.
 pub fn target_sweep(
     params: &Params,
     p_inv: &DMatrix<f64>,
@@ -87,17 +95,20 @@ pub fn target_sweep(
     grad_h: &DMatrix<f64>,
     lr_target: f64,
     mode: TargetMode,
-) -> Vec<DMatrix<f64>> {
-    let (b, p, d) = (grad_h.nrows(), params.w_ih.ncols(), params.w_hh.nrows());
-    let x = Steps::from_rows(x, b, p);
+) -> Result<Vec<DMatrix<f64>>> {
+    let (dims, t_len, b) = cell_inputs(params, CellKind::Tanh, x, "target_sweep")?;
+    let d = dims.hidden;
+    steps("h", h, t_len + 1, (b, d))?;
+    matrix("grad_h", grad_h, b, d)?;
+    matrix("p_inv", p_inv, d, d)?;
+    let x = Steps::from_rows(x, b, dims.input);
     let h = Steps::from_rows(h, b, d);
     let inverse = Inverse::Formed(p_inv);
     let mut v = Steps::zeros(h.steps(), b, d);
     target_sweep_steps(
         params, inverse, &x, &h, grad_h, None, lr_target, mode, &mut v,
-    )
-    .expect("applying a formed P cannot fail");
-    v.to_rows()
+    )?;
+    Ok(v.to_rows())
 }
 
 /// `target_sweep` in the working layout, applying P as `inverse` says, written over all of
@@ -118,7 +129,7 @@ pub fn target_sweep(
 ///
 /// and `grad_h` must be g_T (v_T = v̂_T).
 #[allow(clippy::too_many_arguments)]
-pub fn target_sweep_steps(
+pub(crate) fn target_sweep_steps(
     params: &Params,
     inverse: Inverse,
     x: &Steps,
@@ -177,7 +188,7 @@ pub fn target_sweep_steps(
 
 /// The targets every sweep starts from (docs/ALGORITHM.md §2 step 3): `v_T = h_T − γ_h g_T`
 /// into step T of `v`, and `v_0 = h_0` (never used) into step 0; `v` is shaped like `h`.
-pub fn sweep_ends(h: &Steps, grad_h: &DMatrix<f64>, lr_target: f64, v: &mut Steps) {
+pub(crate) fn sweep_ends(h: &Steps, grad_h: &DMatrix<f64>, lr_target: f64, v: &mut Steps) {
     let (d, t_len) = (h.width(), h.steps() - 1);
     v.step_mut(0).copy_from_slice(h.step(0));
     let columns = v.step_mut(t_len).chunks_exact_mut(d);
@@ -293,4 +304,68 @@ fn f_inverse_cols(
         *s = clamp(vi).atanh() - ai;
     }
     inverse.apply(pre, false, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::forward::forward;
+    use crate::cpu::inverse::NormalOperator;
+    use crate::cpu::test_data::{inputs, params, rng, uniform};
+
+    /// docs/ALGORITHM.md §4's per-step solves stop each sequence on its own residual: at a
+    /// size that the sweep splits over the cores (on a machine with two or more), each
+    /// sequence's targets are those of the sweep of that sequence alone, bit for bit.
+    /// Inputs scaled 0.1 … 3 per sequence saturate the states to different degrees, and W's
+    /// singular values spread from about 0 to 2, so the sequences' solves take different
+    /// numbers of iterations, a dozen or more.
+    #[test]
+    fn per_step_solves_of_a_split_batch_are_each_sequence_alone() {
+        let mut r = rng(83);
+        let (b, p, d, t_len) = (8, 2, 96, 40);
+        let params = params(&mut r, CellKind::Tanh, (p, d), 1.0);
+        let mut x = inputs(&mut r, t_len, b, p);
+        for x_t in &mut x {
+            for (s, mut row) in x_t.row_iter_mut().enumerate() {
+                row *= 10f64.powf((s % 4) as f64 / 2.0 - 1.0);
+            }
+        }
+        let h = forward(&params, &x).unwrap();
+        let grad = uniform(&mut r, b, d, 0.01);
+        let op = NormalOperator::new(&params.w_hh, 0.1);
+        let inverse = Inverse::PerStep {
+            op: &op,
+            tol: 1e-8,
+            max_iter: 200,
+        };
+        let sweep = |x: &[DMatrix<f64>], h: &[DMatrix<f64>], grad: &DMatrix<f64>| {
+            let n = grad.nrows();
+            let mut v = Steps::zeros(t_len + 1, n, d);
+            let report = target_sweep_steps(
+                &params,
+                inverse,
+                &Steps::from_rows(x, n, p),
+                &Steps::from_rows(h, n, d),
+                grad,
+                None,
+                0.2,
+                TargetMode::Linearized,
+                &mut v,
+            )
+            .unwrap();
+            assert!(report.is_some_and(|r| r.residual <= 1e-8), "{report:?}");
+            v.to_rows()
+        };
+        let v = sweep(&x, &h, &grad);
+        for s in 0..b {
+            let row = |ms: &[DMatrix<f64>]| -> Vec<DMatrix<f64>> {
+                ms.iter().map(|m| m.rows(s, 1).into_owned()).collect()
+            };
+            let want = sweep(&row(&x), &row(&h), &grad.rows(s, 1).into_owned());
+            assert!(
+                row(&v) == want,
+                "sequence {s}'s targets differ from its own sweep's"
+            );
+        }
+    }
 }

@@ -67,7 +67,7 @@ fn bp_steps_decrease_the_loss() {
     assert_ne!(now, params);
     let out = head(
         &now,
-        &forward(&now, &batch.x)[SHAPE.t],
+        &forward(&now, &batch.x).unwrap()[SHAPE.t],
         &batch.y,
         Loss::CrossEntropy,
     )

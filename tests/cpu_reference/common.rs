@@ -29,7 +29,7 @@ pub fn x_col(batch: &Batch, i: usize, t: usize) -> DVector<f64> {
 
 /// One step `tanh(W h + U x + b)` of one sequence, written in docs/ALGORITHM.md's column form.
 pub fn cell(params: &Params, h: &DVector<f64>, x: &DVector<f64>) -> DVector<f64> {
-    (&params.w_hh * h + &params.w_ih * x + params.tanh_bias().column(0)).map(f64::tanh)
+    (&params.w_hh * h + &params.w_ih * x + params.tanh_bias().unwrap().column(0)).map(f64::tanh)
 }
 
 /// Hidden states h_0 … h_T of sequence `i`, one step at a time.

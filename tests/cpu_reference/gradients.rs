@@ -91,7 +91,7 @@ fn forward_and_loss_match_step_by_step() {
     for s in SHAPES {
         for loss in LOSSES {
             let (params, batch) = random_problem(&mut rng, CellKind::Tanh, s, loss, STEEP);
-            let h = forward(&params, &batch.x);
+            let h = forward(&params, &batch.x).unwrap();
             assert_eq!(h.len(), s.t + 1);
             assert_eq!(h[0], DMatrix::zeros(s.b, s.d));
             for i in 0..s.b {
@@ -217,7 +217,7 @@ fn random_targets(rng: &mut ChaCha8Rng, h: &[DMatrix<f64>]) -> Vec<DMatrix<f64>>
 /// A random model, batch and its hidden states for the surrogate checks.
 fn surrogate_case(rng: &mut ChaCha8Rng, s: Shape) -> (Params, Batch, Vec<DMatrix<f64>>) {
     let (params, batch) = random_problem(rng, CellKind::Tanh, s, Loss::Mse, STEEP);
-    let h = forward(&params, &batch.x);
+    let h = forward(&params, &batch.x).unwrap();
     (params, batch, h)
 }
 
@@ -228,7 +228,7 @@ fn surrogate_gradient_through_time_matches_finite_differences() {
     for s in SHAPES {
         let (params, batch, h) = surrogate_case(&mut rng, s);
         let v = random_targets(&mut rng, &h);
-        let g = bptt(&params, &batch.x, &h, Injection::Targets(&v), true);
+        let g = bptt(&params, &batch.x, &h, Injection::Targets(&v), true).unwrap();
         check_grads(
             &as_params(g, &params),
             &params,
@@ -247,10 +247,10 @@ fn surrogate_gradient_local_matches_finite_differences() {
     for s in SHAPES {
         let (params, batch, h) = surrogate_case(&mut rng, s);
         let v = random_targets(&mut rng, &h);
-        let g = bptt(&params, &batch.x, &h, Injection::Targets(&v), false);
+        let g = bptt(&params, &batch.x, &h, Injection::Targets(&v), false).unwrap();
         // The two modes differ once there is a step to differentiate through.
         if s.t > 1 {
-            let tt = bptt(&params, &batch.x, &h, Injection::Targets(&v), true);
+            let tt = bptt(&params, &batch.x, &h, Injection::Targets(&v), true).unwrap();
             assert!(
                 rel_err("∇W", &g.w_hh, &tt.w_hh) > 1e-3,
                 "{s:?}: local = through time"

@@ -47,7 +47,7 @@ pub(super) fn solve_columns(
         cg,
     } = work;
     rhs.resize(u.len(), 0.0);
-    cell.vjp_into(step, u, rhs, scratch);
+    cell.vjp_into(step, u, rhs, scratch)?;
     // A NaN residual would compare false against the tolerance and pass for converged.
     if !rhs.iter().map(|v| v * v).sum::<f64>().is_finite() {
         bail!(
@@ -57,11 +57,12 @@ pub(super) fn solve_columns(
     }
     jp.resize(u.len(), 0.0);
     let mut apply = |p: &[f64], ap: &mut [f64]| {
-        cell.jvp_into(step, p, jp, scratch);
-        cell.vjp_into(step, jp, ap, scratch);
+        cell.jvp_into(step, p, jp, scratch)?;
+        cell.vjp_into(step, jp, ap, scratch)?;
         for (a, &p_j) in ap.iter_mut().zip(p) {
             *a += reg * p_j;
         }
+        Ok(())
     };
     let report = batched_cg(
         &mut apply,
@@ -71,7 +72,7 @@ pub(super) fn solve_columns(
         false,
         (tol, max_iter, Stop::EachColumn),
         cg,
-    );
+    )?;
     Ok(check_converged(report, tol, max_iter).map_err(crate::error::Error::from)?)
 }
 
