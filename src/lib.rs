@@ -53,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod arguments;
 pub mod backend;
 pub mod bench;
 pub mod cg;

@@ -6,7 +6,7 @@ use std::ops::Range;
 use anyhow::Result;
 use nalgebra::DMatrix;
 
-use crate::cpu::arguments::{cell_inputs, matrix, steps};
+use crate::arguments::{self, cell_inputs, steps};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, gemm, in_parallel, Mat, Steps};
 use crate::kernel_io::{Injection, RnnGrads};
@@ -49,20 +49,16 @@ pub(crate) fn in_working_layout<R>(
     let (p, d) = (dims.input, dims.hidden);
     let states = (b, d);
     steps("h", h, t_len + 1, states)?;
+    arguments::injection(&injection, t_len, states)?;
     let (x, h) = (Steps::from_rows(x, b, p), Steps::from_rows(h, b, d));
     let v;
     let injection = match injection {
-        Injection::Top(g) => {
-            matrix("Injection::Top", g, b, d)?;
-            Injection::Top(g)
-        }
+        Injection::Top(g) => Injection::Top(g),
         Injection::Targets(targets) => {
-            steps("Injection::Targets", targets, t_len + 1, states)?;
             v = Steps::from_rows(targets, b, d);
             Injection::Targets(&v)
         }
         Injection::Steps(grads) => {
-            steps("Injection::Steps", grads, t_len + 1, states)?;
             v = Steps::from_rows(grads, b, d);
             Injection::Steps(&v)
         }

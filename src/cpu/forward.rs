@@ -3,7 +3,7 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
-use crate::cpu::arguments::cell_inputs;
+use crate::arguments::cell_inputs;
 use crate::cpu::simd::{step_product, tanh_in_place};
 use crate::cpu::steps::{core_groups, in_parallel, product, Steps};
 use crate::model::{CellKind, Params};

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use anyhow::Result;
 use nalgebra::DMatrix;
 
-use crate::cpu::arguments::{cell_inputs, cell_params, matrix};
+use crate::arguments::{cell_inputs, cell_params, matrix};
 use crate::cpu::bptt::{
     column_sums, error_norms, in_working_layout, inject, input_grads, record_squares,
     split_by_groups, weight_grad,

@@ -14,9 +14,9 @@
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
+use crate::arguments::cell_params;
 use crate::cg::CgReport;
 use crate::config::{TpConfig, CLAMP_EPS, CPU_CG_TOL};
-use crate::cpu::arguments::cell_params;
 use crate::cpu::gru::kept_or_formed;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky};
 use crate::cpu::simd::step_product;

@@ -3,8 +3,8 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::arguments::matrix;
 use crate::config::Loss;
-use crate::cpu::arguments::matrix;
 use crate::error::Error;
 use crate::kernel_io::HeadOut;
 use crate::model::Params;

@@ -4,8 +4,8 @@
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
+use crate::arguments::matrix;
 use crate::cg::{check_converged, CgReport};
-use crate::cpu::arguments::matrix;
 use crate::cpu::batched_cg::{batched_cg, CgVectors, Stop};
 use crate::cpu::steps::product;
 

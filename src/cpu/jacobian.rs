@@ -18,8 +18,8 @@ use std::sync::Mutex;
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
+use crate::arguments::{cell_inputs, cell_params, steps};
 use crate::cg::CgReport;
-use crate::cpu::arguments::{cell_inputs, cell_params, steps};
 use crate::cpu::gru::{gate_history, gru_step_backward, kept_or_formed};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};

@@ -9,7 +9,6 @@
 //! forms, the vector kernels (`simd`) and the solver (`batched_cg`) are the crate's own:
 //! `iteration` stays in that layout from start to end, on inputs `validate` checked once.
 
-pub(crate) mod arguments;
 pub mod backend;
 pub(crate) mod batched_cg;
 pub mod bptt;

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 
+use crate::arguments::like_params;
 use crate::config::{OptimizerConfig, OptimizerKind};
-use crate::cpu::arguments::like_params;
 use crate::dtp::REVERSE_NAMES;
 use crate::model::{Params, HEAD_NAMES};
 use crate::optimizer_state::OptState;

@@ -5,8 +5,8 @@
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::arguments::steps;
 use crate::config::Loss;
-use crate::cpu::arguments::steps;
 use crate::cpu::head::cross_entropy;
 use crate::cpu::steps::Steps;
 use crate::error::{shape_of, Error};

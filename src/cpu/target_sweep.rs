@@ -5,9 +5,9 @@ use std::sync::Mutex;
 use anyhow::Result;
 use nalgebra::DMatrix;
 
+use crate::arguments::{cell_inputs, cell_params, matrix, steps};
 use crate::cg::CgReport;
 use crate::config::{TargetMode, CLAMP_EPS};
-use crate::cpu::arguments::{cell_inputs, cell_params, matrix, steps};
 use crate::cpu::batched_cg::Stop;
 use crate::cpu::forward::input_term_into;
 use crate::cpu::inverse::{normal_cg, NormalOperator};

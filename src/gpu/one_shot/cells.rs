@@ -5,6 +5,7 @@ use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
 use super::{after_forward, read_stack, workspace};
+use crate::arguments::{self, steps};
 use crate::config::{Hyper, Inversion, Loss, Method, TpConfig, TpGrad};
 use crate::gpu::buffers::poison;
 use crate::gpu::context::GpuContext;
@@ -130,12 +131,10 @@ pub(crate) fn backward_once(
     (injection, through_time): (Injection, bool),
     options: GpuOptions,
 ) -> Result<(Params, Vec<f64>)> {
-    ensure!(
-        h.len() == x.len() + 1,
-        "need h_0 … h_T: got {} states for {} steps",
-        h.len(),
-        x.len()
-    );
+    let b = x.first().map_or(0, |x_1| x_1.nrows());
+    let states = (b, params.dims().hidden);
+    steps("h", h, x.len() + 1, states)?;
+    arguments::injection(&injection, x.len(), states)?;
     let (method, loss) = match injection {
         Injection::Top(_) => (Method::Bp, Loss::CrossEntropy),
         Injection::Targets(_) => (Method::Tp, Loss::CrossEntropy),
@@ -229,6 +228,7 @@ pub fn head(
         "loss ce-seq scores the heads at every step: `head_steps` runs them"
     );
     check_targets(y, loss, b, q)?;
+    arguments::matrix("h_last", h_last, b, params.dims().hidden)?;
     // A one-step batch whose h_1 is set to h_last.
     let batch = Batch {
         tokens: None,

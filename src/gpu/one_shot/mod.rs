@@ -31,11 +31,11 @@ use crate::gpu::options::GpuOptions;
 use crate::model::{CellKind, Params};
 use crate::plan::{Plan, TargetSolve};
 use crate::tasks::{Batch, Targets};
-use crate::validate::check_batch;
+use crate::validate::{check_batch, check_param_shapes};
 
 /// The buffers and launches of a whole iteration on `batch` at `params`, for a single run
-/// of some of its kernels: inputs uploaded, outputs poisoned (also what
-/// `GpuBackend::trace` runs in).
+/// of some of its kernels: the parameters' shapes and the batch checked, inputs uploaded,
+/// outputs poisoned (also what `GpuBackend::trace` runs in).
 pub(crate) fn workspace(
     ctx: &GpuContext,
     params: &Params,
@@ -43,6 +43,7 @@ pub(crate) fn workspace(
     hyper: &Hyper,
     options: GpuOptions,
 ) -> Result<(ModelBuffers, Workspace)> {
+    check_param_shapes(params)?;
     check_batch(params, batch)?;
     let model = ModelBuffers::for_params(ctx, params)?;
     model.write_params(ctx, params)?;

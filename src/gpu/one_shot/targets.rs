@@ -5,6 +5,7 @@ use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
 use super::{after_forward, workspace};
+use crate::arguments::{matrix as matrix_arg, steps};
 use crate::cg::CgReport;
 use crate::config::{Hyper, Inversion, Method, TargetMode, TpConfig};
 use crate::gpu::buffers::{poison, ModelBuffers};
@@ -47,6 +48,9 @@ pub fn inverse_cg(
             ..Params::zeros(dims)?
         },
     )?;
+    if let Some(p) = warm {
+        matrix_arg("warm", p, d, d)?;
+    }
     match warm {
         Some(p) => ctx.write(&model.cg.x, 0, &rows_f32(p)),
         None => poison(ctx, &model.cg.x, d * d),
@@ -111,13 +115,10 @@ pub fn target_sweep_with(
     (lr_target, mode): (f64, TargetMode),
     options: GpuOptions,
 ) -> Result<Vec<DMatrix<f64>>> {
-    let b = grad_h.nrows();
-    anyhow::ensure!(
-        h.len() == x.len() + 1,
-        "need h_0 … h_T: got {} states for {} steps",
-        h.len(),
-        x.len()
-    );
+    let (b, d) = (grad_h.nrows(), params.dims().hidden);
+    steps("h", h, x.len() + 1, (b, d))?;
+    matrix_arg("grad_h", grad_h, b, d)?;
+    matrix_arg("p_inv", p_inv, d, d)?;
     let batch = Batch {
         tokens: None,
         x: x.to_vec(),
@@ -227,12 +228,9 @@ pub fn jacobian_sweep(
     max_iter: usize,
 ) -> Result<(Vec<DMatrix<f64>>, Vec<CgReport>)> {
     let t_len = x.len();
-    ensure!(
-        h.len() == t_len + 1,
-        "jacobian_sweep needs h_0 … h_T ({} states), got {}",
-        t_len + 1,
-        h.len()
-    );
+    let states = (v_top.nrows(), params.dims().hidden);
+    steps("h", h, t_len + 1, states)?;
+    matrix_arg("v_top", v_top, states.0, states.1)?;
     let tp = TpConfig {
         inversion: Inversion::Jacobian,
         // With γ_h = 1 the kernel's dv_T = −γ_h g_T is v_top − h_T for g_T = h_T − v_top.
@@ -277,12 +275,8 @@ pub fn gru_per_gate_sweep(
 ) -> Result<Vec<DMatrix<f64>>> {
     let t_len = x.len();
     let d = params.dims().hidden;
-    ensure!(
-        h.len() == t_len + 1,
-        "gru_per_gate_sweep needs h_0 … h_T ({} states), got {}",
-        t_len + 1,
-        h.len()
-    );
+    steps("h", h, t_len + 1, (v_top.nrows(), d))?;
+    matrix_arg("v_top", v_top, v_top.nrows(), d)?;
     ensure!(
         p_gates.iter().all(|p| p.shape() == (d, d)),
         "P_r, P_z, P_n must each be d×d = {d}×{d}"
@@ -298,12 +292,6 @@ pub fn gru_per_gate_sweep(
         ..Hyper::default()
     };
     let (model, ws) = after_forward(ctx, params, x, &hyper, GpuOptions::default())?;
-    ensure!(
-        v_top.shape() == h[t_len].shape(),
-        "v_T is {:?}, h_T {:?}",
-        v_top.shape(),
-        h[t_len].shape()
-    );
     ctx.write(&ws.seq.g_top, 0, &rows_f32(&(&h[t_len] - v_top)));
     let stacked: Vec<f32> = p_gates
         .iter()

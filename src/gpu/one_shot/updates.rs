@@ -4,6 +4,7 @@
 use anyhow::{ensure, Result};
 use nalgebra::DMatrix;
 
+use crate::arguments::like_params;
 use crate::config::OptimizerConfig;
 use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
@@ -14,6 +15,7 @@ use crate::gpu::segments::{Segmenting, StepsPerDispatch};
 use crate::gpu::storage::Storage;
 use crate::model::Params;
 use crate::optimizer_state::OptState;
+use crate::validate::check_param_shapes;
 
 /// `op(a) · b` on the GPU (op = transpose when `trans_a`), checked against nalgebra in tests.
 pub fn matmul(
@@ -76,7 +78,8 @@ pub fn matmul_split(
     Ok(matrix(&ctx.read(&c_buf, 0, m * n)?, m, n))
 }
 
-/// One optimizer step on the GPU, as `cpu::optimizer::optimizer_step` applies it.
+/// One optimizer step on the GPU, as `cpu::optimizer::optimizer_step` applies it (and
+/// checks its arguments).
 pub fn optimizer_step(
     ctx: &GpuContext,
     cfg: &OptimizerConfig,
@@ -84,6 +87,10 @@ pub fn optimizer_step(
     params: &mut Params,
     grads: &Params,
 ) -> Result<()> {
+    check_param_shapes(params)?;
+    like_params("grads", grads, params)?;
+    like_params("OptState::m", &state.m, params)?;
+    like_params("OptState::v", &state.v, params)?;
     let model = ModelBuffers::for_params(ctx, params)?;
     model.write_params(ctx, params)?;
     let l = &model.layout;

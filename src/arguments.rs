@@ -1,15 +1,17 @@
-//! What the reference kernels' public functions check of their arguments before any
-//! work: the parameters' shapes and cell, the inputs and states against them, and the
-//! memory the work space of T steps of B sequences takes. A wrong shape is then an
-//! [`Error`] naming the argument, never a panic. These are the row forms (one B × size
-//! matrix per step) that tests and embedding programs call; the training path checks its
-//! batch once (`crate::validate`) and runs the working-layout forms inside the crate.
+//! What the kernels' public functions check of their arguments before any work: the CPU
+//! reference's row forms (one B × size matrix a step, `tpri::cpu::*`) and their GPU twins
+//! (`gpu::one_shot`), which the tests compare and embedding programs may call. The
+//! parameters' shapes and cell, the inputs, states, targets and P against them, and the
+//! memory of T steps of B sequences: a wrong shape is an [`Error`] naming the argument,
+//! never a panic. The training path checks its batch once (`crate::validate`) and runs
+//! the kernels inside the crate, which check nothing more.
 
 use anyhow::Result;
 use nalgebra::DMatrix;
 
 use crate::config::Hyper;
 use crate::error::{shape_of, Error};
+use crate::kernel_io::Injection;
 use crate::limits::Workload;
 use crate::model::{CellKind, Dims, Params};
 use crate::validate::{check_input_steps, check_param_shapes};
@@ -94,4 +96,14 @@ pub(crate) fn like_params(name: &str, other: &Params, params: &Params) -> Result
         matrix(&format!("{name} ({tensor})"), o, m.nrows(), m.ncols())?;
     }
     Ok(())
+}
+
+/// That what `injection` puts into the backward recursion fits T = `t_len` steps of
+/// `states` = (B, d): g_T B × d, or the targets or gradients of h_0 … h_T.
+pub(crate) fn injection(injection: &Injection, t_len: usize, states: (usize, usize)) -> Result<()> {
+    match injection {
+        Injection::Top(g) => matrix("Injection::Top", g, states.0, states.1),
+        Injection::Targets(v) => steps("Injection::Targets", v, t_len + 1, states),
+        Injection::Steps(g) => steps("Injection::Steps", g, t_len + 1, states),
+    }
 }
