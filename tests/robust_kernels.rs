@@ -11,7 +11,7 @@ use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use tpri::config::{Loss, OptimizerConfig, TargetMode, TpConfig};
+use tpri::config::{Loss, OptimizerConfig, OptimizerKind, TargetMode, TpConfig};
 use tpri::cpu::bptt::bptt;
 use tpri::cpu::forward::forward;
 use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
@@ -60,6 +60,19 @@ fn shaped(rng: &mut ChaCha8Rng, mut rows: usize, mut cols: usize) -> DMatrix<f64
         (rows, cols) = (small(rng), small(rng));
     }
     matrix(rng, rows, cols)
+}
+
+/// P of a W that is not square is refused (P is the inverse of the recurrence's d × d W; a
+/// tall W would make the solve's work space its rows squared), naming W.
+#[test]
+fn the_regularized_inverse_needs_a_square_w() {
+    let tall = DMatrix::from_element(6, 2, 0.5);
+    let cg = inverse_cg(&tall, 1.0, 1e-8, 50, None).unwrap_err();
+    let cholesky = inverse_cholesky(&tall, 1.0).unwrap_err();
+    for e in [cg, cholesky] {
+        assert!(format!("{e:#}").contains("W"), "{e:#}");
+    }
+    assert!(inverse_cg(&DMatrix::from_element(2, 2, 0.5), 1.0, 1e-8, 50, None).is_ok());
 }
 
 /// Products and solves of a linearized cell at random steps, sequences and vectors.
@@ -170,18 +183,31 @@ fn one_case(rng: &mut ChaCha8Rng, oks: &mut Oks) {
     }
 
     let mut stepped = params.clone();
-    let grads = random_params(rng);
+    let like_or_random = |rng: &mut ChaCha8Rng| {
+        if rng.random_bool(0.5) {
+            params.zeros_like()
+        } else {
+            random_params(rng)
+        }
+    };
+    let grads = like_or_random(rng);
     let mut state = OptState {
         step: rng.random_range(0..3),
-        m: random_params(rng),
-        v: stepped.zeros_like(),
+        m: like_or_random(rng),
+        v: like_or_random(rng),
     };
-    let _ = optimizer_step(
-        &OptimizerConfig::default(),
-        &mut state,
-        &mut stepped,
-        &grads,
-    );
+    let cfg = OptimizerConfig {
+        kind: pick(
+            rng,
+            &[
+                OptimizerKind::Sgd,
+                OptimizerKind::Nesterov,
+                OptimizerKind::Adam,
+            ],
+        ),
+        ..OptimizerConfig::default()
+    };
+    let _ = optimizer_step(&cfg, &mut state, &mut stepped, &grads);
     let _ = (params.tanh_bias(), params.norm(), OptState::new(&params));
 }
 
