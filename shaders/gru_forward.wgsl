@@ -11,6 +11,17 @@
 // neighbouring invocations read neighbouring addresses), eight terms per loop iteration
 // (include/dot.wgsl's gate_columns_dot8; see there for llvmpipe's loop cap).
 //
+// Lanes per unit (LANES, the host's `--lanes-per-unit` for the GRU's forward pass), as in
+// forward.wgsl: with LANES = L > 1 the three gates' sums of unit i are split over L
+// invocations, lane l summing include/dot.wgsl's lane_chunk l of the eight-term part, so
+// that a step's serial chain is about d/L terms of three gates instead of d. The lanes
+// write their partial sums into the half that step t writes h_t into, lane l's gate g of
+// unit i at (3l + g)·d + i (3·L·d ≤ MAX_HIDDEN: the host checks it); nobody reads that
+// half during step t before h_t is complete. After a barrier the finisher of unit i
+// (invocation i mod WG) adds them in lane order onto b_hh, then the last d % 8 terms, and
+// writes h_t over lane 0's partial of gate r, which only it reads. At LANES = 1 the lane
+// code is compiled out: one barrier a step, the sums of one pass, as before lanes.
+//
 // Bounded segments, as in forward.wgsl: one launch runs the steps dims.first ..
 // dims.first + dims.count − 1, and starts from h_{first−1} as the previous segment stored it
 // (the GRU's history is f32, so it is exactly the value one long launch would carry on).
@@ -24,9 +35,12 @@
 // U = w_ih [3d, p], b_ih and b_hh [3d], x [T, B, p], h [T+1, B, d] (step t of sequence s
 // at (t*B + s)*d), gates [T, B, 4d] (step t of s at ((t−1)*B + s)*4d: r | z | n | hn).
 
-// Invocations per workgroup: 64, 128 or 256, matched to d (gpu::kernel sets it:
-// `matched_workgroup_size`).
+// Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
+// LANES: `Packing::new`).
 override WG: u32 = 256u;
+
+// Lanes per unit: 1, 2, 4, 8 or 16, set per pipeline.
+override LANES: u32 = 1u;
 
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN), include/dot.wgsl
 // (gate_columns_dot8, gate_columns_rest; the operands are dot_matrix and dot_vector below)
@@ -90,6 +104,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         h_buf[start_half + i] = select(h[start + i], 0.0, first == 1u);
     }
     workgroupBarrier();
+    // This invocation's lane of its units and the terms the lane sums.
+    let lane = lid % LANES;
+    let chunk = lane_chunk(d, lane, LANES);
     for (var t = first; t < first + dims.count; t++) {
         let x_row = ((t - 1u) * dims.batch + s) * p;
         let h_row = (t * dims.batch + s) * d;
@@ -97,6 +114,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         prev_half = ((t - 1u) & 1u) * MAX_HIDDEN;
         let next = (t & 1u) * MAX_HIDDEN;
         let gate_row = ((t - 1u) * dims.batch + s) * 4u * d;
+        if LANES > 1u {
+            // Each lane's part of the three gates' sums, into the half of h_t.
+            for (var i = lid / LANES; i < d; i += WG / LANES) {
+                let part = gate_columns_dot8(i, d, chunk);
+                let at = next + 3u * lane * d + i;
+                h_buf[at] = part.x;
+                h_buf[at + d] = part.y;
+                h_buf[at + 2u * d] = part.z;
+            }
+            // All parts written; each finisher reads only its own units' (see the top).
+            workgroupBarrier();
+        }
         for (var i = lid; i < d; i += WG) {
             // Input parts U x_t + b_ih of the three gates.
             var xi = vec3<f32>(b_ih[i], b_ih[d + i], b_ih[2u * d + i]);
@@ -106,8 +135,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
             // Hidden parts W h_{t−1} + b_hh: row i of W_r is column i of Wᵀ, W_z's is d + i,
             // W_n's 2d + i. The biases come first, the last d % 8 terms last.
-            let b = vec3<f32>(b_hh[i], b_hh[d + i], b_hh[2u * d + i]);
-            let gh = gate_columns_rest(b + gate_columns_dot8(i, d), i, d);
+            var sum = vec3<f32>(b_hh[i], b_hh[d + i], b_hh[2u * d + i]);
+            if LANES == 1u {
+                sum += gate_columns_dot8(i, d, chunk);
+            } else {
+                for (var l = 0u; l < LANES; l++) {
+                    let at = next + 3u * l * d + i;
+                    sum += vec3<f32>(h_buf[at], h_buf[at + d], h_buf[at + 2u * d]);
+                }
+            }
+            let gh = gate_columns_rest(sum, i, d);
             let r = sigmoid(xi.x + gh.x);
             let z = sigmoid(xi.y + gh.y);
             let hn = gh.z;

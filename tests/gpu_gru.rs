@@ -12,7 +12,7 @@
 mod gpu_support;
 mod support;
 
-use gpu_support::{compare_traces, ctx, hyper, start, SWEEP_MAX_ITER, TOL};
+use gpu_support::{compare_traces, compare_traces_with, ctx, hyper, start, SWEEP_MAX_ITER, TOL};
 use nalgebra::DMatrix;
 use support::{
     check, check_all, check_targets, column, dims, inputs, random, random_batch, rng,
@@ -24,7 +24,7 @@ use tpri::cpu;
 use tpri::cpu::jacobian::{Cell, GruCell, TanhCell};
 use tpri::cpu::CpuBackend;
 use tpri::gpu;
-use tpri::gpu::GpuBackend;
+use tpri::gpu::{GpuBackend, GpuOptions, LanesPerUnit};
 use tpri::kernel_io::Injection;
 use tpri::model::{CellKind, Params};
 
@@ -47,32 +47,52 @@ fn states(params: &Params, x: &[DMatrix<f64>]) -> Vec<DMatrix<f64>> {
     }
 }
 
+/// The GRU's forward pass against the reference, its states and the gates it keeps, with
+/// 1, 2, 4 and 8 lanes per unit (each unit's three sums split over that many invocations;
+/// `--lanes-per-unit`) wherever their partial sums fit (3 · lanes · d ≤ 2048 and lanes · d
+/// ≤ the adapter's invocations per workgroup); a count that does not fit is refused, naming
+/// `lanes_per_unit`.
 #[test]
 fn gru_forward_matches_reference() {
     let ctx = ctx();
+    let max_invocations = ctx.max_invocations_per_workgroup();
     for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
         let params = start(CellKind::Gru, dims(3, d, 2), i as u64, 0.0);
         let x = inputs(&mut rng(100 + i as u64), t, b, 3);
         let want = cpu::gru::gru_forward(&params, &x).unwrap();
-        let (h, gates) = gpu::one_shot::gru_forward_gates(&ctx, &params, &x).unwrap();
-        let what = |n: &str| format!("{n} (d={d}, T={t}, B={b})");
-        let e = check_all(&what("h"), &h, &want, TOL);
-        assert_eq!(gates.len(), t);
-        let mut worst: f64 = 0.0;
-        for (step, got) in gates.iter().enumerate() {
-            let exp = cpu::gru::gru_gates(&params, &want[step], &x[step]).unwrap();
-            for (name, g, w) in [
-                ("r", &got.r, &exp.r),
-                ("z", &got.z, &exp.z),
-                ("n", &got.n, &exp.n),
-                ("hn", &got.hn, &exp.hn),
-            ] {
-                worst = worst.max(check(&what(&format!("{name}_{}", step + 1)), g, w, TOL));
+        for lanes in [1, 2, 4, 8] {
+            let options = GpuOptions {
+                lanes_per_unit: LanesPerUnit::Fixed(lanes),
+                ..GpuOptions::default()
+            };
+            let run = gpu::one_shot::gru_forward_gates_with(&ctx, &params, &x, options);
+            if lanes > 1 && (3 * lanes * d > 2048 || lanes * d > max_invocations) {
+                let e = format!("{:#}", run.unwrap_err());
+                assert!(e.contains("lanes_per_unit"), "{e}");
+                continue;
             }
+            let (h, gates) = run.unwrap();
+            let what = |n: &str| format!("{n} (d={d}, T={t}, B={b}, {lanes} lane(s))");
+            let e = check_all(&what("h"), &h, &want, TOL);
+            assert_eq!(gates.len(), t);
+            let mut worst: f64 = 0.0;
+            for (step, got) in gates.iter().enumerate() {
+                let exp = cpu::gru::gru_gates(&params, &want[step], &x[step]).unwrap();
+                for (name, g, w) in [
+                    ("r", &got.r, &exp.r),
+                    ("z", &got.z, &exp.z),
+                    ("n", &got.n, &exp.n),
+                    ("hn", &got.hn, &exp.hn),
+                ] {
+                    worst = worst.max(check(&what(&format!("{name}_{}", step + 1)), g, w, TOL));
+                }
+            }
+            if lanes == 1 {
+                let h_only = gpu::one_shot::gru_forward(&ctx, &params, &x).unwrap();
+                assert_eq!(h_only, h, "the default is one lane, bit for bit");
+            }
+            eprintln!("{}: h {e:.2e}, gates {worst:.2e}", what("GRU forward"));
         }
-        let h_only = gpu::one_shot::gru_forward(&ctx, &params, &x).unwrap();
-        assert_eq!(h_only, h, "the same kernel gives the same states");
-        eprintln!("GRU forward d={d} T={t} B={b}: h {e:.2e}, gates {worst:.2e}");
     }
 }
 
@@ -419,6 +439,36 @@ fn per_gate_iterations_match_reference() {
         let batch = random_batch(&mut rng(70 + i as u64), Shape::new(b, t, 3, d, 4), loss);
         let what = format!("per-gate {grad:?} {loss:?} d={d} B={b} T={t}");
         compare_traces(&what, &params, &batch, &per_gate_tp(grad, loss));
+    }
+}
+
+/// Whole GRU iterations with lanes in the forward pass, against the reference: the
+/// jacobian and the per-gate inversion with 4 lanes at d = 33 and 2 at d = 100 (T = 6,
+/// B = 3), every quantity of the trace within 1e-4 (`compare_traces_with`).
+#[test]
+fn iterations_with_lanes_in_the_forward_pass_match_reference() {
+    for (i, (d, lanes)) in [(33, 4), (100, 2)].into_iter().enumerate() {
+        let params = start(CellKind::Gru, dims(3, d, 4), 90 + i as u64, 0.0);
+        let batch = random_batch(
+            &mut rng(90 + i as u64),
+            Shape::new(3, 6, 3, d, 4),
+            Loss::Mse,
+        );
+        let options = GpuOptions {
+            lanes_per_unit: LanesPerUnit::Fixed(lanes),
+            ..GpuOptions::default()
+        };
+        for (name, hyper) in [
+            ("jacobian", jacobian_tp()),
+            ("per-gate", per_gate_tp(TpGrad::ThroughTime, Loss::Mse)),
+        ] {
+            let hyper = Hyper {
+                loss: Loss::Mse,
+                ..hyper
+            };
+            let what = format!("({name}, {lanes} lanes, d={d})");
+            compare_traces_with(&what, &params, &batch, &hyper, options);
+        }
     }
 }
 

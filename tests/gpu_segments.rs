@@ -264,6 +264,30 @@ fn packed_forward_past_the_loop_cap_matches_reference() {
     }
 }
 
+/// The GRU's forward pass with 2 and 4 lanes per unit at T = 5000 and d = 103 (d % 8 = 7),
+/// at the adapter's quota for them: gpu::loops charges the lanes' partial sums, the
+/// finishers' loop over them and the step's second barrier, so no launch passes
+/// llvmpipe's cap and every step matches the reference.
+#[test]
+fn gru_forward_with_lanes_past_the_loop_cap_matches_reference() {
+    let params = start(CellKind::Gru, dims(1, 103, 10), 254, 0.0);
+    let x = inputs(&mut rng(255), 5000, 2, 1);
+    let want = cpu::gru::gru_forward(&params, &x).unwrap();
+    for l in [2, 4] {
+        let options = GpuOptions {
+            lanes_per_unit: LanesPerUnit::fixed(l).unwrap(),
+            ..GpuOptions::default()
+        };
+        let (got, _) = gpu::one_shot::gru_forward_gates_with(&ctx(), &params, &x, options).unwrap();
+        check_all(
+            &format!("h ({l} lanes, T=5000, d=103, B=2)"),
+            &got,
+            &want,
+            gpu_support::TOL,
+        );
+    }
+}
+
 /// b sequences per workgroup in launches of K steps.
 fn packed(storage: Storage, k: usize, b: usize) -> GpuOptions {
     GpuOptions {

@@ -196,13 +196,14 @@ fn column_dot(c: u32, d: u32) -> f32 {
 
 // The GRU's three gates at once: Σ_j M[j·3d + i + g·d] v[j] for the gates g = r, z, n
 // (columns i, d + i, 2d + i of Wᵀ [d, 3d], i.e. rows i, d + i, 2d + i of W [3d, d]), over
-// j < d − d % 8, each folded by hsum. One pass over v serves all three.
-fn gate_columns_dot8(i: u32, d: u32) -> vec3<f32> {
+// the eight-term blocks chunk.x ≤ j < chunk.y (lane_chunk's: all of j < d − d % 8 for one
+// lane), each folded by hsum. One pass over v serves all three.
+fn gate_columns_dot8(i: u32, d: u32, chunk: vec2<u32>) -> vec3<f32> {
     let g = 3u * d;
     var ar = vec4<f32>(0.0);
     var az = vec4<f32>(0.0);
     var an = vec4<f32>(0.0);
-    for (var j = 0u; j + 8u <= d; j += 8u) {
+    for (var j = chunk.x; j < chunk.y; j += 8u) {
         let v0 = vec4<f32>(dot_vector(j), dot_vector(j + 1u), dot_vector(j + 2u), dot_vector(j + 3u));
         let v1 = vec4<f32>(dot_vector(j + 4u), dot_vector(j + 5u), dot_vector(j + 6u), dot_vector(j + 7u));
         let c0 = j * g + i;
@@ -230,5 +231,5 @@ fn gate_columns_rest(sum: vec3<f32>, i: u32, d: u32) -> vec3<f32> {
 
 // The three gates' full sums: the eight-term part first, then the rest.
 fn gate_columns_dot(i: u32, d: u32) -> vec3<f32> {
-    return gate_columns_rest(gate_columns_dot8(i, d), i, d);
+    return gate_columns_rest(gate_columns_dot8(i, d, lane_chunk(d, 0u, 1u)), i, d);
 }

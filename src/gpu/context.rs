@@ -154,6 +154,18 @@ impl GpuContext {
             .with_context(|| format!("compiling the jacobian kernels for workgroups of {wg}"))
     }
 
+    /// The GRU's forward pass with `packing`'s lanes per unit and workgroup size (compiled
+    /// on first use); an error for a count it is not compiled for (`LANES_PER_UNIT`).
+    pub(crate) fn gru_forward_kernel(&self, packing: Packing) -> Result<&wgpu::ComputePipeline> {
+        let how = format!(
+            "{} lane(s) per unit, {} invocations per workgroup",
+            packing.lanes, packing.workgroup_size
+        );
+        self.checked(|| self.kernels.gru_forward(&self.device, packing))
+            .with_context(|| format!("compiling the GRU's forward pass for {how}"))?
+            .ok_or_else(|| anyhow!("the GRU's forward pass is not compiled for {how}"))
+    }
+
     /// The GRU's time loops for hidden size `d`, in workgroups matched to it (compiled on
     /// first use).
     pub(crate) fn gru_kernels(&self, d: usize) -> Result<&GruKernels> {

@@ -159,14 +159,17 @@ impl Workspace {
         let x = || seq.x.as_entire_binding();
         let ones = || seq.ones.as_entire_binding();
         // Sequences per workgroup and lanes per unit of the time loops (forward, backward
-        // recursion, target sweep): the tanh RNN's kernels take them, the GRU's carry one
-        // sequence with one lane per unit whatever the options say (they name the tanh
-        // kernels').
-        let packing = match cell {
-            CellKind::Tanh => forward::packing(ctx, &options, d, shape)?,
-            CellKind::Gru => Packing::one(d),
+        // recursion, target sweep): the tanh RNN's kernels take them; the GRU's carry one
+        // sequence a workgroup, and only its forward pass takes lanes (fixed ones: `auto`
+        // gives it one).
+        let (packing, forward_packing) = match cell {
+            CellKind::Tanh => {
+                let packing = forward::packing(ctx, &options, d, shape)?;
+                (packing, packing)
+            }
+            CellKind::Gru => (Packing::one(d), gru_forward::packing(ctx, &options, d)?),
         };
-        let forward_steps = per_launch(loops::forward(cell, d, p, shape, packing))?;
+        let forward_steps = per_launch(loops::forward(cell, d, p, shape, forward_packing))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape, packing))?;
         let packed_bptt = (shape, bptt_steps.1, packing);
         let every_step = hyper.loss.every_step();
@@ -200,7 +203,12 @@ impl Workspace {
             // δ holds dgh: W and b_hh see it, U and b_ih see dgi. h is an f32 history here
             // (`check_storage`), read by the f32 variant of the matmul.
             CellKind::Gru => (
-                gru_forward::dispatch(ctx, model, &seq, forward_steps)?,
+                gru_forward::dispatch(
+                    ctx,
+                    model,
+                    &seq,
+                    (forward_steps.0, forward_steps.1, forward_packing),
+                )?,
                 gru_bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
                 [
                     reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,

@@ -135,6 +135,9 @@ pub(crate) struct Kernels {
     jacobian: [OnceLock<JacobianKernels>; 3],
     /// The GRU's time loops per workgroup size (`WORKGROUP_SIZES`), compiled on first use.
     gru: [OnceLock<GruKernels>; 3],
+    /// gru_forward.wgsl per count of lanes per unit (`LANES_PER_UNIT`) and workgroup size
+    /// (a power of two from 64 to 4096, `Packing::new`'s), compiled on first use.
+    gru_forward: [[OnceLock<wgpu::ComputePipeline>; 7]; 5],
 }
 
 /// The entry points of jacobian.wgsl, compiled for one workgroup size.
@@ -145,10 +148,10 @@ pub(crate) struct JacobianKernels {
     pub inverse_columns: wgpu::ComputePipeline,
 }
 
-/// The GRU's time loops, compiled for one workgroup size (their `WG` override): one
-/// sequence and one lane per unit, in a workgroup matched to d.
+/// The GRU's backward time loops, compiled for one workgroup size (their `WG` override):
+/// one sequence and one lane per unit, in a workgroup matched to d (its forward pass, which
+/// may have lanes, is `Kernels::gru_forward`).
 pub(crate) struct GruKernels {
-    pub forward: wgpu::ComputePipeline,
     pub bptt: wgpu::ComputePipeline,
     pub per_gate_sweep: wgpu::ComputePipeline,
     /// The per-gate sweep and the surrogate's backward recursion in one loop.
@@ -162,6 +165,18 @@ fn size_slot<T>(slots: &[OnceLock<T>; 3], wg: u32) -> &OnceLock<T> {
         .position(|&w| w == wg)
         .expect("a workgroup size of WORKGROUP_SIZES");
     &slots[at]
+}
+
+/// Where `packing`'s lanes per unit (in `LANES_PER_UNIT`) and workgroup size (a power of
+/// two from 64 to 4096) sit in a per-packing cache; `None` for any other.
+fn packing_slots(packing: Packing) -> Option<(usize, usize)> {
+    let lanes = LANES_PER_UNIT
+        .iter()
+        .position(|&l| l as usize == packing.lanes)?;
+    let wg = packing.workgroup_size;
+    let size =
+        (wg.is_power_of_two() && (64..=4096).contains(&wg)).then(|| wg.ilog2() as usize - 6)?;
+    Some((lanes, size))
 }
 
 /// One time loop's pipelines for one packing: without and with its columns in registers.
@@ -293,12 +308,10 @@ impl HistoryKernels {
         which: TimeLoop,
         packing: Packing,
     ) -> Option<&wgpu::ComputePipeline> {
-        let slot = |counts: &[u32], n: usize| counts.iter().position(|&b| b as usize == n);
-        let seqs = slot(&SEQUENCES_PER_WORKGROUP, packing.seqs)?;
-        let lanes = slot(&LANES_PER_UNIT, packing.lanes)?;
-        let wg = packing.workgroup_size;
-        let size =
-            (wg.is_power_of_two() && (64..=4096).contains(&wg)).then(|| wg.ilog2() as usize - 6)?;
+        let seqs = SEQUENCES_PER_WORKGROUP
+            .iter()
+            .position(|&b| b as usize == packing.seqs)?;
+        let (lanes, size) = packing_slots(packing)?;
         let registers = usize::from(packing.registers(which));
         let cell = &self.time_loops[which as usize][seqs][lanes][size][registers];
         Some(cell.get_or_init(|| Self::time_loop_pipeline(device, self.storage, which, packing)))
@@ -328,6 +341,7 @@ impl Kernels {
             f16_history: OnceLock::new(),
             jacobian: Default::default(),
             gru: Default::default(),
+            gru_forward: Default::default(),
         }
     }
 
@@ -353,12 +367,34 @@ impl Kernels {
             let c = [("WG", f64::from(wg))];
             let main = |file: &str| pipeline(device, &module(device, &SHADERS, file), "main", &c);
             GruKernels {
-                forward: main("gru_forward.wgsl"),
                 bptt: main("gru_bptt.wgsl"),
                 per_gate_sweep: main("gru_per_gate_sweep.wgsl"),
                 sweep_bptt: main("gru_sweep_bptt.wgsl"),
             }
         })
+    }
+
+    /// gru_forward.wgsl with `packing`'s lanes per unit (one of `LANES_PER_UNIT`) and
+    /// workgroup size (a power of two from 64 to 4096), compiled on first use (inside
+    /// `GpuContext::checked`); `None` for any other count or size.
+    pub fn gru_forward(
+        &self,
+        device: &wgpu::Device,
+        packing: Packing,
+    ) -> Option<&wgpu::ComputePipeline> {
+        let (lanes, size) = packing_slots(packing)?;
+        Some(self.gru_forward[lanes][size].get_or_init(|| {
+            let c = [
+                ("WG", packing.workgroup_size as f64),
+                ("LANES", packing.lanes as f64),
+            ];
+            pipeline(
+                device,
+                &module(device, &SHADERS, "gru_forward.wgsl"),
+                "main",
+                &c,
+            )
+        }))
     }
 
     /// The history kernels for `storage`, compiling the f16 set on first use (the caller

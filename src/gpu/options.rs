@@ -97,20 +97,23 @@ impl SequencesPerWorkgroup {
 pub const MAX_LANES_PER_UNIT: usize = 16;
 
 /// How many invocations ("lanes") of the tanh RNN's time loops (forward pass, backward
-/// recursion, target sweep) share each unit's dot product at every step
-/// (`--lanes-per-unit`): each sums a contiguous part of the terms, and one adds the parts.
+/// recursion, target sweep), and of the GRU's forward pass for its three gates' sums,
+/// share each unit's dot product at every step (`--lanes-per-unit`): each sums a
+/// contiguous part of the terms, and one adds the parts.
 /// The steps are a chain of dependent dot products, so on a GPU more lanes shorten each
 /// step's serial work; the results change within f32 rounding (the order of the sums).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LanesPerUnit {
     /// Per adapter and shape (`gpu::forward`'s rule): 1 on llvmpipe, where each barrier
     /// costs; on a GPU 2 where d ≥ 64 and the batch makes at most 128 workgroups, else 1.
+    /// The GRU's forward pass takes 1 (`gpu::gru_forward::packing`).
     #[default]
     Auto,
     /// This many: a power of two from 1 to `MAX_LANES_PER_UNIT`, whose lanes fit a
     /// workgroup (lanes · d ≤ the adapter's invocations per workgroup) and whose partial
     /// sums fit the kernels' workgroup memory (lanes · sequences per workgroup · d ≤
-    /// `MAX_HIDDEN`; both checked per shape when the workspace is built).
+    /// `MAX_HIDDEN`, for the GRU's forward pass 3 · lanes · d ≤ `MAX_HIDDEN`; checked per
+    /// shape when the workspace is built).
     Fixed(usize),
 }
 

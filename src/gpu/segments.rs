@@ -283,11 +283,16 @@ mod tests {
                         loops::step_stats(shape),
                     ];
                     // The GRU's kernels carry one sequence per workgroup and one lane per
-                    // unit; the tanh RNN's as many as fit its workgroup memory; both in
-                    // workgroups matched to d.
+                    // unit, but for its forward pass's lanes; the tanh RNN's as many as fit
+                    // its workgroup memory; both in workgroups matched to d.
                     let gru = Packing::one(d);
-                    models.push(loops::forward(CellKind::Gru, d, 784, shape, gru));
                     models.push(loops::bptt(CellKind::Gru, d, shape, gru));
+                    for lanes in [1, 2, 4, 8, 16] {
+                        if lanes == 1 || (3 * lanes * d <= MAX_HIDDEN && lanes * d <= 1024) {
+                            let packing = Packing::new(1, lanes, d, 1024);
+                            models.push(loops::forward(CellKind::Gru, d, 784, shape, packing));
+                        }
+                    }
                     for seqs in [1, 2, 4, 8, 16] {
                         for lanes in [1, 2, 4, 8, 16] {
                             let packing = Packing::new(seqs, lanes, d, 1024);

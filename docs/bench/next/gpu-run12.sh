@@ -6,8 +6,8 @@
 # registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
 # (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
 # h200/1-first/gru-784.json; now with its one backward loop against the two, `--backward
-# fused,separate`) and f16 storage with the register path, with its check, and with its
-# one backward loop against the two.
+# fused,separate`, and its forward pass with 1, 2 and 4 lanes per unit) and f16 storage
+# with the register path, with its check, and with its one backward loop against the two.
 # Here, from the project's root, before the call: `bash docs/bench/next/prepare.sh` (the
 # loader into .gl/; the two builds, this script and PyTorch's baseline into .bin/),
 # and run `bash .bin/gpu-bench.sh` there with .gl/ and .bin/ beside it. A call returns at
@@ -31,7 +31,7 @@ step 30 .bin/tpri train --preset adding-30-tp --cell gru --inversion per-gate --
 # What "W in registers" left unmeasured, with the new build.
 step 60 .bin/tpri check --storage f16
 step 90 .bin/tpri bench --backend gpu --steps 784 --hidden 100,128,192,256 --batch 16 --reps 10 --lanes-per-unit 1,2,4 --json "$OUT/lanes.json"
-step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 10 --backward fused,separate --json "$OUT/gru-784.json"
+step 60 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 10 --backward fused,separate --lanes-per-unit 1,2,4 --json "$OUT/gru-784.json"
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 100,256 --batch 16,256 --reps 10 --storage f32,f16 --json "$OUT/f16.json"
 # f16 storage's one backward loop against its two ("One backward loop with f16 storage").
 step 30 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps 10 --storage f16 --backward fused,separate --json "$OUT/f16-fused.json"

@@ -52,6 +52,16 @@ pub fn gru_forward_gates(
     params: &Params,
     x: &[DMatrix<f64>],
 ) -> Result<(Vec<DMatrix<f64>>, Vec<GruStep>)> {
+    gru_forward_gates_with(ctx, params, x, GpuOptions::default())
+}
+
+/// `gru_forward_gates` with the time loop split and the lanes per unit as `options` say.
+pub fn gru_forward_gates_with(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    options: GpuOptions,
+) -> Result<(Vec<DMatrix<f64>>, Vec<GruStep>)> {
     let bp = Hyper {
         method: Method::Bp,
         ..Hyper::default()
@@ -61,7 +71,7 @@ pub fn gru_forward_gates(
         "gru_forward needs GRU parameters, got a {:?} cell",
         params.cell
     );
-    let (_model, ws) = after_forward(ctx, params, x, &bp, GpuOptions::default())?;
+    let (_model, ws) = after_forward(ctx, params, x, &bp, options)?;
     let Shape { batch: b, steps: t } = ws.shape;
     let d = params.dims().hidden;
     let h = ws.seq.h.read(ctx, 0, t + 1)?;
