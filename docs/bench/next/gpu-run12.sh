@@ -15,6 +15,8 @@
 . docs/bench/gpu-env.sh
 step 30 .bin/tpri devices
 step 60 .bin/tpri check
+# Two lanes per unit everywhere, the GRU's forward pass included (its lanes are new).
+step 60 .bin/tpri check --lanes-per-unit 2
 # What a step's ingredients cost (docs/PERFORMANCE.md, "Step probes").
 step 30 .bin/tpri bench --backend gpu --steps 8 --hidden 8 --batch 1 --reps 10 --probes --json "$OUT/probes.json"
 # The comparison: two rounds a build, in opposite orders.
