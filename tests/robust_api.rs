@@ -1,12 +1,15 @@
 //! Issue 14, classes 4, 5 and 7 at the library: every size checked before anything is
 //! allocated (`tpri::limits`), nonsense inputs refused with a typed error naming the
 //! field or tensor, both backends validating alike, and no public function panicking on
-//! any input (the property test at the end).
+//! any input (the property tests at the end: the library's API with the CPU backend, then
+//! the GPU backend with random options; the kernels' own are tests/robust_kernels.rs and
+//! tests/robust_gpu.rs).
 
 mod gpu_support;
 mod nasty;
 mod support;
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +21,9 @@ use tpri::config::{
     Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
     TpGrad,
 };
-use tpri::gpu::AdapterChoice;
+use tpri::gpu::{
+    AdapterChoice, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage,
+};
 use tpri::limits::{GpuLimits, Workload};
 use tpri::model::{CellKind, Params};
 use tpri::optimizer_state::OptState;
@@ -29,7 +34,7 @@ use tpri::tensor_file::{load_batch, load_params, read_tensors};
 use tpri::train::check_run;
 use tpri::Error;
 
-use nasty::{mostly, nasty, no_panics, pick, random_batch, random_params, size};
+use nasty::{mostly, nasty, no_panics, no_panics_within, pick, random_batch, random_params, size};
 use support::dims;
 
 fn corpus(path: &str) -> PathBuf {
@@ -735,6 +740,51 @@ fn no_public_function_panics_on_random_input() {
         oks.traces > 10 && oks.loads > 10 && oks.steps > 10,
         "too few cases get through: {oks:?}"
     );
+}
+
+/// No function of the GPU backend panics on any input either: random parameters, batches
+/// and settings as above (wrong shapes, NaN, impossible solver settings) through `trace`,
+/// `load`, `step` and `evaluate` on the adapter (lavapipe in CI), each call returning Ok or
+/// an error. Fewer cases than the CPU's: each builds its buffers and pipelines.
+#[test]
+fn the_gpu_backend_does_not_panic_on_random_input() {
+    let ctx = gpu_support::ctx();
+    let (mut traces, mut steps) = (0, 0);
+    let cases = no_panics_within(16, (600, 100), Duration::from_secs(10), |rng| {
+        let params = random_params(rng);
+        let hyper = random_hyper(rng, params.cell);
+        let batch = random_batch(rng, &params, hyper.loss);
+        let options = GpuOptions {
+            storage: pick(rng, &[Storage::F32, Storage::F32, Storage::F16]),
+            steps_per_dispatch: pick(
+                rng,
+                &[
+                    StepsPerDispatch::Auto,
+                    StepsPerDispatch::Fixed(NonZeroUsize::MIN),
+                ],
+            ),
+            sequences_per_workgroup: SequencesPerWorkgroup::Fixed(pick(rng, &[1, 2, 3, 64])),
+            lanes_per_unit: LanesPerUnit::Fixed(pick(rng, &[1, 2, 3, 4, 32])),
+            ..GpuOptions::default()
+        };
+        let options = if rng.random_bool(0.5) {
+            GpuOptions::default()
+        } else {
+            options
+        };
+        let mut gpu = GpuBackend::with_options(ctx.clone(), options);
+        traces += usize::from(gpu.trace(&params, &batch, &hyper).is_ok());
+        if gpu.load(&params, None, &hyper).is_ok() {
+            steps += usize::from(gpu.step(&batch).is_ok());
+            let other = random_batch(rng, &params, hyper.loss);
+            let _ = gpu.step(&other);
+            let _ = gpu.evaluate(&other);
+            let _ = gpu.evaluate_all(&[batch.clone(), other]);
+            let _ = gpu.state();
+        }
+    });
+    eprintln!("Ok in {cases} cases: {traces} traces, {steps} steps");
+    assert!(traces > 20 && steps > 20, "too few cases get through");
 }
 
 /// Tasks refuse a batch they cannot make, before allocating it, instead of panicking: an

@@ -25,8 +25,8 @@ pub struct GpuOptions {
     /// Sequences one workgroup of the tanh RNN's time loops (forward pass, backward
     /// recursion, target sweep) carries (the GRU's kernels carry one whatever this says).
     pub sequences_per_workgroup: SequencesPerWorkgroup,
-    /// Invocations that share each unit's dot product in the tanh RNN's time loops (the
-    /// GRU's kernels use one whatever this says).
+    /// Invocations that share each unit's dot product in the tanh RNN's time loops and
+    /// the GRU's forward pass (the GRU's other kernels use one whatever this says).
     pub lanes_per_unit: LanesPerUnit,
     /// Most steps of one block of the tanh RNN's time loops (the GRU's kernels take no
     /// blocks).

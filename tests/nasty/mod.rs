@@ -133,7 +133,17 @@ pub fn pick<T: Copy>(rng: &mut ChaCha8Rng, from: &[T]) -> T {
 /// Runs `case` on fresh streams (from `TPRI_FUZZ_SEED`, else `seed`) for up to `cases`
 /// cases and five seconds, each under `catch_unwind`, and fails naming every kind of panic
 /// with a case seed that repeats it. Returns how many cases ran (at least 50, or it fails).
-pub fn no_panics(seed: u64, cases: usize, mut case: impl FnMut(&mut ChaCha8Rng)) -> usize {
+pub fn no_panics(seed: u64, cases: usize, case: impl FnMut(&mut ChaCha8Rng)) -> usize {
+    no_panics_within(seed, (cases, 50), Duration::from_secs(5), case)
+}
+
+/// `no_panics` for up to `cases.0` cases and `time`, failing below `cases.1` cases.
+pub fn no_panics_within(
+    seed: u64,
+    (cases, least): (usize, usize),
+    time: Duration,
+    mut case: impl FnMut(&mut ChaCha8Rng),
+) -> usize {
     let seed = std::env::var("TPRI_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -142,7 +152,7 @@ pub fn no_panics(seed: u64, cases: usize, mut case: impl FnMut(&mut ChaCha8Rng))
     let start = Instant::now();
     let mut panics = HashMap::new();
     let mut ran = 0;
-    while ran < cases && start.elapsed() < Duration::from_secs(5) {
+    while ran < cases && start.elapsed() < time {
         let case_seed: u64 = rng.random();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             case(&mut ChaCha8Rng::seed_from_u64(case_seed))
@@ -157,7 +167,7 @@ pub fn no_panics(seed: u64, cases: usize, mut case: impl FnMut(&mut ChaCha8Rng))
         }
         ran += 1;
     }
-    assert!(ran >= 50, "only {ran} cases in the time allowed");
+    assert!(ran >= least, "only {ran} cases in the time allowed");
     eprintln!(
         "{ran} random cases in {:.1} s",
         start.elapsed().as_secs_f64()
