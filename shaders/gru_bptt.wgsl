@@ -28,14 +28,24 @@
 // Layout: W [3d, d], h and dv [T+1, B, d], gates [T, B, 4d] (r | z | n | hn, from
 // gru_forward.wgsl), g_T [B, d].
 
-// Invocations per workgroup: 64, 128 or 256, matched to d (gpu::kernel sets it:
-// `matched_workgroup_size`). Each owns at most SLOTS = MAX_HIDDEN / 256 units: one where
+// Invocations per workgroup: 64, 128 or 256 a lane, matched to d (gpu::kernel sets it with
+// LANES: `Packing::new`). Each owns at most SLOTS = MAX_HIDDEN / 256 units: one where
 // WG < 256 (d ≤ WG there).
 override WG: u32 = 256u;
 const TARGETS: u32 = 1u;
 
+// Lanes per unit of Wᵀ dgh: 1, 2, 4, 8 or 16, set per pipeline (the host allows more than
+// one where dgh and the lanes' parts fit one half of workgroup memory, (3 + LANES)·d ≤
+// MAX_HIDDEN). With LANES = L > 1, lane l of unit i sums include/dot.wgsl's lane_chunk l of
+// the eight-term parts of the three blocks, after a barrier the unit's owner adds the L
+// parts in lane order and then the last d % 8 terms of each block: a chain of about 3d/L
+// terms a step instead of 3d, for a second barrier (as forward.wgsl's lanes). The sums
+// change within f32 rounding; at L = 1 the lane code is compiled out.
+override LANES: u32 = 1u;
+
 // gpu::kernel appends to this file include/limits.wgsl (MAX_HIDDEN, SLOTS),
-// include/dot.wgsl (column_dot; the operands are dot_matrix and dot_vector below) and
+// include/dot.wgsl (column_dot, and with lanes lane_chunk, columns_dot8, column_rest; the
+// operands are dot_matrix and dot_vector below) and
 // include/gru.wgsl (load_gates, gru_step_backward: the step backward, shared with
 // jacobian.wgsl).
 
@@ -102,6 +112,36 @@ fn add_wt_dgh(lid: u32, own_dgh: array<vec3<f32>, SLOTS>, carried: array<f32, SL
             part[half + 2u * d + i] = own_dgh[k].z;
         }
         workgroupBarrier();
+        if LANES > 1u {
+            // Each lane's part of the three blocks' sums, after dgh at half + 3d + lane·d
+            // (the host keeps (3 + LANES)·d ≤ MAX_HIDDEN).
+            let lane = lid % LANES;
+            let chunk = lane_chunk(d, lane, LANES);
+            for (var i = lid / LANES; i < d; i += WG / LANES) {
+                var sum = 0.0;
+                for (var gate = 0u; gate < 3u; gate++) {
+                    block_base = half + gate * d;
+                    sum += hsum(columns_dot8(gate * d * d + i, d, 0u, 0u, 1u, chunk)[0]);
+                }
+                part[half + (3u + lane) * d + i] = sum;
+            }
+            // All parts written; each unit's owner reads only its own.
+            workgroupBarrier();
+            for (var k = 0u; k < SLOTS; k++) {
+                let i = lid + k * WG;
+                if i >= d {
+                    break;
+                }
+                for (var l = 0u; l < LANES; l++) {
+                    out[k] += part[half + (3u + l) * d + i];
+                }
+                for (var gate = 0u; gate < 3u; gate++) {
+                    block_base = half + gate * d;
+                    out[k] = column_rest(out[k], gate * d * d + i, d, 0u);
+                }
+            }
+            return out;
+        }
         for (var k = 0u; k < SLOTS; k++) {
             let i = lid + k * WG;
             if i >= d {

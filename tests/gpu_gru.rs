@@ -96,9 +96,14 @@ fn gru_forward_matches_reference() {
     }
 }
 
+/// The GRU's backward recursion against the reference with each injection (BP's g_T,
+/// TP's targets through time and locally), with one lane per unit and, where dgh and the
+/// lanes' parts fit ((3 + lanes)·d ≤ 2048), two and four (forward pass and recursion both:
+/// `--lanes-per-unit`); a count that does not fit is refused naming `lanes_per_unit`.
 #[test]
 fn gru_bptt_matches_reference_in_every_mode() {
     let ctx = ctx();
+    let max_invocations = ctx.max_invocations_per_workgroup();
     for (i, &(d, t, b)) in SHAPES.iter().enumerate() {
         let params = start(CellKind::Gru, dims(3, d, 2), 20 + i as u64, 0.0);
         let mut r = rng(400 + i as u64);
@@ -114,11 +119,38 @@ fn gru_bptt_matches_reference_in_every_mode() {
             ("TP through time", Injection::Targets(&v[..]), true),
             ("TP local", Injection::Targets(&v[..]), false),
         ];
-        for (name, injection, through_time) in cases {
+        for ((name, injection, through_time), lanes) in cases
+            .into_iter()
+            .flat_map(|case| [1, 2, 4].map(|lanes| (case, lanes)))
+        {
             let want = cpu::gru::gru_bptt(&params, &x, &h, injection, through_time).unwrap();
-            let got =
-                gpu::one_shot::gru_bptt(&ctx, &params, &x, &h, injection, through_time).unwrap();
-            let what = |n: &str| format!("{n} ({name}, d={d}, T={t}, B={b})");
+            let options = GpuOptions {
+                lanes_per_unit: LanesPerUnit::Fixed(lanes),
+                ..GpuOptions::default()
+            };
+            let run = gpu::one_shot::gru_bptt_with(
+                &ctx,
+                &params,
+                &x,
+                &h,
+                (injection, through_time),
+                options,
+            );
+            if lanes > 1
+                && ((3 + lanes) * d > 2048 || 3 * lanes * d > 2048 || lanes * d > max_invocations)
+            {
+                let e = format!("{:#}", run.unwrap_err());
+                assert!(e.contains("lanes_per_unit"), "{e}");
+                continue;
+            }
+            let got = run.unwrap();
+            if lanes == 1 {
+                let default =
+                    gpu::one_shot::gru_bptt(&ctx, &params, &x, &h, injection, through_time)
+                        .unwrap();
+                assert_eq!(default, got, "the default is one lane, bit for bit");
+            }
+            let what = |n: &str| format!("{n} ({name}, {lanes} lane(s), d={d}, T={t}, B={b})");
             let mut worst = check(&what("∇w_hh"), &got.rnn.w_hh, &want.rnn.w_hh, TOL);
             worst = worst.max(check(&what("∇w_ih"), &got.rnn.w_ih, &want.rnn.w_ih, TOL));
             worst = worst.max(check(&what("∇b_ih"), &got.rnn.b, &want.rnn.b, TOL));
@@ -442,11 +474,12 @@ fn per_gate_iterations_match_reference() {
     }
 }
 
-/// Whole GRU iterations with lanes in the forward pass, against the reference: the
-/// jacobian and the per-gate inversion with 4 lanes at d = 33 and 2 at d = 100 (T = 6,
-/// B = 3), every quantity of the trace within 1e-4 (`compare_traces_with`).
+/// Whole GRU iterations with lanes, against the reference: the jacobian inversion (lanes
+/// in the forward pass and the surrogate's backward recursion) and the per-gate one (in
+/// the forward pass; its one backward loop has none) with 4 lanes at d = 33 and 2 at
+/// d = 100 (T = 6, B = 3), every quantity of the trace within 1e-4 (`compare_traces_with`).
 #[test]
-fn iterations_with_lanes_in_the_forward_pass_match_reference() {
+fn iterations_with_lanes_match_reference() {
     for (i, (d, lanes)) in [(33, 4), (100, 2)].into_iter().enumerate() {
         let params = start(CellKind::Gru, dims(3, d, 4), 90 + i as u64, 0.0);
         let batch = random_batch(

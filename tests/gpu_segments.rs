@@ -29,7 +29,9 @@ use gpu_support::{
     analytic_tp, compare_dtp, compare_traces, compare_traces_with, ctx, dtp_hyper, dtp_problem,
     hyper, start,
 };
-use support::{check_all, dims, embed, inputs, random_batch, rng, seeded_params, Shape};
+use support::{
+    check, check_all, dims, embed, inputs, random, random_batch, rng, seeded_params, Shape,
+};
 use tpri::backend::{Backend, Trace};
 use tpri::config::{Hyper, Inversion, Loss, Method, Solver, TargetMode, TpGrad};
 use tpri::cpu::{self, CpuBackend};
@@ -37,6 +39,7 @@ use tpri::gpu::{
     self, GpuBackend, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerBlock,
     StepsPerDispatch, Storage,
 };
+use tpri::kernel_io::Injection;
 use tpri::model::CellKind;
 
 /// At most `k` steps per launch.
@@ -264,27 +267,43 @@ fn packed_forward_past_the_loop_cap_matches_reference() {
     }
 }
 
-/// The GRU's forward pass with 2 and 4 lanes per unit at T = 5000 and d = 103 (d % 8 = 7),
-/// at the adapter's quota for them: gpu::loops charges the lanes' partial sums, the
-/// finishers' loop over them and the step's second barrier, so no launch passes
-/// llvmpipe's cap and every step matches the reference.
+/// The GRU's forward pass and backward recursion with 2 and 4 lanes per unit at T = 3000
+/// and d = 103 (d % 8 = 7), at the adapter's quota for them: gpu::loops charges the lanes'
+/// partial sums, the finishers' loop over them and the step's second barrier, so no
+/// launch passes llvmpipe's cap and every step matches the reference (states, and the
+/// gradients of BP's recursion through all 3000 steps).
 #[test]
-fn gru_forward_with_lanes_past_the_loop_cap_matches_reference() {
+fn gru_loops_with_lanes_past_the_loop_cap_match_reference() {
     let params = start(CellKind::Gru, dims(1, 103, 10), 254, 0.0);
-    let x = inputs(&mut rng(255), 5000, 2, 1);
-    let want = cpu::gru::gru_forward(&params, &x).unwrap();
+    let mut r = rng(255);
+    let x = inputs(&mut r, 3000, 2, 1);
+    let h = cpu::gru::gru_forward(&params, &x).unwrap();
+    let g_top = random(&mut r, 2, 103, 0.5);
+    let top = Injection::Top(&g_top);
+    let want = cpu::gru::gru_bptt(&params, &x, &h, top, true).unwrap();
     for l in [2, 4] {
         let options = GpuOptions {
             lanes_per_unit: LanesPerUnit::fixed(l).unwrap(),
             ..GpuOptions::default()
         };
+        let what = |n: &str| format!("{n} ({l} lanes, T=3000, d=103, B=2)");
         let (got, _) = gpu::one_shot::gru_forward_gates_with(&ctx(), &params, &x, options).unwrap();
-        check_all(
-            &format!("h ({l} lanes, T=5000, d=103, B=2)"),
-            &got,
-            &want,
+        check_all(&what("h"), &got, &h, gpu_support::TOL);
+        let got = gpu::one_shot::gru_bptt_with(&ctx(), &params, &x, &h, (top, true), options);
+        let got = got.unwrap();
+        check(
+            &what("∇w_hh"),
+            &got.rnn.w_hh,
+            &want.rnn.w_hh,
             gpu_support::TOL,
         );
+        check(
+            &what("∇w_ih"),
+            &got.rnn.w_ih,
+            &want.rnn.w_ih,
+            gpu_support::TOL,
+        );
+        check(&what("∇b_hh"), &got.b_hh, &want.b_hh, gpu_support::TOL);
     }
 }
 

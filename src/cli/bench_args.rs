@@ -55,7 +55,7 @@ pub struct BenchArgs {
     /// against the adapter's choice (rows labelled `gpu-s1` and `gpu`).
     #[arg(long, value_delimiter = ',', default_values_t = [SequencesPerWorkgroup::Auto])]
     pub(super) sequences_per_workgroup: Vec<SequencesPerWorkgroup>,
-    /// Lanes per unit of the tanh time loops and the GRU's forward pass: `auto` (the
+    /// Lanes per unit of the tanh time loops and the GRU's forward and backward loops: `auto` (the
     /// adapter's choice) or a power of two; `1,auto` times one lane per unit against the
     /// adapter's choice (rows labelled `gpu-l1` and `gpu`).
     #[arg(long, value_delimiter = ',', default_values_t = [LanesPerUnit::Auto])]

@@ -234,12 +234,13 @@ pub struct GpuArgs {
     /// count × lanes per unit × d ≤ 2048; results do not depend on it.
     #[arg(long, default_value = "auto")]
     sequences_per_workgroup: SequencesPerWorkgroup,
-    /// How many invocations of the GPU's tanh time loops (and of the GRU's forward pass)
-    /// share each unit's dot product: `auto` (tanh: on a GPU 2 where d ≥ 64 and the batch
-    /// makes at most 128 workgroups, else 1, and 1 on lavapipe; docs/PERFORMANCE.md, "Lanes
-    /// per unit"; the GRU: 1, its lanes not yet timed on a GPU) or a power of two from 1 to
-    /// 16 (lanes × d within the adapter's invocations, lanes × sequences per workgroup × d
-    /// ≤ 2048, for the GRU 3 × lanes × d ≤ 2048); results change within f32 rounding.
+    /// How many invocations of the GPU's tanh time loops (and of the GRU's forward pass and
+    /// backward recursion) share each unit's dot product: `auto` (tanh: on a GPU 2 where
+    /// d ≥ 64 and the batch makes at most 128 workgroups, else 1, and 1 on lavapipe;
+    /// docs/PERFORMANCE.md, "Lanes per unit"; the GRU: 1, its lanes not yet timed on a GPU)
+    /// or a power of two from 1 to 16 (lanes × d within the adapter's invocations, lanes ×
+    /// sequences per workgroup × d ≤ 2048, for the GRU 3 × lanes × d ≤ 2048 and (3 + lanes)
+    /// × d ≤ 2048); results change within f32 rounding.
     #[arg(long, default_value = "auto")]
     lanes_per_unit: LanesPerUnit,
     /// How many steps of the GPU's tanh time loops take their loads (and the forward

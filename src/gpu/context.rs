@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
-use crate::gpu::kernel::{self, GruKernels, HistoryKernels, JacobianKernels, Kernels};
+use crate::gpu::kernel::{self, GruKernels, GruLoop, HistoryKernels, JacobianKernels, Kernels};
 use crate::gpu::packing::{self, Packing, TimeLoop};
 use crate::gpu::storage::{F16Conversions, Storage};
 
@@ -154,16 +154,21 @@ impl GpuContext {
             .with_context(|| format!("compiling the jacobian kernels for workgroups of {wg}"))
     }
 
-    /// The GRU's forward pass with `packing`'s lanes per unit and workgroup size (compiled
+    /// The GRU's loop `which` with `packing`'s lanes per unit and workgroup size (compiled
     /// on first use); an error for a count it is not compiled for (`LANES_PER_UNIT`).
-    pub(crate) fn gru_forward_kernel(&self, packing: Packing) -> Result<&wgpu::ComputePipeline> {
+    pub(crate) fn gru_loop_kernel(
+        &self,
+        which: GruLoop,
+        packing: Packing,
+    ) -> Result<&wgpu::ComputePipeline> {
+        let what = which.what();
         let how = format!(
             "{} lane(s) per unit, {} invocations per workgroup",
             packing.lanes, packing.workgroup_size
         );
-        self.checked(|| self.kernels.gru_forward(&self.device, packing))
-            .with_context(|| format!("compiling the GRU's forward pass for {how}"))?
-            .ok_or_else(|| anyhow!("the GRU's forward pass is not compiled for {how}"))
+        self.checked(|| self.kernels.gru_loop(&self.device, which, packing))
+            .with_context(|| format!("compiling {what} for {how}"))?
+            .ok_or_else(|| anyhow!("{what} is not compiled for {how}"))
     }
 
     /// The GRU's time loops for hidden size `d`, in workgroups matched to it (compiled on

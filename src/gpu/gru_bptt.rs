@@ -7,17 +7,19 @@ use crate::gpu::bptt::{dispatch_cell, Dims};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
+use crate::gpu::kernel::GruLoop;
 use crate::gpu::layout::Shape;
 use crate::gpu::packing::Packing;
 
-/// The launches: one workgroup per sequence, `steps` steps per launch, writing dgh (into
-/// `seq.delta`) and dgi [T, B, 3d] and e [T, B, d]. `targets` injects h_t − v_t at every
-/// step (TP), otherwise g_T at the top (BP).
+/// The launches: one workgroup per sequence with `packing`'s lanes per unit
+/// (`Packing::gru`), `steps` steps per launch, writing dgh (into `seq.delta`) and dgi
+/// [T, B, 3d] and e [T, B, d]. `targets` injects h_t − v_t at every step (TP), otherwise
+/// g_T at the top (BP).
 pub(crate) fn dispatch(
     ctx: &GpuContext,
     model: &ModelBuffers,
     seq: &SeqBuffers,
-    (shape, steps): (Shape, usize),
+    (shape, steps, packing): (Shape, usize, Packing),
     targets: bool,
     through_time: bool,
 ) -> Result<Dispatch> {
@@ -32,12 +34,11 @@ pub(crate) fn dispatch(
         (7, seq.delta.as_entire_binding()),
         (8, seq.err.as_entire_binding()),
     ];
-    // The GRU's kernel carries one sequence per workgroup.
     dispatch_cell(
         ctx,
         model,
-        (shape, steps, Packing::one(model.layout.dims.hidden)),
-        &ctx.gru_kernels(model.layout.dims.hidden)?.bptt,
+        (shape, steps, packing),
+        ctx.gru_loop_kernel(GruLoop::Bptt, packing)?,
         &dims,
         bindings,
     )

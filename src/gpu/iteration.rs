@@ -22,6 +22,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::dtp_reverse::DtpReverse;
 use crate::gpu::inverse::{Cg, GateCg};
+use crate::gpu::kernel::GruLoop;
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
@@ -167,7 +168,13 @@ impl Workspace {
                 let packing = forward::packing(ctx, &options, d, shape)?;
                 (packing, packing)
             }
-            CellKind::Gru => (Packing::one(d), gru_forward::packing(ctx, &options, d)?),
+            CellKind::Gru => {
+                let (lanes, most) = (options.lanes_per_unit, ctx.max_invocations_per_workgroup());
+                (
+                    Packing::gru(GruLoop::Bptt, lanes, d, most)?,
+                    Packing::gru(GruLoop::Forward, lanes, d, most)?,
+                )
+            }
         };
         let forward_steps = per_launch(loops::forward(cell, d, p, shape, forward_packing))?;
         let bptt_steps = per_launch(loops::bptt(cell, d, shape, packing))?;
@@ -209,7 +216,7 @@ impl Workspace {
                     &seq,
                     (forward_steps.0, forward_steps.1, forward_packing),
                 )?,
-                gru_bptt::dispatch(ctx, model, &seq, bptt_steps, tp.is_some(), through_time)?,
+                gru_bptt::dispatch(ctx, model, &seq, packed_bptt, tp.is_some(), through_time)?,
                 [
                     reduce(&seq.delta, seq.h.binding(), seq.h.storage, dims.hidden, l.w)?,
                     reduce(&seq.dgi, x(), Storage::F32, dims.input, l.u)?,

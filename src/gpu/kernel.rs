@@ -135,9 +135,37 @@ pub(crate) struct Kernels {
     jacobian: [OnceLock<JacobianKernels>; 3],
     /// The GRU's time loops per workgroup size (`WORKGROUP_SIZES`), compiled on first use.
     gru: [OnceLock<GruKernels>; 3],
-    /// gru_forward.wgsl per count of lanes per unit (`LANES_PER_UNIT`) and workgroup size
-    /// (a power of two from 64 to 4096, `Packing::new`'s), compiled on first use.
-    gru_forward: [[OnceLock<wgpu::ComputePipeline>; 7]; 5],
+    /// The GRU's loops that take lanes (`GruLoop`) per count of lanes per unit
+    /// (`LANES_PER_UNIT`) and workgroup size (a power of two from 64 to 4096,
+    /// `Packing::new`'s), compiled on first use.
+    gru_lanes: [[[OnceLock<wgpu::ComputePipeline>; 7]; 5]; 2],
+}
+
+/// The GRU's time loops that take lanes per unit (their `LANES` override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GruLoop {
+    /// gru_forward.wgsl.
+    Forward,
+    /// gru_bptt.wgsl.
+    Bptt,
+}
+
+impl GruLoop {
+    /// The kernel's source file.
+    pub(crate) fn file(self) -> &'static str {
+        match self {
+            GruLoop::Forward => "gru_forward.wgsl",
+            GruLoop::Bptt => "gru_bptt.wgsl",
+        }
+    }
+
+    /// What the loop computes, for messages.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            GruLoop::Forward => "the GRU's forward pass",
+            GruLoop::Bptt => "the GRU's backward recursion",
+        }
+    }
 }
 
 /// The entry points of jacobian.wgsl, compiled for one workgroup size.
@@ -148,11 +176,10 @@ pub(crate) struct JacobianKernels {
     pub inverse_columns: wgpu::ComputePipeline,
 }
 
-/// The GRU's backward time loops, compiled for one workgroup size (their `WG` override):
-/// one sequence and one lane per unit, in a workgroup matched to d (its forward pass, which
-/// may have lanes, is `Kernels::gru_forward`).
+/// The GRU's per-gate time loops, compiled for one workgroup size (their `WG` override):
+/// one sequence and one lane per unit, in a workgroup matched to d (its forward pass and
+/// backward recursion, which may have lanes, are `Kernels::gru_loop`'s).
 pub(crate) struct GruKernels {
-    pub bptt: wgpu::ComputePipeline,
     pub per_gate_sweep: wgpu::ComputePipeline,
     /// The per-gate sweep and the surrogate's backward recursion in one loop.
     pub sweep_bptt: wgpu::ComputePipeline,
@@ -341,7 +368,7 @@ impl Kernels {
             f16_history: OnceLock::new(),
             jacobian: Default::default(),
             gru: Default::default(),
-            gru_forward: Default::default(),
+            gru_lanes: Default::default(),
         }
     }
 
@@ -367,33 +394,28 @@ impl Kernels {
             let c = [("WG", f64::from(wg))];
             let main = |file: &str| pipeline(device, &module(device, &SHADERS, file), "main", &c);
             GruKernels {
-                bptt: main("gru_bptt.wgsl"),
                 per_gate_sweep: main("gru_per_gate_sweep.wgsl"),
                 sweep_bptt: main("gru_sweep_bptt.wgsl"),
             }
         })
     }
 
-    /// gru_forward.wgsl with `packing`'s lanes per unit (one of `LANES_PER_UNIT`) and
-    /// workgroup size (a power of two from 64 to 4096), compiled on first use (inside
+    /// The GRU's loop `which` with `packing`'s lanes per unit (one of `LANES_PER_UNIT`)
+    /// and workgroup size (a power of two from 64 to 4096), compiled on first use (inside
     /// `GpuContext::checked`); `None` for any other count or size.
-    pub fn gru_forward(
+    pub fn gru_loop(
         &self,
         device: &wgpu::Device,
+        which: GruLoop,
         packing: Packing,
     ) -> Option<&wgpu::ComputePipeline> {
         let (lanes, size) = packing_slots(packing)?;
-        Some(self.gru_forward[lanes][size].get_or_init(|| {
+        Some(self.gru_lanes[which as usize][lanes][size].get_or_init(|| {
             let c = [
                 ("WG", packing.workgroup_size as f64),
                 ("LANES", packing.lanes as f64),
             ];
-            pipeline(
-                device,
-                &module(device, &SHADERS, "gru_forward.wgsl"),
-                "main",
-                &c,
-            )
+            pipeline(device, &module(device, &SHADERS, which.file()), "main", &c)
         }))
     }
 

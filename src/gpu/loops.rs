@@ -246,7 +246,7 @@ pub(crate) fn target_sweep(d: usize, p: usize, shape: Shape, packing: Packing) -
 pub(crate) fn bptt(cell: CellKind, d: usize, shape: Shape, packing: Packing) -> LoopModel {
     let cost = match cell {
         CellKind::Tanh => with_stage(tanh_bptt(d, packing), packing, blocks::BPTT),
-        CellKind::Gru => gru::bptt(d),
+        CellKind::Gru => gru::bptt(d, packing.lanes),
     };
     LoopModel {
         what: "backward recursion",

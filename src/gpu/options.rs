@@ -26,7 +26,8 @@ pub struct GpuOptions {
     /// recursion, target sweep) carries (the GRU's kernels carry one whatever this says).
     pub sequences_per_workgroup: SequencesPerWorkgroup,
     /// Invocations that share each unit's dot product in the tanh RNN's time loops and
-    /// the GRU's forward pass (the GRU's other kernels use one whatever this says).
+    /// the GRU's forward pass and backward recursion (the GRU's other kernels use one
+    /// whatever this says).
     pub lanes_per_unit: LanesPerUnit,
     /// Most steps of one block of the tanh RNN's time loops (the GRU's kernels take no
     /// blocks).
@@ -97,7 +98,8 @@ impl SequencesPerWorkgroup {
 pub const MAX_LANES_PER_UNIT: usize = 16;
 
 /// How many invocations ("lanes") of the tanh RNN's time loops (forward pass, backward
-/// recursion, target sweep), and of the GRU's forward pass for its three gates' sums,
+/// recursion, target sweep), and of the GRU's forward pass and backward recursion for
+/// their three gates' sums,
 /// share each unit's dot product at every step (`--lanes-per-unit`): each sums a
 /// contiguous part of the terms, and one adds the parts.
 /// The steps are a chain of dependent dot products, so on a GPU more lanes shorten each
@@ -106,14 +108,14 @@ pub const MAX_LANES_PER_UNIT: usize = 16;
 pub enum LanesPerUnit {
     /// Per adapter and shape (`gpu::forward`'s rule): 1 on llvmpipe, where each barrier
     /// costs; on a GPU 2 where d ≥ 64 and the batch makes at most 128 workgroups, else 1.
-    /// The GRU's forward pass takes 1 (`gpu::gru_forward::packing`).
+    /// The GRU's loops take 1 (`Packing::gru`).
     #[default]
     Auto,
     /// This many: a power of two from 1 to `MAX_LANES_PER_UNIT`, whose lanes fit a
     /// workgroup (lanes · d ≤ the adapter's invocations per workgroup) and whose partial
     /// sums fit the kernels' workgroup memory (lanes · sequences per workgroup · d ≤
-    /// `MAX_HIDDEN`, for the GRU's forward pass 3 · lanes · d ≤ `MAX_HIDDEN`; checked per
-    /// shape when the workspace is built).
+    /// `MAX_HIDDEN`, for the GRU's forward pass 3 · lanes · d and its backward recursion
+    /// (3 + lanes) · d; checked per shape when the workspace is built).
     Fixed(usize),
 }
 

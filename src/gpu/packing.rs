@@ -4,6 +4,11 @@
 //! with (`gpu::kernel`'s cache is keyed by them), and the workgroup sizes matched to d
 //! that the other kernels with a `WG` override share.
 
+use crate::error::Error;
+use crate::gpu::kernel::GruLoop;
+use crate::gpu::layout::MAX_HIDDEN;
+use crate::gpu::options::LanesPerUnit;
+
 /// Most steps one block of the tanh RNN's time loops may take (`StepsPerBlock`,
 /// `gpu::blocks`): past a few dozen, the round trip a block costs is spread thin.
 pub const MAX_STEPS_PER_BLOCK: usize = 32;
@@ -48,7 +53,8 @@ pub(crate) struct Packing {
 
 impl Packing {
     /// One sequence per workgroup and one lane per unit, in a workgroup matched to d: the
-    /// GRU's time loops, and the tanh RNN's at their simplest.
+    /// time loops at their simplest (the loop-count models' tests).
+    #[cfg(test)]
     pub fn one(d: usize) -> Packing {
         Packing::new(1, 1, d, 256)
     }
@@ -67,6 +73,43 @@ impl Packing {
             hidden: d,
             block_steps: MAX_STEPS_PER_BLOCK,
         }
+    }
+
+    /// The GRU's loop `which` at hidden size `d` on an adapter allowing `max_invocations`
+    /// per workgroup: one sequence per workgroup, and the lanes per unit `lanes` fixes (the
+    /// lanes a workgroup, lanes·d ≤ `max_invocations`, and their partial sums with what the
+    /// loop keeps beside them in one half of its workgroup memory: 3·lanes·d ≤
+    /// `MAX_HIDDEN` in the forward pass, (3 + lanes)·d in the backward recursion), or one
+    /// for `auto`: lanes have not been timed on a GPU for the GRU (docs/PERFORMANCE.md,
+    /// "Lanes for the GRU's forward and backward loops").
+    pub fn gru(
+        which: GruLoop,
+        lanes: LanesPerUnit,
+        d: usize,
+        max_invocations: usize,
+    ) -> Result<Packing, Error> {
+        let l = match lanes {
+            LanesPerUnit::Auto => 1,
+            LanesPerUnit::Fixed(l) => {
+                LanesPerUnit::fixed(l)?;
+                l
+            }
+        };
+        let memory = match which {
+            GruLoop::Forward => 3 * l * d,
+            GruLoop::Bptt => (3 + l) * d,
+        };
+        if l > 1 && (memory > MAX_HIDDEN || l * d > max_invocations) {
+            return Err(Error::setting(
+                "lanes_per_unit",
+                format!(
+                    "{l} lanes per unit at hidden size d = {d} need {memory} values of {}'s workgroup memory and {} invocations per workgroup, more than its {MAX_HIDDEN} or this adapter's {max_invocations}; use fewer lanes, or `auto`",
+                    which.what(),
+                    l * d
+                ),
+            ));
+        }
+        Ok(Packing::new(1, l, d, max_invocations))
     }
 
     /// The same packing with blocks of at most `steps` steps (at least one).

@@ -283,14 +283,18 @@ mod tests {
                         loops::step_stats(shape),
                     ];
                     // The GRU's kernels carry one sequence per workgroup and one lane per
-                    // unit, but for its forward pass's lanes; the tanh RNN's as many as fit
-                    // its workgroup memory; both in workgroups matched to d.
-                    let gru = Packing::one(d);
-                    models.push(loops::bptt(CellKind::Gru, d, shape, gru));
+                    // unit, but for the lanes of its forward pass and backward recursion; the
+                    // tanh RNN's as many as fit its workgroup memory; both in workgroups
+                    // matched to d.
                     for lanes in [1, 2, 4, 8, 16] {
-                        if lanes == 1 || (3 * lanes * d <= MAX_HIDDEN && lanes * d <= 1024) {
-                            let packing = Packing::new(1, lanes, d, 1024);
+                        let packing = Packing::new(1, lanes, d, 1024);
+                        let fits =
+                            |memory| lanes == 1 || (memory <= MAX_HIDDEN && lanes * d <= 1024);
+                        if fits(3 * lanes * d) {
                             models.push(loops::forward(CellKind::Gru, d, 784, shape, packing));
+                        }
+                        if fits((3 + lanes) * d) {
+                            models.push(loops::bptt(CellKind::Gru, d, shape, packing));
                         }
                     }
                     for seqs in [1, 2, 4, 8, 16] {

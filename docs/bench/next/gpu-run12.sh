@@ -6,7 +6,8 @@
 # registers" left unmeasured: lanes past the register path's reach (d = 128–256), the GRU
 # (no register path; its first H200 rows: TP-RI 12.45 ms, BPTT 7.37 ms,
 # h200/1-first/gru-784.json; now with its one backward loop against the two, `--backward
-# fused,separate`, and its forward pass with 1, 2 and 4 lanes per unit) and f16 storage
+# fused,separate`, and its forward and backward loops with 1, 2 and 4 lanes per unit: BPTT's
+# rows run both with lanes, TP-RI's per-gate rows the forward pass) and f16 storage
 # with the register path, with its check, and with its one backward loop against the two.
 # Here, from the project's root, before the call: `bash docs/bench/next/prepare.sh` (the
 # loader into .gl/; the two builds, this script and PyTorch's baseline into .bin/),

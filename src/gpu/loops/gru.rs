@@ -6,9 +6,17 @@ use crate::gpu::layout::{Shape, MAX_HIDDEN};
 /// gru_bptt.wgsl, per step and again per launch (below the top it forms the carried
 /// vector once more, one step's work): the step backward and Wᵀ dgh, one gate block at a
 /// time. Two barriers per gate block past d = 682 (one a step below, where the three blocks
-/// go through workgroup memory at once: the model charges the wider case).
-pub(super) fn bptt(d: usize) -> Cost {
-    let step = units(d) * (3 * dot(d) + 7) + 9 + 6 * BARRIER;
+/// go through workgroup memory at once: the model charges the wider case). With more
+/// than one lane the lanes' chunks of the three blocks take at most what one lane's whole
+/// blocks did, and the owners' loop over the lanes' parts and the three blocks' last d % 8
+/// terms (at most 24) come after one more barrier.
+pub(super) fn bptt(d: usize, lanes: usize) -> Cost {
+    let owners = if lanes > 1 {
+        units(d) * (lanes + 27) + 1 + BARRIER
+    } else {
+        0
+    };
+    let step = units(d) * (3 * dot(d) + 7) + 9 + 6 * BARRIER + owners;
     Cost {
         fixed: step,
         per_unit: step,

@@ -199,19 +199,25 @@ pub fn gru_bptt(
     injection: Injection,
     through_time: bool,
 ) -> Result<GruGrads> {
+    let options = GpuOptions::default();
+    gru_bptt_with(ctx, params, x, h, (injection, through_time), options)
+}
+
+/// `gru_bptt` with the time loops split and the lanes per unit as `options` say.
+pub fn gru_bptt_with(
+    ctx: &GpuContext,
+    params: &Params,
+    x: &[DMatrix<f64>],
+    h: &[DMatrix<f64>],
+    (injection, through_time): (Injection, bool),
+    options: GpuOptions,
+) -> Result<GruGrads> {
     ensure!(
         params.cell == CellKind::Gru,
         "gru_bptt needs GRU parameters, got a {:?} cell",
         params.cell
     );
-    let (g, error_norms) = backward_once(
-        ctx,
-        params,
-        x,
-        h,
-        (injection, through_time),
-        GpuOptions::default(),
-    )?;
+    let (g, error_norms) = backward_once(ctx, params, x, h, (injection, through_time), options)?;
     Ok(GruGrads {
         rnn: RnnGrads {
             w_hh: g.w_hh,

@@ -11,8 +11,8 @@ mod targets;
 mod updates;
 
 pub use cells::{
-    bptt, bptt_with, forward, forward_with, gru_bptt, gru_forward, gru_forward_gates,
-    gru_forward_gates_with, head, head_steps,
+    bptt, bptt_with, forward, forward_with, gru_bptt, gru_bptt_with, gru_forward,
+    gru_forward_gates, gru_forward_gates_with, head, head_steps,
 };
 pub use targets::{
     gru_per_gate_sweep, inverse_cg, jacobian_sweep, jvp, target_sweep, target_sweep_with, vjp,
