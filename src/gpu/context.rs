@@ -6,8 +6,8 @@ use anyhow::{anyhow, Context as _, Result};
 use wgpu::util::DeviceExt;
 
 use crate::gpu::adapters::{choose, AdapterChoice};
-use crate::gpu::kernel::{self, GruKernels, GruLoop, HistoryKernels, JacobianKernels, Kernels};
-use crate::gpu::packing::{self, Packing, TimeLoop};
+use crate::gpu::kernel::{self, GruKernels, HistoryKernels, JacobianKernels, Kernels};
+use crate::gpu::packing::{self, GruLoop, Packing, TimeLoop};
 use crate::gpu::storage::{F16Conversions, Storage};
 
 /// A device and queue, what is known about them, and every compute pipeline the

@@ -7,8 +7,8 @@ use crate::gpu::bptt::{dispatch_cell, Dims};
 use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
-use crate::gpu::kernel::GruLoop;
 use crate::gpu::layout::Shape;
+use crate::gpu::packing::GruLoop;
 use crate::gpu::packing::Packing;
 
 /// The launches: one workgroup per sequence with `packing`'s lanes per unit

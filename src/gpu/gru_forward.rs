@@ -8,8 +8,8 @@ use crate::gpu::buffers::{ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::forward::dispatch_cell;
-use crate::gpu::kernel::GruLoop;
 use crate::gpu::layout::Shape;
+use crate::gpu::packing::GruLoop;
 use crate::gpu::packing::Packing;
 
 /// The launches: Wᵀ [d, 3d], then the time loop with one workgroup per sequence and

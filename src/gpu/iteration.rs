@@ -22,11 +22,11 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::dispatch::Dispatch;
 use crate::gpu::dtp_reverse::DtpReverse;
 use crate::gpu::inverse::{Cg, GateCg};
-use crate::gpu::kernel::GruLoop;
 use crate::gpu::layout::{Shape, Slot};
 use crate::gpu::loops;
 use crate::gpu::norms::StepNorms;
 use crate::gpu::options::{Backward, GpuOptions};
+use crate::gpu::packing::GruLoop;
 use crate::gpu::packing::Packing;
 use crate::gpu::phase::Phase;
 use crate::gpu::segments::Segmenting;
@@ -169,7 +169,10 @@ impl Workspace {
                 (packing, packing)
             }
             CellKind::Gru => {
-                let (lanes, most) = (options.lanes_per_unit, ctx.max_invocations_per_workgroup());
+                // `auto`: one lane, until a GPU has timed the GRU's lanes (docs/PERFORMANCE.md,
+                // "Lanes for the GRU's forward and backward loops").
+                let lanes = options.lanes_per_unit.count(1)?;
+                let most = ctx.max_invocations_per_workgroup();
                 (
                     Packing::gru(GruLoop::Bptt, lanes, d, most)?,
                     Packing::gru(GruLoop::Forward, lanes, d, most)?,

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use crate::gpu::packing::{
-    Packing, TimeLoop, LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES,
+    GruLoop, Packing, TimeLoop, LANES_PER_UNIT, SEQUENCES_PER_WORKGROUP, WORKGROUP_SIZES,
 };
 use crate::gpu::storage::Storage;
 
@@ -139,33 +139,6 @@ pub(crate) struct Kernels {
     /// (`LANES_PER_UNIT`) and workgroup size (a power of two from 64 to 4096,
     /// `Packing::new`'s), compiled on first use.
     gru_lanes: [[[OnceLock<wgpu::ComputePipeline>; 7]; 5]; 2],
-}
-
-/// The GRU's time loops that take lanes per unit (their `LANES` override).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum GruLoop {
-    /// gru_forward.wgsl.
-    Forward,
-    /// gru_bptt.wgsl.
-    Bptt,
-}
-
-impl GruLoop {
-    /// The kernel's source file.
-    pub(crate) fn file(self) -> &'static str {
-        match self {
-            GruLoop::Forward => "gru_forward.wgsl",
-            GruLoop::Bptt => "gru_bptt.wgsl",
-        }
-    }
-
-    /// What the loop computes, for messages.
-    pub(crate) fn what(self) -> &'static str {
-        match self {
-            GruLoop::Forward => "the GRU's forward pass",
-            GruLoop::Bptt => "the GRU's backward recursion",
-        }
-    }
 }
 
 /// The entry points of jacobian.wgsl, compiled for one workgroup size.

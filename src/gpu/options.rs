@@ -125,6 +125,14 @@ impl LanesPerUnit {
     pub fn fixed(count: usize) -> Result<Self, Error> {
         power_of_two(&LANES, count).map(Self::Fixed)
     }
+
+    /// The count this asks for, checked as `fixed` checks it, or `auto` for `Auto`.
+    pub fn count(self, auto: usize) -> Result<usize, Error> {
+        match self {
+            Self::Auto => Ok(auto),
+            Self::Fixed(count) => Self::fixed(count).map(|_| count),
+        }
+    }
 }
 
 /// How many steps of the tanh RNN's time loops take their global memory at once

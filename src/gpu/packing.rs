@@ -5,9 +5,7 @@
 //! that the other kernels with a `WG` override share.
 
 use crate::error::Error;
-use crate::gpu::kernel::GruLoop;
 use crate::gpu::layout::MAX_HIDDEN;
-use crate::gpu::options::LanesPerUnit;
 
 /// Most steps one block of the tanh RNN's time loops may take (`StepsPerBlock`,
 /// `gpu::blocks`): past a few dozen, the round trip a block costs is spread thin.
@@ -76,25 +74,18 @@ impl Packing {
     }
 
     /// The GRU's loop `which` at hidden size `d` on an adapter allowing `max_invocations`
-    /// per workgroup: one sequence per workgroup, and the lanes per unit `lanes` fixes (the
-    /// lanes a workgroup, lanes·d ≤ `max_invocations`, and their partial sums with what the
-    /// loop keeps beside them in one half of its workgroup memory: 3·lanes·d ≤
-    /// `MAX_HIDDEN` in the forward pass, (3 + lanes)·d in the backward recursion), or one
-    /// for `auto`: lanes have not been timed on a GPU for the GRU (docs/PERFORMANCE.md,
-    /// "Lanes for the GRU's forward and backward loops").
+    /// per workgroup: one sequence per workgroup and `lanes` lanes per unit (a count of
+    /// `LANES_PER_UNIT`: `LanesPerUnit::count`), whose lanes must fit a workgroup
+    /// (lanes·d ≤ `max_invocations`) and whose partial sums, with what the loop keeps
+    /// beside them, one half of its workgroup memory: 3·lanes·d ≤ `MAX_HIDDEN` in the
+    /// forward pass, (3 + lanes)·d in the backward recursion.
     pub fn gru(
         which: GruLoop,
-        lanes: LanesPerUnit,
+        lanes: usize,
         d: usize,
         max_invocations: usize,
     ) -> Result<Packing, Error> {
-        let l = match lanes {
-            LanesPerUnit::Auto => 1,
-            LanesPerUnit::Fixed(l) => {
-                LanesPerUnit::fixed(l)?;
-                l
-            }
-        };
+        let l = lanes.max(1);
         let memory = match which {
             GruLoop::Forward => 3 * l * d,
             GruLoop::Bptt => (3 + l) * d,
@@ -207,6 +198,33 @@ impl TimeLoop {
             TimeLoop::Bptt => "the backward recursion",
             TimeLoop::TargetSweep => "the target sweep",
             TimeLoop::SweepBptt => "the target sweep with the backward recursion",
+        }
+    }
+}
+
+/// The GRU's time loops that take lanes per unit (their `LANES` override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GruLoop {
+    /// gru_forward.wgsl.
+    Forward,
+    /// gru_bptt.wgsl.
+    Bptt,
+}
+
+impl GruLoop {
+    /// The kernel's source file.
+    pub(crate) fn file(self) -> &'static str {
+        match self {
+            GruLoop::Forward => "gru_forward.wgsl",
+            GruLoop::Bptt => "gru_bptt.wgsl",
+        }
+    }
+
+    /// What the loop computes, for messages.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            GruLoop::Forward => "the GRU's forward pass",
+            GruLoop::Bptt => "the GRU's backward recursion",
         }
     }
 }
