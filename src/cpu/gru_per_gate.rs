@@ -11,17 +11,16 @@
 //!
 //! with `s(u) = ū(1 − ū)`, `ū = clamp(u, ε, 1 − ε)`, for t = T … 2.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use nalgebra::DMatrix;
 
-use crate::arguments::cell_params;
+use crate::arguments::{cell_params, matrix, steps};
 use crate::cg::CgReport;
 use crate::config::{TpConfig, CLAMP_EPS, CPU_CG_TOL};
 use crate::cpu::gru::kept_or_formed;
 use crate::cpu::inverse::{inverse_cg, inverse_cholesky};
 use crate::cpu::simd::step_product;
 use crate::cpu::steps::{core_groups, in_parallel, Steps};
-use crate::error::{shape_of, Error};
 use crate::model::{CellKind, Params, GRU_GATES};
 
 /// `s(u) = ū(1 − ū)` with `ū = clamp(u, ε, 1 − ε)`: the sigmoid's derivative at a gate
@@ -68,31 +67,12 @@ pub fn gru_per_gate_sweep(
 ) -> Result<Vec<DMatrix<f64>>> {
     check_gru(params)?;
     let dims = params.dims();
-    let (t_len, d) = (x.len(), dims.hidden);
-    ensure!(
-        h.len() == t_len + 1,
-        "the per-gate sweep needs h_0 … h_T ({} states), got {}",
-        t_len + 1,
-        h.len()
-    );
-    let b = v_top.nrows();
-    let rows_ok = |m: &DMatrix<f64>, cols| m.shape() == (b, cols);
-    ensure!(
-        v_top.ncols() == d
-            && h.iter().all(|m| rows_ok(m, d))
-            && x.iter().all(|m| rows_ok(m, dims.input)),
-        "the per-gate sweep needs v_T and every h_t B×d = {b}×{d} and every x_t B×p = {b}×{}",
-        dims.input
-    );
+    let (t_len, b, d) = (x.len(), v_top.nrows(), dims.hidden);
+    matrix("v_top", v_top, b, d)?;
+    steps("h", h, t_len + 1, (b, d))?;
+    steps("x", x, t_len, (b, dims.input))?;
     for (p, gate) in p_gates.iter().zip(GRU_GATES) {
-        if p.shape() != (d, d) {
-            return Err(Error::shape(
-                format!("P_{gate}"),
-                shape_of(&[p.nrows(), p.ncols()]),
-                format!("[{d}, {d}] (d×d)"),
-            )
-            .into());
-        }
+        matrix(&format!("P_{gate}"), p, d, d)?;
     }
     let x = Steps::from_rows(x, b, dims.input);
     let h = Steps::from_rows(h, b, d);

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::arguments::{cell_inputs, cell_params, steps};
+use crate::arguments::{cell_inputs, cell_params, matrix, steps};
 use crate::cg::CgReport;
 use crate::cpu::gru::{gate_history, gru_step_backward, kept_or_formed};
 use crate::cpu::simd::step_product;
@@ -332,21 +332,9 @@ pub fn jacobian_sweep(
     tol: f64,
     max_iter: usize,
 ) -> Result<(Vec<DMatrix<f64>>, Vec<CgReport>)> {
-    let t_len = cell.steps();
-    if h.len() != t_len + 1 {
-        bail!(
-            "jacobian_sweep needs h_0 … h_T ({} states), got {}",
-            t_len + 1,
-            h.len()
-        );
-    }
-    let (b, d) = v_top.shape();
-    if d != cell.width() || h.iter().any(|h_t| h_t.shape() != (b, d)) {
-        bail!(
-            "jacobian_sweep needs h_t and v_T of one shape B × d, d = {}",
-            cell.width()
-        );
-    }
+    let (t_len, b, d) = (cell.steps(), v_top.nrows(), cell.width());
+    matrix("v_top", v_top, b, d)?;
+    steps("h", h, t_len + 1, (b, d))?;
     let h = Steps::from_rows(h, b, d);
     let mut v = Steps::zeros(t_len + 1, b, d);
     v.step_mut(t_len)

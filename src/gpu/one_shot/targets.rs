@@ -17,7 +17,7 @@ use crate::gpu::loops;
 use crate::gpu::options::GpuOptions;
 use crate::gpu::segments::{Segmenting, StepsPerDispatch};
 use crate::gpu::transpose;
-use crate::model::{CellKind, Dims, Params};
+use crate::model::{CellKind, Dims, Params, GRU_GATES};
 use crate::tasks::{Batch, Targets};
 
 /// P by CG on the GPU, as `cpu::inverse::inverse_cg` returns it (`warm` seeds the solve).
@@ -277,10 +277,9 @@ pub fn gru_per_gate_sweep(
     let d = params.dims().hidden;
     steps("h", h, t_len + 1, (v_top.nrows(), d))?;
     matrix_arg("v_top", v_top, v_top.nrows(), d)?;
-    ensure!(
-        p_gates.iter().all(|p| p.shape() == (d, d)),
-        "P_r, P_z, P_n must each be d×d = {d}×{d}"
-    );
+    for (p, gate) in p_gates.iter().zip(GRU_GATES) {
+        matrix_arg(&format!("P_{gate}"), p, d, d)?;
+    }
     let hyper = Hyper {
         method: Method::Tp,
         tp: TpConfig {
