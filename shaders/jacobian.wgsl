@@ -28,6 +28,13 @@
 // Vectors every unit reads (p for J_t p; D_t w or one gate of dgh for the transposed
 // products) pass through one d-vector of workgroup memory.
 //
+// Preconditioner (dims.precondition, the jacobian inversion's `--precondition jacobi`): CG
+// preconditioned by M⁻¹ = diag(r / (diag(J_tᵀJ_t) + r)), formed once per step's solve from
+// the linearization (jacobi_owned; recomputed when a solve resumes in a later launch):
+// directions from z = M⁻¹ r, step sizes from rᵀz, the stopping rule on r itself, on the
+// right-hand side scaled by a power of two to about unit length (rhs_scale). Off, the
+// iteration is plain CG, bit for bit as before it existed.
+//
 // Stopping rule: a sequence stops when its own relative residual ‖R_s‖ / ‖J_tᵀ dv_t,s‖ ≤ tol
 // or after max_iter iterations. The f64 reference stops all rows together on the batch's
 // ‖R‖_F / ‖rhs‖_F ≤ tol; workgroups cannot wait for each other inside a launch, and the
@@ -88,6 +95,8 @@ struct Dims {
     first: u32,
     budget: u32,
     scratch: u32,
+    // 1: the sweep's CG is preconditioned (jacobi_owned); 0: plain CG.
+    precondition: u32,
 }
 
 // The sticky record of failed solves (cpu::inverse::CgError's numbers).
@@ -146,6 +155,25 @@ fn w_column_dot(row0: u32, i: u32) -> f32 {
     var sum = hsum(acc);
     for (; j < d; j++) {
         sum += w[(row0 + j) * d + i] * shared_vec[j];
+    }
+    return sum;
+}
+
+// Σ_j W[row0 + j][i]² shared_vec[j]: w_column_dot over the squares of W's entries, for the
+// tanh cell's diag(J_tᵀJ_t) (jacobi_owned).
+fn w_column_sq_dot(row0: u32, i: u32) -> f32 {
+    let d = dims.hidden;
+    var acc = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 4u <= d; j += 4u) {
+        let c = (row0 + j) * d + i;
+        let m = vec4<f32>(w[c], w[c + d], w[c + 2u * d], w[c + 3u * d]);
+        acc += m * m * vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u]);
+    }
+    var sum = hsum(acc);
+    for (; j < d; j++) {
+        let m = w[(row0 + j) * d + i];
+        sum += m * m * shared_vec[j];
     }
     return sum;
 }
@@ -261,6 +289,137 @@ fn vjp_owned(t: u32, s: u32, lid: u32, wv: Own) -> Own {
     return out;
 }
 
+// Σ_j (Σ_g a_g,j W_g[k0 + j][i])² over j < n, the shared vector holding the chunk's a_r,
+// a_z, a_n at 0, GATE_CHUNK and 2·GATE_CHUNK: the GRU's diag(J_tᵀJ_t)_i over one chunk of
+// rows without z (jacobi_owned), four rows per loop iteration.
+fn gate_column_sq_sum(k0: u32, n: u32, i: u32) -> f32 {
+    let d = dims.hidden;
+    let dd = d * d;
+    let cz = GATE_CHUNK;
+    let cn = 2u * GATE_CHUNK;
+    var acc = vec4<f32>(0.0);
+    var j = 0u;
+    for (; j + 4u <= n; j += 4u) {
+        let c = (k0 + j) * d + i;
+        let e = vec4<f32>(shared_vec[j], shared_vec[j + 1u], shared_vec[j + 2u], shared_vec[j + 3u])
+            * vec4<f32>(w[c], w[c + d], w[c + 2u * d], w[c + 3u * d])
+            + vec4<f32>(shared_vec[cz + j], shared_vec[cz + j + 1u], shared_vec[cz + j + 2u], shared_vec[cz + j + 3u])
+            * vec4<f32>(w[c + dd], w[c + dd + d], w[c + dd + 2u * d], w[c + dd + 3u * d])
+            + vec4<f32>(shared_vec[cn + j], shared_vec[cn + j + 1u], shared_vec[cn + j + 2u], shared_vec[cn + j + 3u])
+            * vec4<f32>(w[c + 2u * dd], w[c + 2u * dd + d], w[c + 2u * dd + 2u * d], w[c + 2u * dd + 3u * d]);
+        acc += e * e;
+    }
+    var sum = hsum(acc);
+    for (; j < n; j++) {
+        let c = (k0 + j) * d + i;
+        let e = shared_vec[j] * w[c] + shared_vec[cz + j] * w[c + dd] + shared_vec[cn + j] * w[c + 2u * dd];
+        sum += e * e;
+    }
+    return sum;
+}
+
+// Units of each of the GRU's three gate vectors that one pass of jacobi_owned shares:
+// the three fit the shared vector together.
+const GATE_CHUNK: u32 = MAX_HIDDEN / 3u;
+
+// The Jacobi preconditioner of the owned units at step t: r / (diag(J_tᵀJ_t) + r), that is
+// 1 / (diag + r) times r, a constant factor CG's iterates do not see; scaled so, m ≤ 1 is 1
+// where the diagonal is small, and rᵀz stays within a factor of ‖r‖² instead of r times
+// it (at r = 10⁴ the unscaled rᵀz of the tiny offsets the sweep carries underflowed f32
+// where ‖r‖² did not, and stalled the solve). Here
+// diag(J_tᵀJ_t)_i = Σ_k J_ki², column i of J_t (cpu::jacobian's normal_diagonal_into):
+//   tanh: J_ki = D_k W_ki, so Σ_k D_k² W_ki².
+//   GRU:  J_ki = z_k [k = i] + Σ_g a_g,k W_g[k][i] with a = (a_r, a_z, a_n) the step backward
+//         of e = 1 (J_tᵀ w = z ⊙ w + Wᵀ (a ⊙ w)): the sum over k without z, then
+//         (e + z_i)² − e² for the diagonal entry's e = Σ_g a_g,i W_g[i][i].
+// Uses the shared vector (barriers inside, in uniform control flow).
+fn jacobi_owned(t: u32, s: u32, lid: u32) -> Own {
+    let d = dims.hidden;
+    var diag: Own;
+    if dims.cell == GRU {
+        let gr = gate_row(t, s);
+        var a: array<vec3<f32>, SLOTS>;
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            let i = lid + k * WG;
+            let g = load_gates(gr, d, i);
+            let da = gru_step_backward(1.0, g, h[state_row(t - 1u, s) + i]);
+            a[k] = vec3<f32>(da.x, da.y, da.z * g.r);
+        }
+        for (var k0 = 0u; k0 < d; k0 += GATE_CHUNK) {
+            let n = min(GATE_CHUNK, d - k0);
+            // Nobody may still be reading the previous chunk (or shared vector).
+            workgroupBarrier();
+            for (var k = 0u; k < SLOTS; k++) {
+                let i = lid + k * WG;
+                if !owns(lid, k) {
+                    break;
+                }
+                if i >= k0 && i < k0 + n {
+                    shared_vec[i - k0] = a[k].x;
+                    shared_vec[GATE_CHUNK + i - k0] = a[k].y;
+                    shared_vec[2u * GATE_CHUNK + i - k0] = a[k].z;
+                }
+            }
+            workgroupBarrier();
+            for (var k = 0u; k < SLOTS; k++) {
+                if !owns(lid, k) {
+                    break;
+                }
+                diag[k] += gate_column_sq_sum(k0, n, lid + k * WG);
+            }
+        }
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            let i = lid + k * WG;
+            let c = i * d + i;
+            let e = a[k].x * w[c] + a[k].y * w[c + d * d] + a[k].z * w[c + 2u * d * d];
+            let z = gates[gr + d + i];
+            diag[k] += z * (2.0 * e + z);
+        }
+    } else {
+        var dsq: Own;
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            let dk = tanh_deriv(t, s, lid + k * WG);
+            dsq[k] = dk * dk;
+        }
+        share(lid, dsq);
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            diag[k] = w_column_sq_dot(0u, lid + k * WG);
+        }
+    }
+    var m: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        m[k] = 1.0 / (1.0 + diag[k] / dims.reg);
+    }
+    return m;
+}
+
+// z = m ⊙ r over the owned units: the preconditioned residual.
+fn own_scale(lid: u32, m: Own, r: Own) -> Own {
+    var z: Own;
+    for (var k = 0u; k < SLOTS; k++) {
+        if !owns(lid, k) {
+            break;
+        }
+        z[k] = m[k] * r[k];
+    }
+    return z;
+}
+
 // Σ_k a[k] b[k] over the owned units.
 fn own_dot(lid: u32, a: Own, b: Own) -> f32 {
     var sum = 0.0;
@@ -321,21 +480,60 @@ fn relative_residual(rs: f32, rhs_norm: f32) -> f32 {
 }
 
 // One CG solve of (J_tᵀ J_t + r I) x = rhs in progress, matrix-free: the iterate, residual
-// and direction of the owned units, and (the same in every invocation) the iterations so
-// far and the squared norms of the residual and of the right-hand side.
+// and direction of the owned units and the preconditioner's m (with dims.precondition),
+// and (the same in every invocation) the iterations so far, the squared norms of the
+// residual and of the right-hand side, rᵀz (‖r‖² for plain CG) and the power of two
+// the preconditioned solve scales r, p and their products by (`rhs_scale`; 1 for plain
+// CG). x and rhs_sq are unscaled.
 struct Solve {
     x: Own,
     r: Own,
     p: Own,
+    m: Own,
     iterations: u32,
     rs: f32,
     rhs_sq: f32,
+    rz: f32,
+    scale: f32,
+}
+
+// The power of two 2^k that brings a right-hand side of squared norm `rhs_sq` to about
+// unit length, for the preconditioned solve: the offsets the sweep carries get tiny deep in
+// the sweep (‖rhs‖² near f32's smallest normal, 1e-38), where rᵀz and pᵀAp, smaller than
+// ‖r‖² by the preconditioner's factors, were flushed to zero (or to a few bits) before
+// ‖r‖² was, and stalled or blew up the solve. Scaling by 2^k is exact and leaves CG's
+// iterates as they are. 1 for plain CG, which stays bit for bit as it was, and for a zero
+// or non-finite right-hand side.
+fn rhs_scale(rhs_sq: f32) -> f32 {
+    if dims.precondition != 1u || !(rhs_sq > 0.0 && rhs_sq <= F32_MAX) {
+        return 1.0;
+    }
+    return ldexp(1.0, clamp(-i32(round(0.5 * log2(rhs_sq))), -120, 120));
+}
+
+// ‖R‖ / ‖rhs‖ of `sol` (its rs is scaled, its rhs_sq is not).
+fn residual_of(sol: ptr<function, Solve>) -> f32 {
+    return relative_residual((*sol).rs, sqrt((*sol).rhs_sq) * (*sol).scale);
+}
+
+// The first direction of `sol` from its residual: z = m ⊙ r with dims.precondition, r
+// itself otherwise.
+fn first_direction(lid: u32, sol: ptr<function, Solve>) {
+    if dims.precondition == 1u {
+        (*sol).p = own_scale(lid, (*sol).m, (*sol).r);
+        (*sol).rz = workgroup_sum(lid, own_dot(lid, (*sol).r, (*sol).p));
+    } else {
+        (*sol).p = (*sol).r;
+        (*sol).rz = (*sol).rs;
+    }
 }
 
 // A solve from zero, or with dims.warm from `x0` (then the first residual costs one more
-// product). A zero right-hand side has the solution 0, whatever the warm start.
-fn cg_start(t: u32, s: u32, lid: u32, rhs: Own, x0: Own) -> Solve {
+// product), preconditioned by `m` with dims.precondition. A zero right-hand side has the
+// solution 0, whatever the warm start.
+fn cg_start(t: u32, s: u32, lid: u32, rhs: Own, x0: Own, m: Own) -> Solve {
     var sol: Solve;
+    sol.m = m;
     sol.r = rhs;
     sol.rs = workgroup_sum(lid, own_dot(lid, rhs, rhs));
     sol.rhs_sq = sol.rs;
@@ -352,14 +550,23 @@ fn cg_start(t: u32, s: u32, lid: u32, rhs: Own, x0: Own) -> Solve {
         }
         sol.rs = workgroup_sum(lid, own_dot(lid, sol.r, sol.r));
     }
-    sol.p = sol.r;
+    sol.scale = rhs_scale(sol.rhs_sq);
+    if sol.scale != 1.0 {
+        for (var k = 0u; k < SLOTS; k++) {
+            if !owns(lid, k) {
+                break;
+            }
+            sol.r[k] *= sol.scale;
+        }
+        sol.rs *= sol.scale * sol.scale;
+    }
+    first_direction(lid, &sol);
     return sol;
 }
 
 // Whether the solve is over: ‖R‖ / ‖rhs‖ ≤ tol (or not finite), or max_iter iterations run.
 fn solved(sol: ptr<function, Solve>) -> bool {
-    let residual = relative_residual((*sol).rs, sqrt((*sol).rhs_sq));
-    return !(residual > dims.tol) || (*sol).iterations >= dims.max_iter;
+    return !(residual_of(sol) > dims.tol) || (*sol).iterations >= dims.max_iter;
 }
 
 // CG iterations on `sol` until it is solved or `spent` units reach the budget; returns the
@@ -377,23 +584,35 @@ fn iterate(t: u32, s: u32, lid: u32, sol: ptr<function, Solve>, spent: u32) -> u
         }
         let curv = workgroup_sum(lid, own_dot(lid, (*sol).p, q));
         // A sequence already solved exactly has p = 0: leave it where it is.
-        let alpha = select(0.0, (*sol).rs / curv, curv > 0.0);
+        let alpha = select(0.0, (*sol).rz / curv, curv > 0.0);
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            (*sol).x[k] += alpha * (*sol).p[k];
+            if dims.precondition == 1u {
+                (*sol).x[k] += alpha * (*sol).p[k] / (*sol).scale;
+            } else {
+                (*sol).x[k] += alpha * (*sol).p[k];
+            }
             (*sol).r[k] -= alpha * q[k];
         }
         let rs_new = workgroup_sum(lid, own_dot(lid, (*sol).r, (*sol).r));
-        let beta = select(0.0, rs_new / (*sol).rs, (*sol).rs > 0.0);
+        // The next direction from z = m ⊙ r, or from r itself for plain CG (rᵀz = ‖r‖²).
+        var z = (*sol).r;
+        var rz_new = rs_new;
+        if dims.precondition == 1u {
+            z = own_scale(lid, (*sol).m, (*sol).r);
+            rz_new = workgroup_sum(lid, own_dot(lid, (*sol).r, z));
+        }
+        let beta = select(0.0, rz_new / (*sol).rz, (*sol).rz > 0.0);
         for (var k = 0u; k < SLOTS; k++) {
             if !owns(lid, k) {
                 break;
             }
-            (*sol).p[k] = (*sol).r[k] + beta * (*sol).p[k];
+            (*sol).p[k] = z[k] + beta * (*sol).p[k];
         }
         (*sol).rs = rs_new;
+        (*sol).rz = rz_new;
         (*sol).iterations += 1u;
         used += 1u;
     }
@@ -409,6 +628,7 @@ struct Cursor {
     iterations: u32,
     rs: f32,
     rhs_sq: f32,
+    rz: f32,
 }
 
 // f32 words per cursor in cg_steps: integers as two exact 16-bit halves.
@@ -434,7 +654,7 @@ fn load_cursor(lid: u32, n: u32) -> Cursor {
         cursor_words[lid] = cg_steps[cursor_at(n) + lid];
     }
     let c = workgroupUniformLoad(&cursor_words);
-    return Cursor(u32(c[0]) | (u32(c[1]) << 16u), c[2] != 0.0, u32(c[3]) | (u32(c[4]) << 16u), c[5], c[6]);
+    return Cursor(u32(c[0]) | (u32(c[1]) << 16u), c[2] != 0.0, u32(c[3]) | (u32(c[4]) << 16u), c[5], c[6], c[7]);
 }
 
 fn store_cursor(lid: u32, n: u32, c: Cursor) {
@@ -447,6 +667,7 @@ fn store_cursor(lid: u32, n: u32, c: Cursor) {
         cg_steps[at + 4u] = f32(c.iterations >> 16u);
         cg_steps[at + 5u] = c.rs;
         cg_steps[at + 6u] = c.rhs_sq;
+        cg_steps[at + 7u] = c.rz;
     }
 }
 
@@ -512,9 +733,21 @@ fn store_column(lid: u32, j: u32, v: Own) {
     }
 }
 
-// The solve in `c` with its vectors from where `store_solve` left them (x from `x`).
-fn resume(lid: u32, n: u32, c: Cursor, x: Own) -> Solve {
-    return Solve(x, load_scratch(lid, r_at(n)), load_scratch(lid, p_at(n)), c.iterations, c.rs, c.rhs_sq);
+// The solve in `c` with its vectors from where `store_solve` left them (x from `x`; m, the
+// preconditioner's, formed again by the caller; the scale again from rhs_sq).
+fn resume(lid: u32, n: u32, c: Cursor, x: Own, m: Own) -> Solve {
+    let r = load_scratch(lid, r_at(n));
+    let p = load_scratch(lid, p_at(n));
+    return Solve(x, r, p, m, c.iterations, c.rs, c.rhs_sq, c.rz, rhs_scale(c.rhs_sq));
+}
+
+// The preconditioner's m of step t's solve where the sweep has one (unread otherwise).
+fn sweep_preconditioner(t: u32, s: u32, lid: u32) -> Own {
+    var m: Own;
+    if dims.precondition == 1u {
+        m = jacobi_owned(t, s, lid);
+    }
+    return m;
 }
 
 // Keeps r and p of an unfinished solve for the next launch (x is kept by the caller).
@@ -527,7 +760,7 @@ fn store_solve(lid: u32, n: u32, sol: Solve) {
 fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let s = wg.x;
     let d = dims.hidden;
-    var c = Cursor(dims.steps, false, 0u, 0.0, 0.0);
+    var c = Cursor(dims.steps, false, 0u, 0.0, 0.0, 0.0);
     if dims.first == 1u {
         let top = state_row(dims.steps, s);
         for (var k = 0u; k < SLOTS; k++) {
@@ -547,7 +780,8 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     }
     var sol: Solve;
     if c.started {
-        sol = resume(lid, s, c, load_row(lid, state_row(c.step - 1u, s)));
+        let m = sweep_preconditioner(c.step, s, lid);
+        sol = resume(lid, s, c, load_row(lid, state_row(c.step - 1u, s)), m);
     }
     var spent = 0u;
     // Each pass sets up the solve of step t = c.step unless it has started, iterates within
@@ -571,8 +805,9 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                     u[k] /= 1.0 - hc * hc;
                 }
             }
+            let m = sweep_preconditioner(t, s, lid);
             var cold: Own;
-            sol = cg_start(t, s, lid, vjp_owned(t, s, lid, u), cold);
+            sol = cg_start(t, s, lid, vjp_owned(t, s, lid, u), cold, m);
             c.started = true;
             spent += 1u;
         }
@@ -582,7 +817,7 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         }
         store_row(lid, state_row(t - 1u, s), sol.x);
         if lid == 0u {
-            let residual = relative_residual(sol.rs, sqrt(sol.rhs_sq));
+            let residual = residual_of(&sol);
             let at = 2u * ((t - 1u) * dims.batch + s);
             cg_steps[at] = f32(sol.iterations);
             cg_steps[at + 1u] = residual;
@@ -599,7 +834,7 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         store_row(lid, state_row(c.step - 1u, s), sol.x);
         store_solve(lid, s, sol);
     }
-    store_cursor(lid, s, Cursor(c.step, c.started, sol.iterations, sol.rs, sol.rhs_sq));
+    store_cursor(lid, s, Cursor(c.step, c.started, sol.iterations, sol.rs, sol.rhs_sq, sol.rz));
 }
 
 // P = (WᵀW + r I)⁻¹ Wᵀ (docs/ALGORITHM.md §4) by CG, one workgroup per column j: with the linear cell
@@ -612,7 +847,7 @@ fn jacobian_sweep(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 fn inverse_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let j = wg.x;
     let d = dims.hidden;
-    var c = Cursor(1u, false, 0u, 0.0, 0.0);
+    var c = Cursor(1u, false, 0u, 0.0, 0.0, 0.0);
     if dims.first != 1u {
         c = load_cursor(lid, j);
     }
@@ -622,7 +857,8 @@ fn inverse_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var sol: Solve;
     var spent = 0u;
     if c.started {
-        sol = resume(lid, j, c, load_column(lid, j));
+        var plain: Own;
+        sol = resume(lid, j, c, load_column(lid, j), plain);
     } else {
         var rhs: Own;
         for (var k = 0u; k < SLOTS; k++) {
@@ -635,7 +871,8 @@ fn inverse_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         if dims.warm == 1u {
             x0 = load_column(lid, j);
         }
-        sol = cg_start(0u, j, lid, rhs, x0);
+        var plain: Own;
+        sol = cg_start(0u, j, lid, rhs, x0, plain);
         spent = 1u;
     }
     spent = iterate(0u, j, lid, &sol, spent);
@@ -650,5 +887,5 @@ fn inverse_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     } else {
         store_solve(lid, j, sol);
     }
-    store_cursor(lid, j, Cursor(select(1u, 0u, done), !done, sol.iterations, sol.rs, sol.rhs_sq));
+    store_cursor(lid, j, Cursor(select(1u, 0u, done), !done, sol.iterations, sol.rs, sol.rhs_sq, sol.rz));
 }

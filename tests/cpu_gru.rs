@@ -7,7 +7,7 @@ mod support;
 use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tpri::config::{TargetMode, TpConfig};
+use tpri::config::{Preconditioner, TargetMode, TpConfig};
 use tpri::cpu::forward::forward;
 use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
 use tpri::cpu::gru_per_gate::{gate_inverses, gru_per_gate_sweep};
@@ -119,12 +119,17 @@ fn dense_jacobian(cell: &dyn Cell, t: usize, b: usize, d: usize, i: usize) -> DM
     j
 }
 
-/// The per-step CG against a dense solve of the same normal equations, row by row.
+/// The per-step CG, with and without its preconditioner, against a dense solve of the
+/// same normal equations, row by row.
 fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
     for t in 1..=cell.steps() {
-        for reg in [1e-3, 1e-2, 0.1, 1.0, 10.0] {
+        let regs = [1e-3, 1e-2, 0.1, 1.0, 10.0];
+        for (reg, pc) in regs
+            .into_iter()
+            .flat_map(|r| PRECONDITIONERS.map(|pc| (r, pc)))
+        {
             let u = random(rng, b, d, 0.3);
-            let (z, report) = per_step_cg(cell, t, &u, reg, 1e-12, 1000).unwrap();
+            let (z, report) = per_step_cg(cell, t, &u, reg, 1e-12, 1000, pc).unwrap();
             assert!(report.residual <= 1e-12);
             for i in 0..b {
                 let j = dense_jacobian(cell, t, b, d, i);
@@ -132,7 +137,7 @@ fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
                 let rhs = j.tr_mul(&u.row(i).transpose());
                 let exact = a.lu().solve(&rhs).unwrap();
                 check(
-                    &format!("t {t} r {reg} row {i}"),
+                    &format!("t {t} r {reg} {pc:?} row {i}"),
                     &z.row(i).transpose(),
                     &exact,
                     1e-8,
@@ -142,7 +147,37 @@ fn check_cg_dense(rng: &mut ChaCha8Rng, cell: &dyn Cell, b: usize, d: usize) {
     }
 }
 
+/// Both preconditioners of the per-step CG.
+const PRECONDITIONERS: [Preconditioner; 2] = [Preconditioner::Jacobi, Preconditioner::None];
+
 // ---------- products ----------
+
+#[test]
+fn normal_diagonal_is_the_diagonal_of_jtj() {
+    let mut rng = rng(21);
+    for (b, p, d, t_len) in [(3, 2, 5, 3), (2, 1, 1, 1), (1, 3, 9, 2)] {
+        let tanh = tanh_model(&mut rng, b, p, d, t_len);
+        let gru = gru_model(&mut rng, b, p, d, t_len);
+        let tanh_cell = TanhCell::new(&tanh.params, &tanh.h).unwrap();
+        let gru_cell = GruCell::new(&gru.params, &gru.x, &gru.h).unwrap();
+        for (name, cell) in [("tanh", &tanh_cell as &dyn Cell), ("gru", &gru_cell)] {
+            for t in 1..=t_len {
+                let diag = cell.normal_diagonal(t).unwrap();
+                for i in 0..b {
+                    let j = dense_jacobian(cell, t, b, d, i);
+                    let exact = j.tr_mul(&j).diagonal();
+                    check(
+                        &format!("{name} t {t} row {i}"),
+                        &diag.row(i).transpose(),
+                        &exact,
+                        1e-12,
+                    );
+                }
+            }
+            assert!(cell.normal_diagonal(0).is_err() && cell.normal_diagonal(t_len + 1).is_err());
+        }
+    }
+}
 
 #[test]
 fn tanh_products_match_finite_differences() {
@@ -215,7 +250,7 @@ fn per_step_cg_reports_impossible_tolerance() {
     let m = gru_model(&mut rng, 3, 2, 6, 2);
     let cell = GruCell::new(&m.params, &m.x, &m.h).unwrap();
     let u = random(&mut rng, 3, 6, 1.0);
-    let err = per_step_cg(&cell, 2, &u, 1e-3, 1e-30, 2).unwrap_err();
+    let err = per_step_cg(&cell, 2, &u, 1e-3, 1e-30, 2, Preconditioner::Jacobi).unwrap_err();
     let cg = tpri::error::cg_error(&err).expect("a CgError");
     assert_eq!(cg.report.iterations, 2);
     assert_eq!(cg.max_iter, 2);
@@ -230,14 +265,15 @@ fn per_step_cg_rejects_bad_input() {
     let cell = TanhCell::new(&m.params, &m.h).unwrap();
     let u = random(&mut rng, 2, 3, 1.0);
     for reg in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        assert!(per_step_cg(&cell, 1, &u, reg, 1e-10, 10).is_err());
+        assert!(per_step_cg(&cell, 1, &u, reg, 1e-10, 10, Preconditioner::None).is_err());
     }
-    assert!(per_step_cg(&cell, 0, &u, 1.0, 1e-10, 10).is_err());
-    assert!(per_step_cg(&cell, 3, &u, 1.0, 1e-10, 10).is_err());
+    assert!(per_step_cg(&cell, 0, &u, 1.0, 1e-10, 10, Preconditioner::None).is_err());
+    assert!(per_step_cg(&cell, 3, &u, 1.0, 1e-10, 10, Preconditioner::None).is_err());
     let nan = u.map(|_| f64::NAN);
-    assert!(per_step_cg(&cell, 1, &nan, 1.0, 1e-10, 10).is_err());
+    assert!(per_step_cg(&cell, 1, &nan, 1.0, 1e-10, 10, Preconditioner::None).is_err());
     // A zero displacement is solved exactly by z = 0, without iterating.
-    let (z, report) = per_step_cg(&cell, 1, &(&u * 0.0), 1.0, 1e-10, 10).unwrap();
+    let (z, report) =
+        per_step_cg(&cell, 1, &(&u * 0.0), 1.0, 1e-10, 10, Preconditioner::None).unwrap();
     assert_eq!(report.iterations, 0);
     assert_eq!(z, DMatrix::zeros(2, 3));
 }
@@ -265,7 +301,8 @@ fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
         .unwrap();
         let v_top = &m.h[t_len] - &grad_h * lr_target;
         let cell = TanhCell::new(&m.params, &m.h).unwrap();
-        let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, reg, 1e-12, 200).unwrap();
+        let (v, reports) =
+            jacobian_sweep(&cell, &m.h, &v_top, reg, 1e-12, 200, Preconditioner::Jacobi).unwrap();
         assert_eq!(v.len(), t_len + 1);
         assert_eq!(reports.len(), t_len - 1);
         assert_eq!(v[0], m.h[0]);
@@ -282,17 +319,18 @@ fn gru_jacobian_sweep_fixed_point_and_steps() {
     let m = gru_model(&mut rng, 3, 2, 4, 5);
     let cell = GruCell::new(&m.params, &m.x, &m.h).unwrap();
     // Targets at the states stay at the states exactly.
-    let (v, _) = jacobian_sweep(&cell, &m.h, &m.h[5], 0.1, 1e-12, 100).unwrap();
+    let pc = Preconditioner::Jacobi;
+    let (v, _) = jacobian_sweep(&cell, &m.h, &m.h[5], 0.1, 1e-12, 100, pc).unwrap();
     assert_eq!(v, m.h);
     // Otherwise each step is the regularized Gauss–Newton step of its own CG.
     let v_top = &m.h[5] + random(&mut rng, 3, 4, 0.1);
-    let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, 0.1, 1e-12, 100).unwrap();
+    let (v, reports) = jacobian_sweep(&cell, &m.h, &v_top, 0.1, 1e-12, 100, pc).unwrap();
     assert_eq!(reports.len(), 4);
     for t in (2..=5).rev() {
-        let (z, _) = per_step_cg(&cell, t, &(&v[t] - &m.h[t]), 0.1, 1e-12, 100).unwrap();
+        let (z, _) = per_step_cg(&cell, t, &(&v[t] - &m.h[t]), 0.1, 1e-12, 100, pc).unwrap();
         assert_eq!(v[t - 1], &m.h[t - 1] + z);
     }
-    assert!(jacobian_sweep(&cell, &m.h[1..], &v_top, 0.1, 1e-12, 100).is_err());
+    assert!(jacobian_sweep(&cell, &m.h[1..], &v_top, 0.1, 1e-12, 100, pc).is_err());
 }
 
 // ---------- the per-gate inversion ----------
@@ -583,7 +621,7 @@ fn jacobian_sweep_split_over_cores_is_each_sequence_alone() {
                     &gru
                 }
             };
-            jacobian_sweep(cell, h, v_top, 1.0, tol, 200).unwrap()
+            jacobian_sweep(cell, h, v_top, 1.0, tol, 200, Preconditioner::Jacobi).unwrap()
         };
         let h = states(&x);
         let v_top = &h[t_len] - random(&mut r, b, d, 0.05);

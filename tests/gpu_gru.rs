@@ -14,11 +14,13 @@ mod support;
 
 use gpu_support::{compare_traces, compare_traces_with, ctx, hyper, start, SWEEP_MAX_ITER, TOL};
 use nalgebra::DMatrix;
+use rand::Rng;
 use support::{
     check, check_all, check_targets, column, dims, inputs, random, random_batch, rng,
     seeded_params, Shape,
 };
 use tpri::backend::Backend;
+use tpri::config::Preconditioner::{self, Jacobi};
 use tpri::config::{Hyper, Inversion, Loss, Method, TargetMode, TpConfig, TpGrad};
 use tpri::cpu;
 use tpri::cpu::jacobian::{Cell, GruCell, TanhCell};
@@ -241,13 +243,22 @@ fn jacobian_sweep_matches_reference_for_both_cells() {
             };
             // γ_h = 1e-4 (the published pixel-MNIST step) puts v − h far below f32's
             // resolution of h: the offsets are what the kernel carries; check those too.
-            for lr_target in [0.5, 1e-4] {
+            // Plain CG too, where the targets are large enough to move every step.
+            let cases = [(0.5, Jacobi), (0.5, Preconditioner::None), (1e-4, Jacobi)];
+            for (lr_target, pc) in cases {
                 let v_top = &h[t] - random(&mut r, b, d, 1.0) * lr_target;
                 let reg = 1.0;
                 // The reference solves to 1e-12: the comparison is with the exact targets.
-                let (want, want_reps) =
-                    cpu::jacobian::jacobian_sweep(reference.as_ref(), &h, &v_top, reg, 1e-12, 100)
-                        .unwrap();
+                let (want, want_reps) = cpu::jacobian::jacobian_sweep(
+                    reference.as_ref(),
+                    &h,
+                    &v_top,
+                    reg,
+                    1e-12,
+                    100,
+                    Jacobi,
+                )
+                .unwrap();
                 let (got, reps) = gpu::one_shot::jacobian_sweep(
                     &ctx,
                     &params,
@@ -257,9 +268,10 @@ fn jacobian_sweep_matches_reference_for_both_cells() {
                     reg,
                     tol,
                     SWEEP_MAX_ITER,
+                    pc,
                 )
                 .unwrap();
-                let what = format!("({cell:?}, γ_h={lr_target}, d={d}, T={t}, B={b})");
+                let what = format!("({cell:?}, γ_h={lr_target}, {pc:?}, d={d}, T={t}, B={b})");
                 let e = check_targets(&what, &got, &want, &h, TOL);
                 assert_eq!(reps.len(), want_reps.len(), "{what}: one report per step");
                 for rep in &reps {
@@ -278,6 +290,54 @@ fn jacobian_sweep_matches_reference_for_both_cells() {
     }
 }
 
+/// The GRU's preconditioner shares its three gate vectors a chunk of MAX_HIDDEN / 3 units
+/// at a time (jacobian.wgsl's GATE_CHUNK): past 682 units it takes two chunks.
+#[test]
+fn preconditioned_gru_sweep_past_one_gate_chunk_matches_reference() {
+    let ctx = ctx();
+    let (d, t, b) = (700, 3, 2);
+    let mut params = start(CellKind::Gru, dims(2, d, 2), 51, 0.0);
+    let mut r = rng(52);
+    // Update gates z spread over (0.02, 0.98), as training leaves them: J_t's columns then
+    // differ in length, which is what a diagonal preconditioner evens out.
+    for i in d..2 * d {
+        params.b[(i, 0)] = r.random_range(-4.0..4.0);
+    }
+    let x = inputs(&mut r, t, b, 2);
+    let h = states(&params, &x);
+    let reference = GruCell::new(&params, &x, &h).unwrap();
+    let v_top = &h[t] - random(&mut r, b, d, 0.5);
+    let reg = 0.1;
+    let (want, _) =
+        cpu::jacobian::jacobian_sweep(&reference, &h, &v_top, reg, 1e-12, 100, Jacobi).unwrap();
+    let tol = gpu::GPU_CG_TOL;
+    let (got, reps) =
+        gpu::one_shot::jacobian_sweep(&ctx, &params, &x, &h, &v_top, reg, tol, 100, Jacobi)
+            .unwrap();
+    check_targets("GRU d = 700, Jacobi", &got, &want, &h, TOL);
+    assert!(reps.iter().all(|rep| rep.residual <= tol), "{reps:?}");
+    // The preconditioner is the diagonal's: the same solves without it take more iterations.
+    let (_, plain) = gpu::one_shot::jacobian_sweep(
+        &ctx,
+        &params,
+        &x,
+        &h,
+        &v_top,
+        reg,
+        tol,
+        100,
+        Preconditioner::None,
+    )
+    .unwrap();
+    let total = |reps: &[tpri::cg::CgReport]| reps.iter().map(|r| r.iterations).sum::<usize>();
+    eprintln!(
+        "d = 700: {} CG iterations with Jacobi, {} plain",
+        total(&reps),
+        total(&plain)
+    );
+    assert!(total(&reps) < total(&plain), "{reps:?} against {plain:?}");
+}
+
 #[test]
 fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
     let ctx = ctx();
@@ -286,8 +346,9 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
         let x = inputs(&mut rng(8), 4, 3, 2);
         let h = states(&params, &x);
         let v_top = &h[4] + random(&mut rng(9), 3, 12, 0.5);
-        let err = gpu::one_shot::jacobian_sweep(&ctx, &params, &x, &h, &v_top, 1e-3, 1e-7, 2)
-            .unwrap_err();
+        let err =
+            gpu::one_shot::jacobian_sweep(&ctx, &params, &x, &h, &v_top, 1e-3, 1e-7, 2, Jacobi)
+                .unwrap_err();
         let cg = tpri::error::cg_error(&err)
             .unwrap_or_else(|| panic!("expected a CgError, got {err:#}"));
         assert_eq!(cg.report.iterations, 2, "{cell:?}: {cg:?}");
@@ -298,8 +359,8 @@ fn jacobian_sweep_that_misses_its_tolerance_is_an_error_with_the_numbers() {
         // A non-finite model fails too, instead of passing a NaN residual for converged.
         let mut bad = params.clone();
         bad.w_hh[(1, 2)] = f64::NAN;
-        let err =
-            gpu::one_shot::jacobian_sweep(&ctx, &bad, &x, &h, &v_top, 1.0, 1e-5, 10).unwrap_err();
+        let err = gpu::one_shot::jacobian_sweep(&ctx, &bad, &x, &h, &v_top, 1.0, 1e-5, 10, Jacobi)
+            .unwrap_err();
         assert!(tpri::error::cg_error(&err).is_some(), "{cell:?}: {err:#}");
     }
 }

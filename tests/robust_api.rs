@@ -18,8 +18,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use tpri::config::{
-    Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode, TpConfig,
-    TpGrad,
+    Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Preconditioner, Solver,
+    TargetMode, TpConfig, TpGrad,
 };
 use tpri::gpu::{
     AdapterChoice, GpuOptions, LanesPerUnit, SequencesPerWorkgroup, StepsPerDispatch, Storage,
@@ -590,6 +590,7 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
             } else {
                 pick(rng, &[0, 1])
             },
+            precondition: pick(rng, &[Preconditioner::Jacobi, Preconditioner::None]),
         },
         opt: OptimizerConfig {
             kind: pick(

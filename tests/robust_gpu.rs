@@ -15,7 +15,7 @@ use nalgebra::DMatrix;
 
 use gpu_support::{ctx, start};
 use support::{dims, inputs, random, rng};
-use tpri::config::{Loss, OptimizerConfig, TargetMode};
+use tpri::config::{Loss, OptimizerConfig, Preconditioner, TargetMode};
 use tpri::gpu::one_shot;
 use tpri::kernel_io::Injection;
 use tpri::model::{CellKind, Params};
@@ -103,7 +103,18 @@ fn gpu_twins_refuse_arguments_that_do_not_fit() {
         one_shot::target_sweep(ctx, &tanh, p_inv, &x, h, g, 0.1, TargetMode::Linearized).map(drop)
     };
     let jacobian = |h: &[DMatrix<f64>], v_top: &DMatrix<f64>| {
-        one_shot::jacobian_sweep(ctx, &gru, &x, h, v_top, 1.0, 1e-5, 50).map(drop)
+        one_shot::jacobian_sweep(
+            ctx,
+            &gru,
+            &x,
+            h,
+            v_top,
+            1.0,
+            1e-5,
+            50,
+            Preconditioner::Jacobi,
+        )
+        .map(drop)
     };
     let per_gate = |p_gates: &[DMatrix<f64>; 3], h: &[DMatrix<f64>], v_top: &DMatrix<f64>| {
         one_shot::gru_per_gate_sweep(ctx, &gru, p_gates, &x, h, v_top).map(drop)

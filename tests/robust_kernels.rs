@@ -11,7 +11,7 @@ use nalgebra::DMatrix;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use tpri::config::{Loss, OptimizerConfig, OptimizerKind, TargetMode, TpConfig};
+use tpri::config::{Loss, OptimizerConfig, OptimizerKind, Preconditioner, TargetMode, TpConfig};
 use tpri::cpu::bptt::bptt;
 use tpri::cpu::forward::forward;
 use tpri::cpu::gru::{gru_bptt, gru_forward, gru_gates, gru_output};
@@ -87,11 +87,14 @@ fn exercise_cell(rng: &mut ChaCha8Rng, cell: &dyn Cell, h: &[DMatrix<f64>], oks:
     let (input, mut out) = (vec![0.5; len], vec![0.0; len]);
     let _ = cell.jvp_into((t, &(start..end)), &input, &mut out, &mut Vec::new());
     let _ = cell.vjp_into((t, &(start..end)), &input, &mut out, &mut Vec::new());
+    let _ = cell.normal_diagonal_into((t, &(start..end)), &mut out, &mut Vec::new());
+    let _ = cell.normal_diagonal(t);
     let (reg, tol) = (mostly(rng, 1.0), mostly(rng, 1e-8));
     let max_iter = pick(rng, &[0, 1, 50]);
-    oks.solves += usize::from(per_step_cg(cell, t, &u, reg, tol, max_iter).is_ok());
+    let pc = pick(rng, &[Preconditioner::Jacobi, Preconditioner::None]);
+    oks.solves += usize::from(per_step_cg(cell, t, &u, reg, tol, max_iter, pc).is_ok());
     let v_top = shaped(rng, b, d);
-    let _ = jacobian_sweep(cell, h, &v_top, reg, tol, max_iter);
+    let _ = jacobian_sweep(cell, h, &v_top, reg, tol, max_iter, pc);
 }
 
 /// One random case over the reference kernels' public functions.

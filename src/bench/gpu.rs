@@ -74,6 +74,7 @@ impl Timing {
             cell: self.case.cell,
             method: self.case.method,
             inversion: self.case.inversion,
+            precondition: self.case.precondition(),
             reg: self.case.tp_solve().map(|s| s.reg),
             cg_tol: self.case.tp_solve().map(|s| s.tol_or(GPU_CG_TOL)),
             cg_max_iter: self.case.tp_solve().map(|s| s.cg_max_iter),

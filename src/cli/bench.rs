@@ -21,9 +21,10 @@ use tpri::tensor_file::write_atomic;
 
 use super::bench_args::{assumed_machine, cases, check_args, check_memory, iproduct};
 pub use super::bench_args::{BenchArgs, Which};
+use super::bench_fits::{fit_rows, print_fits, FitRow};
 use super::bench_report::{
-    cell_name, fit_rows, method_name, ms, plot_regimes, print_fits, print_iterations, print_model,
-    print_phases, print_probes, print_regimes, FitRow,
+    cell_name, method_name, ms, plot_regimes, print_iterations, print_model, print_phases,
+    print_probes, print_regimes,
 };
 
 /// Every combination of the lengths, hidden sizes and batch sizes, with `--input` and
@@ -387,7 +388,11 @@ fn measure_all(
                 format!(
                     "timing {} {} at T = {}, d = {}, B = {}{reg} on {on}",
                     cell_name(case.cell),
-                    method_name(case.cell, case.method, case.inversion),
+                    method_name(
+                        case.cell,
+                        case.method,
+                        (case.inversion, case.precondition())
+                    ),
                     size.steps,
                     size.hidden,
                     size.batch

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
 use tpri::bench::{Case, Machine, Size, Solve, BENCH_REG};
-use tpri::config::{Inversion, Method, TpConfig};
+use tpri::config::{Inversion, Method, Preconditioner, TpConfig};
 use tpri::gpu::{
     Backward, F16Conversions, GpuContext, GpuOptions, LanesPerUnit, SequencesPerWorkgroup,
     StepsPerBlock, StepsPerDispatch, Storage,
@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// without meeting the tolerance fails the case, naming it.
     #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
     pub(super) cg_max_iter: usize,
+    /// The jacobian inversion's preconditioners to time, each a row of its own (`jacobi`,
+    /// training's default, and `none`, plain CG, labelled `tp-jacobian-plain`;
+    /// docs/ALGORITHM.md §5). The other inversions ignore it.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Preconditioner::Jacobi])]
+    pub(super) precondition: Vec<Preconditioner>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]
     pub(super) steps: Vec<usize>,
@@ -194,12 +199,18 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// How every TP-RI case solves: `--reg`, `--cg-tol`, `--cg-max-iter`.
+    /// How every TP-RI case solves: `--reg`, `--cg-tol`, `--cg-max-iter`, and the first
+    /// `--precondition` (`cases` gives the jacobian inversion one case per preconditioner).
     pub(super) fn solve(&self) -> Solve {
         Solve {
             reg: self.reg,
             cg_tol: self.cg_tol,
             cg_max_iter: self.cg_max_iter,
+            precondition: self
+                .precondition
+                .first()
+                .copied()
+                .unwrap_or(TpConfig::default().precondition),
         }
     }
 }
@@ -313,15 +324,30 @@ pub fn check_args(args: &BenchArgs) -> Result<()> {
 }
 
 /// What `tpri bench` times of `cell`: TP-RI with each `--inversion` that applies to it (with
-/// the cell's bench inversion when none is given), then BPTT.
+/// the cell's bench inversion when none is given), the jacobian one with each
+/// `--precondition`, then BPTT.
 pub(super) fn cases(args: &BenchArgs, cell: CellKind) -> Vec<Case> {
     let mut out: Vec<Case> = if args.inversion.is_empty() {
         vec![Case::of(cell, Method::Tp).with_solve(args.solve())]
     } else {
+        let solve = args.solve();
+        let preconditioned = |inversion: Inversion| -> Vec<Case> {
+            let one = |precondition| {
+                Case::tp(cell, inversion).with_solve(Solve {
+                    precondition,
+                    ..solve
+                })
+            };
+            if inversion == Inversion::Jacobian {
+                args.precondition.iter().map(|&p| one(p)).collect()
+            } else {
+                vec![one(solve.precondition)]
+            }
+        };
         args.inversion
             .iter()
             .filter(|&&inversion| Case::applies(cell, inversion))
-            .map(|&inversion| Case::tp(cell, inversion).with_solve(args.solve()))
+            .flat_map(|&inversion| preconditioned(inversion))
             .collect()
     };
     out.push(Case::of(cell, Method::Bp));

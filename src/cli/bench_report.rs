@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use tpri::bench::{
-    cost_model, cost_model_per_step, fit_line, sequences_per_workgroup, Case, Fit, Machine,
-    Measurement, PhaseCost, Size,
+    cost_model, cost_model_per_step, sequences_per_workgroup, Case, Machine, Measurement,
+    PhaseCost, Size,
 };
-use tpri::config::{Inversion, Method};
+use tpri::config::{Inversion, Method, Preconditioner};
 use tpri::gpu::step_probe::ProbeTime;
 use tpri::gpu::{Backward, SequencesPerWorkgroup, Storage};
 use tpri::model::CellKind;
@@ -24,18 +23,6 @@ fn count(n: Option<usize>) -> String {
 /// Seconds as milliseconds with three decimals.
 pub fn ms(s: f64) -> String {
     format!("{:.3}", s * 1e3)
-}
-
-/// A linear fit of one backend, cell, method (with TP-RI's inversion) and hidden size, as
-/// the JSON report holds it.
-#[derive(Serialize)]
-pub struct FitRow {
-    backend: String,
-    cell: CellKind,
-    method: Method,
-    inversion: Option<Inversion>,
-    hidden: usize,
-    fit: Fit,
 }
 
 /// The BP measurement matching `m` (same backend, cell and size), for TP/BP ratios.
@@ -54,11 +41,19 @@ pub(super) fn cell_name(cell: CellKind) -> &'static str {
 }
 
 /// A method's name in tables: `tp` with the cell's bench inversion, `tp-jacobian` and so on
-/// with another.
-pub(super) fn method_name(cell: CellKind, method: Method, inversion: Option<Inversion>) -> String {
+/// with another, `tp-jacobian-plain` where its per-step CG runs without a preconditioner.
+pub(super) fn method_name(
+    cell: CellKind,
+    method: Method,
+    (inversion, precondition): (Option<Inversion>, Option<Preconditioner>),
+) -> String {
     let name = format!("{method:?}").to_lowercase();
-    match inversion {
+    let name = match inversion {
         Some(i) if i != Case::bench_inversion(cell) => format!("{name}-{}", i.name()),
+        _ => name,
+    };
+    match precondition {
+        Some(Preconditioner::None) => format!("{name}-plain"),
         _ => name,
     }
 }
@@ -98,7 +93,7 @@ pub fn print_iterations(all: &[Measurement]) {
             "{:11} {:4} {:11} {:>5} {:>5} {:>4} {:>12} {:>14.3} {:>8} {:>6} {:>8} {:>7} {:>10}  {}",
             m.backend,
             cell_name(m.cell),
-            method_name(m.cell, m.method, m.inversion),
+            method_name(m.cell, m.method, (m.inversion, m.precondition)),
             s.steps,
             s.hidden,
             s.batch,
@@ -128,14 +123,27 @@ fn backends(all: &[Measurement]) -> Vec<String> {
 /// The phase table of the largest case of each GPU configuration, cell and method (with
 /// TP-RI's inversion), beside the cost model's floors.
 pub fn print_phases(all: &[Measurement], machine: &Machine) {
-    let mut tables: Vec<(String, CellKind, Method, Option<Inversion>)> = Vec::new();
+    type Key = (
+        String,
+        CellKind,
+        Method,
+        Option<Inversion>,
+        Option<Preconditioner>,
+    );
+    let mut tables: Vec<Key> = Vec::new();
     for m in all.iter().filter(|m| m.backend.starts_with("gpu")) {
-        let key = (m.backend.clone(), m.cell, m.method, m.inversion);
+        let key = (
+            m.backend.clone(),
+            m.cell,
+            m.method,
+            m.inversion,
+            m.precondition,
+        );
         if !tables.contains(&key) {
             tables.push(key);
         }
     }
-    for (backend, cell, method, inversion) in tables {
+    for (backend, cell, method, inversion, precondition) in tables {
         if let Some(m) = all
             .iter()
             .filter(|m| {
@@ -143,6 +151,7 @@ pub fn print_phases(all: &[Measurement], machine: &Machine) {
                     && m.cell == cell
                     && m.method == method
                     && m.inversion == inversion
+                    && m.precondition == precondition
             })
             .max_by_key(|m| m.size.steps * m.size.batch * m.size.hidden * m.size.hidden)
         {
@@ -163,7 +172,7 @@ fn print_phases_beside_model(backend: &str, m: &Measurement, machine: &Machine) 
         Some(Ok(SequencesPerWorkgroup::Fixed(b))) if m.cell == CellKind::Tanh => b,
         _ => 1,
     };
-    let what = method_name(m.cell, method, m.inversion);
+    let what = method_name(m.cell, method, (m.inversion, m.precondition));
     let per_step = m.inversion == Some(Inversion::Jacobian);
     let (solves, seqs) = if per_step {
         let (n, all) = (count(m.cg_solves), count(m.cg_iterations_total));
@@ -324,63 +333,6 @@ fn print_model_of(s: Size, cell: CellKind, machine: &Machine) {
             "floor with 1 sequence per workgroup: TP {} ms, BP {} ms",
             ms(floors_1[0]),
             ms(floors_1[1]),
-        );
-    }
-}
-
-/// Least-squares lines of each backend, cell, method and d over T·B (where at least two
-/// T·B were measured).
-pub fn fit_rows(all: &[Measurement]) -> Vec<FitRow> {
-    type Key = (String, CellKind, Method, Option<Inversion>, usize);
-    let mut groups: Vec<(Key, Vec<(f64, f64)>)> = Vec::new();
-    for m in all {
-        let key = (
-            m.backend.clone(),
-            m.cell,
-            m.method,
-            m.inversion,
-            m.size.hidden,
-        );
-        let point = ((m.size.steps * m.size.batch) as f64, m.iteration_s);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, points)) => points.push(point),
-            None => groups.push((key, vec![point])),
-        }
-    }
-    groups
-        .into_iter()
-        .filter_map(|((backend, cell, method, inversion, hidden), points)| {
-            Some(FitRow {
-                backend,
-                cell,
-                method,
-                inversion,
-                hidden,
-                fit: fit_line(&points)?,
-            })
-        })
-        .collect()
-}
-
-pub fn print_fits(fits: &[FitRow]) {
-    if fits.is_empty() {
-        return;
-    }
-    println!("\nlinear fit: median time ≈ a + b·(T·B)");
-    println!(
-        "{:11} {:4} {:11} {:>5} {:>10} {:>14} {:>7}",
-        "backend", "cell", "method", "d", "a (ms)", "b (µs/T·B)", "R²"
-    );
-    for f in fits {
-        println!(
-            "{:11} {:4} {:11} {:>5} {:>10.3} {:>14.3} {:>7.4}",
-            f.backend,
-            cell_name(f.cell),
-            method_name(f.cell, f.method, f.inversion),
-            f.hidden,
-            f.fit.intercept * 1e3,
-            f.fit.slope * 1e6,
-            f.fit.r2
         );
     }
 }

@@ -3,6 +3,7 @@
 mod batch;
 mod bench;
 mod bench_args;
+mod bench_fits;
 mod bench_report;
 mod check;
 mod compare;
@@ -26,8 +27,8 @@ use tpri::gpu::{
 };
 
 use tpri::config::{
-    DtpConfig, Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Solver, TargetMode,
-    TpConfig, TpGrad,
+    DtpConfig, Hyper, Inversion, Loss, Method, OptimizerConfig, OptimizerKind, Preconditioner,
+    Solver, TargetMode, TpConfig, TpGrad,
 };
 use tpri::model::CellKind;
 
@@ -141,6 +142,10 @@ pub struct TpArgs {
     /// (docs/ALGORITHM.md §4).
     #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
     cg_max_iter: usize,
+    /// Preconditioner of the jacobian inversion's per-step CG: `jacobi`, 1 / (diag(JᵀJ) +
+    /// r), or `none`, plain CG; the same solution to the tolerance (docs/ALGORITHM.md §5).
+    #[arg(long, value_enum, default_value = "jacobi")]
+    precondition: Preconditioner,
 }
 
 impl TpArgs {
@@ -155,6 +160,7 @@ impl TpArgs {
             solver: self.solver,
             cg_tol: self.cg_tol,
             cg_max_iter: self.cg_max_iter,
+            precondition: self.precondition,
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct CgVectors {
     /// ‖r_j‖² and ‖b_j‖² per column.
     rs: Vec<f64>,
     rhs_sq: Vec<f64>,
+    /// With a preconditioner M⁻¹: z = M⁻¹ r and r_jᵀ z_j per column.
+    z: Vec<f64>,
+    rz: Vec<f64>,
 }
 
 /// `A P` for all columns of P at once, into the second argument.
@@ -36,6 +39,13 @@ pub(crate) type Operator<'a> = dyn FnMut(&[f64], &mut [f64]) -> Result<()> + 'a;
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// out = m ⊙ v, element by element.
+fn scale(out: &mut [f64], m: &[f64], v: &[f64]) {
+    for ((o, &m_i), &v_i) in out.iter_mut().zip(m).zip(v) {
+        *o = m_i * v_i;
+    }
 }
 
 /// The relative residual of one column, 0 for a zero right-hand side.
@@ -50,7 +60,9 @@ fn column_residual(rs: f64, rhs_sq: f64) -> f64 {
 /// Solves `A X = B` for the column-major columns of width `d` of `rhs` = B into `x`, where
 /// `apply(P, out)` writes `A P` for all columns at once (its error, if any, ends the
 /// solve with that error). X starts from `x` when `warm`,
-/// from zero otherwise. Runs until `stop` is met or `max_iter` iterations have run, and
+/// from zero otherwise. With `precond`, a diagonal M⁻¹ as `rhs` is laid out (positive),
+/// the CG is preconditioned by it: directions from z = M⁻¹ r and step sizes from rᵀz, the
+/// stopping rule still on the residual r itself; without it, plain CG. Runs until `stop` is met or `max_iter` iterations have run, and
 /// reports the iterations and the residual the stopping rule reads (with
 /// [`Stop::EachColumn`], the largest column's; NaN when one turned NaN). A zero B gives
 /// X = 0 at once. The right-hand side must be finite (the callers check it, naming what
@@ -60,7 +72,7 @@ pub fn batched_cg(
     rhs: &[f64],
     d: usize,
     x: &mut [f64],
-    warm: bool,
+    (warm, precond): (bool, Option<&[f64]>),
     (tol, max_iter, stop): (f64, usize, Stop),
     work: &mut CgVectors,
 ) -> Result<CgReport> {
@@ -70,6 +82,8 @@ pub fn batched_cg(
         ap,
         rs,
         rhs_sq,
+        z,
+        rz,
     } = work;
     rhs_sq.clear();
     if d > 0 {
@@ -93,9 +107,26 @@ pub fn batched_cg(
     } else {
         x.fill(0.0);
     }
-    p.copy_from_slice(r);
     rs.clear();
     rs.extend(r.chunks_exact(d).map(|c| dot(c, c)));
+    // rᵀz per column: ‖r‖² itself for plain CG, whose z is r.
+    rz.clear();
+    match precond {
+        Some(m) => {
+            z.resize(rhs.len(), 0.0);
+            scale(z, m, r);
+            p.copy_from_slice(z);
+            rz.extend(
+                r.chunks_exact(d)
+                    .zip(z.chunks_exact(d))
+                    .map(|(a, b)| dot(a, b)),
+            );
+        }
+        None => {
+            p.copy_from_slice(r);
+            rz.extend_from_slice(rs);
+        }
+    }
     let residual = |rs: &[f64]| match stop {
         Stop::Batch => rs.iter().sum::<f64>().sqrt() / rhs_norm,
         // The largest, NaN if any is NaN (f64::max would pass over it).
@@ -109,31 +140,41 @@ pub fn batched_cg(
     // Written so that a NaN residual (a NaN warm start) stops the solve, as not converged.
     while residual(rs) > tol && iterations < max_iter {
         apply(p, ap)?;
+        z.resize(rhs.len(), 0.0);
         let columns = x
             .chunks_exact_mut(d)
             .zip(r.chunks_exact_mut(d))
             .zip(p.chunks_exact_mut(d))
             .zip(ap.chunks_exact(d))
-            .zip(rs.iter_mut().zip(rhs_sq.iter()));
-        for ((((x_j, r_j), p_j), ap_j), (rs_j, &b_j)) in columns {
+            .zip(z.chunks_exact_mut(d))
+            .zip(rs.iter_mut().zip(rhs_sq.iter()).zip(rz.iter_mut()))
+            .enumerate();
+        for (j, (((((x_j, r_j), p_j), ap_j), z_j), ((rs_j, &b_j), rz_j))) in columns {
             if stop == Stop::EachColumn && column_residual(*rs_j, b_j) <= tol {
                 continue;
             }
             let curv = dot(p_j, ap_j);
             // A column whose residual is exactly zero has p = 0: leave it where it is.
-            let alpha = if curv > 0.0 { *rs_j / curv } else { 0.0 };
+            let alpha = if curv > 0.0 { *rz_j / curv } else { 0.0 };
             for (xi, &pi) in x_j.iter_mut().zip(p_j.iter()) {
                 *xi += alpha * pi;
             }
             for (ri, &api) in r_j.iter_mut().zip(ap_j) {
                 *ri -= alpha * api;
             }
-            let rs_new = dot(r_j, r_j);
-            let beta = if *rs_j > 0.0 { rs_new / *rs_j } else { 0.0 };
-            for (pi, &ri) in p_j.iter_mut().zip(r_j.iter()) {
-                *pi = ri + beta * *pi;
+            *rs_j = dot(r_j, r_j);
+            let (dir, rz_new): (&[f64], f64) = match precond {
+                Some(m) => {
+                    scale(z_j, &m[j * d..(j + 1) * d], r_j);
+                    (z_j, dot(r_j, z_j))
+                }
+                None => (r_j, *rs_j),
+            };
+            let beta = if *rz_j > 0.0 { rz_new / *rz_j } else { 0.0 };
+            for (pi, &zi) in p_j.iter_mut().zip(dir) {
+                *pi = zi + beta * *pi;
             }
-            *rs_j = rs_new;
+            *rz_j = rz_new;
         }
         iterations += 1;
     }

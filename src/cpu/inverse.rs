@@ -109,7 +109,7 @@ pub(crate) fn normal_cg(
         rhs.as_slice(),
         op.size(),
         x.as_mut_slice(),
-        warm.is_some(),
+        (warm.is_some(), None),
         (tol, max_iter, stop),
         &mut CgVectors::default(),
     )?;

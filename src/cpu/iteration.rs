@@ -453,6 +453,7 @@ fn jacobian_targets(
         .copy_from_slice(v_top.transpose().as_slice());
     let tol = tp.cg_tol.unwrap_or(CPU_CG_TOL);
     let linearized = cell.linearized(x, h);
-    let reports = jacobian_sweep_steps(&*linearized, h.0, v, (tp.reg, tol, tp.cg_max_iter))?;
+    let solve = (tp.reg, tol, tp.cg_max_iter, tp.precondition);
+    let reports = jacobian_sweep_steps(&*linearized, h.0, v, solve)?;
     Ok(CgReport::successive(reports))
 }

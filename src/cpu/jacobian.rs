@@ -11,23 +11,23 @@
 //! public functions that take one B × d matrix per step (sequences as rows) convert and
 //! call it.
 
-use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 
-use crate::arguments::{cell_inputs, cell_params, matrix, steps};
+use crate::arguments::{matrix, steps};
 use crate::cg::CgReport;
-use crate::cpu::gru::{gate_history, gru_step_backward, kept_or_formed};
-use crate::cpu::simd::step_product;
+use crate::config::Preconditioner;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
-use crate::model::{CellKind, Params};
 
+mod cells;
 mod per_step;
 
+pub use cells::{GruCell, TanhCell};
 pub use per_step::per_step_cg;
+pub(crate) use per_step::StepSolve;
 use per_step::{check_solve, solve_columns, CgWork};
 
 /// A recurrent cell linearized at the stored states h_0 … h_T and inputs x_1 … x_T.
@@ -64,6 +64,16 @@ pub trait Cell: Sync {
         scratch: &mut Vec<f64>,
     ) -> Result<()>;
 
+    /// The diagonal of `J_tᵀ J_t` (the squared norms of J_t's columns) for the sequences
+    /// `seqs`, one column of `out` each (d × seqs.len()): the Jacobi preconditioner of the
+    /// per-step CG, formed from the cell's linearization without forming J_t.
+    fn normal_diagonal_into(
+        &self,
+        step: Step<'_>,
+        out: &mut [f64],
+        scratch: &mut Vec<f64>,
+    ) -> Result<()>;
+
     /// `J_t u` for each row of `u` (B × d, sequences as rows: the whole batch).
     fn jvp(&self, t: usize, u: &DMatrix<f64>) -> Result<DMatrix<f64>> {
         let seqs = 0..u.nrows();
@@ -77,6 +87,15 @@ pub trait Cell: Sync {
         let seqs = 0..w.nrows();
         on_rows(w, |cols, out| {
             self.vjp_into((t, &seqs), cols, out, &mut Vec::new())
+        })
+    }
+
+    /// The diagonal of `J_tᵀ J_t` for every sequence of the batch, one row each (B × d).
+    fn normal_diagonal(&self, t: usize) -> Result<DMatrix<f64>> {
+        let (b, d) = (self.batch(), self.width());
+        let seqs = 0..b;
+        on_rows(&DMatrix::zeros(b, d), |_, out| {
+            self.normal_diagonal_into((t, &seqs), out, &mut Vec::new())
         })
     }
 }
@@ -118,212 +137,10 @@ fn on_rows(
     Ok(DMatrix::from_column_slice(d, b, &out).transpose())
 }
 
-/// The tanh RNN, `J_t = D_t W` with `D_t = diag(1 − h_t²)`. The exact derivative, not the
-/// clamped one of docs/ALGORITHM.md §2's sweep: the two agree wherever |h_t| < 1 − ε.
-pub struct TanhCell<'a> {
-    w: &'a DMatrix<f64>,
-    /// Wᵀ, column-major, so that Jᵀ's product reads it in place too.
-    w_t: DMatrix<f64>,
-    /// h_0 … h_T, whose 1 − h_t² is D_t.
-    h: Cow<'a, Steps>,
-}
-
-impl<'a> TanhCell<'a> {
-    /// Linearizes the tanh RNN `params` at the states `h` (h_0 … h_T, each B × d): an
-    /// error naming the argument where a shape does not fit.
-    pub fn new(params: &'a Params, h: &[DMatrix<f64>]) -> Result<Self> {
-        let d = cell_params(params, CellKind::Tanh, "TanhCell::new")?.hidden;
-        let b = h.first().map_or(0, |m| m.nrows());
-        steps("h", h, h.len().max(1), (b, d))?;
-        Ok(Self {
-            w: &params.w_hh,
-            w_t: params.w_hh.transpose(),
-            h: Cow::Owned(Steps::from_rows(h, b, d)),
-        })
-    }
-
-    /// Linearizes at the states `h` (h_0 … h_T) in the working layout.
-    pub(crate) fn at(params: &'a Params, h: &'a Steps) -> Self {
-        Self {
-            w: &params.w_hh,
-            w_t: params.w_hh.transpose(),
-            h: Cow::Borrowed(h),
-        }
-    }
-
-    /// D_t = 1 − h_t² of the sequences `seqs`, element by element.
-    fn deriv(&self, t: usize, seqs: &Range<usize>) -> impl Iterator<Item = f64> + '_ {
-        self.h.at(t, seqs).iter().map(|&v| 1.0 - v * v)
-    }
-}
-
-impl Cell for TanhCell<'_> {
-    fn steps(&self) -> usize {
-        self.h.steps().saturating_sub(1)
-    }
-
-    fn width(&self) -> usize {
-        self.w.ncols()
-    }
-
-    fn batch(&self) -> usize {
-        self.h.batch()
-    }
-
-    fn jvp_into(
-        &self,
-        (t, seqs): Step<'_>,
-        u: &[f64],
-        out: &mut [f64],
-        _: &mut Vec<f64>,
-    ) -> Result<()> {
-        check_product(self, (t, seqs), u, out)?;
-        step_product(self.w.as_slice(), self.width(), u, false, out);
-        for (o, dv) in out.iter_mut().zip(self.deriv(t, seqs)) {
-            *o *= dv;
-        }
-        Ok(())
-    }
-
-    fn vjp_into(
-        &self,
-        (t, seqs): Step<'_>,
-        w: &[f64],
-        out: &mut [f64],
-        scratch: &mut Vec<f64>,
-    ) -> Result<()> {
-        check_product(self, (t, seqs), w, out)?;
-        scratch.clear();
-        scratch.extend(w.iter().zip(self.deriv(t, seqs)).map(|(a, dv)| a * dv));
-        step_product(self.w_t.as_slice(), self.width(), scratch, false, out);
-        Ok(())
-    }
-}
-
-/// The GRU of `cpu::gru`, linearized through its gates (all of which depend on h_{t−1}).
-pub struct GruCell<'a> {
-    params: &'a Params,
-    /// W_hhᵀ [d, 3d], column-major, for Jᵀ's product.
-    w_t: DMatrix<f64>,
-    /// h_0 … h_T.
-    h: Cow<'a, Steps>,
-    /// The gates r | z | n | hn of steps 1 … T (step t at t − 1, 4d values a column).
-    gates: Cow<'a, Steps>,
-}
-
-impl<'a> GruCell<'a> {
-    /// Linearizes the GRU `params` at the states `h` (h_0 … h_T, each B × d) and inputs `x`
-    /// (x_1 … x_T, each B × p): an error naming the argument where a shape does not fit.
-    pub fn new(params: &'a Params, x: &[DMatrix<f64>], h: &[DMatrix<f64>]) -> Result<Self> {
-        let (dims, t_len, b) = cell_inputs(params, CellKind::Gru, x, "GruCell::new")?;
-        steps("h", h, t_len + 1, (b, dims.hidden))?;
-        let x = Steps::from_rows(x, b, dims.input);
-        let h = Steps::from_rows(h, b, dims.hidden);
-        let gates = gate_history(params, &x, &h);
-        Ok(Self {
-            params,
-            w_t: params.w_hh.transpose(),
-            h: Cow::Owned(h),
-            gates: Cow::Owned(gates),
-        })
-    }
-
-    /// Linearizes at the states `h` in the working layout, at the gates the forward pass
-    /// kept (`None`: formed again from h and x).
-    pub(crate) fn at(
-        params: &'a Params,
-        x: &Steps,
-        h: &'a Steps,
-        gates: Option<&'a Steps>,
-    ) -> Self {
-        Self {
-            params,
-            w_t: params.w_hh.transpose(),
-            h: Cow::Borrowed(h),
-            gates: kept_or_formed(params, x, h, gates),
-        }
-    }
-}
-
-impl Cell for GruCell<'_> {
-    fn steps(&self) -> usize {
-        self.gates.steps()
-    }
-
-    fn width(&self) -> usize {
-        self.params.w_hh.ncols()
-    }
-
-    fn batch(&self) -> usize {
-        self.h.batch()
-    }
-
-    fn jvp_into(
-        &self,
-        (t, seqs): Step<'_>,
-        u: &[f64],
-        out: &mut [f64],
-        scratch: &mut Vec<f64>,
-    ) -> Result<()> {
-        check_product(self, (t, seqs), u, out)?;
-        let d = self.width();
-        // Tangent of gh = W h + b_hh, all three gates at once.
-        scratch.resize(3 * u.len(), 0.0);
-        step_product(self.params.w_hh.as_slice(), 3 * d, u, false, scratch);
-        let columns = out
-            .chunks_exact_mut(d)
-            .zip(u.chunks_exact(d))
-            .zip(scratch.chunks_exact(3 * d))
-            .zip(self.gates.at(t - 1, seqs).chunks_exact(4 * d))
-            .zip(self.h.at(t - 1, seqs).chunks_exact(d));
-        for ((((o, u), du), g), h_prev) in columns {
-            for j in 0..d {
-                let (r, z, n, hn) = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
-                let dr = r * (1.0 - r) * du[j];
-                let dz = z * (1.0 - z) * du[d + j];
-                let dn = (1.0 - n * n) * (dr * hn + r * du[2 * d + j]);
-                o[j] = (h_prev[j] - n) * dz + (1.0 - z) * dn + z * u[j];
-            }
-        }
-        Ok(())
-    }
-
-    fn vjp_into(
-        &self,
-        (t, seqs): Step<'_>,
-        w: &[f64],
-        out: &mut [f64],
-        scratch: &mut Vec<f64>,
-    ) -> Result<()> {
-        check_product(self, (t, seqs), w, out)?;
-        let d = self.width();
-        // The BP step backward is exactly Jᵀ w: z ⊙ w, then Wᵀ dgh.
-        scratch.resize(3 * w.len(), 0.0);
-        let columns = out
-            .chunks_exact_mut(d)
-            .zip(w.chunks_exact(d))
-            .zip(scratch.chunks_exact_mut(3 * d))
-            .zip(self.gates.at(t - 1, seqs).chunks_exact(4 * d))
-            .zip(self.h.at(t - 1, seqs).chunks_exact(d));
-        for ((((o, w), dgh), g), h_prev) in columns {
-            for j in 0..d {
-                let gates = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
-                let [da_r, da_z, da_n] = gru_step_backward(w[j], gates, h_prev[j]);
-                dgh[j] = da_r;
-                dgh[d + j] = da_z;
-                dgh[2 * d + j] = da_n * gates.0;
-                o[j] = gates.1 * w[j];
-            }
-        }
-        step_product(self.w_t.as_slice(), d, scratch, true, out);
-        Ok(())
-    }
-}
-
 /// Linearized targets of docs/ALGORITHM.md §5 from the top target `v_t` (v_T, B×d) down:
 /// `v_{t−1} = h_{t−1} + (J_tᵀJ_t + rI)⁻¹ J_tᵀ (v_t − h_t)` for t = T … 2. Returns v_0 … v_T
 /// (v_0, never used, equal to h_0, as in `target_sweep`) and the CG report of each solved
-/// step, for t = T … 2 in that order.
+/// step, for t = T … 2 in that order. Each step's solve is `per_step_cg`'s.
 pub fn jacobian_sweep(
     cell: &dyn Cell,
     h: &[DMatrix<f64>],
@@ -331,6 +148,7 @@ pub fn jacobian_sweep(
     reg: f64,
     tol: f64,
     max_iter: usize,
+    precondition: Preconditioner,
 ) -> Result<(Vec<DMatrix<f64>>, Vec<CgReport>)> {
     let (t_len, b, d) = (cell.steps(), v_top.nrows(), cell.width());
     matrix("v_top", v_top, b, d)?;
@@ -339,12 +157,13 @@ pub fn jacobian_sweep(
     let mut v = Steps::zeros(t_len + 1, b, d);
     v.step_mut(t_len)
         .copy_from_slice(v_top.transpose().as_slice());
-    let reports = jacobian_sweep_steps(cell, &h, &mut v, (reg, tol, max_iter))?;
+    let reports = jacobian_sweep_steps(cell, &h, &mut v, (reg, tol, max_iter, precondition))?;
     Ok((v.to_rows(), reports))
 }
 
 /// `jacobian_sweep` in the working layout: `v` holds v_T at step T on entry, and v_0 = h_0,
-/// v_1 … v_{T−1} are written; `(reg, tol, max_iter)` as `per_step_cg` takes them. The
+/// v_1 … v_{T−1} are written; `(reg, tol, max_iter, precondition)` as `per_step_cg` takes
+/// them. The
 /// sequences go in one group per core where the sweep is large enough (`core_groups`),
 /// each group walking all its steps on its own and each sequence's solve stopping on its
 /// own residual; a step's report is its worst group's.
@@ -352,7 +171,7 @@ pub(crate) fn jacobian_sweep_steps(
     cell: &dyn Cell,
     h: &Steps,
     v: &mut Steps,
-    (reg, tol, max_iter): (f64, f64, usize),
+    solve: StepSolve,
 ) -> Result<Vec<CgReport>> {
     let (t_len, b, d) = (cell.steps(), h.batch(), cell.width());
     if (h.steps(), h.width()) != (t_len + 1, d)
@@ -364,7 +183,7 @@ pub(crate) fn jacobian_sweep_steps(
         );
     }
     if t_len >= 2 {
-        check_solve(cell, t_len, reg)?;
+        check_solve(cell, t_len, solve.0)?;
     }
     v.step_mut(0).copy_from_slice(h.step(0));
     let groups = core_groups(b, t_len * b * d * d);
@@ -372,7 +191,7 @@ pub(crate) fn jacobian_sweep_steps(
     let outcomes = Mutex::new(Vec::new());
     in_parallel(v.parts_mut(&groups), |mut part| {
         let first = part.seqs.start;
-        let outcome = sweep_group(cell, h, &mut part, (reg, tol, max_iter));
+        let outcome = sweep_group(cell, h, &mut part, solve);
         outcomes
             .lock()
             .expect("no thread panics holding it")
@@ -393,7 +212,7 @@ fn sweep_group(
     cell: &dyn Cell,
     h: &Steps,
     part: &mut StepsPart<'_>,
-    solve: (f64, f64, usize),
+    solve: StepSolve,
 ) -> Result<Vec<CgReport>> {
     let (t_len, d) = (cell.steps(), cell.width());
     let seqs = part.seqs.clone();

@@ -298,7 +298,8 @@ impl Workspace {
             ),
             (Some(tp), Some(solve)) => {
                 let gru = cell == CellKind::Gru;
-                let units = per_launch(loops::solves(gru, d, shape, tp.cg_max_iter))?;
+                let pc = jacobian::preconditioned(tp, solve);
+                let units = per_launch(loops::solves(gru, d, shape, tp.cg_max_iter, pc))?;
                 (
                     Some(vec![jacobian::sweep_dispatch(
                         ctx, model, &seq, units, tp, solve,

@@ -22,7 +22,7 @@
 use anyhow::Result;
 
 use crate::cg::{CgError, CgReport};
-use crate::config::TpConfig;
+use crate::config::{Preconditioner, TpConfig};
 use crate::error::Error;
 use crate::gpu::buffers::{per_item_groups, CgBuffers, ModelBuffers, SeqBuffers};
 use crate::gpu::context::GpuContext;
@@ -52,6 +52,8 @@ struct Dims {
     budget: u32,
     /// Where the solves' state starts in `cg_steps` (after the records).
     scratch: u32,
+    /// 1: the sweep's CG is preconditioned by 1 / (diag(J_tᵀJ_t) + r).
+    precondition: u32,
 }
 
 /// jacobian.wgsl's sticky record of failed solves.
@@ -80,6 +82,12 @@ pub(crate) fn operator_code(cell: CellKind, solve: TargetSolve) -> u32 {
 /// is `None`).
 pub(crate) fn tolerance(tp: &TpConfig) -> f64 {
     tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
+}
+
+/// Whether the sweep's CG is preconditioned: the jacobian inversion's, with
+/// `Preconditioner::Jacobi` (the per-step solves of the analytic inversion are plain CG).
+pub(crate) fn preconditioned(tp: &TpConfig, solve: TargetSolve) -> bool {
+    matches!(solve, TargetSolve::Jacobian) && tp.precondition == Preconditioner::Jacobi
 }
 
 /// The uniform blocks of a segmented solve and their launches: `units` CG units in the
@@ -121,6 +129,7 @@ pub(crate) fn sweep_dispatch(
         first: 0,
         budget: 0,
         scratch: (shape.steps * shape.batch * 2) as u32,
+        precondition: u32::from(preconditioned(tp, solve)),
     };
     let units = (shape.steps - 1).saturating_mul(tp.cg_max_iter.saturating_add(1));
     Dispatch::repeated(
@@ -170,6 +179,7 @@ pub(crate) fn inverse_dispatch(
         first: 0,
         budget: 0,
         scratch: (3 * d) as u32,
+        precondition: 0,
     };
     Dispatch::repeated(
         ctx,
@@ -294,6 +304,7 @@ pub(crate) fn product_dispatch(
         first: 0,
         budget: 0,
         scratch: 0,
+        precondition: 0,
     };
     let kernels = ctx.jacobian_kernels(d)?;
     let (pipeline, weights) = if transpose {

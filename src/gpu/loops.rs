@@ -22,7 +22,9 @@ use crate::gpu::packing::REG_BLOCKS;
 use crate::gpu::storage::Storage;
 use crate::model::CellKind;
 
+mod cg;
 mod gru;
+pub(crate) use cg::{inverse, solves};
 pub(crate) use gru::{gru_sweep_bptt, per_gate_sweep};
 
 /// Loop iterations llvmpipe (Mesa's software Vulkan driver) lets one invocation run in
@@ -326,56 +328,6 @@ pub(crate) fn sweep_bptt(
         cost: with_stage(both, packing, blocks::sweep_bptt(storage)),
         total: shape.steps,
         workgroups: packing.workgroups(shape.batch),
-        workgroups_per_unit: 0,
-    }
-}
-
-/// One CG iteration of jacobian.wgsl (J = W for the linear operator and the tanh cell, the
-/// GRU's Jacobian with `gru`): the two products, three owned-units updates and two
-/// workgroup sums. A step's set-up (one transposed product) costs less.
-fn cg_iteration(gru: bool, d: usize) -> usize {
-    let (u, s) = (units(d), units(d) + 1);
-    if gru {
-        4 * u * dot(d) + 18 * s + 20
-    } else {
-        2 * u * dot(d) + 10 * s + 19
-    }
-}
-
-/// jacobian.wgsl's sweep: T − 1 steps of a set-up and up to `max_iter` CG iterations each,
-/// a unit costing at most one iteration plus the end of a step (its store, the outer
-/// loop); per launch the set-up, and the loads and stores of the carried solve.
-pub(crate) fn solves(gru: bool, d: usize, shape: Shape, max_iter: usize) -> LoopModel {
-    let s = units(d) + 1;
-    LoopModel {
-        what: "per-step CG of the target sweep",
-        unit: Unit::Cg,
-        cost: Cost {
-            fixed: 8 * s + 3,
-            per_unit: cg_iteration(gru, d) + s + 1,
-        },
-        total: shape
-            .steps
-            .saturating_sub(1)
-            .saturating_mul(max_iter.saturating_add(1)),
-        workgroups: shape.batch,
-        workgroups_per_unit: 0,
-    }
-}
-
-/// jacobian.wgsl's inverse_columns: one solve per column, its set-up (with the warm
-/// start's product) and up to `max_iter` iterations.
-pub(crate) fn inverse(d: usize, max_iter: usize) -> LoopModel {
-    let s = units(d) + 1;
-    LoopModel {
-        what: "solve for P",
-        unit: Unit::Cg,
-        cost: Cost {
-            fixed: 10 * s + 3,
-            per_unit: cg_iteration(false, d) + s + 1,
-        },
-        total: max_iter.saturating_add(1),
-        workgroups: d,
         workgroups_per_unit: 0,
     }
 }

@@ -314,8 +314,8 @@ mod tests {
                             }
                         }
                     }
-                    for gru in [false, true] {
-                        models.push(loops::solves(gru, d, shape, max_iter));
+                    for (gru, pc) in [(false, false), (true, false), (false, true), (true, true)] {
+                        models.push(loops::solves(gru, d, shape, max_iter, pc));
                     }
                     for m in models {
                         // Only a worst case of over a million launches (T = 20 000 steps of
@@ -355,8 +355,8 @@ mod tests {
             loops::bptt(CellKind::Tanh, 100, shape, Packing::one(100)),
             loops::bptt(CellKind::Gru, 100, shape, Packing::one(100)),
             loops::inverse(100, 100),
-            loops::solves(false, 100, shape, 100),
-            loops::solves(true, 100, shape, 100),
+            loops::solves(false, 100, shape, 100, false),
+            loops::solves(true, 100, shape, 100, false),
             loops::reductions(784 * 16, 4),
         ];
         for (budget, want) in [

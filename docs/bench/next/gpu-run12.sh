@@ -43,8 +43,10 @@ step 30 .bin/tpri bench --backend gpu --steps 784 --hidden 100 --batch 16 --reps
 step 60 .bin/tpri bench --backend gpu --cell tanh,gru --steps 784 --hidden 100 --batch 16 --reps 5 --inversion jacobian,analytic,per-gate --json "$OUT/jacobian.json"
 # The same at r = 0.25, where the targets move every step back to t = 1 (at the bench's
 # r = 1 only the last few dozen): what the GRU studies' training runs cost ("What the
-# jacobian inversion costs in training"; 0.74 s an iteration on one core of the CPU).
-step 30 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 3 --inversion jacobian --reg 0.25 --json "$OUT/jacobian-r0.25.json"
+# jacobian inversion costs in training"; 0.74 s an iteration on one core of the CPU), with
+# the per-step CG's Jacobi preconditioner (the default) and without ("A diagonal
+# preconditioner for the jacobian inversion's per-step CG").
+step 45 .bin/tpri bench --backend gpu --cell gru --steps 784 --hidden 100 --batch 16 --reps 3 --inversion jacobian --reg 0.25 --precondition jacobi,none --json "$OUT/jacobian-r0.25.json"
 # Issue 15's "a TP-RI iteration within 2x its floor at (784, 512, 512)": never run on a GPU
 # (the grids stopped at B = 256); one and four sequences a workgroup, beside the floors.
 step 60 .bin/tpri bench --backend gpu --steps 784 --hidden 512 --batch 512 --reps 5 --sequences-per-workgroup 1,4 --json "$OUT/big.json"

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use tpri::config::{Inversion, Loss, Method, OptimizerKind, Solver, TargetMode, TpGrad};
+use tpri::config::{
+    Inversion, Loss, Method, OptimizerKind, Preconditioner, Solver, TargetMode, TpGrad,
+};
 use tpri::figures::draw;
 use tpri::init::Init;
 use tpri::model::CellKind;
@@ -154,6 +156,8 @@ pub struct TrainArgs {
     pub cg_tol: Option<f64>,
     #[arg(long, help = help("Cap on CG iterations; a solve that has not reached --cg-tol by then is an error (docs/ALGORITHM.md §4)", defaults().hyper.tp.cg_max_iter))]
     pub cg_max_iter: Option<usize>,
+    #[arg(long, value_enum, help = help("Preconditioner of the jacobian inversion's per-step CG: jacobi, 1 / (diag(JᵀJ) + r), or none, plain CG; the same solution to the tolerance, in fewer iterations with jacobi (docs/ALGORITHM.md §5)", name(defaults().hyper.tp.precondition)))]
+    pub precondition: Option<Preconditioner>,
     #[arg(long, help = help("DTP: learning rate of the reverse layer's own optimizer step (docs/ALGORITHM.md §14)", defaults().hyper.dtp.lr_reverse))]
     pub lr_reverse: Option<f64>,
     #[arg(long, help = help("DTP: standard deviation σ of the noise of the reverse layer's reconstruction loss (docs/ALGORITHM.md §14)", defaults().hyper.dtp.noise))]
@@ -362,6 +366,7 @@ pub fn resolve(args: &TrainArgs) -> Result<RunConfig> {
     set(&mut h.tp.tp_grad, args.tp_grad);
     set(&mut h.tp.solver, args.solver);
     set(&mut h.tp.cg_max_iter, args.cg_max_iter);
+    set(&mut h.tp.precondition, args.precondition);
     if args.cg_tol.is_some() {
         h.tp.cg_tol = args.cg_tol;
     }

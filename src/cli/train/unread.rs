@@ -3,7 +3,7 @@
 //! refusal: `tpri compare` hands the same flags to every run it compares, TP-RI and BPTT
 //! alike.
 
-use tpri::config::{Method, OptimizerKind};
+use tpri::config::{Inversion, Method, OptimizerKind};
 use tpri::train::RunConfig;
 
 use super::{method_name, TrainArgs};
@@ -51,6 +51,12 @@ pub(super) fn unread_flags(args: &TrainArgs, cfg: &RunConfig) -> Vec<String> {
             "--cg-max-iter",
             "the CG iteration cap",
             "TP-RI",
+        ),
+        (
+            args.precondition.is_some() && !(tp && cfg.hyper.tp.inversion == Inversion::Jacobian),
+            "--precondition",
+            "the per-step CG's preconditioner",
+            "TP-RI with the jacobian inversion",
         ),
         (
             bp && args.lr_target.is_some(),

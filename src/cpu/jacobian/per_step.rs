@@ -7,6 +7,7 @@ use nalgebra::DMatrix;
 
 use super::{Cell, Step};
 use crate::cg::{check_converged, CgReport};
+use crate::config::Preconditioner;
 use crate::cpu::batched_cg::{batched_cg, CgVectors, Stop};
 
 /// The vectors of a per-step CG over B columns of width d, allocated once per sweep.
@@ -15,6 +16,8 @@ pub(super) struct CgWork {
     rhs: Vec<f64>,
     jp: Vec<f64>,
     scratch: Vec<f64>,
+    /// The Jacobi preconditioner r / (diag(JᵀJ) + r), where the solve has one.
+    precond: Vec<f64>,
     cg: CgVectors,
 }
 
@@ -30,13 +33,17 @@ pub(super) fn check_solve(cell: &dyn Cell, t: usize, reg: f64) -> Result<()> {
     Ok(())
 }
 
+/// How each step's normal equations are solved: r, the tolerance, the cap on iterations
+/// and the preconditioner.
+pub(crate) type StepSolve = (f64, f64, usize, Preconditioner);
+
 /// `per_step_cg` for the sequences of `step`, one column of `u` each, into `x`, with
 /// `work`'s vectors; each column stops on its own relative residual.
 pub(super) fn solve_columns(
     cell: &dyn Cell,
     step: Step<'_>,
     u: &[f64],
-    (reg, tol, max_iter): (f64, f64, usize),
+    (reg, tol, max_iter, precondition): StepSolve,
     work: &mut CgWork,
     x: &mut [f64],
 ) -> Result<CgReport> {
@@ -44,6 +51,7 @@ pub(super) fn solve_columns(
         rhs,
         jp,
         scratch,
+        precond,
         cg,
     } = work;
     rhs.resize(u.len(), 0.0);
@@ -55,6 +63,19 @@ pub(super) fn solve_columns(
             step.0
         );
     }
+    let precond = match precondition {
+        Preconditioner::Jacobi => {
+            precond.resize(u.len(), 0.0);
+            cell.normal_diagonal_into(step, precond, scratch)?;
+            // r / (diag + r): 1 / (diag + r) times r, which CG's iterates do not see, as
+            // the GPU scales it so that rᵀz cannot underflow f32 where ‖r‖² does not.
+            for m in precond.iter_mut() {
+                *m = 1.0 / (1.0 + *m / reg);
+            }
+            Some(precond.as_slice())
+        }
+        Preconditioner::None => None,
+    };
     jp.resize(u.len(), 0.0);
     let mut apply = |p: &[f64], ap: &mut [f64]| {
         cell.jvp_into(step, p, jp, scratch)?;
@@ -69,7 +90,7 @@ pub(super) fn solve_columns(
         rhs,
         cell.width(),
         x,
-        false,
+        (false, precond),
         (tol, max_iter, Stop::EachColumn),
         cg,
     )?;
@@ -78,7 +99,8 @@ pub(super) fn solve_columns(
 
 /// Solves `(J_tᵀ J_t + r I) z = J_tᵀ u` for every row (sequence) of `u` (B×d, the
 /// displacement v_t − h_t) by batched matrix-free CG from zero: one CG per row, each with
-/// its own α and β, sharing the two products per iteration. Each row stops when its own
+/// its own α and β, sharing the two products per iteration, preconditioned as
+/// `precondition` says. Each row stops when its own
 /// relative residual ‖r_s‖ / ‖(J_tᵀ u)_s‖ is ≤ `tol` (`Stop::EachColumn`; the report's
 /// residual is the largest row's), and the solve fails with `CgError` if `max_iter`
 /// iterations do not get every row there.
@@ -89,6 +111,7 @@ pub fn per_step_cg(
     reg: f64,
     tol: f64,
     max_iter: usize,
+    precondition: Preconditioner,
 ) -> Result<(DMatrix<f64>, CgReport)> {
     check_solve(cell, t, reg)?;
     let (b, d) = u.shape();
@@ -105,7 +128,7 @@ pub fn per_step_cg(
         cell,
         (t, &(0..b)),
         cols.as_slice(),
-        (reg, tol, max_iter),
+        (reg, tol, max_iter, precondition),
         &mut work,
         &mut z,
     )?;

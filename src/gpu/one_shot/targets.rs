@@ -7,7 +7,7 @@ use nalgebra::DMatrix;
 use super::{after_forward, workspace};
 use crate::arguments::{matrix as matrix_arg, steps};
 use crate::cg::CgReport;
-use crate::config::{Hyper, Inversion, Method, TargetMode, TpConfig};
+use crate::config::{Hyper, Inversion, Method, Preconditioner, TargetMode, TpConfig};
 use crate::gpu::buffers::{poison, ModelBuffers};
 use crate::gpu::context::GpuContext;
 use crate::gpu::inverse::Cg;
@@ -226,6 +226,7 @@ pub fn jacobian_sweep(
     reg: f64,
     tol: f64,
     max_iter: usize,
+    precondition: Preconditioner,
 ) -> Result<(Vec<DMatrix<f64>>, Vec<CgReport>)> {
     let t_len = x.len();
     let states = (v_top.nrows(), params.dims().hidden);
@@ -238,6 +239,7 @@ pub fn jacobian_sweep(
         reg,
         cg_tol: Some(tol),
         cg_max_iter: max_iter,
+        precondition,
         ..TpConfig::default()
     };
     let hyper = Hyper {
