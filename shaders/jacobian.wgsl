@@ -408,6 +408,23 @@ fn jacobi_owned(t: u32, s: u32, lid: u32) -> Own {
     return m;
 }
 
+// Two sums over the workgroup at once (include/workgroup_sum.wgsl's tree, on pairs): each
+// component is added in workgroup_sum's order, so each is its sum, bit for bit.
+var<workgroup> partial2: array<vec2<f32>, WG>;
+
+fn workgroup_sum2(lid: u32, value: vec2<f32>) -> vec2<f32> {
+    // Nobody may still be reading the previous sum.
+    workgroupBarrier();
+    partial2[lid] = value;
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if lid < stride {
+            partial2[lid] += partial2[lid + stride];
+        }
+    }
+    return workgroupUniformLoad(&partial2[0]);
+}
+
 // z = m ⊙ r over the owned units: the preconditioned residual.
 fn own_scale(lid: u32, m: Own, r: Own) -> Own {
     var z: Own;
@@ -596,13 +613,19 @@ fn iterate(t: u32, s: u32, lid: u32, sol: ptr<function, Solve>, spent: u32) -> u
             }
             (*sol).r[k] -= alpha * q[k];
         }
-        let rs_new = workgroup_sum(lid, own_dot(lid, (*sol).r, (*sol).r));
         // The next direction from z = m ⊙ r, or from r itself for plain CG (rᵀz = ‖r‖²).
         var z = (*sol).r;
-        var rz_new = rs_new;
+        var rs_new: f32;
+        var rz_new: f32;
         if dims.precondition == 1u {
             z = own_scale(lid, (*sol).m, (*sol).r);
-            rz_new = workgroup_sum(lid, own_dot(lid, (*sol).r, z));
+            // ‖r‖² and rᵀz through one tree: a sum's barriers are what a step waits on.
+            let sums = workgroup_sum2(lid, vec2<f32>(own_dot(lid, (*sol).r, (*sol).r), own_dot(lid, (*sol).r, z)));
+            rs_new = sums.x;
+            rz_new = sums.y;
+        } else {
+            rs_new = workgroup_sum(lid, own_dot(lid, (*sol).r, (*sol).r));
+            rz_new = rs_new;
         }
         let beta = select(0.0, rz_new / (*sol).rz, (*sol).rz > 0.0);
         for (var k = 0u; k < SLOTS; k++) {

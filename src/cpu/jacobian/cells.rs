@@ -122,6 +122,9 @@ pub struct GruCell<'a> {
     params: &'a Params,
     /// W_hhᵀ [d, 3d], column-major, for Jᵀ's product.
     w_t: DMatrix<f64>,
+    /// The products of the gate blocks' entries [d, 6d] for the diagonal of JᵀJ
+    /// (`gate_squares`), formed when first asked for.
+    squares_t: OnceLock<DMatrix<f64>>,
     /// h_0 … h_T.
     h: Cow<'a, Steps>,
     /// The gates r | z | n | hn of steps 1 … T (step t at t − 1, 4d values a column).
@@ -140,6 +143,7 @@ impl<'a> GruCell<'a> {
         Ok(Self {
             params,
             w_t: params.w_hh.transpose(),
+            squares_t: OnceLock::new(),
             h: Cow::Owned(h),
             gates: Cow::Owned(gates),
         })
@@ -156,10 +160,27 @@ impl<'a> GruCell<'a> {
         Self {
             params,
             w_t: params.w_hh.transpose(),
+            squares_t: OnceLock::new(),
             h: Cow::Borrowed(h),
             gates: kept_or_formed(params, x, h, gates),
         }
     }
+}
+
+/// The six products of the gate blocks' entries the GRU's diag(JᵀJ) is linear in, as the
+/// columns of one d × 6d matrix (column-major): for unit i, row i holds W_r,ki², W_z,ki²,
+/// W_n,ki², W_r,ki W_z,ki, W_r,ki W_n,ki, W_z,ki W_n,ki over k, block by block. Then
+/// Σ_k (Σ_g a_g,k W_g,ki)² is row i times [a_r²; a_z²; a_n²; 2a_r a_z; 2a_r a_n; 2a_z a_n],
+/// one matrix product for a step's sequences (`step_product`) instead of a scalar loop per
+/// sequence and unit.
+fn gate_squares(w_hh: &DMatrix<f64>) -> DMatrix<f64> {
+    let d = w_hh.ncols();
+    let pairs = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)];
+    DMatrix::from_fn(d, 6 * d, |i, c| {
+        let (g, h) = pairs[c / d];
+        let k = c % d;
+        w_hh[(g * d + k, i)] * w_hh[(h * d + k, i)]
+    })
 }
 
 impl Cell for GruCell<'_> {
@@ -245,34 +266,51 @@ impl Cell for GruCell<'_> {
         check_product(self, (t, seqs), &*out, &*out)?;
         let d = self.width();
         // Column i of J_t is z ⊙ e_i + Σ_g a_g ⊙ W_g[:, i] with a = (a_r, a_z, a_n) the step
-        // backward of e = 1 (`gru_step_backward`: J_tᵀ w = z ⊙ w + W_hhᵀ (a ⊙ w)).
-        let w = self.params.w_hh.as_slice();
-        scratch.resize(3 * d, 0.0);
+        // backward of e = 1 (`gru_step_backward`: J_tᵀ w = z ⊙ w + W_hhᵀ (a ⊙ w)): the sum
+        // over k without z through `gate_squares`, then (e + z_i)² − e² for the diagonal
+        // entry's e = Σ_g a_g,i W_g,ii.
+        let squares_t = self
+            .squares_t
+            .get_or_init(|| gate_squares(&self.params.w_hh));
+        let w = &self.params.w_hh;
+        let n = seqs.len();
+        scratch.resize(6 * d * n, 0.0);
+        let columns = scratch
+            .chunks_exact_mut(6 * d)
+            .zip(self.gates.at(t - 1, seqs).chunks_exact(4 * d))
+            .zip(self.h.at(t - 1, seqs).chunks_exact(d));
+        for ((y, g), h_prev) in columns {
+            for j in 0..d {
+                let gates = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
+                let [a_r, a_z, a_n] = gru_step_backward(1.0, gates, h_prev[j]);
+                let a_n = a_n * gates.0;
+                for (block, v) in [
+                    a_r * a_r,
+                    a_z * a_z,
+                    a_n * a_n,
+                    2.0 * a_r * a_z,
+                    2.0 * a_r * a_n,
+                    2.0 * a_z * a_n,
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    y[block * d + j] = v;
+                }
+            }
+        }
+        step_product(squares_t.as_slice(), d, scratch, false, out);
         let columns = out
             .chunks_exact_mut(d)
             .zip(self.gates.at(t - 1, seqs).chunks_exact(4 * d))
             .zip(self.h.at(t - 1, seqs).chunks_exact(d));
         for ((o, g), h_prev) in columns {
-            let (a_r, rest) = scratch.split_at_mut(d);
-            let (a_z, a_n) = rest.split_at_mut(d);
-            for j in 0..d {
-                let gates = (g[j], g[d + j], g[2 * d + j], g[3 * d + j]);
-                let [da_r, da_z, da_n] = gru_step_backward(1.0, gates, h_prev[j]);
-                (a_r[j], a_z[j], a_n[j]) = (da_r, da_z, da_n * gates.0);
-            }
             for (i, o_i) in o.iter_mut().enumerate() {
-                // W_hh is column-major [3d, d]: its column i holds W_r, W_z, W_n's.
-                let (w_r, rest) = w[i * 3 * d..(i + 1) * 3 * d].split_at(d);
-                let (w_z, w_n) = rest.split_at(d);
-                let entry = |k: usize| a_r[k] * w_r[k] + a_z[k] * w_z[k] + a_n[k] * w_n[k];
-                let mut sum = [0.0; 4];
-                for k in 0..d {
-                    let e = entry(k);
-                    sum[k % 4] += e * e;
-                }
-                // The diagonal entry's z_i, added to the sum over k: (e + z)² − e².
-                let (e, z) = (entry(i), g[d + i]);
-                *o_i = (sum[0] + sum[1]) + (sum[2] + sum[3]) + z * (2.0 * e + z);
+                let gates = (g[i], g[d + i], g[2 * d + i], g[3 * d + i]);
+                let [a_r, a_z, a_n] = gru_step_backward(1.0, gates, h_prev[i]);
+                let e = a_r * w[(i, i)] + a_z * w[(d + i, i)] + a_n * gates.0 * w[(2 * d + i, i)];
+                // The expanded square may round a little below zero where it vanishes.
+                *o_i = o_i.max(0.0) + gates.1 * (2.0 * e + gates.1);
             }
         }
         Ok(())
