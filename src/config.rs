@@ -129,10 +129,13 @@ impl Inversion {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Preconditioner {
-    /// By the inverse of the normal matrix's diagonal, `1 / (diag(J_tᵀJ_t) + r)`, formed
-    /// at each step from the cell's linearization without forming J_t (the default: fewer
-    /// iterations for the same solution, to the tolerance).
+    /// Per cell (the default): `Jacobi` for the GRU, whose trained Jacobians it pays for,
+    /// `None` for the tanh RNN, where it did not cut the iterations (docs/ALGORITHM.md §5).
     #[default]
+    Auto,
+    /// By the inverse of the normal matrix's diagonal, `1 / (diag(J_tᵀJ_t) + r)`, formed
+    /// at each step from the cell's linearization without forming J_t: the same solution
+    /// to the tolerance.
     Jacobi,
     /// Plain CG.
     None,
@@ -142,8 +145,18 @@ impl Preconditioner {
     /// The preconditioner as `--precondition` and the config files spell it.
     pub fn name(self) -> &'static str {
         match self {
+            Preconditioner::Auto => "auto",
             Preconditioner::Jacobi => "jacobi",
             Preconditioner::None => "none",
+        }
+    }
+
+    /// What the per-step CG of `cell` runs with: `Jacobi` or `None` (`Auto` picks by cell).
+    pub fn resolve(self, cell: CellKind) -> Preconditioner {
+        match (self, cell) {
+            (Preconditioner::Auto, CellKind::Gru) => Preconditioner::Jacobi,
+            (Preconditioner::Auto, CellKind::Tanh) => Preconditioner::None,
+            (chosen, _) => chosen,
         }
     }
 }
@@ -245,7 +258,7 @@ pub struct TpConfig {
     /// Cap on CG iterations; missing `cg_tol` by then is an error.
     pub cg_max_iter: usize,
     /// The preconditioner of the jacobian inversion's per-step CG (the other inversions
-    /// ignore it). Configs written before it existed read as the default, `Jacobi`.
+    /// ignore it). Configs written before it existed read as the default, `Auto`.
     pub precondition: Preconditioner,
 }
 
@@ -260,7 +273,7 @@ impl Default for TpConfig {
             solver: Solver::Auto,
             cg_tol: None,
             cg_max_iter: 100,
-            precondition: Preconditioner::Jacobi,
+            precondition: Preconditioner::Auto,
         }
     }
 }

@@ -313,6 +313,39 @@ fn tanh_jacobian_sweep_matches_linearized_sweep_as_r_vanishes() {
     }
 }
 
+/// `Preconditioner::Auto` preconditions the GRU's per-step CG and leaves the tanh RNN's
+/// plain: the same targets, bit for bit, as asking for each, and not those of the other.
+#[test]
+fn auto_preconditions_the_gru_and_not_the_tanh_rnn() {
+    let mut rng = rng(22);
+    let (b, p, d, t_len) = (3, 2, 6, 4);
+    let tanh = tanh_model(&mut rng, b, p, d, t_len);
+    let gru = gru_model(&mut rng, b, p, d, t_len);
+    let tanh_cell = TanhCell::new(&tanh.params, &tanh.h).unwrap();
+    let gru_cell = GruCell::new(&gru.params, &gru.x, &gru.h).unwrap();
+    let cases = [
+        (
+            &tanh_cell as &dyn Cell,
+            &tanh.h,
+            Preconditioner::None,
+            Preconditioner::Jacobi,
+        ),
+        (
+            &gru_cell,
+            &gru.h,
+            Preconditioner::Jacobi,
+            Preconditioner::None,
+        ),
+    ];
+    for (cell, h, same, other) in cases {
+        let v_top = &h[t_len] + random(&mut rng, b, d, 0.1);
+        let sweep = |pc| jacobian_sweep(cell, h, &v_top, 0.1, 1e-12, 100, pc).unwrap();
+        let auto = sweep(Preconditioner::Auto);
+        assert_eq!(auto, sweep(same), "{:?}", cell.kind());
+        assert_ne!(auto.0, sweep(other).0, "{:?}", cell.kind());
+    }
+}
+
 #[test]
 fn gru_jacobian_sweep_fixed_point_and_steps() {
     let mut rng = rng(8);

@@ -590,7 +590,14 @@ fn random_hyper(rng: &mut ChaCha8Rng, cell: CellKind) -> Hyper {
             } else {
                 pick(rng, &[0, 1])
             },
-            precondition: pick(rng, &[Preconditioner::Jacobi, Preconditioner::None]),
+            precondition: pick(
+                rng,
+                &[
+                    Preconditioner::Auto,
+                    Preconditioner::Jacobi,
+                    Preconditioner::None,
+                ],
+            ),
         },
         opt: OptimizerConfig {
             kind: pick(

@@ -91,7 +91,14 @@ fn exercise_cell(rng: &mut ChaCha8Rng, cell: &dyn Cell, h: &[DMatrix<f64>], oks:
     let _ = cell.normal_diagonal(t);
     let (reg, tol) = (mostly(rng, 1.0), mostly(rng, 1e-8));
     let max_iter = pick(rng, &[0, 1, 50]);
-    let pc = pick(rng, &[Preconditioner::Jacobi, Preconditioner::None]);
+    let pc = pick(
+        rng,
+        &[
+            Preconditioner::Auto,
+            Preconditioner::Jacobi,
+            Preconditioner::None,
+        ],
+    );
     oks.solves += usize::from(per_step_cg(cell, t, &u, reg, tol, max_iter, pc).is_ok());
     let v_top = shaped(rng, b, d);
     let _ = jacobian_sweep(cell, h, &v_top, reg, tol, max_iter, pc);

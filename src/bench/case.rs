@@ -97,10 +97,11 @@ impl Case {
         self.inversion.map(|_| self.solve)
     }
 
-    /// The preconditioner of the case's per-step CG: the jacobian inversion's, `None`
-    /// for the others and BPTT.
+    /// The preconditioner the case's per-step CG runs with (`Jacobi` or `None`, `Auto`
+    /// resolved for the cell): the jacobian inversion's, `None` for the others and BPTT.
     pub fn precondition(&self) -> Option<Preconditioner> {
-        (self.inversion == Some(Inversion::Jacobian)).then_some(self.solve.precondition)
+        (self.inversion == Some(Inversion::Jacobian))
+            .then(|| self.solve.precondition.resolve(self.cell))
     }
 
     /// The inversion `tpri bench` times TP-RI with unless asked for another: the tanh

@@ -101,10 +101,12 @@ pub struct BenchArgs {
     /// without meeting the tolerance fails the case, naming it.
     #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
     pub(super) cg_max_iter: usize,
-    /// The jacobian inversion's preconditioners to time, each a row of its own (`jacobi`,
-    /// training's default, and `none`, plain CG, labelled `tp-jacobian-plain`;
-    /// docs/ALGORITHM.md §5). The other inversions ignore it.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Preconditioner::Jacobi])]
+    /// The jacobian inversion's preconditioners to time, each a row of its own: `auto`,
+    /// training's default (jacobi for the GRU, none for the tanh RNN), `jacobi` and `none`
+    /// (plain CG); a row whose preconditioner is not its cell's default is labelled
+    /// `tp-jacobian-jacobi` or `tp-jacobian-plain` (docs/ALGORITHM.md §5). The other
+    /// inversions ignore it.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Preconditioner::Auto])]
     pub(super) precondition: Vec<Preconditioner>,
     /// Sequence lengths T.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128, 784])]

@@ -41,7 +41,8 @@ pub(super) fn cell_name(cell: CellKind) -> &'static str {
 }
 
 /// A method's name in tables: `tp` with the cell's bench inversion, `tp-jacobian` and so on
-/// with another, `tp-jacobian-plain` where its per-step CG runs without a preconditioner.
+/// with another, `tp-jacobian-plain` or `tp-jacobian-jacobi` where its per-step CG runs
+/// with another preconditioner than the cell's default (`Preconditioner::Auto`).
 pub(super) fn method_name(
     cell: CellKind,
     method: Method,
@@ -53,7 +54,10 @@ pub(super) fn method_name(
         _ => name,
     };
     match precondition {
-        Some(Preconditioner::None) => format!("{name}-plain"),
+        Some(p) if p != Preconditioner::Auto.resolve(cell) => match p {
+            Preconditioner::None => format!("{name}-plain"),
+            other => format!("{name}-{}", other.name()),
+        },
         _ => name,
     }
 }

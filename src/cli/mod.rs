@@ -143,8 +143,9 @@ pub struct TpArgs {
     #[arg(long, default_value_t = TpConfig::default().cg_max_iter)]
     cg_max_iter: usize,
     /// Preconditioner of the jacobian inversion's per-step CG: `jacobi`, 1 / (diag(JᵀJ) +
-    /// r), or `none`, plain CG; the same solution to the tolerance (docs/ALGORITHM.md §5).
-    #[arg(long, value_enum, default_value = "jacobi")]
+    /// r), `none`, plain CG, or `auto`, jacobi for the GRU and none for the tanh RNN; the
+    /// same solution to the tolerance (docs/ALGORITHM.md §5).
+    #[arg(long, value_enum, default_value = "auto")]
     precondition: Preconditioner,
 }
 

@@ -21,6 +21,7 @@ use crate::arguments::{matrix, steps};
 use crate::cg::CgReport;
 use crate::config::Preconditioner;
 use crate::cpu::steps::{core_groups, in_parallel, Steps, StepsPart};
+use crate::model::CellKind;
 
 mod cells;
 mod per_step;
@@ -43,6 +44,9 @@ pub trait Cell: Sync {
 
     /// The number of sequences B the cell is linearized on.
     fn batch(&self) -> usize;
+
+    /// Which cell it is (`Preconditioner::Auto` picks by it).
+    fn kind(&self) -> CellKind;
 
     /// `J_t u` at step `t` for the sequences `seqs`, one column of `u` each
     /// (d × seqs.len(), column-major), into `out` (the same shape); `scratch` is work space

@@ -298,7 +298,7 @@ impl Workspace {
             ),
             (Some(tp), Some(solve)) => {
                 let gru = cell == CellKind::Gru;
-                let pc = jacobian::preconditioned(tp, solve);
+                let pc = jacobian::preconditioned(tp, cell, solve);
                 let units = per_launch(loops::solves(gru, d, shape, tp.cg_max_iter, pc))?;
                 (
                     Some(vec![jacobian::sweep_dispatch(

@@ -84,10 +84,12 @@ pub(crate) fn tolerance(tp: &TpConfig) -> f64 {
     tp.cg_tol.unwrap_or(crate::gpu::GPU_CG_TOL)
 }
 
-/// Whether the sweep's CG is preconditioned: the jacobian inversion's, with
-/// `Preconditioner::Jacobi` (the per-step solves of the analytic inversion are plain CG).
-pub(crate) fn preconditioned(tp: &TpConfig, solve: TargetSolve) -> bool {
-    matches!(solve, TargetSolve::Jacobian) && tp.precondition == Preconditioner::Jacobi
+/// Whether the sweep's CG is preconditioned: the jacobian inversion's of `cell`, where
+/// `tp.precondition` resolves to `Jacobi` for it (the per-step solves of the analytic
+/// inversion are plain CG).
+pub(crate) fn preconditioned(tp: &TpConfig, cell: CellKind, solve: TargetSolve) -> bool {
+    matches!(solve, TargetSolve::Jacobian)
+        && tp.precondition.resolve(cell) == Preconditioner::Jacobi
 }
 
 /// The uniform blocks of a segmented solve and their launches: `units` CG units in the
@@ -129,7 +131,7 @@ pub(crate) fn sweep_dispatch(
         first: 0,
         budget: 0,
         scratch: (shape.steps * shape.batch * 2) as u32,
-        precondition: u32::from(preconditioned(tp, solve)),
+        precondition: u32::from(preconditioned(tp, l.cell, solve)),
     };
     let units = (shape.steps - 1).saturating_mul(tp.cg_max_iter.saturating_add(1));
     Dispatch::repeated(

@@ -156,7 +156,7 @@ pub struct TrainArgs {
     pub cg_tol: Option<f64>,
     #[arg(long, help = help("Cap on CG iterations; a solve that has not reached --cg-tol by then is an error (docs/ALGORITHM.md §4)", defaults().hyper.tp.cg_max_iter))]
     pub cg_max_iter: Option<usize>,
-    #[arg(long, value_enum, help = help("Preconditioner of the jacobian inversion's per-step CG: jacobi, 1 / (diag(JᵀJ) + r), or none, plain CG; the same solution to the tolerance, in fewer iterations with jacobi (docs/ALGORITHM.md §5)", name(defaults().hyper.tp.precondition)))]
+    #[arg(long, value_enum, help = help("Preconditioner of the jacobian inversion's per-step CG: jacobi, 1 / (diag(JᵀJ) + r), none, plain CG, or auto, jacobi for the GRU and none for the tanh RNN; the same solution to the tolerance, in fewer iterations with jacobi on a trained GRU (docs/ALGORITHM.md §5)", name(defaults().hyper.tp.precondition)))]
     pub precondition: Option<Preconditioner>,
     #[arg(long, help = help("DTP: learning rate of the reverse layer's own optimizer step (docs/ALGORITHM.md §14)", defaults().hyper.dtp.lr_reverse))]
     pub lr_reverse: Option<f64>,

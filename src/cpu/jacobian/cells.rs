@@ -68,6 +68,10 @@ impl Cell for TanhCell<'_> {
         self.w.ncols()
     }
 
+    fn kind(&self) -> CellKind {
+        CellKind::Tanh
+    }
+
     fn batch(&self) -> usize {
         self.h.batch()
     }
@@ -190,6 +194,10 @@ impl Cell for GruCell<'_> {
 
     fn width(&self) -> usize {
         self.params.w_hh.ncols()
+    }
+
+    fn kind(&self) -> CellKind {
+        CellKind::Gru
     }
 
     fn batch(&self) -> usize {

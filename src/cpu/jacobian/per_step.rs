@@ -63,7 +63,7 @@ pub(super) fn solve_columns(
             step.0
         );
     }
-    let precond = match precondition {
+    let precond = match precondition.resolve(cell.kind()) {
         Preconditioner::Jacobi => {
             precond.resize(u.len(), 0.0);
             cell.normal_diagonal_into(step, precond, scratch)?;
@@ -74,7 +74,7 @@ pub(super) fn solve_columns(
             }
             Some(precond.as_slice())
         }
-        Preconditioner::None => None,
+        Preconditioner::None | Preconditioner::Auto => None,
     };
     jp.resize(u.len(), 0.0);
     let mut apply = |p: &[f64], ap: &mut [f64]| {
@@ -100,7 +100,7 @@ pub(super) fn solve_columns(
 /// Solves `(J_tᵀ J_t + r I) z = J_tᵀ u` for every row (sequence) of `u` (B×d, the
 /// displacement v_t − h_t) by batched matrix-free CG from zero: one CG per row, each with
 /// its own α and β, sharing the two products per iteration, preconditioned as
-/// `precondition` says. Each row stops when its own
+/// `precondition` says (`Auto`: by the cell, `Preconditioner::resolve`). Each row stops when its own
 /// relative residual ‖r_s‖ / ‖(J_tᵀ u)_s‖ is ≤ `tol` (`Stop::EachColumn`; the report's
 /// residual is the largest row's), and the solve fails with `CgError` if `max_iter`
 /// iterations do not get every row there.
