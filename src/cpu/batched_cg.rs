@@ -59,10 +59,11 @@ fn column_residual(rs: f64, rhs_sq: f64) -> f64 {
 
 /// Solves `A X = B` for the column-major columns of width `d` of `rhs` = B into `x`, where
 /// `apply(P, out)` writes `A P` for all columns at once (its error, if any, ends the
-/// solve with that error). X starts from `x` when `warm`,
-/// from zero otherwise. With `precond`, a diagonal M⁻¹ as `rhs` is laid out (positive),
-/// the CG is preconditioned by it: directions from z = M⁻¹ r and step sizes from rᵀz, the
-/// stopping rule still on the residual r itself; without it, plain CG. Runs until `stop` is met or `max_iter` iterations have run, and
+/// solve with that error). X starts from `x` when `warm`, from zero otherwise. With
+/// `precond`, a positive diagonal M⁻¹ laid out as `rhs` is, the CG is preconditioned by
+/// it: directions from z = M⁻¹ r and step sizes from rᵀz, the stopping rule still on the
+/// residual r itself; without it, plain CG, whose z is r (`z` is then only work space the
+/// columns' loop walks). Runs until `stop` is met or `max_iter` iterations have run, and
 /// reports the iterations and the residual the stopping rule reads (with
 /// [`Stop::EachColumn`], the largest column's; NaN when one turned NaN). A zero B gives
 /// X = 0 at once. The right-hand side must be finite (the callers check it, naming what
