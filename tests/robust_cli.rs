@@ -454,12 +454,19 @@ fn flags_the_run_does_not_read_are_named() {
         "0.5",
         "--lr",
         "0.01",
+        "--precondition",
+        "none",
         "--run-dir",
         run.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    for flag in ["--reg sets", "--noise sets", "--momentum sets"] {
+    for flag in [
+        "--reg sets",
+        "--noise sets",
+        "--momentum sets",
+        "--precondition sets",
+    ] {
         assert!(
             err.contains(&format!("warning: {flag}")),
             "{flag} not named: {err}"

@@ -53,12 +53,6 @@ pub(super) fn unread_flags(args: &TrainArgs, cfg: &RunConfig) -> Vec<String> {
             "TP-RI",
         ),
         (
-            args.precondition.is_some() && !(tp && cfg.hyper.tp.inversion == Inversion::Jacobian),
-            "--precondition",
-            "the per-step CG's preconditioner",
-            "TP-RI with the jacobian inversion",
-        ),
-        (
             bp && args.lr_target.is_some(),
             "--lr-target",
             "the target step γ_h",
@@ -94,6 +88,17 @@ pub(super) fn unread_flags(args: &TrainArgs, cfg: &RunConfig) -> Vec<String> {
             )
         })
         .collect();
+    if args.precondition.is_some() && !(tp && cfg.hyper.tp.inversion == Inversion::Jacobian) {
+        let how = if tp {
+            format!("TP-RI with the {} inversion", cfg.hyper.tp.inversion.name())
+        } else {
+            method_name(method).to_string()
+        };
+        lines.push(format!(
+            "--precondition sets the preconditioner of the jacobian inversion's per-step CG; \
+             this run trains with {how}, which does not read it"
+        ));
+    }
     if args.momentum.is_some() && cfg.hyper.opt.kind != OptimizerKind::Nesterov {
         lines.push(
             "--momentum sets the momentum of --optimizer nesterov; this run's optimizer \
