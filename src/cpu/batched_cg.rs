@@ -112,9 +112,9 @@ pub fn batched_cg(
     rs.extend(r.chunks_exact(d).map(|c| dot(c, c)));
     // rᵀz per column: ‖r‖² itself for plain CG, whose z is r.
     rz.clear();
+    z.resize(rhs.len(), 0.0);
     match precond {
         Some(m) => {
-            z.resize(rhs.len(), 0.0);
             scale(z, m, r);
             p.copy_from_slice(z);
             rz.extend(
@@ -141,7 +141,6 @@ pub fn batched_cg(
     // Written so that a NaN residual (a NaN warm start) stops the solve, as not converged.
     while residual(rs) > tol && iterations < max_iter {
         apply(p, ap)?;
-        z.resize(rhs.len(), 0.0);
         let columns = x
             .chunks_exact_mut(d)
             .zip(r.chunks_exact_mut(d))
